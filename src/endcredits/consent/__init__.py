@@ -1,0 +1,1 @@
+"""Consent: use-case grants, their windows and revocations, and the rules that decide a use."""

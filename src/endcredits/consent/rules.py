@@ -1,0 +1,244 @@
+"""Consent rules: may this work be used for these uses at this time? Pure; the first cut of the rules.
+
+A ``Grant`` says that a person, or a work itself, allows or does not allow one ``Use``, over a window of
+time, citing where the statement came from (``source``). ``decide`` applies the grants to one work.
+
+In force
+    A grant is in force at ``at`` when ``valid_from <= at`` and (``perpetual`` or ``at < valid_until``),
+    and it has not been revoked at or before ``at`` (``revoked_at is None or at < revoked_at``).
+    The window is half-open: a grant valid until midnight no longer holds at midnight.
+    "In perpetuity" is an explicit term: ``valid_until`` is None exactly when ``perpetual`` is True.
+
+Relevant grants
+    Person grants count only when the person is among the work's credited people; work grants count only
+    when their subject is this work. Any other grant passed in is ignored.
+
+Precedence, for each requested use (the first level with a grant in force decides)
+    1. The credited people's grants. A notAllowed from ANY credited person wins over an allowed from
+       another: the most restrictive wins.
+    2. The work's own grants (its metadata, e.g. a license). notAllowed wins over allowed.
+    3. The operator's default regime: "opt-out" allows, "opt-in" forbids.
+
+Training is a kind of use with a sub-kind
+    Generative training is a kind of training, so a grant in force that does not allow ``ai_training``
+    also does not allow ``ai_generative_training``, at the same level as the grant itself. An allowed for
+    ``ai_training`` says nothing about ``ai_generative_training``, which needs its own allowed (or the
+    operator default) to be used.
+
+Several uses
+    Every requested use must be allowed. The uses are judged in ``USES`` order, whatever order they are
+    passed in. When any is forbidden, the decision is not allowed, its reason lists each forbidden use's
+    reason (joined by "; "), and its grant is the deciding grant of the first forbidden use. Otherwise the
+    reason lists each use's reason and the grant is the first use's deciding grant. The grant is None
+    when the deciding source is the operator default.
+
+Determinism
+    The order of the grants never matters: when several grants at one level agree, the one cited is the
+    least by (subject id, source, use, validity, revocation).
+
+Reasons read like "notAllowed for commercial by work grant (source: essenFolksong/license.txt)",
+"allowed for research by person grant of p-7 (source: guild/consent.json)", or
+"no grant for commercial; operator default opt-in".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from endcredits.errors import LimitExceededError, ValidationError
+from endcredits.limits import CREDITS_PER_WORK_MAX, ID_LENGTH_MAX
+
+USES: tuple[str, ...] = (
+    "ai_generative_training",
+    "ai_training",
+    "ai_inference",
+    "data_mining",
+    "likeness_face",
+    "likeness_voice",
+    "research",
+    "commercial",
+)
+
+SUBJECT_KINDS: tuple[str, ...] = ("work", "person")
+DECISIONS: tuple[str, ...] = ("allowed", "notAllowed")
+DEFAULT_REGIMES: tuple[str, ...] = ("opt-in", "opt-out")
+
+IMPLIED_BY_NOT_ALLOWED: dict[str, tuple[str, ...]] = {"ai_generative_training": ("ai_training",)}
+"""For a use, the broader uses whose notAllowed also forbids it."""
+
+SOURCE_LENGTH_MAX = 1_000
+"""Longest ``source`` text (a path, a URL, a document id)."""
+
+
+def _check_aware(value: object, what: str) -> datetime:
+    if not isinstance(value, datetime):
+        raise ValidationError(f"{what} must be a datetime, got {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValidationError(f"{what} {value.isoformat()} has no time zone; pass an aware datetime, e.g. tzinfo=UTC")
+    return value
+
+
+def _check_use(use: object, what: str) -> str:
+    if not isinstance(use, str) or use not in USES:
+        raise ValidationError(f"unknown {what} {use!r:.60}: one of {', '.join(USES)}")
+    return use
+
+
+def _check_id(value: object, what: str) -> str:
+    if not isinstance(value, str) or not 1 <= len(value) <= ID_LENGTH_MAX:
+        raise ValidationError(f"{what} must be a string of 1..{ID_LENGTH_MAX} characters, got {value!r:.60}")
+    return value
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A person or a work allows (or not) one use from ``valid_from`` until ``valid_until``, or in perpetuity."""
+
+    subject_kind: Literal["work", "person"]
+    subject_id: str
+    use: str
+    decision: Literal["allowed", "notAllowed"]
+    valid_from: datetime
+    valid_until: datetime | None
+    perpetual: bool
+    source: str
+    revoked_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.subject_kind not in SUBJECT_KINDS:
+            raise ValidationError(f"grant subject_kind {self.subject_kind!r:.40} must be 'work' or 'person'")
+        _check_id(self.subject_id, f"grant subject_id ({self.subject_kind})")
+        _check_use(self.use, f"use in grant for {self.subject_kind} {self.subject_id}")
+        if self.decision not in DECISIONS:
+            raise ValidationError(
+                f"grant decision {self.decision!r:.40} for {self.subject_kind} {self.subject_id} "
+                "must be 'allowed' or 'notAllowed'"
+            )
+        if not isinstance(self.source, str) or not 1 <= len(self.source) <= SOURCE_LENGTH_MAX:
+            raise ValidationError(
+                f"grant for {self.subject_kind} {self.subject_id} needs a source of 1..{SOURCE_LENGTH_MAX} "
+                "characters saying where it came from (a file, a URL, a document id)"
+            )
+        if not isinstance(self.perpetual, bool):
+            raise ValidationError(f"grant for {self.subject_kind} {self.subject_id}: perpetual must be True or False")
+        _check_aware(self.valid_from, "grant valid_from")
+        if self.valid_until is None:
+            if not self.perpetual:
+                raise ValidationError(
+                    f"grant for {self.subject_kind} {self.subject_id} has no valid_until: set valid_until, "
+                    "or set perpetual=True to grant in perpetuity explicitly"
+                )
+        else:
+            _check_aware(self.valid_until, "grant valid_until")
+            if self.perpetual:
+                raise ValidationError(
+                    f"grant for {self.subject_kind} {self.subject_id} is perpetual but has a valid_until: "
+                    "drop valid_until, or set perpetual=False"
+                )
+            if not self.valid_until > self.valid_from:
+                raise ValidationError(
+                    f"grant for {self.subject_kind} {self.subject_id}: valid_until {self.valid_until.isoformat()} "
+                    f"must be after valid_from {self.valid_from.isoformat()}"
+                )
+        if self.revoked_at is not None:
+            _check_aware(self.revoked_at, "grant revoked_at")
+
+    def in_force(self, at: datetime) -> bool:
+        """True when the grant holds at ``at`` (an aware datetime): started, not ended, not yet revoked."""
+        _check_aware(at, "time to decide at")
+        if at < self.valid_from:
+            return False
+        if self.valid_until is not None and not at < self.valid_until:
+            return False
+        return self.revoked_at is None or at < self.revoked_at
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Whether the uses are allowed, why, and the grant that decided (None: the operator default)."""
+
+    allowed: bool
+    reason: str
+    grant: Grant | None
+
+
+def _grant_order(g: Grant) -> tuple[str, str, str, str, str, str, str]:
+    """A total order on grants, so that which one is cited never depends on input order."""
+    return (
+        g.subject_id,
+        g.source,
+        g.use,
+        g.decision,
+        g.valid_from.isoformat(),
+        "" if g.valid_until is None else g.valid_until.isoformat(),
+        "" if g.revoked_at is None else g.revoked_at.isoformat(),
+    )
+
+
+def _deciding(grants: list[Grant], use: str) -> Grant | None:
+    """Among grants in force at one level: the notAllowed one to cite, else the allowed one, else None."""
+    broader = IMPLIED_BY_NOT_ALLOWED.get(use, ())
+    forbidding = [g for g in grants if g.decision == "notAllowed" and (g.use == use or g.use in broader)]
+    if forbidding:
+        return min(forbidding, key=_grant_order)
+    allowing = [g for g in grants if g.decision == "allowed" and g.use == use]
+    return min(allowing, key=_grant_order) if allowing else None
+
+
+def _describe(grant: Grant, use: str) -> str:
+    by = "work grant" if grant.subject_kind == "work" else f"person grant of {grant.subject_id}"
+    via = "" if grant.use == use else f" for {grant.use}"
+    return f"{grant.decision} for {use} by {by}{via} (source: {grant.source})"
+
+
+def _decide_one(use: str, person_grants: list[Grant], work_grants: list[Grant], default: str) -> Decision:
+    for level in (person_grants, work_grants):
+        grant = _deciding(level, use)
+        if grant is not None:
+            return Decision(allowed=grant.decision == "allowed", reason=_describe(grant, use), grant=grant)
+    return Decision(allowed=default == "opt-out", reason=f"no grant for {use}; operator default {default}", grant=None)
+
+
+def decide(
+    work_id: str,
+    credited_person_ids: Sequence[str],
+    uses: Sequence[str],
+    at: datetime,
+    grants: Sequence[Grant],
+    *,
+    default: Literal["opt-in", "opt-out"],
+) -> Decision:
+    """May ``work_id`` be used for every one of ``uses`` at ``at``? The rules are in the module docstring."""
+    _check_id(work_id, "work id")
+    _check_aware(at, "time to decide at")
+    if default not in DEFAULT_REGIMES:
+        raise ValidationError(f"operator default {default!r:.40} must be 'opt-in' or 'opt-out'")
+    if isinstance(uses, str) or not uses:
+        raise ValidationError(f"pass a non-empty list of uses, each one of {', '.join(USES)}")
+    requested = {_check_use(u, "use") for u in uses}
+    if isinstance(credited_person_ids, str):
+        raise ValidationError("credited_person_ids must be a list of person ids, not one string")
+    if len(credited_person_ids) > CREDITS_PER_WORK_MAX:
+        raise LimitExceededError(
+            f"work {work_id} has {len(credited_person_ids)} credited people; CREDITS_PER_WORK_MAX={CREDITS_PER_WORK_MAX}"
+        )
+    people = {_check_id(p, "credited person id") for p in credited_person_ids}
+    for g in grants:
+        if not isinstance(g, Grant):
+            raise ValidationError(f"grants must be Grant objects, got {type(g).__name__}")
+
+    in_force = [g for g in grants if g.in_force(at)]
+    person_grants = [g for g in in_force if g.subject_kind == "person" and g.subject_id in people]
+    work_grants = [g for g in in_force if g.subject_kind == "work" and g.subject_id == work_id]
+
+    per_use = [_decide_one(u, person_grants, work_grants, default) for u in USES if u in requested]
+    forbidden = [d for d in per_use if not d.allowed]
+    if forbidden:
+        return Decision(allowed=False, reason="; ".join(d.reason for d in forbidden), grant=forbidden[0].grant)
+    return Decision(allowed=True, reason="; ".join(d.reason for d in per_use), grant=per_use[0].grant)
+
+
+__all__ = ["DEFAULT_REGIMES", "DECISIONS", "SUBJECT_KINDS", "USES", "Decision", "Grant", "decide"]

@@ -1,0 +1,133 @@
+"""Double-entry ledger: accounts, balanced transfers, reversals. Pure rules; ``store.ledger`` persists.
+
+A transfer is a set of legs, one per account, with signed amounts in microunits (credit > 0, debit < 0)
+that sum to zero. Transfers are never changed: a mistake is undone by a reversing transfer that
+negates every leg. Every transfer carries a caller-supplied ``event_id``; posting the same id with the
+same content returns the first result, with other content it is a ``ConflictError``.
+
+Accounts (one per holder per currency), keyed by text:
+
+============================  =========================================================  ===========
+key                           what it holds                                              may go < 0
+============================  =========================================================  ===========
+``pool:CCY``                  the operator's residual pools funded (the source)          yes
+``payable:person:ID:CCY``     owed to a verified person                                  no
+``escrow:person:ID:CCY``      owed to a person not yet verified                          no
+``escrow:name:ID:CCY``        owed to a credited name nobody has claimed                 no
+``escrow:work:ID:CCY``        owed for a work with no credited payee yet                 no
+``suspense:CCY``              whole microunits behind the carried sub-microunit parts    no
+``clearing:payouts:CCY``      payouts sent, status not yet back                          no
+``bank:payouts:CCY``          payouts settled at the bank                                no
+============================  =========================================================  ===========
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from endcredits.audit import canonical_json
+from endcredits.errors import LedgerError, LimitExceededError, ValidationError
+from endcredits.limits import ID_LENGTH_MAX, LEGS_PER_TRANSFER_MAX, TRANSFER_AMOUNT_MICROUNITS_MAX
+from endcredits.money import check_currency
+
+ACCOUNT_KINDS = ("pool", "payable", "escrow", "suspense", "clearing", "bank")
+NEGATIVE_ALLOWED_KINDS = frozenset({"pool"})
+
+TRANSFER_CODES = (
+    "accrual",  # a batch of residuals: pool -> payees, escrow, suspense
+    "escrow_claim",  # escrow -> payable when a name or person is claimed and verified
+    "payout_sent",  # payable -> clearing when a payout batch is written
+    "payout_settled",  # clearing -> bank when the bank confirms
+    "payout_failed",  # clearing -> payable when the bank rejects
+    "reversal",  # negates an earlier transfer
+)
+
+
+def account_key(kind: str, currency: str, holder: str | None = None) -> str:
+    """``payable:person:12:EUR`` for a holder; ``suspense:EUR`` for an operator account."""
+    if kind not in ACCOUNT_KINDS:
+        raise ValidationError(f"unknown account kind {kind!r}: one of {', '.join(ACCOUNT_KINDS)}")
+    check_currency(currency)
+    return f"{kind}:{holder}:{currency}" if holder else f"{kind}:{currency}"
+
+
+def parse_account_key(key: str) -> tuple[str, str | None, str]:
+    """(kind, holder or None, currency) from an account key."""
+    parts = key.split(":")
+    if len(parts) < 2 or parts[0] not in ACCOUNT_KINDS:
+        raise ValidationError(f"malformed account key {key!r}")
+    holder = ":".join(parts[1:-1]) or None
+    return parts[0], holder, check_currency(parts[-1])
+
+
+@dataclass(frozen=True)
+class TransferRequest:
+    """What a caller asks to post. ``legs`` maps account key -> signed microunits (credit > 0)."""
+
+    event_id: str
+    code: str
+    currency: str
+    legs: Mapping[str, int]
+    memo: Mapping[str, str] = field(default_factory=dict)
+    reverses_event_id: str | None = None
+
+    def content_sha256(self) -> str:
+        """What makes two postings with one event id "the same": everything but the id itself."""
+        body = canonical_json({
+            "code": self.code,
+            "currency": self.currency,
+            "legs": sorted((k, str(v)) for k, v in self.legs.items()),
+            "memo": dict(sorted(self.memo.items())),
+            "reverses": self.reverses_event_id,
+        })
+        return hashlib.sha256(body.encode()).hexdigest()
+
+
+def check_transfer(req: TransferRequest) -> None:
+    """Raise unless the transfer is well formed and balanced. Changes nothing."""
+    if not req.event_id or len(req.event_id) > ID_LENGTH_MAX:
+        raise ValidationError(f"event id must be 1..{ID_LENGTH_MAX} characters, got {len(req.event_id)}")
+    if req.code not in TRANSFER_CODES:
+        raise ValidationError(f"unknown transfer code {req.code!r}: one of {', '.join(TRANSFER_CODES)}")
+    check_currency(req.currency)
+    if len(req.legs) < 2:
+        raise LedgerError(f"transfer {req.event_id} needs at least two legs, got {len(req.legs)}")
+    if len(req.legs) > LEGS_PER_TRANSFER_MAX:
+        raise LimitExceededError(f"transfer {req.event_id} has {len(req.legs)} legs; LEGS_PER_TRANSFER_MAX={LEGS_PER_TRANSFER_MAX}")
+    total = 0
+    for key, amount in req.legs.items():
+        _, _, currency = parse_account_key(key)
+        if currency != req.currency:
+            raise LedgerError(f"transfer {req.event_id}: account {key} is not in {req.currency}")
+        if isinstance(amount, bool) or not isinstance(amount, int):
+            raise ValidationError(f"transfer {req.event_id}: leg {key} amount must be int microunits")
+        if amount == 0:
+            raise LedgerError(f"transfer {req.event_id}: leg {key} is zero; leave it out")
+        if abs(amount) > TRANSFER_AMOUNT_MICROUNITS_MAX:
+            raise LimitExceededError(f"transfer {req.event_id}: leg {key} exceeds TRANSFER_AMOUNT_MICROUNITS_MAX")
+        total += amount
+    if total != 0:
+        raise LedgerError(f"transfer {req.event_id} does not balance: legs sum to {total} microunits, not 0")
+
+
+def reversal_of(original: TransferRequest, event_id: str, reason: str) -> TransferRequest:
+    """The transfer that undoes ``original``: every leg negated, linked back to it."""
+    return TransferRequest(
+        event_id=event_id,
+        code="reversal",
+        currency=original.currency,
+        legs={k: -v for k, v in original.legs.items()},
+        memo={"reason": reason, "reverses_code": original.code},
+        reverses_event_id=original.event_id,
+    )
+
+
+@dataclass(frozen=True)
+class PostResult:
+    """Per transfer: ``created`` the first time, ``exists`` when the same content was posted before."""
+
+    event_id: str
+    status: str
+    transfer_id: int

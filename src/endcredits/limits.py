@@ -1,0 +1,55 @@
+"""Every bound endcredits enforces, with its unit in its name. Relationships are checked at import."""
+
+from __future__ import annotations
+
+from endcredits.errors import invariant
+
+# Money -------------------------------------------------------------------------------------------
+MICROUNITS_PER_UNIT = 10**8
+"""1 microunit = 10^-8 of a currency's major unit (a microcent of a dollar). Fixed forever."""
+
+SUBUNIT_BITS = 32
+"""Carry-forward precision: a microunit is split into 2^32 subunits while residuals accrue."""
+
+SUBUNITS_PER_MICROUNIT = 1 << SUBUNIT_BITS
+
+AMOUNT_MICROUNITS_MAX = 10**30 - 1
+"""Largest amount (a transfer, a balance, a pool) stored: 10^22 major units, far beyond 2^63 microunits."""
+
+TRANSFER_AMOUNT_MICROUNITS_MAX = AMOUNT_MICROUNITS_MAX
+
+REVENUE_PER_OUTPUT_MICROUNITS_MAX = (1 << 62) - 1
+"""Largest revenue of one output (about 46 billion major units): per-line arithmetic stays in int64."""
+
+AMOUNT_DIGITS_MAX = 30
+"""Decimal digits of the largest amount; storage columns are NUMERIC(AMOUNT_DIGITS_MAX + 8, 0)."""
+
+# Registry ----------------------------------------------------------------------------------------
+CREDITS_PER_WORK_MAX = 10_000
+LINEAGE_PARENTS_PER_WORK_MAX = 1_000
+LINEAGE_DEPTH_MAX = 64
+NAME_LENGTH_MAX = 200
+TITLE_LENGTH_MAX = 500
+WEIGHT_MAX = 10**12
+"""Largest integer credit or role weight."""
+
+# Batches -----------------------------------------------------------------------------------------
+BATCH_SIZE_MAX = 10_000_000
+"""Most line items (output x payee) in one accrual batch."""
+
+OUTPUTS_PER_BATCH_MAX = 2_000_000
+PAYEES_PER_OUTPUT_MAX = 1_000_000
+LEGS_PER_TRANSFER_MAX = 10_000_000
+SQL_PARAMS_PER_STATEMENT_MAX = 30_000
+"""Rows are written in chunks so that no statement binds more parameters than the drivers accept."""
+
+ID_LENGTH_MAX = 200
+"""Longest caller-supplied id (event ids, output ids, model ids)."""
+
+AUDIT_PAYLOAD_BYTES_MAX = 1 << 20
+
+invariant(TRANSFER_AMOUNT_MICROUNITS_MAX >= 2**63 - 1, "transfers must hold amounts beyond int64")
+invariant(REVENUE_PER_OUTPUT_MICROUNITS_MAX < AMOUNT_MICROUNITS_MAX, "an output fits in a transfer")
+invariant(len(str(AMOUNT_MICROUNITS_MAX)) == AMOUNT_DIGITS_MAX, "AMOUNT_DIGITS_MAX out of step")
+invariant(SUBUNIT_BITS >= 32, "the carry-forward needs at least 32 bits below the microunit")
+invariant(OUTPUTS_PER_BATCH_MAX <= BATCH_SIZE_MAX, "a batch holds at least one line per output")

@@ -1,0 +1,1 @@
+"""Registry: people, works, credits, lineage and identity."""

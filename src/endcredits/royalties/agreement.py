@@ -1,0 +1,133 @@
+"""The Agreement: the residual policy, read from a versioned TOML file.
+
+```toml
+id = "demo-2026"                # stable name; (id, version) is recorded on every accrual
+version = 1
+currency = "EUR"
+pool_rate = "0.30"              # share of each output's revenue paid into the residual pool
+rights_holder_share = "0.25"    # of a work's share, to its rights holder; the rest to credited humans
+lineage_pass_through = "0.20"   # default share of a derived work's share passed upstream to its parents
+baseline_share = "0"            # of the pool, split over the manifest's works by volume (not by influence)
+payout_threshold = "10.00"      # balances below this (in `currency`) carry forward to the next payout
+escrow_period_days = 1095       # how long unclaimed money is held and published before anything else may happen
+negative_influence = "zero"     # the only rule now: a work whose influence on an output is negative earns nothing
+
+[role_weights]                  # "scheme:code" = integer weight; every credited role must be listed
+"endcredits:composer" = 3
+"endcredits:transcriber" = 1
+```
+Every rate is exact decimal or ratio text (``"1/3"``), never a float. Unknown keys are refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+from endcredits.errors import ValidationError
+from endcredits.limits import WEIGHT_MAX
+from endcredits.money import check_currency, parse_amount, parse_fraction
+
+_KEYS = {
+    "id", "version", "currency", "pool_rate", "rights_holder_share", "lineage_pass_through", "baseline_share",
+    "payout_threshold", "escrow_period_days", "negative_influence", "role_weights",
+}
+_REQUIRED = _KEYS - {"baseline_share", "negative_influence"}
+
+
+@dataclass(frozen=True)
+class Agreement:
+    id: str
+    version: int
+    currency: str
+    pool_rate: Fraction
+    rights_holder_share: Fraction
+    lineage_pass_through: Fraction
+    baseline_share: Fraction
+    payout_threshold_microunits: int
+    escrow_period_days: int
+    role_weights: Mapping[tuple[str, str], int]
+    body: str
+    negative_influence: str = "zero"
+
+    @property
+    def body_sha256(self) -> str:
+        return hashlib.sha256(self.body.encode()).hexdigest()
+
+    def role_weight(self, scheme: str, code: str) -> int:
+        try:
+            return self.role_weights[(scheme, code)]
+        except KeyError:
+            raise ValidationError(
+                f"agreement {self.id} v{self.version} has no weight for role {scheme}:{code}: add it under [role_weights]"
+            ) from None
+
+
+def _share(data: Mapping[str, Any], key: str) -> Fraction:
+    value = data.get(key, "0")
+    if not isinstance(value, str):
+        raise ValidationError(f"agreement {key} must be quoted decimal text such as \"0.25\", got {value!r}")
+    share = parse_fraction(value, f"agreement {key}")
+    if share > 1:
+        raise ValidationError(f"agreement {key} = {value} exceeds the whole (1); shares are fractions of one")
+    return share
+
+
+def parse_agreement(body: str) -> Agreement:
+    """Parse and check an agreement file's text. Raises ``ValidationError`` naming the first problem."""
+    try:
+        data = tomllib.loads(body)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValidationError(f"agreement is not valid TOML: {exc}") from None
+    unknown = set(data) - _KEYS
+    if unknown:
+        raise ValidationError(f"agreement has unknown keys {sorted(unknown)}; allowed: {sorted(_KEYS)}")
+    missing = _REQUIRED - set(data)
+    if missing:
+        raise ValidationError(f"agreement is missing {sorted(missing)}")
+    if not isinstance(data["id"], str) or not data["id"]:
+        raise ValidationError("agreement id must be non-empty text")
+    version = data["version"]
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValidationError(f"agreement version must be a positive integer, got {version!r}")
+    currency = check_currency(data["currency"])
+    if not isinstance(data["payout_threshold"], str):
+        raise ValidationError("agreement payout_threshold must be quoted decimal text such as \"10.00\"")
+    threshold = parse_amount(data["payout_threshold"], currency)
+    if threshold < 0:
+        raise ValidationError("agreement payout_threshold must not be negative")
+    days = data["escrow_period_days"]
+    if not isinstance(days, int) or isinstance(days, bool) or days < 1:
+        raise ValidationError(f"agreement escrow_period_days must be a positive integer, got {days!r}")
+    negative = data.get("negative_influence", "zero")
+    if negative != "zero":
+        raise ValidationError(f"agreement negative_influence {negative!r} is not supported; the rule is \"zero\"")
+    roles = data["role_weights"]
+    if not isinstance(roles, dict) or not roles:
+        raise ValidationError("agreement [role_weights] must list at least one \"scheme:code\" = weight")
+    role_weights: dict[tuple[str, str], int] = {}
+    for role, weight in roles.items():
+        scheme, _, code = role.partition(":")
+        if not scheme or not code:
+            raise ValidationError(f"agreement role {role!r} must be written scheme:code, such as \"endcredits:composer\"")
+        if not isinstance(weight, int) or isinstance(weight, bool) or not 0 < weight <= WEIGHT_MAX:
+            raise ValidationError(f"agreement role weight for {role} must be an integer in 1..{WEIGHT_MAX}")
+        role_weights[(scheme, code)] = weight
+    agreement = Agreement(
+        id=data["id"], version=version, currency=currency,
+        pool_rate=_share(data, "pool_rate"),
+        rights_holder_share=_share(data, "rights_holder_share"),
+        lineage_pass_through=_share(data, "lineage_pass_through"),
+        baseline_share=_share(data, "baseline_share"),
+        payout_threshold_microunits=threshold,
+        escrow_period_days=days,
+        role_weights=role_weights,
+        body=body,
+    )
+    if agreement.pool_rate == 0:
+        raise ValidationError("agreement pool_rate is 0: nobody would be paid")
+    return agreement

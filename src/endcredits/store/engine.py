@@ -1,0 +1,214 @@
+"""Opening the database: the embedded SQLite file in a data directory, or PostgreSQL by URL.
+
+``init_store`` creates or upgrades the schema through Alembic; ``open_store`` refuses a database that
+is not ours or is behind the code's schema, and says how to fix it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, select, text
+from sqlalchemy.exc import DatabaseError, OperationalError
+
+from endcredits.errors import StoreError, ValidationError
+from endcredits.store.schema import APPLICATION_ID, meta
+
+DATA_ENV = "ENDCREDITS_DATA"
+DB_ENV = "ENDCREDITS_DB"
+DEFAULT_DATA_DIR = Path("endcredits-data")
+SQLITE_FILE = "endcredits.sqlite3"
+_MIGRATIONS = Path(__file__).parent / "migrations"
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_PG_WRITE_LOCK = 0x656E6463  # "endc": one writer at a time keeps the audit chain linear
+
+
+def utc_now() -> str:
+    """The current time as the ISO-8601 UTC text stored in every time column."""
+    return format_time(dt.datetime.now(dt.timezone.utc))
+
+
+def format_time(value: dt.datetime) -> str:
+    if value.tzinfo is None:
+        raise ValidationError(f"time {value.isoformat()} has no timezone: give it in UTC, such as 2026-11-21T00:00:00Z")
+    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(text_value: str) -> dt.datetime:
+    """Parse ISO-8601 text with a timezone (``Z`` or an offset); a date alone means midnight UTC."""
+    t = text_value.strip()
+    try:
+        if len(t) == 10:
+            return dt.datetime.fromisoformat(t).replace(tzinfo=dt.timezone.utc)
+        value = dt.datetime.fromisoformat(t.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationError(f"malformed time {text_value!r}: write ISO-8601 such as 2026-11-21T12:00:00Z") from None
+    if value.tzinfo is None:
+        raise ValidationError(f"time {text_value!r} has no timezone: add Z for UTC")
+    return value.astimezone(dt.timezone.utc)
+
+
+def normalize_time(text_value: str) -> str:
+    return format_time(parse_time(text_value))
+
+
+@dataclass(frozen=True)
+class Store:
+    """An open database plus the data directory that holds evidence, payout files and models."""
+
+    engine: Engine
+    data_dir: Path
+
+    @property
+    def backend(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """One database transaction for a write; writers are serialized so the audit chain stays linear."""
+        with self.engine.connect() as conn:
+            conn.info["endcredits_write"] = True
+            with conn.begin():
+                if self.backend == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_WRITE_LOCK})
+                yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            yield conn
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def resolve_location(data_dir: str | Path | None, db_url: str | None) -> tuple[Path, str]:
+    """The data directory and database URL from flags, then environment, then defaults."""
+    data = Path(data_dir or os.environ.get(DATA_ENV) or DEFAULT_DATA_DIR)
+    url = db_url or os.environ.get(DB_ENV) or ""
+    if not url:
+        url = f"sqlite:///{(data / SQLITE_FILE).resolve()}"
+    elif url.startswith("postgresql://") or url.startswith("postgres://"):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    elif not (url.startswith("sqlite:///") or url.startswith("postgresql+psycopg://")):
+        raise ValidationError(f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://USER@HOST/DB")
+    return data, url
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # Let SQLAlchemy's transaction control the BEGIN (pysqlite's legacy mode would defer it).
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys = ON")
+    cur.execute("PRAGMA journal_mode = WAL")
+    cur.execute("PRAGMA synchronous = FULL")
+    cur.execute("PRAGMA busy_timeout = 30000")
+    cur.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # A writer takes the write lock up front, so it never fails half-way on a busy database.
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("endcredits_write") else "BEGIN")
+
+
+def _make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    return cfg
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    if head is None:
+        raise StoreError("no migrations found in the installed package: reinstall endcredits")
+    return head
+
+
+def _check_sqlite_file(url: str) -> None:
+    path = Path(url.removeprefix("sqlite:///"))
+    if path.exists() and path.stat().st_size > 0:
+        with path.open("rb") as f:
+            if f.read(16) != _SQLITE_MAGIC:
+                raise StoreError(f"{path} is not an endcredits database (not a SQLite file): choose another --data")
+
+
+def _current_state(conn: Connection) -> tuple[bool, str | None]:
+    """(is ours, alembic revision). A database with foreign tables and no marker is not ours."""
+    tables = set(inspect(conn).get_table_names())
+    if not tables:
+        return True, None
+    if meta.name not in tables:
+        raise StoreError(
+            f"database {conn.engine.url.render_as_string(hide_password=True)} is not an endcredits database "
+            f"(it has tables {sorted(tables)[:3]} and no endcredits marker): choose another --data or --db"
+        )
+    app = conn.execute(select(meta.c.value).where(meta.c.key == "application")).scalar()
+    if app != APPLICATION_ID:
+        raise StoreError(f"database is not an endcredits database (application={app!r})")
+    return True, MigrationContext.configure(conn).get_current_revision()
+
+
+def init_store(data_dir: str | Path | None = None, db_url: str | None = None) -> Store:
+    """Create the data directory and the schema, or upgrade an older endcredits schema. Idempotent."""
+    data, url = resolve_location(data_dir, db_url)
+    data.mkdir(parents=True, exist_ok=True)
+    _check_sqlite_file(url)
+    engine = _make_engine(url)
+    try:
+        with engine.begin() as conn:
+            _current_state(conn)
+            cfg = _alembic_config()
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+            if conn.execute(select(meta.c.value).where(meta.c.key == "application")).scalar() is None:
+                conn.execute(meta.insert(), [{"key": "application", "value": APPLICATION_ID}])
+    except (OperationalError, DatabaseError) as exc:
+        engine.dispose()
+        raise StoreError(f"cannot initialise the database at {url}: {exc.orig}") from None
+    except BaseException:
+        engine.dispose()
+        raise
+    return Store(engine=engine, data_dir=data)
+
+
+def open_store(data_dir: str | Path | None = None, db_url: str | None = None) -> Store:
+    """Open an initialised store; refuse one that is missing, foreign, or at another schema version."""
+    data, url = resolve_location(data_dir, db_url)
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        raise StoreError(f"no endcredits database in {data}: run `endcredits --data {data} init` first")
+    _check_sqlite_file(url)
+    engine = _make_engine(url)
+    try:
+        with engine.connect() as conn:
+            _, revision = _current_state(conn)
+    except (OperationalError, DatabaseError) as exc:
+        engine.dispose()
+        raise StoreError(f"cannot open the database at {url}: {exc.orig}") from None
+    except BaseException:
+        engine.dispose()
+        raise
+    if revision != head_revision():
+        engine.dispose()
+        raise StoreError(
+            f"database schema is at {revision!r}, this endcredits needs {head_revision()!r}: run `endcredits init`"
+        )
+    return Store(engine=engine, data_dir=data)

@@ -1,0 +1,152 @@
+"""Persisting ledger transfers: accounts on first use, legs, balances, the audit entry — one transaction.
+
+Balances are kept in ``balances`` for reading and re-derived from ``legs`` by ``verify``. An account
+that may not go negative is checked before commit; a failing check raises and the caller's
+transaction rolls back, so nothing is written.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from endcredits.errors import ConflictError, LedgerError, NotFoundError
+from endcredits.ledger import NEGATIVE_ALLOWED_KINDS, PostResult, TransferRequest, check_transfer, parse_account_key
+from endcredits.limits import SQL_PARAMS_PER_STATEMENT_MAX
+from endcredits.store.audit import append_audit
+from endcredits.store.engine import utc_now
+from endcredits.store.schema import accounts, balances, legs, transfers
+
+
+def chunks(items: Sequence[Any], size: int = SQL_PARAMS_PER_STATEMENT_MAX // 4) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def upsert(conn: Connection, table: Any, rows: Sequence[Mapping[str, Any]], key: Sequence[str], update: Sequence[str]) -> None:
+    """INSERT ... ON CONFLICT (key) DO UPDATE SET update = excluded.update, on SQLite and PostgreSQL."""
+    if not rows:
+        return
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(table)
+    stmt = stmt.on_conflict_do_update(index_elements=list(key), set_={c: stmt.excluded[c] for c in update})
+    for part in chunks(rows, max(1, SQL_PARAMS_PER_STATEMENT_MAX // max(1, len(rows[0])))):
+        conn.execute(stmt, list(part))
+
+
+def ensure_accounts(conn: Connection, keys: Iterable[str], *, at: str | None = None) -> dict[str, int]:
+    """Account ids for ``keys``, creating the missing ones."""
+    wanted = sorted(set(keys))
+    found: dict[str, int] = {}
+    for part in chunks(wanted):
+        found.update({r.key: r.id for r in conn.execute(select(accounts.c.key, accounts.c.id).where(accounts.c.key.in_(part)))})
+    missing = [k for k in wanted if k not in found]
+    if missing:
+        when = at or utc_now()
+        rows = []
+        for key in missing:
+            kind, holder, currency = parse_account_key(key)
+            rows.append({"key": key, "kind": kind, "currency": currency, "holder": holder,
+                         "may_go_negative": kind in NEGATIVE_ALLOWED_KINDS, "created_at": when})
+        for part in chunks(rows, SQL_PARAMS_PER_STATEMENT_MAX // 7):
+            conn.execute(accounts.insert(), list(part))
+        for part in chunks(missing):
+            found.update({r.key: r.id for r in conn.execute(select(accounts.c.key, accounts.c.id).where(accounts.c.key.in_(part)))})
+    return found
+
+
+def read_balances(conn: Connection, account_ids: Sequence[int]) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for part in chunks(list(account_ids)):
+        q = select(balances.c.account_id, balances.c.balance_microunits).where(balances.c.account_id.in_(part))
+        out.update({r.account_id: r.balance_microunits for r in conn.execute(q)})
+    return out
+
+
+def post_transfer(conn: Connection, req: TransferRequest, *, at: str | None = None) -> PostResult:
+    """Post one balanced transfer inside the caller's write transaction. Idempotent by ``event_id``."""
+    check_transfer(req)
+    content = req.content_sha256()
+    prior = conn.execute(select(transfers.c.id, transfers.c.content_sha256).where(transfers.c.event_id == req.event_id)).first()
+    if prior is not None:
+        if prior.content_sha256 != content:
+            raise ConflictError(f"event id {req.event_id} was already posted with other content; use a new event id")
+        return PostResult(req.event_id, "exists", prior.id)
+    if req.reverses_event_id is not None:
+        original = conn.execute(select(transfers.c.id).where(transfers.c.event_id == req.reverses_event_id)).first()
+        if original is None:
+            raise NotFoundError(f"transfer {req.reverses_event_id} to reverse does not exist")
+        already = conn.execute(select(transfers.c.event_id).where(transfers.c.reverses_event_id == req.reverses_event_id)).first()
+        if already is not None:
+            raise ConflictError(f"transfer {req.reverses_event_id} was already reversed by {already.event_id}")
+    when = at or utc_now()
+    ids = ensure_accounts(conn, req.legs, at=when)
+    transfer_id = conn.execute(transfers.insert().values(
+        event_id=req.event_id, code=req.code, currency=req.currency, content_sha256=content,
+        reverses_event_id=req.reverses_event_id, memo=json.dumps(dict(sorted(req.memo.items()))),
+        leg_count=len(req.legs), created_at=when,
+    ).returning(transfers.c.id)).scalar_one()
+    leg_rows = [{"transfer_id": transfer_id, "account_id": ids[k], "amount_microunits": v} for k, v in req.legs.items()]
+    for part in chunks(leg_rows, SQL_PARAMS_PER_STATEMENT_MAX // 3):
+        conn.execute(legs.insert(), list(part))
+    current = read_balances(conn, [ids[k] for k in req.legs])
+    new_rows = []
+    for key, amount in req.legs.items():
+        account_id = ids[key]
+        value = current.get(account_id, 0) + amount
+        if value < 0 and key.split(":", 1)[0] not in NEGATIVE_ALLOWED_KINDS:
+            raise LedgerError(
+                f"transfer {req.event_id} would overdraw account {key} (balance {current.get(account_id, 0)}, "
+                f"leg {amount}); nothing was posted"
+            )
+        new_rows.append({"account_id": account_id, "balance_microunits": value, "last_transfer_id": transfer_id})
+    upsert(conn, balances, new_rows, ["account_id"], ["balance_microunits", "last_transfer_id"])
+    append_audit(conn, "transfer", req.event_id, {
+        "code": req.code, "currency": req.currency, "content_sha256": content, "legs": len(req.legs),
+        "reverses": req.reverses_event_id,
+    }, at=when)
+    return PostResult(req.event_id, "created", transfer_id)
+
+
+def load_transfer(conn: Connection, event_id: str) -> TransferRequest:
+    """The transfer posted under ``event_id``, as it was requested."""
+    row = conn.execute(select(transfers).where(transfers.c.event_id == event_id)).first()
+    if row is None:
+        raise NotFoundError(f"no transfer with event id {event_id}")
+    q = select(accounts.c.key, legs.c.amount_microunits).join(accounts, accounts.c.id == legs.c.account_id).where(
+        legs.c.transfer_id == row.id)
+    return TransferRequest(
+        event_id=row.event_id, code=row.code, currency=row.currency,
+        legs={r.key: r.amount_microunits for r in conn.execute(q)},
+        memo=json.loads(row.memo), reverses_event_id=row.reverses_event_id,
+    )
+
+
+def account_balances(conn: Connection, *, kind: str | None = None, currency: str | None = None,
+                     holder: str | None = None) -> dict[str, int]:
+    """Balances by account key, from the balance table."""
+    q = select(accounts.c.key, balances.c.balance_microunits).join(balances, balances.c.account_id == accounts.c.id)
+    if kind:
+        q = q.where(accounts.c.kind == kind)
+    if currency:
+        q = q.where(accounts.c.currency == currency)
+    if holder:
+        q = q.where(accounts.c.holder == holder)
+    return {r.key: r.balance_microunits for r in conn.execute(q)}
+
+
+def derived_balances(conn: Connection) -> dict[int, int]:
+    """Every account's balance summed from its legs, in Python (exact on SQLite too)."""
+    out: dict[int, int] = {}
+    result = conn.execution_options(yield_per=50_000).execute(select(legs.c.account_id, legs.c.amount_microunits))
+    for account_id, amount in result:
+        out[account_id] = out.get(account_id, 0) + amount
+    return out
+
+
+def transfer_count(conn: Connection) -> int:
+    return int(conn.execute(select(func.count()).select_from(transfers)).scalar_one())

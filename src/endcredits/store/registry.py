@@ -1,0 +1,350 @@
+"""Registry rows: people, credited names, works, credits, lineage. Each write is audited.
+
+Functions take the caller's connection; the caller opens the transaction (``Store.write``), so a batch
+of registry changes commits or fails as a whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+from sqlalchemy import Connection, func, select, update
+
+from endcredits.errors import ConflictError, NotFoundError, ValidationError
+from endcredits.limits import CREDITS_PER_WORK_MAX, LINEAGE_DEPTH_MAX, NAME_LENGTH_MAX, TITLE_LENGTH_MAX, WEIGHT_MAX
+from endcredits.store.audit import append_audit
+from endcredits.store.engine import utc_now
+from endcredits.store.ledger import chunks
+from endcredits.store.schema import credits, lineage, names, people, works
+
+_ROLE_PART = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+_PAYEE = re.compile(r"(person|name):([1-9][0-9]*)")
+
+
+def clean_text(value: str, what: str, length_max: int = NAME_LENGTH_MAX) -> str:
+    """Trimmed, NFC-normalized text without control characters, or ``ValidationError``."""
+    if not isinstance(value, str):
+        raise ValidationError(f"{what} must be text")
+    text = unicodedata.normalize("NFC", " ".join(value.split()))
+    if not text:
+        raise ValidationError(f"{what} is empty")
+    if len(text) > length_max:
+        raise ValidationError(f"{what} is {len(text)} characters; at most {length_max}")
+    if any(unicodedata.category(ch).startswith("C") for ch in text):
+        raise ValidationError(f"{what} {text!r} contains control characters")
+    return text
+
+
+def parse_role(role: str) -> tuple[str, str]:
+    scheme, _, code = role.partition(":")
+    if not _ROLE_PART.fullmatch(scheme) or not _ROLE_PART.fullmatch(code):
+        raise ValidationError(f"role {role!r} must be scheme:code in lower case, such as endcredits:composer")
+    return scheme, code
+
+
+def parse_payee(payee: str) -> tuple[str, int]:
+    m = _PAYEE.fullmatch(payee)
+    if m is None:
+        raise ValidationError(f"payee {payee!r} must be person:ID or name:ID")
+    return m.group(1), int(m.group(2))
+
+
+def content_sha256(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+# People and names --------------------------------------------------------------------------------
+def add_person(conn: Connection, handle: str, *, iban: str | None = None, bic: str | None = None) -> int:
+    """Register a person by a handle (a pseudonym is fine: no legal name is needed to be paid)."""
+    handle = clean_text(handle, "handle")
+    if conn.execute(select(people.c.id).where(people.c.handle == handle)).first() is not None:
+        raise ConflictError(f"a person with handle {handle!r} already exists")
+    at = utc_now()
+    person_id = conn.execute(people.insert().values(handle=handle, iban=iban, bic=bic, created_at=at)
+                             .returning(people.c.id)).scalar_one()
+    append_audit(conn, "person.added", f"person:{person_id}", {"handle": handle, "payout_account": iban is not None}, at=at)
+    return int(person_id)
+
+
+def get_person(conn: Connection, person_id: int) -> Any:
+    row = conn.execute(select(people).where(people.c.id == person_id)).first()
+    if row is None:
+        raise NotFoundError(f"no person {person_id}: list people with `endcredits people list`")
+    return row
+
+
+def verify_person(conn: Connection, person_id: int, *, verified_by: str) -> None:
+    """Mark a person verified by an issuer the operator trusts (first cut: the operator's word)."""
+    get_person(conn, person_id)
+    issuer = clean_text(verified_by, "issuer")
+    at = utc_now()
+    conn.execute(update(people).where(people.c.id == person_id).values(verified_at=at, verified_by=issuer))
+    append_audit(conn, "person.verified", f"person:{person_id}", {"verified_by": issuer}, at=at)
+
+
+def set_payout_account(conn: Connection, person_id: int, *, iban: str, bic: str | None) -> None:
+    get_person(conn, person_id)
+    conn.execute(update(people).where(people.c.id == person_id).values(iban=iban, bic=bic))
+    append_audit(conn, "person.payout_account", f"person:{person_id}", {"iban_last4": iban[-4:]})
+
+
+def name_ids(conn: Connection, raw_names: Iterable[str]) -> dict[str, int]:
+    """Ids of credited names, creating those not seen before."""
+    wanted = sorted({clean_text(n, "credited name") for n in raw_names})
+    found: dict[str, int] = {}
+    for part in chunks(wanted):
+        found.update({r.name: r.id for r in conn.execute(select(names.c.name, names.c.id).where(names.c.name.in_(part)))})
+    missing = [n for n in wanted if n not in found]
+    if missing:
+        at = utc_now()
+        for part in chunks(missing):
+            conn.execute(names.insert(), [{"name": n, "created_at": at} for n in part])
+            found.update({r.name: r.id for r in conn.execute(select(names.c.name, names.c.id).where(names.c.name.in_(part)))})
+        append_audit(conn, "names.added", "names", {"count": len(missing)}, at=at)
+    return found
+
+
+def claim_name(conn: Connection, name_id: int, person_id: int) -> None:
+    """Link a credited name to the person who claims it. The escrow move is ``ledger.claim_escrow``."""
+    row = conn.execute(select(names).where(names.c.id == name_id)).first()
+    if row is None:
+        raise NotFoundError(f"no credited name {name_id}")
+    get_person(conn, person_id)
+    if row.person_id is not None and row.person_id != person_id:
+        raise ConflictError(f"name {name_id} ({row.name}) is already claimed by person {row.person_id}")
+    if row.person_id == person_id:
+        return
+    at = utc_now()
+    conn.execute(update(names).where(names.c.id == name_id).values(person_id=person_id, claimed_at=at))
+    append_audit(conn, "name.claimed", f"name:{name_id}", {"person": person_id}, at=at)
+
+
+# Works, credits, lineage -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class WorkIn:
+    content: bytes
+    title: str
+    kind: str
+    source: str | None = None
+    rights_holder: str | None = None  # "person:ID" or "name:ID"
+
+
+@dataclass(frozen=True)
+class CreditIn:
+    work_id: str
+    payee: str  # "person:ID" or "name:ID"
+    role: str  # "scheme:code"
+    weight: int = 1
+
+
+def _payee_columns(payee: str) -> dict[str, int | None]:
+    kind, pid = parse_payee(payee)
+    return {"person_id": pid if kind == "person" else None, "name_id": pid if kind == "name" else None}
+
+
+def _check_payees_exist(conn: Connection, payees: Iterable[str]) -> None:
+    person_ids, name_ids_ = set(), set()
+    for p in payees:
+        kind, pid = parse_payee(p)
+        (person_ids if kind == "person" else name_ids_).add(pid)
+    for table, ids, what in ((people, person_ids, "person"), (names, name_ids_, "name")):
+        for part in chunks(sorted(ids)):
+            found = {r.id for r in conn.execute(select(table.c.id).where(table.c.id.in_(part)))}
+            missing = sorted(set(part) - found)
+            if missing:
+                raise NotFoundError(f"no {what} {missing[0]}: register it first")
+
+
+def add_works(conn: Connection, items: Sequence[WorkIn]) -> list[str]:
+    """Register works by the SHA-256 of their content. Re-registering the same content is a no-op."""
+    at = utc_now()
+    rows: dict[str, dict[str, Any]] = {}
+    for w in items:
+        if not isinstance(w.content, bytes) or not w.content:
+            raise ValidationError(f"work {w.title!r} has no content")
+        wid = content_sha256(w.content)
+        holder = _payee_columns(w.rights_holder) if w.rights_holder else {"person_id": None, "name_id": None}
+        rows.setdefault(wid, {
+            "id": wid, "title": clean_text(w.title, "title", TITLE_LENGTH_MAX), "kind": clean_text(w.kind, "kind", 32),
+            "source": clean_text(w.source, "source", TITLE_LENGTH_MAX) if w.source else None,
+            "size_bytes": len(w.content), "rights_holder_person_id": holder["person_id"],
+            "rights_holder_name_id": holder["name_id"], "created_at": at,
+        })
+    _check_payees_exist(conn, [w.rights_holder for w in items if w.rights_holder])
+    ids = list(rows)
+    existing: set[str] = set()
+    for part in chunks(ids):
+        existing.update(r.id for r in conn.execute(select(works.c.id).where(works.c.id.in_(part))))
+    new = [rows[i] for i in ids if i not in existing]
+    sources = [r["source"] for r in new if r["source"]]
+    for part in chunks(sources):
+        taken = conn.execute(select(works.c.source).where(works.c.source.in_(part))).first()
+        if taken is not None:
+            raise ConflictError(f"source {taken.source} is already registered with other content")
+    for part in chunks(new, 2000):
+        conn.execute(works.insert(), list(part))
+    if new:
+        append_audit(conn, "works.added", "works", {"count": len(new), "ids_sha256": content_sha256(
+            "\n".join(sorted(r["id"] for r in new)).encode())}, at=at)
+    return [content_sha256(w.content) for w in items]
+
+
+def add_credits(conn: Connection, items: Sequence[CreditIn]) -> int:
+    """Credit people or names on works. Each work must exist; weights are positive integers."""
+    if not items:
+        return 0
+    work_ids = sorted({c.work_id for c in items})
+    for part in chunks(work_ids):
+        found = {r.id for r in conn.execute(select(works.c.id).where(works.c.id.in_(part)))}
+        missing = sorted(set(part) - found)
+        if missing:
+            raise NotFoundError(f"credit names work {missing[0]}, which is not registered: add the work first")
+    _check_payees_exist(conn, [c.payee for c in items])
+    at = utc_now()
+    rows = []
+    seen: set[tuple[Any, ...]] = set()
+    for c in items:
+        scheme, code = parse_role(c.role)
+        if isinstance(c.weight, bool) or not isinstance(c.weight, int) or not 0 < c.weight <= WEIGHT_MAX:
+            raise ValidationError(f"credit weight must be an integer in 1..{WEIGHT_MAX}, got {c.weight!r}")
+        cols = _payee_columns(c.payee)
+        key = (c.work_id, cols["person_id"], cols["name_id"], scheme, code)
+        if key in seen:
+            continue
+        seen.add(key)
+        rows.append({"work_id": c.work_id, **cols, "role_scheme": scheme, "role_code": code, "weight": c.weight,
+                     "created_at": at})
+    counts: dict[str, int] = {}
+    for part in chunks(work_ids):
+        q = select(credits.c.work_id, func.count()).where(credits.c.work_id.in_(part)).group_by(credits.c.work_id)
+        counts.update({r[0]: int(r[1]) for r in conn.execute(q)})
+    existing = set()
+    for part in chunks(work_ids):
+        q = select(credits.c.work_id, credits.c.person_id, credits.c.name_id, credits.c.role_scheme, credits.c.role_code)
+        existing.update(tuple(r) for r in conn.execute(q.where(credits.c.work_id.in_(part))))
+    rows = [r for r in rows if (r["work_id"], r["person_id"], r["name_id"], r["role_scheme"], r["role_code"]) not in existing]
+    for r in rows:
+        counts[r["work_id"]] = counts.get(r["work_id"], 0) + 1
+        if counts[r["work_id"]] > CREDITS_PER_WORK_MAX:
+            raise ValidationError(f"work {r['work_id']} would have more than CREDITS_PER_WORK_MAX={CREDITS_PER_WORK_MAX} credits")
+    for part in chunks(rows, 3000):
+        conn.execute(credits.insert(), list(part))
+    if rows:
+        append_audit(conn, "credits.added", "credits", {"count": len(rows)}, at=at)
+    return len(rows)
+
+
+def add_lineage(conn: Connection, work_id: str, parent_work_id: str, share: Fraction | None) -> None:
+    """Record that ``work_id`` derives from ``parent_work_id``, passing ``share`` upstream (None: the
+    agreement's default). Refuses cycles and explicit shares summing beyond one."""
+    for wid in (work_id, parent_work_id):
+        if conn.execute(select(works.c.id).where(works.c.id == wid)).first() is None:
+            raise NotFoundError(f"lineage names work {wid}, which is not registered")
+    if work_id == parent_work_id:
+        raise ValidationError("a work cannot derive from itself")
+    if share is not None and not 0 <= share <= 1:
+        raise ValidationError(f"lineage share {share} must be between 0 and 1")
+    # Walking up from the parent must never reach the child.
+    frontier, seen, depth = {parent_work_id}, set(), 0
+    while frontier:
+        if work_id in frontier:
+            raise ValidationError(f"lineage {work_id} <- {parent_work_id} would make a cycle")
+        depth += 1
+        if depth > LINEAGE_DEPTH_MAX:
+            raise ValidationError(f"lineage deeper than LINEAGE_DEPTH_MAX={LINEAGE_DEPTH_MAX}")
+        seen |= frontier
+        q = select(lineage.c.parent_work_id).where(lineage.c.work_id.in_(sorted(frontier)))
+        frontier = {r.parent_work_id for r in conn.execute(q)} - seen
+    stated = conn.execute(select(lineage.c.share_numerator, lineage.c.share_denominator).where(
+        lineage.c.work_id == work_id, lineage.c.parent_work_id != parent_work_id)).all()
+    total = sum((Fraction(n, d) for n, d in stated if n is not None), Fraction(0)) + (share or 0)
+    if total > 1:
+        raise ValidationError(f"work {work_id} would pass {total} upstream, more than the whole")
+    if conn.execute(select(lineage.c.work_id).where(lineage.c.work_id == work_id,
+                                                    lineage.c.parent_work_id == parent_work_id)).first():
+        raise ConflictError(f"lineage {work_id} <- {parent_work_id} already exists")
+    at = utc_now()
+    conn.execute(lineage.insert().values(
+        work_id=work_id, parent_work_id=parent_work_id, created_at=at,
+        share_numerator=share.numerator if share is not None else None,
+        share_denominator=share.denominator if share is not None else None))
+    append_audit(conn, "lineage.added", f"work:{work_id}", {"parent": parent_work_id,
+                                                            "share": str(share) if share is not None else None}, at=at)
+
+
+@dataclass(frozen=True)
+class GraphRows:
+    credits: list[tuple[str, str, str, int]]  # work, payee, role, weight
+    rights_holders: list[tuple[str, str]]  # work, payee
+    parents: list[tuple[str, str, Fraction | None]]  # work, parent, share
+
+
+def graph_rows(conn: Connection, work_ids: Iterable[str]) -> GraphRows:
+    """Credits, rights holders and lineage for ``work_ids`` and every ancestor of them."""
+    out = GraphRows([], [], [])
+    frontier, seen = set(work_ids), set()
+    while frontier:
+        batch = sorted(frontier)
+        seen |= frontier
+        parents_found: set[str] = set()
+        for part in chunks(batch):
+            for r in conn.execute(select(credits).where(credits.c.work_id.in_(part))):
+                payee = f"person:{r.person_id}" if r.person_id is not None else f"name:{r.name_id}"
+                out.credits.append((r.work_id, payee, f"{r.role_scheme}:{r.role_code}", r.weight))
+            q = select(works.c.id, works.c.rights_holder_person_id, works.c.rights_holder_name_id).where(works.c.id.in_(part))
+            for r in conn.execute(q):
+                if r.rights_holder_person_id is not None:
+                    out.rights_holders.append((r.id, f"person:{r.rights_holder_person_id}"))
+                elif r.rights_holder_name_id is not None:
+                    out.rights_holders.append((r.id, f"name:{r.rights_holder_name_id}"))
+            for r in conn.execute(select(lineage).where(lineage.c.work_id.in_(part))):
+                share = Fraction(r.share_numerator, r.share_denominator) if r.share_numerator is not None else None
+                out.parents.append((r.work_id, r.parent_work_id, share))
+                parents_found.add(r.parent_work_id)
+        frontier = parents_found - seen
+    return out
+
+
+def payee_routes(conn: Connection, payees: Iterable[str]) -> dict[str, tuple[str, str]]:
+    """Where money for each payee goes now: (account kind, holder), e.g. ("payable", "person:3").
+
+    A verified person is paid; an unverified one, an unclaimed name, or a work with nobody credited
+    waits in escrow under its own holder; a name claimed by a person follows that person.
+    """
+    person_ids: set[int] = set()
+    name_ids_: set[int] = set()
+    for p in payees:
+        if p.startswith("work:"):
+            continue
+        kind, pid = parse_payee(p)
+        (person_ids if kind == "person" else name_ids_).add(pid)
+    name_owner: dict[int, int | None] = {}
+    for part in chunks(sorted(name_ids_)):
+        for r in conn.execute(select(names.c.id, names.c.person_id).where(names.c.id.in_(part))):
+            name_owner[r.id] = r.person_id
+            if r.person_id is not None:
+                person_ids.add(r.person_id)
+    verified: dict[int, bool] = {}
+    for part in chunks(sorted(person_ids)):
+        for r in conn.execute(select(people.c.id, people.c.verified_at).where(people.c.id.in_(part))):
+            verified[r.id] = r.verified_at is not None
+    routes: dict[str, tuple[str, str]] = {}
+    for p in payees:
+        if p.startswith("work:"):
+            routes[p] = ("escrow", p)
+            continue
+        kind, pid = parse_payee(p)
+        person = pid if kind == "person" else name_owner.get(pid)
+        if person is None:
+            routes[p] = ("escrow", p)
+        elif verified.get(person, False):
+            routes[p] = ("payable", f"person:{person}")
+        else:
+            routes[p] = ("escrow", f"person:{person}")
+    return routes

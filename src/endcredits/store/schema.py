@@ -1,0 +1,341 @@
+"""The schema, as SQLAlchemy Core tables. Migrations in ``store/migrations`` create exactly this.
+
+Conventions: money columns are ``Amount`` (exact integers of microunits, beyond int64); times are
+ISO-8601 UTC text (``2026-11-21T20:10:48.000000Z``) so that a replay writes the same bytes on every
+backend; ids given by callers are text up to ``ID_LENGTH_MAX``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+from endcredits.limits import AMOUNT_DIGITS_MAX, ID_LENGTH_MAX, NAME_LENGTH_MAX, TITLE_LENGTH_MAX
+
+APPLICATION_ID = "endcredits"
+"""Written into ``endcredits_meta``; a database without it is not ours and is refused."""
+
+
+class Amount(TypeDecorator[int]):
+    """An exact integer count of microunits of any size: NUMERIC on PostgreSQL, decimal text on SQLite.
+
+    SQLite's INTEGER stops at 2^63 and its NUMERIC falls back to REAL, so there it is stored as text and
+    summed in Python, never in SQL.
+    """
+
+    impl = Numeric(AMOUNT_DIGITS_MAX + 8, 0)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(AMOUNT_DIGITS_MAX + 9))
+        return dialect.type_descriptor(Numeric(AMOUNT_DIGITS_MAX + 8, 0, asdecimal=True))
+
+    def process_bind_param(self, value: int | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"Amount columns take int microunits, got {type(value).__name__}")
+        return str(value) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> int | None:
+        if value is None:
+            return None
+        return int(value)
+
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+Id = String(ID_LENGTH_MAX)
+Time = String(32)
+Sha256 = String(64)
+
+meta = Table(
+    "endcredits_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+# Registry ----------------------------------------------------------------------------------------
+people = Table(
+    "people",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("handle", String(NAME_LENGTH_MAX), nullable=False, unique=True),
+    Column("verified_at", Time, nullable=True),
+    Column("verified_by", String(NAME_LENGTH_MAX), nullable=True),
+    Column("iban", String(34), nullable=True),
+    Column("bic", String(11), nullable=True),
+    Column("created_at", Time, nullable=False),
+)
+
+names = Table(
+    "names",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(NAME_LENGTH_MAX), nullable=False, unique=True),
+    Column("person_id", Integer, ForeignKey("people.id"), nullable=True),
+    Column("claimed_at", Time, nullable=True),
+    Column("created_at", Time, nullable=False),
+)
+
+works = Table(
+    "works",
+    metadata,
+    Column("id", Sha256, primary_key=True),
+    Column("title", String(TITLE_LENGTH_MAX), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("source", String(TITLE_LENGTH_MAX), nullable=True, unique=True),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("rights_holder_name_id", Integer, ForeignKey("names.id"), nullable=True),
+    Column("rights_holder_person_id", Integer, ForeignKey("people.id"), nullable=True),
+    Column("created_at", Time, nullable=False),
+)
+
+credits = Table(
+    "credits",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("work_id", Sha256, ForeignKey("works.id"), nullable=False, index=True),
+    Column("person_id", Integer, ForeignKey("people.id"), nullable=True),
+    Column("name_id", Integer, ForeignKey("names.id"), nullable=True),
+    Column("role_scheme", String(32), nullable=False),
+    Column("role_code", String(64), nullable=False),
+    Column("weight", BigInteger, nullable=False),
+    Column("created_at", Time, nullable=False),
+    CheckConstraint("(person_id IS NULL) <> (name_id IS NULL)", name="one_payee"),
+    CheckConstraint("weight > 0", name="weight_positive"),
+    UniqueConstraint("work_id", "person_id", "name_id", "role_scheme", "role_code", name="uq_credits_role"),
+)
+
+lineage = Table(
+    "lineage",
+    metadata,
+    Column("work_id", Sha256, ForeignKey("works.id"), primary_key=True),
+    Column("parent_work_id", Sha256, ForeignKey("works.id"), primary_key=True),
+    Column("share_numerator", BigInteger, nullable=True),
+    Column("share_denominator", BigInteger, nullable=True),
+    Column("created_at", Time, nullable=False),
+    CheckConstraint("work_id <> parent_work_id", name="not_self"),
+    CheckConstraint(
+        "(share_numerator IS NULL AND share_denominator IS NULL) OR "
+        "(share_numerator >= 0 AND share_denominator > 0 AND share_numerator <= share_denominator)",
+        name="share_in_unit",
+    ),
+)
+
+# Consent -----------------------------------------------------------------------------------------
+consent_grants = Table(
+    "consent_grants",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("subject_kind", String(16), nullable=False),
+    Column("subject_id", String(ID_LENGTH_MAX), nullable=False),
+    Column("use", String(64), nullable=False),
+    Column("decision", String(16), nullable=False),
+    Column("valid_from", Time, nullable=False),
+    Column("valid_until", Time, nullable=True),
+    Column("perpetual", Boolean, nullable=False),
+    Column("source", String(TITLE_LENGTH_MAX), nullable=False),
+    Column("created_at", Time, nullable=False),
+    Column("revoked_at", Time, nullable=True),
+    CheckConstraint("subject_kind IN ('work', 'person')", name="subject_kind"),
+    CheckConstraint("decision IN ('allowed', 'notAllowed')", name="decision"),
+    CheckConstraint("(valid_until IS NULL) = perpetual", name="perpetual_explicit"),
+    Index("ix_consent_grants_subject", "subject_kind", "subject_id"),
+)
+
+# Manifests ---------------------------------------------------------------------------------------
+models = Table(
+    "models",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("uses", String(TITLE_LENGTH_MAX), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("created_at", Time, nullable=False),
+)
+
+manifests = Table(
+    "manifests",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("model_id", Id, ForeignKey("models.id"), nullable=False, index=True),
+    Column("uses", String(TITLE_LENGTH_MAX), nullable=False),
+    Column("as_of", Time, nullable=False),
+    Column("merkle_root", Sha256, nullable=False),
+    Column("included_count", Integer, nullable=False),
+    Column("excluded_count", Integer, nullable=False),
+    Column("checkpoint_sha256", Sha256, nullable=True),
+    Column("created_at", Time, nullable=False),
+)
+
+manifest_entries = Table(
+    "manifest_entries",
+    metadata,
+    Column("manifest_id", Id, ForeignKey("manifests.id"), primary_key=True),
+    Column("work_id", Sha256, ForeignKey("works.id"), primary_key=True),
+    Column("leaf_index", Integer, nullable=True),
+    Column("excluded_reason", Text, nullable=True),
+    CheckConstraint("(leaf_index IS NULL) <> (excluded_reason IS NULL)", name="included_or_reason"),
+)
+
+# Royalties ---------------------------------------------------------------------------------------
+agreements = Table(
+    "agreements",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("body_sha256", Sha256, nullable=False),
+    Column("created_at", Time, nullable=False),
+    UniqueConstraint("id", "version", name="uq_agreements_version"),
+)
+
+outputs = Table(
+    "outputs",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("model_id", Id, ForeignKey("models.id"), nullable=False),
+    Column("batch_event_id", Id, nullable=False, index=True),
+    Column("revenue_microunits", Amount, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("occurred_at", Time, nullable=False),
+)
+
+accrual_batches = Table(
+    "accrual_batches",
+    metadata,
+    Column("event_id", Id, primary_key=True),
+    Column("batch_event_id", Id, nullable=False, index=True),
+    Column("content_sha256", Sha256, nullable=False),
+    Column("agreement_id", Id, nullable=False),
+    Column("agreement_version", Integer, nullable=False),
+    Column("period", String(7), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("output_count", Integer, nullable=False),
+    Column("line_count", Integer, nullable=False),
+    Column("revenue_microunits", Amount, nullable=False),
+    Column("pool_microunits", Amount, nullable=False),
+    Column("evidence_path", Text, nullable=False),
+    Column("evidence_sha256", Sha256, nullable=False),
+    Column("transfer_event_id", Id, nullable=False),
+    Column("created_at", Time, nullable=False),
+)
+
+# Ledger ------------------------------------------------------------------------------------------
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("key", String(ID_LENGTH_MAX), nullable=False, unique=True),
+    Column("kind", String(32), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("holder", String(ID_LENGTH_MAX), nullable=True, index=True),
+    Column("may_go_negative", Boolean, nullable=False),
+    Column("created_at", Time, nullable=False),
+)
+
+transfers = Table(
+    "transfers",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", Id, nullable=False, unique=True),
+    Column("code", String(32), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("content_sha256", Sha256, nullable=False),
+    Column("reverses_event_id", Id, nullable=True, unique=True),
+    Column("memo", Text, nullable=False),
+    Column("leg_count", Integer, nullable=False),
+    Column("created_at", Time, nullable=False),
+)
+
+legs = Table(
+    "legs",
+    metadata,
+    Column("transfer_id", Integer, ForeignKey("transfers.id"), primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), primary_key=True),
+    Column("amount_microunits", Amount, nullable=False),
+    Index("ix_legs_account_id", "account_id"),
+)
+
+balances = Table(
+    "balances",
+    metadata,
+    Column("account_id", Integer, ForeignKey("accounts.id"), primary_key=True),
+    Column("balance_microunits", Amount, nullable=False),
+    Column("last_transfer_id", Integer, nullable=False),
+)
+
+carries = Table(
+    "carries",
+    metadata,
+    Column("account_id", Integer, ForeignKey("accounts.id"), primary_key=True),
+    Column("subunits", BigInteger, nullable=False),
+    CheckConstraint("subunits >= 0 AND subunits < 4294967296", name="below_one_microunit"),
+)
+
+# Payouts -----------------------------------------------------------------------------------------
+payout_batches = Table(
+    "payout_batches",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("currency", String(3), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("item_count", Integer, nullable=False),
+    Column("total_microunits", Amount, nullable=False),
+    Column("pain001_path", Text, nullable=True),
+    Column("csv_path", Text, nullable=True),
+    Column("created_at", Time, nullable=False),
+    CheckConstraint("status IN ('pending', 'resolved')", name="status"),
+)
+
+payout_items = Table(
+    "payout_items",
+    metadata,
+    Column("end_to_end_id", String(35), primary_key=True),
+    Column("batch_id", Id, ForeignKey("payout_batches.id"), nullable=False, index=True),
+    Column("person_id", Integer, ForeignKey("people.id"), nullable=False),
+    Column("amount_microunits", Amount, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("resolved_at", Time, nullable=True),
+    CheckConstraint("status IN ('pending', 'settled', 'failed')", name="status"),
+)
+
+# Audit -------------------------------------------------------------------------------------------
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("at", Time, nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("subject", String(ID_LENGTH_MAX), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("prev_sha256", Sha256, nullable=False),
+    Column("sha256", Sha256, nullable=False),
+)
