@@ -22,6 +22,7 @@ import numpy.typing as npt
 
 from endcredits.errors import LimitExceededError, ValidationError, invariant
 from endcredits.limits import (
+    AMOUNT_DIGITS_MAX,
     AMOUNT_MICROUNITS_MAX,
     MICROUNITS_PER_UNIT,
     PAYEES_PER_OUTPUT_MAX,
@@ -103,6 +104,10 @@ def parse_amount(text: str, currency: str) -> int:
     whole, _, frac = stripped.lstrip("-").partition(".")
     if len(frac) > DECIMALS:
         raise ValidationError(f"amount {text!r} has {len(frac)} decimals; at most {DECIMALS} (one microunit)")
+    if len(whole) > AMOUNT_DIGITS_MAX - DECIMALS:  # no leading zeros, so at least 10^22 major units
+        raise LimitExceededError(
+            f"amount of {len(whole)} whole digits is beyond the largest storable amount {AMOUNT_MICROUNITS_MAX}"
+        )
     value = int(whole) * MICROUNITS_PER_UNIT + int(frac.ljust(DECIMALS, "0") or "0")
     return check_amount(-value if negative else value)
 
@@ -241,8 +246,18 @@ def _split_rows(
     return q + s // SUBUNITS_PER_MICROUNIT, s % SUBUNITS_PER_MICROUNIT
 
 
+def _python_ints(values: Sequence[Any] | npt.NDArray[Any], what: str) -> npt.NDArray[Any]:
+    """Exact Python ints in an object array; floats, bools and text are refused, never truncated."""
+    out = []
+    for value in values:
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise ValidationError(f"split_batch: {what} must be integers, got {type(value).__name__}")
+        out.append(int(value))
+    return np.asarray(out, dtype=object)
+
+
 def split_batch(
-    pools_microunits: Sequence[int], offsets: Int64Array, weights: Sequence[int] | npt.NDArray[Any],
+    pools_microunits: Sequence[int] | npt.NDArray[Any], offsets: Int64Array, weights: Sequence[int] | npt.NDArray[Any],
     tie_keys: Int64Array,
 ) -> Split:
     """Split each output's pool over its lines in proportion to integer weights, to one subunit.
@@ -257,7 +272,10 @@ def split_batch(
     n_out = len(pools_microunits)
     offsets = np.asarray(offsets, dtype=np.int64)
     tie_keys = np.asarray(tie_keys, dtype=np.int64)
-    w_obj = weights if isinstance(weights, np.ndarray) else np.asarray(list(weights), dtype=object)
+    if isinstance(weights, np.ndarray) and weights.dtype.kind in "iu":
+        w_obj = weights
+    else:
+        w_obj = _python_ints(weights, "weights")
     if offsets.shape != (n_out + 1,) or offsets[0] != 0 or offsets[-1] != len(w_obj) or len(tie_keys) != len(w_obj):
         raise ValidationError("split_batch: offsets must run from 0 to the line count, one more than the outputs")
     counts = np.diff(offsets)
@@ -267,7 +285,7 @@ def split_batch(
         raise ValidationError("split_batch: every output needs at least one line")
     if len(w_obj) and w_obj.min() < 0:
         raise ValidationError("split_batch: weights must be >= 0")
-    pools = np.asarray(list(pools_microunits), dtype=object)
+    pools = _python_ints(pools_microunits, "pools")
     if pools.min() < 0 or pools.max() > REVENUE_PER_OUTPUT_MICROUNITS_MAX:
         raise ValidationError(
             f"split_batch: pools must be between 0 and REVENUE_PER_OUTPUT_MICROUNITS_MAX={REVENUE_PER_OUTPUT_MICROUNITS_MAX}"
@@ -303,6 +321,7 @@ def carry_forward(
 
 def to_minor_units(microunits: int, currency: str) -> tuple[int, int]:
     """Split microunits into whole minor units a bank can pay (cents) and the dust left behind."""
+    check_amount(microunits)
     unit = minor_unit_microunits(currency)
     minor, dust = divmod(microunits, unit)
     return minor, dust

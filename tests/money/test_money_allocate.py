@@ -100,8 +100,8 @@ def test_zero_weight_keys_get_nothing(total: int, weights: dict[str, int | Fract
     for key in extra:
         with_zeros.setdefault("z" + key, 0)
     parts = allocate(total, with_zeros)
-    for key in with_zeros:
-        if with_zeros[key] == 0:
+    for key, weight in with_zeros.items():
+        if weight == 0:
             assert parts[key] == 0
     assert {k: parts[k] for k in weights} == allocate(total, weights)
 

@@ -199,7 +199,7 @@ def test_numpy_int64_pools_give_the_same_result_as_a_list() -> None:
     weights = [2**30, 1, 2**62, 1]
     tie_keys = np.array([0, 1, 0, 1])
     expected = split_batch(pools, offsets, weights, tie_keys)
-    got = split_batch(np.array(pools, dtype=np.int64), offsets, weights, tie_keys)
+    got = split_batch(np.array(pools, dtype=np.int64), offsets, weights, tie_keys)  # type: ignore[arg-type]
     np.testing.assert_array_equal(got.microunits, expected.microunits)
     np.testing.assert_array_equal(got.subunits, expected.subunits)
     assert sum((int(m) << 32) + int(s) for m, s in zip(got.microunits[:2], got.subunits[:2])) == 2**40 << 32
