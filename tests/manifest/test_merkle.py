@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Callable
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -56,7 +57,7 @@ def reference_root(ids: list[str]) -> str:
 def absent_ids(ids: list[str]) -> list[str]:
     """Ids not in ``ids``: below the first, between neighbours, above the last."""
     out = ["0" * 64, "f" * 64]
-    for a, b in zip(ids, ids[1:]):
+    for a, b in pairwise(ids):
         between = format((int(a, 16) + int(b, 16)) // 2, "064x")
         if a < between < b:
             out.append(between)
@@ -73,7 +74,10 @@ id_sets = st.lists(hex_ids, max_size=40, unique=True).map(sorted)
 def test_known_answers_spell_out_the_format() -> None:
     a, b, c = works(3)
     leaf = [hashlib.sha256(b"\x00" + bytes.fromhex(x)).digest() for x in (a, b, c)]
-    node = lambda l, r: hashlib.sha256(b"\x01" + l + r).digest()  # noqa: E731
+
+    def node(left: bytes, right: bytes) -> bytes:
+        return hashlib.sha256(b"\x01" + left + right).digest()
+
     assert merkle_root([]) == EMPTY_ROOT == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
     assert merkle_root([a]) == leaf[0].hex()
     assert merkle_root([a, b]) == node(leaf[0], leaf[1]).hex()
@@ -120,11 +124,24 @@ def test_unsorted_duplicate_or_malformed_ids_are_refused(ids: list[str], fragmen
 # Inclusion --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("n", SIZES)
+def sample_indices(n: int) -> list[int]:
+    """Every index for small trees; for large ones the ends, both sides of each power-of-two split, a stride."""
+    if n <= 70:
+        return list(range(n))
+    picked = {0, n - 1} | set(range(0, n, 37))
+    k = 1
+    while k < n:
+        picked |= {k - 1, k, min(k + 1, n - 1)}
+        k *= 2
+    return sorted(picked)
+
+
+@pytest.mark.parametrize("n", SIZES + list(range(6, 71)))
 def test_every_leaf_proves_inclusion(n: int) -> None:
     ids = works(n)
     root = merkle_root(ids)
-    for index, work_id in enumerate(ids):
+    for index in sample_indices(n):
+        work_id = ids[index]
         proof = prove_inclusion(ids, work_id)
         assert (proof.leaf_index, proof.leaf_count, proof.work_id) == (index, n, work_id)
         assert len(proof.path) <= max(1, n - 1).bit_length()
@@ -138,10 +155,12 @@ def test_tampered_inclusion_proofs_fail(ids: list[str], data: st.DataObject) -> 
     assert verify_inclusion(root, proof)
     n = len(ids)
 
+    assert verify_inclusion(root, proof, leaf_count=n)
     other_index = data.draw(st.integers(0, n + 3).filter(lambda i: i != proof.leaf_index))
-    assert not verify_inclusion(root, dataclasses.replace(proof, leaf_index=other_index))
+    assert not verify_inclusion(root, dataclasses.replace(proof, leaf_index=other_index), leaf_count=n)
     other_count = data.draw(st.integers(1, 2 * n + 3).filter(lambda c: c != n))
-    assert not verify_inclusion(root, dataclasses.replace(proof, leaf_count=other_count))
+    assert not verify_inclusion(root, dataclasses.replace(proof, leaf_count=other_count), leaf_count=n)
+    assert not verify_inclusion(root, proof, leaf_count=other_count)
     other_root = data.draw(hex_ids.filter(lambda r: r != root))
     assert not verify_inclusion(other_root, proof)
     other_id = data.draw(hex_ids.filter(lambda w: w != proof.work_id))
@@ -153,6 +172,24 @@ def test_tampered_inclusion_proofs_fail(ids: list[str], data: st.DataObject) -> 
         assert not verify_inclusion(root, dataclasses.replace(proof, path=bad_path))
         assert not verify_inclusion(root, dataclasses.replace(proof, path=proof.path[:-1]))  # too short
     assert not verify_inclusion(root, dataclasses.replace(proof, path=proof.path + (root,)))  # too long
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 8, 13, 64])
+def test_index_is_pinned_when_count_is_pinned(n: int) -> None:
+    ids = works(n)
+    root = merkle_root(ids)
+    for proof in (prove_inclusion(ids, w) for w in ids):
+        for index in range(n):
+            claim = dataclasses.replace(proof, leaf_index=index)
+            assert verify_inclusion(root, claim, leaf_count=n) == (index == proof.leaf_index)
+
+
+def test_root_alone_does_not_fix_the_count() -> None:
+    # RFC 6962 behaviour, documented in the module: leaf 0 of 5 has the same route as leaf 0 of 6.
+    ids = works(5)
+    proof = dataclasses.replace(prove_inclusion(ids, ids[0]), leaf_count=6)
+    assert verify_inclusion(merkle_root(ids), proof)
+    assert not verify_inclusion(merkle_root(ids), proof, leaf_count=5)
 
 
 def test_a_node_cannot_pass_for_a_leaf() -> None:
@@ -178,11 +215,12 @@ def test_malformed_root_is_refused() -> None:
 # Exclusion --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("n", SIZES + [8, 33, 64])
 def test_absent_ids_prove_exclusion(n: int) -> None:
     ids = works(n)
     root = merkle_root(ids)
-    for work_id in absent_ids(ids):
+    candidates = absent_ids(ids)
+    for work_id in [candidates[i] for i in sample_indices(len(candidates))]:
         proof = prove_exclusion(ids, work_id)
         assert verify_exclusion(root, proof), work_id
         assert proof.leaf_count == n
@@ -247,6 +285,8 @@ def test_tampered_exclusion_proofs_fail(ids: list[str], work_id: str) -> None:
     root = merkle_root(ids)
     proof = prove_exclusion(ids, work_id)
     assert not verify_exclusion(merkle_root(ids[1:]), proof)  # another root
+    assert verify_exclusion(root, proof, leaf_count=len(ids))
+    assert not verify_exclusion(root, proof, leaf_count=len(ids) + 1)
     assert not verify_exclusion(root, dataclasses.replace(proof, leaf_count=len(ids) + 1))
     assert not verify_exclusion(root, dataclasses.replace(proof, left=None, right=None))
     # The id must lie strictly between its neighbours: a present id is not bracketed by itself.

@@ -60,7 +60,7 @@ SMALL_BATCH = [
     _instruction(2, payee_name="Müller, Jürgen", iban=make_test_iban("FR", 2), amount_microunits=1_234_567 * CENT),
     _instruction(3, payee_name="O'Neill 🎬", remittance="Straße – “Grip” & gaffer; see statement 3"),
     _instruction(4, payee_name="<script>alert('x')</script>", iban=make_test_iban("IE", 4), bic="AIBKIE2D"),
-    _instruction(5, payee_name="=HYPERLINK(\"http://evil\")", amount_microunits=99_999_999_999 * CENT),
+    _instruction(5, payee_name='=HYPERLINK("http://evil")', amount_microunits=99_999_999_999 * CENT),
 ]
 
 
@@ -75,6 +75,11 @@ def _pain001(batch: list[PayoutInstruction], **overrides: object) -> bytes:
     return write_pain001(batch, **kwargs)  # type: ignore[arg-type]
 
 
+def _lines(data: bytes) -> list[str]:
+    """One line per XML tag (the pain.001 is a single line), so that a diff shows what changed."""
+    return data.replace(b"><", b">\n<").decode("utf-8", "replace").splitlines()
+
+
 def _check_golden(name: str, data: bytes) -> None:
     path = GOLDEN_DIR / name
     if os.environ.get("ENDCREDITS_REGEN_GOLDEN") == "1":
@@ -86,8 +91,8 @@ def _check_golden(name: str, data: bytes) -> None:
     if data != expected:
         diff = "\n".join(
             difflib.unified_diff(
-                expected.decode("utf-8", "replace").splitlines(),
-                data.decode("utf-8", "replace").splitlines(),
+                _lines(expected),
+                _lines(data),
                 "golden",
                 "now",
                 lineterm="",
@@ -159,7 +164,9 @@ def test_output_is_deterministic() -> None:
 
 def test_bic_is_optional_and_written_when_given() -> None:
     root = ET.fromstring(_pain001(SMALL_BATCH))
-    agents = [tx.findtext("p:CdtrAgt/p:FinInstnId/p:BICFI", namespaces=NS) for tx in root.iterfind(".//p:CdtTrfTxInf", NS)]
+    agents = [
+        tx.findtext("p:CdtrAgt/p:FinInstnId/p:BICFI", namespaces=NS) for tx in root.iterfind(".//p:CdtTrfTxInf", NS)
+    ]
     assert agents == ["COBADEFFXXX", None, None, "AIBKIE2D", None]
 
 
@@ -226,7 +233,10 @@ def test_to_sepa_text(text: str, sepa: str) -> None:
         ([_instruction(1, iban="DE00370400440532013000")], "end_to_end_id EC-2025Q1-00001: IBAN"),
         ([_instruction(1, iban=make_test_iban("BR", 1))], "outside SEPA"),
         ([_instruction(1, bic="NOTABIC")], "BIC 'NOTABIC' is malformed"),
-        ([_instruction(1), _instruction(2, end_to_end_id="EC-2025Q1-00001")], "duplicate end_to_end_id EC-2025Q1-00001"),
+        (
+            [_instruction(1), _instruction(2, end_to_end_id="EC-2025Q1-00001")],
+            "duplicate end_to_end_id EC-2025Q1-00001",
+        ),
         ([_instruction(1, end_to_end_id="EC 1")], "end_to_end_id 'EC 1'"),
         ([_instruction(1, end_to_end_id="E" * 36)], "1 to 35 characters"),
         ([_instruction(1, payee_name="🎬🎥")], "has no characters in the SEPA character set"),
@@ -282,14 +292,17 @@ def _read_csv(data: bytes) -> list[dict[str, str]]:
 
 
 def test_csv_matches_golden_file() -> None:
-    batch = [*SMALL_BATCH, _instruction(6, currency="JPY", amount_microunits=1500 * 10**8, iban=make_test_iban("TR", 6))]
+    batch = [
+        *SMALL_BATCH,
+        _instruction(6, currency="JPY", amount_microunits=1500 * 10**8, iban=make_test_iban("TR", 6)),
+    ]
     _check_golden("payout_small.csv", write_payout_csv(batch, batch_id="batch-2025Q1"))
 
 
 def test_csv_reads_back_exactly() -> None:
     batch = [
         *SMALL_BATCH,
-        _instruction(6, currency="USD", payee_name="Smith, \"Ace\" Jr.", amount_microunits=7 * CENT),
+        _instruction(6, currency="USD", payee_name='Smith, "Ace" Jr.', amount_microunits=7 * CENT),
         _instruction(7, currency="BHD", amount_microunits=1_234 * 10**5),  # 3 minor digits: 1.234 BHD
     ]
     rows = _read_csv(write_payout_csv(batch, batch_id="batch-1"))
@@ -306,7 +319,7 @@ def test_csv_reads_back_exactly() -> None:
     assert rows[0]["payee_name"] == "Ó Riada"  # the CSV keeps names as given
 
 
-@pytest.mark.parametrize("name", ["=1+1", "+1", "-1", "@SUM(A1)", "=HYPERLINK(\"http://evil\")"])
+@pytest.mark.parametrize("name", ["=1+1", "+1", "-1", "@SUM(A1)", '=HYPERLINK("http://evil")'])
 def test_csv_cells_that_look_like_formulas_are_quoted(name: str) -> None:
     rows = _read_csv(write_payout_csv([_instruction(1, payee_name=name, remittance=name)], batch_id="-b"))
     assert rows[0]["payee_name"] == "'" + name

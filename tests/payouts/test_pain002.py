@@ -89,7 +89,9 @@ def test_written_bytes_do_not_depend_on_mapping_order() -> None:
 def test_any_written_report_reads_back(statuses: dict[str, str]) -> None:
     document = _write(statuses)
     assert read_pain002(document).transaction_codes == statuses
-    expected = {e: ("failed" if c == "RJCT" else "settled") for e, c in statuses.items() if c in {"ACSC", "ACSP", "RJCT"}}
+    expected = {
+        e: ("failed" if c == "RJCT" else "settled") for e, c in statuses.items() if c in {"ACSC", "ACSP", "RJCT"}
+    }
     assert parse_pain002(document) == expected
 
 

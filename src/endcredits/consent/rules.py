@@ -115,7 +115,7 @@ class Grant:
         if self.decision not in DECISIONS:
             raise ValidationError(
                 f"grant decision {self.decision!r:.40} for {self.subject_kind} {self.subject_id} "
-                "must be 'allowed' or 'notAllowed'"
+                "must be 'allowed' or 'notAllowed' (constrained grants are not supported yet)"
             )
         if not isinstance(self.source, str) or not 1 <= len(self.source) <= SOURCE_LENGTH_MAX:
             raise ValidationError(
@@ -241,4 +241,4 @@ def decide(
     return Decision(allowed=True, reason="; ".join(d.reason for d in per_use), grant=per_use[0].grant)
 
 
-__all__ = ["DEFAULT_REGIMES", "DECISIONS", "SUBJECT_KINDS", "USES", "Decision", "Grant", "decide"]
+__all__ = ["DECISIONS", "DEFAULT_REGIMES", "SUBJECT_KINDS", "USES", "Decision", "Grant", "decide"]

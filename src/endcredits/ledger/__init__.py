@@ -34,6 +34,7 @@ from endcredits.money import check_currency
 
 ACCOUNT_KINDS = ("pool", "payable", "escrow", "suspense", "clearing", "bank")
 NEGATIVE_ALLOWED_KINDS = frozenset({"pool"})
+_KINDS = frozenset(ACCOUNT_KINDS)
 
 TRANSFER_CODES = (
     "accrual",  # a batch of residuals: pool -> payees, escrow, suspense
@@ -97,15 +98,17 @@ def check_transfer(req: TransferRequest) -> None:
     if len(req.legs) > LEGS_PER_TRANSFER_MAX:
         raise LimitExceededError(f"transfer {req.event_id} has {len(req.legs)} legs; LEGS_PER_TRANSFER_MAX={LEGS_PER_TRANSFER_MAX}")
     total = 0
+    suffix = f":{req.currency}"
     for key, amount in req.legs.items():
-        _, _, currency = parse_account_key(key)
-        if currency != req.currency:
+        if not key.endswith(suffix):
             raise LedgerError(f"transfer {req.event_id}: account {key} is not in {req.currency}")
-        if isinstance(amount, bool) or not isinstance(amount, int):
+        if key.partition(":")[0] not in _KINDS:
+            raise ValidationError(f"transfer {req.event_id}: malformed account key {key!r}")
+        if type(amount) is not int:
             raise ValidationError(f"transfer {req.event_id}: leg {key} amount must be int microunits")
         if amount == 0:
             raise LedgerError(f"transfer {req.event_id}: leg {key} is zero; leave it out")
-        if abs(amount) > TRANSFER_AMOUNT_MICROUNITS_MAX:
+        if amount > TRANSFER_AMOUNT_MICROUNITS_MAX or amount < -TRANSFER_AMOUNT_MICROUNITS_MAX:
             raise LimitExceededError(f"transfer {req.event_id}: leg {key} exceeds TRANSFER_AMOUNT_MICROUNITS_MAX")
         total += amount
     if total != 0:

@@ -2,94 +2,46 @@
 
 For each (currency, period) group of the batch:
 1. the pool of each output is split over its lines in one step (``money.split_batch``, to 2^-32 of a
-   microunit), so rounding never compounds across works, credits and lineage;
-2. lines are summed per ledger account (a payee's payable or escrow account) together with the
-   account's carried fraction; only whole microunits are posted and the fraction carries forward;
+   microunit), so rounding never compounds across works, credits and lineage; ties go by a hash of
+   (output, payee, path), so no payee is systematically favoured and line order never matters;
+2. lines are summed per payee together with the payee's carried fraction; only whole microunits are
+   posted, to the account the payee is routed to now (payable, or escrow), and the fraction carries;
 3. the difference between the pool and what was posted, which is exactly the change in carried
    fractions, is posted to ``suspense:CCY``;
 4. every line goes to a Parquet evidence file, and one balanced transfer
    (pool -> accounts + suspense) is posted with the carries, the outputs and an audit entry, in one
    database transaction. If anything fails, nothing is written and the evidence file is removed.
 
-Conservation, checked before commit: pool == posted to accounts + change in suspense, to the microunit.
+Ledger writes grow with payees touched, not with lines: the lines live in the evidence files.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+import threading
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 from sqlalchemy import Connection, select
 
-from endcredits.audit import canonical_json
-from endcredits.errors import ConflictError, LimitExceededError, ValidationError, invariant
+from endcredits.errors import ConflictError, ValidationError, invariant
 from endcredits.ledger import TransferRequest, account_key
-from endcredits.limits import BATCH_SIZE_MAX, ID_LENGTH_MAX, OUTPUTS_PER_BATCH_MAX, SUBUNITS_PER_MICROUNIT
-from endcredits.money import check_currency, split_batch
-from endcredits.royalties import Agreement, pool_of
+from endcredits.limits import ID_LENGTH_MAX, SUBUNIT_BITS, SUBUNITS_PER_MICROUNIT
+from endcredits.money import split_batch
+from endcredits.royalties import Agreement
+from endcredits.royalties.usage import UsageBatch
 from endcredits.store.audit import append_audit
+from endcredits.store.bulk import amount_params, bulk_insert, bulk_upsert, select_in
 from endcredits.store.catalog import model_ids_exist
 from endcredits.store.engine import Store, normalize_time, utc_now
-from endcredits.store.evidence import EVIDENCE_SCHEMA, evidence_path, write_evidence
-from endcredits.store.ledger import chunks, ensure_accounts, post_transfer, upsert
+from endcredits.store.evidence import EVIDENCE_SCHEMA, coded, evidence_path, write_evidence
+from endcredits.store.ledger import post_transfer
 from endcredits.store.registry import payee_routes
-from endcredits.store.schema import accrual_batches, carries, outputs
-
-
-@dataclass
-class UsageBatch:
-    """Outputs with their lines, columnar. Lines ``offsets[i]:offsets[i+1]`` belong to output ``i``."""
-
-    output_ids: list[str]
-    model_ids: list[str]
-    revenue_microunits: list[int]
-    currencies: list[str]
-    occurred_at: list[str]
-    offsets: npt.NDArray[np.int64]
-    payee: list[str]
-    weights: npt.NDArray[Any]  # int64, or object (Python ints) when large
-    attributed_work: list[str] = field(default_factory=list)
-    source_work: list[str] = field(default_factory=list)
-    role: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        n = len(self.output_ids)
-        if not (len(self.model_ids) == len(self.revenue_microunits) == len(self.currencies) == len(self.occurred_at) == n):
-            raise ValidationError("usage batch columns have different lengths")
-        lines = len(self.payee)
-        for name in ("attributed_work", "source_work", "role"):
-            col = getattr(self, name)
-            if not col:
-                setattr(self, name, [""] * lines)
-            elif len(col) != lines:
-                raise ValidationError(f"usage batch column {name} has {len(col)} rows, expected {lines}")
-        if n > OUTPUTS_PER_BATCH_MAX or lines > BATCH_SIZE_MAX:
-            raise LimitExceededError(f"batch of {n} outputs / {lines} lines exceeds OUTPUTS_PER_BATCH_MAX / BATCH_SIZE_MAX")
-        if len(set(self.output_ids)) != n:
-            raise ValidationError("usage batch lists an output id more than once")
-        for oid in self.output_ids:
-            if not oid or len(oid) > ID_LENGTH_MAX:
-                raise ValidationError(f"output id {oid!r} must be 1..{ID_LENGTH_MAX} characters")
-        for rev in self.revenue_microunits:
-            if isinstance(rev, bool) or not isinstance(rev, int):
-                raise ValidationError("revenue must be integer microunits")
-            if rev < 0:
-                raise ValidationError(f"negative revenue {rev}: refunds are reversals, not negative revenue")
-        for ccy in set(self.currencies):
-            check_currency(ccy)
-
-    def content_sha256(self) -> str:
-        h = hashlib.sha256()
-        h.update(canonical_json([self.output_ids, self.model_ids, [str(r) for r in self.revenue_microunits],
-                                 self.currencies, self.occurred_at, self.offsets.tolist()]).encode())
-        h.update(canonical_json([self.payee, self.attributed_work, self.source_work, self.role]).encode())
-        h.update(canonical_json([str(int(w)) for w in self.weights]).encode())
-        return h.hexdigest()
+from endcredits.store.schema import accrual_batches
 
 
 @dataclass(frozen=True)
@@ -110,22 +62,29 @@ def _group_event_id(event_id: str, currency: str, period: str) -> str:
     return f"{event_id}/{currency}/{period}"
 
 
-def _sub_batch(usage: UsageBatch, rows: npt.NDArray[np.int64]) -> UsageBatch:
-    if len(rows) == len(usage.output_ids):
-        return usage
-    starts, ends = usage.offsets[rows], usage.offsets[rows + 1]
-    counts = ends - starts
-    line_idx = np.concatenate([np.arange(s, e) for s, e in zip(starts.tolist(), ends.tolist())]) if len(rows) else np.zeros(0, np.int64)
-    pick = line_idx.tolist()
-    return UsageBatch(
-        output_ids=[usage.output_ids[i] for i in rows], model_ids=[usage.model_ids[i] for i in rows],
-        revenue_microunits=[usage.revenue_microunits[i] for i in rows], currencies=[usage.currencies[i] for i in rows],
-        occurred_at=[usage.occurred_at[i] for i in rows],
-        offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-        payee=[usage.payee[i] for i in pick], weights=usage.weights[line_idx],
-        attributed_work=[usage.attributed_work[i] for i in pick], source_work=[usage.source_work[i] for i in pick],
-        role=[usage.role[i] for i in pick],
-    )
+def _string_hashes(values: list[str]) -> npt.NDArray[np.uint64]:
+    """A stable 64-bit hash per string (two CRCs; only used to break ties, never for security)."""
+    encoded = [v.encode() for v in values]
+    hi = np.fromiter((zlib.crc32(b) for b in encoded), dtype=np.uint64, count=len(values))
+    lo = np.fromiter((zlib.adler32(b) for b in encoded), dtype=np.uint64, count=len(values))
+    return (hi << np.uint64(32)) | lo
+
+
+def tie_keys(usage: UsageBatch) -> npt.NDArray[np.int64]:
+    """Per line, a key fixed by (output, payee, path) content: who wins a tie is neither the first in
+    the input nor always the same payee."""
+    assert usage.attributed_codes is not None and usage.source_codes is not None and usage.role_codes is not None
+    counts = np.diff(usage.offsets)
+    out_h = np.repeat(_string_hashes(usage.output_ids), counts)
+    payee_h = _string_hashes(usage.payees)[usage.payee_codes]
+    works_h = np.concatenate([_string_hashes(usage.works), np.zeros(1, np.uint64)])
+    roles_h = np.concatenate([_string_hashes(usage.roles), np.zeros(1, np.uint64)])
+    with np.errstate(over="ignore"):
+        mix = (payee_h * np.uint64(0x9E3779B97F4A7C15)) ^ works_h[usage.attributed_codes]
+        mix = (mix * np.uint64(0xBF58476D1CE4E5B9)) ^ works_h[usage.source_codes]
+        mix = (mix * np.uint64(0x94D049BB133111EB)) ^ roles_h[usage.role_codes]
+        mix = (mix ^ out_h) * np.uint64(0xD6E8FEB86659FD93)
+    return (mix >> np.uint64(1)).astype(np.int64)
 
 
 @dataclass
@@ -137,86 +96,80 @@ class _Plan:
     pools: list[int]
     line_micro: npt.NDArray[np.int64]
     line_sub: npt.NDArray[np.int64]
-    line_account: list[str]
+    payee_accounts: list[str]  # per payee code
     legs: dict[str, int]
-    new_carries: dict[str, int]
+    carries: list[tuple[str, int]]  # (payee, subunits) for payees touched
     posted: int
     escrowed: int
     suspense_delta: int
 
 
-def _plan_group(conn: Connection, event_id: str, usage: UsageBatch, agreement: Agreement, currency: str, period: str) -> _Plan:
-    pools = [pool_of(r, agreement) for r in usage.revenue_microunits]
-    counts = np.diff(usage.offsets)
-    # Tie keys: position of the line within its output (lines arrive sorted by payee, path).
-    starts = np.repeat(usage.offsets[:-1], counts)
-    tie = np.arange(len(usage.payee), dtype=np.int64) - starts
-    split = split_batch(pools, usage.offsets, usage.weights, tie)
-    # Sum per payee, then route payees to accounts.
-    payee_index: dict[str, int] = {}
-    idx = np.fromiter((payee_index.setdefault(p, len(payee_index)) for p in usage.payee), dtype=np.int64,
-                      count=len(usage.payee))
-    payees = list(payee_index)
+def _plan_group(conn: Connection, event_id: str, usage: UsageBatch, agreement: Agreement, currency: str,
+                period: str) -> _Plan:
+    rate = agreement.pool_rate
+    pools = [r * rate.numerator // rate.denominator for r in usage.revenue_microunits]  # = pool_of, revenue checked
+    split = split_batch(pools, usage.offsets, usage.weights, tie_keys(usage))
+    # Sum per payee (whole microunits and fractions separately, both exact int64), then carry forward.
+    codes = usage.payee_codes
+    n_codes = len(usage.payees)
+    used = np.flatnonzero(np.bincount(codes, minlength=n_codes))
+    micro_sum = np.zeros(n_codes, dtype=np.int64)
+    sub_sum = np.zeros(n_codes, dtype=np.int64)
+    np.add.at(micro_sum, codes, split.microunits)
+    np.add.at(sub_sum, codes, split.subunits)
+    micro_sum, sub_sum = micro_sum[used], sub_sum[used]
+    payees = [usage.payees[c] for c in used.tolist()]
+    carry_in = np.zeros(len(payees), dtype=np.int64)
+    position = {p: i for i, p in enumerate(payees)}
+    for payee, subunits in select_in(conn, f"SELECT payee, subunits FROM carries WHERE currency = '{currency}' AND payee {{in}}",
+                                     payees):
+        carry_in[position[payee]] = subunits
+    total_sub = carry_in + sub_sum  # < (lines + 1) * 2^32: fits int64 for any batch within limits
+    posted_each = micro_sum + (total_sub >> SUBUNIT_BITS)
+    carry_out = total_sub & (SUBUNITS_PER_MICROUNIT - 1)
     routes = payee_routes(conn, payees)
-    accounts_of_payee = [account_key(routes[p][0], currency, routes[p][1]) for p in payees]
-    account_index: dict[str, int] = {}
-    payee_to_account = np.fromiter((account_index.setdefault(a, len(account_index)) for a in accounts_of_payee),
-                                   dtype=np.int64, count=len(payees))
-    line_acct = payee_to_account[idx]
-    n_acct = len(account_index)
-    order = np.argsort(line_acct, kind="stable")
-    bounds = np.searchsorted(line_acct[order], np.arange(n_acct))  # every account has at least one line
-    micro_sum = np.add.reduceat(split.microunits[order], bounds)
-    sub_sum = np.add.reduceat(split.subunits[order], bounds)
-    account_keys = list(account_index)
-    ids = ensure_accounts(conn, account_keys)
-    carry_in: dict[int, int] = {}
-    for part in chunks([ids[k] for k in account_keys]):
-        carry_in.update({r.account_id: r.subunits for r in conn.execute(
-            select(carries.c.account_id, carries.c.subunits).where(carries.c.account_id.in_(part)))})
+    accounts_of = [f"{routes[p][0]}:{routes[p][1]}:{currency}" for p in payees]  # = account_key(...)
     legs: dict[str, int] = {}
-    new_carries: dict[str, int] = {}
     posted = escrowed = 0
-    for i, key in enumerate(account_keys):
-        total_sub = carry_in.get(ids[key], 0) + int(sub_sum[i])
-        whole, carry_out = divmod(total_sub, SUBUNITS_PER_MICROUNIT)
-        amount = int(micro_sum[i]) + whole
-        new_carries[key] = carry_out
+    for key, amount in zip(accounts_of, posted_each.tolist()):
         if amount:
-            legs[key] = amount
-            if key.startswith("escrow:"):
-                escrowed += amount
-            else:
-                posted += amount
+            legs[key] = legs.get(key, 0) + amount
+    for key, amount in legs.items():
+        if key.startswith("escrow:"):
+            escrowed += amount
+        else:
+            posted += amount
     pool_total = sum(pools)
     suspense_delta = pool_total - posted - escrowed
-    carried_before = sum(carry_in.values())
-    carried_after = sum(new_carries.values())
-    invariant((carried_after - carried_before) == suspense_delta * SUBUNITS_PER_MICROUNIT,
+    invariant(int(carry_out.sum()) - int(carry_in.sum()) == suspense_delta * SUBUNITS_PER_MICROUNIT,
               "suspense change does not equal the change in carried fractions")
     if pool_total:
         legs[account_key("pool", currency)] = -pool_total
     if suspense_delta:
         legs[account_key("suspense", currency)] = suspense_delta
+    payee_accounts = [""] * len(usage.payees)
+    for c, key in zip(used.tolist(), accounts_of):
+        payee_accounts[c] = key
     return _Plan(_group_event_id(event_id, currency, period), currency, period, usage, pools, split.microunits,
-                 split.subunits, [account_keys[i] for i in line_acct.tolist()], legs, new_carries, posted, escrowed,
+                 split.subunits, payee_accounts, legs, list(zip(payees, carry_out.tolist())), posted, escrowed,
                  suspense_delta)
 
 
 def _evidence_table(event_id: str, plan: _Plan) -> pa.Table:
     u = plan.usage
-    counts = np.diff(u.offsets)
-    out_idx = np.repeat(np.arange(len(u.output_ids)), counts)
+    n_lines = len(u.payee_codes)
+    out_idx = np.repeat(np.arange(len(u.output_ids), dtype=np.int64), np.diff(u.offsets))
+    assert u.attributed_codes is not None and u.source_codes is not None and u.role_codes is not None
     return pa.table({
-        "batch_event_id": pa.array([event_id] * len(u.payee), pa.string()),
-        "output_id": pa.array(u.output_ids, pa.string()).take(pa.array(out_idx)),
-        "model_id": pa.array(u.model_ids, pa.string()).take(pa.array(out_idx)),
-        "occurred_at": pa.array(u.occurred_at, pa.string()).take(pa.array(out_idx)),
-        "attributed_work": pa.array(u.attributed_work, pa.string()),
-        "source_work": pa.array(u.source_work, pa.string()),
-        "payee": pa.array(u.payee, pa.string()),
-        "account": pa.array(plan.line_account, pa.string()),
-        "role": pa.array(u.role, pa.string()),
+        "batch_event_id": coded(np.zeros(n_lines, np.int64), [event_id]),
+        "output_id": coded(out_idx, u.output_ids),
+        "model_id": coded(out_idx, u.model_ids),
+        "occurred_at": coded(out_idx, u.occurred_at),
+        "attributed_work": coded(u.attributed_codes, u.works),
+        "source_work": coded(u.source_codes, u.works),
+        "payee": coded(u.payee_codes, u.payees),
+        "account": coded(u.payee_codes, plan.payee_accounts),
+        "role": coded(u.role_codes, u.roles),
         "amount_microunits": pa.array(plan.line_micro, pa.int64()),
         "amount_subunits": pa.array(plan.line_sub, pa.int64()),
     }, schema=EVIDENCE_SCHEMA)
@@ -228,30 +181,29 @@ class _DryRun(Exception):
 
 def accrue(store: Store, usage: UsageBatch, agreement: Agreement, *, event_id: str, dry_run: bool = False) -> AccrualSummary:
     """Accrue a batch of usage (see the module docstring). Idempotent by ``event_id``."""
-    if not event_id or len(event_id) > ID_LENGTH_MAX - 20:
-        raise ValidationError(f"batch event id must be 1..{ID_LENGTH_MAX - 20} characters")
-    content = usage.content_sha256() + agreement.body_sha256
-    content = hashlib.sha256(content.encode()).hexdigest()
-    occurred = [normalize_time(t) for t in usage.occurred_at]
-    usage.occurred_at = occurred
+    if not event_id or len(event_id) > ID_LENGTH_MAX - 20 or "/" in event_id:
+        raise ValidationError(f"batch event id must be 1..{ID_LENGTH_MAX - 20} characters without '/'")
     for ccy in set(usage.currencies):
         if ccy != agreement.currency:
             raise ValidationError(f"output currency {ccy} differs from agreement {agreement.id} currency {agreement.currency}")
+    normalized: dict[str, str] = {}
+    usage.occurred_at = [normalized.get(t) or normalized.setdefault(t, normalize_time(t)) for t in usage.occurred_at]
+    content = hashlib.sha256((usage.content_sha256() + agreement.body_sha256).encode()).hexdigest()
     plans: list[_Plan] = []
     try:
-        summary = _accrue_in(store, usage, agreement, event_id, content, occurred, dry_run, plans)
+        summary = _accrue_in(store, usage, agreement, event_id, content, dry_run, plans)
     except _DryRun:
         summary = None
     if summary is not None:
         return summary
     return AccrualSummary(
-        event_id, "dry_run" if dry_run else "created", len(usage.output_ids), len(usage.payee),
+        event_id, "dry_run" if dry_run else "created", len(usage.output_ids), len(usage.payee_codes),
         sum(usage.revenue_microunits), sum(sum(p.pools) for p in plans), sum(p.posted for p in plans),
         sum(p.escrowed for p in plans), sum(p.suspense_delta for p in plans), tuple(p.event_id for p in plans))
 
 
-def _accrue_in(store: Store, usage: UsageBatch, agreement: Agreement, event_id: str, content: str,
-               occurred: list[str], dry_run: bool, plans: list[_Plan]) -> AccrualSummary | None:
+def _accrue_in(store: Store, usage: UsageBatch, agreement: Agreement, event_id: str, content: str, dry_run: bool,
+               plans: list[_Plan]) -> AccrualSummary | None:
     with store.write() as conn:
         prior = conn.execute(select(accrual_batches).where(accrual_batches.c.batch_event_id == event_id)).all()
         if prior:
@@ -262,49 +214,22 @@ def _accrue_in(store: Store, usage: UsageBatch, agreement: Agreement, event_id: 
                 sum(r.revenue_microunits for r in prior), sum(r.pool_microunits for r in prior), 0, 0, 0,
                 tuple(sorted(r.event_id for r in prior)))
         model_ids_exist(conn, usage.model_ids)
-        for part in chunks(usage.output_ids):
-            dup = conn.execute(select(outputs.c.id, outputs.c.batch_event_id).where(outputs.c.id.in_(part))).first()
-            if dup is not None:
-                raise ConflictError(f"output {dup.id} was already accrued in batch {dup.batch_event_id}; it is never paid twice")
-        keys = sorted({(c, t[:7]) for c, t in zip(usage.currencies, occurred)})
+        dup = select_in(conn, "SELECT id, batch_event_id FROM outputs WHERE id {in}", usage.output_ids)
+        if dup:
+            raise ConflictError(f"output {dup[0][0]} was already accrued in batch {dup[0][1]}; it is never paid twice")
+        keys = sorted({(c, t[:7]) for c, t in zip(usage.currencies, usage.occurred_at)})
         group_of = {k: i for i, k in enumerate(keys)}
-        out_group = np.fromiter((group_of[(c, t[:7])] for c, t in zip(usage.currencies, occurred)), dtype=np.int64,
-                                count=len(occurred))
-        written: list[Any] = []
+        out_group = np.fromiter((group_of[(c, t[:7])] for c, t in zip(usage.currencies, usage.occurred_at)),
+                                dtype=np.int64, count=len(usage.output_ids))
+        written: list[Path] = []
         try:
             for gi, (currency, period) in enumerate(keys):
-                sub = _sub_batch(usage, np.flatnonzero(out_group == gi))
+                sub = usage.select(np.flatnonzero(out_group == gi))
                 plan = _plan_group(conn, event_id, sub, agreement, currency, period)
                 plans.append(plan)
                 if dry_run:
                     continue
-                at = utc_now()
-                path = evidence_path(store.data_dir, period, plan.event_id)
-                sha = write_evidence(path, _evidence_table(event_id, plan))
-                written.append(path)
-                post_transfer(conn, TransferRequest(
-                    event_id=plan.event_id, code="accrual", currency=currency, legs=plan.legs,
-                    memo={"batch": event_id, "period": period, "agreement": f"{agreement.id}@{agreement.version}",
-                          "evidence_sha256": sha},
-                ), at=at)
-                ids = ensure_accounts(conn, plan.new_carries, at=at)
-                upsert(conn, carries, [{"account_id": ids[k], "subunits": v} for k, v in plan.new_carries.items()],
-                       ["account_id"], ["subunits"])
-                out_rows = [{"id": o, "model_id": m, "batch_event_id": event_id, "revenue_microunits": r,
-                             "currency": c, "occurred_at": t} for o, m, r, c, t in zip(
-                    sub.output_ids, sub.model_ids, sub.revenue_microunits, sub.currencies, sub.occurred_at)]
-                for part in chunks(out_rows, 4000):
-                    conn.execute(outputs.insert(), list(part))
-                conn.execute(accrual_batches.insert().values(
-                    event_id=plan.event_id, batch_event_id=event_id, content_sha256=content, agreement_id=agreement.id,
-                    agreement_version=agreement.version, period=period, currency=currency,
-                    output_count=len(sub.output_ids), line_count=len(sub.payee),
-                    revenue_microunits=sum(sub.revenue_microunits), pool_microunits=sum(plan.pools),
-                    evidence_path=str(path.relative_to(store.data_dir)), evidence_sha256=sha,
-                    transfer_event_id=plan.event_id, created_at=at))
-                append_audit(conn, "accrual", plan.event_id, {
-                    "outputs": len(sub.output_ids), "lines": len(sub.payee), "pool": str(sum(plan.pools)),
-                    "evidence_sha256": sha}, at=at)
+                _write_group(store, conn, event_id, content, agreement, plan, written)
             if dry_run:
                 raise _DryRun  # rolls back the accounts a plan may have created
         except _DryRun:
@@ -314,3 +239,48 @@ def _accrue_in(store: Store, usage: UsageBatch, agreement: Agreement, event_id: 
                 path.unlink(missing_ok=True)
             raise
     return None
+
+
+def _write_group(store: Store, conn: Connection, event_id: str, content: str, agreement: Agreement, plan: _Plan,
+                 written: list[Path]) -> None:
+    sub = plan.usage
+    at = utc_now()
+    path = evidence_path(store.data_dir, plan.period, plan.event_id)
+    # The evidence file is written on another thread while the database takes the ledger rows (both
+    # release the GIL); the batch row that records its hash is written after both are done.
+    result: dict[str, object] = {}
+
+    def write() -> None:
+        try:
+            result["sha"] = write_evidence(path, _evidence_table(event_id, plan))
+        except BaseException as exc:  # re-raised on the caller's thread
+            result["error"] = exc
+
+    writer = threading.Thread(target=write, name="endcredits-evidence")
+    writer.start()
+    written.append(path)
+    try:
+        post_transfer(conn, TransferRequest(
+            event_id=plan.event_id, code="accrual", currency=plan.currency, legs=plan.legs,
+            memo={"batch": event_id, "period": plan.period, "agreement": f"{agreement.id}@{agreement.version}"},
+        ), at=at)
+        bulk_upsert(conn, "carries", ["payee", "currency"], ["payee", "currency", "subunits"],
+                    [(p, plan.currency, c) for p, c in plan.carries])
+        bulk_insert(conn, "outputs", ["id", "model_id", "batch_event_id", "revenue_microunits", "currency", "occurred_at"],
+                    list(zip(sub.output_ids, sub.model_ids, [event_id] * len(sub.output_ids),
+                             amount_params(conn, sub.revenue_microunits), sub.currencies, sub.occurred_at)))
+    finally:
+        writer.join()
+    if "error" in result:
+        raise result["error"]  # type: ignore[misc]
+    sha = str(result["sha"])
+    conn.execute(accrual_batches.insert().values(
+        event_id=plan.event_id, batch_event_id=event_id, content_sha256=content, agreement_id=agreement.id,
+        agreement_version=agreement.version, period=plan.period, currency=plan.currency,
+        output_count=len(sub.output_ids), line_count=len(sub.payee_codes),
+        revenue_microunits=sum(sub.revenue_microunits), pool_microunits=sum(plan.pools),
+        evidence_path=str(path.relative_to(store.data_dir)), evidence_sha256=sha,
+        transfer_event_id=plan.event_id, created_at=at))
+    append_audit(conn, "accrual", plan.event_id, {
+        "outputs": len(sub.output_ids), "lines": len(sub.payee_codes), "pool": str(sum(plan.pools)),
+        "evidence_sha256": sha}, at=at)

@@ -28,6 +28,10 @@ Inclusion proof (``InclusionProof``)
     h = node(next sibling, h); else if i + 1 < n, h = node(h, next sibling); else (i is the carried last
     node) take nothing; then i = i // 2, n = ceil(n / 2). The path must be used up exactly, and h must
     equal the root.
+    What the root fixes is the leaf's route: its left/right turns from the root down. As in RFC 6962,
+    where the tree size comes with the signed tree head, the root alone does not fix ``leaf_count``
+    (leaf 0 of 5 and leaf 0 of 6 can share a route). The manifest records its work count next to its
+    root; pass it as ``leaf_count=`` to the verifiers, which then also pins ``leaf_index``.
 
 Exclusion proof (``ExclusionProof``)
     An id absent from a sorted tree is shown absent by the leaves either side of where it would sit:
@@ -37,6 +41,10 @@ Exclusion proof (``ExclusionProof``)
     Below the first leaf ``left`` is None and ``right`` is leaf 0; above the last, ``right`` is None and
     ``left`` is leaf ``leaf_count - 1``. An empty tree (root SHA256(b"")) proves any id absent with
     both None and ``leaf_count == 0``.
+    A false ``leaf_count`` cannot hide a leaf, short of a SHA-256 collision: "first" (every turn left),
+    "last" (every turn right) and "adjacent" (the two routes part at one node; from there the left one
+    turns right all the way down and the right one left) are properties of the routes the root fixes,
+    so they hold in the real tree too.
 
 JSON (``proof_to_json`` / ``proof_from_json``)
     {"format": "endcredits-merkle-sha256-v1", "kind": "inclusion", "work_id": hex, "leaf_index": int,
@@ -52,6 +60,7 @@ import re
 from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any, TypeGuard
 
 from endcredits.errors import NotFoundError, ValidationError
@@ -100,6 +109,10 @@ def _check_work_ids(work_ids: Sequence[str]) -> None:
     """Raise unless every id is a SHA-256 hex id and the ids are strictly ascending."""
     if len(work_ids) > LEAF_COUNT_MAX:
         raise ValidationError(f"a manifest holds at most 2^64-1 works, got {len(work_ids)}")
+    well_formed = all(map(_is_hex64, work_ids))
+    if well_formed and all(a < b for a, b in pairwise(work_ids)):
+        return
+    # Slow path: find the first problem and name it.
     previous = ""
     for index, work_id in enumerate(work_ids):
         _check_hex64(work_id, f"work id at index {index}")
@@ -111,12 +124,29 @@ def _check_work_ids(work_ids: Sequence[str]) -> None:
         previous = work_id
 
 
-def _next_level(level: list[bytes]) -> list[bytes]:
-    """Pair nodes left to right; an odd last node is carried up unchanged."""
-    paired = [_node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
-    if len(level) % 2 == 1:
-        paired.append(level[-1])
-    return paired
+def _split(size: int) -> int:
+    """The largest power of two strictly less than ``size`` (``size >= 2``): RFC 6962's k."""
+    return 1 << ((size - 1).bit_length() - 1)
+
+
+def _range_root(work_ids: Sequence[str], lo: int, hi: int) -> bytes:
+    """The root over leaves ``lo..hi-1`` (``hi > lo``), in one pass and O(log n) memory.
+
+    A stack holds the roots of complete subtrees, largest first; two of one size merge. At the end the
+    stack folds from the right, which is RFC 6962's split at the largest power of two.
+    """
+    sha256 = hashlib.sha256
+    stack: list[tuple[int, bytes]] = []  # (leaves under it, hash); at most 64 entries
+    for index in range(lo, hi):
+        size, h = 1, sha256(_LEAF_PREFIX + bytes.fromhex(work_ids[index])).digest()
+        while stack and stack[-1][0] == size:
+            h = sha256(_NODE_PREFIX + stack.pop()[1] + h).digest()
+            size *= 2
+        stack.append((size, h))
+    h = stack.pop()[1]
+    while stack:
+        h = sha256(_NODE_PREFIX + stack.pop()[1] + h).digest()
+    return h
 
 
 def merkle_root(work_ids: Sequence[str]) -> str:
@@ -124,10 +154,7 @@ def merkle_root(work_ids: Sequence[str]) -> str:
     _check_work_ids(work_ids)
     if not work_ids:
         return EMPTY_ROOT
-    level = [_leaf_hash(w) for w in work_ids]
-    while len(level) > 1:
-        level = _next_level(level)
-    return level[0].hex()
+    return _range_root(work_ids, 0, len(work_ids)).hex()
 
 
 @dataclass(frozen=True)
@@ -181,19 +208,20 @@ def prove_inclusion(work_ids: Sequence[str], work_id: str) -> InclusionProof:
 
 
 def _inclusion_at(work_ids: Sequence[str], index: int) -> InclusionProof:
-    """Proof for the leaf at ``index`` of already-checked ``work_ids``."""
-    path: list[str] = []
-    level = [_leaf_hash(w) for w in work_ids]
-    i = index
-    while len(level) > 1:
-        if i % 2 == 1:
-            path.append(level[i - 1].hex())
-        elif i + 1 < len(level):
-            path.append(level[i + 1].hex())
-        # else: the odd last node is carried up; no sibling at this level.
-        level = _next_level(level)
-        i //= 2
-    return InclusionProof(work_id=work_ids[index], leaf_index=index, leaf_count=len(work_ids), path=tuple(path))
+    """Proof for the leaf at ``index`` of already-checked ``work_ids``: split as RFC 6962 does, top down."""
+    lo, hi = 0, len(work_ids)
+    siblings: list[str] = []  # root first; reversed below
+    while hi - lo > 1:
+        mid = lo + _split(hi - lo)
+        if index < mid:
+            siblings.append(_range_root(work_ids, mid, hi).hex())
+            hi = mid
+        else:
+            siblings.append(_range_root(work_ids, lo, mid).hex())
+            lo = mid
+    return InclusionProof(
+        work_id=work_ids[index], leaf_index=index, leaf_count=len(work_ids), path=tuple(reversed(siblings))
+    )
 
 
 def _root_from_path(proof: InclusionProof) -> str | None:
@@ -218,9 +246,14 @@ def _root_from_path(proof: InclusionProof) -> str | None:
     return h.hex()
 
 
-def verify_inclusion(root: str, proof: InclusionProof) -> bool:
-    """True when ``proof`` shows its work id at its index in the tree with ``root``; False otherwise."""
+def verify_inclusion(root: str, proof: InclusionProof, *, leaf_count: int | None = None) -> bool:
+    """True when ``proof`` leads from its work id to ``root``; False otherwise.
+
+    Pass the manifest's recorded work count as ``leaf_count`` to also pin the proof's index and count.
+    """
     _check_hex64(root, "root")
+    if leaf_count is not None and _check_count(leaf_count, "expected leaf_count") != proof.leaf_count:
+        return False
     return _root_from_path(proof) == root
 
 
@@ -238,9 +271,14 @@ def prove_exclusion(work_ids: Sequence[str], work_id: str) -> ExclusionProof:
     return ExclusionProof(work_id=work_id, leaf_count=len(work_ids), left=left, right=right)
 
 
-def verify_exclusion(root: str, proof: ExclusionProof) -> bool:
-    """True when the neighbours are included under ``root``, adjacent, and bracket the id; False otherwise."""
+def verify_exclusion(root: str, proof: ExclusionProof, *, leaf_count: int | None = None) -> bool:
+    """True when the neighbours are included under ``root``, adjacent, and bracket the id; False otherwise.
+
+    ``leaf_count``, when given (the manifest's recorded work count), must equal the proof's.
+    """
     _check_hex64(root, "root")
+    if leaf_count is not None and _check_count(leaf_count, "expected leaf_count") != proof.leaf_count:
+        return False
     left, right, n = proof.left, proof.right, proof.leaf_count
     if n == 0:
         return left is None and right is None and root == EMPTY_ROOT

@@ -128,9 +128,7 @@ def _check_text(value: object, what: str, length_max: int, where: str) -> str:
     return value
 
 
-def _check_instructions(
-    instructions: Sequence[PayoutInstruction], *, sepa: bool
-) -> list[_Checked]:
+def _check_instructions(instructions: Sequence[PayoutInstruction], *, sepa: bool) -> list[_Checked]:
     if isinstance(instructions, (str, bytes)) or not isinstance(instructions, Sequence):
         raise ValidationError("instructions must be a sequence of PayoutInstruction")
     if not instructions:
@@ -368,13 +366,13 @@ def write_payout_csv(instructions: Sequence[PayoutInstruction], *, batch_id: str
 
 __all__ = [
     "CSV_COLUMNS",
-    "Debtor",
     "END_TO_END_ID_PATTERN",
     "MESSAGE_ID_PATTERN",
     "PAIN001_SCHEMA",
     "PAYOUT_INSTRUCTIONS_PER_FILE_MAX",
-    "PayoutInstruction",
     "SEPA_AMOUNT_CENTS_MAX",
+    "Debtor",
+    "PayoutInstruction",
     "pain001_xsd_path",
     "to_sepa_text",
     "write_pain001",

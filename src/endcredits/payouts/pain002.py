@@ -87,7 +87,10 @@ def _parse_safely(data: bytes) -> ET.Element:
         raise ValidationError(f"pain.002 has a DOCTYPE ({name}); documents with a DTD or entities are refused")
 
     def refuse_entity(name: str, *_: object) -> None:
-        raise ValidationError(f"pain.002 declares or uses entity {name!r}; documents with entities are refused")
+        raise ValidationError(f"pain.002 declares entity {name!r}; documents with entities are refused")
+
+    def refuse_external(context: str, base: str | None, system_id: str | None, public_id: str | None) -> int:
+        raise ValidationError(f"pain.002 refers to external entity {system_id!r}; documents with entities are refused")
 
     def start(tag: str, attrs: dict[str, str]) -> None:
         builder.start(_qualified(tag), {_qualified(k): v for k, v in attrs.items()})
@@ -97,7 +100,7 @@ def _parse_safely(data: bytes) -> ET.Element:
 
     parser.StartDoctypeDeclHandler = refuse_doctype
     parser.EntityDeclHandler = refuse_entity
-    parser.ExternalEntityRefHandler = refuse_entity
+    parser.ExternalEntityRefHandler = refuse_external
     parser.StartElementHandler = start
     parser.EndElementHandler = end
     parser.CharacterDataHandler = builder.data
@@ -105,8 +108,7 @@ def _parse_safely(data: bytes) -> ET.Element:
         parser.Parse(data, True)
     except expat.ExpatError as exc:
         raise ValidationError(
-            f"pain.002 is not well-formed XML: {expat.ErrorString(exc.code)} at line {exc.lineno}, "
-            f"column {exc.offset}"
+            f"pain.002 is not well-formed XML: {expat.ErrorString(exc.code)} at line {exc.lineno}, column {exc.offset}"
         ) from exc
     root: ET.Element = builder.close()
     return root
@@ -254,10 +256,10 @@ __all__ = [
     "PAIN002_READ_SCHEMAS",
     "PAIN002_WRITE_SCHEMA",
     "PENDING_CODES",
-    "Pain002Report",
-    "Pain002Status",
     "SETTLED_CODES",
     "WRITABLE_TRANSACTION_CODES",
+    "Pain002Report",
+    "Pain002Status",
     "parse_pain002",
     "read_pain002",
     "write_pain002",

@@ -117,7 +117,10 @@ def corpus_dir() -> Path:
 
 
 def iter_tunes(corpus: Path | None = None, *, limit: int | None = None) -> Iterator[AbcTune]:
-    """Yield every tune under ``corpus`` (default: ``corpus_dir()``), files in sorted path order."""
+    """Yield every tune under ``corpus`` (default: ``corpus_dir()``), files in sorted path order.
+
+    ``corpus`` is the music21 corpus directory, or one collection's directory inside it.
+    """
     if limit is not None and limit < 0:
         raise ValidationError(f"limit must be >= 0, got {limit}; pass None to read every tune")
     root = corpus_dir() if corpus is None else corpus
@@ -359,11 +362,14 @@ _GPL = re.compile(r"GNU General Public License", re.I)
 
 def _read_file(root: Path, path: Path) -> Iterator[AbcTune]:
     relative = path.relative_to(root)
-    collection = relative.parts[0] if len(relative.parts) > 1 else root.name
+    if len(relative.parts) == 1:  # ``root`` is one collection's directory
+        relative = Path(root.name) / relative
+    collection = relative.parts[0]
     size_bytes = path.stat().st_size
     if size_bytes > ABC_FILE_BYTES_MAX:
         raise LimitExceededError(
-            f"ABC file {relative.as_posix()} is {size_bytes} bytes, over {ABC_FILE_BYTES_MAX}; split it into smaller files"
+            f"ABC file {relative.as_posix()} is {size_bytes} bytes, over {ABC_FILE_BYTES_MAX};"
+            " split it into smaller files"
         )
     raw = path.read_bytes()
     try:
@@ -457,7 +463,8 @@ def _make_tune(
             credits.append(credit)
     if len(credits) > CREDITS_PER_WORK_MAX:
         raise LimitExceededError(
-            f"tune {relative.as_posix()}#{number} has {len(credits)} credits, over {CREDITS_PER_WORK_MAX}; check the file"
+            f"tune {relative.as_posix()}#{number} has {len(credits)} credits, over {CREDITS_PER_WORK_MAX};"
+            " check the file"
         )
     text = "\n".join(_strip_line_contacts(line) for line in lines).rstrip() + "\n"
     tune_non_commercial = non_commercial or _NON_COMMERCIAL.search(text) is not None

@@ -15,9 +15,10 @@ from sqlalchemy import Connection, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from endcredits.errors import ConflictError, LedgerError, NotFoundError
-from endcredits.ledger import NEGATIVE_ALLOWED_KINDS, PostResult, TransferRequest, check_transfer, parse_account_key
+from endcredits.ledger import ACCOUNT_KINDS, NEGATIVE_ALLOWED_KINDS, PostResult, TransferRequest, check_transfer, parse_account_key
 from endcredits.limits import SQL_PARAMS_PER_STATEMENT_MAX
 from endcredits.store.audit import append_audit
+from endcredits.store.bulk import amount_params, bulk_insert, bulk_upsert, select_in
 from endcredits.store.engine import utc_now
 from endcredits.store.schema import accounts, balances, legs, transfers
 
@@ -41,30 +42,25 @@ def upsert(conn: Connection, table: Any, rows: Sequence[Mapping[str, Any]], key:
 def ensure_accounts(conn: Connection, keys: Iterable[str], *, at: str | None = None) -> dict[str, int]:
     """Account ids for ``keys``, creating the missing ones."""
     wanted = sorted(set(keys))
-    found: dict[str, int] = {}
-    for part in chunks(wanted):
-        found.update({r.key: r.id for r in conn.execute(select(accounts.c.key, accounts.c.id).where(accounts.c.key.in_(part)))})
+    found = dict(select_in(conn, "SELECT key, id FROM accounts WHERE key {in}", wanted))
     missing = [k for k in wanted if k not in found]
     if missing:
         when = at or utc_now()
         rows = []
         for key in missing:
-            kind, holder, currency = parse_account_key(key)
-            rows.append({"key": key, "kind": kind, "currency": currency, "holder": holder,
-                         "may_go_negative": kind in NEGATIVE_ALLOWED_KINDS, "created_at": when})
-        for part in chunks(rows, SQL_PARAMS_PER_STATEMENT_MAX // 7):
-            conn.execute(accounts.insert(), list(part))
-        for part in chunks(missing):
-            found.update({r.key: r.id for r in conn.execute(select(accounts.c.key, accounts.c.id).where(accounts.c.key.in_(part)))})
+            kind, _, rest = key.partition(":")
+            holder, _, currency = rest.rpartition(":")
+            if kind not in ACCOUNT_KINDS or len(currency) != 3:
+                parse_account_key(key)  # raises with the reason
+            rows.append((key, kind, currency, holder or None, kind in NEGATIVE_ALLOWED_KINDS, when))
+        bulk_insert(conn, "accounts", ["key", "kind", "currency", "holder", "may_go_negative", "created_at"], rows)
+        found.update(select_in(conn, "SELECT key, id FROM accounts WHERE key {in}", missing))
     return found
 
 
 def read_balances(conn: Connection, account_ids: Sequence[int]) -> dict[int, int]:
-    out: dict[int, int] = {}
-    for part in chunks(list(account_ids)):
-        q = select(balances.c.account_id, balances.c.balance_microunits).where(balances.c.account_id.in_(part))
-        out.update({r.account_id: r.balance_microunits for r in conn.execute(q)})
-    return out
+    rows = select_in(conn, "SELECT account_id, balance_microunits FROM balances WHERE account_id {in}", list(account_ids))
+    return {int(a): int(b) for a, b in rows}
 
 
 def post_transfer(conn: Connection, req: TransferRequest, *, at: str | None = None) -> PostResult:
@@ -85,14 +81,6 @@ def post_transfer(conn: Connection, req: TransferRequest, *, at: str | None = No
             raise ConflictError(f"transfer {req.reverses_event_id} was already reversed by {already.event_id}")
     when = at or utc_now()
     ids = ensure_accounts(conn, req.legs, at=when)
-    transfer_id = conn.execute(transfers.insert().values(
-        event_id=req.event_id, code=req.code, currency=req.currency, content_sha256=content,
-        reverses_event_id=req.reverses_event_id, memo=json.dumps(dict(sorted(req.memo.items()))),
-        leg_count=len(req.legs), created_at=when,
-    ).returning(transfers.c.id)).scalar_one()
-    leg_rows = [{"transfer_id": transfer_id, "account_id": ids[k], "amount_microunits": v} for k, v in req.legs.items()]
-    for part in chunks(leg_rows, SQL_PARAMS_PER_STATEMENT_MAX // 3):
-        conn.execute(legs.insert(), list(part))
     current = read_balances(conn, [ids[k] for k in req.legs])
     new_rows = []
     for key, amount in req.legs.items():
@@ -103,8 +91,16 @@ def post_transfer(conn: Connection, req: TransferRequest, *, at: str | None = No
                 f"transfer {req.event_id} would overdraw account {key} (balance {current.get(account_id, 0)}, "
                 f"leg {amount}); nothing was posted"
             )
-        new_rows.append({"account_id": account_id, "balance_microunits": value, "last_transfer_id": transfer_id})
-    upsert(conn, balances, new_rows, ["account_id"], ["balance_microunits", "last_transfer_id"])
+        new_rows.append((account_id, value))
+    transfer_id = conn.execute(transfers.insert().values(
+        event_id=req.event_id, code=req.code, currency=req.currency, content_sha256=content,
+        reverses_event_id=req.reverses_event_id, memo=json.dumps(dict(sorted(req.memo.items()))),
+        leg_count=len(req.legs), created_at=when,
+    ).returning(transfers.c.id)).scalar_one()
+    bulk_insert(conn, "legs", ["transfer_id", "account_id", "amount_microunits"],
+                list(zip([transfer_id] * len(req.legs), [ids[k] for k in req.legs], amount_params(conn, list(req.legs.values())))))
+    bulk_upsert(conn, "balances", ["account_id"], ["account_id", "balance_microunits", "last_transfer_id"],
+                list(zip([a for a, _ in new_rows], amount_params(conn, [v for _, v in new_rows]), [transfer_id] * len(new_rows))))
     append_audit(conn, "transfer", req.event_id, {
         "code": req.code, "currency": req.currency, "content_sha256": content, "legs": len(req.legs),
         "reverses": req.reverses_event_id,

@@ -20,6 +20,7 @@ from endcredits.errors import ConflictError, NotFoundError, ValidationError
 from endcredits.limits import CREDITS_PER_WORK_MAX, LINEAGE_DEPTH_MAX, NAME_LENGTH_MAX, TITLE_LENGTH_MAX, WEIGHT_MAX
 from endcredits.store.audit import append_audit
 from endcredits.store.engine import utc_now
+from endcredits.store.bulk import select_in
 from endcredits.store.ledger import chunks
 from endcredits.store.schema import credits, lineage, names, people, works
 
@@ -317,29 +318,38 @@ def payee_routes(conn: Connection, payees: Iterable[str]) -> dict[str, tuple[str
     A verified person is paid; an unverified one, an unclaimed name, or a work with nobody credited
     waits in escrow under its own holder; a name claimed by a person follows that person.
     """
+    payees = list(payees)
+    parsed: list[tuple[str, int]] = []
     person_ids: set[int] = set()
     name_ids_: set[int] = set()
     for p in payees:
-        if p.startswith("work:"):
+        kind, _, num = p.partition(":")
+        if kind == "work":
+            parsed.append((kind, 0))
             continue
-        kind, pid = parse_payee(p)
+        if kind not in ("person", "name") or not num.isdigit():
+            parse_payee(p)  # raises with the reason
+        pid = int(num)
+        parsed.append((kind, pid))
         (person_ids if kind == "person" else name_ids_).add(pid)
     name_owner: dict[int, int | None] = {}
-    for part in chunks(sorted(name_ids_)):
-        for r in conn.execute(select(names.c.id, names.c.person_id).where(names.c.id.in_(part))):
-            name_owner[r.id] = r.person_id
-            if r.person_id is not None:
-                person_ids.add(r.person_id)
-    verified: dict[int, bool] = {}
-    for part in chunks(sorted(person_ids)):
-        for r in conn.execute(select(people.c.id, people.c.verified_at).where(people.c.id.in_(part))):
-            verified[r.id] = r.verified_at is not None
+    for name_id, owner in select_in(conn, "SELECT id, person_id FROM names WHERE id {in}", sorted(name_ids_)):
+        name_owner[int(name_id)] = owner
+        if owner is not None:
+            person_ids.add(int(owner))
+    unknown_names = sorted(name_ids_ - set(name_owner))
+    if unknown_names:
+        raise NotFoundError(f"payee name:{unknown_names[0]} is not registered")
+    verified = {int(pid): at is not None for pid, at in
+                select_in(conn, "SELECT id, verified_at FROM people WHERE id {in}", sorted(person_ids))}
+    unknown_people = sorted(person_ids - set(verified))
+    if unknown_people:
+        raise NotFoundError(f"payee person:{unknown_people[0]} is not registered")
     routes: dict[str, tuple[str, str]] = {}
-    for p in payees:
-        if p.startswith("work:"):
+    for p, (kind, pid) in zip(payees, parsed):
+        if kind == "work":
             routes[p] = ("escrow", p)
             continue
-        kind, pid = parse_payee(p)
         person = pid if kind == "person" else name_owner.get(pid)
         if person is None:
             routes[p] = ("escrow", p)

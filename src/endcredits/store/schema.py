@@ -222,10 +222,11 @@ outputs = Table(
     metadata,
     Column("id", Id, primary_key=True),
     Column("model_id", Id, ForeignKey("models.id"), nullable=False),
-    Column("batch_event_id", Id, nullable=False, index=True),
+    Column("batch_event_id", Id, nullable=False),
     Column("revenue_microunits", Amount, nullable=False),
     Column("currency", String(3), nullable=False),
     Column("occurred_at", Time, nullable=False),
+    sqlite_with_rowid=False,  # one B-tree keyed by the output id: the dedupe check is the only lookup
 )
 
 accrual_batches = Table(
@@ -282,6 +283,7 @@ legs = Table(
     Column("account_id", Integer, ForeignKey("accounts.id"), primary_key=True),
     Column("amount_microunits", Amount, nullable=False),
     Index("ix_legs_account_id", "account_id"),
+    sqlite_with_rowid=False,
 )
 
 balances = Table(
@@ -295,9 +297,11 @@ balances = Table(
 carries = Table(
     "carries",
     metadata,
-    Column("account_id", Integer, ForeignKey("accounts.id"), primary_key=True),
+    Column("payee", String(ID_LENGTH_MAX), primary_key=True),
+    Column("currency", String(3), primary_key=True),
     Column("subunits", BigInteger, nullable=False),
     CheckConstraint("subunits >= 0 AND subunits < 4294967296", name="below_one_microunit"),
+    sqlite_with_rowid=False,
 )
 
 # Payouts -----------------------------------------------------------------------------------------

@@ -1,0 +1,168 @@
+"""Accrual throughput: attributed line items per second, end to end, committed durably.
+
+    python benchmarks/ledger.py --items 1000000 --db sqlite --json
+    python benchmarks/ledger.py --items 1000000 --db postgresql --json
+
+N line items = N/10 outputs x 10 payees, drawn among N/10 distinct payees (credited names; half of them
+claimed by verified people, so money goes both to payable and to escrow accounts). Timed: building
+the usage batch, the one-step split, carry-forward, the Parquet evidence file, the ledger transfer
+with its per-account legs, balances, carries, outputs and audit entry, and the commit (SQLite with
+``synchronous=FULL`` in WAL mode; PostgreSQL with its defaults, ``fsync`` on). Not timed: registering
+the payees.
+
+The baseline, measured in the same run on min(N, 20,000) items, is the plain design: one INSERT of the
+line item and one transaction per line item, into a table of the same database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import BigInteger, Column, MetaData, String, Table, create_engine, text
+
+from endcredits.ledger.accrue import accrue
+from endcredits.ledger.verify import verify
+from endcredits.royalties import parse_agreement
+from endcredits.royalties.usage import UsageBatch
+from endcredits.store.catalog import add_model
+from endcredits.store.engine import Store, init_store
+from endcredits.store.registry import add_person, claim_name, name_ids, verify_person
+
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+AGREEMENT = """
+id = "bench"
+version = 1
+currency = "EUR"
+pool_rate = "0.30"
+rights_holder_share = "0"
+lineage_pass_through = "0"
+payout_threshold = "10.00"
+escrow_period_days = 1095
+[role_weights]
+"endcredits:attributed" = 1
+"""
+PAYEES_PER_OUTPUT = 10
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _setup_payees(store: Store, n_payees: int) -> list[str]:
+    with store.write() as conn:
+        ids = name_ids(conn, [f"bench name {i:08d}" for i in range(n_payees)])
+        add_model(conn, "bench-model", ["commercial"], "benchmark")
+        # A few verified people claim names, so payable and escrow accounts both take legs.
+        for i in range(0, min(n_payees, 200), 2):
+            pid = add_person(conn, f"bench person {i}")
+            verify_person(conn, pid, verified_by="bench")
+            claim_name(conn, ids[f"bench name {i:08d}"], pid)
+    return [f"name:{ids[f'bench name {i:08d}']}" for i in range(n_payees)]
+
+
+def _usage(payees: list[str], n_outputs: int, rng: np.random.Generator, batch: int) -> UsageBatch:
+    n_lines = n_outputs * PAYEES_PER_OUTPUT
+    # Ten distinct payees per output (a random offset and stride over the payee list).
+    start = rng.integers(0, len(payees), size=n_outputs)
+    stride = rng.integers(1, max(2, len(payees) // PAYEES_PER_OUTPUT), size=n_outputs)
+    idx = (start[:, None] + stride[:, None] * np.arange(PAYEES_PER_OUTPUT)[None, :]) % len(payees)
+    idx.sort(axis=1)
+    return UsageBatch(
+        output_ids=[f"b{batch}-o{i}" for i in range(n_outputs)], model_ids=["bench-model"] * n_outputs,
+        revenue_microunits=rng.integers(1_000_000, 500_000_000, size=n_outputs).tolist(),
+        currencies=["EUR"] * n_outputs, occurred_at=["2026-11-21T12:00:00Z"] * n_outputs,
+        offsets=np.arange(0, n_lines + 1, PAYEES_PER_OUTPUT, dtype=np.int64), payees=payees,
+        payee_codes=idx.ravel().astype(np.int64), weights=rng.integers(1, 1_000_000, size=n_lines, dtype=np.int64),
+        roles=["endcredits:attributed"], role_codes=np.zeros(n_lines, dtype=np.int64),
+    )
+
+
+def _baseline(store: Store, items: int) -> float:
+    """One INSERT and one transaction (commit) per line item, into the same database."""
+    md = MetaData()
+    table = Table("bench_baseline_items", md, Column("output_id", String(64)), Column("payee", String(64)),
+                  Column("amount_microunits", BigInteger))
+    md.create_all(store.engine)
+    started = time.perf_counter()
+    with store.engine.connect() as conn:
+        for i in range(items):
+            with conn.begin():
+                conn.execute(table.insert().values(output_id=f"o{i // 10}", payee=f"name:{i % 997}", amount_microunits=i))
+    return items / (time.perf_counter() - started)
+
+
+def run(items: int, db: str, batch_items: int) -> dict[str, object]:
+    tmp = Path(tempfile.mkdtemp(prefix="endcredits-bench-"))
+    schema = None
+    url = None
+    if db == "postgresql":
+        schema = f"bench_{uuid.uuid4().hex[:10]}"
+        admin = create_engine(PG_URL)
+        with admin.begin() as conn:
+            conn.execute(text(f"CREATE SCHEMA {schema}"))
+        admin.dispose()
+        url = f"{PG_URL}?options=-csearch_path%3D{schema}"
+    store = init_store(tmp / "data", url)
+    try:
+        n_outputs = items // PAYEES_PER_OUTPUT
+        payees = _setup_payees(store, max(PAYEES_PER_OUTPUT, n_outputs))
+        agreement = parse_agreement(AGREEMENT)
+        rng = np.random.default_rng(7)
+        outputs_per_batch = max(1, batch_items // PAYEES_PER_OUTPUT)
+        done = 0
+        batches = 0
+        started = time.perf_counter()
+        while done < n_outputs:
+            n = min(outputs_per_batch, n_outputs - done)
+            usage = _usage(payees, n, rng, batches)
+            accrue(store, usage, agreement, event_id=f"bench-{batches}")
+            done += n
+            batches += 1
+        elapsed = time.perf_counter() - started
+        rss = _peak_rss_mb()
+        report = verify(store)
+        baseline = _baseline(store, min(items, 20_000))
+        return {
+            "db": db, "items": n_outputs * PAYEES_PER_OUTPUT, "outputs": n_outputs, "payees": len(payees),
+            "batches": batches, "seconds": round(elapsed, 3),
+            "line_items_per_s": round(n_outputs * PAYEES_PER_OUTPUT / elapsed),
+            "peak_rss_mb": round(rss, 1), "baseline_line_items_per_s": round(baseline),
+            "verify_ok": report.ok,
+        }
+    finally:
+        store.dispose()
+        if schema is not None:
+            admin = create_engine(PG_URL)
+            with admin.begin() as conn:
+                conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+            admin.dispose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=1_000_000)
+    parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--batch-items", type=int, default=1_000_000, help="line items per accrual batch")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    if args.items < PAYEES_PER_OUTPUT:
+        parser.error(f"--items must be at least {PAYEES_PER_OUTPUT}")
+    result = run(args.items, args.db, args.batch_items)
+    if args.json:
+        sys.stdout.write(json.dumps(result) + "\n")
+    else:
+        for k, v in result.items():
+            print(f"{k:>28}: {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,3 @@
+from endcredits.cli import main
+
+main()

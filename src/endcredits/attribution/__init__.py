@@ -1,0 +1,1 @@
+"""Attribution: which training works moved one output, and by how much."""

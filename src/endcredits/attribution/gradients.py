@@ -1,0 +1,201 @@
+"""Per-example gradient features of a ``CharLM`` and a first-cut TracIn-style score.
+
+An example is one whole text (a training tune, or a generated output). Its loss is the mean
+next-character cross entropy over its first ``length_max`` characters. Texts are padded to a common
+length within a chunk and the padding is masked out; the model is causal, so padding after a text
+changes nothing about it, and a text gets the same features whatever it is batched with.
+
+Per-example gradients come from ``torch.func`` (``vmap`` over ``grad`` of a ``functional_call``), a
+chunk of texts at a time, and are projected to ``k`` dimensions by a Gaussian random projection
+``R`` with entries ``N(0, 1/k)``, so that ``<R g1, R g2>`` estimates ``<g1, g2>``
+(Johnson-Lindenstrauss). ``R`` is never built as one (parameters x k) matrix: it is generated in row
+blocks of at most ``PROJECTION_BLOCK_ROWS`` rows per parameter tensor, each block from its own
+generator seeded by (seed, parameter name, block index). So the same seed gives the same projection
+whatever the chunk size, and the blocks are cached only while they fit in ``PROJECTION_CACHE_BYTES_MAX``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, grad, vmap
+
+from endcredits.attribution.charlm import UNKNOWN_ID, TrainedLM
+from endcredits.errors import LimitExceededError, ValidationError
+
+K_MAX = 65_536
+"""Largest projection dimension."""
+
+CHUNK_SIZE_MAX = 4_096
+LENGTH_CHARS_MAX = 65_536
+TEXTS_MAX = 100_000_000
+PROJECTION_BLOCK_ROWS = 16_384
+"""Rows of the projection generated at once (one block of one parameter tensor)."""
+
+PROJECTION_CACHE_BYTES_MAX = 512 * 1024 * 1024
+"""Blocks of the projection are kept between chunks while they fit in this many bytes."""
+
+FULL_GRADIENT_FLOATS_MAX = 1 << 28
+"""``per_example_gradients`` refuses to return more floats than this (1 GiB)."""
+
+PAD_MULTIPLE = 64
+"""Each chunk is padded to a multiple of this many characters (at most ``length_max``)."""
+
+
+def featurize(
+    lm: TrainedLM,
+    texts: Sequence[str],
+    *,
+    k: int,
+    seed: int,
+    chunk_size: int = 32,
+    length_max: int = 512,
+    progress: Callable[[int], None] | None = None,
+) -> npt.NDArray[np.float32]:
+    """Projected loss gradients, float32 [len(texts), k]; ``progress(texts_done)`` after each chunk."""
+    if not 1 <= k <= K_MAX:
+        raise ValidationError(f"k {k} must be in [1, {K_MAX}]")
+    _check_chunking(texts, chunk_size=chunk_size, length_max=length_max)
+    projector = _Projector(lm, k=k, seed=seed)
+    out = np.empty((len(texts), k), dtype=np.float32)
+    # Chunks of similar lengths pad less; a text's features do not depend on its chunk.
+    order = sorted(range(len(texts)), key=lambda i: (min(len(texts[i]), length_max), i))
+    for start in range(0, len(texts), chunk_size):
+        indices = order[start : start + chunk_size]
+        grads = _chunk_gradients(lm, texts, indices, length_max)
+        out[indices] = projector.project(grads).numpy()
+        if progress is not None:
+            progress(start + len(indices))
+    return out
+
+
+def per_example_gradients(lm: TrainedLM, texts: Sequence[str], *, length_max: int = 512) -> torch.Tensor:
+    """Exact flattened loss gradients, float32 [len(texts), parameters]; for checking small models."""
+    parameters_count = sum(p.numel() for p in lm.model.parameters())
+    if len(texts) * parameters_count > FULL_GRADIENT_FLOATS_MAX:
+        raise LimitExceededError(
+            f"{len(texts)} texts x {parameters_count} parameters is over {FULL_GRADIENT_FLOATS_MAX} floats;"
+            " use featurize()"
+        )
+    _check_chunking(texts, chunk_size=1, length_max=length_max)
+    if not texts:
+        return torch.empty((0, parameters_count))
+    grads = _chunk_gradients(lm, texts, list(range(len(texts))), length_max)
+    return torch.cat([g.flatten(1) for g in grads.values()], dim=1)
+
+
+def tracin_scores(output_features: np.ndarray, work_features: np.ndarray) -> npt.NDArray[np.float64]:
+    """TracIn-style influence, float64 [outputs, works]: the dot product of projected loss gradients."""
+    outputs = np.asarray(output_features)
+    works = np.asarray(work_features)
+    if outputs.ndim != 2 or works.ndim != 2:
+        raise ValidationError(f"features must be 2-D [examples, k]; got shapes {outputs.shape} and {works.shape}")
+    if outputs.shape[1] != works.shape[1]:
+        raise ValidationError(
+            f"output features have k={outputs.shape[1]} but work features k={works.shape[1]};"
+            " featurize both with the same k"
+        )
+    outputs64 = outputs.astype(np.float64)
+    works64 = works.astype(np.float64)
+    for label, array in (("output", outputs64), ("work", works64)):
+        bad = np.flatnonzero(~np.isfinite(array).all(axis=1))
+        if bad.size:
+            raise ValidationError(f"{label} features of rows {bad[:10].tolist()} are not finite; featurize them again")
+    return outputs64 @ works64.T
+
+
+def _check_chunking(texts: Sequence[str], *, chunk_size: int, length_max: int) -> None:
+    if not 1 <= chunk_size <= CHUNK_SIZE_MAX:
+        raise ValidationError(f"chunk_size {chunk_size} must be in [1, {CHUNK_SIZE_MAX}]")
+    if not 2 <= length_max <= LENGTH_CHARS_MAX:
+        raise ValidationError(f"length_max {length_max} must be in [2, {LENGTH_CHARS_MAX}]")
+    if len(texts) > TEXTS_MAX:
+        raise LimitExceededError(f"{len(texts)} texts is over {TEXTS_MAX}; featurize them in shards")
+    short = [i for i, text in enumerate(texts) if len(text) < 2]
+    if short:
+        raise ValidationError(f"texts {short[:10]} have fewer than 2 characters; a loss needs at least one prediction")
+
+
+def _chunk_gradients(
+    lm: TrainedLM, texts: Sequence[str], indices: Sequence[int], length_max: int
+) -> dict[str, torch.Tensor]:
+    """Per-example gradients of the texts at ``indices``, one [n, *shape] tensor per parameter, all finite."""
+    encoded = [lm.vocab.encode(texts[i][:length_max]) for i in indices]
+    longest = max(len(ids) for ids in encoded)
+    padded_length = min(length_max, -(-longest // PAD_MULTIPLE) * PAD_MULTIPLE)
+    ids = torch.full((len(encoded), padded_length), UNKNOWN_ID, dtype=torch.long)
+    mask = torch.zeros((len(encoded), padded_length - 1), dtype=torch.float32)
+    for row, row_ids in enumerate(encoded):
+        ids[row, : len(row_ids)] = torch.tensor(row_ids, dtype=torch.long)
+        mask[row, : len(row_ids) - 1] = 1.0
+
+    model = lm.model
+    params = {name: p.detach() for name, p in model.named_parameters()}
+    buffers = {name: b.detach() for name, b in model.named_buffers()}
+
+    def loss(
+        p: dict[str, torch.Tensor], inputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor
+    ) -> torch.Tensor:
+        logits = functional_call(model, (p, buffers), (inputs,))
+        per_char = F.cross_entropy(logits, targets, reduction="none")
+        return (per_char * weights).sum() / weights.sum()
+
+    was_training = model.training
+    model.eval()
+    try:
+        grads: dict[str, torch.Tensor] = vmap(grad(loss), in_dims=(None, 0, 0, 0))(
+            params, ids[:, :-1], ids[:, 1:], mask
+        )
+    finally:
+        model.train(was_training)
+    finite = torch.ones(len(encoded), dtype=torch.bool)
+    for g in grads.values():
+        finite &= torch.isfinite(g.flatten(1)).all(dim=1)
+    if not bool(finite.all()):
+        bad = sorted(indices[int(i)] for i in torch.nonzero(~finite).flatten().tolist())
+        raise ValidationError(
+            f"loss gradients of texts {bad[:20]} are NaN or infinite; check the model's parameters and those texts"
+        )
+    return grads
+
+
+class _Projector:
+    """The seeded Gaussian projection of one model's parameters to ``k`` dimensions, generated blockwise."""
+
+    def __init__(self, lm: TrainedLM, *, k: int, seed: int) -> None:
+        self.k = k
+        self.seed = seed
+        self.shapes = {name: p.numel() for name, p in lm.model.named_parameters()}
+        total_bytes = sum(self.shapes.values()) * k * 4
+        self.cache: dict[tuple[str, int], torch.Tensor] | None = (
+            {} if total_bytes <= PROJECTION_CACHE_BYTES_MAX else None
+        )
+
+    def _block(self, name: str, index: int, rows: int) -> torch.Tensor:
+        if self.cache is not None and (name, index) in self.cache:
+            return self.cache[(name, index)]
+        digest = hashlib.sha256(f"endcredits.projection/1|{self.seed}|{name}|{index}".encode()).digest()
+        generator = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+        block = torch.randn((rows, self.k), generator=generator, dtype=torch.float32) / float(np.sqrt(self.k))
+        if self.cache is not None:
+            self.cache[(name, index)] = block
+        return block
+
+    def project(self, grads: dict[str, torch.Tensor]) -> torch.Tensor:
+        n = next(iter(grads.values())).shape[0]
+        out = torch.zeros((n, self.k), dtype=torch.float64)
+        for name, size in self.shapes.items():
+            flat = grads[name].reshape(n, size)
+            for index, row_start in enumerate(range(0, size, PROJECTION_BLOCK_ROWS)):
+                rows = min(PROJECTION_BLOCK_ROWS, size - row_start)
+                block = self._block(name, index, rows)
+                out += (flat[:, row_start : row_start + rows] @ block).to(torch.float64)
+        return out.to(torch.float32)
+
+
+__all__ = ["featurize", "per_example_gradients", "tracin_scores"]

@@ -1,0 +1,421 @@
+"""``endcredits demo``: the whole flow on real data, on the embedded default.
+
+The ABC folk tunes bundled in the music21 wheel are the works; the composers, transcribers and
+collectors named in them are the credited humans. The demo registers them, records consent from the
+corpus licences (the ``essenFolksong`` encodings are non-commercial: excluded from this commercial
+model) and from one person's own opt-out, builds the manifest, trains a small character-level language
+model on exactly the manifest's tunes, generates tunes that earn revenue, attributes each to the
+training tunes by projected per-example gradients (TracIn-style first cut), accrues residuals in two
+batches, lets one person verify and claim their escrow, writes statements and a payout file, settles
+it with a simulated bank status report, and checks that every microunit is accounted for.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import select
+
+from endcredits.attribution.charlm import TrainedLM, generate, load_lm, save_lm, train_char_lm
+from endcredits.attribution.gradients import featurize, tracin_scores
+from endcredits.consent.rules import Grant
+from endcredits.errors import InvariantError, ManifestError
+from endcredits.ledger.accrue import accrue
+from endcredits.ledger.escrow import claim_escrow
+from endcredits.ledger.verify import verify
+from endcredits.money import format_amount
+from endcredits.payouts.batches import apply_payout_status, create_payout_batch
+from endcredits.payouts.files import Debtor
+from endcredits.payouts.iban import make_test_iban
+from endcredits.payouts.pain002 import parse_pain002, write_pain002
+from endcredits.payouts.statements import build_statement
+from endcredits.registry.abc import AbcTune, iter_tunes
+from endcredits.royalties import parse_agreement
+from endcredits.royalties.usage import OutputIn, build_usage
+from endcredits.store.catalog import ManifestRecord, load_manifest, save_agreement, set_manifest_checkpoint
+from endcredits.store.consent import add_grants
+from endcredits.store.engine import Store, init_store
+from endcredits.store.ledger import account_balances
+from endcredits.store.registry import (
+    CreditIn,
+    WorkIn,
+    add_credits,
+    add_person,
+    add_works,
+    claim_name,
+    name_ids,
+    verify_person,
+)
+from endcredits.store.schema import accounts, legs, names, people, transfers
+
+CURRENCY = "EUR"
+MODEL_ID = "abc-charlm-v1"
+MODEL_USES = ("ai_generative_training", "commercial")
+
+DEMO_AGREEMENT = """\
+# The demo's residual policy. Rates are exact decimal text.
+id = "abc-demo"
+version = 1
+currency = "EUR"
+pool_rate = "0.30"              # 30% of each output's revenue goes to the people behind the training data
+rights_holder_share = "0.25"    # of a work's share, to its rights holder (none in this corpus: credits take all)
+lineage_pass_through = "0.20"
+baseline_share = "0"
+payout_threshold = "0.50"       # balances below 0.50 EUR carry forward to a later payout
+escrow_period_days = 1095
+negative_influence = "zero"
+
+[role_weights]
+"endcredits:composer" = 3       # wrote the music
+"endcredits:transcriber" = 1    # made the encoding the model actually read
+"endcredits:collector" = 1      # wrote the tune down from a player
+"""
+
+DEBTOR = Debtor(name="endcredits demo operator", iban=make_test_iban("DE", 1), bic="TESTDEFFXXX")
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    works: int
+    credits: int
+    names: int
+    grants: int
+    non_commercial_works: int
+
+
+def _grant(work_id: str, use: str, decision: str, source: str) -> Grant:
+    return Grant(subject_kind="work", subject_id=work_id, use=use, decision=decision,  # type: ignore[arg-type]
+                 valid_from=dt.datetime(1999, 1, 1, tzinfo=dt.timezone.utc), valid_until=None, perpetual=True,
+                 source=source)
+
+
+def import_abc_corpus(store: Store, *, limit: int | None = None, tunes: Sequence[AbcTune] | None = None) -> ImportReport:
+    """Register the tunes as works, their credited names, and the licences' consent, in one transaction."""
+    items = list(tunes) if tunes is not None else list(iter_tunes(limit=limit))
+    with store.write() as conn:
+        ids = name_ids(conn, [c.name for t in items for c in t.credits])
+        work_ids = add_works(conn, [WorkIn(t.text.encode("utf-8"), t.title, "abc-tune", t.source) for t in items])
+        credit_rows = [CreditIn(w, f"name:{ids[c.name]}", f"{c.role_scheme}:{c.role_code}", 1)
+                       for w, t in zip(work_ids, items) for c in t.credits]
+        n_credits = add_credits(conn, credit_rows)
+        # The corpus licence says these encodings may not be used commercially: a standing refusal,
+        # recorded as such (the licence names no end date, so it is explicitly perpetual).
+        grants = [_grant(w, "commercial", "notAllowed", f"music21 corpus {t.collection}: non-commercial licence")
+                  for w, t in zip(work_ids, items) if t.non_commercial]
+        add_grants(conn, grants)
+    return ImportReport(len(set(work_ids)), n_credits, len(ids), len(grants), sum(t.non_commercial for t in items))
+
+
+def attribute_texts(store: Store, manifest: ManifestRecord, checkpoint: Path, lines: Sequence[tuple[str, str]],
+                    out: Path, *, k: int, seed: int) -> int:
+    """Write (output_id, work_id, score) for every output against every work in the manifest."""
+    lm = load_lm(checkpoint)
+    if manifest.checkpoint_sha256 is not None and manifest.checkpoint_sha256 != lm.checksum():
+        raise ManifestError(f"checkpoint {checkpoint} (sha256 {lm.checksum()[:16]}) is not the one manifest "
+                            f"{manifest.id} was trained into ({manifest.checkpoint_sha256[:16]})")
+    texts = _manifest_texts(store, manifest)
+    scores = _scores(lm, texts, [t for _, t in lines], k=k, seed=seed)
+    with out.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["output_id", "work_id", "score"])
+        for i, (oid, _) in enumerate(lines):
+            for j, wid in enumerate(manifest.included):
+                w.writerow([oid, wid, repr(float(scores[i, j]))])
+    return len(lines) * len(manifest.included)
+
+
+def _manifest_texts(store: Store, manifest: ManifestRecord, tunes: Sequence[AbcTune] | None = None) -> list[str]:
+    """The training text of each included work, in manifest order, re-checked against its id."""
+    by_source = {t.source: t.text for t in (tunes if tunes is not None else iter_tunes())}
+    from endcredits.store.schema import works
+
+    with store.read() as conn:
+        src = {r.id: r.source for r in conn.execute(select(works.c.id, works.c.source))}
+    texts = []
+    for wid in manifest.included:
+        text = by_source.get(src.get(wid) or "")
+        if text is None or hashlib.sha256(text.encode("utf-8")).hexdigest() != wid:
+            raise ManifestError(f"training text for work {wid} is missing or changed: it no longer hashes to its id")
+        texts.append(text)
+    return texts
+
+
+def _scores(lm: TrainedLM, work_texts: Sequence[str], output_texts: Sequence[str], *, k: int, seed: int,
+            progress: Callable[[str], None] | None = None) -> np.ndarray:
+    def tick(done: int, total: int, what: str) -> None:
+        if progress and (done == total or done % 2000 < 64):
+            progress(f"  featurized {done}/{total} {what}")
+
+    work_f = featurize(lm, work_texts, k=k, seed=seed, progress=lambda d: tick(d, len(work_texts), "training tunes"))
+    out_f = featurize(lm, output_texts, k=k, seed=seed)
+    return tracin_scores(out_f, work_f)
+
+
+@dataclass
+class DemoSummary:
+    data_dir: str
+    backend: str
+    works: int
+    people: int
+    names: int
+    excluded_works: int
+    manifest_id: str
+    merkle_root: str
+    train_steps: int
+    train_loss: float
+    outputs: int
+    revenue_microunits: int
+    pool_microunits: int
+    paid_microunits: int
+    escrow_microunits: int
+    suspense_microunits: int
+    top_earners: list[dict[str, Any]] = field(default_factory=list)
+    payout_batch: dict[str, Any] = field(default_factory=dict)
+    statement: dict[str, Any] = field(default_factory=dict)
+    verified: bool = False
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def conserved(self) -> bool:
+        return self.pool_microunits == self.paid_microunits + self.escrow_microunits + self.suspense_microunits
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "data_dir": self.data_dir, "backend": self.backend, "currency": CURRENCY,
+            "works": self.works, "people": self.people, "credited_names": self.names,
+            "excluded_works": self.excluded_works, "manifest_id": self.manifest_id, "merkle_root": self.merkle_root,
+            "train_steps": self.train_steps, "train_loss": round(self.train_loss, 4), "outputs": self.outputs,
+            "revenue_microunits": self.revenue_microunits, "pool_microunits": self.pool_microunits,
+            "paid_microunits": self.paid_microunits, "escrow_microunits": self.escrow_microunits,
+            "suspense_microunits": self.suspense_microunits, "conserved": self.conserved,
+            "top_earners": self.top_earners, "payout_batch": self.payout_batch, "statement": self.statement,
+            "verified": self.verified, "timings_s": {k: round(v, 2) for k, v in self.timings_s.items()},
+        }
+
+    def print(self, console: Console) -> None:
+        c = CURRENCY
+        console.print(f"\n[bold]endcredits demo[/bold] — {self.works} works, {self.names} credited names, "
+                      f"{self.people} registered people; {self.excluded_works} works excluded by consent")
+        console.print(f"manifest {self.manifest_id}, root {self.merkle_root[:16]}…; model trained {self.train_steps} steps "
+                      f"(loss {self.train_loss:.3f}); {self.outputs} outputs earned {format_amount(self.revenue_microunits, c)} {c}")
+        t = Table(title="top earners")
+        for col in ("who", "status", "earned", "lines"):
+            t.add_column(col)
+        for e in self.top_earners:
+            t.add_row(e["name"], e["status"], f"{e['earned']} {c}", str(e.get("lines", "")))
+        console.print(t)
+        console.print(f"escrow (unclaimed or unverified): {format_amount(self.escrow_microunits, c)} {c}")
+        console.print(f"payout batch {self.payout_batch.get('batch_id')}: {self.payout_batch.get('items')} payments, "
+                      f"{self.payout_batch.get('total')} {c} → {self.payout_batch.get('pain001')}")
+        console.print(f"statement: {self.statement.get('path')} ({self.statement.get('lines')} lines, reconciles: "
+                      f"{self.statement.get('reconciles')})")
+        mark = "OK" if self.conserved else "BROKEN"
+        console.print(f"[bold]conservation {mark}[/bold]: pool {format_amount(self.pool_microunits, c)} = paid "
+                      f"{format_amount(self.paid_microunits, c)} + escrow {format_amount(self.escrow_microunits, c)} + "
+                      f"suspense {format_amount(self.suspense_microunits, c)} {c} (to the microunit: "
+                      f"{self.pool_microunits} = {self.paid_microunits} + {self.escrow_microunits} + {self.suspense_microunits})")
+        console.print(f"verify: {'passed' if self.verified else 'FAILED'}")
+
+
+def _demo_people(store: Store, tunes: Sequence[AbcTune], names_to_join: int) -> dict[str, int]:
+    """The most credited names join as people: most verify, one does not yet, one has no bank account."""
+    counts: dict[str, int] = {}
+    for t in tunes:
+        for c in t.credits:
+            counts[c.name] = counts.get(c.name, 0) + 1
+    joining = sorted(counts, key=lambda n: (-counts[n], n))[:names_to_join]
+    joined: dict[str, int] = {}
+    with store.write() as conn:
+        ids = name_ids(conn, joining)
+        for i, name in enumerate(joining):
+            has_bank = i != 1
+            pid = add_person(conn, name, iban=make_test_iban("DE", 100 + i) if has_bank else None,
+                             bic="TESTDEFFXXX" if has_bank else None)
+            claim_name(conn, ids[name], pid)
+            if i not in (2, 3):  # person 2 verifies later in the demo; person 3 has not yet
+                verify_person(conn, pid, verified_by="demo musicians' guild")
+            joined[name] = pid
+    return joined
+
+
+def _earners(store: Store, top_n: int) -> list[dict[str, Any]]:
+    with store.read() as conn:
+        q = (select(accounts.c.holder, accounts.c.kind, legs.c.amount_microunits).join(legs, legs.c.account_id == accounts.c.id)
+             .join(transfers, transfers.c.id == legs.c.transfer_id).where(transfers.c.code == "accrual",
+                                                                          accounts.c.kind.in_(["payable", "escrow"])))
+        earned: dict[str, int] = {}
+        for r in conn.execute(q):
+            earned[r.holder] = earned.get(r.holder, 0) + r.amount_microunits
+        handle = {f"person:{r.id}": (r.handle, r.verified_at is not None) for r in conn.execute(select(people))}
+        display = {f"name:{r.id}": r.name for r in conn.execute(select(names.c.id, names.c.name))}
+    rows = []
+    for holder, amount in sorted(earned.items(), key=lambda kv: (-kv[1], kv[0]))[:top_n]:
+        if holder.startswith("person:"):
+            name, ok = handle.get(holder, (holder, False))
+            status = "verified" if ok else "not yet verified (escrow)"
+        elif holder.startswith("name:"):
+            name, status = display.get(holder, holder), "unclaimed name (escrow)"
+        else:
+            name, status = holder[:24], "work with no credits (escrow)"
+        rows.append({"holder": holder, "name": name, "status": status, "earned_microunits": amount,
+                     "earned": format_amount(amount, CURRENCY)})
+    return rows
+
+
+def run_demo(data_dir: Path | None, db_url: str | None, *, outputs_n: int = 60, train_s: float = 60.0, seed: int = 0,
+             tunes_max: int | None = None, k: int = 256, progress: Callable[[str], None] = lambda _m: None) -> DemoSummary:
+    import time
+
+    timings: dict[str, float] = {}
+    clock = time.monotonic()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.monotonic()
+        timings[name] = now - clock
+        clock = now
+
+    torch.manual_seed(seed)
+    store = init_store(data_dir, db_url)
+    try:
+        progress(f"store: {store.backend} in {store.data_dir}")
+        tunes = list(iter_tunes(limit=tunes_max))
+        report = import_abc_corpus(store, tunes=tunes)
+        progress(f"registered {report.works} tunes, {report.credits} credits, {report.names} credited names; "
+                 f"{report.non_commercial_works} tunes are licensed non-commercial only")
+        joined = _demo_people(store, tunes, names_to_join=8)
+        opt_out_person = list(joined.values())[5]
+        with store.write() as conn:
+            # One person opts out of generative training for five years: their tunes leave the manifest.
+            add_grants(conn, [Grant(subject_kind="person", subject_id=str(opt_out_person), use="ai_generative_training",
+                                    decision="notAllowed", valid_from=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+                                    valid_until=dt.datetime(2031, 1, 1, tzinfo=dt.timezone.utc), perpetual=False,
+                                    source="person's own request")])
+            agreement = parse_agreement(DEMO_AGREEMENT)
+            save_agreement(conn, agreement.id, agreement.version, agreement.body, agreement.body_sha256)
+        lap("register")
+
+        from endcredits.manifest.build import build_manifest
+
+        as_of = dt.datetime(2026, 10, 1, tzinfo=dt.timezone.utc)
+        manifest = build_manifest(store, model_id=MODEL_ID, uses=MODEL_USES, as_of=as_of, default="opt-out",
+                                  description="character-level LM of ABC folk tunes (demo)")
+        progress(f"manifest {manifest.id}: {len(manifest.included)} included, {len(manifest.excluded)} excluded "
+                 f"(non-commercial licences and one opt-out), root {manifest.merkle_root[:16]}…")
+        texts = _manifest_texts(store, manifest, tunes)
+        lap("manifest")
+
+        progress(f"training a character-level LM on {len(texts)} tunes for up to {train_s:.0f} s on CPU…")
+        lm = train_char_lm(texts, seed=seed, steps_max=100_000, time_s_max=train_s)
+        models_dir = store.data_dir / "models"
+        models_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint = models_dir / f"{MODEL_ID}.pt"
+        save_lm(lm, checkpoint)
+        with store.write() as conn:
+            set_manifest_checkpoint(conn, manifest.id, lm.checksum())
+        progress(f"trained {lm.steps} steps, loss {lm.final_loss:.3f}; checkpoint sha256 {lm.checksum()[:16]}…")
+        lap("train")
+
+        samples = generate(lm, n=outputs_n, seed=seed + 1, length_max=400)
+        rng = np.random.default_rng(seed)
+        revenue = rng.integers(5_000_000, 300_000_000, size=outputs_n).tolist()  # 0.05 .. 3.00 EUR in microunits
+        start = dt.datetime(2026, 10, 1, tzinfo=dt.timezone.utc)
+        span_s = 61 * 24 * 3600
+        times = sorted(int(x) for x in rng.integers(0, span_s, size=outputs_n))
+        outs = [OutputIn(f"out-{i:05d}", MODEL_ID, int(revenue[i]), CURRENCY,
+                         (start + dt.timedelta(seconds=times[i])).strftime("%Y-%m-%dT%H:%M:%SZ")) for i in range(outputs_n)]
+        lap("generate")
+        progress(f"generated {outputs_n} tunes; attributing each to {len(texts)} training tunes (k={k})…")
+        scores = _scores(lm, texts, samples, k=k, seed=seed, progress=progress)
+        lap("attribute")
+
+        half = max(1, outputs_n // 2)
+        summaries = []
+        for b, (lo, hi) in enumerate(((0, half), (half, outputs_n))):
+            part = outs[lo:hi]
+            if not part:
+                continue
+            part_scores = {o.output_id: dict(zip(manifest.included, scores[lo + i].tolist())) for i, o in enumerate(part)}
+            with store.read() as conn:
+                usage = build_usage(conn, part, part_scores, agreement, load_manifest(conn, manifest.id))
+            summaries.append(accrue(store, usage, agreement, event_id=f"demo-batch-{b + 1}"))
+            progress(f"accrued batch {b + 1}: {len(part)} outputs, {summaries[-1].lines} lines")
+        lap("accrue")
+
+        # A person who joined late verifies now: what escrow held for them is released.
+        late = list(joined.values())[2]
+        with store.write() as conn:
+            verify_person(conn, late, verified_by="demo musicians' guild")
+        claim = claim_escrow(store, late)
+        progress(f"person {late} verified; released from escrow: "
+                 f"{format_amount(claim.moved_microunits.get(CURRENCY, 0), CURRENCY)} {CURRENCY}")
+
+        batch = create_payout_batch(store, batch_id="demo-payout-1", currency=CURRENCY,
+                                    threshold_microunits=agreement.payout_threshold_microunits, debtor=DEBTOR,
+                                    execution_date=dt.date(2026, 12, 1))
+        if batch.items:
+            # The bank answers: all settled but one, which is returned to the person's balance.
+            statuses = {item.end_to_end_id: "settled" for item in batch.items}
+            statuses[batch.items[-1].end_to_end_id] = "failed"
+            report_xml = write_pain002(statuses, original_message_id=batch.batch_id, message_id="demo-bank-1",
+                                       created_at=dt.datetime(2026, 12, 2, tzinfo=dt.timezone.utc))
+            (store.data_dir / "payouts" / batch.batch_id / "pain002.xml").write_bytes(report_xml)
+            apply_payout_status(store, batch.batch_id, parse_pain002(report_xml))
+        lap("payout")
+
+        earners = _earners(store, 10)
+        st_dir = store.data_dir / "statements"
+        st_dir.mkdir(parents=True, exist_ok=True)
+        top_person = next((e for e in earners if e["holder"].startswith("person:")), None)
+        statement_info: dict[str, Any] = {}
+        if top_person is not None:
+            pid = int(top_person["holder"].split(":")[1])
+            period = max(o.occurred_at[:7] for o in outs)
+            st = build_statement(store, pid, period, CURRENCY)
+            path = st_dir / f"person-{pid}-{period}"
+            path.with_suffix(".json").write_text(st.to_json() + "\n", encoding="utf-8")
+            path.with_suffix(".csv").write_text(st.to_csv(), encoding="utf-8")
+            statement_info = {"person_id": pid, "period": period, "lines": len(st.lines),
+                              "accrued": format_amount(st.accrued_microunits, CURRENCY), "reconciles": st.reconciles(),
+                              "path": str(path.with_suffix(".csv"))}
+            if not st.reconciles():
+                raise InvariantError(f"statement of person {pid} for {period} does not reconcile with the ledger")
+
+        with store.read() as conn:
+            bal = account_balances(conn, currency=CURRENCY)
+            n_people = len(conn.execute(select(people.c.id)).all())
+        pool = -sum(v for k_, v in bal.items() if k_.startswith("pool:"))
+        paid = sum(v for k_, v in bal.items() if k_.split(":", 1)[0] in ("payable", "clearing", "bank"))
+        escrow = sum(v for k_, v in bal.items() if k_.startswith("escrow:"))
+        suspense = sum(v for k_, v in bal.items() if k_.startswith("suspense:"))
+        report_v = verify(store)
+        lap("verify")
+        summary = DemoSummary(
+            data_dir=str(store.data_dir), backend=store.backend, works=report.works, people=n_people, names=report.names,
+            excluded_works=len(manifest.excluded), manifest_id=manifest.id, merkle_root=manifest.merkle_root,
+            train_steps=lm.steps, train_loss=lm.final_loss, outputs=outputs_n, revenue_microunits=sum(revenue),
+            pool_microunits=pool, paid_microunits=paid, escrow_microunits=escrow, suspense_microunits=suspense,
+            top_earners=earners,
+            payout_batch={"batch_id": batch.batch_id, "status": batch.status, "items": len(batch.items),
+                          "total": format_amount(batch.total_microunits, CURRENCY),
+                          "total_microunits": batch.total_microunits,
+                          "pain001": str(batch.pain001_path) if batch.pain001_path else None},
+            statement=statement_info, verified=report_v.ok, timings_s=timings,
+        )
+        if not summary.conserved:
+            raise InvariantError(f"conservation broken: pool {pool} != paid {paid} + escrow {escrow} + suspense {suspense}")
+        if not report_v.ok:
+            raise InvariantError("verify failed after the demo: " + "; ".join(report_v.problems[:3]))
+        return summary
+    finally:
+        store.dispose()

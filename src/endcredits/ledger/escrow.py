@@ -1,0 +1,109 @@
+"""Escrow: money owed to someone who cannot be paid yet waits, under their own name, until claimed.
+
+Held under ``escrow:person:ID`` (a person not yet verified), ``escrow:name:ID`` (a credited name no
+person has claimed) or ``escrow:work:ID`` (a work nobody is credited on). It is never redistributed.
+Claiming moves the whole balance, and the carried sub-microunit fraction with it, to the verified
+person's payable account in one audited transfer (``escrow_claim``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, select
+
+from endcredits.errors import ConsentError, NotFoundError, ValidationError
+from endcredits.ledger import TransferRequest, account_key, parse_account_key
+from endcredits.store.engine import Store
+from endcredits.store.ledger import post_transfer
+from endcredits.store.registry import claim_name, get_person
+from endcredits.store.schema import accounts, balances, names
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    person_id: int
+    moved_microunits: dict[str, int]  # currency -> amount
+    transfers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class EscrowHolding:
+    holder: str
+    display_name: str
+    currency: str
+    balance_microunits: int
+
+
+def _claim_sources(conn: Connection, person_id: int) -> list[str]:
+    holders = [f"person:{person_id}"]
+    holders += [f"name:{r.id}" for r in conn.execute(select(names.c.id).where(names.c.person_id == person_id))]
+    return holders
+
+
+def claim_escrow_in(conn: Connection, person_id: int) -> ClaimResult:
+    """Move everything held for a verified person (and the names they claimed) to them.
+
+    Carried sub-microunit fractions belong to payees, not accounts, so they need not move: once a
+    name is claimed its future residuals, fraction included, are routed to the person.
+    """
+    person = get_person(conn, person_id)
+    if person.verified_at is None:
+        raise ConsentError(f"person {person_id} is not verified; escrow is released only to verified people")
+    holders = _claim_sources(conn, person_id)
+    q = (select(accounts.c.key, accounts.c.currency, balances.c.balance_microunits, balances.c.last_transfer_id)
+         .join(balances, balances.c.account_id == accounts.c.id)
+         .where(accounts.c.kind == "escrow", accounts.c.holder.in_(holders), balances.c.balance_microunits != 0))
+    by_currency: dict[str, list[tuple[str, int, int]]] = {}
+    for r in conn.execute(q):
+        by_currency.setdefault(r.currency, []).append((r.key, r.balance_microunits, r.last_transfer_id))
+    moved: dict[str, int] = {}
+    posted: list[str] = []
+    for currency, items in sorted(by_currency.items()):
+        target = account_key("payable", currency, f"person:{person_id}")
+        legs = {key: -balance for key, balance, _ in items}
+        legs[target] = sum(balance for _, balance, _ in items)
+        # The id is fixed by what is moved, so replaying the same claim finds it posted already.
+        fingerprint = hashlib.sha256(repr(sorted(items)).encode()).hexdigest()[:16]
+        event_id = f"escrow-claim/person:{person_id}/{currency}/{fingerprint}"
+        post_transfer(conn, TransferRequest(event_id=event_id, code="escrow_claim", currency=currency, legs=legs,
+                                            memo={"person": str(person_id), "from": ",".join(sorted(legs)[:-1])}))
+        posted.append(event_id)
+        moved[currency] = legs[target]
+    return ClaimResult(person_id, moved, tuple(posted))
+
+
+def claim_escrow(store: Store, person_id: int, *, name_id: int | None = None) -> ClaimResult:
+    """Link ``name_id`` to the person (if given) and release their escrow, in one transaction."""
+    with store.write() as conn:
+        if name_id is not None:
+            claim_name(conn, name_id, person_id)
+        return claim_escrow_in(conn, person_id)
+
+
+def search_escrow(conn: Connection, query: str = "", *, limit: int = 100) -> list[EscrowHolding]:
+    """Unclaimed residuals, largest first: the public list a person searches to find money owed to them."""
+    if limit < 1 or limit > 10_000:
+        raise ValidationError("limit must be between 1 and 10000")
+    q = (select(accounts.c.holder, accounts.c.key, balances.c.balance_microunits)
+         .join(balances, balances.c.account_id == accounts.c.id).where(accounts.c.kind == "escrow"))
+    rows = [r for r in conn.execute(q) if r.balance_microunits > 0]
+    name_ids = [int(r.holder.split(":")[1]) for r in rows if r.holder.startswith("name:")]
+    display = {f"name:{r.id}": r.name for r in conn.execute(select(names.c.id, names.c.name).where(names.c.id.in_(name_ids)))}
+    out = []
+    needle = query.casefold()
+    for r in rows:
+        name = display.get(r.holder, r.holder)
+        if needle and needle not in name.casefold():
+            continue
+        out.append(EscrowHolding(r.holder, name, parse_account_key(r.key)[2], r.balance_microunits))
+    out.sort(key=lambda h: (-h.balance_microunits, h.holder))
+    return out[:limit]
+
+
+def person_id_of_name(conn: Connection, name_id: int) -> int | None:
+    row = conn.execute(select(names.c.person_id).where(names.c.id == name_id)).first()
+    if row is None:
+        raise NotFoundError(f"no credited name {name_id}")
+    return row.person_id

@@ -1,0 +1,109 @@
+"""``endcredits verify``: re-derive everything the ledger claims and report any difference.
+
+Checks, in order: the audit hash chain; every transfer balances and has its audit entry; the balance
+table equals the sum of legs; no account that may not go negative is negative; every currency's
+balances sum to zero; suspense equals the carried fractions; every evidence file is intact and its
+lines add up to its batch's pool exactly; payout clearing equals the pending items.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, select
+
+from endcredits.audit import verify_chain
+from endcredits.errors import EvidenceError
+from endcredits.ledger import NEGATIVE_ALLOWED_KINDS
+from endcredits.limits import SUBUNITS_PER_MICROUNIT
+from endcredits.store.audit import iter_audit
+from endcredits.store.engine import Store
+from endcredits.store.evidence import read_evidence
+from endcredits.store.ledger import derived_balances
+from endcredits.store.schema import accounts, accrual_batches, balances, carries, legs, outputs, payout_items, transfers
+
+
+@dataclass
+class VerifyReport:
+    problems: list[str] = field(default_factory=list)
+    checked: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify(store: Store) -> VerifyReport:
+    report = VerifyReport()
+    p = report.problems
+    with store.read() as conn:
+        entries = list(iter_audit(conn))
+        p.extend(verify_chain(entries))
+        report.checked["audit_entries"] = len(entries)
+        audited = {e.subject: json.loads(e.payload).get("content_sha256") for e in entries if e.kind == "transfer"}
+
+        leg_sums: dict[int, int] = {}
+        leg_counts: dict[int, int] = {}
+        for transfer_id, amount in conn.execution_options(yield_per=50_000).execute(
+                select(legs.c.transfer_id, legs.c.amount_microunits)):
+            leg_sums[transfer_id] = leg_sums.get(transfer_id, 0) + amount
+            leg_counts[transfer_id] = leg_counts.get(transfer_id, 0) + 1
+        n_transfers = 0
+        for t in conn.execute(select(transfers.c.id, transfers.c.event_id, transfers.c.leg_count, transfers.c.content_sha256)):
+            n_transfers += 1
+            if leg_sums.get(t.id, 0) != 0:
+                p.append(f"transfer {t.event_id} does not balance (legs sum to {leg_sums.get(t.id, 0)})")
+            if leg_counts.get(t.id, 0) != t.leg_count:
+                p.append(f"transfer {t.event_id} has {leg_counts.get(t.id, 0)} legs, recorded {t.leg_count}")
+            if audited.get(t.event_id) != t.content_sha256:
+                p.append(f"transfer {t.event_id} has no matching audit entry")
+        report.checked["transfers"] = n_transfers
+
+        derived = derived_balances(conn)
+        acct = {r.id: r for r in conn.execute(select(accounts))}
+        stored = {r.account_id: r.balance_microunits for r in conn.execute(select(balances))}
+        per_currency: dict[str, int] = {}
+        for account_id, row in acct.items():
+            value = derived.get(account_id, 0)
+            if stored.get(account_id, 0) != value:
+                p.append(f"account {row.key}: stored balance {stored.get(account_id, 0)} != sum of legs {value}")
+            if value < 0 and row.kind not in NEGATIVE_ALLOWED_KINDS:
+                p.append(f"account {row.key} is negative ({value})")
+            per_currency[row.currency] = per_currency.get(row.currency, 0) + value
+        for currency, total in sorted(per_currency.items()):
+            if total != 0:
+                p.append(f"balances in {currency} sum to {total}, not 0: money was created or destroyed")
+        report.checked["accounts"] = len(acct)
+
+        carried: dict[str, int] = {}
+        for r in conn.execute(select(carries.c.currency, carries.c.subunits)):
+            carried[r.currency] = carried.get(r.currency, 0) + r.subunits
+        suspense = {row.currency: derived.get(i, 0) for i, row in acct.items() if row.kind == "suspense"}
+        for currency in sorted(set(carried) | set(suspense)):
+            if carried.get(currency, 0) != suspense.get(currency, 0) * SUBUNITS_PER_MICROUNIT:
+                p.append(f"suspense:{currency} holds {suspense.get(currency, 0)} microunits but carried fractions "
+                         f"add up to {carried.get(currency, 0)} / 2^32")
+
+        n_files = 0
+        for b in conn.execute(select(accrual_batches)):
+            n_files += 1
+            try:
+                table = read_evidence(store.data_dir / b.evidence_path, expected_sha256=b.evidence_sha256)
+            except EvidenceError as exc:
+                p.append(str(exc))
+                continue
+            micro = sum(table["amount_microunits"].to_pylist())
+            sub = sum(table["amount_subunits"].to_pylist())
+            if micro * SUBUNITS_PER_MICROUNIT + sub != b.pool_microunits * SUBUNITS_PER_MICROUNIT:
+                p.append(f"evidence of {b.event_id} adds up to {micro} + {sub}/2^32, not its pool {b.pool_microunits}")
+        report.checked["evidence_files"] = n_files
+
+        pending = conn.execute(select(payout_items.c.amount_microunits).where(payout_items.c.status == "pending")).all()
+        clearing = sum(derived.get(i, 0) for i, row in acct.items() if row.kind == "clearing")
+        if clearing != sum(r.amount_microunits for r in pending):
+            p.append(f"payout clearing holds {clearing} but pending payout items add up to "
+                     f"{sum(r.amount_microunits for r in pending)}")
+        report.checked["payout_items_pending"] = len(pending)
+        report.checked["outputs"] = int(conn.execute(select(func.count()).select_from(outputs)).scalar_one())
+    return report

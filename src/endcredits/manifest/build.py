@@ -1,0 +1,71 @@
+"""Building a manifest: the exact set of works one training run may use, committed by a Merkle root.
+
+For (model, uses, as-of time) every registered work is decided by ``consent.rules.decide`` with the
+grants on the work and on every person credited on it (directly or through a claimed name). Allowed
+works are included, sorted by id, as the Merkle tree's leaves; the rest are listed with the reason.
+A work whose consent forbids a use of the model is therefore never in its manifest (invariant 4).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Literal
+
+from sqlalchemy import select
+
+from endcredits.consent.rules import USES, decide
+from endcredits.errors import ValidationError
+from endcredits.manifest.merkle import merkle_root
+from endcredits.store.catalog import ManifestRecord, add_model, save_manifest
+from endcredits.store.consent import grants_for
+from endcredits.store.engine import Store, format_time, utc_now
+from endcredits.store.schema import credits, names, works
+
+
+def build_manifest(
+    store: Store, *, model_id: str, uses: Sequence[str], as_of: datetime, default: Literal["opt-in", "opt-out"],
+    description: str = "", manifest_id: str | None = None,
+) -> ManifestRecord:
+    if not uses:
+        raise ValidationError("a manifest needs at least one use, such as commercial or ai_generative_training")
+    for use in uses:
+        if use not in USES:
+            raise ValidationError(f"unknown use {use!r}: one of {', '.join(USES)}")
+    if default not in ("opt-in", "opt-out"):
+        raise ValidationError("default regime must be opt-in or opt-out")
+    uses_sorted = tuple(sorted(set(uses)))
+    as_of_text = format_time(as_of)
+    with store.write() as conn:
+        add_model(conn, model_id, uses_sorted, description)
+        work_ids = sorted(r.id for r in conn.execute(select(works.c.id)))
+        credited: dict[str, set[str]] = {w: set() for w in work_ids}
+        q = select(credits.c.work_id, credits.c.person_id, names.c.person_id.label("name_person")).join(
+            names, names.c.id == credits.c.name_id, isouter=True)
+        for r in conn.execute(q):
+            person = r.person_id if r.person_id is not None else r.name_person
+            if person is not None:
+                credited[r.work_id].add(str(person))
+        all_people = set().union(*credited.values()) if credited else set()
+        grants = [g for _, g in grants_for(conn, work_ids, all_people)]
+        by_work: dict[str, list] = {}
+        by_person: dict[str, list] = {}
+        for g in grants:
+            (by_work if g.subject_kind == "work" else by_person).setdefault(g.subject_id, []).append(g)
+        included: list[str] = []
+        excluded: list[tuple[str, str]] = []
+        for w in work_ids:
+            people_here = sorted(credited[w])
+            relevant = by_work.get(w, []) + [g for p in people_here for g in by_person.get(p, [])]
+            decision = decide(w, people_here, uses_sorted, as_of, relevant, default=default)
+            if decision.allowed:
+                included.append(w)
+            else:
+                excluded.append((w, decision.reason))
+        root = merkle_root(included)
+        mid = manifest_id or f"{model_id}@{hashlib.sha256((root + as_of_text + ','.join(uses_sorted)).encode()).hexdigest()[:12]}"
+        record = ManifestRecord(mid, model_id, uses_sorted, as_of_text, root, tuple(included), tuple(excluded), None,
+                                utc_now())
+        save_manifest(conn, record)
+    return record

@@ -1,0 +1,189 @@
+"""Payout batches: balances at or above the threshold leave the system as bank files.
+
+Creating a batch moves each payee's whole minor units (cents) from ``payable`` to
+``clearing:payouts`` in one transfer and writes an ISO 20022 pain.001 file and a CSV. The dust below a
+cent stays on the payee's balance, and so does any balance below the threshold: it carries forward.
+The batch stays ``pending`` until statuses come back (a pain.002 or the operator's word): settled
+items move from clearing to ``bank:payouts``; failed items go back to the payee's payable balance.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select, update
+
+from endcredits.errors import ConflictError, NotFoundError, ValidationError
+from endcredits.ledger import TransferRequest, account_key
+from endcredits.limits import ID_LENGTH_MAX
+from endcredits.money import to_minor_units
+from endcredits.payouts.files import Debtor, PayoutInstruction, write_pain001, write_payout_csv
+from endcredits.payouts.iban import normalize_iban
+from endcredits.store.audit import append_audit
+from endcredits.store.engine import Store, utc_now
+from endcredits.store.ledger import post_transfer
+from endcredits.store.schema import accounts, balances, payout_batches, payout_items, people
+
+
+@dataclass(frozen=True)
+class PayoutPlanItem:
+    person_id: int
+    handle: str
+    amount_microunits: int
+    end_to_end_id: str
+
+
+@dataclass(frozen=True)
+class PayoutBatchResult:
+    batch_id: str
+    status: str  # "created", "exists", "dry_run", "empty"
+    currency: str
+    items: tuple[PayoutPlanItem, ...]
+    total_microunits: int
+    below_threshold: int
+    missing_bank_details: int
+    pain001_path: Path | None
+    csv_path: Path | None
+
+
+def _e2e(batch_id: str, person_id: int) -> str:
+    return "EC" + hashlib.sha256(f"{batch_id}/{person_id}".encode()).hexdigest()[:30].upper()
+
+
+def create_payout_batch(
+    store: Store, *, batch_id: str, currency: str, threshold_microunits: int, debtor: Debtor,
+    execution_date: dt.date, dry_run: bool = False,
+) -> PayoutBatchResult:
+    """Pay every verified person whose payable balance is at least the threshold and who has an IBAN."""
+    if not batch_id or len(batch_id) > ID_LENGTH_MAX or not batch_id.replace("-", "").replace("_", "").isalnum():
+        raise ValidationError(f"payout batch id {batch_id!r} must be letters, digits, '-' or '_'")
+    out_dir = store.data_dir / "payouts" / batch_id
+    with store.write() as conn:
+        prior = conn.execute(select(payout_batches).where(payout_batches.c.id == batch_id)).first()
+        if prior is not None:
+            items = conn.execute(select(payout_items).where(payout_items.c.batch_id == batch_id)).all()
+            return PayoutBatchResult(batch_id, "exists", prior.currency, tuple(
+                PayoutPlanItem(i.person_id, "", i.amount_microunits, i.end_to_end_id) for i in items),
+                prior.total_microunits, 0, 0, Path(prior.pain001_path) if prior.pain001_path else None,
+                Path(prior.csv_path) if prior.csv_path else None)
+        q = (select(people.c.id, people.c.handle, people.c.iban, people.c.bic, people.c.verified_at,
+                    balances.c.balance_microunits)
+             .join(accounts, accounts.c.holder == ("person:" + people.c.id.cast(accounts.c.holder.type)))
+             .join(balances, balances.c.account_id == accounts.c.id)
+             .where(accounts.c.kind == "payable", accounts.c.currency == currency).order_by(people.c.id))
+        plan: list[PayoutPlanItem] = []
+        instructions: list[PayoutInstruction] = []
+        below = missing = 0
+        for r in conn.execute(q):
+            minor, _dust = to_minor_units(r.balance_microunits, currency)
+            amount = r.balance_microunits - _dust
+            if r.verified_at is None or amount <= 0 or r.balance_microunits < threshold_microunits:
+                below += 1 if r.balance_microunits > 0 else 0
+                continue
+            if not r.iban:
+                missing += 1
+                continue
+            e2e = _e2e(batch_id, r.id)
+            plan.append(PayoutPlanItem(r.id, r.handle, amount, e2e))
+            instructions.append(PayoutInstruction(
+                end_to_end_id=e2e, payee_id=f"person:{r.id}", payee_name=r.handle, iban=normalize_iban(r.iban),
+                bic=r.bic, amount_microunits=amount, currency=currency, remittance=f"endcredits residuals {batch_id}"))
+        total = sum(p.amount_microunits for p in plan)
+        if dry_run or not plan:
+            return PayoutBatchResult(batch_id, "dry_run" if dry_run else "empty", currency, tuple(plan), total, below,
+                                     missing, None, None)
+        at = utc_now()
+        pain = write_pain001(instructions, message_id=batch_id[:35], debtor=debtor, execution_date=execution_date,
+                             created_at=dt.datetime.fromisoformat(at.replace("Z", "+00:00")))
+        csv_bytes = write_payout_csv(instructions, batch_id=batch_id)
+        legs = {account_key("payable", currency, f"person:{p.person_id}"): -p.amount_microunits for p in plan}
+        legs[account_key("clearing", currency, "payouts")] = total
+        post_transfer(conn, TransferRequest(event_id=f"payout/{batch_id}", code="payout_sent", currency=currency,
+                                            legs=legs, memo={"batch": batch_id}), at=at)
+        out_dir.mkdir(parents=True, exist_ok=False)
+        try:
+            pain_path, csv_path = out_dir / "pain001.xml", out_dir / "payouts.csv"
+            pain_path.write_bytes(pain)
+            csv_path.write_bytes(csv_bytes)
+            conn.execute(payout_batches.insert().values(
+                id=batch_id, currency=currency, status="pending", item_count=len(plan), total_microunits=total,
+                pain001_path=str(pain_path), csv_path=str(csv_path), created_at=at))
+            conn.execute(payout_items.insert(), [
+                {"end_to_end_id": p.end_to_end_id, "batch_id": batch_id, "person_id": p.person_id,
+                 "amount_microunits": p.amount_microunits, "status": "pending", "resolved_at": None} for p in plan])
+            append_audit(conn, "payout.created", batch_id, {"items": len(plan), "total": str(total),
+                                                            "pain001_sha256": hashlib.sha256(pain).hexdigest()}, at=at)
+        except BaseException:
+            for f in out_dir.glob("*"):
+                f.unlink()
+            out_dir.rmdir()
+            raise
+    return PayoutBatchResult(batch_id, "created", currency, tuple(plan), total, below, missing, pain_path, csv_path)
+
+
+@dataclass(frozen=True)
+class StatusResult:
+    batch_id: str
+    settled: int
+    failed: int
+    unchanged: int
+    batch_status: str
+
+
+def apply_payout_status(store: Store, batch_id: str, statuses: Mapping[str, str]) -> StatusResult:
+    """Apply bank statuses (end-to-end id -> "settled" | "failed") to a pending batch. Idempotent."""
+    for e2e, status in statuses.items():
+        if status not in ("settled", "failed"):
+            raise ValidationError(f"status for {e2e} is {status!r}; it must be settled or failed")
+    with store.write() as conn:
+        batch = conn.execute(select(payout_batches).where(payout_batches.c.id == batch_id)).first()
+        if batch is None:
+            raise NotFoundError(f"no payout batch {batch_id}")
+        items = {i.end_to_end_id: i for i in conn.execute(select(payout_items).where(payout_items.c.batch_id == batch_id))}
+        unknown = sorted(set(statuses) - set(items))
+        if unknown:
+            raise NotFoundError(f"payout batch {batch_id} has no item {unknown[0]}")
+        currency = batch.currency
+        clearing = account_key("clearing", currency, "payouts")
+        legs_by_status: dict[str, dict[str, int]] = {"settled": {}, "failed": {}}
+        settled = failed = unchanged = 0
+        at = utc_now()
+        changes = []
+        for e2e, status in sorted(statuses.items()):
+            item = items[e2e]
+            if item.status == status:
+                unchanged += 1
+                continue
+            if item.status != "pending":
+                raise ConflictError(f"payout item {e2e} is already {item.status}; a resolved item does not change")
+            legs = legs_by_status[status]
+            legs[clearing] = legs.get(clearing, 0) - item.amount_microunits
+            if status == "settled":
+                target = account_key("bank", currency, "payouts")
+                settled += 1
+            else:
+                # The bank returned it: the money goes back to the payee's balance for the next batch.
+                target = account_key("payable", currency, f"person:{item.person_id}")
+                failed += 1
+            legs[target] = legs.get(target, 0) + item.amount_microunits
+            changes.append((e2e, status))
+        if changes:
+            digest = hashlib.sha256(repr(changes).encode()).hexdigest()[:16]
+            for status, legs in legs_by_status.items():
+                if legs:
+                    post_transfer(conn, TransferRequest(
+                        event_id=f"payout-{status}/{batch_id}/{digest}", code=f"payout_{status}", currency=currency,
+                        legs=legs, memo={"batch": batch_id}), at=at)
+            for e2e, status in changes:
+                conn.execute(update(payout_items).where(payout_items.c.end_to_end_id == e2e).values(status=status, resolved_at=at))
+            append_audit(conn, "payout.status", batch_id, {"settled": settled, "failed": failed}, at=at)
+        pending = conn.execute(select(payout_items.c.end_to_end_id).where(payout_items.c.batch_id == batch_id,
+                                                                            payout_items.c.status == "pending")).first()
+        status_now = "pending" if pending is not None else "resolved"
+        if status_now != batch.status:
+            conn.execute(update(payout_batches).where(payout_batches.c.id == batch_id).values(status=status_now))
+    return StatusResult(batch_id, settled, failed, unchanged, status_now)

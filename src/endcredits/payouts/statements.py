@@ -1,0 +1,162 @@
+"""Statements: per person per period, every line behind every microunit.
+
+A line is one (output, attributed work, source work, role) path that paid the person, with its exact
+amount (whole microunits plus a fraction in 2^-32 of a microunit), read from the evidence files.
+The statement reconciles exactly: fraction carried in + the lines == posted + fraction carried out.
+Lines reach the person through their own payee id and through every credited name they claimed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlalchemy import Connection, select
+
+from endcredits.errors import ValidationError
+from endcredits.limits import SUBUNITS_PER_MICROUNIT
+from endcredits.money import format_amount
+from endcredits.store.engine import Store
+from endcredits.store.evidence import read_evidence
+from endcredits.store.registry import get_person
+from endcredits.store.schema import accounts, accrual_batches, legs, names, transfers, works
+
+STATEMENT_COLUMNS = ("output_id", "model_id", "occurred_at", "attributed_work", "attributed_title", "source_work",
+                     "source_title", "credited_as", "role", "account", "amount", "amount_microunits",
+                     "amount_subunits")
+
+
+@dataclass(frozen=True)
+class Statement:
+    person_id: int
+    handle: str
+    period: str
+    currency: str
+    lines: list[dict[str, Any]]
+    lines_subunits_total: int  # sum of line amounts in 2^-32 microunits
+    carried_in_subunits: int
+    carried_out_subunits: int
+    accrued_microunits: int  # whole microunits the lines add up to, after carry-forward
+    ledger_accrued_microunits: int  # what the ledger's accrual transfers of the period posted to the person
+
+    def reconciles(self) -> bool:
+        """The evidence re-derives the ledger: carried in + lines == posted + carried out, to the subunit,
+        and what that posts equals what the ledger's accrual transfers credited."""
+        return (self.carried_in_subunits + self.lines_subunits_total
+                == self.accrued_microunits * SUBUNITS_PER_MICROUNIT + self.carried_out_subunits
+                and self.accrued_microunits == self.ledger_accrued_microunits)
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "person_id": self.person_id, "handle": self.handle, "period": self.period, "currency": self.currency,
+            "accrued": format_amount(self.accrued_microunits, self.currency),
+            "accrued_microunits": self.accrued_microunits,
+            "ledger_accrued_microunits": self.ledger_accrued_microunits,
+            "carried_in_subunits": self.carried_in_subunits, "carried_out_subunits": self.carried_out_subunits,
+            "lines_subunits_total": str(self.lines_subunits_total), "subunits_per_microunit": SUBUNITS_PER_MICROUNIT,
+            "reconciles": self.reconciles(), "lines": self.lines,
+        }, indent=2, sort_keys=True)
+
+    def to_csv(self) -> str:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(STATEMENT_COLUMNS), lineterminator="\n")
+        w.writeheader()
+        for line in self.lines:
+            w.writerow({k: _csv_safe(str(line[k])) for k in STATEMENT_COLUMNS})
+        return buf.getvalue()
+
+
+def _csv_safe(value: str) -> str:
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+def _person_payees(conn: Connection, person_id: int) -> tuple[list[str], dict[str, str]]:
+    payees = [f"person:{person_id}"]
+    labels = {f"person:{person_id}": "(you)"}
+    for r in conn.execute(select(names.c.id, names.c.name).where(names.c.person_id == person_id)):
+        payees.append(f"name:{r.id}")
+        labels[f"name:{r.id}"] = r.name
+    return payees, labels
+
+
+def _collect(store: Store, conn: Connection, payees: list[str], currency: str, period_max: str) -> list[tuple[str, pa.Table]]:
+    q = select(accrual_batches.c.period, accrual_batches.c.evidence_path, accrual_batches.c.evidence_sha256).where(
+        accrual_batches.c.currency == currency, accrual_batches.c.period <= period_max).order_by(
+        accrual_batches.c.period, accrual_batches.c.created_at)
+    found = []
+    for r in conn.execute(q):
+        table = read_evidence(store.data_dir / r.evidence_path, expected_sha256=r.evidence_sha256)
+        table = table.filter(pc.is_in(table["payee"], value_set=pa.array(payees, pa.string())))
+        if table.num_rows:
+            found.append((r.period, table))
+    return found
+
+
+def build_statement(store: Store, person_id: int, period: str, currency: str) -> Statement:
+    """The statement of ``person_id`` for ``period`` (YYYY-MM) in ``currency``."""
+    if len(period) != 7 or period[4] != "-" or not (period[:4] + period[5:]).isdigit():
+        raise ValidationError(f"period {period!r} must be YYYY-MM")
+    with store.read() as conn:
+        person = get_person(conn, person_id)
+        payees, labels = _person_payees(conn, person_id)
+        ledger_accrued = _ledger_accrued(conn, payees, currency, period)
+        tables = _collect(store, conn, payees, currency, period)
+        titles: dict[str, str] = {}
+        work_ids = set()
+        for p, t in tables:
+            if p == period:
+                work_ids.update(t["attributed_work"].to_pylist())
+                work_ids.update(t["source_work"].to_pylist())
+        work_ids.discard("")
+        ids = sorted(work_ids)
+        for i in range(0, len(ids), 5000):
+            titles.update({r.id: r.title for r in conn.execute(select(works.c.id, works.c.title).where(works.c.id.in_(ids[i:i + 5000])))})
+    # Per payee: whole microunits are posted from the running total, the remainder is carried.
+    before: dict[str, int] = {}
+    after: dict[str, int] = {}
+    for p, t in tables:
+        for payee, amount in _subunits_by_payee(t).items():
+            if p < period:
+                before[payee] = before.get(payee, 0) + amount
+            after[payee] = after.get(payee, 0) + amount
+    during = [t for p, t in tables if p == period]
+    total = sum(after.values()) - sum(before.values())
+    carried_in = sum(v % SUBUNITS_PER_MICROUNIT for v in before.values())
+    carried_out = sum(v % SUBUNITS_PER_MICROUNIT for v in after.values())
+    accrued = (carried_in + total - carried_out) // SUBUNITS_PER_MICROUNIT
+    lines = []
+    for t in during:
+        for row in t.to_pylist():
+            micro, sub = row["amount_microunits"], row["amount_subunits"]
+            lines.append({
+                "output_id": row["output_id"], "model_id": row["model_id"], "occurred_at": row["occurred_at"],
+                "attributed_work": row["attributed_work"], "attributed_title": titles.get(row["attributed_work"], ""),
+                "source_work": row["source_work"], "source_title": titles.get(row["source_work"], ""),
+                "credited_as": labels.get(row["payee"], row["payee"]), "role": row["role"], "account": row["account"],
+                "amount": format_amount(micro, currency), "amount_microunits": micro, "amount_subunits": sub,
+            })
+    lines.sort(key=lambda r: (r["occurred_at"], r["output_id"], r["attributed_work"], r["source_work"], r["role"]))
+    return Statement(person_id, person.handle, period, currency, lines, total, carried_in, carried_out, accrued,
+                     ledger_accrued)
+
+
+def _ledger_accrued(conn: Connection, payees: list[str], currency: str, period: str) -> int:
+    keys = [f"escrow:{p}:{currency}" for p in payees] + [f"payable:{p}:{currency}" for p in payees if p.startswith("person:")]
+    q = (select(legs.c.amount_microunits, transfers.c.event_id)
+         .join(transfers, transfers.c.id == legs.c.transfer_id).join(accounts, accounts.c.id == legs.c.account_id)
+         .where(accounts.c.key.in_(keys), transfers.c.code == "accrual"))
+    suffix = f"/{currency}/{period}"
+    return sum(r.amount_microunits for r in conn.execute(q) if r.event_id.endswith(suffix))
+
+
+def _subunits_by_payee(table: pa.Table) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for payee, micro, sub in zip(table["payee"].to_pylist(), table["amount_microunits"].to_pylist(),
+                                 table["amount_subunits"].to_pylist()):
+        out[payee] = out.get(payee, 0) + micro * SUBUNITS_PER_MICROUNIT + sub
+    return out

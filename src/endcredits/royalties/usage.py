@@ -1,0 +1,220 @@
+"""Usage: outputs that earned revenue, with their attribution, as lines for one accrual batch.
+
+``build_usage`` checks every attributed work against the model's manifest (a model pays only for works
+it was trained on), turns scores into integer weights (``attribution_weights``) and weights into
+exact lines through credits and lineage (``output_lines``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import Connection
+
+from endcredits.audit import canonical_json
+from endcredits.errors import LimitExceededError, ManifestError, ValidationError
+from endcredits.limits import BATCH_SIZE_MAX, ID_LENGTH_MAX, OUTPUTS_PER_BATCH_MAX
+from endcredits.money import check_currency
+from endcredits.royalties.agreement import Agreement
+from endcredits.royalties.shares import (
+    CreditEntry,
+    CreditGraph,
+    OutputLines,
+    PayeeShare,
+    attribution_weights,
+    output_lines,
+    payee_lines,
+)
+from endcredits.store.catalog import ManifestRecord
+from endcredits.store.registry import graph_rows
+
+
+@dataclass
+class UsageBatch:
+    """Outputs and their lines, columnar and dictionary-coded.
+
+    Lines ``offsets[i]:offsets[i+1]`` belong to output ``i``. Line ``j`` pays ``payees[payee_codes[j]]``
+    for the path (``works[attributed_codes[j]]``, ``works[source_codes[j]]``, ``roles[role_codes[j]]``)
+    with integer ``weights[j]``; code -1 means "no work" (attribution given per payee).
+    """
+
+    output_ids: list[str]
+    model_ids: list[str]
+    revenue_microunits: list[int]
+    currencies: list[str]
+    occurred_at: list[str]
+    offsets: npt.NDArray[np.int64]
+    payees: list[str]
+    payee_codes: npt.NDArray[np.int64]
+    weights: npt.NDArray[Any]  # int64, or object (Python ints) when large
+    works: list[str] = field(default_factory=list)
+    attributed_codes: npt.NDArray[np.int64] | None = None
+    source_codes: npt.NDArray[np.int64] | None = None
+    roles: list[str] = field(default_factory=list)
+    role_codes: npt.NDArray[np.int64] | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.output_ids)
+        if not (len(self.model_ids) == len(self.revenue_microunits) == len(self.currencies) == len(self.occurred_at) == n):
+            raise ValidationError("usage batch output columns have different lengths")
+        self.offsets = np.asarray(self.offsets, dtype=np.int64)
+        self.payee_codes = np.asarray(self.payee_codes, dtype=np.int64)
+        lines = len(self.payee_codes)
+        if n > OUTPUTS_PER_BATCH_MAX or lines > BATCH_SIZE_MAX:
+            raise LimitExceededError(f"batch of {n} outputs / {lines} lines exceeds OUTPUTS_PER_BATCH_MAX / BATCH_SIZE_MAX")
+        if self.offsets.shape != (n + 1,) or (n and (self.offsets[0] != 0 or self.offsets[-1] != lines)):
+            raise ValidationError("usage batch offsets must run from 0 to the line count, one per output + 1")
+        if n and np.any(np.diff(self.offsets) <= 0):
+            raise ValidationError("every output in a usage batch needs at least one line")
+        if len(self.weights) != lines:
+            raise ValidationError(f"usage batch has {len(self.weights)} weights for {lines} lines")
+        if lines and (self.payee_codes.min() < 0 or self.payee_codes.max() >= len(self.payees)):
+            raise ValidationError("usage batch payee codes out of range")
+        none = np.full(lines, -1, dtype=np.int64)
+        self.attributed_codes = none if self.attributed_codes is None else np.asarray(self.attributed_codes, dtype=np.int64)
+        self.source_codes = none if self.source_codes is None else np.asarray(self.source_codes, dtype=np.int64)
+        self.role_codes = none if self.role_codes is None else np.asarray(self.role_codes, dtype=np.int64)
+        for name, codes, table in (("attributed", self.attributed_codes, self.works), ("source", self.source_codes, self.works),
+                                   ("role", self.role_codes, self.roles)):
+            if len(codes) != lines or (lines and (codes.min() < -1 or codes.max() >= len(table))):
+                raise ValidationError(f"usage batch {name} codes do not match its dictionary")
+        if len(set(self.output_ids)) != n:
+            raise ValidationError("usage batch lists an output id more than once")
+        for oid in self.output_ids:
+            if not isinstance(oid, str) or not oid or len(oid) > ID_LENGTH_MAX:
+                raise ValidationError(f"output id {oid!r} must be 1..{ID_LENGTH_MAX} characters")
+        for rev in self.revenue_microunits:
+            if isinstance(rev, bool) or not isinstance(rev, int):
+                raise ValidationError("revenue must be integer microunits")
+            if rev < 0:
+                raise ValidationError(f"negative revenue {rev}: refunds are reversals, not negative revenue")
+        for ccy in set(self.currencies):
+            check_currency(ccy)
+
+    def content_sha256(self) -> str:
+        """What makes two batches the same: every output field and every line, decoded."""
+        h = hashlib.sha256()
+        for column in (self.output_ids, self.model_ids, [str(r) for r in self.revenue_microunits], self.currencies,
+                       self.occurred_at, self.payees, self.works, self.roles):
+            h.update("\x00".join(column).encode())
+            h.update(b"\x01")
+        for arr in (self.offsets, self.payee_codes, self.attributed_codes, self.source_codes, self.role_codes):
+            h.update(np.ascontiguousarray(arr, dtype=np.int64).tobytes())
+        if self.weights.dtype == object:
+            h.update(canonical_json([str(int(w)) for w in self.weights]).encode())
+        else:
+            h.update(np.ascontiguousarray(self.weights, dtype=np.int64).tobytes())
+        return h.hexdigest()
+
+    def select(self, rows: npt.NDArray[np.int64]) -> UsageBatch:
+        """The outputs ``rows`` (and their lines), sharing the dictionaries."""
+        if len(rows) == len(self.output_ids):
+            return self
+        counts = np.diff(self.offsets)[rows]
+        starts = self.offsets[rows]
+        line_idx = (np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+                    + np.arange(int(counts.sum()), dtype=np.int64))
+        pick = rows.tolist()
+        assert self.attributed_codes is not None and self.source_codes is not None and self.role_codes is not None
+        return UsageBatch(
+            output_ids=[self.output_ids[i] for i in pick], model_ids=[self.model_ids[i] for i in pick],
+            revenue_microunits=[self.revenue_microunits[i] for i in pick],
+            currencies=[self.currencies[i] for i in pick], occurred_at=[self.occurred_at[i] for i in pick],
+            offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), payees=self.payees,
+            payee_codes=self.payee_codes[line_idx], weights=self.weights[line_idx], works=self.works,
+            attributed_codes=self.attributed_codes[line_idx], source_codes=self.source_codes[line_idx],
+            roles=self.roles, role_codes=self.role_codes[line_idx],
+        )
+
+
+@dataclass(frozen=True)
+class OutputIn:
+    output_id: str
+    model_id: str
+    revenue_microunits: int
+    currency: str
+    occurred_at: str
+
+
+def load_credit_graph(conn: Connection, work_ids: Sequence[str]) -> CreditGraph:
+    rows = graph_rows(conn, work_ids)
+    credits: dict[str, list[CreditEntry]] = {}
+    for work, payee, role, weight in rows.credits:
+        credits.setdefault(work, []).append(CreditEntry(payee, role, weight))
+    parents: dict[str, list[tuple[str, Any]]] = {}
+    for work, parent, share in rows.parents:
+        parents.setdefault(work, []).append((parent, share))
+    for v in credits.values():
+        v.sort(key=lambda c: (c.payee, c.role))
+    for p in parents.values():
+        p.sort(key=lambda x: x[0])
+    return CreditGraph(credits=credits, rights_holders=dict(rows.rights_holders), parents=parents)
+
+
+def build_usage(
+    conn: Connection, outputs_in: Sequence[OutputIn], scores: Mapping[str, Mapping[str, float]], agreement: Agreement,
+    manifest: ManifestRecord | None, *, per: str = "work",
+) -> UsageBatch:
+    """Lines for each output from its attribution scores, per work (through credits) or per payee."""
+    if per not in ("work", "payee"):
+        raise ValidationError("attribution must be per work or per payee")
+    in_manifest = set(manifest.included) if manifest is not None else set()
+    if per == "work":
+        if manifest is None:
+            raise ManifestError("attribution per work needs the model's manifest")
+        for o in outputs_in:
+            if o.model_id != manifest.model_id:
+                raise ManifestError(f"output {o.output_id} is from model {o.model_id}, not {manifest.model_id}")
+            for work in scores.get(o.output_id, {}):
+                if work not in in_manifest:
+                    raise ManifestError(f"output {o.output_id} attributes work {work}, which is not in manifest "
+                                        f"{manifest.id}: a model pays only for works it was trained on")
+    graph = load_credit_graph(conn, sorted({w for s in scores.values() for w in s} | (in_manifest if agreement.baseline_share else set()))) if per == "work" else CreditGraph()
+    memo: dict[str, list[PayeeShare]] = {}
+    baseline = list(manifest.included) if (manifest is not None and per == "work") else []
+    offsets = [0]
+    codes: dict[str, dict[str, int]] = {"payee": {}, "work": {"": -1}, "role": {}}
+
+    def code(kind: str, value: str) -> int:
+        table = codes[kind]
+        got = table.get(value)
+        if got is None:
+            got = table[value] = len(table) - (1 if kind == "work" else 0)
+        return got
+
+    payee_c: list[int] = []
+    attributed_c: list[int] = []
+    source_c: list[int] = []
+    role_c: list[int] = []
+    weights: list[int] = []
+    for o in outputs_in:
+        weights_in = attribution_weights(scores.get(o.output_id, {}), agreement, baseline)
+        if not weights_in and per == "work" and baseline:
+            # Nothing had positive influence: the pool is shared by every work in the manifest evenly,
+            # never kept back.
+            weights_in = {w: 1 for w in baseline}
+        if not weights_in:
+            raise ValidationError(f"output {o.output_id} has no positive attribution: nobody to pay")
+        lines: OutputLines = output_lines(weights_in, graph, agreement, memo) if per == "work" else payee_lines(weights_in)
+        payee_c += [code("payee", p) for p in lines.payee]
+        attributed_c += [code("work", w) for w in lines.attributed_work]
+        source_c += [code("work", w) for w in lines.source_work]
+        role_c += [code("role", r) for r in lines.role]
+        weights += lines.weights
+        offsets.append(len(payee_c))
+    big = any(w >= (1 << 62) for w in weights)
+    works_dict = [w for w in codes["work"] if w != ""]
+    return UsageBatch(
+        output_ids=[o.output_id for o in outputs_in], model_ids=[o.model_id for o in outputs_in],
+        revenue_microunits=[o.revenue_microunits for o in outputs_in], currencies=[o.currency for o in outputs_in],
+        occurred_at=[o.occurred_at for o in outputs_in], offsets=np.asarray(offsets, dtype=np.int64),
+        payees=list(codes["payee"]), payee_codes=np.asarray(payee_c, dtype=np.int64),
+        weights=np.asarray(weights, dtype=object if big else np.int64), works=works_dict,
+        attributed_codes=np.asarray(attributed_c, dtype=np.int64), source_codes=np.asarray(source_c, dtype=np.int64),
+        roles=list(codes["role"]), role_codes=np.asarray(role_c, dtype=np.int64),
+    )

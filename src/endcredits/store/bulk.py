@@ -1,0 +1,87 @@
+"""Bulk reads and writes below SQLAlchemy's per-row layer, for the accrual hot path.
+
+SQLite: one prepared statement and ``executemany``. PostgreSQL: ``COPY`` into the table (or into a
+temporary table, then one ``INSERT ... ON CONFLICT`` for upserts) and ``= ANY(array)`` for lookups.
+Rows are tuples of plain Python values in the given column order; amounts are Python ints (they are
+written as decimal text on SQLite, as NUMERIC on PostgreSQL — the ``Amount`` convention).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection
+
+
+
+def _is_pg(conn: Connection) -> bool:
+    return conn.dialect.name == "postgresql"
+
+
+def _raw(conn: Connection) -> Any:
+    return conn.connection.driver_connection
+
+
+def bulk_insert(conn: Connection, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
+    if not rows:
+        return
+    cols = ", ".join(columns)
+    if _is_pg(conn):
+        with _raw(conn).cursor() as cur, cur.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        return
+    marks = ", ".join("?" for _ in columns)
+    conn.exec_driver_sql(f"INSERT INTO {table} ({cols}) VALUES ({marks})", list(rows))
+
+
+def bulk_upsert(conn: Connection, table: str, key: Sequence[str], columns: Sequence[str],
+                rows: Sequence[tuple[Any, ...]]) -> None:
+    """Insert rows, replacing the non-key columns of rows whose key exists."""
+    if not rows:
+        return
+    cols = ", ".join(columns)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
+    conflict = f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
+    if _is_pg(conn):
+        raw = _raw(conn)
+        tmp = f"_bulk_{table}"
+        with raw.cursor() as cur:
+            cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {tmp} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+            cur.execute(f"TRUNCATE {tmp}")
+            with cur.copy(f"COPY {tmp} ({cols}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            cur.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {tmp} {conflict}")
+        return
+    marks = ", ".join("?" for _ in columns)
+    conn.exec_driver_sql(f"INSERT INTO {table} ({cols}) VALUES ({marks}) {conflict}", list(rows))
+
+
+def select_in(conn: Connection, sql: str, values: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """Run ``sql`` with ``{in}`` standing for "column IN (values)", in as few statements as allowed.
+
+    Example: ``select_in(conn, "SELECT key, id FROM accounts WHERE key {in}", keys)``.
+    """
+    if not values:
+        return []
+    if _is_pg(conn):
+        with _raw(conn).cursor() as cur:
+            cur.execute(sql.replace("{in}", "= ANY(%s)"), (list(values),))
+            return [tuple(r) for r in cur.fetchall()]
+    # One JSON array parameter instead of thousands of placeholders: SQLite parses it in one pass.
+    payload = json.dumps(list(values))
+    rows = conn.exec_driver_sql(sql.replace("{in}", "IN (SELECT value FROM json_each(?))"), (payload,)).fetchall()
+    return [tuple(r) for r in rows]
+
+
+def amount_param(conn: Connection, value: int) -> Any:
+    """An amount as the driver stores it in an ``Amount`` column."""
+    return value if _is_pg(conn) else str(value)
+
+
+def amount_params(conn: Connection, values: Sequence[int]) -> list[Any]:
+    """``amount_param`` for many values at once."""
+    return list(values) if _is_pg(conn) else [str(v) for v in values]

@@ -1,0 +1,156 @@
+"""Shared builders for the ledger, royalties, payouts and store tests (imported as ``helpers_money``).
+
+Only plain functions live here; fixtures live in each directory's ``conftest.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, select
+
+from endcredits.royalties import Agreement, parse_agreement
+from endcredits.royalties.usage import UsageBatch
+from endcredits.store.engine import Store
+from endcredits.store.ledger import account_balances, derived_balances
+from endcredits.store.registry import add_person, verify_person
+from endcredits.store.schema import accounts, metadata
+
+ROLES = ("endcredits:composer", "endcredits:performer", "endcredits:scan_subject", "endcredits:vfx")
+
+
+def agreement_text(
+    *, pool_rate: str = "0.30", rights_holder_share: str = "0.25", lineage_pass_through: str = "0.20",
+    payout_threshold: str = "10.00", currency: str = "EUR", agreement_id: str = "test-2026", version: int = 1,
+    role_weights: dict[str, int] | None = None,
+) -> str:
+    weights = role_weights if role_weights is not None else {r: 1 for r in ROLES}
+    lines = [
+        f'id = "{agreement_id}"',
+        f"version = {version}",
+        f'currency = "{currency}"',
+        f'pool_rate = "{pool_rate}"',
+        f'rights_holder_share = "{rights_holder_share}"',
+        f'lineage_pass_through = "{lineage_pass_through}"',
+        f'payout_threshold = "{payout_threshold}"',
+        "escrow_period_days = 1095",
+        "[role_weights]",
+        *(f'"{role}" = {w}' for role, w in weights.items()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def agreement(**kwargs: Any) -> Agreement:
+    return parse_agreement(agreement_text(**kwargs))
+
+
+def usage(
+    outputs: Sequence[tuple[str, int, str, Sequence[tuple[str, int]]]], *, model_id: str = "m",
+    currency: str = "EUR",
+) -> UsageBatch:
+    """A usage batch from ``(output id, revenue, occurred at, [(payee, weight), ...])``, lines in the order given."""
+    offsets = [0]
+    payees: dict[str, int] = {}
+    codes: list[int] = []
+    weights: list[int] = []
+    for _, _, _, lines in outputs:
+        for p, w in lines:
+            codes.append(payees.setdefault(p, len(payees)))
+            weights.append(w)
+        offsets.append(len(codes))
+    return UsageBatch(
+        output_ids=[o[0] for o in outputs], model_ids=[model_id] * len(outputs),
+        revenue_microunits=[o[1] for o in outputs], currencies=[currency] * len(outputs),
+        occurred_at=[o[2] for o in outputs], offsets=np.asarray(offsets, dtype=np.int64), payees=list(payees),
+        payee_codes=np.asarray(codes, dtype=np.int64), weights=np.asarray(weights, dtype=np.int64),
+    )
+
+
+def people(store: Store, *handles: str, verified: bool = True, iban: str | None = None) -> list[int]:
+    """Register people (verified unless told otherwise); returns their ids in order."""
+    with store.write() as conn:
+        ids = [add_person(conn, h, iban=iban) for h in handles]
+        if verified:
+            for pid in ids:
+                verify_person(conn, pid, verified_by="test-guild")
+    return ids
+
+
+def row_counts(store: Store) -> dict[str, int]:
+    """Rows in every table of the schema: equal before and after means nothing was written."""
+    with store.read() as conn:
+        return {t.name: int(conn.execute(select(func.count()).select_from(t)).scalar_one()) for t in metadata.sorted_tables}
+
+
+def balances(store: Store, **filters: str) -> dict[str, int]:
+    with store.read() as conn:
+        return account_balances(conn, **filters)
+
+
+def derived_by_key(store: Store) -> dict[str, int]:
+    """Balances re-added from the legs, keyed like ``balances``."""
+    with store.read() as conn:
+        keys = {r.id: r.key for r in conn.execute(select(accounts.c.id, accounts.c.key))}
+        return {keys[i]: v for i, v in derived_balances(conn).items()}
+
+
+def evidence_files(store: Store) -> list[Path]:
+    return sorted((store.data_dir / "evidence").rglob("*")) if (store.data_dir / "evidence").exists() else []
+
+
+def on_time(month: int, day: int = 1, year: int = 2026) -> str:
+    return f"{year:04d}-{month:02d}-{day:02d}T12:00:00Z"
+
+
+def register_model(store: Store, model_id: str = "m") -> None:
+    from endcredits.store.catalog import add_model
+
+    with store.write() as conn:
+        add_model(conn, model_id, ["commercial"], "test model")
+
+
+class World:
+    """A small registry with every kind of payee, and a manifest for model ``m`` (consent: opt-out).
+
+    - ``alice``: a verified person with an IBAN, composer and rights holder of ``song``;
+    - ``bob``: a credited name nobody has claimed, performer on ``song``;
+    - ``dan``: a person not yet verified, performer on ``film``;
+    - ``orphan``: a work nobody is credited on.
+    """
+
+    def __init__(self, store: Store) -> None:
+        import datetime as dt
+
+        from endcredits.manifest.build import build_manifest
+        from endcredits.payouts.iban import make_test_iban
+        from endcredits.store.registry import CreditIn, WorkIn, add_credits, add_works, name_ids
+
+        self.store = store
+        with store.write() as conn:
+            self.alice = add_person(conn, "alice", iban=make_test_iban("DE", 1))
+            verify_person(conn, self.alice, verified_by="test-guild")
+            self.dan = add_person(conn, "dan", iban=make_test_iban("FR", 2))
+            self.bob = name_ids(conn, ["Bob Credited"])["Bob Credited"]
+            self.song, self.film, self.orphan = add_works(conn, [
+                WorkIn(b"song bytes", "A Song", "audio", rights_holder=f"person:{self.alice}"),
+                WorkIn(b"film bytes", "A Film", "video"),
+                WorkIn(b"orphan bytes", "Nobody's", "text"),
+            ])
+            add_credits(conn, [
+                CreditIn(self.song, f"person:{self.alice}", "endcredits:composer", 2),
+                CreditIn(self.song, f"name:{self.bob}", "endcredits:performer", 1),
+                CreditIn(self.film, f"person:{self.dan}", "endcredits:performer", 1),
+            ])
+        self.manifest = build_manifest(store, model_id="m", uses=["commercial"],
+                                       as_of=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), default="opt-out")
+
+    def usage(self, outputs: Sequence[tuple[str, int, str, dict[str, float]]], ag: Agreement) -> UsageBatch:
+        """Usage from ``(output id, revenue, occurred at, {work id: score})`` through the manifest."""
+        from endcredits.royalties.usage import OutputIn, build_usage
+
+        with self.store.read() as conn:
+            return build_usage(conn, [OutputIn(o, "m", r, ag.currency, t) for o, r, t, _ in outputs],
+                               {o: s for o, _, _, s in outputs}, ag, self.manifest)

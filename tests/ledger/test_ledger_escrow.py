@@ -1,0 +1,107 @@
+"""Escrow: money for an unclaimed name or an unverified person waits under its own name, is found by
+search, and moves to the person only when a verified person claims it — once."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers_money import World, agreement, balances, on_time, people, row_counts
+from sqlalchemy import select
+
+from endcredits.errors import ConflictError, ConsentError
+from endcredits.ledger.accrue import accrue
+from endcredits.ledger.escrow import EscrowHolding, claim_escrow, search_escrow
+from endcredits.ledger.verify import verify
+from endcredits.store.audit import iter_audit
+from endcredits.store.engine import Store
+from endcredits.store.ledger import load_transfer
+from endcredits.store.registry import claim_name, verify_person
+from endcredits.store.schema import names
+
+
+@pytest.fixture
+def world(store: Store) -> World:
+    w = World(store)
+    ag = agreement(pool_rate="0.5")
+    accrue(store, w.usage([("o1", 10**9, on_time(1), {w.song: 0.6, w.film: 0.4}),
+                           ("o2", 3 * 10**8 + 7, on_time(1, 2), {w.song: 1.0})], ag), ag, event_id="b1")
+    return w
+
+
+def test_money_waits_in_escrow_under_its_own_name_and_is_searchable(world: World) -> None:
+    b = balances(world.store)
+    name_key, dan_key = f"escrow:name:{world.bob}:EUR", f"escrow:person:{world.dan}:EUR"
+    assert b[name_key] > 0 and b[dan_key] > 0
+    assert not any(k.startswith("payable:") and k != f"payable:person:{world.alice}:EUR" for k in b)
+    with world.store.read() as conn:
+        found = search_escrow(conn, "bob")
+        assert found == [EscrowHolding(f"name:{world.bob}", "Bob Credited", "EUR", b[name_key])]
+        assert search_escrow(conn, "BOB CRED") == found
+        assert search_escrow(conn, "nobody like that") == []
+        everything = search_escrow(conn)
+    assert {h.holder for h in everything} == {f"name:{world.bob}", f"person:{world.dan}"}
+    assert [h.balance_microunits for h in everything] == sorted((b[name_key], b[dan_key]), reverse=True)
+
+
+def test_only_a_verified_person_can_claim(world: World) -> None:
+    store = world.store
+    (impostor,) = people(store, "impostor", verified=False)
+    before, balances_before = row_counts(store), balances(store)
+    with pytest.raises(ConsentError, match=f"person {impostor} is not verified; escrow is released only to verified people"):
+        claim_escrow(store, impostor, name_id=world.bob)
+    with pytest.raises(ConsentError, match=f"person {world.dan} is not verified"):
+        claim_escrow(store, world.dan)
+    assert row_counts(store) == before and balances(store) == balances_before
+    with store.read() as conn:  # the name claim was rolled back with the refused release
+        assert conn.execute(select(names.c.person_id).where(names.c.id == world.bob)).scalar_one() is None
+
+
+def test_claiming_a_name_moves_its_escrow_once_with_an_audited_transfer(world: World) -> None:
+    store = world.store
+    (bob_person,) = people(store, "bob-the-performer")
+    held = balances(store)[f"escrow:name:{world.bob}:EUR"]
+    with store.write() as conn:
+        claim_name(conn, world.bob, bob_person)
+    result = claim_escrow(store, bob_person)
+    assert result.moved_microunits == {"EUR": held}
+    (event_id,) = result.transfers
+    b = balances(store)
+    assert b[f"escrow:name:{world.bob}:EUR"] == 0
+    assert b[f"payable:person:{bob_person}:EUR"] == held
+    with store.read() as conn:
+        transfer = load_transfer(conn, event_id)
+        audited = [e for e in iter_audit(conn) if e.subject == event_id]
+        claims = [e for e in iter_audit(conn, kind="name.claimed")]
+    assert transfer.code == "escrow_claim"
+    assert dict(transfer.legs) == {f"escrow:name:{world.bob}:EUR": -held, f"payable:person:{bob_person}:EUR": held}
+    assert len(audited) == 1 and json.loads(audited[0].payload)["code"] == "escrow_claim"
+    assert [(e.subject, json.loads(e.payload)) for e in claims] == [(f"name:{world.bob}", {"person": bob_person})]
+    # Claiming again moves nothing and writes nothing.
+    before = row_counts(store)
+    again = claim_escrow(store, bob_person, name_id=world.bob)
+    assert (again.moved_microunits, again.transfers) == ({}, ())
+    assert row_counts(store) == before
+    # Nobody else can take the name now, and new residuals for it go straight to its person.
+    (other,) = people(store, "someone-else")
+    with pytest.raises(ConflictError, match=f"name {world.bob} \\(Bob Credited\\) is already claimed by person {bob_person}"):
+        claim_escrow(store, other, name_id=world.bob)
+    ag = agreement(pool_rate="0.5")
+    accrue(store, world.usage([("o3", 4 * 10**8, on_time(2), {world.song: 1.0})], ag), ag, event_id="b2")
+    assert balances(store)[f"escrow:name:{world.bob}:EUR"] == 0
+    assert balances(store)[f"payable:person:{bob_person}:EUR"] > held
+    report = verify(store)
+    assert report.ok, report.problems
+
+
+def test_a_person_verified_later_receives_what_waited_for_them(world: World) -> None:
+    store = world.store
+    held = balances(store)[f"escrow:person:{world.dan}:EUR"]
+    with store.write() as conn:
+        verify_person(conn, world.dan, verified_by="actors-guild")
+    result = claim_escrow(store, world.dan)
+    assert result.moved_microunits == {"EUR": held}
+    b = balances(store)
+    assert (b[f"escrow:person:{world.dan}:EUR"], b[f"payable:person:{world.dan}:EUR"]) == (0, held)
+    assert claim_escrow(store, world.dan).moved_microunits == {}
+    assert verify(store).ok

@@ -1,0 +1,97 @@
+"""``verify`` re-derives the ledger: it passes after real work and reports every kind of tampering."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers_money import agreement, evidence_files, on_time, people, register_model, usage
+from sqlalchemy import select, text
+
+from endcredits.ledger.accrue import accrue
+from endcredits.ledger.escrow import claim_escrow
+from endcredits.ledger.verify import verify
+from endcredits.store.engine import Store
+from endcredits.store.registry import name_ids
+from endcredits.store.schema import accrual_batches, audit_log
+
+
+@pytest.fixture
+def worked(store: Store) -> Store:
+    """A store after two accrual batches (payable, escrow and carried fractions) and an escrow claim."""
+    alice, carol = people(store, "alice", "carol")
+    with store.write() as conn:
+        bob = name_ids(conn, ["Bob Credited"])["Bob Credited"]
+    register_model(store)
+    ag = agreement(pool_rate="1/3")
+    lines = [(f"person:{alice}", 3), (f"name:{bob}", 2), (f"person:{carol}", 1)]
+    accrue(store, usage([("o1", 1000, on_time(1), lines), ("o2", 77, on_time(1, 9), lines[:2])]), ag, event_id="b1")
+    accrue(store, usage([("o3", 5, on_time(2), lines)]), ag, event_id="b2")
+    claim_escrow(store, carol, name_id=bob)
+    return store
+
+
+def test_verify_passes_after_accrual_and_claim(worked: Store) -> None:
+    report = verify(worked)
+    assert report.problems == []
+    assert report.ok
+    assert report.checked["transfers"] == 3  # two accruals, one escrow claim
+    assert report.checked["evidence_files"] == 2
+    assert report.checked["outputs"] == 3
+    assert report.checked["audit_entries"] > 3
+
+
+def test_an_altered_audit_payload_is_reported(worked: Store) -> None:
+    with worked.read() as conn:
+        entry = conn.execute(select(audit_log).where(audit_log.c.kind == "transfer").order_by(audit_log.c.seq)).first()
+    assert entry is not None
+    forged = entry.payload.replace('"legs":', '"legs":1,"x":')
+    with worked.write() as conn:
+        conn.execute(text("UPDATE audit_log SET payload = :p WHERE seq = :s"), {"p": forged, "s": entry.seq})
+    problems = verify(worked).problems
+    assert f"audit entry {entry.seq} (transfer {entry.subject}) was altered: its hash does not match" in problems
+
+
+def test_a_deleted_audit_entry_is_reported(worked: Store) -> None:
+    with worked.write() as conn:
+        conn.execute(text("DELETE FROM audit_log WHERE seq = 2"))
+    problems = verify(worked).problems
+    assert "audit entry 2 is missing (found 3 next)" in problems
+    assert "audit entry 3 does not follow entry 2 (previous hash differs)" in problems
+
+
+def test_an_altered_balance_is_reported(worked: Store) -> None:
+    with worked.write() as conn:
+        row = conn.execute(text(
+            "SELECT b.account_id, a.key, CAST(b.balance_microunits AS TEXT) FROM balances b "
+            "JOIN accounts a ON a.id = b.account_id WHERE a.key LIKE 'payable:%' ORDER BY a.key")).first()
+        assert row is not None
+        account_id, key, value = row
+        bumped = str(int(value) + 1)
+        conn.execute(text("UPDATE balances SET balance_microunits = :v WHERE account_id = :a"),
+                     {"v": bumped if worked.backend == "sqlite" else int(bumped), "a": account_id})
+    problems = verify(worked).problems
+    assert f"account {key}: stored balance {bumped} != sum of legs {value}" in problems
+
+
+def _evidence_of(store: Store, batch: str) -> Path:
+    with store.read() as conn:
+        rel = conn.execute(select(accrual_batches.c.evidence_path).where(accrual_batches.c.batch_event_id == batch)).scalar_one()
+    path = store.data_dir / rel
+    assert path in evidence_files(store)
+    return path
+
+
+def test_a_deleted_evidence_file_is_reported(worked: Store) -> None:
+    path = _evidence_of(worked, "b1")
+    path.unlink()
+    problems = verify(worked).problems
+    assert problems == [f"evidence file {path} is missing"]
+
+
+def test_a_truncated_evidence_file_is_reported(worked: Store) -> None:
+    path = _evidence_of(worked, "b2")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    problems = verify(worked).problems
+    assert problems == [f"evidence file {path} does not match its recorded SHA-256: it was altered or truncated"]

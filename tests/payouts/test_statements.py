@@ -1,0 +1,97 @@
+"""Statements on both backends: every line behind every microunit, reconciling exactly with the ledger,
+before and after an escrow claim, in CSV and JSON."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+from helpers_money import World, agreement, balances, on_time, people
+
+from endcredits.errors import ValidationError
+from endcredits.ledger.accrue import accrue
+from endcredits.ledger.escrow import claim_escrow
+from endcredits.limits import SUBUNITS_PER_MICROUNIT
+from endcredits.payouts.statements import STATEMENT_COLUMNS, Statement, build_statement
+from endcredits.store.engine import Store
+from endcredits.store.registry import claim_name
+
+AG = agreement(pool_rate="0.3")
+
+
+def _accrue_month(w: World, month: int, outputs: int) -> None:
+    outs = []
+    for i in range(outputs):
+        scores = {w.song: 1.0 + i % 3, w.film: 0.5 + (i % 2), w.orphan: 0.1}
+        outs.append((f"o{month}-{i}", 1_000_003 * (i + 1) + 7 * month, on_time(month, 1 + i % 27), scores))
+    accrue(w.store, w.usage(outs, AG), AG, event_id=f"b{month}")
+
+
+def _check(st: Statement) -> None:
+    assert st.reconciles()
+    total = sum(line["amount_microunits"] * SUBUNITS_PER_MICROUNIT + line["amount_subunits"] for line in st.lines)
+    assert total == st.lines_subunits_total
+    assert st.carried_in_subunits + total == st.accrued_microunits * SUBUNITS_PER_MICROUNIT + st.carried_out_subunits
+    assert st.accrued_microunits == st.ledger_accrued_microunits
+    rows = list(csv.DictReader(io.StringIO(st.to_csv())))
+    assert len(rows) == len(st.lines)
+    assert st.to_csv().splitlines()[0].split(",") == list(STATEMENT_COLUMNS)
+    assert sum(int(r["amount_microunits"]) * SUBUNITS_PER_MICROUNIT + int(r["amount_subunits"]) for r in rows) == total
+    data = json.loads(st.to_json())
+    assert data["lines"] == st.lines
+    assert data["reconciles"] is True and data["accrued_microunits"] == st.accrued_microunits
+
+
+@pytest.fixture
+def world(store: Store) -> World:
+    w = World(store)
+    _accrue_month(w, 1, 7)
+    _accrue_month(w, 2, 5)
+    return w
+
+
+def test_statements_reconcile_with_the_ledger_every_month(world: World) -> None:
+    jan = build_statement(world.store, world.alice, "2026-01", "EUR")
+    feb = build_statement(world.store, world.alice, "2026-02", "EUR")
+    for st in (jan, feb):
+        _check(st)
+        assert st.lines and {line["credited_as"] for line in st.lines} == {"(you)"}
+        assert {line["role"] for line in st.lines} == {"endcredits:composer", "endcredits:rights_holder"}
+        assert all(line["source_title"] == "A Song" for line in st.lines)
+    assert len(jan.lines) == 7 * 2 and len(feb.lines) == 5 * 2  # composer and rights holder, per output
+    assert jan.carried_in_subunits == 0 and feb.carried_in_subunits == jan.carried_out_subunits
+    assert balances(world.store)[f"payable:person:{world.alice}:EUR"] == jan.accrued_microunits + feb.accrued_microunits
+    # An unverified person's statement reconciles against their escrow account.
+    dan = build_statement(world.store, world.dan, "2026-02", "EUR")
+    _check(dan)
+    assert {line["account"] for line in dan.lines} == {f"escrow:person:{world.dan}:EUR"}
+    # A month without accruals is an empty statement that still reconciles.
+    empty = build_statement(world.store, world.alice, "2026-03", "EUR")
+    assert empty.lines == [] and empty.accrued_microunits == 0 and empty.reconciles()
+    assert empty.carried_in_subunits == feb.carried_out_subunits
+
+
+def test_statements_reconcile_after_an_escrow_claim(world: World) -> None:
+    store = world.store
+    (bob,) = people(store, "bob-the-performer")
+    with store.write() as conn:
+        claim_name(conn, world.bob, bob)
+    claimed = claim_escrow(store, bob)
+    assert claimed.moved_microunits["EUR"] > 0
+    _accrue_month(world, 3, 4)
+    months = [build_statement(store, bob, f"2026-0{m}", "EUR") for m in (1, 2, 3)]
+    for st in months:
+        _check(st)
+        assert {line["credited_as"] for line in st.lines} == {"Bob Credited"}
+    assert {line["account"] for line in months[0].lines} == {f"escrow:name:{world.bob}:EUR"}
+    assert {line["account"] for line in months[2].lines} == {f"payable:person:{bob}:EUR"}
+    # Everything the statements say accrued is what the person now holds: the claim moved the escrowed part.
+    assert sum(st.accrued_microunits for st in months) == balances(store)[f"payable:person:{bob}:EUR"]
+    assert claimed.moved_microunits["EUR"] == months[0].accrued_microunits + months[1].accrued_microunits
+
+
+def test_a_malformed_period_is_refused(world: World) -> None:
+    with pytest.raises(ValidationError, match="period '2026-1' must be YYYY-MM"):
+        build_statement(world.store, world.alice, "2026-1", "EUR")

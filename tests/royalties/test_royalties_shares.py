@@ -1,0 +1,198 @@
+"""Exact shares through credits and lineage: they sum to one on any credit graph, follow a supply
+chain to the person at its start, hold money for uncredited works, and refuse lineage cycles."""
+
+from __future__ import annotations
+
+import datetime as dt
+from fractions import Fraction
+
+import pytest
+from helpers_money import ROLES, World, agreement, balances, on_time, people, row_counts
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from endcredits.errors import ConflictError, ValidationError
+from endcredits.ledger.accrue import accrue
+from endcredits.ledger.verify import verify
+from endcredits.manifest.build import build_manifest
+from endcredits.royalties import CreditGraph, pool_of, work_shares
+from endcredits.royalties.shares import RIGHTS_HOLDER_ROLE, UNCLAIMED_WORK_ROLE, CreditEntry
+from endcredits.royalties.usage import OutputIn, build_usage, load_credit_graph
+from endcredits.store.engine import Store
+from endcredits.store.registry import CreditIn, WorkIn, add_credits, add_lineage, add_works, name_ids
+
+PAYEES = ("person:1", "person:2", "name:3", "name:4")
+ROLE_WEIGHTS = {ROLES[0]: 3, ROLES[1]: 1, ROLES[2]: 5, ROLES[3]: 2}
+
+
+# Property: any small credit graph ------------------------------------------------------------------
+@st.composite
+def credit_graphs(draw: st.DrawFn) -> tuple[CreditGraph, str, str, str]:
+    """A DAG of 1..6 works (parents have smaller indices), the agreement's two shares, and the work to pay."""
+    n = draw(st.integers(1, 6))
+    works = [f"w{i}" for i in range(n)]
+    rights_share = draw(st.sampled_from(["0", "1/4", "1/3", "1"]))
+    pass_through = draw(st.sampled_from(["0", "1/5", "1/2"]))
+    credits: dict[str, list[CreditEntry]] = {}
+    holders: dict[str, str] = {}
+    parents: dict[str, list[tuple[str, Fraction | None]]] = {}
+    for i, w in enumerate(works):
+        pairs = draw(st.lists(st.tuples(st.sampled_from(PAYEES), st.sampled_from(ROLES)), max_size=3, unique=True))
+        if pairs:
+            credits[w] = [CreditEntry(p, r, draw(st.integers(1, 7))) for p, r in pairs]
+        if draw(st.booleans()):
+            holders[w] = draw(st.sampled_from(PAYEES))
+        ups = draw(st.lists(st.sampled_from(works[:i]), max_size=3, unique=True)) if i else []
+        room = Fraction(1) - Fraction(pass_through)  # what stated shares may take beside the default
+        edges = []
+        for p in ups:
+            if draw(st.booleans()):
+                edges.append((p, None))
+            else:
+                share = min(room, Fraction(draw(st.integers(0, 10)), 10))
+                room -= share
+                edges.append((p, share))
+        if edges:
+            parents[w] = edges
+    return CreditGraph(credits, holders, parents), works[-1], rights_share, pass_through
+
+
+def _mass_by_source(graph: CreditGraph, root: str, pass_through: Fraction) -> dict[str, Fraction]:
+    """Independently: how much of one unit of ``root`` each work keeps for its own payees."""
+    mass: dict[str, Fraction] = {root: Fraction(1)}
+    kept: dict[str, Fraction] = {}
+    for i in range(int(root[1:]), -1, -1):  # children before parents
+        w = f"w{i}"
+        m = mass.get(w, Fraction(0))
+        if not m:
+            continue
+        edges = graph.parents.get(w, [])
+        unstated = sum(1 for _, s in edges if s is None)
+        passed = Fraction(0)
+        for p, s in edges:
+            part = s if s is not None else pass_through / unstated
+            mass[p] = mass.get(p, Fraction(0)) + m * part
+            passed += part
+        kept[w] = m * (1 - passed)
+    return {w: v for w, v in kept.items() if v}
+
+
+@settings(max_examples=100, deadline=None)
+@given(credit_graphs())
+def test_work_shares_sum_to_exactly_one_and_follow_the_graph(case: tuple[CreditGraph, str, str, str]) -> None:
+    graph, root, rights_share, pass_through = case
+    ag = agreement(rights_holder_share=rights_share, lineage_pass_through=pass_through, role_weights=ROLE_WEIGHTS)
+    shares = work_shares(root, graph, ag)
+    assert sum(s.share for s in shares) == 1
+    assert all(s.share > 0 for s in shares)
+    assert work_shares(root, graph, ag, memo={}) == shares  # memoised or not, the same
+    # Each source work keeps exactly what reaches it minus what it passes up.
+    kept = _mass_by_source(graph, root, Fraction(pass_through))
+    by_source: dict[str, Fraction] = {}
+    for s in shares:
+        by_source[s.source_work] = by_source.get(s.source_work, Fraction(0)) + s.share
+    assert by_source == kept
+    # Within a work: the rights holder's share, then credits by role weight x credit weight.
+    for w, portion in kept.items():
+        mine = [s for s in shares if s.source_work == w]
+        credits = graph.credits.get(w, [])
+        holder = graph.rights_holders.get(w)
+        if not credits and holder is None:
+            assert [(s.payee, s.role, s.share) for s in mine] == [(f"work:{w}", UNCLAIMED_WORK_ROLE, portion)]
+            continue
+        holder_part = portion if not credits else (portion * Fraction(rights_share) if holder else Fraction(0))
+        assert sum((s.share for s in mine if s.role == RIGHTS_HOLDER_ROLE), Fraction(0)) == holder_part
+        total_weight = sum(ROLE_WEIGHTS[c.role] * c.weight for c in credits)
+        for c in credits:
+            expected = (portion - holder_part) * ROLE_WEIGHTS[c.role] * c.weight / total_weight
+            got = sum((s.share for s in mine if s.payee == c.payee and s.role == c.role), Fraction(0))
+            assert got == expected
+
+
+def test_passing_more_than_the_whole_upstream_is_refused() -> None:
+    graph = CreditGraph(parents={"w1": [("w0", Fraction(9, 10)), ("w2", None)]})
+    with pytest.raises(ValidationError, match="work w1 passes 11/10 of its residual upstream, more than the whole"):
+        work_shares("w1", graph, agreement(lineage_pass_through="0.2"))
+
+
+# A supply chain on the store --------------------------------------------------------------------------
+def test_a_three_hop_supply_chain_pays_the_scan_subject_for_the_film(store: Store) -> None:
+    """body scan -> digital double -> film; the scan subject earns 3/10 x 1/2 x 3/4 x 3/4 = 27/320 of the film."""
+    subject, tech, double_artist, actor = people(store, "scan-subject", "scan-tech", "double-artist", "actor")
+    with store.write() as conn:
+        studio = name_ids(conn, ["Scan Studio Ltd"])["Scan Studio Ltd"]
+        scan, double, film = add_works(conn, [
+            WorkIn(b"scan", "Body scan", "scan", rights_holder=f"name:{studio}"),
+            WorkIn(b"double", "Digital double", "model"),
+            WorkIn(b"film", "The Film", "video"),
+        ])
+        add_credits(conn, [
+            CreditIn(scan, f"person:{subject}", "endcredits:scan_subject", 1),
+            CreditIn(scan, f"person:{tech}", "endcredits:vfx", 1),
+            CreditIn(double, f"person:{double_artist}", "endcredits:vfx", 1),
+            CreditIn(film, f"person:{actor}", "endcredits:performer", 1),
+        ])
+        add_lineage(conn, double, scan, Fraction(1, 2))
+        add_lineage(conn, film, double, Fraction(3, 10))
+    ag = agreement(pool_rate="1/2", rights_holder_share="1/4",
+                   role_weights={"endcredits:scan_subject": 3, "endcredits:vfx": 1, "endcredits:performer": 2})
+    expected = Fraction(3, 10) * Fraction(1, 2) * Fraction(3, 4) * Fraction(3, 4)
+    with store.read() as conn:
+        shares = work_shares(film, load_credit_graph(conn, [film]), ag)
+    by_payee = {(s.payee, s.source_work): s.share for s in shares}
+    assert by_payee == {
+        (f"person:{actor}", film): Fraction(7, 10),
+        (f"person:{double_artist}", double): Fraction(3, 10) * Fraction(1, 2),
+        (f"name:{studio}", scan): Fraction(3, 10) * Fraction(1, 2) * Fraction(1, 4),
+        (f"person:{subject}", scan): expected,
+        (f"person:{tech}", scan): Fraction(3, 10) * Fraction(1, 2) * Fraction(3, 4) * Fraction(1, 4),
+    }
+    assert expected == Fraction(27, 320)
+    # Through the manifest and the ledger: 320 microunits of pool pay the subject exactly 27.
+    manifest = build_manifest(store, model_id="m", uses=["commercial"],
+                              as_of=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), default="opt-out")
+    revenue = 2 * 320 * 10**6
+    with store.read() as conn:
+        batch = build_usage(conn, [OutputIn("frame-1", "m", revenue, "EUR", on_time(2))], {"frame-1": {film: 1.0}},
+                            ag, manifest)
+    accrue(store, batch, ag, event_id="b1")
+    pool = pool_of(revenue, ag)
+    b = balances(store)
+    assert b[f"payable:person:{subject}:EUR"] == pool * expected == 27 * 10**6
+    assert b[f"escrow:name:{studio}:EUR"] == pool * Fraction(3, 80)
+    assert b["pool:EUR"] == -pool and "suspense:EUR" not in b
+    assert verify(store).ok
+
+
+def test_a_work_nobody_is_credited_on_is_held_in_escrow_for_the_work(store: Store) -> None:
+    w = World(store)
+    ag = agreement(pool_rate="0.5")
+    s = accrue(store, w.usage([("o1", 2_000_000_001, on_time(3), {w.orphan: 1.0})], ag), ag, event_id="b1")
+    assert s.escrow_microunits == s.pool_microunits == 1_000_000_000 and s.posted_microunits == 0
+    assert balances(store) == {"pool:EUR": -1_000_000_000, f"escrow:work:{w.orphan}:EUR": 1_000_000_000}
+
+
+def test_lineage_cycles_and_overcommitted_shares_are_refused(store: Store) -> None:
+    with store.write() as conn:
+        a, b, c = add_works(conn, [WorkIn(b"a", "A", "text"), WorkIn(b"b", "B", "text"), WorkIn(b"c", "C", "text")])
+        add_lineage(conn, b, a, Fraction(1, 2))  # b derives from a
+        add_lineage(conn, c, b, None)  # c derives from b
+    before = row_counts(store)
+    cases = [
+        ((a, c, None), ValidationError, f"lineage {a} <- {c} would make a cycle"),
+        ((b, c, Fraction(1, 10)), ValidationError, f"lineage {b} <- {c} would make a cycle"),
+        ((a, a, None), ValidationError, "a work cannot derive from itself"),
+        ((b, c, Fraction(3, 2)), ValidationError, "lineage share 3/2 must be between 0 and 1"),
+    ]
+    for (child, parent, share), error, message in cases:
+        with pytest.raises(error, match=message), store.write() as conn:
+            add_lineage(conn, child, parent, share)
+    with pytest.raises(ConflictError, match=f"lineage {b} <- {a} already exists"), store.write() as conn:
+        add_lineage(conn, b, a, Fraction(1, 2))
+    with store.write() as conn:
+        add_lineage(conn, c, a, Fraction(1, 2))
+    with pytest.raises(ValidationError, match=f"work {c} would pass 11/10 upstream, more than the whole"), store.write() as conn:
+        d = add_works(conn, [WorkIn(b"d", "D", "text")])[0]
+        add_lineage(conn, c, d, Fraction(6, 10))
+    after = row_counts(store)
+    assert after["lineage"] == before["lineage"] + 1 and after["works"] == before["works"]

@@ -1,0 +1,104 @@
+"""Opening storage: a database that is not ours is refused, an uninitialised one says to run init,
+init is idempotent, and the migrations build exactly ``schema.metadata`` on both backends."""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from helpers_money import people, row_counts
+from sqlalchemy import create_engine, text
+
+from endcredits.errors import StoreError
+from endcredits.store.engine import SQLITE_FILE, Store, head_revision, init_store, open_store
+from endcredits.store.schema import metadata
+
+
+def test_a_file_that_is_not_sqlite_is_refused(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    junk = os.urandom(4096)
+    (data / SQLITE_FILE).write_bytes(junk)
+    for opener in (init_store, open_store):
+        with pytest.raises(StoreError, match=re.escape(f"{data / SQLITE_FILE} is not an endcredits database (not a SQLite file)")):
+            opener(data, None)
+    assert (data / SQLITE_FILE).read_bytes() == junk  # left exactly as it was
+
+
+def _foreign(backend: str, data: Path, db_url: str | None, statements: list[str]) -> None:
+    if backend == "sqlite":
+        data.mkdir()
+        with sqlite3.connect(data / SQLITE_FILE) as conn:
+            for s in statements:
+                conn.execute(s)
+    else:
+        engine = create_engine(db_url or "")
+        with engine.begin() as conn:
+            for s in statements:
+                conn.execute(text(s))
+        engine.dispose()
+
+
+def test_a_database_with_foreign_tables_is_refused(backend: str, tmp_path: Path, db_url: str | None) -> None:
+    data = tmp_path / "data"
+    _foreign(backend, data, db_url, ["CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)",
+                                     "INSERT INTO customers VALUES (1, 'keep me')"])
+    for opener in (init_store, open_store):
+        with pytest.raises(StoreError, match=re.escape("is not an endcredits database (it has tables ['customers'] "
+                                                       "and no endcredits marker): choose another --data or --db")):
+            opener(data, db_url)
+
+
+def test_a_marker_of_another_application_is_refused(backend: str, tmp_path: Path, db_url: str | None) -> None:
+    data = tmp_path / "data"
+    _foreign(backend, data, db_url, ["CREATE TABLE endcredits_meta (key VARCHAR(64) PRIMARY KEY, value TEXT NOT NULL)",
+                                     "INSERT INTO endcredits_meta VALUES ('application', 'other-app')"])
+    with pytest.raises(StoreError, match="database is not an endcredits database \\(application='other-app'\\)"):
+        init_store(data, db_url)
+
+
+def test_an_uninitialised_store_says_to_run_init(backend: str, tmp_path: Path, db_url: str | None) -> None:
+    data = tmp_path / "never-initialised"
+    if backend == "sqlite":
+        with pytest.raises(StoreError, match=re.escape(f"no endcredits database in {data}: run `endcredits --data {data} init` first")):
+            open_store(data, None)
+        assert not data.exists()
+    else:
+        with pytest.raises(StoreError, match=re.escape(f"database schema is at None, this endcredits needs {head_revision()!r}: "
+                                                       "run `endcredits init`")):
+            open_store(data, db_url)
+
+
+def test_init_twice_keeps_the_data(store: Store, db_url: str | None) -> None:
+    people(store, "alice")
+    before = row_counts(store)
+    again = init_store(store.data_dir, db_url)
+    try:
+        assert row_counts(again) == before
+        with again.read() as conn:
+            assert conn.execute(text("SELECT value FROM endcredits_meta WHERE key = 'application'")).scalars().all() == ["endcredits"]
+    finally:
+        again.dispose()
+    opened = open_store(store.data_dir, db_url)
+    try:
+        assert row_counts(opened) == before
+    finally:
+        opened.dispose()
+
+
+def test_a_schema_at_another_revision_is_refused(store: Store, db_url: str | None) -> None:
+    with store.write() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = 'f00d'"))
+    with pytest.raises(StoreError, match=re.escape(f"database schema is at 'f00d', this endcredits needs {head_revision()!r}")):
+        open_store(store.data_dir, db_url)
+
+
+def test_the_migrations_build_exactly_the_schema(store: Store) -> None:
+    with store.engine.connect() as conn:
+        differences = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata)
+    assert differences == []
