@@ -293,14 +293,14 @@ def run_demo(data_dir: Path | None, db_url: str | None, *, outputs_n: int = 60, 
         report = import_abc_corpus(store, tunes=tunes)
         progress(f"registered {report.works} tunes, {report.credits} credits, {report.names} credited names; "
                  f"{report.non_commercial_works} tunes are licensed non-commercial only")
-        joined = _demo_people(store, tunes, names_to_join=8)
-        opt_out_person = list(joined.values())[5]
+        joined = list(_demo_people(store, tunes, names_to_join=8).values())
         with store.write() as conn:
-            # One person opts out of generative training for five years: their tunes leave the manifest.
-            add_grants(conn, [Grant(subject_kind="person", subject_id=str(opt_out_person), use="ai_generative_training",
-                                    decision="notAllowed", valid_from=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
-                                    valid_until=dt.datetime(2031, 1, 1, tzinfo=dt.timezone.utc), perpetual=False,
-                                    source="person's own request")])
+            if len(joined) > 5:
+                # One person opts out of generative training for five years: their tunes leave the manifest.
+                add_grants(conn, [Grant(subject_kind="person", subject_id=str(joined[5]), use="ai_generative_training",
+                                        decision="notAllowed", valid_from=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+                                        valid_until=dt.datetime(2031, 1, 1, tzinfo=dt.timezone.utc), perpetual=False,
+                                        source="person's own request")])
             agreement = parse_agreement(DEMO_AGREEMENT)
             save_agreement(conn, agreement.id, agreement.version, agreement.body, agreement.body_sha256)
         lap("register")
@@ -352,21 +352,22 @@ def run_demo(data_dir: Path | None, db_url: str | None, *, outputs_n: int = 60, 
             progress(f"accrued batch {b + 1}: {len(part)} outputs, {summaries[-1].lines} lines")
         lap("accrue")
 
-        # A person who joined late verifies now: what escrow held for them is released.
-        late = list(joined.values())[2]
-        with store.write() as conn:
-            verify_person(conn, late, verified_by="demo musicians' guild")
-        claim = claim_escrow(store, late)
-        progress(f"person {late} verified; released from escrow: "
-                 f"{format_amount(claim.moved_microunits.get(CURRENCY, 0), CURRENCY)} {CURRENCY}")
+        if len(joined) > 2:
+            # A person who joined late verifies now: what escrow held for them is released.
+            late = joined[2]
+            with store.write() as conn:
+                verify_person(conn, late, verified_by="demo musicians' guild")
+            claim = claim_escrow(store, late)
+            progress(f"person {late} verified; released from escrow: "
+                     f"{format_amount(claim.moved_microunits.get(CURRENCY, 0), CURRENCY)} {CURRENCY}")
 
         batch = create_payout_batch(store, batch_id="demo-payout-1", currency=CURRENCY,
                                     threshold_microunits=agreement.payout_threshold_microunits, debtor=DEBTOR,
                                     execution_date=dt.date(2026, 12, 1))
         if batch.items:
             # The bank answers: all settled but one, which is returned to the person's balance.
-            statuses = {item.end_to_end_id: "settled" for item in batch.items}
-            statuses[batch.items[-1].end_to_end_id] = "failed"
+            statuses = {item.end_to_end_id: "ACSC" for item in batch.items}  # settlement completed
+            statuses[batch.items[-1].end_to_end_id] = "RJCT"  # rejected
             report_xml = write_pain002(statuses, original_message_id=batch.batch_id, message_id="demo-bank-1",
                                        created_at=dt.datetime(2026, 12, 2, tzinfo=dt.timezone.utc))
             (store.data_dir / "payouts" / batch.batch_id / "pain002.xml").write_bytes(report_xml)

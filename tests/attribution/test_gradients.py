@@ -122,10 +122,14 @@ def test_non_finite_gradients_name_the_texts(lm: TrainedLM, texts: list[str]) ->
     assert marker_id != 0, "the corpus slice must contain the marker character"
     with torch.no_grad():
         broken.model.embed.weight[marker_id] = float("nan")
-    sample = [t for t in texts[:8] if marker not in t[:LENGTH_MAX]][:3]
+    sample = [t for t in texts[:8] if marker not in t[:LENGTH_MAX]][:4]
     sample.insert(1, "X:1\nT:Turn\nK:G\n~G3 ABc|")
-    with pytest.raises(ValidationError, match=r"texts \[1\] are NaN or infinite"):
+    sample.append("X:2\nT:Turns\nK:D\nd2 ~f2 ~a2 " + "d" * 300)  # the longest: in another chunk
+    assert np.isfinite(featurize(broken, sample[2:5], k=16, seed=0, length_max=LENGTH_MAX)).all()
+    with pytest.raises(ValidationError, match=r"texts \[1, 5\] are NaN or infinite"):
         featurize(broken, sample, k=16, seed=0, chunk_size=2, length_max=LENGTH_MAX)
+    with pytest.raises(ValidationError, match=r"texts \[1\] are NaN"):
+        per_example_gradients(broken, sample[:3], length_max=LENGTH_MAX)
 
 
 def test_tracin_scores_are_float64_dot_products() -> None:

@@ -44,7 +44,7 @@ def test_money_waits_in_escrow_under_its_own_name_and_is_searchable(world: World
     assert [h.balance_microunits for h in everything] == sorted((b[name_key], b[dan_key]), reverse=True)
 
 
-def test_only_a_verified_person_can_claim(world: World) -> None:
+def test_only_a_verified_person_can_claim_and_a_person_verified_later_can(world: World) -> None:
     store = world.store
     (impostor,) = people(store, "impostor", verified=False)
     before, balances_before = row_counts(store), balances(store)
@@ -55,6 +55,15 @@ def test_only_a_verified_person_can_claim(world: World) -> None:
     assert row_counts(store) == before and balances(store) == balances_before
     with store.read() as conn:  # the name claim was rolled back with the refused release
         assert conn.execute(select(names.c.person_id).where(names.c.id == world.bob)).scalar_one() is None
+    # Once verified, a person receives what waited for them, once.
+    held = balances_before[f"escrow:person:{world.dan}:EUR"]
+    with store.write() as conn:
+        verify_person(conn, world.dan, verified_by="actors-guild")
+    assert claim_escrow(store, world.dan).moved_microunits == {"EUR": held}
+    b = balances(store)
+    assert (b[f"escrow:person:{world.dan}:EUR"], b[f"payable:person:{world.dan}:EUR"]) == (0, held)
+    assert claim_escrow(store, world.dan).moved_microunits == {}
+    assert verify(store).ok
 
 
 def test_claiming_a_name_moves_its_escrow_once_with_an_audited_transfer(world: World) -> None:
@@ -92,16 +101,3 @@ def test_claiming_a_name_moves_its_escrow_once_with_an_audited_transfer(world: W
     assert balances(store)[f"payable:person:{bob_person}:EUR"] > held
     report = verify(store)
     assert report.ok, report.problems
-
-
-def test_a_person_verified_later_receives_what_waited_for_them(world: World) -> None:
-    store = world.store
-    held = balances(store)[f"escrow:person:{world.dan}:EUR"]
-    with store.write() as conn:
-        verify_person(conn, world.dan, verified_by="actors-guild")
-    result = claim_escrow(store, world.dan)
-    assert result.moved_microunits == {"EUR": held}
-    b = balances(store)
-    assert (b[f"escrow:person:{world.dan}:EUR"], b[f"payable:person:{world.dan}:EUR"]) == (0, held)
-    assert claim_escrow(store, world.dan).moved_microunits == {}
-    assert verify(store).ok

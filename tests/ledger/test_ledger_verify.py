@@ -82,16 +82,13 @@ def _evidence_of(store: Store, batch: str) -> Path:
     return path
 
 
-def test_a_deleted_evidence_file_is_reported(worked: Store) -> None:
-    path = _evidence_of(worked, "b1")
-    path.unlink()
+def test_a_deleted_or_truncated_evidence_file_is_reported(worked: Store) -> None:
+    deleted, truncated = _evidence_of(worked, "b1"), _evidence_of(worked, "b2")
+    deleted.unlink()
+    data = truncated.read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
     problems = verify(worked).problems
-    assert problems == [f"evidence file {path} is missing"]
-
-
-def test_a_truncated_evidence_file_is_reported(worked: Store) -> None:
-    path = _evidence_of(worked, "b2")
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-    problems = verify(worked).problems
-    assert problems == [f"evidence file {path} does not match its recorded SHA-256: it was altered or truncated"]
+    assert problems == [
+        f"evidence file {deleted} is missing",
+        f"evidence file {truncated} does not match its recorded SHA-256: it was altered or truncated",
+    ]

@@ -65,12 +65,16 @@ def featurize(
     out = np.empty((len(texts), k), dtype=np.float32)
     # Chunks of similar lengths pad less; a text's features do not depend on its chunk.
     order = sorted(range(len(texts)), key=lambda i: (min(len(texts[i]), length_max), i))
+    not_finite: list[int] = []
     for start in range(0, len(texts), chunk_size):
         indices = order[start : start + chunk_size]
-        grads = _chunk_gradients(lm, texts, indices, length_max)
-        out[indices] = projector.project(grads).numpy()
+        grads, bad = _chunk_gradients(lm, texts, indices, length_max)
+        not_finite.extend(bad)
+        if not bad:
+            out[indices] = projector.project(grads).numpy()
         if progress is not None:
             progress(start + len(indices))
+    _raise_if_not_finite(not_finite)
     return out
 
 
@@ -85,7 +89,8 @@ def per_example_gradients(lm: TrainedLM, texts: Sequence[str], *, length_max: in
     _check_chunking(texts, chunk_size=1, length_max=length_max)
     if not texts:
         return torch.empty((0, parameters_count))
-    grads = _chunk_gradients(lm, texts, list(range(len(texts))), length_max)
+    grads, bad = _chunk_gradients(lm, texts, list(range(len(texts))), length_max)
+    _raise_if_not_finite(bad)
     return torch.cat([g.flatten(1) for g in grads.values()], dim=1)
 
 
@@ -121,10 +126,20 @@ def _check_chunking(texts: Sequence[str], *, chunk_size: int, length_max: int) -
         raise ValidationError(f"texts {short[:10]} have fewer than 2 characters; a loss needs at least one prediction")
 
 
+def _raise_if_not_finite(indices: list[int]) -> None:
+    if indices:
+        shown = sorted(indices)[:20]
+        more = f" and {len(indices) - len(shown)} more" if len(indices) > len(shown) else ""
+        raise ValidationError(
+            f"loss gradients of texts {shown}{more} are NaN or infinite; check the model's parameters and those texts"
+        )
+
+
 def _chunk_gradients(
     lm: TrainedLM, texts: Sequence[str], indices: Sequence[int], length_max: int
-) -> dict[str, torch.Tensor]:
-    """Per-example gradients of the texts at ``indices``, one [n, *shape] tensor per parameter, all finite."""
+) -> tuple[dict[str, torch.Tensor], list[int]]:
+    """Per-example gradients of the texts at ``indices`` (one [n, *shape] tensor per parameter) and
+    the indices of the texts whose gradients are not finite."""
     encoded = [lm.vocab.encode(texts[i][:length_max]) for i in indices]
     longest = max(len(ids) for ids in encoded)
     padded_length = min(length_max, -(-longest // PAD_MULTIPLE) * PAD_MULTIPLE)
@@ -156,12 +171,7 @@ def _chunk_gradients(
     finite = torch.ones(len(encoded), dtype=torch.bool)
     for g in grads.values():
         finite &= torch.isfinite(g.flatten(1)).all(dim=1)
-    if not bool(finite.all()):
-        bad = sorted(indices[int(i)] for i in torch.nonzero(~finite).flatten().tolist())
-        raise ValidationError(
-            f"loss gradients of texts {bad[:20]} are NaN or infinite; check the model's parameters and those texts"
-        )
-    return grads
+    return grads, [indices[int(i)] for i in torch.nonzero(~finite).flatten().tolist()]
 
 
 class _Projector:

@@ -19,9 +19,8 @@ from sqlalchemy import select, update
 
 from endcredits.errors import ConflictError, NotFoundError, ValidationError
 from endcredits.ledger import TransferRequest, account_key
-from endcredits.limits import ID_LENGTH_MAX
 from endcredits.money import to_minor_units
-from endcredits.payouts.files import Debtor, PayoutInstruction, write_pain001, write_payout_csv
+from endcredits.payouts.files import MESSAGE_ID_PATTERN, Debtor, PayoutInstruction, write_pain001, write_payout_csv
 from endcredits.payouts.iban import normalize_iban
 from endcredits.store.audit import append_audit
 from endcredits.store.engine import Store, utc_now
@@ -59,8 +58,10 @@ def create_payout_batch(
     execution_date: dt.date, dry_run: bool = False,
 ) -> PayoutBatchResult:
     """Pay every verified person whose payable balance is at least the threshold and who has an IBAN."""
-    if not batch_id or len(batch_id) > ID_LENGTH_MAX or not batch_id.replace("-", "").replace("_", "").isalnum():
-        raise ValidationError(f"payout batch id {batch_id!r} must be letters, digits, '-' or '_'")
+    if not isinstance(batch_id, str) or MESSAGE_ID_PATTERN.fullmatch(batch_id) is None:
+        raise ValidationError(
+            f"payout batch id {batch_id!r} must be a pain.001 message id: 1-35 letters, digits or '-'"
+        )
     out_dir = store.data_dir / "payouts" / batch_id
     with store.write() as conn:
         prior = conn.execute(select(payout_batches).where(payout_batches.c.id == batch_id)).first()
@@ -97,7 +98,7 @@ def create_payout_batch(
             return PayoutBatchResult(batch_id, "dry_run" if dry_run else "empty", currency, tuple(plan), total, below,
                                      missing, None, None)
         at = utc_now()
-        pain = write_pain001(instructions, message_id=batch_id[:35], debtor=debtor, execution_date=execution_date,
+        pain = write_pain001(instructions, message_id=batch_id, debtor=debtor, execution_date=execution_date,
                              created_at=dt.datetime.fromisoformat(at.replace("Z", "+00:00")))
         csv_bytes = write_payout_csv(instructions, batch_id=batch_id)
         legs = {account_key("payable", currency, f"person:{p.person_id}"): -p.amount_microunits for p in plan}

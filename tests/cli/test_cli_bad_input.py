@@ -1,0 +1,210 @@
+"""Bad input through the CLI: one clear line, exit status 1, and nothing changed — on both backends."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from typer.testing import CliRunner
+
+from endcredits.cli import app
+from endcredits.store.engine import open_store
+from endcredits.store.schema import metadata
+
+AGREEMENT = """\
+id = "t"
+version = 1
+currency = "EUR"
+pool_rate = "0.5"
+rights_holder_share = "0.25"
+lineage_pass_through = "0.2"
+payout_threshold = "1.00"
+escrow_period_days = 365
+[role_weights]
+"endcredits:composer" = 3
+"endcredits:transcriber" = 1
+"""
+
+
+class Cli:
+    def __init__(self, data: Path, db: str | None) -> None:
+        self.base = ["--data", str(data)] + (["--db", db] if db else [])
+        self.data = data
+        self.db = db
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str) -> tuple[int, str, str]:
+        result = self.runner.invoke(app, [*self.base, *args])
+        return result.exit_code, result.stdout, result.stderr
+
+    def ok(self, *args: str) -> str:
+        code, out, err = self(*args)
+        assert code == 0, f"{args} failed: {err or out}"
+        return out
+
+    def snapshot(self) -> dict[str, int]:
+        """Row counts of every table plus the evidence files: what "nothing changed" compares."""
+        store = open_store(self.data, self.db)
+        try:
+            with store.read() as conn:
+                counts = {t.name: int(conn.execute(select(func.count()).select_from(t)).scalar_one())
+                          for t in metadata.sorted_tables}
+        finally:
+            store.dispose()
+        counts["evidence_files"] = len(list((self.data / "evidence").rglob("*.parquet"))) if (self.data / "evidence").exists() else 0
+        return counts
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def cli(tmp_path: Path, db_url: str | None) -> Cli:
+    c = Cli(tmp_path / "data", db_url)
+    c.ok("init")
+    (tmp_path / "agreement.toml").write_text(AGREEMENT)
+    c.ok("agreement", "load", str(tmp_path / "agreement.toml"))
+    (tmp_path / "tune.abc").write_text("X:1\nT:A tune\nK:D\nABcd|\n")
+    work = c.ok("works", "add", str(tmp_path / "tune.abc"), "--title", "A tune", "--kind", "abc-tune", "--json")
+    c.work_id = work.split('"work_id": "')[1].split('"')[0]  # type: ignore[attr-defined]
+    c.ok("credits", "add", c.work_id, "--name", "Ann Composer", "--role", "endcredits:composer")  # type: ignore[attr-defined]
+    c.ok("manifest", "build", "--model", "m1", "--use", "commercial", "--default", "opt-out")
+    return c
+
+
+def _usage(tmp: Path, cli: Cli, *, revenue: str = "1.00", currency: str = "EUR", score: str = "1.0",
+           output_id: str = "o1") -> tuple[Path, Path]:
+    outputs = _write_csv(tmp / "outputs.csv", ["output_id", "model_id", "revenue", "currency", "occurred_at"],
+                         [[output_id, "m1", revenue, currency, "2026-11-02T10:00:00Z"]])
+    attributions = _write_csv(tmp / "attributions.csv", ["output_id", "work_id", "score"],
+                              [[output_id, cli.work_id, score]])  # type: ignore[attr-defined]
+    return outputs, attributions
+
+
+def _accrue(cli: Cli, outputs: Path, attributions: Path, batch: str = "b1") -> tuple[int, str, str]:
+    return cli("accrue", "--outputs", str(outputs), "--attributions", str(attributions), "--agreement", "t",
+               "--batch-id", batch)
+
+
+def _refused(cli: Cli, run: Callable[[], tuple[int, str, str]], fragment: str) -> None:
+    before = cli.snapshot()
+    code, out, err = run()
+    assert code == 1, f"expected exit 1, got {code}: {out}{err}"
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line of error, got: {err!r}"
+    assert fragment.lower() in lines[0].lower(), lines[0]
+    assert "Traceback" not in out + err
+    assert cli.snapshot() == before, "a refused command changed the store"
+
+
+@pytest.mark.parametrize("revenue,fragment", [
+    ("1e5", "malformed amount"), ("1,000.00", "malformed amount"), ("0.123456789", "decimals"),
+    ("NaN", "malformed amount"), ("", "empty"),
+])
+def test_malformed_amount(cli: Cli, tmp_path: Path, revenue: str, fragment: str) -> None:
+    outputs, attributions = _usage(tmp_path, cli, revenue=revenue)
+    _refused(cli, lambda: _accrue(cli, outputs, attributions), fragment)
+
+
+def test_unknown_currency(cli: Cli, tmp_path: Path) -> None:
+    outputs, attributions = _usage(tmp_path, cli, currency="EURO")
+    _refused(cli, lambda: _accrue(cli, outputs, attributions), "unknown currency")
+
+
+def test_negative_revenue(cli: Cli, tmp_path: Path) -> None:
+    outputs, attributions = _usage(tmp_path, cli, revenue="-1.00")
+    _refused(cli, lambda: _accrue(cli, outputs, attributions), "negative revenue")
+
+
+def test_duplicate_event_id_with_other_content(cli: Cli, tmp_path: Path) -> None:
+    outputs, attributions = _usage(tmp_path, cli)
+    assert _accrue(cli, outputs, attributions)[0] == 0
+    same = _accrue(cli, outputs, attributions)
+    assert same[0] == 0 and "exists" in same[1]
+    outputs2, attributions2 = _usage(tmp_path, cli, revenue="2.00", output_id="o2")
+    _refused(cli, lambda: _accrue(cli, outputs2, attributions2), "already accrued with other content")
+
+
+def test_same_output_in_another_batch_is_never_paid_twice(cli: Cli, tmp_path: Path) -> None:
+    outputs, attributions = _usage(tmp_path, cli)
+    assert _accrue(cli, outputs, attributions)[0] == 0
+    _refused(cli, lambda: _accrue(cli, outputs, attributions, batch="b2"), "never paid twice")
+
+
+def test_credits_naming_a_missing_work(cli: Cli) -> None:
+    _refused(cli, lambda: cli("credits", "add", "ab" * 32, "--name", "Ann", "--role", "endcredits:composer"),
+             "not registered")
+
+
+def test_weights_summing_to_zero(cli: Cli, tmp_path: Path) -> None:
+    outputs, attributions = _usage(tmp_path, cli, score="0")
+    # A zero score is no influence; with nothing positive the manifest's works share the pool evenly,
+    # so the batch goes through. A payee-level file whose weights are all zero has nobody to pay.
+    payee_attr = _write_csv(tmp_path / "payees.csv", ["output_id", "payee", "score"], [["o1", "name:1", "0"]])
+    _refused(cli, lambda: _accrue(cli, outputs, payee_attr), "no positive attribution")
+
+
+def test_agreement_whose_shares_exceed_the_whole(cli: Cli, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(AGREEMENT.replace('version = 1', 'version = 2').replace('pool_rate = "0.5"', 'pool_rate = "1.5"'))
+    _refused(cli, lambda: cli("agreement", "load", str(bad)), "exceeds the whole")
+
+
+def test_usage_file_with_missing_columns(cli: Cli, tmp_path: Path) -> None:
+    _, attributions = _usage(tmp_path, cli)
+    outputs = _write_csv(tmp_path / "short.csv", ["output_id", "model_id", "revenue"], [["o1", "m1", "1.00"]])
+    _refused(cli, lambda: _accrue(cli, outputs, attributions), "missing columns currency, occurred_at")
+
+
+def test_truncated_parquet_file(cli: Cli, tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "outputs.parquet"
+    pq.write_table(pa.table({"output_id": ["o1"], "model_id": ["m1"], "revenue": ["1.00"], "currency": ["EUR"],
+                             "occurred_at": ["2026-11-02T10:00:00Z"]}), path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    _, attributions = _usage(tmp_path, cli)
+    _refused(cli, lambda: _accrue(cli, path, attributions), "not a readable parquet file")
+
+
+def test_a_work_outside_the_manifest_is_not_paid(cli: Cli, tmp_path: Path) -> None:
+    outputs, _ = _usage(tmp_path, cli)
+    attributions = _write_csv(tmp_path / "attr.csv", ["output_id", "work_id", "score"], [["o1", "cd" * 32, "1.0"]])
+    _refused(cli, lambda: _accrue(cli, outputs, attributions), "not in manifest")
+
+
+def test_dry_run_writes_nothing(cli: Cli, tmp_path: Path) -> None:
+    outputs, attributions = _usage(tmp_path, cli)
+    before = cli.snapshot()
+    out = cli.ok("accrue", "--outputs", str(outputs), "--attributions", str(attributions), "--agreement", "t",
+                 "--batch-id", "b1", "--dry-run")
+    assert "dry_run" in out
+    assert cli.snapshot() == before
+
+
+def test_a_database_file_that_is_not_ours(tmp_path: Path) -> None:
+    data = tmp_path / "foreign"
+    data.mkdir()
+    (data / "endcredits.sqlite3").write_bytes(b"this is not a database at all" * 10)
+    for command in (["init"], ["people", "list"]):
+        result = CliRunner().invoke(app, ["--data", str(data), *command])
+        assert result.exit_code == 1
+        assert "not an endcredits database" in result.stderr
+    assert (data / "endcredits.sqlite3").read_bytes() == b"this is not a database at all" * 10
+
+
+def test_the_happy_path_conserves_and_verifies(cli: Cli, tmp_path: Path) -> None:
+    outputs, attributions = _usage(tmp_path, cli, revenue="3.00")
+    assert _accrue(cli, outputs, attributions)[0] == 0
+    assert "verified" in cli.ok("verify")
+    escrow = cli.ok("escrow", "list", "--query", "ann", "--json")
+    assert '"amount_microunits": 150000000' in escrow  # the whole pool, held for the unclaimed name
