@@ -56,6 +56,12 @@ Conventions shared by every command:
   when it finds a problem.
 - `--json` prints one JSON object for scripts. `accrue` and `payouts create` take `--dry-run`, which
   computes and prints without writing.
+
+Limits of this first cut, against ARCHITECTURE.md: there is no `featurize` command (features are
+computed inside `attribute`) and no `serve` (the API and portal are not built); `credits`,
+`agreement` and `escrow` are extra nouns. Only some commands take `--json`, none takes `--csv` or
+`--table`, and long work prints progress lines rather than progress bars. `people verify`,
+`escrow claim` and `payouts status` move money but have no `--dry-run`.
 """
 
 

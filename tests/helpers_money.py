@@ -98,7 +98,9 @@ def derived_by_key(store: Store) -> dict[str, int]:
 
 
 def evidence_files(store: Store) -> list[Path]:
-    return sorted((store.data_dir / "evidence").rglob("*")) if (store.data_dir / "evidence").exists() else []
+    """Every file under the evidence directory (Parquet or partial), sorted."""
+    root = store.data_dir / "evidence"
+    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 
 def on_time(month: int, day: int = 1, year: int = 2026) -> str:
@@ -145,7 +147,7 @@ class World:
                 CreditIn(self.film, f"person:{self.dan}", "endcredits:performer", 1),
             ])
         self.manifest = build_manifest(store, model_id="m", uses=["commercial"],
-                                       as_of=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), default="opt-out")
+                                       as_of=dt.datetime(2026, 1, 1, tzinfo=dt.UTC), default="opt-out")
 
     def usage(self, outputs: Sequence[tuple[str, int, str, dict[str, float]]], ag: Agreement) -> UsageBatch:
         """Usage from ``(output id, revenue, occurred at, {work id: score})`` through the manifest."""

@@ -252,6 +252,32 @@ def _split_rows(
     return q + s // SUBUNITS_PER_MICROUNIT, s % SUBUNITS_PER_MICROUNIT
 
 
+def _split_rows_python(
+    pools: npt.NDArray[Any], offsets: Int64Array, weights: npt.NDArray[Any], tie_keys: Int64Array
+) -> Split:
+    """The same rule as ``_split_rows``, one output at a time in Python integers, for weight sums of any
+    size (exact credit shares with large common denominators). Slow, and only used when needed."""
+    micro = np.zeros(len(weights), dtype=np.int64)
+    sub = np.zeros(len(weights), dtype=np.int64)
+    for row in range(len(pools)):
+        lo, hi = int(offsets[row]), int(offsets[row + 1])
+        w = [int(x) for x in weights[lo:hi]]
+        total_w = sum(w)
+        total_sub = int(pools[row]) << SUBUNIT_BITS
+        parts = []
+        rems = []
+        for wi in w:
+            q, r = divmod(total_sub * wi, total_w)
+            parts.append(q)
+            rems.append(r)
+        keys = [int(k) for k in tie_keys[lo:hi]]
+        for i in sorted(range(hi - lo), key=lambda j: (-rems[j], keys[j]))[: total_sub - sum(parts)]:
+            parts[i] += 1
+        for i, amount in enumerate(parts):
+            micro[lo + i], sub[lo + i] = divmod(amount, SUBUNITS_PER_MICROUNIT)
+    return Split(micro, sub)
+
+
 def _python_ints(values: Sequence[Any] | npt.NDArray[Any], what: str) -> npt.NDArray[Any]:
     """Exact Python ints in an object array; floats, bools and text are refused, never truncated."""
     out = []
@@ -269,11 +295,12 @@ def split_batch(
     """Split each output's pool over its lines in proportion to integer weights, to one subunit.
 
     ``offsets`` has one more entry than ``pools_microunits``; lines ``offsets[i]:offsets[i+1]`` belong to
-    output ``i`` and carry non-negative integer ``weights`` (positive sum below 2^63 per output) and int64
+    output ``i`` and carry non-negative integer ``weights`` (positive sum per output) and int64
     ``tie_keys`` (unique within an output). Per output the parts sum to ``pool << 32`` subunits exactly,
     each within one subunit of its exact share; the leftover subunits go to the largest remainders, ties
-    to the smallest key, so the order of lines within an output does not matter. Rows whose products
-    fit in int64 run in int64; the rest run the same code on Python integers.
+    to the smallest key, so the order of lines within an output does not matter. A batch whose products
+    all fit in int64 runs in int64; otherwise the same code runs on Python integers (object arrays), and
+    a batch with an output whose weights sum beyond 2^63 runs output by output in Python.
     """
     n_out = len(pools_microunits)
     offsets = np.asarray(offsets, dtype=np.int64)
@@ -300,7 +327,7 @@ def split_batch(
     if weight_sums.min() <= 0:
         raise ValidationError("split_batch: an output's weights sum to zero; give at least one line a positive weight")
     if weight_sums.max() > _I64_MAX:
-        raise LimitExceededError("split_batch: an output's weights sum beyond 2^63; scale the weights down")
+        return _split_rows_python(pools, offsets, w_obj, tie_keys)
     fits = bool(weight_sums.max() < (1 << 31)) and bool((pools * weight_sums).max() <= _I64_MAX)
     if fits:
         micro, sub = _split_rows(pools.astype(np.int64), offsets, np.asarray(w_obj, dtype=np.int64),

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from endcredits.attribution import gradients
 from endcredits.attribution.charlm import TrainedLM, generate, train_char_lm
 from endcredits.attribution.gradients import featurize, per_example_gradients, tracin_scores
 from endcredits.errors import ValidationError
@@ -63,6 +64,15 @@ def test_featurize_is_invariant_to_chunk_size(
     subset = texts[:10] if chunk_size == 1 else texts
     got = featurize(lm, subset, k=256, seed=7, chunk_size=chunk_size, length_max=LENGTH_MAX)
     assert _relative_error(got, features[: len(subset)]) < 1e-5
+
+
+def test_projection_without_its_cache_is_the_same(
+    lm: TrainedLM, texts: list[str], features: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blocks regenerated for every chunk equal blocks generated once: the projection depends on the seed only."""
+    monkeypatch.setattr(gradients, "PROJECTION_CACHE_BYTES_MAX", 0)
+    got = featurize(lm, texts[:20], k=256, seed=7, chunk_size=7, length_max=LENGTH_MAX)
+    assert _relative_error(got, features[:20]) < 1e-5
 
 
 def test_padding_and_truncation_do_not_change_a_text(lm: TrainedLM, texts: list[str]) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers_money import World, agreement, balances, on_time, people, row_counts
 from sqlalchemy import select
 
 from endcredits.errors import ConflictError, ConsentError
@@ -18,6 +17,7 @@ from endcredits.store.engine import Store
 from endcredits.store.ledger import load_transfer
 from endcredits.store.registry import claim_name, verify_person
 from endcredits.store.schema import names
+from helpers_money import World, agreement, balances, on_time, people, row_counts
 
 
 @pytest.fixture
@@ -40,7 +40,8 @@ def test_money_waits_in_escrow_under_its_own_name_and_is_searchable(world: World
         assert search_escrow(conn, "BOB CRED") == found
         assert search_escrow(conn, "nobody like that") == []
         everything = search_escrow(conn)
-    assert {h.holder for h in everything} == {f"name:{world.bob}", f"person:{world.dan}"}
+    assert {(h.holder, h.display_name) for h in everything} == {(f"name:{world.bob}", "Bob Credited"),
+                                                                 (f"person:{world.dan}", "dan")}
     assert [h.balance_microunits for h in everything] == sorted((b[name_key], b[dan_key]), reverse=True)
 
 

@@ -7,19 +7,19 @@ import itertools
 import re
 
 import pytest
-from helpers_money import balances, derived_by_key, row_counts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
 import endcredits.ledger as ledger_rules
 import endcredits.store.ledger as store_ledger
-from endcredits.errors import ConflictError, LedgerError, LimitExceededError, NotFoundError
+from endcredits.errors import ConflictError, LedgerError, LimitExceededError, NotFoundError, ValidationError
 from endcredits.ledger import TransferRequest, reversal_of
 from endcredits.ledger.verify import verify
 from endcredits.limits import AMOUNT_MICROUNITS_MAX
 from endcredits.store.engine import Store
 from endcredits.store.ledger import load_transfer, post_transfer, transfer_count
+from helpers_money import balances, derived_by_key, row_counts
 
 AT = "2026-01-01T00:00:00.000000Z"
 POOL = "pool:EUR"
@@ -33,6 +33,11 @@ BANK = "bank:payouts:EUR"
 def post(store: Store, req: TransferRequest) -> str:
     with store.write() as conn:
         return post_transfer(conn, req, at=AT).status
+
+
+def load_transfer_now(store: Store, event_id: str) -> TransferRequest:
+    with store.read() as conn:
+        return load_transfer(conn, event_id)
 
 
 def fund(store: Store, event_id: str, account: str, amount: int) -> None:
@@ -70,27 +75,41 @@ def test_the_ledger_offers_no_way_to_change_or_delete_a_transfer() -> None:
 
 
 def test_a_correction_is_a_reversing_transfer_and_only_one(store: Store) -> None:
-    fund(store, "t1", ALICE, 700)
+    fund(store, "seed", NAME, 700)
     fund(store, "t2", BOB, 50)
+    # The mistake: a name's escrow released to the wrong person.
+    assert post(store, TransferRequest("t1", "escrow_claim", "EUR", {NAME: -700, ALICE: 700})) == "created"
     with store.read() as conn:
         original = load_transfer(conn, "t1")
-    assert dict(original.legs) == {POOL: -700, ALICE: 700}
-    undo = reversal_of(original, "t1-undo", "credited the wrong person")
-    assert undo.code == "reversal" and undo.reverses_event_id == "t1" and dict(undo.legs) == {POOL: 700, ALICE: -700}
+    assert dict(original.legs) == {NAME: -700, ALICE: 700}
+    undo = reversal_of(original, "t1-undo", "released to the wrong person")
+    assert undo.code == "reversal" and undo.reverses_event_id == "t1" and dict(undo.legs) == {NAME: 700, ALICE: -700}
     assert post(store, undo) == "created"
-    assert balances(store) == {POOL: -50, ALICE: 0, BOB: 50}
+    assert balances(store) == {POOL: -750, NAME: 700, ALICE: 0, BOB: 50}
     # Both the mistake and its correction stay in the ledger.
     with store.read() as conn:
-        assert transfer_count(conn) == 3
-        assert dict(load_transfer(conn, "t1").legs) == {POOL: -700, ALICE: 700}
+        assert transfer_count(conn) == 4
+        assert dict(load_transfer(conn, "t1").legs) == {NAME: -700, ALICE: 700}
         assert load_transfer(conn, "t1-undo").reverses_event_id == "t1"
     # Replaying the same reversal is a no-op; a second, different reversal is refused.
     assert post(store, undo) == "exists"
+    assert post(store, TransferRequest("t3", "escrow_claim", "EUR", {NAME: -100, BOB: 100})) == "created"
     before = row_counts(store)
     with pytest.raises(ConflictError, match="transfer t1 was already reversed by t1-undo"):
         post(store, reversal_of(original, "t1-undo-again", "oops"))
+    for bad, error, message in (
+        (TransferRequest("r-half", "reversal", "EUR", {NAME: 50, BOB: -50}, reverses_event_id="t3"), LedgerError,
+         "transfer r-half does not negate every leg of t3"),
+        (reversal_of(load_transfer_now(store, "t2"), "undo-t2", "accruals are not undone leg by leg"), LedgerError,
+         "transfer t2 is an accrual batch"),
+        (reversal_of(undo, "undo-undo", "changed my mind"), LedgerError, "transfer t1-undo is itself a reversal"),
+        (TransferRequest("r-code", "escrow_claim", "EUR", {NAME: 100, BOB: -100}, reverses_event_id="t3"),
+         ValidationError, "code 'reversal' goes with reverses_event_id, and only with it"),
+    ):
+        with pytest.raises(error, match=re.escape(message)):
+            post(store, bad)
     with pytest.raises(NotFoundError, match="transfer nope to reverse does not exist"):
-        post(store, TransferRequest("r-nope", "reversal", "EUR", {POOL: 1, ALICE: -1}, reverses_event_id="nope"))
+        post(store, TransferRequest("r-nope", "reversal", "EUR", {NAME: 1, ALICE: -1}, reverses_event_id="nope"))
     assert row_counts(store) == before
     assert verify(store).ok
 
@@ -165,8 +184,10 @@ def snapshot(store: Store) -> list[tuple[object, ...]]:
     """Every ledger row as the database returns it, in key order: equal snapshots are equal bytes."""
     queries = [
         "SELECT id, key, kind, currency, holder, may_go_negative, created_at FROM accounts ORDER BY id",
-        "SELECT id, event_id, code, currency, content_sha256, reverses_event_id, memo, leg_count, created_at "
-        "FROM transfers ORDER BY id",
+        (
+            "SELECT id, event_id, code, currency, content_sha256, reverses_event_id, memo, leg_count, created_at "
+            "FROM transfers ORDER BY id"
+        ),
         "SELECT transfer_id, account_id, CAST(amount_microunits AS TEXT) FROM legs ORDER BY transfer_id, account_id",
         "SELECT account_id, CAST(balance_microunits AS TEXT), last_transfer_id FROM balances ORDER BY account_id",
         "SELECT seq, at, kind, subject, payload, prev_sha256, sha256 FROM audit_log ORDER BY seq",

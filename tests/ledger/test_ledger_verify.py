@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers_money import agreement, evidence_files, on_time, people, register_model, usage
 from sqlalchemy import select, text
 
 from endcredits.ledger.accrue import accrue
@@ -14,6 +13,7 @@ from endcredits.ledger.verify import verify
 from endcredits.store.engine import Store
 from endcredits.store.registry import name_ids
 from endcredits.store.schema import accrual_batches, audit_log
+from helpers_money import agreement, evidence_files, on_time, people, register_model, usage
 
 
 @pytest.fixture
@@ -77,7 +77,7 @@ def test_an_altered_balance_is_reported(worked: Store) -> None:
 def _evidence_of(store: Store, batch: str) -> Path:
     with store.read() as conn:
         rel = conn.execute(select(accrual_batches.c.evidence_path).where(accrual_batches.c.batch_event_id == batch)).scalar_one()
-    path = store.data_dir / rel
+    path = store.data_dir / str(rel)
     assert path in evidence_files(store)
     return path
 

@@ -7,7 +7,6 @@ import dataclasses
 import datetime as dt
 
 import pytest
-from helpers_money import people, row_counts
 
 from endcredits.consent.rules import Grant
 from endcredits.errors import ValidationError
@@ -17,8 +16,9 @@ from endcredits.store.catalog import load_manifest, manifests_using
 from endcredits.store.consent import add_grants
 from endcredits.store.engine import Store
 from endcredits.store.registry import CreditIn, WorkIn, add_credits, add_works, claim_name, name_ids
+from helpers_money import people, row_counts
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 T0 = dt.datetime(2025, 1, 1, tzinfo=UTC)
 AS_OF = dt.datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -9,7 +9,6 @@ import io
 import xml.etree.ElementTree as ET
 
 import pytest
-from helpers_money import balances, people, row_counts
 
 from endcredits.errors import ConflictError, NotFoundError, ValidationError
 from endcredits.ledger import TransferRequest
@@ -20,6 +19,7 @@ from endcredits.payouts.files import PAIN001_SCHEMA, Debtor
 from endcredits.payouts.iban import make_test_iban
 from endcredits.store.engine import Store
 from endcredits.store.ledger import post_transfer
+from helpers_money import balances, people, row_counts
 
 DEBTOR = Debtor(name="Endcredits Residuals Trust", iban=make_test_iban("NL", 0), bic="ABNANL2A")
 DAY = dt.date(2026, 2, 2)
@@ -155,3 +155,19 @@ def test_a_batch_id_that_cannot_be_a_message_id_is_refused_up_front(store: Store
     with pytest.raises(ValidationError, match=f"payout batch id '{batch_id}' must be a pain.001 message id"):
         pay(store, batch_id)
     assert row_counts(store) == before
+
+
+def test_a_payout_outside_the_euro_writes_the_csv_only(store: Store) -> None:
+    (pid,) = people(store, "usd-payee", iban=make_test_iban("DE", 4))
+    with store.write() as conn:
+        post_transfer(conn, TransferRequest("fund-usd", "accrual", "USD",
+                                            {"pool:USD": -12_345_678_901, f"payable:person:{pid}:USD": 12_345_678_901}))
+    result = create_payout_batch(store, batch_id="pay-usd", currency="USD", threshold_microunits=THRESHOLD,
+                                 debtor=DEBTOR, execution_date=DAY)
+    assert (result.status, result.total_microunits, result.pain001_path) == ("created", 12_345_000_000, None)
+    assert result.csv_path is not None
+    rows = list(csv.DictReader(io.StringIO(result.csv_path.read_text(encoding="utf-8"))))
+    assert [(r["payee_id"], r["amount"], r["currency"]) for r in rows] == [(f"person:{pid}", "123.45", "USD")]
+    b = balances(store)
+    assert (b[f"payable:person:{pid}:USD"], b["clearing:payouts:USD"]) == (678_901, 12_345_000_000)
+    assert verify(store).ok

@@ -157,6 +157,29 @@ def test_no_contact_details_in_names_or_texts(tunes: list[AbcTune]) -> None:
             assert not re.search(r"\d", credit.name), (tune.source, credit.name)
 
 
+def test_only_lines_with_contact_details_change(tunes: list[AbcTune]) -> None:
+    """Music, titles and notes are kept as written; only credit and contact lines lose contact details."""
+    root = corpus_dir()
+    files: dict[str, tuple[list[str], dict[str, int]]] = {}
+    changed = 0
+    for tune in tunes:
+        file_name, number = tune.source.split("#", 1)
+        if file_name not in files:
+            lines = (root / file_name).read_text(encoding="utf-8").splitlines()
+            starts = {line[2:].strip(): i for i, line in enumerate(lines) if line.startswith("X:")}
+            files[file_name] = (lines, starts)
+        lines, starts = files[file_name]
+        for offset, line in enumerate(tune.text.splitlines()):
+            original = lines[starts[number] + offset]
+            if line != original:
+                changed += 1
+                contact = re.search(r"@|www\.|http|<[^>]*:|\w:+\w[\w.:\-]*\.[a-z]{2,}", original)
+                assert original.startswith("Z:") or contact, original
+    assert changed > 3_000  # the Z: lines with addresses
+    by_source = {t.source: t for t in tunes}
+    assert "N:Irish title: an garran bui.de\n" in by_source["oneills1850/0401-0486.abc#405"].text
+
+
 def test_one_person_one_spelling(tunes: list[AbcTune]) -> None:
     """No two credited names differ only in case, spacing or punctuation."""
     by_key: dict[str, set[str]] = {}

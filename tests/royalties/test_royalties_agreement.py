@@ -6,10 +6,10 @@ import re
 from fractions import Fraction
 
 import pytest
-from helpers_money import agreement_text
 
 from endcredits.errors import ValidationError
 from endcredits.royalties import parse_agreement
+from helpers_money import agreement_text
 
 GOOD = agreement_text(pool_rate="0.30", rights_holder_share="1/3", payout_threshold="10.00")
 
@@ -70,8 +70,6 @@ def test_bad_agreements_are_refused_with_a_useful_message(body: str, message: st
         parse_agreement(body)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: parse_agreement accepts role names that the registry refuses "
-                                       "(upper case, spaces), so their weight can never apply")
 @pytest.mark.parametrize("role", ["endcredits:Lead Actor", "End Credits:composer", "endcredits:composer:extra"])
 def test_role_names_follow_the_registry_rules(role: str) -> None:
     with pytest.raises(ValidationError, match="must be written scheme:code"):

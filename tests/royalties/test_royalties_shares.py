@@ -7,7 +7,6 @@ import datetime as dt
 from fractions import Fraction
 
 import pytest
-from helpers_money import ROLES, World, agreement, balances, on_time, people, row_counts
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,6 +19,7 @@ from endcredits.royalties.shares import RIGHTS_HOLDER_ROLE, UNCLAIMED_WORK_ROLE,
 from endcredits.royalties.usage import OutputIn, build_usage, load_credit_graph
 from endcredits.store.engine import Store
 from endcredits.store.registry import CreditIn, WorkIn, add_credits, add_lineage, add_works, name_ids
+from helpers_money import ROLES, World, agreement, balances, on_time, people, row_counts
 
 PAYEES = ("person:1", "person:2", "name:3", "name:4")
 ROLE_WEIGHTS = {ROLES[0]: 3, ROLES[1]: 1, ROLES[2]: 5, ROLES[3]: 2}
@@ -44,7 +44,7 @@ def credit_graphs(draw: st.DrawFn) -> tuple[CreditGraph, str, str, str]:
             holders[w] = draw(st.sampled_from(PAYEES))
         ups = draw(st.lists(st.sampled_from(works[:i]), max_size=3, unique=True)) if i else []
         room = Fraction(1) - Fraction(pass_through)  # what stated shares may take beside the default
-        edges = []
+        edges: list[tuple[str, Fraction | None]] = []
         for p in ups:
             if draw(st.booleans()):
                 edges.append((p, None))
@@ -150,7 +150,7 @@ def test_a_three_hop_supply_chain_pays_the_scan_subject_for_the_film(store: Stor
     assert expected == Fraction(27, 320)
     # Through the manifest and the ledger: 320 microunits of pool pay the subject exactly 27.
     manifest = build_manifest(store, model_id="m", uses=["commercial"],
-                              as_of=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), default="opt-out")
+                              as_of=dt.datetime(2026, 1, 1, tzinfo=dt.UTC), default="opt-out")
     revenue = 2 * 320 * 10**6
     with store.read() as conn:
         batch = build_usage(conn, [OutputIn("frame-1", "m", revenue, "EUR", on_time(2))], {"frame-1": {film: 1.0}},

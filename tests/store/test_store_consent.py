@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from helpers_money import row_counts
 from sqlalchemy import select
 
 from endcredits.consent.rules import Grant
@@ -18,8 +17,9 @@ from endcredits.store.consent import add_grants, grants_for, revoke_grant
 from endcredits.store.engine import Store
 from endcredits.store.registry import WorkIn, add_works
 from endcredits.store.schema import consent_grants
+from helpers_money import row_counts
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 T0 = dt.datetime(2025, 1, 1, tzinfo=UTC)
 
 
@@ -42,8 +42,6 @@ def test_grants_are_stored_and_must_name_a_registered_subject(store: Store) -> N
     assert row_counts(store) == before
 
 
-@pytest.mark.xfail(strict=True, reason="bug: store.consent.revoke_grant calls Row._replace, which SQLAlchemy rows "
-                                       "do not have, so every revocation fails and is rolled back")
 def test_a_revocation_is_recorded_once_and_reported_against_trained_models(store: Store) -> None:
     with store.write() as conn:
         (work,) = add_works(conn, [WorkIn(b"w", "W", "text")])

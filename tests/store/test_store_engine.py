@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from helpers_money import people, row_counts
 from sqlalchemy import create_engine, text
 
 from endcredits.errors import StoreError
 from endcredits.store.engine import SQLITE_FILE, Store, head_revision, init_store, open_store
 from endcredits.store.schema import metadata
+from helpers_money import people, row_counts
 
 
 def test_a_file_that_is_not_sqlite_is_refused(tmp_path: Path) -> None:

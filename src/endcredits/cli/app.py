@@ -307,16 +307,12 @@ def consent_grant(
 def consent_revoke(ctx: typer.Context, grant_id: int, at: Annotated[str | None, typer.Option()] = None,
                    as_json: JsonOpt = False) -> None:
     """Revoke a grant, and report every model and manifest that already used the work."""
-    from endcredits.store.catalog import manifests_using
+    from endcredits.store.catalog import manifests_using, works_of_person
     from endcredits.store.consent import revoke_grant
-    from endcredits.store.schema import credits
 
     with _store(ctx) as store, store.write() as conn:
         grant = revoke_grant(conn, grant_id, _time(at, "--at"))
-        if grant.subject_kind == "work":
-            work_ids = [grant.subject_id]
-        else:
-            work_ids = [r.work_id for r in conn.execute(select(credits.c.work_id).where(credits.c.person_id == int(grant.subject_id)))]
+        work_ids = [grant.subject_id] if grant.subject_kind == "work" else works_of_person(conn, int(grant.subject_id))
         affected = sorted({(m, model, w) for w in work_ids for m, model in manifests_using(conn, w)})
     report = {"grant": grant_id, "revoked_use": grant.use,
               "affected": [{"manifest": m, "model": model, "work": w} for m, model, w in affected]}
@@ -351,8 +347,8 @@ def consent_list(ctx: typer.Context, work: Annotated[str | None, typer.Option()]
 def manifest_build(
     ctx: typer.Context, model: Annotated[str, typer.Option()],
     use: Annotated[list[str], typer.Option(help="Repeat for each use, e.g. --use ai_generative_training --use commercial")],
+    default: Annotated[str, typer.Option(help="Operator default where no grant decides: opt-in or opt-out (no default: say it)")],
     as_of: Annotated[str | None, typer.Option()] = None,
-    default: Annotated[str, typer.Option(help="Operator default where no grant decides: opt-in or opt-out")] = "opt-in",
     as_json: JsonOpt = False,
 ) -> None:
     """Decide every registered work for the model's uses and commit to the included ones."""
@@ -398,7 +394,8 @@ def manifest_prove(ctx: typer.Context, manifest_id: str, work_id: str) -> None:
 
 
 @manifest_app.command("check")
-def manifest_check(proof_file: Path, root: Annotated[str | None, typer.Option(help="The published root (default: the file's)")] = None) -> None:
+def manifest_check(proof_file: Path, root: Annotated[str | None, typer.Option(help="The published root (default: the file's)")] = None,
+                   works: Annotated[int | None, typer.Option(help="The published number of works in the manifest")] = None) -> None:
     """Check a proof from `manifest prove` against a published root. Needs no database."""
     from endcredits.manifest.merkle import ExclusionProof, proof_from_json, verify_exclusion, verify_inclusion
 
@@ -409,9 +406,9 @@ def manifest_check(proof_file: Path, root: Annotated[str | None, typer.Option(he
     expected = root or data.get("root", "")
     proof = proof_from_json(data.get("proof", data))
     if isinstance(proof, ExclusionProof):
-        ok, what = verify_exclusion(expected, proof), "excluded from"
+        ok, what = verify_exclusion(expected, proof, leaf_count=works), "excluded from"
     else:
-        ok, what = verify_inclusion(expected, proof), "included in"
+        ok, what = verify_inclusion(expected, proof, leaf_count=works), "included in"
     if not ok:
         raise ValidationError(f"proof does not check against root {expected}")
     _console().print(f"valid: work {proof.work_id} is {what} the manifest with root {expected}")

@@ -17,6 +17,7 @@ Ledger writes grow with payees touched, not with lines: the lines live in the ev
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
 import zlib
@@ -187,7 +188,8 @@ def accrue(store: Store, usage: UsageBatch, agreement: Agreement, *, event_id: s
         if ccy != agreement.currency:
             raise ValidationError(f"output currency {ccy} differs from agreement {agreement.id} currency {agreement.currency}")
     normalized: dict[str, str] = {}
-    usage.occurred_at = [normalized.get(t) or normalized.setdefault(t, normalize_time(t)) for t in usage.occurred_at]
+    usage = dataclasses.replace(usage, occurred_at=[normalized.get(t) or normalized.setdefault(t, normalize_time(t))
+                                                    for t in usage.occurred_at])
     content = hashlib.sha256((usage.content_sha256() + agreement.body_sha256).encode()).hexdigest()
     plans: list[_Plan] = []
     try:
@@ -260,10 +262,11 @@ def _write_group(store: Store, conn: Connection, event_id: str, content: str, ag
     writer.start()
     written.append(path)
     try:
-        post_transfer(conn, TransferRequest(
-            event_id=plan.event_id, code="accrual", currency=plan.currency, legs=plan.legs,
-            memo={"batch": event_id, "period": plan.period, "agreement": f"{agreement.id}@{agreement.version}"},
-        ), at=at)
+        if plan.legs:  # a group whose pools are all 0 moves no money: its outputs are still recorded
+            post_transfer(conn, TransferRequest(
+                event_id=plan.event_id, code="accrual", currency=plan.currency, legs=plan.legs,
+                memo={"batch": event_id, "period": plan.period, "agreement": f"{agreement.id}@{agreement.version}"},
+            ), at=at)
         bulk_upsert(conn, "carries", ["payee", "currency"], ["payee", "currency", "subunits"],
                     [(p, plan.currency, c) for p, c in plan.carries])
         bulk_insert(conn, "outputs", ["id", "model_id", "batch_event_id", "revenue_microunits", "currency", "occurred_at"],
@@ -280,7 +283,7 @@ def _write_group(store: Store, conn: Connection, event_id: str, content: str, ag
         output_count=len(sub.output_ids), line_count=len(sub.payee_codes),
         revenue_microunits=sum(sub.revenue_microunits), pool_microunits=sum(plan.pools),
         evidence_path=str(path.relative_to(store.data_dir)), evidence_sha256=sha,
-        transfer_event_id=plan.event_id, created_at=at))
+        transfer_event_id=plan.event_id if plan.legs else "", created_at=at))
     append_audit(conn, "accrual", plan.event_id, {
         "outputs": len(sub.output_ids), "lines": len(sub.payee_codes), "pool": str(sum(plan.pools)),
         "evidence_sha256": sha}, at=at)

@@ -18,7 +18,7 @@ from endcredits.ledger import TransferRequest, account_key, parse_account_key
 from endcredits.store.engine import Store
 from endcredits.store.ledger import post_transfer
 from endcredits.store.registry import claim_name, get_person
-from endcredits.store.schema import accounts, balances, names
+from endcredits.store.schema import accounts, balances, names, people
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,10 @@ def search_escrow(conn: Connection, query: str = "", *, limit: int = 100) -> lis
          .join(balances, balances.c.account_id == accounts.c.id).where(accounts.c.kind == "escrow"))
     rows = [r for r in conn.execute(q) if r.balance_microunits > 0]
     name_ids = [int(r.holder.split(":")[1]) for r in rows if r.holder.startswith("name:")]
+    person_ids = [int(r.holder.split(":")[1]) for r in rows if r.holder.startswith("person:")]
     display = {f"name:{r.id}": r.name for r in conn.execute(select(names.c.id, names.c.name).where(names.c.id.in_(name_ids)))}
+    display.update({f"person:{r.id}": r.handle for r in conn.execute(
+        select(people.c.id, people.c.handle).where(people.c.id.in_(person_ids)))})
     out = []
     needle = query.casefold()
     for r in rows:

@@ -21,7 +21,17 @@ from endcredits.store.audit import iter_audit
 from endcredits.store.engine import Store
 from endcredits.store.evidence import read_evidence
 from endcredits.store.ledger import derived_balances
-from endcredits.store.schema import accounts, accrual_batches, balances, carries, legs, outputs, payout_items, transfers
+from endcredits.store.schema import (
+    accounts,
+    accrual_batches,
+    balances,
+    carries,
+    legs,
+    outputs,
+    payout_batches,
+    payout_items,
+    transfers,
+)
 
 
 @dataclass
@@ -99,11 +109,19 @@ def verify(store: Store) -> VerifyReport:
                 p.append(f"evidence of {b.event_id} adds up to {micro} + {sub}/2^32, not its pool {b.pool_microunits}")
         report.checked["evidence_files"] = n_files
 
-        pending = conn.execute(select(payout_items.c.amount_microunits).where(payout_items.c.status == "pending")).all()
-        clearing = sum(derived.get(i, 0) for i, row in acct.items() if row.kind == "clearing")
-        if clearing != sum(r.amount_microunits for r in pending):
-            p.append(f"payout clearing holds {clearing} but pending payout items add up to "
-                     f"{sum(r.amount_microunits for r in pending)}")
+        pending = conn.execute(select(payout_batches.c.currency, payout_items.c.amount_microunits).join(
+            payout_batches, payout_batches.c.id == payout_items.c.batch_id).where(payout_items.c.status == "pending")).all()
+        pending_by_ccy: dict[str, int] = {}
+        for r in pending:
+            pending_by_ccy[r.currency] = pending_by_ccy.get(r.currency, 0) + r.amount_microunits
+        clearing_by_ccy: dict[str, int] = {}
+        for i, row in acct.items():
+            if row.kind == "clearing":
+                clearing_by_ccy[row.currency] = clearing_by_ccy.get(row.currency, 0) + derived.get(i, 0)
+        for currency in sorted(set(pending_by_ccy) | set(clearing_by_ccy)):
+            if clearing_by_ccy.get(currency, 0) != pending_by_ccy.get(currency, 0):
+                p.append(f"payout clearing in {currency} holds {clearing_by_ccy.get(currency, 0)} but pending payout "
+                         f"items add up to {pending_by_ccy.get(currency, 0)}")
         report.checked["payout_items_pending"] = len(pending)
         report.checked["outputs"] = int(conn.execute(select(func.count()).select_from(outputs)).scalar_one())
     return report

@@ -80,9 +80,9 @@ def create_payout_batch(
         instructions: list[PayoutInstruction] = []
         below = missing = 0
         for r in conn.execute(q):
-            minor, _dust = to_minor_units(r.balance_microunits, currency)
-            amount = r.balance_microunits - _dust
-            if r.verified_at is None or amount <= 0 or r.balance_microunits < threshold_microunits:
+            _minor, dust = to_minor_units(r.balance_microunits, currency)
+            amount = r.balance_microunits - dust  # whole minor units; the dust stays on the balance
+            if r.verified_at is None or amount <= 0 or amount < threshold_microunits:
                 below += 1 if r.balance_microunits > 0 else 0
                 continue
             if not r.iban:
@@ -98,8 +98,9 @@ def create_payout_batch(
             return PayoutBatchResult(batch_id, "dry_run" if dry_run else "empty", currency, tuple(plan), total, below,
                                      missing, None, None)
         at = utc_now()
+        # pain.001 here is the SEPA credit transfer (EUR only); other currencies get the CSV alone.
         pain = write_pain001(instructions, message_id=batch_id, debtor=debtor, execution_date=execution_date,
-                             created_at=dt.datetime.fromisoformat(at.replace("Z", "+00:00")))
+                             created_at=dt.datetime.fromisoformat(at.replace("Z", "+00:00"))) if currency == "EUR" else None
         csv_bytes = write_payout_csv(instructions, batch_id=batch_id)
         legs = {account_key("payable", currency, f"person:{p.person_id}"): -p.amount_microunits for p in plan}
         legs[account_key("clearing", currency, "payouts")] = total
@@ -107,17 +108,20 @@ def create_payout_batch(
                                             legs=legs, memo={"batch": batch_id}), at=at)
         out_dir.mkdir(parents=True, exist_ok=False)
         try:
-            pain_path, csv_path = out_dir / "pain001.xml", out_dir / "payouts.csv"
-            pain_path.write_bytes(pain)
+            pain_path: Path | None = out_dir / "pain001.xml" if pain is not None else None
+            csv_path = out_dir / "payouts.csv"
+            if pain is not None and pain_path is not None:
+                pain_path.write_bytes(pain)
             csv_path.write_bytes(csv_bytes)
             conn.execute(payout_batches.insert().values(
                 id=batch_id, currency=currency, status="pending", item_count=len(plan), total_microunits=total,
-                pain001_path=str(pain_path), csv_path=str(csv_path), created_at=at))
+                pain001_path=str(pain_path) if pain_path else None, csv_path=str(csv_path), created_at=at))
             conn.execute(payout_items.insert(), [
                 {"end_to_end_id": p.end_to_end_id, "batch_id": batch_id, "person_id": p.person_id,
                  "amount_microunits": p.amount_microunits, "status": "pending", "resolved_at": None} for p in plan])
-            append_audit(conn, "payout.created", batch_id, {"items": len(plan), "total": str(total),
-                                                            "pain001_sha256": hashlib.sha256(pain).hexdigest()}, at=at)
+            append_audit(conn, "payout.created", batch_id, {
+                "items": len(plan), "total": str(total), "csv_sha256": hashlib.sha256(csv_bytes).hexdigest(),
+                "pain001_sha256": hashlib.sha256(pain).hexdigest() if pain is not None else None}, at=at)
         except BaseException:
             for f in out_dir.glob("*"):
                 f.unlink()

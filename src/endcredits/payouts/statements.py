@@ -39,8 +39,8 @@ class Statement:
     currency: str
     lines: list[dict[str, Any]]
     lines_subunits_total: int  # sum of line amounts in 2^-32 microunits
-    carried_in_subunits: int
-    carried_out_subunits: int
+    carried_in_subunits: int  # fractions each of the period's batches started from, added up
+    carried_out_subunits: int  # fractions each of the period's batches left, added up
     accrued_microunits: int  # whole microunits the lines add up to, after carry-forward
     ledger_accrued_microunits: int  # what the ledger's accrual transfers of the period posted to the person
 
@@ -84,16 +84,16 @@ def _person_payees(conn: Connection, person_id: int) -> tuple[list[str], dict[st
     return payees, labels
 
 
-def _collect(store: Store, conn: Connection, payees: list[str], currency: str, period_max: str) -> list[tuple[str, pa.Table]]:
-    q = select(accrual_batches.c.period, accrual_batches.c.evidence_path, accrual_batches.c.evidence_sha256).where(
-        accrual_batches.c.currency == currency, accrual_batches.c.period <= period_max).order_by(
-        accrual_batches.c.period, accrual_batches.c.created_at)
+def _collect(store: Store, conn: Connection, payees: list[str], currency: str) -> list[tuple[str, pa.Table]]:
+    """(period, lines of these payees) for every accrual batch, in the order the ledger posted them."""
+    q = (select(accrual_batches.c.period, accrual_batches.c.evidence_path, accrual_batches.c.evidence_sha256)
+         .join(transfers, transfers.c.event_id == accrual_batches.c.transfer_event_id)
+         .where(accrual_batches.c.currency == currency).order_by(transfers.c.id))
     found = []
     for r in conn.execute(q):
         table = read_evidence(store.data_dir / r.evidence_path, expected_sha256=r.evidence_sha256)
-        table = table.filter(pc.is_in(table["payee"], value_set=pa.array(payees, pa.string())))
-        if table.num_rows:
-            found.append((r.period, table))
+        table = table.filter(pc.is_in(table["payee"].cast(pa.string()), value_set=pa.array(payees, pa.string())))
+        found.append((r.period, table))
     return found
 
 
@@ -105,7 +105,7 @@ def build_statement(store: Store, person_id: int, period: str, currency: str) ->
         person = get_person(conn, person_id)
         payees, labels = _person_payees(conn, person_id)
         ledger_accrued = _ledger_accrued(conn, payees, currency, period)
-        tables = _collect(store, conn, payees, currency, period)
+        tables = _collect(store, conn, payees, currency)
         titles: dict[str, str] = {}
         work_ids = set()
         for p, t in tables:
@@ -116,19 +116,24 @@ def build_statement(store: Store, person_id: int, period: str, currency: str) ->
         ids = sorted(work_ids)
         for i in range(0, len(ids), 5000):
             titles.update({r.id: r.title for r in conn.execute(select(works.c.id, works.c.title).where(works.c.id.in_(ids[i:i + 5000])))})
-    # Per payee: whole microunits are posted from the running total, the remainder is carried.
-    before: dict[str, int] = {}
-    after: dict[str, int] = {}
+    # Replay every batch in posting order: per payee, each batch posts the whole microunits of (carry +
+    # its lines) and carries the rest. The statement adds up the batches of its period.
+    running: dict[str, int] = {}
+    total = carried_in = carried_out = accrued = 0
+    during = []
     for p, t in tables:
-        for payee, amount in _subunits_by_payee(t).items():
-            if p < period:
-                before[payee] = before.get(payee, 0) + amount
-            after[payee] = after.get(payee, 0) + amount
-    during = [t for p, t in tables if p == period]
-    total = sum(after.values()) - sum(before.values())
-    carried_in = sum(v % SUBUNITS_PER_MICROUNIT for v in before.values())
-    carried_out = sum(v % SUBUNITS_PER_MICROUNIT for v in after.values())
-    accrued = (carried_in + total - carried_out) // SUBUNITS_PER_MICROUNIT
+        by_payee = _subunits_by_payee(t)
+        for payee, amount in by_payee.items():
+            before = running.get(payee, 0)
+            after = before + amount
+            running[payee] = after
+            if p == period:
+                carried_in += before % SUBUNITS_PER_MICROUNIT
+                carried_out += after % SUBUNITS_PER_MICROUNIT
+                accrued += after // SUBUNITS_PER_MICROUNIT - before // SUBUNITS_PER_MICROUNIT
+                total += amount
+        if p == period:
+            during.append(t)
     lines = []
     for t in during:
         for row in t.to_pylist():

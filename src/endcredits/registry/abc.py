@@ -205,11 +205,11 @@ _RAW_FIXES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\bsO'Nei\b"), "O'Nei"),
 )
 
-_EMAIL = re.compile(r"\S*@\S*")
+_EMAIL = re.compile(r"\S*@\S*(?:\s+[a-z0-9\-]+\.[a-z]{2,6}\b)?")  # also "norbertp@bdu uva.nl"
 _EMAIL_NAME = re.compile(r"(?<![\w.])([A-Za-z]{2,})[._]([A-Za-z]{2,})@")
 _ANGLE_CONTACT = re.compile(r"<[^<>]*[@:.][^<>]*(?:>|$)")
 _AT_OBFUSCATED = re.compile(r"\S*\(at:*\)\S*", re.I)
-_COLON_EMAIL = re.compile(r"[\w.\-]+:+[\w.\-:]*\.[A-Za-z]{2,}\b")
+_COLON_EMAIL = re.compile(r"[\w.\-]+:+[\w\-][\w.\-:]*\.[A-Za-z]{2,}\b")
 _URL = re.compile(r"(?:https?|ftp)://\S*|\bwww\.\S*", re.I)
 _DOMAIN = re.compile(r"(?<![\w.'])[a-z0-9][\w\-]*(?:\.[\w\-]+)*\.[a-z]{2,6}(?![\w.])")
 _QUOTED_PRINTABLE = re.compile(r"=0D|=0A|=20")
@@ -241,7 +241,7 @@ def clean_person_name(raw: str) -> str | None:
 
     >>> clean_person_name("Contributed by Ray Davies,  ray:davies99.freeserve.co.uk")
     'Ray Davies'
-    >>> clean_person_name("FRANK LIVINGSTON.") , clean_person_name("Irish.")
+    >>> clean_person_name("FRANK LIVINGSTON."), clean_person_name("Irish.")
     ('Frank Livingston', None)
     """
     text = raw
@@ -250,7 +250,8 @@ def clean_person_name(raw: str) -> str | None:
     text = text.split("%", 1)[0]  # an ABC comment
     text = _LATEX.sub(" ", text.replace("\u2019", "'"))
     email_names = [f"{a.capitalize()} {b.capitalize()}" for a, b in _EMAIL_NAME.findall(text)]
-    text = _strip_contacts(text, " | ")  # a contact ends the name: "Paul de Grae <...> irtrad-l"
+    # A contact ends the name: "Paul de Grae <sullgrae:iol.ie> irtrad-l" -> "Paul de Grae | irtrad-l".
+    text = _strip_contacts(text, " | ", patterns=_CONTACTS + _NAME_NOISE)
     if _VERSION.search(text):
         return None  # a software signature such as "abc 1.6"
     for pattern in _DATES:
@@ -283,8 +284,12 @@ def clean_person_name(raw: str) -> str | None:
     return None if normalized is None else _canonical(normalized)
 
 
-def _strip_contacts(text: str, replacement: str) -> str:
-    for pattern in (_ANGLE_CONTACT, _EMAIL, _AT_OBFUSCATED, _URL, _COLON_EMAIL, _DOMAIN, _QUOTED_PRINTABLE, _PHONE):
+_CONTACTS = (_ANGLE_CONTACT, _EMAIL, _AT_OBFUSCATED, _URL, _COLON_EMAIL)
+_NAME_NOISE = (_DOMAIN, _QUOTED_PRINTABLE, _PHONE)  # too eager for free text ("an garran bui.de", "1848-1851")
+
+
+def _strip_contacts(text: str, replacement: str, *, patterns: tuple[re.Pattern[str], ...]) -> str:
+    for pattern in patterns:
         text = pattern.sub(replacement, text)
     return text
 
@@ -329,11 +334,12 @@ def _normalize_name(name: str, *, handle_allowed: bool) -> str | None:
         if lower in _HONORIFICS:
             out.append(_HONORIFICS[lower])
             continue
-        if word.isupper() and len(word) > 1 or re.fullmatch(r"Mc[A-Z]{2,}", word):
+        if (word.isupper() and len(word) > 1) or re.fullmatch(r"Mc[A-Z]{2,}", word):
             word = _title_case(word)
         if not word[0].isupper():
             return None
-        out.append(word + "." if len(word) == 1 or token.endswith(".") and index < len(tokens) - 1 else word)
+        abbreviated = len(word) == 1 or (token.endswith(".") and index < len(tokens) - 1)  # "J.", "Jas."
+        out.append(word + "." if abbreviated else word)
     result = " ".join(out)
     return result if len(result) <= NAME_LENGTH_MAX else None
 
@@ -466,7 +472,7 @@ def _make_tune(
             f"tune {relative.as_posix()}#{number} has {len(credits)} credits, over {CREDITS_PER_WORK_MAX};"
             " check the file"
         )
-    text = "\n".join(_strip_line_contacts(line) for line in lines).rstrip() + "\n"
+    text = "\n".join(_strip_line_contacts(line) for line in lines) + "\n"
     tune_non_commercial = non_commercial or _NON_COMMERCIAL.search(text) is not None
     tune_notes = list(notes)
     if not non_commercial and tune_non_commercial:
@@ -510,10 +516,16 @@ def _credits_from_value(value: str, *, role: str) -> list[AbcCredit]:
 
 def _strip_line_contacts(line: str) -> str:
     """Remove contact details from a field or comment line; music lines are returned unchanged."""
-    if not (line.startswith("%") or _FIELD_LINE.match(line)):
+    if line.startswith("%"):
+        head, value = "", line
+    elif _FIELD_LINE.match(line):
+        head, value = line[:2], line[2:]
+    else:
         return line
-    cleaned = _strip_contacts(line, " ")
-    return re.sub(r"[ \t]{2,}", " ", cleaned).rstrip() if cleaned != line else line
+    # Z: lines hold only credits, so bare domains ("jchambers.casc.com") go too; other fields keep theirs.
+    patterns = _CONTACTS + (_DOMAIN, _QUOTED_PRINTABLE) if head == "Z:" else _CONTACTS
+    cleaned = _strip_contacts(_RAW_FIXES[0][0].sub(_RAW_FIXES[0][1], value), " ", patterns=patterns)
+    return head + re.sub(r"[ \t]{2,}", " ", cleaned).rstrip() if cleaned != value else line
 
 
 __all__ = ["ROLE_CODES", "ROLE_SCHEME", "AbcCredit", "AbcTune", "clean_person_name", "corpus_dir", "iter_tunes"]

@@ -31,6 +31,7 @@ from typing import Any
 from endcredits.errors import ValidationError
 from endcredits.limits import WEIGHT_MAX
 from endcredits.money import check_currency, parse_amount, parse_fraction
+from endcredits.store.registry import parse_role
 
 _KEYS = {
     "id", "version", "currency", "pool_rate", "rights_holder_share", "lineage_pass_through", "baseline_share",
@@ -111,9 +112,12 @@ def parse_agreement(body: str) -> Agreement:
         raise ValidationError("agreement [role_weights] must list at least one \"scheme:code\" = weight")
     role_weights: dict[tuple[str, str], int] = {}
     for role, weight in roles.items():
-        scheme, _, code = role.partition(":")
-        if not scheme or not code:
-            raise ValidationError(f"agreement role {role!r} must be written scheme:code, such as \"endcredits:composer\"")
+        try:
+            scheme, code = parse_role(role)
+        except ValidationError:
+            raise ValidationError(
+                f"agreement role {role!r} must be written scheme:code in lower case, such as \"endcredits:composer\""
+            ) from None
         if not isinstance(weight, int) or isinstance(weight, bool) or not 0 < weight <= WEIGHT_MAX:
             raise ValidationError(f"agreement role weight for {role} must be an integer in 1..{WEIGHT_MAX}")
         role_weights[(scheme, code)] = weight

@@ -174,9 +174,21 @@ def build_usage(
                 if work not in in_manifest:
                     raise ManifestError(f"output {o.output_id} attributes work {work}, which is not in manifest "
                                         f"{manifest.id}: a model pays only for works it was trained on")
-    graph = load_credit_graph(conn, sorted({w for s in scores.values() for w in s} | (in_manifest if agreement.baseline_share else set()))) if per == "work" else CreditGraph()
-    memo: dict[str, list[PayeeShare]] = {}
     baseline = list(manifest.included) if (manifest is not None and per == "work") else []
+    per_output: list[dict[str, int]] = []
+    for o in outputs_in:
+        weights_in = attribution_weights(scores.get(o.output_id, {}), agreement, baseline)
+        if not weights_in and per == "work" and baseline:
+            # Nothing had positive influence: the pool is shared by every work in the manifest evenly,
+            # never kept back.
+            weights_in = {w: 1 for w in baseline}
+        if not weights_in:
+            raise ValidationError(f"output {o.output_id} has no positive attribution: nobody to pay")
+        per_output.append(weights_in)
+    # Credits and lineage of every work any output pays, so each work's share reaches its people.
+    needed = sorted({w for weights_in in per_output for w in weights_in}) if per == "work" else []
+    graph = load_credit_graph(conn, needed) if per == "work" else CreditGraph()
+    memo: dict[str, list[PayeeShare]] = {}
     offsets = [0]
     codes: dict[str, dict[str, int]] = {"payee": {}, "work": {"": -1}, "role": {}}
 
@@ -192,14 +204,7 @@ def build_usage(
     source_c: list[int] = []
     role_c: list[int] = []
     weights: list[int] = []
-    for o in outputs_in:
-        weights_in = attribution_weights(scores.get(o.output_id, {}), agreement, baseline)
-        if not weights_in and per == "work" and baseline:
-            # Nothing had positive influence: the pool is shared by every work in the manifest evenly,
-            # never kept back.
-            weights_in = {w: 1 for w in baseline}
-        if not weights_in:
-            raise ValidationError(f"output {o.output_id} has no positive attribution: nobody to pay")
+    for weights_in in per_output:
         lines: OutputLines = output_lines(weights_in, graph, agreement, memo) if per == "work" else payee_lines(weights_in)
         payee_c += [code("payee", p) for p in lines.payee]
         attributed_c += [code("work", w) for w in lines.attributed_work]

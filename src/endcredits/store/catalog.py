@@ -116,6 +116,15 @@ def manifests_using(conn: Connection, work_id: str) -> list[tuple[str, str]]:
     return [(r.id, r.model_id) for r in conn.execute(q.order_by(manifests.c.id))]
 
 
+def works_of_person(conn: Connection, person_id: int) -> list[str]:
+    """Works crediting the person directly or through a name they claimed."""
+    from endcredits.store.schema import credits, names
+
+    direct = select(credits.c.work_id).where(credits.c.person_id == person_id)
+    via_names = select(credits.c.work_id).join(names, names.c.id == credits.c.name_id).where(names.c.person_id == person_id)
+    return sorted({r.work_id for r in conn.execute(direct)} | {r.work_id for r in conn.execute(via_names)})
+
+
 def save_agreement(conn: Connection, agreement_id: str, version: int, body: str, body_sha256: str) -> str:
     """Store an agreement version; re-loading the same text is a no-op, other text under the same
     version is refused (publish a new version instead)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, select, update
 
@@ -51,15 +52,15 @@ def revoke_grant(conn: Connection, grant_id: int, at: datetime) -> Grant:
     conn.execute(update(consent_grants).where(consent_grants.c.id == grant_id).values(revoked_at=when))
     append_audit(conn, "consent.revoked", f"grant:{grant_id}", {"subject": f"{row.subject_kind}:{row.subject_id}",
                                                                  "use": row.use, "revoked_at": when})
-    return _to_grant(row._replace(revoked_at=when))
+    return _to_grant(row, revoked_at=when)
 
 
-def _to_grant(r: object) -> Grant:
+def _to_grant(r: Any, *, revoked_at: str | None = None) -> Grant:
+    revoked = revoked_at or r.revoked_at
     return Grant(
-        subject_kind=r.subject_kind, subject_id=r.subject_id, use=r.use, decision=r.decision,  # type: ignore[attr-defined]
-        valid_from=parse_time(r.valid_from), valid_until=parse_time(r.valid_until) if r.valid_until else None,  # type: ignore[attr-defined]
-        perpetual=bool(r.perpetual), source=r.source,  # type: ignore[attr-defined]
-        revoked_at=parse_time(r.revoked_at) if r.revoked_at else None,  # type: ignore[attr-defined]
+        subject_kind=r.subject_kind, subject_id=r.subject_id, use=r.use, decision=r.decision,
+        valid_from=parse_time(r.valid_from), valid_until=parse_time(r.valid_until) if r.valid_until else None,
+        perpetual=bool(r.perpetual), source=r.source, revoked_at=parse_time(revoked) if revoked else None,
     )
 
 

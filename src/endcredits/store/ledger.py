@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from endcredits.errors import ConflictError, LedgerError, NotFoundError
+from endcredits.errors import ConflictError, LedgerError, NotFoundError, ValidationError
 from endcredits.ledger import ACCOUNT_KINDS, NEGATIVE_ALLOWED_KINDS, PostResult, TransferRequest, check_transfer, parse_account_key
 from endcredits.limits import SQL_PARAMS_PER_STATEMENT_MAX
 from endcredits.store.audit import append_audit
@@ -72,10 +72,23 @@ def post_transfer(conn: Connection, req: TransferRequest, *, at: str | None = No
         if prior.content_sha256 != content:
             raise ConflictError(f"event id {req.event_id} was already posted with other content; use a new event id")
         return PostResult(req.event_id, "exists", prior.id)
+    if (req.reverses_event_id is None) != (req.code != "reversal"):
+        raise ValidationError(f"transfer {req.event_id}: code 'reversal' goes with reverses_event_id, and only with it")
     if req.reverses_event_id is not None:
-        original = conn.execute(select(transfers.c.id).where(transfers.c.event_id == req.reverses_event_id)).first()
+        original = conn.execute(select(transfers.c.id, transfers.c.code).where(
+            transfers.c.event_id == req.reverses_event_id)).first()
         if original is None:
             raise NotFoundError(f"transfer {req.reverses_event_id} to reverse does not exist")
+        if original.code == "accrual":
+            raise LedgerError(
+                f"transfer {req.reverses_event_id} is an accrual batch; its carried fractions live with its payees, "
+                "so it is corrected by a new batch, not by a raw reversal"
+            )
+        if original.code == "reversal":
+            raise LedgerError(f"transfer {req.reverses_event_id} is itself a reversal; post a new transfer instead")
+        negated = {k: -v for k, v in load_transfer(conn, req.reverses_event_id).legs.items()}
+        if dict(req.legs) != negated:
+            raise LedgerError(f"transfer {req.event_id} does not negate every leg of {req.reverses_event_id}")
         already = conn.execute(select(transfers.c.event_id).where(transfers.c.reverses_event_id == req.reverses_event_id)).first()
         if already is not None:
             raise ConflictError(f"transfer {req.reverses_event_id} was already reversed by {already.event_id}")
