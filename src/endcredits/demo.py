@@ -95,7 +95,7 @@ class ImportReport:
 
 def _grant(work_id: str, use: str, decision: str, source: str) -> Grant:
     return Grant(subject_kind="work", subject_id=work_id, use=use, decision=decision,  # type: ignore[arg-type]
-                 valid_from=dt.datetime(1999, 1, 1, tzinfo=dt.timezone.utc), valid_until=None, perpetual=True,
+                 valid_from=dt.datetime(1999, 1, 1, tzinfo=dt.UTC), valid_until=None, perpetual=True,
                  source=source)
 
 
@@ -298,8 +298,8 @@ def run_demo(data_dir: Path | None, db_url: str | None, *, outputs_n: int = 60, 
             if len(joined) > 5:
                 # One person opts out of generative training for five years: their tunes leave the manifest.
                 add_grants(conn, [Grant(subject_kind="person", subject_id=str(joined[5]), use="ai_generative_training",
-                                        decision="notAllowed", valid_from=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
-                                        valid_until=dt.datetime(2031, 1, 1, tzinfo=dt.timezone.utc), perpetual=False,
+                                        decision="notAllowed", valid_from=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+                                        valid_until=dt.datetime(2031, 1, 1, tzinfo=dt.UTC), perpetual=False,
                                         source="person's own request")])
             agreement = parse_agreement(DEMO_AGREEMENT)
             save_agreement(conn, agreement.id, agreement.version, agreement.body, agreement.body_sha256)
@@ -307,7 +307,7 @@ def run_demo(data_dir: Path | None, db_url: str | None, *, outputs_n: int = 60, 
 
         from endcredits.manifest.build import build_manifest
 
-        as_of = dt.datetime(2026, 10, 1, tzinfo=dt.timezone.utc)
+        as_of = dt.datetime(2026, 10, 1, tzinfo=dt.UTC)
         manifest = build_manifest(store, model_id=MODEL_ID, uses=MODEL_USES, as_of=as_of, default="opt-out",
                                   description="character-level LM of ABC folk tunes (demo)")
         progress(f"manifest {manifest.id}: {len(manifest.included)} included, {len(manifest.excluded)} excluded "
@@ -329,7 +329,7 @@ def run_demo(data_dir: Path | None, db_url: str | None, *, outputs_n: int = 60, 
         samples = generate(lm, n=outputs_n, seed=seed + 1, length_max=400)
         rng = np.random.default_rng(seed)
         revenue = rng.integers(5_000_000, 300_000_000, size=outputs_n).tolist()  # 0.05 .. 3.00 EUR in microunits
-        start = dt.datetime(2026, 10, 1, tzinfo=dt.timezone.utc)
+        start = dt.datetime(2026, 10, 1, tzinfo=dt.UTC)
         span_s = 61 * 24 * 3600
         times = sorted(int(x) for x in rng.integers(0, span_s, size=outputs_n))
         outs = [OutputIn(f"out-{i:05d}", MODEL_ID, int(revenue[i]), CURRENCY,
@@ -369,7 +369,7 @@ def run_demo(data_dir: Path | None, db_url: str | None, *, outputs_n: int = 60, 
             statuses = {item.end_to_end_id: "ACSC" for item in batch.items}  # settlement completed
             statuses[batch.items[-1].end_to_end_id] = "RJCT"  # rejected
             report_xml = write_pain002(statuses, original_message_id=batch.batch_id, message_id="demo-bank-1",
-                                       created_at=dt.datetime(2026, 12, 2, tzinfo=dt.timezone.utc))
+                                       created_at=dt.datetime(2026, 12, 2, tzinfo=dt.UTC))
             (store.data_dir / "payouts" / batch.batch_id / "pain002.xml").write_bytes(report_xml)
             apply_payout_status(store, batch.batch_id, parse_pain002(report_xml))
         lap("payout")

@@ -71,7 +71,8 @@ def check_currency(currency: str) -> str:
 
 def minor_unit_microunits(currency: str) -> int:
     """Microunits in one minor unit of ``currency`` (a cent of EUR is 10^6 microunits)."""
-    return 10 ** (DECIMALS - CURRENCY_MINOR_DIGITS[check_currency(currency)])
+    digits: int = CURRENCY_MINOR_DIGITS[check_currency(currency)]
+    return int(10 ** (DECIMALS - digits))  # DECIMALS >= every minor digit count: an exact int
 
 
 def check_amount(microunits: int, what: str = "amount") -> int:
@@ -143,7 +144,7 @@ def _sort_key(key: object) -> tuple[str, object]:
 def _ordered(keys: list[K]) -> list[K]:
     """Keys in a stable order that does not depend on input order (the tie-break order)."""
     try:
-        return sorted(keys, key=_sort_key)  # type: ignore[arg-type]
+        return sorted(keys, key=_sort_key)
     except TypeError:
         return sorted(keys, key=lambda k: (type(k).__name__, repr(k)))
 

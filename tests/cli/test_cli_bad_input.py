@@ -145,7 +145,7 @@ def test_credits_naming_a_missing_work(cli: Cli) -> None:
 
 
 def test_weights_summing_to_zero(cli: Cli, tmp_path: Path) -> None:
-    outputs, attributions = _usage(tmp_path, cli, score="0")
+    outputs, _ = _usage(tmp_path, cli, score="0")
     # A zero score is no influence; with nothing positive the manifest's works share the pool evenly,
     # so the batch goes through. A payee-level file whose weights are all zero has nobody to pay.
     payee_attr = _write_csv(tmp_path / "payees.csv", ["output_id", "payee", "score"], [["o1", "name:1", "0"]])

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from endcredits import money
-from endcredits.errors import LimitExceededError, ValidationError
+from endcredits.errors import ValidationError
 from endcredits.limits import REVENUE_PER_OUTPUT_MICROUNITS_MAX, SUBUNIT_BITS, SUBUNITS_PER_MICROUNIT
 from endcredits.money import Split, split_batch
 

@@ -165,7 +165,9 @@ def test_only_lines_with_contact_details_change(tunes: list[AbcTune]) -> None:
     for tune in tunes:
         file_name, number = tune.source.split("#", 1)
         if file_name not in files:
-            lines = (root / file_name).read_text(encoding="utf-8").splitlines()
+            # The reader repairs DOS letters that were stored as C1 control characters; do the same here.
+            lines = (root / file_name).read_text(encoding="utf-8").translate(
+                {c: bytes([c]).decode("cp850") for c in range(0x80, 0xA0)}).splitlines()
             starts = {line[2:].strip(): i for i, line in enumerate(lines) if line.startswith("X:")}
             files[file_name] = (lines, starts)
         lines, starts = files[file_name]
@@ -285,3 +287,15 @@ def test_corpus_dir_without_music21_says_how_to_install_it() -> None:
     done = subprocess.run([sys.executable, "-S", "-c", code], env=env, capture_output=True, text=True, check=True)
     assert done.stdout.startswith("NotFound:")
     assert "make demo" in done.stdout and "pip install --no-deps music21==10.5.1" in done.stdout
+
+
+def test_dos_encoded_files_decode_to_letters_not_control_characters() -> None:
+    import unicodedata
+
+    from endcredits.registry.abc import corpus_dir
+
+    tunes = list(iter_tunes(corpus_dir() / "essenFolksong"))
+    assert tunes
+    for tune in tunes:
+        assert not any(unicodedata.category(ch) == "Cc" and ch not in "\n\t" for ch in tune.title), tune.title
+    assert any("ü" in t.title or "ä" in t.title or "ö" in t.title for t in tunes)

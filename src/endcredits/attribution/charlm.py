@@ -432,7 +432,7 @@ def load_lm(path: Path) -> TrainedLM:
         raise NotFoundError(f"no saved language model at {path}; train one and save it with save_lm()")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is one kind of error here
+    except Exception as exc:
         raise ManifestError(
             f"{path} is not a saved endcredits language model ({type(exc).__name__}); save it again"
         ) from exc

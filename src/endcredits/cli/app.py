@@ -13,14 +13,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import func, select
+from typer.core import TyperGroup
 
 from endcredits.errors import EndcreditsError, ValidationError
 from endcredits.money import format_amount, parse_amount, parse_fraction
 from endcredits.store.engine import DATA_ENV, DB_ENV, Store, init_store, open_store, parse_time
+
 
 class _Group(TyperGroup):
     """Turns any error endcredits raises on purpose into one line on stderr and exit status 1."""
@@ -100,7 +101,7 @@ def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) ->
 
 def _time(value: str | None, what: str) -> dt.datetime:
     if value is None:
-        return dt.datetime.now(dt.timezone.utc)
+        return dt.datetime.now(dt.UTC)
     try:
         return parse_time(value)
     except ValidationError as exc:
@@ -255,7 +256,7 @@ def credits_list(ctx: typer.Context, work_id: str, as_json: JsonOpt = False) -> 
 
     with _store(ctx) as store, store.read() as conn:
         rows = graph_rows(conn, [work_id])
-    data = {"credits": [{"work": w, "payee": p, "role": r, "weight": wt} for w, p, r, wt in rows.credits],
+    data: dict[str, list[dict[str, Any]]] = {"credits": [{"work": w, "payee": p, "role": r, "weight": wt} for w, p, r, wt in rows.credits],
             "rights_holders": [{"work": w, "payee": p} for w, p in rows.rights_holders],
             "lineage": [{"work": w, "parent": p, "share": str(s) if s is not None else "agreement default"}
                         for w, p, s in rows.parents]}
@@ -314,13 +315,13 @@ def consent_revoke(ctx: typer.Context, grant_id: int, at: Annotated[str | None, 
         grant = revoke_grant(conn, grant_id, _time(at, "--at"))
         work_ids = [grant.subject_id] if grant.subject_kind == "work" else works_of_person(conn, int(grant.subject_id))
         affected = sorted({(m, model, w) for w in work_ids for m, model in manifests_using(conn, w)})
-    report = {"grant": grant_id, "revoked_use": grant.use,
-              "affected": [{"manifest": m, "model": model, "work": w} for m, model, w in affected]}
+    affected_rows = [{"manifest": m, "model": model, "work": w} for m, model, w in affected]
+    report: dict[str, Any] = {"grant": grant_id, "revoked_use": grant.use, "affected": affected_rows}
     if as_json:
         _print_json(report)
     else:
         _console().print(f"grant {grant_id} revoked; {len(affected)} (manifest, work) uses to report")
-        for a in report["affected"]:
+        for a in affected_rows:
             _console().print(f"  model {a['model']} manifest {a['manifest']} used work {a['work']}")
 
 
@@ -332,7 +333,7 @@ def consent_list(ctx: typer.Context, work: Annotated[str | None, typer.Option()]
 
     with _store(ctx) as store, store.read() as conn:
         grants = grants_for(conn, [work] if work else [], [str(person)] if person is not None else [])
-    rows = [{"id": i, "subject": f"{g.subject_kind}:{g.subject_id}", "use": g.use, "decision": g.decision,
+    rows: list[dict[str, Any]] = [{"id": i, "subject": f"{g.subject_kind}:{g.subject_id}", "use": g.use, "decision": g.decision,
              "from": g.valid_from.isoformat(), "until": g.valid_until.isoformat() if g.valid_until else "perpetual",
              "revoked_at": g.revoked_at.isoformat() if g.revoked_at else None, "source": g.source} for i, g in grants]
     if as_json:
@@ -569,7 +570,7 @@ def payouts_create(
     from endcredits.payouts.batches import create_payout_batch
     from endcredits.payouts.files import Debtor
 
-    when = dt.date.fromisoformat(execution_date) if execution_date else dt.datetime.now(dt.timezone.utc).date()
+    when = dt.date.fromisoformat(execution_date) if execution_date else dt.datetime.now(dt.UTC).date()
     with _store(ctx) as store:
         with store.read() as conn:
             a = _agreement(conn, agreement)

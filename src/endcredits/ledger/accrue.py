@@ -85,7 +85,8 @@ def tie_keys(usage: UsageBatch) -> npt.NDArray[np.int64]:
         mix = (mix * np.uint64(0xBF58476D1CE4E5B9)) ^ works_h[usage.source_codes]
         mix = (mix * np.uint64(0x94D049BB133111EB)) ^ roles_h[usage.role_codes]
         mix = (mix ^ out_h) * np.uint64(0xD6E8FEB86659FD93)
-    return (mix >> np.uint64(1)).astype(np.int64)
+    keys: npt.NDArray[np.int64] = (mix >> np.uint64(1)).astype(np.int64)
+    return keys
 
 
 @dataclass
@@ -255,7 +256,7 @@ def _write_group(store: Store, conn: Connection, event_id: str, content: str, ag
     def write() -> None:
         try:
             result["sha"] = write_evidence(path, _evidence_table(event_id, plan))
-        except BaseException as exc:  # re-raised on the caller's thread
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread and re-raised there
             result["error"] = exc
 
     writer = threading.Thread(target=write, name="endcredits-evidence")

@@ -109,4 +109,4 @@ def person_id_of_name(conn: Connection, name_id: int) -> int | None:
     row = conn.execute(select(names.c.person_id).where(names.c.id == name_id)).first()
     if row is None:
         raise NotFoundError(f"no credited name {name_id}")
-    return row.person_id
+    return None if row.person_id is None else int(row.person_id)

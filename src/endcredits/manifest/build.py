@@ -15,7 +15,7 @@ from typing import Literal
 
 from sqlalchemy import select
 
-from endcredits.consent.rules import USES, decide
+from endcredits.consent.rules import USES, Grant, decide
 from endcredits.errors import ValidationError
 from endcredits.manifest.merkle import merkle_root
 from endcredits.store.catalog import ManifestRecord, add_model, save_manifest
@@ -49,8 +49,8 @@ def build_manifest(
                 credited[r.work_id].add(str(person))
         all_people = set().union(*credited.values()) if credited else set()
         grants = [g for _, g in grants_for(conn, work_ids, all_people)]
-        by_work: dict[str, list] = {}
-        by_person: dict[str, list] = {}
+        by_work: dict[str, list[Grant]] = {}
+        by_person: dict[str, list[Grant]] = {}
         for g in grants:
             (by_work if g.subject_kind == "work" else by_person).setdefault(g.subject_id, []).append(g)
         included: list[str] = []

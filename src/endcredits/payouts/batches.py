@@ -100,7 +100,7 @@ def create_payout_batch(
         at = utc_now()
         # pain.001 here is the SEPA credit transfer (EUR only); other currencies get the CSV alone.
         pain = write_pain001(instructions, message_id=batch_id, debtor=debtor, execution_date=execution_date,
-                             created_at=dt.datetime.fromisoformat(at.replace("Z", "+00:00"))) if currency == "EUR" else None
+                             created_at=dt.datetime.fromisoformat(at)) if currency == "EUR" else None
         csv_bytes = write_payout_csv(instructions, batch_id=batch_id)
         legs = {account_key("payable", currency, f"person:{p.person_id}"): -p.amount_microunits for p in plan}
         legs[account_key("clearing", currency, "payouts")] = total

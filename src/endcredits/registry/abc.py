@@ -103,6 +103,11 @@ class AbcTune:
     license_note: str | None
 
 
+# Text typed on DOS (the Essen collection) and later read as Latin-1 carries C1 control characters
+# (U+0080-U+009F) where the DOS code page had letters: U+0081 was "ü", U+0084 "ä", U+0094 "ö".
+_C1_AS_DOS = {c: bytes([c]).decode("cp850") for c in range(0x80, 0xA0)}
+
+
 def corpus_dir() -> Path:
     """The music21 corpus directory, located without importing music21."""
     fix = "run `make demo` or `pip install --no-deps music21==10.5.1`"
@@ -200,7 +205,7 @@ _COMPOSERS_IN_COLLECTOR_FIELD = frozenset({"Turlough O'Carolan"})
 # Typing slips in the corpus that no general rule can undo.
 _RAW_FIXES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\bSafranekrjs(?=:)"), "Safranek rjs"),
-    (re.compile(r"\btranscribed be\b", re.I), "Transcribed by"),
+    (re.compile(r"\btranscribed be\b", re.IGNORECASE), "Transcribed by"),
     (re.compile(r"(?<=\bO);(?=[A-Z])"), "'"),
     (re.compile(r"\bsO'Nei\b"), "O'Nei"),
 )
@@ -208,9 +213,9 @@ _RAW_FIXES: tuple[tuple[re.Pattern[str], str], ...] = (
 _EMAIL = re.compile(r"\S*@\S*(?:\s+[a-z0-9\-]+\.[a-z]{2,6}\b)?")  # also "norbertp@bdu uva.nl"
 _EMAIL_NAME = re.compile(r"(?<![\w.])([A-Za-z]{2,})[._]([A-Za-z]{2,})@")
 _ANGLE_CONTACT = re.compile(r"<[^<>]*[@:.][^<>]*(?:>|$)")
-_AT_OBFUSCATED = re.compile(r"\S*\(at:*\)\S*", re.I)
+_AT_OBFUSCATED = re.compile(r"\S*\(at:*\)\S*", re.IGNORECASE)
 _COLON_EMAIL = re.compile(r"[\w.\-]+:+[\w\-][\w.\-:]*\.[A-Za-z]{2,}\b")
-_URL = re.compile(r"(?:https?|ftp)://\S*|\bwww\.\S*", re.I)
+_URL = re.compile(r"(?:https?|ftp)://\S*|\bwww\.\S*", re.IGNORECASE)
 _DOMAIN = re.compile(r"(?<![\w.'])[a-z0-9][\w\-]*(?:\.[\w\-]+)*\.[a-z]{2,6}(?![\w.])")
 _QUOTED_PRINTABLE = re.compile(r"=0D|=0A|=20")
 _PHONE = re.compile(r"\+?\d[\d ()\-]{7,}\d")
@@ -219,17 +224,17 @@ _MONTHS = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?"
 _DATES: tuple[re.Pattern[str], ...] = (
     re.compile(r"\b\d{4}-\d{1,2}-\d{1,2}\b"),
     re.compile(r"\b\d{1,2}/\d{1,2}/\d{2,4}\b"),
-    re.compile(r"\b\d{1,2}(?:st|nd|rd|th)?[ \-]?" + _MONTHS + r"[ \-]?\d{2,4}\b", re.I),
-    re.compile(r"\b" + _MONTHS + r"\s+\d{4}\b", re.I),
+    re.compile(r"\b\d{1,2}(?:st|nd|rd|th)?[ \-]?" + _MONTHS + r"[ \-]?\d{2,4}\b", re.IGNORECASE),
+    re.compile(r"\b" + _MONTHS + r"\s+\d{4}\b", re.IGNORECASE),
     re.compile(r"\b\d{1,2}:\d{2}(?::\d{2})?\b"),
     re.compile(r"\b\d{4,14}\b"),
 )
 _LATEX = re.compile(r"\\[A-Za-z]+")
-_PERFORMER = re.compile(r"\b(?:sung|played|performed|sang)\s+by\b", re.I)
+_PERFORMER = re.compile(r"\b(?:sung|played|performed|sang)\s+by\b", re.IGNORECASE)
 _BY = re.compile(r"\b[Bb][Yy](?:\s+|(?=[A-Z]))")
-_COLLECTED_FROM = re.compile(r"\bcollected\s+from\b\s*", re.I)
+_COLLECTED_FROM = re.compile(r"\bcollected\s+from\b\s*", re.IGNORECASE)
 _LEADING_VERB = re.compile(
-    r"^(?:transcri\w*|contributed|corrected|edited|proofread|collected|entered|typed)\b[\s:]*", re.I
+    r"^(?:transcri\w*|contributed|corrected|edited|proofread|collected|entered|typed)\b[\s:]*", re.IGNORECASE
 )
 _PARENTHETICAL = re.compile(r"\([^()]*\)")
 _SEPARATOR = re.compile(r"\s+--?\s+|--|[,*;<(|\[{]")
@@ -360,10 +365,10 @@ def _canonical(name: str) -> str:
 
 _X_LINE = re.compile(r"^X:\s*(\S*)")
 _FIELD_LINE = re.compile(r"^([A-Za-z]):(.*)$")
-_NOTE_CLAUSE = re.compile(r"\b(collected|transcribed|contributed)\s+(?:by|from)\s+[^\"]*", re.I)
-_HEADER_CREDIT = re.compile(r"\b(?:copyright\b\s*(?:\(c\)|\u00a9)?|transcriptions?\s+by\b)(.*)$", re.I)
-_NON_COMMERCIAL = re.compile(r"non[\s\-]?commercial", re.I)
-_GPL = re.compile(r"GNU General Public License", re.I)
+_NOTE_CLAUSE = re.compile(r"\b(collected|transcribed|contributed)\s+(?:by|from)\s+[^\"]*", re.IGNORECASE)
+_HEADER_CREDIT = re.compile(r"\b(?:copyright\b\s*(?:\(c\)|\u00a9)?|transcriptions?\s+by\b)(.*)$", re.IGNORECASE)
+_NON_COMMERCIAL = re.compile(r"non[\s\-]?commercial", re.IGNORECASE)
+_GPL = re.compile(r"GNU General Public License", re.IGNORECASE)
 
 
 def _read_file(root: Path, path: Path) -> Iterator[AbcTune]:
@@ -382,6 +387,7 @@ def _read_file(root: Path, path: Path) -> Iterator[AbcTune]:
         content = raw.decode("utf-8")
     except UnicodeDecodeError:
         content = raw.decode("latin-1")  # older ABC files are Latin-1; every byte decodes
+    content = content.translate(_C1_AS_DOS)
     lines = content.splitlines()
 
     first_x = next((i for i, line in enumerate(lines) if _X_LINE.match(line)), len(lines))
@@ -493,9 +499,7 @@ def _c_credit(value: str, collection: str) -> list[AbcCredit]:
     name = clean_person_name(value)
     if name is None:
         return []
-    if re.search(r"\bcollected\b", value, re.I):
-        role = "collector"
-    elif collection in _COLLECTOR_C_FIELD and name not in _COMPOSERS_IN_COLLECTOR_FIELD:
+    if re.search(r"\bcollected\b", value, re.IGNORECASE) or collection in _COLLECTOR_C_FIELD and name not in _COMPOSERS_IN_COLLECTOR_FIELD:
         role = "collector"
     else:
         role = "composer"
@@ -509,7 +513,7 @@ def _credits_from_value(value: str, *, role: str) -> list[AbcCredit]:
     for candidate in candidates:
         name = clean_person_name(candidate)
         if name is not None:
-            collected = re.search(r"\bcollected\b", candidate, re.I) is not None
+            collected = re.search(r"\bcollected\b", candidate, re.IGNORECASE) is not None
             credits.append(AbcCredit(name, ROLE_SCHEME, "collector" if collected else role))
     return credits
 

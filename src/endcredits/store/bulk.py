@@ -15,7 +15,6 @@ from typing import Any
 from sqlalchemy import Connection
 
 
-
 def _is_pg(conn: Connection) -> bool:
     return conn.dialect.name == "postgresql"
 

@@ -35,13 +35,13 @@ _PG_WRITE_LOCK = 0x656E6463  # "endc": one writer at a time keeps the audit chai
 
 def utc_now() -> str:
     """The current time as the ISO-8601 UTC text stored in every time column."""
-    return format_time(dt.datetime.now(dt.timezone.utc))
+    return format_time(dt.datetime.now(dt.UTC))
 
 
 def format_time(value: dt.datetime) -> str:
     if value.tzinfo is None:
         raise ValidationError(f"time {value.isoformat()} has no timezone: give it in UTC, such as 2026-11-21T00:00:00Z")
-    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_time(text_value: str) -> dt.datetime:
@@ -49,13 +49,13 @@ def parse_time(text_value: str) -> dt.datetime:
     t = text_value.strip()
     try:
         if len(t) == 10:
-            return dt.datetime.fromisoformat(t).replace(tzinfo=dt.timezone.utc)
-        value = dt.datetime.fromisoformat(t.replace("Z", "+00:00"))
+            return dt.datetime.fromisoformat(t).replace(tzinfo=dt.UTC)
+        value = dt.datetime.fromisoformat(t)
     except ValueError:
         raise ValidationError(f"malformed time {text_value!r}: write ISO-8601 such as 2026-11-21T12:00:00Z") from None
     if value.tzinfo is None:
         raise ValidationError(f"time {text_value!r} has no timezone: add Z for UTC")
-    return value.astimezone(dt.timezone.utc)
+    return value.astimezone(dt.UTC)
 
 
 def normalize_time(text_value: str) -> str:
@@ -98,9 +98,9 @@ def resolve_location(data_dir: str | Path | None, db_url: str | None) -> tuple[P
     url = db_url or os.environ.get(DB_ENV) or ""
     if not url:
         url = f"sqlite:///{(data / SQLITE_FILE).resolve()}"
-    elif url.startswith("postgresql://") or url.startswith("postgres://"):
+    elif url.startswith(("postgresql://", "postgres://")):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
-    elif not (url.startswith("sqlite:///") or url.startswith("postgresql+psycopg://")):
+    elif not url.startswith(("sqlite:///", "postgresql+psycopg://")):
         raise ValidationError(f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://USER@HOST/DB")
     return data, url
 

@@ -15,7 +15,14 @@ from sqlalchemy import Connection, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from endcredits.errors import ConflictError, LedgerError, NotFoundError, ValidationError
-from endcredits.ledger import ACCOUNT_KINDS, NEGATIVE_ALLOWED_KINDS, PostResult, TransferRequest, check_transfer, parse_account_key
+from endcredits.ledger import (
+    ACCOUNT_KINDS,
+    NEGATIVE_ALLOWED_KINDS,
+    PostResult,
+    TransferRequest,
+    check_transfer,
+    parse_account_key,
+)
 from endcredits.limits import SQL_PARAMS_PER_STATEMENT_MAX
 from endcredits.store.audit import append_audit
 from endcredits.store.bulk import amount_params, bulk_insert, bulk_upsert, select_in
@@ -86,6 +93,11 @@ def post_transfer(conn: Connection, req: TransferRequest, *, at: str | None = No
             )
         if original.code == "reversal":
             raise LedgerError(f"transfer {req.reverses_event_id} is itself a reversal; post a new transfer instead")
+        if original.code.startswith("payout_"):
+            raise LedgerError(
+                f"transfer {req.reverses_event_id} belongs to a payout batch; its items change only through "
+                "`endcredits payouts status`, which keeps clearing equal to the pending items"
+            )
         negated = {k: -v for k, v in load_transfer(conn, req.reverses_event_id).legs.items()}
         if dict(req.legs) != negated:
             raise LedgerError(f"transfer {req.event_id} does not negate every leg of {req.reverses_event_id}")

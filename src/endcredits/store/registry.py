@@ -19,8 +19,8 @@ from sqlalchemy import Connection, func, select, update
 from endcredits.errors import ConflictError, NotFoundError, ValidationError
 from endcredits.limits import CREDITS_PER_WORK_MAX, LINEAGE_DEPTH_MAX, NAME_LENGTH_MAX, TITLE_LENGTH_MAX, WEIGHT_MAX
 from endcredits.store.audit import append_audit
-from endcredits.store.engine import utc_now
 from endcredits.store.bulk import select_in
+from endcredits.store.engine import utc_now
 from endcredits.store.ledger import chunks
 from endcredits.store.schema import credits, lineage, names, people, works
 
@@ -150,7 +150,8 @@ def _payee_columns(payee: str) -> dict[str, int | None]:
 
 
 def _check_payees_exist(conn: Connection, payees: Iterable[str]) -> None:
-    person_ids, name_ids_ = set(), set()
+    person_ids: set[int] = set()
+    name_ids_: set[int] = set()
     for p in payees:
         kind, pid = parse_payee(p)
         (person_ids if kind == "person" else name_ids_).add(pid)
@@ -225,15 +226,16 @@ def add_credits(conn: Connection, items: Sequence[CreditIn]) -> int:
     for part in chunks(work_ids):
         q = select(credits.c.work_id, func.count()).where(credits.c.work_id.in_(part)).group_by(credits.c.work_id)
         counts.update({r[0]: int(r[1]) for r in conn.execute(q)})
-    existing = set()
+    existing: set[tuple[Any, ...]] = set()
     for part in chunks(work_ids):
         q = select(credits.c.work_id, credits.c.person_id, credits.c.name_id, credits.c.role_scheme, credits.c.role_code)
         existing.update(tuple(r) for r in conn.execute(q.where(credits.c.work_id.in_(part))))
     rows = [r for r in rows if (r["work_id"], r["person_id"], r["name_id"], r["role_scheme"], r["role_code"]) not in existing]
     for r in rows:
-        counts[r["work_id"]] = counts.get(r["work_id"], 0) + 1
-        if counts[r["work_id"]] > CREDITS_PER_WORK_MAX:
-            raise ValidationError(f"work {r['work_id']} would have more than CREDITS_PER_WORK_MAX={CREDITS_PER_WORK_MAX} credits")
+        wid = str(r["work_id"])
+        counts[wid] = counts.get(wid, 0) + 1
+        if counts[wid] > CREDITS_PER_WORK_MAX:
+            raise ValidationError(f"work {wid} would have more than CREDITS_PER_WORK_MAX={CREDITS_PER_WORK_MAX} credits")
     for part in chunks(rows, 3000):
         conn.execute(credits.insert(), list(part))
     if rows:
