@@ -209,10 +209,10 @@ class DemoSummary:
         console.print(f"manifest {self.manifest_id}, root {self.merkle_root[:16]}…; model trained {self.train_steps} steps "
                       f"(loss {self.train_loss:.3f}); {self.outputs} outputs earned {format_amount(self.revenue_microunits, c)} {c}")
         t = Table(title="top earners")
-        for col in ("who", "status", "earned", "lines"):
+        for col in ("who", "status", "earned"):
             t.add_column(col)
         for e in self.top_earners:
-            t.add_row(e["name"], e["status"], f"{e['earned']} {c}", str(e.get("lines", "")))
+            t.add_row(e["name"], e["status"], f"{e['earned']} {c}")
         console.print(t)
         console.print(f"escrow (unclaimed or unverified): {format_amount(self.escrow_microunits, c)} {c}")
         console.print(f"payout batch {self.payout_batch.get('batch_id')}: {self.payout_batch.get('items')} payments, "

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from endcredits.errors import ConflictError, LedgerError, NotFoundError, ValidationError
+from endcredits.errors import ConflictError, LedgerError, NotFoundError, ValidationError, invariant
 from endcredits.ledger import (
     ACCOUNT_KINDS,
     NEGATIVE_ALLOWED_KINDS,
@@ -60,8 +60,13 @@ def ensure_accounts(conn: Connection, keys: Iterable[str], *, at: str | None = N
             if kind not in ACCOUNT_KINDS or len(currency) != 3:
                 parse_account_key(key)  # raises with the reason
             rows.append((key, kind, currency, holder or None, kind in NEGATIVE_ALLOWED_KINDS, when))
+        # Writers hold the store's write lock (Store.write), so the new rows are exactly those above the
+        # highest id before the insert: read them back by id range instead of by 10^5 keys.
+        id_before = conn.exec_driver_sql("SELECT COALESCE(MAX(id), 0) FROM accounts").scalar_one()
         bulk_insert(conn, "accounts", ["key", "kind", "currency", "holder", "may_go_negative", "created_at"], rows)
-        found.update(select_in(conn, "SELECT key, id FROM accounts WHERE key {in}", missing))
+        new = dict(conn.exec_driver_sql(f"SELECT key, id FROM accounts WHERE id > {int(id_before)}").fetchall())
+        invariant(set(new) == set(missing), "accounts created by another writer inside a write transaction")
+        found.update(new)
     return found
 
 
