@@ -36,7 +36,7 @@ from endcredits.money import split_batch
 from endcredits.royalties import Agreement
 from endcredits.royalties.usage import UsageBatch
 from endcredits.store.audit import append_audit
-from endcredits.store.bulk import amount_params, bulk_insert, bulk_upsert, select_in
+from endcredits.store.bulk import amount_params, bulk_insert, bulk_update, select_in
 from endcredits.store.catalog import model_ids_exist
 from endcredits.store.engine import Store, normalize_time, utc_now
 from endcredits.store.evidence import EVIDENCE_SCHEMA, coded, evidence_path, write_evidence
@@ -101,6 +101,7 @@ class _Plan:
     payee_accounts: list[str]  # per payee code
     legs: dict[str, int]
     carries: list[tuple[str, int]]  # (payee, subunits) for payees touched
+    carried_before: set[str]  # payees that already had a carry row
     posted: int
     escrowed: int
     suspense_delta: int
@@ -123,9 +124,11 @@ def _plan_group(conn: Connection, event_id: str, usage: UsageBatch, agreement: A
     payees = [usage.payees[c] for c in used.tolist()]
     carry_in = np.zeros(len(payees), dtype=np.int64)
     position = {p: i for i, p in enumerate(payees)}
+    carried_before: set[str] = set()
     for payee, subunits in select_in(conn, f"SELECT payee, subunits FROM carries WHERE currency = '{currency}' AND payee {{in}}",
                                      payees):
         carry_in[position[payee]] = subunits
+        carried_before.add(payee)
     total_sub = carry_in + sub_sum  # < (lines + 1) * 2^32: fits int64 for any batch within limits
     posted_each = micro_sum + (total_sub >> SUBUNIT_BITS)
     carry_out = total_sub & (SUBUNITS_PER_MICROUNIT - 1)
@@ -153,7 +156,7 @@ def _plan_group(conn: Connection, event_id: str, usage: UsageBatch, agreement: A
     for c, key in zip(used.tolist(), accounts_of):
         payee_accounts[c] = key
     return _Plan(_group_event_id(event_id, currency, period), currency, period, usage, pools, split.microunits,
-                 split.subunits, payee_accounts, legs, list(zip(payees, carry_out.tolist())), posted, escrowed,
+                 split.subunits, payee_accounts, legs, list(zip(payees, carry_out.tolist())), carried_before, posted, escrowed,
                  suspense_delta)
 
 
@@ -268,8 +271,10 @@ def _write_group(store: Store, conn: Connection, event_id: str, content: str, ag
                 event_id=plan.event_id, code="accrual", currency=plan.currency, legs=plan.legs,
                 memo={"batch": event_id, "period": plan.period, "agreement": f"{agreement.id}@{agreement.version}"},
             ), at=at)
-        bulk_upsert(conn, "carries", ["payee", "currency"], ["payee", "currency", "subunits"],
-                    [(p, plan.currency, c) for p, c in plan.carries])
+        carry_rows = [(p, plan.currency, c) for p, c in plan.carries]
+        columns = ["payee", "currency", "subunits"]
+        bulk_insert(conn, "carries", columns, [r for r in carry_rows if r[0] not in plan.carried_before])
+        bulk_update(conn, "carries", ["payee", "currency"], columns, [r for r in carry_rows if r[0] in plan.carried_before])
         bulk_insert(conn, "outputs", ["id", "model_id", "batch_event_id", "revenue_microunits", "currency", "occurred_at"],
                     list(zip(sub.output_ids, sub.model_ids, [event_id] * len(sub.output_ids),
                              amount_params(conn, sub.revenue_microunits), sub.currencies, sub.occurred_at)))

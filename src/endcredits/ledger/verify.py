@@ -27,6 +27,7 @@ from endcredits.store.schema import (
     balances,
     carries,
     legs,
+    models,
     outputs,
     payout_batches,
     payout_items,
@@ -72,6 +73,19 @@ def verify(store: Store) -> VerifyReport:
 
         derived = derived_balances(conn)
         acct = {r.id: r for r in conn.execute(select(accounts))}
+        # The hot tables have no foreign keys (see store.schema): check every reference here.
+        transfer_ids = {r.id for r in conn.execute(select(transfers.c.id))}
+        orphan_transfers = set(leg_sums) - transfer_ids
+        if orphan_transfers:
+            p.append(f"legs refer to transfers that do not exist: {sorted(orphan_transfers)[:5]}")
+        stored_ids = {r.account_id for r in conn.execute(select(balances.c.account_id))}
+        orphan_accounts = (set(derived) | stored_ids) - set(acct)
+        if orphan_accounts:
+            p.append(f"legs or balances refer to accounts that do not exist: {sorted(orphan_accounts)[:5]}")
+        model_ids = {r.id for r in conn.execute(select(models.c.id))}
+        orphan_models = {r.model_id for r in conn.execute(select(outputs.c.model_id).distinct())} - model_ids
+        if orphan_models:
+            p.append(f"outputs refer to models that are not registered: {sorted(orphan_models)[:5]}")
         stored = {r.account_id: r.balance_microunits for r in conn.execute(select(balances))}
         per_currency: dict[str, int] = {}
         for account_id, row in acct.items():

@@ -1,7 +1,7 @@
 """Bulk reads and writes below SQLAlchemy's per-row layer, for the accrual hot path.
 
 SQLite: one prepared statement and ``executemany``. PostgreSQL: ``COPY`` into the table (or into a
-temporary table, then one ``INSERT ... ON CONFLICT`` for upserts) and ``= ANY(array)`` for lookups.
+temporary table, then one ``UPDATE ... FROM`` for updates) and ``= ANY(array)`` for lookups.
 Rows are tuples of plain Python values in the given column order; amounts are Python ints (they are
 written as decimal text on SQLite, as NUMERIC on PostgreSQL — the ``Amount`` convention).
 """
@@ -36,27 +36,31 @@ def bulk_insert(conn: Connection, table: str, columns: Sequence[str], rows: Sequ
     conn.exec_driver_sql(f"INSERT INTO {table} ({cols}) VALUES ({marks})", list(rows))
 
 
-def bulk_upsert(conn: Connection, table: str, key: Sequence[str], columns: Sequence[str],
+def bulk_update(conn: Connection, table: str, key: Sequence[str], columns: Sequence[str],
                 rows: Sequence[tuple[Any, ...]]) -> None:
-    """Insert rows, replacing the non-key columns of rows whose key exists."""
+    """Update existing rows (matched on ``key``) with the other ``columns``; rows hold every column."""
     if not rows:
         return
-    cols = ", ".join(columns)
-    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
-    conflict = f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
+    values = [c for c in columns if c not in key]
     if _is_pg(conn):
         raw = _raw(conn)
         tmp = f"_bulk_{table}"
+        cols = ", ".join(columns)
         with raw.cursor() as cur:
             cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {tmp} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
             cur.execute(f"TRUNCATE {tmp}")
             with cur.copy(f"COPY {tmp} ({cols}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
-            cur.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {tmp} {conflict}")
+            sets = ", ".join(f"{c} = s.{c}" for c in values)
+            match = " AND ".join(f"t.{c} = s.{c}" for c in key)
+            cur.execute(f"UPDATE {table} AS t SET {sets} FROM {tmp} AS s WHERE {match}")
         return
-    marks = ", ".join("?" for _ in columns)
-    conn.exec_driver_sql(f"INSERT INTO {table} ({cols}) VALUES ({marks}) {conflict}", list(rows))
+    index = {c: i for i, c in enumerate(columns)}
+    order = [index[c] for c in values] + [index[c] for c in key]
+    sets = ", ".join(f"{c} = ?" for c in values)
+    match = " AND ".join(f"{c} = ?" for c in key)
+    conn.exec_driver_sql(f"UPDATE {table} SET {sets} WHERE {match}", [tuple(r[i] for i in order) for r in rows])
 
 
 def select_in(conn: Connection, sql: str, values: Sequence[Any]) -> list[tuple[Any, ...]]:

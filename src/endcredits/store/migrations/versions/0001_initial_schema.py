@@ -72,6 +72,12 @@ def upgrade() -> None:
     sa.Column('sha256', sa.String(length=64), nullable=False),
     sa.PrimaryKeyConstraint('seq', name=op.f('pk_audit_log'))
     )
+    op.create_table('balances',
+    sa.Column('account_id', sa.Integer(), nullable=False),
+    sa.Column('balance_microunits', endcredits.store.schema.Amount(precision=38, scale=0), nullable=False),
+    sa.Column('last_transfer_id', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('account_id', name=op.f('pk_balances'))
+    )
     op.create_table('carries',
     sa.Column('payee', sa.String(length=200), nullable=False),
     sa.Column('currency', sa.String(length=3), nullable=False),
@@ -105,12 +111,32 @@ def upgrade() -> None:
     sa.Column('value', sa.Text(), nullable=False),
     sa.PrimaryKeyConstraint('key', name=op.f('pk_endcredits_meta'))
     )
+    op.create_table('legs',
+    sa.Column('transfer_id', sa.Integer(), nullable=False),
+    sa.Column('account_id', sa.Integer(), nullable=False),
+    sa.Column('amount_microunits', endcredits.store.schema.Amount(precision=38, scale=0), nullable=False),
+    sa.PrimaryKeyConstraint('transfer_id', 'account_id', name=op.f('pk_legs')),
+    sqlite_with_rowid=False
+    )
+    with op.batch_alter_table('legs', schema=None) as batch_op:
+        batch_op.create_index('ix_legs_account_id', ['account_id'], unique=False)
+
     op.create_table('models',
     sa.Column('id', sa.String(length=200), nullable=False),
     sa.Column('uses', sa.String(length=500), nullable=False),
     sa.Column('description', sa.Text(), nullable=False),
     sa.Column('created_at', sa.String(length=32), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_models'))
+    )
+    op.create_table('outputs',
+    sa.Column('id', sa.String(length=200), nullable=False),
+    sa.Column('model_id', sa.String(length=200), nullable=False),
+    sa.Column('batch_event_id', sa.String(length=200), nullable=False),
+    sa.Column('revenue_microunits', endcredits.store.schema.Amount(precision=38, scale=0), nullable=False),
+    sa.Column('currency', sa.String(length=3), nullable=False),
+    sa.Column('occurred_at', sa.String(length=32), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_outputs')),
+    sqlite_with_rowid=False
     )
     op.create_table('payout_batches',
     sa.Column('id', sa.String(length=200), nullable=False),
@@ -149,25 +175,6 @@ def upgrade() -> None:
     sa.UniqueConstraint('event_id', name=op.f('uq_transfers_event_id')),
     sa.UniqueConstraint('reverses_event_id', name=op.f('uq_transfers_reverses_event_id'))
     )
-    op.create_table('balances',
-    sa.Column('account_id', sa.Integer(), nullable=False),
-    sa.Column('balance_microunits', endcredits.store.schema.Amount(precision=38, scale=0), nullable=False),
-    sa.Column('last_transfer_id', sa.Integer(), nullable=False),
-    sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_balances_account_id_accounts')),
-    sa.PrimaryKeyConstraint('account_id', name=op.f('pk_balances'))
-    )
-    op.create_table('legs',
-    sa.Column('transfer_id', sa.Integer(), nullable=False),
-    sa.Column('account_id', sa.Integer(), nullable=False),
-    sa.Column('amount_microunits', endcredits.store.schema.Amount(precision=38, scale=0), nullable=False),
-    sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_legs_account_id_accounts')),
-    sa.ForeignKeyConstraint(['transfer_id'], ['transfers.id'], name=op.f('fk_legs_transfer_id_transfers')),
-    sa.PrimaryKeyConstraint('transfer_id', 'account_id', name=op.f('pk_legs')),
-    sqlite_with_rowid=False
-    )
-    with op.batch_alter_table('legs', schema=None) as batch_op:
-        batch_op.create_index('ix_legs_account_id', ['account_id'], unique=False)
-
     op.create_table('manifests',
     sa.Column('id', sa.String(length=200), nullable=False),
     sa.Column('model_id', sa.String(length=200), nullable=False),
@@ -193,17 +200,6 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['person_id'], ['people.id'], name=op.f('fk_names_person_id_people')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_names')),
     sa.UniqueConstraint('name', name=op.f('uq_names_name'))
-    )
-    op.create_table('outputs',
-    sa.Column('id', sa.String(length=200), nullable=False),
-    sa.Column('model_id', sa.String(length=200), nullable=False),
-    sa.Column('batch_event_id', sa.String(length=200), nullable=False),
-    sa.Column('revenue_microunits', endcredits.store.schema.Amount(precision=38, scale=0), nullable=False),
-    sa.Column('currency', sa.String(length=3), nullable=False),
-    sa.Column('occurred_at', sa.String(length=32), nullable=False),
-    sa.ForeignKeyConstraint(['model_id'], ['models.id'], name=op.f('fk_outputs_model_id_models')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_outputs')),
-    sqlite_with_rowid=False
     )
     op.create_table('payout_items',
     sa.Column('end_to_end_id', sa.String(length=35), nullable=False),
@@ -290,27 +286,27 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_payout_items_batch_id'))
 
     op.drop_table('payout_items')
-    op.drop_table('outputs')
     op.drop_table('names')
     with op.batch_alter_table('manifests', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_manifests_model_id'))
 
     op.drop_table('manifests')
+    op.drop_table('transfers')
+    op.drop_table('people')
+    op.drop_table('payout_batches')
+    op.drop_table('outputs')
+    op.drop_table('models')
     with op.batch_alter_table('legs', schema=None) as batch_op:
         batch_op.drop_index('ix_legs_account_id')
 
     op.drop_table('legs')
-    op.drop_table('balances')
-    op.drop_table('transfers')
-    op.drop_table('people')
-    op.drop_table('payout_batches')
-    op.drop_table('models')
     op.drop_table('endcredits_meta')
     with op.batch_alter_table('consent_grants', schema=None) as batch_op:
         batch_op.drop_index('ix_consent_grants_subject')
 
     op.drop_table('consent_grants')
     op.drop_table('carries')
+    op.drop_table('balances')
     op.drop_table('audit_log')
     op.drop_table('agreements')
     with op.batch_alter_table('accrual_batches', schema=None) as batch_op:
