@@ -363,6 +363,23 @@ def manifest_build(
         f"manifest {m.id}: {len(m.included)} works included, {len(m.excluded)} excluded, root {m.merkle_root}")
 
 
+@manifest_app.command("list")
+def manifest_list(ctx: typer.Context, model: Annotated[str | None, typer.Option()] = None, as_json: JsonOpt = False) -> None:
+    """Manifests, newest first, with their roots and counts."""
+    from endcredits.store.schema import manifests
+
+    with _store(ctx) as store, store.read() as conn:
+        q = select(manifests).order_by(manifests.c.created_at.desc(), manifests.c.id)
+        rows = conn.execute(q.where(manifests.c.model_id == model) if model else q).all()
+    data = [{"manifest_id": r.id, "model": r.model_id, "uses": r.uses.split(","), "as_of": r.as_of,
+             "merkle_root": r.merkle_root, "included": r.included_count, "excluded": r.excluded_count} for r in rows]
+    if as_json:
+        _print_json({"manifests": data})
+    else:
+        _table("manifests", ["id", "model", "as of", "root", "included", "excluded"],
+               [[d["manifest_id"], d["model"], d["as_of"], d["merkle_root"][:16], d["included"], d["excluded"]] for d in data])
+
+
 @manifest_app.command("show")
 def manifest_show(ctx: typer.Context, manifest_id: str, as_json: JsonOpt = False) -> None:
     """A manifest's root, counts and excluded works with reasons."""

@@ -56,7 +56,7 @@ class AccrualSummary:
     posted_microunits: int  # to payable accounts
     escrow_microunits: int  # to escrow accounts
     suspense_delta_microunits: int
-    groups: tuple[str, ...]  # transfer event ids, one per (currency, period)
+    groups: tuple[str, ...]  # one id per (currency, period) group; a group whose pools are all 0 posts no transfer
 
 
 def _group_event_id(event_id: str, currency: str, period: str) -> str:

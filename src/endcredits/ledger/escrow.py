@@ -2,8 +2,9 @@
 
 Held under ``escrow:person:ID`` (a person not yet verified), ``escrow:name:ID`` (a credited name no
 person has claimed) or ``escrow:work:ID`` (a work nobody is credited on). It is never redistributed.
-Claiming moves the whole balance, and the carried sub-microunit fraction with it, to the verified
-person's payable account in one audited transfer (``escrow_claim``).
+Claiming moves the whole balance to the verified person's payable account in one audited transfer
+(``escrow_claim``). Carried sub-microunit fractions belong to payees, not accounts, so they stay where they
+are: once a name is claimed, its later residuals (fraction included) are routed to the person.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """``endcredits verify``: re-derive everything the ledger claims and report any difference.
 
-Checks, in order: the audit hash chain; every transfer balances and has its audit entry; the balance
-table equals the sum of legs; no account that may not go negative is negative; every currency's
+Checks, in order: the audit hash chain; every transfer balances and has its audit entry; every leg,
+balance and output refers to a transfer, account or model that exists (those tables have no foreign
+keys, for speed); the balance table equals the sum of legs; no account that may not go negative is negative; every currency's
 balances sum to zero; suspense equals the carried fractions; every evidence file is intact and its
 lines add up to its batch's pool exactly; payout clearing equals the pending items.
 """

@@ -82,7 +82,9 @@ def create_payout_batch(
         for r in conn.execute(q):
             _minor, dust = to_minor_units(r.balance_microunits, currency)
             amount = r.balance_microunits - dust  # whole minor units; the dust stays on the balance
-            if r.verified_at is None or amount <= 0 or amount < threshold_microunits:
+            if r.verified_at is None:
+                continue  # not yet verified: their money waits in escrow, not here
+            if amount <= 0 or amount < threshold_microunits:
                 below += 1 if r.balance_microunits > 0 else 0
                 continue
             if not r.iban:

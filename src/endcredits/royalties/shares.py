@@ -125,7 +125,7 @@ def pool_of(revenue_microunits: int, agreement: Agreement) -> int:
     The sub-microunit below the pool rate stays with the operator: at most one microunit per output.
     """
     if revenue_microunits < 0:
-        raise ValidationError(f"revenue {revenue_microunits} is negative; refunds are reversals, not negative revenue")
+        raise ValidationError(f"negative revenue {revenue_microunits}: revenue must be >= 0 (refunds are not accrued as negative revenue)")
     if revenue_microunits > REVENUE_PER_OUTPUT_MICROUNITS_MAX:
         raise ValidationError(f"revenue {revenue_microunits} exceeds REVENUE_PER_OUTPUT_MICROUNITS_MAX")
     rate = agreement.pool_rate

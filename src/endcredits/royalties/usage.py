@@ -92,12 +92,14 @@ class UsageBatch:
             if isinstance(rev, bool) or not isinstance(rev, int):
                 raise ValidationError("revenue must be integer microunits")
             if rev < 0:
-                raise ValidationError(f"negative revenue {rev}: refunds are reversals, not negative revenue")
+                raise ValidationError(f"negative revenue {rev}: revenue must be >= 0 (refunds are not accrued as negative revenue)")
         for ccy in set(self.currencies):
             check_currency(ccy)
 
     def content_sha256(self) -> str:
-        """What makes two batches the same: every output field and every line, decoded."""
+        """What makes two batches the same: every output field, the dictionaries, and every line's codes
+        and weight. A retry sends the same batch the same way; a batch rebuilt with its dictionaries in
+        another order is treated as other content (a ConflictError, never a double payment)."""
         h = hashlib.sha256()
         for column in (self.output_ids, self.model_ids, [str(r) for r in self.revenue_microunits], self.currencies,
                        self.occurred_at, self.payees, self.works, self.roles):

@@ -1,8 +1,8 @@
 """The schema, as SQLAlchemy Core tables. Migrations in ``store/migrations`` create exactly this.
 
 Conventions: money columns are ``Amount`` (exact integers of microunits, beyond int64); times are
-ISO-8601 UTC text (``2026-11-21T20:10:48.000000Z``) so that a replay writes the same bytes on every
-backend; ids given by callers are text up to ``ID_LENGTH_MAX``.
+ISO-8601 UTC text (``2026-11-21T20:10:48.000000Z``), the same on every backend (they record when a row
+was written, so a replay differs from the original in its times, never in its amounts); ids given by callers are text up to ``ID_LENGTH_MAX``.
 
 Hot tables (``legs``, ``balances``, ``outputs``) carry no foreign keys: an accrual writes 10^5 rows to
 each, and PostgreSQL's per-row foreign-key triggers measured 20 us a row here, four times the insert.
