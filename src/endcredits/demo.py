@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import hashlib
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,13 +151,15 @@ def _manifest_texts(store: Store, manifest: ManifestRecord, tunes: Sequence[AbcT
     return texts
 
 
-def _scores(lm: TrainedLM, work_texts: Sequence[str], output_texts: Sequence[str], *, k: int, seed: int,
-            progress: Callable[[str], None] | None = None) -> np.ndarray:
-    def tick(done: int, total: int, what: str) -> None:
-        if progress and (done == total or done % 2000 < 64):
-            progress(f"  featurized {done}/{total} {what}")
+StepProgress = Callable[[str, float, float], None]
+"""``(task, done, total)``: how far a long step has come (the CLI draws a progress bar from it)."""
 
-    work_f = featurize(lm, work_texts, k=k, seed=seed, progress=lambda d: tick(d, len(work_texts), "training tunes"))
+
+def _scores(lm: TrainedLM, work_texts: Sequence[str], output_texts: Sequence[str], *, k: int, seed: int,
+            step: StepProgress | None = None) -> np.ndarray:
+    total = len(work_texts)
+    work_f = featurize(lm, work_texts, k=k, seed=seed,
+                       progress=(lambda d: step("featurizing training tunes", d, total)) if step else None)
     out_f = featurize(lm, output_texts, k=k, seed=seed)
     return tracin_scores(out_f, work_f)
 
@@ -273,8 +276,9 @@ def _earners(store: Store, top_n: int) -> list[dict[str, Any]]:
 
 
 def run_demo(data_dir: Path | None, db_url: str | None, *, outputs_n: int = 60, train_s: float = 60.0, seed: int = 0,
-             tunes_max: int | None = None, k: int = 256, progress: Callable[[str], None] = lambda _m: None) -> DemoSummary:
-    import time
+             tunes_max: int | None = None, k: int = 256, progress: Callable[[str], None] = lambda _m: None,
+             step: StepProgress | None = None) -> DemoSummary:
+
 
     timings: dict[str, float] = {}
     clock = time.monotonic()
@@ -316,7 +320,10 @@ def run_demo(data_dir: Path | None, db_url: str | None, *, outputs_n: int = 60, 
         lap("manifest")
 
         progress(f"training a character-level LM on {len(texts)} tunes for up to {train_s:.0f} s on CPU…")
-        lm = train_char_lm(texts, seed=seed, steps_max=100_000, time_s_max=train_s)
+        started = time.monotonic()
+        lm = train_char_lm(texts, seed=seed, steps_max=100_000, time_s_max=train_s,
+                           progress=(lambda _i, _loss: step("training", min(time.monotonic() - started, train_s), train_s))
+                           if step else None)
         models_dir = store.data_dir / "models"
         models_dir.mkdir(parents=True, exist_ok=True)
         checkpoint = models_dir / f"{MODEL_ID}.pt"
@@ -336,7 +343,7 @@ def run_demo(data_dir: Path | None, db_url: str | None, *, outputs_n: int = 60, 
                          (start + dt.timedelta(seconds=times[i])).strftime("%Y-%m-%dT%H:%M:%SZ")) for i in range(outputs_n)]
         lap("generate")
         progress(f"generated {outputs_n} tunes; attributing each to {len(texts)} training tunes (k={k})…")
-        scores = _scores(lm, texts, samples, k=k, seed=seed, progress=progress)
+        scores = _scores(lm, texts, samples, k=k, seed=seed, step=step)
         lap("attribute")
 
         half = max(1, outputs_n // 2)

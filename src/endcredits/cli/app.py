@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy import func, select
 from typer.core import TyperGroup
@@ -694,13 +695,23 @@ def demo_cmd(
     from endcredits.demo import run_demo
 
     where: _Where = ctx.obj
-    progress: Callable[[str], None] = (lambda _m: None) if as_json else (lambda m: _console().print(f"[dim]{m}[/dim]"))
-    summary = run_demo(where.data, where.db, outputs_n=outputs, train_s=train_seconds, seed=seed, tunes_max=tunes,
-                       progress=progress)
     if as_json:
+        summary = run_demo(where.data, where.db, outputs_n=outputs, train_s=train_seconds, seed=seed, tunes_max=tunes)
         _print_json(summary.to_json())
-    else:
-        summary.print(_console())
+        return
+    console = _console()
+    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as bars:
+        tasks: dict[str, Any] = {}
+
+        def step(name: str, done: float, total: float) -> None:
+            if name not in tasks:
+                tasks[name] = bars.add_task(name, total=total)
+            bars.update(tasks[name], completed=done)
+
+        summary = run_demo(where.data, where.db, outputs_n=outputs, train_s=train_seconds, seed=seed, tunes_max=tunes,
+                           progress=lambda m: console.print(f"[dim]{m}[/dim]"), step=step)
+    summary.print(console)
 
 
 def main() -> None:
