@@ -108,7 +108,7 @@ class _Plan:
 
 
 def _plan_group(conn: Connection, event_id: str, usage: UsageBatch, agreement: Agreement, currency: str,
-                period: str) -> _Plan:
+                period: str, carry_overrides: dict[str, int]) -> _Plan:
     rate = agreement.pool_rate
     pools = [r * rate.numerator // rate.denominator for r in usage.revenue_microunits]  # = pool_of, revenue checked
     split = split_batch(pools, usage.offsets, usage.weights, tie_keys(usage))
@@ -116,9 +116,11 @@ def _plan_group(conn: Connection, event_id: str, usage: UsageBatch, agreement: A
     codes = usage.payee_codes
     n_codes = len(usage.payees)
     used = np.flatnonzero(np.bincount(codes, minlength=n_codes))
-    micro_sum = np.zeros(n_codes, dtype=np.int64)
+    # A payee's whole microunits in one group can pass 2^63 only if the pools do: then sum in Python ints.
+    big = sum(pools) > (1 << 62)
+    micro_sum = np.zeros(n_codes, dtype=object if big else np.int64)
     sub_sum = np.zeros(n_codes, dtype=np.int64)
-    np.add.at(micro_sum, codes, split.microunits)
+    np.add.at(micro_sum, codes, split.microunits.astype(object) if big else split.microunits)
     np.add.at(sub_sum, codes, split.subunits)
     micro_sum, sub_sum = micro_sum[used], sub_sum[used]
     payees = [usage.payees[c] for c in used.tolist()]
@@ -129,8 +131,12 @@ def _plan_group(conn: Connection, event_id: str, usage: UsageBatch, agreement: A
                                      payees):
         carry_in[position[payee]] = subunits
         carried_before.add(payee)
+    for payee, subunits in carry_overrides.items():  # a dry run's earlier groups, not written
+        if payee in position:
+            carry_in[position[payee]] = subunits
+            carried_before.add(payee)
     total_sub = carry_in + sub_sum  # < (lines + 1) * 2^32: fits int64 for any batch within limits
-    posted_each = micro_sum + (total_sub >> SUBUNIT_BITS)
+    posted_each = micro_sum + (total_sub >> SUBUNIT_BITS).astype(micro_sum.dtype)
     carry_out = total_sub & (SUBUNITS_PER_MICROUNIT - 1)
     routes = payee_routes(conn, payees)
     accounts_of = [f"{routes[p][0]}:{routes[p][1]}:{currency}" for p in payees]  # = account_key(...)
@@ -231,7 +237,8 @@ def _accrue_in(store: Store, usage: UsageBatch, agreement: Agreement, event_id: 
         try:
             for gi, (currency, period) in enumerate(keys):
                 sub = usage.select(np.flatnonzero(out_group == gi))
-                plan = _plan_group(conn, event_id, sub, agreement, currency, period)
+                overrides = {p: c for plan_ in plans if plan_.currency == currency for p, c in plan_.carries} if dry_run else {}
+                plan = _plan_group(conn, event_id, sub, agreement, currency, period, overrides)
                 plans.append(plan)
                 if dry_run:
                     continue
@@ -258,13 +265,13 @@ def _write_group(store: Store, conn: Connection, event_id: str, content: str, ag
 
     def write() -> None:
         try:
-            result["sha"] = write_evidence(path, _evidence_table(event_id, plan))
+            # accrue holds the write lock and found no batch row for this id: a file here is an orphan.
+            result["sha"] = write_evidence(path, _evidence_table(event_id, plan), replace_orphan=True)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread and re-raised there
             result["error"] = exc
 
     writer = threading.Thread(target=write, name="endcredits-evidence")
     writer.start()
-    written.append(path)
     try:
         if plan.legs:  # a group whose pools are all 0 moves no money: its outputs are still recorded
             post_transfer(conn, TransferRequest(
@@ -280,6 +287,8 @@ def _write_group(store: Store, conn: Connection, event_id: str, content: str, ag
                              amount_params(conn, sub.revenue_microunits), sub.currencies, sub.occurred_at)))
     finally:
         writer.join()
+        if "sha" in result:
+            written.append(path)  # only a file this call wrote is removed if the transaction fails
     if "error" in result:
         raise result["error"]  # type: ignore[misc]
     sha = str(result["sha"])

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,10 +64,15 @@ def create_payout_batch(
         raise ValidationError(
             f"payout batch id {batch_id!r} must be a pain.001 message id: 1-35 letters, digits or '-'"
         )
+    # Bank files are written to a staging folder and moved into payouts/<batch id> only after the
+    # transaction that moves the money has committed: a file an operator can pick up always has its
+    # ledger transfer, and a failed attempt leaves nothing a bank could be sent.
     out_dir = store.data_dir / "payouts" / batch_id
+    staging = store.data_dir / "payouts" / ".staging" / batch_id
     with store.write() as conn:
         prior = conn.execute(select(payout_batches).where(payout_batches.c.id == batch_id)).first()
         if prior is not None:
+            _publish(staging, out_dir)  # a crash between commit and publishing is finished here
             items = conn.execute(select(payout_items).where(payout_items.c.batch_id == batch_id)).all()
             return PayoutBatchResult(batch_id, "exists", prior.currency, tuple(
                 PayoutPlanItem(i.person_id, "", i.amount_microunits, i.end_to_end_id) for i in items),
@@ -108,28 +115,41 @@ def create_payout_batch(
         legs[account_key("clearing", currency, "payouts")] = total
         post_transfer(conn, TransferRequest(event_id=f"payout/{batch_id}", code="payout_sent", currency=currency,
                                             legs=legs, memo={"batch": batch_id}), at=at)
-        out_dir.mkdir(parents=True, exist_ok=False)
-        try:
-            pain_path: Path | None = out_dir / "pain001.xml" if pain is not None else None
-            csv_path = out_dir / "payouts.csv"
-            if pain is not None and pain_path is not None:
-                pain_path.write_bytes(pain)
-            csv_path.write_bytes(csv_bytes)
-            conn.execute(payout_batches.insert().values(
-                id=batch_id, currency=currency, status="pending", item_count=len(plan), total_microunits=total,
-                pain001_path=str(pain_path) if pain_path else None, csv_path=str(csv_path), created_at=at))
-            conn.execute(payout_items.insert(), [
-                {"end_to_end_id": p.end_to_end_id, "batch_id": batch_id, "person_id": p.person_id,
-                 "amount_microunits": p.amount_microunits, "status": "pending", "resolved_at": None} for p in plan])
-            append_audit(conn, "payout.created", batch_id, {
-                "items": len(plan), "total": str(total), "csv_sha256": hashlib.sha256(csv_bytes).hexdigest(),
-                "pain001_sha256": hashlib.sha256(pain).hexdigest() if pain is not None else None}, at=at)
-        except BaseException:
-            for f in out_dir.glob("*"):
-                f.unlink()
-            out_dir.rmdir()
-            raise
+        if out_dir.exists():
+            raise ConflictError(f"{out_dir} exists but no payout batch {batch_id} was recorded: move it aside and retry")
+        # No batch row and the write lock held: anything staged for this id is from an attempt that never
+        # committed, and was never where an operator could take it.
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        pain_path: Path | None = out_dir / "pain001.xml" if pain is not None else None
+        csv_path = out_dir / "payouts.csv"
+        if pain is not None:
+            _write_durably(staging / "pain001.xml", pain)
+        _write_durably(staging / "payouts.csv", csv_bytes)
+        conn.execute(payout_batches.insert().values(
+            id=batch_id, currency=currency, status="pending", item_count=len(plan), total_microunits=total,
+            pain001_path=str(pain_path) if pain_path else None, csv_path=str(csv_path), created_at=at))
+        conn.execute(payout_items.insert(), [
+            {"end_to_end_id": p.end_to_end_id, "batch_id": batch_id, "person_id": p.person_id,
+             "amount_microunits": p.amount_microunits, "status": "pending", "resolved_at": None} for p in plan])
+        append_audit(conn, "payout.created", batch_id, {
+            "items": len(plan), "total": str(total), "csv_sha256": hashlib.sha256(csv_bytes).hexdigest(),
+            "pain001_sha256": hashlib.sha256(pain).hexdigest() if pain is not None else None}, at=at)
+    _publish(staging, out_dir)
     return PayoutBatchResult(batch_id, "created", currency, tuple(plan), total, below, missing, pain_path, csv_path)
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    with path.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _publish(staging: Path, out_dir: Path) -> None:
+    """Move a committed batch's files from staging into place (once; a no-op when already there)."""
+    if staging.exists() and not out_dir.exists():
+        staging.rename(out_dir)
 
 
 @dataclass(frozen=True)

@@ -76,16 +76,20 @@ class Store:
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """One database transaction for a write; writers are serialized so the audit chain stays linear."""
-        with self.engine.connect() as conn:
-            conn.info["endcredits_write"] = True
-            with conn.begin():
-                if self.backend == "postgresql":
-                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_WRITE_LOCK})
-                yield conn
+        # An execution option belongs to this Connection, unlike conn.info, which stays with the pooled
+        # DBAPI connection and would turn later reads into write-locking transactions.
+        with self.engine.connect().execution_options(endcredits_write=True) as conn, conn.begin():
+            if self.backend == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_WRITE_LOCK})
+            yield conn
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
+        """A read-only view; on PostgreSQL one snapshot (REPEATABLE READ), so verify and statements see
+        the ledger as of one moment even while batches commit (SQLite reads are one snapshot anyway)."""
         with self.engine.connect() as conn:
+            if self.backend == "postgresql":
+                conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
             yield conn
 
     def dispose(self) -> None:
@@ -121,7 +125,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 def _sqlite_begin(conn: Connection) -> None:
     # A writer takes the write lock up front, so it never fails half-way on a busy database.
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("endcredits_write") else "BEGIN")
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("endcredits_write") else "BEGIN")
 
 
 def _make_engine(url: str) -> Engine:

@@ -59,19 +59,23 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def write_evidence(path: Path, table: pa.Table) -> str:
-    """Write the table durably (fsync) and return the file's SHA-256. Refuses to overwrite."""
+def write_evidence(path: Path, table: pa.Table, *, replace_orphan: bool = False) -> str:
+    """Write the table durably (fsync) and return the file's SHA-256.
+
+    Refuses to overwrite, except an orphan: a file left by an attempt whose transaction never committed,
+    which only the caller can know (it holds the write lock and found no batch row for this path).
+    """
     if table.schema != EVIDENCE_SCHEMA:
         raise EvidenceError(f"evidence table has schema {table.schema}, expected the evidence schema")
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
+    if path.exists() and not replace_orphan:
         raise EvidenceError(f"evidence file {path} already exists; it is never overwritten")
     tmp = path.with_suffix(".partial")
     # lz4 without column statistics: 2.6x faster to write than zstd here, and the files are read whole.
     pq.write_table(table, tmp, compression="lz4", row_group_size=1 << 20, use_dictionary=True, write_statistics=False)
     with tmp.open("rb") as f:
         os.fsync(f.fileno())
-    tmp.rename(path)
+    tmp.replace(path)
     return file_sha256(path)
 
 

@@ -1,0 +1,139 @@
+"""Failures between the files and the commit, concurrent reads, and edge amounts — on both backends."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from sqlalchemy import event, select
+
+from endcredits.ledger.accrue import accrue
+from endcredits.ledger.verify import verify
+from endcredits.limits import REVENUE_PER_OUTPUT_MICROUNITS_MAX
+from endcredits.payouts.batches import create_payout_batch
+from endcredits.payouts.files import Debtor
+from endcredits.payouts.iban import make_test_iban
+from endcredits.store.engine import Store, init_store
+from endcredits.store.registry import set_payout_account
+from endcredits.store.schema import payout_batches
+from helpers_money import agreement, balances, evidence_files, on_time, people, register_model, usage
+
+DEBTOR = Debtor(name="operator", iban=make_test_iban("DE", 1), bic="TESTDEFFXXX")
+
+
+class CommitFailed(Exception):
+    pass
+
+
+@contextmanager
+def failing_commit(store: Store) -> Iterator[None]:
+    """The next commit fails, as a crash or a lost connection at commit would."""
+    state = {"armed": True}
+
+    def fail(_conn: object) -> None:
+        if state["armed"]:
+            state["armed"] = False
+            raise CommitFailed("simulated commit failure")
+
+    event.listen(store.engine, "commit", fail)
+    try:
+        yield
+    finally:
+        event.remove(store.engine, "commit", fail)
+
+
+def test_a_failed_commit_leaves_no_bank_file_and_the_batch_can_be_retried(store: Store) -> None:
+    (pid,) = people(store, "payee")
+    with store.write() as conn:
+        set_payout_account(conn, pid, iban=make_test_iban("DE", 7), bic="TESTDEFFXXX")
+    register_model(store)
+    accrue(store, usage([("o1", 10_000_000_000, on_time(1), [(f"person:{pid}", 1)])]), agreement(pool_rate="0.5"),
+           event_id="b1")
+
+    def pay(batch_id: str) -> object:
+        return create_payout_batch(store, batch_id=batch_id, currency="EUR", threshold_microunits=0, debtor=DEBTOR,
+                                   execution_date=dt.date(2026, 12, 1))
+
+    with failing_commit(store), pytest.raises(CommitFailed):
+        pay("PAY-1")
+    # Nothing an operator could send to a bank, and the money is still owed.
+    assert not (store.data_dir / "payouts" / "PAY-1").exists()
+    assert balances(store)[f"payable:person:{pid}:EUR"] == 5_000_000_000
+    retried = pay("PAY-1")
+    assert retried.status == "created"  # type: ignore[attr-defined]
+    assert (store.data_dir / "payouts" / "PAY-1" / "pain001.xml").exists()
+    assert pay("PAY-2").status == "empty"  # type: ignore[attr-defined]
+    with store.read() as conn:
+        assert [r.id for r in conn.execute(select(payout_batches.c.id))] == ["PAY-1"]
+    assert verify(store).ok
+
+
+def test_a_failed_commit_leaves_an_orphan_evidence_file_that_the_retry_replaces(store: Store) -> None:
+    (pid,) = people(store, "payee")
+    register_model(store)
+    batch = usage([("o1", 1_000_000, on_time(3), [(f"person:{pid}", 1)])])
+    with failing_commit(store), pytest.raises(CommitFailed):
+        accrue(store, batch, agreement(), event_id="b1")
+    assert len(evidence_files(store)) == 1  # the orphan: written, never committed
+    assert accrue(store, batch, agreement(), event_id="b1").status == "created"
+    assert len(evidence_files(store)) == 1
+    assert accrue(store, batch, agreement(), event_id="b1").status == "exists"
+    assert verify(store).ok
+
+
+def test_a_read_after_a_write_does_not_hold_the_sqlite_write_lock(tmp_path: Path) -> None:
+    # SQLite only: its write lock is the one a read could wrongly take (PostgreSQL's case is the snapshot test).
+    store = init_store(tmp_path / "data", None)
+    people(store, "someone")  # a write on a pooled connection
+    db_file = store.data_dir / "endcredits.sqlite3"
+    with store.read() as conn:
+        conn.execute(select(payout_batches.c.id)).all()
+        other = sqlite3.connect(db_file, timeout=0.2, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # would raise "database is locked" if the read held it
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
+    store.dispose()
+
+
+def test_verify_reads_one_snapshot(store: Store) -> None:
+    (pid,) = people(store, "p")
+    register_model(store)
+    accrue(store, usage([("o1", 3, on_time(1), [(f"person:{pid}", 1), ("person:1", 1)])]), agreement(pool_rate="1"),
+           event_id="b1")
+    with store.read() as reader:
+        before = reader.execute(select(payout_batches.c.id)).all()
+        # A batch commits while the read is open; the open read must not see half of it.
+        accrue(store, usage([("o2", 5, on_time(1), [(f"person:{pid}", 1)])]), agreement(pool_rate="1"), event_id="b2")
+        from endcredits.store.schema import outputs
+
+        seen = {r.id for r in reader.execute(select(outputs.c.id))}
+    assert before == [] and seen == {"o1"}
+    assert verify(store).ok
+
+
+def test_a_payee_owed_more_than_int64_in_one_batch(store: Store) -> None:
+    (pid,) = people(store, "a")
+    register_model(store)
+    big = REVENUE_PER_OUTPUT_MICROUNITS_MAX
+    batch = usage([(f"o{i}", big, on_time(1), [(f"person:{pid}", 1)]) for i in range(3)])
+    s = accrue(store, batch, agreement(pool_rate="1"), event_id="b1")
+    assert s.posted_microunits == 3 * big > (1 << 63)
+    assert balances(store)[f"payable:person:{pid}:EUR"] == 3 * big
+    assert verify(store).ok
+
+
+def test_a_dry_run_over_several_months_reports_what_the_real_run_posts(store: Store, tmp_path: Path) -> None:
+    payees = [f"person:{p}" for p in people(store, "x", "y", "z")]
+    register_model(store)
+    batch = usage([("o1", 2, on_time(1), [(p, 1) for p in payees]), ("o2", 2, on_time(2), [(p, 1) for p in payees])])
+    ag = agreement(pool_rate="1")
+    dry = accrue(store, batch, ag, event_id="b1", dry_run=True)
+    real = accrue(store, batch, ag, event_id="b1")
+    assert (dry.posted_microunits, dry.escrow_microunits, dry.suspense_delta_microunits) == (
+        real.posted_microunits, real.escrow_microunits, real.suspense_delta_microunits)
