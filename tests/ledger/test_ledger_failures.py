@@ -137,3 +137,29 @@ def test_a_dry_run_over_several_months_reports_what_the_real_run_posts(store: St
     real = accrue(store, batch, ag, event_id="b1")
     assert (dry.posted_microunits, dry.escrow_microunits, dry.suspense_delta_microunits) == (
         real.posted_microunits, real.escrow_microunits, real.suspense_delta_microunits)
+
+
+def test_verify_replays_the_evidence_into_legs_and_carries(store: Store) -> None:
+    from sqlalchemy import text
+
+    a, b = people(store, "a", "b")
+    register_model(store)
+    accrue(store, usage([("o1", 10, on_time(1), [(f"person:{a}", 1), (f"person:{b}", 2)])]), agreement(pool_rate="1"),
+           event_id="b1")
+    assert verify(store).ok
+    with store.write() as conn:
+        conn.execute(text("UPDATE carries SET subunits = subunits + 1 WHERE payee = :p"), {"p": f"person:{a}"})
+    assert any("replays to" in problem for problem in verify(store).problems)
+    with store.write() as conn:
+        conn.execute(text("UPDATE carries SET subunits = subunits - 1 WHERE payee = :p"), {"p": f"person:{a}"})
+        # Move one microunit from b's leg to a's, and their balances with it: every sum still agrees,
+        # only the evidence says otherwise.
+        ids = {k: i for k, i in conn.execute(text("SELECT key, id FROM accounts"))}
+        for key, delta in ((f"payable:person:{a}:EUR", 1), (f"payable:person:{b}:EUR", -1)):
+            for table in ("legs", "balances"):
+                column = "amount_microunits" if table == "legs" else "balance_microunits"
+                value = conn.execute(text(f"SELECT {column} FROM {table} WHERE account_id = :i"), {"i": ids[key]}).scalar_one()
+                conn.execute(text(f"UPDATE {table} SET {column} = :v WHERE account_id = :i"),
+                             {"v": str(int(value) + delta) if store.backend == "sqlite" else int(value) + delta, "i": ids[key]})
+    problems = verify(store).problems
+    assert any("legs differ from what its evidence posts" in problem for problem in problems), problems

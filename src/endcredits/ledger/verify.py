@@ -4,7 +4,8 @@ Checks, in order: the audit hash chain; every transfer balances and has its audi
 balance and output refers to a transfer, account or model that exists (those tables have no foreign
 keys, for speed); the balance table equals the sum of legs; no account that may not go negative is negative; every currency's
 balances sum to zero; suspense equals the carried fractions; every evidence file is intact and its
-lines add up to its batch's pool exactly; payout clearing equals the pending items.
+lines add up to its batch's pool exactly; replaying the evidence in posting order reproduces every
+accrual's legs and, at the end, every payee's carried fraction; payout clearing equals the pending items.
 """
 
 from __future__ import annotations
@@ -110,8 +111,22 @@ def verify(store: Store) -> VerifyReport:
                 p.append(f"suspense:{currency} holds {suspense.get(currency, 0)} microunits but carried fractions "
                          f"add up to {carried.get(currency, 0)} / 2^32")
 
+        # Replay every accrual from its evidence alone, in posting order: each batch's lines must add up
+        # to its pool, its per-payee whole microunits (after carry-forward) to its transfer's legs, and
+        # the fractions left at the end to the carries table (invariant 6: everything re-derivable).
         n_files = 0
-        for b in conn.execute(select(accrual_batches)):
+        running: dict[tuple[str, str], int] = {}
+        key_of = {i: row.key for i, row in acct.items()}
+        legs_by_transfer: dict[str, dict[str, int]] = {}
+        for event_id, account_id, amount in conn.execute(
+                select(transfers.c.event_id, legs.c.account_id, legs.c.amount_microunits)
+                .join(transfers, transfers.c.id == legs.c.transfer_id).where(transfers.c.code == "accrual")):
+            legs_by_transfer.setdefault(event_id, {})[key_of.get(account_id, f"?{account_id}")] = amount
+        batches = conn.execute(
+            select(accrual_batches, transfers.c.id.label("transfer_id"))
+            .join(transfers, transfers.c.event_id == accrual_batches.c.transfer_event_id, isouter=True)
+            .order_by(transfers.c.id.is_(None), transfers.c.id, accrual_batches.c.created_at)).all()
+        for b in batches:
             n_files += 1
             try:
                 table = read_evidence(store.data_dir / b.evidence_path, expected_sha256=b.evidence_sha256)
@@ -122,6 +137,31 @@ def verify(store: Store) -> VerifyReport:
             sub = sum(table["amount_subunits"].to_pylist())
             if micro * SUBUNITS_PER_MICROUNIT + sub != b.pool_microunits * SUBUNITS_PER_MICROUNIT:
                 p.append(f"evidence of {b.event_id} adds up to {micro} + {sub}/2^32, not its pool {b.pool_microunits}")
+            per_payee: dict[str, tuple[str, int]] = {}
+            for payee, account, m, su in zip(table["payee"].to_pylist(), table["account"].to_pylist(),
+                                             table["amount_microunits"].to_pylist(), table["amount_subunits"].to_pylist()):
+                _, total = per_payee.get(payee, (account, 0))
+                per_payee[payee] = (account, total + m * SUBUNITS_PER_MICROUNIT + su)
+            expected: dict[str, int] = {}
+            for payee, (account, amount) in per_payee.items():
+                before = running.get((payee, b.currency), 0)
+                running[(payee, b.currency)] = before + amount
+                whole = (before + amount) // SUBUNITS_PER_MICROUNIT - before // SUBUNITS_PER_MICROUNIT
+                if whole:
+                    expected[account] = expected.get(account, 0) + whole
+            posted = {k: v for k, v in legs_by_transfer.get(b.transfer_event_id, {}).items()
+                      if not k.startswith(("pool:", "suspense:"))}
+            if posted != expected:
+                wrong = sorted(set(posted) ^ set(expected) | {k for k in posted if posted.get(k) != expected.get(k)})
+                p.append(f"accrual {b.event_id}: legs differ from what its evidence posts, e.g. account {wrong[0]} "
+                         f"(ledger {posted.get(wrong[0], 0)}, evidence {expected.get(wrong[0], 0)})")
+        stored_carries = {(r.payee, r.currency): r.subunits for r in conn.execute(select(carries))}
+        for payee_ccy in sorted(set(running) | set(stored_carries)):
+            want = running.get(payee_ccy, 0) % SUBUNITS_PER_MICROUNIT
+            if stored_carries.get(payee_ccy, 0) != want:
+                p.append(f"carry of {payee_ccy[0]} in {payee_ccy[1]} is {stored_carries.get(payee_ccy, 0)}/2^32; "
+                         f"the evidence replays to {want}/2^32")
+                break
         report.checked["evidence_files"] = n_files
 
         pending = conn.execute(select(payout_batches.c.currency, payout_items.c.amount_microunits).join(
