@@ -102,3 +102,31 @@ def test_claiming_a_name_moves_its_escrow_once_with_an_audited_transfer(world: W
     assert balances(store)[f"payable:person:{bob_person}:EUR"] > held
     report = verify(store)
     assert report.ok, report.problems
+
+
+def test_money_held_for_a_work_nobody_was_credited_on_is_released_once_someone_is(store: Store) -> None:
+    from endcredits.ledger.escrow import release_work_escrow
+    from endcredits.store.registry import CreditIn, add_credits
+
+    w = World(store)
+    ag = agreement(pool_rate="0.5")
+    accrue(store, w.usage([("o1", 10**9 + 1, on_time(1), {w.orphan: 1.0})], ag), ag, event_id="b1")
+    held = balances(store)[f"escrow:work:{w.orphan}:EUR"]
+    assert held > 0
+    with pytest.raises(ConsentError, match="credits nobody"):
+        release_work_escrow(store, w.orphan, ag)
+    # Alice (verified) and Bob's unclaimed name are credited later, 1:2.
+    with store.write() as conn:
+        add_credits(conn, [CreditIn(w.orphan, f"person:{w.alice}", "endcredits:composer", 1),
+                           CreditIn(w.orphan, f"name:{w.bob}", "endcredits:composer", 2)])
+    before = balances(store)
+    released = release_work_escrow(store, w.orphan, ag)
+    after = balances(store)
+    assert released.moved_microunits == {"EUR": held}
+    assert after.get(f"escrow:work:{w.orphan}:EUR", 0) == 0
+    gained_alice = after[f"payable:person:{w.alice}:EUR"] - before.get(f"payable:person:{w.alice}:EUR", 0)
+    gained_bob = after[f"escrow:name:{w.bob}:EUR"] - before.get(f"escrow:name:{w.bob}:EUR", 0)
+    assert gained_alice + gained_bob == held
+    assert abs(gained_alice * 3 - held) < 3 and abs(gained_bob * 3 - 2 * held) < 3  # each within a microunit
+    assert release_work_escrow(store, w.orphan, ag).moved_microunits == {}  # nothing twice
+    assert verify(store).ok

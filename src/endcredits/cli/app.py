@@ -665,6 +665,19 @@ def escrow_claim(ctx: typer.Context, person: Annotated[int, typer.Option()],
     _console().print(f"person {person}: released {moved}; transfers {', '.join(r.transfers) or 'none'}")
 
 
+@escrow_app.command("release-work")
+def escrow_release_work(ctx: typer.Context, work_id: str, agreement: Annotated[str, typer.Option(help="Agreement id")]) -> None:
+    """Release what a work held while nobody was credited on it, split by its credits now."""
+    from endcredits.ledger.escrow import release_work_escrow
+
+    with _store(ctx) as store:
+        with store.read() as conn:
+            a = _agreement(conn, agreement)
+        r = release_work_escrow(store, work_id, a)
+    moved = ", ".join(f"{format_amount(v, c)} {c}" for c, v in r.moved_microunits.items()) or "nothing held"
+    _console().print(f"work {work_id[:16]}: released {moved} to {len(r.parts)} accounts")
+
+
 # verify and demo ----------------------------------------------------------------------------------
 @app.command("verify")
 def verify_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:

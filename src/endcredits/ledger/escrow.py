@@ -2,7 +2,9 @@
 
 Held under ``escrow:person:ID`` (a person not yet verified), ``escrow:name:ID`` (a credited name no
 person has claimed) or ``escrow:work:ID`` (a work nobody is credited on). It is never redistributed.
-Claiming moves the whole balance to the verified person's payable account in one audited transfer
+Money held for a work (nobody credited yet) is released with ``release_work_escrow`` once someone is
+credited on it: split by the work's shares as they are then. Claiming moves the whole balance to the
+verified person's payable account in one audited transfer
 (``escrow_claim``). Carried sub-microunit fractions belong to payees, not accounts, so they stay where they
 are: once a name is claimed, its later residuals (fraction included) are routed to the person.
 """
@@ -11,14 +13,18 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from fractions import Fraction
 
 from sqlalchemy import Connection, select
 
 from endcredits.errors import ConsentError, NotFoundError, ValidationError
 from endcredits.ledger import TransferRequest, account_key, parse_account_key
+from endcredits.money import allocate
+from endcredits.royalties import Agreement, work_shares
+from endcredits.royalties.usage import load_credit_graph
 from endcredits.store.engine import Store
 from endcredits.store.ledger import post_transfer
-from endcredits.store.registry import claim_name, get_person
+from endcredits.store.registry import claim_name, get_person, payee_routes
 from endcredits.store.schema import accounts, balances, names, people
 
 
@@ -55,9 +61,11 @@ def claim_escrow_in(conn: Connection, person_id: int) -> ClaimResult:
     holders = _claim_sources(conn, person_id)
     q = (select(accounts.c.key, accounts.c.currency, balances.c.balance_microunits, balances.c.last_transfer_id)
          .join(balances, balances.c.account_id == accounts.c.id)
-         .where(accounts.c.kind == "escrow", accounts.c.holder.in_(holders), balances.c.balance_microunits != 0))
+         .where(accounts.c.kind == "escrow", accounts.c.holder.in_(holders)))
     by_currency: dict[str, list[tuple[str, int, int]]] = {}
     for r in conn.execute(q):
+        if r.balance_microunits == 0:  # amounts are compared in Python, never in SQL (text on SQLite)
+            continue
         by_currency.setdefault(r.currency, []).append((r.key, r.balance_microunits, r.last_transfer_id))
     moved: dict[str, int] = {}
     posted: list[str] = []
@@ -73,6 +81,52 @@ def claim_escrow_in(conn: Connection, person_id: int) -> ClaimResult:
         posted.append(event_id)
         moved[currency] = legs[target]
     return ClaimResult(person_id, moved, tuple(posted))
+
+
+@dataclass(frozen=True)
+class WorkRelease:
+    work_id: str
+    moved_microunits: dict[str, int]  # currency -> amount released
+    parts: dict[str, int]  # account key -> amount
+    transfers: tuple[str, ...]
+
+
+def release_work_escrow(store: Store, work_id: str, agreement: Agreement) -> WorkRelease:
+    """Release what was held for a work while nobody was credited on it, now that someone is.
+
+    The held whole microunits are split once, by the work's shares as they are now (credits, rights
+    holder, lineage), largest remainder on exact fractions, and each part goes where an accrual would
+    send it (payable, or the payee's own escrow). Refused while the work still has nobody to pay.
+    """
+    with store.write() as conn:
+        graph = load_credit_graph(conn, [work_id])
+        shares = work_shares(work_id, graph, agreement, {})
+        if any(s.payee == f"work:{work_id}" for s in shares):
+            raise ConsentError(f"work {work_id} still credits nobody: credit someone on it before releasing its escrow")
+        routes = payee_routes(conn, sorted({s.payee for s in shares}))
+        q = (select(accounts.c.key, accounts.c.currency, balances.c.balance_microunits)
+             .join(balances, balances.c.account_id == accounts.c.id)
+             .where(accounts.c.kind == "escrow", accounts.c.holder == f"work:{work_id}"))
+        moved: dict[str, int] = {}
+        all_parts: dict[str, int] = {}
+        posted: list[str] = []
+        for key, currency, held in conn.execute(q).all():
+            if held <= 0:  # amounts are compared in Python, never in SQL (text on SQLite)
+                continue
+            weights: dict[str, Fraction] = {}
+            for share in shares:
+                kind, holder = routes[share.payee]
+                target = account_key(kind, currency, holder)
+                weights[target] = weights.get(target, Fraction(0)) + share.share
+            parts = {k: v for k, v in allocate(held, weights).items() if v}
+            legs = {key: -held, **parts}
+            event_id = f"escrow-release/work:{work_id}/{currency}/{hashlib.sha256(repr(sorted(legs.items())).encode()).hexdigest()[:16]}"
+            post_transfer(conn, TransferRequest(event_id=event_id, code="escrow_claim", currency=currency, legs=legs,
+                                                memo={"work": work_id, "agreement": f"{agreement.id}@{agreement.version}"}))
+            posted.append(event_id)
+            moved[currency] = held
+            all_parts.update(parts)
+    return WorkRelease(work_id, moved, all_parts, tuple(posted))
 
 
 def claim_escrow(store: Store, person_id: int, *, name_id: int | None = None) -> ClaimResult:
