@@ -82,7 +82,7 @@ negative_influence = "zero"
 "endcredits:collector" = 1      # wrote the tune down from a player
 """
 
-DEBTOR = Debtor(name="endcredits demo operator", iban=make_test_iban("DE", 1), bic="TESTDEFFXXX")
+DEBTOR = Debtor(name="endcredits demo operator", iban=make_test_iban("DE", 1), bic="TESTDEFF")
 
 
 @dataclass(frozen=True)
@@ -243,7 +243,7 @@ def _demo_people(store: Store, tunes: Sequence[AbcTune], names_to_join: int) -> 
         for i, name in enumerate(joining):
             has_bank = i != 1
             pid = add_person(conn, name, iban=make_test_iban("DE", 100 + i) if has_bank else None,
-                             bic="TESTDEFFXXX" if has_bank else None)
+                             bic="TESTDEFF" if has_bank else None)
             claim_name(conn, ids[name], pid)
             if i not in (2, 3):  # person 2 verifies later in the demo; person 3 has not yet
                 verify_person(conn, pid, verified_by="demo musicians' guild")

@@ -22,7 +22,7 @@ from endcredits.store.registry import set_payout_account
 from endcredits.store.schema import payout_batches
 from helpers_money import agreement, balances, evidence_files, on_time, people, register_model, usage
 
-DEBTOR = Debtor(name="operator", iban=make_test_iban("DE", 1), bic="TESTDEFFXXX")
+DEBTOR = Debtor(name="operator", iban=make_test_iban("DE", 1), bic="TESTDEFF")
 
 
 class CommitFailed(Exception):
@@ -49,7 +49,7 @@ def failing_commit(store: Store) -> Iterator[None]:
 def test_a_failed_commit_leaves_no_bank_file_and_the_batch_can_be_retried(store: Store) -> None:
     (pid,) = people(store, "payee")
     with store.write() as conn:
-        set_payout_account(conn, pid, iban=make_test_iban("DE", 7), bic="TESTDEFFXXX")
+        set_payout_account(conn, pid, iban=make_test_iban("DE", 7), bic="TESTDEFF")
     register_model(store)
     accrue(store, usage([("o1", 10_000_000_000, on_time(1), [(f"person:{pid}", 1)])]), agreement(pool_rate="0.5"),
            event_id="b1")
