@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from sqlalchemy import select
 from endcredits.attribution.charlm import TrainedLM, generate, load_lm, save_lm, train_char_lm
 from endcredits.attribution.gradients import featurize, tracin_scores
 from endcredits.consent.rules import Grant
-from endcredits.errors import InvariantError, ManifestError
+from endcredits.errors import InvariantError, ManifestError, ValidationError
 from endcredits.ledger.accrue import accrue
 from endcredits.ledger.escrow import claim_escrow
 from endcredits.ledger.verify import verify
@@ -43,6 +42,7 @@ from endcredits.payouts.statements import build_statement
 from endcredits.registry.abc import AbcTune, iter_tunes
 from endcredits.royalties import parse_agreement
 from endcredits.royalties.usage import OutputIn, build_usage
+from endcredits.store.blobs import get_blob, put_blob
 from endcredits.store.catalog import ManifestRecord, load_manifest, save_agreement, set_manifest_checkpoint
 from endcredits.store.consent import add_grants
 from endcredits.store.engine import Store, init_store
@@ -103,6 +103,8 @@ def _grant(work_id: str, use: str, decision: str, source: str) -> Grant:
 def import_abc_corpus(store: Store, *, limit: int | None = None, tunes: Sequence[AbcTune] | None = None) -> ImportReport:
     """Register the tunes as works, their credited names, and the licences' consent, in one transaction."""
     items = list(tunes) if tunes is not None else list(iter_tunes(limit=limit))
+    for t in items:
+        put_blob(store.data_dir, t.text.encode("utf-8"))
     with store.write() as conn:
         ids = name_ids(conn, [c.name for t in items for c in t.credits])
         work_ids = add_works(conn, [WorkIn(t.text.encode("utf-8"), t.title, "abc-tune", t.source) for t in items])
@@ -135,19 +137,15 @@ def attribute_texts(store: Store, manifest: ManifestRecord, checkpoint: Path, li
     return len(lines) * len(manifest.included)
 
 
-def _manifest_texts(store: Store, manifest: ManifestRecord, tunes: Sequence[AbcTune] | None = None) -> list[str]:
-    """The training text of each included work, in manifest order, re-checked against its id."""
-    by_source = {t.source: t.text for t in (tunes if tunes is not None else iter_tunes())}
-    from endcredits.store.schema import works
-
-    with store.read() as conn:
-        src = {r.id: r.source for r in conn.execute(select(works.c.id, works.c.source))}
+def _manifest_texts(store: Store, manifest: ManifestRecord) -> list[str]:
+    """The training text of each included work, in manifest order, read from the content store and
+    checked against its id."""
     texts = []
     for wid in manifest.included:
-        text = by_source.get(src.get(wid) or "")
-        if text is None or hashlib.sha256(text.encode("utf-8")).hexdigest() != wid:
-            raise ManifestError(f"training text for work {wid} is missing or changed: it no longer hashes to its id")
-        texts.append(text)
+        try:
+            texts.append(get_blob(store.data_dir, wid).decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ValidationError(f"work {wid} is not UTF-8 text; this model reads text") from None
     return texts
 
 
@@ -316,7 +314,7 @@ def run_demo(data_dir: Path | None, db_url: str | None, *, outputs_n: int = 60, 
                                   description="character-level LM of ABC folk tunes (demo)")
         progress(f"manifest {manifest.id}: {len(manifest.included)} included, {len(manifest.excluded)} excluded "
                  f"(non-commercial licences and one opt-out), root {manifest.merkle_root[:16]}…")
-        texts = _manifest_texts(store, manifest, tunes)
+        texts = _manifest_texts(store, manifest)
         lap("manifest")
 
         progress(f"training a character-level LM on {len(texts)} tunes for up to {train_s:.0f} s on CPU…")

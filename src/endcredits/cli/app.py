@@ -188,12 +188,16 @@ def works_add(ctx: typer.Context, file: Path, title: Annotated[str, typer.Option
               rights_holder: Annotated[str | None, typer.Option(help="person:ID or name:ID")] = None,
               as_json: JsonOpt = False) -> None:
     """Register a file as a work; its id is the SHA-256 of its bytes."""
+    from endcredits.store.blobs import put_blob
     from endcredits.store.registry import WorkIn, add_works
 
     if not file.is_file():
         raise ValidationError(f"{file} is not a file")
-    with _store(ctx) as store, store.write() as conn:
-        (wid,) = add_works(conn, [WorkIn(file.read_bytes(), title, kind, source, rights_holder)])
+    content = file.read_bytes()
+    with _store(ctx) as store:
+        put_blob(store.data_dir, content)  # content-addressed: written once, safe to repeat
+        with store.write() as conn:
+            (wid,) = add_works(conn, [WorkIn(content, title, kind, source, rights_holder)])
     _print_json({"work_id": wid}) if as_json else _console().print(f"work {wid}")
 
 

@@ -1,0 +1,134 @@
+"""Every command of the CLI, in the order an operator would use them, on both backends."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from endcredits.attribution.charlm import save_lm, train_char_lm
+from endcredits.cli import app
+from endcredits.payouts.iban import make_test_iban
+from endcredits.payouts.pain002 import write_pain002
+from endcredits.registry.abc import iter_tunes
+
+AGREEMENT = """\
+id = "flow"
+version = 1
+currency = "EUR"
+pool_rate = "0.5"
+rights_holder_share = "0.25"
+lineage_pass_through = "0.2"
+payout_threshold = "0.10"
+escrow_period_days = 365
+[role_weights]
+"endcredits:composer" = 3
+"endcredits:transcriber" = 1
+"endcredits:collector" = 1
+"""
+
+
+@pytest.mark.slow
+def test_every_command_in_an_operators_order(tmp_path: Path, db_url: str | None) -> None:
+    runner = CliRunner()
+    base = ["--data", str(tmp_path / "data")] + (["--db", db_url] if db_url else [])
+
+    def run(*args: str) -> str:
+        result = runner.invoke(app, [*base, *args])
+        assert result.exit_code == 0, f"{args}: {result.stderr or result.stdout}"
+        return result.stdout
+
+    def run_json(*args: str) -> dict:  # type: ignore[type-arg]
+        return json.loads(run(*args, "--json"))
+
+    run("init")
+    (tmp_path / "agreement.toml").write_text(AGREEMENT)
+    run("agreement", "load", str(tmp_path / "agreement.toml"))
+    assert 'id = "flow"' in run("agreement", "show", "flow")
+
+    # Registry: the first tunes of the corpus, a person who claims the most credited name, a new work.
+    run("works", "import-abc", "--limit", "24")
+    assert run_json("works", "list", "--limit", "5")["total"] == 24
+    pid = run_json("people", "add", "Jack Campin", "--iban", make_test_iban("DE", 42), "--bic", "TESTDEFF")["person_id"]
+    (tmp_path / "sketch.abc").write_text("X:1\nT:A new sketch\nK:G\nGABc|d2d2|\n")
+    sketch = run_json("works", "add", str(tmp_path / "sketch.abc"), "--title", "A new sketch", "--kind", "abc-tune")["work_id"]
+    run("credits", "add", sketch, "--payee", f"person:{pid}", "--role", "endcredits:composer")
+    assert run_json("credits", "list", sketch)["credits"][0]["payee"] == f"person:{pid}"
+    first = run_json("works", "list", "--limit", "30")["works"][-1]["id"]
+    run("credits", "lineage", sketch, first, "--share", "0.2")
+
+    # Consent: the person allows generative training for a bounded time.
+    run("consent", "grant", "--person", str(pid), "--use", "ai_generative_training", "--decision", "allowed",
+        "--from", "2026-01-01", "--until", "2030-01-01", "--source", "signed form")
+    assert run_json("consent", "list", "--person", str(pid))["grants"][0]["until"].startswith("2030-01-01")
+
+    # Manifest, proofs, and a check that needs no database.
+    m = run_json("manifest", "build", "--model", "tiny-lm", "--use", "ai_generative_training", "--default", "opt-out",
+                 "--as-of", "2026-06-01T00:00:00Z")
+    assert m["included"] == 25 and run_json("manifest", "list")["manifests"][0]["manifest_id"] == m["manifest_id"]
+    assert run_json("manifest", "show", m["manifest_id"])["merkle_root"] == m["merkle_root"]
+    proof = tmp_path / "proof.json"
+    proof.write_text(run("manifest", "prove", m["manifest_id"], first))
+    assert "is included in" in runner.invoke(app, ["manifest", "check", str(proof), "--works", "25"]).stdout
+    absent = tmp_path / "absent.json"
+    absent.write_text(run("manifest", "prove", m["manifest_id"], "0" * 64))
+    assert "is excluded from" in runner.invoke(app, ["manifest", "check", str(absent)]).stdout
+
+    # Attribute two outputs of a small model trained on the manifest's tunes, then accrue them.
+    texts = [t.text for t in iter_tunes(limit=24)]
+    checkpoint = tmp_path / "tiny.pt"
+    save_lm(train_char_lm(texts, seed=0, steps_max=3, time_s_max=30.0, batch_size=4, window=32), checkpoint)
+    outputs_jsonl = tmp_path / "outputs.jsonl"
+    outputs_jsonl.write_text("".join(json.dumps({"output_id": f"out-{i}", "text": texts[i][:200]}) + "\n" for i in (0, 5)))
+    scores = tmp_path / "scores.csv"
+    run("attribute", "--checkpoint", str(checkpoint), "--outputs", str(outputs_jsonl), "--out", str(scores),
+        "--manifest", m["manifest_id"], "--k", "32")
+    with scores.open() as f:
+        assert len(list(csv.DictReader(f))) == 2 * 25
+    outputs_csv = tmp_path / "outputs.csv"
+    outputs_csv.write_text("output_id,model_id,revenue,currency,occurred_at\n"
+                           "out-0,tiny-lm,2.00,EUR,2026-11-02T10:00:00Z\nout-5,tiny-lm,0.75,EUR,2026-11-03T10:00:00Z\n")
+    dry = run_json("accrue", "--outputs", str(outputs_csv), "--attributions", str(scores), "--agreement", "flow",
+                   "--batch-id", "nov-1", "--dry-run")
+    assert dry["status"] == "dry_run"
+    done = run_json("accrue", "--outputs", str(outputs_csv), "--attributions", str(scores), "--agreement", "flow",
+                    "--batch-id", "nov-1")
+    assert done["pool_microunits"] == 137_500_000
+    assert done["pool_microunits"] == done["posted_microunits"] + done["escrow_microunits"] + done["suspense_delta_microunits"]
+
+    # The unverified person's money waits in escrow; claiming their name and verifying releases it.
+    held = run_json("escrow", "list", "--query", "campin")["escrow"]
+    assert held, "the corpus credits Jack Campin on these tunes"
+    name_holder = held[0]["holder"]
+    people_before = run_json("people", "list")["people"]
+    assert people_before[0]["verified"] is False
+    out = run("people", "verify", str(pid), "--issuer", "test guild")
+    assert "verified by test guild" in out
+    run("escrow", "claim", "--person", str(pid), "--name", name_holder.split(":")[1])
+    assert run_json("escrow", "list", "--query", "campin")["escrow"] == []
+
+    # A statement with every line, then a payout, its bank answer, and verify.
+    statement = json.loads(run("statements", "--person", str(pid), "--period", "2026-11", "--format", "json"))
+    assert statement["reconciles"] is True and statement["lines"]
+    run("statements", "--person", str(pid), "--period", "2026-11", "--format", "csv", "--out", str(tmp_path / "st.csv"))
+    assert (tmp_path / "st.csv").read_text().startswith("output_id,")
+    batch = run_json("payouts", "create", "--batch-id", "PAY-1", "--agreement", "flow", "--debtor-name", "operator",
+                     "--debtor-iban", make_test_iban("DE", 1), "--debtor-bic", "TESTDEFF", "--execution-date", "2026-12-01")
+    assert batch["status"] == "created" and batch["items"] == 1 and Path(batch["pain001"]).exists()
+    e2e = next(csv.DictReader(Path(batch["csv"]).read_text().splitlines()))["end_to_end_id"]
+    report = tmp_path / "pain002.xml"
+    report.write_bytes(write_pain002({e2e: "ACSC"}, original_message_id="PAY-1", message_id="BANK-1",
+                                     created_at=dt.datetime(2026, 12, 2, tzinfo=dt.UTC)))
+    assert "1 settled" in run("payouts", "status", "PAY-1", "--pain002", str(report))
+    assert run_json("payouts", "list")["batches"][0]["status"] == "resolved"
+
+    # Revoking consent reports every manifest that used the person's works, claimed name included.
+    grant_id = run_json("consent", "list", "--person", str(pid))["grants"][0]["id"]
+    revoked = run_json("consent", "revoke", str(grant_id), "--at", "2026-12-05T00:00:00Z")
+    assert {a["work"] for a in revoked["affected"]} >= {sketch}
+    assert len(revoked["affected"]) > 1  # the corpus tunes credited to the claimed name too
+    assert run_json("verify")["ok"] is True
