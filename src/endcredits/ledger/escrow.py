@@ -17,7 +17,7 @@ from fractions import Fraction
 
 from sqlalchemy import Connection, select
 
-from endcredits.errors import ConsentError, NotFoundError, ValidationError
+from endcredits.errors import ConsentError, ValidationError
 from endcredits.ledger import TransferRequest, account_key, parse_account_key
 from endcredits.money import allocate
 from endcredits.royalties import Agreement, work_shares
@@ -158,10 +158,3 @@ def search_escrow(conn: Connection, query: str = "", *, limit: int = 100) -> lis
         out.append(EscrowHolding(r.holder, name, parse_account_key(r.key)[2], r.balance_microunits))
     out.sort(key=lambda h: (-h.balance_microunits, h.holder))
     return out[:limit]
-
-
-def person_id_of_name(conn: Connection, name_id: int) -> int | None:
-    row = conn.execute(select(names.c.person_id).where(names.c.id == name_id)).first()
-    if row is None:
-        raise NotFoundError(f"no credited name {name_id}")
-    return None if row.person_id is None else int(row.person_id)

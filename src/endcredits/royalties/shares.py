@@ -21,7 +21,6 @@ from fractions import Fraction
 from math import lcm
 
 import numpy as np
-import numpy.typing as npt
 
 from endcredits.errors import ValidationError
 from endcredits.limits import LINEAGE_DEPTH_MAX, REVENUE_PER_OUTPUT_MICROUNITS_MAX
@@ -202,14 +201,3 @@ def payee_lines(payee_weights: Mapping[str, int]) -> OutputLines:
     keys = sorted(k for k, w in payee_weights.items() if w > 0)
     return OutputLines(attributed_work=[""] * len(keys), source_work=[""] * len(keys), payee=keys,
                        role=["endcredits:attributed"] * len(keys), weights=[payee_weights[k] for k in keys])
-
-
-def scale_down(weights: list[int]) -> npt.NDArray[np.object_]:
-    """Divide integer weights by their gcd (same ratios, smaller numbers, so the int64 path applies more)."""
-    from math import gcd
-
-    g = 0
-    for w in weights:
-        g = gcd(g, w)
-    g = g or 1
-    return np.asarray([w // g for w in weights], dtype=object)

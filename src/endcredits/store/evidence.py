@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -92,7 +91,3 @@ def read_evidence(path: Path, *, expected_sha256: str | None = None, columns: li
     if columns is None and table.schema != EVIDENCE_SCHEMA:
         raise EvidenceError(f"evidence file {path} has an unexpected schema")
     return table
-
-
-def iter_period_files(data_dir: Path, period: str) -> Iterator[Path]:
-    yield from sorted((data_dir / "evidence" / f"period={period}").glob("*.parquet"))
