@@ -16,7 +16,6 @@ whatever the chunk size, and the blocks are cached only while they fit in ``PROJ
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
 from endcredits.attribution.charlm import UNKNOWN_ID, TrainedLM
+from endcredits.attribution.projection import PROJECTION_BLOCK_ROWS, BlockGaussianProjector
 from endcredits.errors import LimitExceededError, ValidationError
 
 K_MAX = 65_536
@@ -34,9 +34,6 @@ K_MAX = 65_536
 CHUNK_SIZE_MAX = 4_096
 LENGTH_CHARS_MAX = 65_536
 TEXTS_MAX = 100_000_000
-PROJECTION_BLOCK_ROWS = 16_384
-"""Rows of the projection generated at once (one block of one parameter tensor)."""
-
 PROJECTION_CACHE_BYTES_MAX = 512 * 1024 * 1024
 """Blocks of the projection are kept between chunks while they fit in this many bytes."""
 
@@ -61,7 +58,8 @@ def featurize(
     if not 1 <= k <= K_MAX:
         raise ValidationError(f"k {k} must be in [1, {K_MAX}]")
     _check_chunking(texts, chunk_size=chunk_size, length_max=length_max)
-    projector = _Projector(lm, k=k, seed=seed)
+    sizes = {name: p.numel() for name, p in lm.model.named_parameters()}
+    projector = BlockGaussianProjector(sizes, k=k, seed=seed, cache_bytes_max=PROJECTION_CACHE_BYTES_MAX)
     out = np.empty((len(texts), k), dtype=np.float32)
     # Chunks of similar lengths pad less; a text's features do not depend on its chunk.
     order = sorted(range(len(texts)), key=lambda i: (min(len(texts[i]), length_max), i))
@@ -174,38 +172,4 @@ def _chunk_gradients(
     return grads, [indices[int(i)] for i in torch.nonzero(~finite).flatten().tolist()]
 
 
-class _Projector:
-    """The seeded Gaussian projection of one model's parameters to ``k`` dimensions, generated blockwise."""
-
-    def __init__(self, lm: TrainedLM, *, k: int, seed: int) -> None:
-        self.k = k
-        self.seed = seed
-        self.shapes = {name: p.numel() for name, p in lm.model.named_parameters()}
-        total_bytes = sum(self.shapes.values()) * k * 4
-        self.cache: dict[tuple[str, int], torch.Tensor] | None = (
-            {} if total_bytes <= PROJECTION_CACHE_BYTES_MAX else None
-        )
-
-    def _block(self, name: str, index: int, rows: int) -> torch.Tensor:
-        if self.cache is not None and (name, index) in self.cache:
-            return self.cache[(name, index)]
-        digest = hashlib.sha256(f"endcredits.projection/1|{self.seed}|{name}|{index}".encode()).digest()
-        generator = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
-        block = torch.randn((rows, self.k), generator=generator, dtype=torch.float32) / float(np.sqrt(self.k))
-        if self.cache is not None:
-            self.cache[(name, index)] = block
-        return block
-
-    def project(self, grads: dict[str, torch.Tensor]) -> torch.Tensor:
-        n = next(iter(grads.values())).shape[0]
-        out = torch.zeros((n, self.k), dtype=torch.float64)
-        for name, size in self.shapes.items():
-            flat = grads[name].reshape(n, size)
-            for index, row_start in enumerate(range(0, size, PROJECTION_BLOCK_ROWS)):
-                rows = min(PROJECTION_BLOCK_ROWS, size - row_start)
-                block = self._block(name, index, rows)
-                out += (flat[:, row_start : row_start + rows] @ block).to(torch.float64)
-        return out.to(torch.float32)
-
-
-__all__ = ["featurize", "per_example_gradients", "tracin_scores"]
+__all__ = ["PROJECTION_BLOCK_ROWS", "featurize", "per_example_gradients", "tracin_scores"]

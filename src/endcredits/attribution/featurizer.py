@@ -1,0 +1,735 @@
+"""Per-example gradient features: one float32 row of ``dim`` values per example, per checkpoint.
+
+``Featurizer(task, k=..., seed=..., projection=..., device=...)`` turns examples into projected
+gradients of ``task.train_output`` (training works) or ``task.measurement`` (outputs), a chunk of
+examples at a time. Three projections:
+
+- ``"kronecker"`` (default): for each ``nn.Linear`` layer the per-example weight gradient is
+  ``G = sum_t g_t a_t^T`` (``g_t`` the gradient at the layer's output, ``a_t`` its input with a 1
+  appended for the bias, t over positions). It is projected as ``P_out G P_in^T = sum_t (P_out g_t)
+  (P_in a_t)^T`` with two small seeded Gaussian factors (``k_out x d_out`` and ``k_in x d_in``), so the
+  per-example gradient is never formed: one batched forward and backward pass records ``a_t`` (forward
+  hooks) and ``g_t`` (``torch.autograd.grad`` of the summed outputs with respect to the layer outputs;
+  each example's output depends on that example alone, so this is the per-example gradient). This is
+  LoGra's Kronecker-factored projection; in vector form it is ``(P_out kron P_in) vec(G)``. Every other
+  parameter (embeddings, norms) goes through ``vmap(grad(...))`` and the blockwise Gaussian projection.
+  ``k`` is shared among the layers in proportion to their sizes; a factor that keeps every dimension
+  is the identity, so with ``k`` at least the parameter count the features are the exact gradient.
+- ``"gaussian"``: ``vmap(grad(...))`` for all parameters, then the blockwise Gaussian projection.
+- ``"identity"``: the exact flattened gradient (``dim`` = parameter count); for small models, where
+  TRAK then needs no projection at all.
+
+``featurize(data, ids, out_dir)`` writes one ``features-NNN.npy`` per checkpoint (memory-mapped,
+float32, ``[n, dim]``), the training weights ``weights-NNN.npy`` (TRAK's Q, for training works),
+optionally the Gauss-Newton kernel ``curvature-NNN.npy`` (``[dim, dim]`` float64), ``ids.json`` and a
+manifest ``features.json`` holding the task's checkpoint hashes, projection, k, seed, chunk size and how
+many rows of each checkpoint are done. A rerun with the same arguments continues where an interrupted
+run stopped and writes the same bytes; a rerun with anything else different is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from numpy.lib.format import open_memmap
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from endcredits.attribution.projection import BlockGaussianProjector, gaussian_factor
+from endcredits.attribution.task import AttributionTask, Batch, ExampleFunction
+from endcredits.errors import LimitExceededError, ManifestError, ValidationError
+
+Projection = Literal["kronecker", "gaussian", "identity"]
+Role = Literal["train", "target"]
+
+FORMAT = "endcredits.features/1"
+K_MAX = 65_536
+"""Largest projected dimension (``kronecker`` and ``gaussian``)."""
+
+IDENTITY_DIM_MAX = 1 << 22
+"""Largest parameter count featurized without projection."""
+
+CHUNK_SIZE_MAX = 4_096
+EXAMPLES_MAX = 100_000_000
+CHUNK_GRADIENT_BYTES_MAX = 2 << 30
+"""Bound on the per-example gradients one chunk materializes (``vmap`` paths): lower ``chunk_size``."""
+
+IN_MEMORY_FEATURE_BYTES_MAX = 8 << 30
+"""``Featurizer.compute`` refuses to return more than this; use ``featurize`` to a directory."""
+
+CURVATURE_BYTES_MAX = 4 << 30
+"""The ``[dim, dim]`` float64 Gauss-Newton kernel may take at most this many bytes."""
+
+CURVATURE_OUTPUTS_MAX = 1_024
+NAMES_SHOWN_MAX = 20
+
+Progress = Callable[[int, int], None]
+"""``progress(rows_done, rows_total)`` over all checkpoints, after each chunk."""
+
+
+# Batches ----------------------------------------------------------------------------------------
+
+
+def _leaves(batch: Batch) -> list[torch.Tensor]:
+    if isinstance(batch, torch.Tensor):
+        return [batch]
+    if isinstance(batch, Mapping):
+        return [batch[key] for key in sorted(batch)]
+    return list(batch)
+
+
+def _map_batch(batch: Batch, fn: Callable[[torch.Tensor], torch.Tensor]) -> Batch:
+    if isinstance(batch, torch.Tensor):
+        return fn(batch)
+    if isinstance(batch, Mapping):
+        return {key: fn(value) for key, value in batch.items()}
+    mapped = [fn(t) for t in batch]
+    return tuple(mapped) if isinstance(batch, tuple) else mapped
+
+
+def batch_size(batch: Batch) -> int:
+    """The number of examples in ``batch`` (dimension 0, the same for every tensor)."""
+    leaves = _leaves(batch)
+    if not leaves or any(not isinstance(t, torch.Tensor) or t.dim() == 0 for t in leaves):
+        raise ValidationError("a batch is a tensor, or a tuple, list or dict of tensors with examples along dim 0")
+    sizes = {int(t.shape[0]) for t in leaves}
+    if len(sizes) != 1:
+        raise ValidationError(f"the tensors of a batch hold different numbers of examples: {sorted(sizes)}")
+    return sizes.pop()
+
+
+# The plan: which parameters go where, and how many dimensions each gets -------------------------
+
+
+@dataclass(frozen=True)
+class LinearPlan:
+    """One ``nn.Linear`` layer projected Kronecker-wise: ``k_out x k_in`` dimensions."""
+
+    module: str
+    weight: str
+    bias: str | None
+    d_in: int
+    """Input width, plus one when there is a bias."""
+    d_out: int
+    k_in: int
+    k_out: int
+
+    @property
+    def dim(self) -> int:
+        return self.k_in * self.k_out
+
+
+@dataclass(frozen=True)
+class Plan:
+    linear: tuple[LinearPlan, ...]
+    rest: tuple[str, ...]
+    """Parameters differentiated with ``vmap(grad)``, in ``named_parameters`` order."""
+    rest_sizes: tuple[int, ...]
+    rest_dim: int
+    """Dimensions of the rest; equal to ``sum(rest_sizes)`` means unprojected."""
+
+    @property
+    def dim(self) -> int:
+        return sum(layer.dim for layer in self.linear) + self.rest_dim
+
+    def describe(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = [
+            {"module": l.module, "d_in": l.d_in, "d_out": l.d_out, "k_in": l.k_in, "k_out": l.k_out}
+            for l in self.linear
+        ]
+        rows.append({"rest": list(self.rest), "numel": sum(self.rest_sizes), "dim": self.rest_dim})
+        return rows
+
+
+def _factor_sizes(budget: int, d_in: int, d_out: int) -> tuple[int, int]:
+    """``(k_in, k_out)`` with ``k_in * k_out <= budget``, shaped like the layer; exact when it fits."""
+    if budget >= d_in * d_out:
+        return d_in, d_out
+    k_in = max(1, min(d_in, round((budget * d_in / d_out) ** 0.5)))
+    k_out = max(1, min(d_out, budget // k_in))
+    k_in = max(1, min(d_in, budget // k_out))
+    return k_in, k_out
+
+
+def plan_projection(model: nn.Module, *, projection: Projection, k: int | None) -> Plan:
+    """Share ``k`` among the parameters (see the module docstring); ``dim`` may come out below ``k``."""
+    names = [name for name, _ in model.named_parameters()]
+    numel = {name: p.numel() for name, p in model.named_parameters()}
+    total = sum(numel.values())
+    if total == 0:
+        raise ValidationError("the model has no parameters to differentiate")
+    if projection == "identity":
+        if k is not None and k != total:
+            raise ValidationError(f"projection 'identity' keeps all {total} parameters; pass k=None or k={total}")
+        if total > IDENTITY_DIM_MAX:
+            raise LimitExceededError(
+                f"{total} parameters is over IDENTITY_DIM_MAX={IDENTITY_DIM_MAX} for projection 'identity'; project"
+            )
+        return Plan((), tuple(names), tuple(numel[n] for n in names), total)
+    if k is None or not 1 <= k <= K_MAX:
+        raise ValidationError(f"k {k} must be in [1, {K_MAX}] for projection {projection!r}")
+    if projection == "gaussian":
+        return Plan((), tuple(names), tuple(numel[n] for n in names), min(k, total))
+    if projection != "kronecker":
+        raise ValidationError(f"projection {projection!r} is not one of 'kronecker', 'gaussian', 'identity'")
+    ids = {id(p): name for name, p in model.named_parameters()}
+    linear: list[tuple[str, str, str | None, int, int]] = []
+    taken: set[str] = set()
+    for module_name, module in model.named_modules():
+        if not isinstance(module, nn.Linear) or id(module.weight) not in ids:
+            continue
+        weight = ids[id(module.weight)]
+        bias = ids.get(id(module.bias)) if module.bias is not None else None
+        if weight in taken:
+            continue  # a module reused under two names
+        taken.update(n for n in (weight, bias) if n is not None)
+        linear.append((module_name, weight, bias, module.in_features + (bias is not None), module.out_features))
+    rest = [n for n in names if n not in taken]
+    exact = k >= total
+    layers = []
+    for module_name, weight, bias, d_in, d_out in linear:
+        budget = d_in * d_out if exact else max(1, k * d_in * d_out // total)
+        k_in, k_out = _factor_sizes(budget, d_in, d_out)
+        layers.append(LinearPlan(module_name, weight, bias, d_in, d_out, k_in, k_out))
+    rest_numel = sum(numel[n] for n in rest)
+    rest_dim = rest_numel if exact else min(rest_numel, max(1, k * rest_numel // total)) if rest else 0
+    return Plan(tuple(layers), tuple(rest), tuple(numel[n] for n in rest), rest_dim)
+
+
+# The computation of one chunk -------------------------------------------------------------------
+
+
+class _Call(nn.Module):
+    """``forward(batch) = fn(model, batch)``, so ``functional_call`` can swap in a checkpoint."""
+
+    def __init__(self, model: nn.Module, fn: ExampleFunction) -> None:
+        super().__init__()
+        self.model = model
+        self.fn = fn
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.fn(self.model, batch)
+
+
+class NonFiniteError(Exception):
+    """Internal: rows of one chunk whose features are not finite."""
+
+    def __init__(self, rows: list[int]) -> None:
+        super().__init__(rows)
+        self.rows = rows
+
+
+class Featurizer:
+    """Projected per-example gradients of one task; see the module docstring.
+
+    Nothing happens at construction but argument checks and the projection plan. ``dim`` is the
+    number of features per example and checkpoint (at most ``k``; the parameter count for identity).
+    """
+
+    def __init__(
+        self,
+        task: AttributionTask,
+        *,
+        k: int | None,
+        seed: int,
+        projection: Projection = "kronecker",
+        device: str | torch.device = "cpu",
+        chunk_size: int = 64,
+    ) -> None:
+        if not 1 <= chunk_size <= CHUNK_SIZE_MAX:
+            raise ValidationError(f"chunk_size {chunk_size} must be in [1, {CHUNK_SIZE_MAX}]")
+        self.task = task
+        self.k = k
+        self.seed = seed
+        self.projection: Projection = projection
+        self.device = torch.device(device)
+        self.chunk_size = chunk_size
+        self.plan = plan_projection(task.model, projection=projection, k=k)
+        self._factors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._rest_projector: BlockGaussianProjector | None = None
+
+    @property
+    def dim(self) -> int:
+        return self.plan.dim
+
+    # -- public entry points --------------------------------------------------------------------
+
+    def compute(
+        self, data: Batch, *, checkpoint_index: int = 0, role: Role = "target", ids: Sequence[str] | None = None
+    ) -> npt.NDArray[np.float32]:
+        """Features ``[n, dim]`` in memory for one checkpoint (targets, small sets, tests).
+
+        Non-finite gradients raise ``ValidationError`` naming the examples (by ``ids`` when given).
+        """
+        n = batch_size(data)
+        self._check_in_memory(n * self.dim * 4)
+        out = np.empty((n, self.dim), dtype=np.float32)
+        bad: list[int] = []
+        for start in range(0, n, self.chunk_size):
+            stop = min(n, start + self.chunk_size)
+            try:
+                out[start:stop] = self._chunk(data, start, stop, checkpoint_index, role)
+            except NonFiniteError as exc:
+                bad.extend(start + r for r in exc.rows)
+        if bad:
+            raise ValidationError(_non_finite_message(bad, ids))
+        return out
+
+    def weights(self, data: Batch, *, checkpoint_index: int = 0) -> npt.NDArray[np.float32]:
+        """TRAK's Q for each training example ``[n]`` (ones when the task has no ``train_weight``)."""
+        n = batch_size(data)
+        fn = self.task.train_weight
+        if fn is None:
+            return np.ones(n, dtype=np.float32)
+        state = self._state(checkpoint_index)
+        call = _Call(self.task.model, fn)
+        out = np.empty(n, dtype=np.float32)
+        with torch.no_grad():
+            for start in range(0, n, self.chunk_size):
+                stop = min(n, start + self.chunk_size)
+                values = functional_call(call, state, (self._slice(data, start, stop),))
+                out[start:stop] = _per_example(values, stop - start, "train_weight").cpu().numpy()
+        if not np.isfinite(out).all():
+            raise ValidationError(_non_finite_message(np.flatnonzero(~np.isfinite(out)).tolist(), None))
+        return out
+
+    def curvature(self, data: Batch, *, checkpoint_index: int = 0) -> npt.NDArray[np.float64]:
+        """The projected Gauss-Newton kernel ``sum_i sum_r v_ir v_ir^T`` ``[dim, dim]`` float64, where
+        ``v_ir`` is the projected gradient of ``task.curvature(...)[i, r]``."""
+        fn = self.task.curvature
+        if fn is None:
+            raise ValidationError("the task has no curvature function; fit TRAK with its Phi^T Phi kernel instead")
+        if self.dim * self.dim * 8 > CURVATURE_BYTES_MAX:
+            raise LimitExceededError(
+                f"a {self.dim} x {self.dim} float64 kernel needs {self.dim * self.dim * 8} bytes, over"
+                f" CURVATURE_BYTES_MAX={CURVATURE_BYTES_MAX}; lower k"
+            )
+        n = batch_size(data)
+        with torch.no_grad():
+            first = functional_call(_Call(self.task.model, fn), self._state(checkpoint_index), (self._slice(data, 0, 1),))
+        if first.dim() != 2 or first.shape[0] != 1 or not 1 <= first.shape[1] <= CURVATURE_OUTPUTS_MAX:
+            raise ValidationError(f"curvature must return [B, R] with R in [1, {CURVATURE_OUTPUTS_MAX}]")
+        kernel = torch.zeros((self.dim, self.dim), dtype=torch.float64, device=self.device)
+        for r in range(int(first.shape[1])):
+
+            def column(model: nn.Module, batch: Batch, r: int = r) -> torch.Tensor:
+                values: torch.Tensor = fn(model, batch)[:, r]
+                return values
+
+            for start in range(0, n, self.chunk_size):
+                stop = min(n, start + self.chunk_size)
+                try:
+                    rows = self._features(data, start, stop, checkpoint_index, column).to(torch.float64)
+                except NonFiniteError as exc:
+                    raise ValidationError(_non_finite_message([start + i for i in exc.rows], None)) from None
+                kernel += rows.T @ rows
+        return kernel.cpu().numpy()
+
+    def featurize(
+        self,
+        data: Batch,
+        ids: Sequence[str],
+        out_dir: Path,
+        *,
+        role: Role = "train",
+        curvature: bool = False,
+        progress: Progress | None = None,
+    ) -> FeatureSet:
+        """Write every checkpoint's features under ``out_dir`` (see the module docstring); resumable.
+
+        ``role="train"`` differentiates ``train_output`` and also writes Q; ``role="target"`` the
+        measurement. ``curvature=True`` also writes each checkpoint's Gauss-Newton kernel.
+        """
+        n = batch_size(data)
+        if len(ids) != n:
+            raise ValidationError(f"{len(ids)} ids for {n} examples; pass one id per example")
+        if len(set(ids)) != len(ids):
+            raise ValidationError("ids repeat; each example needs its own id")
+        if n > EXAMPLES_MAX:
+            raise LimitExceededError(f"{n} examples is over {EXAMPLES_MAX}; featurize them in shards")
+        if curvature and role != "train":
+            raise ValidationError("curvature is a property of the training set; pass role='train'")
+        models = len(self.task.checkpoints)
+        header = self._header(role, n, ids, curvature)
+        out_dir = Path(out_dir)
+        manifest_path = out_dir / MANIFEST_NAME
+        rows_done = [0] * models
+        curvature_done = [False] * models
+        if manifest_path.exists():
+            recorded = _read_manifest(manifest_path)
+            _check_same(recorded, header, out_dir)
+            rows_done = list(recorded["rows_done"])
+            curvature_done = list(recorded.get("curvature_done", curvature_done))
+        else:
+            self._check_disk(out_dir, n, models, role, curvature)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / IDS_NAME).write_text(json.dumps(list(ids)))
+            for m in range(models):
+                open_memmap(out_dir / _features_name(m), mode="w+", dtype=np.float32, shape=(n, self.dim)).flush()
+                if role == "train":
+                    open_memmap(out_dir / _weights_name(m), mode="w+", dtype=np.float32, shape=(n,)).flush()
+            _write_manifest(manifest_path, {**header, "rows_done": rows_done, "curvature_done": curvature_done})
+        try:
+            for m in range(models):
+                self._featurize_model(data, ids, out_dir, m, role, header, rows_done, curvature_done, progress)
+                if curvature and not curvature_done[m]:
+                    np.save(out_dir / _curvature_name(m), self.curvature(data, checkpoint_index=m))
+                    curvature_done[m] = True
+                    _write_manifest(manifest_path, {**header, "rows_done": rows_done, "curvature_done": curvature_done})
+        except ValidationError:
+            _remove_feature_files(out_dir, models)
+            raise
+        return FeatureSet.open(out_dir)
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _featurize_model(
+        self,
+        data: Batch,
+        ids: Sequence[str],
+        out_dir: Path,
+        m: int,
+        role: Role,
+        header: dict[str, Any],
+        rows_done: list[int],
+        curvature_done: list[bool],
+        progress: Progress | None,
+    ) -> None:
+        n = batch_size(data)
+        total = n * len(rows_done)
+        if rows_done[m] >= n:
+            return
+        features = open_memmap(out_dir / _features_name(m), mode="r+")
+        weights = open_memmap(out_dir / _weights_name(m), mode="r+") if role == "train" else None
+        bad: list[int] = []
+        for start in range(rows_done[m], n, self.chunk_size):
+            stop = min(n, start + self.chunk_size)
+            try:
+                chunk = self._chunk(data, start, stop, m, role)
+            except NonFiniteError as exc:
+                bad.extend(start + r for r in exc.rows)
+                continue
+            if bad:
+                continue  # keep looking, to name every bad example; nothing more is written
+            features[start:stop] = chunk
+            features.flush()
+            if weights is not None:
+                weights[start:stop] = self.weights(self._slice(data, start, stop), checkpoint_index=m)
+                weights.flush()
+            rows_done[m] = stop
+            _write_manifest(out_dir / MANIFEST_NAME, {**header, "rows_done": rows_done, "curvature_done": curvature_done})
+            if progress is not None:
+                progress(sum(rows_done), total)
+        del features, weights
+        if bad:
+            raise ValidationError(_non_finite_message(bad, ids))
+
+    def _header(self, role: Role, n: int, ids: Sequence[str], curvature: bool) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "role": role,
+            "n": n,
+            "ids_sha256": _ids_sha256(ids),
+            "checkpoint_sha256": list(self.task.checkpoint_sha256s),
+            "projection": self.projection,
+            "k": self.k,
+            "dim": self.dim,
+            "seed": self.seed,
+            "chunk_size": self.chunk_size,
+            "curvature": curvature,
+            "plan": self.plan.describe(),
+        }
+
+    def _check_disk(self, out_dir: Path, n: int, models: int, role: Role, curvature: bool) -> None:
+        needed = models * (n * self.dim * 4 + (n * 4 if role == "train" else 0))
+        needed += models * self.dim * self.dim * 8 if curvature else 0
+        probe = out_dir
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        free = shutil.disk_usage(probe).free
+        if needed > free:
+            raise LimitExceededError(
+                f"features of {n} examples x {self.dim} dims x {models} checkpoints need {needed} bytes; {probe} has"
+                f" {free} bytes free. Lower k or featurize in shards"
+            )
+
+    def _check_in_memory(self, needed: int) -> None:
+        if needed > IN_MEMORY_FEATURE_BYTES_MAX:
+            raise LimitExceededError(
+                f"{needed} bytes of features is over IN_MEMORY_FEATURE_BYTES_MAX={IN_MEMORY_FEATURE_BYTES_MAX};"
+                " use featurize() to write them to a directory"
+            )
+
+    def _state(self, checkpoint_index: int) -> dict[str, torch.Tensor]:
+        if not 0 <= checkpoint_index < len(self.task.checkpoints):
+            raise ValidationError(
+                f"checkpoint_index {checkpoint_index} is not in [0, {len(self.task.checkpoints)})"
+            )
+        state = self.task.checkpoints[checkpoint_index]
+        return {f"model.{name}": t.detach().to(self.device) for name, t in state.items()}
+
+    def _slice(self, data: Batch, start: int, stop: int) -> Batch:
+        return _map_batch(data, lambda t: t[start:stop].to(self.device))
+
+    def _chunk(self, data: Batch, start: int, stop: int, checkpoint_index: int, role: Role) -> npt.NDArray[np.float32]:
+        fn = self.task.train_output if role == "train" else self.task.measurement
+        features: npt.NDArray[np.float32] = self._features(data, start, stop, checkpoint_index, fn).cpu().numpy()
+        return features
+
+    def _features(self, data: Batch, start: int, stop: int, checkpoint_index: int, fn: ExampleFunction) -> torch.Tensor:
+        batch = self._slice(data, start, stop)
+        state = self._state(checkpoint_index)
+        call = _Call(self.task.model, fn)
+        was_training = self.task.model.training
+        self.task.model.eval()
+        try:
+            parts = []
+            if self.plan.linear:
+                parts.append(self._linear_features(call, state, batch, stop - start))
+            if self.plan.rest:
+                parts.append(self._rest_features(call, state, batch, stop - start))
+        finally:
+            self.task.model.train(was_training)
+        out = torch.cat(parts, dim=1).to(torch.float32)
+        finite = torch.isfinite(out).all(dim=1)
+        if not bool(finite.all()):
+            raise NonFiniteError(torch.nonzero(~finite).flatten().tolist())
+        return out
+
+    def _factor(self, layer: LinearPlan) -> tuple[torch.Tensor, torch.Tensor]:
+        if layer.module not in self._factors:
+            self._factors[layer.module] = (
+                gaussian_factor(layer.module, "in", rows=layer.k_in, cols=layer.d_in, seed=self.seed, device=self.device),
+                gaussian_factor(layer.module, "out", rows=layer.k_out, cols=layer.d_out, seed=self.seed, device=self.device),
+            )
+        return self._factors[layer.module]
+
+    def _linear_features(self, call: _Call, state: dict[str, torch.Tensor], batch: Batch, n: int) -> torch.Tensor:
+        modules = dict(self.task.model.named_modules())
+        records: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {layer.module: [] for layer in self.plan.linear}
+
+        def hook_for(name: str) -> Callable[[nn.Module, tuple[Any, ...], torch.Tensor], None]:
+            def hook(module: nn.Module, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+                records[name].append((inputs[0].detach(), output))
+
+            return hook
+
+        linear_names = {f"model.{n}" for layer in self.plan.linear for n in (layer.weight, layer.bias) if n}
+        params = {name: t.requires_grad_(True) if name in linear_names else t for name, t in state.items()}
+        handles = [modules[layer.module].register_forward_hook(hook_for(layer.module)) for layer in self.plan.linear]
+        try:
+            with torch.enable_grad():
+                values = _per_example(functional_call(call, params, (batch,)), n, "the task function")
+                outputs = [z for layer in self.plan.linear for _, z in records[layer.module]]
+                grads = torch.autograd.grad(values.sum(), outputs, allow_unused=True)
+        finally:
+            for handle in handles:
+                handle.remove()
+        parts = []
+        position = 0
+        for layer in self.plan.linear:
+            calls = records[layer.module]
+            if not calls:
+                raise ValidationError(
+                    f"linear layer {layer.module!r} was not called in the forward pass (its weight is used some"
+                    " other way); use projection='gaussian'"
+                )
+            p_in, p_out = self._factor(layer)
+            projected = torch.zeros((n, layer.k_out, layer.k_in), dtype=torch.float32, device=self.device)
+            for a, z in calls:
+                g = grads[position]
+                position += 1
+                if a.shape[0] != n:
+                    raise ValidationError(
+                        f"linear layer {layer.module!r} sees inputs of shape {tuple(a.shape)}, not examples along"
+                        " dim 0; use projection='gaussian'"
+                    )
+                g = torch.zeros_like(z) if g is None else g
+                a = a.reshape(n, -1, a.shape[-1])
+                if layer.bias is not None:
+                    a = torch.cat([a, torch.ones_like(a[..., :1])], dim=-1)
+                g = g.reshape(n, -1, g.shape[-1])
+                projected += (g @ p_out.T).transpose(1, 2) @ (a @ p_in.T)
+            parts.append(projected.reshape(n, -1))
+        return torch.cat(parts, dim=1)
+
+    def _rest_features(self, call: _Call, state: dict[str, torch.Tensor], batch: Batch, n: int) -> torch.Tensor:
+        rest_numel = sum(self.plan.rest_sizes)
+        if n * rest_numel * 4 > CHUNK_GRADIENT_BYTES_MAX:
+            raise LimitExceededError(
+                f"a chunk of {n} examples x {rest_numel} parameters needs {n * rest_numel * 4} bytes of"
+                f" per-example gradients, over CHUNK_GRADIENT_BYTES_MAX={CHUNK_GRADIENT_BYTES_MAX}; lower chunk_size"
+            )
+        keys = [f"model.{name}" for name in self.plan.rest]
+        params = {key: state[key] for key in keys}
+        consts = {key: t.detach() for key, t in state.items() if key not in params}
+
+        def one(p: dict[str, torch.Tensor], example: Batch) -> torch.Tensor:
+            value = functional_call(call, {**consts, **p}, (_map_batch(example, lambda t: t.unsqueeze(0)),))
+            return _per_example(value, 1, "the task function")[0]
+
+        with torch.enable_grad():
+            grads: dict[str, torch.Tensor] = vmap(grad(one), in_dims=(None, 0))(params, batch)
+        if self.plan.rest_dim == rest_numel:
+            return torch.cat([grads[key].reshape(n, -1) for key in keys], dim=1)
+        if self._rest_projector is None:
+            sizes = dict(zip(self.plan.rest, self.plan.rest_sizes, strict=True))
+            self._rest_projector = BlockGaussianProjector(sizes, k=self.plan.rest_dim, seed=self.seed, device=self.device)
+        return self._rest_projector.project({key[len("model.") :]: g for key, g in grads.items()})
+
+
+def _per_example(values: torch.Tensor, n: int, what: str) -> torch.Tensor:
+    if values.shape != (n,):
+        raise ValidationError(f"{what} must return one value per example, shape [{n}]; got {tuple(values.shape)}")
+    return values
+
+
+def _non_finite_message(rows: Sequence[int], ids: Sequence[str] | None) -> str:
+    rows = sorted(rows)
+    names = [ids[r] for r in rows] if ids is not None else rows
+    shown = names[:NAMES_SHOWN_MAX]
+    more = f" and {len(names) - len(shown)} more" if len(names) > len(shown) else ""
+    what = "works" if ids is not None else "examples"
+    return (
+        f"gradients of {what} {shown}{more} are NaN or infinite; nothing was written. Check the checkpoint's"
+        " parameters and those examples"
+    )
+
+
+# Files ------------------------------------------------------------------------------------------
+
+MANIFEST_NAME = "features.json"
+IDS_NAME = "ids.json"
+
+
+def _features_name(m: int) -> str:
+    return f"features-{m:03d}.npy"
+
+
+def _weights_name(m: int) -> str:
+    return f"weights-{m:03d}.npy"
+
+
+def _curvature_name(m: int) -> str:
+    return f"curvature-{m:03d}.npy"
+
+
+def _ids_sha256(ids: Sequence[str]) -> str:
+    return hashlib.sha256("\n".join(ids).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _write_manifest(path: Path, manifest: Mapping[str, Any]) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    os.replace(partial, path)
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ManifestError(f"{path} is not a readable feature manifest ({type(exc).__name__}); delete it") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ManifestError(f"{path} is not in format {FORMAT}; featurize into a new directory")
+    return manifest
+
+
+def _check_same(recorded: Mapping[str, Any], header: Mapping[str, Any], out_dir: Path) -> None:
+    differ = [key for key in header if recorded.get(key) != header[key]]
+    if "ids_sha256" in differ or "n" in differ:
+        raise ManifestError(
+            f"{out_dir} holds features of other work ids (ids hash {recorded.get('ids_sha256')}, n"
+            f" {recorded.get('n')}); featurize these works into a new directory"
+        )
+    if differ:
+        shown = ", ".join(f"{key}: recorded {recorded.get(key)!r}, now {header[key]!r}" for key in differ if key != "plan")
+        raise ManifestError(f"{out_dir} was featurized with other arguments ({shown or 'plan'}); use a new directory")
+
+
+def _remove_feature_files(out_dir: Path, models: int) -> None:
+    for name in [MANIFEST_NAME, MANIFEST_NAME + ".partial", IDS_NAME] + [
+        f(m) for m in range(models) for f in (_features_name, _weights_name, _curvature_name)
+    ]:
+        (out_dir / name).unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """Features written by ``Featurizer.featurize``, opened read-only (memory-mapped)."""
+
+    directory: Path
+    manifest: Mapping[str, Any]
+    ids: tuple[str, ...]
+
+    @classmethod
+    def open(cls, directory: Path, *, ids: Sequence[str] | None = None, task: AttributionTask | None = None) -> FeatureSet:
+        """Open and check a complete feature directory; ``ids`` and ``task``, when given, must match it."""
+        directory = Path(directory)
+        manifest = _read_manifest(directory / MANIFEST_NAME)
+        stored = json.loads((directory / IDS_NAME).read_text())
+        if not isinstance(stored, list) or _ids_sha256(stored) != manifest["ids_sha256"]:
+            raise ManifestError(f"{directory / IDS_NAME} does not match its manifest; featurize again")
+        if ids is not None and list(ids) != stored:
+            first = next((i for i, (a, b) in enumerate(zip(ids, stored)) if a != b), min(len(ids), len(stored)))
+            raise ManifestError(
+                f"features in {directory} are for other work ids (first difference at row {first}; {len(stored)}"
+                f" stored, {len(ids)} given); featurize the manifest's works"
+            )
+        if task is not None and list(task.checkpoint_sha256s) != manifest["checkpoint_sha256"]:
+            raise ManifestError(f"features in {directory} were computed for other checkpoints; featurize again")
+        models = len(manifest["checkpoint_sha256"])
+        if manifest["rows_done"] != [manifest["n"]] * models:
+            raise ManifestError(f"features in {directory} are incomplete; run featurize again to finish them")
+        return cls(directory, manifest, tuple(stored))
+
+    @property
+    def models(self) -> int:
+        return len(self.manifest["checkpoint_sha256"])
+
+    def features(self, m: int) -> npt.NDArray[np.float32]:
+        array: npt.NDArray[np.float32] = np.load(self.directory / _features_name(m), mmap_mode="r")
+        return array
+
+    def weights(self, m: int) -> npt.NDArray[np.float32]:
+        array: npt.NDArray[np.float32] = np.load(self.directory / _weights_name(m), mmap_mode="r")
+        return array
+
+    def curvature(self, m: int) -> npt.NDArray[np.float64]:
+        if not self.manifest.get("curvature"):
+            raise ValidationError(f"{self.directory} has no curvature; featurize with curvature=True")
+        array: npt.NDArray[np.float64] = np.load(self.directory / _curvature_name(m))
+        return array
+
+    def features_per_model(self) -> list[npt.NDArray[np.float32]]:
+        return [self.features(m) for m in range(self.models)]
+
+    def weights_per_model(self) -> list[npt.NDArray[np.float32]]:
+        return [self.weights(m) for m in range(self.models)]
+
+    def curvature_per_model(self) -> list[npt.NDArray[np.float64]]:
+        return [self.curvature(m) for m in range(self.models)]
+
+
+__all__ = [
+    "CHUNK_SIZE_MAX",
+    "FORMAT",
+    "K_MAX",
+    "FeatureSet",
+    "Featurizer",
+    "LinearPlan",
+    "Plan",
+    "Projection",
+    "Role",
+    "batch_size",
+    "plan_projection",
+]
