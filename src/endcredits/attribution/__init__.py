@@ -1,7 +1,33 @@
 """Attribution: which training works moved one output, and by how much.
 
-- ``charlm``: the demo model, a small character-level language model trained on ABC tunes.
-- ``gradients``: per-example loss gradients projected to k dimensions, and a TracIn-style score.
+- ``task``: the contract a model owner fills in (model, checkpoints, per-example functions), with
+  ``classification_task`` and ``language_model_task``.
+- ``featurizer``: projected per-example gradients (Kronecker, Gaussian or none), memory-mapped, resumable.
+- ``scorers``: TRAK (the default), TracIn, embedding similarity (labelled weaker); all linear in the
+  work features.
+- ``payees``: exact per-payee scores through ``Psi = W^T G``, and the rule from scores to weights.
+- ``topk``: the works that explain an output, by exact scan or FAISS, with recall measured.
+- ``charlm`` and ``gradients``: the demo's character model and its first-cut TracIn features.
+
+Usage, for a classifier trained as an ensemble of checkpoints::
+
+    from endcredits.attribution import Featurizer, TRAKScorer, classification_task
+
+    task = classification_task(model, [m.state_dict() for m in members])
+    featurizer = Featurizer(task, k=4096, seed=0, projection="kronecker")
+    train = featurizer.featurize((x_train, y_train), work_ids, out_dir=Path("features/train"))
+    targets = [featurizer.compute((x_out, y_out), checkpoint_index=m) for m in range(train.models)]
+    scorer = TRAKScorer(lambda_=1e-3).fit(train.features_per_model(), train.weights_per_model())
+    scores = scorer.score(targets)  # float64 [outputs, works]
+
+    credits = CreditMatrix.from_triplets(work_index, payee_index, share, works=n_works, payees=n_payees)
+    payee_scores = PayeeIndex(scorer, credits).score(targets)  # [outputs, payees], O(payees x d) each
+    weights = payee_weights(payee_scores[0], baseline_share=Fraction(1, 10), volume=volumes)
+    explained = top_k_exact(scorer.query(targets), scorer.item_matrix, k=10)
+
+For a small model, ``projection="identity"`` keeps the exact gradients; for logistic regression,
+``featurize(..., curvature=True)`` and ``TRAKScorer(n * weight_decay, lambda_relative=False).fit(...,
+curvature_per_model=train.curvature_per_model())`` give the influence function with the exact Hessian.
 """
 
 from endcredits.attribution.charlm import (
@@ -14,17 +40,48 @@ from endcredits.attribution.charlm import (
     save_lm,
     train_char_lm,
 )
+from endcredits.attribution.featurizer import FeatureSet, Featurizer, Projection
 from endcredits.attribution.gradients import featurize, tracin_scores
+from endcredits.attribution.payees import CreditMatrix, PayeeIndex, payee_weights
+from endcredits.attribution.scorers import EmbeddingSimilarityScorer, LinearScorer, TracInScorer, TRAKScorer
+from endcredits.attribution.task import (
+    AttributionTask,
+    checkpoint_sha256,
+    classification_task,
+    encode_texts,
+    language_model_task,
+)
+from endcredits.attribution.topk import FaissIndex, TopK, faiss_recall, recall_at_k, top_k_exact
 
 __all__ = [
+    "AttributionTask",
     "CharLM",
+    "CreditMatrix",
+    "EmbeddingSimilarityScorer",
+    "FaissIndex",
+    "FeatureSet",
+    "Featurizer",
+    "LinearScorer",
+    "PayeeIndex",
+    "Projection",
+    "TRAKScorer",
+    "TopK",
+    "TracInScorer",
     "TrainedLM",
     "Vocab",
     "build_vocab",
+    "checkpoint_sha256",
+    "classification_task",
+    "encode_texts",
+    "faiss_recall",
     "featurize",
     "generate",
+    "language_model_task",
     "load_lm",
+    "payee_weights",
+    "recall_at_k",
     "save_lm",
+    "top_k_exact",
     "tracin_scores",
     "train_char_lm",
 ]

@@ -1,0 +1,295 @@
+"""Scorers: from features to scores ``[outputs, works]``, all of them linear in the work features.
+
+Every scorer is fitted once on the training works and then holds one *item matrix* ``G`` (float32,
+``[works, d]``); an output's scores are ``query(output) @ G^T``, where ``query`` stacks the output's
+features of every model. Because the score is linear in each row of ``G``, the score of a set of works
+(a payee's) is the query times the sum of their rows (see ``payees``), and a top-k search is a maximum
+inner product search over ``G`` (see ``topk``).
+
+- ``TRAKScorer`` (the default). Per model m: ``Phi_m`` the training features, ``phi_m`` the output's,
+  ``K_m = Phi_m^T Phi_m`` (or a Gauss-Newton kernel ``C_m`` from ``Featurizer.curvature``), and
+  ``score = (1/M) sum_m phi_m (K_m + lambda_m I)^-1 Phi_m^T``, times ``Q_bar = (1/M) sum_m Q_m``
+  column-wise (TRAK: average the preconditioned products over models, then multiply by the average Q).
+  So ``G = [Phi'_1 ... Phi'_M] * Q_bar / M`` with ``Phi'_m = Phi_m (K_m + lambda_m I)^-1``.
+  ``lambda_m = lambda_ * trace(K_m) / dim`` (``lambda_relative=True``, the default): a fraction of the
+  kernel's mean eigenvalue, so the same value means the same across models, k and dataset sizes; with
+  ``lambda_relative=False`` it is used as is (for a kernel that is the true Hessian of a loss summed
+  over examples, the training's L2 coefficient times the number of examples).
+- ``TracInScorer``: the gradient dot product, ``sum_m c_m Q_m phi_m . Phi_m`` (``c_m`` defaults to
+  ``1/M``; TracIn puts each checkpoint's learning rate there).
+- ``EmbeddingSimilarityScorer``: cosine similarity of black-box embeddings, averaged over embedding
+  models. It measures resemblance, not influence, and is labelled ``weaker``; statements must say so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from endcredits.errors import LimitExceededError, ValidationError
+
+FloatArray = npt.NDArray[np.floating[Any]]
+
+KERNEL_BYTES_MAX = 4 << 30
+"""The ``[min(n, dim)]^2`` float64 system TRAK solves may take at most this many bytes."""
+
+ITEM_MATRIX_BYTES_MAX = 64 << 30
+ROWS_PER_BLOCK = 16_384
+"""Rows of the training features handled at once in float64."""
+
+MODELS_MAX = 1_000
+
+
+def _check_per_model(
+    features: Sequence[FloatArray], weights: Sequence[FloatArray] | None, what: str
+) -> tuple[int, list[int]]:
+    if not 1 <= len(features) <= MODELS_MAX:
+        raise ValidationError(f"{what} needs features of 1 to {MODELS_MAX} models; got {len(features)}")
+    shapes = [np.shape(f) for f in features]
+    if any(len(s) != 2 for s in shapes):
+        raise ValidationError(f"{what}: features must be 2-D [examples, dim]; got shapes {shapes}")
+    rows = {s[0] for s in shapes}
+    if len(rows) != 1:
+        raise ValidationError(f"{what}: models hold different numbers of examples {sorted(rows)}")
+    n = rows.pop()
+    if weights is not None:
+        if len(weights) != len(features):
+            raise ValidationError(f"{what}: {len(weights)} weight vectors for {len(features)} models")
+        for m, w in enumerate(weights):
+            if np.shape(w) != (n,):
+                raise ValidationError(f"{what}: weights of model {m} have shape {np.shape(w)}, not ({n},)")
+            if not np.isfinite(w).all():
+                raise ValidationError(f"{what}: weights of model {m} are not finite; featurize again")
+    return n, [s[1] for s in shapes]
+
+
+def _finite_block(block: FloatArray, start: int, what: str) -> npt.NDArray[np.float64]:
+    out = np.asarray(block, dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
+    if bad.size:
+        raise ValidationError(f"{what} of rows {(bad[:10] + start).tolist()} are not finite; featurize them again")
+    return out
+
+
+class LinearScorer:
+    """What every scorer is once fitted: ``scores = query(targets) @ item_matrix^T``."""
+
+    method: str = "linear"
+    weaker: bool = False
+
+    def __init__(self) -> None:
+        self._items: npt.NDArray[np.float32] | None = None
+        self._dims: list[int] = []
+
+    @property
+    def item_matrix(self) -> npt.NDArray[np.float32]:
+        """``G`` ``[works, d]``: the preconditioned training features of every model, side by side."""
+        if self._items is None:
+            raise ValidationError(f"{type(self).__name__} is not fitted; call fit() first")
+        return self._items
+
+    @property
+    def label(self) -> dict[str, Any]:
+        """What a statement shows about the method: its name and whether it is the weaker kind."""
+        return {"method": self.method, "weaker": self.weaker}
+
+    def query(self, target_features_per_model: Sequence[FloatArray]) -> npt.NDArray[np.float64]:
+        """The outputs' features of every model side by side, float64 ``[outputs, d]``."""
+        items = self.item_matrix
+        _, dims = _check_per_model(target_features_per_model, None, "query")
+        if dims != self._dims:
+            raise ValidationError(f"target features have dims {dims} but the scorer was fitted on {self._dims}")
+        parts = [self._query_part(m, _finite_block(f, 0, "target features")) for m, f in enumerate(target_features_per_model)]
+        out = np.concatenate(parts, axis=1)
+        if out.shape[1] != items.shape[1]:
+            raise ValidationError("target features do not match the item matrix")
+        return out
+
+    def _query_part(self, m: int, features: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        return features
+
+    def score(self, target_features_per_model: Sequence[FloatArray]) -> npt.NDArray[np.float64]:
+        """Scores float64 ``[outputs, works]``."""
+        return score_items(self.query(target_features_per_model), self.item_matrix)
+
+    def _set_items(self, blocks: Sequence[npt.NDArray[np.float32]], dims: list[int]) -> None:
+        self._items = np.ascontiguousarray(np.concatenate(blocks, axis=1), dtype=np.float32)
+        self._dims = dims
+
+
+def score_items(query: FloatArray, items: FloatArray) -> npt.NDArray[np.float64]:
+    """``query @ items^T`` in float64, ``ROWS_PER_BLOCK`` item rows at a time."""
+    q = np.asarray(query, dtype=np.float64)
+    out = np.empty((q.shape[0], items.shape[0]), dtype=np.float64)
+    for start in range(0, items.shape[0], ROWS_PER_BLOCK):
+        block = np.asarray(items[start : start + ROWS_PER_BLOCK], dtype=np.float64)
+        out[:, start : start + block.shape[0]] = q @ block.T
+    return out
+
+
+def _check_train(
+    features: Sequence[FloatArray], weights: Sequence[FloatArray] | None, what: str
+) -> tuple[int, list[int], int]:
+    """``(works, dims per model, models)`` of training features that fit in an item matrix."""
+    n, dims = _check_per_model(features, weights, what)
+    needed = n * sum(dims) * 4
+    if needed > ITEM_MATRIX_BYTES_MAX:
+        raise LimitExceededError(
+            f"the item matrix of {n} works x {sum(dims)} dims needs {needed} bytes, over"
+            f" ITEM_MATRIX_BYTES_MAX={ITEM_MATRIX_BYTES_MAX}; lower k or the ensemble size, or shard the works"
+        )
+    return n, dims, len(dims)
+
+
+class TRAKScorer(LinearScorer):
+    """TRAK with a regularized kernel inverse, Q reweighting and ensemble averaging (module docstring)."""
+
+    method = "trak"
+
+    def __init__(self, lambda_: float = 1e-3, *, lambda_relative: bool = True) -> None:
+        super().__init__()
+        if not (np.isfinite(lambda_) and lambda_ >= 0.0):
+            raise ValidationError(f"lambda_ {lambda_} must be finite and >= 0")
+        self.lambda_ = float(lambda_)
+        self.lambda_relative = lambda_relative
+        self.lambdas_used: list[float] = []
+        """The absolute lambda each model's kernel got."""
+
+    def fit(
+        self,
+        train_features_per_model: Sequence[FloatArray],
+        train_weights_per_model: Sequence[FloatArray] | None = None,
+        *,
+        curvature_per_model: Sequence[FloatArray] | None = None,
+    ) -> TRAKScorer:
+        """Precompute ``G``. ``curvature_per_model`` replaces ``Phi^T Phi`` by each model's Gauss-Newton kernel."""
+        n, dims, models = _check_train(train_features_per_model, train_weights_per_model, "TRAK")
+        if curvature_per_model is not None and len(curvature_per_model) != models:
+            raise ValidationError(f"{len(curvature_per_model)} curvature kernels for {models} models")
+        q_bar = np.ones(n, dtype=np.float64)
+        if train_weights_per_model is not None:
+            q_bar = np.mean([np.asarray(w, dtype=np.float64) for w in train_weights_per_model], axis=0)
+        blocks = []
+        self.lambdas_used = []
+        for m, phi in enumerate(train_features_per_model):
+            kernel = None if curvature_per_model is None else np.asarray(curvature_per_model[m], dtype=np.float64)
+            pre = self._precondition(phi, kernel)
+            blocks.append((pre * (q_bar / models)[:, None]).astype(np.float32))
+        self._set_items(blocks, dims)
+        return self
+
+    def _lambda(self, trace: float, dim: int) -> float:
+        value = self.lambda_ * trace / dim if self.lambda_relative else self.lambda_
+        if value <= 0.0:
+            value = np.finfo(np.float64).eps * max(trace / dim, 1.0)
+        self.lambdas_used.append(value)
+        return value
+
+    def _precondition(self, phi: FloatArray, kernel: npt.NDArray[np.float64] | None) -> npt.NDArray[np.float64]:
+        """``Phi (K + lambda I)^-1``, float64 ``[n, dim]``."""
+        n, dim = phi.shape
+        if kernel is None and n < dim:
+            # The dual form: Phi (Phi^T Phi + lambda I)^-1 = (Phi Phi^T + lambda I)^-1 Phi.
+            _check_kernel_bytes(n)
+            full = _finite_block(phi, 0, "training features")
+            gram = full @ full.T
+            lam = self._lambda(float(np.trace(gram)), dim)
+            return np.asarray(np.linalg.solve(gram + lam * np.eye(n), full), dtype=np.float64)
+        _check_kernel_bytes(dim)
+        if kernel is None:
+            kernel = np.zeros((dim, dim), dtype=np.float64)
+            for start in range(0, n, ROWS_PER_BLOCK):
+                block = _finite_block(phi[start : start + ROWS_PER_BLOCK], start, "training features")
+                kernel += block.T @ block
+        elif kernel.shape != (dim, dim) or not np.isfinite(kernel).all():
+            raise ValidationError(f"a curvature kernel must be finite and [{dim}, {dim}]; got {kernel.shape}")
+        lam = self._lambda(float(np.trace(kernel)), dim)
+        inverse = np.linalg.inv(kernel + lam * np.eye(dim))
+        inverse = (inverse + inverse.T) / 2.0
+        out = np.empty((n, dim), dtype=np.float64)
+        for start in range(0, n, ROWS_PER_BLOCK):
+            block = _finite_block(phi[start : start + ROWS_PER_BLOCK], start, "training features")
+            out[start : start + block.shape[0]] = block @ inverse
+        return out
+
+
+def _check_kernel_bytes(size: int) -> None:
+    if size * size * 8 > KERNEL_BYTES_MAX:
+        raise LimitExceededError(
+            f"TRAK's {size} x {size} float64 system needs {size * size * 8} bytes, over"
+            f" KERNEL_BYTES_MAX={KERNEL_BYTES_MAX}; lower k"
+        )
+
+
+class TracInScorer(LinearScorer):
+    """The gradient dot product, summed over checkpoints with weights ``c_m`` (default ``1/M``)."""
+
+    method = "tracin"
+
+    def fit(
+        self,
+        train_features_per_model: Sequence[FloatArray],
+        train_weights_per_model: Sequence[FloatArray] | None = None,
+        *,
+        checkpoint_weights: Sequence[float] | None = None,
+    ) -> TracInScorer:
+        n, dims, models = _check_train(train_features_per_model, train_weights_per_model, "TracIn")
+        c = [1.0 / models] * models if checkpoint_weights is None else [float(x) for x in checkpoint_weights]
+        if len(c) != models or not all(np.isfinite(c)):
+            raise ValidationError(f"checkpoint_weights must be {models} finite numbers; got {checkpoint_weights}")
+        blocks = []
+        for m, phi in enumerate(train_features_per_model):
+            q = np.ones(n) if train_weights_per_model is None else np.asarray(train_weights_per_model[m], np.float64)
+            block = np.empty((n, dims[m]), dtype=np.float32)
+            for start in range(0, n, ROWS_PER_BLOCK):
+                rows = _finite_block(phi[start : start + ROWS_PER_BLOCK], start, "training features")
+                block[start : start + rows.shape[0]] = rows * (c[m] * q[start : start + rows.shape[0]])[:, None]
+            blocks.append(block)
+        self._set_items(blocks, dims)
+        return self
+
+
+class EmbeddingSimilarityScorer(LinearScorer):
+    """Cosine similarity of black-box embeddings, averaged over embedding models. Labelled weaker:
+    resemblance is not influence (on published benchmarks it sits several times below gradient methods)."""
+
+    method = "embedding-similarity"
+    weaker = True
+
+    def fit(
+        self,
+        train_features_per_model: Sequence[FloatArray],
+        train_weights_per_model: Sequence[FloatArray] | None = None,
+    ) -> EmbeddingSimilarityScorer:
+        """``train_weights_per_model`` is accepted for a uniform interface and must be ``None``."""
+        if train_weights_per_model is not None:
+            raise ValidationError("embedding similarity takes no training weights; pass None")
+        _, dims, models = _check_train(train_features_per_model, None, "embedding similarity")
+        blocks = [(_unit_rows(f, "embeddings") / models).astype(np.float32) for f in train_features_per_model]
+        self._set_items(blocks, dims)
+        return self
+
+    def _query_part(self, m: int, features: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        return _unit_rows(features, "target embeddings")
+
+
+def _unit_rows(features: FloatArray, what: str) -> npt.NDArray[np.float64]:
+    rows = _finite_block(features, 0, what)
+    norms = np.linalg.norm(rows, axis=1)
+    zero = np.flatnonzero(norms == 0.0)
+    if zero.size:
+        raise ValidationError(f"{what} of rows {zero[:10].tolist()} are zero vectors; cosine is undefined for them")
+    unit: npt.NDArray[np.float64] = rows / norms[:, None]
+    return unit
+
+
+__all__ = [
+    "EmbeddingSimilarityScorer",
+    "LinearScorer",
+    "TRAKScorer",
+    "TracInScorer",
+    "score_items",
+]
