@@ -1,0 +1,261 @@
+"""The heavy stages over shards: in this process, or as Ray tasks when given a cluster.
+
+Featurizing splits the manifest's works into shards of whole chunks; attributing splits the output
+stream into shards of outputs. Each shard is one task; the driver writes the results in order. The
+same shard function runs in both modes, on the same rows, so a cluster gives the same bytes as one
+process (tested on a local two-node Ray cluster).
+
+- ``runner_for(None)`` runs shards here, one after another; ``runner_for("auto")`` joins the Ray
+  cluster this machine belongs to (or starts a local one); ``runner_for("ray://host:10001")`` or
+  ``"host:6379"`` joins that cluster. Workers import ``endcredits``: install it on every node.
+- ``featurize_sharded`` writes the same feature directory as ``Featurizer.featurize`` and, like it,
+  is resumable: finished shards are recorded in ``shards.json`` and skipped when run again.
+- ``attribute_sharded`` featurizes each output with every checkpoint and scores it against every
+  payee (``PayeeIndex``), shard by shard; the payee features travel to each worker once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+from numpy.lib.format import open_memmap
+
+from endcredits.attribution.featurizer import (
+    IDS_NAME,
+    MANIFEST_NAME,
+    FeatureSet,
+    Featurizer,
+    Role,
+    _features_name,
+    _map_batch,
+    _weights_name,
+    batch_size,
+)
+from endcredits.attribution.payees import PayeeIndex
+from endcredits.attribution.task import Batch
+from endcredits.errors import LimitExceededError, ManifestError, StoreError, ValidationError
+
+SHARD_ROWS_DEFAULT = 4_096
+SHARDS_MAX = 1_000_000
+SHARDS_NAME = "shards.json"
+
+Progress = Callable[[int, int], None]
+"""``progress(rows_done, rows_total)`` after each shard."""
+
+
+class Runner(Protocol):
+    """Runs ``fn(shared, *args)`` for each args tuple and returns the results in order."""
+
+    name: str
+
+    def map(self, fn: Callable[..., Any], shared: Any, args: Sequence[tuple[Any, ...]],
+            on_result: Callable[[int, Any], None]) -> None: ...
+
+
+class LocalRunner:
+    """Shards one after another in this process."""
+
+    name = "local"
+
+    def map(self, fn: Callable[..., Any], shared: Any, args: Sequence[tuple[Any, ...]],
+            on_result: Callable[[int, Any], None]) -> None:
+        for i, a in enumerate(args):
+            on_result(i, fn(shared, *a))
+
+
+class RayRunner:
+    """Shards as Ray tasks; ``shared`` goes to the object store once; results arrive as they finish."""
+
+    name = "ray"
+
+    def __init__(self, address: str, *, in_flight_max: int = 64) -> None:
+        try:
+            import ray
+        except ImportError as exc:  # pragma: no cover - ray is a dependency
+            raise StoreError("--ray needs the ray package: pip install ray") from exc
+        self._ray = ray
+        self.in_flight_max = in_flight_max
+        if not ray.is_initialized():
+            try:
+                ray.init(address=None if address == "local" else address, include_dashboard=False,
+                         log_to_driver=False, configure_logging=False)
+            except (ConnectionError, ValueError, RuntimeError) as exc:
+                raise StoreError(f"cannot join the Ray cluster at {address!r}: {exc}") from exc
+        self.address = address
+
+    def map(self, fn: Callable[..., Any], shared: Any, args: Sequence[tuple[Any, ...]],
+            on_result: Callable[[int, Any], None]) -> None:
+        ray = self._ray
+        remote = ray.remote(fn)
+        shared_ref = ray.put(shared)
+        pending: dict[Any, int] = {}
+        next_index = 0
+        while next_index < len(args) or pending:
+            while next_index < len(args) and len(pending) < self.in_flight_max:
+                pending[remote.remote(shared_ref, *args[next_index])] = next_index
+                next_index += 1
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                on_result(pending.pop(ref), ray.get(ref))
+
+
+def runner_for(ray: str | None) -> LocalRunner | RayRunner:
+    """``None``: this process. ``"auto"``: the cluster this machine is part of, or a new local one.
+    Anything else: a cluster address (``host:port`` or ``ray://host:port``)."""
+    if ray is None or ray == "":
+        return LocalRunner()
+    if ray == "auto":
+        # Join a running cluster if there is one; otherwise start one on this machine.
+        address = "auto" if os.environ.get("RAY_ADDRESS") or _local_cluster_running() else "local"
+        return RayRunner(address)
+    return RayRunner(ray)
+
+
+def _local_cluster_running() -> bool:
+    return Path("/tmp/ray/ray_current_cluster").exists()
+
+
+# Featurizing -------------------------------------------------------------------------------------
+
+
+def _slice(data: Batch, start: int, stop: int) -> Batch:
+    return _map_batch(data, lambda t: t[start:stop])
+
+
+def _shard_bounds(n: int, shard_rows: int, chunk_size: int) -> list[tuple[int, int]]:
+    if shard_rows < 1:
+        raise ValidationError(f"shard_rows {shard_rows} must be at least 1")
+    # Whole chunks per shard: each chunk then holds the same examples as in one process.
+    rows = -(-shard_rows // chunk_size) * chunk_size
+    bounds = [(s, min(n, s + rows)) for s in range(0, n, rows)]
+    if len(bounds) > SHARDS_MAX:
+        raise LimitExceededError(f"{len(bounds)} shards is over {SHARDS_MAX}; raise shard_rows")
+    return bounds
+
+
+def _featurize_shard(featurizer: Featurizer, data: Batch, role: Role) -> tuple[list[Any], list[Any]]:
+    models = len(featurizer.task.checkpoints)
+    features = [featurizer.compute(data, checkpoint_index=m, role=role) for m in range(models)]
+    weights = [featurizer.weights(data, checkpoint_index=m) for m in range(models)] if role == "train" else []
+    return features, weights
+
+
+def featurize_sharded(
+    featurizer: Featurizer,
+    data: Batch,
+    ids: Sequence[str],
+    out_dir: Path,
+    *,
+    runner: LocalRunner | RayRunner,
+    role: Role = "train",
+    shard_rows: int = SHARD_ROWS_DEFAULT,
+    progress: Progress | None = None,
+) -> FeatureSet:
+    """``featurizer.featurize(data, ids, out_dir, role=role)``, one shard per task; the same files."""
+    n = batch_size(data)
+    if len(ids) != n:
+        raise ValidationError(f"{len(ids)} ids for {n} examples; pass one id per example")
+    if len(set(ids)) != len(ids):
+        raise ValidationError("ids repeat; each example needs its own id")
+    out_dir = Path(out_dir)
+    models = len(featurizer.task.checkpoints)
+    header = featurizer._header(role, n, ids, curvature=False)
+    bounds = _shard_bounds(n, shard_rows, featurizer.chunk_size)
+    state_path = out_dir / SHARDS_NAME
+    done: set[int] = set()
+    if (out_dir / MANIFEST_NAME).exists():
+        return FeatureSet.open(out_dir, ids=ids, task=featurizer.task)
+    if state_path.exists():
+        recorded = json.loads(state_path.read_text())
+        if recorded.get("header") != header or recorded.get("bounds") != [list(b) for b in bounds]:
+            raise ManifestError(f"{out_dir} holds shards of another featurizing run; use a new directory")
+        done = set(recorded["done"])
+    else:
+        featurizer._check_disk(out_dir, n, models, role, False)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for m in range(models):
+            open_memmap(out_dir / _features_name(m), mode="w+", dtype=np.float32, shape=(n, featurizer.dim)).flush()
+            if role == "train":
+                open_memmap(out_dir / _weights_name(m), mode="w+", dtype=np.float32, shape=(n,)).flush()
+        _write_json(state_path, {"header": header, "bounds": [list(b) for b in bounds], "done": []})
+    todo = [i for i in range(len(bounds)) if i not in done]
+    features = [open_memmap(out_dir / _features_name(m), mode="r+") for m in range(models)]
+    weights = [open_memmap(out_dir / _weights_name(m), mode="r+") for m in range(models)] if role == "train" else []
+
+    def store(j: int, result: tuple[list[Any], list[Any]]) -> None:
+        start, stop = bounds[todo[j]]
+        for m in range(models):
+            features[m][start:stop] = result[0][m]
+            features[m].flush()
+            if weights:
+                weights[m][start:stop] = result[1][m]
+                weights[m].flush()
+        done.add(todo[j])
+        _write_json(state_path, {"header": header, "bounds": [list(b) for b in bounds], "done": sorted(done)})
+        if progress is not None:
+            progress(sum(b - a for i, (a, b) in enumerate(bounds) if i in done), n)
+
+    runner.map(_featurize_shard, featurizer, [(_slice(data, *bounds[i]), role) for i in todo], store)
+    features.clear()  # closes the memory maps before the manifest says the files are complete
+    weights.clear()
+    (out_dir / IDS_NAME).write_text(json.dumps(list(ids)))
+    _write_json(out_dir / MANIFEST_NAME, {**header, "rows_done": [n] * models, "curvature_done": [False] * models})
+    state_path.unlink()
+    return FeatureSet.open(out_dir, ids=ids, task=featurizer.task)
+
+
+def _write_json(path: Path, value: Any) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(value, indent=1, sort_keys=True))
+    os.replace(partial, path)
+
+
+# Attributing -------------------------------------------------------------------------------------
+
+
+def _attribute_shard(shared: tuple[Featurizer, PayeeIndex], data: Batch) -> npt.NDArray[np.float64]:
+    featurizer, index = shared
+    targets = [featurizer.compute(data, checkpoint_index=m) for m in range(len(featurizer.task.checkpoints))]
+    return index.score(targets)
+
+
+def attribute_sharded(
+    featurizer: Featurizer,
+    index: PayeeIndex,
+    outputs: Batch,
+    *,
+    runner: LocalRunner | RayRunner,
+    shard_rows: int = SHARD_ROWS_DEFAULT,
+    progress: Progress | None = None,
+) -> npt.NDArray[np.float64]:
+    """Payee scores float64 ``[outputs, payees]``: each shard of outputs featurized and scored in one task."""
+    n = batch_size(outputs)
+    bounds = _shard_bounds(n, shard_rows, featurizer.chunk_size)
+    out = np.empty((n, index.psi.shape[0]), dtype=np.float64)
+    finished = [0]
+
+    def store(i: int, scores: npt.NDArray[np.float64]) -> None:
+        start, stop = bounds[i]
+        out[start:stop] = scores
+        finished[0] += stop - start
+        if progress is not None:
+            progress(finished[0], n)
+
+    runner.map(_attribute_shard, (featurizer, index), [(_slice(outputs, a, b),) for a, b in bounds], store)
+    return out
+
+
+__all__ = [
+    "LocalRunner",
+    "RayRunner",
+    "Runner",
+    "attribute_sharded",
+    "featurize_sharded",
+    "runner_for",
+]
