@@ -10,6 +10,7 @@
     ├── LimitExceededError          a value or a batch beyond a bound in ``endcredits.limits``
     ├── StoreError                  the database is not ours, or is at an unknown schema version
     ├── EvidenceError               an evidence file is unreadable, truncated or does not match the ledger
+    ├── CredentialError             a credential that is malformed, forged, expired, revoked or untrusted
     └── InvariantError              a programmer error caught by ``invariant()``; never expected
 
 The CLI turns any of these into one line on stderr and exit status 1; the API into its ``code``.
@@ -68,6 +69,18 @@ class EvidenceError(EndcreditsError):
     code = "evidence"
 
 
+class CredentialError(EndcreditsError):
+    """A credential that does not prove what it claims. ``reason`` is one stable word, also the message's
+    first: malformed, unsupported, signature, untrusted_issuer, not_yet_valid, expired, revoked,
+    suspended, status_unknown."""
+
+    code = "credential"
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+
+
 class InvariantError(EndcreditsError, AssertionError):
     code = "invariant"
 
@@ -81,6 +94,7 @@ def invariant(condition: bool, message: str) -> None:
 __all__ = [
     "ConflictError",
     "ConsentError",
+    "CredentialError",
     "EndcreditsError",
     "EvidenceError",
     "InvariantError",

@@ -155,6 +155,26 @@ lineage = Table(
     ),
 )
 
+credentials = Table(
+    "credentials",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("person_id", Integer, ForeignKey("people.id"), nullable=False, index=True),
+    Column("credential_id", Id, nullable=False, unique=True),
+    Column("issuer", Id, nullable=False),
+    Column("subject", Id, nullable=False, index=True),
+    Column("valid_from", Time, nullable=True),
+    Column("valid_until", Time, nullable=False),
+    Column("status_list", Id, nullable=True),
+    Column("status_index", BigInteger, nullable=True),
+    Column("credential_json", Text, nullable=False),
+    Column("added_at", Time, nullable=False),
+    Column("invalid_at", Time, nullable=True),
+    Column("invalid_reason", String(32), nullable=True),
+    CheckConstraint("(status_list IS NULL) = (status_index IS NULL)", name="status_ref"),
+    CheckConstraint("(invalid_at IS NULL) = (invalid_reason IS NULL)", name="invalid_why"),
+)
+
 # Consent -----------------------------------------------------------------------------------------
 consent_grants = Table(
     "consent_grants",

@@ -175,6 +175,30 @@ def upgrade() -> None:
     sa.UniqueConstraint('event_id', name=op.f('uq_transfers_event_id')),
     sa.UniqueConstraint('reverses_event_id', name=op.f('uq_transfers_reverses_event_id'))
     )
+    op.create_table('credentials',
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('person_id', sa.Integer(), nullable=False),
+    sa.Column('credential_id', sa.String(length=200), nullable=False),
+    sa.Column('issuer', sa.String(length=200), nullable=False),
+    sa.Column('subject', sa.String(length=200), nullable=False),
+    sa.Column('valid_from', sa.String(length=32), nullable=True),
+    sa.Column('valid_until', sa.String(length=32), nullable=False),
+    sa.Column('status_list', sa.String(length=200), nullable=True),
+    sa.Column('status_index', sa.BigInteger(), nullable=True),
+    sa.Column('credential_json', sa.Text(), nullable=False),
+    sa.Column('added_at', sa.String(length=32), nullable=False),
+    sa.Column('invalid_at', sa.String(length=32), nullable=True),
+    sa.Column('invalid_reason', sa.String(length=32), nullable=True),
+    sa.CheckConstraint('(invalid_at IS NULL) = (invalid_reason IS NULL)', name=op.f('ck_credentials_invalid_why')),
+    sa.CheckConstraint('(status_list IS NULL) = (status_index IS NULL)', name=op.f('ck_credentials_status_ref')),
+    sa.ForeignKeyConstraint(['person_id'], ['people.id'], name=op.f('fk_credentials_person_id_people')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_credentials')),
+    sa.UniqueConstraint('credential_id', name=op.f('uq_credentials_credential_id'))
+    )
+    with op.batch_alter_table('credentials', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_credentials_person_id'), ['person_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_credentials_subject'), ['subject'], unique=False)
+
     op.create_table('manifests',
     sa.Column('id', sa.String(length=200), nullable=False),
     sa.Column('model_id', sa.String(length=200), nullable=False),
@@ -291,6 +315,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_manifests_model_id'))
 
     op.drop_table('manifests')
+    with op.batch_alter_table('credentials', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_credentials_subject'))
+        batch_op.drop_index(batch_op.f('ix_credentials_person_id'))
+
+    op.drop_table('credentials')
     op.drop_table('transfers')
     op.drop_table('people')
     op.drop_table('payout_batches')
