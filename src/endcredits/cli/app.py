@@ -19,6 +19,7 @@ from rich.table import Table
 from sqlalchemy import func, select
 from typer.core import TyperGroup
 
+from endcredits.cli.identity import credential_app, issuer_app
 from endcredits.errors import EndcreditsError, ValidationError
 from endcredits.money import format_amount, parse_amount, parse_fraction
 from endcredits.store.engine import DATA_ENV, DB_ENV, Store, init_store, open_store, parse_time
@@ -53,6 +54,8 @@ app.add_typer(manifest_app, name="manifest")
 app.add_typer(agreement_app, name="agreement")
 app.add_typer(payouts_app, name="payouts")
 app.add_typer(escrow_app, name="escrow")
+app.add_typer(credential_app, name="credential")
+app.add_typer(issuer_app, name="issuer")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts.")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Compute and show; write nothing.")]
