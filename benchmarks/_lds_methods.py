@@ -1,0 +1,224 @@
+"""The attribution methods the LDS benchmark compares, behind one call shape.
+
+``run(method, models, train, targets, k=..., lambdas=[...])`` returns, for each regularization value, the
+scores ``[n_train, n_targets]`` (positive: training on the example raised the measurement) and the wall
+time of featurizing and scoring. Methods that can reuse their features across values of lambda do so;
+the time reported for a value is featurizing once plus scoring with that value.
+
+- ``endcredits``: ``endcredits.attribution`` (``classification_task`` / ``language_model_task``,
+  ``Featurizer`` with its Kronecker projection, ``TRAKScorer`` with a relative lambda).
+- ``traker``: MadryLab's ``TRAKer`` 0.3.2 on CPU (its ``BasicProjector``, normal projection), float32.
+- ``dattri``: ``dattri.algorithm.trak.TRAKAttributor`` 0.3.0 on CPU (normal projection), float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import nn
+
+CLASSIFIER_METHODS = ("endcredits", "traker", "dattri")
+
+
+@dataclass
+class MethodRun:
+    scores: dict[float, npt.NDArray[np.float64]]
+    """lambda -> scores [n_train, n_targets]."""
+    featurize_s: float
+    score_s: dict[float, float]
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def seconds(self, lam: float) -> float:
+        return self.featurize_s + self.score_s[lam]
+
+
+def available(method: str) -> str | None:
+    """None when the method can run here, else why not."""
+    module = {"traker": "trak", "dattri": "dattri"}.get(method)
+    if module is None:
+        return None
+    try:
+        with _quiet():
+            __import__(module)
+    except Exception as exc:  # noqa: BLE001 - any import failure means "not available"
+        return f"{module} is not importable ({type(exc).__name__}: {exc}); pip install traker==0.3.2 dattri==0.3.0"
+    return None
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Peers print progress bars and log at INFO; keep the benchmark's output readable."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
+
+
+# endcredits -------------------------------------------------------------------------------------
+
+
+def run_endcredits(
+    task: Any,
+    train_batch: Any,
+    target_batch: Any,
+    *,
+    k: int,
+    lambdas: Sequence[float],
+    seed: int = 0,
+    projection: str = "kronecker",
+    chunk_size: int = 256,
+) -> MethodRun:
+    """``Featurizer`` once per model (training features, Q, target features), then ``TRAKScorer`` per lambda."""
+    from endcredits.attribution.featurizer import Featurizer
+    from endcredits.attribution.scorers import TRAKScorer
+
+    started = time.perf_counter()
+    featurizer = Featurizer(task, k=k, seed=seed, projection=projection, chunk_size=chunk_size)
+    train_features, train_weights, target_features = [], [], []
+    for m in range(len(task.checkpoints)):
+        train_features.append(featurizer.compute(train_batch, checkpoint_index=m, role="train"))
+        train_weights.append(featurizer.weights(train_batch, checkpoint_index=m))
+        target_features.append(featurizer.compute(target_batch, checkpoint_index=m, role="target"))
+    featurize_s = time.perf_counter() - started
+    scores: dict[float, npt.NDArray[np.float64]] = {}
+    score_s: dict[float, float] = {}
+    for lam in lambdas:
+        started = time.perf_counter()
+        scorer = TRAKScorer(lambda_=lam).fit(train_features, train_weights)
+        scores[lam] = scorer.score(target_features).T  # [outputs, works] -> [works, outputs]
+        score_s[lam] = time.perf_counter() - started
+    return MethodRun(scores, featurize_s, score_s, {"dim": featurizer.dim, "projection": projection})
+
+
+@dataclass(frozen=True)
+class ClassifierJob:
+    """An ensemble of classifiers, the training set and the targets (every test example the run scores)."""
+
+    models: Sequence[nn.Module]
+    train: tuple[torch.Tensor, torch.Tensor]
+    targets: tuple[torch.Tensor, torch.Tensor]
+    k: int
+    seed: int = 0
+    batch_size: int = 100
+
+    def batches(self, which: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        x, y = self.train if which == "train" else self.targets
+        for start in range(0, len(x), self.batch_size):
+            yield x[start : start + self.batch_size], y[start : start + self.batch_size]
+
+
+def run_endcredits_classifier(job: ClassifierJob, lambdas: Sequence[float], projection: str = "kronecker") -> MethodRun:
+    from endcredits.attribution.task import classification_task
+
+    task = classification_task(job.models[0], [m.state_dict() for m in job.models])
+    return run_endcredits(task, job.train, job.targets, k=job.k, lambdas=lambdas, seed=job.seed, projection=projection)
+
+
+def _per_lambda(lambdas: Sequence[float], one: Any, notes: dict[str, Any]) -> MethodRun:
+    """Peers whose lambda enters before their features are final: a whole run, timed, per lambda."""
+    scores: dict[float, npt.NDArray[np.float64]] = {}
+    score_s: dict[float, float] = {}
+    for lam in lambdas:
+        with _quiet():
+            started = time.perf_counter()
+            result = one(lam)
+            score_s[lam] = time.perf_counter() - started
+        scores[lam] = np.asarray(result, dtype=np.float64)  # [n_train, n_targets]
+    return MethodRun(scores, 0.0, score_s, notes)
+
+
+# traker -----------------------------------------------------------------------------------------
+
+
+def run_traker_classifier(job: ClassifierJob, lambdas: Sequence[float]) -> MethodRun:
+    """TRAKer on CPU (BasicProjector, normal projection), float32, its image-classification margin."""
+    with _quiet():
+        from trak import TRAKer
+
+    logging.getLogger("TRAK").setLevel(logging.ERROR)
+
+    def one(lam: float) -> Any:
+        with tempfile.TemporaryDirectory() as save_dir:
+            traker = TRAKer(
+                model=job.models[0], task="image_classification", train_set_size=len(job.train[0]),
+                save_dir=save_dir, device="cpu", proj_dim=job.k, use_half_precision=False,
+                projector_seed=job.seed, lambda_reg=lam, logging_level=logging.ERROR,
+            )
+            for m, model in enumerate(job.models):
+                traker.load_checkpoint(model.state_dict(), model_id=m)
+                for batch in job.batches("train"):
+                    traker.featurize(batch=batch, num_samples=len(batch[0]))
+            traker.finalize_features()
+            for m, model in enumerate(job.models):
+                traker.start_scoring_checkpoint(exp_name="lds", checkpoint=model.state_dict(), model_id=m,
+                                                num_targets=len(job.targets[0]))
+                for batch in job.batches("targets"):
+                    traker.score(batch=batch, num_samples=len(batch[0]))
+            return traker.finalize_scores(exp_name="lds")
+
+    return _per_lambda(lambdas, one, {"projector": "BasicProjector (normal), CPU"})
+
+
+# dattri -----------------------------------------------------------------------------------------
+
+
+def run_dattri_classifier(job: ClassifierJob, lambdas: Sequence[float]) -> MethodRun:
+    """dattri's TRAKAttributor with the model output and Q of its own MNIST examples (log-odds of the
+    correct class, Q = 1 - p), its checkpoints being the ensemble's models."""
+    with _quiet():
+        from dattri.algorithm.trak import TRAKAttributor
+        from dattri.task import AttributionTask
+
+    model = job.models[0]
+
+    def margin(params: dict[str, torch.Tensor], pair: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        image, label = pair
+        logits = torch.func.functional_call(model, params, image.unsqueeze(0))
+        logp = -nn.functional.cross_entropy(logits, label.unsqueeze(0))
+        return logp - torch.log(1 - torch.exp(logp))
+
+    def probability(params: dict[str, torch.Tensor], pair: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        image, label = pair
+        logits = torch.func.functional_call(model, params, image.unsqueeze(0))
+        return torch.exp(-nn.functional.cross_entropy(logits, label.unsqueeze(0)))
+
+    loader = {which: torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*data), batch_size=job.batch_size)
+              for which, data in (("train", job.train), ("targets", job.targets))}
+
+    def one(lam: float) -> Any:
+        task = AttributionTask(model=model, loss_func=margin, checkpoints=[m.state_dict() for m in job.models])
+        attributor = TRAKAttributor(
+            task=task, correct_probability_func=probability, device="cpu", regularization=lam,
+            projector_kwargs={"proj_dim": job.k, "proj_seed": job.seed, "proj_max_batch_size": 32, "device": "cpu"},
+        )
+        with torch.no_grad():
+            attributor.cache(loader["train"])
+            return attributor.attribute(loader["targets"])
+
+    return _per_lambda(lambdas, one, {"projector": "normal, CPU"})
+
+
+CLASSIFIER_RUNNERS = {
+    "endcredits": run_endcredits_classifier,
+    "traker": run_traker_classifier,
+    "dattri": run_dattri_classifier,
+}
+
+LAMBDA_GRIDS: dict[str, tuple[float, ...]] = {
+    # endcredits' lambda is relative: a fraction of the kernel's mean eigenvalue (trace / dim).
+    "endcredits": (1e-3, 1e-2, 1e-1, 1.0, 10.0),
+    # The peers take an absolute lambda; their default is 0.
+    "traker": (0.0, 1e-2, 1.0, 1e2, 1e4),
+    "dattri": (0.0, 1e-2, 1.0, 1e2, 1e4),
+}

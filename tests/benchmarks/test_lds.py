@@ -1,0 +1,147 @@
+"""The LDS benchmark's parts, and one tiny end-to-end run on a synthetic idx dataset (no download)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import _lds_core as core
+import numpy as np
+import pytest
+import torch
+from _lds_classifier import margins, train_models
+from _lds_data import DataError, load_images, read_idx, write_idx
+
+
+def test_idx_round_trip_plain_and_gzipped(tmp_path: Path) -> None:
+    images = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    labels = np.array([3, 7], dtype=np.uint8)
+    write_idx(tmp_path / "images", images)
+    write_idx(tmp_path / "labels", labels)
+    assert np.array_equal(read_idx(tmp_path / "images"), images)
+    assert np.array_equal(read_idx(tmp_path / "labels"), labels)
+    (tmp_path / "images.gz").write_bytes(gzip.compress((tmp_path / "images").read_bytes()))
+    assert np.array_equal(read_idx(tmp_path / "images.gz"), images)
+    floats = np.linspace(0, 1, 6, dtype=np.float32).reshape(2, 3)
+    write_idx(tmp_path / "floats", floats)
+    assert np.array_equal(read_idx(tmp_path / "floats"), floats)
+
+
+def test_idx_refuses_bad_files(tmp_path: Path) -> None:
+    (tmp_path / "bad").write_bytes(b"\x01\x02\x08\x01\x00\x00\x00\x02ab")
+    with pytest.raises(DataError, match="not an idx file"):
+        read_idx(tmp_path / "bad")
+    (tmp_path / "short").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x05ab")
+    with pytest.raises(DataError, match="data bytes"):
+        read_idx(tmp_path / "short")
+
+
+def test_rankdata_averages_ties_and_spearman_matches_pearson_of_ranks() -> None:
+    assert core.rankdata(np.array([10.0, 20.0, 10.0, 5.0])).tolist() == [2.5, 4.0, 2.5, 1.0]
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(30, 4)), rng.normal(size=(30, 4))
+    b[:, 0] = a[:, 0] ** 3  # monotone: rho = 1
+    b[:, 1] = -a[:, 1]  # rho = -1
+    rho = core.spearman_columns(a, b)
+    assert rho[0] == pytest.approx(1.0) and rho[1] == pytest.approx(-1.0)
+    ra, rb = core.rankdata(a[:, 2]), core.rankdata(b[:, 2])
+    assert rho[2] == pytest.approx(np.corrcoef(ra, rb)[0, 1])
+    assert np.isnan(core.spearman_columns(np.ones((5, 1)), rng.normal(size=(5, 1))))[0]
+
+
+def test_lds_is_one_for_a_true_linear_datamodel_and_near_zero_for_noise() -> None:
+    rng = np.random.default_rng(1)
+    n, m, t = 200, 60, 8
+    true_scores = rng.normal(size=(n, t))
+    masks = core.masks_of(core.half_subsets(n, m, seed=5), n)
+    outputs = masks @ true_scores + 1e-6 * rng.normal(size=(m, t))
+    value, per_example = core.lds(true_scores, masks, outputs)
+    assert value == pytest.approx(1.0, abs=1e-6) and per_example.shape == (t,)
+    noise, _ = core.lds(rng.normal(size=(n, t)), masks, outputs)
+    assert abs(noise) < 0.2
+
+
+def test_half_subsets_depend_only_on_seed_and_index() -> None:
+    a, b = core.half_subsets(50, 3, seed=9), core.half_subsets(50, 5, seed=9)
+    assert np.array_equal(a, b[:3]) and a.shape == (3, 25)
+    assert all(len(set(row)) == 25 for row in a)
+    assert not np.array_equal(core.half_subsets(50, 1, seed=10), a[:1])
+
+
+def test_ground_truth_cache_computes_only_missing_rows(tmp_path: Path) -> None:
+    calls: list[list[int]] = []
+
+    def compute(subsets: np.ndarray, rows: list[int]) -> np.ndarray:
+        calls.append(rows)
+        return subsets.sum(axis=1, keepdims=True).astype(np.float64)
+
+    path = tmp_path / "gt.npz"
+    first, computed = core.cached_outputs(path, core.half_subsets(20, 3, 1), compute)
+    assert computed == 3 and calls == [[0, 1, 2]]
+    again, computed = core.cached_outputs(path, core.half_subsets(20, 2, 1), compute)
+    assert computed == 0 and np.array_equal(again, first[:2])
+    more, computed = core.cached_outputs(path, core.half_subsets(20, 5, 1), compute)
+    assert computed == 2 and calls[-1] == [3, 4] and np.array_equal(more[:3], first)
+    _, computed = core.cached_outputs(path, core.half_subsets(20, 2, 2), compute)
+    assert computed == 2  # another draw is never served from this cache
+
+
+def _blobs(n: int, seed: int, side: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """Tiny 'images': each class lights up its own pixels, plus noise."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, size=n)
+    images = rng.integers(0, 60, size=(n, side, side))
+    for c in range(3):
+        images[labels == c, c * 2 : c * 2 + 2, :] += 150
+    return images.astype(np.uint8), labels.astype(np.uint8)
+
+
+def _write_dataset(tmp_path: Path) -> dict[str, Path]:
+    x_train, y_train = _blobs(120, seed=0)
+    x_test, y_test = _blobs(30, seed=1)
+    paths = {name: tmp_path / name for name in ("train-images", "train-labels", "test-images", "test-labels")}
+    for name, array in zip(paths, (x_train, y_train, x_test, y_test), strict=True):
+        write_idx(paths[name], array)
+    return paths
+
+
+def test_batched_training_matches_the_module_and_does_not_depend_on_its_neighbours(tmp_path: Path) -> None:
+    data = load_images(_write_dataset(tmp_path), n_train=120, n_test=30)
+    subsets = core.half_subsets(120, 3, seed=0)
+    together = train_models("mnist-mlp", data.x_train, data.y_train, subsets, [5, 6, 7], classes=data.classes)
+    alone = train_models("mnist-mlp", data.x_train, data.y_train, subsets[1:2], [6], classes=data.classes)
+    x = torch.from_numpy(data.x_test)
+    batched = together.logits(x)
+    assert torch.allclose(batched[1], alone.logits(x)[0], atol=1e-4)
+    with torch.no_grad():
+        assert torch.allclose(together.module(2)(x), batched[2], atol=1e-5)
+    accuracy = (batched.argmax(-1) == torch.from_numpy(data.y_test)).float().mean()
+    assert accuracy > 0.9
+    y = torch.from_numpy(data.y_test)
+    p = torch.softmax(batched, -1).gather(-1, y.expand(3, -1)[..., None])[..., 0]
+    assert torch.allclose(margins(batched, y), torch.log(p / (1 - p)), atol=1e-4)
+
+
+def test_tiny_end_to_end_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import lds
+
+    paths = _write_dataset(tmp_path)
+    argv = [
+        "--setting", "mnist-lr", "--json", "--subsets", "12", "--tune-subsets", "6", "--models", "2", "--k", "64",
+        "--n-train", "120", "--n-test", "20", "--tune-tests", "10", "--methods", "endcredits",
+        "--cf-tests", "3", "--cf-remove", "10", "--cache-dir", str(tmp_path / "cache"),
+        "--train-images", str(paths["train-images"]), "--train-labels", str(paths["train-labels"]),
+        "--test-images", str(paths["test-images"]), "--test-labels", str(paths["test-labels"]),
+    ]  # fmt: skip
+    assert lds.main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    ours = report["methods"]["endcredits"]
+    assert -1.0 <= ours["lds"] <= 1.0 and ours["recipe"] in ("full", "half") and ours["models"] == 2
+    assert set(ours["tuning"]["recipes"]) == {"full", "half"}
+    assert report["subsets"] == 12 and report["test_examples"] == 20 and report["tune_test_examples"] == 10
+    cf = report["counterfactual"]
+    assert cf["tests"] == 3 and cf["removed"] == 10 and "endcredits" in cf["methods"]
+    # The rerun reads the ground truth from the cache.
+    assert lds.main(argv) == 0
+    assert "0 retrained now" in capsys.readouterr().err
