@@ -81,6 +81,11 @@ def test_kronecker_on_the_char_lm_is_exact_when_k_covers_every_parameter() -> No
     assert small.dim <= 160 and {layer.module for layer in small.plan.linear} >= {"head", "blocks.0.qkv"}
     projected = small.compute(data, role="train").astype(np.float64)
     assert np.corrcoef((projected @ projected.T).ravel(), gram.ravel())[0, 1] > 0.9
+    linear_only = Featurizer(task, k=160, seed=0, other_parameters=False)
+    assert linear_only.plan.rest == () and linear_only.dim <= 160
+    assert linear_only.compute(data, role="train").shape == (4, linear_only.dim)
+    with pytest.raises(ValidationError, match="kronecker' only"):
+        Featurizer(task, k=160, seed=0, projection="gaussian", other_parameters=False)
 
 
 def test_features_do_not_depend_on_chunk_size_and_seed_matters() -> None:
