@@ -33,7 +33,8 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -307,7 +308,7 @@ class Featurizer:
         state = self._state(checkpoint_index)
         call = _Call(self.task.model, fn)
         out = np.empty(n, dtype=np.float32)
-        with torch.no_grad():
+        with torch.no_grad(), _eval_mode(self.task.model):
             for start in range(0, n, self.chunk_size):
                 stop = min(n, start + self.chunk_size)
                 values = functional_call(call, state, (self._slice(data, start, stop),))
@@ -328,7 +329,7 @@ class Featurizer:
                 f" CURVATURE_BYTES_MAX={CURVATURE_BYTES_MAX}; lower k"
             )
         n = batch_size(data)
-        with torch.no_grad():
+        with torch.no_grad(), _eval_mode(self.task.model):
             first = functional_call(_Call(self.task.model, fn), self._state(checkpoint_index), (self._slice(data, 0, 1),))
         if first.dim() != 2 or first.shape[0] != 1 or not 1 <= first.shape[1] <= CURVATURE_OUTPUTS_MAX:
             raise ValidationError(f"curvature must return [B, R] with R in [1, {CURVATURE_OUTPUTS_MAX}]")
@@ -503,16 +504,12 @@ class Featurizer:
         batch = self._slice(data, start, stop)
         state = self._state(checkpoint_index)
         call = _Call(self.task.model, fn)
-        was_training = self.task.model.training
-        self.task.model.eval()
-        try:
-            parts = []
+        parts = []
+        with _eval_mode(self.task.model):
             if self.plan.linear:
                 parts.append(self._linear_features(call, state, batch, stop - start))
             if self.plan.rest:
                 parts.append(self._rest_features(call, state, batch, stop - start))
-        finally:
-            self.task.model.train(was_training)
         out = torch.cat(parts, dim=1).to(torch.float32)
         finite = torch.isfinite(out).all(dim=1)
         if not bool(finite.all()):
@@ -599,6 +596,17 @@ class Featurizer:
             sizes = dict(zip(self.plan.rest, self.plan.rest_sizes, strict=True))
             self._rest_projector = BlockGaussianProjector(sizes, k=self.plan.rest_dim, seed=self.seed, device=self.device)
         return self._rest_projector.project({key[len("model.") :]: g for key, g in grads.items()})
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """The model in eval mode (no dropout, no batch statistics) for the duration; restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 def _per_example(values: torch.Tensor, n: int, what: str) -> torch.Tensor:
