@@ -5,7 +5,7 @@ collectors named in them are the credited humans. The demo registers them, recor
 corpus licences (the ``essenFolksong`` encodings are non-commercial: excluded from this commercial
 model) and from one person's own opt-out, builds the manifest, trains a small character-level language
 model on exactly the manifest's tunes, generates tunes that earn revenue, attributes each to the
-training tunes by projected per-example gradients (TracIn-style first cut), accrues residuals in two
+training tunes with TRAK (Kronecker-projected per-example gradients), accrues residuals in two
 batches, lets one person verify and claim their escrow, writes statements and a payout file, settles
 it with a simulated bank status report, and checks that every microunit is accounted for.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,9 +28,16 @@ from rich.table import Table
 from sqlalchemy import select
 
 from endcredits.attribution.charlm import TrainedLM, generate, load_lm, save_lm, train_char_lm
-from endcredits.attribution.gradients import featurize, tracin_scores
+from endcredits.attribution.texts import (
+    K_DEFAULT,
+    TextAttribution,
+    attribute_outputs,
+    check_checkpoint,
+    features_dir,
+    featurize_works,
+)
 from endcredits.consent.rules import Grant
-from endcredits.errors import InvariantError, ManifestError, ValidationError
+from endcredits.errors import InvariantError, ValidationError
 from endcredits.ledger.accrue import accrue
 from endcredits.ledger.escrow import claim_escrow
 from endcredits.ledger.verify import verify
@@ -57,7 +65,7 @@ from endcredits.store.registry import (
     name_ids,
     verify_person,
 )
-from endcredits.store.schema import accounts, legs, names, people, transfers
+from endcredits.store.schema import accounts, legs, names, people, transfers, works
 
 CURRENCY = "EUR"
 MODEL_ID = "abc-charlm-v1"
@@ -119,25 +127,44 @@ def import_abc_corpus(store: Store, *, limit: int | None = None, tunes: Sequence
     return ImportReport(len(set(work_ids)), n_credits, len(ids), len(grants), sum(t.non_commercial for t in items))
 
 
+StepProgress = Callable[[str, float, float], None]
+"""``(task, done, total)``: how far a long step has come (the CLI draws a progress bar from it)."""
+
+
 def attribute_texts(store: Store, manifest: ManifestRecord, checkpoint: Path, lines: Sequence[tuple[str, str]],
-                    out: Path, *, k: int, seed: int) -> int:
-    """Write (output_id, work_id, score) for every output against every work in the manifest."""
+                    out: Path, *, k: int, seed: int, method: str = "trak", ray: str | None = None,
+                    explain: Path | None = None, top_k: int = 5,
+                    step: StepProgress | None = None) -> TextAttribution:
+    """Write (output_id, work_id, score) for every output against every work in the manifest; with
+    ``explain``, also each output's top works as JSON lines. The works' features are reused if present."""
     lm = load_lm(checkpoint)
-    if manifest.checkpoint_sha256 is not None and manifest.checkpoint_sha256 != lm.checksum():
-        raise ManifestError(f"checkpoint {checkpoint} (sha256 {lm.checksum()[:16]}) is not the one manifest "
-                            f"{manifest.id} was trained into ({manifest.checkpoint_sha256[:16]})")
-    texts = _manifest_texts(store, manifest)
-    scores = _scores(lm, texts, [t for _, t in lines], k=k, seed=seed)
+    check_checkpoint(lm, manifest.checkpoint_sha256, manifest.id)
+    att = _attribute(store, manifest, lm, lines, k=k, seed=seed, method=method, ray=ray, top_k=top_k, step=step)
     with out.open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["output_id", "work_id", "score"])
         for i, (oid, _) in enumerate(lines):
             for j, wid in enumerate(manifest.included):
-                w.writerow([oid, wid, repr(float(scores[i, j]))])
-    return len(lines) * len(manifest.included)
+                w.writerow([oid, wid, repr(float(att.scores[i, j]))])
+    if explain is not None:
+        with explain.open("w", encoding="utf-8") as f:
+            for i, oid in enumerate(att.output_ids):
+                f.write(json.dumps({"output_id": oid, "method": att.method, "weaker": att.weaker,
+                                    "top_works": [{"work_id": w_, "score": s_} for w_, s_ in att.top_works(i)]}) + "\n")
+    return att
 
 
-def _manifest_texts(store: Store, manifest: ManifestRecord) -> list[str]:
+def _attribute(store: Store, manifest: ManifestRecord, lm: TrainedLM, lines: Sequence[tuple[str, str]], *, k: int,
+               seed: int, method: str, ray: str | None, top_k: int, step: StepProgress | None) -> TextAttribution:
+    texts = manifest_texts(store, manifest)
+    total = len(texts)
+    train = featurize_works(lm, manifest.included, texts, features_dir(store.data_dir, manifest.id, lm, k=k, seed=seed),
+                            k=k, seed=seed, ray=ray,
+                            progress=(lambda d, _t: step("featurizing training tunes", d, total)) if step else None)
+    return attribute_outputs(lm, train, lines, k=k, seed=seed, method=method, top_k=top_k)
+
+
+def manifest_texts(store: Store, manifest: ManifestRecord) -> list[str]:
     """The training text of each included work, in manifest order, read from the content store and
     checked against its id."""
     texts = []
@@ -147,19 +174,6 @@ def _manifest_texts(store: Store, manifest: ManifestRecord) -> list[str]:
         except UnicodeDecodeError:
             raise ValidationError(f"work {wid} is not UTF-8 text; this model reads text") from None
     return texts
-
-
-StepProgress = Callable[[str, float, float], None]
-"""``(task, done, total)``: how far a long step has come (the CLI draws a progress bar from it)."""
-
-
-def _scores(lm: TrainedLM, work_texts: Sequence[str], output_texts: Sequence[str], *, k: int, seed: int,
-            step: StepProgress | None = None) -> np.ndarray:
-    total = len(work_texts)
-    work_f = featurize(lm, work_texts, k=k, seed=seed,
-                       progress=(lambda d: step("featurizing training tunes", d, total)) if step else None)
-    out_f = featurize(lm, output_texts, k=k, seed=seed)
-    return tracin_scores(out_f, work_f)
 
 
 @dataclass
@@ -184,6 +198,7 @@ class DemoSummary:
     payout_batch: dict[str, Any] = field(default_factory=dict)
     statement: dict[str, Any] = field(default_factory=dict)
     verified: bool = False
+    attribution: dict[str, Any] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -200,7 +215,7 @@ class DemoSummary:
             "paid_microunits": self.paid_microunits, "escrow_microunits": self.escrow_microunits,
             "suspense_microunits": self.suspense_microunits, "conserved": self.conserved,
             "top_earners": self.top_earners, "payout_batch": self.payout_batch, "statement": self.statement,
-            "verified": self.verified, "timings_s": {k: round(v, 2) for k, v in self.timings_s.items()},
+            "verified": self.verified, "attribution": self.attribution, "timings_s": {k: round(v, 2) for k, v in self.timings_s.items()},
         }
 
     def print(self, console: Console) -> None:
@@ -215,6 +230,10 @@ class DemoSummary:
         for e in self.top_earners:
             t.add_row(e["name"], e["status"], f"{e['earned']} {c}")
         console.print(t)
+        a = self.attribution
+        console.print(f"attribution: {a.get('method')} (k={a.get('k')}) over {a.get('works')} training tunes; output "
+                      f"{a.get('output_id')} is explained best by: " + ", ".join(
+                          f"{w['title']} ({w['score']:.3g})" for w in a.get("top_works", [])[:3]))
         console.print(f"escrow (unclaimed or unverified): {format_amount(self.escrow_microunits, c)} {c}")
         console.print(f"payout batch {self.payout_batch.get('batch_id')}: {self.payout_batch.get('items')} payments, "
                       f"{self.payout_batch.get('total')} {c} → {self.payout_batch.get('pain001')}")
@@ -249,6 +268,16 @@ def _demo_people(store: Store, tunes: Sequence[AbcTune], names_to_join: int) -> 
     return joined
 
 
+def _attribution_summary(store: Store, att: TextAttribution, k: int) -> dict[str, Any]:
+    """The method, and the works that explain the first output best, by title."""
+    top = att.top_works(0)
+    with store.read() as conn:
+        titles = dict(conn.execute(select(works.c.id, works.c.title).where(works.c.id.in_([w for w, _ in top]))).all())
+    return {"method": att.method, "weaker": att.weaker, "k": k, "works": len(att.work_ids),
+            "output_id": att.output_ids[0],
+            "top_works": [{"work_id": w, "title": titles.get(w, ""), "score": s} for w, s in top]}
+
+
 def _earners(store: Store, top_n: int) -> list[dict[str, Any]]:
     with store.read() as conn:
         q = (select(accounts.c.holder, accounts.c.kind, legs.c.amount_microunits).join(legs, legs.c.account_id == accounts.c.id)
@@ -274,7 +303,7 @@ def _earners(store: Store, top_n: int) -> list[dict[str, Any]]:
 
 
 def run_demo(data_dir: Path | None, db_url: str | None, *, outputs_n: int = 60, train_s: float = 60.0, seed: int = 0,
-             tunes_max: int | None = None, k: int = 256, progress: Callable[[str], None] = lambda _m: None,
+             tunes_max: int | None = None, k: int = K_DEFAULT, progress: Callable[[str], None] = lambda _m: None,
              step: StepProgress | None = None) -> DemoSummary:
 
 
@@ -314,7 +343,7 @@ def run_demo(data_dir: Path | None, db_url: str | None, *, outputs_n: int = 60, 
                                   description="character-level LM of ABC folk tunes (demo)")
         progress(f"manifest {manifest.id}: {len(manifest.included)} included, {len(manifest.excluded)} excluded "
                  f"(non-commercial licences and one opt-out), root {manifest.merkle_root[:16]}…")
-        texts = _manifest_texts(store, manifest)
+        texts = manifest_texts(store, manifest)
         lap("manifest")
 
         progress(f"training a character-level LM on {len(texts)} tunes for up to {train_s:.0f} s on CPU…")
@@ -340,8 +369,10 @@ def run_demo(data_dir: Path | None, db_url: str | None, *, outputs_n: int = 60, 
         outs = [OutputIn(f"out-{i:05d}", MODEL_ID, int(revenue[i]), CURRENCY,
                          (start + dt.timedelta(seconds=times[i])).strftime("%Y-%m-%dT%H:%M:%SZ")) for i in range(outputs_n)]
         lap("generate")
-        progress(f"generated {outputs_n} tunes; attributing each to {len(texts)} training tunes (k={k})…")
-        scores = _scores(lm, texts, samples, k=k, seed=seed, step=step)
+        progress(f"generated {outputs_n} tunes; attributing each to {len(texts)} training tunes (TRAK, k={k})…")
+        att = _attribute(store, manifest, lm, [(o.output_id, t) for o, t in zip(outs, samples)], k=k, seed=seed,
+                         method="trak", ray=None, top_k=5, step=step)
+        scores = att.scores
         lap("attribute")
 
         half = max(1, outputs_n // 2)
@@ -417,6 +448,7 @@ def run_demo(data_dir: Path | None, db_url: str | None, *, outputs_n: int = 60, 
                           "total_microunits": batch.total_microunits,
                           "pain001": str(batch.pain001_path) if batch.pain001_path else None},
             statement=statement_info, verified=report_v.ok, timings_s=timings,
+            attribution=_attribution_summary(store, att, k),
         )
         if not summary.conserved:
             raise InvariantError(f"conservation broken: pool {pool} != paid {paid} + escrow {escrow} + suspense {suspense}")

@@ -208,3 +208,12 @@ def test_the_happy_path_conserves_and_verifies(cli: Cli, tmp_path: Path) -> None
     assert "verified" in cli.ok("verify")
     escrow = cli.ok("escrow", "list", "--query", "ann", "--json")
     assert '"amount_microunits": 150000000' in escrow  # the whole pool, held for the unclaimed name
+
+
+def test_unknown_attribution_method(cli: Cli, tmp_path: Path) -> None:
+    outputs = tmp_path / "outputs.jsonl"
+    outputs.write_text('{"output_id": "o1", "text": "X:1\\nK:D\\nabc|"}\n')
+    _refused(cli, lambda: cli("attribute", "--checkpoint", str(tmp_path / "none.pt"), "--outputs", str(outputs),
+                              "--out", str(tmp_path / "s.csv"), "--manifest", "m", "--method", "similarity"),
+             "--method must be one of trak, tracin")
+    assert not (tmp_path / "s.csv").exists()

@@ -85,10 +85,23 @@ def test_every_command_in_an_operators_order(tmp_path: Path, db_url: str | None)
     outputs_jsonl = tmp_path / "outputs.jsonl"
     outputs_jsonl.write_text("".join(json.dumps({"output_id": f"out-{i}", "text": texts[i][:200]}) + "\n" for i in (0, 5)))
     scores = tmp_path / "scores.csv"
-    run("attribute", "--checkpoint", str(checkpoint), "--outputs", str(outputs_jsonl), "--out", str(scores),
-        "--manifest", m["manifest_id"], "--k", "32")
+    assert "features of 25 works" in run("featurize", "--checkpoint", str(checkpoint), "--manifest", m["manifest_id"],
+                                         "--k", "32")
+    explain = tmp_path / "explain.jsonl"
+    out = run("attribute", "--checkpoint", str(checkpoint), "--outputs", str(outputs_jsonl), "--out", str(scores),
+              "--manifest", m["manifest_id"], "--k", "32", "--explain", str(explain), "--top-k", "3")
+    assert "trak scores" in out
     with scores.open() as f:
-        assert len(list(csv.DictReader(f))) == 2 * 25
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * 25
+    explained = [json.loads(line) for line in explain.read_text().splitlines()]
+    assert [e["output_id"] for e in explained] == ["out-0", "out-5"]
+    assert all(e["method"] == "trak" and e["weaker"] is False and len(e["top_works"]) == 3 for e in explained)
+    best = max((r for r in rows if r["output_id"] == "out-0"), key=lambda r: float(r["score"]))
+    assert explained[0]["top_works"][0]["work_id"] == best["work_id"]
+    tracin = tmp_path / "tracin.csv"
+    assert "tracin scores" in run("attribute", "--checkpoint", str(checkpoint), "--outputs", str(outputs_jsonl),
+                                  "--out", str(tracin), "--manifest", m["manifest_id"], "--k", "32", "--method", "tracin")
     outputs_csv = tmp_path / "outputs.csv"
     outputs_csv.write_text("output_id,model_id,revenue,currency,occurred_at\n"
                            "out-0,tiny-lm,2.00,EUR,2026-11-02T10:00:00Z\nout-5,tiny-lm,0.75,EUR,2026-11-03T10:00:00Z\n")

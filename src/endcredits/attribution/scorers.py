@@ -116,7 +116,8 @@ class LinearScorer:
         return score_items(self.query(target_features_per_model), self.item_matrix)
 
     def _set_items(self, blocks: Sequence[npt.NDArray[np.float32]], dims: list[int]) -> None:
-        self._items = np.ascontiguousarray(np.concatenate(blocks, axis=1), dtype=np.float32)
+        joined = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)  # one model: no copy
+        self._items = np.ascontiguousarray(joined, dtype=np.float32)
         self._dims = dims
 
 
@@ -176,8 +177,7 @@ class TRAKScorer(LinearScorer):
         self.lambdas_used = []
         for m, phi in enumerate(train_features_per_model):
             kernel = None if curvature_per_model is None else np.asarray(curvature_per_model[m], dtype=np.float64)
-            pre = self._precondition(phi, kernel)
-            blocks.append((pre * (q_bar / models)[:, None]).astype(np.float32))
+            blocks.append(self._precondition(phi, kernel, q_bar / models))
         self._set_items(blocks, dims)
         return self
 
@@ -188,8 +188,10 @@ class TRAKScorer(LinearScorer):
         self.lambdas_used.append(value)
         return value
 
-    def _precondition(self, phi: FloatArray, kernel: npt.NDArray[np.float64] | None) -> npt.NDArray[np.float64]:
-        """``Phi (K + lambda I)^-1``, float64 ``[n, dim]``."""
+    def _precondition(self, phi: FloatArray, kernel: npt.NDArray[np.float64] | None,
+                      row_scale: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
+        """``diag(row_scale) Phi (K + lambda I)^-1`` as float32 ``[n, dim]``, computed in float64 a block
+        of rows at a time (the float64 product is never held whole: 10^6 works at k = 1024 would be 8 GB)."""
         n, dim = phi.shape
         if kernel is None and n < dim:
             # The dual form: Phi (Phi^T Phi + lambda I)^-1 = (Phi Phi^T + lambda I)^-1 Phi.
@@ -197,7 +199,8 @@ class TRAKScorer(LinearScorer):
             full = _finite_block(phi, 0, "training features")
             gram = full @ full.T
             lam = self._lambda(float(np.trace(gram)), dim)
-            return np.asarray(np.linalg.solve(gram + lam * np.eye(n), full), dtype=np.float64)
+            solved = np.linalg.solve(gram + lam * np.eye(n), full)
+            return np.asarray(solved * row_scale[:, None], dtype=np.float32)
         _check_kernel_bytes(dim)
         if kernel is None:
             kernel = np.zeros((dim, dim), dtype=np.float64)
@@ -209,10 +212,11 @@ class TRAKScorer(LinearScorer):
         lam = self._lambda(float(np.trace(kernel)), dim)
         inverse = np.linalg.inv(kernel + lam * np.eye(dim))
         inverse = (inverse + inverse.T) / 2.0
-        out = np.empty((n, dim), dtype=np.float64)
+        out = np.empty((n, dim), dtype=np.float32)
         for start in range(0, n, ROWS_PER_BLOCK):
             block = _finite_block(phi[start : start + ROWS_PER_BLOCK], start, "training features")
-            out[start : start + block.shape[0]] = block @ inverse
+            stop = start + block.shape[0]
+            out[start:stop] = (block @ inverse) * row_scale[start:stop, None]
         return out
 
 

@@ -90,6 +90,15 @@ def _store(ctx: typer.Context) -> Iterator[Store]:
         store.dispose()
 
 
+@contextmanager
+def _bar(description: str, total: int) -> Iterator[Any]:
+    """A progress bar on standard error; yields ``advance(done)``."""
+    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=True) as bars:
+        task = bars.add_task(description, total=total)
+        yield lambda done: bars.update(task, completed=done)
+
+
 def _print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
 
@@ -531,6 +540,41 @@ def accrue_cmd(
 
 
 # attribute ----------------------------------------------------------------------------------------
+def _checkpoint_and_manifest(ctx: typer.Context, checkpoint: Path, manifest: str) -> tuple[Any, Any]:
+    from endcredits.attribution.charlm import load_lm
+    from endcredits.attribution.texts import check_checkpoint
+    from endcredits.store.catalog import load_manifest
+
+    lm = load_lm(checkpoint)
+    with _store(ctx) as store, store.read() as conn:
+        m = load_manifest(conn, manifest)
+    check_checkpoint(lm, m.checkpoint_sha256, m.id)
+    return lm, m
+
+
+RayOpt = Annotated[str | None, typer.Option("--ray", help="Run shards as Ray tasks: 'auto' or a cluster address")]
+
+
+@app.command("featurize")
+def featurize_cmd(
+    ctx: typer.Context,
+    checkpoint: Annotated[Path, typer.Option(help="The model checkpoint (from the demo, or save_lm)")],
+    manifest: Annotated[str, typer.Option(help="The manifest the model was trained on")],
+    k: Annotated[int, typer.Option(min=8, max=65_536)] = 1_024, seed: int = 0, ray: RayOpt = None,
+) -> None:
+    """Featurize every work in the manifest once (projected gradients, memory-mapped); resumable."""
+    from endcredits.attribution.texts import features_dir, featurize_works
+    from endcredits.demo import manifest_texts
+
+    lm, m = _checkpoint_and_manifest(ctx, checkpoint, manifest)
+    with _store(ctx) as store:
+        texts = manifest_texts(store, m)
+        out = features_dir(store.data_dir, m.id, lm, k=k, seed=seed)
+        with _bar("featurizing works", len(texts)) as advance:
+            fs = featurize_works(lm, m.included, texts, out, k=k, seed=seed, ray=ray, progress=lambda d, _t: advance(d))
+    _console().print(f"features of {len(fs.ids)} works ({fs.manifest['dim']} dims) in {fs.directory}")
+
+
 @app.command("attribute")
 def attribute_cmd(
     ctx: typer.Context,
@@ -538,12 +582,17 @@ def attribute_cmd(
     outputs: Annotated[Path, typer.Option(help="JSON lines: {\"output_id\": ..., \"text\": ...}")],
     out: Annotated[Path, typer.Option(help="Where to write output_id, work_id, score (CSV)")],
     manifest: Annotated[str, typer.Option(help="The manifest the model was trained on")],
-    k: Annotated[int, typer.Option(min=8, max=8192)] = 256, seed: int = 0,
+    k: Annotated[int, typer.Option(min=8, max=65_536)] = 1_024, seed: int = 0,
+    method: Annotated[str, typer.Option(help="trak (default) or tracin")] = "trak",
+    explain: Annotated[Path | None, typer.Option(help="Also write each output's top works here (JSON lines)")] = None,
+    top_k: Annotated[int, typer.Option(min=1, max=1_000)] = 5, ray: RayOpt = None,
 ) -> None:
-    """Score each output against every work in the manifest (per-example gradients, projected)."""
+    """Score each output against every work in the manifest (TRAK by default); features are reused."""
+    from endcredits.attribution.texts import METHODS
     from endcredits.demo import attribute_texts
-    from endcredits.store.catalog import load_manifest
 
+    if method not in METHODS:
+        raise ValidationError(f"--method must be one of {', '.join(METHODS)}")
     lines = []
     for i, line in enumerate(outputs.read_text(encoding="utf-8").splitlines()):
         if line.strip():
@@ -552,11 +601,13 @@ def attribute_cmd(
                 lines.append((str(obj["output_id"]), str(obj["text"])))
             except (json.JSONDecodeError, KeyError, TypeError):
                 raise ValidationError(f"{outputs} line {i + 1} is not {{\"output_id\": ..., \"text\": ...}}") from None
+    _, m = _checkpoint_and_manifest(ctx, checkpoint, manifest)
     with _store(ctx) as store:
-        with store.read() as conn:
-            m = load_manifest(conn, manifest)
-        n = attribute_texts(store, m, checkpoint, lines, out, k=k, seed=seed)
-    _console().print(f"wrote {n} scores to {out}")
+        att = attribute_texts(store, m, checkpoint, lines, out, k=k, seed=seed, method=method, ray=ray, explain=explain,
+                              top_k=top_k)
+    weaker = " (a weaker method)" if att.weaker else ""
+    _console().print(f"wrote {len(lines) * len(m.included)} {att.method} scores{weaker} to {out}"
+                     + (f"; top {top_k} works per output to {explain}" if explain else ""))
 
 
 # statements, payouts, escrow ---------------------------------------------------------------------
