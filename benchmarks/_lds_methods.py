@@ -78,27 +78,35 @@ def run_endcredits(
     seed: int = 0,
     projection: str = "kronecker",
     chunk_size: int = 256,
+    curvature: bool = False,
 ) -> MethodRun:
-    """``Featurizer`` once per model (training features, Q, target features), then ``TRAKScorer`` per lambda."""
+    """``Featurizer`` once per model (training features, Q, target features), then ``TRAKScorer`` per lambda.
+
+    ``curvature``: TRAK's kernel is the task's Gauss-Newton matrix (``Featurizer.curvature``) instead of
+    ``Phi^T Phi``; for logistic regression that is the exact Hessian, i.e. the influence function.
+    """
     from endcredits.attribution.featurizer import Featurizer
     from endcredits.attribution.scorers import TRAKScorer
 
     started = time.perf_counter()
     featurizer = Featurizer(task, k=k, seed=seed, projection=projection, chunk_size=chunk_size)
-    train_features, train_weights, target_features = [], [], []
+    train_features, train_weights, target_features, kernels = [], [], [], []
     for m in range(len(task.checkpoints)):
         train_features.append(featurizer.compute(train_batch, checkpoint_index=m, role="train"))
         train_weights.append(featurizer.weights(train_batch, checkpoint_index=m))
         target_features.append(featurizer.compute(target_batch, checkpoint_index=m, role="target"))
+        if curvature:
+            kernels.append(featurizer.curvature(train_batch, checkpoint_index=m))
     featurize_s = time.perf_counter() - started
     scores: dict[float, npt.NDArray[np.float64]] = {}
     score_s: dict[float, float] = {}
     for lam in lambdas:
         started = time.perf_counter()
-        scorer = TRAKScorer(lambda_=lam).fit(train_features, train_weights)
+        scorer = TRAKScorer(lambda_=lam).fit(train_features, train_weights, curvature_per_model=kernels or None)
         scores[lam] = scorer.score(target_features).T  # [outputs, works] -> [works, outputs]
         score_s[lam] = time.perf_counter() - started
-    return MethodRun(scores, featurize_s, score_s, {"dim": featurizer.dim, "projection": projection})
+    notes = {"dim": featurizer.dim, "projection": projection, "kernel": "gauss-newton" if curvature else "Phi^T Phi"}
+    return MethodRun(scores, featurize_s, score_s, notes)
 
 
 @dataclass(frozen=True)
@@ -118,11 +126,14 @@ class ClassifierJob:
             yield x[start : start + self.batch_size], y[start : start + self.batch_size]
 
 
-def run_endcredits_classifier(job: ClassifierJob, lambdas: Sequence[float], projection: str = "kronecker") -> MethodRun:
+def run_endcredits_classifier(
+    job: ClassifierJob, lambdas: Sequence[float], projection: str = "kronecker", curvature: bool = False
+) -> MethodRun:
     from endcredits.attribution.task import classification_task
 
     task = classification_task(job.models[0], [m.state_dict() for m in job.models])
-    return run_endcredits(task, job.train, job.targets, k=job.k, lambdas=lambdas, seed=job.seed, projection=projection)
+    return run_endcredits(task, job.train, job.targets, k=job.k, lambdas=lambdas, seed=job.seed, projection=projection,
+                          curvature=curvature)
 
 
 def _per_lambda(lambdas: Sequence[float], one: Any, notes: dict[str, Any]) -> MethodRun:
@@ -217,7 +228,7 @@ CLASSIFIER_RUNNERS = {
 
 LAMBDA_GRIDS: dict[str, tuple[float, ...]] = {
     # endcredits' lambda is relative: a fraction of the kernel's mean eigenvalue (trace / dim).
-    "endcredits": (1e-3, 1e-2, 1e-1, 1.0, 10.0),
+    "endcredits": (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4),
     # The peers take an absolute lambda; their default is 0.
     "traker": (0.0, 1e-2, 1.0, 1e2, 1e4),
     "dattri": (0.0, 1e-2, 1.0, 1e2, 1e4),

@@ -62,7 +62,7 @@ def build_problem(args: argparse.Namespace, log: Callable[[str], None]) -> Any:
 
     def run_method(method: str, models: list[Any], lambdas: Sequence[float]) -> Any:
         job = ClassifierJob(models, (x_train, y_train), (x_test, y_test), k=args.k)
-        extra = {"projection": args.projection} if method == "endcredits" else {}
+        extra = {"projection": args.projection, "curvature": args.curvature} if method == "endcredits" else {}
         return CLASSIFIER_RUNNERS[method](job, lambdas, **extra)
 
     def counterfactual(scores: dict[str, npt.NDArray[np.float64]], tests: list[int], remove: int,

@@ -166,6 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lambdas", help="comma-separated lambda grid for endcredits (default: its built-in grid)")
     parser.add_argument("--projection", default="kronecker", choices=["kronecker", "gaussian", "identity"],
                         help="endcredits' Featurizer projection")
+    parser.add_argument("--curvature", action="store_true",
+                        help="endcredits: Gauss-Newton kernel instead of Phi^T Phi (MNIST settings)")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -223,6 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "k": args.k,
         "models": args.models,
         "endcredits_projection": args.projection,
+        "endcredits_kernel": "gauss-newton" if args.curvature else "Phi^T Phi",
         "selection": (
             "on a separate draw of half subsets (seed differs) measured on held-out test examples that are not"
             " reported: lambda from each method's grid with 1 model, then the ensemble recipe with E models"
