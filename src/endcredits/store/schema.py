@@ -368,3 +368,62 @@ audit_log = Table(
     Column("prev_sha256", Sha256, nullable=False),
     Column("sha256", Sha256, nullable=False),
 )
+
+# Service access ----------------------------------------------------------------------------------
+# Secrets (API keys, login-link and session tokens) are stored only as SHA-256 hashes; a key is found by
+# its public prefix id and its hash compared in constant time. Rows are revoked or used, never deleted.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("secret_sha256", Sha256, nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("scopes", String(200), nullable=False),
+    Column("label", String(NAME_LENGTH_MAX), nullable=False),
+    Column("created_at", Time, nullable=False),
+    Column("revoked_at", Time, nullable=True),
+    CheckConstraint("role IN ('operator', 'auditor')", name="role"),
+)
+
+auth_challenges = Table(
+    "auth_challenges",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("person_id", Integer, ForeignKey("people.id"), nullable=False, index=True),
+    Column("nonce", String(64), nullable=False),
+    Column("expires_at", Time, nullable=False),
+    Column("used_at", Time, nullable=True),
+    Column("created_at", Time, nullable=False),
+)
+
+login_links = Table(
+    "login_links",
+    metadata,
+    Column("token_sha256", Sha256, primary_key=True),
+    Column("person_id", Integer, ForeignKey("people.id"), nullable=False, index=True),
+    Column("created_by", String(32), nullable=False),
+    Column("expires_at", Time, nullable=False),
+    Column("used_at", Time, nullable=True),
+    Column("created_at", Time, nullable=False),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("token_sha256", Sha256, primary_key=True),
+    Column("person_id", Integer, ForeignKey("people.id"), nullable=False, index=True),
+    Column("via", String(16), nullable=False),
+    Column("expires_at", Time, nullable=False),
+    Column("revoked_at", Time, nullable=True),
+    Column("created_at", Time, nullable=False),
+    CheckConstraint("via IN ('challenge', 'link')", name="via"),
+)
+
+usage_requests = Table(
+    "usage_requests",
+    metadata,
+    Column("batch_id", Id, primary_key=True),
+    Column("request_sha256", Sha256, nullable=False),
+    Column("response_json", Text, nullable=False),
+    Column("created_at", Time, nullable=False),
+)

@@ -62,6 +62,17 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_agreements')),
     sa.UniqueConstraint('id', 'version', name='uq_agreements_version')
     )
+    op.create_table('api_keys',
+    sa.Column('id', sa.String(length=32), nullable=False),
+    sa.Column('secret_sha256', sa.String(length=64), nullable=False),
+    sa.Column('role', sa.String(length=16), nullable=False),
+    sa.Column('scopes', sa.String(length=200), nullable=False),
+    sa.Column('label', sa.String(length=200), nullable=False),
+    sa.Column('created_at', sa.String(length=32), nullable=False),
+    sa.Column('revoked_at', sa.String(length=32), nullable=True),
+    sa.CheckConstraint("role IN ('operator', 'auditor')", name=op.f('ck_api_keys_role')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_api_keys'))
+    )
     op.create_table('audit_log',
     sa.Column('seq', sa.Integer(), autoincrement=False, nullable=False),
     sa.Column('at', sa.String(length=32), nullable=False),
@@ -175,6 +186,26 @@ def upgrade() -> None:
     sa.UniqueConstraint('event_id', name=op.f('uq_transfers_event_id')),
     sa.UniqueConstraint('reverses_event_id', name=op.f('uq_transfers_reverses_event_id'))
     )
+    op.create_table('usage_requests',
+    sa.Column('batch_id', sa.String(length=200), nullable=False),
+    sa.Column('request_sha256', sa.String(length=64), nullable=False),
+    sa.Column('response_json', sa.Text(), nullable=False),
+    sa.Column('created_at', sa.String(length=32), nullable=False),
+    sa.PrimaryKeyConstraint('batch_id', name=op.f('pk_usage_requests'))
+    )
+    op.create_table('auth_challenges',
+    sa.Column('id', sa.String(length=64), nullable=False),
+    sa.Column('person_id', sa.Integer(), nullable=False),
+    sa.Column('nonce', sa.String(length=64), nullable=False),
+    sa.Column('expires_at', sa.String(length=32), nullable=False),
+    sa.Column('used_at', sa.String(length=32), nullable=True),
+    sa.Column('created_at', sa.String(length=32), nullable=False),
+    sa.ForeignKeyConstraint(['person_id'], ['people.id'], name=op.f('fk_auth_challenges_person_id_people')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_auth_challenges'))
+    )
+    with op.batch_alter_table('auth_challenges', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_auth_challenges_person_id'), ['person_id'], unique=False)
+
     op.create_table('credentials',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('person_id', sa.Integer(), nullable=False),
@@ -198,6 +229,19 @@ def upgrade() -> None:
     with op.batch_alter_table('credentials', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_credentials_person_id'), ['person_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_credentials_subject'), ['subject'], unique=False)
+
+    op.create_table('login_links',
+    sa.Column('token_sha256', sa.String(length=64), nullable=False),
+    sa.Column('person_id', sa.Integer(), nullable=False),
+    sa.Column('created_by', sa.String(length=32), nullable=False),
+    sa.Column('expires_at', sa.String(length=32), nullable=False),
+    sa.Column('used_at', sa.String(length=32), nullable=True),
+    sa.Column('created_at', sa.String(length=32), nullable=False),
+    sa.ForeignKeyConstraint(['person_id'], ['people.id'], name=op.f('fk_login_links_person_id_people')),
+    sa.PrimaryKeyConstraint('token_sha256', name=op.f('pk_login_links'))
+    )
+    with op.batch_alter_table('login_links', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_login_links_person_id'), ['person_id'], unique=False)
 
     op.create_table('manifests',
     sa.Column('id', sa.String(length=200), nullable=False),
@@ -239,6 +283,20 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('payout_items', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_payout_items_batch_id'), ['batch_id'], unique=False)
+
+    op.create_table('sessions',
+    sa.Column('token_sha256', sa.String(length=64), nullable=False),
+    sa.Column('person_id', sa.Integer(), nullable=False),
+    sa.Column('via', sa.String(length=16), nullable=False),
+    sa.Column('expires_at', sa.String(length=32), nullable=False),
+    sa.Column('revoked_at', sa.String(length=32), nullable=True),
+    sa.Column('created_at', sa.String(length=32), nullable=False),
+    sa.CheckConstraint("via IN ('challenge', 'link')", name=op.f('ck_sessions_via')),
+    sa.ForeignKeyConstraint(['person_id'], ['people.id'], name=op.f('fk_sessions_person_id_people')),
+    sa.PrimaryKeyConstraint('token_sha256', name=op.f('pk_sessions'))
+    )
+    with op.batch_alter_table('sessions', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_sessions_person_id'), ['person_id'], unique=False)
 
     op.create_table('works',
     sa.Column('id', sa.String(length=64), nullable=False),
@@ -306,6 +364,10 @@ def downgrade() -> None:
 
     op.drop_table('credits')
     op.drop_table('works')
+    with op.batch_alter_table('sessions', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_sessions_person_id'))
+
+    op.drop_table('sessions')
     with op.batch_alter_table('payout_items', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_payout_items_batch_id'))
 
@@ -315,11 +377,20 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_manifests_model_id'))
 
     op.drop_table('manifests')
+    with op.batch_alter_table('login_links', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_login_links_person_id'))
+
+    op.drop_table('login_links')
     with op.batch_alter_table('credentials', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_credentials_subject'))
         batch_op.drop_index(batch_op.f('ix_credentials_person_id'))
 
     op.drop_table('credentials')
+    with op.batch_alter_table('auth_challenges', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_auth_challenges_person_id'))
+
+    op.drop_table('auth_challenges')
+    op.drop_table('usage_requests')
     op.drop_table('transfers')
     op.drop_table('people')
     op.drop_table('payout_batches')
@@ -337,6 +408,7 @@ def downgrade() -> None:
     op.drop_table('carries')
     op.drop_table('balances')
     op.drop_table('audit_log')
+    op.drop_table('api_keys')
     op.drop_table('agreements')
     with op.batch_alter_table('accrual_batches', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_accrual_batches_batch_event_id'))
