@@ -198,6 +198,8 @@ def test_bad_batches_are_refused_and_write_nothing(store: Store) -> None:
     with pytest.raises(NotFoundError, match="payee person:999 is not registered"):
         accrue(store, usage([("o1", 100, on_time(8), pay_alice), ("o2", 100, on_time(9), [("person:999", 1)])]), ag,
                event_id="b1")
+    with pytest.raises(NotFoundError, match="payee name:424242 is not registered"):
+        accrue(store, usage([("o1", 100, on_time(8), [("name:424242", 1), *pay_alice])]), ag, event_id="b1")
     with pytest.raises(ValidationError, match="negative revenue -1: revenue must be >= 0"):
         usage([("o1", -1, on_time(8), pay_alice)])
     with pytest.raises(ValidationError, match="negative revenue -5"):
