@@ -1,0 +1,685 @@
+"""The REST API under ``/api/v1``: a thin edge that calls the stages' public functions.
+
+``create_app(store)`` builds the FastAPI application around one open store. Every error endcredits
+raises on purpose becomes ``{"error": {"code", "message"}}`` with the status from ``STATUS_BY_CODE``;
+authentication problems answer 401, a role without the right 403, and another person's data 404 (the
+same answer as for a person who does not exist).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from importlib.metadata import version
+from pathlib import Path
+from typing import Annotated, Any
+
+from alembic.runtime.migration import MigrationContext
+from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.security import HTTPBearer
+from pydantic import ValidationError as PydanticValidationError
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from endcredits.audit import canonical_json
+from endcredits.errors import ConflictError, EndcreditsError, NotFoundError, ValidationError
+from endcredits.money import format_amount, parse_amount
+from endcredits.service import auth
+from endcredits.service import models as m
+from endcredits.service.auth import AuthError, Principal
+from endcredits.store.engine import Store, head_revision, normalize_time, parse_time, utc_now
+from endcredits.store.schema import payout_batches, usage_requests, works
+
+API = "/api/v1"
+log = logging.getLogger("endcredits.service")
+
+STATUS_BY_CODE: dict[str, int] = {
+    "validation": 422,
+    "not_found": 404,
+    "conflict": 409,
+    "consent": 409,
+    "manifest_mismatch": 422,
+    "ledger": 409,
+    "limit_exceeded": 413,
+    "store": 503,
+    "evidence": 500,
+    "credential": 422,
+    "invariant": 500,
+}
+"""The one place an ``EndcreditsError`` code becomes an HTTP status (anything else: 400)."""
+
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+class BodyLimit:
+    """Refuses a request body over its bound with 413 before any endpoint sees it, whether the client
+    declared its length or streamed it in chunks."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    @staticmethod
+    def limit_for(path: str) -> int:
+        big = path.startswith((f"{API}/usage-batches", f"{API}/blobs/"))
+        return m.USAGE_BODY_BYTES_MAX if big else m.BODY_BYTES_MAX
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(scope["path"])
+        too_big = _error(413, "limit_exceeded", f"request body exceeds {limit} bytes: split it into smaller requests")
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await _error(400, "validation", "malformed Content-Length")(scope, receive, send)
+                    return
+                if declared > limit:
+                    await too_big(scope, receive, send)
+                    return
+        chunks: list[bytes] = []
+        seen = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                await self.app(scope, _replay([message], receive), send)
+                return
+            body = message.get("body", b"")
+            seen += len(body)
+            if seen > limit:
+                await too_big(scope, receive, send)
+                return
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        await self.app(scope, _replay([{"type": "http.request", "body": b"".join(chunks), "more_body": False}], receive), send)
+
+
+def _replay(first: list[MutableMapping[str, Any]], receive: Receive) -> Receive:
+    pending = list(first)
+
+    async def replay() -> MutableMapping[str, Any]:
+        return pending.pop(0) if pending else await receive()
+
+    return replay
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for e in exc.errors()[:5]:
+        where = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {e.get('msg', 'invalid')}")
+    more = len(exc.errors()) - 5
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+def _install_errors(app: FastAPI) -> None:
+    @app.exception_handler(EndcreditsError)
+    async def _endcredits(_request: Request, exc: EndcreditsError) -> JSONResponse:
+        return _error(STATUS_BY_CODE.get(exc.code, 400), exc.code, exc.message)
+
+    @app.exception_handler(AuthError)
+    async def _auth(_request: Request, exc: AuthError) -> JSONResponse:
+        response = _error(exc.status, exc.code, str(exc))
+        if exc.status == 401:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(422, "validation", _validation_message(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed", 501: "not_available"}.get(exc.status_code, "http")
+        return _error(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity(_request: Request, exc: IntegrityError) -> JSONResponse:
+        log.warning("integrity error: %s", exc.orig)
+        return _error(409, "conflict", "the write conflicts with a concurrent one or a unique value: retry or change it")
+
+
+# Who is asking -----------------------------------------------------------------------------------
+_bearer = HTTPBearer(auto_error=False, description="An operator or auditor API key (eck_...) or a session token (ecs_...)")
+
+
+def _store(request: Request) -> Store:
+    store: Store = request.app.state.store
+    return store
+
+
+def _principal(request: Request, _doc: Annotated[Any, Depends(_bearer)] = None) -> Principal:
+    with _store(request).read() as conn:
+        return auth.principal_for(conn, request.headers.get("authorization"))
+
+
+Who = Annotated[Principal, Depends(_principal)]
+StoreDep = Annotated[Store, Depends(_store)]
+
+
+def need(who: Principal, scope: str) -> None:
+    """401 for the public, 403 for a role without ``scope``."""
+    if who.kind == "public":
+        raise AuthError(401, "unauthorized", f"this needs credentials: an API key with scope {scope}")
+    if not who.can(scope):
+        raise AuthError(403, "forbidden", f"a {who.kind} may not do this: it needs an operator key with scope {scope}")
+
+
+def see_person(who: Principal, person_id: int) -> None:
+    """A contributor sees only their own person; anyone else's is 'not found', as for a person that does
+    not exist. Operators with ``read`` and auditors see everyone."""
+    if who.kind == "contributor":
+        if who.person_id != person_id:
+            raise NotFoundError(f"no person {person_id}")
+        return
+    need(who, "read")
+
+
+def _self(who: Principal) -> int:
+    if who.kind != "contributor" or who.person_id is None:
+        raise AuthError(401 if who.kind == "public" else 403, "unauthorized" if who.kind == "public" else "forbidden",
+                        "this is for a signed-in contributor (a session token)")
+    return who.person_id
+
+
+# The application ---------------------------------------------------------------------------------
+def create_app(store: Store) -> FastAPI:
+    """The API around an open, migrated ``store`` (the caller owns and disposes it)."""
+    app = FastAPI(title="endcredits", version=version("endcredits"), openapi_url="/openapi.json", docs_url="/docs",
+                  redoc_url=None, description="Residuals for the humans whose work trains AI. See docs/concepts/service.md.")
+    app.state.store = store
+    _install_errors(app)
+    app.add_middleware(BodyLimit)
+    _routes_system(app)
+    _routes_auth(app)
+    _routes_usage(app)
+    _routes_registry(app)
+    _routes_money(app)
+    return app
+
+
+def _routes_system(app: FastAPI) -> None:
+    @app.get(f"{API}/health", tags=["system"])
+    def health(store: StoreDep) -> JSONResponse:
+        """200 when the store is open and at the code's schema revision; 503 otherwise."""
+        try:
+            with store.read() as conn:
+                revision = MigrationContext.configure(conn).get_current_revision()
+        except Exception as exc:  # noqa: BLE001 - any failure to read is "not ready"
+            return _error(503, "store", f"database not reachable: {type(exc).__name__}")
+        if revision != head_revision():
+            return _error(503, "store", f"schema at {revision!r}, this endcredits needs {head_revision()!r}: run init")
+        return JSONResponse({"status": "ok", "backend": store.backend, "schema": revision})
+
+
+def _routes_auth(app: FastAPI) -> None:
+    @app.post(f"{API}/auth/challenges", status_code=201, tags=["auth"])
+    def challenge(body: m.ChallengeIn, store: StoreDep) -> dict[str, Any]:
+        """Public: a one-use nonce for a person to sign with the key of their credential's did:key."""
+        with store.write() as conn:
+            c = auth.issue_challenge(conn, body.person_id)
+        return {"challenge_id": c.id, "person_id": c.person_id, "nonce": c.nonce, "message": c.message,
+                "expires_at": c.expires_at}
+
+    @app.post(f"{API}/auth/sessions/signed-challenge", status_code=201, tags=["auth"])
+    def sign_in_signed(body: m.ChallengeSignInIn, store: StoreDep) -> dict[str, Any]:
+        """Public: exchange a signed challenge for a session token (the challenge is then used up)."""
+        try:
+            signature = base64.urlsafe_b64decode(body.signature + "=" * (-len(body.signature) % 4))
+        except (binascii.Error, ValueError):
+            raise ValidationError("signature must be base64url") from None
+        with store.write() as conn:
+            s = auth.sign_in_with_challenge(conn, body.challenge_id, body.did, signature)
+        return {"session_token": s.token, "person_id": s.person_id, "expires_at": s.expires_at}
+
+    @app.post(f"{API}/auth/sessions/login-link", status_code=201, tags=["auth"])
+    def sign_in_link(body: m.LinkSignInIn, store: StoreDep) -> dict[str, Any]:
+        """Public: exchange a one-time login link token for a session token (the link is then used up)."""
+        with store.write() as conn:
+            s = auth.sign_in_with_link(conn, body.token)
+        return {"session_token": s.token, "person_id": s.person_id, "expires_at": s.expires_at}
+
+    @app.delete(f"{API}/auth/session", status_code=204, tags=["auth"])
+    def sign_out(request: Request, who: Who, store: StoreDep) -> Response:
+        """Contributor: close this session."""
+        _self(who)
+        token = request.headers["authorization"].strip().partition(" ")[2].strip()
+        with store.write() as conn:
+            auth.close_session(conn, token)
+        return Response(status_code=204)
+
+    @app.post(f"{API}/login-links", status_code=201, tags=["auth"])
+    def login_link(body: m.LoginLinkIn, who: Who, store: StoreDep) -> dict[str, Any]:
+        """Operator (registry): a one-time sign-in link for a person without a did:key credential."""
+        need(who, "registry")
+        with store.write() as conn:
+            link = auth.create_login_link(conn, body.person_id, created_by=who.subject, ttl_s=body.ttl_s)
+        return {"token": link.token, "person_id": link.person_id, "expires_at": link.expires_at}
+
+    @app.get(f"{API}/me", tags=["auth"])
+    def me(who: Who, store: StoreDep) -> dict[str, Any]:
+        """Contributor: who this session belongs to, and their balances."""
+        return _person_view(store, _self(who))
+
+
+def _person_view(store: Store, person_id: int) -> dict[str, Any]:
+    from endcredits.store.ledger import account_balances
+    from endcredits.store.registry import get_person
+    from endcredits.store.schema import names
+
+    with store.read() as conn:
+        p = get_person(conn, person_id)
+        holders = [f"person:{person_id}"] + [f"name:{r.id}" for r in conn.execute(
+            select(names.c.id).where(names.c.person_id == person_id))]
+        bal: dict[str, dict[str, str]] = {"payable": {}, "escrow": {}}
+        for kind in ("payable", "escrow"):
+            for holder in holders:
+                for key, value in account_balances(conn, kind=kind, holder=holder).items():
+                    ccy = key.rsplit(":", 1)[1]
+                    total = parse_amount(bal[kind].get(ccy, "0"), ccy) + value
+                    bal[kind][ccy] = format_amount(total, ccy)
+    return {"person_id": p.id, "handle": p.handle, "verified": p.verified_at is not None,
+            "verified_by": p.verified_by, "payout_account": p.iban is not None, **bal}
+
+
+def _routes_usage(app: FastAPI) -> None:
+    @app.post(f"{API}/usage-batches", status_code=201, tags=["usage"])
+    def ingest(body: m.UsageBatchIn, who: Who, store: StoreDep, response: Response) -> dict[str, Any]:
+        """Operator (ingest): accrue residuals for a batch of outputs. Idempotent by ``batch_id``: the same
+        batch again returns the first result (200) and changes nothing; other content under the same id is 409."""
+        need(who, "ingest")
+        request_sha = hashlib.sha256(canonical_json(body.model_dump(mode="json")).encode()).hexdigest()
+        first = _stored_usage(store, body.batch_id, request_sha)
+        if first is not None:
+            response.status_code = 200
+            return first
+        data = _accrue_batch(store, body)
+        with store.write() as conn:
+            row = conn.execute(select(usage_requests).where(usage_requests.c.batch_id == body.batch_id)).first()
+            if row is None:
+                conn.execute(usage_requests.insert().values(batch_id=body.batch_id, request_sha256=request_sha,
+                                                            response_json=json.dumps(data, sort_keys=True),
+                                                            created_at=utc_now()))
+        again = _stored_usage(store, body.batch_id, request_sha)
+        if again is None:  # pragma: no cover - written just above
+            raise ConflictError(f"batch {body.batch_id} could not be recorded")
+        if again != data or data["status"] != "created":
+            response.status_code = 200
+        return again
+
+    @app.get(f"{API}/usage-batches/{{batch_id}}", tags=["usage"])
+    def usage_batch(batch_id: str, who: Who, store: StoreDep) -> dict[str, Any]:
+        """Operator (ingest or read), auditor: the result recorded for a batch id."""
+        if not who.can("ingest"):
+            need(who, "read")
+        with store.read() as conn:
+            row = conn.execute(select(usage_requests).where(usage_requests.c.batch_id == batch_id)).first()
+        if row is None:
+            raise NotFoundError(f"no usage batch {batch_id[:200]!r}")
+        out: dict[str, Any] = json.loads(row.response_json)
+        return out
+
+    @app.post(f"{API}/attributions", tags=["usage"])
+    def attribute(body: m.AttributionIn, who: Who, store: StoreDep) -> Any:
+        """Operator (ingest): score text outputs against every work of a manifest with the model checkpoint
+        registered at ``DATA/models/MODEL.pt``; returns each output's scores per work and its top works."""
+        need(who, "ingest")
+        from endcredits.service.attribute import attribute_texts
+
+        return attribute_texts(store, body)
+
+
+def _stored_usage(store: Store, batch_id: str, request_sha: str) -> dict[str, Any] | None:
+    with store.read() as conn:
+        row = conn.execute(select(usage_requests).where(usage_requests.c.batch_id == batch_id)).first()
+    if row is None:
+        return None
+    if row.request_sha256 != request_sha:
+        raise ConflictError(f"batch {batch_id} was already ingested with other content; use a new batch_id")
+    out: dict[str, Any] = json.loads(row.response_json)
+    return out
+
+
+def _accrue_batch(store: Store, body: m.UsageBatchIn) -> dict[str, Any]:
+    from endcredits.ledger.accrue import accrue
+    from endcredits.royalties import parse_agreement
+    from endcredits.royalties.usage import OutputIn, build_usage
+    from endcredits.store.catalog import latest_manifest_id, load_agreement_body, load_manifest
+
+    outs: list[OutputIn] = []
+    scores: dict[str, dict[str, float]] = {}
+    per = ""
+    for o in body.outputs:
+        if (o.work_scores is None) == (o.payee_scores is None):
+            raise ValidationError(f"output {o.output_id}: give exactly one of work_scores or payee_scores")
+        kind = "work" if o.work_scores is not None else "payee"
+        if per and kind != per:
+            raise ValidationError("one batch gives every output's attribution per work, or every one per payee")
+        per = kind
+        if o.output_id in scores:
+            raise ValidationError(f"output {o.output_id} appears twice in batch {body.batch_id}")
+        outs.append(OutputIn(o.output_id, o.model_id, parse_amount(o.revenue, o.currency), o.currency,
+                             normalize_time(o.occurred_at)))
+        scores[o.output_id] = dict(o.work_scores if o.work_scores is not None else o.payee_scores or {})
+    with store.read() as conn:
+        agreement = parse_agreement(load_agreement_body(conn, body.agreement_id))
+        manifest = None
+        if per == "work":
+            model_ids = {o.model_id for o in outs}
+            if len(model_ids) != 1:
+                raise ValidationError("a usage batch attributed per work covers one model: split it by model_id")
+            manifest = load_manifest(conn, body.manifest_id or latest_manifest_id(conn, model_ids.pop()))
+        usage = build_usage(conn, outs, scores, agreement, manifest, per=per)
+    s = accrue(store, usage, agreement, event_id=body.batch_id)
+    c = agreement.currency
+    return {"batch_id": body.batch_id, "status": s.status, "outputs": s.outputs, "lines": s.lines, "currency": c,
+            "revenue": format_amount(s.revenue_microunits, c), "pool": format_amount(s.pool_microunits, c),
+            "pool_microunits": s.pool_microunits, "posted_microunits": s.posted_microunits,
+            "escrow_microunits": s.escrow_microunits, "suspense_delta_microunits": s.suspense_delta_microunits,
+            "transfers": list(s.groups)}
+
+
+def _routes_registry(app: FastAPI) -> None:
+    from endcredits.store import registry as reg
+
+    @app.post(f"{API}/people", status_code=201, tags=["registry"])
+    def add_person(body: m.PersonIn, who: Who, store: StoreDep) -> dict[str, Any]:
+        """Operator (registry): register a person by handle (a pseudonym is fine)."""
+        from endcredits.payouts.iban import normalize_bic, normalize_iban
+
+        need(who, "registry")
+        iban = normalize_iban(body.iban) if body.iban else None
+        bic = normalize_bic(body.bic) if body.bic else None
+        with store.write() as conn:
+            pid = reg.add_person(conn, body.handle, iban=iban, bic=bic)
+            handle = reg.get_person(conn, pid).handle
+        return {"person_id": pid, "handle": handle}
+
+    @app.get(f"{API}/people/{{person_id}}", tags=["registry"])
+    def get_person(person_id: int, who: Who, store: StoreDep) -> dict[str, Any]:
+        """Operator (read), auditor, or the person themselves: a person and their balances."""
+        see_person(who, person_id)
+        return _person_view(store, person_id)
+
+    @app.put(f"{API}/blobs/{{sha256}}", status_code=201, tags=["registry"])
+    async def put_blob(sha256: str, request: Request, who: Who, store: StoreDep) -> dict[str, Any]:
+        """Operator (registry): upload a work's bytes (any content type); the path names their SHA-256."""
+        from endcredits.store.blobs import put_blob as store_blob
+
+        need(who, "registry")
+        content = await request.body()
+        if not content:
+            raise ValidationError("empty body: send the work's bytes")
+        if hashlib.sha256(content).hexdigest() != sha256:
+            raise ValidationError(f"the body hashes to {hashlib.sha256(content).hexdigest()}, not {sha256[:64]!r}")
+        await run_in_threadpool(store_blob, store.data_dir, content)
+        return {"sha256": sha256, "size_bytes": len(content)}
+
+    @app.post(f"{API}/works", status_code=201, tags=["registry"])
+    def add_work(body: m.WorkIn, who: Who, store: StoreDep, response: Response) -> dict[str, Any]:
+        """Operator (registry): register a work from inline base64 content, or from a blob uploaded before by
+        its SHA-256. The same content again is not a new work (200)."""
+        from endcredits.store.blobs import get_blob
+        from endcredits.store.blobs import put_blob as store_blob
+
+        need(who, "registry")
+        if (body.content_base64 is None) == (body.sha256 is None):
+            raise ValidationError("give exactly one of content_base64 or sha256 (of a blob uploaded with PUT /api/v1/blobs/SHA256)")
+        if body.content_base64 is not None:
+            try:
+                content = base64.b64decode(body.content_base64, validate=True)
+            except (binascii.Error, ValueError):
+                raise ValidationError("content_base64 is not base64") from None
+        else:
+            content = get_blob(store.data_dir, str(body.sha256))
+        store_blob(store.data_dir, content)
+        with store.write() as conn:
+            existed = conn.execute(select(works.c.id).where(works.c.id == hashlib.sha256(content).hexdigest())).first()
+            (wid,) = reg.add_works(conn, [reg.WorkIn(content, body.title, body.kind, body.source, body.rights_holder)])
+        if existed is not None:
+            response.status_code = 200
+        return {"work_id": wid, "created": existed is None}
+
+    @app.get(f"{API}/works/{{work_id}}", tags=["registry"])
+    def get_work(work_id: str, who: Who, store: StoreDep) -> dict[str, Any]:
+        """Operator (read), auditor: a work's metadata."""
+        need(who, "read")
+        with store.read() as conn:
+            row = conn.execute(select(works).where(works.c.id == work_id)).first()
+        if row is None:
+            raise NotFoundError(f"no work {work_id[:64]!r}")
+        return {"work_id": row.id, "title": row.title, "kind": row.kind, "source": row.source,
+                "size_bytes": row.size_bytes, "created_at": row.created_at}
+
+    @app.post(f"{API}/works/{{work_id}}/credits", status_code=201, tags=["registry"])
+    def add_credit(work_id: str, body: m.CreditIn, who: Who, store: StoreDep) -> dict[str, Any]:
+        """Operator (registry): credit a person (``payee``) or a not-yet-claimed name on a work, in a role."""
+        need(who, "registry")
+        if (body.payee is None) == (body.name is None):
+            raise ValidationError("give exactly one of payee (person:ID or name:ID) or name")
+        with store.write() as conn:
+            payee = body.payee or f"name:{reg.name_ids(conn, [str(body.name)])[reg.clean_text(str(body.name), 'name')]}"
+            added = reg.add_credits(conn, [reg.CreditIn(work_id, payee, body.role, body.weight)])
+        return {"work_id": work_id, "payee": payee, "role": body.role, "added": added}
+
+    @app.get(f"{API}/works/{{work_id}}/credits", tags=["registry"])
+    def list_credits(work_id: str, who: Who, store: StoreDep) -> dict[str, Any]:
+        """Operator (read), auditor: credits on a work, its rights holders and what it derives from."""
+        need(who, "read")
+        with store.read() as conn:
+            if conn.execute(select(works.c.id).where(works.c.id == work_id)).first() is None:
+                raise NotFoundError(f"no work {work_id[:64]!r}")
+            rows = reg.graph_rows(conn, [work_id])
+        return {"credits": [{"work_id": w, "payee": p, "role": r, "weight": wt} for w, p, r, wt in rows.credits],
+                "rights_holders": [{"work_id": w, "payee": p} for w, p in rows.rights_holders],
+                "lineage": [{"work_id": w, "parent": p, "share": str(s) if s is not None else None}
+                            for w, p, s in rows.parents]}
+
+    _routes_consent(app)
+
+
+def _grant_view(grant_id: int, g: Any) -> dict[str, Any]:
+    return {"grant_id": grant_id, "subject": f"{g.subject_kind}:{g.subject_id}", "use": g.use, "decision": g.decision,
+            "valid_from": g.valid_from.isoformat(), "valid_until": g.valid_until.isoformat() if g.valid_until else None,
+            "perpetual": g.perpetual, "revoked_at": g.revoked_at.isoformat() if g.revoked_at else None, "source": g.source}
+
+
+def _routes_consent(app: FastAPI) -> None:
+    from endcredits.consent.rules import Grant
+    from endcredits.store import consent as cs
+
+    @app.post(f"{API}/consent-grants", status_code=201, tags=["consent"])
+    def grant(body: m.ConsentIn, who: Who, store: StoreDep) -> dict[str, Any]:
+        """Operator (registry): a consent decision for a work or a person. A contributor: for themselves."""
+        if who.kind == "contributor":
+            if body.work_id is not None or body.person_id != who.person_id:
+                raise AuthError(403, "forbidden", "a contributor grants consent only for themselves: person_id = your own")
+        else:
+            need(who, "registry")
+        if (body.work_id is None) == (body.person_id is None):
+            raise ValidationError("give exactly one of work_id or person_id")
+        if body.valid_until is None and not body.perpetual:
+            raise ValidationError("give valid_until, or perpetual: true to say explicitly that it never ends")
+        g = Grant(subject_kind="work" if body.work_id else "person", subject_id=body.work_id or str(body.person_id),
+                  use=body.use, decision=body.decision,
+                  valid_from=parse_time(body.valid_from) if body.valid_from else dt.datetime.now(dt.UTC),
+                  valid_until=parse_time(body.valid_until) if body.valid_until else None, perpetual=body.perpetual,
+                  source=body.source)
+        with store.write() as conn:
+            (gid,) = cs.add_grants(conn, [g])
+        return _grant_view(gid, g)
+
+    @app.post(f"{API}/consent-grants/{{grant_id}}/revoke", tags=["consent"])
+    def revoke(grant_id: int, body: m.RevokeIn, who: Who, store: StoreDep) -> dict[str, Any]:
+        """Operator (registry), or a contributor for a grant on themselves: revoke it, and list every
+        manifest that already used the works."""
+        from endcredits.store.catalog import manifests_using, works_of_person
+        from endcredits.store.schema import consent_grants
+
+        if who.kind != "contributor":
+            need(who, "registry")
+        with store.write() as conn:
+            row = conn.execute(select(consent_grants).where(consent_grants.c.id == grant_id)).first()
+            if who.kind == "contributor" and (row is None or (row.subject_kind, row.subject_id) != ("person", str(who.person_id))):
+                raise NotFoundError(f"no consent grant {grant_id}")
+            g = cs.revoke_grant(conn, grant_id, parse_time(body.at) if body.at else dt.datetime.now(dt.UTC))
+            work_ids = [g.subject_id] if g.subject_kind == "work" else works_of_person(conn, int(g.subject_id))
+            affected = sorted({(mid, model, w) for w in work_ids for mid, model in manifests_using(conn, w)})
+        return {**_grant_view(grant_id, g),
+                "affected": [{"manifest_id": a, "model_id": b, "work_id": c} for a, b, c in affected]}
+
+    @app.get(f"{API}/consent-grants", tags=["consent"])
+    def list_grants(who: Who, store: StoreDep, work_id: Annotated[str | None, Query(max_length=64)] = None,
+                    person_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None) -> dict[str, Any]:
+        """Operator (read), auditor: grants on a work or a person. A contributor: their own."""
+        if who.kind == "contributor":
+            if work_id is not None or (person_id is not None and person_id != who.person_id):
+                raise NotFoundError("a contributor lists only the consent on themselves")
+            person_id = who.person_id
+        else:
+            need(who, "read")
+        if work_id is None and person_id is None:
+            raise ValidationError("give work_id or person_id")
+        with store.read() as conn:
+            found = cs.grants_for(conn, [work_id] if work_id else [], [str(person_id)] if person_id is not None else [])
+        return {"grants": [_grant_view(i, g) for i, g in found]}
+
+
+def _routes_money(app: FastAPI) -> None:
+    @app.get(f"{API}/people/{{person_id}}/statements/{{period}}", tags=["statements"],
+             responses={200: {"content": {"application/json": {}, "text/csv": {}}}})
+    def statement(person_id: int, period: str, request: Request, who: Who, store: StoreDep,
+                  currency: Annotated[str, Query(pattern=r"^[A-Z]{3}$")],
+                  format: Annotated[str | None, Query(pattern=r"^(json|csv)$")] = None) -> Response:
+        """Operator (read), auditor, or the person themselves: the statement for a period (YYYY-MM), every
+        line behind every microunit. CSV with ``?format=csv`` or ``Accept: text/csv``."""
+        from endcredits.payouts.statements import build_statement
+
+        see_person(who, person_id)
+        st = build_statement(store, person_id, period, currency)
+        as_csv = format == "csv" or (format is None and "text/csv" in request.headers.get("accept", ""))
+        if as_csv:
+            return PlainTextResponse(st.to_csv(), media_type="text/csv; charset=utf-8")
+        return Response(st.to_json(), media_type="application/json")
+
+    @app.get(f"{API}/escrow", tags=["escrow"])
+    def escrow(who: Who, store: StoreDep, q: Annotated[str, Query(max_length=200)] = "",
+               limit: Annotated[int, Query(ge=1, le=1_000)] = 50) -> dict[str, Any]:
+        """Anyone: unclaimed residuals whose name contains ``q``, largest first. The public sees names and
+        amounts only; signed-in callers also see the holder id to claim."""
+        from endcredits.ledger.escrow import search_escrow
+
+        with store.read() as conn:
+            found = search_escrow(conn, q, limit=limit)
+        rows = []
+        for h in found:
+            row: dict[str, Any] = {"name": h.display_name, "currency": h.currency,
+                                   "amount": format_amount(h.balance_microunits, h.currency),
+                                   "amount_microunits": h.balance_microunits}
+            if who.kind != "public":
+                row["holder"] = h.holder
+            rows.append(row)
+        return {"escrow": rows}
+
+    @app.post(f"{API}/escrow/claims", tags=["escrow"])
+    def claim(body: m.ClaimIn, who: Who, store: StoreDep) -> dict[str, Any]:
+        """A contributor: release what escrow holds for themselves and the names already linked to them.
+        Operator (payouts): link a credited name to a verified person and release their escrow."""
+        from endcredits.ledger.escrow import claim_escrow
+
+        if who.kind == "contributor":
+            if body.name_id is not None or (body.person_id is not None and body.person_id != who.person_id):
+                raise AuthError(403, "forbidden", "claiming a credited name needs the operator's review: ask them to "
+                                                  "link it (an operator key with scope payouts)")
+            person_id = _self(who)
+        else:
+            need(who, "payouts")
+            if body.person_id is None:
+                raise ValidationError("give person_id: the verified person to release escrow to")
+            person_id = body.person_id
+        r = claim_escrow(store, person_id, name_id=body.name_id)
+        return {"person_id": person_id, "released": {c: format_amount(v, c) for c, v in r.moved_microunits.items()},
+                "released_microunits": r.moved_microunits, "transfers": list(r.transfers)}
+
+    @app.post(f"{API}/payout-batches", status_code=201, tags=["payouts"])
+    def create_payouts(body: m.PayoutBatchIn, who: Who, store: StoreDep, response: Response) -> dict[str, Any]:
+        """Operator (payouts): pay every verified person at or above the agreement's threshold (pain.001 +
+        CSV, pending until statuses return). Idempotent by ``batch_id``."""
+        from endcredits.payouts.batches import create_payout_batch
+        from endcredits.payouts.files import Debtor
+        from endcredits.royalties import parse_agreement
+        from endcredits.store.catalog import load_agreement_body
+
+        need(who, "payouts")
+        try:
+            when = dt.date.fromisoformat(body.execution_date) if body.execution_date else dt.datetime.now(dt.UTC).date()
+        except ValueError:
+            raise ValidationError(f"execution_date {body.execution_date!r} is not a date") from None
+        with store.read() as conn:
+            a = parse_agreement(load_agreement_body(conn, body.agreement_id))
+        r = create_payout_batch(store, batch_id=body.batch_id, currency=a.currency,
+                                threshold_microunits=a.payout_threshold_microunits,
+                                debtor=Debtor(body.debtor.name, body.debtor.iban, body.debtor.bic), execution_date=when,
+                                dry_run=body.dry_run)
+        if r.status != "created":
+            response.status_code = 200
+        return {"batch_id": r.batch_id, "status": r.status, "currency": r.currency, "items": len(r.items),
+                "total": format_amount(r.total_microunits, r.currency), "total_microunits": r.total_microunits,
+                "below_threshold": r.below_threshold, "missing_bank_details": r.missing_bank_details,
+                "pain001": Path(r.pain001_path).name if r.pain001_path else None,
+                "csv": Path(r.csv_path).name if r.csv_path else None}
+
+    @app.get(f"{API}/payout-batches", tags=["payouts"])
+    def list_payouts(who: Who, store: StoreDep) -> dict[str, Any]:
+        """Operator (read), auditor: payout batches and their status."""
+        need(who, "read")
+        with store.read() as conn:
+            rows = conn.execute(select(payout_batches).order_by(payout_batches.c.created_at, payout_batches.c.id)).all()
+        return {"batches": [{"batch_id": r.id, "status": r.status, "items": r.item_count, "currency": r.currency,
+                             "total": format_amount(r.total_microunits, r.currency),
+                             "total_microunits": r.total_microunits, "created_at": r.created_at} for r in rows]}
+
+    @app.post(f"{API}/payout-batches/{{batch_id}}/statuses", tags=["payouts"], openapi_extra={"requestBody": {
+        "required": True, "content": {"application/json": {"schema": m.PayoutStatusIn.model_json_schema()},
+                                      "application/xml": {"schema": {"type": "string", "description": "pain.002"}}}}})
+    async def payout_status(batch_id: str, request: Request, who: Who, store: StoreDep) -> dict[str, Any]:
+        """Operator (payouts): apply the bank's statuses, as a pain.002 document (``application/xml``) or
+        JSON ``{"statuses": {END_TO_END_ID: "settled" | "failed"}}``."""
+        from endcredits.payouts.batches import apply_payout_status
+        from endcredits.payouts.pain002 import parse_pain002
+
+        need(who, "payouts")
+        raw = await request.body()
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        statuses: dict[str, str]
+        if ctype in ("application/xml", "text/xml"):
+            statuses = dict(await run_in_threadpool(parse_pain002, raw))
+        elif ctype == "application/json":
+            try:
+                parsed = m.PayoutStatusIn.model_validate_json(raw)
+            except PydanticValidationError as exc:
+                where = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()[:5])
+                raise ValidationError(f"statuses body: {where}; send {{\"statuses\": {{\"END_TO_END_ID\": \"settled\"}}}}") from None
+            statuses = dict(parsed.statuses)
+        else:
+            raise ValidationError("send statuses as application/xml (pain.002) or application/json")
+        r = await run_in_threadpool(apply_payout_status, store, batch_id, statuses)
+        return {"batch_id": r.batch_id, "settled": r.settled, "failed": r.failed, "unchanged": r.unchanged,
+                "batch_status": r.batch_status}

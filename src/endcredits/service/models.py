@@ -1,0 +1,151 @@
+"""Request bodies of the API. Every model forbids unknown fields, takes no type coercion (``"1"`` is not
+an integer), and bounds every string and list. Amounts are exact decimal text, never JSON numbers."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from endcredits.limits import ID_LENGTH_MAX, NAME_LENGTH_MAX, TITLE_LENGTH_MAX, WEIGHT_MAX
+
+BODY_BYTES_MAX = 1 << 20
+"""Largest request body in general (1 MiB)."""
+
+USAGE_BODY_BYTES_MAX = 32 << 20
+"""Largest usage batch or blob upload (32 MiB); larger batches are split by the client."""
+
+OUTPUTS_PER_REQUEST_MAX = 10_000
+ATTRIBUTIONS_PER_OUTPUT_MAX = 10_000
+ATTRIBUTION_TEXTS_MAX = 100
+ATTRIBUTION_TEXT_CHARS_MAX = 10_000
+STATUSES_PER_REQUEST_MAX = 100_000
+INLINE_CONTENT_CHARS_MAX = 700_000
+"""Base64 of at most ~512 KiB of work content inline; larger works go through PUT /api/v1/blobs/{sha256}."""
+
+Id = Annotated[str, Field(min_length=1, max_length=ID_LENGTH_MAX)]
+Name = Annotated[str, Field(min_length=1, max_length=NAME_LENGTH_MAX)]
+Title = Annotated[str, Field(min_length=1, max_length=TITLE_LENGTH_MAX)]
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+DecimalText = Annotated[str, Field(min_length=1, max_length=48, pattern=r"^-?[0-9]+(\.[0-9]+)?$")]
+TimeText = Annotated[str, Field(min_length=10, max_length=40)]
+PersonId = Annotated[int, Field(ge=1, le=2**31 - 1)]
+Payee = Annotated[str, Field(pattern=r"^(person|name):[1-9][0-9]{0,9}$")]
+Role = Annotated[str, Field(min_length=3, max_length=129)]
+Score = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class OutputIn(Body):
+    output_id: Id
+    model_id: Id
+    revenue: DecimalText = Field(description="Exact decimal text in major units, such as \"12.34\"")
+    currency: Currency
+    occurred_at: TimeText = Field(description="ISO-8601 with a timezone, such as 2026-11-21T12:00:00Z")
+    work_scores: dict[Sha256, Score] | None = Field(default=None, max_length=ATTRIBUTIONS_PER_OUTPUT_MAX)
+    payee_scores: dict[Payee, Score] | None = Field(default=None, max_length=ATTRIBUTIONS_PER_OUTPUT_MAX)
+
+
+class UsageBatchIn(Body):
+    batch_id: Annotated[str, Field(min_length=1, max_length=ID_LENGTH_MAX - 20, pattern=r"^[^/]+$")]
+    agreement_id: Id
+    manifest_id: Id | None = Field(default=None, description="Default: the model's newest manifest")
+    outputs: list[OutputIn] = Field(min_length=1, max_length=OUTPUTS_PER_REQUEST_MAX)
+
+
+class PersonIn(Body):
+    handle: Name
+    iban: Annotated[str, Field(min_length=5, max_length=42)] | None = None
+    bic: Annotated[str, Field(min_length=8, max_length=11)] | None = None
+
+
+class WorkIn(Body):
+    title: Title
+    kind: Annotated[str, Field(min_length=1, max_length=32)] = "text"
+    source: Title | None = None
+    rights_holder: Payee | None = None
+    content_base64: Annotated[str, Field(min_length=4, max_length=INLINE_CONTENT_CHARS_MAX)] | None = None
+    sha256: Sha256 | None = Field(default=None, description="A blob uploaded before with PUT /api/v1/blobs/{sha256}")
+
+
+class CreditIn(Body):
+    role: Role
+    payee: Payee | None = None
+    name: Name | None = Field(default=None, description="A credited name nobody has claimed yet")
+    weight: Annotated[int, Field(ge=1, le=WEIGHT_MAX)] = 1
+
+
+class ConsentIn(Body):
+    use: Annotated[str, Field(min_length=1, max_length=64)]
+    decision: Literal["allowed", "notAllowed"]
+    source: Annotated[str, Field(min_length=1, max_length=1_000)]
+    work_id: Sha256 | None = None
+    person_id: PersonId | None = None
+    valid_from: TimeText | None = None
+    valid_until: TimeText | None = None
+    perpetual: bool = False
+
+
+class RevokeIn(Body):
+    at: TimeText | None = None
+
+
+class Debtor(Body):
+    name: Name
+    iban: Annotated[str, Field(min_length=5, max_length=42)]
+    bic: Annotated[str, Field(min_length=8, max_length=11)]
+
+
+class PayoutBatchIn(Body):
+    batch_id: Annotated[str, Field(min_length=1, max_length=24, pattern=r"^[A-Za-z0-9-]+$")]
+    agreement_id: Id
+    debtor: Debtor
+    execution_date: Annotated[str, Field(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")] | None = None
+    dry_run: bool = False
+
+
+class PayoutStatusIn(Body):
+    statuses: dict[Annotated[str, Field(min_length=1, max_length=35)], Literal["settled", "failed"]] = Field(
+        min_length=1, max_length=STATUSES_PER_REQUEST_MAX)
+
+
+class ClaimIn(Body):
+    person_id: PersonId | None = Field(default=None, description="Operators only: the person to release escrow to")
+    name_id: PersonId | None = Field(default=None, description="Operators only: a credited name the person claims")
+
+
+class LoginLinkIn(Body):
+    person_id: PersonId
+    ttl_s: Annotated[int, Field(ge=60, le=30 * 86_400)] = 86_400
+
+
+class ChallengeIn(Body):
+    person_id: PersonId
+
+
+class ChallengeSignInIn(Body):
+    challenge_id: Annotated[str, Field(min_length=1, max_length=64)]
+    did: Annotated[str, Field(min_length=9, max_length=200, pattern=r"^did:key:z[1-9A-HJ-NP-Za-km-z]+$")]
+    signature: Annotated[str, Field(min_length=1, max_length=200, description="base64url of the Ed25519 signature")]
+
+
+class LinkSignInIn(Body):
+    token: Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class TextOutput(Body):
+    output_id: Id
+    text: Annotated[str, Field(min_length=1, max_length=ATTRIBUTION_TEXT_CHARS_MAX)]
+
+
+class AttributionIn(Body):
+    manifest_id: Id
+    outputs: list[TextOutput] = Field(min_length=1, max_length=ATTRIBUTION_TEXTS_MAX)
+    method: Literal["trak", "tracin"] = "trak"
+    top_k: Annotated[int, Field(ge=1, le=100)] = 5
+    k: Annotated[int, Field(ge=8, le=65_536)] = 1_024
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
