@@ -3,7 +3,8 @@
 The ABC folk tunes bundled in the music21 wheel are the works; the composers, transcribers and
 collectors named in them are the credited humans. The demo registers them, records consent from the
 corpus licences (the ``essenFolksong`` encodings are non-commercial: excluded from this commercial
-model) and from one person's own opt-out, builds the manifest, trains a small character-level language
+model) and from one person's own opt-out; a musicians' guild vouches for most of the people who join
+with W3C verifiable credentials (the rest, and every unclaimed name, wait in escrow); it builds the manifest, trains a small character-level language
 model on exactly the manifest's tunes, generates tunes that earn revenue, attributes each to the
 training tunes with TRAK (Kronecker-projected per-example gradients), accrues residuals in two
 batches, lets one person verify and claim their escrow, writes statements and a payout file, settles
@@ -38,6 +39,9 @@ from endcredits.attribution.texts import (
 )
 from endcredits.consent.rules import Grant
 from endcredits.errors import InvariantError, ValidationError
+from endcredits.identity.issuer import STATUS_LIST_FILE, Issuer, generate_key, init_issuer, issue_credential
+from endcredits.identity.persons import attach_credential
+from endcredits.identity.trust import TrustList, load_trust
 from endcredits.ledger.accrue import accrue
 from endcredits.ledger.escrow import claim_escrow
 from endcredits.ledger.verify import verify
@@ -63,9 +67,8 @@ from endcredits.store.registry import (
     add_works,
     claim_name,
     name_ids,
-    verify_person,
 )
-from endcredits.store.schema import accounts, legs, names, people, transfers, works
+from endcredits.store.schema import accounts, credentials, legs, names, people, transfers, works
 
 CURRENCY = "EUR"
 MODEL_ID = "abc-charlm-v1"
@@ -199,6 +202,7 @@ class DemoSummary:
     statement: dict[str, Any] = field(default_factory=dict)
     verified: bool = False
     attribution: dict[str, Any] = field(default_factory=dict)
+    credentials: int = 0  # people verified by a guild credential (W3C VC 2.0, eddsa-jcs-2022)
     timings_s: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -215,7 +219,8 @@ class DemoSummary:
             "paid_microunits": self.paid_microunits, "escrow_microunits": self.escrow_microunits,
             "suspense_microunits": self.suspense_microunits, "conserved": self.conserved,
             "top_earners": self.top_earners, "payout_batch": self.payout_batch, "statement": self.statement,
-            "verified": self.verified, "attribution": self.attribution, "timings_s": {k: round(v, 2) for k, v in self.timings_s.items()},
+            "verified": self.verified, "attribution": self.attribution,
+            "verified_by_credential": self.credentials, "timings_s": {k: round(v, 2) for k, v in self.timings_s.items()},
         }
 
     def print(self, console: Console) -> None:
@@ -230,6 +235,8 @@ class DemoSummary:
         for e in self.top_earners:
             t.add_row(e["name"], e["status"], f"{e['earned']} {c}")
         console.print(t)
+        console.print(f"{self.credentials} of {self.people} people verified by the guild's verifiable credentials; "
+                      "the others, and every unclaimed name, wait in escrow")
         a = self.attribution
         console.print(f"attribution: {a.get('method')} (k={a.get('k')}) over {a.get('works')} training tunes; output "
                       f"{a.get('output_id')} is explained best by: " + ", ".join(
@@ -247,8 +254,32 @@ class DemoSummary:
         console.print(f"verify: {'passed' if self.verified else 'FAILED'}")
 
 
-def _demo_people(store: Store, tunes: Sequence[AbcTune], names_to_join: int) -> dict[str, int]:
-    """The most credited names join as people: most verify, one does not yet, one has no bank account."""
+@dataclass
+class _Guild:
+    """The demo's musicians' guild: an issuer of verifiable credentials the operator trusts."""
+
+    issuer: Issuer
+    trust: TrustList
+    status_lists: dict[str, dict[str, Any]]
+
+    @classmethod
+    def start(cls, directory: Path, at: dt.datetime) -> _Guild:
+        issuer = init_issuer(directory, status_list_id="https://guild.example/status/1", at=at)
+        status = json.loads((directory / STATUS_LIST_FILE).read_text(encoding="utf-8"))
+        return cls(issuer, load_trust([issuer.key.did]), {issuer.status_list_id: status})
+
+    def vouch(self, conn: Any, person_id: int, at: dt.datetime) -> None:
+        """Issue a two-year membership credential to a pseudonymous subject and attach it to the person."""
+        subject = generate_key().did  # the member's own key; the guild never learns more than this DID
+        vc = issue_credential(self.issuer, subject, valid_from=at - dt.timedelta(days=1),
+                              valid_until=at + dt.timedelta(days=730), at=at)
+        attach_credential(conn, person_id, vc, self.trust, self.status_lists, at)
+
+
+def _demo_people(store: Store, tunes: Sequence[AbcTune], names_to_join: int, guild: _Guild,
+                 at: dt.datetime) -> dict[str, int]:
+    """The most credited names join as people: most are verified by the guild's credential, one not yet,
+    one has no bank account."""
     counts: dict[str, int] = {}
     for t in tunes:
         for c in t.credits:
@@ -263,7 +294,7 @@ def _demo_people(store: Store, tunes: Sequence[AbcTune], names_to_join: int) -> 
                              bic="TESTDEFF" if has_bank else None)
             claim_name(conn, ids[name], pid)
             if i not in (2, 3):  # person 2 verifies later in the demo; person 3 has not yet
-                verify_person(conn, pid, verified_by="demo musicians' guild")
+                guild.vouch(conn, pid, at)
             joined[name] = pid
     return joined
 
@@ -324,7 +355,9 @@ def run_demo(data_dir: Path | None, db_url: str | None, *, outputs_n: int = 60, 
         report = import_abc_corpus(store, tunes=tunes)
         progress(f"registered {report.works} tunes, {report.credits} credits, {report.names} credited names; "
                  f"{report.non_commercial_works} tunes are licensed non-commercial only")
-        joined = list(_demo_people(store, tunes, names_to_join=8).values())
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        guild = _Guild.start(store.data_dir / "guild", now)
+        joined = list(_demo_people(store, tunes, names_to_join=8, guild=guild, at=now).values())
         with store.write() as conn:
             if len(joined) > 5:
                 # One person opts out of generative training for five years: their tunes leave the manifest.
@@ -392,7 +425,7 @@ def run_demo(data_dir: Path | None, db_url: str | None, *, outputs_n: int = 60, 
             # A person who joined late verifies now: what escrow held for them is released.
             late = joined[2]
             with store.write() as conn:
-                verify_person(conn, late, verified_by="demo musicians' guild")
+                guild.vouch(conn, late, dt.datetime.now(dt.UTC).replace(microsecond=0))
             claim = claim_escrow(store, late)
             progress(f"person {late} verified; released from escrow: "
                      f"{format_amount(claim.moved_microunits.get(CURRENCY, 0), CURRENCY)} {CURRENCY}")
@@ -431,6 +464,7 @@ def run_demo(data_dir: Path | None, db_url: str | None, *, outputs_n: int = 60, 
         with store.read() as conn:
             bal = account_balances(conn, currency=CURRENCY)
             n_people = len(conn.execute(select(people.c.id)).all())
+            n_credentials = len(conn.execute(select(credentials.c.person_id).distinct()).all())
         pool = -sum(v for k_, v in bal.items() if k_.startswith("pool:"))
         paid = sum(v for k_, v in bal.items() if k_.split(":", 1)[0] in ("payable", "clearing", "bank"))
         escrow = sum(v for k_, v in bal.items() if k_.startswith("escrow:"))
@@ -448,7 +482,7 @@ def run_demo(data_dir: Path | None, db_url: str | None, *, outputs_n: int = 60, 
                           "total_microunits": batch.total_microunits,
                           "pain001": str(batch.pain001_path) if batch.pain001_path else None},
             statement=statement_info, verified=report_v.ok, timings_s=timings,
-            attribution=_attribution_summary(store, att, k),
+            attribution=_attribution_summary(store, att, k), credentials=n_credentials,
         )
         if not summary.conserved:
             raise InvariantError(f"conservation broken: pool {pool} != paid {paid} + escrow {escrow} + suspense {suspense}")

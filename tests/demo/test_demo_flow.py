@@ -35,6 +35,7 @@ def test_demo_json_conserves_every_microunit(tmp_path: Path, db_url: str | None)
                                           + summary["suspense_microunits"])
     assert summary["conserved"] is True and summary["verified"] is True
     assert summary["statement"]["reconciles"] is True
+    assert summary["verified_by_credential"] >= 1 and summary["attribution"]["method"] == "trak"
     assert summary["works"] == len({t.text for t in iter_tunes(limit=600)})
     # The store it leaves behind verifies on its own, and the payout file is there.
     store = open_store(data, db_url)
