@@ -230,6 +230,6 @@ LAMBDA_GRIDS: dict[str, tuple[float, ...]] = {
     # endcredits' lambda is relative: a fraction of the kernel's mean eigenvalue (trace / dim).
     "endcredits": (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4),
     # The peers take an absolute lambda; their default is 0.
-    "traker": (0.0, 1e-2, 1.0, 1e2, 1e4),
-    "dattri": (0.0, 1e-2, 1.0, 1e2, 1e4),
+    "traker": (0.0, 1.0, 1e2, 1e4, 1e6),
+    "dattri": (0.0, 1.0, 1e2, 1e4, 1e6),
 }

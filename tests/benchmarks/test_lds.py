@@ -145,3 +145,20 @@ def test_tiny_end_to_end_run(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     # The rerun reads the ground truth from the cache.
     assert lds.main(argv) == 0
     assert "0 retrained now" in capsys.readouterr().err
+
+
+def test_tiny_abc_lm_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import lds
+
+    argv = [
+        "--setting", "abc-lm", "--json", "--tunes", "12", "--lm-steps", "3", "--subsets", "5", "--tune-subsets", "3",
+        "--models", "1", "--k", "64", "--tune-tests", "4", "--methods", "endcredits,traker", "--cf-tests", "1",
+        "--cf-remove", "2", "--cache-dir", str(tmp_path / "cache"),
+    ]  # fmt: skip
+    assert lds.main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["test_examples"] == 4 and report["tune_test_examples"] == 4
+    ours = report["methods"]["endcredits"]
+    assert ours["recipe"] == "full" and np.isfinite(ours["lds"])
+    assert "skipped" in report["methods"]["traker"]
+    assert report["counterfactual"]["removed"] == 2
