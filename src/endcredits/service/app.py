@@ -16,11 +16,11 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from importlib.metadata import version
-from pathlib import Path
+from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 from alembic.runtime.migration import MigrationContext
-from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPBearer
@@ -61,8 +61,21 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 
 
+def escape_json(text: str) -> str:
+    """JSON text with ``<``, ``>`` and ``&`` written as ``\\u`` escapes: the same value to any JSON parser,
+    but never markup if a browser or a log viewer renders the body as HTML."""
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+class SafeJSONResponse(JSONResponse):
+    """Every JSON body of the API: UTF-8, compact, markup characters escaped (see ``escape_json``)."""
+
+    def render(self, content: Any) -> bytes:
+        return escape_json(json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))).encode()
+
+
 def _error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+    return SafeJSONResponse({"error": {"code": code, "message": message}}, status_code=status)
 
 
 class BodyLimit:
@@ -172,6 +185,8 @@ def _principal(request: Request, _doc: Annotated[Any, Depends(_bearer)] = None) 
 
 Who = Annotated[Principal, Depends(_principal)]
 StoreDep = Annotated[Store, Depends(_store)]
+PersonPath = Annotated[int, Path(ge=1, le=2**31 - 1)]
+IdPath = Annotated[str, Path(min_length=1, max_length=200)]
 
 
 def need(who: Principal, scope: str) -> None:
@@ -180,6 +195,22 @@ def need(who: Principal, scope: str) -> None:
         raise AuthError(401, "unauthorized", f"this needs credentials: an API key with scope {scope}")
     if not who.can(scope):
         raise AuthError(403, "forbidden", f"a {who.kind} may not do this: it needs an operator key with scope {scope}")
+
+
+def _needs(scope: str) -> Callable[[Principal], Principal]:
+    """A dependency that refuses a caller without ``scope`` before the body is even parsed."""
+
+    def check(who: Who) -> Principal:
+        need(who, scope)
+        return who
+
+    return check
+
+
+Ingest = Annotated[Principal, Depends(_needs("ingest"))]
+Registry = Annotated[Principal, Depends(_needs("registry"))]
+Payouts = Annotated[Principal, Depends(_needs("payouts"))]
+Reader = Annotated[Principal, Depends(_needs("read"))]
 
 
 def see_person(who: Principal, person_id: int) -> None:
@@ -203,7 +234,7 @@ def _self(who: Principal) -> int:
 def create_app(store: Store) -> FastAPI:
     """The API around an open, migrated ``store`` (the caller owns and disposes it)."""
     app = FastAPI(title="endcredits", version=version("endcredits"), openapi_url="/openapi.json", docs_url="/docs",
-                  redoc_url=None, description="Residuals for the humans whose work trains AI. See docs/concepts/service.md.")
+                  redoc_url=None, default_response_class=SafeJSONResponse, description="Residuals for the humans whose work trains AI. See docs/concepts/service.md.")
     app.state.store = store
     _install_errors(app)
     app.add_middleware(BodyLimit)
@@ -226,12 +257,12 @@ def _routes_system(app: FastAPI) -> None:
             return _error(503, "store", f"database not reachable: {type(exc).__name__}")
         if revision != head_revision():
             return _error(503, "store", f"schema at {revision!r}, this endcredits needs {head_revision()!r}: run init")
-        return JSONResponse({"status": "ok", "backend": store.backend, "schema": revision})
+        return SafeJSONResponse({"status": "ok", "backend": store.backend, "schema": revision})
 
 
 def _routes_auth(app: FastAPI) -> None:
     @app.post(f"{API}/auth/challenges", status_code=201, tags=["auth"])
-    def challenge(body: m.ChallengeIn, store: StoreDep) -> dict[str, Any]:
+    def challenge(body: m.ChallengeIn, _who: Who, store: StoreDep) -> dict[str, Any]:
         """Public: a one-use nonce for a person to sign with the key of their credential's did:key."""
         with store.write() as conn:
             c = auth.issue_challenge(conn, body.person_id)
@@ -239,7 +270,7 @@ def _routes_auth(app: FastAPI) -> None:
                 "expires_at": c.expires_at}
 
     @app.post(f"{API}/auth/sessions/signed-challenge", status_code=201, tags=["auth"])
-    def sign_in_signed(body: m.ChallengeSignInIn, store: StoreDep) -> dict[str, Any]:
+    def sign_in_signed(body: m.ChallengeSignInIn, _who: Who, store: StoreDep) -> dict[str, Any]:
         """Public: exchange a signed challenge for a session token (the challenge is then used up)."""
         try:
             signature = base64.urlsafe_b64decode(body.signature + "=" * (-len(body.signature) % 4))
@@ -250,7 +281,7 @@ def _routes_auth(app: FastAPI) -> None:
         return {"session_token": s.token, "person_id": s.person_id, "expires_at": s.expires_at}
 
     @app.post(f"{API}/auth/sessions/login-link", status_code=201, tags=["auth"])
-    def sign_in_link(body: m.LinkSignInIn, store: StoreDep) -> dict[str, Any]:
+    def sign_in_link(body: m.LinkSignInIn, _who: Who, store: StoreDep) -> dict[str, Any]:
         """Public: exchange a one-time login link token for a session token (the link is then used up)."""
         with store.write() as conn:
             s = auth.sign_in_with_link(conn, body.token)
@@ -266,9 +297,8 @@ def _routes_auth(app: FastAPI) -> None:
         return Response(status_code=204)
 
     @app.post(f"{API}/login-links", status_code=201, tags=["auth"])
-    def login_link(body: m.LoginLinkIn, who: Who, store: StoreDep) -> dict[str, Any]:
+    def login_link(body: m.LoginLinkIn, who: Registry, store: StoreDep) -> dict[str, Any]:
         """Operator (registry): a one-time sign-in link for a person without a did:key credential."""
-        need(who, "registry")
         with store.write() as conn:
             link = auth.create_login_link(conn, body.person_id, created_by=who.subject, ttl_s=body.ttl_s)
         return {"token": link.token, "person_id": link.person_id, "expires_at": link.expires_at}
@@ -301,10 +331,9 @@ def _person_view(store: Store, person_id: int) -> dict[str, Any]:
 
 def _routes_usage(app: FastAPI) -> None:
     @app.post(f"{API}/usage-batches", status_code=201, tags=["usage"])
-    def ingest(body: m.UsageBatchIn, who: Who, store: StoreDep, response: Response) -> dict[str, Any]:
+    def ingest(body: m.UsageBatchIn, who: Ingest, store: StoreDep, response: Response) -> dict[str, Any]:
         """Operator (ingest): accrue residuals for a batch of outputs. Idempotent by ``batch_id``: the same
         batch again returns the first result (200) and changes nothing; other content under the same id is 409."""
-        need(who, "ingest")
         request_sha = hashlib.sha256(canonical_json(body.model_dump(mode="json")).encode()).hexdigest()
         first = _stored_usage(store, body.batch_id, request_sha)
         if first is not None:
@@ -325,7 +354,7 @@ def _routes_usage(app: FastAPI) -> None:
         return again
 
     @app.get(f"{API}/usage-batches/{{batch_id}}", tags=["usage"])
-    def usage_batch(batch_id: str, who: Who, store: StoreDep) -> dict[str, Any]:
+    def usage_batch(batch_id: IdPath, who: Who, store: StoreDep) -> dict[str, Any]:
         """Operator (ingest or read), auditor: the result recorded for a batch id."""
         if not who.can("ingest"):
             need(who, "read")
@@ -337,10 +366,9 @@ def _routes_usage(app: FastAPI) -> None:
         return out
 
     @app.post(f"{API}/attributions", tags=["usage"])
-    def attribute(body: m.AttributionIn, who: Who, store: StoreDep) -> Any:
+    def attribute(body: m.AttributionIn, who: Ingest, store: StoreDep) -> Any:
         """Operator (ingest): score text outputs against every work of a manifest with the model checkpoint
         registered at ``DATA/models/MODEL.pt``; returns each output's scores per work and its top works."""
-        need(who, "ingest")
         from endcredits.service.attribute import attribute_texts
 
         return attribute_texts(store, body)
@@ -400,11 +428,10 @@ def _routes_registry(app: FastAPI) -> None:
     from endcredits.store import registry as reg
 
     @app.post(f"{API}/people", status_code=201, tags=["registry"])
-    def add_person(body: m.PersonIn, who: Who, store: StoreDep) -> dict[str, Any]:
+    def add_person(body: m.PersonIn, who: Registry, store: StoreDep) -> dict[str, Any]:
         """Operator (registry): register a person by handle (a pseudonym is fine)."""
         from endcredits.payouts.iban import normalize_bic, normalize_iban
 
-        need(who, "registry")
         iban = normalize_iban(body.iban) if body.iban else None
         bic = normalize_bic(body.bic) if body.bic else None
         with store.write() as conn:
@@ -413,17 +440,16 @@ def _routes_registry(app: FastAPI) -> None:
         return {"person_id": pid, "handle": handle}
 
     @app.get(f"{API}/people/{{person_id}}", tags=["registry"])
-    def get_person(person_id: int, who: Who, store: StoreDep) -> dict[str, Any]:
+    def get_person(person_id: PersonPath, who: Who, store: StoreDep) -> dict[str, Any]:
         """Operator (read), auditor, or the person themselves: a person and their balances."""
         see_person(who, person_id)
         return _person_view(store, person_id)
 
     @app.put(f"{API}/blobs/{{sha256}}", status_code=201, tags=["registry"])
-    async def put_blob(sha256: str, request: Request, who: Who, store: StoreDep) -> dict[str, Any]:
+    async def put_blob(sha256: Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")], request: Request, who: Registry, store: StoreDep) -> dict[str, Any]:
         """Operator (registry): upload a work's bytes (any content type); the path names their SHA-256."""
         from endcredits.store.blobs import put_blob as store_blob
 
-        need(who, "registry")
         content = await request.body()
         if not content:
             raise ValidationError("empty body: send the work's bytes")
@@ -433,13 +459,12 @@ def _routes_registry(app: FastAPI) -> None:
         return {"sha256": sha256, "size_bytes": len(content)}
 
     @app.post(f"{API}/works", status_code=201, tags=["registry"])
-    def add_work(body: m.WorkIn, who: Who, store: StoreDep, response: Response) -> dict[str, Any]:
+    def add_work(body: m.WorkIn, who: Registry, store: StoreDep, response: Response) -> dict[str, Any]:
         """Operator (registry): register a work from inline base64 content, or from a blob uploaded before by
         its SHA-256. The same content again is not a new work (200)."""
         from endcredits.store.blobs import get_blob
         from endcredits.store.blobs import put_blob as store_blob
 
-        need(who, "registry")
         if (body.content_base64 is None) == (body.sha256 is None):
             raise ValidationError("give exactly one of content_base64 or sha256 (of a blob uploaded with PUT /api/v1/blobs/SHA256)")
         if body.content_base64 is not None:
@@ -458,9 +483,8 @@ def _routes_registry(app: FastAPI) -> None:
         return {"work_id": wid, "created": existed is None}
 
     @app.get(f"{API}/works/{{work_id}}", tags=["registry"])
-    def get_work(work_id: str, who: Who, store: StoreDep) -> dict[str, Any]:
+    def get_work(work_id: IdPath, who: Reader, store: StoreDep) -> dict[str, Any]:
         """Operator (read), auditor: a work's metadata."""
-        need(who, "read")
         with store.read() as conn:
             row = conn.execute(select(works).where(works.c.id == work_id)).first()
         if row is None:
@@ -469,9 +493,8 @@ def _routes_registry(app: FastAPI) -> None:
                 "size_bytes": row.size_bytes, "created_at": row.created_at}
 
     @app.post(f"{API}/works/{{work_id}}/credits", status_code=201, tags=["registry"])
-    def add_credit(work_id: str, body: m.CreditIn, who: Who, store: StoreDep) -> dict[str, Any]:
+    def add_credit(work_id: IdPath, body: m.CreditIn, who: Registry, store: StoreDep) -> dict[str, Any]:
         """Operator (registry): credit a person (``payee``) or a not-yet-claimed name on a work, in a role."""
-        need(who, "registry")
         if (body.payee is None) == (body.name is None):
             raise ValidationError("give exactly one of payee (person:ID or name:ID) or name")
         with store.write() as conn:
@@ -480,9 +503,8 @@ def _routes_registry(app: FastAPI) -> None:
         return {"work_id": work_id, "payee": payee, "role": body.role, "added": added}
 
     @app.get(f"{API}/works/{{work_id}}/credits", tags=["registry"])
-    def list_credits(work_id: str, who: Who, store: StoreDep) -> dict[str, Any]:
+    def list_credits(work_id: IdPath, who: Reader, store: StoreDep) -> dict[str, Any]:
         """Operator (read), auditor: credits on a work, its rights holders and what it derives from."""
-        need(who, "read")
         with store.read() as conn:
             if conn.execute(select(works.c.id).where(works.c.id == work_id)).first() is None:
                 raise NotFoundError(f"no work {work_id[:64]!r}")
@@ -509,8 +531,10 @@ def _routes_consent(app: FastAPI) -> None:
     def grant(body: m.ConsentIn, who: Who, store: StoreDep) -> dict[str, Any]:
         """Operator (registry): a consent decision for a work or a person. A contributor: for themselves."""
         if who.kind == "contributor":
-            if body.work_id is not None or body.person_id != who.person_id:
-                raise AuthError(403, "forbidden", "a contributor grants consent only for themselves: person_id = your own")
+            if body.work_id is not None:
+                raise AuthError(403, "forbidden", "a contributor grants consent only for themselves, not for works")
+            if body.person_id != who.person_id:
+                raise NotFoundError(f"no person {body.person_id}")
         else:
             need(who, "registry")
         if (body.work_id is None) == (body.person_id is None):
@@ -527,7 +551,7 @@ def _routes_consent(app: FastAPI) -> None:
         return _grant_view(gid, g)
 
     @app.post(f"{API}/consent-grants/{{grant_id}}/revoke", tags=["consent"])
-    def revoke(grant_id: int, body: m.RevokeIn, who: Who, store: StoreDep) -> dict[str, Any]:
+    def revoke(grant_id: PersonPath, body: m.RevokeIn, who: Who, store: StoreDep) -> dict[str, Any]:
         """Operator (registry), or a contributor for a grant on themselves: revoke it, and list every
         manifest that already used the works."""
         from endcredits.store.catalog import manifests_using, works_of_person
@@ -565,7 +589,7 @@ def _routes_consent(app: FastAPI) -> None:
 def _routes_money(app: FastAPI) -> None:
     @app.get(f"{API}/people/{{person_id}}/statements/{{period}}", tags=["statements"],
              responses={200: {"content": {"application/json": {}, "text/csv": {}}}})
-    def statement(person_id: int, period: str, request: Request, who: Who, store: StoreDep,
+    def statement(person_id: PersonPath, period: Annotated[str, Path(max_length=7)], request: Request, who: Who, store: StoreDep,
                   currency: Annotated[str, Query(pattern=r"^[A-Z]{3}$")],
                   format: Annotated[str | None, Query(pattern=r"^(json|csv)$")] = None) -> Response:
         """Operator (read), auditor, or the person themselves: the statement for a period (YYYY-MM), every
@@ -577,7 +601,7 @@ def _routes_money(app: FastAPI) -> None:
         as_csv = format == "csv" or (format is None and "text/csv" in request.headers.get("accept", ""))
         if as_csv:
             return PlainTextResponse(st.to_csv(), media_type="text/csv; charset=utf-8")
-        return Response(st.to_json(), media_type="application/json")
+        return Response(escape_json(st.to_json()), media_type="application/json")
 
     @app.get(f"{API}/escrow", tags=["escrow"])
     def escrow(who: Who, store: StoreDep, q: Annotated[str, Query(max_length=200)] = "",
@@ -605,7 +629,9 @@ def _routes_money(app: FastAPI) -> None:
         from endcredits.ledger.escrow import claim_escrow
 
         if who.kind == "contributor":
-            if body.name_id is not None or (body.person_id is not None and body.person_id != who.person_id):
+            if body.person_id is not None and body.person_id != who.person_id:
+                raise NotFoundError(f"no person {body.person_id}")
+            if body.name_id is not None:
                 raise AuthError(403, "forbidden", "claiming a credited name needs the operator's review: ask them to "
                                                   "link it (an operator key with scope payouts)")
             person_id = _self(who)
@@ -619,7 +645,7 @@ def _routes_money(app: FastAPI) -> None:
                 "released_microunits": r.moved_microunits, "transfers": list(r.transfers)}
 
     @app.post(f"{API}/payout-batches", status_code=201, tags=["payouts"])
-    def create_payouts(body: m.PayoutBatchIn, who: Who, store: StoreDep, response: Response) -> dict[str, Any]:
+    def create_payouts(body: m.PayoutBatchIn, who: Payouts, store: StoreDep, response: Response) -> dict[str, Any]:
         """Operator (payouts): pay every verified person at or above the agreement's threshold (pain.001 +
         CSV, pending until statuses return). Idempotent by ``batch_id``."""
         from endcredits.payouts.batches import create_payout_batch
@@ -627,7 +653,6 @@ def _routes_money(app: FastAPI) -> None:
         from endcredits.royalties import parse_agreement
         from endcredits.store.catalog import load_agreement_body
 
-        need(who, "payouts")
         try:
             when = dt.date.fromisoformat(body.execution_date) if body.execution_date else dt.datetime.now(dt.UTC).date()
         except ValueError:
@@ -643,13 +668,12 @@ def _routes_money(app: FastAPI) -> None:
         return {"batch_id": r.batch_id, "status": r.status, "currency": r.currency, "items": len(r.items),
                 "total": format_amount(r.total_microunits, r.currency), "total_microunits": r.total_microunits,
                 "below_threshold": r.below_threshold, "missing_bank_details": r.missing_bank_details,
-                "pain001": Path(r.pain001_path).name if r.pain001_path else None,
-                "csv": Path(r.csv_path).name if r.csv_path else None}
+                "pain001": FilePath(r.pain001_path).name if r.pain001_path else None,
+                "csv": FilePath(r.csv_path).name if r.csv_path else None}
 
     @app.get(f"{API}/payout-batches", tags=["payouts"])
-    def list_payouts(who: Who, store: StoreDep) -> dict[str, Any]:
+    def list_payouts(who: Reader, store: StoreDep) -> dict[str, Any]:
         """Operator (read), auditor: payout batches and their status."""
-        need(who, "read")
         with store.read() as conn:
             rows = conn.execute(select(payout_batches).order_by(payout_batches.c.created_at, payout_batches.c.id)).all()
         return {"batches": [{"batch_id": r.id, "status": r.status, "items": r.item_count, "currency": r.currency,
@@ -659,13 +683,12 @@ def _routes_money(app: FastAPI) -> None:
     @app.post(f"{API}/payout-batches/{{batch_id}}/statuses", tags=["payouts"], openapi_extra={"requestBody": {
         "required": True, "content": {"application/json": {"schema": m.PayoutStatusIn.model_json_schema()},
                                       "application/xml": {"schema": {"type": "string", "description": "pain.002"}}}}})
-    async def payout_status(batch_id: str, request: Request, who: Who, store: StoreDep) -> dict[str, Any]:
+    async def payout_status(batch_id: IdPath, request: Request, who: Payouts, store: StoreDep) -> dict[str, Any]:
         """Operator (payouts): apply the bank's statuses, as a pain.002 document (``application/xml``) or
         JSON ``{"statuses": {END_TO_END_ID: "settled" | "failed"}}``."""
         from endcredits.payouts.batches import apply_payout_status
         from endcredits.payouts.pain002 import parse_pain002
 
-        need(who, "payouts")
         raw = await request.body()
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         statuses: dict[str, str]
