@@ -1,0 +1,217 @@
+"""What every import shares: the validity window of imported grants, bounded file reads, and the one
+write transaction that stores works, credits, lineage and grants together (or nothing)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+from sqlalchemy import Connection, select
+
+from endcredits.consent.rules import USES, Grant
+from endcredits.errors import LimitExceededError, NotFoundError, ValidationError
+from endcredits.store.audit import append_audit
+from endcredits.store.consent import add_grants, grants_for
+from endcredits.store.engine import Store
+from endcredits.store.registry import (
+    CreditIn,
+    WorkIn,
+    add_credits,
+    add_lineage,
+    add_works,
+    clean_text,
+    content_sha256,
+    name_ids,
+)
+from endcredits.store.schema import lineage, works
+
+TDM_USES: tuple[str, ...] = ("ai_generative_training", "ai_training", "ai_inference", "data_mining")
+"""The four CAWG training-and-data-mining uses: what an opt-out signal speaks about. Never research,
+commercial or likeness, which no signal here covers."""
+
+TRAINING_USES: tuple[str, ...] = ("ai_generative_training", "ai_training")
+
+SIGNAL_VALID_DAYS_DEFAULT = 365
+"""How long a grant read from a signal holds when the caller names no end (the CLI's default): a signal is
+evidence as of the day it was read, so it is re-read (re-imported) to renew. Never in perpetuity by default."""
+
+IMPORT_FILE_BYTES_MAX = 256 * 1024 * 1024
+"""Largest file any import reads (a C2PA asset, a Croissant file and the files it lists)."""
+
+TEXT_FILE_BYTES_MAX = 16 * 1024 * 1024
+"""Largest JSON-LD, tdmrep.json, header, HTML, XMP or ai.txt file read."""
+
+SOURCE_TEXT_MAX = 300
+"""Longest piece of a signal (a policy URL, a rule) quoted into a grant's source."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """When imported grants hold: from ``valid_from`` until ``valid_until``, or in perpetuity when the
+    caller says so explicitly."""
+
+    valid_from: dt.datetime
+    valid_until: dt.datetime | None
+    perpetual: bool = False
+
+    def __post_init__(self) -> None:
+        if self.valid_from.tzinfo is None:
+            raise ValidationError("window start has no time zone; give it in UTC")
+        if (self.valid_until is None) != self.perpetual:
+            raise ValidationError("give a window an end (valid_until) or make it perpetual explicitly, not both")
+        if self.valid_until is not None and not self.valid_until > self.valid_from:
+            raise ValidationError(f"window ends at {self.valid_until.isoformat()}, before it starts at "
+                                  f"{self.valid_from.isoformat()}")
+
+    @classmethod
+    def days(cls, valid_from: dt.datetime, days: int) -> Window:
+        if days < 1:
+            raise ValidationError(f"a window of {days} days is empty; give at least 1")
+        return cls(valid_from, valid_from + dt.timedelta(days=days))
+
+
+@dataclass(frozen=True)
+class CreditName:
+    """A credited name (not yet claimed by anyone) on a work, with a role ``scheme:code``."""
+
+    work_id: str
+    name: str
+    role: str
+
+
+@dataclass(frozen=True)
+class LineageIn:
+    work_id: str
+    parent_work_id: str
+    share: Fraction | None = None
+
+
+@dataclass
+class Plan:
+    """Everything one import will write, gathered before the transaction opens."""
+
+    works: list[WorkIn] = field(default_factory=list)
+    credits: list[CreditName] = field(default_factory=list)
+    lineage: list[LineageIn] = field(default_factory=list)
+    grants: list[Grant] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What an import changed. ``notes`` say what was read but not imported, and why."""
+
+    kind: str
+    source: str
+    work_ids: tuple[str, ...]
+    works_added: int
+    credits_added: int
+    lineage_added: int
+    grants_added: int
+    grants_unchanged: int
+    notes: tuple[str, ...]
+
+    def summary(self) -> dict[str, object]:
+        return {"kind": self.kind, "source": self.source, "work_ids": list(self.work_ids),
+                "works_added": self.works_added, "credits_added": self.credits_added,
+                "lineage_added": self.lineage_added, "grants_added": self.grants_added,
+                "grants_unchanged": self.grants_unchanged, "notes": list(self.notes)}
+
+
+def read_bounded(path: Path, what: str, bytes_max: int = TEXT_FILE_BYTES_MAX) -> bytes:
+    """The bytes of ``path``, refusing a missing file or one beyond ``bytes_max``."""
+    if not path.is_file():
+        raise ValidationError(f"{what} {path} does not exist")
+    with path.open("rb") as f:
+        data = f.read(bytes_max + 1)
+    if len(data) > bytes_max:
+        raise LimitExceededError(f"{what} {path} is larger than {bytes_max} bytes")
+    return data
+
+
+def decode_text(data: bytes, what: str) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValidationError(f"{what} is not UTF-8 text (byte {exc.start})") from None
+
+
+def clip(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= SOURCE_TEXT_MAX else text[: SOURCE_TEXT_MAX - 3] + "..."
+
+
+def grants_for_decisions(work_id: str, decisions: Mapping[str, str], window: Window, source: str) -> list[Grant]:
+    """One grant per (use, decision) on ``work_id``, in ``USES`` order."""
+    return [Grant(subject_kind="work", subject_id=work_id, use=use, decision=decision,  # type: ignore[arg-type]
+                  valid_from=window.valid_from, valid_until=window.valid_until, perpetual=window.perpetual,
+                  source=source)
+            for use, decision in sorted(decisions.items(), key=lambda kv: _use_order(kv[0]))]
+
+
+def _use_order(use: str) -> int:
+    return USES.index(use) if use in USES else len(USES)
+
+
+def work_exists(conn: Connection, work_id: str) -> bool:
+    return conn.execute(select(works.c.id).where(works.c.id == work_id)).first() is not None
+
+
+def require_work(conn: Connection, work_id: str) -> None:
+    if not work_exists(conn, work_id):
+        raise NotFoundError(f"work {work_id} is not registered: add it first with `endcredits works add`")
+
+
+def work_source(store: Store, work_id: str) -> str | None:
+    """The registered source (a path or URL) of a work; ``NotFoundError`` when it is not registered."""
+    with store.engine.connect() as conn:
+        row = conn.execute(select(works.c.source).where(works.c.id == work_id)).first()
+    if row is None:
+        raise NotFoundError(f"work {work_id} is not registered: add it first with `endcredits works add`")
+    return None if row.source is None else str(row.source)
+
+
+def _same_grant_in_force(existing: Iterable[Grant], g: Grant) -> bool:
+    return any(e.subject_id == g.subject_id and e.use == g.use and e.decision == g.decision and e.source == g.source
+               and e.in_force(g.valid_from) for e in existing)
+
+
+def apply_plan(store: Store, plan: Plan, *, kind: str, source: str, work_ids: Sequence[str]) -> ImportReport:
+    """Write ``plan`` in one transaction: works, then credits, lineage and grants. Any error leaves the
+    database as it was. A grant already in force with the same subject, use, decision and source is not
+    stored twice, so re-importing the same signal changes nothing."""
+    with store.write() as conn:
+        planned = sorted({content_sha256(w.content) for w in plan.works})
+        known = {w for w in planned if work_exists(conn, w)}
+        if plan.works:
+            add_works(conn, plan.works)
+        works_added = len(planned) - len(known)
+        for wid in work_ids:
+            require_work(conn, wid)
+        credits_added = 0
+        if plan.credits:
+            ids = name_ids(conn, [c.name for c in plan.credits])
+            credits_added = add_credits(conn, [
+                CreditIn(c.work_id, f"name:{ids[clean_text(c.name, 'credited name')]}", c.role) for c in plan.credits])
+        lineage_added = 0
+        for item in plan.lineage:
+            found = conn.execute(select(lineage.c.work_id).where(
+                lineage.c.work_id == item.work_id, lineage.c.parent_work_id == item.parent_work_id)).first()
+            if found is None:
+                add_lineage(conn, item.work_id, item.parent_work_id, item.share)
+                lineage_added += 1
+        existing = [g for _, g in grants_for(conn, sorted({g.subject_id for g in plan.grants}), [])]
+        new_grants: list[Grant] = []
+        for g in plan.grants:
+            if not _same_grant_in_force(existing + new_grants, g):
+                new_grants.append(g)
+        add_grants(conn, new_grants)
+        append_audit(conn, "registry.imported", f"import:{kind}", {
+            "source": source[:SOURCE_TEXT_MAX], "works": sorted(work_ids)[:1000], "works_added": works_added,
+            "credits_added": credits_added, "lineage_added": lineage_added, "grants_added": len(new_grants),
+            "notes": [n[:SOURCE_TEXT_MAX] for n in plan.notes[:100]]})
+    return ImportReport(kind, source, tuple(work_ids), works_added, credits_added, lineage_added, len(new_grants),
+                        len(plan.grants) - len(new_grants), tuple(plan.notes))
