@@ -155,6 +155,46 @@ lineage = Table(
     ),
 )
 
+# Duplicates: a work registered again under other bytes (a re-encoded image, a lightly edited text) is
+# linked to the work first registered, its canonical work. Links are never deleted: an operator's unlink
+# sets ``unlinked_at`` and the pair is never linked again by fingerprint. ``fingerprint_bands`` holds the
+# locality-sensitive hash bands that find candidates with one indexed lookup per band.
+work_fingerprints = Table(
+    "work_fingerprints",
+    metadata,
+    Column("work_id", Sha256, ForeignKey("works.id"), primary_key=True),
+    Column("method", String(32), nullable=False),
+    Column("value", Text, nullable=False),
+    Column("created_at", Time, nullable=False),
+)
+
+fingerprint_bands = Table(
+    "fingerprint_bands",
+    metadata,
+    Column("method", String(32), primary_key=True),
+    Column("band_key", String(40), primary_key=True),
+    Column("work_id", Sha256, ForeignKey("works.id"), primary_key=True),
+    sqlite_with_rowid=False,
+)
+
+work_links = Table(
+    "work_links",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("work_id", Sha256, ForeignKey("works.id"), nullable=False, index=True),
+    Column("canonical_work_id", Sha256, ForeignKey("works.id"), nullable=False, index=True),
+    Column("method", String(32), nullable=False),
+    Column("similarity_ppm", Integer, nullable=True),
+    Column("linked_by", String(16), nullable=False),
+    Column("linked_at", Time, nullable=False),
+    Column("unlinked_at", Time, nullable=True),
+    Column("unlink_reason", String(TITLE_LENGTH_MAX), nullable=True),
+    CheckConstraint("work_id <> canonical_work_id", name="not_self"),
+    CheckConstraint("similarity_ppm IS NULL OR (similarity_ppm >= 0 AND similarity_ppm <= 1000000)", name="ppm"),
+    CheckConstraint("linked_by IN ('fingerprint', 'operator')", name="linked_by"),
+    CheckConstraint("(unlinked_at IS NULL) = (unlink_reason IS NULL)", name="unlink_why"),
+)
+
 credentials = Table(
     "credentials",
     metadata,

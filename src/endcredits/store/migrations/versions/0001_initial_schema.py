@@ -332,6 +332,14 @@ def upgrade() -> None:
     with op.batch_alter_table('credits', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_credits_work_id'), ['work_id'], unique=False)
 
+    op.create_table('fingerprint_bands',
+    sa.Column('method', sa.String(length=32), nullable=False),
+    sa.Column('band_key', sa.String(length=40), nullable=False),
+    sa.Column('work_id', sa.String(length=64), nullable=False),
+    sa.ForeignKeyConstraint(['work_id'], ['works.id'], name=op.f('fk_fingerprint_bands_work_id_works')),
+    sa.PrimaryKeyConstraint('method', 'band_key', 'work_id', name=op.f('pk_fingerprint_bands')),
+    sqlite_with_rowid=False
+    )
     op.create_table('lineage',
     sa.Column('work_id', sa.String(length=64), nullable=False),
     sa.Column('parent_work_id', sa.String(length=64), nullable=False),
@@ -354,11 +362,48 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['work_id'], ['works.id'], name=op.f('fk_manifest_entries_work_id_works')),
     sa.PrimaryKeyConstraint('manifest_id', 'work_id', name=op.f('pk_manifest_entries'))
     )
+    op.create_table('work_fingerprints',
+    sa.Column('work_id', sa.String(length=64), nullable=False),
+    sa.Column('method', sa.String(length=32), nullable=False),
+    sa.Column('value', sa.Text(), nullable=False),
+    sa.Column('created_at', sa.String(length=32), nullable=False),
+    sa.ForeignKeyConstraint(['work_id'], ['works.id'], name=op.f('fk_work_fingerprints_work_id_works')),
+    sa.PrimaryKeyConstraint('work_id', name=op.f('pk_work_fingerprints'))
+    )
+    op.create_table('work_links',
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('work_id', sa.String(length=64), nullable=False),
+    sa.Column('canonical_work_id', sa.String(length=64), nullable=False),
+    sa.Column('method', sa.String(length=32), nullable=False),
+    sa.Column('similarity_ppm', sa.Integer(), nullable=True),
+    sa.Column('linked_by', sa.String(length=16), nullable=False),
+    sa.Column('linked_at', sa.String(length=32), nullable=False),
+    sa.Column('unlinked_at', sa.String(length=32), nullable=True),
+    sa.Column('unlink_reason', sa.String(length=500), nullable=True),
+    sa.CheckConstraint("linked_by IN ('fingerprint', 'operator')", name=op.f('ck_work_links_linked_by')),
+    sa.CheckConstraint('(unlinked_at IS NULL) = (unlink_reason IS NULL)', name=op.f('ck_work_links_unlink_why')),
+    sa.CheckConstraint('similarity_ppm IS NULL OR (similarity_ppm >= 0 AND similarity_ppm <= 1000000)', name=op.f('ck_work_links_ppm')),
+    sa.CheckConstraint('work_id <> canonical_work_id', name=op.f('ck_work_links_not_self')),
+    sa.ForeignKeyConstraint(['canonical_work_id'], ['works.id'], name=op.f('fk_work_links_canonical_work_id_works')),
+    sa.ForeignKeyConstraint(['work_id'], ['works.id'], name=op.f('fk_work_links_work_id_works')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_work_links'))
+    )
+    with op.batch_alter_table('work_links', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_work_links_canonical_work_id'), ['canonical_work_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_work_links_work_id'), ['work_id'], unique=False)
+
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('work_links', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_work_links_work_id'))
+        batch_op.drop_index(batch_op.f('ix_work_links_canonical_work_id'))
+
+    op.drop_table('work_links')
+    op.drop_table('work_fingerprints')
     op.drop_table('manifest_entries')
     op.drop_table('lineage')
+    op.drop_table('fingerprint_bands')
     with op.batch_alter_table('credits', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_credits_work_id'))
 
