@@ -14,6 +14,7 @@ from endcredits.ledger.accrue import accrue
 from endcredits.ledger.escrow import claim_escrow
 from endcredits.limits import SUBUNITS_PER_MICROUNIT
 from endcredits.payouts.statements import STATEMENT_COLUMNS, Statement, build_statement
+from endcredits.store.catalog import save_agreement
 from endcredits.store.engine import Store
 from endcredits.store.registry import claim_name
 from helpers_money import World, agreement, balances, on_time, people, register_model, usage
@@ -105,3 +106,26 @@ def test_statements_reconcile_when_a_month_is_accrued_late(store: Store) -> None
     for st in statements:
         _check(st)
     assert sum(st.accrued_microunits for st in statements) == balances(store).get(f"payable:person:{a}:EUR", 0)
+
+
+def test_a_statement_explains_each_output_by_the_works_its_whole_pool_went_to(world: World) -> None:
+    st = build_statement(world.store, world.alice, "2026-01", "EUR")
+    outputs = {line["output_id"] for line in st.lines}
+    assert set(st.outputs) == outputs
+    for e in st.outputs.values():
+        works = [w["work_id"] for w in e["top_works"]]
+        # Alice is paid through the song only, but the output's explanation shows every work it paid for.
+        assert set(works) == {world.song, world.film, world.orphan}
+        amounts = [int(w["amount_subunits"]) for w in e["top_works"]]
+        assert amounts == sorted(amounts, reverse=True) and sum(amounts) == int(e["pool_subunits"])
+        assert e["agreement"] in st.rules
+        assert {w["title"] for w in e["top_works"]} == {"A Song", "A Film", "Nobody's"}
+    assert "not stored here" in next(iter(st.rules.values()))
+    with world.store.write() as conn:
+        save_agreement(conn, AG.id, AG.version, AG.body, AG.body_sha256)
+    rule = next(iter(build_statement(world.store, world.alice, "2026-01", "EUR").rules.values()))
+    assert "negative earns nothing" in rule and rule.startswith("30% of each output's revenue is its pool"), rule
+    data = json.loads(st.to_json())
+    assert data["outputs"] == st.outputs and data["rules"] == st.rules
+    rows = list(csv.DictReader(io.StringIO(st.to_csv())))
+    assert all("A Song" in r["output_top_works"] for r in rows)

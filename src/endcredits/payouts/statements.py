@@ -11,16 +11,20 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import Connection, select
 
-from endcredits.errors import ValidationError
+from endcredits.errors import NotFoundError, ValidationError
 from endcredits.limits import SUBUNITS_PER_MICROUNIT
 from endcredits.money import format_amount
+from endcredits.royalties import parse_agreement
+from endcredits.store.catalog import load_agreement_body
 from endcredits.store.engine import Store
 from endcredits.store.evidence import read_evidence
 from endcredits.store.registry import get_person
@@ -28,7 +32,8 @@ from endcredits.store.schema import accounts, accrual_batches, legs, names, tran
 
 STATEMENT_COLUMNS = ("output_id", "model_id", "occurred_at", "attributed_work", "attributed_title", "source_work",
                      "source_title", "credited_as", "role", "account", "amount", "amount_microunits",
-                     "amount_subunits")
+                     "amount_subunits", "output_top_works")
+TOP_WORKS_PER_OUTPUT = 5
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,11 @@ class Statement:
     carried_out_subunits: int  # fractions each of the period's batches left, added up
     accrued_microunits: int  # whole microunits the lines add up to, after carry-forward
     ledger_accrued_microunits: int  # what the ledger's accrual transfers of the period posted to the person
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per output in the lines: the works its whole pool went to most (the output's explanation, not only
+    this person's part) and the agreement whose rules split it."""
+    rules: dict[str, str] = field(default_factory=dict)
+    """Per agreement (``id@version``) used in the period: how scores became shares."""
 
     def reconciles(self) -> bool:
         """The evidence re-derives the ledger: carried in + lines == posted + carried out, to the subunit,
@@ -59,7 +69,7 @@ class Statement:
             "ledger_accrued_microunits": self.ledger_accrued_microunits,
             "carried_in_subunits": self.carried_in_subunits, "carried_out_subunits": self.carried_out_subunits,
             "lines_subunits_total": str(self.lines_subunits_total), "subunits_per_microunit": SUBUNITS_PER_MICROUNIT,
-            "reconciles": self.reconciles(), "lines": self.lines,
+            "reconciles": self.reconciles(), "lines": self.lines, "outputs": self.outputs, "rules": self.rules,
         }, indent=2, sort_keys=True)
 
     def to_csv(self) -> str:
@@ -67,7 +77,9 @@ class Statement:
         w = csv.DictWriter(buf, fieldnames=list(STATEMENT_COLUMNS), lineterminator="\n")
         w.writeheader()
         for line in self.lines:
-            w.writerow({k: _csv_safe(str(line[k])) for k in STATEMENT_COLUMNS})
+            top = "; ".join(f"{t['title'] or t['work_id'][:12]} {t['amount']}"
+                            for t in self.outputs.get(line["output_id"], {}).get("top_works", []))
+            w.writerow({k: _csv_safe(str(line[k] if k != "output_top_works" else top)) for k in STATEMENT_COLUMNS})
         return buf.getvalue()
 
 
@@ -84,17 +96,64 @@ def _person_payees(conn: Connection, person_id: int) -> tuple[list[str], dict[st
     return payees, labels
 
 
-def _collect(store: Store, conn: Connection, payees: list[str], currency: str) -> list[tuple[str, pa.Table]]:
-    """(period, lines of these payees) for every accrual batch, in the order the ledger posted them."""
-    q = (select(accrual_batches.c.period, accrual_batches.c.evidence_path, accrual_batches.c.evidence_sha256)
+def _collect(store: Store, conn: Connection, payees: list[str], currency: str,
+             period: str) -> list[tuple[str, pa.Table, pa.Table | None, str]]:
+    """(period, lines of these payees, all lines when the batch is of ``period``, agreement) for every
+    accrual batch, in the order the ledger posted them."""
+    q = (select(accrual_batches.c.period, accrual_batches.c.evidence_path, accrual_batches.c.evidence_sha256,
+                accrual_batches.c.agreement_id, accrual_batches.c.agreement_version)
          .join(transfers, transfers.c.event_id == accrual_batches.c.transfer_event_id)
          .where(accrual_batches.c.currency == currency).order_by(transfers.c.id))
     found = []
     for r in conn.execute(q):
         table = read_evidence(store.data_dir / r.evidence_path, expected_sha256=r.evidence_sha256)
-        table = table.filter(pc.is_in(table["payee"].cast(pa.string()), value_set=pa.array(payees, pa.string())))
-        found.append((r.period, table))
+        mine = table.filter(pc.is_in(table["payee"].cast(pa.string()), value_set=pa.array(payees, pa.string())))
+        found.append((r.period, mine, table if r.period == period else None, f"{r.agreement_id}@{r.agreement_version}"))
     return found
+
+
+def _explain(tables: list[tuple[pa.Table, str]], output_ids: set[str]) -> dict[str, dict[str, Any]]:
+    """Per output: the attributed works that received most of its pool (over every payee), best first."""
+    by_output: dict[str, dict[str, int]] = {}
+    agreement_of: dict[str, str] = {}
+    wanted = pa.array(sorted(output_ids), pa.string())
+    for table, agreement in tables:
+        t = table.filter(pc.is_in(table["output_id"].cast(pa.string()), value_set=wanted))
+        for oid, work, micro, sub in zip(t["output_id"].to_pylist(), t["attributed_work"].to_pylist(),
+                                         t["amount_microunits"].to_pylist(), t["amount_subunits"].to_pylist()):
+            works_ = by_output.setdefault(oid, {})
+            works_[work] = works_.get(work, 0) + micro * SUBUNITS_PER_MICROUNIT + sub
+            agreement_of[oid] = agreement
+    out: dict[str, dict[str, Any]] = {}
+    for oid, amounts in by_output.items():
+        total = sum(amounts.values())
+        best = sorted(amounts.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_WORKS_PER_OUTPUT]
+        out[oid] = {"agreement": agreement_of[oid], "pool_subunits": str(total),
+                    "top_works": [{"work_id": w, "amount_subunits": str(a)} for w, a in best]}
+    return out
+
+
+def _percent(value: Fraction) -> str:
+    """An agreement rate (decimal text in the file, so a finite decimal) as an exact percentage."""
+    text = str(Decimal(value.numerator * 100) / Decimal(value.denominator))
+    return (text.rstrip("0").rstrip(".") if "." in text else text) + "%"
+
+
+def _rules(conn: Connection, agreements: set[str]) -> dict[str, str]:
+    """How each agreement turned attribution scores into shares, in words a statement can show."""
+    out = {}
+    for key in sorted(agreements):
+        agreement_id, _, version = key.rpartition("@")
+        try:
+            a = parse_agreement(load_agreement_body(conn, agreement_id, int(version)))
+        except NotFoundError:
+            out[key] = "the agreement's text is not stored here (load it with `endcredits agreement load`)"
+            continue
+        baseline = (f"{_percent(a.baseline_share)} of the pool is split over the manifest's works by volume, the rest "
+                    "by influence" if a.baseline_share else "the whole pool is split by influence")
+        out[key] = (f"{_percent(a.pool_rate)} of each output's revenue is its pool; {baseline}; a work whose influence "
+                    f"on an output is negative earns nothing (negative_influence = {a.negative_influence!r})")
+    return out
 
 
 def build_statement(store: Store, person_id: int, period: str, currency: str) -> Statement:
@@ -105,9 +164,13 @@ def build_statement(store: Store, person_id: int, period: str, currency: str) ->
         person = get_person(conn, person_id)
         payees, labels = _person_payees(conn, person_id)
         ledger_accrued = _ledger_accrued(conn, payees, currency, period)
-        tables = _collect(store, conn, payees, currency)
+        collected = _collect(store, conn, payees, currency, period)
+        tables = [(p, t) for p, t, _full, _a in collected]
+        period_outputs = {o for p, t in tables if p == period for o in t["output_id"].to_pylist()}
+        explained = _explain([(full, a) for _p, _t, full, a in collected if full is not None], period_outputs)
+        rules = _rules(conn, {e["agreement"] for e in explained.values()})
         titles: dict[str, str] = {}
-        work_ids = set()
+        work_ids = {w["work_id"] for e in explained.values() for w in e["top_works"]}
         for p, t in tables:
             if p == period:
                 work_ids.update(t["attributed_work"].to_pylist())
@@ -146,8 +209,13 @@ def build_statement(store: Store, person_id: int, period: str, currency: str) ->
                 "amount": format_amount(micro, currency), "amount_microunits": micro, "amount_subunits": sub,
             })
     lines.sort(key=lambda r: (r["occurred_at"], r["output_id"], r["attributed_work"], r["source_work"], r["role"]))
+    for e in explained.values():
+        for w in e["top_works"]:
+            sub = int(w["amount_subunits"])
+            w["title"] = titles.get(w["work_id"], "")
+            w["amount"] = format_amount(sub // SUBUNITS_PER_MICROUNIT, currency)  # whole microunits, floored
     return Statement(person_id, person.handle, period, currency, lines, total, carried_in, carried_out, accrued,
-                     ledger_accrued)
+                     ledger_accrued, explained, rules)
 
 
 def _ledger_accrued(conn: Connection, payees: list[str], currency: str, period: str) -> int:
