@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 from typer.core import TyperGroup
 
 from endcredits.cli.identity import credential_app, issuer_app
+from endcredits.cli.imports import interop_app
 from endcredits.cli.service import login_link_app, operator_key_app, serve_cmd
 from endcredits.errors import EndcreditsError, ValidationError
 from endcredits.money import format_amount, parse_amount, parse_fraction
@@ -57,6 +58,7 @@ app.add_typer(payouts_app, name="payouts")
 app.add_typer(escrow_app, name="escrow")
 app.add_typer(credential_app, name="credential")
 app.add_typer(issuer_app, name="issuer")
+app.add_typer(interop_app, name="interop")
 app.add_typer(operator_key_app, name="operator-key")
 app.add_typer(login_link_app, name="login-link")
 app.command("serve")(serve_cmd)
