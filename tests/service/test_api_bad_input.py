@@ -112,9 +112,9 @@ BAD: list[tuple[str, str, str, Any, dict[str, str], int, str]] = [
     ("naive time", "POST", "/api/v1/usage-batches", "naive", {}, 422, "timezone"),
     ("unknown work", "POST", "/api/v1/usage-batches", "unknown-work", {}, 422, "not in manifest"),
     ("both scores", "POST", "/api/v1/usage-batches", "both", {}, 422, "exactly one"),
-    ("nan score", "POST", "/api/v1/usage-batches", b'{"batch_id":"n","agreement_id":"test-2026","outputs":[{"output_id":'
+    ("nan score", "POST", "/api/v1/usage-batches", (b'{"batch_id":"n","agreement_id":"test-2026","outputs":[{"output_id":'
      b'"o","model_id":"m","revenue":"1","currency":"EUR","occurred_at":"2026-01-01T00:00:00Z","payee_scores":'
-     b'{"person:1":NaN}}]}', {"Content-Type": "application/json"}, 422, "payee_scores"),
+     b'{"person:1":NaN}}]}'), {"Content-Type": "application/json"}, 422, "payee_scores"),
     ("unknown agreement", "POST", "/api/v1/usage-batches", "agreement", {}, 404, "agreement"),
     ("xml garbage", "POST", "/api/v1/payout-batches/PB-SEED/statuses", b"<a><b></a>",
      {"Content-Type": "application/xml"}, 422, ""),
