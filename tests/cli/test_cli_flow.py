@@ -7,6 +7,7 @@ import datetime as dt
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -15,6 +16,10 @@ from endcredits.cli import app
 from endcredits.payouts.iban import make_test_iban
 from endcredits.payouts.pain002 import write_pain002
 from endcredits.registry.abc import iter_tunes
+from endcredits.royalties import parse_agreement
+from endcredits.royalties.usage import credit_matrix
+from endcredits.store.catalog import load_agreement_body, load_manifest
+from endcredits.store.engine import open_store
 
 AGREEMENT = """\
 id = "flow"
@@ -99,6 +104,31 @@ def test_every_command_in_an_operators_order(tmp_path: Path, db_url: str | None)
     assert all(e["method"] == "trak" and e["weaker"] is False and len(e["top_works"]) == 3 for e in explained)
     best = max((r for r in rows if r["output_id"] == "out-0"), key=lambda r: float(r["score"]))
     assert explained[0]["top_works"][0]["work_id"] == best["work_id"]
+    # Per payee: every payee's score is the credit-weighted sum of its works' scores (Psi = W^T G).
+    payee_csv = tmp_path / "payees.csv"
+    assert "payee scores" in run("attribute", "--checkpoint", str(checkpoint), "--outputs", str(outputs_jsonl),
+                                 "--out", str(payee_csv), "--manifest", m["manifest_id"], "--k", "32",
+                                 "--per-payee", "flow")
+    with payee_csv.open() as f:
+        payee_rows = list(csv.DictReader(f))
+    store = open_store(tmp_path / "data", db_url)
+    try:
+        with store.read() as conn:
+            included = load_manifest(conn, m["manifest_id"]).included
+            payees, credits = credit_matrix(conn, included, parse_agreement(load_agreement_body(conn, "flow")))
+    finally:
+        store.dispose()
+    work_order = {w: i for i, w in enumerate(included)}
+    per_work = np.zeros((2, credits.works))
+    for r in rows:
+        per_work[0 if r["output_id"] == "out-0" else 1, work_order[r["work_id"]]] = float(r["score"])
+    dense = np.zeros((credits.works, credits.payees))
+    np.add.at(dense, (credits.work_index, credits.payee_index), credits.share)
+    expected = per_work @ dense
+    got = np.zeros_like(expected)
+    for r in payee_rows:
+        got[0 if r["output_id"] == "out-0" else 1, payees.index(r["payee"])] = float(r["score"])
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-9 * np.abs(expected).max())
     tracin = tmp_path / "tracin.csv"
     assert "tracin scores" in run("attribute", "--checkpoint", str(checkpoint), "--outputs", str(outputs_jsonl),
                                   "--out", str(tracin), "--manifest", m["manifest_id"], "--k", "32", "--method", "tracin")

@@ -10,16 +10,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from endcredits.errors import ConflictError, ValidationError
+from endcredits.errors import ConflictError, ManifestError, ValidationError
 from endcredits.ledger.accrue import accrue
 from endcredits.ledger.verify import verify
 from endcredits.manifest.build import build_manifest
-from endcredits.royalties import CreditGraph, pool_of, work_shares
-from endcredits.royalties.shares import RIGHTS_HOLDER_ROLE, UNCLAIMED_WORK_ROLE, CreditEntry
+from endcredits.royalties import CreditGraph, parse_agreement, pool_of, work_shares
+from endcredits.royalties.shares import (
+    RIGHTS_HOLDER_ROLE,
+    UNCLAIMED_WORK_ROLE,
+    CreditEntry,
+    attribution_weights,
+    payee_volumes,
+)
 from endcredits.royalties.usage import OutputIn, build_usage, load_credit_graph
 from endcredits.store.engine import Store
 from endcredits.store.registry import CreditIn, WorkIn, add_credits, add_lineage, add_works, name_ids
-from helpers_money import ROLES, World, agreement, balances, on_time, people, row_counts
+from helpers_money import ROLES, World, agreement, agreement_text, balances, on_time, people, row_counts
 
 PAYEES = ("person:1", "person:2", "name:3", "name:4")
 ROLE_WEIGHTS = {ROLES[0]: 3, ROLES[1]: 1, ROLES[2]: 5, ROLES[3]: 2}
@@ -196,3 +202,31 @@ def test_lineage_cycles_and_overcommitted_shares_are_refused(store: Store) -> No
         add_lineage(conn, c, d, Fraction(6, 10))
     after = row_counts(store)
     assert after["lineage"] == before["lineage"] + 1 and after["works"] == before["works"]
+
+
+def test_a_baseline_share_pays_per_payee_by_credited_volume(store: Store) -> None:
+    w = World(store)
+    ag = parse_agreement(agreement_text(pool_rate="0.5").replace("[role_weights]", 'baseline_share = "0.25"\n[role_weights]'))
+    scores = {"o1": {f"person:{w.alice}": 3.0, f"person:{w.dan}": -1.0}}
+    with store.read() as conn:
+        with pytest.raises(ManifestError, match="baseline share with attribution per payee needs the model's manifest"):
+            build_usage(conn, [OutputIn("o1", "m", 10**9, "EUR", on_time(3))], scores, ag, None, per="payee")
+        batch = build_usage(conn, [OutputIn("o1", "m", 10**9, "EUR", on_time(3))], scores, ag, w.manifest, per="payee")
+        volumes = payee_volumes(w.manifest.included, load_credit_graph(conn, w.manifest.included), ag)
+    # Every work of the manifest counts 1, split as its residual is: the volumes add up to the works.
+    assert sum(volumes.values()) == len(w.manifest.included)
+    scale = 1 << 32
+    expected = {p: int(scale * Fraction(1, 4) * v / sum(volumes.values())) for p, v in volumes.items()}
+    expected[f"person:{w.alice}"] += int(scale * Fraction(3, 4))  # all the positive influence; dan's is negative
+    got = {batch.payees[c]: int(wt) for c, wt in zip(batch.payee_codes.tolist(), batch.weights.tolist())}
+    assert got == {p: v for p, v in expected.items() if v > 0}
+    assert got[f"person:{w.dan}"] == expected[f"person:{w.dan}"] > 0  # paid by volume only
+
+
+def test_attribution_weights_take_a_volume_per_key_or_a_list_of_equal_ones() -> None:
+    ag = parse_agreement(agreement_text().replace("[role_weights]", 'baseline_share = "0.5"\n[role_weights]'))
+    assert attribution_weights({"a": 1.0}, ag, ["a", "b"]) == attribution_weights({"a": 1.0}, ag, {"a": 1, "b": 1})
+    weights = attribution_weights({"a": -2.0}, ag, {"a": Fraction(1, 3), "b": Fraction(2, 3)})
+    assert weights == {"a": (1 << 31) // 3, "b": (1 << 32) // 3}
+    with pytest.raises(ValidationError, match="baseline volumes must be >= 0"):
+        attribution_weights({"a": 1.0}, ag, {"a": -1})

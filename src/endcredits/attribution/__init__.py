@@ -22,7 +22,6 @@ Usage, for a classifier trained as an ensemble of checkpoints::
 
     credits = CreditMatrix.from_triplets(work_index, payee_index, share, works=n_works, payees=n_payees)
     payee_scores = PayeeIndex(scorer, credits).score(targets)  # [outputs, payees], O(payees x d) each
-    weights = payee_weights(payee_scores[0], baseline_share=Fraction(1, 10), volume=volumes)
     explained = top_k_exact(scorer.query(targets), scorer.item_matrix, k=10)
 
 For a small model, ``projection="identity"`` keeps the exact gradients; for logistic regression,
@@ -42,7 +41,7 @@ from endcredits.attribution.charlm import (
 )
 from endcredits.attribution.featurizer import FeatureSet, Featurizer, Projection
 from endcredits.attribution.gradients import featurize, tracin_scores
-from endcredits.attribution.payees import CreditMatrix, PayeeIndex, payee_weights
+from endcredits.attribution.payees import CreditMatrix, PayeeIndex
 from endcredits.attribution.scorers import EmbeddingSimilarityScorer, LinearScorer, TracInScorer, TRAKScorer
 from endcredits.attribution.task import (
     AttributionTask,
@@ -78,7 +77,6 @@ __all__ = [
     "generate",
     "language_model_task",
     "load_lm",
-    "payee_weights",
     "recall_at_k",
     "save_lm",
     "top_k_exact",

@@ -10,16 +10,15 @@ payee's score, defined as the credit-weighted sum of its works' scores,
 is one dot product with the payee's row of ``Psi = W^T G``, precomputed once per (fitted scorer,
 credit version). ``PayeeIndex`` holds ``Psi``.
 
-``payee_weights`` turns one output's payee scores into integer weights in the exact ratio of the
-payees' shares of the output's residual pool (see its docstring for the rule).
+Payee scores become shares of the output's pool in one place for every attribution, per work or per
+payee: ``royalties.shares.attribution_weights`` (negative influence earns nothing; an optional baseline
+share by credited volume).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from fractions import Fraction
-from math import lcm
 from typing import Any
 
 import numpy as np
@@ -27,17 +26,12 @@ import numpy.typing as npt
 
 from endcredits.attribution.scorers import FloatArray, LinearScorer
 from endcredits.errors import LimitExceededError, ValidationError
-from endcredits.limits import PAYEES_PER_OUTPUT_MAX
 
 CREDIT_ENTRIES_MAX = 1 << 34
 PAYEES_MAX = 1 << 31
 PSI_BYTES_MAX = 64 << 30
 TRIPLETS_PER_BLOCK = 1 << 18
 """Credit entries gathered at once while building ``Psi`` (bounds the temporary rows)."""
-
-WEIGHT_BITS = 32
-"""Influence is quantized to integers summing to at most 2^32 per output (``payee_weights``)."""
-
 
 @dataclass(frozen=True)
 class CreditMatrix:
@@ -132,74 +126,4 @@ class PayeeIndex:
         return out.astype(np.float64, copy=False)
 
 
-def _as_fractions(values: Sequence[int | Fraction], what: str) -> list[Fraction]:
-    out = [Fraction(v) for v in values]
-    if any(v < 0 for v in out):
-        raise ValidationError(f"{what} must be >= 0")
-    return out
-
-
-def payee_weights(
-    scores: Sequence[float] | FloatArray,
-    *,
-    baseline_share: Fraction,
-    volume: Sequence[int | Fraction] | None = None,
-    bits: int = WEIGHT_BITS,
-) -> list[int]:
-    """Integer weights per payee, in the exact ratio of each payee's share of one output's pool.
-
-    The rule (the agreement supplies ``baseline_share`` b, a Fraction in [0, 1]):
-
-    1. Negative influence earns nothing: a payee whose score is <= 0 gets no influence share (a work
-       that made the output less likely is not charged either; its payees are simply not paid).
-    2. Positive scores are quantized once: ``I_p = floor(s_p / sum(s+) * 2^bits)`` (float64, in payee
-       order, so the same scores always give the same integers; a payee below 2^-bits of the positive
-       mass gets 0).
-    3. With b > 0, b of the pool goes by volume ``V_p`` (exact: ints or Fractions, e.g. the payee's
-       credited share of the manifest's works, as stock-photo funds pay by contribution) and 1 - b by
-       influence: ``share_p = (1 - b) I_p / sum(I) + b V_p / sum(V)``. If nothing has positive
-       influence, the whole pool goes by volume; with no volume either, every weight is 0 (the caller
-       holds the pool, nothing is paid out on no evidence).
-
-    The returned integers are ``share_p`` times one common denominator (exact Python ints); hand them
-    to ``endcredits.money`` to allocate microunits.
-    """
-    values = np.asarray(scores, dtype=np.float64).ravel()
-    if values.size > PAYEES_PER_OUTPUT_MAX:
-        raise LimitExceededError(f"{values.size} payees is over PAYEES_PER_OUTPUT_MAX={PAYEES_PER_OUTPUT_MAX}")
-    bad = np.flatnonzero(~np.isfinite(values))
-    if bad.size:
-        raise ValidationError(f"payee scores at {bad[:10].tolist()} are not finite; attribute the output again")
-    b = Fraction(baseline_share)
-    if not 0 <= b <= 1:
-        raise ValidationError(f"baseline_share {b} must be in [0, 1]")
-    if not 1 <= bits <= 52:
-        raise ValidationError(f"bits {bits} must be in [1, 52] (float64 holds 52 fraction bits)")
-    positive = np.where(values > 0.0, values, 0.0)
-    mass = float(positive.sum())
-    influence = (
-        np.floor(positive / mass * float(1 << bits)).astype(np.int64).tolist() if mass > 0.0 else [0] * values.size
-    )
-    influence_total = sum(influence)
-    volumes = [Fraction(0)] * values.size
-    if b > 0:
-        if volume is None or len(volume) != values.size:
-            raise ValidationError(f"a baseline share needs one volume per payee ({values.size})")
-        volumes = _as_fractions(volume, "volumes")
-    volume_total = sum(volumes, Fraction(0))
-    if influence_total == 0:
-        return _integers(volumes) if volume_total > 0 else [0] * values.size
-    if b == 0 or volume_total == 0:
-        return influence
-    shares = [(1 - b) * Fraction(i, influence_total) + b * v / volume_total for i, v in zip(influence, volumes)]
-    return _integers(shares)
-
-
-def _integers(fractions: Sequence[Fraction]) -> list[int]:
-    denominator = 1
-    for f in fractions:
-        denominator = lcm(denominator, f.denominator)
-    return [int(f * denominator) for f in fractions]
-
-
-__all__ = ["WEIGHT_BITS", "CreditMatrix", "PayeeIndex", "payee_weights"]
+__all__ = ["CreditMatrix", "PayeeIndex"]

@@ -26,6 +26,7 @@ import numpy.typing as npt
 
 from endcredits.attribution.charlm import TrainedLM
 from endcredits.attribution.featurizer import FeatureSet, Featurizer, Progress
+from endcredits.attribution.payees import CreditMatrix, PayeeIndex
 from endcredits.attribution.scorers import LinearScorer, TracInScorer, TRAKScorer
 from endcredits.attribution.task import encode_texts, language_model_task
 from endcredits.attribution.topk import TopK, top_k_exact
@@ -115,12 +116,26 @@ def attribute_outputs(lm: TrainedLM, train: FeatureSet, outputs: Sequence[tuple[
     return TextAttribution(scorer.method, scorer.weaker, train.ids, tuple(o for o, _ in outputs), scores, top)
 
 
+def attribute_payees(lm: TrainedLM, train: FeatureSet, outputs: Sequence[tuple[str, str]], credits: CreditMatrix, *,
+                     k: int, seed: int, method: str = "trak") -> npt.NDArray[np.float64]:
+    """Every payee's score for every output, ``[outputs, payees]``: one pass over ``Psi = W^T G`` per
+    output, equal to the credit-weighted sum of its works' scores (no payee left out)."""
+    if not outputs:
+        raise ValidationError("no outputs to attribute")
+    index = PayeeIndex(scorer_for(method, train), credits)
+    featurizer = featurizer_for(lm, k=k, seed=seed)
+    batch = encode_texts(lm.vocab, [text for _, text in outputs], length_max=LENGTH_CHARS_DEFAULT)
+    targets = [featurizer.compute(batch, checkpoint_index=m, ids=[o for o, _ in outputs]) for m in range(train.models)]
+    return index.score(targets)
+
+
 __all__ = [
     "K_DEFAULT",
     "LAMBDA_DEFAULT",
     "METHODS",
     "TextAttribution",
     "attribute_outputs",
+    "attribute_payees",
     "check_checkpoint",
     "features_dir",
     "featurize_works",

@@ -12,6 +12,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
@@ -524,7 +525,7 @@ def accrue_cmd(
         with store.read() as conn:
             a = _agreement(conn, agreement)
             m = None
-            if per == "work":
+            if per == "work" or a.baseline_share or manifest:
                 models = {o.model_id for o in outs}
                 if len(models) != 1:
                     raise ValidationError("an accrual batch covers one model; split the outputs file by model_id")
@@ -592,6 +593,10 @@ def attribute_cmd(
     method: Annotated[str, typer.Option(help="trak (default) or tracin")] = "trak",
     explain: Annotated[Path | None, typer.Option(help="Also write each output's top works here (JSON lines)")] = None,
     top_k: Annotated[int, typer.Option(min=1, max=1_000)] = 5, ray: RayOpt = None,
+    per_payee: Annotated[str | None, typer.Option(
+        "--per-payee", metavar="AGREEMENT",
+        help="Write output_id, payee, score instead: every payee's exact score through Psi = W^T G, with the "
+             "credit shares of this agreement")] = None,
 ) -> None:
     """Score each output against every work in the manifest (TRAK by default); features are reused."""
     from endcredits.attribution.texts import METHODS
@@ -599,6 +604,8 @@ def attribute_cmd(
 
     if method not in METHODS:
         raise ValidationError(f"--method must be one of {', '.join(METHODS)}")
+    if per_payee is not None and (explain is not None or ray is not None):
+        raise ValidationError("--per-payee writes payee scores only; run without --explain and --ray")
     lines = []
     for i, line in enumerate(outputs.read_text(encoding="utf-8").splitlines()):
         if line.strip():
@@ -607,13 +614,45 @@ def attribute_cmd(
                 lines.append((str(obj["output_id"]), str(obj["text"])))
             except (json.JSONDecodeError, KeyError, TypeError):
                 raise ValidationError(f"{outputs} line {i + 1} is not {{\"output_id\": ..., \"text\": ...}}") from None
-    _, m = _checkpoint_and_manifest(ctx, checkpoint, manifest)
+    lm, m = _checkpoint_and_manifest(ctx, checkpoint, manifest)
+    if per_payee is not None:
+        n = _attribute_per_payee(ctx, lm, m, lines, out, agreement_id=per_payee, k=k, seed=seed, method=method)
+        _console().print(f"wrote {n} non-zero {method} payee scores for {len(lines)} outputs to {out}")
+        return
     with _store(ctx) as store:
         att = attribute_texts(store, m, checkpoint, lines, out, k=k, seed=seed, method=method, ray=ray, explain=explain,
                               top_k=top_k)
     weaker = " (a weaker method)" if att.weaker else ""
     _console().print(f"wrote {len(lines) * len(m.included)} {att.method} scores{weaker} to {out}"
                      + (f"; top {top_k} works per output to {explain}" if explain else ""))
+
+
+def _attribute_per_payee(ctx: typer.Context, lm: Any, m: Any, lines: Sequence[tuple[str, str]], out: Path, *,
+                         agreement_id: str, k: int, seed: int, method: str) -> int:
+    import csv
+
+    from endcredits.attribution.texts import attribute_payees, features_dir, featurize_works
+    from endcredits.demo import manifest_texts
+    from endcredits.royalties.usage import credit_matrix
+
+    with _store(ctx) as store:
+        with store.read() as conn:
+            a = _agreement(conn, agreement_id)
+            payees, credits = credit_matrix(conn, m.included, a)
+        texts = manifest_texts(store, m)
+        with _bar("featurizing works", len(texts)) as advance:
+            train = featurize_works(lm, m.included, texts, features_dir(store.data_dir, m.id, lm, k=k, seed=seed), k=k,
+                                    seed=seed, progress=lambda d, _t: advance(d))
+    scores = attribute_payees(lm, train, lines, credits, k=k, seed=seed, method=method)
+    written = 0
+    with out.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["output_id", "payee", "score"])
+        for i, (oid, _) in enumerate(lines):
+            for j in np.flatnonzero(scores[i]).tolist():
+                w.writerow([oid, payees[j], repr(float(scores[i, j]))])
+                written += 1
+    return written
 
 
 # statements, payouts, escrow ---------------------------------------------------------------------

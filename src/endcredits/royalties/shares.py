@@ -132,14 +132,17 @@ def pool_of(revenue_microunits: int, agreement: Agreement) -> int:
 
 
 def attribution_weights(
-    scores: Mapping[str, float], agreement: Agreement, baseline_works: Sequence[str] = ()
+    scores: Mapping[str, float], agreement: Agreement,
+    baseline: Sequence[str] | Mapping[str, int | Fraction] = (),
 ) -> dict[str, int]:
     """The one place scores become shares: integer weights per work (or payee) for one output.
 
     Negative and zero scores earn nothing (``negative_influence = "zero"``). Positive scores are
     quantized once, to integers summing to at most 2^32 (a key below 2^-32 of the output's positive
-    mass gets 0); with a ``baseline_share`` b > 0, b of the weight is spread evenly over
-    ``baseline_works`` (the manifest) and 1 - b follows influence. Deterministic given the scores.
+    mass gets 0); with a ``baseline_share`` b > 0, b of the weight goes by volume over ``baseline`` and
+    1 - b follows influence. ``baseline`` is the manifest's works (each of volume 1: per work) or a
+    volume per payee (their credited share of the manifest: per payee, as stock-photo funds pay by
+    contribution). Deterministic given the scores.
     """
     keys = sorted(scores)
     values = np.asarray([scores[k] for k in keys], dtype=np.float64)
@@ -156,12 +159,27 @@ def attribution_weights(
         for key, w in zip((k for k, p in zip(keys, positive) if p), quantized.tolist()):
             if w > 0:
                 weights[key] = w
-    if base and baseline_works:
-        each = int(scale * base) // len(baseline_works)
-        if each > 0:
-            for key in baseline_works:
+    volume = dict(baseline) if isinstance(baseline, Mapping) else dict.fromkeys(baseline, 1)
+    if any(v < 0 for v in volume.values()):
+        raise ValidationError("baseline volumes must be >= 0")
+    total = sum(volume.values(), Fraction(0))
+    if base and total > 0:
+        for key in sorted(volume):
+            each = int(scale * base * volume[key] / total)  # floor: the weights never sum past 2^32
+            if each > 0:
                 weights[key] = weights.get(key, 0) + each
     return weights
+
+
+def payee_volumes(work_ids: Sequence[str], graph: CreditGraph, agreement: Agreement) -> dict[str, Fraction]:
+    """Each payee's credited share of ``work_ids`` (a work counts 1, split exactly as its residual is):
+    the volume a baseline share pays by when attribution comes per payee."""
+    memo: dict[str, list[PayeeShare]] = {}
+    out: dict[str, Fraction] = {}
+    for work in work_ids:
+        for share in work_shares(work, graph, agreement, memo):
+            out[share.payee] = out.get(share.payee, Fraction(0)) + share.share
+    return out
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from sqlalchemy import Connection
 
+from endcredits.attribution.payees import CreditMatrix
 from endcredits.audit import canonical_json
 from endcredits.errors import LimitExceededError, ManifestError, ValidationError
 from endcredits.limits import BATCH_SIZE_MAX, ID_LENGTH_MAX, OUTPUTS_PER_BATCH_MAX
@@ -29,6 +31,8 @@ from endcredits.royalties.shares import (
     attribution_weights,
     output_lines,
     payee_lines,
+    payee_volumes,
+    work_shares,
 )
 from endcredits.store.catalog import ManifestRecord
 from endcredits.store.registry import graph_rows
@@ -176,7 +180,14 @@ def build_usage(
                 if work not in in_manifest:
                     raise ManifestError(f"output {o.output_id} attributes work {work}, which is not in manifest "
                                         f"{manifest.id}: a model pays only for works it was trained on")
-    baseline = list(manifest.included) if (manifest is not None and per == "work") else []
+    baseline: list[str] | dict[str, Fraction] = []
+    if manifest is not None and per == "work":
+        baseline = list(manifest.included)
+    elif per == "payee" and agreement.baseline_share:
+        if manifest is None:
+            raise ManifestError("a baseline share with attribution per payee needs the model's manifest: the "
+                                "baseline pays each payee by their credited share of its works")
+        baseline = payee_volumes(manifest.included, load_credit_graph(conn, manifest.included), agreement)
     per_output: list[dict[str, int]] = []
     for o in outputs_in:
         weights_in = attribution_weights(scores.get(o.output_id, {}), agreement, baseline)
@@ -225,3 +236,18 @@ def build_usage(
         attributed_codes=np.asarray(attributed_c, dtype=np.int64), source_codes=np.asarray(source_c, dtype=np.int64),
         roles=list(codes["role"]), role_codes=np.asarray(role_c, dtype=np.int64),
     )
+
+
+def credit_matrix(conn: Connection, work_ids: Sequence[str], agreement: Agreement) -> tuple[list[str], CreditMatrix]:
+    """The payees of ``work_ids`` (sorted) and ``W`` (works x payees): each work's exact payee shares
+    through credits, the rights holder and lineage, as float64 for ``PayeeIndex`` (``Psi = W^T G``).
+    Scores only: the money is split from exact Fractions again when the output is accrued."""
+    graph = load_credit_graph(conn, work_ids)
+    memo: dict[str, list[PayeeShare]] = {}
+    per_work = [work_shares(w, graph, agreement, memo) for w in work_ids]
+    payees = sorted({s.payee for shares in per_work for s in shares})
+    index = {p: i for i, p in enumerate(payees)}
+    rows = [(wi, index[s.payee], float(s.share)) for wi, shares in enumerate(per_work) for s in shares]
+    matrix = CreditMatrix.from_triplets([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+                                        works=len(work_ids), payees=len(payees))
+    return payees, matrix
