@@ -4,12 +4,18 @@ For (model, uses, as-of time) every registered work is decided by ``consent.rule
 grants on the work and on every person credited on it (directly or through a claimed name). Allowed
 works are included, sorted by id, as the Merkle tree's leaves; the rest are listed with the reason.
 A work whose consent forbids a use of the model is therefore never in its manifest (invariant 4).
+
+Duplicates: a work linked to a canonical work (``registry.fingerprints``) is the same content, so it is
+never a leaf; it is listed as excluded, "duplicate of <canonical>". The canonical work stands for the
+whole group: it is decided with the grants on every member and the people credited on every member, so
+the most restrictive term of any copy wins.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Literal
 
@@ -21,6 +27,7 @@ from endcredits.manifest.merkle import merkle_root
 from endcredits.store.catalog import ManifestRecord, add_model, save_manifest
 from endcredits.store.consent import grants_for
 from endcredits.store.engine import Store, format_time, utc_now
+from endcredits.store.registry import active_links
 from endcredits.store.schema import credits, names, works
 
 
@@ -53,11 +60,22 @@ def build_manifest(
         by_person: dict[str, list[Grant]] = {}
         for g in grants:
             (by_work if g.subject_kind == "work" else by_person).setdefault(g.subject_id, []).append(g)
+        duplicate_of: dict[str, tuple[str, str]] = {}
+        members: dict[str, list[str]] = {}
+        for dup, canonical, method, ppm in active_links(conn):
+            similar = f", similarity {ppm / 1_000_000:.3f}" if ppm is not None else ""
+            duplicate_of[dup] = (canonical, f"duplicate of {canonical} ({method}{similar}): included once, as that work")
+            members.setdefault(canonical, []).append(dup)
         included: list[str] = []
         excluded: list[tuple[str, str]] = []
         for w in work_ids:
-            people_here = sorted(credited[w])
-            relevant = by_work.get(w, []) + [g for p in people_here for g in by_person.get(p, [])]
+            if w in duplicate_of:
+                excluded.append((w, duplicate_of[w][1]))
+                continue
+            group = [w, *members.get(w, ())]
+            people_here = sorted(set().union(*(credited[m] for m in group)))
+            work_grants = by_work.get(w, []) + [replace(g, subject_id=w) for m in group[1:] for g in by_work.get(m, [])]
+            relevant = work_grants + [g for p in people_here for g in by_person.get(p, [])]
             decision = decide(w, people_here, uses_sorted, as_of, relevant, default=default)
             if decision.allowed:
                 included.append(w)

@@ -16,13 +16,22 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select, update
 
-from endcredits.errors import ConflictError, NotFoundError, ValidationError
+from endcredits.errors import ConflictError, NotFoundError, ValidationError, invariant
 from endcredits.limits import CREDITS_PER_WORK_MAX, LINEAGE_DEPTH_MAX, NAME_LENGTH_MAX, TITLE_LENGTH_MAX, WEIGHT_MAX
 from endcredits.store.audit import append_audit
 from endcredits.store.bulk import select_in
 from endcredits.store.engine import utc_now
 from endcredits.store.ledger import chunks
-from endcredits.store.schema import credits, lineage, names, people, works
+from endcredits.store.schema import (
+    credits,
+    fingerprint_bands,
+    lineage,
+    names,
+    people,
+    work_fingerprints,
+    work_links,
+    works,
+)
 
 _ROLE_PART = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 _PAYEE = re.compile(r"(person|name):([1-9][0-9]*)")
@@ -281,6 +290,111 @@ def add_lineage(conn: Connection, work_id: str, parent_work_id: str, share: Frac
                                                             "share": str(share) if share is not None else None}, at=at)
 
 
+# Duplicates: fingerprints and links to canonical works ---------------------------------------------
+def existing_work_ids(conn: Connection, work_ids: Sequence[str]) -> set[str]:
+    return {str(r[0]) for r in select_in(conn, "SELECT id FROM works WHERE id {in}", sorted(set(work_ids)))}
+
+
+def add_fingerprint(conn: Connection, work_id: str, method: str, value: str, band_keys: Sequence[str]) -> None:
+    """Store a work's perceptual fingerprint and its LSH band keys (computed by ``registry.fingerprints``)."""
+    if conn.execute(select(work_fingerprints.c.work_id).where(work_fingerprints.c.work_id == work_id)).first():
+        raise ConflictError(f"work {work_id} already has a fingerprint")
+    conn.execute(work_fingerprints.insert(), [{"work_id": work_id, "method": method, "value": value,
+                                               "created_at": utc_now()}])
+    keys = sorted(set(band_keys))
+    if keys:
+        conn.execute(fingerprint_bands.insert(), [{"method": method, "band_key": k, "work_id": work_id} for k in keys])
+
+
+def fingerprint_candidates(conn: Connection, method: str, band_keys: Sequence[str], limit: int) -> dict[str, str]:
+    """Fingerprints of works sharing at least one band key, most shared bands first, at most ``limit``."""
+    keys = sorted(set(band_keys))
+    if not keys:
+        return {}
+    q = (select(fingerprint_bands.c.work_id, func.count().label("n"))
+         .where(fingerprint_bands.c.method == method, fingerprint_bands.c.band_key.in_(keys))
+         .group_by(fingerprint_bands.c.work_id).order_by(func.count().desc(), fingerprint_bands.c.work_id).limit(limit))
+    ids = [r.work_id for r in conn.execute(q)]
+    out: dict[str, str] = {}
+    for part in chunks(ids):
+        q2 = select(work_fingerprints.c.work_id, work_fingerprints.c.value).where(work_fingerprints.c.work_id.in_(part))
+        out.update({r.work_id: r.value for r in conn.execute(q2)})
+    return out
+
+
+def linked_canonical(conn: Connection, work_ids: Iterable[str]) -> dict[str, str]:
+    """The canonical work of each of ``work_ids`` that is a linked duplicate (others are absent)."""
+    return {str(w): str(c) for w, c in select_in(
+        conn, "SELECT work_id, canonical_work_id FROM work_links WHERE unlinked_at IS NULL AND work_id {in}",
+        sorted(set(work_ids)))}
+
+
+def linked_duplicates(conn: Connection, canonical_ids: Iterable[str]) -> dict[str, list[str]]:
+    """The linked duplicates of each canonical work, in the order they were linked."""
+    out: dict[str, list[str]] = {}
+    for c, w, _ in sorted(select_in(
+            conn, "SELECT canonical_work_id, work_id, id FROM work_links WHERE unlinked_at IS NULL "
+                  "AND canonical_work_id {in}", sorted(set(canonical_ids))), key=lambda r: (r[0], r[2])):
+        out.setdefault(str(c), []).append(str(w))
+    return out
+
+
+def active_links(conn: Connection) -> list[tuple[str, str, str, int | None]]:
+    """Every link in force: (duplicate, canonical work, method, similarity in ppm)."""
+    q = select(work_links.c.work_id, work_links.c.canonical_work_id, work_links.c.method, work_links.c.similarity_ppm)
+    return [(r[0], r[1], r[2], r[3]) for r in conn.execute(q.where(work_links.c.unlinked_at.is_(None)).order_by(work_links.c.id))]
+
+
+def link_works(conn: Connection, work_id: str, canonical_work_id: str, *, method: str, similarity_ppm: int | None,
+               linked_by: str) -> str:
+    """Link ``work_id`` as a duplicate of ``canonical_work_id`` (or of that work's own canonical work).
+
+    Returns the canonical work. Refused: an unknown work, a work already linked, a work that is itself
+    the canonical work of others (unlink those first), a link to itself.
+    """
+    if linked_by not in ("fingerprint", "operator"):
+        raise ValidationError(f"linked_by {linked_by!r} must be fingerprint or operator")
+    if similarity_ppm is not None and not 0 <= similarity_ppm <= 1_000_000:
+        raise ValidationError(f"similarity {similarity_ppm} ppm must be within 0..1000000")
+    missing = sorted({work_id, canonical_work_id} - existing_work_ids(conn, [work_id, canonical_work_id]))
+    if missing:
+        raise NotFoundError(f"work {missing[0]} is not registered: list works with `endcredits works list`")
+    root = linked_canonical(conn, [canonical_work_id]).get(canonical_work_id, canonical_work_id)
+    if root == work_id:
+        raise ValidationError(f"work {work_id} cannot be linked to itself")
+    current = linked_canonical(conn, [work_id]).get(work_id)
+    if current is not None:
+        raise ConflictError(f"work {work_id} is already linked to {current}: unlink it first (`endcredits works unlink`)")
+    dups = linked_duplicates(conn, [work_id]).get(work_id, [])
+    if dups:
+        raise ConflictError(f"work {work_id} is the canonical work of {len(dups)} linked duplicates, such as {dups[0]}: "
+                            "unlink them first")
+    invariant(linked_canonical(conn, [root]).get(root) is None, f"canonical work {root} is itself linked")
+    at = utc_now()
+    conn.execute(work_links.insert(), [{"work_id": work_id, "canonical_work_id": root, "method": method,
+                                        "similarity_ppm": similarity_ppm, "linked_by": linked_by, "linked_at": at}])
+    append_audit(conn, "work.linked", f"work:{work_id}", {"canonical": root, "method": method,
+                                                          "similarity_ppm": similarity_ppm, "by": linked_by}, at=at)
+    return root
+
+
+def unlink_work(conn: Connection, work_id: str, *, reason: str) -> str:
+    """Undo a link (a false match): ``work_id`` is its own work again. Returns the former canonical work.
+
+    The link row is kept with ``unlinked_at`` and the reason; registering the same bytes again never
+    re-links it.
+    """
+    why = clean_text(reason, "unlink reason", TITLE_LENGTH_MAX)
+    canonical = linked_canonical(conn, [work_id]).get(work_id)
+    if canonical is None:
+        raise NotFoundError(f"work {work_id} is not linked to another work")
+    at = utc_now()
+    conn.execute(update(work_links).where(work_links.c.work_id == work_id, work_links.c.unlinked_at.is_(None))
+                 .values(unlinked_at=at, unlink_reason=why))
+    append_audit(conn, "work.unlinked", f"work:{work_id}", {"canonical": canonical, "reason": why}, at=at)
+    return canonical
+
+
 @dataclass(frozen=True)
 class GraphRows:
     credits: list[tuple[str, str, str, int]]  # work, payee, role, weight
@@ -289,27 +403,68 @@ class GraphRows:
 
 
 def graph_rows(conn: Connection, work_ids: Iterable[str]) -> GraphRows:
-    """Credits, rights holders and lineage for ``work_ids`` and every ancestor of them."""
+    """Credits, rights holders and lineage for ``work_ids`` and every ancestor of them.
+
+    A work linked to a canonical work (a duplicate) and its canonical work are one work here: each of
+    them gets the credits, rights holder and lineage of the whole group (canonical work first, then the
+    duplicates in link order), each (payee, role) once, and a credited name claimed by a person credited
+    in the same role counts once; so a payee is never paid twice for one work registered twice.
+    """
     out = GraphRows([], [], [])
     frontier, seen = set(work_ids), set()
     while frontier:
         batch = sorted(frontier)
         seen |= frontier
-        parents_found: set[str] = set()
-        for part in chunks(batch):
-            for r in conn.execute(select(credits).where(credits.c.work_id.in_(part))):
+        canon = linked_canonical(conn, batch)
+        roots = sorted({canon.get(w, w) for w in batch})
+        dups = linked_duplicates(conn, roots)
+        members = {r: [r, *dups.get(r, [])] for r in roots}
+        every = sorted({m for ms in members.values() for m in ms})
+        by_work_credits: dict[str, list[tuple[str, str, int, int | None]]] = {}
+        holders: dict[str, str] = {}
+        parents_of: dict[str, list[tuple[str, Fraction | None]]] = {}
+        name_nums: set[int] = set()
+        for part in chunks(every):
+            for r in conn.execute(select(credits).where(credits.c.work_id.in_(part)).order_by(credits.c.id)):
                 payee = f"person:{r.person_id}" if r.person_id is not None else f"name:{r.name_id}"
-                out.credits.append((r.work_id, payee, f"{r.role_scheme}:{r.role_code}", r.weight))
+                if r.name_id is not None:
+                    name_nums.add(int(r.name_id))
+                by_work_credits.setdefault(r.work_id, []).append(
+                    (payee, f"{r.role_scheme}:{r.role_code}", r.weight, r.name_id))
             q = select(works.c.id, works.c.rights_holder_person_id, works.c.rights_holder_name_id).where(works.c.id.in_(part))
             for r in conn.execute(q):
                 if r.rights_holder_person_id is not None:
-                    out.rights_holders.append((r.id, f"person:{r.rights_holder_person_id}"))
+                    holders[r.id] = f"person:{r.rights_holder_person_id}"
                 elif r.rights_holder_name_id is not None:
-                    out.rights_holders.append((r.id, f"name:{r.rights_holder_name_id}"))
-            for r in conn.execute(select(lineage).where(lineage.c.work_id.in_(part))):
+                    holders[r.id] = f"name:{r.rights_holder_name_id}"
+            for r in conn.execute(select(lineage).where(lineage.c.work_id.in_(part)).order_by(lineage.c.parent_work_id)):
                 share = Fraction(r.share_numerator, r.share_denominator) if r.share_numerator is not None else None
-                out.parents.append((r.work_id, r.parent_work_id, share))
-                parents_found.add(r.parent_work_id)
+                parents_of.setdefault(r.work_id, []).append((r.parent_work_id, share))
+        claimed = {int(n): int(p) for n, p in select_in(
+            conn, "SELECT id, person_id FROM names WHERE person_id IS NOT NULL AND id {in}", sorted(name_nums))} \
+            if any(len(ms) > 1 for ms in members.values()) else {}
+        parents_found: set[str] = set()
+        for w in batch:
+            group = members[canon.get(w, w)]
+            taken: set[tuple[str, str]] = set()
+            for m in group:
+                for payee, role, weight, name_id in by_work_credits.get(m, []):
+                    who = f"person:{claimed[name_id]}" if name_id is not None and name_id in claimed else payee
+                    if (payee, role) in taken or (who, role) in taken:
+                        continue
+                    taken |= {(payee, role), (who, role)}
+                    out.credits.append((w, payee, role, weight))
+            holder = next((holders[m] for m in group if m in holders), None)
+            if holder is not None:
+                out.rights_holders.append((w, holder))
+            parents_here: set[str] = set()
+            for m in group:
+                for parent, share in parents_of.get(m, []):
+                    if parent in parents_here or parent in group:
+                        continue
+                    parents_here.add(parent)
+                    out.parents.append((w, parent, share))
+                    parents_found.add(parent)
         frontier = parents_found - seen
     return out
 

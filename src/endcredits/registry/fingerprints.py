@@ -1,0 +1,288 @@
+"""Perceptual fingerprints: the same work registered again under other bytes is linked, not paid twice.
+
+A work's id is the SHA-256 of its bytes, so a re-encoded image or a text with its line endings changed is,
+byte for byte, a new work. A fingerprint stays (nearly) the same under such changes; when a new work's
+fingerprint is close enough to a registered work's, the new work is *linked* to it: the first registered
+work of the group is the canonical work, a manifest includes the group's content once, and credits on any
+member are resolved through the canonical work (``store.registry.graph_rows``), so nobody is paid twice.
+
+Methods (``method`` is stored with every fingerprint; two fingerprints compare only within one method)
+
+``minhash-c5-p128`` (text: every ``kind`` that is not an image or audio and whose bytes are UTF-8)
+    The text is normalized (NFC, lower case, CR/CRLF to LF, all whitespace inside a line removed, empty
+    lines dropped); its shingles are the overlapping ``TEXT_SHINGLE_CHARS``-character substrings of each
+    line (a line shorter than that is one shingle), so reordering lines (an ABC tune's header fields) or
+    re-wrapping changes nothing. A MinHash of ``MINHASH_PERM_COUNT`` permutations (datasketch,
+    ``affine32`` scheme, seed ``MINHASH_SEED``) estimates the Jaccard similarity of two shingle sets to
+    within about 1/sqrt(128) = 0.09 (one standard deviation at J = 0.5; less near 0 and 1).
+    Candidates come from LSH banding (``MINHASH_BAND_COUNT`` bands of ``MINHASH_BAND_ROWS`` rows, the
+    datasketch optimum for ``TEXT_THRESHOLD``); a candidate is linked when its estimated Jaccard is at
+    least ``TEXT_THRESHOLD``.
+``phash-64`` (``kind`` ``image`` or ``image/*``)
+    The 64-bit DCT perceptual hash of ``imagehash`` (Pillow decodes; grayscale, 32x32, low 8x8 DCT
+    coefficients against their median). Similarity is 1 - Hamming distance / 64; linked at
+    ``IMAGE_HAMMING_MAX`` bits or fewer. Candidates: the hash in ``IMAGE_BAND_COUNT`` bands of 8 bits; by
+    pigeonhole any hash within ``IMAGE_BAND_COUNT - 1`` bits shares a band, and ones up to
+    ``IMAGE_HAMMING_MAX`` almost always do.
+Audio
+    Chromaprint needs the ``fpcalc`` binary (Debian ``libchromaprint-tools``), which the project does not
+    install; audio works get no fingerprint and are deduplicated by SHA-256 only. Nothing imitates it.
+
+Thresholds and their measured false-match and missed-match rates are in docs/concepts/registry.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import unicodedata
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import Connection
+
+from endcredits.errors import ValidationError
+from endcredits.store.registry import (
+    WorkIn,
+    add_fingerprint,
+    add_works,
+    existing_work_ids,
+    fingerprint_candidates,
+    link_works,
+    linked_canonical,
+)
+
+TEXT_METHOD = "minhash-c5-p128"
+IMAGE_METHOD = "phash-64"
+OPERATOR_METHOD = "operator"
+"""The method recorded on a link an operator made by hand."""
+
+TEXT_SHINGLE_CHARS = 5
+MINHASH_PERM_COUNT = 128
+MINHASH_SEED = 1
+TEXT_THRESHOLD = 0.7
+"""Estimated Jaccard similarity at or above which two texts are the same work (measured: see the docs)."""
+MINHASH_BAND_COUNT = 32
+MINHASH_BAND_ROWS = 4
+"""32 bands x 4 rows: a pair at Jaccard 0.6 shares a band with probability 1 - (1 - 0.6^4)^32 = 0.988,
+at 0.7 0.9996; at 0.3 0.23 (compared, then refused). Recall first: a candidate only costs a comparison."""
+
+IMAGE_HASH_BITS = 64
+IMAGE_HAMMING_MAX = 10
+IMAGE_BAND_COUNT = 8
+IMAGE_PIXELS_MAX = 64_000_000
+"""Largest image decoded (width x height), against decompression bombs (below Pillow's own 89 M warning)."""
+
+TEXT_BYTES_MAX = 64 * 1024 * 1024
+"""Largest text fingerprinted; a larger text is registered by SHA-256 only."""
+
+CANDIDATES_MAX = 10_000
+"""Most candidate works compared for one new work (bounded lookup)."""
+
+if MINHASH_BAND_COUNT * MINHASH_BAND_ROWS > MINHASH_PERM_COUNT:
+    raise RuntimeError("MinHash bands need more hash values than there are permutations")
+if IMAGE_HASH_BITS % IMAGE_BAND_COUNT:
+    raise RuntimeError("image hash bits must split evenly into bands")
+
+IMAGE_KINDS = ("image",)
+AUDIO_KINDS = ("audio",)
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """``value`` is hex: 128 little-endian uint32 MinHash values, or the 64-bit image hash."""
+
+    method: str
+    value: str
+    band_keys: tuple[str, ...]
+
+
+def _family(kind: str) -> str:
+    head = kind.lower().split("/", 1)[0]
+    if head in IMAGE_KINDS:
+        return "image"
+    if head in AUDIO_KINDS:
+        return "audio"
+    return "text"
+
+
+# Text --------------------------------------------------------------------------------------------
+def text_shingles(text: str) -> set[bytes]:
+    """The normalized shingles of a text (see the module docstring)."""
+    normalized = unicodedata.normalize("NFC", text).lower().replace("\r\n", "\n").replace("\r", "\n")
+    out: set[bytes] = set()
+    k = TEXT_SHINGLE_CHARS
+    for raw in normalized.split("\n"):
+        line = "".join(raw.split())
+        if not line:
+            continue
+        if len(line) <= k:
+            out.add(line.encode())
+            continue
+        out.update(line[i : i + k].encode() for i in range(len(line) - k + 1))
+    return out
+
+
+def _minhash_values(shingles: set[bytes]) -> np.ndarray:
+    from datasketch import MinHash
+
+    m = MinHash(num_perm=MINHASH_PERM_COUNT, seed=MINHASH_SEED, scheme="affine32")
+    m.update_batch(sorted(shingles))
+    return np.asarray(m.hashvalues, dtype="<u4")
+
+
+def text_fingerprint(text: str) -> Fingerprint | None:
+    """The MinHash fingerprint of a text; None for a text with no visible characters."""
+    shingles = text_shingles(text)
+    if not shingles:
+        return None
+    values = _minhash_values(shingles)
+    r = MINHASH_BAND_ROWS
+    keys = tuple(f"{b:02d}{hashlib.blake2b(values[b * r:(b + 1) * r].tobytes(), digest_size=8).hexdigest()}"
+                 for b in range(MINHASH_BAND_COUNT))
+    return Fingerprint(TEXT_METHOD, values.tobytes().hex(), keys)
+
+
+def _minhash_of(value: str) -> np.ndarray:
+    values = np.frombuffer(bytes.fromhex(value), dtype="<u4")
+    if values.size != MINHASH_PERM_COUNT:
+        raise ValidationError(f"a {TEXT_METHOD} fingerprint holds {MINHASH_PERM_COUNT} values, not {values.size}")
+    return values
+
+
+# Images ------------------------------------------------------------------------------------------
+def image_fingerprint(content: bytes) -> Fingerprint:
+    """The 64-bit pHash of an image file's decoded pixels. An undecodable file is a ``ValidationError``."""
+    import imagehash
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(content)) as img:
+                if img.width * img.height > IMAGE_PIXELS_MAX:
+                    raise ValidationError(f"image is {img.width}x{img.height}; at most IMAGE_PIXELS_MAX={IMAGE_PIXELS_MAX} pixels")
+                img.load()
+                h = imagehash.phash(img.convert("L"), hash_size=8)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise ValidationError(f"the image could not be decoded ({type(exc).__name__}): register it with another kind") from exc
+    bits = np.asarray(h.hash, dtype=bool).reshape(-1)
+    value = int("".join("1" if b else "0" for b in bits), 2)
+    hex_value = f"{value:016x}"
+    width = IMAGE_HASH_BITS // IMAGE_BAND_COUNT // 4
+    keys = tuple(f"{b:02d}{hex_value[b * width:(b + 1) * width]}" for b in range(IMAGE_BAND_COUNT))
+    return Fingerprint(IMAGE_METHOD, hex_value, keys)
+
+
+# Either ------------------------------------------------------------------------------------------
+def compute_fingerprint(content: bytes, kind: str) -> Fingerprint | None:
+    """The fingerprint of a work's content by its kind, or None when no method applies (audio; bytes that
+    are not UTF-8 text; an empty or oversized text)."""
+    family = _family(kind)
+    if family == "image":
+        return image_fingerprint(content)
+    if family == "audio" or len(content) > TEXT_BYTES_MAX:
+        return None
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return text_fingerprint(text)
+
+
+def similarity(method: str, a: str, b: str) -> float:
+    """Similarity in [0, 1] of two fingerprints of one method (estimated Jaccard, or 1 - Hamming/64)."""
+    if method == TEXT_METHOD:
+        return float(np.count_nonzero(_minhash_of(a) == _minhash_of(b))) / MINHASH_PERM_COUNT
+    if method == IMAGE_METHOD:
+        return 1.0 - (int(a, 16) ^ int(b, 16)).bit_count() / IMAGE_HASH_BITS
+    raise ValidationError(f"unknown fingerprint method {method!r}: one of {TEXT_METHOD}, {IMAGE_METHOD}")
+
+
+def is_match(method: str, similarity_value: float) -> bool:
+    """Whether two works of ``method`` at ``similarity_value`` are the same work."""
+    if method == TEXT_METHOD:
+        return similarity_value >= TEXT_THRESHOLD
+    if method == IMAGE_METHOD:
+        return round((1.0 - similarity_value) * IMAGE_HASH_BITS) <= IMAGE_HAMMING_MAX
+    raise ValidationError(f"unknown fingerprint method {method!r}")
+
+
+def similarity_ppm(value: float) -> int:
+    """A similarity as an integer in parts per million (how links store it), rounded half up."""
+    return int(value * 1_000_000 + 0.5)
+
+
+# Registering -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Registered:
+    """One registered work: its id, and the canonical work it was linked to (None: it is its own)."""
+
+    work_id: str
+    canonical_work_id: str | None
+    method: str | None
+    similarity: float | None
+
+
+def register_works(conn: Connection, items: Sequence[WorkIn], *, link: bool = True) -> list[Registered]:
+    """Register works by SHA-256 (``store.registry.add_works``), fingerprint each new one, and link each new
+    one whose fingerprint matches a registered work's to that work's canonical work. Items are matched in
+    input order, so an item can match one registered earlier in the same call. Every link is audited.
+
+    Only a work registered for the first time is linked by fingerprint: registering the same bytes again
+    changes nothing, so an operator's unlink (``store.registry.unlink_work``) stands. ``link=False``
+    stores fingerprints without linking.
+    """
+    before = existing_work_ids(conn, [hashlib.sha256(w.content).hexdigest() for w in items if isinstance(w.content, bytes)])
+    ids = add_works(conn, items)
+    out: list[Registered] = []
+    done: dict[str, Registered] = {}
+    for w, wid in zip(items, ids):
+        if wid not in done:
+            if wid in before:
+                done[wid] = Registered(wid, linked_canonical(conn, [wid]).get(wid), None, None)
+            else:
+                done[wid] = _fingerprint_and_link(conn, w.content, w.kind, wid, link=link)
+        out.append(done[wid])
+    return out
+
+
+def _fingerprint_and_link(conn: Connection, content: bytes, kind: str, wid: str, *, link: bool) -> Registered:
+    fp = compute_fingerprint(content, kind)
+    if fp is None:
+        return Registered(wid, None, None, None)
+    best: tuple[float, str] | None = None
+    if link:
+        for other, value in sorted(fingerprint_candidates(conn, fp.method, fp.band_keys, CANDIDATES_MAX).items()):
+            s = similarity(fp.method, fp.value, value)
+            if is_match(fp.method, s) and (best is None or s > best[0]):
+                best = (s, other)
+    add_fingerprint(conn, wid, fp.method, fp.value, fp.band_keys)
+    if best is None:
+        return Registered(wid, None, fp.method, None)
+    canonical = link_works(conn, wid, best[1], method=fp.method, similarity_ppm=similarity_ppm(best[0]),
+                           linked_by="fingerprint")
+    return Registered(wid, canonical, fp.method, best[0])
+
+
+__all__ = [
+    "CANDIDATES_MAX",
+    "IMAGE_HAMMING_MAX",
+    "IMAGE_METHOD",
+    "MINHASH_PERM_COUNT",
+    "OPERATOR_METHOD",
+    "TEXT_METHOD",
+    "TEXT_SHINGLE_CHARS",
+    "TEXT_THRESHOLD",
+    "Fingerprint",
+    "Registered",
+    "compute_fingerprint",
+    "image_fingerprint",
+    "is_match",
+    "register_works",
+    "similarity",
+    "text_fingerprint",
+    "text_shingles",
+]

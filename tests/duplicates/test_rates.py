@@ -1,0 +1,115 @@
+"""False match and missed match rates of the fingerprints, on sets built here from real data (no database).
+
+A pair counts as matched only if LSH makes it a candidate (it shares a band key) *and* its similarity
+passes the threshold: exactly what ``register_works`` does. The figures are in docs/concepts/registry.md;
+run ``python tests/duplicates/test_rates.py`` to print them again.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from dataclasses import dataclass
+
+from duplicate_sets import build_pairs
+from image_sets import IMAGE_TRANSFORMS, encode, real_images
+
+from endcredits.registry.fingerprints import (
+    IMAGE_METHOD,
+    TEXT_METHOD,
+    Fingerprint,
+    image_fingerprint,
+    is_match,
+    similarity,
+    text_fingerprint,
+)
+
+
+@dataclass(frozen=True)
+class Rates:
+    positives: int
+    missed: int
+    negatives: int
+    false: int
+    by_kind: dict[str, tuple[int, int]]  # kind -> (pairs, wrong)
+
+    def lines(self, what: str) -> list[str]:
+        head = (f"{what}: missed {self.missed}/{self.positives} ({self.missed / self.positives:.2%}), "
+                f"false {self.false}/{self.negatives} ({self.false / self.negatives:.2%})")
+        out = [head]
+        out += [f"  {k}: {wrong}/{n} wrong" for k, (n, wrong) in sorted(self.by_kind.items())]
+        return out
+
+
+def _matched(method: str, a: Fingerprint, b: Fingerprint) -> bool:
+    return bool(set(a.band_keys) & set(b.band_keys)) and is_match(method, similarity(method, a.value, b.value))
+
+
+def text_rates(tunes_per_transform: int = 200, negatives_per_kind: int = 1000) -> Rates:
+    cache: dict[str, Fingerprint] = {}
+
+    def fp(text: str) -> Fingerprint:
+        if text not in cache:
+            got = text_fingerprint(text)
+            assert got is not None
+            cache[text] = got
+        return cache[text]
+
+    by_kind: dict[str, tuple[int, int]] = {}
+    counts = {True: [0, 0], False: [0, 0]}
+    for p in build_pairs(tunes_per_transform, negatives_per_kind):
+        wrong = _matched(TEXT_METHOD, fp(p.a), fp(p.b)) != p.same
+        n, w = by_kind.get(p.kind, (0, 0))
+        by_kind[p.kind] = (n + 1, w + wrong)
+        counts[p.same][0] += 1
+        counts[p.same][1] += wrong
+    return Rates(counts[True][0], counts[True][1], counts[False][0], counts[False][1], by_kind)
+
+
+def image_rates() -> Rates:
+    rng = random.Random(20261121)
+    images = real_images()
+    fps = {name: image_fingerprint(encode(img)) for name, img in images.items()}
+    by_kind: dict[str, tuple[int, int]] = {}
+    missed = positives = 0
+    for name, img in images.items():
+        for kind, fn in IMAGE_TRANSFORMS.items():
+            wrong = not _matched(IMAGE_METHOD, fps[name], image_fingerprint(fn(img, rng)))
+            n, w = by_kind.get(kind, (0, 0))
+            by_kind[kind] = (n + 1, w + wrong)
+            positives += 1
+            missed += wrong
+    false = negatives = 0
+    for a, b in itertools.combinations(sorted(images), 2):
+        wrong = _matched(IMAGE_METHOD, fps[a], fps[b])
+        kind = "same_page_tiles" if a.split("@")[0] == b.split("@")[0] and "@" in a else "different_images"
+        n, w = by_kind.get(kind, (0, 0))
+        by_kind[kind] = (n + 1, w + wrong)
+        negatives += 1
+        false += wrong
+    return Rates(positives, missed, negatives, false, by_kind)
+
+
+def test_text_fingerprint_rates_on_abc_tunes() -> None:
+    r = text_rates()
+    print("\n".join(r.lines("text")))
+    assert r.positives == 1400 and r.negatives >= 2900
+    assert r.missed / r.positives <= 0.005
+    assert r.false / r.negatives <= 0.005
+    # Every false match is a variant setting of a tune in the same file (never an unrelated tune).
+    assert r.by_kind["any"][1] == 0 and r.by_kind["same_collection"][1] <= 1
+
+
+def test_image_fingerprint_rates_on_real_images() -> None:
+    r = image_rates()
+    print("\n".join(r.lines("image")))
+    assert r.positives >= 250 and r.negatives >= 800
+    for kind in ("jpeg_q70", "jpeg_q40", "half_size", "upscale_150_jpeg", "grayscale"):
+        assert r.by_kind[kind][1] <= 2, kind  # the one flat plot (networkx house, mostly one colour) and a tile
+    assert r.missed / r.positives <= 0.06
+    assert r.false / r.negatives <= 0.01
+
+
+if __name__ == "__main__":
+    print("\n".join(text_rates().lines("text")))
+    print("\n".join(image_rates().lines("image")))
