@@ -270,6 +270,19 @@ manifest_entries = Table(
     CheckConstraint("(leaf_index IS NULL) <> (excluded_reason IS NULL)", name="included_or_reason"),
 )
 
+training_runs = Table(
+    "training_runs",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("model_id", Id, ForeignKey("models.id"), nullable=False, index=True),
+    Column("manifest_id", Id, ForeignKey("manifests.id"), nullable=False, index=True),
+    Column("merkle_root", Sha256, nullable=False),  # the manifest's root, repeated so a run row stands alone
+    Column("checkpoint_sha256s", Text, nullable=False),  # JSON list of SHA-256 hex digests, in checkpoint order
+    Column("started_at", Time, nullable=False),
+    Column("finished_at", Time, nullable=False),
+    Column("recorded_at", Time, nullable=False),
+)
+
 # Royalties ---------------------------------------------------------------------------------------
 agreements = Table(
     "agreements",

@@ -298,6 +298,23 @@ def upgrade() -> None:
     with op.batch_alter_table('sessions', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_sessions_person_id'), ['person_id'], unique=False)
 
+    op.create_table('training_runs',
+    sa.Column('id', sa.String(length=200), nullable=False),
+    sa.Column('model_id', sa.String(length=200), nullable=False),
+    sa.Column('manifest_id', sa.String(length=200), nullable=False),
+    sa.Column('merkle_root', sa.String(length=64), nullable=False),
+    sa.Column('checkpoint_sha256s', sa.Text(), nullable=False),
+    sa.Column('started_at', sa.String(length=32), nullable=False),
+    sa.Column('finished_at', sa.String(length=32), nullable=False),
+    sa.Column('recorded_at', sa.String(length=32), nullable=False),
+    sa.ForeignKeyConstraint(['manifest_id'], ['manifests.id'], name=op.f('fk_training_runs_manifest_id_manifests')),
+    sa.ForeignKeyConstraint(['model_id'], ['models.id'], name=op.f('fk_training_runs_model_id_models')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_training_runs'))
+    )
+    with op.batch_alter_table('training_runs', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_training_runs_manifest_id'), ['manifest_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_training_runs_model_id'), ['model_id'], unique=False)
+
     op.create_table('works',
     sa.Column('id', sa.String(length=64), nullable=False),
     sa.Column('title', sa.String(length=500), nullable=False),
@@ -409,6 +426,11 @@ def downgrade() -> None:
 
     op.drop_table('credits')
     op.drop_table('works')
+    with op.batch_alter_table('training_runs', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_training_runs_model_id'))
+        batch_op.drop_index(batch_op.f('ix_training_runs_manifest_id'))
+
+    op.drop_table('training_runs')
     with op.batch_alter_table('sessions', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_sessions_person_id'))
 
