@@ -21,7 +21,7 @@ from typing import Literal
 
 from sqlalchemy import select
 
-from endcredits.consent.rules import USES, Grant, decide
+from endcredits.consent.rules import USES, Decision, Grant, decide
 from endcredits.errors import ValidationError
 from endcredits.manifest.merkle import merkle_root
 from endcredits.store.catalog import ManifestRecord, add_model, save_manifest
@@ -68,6 +68,7 @@ def build_manifest(
             members.setdefault(canonical, []).append(dup)
         included: list[str] = []
         excluded: list[tuple[str, str]] = []
+        no_grants: Decision | None = None
         for w in work_ids:
             if w in duplicate_of:
                 excluded.append((w, duplicate_of[w][1]))
@@ -76,7 +77,12 @@ def build_manifest(
             people_here = sorted(set().union(*(credited[m] for m in group)))
             work_grants = by_work.get(w, []) + [replace(g, subject_id=w) for m in group[1:] for g in by_work.get(m, [])]
             relevant = work_grants + [g for p in people_here for g in by_person.get(p, [])]
-            decision = decide(w, people_here, uses_sorted, as_of, relevant, default=default)
+            if relevant or no_grants is None:
+                decision = decide(w, people_here, uses_sorted, as_of, relevant, default=default)
+                if not relevant:
+                    no_grants = decision
+            else:
+                decision = no_grants  # with no grant in play, the operator's default decides, the same for every work
             if decision.allowed:
                 included.append(w)
             else:

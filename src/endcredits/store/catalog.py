@@ -10,6 +10,7 @@ from sqlalchemy import Connection, func, select
 from endcredits.errors import ConflictError, ManifestError, NotFoundError, ValidationError
 from endcredits.limits import ID_LENGTH_MAX
 from endcredits.store.audit import append_audit
+from endcredits.store.bulk import bulk_insert
 from endcredits.store.engine import utc_now
 from endcredits.store.ledger import chunks
 from endcredits.store.schema import agreements, manifest_entries, manifests, models, outputs
@@ -68,12 +69,9 @@ def save_manifest(conn: Connection, record: ManifestRecord) -> None:
         id=record.id, model_id=record.model_id, uses=",".join(record.uses), as_of=record.as_of,
         merkle_root=record.merkle_root, included_count=len(record.included), excluded_count=len(record.excluded),
         checkpoint_sha256=record.checkpoint_sha256, created_at=record.created_at))
-    rows = [{"manifest_id": record.id, "work_id": w, "leaf_index": i, "excluded_reason": None}
-            for i, w in enumerate(record.included)]
-    rows += [{"manifest_id": record.id, "work_id": w, "leaf_index": None, "excluded_reason": reason}
-             for w, reason in record.excluded]
-    for part in chunks(rows, 5000):
-        conn.execute(manifest_entries.insert(), list(part))
+    rows: list[tuple[str, str, int | None, str | None]] = [(record.id, w, i, None) for i, w in enumerate(record.included)]
+    rows += [(record.id, w, None, reason) for w, reason in record.excluded]
+    bulk_insert(conn, "manifest_entries", ("manifest_id", "work_id", "leaf_index", "excluded_reason"), rows)
     append_audit(conn, "manifest.built", record.id, {
         "model": record.model_id, "uses": list(record.uses), "as_of": record.as_of, "root": record.merkle_root,
         "included": len(record.included), "excluded": len(record.excluded)}, at=record.created_at)

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, func, select, update
 from endcredits.errors import ConflictError, NotFoundError, ValidationError, invariant
 from endcredits.limits import CREDITS_PER_WORK_MAX, LINEAGE_DEPTH_MAX, NAME_LENGTH_MAX, TITLE_LENGTH_MAX, WEIGHT_MAX
 from endcredits.store.audit import append_audit
-from endcredits.store.bulk import select_in
+from endcredits.store.bulk import bulk_insert, select_in
 from endcredits.store.engine import utc_now
 from endcredits.store.ledger import chunks
 from endcredits.store.schema import (
@@ -41,6 +41,9 @@ def clean_text(value: str, what: str, length_max: int = NAME_LENGTH_MAX) -> str:
     """Trimmed, NFC-normalized text without control characters, or ``ValidationError``."""
     if not isinstance(value, str):
         raise ValidationError(f"{what} must be text")
+    if value.isascii() and value.isprintable() and 0 < len(value) <= length_max and value == value.strip() \
+            and "  " not in value:
+        return value  # already clean: printable ASCII is NFC and has no control characters
     text = unicodedata.normalize("NFC", " ".join(value.split()))
     if not text:
         raise ValidationError(f"{what} is empty")
@@ -80,6 +83,23 @@ def add_person(conn: Connection, handle: str, *, iban: str | None = None, bic: s
                              .returning(people.c.id)).scalar_one()
     append_audit(conn, "person.added", f"person:{person_id}", {"handle": handle, "payout_account": iban is not None}, at=at)
     return int(person_id)
+
+
+def add_people(conn: Connection, handles: Sequence[str]) -> list[int]:
+    """Register many people at once (one audit entry); ids in the order of ``handles``. A handle already
+    registered, or given twice, is a ``ConflictError`` and nothing is written."""
+    cleaned = [clean_text(h, "handle") for h in handles]
+    if len(set(cleaned)) != len(cleaned):
+        raise ConflictError("a handle is given twice")
+    taken = select_in(conn, "SELECT handle FROM people WHERE handle {in}", cleaned)
+    if taken:
+        raise ConflictError(f"a person with handle {taken[0][0]!r} already exists")
+    at = utc_now()
+    bulk_insert(conn, "people", ("handle", "created_at"), [(h, at) for h in cleaned])
+    ids = dict(select_in(conn, "SELECT handle, id FROM people WHERE handle {in}", cleaned))
+    if cleaned:
+        append_audit(conn, "people.added", "people", {"count": len(cleaned), "first": int(ids[cleaned[0]])}, at=at)
+    return [int(ids[h]) for h in cleaned]
 
 
 def get_person(conn: Connection, person_id: int) -> Any:
@@ -161,15 +181,19 @@ def _payee_columns(payee: str) -> dict[str, int | None]:
 def _check_payees_exist(conn: Connection, payees: Iterable[str]) -> None:
     person_ids: set[int] = set()
     name_ids_: set[int] = set()
-    for p in payees:
+    for p in set(payees):
         kind, pid = parse_payee(p)
         (person_ids if kind == "person" else name_ids_).add(pid)
-    for table, ids, what in ((people, person_ids, "person"), (names, name_ids_, "name")):
-        for part in chunks(sorted(ids)):
-            found = {r.id for r in conn.execute(select(table.c.id).where(table.c.id.in_(part)))}
-            missing = sorted(set(part) - found)
-            if missing:
-                raise NotFoundError(f"no {what} {missing[0]}: register it first")
+    for table, ids, what in (("people", person_ids, "person"), ("names", name_ids_, "name")):
+        found = {int(r[0]) for r in select_in(conn, f"SELECT id FROM {table} WHERE id {{in}}", sorted(ids))}
+        missing = sorted(ids - found)
+        if missing:
+            raise NotFoundError(f"no {what} {missing[0]}: register it first")
+
+
+_WORK_COLUMNS = ("id", "title", "kind", "source", "size_bytes", "rights_holder_person_id", "rights_holder_name_id",
+                 "created_at")
+_CREDIT_COLUMNS = ("work_id", "person_id", "name_id", "role_scheme", "role_code", "weight", "created_at")
 
 
 def add_works(conn: Connection, items: Sequence[WorkIn]) -> list[str]:
@@ -180,6 +204,8 @@ def add_works(conn: Connection, items: Sequence[WorkIn]) -> list[str]:
         if not isinstance(w.content, bytes) or not w.content:
             raise ValidationError(f"work {w.title!r} has no content")
         wid = content_sha256(w.content)
+        if wid in rows:
+            continue
         holder = _payee_columns(w.rights_holder) if w.rights_holder else {"person_id": None, "name_id": None}
         rows.setdefault(wid, {
             "id": wid, "title": clean_text(w.title, "title", TITLE_LENGTH_MAX), "kind": clean_text(w.kind, "kind", 32),
@@ -189,17 +215,13 @@ def add_works(conn: Connection, items: Sequence[WorkIn]) -> list[str]:
         })
     _check_payees_exist(conn, [w.rights_holder for w in items if w.rights_holder])
     ids = list(rows)
-    existing: set[str] = set()
-    for part in chunks(ids):
-        existing.update(r.id for r in conn.execute(select(works.c.id).where(works.c.id.in_(part))))
+    existing = existing_work_ids(conn, ids)
     new = [rows[i] for i in ids if i not in existing]
     sources = [r["source"] for r in new if r["source"]]
-    for part in chunks(sources):
-        taken = conn.execute(select(works.c.source).where(works.c.source.in_(part))).first()
-        if taken is not None:
-            raise ConflictError(f"source {taken.source} is already registered with other content")
-    for part in chunks(new, 2000):
-        conn.execute(works.insert(), list(part))
+    taken = select_in(conn, "SELECT source FROM works WHERE source {in}", sources)
+    if taken:
+        raise ConflictError(f"source {taken[0][0]} is already registered with other content")
+    bulk_insert(conn, "works", _WORK_COLUMNS, [tuple(r[c] for c in _WORK_COLUMNS) for r in new])
     if new:
         append_audit(conn, "works.added", "works", {"count": len(new), "ids_sha256": content_sha256(
             "\n".join(sorted(r["id"] for r in new)).encode())}, at=at)
@@ -211,42 +233,38 @@ def add_credits(conn: Connection, items: Sequence[CreditIn]) -> int:
     if not items:
         return 0
     work_ids = sorted({c.work_id for c in items})
-    for part in chunks(work_ids):
-        found = {r.id for r in conn.execute(select(works.c.id).where(works.c.id.in_(part)))}
-        missing = sorted(set(part) - found)
-        if missing:
-            raise NotFoundError(f"credit names work {missing[0]}, which is not registered: add the work first")
+    missing = sorted(set(work_ids) - existing_work_ids(conn, work_ids))
+    if missing:
+        raise NotFoundError(f"credit names work {missing[0]}, which is not registered: add the work first")
     _check_payees_exist(conn, [c.payee for c in items])
     at = utc_now()
-    rows = []
+    rows: list[tuple[Any, ...]] = []
     seen: set[tuple[Any, ...]] = set()
+    roles: dict[str, tuple[str, str]] = {}
+    payees: dict[str, dict[str, int | None]] = {}
     for c in items:
-        scheme, code = parse_role(c.role)
+        role = roles.get(c.role) or roles.setdefault(c.role, parse_role(c.role))
         if isinstance(c.weight, bool) or not isinstance(c.weight, int) or not 0 < c.weight <= WEIGHT_MAX:
             raise ValidationError(f"credit weight must be an integer in 1..{WEIGHT_MAX}, got {c.weight!r}")
-        cols = _payee_columns(c.payee)
-        key = (c.work_id, cols["person_id"], cols["name_id"], scheme, code)
+        cols = payees.get(c.payee) or payees.setdefault(c.payee, _payee_columns(c.payee))
+        key = (c.work_id, cols["person_id"], cols["name_id"], role[0], role[1])
         if key in seen:
             continue
         seen.add(key)
-        rows.append({"work_id": c.work_id, **cols, "role_scheme": scheme, "role_code": code, "weight": c.weight,
-                     "created_at": at})
+        rows.append((*key, c.weight, at))
     counts: dict[str, int] = {}
-    for part in chunks(work_ids):
-        q = select(credits.c.work_id, func.count()).where(credits.c.work_id.in_(part)).group_by(credits.c.work_id)
-        counts.update({r[0]: int(r[1]) for r in conn.execute(q)})
     existing: set[tuple[Any, ...]] = set()
-    for part in chunks(work_ids):
-        q = select(credits.c.work_id, credits.c.person_id, credits.c.name_id, credits.c.role_scheme, credits.c.role_code)
-        existing.update(tuple(r) for r in conn.execute(q.where(credits.c.work_id.in_(part))))
-    rows = [r for r in rows if (r["work_id"], r["person_id"], r["name_id"], r["role_scheme"], r["role_code"]) not in existing]
+    for r in select_in(conn, "SELECT work_id, person_id, name_id, role_scheme, role_code FROM credits WHERE work_id {in}",
+                       work_ids):
+        counts[r[0]] = counts.get(r[0], 0) + 1
+        existing.add(tuple(r))
+    rows = [r for r in rows if r[:5] not in existing]
     for r in rows:
-        wid = str(r["work_id"])
+        wid = str(r[0])
         counts[wid] = counts.get(wid, 0) + 1
         if counts[wid] > CREDITS_PER_WORK_MAX:
             raise ValidationError(f"work {wid} would have more than CREDITS_PER_WORK_MAX={CREDITS_PER_WORK_MAX} credits")
-    for part in chunks(rows, 3000):
-        conn.execute(credits.insert(), list(part))
+    bulk_insert(conn, "credits", _CREDIT_COLUMNS, rows)
     if rows:
         append_audit(conn, "credits.added", "credits", {"count": len(rows)}, at=at)
     return len(rows)

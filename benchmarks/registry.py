@@ -1,0 +1,121 @@
+"""Registry throughput: importing works, credits and people, then building one manifest over all of them.
+
+    python benchmarks/registry.py --db sqlite --json
+    python benchmarks/registry.py --db postgresql --json
+
+Step 1 (import, timed as a whole): ``--people`` people (``add_people``), then ``--works`` works
+(``add_works``, 100,000 a transaction) with 3 credits each (``add_credits``) among those people.
+Step 2 (manifest, timed): 5% of the works carry a notAllowed consent grant for the use (added before,
+not timed); ``build_manifest`` decides every work, builds the Merkle tree over the included ones and
+stores every entry. Prints works/s for each step and the process's peak resident memory after it
+(``ru_maxrss``: a high-water mark, so the manifest figure includes the import's peak when that was higher).
+Work content is 64 distinct bytes each; no fingerprints are computed (``add_works`` is the exact,
+SHA-256 path; ``register_works`` adds a fingerprint per work and is not what a bulk import uses).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import resource
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+
+from endcredits.consent.rules import Grant
+from endcredits.manifest.build import build_manifest
+from endcredits.store.bulk import bulk_insert
+from endcredits.store.engine import Store, init_store, utc_now
+from endcredits.store.registry import CreditIn, WorkIn, add_credits, add_people, add_works
+
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+CHUNK_WORKS = 100_000
+ROLES = ("endcredits:composer", "endcredits:performer", "endcredits:transcriber")
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run(store: Store, works_n: int, people_n: int, excluded_fraction: float) -> dict[str, object]:
+    t0 = time.perf_counter()
+    with store.write() as conn:
+        person_ids = add_people(conn, [f"person-{i:07d}" for i in range(people_n)])
+    work_ids: list[str] = []
+    for start in range(0, works_n, CHUNK_WORKS):
+        stop = min(works_n, start + CHUNK_WORKS)
+        items = [WorkIn(f"work {i:010d} {'x' * 48}".encode(), f"Work {i}", "text") for i in range(start, stop)]
+        with store.write() as conn:
+            ids = add_works(conn, items)
+            add_credits(conn, [CreditIn(w, f"person:{person_ids[(i * 7 + k * 31_337) % people_n]}", ROLES[k])
+                               for i, w in zip(range(start, stop), ids) for k in range(3)])
+        work_ids += ids
+    import_s = time.perf_counter() - t0
+    import_peak = _peak_mib()
+
+    refused = work_ids[:: round(1 / excluded_fraction)] if excluded_fraction else []
+    with store.write() as conn:
+        at = utc_now()
+        bulk_insert(conn, "consent_grants", ("subject_kind", "subject_id", "use", "decision", "valid_from", "valid_until",
+                                             "perpetual", "source", "created_at"),
+                    [("work", w, "ai_training", "notAllowed", "2025-01-01T00:00:00.000000Z", None, True,
+                      "benchmark", at) for w in refused])
+    t1 = time.perf_counter()
+    m = build_manifest(store, model_id="bench", uses=["ai_training"], as_of=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+                       default="opt-out")
+    manifest_s = time.perf_counter() - t1
+    if len(m.excluded) != len(refused) or len(m.included) != works_n - len(refused):
+        raise SystemExit(f"manifest has {len(m.included)} included and {len(m.excluded)} excluded; expected "
+                         f"{works_n - len(refused)} and {len(refused)}")
+    return {
+        "works": works_n, "credits": 3 * works_n, "people": people_n, "excluded": len(m.excluded),
+        "import_s": round(import_s, 2), "import_works_per_s": round(works_n / import_s),
+        "import_peak_rss_mib": round(import_peak),
+        "manifest_s": round(manifest_s, 2), "manifest_works_per_s": round(works_n / manifest_s),
+        "manifest_peak_rss_mib": round(_peak_mib()), "merkle_root": m.merkle_root,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
+    p.add_argument("--works", type=int, default=1_000_000)
+    p.add_argument("--people", type=int, default=100_000)
+    p.add_argument("--excluded", type=float, default=0.05, help="share of works refused by consent")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    if not 0 < args.works <= 10_000_000 or not 0 < args.people <= args.works or not 0 <= args.excluded < 1:
+        p.error("need 0 < people <= works <= 10,000,000 and 0 <= excluded < 1")
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        url = None
+        schema = f"bench_{uuid.uuid4().hex[:10]}"
+        if args.db == "postgresql":
+            admin = create_engine(PG_URL)
+            with admin.begin() as conn:
+                conn.execute(text(f"CREATE SCHEMA {schema}"))
+            url = f"{PG_URL}?options=-csearch_path%3D{schema}"
+        store = init_store(tmp / "data", url)
+        try:
+            result = {"db": args.db, **run(store, args.works, args.people, args.excluded)}
+        finally:
+            store.dispose()
+            if args.db == "postgresql":
+                with admin.begin() as conn:
+                    conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+                admin.dispose()
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for k, v in result.items():
+            print(f"{k:>24}: {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
