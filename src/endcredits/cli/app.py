@@ -206,9 +206,11 @@ def works_add(ctx: typer.Context, file: Path, title: Annotated[str, typer.Option
               kind: Annotated[str, typer.Option()] = "text", source: Annotated[str | None, typer.Option()] = None,
               rights_holder: Annotated[str | None, typer.Option(help="person:ID or name:ID")] = None,
               as_json: JsonOpt = False) -> None:
-    """Register a file as a work; its id is the SHA-256 of its bytes."""
+    """Register a file as a work; its id is the SHA-256 of its bytes. A re-encoded or lightly edited copy
+    of a registered work (by perceptual fingerprint) is linked to it, so it is never paid twice."""
+    from endcredits.registry.fingerprints import register_works
     from endcredits.store.blobs import put_blob
-    from endcredits.store.registry import WorkIn, add_works
+    from endcredits.store.registry import WorkIn
 
     if not file.is_file():
         raise ValidationError(f"{file} is not a file")
@@ -216,8 +218,35 @@ def works_add(ctx: typer.Context, file: Path, title: Annotated[str, typer.Option
     with _store(ctx) as store:
         put_blob(store.data_dir, content)  # content-addressed: written once, safe to repeat
         with store.write() as conn:
-            (wid,) = add_works(conn, [WorkIn(content, title, kind, source, rights_holder)])
-    _print_json({"work_id": wid}) if as_json else _console().print(f"work {wid}")
+            (r,) = register_works(conn, [WorkIn(content, title, kind, source, rights_holder)])
+    data = {"work_id": r.work_id, "linked_to": r.canonical_work_id,
+            "similarity": None if r.similarity is None else round(r.similarity, 4)}
+    if as_json:
+        _print_json(data)
+    else:
+        _console().print(f"work {r.work_id}" + (f" (a copy of {r.canonical_work_id}, similarity {data['similarity']}: "
+                                                "credits merge there)" if r.canonical_work_id else ""))
+
+
+@works_app.command("link")
+def works_link(ctx: typer.Context, work_id: str, canonical_work_id: str) -> None:
+    """Link a work to the one it duplicates by hand (an operator's decision; audited)."""
+    from endcredits.store.registry import link_works
+
+    with _store(ctx) as store, store.write() as conn:
+        canonical = link_works(conn, work_id, canonical_work_id, method="operator", similarity_ppm=None,
+                               linked_by="operator")
+    _console().print(f"work {work_id} is now a copy of {canonical}")
+
+
+@works_app.command("unlink")
+def works_unlink(ctx: typer.Context, work_id: str, reason: Annotated[str, typer.Option(help="Why it is not a copy")]) -> None:
+    """Undo a false match: the work is its own again, and is never re-linked by fingerprint."""
+    from endcredits.store.registry import unlink_work
+
+    with _store(ctx) as store, store.write() as conn:
+        former = unlink_work(conn, work_id, reason=reason)
+    _console().print(f"work {work_id} is no longer a copy of {former}")
 
 
 @works_app.command("list")
