@@ -44,6 +44,7 @@ app = typer.Typer(cls=_Group, no_args_is_help=True, add_completion=False, pretty
 people_app = typer.Typer(no_args_is_help=True, help="People who can be paid (verified or not).")
 works_app = typer.Typer(no_args_is_help=True, help="Works: training data, content-addressed by SHA-256.")
 credits_app = typer.Typer(no_args_is_help=True, help="Credits (who did what on a work) and lineage.")
+roles_app = typer.Typer(no_args_is_help=True, help="Role vocabularies: CRediT, EBU role codes, CAWG, endcredits.")
 consent_app = typer.Typer(no_args_is_help=True, help="Consent grants per use, bounded in time, revocable.")
 manifest_app = typer.Typer(no_args_is_help=True, help="Manifests: what one model was trained on, Merkle-committed.")
 agreement_app = typer.Typer(no_args_is_help=True, help="The residual policy (a versioned TOML file).")
@@ -52,6 +53,7 @@ escrow_app = typer.Typer(no_args_is_help=True, help="Money held for people not y
 app.add_typer(people_app, name="people")
 app.add_typer(works_app, name="works")
 app.add_typer(credits_app, name="credits")
+app.add_typer(roles_app, name="roles")
 app.add_typer(consent_app, name="consent")
 app.add_typer(manifest_app, name="manifest")
 app.add_typer(agreement_app, name="agreement")
@@ -293,12 +295,15 @@ def _payee(conn: Any, payee: str | None, name: str | None) -> str:
 def credits_add(ctx: typer.Context, work_id: str, role: Annotated[str, typer.Option(help="scheme:code, e.g. endcredits:composer")],
                 payee: Annotated[str | None, typer.Option(help="person:ID or name:ID")] = None,
                 name: Annotated[str | None, typer.Option(help="A credited name nobody has claimed yet")] = None,
-                weight: Annotated[int, typer.Option(min=1)] = 1) -> None:
-    """Credit a person or a name on a work, in a role."""
+                weight: Annotated[int, typer.Option(min=1)] = 1,
+                allow_unknown_scheme: Annotated[bool, typer.Option(
+                    "--allow-unknown-scheme", help="Accept a role scheme outside `endcredits roles list`")] = False) -> None:
+    """Credit a person or a name on a work, in a role (see `endcredits roles list`)."""
     from endcredits.store.registry import CreditIn, add_credits
 
     with _store(ctx) as store, store.write() as conn:
-        n = add_credits(conn, [CreditIn(work_id, _payee(conn, payee, name), role, weight)])
+        n = add_credits(conn, [CreditIn(work_id, _payee(conn, payee, name), role, weight)],
+                        allow_unknown_scheme=allow_unknown_scheme)
     _console().print(f"{n} credit added" if n else "credit already present")
 
 
@@ -330,6 +335,21 @@ def credits_lineage(ctx: typer.Context, work_id: str, parent_work_id: str,
     with _store(ctx) as store, store.write() as conn:
         add_lineage(conn, work_id, parent_work_id, value)
     _console().print(f"{work_id[:16]} derives from {parent_work_id[:16]}")
+
+
+@roles_app.command("list")
+def roles_list(scheme: Annotated[str | None, typer.Option(help="Only this scheme: credit, ebu, cawg or endcredits")] = None,
+               as_json: JsonOpt = False) -> None:
+    """The roles a credit may name, as scheme:code with their labels. Needs no database."""
+    from endcredits.registry.roles import SCHEMES, roles
+
+    listed = roles(scheme)
+    if as_json:
+        _print_json({"schemes": {s.name: {"title": s.title, "source": s.source, "aliases": dict(s.aliases)}
+                                 for s in SCHEMES.values() if scheme in (None, s.name)},
+                     "roles": [{"scheme": r.scheme, "code": r.code, "role": r.key, "label": r.label} for r in listed]})
+    else:
+        _table("roles", ["role", "label"], [[r.key, r.label] for r in listed])
 
 
 # consent ------------------------------------------------------------------------------------------

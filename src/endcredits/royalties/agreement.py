@@ -12,11 +12,17 @@ payout_threshold = "10.00"      # balances below this (in `currency`) carry forw
 escrow_period_days = 1095       # how long unclaimed money is held and published before anything else may happen
 negative_influence = "zero"     # the only rule now: a work whose influence on an output is negative earns nothing
 
+extra_role_schemes = []         # optional: role schemes outside ``registry.roles`` this agreement accepts
+
 [role_weights]                  # "scheme:code" = integer weight; every credited role must be listed
 "endcredits:composer" = 3
 "endcredits:transcriber" = 1
+"ebu:15.8" = 1                  # EBU term ids; a term name ("ebu:gaffer") is the same role
 ```
-Every rate is exact decimal or ratio text (``"1/3"``), never a float. Unknown keys are refused.
+Every rate is exact decimal or ratio text (``"1/3"``), never a float. Unknown keys are refused, and so is
+a role that ``registry.roles`` does not know (a scheme outside it only when named in ``extra_role_schemes``).
+Roles are compared in their canonical form (``registry.roles.canonical_role``), so a weight for ``ebu:15.8``
+applies to a credit written ``ebu:gaffer``; naming one role twice in two forms is refused.
 """
 
 from __future__ import annotations
@@ -31,13 +37,14 @@ from typing import Any
 from endcredits.errors import ValidationError
 from endcredits.limits import WEIGHT_MAX
 from endcredits.money import check_currency, parse_amount, parse_fraction
+from endcredits.registry.roles import canonical_role, check_role
 from endcredits.store.registry import parse_role
 
 _KEYS = {
     "id", "version", "currency", "pool_rate", "rights_holder_share", "lineage_pass_through", "baseline_share",
-    "payout_threshold", "escrow_period_days", "negative_influence", "role_weights",
+    "payout_threshold", "escrow_period_days", "negative_influence", "role_weights", "extra_role_schemes",
 }
-_REQUIRED = _KEYS - {"baseline_share", "negative_influence"}
+_REQUIRED = _KEYS - {"baseline_share", "negative_influence", "extra_role_schemes"}
 
 
 @dataclass(frozen=True)
@@ -61,7 +68,7 @@ class Agreement:
 
     def role_weight(self, scheme: str, code: str) -> int:
         try:
-            return self.role_weights[(scheme, code)]
+            return self.role_weights[canonical_role(scheme, code)]
         except KeyError:
             raise ValidationError(
                 f"agreement {self.id} v{self.version} has no weight for role {scheme}:{code}: add it under [role_weights]"
@@ -110,6 +117,9 @@ def parse_agreement(body: str) -> Agreement:
     roles = data["role_weights"]
     if not isinstance(roles, dict) or not roles:
         raise ValidationError("agreement [role_weights] must list at least one \"scheme:code\" = weight")
+    extra = data.get("extra_role_schemes", [])
+    if not isinstance(extra, list) or not all(isinstance(s, str) for s in extra):
+        raise ValidationError("agreement extra_role_schemes must be a list of scheme names, such as [\"marc\"]")
     role_weights: dict[tuple[str, str], int] = {}
     for role, weight in roles.items():
         try:
@@ -118,9 +128,17 @@ def parse_agreement(body: str) -> Agreement:
             raise ValidationError(
                 f"agreement role {role!r} must be written scheme:code in lower case, such as \"endcredits:composer\""
             ) from None
+        try:
+            check_role(scheme, code, allow_unknown_scheme=scheme in extra)
+        except ValidationError as exc:
+            raise ValidationError(f"agreement [role_weights]: {exc} (unknown schemes: list them in extra_role_schemes)"
+                                  ) from None
         if not isinstance(weight, int) or isinstance(weight, bool) or not 0 < weight <= WEIGHT_MAX:
             raise ValidationError(f"agreement role weight for {role} must be an integer in 1..{WEIGHT_MAX}")
-        role_weights[(scheme, code)] = weight
+        key = canonical_role(scheme, code)
+        if key in role_weights:
+            raise ValidationError(f"agreement [role_weights] names {key[0]}:{key[1]} twice (once as {role})")
+        role_weights[key] = weight
     agreement = Agreement(
         id=data["id"], version=version, currency=currency,
         pool_rate=_share(data, "pool_rate"),

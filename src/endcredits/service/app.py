@@ -36,6 +36,7 @@ from endcredits.money import format_amount, parse_amount
 from endcredits.service import auth
 from endcredits.service import models as m
 from endcredits.service.auth import AuthError, Principal
+from endcredits.service.portal import mount_portal
 from endcredits.store.engine import Store, head_revision, normalize_time, parse_time, utc_now
 from endcredits.store.schema import payout_batches, usage_requests, works
 
@@ -243,6 +244,7 @@ def create_app(store: Store) -> FastAPI:
     _routes_usage(app)
     _routes_registry(app)
     _routes_money(app)
+    mount_portal(app)
     return app
 
 

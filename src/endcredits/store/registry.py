@@ -228,10 +228,15 @@ def add_works(conn: Connection, items: Sequence[WorkIn]) -> list[str]:
     return [content_sha256(w.content) for w in items]
 
 
-def add_credits(conn: Connection, items: Sequence[CreditIn]) -> int:
-    """Credit people or names on works. Each work must exist; weights are positive integers."""
+def add_credits(conn: Connection, items: Sequence[CreditIn], *, allow_unknown_scheme: bool = False) -> int:
+    """Credit people or names on works. Each work must exist; weights are positive integers; each role
+    must be one ``registry.roles`` knows (a scheme outside it only with ``allow_unknown_scheme=True``)."""
+    from endcredits.registry.roles import check_role
+
     if not items:
         return 0
+    for role_text in sorted({c.role for c in items}):
+        check_role(*parse_role(role_text), allow_unknown_scheme=allow_unknown_scheme)
     work_ids = sorted({c.work_id for c in items})
     missing = sorted(set(work_ids) - existing_work_ids(conn, work_ids))
     if missing:

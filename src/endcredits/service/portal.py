@@ -1,0 +1,658 @@
+"""The contributor portal: server-rendered pages under ``/portal`` over the same stage and store functions
+as the REST API. No build step, no script, nothing fetched from elsewhere: Jinja2 templates (autoescaped,
+so every name is text, never markup), one small stylesheet, and bar charts drawn as inline SVG here.
+
+Who is asking comes from a cookie, never from the URL:
+
+- ``ec_session`` holds a contributor's session token (``ecs_...``), opened by a one-time login link
+  (``/portal/login?token=ecl_...``) or by a signed challenge, exactly as the API opens one; signing out
+  closes it in the store.
+- ``ec_operator`` holds ``eco_<key id>.<expiry>.<HMAC>``: an operator or auditor pasted their API key once
+  and got a session for the operator pages. The key itself is not kept; the key's row is read on every
+  request, so revoking the key ends the session at once. The HMAC key lives in the running app only, so
+  a restart signs operators out.
+- ``ec_pre`` is a random value for the sign-in forms, before there is a session.
+
+Every cookie is HttpOnly, SameSite=Strict and, over https, Secure. Every POST form carries a CSRF token
+derived from the cookie in force (HMAC of the session's own secret), so a page elsewhere cannot submit
+one. Errors render as a page with the same status the API would answer.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import hmac
+import secrets
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, FastAPI, Form, Query, Request
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from sqlalchemy import select
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from endcredits.errors import EndcreditsError, NotFoundError, ValidationError
+from endcredits.limits import SUBUNITS_PER_MICROUNIT
+from endcredits.money import format_amount
+from endcredits.service import auth
+from endcredits.service.auth import AuthError, Principal
+from endcredits.store.engine import Store, format_time
+
+PORTAL = "/portal"
+TEMPLATES_DIR = Path(__file__).parent / "templates"
+SESSION_COOKIE = "ec_session"
+OPERATOR_COOKIE = "ec_operator"
+PRE_COOKIE = "ec_pre"
+OPERATOR_PREFIX = "eco_"
+OPERATOR_SESSION_TTL_S = auth.SESSION_TTL_S
+PERIODS_SHOWN_MAX = 12
+"""Statements the earnings page reads (the latest periods); older ones stay reachable by address."""
+LINES_SHOWN_MAX = 500
+"""Statement lines on one page; the CSV has all of them."""
+BARS_MAX = 10
+ESCROW_ROWS_MAX = 50
+CHART_WIDTH = 400
+BAR_WIDTH_MAX = 260
+CSRF_DOMAIN = b"endcredits portal csrf v1"
+
+NOTICES: dict[str, str] = {
+    "granted": "Your consent was recorded.",
+    "revoked": "The grant was revoked.",
+    "signed_out": "You are signed out.",
+}
+"""The only texts a redirect may ask a page to show (never text from the URL)."""
+
+SECURITY_HEADERS: dict[str, str] = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+                               "frame-ancestors 'none'; base-uri 'none'",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
+
+
+class SignInNeeded(Exception):
+    """A page for someone signed in was opened without a session: send them to the sign-in page."""
+
+
+@dataclass(frozen=True)
+class Portal:
+    """What the portal's routes share: the templates and the key that signs operator sessions."""
+
+    env: Environment
+    operator_secret: bytes
+
+
+def mount_portal(app: FastAPI) -> None:
+    """Add the portal's routes to the API's app (which holds the store in ``app.state.store``)."""
+    env = Environment(loader=FileSystemLoader(TEMPLATES_DIR), autoescape=True, undefined=StrictUndefined,
+                      trim_blocks=True, lstrip_blocks=True)
+    app.state.portal = Portal(env, secrets.token_bytes(32))
+    router = APIRouter(prefix=PORTAL, route_class=PortalRoute, include_in_schema=False)
+    _routes_sign_in(router)
+    _routes_contributor(router)
+    _routes_escrow(router)
+    _routes_operator(router)
+    app.include_router(router)
+
+
+def _portal(request: Request) -> Portal:
+    portal: Portal = request.app.state.portal
+    return portal
+
+
+def _store(request: Request) -> Store:
+    store: Store = request.app.state.store
+    return store
+
+
+# Responses ---------------------------------------------------------------------------------------
+class PortalRoute(APIRoute):
+    """A portal route: errors become an HTML page (same status as the API would give), and every answer
+    carries the security headers."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def guarded(request: Request) -> Response:
+            from endcredits.service.app import STATUS_BY_CODE, _validation_message
+
+            try:
+                response = await handler(request)
+            except SignInNeeded:
+                response = RedirectResponse(f"{PORTAL}/signin", status_code=303)
+            except EndcreditsError as exc:
+                response = _error_page(request, STATUS_BY_CODE.get(exc.code, 400), exc.message)
+            except AuthError as exc:
+                response = _error_page(request, exc.status, str(exc))
+            except RequestValidationError as exc:
+                response = _error_page(request, 422, _validation_message(exc))
+            except StarletteHTTPException as exc:
+                response = _error_page(request, exc.status_code, str(exc.detail))
+            for name, value in SECURITY_HEADERS.items():
+                response.headers.setdefault(name, value)
+            return response
+
+        return guarded
+
+
+def _cookie(response: Response, request: Request, name: str, value: str, max_age_s: int) -> None:
+    response.set_cookie(name, value, max_age=max_age_s, path=PORTAL, httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https")
+
+
+def _forget(response: Response, request: Request, *names: str) -> None:
+    for name in names:
+        response.delete_cookie(name, path=PORTAL, httponly=True, samesite="strict", secure=request.url.scheme == "https")
+
+
+def _csrf_for(secret: str) -> str:
+    return hmac.new(secret.encode(), CSRF_DOMAIN, hashlib.sha256).hexdigest()
+
+
+def _csrf_source(request: Request) -> str | None:
+    for name in (SESSION_COOKIE, OPERATOR_COOKIE, PRE_COOKIE):
+        value = request.cookies.get(name)
+        if value and len(value) <= 256:
+            return value
+    return None
+
+
+def check_csrf(request: Request, token: str) -> None:
+    """Refuse a form whose CSRF token is not the one derived from this browser's cookie."""
+    source = _csrf_source(request)
+    if source is None or not hmac.compare_digest(_csrf_for(source), token):
+        raise AuthError(403, "forbidden", "this form expired or came from another site: reload the page and send it again")
+
+
+def render(request: Request, who: Principal, template: str, *, status: int = 200, csrf_source: str | None = None,
+           **context: Any) -> HTMLResponse:
+    """A page; sets the pre-session cookie when the browser has no cookie to derive a CSRF token from.
+    ``csrf_source``: the cookie this response sets, when it sets one (a sign-in)."""
+    source = csrf_source or _csrf_source(request)
+    fresh = None
+    if source is None:
+        fresh = source = secrets.token_urlsafe(32)
+    notice = NOTICES.get(request.query_params.get("notice", ""), "")
+    html = _portal(request).env.get_template(template).render(
+        who=who, csrf=_csrf_for(source), notice=context.pop("notice", None) or notice, **context)
+    response = HTMLResponse(html, status_code=status)
+    if fresh is not None:
+        _cookie(response, request, PRE_COOKIE, fresh, 3_600)
+    return response
+
+
+def _error_page(request: Request, status: int, message: str) -> HTMLResponse:
+    try:
+        who = _who(request)
+    except EndcreditsError:  # pragma: no cover - the store itself is failing: show the error without a user
+        who = auth.PUBLIC
+    return render(request, who, "error.html", status=status, status_code=status, message=message)
+
+
+# Who is asking -----------------------------------------------------------------------------------
+def _operator_cookie(portal: Portal, key_id: str, expires_unix: int) -> str:
+    body = f"{key_id}.{expires_unix}"
+    mac = hmac.new(portal.operator_secret, body.encode(), hashlib.sha256).hexdigest()
+    return f"{OPERATOR_PREFIX}{body}.{mac}"
+
+
+def _operator_principal(request: Request, value: str) -> Principal:
+    from endcredits.store.schema import api_keys
+
+    key_id, _, rest = value.removeprefix(OPERATOR_PREFIX).partition(".")
+    expires, _, _ = rest.partition(".")
+    if not value.startswith(OPERATOR_PREFIX) or not expires.isdigit():
+        return auth.PUBLIC
+    expected = _operator_cookie(_portal(request), key_id, int(expires))
+    if not hmac.compare_digest(expected, value) or int(expires) <= int(dt.datetime.now(dt.UTC).timestamp()):
+        return auth.PUBLIC
+    with _store(request).read() as conn:
+        row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).first()
+    if row is None or row.revoked_at is not None:
+        return auth.PUBLIC
+    return Principal(row.role, frozenset(row.scopes.split(",")), None, f"key:{key_id}")
+
+
+def _who(request: Request) -> Principal:
+    """The principal behind this browser's cookies; an unknown, expired or closed session is the public."""
+    session = request.cookies.get(SESSION_COOKIE)
+    if session:
+        try:
+            with _store(request).read() as conn:
+                return auth.principal_for(conn, f"Bearer {session}")
+        except AuthError:
+            return auth.PUBLIC
+    operator = request.cookies.get(OPERATOR_COOKIE)
+    if operator and len(operator) <= 256:
+        return _operator_principal(request, operator)
+    return auth.PUBLIC
+
+
+def _contributor(who: Principal) -> int:
+    if who.kind != "contributor" or who.person_id is None:
+        if who.kind == "public":
+            raise SignInNeeded
+        raise AuthError(403, "forbidden", "this page is for a signed-in contributor; operators see /portal/operator")
+    return who.person_id
+
+
+def _see_person(who: Principal, person_id: int) -> None:
+    from endcredits.service.app import see_person
+
+    if who.kind == "public":
+        raise SignInNeeded
+    see_person(who, person_id)
+
+
+CsrfField = Annotated[str, Form(max_length=128)]
+
+
+# Sign-in -----------------------------------------------------------------------------------------
+def _signed_in(request: Request, store: Store, person_id: int, token: str) -> HTMLResponse:
+    """A page that says who is signed in and moves on by itself. Not a redirect: a SameSite=Strict cookie set
+    while following a link from another site (a mail) is sent with the next same-site navigation, not with a
+    redirect inside the cross-site one."""
+    from endcredits.store.registry import get_person
+
+    with store.read() as conn:
+        handle = get_person(conn, person_id).handle
+    who = Principal("contributor", frozenset(), person_id, "session")
+    response = render(request, who, "signed_in.html", csrf_source=token, handle=handle,
+                      next_url=f"{PORTAL}/people/{person_id}")
+    _cookie(response, request, SESSION_COOKIE, token, auth.SESSION_TTL_S)
+    _forget(response, request, OPERATOR_COOKIE, PRE_COOKIE)
+    return response
+
+
+def _routes_sign_in(router: APIRouter) -> None:
+    @router.get("/static/portal.css")
+    def stylesheet() -> Response:
+        return PlainTextResponse((TEMPLATES_DIR / "portal.css").read_text(encoding="utf-8"), media_type="text/css",
+                                 headers={"Cache-Control": "max-age=3600"})
+
+    @router.get("/")
+    def home(request: Request) -> Response:
+        who = _who(request)
+        if who.kind == "contributor":
+            return RedirectResponse(f"{PORTAL}/people/{who.person_id}", status_code=303)
+        if who.kind in ("operator", "auditor"):
+            return RedirectResponse(f"{PORTAL}/operator", status_code=303)
+        return RedirectResponse(f"{PORTAL}/signin", status_code=303)
+
+    @router.get("/signin")
+    def signin_page(request: Request) -> Response:
+        return render(request, _who(request), "signin.html")
+
+    @router.get("/login")
+    def login_link(request: Request, token: Annotated[str, Query(min_length=1, max_length=auth.TOKEN_LENGTH_MAX)]) -> Response:
+        store = _store(request)
+        with store.write() as conn:
+            s = auth.sign_in_with_link(conn, token)
+        return _signed_in(request, store, s.person_id, s.token)
+
+    @router.post("/signin/challenge/new")
+    def challenge_new(request: Request, csrf: CsrfField,
+                      person_id: Annotated[int, Form(ge=1, le=2**31 - 1)]) -> Response:
+        check_csrf(request, csrf)
+        with _store(request).write() as conn:
+            c = auth.issue_challenge(conn, person_id)
+        return render(request, _who(request), "challenge.html", challenge=c)
+
+    @router.post("/signin/challenge")
+    def challenge_sign_in(request: Request, csrf: CsrfField,
+                          challenge_id: Annotated[str, Form(min_length=1, max_length=64)],
+                          did: Annotated[str, Form(min_length=1, max_length=200)],
+                          signature: Annotated[str, Form(min_length=1, max_length=200)]) -> Response:
+        check_csrf(request, csrf)
+        text = signature.strip()
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        except (binascii.Error, ValueError):
+            raise ValidationError("the signature must be base64url, as the signing command prints it") from None
+        store = _store(request)
+        with store.write() as conn:
+            s = auth.sign_in_with_challenge(conn, challenge_id.strip(), did.strip(), raw)
+        return _signed_in(request, store, s.person_id, s.token)
+
+    @router.post("/operator/signin")
+    def operator_sign_in(request: Request, csrf: CsrfField,
+                         api_key: Annotated[str, Form(min_length=1, max_length=auth.TOKEN_LENGTH_MAX)]) -> Response:
+        from endcredits.store.audit import append_audit
+
+        check_csrf(request, csrf)
+        store = _store(request)
+        with store.read() as conn:
+            who = auth.principal_for(conn, f"Bearer {api_key.strip()}")
+        if who.kind not in ("operator", "auditor"):
+            raise AuthError(401, "unauthorized", "paste an operator or auditor API key (eck_...)")
+        key_id = who.subject.removeprefix("key:")
+        expires = int(dt.datetime.now(dt.UTC).timestamp()) + OPERATOR_SESSION_TTL_S
+        with store.write() as conn:
+            append_audit(conn, "auth.portal_session_opened", who.subject,
+                         {"expires_at": format_time(dt.datetime.fromtimestamp(expires, dt.UTC))})
+        response = RedirectResponse(f"{PORTAL}/operator", status_code=303)
+        _cookie(response, request, OPERATOR_COOKIE, _operator_cookie(_portal(request), key_id, expires),
+                OPERATOR_SESSION_TTL_S)
+        _forget(response, request, SESSION_COOKIE, PRE_COOKIE)
+        return response
+
+    @router.post("/logout")
+    def logout(request: Request, csrf: CsrfField) -> Response:
+        from endcredits.store.audit import append_audit
+
+        check_csrf(request, csrf)
+        who = _who(request)
+        with _store(request).write() as conn:
+            if who.kind == "contributor":
+                auth.close_session(conn, request.cookies.get(SESSION_COOKIE, ""))
+            elif who.kind != "public":
+                append_audit(conn, "auth.portal_session_closed", who.subject, {})
+        response = RedirectResponse(f"{PORTAL}/signin?notice=signed_out", status_code=303)
+        _forget(response, request, SESSION_COOKIE, OPERATOR_COOKIE)
+        return response
+
+
+# Earnings, statements, consent -------------------------------------------------------------------
+@dataclass(frozen=True)
+class Bar:
+    label: str
+    amount: str
+    width: int  # in chart units, 0..BAR_WIDTH_MAX
+
+
+def bars(items: Iterable[tuple[str, int]], currency: str, *, unit: str = "microunits") -> list[Bar]:
+    """Bars for a chart, widths proportional to the amounts (integer arithmetic, floored; any positive
+    amount is at least one unit wide). ``unit`` is ``microunits`` or ``subunits`` (2^-32 of one)."""
+    rows = list(items)
+    top = max((v for _, v in rows), default=0)
+    out = []
+    for label, value in rows:
+        micro = value // SUBUNITS_PER_MICROUNIT if unit == "subunits" else value
+        width = 0 if top <= 0 or value <= 0 else max(1, value * BAR_WIDTH_MAX // top)
+        out.append(Bar(label[:60], f"{format_amount(micro, currency)} {currency}", width))
+    return out
+
+
+def _periods(store: Store) -> list[tuple[str, str]]:
+    """(period, currency) of the latest accrual batches, newest first."""
+    from endcredits.store.schema import accrual_batches
+
+    with store.read() as conn:
+        rows = conn.execute(select(accrual_batches.c.period, accrual_batches.c.currency).distinct()
+                            .order_by(accrual_batches.c.period.desc(), accrual_batches.c.currency)
+                            .limit(PERIODS_SHOWN_MAX)).all()
+    return [(r.period, r.currency) for r in rows]
+
+
+def _top(amounts: dict[str, int]) -> list[tuple[str, int]]:
+    return sorted(amounts.items(), key=lambda kv: (-kv[1], kv[0]))[:BARS_MAX]
+
+
+def earnings(store: Store, person_id: int) -> dict[str, dict[str, Any]]:
+    """Per currency: the person's statements of the latest periods, and their earnings by month, by work
+    and by model, as chart bars."""
+    from endcredits.payouts.statements import build_statement
+
+    by_currency: dict[str, dict[str, Any]] = {}
+    for period, currency in sorted(_periods(store)):
+        st = build_statement(store, person_id, period, currency)
+        c = by_currency.setdefault(currency, {"months": [], "works": {}, "models": {}, "statements": []})
+        c["months"].append((period, st.accrued_microunits))
+        c["statements"].append({"period": period, "lines": len(st.lines),
+                                "accrued": format_amount(st.accrued_microunits, currency)})
+        for line in st.lines:
+            amount = line["amount_microunits"] * SUBUNITS_PER_MICROUNIT + line["amount_subunits"]
+            work = line["attributed_title"] or line["attributed_work"][:12]
+            c["works"][work] = c["works"].get(work, 0) + amount
+            c["models"][line["model_id"]] = c["models"].get(line["model_id"], 0) + amount
+    out = {}
+    for currency, c in by_currency.items():
+        out[currency] = {
+            "by_month": bars(c["months"], currency),
+            "by_work": bars(_top(c["works"]), currency, unit="subunits"),
+            "by_model": bars(_top(c["models"]), currency, unit="subunits"),
+            "statements": sorted(c["statements"], key=lambda s: s["period"], reverse=True),
+        }
+    return out
+
+
+def _grant_rows(grants: list[tuple[int, Any]], now: dt.datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(per use: the decision of the person's own grants in force now, or none; every grant, newest first)."""
+    from endcredits.consent.rules import USES
+
+    def window(g: Any) -> str:
+        end = "in perpetuity" if g.perpetual else f"until {g.valid_until:%Y-%m-%d %H:%M} UTC"
+        return f"from {g.valid_from:%Y-%m-%d %H:%M} UTC {end}"
+
+    per_use = []
+    for use in USES:
+        live = [(i, g) for i, g in grants if g.use == use and g.in_force(now)]
+        deciding = next(((i, g) for i, g in live if g.decision == "notAllowed"), live[0] if live else None)
+        per_use.append({"use": use, "decision": deciding[1].decision if deciding else None,
+                        "window": window(deciding[1]) if deciding else "", "grant_id": deciding[0] if deciding else None})
+    history = []
+    for i, g in sorted(grants, key=lambda ig: -ig[0]):
+        state = ("revoked" if g.revoked_at is not None and g.revoked_at <= now else "in force" if g.in_force(now)
+                 else "not yet in force" if now < g.valid_from else "ended")
+        history.append({"id": i, "use": g.use, "decision": g.decision, "window": window(g), "state": state,
+                        "source": g.source, "revocable": g.revoked_at is None})
+    return per_use, history
+
+
+def _date(text: str, what: str) -> dt.datetime:
+    try:
+        day = dt.date.fromisoformat(text.strip())
+    except ValueError:
+        raise ValidationError(f"{what} {text[:40]!r} is not a date: write YYYY-MM-DD") from None
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+
+
+def _routes_contributor(router: APIRouter) -> None:
+    from endcredits.consent.rules import USES, Grant
+    from endcredits.store import consent as cs
+
+    @router.get("/people/{person_id}")
+    def person_page(request: Request, person_id: Annotated[int, PathParam(ge=1, le=2**31 - 1)]) -> Response:
+        from endcredits.service.app import _person_view
+
+        who = _who(request)
+        _see_person(who, person_id)
+        store = _store(request)
+        return render(request, who, "person.html", person=_person_view(store, person_id),
+                      earnings=earnings(store, person_id), chart_width=CHART_WIDTH)
+
+    @router.get("/people/{person_id}/statements/{period}")
+    def statement_page(request: Request, person_id: Annotated[int, PathParam(ge=1, le=2**31 - 1)],
+                       period: Annotated[str, PathParam(pattern=r"^[0-9]{4}-[0-9]{2}(\.csv)?$")],
+                       currency: Annotated[str, Query(pattern=r"^[A-Z]{3}$")] = "EUR") -> Response:
+        from endcredits.payouts.statements import build_statement
+
+        who = _who(request)
+        _see_person(who, person_id)
+        st = build_statement(_store(request), person_id, period.removesuffix(".csv"), currency)
+        if period.endswith(".csv"):
+            return PlainTextResponse(st.to_csv(), media_type="text/csv; charset=utf-8", headers={
+                "Content-Disposition": f'attachment; filename="statement-{person_id}-{st.period}-{currency}.csv"'})
+        outputs = []
+        seen: set[str] = set()
+        for line in st.lines:
+            oid = line["output_id"]
+            if oid in seen:
+                continue
+            seen.add(oid)
+            explained = st.outputs.get(oid, {})
+            top = explained.get("top_works", [])
+            outputs.append({"output_id": oid, "model_id": line["model_id"], "occurred_at": line["occurred_at"],
+                            "agreement": explained.get("agreement", ""),
+                            "pool": format_amount(int(explained.get("pool_subunits", "0")) // SUBUNITS_PER_MICROUNIT,
+                                                  currency),
+                            "top_works": bars([(w["title"] or w["work_id"][:12], int(w["amount_subunits"])) for w in top],
+                                              currency, unit="subunits")})
+        return render(request, who, "statement.html", st=st, lines=st.lines[:LINES_SHOWN_MAX],
+                      lines_hidden=max(0, len(st.lines) - LINES_SHOWN_MAX), outputs=outputs[:LINES_SHOWN_MAX],
+                      accrued=format_amount(st.accrued_microunits, currency), chart_width=CHART_WIDTH)
+
+    @router.get("/consent")
+    def consent_page(request: Request, affected: Annotated[int | None, Query(ge=0, le=1_000_000)] = None) -> Response:
+        who = _who(request)
+        person_id = _contributor(who)
+        with _store(request).read() as conn:
+            grants = cs.grants_for(conn, [], [str(person_id)])
+        per_use, history = _grant_rows(grants, dt.datetime.now(dt.UTC))
+        return render(request, who, "consent.html", per_use=per_use, history=history, uses=USES, affected=affected,
+                      today=dt.datetime.now(dt.UTC).date().isoformat())
+
+    @router.post("/consent")
+    def consent_grant(request: Request, csrf: CsrfField, use: Annotated[str, Form(max_length=64)],
+                      decision: Annotated[str, Form(pattern=r"^(allowed|notAllowed)$")],
+                      valid_from: Annotated[str, Form(max_length=10)] = "",
+                      valid_until: Annotated[str, Form(max_length=10)] = "",
+                      perpetual: Annotated[str, Form(max_length=8)] = "") -> Response:
+        check_csrf(request, csrf)
+        person_id = _contributor(_who(request))
+        if bool(valid_until.strip()) == bool(perpetual):
+            raise ValidationError("give an end date, or tick 'in perpetuity' to say explicitly that it never ends "
+                                  "(not both)")
+        start = _date(valid_from, "valid from") if valid_from.strip() else dt.datetime.now(dt.UTC)
+        g = Grant(subject_kind="person", subject_id=str(person_id), use=use, decision=decision,  # type: ignore[arg-type]
+                  valid_from=start, valid_until=_date(valid_until, "valid until") if valid_until.strip() else None,
+                  perpetual=bool(perpetual), source="portal: the person's own choice")
+        with _store(request).write() as conn:
+            cs.add_grants(conn, [g])
+        return RedirectResponse(f"{PORTAL}/consent?notice=granted", status_code=303)
+
+    @router.post("/consent/{grant_id}/revoke")
+    def consent_revoke(request: Request, csrf: CsrfField,
+                       grant_id: Annotated[int, PathParam(ge=1, le=2**31 - 1)]) -> Response:
+        from endcredits.store.catalog import manifests_using, works_of_person
+        from endcredits.store.schema import consent_grants
+
+        check_csrf(request, csrf)
+        person_id = _contributor(_who(request))
+        with _store(request).write() as conn:
+            row = conn.execute(select(consent_grants).where(consent_grants.c.id == grant_id)).first()
+            if row is None or (row.subject_kind, row.subject_id) != ("person", str(person_id)):
+                raise NotFoundError(f"no consent grant {grant_id}")
+            cs.revoke_grant(conn, grant_id, dt.datetime.now(dt.UTC))
+            affected = {mid for w in works_of_person(conn, person_id) for mid, _model in manifests_using(conn, w)}
+        return RedirectResponse(f"{PORTAL}/consent?notice=revoked&affected={len(affected)}", status_code=303)
+
+
+# Unclaimed residuals -----------------------------------------------------------------------------
+def _own_escrow(store: Store, person_id: int) -> list[dict[str, Any]]:
+    """What escrow holds for the person and the names linked to them."""
+    from endcredits.ledger import parse_account_key
+    from endcredits.store.ledger import account_balances
+    from endcredits.store.schema import names
+
+    with store.read() as conn:
+        holders = {f"person:{person_id}": "you (until you are verified)"}
+        holders.update({f"name:{r.id}": r.name for r in conn.execute(
+            select(names.c.id, names.c.name).where(names.c.person_id == person_id))})
+        rows = []
+        for holder, label in holders.items():
+            for key, value in sorted(account_balances(conn, kind="escrow", holder=holder).items()):
+                if value > 0:
+                    currency = parse_account_key(key)[2]
+                    rows.append({"name": label, "amount": f"{format_amount(value, currency)} {currency}"})
+    return rows
+
+
+def _routes_escrow(router: APIRouter) -> None:
+    @router.get("/escrow")
+    def escrow_page(request: Request, q: Annotated[str, Query(max_length=200)] = "") -> Response:
+        return _escrow_page(request, _who(request), q)
+
+    @router.post("/escrow/claim")
+    def escrow_claim(request: Request, csrf: CsrfField) -> Response:
+        from endcredits.ledger.escrow import claim_escrow
+
+        check_csrf(request, csrf)
+        who = _who(request)
+        person_id = _contributor(who)
+        r = claim_escrow(_store(request), person_id)
+        moved = ", ".join(f"{format_amount(v, c)} {c}" for c, v in sorted(r.moved_microunits.items()))
+        notice = f"Released to your balance: {moved}." if moved else "Nothing was waiting in escrow for you."
+        return _escrow_page(request, who, "", notice=notice)
+
+
+def _escrow_page(request: Request, who: Principal, q: str, *, notice: str = "") -> HTMLResponse:
+    from endcredits.ledger.escrow import search_escrow
+    from endcredits.store.registry import get_person
+
+    store = _store(request)
+    with store.read() as conn:
+        found = search_escrow(conn, q, limit=ESCROW_ROWS_MAX)
+        person = get_person(conn, who.person_id) if who.kind == "contributor" and who.person_id else None
+    rows = [{"name": h.display_name, "amount": f"{format_amount(h.balance_microunits, h.currency)} {h.currency}",
+             "holder": h.holder if who.kind != "public" else None} for h in found]
+    own = _own_escrow(store, person.id) if person is not None else []
+    return render(request, who, "escrow.html", q=q, rows=rows, own=own, person=person, notice=notice)
+
+
+# Operators ---------------------------------------------------------------------------------------
+def operator_overview(store: Store) -> dict[str, Any]:
+    """Totals by account kind and currency (pool, payable, clearing, bank, escrow, suspense), the largest
+    escrow holdings, suspense accounts and payout batches."""
+    from endcredits.ledger import parse_account_key
+    from endcredits.ledger.escrow import search_escrow
+    from endcredits.store.ledger import account_balances
+    from endcredits.store.schema import payout_batches, payout_items
+
+    totals: dict[str, dict[str, int]] = {}
+    suspense = []
+    with store.read() as conn:
+        for key, value in sorted(account_balances(conn).items()):
+            kind, _holder, currency = parse_account_key(key)
+            per = totals.setdefault(currency, {})
+            per[kind] = per.get(kind, 0) + value
+            if kind == "suspense" and value:
+                suspense.append({"account": key, "amount": f"{format_amount(value, currency)} {currency}"})
+        escrow = search_escrow(conn, "", limit=ESCROW_ROWS_MAX)
+        batches = conn.execute(select(payout_batches).order_by(payout_batches.c.created_at.desc(), payout_batches.c.id)
+                               .limit(ESCROW_ROWS_MAX)).all()
+        items: dict[str, dict[str, int]] = {}
+        for r in conn.execute(select(payout_items.c.batch_id, payout_items.c.status).where(
+                payout_items.c.batch_id.in_([b.id for b in batches]))):
+            per_batch = items.setdefault(r.batch_id, {})
+            per_batch[r.status] = per_batch.get(r.status, 0) + 1
+    kinds = ("pool", "payable", "clearing", "bank", "escrow", "suspense")
+    money = []
+    for currency, per in sorted(totals.items()):
+        paid_in = -per.get("pool", 0)
+        held = sum(per.get(k, 0) for k in kinds[1:])
+        money.append({"currency": currency, "conserved": paid_in == held,
+                      "cells": {k: format_amount(-per.get(k, 0) if k == "pool" else per.get(k, 0), currency) for k in kinds}})
+    return {
+        "kinds": kinds, "money": money, "suspense": suspense,
+        "escrow": [{"holder": h.holder, "name": h.display_name,
+                    "amount": f"{format_amount(h.balance_microunits, h.currency)} {h.currency}"} for h in escrow],
+        "batches": [{"id": b.id, "status": b.status, "items": b.item_count, "by_status": items.get(b.id, {}),
+                     "total": f"{format_amount(b.total_microunits, b.currency)} {b.currency}", "created_at": b.created_at}
+                    for b in batches],
+    }
+
+
+def _routes_operator(router: APIRouter) -> None:
+    @router.get("/operator")
+    def operator_page(request: Request, person_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None) -> Response:
+        from endcredits.service.app import need
+
+        who = _who(request)
+        if who.kind == "public":
+            raise SignInNeeded
+        need(who, "read")
+        if person_id is not None:
+            return RedirectResponse(f"{PORTAL}/people/{person_id}", status_code=303)
+        return render(request, who, "operator.html", o=operator_overview(_store(request)))
