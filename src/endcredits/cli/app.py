@@ -380,22 +380,30 @@ def consent_grant(
 @consent_app.command("revoke")
 def consent_revoke(ctx: typer.Context, grant_id: int, at: Annotated[str | None, typer.Option()] = None,
                    as_json: JsonOpt = False) -> None:
-    """Revoke a grant, and report every model and manifest that already used the work."""
-    from endcredits.store.catalog import manifests_using, works_of_person
+    """Revoke a grant, and report every model, manifest and training run that already used the work
+    (or a work derived from it)."""
+    from endcredits.store.catalog import revocation_report, works_of_person
     from endcredits.store.consent import revoke_grant
 
     with _store(ctx) as store, store.write() as conn:
         grant = revoke_grant(conn, grant_id, _time(at, "--at"))
         work_ids = [grant.subject_id] if grant.subject_kind == "work" else works_of_person(conn, int(grant.subject_id))
-        affected = sorted({(m, model, w) for w in work_ids for m, model in manifests_using(conn, w)})
-    affected_rows = [{"manifest": m, "model": model, "work": w} for m, model, w in affected]
-    report: dict[str, Any] = {"grant": grant_id, "revoked_use": grant.use, "affected": affected_rows}
+        affected = revocation_report(conn, work_ids)
+    affected_rows = [{"model": u.model_id, "manifest": u.manifest_id, "work": u.work_id, "via": u.via,
+                      "training_runs": list(u.training_run_ids)} for u in affected]
+    report: dict[str, Any] = {"grant": grant_id, "revoked_use": grant.use,
+                              "subject": f"{grant.subject_kind}:{grant.subject_id}",
+                              "models": sorted({u.model_id for u in affected}),
+                              "manifests": sorted({u.manifest_id for u in affected}), "affected": affected_rows}
     if as_json:
         _print_json(report)
     else:
-        _console().print(f"grant {grant_id} revoked; {len(affected)} (manifest, work) uses to report")
+        _console().print(f"grant {grant_id} revoked; {len(report['models'])} models and {len(report['manifests'])} "
+                         f"manifests used the work: {len(affected)} (manifest, work) uses to report")
         for a in affected_rows:
-            _console().print(f"  model {a['model']} manifest {a['manifest']} used work {a['work']}")
+            via = f" (derived from {a['via']})" if a["via"] else ""
+            runs = f"; training runs {', '.join(a['training_runs'])}" if a["training_runs"] else ""
+            _console().print(f"  model {a['model']} manifest {a['manifest']} used work {a['work']}{via}{runs}")
 
 
 @consent_app.command("list")

@@ -32,6 +32,17 @@ Several uses
     reason lists each use's reason and the grant is the first use's deciding grant. The grant is None
     when the deciding source is the operator default.
 
+Across lineage (``inherit_across_lineage``): the most restrictive term wins
+    A derived work inherits its parents' terms, and theirs, up to its first sources: scan -> digital
+    double -> film. A work is allowed for the uses only when it is allowed by its own grants (the levels
+    above) AND every work upstream of it is allowed by its own. So a notAllowed on the body scan keeps the
+    digital double and the film out of a manifest for that use, while a notAllowed on the film says
+    nothing about the scan: terms flow downstream only. The reason names each forbidding upstream work,
+    nearest first (then by id), as "inherited from upstream work <id>: <that work's reason>", after the
+    work's own reason when it is forbidden itself; the grant cited is the first forbidding one's.
+    Lineage must be a DAG: a cycle is refused (``ValidationError`` naming the works on it), and so is a
+    chain deeper than ``LINEAGE_DEPTH_MAX``.
+
 Determinism
     The order of the grants never matters: when several grants at one level agree, the one cited is the
     least by (subject id, source, use, validity, revocation).
@@ -43,13 +54,13 @@ Reasons read like "notAllowed for commercial by work grant (source: essenFolkson
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
 from endcredits.errors import LimitExceededError, ValidationError
-from endcredits.limits import CREDITS_PER_WORK_MAX, ID_LENGTH_MAX
+from endcredits.limits import CREDITS_PER_WORK_MAX, ID_LENGTH_MAX, LINEAGE_DEPTH_MAX
 
 USES: tuple[str, ...] = (
     "ai_generative_training",
@@ -241,4 +252,61 @@ def decide(
     return Decision(allowed=True, reason="; ".join(d.reason for d in per_use), grant=per_use[0].grant)
 
 
-__all__ = ["DECISIONS", "DEFAULT_REGIMES", "SUBJECT_KINDS", "USES", "Decision", "Grant", "decide"]
+INHERITED_REASONS_MAX = 5
+"""Most upstream works one inherited reason names; the rest are counted."""
+
+
+def _upstream(work_id: str, parents: Mapping[str, Sequence[str]]) -> list[str]:
+    """Every ancestor of ``work_id``, nearest first (by hops, then id); refuses cycles and deep chains."""
+    seen: set[str] = {work_id}
+    frontier = sorted(set(parents.get(work_id, ())))
+    order: list[str] = []
+    paths: dict[str, str] = {p: f"{work_id} <- {p}" for p in frontier}
+    for _ in range(LINEAGE_DEPTH_MAX):
+        if not frontier:
+            return order
+        if work_id in frontier:
+            raise ValidationError(f"lineage cycle: {paths[work_id]}; remove one of these links (a work cannot "
+                                  "derive from itself through other works)")
+        order.extend(w for w in frontier if w not in seen)
+        seen.update(frontier)
+        following: set[str] = set()
+        for w in frontier:
+            for p in parents.get(w, ()):
+                if p not in seen or p == work_id:
+                    paths.setdefault(p, f"{paths[w]} <- {p}")
+                    following.add(p)
+        frontier = sorted(following)
+    if frontier:
+        raise ValidationError(f"lineage above work {work_id} is deeper than LINEAGE_DEPTH_MAX={LINEAGE_DEPTH_MAX} "
+                              "links, or has a cycle")
+    return order
+
+
+def inherit_across_lineage(
+    work_ids: Sequence[str], parents: Mapping[str, Sequence[str]], own: Mapping[str, Decision]
+) -> dict[str, Decision]:
+    """Each of ``work_ids`` decided across its lineage: the most restrictive term wins (module docstring).
+
+    ``parents`` maps a work to the works it derives from; ``own`` holds each work's decision by its own
+    grants (a work missing from ``own`` counts as allowed: it adds no restriction). Returns a decision for
+    every one of ``work_ids``: its own (or an allowed one) when nothing upstream forbids, else not allowed.
+    """
+    out: dict[str, Decision] = {}
+    for w in work_ids:
+        mine = own.get(w)
+        forbidding = [(u, own[u]) for u in _upstream(w, parents) if u in own and not own[u].allowed]
+        if not forbidding:
+            out[w] = mine if mine is not None else Decision(allowed=True, reason="no restriction", grant=None)
+            continue
+        reasons = [mine.reason] if mine is not None and not mine.allowed else []
+        reasons += [f"inherited from upstream work {u}: {d.reason}" for u, d in forbidding[:INHERITED_REASONS_MAX]]
+        if len(forbidding) > INHERITED_REASONS_MAX:
+            reasons.append(f"and {len(forbidding) - INHERITED_REASONS_MAX} more upstream works")
+        grant = mine.grant if mine is not None and not mine.allowed else forbidding[0][1].grant
+        out[w] = Decision(allowed=False, reason="; ".join(reasons), grant=grant)
+    return out
+
+
+__all__ = ["DECISIONS", "DEFAULT_REGIMES", "SUBJECT_KINDS", "USES", "Decision", "Grant", "decide",
+           "inherit_across_lineage"]

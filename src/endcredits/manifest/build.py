@@ -5,6 +5,10 @@ grants on the work and on every person credited on it (directly or through a cla
 works are included, sorted by id, as the Merkle tree's leaves; the rest are listed with the reason.
 A work whose consent forbids a use of the model is therefore never in its manifest (invariant 4).
 
+Lineage: a derived work inherits the terms of every work upstream of it, and the most restrictive term
+wins (``consent.rules.inherit_across_lineage``): a body scan whose subject refuses a use keeps the digital
+double and the film made from it out of the manifest, with a reason naming the scan.
+
 Duplicates: a work linked to a canonical work (``registry.fingerprints``) is the same content, so it is
 never a leaf; it is listed as excluded, "duplicate of <canonical>". The canonical work stands for the
 whole group: it is decided with the grants on every member and the people credited on every member, so
@@ -21,10 +25,10 @@ from typing import Literal
 
 from sqlalchemy import select
 
-from endcredits.consent.rules import USES, Decision, Grant, decide
+from endcredits.consent.rules import USES, Decision, Grant, decide, inherit_across_lineage
 from endcredits.errors import ValidationError
 from endcredits.manifest.merkle import merkle_root
-from endcredits.store.catalog import ManifestRecord, add_model, save_manifest
+from endcredits.store.catalog import ManifestRecord, add_model, lineage_parents, save_manifest
 from endcredits.store.consent import grants_for
 from endcredits.store.engine import Store, format_time, utc_now
 from endcredits.store.registry import active_links
@@ -68,6 +72,7 @@ def build_manifest(
             members.setdefault(canonical, []).append(dup)
         included: list[str] = []
         excluded: list[tuple[str, str]] = []
+        own: dict[str, Decision] = {}
         no_grants: Decision | None = None
         for w in work_ids:
             if w in duplicate_of:
@@ -83,10 +88,14 @@ def build_manifest(
                     no_grants = decision
             else:
                 decision = no_grants  # with no grant in play, the operator's default decides, the same for every work
+            own[w] = decision
+        # Across lineage the most restrictive term wins (consent.rules, "Across lineage").
+        for w, decision in sorted(inherit_across_lineage(sorted(own), lineage_parents(conn), own).items()):
             if decision.allowed:
                 included.append(w)
             else:
                 excluded.append((w, decision.reason))
+        excluded.sort()
         root = merkle_root(included)
         mid = manifest_id or f"{model_id}@{hashlib.sha256((root + as_of_text + ','.join(uses_sorted)).encode()).hexdigest()[:12]}"
         record = ManifestRecord(mid, model_id, uses_sorted, as_of_text, root, tuple(included), tuple(excluded), None,

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from endcredits.errors import ConflictError, ManifestError, NotFoundError, ValidationError
+from endcredits.errors import ConflictError, LimitExceededError, ManifestError, NotFoundError, ValidationError
 from endcredits.limits import ID_LENGTH_MAX
 from endcredits.store.audit import append_audit
 from endcredits.store.bulk import bulk_insert
-from endcredits.store.engine import utc_now
+from endcredits.store.engine import format_time, utc_now
 from endcredits.store.ledger import chunks
-from endcredits.store.schema import agreements, manifest_entries, manifests, models, outputs
+from endcredits.store.schema import agreements, lineage, manifest_entries, manifests, models, outputs, training_runs
 
 
 def _check_id(value: str, what: str) -> str:
@@ -112,6 +116,161 @@ def manifests_using(conn: Connection, work_id: str) -> list[tuple[str, str]]:
                                                           ).where(manifest_entries.c.work_id == work_id,
                                                                   manifest_entries.c.leaf_index.is_not(None))
     return [(r.id, r.model_id) for r in conn.execute(q.order_by(manifests.c.id))]
+
+
+def lineage_parents(conn: Connection) -> dict[str, list[str]]:
+    """Every lineage link: each derived work's parent works, sorted."""
+    out: dict[str, list[str]] = {}
+    for r in conn.execute(select(lineage.c.work_id, lineage.c.parent_work_id).order_by(lineage.c.work_id,
+                                                                                      lineage.c.parent_work_id)):
+        out.setdefault(r.work_id, []).append(r.parent_work_id)
+    return out
+
+
+def derived_works(conn: Connection, work_ids: Sequence[str]) -> dict[str, str]:
+    """Every work derived from ``work_ids`` through lineage, any number of hops down, mapped to the
+    upstream work it derives from (the first one reached, breadth first); the given works are not included.
+
+    Lineage is a DAG (``add_lineage`` refuses cycles); the walk is bounded by ``LINEAGE_DEPTH_MAX`` hops anyway.
+    """
+    from endcredits.limits import LINEAGE_DEPTH_MAX
+
+    origin = {w: w for w in work_ids}
+    frontier = sorted(origin)
+    for _ in range(LINEAGE_DEPTH_MAX):
+        if not frontier:
+            break
+        found: list[str] = []
+        for part in chunks(frontier):
+            q = select(lineage.c.work_id, lineage.c.parent_work_id).where(lineage.c.parent_work_id.in_(part))
+            for r in sorted(conn.execute(q), key=lambda r: (r.parent_work_id, r.work_id)):
+                if r.work_id not in origin:
+                    origin[r.work_id] = origin[r.parent_work_id]
+                    found.append(r.work_id)
+        frontier = sorted(found)
+    given = set(work_ids)
+    return {w: o for w, o in origin.items() if w not in given}
+
+
+@dataclass(frozen=True)
+class UseReport:
+    """One manifest that included a work touched by a revocation, and how: ``via`` is the work the
+    revoked grant covers when ``work_id`` is derived from it (None: the work itself)."""
+
+    manifest_id: str
+    model_id: str
+    work_id: str
+    via: str | None
+    training_run_ids: tuple[str, ...]
+
+
+def revocation_report(conn: Connection, work_ids: Sequence[str]) -> list[UseReport]:
+    """Every manifest (and its model and recorded training runs) that included one of ``work_ids`` or a
+    work derived from one of them: who to tell after a revocation (invariant 4). Sorted, deterministic."""
+    derived = derived_works(conn, work_ids)
+    via: dict[str, str | None] = {w: None for w in work_ids}
+    via.update(derived)
+    runs: dict[str, list[str]] = {}
+    out: list[UseReport] = []
+    for part in chunks(sorted(via)):
+        q = (select(manifests.c.id, manifests.c.model_id, manifest_entries.c.work_id)
+             .join(manifest_entries, manifest_entries.c.manifest_id == manifests.c.id)
+             .where(manifest_entries.c.work_id.in_(part), manifest_entries.c.leaf_index.is_not(None)))
+        rows = conn.execute(q).all()
+        manifest_ids = sorted({r.id for r in rows} - set(runs))
+        for mpart in chunks(manifest_ids):
+            for mid in mpart:
+                runs.setdefault(mid, [])
+            q2 = select(training_runs.c.id, training_runs.c.manifest_id).where(training_runs.c.manifest_id.in_(mpart))
+            for r in conn.execute(q2):
+                runs[r.manifest_id].append(r.id)
+        out.extend(UseReport(r.id, r.model_id, r.work_id, via[r.work_id], tuple(sorted(runs[r.id]))) for r in rows)
+    return sorted(out, key=lambda u: (u.model_id, u.manifest_id, u.work_id))
+
+
+# Training runs -----------------------------------------------------------------------------------
+CHECKPOINTS_PER_RUN_MAX = 10_000
+"""Most checkpoint hashes one training run records (an ensemble, or every saved step of a long run)."""
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """A training run: which model was trained on which manifest (and its root), producing which checkpoints."""
+
+    id: str
+    model_id: str
+    manifest_id: str
+    merkle_root: str
+    checkpoint_sha256s: tuple[str, ...]
+    started_at: str
+    finished_at: str
+    recorded_at: str
+
+
+def _run_from_row(r: Any) -> TrainingRun:
+    return TrainingRun(r.id, r.model_id, r.manifest_id, r.merkle_root, tuple(json.loads(r.checkpoint_sha256s)),
+                       r.started_at, r.finished_at, r.recorded_at)
+
+
+def record_training_run(conn: Connection, *, run_id: str, manifest_id: str, checkpoint_sha256s: Sequence[str],
+                        started_at: dt.datetime, finished_at: dt.datetime, model_id: str | None = None) -> TrainingRun:
+    """Record that the manifest's model was trained on exactly that manifest, producing these checkpoints.
+
+    The model and the Merkle root come from the manifest (``model_id``, when given, must match it), so a
+    run always names the root anyone can check proofs against. Idempotent by ``run_id``: the same run
+    again returns the stored one; the same id with other content is refused. Audited.
+    """
+    _check_id(run_id, "training run id")
+    if isinstance(checkpoint_sha256s, str) or not checkpoint_sha256s:
+        raise ValidationError(f"training run {run_id} needs a list of at least one checkpoint SHA-256")
+    if len(checkpoint_sha256s) > CHECKPOINTS_PER_RUN_MAX:
+        raise LimitExceededError(f"training run {run_id} lists {len(checkpoint_sha256s)} checkpoints; "
+                                 f"CHECKPOINTS_PER_RUN_MAX={CHECKPOINTS_PER_RUN_MAX}")
+    for index, sha in enumerate(checkpoint_sha256s):
+        if not isinstance(sha, str) or _SHA256_HEX.fullmatch(sha) is None:
+            raise ValidationError(f"training run {run_id} checkpoint {index} {sha!r:.80} must be 64 lowercase hex "
+                                  "digits (the checkpoint file's SHA-256)")
+    if len(set(checkpoint_sha256s)) != len(checkpoint_sha256s):
+        raise ValidationError(f"training run {run_id} lists a checkpoint SHA-256 twice")
+    started, finished = format_time(started_at), format_time(finished_at)
+    if finished_at < started_at:
+        raise ValidationError(f"training run {run_id} finished at {finished}, before it started at {started}")
+    m = conn.execute(select(manifests.c.model_id, manifests.c.merkle_root).where(manifests.c.id == manifest_id)).first()
+    if m is None:
+        raise NotFoundError(f"no manifest {manifest_id}: list them with `endcredits manifest list`")
+    if model_id is not None and model_id != m.model_id:
+        raise ManifestError(f"manifest {manifest_id} is for model {m.model_id}, not {model_id}")
+    hashes = json.dumps(list(checkpoint_sha256s))
+    row = conn.execute(select(training_runs).where(training_runs.c.id == run_id)).first()
+    if row is not None:
+        stored = _run_from_row(row)
+        if (stored.manifest_id, stored.checkpoint_sha256s, stored.started_at, stored.finished_at) != (
+                manifest_id, tuple(checkpoint_sha256s), started, finished):
+            raise ConflictError(f"training run {run_id} is already recorded with other content (manifest "
+                                f"{stored.manifest_id}); record a new run id")
+        return stored
+    at = utc_now()
+    conn.execute(training_runs.insert().values(
+        id=run_id, model_id=m.model_id, manifest_id=manifest_id, merkle_root=m.merkle_root,
+        checkpoint_sha256s=hashes, started_at=started, finished_at=finished, recorded_at=at))
+    append_audit(conn, "training_run.recorded", run_id, {
+        "model": m.model_id, "manifest": manifest_id, "root": m.merkle_root,
+        "checkpoints": list(checkpoint_sha256s)[:100], "checkpoint_count": len(checkpoint_sha256s),
+        "started_at": started, "finished_at": finished}, at=at)
+    return TrainingRun(run_id, m.model_id, manifest_id, m.merkle_root, tuple(checkpoint_sha256s), started, finished, at)
+
+
+def training_runs_list(conn: Connection, *, model_id: str | None = None, manifest_id: str | None = None,
+                       limit: int = 1000) -> list[TrainingRun]:
+    """Recorded training runs, newest first, optionally for one model or one manifest; at most ``limit``."""
+    q = select(training_runs).order_by(training_runs.c.recorded_at.desc(), training_runs.c.id).limit(limit)
+    if model_id is not None:
+        q = q.where(training_runs.c.model_id == model_id)
+    if manifest_id is not None:
+        q = q.where(training_runs.c.manifest_id == manifest_id)
+    return [_run_from_row(r) for r in conn.execute(q)]
 
 
 def works_of_person(conn: Connection, person_id: int) -> list[str]:
