@@ -235,7 +235,8 @@ def _self(who: Principal) -> int:
 def create_app(store: Store) -> FastAPI:
     """The API around an open, migrated ``store`` (the caller owns and disposes it)."""
     app = FastAPI(title="endcredits", version=version("endcredits"), openapi_url="/openapi.json", docs_url="/docs",
-                  redoc_url=None, default_response_class=SafeJSONResponse, description="Residuals for the humans whose work trains AI. See docs/concepts/service.md.")
+                  redoc_url=None, default_response_class=SafeJSONResponse, responses=m.ERROR_RESPONSES,
+                  description="Residuals for the humans whose work trains AI. See docs/concepts/service.md.")
     app.state.store = store
     _install_errors(app)
     app.add_middleware(BodyLimit)
@@ -249,7 +250,7 @@ def create_app(store: Store) -> FastAPI:
 
 
 def _routes_system(app: FastAPI) -> None:
-    @app.get(f"{API}/health", tags=["system"])
+    @app.get(f"{API}/health", tags=["system"], responses={503: {"model": m.ErrorOut, "description": "Not ready"}})
     def health(store: StoreDep) -> JSONResponse:
         """200 when the store is open and at the code's schema revision; 503 otherwise."""
         try:
@@ -332,7 +333,7 @@ def _person_view(store: Store, person_id: int) -> dict[str, Any]:
 
 
 def _routes_usage(app: FastAPI) -> None:
-    @app.post(f"{API}/usage-batches", status_code=201, tags=["usage"])
+    @app.post(f"{API}/usage-batches", status_code=201, tags=["usage"], responses={200: m.AGAIN})
     def ingest(body: m.UsageBatchIn, who: Ingest, store: StoreDep, response: Response) -> dict[str, Any]:
         """Operator (ingest): accrue residuals for a batch of outputs. Idempotent by ``batch_id``: the same
         batch again returns the first result (200) and changes nothing; other content under the same id is 409."""
@@ -367,7 +368,7 @@ def _routes_usage(app: FastAPI) -> None:
         out: dict[str, Any] = json.loads(row.response_json)
         return out
 
-    @app.post(f"{API}/attributions", tags=["usage"])
+    @app.post(f"{API}/attributions", tags=["usage"], responses={501: m.NO_CHECKPOINT})
     def attribute(body: m.AttributionIn, who: Ingest, store: StoreDep) -> Any:
         """Operator (ingest): score text outputs against every work of a manifest with the model checkpoint
         registered at ``DATA/models/MODEL.pt``; returns each output's scores per work and its top works."""
@@ -460,7 +461,7 @@ def _routes_registry(app: FastAPI) -> None:
         await run_in_threadpool(store_blob, store.data_dir, content)
         return {"sha256": sha256, "size_bytes": len(content)}
 
-    @app.post(f"{API}/works", status_code=201, tags=["registry"])
+    @app.post(f"{API}/works", status_code=201, tags=["registry"], responses={200: m.AGAIN})
     def add_work(body: m.WorkIn, who: Registry, store: StoreDep, response: Response) -> dict[str, Any]:
         """Operator (registry): register a work from inline base64 content, or from a blob uploaded before by
         its SHA-256. The same content again is not a new work (200)."""
@@ -646,7 +647,7 @@ def _routes_money(app: FastAPI) -> None:
         return {"person_id": person_id, "released": {c: format_amount(v, c) for c, v in r.moved_microunits.items()},
                 "released_microunits": r.moved_microunits, "transfers": list(r.transfers)}
 
-    @app.post(f"{API}/payout-batches", status_code=201, tags=["payouts"])
+    @app.post(f"{API}/payout-batches", status_code=201, tags=["payouts"], responses={200: m.AGAIN})
     def create_payouts(body: m.PayoutBatchIn, who: Payouts, store: StoreDep, response: Response) -> dict[str, Any]:
         """Operator (payouts): pay every verified person at or above the agreement's threshold (pain.001 +
         CSV, pending until statuses return). Idempotent by ``batch_id``."""

@@ -149,3 +149,30 @@ class AttributionIn(Body):
     top_k: Annotated[int, Field(ge=1, le=100)] = 5
     k: Annotated[int, Field(ge=8, le=65_536)] = 1_024
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="The stable error code, such as validation, not_found, conflict, unauthorized")
+    message: str = Field(description="What failed, which id, and how to fix it")
+
+
+class ErrorOut(BaseModel):
+    """The body of every error answer: ``{"error": {"code", "message"}}``."""
+
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    status: {"model": ErrorOut, "description": why} for status, why in (
+        (400, "Malformed request (for example a bad Content-Length)"),
+        (401, "Missing, unknown, forged, revoked or expired credentials"),
+        (403, "The caller's role or scope may not do this"),
+        (404, "No such resource, or another person's"),
+        (409, "Conflicts with what exists (the same id with other content, a used challenge)"),
+        (413, "The body or a list in it exceeds its bound"),
+        (422, "The input is invalid: wrong types, unknown fields, values out of bounds"),
+    )}
+"""Declared on every operation, so the OpenAPI document names every status the API answers with on purpose."""
+AGAIN: dict[str, object] = {"description": "The same id again: the first result, nothing changed"}
+NO_CHECKPOINT: dict[str, object] = {"model": ErrorOut, "description": "No model checkpoint is registered for the "
+                                    "manifest's model on this deployment (code not_available)"}
