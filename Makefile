@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	# The demo's corpus: ABC folk tunes bundled in the music21 wheel (its code is not used).
 	$(BIN)/pip install --quiet --no-deps music21==10.5.1
+	# The portal's browser tests drive Debian's chromium, never a downloaded browser (as root, non-interactive).
+	command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; }
 	touch $(STAMP)
 
 install: $(STAMP)
