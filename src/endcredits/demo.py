@@ -55,7 +55,13 @@ from endcredits.registry.abc import AbcTune, iter_tunes
 from endcredits.royalties import parse_agreement
 from endcredits.royalties.usage import OutputIn, build_usage
 from endcredits.store.blobs import get_blob, put_blob
-from endcredits.store.catalog import ManifestRecord, load_manifest, save_agreement, set_manifest_checkpoint
+from endcredits.store.catalog import (
+    ManifestRecord,
+    load_manifest,
+    record_training_run,
+    save_agreement,
+    set_manifest_checkpoint,
+)
 from endcredits.store.consent import add_grants
 from endcredits.store.engine import Store, init_store
 from endcredits.store.ledger import account_balances
@@ -204,6 +210,8 @@ class DemoSummary:
     attribution: dict[str, Any] = field(default_factory=dict)
     credentials: int = 0  # people verified by a guild credential (W3C VC 2.0, eddsa-jcs-2022)
     timings_s: dict[str, float] = field(default_factory=dict)
+    portal_command: str = ""  # how to serve the portal over this data directory
+    portal_login_url: str = ""  # a one-time signed-in link for the top verified earner
 
     @property
     def conserved(self) -> bool:
@@ -221,6 +229,7 @@ class DemoSummary:
             "top_earners": self.top_earners, "payout_batch": self.payout_batch, "statement": self.statement,
             "verified": self.verified, "attribution": self.attribution,
             "verified_by_credential": self.credentials, "timings_s": {k: round(v, 2) for k, v in self.timings_s.items()},
+            "portal_login_url": self.portal_login_url,
         }
 
     def print(self, console: Console) -> None:
@@ -252,6 +261,8 @@ class DemoSummary:
                       f"suspense {format_amount(self.suspense_microunits, c)} {c} (to the microunit: "
                       f"{self.pool_microunits} = {self.paid_microunits} + {self.escrow_microunits} + {self.suspense_microunits})")
         console.print(f"verify: {'passed' if self.verified else 'FAILED'}")
+        if self.portal_login_url:
+            console.print(f"portal: run `{self.portal_command}` and open {self.portal_login_url}", soft_wrap=True)
 
 
 @dataclass
@@ -390,6 +401,10 @@ def run_demo(data_dir: Path | None, db_url: str | None, *, outputs_n: int = 60, 
         save_lm(lm, checkpoint)
         with store.write() as conn:
             set_manifest_checkpoint(conn, manifest.id, lm.checksum())
+            trained_at = dt.datetime.now(dt.UTC)
+            record_training_run(conn, run_id=f"{manifest.id}/train-seed{seed}", manifest_id=manifest.id,
+                                checkpoint_sha256s=[lm.checksum()], finished_at=trained_at,
+                                started_at=trained_at - dt.timedelta(seconds=time.monotonic() - started))
         progress(f"trained {lm.steps} steps, loss {lm.final_loss:.3f}; checkpoint sha256 {lm.checksum()[:16]}…")
         lap("train")
 
@@ -484,6 +499,15 @@ def run_demo(data_dir: Path | None, db_url: str | None, *, outputs_n: int = 60, 
             statement=statement_info, verified=report_v.ok, timings_s=timings,
             attribution=_attribution_summary(store, att, k), credentials=n_credentials,
         )
+        top_verified = next((e for e in earners if e["holder"].startswith("person:") and e["status"] == "verified"), None)
+        if top_verified is not None:
+            # The same one-time link `endcredits login-link create` makes (the service edge owns sign-in).
+            from endcredits.service.auth import create_login_link
+
+            with store.write() as conn:
+                link = create_login_link(conn, int(top_verified["holder"].split(":")[1]), created_by="demo")
+            summary.portal_command = f"endcredits --data {store.data_dir}{f' --db {db_url}' if db_url else ''} serve --port 8000"
+            summary.portal_login_url = f"http://127.0.0.1:8000/portal/login?token={link.token}"
         if not summary.conserved:
             raise InvariantError(f"conservation broken: pool {pool} != paid {paid} + escrow {escrow} + suspense {suspense}")
         if not report_v.ok:

@@ -37,6 +37,7 @@ def test_demo_json_conserves_every_microunit(tmp_path: Path, db_url: str | None)
     assert summary["statement"]["reconciles"] is True
     assert summary["verified_by_credential"] >= 1 and summary["attribution"]["method"] == "trak"
     assert summary["works"] == len({t.text for t in iter_tunes(limit=600)})
+    assert summary["portal_login_url"].startswith("http://127.0.0.1:8000/portal/login?token=ecl_")
     # The store it leaves behind verifies on its own, and the payout file is there.
     store = open_store(data, db_url)
     try:

@@ -3,17 +3,28 @@ and that consent and claims go through the store functions the API uses (audited
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
+import html
+import json
 import re
+from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from portal_world import EVIL_HANDLE, EVIL_NAME, Seeded, TestClient, revoke
 from sqlalchemy import func, select
 
+from endcredits.identity import attach_credential, load_status_lists, load_trust
+from endcredits.identity.issuer import STATUS_LIST_FILE, init_issuer, issue_credential
+from endcredits.identity.multibase import did_key
 from endcredits.service import create_app
 from endcredits.store.consent import grants_for
 from endcredits.store.ledger import account_balances
 from endcredits.store.schema import audit_log
 from helpers_money import row_counts
 
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 CSRF = re.compile(r'name="csrf" value="([0-9a-f]{64})"')
 
 
@@ -211,3 +222,31 @@ def test_sign_out_closes_the_session_in_the_store(client: TestClient, seeded: Se
     assert r.status_code == 200 and "You are signed out." in r.text
     assert _audits(seeded, "auth.session_closed") == 1
     assert client.get("/portal/consent", follow_redirects=False).status_code == 303
+
+
+def test_sign_in_by_a_signed_challenge(client: TestClient, seeded: Seeded, tmp_path: Path) -> None:
+    guild = init_issuer(tmp_path / "guild", status_list_id="https://guild.example/status/1", at=T0)
+    key = Ed25519PrivateKey.generate()
+    did = did_key(key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
+    doc = issue_credential(guild, did, valid_from=T0, valid_until=T0.replace(year=2036), at=T0)
+    with seeded.store.write() as conn:
+        attach_credential(conn, seeded.alice, json.dumps(doc), load_trust([guild.key.did]),
+                          load_status_lists([guild.directory / STATUS_LIST_FILE]), dt.datetime.now(dt.UTC))
+    page = client.post("/portal/signin/challenge/new", data={"csrf": _csrf(client, "/portal/signin"),
+                                                            "person_id": str(seeded.alice)})
+    assert page.status_code == 200
+    message = html.unescape(re.search(r'<pre class="nonce" id="message">(.*?)</pre>', page.text, re.DOTALL).group(1))  # type: ignore[union-attr]
+    challenge_id = re.search(r'name="challenge_id" value="([0-9a-f]+)"', page.text).group(1)  # type: ignore[union-attr]
+    csrf = CSRF.search(page.text).group(1)  # type: ignore[union-attr]
+    signature = base64.urlsafe_b64encode(key.sign(message.encode())).decode().rstrip("=")
+    forged = base64.urlsafe_b64encode(Ed25519PrivateKey.generate().sign(message.encode())).decode().rstrip("=")
+    bad = client.post("/portal/signin/challenge", data={"csrf": csrf, "challenge_id": challenge_id, "did": did,
+                                                        "signature": forged})
+    assert bad.status_code == 401 and "does not verify" in bad.text
+    ok = client.post("/portal/signin/challenge", data={"csrf": csrf, "challenge_id": challenge_id, "did": did,
+                                                       "signature": signature})
+    assert ok.status_code == 200 and "Welcome, alice" in ok.text
+    assert client.get(f"/portal/people/{seeded.alice}").status_code == 200
+    replay = client.post("/portal/signin/challenge", data={"csrf": _csrf(client, "/portal/signin"),
+                                                           "challenge_id": challenge_id, "did": did, "signature": signature})
+    assert replay.status_code == 401 and "already used" in replay.text
