@@ -47,6 +47,8 @@ credits_app = typer.Typer(no_args_is_help=True, help="Credits (who did what on a
 roles_app = typer.Typer(no_args_is_help=True, help="Role vocabularies: CRediT, EBU role codes, CAWG, endcredits.")
 consent_app = typer.Typer(no_args_is_help=True, help="Consent grants per use, bounded in time, revocable.")
 manifest_app = typer.Typer(no_args_is_help=True, help="Manifests: what one model was trained on, Merkle-committed.")
+run_app = typer.Typer(no_args_is_help=True, help="Training runs: the model, its checkpoints' SHA-256s and the manifest root.")
+manifest_app.add_typer(run_app, name="run")
 agreement_app = typer.Typer(no_args_is_help=True, help="The residual policy (a versioned TOML file).")
 payouts_app = typer.Typer(no_args_is_help=True, help="Payout batches: pain.001 and CSV files, bank statuses.")
 escrow_app = typer.Typer(no_args_is_help=True, help="Money held for people not yet verified or names not yet claimed.")
@@ -511,6 +513,66 @@ def manifest_check(proof_file: Path, root: Annotated[str | None, typer.Option(he
     if not ok:
         raise ValidationError(f"proof does not check against root {expected}")
     _console().print(f"valid: work {proof.work_id} is {what} the manifest with root {expected}")
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise ValidationError(f"cannot read checkpoint {path}: {exc.strerror}") from None
+    return digest.hexdigest()
+
+
+def _run_json(r: Any) -> dict[str, Any]:
+    return {"run_id": r.id, "model": r.model_id, "manifest_id": r.manifest_id, "merkle_root": r.merkle_root,
+            "checkpoint_sha256s": list(r.checkpoint_sha256s), "started_at": r.started_at,
+            "finished_at": r.finished_at, "recorded_at": r.recorded_at}
+
+
+@run_app.command("record")
+def run_record(
+    ctx: typer.Context, run_id: Annotated[str, typer.Option("--run", help="The run's id (idempotency key)")],
+    manifest: Annotated[str, typer.Option(help="The manifest the run trained on")],
+    started: Annotated[str, typer.Option(help="When training started (ISO-8601)")],
+    finished: Annotated[str, typer.Option(help="When training finished (ISO-8601)")],
+    checkpoint: Annotated[list[Path] | None, typer.Option(help="A checkpoint file to hash; repeat for each")] = None,
+    checkpoint_sha256: Annotated[list[str] | None, typer.Option(help="A checkpoint's SHA-256; repeat for each")] = None,
+    model: Annotated[str | None, typer.Option(help="The model; must be the manifest's")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Record a training run: which checkpoints the manifest's model produced from exactly that manifest."""
+    from endcredits.store.catalog import record_training_run
+
+    hashes = [_file_sha256(p) for p in checkpoint or []] + list(checkpoint_sha256 or [])
+    with _store(ctx) as store, store.write() as conn:
+        r = record_training_run(conn, run_id=run_id, manifest_id=manifest, checkpoint_sha256s=hashes,
+                                started_at=_time(started, "--started"), finished_at=_time(finished, "--finished"),
+                                model_id=model)
+    _print_json(_run_json(r)) if as_json else _console().print(
+        f"training run {r.id}: model {r.model_id}, manifest {r.manifest_id} (root {r.merkle_root}), "
+        f"{len(r.checkpoint_sha256s)} checkpoints")
+
+
+@run_app.command("list")
+def run_list(ctx: typer.Context, model: Annotated[str | None, typer.Option()] = None,
+             manifest: Annotated[str | None, typer.Option()] = None,
+             limit: Annotated[int, typer.Option(min=1, max=100_000)] = 1000, as_json: JsonOpt = False) -> None:
+    """Recorded training runs, newest first, with their manifest roots and checkpoint hashes."""
+    from endcredits.store.catalog import training_runs_list
+
+    with _store(ctx) as store, store.read() as conn:
+        runs = training_runs_list(conn, model_id=model, manifest_id=manifest, limit=limit)
+    if as_json:
+        _print_json({"runs": [_run_json(r) for r in runs]})
+    else:
+        _table("training runs", ["run", "model", "manifest", "root", "checkpoints", "finished"],
+               [[r.id, r.model_id, r.manifest_id, r.merkle_root[:16], len(r.checkpoint_sha256s), r.finished_at]
+                for r in runs])
 
 
 # agreement ----------------------------------------------------------------------------------------
