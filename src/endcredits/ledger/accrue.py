@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import threading
 import zlib
 from dataclasses import dataclass
@@ -43,6 +44,27 @@ from endcredits.store.evidence import EVIDENCE_SCHEMA, coded, evidence_path, wri
 from endcredits.store.ledger import post_transfer
 from endcredits.store.registry import payee_routes
 from endcredits.store.schema import accrual_batches
+
+FAULT_AT = os.environ.get("ENDCREDITS_FAULT_AT", "")
+"""Test-only crash injection, inert unless ``ENDCREDITS_FAULT_AT=STEP:N`` is set when this module is
+imported (or this attribute is set in a forked test child): the process then ends with ``os._exit(77)``,
+as a SIGKILL would end it, the N-th time it reaches STEP. Steps, in order within one batch:
+``evidence`` (a group's evidence file is written, its rows not yet), ``posted`` (its transfer is
+posted, carries and outputs not yet), ``recorded`` (its batch row is written, not committed) and
+``committed`` (the batch's transaction committed, the caller not yet answered). Used by
+tests/service/test_faults.py; costs one string test per group when unset."""
+FAULT_EXIT_STATUS = 77
+_fault_hits: dict[str, int] = {}
+
+
+def _fault(step: str) -> None:
+    if not FAULT_AT:
+        return
+    name, _, count = FAULT_AT.partition(":")
+    if name == step:
+        _fault_hits[step] = _fault_hits.get(step, 0) + 1
+        if _fault_hits[step] == int(count or "1"):
+            os._exit(FAULT_EXIT_STATUS)
 
 
 @dataclass(frozen=True)
@@ -208,6 +230,7 @@ def accrue(store: Store, usage: UsageBatch, agreement: Agreement, *, event_id: s
         summary = None
     if summary is not None:
         return summary
+    _fault("committed")
     return AccrualSummary(
         event_id, "dry_run" if dry_run else "created", len(usage.output_ids), len(usage.payee_codes),
         sum(usage.revenue_microunits), sum(sum(p.pools) for p in plans), sum(p.posted for p in plans),
@@ -267,6 +290,7 @@ def _write_group(store: Store, conn: Connection, event_id: str, content: str, ag
         try:
             # accrue holds the write lock and found no batch row for this id: a file here is an orphan.
             result["sha"] = write_evidence(path, _evidence_table(event_id, plan), replace_orphan=True)
+            _fault("evidence")
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread and re-raised there
             result["error"] = exc
 
@@ -278,6 +302,7 @@ def _write_group(store: Store, conn: Connection, event_id: str, content: str, ag
                 event_id=plan.event_id, code="accrual", currency=plan.currency, legs=plan.legs,
                 memo={"batch": event_id, "period": plan.period, "agreement": f"{agreement.id}@{agreement.version}"},
             ), at=at)
+        _fault("posted")
         carry_rows = [(p, plan.currency, c) for p, c in plan.carries]
         columns = ["payee", "currency", "subunits"]
         bulk_insert(conn, "carries", columns, [r for r in carry_rows if r[0] not in plan.carried_before])
@@ -302,3 +327,4 @@ def _write_group(store: Store, conn: Connection, event_id: str, content: str, ag
     append_audit(conn, "accrual", plan.event_id, {
         "outputs": len(sub.output_ids), "lines": len(sub.payee_codes), "pool": str(sum(plan.pools)),
         "evidence_sha256": sha}, at=at)
+    _fault("recorded")
