@@ -1,0 +1,223 @@
+"""Service load: concurrent clients ingest usage events over HTTP into PostgreSQL.
+
+    python benchmarks/service.py --events 1000000 --clients 8 --json
+
+N usage events (outputs with revenue, each attributed per payee to ``--payees-per-event`` of
+``--payees`` people, half of them verified, so money goes to payable and to escrow accounts) are cut
+into batches of ``--batch-events`` and sent as ``POST /api/v1/usage-batches`` by ``--clients`` threads,
+each with its own HTTP connection, against ``endcredits serve --db postgresql://...`` on a fresh schema
+(one uvicorn process; accrual writers are serialized by the store, so more processes would only queue
+on the same lock). Timed: from the first request to the last answer. Printed: events/s and the p50/p99
+request latency. Then the same batches are accrued in process, one after another, into another fresh
+schema, and every account's balance must equal the service's to the microunit (carry-forward makes the
+final balances independent of the order the batches landed in); ``verify`` must pass on both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import create_engine, text
+
+from endcredits.ledger.accrue import accrue
+from endcredits.ledger.verify import verify
+from endcredits.money import format_amount, parse_amount
+from endcredits.royalties import parse_agreement
+from endcredits.royalties.usage import OutputIn, build_usage
+from endcredits.service.auth import create_api_key
+from endcredits.store.catalog import add_model, save_agreement
+from endcredits.store.engine import Store, init_store
+from endcredits.store.ledger import account_balances
+from endcredits.store.registry import add_person, verify_person
+from ledger import AGREEMENT  # benchmarks/ledger.py: the same one-role agreement
+
+PG_URL = os.environ.get("ENDCREDITS_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def _schema() -> str:
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    admin.dispose()
+    return f"{PG_URL}?options=-csearch_path%3D{schema}"
+
+
+def _drop(url: str) -> None:
+    schema = url.rsplit("%3D", 1)[1]
+    admin = create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()
+
+
+def _world(data_dir: Path, url: str, n_payees: int) -> Store:
+    """The same people (ids 1..n), model and agreement in any fresh store."""
+    store = init_store(data_dir, url)
+    ag = parse_agreement(AGREEMENT)
+    with store.write() as conn:
+        save_agreement(conn, ag.id, ag.version, ag.body, ag.body_sha256)
+        add_model(conn, "bench-model", ["commercial"], "benchmark")
+        for i in range(n_payees):
+            pid = add_person(conn, f"bench person {i:06d}")
+            if i % 2 == 0:
+                verify_person(conn, pid, verified_by="bench")
+    return store
+
+
+def _batches(n_events: int, batch_events: int, n_payees: int, per_event: int, seed: int) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    out = []
+    for b, first in enumerate(range(0, n_events, batch_events)):
+        outputs = []
+        for i in range(first, min(n_events, first + batch_events)):
+            payees = rng.sample(range(1, n_payees + 1), per_event)
+            outputs.append({"output_id": f"e{i}", "model_id": "bench-model",
+                            "revenue": format_amount(rng.randint(1_000_000, 500_000_000) | 1, "EUR"), "currency": "EUR",
+                            "occurred_at": f"2026-{1 + i * 3 // n_events:02d}-21T12:00:00Z",
+                            "payee_scores": {f"person:{p}": round(rng.uniform(0.001, 1.0), 6) for p in sorted(payees)}})
+        out.append({"batch_id": f"load-{b:06d}", "agreement_id": "bench", "outputs": outputs})
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _serve(data_dir: Path, url: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "endcredits", "serve", "--data", str(data_dir), "--db", url,
+                             "--host", "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}/api/v1"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                return proc, base
+        except httpx.TransportError:
+            if proc.poll() is not None:
+                raise SystemExit("endcredits serve exited before it was ready") from None
+            time.sleep(0.2)
+    raise SystemExit("endcredits serve was not ready within 120 s")
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest rank: the smallest value with at least q of the values at or below it."""
+    rank = max(1, -(-int(q * 1000) * len(sorted_values) // 1000))
+    return sorted_values[rank - 1]
+
+
+def run(n_events: int, clients: int, batch_events: int, n_payees: int, per_event: int) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="endcredits-load-"))
+    served_url, local_url = _schema(), _schema()
+    batches = _batches(n_events, batch_events, n_payees, per_event, seed=11)
+    try:
+        store = _world(tmp / "served", served_url, n_payees)
+        with store.write() as conn:
+            key = create_api_key(conn, role="operator", scopes=["ingest"], label="load").key
+        store.dispose()
+        proc, base = _serve(tmp / "served", served_url)
+        latencies_s: list[float] = []
+        errors: list[str] = []
+        lock = threading.Lock()
+        queue = list(reversed(batches))
+
+        def client() -> None:
+            with httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=600) as http:
+                while True:
+                    with lock:
+                        if not queue:
+                            return
+                        body = queue.pop()
+                    began = time.perf_counter()
+                    r = http.post(f"{base}/usage-batches", json=body)
+                    took = time.perf_counter() - began
+                    with lock:
+                        latencies_s.append(took)
+                        if r.status_code != 201:
+                            errors.append(f"{body['batch_id']}: {r.status_code} {r.text[:200]}")
+
+        try:
+            threads = [threading.Thread(target=client) for _ in range(clients)]
+            began = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            wall_s = time.perf_counter() - began
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+        if errors:
+            raise SystemExit(f"{len(errors)} requests failed, e.g. {errors[0]}")
+        latencies_s.sort()
+
+        local = _world(tmp / "local", local_url, n_payees)
+        ag = parse_agreement(AGREEMENT)
+        local_began = time.perf_counter()
+        for body in batches:
+            outs = [OutputIn(o["output_id"], o["model_id"], parse_amount(o["revenue"], "EUR"), "EUR",
+                             o["occurred_at"]) for o in body["outputs"]]
+            with local.read() as conn:
+                usage = build_usage(conn, outs, {o["output_id"]: o["payee_scores"] for o in body["outputs"]}, ag, None,
+                                    per="payee")
+            accrue(local, usage, ag, event_id=body["batch_id"])
+        local_s = time.perf_counter() - local_began
+        served = init_store(tmp / "served", served_url)
+        with served.read() as conn:
+            served_balances = account_balances(conn)
+        with local.read() as conn:
+            local_balances = account_balances(conn)
+        equal = served_balances == local_balances
+        served_ok, local_ok = verify(served).ok, verify(local).ok
+        served.dispose()
+        local.dispose()
+        return {"events": n_events, "clients": clients, "batch_events": batch_events, "requests": len(batches),
+                "payees": n_payees, "payees_per_event": per_event, "wall_s": round(wall_s, 2),
+                "events_per_s": round(n_events / wall_s), "latency_p50_ms": round(_percentile(latencies_s, 0.50) * 1e3),
+                "latency_p99_ms": round(_percentile(latencies_s, 0.99) * 1e3),
+                "in_process_events_per_s": round(n_events / local_s), "accounts": len(served_balances),
+                "balances_equal_in_process": equal, "verify_served": served_ok, "verify_in_process": local_ok}
+    finally:
+        _drop(served_url)
+        _drop(local_url)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--batch-events", type=int, default=1_000)
+    parser.add_argument("--payees", type=int, default=2_000)
+    parser.add_argument("--payees-per-event", type=int, default=3)
+    parser.add_argument("--json", action="store_true")
+    a = parser.parse_args()
+    r = run(a.events, a.clients, a.batch_events, a.payees, a.payees_per_event)
+    if a.json:
+        print(json.dumps(r, indent=2))
+    else:
+        print(f"{r['events']:,} events in {r['wall_s']} s over HTTP by {r['clients']} clients: "
+              f"{r['events_per_s']:,} events/s, p50 {r['latency_p50_ms']} ms, p99 {r['latency_p99_ms']} ms per request "
+              f"of {r['batch_events']:,} events; balances equal an in-process run: {r['balances_equal_in_process']}")
+    if not (r["balances_equal_in_process"] and r["verify_served"] and r["verify_in_process"]):
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
