@@ -17,7 +17,7 @@ Usage, for a classifier trained as an ensemble of checkpoints::
     featurizer = Featurizer(task, k=4096, seed=0, projection="kronecker")
     train = featurizer.featurize((x_train, y_train), work_ids, out_dir=Path("features/train"))
     targets = [featurizer.compute((x_out, y_out), checkpoint_index=m) for m in range(train.models)]
-    scorer = TRAKScorer(lambda_=1e-3).fit(train.features_per_model(), train.weights_per_model())
+    scorer = TRAKScorer(lambda_=1.0).fit(train.features_per_model(), train.weights_per_model())
     scores = scorer.score(targets)  # float64 [outputs, works]
 
     credits = CreditMatrix.from_triplets(work_index, payee_index, share, works=n_works, payees=n_payees)

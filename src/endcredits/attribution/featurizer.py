@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -153,13 +154,20 @@ class Plan:
 
 
 def _factor_sizes(budget: int, d_in: int, d_out: int) -> tuple[int, int]:
-    """``(k_in, k_out)`` with ``k_in * k_out <= budget``, shaped like the layer; exact when it fits."""
+    """``(k_in, k_out)`` with ``k_in * k_out <= budget``; exact when it fits.
+
+    A side no longer than ``sqrt(budget)`` is kept whole and the other side gets the rest: a classifier's
+    10 outputs stay 10 dimensions instead of being squeezed to 2 next to a wide input (measured on MNIST
+    logistic regression, squeezing them cost a third of the LDS). Two long sides share it evenly.
+    """
     if budget >= d_in * d_out:
         return d_in, d_out
-    k_in = max(1, min(d_in, round((budget * d_in / d_out) ** 0.5)))
-    k_out = max(1, min(d_out, budget // k_in))
-    k_in = max(1, min(d_in, budget // k_out))
-    return k_in, k_out
+    side = max(1, math.isqrt(budget))
+    if d_out <= side:
+        return max(1, min(d_in, budget // d_out)), d_out
+    if d_in <= side:
+        return d_in, max(1, min(d_out, budget // d_in))
+    return max(1, min(d_in, budget // side)), side
 
 
 def plan_projection(

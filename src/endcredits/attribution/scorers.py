@@ -150,7 +150,7 @@ class TRAKScorer(LinearScorer):
 
     method = "trak"
 
-    def __init__(self, lambda_: float = 1e-3, *, lambda_relative: bool = True) -> None:
+    def __init__(self, lambda_: float = 1.0, *, lambda_relative: bool = True) -> None:
         super().__init__()
         if not (np.isfinite(lambda_) and lambda_ >= 0.0):
             raise ValidationError(f"lambda_ {lambda_} must be finite and >= 0")
