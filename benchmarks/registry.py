@@ -27,7 +27,6 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from endcredits.consent.rules import Grant
 from endcredits.manifest.build import build_manifest
 from endcredits.store.bulk import bulk_insert
 from endcredits.store.engine import Store, init_store, utc_now
