@@ -2,7 +2,7 @@
 
 Denied answers are exact: 401 without valid credentials (the public, a revoked key, a forged key), 404
 for another person's data (the same as for a person that does not exist), 403 for a role without the
-right. Allowed answers are 2xx (attribution: 501, as no checkpoint is registered in this world)."""
+right. Allowed answers are 2xx (attribution: 409, as no checkpoint is registered in this world)."""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ CASES = [
     Case("usage batch", "GET", lambda s, r: "/api/v1/usage-batches/m-op_ingest", frozenset({"op_ingest"}) | READERS),
     Case("attribute", "POST", lambda s, r: "/api/v1/attributions", frozenset({"op_ingest"}),
          lambda s, r: {"manifest_id": s.world.manifest.id, "outputs": [{"output_id": "x", "text": "abc"}]},
-         allowed_status=501),
+         allowed_status=409),
     Case("add person", "POST", lambda s, r: "/api/v1/people", frozenset({"op_registry"}), lambda s, r: {"handle": f"new-{r}"}),
     Case("get person", "GET", lambda s, r: f"/api/v1/people/{s.a}", frozenset({"contributor_a"}) | READERS,
          cross_person=frozenset({"contributor_b"})),

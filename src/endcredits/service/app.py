@@ -368,7 +368,7 @@ def _routes_usage(app: FastAPI) -> None:
         out: dict[str, Any] = json.loads(row.response_json)
         return out
 
-    @app.post(f"{API}/attributions", tags=["usage"], responses={501: m.NO_CHECKPOINT})
+    @app.post(f"{API}/attributions", tags=["usage"], responses={409: m.NO_CHECKPOINT})
     def attribute(body: m.AttributionIn, who: Ingest, store: StoreDep) -> Any:
         """Operator (ingest): score text outputs against every work of a manifest with the model checkpoint
         registered at ``DATA/models/MODEL.pt``; returns each output's scores per work and its top works."""

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from starlette.exceptions import HTTPException
-
+from endcredits.errors import ConflictError
 from endcredits.service.models import AttributionIn
 from endcredits.store.engine import Store
 
@@ -22,8 +21,8 @@ def attribute_texts(store: Store, body: AttributionIn) -> dict[str, Any]:
         manifest = load_manifest(conn, body.manifest_id)
     checkpoint = store.data_dir / "models" / f"{manifest.model_id}.pt"
     if not checkpoint.is_file():
-        raise HTTPException(501, f"no checkpoint for model {manifest.model_id} at models/{manifest.model_id}.pt in the "
-                                 "data directory: attribute elsewhere and send scores with POST /api/v1/usage-batches")
+        raise ConflictError(f"no checkpoint for model {manifest.model_id} at models/{manifest.model_id}.pt in the "
+                            "data directory: attribute elsewhere and send scores with POST /api/v1/usage-batches")
     ids = [o.output_id for o in body.outputs]
     if len(set(ids)) != len(ids):
         raise ValidationError("an output id appears twice")

@@ -175,4 +175,4 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
 """Declared on every operation, so the OpenAPI document names every status the API answers with on purpose."""
 AGAIN: dict[str, object] = {"description": "The same id again: the first result, nothing changed"}
 NO_CHECKPOINT: dict[str, object] = {"model": ErrorOut, "description": "No model checkpoint is registered for the "
-                                    "manifest's model on this deployment (code not_available)"}
+                                    "manifest's model on this deployment, or another conflict"}
