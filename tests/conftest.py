@@ -13,6 +13,10 @@ from sqlalchemy import create_engine, text
 
 from endcredits.store.engine import Store, init_store
 
+# Contact and payment details are sealed at rest with the operator's key (store/private.py); the tests,
+# and the processes they start, use this fixed test key unless one is set.
+os.environ.setdefault("ENDCREDITS_SECRET_KEY", "dGVzdHMtb25seS1rZXktLW5ldmVyLWZvci1yZWFsLWQ=")
+
 PG_ADMIN_URL = os.environ.get("ENDCREDITS_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -65,6 +66,7 @@ from endcredits.store.catalog import (
 from endcredits.store.consent import add_grants
 from endcredits.store.engine import Store, init_store
 from endcredits.store.ledger import account_balances
+from endcredits.store.private import KEY_FILE_ENV, load_key, new_key_text
 from endcredits.store.registry import (
     CreditIn,
     WorkIn,
@@ -362,6 +364,15 @@ def run_demo(data_dir: Path | None, db_url: str | None, *, outputs_n: int = 60, 
     store = init_store(data_dir, db_url)
     try:
         progress(f"store: {store.backend} in {store.data_dir}")
+        if load_key() is None:
+            # The demo's people have IBANs, which are sealed at rest with the operator's key. With none
+            # configured, the demo makes its own (an operator keeps theirs outside the data directory).
+            key_file = store.data_dir / "demo-secret.key"
+            if not key_file.exists():
+                key_file.write_text(new_key_text() + "\n", encoding="utf-8")
+                key_file.chmod(0o600)
+            os.environ[KEY_FILE_ENV] = str(key_file)
+            progress(f"payment details are sealed with a demo key in {key_file} ({KEY_FILE_ENV})")
         tunes = list(iter_tunes(limit=tunes_max))
         report = import_abc_corpus(store, tunes=tunes)
         progress(f"registered {report.works} tunes, {report.credits} credits, {report.names} credited names; "

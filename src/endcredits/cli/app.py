@@ -145,30 +145,45 @@ def init_cmd(ctx: typer.Context) -> None:
 # people -------------------------------------------------------------------------------------------
 @people_app.command("add")
 def people_add(ctx: typer.Context, handle: str, iban: Annotated[str | None, typer.Option()] = None,
-               bic: Annotated[str | None, typer.Option()] = None, as_json: JsonOpt = False) -> None:
-    """Register a person by handle (a pseudonym is fine)."""
+               bic: Annotated[str | None, typer.Option()] = None,
+               email: Annotated[str | None, typer.Option(help="Contact address, sealed at rest like the IBAN")] = None,
+               as_json: JsonOpt = False) -> None:
+    """Register a person by handle (a pseudonym is fine); IBAN and e-mail are sealed with ENDCREDITS_SECRET_KEY."""
     from endcredits.payouts.iban import normalize_bic, normalize_iban
     from endcredits.store.registry import add_person
 
     with _store(ctx) as store, store.write() as conn:
-        pid = add_person(conn, handle, iban=normalize_iban(iban) if iban else None, bic=normalize_bic(bic) if bic else None)
+        pid = add_person(conn, handle, iban=normalize_iban(iban) if iban else None,
+                         bic=normalize_bic(bic) if bic else None, email=email)
     _print_json({"person_id": pid, "handle": handle}) if as_json else _console().print(f"person {pid} added")
+
+
+@app.command("secret-key")
+def secret_key_cmd(action: Annotated[str, typer.Argument(help="new: print a fresh key")]) -> None:
+    """Print a new operator key for sealing contact and payment details (set it as ENDCREDITS_SECRET_KEY)."""
+    from endcredits.store.private import new_key_text
+
+    if action != "new":
+        raise ValidationError("the only action is `endcredits secret-key new`")
+    sys.stdout.write(new_key_text() + "\n")
 
 
 @people_app.command("list")
 def people_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List people, whether they are verified, and what they are owed."""
     from endcredits.store.ledger import account_balances
+    from endcredits.store.private import with_payout_account
     from endcredits.store.schema import people
 
     with _store(ctx) as store, store.read() as conn:
         rows = conn.execute(select(people).order_by(people.c.id)).all()
         bal = account_balances(conn, kind="payable")
+        banked = with_payout_account(conn, [r.id for r in rows])
     out = []
     for r in rows:
         owed = {k.rsplit(":", 1)[1]: v for k, v in bal.items() if k.startswith(f"payable:person:{r.id}:")}
         out.append({"person_id": r.id, "handle": r.handle, "verified": r.verified_at is not None,
-                    "payout_account": r.iban is not None,
+                    "payout_account": r.id in banked,
                     "payable": {c: format_amount(v, c) for c, v in sorted(owed.items())}})
     if as_json:
         _print_json({"people": out})

@@ -27,6 +27,7 @@ from endcredits.payouts.iban import normalize_iban
 from endcredits.store.audit import append_audit
 from endcredits.store.engine import Store, utc_now
 from endcredits.store.ledger import post_transfer
+from endcredits.store.private import private_of, with_payout_account
 from endcredits.store.schema import accounts, balances, payout_batches, payout_items, people
 
 
@@ -78,15 +79,18 @@ def create_payout_batch(
                 PayoutPlanItem(i.person_id, "", i.amount_microunits, i.end_to_end_id) for i in items),
                 prior.total_microunits, 0, 0, Path(prior.pain001_path) if prior.pain001_path else None,
                 Path(prior.csv_path) if prior.csv_path else None)
-        q = (select(people.c.id, people.c.handle, people.c.iban, people.c.bic, people.c.verified_at,
-                    balances.c.balance_microunits)
+        q = (select(people.c.id, people.c.handle, people.c.verified_at, balances.c.balance_microunits)
              .join(accounts, accounts.c.holder == ("person:" + people.c.id.cast(accounts.c.holder.type)))
              .join(balances, balances.c.account_id == accounts.c.id)
              .where(accounts.c.kind == "payable", accounts.c.currency == currency).order_by(people.c.id))
         plan: list[PayoutPlanItem] = []
         instructions: list[PayoutInstruction] = []
         below = missing = 0
-        for r in conn.execute(q):
+        rows = conn.execute(q).all()
+        # Only the payable people's details are opened, and only here, where the bank file needs them.
+        accounts_on_file = with_payout_account(conn, [r.id for r in rows])
+        details = private_of(conn, accounts_on_file) if accounts_on_file else {}
+        for r in rows:
             _minor, dust = to_minor_units(r.balance_microunits, currency)
             amount = r.balance_microunits - dust  # whole minor units; the dust stays on the balance
             if r.verified_at is None:
@@ -94,14 +98,15 @@ def create_payout_batch(
             if amount <= 0 or amount < threshold_microunits:
                 below += 1 if r.balance_microunits > 0 else 0
                 continue
-            if not r.iban:
+            bank = details.get(r.id)
+            if bank is None or not bank.iban:
                 missing += 1
                 continue
             e2e = _e2e(batch_id, r.id)
             plan.append(PayoutPlanItem(r.id, r.handle, amount, e2e))
             instructions.append(PayoutInstruction(
-                end_to_end_id=e2e, payee_id=f"person:{r.id}", payee_name=r.handle, iban=normalize_iban(r.iban),
-                bic=r.bic, amount_microunits=amount, currency=currency, remittance=f"endcredits residuals {batch_id}"))
+                end_to_end_id=e2e, payee_id=f"person:{r.id}", payee_name=r.handle, iban=normalize_iban(bank.iban),
+                bic=bank.bic, amount_microunits=amount, currency=currency, remittance=f"endcredits residuals {batch_id}"))
         total = sum(p.amount_microunits for p in plan)
         if dry_run or not plan:
             return PayoutBatchResult(batch_id, "dry_run" if dry_run else "empty", currency, tuple(plan), total, below,

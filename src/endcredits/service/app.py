@@ -314,11 +314,13 @@ def _routes_auth(app: FastAPI) -> None:
 
 def _person_view(store: Store, person_id: int) -> dict[str, Any]:
     from endcredits.store.ledger import account_balances
+    from endcredits.store.private import with_payout_account
     from endcredits.store.registry import get_person
     from endcredits.store.schema import names
 
     with store.read() as conn:
         p = get_person(conn, person_id)
+        banked = person_id in with_payout_account(conn, [person_id])
         holders = [f"person:{person_id}"] + [f"name:{r.id}" for r in conn.execute(
             select(names.c.id).where(names.c.person_id == person_id))]
         bal: dict[str, dict[str, str]] = {"payable": {}, "escrow": {}}
@@ -329,7 +331,7 @@ def _person_view(store: Store, person_id: int) -> dict[str, Any]:
                     total = parse_amount(bal[kind].get(ccy, "0"), ccy) + value
                     bal[kind][ccy] = format_amount(total, ccy)
     return {"person_id": p.id, "handle": p.handle, "verified": p.verified_at is not None,
-            "verified_by": p.verified_by, "payout_account": p.iban is not None, **bal}
+            "verified_by": p.verified_by, "payout_account": banked, **bal}
 
 
 def _routes_usage(app: FastAPI) -> None:

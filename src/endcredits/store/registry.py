@@ -73,16 +73,20 @@ def content_sha256(content: bytes) -> str:
 
 
 # People and names --------------------------------------------------------------------------------
-def add_person(conn: Connection, handle: str, *, iban: str | None = None, bic: str | None = None) -> int:
-    """Register a person by a handle (a pseudonym is fine: no legal name is needed to be paid)."""
+def add_person(conn: Connection, handle: str, *, iban: str | None = None, bic: str | None = None,
+               email: str | None = None) -> int:
+    """Register a person by a handle (a pseudonym is fine: no legal name is needed to be paid). Payment and
+    contact details go to ``store.private``, sealed with the operator's key, never into ``people``."""
+    from endcredits.store.private import check_email, set_private
+
     handle = clean_text(handle, "handle")
     if conn.execute(select(people.c.id).where(people.c.handle == handle)).first() is not None:
         raise ConflictError(f"a person with handle {handle!r} already exists")
     at = utc_now()
-    person_id = conn.execute(people.insert().values(handle=handle, iban=iban, bic=bic, created_at=at)
-                             .returning(people.c.id)).scalar_one()
+    person_id = int(conn.execute(people.insert().values(handle=handle, created_at=at).returning(people.c.id)).scalar_one())
+    set_private(conn, person_id, iban=iban, bic=bic, email=check_email(email) if email else None)
     append_audit(conn, "person.added", f"person:{person_id}", {"handle": handle, "payout_account": iban is not None}, at=at)
-    return int(person_id)
+    return person_id
 
 
 def add_people(conn: Connection, handles: Sequence[str]) -> list[int]:
@@ -119,8 +123,12 @@ def verify_person(conn: Connection, person_id: int, *, verified_by: str) -> None
 
 
 def set_payout_account(conn: Connection, person_id: int, *, iban: str, bic: str | None) -> None:
+    """Set where a person is paid; sealed at rest (``store.private``). The audit log keeps the last four
+    characters only."""
+    from endcredits.store.private import set_private
+
     get_person(conn, person_id)
-    conn.execute(update(people).where(people.c.id == person_id).values(iban=iban, bic=bic))
+    set_private(conn, person_id, iban=iban, bic=bic)
     append_audit(conn, "person.payout_account", f"person:{person_id}", {"iban_last4": iban[-4:]})
 
 

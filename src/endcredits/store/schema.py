@@ -22,6 +22,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Numeric,
     String,
@@ -95,9 +96,18 @@ people = Table(
     Column("handle", String(NAME_LENGTH_MAX), nullable=False, unique=True),
     Column("verified_at", Time, nullable=True),
     Column("verified_by", String(NAME_LENGTH_MAX), nullable=True),
-    Column("iban", String(34), nullable=True),
-    Column("bic", String(11), nullable=True),
     Column("created_at", Time, nullable=False),
+)
+
+private_details = Table(
+    "private_details",
+    metadata,
+    # Contact and payment details, apart from the public registry and sealed (store/private.py).
+    Column("person_id", Integer, ForeignKey("people.id"), primary_key=True),
+    Column("iban", LargeBinary, nullable=True),
+    Column("bic", LargeBinary, nullable=True),
+    Column("email", LargeBinary, nullable=True),
+    Column("updated_at", Time, nullable=False),
 )
 
 names = Table(

@@ -166,8 +166,6 @@ def upgrade() -> None:
     sa.Column('handle', sa.String(length=200), nullable=False),
     sa.Column('verified_at', sa.String(length=32), nullable=True),
     sa.Column('verified_by', sa.String(length=200), nullable=True),
-    sa.Column('iban', sa.String(length=34), nullable=True),
-    sa.Column('bic', sa.String(length=11), nullable=True),
     sa.Column('created_at', sa.String(length=32), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_people')),
     sa.UniqueConstraint('handle', name=op.f('uq_people_handle'))
@@ -284,6 +282,15 @@ def upgrade() -> None:
     with op.batch_alter_table('payout_items', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_payout_items_batch_id'), ['batch_id'], unique=False)
 
+    op.create_table('private_details',
+    sa.Column('person_id', sa.Integer(), nullable=False),
+    sa.Column('iban', sa.LargeBinary(), nullable=True),
+    sa.Column('bic', sa.LargeBinary(), nullable=True),
+    sa.Column('email', sa.LargeBinary(), nullable=True),
+    sa.Column('updated_at', sa.String(length=32), nullable=False),
+    sa.ForeignKeyConstraint(['person_id'], ['people.id'], name=op.f('fk_private_details_person_id_people')),
+    sa.PrimaryKeyConstraint('person_id', name=op.f('pk_private_details'))
+    )
     op.create_table('sessions',
     sa.Column('token_sha256', sa.String(length=64), nullable=False),
     sa.Column('person_id', sa.Integer(), nullable=False),
@@ -435,6 +442,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_sessions_person_id'))
 
     op.drop_table('sessions')
+    op.drop_table('private_details')
     with op.batch_alter_table('payout_items', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_payout_items_batch_id'))
 
