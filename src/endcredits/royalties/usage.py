@@ -11,13 +11,12 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 from sqlalchemy import Connection
 
-from endcredits.attribution.payees import CreditMatrix
 from endcredits.audit import canonical_json
 from endcredits.errors import LimitExceededError, ManifestError, ValidationError
 from endcredits.limits import BATCH_SIZE_MAX, ID_LENGTH_MAX, OUTPUTS_PER_BATCH_MAX
@@ -36,6 +35,9 @@ from endcredits.royalties.shares import (
 )
 from endcredits.store.catalog import ManifestRecord
 from endcredits.store.registry import graph_rows
+
+if TYPE_CHECKING:
+    from endcredits.attribution.payees import CreditMatrix
 
 
 @dataclass
@@ -242,6 +244,9 @@ def credit_matrix(conn: Connection, work_ids: Sequence[str], agreement: Agreemen
     """The payees of ``work_ids`` (sorted) and ``W`` (works x payees): each work's exact payee shares
     through credits, the rights holder and lineage, as float64 for ``PayeeIndex`` (``Psi = W^T G``).
     Scores only: the money is split from exact Fractions again when the output is accrued."""
+    # Imported here: the attribution package loads PyTorch, which accruing money never needs.
+    from endcredits.attribution.payees import CreditMatrix
+
     graph = load_credit_graph(conn, work_ids)
     memo: dict[str, list[PayeeShare]] = {}
     per_work = [work_shares(w, graph, agreement, memo) for w in work_ids]
