@@ -29,12 +29,12 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select
 
-from endcredits.attribution.charlm import TrainedLM, generate, load_lm, save_lm, train_char_lm
+from endcredits.attribution.charlm import TrainedLM, generate, save_lm, train_char_lm
+from endcredits.attribution.featurizer import FeatureSet, Progress
 from endcredits.attribution.texts import (
     K_DEFAULT,
     TextAttribution,
     attribute_outputs,
-    check_checkpoint,
     features_dir,
     featurize_works,
 )
@@ -142,20 +142,19 @@ StepProgress = Callable[[str, float, float], None]
 """``(task, done, total)``: how far a long step has come (the CLI draws a progress bar from it)."""
 
 
-def attribute_texts(store: Store, manifest: ManifestRecord, checkpoint: Path, lines: Sequence[tuple[str, str]],
+def attribute_texts(store: Store, manifest: ManifestRecord, lm: TrainedLM, lines: Sequence[tuple[str, str]],
                     out: Path, *, k: int, seed: int, method: str = "trak", ray: str | None = None,
                     explain: Path | None = None, top_k: int = 5,
                     step: StepProgress | None = None) -> TextAttribution:
     """Write (output_id, work_id, score) for every output against every work in the manifest; with
-    ``explain``, also each output's top works as JSON lines. The works' features are reused if present."""
-    lm = load_lm(checkpoint)
-    check_checkpoint(lm, manifest.checkpoint_sha256, manifest.id)
+    ``explain``, also each output's top works as JSON lines. The works' features are reused if present.
+    ``lm`` is the checkpoint bound to the manifest (``check_checkpoint``)."""
     att = _attribute(store, manifest, lm, lines, k=k, seed=seed, method=method, ray=ray, top_k=top_k, step=step)
     with out.open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["output_id", "work_id", "score"])
-        for i, (oid, _) in enumerate(lines):
-            for j, wid in enumerate(manifest.included):
+        for i, oid in enumerate(att.output_ids):
+            for j, wid in enumerate(att.work_ids):
                 w.writerow([oid, wid, repr(float(att.scores[i, j]))])
     if explain is not None:
         with explain.open("w", encoding="utf-8") as f:
@@ -165,13 +164,18 @@ def attribute_texts(store: Store, manifest: ManifestRecord, checkpoint: Path, li
     return att
 
 
+def featurize_manifest(store: Store, manifest: ManifestRecord, lm: TrainedLM, *, k: int, seed: int,
+                       ray: str | None = None, progress: Progress | None = None) -> FeatureSet:
+    """The manifest's works' features for ``lm``, under ``DATA/features`` (computed once, then reused)."""
+    return featurize_works(lm, manifest.included, manifest_texts(store, manifest),
+                           features_dir(store.data_dir, manifest.id, lm, k=k, seed=seed), k=k, seed=seed, ray=ray,
+                           progress=progress)
+
+
 def _attribute(store: Store, manifest: ManifestRecord, lm: TrainedLM, lines: Sequence[tuple[str, str]], *, k: int,
                seed: int, method: str, ray: str | None, top_k: int, step: StepProgress | None) -> TextAttribution:
-    texts = manifest_texts(store, manifest)
-    total = len(texts)
-    train = featurize_works(lm, manifest.included, texts, features_dir(store.data_dir, manifest.id, lm, k=k, seed=seed),
-                            k=k, seed=seed, ray=ray,
-                            progress=(lambda d, _t: step("featurizing training tunes", d, total)) if step else None)
+    train = featurize_manifest(store, manifest, lm, k=k, seed=seed, ray=ray,
+                               progress=(lambda d, t: step("featurizing training tunes", d, t)) if step else None)
     return attribute_outputs(lm, train, lines, k=k, seed=seed, method=method, top_k=top_k)
 
 

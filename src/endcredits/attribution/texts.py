@@ -27,7 +27,7 @@ import numpy.typing as npt
 from endcredits.attribution.charlm import TrainedLM
 from endcredits.attribution.featurizer import FeatureSet, Featurizer, Progress
 from endcredits.attribution.payees import CreditMatrix, PayeeIndex
-from endcredits.attribution.scorers import LinearScorer, TracInScorer, TRAKScorer
+from endcredits.attribution.scorers import LinearScorer, TracInScorer, TRAKScorer, score_items
 from endcredits.attribution.task import encode_texts, language_model_task
 from endcredits.attribution.topk import TopK, top_k_exact
 from endcredits.errors import ManifestError, ValidationError
@@ -109,11 +109,8 @@ def attribute_outputs(lm: TrainedLM, train: FeatureSet, outputs: Sequence[tuple[
     if not outputs:
         raise ValidationError("no outputs to attribute")
     scorer = scorer_for(method, train)
-    featurizer = featurizer_for(lm, k=k, seed=seed)
-    batch = encode_texts(lm.vocab, [text for _, text in outputs], length_max=LENGTH_CHARS_DEFAULT)
-    targets = [featurizer.compute(batch, checkpoint_index=m, ids=[o for o, _ in outputs]) for m in range(train.models)]
-    query = scorer.query(targets)
-    scores = scorer.score(targets)
+    query = scorer.query(_targets(lm, train, outputs, k=k, seed=seed))
+    scores = score_items(query, scorer.item_matrix)  # the same as scorer.score, without featurizing twice
     top = top_k_exact(query, scorer.item_matrix, min(top_k, len(train.ids)))
     return TextAttribution(scorer.method, scorer.weaker, train.ids, tuple(o for o, _ in outputs), scores, top)
 
@@ -124,11 +121,15 @@ def attribute_payees(lm: TrainedLM, train: FeatureSet, outputs: Sequence[tuple[s
     output, equal to the credit-weighted sum of its works' scores (no payee left out)."""
     if not outputs:
         raise ValidationError("no outputs to attribute")
-    index = PayeeIndex(scorer_for(method, train), credits)
+    return PayeeIndex(scorer_for(method, train), credits).score(_targets(lm, train, outputs, k=k, seed=seed))
+
+
+def _targets(lm: TrainedLM, train: FeatureSet, outputs: Sequence[tuple[str, str]], *, k: int,
+             seed: int) -> list[npt.NDArray[np.float32]]:
+    """Each output's features under every checkpoint the works were featurized with."""
     featurizer = featurizer_for(lm, k=k, seed=seed)
     batch = encode_texts(lm.vocab, [text for _, text in outputs], length_max=LENGTH_CHARS_DEFAULT)
-    targets = [featurizer.compute(batch, checkpoint_index=m, ids=[o for o, _ in outputs]) for m in range(train.models)]
-    return index.score(targets)
+    return [featurizer.compute(batch, checkpoint_index=m, ids=[o for o, _ in outputs]) for m in range(train.models)]
 
 
 __all__ = [

@@ -704,15 +704,11 @@ def featurize_cmd(
     k: Annotated[int, typer.Option(min=8, max=65_536)] = 1_024, seed: int = 0, ray: RayOpt = None,
 ) -> None:
     """Featurize every work in the manifest once (projected gradients, memory-mapped); resumable."""
-    from endcredits.attribution.texts import features_dir, featurize_works
-    from endcredits.demo import manifest_texts
+    from endcredits.demo import featurize_manifest
 
     lm, m = _checkpoint_and_manifest(ctx, checkpoint, manifest)
-    with _store(ctx) as store:
-        texts = manifest_texts(store, m)
-        out = features_dir(store.data_dir, m.id, lm, k=k, seed=seed)
-        with _bar("featurizing works", len(texts)) as advance:
-            fs = featurize_works(lm, m.included, texts, out, k=k, seed=seed, ray=ray, progress=lambda d, _t: advance(d))
+    with _store(ctx) as store, _bar("featurizing works", len(m.included)) as advance:
+        fs = featurize_manifest(store, m, lm, k=k, seed=seed, ray=ray, progress=lambda d, _t: advance(d))
     _console().print(f"features of {len(fs.ids)} works ({fs.manifest['dim']} dims) in {fs.directory}")
 
 
@@ -754,7 +750,7 @@ def attribute_cmd(
         _console().print(f"wrote {n} non-zero {method} payee scores for {len(lines)} outputs to {out}")
         return
     with _store(ctx) as store:
-        att = attribute_texts(store, m, checkpoint, lines, out, k=k, seed=seed, method=method, ray=ray, explain=explain,
+        att = attribute_texts(store, m, lm, lines, out, k=k, seed=seed, method=method, ray=ray, explain=explain,
                               top_k=top_k)
     weaker = " (a weaker method)" if att.weaker else ""
     _console().print(f"wrote {len(lines) * len(m.included)} {att.method} scores{weaker} to {out}"
@@ -765,18 +761,16 @@ def _attribute_per_payee(ctx: typer.Context, lm: Any, m: Any, lines: Sequence[tu
                          agreement_id: str, k: int, seed: int, method: str) -> int:
     import csv
 
-    from endcredits.attribution.texts import attribute_payees, features_dir, featurize_works
-    from endcredits.demo import manifest_texts
+    from endcredits.attribution.texts import attribute_payees
+    from endcredits.demo import featurize_manifest
     from endcredits.royalties.usage import credit_matrix
 
     with _store(ctx) as store:
         with store.read() as conn:
             a = _agreement(conn, agreement_id)
             payees, credits = credit_matrix(conn, m.included, a)
-        texts = manifest_texts(store, m)
-        with _bar("featurizing works", len(texts)) as advance:
-            train = featurize_works(lm, m.included, texts, features_dir(store.data_dir, m.id, lm, k=k, seed=seed), k=k,
-                                    seed=seed, progress=lambda d, _t: advance(d))
+        with _bar("featurizing works", len(m.included)) as advance:
+            train = featurize_manifest(store, m, lm, k=k, seed=seed, progress=lambda d, _t: advance(d))
     scores = attribute_payees(lm, train, lines, credits, k=k, seed=seed, method=method)
     written = 0
     with out.open("w", newline="", encoding="utf-8") as f:

@@ -12,8 +12,8 @@ from endcredits.store.engine import Store
 
 def attribute_texts(store: Store, body: AttributionIn) -> dict[str, Any]:
     from endcredits.attribution.charlm import load_lm
-    from endcredits.attribution.texts import attribute_outputs, check_checkpoint, features_dir, featurize_works
-    from endcredits.demo import manifest_texts
+    from endcredits.attribution.texts import attribute_outputs, check_checkpoint
+    from endcredits.demo import featurize_manifest
     from endcredits.errors import ValidationError
     from endcredits.store.catalog import load_manifest
 
@@ -28,9 +28,7 @@ def attribute_texts(store: Store, body: AttributionIn) -> dict[str, Any]:
         raise ValidationError("an output id appears twice")
     lm = load_lm(checkpoint)
     check_checkpoint(lm, manifest.checkpoint_sha256, manifest.id)
-    texts = manifest_texts(store, manifest)
-    train = featurize_works(lm, manifest.included, texts,
-                            features_dir(store.data_dir, manifest.id, lm, k=body.k, seed=body.seed), k=body.k, seed=body.seed)
+    train = featurize_manifest(store, manifest, lm, k=body.k, seed=body.seed)
     att = attribute_outputs(lm, train, [(o.output_id, o.text) for o in body.outputs], k=body.k, seed=body.seed,
                             method=body.method, top_k=body.top_k)
     return {"manifest_id": manifest.id, "model_id": manifest.model_id, "method": att.method, "weaker": att.weaker,
