@@ -32,10 +32,10 @@ from endcredits.attribution.featurizer import (
     FeatureSet,
     Featurizer,
     Role,
-    _features_name,
-    _map_batch,
-    _weights_name,
     batch_size,
+    features_name,
+    map_batch,
+    weights_name,
 )
 from endcredits.attribution.payees import PayeeIndex
 from endcredits.attribution.task import Batch
@@ -125,7 +125,7 @@ def _local_cluster_running() -> bool:
 
 
 def _slice(data: Batch, start: int, stop: int) -> Batch:
-    return _map_batch(data, lambda t: t[start:stop])
+    return map_batch(data, lambda t: t[start:stop])
 
 
 def _shard_bounds(n: int, shard_rows: int, chunk_size: int) -> list[tuple[int, int]]:
@@ -165,7 +165,7 @@ def featurize_sharded(
         raise ValidationError("ids repeat; each example needs its own id")
     out_dir = Path(out_dir)
     models = len(featurizer.task.checkpoints)
-    header = featurizer._header(role, n, ids, curvature=False)
+    header = featurizer.header(role, n, ids, curvature=False)
     bounds = _shard_bounds(n, shard_rows, featurizer.chunk_size)
     state_path = out_dir / SHARDS_NAME
     done: set[int] = set()
@@ -177,16 +177,16 @@ def featurize_sharded(
             raise ManifestError(f"{out_dir} holds shards of another featurizing run; use a new directory")
         done = set(recorded["done"])
     else:
-        featurizer._check_disk(out_dir, n, models, role, False)
+        featurizer.check_disk(out_dir, n, models, role, False)
         out_dir.mkdir(parents=True, exist_ok=True)
         for m in range(models):
-            open_memmap(out_dir / _features_name(m), mode="w+", dtype=np.float32, shape=(n, featurizer.dim)).flush()
+            open_memmap(out_dir / features_name(m), mode="w+", dtype=np.float32, shape=(n, featurizer.dim)).flush()
             if role == "train":
-                open_memmap(out_dir / _weights_name(m), mode="w+", dtype=np.float32, shape=(n,)).flush()
+                open_memmap(out_dir / weights_name(m), mode="w+", dtype=np.float32, shape=(n,)).flush()
         _write_json(state_path, {"header": header, "bounds": [list(b) for b in bounds], "done": []})
     todo = [i for i in range(len(bounds)) if i not in done]
-    features = [open_memmap(out_dir / _features_name(m), mode="r+") for m in range(models)]
-    weights = [open_memmap(out_dir / _weights_name(m), mode="r+") for m in range(models)] if role == "train" else []
+    features = [open_memmap(out_dir / features_name(m), mode="r+") for m in range(models)]
+    weights = [open_memmap(out_dir / weights_name(m), mode="r+") for m in range(models)] if role == "train" else []
 
     def store(j: int, result: tuple[list[Any], list[Any]]) -> None:
         start, stop = bounds[todo[j]]

@@ -90,7 +90,7 @@ def _leaves(batch: Batch) -> list[torch.Tensor]:
     return list(batch)
 
 
-def _map_batch(batch: Batch, fn: Callable[[torch.Tensor], torch.Tensor]) -> Batch:
+def map_batch(batch: Batch, fn: Callable[[torch.Tensor], torch.Tensor]) -> Batch:
     if isinstance(batch, torch.Tensor):
         return fn(batch)
     if isinstance(batch, Mapping):
@@ -385,7 +385,7 @@ class Featurizer:
         if curvature and role != "train":
             raise ValidationError("curvature is a property of the training set; pass role='train'")
         models = len(self.task.checkpoints)
-        header = self._header(role, n, ids, curvature)
+        header = self.header(role, n, ids, curvature)
         out_dir = Path(out_dir)
         manifest_path = out_dir / MANIFEST_NAME
         rows_done = [0] * models
@@ -396,13 +396,13 @@ class Featurizer:
             rows_done = list(recorded["rows_done"])
             curvature_done = list(recorded.get("curvature_done", curvature_done))
         else:
-            self._check_disk(out_dir, n, models, role, curvature)
+            self.check_disk(out_dir, n, models, role, curvature)
             out_dir.mkdir(parents=True, exist_ok=True)
             (out_dir / IDS_NAME).write_text(json.dumps(list(ids)))
             for m in range(models):
-                open_memmap(out_dir / _features_name(m), mode="w+", dtype=np.float32, shape=(n, self.dim)).flush()
+                open_memmap(out_dir / features_name(m), mode="w+", dtype=np.float32, shape=(n, self.dim)).flush()
                 if role == "train":
-                    open_memmap(out_dir / _weights_name(m), mode="w+", dtype=np.float32, shape=(n,)).flush()
+                    open_memmap(out_dir / weights_name(m), mode="w+", dtype=np.float32, shape=(n,)).flush()
             _write_manifest(manifest_path, {**header, "rows_done": rows_done, "curvature_done": curvature_done})
         try:
             for m in range(models):
@@ -434,8 +434,8 @@ class Featurizer:
         total = n * len(rows_done)
         if rows_done[m] >= n:
             return
-        features = open_memmap(out_dir / _features_name(m), mode="r+")
-        weights = open_memmap(out_dir / _weights_name(m), mode="r+") if role == "train" else None
+        features = open_memmap(out_dir / features_name(m), mode="r+")
+        weights = open_memmap(out_dir / weights_name(m), mode="r+") if role == "train" else None
         bad: list[int] = []
         for start in range(rows_done[m], n, self.chunk_size):
             stop = min(n, start + self.chunk_size)
@@ -459,7 +459,8 @@ class Featurizer:
         if bad:
             raise ValidationError(_non_finite_message(bad, ids))
 
-    def _header(self, role: Role, n: int, ids: Sequence[str], curvature: bool) -> dict[str, Any]:
+    def header(self, role: Role, n: int, ids: Sequence[str], curvature: bool) -> dict[str, Any]:
+        """What a feature directory's manifest records about this run (``scale`` writes the same)."""
         return {
             "format": FORMAT,
             "role": role,
@@ -475,7 +476,8 @@ class Featurizer:
             "plan": self.plan.describe(),
         }
 
-    def _check_disk(self, out_dir: Path, n: int, models: int, role: Role, curvature: bool) -> None:
+    def check_disk(self, out_dir: Path, n: int, models: int, role: Role, curvature: bool) -> None:
+        """Refuse, saying how many bytes are needed, when the features will not fit under ``out_dir``."""
         needed = models * (n * self.dim * 4 + (n * 4 if role == "train" else 0))
         needed += models * self.dim * self.dim * 8 if curvature else 0
         probe = out_dir
@@ -504,7 +506,7 @@ class Featurizer:
         return {f"model.{name}": t.detach().to(self.device) for name, t in state.items()}
 
     def _slice(self, data: Batch, start: int, stop: int) -> Batch:
-        return _map_batch(data, lambda t: t[start:stop].to(self.device))
+        return map_batch(data, lambda t: t[start:stop].to(self.device))
 
     def _chunk(self, data: Batch, start: int, stop: int, checkpoint_index: int, role: Role) -> npt.NDArray[np.float32]:
         fn = self.task.train_output if role == "train" else self.task.measurement
@@ -596,7 +598,7 @@ class Featurizer:
         consts = {key: t.detach() for key, t in state.items() if key not in params}
 
         def one(p: dict[str, torch.Tensor], example: Batch) -> torch.Tensor:
-            value = functional_call(call, {**consts, **p}, (_map_batch(example, lambda t: t.unsqueeze(0)),))
+            value = functional_call(call, {**consts, **p}, (map_batch(example, lambda t: t.unsqueeze(0)),))
             return _per_example(value, 1, "the task function")[0]
 
         with torch.enable_grad():
@@ -644,11 +646,11 @@ MANIFEST_NAME = "features.json"
 IDS_NAME = "ids.json"
 
 
-def _features_name(m: int) -> str:
+def features_name(m: int) -> str:
     return f"features-{m:03d}.npy"
 
 
-def _weights_name(m: int) -> str:
+def weights_name(m: int) -> str:
     return f"weights-{m:03d}.npy"
 
 
@@ -690,7 +692,7 @@ def _check_same(recorded: Mapping[str, Any], header: Mapping[str, Any], out_dir:
 
 def _remove_feature_files(out_dir: Path, models: int) -> None:
     for name in [MANIFEST_NAME, MANIFEST_NAME + ".partial", IDS_NAME] + [
-        f(m) for m in range(models) for f in (_features_name, _weights_name, _curvature_name)
+        f(m) for m in range(models) for f in (features_name, weights_name, _curvature_name)
     ]:
         (out_dir / name).unlink(missing_ok=True)
 
@@ -729,11 +731,11 @@ class FeatureSet:
         return len(self.manifest["checkpoint_sha256"])
 
     def features(self, m: int) -> npt.NDArray[np.float32]:
-        array: npt.NDArray[np.float32] = np.load(self.directory / _features_name(m), mmap_mode="r")
+        array: npt.NDArray[np.float32] = np.load(self.directory / features_name(m), mmap_mode="r")
         return array
 
     def weights(self, m: int) -> npt.NDArray[np.float32]:
-        array: npt.NDArray[np.float32] = np.load(self.directory / _weights_name(m), mmap_mode="r")
+        array: npt.NDArray[np.float32] = np.load(self.directory / weights_name(m), mmap_mode="r")
         return array
 
     def curvature(self, m: int) -> npt.NDArray[np.float64]:
