@@ -324,11 +324,15 @@ def split_batch(
         raise ValidationError(
             f"split_batch: pools must be between 0 and REVENUE_PER_OUTPUT_MICROUNITS_MAX={REVENUE_PER_OUTPUT_MICROUNITS_MAX}"
         )
-    weight_sums = np.add.reduceat(w_obj.astype(object) if w_obj.dtype != object else w_obj, offsets[:-1])
+    if w_obj.dtype != object and len(w_obj) and int(w_obj.max()) <= _I64_MAX // int(counts.max()):
+        weight_sums = np.add.reduceat(w_obj.astype(np.int64, copy=False), offsets[:-1])  # cannot overflow
+    else:
+        weight_sums = np.add.reduceat(w_obj.astype(object) if w_obj.dtype != object else w_obj, offsets[:-1])
     if weight_sums.min() <= 0:
         raise ValidationError("split_batch: an output's weights sum to zero; give at least one line a positive weight")
     if weight_sums.max() > _I64_MAX:
         return _split_rows_python(pools, offsets, w_obj, tie_keys)
+    weight_sums = weight_sums.astype(object)  # per output (not per line): exact products below
     fits = bool(weight_sums.max() < (1 << 31)) and bool((pools * weight_sums).max() <= _I64_MAX)
     if fits:
         micro, sub = _split_rows(pools.astype(np.int64), offsets, np.asarray(w_obj, dtype=np.int64),

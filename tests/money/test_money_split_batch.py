@@ -264,3 +264,12 @@ def test_non_integer_pools_are_rejected(pool: object) -> None:
     # A pool of 1.5 microunits was truncated to 1, destroying half a microunit without a word.
     with pytest.raises(ValidationError, match="pool"):
         _bad([pool], [0, 2], [1, 1], [0, 1])
+
+
+@settings(deadline=None)
+@given(st.lists(outputs(st.integers(2**60, 2**63 - 1)), min_size=1, max_size=4))
+def test_int64_weights_whose_sums_pass_int64_stay_exact(batch: list[Output]) -> None:
+    """int64 weights are summed per output in int64 only when no sum can overflow; otherwise exactly."""
+    pools, offsets, weights, tie_keys = flatten(batch)
+    split = split_batch(pools, offsets, np.array(weights, dtype=np.int64), tie_keys)
+    assert as_subunits(split, batch) == reference_split(batch)

@@ -188,6 +188,14 @@ def _plan_group(conn: Connection, event_id: str, usage: UsageBatch, agreement: A
                  suspense_delta)
 
 
+def _coded_per_output(out_idx: npt.NDArray[np.int64], values: list[str]) -> pa.DictionaryArray:
+    """A per-output text column with few distinct values (models, times), coded by its distinct values
+    so that neither Arrow nor Parquet handles 10^5 copies of one string."""
+    index: dict[str, int] = {}
+    codes = np.fromiter((index.setdefault(v, len(index)) for v in values), dtype=np.int64, count=len(values))
+    return coded(codes[out_idx], list(index))
+
+
 def _evidence_table(event_id: str, plan: _Plan) -> pa.Table:
     u = plan.usage
     n_lines = len(u.payee_codes)
@@ -196,8 +204,8 @@ def _evidence_table(event_id: str, plan: _Plan) -> pa.Table:
     return pa.table({
         "batch_event_id": coded(np.zeros(n_lines, np.int64), [event_id]),
         "output_id": coded(out_idx, u.output_ids),
-        "model_id": coded(out_idx, u.model_ids),
-        "occurred_at": coded(out_idx, u.occurred_at),
+        "model_id": _coded_per_output(out_idx, u.model_ids),
+        "occurred_at": _coded_per_output(out_idx, u.occurred_at),
         "attributed_work": coded(u.attributed_codes, u.works),
         "source_work": coded(u.source_codes, u.works),
         "payee": coded(u.payee_codes, u.payees),
@@ -303,7 +311,7 @@ def _write_group(store: Store, conn: Connection, event_id: str, content: str, ag
                 memo={"batch": event_id, "period": plan.period, "agreement": f"{agreement.id}@{agreement.version}"},
             ), at=at)
         _fault("posted")
-        carry_rows = [(p, plan.currency, c) for p, c in plan.carries]
+        carry_rows = sorted((p, plan.currency, c) for p, c in plan.carries)  # key order: cheaper B-tree inserts
         columns = ["payee", "currency", "subunits"]
         bulk_insert(conn, "carries", columns, [r for r in carry_rows if r[0] not in plan.carried_before])
         bulk_update(conn, "carries", ["payee", "currency"], columns, [r for r in carry_rows if r[0] in plan.carried_before])

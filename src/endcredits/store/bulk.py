@@ -63,6 +63,17 @@ def bulk_update(conn: Connection, table: str, key: Sequence[str], columns: Seque
     conn.exec_driver_sql(f"UPDATE {table} SET {sets} WHERE {match}", [tuple(r[i] for i in order) for r in rows])
 
 
+def fetch_all(conn: Connection, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` (DB-API parameters: ``?`` on SQLite, ``%s`` on PostgreSQL) as plain tuples, through
+    the driver's cursor in the caller's transaction: no per-row wrapping, for results of 10^5 rows."""
+    cur = _raw(conn).cursor()
+    try:
+        cur.execute(sql, tuple(params)) if params else cur.execute(sql)
+        return [tuple(r) for r in cur.fetchall()] if _is_pg(conn) else cur.fetchall()
+    finally:
+        cur.close()
+
+
 def select_in(conn: Connection, sql: str, values: Sequence[Any]) -> list[tuple[Any, ...]]:
     """Run ``sql`` with ``{in}`` standing for "column IN (values)", in as few statements as allowed.
 
@@ -75,9 +86,9 @@ def select_in(conn: Connection, sql: str, values: Sequence[Any]) -> list[tuple[A
             cur.execute(sql.replace("{in}", "= ANY(%s)"), (list(values),))
             return [tuple(r) for r in cur.fetchall()]
     # One JSON array parameter instead of thousands of placeholders: SQLite parses it in one pass.
-    payload = json.dumps(list(values))
-    rows = conn.exec_driver_sql(sql.replace("{in}", "IN (SELECT value FROM json_each(?))"), (payload,)).fetchall()
-    return [tuple(r) for r in rows]
+    # The raw cursor's rows are tuples already: SQLAlchemy's Row wrapping doubled the cost of 10^5 rows.
+    payload = json.dumps(values if isinstance(values, list) else list(values))
+    return fetch_all(conn, sql.replace("{in}", "IN (SELECT value FROM json_each(?))"), (payload,))
 
 
 def amount_param(conn: Connection, value: int) -> Any:
