@@ -53,6 +53,7 @@ from endcredits.payouts.iban import make_test_iban
 from endcredits.payouts.pain002 import parse_pain002, write_pain002
 from endcredits.payouts.statements import build_statement
 from endcredits.registry.abc import AbcTune, iter_tunes
+from endcredits.registry.fingerprints import register_works
 from endcredits.royalties import parse_agreement
 from endcredits.royalties.usage import OutputIn, build_usage
 from endcredits.store.blobs import get_blob, put_blob
@@ -72,7 +73,6 @@ from endcredits.store.registry import (
     WorkIn,
     add_credits,
     add_person,
-    add_works,
     claim_name,
     name_ids,
 )
@@ -111,6 +111,7 @@ class ImportReport:
     names: int
     grants: int
     non_commercial_works: int
+    linked: int = 0  # tunes whose fingerprint matched a tune registered before: linked, credits merged
 
 
 def _grant(work_id: str, use: str, decision: str, source: str) -> Grant:
@@ -126,7 +127,11 @@ def import_abc_corpus(store: Store, *, limit: int | None = None, tunes: Sequence
         put_blob(store.data_dir, t.text.encode("utf-8"))
     with store.write() as conn:
         ids = name_ids(conn, [c.name for t in items for c in t.credits])
-        work_ids = add_works(conn, [WorkIn(t.text.encode("utf-8"), t.title, "abc-tune", t.source) for t in items])
+        # By content, then by fingerprint: the same tune transcribed in two collections becomes one work's
+        # duplicate (linked, credits merged), as `endcredits works add` would do.
+        registered = register_works(conn, [WorkIn(t.text.encode("utf-8"), t.title, "abc-tune", t.source) for t in items])
+        work_ids = [r.work_id for r in registered]
+        linked = sum(1 for r in registered if r.similarity is not None and r.canonical_work_id is not None)
         credit_rows = [CreditIn(w, f"name:{ids[c.name]}", f"{c.role_scheme}:{c.role_code}", 1)
                        for w, t in zip(work_ids, items) for c in t.credits]
         n_credits = add_credits(conn, credit_rows)
@@ -135,7 +140,7 @@ def import_abc_corpus(store: Store, *, limit: int | None = None, tunes: Sequence
         grants = [_grant(w, "commercial", "notAllowed", f"music21 corpus {t.collection}: non-commercial licence")
                   for w, t in zip(work_ids, items) if t.non_commercial]
         add_grants(conn, grants)
-    return ImportReport(len(set(work_ids)), n_credits, len(ids), len(grants), sum(t.non_commercial for t in items))
+    return ImportReport(len(set(work_ids)), n_credits, len(ids), len(grants), sum(t.non_commercial for t in items), linked)
 
 
 StepProgress = Callable[[str, float, float], None]
@@ -380,6 +385,7 @@ def run_demo(data_dir: Path | None, db_url: str | None, *, outputs_n: int = 60, 
         tunes = list(iter_tunes(limit=tunes_max))
         report = import_abc_corpus(store, tunes=tunes)
         progress(f"registered {report.works} tunes, {report.credits} credits, {report.names} credited names; "
+                 f"{report.linked} tunes match one registered before (fingerprint) and are linked to it; "
                  f"{report.non_commercial_works} tunes are licensed non-commercial only")
         now = dt.datetime.now(dt.UTC).replace(microsecond=0)
         guild = _Guild.start(store.data_dir / "guild", now)

@@ -107,3 +107,22 @@ def test_manifest_exports_as_croissant_that_mlcroissant_accepts(store: Store, tm
     dataset = load_croissant(out)
     assert sorted(f.sha256 for f in dataset.metadata.distribution) == sorted(ids)
     assert record.merkle_root in str(dataset.metadata.description)
+
+
+def test_a_lightly_edited_copy_of_a_registered_text_is_linked_not_paid_twice(store: Store, tmp_path: Path) -> None:
+    """Imports register works the way `endcredits works add` does: by content, then by fingerprint."""
+    from endcredits.registry.fingerprints import register_works
+    from endcredits.store.registry import WorkIn, linked_canonical
+
+    words = ["reel", "jig", "hornpipe", "polka", "slide", "march", "air", "waltz", "strathspey", "mazurka", "barndance", "fling", "highland", "set", "dance", "slip", "double", "single"]
+    text = " ".join(f"{words[(i * 7) % len(words)]}-{i % 13}" for i in range(160)) + "\n"
+    edited = text.replace("jig-", "jigg-", 2).encode()  # two small edits: a different SHA-256, the same work
+    with store.write() as conn:
+        (original,) = register_works(conn, [WorkIn(content=text.encode(), title="the original", kind="text")])
+    path = _dataset(tmp_path, files={"labels.csv": CSV, "copy.csv": edited})
+    report = import_croissant(store, path)
+    assert report.works_added == 2 and report.works_linked == 1
+    assert any("linked, credits merged" in n for n in report.notes)
+    with store.read() as conn:
+        assert linked_canonical(conn, [content_sha256(edited)]) == {content_sha256(edited): original.work_id}
+        assert linked_canonical(conn, [content_sha256(CSV)]) == {}

@@ -191,3 +191,19 @@ def test_a_streamed_body_over_the_bound_is_refused(svc: Any) -> None:
     r = svc.client.post("/api/v1/people", content=chunks(), headers={**svc.headers(OP), "Content-Type": "application/json"})
     assert r.status_code == 413 and json.loads(r.text)["error"]["code"] == "limit_exceeded"
     assert row_counts(svc.store) == before
+
+
+def test_a_near_duplicate_work_is_linked_to_the_registered_one(svc: Any) -> None:
+    """POST /works fingerprints a new work like `endcredits works add`: an edited copy is not a new payee."""
+    c, h = svc.client, svc.headers(OP)
+    text = " ".join(f"verse {i} of the ballad of the long road home" for i in range(40))
+    first = c.post("/api/v1/works", json={"title": "ballad", "kind": "text",
+                                          "content_base64": base64.b64encode(text.encode()).decode()}, headers=h)
+    assert first.status_code == 201, first.text
+    assert first.json()["canonical_work_id"] is None
+    edited = text.replace("verse 7 ", "verse seven ")
+    second = c.post("/api/v1/works", json={"title": "ballad, edited", "kind": "text",
+                                           "content_base64": base64.b64encode(edited.encode()).decode()}, headers=h)
+    assert second.status_code == 201, second.text
+    assert second.json()["created"] is True
+    assert second.json()["canonical_work_id"] == first.json()["work_id"]

@@ -293,7 +293,7 @@ def works_import_abc(ctx: typer.Context, limit: Annotated[int | None, typer.Opti
     with _store(ctx) as store:
         report = import_abc_corpus(store, limit=limit)
     _console().print(f"imported {report.works} works, {report.credits} credits, {report.names} names, "
-                     f"{report.grants} consent grants")
+                     f"{report.grants} consent grants; {report.linked} works linked to a registered duplicate")
 
 
 def _payee(conn: Any, payee: str | None, name: str | None) -> str:

@@ -466,7 +466,8 @@ def _routes_registry(app: FastAPI) -> None:
     @app.post(f"{API}/works", status_code=201, tags=["registry"], responses={200: m.AGAIN})
     def add_work(body: m.WorkIn, who: Registry, store: StoreDep, response: Response) -> dict[str, Any]:
         """Operator (registry): register a work from inline base64 content, or from a blob uploaded before by
-        its SHA-256. The same content again is not a new work (200)."""
+        its SHA-256. The same content again is not a new work (200). A new work whose fingerprint matches a
+        registered one is linked to it (``canonical_work_id``): credits merged, never paid twice."""
         from endcredits.store.blobs import get_blob
         from endcredits.store.blobs import put_blob as store_blob
 
@@ -480,12 +481,15 @@ def _routes_registry(app: FastAPI) -> None:
         else:
             content = get_blob(store.data_dir, str(body.sha256))
         store_blob(store.data_dir, content)
+        from endcredits.registry.fingerprints import register_works
+
         with store.write() as conn:
             existed = conn.execute(select(works.c.id).where(works.c.id == hashlib.sha256(content).hexdigest())).first()
-            (wid,) = reg.add_works(conn, [reg.WorkIn(content, body.title, body.kind, body.source, body.rights_holder)])
+            # As `endcredits works add` and the importers: a near-duplicate of a registered work is linked to it.
+            (r,) = register_works(conn, [reg.WorkIn(content, body.title, body.kind, body.source, body.rights_holder)])
         if existed is not None:
             response.status_code = 200
-        return {"work_id": wid, "created": existed is None}
+        return {"work_id": r.work_id, "created": existed is None, "canonical_work_id": r.canonical_work_id}
 
     @app.get(f"{API}/works/{{work_id}}", tags=["registry"])
     def get_work(work_id: IdPath, who: Reader, store: StoreDep) -> dict[str, Any]:

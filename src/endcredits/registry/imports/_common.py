@@ -13,6 +13,7 @@ from sqlalchemy import Connection, select
 
 from endcredits.consent.rules import USES, Grant
 from endcredits.errors import LimitExceededError, NotFoundError, ValidationError
+from endcredits.registry.fingerprints import register_works
 from endcredits.store.audit import append_audit
 from endcredits.store.consent import add_grants, grants_for
 from endcredits.store.engine import Store
@@ -21,7 +22,6 @@ from endcredits.store.registry import (
     WorkIn,
     add_credits,
     add_lineage,
-    add_works,
     clean_text,
     content_sha256,
     name_ids,
@@ -113,12 +113,13 @@ class ImportReport:
     grants_added: int
     grants_unchanged: int
     notes: tuple[str, ...]
+    works_linked: int = 0  # new works whose fingerprint matched a registered work: linked, credits merged
 
     def summary(self) -> dict[str, object]:
         return {"kind": self.kind, "source": self.source, "work_ids": list(self.work_ids),
                 "works_added": self.works_added, "credits_added": self.credits_added,
                 "lineage_added": self.lineage_added, "grants_added": self.grants_added,
-                "grants_unchanged": self.grants_unchanged, "notes": list(self.notes)}
+                "grants_unchanged": self.grants_unchanged, "works_linked": self.works_linked, "notes": list(self.notes)}
 
 
 def read_bounded(path: Path, what: str, bytes_max: int = TEXT_FILE_BYTES_MAX) -> bytes:
@@ -186,8 +187,16 @@ def apply_plan(store: Store, plan: Plan, *, kind: str, source: str, work_ids: Se
     with store.write() as conn:
         planned = sorted({content_sha256(w.content) for w in plan.works})
         known = {w for w in planned if work_exists(conn, w)}
+        notes = list(plan.notes)
+        works_linked = 0
         if plan.works:
-            add_works(conn, plan.works)
+            # The same path as `endcredits works add`: a new work whose fingerprint matches a registered
+            # one (a re-encoded image, a lightly edited text) is linked to it and never paid twice.
+            for r in register_works(conn, plan.works):
+                if r.similarity is not None and r.canonical_work_id is not None:
+                    works_linked += 1
+                    notes.append(f"work {r.work_id[:12]} matches registered work {r.canonical_work_id[:12]} "
+                                 f"({r.method}, similarity {r.similarity:.2f}); linked, credits merged")
         works_added = len(planned) - len(known)
         for wid in work_ids:
             require_work(conn, wid)
@@ -212,6 +221,6 @@ def apply_plan(store: Store, plan: Plan, *, kind: str, source: str, work_ids: Se
         append_audit(conn, "registry.imported", f"import:{kind}", {
             "source": source[:SOURCE_TEXT_MAX], "works": sorted(work_ids)[:1000], "works_added": works_added,
             "credits_added": credits_added, "lineage_added": lineage_added, "grants_added": len(new_grants),
-            "notes": [n[:SOURCE_TEXT_MAX] for n in plan.notes[:100]]})
+            "works_linked": works_linked, "notes": [n[:SOURCE_TEXT_MAX] for n in notes[:100]]})
     return ImportReport(kind, source, tuple(work_ids), works_added, credits_added, lineage_added, len(new_grants),
-                        len(plan.grants) - len(new_grants), tuple(plan.notes))
+                        len(plan.grants) - len(new_grants), tuple(notes), works_linked)
