@@ -99,6 +99,26 @@ def test_training_mining_under_both_labels_constrained_and_unknown_count_as_not_
     assert any("perhaps" in note for note in report.notes)
 
 
+def test_roles_outside_the_known_schemes_are_credited_as_contributors_with_a_note(
+        store: Store, tmp_path: Path) -> None:
+    """An unknown scheme or code in a signed manifest must not fail the import, nor drop the person."""
+    ca = make_ca()
+    definition = {"title": "crew.png", "assertions": [
+        {"label": "stds.schema-org.CreativeWork", "data": {
+            "@context": "https://schema.org", "@type": "CreativeWork",
+            "contributor": [
+                {"@type": "Role", "roleName": "acme:best_boy", "contributor": {"@type": "Person", "name": "Bo Grip"}},
+                {"@type": "Role", "roleName": "ebu:no_such_role", "contributor": {"@type": "Person", "name": "Ned Role"}},
+                {"@type": "Role", "roleName": "Key Grip", "contributor": {"@type": "Person", "name": "Kay Grip"}}]}}]}
+    asset = sign_raw(definition, png(12), ca.signing_key())
+    report = import_c2pa(store, _write(tmp_path, "crew.png", asset), WINDOW)
+    (work,) = report.work_ids
+    assert work_credits(store, work) == {("Bo Grip", "endcredits:contributor"), ("Ned Role", "endcredits:contributor"),
+                                         ("Kay Grip", "endcredits:contributor")}
+    for stated in ("acme:best_boy", "ebu:no_such_role", "Key Grip"):
+        assert any(stated in note and "credited as endcredits:contributor" in note for note in report.notes), stated
+
+
 def test_ingredient_chain_becomes_lineage_scan_double_film(store: Store, tmp_path: Path) -> None:
     ca = make_ca()
     key = ca.signing_key()

@@ -62,6 +62,7 @@ from endcredits.registry.imports._common import (
     require_work,
     work_exists,
 )
+from endcredits.registry.roles import check_role
 from endcredits.store.consent import grants_for
 from endcredits.store.engine import Store
 from endcredits.store.registry import WorkIn, content_sha256, parse_role
@@ -208,6 +209,17 @@ def _verified_identity_names(value: Any, depth: int = 0) -> Iterator[str]:
             yield from _verified_identity_names(inner, depth + 1)
 
 
+def _known_role(stated: str, fallback: str, what: str, notes: list[str]) -> str:
+    """``stated`` when it is a role endcredits knows (as `add_credits` takes it), else ``fallback`` with a note: a role
+    outside the known schemes must not fail the whole import, and is never silently dropped."""
+    try:
+        scheme, code = check_role(*parse_role(stated))
+    except ValidationError as exc:
+        notes.append(f"{what} is not a role endcredits knows ({exc}); credited as {fallback}")
+        return fallback
+    return f"{scheme}:{code}"
+
+
 def credited_names(manifest: Mapping[str, Any], notes: list[str]) -> list[tuple[str, str]]:
     """(name, role) pairs from schema.org CreativeWork and CAWG identity assertions."""
     found: list[tuple[str, str]] = []
@@ -223,10 +235,8 @@ def credited_names(manifest: Mapping[str, Any], notes: list[str]) -> list[tuple[
                 role = "endcredits:contributor"
                 if isinstance(contributor, dict) and contributor.get("@type") == "Role":
                     stated = contributor.get("roleName")
-                    try:
-                        role = ":".join(parse_role(stated)) if isinstance(stated, str) else role
-                    except ValidationError:
-                        notes.append(f"roleName {clip(str(stated))} is not scheme:code; credited as {role}")
+                    if isinstance(stated, str):
+                        role = _known_role(stated, role, f"roleName {clip(stated)}", notes)
                     contributor = contributor.get("contributor")
                 for person in _as_list(contributor):
                     name = _person_name(person)
@@ -243,13 +253,9 @@ def credited_names(manifest: Mapping[str, Any], notes: list[str]) -> list[tuple[
                 actor_names.append(info["common_name"].strip())
             if not actor_names:
                 notes.append(f"{IDENTITY_LABEL} in {manifest.get('label')} names no actor the SDK decoded")
+            codes = [_known_role(code, "endcredits:named_actor", f"CAWG role {clip(code)}", notes) for code in codes]
             for name in actor_names:
                 for code in codes:
-                    try:
-                        parse_role(code)
-                    except ValidationError:
-                        notes.append(f"CAWG role {clip(code)} is not a valid role code; credited as named actor")
-                        code = "endcredits:named_actor"
                     found.append((name, code))
     if len(found) > NAMES_PER_MANIFEST_MAX:
         raise LimitExceededError(f"manifest {manifest.get('label')} credits {len(found)} names; "
