@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from endcredits.errors import ConflictError, LimitExceededError, ManifestError, NotFoundError, ValidationError
-from endcredits.limits import ID_LENGTH_MAX
+from endcredits.limits import CHECKPOINTS_PER_RUN_MAX, ID_LENGTH_MAX
 from endcredits.store.audit import append_audit
 from endcredits.store.bulk import bulk_insert
 from endcredits.store.engine import format_time, utc_now
@@ -189,9 +189,6 @@ def revocation_report(conn: Connection, work_ids: Sequence[str]) -> list[UseRepo
 
 
 # Training runs -----------------------------------------------------------------------------------
-CHECKPOINTS_PER_RUN_MAX = 10_000
-"""Most checkpoint hashes one training run records (an ensemble, or every saved step of a long run)."""
-
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
