@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -217,3 +218,35 @@ def test_unknown_attribution_method(cli: Cli, tmp_path: Path) -> None:
                               "--out", str(tmp_path / "s.csv"), "--manifest", "m", "--method", "similarity"),
              "--method must be one of trak, tracin")
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_secret_key_rotate_reseals_and_refuses_bad_keys_changing_nothing(
+        cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from endcredits.payouts.iban import make_test_iban
+    from endcredits.store.private import KEY_ENV, KEY_FILE_ENV, new_key_text
+
+    cli.ok("people", "add", "Ann", "--iban", make_test_iban("DE", 7), "--email", "ann@example.org")
+    old_file = tmp_path / "old.key"
+    old_file.write_text(os.environ[KEY_ENV])  # the key the tests run with (tests/conftest.py)
+    new_file = tmp_path / "new.key"
+    new_file.write_text(cli.ok("secret-key", "new"))
+    monkeypatch.delenv(KEY_ENV)
+    monkeypatch.setenv(KEY_FILE_ENV, str(new_file))
+    (tmp_path / "junk.key").write_text("not a key")
+    _refused(cli, lambda: cli("secret-key", "rotate"), "needs --old-key-file")
+    _refused(cli, lambda: cli("secret-key", "rotate", "--old-key-file", str(tmp_path / "junk.key")), "not base64")
+    _refused(cli, lambda: cli("secret-key", "rotate", "--old-key-file", str(tmp_path / "missing.key")), "cannot read")
+    (tmp_path / "other.key").write_text(new_key_text())
+    _refused(cli, lambda: cli("secret-key", "rotate", "--old-key-file", str(tmp_path / "other.key")),
+             "sealed with another key")
+    _refused(cli, lambda: cli("secret-key", "spin"), "unknown action")
+    assert "re-sealed 2 contact and payment details" in cli.ok("secret-key", "rotate", "--old-key-file", str(old_file))
+    assert "re-sealed 0" in cli.ok("secret-key", "rotate", "--old-key-file", str(old_file))
+    from endcredits.store.private import private_of
+
+    store = open_store(cli.data, cli.db)
+    try:
+        with store.read() as conn:  # opens with the new key, the one configured now
+            assert [d.email for d in private_of(conn, [1]).values()] == ["ann@example.org"]
+    finally:
+        store.dispose()

@@ -67,3 +67,41 @@ def test_without_a_key_details_are_refused_and_nothing_is_written(store: Store, 
         add_person(conn, "b", iban=IBAN)
     with pytest.raises(ValidationError, match="not of the form"), store.write() as conn:
         add_person(conn, "c", email="nobody")
+
+
+def _sealed_rows(store: Store) -> list[tuple[object, ...]]:
+    with store.read() as conn:
+        return [tuple(r) for r in conn.execute(select(private_details).order_by(private_details.c.person_id))]
+
+
+def test_rotating_the_key_reseals_every_detail_and_running_it_again_changes_nothing(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    from endcredits.store.private import SecretKey, configured_key, rotate_key
+
+    with store.write() as conn:
+        a = add_person(conn, "a", iban=IBAN, bic="COBADEFF", email="a@example.org")
+        b = add_person(conn, "b", email="b@example.org")
+        add_person(conn, "c")
+    old = configured_key()
+    new_text = new_key_text()
+    monkeypatch.setenv(KEY_ENV, new_text)
+    new = configured_key()
+    with store.read() as conn, pytest.raises(StoreError, match="sealed with another key"):
+        private_of(conn, [a])  # before rotation the new key cannot open them
+    with store.write() as conn:
+        assert rotate_key(conn, old, new) == 4
+    with store.read() as conn:
+        got = private_of(conn, [a, b])
+        assert (got[a].iban, got[a].bic, got[a].email, got[b].email) == (IBAN, "COBADEFF", "a@example.org", "b@example.org")
+        rekeyed = [r.payload for r in conn.execute(select(audit_log).where(audit_log.c.kind == "private.rekeyed"))]
+        assert len(rekeyed) == 1 and new.key_id.hex() in rekeyed[0] and new_text not in rekeyed[0]
+    before = _sealed_rows(store)
+    with store.write() as conn:
+        assert rotate_key(conn, old, new) == 0  # already under the new key: nothing to do
+    assert _sealed_rows(store) == before
+    with pytest.raises(ValidationError, match="same key"), store.write() as conn:
+        rotate_key(conn, new, new)
+    stranger = SecretKey(b"\x01" * 32)
+    with pytest.raises(StoreError, match="sealed with another key"), store.write() as conn:
+        rotate_key(conn, stranger, SecretKey(b"\x02" * 32))  # the details are under neither: nothing changes
+    assert _sealed_rows(store) == before

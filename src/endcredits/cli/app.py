@@ -159,13 +159,32 @@ def people_add(ctx: typer.Context, handle: str, iban: Annotated[str | None, type
 
 
 @app.command("secret-key")
-def secret_key_cmd(action: Annotated[str, typer.Argument(help="new: print a fresh key")]) -> None:
-    """Print a new operator key for sealing contact and payment details (set it as ENDCREDITS_SECRET_KEY)."""
-    from endcredits.store.private import new_key_text
+def secret_key_cmd(
+    ctx: typer.Context,
+    action: Annotated[str, typer.Argument(help="new: print a fresh key; rotate: re-seal every detail under the configured key")],
+    old_key_file: Annotated[Path | None, typer.Option("--old-key-file", help="rotate: the file holding the key the details are sealed with now")] = None,
+) -> None:
+    """Operator keys for sealing contact and payment details (ENDCREDITS_SECRET_KEY or _FILE).
 
-    if action != "new":
-        raise ValidationError("the only action is `endcredits secret-key new`")
-    sys.stdout.write(new_key_text() + "\n")
+    To rotate: make a key with `secret-key new`, configure it (ENDCREDITS_SECRET_KEY_FILE), then run
+    `secret-key rotate --old-key-file OLD`: every detail is re-sealed under the new key in one
+    transaction, and the rotation is in the audit log. Running it again changes nothing.
+    """
+    from endcredits.store.private import configured_key, new_key_text, read_key_file, rotate_key
+
+    if action == "new":
+        if old_key_file is not None:
+            raise ValidationError("--old-key-file goes with `secret-key rotate`")
+        sys.stdout.write(new_key_text() + "\n")
+        return
+    if action != "rotate":
+        raise ValidationError(f"unknown action {action!r}: `endcredits secret-key new` or `endcredits secret-key rotate`")
+    if old_key_file is None:
+        raise ValidationError("`secret-key rotate` needs --old-key-file: the key the details are sealed with now")
+    old, new = read_key_file(old_key_file), configured_key()
+    with _store(ctx) as store, store.write() as conn:
+        count = rotate_key(conn, old, new)
+    _console().print(f"re-sealed {count} contact and payment details under key {new.key_id.hex()}")
 
 
 @people_app.command("list")

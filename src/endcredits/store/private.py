@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Connection, delete, select
 
 from endcredits.errors import StoreError, ValidationError
+from endcredits.store.audit import append_audit
 from endcredits.store.bulk import select_in
 from endcredits.store.engine import utc_now
 from endcredits.store.schema import private_details
@@ -85,7 +86,8 @@ def load_key() -> SecretKey | None:
     return None
 
 
-def _require_key() -> SecretKey:
+def configured_key() -> SecretKey:
+    """The operator's key; ``StoreError`` saying how to set one when none is configured."""
     key = load_key()
     if key is None:
         raise StoreError(f"contact and payment details are encrypted at rest: set {KEY_ENV} (or {KEY_FILE_ENV}) "
@@ -136,7 +138,7 @@ def set_private(conn: Connection, person_id: int, *, iban: str | None = None, bi
     given = {"iban": iban, "bic": bic, "email": email}
     if all(v is None for v in given.values()):
         return
-    key = _require_key()
+    key = configured_key()
     row = conn.execute(select(private_details).where(private_details.c.person_id == person_id)).first()
     values: dict[str, bytes | None] = {f: seal(key, person_id, f, v) for f, v in given.items() if v is not None}
     if iban is not None and bic is None:
@@ -146,6 +148,40 @@ def set_private(conn: Connection, person_id: int, *, iban: str | None = None, bi
     else:
         conn.execute(private_details.update().where(private_details.c.person_id == person_id)
                      .values(updated_at=utc_now(), **values))
+
+
+def read_key_file(path: Path) -> SecretKey:
+    """A key from a file holding its base64 text (as ``ENDCREDITS_SECRET_KEY_FILE`` does)."""
+    try:
+        return _parse(path.read_text(encoding="utf-8"), f"key file {path}")
+    except OSError as exc:
+        raise StoreError(f"cannot read key file {path}: {exc.strerror}") from None
+
+
+def rotate_key(conn: Connection, old: SecretKey, new: SecretKey) -> int:
+    """Re-seal every detail sealed under ``old`` with ``new``, in the caller's transaction; returns how many
+    values were re-sealed. Values already under ``new`` are left as they are, so running it again changes
+    nothing. A value under any other key, or one that does not open, stops the rotation with nothing
+    changed (the caller's transaction rolls back): no detail is ever left unreadable by the new key."""
+    if old.key_id == new.key_id:
+        raise ValidationError("the old and the new key are the same key; make a new one with `endcredits secret-key new`")
+    rows = conn.execute(select(private_details.c.person_id, private_details.c.iban, private_details.c.bic,
+                               private_details.c.email).order_by(private_details.c.person_id)).all()
+    resealed = 0
+    for row in rows:
+        values: dict[str, bytes] = {}
+        for field in FIELDS:
+            blob = getattr(row, field)
+            if blob is None or bytes(blob)[1:9] == new.key_id:
+                continue
+            values[field] = seal(new, row.person_id, field, unseal(old, row.person_id, field, bytes(blob)))
+        if values:
+            conn.execute(private_details.update().where(private_details.c.person_id == row.person_id)
+                         .values(updated_at=utc_now(), **values))
+            resealed += len(values)
+    append_audit(conn, "private.rekeyed", "private_details", {
+        "old_key_id": old.key_id.hex(), "new_key_id": new.key_id.hex(), "values": resealed})
+    return resealed
 
 
 def forget_private(conn: Connection, person_id: int) -> None:
@@ -164,7 +200,7 @@ def private_of(conn: Connection, person_ids: Iterable[int]) -> dict[int, Private
     ids = sorted(set(person_ids))
     if not ids:
         return {}
-    key = _require_key()
+    key = configured_key()
     out: dict[int, PrivateDetails] = {}
     for person_id, iban, bic, email in select_in(
             conn, "SELECT person_id, iban, bic, email FROM private_details WHERE person_id {in}", ids):
@@ -180,10 +216,13 @@ __all__ = [
     "PrivateDetails",
     "SecretKey",
     "check_email",
+    "configured_key",
     "forget_private",
     "load_key",
     "new_key_text",
     "private_of",
+    "read_key_file",
+    "rotate_key",
     "seal",
     "set_private",
     "unseal",
