@@ -173,3 +173,31 @@ def test_a_revocation_reports_models_manifests_and_runs_through_lineage(
     assert {(a["work"], a["via"]) for a in data["affected"]} == {
         (chain.scan, None), (chain.double, chain.scan), (chain.film, chain.scan)}
     assert all(a["training_runs"] == ["run-1"] for a in data["affected"])
+
+
+def test_lineage_goes_through_linked_duplicates(store: Store, chain: Chain) -> None:
+    """A copy of the scan, linked to it, is the scan's content: what derives from the copy inherits the
+    scan's refusal; and a copy that derives from a refused work keeps its canonical work out."""
+    from endcredits.store.registry import link_works
+
+    with store.write() as conn:
+        copy, remix, source = add_works(conn, [WorkIn(t.encode(), t, "image") for t in
+                                               ("body scan, re-encoded", "remix of the copy", "refused source")])
+        link_works(conn, copy, chain.scan, method="operator", similarity_ppm=None, linked_by="operator")
+        add_lineage(conn, remix, copy, None)  # derived from the duplicate, not from the scan itself
+        add_grants(conn, [_person_grant(chain.subject, "notAllowed")])
+    m = build_manifest(store, model_id="gen", uses=[GEN], as_of=AS_OF, default="opt-out")
+    reasons = dict(m.excluded)
+    assert reasons[copy].startswith(f"duplicate of {chain.scan}")
+    assert reasons[remix] == f"inherited from upstream work {chain.scan}: {reasons[chain.scan]}"
+    assert set(m.included) == {chain.other, source}
+
+    with store.write() as conn:  # the other direction: the duplicate's own upstream binds its group
+        other_copy, = add_works(conn, [WorkIn(b"unrelated, re-encoded", "unrelated copy", "image")])
+        link_works(conn, other_copy, chain.other, method="operator", similarity_ppm=None, linked_by="operator")
+        add_lineage(conn, other_copy, source, None)
+        add_grants(conn, [Grant(subject_kind="work", subject_id=source, use=GEN, decision="notAllowed",
+                                valid_from=T0, valid_until=None, perpetual=True, source="owner/letter.txt")])
+    m = build_manifest(store, model_id="gen2", uses=[GEN], as_of=AS_OF, default="opt-out")
+    assert m.included == ()
+    assert dict(m.excluded)[chain.other] == f"inherited from upstream work {source}: {dict(m.excluded)[source]}"

@@ -12,7 +12,8 @@ double and the film made from it out of the manifest, with a reason naming the s
 Duplicates: a work linked to a canonical work (``registry.fingerprints``) is the same content, so it is
 never a leaf; it is listed as excluded, "duplicate of <canonical>". The canonical work stands for the
 whole group: it is decided with the grants on every member and the people credited on every member, so
-the most restrictive term of any copy wins.
+the most restrictive term of any copy wins. Lineage goes through the groups too: a work derived from a
+duplicate inherits the terms of the duplicate's group, and a group inherits what any member derives from.
 """
 
 from __future__ import annotations
@@ -89,8 +90,17 @@ def build_manifest(
             else:
                 decision = no_grants  # with no grant in play, the operator's default decides, the same for every work
             own[w] = decision
-        # Across lineage the most restrictive term wins (consent.rules, "Across lineage").
-        for w, decision in sorted(inherit_across_lineage(sorted(own), lineage_parents(conn), own).items()):
+        # Across lineage the most restrictive term wins (consent.rules, "Across lineage"), over the graph
+        # of canonical works: a work derived from a duplicate derives from its group's content, and a
+        # group inherits what any of its members derives from.
+        def canonical_of(work: str) -> str:
+            return duplicate_of[work][0] if work in duplicate_of else work
+
+        parents: dict[str, list[str]] = {}
+        for child, ups in lineage_parents(conn).items():
+            c = canonical_of(child)
+            parents.setdefault(c, []).extend(u for u in map(canonical_of, ups) if u != c)
+        for w, decision in sorted(inherit_across_lineage(sorted(own), parents, own).items()):
             if decision.allowed:
                 included.append(w)
             else:
