@@ -353,9 +353,6 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_credits')),
     sa.UniqueConstraint('work_id', 'person_id', 'name_id', 'role_scheme', 'role_code', name='uq_credits_role')
     )
-    with op.batch_alter_table('credits', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_credits_work_id'), ['work_id'], unique=False)
-
     op.create_table('fingerprint_bands',
     sa.Column('method', sa.String(length=32), nullable=False),
     sa.Column('band_key', sa.String(length=40), nullable=False),
@@ -428,9 +425,6 @@ def downgrade() -> None:
     op.drop_table('manifest_entries')
     op.drop_table('lineage')
     op.drop_table('fingerprint_bands')
-    with op.batch_alter_table('credits', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_credits_work_id'))
-
     op.drop_table('credits')
     op.drop_table('works')
     with op.batch_alter_table('training_runs', schema=None) as batch_op:
