@@ -276,8 +276,8 @@ def add_credits(conn: Connection, items: Sequence[CreditIn], *, allow_unknown_sc
     for scheme, code in roles.values():
         check_role(scheme, code, allow_unknown_scheme=allow_unknown_scheme)
     _check_weights(weight_col)
-    payees = {p: _payee_columns(p) for p in {c.payee for c in items}}
-    payee_col = [payees[c.payee] for c in items]
+    payee_col = [c.payee for c in items]
+    payees = {p: _payee_columns(p) for p in set(payee_col)}
     # One query answers both "is each work registered" and "which credits does it have already".
     work_ids = sorted(set(work_col))
     registered: set[str] = set()
@@ -294,14 +294,13 @@ def add_credits(conn: Connection, items: Sequence[CreditIn], *, allow_unknown_sc
         raise NotFoundError(f"credit names work {missing[0]}, which is not registered: add the work first")
     _check_payees_exist(conn, payees.values())
     at = utc_now()
-    keys = [(w, p[0], p[1], *roles[r]) for w, p, r in zip(work_col, payee_col, role_col)]
-    rows = [(*k, weight, at) for k, weight in zip(keys, weight_col)]
-    if len(set(keys)) != len(keys) or existing:
+    rows = [(w, *payees[p], *roles[r], weight, at) for w, p, r, weight in zip(work_col, payee_col, role_col, weight_col)]
+    if existing or len(set(zip(work_col, payee_col, role_col))) != len(rows):
         seen = set(existing)
         kept: list[tuple[Any, ...]] = []
-        for k, row in zip(keys, rows):
-            if k not in seen:
-                seen.add(k)
+        for row in rows:
+            if row[:5] not in seen:
+                seen.add(row[:5])
                 kept.append(row)
         rows = kept
     counts.update(r[0] for r in rows)
