@@ -201,3 +201,20 @@ def test_lineage_goes_through_linked_duplicates(store: Store, chain: Chain) -> N
     m = build_manifest(store, model_id="gen2", uses=[GEN], as_of=AS_OF, default="opt-out")
     assert m.included == ()
     assert dict(m.excluded)[chain.other] == f"inherited from upstream work {source}: {dict(m.excluded)[source]}"
+
+
+def test_a_revocation_on_a_duplicate_reports_the_manifests_that_used_its_group(store: Store, chain: Chain) -> None:
+    """A manifest lists a group by its canonical work: revoking on a linked copy reaches that leaf, and
+    what derives from the copy."""
+    from endcredits.store.registry import link_works
+
+    with store.write() as conn:
+        copy, remix = add_works(conn, [WorkIn(t.encode(), t, "image") for t in ("scan copy", "remix of copy")])
+        link_works(conn, copy, chain.scan, method="operator", similarity_ppm=None, linked_by="operator")
+        add_lineage(conn, remix, copy, None)
+    m = build_manifest(store, model_id="gen", uses=[GEN], as_of=AS_OF, default="opt-out")
+    assert chain.scan in m.included and copy not in m.included and remix in m.included
+    with store.read() as conn:
+        report = revocation_report(conn, [copy])
+    assert {(u.work_id, u.via) for u in report} == {(chain.scan, copy), (chain.double, copy), (chain.film, copy),
+                                                    (remix, copy)}

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, or_, select
 
 from endcredits.errors import ConflictError, LimitExceededError, ManifestError, NotFoundError, ValidationError
 from endcredits.limits import CHECKPOINTS_PER_RUN_MAX, ID_LENGTH_MAX
@@ -17,7 +17,16 @@ from endcredits.store.audit import append_audit
 from endcredits.store.bulk import bulk_insert
 from endcredits.store.engine import format_time, utc_now
 from endcredits.store.ledger import chunks
-from endcredits.store.schema import agreements, lineage, manifest_entries, manifests, models, outputs, training_runs
+from endcredits.store.schema import (
+    agreements,
+    lineage,
+    manifest_entries,
+    manifests,
+    models,
+    outputs,
+    training_runs,
+    work_links,
+)
 
 
 def _check_id(value: str, what: str) -> str:
@@ -131,7 +140,10 @@ def derived_works(conn: Connection, work_ids: Sequence[str]) -> dict[str, str]:
     """Every work derived from ``work_ids`` through lineage, any number of hops down, mapped to the
     upstream work it derives from (the first one reached, breadth first); the given works are not included.
 
-    Lineage is a DAG (``add_lineage`` refuses cycles); the walk is bounded by ``LINEAGE_DEPTH_MAX`` hops anyway.
+    Linked duplicates count as the same content: a work's canonical work and the other members of its
+    group are reached too (a manifest lists the group by its canonical work), and so is what derives
+    from any of them. Lineage is a DAG (``add_lineage`` refuses cycles); the walk is bounded by
+    ``LINEAGE_DEPTH_MAX`` hops anyway.
     """
     from endcredits.limits import LINEAGE_DEPTH_MAX
 
@@ -141,12 +153,25 @@ def derived_works(conn: Connection, work_ids: Sequence[str]) -> dict[str, str]:
         if not frontier:
             break
         found: list[str] = []
+
+        def reach(work: str, source: str, found: list[str] = found) -> None:
+            if work not in origin:
+                origin[work] = origin[source]
+                found.append(work)
+
         for part in chunks(frontier):
             q = select(lineage.c.work_id, lineage.c.parent_work_id).where(lineage.c.parent_work_id.in_(part))
             for r in sorted(conn.execute(q), key=lambda r: (r.parent_work_id, r.work_id)):
-                if r.work_id not in origin:
-                    origin[r.work_id] = origin[r.parent_work_id]
-                    found.append(r.work_id)
+                reach(r.work_id, r.parent_work_id)
+            # The group: a duplicate reaches its canonical work, a canonical work its duplicates.
+            linked = select(work_links.c.work_id, work_links.c.canonical_work_id).where(
+                work_links.c.unlinked_at.is_(None),
+                or_(work_links.c.work_id.in_(part), work_links.c.canonical_work_id.in_(part)))
+            for r in sorted(conn.execute(linked), key=lambda r: (r.work_id, r.canonical_work_id)):
+                if r.work_id in origin:
+                    reach(r.canonical_work_id, r.work_id)
+                if r.canonical_work_id in origin:
+                    reach(r.work_id, r.canonical_work_id)
         frontier = sorted(found)
     given = set(work_ids)
     return {w: o for w, o in origin.items() if w not in given}
