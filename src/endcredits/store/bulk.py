@@ -82,13 +82,28 @@ def select_in(conn: Connection, sql: str, values: Sequence[Any]) -> list[tuple[A
     if not values:
         return []
     if _is_pg(conn):
-        with _raw(conn).cursor() as cur:
-            cur.execute(sql.replace("{in}", "= ANY(%s)"), (list(values),))
-            return [tuple(r) for r in cur.fetchall()]
+        return fetch_all(conn, *_pg_any(sql, values))
     # One JSON array parameter instead of thousands of placeholders: SQLite parses it in one pass.
     # The raw cursor's rows are tuples already: SQLAlchemy's Row wrapping doubled the cost of 10^5 rows.
     payload = json.dumps(values if isinstance(values, list) else list(values))
     return fetch_all(conn, sql.replace("{in}", "IN (SELECT value FROM json_each(?))"), (payload,))
+
+
+_UNIT_SEPARATOR = "\x1f"
+
+
+def _pg_any(sql: str, values: Sequence[Any]) -> tuple[str, tuple[Any, ...]]:
+    """``{in}`` as ``= ANY(array)`` with the array sent as one text parameter that the server splits:
+    psycopg dumps a Python list of 10^5 values element by element, 2-4x slower than the query itself.
+    Integers go comma-separated; texts separated by U+001F, unless a value holds that character, in
+    which case the list goes as a list."""
+    if all(type(v) is int for v in values) and -(1 << 63) <= min(values) and max(values) < (1 << 63):
+        return sql.replace("{in}", "= ANY(string_to_array(%s, ',')::bigint[])"), (",".join(map(str, values)),)
+    if all(type(v) is str for v in values) and "" not in values:  # string_to_array('') is the empty array
+        joined = _UNIT_SEPARATOR.join(values)
+        if joined.count(_UNIT_SEPARATOR) == len(values) - 1:
+            return sql.replace("{in}", "= ANY(string_to_array(%s, chr(31)))"), (joined,)
+    return sql.replace("{in}", "= ANY(%s)"), (list(values),)
 
 
 def amount_param(conn: Connection, value: int) -> Any:

@@ -1,0 +1,44 @@
+"""Bulk lookups below SQLAlchemy (store.bulk.select_in) on both backends: every kind of value comes back
+exactly, whichever way the values travel to the server."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+
+from endcredits.store.bulk import select_in
+from endcredits.store.engine import Store
+
+TEXTS = ["plain", "with,comma", 'quo"te', "back\\slash", "{braces}", "tab\tand\nnewline", "ünïcödé", "NULL", " "]
+
+
+@pytest.fixture
+def table(store: Store) -> Store:
+    with store.write() as conn:
+        conn.execute(text("CREATE TABLE bulk_probe (k TEXT NOT NULL, n BIGINT NOT NULL)"))
+        for i, k in enumerate([*TEXTS, "", "sep\x1fin", "other"]):
+            conn.execute(text("INSERT INTO bulk_probe (k, n) VALUES (:k, :n)"), {"k": k, "n": i * 1_000_003})
+    return store
+
+
+@pytest.mark.parametrize("values", [
+    TEXTS,  # sent as one separated text
+    [*TEXTS, "sep\x1fin"],  # a value holding the separator: sent as a list
+    [""], ["", "plain"],  # the empty text: sent as a list
+    ["absent", "plain"],
+])
+def test_texts_match_exactly(table: Store, values: list[str]) -> None:
+    with table.read() as conn:
+        got = sorted(r[0] for r in select_in(conn, "SELECT k FROM bulk_probe WHERE k {in}", values))
+    with table.read() as conn:
+        every = [r[0] for r in conn.execute(text("SELECT k FROM bulk_probe"))]
+    assert got == sorted(v for v in every if v in values)
+
+
+def test_integers_match_exactly_and_large_ones_do_not_break_the_lookup(table: Store) -> None:
+    wanted = [0, 3 * 1_000_003, 5 * 1_000_003, 7]
+    with table.read() as conn:
+        got = sorted(r[0] for r in select_in(conn, "SELECT n FROM bulk_probe WHERE n {in}", wanted))
+        assert got == [0, 3 * 1_000_003, 5 * 1_000_003]
+        assert select_in(conn, "SELECT n FROM bulk_probe WHERE n {in}", []) == []
+        assert [r[0] for r in select_in(conn, "SELECT n FROM bulk_probe WHERE n {in}", [(1 << 62), 0])] == [0]
