@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --no-deps music21==10.5.1
 	# The portal's browser tests drive Debian's chromium, never a downloaded browser (as root, non-interactive).
 	command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; }
+	# Chromaprint's fpcalc fingerprints audio works to link re-encoded copies (registry/fingerprints.py).
+	command -v fpcalc >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libchromaprint-tools; }
 	touch $(STAMP)
 
 install: $(STAMP)
