@@ -42,3 +42,19 @@ def test_integers_match_exactly_and_large_ones_do_not_break_the_lookup(table: St
         assert got == [0, 3 * 1_000_003, 5 * 1_000_003]
         assert select_in(conn, "SELECT n FROM bulk_probe WHERE n {in}", []) == []
         assert [r[0] for r in select_in(conn, "SELECT n FROM bulk_probe WHERE n {in}", [(1 << 62), 0])] == [0]
+
+
+@pytest.mark.parametrize("rows", [
+    [(t, i) for i, t in enumerate(TEXTS)],  # one COPY block, escaped where needed
+    [("plain", 1), ("\\N", 2), ("a\\tb", 3), ("end\\", 4), (None, 5)],  # literal backslashes; NULL text
+    [("x", None), ("y", 5)],  # a column mixing NULL and integers: written row by row
+])
+def test_bulk_insert_writes_every_value_exactly(store: Store, rows: list[tuple[str | None, int | None]]) -> None:
+    from endcredits.store.bulk import bulk_insert
+
+    with store.write() as conn:
+        conn.execute(text("CREATE TABLE bulk_rows (k TEXT NULL, n BIGINT NULL)"))
+        bulk_insert(conn, "bulk_rows", ["k", "n"], rows)
+    with store.read() as conn:
+        got = [(r[0], r[1]) for r in conn.execute(text("SELECT k, n FROM bulk_rows ORDER BY n"))]
+    assert sorted(got, key=repr) == sorted(rows, key=repr)

@@ -28,12 +28,52 @@ def bulk_insert(conn: Connection, table: str, columns: Sequence[str], rows: Sequ
         return
     cols = ", ".join(columns)
     if _is_pg(conn):
+        block = _copy_text(rows, len(columns))
         with _raw(conn).cursor() as cur, cur.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
+            if block is not None:
+                copy.write(block)
+            else:
+                for row in rows:
+                    copy.write_row(row)
         return
     marks = ", ".join("?" for _ in columns)
     conn.exec_driver_sql(f"INSERT INTO {table} ({cols}) VALUES ({marks})", list(rows))
+
+
+_COPY_SPECIAL = ("\\", "\t", "\n", "\r")
+
+
+def _copy_column(values: Sequence[Any]) -> list[str] | None:
+    """One column as COPY text fields, or None when it holds a type this fast path does not write."""
+    kinds = set(map(type, values))
+    if kinds <= {str}:
+        texts = list(values)
+        joined = "".join(texts)
+        if any(c in joined for c in _COPY_SPECIAL):  # rare: escape value by value
+            texts = [t.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+                     for t in texts]
+        return texts
+    if kinds <= {int}:
+        return list(map(str, values))
+    if kinds <= {bool}:
+        return ["t" if v else "f" for v in values]
+    if kinds <= {str, type(None)}:
+        column = _copy_column([v for v in values if v is not None]) or []
+        it = iter(column)
+        return ["\\N" if v is None else next(it) for v in values]
+    return None
+
+
+def _copy_text(rows: Sequence[tuple[Any, ...]], width: int) -> str | None:
+    """The rows as one block of COPY text (tab-separated, ``\\N`` for NULL, backslash escapes), built a
+    column at a time: 10^5 rows cost one join instead of 10^5 calls of psycopg's ``write_row``."""
+    columns = list(zip(*rows)) if rows else []
+    if len(columns) != width:
+        return None
+    texts = [_copy_column(c) for c in columns]
+    if any(t is None for t in texts):
+        return None
+    return "\n".join(map("\t".join, zip(*texts))) + "\n"
 
 
 def bulk_update(conn: Connection, table: str, key: Sequence[str], columns: Sequence[str],
@@ -49,9 +89,13 @@ def bulk_update(conn: Connection, table: str, key: Sequence[str], columns: Seque
         with raw.cursor() as cur:
             cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {tmp} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
             cur.execute(f"TRUNCATE {tmp}")
+            block = _copy_text(rows, len(columns))
             with cur.copy(f"COPY {tmp} ({cols}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
+                if block is not None:
+                    copy.write(block)
+                else:
+                    for row in rows:
+                        copy.write_row(row)
             sets = ", ".join(f"{c} = s.{c}" for c in values)
             match = " AND ".join(f"t.{c} = s.{c}" for c in key)
             cur.execute(f"UPDATE {table} AS t SET {sets} FROM {tmp} AS s WHERE {match}")
