@@ -185,8 +185,9 @@ def test_an_undecodable_image_is_refused_and_nothing_is_written(store: Store) ->
     assert row_counts(store) == before
 
 
-def test_audio_has_no_fingerprint_without_chromaprint(store: Store) -> None:
-    """Chromaprint (fpcalc) is not installed: audio is deduplicated by SHA-256 only, and says so by linking nothing."""
+def test_audio_that_does_not_decode_is_registered_by_content_only(store: Store) -> None:
+    """Bytes fpcalc cannot decode (a truncated WAV header) get no fingerprint: the work is registered by
+    SHA-256 only and links to nothing (test_fingerprints_audio.py covers audio that decodes)."""
     with store.write() as conn:
         (r,) = register_works(conn, [WorkIn(b"RIFF....WAVEfmt ", "clip", "audio/wav")])
     assert (r.canonical_work_id, r.method) == (None, None)

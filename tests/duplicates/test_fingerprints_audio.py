@@ -11,7 +11,7 @@ collection holds some tunes twice: real duplicates). Transformations (``AUDIO_TR
 at the start, 0.3 s trimmed off the start (not a whole number of Chromaprint frames).
 
 A pair counts as matched only if it shares a band key *and* passes the threshold, as ``register_works``
-decides. The regular test measures a small set; ``python tests/registry/test_fingerprints_audio.py
+decides. The regular test measures a small set; ``python tests/duplicates/test_fingerprints_audio.py
 --tunes 150`` prints the larger measurement that docs/concepts/registry.md reports.
 """
 
