@@ -41,13 +41,14 @@ def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run(store: Store, works_n: int, people_n: int, excluded_fraction: float) -> dict[str, object]:
+def run(store: Store, works_n: int, people_n: int, excluded_fraction: float,
+        chunk_works: int = CHUNK_WORKS) -> dict[str, object]:
     t0 = time.perf_counter()
     with store.write() as conn:
         person_ids = add_people(conn, [f"person-{i:07d}" for i in range(people_n)])
     work_ids: list[str] = []
-    for start in range(0, works_n, CHUNK_WORKS):
-        stop = min(works_n, start + CHUNK_WORKS)
+    for start in range(0, works_n, chunk_works):
+        stop = min(works_n, start + chunk_works)
         items = [WorkIn(f"work {i:010d} {'x' * 48}".encode(), f"Work {i}", "text") for i in range(start, stop)]
         with store.write() as conn:
             ids = add_works(conn, items)
@@ -86,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--works", type=int, default=1_000_000)
     p.add_argument("--people", type=int, default=100_000)
     p.add_argument("--excluded", type=float, default=0.05, help="share of works refused by consent")
+    p.add_argument("--works-per-transaction", type=int, default=CHUNK_WORKS,
+                   help="works (with their credits) committed per transaction; an import file is one")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     if not 0 < args.works <= 10_000_000 or not 0 < args.people <= args.works or not 0 <= args.excluded < 1:
@@ -101,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             url = f"{PG_URL}?options=-csearch_path%3D{schema}"
         store = init_store(tmp / "data", url)
         try:
-            result = {"db": args.db, **run(store, args.works, args.people, args.excluded)}
+            result = {"db": args.db, "works_per_transaction": args.works_per_transaction,
+                      **run(store, args.works, args.people, args.excluded, args.works_per_transaction)}
         finally:
             store.dispose()
             if args.db == "postgresql":
