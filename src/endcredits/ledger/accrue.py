@@ -216,6 +216,17 @@ def _evidence_table(event_id: str, plan: _Plan) -> pa.Table:
     }, schema=EVIDENCE_SCHEMA)
 
 
+def _refuse_accrued(conn: Connection, output_ids: list[str]) -> None:
+    dup = select_in(conn, "SELECT id, batch_event_id FROM outputs WHERE id {in}", output_ids)
+    if dup:
+        first = min(dup)
+        raise ConflictError(f"output {first[0]} was already accrued in batch {first[1]}; it is never paid twice")
+
+
+class _OutputsTaken(Exception):
+    """Raised inside the write transaction when an output's id is already in ``outputs``."""
+
+
 class _DryRun(Exception):
     """Raised inside the write transaction to roll a dry run back."""
 
@@ -236,6 +247,11 @@ def accrue(store: Store, usage: UsageBatch, agreement: Agreement, *, event_id: s
         summary = _accrue_in(store, usage, agreement, event_id, content, dry_run, plans)
     except _DryRun:
         summary = None
+    except _OutputsTaken:
+        # Rolled back; say which output, and in which batch it was paid (a lookup only this case needs).
+        with store.read() as conn:
+            _refuse_accrued(conn, usage.output_ids)
+        raise ConflictError("an output of this batch was accrued concurrently; nothing was written") from None
     if summary is not None:
         return summary
     _fault("committed")
@@ -257,9 +273,8 @@ def _accrue_in(store: Store, usage: UsageBatch, agreement: Agreement, event_id: 
                 sum(r.revenue_microunits for r in prior), sum(r.pool_microunits for r in prior), 0, 0, 0,
                 tuple(sorted(r.event_id for r in prior)))
         model_ids_exist(conn, usage.model_ids)
-        dup = select_in(conn, "SELECT id, batch_event_id FROM outputs WHERE id {in}", usage.output_ids)
-        if dup:
-            raise ConflictError(f"output {dup[0][0]} was already accrued in batch {dup[0][1]}; it is never paid twice")
+        if dry_run:  # a real run finds an output accrued before by its primary key when it is written
+            _refuse_accrued(conn, usage.output_ids)
         keys = sorted({(c, t[:7]) for c, t in zip(usage.currencies, usage.occurred_at)})
         group_of = {k: i for i, k in enumerate(keys)}
         out_group = np.fromiter((group_of[(c, t[:7])] for c, t in zip(usage.currencies, usage.occurred_at)),
@@ -315,9 +330,13 @@ def _write_group(store: Store, conn: Connection, event_id: str, content: str, ag
         columns = ["payee", "currency", "subunits"]
         bulk_insert(conn, "carries", columns, [r for r in carry_rows if r[0] not in plan.carried_before])
         bulk_update(conn, "carries", ["payee", "currency"], columns, [r for r in carry_rows if r[0] in plan.carried_before])
-        bulk_insert(conn, "outputs", ["id", "model_id", "batch_event_id", "revenue_microunits", "currency", "occurred_at"],
-                    list(zip(sub.output_ids, sub.model_ids, [event_id] * len(sub.output_ids),
-                             amount_params(conn, sub.revenue_microunits), sub.currencies, sub.occurred_at)))
+        try:  # the primary key refuses an output accrued before: it is never paid twice
+            bulk_insert(conn, "outputs", ["id", "model_id", "batch_event_id", "revenue_microunits", "currency",
+                                          "occurred_at"],
+                        list(zip(sub.output_ids, sub.model_ids, [event_id] * len(sub.output_ids),
+                                 amount_params(conn, sub.revenue_microunits), sub.currencies, sub.occurred_at)))
+        except ConflictError:
+            raise _OutputsTaken from None
     finally:
         writer.join()
         if "sha" in result:

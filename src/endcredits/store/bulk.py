@@ -13,6 +13,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import IntegrityError
+
+from endcredits.errors import ConflictError
 
 
 def _is_pg(conn: Connection) -> bool:
@@ -24,20 +27,32 @@ def _raw(conn: Connection) -> Any:
 
 
 def bulk_insert(conn: Connection, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
+    """Insert ``rows``; a row whose key is already in ``table`` raises ``ConflictError`` (either backend),
+    and the caller's transaction then rolls back."""
     if not rows:
         return
     cols = ", ".join(columns)
     if _is_pg(conn):
+        import psycopg
+
         block = _copy_text(rows, len(columns))
-        with _raw(conn).cursor() as cur, cur.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
-            if block is not None:
-                copy.write(block)
-            else:
-                for row in rows:
-                    copy.write_row(row)
+        try:
+            with _raw(conn).cursor() as cur, cur.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
+                if block is not None:
+                    copy.write(block)
+                else:
+                    for row in rows:
+                        copy.write_row(row)
+        except psycopg.errors.UniqueViolation as exc:
+            raise ConflictError(f"a row is already in {table}: {str(exc).splitlines()[0]}") from None
         return
     marks = ", ".join("?" for _ in columns)
-    conn.exec_driver_sql(f"INSERT INTO {table} ({cols}) VALUES ({marks})", list(rows))
+    try:
+        conn.exec_driver_sql(f"INSERT INTO {table} ({cols}) VALUES ({marks})", list(rows))
+    except IntegrityError as exc:
+        if "UNIQUE" not in str(exc.orig):
+            raise
+        raise ConflictError(f"a row is already in {table}: {exc.orig}") from None
 
 
 _COPY_SPECIAL = ("\\", "\t", "\n", "\r")
