@@ -42,7 +42,13 @@ from endcredits.attribution.charlm import (
 from endcredits.attribution.featurizer import FeatureSet, Featurizer, Projection
 from endcredits.attribution.gradients import featurize, tracin_scores
 from endcredits.attribution.payees import CreditMatrix, PayeeIndex
-from endcredits.attribution.scorers import EmbeddingSimilarityScorer, LinearScorer, TracInScorer, TRAKScorer
+from endcredits.attribution.scorers import (
+    EmbeddingSimilarityScorer,
+    InfluenceScorer,
+    LinearScorer,
+    TracInScorer,
+    TRAKScorer,
+)
 from endcredits.attribution.task import (
     AttributionTask,
     checkpoint_sha256,
@@ -60,6 +66,7 @@ __all__ = [
     "FaissIndex",
     "FeatureSet",
     "Featurizer",
+    "InfluenceScorer",
     "LinearScorer",
     "PayeeIndex",
     "Projection",

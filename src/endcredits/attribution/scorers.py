@@ -15,6 +15,21 @@ inner product search over ``G`` (see ``topk``).
   kernel's mean eigenvalue, so the same value means the same across models, k and dataset sizes; with
   ``lambda_relative=False`` it is used as is (for a kernel that is the true Hessian of a loss summed
   over examples, the training's L2 coefficient times the number of examples).
+  ``weight_power`` (gamma, default 1: TRAK as published) uses ``Q_bar ** gamma`` instead of ``Q_bar``.
+  Q = 1 - p is measured at the last checkpoint, where the examples a model has fit have p near 1; but
+  they pulled on the parameters while they were being fit, earlier in training. A gamma below 1
+  flattens Q toward that: on MNIST + MLP (10 half-subset models, k = 2048, chosen on the LDS tuning
+  draw) gamma = 0.25 raised the LDS from 0.385 to 0.445 (docs/benchmarks.md).
+- ``InfluenceScorer``: the influence function of each model, averaged over models. Per model m, the
+  training side is the exact per-example *loss* gradient ``Q_m Phi_m`` (each model's own Q, not
+  TRAK's ``Q_bar`` applied after averaging), the kernel is the model's Gauss-Newton matrix ``C_m``
+  (``Featurizer.curvature``; without one, the empirical Fisher ``sum_i Q_i^2 phi_i phi_i^T``), and its
+  inverse is replaced by a *response* on ``C_m``'s eigenvalues h: ``"ridge"``, ``1 / (h + lambda)``,
+  or ``"gradient-flow"``, ``(1 - exp(-h / lambda)) / h``: how far gradient descent on the loss moves
+  along an eigenvector in time ``1 / lambda`` (a model stopped early, as SGD-trained models are; SOURCE,
+  Bae et al. 2024, uses the same factor per training segment). Both are ``1 / h`` along stiff directions
+  and bounded by ``1 / lambda`` along flat ones; ``lambda`` is relative to the kernel's mean eigenvalue
+  as for TRAK. ``G = (1/M) [Q_1 Phi_1 F(C_1) ... Q_M Phi_M F(C_M)]``.
 - ``TracInScorer``: the gradient dot product, ``sum_m c_m Q_m phi_m . Phi_m`` (``c_m`` defaults to
   ``1/M``; TracIn puts each checkpoint's learning rate there).
 - ``EmbeddingSimilarityScorer``: cosine similarity of black-box embeddings, averaged over embedding
@@ -24,7 +39,7 @@ inner product search over ``G`` (see ``topk``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -41,6 +56,7 @@ ROWS_PER_BLOCK = 16_384
 """Rows of the training features handled at once in float64."""
 
 MODELS_MAX = 1_000
+WEIGHT_POWER_MAX = 4.0
 
 
 def _check_per_model(
@@ -150,12 +166,15 @@ class TRAKScorer(LinearScorer):
 
     method = "trak"
 
-    def __init__(self, lambda_: float = 1.0, *, lambda_relative: bool = True) -> None:
+    def __init__(self, lambda_: float = 1.0, *, lambda_relative: bool = True, weight_power: float = 1.0) -> None:
         super().__init__()
         if not (np.isfinite(lambda_) and lambda_ >= 0.0):
             raise ValidationError(f"lambda_ {lambda_} must be finite and >= 0")
+        if not (np.isfinite(weight_power) and 0.0 <= weight_power <= WEIGHT_POWER_MAX):
+            raise ValidationError(f"weight_power {weight_power} must be in [0, {WEIGHT_POWER_MAX}]")
         self.lambda_ = float(lambda_)
         self.lambda_relative = lambda_relative
+        self.weight_power = float(weight_power)
         self.lambdas_used: list[float] = []
         """The absolute lambda each model's kernel got."""
 
@@ -173,6 +192,10 @@ class TRAKScorer(LinearScorer):
         q_bar = np.ones(n, dtype=np.float64)
         if train_weights_per_model is not None:
             q_bar = np.mean([np.asarray(w, dtype=np.float64) for w in train_weights_per_model], axis=0)
+            if self.weight_power != 1.0:
+                if (q_bar < 0.0).any():
+                    raise ValidationError("weight_power needs training weights >= 0 (TRAK's Q = 1 - p)")
+                q_bar = q_bar**self.weight_power
         blocks = []
         self.lambdas_used = []
         for m, phi in enumerate(train_features_per_model):
@@ -226,6 +249,97 @@ def _check_kernel_bytes(size: int) -> None:
             f"TRAK's {size} x {size} float64 system needs {size * size * 8} bytes, over"
             f" KERNEL_BYTES_MAX={KERNEL_BYTES_MAX}; lower k"
         )
+
+
+Response = Literal["ridge", "gradient-flow"]
+RESPONSES: tuple[Response, ...] = ("ridge", "gradient-flow")
+
+
+class InfluenceScorer(LinearScorer):
+    """The influence function per model with the Gauss-Newton kernel and a ridge or gradient-flow
+    response, averaged over models (module docstring)."""
+
+    method = "influence"
+
+    def __init__(self, lambda_: float = 10.0, *, response: Response = "gradient-flow",
+                 lambda_relative: bool = True) -> None:
+        super().__init__()
+        if not (np.isfinite(lambda_) and lambda_ > 0.0):
+            raise ValidationError(f"lambda_ {lambda_} must be finite and > 0")
+        if response not in RESPONSES:
+            raise ValidationError(f"response {response!r} is not one of {', '.join(RESPONSES)}")
+        self.lambda_ = float(lambda_)
+        self.response: Response = response
+        self.lambda_relative = lambda_relative
+        self.lambdas_used: list[float] = []
+        """The absolute lambda each model's kernel got."""
+
+    def fit(
+        self,
+        train_features_per_model: Sequence[FloatArray],
+        train_weights_per_model: Sequence[FloatArray] | None = None,
+        *,
+        curvature_per_model: Sequence[FloatArray] | None = None,
+    ) -> InfluenceScorer:
+        """Precompute ``G``. ``train_weights_per_model`` (Q) turn the features into loss gradients;
+        ``curvature_per_model`` is each model's Gauss-Newton kernel (else the empirical Fisher)."""
+        n, dims, models = _check_train(train_features_per_model, train_weights_per_model, "influence")
+        if curvature_per_model is not None and len(curvature_per_model) != models:
+            raise ValidationError(f"{len(curvature_per_model)} curvature kernels for {models} models")
+        blocks = []
+        self.lambdas_used = []
+        for m, phi in enumerate(train_features_per_model):
+            dim = dims[m]
+            _check_kernel_bytes(dim)
+            q = np.ones(n) if train_weights_per_model is None else np.asarray(train_weights_per_model[m], np.float64)
+            if curvature_per_model is None:
+                kernel = np.zeros((dim, dim), dtype=np.float64)
+                for start in range(0, n, ROWS_PER_BLOCK):
+                    block = _finite_block(phi[start : start + ROWS_PER_BLOCK], start, "training features")
+                    block *= q[start : start + block.shape[0], None]
+                    kernel += block.T @ block
+            else:
+                kernel = np.asarray(curvature_per_model[m], dtype=np.float64)
+                if kernel.shape != (dim, dim) or not np.isfinite(kernel).all():
+                    raise ValidationError(
+                        f"curvature kernel {m} must be finite and [{dim}, {dim}]; got {kernel.shape}")
+            vectors, factor = self._response(kernel)
+            out = np.empty((n, dim), dtype=np.float32)
+            for start in range(0, n, ROWS_PER_BLOCK):
+                block = _finite_block(phi[start : start + ROWS_PER_BLOCK], start, "training features")
+                stop = start + block.shape[0]
+                filtered = block * factor if vectors is None else ((block @ vectors) * factor) @ vectors.T
+                out[start:stop] = filtered * (q[start:stop, None] / models)
+            blocks.append(out)
+        self._set_items(blocks, dims)
+        return self
+
+    def _response(
+        self, kernel: npt.NDArray[np.float64]
+    ) -> tuple[npt.NDArray[np.float64] | None, npt.NDArray[np.float64]]:
+        """``(V, F(h))``, the response being ``V diag(F(h)) V^T`` for the kernel's eigenvalues h (negative
+        rounding error clipped to 0); ``V`` is None when the kernel is already diagonal (features rotated
+        to its eigenbasis, as a caller trying many lambdas may do): no O(dim^3) work then."""
+        dim = kernel.shape[0]
+        vectors: npt.NDArray[np.float64] | None = None
+        if np.count_nonzero(kernel - np.diag(np.diag(kernel))) == 0:
+            eigenvalues = np.diag(kernel).copy()
+        else:
+            eigenvalues, vectors = np.linalg.eigh((kernel + kernel.T) / 2.0)
+        h = np.clip(eigenvalues, 0.0, None)
+        mean = float(h.sum()) / dim
+        lam = self.lambda_ * mean if self.lambda_relative else self.lambda_
+        if not lam > 0.0:
+            raise ValidationError("the curvature kernel is zero; the features carry no gradient")
+        self.lambdas_used.append(lam)
+        if self.response == "ridge":
+            factor = 1.0 / (h + lam)
+        else:
+            x = h / lam
+            # (1 - exp(-x)) / h = -expm1(-x) / (x lam); -> 1 / lam as x -> 0.
+            small = x < 1e-8
+            factor = np.where(small, 1.0 / lam, -np.expm1(-x) / np.where(small, 1.0, h))
+        return vectors, np.asarray(factor, dtype=np.float64)
 
 
 class TracInScorer(LinearScorer):
@@ -291,8 +405,11 @@ def _unit_rows(features: FloatArray, what: str) -> npt.NDArray[np.float64]:
 
 
 __all__ = [
+    "RESPONSES",
     "EmbeddingSimilarityScorer",
+    "InfluenceScorer",
     "LinearScorer",
+    "Response",
     "TRAKScorer",
     "TracInScorer",
     "score_items",
