@@ -76,6 +76,17 @@ def lds(
     return (float(finite.mean()) if finite.size else float("nan")), per_example
 
 
+def noise_ceiling(outputs: npt.NDArray[np.floating], reseeded: npt.NDArray[np.floating]) -> dict[str, float]:
+    """How much of the measured output training noise leaves predictable, from the same subsets retrained
+    with other seeds. With output = signal + independent noise, the Spearman correlation r of the two
+    retrainings estimates the signal's share of the variance, and no attribution (a function of the
+    subset alone) can reach an LDS above about sqrt(r) per test example."""
+    r = spearman_columns(np.asarray(outputs, np.float64), np.asarray(reseeded, np.float64))
+    r = r[np.isfinite(r)]
+    return {"seed_to_seed_spearman": float(r.mean()), "lds_ceiling_one_seed": float(np.sqrt(np.clip(r, 0, None)).mean()),
+            "lds_ceiling_two_seeds": float(np.sqrt(np.clip(2 * r / (1 + r), 0, None)).mean())}
+
+
 def cache_key(parts: dict[str, object]) -> str:
     text = json.dumps({"version": GROUND_TRUTH_VERSION, **parts}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
@@ -114,7 +125,7 @@ def cached_outputs(
     return outputs, len(missing)
 
 
-GT_SEED_OFFSET = {"main": 1_000_000, "tune": 2_000_000}
+GT_SEED_OFFSET = {"main": 1_000_000, "tune": 2_000_000, "reseed": 5_000_000}
 """Model j of a draw is trained with seed offset + j."""
 
 

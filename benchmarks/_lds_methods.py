@@ -28,7 +28,7 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-CLASSIFIER_METHODS = ("endcredits", "traker", "dattri")
+CLASSIFIER_METHODS = ("endcredits", "endcredits-if", "traker", "dattri", "dattri-if")
 
 
 @dataclass
@@ -45,7 +45,7 @@ class MethodRun:
 
 def available(method: str) -> str | None:
     """None when the method can run here, else why not."""
-    module = {"traker": "trak", "dattri": "dattri"}.get(method)
+    module = {"traker": "trak", "dattri": "dattri", "dattri-if": "dattri"}.get(method)
     if module is None:
         return None
     try:
@@ -79,14 +79,19 @@ def run_endcredits(
     projection: str = "kronecker",
     chunk_size: int = 256,
     curvature: bool = False,
+    scorer: str = "trak",
+    response: str = "gradient-flow",
 ) -> MethodRun:
-    """``Featurizer`` once per model (training features, Q, target features), then ``TRAKScorer`` per lambda.
+    """``Featurizer`` once per model (training features, Q, target features), then the scorer per lambda.
 
-    ``curvature``: TRAK's kernel is the task's Gauss-Newton matrix (``Featurizer.curvature``) instead of
-    ``Phi^T Phi``; for logistic regression that is the exact Hessian, i.e. the influence function.
+    ``scorer="trak"``: ``TRAKScorer``; ``curvature``: its kernel is the task's Gauss-Newton matrix
+    (``Featurizer.curvature``) instead of ``Phi^T Phi``. ``scorer="influence"``: ``InfluenceScorer``
+    with the Gauss-Newton kernel (always featurized) and ``response`` ("ridge" or "gradient-flow").
     """
     from endcredits.attribution.featurizer import Featurizer
-    from endcredits.attribution.scorers import TRAKScorer
+    from endcredits.attribution.scorers import InfluenceScorer, TRAKScorer
+
+    curvature = curvature or scorer == "influence"
 
     started = time.perf_counter()
     featurizer = Featurizer(task, k=k, seed=seed, projection=projection, chunk_size=chunk_size)
@@ -97,15 +102,26 @@ def run_endcredits(
         target_features.append(featurizer.compute(target_batch, checkpoint_index=m, role="target"))
         if curvature:
             kernels.append(featurizer.curvature(train_batch, checkpoint_index=m))
+        if scorer == "influence":
+            # Scores do not change when features rotate: rotate to the kernel's eigenbasis once, so
+            # that every lambda of the grid finds a diagonal kernel (no decomposition per lambda).
+            eigenvalues, vectors = np.linalg.eigh(kernels[m])
+            train_features[m] = train_features[m].astype(np.float64) @ vectors
+            target_features[m] = target_features[m].astype(np.float64) @ vectors
+            kernels[m] = np.diag(eigenvalues)
     featurize_s = time.perf_counter() - started
     scores: dict[float, npt.NDArray[np.float64]] = {}
     score_s: dict[float, float] = {}
     for lam in lambdas:
         started = time.perf_counter()
-        scorer = TRAKScorer(lambda_=lam).fit(train_features, train_weights, curvature_per_model=kernels or None)
-        scores[lam] = scorer.score(target_features).T  # [outputs, works] -> [works, outputs]
+        lam_value, power = lam if isinstance(lam, tuple) else (lam, 1.0)
+        fitted = (TRAKScorer(lambda_=lam_value, weight_power=power) if scorer == "trak"
+                  else InfluenceScorer(lam_value, response=response))  # type: ignore[arg-type]
+        fitted.fit(train_features, train_weights, curvature_per_model=kernels or None)
+        scores[lam] = fitted.score(target_features).T  # [outputs, works] -> [works, outputs]
         score_s[lam] = time.perf_counter() - started
-    notes = {"dim": featurizer.dim, "projection": projection, "kernel": "gauss-newton" if curvature else "Phi^T Phi"}
+    notes = {"dim": featurizer.dim, "projection": projection, "kernel": "gauss-newton" if curvature else "Phi^T Phi",
+             "scorer": scorer, **({"response": response} if scorer == "influence" else {})}
     return MethodRun(scores, featurize_s, score_s, notes)
 
 
@@ -127,13 +143,22 @@ class ClassifierJob:
 
 
 def run_endcredits_classifier(
-    job: ClassifierJob, lambdas: Sequence[float], projection: str = "kronecker", curvature: bool = False
+    job: ClassifierJob, lambdas: Sequence[float], projection: str = "kronecker", curvature: bool = False,
+    scorer: str = "trak", response: str = "gradient-flow",
 ) -> MethodRun:
     from endcredits.attribution.task import classification_task
 
     task = classification_task(job.models[0], [m.state_dict() for m in job.models])
     return run_endcredits(task, job.train, job.targets, k=job.k, lambdas=lambdas, seed=job.seed, projection=projection,
-                          curvature=curvature)
+                          curvature=curvature, scorer=scorer, response=response)
+
+
+def run_endcredits_influence_classifier(
+    job: ClassifierJob, lambdas: Sequence[float], projection: str = "kronecker", curvature: bool = True,
+    response: str = "gradient-flow",
+) -> MethodRun:
+    """``InfluenceScorer``: per-model loss gradients, the Gauss-Newton kernel, a gradient-flow response."""
+    return run_endcredits_classifier(job, lambdas, projection=projection, scorer="influence", response=response)
 
 
 def _per_lambda(lambdas: Sequence[float], one: Any, notes: dict[str, Any]) -> MethodRun:
@@ -220,8 +245,42 @@ def run_dattri_classifier(job: ClassifierJob, lambdas: Sequence[float]) -> Metho
     return _per_lambda(lambdas, one, {"projector": "normal, CPU"})
 
 
+def run_dattri_if_classifier(job: ClassifierJob, lambdas: Sequence[float]) -> MethodRun:
+    """dattri's IFAttributorExplicit (the explicit Hessian of the mean training loss over one batch of all
+    the training data, plus ``regularization * I``), per model, averaged over the ensemble. Its score is
+    ``grad L_test^T H^-1 grad L_train``: positive when training on the example lowers the test loss,
+    i.e. raises the margin (the loss is a decreasing function of the margin: the same ranking)."""
+    with _quiet():
+        from dattri.algorithm.influence_function import IFAttributorExplicit
+        from dattri.task import AttributionTask
+
+    model = job.models[0]
+
+    def loss(params: dict[str, torch.Tensor], pair: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        image, label = pair
+        logits = torch.func.functional_call(model, params, image)
+        return nn.functional.cross_entropy(logits, label)
+
+    everything = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*job.train), batch_size=len(job.train[0]))
+    loader = {which: torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*data), batch_size=job.batch_size)
+              for which, data in (("train", job.train), ("targets", job.targets))}
+
+    def one(lam: float) -> Any:
+        total = 0.0
+        for member in job.models:
+            task = AttributionTask(model=model, loss_func=loss, checkpoints=member.state_dict())
+            attributor = IFAttributorExplicit(task=task, device="cpu", regularization=lam)
+            attributor.cache(everything)
+            total = total + attributor.attribute(loader["train"], loader["targets"]) / len(job.models)
+        return total
+
+    return _per_lambda(lambdas, one, {"hessian": "explicit, mean training loss"})
+
+
 CLASSIFIER_RUNNERS = {
     "endcredits": run_endcredits_classifier,
+    "endcredits-if": run_endcredits_influence_classifier,
+    "dattri-if": run_dattri_if_classifier,
     "traker": run_traker_classifier,
     "dattri": run_dattri_classifier,
 }
@@ -229,6 +288,10 @@ CLASSIFIER_RUNNERS = {
 LAMBDA_GRIDS: dict[str, tuple[float, ...]] = {
     # endcredits' lambda is relative: a fraction of the kernel's mean eigenvalue (trace / dim).
     "endcredits": (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4),
+    # Relative as well; finer near the values the LR and MLP tuning draws chose.
+    "endcredits-if": (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 1e3),
+    # An absolute ridge on the Hessian of the *mean* loss (dattri's default is 0).
+    "dattri-if": (0.0, 1e-3, 1e-2, 0.03, 0.1, 0.3, 1.0),
     # The peers take an absolute lambda; their default is 0.
     "traker": (0.0, 1.0, 1e2, 1e4, 1e6),
     "dattri": (0.0, 1.0, 1e2, 1e4, 1e6),

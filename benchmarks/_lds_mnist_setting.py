@@ -45,6 +45,7 @@ def build_problem(args: argparse.Namespace, log: Callable[[str], None]) -> Any:
         name: core.ground_truth_draw(args.cache_dir, args.setting, key_parts, n_train, m, draw=name, seed=seed,
                                      retrain=outputs_of, log=log)
         for name, seed, m in (("main", SEED_MAIN, args.subsets), ("tune", SEED_TUNE, args.tune_subsets))
+        + ((("reseed", SEED_MAIN, args.subsets),) if args.reseed else ())
     }
 
     started = time.perf_counter()
@@ -62,7 +63,11 @@ def build_problem(args: argparse.Namespace, log: Callable[[str], None]) -> Any:
 
     def run_method(method: str, models: list[Any], lambdas: Sequence[float]) -> Any:
         job = ClassifierJob(models, (x_train, y_train), (x_test, y_test), k=args.k)
-        extra = {"projection": args.projection, "curvature": args.curvature} if method == "endcredits" else {}
+        extra: dict[str, Any] = {}
+        if method == "endcredits":
+            extra = {"projection": args.projection, "curvature": args.curvature}
+        elif method == "endcredits-if":
+            extra = {"projection": args.projection, "response": args.response}
         return CLASSIFIER_RUNNERS[method](job, lambdas, **extra)
 
     def counterfactual(scores: dict[str, npt.NDArray[np.float64]], tests: list[int], remove: int,
@@ -103,7 +108,9 @@ def build_problem(args: argparse.Namespace, log: Callable[[str], None]) -> Any:
                         for m, v in increase.items()},
         }
 
+    reseeded = draws["reseed"][1][:, :n_report] if args.reseed else None
     info = {
+        **({"noise": core.noise_ceiling(draws["main"][1][:, :n_report], reseeded)} if reseeded is not None else {}),
         "data": source,
         "train_examples": n_train,
         "recipe": {"hidden": list(recipe.hidden), "epochs": recipe.epochs, "lr": recipe.lr,
@@ -118,6 +125,7 @@ def build_problem(args: argparse.Namespace, log: Callable[[str], None]) -> Any:
         tune_cols=np.arange(n_report, n_report + n_tune),
         main_masks=draws["main"][0],
         main_outputs=draws["main"][1][:, :n_report],
+        main_outputs_reseed=reseeded,
         tune_masks=draws["tune"][0],
         tune_outputs=draws["tune"][1][:, n_report:],
         ensembles=ensembles,

@@ -28,6 +28,16 @@ on all the data with different seeds ("full") or E models each trained on a rand
 chosen. The reported LDS is the chosen configuration's on the main draw and the reported test examples.
 k and E are budgets, set on the command line and the same for every method.
 
+Methods (``--methods``): ``endcredits`` (``TRAKScorer``; ``--curvature`` for the Gauss-Newton kernel;
+``--weight-powers`` adds Q's power gamma to its grid), ``endcredits-if`` (``InfluenceScorer`` with the
+Gauss-Newton kernel and ``--response``), and the peers ``traker``, ``dattri`` (TRAK) and ``dattri-if``
+(dattri's explicit-Hessian influence function; small models only).
+
+Noise ceiling (``--reseed``, MNIST): the main draw's subsets are retrained once more with other seeds.
+The Spearman correlation r of the two retrainings says how much of the measured output is training
+noise; no attribution can reach an LDS above about sqrt(r). Each method's LDS against the mean of the
+two seeds is reported beside the standard one (``lds_two_seeds``); nothing is chosen on either.
+
 Counterfactual check: for ``--cf-tests`` reported test examples, retrain without the ``--cf-remove``
 training examples a method scores highest, and, with the same seed, without as many random ones;
 report the mean increase of the test example's loss over a model trained on everything with that seed.
@@ -88,6 +98,9 @@ class Problem:
     """(method, models, lambdas) -> _lds_methods.MethodRun over all target columns."""
     counterfactual: Callable[[dict[str, npt.NDArray[np.float64]], list[int], int, int], dict[str, Any]] | None
     info: dict[str, Any]
+    main_outputs_reseed: npt.NDArray[np.float64] | None = None
+    """The main draw's subsets retrained with other seeds (``--reseed``): for the noise ceiling and the
+    LDS against the mean of two seeds per subset."""
 
 
 def select_and_score(problem: Problem, method: str, grid: Sequence[float], recipes: Sequence[str],
@@ -99,13 +112,19 @@ def select_and_score(problem: Problem, method: str, grid: Sequence[float], recip
     def main_lds(scores: npt.NDArray[np.float64]) -> float:
         return core.lds(scores[:, problem.report_cols], problem.main_masks, problem.main_outputs)[0]
 
+    def two_seed_lds(scores: npt.NDArray[np.float64]) -> float | None:
+        if problem.main_outputs_reseed is None:
+            return None
+        mean = (problem.main_outputs + problem.main_outputs_reseed) / 2.0
+        return core.lds(scores[:, problem.report_cols], problem.main_masks, mean)[0]
+
     recipes = [r for r in recipes if r in problem.ensembles]
     first = problem.ensembles["full" if "full" in problem.ensembles else recipes[0]][:1]
     run_a = problem.run_method(method, first, grid)
     stage_a = {lam: tune_lds(run_a.scores[lam]) for lam in grid}
     lam = max(grid, key=lambda v: (np.nan_to_num(stage_a[v], nan=-2.0), -grid.index(v)))
     log(f"  {method}: lambda by tuning LDS with 1 model: "
-        + ", ".join(f"{v:g}->{stage_a[v]:.3f}" for v in grid) + f"; chose {lam:g}")
+        + ", ".join(f"{grid_label(v)}->{stage_a[v]:.3f}" for v in grid) + f"; chose {grid_label(lam)}")
     one_model = {"lds": main_lds(run_a.scores[lam]), "seconds": run_a.seconds(lam)}
     stage_b: dict[str, dict[str, Any]] = {}
     for recipe in recipes:
@@ -114,6 +133,7 @@ def select_and_score(problem: Problem, method: str, grid: Sequence[float], recip
         stage_b[recipe] = {
             "tune_lds": tune_lds(run_b.scores[lam]),
             "lds": main_lds(run_b.scores[lam]),
+            "lds_two_seeds": two_seed_lds(run_b.scores[lam]),
             "seconds": run_b.seconds(lam),
             "featurize_s": run_b.featurize_s,
             "score_s": run_b.score_s[lam],
@@ -126,19 +146,26 @@ def select_and_score(problem: Problem, method: str, grid: Sequence[float], recip
     best = stage_b[chosen]
     return {
         "lds": best["lds"],
+        "lds_two_seeds": best["lds_two_seeds"],
         "seconds": best["seconds"],
         "featurize_s": best["featurize_s"],
         "score_s": best["score_s"],
-        "lambda": lam,
+        "lambda": lam[0] if isinstance(lam, tuple) else lam,
+        **({"weight_power": lam[1]} if isinstance(lam, tuple) else {}),
         "recipe": chosen,
         "models": len(problem.ensembles[chosen]),
         "notes": best["notes"],
         "one_model": one_model,
-        "tuning": {"lambda_grid": {f"{v:g}": stage_a[v] for v in grid},
+        "tuning": {"lambda_grid": {grid_label(v): stage_a[v] for v in grid},
                    "recipes": {r: {k: v for k, v in s.items() if k not in ("scores", "notes")}
                                for r, s in stage_b.items()}},
         "_scores": best["scores"],
     }
+
+
+def grid_label(value: float | tuple[float, float]) -> str:
+    """A grid point: lambda, or (lambda, weight power) for endcredits' TRAK with ``--weight-powers``."""
+    return f"{value[0]:g}, Q^{value[1]:g}" if isinstance(value, tuple) else f"{value:g}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -166,6 +193,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lambdas", help="comma-separated lambda grid for endcredits (default: its built-in grid)")
     parser.add_argument("--projection", default="kronecker", choices=["kronecker", "gaussian", "identity"],
                         help="endcredits' Featurizer projection")
+    parser.add_argument("--reseed", action="store_true",
+                        help="MNIST: retrain the main draw's subsets with other seeds too: the noise ceiling, and"
+                             " each method's LDS against the mean of the two seeds (reported beside, never chosen on)")
+    parser.add_argument("--weight-powers", default="1",
+                        help="endcredits TRAK: comma-separated powers gamma of Q_bar searched with lambda (1: TRAK)")
+    parser.add_argument("--response", default="gradient-flow", choices=["gradient-flow", "ridge"],
+                        help="endcredits-if: InfluenceScorer's response on the Gauss-Newton kernel")
     parser.add_argument("--curvature", action="store_true",
                         help="endcredits: Gauss-Newton kernel instead of Phi^T Phi (MNIST settings)")
     args = parser.parse_args(argv)
@@ -193,6 +227,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.lambdas:
         LAMBDA_GRIDS["endcredits"] = tuple(float(v) for v in args.lambdas.split(","))
+    powers = [float(v) for v in args.weight_powers.split(",") if v]
+    if powers != [1.0]:
+        LAMBDA_GRIDS["endcredits"] = tuple((lam, g) for g in powers for lam in LAMBDA_GRIDS["endcredits"])  # type: ignore[misc]
     results: dict[str, Any] = {}
     for method in methods:
         why_not = available(method)
@@ -255,8 +292,9 @@ def print_table(report: dict[str, Any], log: Callable[[str], None]) -> None:
         if "skipped" in r:
             log(f"  {method:<11} skipped")
             continue
-        log(f"  {method:<11} LDS {r['lds']:.3f}  ({r['models']} models, recipe {r['recipe']}, lambda {r['lambda']:g};"
-            f" featurize+score {r['seconds']:.1f} s)   1 model: LDS {r['one_model']['lds']:.3f},"
+        power = f", Q^{r['weight_power']:g}" if "weight_power" in r else ""
+        log(f"  {method:<11} LDS {r['lds']:.3f}  ({r['models']} models, recipe {r['recipe']}, lambda {r['lambda']:g}"
+            f"{power}; featurize+score {r['seconds']:.1f} s)   1 model: LDS {r['one_model']['lds']:.3f},"
             f" {r['one_model']['seconds']:.1f} s")
     cf = report.get("counterfactual")
     if cf:
