@@ -18,8 +18,8 @@ inner product search over ``G`` (see ``topk``).
   ``weight_power`` (gamma, default 1: TRAK as published) uses ``Q_bar ** gamma`` instead of ``Q_bar``.
   Q = 1 - p is measured at the last checkpoint, where the examples a model has fit have p near 1; but
   they pulled on the parameters while they were being fit, earlier in training. A gamma below 1
-  flattens Q toward that: on MNIST + MLP (10 half-subset models, k = 2048, chosen on the LDS tuning
-  draw) gamma = 0.25 raised the LDS from 0.385 to 0.445 (docs/benchmarks.md).
+  flattens Q toward that: on MNIST + MLP (10 half-subset models, k = 4096) the LDS benchmark's tuning
+  draw chose gamma = 0.25, LDS 0.471 against 0.409 with gamma = 1 (docs/benchmarks.md).
 - ``InfluenceScorer``: the influence function of each model, averaged over models. Per model m, the
   training side is the exact per-example *loss* gradient ``Q_m Phi_m`` (each model's own Q, not
   TRAK's ``Q_bar`` applied after averaging), the kernel is the model's Gauss-Newton matrix ``C_m``
