@@ -15,7 +15,7 @@ the figure is the steady rate rather than the first call of a fresh process: in 
 Arrow conversion alone takes about 0.4 s of one-time setup.
 
 The storage floor, measured in the same run on an empty store: only the rows such an accrual must
-write (accounts, legs, balances, carries, outputs, one transfer), prepared beforehand, inserted through
+write (accounts with their balances, legs, carries, outputs, one transfer), prepared beforehand, inserted through
 the same bulk path and committed; no allocation, evidence file, checks or lookups. No accrual design
 with these tables can beat it on this machine.
 
@@ -127,26 +127,25 @@ def _warm_up() -> float:
 
 def _storage_floor(store: Store, n_payees: int, n_outputs: int) -> float:
     """Seconds to write only the rows an accrual of this size must write, prepared beforehand, into the
-    real tables of an empty store, and commit: 10^5 accounts, their legs, balances and carries, and the
+    real tables of an empty store, and commit: 10^5 accounts with their balances, their legs and carries, and the
     outputs (one transfer row). No allocation, evidence, checks or lookups: the storage engine's floor
     for this design on this machine, measured in the same run as the accrual."""
     at = "2026-11-22T00:00:00.000000Z"
     holders = [f"name:{i}" for i in range(1, n_payees + 1)]
-    accounts = sorted((f"escrow:{h}:EUR", "escrow", "EUR", h, False, at) for h in holders)
     with store.write() as conn:
         amounts = amount_params(conn, list(range(1_000, 1_000 + n_payees)))
         revenue = amount_params(conn, [2_000_000] * n_outputs)
+    accounts = sorted((f"escrow:{h}:EUR", "escrow", "EUR", h, False, at, a, 1) for h, a in zip(holders, amounts))
     legs = [(1, i + 1, a) for i, a in enumerate(amounts)]
-    balances = [(i + 1, a, 1) for i, a in enumerate(amounts)]
     carries = sorted((h, "EUR", 7) for h in holders)
     outputs = [(f"floor-o{i}", "bench-model", "floor", r, "EUR", at) for i, r in enumerate(revenue)]
     started = time.perf_counter()
     with store.write() as conn:
         bulk_insert(conn, "transfers", ["event_id", "code", "currency", "content_sha256", "memo", "leg_count", "created_at"],
                     [("floor", "accrual", "EUR", "0" * 64, "{}", n_payees, at)])
-        bulk_insert(conn, "accounts", ["key", "kind", "currency", "holder", "may_go_negative", "created_at"], accounts)
+        bulk_insert(conn, "accounts", ["key", "kind", "currency", "holder", "may_go_negative", "created_at",
+                                       "balance_microunits", "last_transfer_id"], accounts)
         bulk_insert(conn, "legs", ["transfer_id", "account_id", "amount_microunits"], legs)
-        bulk_insert(conn, "balances", ["account_id", "balance_microunits", "last_transfer_id"], balances)
         bulk_insert(conn, "carries", ["payee", "currency", "subunits"], carries)
         bulk_insert(conn, "outputs", ["id", "model_id", "batch_event_id", "revenue_microunits", "currency", "occurred_at"],
                     outputs)

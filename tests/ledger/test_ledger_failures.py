@@ -156,10 +156,10 @@ def test_verify_replays_the_evidence_into_legs_and_carries(store: Store) -> None
         # only the evidence says otherwise.
         ids = {k: i for k, i in conn.execute(text("SELECT key, id FROM accounts"))}
         for key, delta in ((f"payable:person:{a}:EUR", 1), (f"payable:person:{b}:EUR", -1)):
-            for table in ("legs", "balances"):
-                column = "amount_microunits" if table == "legs" else "balance_microunits"
-                value = conn.execute(text(f"SELECT {column} FROM {table} WHERE account_id = :i"), {"i": ids[key]}).scalar_one()
-                conn.execute(text(f"UPDATE {table} SET {column} = :v WHERE account_id = :i"),
+            for table, column, id_column in (("legs", "amount_microunits", "account_id"),
+                                             ("accounts", "balance_microunits", "id")):
+                value = conn.execute(text(f"SELECT {column} FROM {table} WHERE {id_column} = :i"), {"i": ids[key]}).scalar_one()
+                conn.execute(text(f"UPDATE {table} SET {column} = :v WHERE {id_column} = :i"),
                              {"v": str(int(value) + delta) if store.backend == "sqlite" else int(value) + delta, "i": ids[key]})
     problems = verify(store).problems
     assert any("legs differ from what its evidence posts" in problem for problem in problems), problems

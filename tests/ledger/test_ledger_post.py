@@ -190,7 +190,7 @@ def snapshot(store: Store) -> list[tuple[object, ...]]:
             "FROM transfers ORDER BY id"
         ),
         "SELECT transfer_id, account_id, CAST(amount_microunits AS TEXT) FROM legs ORDER BY transfer_id, account_id",
-        "SELECT account_id, CAST(balance_microunits AS TEXT), last_transfer_id FROM balances ORDER BY account_id",
+        "SELECT id, key, CAST(balance_microunits AS TEXT), last_transfer_id FROM accounts ORDER BY id",
         "SELECT seq, at, kind, subject, payload, prev_sha256, sha256 FROM audit_log ORDER BY seq",
     ]
     with store.read() as conn:
@@ -256,7 +256,7 @@ def test_amounts_beyond_int64_round_trip(store: Store) -> None:
         for i, (account, amount) in enumerate(amounts.items()):
             assert dict(load_transfer(conn, f"big-{i}").legs) == {POOL: -amount, account: amount}
         raw = set(conn.execute(text("SELECT CAST(amount_microunits AS TEXT) FROM legs")).scalars())
-        stored = set(conn.execute(text("SELECT CAST(balance_microunits AS TEXT) FROM balances")).scalars())
+        stored = set(conn.execute(text("SELECT CAST(balance_microunits AS TEXT) FROM accounts")).scalars())
     assert {str(a) for a in amounts.values()} | {str(-a) for a in amounts.values()} <= raw
     assert str(expected[POOL]) in stored and str(2**64 - 2) in stored
     assert verify(store).ok

@@ -63,12 +63,12 @@ def test_a_deleted_audit_entry_is_reported(worked: Store) -> None:
 def test_an_altered_balance_is_reported(worked: Store) -> None:
     with worked.write() as conn:
         row = conn.execute(text(
-            "SELECT b.account_id, a.key, CAST(b.balance_microunits AS TEXT) FROM balances b "
-            "JOIN accounts a ON a.id = b.account_id WHERE a.key LIKE 'payable:%' ORDER BY a.key")).first()
+            "SELECT a.id, a.key, CAST(a.balance_microunits AS TEXT) FROM accounts a "
+            "WHERE a.key LIKE 'payable:%' ORDER BY a.key")).first()
         assert row is not None
         account_id, key, value = row
         bumped = str(int(value) + 1)
-        conn.execute(text("UPDATE balances SET balance_microunits = :v WHERE account_id = :a"),
+        conn.execute(text("UPDATE accounts SET balance_microunits = :v WHERE id = :a"),
                      {"v": bumped if worked.backend == "sqlite" else int(bumped), "a": account_id})
     problems = verify(worked).problems
     assert f"account {key}: stored balance {bumped} != sum of legs {value}" in problems

@@ -59,7 +59,6 @@ from endcredits.store.evidence import read_evidence
 from endcredits.store.schema import (
     accounts,
     accrual_batches,
-    balances,
     carries,
     legs,
     outputs,
@@ -126,7 +125,7 @@ def _snapshot(store: Store) -> dict[str, Any]:
         for r in conn.execute(select(legs.c.transfer_id, legs.c.account_id, legs.c.amount_microunits)):
             by_transfer.setdefault(r.transfer_id, []).append((key[r.account_id], int(r.amount_microunits)))
         return {
-            "balances": sorted((key[r.account_id], int(r.balance_microunits)) for r in conn.execute(select(balances))),
+            "balances": sorted((r.key, int(r.balance_microunits)) for r in conn.execute(select(accounts))),
             "transfers": sorted((r.event_id, r.code, r.content_sha256, tuple(sorted(by_transfer.get(r.id, []))))
                                 for r in conn.execute(select(transfers))),
             "carries": sorted((r.payee, r.currency, int(r.subunits)) for r in conn.execute(select(carries))),

@@ -25,7 +25,7 @@ from endcredits.royalties.usage import load_credit_graph
 from endcredits.store.engine import Store
 from endcredits.store.ledger import post_transfer
 from endcredits.store.registry import claim_name, get_person, payee_routes
-from endcredits.store.schema import accounts, balances, names, people
+from endcredits.store.schema import accounts, names, people
 
 
 @dataclass(frozen=True)
@@ -59,8 +59,7 @@ def claim_escrow_in(conn: Connection, person_id: int) -> ClaimResult:
     if person.verified_at is None:
         raise ConsentError(f"person {person_id} is not verified; escrow is released only to verified people")
     holders = _claim_sources(conn, person_id)
-    q = (select(accounts.c.key, accounts.c.currency, balances.c.balance_microunits, balances.c.last_transfer_id)
-         .join(balances, balances.c.account_id == accounts.c.id)
+    q = (select(accounts.c.key, accounts.c.currency, accounts.c.balance_microunits, accounts.c.last_transfer_id)
          .where(accounts.c.kind == "escrow", accounts.c.holder.in_(holders)))
     by_currency: dict[str, list[tuple[str, int, int]]] = {}
     for r in conn.execute(q):
@@ -104,8 +103,7 @@ def release_work_escrow(store: Store, work_id: str, agreement: Agreement) -> Wor
         if any(s.payee == f"work:{work_id}" for s in shares):
             raise ConsentError(f"work {work_id} still credits nobody: credit someone on it before releasing its escrow")
         routes = payee_routes(conn, sorted({s.payee for s in shares}))
-        q = (select(accounts.c.key, accounts.c.currency, balances.c.balance_microunits)
-             .join(balances, balances.c.account_id == accounts.c.id)
+        q = (select(accounts.c.key, accounts.c.currency, accounts.c.balance_microunits)
              .where(accounts.c.kind == "escrow", accounts.c.holder == f"work:{work_id}"))
         moved: dict[str, int] = {}
         all_parts: dict[str, int] = {}
@@ -141,8 +139,7 @@ def search_escrow(conn: Connection, query: str = "", *, limit: int = 100) -> lis
     """Unclaimed residuals, largest first: the public list a person searches to find money owed to them."""
     if limit < 1 or limit > 10_000:
         raise ValidationError("limit must be between 1 and 10000")
-    q = (select(accounts.c.holder, accounts.c.key, balances.c.balance_microunits)
-         .join(balances, balances.c.account_id == accounts.c.id).where(accounts.c.kind == "escrow"))
+    q = (select(accounts.c.holder, accounts.c.key, accounts.c.balance_microunits).where(accounts.c.kind == "escrow"))
     rows = [r for r in conn.execute(q) if r.balance_microunits > 0]
     name_ids = [int(r.holder.split(":")[1]) for r in rows if r.holder.startswith("name:")]
     person_ids = [int(r.holder.split(":")[1]) for r in rows if r.holder.startswith("person:")]

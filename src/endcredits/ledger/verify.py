@@ -26,7 +26,6 @@ from endcredits.store.ledger import derived_balances
 from endcredits.store.schema import (
     accounts,
     accrual_batches,
-    balances,
     carries,
     legs,
     models,
@@ -80,15 +79,14 @@ def verify(store: Store) -> VerifyReport:
         orphan_transfers = set(leg_sums) - transfer_ids
         if orphan_transfers:
             p.append(f"legs refer to transfers that do not exist: {sorted(orphan_transfers)[:5]}")
-        stored_ids = {r.account_id for r in conn.execute(select(balances.c.account_id))}
-        orphan_accounts = (set(derived) | stored_ids) - set(acct)
+        orphan_accounts = set(derived) - set(acct)
         if orphan_accounts:
-            p.append(f"legs or balances refer to accounts that do not exist: {sorted(orphan_accounts)[:5]}")
+            p.append(f"legs refer to accounts that do not exist: {sorted(orphan_accounts)[:5]}")
         model_ids = {r.id for r in conn.execute(select(models.c.id))}
         orphan_models = {r.model_id for r in conn.execute(select(outputs.c.model_id).distinct())} - model_ids
         if orphan_models:
             p.append(f"outputs refer to models that are not registered: {sorted(orphan_models)[:5]}")
-        stored = {r.account_id: r.balance_microunits for r in conn.execute(select(balances))}
+        stored = {account_id: row.balance_microunits for account_id, row in acct.items()}
         per_currency: dict[str, int] = {}
         for account_id, row in acct.items():
             value = derived.get(account_id, 0)

@@ -28,7 +28,7 @@ from endcredits.store.audit import append_audit
 from endcredits.store.engine import Store, utc_now
 from endcredits.store.ledger import post_transfer
 from endcredits.store.private import private_of, with_payout_account
-from endcredits.store.schema import accounts, balances, payout_batches, payout_items, people
+from endcredits.store.schema import accounts, payout_batches, payout_items, people
 
 
 @dataclass(frozen=True)
@@ -79,9 +79,8 @@ def create_payout_batch(
                 PayoutPlanItem(i.person_id, "", i.amount_microunits, i.end_to_end_id) for i in items),
                 prior.total_microunits, 0, 0, Path(prior.pain001_path) if prior.pain001_path else None,
                 Path(prior.csv_path) if prior.csv_path else None)
-        q = (select(people.c.id, people.c.handle, people.c.verified_at, balances.c.balance_microunits)
+        q = (select(people.c.id, people.c.handle, people.c.verified_at, accounts.c.balance_microunits)
              .join(accounts, accounts.c.holder == ("person:" + people.c.id.cast(accounts.c.holder.type)))
-             .join(balances, balances.c.account_id == accounts.c.id)
              .where(accounts.c.kind == "payable", accounts.c.currency == currency).order_by(people.c.id))
         plan: list[PayoutPlanItem] = []
         instructions: list[PayoutInstruction] = []

@@ -8,6 +8,7 @@ written as decimal text on SQLite, as NUMERIC on PostgreSQL — the ``Amount`` c
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -99,10 +100,12 @@ def bulk_update(conn: Connection, table: str, key: Sequence[str], columns: Seque
     values = [c for c in columns if c not in key]
     if _is_pg(conn):
         raw = _raw(conn)
-        tmp = f"_bulk_{table}"
         cols = ", ".join(columns)
+        # A temporary table of just these columns (their types, none of the table's constraints), one per
+        # (table, columns), emptied at commit.
+        tmp = f"_bulk_{table}_{hashlib.sha256(cols.encode()).hexdigest()[:8]}"
         with raw.cursor() as cur:
-            cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {tmp} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+            cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {tmp} ON COMMIT DELETE ROWS AS SELECT {cols} FROM {table} WITH NO DATA")
             cur.execute(f"TRUNCATE {tmp}")
             block = _copy_text(rows, len(columns))
             with cur.copy(f"COPY {tmp} ({cols}) FROM STDIN") as copy:

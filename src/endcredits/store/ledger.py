@@ -1,6 +1,7 @@
 """Persisting ledger transfers: accounts on first use, legs, balances, the audit entry — one transaction.
 
-Balances are kept in ``balances`` for reading and re-derived from ``legs`` by ``verify``. An account
+Each account row holds its balance (and the last transfer that changed it) for reading; ``verify``
+re-derives every balance from ``legs``. An account
 that may not go negative is checked before commit; a failing check raises and the caller's
 transaction rolls back, so nothing is written.
 """
@@ -27,7 +28,7 @@ from endcredits.limits import SQL_PARAMS_PER_STATEMENT_MAX
 from endcredits.store.audit import append_audit
 from endcredits.store.bulk import amount_params, bulk_insert, bulk_update, fetch_all, select_in
 from endcredits.store.engine import utc_now
-from endcredits.store.schema import accounts, balances, legs, transfers
+from endcredits.store.schema import accounts, legs, transfers
 
 
 def chunks(items: Sequence[Any], size: int = SQL_PARAMS_PER_STATEMENT_MAX // 4) -> Iterable[Sequence[Any]]:
@@ -35,35 +36,37 @@ def chunks(items: Sequence[Any], size: int = SQL_PARAMS_PER_STATEMENT_MAX // 4) 
         yield items[i : i + size]
 
 
-def ensure_accounts(conn: Connection, keys: Iterable[str], *, at: str | None = None) -> dict[str, int]:
-    """Account ids for ``keys``, creating the missing ones."""
-    wanted = sorted(set(keys))
-    found: dict[str, int] = dict(select_in(conn, "SELECT key, id FROM accounts WHERE key {in}", wanted))
-    missing = [k for k in wanted if k not in found] if found else wanted
-    if missing:
-        when = at or utc_now()
-        rows = []
-        kinds = ACCOUNT_KINDS
-        negative = NEGATIVE_ALLOWED_KINDS
-        for key in missing:
-            kind, _, rest = key.partition(":")
-            holder, _, currency = rest.rpartition(":")
-            if kind not in kinds or len(currency) != 3:
-                parse_account_key(key)  # raises with the reason
-            rows.append((key, kind, currency, holder or None, kind in negative, when))
-        # Writers hold the store's write lock (Store.write), so the new rows are exactly those above the
-        # highest id before the insert: read them back by id range instead of by 10^5 keys.
-        id_before = int(fetch_all(conn, "SELECT COALESCE(MAX(id), 0) FROM accounts")[0][0])
-        bulk_insert(conn, "accounts", ["key", "kind", "currency", "holder", "may_go_negative", "created_at"], rows)
-        new = dict(fetch_all(conn, f"SELECT key, id FROM accounts WHERE id > {id_before}"))
-        invariant(len(new) == len(missing) and all(k in new for k in missing),
-                  "accounts created by another writer inside a write transaction")
-        found.update(new)
-    return found
+def _known_accounts(conn: Connection, keys: list[str]) -> dict[str, tuple[int, int]]:
+    """``key -> (account id, balance)`` for the keys that have an account."""
+    return {k: (int(i), int(b)) for k, i, b in
+            select_in(conn, "SELECT key, id, balance_microunits FROM accounts WHERE key {in}", keys)}
+
+
+def _open_accounts(conn: Connection, keys: list[str], balances: list[int], transfer_id: int, when: str) -> dict[str, int]:
+    """Create the accounts ``keys`` (none exists yet) with their first balances; returns their ids."""
+    rows = []
+    kinds = ACCOUNT_KINDS
+    negative = NEGATIVE_ALLOWED_KINDS
+    for key, balance in zip(keys, amount_params(conn, balances)):
+        kind, _, rest = key.partition(":")
+        holder, _, currency = rest.rpartition(":")
+        if kind not in kinds or len(currency) != 3:
+            parse_account_key(key)  # raises with the reason
+        rows.append((key, kind, currency, holder or None, kind in negative, when, balance, transfer_id))
+    rows.sort()  # key order: the unique key index takes them in one pass
+    # Writers hold the store's write lock (Store.write), so the new rows are exactly those above the
+    # highest id before the insert: read them back by id range instead of by 10^5 keys.
+    id_before = int(fetch_all(conn, "SELECT COALESCE(MAX(id), 0) FROM accounts")[0][0])
+    bulk_insert(conn, "accounts", ["key", "kind", "currency", "holder", "may_go_negative", "created_at",
+                                   "balance_microunits", "last_transfer_id"], rows)
+    new = dict(fetch_all(conn, f"SELECT key, id FROM accounts WHERE id > {id_before}"))
+    invariant(len(new) == len(keys) and all(k in new for k in keys),
+              "accounts created by another writer inside a write transaction")
+    return new
 
 
 def read_balances(conn: Connection, account_ids: Sequence[int]) -> dict[int, int]:
-    rows = select_in(conn, "SELECT account_id, balance_microunits FROM balances WHERE account_id {in}", list(account_ids))
+    rows = select_in(conn, "SELECT id, balance_microunits FROM accounts WHERE id {in}", list(account_ids))
     return {int(a): int(b) for a, b in rows}
 
 
@@ -83,14 +86,13 @@ def post_transfer(conn: Connection, req: TransferRequest, *, at: str | None = No
     when = at or utc_now()
     keys = list(req.legs)
     amounts = list(req.legs.values())
-    ids = ensure_accounts(conn, keys, at=when)
-    account_ids = [ids[k] for k in keys]
-    current = read_balances(conn, account_ids)
-    values = [current.get(a, 0) + x for a, x in zip(account_ids, amounts)] if current else amounts
+    known = _known_accounts(conn, keys)
+    before = [known[k][1] if k in known else 0 for k in keys] if known else [0] * len(keys)
+    values = [b + x for b, x in zip(before, amounts)] if known else amounts
     for i in [i for i, v in enumerate(values) if v < 0]:
         if keys[i].partition(":")[0] not in NEGATIVE_ALLOWED_KINDS:
             raise LedgerError(
-                f"transfer {req.event_id} would overdraw account {keys[i]} (balance {current.get(account_ids[i], 0)}, "
+                f"transfer {req.event_id} would overdraw account {keys[i]} (balance {before[i]}, "
                 f"leg {amounts[i]}); nothing was posted"
             )
     transfer_id = conn.execute(transfers.insert().values(
@@ -98,22 +100,21 @@ def post_transfer(conn: Connection, req: TransferRequest, *, at: str | None = No
         reverses_event_id=req.reverses_event_id, memo=json.dumps(dict(sorted(req.memo.items()))),
         leg_count=len(req.legs), created_at=when,
     ).returning(transfers.c.id)).scalar_one()
-    # Rows go in account id order: B-tree inserts in key order cost half as much as scattered ones.
-    order = sorted(range(len(keys)), key=account_ids.__getitem__)
-    account_ids = [account_ids[i] for i in order]
-    amounts = [amounts[i] for i in order]
-    values = [values[i] for i in order]
-    same = repeat(transfer_id)
+    # A new account is created with its balance; a known one has its balance updated (no upsert, no
+    # second row per account).
+    fresh = [i for i, k in enumerate(keys) if k not in known]
+    ids = {k: v[0] for k, v in known.items()}
+    if fresh:
+        ids.update(_open_accounts(conn, [keys[i] for i in fresh], [values[i] for i in fresh], transfer_id, when))
+    account_ids = [ids[k] for k in keys]
+    if known:
+        updates = sorted((known[k][0], v) for k, v in zip(keys, values) if k in known)
+        bulk_update(conn, "accounts", ["id"], ["id", "balance_microunits", "last_transfer_id"],
+                    list(zip([a for a, _ in updates], amount_params(conn, [v for _, v in updates]), repeat(transfer_id))))
+    # Legs go in account id order: B-tree inserts in key order cost half as much as scattered ones.
+    legs_rows = sorted(zip(account_ids, amounts))
     bulk_insert(conn, "legs", ["transfer_id", "account_id", "amount_microunits"],
-                list(zip(same, account_ids, amount_params(conn, amounts))))
-    balance_rows = list(zip(account_ids, amount_params(conn, values), same))
-    columns = ["account_id", "balance_microunits", "last_transfer_id"]
-    # New accounts are inserted, known ones updated: cheaper than an upsert on both backends.
-    if current:
-        bulk_insert(conn, "balances", columns, [r for r in balance_rows if r[0] not in current])
-        bulk_update(conn, "balances", ["account_id"], columns, [r for r in balance_rows if r[0] in current])
-    else:
-        bulk_insert(conn, "balances", columns, balance_rows)
+                list(zip(repeat(transfer_id), [a for a, _ in legs_rows], amount_params(conn, [x for _, x in legs_rows]))))
     append_audit(conn, "transfer", req.event_id, {
         "code": req.code, "currency": req.currency, "content_sha256": content, "legs": len(req.legs),
         "reverses": req.reverses_event_id,
@@ -165,7 +166,7 @@ def load_transfer(conn: Connection, event_id: str) -> TransferRequest:
 def account_balances(conn: Connection, *, kind: str | None = None, currency: str | None = None,
                      holder: str | None = None) -> dict[str, int]:
     """Balances by account key, from the balance table."""
-    q = select(accounts.c.key, balances.c.balance_microunits).join(balances, balances.c.account_id == accounts.c.id)
+    q = select(accounts.c.key, accounts.c.balance_microunits)
     if kind:
         q = q.where(accounts.c.kind == kind)
     if currency:

@@ -4,7 +4,7 @@ Conventions: money columns are ``Amount`` (exact integers of microunits, beyond 
 ISO-8601 UTC text (``2026-11-21T20:10:48.000000Z``), the same on every backend (they record when a row
 was written, so a replay differs from the original in its times, never in its amounts); ids given by callers are text up to ``ID_LENGTH_MAX``.
 
-Hot tables (``legs``, ``balances``, ``outputs``) carry no foreign keys: an accrual writes 10^5 rows to
+Hot tables (``legs``, ``outputs``) carry no foreign keys: an accrual writes 10^5 rows to
 each, and PostgreSQL's per-row foreign-key triggers measured 20 us a row here, four times the insert.
 Only ``store.ledger`` and ``ledger.accrue`` write them, each reference is created in the same
 transaction, and ``endcredits verify`` checks every reference.
@@ -350,6 +350,9 @@ accounts = Table(
     Column("holder", String(ID_LENGTH_MAX), nullable=True, index=True),
     Column("may_go_negative", Boolean, nullable=False),
     Column("created_at", Time, nullable=False),
+    # The balance lives on the account (re-derived from legs by `verify`): one row per payee to write.
+    Column("balance_microunits", Amount, nullable=False),
+    Column("last_transfer_id", Integer, nullable=False),
 )
 
 transfers = Table(
@@ -376,13 +379,6 @@ legs = Table(
     sqlite_with_rowid=False,
 )
 
-balances = Table(
-    "balances",
-    metadata,
-    Column("account_id", Integer, primary_key=True),
-    Column("balance_microunits", Amount, nullable=False),
-    Column("last_transfer_id", Integer, nullable=False),
-)
 
 carries = Table(
     "carries",

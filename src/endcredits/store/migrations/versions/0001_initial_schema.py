@@ -26,6 +26,8 @@ def upgrade() -> None:
     sa.Column('holder', sa.String(length=200), nullable=True),
     sa.Column('may_go_negative', sa.Boolean(), nullable=False),
     sa.Column('created_at', sa.String(length=32), nullable=False),
+    sa.Column('balance_microunits', endcredits.store.schema.Amount(precision=38, scale=0), nullable=False),
+    sa.Column('last_transfer_id', sa.Integer(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_accounts')),
     sa.UniqueConstraint('key', name=op.f('uq_accounts_key'))
     )
@@ -82,12 +84,6 @@ def upgrade() -> None:
     sa.Column('prev_sha256', sa.String(length=64), nullable=False),
     sa.Column('sha256', sa.String(length=64), nullable=False),
     sa.PrimaryKeyConstraint('seq', name=op.f('pk_audit_log'))
-    )
-    op.create_table('balances',
-    sa.Column('account_id', sa.Integer(), nullable=False),
-    sa.Column('balance_microunits', endcredits.store.schema.Amount(precision=38, scale=0), nullable=False),
-    sa.Column('last_transfer_id', sa.Integer(), nullable=False),
-    sa.PrimaryKeyConstraint('account_id', name=op.f('pk_balances'))
     )
     op.create_table('carries',
     sa.Column('payee', sa.String(length=200), nullable=False),
@@ -475,7 +471,6 @@ def downgrade() -> None:
 
     op.drop_table('consent_grants')
     op.drop_table('carries')
-    op.drop_table('balances')
     op.drop_table('audit_log')
     op.drop_table('api_keys')
     op.drop_table('agreements')
