@@ -290,8 +290,9 @@ LAMBDA_GRIDS: dict[str, tuple[float, ...]] = {
     "endcredits": (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4),
     # Relative as well; finer near the values the LR and MLP tuning draws chose.
     "endcredits-if": (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 1e3),
-    # An absolute ridge on the Hessian of the *mean* loss (dattri's default is 0).
-    "dattri-if": (0.0, 1e-3, 1e-2, 0.03, 0.1, 0.3, 1.0),
+    # An absolute ridge on the Hessian of the *mean* loss. dattri's default, 0, is not in the grid: the
+    # LR, trained without weight decay, has a singular Hessian (torch.linalg.solve refuses it).
+    "dattri-if": (1e-2, 0.1, 1.0),
     # The peers take an absolute lambda; their default is 0.
     "traker": (0.0, 1.0, 1e2, 1e4, 1e6),
     "dattri": (0.0, 1.0, 1e2, 1e4, 1e6),
