@@ -199,7 +199,7 @@ class TRAKScorer(LinearScorer):
         blocks = []
         self.lambdas_used = []
         for m, phi in enumerate(train_features_per_model):
-            kernel = None if curvature_per_model is None else np.asarray(curvature_per_model[m], dtype=np.float64)
+            kernel = None if curvature_per_model is None else _curvature(curvature_per_model[m], m, phi.shape[1])
             blocks.append(self._precondition(phi, kernel, q_bar / models))
         self._set_items(blocks, dims)
         return self
@@ -226,12 +226,7 @@ class TRAKScorer(LinearScorer):
             return np.asarray(solved * row_scale[:, None], dtype=np.float32)
         _check_kernel_bytes(dim)
         if kernel is None:
-            kernel = np.zeros((dim, dim), dtype=np.float64)
-            for start in range(0, n, ROWS_PER_BLOCK):
-                block = _finite_block(phi[start : start + ROWS_PER_BLOCK], start, "training features")
-                kernel += block.T @ block
-        elif kernel.shape != (dim, dim) or not np.isfinite(kernel).all():
-            raise ValidationError(f"a curvature kernel must be finite and [{dim}, {dim}]; got {kernel.shape}")
+            kernel = _feature_kernel(phi)
         lam = self._lambda(float(np.trace(kernel)), dim)
         inverse = np.linalg.inv(kernel + lam * np.eye(dim))
         inverse = (inverse + inverse.T) / 2.0
@@ -241,6 +236,26 @@ class TRAKScorer(LinearScorer):
             stop = start + block.shape[0]
             out[start:stop] = (block @ inverse) * row_scale[start:stop, None]
         return out
+
+
+def _feature_kernel(phi: FloatArray, row_weights: npt.NDArray[np.float64] | None = None) -> npt.NDArray[np.float64]:
+    """``Phi^T diag(w)^2 Phi`` in float64, summed a block of rows at a time (``w`` = 1 when not given)."""
+    n, dim = phi.shape
+    kernel = np.zeros((dim, dim), dtype=np.float64)
+    for start in range(0, n, ROWS_PER_BLOCK):
+        block = _finite_block(phi[start : start + ROWS_PER_BLOCK], start, "training features")
+        if row_weights is not None:
+            block *= row_weights[start : start + block.shape[0], None]
+        kernel += block.T @ block
+    return kernel
+
+
+def _curvature(kernel: FloatArray, model: int, dim: int) -> npt.NDArray[np.float64]:
+    """A model's Gauss-Newton kernel as float64, refused unless finite and ``[dim, dim]``."""
+    out = np.asarray(kernel, dtype=np.float64)
+    if out.shape != (dim, dim) or not np.isfinite(out).all():
+        raise ValidationError(f"curvature kernel {model} must be finite and [{dim}, {dim}]; got {out.shape}")
+    return out
 
 
 def _check_kernel_bytes(size: int) -> None:
@@ -292,17 +307,8 @@ class InfluenceScorer(LinearScorer):
             dim = dims[m]
             _check_kernel_bytes(dim)
             q = np.ones(n) if train_weights_per_model is None else np.asarray(train_weights_per_model[m], np.float64)
-            if curvature_per_model is None:
-                kernel = np.zeros((dim, dim), dtype=np.float64)
-                for start in range(0, n, ROWS_PER_BLOCK):
-                    block = _finite_block(phi[start : start + ROWS_PER_BLOCK], start, "training features")
-                    block *= q[start : start + block.shape[0], None]
-                    kernel += block.T @ block
-            else:
-                kernel = np.asarray(curvature_per_model[m], dtype=np.float64)
-                if kernel.shape != (dim, dim) or not np.isfinite(kernel).all():
-                    raise ValidationError(
-                        f"curvature kernel {m} must be finite and [{dim}, {dim}]; got {kernel.shape}")
+            kernel = (_feature_kernel(phi, q) if curvature_per_model is None
+                      else _curvature(curvature_per_model[m], m, dim))
             vectors, factor = self._response(kernel)
             out = np.empty((n, dim), dtype=np.float32)
             for start in range(0, n, ROWS_PER_BLOCK):
