@@ -83,6 +83,33 @@ def test_training_is_deterministic_when_the_step_bound_binds(texts: list[str]) -
     assert all(math.isfinite(loss) for _, loss in seen)
 
 
+def test_a_fixed_vocabulary_gives_models_of_one_shape(texts: list[str]) -> None:
+    whole = build_vocab(texts)
+    part = texts[:5]
+    assert build_vocab(part).chars != whole.chars
+    a = train_char_lm(part, seed=11, steps_max=4, time_s_max=600.0, window=32, batch_size=8, vocab=whole)
+    b = train_char_lm(texts[5:10], seed=12, steps_max=4, time_s_max=600.0, window=32, batch_size=8, vocab=whole)
+    assert a.vocab == b.vocab == whole
+    assert a.config == b.config and a.config.vocab_size == whole.size
+    default = train_char_lm(part, seed=11, steps_max=4, time_s_max=600.0, window=32, batch_size=8)
+    same = train_char_lm(part, seed=11, steps_max=4, time_s_max=600.0, window=32, batch_size=8,
+                         vocab=build_vocab(part))
+    assert default.vocab.chars == build_vocab(part).chars and default.checksum() == same.checksum()
+
+
+def test_checkpoints_are_kept_at_the_steps_asked_for(texts: list[str]) -> None:
+    lm = train_char_lm(texts, seed=11, steps_max=6, time_s_max=600.0, window=32, batch_size=8,
+                       checkpoint_steps=(2, 6))
+    plain = train_char_lm(texts, seed=11, steps_max=6, time_s_max=600.0, window=32, batch_size=8)
+    assert sorted(lm.checkpoints) == [2, 6] and plain.checkpoints == {}
+    assert lm.checksum() == plain.checksum()
+    final = lm.model.state_dict()
+    assert all(torch.equal(lm.checkpoints[6][name], final[name]) for name in final)
+    assert not torch.equal(lm.checkpoints[2]["head.weight"], final["head.weight"])
+    with pytest.raises(ValidationError, match="checkpoint_steps"):
+        train_char_lm(texts, seed=0, steps_max=6, time_s_max=600.0, window=32, batch_size=8, checkpoint_steps=(7,))
+
+
 def test_training_stops_at_the_time_bound(texts: list[str]) -> None:
     lm = train_char_lm(texts, seed=0, steps_max=1_000_000, time_s_max=0.2, window=32, batch_size=8)
     assert 1 <= lm.steps < 1_000_000

@@ -247,6 +247,9 @@ class TrainedLM:
     steps: int
     final_loss: float
     """Mean training cross entropy (nats per character) over the last steps."""
+    checkpoints: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
+    """Copies of the parameters after the steps named in ``train_char_lm(checkpoint_steps=...)``, by step
+    (not saved by ``save_lm``)."""
 
     @property
     def config(self) -> CharLMConfig:
@@ -275,12 +278,19 @@ def train_char_lm(
     window: int = 128,
     batch_size: int = 32,
     progress: Callable[[int, float], None] | None = None,
+    vocab: Vocab | None = None,
+    checkpoint_steps: Sequence[int] = (),
 ) -> TrainedLM:
     """Train a ``CharLM`` on random ``window``-character slices of the texts (joined by blank lines).
 
     Stops after ``steps_max`` steps or once ``time_s_max`` seconds have passed since the call (checked
     after each step, so at least one step runs), whichever comes first; ``progress(step, loss)`` is
     called after every step.
+
+    ``vocab`` (default: ``build_vocab(texts)``) fixes the vocabulary, so that models trained on different
+    subsets of a collection have the same shape (an ensemble of them can be attributed together);
+    characters it lacks are encoded as ``UNKNOWN_ID``. ``checkpoint_steps`` names steps after which a
+    copy of the parameters is kept in ``TrainedLM.checkpoints`` (steps the run does not reach are absent).
     """
     if not 1 <= steps_max <= TRAIN_STEPS_MAX:
         raise ValidationError(f"steps_max {steps_max} must be in [1, {TRAIN_STEPS_MAX}]")
@@ -289,7 +299,10 @@ def train_char_lm(
     if not 1 <= batch_size <= BATCH_SIZE_MAX:
         raise ValidationError(f"batch_size {batch_size} must be in [1, {BATCH_SIZE_MAX}]")
     started = time.monotonic()
-    vocab = build_vocab(texts)
+    wanted = set(checkpoint_steps)
+    if any(not 1 <= s <= steps_max for s in wanted):
+        raise ValidationError(f"checkpoint_steps {sorted(wanted)} must be in [1, steps_max={steps_max}]")
+    vocab = build_vocab(texts) if vocab is None else vocab
     config = CharLMConfig(vocab_size=max(vocab.size, 2), window=window)
     corpus = "\n".join(texts)
     if len(corpus) > TRAIN_TEXT_CHARS_MAX:
@@ -324,6 +337,7 @@ def train_char_lm(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     offsets = torch.arange(window + 1)
     recent: list[float] = []
+    checkpoints: dict[int, dict[str, torch.Tensor]] = {}
     step = 0
     model.train()
     while step < steps_max:
@@ -343,12 +357,15 @@ def train_char_lm(
                 f"training loss became {value} at step {step}; lower the learning rate or check the texts"
             )
         recent = (recent + [value])[-_LOSS_WINDOW_STEPS:]
+        if step in wanted:
+            checkpoints[step] = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if progress is not None:
             progress(step, value)
         if time.monotonic() - started >= time_s_max:
             break
     model.eval()
-    return TrainedLM(model=model, vocab=vocab, seed=seed, steps=step, final_loss=sum(recent) / len(recent))
+    return TrainedLM(model=model, vocab=vocab, seed=seed, steps=step, final_loss=sum(recent) / len(recent),
+                     checkpoints=checkpoints)
 
 
 @torch.no_grad()
