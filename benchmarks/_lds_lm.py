@@ -105,7 +105,9 @@ def build_problem(args: argparse.Namespace, log: Callable[[str], None]) -> Any:
         name: core.ground_truth_draw(args.cache_dir, "abc-lm", key_parts, n_train, m, draw=name, seed=seed,
                                      retrain=outputs_of, log=log)
         for name, seed, m in (("main", SEED_MAIN, args.subsets), ("tune", SEED_TUNE, args.tune_subsets))
+        + ((("reseed", SEED_MAIN, args.subsets),) if args.reseed else ())
     }
+    reseeded = draws["reseed"][1][:, report_cols] if args.reseed else None
 
     def run_method(method: str, models: list[Any], lambdas: Sequence[float]) -> Any:
         if method != "endcredits":
@@ -143,6 +145,7 @@ def build_problem(args: argparse.Namespace, log: Callable[[str], None]) -> Any:
         }
 
     info = {
+        **({"noise": core.noise_ceiling(draws["main"][1][:, report_cols], reseeded)} if reseeded is not None else {}),
         "data": f"music21 ABC corpus, oneills1850, first {n_train} tunes (cut to {LENGTH_MAX} characters)",
         "train_examples": n_train,
         "targets": f"{n_held_report} held-out + {n_held_report} generated reported; {n_held_tune} + {n_held_tune}"
@@ -158,6 +161,7 @@ def build_problem(args: argparse.Namespace, log: Callable[[str], None]) -> Any:
         tune_cols=tune_cols,
         main_masks=draws["main"][0],
         main_outputs=draws["main"][1][:, report_cols],
+        main_outputs_reseed=reseeded,
         tune_masks=draws["tune"][0],
         tune_outputs=draws["tune"][1][:, tune_cols],
         ensembles={"full": ensemble},

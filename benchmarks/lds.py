@@ -33,7 +33,7 @@ Methods (``--methods``): ``endcredits`` (``TRAKScorer``; ``--curvature`` for the
 Gauss-Newton kernel and ``--response``), and the peers ``traker``, ``dattri`` (TRAK) and ``dattri-if``
 (dattri's explicit-Hessian influence function; small models only).
 
-Noise ceiling (``--reseed``, MNIST): the main draw's subsets are retrained once more with other seeds.
+Noise ceiling (``--reseed``): the main draw's subsets are retrained once more with other seeds.
 The Spearman correlation r of the two retrainings says how much of the measured output is training
 noise; no attribution can reach an LDS above about sqrt(r). Each method's LDS against the mean of the
 two seeds is reported beside the standard one (``lds_two_seeds``); nothing is chosen on either.
@@ -194,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--projection", default="kronecker", choices=["kronecker", "gaussian", "identity"],
                         help="endcredits' Featurizer projection")
     parser.add_argument("--reseed", action="store_true",
-                        help="MNIST: retrain the main draw's subsets with other seeds too: the noise ceiling, and"
+                        help="retrain the main draw's subsets with other seeds too: the noise ceiling, and"
                              " each method's LDS against the mean of the two seeds (reported beside, never chosen on)")
     parser.add_argument("--weight-powers", default="1",
                         help="endcredits TRAK: comma-separated powers gamma of Q_bar searched with lambda (1: TRAK)")
