@@ -111,11 +111,12 @@ def work_grants(store: Store, work_id: str) -> dict[str, tuple[str, str]]:
 
 def work_credits(store: Store, work_id: str) -> set[tuple[str, str]]:
     """(credited name, role) on a work."""
-    from endcredits.store.schema import credits, names
+    from endcredits.store.schema import credits, names, works
 
     with store.read() as conn:
         q = select(names.c.name, credits.c.role_scheme, credits.c.role_code).join(
-            names, names.c.id == credits.c.name_id).where(credits.c.work_id == work_id)
+            names, names.c.id == credits.c.name_id).join(works, works.c.seq == credits.c.work_seq).where(
+            works.c.id == work_id)
         return {(r.name, f"{r.role_scheme}:{r.role_code}") for r in conn.execute(q)}
 
 

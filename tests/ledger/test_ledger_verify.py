@@ -11,7 +11,7 @@ from endcredits.ledger.accrue import accrue
 from endcredits.ledger.escrow import claim_escrow
 from endcredits.ledger.verify import verify
 from endcredits.store.engine import Store
-from endcredits.store.registry import name_ids
+from endcredits.store.registry import CreditIn, WorkIn, add_credits, add_works, name_ids
 from endcredits.store.schema import accrual_batches, audit_log
 from helpers_money import agreement, evidence_files, on_time, people, register_model, usage
 
@@ -72,6 +72,24 @@ def test_an_altered_balance_is_reported(worked: Store) -> None:
                      {"v": bumped if worked.backend == "sqlite" else int(bumped), "a": account_id})
     problems = verify(worked).problems
     assert f"account {key}: stored balance {bumped} != sum of legs {value}" in problems
+
+
+def test_credits_naming_a_missing_work_or_payee_are_reported(worked: Store) -> None:
+    # credits carry no foreign keys (a hot table, see store.schema): add_credits checks, verify re-checks.
+    with worked.write() as conn:
+        (work,) = add_works(conn, [WorkIn(b"a tune", "A tune", "abc-tune")])
+        bob = name_ids(conn, ["Bob Credited"])["Bob Credited"]
+        add_credits(conn, [CreditIn(work, f"name:{bob}", "endcredits:composer"),
+                           CreditIn(work, f"name:{bob}", "endcredits:transcriber")])
+    report = verify(worked)
+    assert report.ok and report.checked["credits"] == 2
+    with worked.write() as conn:
+        first, second = conn.execute(text("SELECT id FROM credits ORDER BY id LIMIT 2")).scalars().all()
+        conn.execute(text("UPDATE credits SET work_seq = 999999 WHERE id = :i"), {"i": first})
+        conn.execute(text("UPDATE credits SET person_id = 888888, name_id = NULL WHERE id = :i"), {"i": second})
+    problems = verify(worked).problems
+    assert "credits refer to works that are not registered (work_seq [999999])" in problems
+    assert "credits refer to people that are not registered (person_id [888888])" in problems
 
 
 def _evidence_of(store: Store, batch: str) -> Path:

@@ -76,8 +76,8 @@ def test_credits_skip_repeats_and_keep_each_works_order(store: Store) -> None:
         assert add_credits(conn, batch) == 4
         assert add_credits(conn, batch[:2] + [CreditIn(w1, f"person:{ben}", "endcredits:performer")]) == 1
     with store.read() as conn:
-        rows = conn.execute(select(credits.c.work_id, credits.c.person_id, credits.c.name_id, credits.c.weight)
-                            .order_by(credits.c.id)).all()
+        rows = conn.execute(select(works.c.id, credits.c.person_id, credits.c.name_id, credits.c.weight)
+                            .join(works, works.c.seq == credits.c.work_seq).order_by(credits.c.id)).all()
     by_work: dict[str, list[tuple[Any, ...]]] = {}
     for w, p, n, weight in rows:
         by_work.setdefault(w, []).append((p, n, weight))

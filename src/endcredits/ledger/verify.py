@@ -1,7 +1,7 @@
 """``endcredits verify``: re-derive everything the ledger claims and report any difference.
 
 Checks, in order: the audit hash chain; every transfer balances and has its audit entry; every leg,
-balance and output refers to a transfer, account or model that exists (those tables have no foreign
+balance, output and credit refers to a transfer, account, model, work or payee that exists (those tables have no foreign
 keys, for speed); the balance table equals the sum of legs; no account that may not go negative is negative; every currency's
 balances sum to zero; suspense equals the carried fractions; every evidence file is intact and its
 lines add up to its batch's pool exactly; replaying the evidence in posting order reproduces every
@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from endcredits.audit import verify_chain
 from endcredits.errors import EvidenceError
@@ -27,6 +27,7 @@ from endcredits.store.schema import (
     accounts,
     accrual_batches,
     carries,
+    credits,
     legs,
     models,
     outputs,
@@ -86,6 +87,14 @@ def verify(store: Store) -> VerifyReport:
         orphan_models = {r.model_id for r in conn.execute(select(outputs.c.model_id).distinct())} - model_ids
         if orphan_models:
             p.append(f"outputs refer to models that are not registered: {sorted(orphan_models)[:5]}")
+        for column, table, key, what in (("work_seq", "works", "seq", "works"), ("person_id", "people", "id", "people"),
+                                         ("name_id", "names", "id", "credited names")):
+            missing = [r[0] for r in conn.execute(text(
+                f"SELECT DISTINCT c.{column} FROM credits c LEFT JOIN {table} t ON t.{key} = c.{column} "
+                f"WHERE c.{column} IS NOT NULL AND t.{key} IS NULL ORDER BY 1 LIMIT 5"))]
+            if missing:
+                p.append(f"credits refer to {what} that are not registered ({column} {missing})")
+        report.checked["credits"] = int(conn.execute(select(func.count()).select_from(credits)).scalar_one())
         stored = {account_id: row.balance_microunits for account_id, row in acct.items()}
         per_currency: dict[str, int] = {}
         for account_id, row in acct.items():

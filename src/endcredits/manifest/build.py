@@ -24,18 +24,17 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import select
-
 from endcredits.consent.rules import USES, Decision, Grant, decide, inherit_across_lineage
 from endcredits.errors import ValidationError
 from endcredits.manifest.merkle import merkle_root
+from endcredits.store.bulk import fetch_all, without_gc
 from endcredits.store.catalog import ManifestRecord, add_model, lineage_parents, save_manifest
 from endcredits.store.consent import grants_for
 from endcredits.store.engine import Store, format_time, utc_now
 from endcredits.store.registry import active_links
-from endcredits.store.schema import credits, names, works
 
 
+@without_gc
 def build_manifest(
     store: Store, *, model_id: str, uses: Sequence[str], as_of: datetime, default: Literal["opt-in", "opt-out"],
     description: str = "", manifest_id: str | None = None,
@@ -51,14 +50,14 @@ def build_manifest(
     as_of_text = format_time(as_of)
     with store.write() as conn:
         add_model(conn, model_id, uses_sorted, description)
-        work_ids = sorted(r.id for r in conn.execute(select(works.c.id)))
+        id_of = dict(fetch_all(conn, "SELECT seq, id FROM works"))
+        work_ids = sorted(id_of.values())
         credited: dict[str, set[str]] = {w: set() for w in work_ids}
-        q = select(credits.c.work_id, credits.c.person_id, names.c.person_id.label("name_person")).join(
-            names, names.c.id == credits.c.name_id, isouter=True)
-        for r in conn.execute(q):
-            person = r.person_id if r.person_id is not None else r.name_person
+        for seq, person_id, name_person in fetch_all(conn, "SELECT c.work_seq, c.person_id, n.person_id FROM credits c "
+                                                             "LEFT JOIN names n ON n.id = c.name_id"):
+            person = person_id if person_id is not None else name_person
             if person is not None:
-                credited[r.work_id].add(str(person))
+                credited[id_of[seq]].add(str(person))
         all_people = set().union(*credited.values()) if credited else set()
         grants = [g for _, g in grants_for(conn, work_ids, all_people)]
         by_work: dict[str, list[Grant]] = {}

@@ -8,15 +8,50 @@ written as decimal text on SQLite, as NUMERIC on PostgreSQL — the ``Amount`` c
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from functools import wraps
+from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from endcredits.errors import ConflictError
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause Python's cycle collector for a bulk step, then restore it as it was.
+
+    A bulk step builds 10^5-10^6 tuples, dicts and sets that hold no reference cycles, so the collector
+    finds nothing to free in them, yet each full pass walks all of them: measured at 9.8 s of a 10^6-work
+    import and manifest (69 passes). Reference counting still frees everything as usual; a cycle made
+    meanwhile is collected by the first pass after the step."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def without_gc(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run ``fn`` inside ``gc_paused()``."""
+
+    @wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with gc_paused():
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def _is_pg(conn: Connection) -> bool:

@@ -297,11 +297,12 @@ def training_runs_list(conn: Connection, *, model_id: str | None = None, manifes
 
 def works_of_person(conn: Connection, person_id: int) -> list[str]:
     """Works crediting the person directly or through a name they claimed."""
-    from endcredits.store.schema import credits, names
+    from endcredits.store.schema import credits, names, works
 
-    direct = select(credits.c.work_id).where(credits.c.person_id == person_id)
-    via_names = select(credits.c.work_id).join(names, names.c.id == credits.c.name_id).where(names.c.person_id == person_id)
-    return sorted({r.work_id for r in conn.execute(direct)} | {r.work_id for r in conn.execute(via_names)})
+    direct = select(works.c.id).join(credits, credits.c.work_seq == works.c.seq).where(credits.c.person_id == person_id)
+    via_names = select(works.c.id).join(credits, credits.c.work_seq == works.c.seq).join(
+        names, names.c.id == credits.c.name_id).where(names.c.person_id == person_id)
+    return sorted({r.id for r in conn.execute(direct)} | {r.id for r in conn.execute(via_names)})
 
 
 def save_agreement(conn: Connection, agreement_id: str, version: int, body: str, body_sha256: str) -> str:

@@ -9,19 +9,20 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from itertools import repeat
 from operator import itemgetter
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 from sqlalchemy import Connection, func, select, update
 
 from endcredits.errors import ConflictError, NotFoundError, ValidationError, invariant
 from endcredits.limits import CREDITS_PER_WORK_MAX, LINEAGE_DEPTH_MAX, NAME_LENGTH_MAX, TITLE_LENGTH_MAX, WEIGHT_MAX
 from endcredits.store.audit import append_audit
-from endcredits.store.bulk import bulk_insert, select_in
+from endcredits.store.bulk import bulk_insert, select_in, without_gc
 from endcredits.store.engine import utc_now
 from endcredits.store.ledger import chunks
 from endcredits.store.schema import (
@@ -166,8 +167,9 @@ def claim_name(conn: Connection, name_id: int, person_id: int) -> None:
 
 
 # Works, credits, lineage -------------------------------------------------------------------------
-@dataclass(frozen=True)
-class WorkIn:
+class WorkIn(NamedTuple):
+    """A work to register (an immutable record: a bulk import builds 10^6 of them)."""
+
     content: bytes
     title: str
     kind: str
@@ -175,8 +177,9 @@ class WorkIn:
     rights_holder: str | None = None  # "person:ID" or "name:ID"
 
 
-@dataclass(frozen=True)
-class CreditIn:
+class CreditIn(NamedTuple):
+    """A credit to record (an immutable record: a bulk import builds 3 x 10^6 of them)."""
+
     work_id: str
     payee: str  # "person:ID" or "name:ID"
     role: str  # "scheme:code"
@@ -206,9 +209,10 @@ def _check_payees_exist(conn: Connection, columns: Iterable[tuple[int | None, in
 
 _WORK_COLUMNS = ("id", "title", "kind", "source", "size_bytes", "rights_holder_person_id", "rights_holder_name_id",
                  "created_at")
-_CREDIT_COLUMNS = ("work_id", "person_id", "name_id", "role_scheme", "role_code", "weight", "created_at")
+_CREDIT_COLUMNS = ("work_seq", "person_id", "name_id", "role_scheme", "role_code", "weight", "created_at")
 
 
+@without_gc
 def add_works(conn: Connection, items: Sequence[WorkIn]) -> list[str]:
     """Register works by the SHA-256 of their content. Re-registering the same content is a no-op; content
     given twice in one batch is registered once, with the first copy's title."""
@@ -261,6 +265,7 @@ def _check_weights(weights: Sequence[Any]) -> None:
             raise ValidationError(f"credit weight must be an integer in 1..{WEIGHT_MAX}, got {w!r}")
 
 
+@without_gc
 def add_credits(conn: Connection, items: Sequence[CreditIn], *, allow_unknown_scheme: bool = False) -> int:
     """Credit people or names on works. Each work must exist; weights are positive integers; each role
     must be one ``registry.roles`` knows (a scheme outside it only with ``allow_unknown_scheme=True``).
@@ -269,50 +274,62 @@ def add_credits(conn: Connection, items: Sequence[CreditIn], *, allow_unknown_sc
 
     if not items:
         return 0
-    work_col = [c.work_id for c in items]
-    role_col = [c.role for c in items]
-    weight_col = [c.weight for c in items]
+    work_col, payee_col, role_col, weight_col = (list(map(itemgetter(i), items)) for i in range(4))  # columns
     roles = {r: parse_role(r) for r in sorted(set(role_col))}
     for scheme, code in roles.values():
         check_role(scheme, code, allow_unknown_scheme=allow_unknown_scheme)
     _check_weights(weight_col)
-    payee_col = [c.payee for c in items]
     payees = {p: _payee_columns(p) for p in set(payee_col)}
     # One query answers both "is each work registered" and "which credits does it have already".
     work_ids = sorted(set(work_col))
-    registered: set[str] = set()
-    counts: Counter[str] = Counter()
-    existing: set[tuple[Any, ...]] = set()
-    for r in select_in(conn, "SELECT w.id, c.person_id, c.name_id, c.role_scheme, c.role_code FROM works w "
-                             "LEFT JOIN credits c ON c.work_id = w.id WHERE w.id {in}", work_ids):
-        registered.add(r[0])
-        if r[3] is not None:
-            counts[r[0]] += 1
-            existing.add(tuple(r))
-    if len(registered) != len(work_ids):
-        missing = sorted(set(work_ids) - registered)
+    seq_of: dict[str, int] = {}
+    existing: list[tuple[int, int | None, int | None, str, str]] = []
+    for r in select_in(conn, "SELECT w.id, w.seq, c.person_id, c.name_id, c.role_scheme, c.role_code FROM works w "
+                             "LEFT JOIN credits c ON c.work_seq = w.seq WHERE w.id {in}", work_ids):
+        seq_of[r[0]] = r[1]
+        if r[4] is not None:
+            existing.append(r[1:])
+    if len(seq_of) != len(work_ids):
+        missing = sorted(set(work_ids) - set(seq_of))
         raise NotFoundError(f"credit names work {missing[0]}, which is not registered: add the work first")
     _check_payees_exist(conn, payees.values())
-    at = utc_now()
-    rows = [(w, *payees[p], *roles[r], weight, at) for w, p, r, weight in zip(work_col, payee_col, role_col, weight_col)]
-    if existing or len(set(zip(work_col, payee_col, role_col))) != len(rows):
-        seen = set(existing)
-        kept: list[tuple[Any, ...]] = []
-        for row in rows:
-            if row[:5] not in seen:
-                seen.add(row[:5])
-                kept.append(row)
-        rows = kept
-    counts.update(r[0] for r in rows)
-    wid, most = counts.most_common(1)[0] if counts else ("", 0)
-    if most > CREDITS_PER_WORK_MAX:
+    # Each credit as integer codes (work seq, payee, role): repeats, counts and order come from NumPy.
+    payee_code = {p: i for i, p in enumerate(payees)}
+    role_code = {r: i for i, r in enumerate(roles)}
+    seqs = np.fromiter(map(seq_of.__getitem__, work_col), dtype=np.int64, count=len(items))
+    pcodes = np.fromiter(map(payee_code.__getitem__, payee_col), dtype=np.int64, count=len(items))
+    rcodes = np.fromiter(map(role_code.__getitem__, role_col), dtype=np.int64, count=len(items))
+    # Stable, by work then payee then role: equal credits are adjacent, the first given first.
+    order = np.lexsort((rcodes, pcodes, seqs))
+    s_seq, s_p, s_r = seqs[order], pcodes[order], rcodes[order]
+    first = np.ones(len(items), dtype=bool)
+    first[1:] = (s_seq[1:] != s_seq[:-1]) | (s_p[1:] != s_p[:-1]) | (s_r[1:] != s_r[:-1])
+    keep = np.sort(order[first])  # positions of the first copy of each credit, in input order
+    if existing:
+        taken = set(existing)
+        payee_list, role_list = list(payees.values()), list(roles.values())
+        keep = np.array([i for i in keep.tolist()
+                         if (int(seqs[i]), *payee_list[pcodes[i]], *role_list[rcodes[i]]) not in taken], dtype=np.int64)
+    if len(keep) == 0:
+        return 0
+    kept_seqs = seqs[keep]
+    work_seqs, per_work = np.unique(np.concatenate([kept_seqs, np.array([q for q, *_ in existing], dtype=np.int64)]),
+                                    return_counts=True)
+    if int(per_work.max()) > CREDITS_PER_WORK_MAX:
+        worst = int(work_seqs[per_work.argmax()])
+        wid = next(w for w, q in seq_of.items() if q == worst)
         raise ValidationError(f"work {wid} would have more than CREDITS_PER_WORK_MAX={CREDITS_PER_WORK_MAX} credits")
-    # In work order (stable, so each work's credits keep their order): the indexes on work_id take the
-    # batch in one pass instead of at random pages.
-    rows.sort(key=itemgetter(0))
+    # In work order (stable, so each work's credits keep their order): new works' credits append to the
+    # end of uq_credits_role, which leads with the work's registration number.
+    rows_at = keep[np.argsort(kept_seqs, kind="stable")]
+    at = utc_now()
+    by_payee = np.array(list(payees.values()), dtype=object).reshape(-1, 2)  # (person_id, name_id) per code
+    by_role = np.array(list(roles.values()), dtype=object).reshape(-1, 2)  # (scheme, code) per code
+    payee_cols, role_cols = by_payee[pcodes[rows_at]], by_role[rcodes[rows_at]]
+    rows = list(zip(seqs[rows_at].tolist(), payee_cols[:, 0].tolist(), payee_cols[:, 1].tolist(), role_cols[:, 0].tolist(),
+                    role_cols[:, 1].tolist(), np.array(weight_col, dtype=object)[rows_at].tolist(), repeat(at)))
     bulk_insert(conn, "credits", _CREDIT_COLUMNS, rows)
-    if rows:
-        append_audit(conn, "credits.added", "credits", {"count": len(rows)}, at=at)
+    append_audit(conn, "credits.added", "credits", {"count": len(rows)}, at=at)
     return len(rows)
 
 
@@ -489,14 +506,17 @@ def graph_rows(conn: Connection, work_ids: Iterable[str]) -> GraphRows:
         parents_of: dict[str, list[tuple[str, Fraction | None]]] = {}
         name_nums: set[int] = set()
         for part in chunks(every):
-            for r in conn.execute(select(credits).where(credits.c.work_id.in_(part)).order_by(credits.c.id)):
+            q = select(works.c.id.label("work_id"), credits.c.person_id, credits.c.name_id, credits.c.role_scheme,
+                       credits.c.role_code, credits.c.weight).join(works, works.c.seq == credits.c.work_seq).where(
+                works.c.id.in_(part)).order_by(credits.c.id)
+            for r in conn.execute(q):
                 payee = f"person:{r.person_id}" if r.person_id is not None else f"name:{r.name_id}"
                 if r.name_id is not None:
                     name_nums.add(int(r.name_id))
                 by_work_credits.setdefault(r.work_id, []).append(
                     (payee, f"{r.role_scheme}:{r.role_code}", r.weight, r.name_id))
-            q = select(works.c.id, works.c.rights_holder_person_id, works.c.rights_holder_name_id).where(works.c.id.in_(part))
-            for r in conn.execute(q):
+            for r in conn.execute(select(works.c.id, works.c.rights_holder_person_id, works.c.rights_holder_name_id)
+                                  .where(works.c.id.in_(part))):
                 if r.rights_holder_person_id is not None:
                     holders[r.id] = f"person:{r.rights_holder_person_id}"
                 elif r.rights_holder_name_id is not None:

@@ -4,10 +4,11 @@ Conventions: money columns are ``Amount`` (exact integers of microunits, beyond 
 ISO-8601 UTC text (``2026-11-21T20:10:48.000000Z``), the same on every backend (they record when a row
 was written, so a replay differs from the original in its times, never in its amounts); ids given by callers are text up to ``ID_LENGTH_MAX``.
 
-Hot tables (``legs``, ``outputs``) carry no foreign keys: an accrual writes 10^5 rows to
-each, and PostgreSQL's per-row foreign-key triggers measured 20 us a row here, four times the insert.
-Only ``store.ledger`` and ``ledger.accrue`` write them, each reference is created in the same
-transaction, and ``endcredits verify`` checks every reference.
+Hot tables (``legs``, ``outputs``, ``credits``) carry no foreign keys: an accrual writes 10^5 rows to
+each of the first two and a bulk import 10^6 credits, and PostgreSQL's per-row foreign-key triggers
+measured 20 us a row here, four times the insert (on SQLite, the checks took 43% of inserting 3 x 10^6
+credits). Only ``store.ledger``, ``ledger.accrue`` and ``store.registry.add_credits`` write them, each
+checks or creates every reference in the same transaction, and ``endcredits verify`` checks them all.
 """
 
 from __future__ import annotations
@@ -123,7 +124,10 @@ names = Table(
 works = Table(
     "works",
     metadata,
-    Column("id", Sha256, primary_key=True),
+    # A work's number in registration order: what credits point at, so that a batch of new works' credits
+    # lands at the end of their index instead of at random pages of it (SHA-256 ids are random keys).
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("id", Sha256, nullable=False, unique=True),
     Column("title", String(TITLE_LENGTH_MAX), nullable=False),
     Column("kind", String(32), nullable=False),
     Column("source", String(TITLE_LENGTH_MAX), nullable=True, unique=True),
@@ -137,18 +141,20 @@ credits = Table(
     "credits",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    # No index of its own: uq_credits_role leads with work_id and serves every lookup by work, and one
-    # index fewer on random SHA-256 keys makes a bulk import ~12% faster.
-    Column("work_id", Sha256, ForeignKey("works.id"), nullable=False),
-    Column("person_id", Integer, ForeignKey("people.id"), nullable=True),
-    Column("name_id", Integer, ForeignKey("names.id"), nullable=True),
+    # The work by its registration number (works.seq), not its SHA-256 id: uq_credits_role leads with it and
+    # serves every lookup by work, and new works' credits append to it (a 10^6-work import: see
+    # docs/benchmarks.md, "Registry import"). Readers join works for the id. A hot table (see above):
+    # add_credits checks the work and the payee in its transaction, verify checks every reference.
+    Column("work_seq", Integer, nullable=False),
+    Column("person_id", Integer, nullable=True),
+    Column("name_id", Integer, nullable=True),
     Column("role_scheme", String(32), nullable=False),
     Column("role_code", String(64), nullable=False),
     Column("weight", BigInteger, nullable=False),
     Column("created_at", Time, nullable=False),
     CheckConstraint("(person_id IS NULL) <> (name_id IS NULL)", name="one_payee"),
     CheckConstraint("weight > 0", name="weight_positive"),
-    UniqueConstraint("work_id", "person_id", "name_id", "role_scheme", "role_code", name="uq_credits_role"),
+    UniqueConstraint("work_seq", "person_id", "name_id", "role_scheme", "role_code", name="uq_credits_role"),
 )
 
 lineage = Table(

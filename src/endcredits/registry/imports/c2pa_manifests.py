@@ -392,7 +392,7 @@ def manifest_for_work(conn: Connection, work_id: str, at: dt.datetime) -> dict[s
     q = (select(credits.c.role_scheme, credits.c.role_code, names.c.name, people.c.handle)
          .join(names, names.c.id == credits.c.name_id, isouter=True)
          .join(people, people.c.id == credits.c.person_id, isouter=True)
-         .where(credits.c.work_id == work_id).order_by(credits.c.id))
+         .where(credits.c.work_seq == row.seq).order_by(credits.c.id))
     contributors = []
     for r in conn.execute(q):
         who = r.name if r.name is not None else r.handle

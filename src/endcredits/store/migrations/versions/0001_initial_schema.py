@@ -113,6 +113,20 @@ def upgrade() -> None:
     with op.batch_alter_table('consent_grants', schema=None) as batch_op:
         batch_op.create_index('ix_consent_grants_subject', ['subject_kind', 'subject_id'], unique=False)
 
+    op.create_table('credits',
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('work_seq', sa.Integer(), nullable=False),
+    sa.Column('person_id', sa.Integer(), nullable=True),
+    sa.Column('name_id', sa.Integer(), nullable=True),
+    sa.Column('role_scheme', sa.String(length=32), nullable=False),
+    sa.Column('role_code', sa.String(length=64), nullable=False),
+    sa.Column('weight', sa.BigInteger(), nullable=False),
+    sa.Column('created_at', sa.String(length=32), nullable=False),
+    sa.CheckConstraint('(person_id IS NULL) <> (name_id IS NULL)', name=op.f('ck_credits_one_payee')),
+    sa.CheckConstraint('weight > 0', name=op.f('ck_credits_weight_positive')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_credits')),
+    sa.UniqueConstraint('work_seq', 'person_id', 'name_id', 'role_scheme', 'role_code', name='uq_credits_role')
+    )
     op.create_table('endcredits_meta',
     sa.Column('key', sa.String(length=64), nullable=False),
     sa.Column('value', sa.Text(), nullable=False),
@@ -319,6 +333,7 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_training_runs_model_id'), ['model_id'], unique=False)
 
     op.create_table('works',
+    sa.Column('seq', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('id', sa.String(length=64), nullable=False),
     sa.Column('title', sa.String(length=500), nullable=False),
     sa.Column('kind', sa.String(length=32), nullable=False),
@@ -329,25 +344,9 @@ def upgrade() -> None:
     sa.Column('created_at', sa.String(length=32), nullable=False),
     sa.ForeignKeyConstraint(['rights_holder_name_id'], ['names.id'], name=op.f('fk_works_rights_holder_name_id_names')),
     sa.ForeignKeyConstraint(['rights_holder_person_id'], ['people.id'], name=op.f('fk_works_rights_holder_person_id_people')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_works')),
+    sa.PrimaryKeyConstraint('seq', name=op.f('pk_works')),
+    sa.UniqueConstraint('id', name=op.f('uq_works_id')),
     sa.UniqueConstraint('source', name=op.f('uq_works_source'))
-    )
-    op.create_table('credits',
-    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
-    sa.Column('work_id', sa.String(length=64), nullable=False),
-    sa.Column('person_id', sa.Integer(), nullable=True),
-    sa.Column('name_id', sa.Integer(), nullable=True),
-    sa.Column('role_scheme', sa.String(length=32), nullable=False),
-    sa.Column('role_code', sa.String(length=64), nullable=False),
-    sa.Column('weight', sa.BigInteger(), nullable=False),
-    sa.Column('created_at', sa.String(length=32), nullable=False),
-    sa.CheckConstraint('(person_id IS NULL) <> (name_id IS NULL)', name=op.f('ck_credits_one_payee')),
-    sa.CheckConstraint('weight > 0', name=op.f('ck_credits_weight_positive')),
-    sa.ForeignKeyConstraint(['name_id'], ['names.id'], name=op.f('fk_credits_name_id_names')),
-    sa.ForeignKeyConstraint(['person_id'], ['people.id'], name=op.f('fk_credits_person_id_people')),
-    sa.ForeignKeyConstraint(['work_id'], ['works.id'], name=op.f('fk_credits_work_id_works')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_credits')),
-    sa.UniqueConstraint('work_id', 'person_id', 'name_id', 'role_scheme', 'role_code', name='uq_credits_role')
     )
     op.create_table('fingerprint_bands',
     sa.Column('method', sa.String(length=32), nullable=False),
@@ -421,7 +420,6 @@ def downgrade() -> None:
     op.drop_table('manifest_entries')
     op.drop_table('lineage')
     op.drop_table('fingerprint_bands')
-    op.drop_table('credits')
     op.drop_table('works')
     with op.batch_alter_table('training_runs', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_training_runs_model_id'))
@@ -466,6 +464,7 @@ def downgrade() -> None:
 
     op.drop_table('legs')
     op.drop_table('endcredits_meta')
+    op.drop_table('credits')
     with op.batch_alter_table('consent_grants', schema=None) as batch_op:
         batch_op.drop_index('ix_consent_grants_subject')
 
