@@ -181,6 +181,30 @@ def test_trak_weight_power_flattens_q() -> None:
                        _trak_by_formula(phis, qs, targets, 0.1), rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.parametrize("n", [40, 9])  # primal and dual
+def test_trak_second_moment_power_is_trak_on_rescaled_columns(n: int) -> None:
+    phis = [_random(m, n, 12) * np.linspace(0.1, 10.0, 12, dtype=np.float32) for m in range(2)]
+    qs = [np.abs(_random(10 + m, n)) for m in range(2)]
+    targets = [_random(20 + m, 3, 12) for m in range(2)]
+    scaled_phis, scaled_targets = [], []
+    for phi, q, target in zip(phis, qs, targets, strict=True):
+        second = ((phi.astype(np.float64) * q[:, None]) ** 2).mean(axis=0)
+        scale = (second + 1e-3 * second.mean()) ** -0.25
+        scaled_phis.append(phi * scale)
+        scaled_targets.append(target * scale)
+    scorer = TRAKScorer(0.1, second_moment_power=0.25).fit(phis, qs)
+    expected = _trak_by_formula(scaled_phis, qs, scaled_targets, 0.1)
+    assert np.allclose(scorer.score(targets), expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
+    assert np.allclose(TRAKScorer(0.1, second_moment_power=0.0).fit(phis, qs).score(targets),
+                       _trak_by_formula(phis, qs, targets, 0.1), rtol=1e-4, atol=1e-7)
+    with pytest.raises(ValidationError, match="second_moment_power"):
+        TRAKScorer(second_moment_power=2.0)
+    with pytest.raises(ValidationError, match="no curvature kernel"):
+        TRAKScorer(second_moment_power=0.25).fit(phis, qs, curvature_per_model=[np.eye(12)] * 2)
+    with pytest.raises(ValidationError, match="all zero"):
+        TRAKScorer(second_moment_power=0.25).fit([np.zeros((5, 3), np.float32)])
+
+
 def test_influence_and_weight_power_refuse_bad_input() -> None:
     with pytest.raises(ValidationError, match="lambda_"):
         InfluenceScorer(0.0)

@@ -20,6 +20,14 @@ inner product search over ``G`` (see ``topk``).
   they pulled on the parameters while they were being fit, earlier in training. A gamma below 1
   flattens Q toward that: on MNIST + MLP (10 half-subset models, k = 4096) the LDS benchmark's tuning
   draw chose gamma = 0.25, LDS 0.471 against 0.409 with gamma = 1 (docs/benchmarks.md).
+  ``second_moment_power`` (p, default 0: off) divides every feature column j of model m, training and
+  target side alike, by ``(v_j + eps mean(v))^p``, ``v_j`` the mean over training works of the squared
+  loss gradient ``(Q_i phi_ij)^2`` and ``eps = SECOND_MOMENT_EPS``. With p = 1/4 the inner products use
+  the metric ``diag(v)^-1/2``: a step of Adam divides each coordinate of the update by the root of its
+  second moment, so this is how far an Adam-trained model moves along an output's gradient when it
+  trains on a work. It is meant for features in parameter coordinates (``projection="identity"``, or an
+  exact Kronecker plan); on the demo's character LM (Adam, exact gradients, tuning draw, one model) it
+  raised the LDS from 0.241 to 0.311 (docs/benchmarks.md).
 - ``InfluenceScorer``: the influence function of each model, averaged over models. Per model m, the
   training side is the exact per-example *loss* gradient ``Q_m Phi_m`` (each model's own Q, not
   TRAK's ``Q_bar`` applied after averaging), the kernel is the model's Gauss-Newton matrix ``C_m``
@@ -57,6 +65,10 @@ ROWS_PER_BLOCK = 16_384
 
 MODELS_MAX = 1_000
 WEIGHT_POWER_MAX = 4.0
+SECOND_MOMENT_POWER_MAX = 1.0
+SECOND_MOMENT_EPS = 1e-3
+"""Added to each column's second moment, relative to their mean: columns with (almost) no gradient are not
+blown up."""
 
 
 def _check_per_model(
@@ -166,15 +178,20 @@ class TRAKScorer(LinearScorer):
 
     method = "trak"
 
-    def __init__(self, lambda_: float = 1.0, *, lambda_relative: bool = True, weight_power: float = 1.0) -> None:
+    def __init__(self, lambda_: float = 1.0, *, lambda_relative: bool = True, weight_power: float = 1.0,
+                 second_moment_power: float = 0.0) -> None:
         super().__init__()
         if not (np.isfinite(lambda_) and lambda_ >= 0.0):
             raise ValidationError(f"lambda_ {lambda_} must be finite and >= 0")
         if not (np.isfinite(weight_power) and 0.0 <= weight_power <= WEIGHT_POWER_MAX):
             raise ValidationError(f"weight_power {weight_power} must be in [0, {WEIGHT_POWER_MAX}]")
+        if not (np.isfinite(second_moment_power) and 0.0 <= second_moment_power <= SECOND_MOMENT_POWER_MAX):
+            raise ValidationError(f"second_moment_power {second_moment_power} must be in [0, {SECOND_MOMENT_POWER_MAX}]")
         self.lambda_ = float(lambda_)
         self.lambda_relative = lambda_relative
         self.weight_power = float(weight_power)
+        self.second_moment_power = float(second_moment_power)
+        self._column_scales: list[npt.NDArray[np.float64] | None] = []
         self.lambdas_used: list[float] = []
         """The absolute lambda each model's kernel got."""
 
@@ -198,11 +215,24 @@ class TRAKScorer(LinearScorer):
                 q_bar = q_bar**self.weight_power
         blocks = []
         self.lambdas_used = []
+        self._column_scales = []
         for m, phi in enumerate(train_features_per_model):
             kernel = None if curvature_per_model is None else _curvature(curvature_per_model[m], m, phi.shape[1])
+            scale = None
+            if self.second_moment_power > 0.0:
+                if kernel is not None:
+                    raise ValidationError("second_moment_power rescales the features; it takes no curvature kernel")
+                q = None if train_weights_per_model is None else np.asarray(train_weights_per_model[m], np.float64)
+                scale = _second_moment_scale(phi, q, self.second_moment_power)
+                phi = _scaled_columns(phi, scale)
+            self._column_scales.append(scale)
             blocks.append(self._precondition(phi, kernel, q_bar / models))
         self._set_items(blocks, dims)
         return self
+
+    def _query_part(self, m: int, features: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        scale = self._column_scales[m] if m < len(self._column_scales) else None
+        return features if scale is None else features * scale
 
     def _lambda(self, trace: float, dim: int) -> float:
         value = self.lambda_ * trace / dim if self.lambda_relative else self.lambda_
@@ -236,6 +266,31 @@ class TRAKScorer(LinearScorer):
             stop = start + block.shape[0]
             out[start:stop] = (block @ inverse) * row_scale[start:stop, None]
         return out
+
+
+def _second_moment_scale(phi: FloatArray, q: npt.NDArray[np.float64] | None, power: float) -> npt.NDArray[np.float64]:
+    """``(v + eps mean(v))^-power`` per column, ``v`` the mean of ``(q_i phi_ij)^2`` over rows."""
+    n, dim = phi.shape
+    second = np.zeros(dim, dtype=np.float64)
+    for start in range(0, n, ROWS_PER_BLOCK):
+        block = _finite_block(phi[start : start + ROWS_PER_BLOCK], start, "training features")
+        if q is not None:
+            block *= q[start : start + block.shape[0], None]
+        second += (block * block).sum(axis=0)
+    second /= max(n, 1)
+    floor = SECOND_MOMENT_EPS * float(second.mean())
+    if not floor > 0.0:
+        raise ValidationError("the training features are all zero; there is no second moment to rescale by")
+    scale: npt.NDArray[np.float64] = (second + floor) ** -power
+    return scale
+
+
+def _scaled_columns(phi: FloatArray, scale: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
+    out = np.empty(phi.shape, dtype=np.float32)
+    for start in range(0, phi.shape[0], ROWS_PER_BLOCK):
+        block = _finite_block(phi[start : start + ROWS_PER_BLOCK], start, "training features")
+        out[start : start + block.shape[0]] = block * scale
+    return out
 
 
 def _feature_kernel(phi: FloatArray, row_weights: npt.NDArray[np.float64] | None = None) -> npt.NDArray[np.float64]:
