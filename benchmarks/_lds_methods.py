@@ -114,8 +114,8 @@ def run_endcredits(
     score_s: dict[float, float] = {}
     for lam in lambdas:
         started = time.perf_counter()
-        lam_value, power = lam if isinstance(lam, tuple) else (lam, 1.0)
-        fitted = (TRAKScorer(lambda_=lam_value, weight_power=power) if scorer == "trak"
+        lam_value, power, moment = (*lam, 0.0)[:3] if isinstance(lam, tuple) else (lam, 1.0, 0.0)
+        fitted = (TRAKScorer(lambda_=lam_value, weight_power=power, second_moment_power=moment) if scorer == "trak"
                   else InfluenceScorer(lam_value, response=response))  # type: ignore[arg-type]
         fitted.fit(train_features, train_weights, curvature_per_model=kernels or None)
         scores[lam] = fitted.score(target_features).T  # [outputs, works] -> [works, outputs]

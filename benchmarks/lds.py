@@ -29,7 +29,8 @@ chosen. The reported LDS is the chosen configuration's on the main draw and the 
 k and E are budgets, set on the command line and the same for every method.
 
 Methods (``--methods``): ``endcredits`` (``TRAKScorer``; ``--curvature`` for the Gauss-Newton kernel;
-``--weight-powers`` adds Q's power gamma to its grid), ``endcredits-if`` (``InfluenceScorer`` with the
+``--weight-powers`` adds Q's power gamma to its grid, ``--second-moment-powers`` the power p of the
+features' second moment, ``TRAKScorer(second_moment_power)``), ``endcredits-if`` (``InfluenceScorer`` with the
 Gauss-Newton kernel and ``--response``), and the peers ``traker``, ``dattri`` (TRAK) and ``dattri-if``
 (dattri's explicit-Hessian influence function; small models only).
 
@@ -152,6 +153,7 @@ def select_and_score(problem: Problem, method: str, grid: Sequence[float], recip
         "score_s": best["score_s"],
         "lambda": lam[0] if isinstance(lam, tuple) else lam,
         **({"weight_power": lam[1]} if isinstance(lam, tuple) else {}),
+        **({"second_moment_power": lam[2]} if isinstance(lam, tuple) and len(lam) > 2 else {}),
         "recipe": chosen,
         "models": len(problem.ensembles[chosen]),
         "notes": best["notes"],
@@ -164,8 +166,11 @@ def select_and_score(problem: Problem, method: str, grid: Sequence[float], recip
 
 
 def grid_label(value: float | tuple[float, float]) -> str:
-    """A grid point: lambda, or (lambda, weight power) for endcredits' TRAK with ``--weight-powers``."""
-    return f"{value[0]:g}, Q^{value[1]:g}" if isinstance(value, tuple) else f"{value:g}"
+    """A grid point: lambda, or (lambda, weight power[, second-moment power]) for endcredits' TRAK with
+    ``--weight-powers`` / ``--second-moment-powers``."""
+    if not isinstance(value, tuple):
+        return f"{value:g}"
+    return f"{value[0]:g}, Q^{value[1]:g}" + (f", v^-{value[2]:g}" if len(value) > 2 else "")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -178,7 +183,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tune-subsets", type=int, help="half subsets of the tuning draw")
     parser.add_argument("--tune-tests", type=int, help="held-out test examples the tuning draw is measured on")
     parser.add_argument("--methods", default="endcredits,traker,dattri")
-    parser.add_argument("--recipes", default="full,half", help="ensemble recipes to choose among")
+    parser.add_argument("--recipes", default="full,half,full+checkpoints,half+checkpoints",
+                        help="ensemble recipes to choose among (those the setting has; +checkpoints: abc-lm with"
+                             " --lm-checkpoints)")
     parser.add_argument("--cf-tests", type=int, help="test examples of the counterfactual check (0: skip)")
     parser.add_argument("--cf-remove", type=int, help="training examples removed per test example")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the machines are shared)")
@@ -190,12 +197,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     # abc-lm only
     parser.add_argument("--tunes", type=int, default=100, help="abc-lm: training tunes")
     parser.add_argument("--lm-steps", type=int, default=100, help="abc-lm: training steps per model")
+    parser.add_argument("--lm-checkpoints", default="",
+                        help="abc-lm: comma-separated training steps whose parameters the '+checkpoints' recipes"
+                             " featurize besides the final ones (e.g. 25,50,75)")
     parser.add_argument("--lambdas", help="comma-separated lambda grid for endcredits (default: its built-in grid)")
     parser.add_argument("--projection", default="kronecker", choices=["kronecker", "gaussian", "identity"],
                         help="endcredits' Featurizer projection")
     parser.add_argument("--reseed", action="store_true",
                         help="retrain the main draw's subsets with other seeds too: the noise ceiling, and"
                              " each method's LDS against the mean of the two seeds (reported beside, never chosen on)")
+    parser.add_argument("--second-moment-powers", default="0",
+                        help="endcredits TRAK: comma-separated powers p of the features' second moment searched with"
+                             " lambda (TRAKScorer(second_moment_power); 0: off, 0.25: Adam's metric)")
     parser.add_argument("--weight-powers", default="1",
                         help="endcredits TRAK: comma-separated powers gamma of Q_bar searched with lambda (1: TRAK)")
     parser.add_argument("--response", default="gradient-flow", choices=["gradient-flow", "ridge"],
@@ -228,7 +241,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.lambdas:
         LAMBDA_GRIDS["endcredits"] = tuple(float(v) for v in args.lambdas.split(","))
     powers = [float(v) for v in args.weight_powers.split(",") if v]
-    if powers != [1.0]:
+    moment_powers = [float(v) for v in args.second_moment_powers.split(",") if v]
+    if moment_powers != [0.0]:
+        LAMBDA_GRIDS["endcredits"] = tuple((lam, g, p) for p in moment_powers for g in powers  # type: ignore[misc]
+                                           for lam in LAMBDA_GRIDS["endcredits"])
+    elif powers != [1.0]:
         LAMBDA_GRIDS["endcredits"] = tuple((lam, g) for g in powers for lam in LAMBDA_GRIDS["endcredits"])  # type: ignore[misc]
     results: dict[str, Any] = {}
     for method in methods:
@@ -293,6 +310,7 @@ def print_table(report: dict[str, Any], log: Callable[[str], None]) -> None:
             log(f"  {method:<11} skipped")
             continue
         power = f", Q^{r['weight_power']:g}" if "weight_power" in r else ""
+        power += f", v^-{r['second_moment_power']:g}" if "second_moment_power" in r else ""
         log(f"  {method:<11} LDS {r['lds']:.3f}  ({r['models']} models, recipe {r['recipe']}, lambda {r['lambda']:g}"
             f"{power}; featurize+score {r['seconds']:.1f} s)   1 model: LDS {r['one_model']['lds']:.3f},"
             f" {r['one_model']['seconds']:.1f} s")
