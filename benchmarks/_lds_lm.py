@@ -78,7 +78,8 @@ def run_endcredits_lm(
     task = language_model_task(members[0].lm.model, [state for m in members for state in m.states])
     train_batch = encode_texts(vocab, train_texts, length_max=LENGTH_MAX)
     target_batch = encode_texts(vocab, target_texts, length_max=LENGTH_MAX)
-    return run_endcredits(task, train_batch, target_batch, k=k, lambdas=lambdas, projection=projection, chunk_size=16)
+    return run_endcredits(task, train_batch, target_batch, k=None if projection == "identity" else k, lambdas=lambdas,
+                          projection=projection, chunk_size=16)
 
 
 def build_problem(args: argparse.Namespace, log: Callable[[str], None]) -> Any:

@@ -73,7 +73,7 @@ def run_endcredits(
     train_batch: Any,
     target_batch: Any,
     *,
-    k: int,
+    k: int | None,
     lambdas: Sequence[float],
     seed: int = 0,
     projection: str = "kronecker",
