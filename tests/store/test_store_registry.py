@@ -8,7 +8,7 @@ import hashlib
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from endcredits.errors import ConflictError, EndcreditsError, NotFoundError, ValidationError
 from endcredits.limits import CREDITS_PER_WORK_MAX, WEIGHT_MAX
@@ -109,3 +109,24 @@ def test_a_work_holds_at_most_credits_per_work_max(store: Store) -> None:
         assert add_credits(conn, [CreditIn(w0, f"person:{p}", "endcredits:composer") for p in people]) == CREDITS_PER_WORK_MAX
     _refused(store, ValidationError, f"work {w0} would have more than CREDITS_PER_WORK_MAX",
              lambda c: add_credits(c, [CreditIn(w0, f"person:{ana}", "endcredits:composer")]))
+
+
+def test_keys_pass_two_to_the_31_on_both_backends(store: Store) -> None:
+    # People, works (their registration number) and credits are counted in billions: keys are 64-bit.
+    start = 3_000_000_000
+    with store.write() as conn:
+        for table, column in (("people", "id"), ("works", "seq"), ("credits", "id")):
+            if store.backend == "postgresql":
+                conn.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), {start})"))
+        if store.backend == "sqlite":  # the rowid continues after the highest one
+            conn.execute(text(f"INSERT INTO people (id, handle, created_at) VALUES ({start}, 'seed', 'x')"))
+            conn.execute(text(f"INSERT INTO works (seq, id, title, kind, size_bytes, created_at) "
+                              f"VALUES ({start}, '{'0' * 64}', 'seed', 'text', 1, 'x')"))
+        (person,) = add_people(conn, ["ana"])
+        (work,) = add_works(conn, [WorkIn(b"a work", "A work", "text")])
+        assert add_credits(conn, [CreditIn(work, f"person:{person}", "endcredits:composer")]) == 1
+    assert person > 2**31
+    with store.read() as conn:
+        row = conn.execute(select(works.c.seq, credits.c.person_id).join(credits, credits.c.work_seq == works.c.seq)
+                           .where(works.c.id == work)).one()
+    assert row.seq > 2**31 and row.person_id == person

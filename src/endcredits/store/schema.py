@@ -79,6 +79,10 @@ metadata = MetaData(
 )
 
 Id = String(ID_LENGTH_MAX)
+# Surrogate keys and counts that grow with the registry or the ledger: 64-bit on every backend. SQLite's
+# INTEGER is already 64-bit (and only "INTEGER PRIMARY KEY" is its rowid); PostgreSQL's INTEGER would stop
+# at 2.1 billion people, works, transfers or audit entries.
+Key = BigInteger().with_variant(Integer(), "sqlite")
 Time = String(32)
 Sha256 = String(64)
 
@@ -93,7 +97,7 @@ meta = Table(
 people = Table(
     "people",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", Key, primary_key=True, autoincrement=True),
     Column("handle", String(NAME_LENGTH_MAX), nullable=False, unique=True),
     Column("verified_at", Time, nullable=True),
     Column("verified_by", String(NAME_LENGTH_MAX), nullable=True),
@@ -104,7 +108,7 @@ private_details = Table(
     "private_details",
     metadata,
     # Contact and payment details, apart from the public registry and sealed (store/private.py).
-    Column("person_id", Integer, ForeignKey("people.id"), primary_key=True),
+    Column("person_id", Key, ForeignKey("people.id"), primary_key=True),
     Column("iban", LargeBinary, nullable=True),
     Column("bic", LargeBinary, nullable=True),
     Column("email", LargeBinary, nullable=True),
@@ -114,9 +118,9 @@ private_details = Table(
 names = Table(
     "names",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", Key, primary_key=True, autoincrement=True),
     Column("name", String(NAME_LENGTH_MAX), nullable=False, unique=True),
-    Column("person_id", Integer, ForeignKey("people.id"), nullable=True),
+    Column("person_id", Key, ForeignKey("people.id"), nullable=True),
     Column("claimed_at", Time, nullable=True),
     Column("created_at", Time, nullable=False),
 )
@@ -126,28 +130,28 @@ works = Table(
     metadata,
     # A work's number in registration order: what credits point at, so that a batch of new works' credits
     # lands at the end of their index instead of at random pages of it (SHA-256 ids are random keys).
-    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("seq", Key, primary_key=True, autoincrement=True),
     Column("id", Sha256, nullable=False, unique=True),
     Column("title", String(TITLE_LENGTH_MAX), nullable=False),
     Column("kind", String(32), nullable=False),
     Column("source", String(TITLE_LENGTH_MAX), nullable=True, unique=True),
     Column("size_bytes", BigInteger, nullable=False),
-    Column("rights_holder_name_id", Integer, ForeignKey("names.id"), nullable=True),
-    Column("rights_holder_person_id", Integer, ForeignKey("people.id"), nullable=True),
+    Column("rights_holder_name_id", Key, ForeignKey("names.id"), nullable=True),
+    Column("rights_holder_person_id", Key, ForeignKey("people.id"), nullable=True),
     Column("created_at", Time, nullable=False),
 )
 
 credits = Table(
     "credits",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", Key, primary_key=True, autoincrement=True),
     # The work by its registration number (works.seq), not its SHA-256 id: uq_credits_role leads with it and
     # serves every lookup by work, and new works' credits append to it (a 10^6-work import: see
     # docs/benchmarks.md, "Registry import"). Readers join works for the id. A hot table (see above):
     # add_credits checks the work and the payee in its transaction, verify checks every reference.
-    Column("work_seq", Integer, nullable=False),
-    Column("person_id", Integer, nullable=True),
-    Column("name_id", Integer, nullable=True),
+    Column("work_seq", Key, nullable=False),
+    Column("person_id", Key, nullable=True),
+    Column("name_id", Key, nullable=True),
     Column("role_scheme", String(32), nullable=False),
     Column("role_code", String(64), nullable=False),
     Column("weight", BigInteger, nullable=False),
@@ -198,7 +202,7 @@ fingerprint_bands = Table(
 work_links = Table(
     "work_links",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", Key, primary_key=True, autoincrement=True),
     Column("work_id", Sha256, ForeignKey("works.id"), nullable=False, index=True),
     Column("canonical_work_id", Sha256, ForeignKey("works.id"), nullable=False, index=True),
     Column("method", String(32), nullable=False),
@@ -216,8 +220,8 @@ work_links = Table(
 credentials = Table(
     "credentials",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("person_id", Integer, ForeignKey("people.id"), nullable=False, index=True),
+    Column("id", Key, primary_key=True, autoincrement=True),
+    Column("person_id", Key, ForeignKey("people.id"), nullable=False, index=True),
     Column("credential_id", Id, nullable=False, unique=True),
     Column("issuer", Id, nullable=False),
     Column("subject", Id, nullable=False, index=True),
@@ -237,7 +241,7 @@ credentials = Table(
 consent_grants = Table(
     "consent_grants",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", Key, primary_key=True, autoincrement=True),
     Column("subject_kind", String(16), nullable=False),
     Column("subject_id", String(ID_LENGTH_MAX), nullable=False),
     Column("use", String(64), nullable=False),
@@ -272,8 +276,8 @@ manifests = Table(
     Column("uses", String(TITLE_LENGTH_MAX), nullable=False),
     Column("as_of", Time, nullable=False),
     Column("merkle_root", Sha256, nullable=False),
-    Column("included_count", Integer, nullable=False),
-    Column("excluded_count", Integer, nullable=False),
+    Column("included_count", Key, nullable=False),
+    Column("excluded_count", Key, nullable=False),
     Column("checkpoint_sha256", Sha256, nullable=True),
     Column("created_at", Time, nullable=False),
 )
@@ -283,7 +287,7 @@ manifest_entries = Table(
     metadata,
     Column("manifest_id", Id, ForeignKey("manifests.id"), primary_key=True),
     Column("work_id", Sha256, ForeignKey("works.id"), primary_key=True),
-    Column("leaf_index", Integer, nullable=True),
+    Column("leaf_index", Key, nullable=True),
     Column("excluded_reason", Text, nullable=True),
     CheckConstraint("(leaf_index IS NULL) <> (excluded_reason IS NULL)", name="included_or_reason"),
 )
@@ -349,7 +353,7 @@ accrual_batches = Table(
 accounts = Table(
     "accounts",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", Key, primary_key=True, autoincrement=True),
     Column("key", String(ID_LENGTH_MAX), nullable=False, unique=True),
     Column("kind", String(32), nullable=False),
     Column("currency", String(3), nullable=False),
@@ -358,13 +362,13 @@ accounts = Table(
     Column("created_at", Time, nullable=False),
     # The balance lives on the account (re-derived from legs by `verify`): one row per payee to write.
     Column("balance_microunits", Amount, nullable=False),
-    Column("last_transfer_id", Integer, nullable=False),
+    Column("last_transfer_id", Key, nullable=False),
 )
 
 transfers = Table(
     "transfers",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", Key, primary_key=True, autoincrement=True),
     Column("event_id", Id, nullable=False, unique=True),
     Column("code", String(32), nullable=False),
     Column("currency", String(3), nullable=False),
@@ -378,8 +382,8 @@ transfers = Table(
 legs = Table(
     "legs",
     metadata,
-    Column("transfer_id", Integer, primary_key=True),
-    Column("account_id", Integer, primary_key=True),
+    Column("transfer_id", Key, primary_key=True),
+    Column("account_id", Key, primary_key=True),
     Column("amount_microunits", Amount, nullable=False),
     Index("ix_legs_account_id", "account_id"),
     sqlite_with_rowid=False,
@@ -416,7 +420,7 @@ payout_items = Table(
     metadata,
     Column("end_to_end_id", String(35), primary_key=True),
     Column("batch_id", Id, ForeignKey("payout_batches.id"), nullable=False, index=True),
-    Column("person_id", Integer, ForeignKey("people.id"), nullable=False),
+    Column("person_id", Key, ForeignKey("people.id"), nullable=False),
     Column("amount_microunits", Amount, nullable=False),
     Column("status", String(16), nullable=False),
     Column("resolved_at", Time, nullable=True),
@@ -427,7 +431,7 @@ payout_items = Table(
 audit_log = Table(
     "audit_log",
     metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("seq", Key, primary_key=True, autoincrement=False),
     Column("at", Time, nullable=False),
     Column("kind", String(64), nullable=False),
     Column("subject", String(ID_LENGTH_MAX), nullable=False),
@@ -456,7 +460,7 @@ auth_challenges = Table(
     "auth_challenges",
     metadata,
     Column("id", String(64), primary_key=True),
-    Column("person_id", Integer, ForeignKey("people.id"), nullable=False, index=True),
+    Column("person_id", Key, ForeignKey("people.id"), nullable=False, index=True),
     Column("nonce", String(64), nullable=False),
     Column("expires_at", Time, nullable=False),
     Column("used_at", Time, nullable=True),
@@ -467,7 +471,7 @@ login_links = Table(
     "login_links",
     metadata,
     Column("token_sha256", Sha256, primary_key=True),
-    Column("person_id", Integer, ForeignKey("people.id"), nullable=False, index=True),
+    Column("person_id", Key, ForeignKey("people.id"), nullable=False, index=True),
     Column("created_by", String(32), nullable=False),
     Column("expires_at", Time, nullable=False),
     Column("used_at", Time, nullable=True),
@@ -478,7 +482,7 @@ sessions = Table(
     "sessions",
     metadata,
     Column("token_sha256", Sha256, primary_key=True),
-    Column("person_id", Integer, ForeignKey("people.id"), nullable=False, index=True),
+    Column("person_id", Key, ForeignKey("people.id"), nullable=False, index=True),
     Column("via", String(16), nullable=False),
     Column("expires_at", Time, nullable=False),
     Column("revoked_at", Time, nullable=True),

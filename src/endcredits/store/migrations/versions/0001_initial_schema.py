@@ -19,7 +19,7 @@ depends_on = None
 
 def upgrade() -> None:
     op.create_table('accounts',
-    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('key', sa.String(length=200), nullable=False),
     sa.Column('kind', sa.String(length=32), nullable=False),
     sa.Column('currency', sa.String(length=3), nullable=False),
@@ -27,7 +27,7 @@ def upgrade() -> None:
     sa.Column('may_go_negative', sa.Boolean(), nullable=False),
     sa.Column('created_at', sa.String(length=32), nullable=False),
     sa.Column('balance_microunits', endcredits.store.schema.Amount(precision=38, scale=0), nullable=False),
-    sa.Column('last_transfer_id', sa.Integer(), nullable=False),
+    sa.Column('last_transfer_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_accounts')),
     sa.UniqueConstraint('key', name=op.f('uq_accounts_key'))
     )
@@ -76,7 +76,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_api_keys'))
     )
     op.create_table('audit_log',
-    sa.Column('seq', sa.Integer(), autoincrement=False, nullable=False),
+    sa.Column('seq', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=False, nullable=False),
     sa.Column('at', sa.String(length=32), nullable=False),
     sa.Column('kind', sa.String(length=64), nullable=False),
     sa.Column('subject', sa.String(length=200), nullable=False),
@@ -94,7 +94,7 @@ def upgrade() -> None:
     sqlite_with_rowid=False
     )
     op.create_table('consent_grants',
-    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('subject_kind', sa.String(length=16), nullable=False),
     sa.Column('subject_id', sa.String(length=200), nullable=False),
     sa.Column('use', sa.String(length=64), nullable=False),
@@ -114,10 +114,10 @@ def upgrade() -> None:
         batch_op.create_index('ix_consent_grants_subject', ['subject_kind', 'subject_id'], unique=False)
 
     op.create_table('credits',
-    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
-    sa.Column('work_seq', sa.Integer(), nullable=False),
-    sa.Column('person_id', sa.Integer(), nullable=True),
-    sa.Column('name_id', sa.Integer(), nullable=True),
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('work_seq', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('person_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('name_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
     sa.Column('role_scheme', sa.String(length=32), nullable=False),
     sa.Column('role_code', sa.String(length=64), nullable=False),
     sa.Column('weight', sa.BigInteger(), nullable=False),
@@ -133,8 +133,8 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('key', name=op.f('pk_endcredits_meta'))
     )
     op.create_table('legs',
-    sa.Column('transfer_id', sa.Integer(), nullable=False),
-    sa.Column('account_id', sa.Integer(), nullable=False),
+    sa.Column('transfer_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('account_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('amount_microunits', endcredits.store.schema.Amount(precision=38, scale=0), nullable=False),
     sa.PrimaryKeyConstraint('transfer_id', 'account_id', name=op.f('pk_legs')),
     sqlite_with_rowid=False
@@ -172,7 +172,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_payout_batches'))
     )
     op.create_table('people',
-    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('handle', sa.String(length=200), nullable=False),
     sa.Column('verified_at', sa.String(length=32), nullable=True),
     sa.Column('verified_by', sa.String(length=200), nullable=True),
@@ -181,7 +181,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('handle', name=op.f('uq_people_handle'))
     )
     op.create_table('transfers',
-    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('event_id', sa.String(length=200), nullable=False),
     sa.Column('code', sa.String(length=32), nullable=False),
     sa.Column('currency', sa.String(length=3), nullable=False),
@@ -203,7 +203,7 @@ def upgrade() -> None:
     )
     op.create_table('auth_challenges',
     sa.Column('id', sa.String(length=64), nullable=False),
-    sa.Column('person_id', sa.Integer(), nullable=False),
+    sa.Column('person_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('nonce', sa.String(length=64), nullable=False),
     sa.Column('expires_at', sa.String(length=32), nullable=False),
     sa.Column('used_at', sa.String(length=32), nullable=True),
@@ -215,8 +215,8 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_auth_challenges_person_id'), ['person_id'], unique=False)
 
     op.create_table('credentials',
-    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
-    sa.Column('person_id', sa.Integer(), nullable=False),
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('person_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('credential_id', sa.String(length=200), nullable=False),
     sa.Column('issuer', sa.String(length=200), nullable=False),
     sa.Column('subject', sa.String(length=200), nullable=False),
@@ -240,7 +240,7 @@ def upgrade() -> None:
 
     op.create_table('login_links',
     sa.Column('token_sha256', sa.String(length=64), nullable=False),
-    sa.Column('person_id', sa.Integer(), nullable=False),
+    sa.Column('person_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('created_by', sa.String(length=32), nullable=False),
     sa.Column('expires_at', sa.String(length=32), nullable=False),
     sa.Column('used_at', sa.String(length=32), nullable=True),
@@ -257,8 +257,8 @@ def upgrade() -> None:
     sa.Column('uses', sa.String(length=500), nullable=False),
     sa.Column('as_of', sa.String(length=32), nullable=False),
     sa.Column('merkle_root', sa.String(length=64), nullable=False),
-    sa.Column('included_count', sa.Integer(), nullable=False),
-    sa.Column('excluded_count', sa.Integer(), nullable=False),
+    sa.Column('included_count', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('excluded_count', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('checkpoint_sha256', sa.String(length=64), nullable=True),
     sa.Column('created_at', sa.String(length=32), nullable=False),
     sa.ForeignKeyConstraint(['model_id'], ['models.id'], name=op.f('fk_manifests_model_id_models')),
@@ -268,9 +268,9 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_manifests_model_id'), ['model_id'], unique=False)
 
     op.create_table('names',
-    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('name', sa.String(length=200), nullable=False),
-    sa.Column('person_id', sa.Integer(), nullable=True),
+    sa.Column('person_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
     sa.Column('claimed_at', sa.String(length=32), nullable=True),
     sa.Column('created_at', sa.String(length=32), nullable=False),
     sa.ForeignKeyConstraint(['person_id'], ['people.id'], name=op.f('fk_names_person_id_people')),
@@ -280,7 +280,7 @@ def upgrade() -> None:
     op.create_table('payout_items',
     sa.Column('end_to_end_id', sa.String(length=35), nullable=False),
     sa.Column('batch_id', sa.String(length=200), nullable=False),
-    sa.Column('person_id', sa.Integer(), nullable=False),
+    sa.Column('person_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('amount_microunits', endcredits.store.schema.Amount(precision=38, scale=0), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('resolved_at', sa.String(length=32), nullable=True),
@@ -293,7 +293,7 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_payout_items_batch_id'), ['batch_id'], unique=False)
 
     op.create_table('private_details',
-    sa.Column('person_id', sa.Integer(), nullable=False),
+    sa.Column('person_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('iban', sa.LargeBinary(), nullable=True),
     sa.Column('bic', sa.LargeBinary(), nullable=True),
     sa.Column('email', sa.LargeBinary(), nullable=True),
@@ -303,7 +303,7 @@ def upgrade() -> None:
     )
     op.create_table('sessions',
     sa.Column('token_sha256', sa.String(length=64), nullable=False),
-    sa.Column('person_id', sa.Integer(), nullable=False),
+    sa.Column('person_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('via', sa.String(length=16), nullable=False),
     sa.Column('expires_at', sa.String(length=32), nullable=False),
     sa.Column('revoked_at', sa.String(length=32), nullable=True),
@@ -333,14 +333,14 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_training_runs_model_id'), ['model_id'], unique=False)
 
     op.create_table('works',
-    sa.Column('seq', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('seq', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('id', sa.String(length=64), nullable=False),
     sa.Column('title', sa.String(length=500), nullable=False),
     sa.Column('kind', sa.String(length=32), nullable=False),
     sa.Column('source', sa.String(length=500), nullable=True),
     sa.Column('size_bytes', sa.BigInteger(), nullable=False),
-    sa.Column('rights_holder_name_id', sa.Integer(), nullable=True),
-    sa.Column('rights_holder_person_id', sa.Integer(), nullable=True),
+    sa.Column('rights_holder_name_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('rights_holder_person_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
     sa.Column('created_at', sa.String(length=32), nullable=False),
     sa.ForeignKeyConstraint(['rights_holder_name_id'], ['names.id'], name=op.f('fk_works_rights_holder_name_id_names')),
     sa.ForeignKeyConstraint(['rights_holder_person_id'], ['people.id'], name=op.f('fk_works_rights_holder_person_id_people')),
@@ -371,7 +371,7 @@ def upgrade() -> None:
     op.create_table('manifest_entries',
     sa.Column('manifest_id', sa.String(length=200), nullable=False),
     sa.Column('work_id', sa.String(length=64), nullable=False),
-    sa.Column('leaf_index', sa.Integer(), nullable=True),
+    sa.Column('leaf_index', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
     sa.Column('excluded_reason', sa.Text(), nullable=True),
     sa.CheckConstraint('(leaf_index IS NULL) <> (excluded_reason IS NULL)', name=op.f('ck_manifest_entries_included_or_reason')),
     sa.ForeignKeyConstraint(['manifest_id'], ['manifests.id'], name=op.f('fk_manifest_entries_manifest_id_manifests')),
@@ -387,7 +387,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('work_id', name=op.f('pk_work_fingerprints'))
     )
     op.create_table('work_links',
-    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('work_id', sa.String(length=64), nullable=False),
     sa.Column('canonical_work_id', sa.String(length=64), nullable=False),
     sa.Column('method', sa.String(length=32), nullable=False),
