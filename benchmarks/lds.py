@@ -110,6 +110,9 @@ def select_and_score(problem: Problem, method: str, grid: Sequence[float], recip
     def tune_lds(scores: npt.NDArray[np.float64]) -> float:
         return core.lds(scores[:, problem.tune_cols], problem.tune_masks, problem.tune_outputs)[0]
 
+    def tune_per_example(scores: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        return core.lds(scores[:, problem.tune_cols], problem.tune_masks, problem.tune_outputs)[1]
+
     def main_lds(scores: npt.NDArray[np.float64]) -> float:
         return core.lds(scores[:, problem.report_cols], problem.main_masks, problem.main_outputs)[0]
 
@@ -140,11 +143,19 @@ def select_and_score(problem: Problem, method: str, grid: Sequence[float], recip
             "score_s": run_b.score_s[lam],
             "scores": run_b.scores[lam],
             "notes": run_b.notes,
+            "_tune_per_example": tune_per_example(run_b.scores[lam]),
         }
         log(f"  {method}: {len(models)} models, recipe {recipe}: tuning LDS {stage_b[recipe]['tune_lds']:.3f},"
             f" reported LDS {stage_b[recipe]['lds']:.3f}, {stage_b[recipe]['seconds']:.1f} s")
     chosen = max(recipes, key=lambda r: np.nan_to_num(stage_b[r]["tune_lds"], nan=-2.0))
     best = stage_b[chosen]
+    for recipe in recipes:
+        # Informational, never chosen on: the tuning-LDS gap to the chosen recipe and its standard error over
+        # the tuning outputs (paired; the subsets' share of the noise is not in it).
+        gap = best["_tune_per_example"] - stage_b[recipe]["_tune_per_example"]
+        gap = gap[np.isfinite(gap)]
+        stage_b[recipe]["tune_gap_to_chosen"] = float(gap.mean()) if gap.size else float("nan")
+        stage_b[recipe]["tune_gap_se"] = float(gap.std(ddof=1) / np.sqrt(gap.size)) if gap.size > 1 else float("nan")
     return {
         "lds": best["lds"],
         "lds_two_seeds": best["lds_two_seeds"],
@@ -159,7 +170,7 @@ def select_and_score(problem: Problem, method: str, grid: Sequence[float], recip
         "notes": best["notes"],
         "one_model": one_model,
         "tuning": {"lambda_grid": {grid_label(v): stage_a[v] for v in grid},
-                   "recipes": {r: {k: v for k, v in s.items() if k not in ("scores", "notes")}
+                   "recipes": {r: {k: v for k, v in s.items() if k not in ("scores", "notes", "_tune_per_example")}
                                for r, s in stage_b.items()}},
         "_scores": best["scores"],
     }
@@ -197,6 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # abc-lm only
     parser.add_argument("--tunes", type=int, default=100, help="abc-lm: training tunes")
     parser.add_argument("--lm-steps", type=int, default=100, help="abc-lm: training steps per model")
+    parser.add_argument("--lm-tune-extra", type=int, default=0,
+                        help="abc-lm: this many more held-out and as many more generated tunes measured on the tuning"
+                             " draw only (never reported; the main draw and its cache are unchanged)")
     parser.add_argument("--lm-checkpoints", default="",
                         help="abc-lm: comma-separated training steps whose parameters the '+checkpoints' recipes"
                              " featurize besides the final ones (e.g. 25,50,75)")
