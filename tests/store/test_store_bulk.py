@@ -47,7 +47,9 @@ def test_integers_match_exactly_and_large_ones_do_not_break_the_lookup(table: St
 @pytest.mark.parametrize("rows", [
     [(t, i) for i, t in enumerate(TEXTS)],  # one COPY block, escaped where needed
     [("plain", 1), ("\\N", 2), ("a\\tb", 3), ("end\\", 4), (None, 5)],  # literal backslashes; NULL text
-    [("x", None), ("y", 5)],  # a column mixing NULL and integers: written row by row
+    [("x", None), ("y", 5)],  # a column mixing NULL and integers
+    [("carriage\rreturn", 1), ("\\.", 2), ("two\t\ttabs", 3), (None, None), ("None", 4)],  # escaped by column
+    [("big", (1 << 63) - 1), ("negative", -(1 << 63)), ("zero", 0)],
 ])
 def test_bulk_insert_writes_every_value_exactly(store: Store, rows: list[tuple[str | None, int | None]]) -> None:
     from endcredits.store.bulk import bulk_insert
@@ -58,3 +60,16 @@ def test_bulk_insert_writes_every_value_exactly(store: Store, rows: list[tuple[s
     with store.read() as conn:
         got = [(r[0], r[1]) for r in conn.execute(text("SELECT k, n FROM bulk_rows ORDER BY n"))]
     assert sorted(got, key=repr) == sorted(rows, key=repr)
+
+
+def test_bulk_insert_writes_booleans_and_nulls_in_every_column(store: Store) -> None:
+    from endcredits.store.bulk import bulk_insert
+
+    rows = [(1, True, "a", None), (2, False, None, 7), (3, None, "\\N", -1)]
+    with store.write() as conn:
+        conn.execute(text("CREATE TABLE bulk_flags (i BIGINT NOT NULL, b BOOLEAN NULL, k TEXT NULL, n BIGINT NULL)"))
+        bulk_insert(conn, "bulk_flags", ["i", "b", "k", "n"], rows)
+    with store.read() as conn:
+        got = [(r[0], None if r[1] is None else bool(r[1]), r[2], r[3])
+               for r in conn.execute(text("SELECT i, b, k, n FROM bulk_flags ORDER BY i"))]
+    assert got == rows
