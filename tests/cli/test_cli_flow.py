@@ -63,7 +63,9 @@ def test_every_command_in_an_operators_order(tmp_path: Path, db_url: str | None)
     sketch = run_json("works", "add", str(tmp_path / "sketch.abc"), "--title", "A new sketch", "--kind", "abc-tune")["work_id"]
     run("credits", "add", sketch, "--payee", f"person:{pid}", "--role", "endcredits:composer")
     assert run_json("credits", "list", sketch)["credits"][0]["payee"] == f"person:{pid}"
-    first = run_json("works", "list", "--limit", "30")["works"][-1]["id"]
+    listed = run_json("works", "list", "--limit", "30")["works"]
+    assert len(listed) == 25 and listed[0]["id"] == sketch  # most recent first, in registration order
+    first = listed[-1]["id"]
     run("credits", "lineage", sketch, first, "--share", "0.2")
 
     # Consent: the person allows generative training for a bounded time.

@@ -296,7 +296,7 @@ def works_list(ctx: typer.Context, limit: Annotated[int, typer.Option(min=1, max
     with _store(ctx) as store, store.read() as conn:
         total = conn.execute(select(func.count()).select_from(works)).scalar_one()
         rows = conn.execute(select(works.c.id, works.c.title, works.c.kind, works.c.source)
-                            .order_by(works.c.created_at.desc(), works.c.id).limit(limit)).all()
+                            .order_by(works.c.seq.desc()).limit(limit)).all()
     if as_json:
         _print_json({"total": total, "works": [dict(r._mapping) for r in rows]})
     else:
