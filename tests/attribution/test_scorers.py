@@ -101,18 +101,22 @@ def _retraining_lds(train: Callable[[np.ndarray], torch.nn.Module], task: Attrib
     return lds
 
 
+def _exact_features(model: torch.nn.Module, train: tuple[torch.Tensor, torch.Tensor],
+                    test: tuple[torch.Tensor, torch.Tensor]) -> tuple[AttributionTask, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(task, train features, Q, test features, Gauss-Newton kernel) of a classifier, exact gradients."""
+    task = classification_task(model, [state(model)])
+    featurizer = Featurizer(task, k=None, seed=0, projection="identity")
+    return (task, featurizer.compute(train, role="train"), featurizer.weights(train), featurizer.compute(test),
+            featurizer.curvature(train))
+
+
 def test_trak_predicts_retraining_on_half_subsets_logistic_regression() -> None:
     """A quality floor: LDS against real retraining (20 half subsets) on a seeded logistic regression."""
     n, classes, weight_decay = 120, 3, 1e-2
     x, y = blobs(n + 12, d=5, classes=classes, seed=3)
     x_train, y_train, x_test, y_test = x[:n], y[:n], x[n:], y[n:]
     model = train_logistic(x_train, y_train, classes, weight_decay=weight_decay)
-    task = classification_task(model, [state(model)])
-    featurizer = Featurizer(task, k=None, seed=0, projection="identity")
-    phi = featurizer.compute((x_train, y_train), role="train")
-    q = featurizer.weights((x_train, y_train))
-    targets = featurizer.compute((x_test, y_test))
-    curvature = featurizer.curvature((x_train, y_train))
+    task, phi, q, targets, curvature = _exact_features(model, (x_train, y_train), (x_test, y_test))
 
     lds = _retraining_lds(lambda keep: train_logistic(x_train[keep], y_train[keep], classes, weight_decay=weight_decay),
                           task, n, (x_test, y_test))
@@ -244,12 +248,7 @@ def test_influence_predicts_retraining_of_an_early_stopped_logistic_regression()
     x, y = blobs(n + 12, d=20, classes=classes, seed=0)
     x_train, y_train, x_test, y_test = x[:n], y[:n], x[n:], y[n:]
     model = _train_gd(x_train, y_train, classes, steps=steps, lr=lr)
-    task = classification_task(model, [state(model)])
-    featurizer = Featurizer(task, k=None, seed=0, projection="identity")
-    phi = featurizer.compute((x_train, y_train), role="train")
-    q = featurizer.weights((x_train, y_train))
-    targets = featurizer.compute((x_test, y_test))
-    curvature = featurizer.curvature((x_train, y_train))
+    task, phi, q, targets, curvature = _exact_features(model, (x_train, y_train), (x_test, y_test))
     lds = _retraining_lds(lambda keep: _train_gd(x_train[keep], y_train[keep], classes, steps=steps, lr=lr),
                           task, n, (x_test, y_test))
 

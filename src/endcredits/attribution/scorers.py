@@ -160,10 +160,14 @@ def score_items(query: FloatArray, items: FloatArray) -> npt.NDArray[np.float64]
 
 
 def _check_train(
-    features: Sequence[FloatArray], weights: Sequence[FloatArray] | None, what: str
+    features: Sequence[FloatArray], weights: Sequence[FloatArray] | None, what: str,
+    curvature: Sequence[FloatArray] | None = None,
 ) -> tuple[int, list[int], int]:
-    """``(works, dims per model, models)`` of training features that fit in an item matrix."""
+    """``(works, dims per model, models)`` of training features that fit in an item matrix (and, when
+    given, one curvature kernel per model)."""
     n, dims = _check_per_model(features, weights, what)
+    if curvature is not None and len(curvature) != len(dims):
+        raise ValidationError(f"{len(curvature)} curvature kernels for {len(dims)} models")
     needed = n * sum(dims) * 4
     if needed > ITEM_MATRIX_BYTES_MAX:
         raise LimitExceededError(
@@ -203,9 +207,7 @@ class TRAKScorer(LinearScorer):
         curvature_per_model: Sequence[FloatArray] | None = None,
     ) -> TRAKScorer:
         """Precompute ``G``. ``curvature_per_model`` replaces ``Phi^T Phi`` by each model's Gauss-Newton kernel."""
-        n, dims, models = _check_train(train_features_per_model, train_weights_per_model, "TRAK")
-        if curvature_per_model is not None and len(curvature_per_model) != models:
-            raise ValidationError(f"{len(curvature_per_model)} curvature kernels for {models} models")
+        n, dims, models = _check_train(train_features_per_model, train_weights_per_model, "TRAK", curvature_per_model)
         q_bar = np.ones(n, dtype=np.float64)
         if train_weights_per_model is not None:
             q_bar = np.mean([np.asarray(w, dtype=np.float64) for w in train_weights_per_model], axis=0)
@@ -353,9 +355,7 @@ class InfluenceScorer(LinearScorer):
     ) -> InfluenceScorer:
         """Precompute ``G``. ``train_weights_per_model`` (Q) turn the features into loss gradients;
         ``curvature_per_model`` is each model's Gauss-Newton kernel (else the empirical Fisher)."""
-        n, dims, models = _check_train(train_features_per_model, train_weights_per_model, "influence")
-        if curvature_per_model is not None and len(curvature_per_model) != models:
-            raise ValidationError(f"{len(curvature_per_model)} curvature kernels for {models} models")
+        n, dims, models = _check_train(train_features_per_model, train_weights_per_model, "influence", curvature_per_model)
         blocks = []
         self.lambdas_used = []
         for m, phi in enumerate(train_features_per_model):
