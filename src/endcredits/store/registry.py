@@ -509,12 +509,12 @@ def graph_rows(conn: Connection, work_ids: Iterable[str]) -> GraphRows:
             q = select(works.c.id.label("work_id"), credits.c.person_id, credits.c.name_id, credits.c.role_scheme,
                        credits.c.role_code, credits.c.weight).join(works, works.c.seq == credits.c.work_seq).where(
                 works.c.id.in_(part)).order_by(credits.c.id)
-            for r in conn.execute(q):
-                payee = f"person:{r.person_id}" if r.person_id is not None else f"name:{r.name_id}"
-                if r.name_id is not None:
-                    name_nums.add(int(r.name_id))
-                by_work_credits.setdefault(r.work_id, []).append(
-                    (payee, f"{r.role_scheme}:{r.role_code}", r.weight, r.name_id))
+            for c in conn.execute(q):
+                payee = f"person:{c.person_id}" if c.person_id is not None else f"name:{c.name_id}"
+                if c.name_id is not None:
+                    name_nums.add(int(c.name_id))
+                by_work_credits.setdefault(c.work_id, []).append(
+                    (payee, f"{c.role_scheme}:{c.role_code}", c.weight, c.name_id))
             for r in conn.execute(select(works.c.id, works.c.rights_holder_person_id, works.c.rights_holder_name_id)
                                   .where(works.c.id.in_(part))):
                 if r.rights_holder_person_id is not None:
