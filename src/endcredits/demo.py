@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -81,6 +82,7 @@ from endcredits.store.schema import accounts, credentials, legs, names, people, 
 CURRENCY = "EUR"
 MODEL_ID = "abc-charlm-v1"
 MODEL_USES = ("ai_generative_training", "commercial")
+TRAIN_STEPS_DEFAULT = 1_000  # about a minute on a 2-core CPU with the full corpus
 
 DEMO_AGREEMENT = """\
 # The demo's residual policy. Rates are exact decimal text.
@@ -206,6 +208,7 @@ class DemoSummary:
     excluded_works: int
     manifest_id: str
     merkle_root: str
+    checkpoint_sha256: str  # the trained model's parameters and vocabulary (TrainedLM.checksum)
     train_steps: int
     train_loss: float
     outputs: int
@@ -233,6 +236,7 @@ class DemoSummary:
             "data_dir": self.data_dir, "backend": self.backend, "currency": CURRENCY,
             "works": self.works, "people": self.people, "credited_names": self.names,
             "excluded_works": self.excluded_works, "manifest_id": self.manifest_id, "merkle_root": self.merkle_root,
+            "checkpoint_sha256": self.checkpoint_sha256,
             "train_steps": self.train_steps, "train_loss": round(self.train_loss, 4), "outputs": self.outputs,
             "revenue_microunits": self.revenue_microunits, "pool_microunits": self.pool_microunits,
             "paid_microunits": self.paid_microunits, "escrow_microunits": self.escrow_microunits,
@@ -355,11 +359,14 @@ def _earners(store: Store, top_n: int) -> list[dict[str, Any]]:
     return rows
 
 
-def run_demo(data_dir: Path | None, db_url: str | None, *, outputs_n: int = 60, train_s: float = 60.0, seed: int = 0,
-             tunes_max: int | None = None, k: int = K_DEFAULT, progress: Callable[[str], None] = lambda _m: None,
-             step: StepProgress | None = None) -> DemoSummary:
+def run_demo(data_dir: Path | None, db_url: str | None, *, outputs_n: int = 60, train_steps: int = TRAIN_STEPS_DEFAULT,
+             seed: int = 0, tunes_max: int | None = None, k: int = K_DEFAULT,
+             progress: Callable[[str], None] = lambda _m: None, step: StepProgress | None = None) -> DemoSummary:
+    """Run the whole flow into ``data_dir`` (or ``db_url``) and return its summary.
 
-
+    The model trains for exactly ``train_steps`` steps, never for a time budget, so the same inputs and
+    ``seed`` give the same checkpoint, outputs, attributions and split on one machine.
+    """
     timings: dict[str, float] = {}
     clock = time.monotonic()
 
@@ -411,22 +418,23 @@ def run_demo(data_dir: Path | None, db_url: str | None, *, outputs_n: int = 60, 
         texts = manifest_texts(store, manifest)
         lap("manifest")
 
-        progress(f"training a character-level LM on {len(texts)} tunes for up to {train_s:.0f} s on CPU…")
+        progress(f"training a character-level LM on {len(texts)} tunes for {train_steps} steps on CPU…")
         started = time.monotonic()
-        lm = train_char_lm(texts, seed=seed, steps_max=100_000, time_s_max=train_s,
-                           progress=(lambda _i, _loss: step("training", min(time.monotonic() - started, train_s), train_s))
-                           if step else None)
+        # A fixed number of steps and no time budget (train_char_lm requires one: infinity never stops it).
+        lm = train_char_lm(texts, seed=seed, steps_max=train_steps, time_s_max=math.inf,
+                           progress=(lambda i, _loss: step("training", i, train_steps)) if step else None)
         models_dir = store.data_dir / "models"
         models_dir.mkdir(parents=True, exist_ok=True)
         checkpoint = models_dir / f"{MODEL_ID}.pt"
         save_lm(lm, checkpoint)
+        checkpoint_sha256 = lm.checksum()
         with store.write() as conn:
-            set_manifest_checkpoint(conn, manifest.id, lm.checksum())
+            set_manifest_checkpoint(conn, manifest.id, checkpoint_sha256)
             trained_at = dt.datetime.now(dt.UTC)
             record_training_run(conn, run_id=f"{manifest.id}/train-seed{seed}", manifest_id=manifest.id,
-                                checkpoint_sha256s=[lm.checksum()], finished_at=trained_at,
+                                checkpoint_sha256s=[checkpoint_sha256], finished_at=trained_at,
                                 started_at=trained_at - dt.timedelta(seconds=time.monotonic() - started))
-        progress(f"trained {lm.steps} steps, loss {lm.final_loss:.3f}; checkpoint sha256 {lm.checksum()[:16]}…")
+        progress(f"trained {lm.steps} steps, loss {lm.final_loss:.3f}; checkpoint sha256 {checkpoint_sha256[:16]}…")
         lap("train")
 
         samples = generate(lm, n=outputs_n, seed=seed + 1, length_max=400)
@@ -510,6 +518,7 @@ def run_demo(data_dir: Path | None, db_url: str | None, *, outputs_n: int = 60, 
         summary = DemoSummary(
             data_dir=str(store.data_dir), backend=store.backend, works=report.works, people=n_people, names=report.names,
             excluded_works=len(manifest.excluded), manifest_id=manifest.id, merkle_root=manifest.merkle_root,
+            checkpoint_sha256=checkpoint_sha256,
             train_steps=lm.steps, train_loss=lm.final_loss, outputs=outputs_n, revenue_microunits=sum(revenue),
             pool_microunits=pool, paid_microunits=paid, escrow_microunits=escrow, suspense_microunits=suspense,
             top_earners=earners,

@@ -24,7 +24,7 @@ def test_demo_json_conserves_every_microunit(tmp_path: Path, db_url: str | None)
     data = tmp_path / "demo"
     args = ["--data", str(data)] + (["--db", db_url] if db_url else [])
     result = CliRunner().invoke(app, [*args, "demo", "--json", "--tunes", "600", "--outputs", "8",
-                                      "--train-seconds", "3"])
+                                      "--train-steps", "40"])
     assert result.exit_code == 0, result.stderr or result.stdout
     summary = json.loads(result.stdout)
     for field in REQUIRED_INT_FIELDS:

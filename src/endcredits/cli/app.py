@@ -950,7 +950,9 @@ def verify_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 def demo_cmd(
     ctx: typer.Context, as_json: JsonOpt = False,
     outputs: Annotated[int, typer.Option(min=1, max=10_000, help="Outputs to generate and pay for")] = 60,
-    train_seconds: Annotated[float, typer.Option(min=1.0, max=3600.0)] = 60.0,
+    train_steps: Annotated[int, typer.Option(
+        min=1, max=100_000, help="Training steps: a fixed count, so the same seed gives the same split on one machine "
+                                 "(1,000 take about a minute on a 2-core CPU)")] = 1_000,
     seed: int = 0,
     tunes: Annotated[int | None, typer.Option(min=10, help="Use only the first N tunes (default: all)")] = None,
 ) -> None:
@@ -959,7 +961,7 @@ def demo_cmd(
 
     where: _Where = ctx.obj
     if as_json:
-        summary = run_demo(where.data, where.db, outputs_n=outputs, train_s=train_seconds, seed=seed, tunes_max=tunes)
+        summary = run_demo(where.data, where.db, outputs_n=outputs, train_steps=train_steps, seed=seed, tunes_max=tunes)
         _print_json(summary.to_json())
         return
     console = _console()
@@ -972,7 +974,7 @@ def demo_cmd(
                 tasks[name] = bars.add_task(name, total=total)
             bars.update(tasks[name], completed=done)
 
-        summary = run_demo(where.data, where.db, outputs_n=outputs, train_s=train_seconds, seed=seed, tunes_max=tunes,
+        summary = run_demo(where.data, where.db, outputs_n=outputs, train_steps=train_steps, seed=seed, tunes_max=tunes,
                            progress=lambda m: console.print(f"[dim]{m}[/dim]"), step=step)
     summary.print(console)
 
