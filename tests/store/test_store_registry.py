@@ -13,7 +13,17 @@ from sqlalchemy import select, text
 from endcredits.errors import ConflictError, EndcreditsError, NotFoundError, ValidationError
 from endcredits.limits import CREDITS_PER_WORK_MAX, WEIGHT_MAX
 from endcredits.store.engine import Store
-from endcredits.store.registry import CreditIn, WorkIn, add_credits, add_people, add_works, name_ids
+from endcredits.store.registry import (
+    CreditIn,
+    WorkIn,
+    add_credits,
+    add_people,
+    add_works,
+    claim_name,
+    name_ids,
+    payee_routes,
+    verify_person,
+)
 from endcredits.store.schema import credits, works
 from helpers_money import row_counts
 
@@ -130,3 +140,30 @@ def test_keys_pass_two_to_the_31_on_both_backends(store: Store) -> None:
         row = conn.execute(select(works.c.seq, credits.c.person_id).join(credits, credits.c.work_seq == works.c.seq)
                            .where(works.c.id == work)).one()
     assert row.seq > 2**31 and row.person_id == person
+
+
+def test_payee_routes_agree_whether_every_payee_is_a_name_or_not(store: Store) -> None:
+    """Accruals route 10^5 names at once through a fast path (only names); a mixed list takes the general
+    one. Both give the same route per payee, and both refuse a name or person that is not registered."""
+    with store.write() as conn:
+        ids = name_ids(conn, ["Ann", "Bo", "Cy", "Di"])
+        ann, bo = add_people(conn, ["ann", "bo"])
+        verify_person(conn, ann, verified_by="test")
+        claim_name(conn, ids["Ann"], ann)  # claimed by a verified person: paid
+        claim_name(conn, ids["Bo"], bo)  # claimed, not verified: escrow under the person
+    names = [f"name:{ids[n]}" for n in ("Ann", "Bo", "Cy", "Di")]
+    expected = {names[0]: ("payable", f"person:{ann}"), names[1]: ("escrow", f"person:{bo}"),
+                names[2]: ("escrow", names[2]), names[3]: ("escrow", names[3])}
+    with store.read() as conn:
+        assert payee_routes(conn, names) == expected
+        mixed = payee_routes(conn, [*names, f"person:{ann}", f"person:{bo}", "work:abc"])
+        assert {p: mixed[p] for p in names} == expected
+        assert mixed[f"person:{ann}"] == ("payable", f"person:{ann}")
+        assert mixed[f"person:{bo}"] == ("escrow", f"person:{bo}")
+        assert mixed["work:abc"] == ("escrow", "work:abc")
+        missing = max(ids.values()) + 1
+        for payees in ([*names, f"name:{missing}"], [*names, f"name:{missing}", f"person:{ann}"]):
+            with pytest.raises(NotFoundError, match=f"payee name:{missing} is not registered"):
+                payee_routes(conn, payees)
+        with pytest.raises(ValidationError, match="must be person:ID or name:ID"):
+            payee_routes(conn, [*names, "name:12a"])
