@@ -23,7 +23,9 @@ import os
 import threading
 import zlib
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -33,7 +35,7 @@ from sqlalchemy import Connection, select
 from endcredits.errors import ConflictError, ValidationError, invariant
 from endcredits.ledger import TransferRequest, account_key
 from endcredits.limits import ID_LENGTH_MAX, SUBUNIT_BITS, SUBUNITS_PER_MICROUNIT
-from endcredits.money import split_batch
+from endcredits.money import Split, split_batch
 from endcredits.royalties import Agreement
 from endcredits.royalties.usage import UsageBatch
 from endcredits.store.audit import append_audit
@@ -49,8 +51,8 @@ FAULT_AT = os.environ.get("ENDCREDITS_FAULT_AT", "")
 """Test-only crash injection, inert unless ``ENDCREDITS_FAULT_AT=STEP:N`` is set when this module is
 imported (or this attribute is set in a forked test child): the process then ends with ``os._exit(77)``,
 as a SIGKILL would end it, the N-th time it reaches STEP. Steps, in order within one batch:
-``evidence`` (a group's evidence file is written, its rows not yet), ``posted`` (its transfer is
-posted, carries and outputs not yet), ``recorded`` (its batch row is written, not committed) and
+``evidence`` (a group's evidence file is written, its outputs too, its ledger rows not yet), ``posted``
+(its transfer is posted, its carries not yet), ``recorded`` (its batch row is written, not committed) and
 ``committed`` (the batch's transaction committed, the caller not yet answered). Used by
 tests/service/test_faults.py; costs one string test per group when unset."""
 FAULT_EXIT_STATUS = 77
@@ -129,28 +131,63 @@ class _Plan:
     suspense_delta: int
 
 
-def _plan_group(conn: Connection, event_id: str, usage: UsageBatch, agreement: Agreement, currency: str,
-                period: str, carry_overrides: dict[str, int]) -> _Plan:
-    rate = agreement.pool_rate
-    pools = [r * rate.numerator // rate.denominator for r in usage.revenue_microunits]  # = pool_of, revenue checked
+def _split_and_sum(usage: UsageBatch, pools: list[int], used: npt.NDArray[np.int64]) -> tuple[Split, npt.NDArray[Any], npt.NDArray[np.int64]]:
+    """Every line's exact part, and per payee code in ``used`` the sums of whole microunits and of
+    fractions (both exact: int64, or Python ints when the pools could pass 2^62)."""
     split = split_batch(pools, usage.offsets, usage.weights, tie_keys(usage))
-    # Sum per payee (whole microunits and fractions separately, both exact int64), then carry forward.
     codes = usage.payee_codes
     n_codes = len(usage.payees)
-    used = np.flatnonzero(np.bincount(codes, minlength=n_codes))
-    # A payee's whole microunits in one group can pass 2^63 only if the pools do: then sum in Python ints.
     big = sum(pools) > (1 << 62)
     micro_sum = np.zeros(n_codes, dtype=object if big else np.int64)
     sub_sum = np.zeros(n_codes, dtype=np.int64)
     np.add.at(micro_sum, codes, split.microunits.astype(object) if big else split.microunits)
     np.add.at(sub_sum, codes, split.subunits)
-    micro_sum, sub_sum = micro_sum[used], sub_sum[used]
+    return split, micro_sum[used], sub_sum[used]
+
+
+def _insert_outputs(conn: Connection, event_id: str, usage: UsageBatch) -> None:
+    try:  # the primary key refuses an output accrued before: it is never paid twice
+        bulk_insert(conn, "outputs", ["id", "model_id", "batch_event_id", "revenue_microunits", "currency", "occurred_at"],
+                    list(zip(usage.output_ids, usage.model_ids, repeat(event_id), amount_params(conn, usage.revenue_microunits),
+                             usage.currencies, usage.occurred_at)))
+    except ConflictError:
+        raise _OutputsTaken from None
+
+
+def _plan_group(conn: Connection, event_id: str, usage: UsageBatch, agreement: Agreement, currency: str,
+                period: str, carry_overrides: dict[str, int], *, write_outputs: bool) -> _Plan:
+    rate = agreement.pool_rate
+    pools = [r * rate.numerator // rate.denominator for r in usage.revenue_microunits]  # = pool_of, revenue checked
+    used = np.flatnonzero(np.bincount(usage.payee_codes, minlength=len(usage.payees)))
     payees = [usage.payees[c] for c in used.tolist()]
+    # The split is NumPy work that mostly runs outside the GIL, and the database work below mostly runs
+    # inside SQLite or the server: on another thread, the split overlaps writing the outputs (a real
+    # run; the primary key refuses one accrued before) and reading the payees' carries and routes.
+    done: dict[str, Any] = {}
+
+    def split_here() -> None:
+        try:
+            done["split"] = _split_and_sum(usage, pools, used)
+        except BaseException as exc:  # noqa: BLE001 - handed to this thread and re-raised below
+            done["error"] = exc
+
+    splitter = threading.Thread(target=split_here, name="endcredits-split")
+    splitter.start()
+    try:
+        if write_outputs:
+            _insert_outputs(conn, event_id, usage)
+        carry_rows = select_in(conn, f"SELECT payee, subunits FROM carries WHERE currency = '{currency}' AND payee {{in}}",
+                               payees)
+        routes = payee_routes(conn, payees)
+    finally:
+        splitter.join()
+    if "error" in done:
+        raise done["error"]
+    split, micro_sum, sub_sum = done["split"]
     carry_in = np.zeros(len(payees), dtype=np.int64)
     position = {p: i for i, p in enumerate(payees)}
     carried_before: set[str] = set()
-    for payee, subunits in select_in(conn, f"SELECT payee, subunits FROM carries WHERE currency = '{currency}' AND payee {{in}}",
-                                     payees):
+    for payee, subunits in carry_rows:
         carry_in[position[payee]] = subunits
         carried_before.add(payee)
     for payee, subunits in carry_overrides.items():  # a dry run's earlier groups, not written
@@ -160,7 +197,6 @@ def _plan_group(conn: Connection, event_id: str, usage: UsageBatch, agreement: A
     total_sub = carry_in + sub_sum  # < (lines + 1) * 2^32: fits int64 for any batch within limits
     posted_each = micro_sum + (total_sub >> SUBUNIT_BITS).astype(micro_sum.dtype)
     carry_out = total_sub & (SUBUNITS_PER_MICROUNIT - 1)
-    routes = payee_routes(conn, payees)
     accounts_of = [f"{routes[p][0]}:{routes[p][1]}:{currency}" for p in payees]  # = account_key(...)
     legs: dict[str, int] = {}
     posted = escrowed = 0
@@ -284,7 +320,7 @@ def _accrue_in(store: Store, usage: UsageBatch, agreement: Agreement, event_id: 
             for gi, (currency, period) in enumerate(keys):
                 sub = usage.select(np.flatnonzero(out_group == gi))
                 overrides = {p: c for plan_ in plans if plan_.currency == currency for p, c in plan_.carries} if dry_run else {}
-                plan = _plan_group(conn, event_id, sub, agreement, currency, period, overrides)
+                plan = _plan_group(conn, event_id, sub, agreement, currency, period, overrides, write_outputs=not dry_run)
                 plans.append(plan)
                 if dry_run:
                     continue
@@ -330,13 +366,6 @@ def _write_group(store: Store, conn: Connection, event_id: str, content: str, ag
         columns = ["payee", "currency", "subunits"]
         bulk_insert(conn, "carries", columns, [r for r in carry_rows if r[0] not in plan.carried_before])
         bulk_update(conn, "carries", ["payee", "currency"], columns, [r for r in carry_rows if r[0] in plan.carried_before])
-        try:  # the primary key refuses an output accrued before: it is never paid twice
-            bulk_insert(conn, "outputs", ["id", "model_id", "batch_event_id", "revenue_microunits", "currency",
-                                          "occurred_at"],
-                        list(zip(sub.output_ids, sub.model_ids, [event_id] * len(sub.output_ids),
-                                 amount_params(conn, sub.revenue_microunits), sub.currencies, sub.occurred_at)))
-        except ConflictError:
-            raise _OutputsTaken from None
     finally:
         writer.join()
         if "sha" in result:
