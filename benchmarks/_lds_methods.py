@@ -14,6 +14,7 @@ the time reported for a value is featurizing once plus scoring with that value.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import logging
 import tempfile
@@ -22,6 +23,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import numpy.typing as npt
@@ -161,6 +163,15 @@ def run_endcredits_influence_classifier(
     return run_endcredits_classifier(job, lambdas, projection=projection, scorer="influence", response=response)
 
 
+def _peer_copies(job: ClassifierJob) -> tuple[nn.Module, list[dict[str, torch.Tensor]]]:
+    """A private module and private checkpoints for a peer. traker's ``load_checkpoint`` and dattri's
+    ``AttributionTask`` load each checkpoint into the module they are given (``load_state_dict``, in place):
+    handed ``job.models[0]`` and the ensemble's own state dicts, loading model m overwrote model 0, so its
+    later use (dattri's target gradients, the next lambda, the next method) saw the last model instead."""
+    states = [{name: value.detach().clone() for name, value in m.state_dict().items()} for m in job.models]
+    return copy.deepcopy(job.models[0]), states
+
+
 def _per_lambda(lambdas: Sequence[float], one: Any, notes: dict[str, Any]) -> MethodRun:
     """Peers whose lambda enters before their features are final: a whole run, timed, per lambda."""
     scores: dict[float, npt.NDArray[np.float64]] = {}
@@ -178,32 +189,57 @@ def _per_lambda(lambdas: Sequence[float], one: Any, notes: dict[str, Any]) -> Me
 
 
 def run_traker_classifier(job: ClassifierJob, lambdas: Sequence[float]) -> MethodRun:
-    """TRAKer on CPU (BasicProjector, normal projection), float32, its image-classification margin."""
+    """TRAKer on CPU (BasicProjector, normal projection), float32, its image-classification margin.
+
+    TRAKer's lambda enters only in ``finalize_features`` (``(X^T X + lambda I)^-1``), so the projected
+    training and target gradients are computed once and each lambda of the grid re-finalizes the features
+    and the scores from them: the same scores as a fresh ``TRAKer(lambda_reg=lambda)`` with the same
+    projector seed, without repeating the projection. Time per lambda: featurizing once (training and
+    target gradients, the lambda-independent part) plus finalizing with that lambda."""
     with _quiet():
         from trak import TRAKer
 
     logging.getLogger("TRAK").setLevel(logging.ERROR)
-
-    def one(lam: float) -> Any:
-        with tempfile.TemporaryDirectory() as save_dir:
-            traker = TRAKer(
-                model=job.models[0], task="image_classification", train_set_size=len(job.train[0]),
-                save_dir=save_dir, device="cpu", proj_dim=job.k, use_half_precision=False,
-                projector_seed=job.seed, lambda_reg=lam, logging_level=logging.ERROR,
-            )
-            for m, model in enumerate(job.models):
-                traker.load_checkpoint(model.state_dict(), model_id=m)
-                for batch in job.batches("train"):
-                    traker.featurize(batch=batch, num_samples=len(batch[0]))
+    model, states = _peer_copies(job)
+    scores: dict[float, npt.NDArray[np.float64]] = {}
+    score_s: dict[float, float] = {}
+    with tempfile.TemporaryDirectory() as save_dir, _quiet():
+        started = time.perf_counter()
+        traker = TRAKer(
+            model=model, task="image_classification", train_set_size=len(job.train[0]),
+            save_dir=save_dir, device="cpu", proj_dim=job.k, use_half_precision=False,
+            projector_seed=job.seed, lambda_reg=lambdas[0], logging_level=logging.ERROR,
+        )
+        for m, state in enumerate(states):
+            traker.load_checkpoint(state, model_id=m)
+            for batch in job.batches("train"):
+                traker.featurize(batch=batch, num_samples=len(batch[0]))
+        featurize_s = time.perf_counter() - started
+        for i, lam in enumerate(lambdas):
+            started = time.perf_counter()
+            traker.score_computer.lambda_reg = lam
+            for m in range(len(job.models)):
+                traker.saver.model_ids[m]["is_finalized"] = 0
             traker.finalize_features()
-            for m, model in enumerate(job.models):
-                traker.start_scoring_checkpoint(exp_name="lds", checkpoint=model.state_dict(), model_id=m,
-                                                num_targets=len(job.targets[0]))
-                for batch in job.batches("targets"):
-                    traker.score(batch=batch, num_samples=len(batch[0]))
-            return traker.finalize_scores(exp_name="lds")
-
-    return _per_lambda(lambdas, one, {"projector": "BasicProjector (normal), CPU"})
+            if i == 0:
+                # TRAKer scores targets only once its features are finalized; their projected gradients do
+                # not depend on lambda and are kept in its store for the other values.
+                target_started = time.perf_counter()
+                for m, state in enumerate(states):
+                    traker.start_scoring_checkpoint(exp_name="lds", checkpoint=state, model_id=m,
+                                                    num_targets=len(job.targets[0]))
+                    for batch in job.batches("targets"):
+                        traker.score(batch=batch, num_samples=len(batch[0]))
+                target_s = time.perf_counter() - target_started
+                featurize_s += target_s
+                started += target_s
+                # Every projection is done. finalize_features frees the projector's matrix first, and a
+                # second free of a matrix nobody regenerated fails: the later lambdas skip it.
+                traker.projector.free_memory = lambda: None
+            scores[lam] = np.array(traker.finalize_scores(exp_name="lds"), dtype=np.float64)  # [n_train, n_targets]
+            score_s[lam] = time.perf_counter() - started
+    return MethodRun(scores, featurize_s, score_s, {"projector": "BasicProjector (normal), CPU",
+                                                    "features": "projected once, finalized per lambda"})
 
 
 # dattri -----------------------------------------------------------------------------------------
@@ -211,12 +247,20 @@ def run_traker_classifier(job: ClassifierJob, lambdas: Sequence[float]) -> Metho
 
 def run_dattri_classifier(job: ClassifierJob, lambdas: Sequence[float]) -> MethodRun:
     """dattri's TRAKAttributor with the model output and Q of its own MNIST examples (log-odds of the
-    correct class, Q = 1 - p), its checkpoints being the ensemble's models."""
+    correct class, Q = 1 - p), its checkpoints being the ensemble's models.
+
+    dattri's lambda enters only in ``cache``: per checkpoint, ``kernel = X^T X``,
+    ``kernel.diagonal().add_(regularization)``, ``torch.linalg.solve(kernel, X^T)``. The training set is
+    cached once with ``regularization = 0`` while ``_dattri_ridge_grid`` repeats that diagonal add and
+    solve for every lambda of the grid on the same ``X^T X`` and ``X^T``: the same operations, so the same
+    scores as one ``TRAKAttributor(regularization=lambda)`` per value, with the training gradients projected
+    once. ``attribute`` (the targets' gradients) then runs per lambda. Time per lambda: caching once plus
+    that lambda's ``attribute``."""
     with _quiet():
         from dattri.algorithm.trak import TRAKAttributor
         from dattri.task import AttributionTask
 
-    model = job.models[0]
+    model, states = _peer_copies(job)
 
     def margin(params: dict[str, torch.Tensor], pair: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         image, label = pair
@@ -231,18 +275,46 @@ def run_dattri_classifier(job: ClassifierJob, lambdas: Sequence[float]) -> Metho
 
     loader = {which: torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*data), batch_size=job.batch_size)
               for which, data in (("train", job.train), ("targets", job.targets))}
-
-    def one(lam: float) -> Any:
-        task = AttributionTask(model=model, loss_func=margin, checkpoints=[m.state_dict() for m in job.models])
+    scores: dict[float, npt.NDArray[np.float64]] = {}
+    score_s: dict[float, float] = {}
+    with _quiet(), torch.no_grad():
+        started = time.perf_counter()
+        task = AttributionTask(model=model, loss_func=margin, checkpoints=[dict(state) for state in states])
         attributor = TRAKAttributor(
-            task=task, correct_probability_func=probability, device="cpu", regularization=lam,
+            task=task, correct_probability_func=probability, device="cpu", regularization=0.0,
             projector_kwargs={"proj_dim": job.k, "proj_seed": job.seed, "proj_max_batch_size": 32, "device": "cpu"},
         )
-        with torch.no_grad():
+        with _dattri_ridge_grid(lambdas) as solutions:
             attributor.cache(loader["train"])
-            return attributor.attribute(loader["targets"])
+        if any(len(solved) != len(states) for solved in solutions.values()):
+            raise RuntimeError("dattri's cache did not solve one ridge system per checkpoint")
+        featurize_s = time.perf_counter() - started
+        for lam in lambdas:
+            started = time.perf_counter()
+            attributor.regularization, attributor.inv_XTX_XT_list = lam, solutions[lam]
+            scores[lam] = np.asarray(attributor.attribute(loader["targets"]), dtype=np.float64)  # [n_train, n_targets]
+            score_s[lam] = time.perf_counter() - started
+    return MethodRun(scores, featurize_s, score_s, {"projector": "normal, CPU",
+                                                    "features": "projected once, solved per lambda"})
 
-    return _per_lambda(lambdas, one, {"projector": "normal, CPU"})
+
+@contextlib.contextmanager
+def _dattri_ridge_grid(lambdas: Sequence[float]) -> Iterator[dict[float, list[torch.Tensor]]]:
+    """While dattri caches with ``regularization = 0``: each ``torch.linalg.solve(X^T X, X^T)`` it makes is
+    made for every lambda instead, with dattri's own ridge (``diagonal().add_(lambda)``) on a copy of the
+    kernel; yields lambda -> the solutions in checkpoint order, and hands dattri the first lambda's."""
+    solve = torch.linalg.solve
+    solutions: dict[float, list[torch.Tensor]] = {lam: [] for lam in lambdas}
+
+    def every_lambda(kernel: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+        for lam in lambdas:
+            ridge = kernel.clone()
+            ridge.diagonal().add_(lam)
+            solutions[lam].append(solve(ridge, rhs))
+        return solutions[lambdas[0]][-1]
+
+    with mock.patch.object(torch.linalg, "solve", every_lambda):
+        yield solutions
 
 
 def run_dattri_if_classifier(job: ClassifierJob, lambdas: Sequence[float]) -> MethodRun:
@@ -254,7 +326,7 @@ def run_dattri_if_classifier(job: ClassifierJob, lambdas: Sequence[float]) -> Me
         from dattri.algorithm.influence_function import IFAttributorExplicit
         from dattri.task import AttributionTask
 
-    model = job.models[0]
+    model, states = _peer_copies(job)
 
     def loss(params: dict[str, torch.Tensor], pair: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         image, label = pair
@@ -267,8 +339,8 @@ def run_dattri_if_classifier(job: ClassifierJob, lambdas: Sequence[float]) -> Me
 
     def one(lam: float) -> Any:
         total = 0.0
-        for member in job.models:
-            task = AttributionTask(model=model, loss_func=loss, checkpoints=member.state_dict())
+        for state in states:
+            task = AttributionTask(model=model, loss_func=loss, checkpoints=dict(state))
             attributor = IFAttributorExplicit(task=task, device="cpu", regularization=lam)
             attributor.cache(everything)
             total = total + attributor.attribute(loader["train"], loader["targets"]) / len(job.models)

@@ -62,7 +62,7 @@ def build_problem(args: argparse.Namespace, log: Callable[[str], None]) -> Any:
     from _lds_methods import CLASSIFIER_RUNNERS, ClassifierJob
 
     def run_method(method: str, models: list[Any], lambdas: Sequence[float]) -> Any:
-        job = ClassifierJob(models, (x_train, y_train), (x_test, y_test), k=args.k)
+        job = ClassifierJob(models, (x_train, y_train), (x_test, y_test), k=args.k, batch_size=args.peer_batch_size)
         extra: dict[str, Any] = {}
         if method == "endcredits":
             extra = {"projection": args.projection, "curvature": args.curvature}

@@ -32,7 +32,10 @@ Methods (``--methods``): ``endcredits`` (``TRAKScorer``; ``--curvature`` for the
 ``--weight-powers`` adds Q's power gamma to its grid, ``--second-moment-powers`` the power p of the
 features' second moment, ``TRAKScorer(second_moment_power)``), ``endcredits-if`` (``InfluenceScorer`` with the
 Gauss-Newton kernel and ``--response``), and the peers ``traker``, ``dattri`` (TRAK) and ``dattri-if``
-(dattri's explicit-Hessian influence function; small models only).
+(dattri's explicit-Hessian influence function; small models only). ``--method-lambdas METHOD=V1,...``
+replaces one method's grid. traker and dattri project the gradients once per model and solve every lambda
+of the grid from them (their lambda enters only after the projection), so stage A costs them one model's
+featurizing, as it costs endcredits; ``--peer-batch-size`` sets how many examples they project per batch.
 
 Noise ceiling (``--reseed``): the main draw's subsets are retrained once more with other seeds.
 The Spearman correlation r of the two retrainings says how much of the measured output is training
@@ -184,6 +187,24 @@ def grid_label(value: float | tuple[float, float]) -> str:
     return f"{value[0]:g}, Q^{value[1]:g}" + (f", v^-{value[2]:g}" if len(value) > 2 else "")
 
 
+def method_grids(specs: Sequence[str], known: dict[str, tuple[float, ...]]) -> dict[str, tuple[float, ...]]:
+    """``--method-lambdas`` values (``METHOD=V1,V2,...``) as method -> lambda grid."""
+    grids: dict[str, tuple[float, ...]] = {}
+    for spec in specs:
+        method, sep, values = spec.partition("=")
+        if not sep or method not in known:
+            raise ValueError(f"--method-lambdas {spec!r}: expected METHOD=V1,V2,... with METHOD one of"
+                             f" {', '.join(sorted(known))}")
+        try:
+            grid = tuple(float(v) for v in values.split(",") if v.strip())
+        except ValueError:
+            raise ValueError(f"--method-lambdas {spec!r}: the values must be numbers") from None
+        if not grid:
+            raise ValueError(f"--method-lambdas {spec!r}: no values")
+        grids[method] = grid
+    return grids
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--setting", required=True, choices=sorted(DEFAULTS))
@@ -200,6 +221,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cf-tests", type=int, help="test examples of the counterfactual check (0: skip)")
     parser.add_argument("--cf-remove", type=int, help="training examples removed per test example")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the machines are shared)")
+    parser.add_argument("--peer-batch-size", type=int, default=100,
+                        help="MNIST settings: examples per batch the peers featurize and project (on CPU both"
+                             " regenerate their whole projection matrix for every batch; the matrix, and so the"
+                             " scores, do not depend on the batch size)")
     parser.add_argument("--cache-dir", type=Path, default=CACHE_DIR)
     parser.add_argument("--n-train", type=int, default=5000)
     parser.add_argument("--n-test", type=int, default=500)
@@ -215,6 +240,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="abc-lm: comma-separated training steps whose parameters the '+checkpoints' recipes"
                              " featurize besides the final ones (e.g. 25,50,75)")
     parser.add_argument("--lambdas", help="comma-separated lambda grid for endcredits (default: its built-in grid)")
+    parser.add_argument("--method-lambdas", action="append", default=[], metavar="METHOD=V1,V2,...",
+                        help="replace one method's lambda grid, e.g. traker=1,100 (repeatable); stage A still"
+                             " chooses among these values on the tuning draw (one value: that lambda, fixed)")
     parser.add_argument("--projection", default="kronecker", choices=["kronecker", "gaussian", "identity"],
                         help="endcredits' Featurizer projection")
     parser.add_argument("--reseed", action="store_true",
@@ -254,6 +282,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.lambdas:
         LAMBDA_GRIDS["endcredits"] = tuple(float(v) for v in args.lambdas.split(","))
+    try:
+        LAMBDA_GRIDS.update(method_grids(args.method_lambdas, LAMBDA_GRIDS))
+    except ValueError as exc:
+        parser.error(str(exc))
     powers = [float(v) for v in args.weight_powers.split(",") if v]
     moment_powers = [float(v) for v in args.second_moment_powers.split(",") if v]
     if moment_powers != [0.0]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 from pathlib import Path
+from typing import Any
 
 import _lds_core as core
 import numpy as np
@@ -162,3 +164,89 @@ def test_tiny_abc_lm_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert ours["recipe"] == "full" and np.isfinite(ours["lds"])
     assert "skipped" in report["methods"]["traker"]
     assert report["counterfactual"]["removed"] == 2
+
+
+def test_method_lambdas_replace_one_methods_grid() -> None:
+    from lds import method_grids
+
+    known = {"endcredits": (1.0,), "traker": (0.0, 1.0), "dattri": (0.0,)}
+    assert method_grids(["traker=1e2,1e4", "dattri=1"], known) == {"traker": (100.0, 10_000.0), "dattri": (1.0,)}
+    assert method_grids([], known) == {}
+    for bad in ("traker", "nobody=1", "traker=", "traker=a,1"):
+        with pytest.raises(ValueError, match="--method-lambdas"):
+            method_grids([bad], known)
+
+
+def test_method_lambdas_is_the_grid_stage_a_searches(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import _lds_methods
+    import lds
+
+    monkeypatch.setattr(_lds_methods, "LAMBDA_GRIDS", dict(_lds_methods.LAMBDA_GRIDS))
+    paths = _write_dataset(tmp_path)
+    argv = [
+        "--setting", "mnist-lr", "--json", "--subsets", "8", "--tune-subsets", "6", "--models", "2", "--k", "64",
+        "--n-train", "120", "--n-test", "20", "--tune-tests", "10", "--methods", "endcredits", "--recipes", "half",
+        "--cf-tests", "0", "--cache-dir", str(tmp_path / "cache"), "--method-lambdas", "endcredits=0.5,20",
+        "--train-images", str(paths["train-images"]), "--train-labels", str(paths["train-labels"]),
+        "--test-images", str(paths["test-images"]), "--test-labels", str(paths["test-labels"]),
+    ]  # fmt: skip
+    assert lds.main(argv) == 0
+    ours = json.loads(capsys.readouterr().out)["methods"]["endcredits"]
+    assert set(ours["tuning"]["lambda_grid"]) == {"0.5", "20"} and ours["lambda"] in (0.5, 20.0)
+    assert ours["recipe"] == "half" and set(ours["tuning"]["recipes"]) == {"half"}
+    with pytest.raises(SystemExit):
+        lds.main([*argv, "--method-lambdas", "nobody=1"])
+
+
+def _peer_job(tmp_path: Path, setting: str, k: int) -> tuple[Any, list[dict[str, torch.Tensor]]]:
+    """Two tiny models of ``setting`` as a peer's job, and a copy of their weights to check them against."""
+    from _lds_methods import ClassifierJob
+
+    data = load_images(_write_dataset(tmp_path), n_train=120, n_test=30)
+    trained = train_models(setting, data.x_train, data.y_train, core.half_subsets(120, 2, seed=0), [5, 6],
+                           classes=data.classes)
+    job = ClassifierJob([trained.module(0), trained.module(1)],
+                        (torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)),
+                        (torch.from_numpy(data.x_test), torch.from_numpy(data.y_test)), k=k)
+    return job, [{name: v.clone() for name, v in m.state_dict().items()} for m in job.models]
+
+
+def _assert_unchanged(models: Any, before: list[dict[str, torch.Tensor]]) -> None:
+    """traker and dattri load every checkpoint into the module they are given: never the ensemble's model 0."""
+    for model, state in zip(models, before, strict=True):
+        assert all(torch.equal(model.state_dict()[name], v) for name, v in state.items())
+
+
+def test_traker_reuses_its_projected_features_across_lambdas_and_leaves_the_models_alone(tmp_path: Path) -> None:
+    pytest.importorskip("trak")
+    from _lds_methods import run_traker_classifier
+
+    job, before = _peer_job(tmp_path, "mnist-mlp", k=256)  # more columns than TRAKer's block of 100
+    grid = run_traker_classifier(job, [0.1, 1.0, 10.0])
+    _assert_unchanged(job.models, before)
+    alone = run_traker_classifier(job, [10.0])
+    assert grid.scores[10.0].shape == (120, 30)
+    # A fresh TRAKer with that lambda gives the same scores as re-finalizing the grid's features.
+    np.testing.assert_allclose(grid.scores[10.0], alone.scores[10.0], rtol=1e-4, atol=1e-6)
+    assert not np.allclose(grid.scores[0.1], grid.scores[10.0])
+    assert grid.featurize_s > 0 and set(grid.score_s) == {0.1, 1.0, 10.0}
+    wide = run_traker_classifier(dataclasses.replace(job, batch_size=60), [10.0]).scores[10.0]
+    np.testing.assert_allclose(wide, grid.scores[10.0], rtol=1e-3, atol=1e-6)
+
+
+def test_dattri_solves_every_lambda_from_one_cache_and_leaves_the_models_alone(tmp_path: Path) -> None:
+    pytest.importorskip("dattri")
+    from _lds_methods import run_dattri_classifier
+
+    job, before = _peer_job(tmp_path, "mnist-lr", k=32)
+    grid = run_dattri_classifier(job, [0.1, 10.0])
+    _assert_unchanged(job.models, before)
+    # One cache solved for every lambda gives what one TRAKAttributor(regularization=lambda) per value gives.
+    for lam in (0.1, 10.0):
+        alone = run_dattri_classifier(job, [lam]).scores[lam]
+        np.testing.assert_allclose(grid.scores[lam], alone, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(grid.scores[0.1], grid.scores[10.0])
+    # The batch size only changes how many examples share one regeneration of the projection matrix.
+    wide = run_dattri_classifier(dataclasses.replace(job, batch_size=60), [10.0]).scores[10.0]
+    np.testing.assert_allclose(wide, grid.scores[10.0], rtol=1e-3, atol=1e-6)
