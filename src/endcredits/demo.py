@@ -378,6 +378,8 @@ def run_demo(data_dir: Path | None, db_url: str | None, *, outputs_n: int = 60, 
 
     torch.manual_seed(seed)
     store = init_store(data_dir, db_url)
+    key_env_before = os.environ.get(KEY_FILE_ENV)
+    demo_key_file: Path | None = None
     try:
         progress(f"store: {store.backend} in {store.data_dir}")
         if load_key() is None:
@@ -387,7 +389,8 @@ def run_demo(data_dir: Path | None, db_url: str | None, *, outputs_n: int = 60, 
             if not key_file.exists():
                 key_file.write_text(new_key_text() + "\n", encoding="utf-8")
                 key_file.chmod(0o600)
-            os.environ[KEY_FILE_ENV] = str(key_file)
+            os.environ[KEY_FILE_ENV] = str(key_file)  # for this run only: restored when it returns
+            demo_key_file = key_file
             progress(f"payment details are sealed with a demo key in {key_file} ({KEY_FILE_ENV})")
         tunes = list(iter_tunes(limit=tunes_max))
         report = import_abc_corpus(store, tunes=tunes)
@@ -536,7 +539,9 @@ def run_demo(data_dir: Path | None, db_url: str | None, *, outputs_n: int = 60, 
 
             with store.write() as conn:
                 link = create_login_link(conn, int(top_verified["holder"].split(":")[1]), created_by="demo")
-            summary.portal_command = f"endcredits --data {store.data_dir}{f' --db {db_url}' if db_url else ''} serve --port 8000"
+            key_prefix = f"{KEY_FILE_ENV}={demo_key_file} " if demo_key_file is not None else ""
+            summary.portal_command = (f"{key_prefix}endcredits --data {store.data_dir}{f' --db {db_url}' if db_url else ''} "
+                                      "serve --port 8000")
             summary.portal_login_url = f"http://127.0.0.1:8000/portal/login?token={link.token}"
         if not summary.conserved:
             raise InvariantError(f"conservation broken: pool {pool} != paid {paid} + escrow {escrow} + suspense {suspense}")
@@ -545,3 +550,8 @@ def run_demo(data_dir: Path | None, db_url: str | None, *, outputs_n: int = 60, 
         return summary
     finally:
         store.dispose()
+        if demo_key_file is not None:
+            if key_env_before is None:
+                os.environ.pop(KEY_FILE_ENV, None)
+            else:
+                os.environ[KEY_FILE_ENV] = key_env_before

@@ -3,12 +3,14 @@ steps, so two runs on one machine agree to the microunit, and on the checkpoint 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from endcredits.demo import DemoSummary, run_demo
+from endcredits.store.private import KEY_ENV, KEY_FILE_ENV
 
 MONEY_FIELDS = ("revenue_microunits", "pool_microunits", "paid_microunits", "escrow_microunits", "suspense_microunits")
 # Where the run wrote, when, and its one-time sign-in link: the only parts of the summary that may differ.
@@ -41,3 +43,16 @@ def test_two_demo_runs_with_the_same_seed_agree_to_the_microunit(tmp_path: Path)
     assert first.conserved and first.pool_microunits > 0
     # Everything else the summary reports: the loss, the earners, the attribution scores, the payout batch.
     assert _comparable(first) == _comparable(second)
+
+
+@pytest.mark.slow
+def test_a_demo_without_a_key_makes_its_own_for_that_run_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no operator key configured, the demo seals payment details with a key file in its data
+    directory, names that file in the portal command it prints, and leaves the environment as it found it."""
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    monkeypatch.delenv(KEY_FILE_ENV, raising=False)
+    summary = _small_demo(tmp_path / "data", seed=7)
+    key_file = tmp_path / "data" / "demo-secret.key"
+    assert key_file.is_file()
+    assert KEY_FILE_ENV not in os.environ
+    assert summary.portal_command.startswith(f"{KEY_FILE_ENV}={key_file} endcredits --data ")
