@@ -560,7 +560,10 @@ def _name_numbers(payees: list[str]) -> list[int] | None:
     None when any payee is of another form, which the caller then parses one by one."""
     if not payees:
         return None
-    values = pa.array(payees, pa.string())
+    try:
+        values = pa.array(payees, pa.string())
+    except (UnicodeEncodeError, pa.ArrowException):  # not text Arrow takes: the general path says why
+        return None
     if not pc.all(pc.match_substring_regex(values, r"^name:[0-9]{1,18}$")).as_py():
         return None
     numbers: list[int] = pc.cast(pc.utf8_slice_codeunits(values, 5), pa.int64()).to_pylist()
