@@ -17,7 +17,7 @@ from endcredits.royalties.usage import UsageBatch
 from endcredits.store.engine import Store
 from endcredits.store.ledger import account_balances, derived_balances
 from endcredits.store.registry import add_person, verify_person
-from endcredits.store.schema import accounts, metadata
+from endcredits.store.schema import metadata
 
 ROLES = ("endcredits:composer", "endcredits:performer", "endcredits:scan_subject", "endcredits:vfx")
 
@@ -93,8 +93,7 @@ def balances(store: Store, **filters: str) -> dict[str, int]:
 def derived_by_key(store: Store) -> dict[str, int]:
     """Balances re-added from the legs, keyed like ``balances``."""
     with store.read() as conn:
-        keys = {r.id: r.key for r in conn.execute(select(accounts.c.id, accounts.c.key))}
-        return {keys[i]: v for i, v in derived_balances(conn).items()}
+        return derived_balances(conn)
 
 
 def evidence_files(store: Store) -> list[Path]:

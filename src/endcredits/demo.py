@@ -44,6 +44,7 @@ from endcredits.errors import InvariantError, ValidationError
 from endcredits.identity.issuer import STATUS_LIST_FILE, Issuer, generate_key, init_issuer, issue_credential
 from endcredits.identity.persons import attach_credential
 from endcredits.identity.trust import TrustList, load_trust
+from endcredits.ledger import parse_account_key
 from endcredits.ledger.accrue import accrue
 from endcredits.ledger.escrow import claim_escrow
 from endcredits.ledger.verify import verify
@@ -67,7 +68,7 @@ from endcredits.store.catalog import (
 )
 from endcredits.store.consent import add_grants
 from endcredits.store.engine import Store, init_store
-from endcredits.store.ledger import account_balances
+from endcredits.store.ledger import account_balances, accrued_by_account
 from endcredits.store.private import KEY_FILE_ENV, load_key, new_key_text
 from endcredits.store.registry import (
     CreditIn,
@@ -77,7 +78,7 @@ from endcredits.store.registry import (
     claim_name,
     name_ids,
 )
-from endcredits.store.schema import accounts, credentials, legs, names, people, transfers, works
+from endcredits.store.schema import credentials, names, people, works
 
 CURRENCY = "EUR"
 MODEL_ID = "abc-charlm-v1"
@@ -337,12 +338,11 @@ def _attribution_summary(store: Store, att: TextAttribution, k: int) -> dict[str
 
 def _earners(store: Store, top_n: int) -> list[dict[str, Any]]:
     with store.read() as conn:
-        q = (select(accounts.c.holder, accounts.c.kind, legs.c.amount_microunits).join(legs, legs.c.account_id == accounts.c.id)
-             .join(transfers, transfers.c.id == legs.c.transfer_id).where(transfers.c.code == "accrual",
-                                                                          accounts.c.kind.in_(["payable", "escrow"])))
         earned: dict[str, int] = {}
-        for r in conn.execute(q):
-            earned[r.holder] = earned.get(r.holder, 0) + r.amount_microunits
+        for key, amount in accrued_by_account(conn).items():
+            kind, holder, _ = parse_account_key(key)
+            if kind in ("payable", "escrow") and holder is not None:
+                earned[holder] = earned.get(holder, 0) + amount
         handle = {f"person:{r.id}": (r.handle, r.verified_at is not None) for r in conn.execute(select(people))}
         display = {f"name:{r.id}": r.name for r in conn.execute(select(names.c.id, names.c.name))}
     rows = []

@@ -40,6 +40,13 @@ BATCH_SIZE_MAX = 10_000_000
 OUTPUTS_PER_BATCH_MAX = 2_000_000
 PAYEES_PER_OUTPUT_MAX = 1_000_000
 LEGS_PER_TRANSFER_MAX = 10_000_000
+FOLD_PENDING_LEGS_MAX = 1_000_000
+"""An accrual first folds the pending ledger segments into the row tables when they hold this many legs
+(store/segments.py): readers read through at most this much plus one batch."""
+
+FOLD_PENDING_SEGMENTS_MAX = 256
+"""... or when this many segments are pending (many small batches), whichever comes first."""
+
 SQL_PARAMS_PER_STATEMENT_MAX = 30_000
 """Rows are written in chunks so that no statement binds more parameters than the drivers accept."""
 
@@ -56,3 +63,4 @@ invariant(REVENUE_PER_OUTPUT_MICROUNITS_MAX < AMOUNT_MICROUNITS_MAX, "an output 
 invariant(len(str(AMOUNT_MICROUNITS_MAX)) == AMOUNT_DIGITS_MAX, "AMOUNT_DIGITS_MAX out of step")
 invariant(SUBUNIT_BITS >= 32, "the carry-forward needs at least 32 bits below the microunit")
 invariant(OUTPUTS_PER_BATCH_MAX <= BATCH_SIZE_MAX, "a batch holds at least one line per output")
+invariant(FOLD_PENDING_SEGMENTS_MAX >= 1 and FOLD_PENDING_LEGS_MAX >= 2, "a fold needs something pending")

@@ -6,7 +6,6 @@ from __future__ import annotations
 from fractions import Fraction
 
 import pytest
-from sqlalchemy import select
 
 from endcredits.errors import ConflictError, LedgerError, ManifestError, NotFoundError, ValidationError
 from endcredits.ledger import reversal_of
@@ -16,15 +15,14 @@ from endcredits.limits import SUBUNITS_PER_MICROUNIT
 from endcredits.royalties import pool_of
 from endcredits.royalties.usage import OutputIn, build_usage
 from endcredits.store.engine import Store
-from endcredits.store.ledger import load_transfer, post_transfer, transfer_count
+from endcredits.store.ledger import carried_fractions, load_transfer, post_transfer, transfer_count
 from endcredits.store.registry import WorkIn, add_works
-from endcredits.store.schema import carries
 from helpers_money import World, agreement, balances, evidence_files, on_time, people, register_model, row_counts, usage
 
 
 def carried(store: Store) -> dict[str, int]:
     with store.read() as conn:
-        return {r.payee: r.subunits for r in conn.execute(select(carries.c.payee, carries.c.subunits))}
+        return {payee: subunits for (payee, _), subunits in carried_fractions(conn).items()}
 
 
 # Conservation -------------------------------------------------------------------------------------

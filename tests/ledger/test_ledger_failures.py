@@ -139,27 +139,67 @@ def test_a_dry_run_over_several_months_reports_what_the_real_run_posts(store: St
         real.posted_microunits, real.escrow_microunits, real.suspense_delta_microunits)
 
 
+def _forge_segment(store: Store, event_id: str, *, legs: dict[str, int] | None = None,
+                   carries: dict[str, int] | None = None) -> None:
+    """Rewrite an accrual's segment as a forger would: new blobs and a matching SHA-256 column (the audit
+    entry and the transfer's content hash still say what was posted)."""
+    from sqlalchemy import select
+
+    from endcredits.store.schema import ledger_segments, transfers
+    from endcredits.store.segments import encode_carries, encode_legs, iter_segments, segment_sha256
+
+    with store.write() as conn:
+        tid = conn.execute(select(transfers.c.id).where(transfers.c.event_id == event_id)).scalar_one()
+        seg = next(iter_segments(conn, transfer_ids=[tid], carries=True))
+        assert seg.payees is not None and seg.subunits is not None
+        new_legs = seg.legs()
+        for key, delta in (legs or {}).items():
+            new_legs[key] += delta
+        new_carries = dict(zip(seg.payees.to_pylist(), seg.subunits.to_pylist()))
+        for payee, delta in (carries or {}).items():
+            new_carries[payee] += delta
+        legs_blob = encode_legs(list(new_legs), list(new_legs.values()))
+        carries_blob = encode_carries(list(new_carries), list(new_carries.values()))
+        conn.execute(ledger_segments.update().where(ledger_segments.c.transfer_id == tid).values(
+            legs_arrow=legs_blob, carries_arrow=carries_blob, sha256=segment_sha256(legs_blob, carries_blob)))
+
+
 def test_verify_replays_the_evidence_into_legs_and_carries(store: Store) -> None:
     from sqlalchemy import text
+
+    from endcredits.store.ledger import fold_pending
 
     a, b = people(store, "a", "b")
     register_model(store)
     accrue(store, usage([("o1", 10, on_time(1), [(f"person:{a}", 1), (f"person:{b}", 2)])]), agreement(pool_rate="1"),
            event_id="b1")
     assert verify(store).ok
+    # Pending: the segment's own carry is what the evidence must replay to.
+    _forge_segment(store, "b1/EUR/2026-01", carries={f"person:{a}": 1})
+    problems = verify(store).problems
+    assert any("replays to" in problem for problem in problems), problems
+    assert any("does not match the SHA-256 its audit entry recorded" in problem for problem in problems), problems
+    _forge_segment(store, "b1/EUR/2026-01", carries={f"person:{a}": -1})
+    assert verify(store).ok  # the same bytes again
+    with store.write() as conn:
+        fold_pending(conn)
+    assert verify(store).ok
+    # Folded: the carries rows are what the evidence must replay to.
     with store.write() as conn:
         conn.execute(text("UPDATE carries SET subunits = subunits + 1 WHERE payee = :p"), {"p": f"person:{a}"})
     assert any("replays to" in problem for problem in verify(store).problems)
     with store.write() as conn:
         conn.execute(text("UPDATE carries SET subunits = subunits - 1 WHERE payee = :p"), {"p": f"person:{a}"})
-        # Move one microunit from b's leg to a's, and their balances with it: every sum still agrees,
-        # only the evidence says otherwise.
-        ids = {k: i for k, i in conn.execute(text("SELECT key, id FROM accounts"))}
-        for key, delta in ((f"payable:person:{a}:EUR", 1), (f"payable:person:{b}:EUR", -1)):
-            for table, column, id_column in (("legs", "amount_microunits", "account_id"),
-                                             ("accounts", "balance_microunits", "id")):
-                value = conn.execute(text(f"SELECT {column} FROM {table} WHERE {id_column} = :i"), {"i": ids[key]}).scalar_one()
-                conn.execute(text(f"UPDATE {table} SET {column} = :v WHERE {id_column} = :i"),
-                             {"v": str(int(value) + delta) if store.backend == "sqlite" else int(value) + delta, "i": ids[key]})
+    # Move one microunit from b's leg to a's, and their balances with it: every sum still agrees; the
+    # evidence, the recorded hashes and the transfer's content hash say otherwise.
+    a_key, b_key = f"payable:person:{a}:EUR", f"payable:person:{b}:EUR"
+    _forge_segment(store, "b1/EUR/2026-01", legs={a_key: 1, b_key: -1})
+    with store.write() as conn:
+        for key, delta in ((a_key, 1), (b_key, -1)):
+            value = conn.execute(text("SELECT balance_microunits FROM accounts WHERE key = :k"), {"k": key}).scalar_one()
+            conn.execute(text("UPDATE accounts SET balance_microunits = :v WHERE key = :k"),
+                         {"v": str(int(value) + delta) if store.backend == "sqlite" else int(value) + delta, "k": key})
     problems = verify(store).problems
     assert any("legs differ from what its evidence posts" in problem for problem in problems), problems
+    assert any("does not hold the legs that were posted" in problem for problem in problems), problems
+    assert not any("stored balance" in problem for problem in problems), problems

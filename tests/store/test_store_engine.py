@@ -99,3 +99,43 @@ def test_the_migrations_build_exactly_the_schema(store: Store) -> None:
     with store.engine.connect() as conn:
         differences = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata)
     assert differences == []
+
+
+def test_a_store_at_0001_upgrades_and_reads_its_accrual_rows_beside_segments(backend: str, tmp_path: Path,
+                                                                              db_url: str | None) -> None:
+    """Before 0002 an accrual's legs were rows; after it, a segment. A store upgraded in place keeps both,
+    and every reader and verify adds them together."""
+    from alembic import command
+
+    from endcredits.ledger import TransferRequest
+    from endcredits.ledger.accrue import accrue
+    from endcredits.ledger.verify import verify
+    from endcredits.store.engine import _alembic_config, _make_engine, resolve_location
+    from endcredits.store.ledger import account_balances, accrued_by_account, post_transfer
+    from helpers_money import agreement, on_time, register_model, usage
+
+    data, url = resolve_location(tmp_path / "old", db_url)
+    data.mkdir(parents=True)
+    engine = _make_engine(url)
+    with engine.begin() as conn:
+        cfg = _alembic_config()
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+        conn.execute(text("INSERT INTO endcredits_meta (key, value) VALUES ('application', 'endcredits')"))
+    engine.dispose()
+    upgraded = init_store(data, db_url)
+    try:
+        (a,) = people(upgraded, "a")
+        register_model(upgraded)
+        with upgraded.write() as conn:  # an accrual as 0001 stored it: legs rows
+            post_transfer(conn, TransferRequest("old/EUR/2026-01", "accrual", "EUR",
+                                                {f"payable:person:{a}:EUR": 700, "pool:EUR": -700}))
+        accrue(upgraded, usage([("o1", 1000, on_time(1), [(f"person:{a}", 1)])]), agreement(pool_rate="1"), event_id="new")
+        with upgraded.read() as conn:
+            assert account_balances(conn)[f"payable:person:{a}:EUR"] == 1700
+            assert accrued_by_account(conn, currency="EUR", period="2026-01") == {
+                f"payable:person:{a}:EUR": 1700, "pool:EUR": -1700}
+        report = verify(upgraded)
+        assert report.ok, report.problems
+    finally:
+        upgraded.dispose()

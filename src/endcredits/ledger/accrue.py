@@ -9,10 +9,13 @@ For each (currency, period) group of the batch:
 3. the difference between the pool and what was posted, which is exactly the change in carried
    fractions, is posted to ``suspense:CCY``;
 4. every line goes to a Parquet evidence file, and one balanced transfer
-   (pool -> accounts + suspense) is posted with the carries, the outputs and an audit entry, in one
-   database transaction. If anything fails, nothing is written and the evidence file is removed.
+   (pool -> accounts + suspense) is posted as a segment with the payees' new carries
+   (``store.ledger.post_accrual``), with the outputs and an audit entry, in one database transaction.
+   If anything fails, nothing is written and the evidence file is removed.
 
-Ledger writes grow with payees touched, not with lines: the lines live in the evidence files.
+Ledger writes grow with payees touched, not with lines: the lines live in the evidence files. The
+per-payee legs and carries are one columnar segment row; balance and carry rows are written when the
+pending segments are folded (before this batch, when ``FOLD_PENDING_*`` is reached).
 """
 
 from __future__ import annotations
@@ -34,25 +37,32 @@ from sqlalchemy import Connection, select
 
 from endcredits.errors import ConflictError, ValidationError, invariant
 from endcredits.ledger import TransferRequest, account_key
-from endcredits.limits import ID_LENGTH_MAX, SUBUNIT_BITS, SUBUNITS_PER_MICROUNIT
+from endcredits.limits import (
+    FOLD_PENDING_LEGS_MAX,
+    FOLD_PENDING_SEGMENTS_MAX,
+    ID_LENGTH_MAX,
+    SUBUNIT_BITS,
+    SUBUNITS_PER_MICROUNIT,
+)
 from endcredits.money import Split, split_batch
 from endcredits.royalties import Agreement
 from endcredits.royalties.usage import UsageBatch
 from endcredits.store.audit import append_audit
-from endcredits.store.bulk import amount_params, bulk_insert, bulk_update, select_in
+from endcredits.store.bulk import amount_params, bulk_insert, select_in
 from endcredits.store.catalog import model_ids_exist
 from endcredits.store.engine import Store, normalize_time, utc_now
 from endcredits.store.evidence import EVIDENCE_SCHEMA, coded, evidence_path, write_evidence
-from endcredits.store.ledger import post_transfer
+from endcredits.store.ledger import fold_pending, post_accrual, read_carries
 from endcredits.store.registry import payee_routes
 from endcredits.store.schema import accrual_batches
+from endcredits.store.segments import pending_size
 
 FAULT_AT = os.environ.get("ENDCREDITS_FAULT_AT", "")
 """Test-only crash injection, inert unless ``ENDCREDITS_FAULT_AT=STEP:N`` is set when this module is
 imported (or this attribute is set in a forked test child): the process then ends with ``os._exit(77)``,
 as a SIGKILL would end it, the N-th time it reaches STEP. Steps, in order within one batch:
 ``evidence`` (a group's evidence file is written, its outputs too, its ledger rows not yet), ``posted``
-(its transfer is posted, its carries not yet), ``recorded`` (its batch row is written, not committed) and
+(its transfer and segment are posted, its batch row not yet), ``recorded`` (its batch row is written, not committed) and
 ``committed`` (the batch's transaction committed, the caller not yet answered). Used by
 tests/service/test_faults.py; costs one string test per group when unset."""
 FAULT_EXIT_STATUS = 77
@@ -124,8 +134,8 @@ class _Plan:
     line_sub: npt.NDArray[np.int64]
     payee_accounts: list[str]  # per payee code
     legs: dict[str, int]
-    carries: list[tuple[str, int]]  # (payee, subunits) for payees touched
-    carried_before: set[str]  # payees that already had a carry row
+    carry_payees: list[str]  # the payees touched
+    carry_out: npt.NDArray[np.int64]  # the fraction each now carries, in 2^-32 microunit
     posted: int
     escrowed: int
     suspense_delta: int
@@ -176,24 +186,17 @@ def _plan_group(conn: Connection, event_id: str, usage: UsageBatch, agreement: A
     try:
         if write_outputs:
             _insert_outputs(conn, event_id, usage)
-        carry_rows = select_in(conn, f"SELECT payee, subunits FROM carries WHERE currency = '{currency}' AND payee {{in}}",
-                               payees)
+        carry_in, _ = read_carries(conn, currency, payees)
         routes = payee_routes(conn, payees)
     finally:
         splitter.join()
     if "error" in done:
         raise done["error"]
     split, micro_sum, sub_sum = done["split"]
-    carry_in = np.zeros(len(payees), dtype=np.int64)
-    position = {p: i for i, p in enumerate(payees)}
-    carried_before: set[str] = set()
-    for payee, subunits in carry_rows:
-        carry_in[position[payee]] = subunits
-        carried_before.add(payee)
-    for payee, subunits in carry_overrides.items():  # a dry run's earlier groups, not written
-        if payee in position:
-            carry_in[position[payee]] = subunits
-            carried_before.add(payee)
+    if carry_overrides:  # a dry run's earlier groups, not written
+        for i, payee in enumerate(payees):
+            if payee in carry_overrides:
+                carry_in[i] = carry_overrides[payee]
     total_sub = carry_in + sub_sum  # < (lines + 1) * 2^32: fits int64 for any batch within limits
     posted_each = micro_sum + (total_sub >> SUBUNIT_BITS).astype(micro_sum.dtype)
     carry_out = total_sub & (SUBUNITS_PER_MICROUNIT - 1)
@@ -220,8 +223,7 @@ def _plan_group(conn: Connection, event_id: str, usage: UsageBatch, agreement: A
     for c, key in zip(used.tolist(), accounts_of):
         payee_accounts[c] = key
     return _Plan(_group_event_id(event_id, currency, period), currency, period, usage, pools, split.microunits,
-                 split.subunits, payee_accounts, legs, list(zip(payees, carry_out.tolist())), carried_before, posted, escrowed,
-                 suspense_delta)
+                 split.subunits, payee_accounts, legs, payees, carry_out, posted, escrowed, suspense_delta)
 
 
 def _coded_per_output(out_idx: npt.NDArray[np.int64], values: list[str]) -> pa.DictionaryArray:
@@ -309,6 +311,10 @@ def _accrue_in(store: Store, usage: UsageBatch, agreement: Agreement, event_id: 
                 sum(r.revenue_microunits for r in prior), sum(r.pool_microunits for r in prior), 0, 0, 0,
                 tuple(sorted(r.event_id for r in prior)))
         model_ids_exist(conn, usage.model_ids)
+        if not dry_run:
+            segments, legs_pending = pending_size(conn)
+            if segments >= FOLD_PENDING_SEGMENTS_MAX or legs_pending >= FOLD_PENDING_LEGS_MAX:
+                fold_pending(conn)  # readers read through at most FOLD_PENDING_LEGS_MAX legs and one batch
         if dry_run:  # a real run finds an output accrued before by its primary key when it is written
             _refuse_accrued(conn, usage.output_ids)
         keys = sorted({(c, t[:7]) for c, t in zip(usage.currencies, usage.occurred_at)})
@@ -319,7 +325,8 @@ def _accrue_in(store: Store, usage: UsageBatch, agreement: Agreement, event_id: 
         try:
             for gi, (currency, period) in enumerate(keys):
                 sub = usage.select(np.flatnonzero(out_group == gi))
-                overrides = {p: c for plan_ in plans if plan_.currency == currency for p, c in plan_.carries} if dry_run else {}
+                overrides = {p: c for plan_ in plans if plan_.currency == currency
+                             for p, c in zip(plan_.carry_payees, plan_.carry_out.tolist())} if dry_run else {}
                 plan = _plan_group(conn, event_id, sub, agreement, currency, period, overrides, write_outputs=not dry_run)
                 plans.append(plan)
                 if dry_run:
@@ -356,16 +363,13 @@ def _write_group(store: Store, conn: Connection, event_id: str, content: str, ag
     writer = threading.Thread(target=write, name="endcredits-evidence")
     writer.start()
     try:
-        if plan.legs:  # a group whose pools are all 0 moves no money: its outputs are still recorded
-            post_transfer(conn, TransferRequest(
+        # A group whose pools are all 0 moves no money and changes no carry: its outputs are still recorded.
+        if plan.legs:
+            post_accrual(conn, TransferRequest(
                 event_id=plan.event_id, code="accrual", currency=plan.currency, legs=plan.legs,
                 memo={"batch": event_id, "period": plan.period, "agreement": f"{agreement.id}@{agreement.version}"},
-            ), at=at)
+            ), (plan.carry_payees, plan.carry_out), at=at)
         _fault("posted")
-        carry_rows = sorted((p, plan.currency, c) for p, c in plan.carries)  # key order: cheaper B-tree inserts
-        columns = ["payee", "currency", "subunits"]
-        bulk_insert(conn, "carries", columns, [r for r in carry_rows if r[0] not in plan.carried_before])
-        bulk_update(conn, "carries", ["payee", "currency"], columns, [r for r in carry_rows if r[0] in plan.carried_before])
     finally:
         writer.join()
         if "sha" in result:

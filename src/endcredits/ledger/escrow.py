@@ -23,7 +23,7 @@ from endcredits.money import allocate
 from endcredits.royalties import Agreement, work_shares
 from endcredits.royalties.usage import load_credit_graph
 from endcredits.store.engine import Store
-from endcredits.store.ledger import post_transfer
+from endcredits.store.ledger import account_balances, fold_pending, post_transfer
 from endcredits.store.registry import claim_name, get_person, payee_routes
 from endcredits.store.schema import accounts, names, people
 
@@ -58,6 +58,7 @@ def claim_escrow_in(conn: Connection, person_id: int) -> ClaimResult:
     person = get_person(conn, person_id)
     if person.verified_at is None:
         raise ConsentError(f"person {person_id} is not verified; escrow is released only to verified people")
+    fold_pending(conn)  # the balances below are read from the account rows
     holders = _claim_sources(conn, person_id)
     q = (select(accounts.c.key, accounts.c.currency, accounts.c.balance_microunits, accounts.c.last_transfer_id)
          .where(accounts.c.kind == "escrow", accounts.c.holder.in_(holders)))
@@ -103,6 +104,7 @@ def release_work_escrow(store: Store, work_id: str, agreement: Agreement) -> Wor
         if any(s.payee == f"work:{work_id}" for s in shares):
             raise ConsentError(f"work {work_id} still credits nobody: credit someone on it before releasing its escrow")
         routes = payee_routes(conn, sorted({s.payee for s in shares}))
+        fold_pending(conn)  # the balances below are read from the account rows
         q = (select(accounts.c.key, accounts.c.currency, accounts.c.balance_microunits)
              .where(accounts.c.kind == "escrow", accounts.c.holder == f"work:{work_id}"))
         moved: dict[str, int] = {}
@@ -135,12 +137,20 @@ def claim_escrow(store: Store, person_id: int, *, name_id: int | None = None) ->
         return claim_escrow_in(conn, person_id)
 
 
+@dataclass(frozen=True)
+class _Held:
+    holder: str
+    key: str
+    balance_microunits: int
+
+
 def search_escrow(conn: Connection, query: str = "", *, limit: int = 100) -> list[EscrowHolding]:
     """Unclaimed residuals, largest first: the public list a person searches to find money owed to them."""
     if limit < 1 or limit > 10_000:
         raise ValidationError("limit must be between 1 and 10000")
-    q = (select(accounts.c.holder, accounts.c.key, accounts.c.balance_microunits).where(accounts.c.kind == "escrow"))
-    rows = [r for r in conn.execute(q) if r.balance_microunits > 0]
+    held = [(parse_account_key(key), key, balance) for key, balance in account_balances(conn, kind="escrow").items()
+            if balance > 0]
+    rows = [_Held(str(parsed[1]), key, balance) for parsed, key, balance in held]
     name_ids = [int(r.holder.split(":")[1]) for r in rows if r.holder.startswith("name:")]
     person_ids = [int(r.holder.split(":")[1]) for r in rows if r.holder.startswith("person:")]
     display = {f"name:{r.id}": r.name for r in conn.execute(select(names.c.id, names.c.name).where(names.c.id.in_(name_ids)))}

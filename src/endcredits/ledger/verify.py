@@ -1,9 +1,12 @@
 """``endcredits verify``: re-derive everything the ledger claims and report any difference.
 
-Checks, in order: the audit hash chain; every transfer balances and has its audit entry; every leg,
-balance, output and credit refers to a transfer, account, model, work or payee that exists (those tables have no foreign
-keys, for speed); the balance table equals the sum of legs; no account that may not go negative is negative; every currency's
-balances sum to zero; suspense equals the carried fractions; every evidence file is intact and its
+Checks, in order: the audit hash chain; every transfer balances and has its audit entry; every accrual
+segment hashes to what its audit entry recorded and holds the legs its transfer's content hash was
+made of; every leg, balance, output and credit refers to a transfer, account, model, work or payee
+that exists (those tables have no foreign keys, for speed); folds are in order; every account's
+balance row plus what pending segments add equals the sum of its legs (rows and segments); no
+account that may not go negative is negative; every currency's balances sum to zero; suspense
+equals the carried fractions (carry rows, then pending segments); every evidence file is intact and its
 lines add up to its batch's pool exactly; replaying the evidence in posting order reproduces every
 accrual's legs and, at the end, every payee's carried fraction; payout clearing equals the pending items.
 """
@@ -16,18 +19,18 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select, text
 
 from endcredits.audit import verify_chain
-from endcredits.errors import EvidenceError
-from endcredits.ledger import NEGATIVE_ALLOWED_KINDS
+from endcredits.errors import EvidenceError, LedgerError
+from endcredits.ledger import NEGATIVE_ALLOWED_KINDS, TransferRequest
 from endcredits.limits import SUBUNITS_PER_MICROUNIT
 from endcredits.store.audit import iter_audit
 from endcredits.store.engine import Store
 from endcredits.store.evidence import read_evidence
-from endcredits.store.ledger import derived_balances
+from endcredits.store.ledger import carried_fractions, derived_balances
 from endcredits.store.schema import (
     accounts,
     accrual_batches,
-    carries,
     credits,
+    ledger_folds,
     legs,
     models,
     outputs,
@@ -35,6 +38,7 @@ from endcredits.store.schema import (
     payout_items,
     transfers,
 )
+from endcredits.store.segments import fold_watermark, pending_deltas, raw_segment_sha256, read_segment, segment_ids
 
 
 @dataclass
@@ -54,7 +58,9 @@ def verify(store: Store) -> VerifyReport:
         entries = list(iter_audit(conn))
         p.extend(verify_chain(entries))
         report.checked["audit_entries"] = len(entries)
-        audited = {e.subject: json.loads(e.payload).get("content_sha256") for e in entries if e.kind == "transfer"}
+        payloads = {e.subject: json.loads(e.payload) for e in entries if e.kind == "transfer"}
+        audited = {subject: payload.get("content_sha256") for subject, payload in payloads.items()}
+        audited_segments = {subject: payload.get("segment_sha256") for subject, payload in payloads.items()}
 
         leg_sums: dict[int, int] = {}
         leg_counts: dict[int, int] = {}
@@ -62,27 +68,58 @@ def verify(store: Store) -> VerifyReport:
                 select(legs.c.transfer_id, legs.c.amount_microunits)):
             leg_sums[transfer_id] = leg_sums.get(transfer_id, 0) + amount
             leg_counts[transfer_id] = leg_counts.get(transfer_id, 0) + 1
-        n_transfers = 0
-        for t in conn.execute(select(transfers.c.id, transfers.c.event_id, transfers.c.leg_count, transfers.c.content_sha256)):
-            n_transfers += 1
+        transfer_rows = {t.id: t for t in conn.execute(select(
+            transfers.c.id, transfers.c.event_id, transfers.c.code, transfers.c.currency, transfers.c.leg_count,
+            transfers.c.content_sha256, transfers.c.memo, transfers.c.reverses_event_id))}
+        # An accrual's legs are its segment: each must re-add to zero, hash to what was recorded, and give back
+        # the content its transfer and audit entry recorded.
+        segment_legs: dict[str, dict[str, int]] = {}  # accrual event id -> its legs
+        stored_sha = {tid: (recorded, actual) for tid, recorded, actual in raw_segment_sha256(conn)}
+        n_segments = unreadable = 0
+        for seg_id in segment_ids(conn):
+            n_segments += 1
+            try:
+                seg = read_segment(conn, seg_id)
+            except LedgerError as exc:
+                p.append(str(exc))
+                unreadable += 1
+                continue
+            t = transfer_rows.get(seg.transfer_id)
+            if t is None:
+                p.append(f"segment {seg.transfer_id} belongs to no transfer")
+                continue
+            seg_legs = seg.legs()
+            leg_sums[t.id] = leg_sums.get(t.id, 0) + sum(seg_legs.values())
+            leg_counts[t.id] = leg_counts.get(t.id, 0) + len(seg_legs)
+            recorded, actual = stored_sha[seg.transfer_id]
+            if recorded != actual or audited_segments.get(t.event_id) != recorded:
+                p.append(f"segment of transfer {t.event_id} does not match the SHA-256 its audit entry recorded")
+            request = TransferRequest(t.event_id, t.code, t.currency, seg_legs, json.loads(t.memo), t.reverses_event_id)
+            if request.content_sha256() != t.content_sha256:
+                p.append(f"segment of transfer {t.event_id} does not hold the legs that were posted")
+            segment_legs[t.event_id] = seg_legs
+        report.checked["segments"] = n_segments
+        if unreadable:  # balances and carries cannot be re-derived without them
+            p.append(f"{unreadable} ledger segment(s) unreadable: restore the database from backup; later checks skipped")
+            return report
+        for t in transfer_rows.values():
             if leg_sums.get(t.id, 0) != 0:
                 p.append(f"transfer {t.event_id} does not balance (legs sum to {leg_sums.get(t.id, 0)})")
             if leg_counts.get(t.id, 0) != t.leg_count:
                 p.append(f"transfer {t.event_id} has {leg_counts.get(t.id, 0)} legs, recorded {t.leg_count}")
             if audited.get(t.event_id) != t.content_sha256:
                 p.append(f"transfer {t.event_id} has no matching audit entry")
-        report.checked["transfers"] = n_transfers
+        report.checked["transfers"] = len(transfer_rows)
 
-        derived = derived_balances(conn)
+        derived = derived_balances(conn)  # by account key, from legs rows and segments
         acct = {r.id: r for r in conn.execute(select(accounts))}
         # The hot tables have no foreign keys (see store.schema): check every reference here.
-        transfer_ids = {r.id for r in conn.execute(select(transfers.c.id))}
-        orphan_transfers = set(leg_sums) - transfer_ids
+        orphan_transfers = set(leg_sums) - set(transfer_rows)
         if orphan_transfers:
             p.append(f"legs refer to transfers that do not exist: {sorted(orphan_transfers)[:5]}")
-        orphan_accounts = set(derived) - set(acct)
+        orphan_accounts = sorted(k for k in derived if k.startswith("?"))
         if orphan_accounts:
-            p.append(f"legs refer to accounts that do not exist: {sorted(orphan_accounts)[:5]}")
+            p.append(f"legs refer to accounts that do not exist: {[int(k[1:]) for k in orphan_accounts][:5]}")
         model_ids = {r.id for r in conn.execute(select(models.c.id))}
         orphan_models = {r.model_id for r in conn.execute(select(outputs.c.model_id).distinct())} - model_ids
         if orphan_models:
@@ -95,24 +132,39 @@ def verify(store: Store) -> VerifyReport:
             if missing:
                 p.append(f"credits refer to {what} that are not registered ({column} {missing})")
         report.checked["credits"] = int(conn.execute(select(func.count()).select_from(credits)).scalar_one())
-        stored = {account_id: row.balance_microunits for account_id, row in acct.items()}
+
+        # Folds: each watermark above the one before, at a segment; what is above the last is read through.
+        folds = conn.execute(select(ledger_folds.c.through_transfer_id).order_by(ledger_folds.c.id)).scalars().all()
+        if list(folds) != sorted(set(folds)) or any(f not in stored_sha for f in folds):
+            p.append(f"ledger folds are out of order or end between segments: {list(folds)[:5]}")
+        watermark = fold_watermark(conn)
+        unfolded = pending_deltas(conn)
+        report.checked["segments_pending"] = sum(1 for tid in stored_sha if tid > watermark)
+        kind_of = {r.key: r.kind for r in acct.values()}
+        stored = {r.key: r.balance_microunits for r in acct.values()}
+        for key, (delta, _) in unfolded.items():
+            stored[key] = stored.get(key, 0) + delta
+            kind_of.setdefault(key, key.partition(":")[0])
         per_currency: dict[str, int] = {}
-        for account_id, row in acct.items():
-            value = derived.get(account_id, 0)
-            if stored.get(account_id, 0) != value:
-                p.append(f"account {row.key}: stored balance {stored.get(account_id, 0)} != sum of legs {value}")
-            if value < 0 and row.kind not in NEGATIVE_ALLOWED_KINDS:
-                p.append(f"account {row.key} is negative ({value})")
-            per_currency[row.currency] = per_currency.get(row.currency, 0) + value
+        for key in sorted(set(stored) | {k for k in derived if not k.startswith("?")}):
+            value = derived.get(key, 0)
+            if stored.get(key, 0) != value:
+                p.append(f"account {key}: stored balance {stored.get(key, 0)} != sum of legs {value}")
+            if value < 0 and kind_of.get(key, key.partition(":")[0]) not in NEGATIVE_ALLOWED_KINDS:
+                p.append(f"account {key} is negative ({value})")
+            currency = key.rsplit(":", 1)[-1]
+            per_currency[currency] = per_currency.get(currency, 0) + value
         for currency, total in sorted(per_currency.items()):
             if total != 0:
                 p.append(f"balances in {currency} sum to {total}, not 0: money was created or destroyed")
         report.checked["accounts"] = len(acct)
 
+        # Carried fractions as of now: the carries rows, then each pending segment's, the latest winning.
+        stored_carries = carried_fractions(conn)
         carried: dict[str, int] = {}
-        for r in conn.execute(select(carries.c.currency, carries.c.subunits)):
-            carried[r.currency] = carried.get(r.currency, 0) + r.subunits
-        suspense = {row.currency: derived.get(i, 0) for i, row in acct.items() if row.kind == "suspense"}
+        for (_, currency), subunits in stored_carries.items():
+            carried[currency] = carried.get(currency, 0) + subunits
+        suspense = {key.rsplit(":", 1)[-1]: value for key, value in derived.items() if key.startswith("suspense:")}
         for currency in sorted(set(carried) | set(suspense)):
             if carried.get(currency, 0) != suspense.get(currency, 0) * SUBUNITS_PER_MICROUNIT:
                 p.append(f"suspense:{currency} holds {suspense.get(currency, 0)} microunits but carried fractions "
@@ -124,7 +176,7 @@ def verify(store: Store) -> VerifyReport:
         n_files = 0
         running: dict[tuple[str, str], int] = {}
         key_of = {i: row.key for i, row in acct.items()}
-        legs_by_transfer: dict[str, dict[str, int]] = {}
+        legs_by_transfer: dict[str, dict[str, int]] = dict(segment_legs)
         for event_id, account_id, amount in conn.execute(
                 select(transfers.c.event_id, legs.c.account_id, legs.c.amount_microunits)
                 .join(transfers, transfers.c.id == legs.c.transfer_id).where(transfers.c.code == "accrual")):
@@ -164,7 +216,6 @@ def verify(store: Store) -> VerifyReport:
                 wrong = sorted(set(posted) ^ set(expected) | {k for k in posted if posted.get(k) != expected.get(k)})
                 p.append(f"accrual {b.event_id}: legs differ from what its evidence posts, e.g. account {wrong[0]} "
                          f"(ledger {posted.get(wrong[0], 0)}, evidence {expected.get(wrong[0], 0)})")
-        stored_carries = {(r.payee, r.currency): r.subunits for r in conn.execute(select(carries))}
         for payee_ccy in sorted(set(running) | set(stored_carries)) if replayed_all else []:
             want = running.get(payee_ccy, 0) % SUBUNITS_PER_MICROUNIT
             if stored_carries.get(payee_ccy, 0) != want:
@@ -173,19 +224,20 @@ def verify(store: Store) -> VerifyReport:
                 break
         report.checked["evidence_files"] = n_files
 
-        pending = conn.execute(select(payout_batches.c.currency, payout_items.c.amount_microunits).join(
+        pending_items = conn.execute(select(payout_batches.c.currency, payout_items.c.amount_microunits).join(
             payout_batches, payout_batches.c.id == payout_items.c.batch_id).where(payout_items.c.status == "pending")).all()
         pending_by_ccy: dict[str, int] = {}
-        for r in pending:
+        for r in pending_items:
             pending_by_ccy[r.currency] = pending_by_ccy.get(r.currency, 0) + r.amount_microunits
         clearing_by_ccy: dict[str, int] = {}
-        for i, row in acct.items():
-            if row.kind == "clearing":
-                clearing_by_ccy[row.currency] = clearing_by_ccy.get(row.currency, 0) + derived.get(i, 0)
+        for key, value in derived.items():
+            if key.startswith("clearing:"):
+                currency = key.rsplit(":", 1)[-1]
+                clearing_by_ccy[currency] = clearing_by_ccy.get(currency, 0) + value
         for currency in sorted(set(pending_by_ccy) | set(clearing_by_ccy)):
             if clearing_by_ccy.get(currency, 0) != pending_by_ccy.get(currency, 0):
                 p.append(f"payout clearing in {currency} holds {clearing_by_ccy.get(currency, 0)} but pending payout "
                          f"items add up to {pending_by_ccy.get(currency, 0)}")
-        report.checked["payout_items_pending"] = len(pending)
+        report.checked["payout_items_pending"] = len(pending_items)
         report.checked["outputs"] = int(conn.execute(select(func.count()).select_from(outputs)).scalar_one())
     return report

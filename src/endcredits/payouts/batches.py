@@ -20,15 +20,16 @@ from pathlib import Path
 from sqlalchemy import select, update
 
 from endcredits.errors import ConflictError, NotFoundError, ValidationError
-from endcredits.ledger import TransferRequest, account_key
+from endcredits.ledger import TransferRequest, account_key, parse_account_key
 from endcredits.money import to_minor_units
 from endcredits.payouts.files import MESSAGE_ID_PATTERN, Debtor, PayoutInstruction, write_pain001, write_payout_csv
 from endcredits.payouts.iban import normalize_iban
 from endcredits.store.audit import append_audit
+from endcredits.store.bulk import select_in
 from endcredits.store.engine import Store, utc_now
-from endcredits.store.ledger import post_transfer
+from endcredits.store.ledger import account_balances, post_transfer
 from endcredits.store.private import private_of, with_payout_account
-from endcredits.store.schema import accounts, payout_batches, payout_items, people
+from endcredits.store.schema import payout_batches, payout_items
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,14 @@ class PayoutBatchResult:
     missing_bank_details: int
     pain001_path: Path | None
     csv_path: Path | None
+
+
+@dataclass(frozen=True, order=True)
+class _Payable:
+    id: int
+    handle: str
+    verified_at: str | None
+    balance_microunits: int
 
 
 def _e2e(batch_id: str, person_id: int) -> str:
@@ -79,13 +88,17 @@ def create_payout_batch(
                 PayoutPlanItem(i.person_id, "", i.amount_microunits, i.end_to_end_id) for i in items),
                 prior.total_microunits, 0, 0, Path(prior.pain001_path) if prior.pain001_path else None,
                 Path(prior.csv_path) if prior.csv_path else None)
-        q = (select(people.c.id, people.c.handle, people.c.verified_at, accounts.c.balance_microunits)
-             .join(accounts, accounts.c.holder == ("person:" + people.c.id.cast(accounts.c.holder.type)))
-             .where(accounts.c.kind == "payable", accounts.c.currency == currency).order_by(people.c.id))
+        # Balances as of now (accrual segments not yet folded included; posting below folds them first).
+        owed: dict[int, int] = {}
+        for key, balance in account_balances(conn, kind="payable", currency=currency).items():
+            holder = parse_account_key(key)[1] or ""
+            if holder.startswith("person:"):
+                owed[int(holder.removeprefix("person:"))] = balance
+        rows = sorted(_Payable(int(pid), handle, verified_at, owed[int(pid)]) for pid, handle, verified_at in
+                      select_in(conn, "SELECT id, handle, verified_at FROM people WHERE id {in}", sorted(owed)))
         plan: list[PayoutPlanItem] = []
         instructions: list[PayoutInstruction] = []
         below = missing = 0
-        rows = conn.execute(q).all()
         # Only the payable people's details are opened, and only here, where the bank file needs them.
         accounts_on_file = with_payout_account(conn, [r.id for r in rows])
         details = private_of(conn, accounts_on_file) if accounts_on_file else {}

@@ -27,8 +27,9 @@ from endcredits.royalties import parse_agreement
 from endcredits.store.catalog import load_agreement_body
 from endcredits.store.engine import Store
 from endcredits.store.evidence import read_evidence
+from endcredits.store.ledger import accrued_by_account
 from endcredits.store.registry import get_person
-from endcredits.store.schema import accounts, accrual_batches, legs, names, transfers, works
+from endcredits.store.schema import accrual_batches, names, transfers, works
 
 STATEMENT_COLUMNS = ("output_id", "model_id", "occurred_at", "attributed_work", "attributed_title", "source_work",
                      "source_title", "credited_as", "role", "account", "amount", "amount_microunits",
@@ -220,11 +221,7 @@ def build_statement(store: Store, person_id: int, period: str, currency: str) ->
 
 def _ledger_accrued(conn: Connection, payees: list[str], currency: str, period: str) -> int:
     keys = [f"escrow:{p}:{currency}" for p in payees] + [f"payable:{p}:{currency}" for p in payees if p.startswith("person:")]
-    q = (select(legs.c.amount_microunits, transfers.c.event_id)
-         .join(transfers, transfers.c.id == legs.c.transfer_id).join(accounts, accounts.c.id == legs.c.account_id)
-         .where(accounts.c.key.in_(keys), transfers.c.code == "accrual"))
-    suffix = f"/{currency}/{period}"
-    return sum(r.amount_microunits for r in conn.execute(q) if r.event_id.endswith(suffix))
+    return sum(accrued_by_account(conn, currency=currency, period=period, keys=keys).values())
 
 
 def _subunits_by_payee(table: pa.Table) -> dict[str, int]:

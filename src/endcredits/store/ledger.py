@@ -1,18 +1,31 @@
 """Persisting ledger transfers: accounts on first use, legs, balances, the audit entry — one transaction.
 
-Each account row holds its balance (and the last transfer that changed it) for reading; ``verify``
-re-derives every balance from ``legs``. An account
-that may not go negative is checked before commit; a failing check raises and the caller's
-transaction rolls back, so nothing is written.
+Two ways in. ``post_transfer`` (escrow claims, payouts, reversals) writes a leg row per account and
+updates each account's balance row. ``post_accrual`` writes an accrual's legs and its payees' carried
+fractions as one columnar segment (``store.segments``); the balance and carry rows catch up when
+``fold_pending`` folds the pending segments into them, which every other writer does first and an
+accrual does when enough is pending (``FOLD_PENDING_*`` in ``limits``). Until then readers read through:
+``account_balances`` and ``read_carries`` add what the pending segments hold.
+
+Each account row holds its balance as of the last fold (and the last transfer that changed it);
+``verify`` re-derives every balance from ``legs`` and the segments. An account that may not go
+negative is checked before commit; a failing check raises and the caller's transaction rolls back, so
+nothing is written.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
 from itertools import repeat
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import Connection, func, select
 
 from endcredits.errors import ConflictError, LedgerError, NotFoundError, ValidationError, invariant
@@ -24,11 +37,19 @@ from endcredits.ledger import (
     check_transfer,
     parse_account_key,
 )
-from endcredits.limits import SQL_PARAMS_PER_STATEMENT_MAX
+from endcredits.limits import SQL_PARAMS_PER_STATEMENT_MAX, SUBUNITS_PER_MICROUNIT
+from endcredits.money import check_currency
 from endcredits.store.audit import append_audit
-from endcredits.store.bulk import amount_params, bulk_insert, bulk_update, fetch_all, select_in
+from endcredits.store.bulk import amount_params, bulk_insert, bulk_update, fetch_all, gc_paused, select_in
 from endcredits.store.engine import utc_now
-from endcredits.store.schema import accounts, legs, transfers
+from endcredits.store.schema import accounts, carries, ledger_folds, legs, transfers
+from endcredits.store.segments import (
+    fold_watermark,
+    insert_segment,
+    iter_segments,
+    pending_carries,
+    pending_deltas,
+)
 
 
 def chunks(items: Sequence[Any], size: int = SQL_PARAMS_PER_STATEMENT_MAX // 4) -> Iterable[Sequence[Any]]:
@@ -42,12 +63,14 @@ def _known_accounts(conn: Connection, keys: list[str]) -> dict[str, tuple[int, i
             select_in(conn, "SELECT key, id, balance_microunits FROM accounts WHERE key {in}", keys)}
 
 
-def _open_accounts(conn: Connection, keys: list[str], balances: list[int], transfer_id: int, when: str) -> dict[str, int]:
-    """Create the accounts ``keys`` (none exists yet) with their first balances; returns their ids."""
+def _open_accounts(conn: Connection, keys: list[str], balances: list[int], transfer_ids: Sequence[int],
+                   when: str) -> dict[str, int]:
+    """Create the accounts ``keys`` (none exists yet) with their first balances and the transfer that last
+    changed each; returns their ids."""
     rows = []
     kinds = ACCOUNT_KINDS
     negative = NEGATIVE_ALLOWED_KINDS
-    for key, balance in zip(keys, amount_params(conn, balances)):
+    for key, balance, transfer_id in zip(keys, amount_params(conn, balances), transfer_ids):
         kind, _, rest = key.partition(":")
         holder, _, currency = rest.rpartition(":")
         if kind not in kinds or len(currency) != 3:
@@ -65,25 +88,37 @@ def _open_accounts(conn: Connection, keys: list[str], balances: list[int], trans
     return new
 
 
-def read_balances(conn: Connection, account_ids: Sequence[int]) -> dict[int, int]:
-    rows = select_in(conn, "SELECT id, balance_microunits FROM accounts WHERE id {in}", list(account_ids))
-    return {int(a): int(b) for a, b in rows}
+def _prior_posting(conn: Connection, req: TransferRequest, content: str) -> PostResult | None:
+    """``exists`` when ``req.event_id`` was posted with this content; a conflict with other content."""
+    prior = conn.execute(select(transfers.c.id, transfers.c.content_sha256).where(transfers.c.event_id == req.event_id)).first()
+    if prior is None:
+        return None
+    if prior.content_sha256 != content:
+        raise ConflictError(f"event id {req.event_id} was already posted with other content; use a new event id")
+    return PostResult(req.event_id, "exists", prior.id)
+
+
+def _insert_transfer(conn: Connection, req: TransferRequest, content: str, when: str) -> int:
+    return int(conn.execute(transfers.insert().values(
+        event_id=req.event_id, code=req.code, currency=req.currency, content_sha256=content,
+        reverses_event_id=req.reverses_event_id, memo=json.dumps(dict(sorted(req.memo.items()))),
+        leg_count=len(req.legs), created_at=when,
+    ).returning(transfers.c.id)).scalar_one())
 
 
 def post_transfer(conn: Connection, req: TransferRequest, *, at: str | None = None) -> PostResult:
     """Post one balanced transfer inside the caller's write transaction. Idempotent by ``event_id``."""
     check_transfer(req)
     content = req.content_sha256()
-    prior = conn.execute(select(transfers.c.id, transfers.c.content_sha256).where(transfers.c.event_id == req.event_id)).first()
+    prior = _prior_posting(conn, req, content)
     if prior is not None:
-        if prior.content_sha256 != content:
-            raise ConflictError(f"event id {req.event_id} was already posted with other content; use a new event id")
-        return PostResult(req.event_id, "exists", prior.id)
+        return prior
     if (req.reverses_event_id is None) != (req.code != "reversal"):
         raise ValidationError(f"transfer {req.event_id}: code 'reversal' goes with reverses_event_id, and only with it")
     if req.reverses_event_id is not None:
         _check_reversal(conn, req)
     when = at or utc_now()
+    fold_pending(conn, at=when)  # the balances below are the rows': nothing may be pending behind them
     keys = list(req.legs)
     amounts = list(req.legs.values())
     known = _known_accounts(conn, keys)
@@ -95,17 +130,13 @@ def post_transfer(conn: Connection, req: TransferRequest, *, at: str | None = No
                 f"transfer {req.event_id} would overdraw account {keys[i]} (balance {before[i]}, "
                 f"leg {amounts[i]}); nothing was posted"
             )
-    transfer_id = conn.execute(transfers.insert().values(
-        event_id=req.event_id, code=req.code, currency=req.currency, content_sha256=content,
-        reverses_event_id=req.reverses_event_id, memo=json.dumps(dict(sorted(req.memo.items()))),
-        leg_count=len(req.legs), created_at=when,
-    ).returning(transfers.c.id)).scalar_one()
+    transfer_id = _insert_transfer(conn, req, content, when)
     # A new account is created with its balance; a known one has its balance updated (no upsert, no
     # second row per account).
     fresh = [i for i, k in enumerate(keys) if k not in known]
     ids = {k: v[0] for k, v in known.items()}
     if fresh:
-        ids.update(_open_accounts(conn, [keys[i] for i in fresh], [values[i] for i in fresh], transfer_id, when))
+        ids.update(_open_accounts(conn, [keys[i] for i in fresh], [values[i] for i in fresh], [transfer_id] * len(fresh), when))
     account_ids = [ids[k] for k in keys]
     if known:
         updates = sorted((known[k][0], v) for k, v in zip(keys, values) if k in known)
@@ -156,16 +187,18 @@ def load_transfer(conn: Connection, event_id: str) -> TransferRequest:
         raise NotFoundError(f"no transfer with event id {event_id}")
     q = select(accounts.c.key, legs.c.amount_microunits).join(accounts, accounts.c.id == legs.c.account_id).where(
         legs.c.transfer_id == row.id)
+    found = {r.key: r.amount_microunits for r in conn.execute(q)}
+    for seg in iter_segments(conn, transfer_ids=[row.id]):  # an accrual's legs are its segment
+        found.update(seg.legs())
     return TransferRequest(
-        event_id=row.event_id, code=row.code, currency=row.currency,
-        legs={r.key: r.amount_microunits for r in conn.execute(q)},
+        event_id=row.event_id, code=row.code, currency=row.currency, legs=found,
         memo=json.loads(row.memo), reverses_event_id=row.reverses_event_id,
     )
 
 
 def account_balances(conn: Connection, *, kind: str | None = None, currency: str | None = None,
                      holder: str | None = None) -> dict[str, int]:
-    """Balances by account key, from the balance table."""
+    """Balances by account key, as of now: the account rows plus what pending segments add."""
     q = select(accounts.c.key, accounts.c.balance_microunits)
     if kind:
         q = q.where(accounts.c.kind == kind)
@@ -173,15 +206,177 @@ def account_balances(conn: Connection, *, kind: str | None = None, currency: str
         q = q.where(accounts.c.currency == currency)
     if holder:
         q = q.where(accounts.c.holder == holder)
-    return {r.key: r.balance_microunits for r in conn.execute(q)}
+    out = {r.key: r.balance_microunits for r in conn.execute(q)}
+    for key, (delta, _) in pending_deltas(conn, kind=kind, currency=currency, holder=holder).items():
+        out[key] = out.get(key, 0) + delta
+    return out
 
 
-def derived_balances(conn: Connection) -> dict[int, int]:
-    """Every account's balance summed from its legs, in Python (exact on SQLite too)."""
-    out: dict[int, int] = {}
+def accrued_by_account(conn: Connection, *, currency: str | None = None, period: str | None = None,
+                       keys: Collection[str] | None = None) -> dict[str, int]:
+    """What accrual transfers credited or debited per account key (of one currency and period, and only
+    ``keys``, when given), whether their legs are rows or a segment."""
+    if period is not None and currency is None:
+        raise ValidationError("a period is one currency's: give the currency with it")
+    q = select(transfers.c.id, transfers.c.event_id).where(transfers.c.code == "accrual")
+    if currency:
+        q = q.where(transfers.c.currency == currency)
+    suffix = f"/{currency}/{period}" if period else ""  # an accrual's event id is BATCH/CCY/YYYY-MM
+    ids = [int(r.id) for r in conn.execute(q) if r.event_id.endswith(suffix)]
+    out: dict[str, int] = {}
+    if not ids:
+        return out
+    rows = select_in(conn, "SELECT a.key, l.amount_microunits FROM legs l JOIN accounts a ON a.id = l.account_id "
+                           "WHERE l.transfer_id {in}", ids)
+    wanted = set(keys) if keys is not None else None
+    for key, amount in rows:
+        if wanted is None or key in wanted:
+            out[key] = out.get(key, 0) + int(amount)
+    value_set = pa.array(sorted(wanted), pa.string()) if wanted is not None else None
+    for seg in iter_segments(conn, transfer_ids=ids):
+        accounts_, amounts = seg.accounts, seg.amounts
+        if value_set is not None:
+            picked = pc.indices_nonzero(pc.is_in(accounts_, value_set=value_set))
+            accounts_, amounts = accounts_.take(picked), amounts.take(picked)
+        for key, amount in zip(accounts_.to_pylist(), amounts.to_pylist()):
+            out[key] = out.get(key, 0) + int(amount)
+    return out
+
+
+def read_carries(conn: Connection, currency: str, payees: list[str]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+    """Each payee's carried fraction (2^-32 microunit) in ``currency`` as of now, and whether it has one
+    on record: the carries table, overridden by the latest pending segment that carries the payee."""
+    carry = np.zeros(len(payees), dtype=np.int64)
+    known = np.zeros(len(payees), dtype=np.bool_)
+    rows = select_in(conn, f"SELECT payee, subunits FROM carries WHERE currency = '{check_currency(currency)}' "
+                           "AND payee {in}", payees)
+    if rows:
+        position = {p: i for i, p in enumerate(payees)}
+        for payee, subunits in rows:
+            carry[position[payee]] = subunits
+            known[position[payee]] = True
+    found, values = pending_carries(conn, currency, pa.array(payees, pa.string()))
+    carry[found] = values[found]
+    return carry, known | found
+
+
+def carried_fractions(conn: Connection) -> dict[tuple[str, str], int]:
+    """Every payee's carried fraction as of now, ``(payee, currency) -> subunits``: the carries rows, then
+    each pending segment's in order, the latest winning."""
+    out = {(r.payee, r.currency): r.subunits for r in conn.execute(select(carries))}
+    for seg in iter_segments(conn, after=fold_watermark(conn), carries=True):
+        assert seg.payees is not None and seg.subunits is not None
+        out.update(zip(zip(seg.payees.to_pylist(), repeat(seg.currency)), seg.subunits.to_pylist()))
+    return out
+
+
+def post_accrual(conn: Connection, req: TransferRequest, carries: tuple[Sequence[str], npt.NDArray[np.int64]], *,
+                 at: str | None = None) -> PostResult:
+    """Post an accrual transfer inside the caller's write transaction as a segment: the transfer row, one
+    ``ledger_segments`` row with its legs and the carries ``(payees, subunits)`` they now hold, and the
+    audit entry. Account and carry rows are written by a later fold. Idempotent by ``event_id``."""
+    check_transfer(req)
+    if req.code != "accrual" or req.reverses_event_id is not None:
+        raise ValidationError(f"transfer {req.event_id}: only an accrual is posted as a segment")
+    payees, subunits = carries
+    if len(payees) != len(subunits) or (len(subunits) and (int(subunits.min()) < 0 or int(subunits.max()) >= SUBUNITS_PER_MICROUNIT)):
+        raise ValidationError(f"transfer {req.event_id}: carries must pair each payee with 0 <= subunits < 2^32")
+    content = req.content_sha256()
+    prior = _prior_posting(conn, req, content)
+    if prior is not None:
+        return prior
+    # Only a debit can overdraw: an accrual debits its pool (which may go negative) and suspense, when its
+    # carries pay out more whole microunits than its lines leave behind.
+    for key, amount in req.legs.items():
+        if amount < 0 and key.partition(":")[0] not in NEGATIVE_ALLOWED_KINDS:
+            kind, holder, currency = parse_account_key(key)
+            before = account_balances(conn, kind=kind, currency=currency, holder=holder).get(key, 0)
+            if before + amount < 0:
+                raise LedgerError(f"transfer {req.event_id} would overdraw account {key} (balance {before}, leg {amount}); "
+                                  "nothing was posted")
+    when = at or utc_now()
+    transfer_id = _insert_transfer(conn, req, content, when)
+    sha = insert_segment(conn, transfer_id, req.currency, req.legs, (payees, subunits))
+    append_audit(conn, "transfer", req.event_id, {
+        "code": req.code, "currency": req.currency, "content_sha256": content, "legs": len(req.legs),
+        "reverses": None, "segment_sha256": sha,
+    }, at=when)
+    return PostResult(req.event_id, "created", transfer_id)
+
+
+@dataclass(frozen=True)
+class FoldResult:
+    through_transfer_id: int  # the last segment folded: the new watermark
+    segments: int
+    accounts: int  # account rows opened or updated
+    carries: int  # carry rows inserted or updated
+
+
+def fold_pending(conn: Connection, *, at: str | None = None) -> FoldResult | None:
+    """Write every pending segment into the row tables inside the caller's write transaction: each
+    account's balance (opening it on first use) and last transfer, each payee's carry, and a
+    ``ledger_folds`` row with the new watermark; audited. None when nothing is pending."""
+    segments = list(iter_segments(conn, after=fold_watermark(conn), carries=True))
+    if not segments:
+        return None
+    when = at or utc_now()
+    deltas: dict[str, int] = {}
+    last: dict[str, int] = {}
+    carried: dict[tuple[str, str], int] = {}
+    with gc_paused():
+        for seg in segments:
+            assert seg.payees is not None and seg.subunits is not None
+            tid = seg.transfer_id
+            for key, amount in zip(seg.accounts.to_pylist(), seg.amount_list()):
+                deltas[key] = deltas.get(key, 0) + amount
+                last[key] = tid
+            ccy = seg.currency
+            carried.update(zip(zip(seg.payees.to_pylist(), repeat(ccy)), seg.subunits.to_pylist()))
+        keys = sorted(deltas)
+        known = _known_accounts(conn, keys)
+        values = [known[k][1] + deltas[k] if k in known else deltas[k] for k in keys]
+        for key, value in zip(keys, values):
+            if value < 0 and key.partition(":")[0] not in NEGATIVE_ALLOWED_KINDS:
+                raise LedgerError(f"folding the pending segments would leave account {key} at {value}; nothing was folded")
+        fresh = [i for i, k in enumerate(keys) if k not in known]
+        if fresh:
+            _open_accounts(conn, [keys[i] for i in fresh], [values[i] for i in fresh], [last[keys[i]] for i in fresh], when)
+        updates = sorted((known[k][0], v, last[k]) for k, v in zip(keys, values) if k in known)
+        if updates:
+            bulk_update(conn, "accounts", ["id"], ["id", "balance_microunits", "last_transfer_id"],
+                        list(zip([u[0] for u in updates], amount_params(conn, [u[1] for u in updates]),
+                                 [u[2] for u in updates])))
+        columns = ["payee", "currency", "subunits"]
+        for ccy in sorted({c for _, c in carried}):
+            payees = sorted(p for p, c in carried if c == ccy)
+            on_record = {r[0] for r in select_in(conn, f"SELECT payee FROM carries WHERE currency = '{check_currency(ccy)}' "
+                                                       "AND payee {in}", payees)}
+            rows = [(p, ccy, carried[(p, ccy)]) for p in payees]
+            bulk_insert(conn, "carries", columns, [r for r in rows if r[0] not in on_record])
+            bulk_update(conn, "carries", ["payee", "currency"], columns, [r for r in rows if r[0] in on_record])
+    through = segments[-1].transfer_id
+    conn.execute(ledger_folds.insert().values(through_transfer_id=through, segment_count=len(segments),
+                                              account_count=len(keys), carry_count=len(carried), folded_at=when))
+    folded = hashlib.sha256("".join(seg.sha256 for seg in segments).encode()).hexdigest()
+    append_audit(conn, "ledger_fold", f"through:{through}", {
+        "first_transfer_id": segments[0].transfer_id, "segments": len(segments), "accounts": len(keys),
+        "carries": len(carried), "segments_sha256": folded,  # SHA-256 of the folded segments' SHA-256s, in order
+    }, at=when)
+    return FoldResult(through, len(segments), len(keys), len(carried))
+
+
+def derived_balances(conn: Connection) -> dict[str, int]:
+    """Every account's balance by key, summed from the legs rows and every segment, in Python (exact on
+    SQLite too)."""
+    key_of = dict(fetch_all(conn, "SELECT id, key FROM accounts"))
+    by_id: dict[int, int] = {}
     result = conn.execution_options(yield_per=50_000).execute(select(legs.c.account_id, legs.c.amount_microunits))
     for account_id, amount in result:
-        out[account_id] = out.get(account_id, 0) + amount
+        by_id[account_id] = by_id.get(account_id, 0) + amount
+    out = {key_of.get(i, f"?{i}"): v for i, v in by_id.items()}
+    for seg in iter_segments(conn):
+        for key, amount in zip(seg.accounts.to_pylist(), seg.amount_list()):
+            out[key] = out.get(key, 0) + amount
     return out
 
 

@@ -360,7 +360,8 @@ accounts = Table(
     Column("holder", String(ID_LENGTH_MAX), nullable=True, index=True),
     Column("may_go_negative", Boolean, nullable=False),
     Column("created_at", Time, nullable=False),
-    # The balance lives on the account (re-derived from legs by `verify`): one row per payee to write.
+    # The balance as of the last fold: readers add what pending segments hold (store/segments.py);
+    # `verify` re-derives it from legs and segments.
     Column("balance_microunits", Amount, nullable=False),
     Column("last_transfer_id", Key, nullable=False),
 )
@@ -398,6 +399,33 @@ carries = Table(
     Column("subunits", BigInteger, nullable=False),
     CheckConstraint("subunits >= 0 AND subunits < 4294967296", name="below_one_microunit"),
     sqlite_with_rowid=False,
+)
+
+# An accrual transfer's legs and the carries its payees were left with, as two Arrow IPC blobs in one
+# row (store/segments.py): the rows of a 10^5-payee accrual in one INSERT. Never updated or deleted.
+ledger_segments = Table(
+    "ledger_segments",
+    metadata,
+    Column("transfer_id", Key, primary_key=True, autoincrement=False),
+    Column("currency", String(3), nullable=False),
+    Column("leg_count", Integer, nullable=False),
+    Column("carry_count", Integer, nullable=False),
+    Column("legs_arrow", LargeBinary, nullable=False),
+    Column("carries_arrow", LargeBinary, nullable=False),
+    Column("sha256", Sha256, nullable=False),  # segments.segment_sha256; the transfer's audit entry records it
+)
+
+# Each fold wrote the segments up to ``through_transfer_id`` into accounts and carries; the largest is
+# the watermark above which segments are pending (read through by every reader).
+ledger_folds = Table(
+    "ledger_folds",
+    metadata,
+    Column("id", Key, primary_key=True, autoincrement=True),
+    Column("through_transfer_id", Key, nullable=False, unique=True),
+    Column("segment_count", Integer, nullable=False),
+    Column("account_count", Integer, nullable=False),
+    Column("carry_count", Integer, nullable=False),
+    Column("folded_at", Time, nullable=False),
 )
 
 # Payouts -----------------------------------------------------------------------------------------
