@@ -295,6 +295,8 @@ def split_batch(
 ) -> Split:
     """Split each output's pool over its lines in proportion to integer weights, to one subunit.
 
+    Pools are Python ints, or an int64 array (taken as is, no per-value conversion).
+
     ``offsets`` has one more entry than ``pools_microunits``; lines ``offsets[i]:offsets[i+1]`` belong to
     output ``i`` and carry non-negative integer ``weights`` (positive sum per output) and int64
     ``tie_keys`` (unique within an output). Per output the parts sum to ``pool << 32`` subunits exactly,
@@ -319,7 +321,10 @@ def split_batch(
         raise ValidationError("split_batch: every output needs at least one line")
     if len(w_obj) and w_obj.min() < 0:
         raise ValidationError("split_batch: weights must be >= 0")
-    pools = _python_ints(pools_microunits, "pools")
+    if isinstance(pools_microunits, np.ndarray) and pools_microunits.dtype == np.int64:
+        pools = pools_microunits  # exact already: no per-value conversion
+    else:
+        pools = _python_ints(pools_microunits, "pools")
     if pools.min() < 0 or pools.max() > REVENUE_PER_OUTPUT_MICROUNITS_MAX:
         raise ValidationError(
             f"split_batch: pools must be between 0 and REVENUE_PER_OUTPUT_MICROUNITS_MAX={REVENUE_PER_OUTPUT_MICROUNITS_MAX}"
@@ -332,13 +337,16 @@ def split_batch(
         raise ValidationError("split_batch: an output's weights sum to zero; give at least one line a positive weight")
     if weight_sums.max() > _I64_MAX:
         return _split_rows_python(pools, offsets, w_obj, tie_keys)
-    weight_sums = weight_sums.astype(object)  # per output (not per line): exact products below
-    fits = bool(weight_sums.max() < (1 << 31)) and bool((pools * weight_sums).max() <= _I64_MAX)
+    sums_max = int(weight_sums.max())
+    # Per output (not per line): pool x weight sum must fit in int64. The bound on the maxima settles
+    # most batches at once; otherwise the exact products decide.
+    fits = sums_max < (1 << 31) and (int(pools.max()) * sums_max <= _I64_MAX or bool(
+        (pools.astype(object) * weight_sums.astype(object)).max() <= _I64_MAX))
     if fits:
-        micro, sub = _split_rows(pools.astype(np.int64), offsets, np.asarray(w_obj, dtype=np.int64),
-                                 weight_sums.astype(np.int64), tie_keys)
+        micro, sub = _split_rows(pools.astype(np.int64, copy=False), offsets, np.asarray(w_obj, dtype=np.int64),
+                                 weight_sums.astype(np.int64, copy=False), tie_keys)
     else:
-        micro, sub = _split_rows(pools, offsets, w_obj.astype(object), weight_sums, tie_keys)
+        micro, sub = _split_rows(pools.astype(object), offsets, w_obj.astype(object), weight_sums.astype(object), tie_keys)
     micro_i = np.asarray(micro, dtype=np.int64)
     sub_i = np.asarray(sub, dtype=np.int64)
     return Split(micro_i, sub_i)

@@ -144,6 +144,8 @@ def test_every_command_in_an_operators_order(tmp_path: Path, db_url: str | None)
                     "--batch-id", "nov-1")
     assert done["pool_microunits"] == 137_500_000
     assert done["pool_microunits"] == done["posted_microunits"] + done["escrow_microunits"] + done["suspense_delta_microunits"]
+    status = run_json("ledger", "status")  # the batch's legs and carries wait in one segment
+    assert (status["pending_segments"], status["through_transfer_id"]) == (1, 0) and status["pending_legs"] > 2
 
     # The unverified person's money waits in escrow; claiming their name and verifying releases it.
     held = run_json("escrow", "list", "--query", "campin")["escrow"]
@@ -155,6 +157,9 @@ def test_every_command_in_an_operators_order(tmp_path: Path, db_url: str | None)
     assert "verified by test guild" in out
     run("escrow", "claim", "--person", str(pid), "--name", name_holder.split(":")[1])
     assert run_json("escrow", "list", "--query", "campin")["escrow"] == []
+    assert run_json("ledger", "status")["pending_segments"] == 0  # the claim folded the segment first
+    folded = run_json("ledger", "fold")
+    assert (folded["folded"], folded["segments"]) == (False, 0) and folded["through_transfer_id"] > 0
 
     # A statement with every line, then a payout, its bank answer, and verify.
     statement = json.loads(run("statements", "--person", str(pid), "--period", "2026-11", "--format", "json"))

@@ -266,3 +266,34 @@ def test_amounts_beyond_the_stored_range_are_refused(store: Store) -> None:
     with pytest.raises(LimitExceededError, match="exceeds TRANSFER_AMOUNT_MICROUNITS_MAX"):
         post(store, TransferRequest("huge", "accrual", "EUR", {POOL: -(AMOUNT_MICROUNITS_MAX + 1), ALICE: AMOUNT_MICROUNITS_MAX + 1}))
     assert row_counts(store)["transfers"] == 0
+
+
+# The content hash ----------------------------------------------------------------------------------
+def _canonical_content_sha256(req: TransferRequest) -> str:
+    """The definition, written the plain way: SHA-256 of canonical JSON with sorted (key, text) legs."""
+    import hashlib
+
+    from endcredits.audit import canonical_json
+
+    return hashlib.sha256(canonical_json({
+        "code": req.code, "currency": req.currency, "legs": sorted((k, str(v)) for k, v in req.legs.items()),
+        "memo": dict(sorted(req.memo.items())), "reverses": req.reverses_event_id,
+    }).encode()).hexdigest()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(max_size=12), st.integers(-(2**80), 2**80), max_size=6),
+       st.dictionaries(st.text(max_size=5), st.text(max_size=8), max_size=3),
+       st.sampled_from(["accrual", 'ac"crual', 'legs":0,']), st.one_of(st.none(), st.text(max_size=6)))
+def test_the_content_hash_is_the_canonical_json_whatever_the_keys(legs: dict[str, int], memo: dict[str, str], code: str,
+                                                                   reverses: str | None) -> None:
+    """Keys with quotes, backslashes, control characters or a code that spells '"legs":0,' take the same
+    bytes as the plain definition (the written-out fast path only runs where no key needs an escape)."""
+    req = TransferRequest("e", code, "EUR", legs, memo, reverses)
+    assert req.content_sha256() == _canonical_content_sha256(req)
+
+
+def test_the_content_hash_of_many_plain_legs_is_the_canonical_json() -> None:
+    legs = {f"escrow:name:{i}:EUR": (i * 7919) % 10**9 - 5 for i in range(10_000)}
+    req = TransferRequest("b/EUR/2026-01", "accrual", "EUR", legs, {"batch": "b", "period": "2026-01"})
+    assert req.content_sha256() == _canonical_content_sha256(req)

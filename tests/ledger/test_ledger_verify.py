@@ -110,3 +110,30 @@ def test_a_deleted_or_truncated_evidence_file_is_reported(worked: Store) -> None
         f"evidence file {deleted} is missing",
         f"evidence file {truncated} does not match its recorded SHA-256: it was altered or truncated",
     ]
+
+
+def test_evidence_whose_outputs_do_not_add_up_to_their_pools_is_reported(worked: Store) -> None:
+    """A forger who moves a subunit from one output's line to another's in the same file, and records the
+    new file's hash, keeps the batch's total; each output's lines no longer add up to its own pool."""
+    import pyarrow as pa
+
+    from endcredits.store.evidence import file_sha256, read_evidence, write_evidence
+
+    with worked.read() as conn:
+        row = conn.execute(select(accrual_batches).where(accrual_batches.c.batch_event_id == "b1")).one()
+    path = worked.data_dir / row.evidence_path
+    table = read_evidence(path)
+    outputs = table["output_id"].to_pylist()
+    sub = table["amount_subunits"].to_numpy().copy()
+    first_o1, first_o2 = outputs.index("o1"), outputs.index("o2")
+    assert sub[first_o1] > 0 and sub[first_o2] < 2**32 - 1
+    sub[first_o1] -= 1
+    sub[first_o2] += 1
+    forged = table.set_column(table.schema.get_field_index("amount_subunits"), "amount_subunits", pa.array(sub, pa.int64()))
+    path.unlink()
+    write_evidence(path, forged)
+    with worked.write() as conn:
+        conn.execute(accrual_batches.update().where(accrual_batches.c.event_id == row.event_id)
+                     .values(evidence_sha256=file_sha256(path)))
+    problems = verify(worked).problems
+    assert any("the lines of output o1 do not add up to its pool" in p for p in problems), problems

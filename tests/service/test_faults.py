@@ -56,15 +56,8 @@ from endcredits.service.auth import create_api_key
 from endcredits.store.catalog import load_manifest, save_agreement
 from endcredits.store.engine import Store, init_store, open_store
 from endcredits.store.evidence import read_evidence
-from endcredits.store.schema import (
-    accounts,
-    accrual_batches,
-    carries,
-    legs,
-    outputs,
-    transfers,
-    usage_requests,
-)
+from endcredits.store.ledger import account_balances, carried_fractions, load_transfer
+from endcredits.store.schema import accrual_batches, outputs, transfers, usage_requests
 from helpers_money import World, agreement, evidence_files
 
 TRIALS_PER_RUN = int(os.environ.get("ENDCREDITS_FAULT_TRIALS", "100"))
@@ -118,19 +111,15 @@ def _accrue_one(store: Store, batch: Batch, ag: Agreement) -> str:
 
 
 def _snapshot(store: Store) -> dict[str, Any]:
-    """Everything the ledger holds that a replay must reproduce, without wall-clock times or row order."""
+    """Everything the ledger holds that a replay must reproduce, without wall-clock times or row order:
+    balances and carries as readers see them (rows and pending segments), every transfer's legs."""
     with store.read() as conn:
-        key = {r.id: r.key for r in conn.execute(select(accounts.c.id, accounts.c.key))}
-        by_transfer: dict[int, list[tuple[str, int]]] = {}
-        for r in conn.execute(select(legs.c.transfer_id, legs.c.account_id, legs.c.amount_microunits)):
-            by_transfer.setdefault(r.transfer_id, []).append((key[r.account_id], int(r.amount_microunits)))
         return {
-            "balances": sorted((r.key, int(r.balance_microunits)) for r in conn.execute(select(accounts))),
-            "transfers": sorted((r.event_id, r.code, r.content_sha256, tuple(sorted(by_transfer.get(r.id, []))))
+            "balances": sorted(account_balances(conn).items()),
+            "transfers": sorted((r.event_id, r.code, r.content_sha256, tuple(sorted(load_transfer(conn, r.event_id).legs.items())))
                                 for r in conn.execute(select(transfers))),
-            "carries": sorted((r.payee, r.currency, int(r.subunits)) for r in conn.execute(select(carries))),
-            "outputs": sorted((r.id, r.batch_event_id, int(r.revenue_microunits), r.occurred_at)
-                              for r in conn.execute(select(outputs))),
+            "carries": sorted((payee, currency, subunits) for (payee, currency), subunits in carried_fractions(conn).items()),
+            "outputs": sorted((r.id, r.batch_event_id) for r in conn.execute(select(outputs))),
             "accruals": sorted((r.event_id, r.content_sha256, int(r.pool_microunits), r.evidence_path,
                                 _lines_sha256(store.data_dir / r.evidence_path))
                                for r in conn.execute(select(accrual_batches))),

@@ -52,6 +52,7 @@ manifest_app.add_typer(run_app, name="run")
 agreement_app = typer.Typer(no_args_is_help=True, help="The residual policy (a versioned TOML file).")
 payouts_app = typer.Typer(no_args_is_help=True, help="Payout batches: pain.001 and CSV files, bank statuses.")
 escrow_app = typer.Typer(no_args_is_help=True, help="Money held for people not yet verified or names not yet claimed.")
+ledger_app = typer.Typer(no_args_is_help=True, help="The ledger's accrual segments and their folding into balances.")
 app.add_typer(people_app, name="people")
 app.add_typer(works_app, name="works")
 app.add_typer(credits_app, name="credits")
@@ -61,6 +62,7 @@ app.add_typer(manifest_app, name="manifest")
 app.add_typer(agreement_app, name="agreement")
 app.add_typer(payouts_app, name="payouts")
 app.add_typer(escrow_app, name="escrow")
+app.add_typer(ledger_app, name="ledger")
 app.add_typer(credential_app, name="credential")
 app.add_typer(issuer_app, name="issuer")
 app.add_typer(interop_app, name="interop")
@@ -928,6 +930,48 @@ def escrow_release_work(ctx: typer.Context, work_id: str, agreement: Annotated[s
     _console().print(f"work {work_id[:16]}: released {moved} to {len(r.parts)} accounts")
 
 
+# ledger -------------------------------------------------------------------------------------------
+@ledger_app.command("fold")
+def ledger_fold(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Fold the pending accrual segments into the account and carry rows now (it changes no balance;
+    accruals and the other writers fold on their own, see docs/concepts/ledger.md)."""
+    from endcredits.store.ledger import fold_pending
+    from endcredits.store.segments import fold_watermark
+
+    with _store(ctx) as store, store.write() as conn:
+        result = fold_pending(conn)
+        watermark = fold_watermark(conn)
+    out = {"folded": result is not None, "through_transfer_id": watermark,
+           "segments": result.segments if result else 0, "accounts": result.accounts if result else 0,
+           "carries": result.carries if result else 0}
+    if as_json:
+        _print_json(out)
+    elif result is None:
+        _console().print(f"nothing pending: folded through transfer {watermark}")
+    else:
+        _console().print(f"folded {result.segments} segment(s) through transfer {watermark}: "
+                         f"{result.accounts} accounts, {result.carries} carries")
+
+
+@ledger_app.command("status")
+def ledger_status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """How much is pending: segments above the fold watermark and their legs, against the limits at
+    which an accrual folds first."""
+    from endcredits.limits import FOLD_PENDING_LEGS_MAX, FOLD_PENDING_SEGMENTS_MAX
+    from endcredits.store.segments import fold_watermark, pending_size
+
+    with _store(ctx) as store, store.read() as conn:
+        segments, legs = pending_size(conn)
+        watermark = fold_watermark(conn)
+    out = {"through_transfer_id": watermark, "pending_segments": segments, "pending_legs": legs,
+           "fold_pending_segments_max": FOLD_PENDING_SEGMENTS_MAX, "fold_pending_legs_max": FOLD_PENDING_LEGS_MAX}
+    if as_json:
+        _print_json(out)
+    else:
+        _console().print(f"folded through transfer {watermark}; pending: {segments} segment(s), {legs} legs "
+                         f"(an accrual folds first at {FOLD_PENDING_SEGMENTS_MAX} or {FOLD_PENDING_LEGS_MAX:,})")
+
+
 # verify and demo ----------------------------------------------------------------------------------
 @app.command("verify")
 def verify_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
@@ -981,4 +1025,7 @@ def demo_cmd(
 
 def main() -> None:
     """Entry point of the ``endcredits`` command."""
+    from endcredits.store.evidence import use_system_allocator
+
+    use_system_allocator()
     app()

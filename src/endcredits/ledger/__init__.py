@@ -24,6 +24,7 @@ key                           what it holds                                     
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -31,6 +32,9 @@ from endcredits.audit import canonical_json
 from endcredits.errors import LedgerError, LimitExceededError, ValidationError
 from endcredits.limits import ID_LENGTH_MAX, LEGS_PER_TRANSFER_MAX, TRANSFER_AMOUNT_MICROUNITS_MAX
 from endcredits.money import check_currency
+
+_JSON_ESCAPED = re.compile(r'["\\\x00-\x1f]')
+"""Characters ``json.dumps`` escapes in a string (with ``ensure_ascii=False``)."""
 
 ACCOUNT_KINDS = ("pool", "payable", "escrow", "suspense", "clearing", "bank")
 NEGATIVE_ALLOWED_KINDS = frozenset({"pool"})
@@ -75,14 +79,22 @@ class TransferRequest:
     reverses_event_id: str | None = None
 
     def content_sha256(self) -> str:
-        """What makes two postings with one event id "the same": everything but the id itself."""
-        body = canonical_json({
-            "code": self.code,
-            "currency": self.currency,
-            "legs": sorted((k, str(v)) for k, v in self.legs.items()),
-            "memo": dict(sorted(self.memo.items())),
-            "reverses": self.reverses_event_id,
-        })
+        """What makes two postings with one event id "the same": everything but the id itself.
+
+        The SHA-256 of the canonical JSON of ``code``, ``currency``, ``legs`` (sorted ``[key, amount as
+        text]`` pairs), ``memo`` and ``reverses``. An accrual has 10^5 legs: when no key needs a JSON
+        escape, their text is written directly, the same bytes ``canonical_json`` writes, in a third
+        of the time."""
+        items = sorted(self.legs.items())  # keys are distinct: the order of sorted (key, text) pairs
+        head = canonical_json({"code": self.code, "currency": self.currency, "legs": 0,
+                               "memo": dict(sorted(self.memo.items())), "reverses": self.reverses_event_id})
+        if _JSON_ESCAPED.search("".join(self.legs)) is None:
+            legs = "[" + ",".join([f'["{k}","{v}"]' for k, v in items]) + "]"
+        else:
+            legs = canonical_json([[k, str(v)] for k, v in items])
+        # Keys sort code < currency < legs < memo: the first '"legs":0,' is the key (a quote inside a value
+        # is escaped).
+        body = head.replace('"legs":0,', f'"legs":{legs},', 1)
         return hashlib.sha256(body.encode()).hexdigest()
 
 

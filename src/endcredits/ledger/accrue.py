@@ -20,19 +20,18 @@ pending segments are folded (before this batch, when ``FOLD_PENDING_*`` is reach
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import hashlib
 import os
 import threading
-import zlib
 from dataclasses import dataclass
-from itertools import repeat
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import Connection, select
 
 from endcredits.errors import ConflictError, ValidationError, invariant
@@ -45,15 +44,15 @@ from endcredits.limits import (
     SUBUNITS_PER_MICROUNIT,
 )
 from endcredits.money import Split, split_batch
-from endcredits.royalties import Agreement
+from endcredits.royalties import Agreement, pools_of
 from endcredits.royalties.usage import UsageBatch
 from endcredits.store.audit import append_audit
-from endcredits.store.bulk import amount_params, bulk_insert, select_in
-from endcredits.store.catalog import model_ids_exist
+from endcredits.store.bulk import insert_keys, select_in
+from endcredits.store.catalog import model_ids_exist, save_agreement
 from endcredits.store.engine import Store, normalize_time, utc_now
-from endcredits.store.evidence import EVIDENCE_SCHEMA, coded, evidence_path, write_evidence
+from endcredits.store.evidence import EVIDENCE_SCHEMA, coded, evidence_path, prepare_evidence
 from endcredits.store.ledger import fold_pending, post_accrual, read_carries
-from endcredits.store.registry import payee_routes
+from endcredits.store.registry import route_columns
 from endcredits.store.schema import accrual_batches
 from endcredits.store.segments import pending_size
 
@@ -97,23 +96,66 @@ def _group_event_id(event_id: str, currency: str, period: str) -> str:
     return f"{event_id}/{currency}/{period}"
 
 
-def _string_hashes(values: list[str]) -> npt.NDArray[np.uint64]:
-    """A stable 64-bit hash per string (two CRCs; only used to break ties, never for security)."""
-    encoded = [v.encode() for v in values]
-    hi = np.fromiter((zlib.crc32(b) for b in encoded), dtype=np.uint64, count=len(values))
-    lo = np.fromiter((zlib.adler32(b) for b in encoded), dtype=np.uint64, count=len(values))
-    return (hi << np.uint64(32)) | lo
+_HASH_MULTIPLIER = np.uint64(0x100000001B3)  # FNV-1a's 64-bit prime, as a polynomial base
+_HASH_POWERS = np.cumprod(np.full(4 * ID_LENGTH_MAX + 1, _HASH_MULTIPLIER, dtype=np.uint64)) // _HASH_MULTIPLIER
+"""_HASH_POWERS[i] = base^i mod 2^64 for every byte position of a text this ledger takes (4 bytes a character)."""
 
 
-def tie_keys(usage: UsageBatch) -> npt.NDArray[np.int64]:
+def _mix64(h: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """SplitMix64's finalizer: every input bit moves about half the output bits."""
+    with np.errstate(over="ignore"):
+        h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return h ^ (h >> np.uint64(31))
+
+
+@dataclass(frozen=True)
+class _Texts:
+    """A usage batch's text columns as Arrow arrays, converted once for the tie keys and the evidence."""
+
+    output_ids: pa.Array
+    payees: pa.Array
+    works: pa.Array
+    roles: pa.Array
+
+    @classmethod
+    def of(cls, usage: UsageBatch) -> _Texts:
+        return cls(*(pa.array(v, pa.string()) for v in (usage.output_ids, usage.payees, usage.works, usage.roles)))
+
+
+def _string_hashes(text: pa.Array) -> npt.NDArray[np.uint64]:
+    """A stable 64-bit hash per string of a string array, computed on its UTF-8 bytes in NumPy (a
+    polynomial in the bytes, then mixed); only used to break ties, never for security. 10^5 strings in a
+    few milliseconds."""
+    if len(text) == 0:
+        return np.zeros(0, dtype=np.uint64)
+    wide = pa.types.is_large_string(text.type)
+    raw = np.frombuffer(text.buffers()[1], dtype=np.int64 if wide else np.int32)[text.offset: text.offset + len(text) + 1]
+    start = int(raw[0])
+    data = np.frombuffer(text.buffers()[2] or b"", dtype=np.uint8)[start: int(raw[-1])]
+    offsets: npt.NDArray[np.int64] = raw.astype(np.int64) - start
+    lengths = np.diff(offsets)
+    if lengths.max(initial=0) >= len(_HASH_POWERS):
+        raise ValidationError(f"an id of {int(lengths.max())} bytes is longer than ids may be ({ID_LENGTH_MAX} characters)")
+    position = np.arange(len(data), dtype=np.int64) - np.repeat(offsets[:-1], lengths)
+    with np.errstate(over="ignore"):
+        terms = (data.astype(np.uint64) + np.uint64(1)) * _HASH_POWERS[position]
+    sums = np.add.reduceat(np.append(terms, np.uint64(0)), np.minimum(offsets[:-1], len(data)))
+    sums[lengths == 0] = 0  # reduceat gives an empty slice its first element
+    with np.errstate(over="ignore"):
+        return _mix64(sums ^ (lengths.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)))
+
+
+def tie_keys(usage: UsageBatch, texts: _Texts | None = None) -> npt.NDArray[np.int64]:
     """Per line, a key fixed by (output, payee, path) content: who wins a tie is neither the first in
     the input nor always the same payee."""
     assert usage.attributed_codes is not None and usage.source_codes is not None and usage.role_codes is not None
+    texts = texts or _Texts.of(usage)
     counts = np.diff(usage.offsets)
-    out_h = np.repeat(_string_hashes(usage.output_ids), counts)
-    payee_h = _string_hashes(usage.payees)[usage.payee_codes]
-    works_h = np.concatenate([_string_hashes(usage.works), np.zeros(1, np.uint64)])
-    roles_h = np.concatenate([_string_hashes(usage.roles), np.zeros(1, np.uint64)])
+    out_h = np.repeat(_string_hashes(texts.output_ids), counts)
+    payee_h = _string_hashes(texts.payees)[usage.payee_codes]
+    works_h = np.concatenate([_string_hashes(texts.works), np.zeros(1, np.uint64)])
+    roles_h = np.concatenate([_string_hashes(texts.roles), np.zeros(1, np.uint64)])
     with np.errstate(over="ignore"):
         mix = (payee_h * np.uint64(0x9E3779B97F4A7C15)) ^ works_h[usage.attributed_codes]
         mix = (mix * np.uint64(0xBF58476D1CE4E5B9)) ^ works_h[usage.source_codes]
@@ -129,25 +171,34 @@ class _Plan:
     currency: str
     period: str
     usage: UsageBatch
-    pools: list[int]
+    pools: npt.NDArray[Any]  # per output: int64, or Python ints beyond it
     line_micro: npt.NDArray[np.int64]
     line_sub: npt.NDArray[np.int64]
-    payee_accounts: list[str]  # per payee code
+    line_accounts: pa.DictionaryArray  # per line, the account its payee's money went to
     legs: dict[str, int]
     carry_payees: list[str]  # the payees touched
     carry_out: npt.NDArray[np.int64]  # the fraction each now carries, in 2^-32 microunit
     posted: int
     escrowed: int
     suspense_delta: int
+    evidence: dict[str, pa.Array]  # the evidence columns built while the split ran (none in a dry run)
 
 
-def _split_and_sum(usage: UsageBatch, pools: list[int], used: npt.NDArray[np.int64]) -> tuple[Split, npt.NDArray[Any], npt.NDArray[np.int64]]:
+def _pool_total(pools: npt.NDArray[Any]) -> int:
+    """The exact sum of the pools, beyond int64 if need be."""
+    if pools.dtype == np.int64 and int(pools.max(initial=0)) * len(pools) < (1 << 63):
+        return int(pools.sum())
+    return sum(int(p) for p in pools.tolist())
+
+
+def _split_and_sum(usage: UsageBatch, texts: _Texts, pools: npt.NDArray[Any],
+                   used: npt.NDArray[np.int64]) -> tuple[Split, npt.NDArray[Any], npt.NDArray[np.int64]]:
     """Every line's exact part, and per payee code in ``used`` the sums of whole microunits and of
     fractions (both exact: int64, or Python ints when the pools could pass 2^62)."""
-    split = split_batch(pools, usage.offsets, usage.weights, tie_keys(usage))
+    split = split_batch(pools, usage.offsets, usage.weights, tie_keys(usage, texts))
     codes = usage.payee_codes
     n_codes = len(usage.payees)
-    big = sum(pools) > (1 << 62)
+    big = _pool_total(pools) > (1 << 62)
     micro_sum = np.zeros(n_codes, dtype=object if big else np.int64)
     sub_sum = np.zeros(n_codes, dtype=np.int64)
     np.add.at(micro_sum, codes, split.microunits.astype(object) if big else split.microunits)
@@ -156,18 +207,17 @@ def _split_and_sum(usage: UsageBatch, pools: list[int], used: npt.NDArray[np.int
 
 
 def _insert_outputs(conn: Connection, event_id: str, usage: UsageBatch) -> None:
-    try:  # the primary key refuses an output accrued before: it is never paid twice
-        bulk_insert(conn, "outputs", ["id", "model_id", "batch_event_id", "revenue_microunits", "currency", "occurred_at"],
-                    list(zip(usage.output_ids, usage.model_ids, repeat(event_id), amount_params(conn, usage.revenue_microunits),
-                             usage.currencies, usage.occurred_at)))
+    """Each output's id and batch: the primary key refuses an output accrued before, so it is never paid
+    twice. Its model, time and revenue go to the evidence, on its lines."""
+    try:
+        insert_keys(conn, "outputs", "id", usage.output_ids, {"batch_event_id": event_id})
     except ConflictError:
         raise _OutputsTaken from None
 
 
 def _plan_group(conn: Connection, event_id: str, usage: UsageBatch, agreement: Agreement, currency: str,
                 period: str, carry_overrides: dict[str, int], *, write_outputs: bool) -> _Plan:
-    rate = agreement.pool_rate
-    pools = [r * rate.numerator // rate.denominator for r in usage.revenue_microunits]  # = pool_of, revenue checked
+    pools = pools_of(usage.revenue_microunits, agreement)
     used = np.flatnonzero(np.bincount(usage.payee_codes, minlength=len(usage.payees)))
     payees = [usage.payees[c] for c in used.tolist()]
     # The split is NumPy work that mostly runs outside the GIL, and the database work below mostly runs
@@ -177,7 +227,10 @@ def _plan_group(conn: Connection, event_id: str, usage: UsageBatch, agreement: A
 
     def split_here() -> None:
         try:
-            done["split"] = _split_and_sum(usage, pools, used)
+            texts = _Texts.of(usage)
+            done["split"] = _split_and_sum(usage, texts, pools, used)
+            if write_outputs:  # then the evidence's columns that need neither amounts nor routes
+                done["evidence"] = _evidence_columns(event_id, usage, texts)
         except BaseException as exc:  # noqa: BLE001 - handed to this thread and re-raised below
             done["error"] = exc
 
@@ -187,7 +240,7 @@ def _plan_group(conn: Connection, event_id: str, usage: UsageBatch, agreement: A
         if write_outputs:
             _insert_outputs(conn, event_id, usage)
         carry_in, _ = read_carries(conn, currency, payees)
-        routes = payee_routes(conn, payees)
+        kinds, holders = route_columns(conn, payees)
     finally:
         splitter.join()
     if "error" in done:
@@ -200,18 +253,20 @@ def _plan_group(conn: Connection, event_id: str, usage: UsageBatch, agreement: A
     total_sub = carry_in + sub_sum  # < (lines + 1) * 2^32: fits int64 for any batch within limits
     posted_each = micro_sum + (total_sub >> SUBUNIT_BITS).astype(micro_sum.dtype)
     carry_out = total_sub & (SUBUNITS_PER_MICROUNIT - 1)
-    accounts_of = [f"{routes[p][0]}:{routes[p][1]}:{currency}" for p in payees]  # = account_key(...)
-    legs: dict[str, int] = {}
-    posted = escrowed = 0
-    for key, amount in zip(accounts_of, posted_each.tolist()):
-        if amount:
-            legs[key] = legs.get(key, 0) + amount
-    for key, amount in legs.items():
-        if key.startswith("escrow:"):
-            escrowed += amount
-        else:
-            posted += amount
-    pool_total = sum(pools)
+    # Each payee's account (= account_key(kind, currency, holder)), and per account the sum of what its
+    # payees are posted: a claimed name and its person share one account.
+    accounts = pc.binary_join_element_wise(pa.array(kinds, pa.string()), pa.array(holders, pa.string()), currency, ":")
+    encoded = accounts.dictionary_encode()
+    account_codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    sums = np.zeros(len(encoded.dictionary), dtype=posted_each.dtype)  # int64 unless the pools pass 2^62
+    np.add.at(sums, account_codes, posted_each)
+    paid = np.flatnonzero(sums != 0)
+    names = encoded.dictionary.take(pa.array(paid, pa.int64())).to_pylist()
+    amounts = sums[paid].tolist()
+    legs: dict[str, int] = dict(zip(names, amounts))
+    escrowed = sum(a for name, a in zip(names, amounts) if name.startswith("escrow:"))
+    pool_total = _pool_total(pools)
+    posted = sum(amounts) - escrowed
     suspense_delta = pool_total - posted - escrowed
     invariant(int(carry_out.sum()) - int(carry_in.sum()) == suspense_delta * SUBUNITS_PER_MICROUNIT,
               "suspense change does not equal the change in carried fractions")
@@ -219,39 +274,51 @@ def _plan_group(conn: Connection, event_id: str, usage: UsageBatch, agreement: A
         legs[account_key("pool", currency)] = -pool_total
     if suspense_delta:
         legs[account_key("suspense", currency)] = suspense_delta
-    payee_accounts = [""] * len(usage.payees)
-    for c, key in zip(used.tolist(), accounts_of):
-        payee_accounts[c] = key
+    code_of_payee = np.zeros(len(usage.payees), dtype=np.int32)
+    code_of_payee[used] = account_codes
+    line_accounts = pa.DictionaryArray.from_arrays(pa.array(code_of_payee[usage.payee_codes], pa.int32()), encoded.dictionary)
     return _Plan(_group_event_id(event_id, currency, period), currency, period, usage, pools, split.microunits,
-                 split.subunits, payee_accounts, legs, payees, carry_out, posted, escrowed, suspense_delta)
+                 split.subunits, line_accounts, legs, payees, carry_out, posted, escrowed, suspense_delta,
+                 done.get("evidence", {}))
 
 
 def _coded_per_output(out_idx: npt.NDArray[np.int64], values: list[str]) -> pa.DictionaryArray:
     """A per-output text column with few distinct values (models, times), coded by its distinct values
-    so that neither Arrow nor Parquet handles 10^5 copies of one string."""
-    index: dict[str, int] = {}
-    codes = np.fromiter((index.setdefault(v, len(index)) for v in values), dtype=np.int64, count=len(values))
-    return coded(codes[out_idx], list(index))
+    (found by Arrow, in C) so that neither Arrow nor Parquet handles 10^5 copies of one string."""
+    encoded = pa.array(values, pa.string()).dictionary_encode()
+    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    return coded(codes[out_idx], encoded.dictionary.to_pylist())
 
 
-def _evidence_table(event_id: str, plan: _Plan) -> pa.Table:
-    u = plan.usage
+def _evidence_columns(event_id: str, u: UsageBatch, texts: _Texts) -> dict[str, pa.Array]:
+    """Every evidence column but the account and the amounts: built from the usage alone, on the split's
+    thread while the writer routes the payees."""
     n_lines = len(u.payee_codes)
-    out_idx = np.repeat(np.arange(len(u.output_ids), dtype=np.int64), np.diff(u.offsets))
+    counts = np.diff(u.offsets)
+    out_idx = np.repeat(np.arange(len(u.output_ids), dtype=np.int64), counts)
     assert u.attributed_codes is not None and u.source_codes is not None and u.role_codes is not None
-    return pa.table({
+    revenue = np.fromiter(u.revenue_microunits, dtype=np.int64, count=len(u.output_ids))  # <= 2^62 (UsageBatch)
+    return {
         "batch_event_id": coded(np.zeros(n_lines, np.int64), [event_id]),
-        "output_id": coded(out_idx, u.output_ids),
+        "output_id": coded(out_idx, texts.output_ids),
         "model_id": _coded_per_output(out_idx, u.model_ids),
         "occurred_at": _coded_per_output(out_idx, u.occurred_at),
-        "attributed_work": coded(u.attributed_codes, u.works),
-        "source_work": coded(u.source_codes, u.works),
-        "payee": coded(u.payee_codes, u.payees),
-        "account": coded(u.payee_codes, plan.payee_accounts),
-        "role": coded(u.role_codes, u.roles),
+        "revenue_microunits": pa.array(np.repeat(revenue, counts), pa.int64()),
+        "attributed_work": coded(u.attributed_codes, texts.works),
+        "source_work": coded(u.source_codes, texts.works),
+        "payee": coded(u.payee_codes, texts.payees),
+        "role": coded(u.role_codes, texts.roles),
+    }
+
+
+def _evidence_table(plan: _Plan) -> pa.Table:
+    columns = {
+        **plan.evidence,
+        "account": plan.line_accounts,
         "amount_microunits": pa.array(plan.line_micro, pa.int64()),
         "amount_subunits": pa.array(plan.line_sub, pa.int64()),
-    }, schema=EVIDENCE_SCHEMA)
+    }
+    return pa.table([columns[name] for name in EVIDENCE_SCHEMA.names], schema=EVIDENCE_SCHEMA)
 
 
 def _refuse_accrued(conn: Connection, output_ids: list[str]) -> None:
@@ -276,13 +343,13 @@ def accrue(store: Store, usage: UsageBatch, agreement: Agreement, *, event_id: s
     for ccy in set(usage.currencies):
         if ccy != agreement.currency:
             raise ValidationError(f"output currency {ccy} differs from agreement {agreement.id} currency {agreement.currency}")
-    normalized: dict[str, str] = {}
-    usage = dataclasses.replace(usage, occurred_at=[normalized.get(t) or normalized.setdefault(t, normalize_time(t))
-                                                    for t in usage.occurred_at])
+    normalized = {t: normalize_time(t) for t in set(usage.occurred_at)}  # a batch repeats few times
+    usage = copy.copy(usage)  # the caller's batch is left as it is; nothing else of it changes, nor is re-checked
+    usage.occurred_at = list(map(normalized.__getitem__, usage.occurred_at))
     content = hashlib.sha256((usage.content_sha256() + agreement.body_sha256).encode()).hexdigest()
     plans: list[_Plan] = []
     try:
-        summary = _accrue_in(store, usage, agreement, event_id, content, dry_run, plans)
+        summary = _accrue_in(store, usage, agreement, event_id, content, dry_run, plans, normalized)
     except _DryRun:
         summary = None
     except _OutputsTaken:
@@ -295,12 +362,12 @@ def accrue(store: Store, usage: UsageBatch, agreement: Agreement, *, event_id: s
     _fault("committed")
     return AccrualSummary(
         event_id, "dry_run" if dry_run else "created", len(usage.output_ids), len(usage.payee_codes),
-        sum(usage.revenue_microunits), sum(sum(p.pools) for p in plans), sum(p.posted for p in plans),
+        sum(usage.revenue_microunits), sum(_pool_total(p.pools) for p in plans), sum(p.posted for p in plans),
         sum(p.escrowed for p in plans), sum(p.suspense_delta for p in plans), tuple(p.event_id for p in plans))
 
 
 def _accrue_in(store: Store, usage: UsageBatch, agreement: Agreement, event_id: str, content: str, dry_run: bool,
-               plans: list[_Plan]) -> AccrualSummary | None:
+               plans: list[_Plan], normalized: dict[str, str]) -> AccrualSummary | None:
     with store.write() as conn:
         prior = conn.execute(select(accrual_batches).where(accrual_batches.c.batch_event_id == event_id)).all()
         if prior:
@@ -311,16 +378,22 @@ def _accrue_in(store: Store, usage: UsageBatch, agreement: Agreement, event_id: 
                 sum(r.revenue_microunits for r in prior), sum(r.pool_microunits for r in prior), 0, 0, 0,
                 tuple(sorted(r.event_id for r in prior)))
         model_ids_exist(conn, usage.model_ids)
+        # The terms that split this money are kept with it (other terms under the same version are refused).
+        save_agreement(conn, agreement.id, agreement.version, agreement.body, agreement.body_sha256)
         if not dry_run:
             segments, legs_pending = pending_size(conn)
             if segments >= FOLD_PENDING_SEGMENTS_MAX or legs_pending >= FOLD_PENDING_LEGS_MAX:
                 fold_pending(conn)  # readers read through at most FOLD_PENDING_LEGS_MAX legs and one batch
         if dry_run:  # a real run finds an output accrued before by its primary key when it is written
             _refuse_accrued(conn, usage.output_ids)
-        keys = sorted({(c, t[:7]) for c, t in zip(usage.currencies, usage.occurred_at)})
-        group_of = {k: i for i, k in enumerate(keys)}
-        out_group = np.fromiter((group_of[(c, t[:7])] for c, t in zip(usage.currencies, usage.occurred_at)),
-                                dtype=np.int64, count=len(usage.output_ids))
+        periods = {t: t[:7] for t in normalized.values()}  # YYYY-MM of each distinct time
+        keys = sorted({(c, periods[t]) for c, t in zip(usage.currencies, usage.occurred_at)})
+        if len(keys) == 1:
+            out_group = np.zeros(len(usage.output_ids), dtype=np.int64)
+        else:
+            group_of = {k: i for i, k in enumerate(keys)}
+            out_group = np.fromiter((group_of[(c, periods[t])] for c, t in zip(usage.currencies, usage.occurred_at)),
+                                    dtype=np.int64, count=len(usage.output_ids))
         written: list[Path] = []
         try:
             for gi, (currency, period) in enumerate(keys):
@@ -351,11 +424,12 @@ def _write_group(store: Store, conn: Connection, event_id: str, content: str, ag
     # The evidence file is written on another thread while the database takes the ledger rows (both
     # release the GIL); the batch row that records its hash is written after both are done.
     result: dict[str, object] = {}
+    # accrue holds the write lock and found no batch row for this id: a file here is an orphan.
+    write_file = prepare_evidence(path, _evidence_table(plan), replace_orphan=True)
 
     def write() -> None:
         try:
-            # accrue holds the write lock and found no batch row for this id: a file here is an orphan.
-            result["sha"] = write_evidence(path, _evidence_table(event_id, plan), replace_orphan=True)
+            result["sha"] = write_file()
             _fault("evidence")
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread and re-raised there
             result["error"] = exc
@@ -381,10 +455,10 @@ def _write_group(store: Store, conn: Connection, event_id: str, content: str, ag
         event_id=plan.event_id, batch_event_id=event_id, content_sha256=content, agreement_id=agreement.id,
         agreement_version=agreement.version, period=plan.period, currency=plan.currency,
         output_count=len(sub.output_ids), line_count=len(sub.payee_codes),
-        revenue_microunits=sum(sub.revenue_microunits), pool_microunits=sum(plan.pools),
+        revenue_microunits=sum(sub.revenue_microunits), pool_microunits=_pool_total(plan.pools),
         evidence_path=str(path.relative_to(store.data_dir)), evidence_sha256=sha,
         transfer_event_id=plan.event_id if plan.legs else "", created_at=at))
     append_audit(conn, "accrual", plan.event_id, {
-        "outputs": len(sub.output_ids), "lines": len(sub.payee_codes), "pool": str(sum(plan.pools)),
+        "outputs": len(sub.output_ids), "lines": len(sub.payee_codes), "pool": str(_pool_total(plan.pools)),
         "evidence_sha256": sha}, at=at)
     _fault("recorded")

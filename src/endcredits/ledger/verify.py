@@ -16,13 +16,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+import numpy as np
+import pyarrow as pa
 from sqlalchemy import func, select, text
 
 from endcredits.audit import verify_chain
-from endcredits.errors import EvidenceError, LedgerError
+from endcredits.errors import EvidenceError, LedgerError, NotFoundError
 from endcredits.ledger import NEGATIVE_ALLOWED_KINDS, TransferRequest
-from endcredits.limits import SUBUNITS_PER_MICROUNIT
+from endcredits.limits import SUBUNIT_BITS, SUBUNITS_PER_MICROUNIT
+from endcredits.royalties import Agreement, parse_agreement, pools_of
 from endcredits.store.audit import iter_audit
+from endcredits.store.catalog import load_agreement_body
 from endcredits.store.engine import Store
 from endcredits.store.evidence import read_evidence
 from endcredits.store.ledger import carried_fractions, derived_balances
@@ -121,7 +125,8 @@ def verify(store: Store) -> VerifyReport:
         if orphan_accounts:
             p.append(f"legs refer to accounts that do not exist: {[int(k[1:]) for k in orphan_accounts][:5]}")
         model_ids = {r.id for r in conn.execute(select(models.c.id))}
-        orphan_models = {r.model_id for r in conn.execute(select(outputs.c.model_id).distinct())} - model_ids
+        # Outputs accrued before migration 0002 name their model here; later ones in their evidence (below).
+        orphan_models = {r.model_id for r in conn.execute(select(outputs.c.model_id).distinct())} - model_ids - {None}
         if orphan_models:
             p.append(f"outputs refer to models that are not registered: {sorted(orphan_models)[:5]}")
         for column, table, key, what in (("work_seq", "works", "seq", "works"), ("person_id", "people", "id", "people"),
@@ -186,6 +191,7 @@ def verify(store: Store) -> VerifyReport:
             .join(transfers, transfers.c.event_id == accrual_batches.c.transfer_event_id, isouter=True)
             .order_by(transfers.c.id.is_(None), transfers.c.id, accrual_batches.c.created_at)).all()
         replayed_all = True
+        agreement_of: dict[tuple[str, int], Agreement | None] = {}
         for b in batches:
             n_files += 1
             try:
@@ -198,6 +204,24 @@ def verify(store: Store) -> VerifyReport:
             sub = sum(table["amount_subunits"].to_pylist())
             if micro * SUBUNITS_PER_MICROUNIT + sub != b.pool_microunits * SUBUNITS_PER_MICROUNIT:
                 p.append(f"evidence of {b.event_id} adds up to {micro} + {sub}/2^32, not its pool {b.pool_microunits}")
+            unregistered = set(table["model_id"].combine_chunks().dictionary.to_pylist()) - model_ids
+            if unregistered:
+                p.append(f"evidence of {b.event_id} names models that are not registered: {sorted(unregistered)[:5]}")
+            if "revenue_microunits" in table.column_names:  # evidence written since migration 0002
+                terms = (b.agreement_id, b.agreement_version)
+                if terms not in agreement_of:
+                    try:
+                        agreement_of[terms] = parse_agreement(load_agreement_body(conn, *terms))
+                    except NotFoundError:  # accrue stores its agreement: this one was removed
+                        agreement_of[terms] = None
+                terms_now = agreement_of[terms]
+                off = output_off_its_pool(table, terms_now) if terms_now is not None else None
+                if terms_now is None:
+                    p.append(f"evidence of {b.event_id}: its agreement {b.agreement_id} version {b.agreement_version} "
+                             "is not stored, so its pools cannot be re-derived")
+                elif off is not None:
+                    p.append(f"evidence of {b.event_id}: the lines of output {off} do not add up to its pool "
+                             "(its revenue x the pool rate) or disagree on its revenue")
             per_payee: dict[str, tuple[str, int]] = {}
             for payee, account, m, su in zip(table["payee"].to_pylist(), table["account"].to_pylist(),
                                              table["amount_microunits"].to_pylist(), table["amount_subunits"].to_pylist()):
@@ -241,3 +265,24 @@ def verify(store: Store) -> VerifyReport:
         report.checked["payout_items_pending"] = len(pending_items)
         report.checked["outputs"] = int(conn.execute(select(func.count()).select_from(outputs)).scalar_one())
     return report
+
+
+def output_off_its_pool(table: pa.Table, agreement: Agreement) -> str | None:
+    """The first output (in the evidence's dictionary order) whose lines do not add up, to the subunit,
+    to floor(revenue x pool rate), or whose lines disagree on its revenue; None when every output does."""
+    outputs_ = table["output_id"].combine_chunks()
+    codes = outputs_.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    n = len(outputs_.dictionary)
+    revenue = table["revenue_microunits"].to_numpy()
+    revenue_of = np.zeros(n, dtype=np.int64)
+    revenue_of[codes] = revenue
+    micro = np.zeros(n, dtype=np.int64)
+    sub = np.zeros(n, dtype=np.int64)
+    np.add.at(micro, codes, table["amount_microunits"].to_numpy())  # <= the pool <= 2^62 per output
+    np.add.at(sub, codes, table["amount_subunits"].to_numpy())  # < lines x 2^32
+    pools = pools_of(revenue_of.tolist(), agreement)
+    whole = (micro + (sub >> SUBUNIT_BITS)).astype(object) if pools.dtype == object else micro + (sub >> SUBUNIT_BITS)
+    wrong = (whole != pools) | ((sub & (SUBUNITS_PER_MICROUNIT - 1)) != 0)
+    wrong[np.unique(codes[revenue != revenue_of[codes]])] = True
+    bad = np.flatnonzero(wrong.astype(bool))
+    return str(outputs_.dictionary[int(bad[0])]) if len(bad) else None

@@ -14,6 +14,7 @@ from endcredits.royalties.shares import (
     attribution_weights,
     output_lines,
     pool_of,
+    pools_of,
     work_shares,
 )
 
@@ -25,5 +26,6 @@ __all__ = [
     "output_lines",
     "parse_agreement",
     "pool_of",
+    "pools_of",
     "work_shares",
 ]

@@ -19,8 +19,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from math import lcm
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from endcredits.errors import ValidationError
 from endcredits.limits import LINEAGE_DEPTH_MAX, REVENUE_PER_OUTPUT_MICROUNITS_MAX
@@ -129,6 +131,18 @@ def pool_of(revenue_microunits: int, agreement: Agreement) -> int:
         raise ValidationError(f"revenue {revenue_microunits} exceeds REVENUE_PER_OUTPUT_MICROUNITS_MAX")
     rate = agreement.pool_rate
     return revenue_microunits * rate.numerator // rate.denominator
+
+
+def pools_of(revenue_microunits: Sequence[int], agreement: Agreement) -> npt.NDArray[Any]:
+    """``pool_of`` for many outputs at once: int64 when every product fits, else exact Python ints."""
+    rate = agreement.pool_rate
+    low, top = min(revenue_microunits, default=0), max(revenue_microunits, default=0)
+    if low < 0 or top > REVENUE_PER_OUTPUT_MICROUNITS_MAX:
+        pool_of(low if low < 0 else top, agreement)  # raises with the reason
+    if top * rate.numerator < (1 << 63):
+        revenue = np.fromiter(revenue_microunits, dtype=np.int64, count=len(revenue_microunits))
+        return revenue * rate.numerator // rate.denominator
+    return np.asarray([r * rate.numerator // rate.denominator for r in revenue_microunits], dtype=object)
 
 
 def attribution_weights(

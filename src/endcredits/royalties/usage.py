@@ -19,7 +19,7 @@ from sqlalchemy import Connection
 
 from endcredits.audit import canonical_json
 from endcredits.errors import LimitExceededError, ManifestError, ValidationError
-from endcredits.limits import BATCH_SIZE_MAX, ID_LENGTH_MAX, OUTPUTS_PER_BATCH_MAX
+from endcredits.limits import BATCH_SIZE_MAX, ID_LENGTH_MAX, OUTPUTS_PER_BATCH_MAX, REVENUE_PER_OUTPUT_MICROUNITS_MAX
 from endcredits.money import check_currency
 from endcredits.royalties.agreement import Agreement
 from endcredits.royalties.shares import (
@@ -99,6 +99,8 @@ class UsageBatch:
                 raise ValidationError("revenue must be integer microunits")
             if rev < 0:
                 raise ValidationError(f"negative revenue {rev}: revenue must be >= 0 (refunds are not accrued as negative revenue)")
+            if rev > REVENUE_PER_OUTPUT_MICROUNITS_MAX:
+                raise LimitExceededError(f"revenue {rev} exceeds REVENUE_PER_OUTPUT_MICROUNITS_MAX={REVENUE_PER_OUTPUT_MICROUNITS_MAX}")
         for ccy in set(self.currencies):
             check_currency(ccy)
 

@@ -40,7 +40,15 @@ from endcredits.ledger import (
 from endcredits.limits import SQL_PARAMS_PER_STATEMENT_MAX, SUBUNITS_PER_MICROUNIT
 from endcredits.money import check_currency
 from endcredits.store.audit import append_audit
-from endcredits.store.bulk import amount_params, bulk_insert, bulk_update, fetch_all, gc_paused, select_in
+from endcredits.store.bulk import (
+    amount_params,
+    bulk_insert,
+    bulk_update,
+    fetch_all,
+    gc_paused,
+    select_in,
+    select_joined,
+)
 from endcredits.store.engine import utc_now
 from endcredits.store.schema import accounts, carries, ledger_folds, legs, transfers
 from endcredits.store.segments import (
@@ -248,8 +256,8 @@ def read_carries(conn: Connection, currency: str, payees: list[str]) -> tuple[np
     on record: the carries table, overridden by the latest pending segment that carries the payee."""
     carry = np.zeros(len(payees), dtype=np.int64)
     known = np.zeros(len(payees), dtype=np.bool_)
-    rows = select_in(conn, f"SELECT payee, subunits FROM carries WHERE currency = '{check_currency(currency)}' "
-                           "AND payee {in}", payees)
+    rows = select_joined(conn, "SELECT c.payee, c.subunits FROM {values} JOIN carries c ON c.payee = v.value "
+                               f"AND c.currency = '{check_currency(currency)}'", payees)
     if rows:
         position = {p: i for i, p in enumerate(payees)}
         for payee, subunits in rows:

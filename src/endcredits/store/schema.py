@@ -320,12 +320,15 @@ agreements = Table(
 outputs = Table(
     "outputs",
     metadata,
+    # Every output accrued, by id: its primary key refuses one paid before. Since migration 0002 only the
+    # id and batch are written; the output's model, revenue and time are in the evidence, on its lines.
+    # Rows written before keep them here (model ids checked by verify, see "Hot tables" above).
     Column("id", Id, primary_key=True),
-    Column("model_id", Id, nullable=False),  # checked by accrue and by verify (see "Hot tables" above)
+    Column("model_id", Id, nullable=True),
     Column("batch_event_id", Id, nullable=False),
-    Column("revenue_microunits", Amount, nullable=False),
-    Column("currency", String(3), nullable=False),
-    Column("occurred_at", Time, nullable=False),
+    Column("revenue_microunits", Amount, nullable=True),
+    Column("currency", String(3), nullable=True),
+    Column("occurred_at", Time, nullable=True),
     sqlite_with_rowid=False,  # one B-tree keyed by the output id: the dedupe check is the only lookup
 )
 
