@@ -3,8 +3,8 @@
     python benchmarks/ledger.py --items 1000000 --db sqlite --json
     python benchmarks/ledger.py --items 1000000 --db postgresql --json
 
-N line items = N/10 outputs x 10 payees, drawn among N/10 distinct payees (``--batch-items`` per
-accrual batch; each batch draws from all of them) (credited names; half of them
+N line items = N/10 outputs x 10 payees, drawn among N/10 distinct payees (``--payees`` sets another
+number; ``--batch-items`` per accrual batch, each batch drawing from all of them) (credited names; half of them
 claimed by verified people, so money goes both to payable and to escrow accounts). Timed: building
 the usage batch, the one-step split, carry-forward, the Parquet evidence file, the ledger transfer
 with its per-account legs, balances, carries, outputs and audit entry, and the commit (SQLite with
@@ -187,13 +187,13 @@ def _drop(store: Store, tmp: Path, schema: str | None) -> None:
         admin.dispose()
 
 
-def run(items: int, db: str, batch_items: int, warm_up: bool = True) -> dict[str, object]:
+def run(items: int, db: str, batch_items: int, warm_up: bool = True, payees_n: int | None = None) -> dict[str, object]:
     allocator = use_system_allocator()  # as the endcredits command does (ARROW_DEFAULT_MEMORY_POOL overrides)
     warm_up_s = _warm_up(min(items, batch_items)) if warm_up else 0.0
     store, tmp, schema = _fresh_store(db)
     try:
         n_outputs = items // PAYEES_PER_OUTPUT
-        payees = _setup_payees(store, max(PAYEES_PER_OUTPUT, n_outputs))
+        payees = _setup_payees(store, max(PAYEES_PER_OUTPUT, payees_n or n_outputs))
         agreement = parse_agreement(AGREEMENT)
         rng = np.random.default_rng(7)
         outputs_per_batch = max(1, batch_items // PAYEES_PER_OUTPUT)
@@ -243,11 +243,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-items", type=int, default=1_000_000, help="line items per accrual batch")
     parser.add_argument("--cold", action="store_true",
                         help="no warm-up batch: time the first accrual of a fresh process, one-time costs included")
+    parser.add_argument("--payees", type=int, default=None,
+                        help="distinct payees over the whole run (default: one per output, N/10): a run of many "
+                             "batches over the same payees is the steady state folds are made for")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.items < PAYEES_PER_OUTPUT:
         parser.error(f"--items must be at least {PAYEES_PER_OUTPUT}")
-    result = run(args.items, args.db, args.batch_items, warm_up=not args.cold)
+    if args.payees is not None and args.payees < PAYEES_PER_OUTPUT:
+        parser.error(f"--payees must be at least {PAYEES_PER_OUTPUT}")
+    result = run(args.items, args.db, args.batch_items, warm_up=not args.cold, payees_n=args.payees)
     if args.json:
         sys.stdout.write(json.dumps(result) + "\n")
     else:

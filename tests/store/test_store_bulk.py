@@ -73,3 +73,34 @@ def test_bulk_insert_writes_booleans_and_nulls_in_every_column(store: Store) -> 
         got = [(r[0], None if r[1] is None else bool(r[1]), r[2], r[3])
                for r in conn.execute(text("SELECT i, b, k, n FROM bulk_flags ORDER BY i"))]
     assert got == rows
+
+
+@pytest.mark.parametrize("values", [
+    TEXTS,  # sent as one separated text
+    [*TEXTS, "sep\x1fin"],  # a value holding the separator: sent as a list
+    ["", "plain", "absent"],
+])
+def test_select_joined_matches_texts_exactly(table: Store, values: list[str]) -> None:
+    from endcredits.store.bulk import select_joined
+
+    with table.read() as conn:
+        got = sorted(r[0] for r in select_joined(conn, "SELECT b.k FROM {values} JOIN bulk_probe b ON b.k = v.value", values))
+        every = [r[0] for r in conn.execute(text("SELECT k FROM bulk_probe"))]
+        assert sorted(r[0] for r in select_joined(conn, "SELECT b.n FROM {values} JOIN bulk_probe b ON b.n = v.value",
+                                                  [0, 7, 3 * 1_000_003])) == [0, 3 * 1_000_003]
+    assert got == sorted(v for v in every if v in values)
+
+
+def test_bulk_upsert_inserts_new_keys_and_updates_known_ones(store: Store) -> None:
+    from endcredits.store.bulk import bulk_insert, bulk_upsert
+
+    with store.write() as conn:
+        conn.execute(text("CREATE TABLE upsert_probe (a TEXT NOT NULL, b TEXT NOT NULL, n BIGINT NOT NULL, "
+                          "keep TEXT NULL, PRIMARY KEY (a, b))"))
+        bulk_insert(conn, "upsert_probe", ["a", "b", "n", "keep"], [("x", "EUR", 1, "kept"), ("y", "EUR", 2, "kept")])
+        bulk_upsert(conn, "upsert_probe", ["a", "b"], ["a", "b", "n"],
+                    [("x", "EUR", 10), ("x", "USD", 11), ('quo"te\ttab', "EUR", (1 << 63) - 1)])
+    with store.read() as conn:
+        got = sorted(tuple(r) for r in conn.execute(text("SELECT a, b, n, keep FROM upsert_probe")))
+    assert got == sorted([("x", "EUR", 10, "kept"), ("y", "EUR", 2, "kept"), ("x", "USD", 11, None),
+                          ('quo"te\ttab', "EUR", (1 << 63) - 1, None)])

@@ -183,6 +183,26 @@ def _copy_text_by_column(rows: Sequence[tuple[Any, ...]], width: int) -> str | N
     return "\n".join(map("\t".join, zip(*texts))) + "\n"
 
 
+def _pg_from_staged(conn: Connection, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]],
+                    statement: str) -> None:
+    """COPY ``rows`` into a temporary table of just these columns (their types, none of the table's
+    constraints; one per (table, columns), emptied at commit), then run ``statement`` with ``{staged}``
+    naming it."""
+    cols = ", ".join(columns)
+    tmp = f"_bulk_{table}_{hashlib.sha256(cols.encode()).hexdigest()[:8]}"
+    with _raw(conn).cursor() as cur:
+        cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {tmp} ON COMMIT DELETE ROWS AS SELECT {cols} FROM {table} WITH NO DATA")
+        cur.execute(f"TRUNCATE {tmp}")
+        block = _copy_text(rows, len(columns))
+        with cur.copy(f"COPY {tmp} ({cols}) FROM STDIN") as copy:
+            if block is not None:
+                copy.write(block)
+            else:
+                for row in rows:
+                    copy.write_row(row)
+        cur.execute(statement.replace("{staged}", tmp))
+
+
 def bulk_update(conn: Connection, table: str, key: Sequence[str], columns: Sequence[str],
                 rows: Sequence[tuple[Any, ...]]) -> None:
     """Update existing rows (matched on ``key``) with the other ``columns``; rows hold every column."""
@@ -190,30 +210,31 @@ def bulk_update(conn: Connection, table: str, key: Sequence[str], columns: Seque
         return
     values = [c for c in columns if c not in key]
     if _is_pg(conn):
-        raw = _raw(conn)
-        cols = ", ".join(columns)
-        # A temporary table of just these columns (their types, none of the table's constraints), one per
-        # (table, columns), emptied at commit.
-        tmp = f"_bulk_{table}_{hashlib.sha256(cols.encode()).hexdigest()[:8]}"
-        with raw.cursor() as cur:
-            cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {tmp} ON COMMIT DELETE ROWS AS SELECT {cols} FROM {table} WITH NO DATA")
-            cur.execute(f"TRUNCATE {tmp}")
-            block = _copy_text(rows, len(columns))
-            with cur.copy(f"COPY {tmp} ({cols}) FROM STDIN") as copy:
-                if block is not None:
-                    copy.write(block)
-                else:
-                    for row in rows:
-                        copy.write_row(row)
-            sets = ", ".join(f"{c} = s.{c}" for c in values)
-            match = " AND ".join(f"t.{c} = s.{c}" for c in key)
-            cur.execute(f"UPDATE {table} AS t SET {sets} FROM {tmp} AS s WHERE {match}")
+        sets = ", ".join(f"{c} = s.{c}" for c in values)
+        match = " AND ".join(f"t.{c} = s.{c}" for c in key)
+        _pg_from_staged(conn, table, columns, rows, f"UPDATE {table} AS t SET {sets} FROM {{staged}} AS s WHERE {match}")
         return
     index = {c: i for i, c in enumerate(columns)}
     order = [index[c] for c in values] + [index[c] for c in key]
     sets = ", ".join(f"{c} = ?" for c in values)
     match = " AND ".join(f"{c} = ?" for c in key)
     conn.exec_driver_sql(f"UPDATE {table} SET {sets} WHERE {match}", [tuple(r[i] for i in order) for r in rows])
+
+
+def bulk_upsert(conn: Connection, table: str, key: Sequence[str], columns: Sequence[str],
+                rows: Sequence[tuple[Any, ...]]) -> None:
+    """Insert ``rows`` (every column), or update the other ``columns`` of a row whose ``key`` is there
+    already: one pass, without first reading which keys exist."""
+    if not rows:
+        return
+    values = [c for c in columns if c not in key]
+    cols = ", ".join(columns)
+    conflict = f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in values)
+    if _is_pg(conn):
+        _pg_from_staged(conn, table, columns, rows, f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {{staged}} {conflict}")
+        return
+    marks = ", ".join("?" for _ in columns)
+    conn.exec_driver_sql(f"INSERT INTO {table} ({cols}) VALUES ({marks}) {conflict}", list(rows))
 
 
 def fetch_all(conn: Connection, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -274,10 +295,11 @@ def _pg_array(values: Sequence[Any]) -> tuple[str, tuple[Any, ...]]:
     the list goes as a list."""
     if all(type(v) is int for v in values) and -(1 << 63) <= min(values) and max(values) < (1 << 63):
         return "string_to_array(%s, ',')::bigint[]", (",".join(map(str, values)),)
-    if all(type(v) is str for v in values) and "" not in values:  # string_to_array('') is the empty array
+    if all(type(v) is str for v in values):
         joined = _UNIT_SEPARATOR.join(values)
-        if joined.count(_UNIT_SEPARATOR) == len(values) - 1:
+        if "" not in values and joined.count(_UNIT_SEPARATOR) == len(values) - 1:  # string_to_array('') is empty
             return "string_to_array(%s, chr(31))", (joined,)
+        return "%s::text[]", (list(values),)  # typed, so that unnest() knows the element type
     return "%s", (list(values),)
 
 

@@ -44,6 +44,7 @@ from endcredits.store.bulk import (
     amount_params,
     bulk_insert,
     bulk_update,
+    bulk_upsert,
     fetch_all,
     gc_paused,
     select_in,
@@ -52,8 +53,10 @@ from endcredits.store.bulk import (
 from endcredits.store.engine import utc_now
 from endcredits.store.schema import accounts, carries, ledger_folds, legs, transfers
 from endcredits.store.segments import (
+    Segment,
     fold_watermark,
     insert_segment,
+    iter_carries,
     iter_segments,
     pending_carries,
     pending_deltas,
@@ -68,7 +71,8 @@ def chunks(items: Sequence[Any], size: int = SQL_PARAMS_PER_STATEMENT_MAX // 4) 
 def _known_accounts(conn: Connection, keys: list[str]) -> dict[str, tuple[int, int]]:
     """``key -> (account id, balance)`` for the keys that have an account."""
     return {k: (int(i), int(b)) for k, i, b in
-            select_in(conn, "SELECT key, id, balance_microunits FROM accounts WHERE key {in}", keys)}
+            select_joined(conn, "SELECT a.key, a.id, a.balance_microunits FROM {values} JOIN accounts a ON a.key = v.value",
+                          keys)}
 
 
 def _open_accounts(conn: Connection, keys: list[str], balances: list[int], transfer_ids: Sequence[int],
@@ -272,9 +276,8 @@ def carried_fractions(conn: Connection) -> dict[tuple[str, str], int]:
     """Every payee's carried fraction as of now, ``(payee, currency) -> subunits``: the carries rows, then
     each pending segment's in order, the latest winning."""
     out = {(r.payee, r.currency): r.subunits for r in conn.execute(select(carries))}
-    for seg in iter_segments(conn, after=fold_watermark(conn), carries=True):
-        assert seg.payees is not None and seg.subunits is not None
-        out.update(zip(zip(seg.payees.to_pylist(), repeat(seg.currency)), seg.subunits.to_pylist()))
+    for currency, payees, subunits in iter_carries(conn, after=fold_watermark(conn)):
+        out.update(zip(zip(payees.to_pylist(), repeat(currency)), subunits.to_pylist()))
     return out
 
 
@@ -328,49 +331,71 @@ def fold_pending(conn: Connection, *, at: str | None = None) -> FoldResult | Non
     if not segments:
         return None
     when = at or utc_now()
-    deltas: dict[str, int] = {}
-    last: dict[str, int] = {}
-    carried: dict[tuple[str, str], int] = {}
     with gc_paused():
-        for seg in segments:
-            assert seg.payees is not None and seg.subunits is not None
-            tid = seg.transfer_id
-            for key, amount in zip(seg.accounts.to_pylist(), seg.amount_list()):
-                deltas[key] = deltas.get(key, 0) + amount
-                last[key] = tid
-            ccy = seg.currency
-            carried.update(zip(zip(seg.payees.to_pylist(), repeat(ccy)), seg.subunits.to_pylist()))
-        keys = sorted(deltas)
+        keys, sums, last = _summed_legs(segments)
         known = _known_accounts(conn, keys)
-        values = [known[k][1] + deltas[k] if k in known else deltas[k] for k in keys]
+        values = [known[k][1] + d if k in known else d for k, d in zip(keys, sums)]
         for key, value in zip(keys, values):
             if value < 0 and key.partition(":")[0] not in NEGATIVE_ALLOWED_KINDS:
                 raise LedgerError(f"folding the pending segments would leave account {key} at {value}; nothing was folded")
         fresh = [i for i, k in enumerate(keys) if k not in known]
         if fresh:
-            _open_accounts(conn, [keys[i] for i in fresh], [values[i] for i in fresh], [last[keys[i]] for i in fresh], when)
-        updates = sorted((known[k][0], v, last[k]) for k, v in zip(keys, values) if k in known)
+            _open_accounts(conn, [keys[i] for i in fresh], [values[i] for i in fresh], [last[i] for i in fresh], when)
+        updates = sorted((known[k][0], v, t) for k, v, t in zip(keys, values, last) if k in known)
         if updates:
             bulk_update(conn, "accounts", ["id"], ["id", "balance_microunits", "last_transfer_id"],
                         list(zip([u[0] for u in updates], amount_params(conn, [u[1] for u in updates]),
                                  [u[2] for u in updates])))
         columns = ["payee", "currency", "subunits"]
-        for ccy in sorted({c for _, c in carried}):
-            payees = sorted(p for p, c in carried if c == ccy)
-            on_record = {r[0] for r in select_in(conn, f"SELECT payee FROM carries WHERE currency = '{check_currency(ccy)}' "
-                                                       "AND payee {in}", payees)}
-            rows = [(p, ccy, carried[(p, ccy)]) for p in payees]
-            bulk_insert(conn, "carries", columns, [r for r in rows if r[0] not in on_record])
-            bulk_update(conn, "carries", ["payee", "currency"], columns, [r for r in rows if r[0] in on_record])
+        n_carries = 0
+        for ccy in sorted({seg.currency for seg in segments}):
+            payees, subunits = _latest_carries([seg for seg in segments if seg.currency == ccy])
+            n_carries += len(payees)
+            bulk_upsert(conn, "carries", ["payee", "currency"], columns, list(zip(payees, repeat(check_currency(ccy)), subunits)))
     through = segments[-1].transfer_id
     conn.execute(ledger_folds.insert().values(through_transfer_id=through, segment_count=len(segments),
-                                              account_count=len(keys), carry_count=len(carried), folded_at=when))
+                                              account_count=len(keys), carry_count=n_carries, folded_at=when))
     folded = hashlib.sha256("".join(seg.sha256 for seg in segments).encode()).hexdigest()
     append_audit(conn, "ledger_fold", f"through:{through}", {
         "first_transfer_id": segments[0].transfer_id, "segments": len(segments), "accounts": len(keys),
-        "carries": len(carried), "segments_sha256": folded,  # SHA-256 of the folded segments' SHA-256s, in order
+        "carries": n_carries, "segments_sha256": folded,  # SHA-256 of the folded segments' SHA-256s, in order
     }, at=when)
-    return FoldResult(through, len(segments), len(keys), len(carried))
+    return FoldResult(through, len(segments), len(keys), n_carries)
+
+
+def _summed_legs(segments: Sequence[Segment]) -> tuple[list[str], list[int], list[int]]:
+    """Over the segments' legs, per account key (sorted): the summed amount and the last transfer that
+    touched it. Summed in NumPy when no sum can pass int64, else in Python ints."""
+    keys = pa.concat_arrays([seg.accounts for seg in segments])
+    encoded = keys.dictionary_encode()
+    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    n = len(encoded.dictionary)
+    amounts: npt.NDArray[Any]
+    if all(pa.types.is_integer(seg.amounts.type) for seg in segments):
+        amounts = np.concatenate([seg.amounts.to_numpy() for seg in segments])
+        bound = max(-int(amounts.min(initial=0)), int(amounts.max(initial=0)))
+        if bound * len(amounts) >= (1 << 63):
+            amounts = amounts.astype(object)
+    else:
+        amounts = np.concatenate([np.asarray(seg.amount_list(), dtype=object) for seg in segments])
+    sums = np.zeros(n, dtype=amounts.dtype)
+    np.add.at(sums, codes, amounts)
+    last = np.zeros(n, dtype=np.int64)
+    np.maximum.at(last, codes, np.repeat([seg.transfer_id for seg in segments], [len(seg.accounts) for seg in segments]))
+    order = pc.sort_indices(encoded.dictionary).to_numpy()
+    return encoded.dictionary.take(order).to_pylist(), sums[order].tolist(), last[order].tolist()
+
+
+def _latest_carries(segments: Sequence[Segment]) -> tuple[list[str], list[int]]:
+    """Each payee's carry as the latest of ``segments`` (one currency, in transfer order) left it, by payee."""
+    payees = pa.concat_arrays([seg.payees for seg in segments if seg.payees is not None])
+    subunits = np.concatenate([seg.subunits.to_numpy() for seg in segments if seg.subunits is not None])
+    encoded = payees.dictionary_encode()
+    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    latest = np.full(len(encoded.dictionary), -1, dtype=np.int64)
+    np.maximum.at(latest, codes, np.arange(len(codes), dtype=np.int64))
+    order = pc.sort_indices(encoded.dictionary).to_numpy()
+    return encoded.dictionary.take(order).to_pylist(), subunits[latest[order]].tolist()
 
 
 def derived_balances(conn: Connection) -> dict[str, int]:
