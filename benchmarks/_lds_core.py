@@ -76,15 +76,22 @@ def lds(
     return (float(finite.mean()) if finite.size else float("nan")), per_example
 
 
-def noise_ceiling(outputs: npt.NDArray[np.floating], reseeded: npt.NDArray[np.floating]) -> dict[str, float]:
+def noise_ceiling(outputs: npt.NDArray[np.floating], *reseeded: npt.NDArray[np.floating]) -> dict[str, float]:
     """How much of the measured output training noise leaves predictable, from the same subsets retrained
-    with other seeds. With output = signal + independent noise, the Spearman correlation r of the two
+    with other seeds. With output = signal + independent noise, the Spearman correlation r of two
     retrainings estimates the signal's share of the variance, and no attribution (a function of the
-    subset alone) can reach an LDS above about sqrt(r) per test example."""
-    r = spearman_columns(np.asarray(outputs, np.float64), np.asarray(reseeded, np.float64))
-    r = r[np.isfinite(r)]
-    return {"seed_to_seed_spearman": float(r.mean()), "lds_ceiling_one_seed": float(np.sqrt(np.clip(r, 0, None)).mean()),
-            "lds_ceiling_two_seeds": float(np.sqrt(np.clip(2 * r / (1 + r), 0, None)).mean())}
+    subset alone) can reach an LDS above about sqrt(r) per test example against one retraining, or
+    sqrt(R r / (1 + (R - 1) r)) against the mean of R. r is averaged over every pair of seeds."""
+    runs = [np.asarray(o, np.float64) for o in (outputs, *reseeded)]
+    pairs = [spearman_columns(runs[a], runs[b]) for a in range(len(runs)) for b in range(a + 1, len(runs))]
+    r = np.nanmean(np.stack(pairs), axis=0)
+    r = np.clip(r[np.isfinite(r)], 0, None)
+    out = {"seed_to_seed_spearman": float(r.mean()), "lds_ceiling_one_seed": float(np.sqrt(r).mean()),
+           "lds_ceiling_two_seeds": float(np.sqrt(2 * r / (1 + r)).mean())}
+    if len(runs) > 2:
+        seeds = len(runs)
+        out[f"lds_ceiling_{seeds}_seeds"] = float(np.sqrt(seeds * r / (1 + (seeds - 1) * r)).mean())
+    return out
 
 
 def cache_key(parts: dict[str, object]) -> str:
@@ -126,7 +133,21 @@ def cached_outputs(
 
 
 GT_SEED_OFFSET = {"main": 1_000_000, "tune": 2_000_000, "reseed": 5_000_000}
-"""Model j of a draw is trained with seed offset + j."""
+"""Model j of a draw is trained with seed offset + j. The main draw's subsets retrained with seed s >= 2
+form the draw ``reseed_draw(s)``: "reseed" for s = 2, "reseed-3", "reseed-4", ... after it."""
+
+
+def reseed_draw(seed_number: int) -> str:
+    """The draw name of the main subsets' retraining number ``seed_number`` (2, 3, ...)."""
+    if seed_number < 2:
+        raise ValueError("the main draw itself is seed 1")
+    return "reseed" if seed_number == 2 else f"reseed-{seed_number}"
+
+
+def seed_offset(draw: str) -> int:
+    if draw.startswith("reseed-"):
+        return GT_SEED_OFFSET["reseed"] + (int(draw.removeprefix("reseed-")) - 2) * 1_000_000
+    return GT_SEED_OFFSET[draw]
 
 
 def ground_truth_draw(
@@ -147,7 +168,7 @@ def ground_truth_draw(
     key = cache_key({**key_parts, "n_train": n_train, "draw_seed": seed, "draw": draw})
     path = Path(cache_dir) / "lds" / f"{label}-{draw}-{key}.npz"
     started = time.perf_counter()
-    offset = GT_SEED_OFFSET[draw]
+    offset = seed_offset(draw)
     outputs, computed = cached_outputs(path, subsets, lambda s, rows: retrain(s, [offset + r for r in rows]))
     log(f"ground truth '{draw}': {m} subsets ({computed} retrained now, {time.perf_counter() - started:.1f} s);"
         f" cache {path.name}")

@@ -154,9 +154,9 @@ def build_problem(args: argparse.Namespace, log: Callable[[str], None]) -> Any:
                                      retrain=outputs_on(texts), log=log)
         for name, seed, m, texts in (("main", SEED_MAIN, args.subsets, targets),
                                      ("tune", SEED_TUNE, args.tune_subsets, targets_all))
-        + ((("reseed", SEED_MAIN, args.subsets, targets),) if args.reseed else ())
+        + tuple((core.reseed_draw(r), SEED_MAIN, args.subsets, targets) for r in range(2, args.seeds_per_subset + 1))
     }
-    reseeded = draws["reseed"][1][:, report_cols] if args.reseed else None
+    reseeded = [draws[core.reseed_draw(r)][1][:, report_cols] for r in range(2, args.seeds_per_subset + 1)]
 
     def run_method(method: str, members: list[Any], lambdas: Sequence[float]) -> Any:
         if method != "endcredits":
@@ -194,7 +194,7 @@ def build_problem(args: argparse.Namespace, log: Callable[[str], None]) -> Any:
         }
 
     info = {
-        **({"noise": core.noise_ceiling(draws["main"][1][:, report_cols], reseeded)} if reseeded is not None else {}),
+        **({"noise": core.noise_ceiling(draws["main"][1][:, report_cols], *reseeded)} if reseeded else {}),
         "data": f"music21 ABC corpus, oneills1850, first {n_train} tunes (cut to {LENGTH_MAX} characters)",
         "train_examples": n_train,
         "targets": f"{n_held_report} held-out + {n_held_report} generated reported; {n_held_tune + n_extra} +"
@@ -211,7 +211,7 @@ def build_problem(args: argparse.Namespace, log: Callable[[str], None]) -> Any:
         tune_cols=tune_cols,
         main_masks=draws["main"][0],
         main_outputs=draws["main"][1][:, report_cols],
-        main_outputs_reseed=reseeded,
+        main_outputs_reseeded=reseeded,
         tune_masks=draws["tune"][0],
         tune_outputs=draws["tune"][1][:, tune_cols],
         ensembles=ensembles,

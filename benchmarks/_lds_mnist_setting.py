@@ -45,7 +45,7 @@ def build_problem(args: argparse.Namespace, log: Callable[[str], None]) -> Any:
         name: core.ground_truth_draw(args.cache_dir, args.setting, key_parts, n_train, m, draw=name, seed=seed,
                                      retrain=outputs_of, log=log)
         for name, seed, m in (("main", SEED_MAIN, args.subsets), ("tune", SEED_TUNE, args.tune_subsets))
-        + ((("reseed", SEED_MAIN, args.subsets),) if args.reseed else ())
+        + tuple((core.reseed_draw(r), SEED_MAIN, args.subsets) for r in range(2, args.seeds_per_subset + 1))
     }
 
     started = time.perf_counter()
@@ -108,9 +108,9 @@ def build_problem(args: argparse.Namespace, log: Callable[[str], None]) -> Any:
                         for m, v in increase.items()},
         }
 
-    reseeded = draws["reseed"][1][:, :n_report] if args.reseed else None
+    reseeded = [draws[core.reseed_draw(r)][1][:, :n_report] for r in range(2, args.seeds_per_subset + 1)]
     info = {
-        **({"noise": core.noise_ceiling(draws["main"][1][:, :n_report], reseeded)} if reseeded is not None else {}),
+        **({"noise": core.noise_ceiling(draws["main"][1][:, :n_report], *reseeded)} if reseeded else {}),
         "data": source,
         "train_examples": n_train,
         "recipe": {"hidden": list(recipe.hidden), "epochs": recipe.epochs, "lr": recipe.lr,
@@ -125,7 +125,7 @@ def build_problem(args: argparse.Namespace, log: Callable[[str], None]) -> Any:
         tune_cols=np.arange(n_report, n_report + n_tune),
         main_masks=draws["main"][0],
         main_outputs=draws["main"][1][:, :n_report],
-        main_outputs_reseed=reseeded,
+        main_outputs_reseeded=reseeded,
         tune_masks=draws["tune"][0],
         tune_outputs=draws["tune"][1][:, n_report:],
         ensembles=ensembles,

@@ -132,7 +132,7 @@ def test_tiny_end_to_end_run(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     argv = [
         "--setting", "mnist-lr", "--json", "--subsets", "12", "--tune-subsets", "6", "--models", "2", "--k", "64",
         "--n-train", "120", "--n-test", "20", "--tune-tests", "10", "--methods", "endcredits",
-        "--cf-tests", "3", "--cf-remove", "10", "--cache-dir", str(tmp_path / "cache"),
+        "--cf-tests", "3", "--cf-remove", "10", "--cache-dir", str(tmp_path / "cache"), "--seeds-per-subset", "3",
         "--train-images", str(paths["train-images"]), "--train-labels", str(paths["train-labels"]),
         "--test-images", str(paths["test-images"]), "--test-labels", str(paths["test-labels"]),
     ]  # fmt: skip
@@ -140,6 +140,8 @@ def test_tiny_end_to_end_run(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     report = json.loads(capsys.readouterr().out)
     ours = report["methods"]["endcredits"]
     assert -1.0 <= ours["lds"] <= 1.0 and ours["recipe"] in ("full", "half") and ours["models"] == 2
+    assert ours["seeds_per_subset"] == 3 and -1.0 <= ours["lds_seed_mean"] <= 1.0
+    assert set(report["noise"]) >= {"seed_to_seed_spearman", "lds_ceiling_one_seed", "lds_ceiling_3_seeds"}
     assert set(ours["tuning"]["recipes"]) == {"full", "half"}
     assert report["subsets"] == 12 and report["test_examples"] == 20 and report["tune_test_examples"] == 10
     cf = report["counterfactual"]
@@ -250,3 +252,26 @@ def test_dattri_solves_every_lambda_from_one_cache_and_leaves_the_models_alone(t
     # The batch size only changes how many examples share one regeneration of the projection matrix.
     wide = run_dattri_classifier(dataclasses.replace(job, batch_size=60), [10.0]).scores[10.0]
     np.testing.assert_allclose(wide, grid.scores[10.0], rtol=1e-3, atol=1e-6)
+
+
+def test_the_noise_ceiling_rises_with_the_seeds_averaged() -> None:
+    """Outputs = signal + independent noise of equal variance: two retrainings correlate at about 1/2, so
+    one retraining caps the LDS near sqrt(1/2) and the mean of R near sqrt(R/(R+1))."""
+    rng = np.random.default_rng(0)
+    signal = rng.normal(size=(400, 30))
+    runs = [signal + rng.normal(size=signal.shape) for _ in range(4)]
+    ceiling = core.noise_ceiling(*runs)
+    assert abs(ceiling["seed_to_seed_spearman"] - 0.5) < 0.06
+    assert abs(ceiling["lds_ceiling_one_seed"] - 0.5**0.5) < 0.05
+    assert abs(ceiling["lds_ceiling_4_seeds"] - 0.8**0.5) < 0.05
+    # The truth itself scores what the ceiling says against the mean of the four.
+    mean = np.mean(runs, axis=0)
+    assert abs(np.nanmean(core.spearman_columns(signal, mean)) - ceiling["lds_ceiling_4_seeds"]) < 0.05
+
+
+def test_each_retraining_of_the_main_draw_has_its_own_seeds() -> None:
+    assert [core.reseed_draw(r) for r in (2, 3, 4)] == ["reseed", "reseed-3", "reseed-4"]
+    offsets = [core.seed_offset(d) for d in ("main", "tune", "reseed", "reseed-3", "reseed-4")]
+    assert offsets == [1_000_000, 2_000_000, 5_000_000, 6_000_000, 7_000_000]
+    with pytest.raises(ValueError, match="seed 1"):
+        core.reseed_draw(1)
