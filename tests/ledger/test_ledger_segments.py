@@ -35,6 +35,8 @@ def readers(store: Store, w: World) -> dict[str, Any]:
         return {
             "balances": account_balances(conn),
             "escrow_bob": account_balances(conn, kind="escrow", holder=f"name:{w.bob}"),
+            "escrow_bob_dan": account_balances(conn, kind="escrow", holders=[f"name:{w.bob}", f"person:{w.dan}"]),
+            "nobody": account_balances(conn, holders=[]),
             "payable_eur": account_balances(conn, kind="payable", currency="EUR"),
             "carries": carried_fractions(conn),
             "escrow_search": search_escrow(conn),
@@ -82,6 +84,9 @@ def test_folding_changes_no_reader_and_verify_passes_on_either_side(world: World
     accrue(store, world.usage([("o3", 777_777, on_time(1, 9), {world.song: 0.25, world.orphan: 0.75}),
                                ("o4", 5, on_time(2), {world.film: 1.0})], ag), ag, event_id="b2")
     pending = readers(store, world)
+    assert set(pending["escrow_bob_dan"]) == {f"escrow:name:{world.bob}:EUR", f"escrow:person:{world.dan}:EUR"}
+    assert pending["escrow_bob_dan"][f"escrow:name:{world.bob}:EUR"] == pending["escrow_bob"][f"escrow:name:{world.bob}:EUR"]
+    assert pending["nobody"] == {}
     assert verify(store).ok
     with store.read() as conn:
         assert pending_size(conn)[0] == 3  # b1's January, b2's January and February

@@ -325,11 +325,10 @@ def _person_view(store: Store, person_id: int) -> dict[str, Any]:
             select(names.c.id).where(names.c.person_id == person_id))]
         bal: dict[str, dict[str, str]] = {"payable": {}, "escrow": {}}
         for kind in ("payable", "escrow"):
-            for holder in holders:
-                for key, value in account_balances(conn, kind=kind, holder=holder).items():
-                    ccy = key.rsplit(":", 1)[1]
-                    total = parse_amount(bal[kind].get(ccy, "0"), ccy) + value
-                    bal[kind][ccy] = format_amount(total, ccy)
+            for key, value in account_balances(conn, kind=kind, holders=holders).items():
+                ccy = key.rsplit(":", 1)[1]
+                total = parse_amount(bal[kind].get(ccy, "0"), ccy) + value
+                bal[kind][ccy] = format_amount(total, ccy)
     return {"person_id": p.id, "handle": p.handle, "verified": p.verified_at is not None,
             "verified_by": p.verified_by, "payout_account": banked, **bal}
 

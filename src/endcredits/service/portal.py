@@ -561,11 +561,10 @@ def _own_escrow(store: Store, person_id: int) -> list[dict[str, Any]]:
         holders.update({f"name:{r.id}": r.name for r in conn.execute(
             select(names.c.id, names.c.name).where(names.c.person_id == person_id))})
         rows = []
-        for holder, label in holders.items():
-            for key, value in sorted(account_balances(conn, kind="escrow", holder=holder).items()):
-                if value > 0:
-                    currency = parse_account_key(key)[2]
-                    rows.append({"name": label, "amount": f"{format_amount(value, currency)} {currency}"})
+        for key, value in sorted(account_balances(conn, kind="escrow", holders=list(holders)).items()):
+            if value > 0:
+                _, holder, currency = parse_account_key(key)
+                rows.append({"name": holders[str(holder)], "amount": f"{format_amount(value, currency)} {currency}"})
     return rows
 
 

@@ -209,17 +209,20 @@ def load_transfer(conn: Connection, event_id: str) -> TransferRequest:
 
 
 def account_balances(conn: Connection, *, kind: str | None = None, currency: str | None = None,
-                     holder: str | None = None) -> dict[str, int]:
-    """Balances by account key, as of now: the account rows plus what pending segments add."""
+                     holder: str | None = None, holders: Collection[str] | None = None) -> dict[str, int]:
+    """Balances by account key, as of now: the account rows plus what pending segments add. ``holder``
+    or ``holders`` (a few, such as a person and the names they claimed) keep only their accounts."""
+    if holder is not None:
+        holders = [holder]
     q = select(accounts.c.key, accounts.c.balance_microunits)
     if kind:
         q = q.where(accounts.c.kind == kind)
     if currency:
         q = q.where(accounts.c.currency == currency)
-    if holder:
-        q = q.where(accounts.c.holder == holder)
+    if holders is not None:
+        q = q.where(accounts.c.holder.in_(sorted(holders)))
     out = {r.key: r.balance_microunits for r in conn.execute(q)}
-    for key, (delta, _) in pending_deltas(conn, kind=kind, currency=currency, holder=holder).items():
+    for key, (delta, _) in pending_deltas(conn, kind=kind, currency=currency, holders=holders).items():
         out[key] = out.get(key, 0) + delta
     return out
 

@@ -18,8 +18,9 @@ live in ``store.ledger``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -195,44 +196,37 @@ def raw_segment_sha256(conn: Connection) -> Iterator[tuple[int, str, str]]:
         yield transfer_id, sha, segment_sha256(bytes(legs_blob), bytes(carries_blob))
 
 
-def _key_filter(accounts: pa.Array, kind: str | None, currency: str | None, holder: str | None) -> pa.Array:
+def _key_filter(accounts: pa.Array, kind: str | None, currency: str | None, holders: Collection[str] | None) -> pa.Array:
     """The keys of ``accounts`` that may match, narrowed in Arrow; callers confirm each one exactly."""
-    mask = None
-    for prefix_or_suffix in (
-        ("start", f"{kind}:" if kind else None),
-        ("end", f":{currency}" if currency else None),
-        ("has", f":{holder}:" if holder else None),
-    ):
-        how, text = prefix_or_suffix
-        if text is None:
-            continue
-        if how == "start":
-            m = pc.starts_with(accounts, text)
-        elif how == "end":
-            m = pc.ends_with(accounts, text)
-        else:
-            m = pc.match_substring(accounts, text)
-        mask = m if mask is None else pc.and_(mask, m)
-    if mask is None:
+    masks = []
+    if kind:
+        masks.append(pc.starts_with(accounts, f"{kind}:"))
+    if currency:
+        masks.append(pc.ends_with(accounts, f":{currency}"))
+    if holders is not None:
+        anywhere = [pc.match_substring(accounts, f":{h}:") for h in sorted(holders)]
+        masks.append(functools.reduce(pc.or_, anywhere) if anywhere else pa.array(np.zeros(len(accounts), dtype=bool)))
+    if not masks:
         return pa.array(np.arange(len(accounts), dtype=np.int64))
-    return pc.indices_nonzero(mask)
+    return pc.indices_nonzero(functools.reduce(pc.and_, masks))
 
 
 def pending_deltas(conn: Connection, *, kind: str | None = None, currency: str | None = None,
-                   holder: str | None = None) -> dict[str, tuple[int, int]]:
+                   holders: Collection[str] | None = None) -> dict[str, tuple[int, int]]:
     """Per account key, what the pending segments add to its balance and the last of them that touched
     it: ``key -> (microunits, transfer id)``, filtered like ``store.ledger.account_balances``."""
     out: dict[str, tuple[int, int]] = {}
+    wanted = set(holders) if holders is not None else None
     for seg in iter_segments(conn, after=fold_watermark(conn), currency=currency):
-        picked = _key_filter(seg.accounts, kind, currency, holder)
+        picked = _key_filter(seg.accounts, kind, currency, wanted)
         if len(picked) == 0:
             continue
         keys = seg.accounts.take(picked).to_pylist()
         amounts = seg.amounts.take(picked).to_pylist()
         for key, amount in zip(keys, amounts):
-            if kind or holder:
+            if kind or wanted is not None:
                 k, h, _ = parse_account_key(key)
-                if (kind and k != kind) or (holder and h != holder):
+                if (kind and k != kind) or (wanted is not None and h not in wanted):
                     continue
             before = out.get(key)
             out[key] = ((before[0] if before else 0) + int(amount), seg.transfer_id)
