@@ -253,6 +253,50 @@ def _split_rows(
     return q + s // SUBUNITS_PER_MICROUNIT, s % SUBUNITS_PER_MICROUNIT
 
 
+def _split_rows_int64(
+    pools: Int64Array, offsets: Int64Array, weights: Int64Array, weight_sums: Int64Array, tie_keys: Int64Array,
+) -> tuple[Int64Array, Int64Array]:
+    """``_split_rows`` for a batch whose weight sums are below 2^31 and whose pool x weight sum fit in
+    int64, with the same result, in place where it can: a batch of 10^6 lines makes 8 MB arrays, and
+    every new one is memory the process may first have to fault in."""
+    counts = np.diff(offsets)
+    n = len(weights)
+    rows = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+    wsum = weight_sums[rows]
+    product = pools[rows]
+    product *= weights  # <= pool x weight sum: fits
+    q, r = np.divmod(product, wsum)  # whole microunits, and the remainder (< wsum < 2^31)
+    del product
+    r <<= SUBUNIT_BITS  # < 2^63
+    s, t = np.divmod(r, wsum)  # subunits, and the remainder left (< wsum < 2^31)
+    del r, wsum
+    leftover = np.add.reduceat(t, offsets[:-1]) // weight_sums  # whole subunits left per row, < its line count
+    # (row, remainder descending) packed in one int64: one sort, then only runs of equal keys (equal
+    # remainders in one output) are re-sorted by tie key.
+    composite = rows
+    composite <<= 31
+    np.subtract((1 << 31) - 1, t, out=t)
+    composite |= t
+    del t
+    order = np.argsort(composite)
+    sorted_c = composite[order]
+    del composite
+    same = np.flatnonzero(sorted_c[1:] == sorted_c[:-1])
+    if len(same):
+        positions = np.unique(np.concatenate([same, same + 1]))
+        members = order[positions]
+        order[positions] = members[np.lexsort((tie_keys[members], sorted_c[positions]))]
+    sorted_c >>= 31  # each sorted line's row
+    rank = offsets[sorted_c]
+    np.subtract(np.arange(n, dtype=np.int64), rank, out=rank)  # its place among its row's lines
+    bonus = np.zeros(n, dtype=np.int64)
+    bonus[order] = rank < leftover[sorted_c]
+    s += bonus
+    q += s >> SUBUNIT_BITS
+    s &= SUBUNITS_PER_MICROUNIT - 1
+    return q, s
+
+
 def _split_rows_python(
     pools: npt.NDArray[Any], offsets: Int64Array, weights: npt.NDArray[Any], tie_keys: Int64Array
 ) -> Split:
@@ -340,11 +384,11 @@ def split_batch(
     sums_max = int(weight_sums.max())
     # Per output (not per line): pool x weight sum must fit in int64. The bound on the maxima settles
     # most batches at once; otherwise the exact products decide.
-    fits = sums_max < (1 << 31) and (int(pools.max()) * sums_max <= _I64_MAX or bool(
+    fits = sums_max < (1 << 31) and n_out < (1 << 31) and (int(pools.max()) * sums_max <= _I64_MAX or bool(
         (pools.astype(object) * weight_sums.astype(object)).max() <= _I64_MAX))
     if fits:
-        micro, sub = _split_rows(pools.astype(np.int64, copy=False), offsets, np.asarray(w_obj, dtype=np.int64),
-                                 weight_sums.astype(np.int64, copy=False), tie_keys)
+        micro, sub = _split_rows_int64(pools.astype(np.int64, copy=False), offsets, np.asarray(w_obj, dtype=np.int64),
+                                       weight_sums.astype(np.int64, copy=False), tie_keys)
     else:
         micro, sub = _split_rows(pools.astype(object), offsets, w_obj.astype(object), weight_sums.astype(object), tie_keys)
     micro_i = np.asarray(micro, dtype=np.int64)

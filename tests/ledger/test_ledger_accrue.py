@@ -264,3 +264,25 @@ def test_an_accrual_cannot_be_reversed_behind_the_carries_back(store: Store) -> 
     assert row_counts(store) == before
     accrue(store, usage([("o2", 1, on_time(1, 2), [(p, 1) for p in payees])]), ag, event_id="b2")
     assert verify(store).ok
+
+
+def _reference_string_hash(text: str) -> int:
+    """The tie-break hash written out in Python integers: a polynomial in the UTF-8 bytes, then mixed."""
+    data, m = text.encode(), 1 << 64
+    h = sum((byte + 1) * pow(0x100000001B3, j, m) for j, byte in enumerate(data)) % m
+    h ^= len(data) * 0x9E3779B97F4A7C15 % m
+    h = (h ^ (h >> 30)) * 0xBF58476D1CE4E5B9 % m
+    h = (h ^ (h >> 27)) * 0x94D049BB133111EB % m
+    return h ^ (h >> 31)
+
+
+def test_tie_break_hashes_are_the_written_out_polynomial() -> None:
+    import pyarrow as pa
+
+    from endcredits.ledger.accrue import _string_hashes
+
+    texts = ["", "a", "name:1", "name:12", "é€𝄞", "x" * 300, "", "person:7", "nul\x00inside"]
+    expected = [_reference_string_hash(t) for t in texts]
+    assert _string_hashes(pa.array(texts, pa.string())).tolist() == expected
+    assert _string_hashes(pa.array(["skip", *texts], pa.large_string()).slice(1)).tolist() == expected
+    assert len(set(expected)) == len(set(texts))

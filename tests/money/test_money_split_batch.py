@@ -152,15 +152,23 @@ def int64_outputs(draw: st.DrawFn) -> Output:
 @given(st.lists(int64_outputs(), min_size=1, max_size=6), outputs(st.integers(2**31, 2**59)))
 def test_int64_fast_path_and_python_int_path_agree(batch: list[Output], huge: Output) -> None:
     pools, offsets, weights, tie_keys = flatten(batch)
-    with mock.patch.object(money, "_split_rows", wraps=money._split_rows) as spy:
+    with mock.patch.object(money, "_split_rows_int64", wraps=money._split_rows_int64) as fast_spy, \
+            mock.patch.object(money, "_split_rows", wraps=money._split_rows) as spy:
         fast = split_batch(pools, offsets, np.array(weights, dtype=np.int64), tie_keys)
-        assert spy.call_args.args[2].dtype == np.int64, "expected the int64 path"
+        assert fast_spy.call_count == 1 and spy.call_count == 0, "expected the int64 path"
         fast_list = split_batch(pools, offsets, weights, tie_keys)
-        assert spy.call_args.args[2].dtype == np.int64, "expected the int64 path for a list of small ints"
+        assert fast_spy.call_count == 2, "expected the int64 path for a list of small ints"
         # One output whose weights sum beyond 2^31 sends the whole batch down the Python-int path.
         slow = run(batch + [huge])
-        assert spy.call_args.args[2].dtype == object, "expected the Python-int path"
+        assert spy.call_count == 1 and spy.call_args.args[2].dtype == object, "expected the Python-int path"
+        # The same rule written the plain way (every intermediate a new array), on the same int64 batch.
+        plain = money._split_rows(np.asarray(pools, dtype=np.int64), np.asarray(offsets, dtype=np.int64),
+                                  np.array(weights, dtype=np.int64),
+                                  np.add.reduceat(np.array(weights, dtype=np.int64), np.asarray(offsets)[:-1]),
+                                  np.asarray(tie_keys, dtype=np.int64))
     n = len(weights)
+    np.testing.assert_array_equal(fast.microunits, np.asarray(plain[0], dtype=np.int64))
+    np.testing.assert_array_equal(fast.subunits, np.asarray(plain[1], dtype=np.int64))
     for other in (fast_list, slow):
         np.testing.assert_array_equal(fast.microunits, other.microunits[:n])
         np.testing.assert_array_equal(fast.subunits, other.subunits[:n])

@@ -97,7 +97,8 @@ def _group_event_id(event_id: str, currency: str, period: str) -> str:
 
 
 _HASH_MULTIPLIER = np.uint64(0x100000001B3)  # FNV-1a's 64-bit prime, as a polynomial base
-_HASH_POWERS = np.cumprod(np.full(4 * ID_LENGTH_MAX + 1, _HASH_MULTIPLIER, dtype=np.uint64)) // _HASH_MULTIPLIER
+_HASH_POWERS = np.concatenate([np.ones(1, dtype=np.uint64),
+                               np.cumprod(np.full(4 * ID_LENGTH_MAX, _HASH_MULTIPLIER, dtype=np.uint64))])
 """_HASH_POWERS[i] = base^i mod 2^64 for every byte position of a text this ledger takes (4 bytes a character)."""
 
 
@@ -137,13 +138,22 @@ def _string_hashes(text: pa.Array) -> npt.NDArray[np.uint64]:
     lengths = np.diff(offsets)
     if lengths.max(initial=0) >= len(_HASH_POWERS):
         raise ValidationError(f"an id of {int(lengths.max())} bytes is longer than ids may be ({ID_LENGTH_MAX} characters)")
-    position = np.arange(len(data), dtype=np.int64) - np.repeat(offsets[:-1], lengths)
+    # sum over byte positions j of (byte_j + 1) * base^j, one position at a time over the strings that
+    # long, longest first: arrays of at most one entry per string, however long the texts.
+    order = np.argsort(-lengths, kind="stable")
+    starts = offsets[:-1][order]
+    longer_than = len(lengths) - np.cumsum(np.bincount(lengths))  # strings longer than j, for each j
+    sums = np.zeros(len(lengths), dtype=np.uint64)
     with np.errstate(over="ignore"):
-        terms = (data.astype(np.uint64) + np.uint64(1)) * _HASH_POWERS[position]
-    sums = np.add.reduceat(np.append(terms, np.uint64(0)), np.minimum(offsets[:-1], len(data)))
-    sums[lengths == 0] = 0  # reduceat gives an empty slice its first element
-    with np.errstate(over="ignore"):
-        return _mix64(sums ^ (lengths.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)))
+        for j in range(int(lengths.max(initial=0))):
+            live = int(longer_than[j])
+            term = data[starts[:live] + j].astype(np.uint64)
+            term += np.uint64(1)
+            term *= _HASH_POWERS[j]
+            sums[:live] += term
+        hashes = np.empty_like(sums)
+        hashes[order] = sums
+        return _mix64(hashes ^ (lengths.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)))
 
 
 def tie_keys(usage: UsageBatch, texts: _Texts | None = None) -> npt.NDArray[np.int64]:
@@ -152,16 +162,23 @@ def tie_keys(usage: UsageBatch, texts: _Texts | None = None) -> npt.NDArray[np.i
     assert usage.attributed_codes is not None and usage.source_codes is not None and usage.role_codes is not None
     texts = texts or _Texts.of(usage)
     counts = np.diff(usage.offsets)
-    out_h = np.repeat(_string_hashes(texts.output_ids), counts)
-    payee_h = _string_hashes(texts.payees)[usage.payee_codes]
-    works_h = np.concatenate([_string_hashes(texts.works), np.zeros(1, np.uint64)])
+    works_h = np.concatenate([_string_hashes(texts.works), np.zeros(1, np.uint64)])  # code -1: no work
     roles_h = np.concatenate([_string_hashes(texts.roles), np.zeros(1, np.uint64)])
+    # In place, with one scratch array: a batch of 10^6 lines makes 8 MB arrays, each new one memory the
+    # process may first have to fault in.
+    mix = _string_hashes(texts.payees)[usage.payee_codes]
+    part = np.empty_like(mix)
     with np.errstate(over="ignore"):
-        mix = (payee_h * np.uint64(0x9E3779B97F4A7C15)) ^ works_h[usage.attributed_codes]
-        mix = (mix * np.uint64(0xBF58476D1CE4E5B9)) ^ works_h[usage.source_codes]
-        mix = (mix * np.uint64(0x94D049BB133111EB)) ^ roles_h[usage.role_codes]
-        mix = (mix ^ out_h) * np.uint64(0xD6E8FEB86659FD93)
-    keys: npt.NDArray[np.int64] = (mix >> np.uint64(1)).astype(np.int64)
+        for multiplier, codes, table in ((0x9E3779B97F4A7C15, usage.attributed_codes, works_h),
+                                         (0xBF58476D1CE4E5B9, usage.source_codes, works_h),
+                                         (0x94D049BB133111EB, usage.role_codes, roles_h)):
+            mix *= np.uint64(multiplier)
+            np.take(table, codes, out=part)
+            mix ^= part
+        mix ^= np.repeat(_string_hashes(texts.output_ids), counts)
+        mix *= np.uint64(0xD6E8FEB86659FD93)
+    mix >>= np.uint64(1)
+    keys: npt.NDArray[np.int64] = mix.view(np.int64)
     return keys
 
 
