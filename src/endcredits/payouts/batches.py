@@ -25,10 +25,10 @@ from endcredits.money import to_minor_units
 from endcredits.payouts.files import MESSAGE_ID_PATTERN, Debtor, PayoutInstruction, write_pain001, write_payout_csv
 from endcredits.payouts.iban import normalize_iban
 from endcredits.store.audit import append_audit
-from endcredits.store.bulk import select_in
 from endcredits.store.engine import Store, utc_now
 from endcredits.store.ledger import account_balances, post_transfer
 from endcredits.store.private import private_of, with_payout_account
+from endcredits.store.registry import people_verification
 from endcredits.store.schema import payout_batches, payout_items
 
 
@@ -53,7 +53,7 @@ class PayoutBatchResult:
     csv_path: Path | None
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class _Payable:
     id: int
     handle: str
@@ -94,8 +94,8 @@ def create_payout_batch(
             holder = parse_account_key(key)[1] or ""
             if holder.startswith("person:"):
                 owed[int(holder.removeprefix("person:"))] = balance
-        rows = sorted(_Payable(int(pid), handle, verified_at, owed[int(pid)]) for pid, handle, verified_at in
-                      select_in(conn, "SELECT id, handle, verified_at FROM people WHERE id {in}", sorted(owed)))
+        rows = [_Payable(pid, handle, verified_at, owed[pid])
+                for pid, handle, verified_at in people_verification(conn, list(owed))]
         plan: list[PayoutPlanItem] = []
         instructions: list[PayoutInstruction] = []
         below = missing = 0

@@ -119,6 +119,12 @@ def get_person(conn: Connection, person_id: int) -> Any:
     return row
 
 
+def people_verification(conn: Connection, person_ids: Sequence[int]) -> list[tuple[int, str, str | None]]:
+    """``(id, handle, verified_at)`` of the registered people among ``person_ids``, by id."""
+    return sorted((int(i), h, v) for i, h, v in select_in(conn, "SELECT id, handle, verified_at FROM people WHERE id {in}",
+                                                          sorted(set(person_ids))))
+
+
 def verify_person(conn: Connection, person_id: int, *, verified_by: str) -> None:
     """Mark a person verified by an issuer the operator trusts (first cut: the operator's word)."""
     get_person(conn, person_id)
