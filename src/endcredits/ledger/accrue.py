@@ -256,7 +256,7 @@ def _plan_group(conn: Connection, event_id: str, usage: UsageBatch, agreement: A
     try:
         if write_outputs:
             _insert_outputs(conn, event_id, usage)
-        carry_in, _ = read_carries(conn, currency, payees)
+        carry_in = read_carries(conn, currency, payees)
         kinds, holders = route_columns(conn, payees)
     finally:
         splitter.join()
@@ -304,7 +304,7 @@ def _coded_per_output(out_idx: npt.NDArray[np.int64], values: list[str]) -> pa.D
     (found by Arrow, in C) so that neither Arrow nor Parquet handles 10^5 copies of one string."""
     encoded = pa.array(values, pa.string()).dictionary_encode()
     codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    return coded(codes[out_idx], encoded.dictionary.to_pylist())
+    return coded(codes[out_idx], encoded.dictionary)
 
 
 def _evidence_columns(event_id: str, u: UsageBatch, texts: _Texts) -> dict[str, pa.Array]:

@@ -148,9 +148,8 @@ def search_escrow(conn: Connection, query: str = "", *, limit: int = 100) -> lis
     """Unclaimed residuals, largest first: the public list a person searches to find money owed to them."""
     if limit < 1 or limit > 10_000:
         raise ValidationError("limit must be between 1 and 10000")
-    held = [(parse_account_key(key), key, balance) for key, balance in account_balances(conn, kind="escrow").items()
-            if balance > 0]
-    rows = [_Held(str(parsed[1]), key, balance) for parsed, key, balance in held]
+    rows = [_Held(str(parse_account_key(key)[1]), key, balance)
+            for key, balance in account_balances(conn, kind="escrow").items() if balance > 0]
     name_ids = [int(r.holder.split(":")[1]) for r in rows if r.holder.startswith("name:")]
     person_ids = [int(r.holder.split(":")[1]) for r in rows if r.holder.startswith("person:")]
     display = {f"name:{r.id}": r.name for r in conn.execute(select(names.c.id, names.c.name).where(names.c.id.in_(name_ids)))}

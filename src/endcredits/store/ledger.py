@@ -222,7 +222,7 @@ def account_balances(conn: Connection, *, kind: str | None = None, currency: str
     if holders is not None:
         q = q.where(accounts.c.holder.in_(sorted(holders)))
     out = {r.key: r.balance_microunits for r in conn.execute(q)}
-    for key, (delta, _) in pending_deltas(conn, kind=kind, currency=currency, holders=holders).items():
+    for key, delta in pending_deltas(conn, kind=kind, currency=currency, holders=holders).items():
         out[key] = out.get(key, 0) + delta
     return out
 
@@ -258,21 +258,19 @@ def accrued_by_account(conn: Connection, *, currency: str | None = None, period:
     return out
 
 
-def read_carries(conn: Connection, currency: str, payees: list[str]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
-    """Each payee's carried fraction (2^-32 microunit) in ``currency`` as of now, and whether it has one
-    on record: the carries table, overridden by the latest pending segment that carries the payee."""
+def read_carries(conn: Connection, currency: str, payees: list[str]) -> npt.NDArray[np.int64]:
+    """Each payee's carried fraction (2^-32 microunit) in ``currency`` as of now: the carries table,
+    overridden by the latest pending segment that carries the payee (0 for a payee with neither)."""
     carry = np.zeros(len(payees), dtype=np.int64)
-    known = np.zeros(len(payees), dtype=np.bool_)
     rows = select_joined(conn, "SELECT c.payee, c.subunits FROM {values} JOIN carries c ON c.payee = v.value "
                                f"AND c.currency = '{check_currency(currency)}'", payees)
     if rows:
         position = {p: i for i, p in enumerate(payees)}
         for payee, subunits in rows:
             carry[position[payee]] = subunits
-            known[position[payee]] = True
     found, values = pending_carries(conn, currency, pa.array(payees, pa.string()))
     carry[found] = values[found]
-    return carry, known | found
+    return carry
 
 
 def carried_fractions(conn: Connection) -> dict[tuple[str, str], int]:

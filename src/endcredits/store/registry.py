@@ -615,8 +615,7 @@ def route_columns(conn: Connection, payees: list[str]) -> tuple[list[str], list[
         elif kind != "work":
             parse_payee(p)  # raises with the reason
     claimed = _claimed_names(conn, sorted(set(name_nums)))
-    verified = {int(pid): at is not None for pid, at in
-                select_in(conn, "SELECT id, verified_at FROM people WHERE id {in}", sorted(set(person_nums)))}
+    verified = {pid: at is not None for pid, _, at in people_verification(conn, person_nums)}
     if len(verified) != len(set(person_nums)):
         raise NotFoundError(f"payee person:{min(set(person_nums) - set(verified))} is not registered")
     kinds, holders = [], []

@@ -60,7 +60,7 @@ def _read_ipc(blob: bytes, transfer_id: int, what: str, schemas: Sequence[pa.Sch
 
 def encode_legs(keys: Sequence[str], amounts: Sequence[int]) -> bytes:
     """Legs as Arrow IPC: int64 amounts, or decimal text when any is beyond int64."""
-    if all(_I64_MIN <= a <= _I64_MAX for a in (min(amounts, default=0), max(amounts, default=0))):
+    if _I64_MIN <= min(amounts, default=0) and max(amounts, default=0) <= _I64_MAX:
         table = pa.table([pa.array(keys, pa.string()), pa.array(amounts, pa.int64())], schema=LEGS_SCHEMA)
     else:
         table = pa.table([pa.array(keys, pa.string()), pa.array([str(a) for a in amounts], pa.string())],
@@ -131,16 +131,8 @@ def iter_segments(conn: Connection, *, after: int | None = None, transfer_ids: S
                   carries: bool = False, currency: str | None = None) -> Iterator[Segment]:
     """Segments in transfer order: those above ``after`` (the pending ones when ``after`` is the
     watermark), or those of ``transfer_ids``, or every one. One row is decoded at a time."""
-    ids = select(ledger_segments.c.transfer_id).order_by(ledger_segments.c.transfer_id)
-    if after is not None:
-        ids = ids.where(ledger_segments.c.transfer_id > after)
-    if transfer_ids is not None:
-        ids = ids.where(ledger_segments.c.transfer_id.in_(list(transfer_ids)))
-    if currency is not None:
-        ids = ids.where(ledger_segments.c.currency == currency)
-    # Ids first, then one row at a time: a reader never holds more than one segment's blobs.
-    for transfer_id in conn.execute(ids).scalars().all():
-        yield read_segment(conn, int(transfer_id), carries=carries)
+    for transfer_id in segment_ids(conn, after=after, transfer_ids=transfer_ids, currency=currency):
+        yield read_segment(conn, transfer_id, carries=carries)
 
 
 def read_segment(conn: Connection, transfer_id: int, *, carries: bool = False) -> Segment:
@@ -175,18 +167,24 @@ def _segment_row(conn: Connection, transfer_id: int, names: Sequence[str]) -> tu
 def iter_carries(conn: Connection, *, after: int, currency: str | None = None) -> Iterator[tuple[str, pa.Array, pa.Array]]:
     """(currency, payees, subunits) of each segment above ``after``, in transfer order: only the carries
     blob is read."""
-    ids = select(ledger_segments.c.transfer_id).where(ledger_segments.c.transfer_id > after).order_by(
-        ledger_segments.c.transfer_id)
-    if currency is not None:
-        ids = ids.where(ledger_segments.c.currency == currency)
-    for transfer_id in conn.execute(ids).scalars().all():
-        ccy, blob = _segment_row(conn, int(transfer_id), ["currency", "carries_arrow"])
-        table = _read_ipc(blob, int(transfer_id), "carries", (CARRIES_SCHEMA,))
+    for transfer_id in segment_ids(conn, after=after, currency=currency):
+        ccy, blob = _segment_row(conn, transfer_id, ["currency", "carries_arrow"])
+        table = _read_ipc(blob, transfer_id, "carries", (CARRIES_SCHEMA,))
         yield ccy, table.column(0).combine_chunks(), table.column(1).combine_chunks()
 
 
-def segment_ids(conn: Connection) -> list[int]:
-    return [int(t) for t in conn.execute(select(ledger_segments.c.transfer_id).order_by(ledger_segments.c.transfer_id)).scalars()]
+def segment_ids(conn: Connection, *, after: int | None = None, transfer_ids: Sequence[int] | None = None,
+                currency: str | None = None) -> list[int]:
+    """Segments' transfer ids in order: those above ``after``, of ``transfer_ids``, of ``currency``, or all.
+    Readers take the ids first, then one row at a time, so none holds more than one segment's blobs."""
+    ids = select(ledger_segments.c.transfer_id).order_by(ledger_segments.c.transfer_id)
+    if after is not None:
+        ids = ids.where(ledger_segments.c.transfer_id > after)
+    if transfer_ids is not None:
+        ids = ids.where(ledger_segments.c.transfer_id.in_(list(transfer_ids)))
+    if currency is not None:
+        ids = ids.where(ledger_segments.c.currency == currency)
+    return [int(t) for t in conn.execute(ids).scalars()]
 
 
 def raw_segment_sha256(conn: Connection) -> Iterator[tuple[int, str, str]]:
@@ -212,10 +210,10 @@ def _key_filter(accounts: pa.Array, kind: str | None, currency: str | None, hold
 
 
 def pending_deltas(conn: Connection, *, kind: str | None = None, currency: str | None = None,
-                   holders: Collection[str] | None = None) -> dict[str, tuple[int, int]]:
-    """Per account key, what the pending segments add to its balance and the last of them that touched
-    it: ``key -> (microunits, transfer id)``, filtered like ``store.ledger.account_balances``."""
-    out: dict[str, tuple[int, int]] = {}
+                   holders: Collection[str] | None = None) -> dict[str, int]:
+    """Per account key, what the pending segments add to its balance, filtered like
+    ``store.ledger.account_balances``."""
+    out: dict[str, int] = {}
     wanted = set(holders) if holders is not None else None
     for seg in iter_segments(conn, after=fold_watermark(conn), currency=currency):
         picked = _key_filter(seg.accounts, kind, currency, wanted)
@@ -228,8 +226,7 @@ def pending_deltas(conn: Connection, *, kind: str | None = None, currency: str |
                 k, h, _ = parse_account_key(key)
                 if (kind and k != kind) or (wanted is not None and h not in wanted):
                     continue
-            before = out.get(key)
-            out[key] = ((before[0] if before else 0) + int(amount), seg.transfer_id)
+            out[key] = out.get(key, 0) + int(amount)
     return out
 
 
