@@ -16,8 +16,12 @@ the vocabulary of all the works, ``train_char_lm(vocab=...)``, so that their sha
 (recipes "full+checkpoints" and "half+checkpoints": TRAK's ensemble over checkpoints as well as over
 models); the tuning draw chooses among the recipes like any other.
 
-The peers are not run here: ``traker`` and ``dattri`` would need a custom model-output class for a
-sequence model and per-example ``vmap`` through the local-attention model; see docs/benchmarks.md.
+The peers ``traker`` and ``dattri`` (TRAK) attribute the same states of the same ensemble at ``--k``, with
+endcredits' model output: each training tune's summed log-likelihood (minus its training loss) and, Q being
+one, no reweighting. dattri differentiates the targets' mean log-likelihood per character, as endcredits
+does; traker has one model output for both, so its targets are differentiated through their summed
+log-likelihood: a positive factor per target (its length), which leaves each target's Spearman correlation,
+and so the LDS, unchanged. The influence functions (``endcredits-if``, ``dattri-if``) need a classifier.
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 from _lds_data import abc_tunes
-from _lds_methods import MethodRun, run_endcredits
+from _lds_methods import MethodRun, PeerJob, run_dattri, run_endcredits, run_traker
+from torch import nn
 
 WINDOW = 64
 BATCH = 32
@@ -67,6 +72,17 @@ def log_likelihoods(lm: Any, texts: Sequence[str]) -> npt.NDArray[np.float64]:
     return torch.cat(out).numpy().astype(np.float64)
 
 
+LM_METHODS = ("endcredits", "traker", "dattri")
+
+
+def _ensemble(members: Sequence[Member]) -> tuple[Any, list[dict[str, torch.Tensor]]]:
+    """The ensemble's one vocabulary and every featurized state of every member, in order."""
+    vocab = members[0].lm.vocab
+    if any(m.lm.vocab.chars != vocab.chars for m in members):
+        raise ValueError("the ensemble's models have different vocabularies; train them with one vocab=")
+    return vocab, [state for m in members for state in m.states]
+
+
 def run_endcredits_lm(
     members: Sequence[Member], train_texts: Sequence[str], target_texts: Sequence[str], *, k: int,
     lambdas: Sequence[float], projection: str = "kronecker",
@@ -74,14 +90,70 @@ def run_endcredits_lm(
     """TRAK over every featurized state of every member (models and, with checkpoints, training steps)."""
     from endcredits.attribution.task import encode_texts, language_model_task
 
-    vocab = members[0].lm.vocab
-    if any(m.lm.vocab.chars != vocab.chars for m in members):
-        raise ValueError("the ensemble's models have different vocabularies; train them with one vocab=")
-    task = language_model_task(members[0].lm.model, [state for m in members for state in m.states])
+    vocab, states = _ensemble(members)
+    task = language_model_task(members[0].lm.model, states)
     train_batch = encode_texts(vocab, train_texts, length_max=LENGTH_MAX)
     target_batch = encode_texts(vocab, target_texts, length_max=LENGTH_MAX)
     return run_endcredits(task, train_batch, target_batch, k=None if projection == "identity" else k, lambdas=lambdas,
                           projection=projection, chunk_size=16)
+
+
+def example_log_likelihood(model: nn.Module, params: dict[str, torch.Tensor], example: tuple[torch.Tensor, ...],
+                           *, mean: bool = False) -> torch.Tensor:
+    """One ``encode_texts`` row ``(ids [T], mask [T - 1])`` under ``params``: its summed log-likelihood, or
+    the mean per predicted character; ``lm_log_likelihood_sum``/``_mean`` for a batch of one, written for the
+    peers' per-example ``vmap``."""
+    ids, mask = example
+    logits = torch.func.functional_call(model, params, (ids[:-1],))
+    total = -(nn.functional.cross_entropy(logits, ids[1:], reduction="none") * mask).sum()
+    return total / mask.sum().clamp_min(1.0) if mean else total
+
+
+def _example_mean_log_likelihood(model: nn.Module, params: dict[str, torch.Tensor],
+                                 example: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    return example_log_likelihood(model, params, example, mean=True)
+
+
+def _q_is_one(model: nn.Module, params: dict[str, torch.Tensor], example: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """dattri's Q is ``1 - probability``: zero here (one per example, batched like its input under vmap)."""
+    return example[1].sum() * 0.0
+
+
+def traker_lm_output() -> Any:
+    """TRAKer's model output for the character LM: an example's summed log-likelihood; Q one."""
+    from trak.modelout_functions import AbstractModelOutput
+
+    class LogLikelihood(AbstractModelOutput):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+
+        @staticmethod
+        def get_output(model: nn.Module, weights: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
+                       ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return example_log_likelihood(model, {**weights, **buffers}, (ids, mask))
+
+        def get_out_to_loss_grad(self, model: nn.Module, weights: Any, buffers: Any,
+                                 batch: Sequence[torch.Tensor]) -> torch.Tensor:
+            return torch.ones(len(batch[0]), 1)
+
+    return LogLikelihood()
+
+
+def run_peer_lm(
+    method: str, members: Sequence[Member], train_texts: Sequence[str], target_texts: Sequence[str], *, k: int,
+    lambdas: Sequence[float], batch_size: int = 100,
+) -> MethodRun:
+    """traker's or dattri's TRAK over the same states as ``run_endcredits_lm``, at projection dimension ``k``."""
+    from endcredits.attribution.task import encode_texts
+
+    vocab, states = _ensemble(members)
+    job = PeerJob([members[0].lm.model], encode_texts(vocab, train_texts, length_max=LENGTH_MAX),
+                  encode_texts(vocab, target_texts, length_max=LENGTH_MAX), k=k, batch_size=batch_size, states=states)
+    if method == "traker":
+        return run_traker(job, lambdas, traker_lm_output())
+    if method == "dattri":
+        return run_dattri(job, lambdas, example_log_likelihood, _q_is_one, target=_example_mean_log_likelihood)
+    raise ValueError(f"method {method} is not implemented for abc-lm (it has {', '.join(LM_METHODS)})")
 
 
 def build_problem(args: argparse.Namespace, log: Callable[[str], None]) -> Any:
@@ -159,9 +231,11 @@ def build_problem(args: argparse.Namespace, log: Callable[[str], None]) -> Any:
     reseeded = [draws[core.reseed_draw(r)][1][:, report_cols] for r in range(2, args.seeds_per_subset + 1)]
 
     def run_method(method: str, members: list[Any], lambdas: Sequence[float]) -> Any:
-        if method != "endcredits":
-            raise ValueError(f"method {method} is not implemented for abc-lm")
-        return run_endcredits_lm(members, train_texts, targets_all, k=args.k, lambdas=lambdas, projection=args.projection)
+        if method == "endcredits":
+            return run_endcredits_lm(members, train_texts, targets_all, k=args.k, lambdas=lambdas,
+                                     projection=args.projection)
+        return run_peer_lm(method, members, train_texts, targets_all, k=args.k, lambdas=lambdas,
+                           batch_size=args.peer_batch_size)
 
     def counterfactual(scores: dict[str, npt.NDArray[np.float64]], tests: list[int], remove: int,
                        seed: int) -> dict[str, Any]:

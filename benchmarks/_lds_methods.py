@@ -20,7 +20,7 @@ import logging
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from unittest import mock
@@ -128,24 +128,39 @@ def run_endcredits(
 
 
 @dataclass(frozen=True)
-class ClassifierJob:
-    """An ensemble of classifiers, the training set and the targets (every test example the run scores)."""
+class PeerJob:
+    """An ensemble, the training set and the targets (every test example the run scores), as tensors whose
+    first dimension is the example: ``(images, labels)`` for a classifier, ``(ids, mask)`` for a language
+    model (``encode_texts``)."""
 
     models: Sequence[nn.Module]
-    train: tuple[torch.Tensor, torch.Tensor]
-    targets: tuple[torch.Tensor, torch.Tensor]
+    train: tuple[torch.Tensor, ...]
+    targets: tuple[torch.Tensor, ...]
     k: int
     seed: int = 0
     batch_size: int = 100
+    states: Sequence[Mapping[str, torch.Tensor]] | None = None
+    """The parameter states featurized, in order: by default each model's own; an ensemble over training
+    checkpoints as well (abc-lm's "+checkpoints" recipes) lists several per model, all for ``models[0]``'s
+    architecture."""
 
-    def batches(self, which: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        x, y = self.train if which == "train" else self.targets
-        for start in range(0, len(x), self.batch_size):
-            yield x[start : start + self.batch_size], y[start : start + self.batch_size]
+    def batches(self, which: str) -> Iterator[tuple[torch.Tensor, ...]]:
+        data = self.train if which == "train" else self.targets
+        for start in range(0, len(data[0]), self.batch_size):
+            yield tuple(t[start : start + self.batch_size] for t in data)
+
+    def peer_copies(self) -> tuple[nn.Module, list[dict[str, torch.Tensor]]]:
+        """A private module and private checkpoints for a peer. traker's ``load_checkpoint`` and dattri's
+        ``AttributionTask`` load each checkpoint into the module they are given (``load_state_dict``, in
+        place): handed ``models[0]`` and the ensemble's own state dicts, loading model m overwrote model 0,
+        so its later use (dattri's target gradients, the next lambda, the next method) saw the last model."""
+        states = self.states if self.states is not None else [m.state_dict() for m in self.models]
+        copies = [{name: value.detach().clone() for name, value in state.items()} for state in states]
+        return copy.deepcopy(self.models[0]), copies
 
 
 def run_endcredits_classifier(
-    job: ClassifierJob, lambdas: Sequence[float], projection: str = "kronecker", curvature: bool = False,
+    job: PeerJob, lambdas: Sequence[float], projection: str = "kronecker", curvature: bool = False,
     scorer: str = "trak", response: str = "gradient-flow",
 ) -> MethodRun:
     from endcredits.attribution.task import classification_task
@@ -156,20 +171,11 @@ def run_endcredits_classifier(
 
 
 def run_endcredits_influence_classifier(
-    job: ClassifierJob, lambdas: Sequence[float], projection: str = "kronecker", curvature: bool = True,
+    job: PeerJob, lambdas: Sequence[float], projection: str = "kronecker", curvature: bool = True,
     response: str = "gradient-flow",
 ) -> MethodRun:
     """``InfluenceScorer``: per-model loss gradients, the Gauss-Newton kernel, a gradient-flow response."""
     return run_endcredits_classifier(job, lambdas, projection=projection, scorer="influence", response=response)
-
-
-def _peer_copies(job: ClassifierJob) -> tuple[nn.Module, list[dict[str, torch.Tensor]]]:
-    """A private module and private checkpoints for a peer. traker's ``load_checkpoint`` and dattri's
-    ``AttributionTask`` load each checkpoint into the module they are given (``load_state_dict``, in place):
-    handed ``job.models[0]`` and the ensemble's own state dicts, loading model m overwrote model 0, so its
-    later use (dattri's target gradients, the next lambda, the next method) saw the last model instead."""
-    states = [{name: value.detach().clone() for name, value in m.state_dict().items()} for m in job.models]
-    return copy.deepcopy(job.models[0]), states
 
 
 def _per_lambda(lambdas: Sequence[float], one: Any, notes: dict[str, Any]) -> MethodRun:
@@ -188,8 +194,14 @@ def _per_lambda(lambdas: Sequence[float], one: Any, notes: dict[str, Any]) -> Me
 # traker -----------------------------------------------------------------------------------------
 
 
-def run_traker_classifier(job: ClassifierJob, lambdas: Sequence[float]) -> MethodRun:
-    """TRAKer on CPU (BasicProjector, normal projection), float32, its image-classification margin.
+def run_traker_classifier(job: PeerJob, lambdas: Sequence[float]) -> MethodRun:
+    """TRAKer with its image-classification margin (``task="image_classification"``)."""
+    return run_traker(job, lambdas, "image_classification")
+
+
+def run_traker(job: PeerJob, lambdas: Sequence[float], task: Any) -> MethodRun:
+    """TRAKer on CPU (BasicProjector, normal projection), float32, with ``task`` (its name for a model
+    output it has, or an ``AbstractModelOutput``).
 
     TRAKer's lambda enters only in ``finalize_features`` (``(X^T X + lambda I)^-1``), so the projected
     training and target gradients are computed once and each lambda of the grid re-finalizes the features
@@ -200,13 +212,13 @@ def run_traker_classifier(job: ClassifierJob, lambdas: Sequence[float]) -> Metho
         from trak import TRAKer
 
     logging.getLogger("TRAK").setLevel(logging.ERROR)
-    model, states = _peer_copies(job)
+    model, states = job.peer_copies()
     scores: dict[float, npt.NDArray[np.float64]] = {}
     score_s: dict[float, float] = {}
     with tempfile.TemporaryDirectory() as save_dir, _quiet():
         started = time.perf_counter()
         traker = TRAKer(
-            model=model, task="image_classification", train_set_size=len(job.train[0]),
+            model=model, task=task, train_set_size=len(job.train[0]),
             save_dir=save_dir, device="cpu", proj_dim=job.k, use_half_precision=False,
             projector_seed=job.seed, lambda_reg=lambdas[0], logging_level=logging.ERROR,
         )
@@ -218,13 +230,17 @@ def run_traker_classifier(job: ClassifierJob, lambdas: Sequence[float]) -> Metho
         for i, lam in enumerate(lambdas):
             started = time.perf_counter()
             traker.score_computer.lambda_reg = lam
-            for m in range(len(job.models)):
+            for m in range(len(states)):
                 traker.saver.model_ids[m]["is_finalized"] = 0
             traker.finalize_features()
             if i == 0:
                 # TRAKer scores targets only once its features are finalized; their projected gradients do
                 # not depend on lambda and are kept in its store for the other values.
                 target_started = time.perf_counter()
+                # finalize_features freed the projector's matrix. With k within one block (k <= 100) TRAKer
+                # regenerates it only when the model id changes, so scoring the model it featurized last
+                # (always, with one state) would find none: a model id it never had forces the regeneration.
+                traker.projector.model_id = -1
                 for m, state in enumerate(states):
                     traker.start_scoring_checkpoint(exp_name="lds", checkpoint=state, model_id=m,
                                                     num_targets=len(job.targets[0]))
@@ -245,9 +261,36 @@ def run_traker_classifier(job: ClassifierJob, lambdas: Sequence[float]) -> Metho
 # dattri -----------------------------------------------------------------------------------------
 
 
-def run_dattri_classifier(job: ClassifierJob, lambdas: Sequence[float]) -> MethodRun:
+ExampleFunction = Callable[[nn.Module, dict[str, torch.Tensor], tuple[torch.Tensor, ...]], torch.Tensor]
+"""(module, parameters, one example without its batch dimension) -> a scalar, for dattri's vmap."""
+
+
+def _classifier_margin(model: nn.Module, params: dict[str, torch.Tensor],
+                       pair: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    image, label = pair
+    logits = torch.func.functional_call(model, params, image.unsqueeze(0))
+    logp = -nn.functional.cross_entropy(logits, label.unsqueeze(0))
+    return logp - torch.log(1 - torch.exp(logp))
+
+
+def _classifier_probability(model: nn.Module, params: dict[str, torch.Tensor],
+                            pair: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    image, label = pair
+    logits = torch.func.functional_call(model, params, image.unsqueeze(0))
+    return torch.exp(-nn.functional.cross_entropy(logits, label.unsqueeze(0)))
+
+
+def run_dattri_classifier(job: PeerJob, lambdas: Sequence[float]) -> MethodRun:
     """dattri's TRAKAttributor with the model output and Q of its own MNIST examples (log-odds of the
-    correct class, Q = 1 - p), its checkpoints being the ensemble's models.
+    correct class, Q = 1 - p), its checkpoints being the ensemble's models."""
+    return run_dattri(job, lambdas, _classifier_margin, _classifier_probability)
+
+
+def run_dattri(job: PeerJob, lambdas: Sequence[float], output: ExampleFunction, probability: ExampleFunction,
+               target: ExampleFunction | None = None) -> MethodRun:
+    """dattri's TRAKAttributor on CPU (normal projection), float32: ``output`` is differentiated for the
+    training examples (dattri's ``loss_func``), ``target`` (default ``output``) for the targets, and
+    Q = 1 - ``probability``.
 
     dattri's lambda enters only in ``cache``: per checkpoint, ``kernel = X^T X``,
     ``kernel.diagonal().add_(regularization)``, ``torch.linalg.solve(kernel, X^T)``. The training set is
@@ -260,18 +303,10 @@ def run_dattri_classifier(job: ClassifierJob, lambdas: Sequence[float]) -> Metho
         from dattri.algorithm.trak import TRAKAttributor
         from dattri.task import AttributionTask
 
-    model, states = _peer_copies(job)
+    model, states = job.peer_copies()
 
-    def margin(params: dict[str, torch.Tensor], pair: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        image, label = pair
-        logits = torch.func.functional_call(model, params, image.unsqueeze(0))
-        logp = -nn.functional.cross_entropy(logits, label.unsqueeze(0))
-        return logp - torch.log(1 - torch.exp(logp))
-
-    def probability(params: dict[str, torch.Tensor], pair: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        image, label = pair
-        logits = torch.func.functional_call(model, params, image.unsqueeze(0))
-        return torch.exp(-nn.functional.cross_entropy(logits, label.unsqueeze(0)))
+    def bound(function: ExampleFunction) -> Callable[[dict[str, torch.Tensor], tuple[torch.Tensor, ...]], torch.Tensor]:
+        return lambda params, example: function(model, params, example)
 
     loader = {which: torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*data), batch_size=job.batch_size)
               for which, data in (("train", job.train), ("targets", job.targets))}
@@ -279,9 +314,10 @@ def run_dattri_classifier(job: ClassifierJob, lambdas: Sequence[float]) -> Metho
     score_s: dict[float, float] = {}
     with _quiet(), torch.no_grad():
         started = time.perf_counter()
-        task = AttributionTask(model=model, loss_func=margin, checkpoints=[dict(state) for state in states])
+        task = AttributionTask(model=model, loss_func=bound(output), target_func=bound(target or output),
+                               checkpoints=[dict(state) for state in states])
         attributor = TRAKAttributor(
-            task=task, correct_probability_func=probability, device="cpu", regularization=0.0,
+            task=task, correct_probability_func=bound(probability), device="cpu", regularization=0.0,
             projector_kwargs={"proj_dim": job.k, "proj_seed": job.seed, "proj_max_batch_size": 32, "device": "cpu"},
         )
         with _dattri_ridge_grid(lambdas) as solutions:
@@ -317,7 +353,7 @@ def _dattri_ridge_grid(lambdas: Sequence[float]) -> Iterator[dict[float, list[to
         yield solutions
 
 
-def run_dattri_if_classifier(job: ClassifierJob, lambdas: Sequence[float]) -> MethodRun:
+def run_dattri_if_classifier(job: PeerJob, lambdas: Sequence[float]) -> MethodRun:
     """dattri's IFAttributorExplicit (the explicit Hessian of the mean training loss over one batch of all
     the training data, plus ``regularization * I``), per model, averaged over the ensemble. Its score is
     ``grad L_test^T H^-1 grad L_train``: positive when training on the example lowers the test loss,
@@ -326,7 +362,7 @@ def run_dattri_if_classifier(job: ClassifierJob, lambdas: Sequence[float]) -> Me
         from dattri.algorithm.influence_function import IFAttributorExplicit
         from dattri.task import AttributionTask
 
-    model, states = _peer_copies(job)
+    model, states = job.peer_copies()
 
     def loss(params: dict[str, torch.Tensor], pair: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         image, label = pair
@@ -343,7 +379,7 @@ def run_dattri_if_classifier(job: ClassifierJob, lambdas: Sequence[float]) -> Me
             task = AttributionTask(model=model, loss_func=loss, checkpoints=dict(state))
             attributor = IFAttributorExplicit(task=task, device="cpu", regularization=lam)
             attributor.cache(everything)
-            total = total + attributor.attribute(loader["train"], loader["targets"]) / len(job.models)
+            total = total + attributor.attribute(loader["train"], loader["targets"]) / len(states)
         return total
 
     return _per_lambda(lambdas, one, {"hessian": "explicit, mean training loss"})

@@ -59,10 +59,10 @@ def build_problem(args: argparse.Namespace, log: Callable[[str], None]) -> Any:
     log(f"ensembles: {args.models} full + {args.models} half models in {time.perf_counter() - started:.1f} s;"
         f" test accuracy of the full models {accuracy:.3f}")
 
-    from _lds_methods import CLASSIFIER_RUNNERS, ClassifierJob
+    from _lds_methods import CLASSIFIER_RUNNERS, PeerJob
 
     def run_method(method: str, models: list[Any], lambdas: Sequence[float]) -> Any:
-        job = ClassifierJob(models, (x_train, y_train), (x_test, y_test), k=args.k, batch_size=args.peer_batch_size)
+        job = PeerJob(models, (x_train, y_train), (x_test, y_test), k=args.k, batch_size=args.peer_batch_size)
         extra: dict[str, Any] = {}
         if method == "endcredits":
             extra = {"projection": args.projection, "curvature": args.curvature}

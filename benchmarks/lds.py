@@ -226,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cf-remove", type=int, help="training examples removed per test example")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the machines are shared)")
     parser.add_argument("--peer-batch-size", type=int, default=100,
-                        help="MNIST settings: examples per batch the peers featurize and project (on CPU both"
+                        help="examples per batch the peers featurize and project (on CPU both"
                              " regenerate their whole projection matrix for every batch; the matrix, and so the"
                              " scores, do not depend on the batch size)")
     parser.add_argument("--cache-dir", type=Path, default=CACHE_DIR)
@@ -305,8 +305,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[str, Any] = {}
     for method in methods:
         why_not = available(method)
-        if why_not is None and args.setting == "abc-lm" and method != "endcredits":
-            why_not = "not implemented for the character LM (see docs/benchmarks.md)"
+        if why_not is None and args.setting == "abc-lm":
+            from _lds_lm import LM_METHODS
+
+            if method not in LM_METHODS:
+                why_not = f"the influence functions need a classifier; abc-lm runs {', '.join(LM_METHODS)}"
         if why_not is not None:
             log(f"{method}: skipped: {why_not}")
             results[method] = {"skipped": why_not}
