@@ -76,9 +76,10 @@ def _known_accounts(conn: Connection, keys: list[str]) -> dict[str, tuple[int, i
 
 
 def _open_accounts(conn: Connection, keys: list[str], balances: list[int], transfer_ids: Sequence[int],
-                   when: str) -> dict[str, int]:
+                   when: str, *, return_ids: bool = True) -> dict[str, int]:
     """Create the accounts ``keys`` (none exists yet) with their first balances and the transfer that last
-    changed each; returns their ids."""
+    changed each; returns their ids (``return_ids=False``: an empty dict, after checking their count; a
+    fold needs no ids, and reading 10^6 of them back took a fifth of its time)."""
     rows = []
     kinds = ACCOUNT_KINDS
     negative = NEGATIVE_ALLOWED_KINDS
@@ -94,6 +95,11 @@ def _open_accounts(conn: Connection, keys: list[str], balances: list[int], trans
     id_before = int(fetch_all(conn, "SELECT COALESCE(MAX(id), 0) FROM accounts")[0][0])
     bulk_insert(conn, "accounts", ["key", "kind", "currency", "holder", "may_go_negative", "created_at",
                                    "balance_microunits", "last_transfer_id"], rows)
+    if not return_ids:
+        # bulk_insert refused any key already present, so the count says whether another writer added rows.
+        count = int(fetch_all(conn, f"SELECT COUNT(*) FROM accounts WHERE id > {id_before}")[0][0])
+        invariant(count == len(keys), "accounts created by another writer inside a write transaction")
+        return {}
     new = dict(fetch_all(conn, f"SELECT key, id FROM accounts WHERE id > {id_before}"))
     invariant(len(new) == len(keys) and all(k in new for k in keys),
               "accounts created by another writer inside a write transaction")
@@ -341,7 +347,8 @@ def fold_pending(conn: Connection, *, at: str | None = None) -> FoldResult | Non
                 raise LedgerError(f"folding the pending segments would leave account {key} at {value}; nothing was folded")
         fresh = [i for i, k in enumerate(keys) if k not in known]
         if fresh:
-            _open_accounts(conn, [keys[i] for i in fresh], [values[i] for i in fresh], [last[i] for i in fresh], when)
+            _open_accounts(conn, [keys[i] for i in fresh], [values[i] for i in fresh], [last[i] for i in fresh], when,
+                           return_ids=False)
         updates = sorted((known[k][0], v, t) for k, v, t in zip(keys, values, last) if k in known)
         if updates:
             bulk_update(conn, "accounts", ["id"], ["id", "balance_microunits", "last_transfer_id"],
