@@ -341,19 +341,29 @@ def fold_pending(conn: Connection, *, at: str | None = None) -> FoldResult | Non
     with gc_paused():
         keys, sums, last = _summed_legs(segments)
         known = _known_accounts(conn, keys)
-        values = [known[k][1] + d if k in known else d for k, d in zip(keys, sums)]
-        for key, value in zip(keys, values):
+        # One pass over the keys: the new balance of each, split into accounts to open and to update.
+        fresh_keys: list[str] = []
+        fresh_values: list[int] = []
+        fresh_last: list[int] = []
+        updates: list[tuple[int, int, int]] = []
+        for key, delta, transfer_id in zip(keys, sums, last):
+            row = known.get(key)
+            value = delta if row is None else row[1] + delta
             if value < 0 and key.partition(":")[0] not in NEGATIVE_ALLOWED_KINDS:
                 raise LedgerError(f"folding the pending segments would leave account {key} at {value}; nothing was folded")
-        fresh = [i for i, k in enumerate(keys) if k not in known]
-        if fresh:
-            _open_accounts(conn, [keys[i] for i in fresh], [values[i] for i in fresh], [last[i] for i in fresh], when,
-                           return_ids=False)
-        updates = sorted((known[k][0], v, t) for k, v, t in zip(keys, values, last) if k in known)
+            if row is None:
+                fresh_keys.append(key)
+                fresh_values.append(value)
+                fresh_last.append(transfer_id)
+            else:
+                updates.append((row[0], value, transfer_id))
+        if fresh_keys:
+            _open_accounts(conn, fresh_keys, fresh_values, fresh_last, when, return_ids=False)
         if updates:
+            updates.sort()  # id order: the updates walk the table's B-tree once
+            ids, balances, transfer_ids = zip(*updates)
             bulk_update(conn, "accounts", ["id"], ["id", "balance_microunits", "last_transfer_id"],
-                        list(zip([u[0] for u in updates], amount_params(conn, [u[1] for u in updates]),
-                                 [u[2] for u in updates])))
+                        list(zip(ids, amount_params(conn, balances), transfer_ids)))
         columns = ["payee", "currency", "subunits"]
         n_carries = 0
         for ccy in sorted({seg.currency for seg in segments}):
