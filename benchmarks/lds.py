@@ -304,12 +304,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         LAMBDA_GRIDS["endcredits"] = tuple((lam, g) for g in powers for lam in LAMBDA_GRIDS["endcredits"])  # type: ignore[misc]
     results: dict[str, Any] = {}
     for method in methods:
-        why_not = available(method)
-        if why_not is None and args.setting == "abc-lm":
+        why_not = None
+        if args.setting == "abc-lm":  # what the setting cannot run comes first: installing a peer would not help
             from _lds_lm import LM_METHODS
 
             if method not in LM_METHODS:
                 why_not = f"the influence functions need a classifier; abc-lm runs {', '.join(LM_METHODS)}"
+        why_not = why_not or available(method)
         if why_not is not None:
             log(f"{method}: skipped: {why_not}")
             results[method] = {"skipped": why_not}
