@@ -265,19 +265,22 @@ ExampleFunction = Callable[[nn.Module, dict[str, torch.Tensor], tuple[torch.Tens
 """(module, parameters, one example without its batch dimension) -> a scalar, for dattri's vmap."""
 
 
-def _classifier_margin(model: nn.Module, params: dict[str, torch.Tensor],
-                       pair: tuple[torch.Tensor, ...]) -> torch.Tensor:
+def _correct_log_probability(model: nn.Module, params: dict[str, torch.Tensor],
+                             pair: tuple[torch.Tensor, ...]) -> torch.Tensor:
     image, label = pair
     logits = torch.func.functional_call(model, params, image.unsqueeze(0))
-    logp = -nn.functional.cross_entropy(logits, label.unsqueeze(0))
+    return -nn.functional.cross_entropy(logits, label.unsqueeze(0))
+
+
+def _classifier_margin(model: nn.Module, params: dict[str, torch.Tensor],
+                       pair: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    logp = _correct_log_probability(model, params, pair)
     return logp - torch.log(1 - torch.exp(logp))
 
 
 def _classifier_probability(model: nn.Module, params: dict[str, torch.Tensor],
                             pair: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    image, label = pair
-    logits = torch.func.functional_call(model, params, image.unsqueeze(0))
-    return torch.exp(-nn.functional.cross_entropy(logits, label.unsqueeze(0)))
+    return torch.exp(_correct_log_probability(model, params, pair))
 
 
 def run_dattri_classifier(job: PeerJob, lambdas: Sequence[float]) -> MethodRun:
