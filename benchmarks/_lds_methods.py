@@ -117,13 +117,21 @@ def run_endcredits(
     for lam in lambdas:
         started = time.perf_counter()
         lam_value, power, moment = (*lam, 0.0)[:3] if isinstance(lam, tuple) else (lam, 1.0, 0.0)
-        fitted = (TRAKScorer(lambda_=lam_value, weight_power=power, second_moment_power=moment) if scorer == "trak"
-                  else InfluenceScorer(lam_value, response=response))  # type: ignore[arg-type]
+        fitted = (
+            TRAKScorer(lambda_=lam_value, weight_power=power, second_moment_power=moment)
+            if scorer == "trak"
+            else InfluenceScorer(lam_value, response=response)
+        )  # type: ignore[arg-type]
         fitted.fit(train_features, train_weights, curvature_per_model=kernels or None)
         scores[lam] = fitted.score(target_features).T  # [outputs, works] -> [works, outputs]
         score_s[lam] = time.perf_counter() - started
-    notes = {"dim": featurizer.dim, "projection": projection, "kernel": "gauss-newton" if curvature else "Phi^T Phi",
-             "scorer": scorer, **({"response": response} if scorer == "influence" else {})}
+    notes = {
+        "dim": featurizer.dim,
+        "projection": projection,
+        "kernel": "gauss-newton" if curvature else "Phi^T Phi",
+        "scorer": scorer,
+        **({"response": response} if scorer == "influence" else {}),
+    }
     return MethodRun(scores, featurize_s, score_s, notes)
 
 
@@ -160,18 +168,35 @@ class PeerJob:
 
 
 def run_endcredits_classifier(
-    job: PeerJob, lambdas: Sequence[float], projection: str = "kronecker", curvature: bool = False,
-    scorer: str = "trak", response: str = "gradient-flow",
+    job: PeerJob,
+    lambdas: Sequence[float],
+    projection: str = "kronecker",
+    curvature: bool = False,
+    scorer: str = "trak",
+    response: str = "gradient-flow",
 ) -> MethodRun:
     from endcredits.attribution.task import classification_task
 
     task = classification_task(job.models[0], [m.state_dict() for m in job.models])
-    return run_endcredits(task, job.train, job.targets, k=job.k, lambdas=lambdas, seed=job.seed, projection=projection,
-                          curvature=curvature, scorer=scorer, response=response)
+    return run_endcredits(
+        task,
+        job.train,
+        job.targets,
+        k=job.k,
+        lambdas=lambdas,
+        seed=job.seed,
+        projection=projection,
+        curvature=curvature,
+        scorer=scorer,
+        response=response,
+    )
 
 
 def run_endcredits_influence_classifier(
-    job: PeerJob, lambdas: Sequence[float], projection: str = "kronecker", curvature: bool = True,
+    job: PeerJob,
+    lambdas: Sequence[float],
+    projection: str = "kronecker",
+    curvature: bool = True,
     response: str = "gradient-flow",
 ) -> MethodRun:
     """``InfluenceScorer``: per-model loss gradients, the Gauss-Newton kernel, a gradient-flow response."""
@@ -218,9 +243,16 @@ def run_traker(job: PeerJob, lambdas: Sequence[float], task: Any) -> MethodRun:
     with tempfile.TemporaryDirectory() as save_dir, _quiet():
         started = time.perf_counter()
         traker = TRAKer(
-            model=model, task=task, train_set_size=len(job.train[0]),
-            save_dir=save_dir, device="cpu", proj_dim=job.k, use_half_precision=False,
-            projector_seed=job.seed, lambda_reg=lambdas[0], logging_level=logging.ERROR,
+            model=model,
+            task=task,
+            train_set_size=len(job.train[0]),
+            save_dir=save_dir,
+            device="cpu",
+            proj_dim=job.k,
+            use_half_precision=False,
+            projector_seed=job.seed,
+            lambda_reg=lambdas[0],
+            logging_level=logging.ERROR,
         )
         for m, state in enumerate(states):
             traker.load_checkpoint(state, model_id=m)
@@ -242,8 +274,9 @@ def run_traker(job: PeerJob, lambdas: Sequence[float], task: Any) -> MethodRun:
                 # (always, with one state) would find none: a model id it never had forces the regeneration.
                 traker.projector.model_id = -1
                 for m, state in enumerate(states):
-                    traker.start_scoring_checkpoint(exp_name="lds", checkpoint=state, model_id=m,
-                                                    num_targets=len(job.targets[0]))
+                    traker.start_scoring_checkpoint(
+                        exp_name="lds", checkpoint=state, model_id=m, num_targets=len(job.targets[0])
+                    )
                     for batch in job.batches("targets"):
                         traker.score(batch=batch, num_samples=len(batch[0]))
                 target_s = time.perf_counter() - target_started
@@ -254,8 +287,12 @@ def run_traker(job: PeerJob, lambdas: Sequence[float], task: Any) -> MethodRun:
                 traker.projector.free_memory = lambda: None
             scores[lam] = np.array(traker.finalize_scores(exp_name="lds"), dtype=np.float64)  # [n_train, n_targets]
             score_s[lam] = time.perf_counter() - started
-    return MethodRun(scores, featurize_s, score_s, {"projector": "BasicProjector (normal), CPU",
-                                                    "features": "projected once, finalized per lambda"})
+    return MethodRun(
+        scores,
+        featurize_s,
+        score_s,
+        {"projector": "BasicProjector (normal), CPU", "features": "projected once, finalized per lambda"},
+    )
 
 
 # dattri -----------------------------------------------------------------------------------------
@@ -265,21 +302,24 @@ ExampleFunction = Callable[[nn.Module, dict[str, torch.Tensor], tuple[torch.Tens
 """(module, parameters, one example without its batch dimension) -> a scalar, for dattri's vmap."""
 
 
-def _correct_log_probability(model: nn.Module, params: dict[str, torch.Tensor],
-                             pair: tuple[torch.Tensor, ...]) -> torch.Tensor:
+def _correct_log_probability(
+    model: nn.Module, params: dict[str, torch.Tensor], pair: tuple[torch.Tensor, ...]
+) -> torch.Tensor:
     image, label = pair
     logits = torch.func.functional_call(model, params, image.unsqueeze(0))
     return -nn.functional.cross_entropy(logits, label.unsqueeze(0))
 
 
-def _classifier_margin(model: nn.Module, params: dict[str, torch.Tensor],
-                       pair: tuple[torch.Tensor, ...]) -> torch.Tensor:
+def _classifier_margin(
+    model: nn.Module, params: dict[str, torch.Tensor], pair: tuple[torch.Tensor, ...]
+) -> torch.Tensor:
     logp = _correct_log_probability(model, params, pair)
     return logp - torch.log(1 - torch.exp(logp))
 
 
-def _classifier_probability(model: nn.Module, params: dict[str, torch.Tensor],
-                            pair: tuple[torch.Tensor, ...]) -> torch.Tensor:
+def _classifier_probability(
+    model: nn.Module, params: dict[str, torch.Tensor], pair: tuple[torch.Tensor, ...]
+) -> torch.Tensor:
     return torch.exp(_correct_log_probability(model, params, pair))
 
 
@@ -289,8 +329,13 @@ def run_dattri_classifier(job: PeerJob, lambdas: Sequence[float]) -> MethodRun:
     return run_dattri(job, lambdas, _classifier_margin, _classifier_probability)
 
 
-def run_dattri(job: PeerJob, lambdas: Sequence[float], output: ExampleFunction, probability: ExampleFunction,
-               target: ExampleFunction | None = None) -> MethodRun:
+def run_dattri(
+    job: PeerJob,
+    lambdas: Sequence[float],
+    output: ExampleFunction,
+    probability: ExampleFunction,
+    target: ExampleFunction | None = None,
+) -> MethodRun:
     """dattri's TRAKAttributor on CPU (normal projection), float32: ``output`` is differentiated for the
     training examples (dattri's ``loss_func``), ``target`` (default ``output``) for the targets, and
     Q = 1 - ``probability``.
@@ -311,16 +356,25 @@ def run_dattri(job: PeerJob, lambdas: Sequence[float], output: ExampleFunction, 
     def bound(function: ExampleFunction) -> Callable[[dict[str, torch.Tensor], tuple[torch.Tensor, ...]], torch.Tensor]:
         return lambda params, example: function(model, params, example)
 
-    loader = {which: torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*data), batch_size=job.batch_size)
-              for which, data in (("train", job.train), ("targets", job.targets))}
+    loader = {
+        which: torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*data), batch_size=job.batch_size)
+        for which, data in (("train", job.train), ("targets", job.targets))
+    }
     scores: dict[float, npt.NDArray[np.float64]] = {}
     score_s: dict[float, float] = {}
     with _quiet(), torch.no_grad():
         started = time.perf_counter()
-        task = AttributionTask(model=model, loss_func=bound(output), target_func=bound(target or output),
-                               checkpoints=[dict(state) for state in states])
+        task = AttributionTask(
+            model=model,
+            loss_func=bound(output),
+            target_func=bound(target or output),
+            checkpoints=[dict(state) for state in states],
+        )
         attributor = TRAKAttributor(
-            task=task, correct_probability_func=bound(probability), device="cpu", regularization=0.0,
+            task=task,
+            correct_probability_func=bound(probability),
+            device="cpu",
+            regularization=0.0,
             projector_kwargs={"proj_dim": job.k, "proj_seed": job.seed, "proj_max_batch_size": 32, "device": "cpu"},
         )
         with _dattri_ridge_grid(lambdas) as solutions:
@@ -333,8 +387,9 @@ def run_dattri(job: PeerJob, lambdas: Sequence[float], output: ExampleFunction, 
             attributor.regularization, attributor.inv_XTX_XT_list = lam, solutions[lam]
             scores[lam] = np.asarray(attributor.attribute(loader["targets"]), dtype=np.float64)  # [n_train, n_targets]
             score_s[lam] = time.perf_counter() - started
-    return MethodRun(scores, featurize_s, score_s, {"projector": "normal, CPU",
-                                                    "features": "projected once, solved per lambda"})
+    return MethodRun(
+        scores, featurize_s, score_s, {"projector": "normal, CPU", "features": "projected once, solved per lambda"}
+    )
 
 
 @contextlib.contextmanager
@@ -373,8 +428,10 @@ def run_dattri_if_classifier(job: PeerJob, lambdas: Sequence[float]) -> MethodRu
         return nn.functional.cross_entropy(logits, label)
 
     everything = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*job.train), batch_size=len(job.train[0]))
-    loader = {which: torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*data), batch_size=job.batch_size)
-              for which, data in (("train", job.train), ("targets", job.targets))}
+    loader = {
+        which: torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*data), batch_size=job.batch_size)
+        for which, data in (("train", job.train), ("targets", job.targets))
+    }
 
     def one(lam: float) -> Any:
         total = 0.0

@@ -36,28 +36,45 @@ def build_problem(args: argparse.Namespace, log: Callable[[str], None]) -> Any:
     recipe = RECIPES[args.setting]
 
     def outputs_of(subsets: npt.NDArray[np.int64], seeds: Sequence[int]) -> npt.NDArray[np.float64]:
-        trained = train_models(args.setting, data.x_train, data.y_train, subsets, seeds, classes=data.classes,
-                               progress=lambda done: log(f"    retrained {done}/{len(seeds)}"))
+        trained = train_models(
+            args.setting,
+            data.x_train,
+            data.y_train,
+            subsets,
+            seeds,
+            classes=data.classes,
+            progress=lambda done: log(f"    retrained {done}/{len(seeds)}"),
+        )
         return margins(trained.logits(x_test), y_test).numpy().astype(np.float64)
 
     key_parts = {"setting": args.setting, "data": data.digest, "n_test": n_report + n_tune, "recipe": repr(recipe)}
     draws = {
-        name: core.ground_truth_draw(args.cache_dir, args.setting, key_parts, n_train, m, draw=name, seed=seed,
-                                     retrain=outputs_of, log=log)
+        name: core.ground_truth_draw(
+            args.cache_dir, args.setting, key_parts, n_train, m, draw=name, seed=seed, retrain=outputs_of, log=log
+        )
         for name, seed, m in (("main", SEED_MAIN, args.subsets), ("tune", SEED_TUNE, args.tune_subsets))
         + tuple((core.reseed_draw(r), SEED_MAIN, args.subsets) for r in range(2, args.seeds_per_subset + 1))
     }
 
     started = time.perf_counter()
-    full = train_models(args.setting, data.x_train, data.y_train, np.tile(np.arange(n_train), (args.models, 1)),
-                        [10_000 + i for i in range(args.models)], classes=data.classes)
+    full = train_models(
+        args.setting,
+        data.x_train,
+        data.y_train,
+        np.tile(np.arange(n_train), (args.models, 1)),
+        [10_000 + i for i in range(args.models)],
+        classes=data.classes,
+    )
     halves = core.half_subsets(n_train, args.models, SEED_HALF_ENSEMBLE)
-    half = train_models(args.setting, data.x_train, data.y_train, halves, [20_000 + i for i in range(args.models)],
-                        classes=data.classes)
+    half = train_models(
+        args.setting, data.x_train, data.y_train, halves, [20_000 + i for i in range(args.models)], classes=data.classes
+    )
     ensembles = {"full": [full.module(i) for i in range(len(full))], "half": [half.module(i) for i in range(len(half))]}
     accuracy = float((full.logits(x_test[:n_report]).argmax(-1) == y_test[:n_report]).float().mean())
-    log(f"ensembles: {args.models} full + {args.models} half models in {time.perf_counter() - started:.1f} s;"
-        f" test accuracy of the full models {accuracy:.3f}")
+    log(
+        f"ensembles: {args.models} full + {args.models} half models in {time.perf_counter() - started:.1f} s;"
+        f" test accuracy of the full models {accuracy:.3f}"
+    )
 
     from _lds_methods import CLASSIFIER_RUNNERS, PeerJob
 
@@ -70,8 +87,9 @@ def build_problem(args: argparse.Namespace, log: Callable[[str], None]) -> Any:
             extra = {"projection": args.projection, "response": args.response}
         return CLASSIFIER_RUNNERS[method](job, lambdas, **extra)
 
-    def counterfactual(scores: dict[str, npt.NDArray[np.float64]], tests: list[int], remove: int,
-                       seed: int) -> dict[str, Any]:
+    def counterfactual(
+        scores: dict[str, npt.NDArray[np.float64]], tests: list[int], remove: int, seed: int
+    ) -> dict[str, Any]:
         rng = np.random.default_rng(seed)
         removals: list[npt.NDArray[np.int64]] = []
         labels: list[tuple[str, int]] = []
@@ -85,10 +103,17 @@ def build_problem(args: argparse.Namespace, log: Callable[[str], None]) -> Any:
         # Paired seeds: every removal for one test example and its baseline use the same training seed.
         seed_of = {t: 30_000 + i for i, t in enumerate(tests)}
         started = time.perf_counter()
-        trained = train_models(args.setting, data.x_train, data.y_train, keep, [seed_of[t] for _, t in labels],
-                               classes=data.classes)
-        base = train_models(args.setting, data.x_train, data.y_train, np.tile(np.arange(n_train), (len(tests), 1)),
-                            [seed_of[t] for t in tests], classes=data.classes)
+        trained = train_models(
+            args.setting, data.x_train, data.y_train, keep, [seed_of[t] for _, t in labels], classes=data.classes
+        )
+        base = train_models(
+            args.setting,
+            data.x_train,
+            data.y_train,
+            np.tile(np.arange(n_train), (len(tests), 1)),
+            [seed_of[t] for t in tests],
+            classes=data.classes,
+        )
         logits = trained.logits(x_test)
         base_logits = base.logits(x_test)
         base_loss = {t: float(F.cross_entropy(base_logits[i, t][None], y_test[t][None])) for i, t in enumerate(tests)}
@@ -103,9 +128,13 @@ def build_problem(args: argparse.Namespace, log: Callable[[str], None]) -> Any:
             "seconds": time.perf_counter() - started,
             "baseline_mean_loss": float(np.mean(list(base_loss.values()))),
             "random_mean_increase": float(np.mean(random)),
-            "methods": {m: {"top_mean_increase": float(np.mean(v)),
-                            "fraction_above_random": float(np.mean(np.asarray(v) > np.asarray(random)))}
-                        for m, v in increase.items()},
+            "methods": {
+                m: {
+                    "top_mean_increase": float(np.mean(v)),
+                    "fraction_above_random": float(np.mean(np.asarray(v) > np.asarray(random))),
+                }
+                for m, v in increase.items()
+            },
         }
 
     reseeded = [draws[core.reseed_draw(r)][1][:, :n_report] for r in range(2, args.seeds_per_subset + 1)]
@@ -113,8 +142,14 @@ def build_problem(args: argparse.Namespace, log: Callable[[str], None]) -> Any:
         **({"noise": core.noise_ceiling(draws["main"][1][:, :n_report], *reseeded)} if reseeded else {}),
         "data": source,
         "train_examples": n_train,
-        "recipe": {"hidden": list(recipe.hidden), "epochs": recipe.epochs, "lr": recipe.lr,
-                   "momentum": recipe.momentum, "dropout": recipe.dropout, "batch_size": recipe.batch_size},
+        "recipe": {
+            "hidden": list(recipe.hidden),
+            "epochs": recipe.epochs,
+            "lr": recipe.lr,
+            "momentum": recipe.momentum,
+            "dropout": recipe.dropout,
+            "batch_size": recipe.batch_size,
+        },
         "full_model_test_accuracy": accuracy,
         "output": "margin of the correct class (logit minus log-sum-exp of the others)",
     }

@@ -81,22 +81,32 @@ def featurize_throughput(examples: int, k: int, chunk: int, seed: int) -> dict[s
     out["traker_examples_per_s"] = _traker_throughput(model, x, y, examples, k, chunk, seed)
     if isinstance(out["traker_examples_per_s"], float):
         out["ratio_kronecker_vs_traker"] = round(
-            float(out["endcredits_kronecker_examples_per_s"]) / out["traker_examples_per_s"], 2)  # type: ignore[arg-type]
+            float(out["endcredits_kronecker_examples_per_s"]) / out["traker_examples_per_s"], 2
+        )  # type: ignore[arg-type]
     out["peak_rss_mb"] = round(_peak_rss_mb(), 1)
     return out
 
 
-def _traker_throughput(model: nn.Module, x: torch.Tensor, y: torch.Tensor, examples: int, k: int, chunk: int,
-                       seed: int) -> float | str:
+def _traker_throughput(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, examples: int, k: int, chunk: int, seed: int
+) -> float | str:
     try:
         from trak import TRAKer
     except ImportError:
         return "traker not installed (pip install traker==0.3.2)"
     save_dir = Path(tempfile.mkdtemp(prefix="bench-traker-"))
     try:
-        traker = TRAKer(model=model, task="image_classification", train_set_size=examples + chunk,
-                        save_dir=str(save_dir), device="cpu", proj_dim=k, projector_seed=seed,
-                        use_half_precision=False, logging_level=40)
+        traker = TRAKer(
+            model=model,
+            task="image_classification",
+            train_set_size=examples + chunk,
+            save_dir=str(save_dir),
+            device="cpu",
+            proj_dim=k,
+            projector_seed=seed,
+            use_half_precision=False,
+            logging_level=40,
+        )
         traker.load_checkpoint(model.state_dict(), model_id=0)
         traker.featurize(batch=(x[:chunk], y[:chunk]), num_samples=chunk)  # warm-up, as for ours
         started = time.perf_counter()
@@ -108,8 +118,9 @@ def _traker_throughput(model: nn.Module, x: torch.Tensor, y: torch.Tensor, examp
         shutil.rmtree(save_dir, ignore_errors=True)
 
 
-def payee_latency(works: int, payees: int, k: int, queries: int, seed: int,
-                  tmp: Path) -> tuple[dict[str, object], TRAKScorer, np.ndarray]:
+def payee_latency(
+    works: int, payees: int, k: int, queries: int, seed: int, tmp: Path
+) -> tuple[dict[str, object], TRAKScorer, np.ndarray]:
     """Part 2: its figures, and the scorer and the outputs' features for part 3."""
     rng = np.random.default_rng(seed)
     started = time.perf_counter()
@@ -143,13 +154,25 @@ def payee_latency(works: int, payees: int, k: int, queries: int, seed: int,
         raw.append(t2 - t1)
         assert scores.shape == (1, payees) and plain.shape == (payees,)
     p50, p50_raw = float(np.median(ours)), float(np.median(raw))
-    return {
-        "works": works, "payees": payees, "k": k, "credit_entries": int(work_index.size), "queries": queries,
-        "features_generated_s": round(generated_s, 2), "setup_s": round(setup_s, 2),
-        "psi_bytes": int(psi.nbytes), "p50_ms": round(p50 * 1e3, 3), "p90_ms": round(float(np.quantile(ours, 0.9)) * 1e3, 3),
-        "raw_numpy_scan_p50_ms": round(p50_raw * 1e3, 3), "ratio_to_raw_scan": round(p50 / p50_raw, 2),
-        "peak_rss_mb": round(_peak_rss_mb(), 1),
-    }, scorer, targets
+    return (
+        {
+            "works": works,
+            "payees": payees,
+            "k": k,
+            "credit_entries": int(work_index.size),
+            "queries": queries,
+            "features_generated_s": round(generated_s, 2),
+            "setup_s": round(setup_s, 2),
+            "psi_bytes": int(psi.nbytes),
+            "p50_ms": round(p50 * 1e3, 3),
+            "p90_ms": round(float(np.quantile(ours, 0.9)) * 1e3, 3),
+            "raw_numpy_scan_p50_ms": round(p50_raw * 1e3, 3),
+            "ratio_to_raw_scan": round(p50 / p50_raw, 2),
+            "peak_rss_mb": round(_peak_rss_mb(), 1),
+        },
+        scorer,
+        targets,
+    )
 
 
 def _p50_ms(search: Callable[[np.ndarray], TopK], queries: np.ndarray) -> tuple[float, list[TopK]]:
@@ -162,8 +185,9 @@ def _p50_ms(search: Callable[[np.ndarray], TopK], queries: np.ndarray) -> tuple[
     return round(float(np.median(times)) * 1e3, 3), answers
 
 
-def explanations(scorer: TRAKScorer, targets: np.ndarray, *, works: int, top_k: int,
-                 nprobes: list[int]) -> dict[str, object]:
+def explanations(
+    scorer: TRAKScorer, targets: np.ndarray, *, works: int, top_k: int, nprobes: list[int]
+) -> dict[str, object]:
     """Part 3: the exact scan and FAISS (flat, IVF) on the first ``works`` rows of the item matrix."""
     items = np.ascontiguousarray(scorer.item_matrix[:works])
     queries = scorer.query([targets]).astype(np.float32)
@@ -186,7 +210,10 @@ def explanations(scorer: TRAKScorer, targets: np.ndarray, *, works: int, top_k: 
         ivf.index.nprobe = min(nprobe, ivf.index.nlist)
         per_nprobe[str(nprobe)] = measured(ivf)
     return {
-        "works": int(items.shape[0]), "dim": int(items.shape[1]), "top_k": top_k, "queries": int(queries.shape[0]),
+        "works": int(items.shape[0]),
+        "dim": int(items.shape[1]),
+        "top_k": top_k,
+        "queries": int(queries.shape[0]),
         "exact_scan_p50_ms": exact_ms,
         "faiss_flat": {"build_s": flat_build_s, **flat_figures},
         "faiss_ivf": {"nlist": int(ivf.index.nlist), "build_s": ivf_build_s, "nprobe": per_nprobe},
@@ -205,8 +232,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-featurize", action="store_true")
-    parser.add_argument("--explain-works", type=int, default=200_000,
-                        help="works (rows of the item matrix) the explanations part searches; 0 skips it")
+    parser.add_argument(
+        "--explain-works",
+        type=int,
+        default=200_000,
+        help="works (rows of the item matrix) the explanations part searches; 0 skips it",
+    )
     parser.add_argument("--top-k", type=int, default=10, help="explanations: works per output")
     parser.add_argument("--nprobes", default="1,8,32,128", help="explanations: FAISS IVF cells searched, each value")
     parser.add_argument("--json", action="store_true")
@@ -216,11 +247,17 @@ def main(argv: list[str] | None = None) -> int:
         result["featurize"] = featurize_throughput(args.examples, args.feature_k, args.chunk, args.seed)
     tmp = Path(tempfile.mkdtemp(prefix="bench-attribution-"))
     try:
-        result["payee_attribution"], scorer, targets = payee_latency(args.works, args.payees, args.k, args.queries,
-                                                                     args.seed, tmp)
+        result["payee_attribution"], scorer, targets = payee_latency(
+            args.works, args.payees, args.k, args.queries, args.seed, tmp
+        )
         if args.explain_works > 0:
-            result["explanations"] = explanations(scorer, targets, works=min(args.explain_works, args.works),
-                                                  top_k=args.top_k, nprobes=[int(v) for v in args.nprobes.split(",") if v])
+            result["explanations"] = explanations(
+                scorer,
+                targets,
+                works=min(args.explain_works, args.works),
+                top_k=args.top_k,
+                nprobes=[int(v) for v in args.nprobes.split(",") if v],
+            )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if args.json:

@@ -78,12 +78,33 @@ SEED_COUNTERFACTUAL = 4
 
 DEFAULTS: dict[str, dict[str, int]] = {
     # k: the projection dimension; models: the ensemble size E.
-    "mnist-lr": {"k": 8192, "models": 1, "subsets": 100, "tune_subsets": 30, "tune_tests": 100, "cf_tests": 20,
-                 "cf_remove": 100},
-    "mnist-mlp": {"k": 512, "models": 10, "subsets": 100, "tune_subsets": 30, "tune_tests": 100, "cf_tests": 20,
-                  "cf_remove": 100},
-    "abc-lm": {"k": 2048, "models": 4, "subsets": 50, "tune_subsets": 12, "tune_tests": 40, "cf_tests": 4,
-               "cf_remove": 10},
+    "mnist-lr": {
+        "k": 8192,
+        "models": 1,
+        "subsets": 100,
+        "tune_subsets": 30,
+        "tune_tests": 100,
+        "cf_tests": 20,
+        "cf_remove": 100,
+    },
+    "mnist-mlp": {
+        "k": 512,
+        "models": 10,
+        "subsets": 100,
+        "tune_subsets": 30,
+        "tune_tests": 100,
+        "cf_tests": 20,
+        "cf_remove": 100,
+    },
+    "abc-lm": {
+        "k": 2048,
+        "models": 4,
+        "subsets": 50,
+        "tune_subsets": 12,
+        "tune_tests": 40,
+        "cf_tests": 4,
+        "cf_remove": 10,
+    },
 }
 
 
@@ -110,9 +131,11 @@ class Problem:
     the LDS against the mean of the R seeds per subset."""
 
 
-def select_and_score(problem: Problem, method: str, grid: Sequence[float], recipes: Sequence[str],
-                     log: Callable[[str], None]) -> dict[str, Any]:
+def select_and_score(
+    problem: Problem, method: str, grid: Sequence[float], recipes: Sequence[str], log: Callable[[str], None]
+) -> dict[str, Any]:
     """Stage A (lambda, one model) and stage B (recipe, E models) on the tuning draw; LDS on the main draw."""
+
     def tune_lds(scores: npt.NDArray[np.float64]) -> float:
         return core.lds(scores[:, problem.tune_cols], problem.tune_masks, problem.tune_outputs)[0]
 
@@ -133,8 +156,11 @@ def select_and_score(problem: Problem, method: str, grid: Sequence[float], recip
     run_a = problem.run_method(method, first, grid)
     stage_a = {lam: tune_lds(run_a.scores[lam]) for lam in grid}
     lam = max(grid, key=lambda v: (np.nan_to_num(stage_a[v], nan=-2.0), -grid.index(v)))
-    log(f"  {method}: lambda by tuning LDS with 1 model: "
-        + ", ".join(f"{grid_label(v)}->{stage_a[v]:.3f}" for v in grid) + f"; chose {grid_label(lam)}")
+    log(
+        f"  {method}: lambda by tuning LDS with 1 model: "
+        + ", ".join(f"{grid_label(v)}->{stage_a[v]:.3f}" for v in grid)
+        + f"; chose {grid_label(lam)}"
+    )
     one_model = {"lds": main_lds(run_a.scores[lam]), "seconds": run_a.seconds(lam)}
     stage_b: dict[str, dict[str, Any]] = {}
     for recipe in recipes:
@@ -151,8 +177,10 @@ def select_and_score(problem: Problem, method: str, grid: Sequence[float], recip
             "notes": run_b.notes,
             "_tune_per_example": tune_per_example(run_b.scores[lam]),
         }
-        log(f"  {method}: {len(models)} models, recipe {recipe}: tuning LDS {stage_b[recipe]['tune_lds']:.3f},"
-            f" reported LDS {stage_b[recipe]['lds']:.3f}, {stage_b[recipe]['seconds']:.1f} s")
+        log(
+            f"  {method}: {len(models)} models, recipe {recipe}: tuning LDS {stage_b[recipe]['tune_lds']:.3f},"
+            f" reported LDS {stage_b[recipe]['lds']:.3f}, {stage_b[recipe]['seconds']:.1f} s"
+        )
     chosen = max(recipes, key=lambda r: np.nan_to_num(stage_b[r]["tune_lds"], nan=-2.0))
     best = stage_b[chosen]
     for recipe in recipes:
@@ -176,9 +204,13 @@ def select_and_score(problem: Problem, method: str, grid: Sequence[float], recip
         "models": len(problem.ensembles[chosen]),
         "notes": best["notes"],
         "one_model": one_model,
-        "tuning": {"lambda_grid": {grid_label(v): stage_a[v] for v in grid},
-                   "recipes": {r: {k: v for k, v in s.items() if k not in ("scores", "notes", "_tune_per_example")}
-                               for r, s in stage_b.items()}},
+        "tuning": {
+            "lambda_grid": {grid_label(v): stage_a[v] for v in grid},
+            "recipes": {
+                r: {k: v for k, v in s.items() if k not in ("scores", "notes", "_tune_per_example")}
+                for r, s in stage_b.items()
+            },
+        },
         "_scores": best["scores"],
     }
 
@@ -197,8 +229,9 @@ def method_grids(specs: Sequence[str], known: dict[str, tuple[float, ...]]) -> d
     for spec in specs:
         method, sep, values = spec.partition("=")
         if not sep or method not in known:
-            raise ValueError(f"--method-lambdas {spec!r}: expected METHOD=V1,V2,... with METHOD one of"
-                             f" {', '.join(sorted(known))}")
+            raise ValueError(
+                f"--method-lambdas {spec!r}: expected METHOD=V1,V2,... with METHOD one of {', '.join(sorted(known))}"
+            )
         try:
             grid = tuple(float(v) for v in values.split(",") if v.strip())
         except ValueError:
@@ -219,16 +252,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tune-subsets", type=int, help="half subsets of the tuning draw")
     parser.add_argument("--tune-tests", type=int, help="held-out test examples the tuning draw is measured on")
     parser.add_argument("--methods", default="endcredits,traker,dattri")
-    parser.add_argument("--recipes", default="full,half,full+checkpoints,half+checkpoints",
-                        help="ensemble recipes to choose among (those the setting has; +checkpoints: abc-lm with"
-                             " --lm-checkpoints)")
+    parser.add_argument(
+        "--recipes",
+        default="full,half,full+checkpoints,half+checkpoints",
+        help="ensemble recipes to choose among (those the setting has; +checkpoints: abc-lm with --lm-checkpoints)",
+    )
     parser.add_argument("--cf-tests", type=int, help="test examples of the counterfactual check (0: skip)")
     parser.add_argument("--cf-remove", type=int, help="training examples removed per test example")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the machines are shared)")
-    parser.add_argument("--peer-batch-size", type=int, default=100,
-                        help="examples per batch the peers featurize and project (on CPU both"
-                             " regenerate their whole projection matrix for every batch; the matrix, and so the"
-                             " scores, do not depend on the batch size)")
+    parser.add_argument(
+        "--peer-batch-size",
+        type=int,
+        default=100,
+        help="examples per batch the peers featurize and project (on CPU both"
+        " regenerate their whole projection matrix for every batch; the matrix, and so the"
+        " scores, do not depend on the batch size)",
+    )
     parser.add_argument("--cache-dir", type=Path, default=CACHE_DIR)
     parser.add_argument("--n-train", type=int, default=5000)
     parser.add_argument("--n-test", type=int, default=500)
@@ -237,31 +276,63 @@ def main(argv: Sequence[str] | None = None) -> int:
     # abc-lm only
     parser.add_argument("--tunes", type=int, default=100, help="abc-lm: training tunes")
     parser.add_argument("--lm-steps", type=int, default=100, help="abc-lm: training steps per model")
-    parser.add_argument("--lm-tune-extra", type=int, default=0,
-                        help="abc-lm: this many more held-out and as many more generated tunes measured on the tuning"
-                             " draw only (never reported; the main draw and its cache are unchanged)")
-    parser.add_argument("--lm-checkpoints", default="",
-                        help="abc-lm: comma-separated training steps whose parameters the '+checkpoints' recipes"
-                             " featurize besides the final ones (e.g. 25,50,75)")
+    parser.add_argument(
+        "--lm-tune-extra",
+        type=int,
+        default=0,
+        help="abc-lm: this many more held-out and as many more generated tunes measured on the tuning"
+        " draw only (never reported; the main draw and its cache are unchanged)",
+    )
+    parser.add_argument(
+        "--lm-checkpoints",
+        default="",
+        help="abc-lm: comma-separated training steps whose parameters the '+checkpoints' recipes"
+        " featurize besides the final ones (e.g. 25,50,75)",
+    )
     parser.add_argument("--lambdas", help="comma-separated lambda grid for endcredits (default: its built-in grid)")
-    parser.add_argument("--method-lambdas", action="append", default=[], metavar="METHOD=V1,V2,...",
-                        help="replace one method's lambda grid, e.g. traker=1,100 (repeatable); stage A still"
-                             " chooses among these values on the tuning draw (one value: that lambda, fixed)")
-    parser.add_argument("--projection", default="kronecker", choices=["kronecker", "gaussian", "identity"],
-                        help="endcredits' Featurizer projection")
-    parser.add_argument("--seeds-per-subset", type=int, default=1, metavar="R",
-                        help="retrain the main draw's subsets with R seeds in all: the noise ceiling, and each"
-                             " method's LDS against the mean of the R (reported beside, never chosen on)")
+    parser.add_argument(
+        "--method-lambdas",
+        action="append",
+        default=[],
+        metavar="METHOD=V1,V2,...",
+        help="replace one method's lambda grid, e.g. traker=1,100 (repeatable); stage A still"
+        " chooses among these values on the tuning draw (one value: that lambda, fixed)",
+    )
+    parser.add_argument(
+        "--projection",
+        default="kronecker",
+        choices=["kronecker", "gaussian", "identity"],
+        help="endcredits' Featurizer projection",
+    )
+    parser.add_argument(
+        "--seeds-per-subset",
+        type=int,
+        default=1,
+        metavar="R",
+        help="retrain the main draw's subsets with R seeds in all: the noise ceiling, and each"
+        " method's LDS against the mean of the R (reported beside, never chosen on)",
+    )
     parser.add_argument("--reseed", action="store_true", help="--seeds-per-subset 2")
-    parser.add_argument("--second-moment-powers", default="0",
-                        help="endcredits TRAK: comma-separated powers p of the features' second moment searched with"
-                             " lambda (TRAKScorer(second_moment_power); 0: off, 0.25: Adam's metric)")
-    parser.add_argument("--weight-powers", default="1",
-                        help="endcredits TRAK: comma-separated powers gamma of Q_bar searched with lambda (1: TRAK)")
-    parser.add_argument("--response", default="gradient-flow", choices=["gradient-flow", "ridge"],
-                        help="endcredits-if: InfluenceScorer's response on the Gauss-Newton kernel")
-    parser.add_argument("--curvature", action="store_true",
-                        help="endcredits: Gauss-Newton kernel instead of Phi^T Phi (MNIST settings)")
+    parser.add_argument(
+        "--second-moment-powers",
+        default="0",
+        help="endcredits TRAK: comma-separated powers p of the features' second moment searched with"
+        " lambda (TRAKScorer(second_moment_power); 0: off, 0.25: Adam's metric)",
+    )
+    parser.add_argument(
+        "--weight-powers",
+        default="1",
+        help="endcredits TRAK: comma-separated powers gamma of Q_bar searched with lambda (1: TRAK)",
+    )
+    parser.add_argument(
+        "--response",
+        default="gradient-flow",
+        choices=["gradient-flow", "ridge"],
+        help="endcredits-if: InfluenceScorer's response on the Gauss-Newton kernel",
+    )
+    parser.add_argument(
+        "--curvature", action="store_true", help="endcredits: Gauss-Newton kernel instead of Phi^T Phi (MNIST settings)"
+    )
     args = parser.parse_args(argv)
     if args.seeds_per_subset < 1:
         parser.error("--seeds-per-subset must be at least 1")
@@ -278,8 +349,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
 
     def log(message: str) -> None:
-        print(f"[{time.perf_counter() - started:7.1f}s] {message}", file=sys.stderr if args.json else sys.stdout,
-              flush=True)
+        print(
+            f"[{time.perf_counter() - started:7.1f}s] {message}",
+            file=sys.stderr if args.json else sys.stdout,
+            flush=True,
+        )
 
     if args.setting.startswith("mnist"):
         from _lds_mnist_setting import build_problem
@@ -298,8 +372,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     powers = [float(v) for v in args.weight_powers.split(",") if v]
     moment_powers = [float(v) for v in args.second_moment_powers.split(",") if v]
     if moment_powers != [0.0]:
-        LAMBDA_GRIDS["endcredits"] = tuple((lam, g, p) for p in moment_powers for g in powers  # type: ignore[misc]
-                                           for lam in LAMBDA_GRIDS["endcredits"])
+        LAMBDA_GRIDS["endcredits"] = tuple(
+            (lam, g, p)
+            for p in moment_powers
+            for g in powers  # type: ignore[misc]
+            for lam in LAMBDA_GRIDS["endcredits"]
+        )
     elif powers != [1.0]:
         LAMBDA_GRIDS["endcredits"] = tuple((lam, g) for g in powers for lam in LAMBDA_GRIDS["endcredits"])  # type: ignore[misc]
     results: dict[str, Any] = {}
@@ -322,8 +400,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cf_tests > 0 and problem.counterfactual is not None:
         scored = {m: r["_scores"] for m, r in results.items() if "_scores" in r}
         rng = np.random.default_rng(SEED_COUNTERFACTUAL)
-        tests = sorted(rng.choice(problem.report_cols, size=min(args.cf_tests, len(problem.report_cols)),
-                                  replace=False).tolist())
+        tests = sorted(
+            rng.choice(problem.report_cols, size=min(args.cf_tests, len(problem.report_cols)), replace=False).tolist()
+        )
         log(f"counterfactual: {len(tests)} test examples, removing {args.cf_remove} training examples each")
         counterfactual = problem.counterfactual(scored, tests, args.cf_remove, SEED_COUNTERFACTUAL)
 
@@ -370,16 +449,23 @@ def print_table(report: dict[str, Any], log: Callable[[str], None]) -> None:
             continue
         power = f", Q^{r['weight_power']:g}" if "weight_power" in r else ""
         power += f", v^-{r['second_moment_power']:g}" if "second_moment_power" in r else ""
-        seeds = (f"; against the mean of {r['seeds_per_subset']} seeds {r['lds_seed_mean']:.3f}"
-                 if r.get("lds_seed_mean") is not None else "")
-        log(f"  {method:<11} LDS {r['lds']:.3f}  ({r['models']} models, recipe {r['recipe']}, lambda {r['lambda']:g}"
+        seeds = (
+            f"; against the mean of {r['seeds_per_subset']} seeds {r['lds_seed_mean']:.3f}"
+            if r.get("lds_seed_mean") is not None
+            else ""
+        )
+        log(
+            f"  {method:<11} LDS {r['lds']:.3f}  ({r['models']} models, recipe {r['recipe']}, lambda {r['lambda']:g}"
             f"{power}; featurize+score {r['seconds']:.1f} s)   1 model: LDS {r['one_model']['lds']:.3f},"
-            f" {r['one_model']['seconds']:.1f} s{seeds}")
+            f" {r['one_model']['seconds']:.1f} s{seeds}"
+        )
     cf = report.get("counterfactual")
     if cf:
         for method, row in cf["methods"].items():
-            log(f"  counterfactual {method}: removing its top {cf['removed']}: loss +{row['top_mean_increase']:.3f}"
-                f" (random {cf['random_mean_increase']:.3f})")
+            log(
+                f"  counterfactual {method}: removing its top {cf['removed']}: loss +{row['top_mean_increase']:.3f}"
+                f" (random {cf['random_mean_increase']:.3f})"
+            )
 
 
 if __name__ == "__main__":

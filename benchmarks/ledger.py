@@ -100,26 +100,38 @@ def _usage(payees: list[str], n_outputs: int, rng: np.random.Generator, batch: i
     idx = (start[:, None] + stride[:, None] * np.arange(PAYEES_PER_OUTPUT)[None, :]) % len(payees)
     idx.sort(axis=1)
     return UsageBatch(
-        output_ids=[f"b{batch}-o{i}" for i in range(n_outputs)], model_ids=["bench-model"] * n_outputs,
+        output_ids=[f"b{batch}-o{i}" for i in range(n_outputs)],
+        model_ids=["bench-model"] * n_outputs,
         revenue_microunits=rng.integers(1_000_000, 500_000_000, size=n_outputs).tolist(),
-        currencies=["EUR"] * n_outputs, occurred_at=["2026-11-21T12:00:00Z"] * n_outputs,
-        offsets=np.arange(0, n_lines + 1, PAYEES_PER_OUTPUT, dtype=np.int64), payees=payees,
-        payee_codes=idx.ravel().astype(np.int64), weights=rng.integers(1, 1_000_000, size=n_lines, dtype=np.int64),
-        roles=["endcredits:attributed"], role_codes=np.zeros(n_lines, dtype=np.int64),
+        currencies=["EUR"] * n_outputs,
+        occurred_at=["2026-11-21T12:00:00Z"] * n_outputs,
+        offsets=np.arange(0, n_lines + 1, PAYEES_PER_OUTPUT, dtype=np.int64),
+        payees=payees,
+        payee_codes=idx.ravel().astype(np.int64),
+        weights=rng.integers(1, 1_000_000, size=n_lines, dtype=np.int64),
+        roles=["endcredits:attributed"],
+        role_codes=np.zeros(n_lines, dtype=np.int64),
     )
 
 
 def _baseline(store: Store, items: int) -> float:
     """One INSERT and one transaction (commit) per line item, into the same database."""
     md = MetaData()
-    table = Table("bench_baseline_items", md, Column("output_id", String(64)), Column("payee", String(64)),
-                  Column("amount_microunits", BigInteger))
+    table = Table(
+        "bench_baseline_items",
+        md,
+        Column("output_id", String(64)),
+        Column("payee", String(64)),
+        Column("amount_microunits", BigInteger),
+    )
     md.create_all(store.engine)
     started = time.perf_counter()
     with store.engine.connect() as conn:
         for i in range(items):
             with conn.begin():
-                conn.execute(table.insert().values(output_id=f"o{i // 10}", payee=f"name:{i % 997}", amount_microunits=i))
+                conn.execute(
+                    table.insert().values(output_id=f"o{i // 10}", payee=f"name:{i % 997}", amount_microunits=i)
+                )
     return items / (time.perf_counter() - started)
 
 
@@ -133,8 +145,12 @@ def _warm_up(items: int) -> float:
     try:
         n_outputs = max(1, items // PAYEES_PER_OUTPUT)
         payees = _setup_payees(store, max(PAYEES_PER_OUTPUT, n_outputs))
-        accrue(store, _usage(payees, n_outputs, np.random.default_rng(1), 0), parse_agreement(AGREEMENT),
-               event_id="warm-up")
+        accrue(
+            store,
+            _usage(payees, n_outputs, np.random.default_rng(1), 0),
+            parse_agreement(AGREEMENT),
+            event_id="warm-up",
+        )
     finally:
         store.dispose()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -154,11 +170,23 @@ def _storage_floor(store: Store, n_payees: int, n_outputs: int) -> float:
     output_ids = [f"floor-o{i}" for i in range(n_outputs)]
     started = time.perf_counter()
     with store.write() as conn:
-        bulk_insert(conn, "transfers", ["id", "event_id", "code", "currency", "content_sha256", "memo", "leg_count",
-                                        "created_at"], [(1, "floor", "accrual", "EUR", "0" * 64, "{}", n_payees, at)])
-        conn.execute(ledger_segments.insert().values(
-            transfer_id=1, currency="EUR", leg_count=n_payees, carry_count=n_payees, legs_arrow=legs_blob,
-            carries_arrow=carries_blob, sha256=segment_sha256(legs_blob, carries_blob)))
+        bulk_insert(
+            conn,
+            "transfers",
+            ["id", "event_id", "code", "currency", "content_sha256", "memo", "leg_count", "created_at"],
+            [(1, "floor", "accrual", "EUR", "0" * 64, "{}", n_payees, at)],
+        )
+        conn.execute(
+            ledger_segments.insert().values(
+                transfer_id=1,
+                currency="EUR",
+                leg_count=n_payees,
+                carry_count=n_payees,
+                legs_arrow=legs_blob,
+                carries_arrow=carries_blob,
+                sha256=segment_sha256(legs_blob, carries_blob),
+            )
+        )
         insert_keys(conn, "outputs", "id", output_ids, {"batch_event_id": "floor"})
     return time.perf_counter() - started
 
@@ -222,15 +250,25 @@ def run(items: int, db: str, batch_items: int, warm_up: bool = True, payees_n: i
         finally:
             _drop(floor_store, floor_tmp, floor_schema)
         return {
-            "db": db, "items": n_outputs * PAYEES_PER_OUTPUT, "outputs": n_outputs, "payees": len(payees),
-            "batches": batches, "seconds": round(elapsed, 3),
+            "db": db,
+            "items": n_outputs * PAYEES_PER_OUTPUT,
+            "outputs": n_outputs,
+            "payees": len(payees),
+            "batches": batches,
+            "seconds": round(elapsed, 3),
             "line_items_per_s": round(n_outputs * PAYEES_PER_OUTPUT / elapsed),
-            "peak_rss_mb": round(rss, 1), "baseline_line_items_per_s": round(baseline),
-            "folds_in_run": folds_in_run, "fold_segments": folded.segments if folded else 0,
-            "fold_accounts": folded.accounts if folded else 0, "fold_s": round(fold_s, 3),
+            "peak_rss_mb": round(rss, 1),
+            "baseline_line_items_per_s": round(baseline),
+            "folds_in_run": folds_in_run,
+            "fold_segments": folded.segments if folded else 0,
+            "fold_accounts": folded.accounts if folded else 0,
+            "fold_s": round(fold_s, 3),
             "storage_floor_s": round(floor_s, 3),
             "storage_floor_line_items_per_s": round(n_outputs * PAYEES_PER_OUTPUT / floor_s),
-            "verify_ok": report.ok, "warm_up": warm_up, "warm_up_s": round(warm_up_s, 3), "arrow_allocator": allocator,
+            "verify_ok": report.ok,
+            "warm_up": warm_up,
+            "warm_up_s": round(warm_up_s, 3),
+            "arrow_allocator": allocator,
         }
     finally:
         _drop(store, tmp, schema)
@@ -241,11 +279,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=1_000_000)
     parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--batch-items", type=int, default=1_000_000, help="line items per accrual batch")
-    parser.add_argument("--cold", action="store_true",
-                        help="no warm-up batch: time the first accrual of a fresh process, one-time costs included")
-    parser.add_argument("--payees", type=int, default=None,
-                        help="distinct payees over the whole run (default: one per output, N/10): a run of many "
-                             "batches over the same payees is the steady state folds are made for")
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="no warm-up batch: time the first accrual of a fresh process, one-time costs included",
+    )
+    parser.add_argument(
+        "--payees",
+        type=int,
+        default=None,
+        help="distinct payees over the whole run (default: one per output, N/10): a run of many "
+        "batches over the same payees is the steady state folds are made for",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.items < PAYEES_PER_OUTPUT:

@@ -41,8 +41,9 @@ def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run(store: Store, works_n: int, people_n: int, excluded_fraction: float,
-        chunk_works: int = CHUNK_WORKS) -> dict[str, object]:
+def run(
+    store: Store, works_n: int, people_n: int, excluded_fraction: float, chunk_works: int = CHUNK_WORKS
+) -> dict[str, object]:
     t0 = time.perf_counter()
     with store.write() as conn:
         person_ids = add_people(conn, [f"person-{i:07d}" for i in range(people_n)])
@@ -52,8 +53,14 @@ def run(store: Store, works_n: int, people_n: int, excluded_fraction: float,
         items = [WorkIn(f"work {i:010d} {'x' * 48}".encode(), f"Work {i}", "text") for i in range(start, stop)]
         with store.write() as conn:
             ids = add_works(conn, items)
-            add_credits(conn, [CreditIn(w, f"person:{person_ids[(i * 7 + k * 31_337) % people_n]}", ROLES[k])
-                               for i, w in zip(range(start, stop), ids) for k in range(3)])
+            add_credits(
+                conn,
+                [
+                    CreditIn(w, f"person:{person_ids[(i * 7 + k * 31_337) % people_n]}", ROLES[k])
+                    for i, w in zip(range(start, stop), ids)
+                    for k in range(3)
+                ],
+            )
         work_ids += ids
     import_s = time.perf_counter() - t0
     import_peak = _peak_mib()
@@ -61,23 +68,47 @@ def run(store: Store, works_n: int, people_n: int, excluded_fraction: float,
     refused = work_ids[:: round(1 / excluded_fraction)] if excluded_fraction else []
     with store.write() as conn:
         at = utc_now()
-        bulk_insert(conn, "consent_grants", ("subject_kind", "subject_id", "use", "decision", "valid_from", "valid_until",
-                                             "perpetual", "source", "created_at"),
-                    [("work", w, "ai_training", "notAllowed", "2025-01-01T00:00:00.000000Z", None, True,
-                      "benchmark", at) for w in refused])
+        bulk_insert(
+            conn,
+            "consent_grants",
+            (
+                "subject_kind",
+                "subject_id",
+                "use",
+                "decision",
+                "valid_from",
+                "valid_until",
+                "perpetual",
+                "source",
+                "created_at",
+            ),
+            [
+                ("work", w, "ai_training", "notAllowed", "2025-01-01T00:00:00.000000Z", None, True, "benchmark", at)
+                for w in refused
+            ],
+        )
     t1 = time.perf_counter()
-    m = build_manifest(store, model_id="bench", uses=["ai_training"], as_of=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
-                       default="opt-out")
+    m = build_manifest(
+        store, model_id="bench", uses=["ai_training"], as_of=dt.datetime(2026, 1, 1, tzinfo=dt.UTC), default="opt-out"
+    )
     manifest_s = time.perf_counter() - t1
     if len(m.excluded) != len(refused) or len(m.included) != works_n - len(refused):
-        raise SystemExit(f"manifest has {len(m.included)} included and {len(m.excluded)} excluded; expected "
-                         f"{works_n - len(refused)} and {len(refused)}")
+        raise SystemExit(
+            f"manifest has {len(m.included)} included and {len(m.excluded)} excluded; expected "
+            f"{works_n - len(refused)} and {len(refused)}"
+        )
     return {
-        "works": works_n, "credits": 3 * works_n, "people": people_n, "excluded": len(m.excluded),
-        "import_s": round(import_s, 2), "import_works_per_s": round(works_n / import_s),
+        "works": works_n,
+        "credits": 3 * works_n,
+        "people": people_n,
+        "excluded": len(m.excluded),
+        "import_s": round(import_s, 2),
+        "import_works_per_s": round(works_n / import_s),
         "import_peak_rss_mib": round(import_peak),
-        "manifest_s": round(manifest_s, 2), "manifest_works_per_s": round(works_n / manifest_s),
-        "manifest_peak_rss_mib": round(_peak_mib()), "merkle_root": m.merkle_root,
+        "manifest_s": round(manifest_s, 2),
+        "manifest_works_per_s": round(works_n / manifest_s),
+        "manifest_peak_rss_mib": round(_peak_mib()),
+        "merkle_root": m.merkle_root,
     }
 
 
@@ -87,8 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--works", type=int, default=1_000_000)
     p.add_argument("--people", type=int, default=100_000)
     p.add_argument("--excluded", type=float, default=0.05, help="share of works refused by consent")
-    p.add_argument("--works-per-transaction", type=int, default=CHUNK_WORKS,
-                   help="works (with their credits) committed per transaction; an import file is one")
+    p.add_argument(
+        "--works-per-transaction",
+        type=int,
+        default=CHUNK_WORKS,
+        help="works (with their credits) committed per transaction; an import file is one",
+    )
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     if not 0 < args.works <= 10_000_000 or not 0 < args.people <= args.works or not 0 <= args.excluded < 1:
@@ -104,8 +139,11 @@ def main(argv: list[str] | None = None) -> int:
             url = f"{PG_URL}?options=-csearch_path%3D{schema}"
         store = init_store(tmp / "data", url)
         try:
-            result = {"db": args.db, "works_per_transaction": args.works_per_transaction,
-                      **run(store, args.works, args.people, args.excluded, args.works_per_transaction)}
+            result = {
+                "db": args.db,
+                "works_per_transaction": args.works_per_transaction,
+                **run(store, args.works, args.people, args.excluded, args.works_per_transaction),
+            }
         finally:
             store.dispose()
             if args.db == "postgresql":

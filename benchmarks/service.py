@@ -85,10 +85,16 @@ def _batches(n_events: int, batch_events: int, n_payees: int, per_event: int, se
         outputs = []
         for i in range(first, min(n_events, first + batch_events)):
             payees = rng.sample(range(1, n_payees + 1), per_event)
-            outputs.append({"output_id": f"e{i}", "model_id": "bench-model",
-                            "revenue": format_amount(rng.randint(1_000_000, 500_000_000) | 1, "EUR"), "currency": "EUR",
-                            "occurred_at": f"2026-{1 + i * 3 // n_events:02d}-21T12:00:00Z",
-                            "payee_scores": {f"person:{p}": round(rng.uniform(0.001, 1.0), 6) for p in sorted(payees)}})
+            outputs.append(
+                {
+                    "output_id": f"e{i}",
+                    "model_id": "bench-model",
+                    "revenue": format_amount(rng.randint(1_000_000, 500_000_000) | 1, "EUR"),
+                    "currency": "EUR",
+                    "occurred_at": f"2026-{1 + i * 3 // n_events:02d}-21T12:00:00Z",
+                    "payee_scores": {f"person:{p}": round(rng.uniform(0.001, 1.0), 6) for p in sorted(payees)},
+                }
+            )
         out.append({"batch_id": f"load-{b:06d}", "agreement_id": "bench", "outputs": outputs})
     return out
 
@@ -101,9 +107,24 @@ def _free_port() -> int:
 
 def _serve(data_dir: Path, url: str) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "endcredits", "serve", "--data", str(data_dir), "--db", url,
-                             "--host", "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "endcredits",
+            "serve",
+            "--data",
+            str(data_dir),
+            "--db",
+            url,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}/api/v1"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -172,11 +193,14 @@ def run(n_events: int, clients: int, batch_events: int, n_payees: int, per_event
         ag = parse_agreement(AGREEMENT)
         local_began = time.perf_counter()
         for body in batches:
-            outs = [OutputIn(o["output_id"], o["model_id"], parse_amount(o["revenue"], "EUR"), "EUR",
-                             o["occurred_at"]) for o in body["outputs"]]
+            outs = [
+                OutputIn(o["output_id"], o["model_id"], parse_amount(o["revenue"], "EUR"), "EUR", o["occurred_at"])
+                for o in body["outputs"]
+            ]
             with local.read() as conn:
-                usage = build_usage(conn, outs, {o["output_id"]: o["payee_scores"] for o in body["outputs"]}, ag, None,
-                                    per="payee")
+                usage = build_usage(
+                    conn, outs, {o["output_id"]: o["payee_scores"] for o in body["outputs"]}, ag, None, per="payee"
+                )
             accrue(local, usage, ag, event_id=body["batch_id"])
         local_s = time.perf_counter() - local_began
         served = init_store(tmp / "served", served_url)
@@ -188,12 +212,23 @@ def run(n_events: int, clients: int, batch_events: int, n_payees: int, per_event
         served_ok, local_ok = verify(served).ok, verify(local).ok
         served.dispose()
         local.dispose()
-        return {"events": n_events, "clients": clients, "batch_events": batch_events, "requests": len(batches),
-                "payees": n_payees, "payees_per_event": per_event, "wall_s": round(wall_s, 2),
-                "events_per_s": round(n_events / wall_s), "latency_p50_ms": round(_percentile(latencies_s, 0.50) * 1e3),
-                "latency_p99_ms": round(_percentile(latencies_s, 0.99) * 1e3),
-                "in_process_events_per_s": round(n_events / local_s), "accounts": len(served_balances),
-                "balances_equal_in_process": equal, "verify_served": served_ok, "verify_in_process": local_ok}
+        return {
+            "events": n_events,
+            "clients": clients,
+            "batch_events": batch_events,
+            "requests": len(batches),
+            "payees": n_payees,
+            "payees_per_event": per_event,
+            "wall_s": round(wall_s, 2),
+            "events_per_s": round(n_events / wall_s),
+            "latency_p50_ms": round(_percentile(latencies_s, 0.50) * 1e3),
+            "latency_p99_ms": round(_percentile(latencies_s, 0.99) * 1e3),
+            "in_process_events_per_s": round(n_events / local_s),
+            "accounts": len(served_balances),
+            "balances_equal_in_process": equal,
+            "verify_served": served_ok,
+            "verify_in_process": local_ok,
+        }
     finally:
         _drop(served_url)
         _drop(local_url)
@@ -212,9 +247,11 @@ def main() -> None:
     if a.json:
         print(json.dumps(r, indent=2))
     else:
-        print(f"{r['events']:,} events in {r['wall_s']} s over HTTP by {r['clients']} clients: "
-              f"{r['events_per_s']:,} events/s, p50 {r['latency_p50_ms']} ms, p99 {r['latency_p99_ms']} ms per request "
-              f"of {r['batch_events']:,} events; balances equal an in-process run: {r['balances_equal_in_process']}")
+        print(
+            f"{r['events']:,} events in {r['wall_s']} s over HTTP by {r['clients']} clients: "
+            f"{r['events_per_s']:,} events/s, p50 {r['latency_p50_ms']} ms, p99 {r['latency_p99_ms']} ms per request "
+            f"of {r['batch_events']:,} events; balances equal an in-process run: {r['balances_equal_in_process']}"
+        )
     if not (r["balances_equal_in_process"] and r["verify_served"] and r["verify_in_process"]):
         raise SystemExit(1)
 

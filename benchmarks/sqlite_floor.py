@@ -44,15 +44,23 @@ def _connect(directory: str) -> sqlite3.Connection:
 
 
 def _row_tables(conn: sqlite3.Connection) -> None:
-    conn.execute("CREATE TABLE accounts (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, kind TEXT, currency TEXT, "
-                 "holder TEXT, may_go_negative INT, created_at TEXT, balance_microunits TEXT, last_transfer_id INT)")
+    conn.execute(
+        "CREATE TABLE accounts (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, kind TEXT, currency TEXT, "
+        "holder TEXT, may_go_negative INT, created_at TEXT, balance_microunits TEXT, last_transfer_id INT)"
+    )
     conn.execute("CREATE INDEX ix_accounts_holder ON accounts (holder)")
-    conn.execute("CREATE TABLE legs (transfer_id INT, account_id INT, amount_microunits TEXT, "
-                 "PRIMARY KEY (transfer_id, account_id)) WITHOUT ROWID")
+    conn.execute(
+        "CREATE TABLE legs (transfer_id INT, account_id INT, amount_microunits TEXT, "
+        "PRIMARY KEY (transfer_id, account_id)) WITHOUT ROWID"
+    )
     conn.execute("CREATE INDEX ix_legs_account_id ON legs (account_id)")
-    conn.execute("CREATE TABLE carries (payee TEXT, currency TEXT, subunits INT, PRIMARY KEY (payee, currency)) WITHOUT ROWID")
-    conn.execute("CREATE TABLE outputs (id TEXT PRIMARY KEY, model_id TEXT, batch_event_id TEXT, revenue_microunits TEXT, "
-                 "currency TEXT, occurred_at TEXT) WITHOUT ROWID")
+    conn.execute(
+        "CREATE TABLE carries (payee TEXT, currency TEXT, subunits INT, PRIMARY KEY (payee, currency)) WITHOUT ROWID"
+    )
+    conn.execute(
+        "CREATE TABLE outputs (id TEXT PRIMARY KEY, model_id TEXT, batch_event_id TEXT, revenue_microunits TEXT, "
+        "currency TEXT, occurred_at TEXT) WITHOUT ROWID"
+    )
 
 
 def _outputs(batch: int, n: int) -> list[tuple[str, ...]]:
@@ -75,8 +83,11 @@ def _first_batch(n: int) -> Callable[[sqlite3.Connection], None]:
     outputs = _outputs(0, n)
 
     def write(conn: sqlite3.Connection) -> None:
-        conn.executemany("INSERT INTO accounts (key, kind, currency, holder, may_go_negative, created_at, "
-                         "balance_microunits, last_transfer_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", accounts)
+        conn.executemany(
+            "INSERT INTO accounts (key, kind, currency, holder, may_go_negative, created_at, "
+            "balance_microunits, last_transfer_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            accounts,
+        )
         conn.executemany("INSERT INTO legs VALUES (?, ?, ?)", legs)
         conn.executemany("INSERT INTO carries VALUES (?, ?, ?)", carries)
         conn.executemany("INSERT INTO outputs VALUES (?, ?, ?, ?, ?, ?)", outputs)
@@ -127,7 +138,9 @@ def segment(directory: str, n: int) -> float:
 
     def write() -> None:
         conn.executemany("INSERT INTO outputs VALUES (?, ?)", outputs)
-        conn.execute("INSERT INTO segments VALUES (?, ?, ?, ?)", (0, payees.tobytes(), amounts.tobytes(), carries.tobytes()))
+        conn.execute(
+            "INSERT INTO segments VALUES (?, ?, ?, ?)", (0, payees.tobytes(), amounts.tobytes(), carries.tobytes())
+        )
 
     seconds = _timed(write, conn)
     conn.close()
@@ -148,7 +161,10 @@ def run(payees: int, rounds: int) -> dict[str, object]:
                 shutil.rmtree(directory, ignore_errors=True)
     items = payees * 10
     return {
-        "sqlite": sqlite3.sqlite_version, "payees": payees, "items": items, "rounds": rounds,
+        "sqlite": sqlite3.sqlite_version,
+        "payees": payees,
+        "items": items,
+        "rounds": rounds,
         **{f"{name}_s": [round(t, 3) for t in ts] for name, ts in times.items()},
         **{f"{name}_line_items_per_s_median": round(items / statistics.median(ts)) for name, ts in times.items()},
     }

@@ -27,8 +27,17 @@ PROG = "endcredits"
 
 # Variables that would change how Typer/Rich render help (colour, width) or what it shows (envvar values).
 _ENV_DROPPED = (
-    "FORCE_COLOR", "PY_COLORS", "GITHUB_ACTIONS", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "NO_COLOR",
-    "ENDCREDITS_DATA", "ENDCREDITS_DB", "COLUMNS", "LINES", "TERMINAL_WIDTH",
+    "FORCE_COLOR",
+    "PY_COLORS",
+    "GITHUB_ACTIONS",
+    "TTY_COMPATIBLE",
+    "TTY_INTERACTIVE",
+    "NO_COLOR",
+    "ENDCREDITS_DATA",
+    "ENDCREDITS_DB",
+    "COLUMNS",
+    "LINES",
+    "TERMINAL_WIDTH",
 )
 
 _PREAMBLE = """\
@@ -141,12 +150,26 @@ def _render_here() -> str:
 def render() -> str:
     """docs/cli.md as it should be now, rendered in a child process with a fixed environment."""
     env = {k: v for k, v in os.environ.items() if k not in _ENV_DROPPED}
-    env.update({"COLUMNS": str(HELP_COLUMNS), "TERMINAL_WIDTH": str(HELP_COLUMNS),
-                "_TYPER_FORCE_DISABLE_TERMINAL": "1", "PYTHONIOENCODING": "utf-8", "PYTHONUTF8": "1"})
-    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--print"], env=env,
-                          capture_output=True, check=False, timeout=120)
+    env.update(
+        {
+            "COLUMNS": str(HELP_COLUMNS),
+            "TERMINAL_WIDTH": str(HELP_COLUMNS),
+            "_TYPER_FORCE_DISABLE_TERMINAL": "1",
+            "PYTHONIOENCODING": "utf-8",
+            "PYTHONUTF8": "1",
+        }
+    )
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--print"],
+        env=env,
+        capture_output=True,
+        check=False,
+        timeout=120,
+    )
     if done.returncode != 0:
-        raise RuntimeError(f"docs/gen_cli.py --print failed ({done.returncode}):\n{done.stderr.decode(errors='replace')}")
+        raise RuntimeError(
+            f"docs/gen_cli.py --print failed ({done.returncode}):\n{done.stderr.decode(errors='replace')}"
+        )
     return done.stdout.decode("utf-8")
 
 

@@ -23,8 +23,14 @@ ROLES = ("endcredits:composer", "endcredits:performer", "endcredits:scan_subject
 
 
 def agreement_text(
-    *, pool_rate: str = "0.30", rights_holder_share: str = "0.25", lineage_pass_through: str = "0.20",
-    payout_threshold: str = "10.00", currency: str = "EUR", agreement_id: str = "test-2026", version: int = 1,
+    *,
+    pool_rate: str = "0.30",
+    rights_holder_share: str = "0.25",
+    lineage_pass_through: str = "0.20",
+    payout_threshold: str = "10.00",
+    currency: str = "EUR",
+    agreement_id: str = "test-2026",
+    version: int = 1,
     role_weights: dict[str, int] | None = None,
 ) -> str:
     weights = role_weights if role_weights is not None else {r: 1 for r in ROLES}
@@ -48,7 +54,9 @@ def agreement(**kwargs: Any) -> Agreement:
 
 
 def usage(
-    outputs: Sequence[tuple[str, int, str, Sequence[tuple[str, int]]]], *, model_id: str = "m",
+    outputs: Sequence[tuple[str, int, str, Sequence[tuple[str, int]]]],
+    *,
+    model_id: str = "m",
     currency: str = "EUR",
 ) -> UsageBatch:
     """A usage batch from ``(output id, revenue, occurred at, [(payee, weight), ...])``, lines in the order given."""
@@ -62,10 +70,15 @@ def usage(
             weights.append(w)
         offsets.append(len(codes))
     return UsageBatch(
-        output_ids=[o[0] for o in outputs], model_ids=[model_id] * len(outputs),
-        revenue_microunits=[o[1] for o in outputs], currencies=[currency] * len(outputs),
-        occurred_at=[o[2] for o in outputs], offsets=np.asarray(offsets, dtype=np.int64), payees=list(payees),
-        payee_codes=np.asarray(codes, dtype=np.int64), weights=np.asarray(weights, dtype=np.int64),
+        output_ids=[o[0] for o in outputs],
+        model_ids=[model_id] * len(outputs),
+        revenue_microunits=[o[1] for o in outputs],
+        currencies=[currency] * len(outputs),
+        occurred_at=[o[2] for o in outputs],
+        offsets=np.asarray(offsets, dtype=np.int64),
+        payees=list(payees),
+        payee_codes=np.asarray(codes, dtype=np.int64),
+        weights=np.asarray(weights, dtype=np.int64),
     )
 
 
@@ -82,7 +95,9 @@ def people(store: Store, *handles: str, verified: bool = True, iban: str | None 
 def row_counts(store: Store) -> dict[str, int]:
     """Rows in every table of the schema: equal before and after means nothing was written."""
     with store.read() as conn:
-        return {t.name: int(conn.execute(select(func.count()).select_from(t)).scalar_one()) for t in metadata.sorted_tables}
+        return {
+            t.name: int(conn.execute(select(func.count()).select_from(t)).scalar_one()) for t in metadata.sorted_tables
+        }
 
 
 def balances(store: Store, **filters: str) -> dict[str, int]:
@@ -135,23 +150,35 @@ class World:
             verify_person(conn, self.alice, verified_by="test-guild")
             self.dan = add_person(conn, "dan", iban=make_test_iban("FR", 2))
             self.bob = name_ids(conn, ["Bob Credited"])["Bob Credited"]
-            self.song, self.film, self.orphan = add_works(conn, [
-                WorkIn(b"song bytes", "A Song", "audio", rights_holder=f"person:{self.alice}"),
-                WorkIn(b"film bytes", "A Film", "video"),
-                WorkIn(b"orphan bytes", "Nobody's", "text"),
-            ])
-            add_credits(conn, [
-                CreditIn(self.song, f"person:{self.alice}", "endcredits:composer", 2),
-                CreditIn(self.song, f"name:{self.bob}", "endcredits:performer", 1),
-                CreditIn(self.film, f"person:{self.dan}", "endcredits:performer", 1),
-            ])
-        self.manifest = build_manifest(store, model_id="m", uses=["commercial"],
-                                       as_of=dt.datetime(2026, 1, 1, tzinfo=dt.UTC), default="opt-out")
+            self.song, self.film, self.orphan = add_works(
+                conn,
+                [
+                    WorkIn(b"song bytes", "A Song", "audio", rights_holder=f"person:{self.alice}"),
+                    WorkIn(b"film bytes", "A Film", "video"),
+                    WorkIn(b"orphan bytes", "Nobody's", "text"),
+                ],
+            )
+            add_credits(
+                conn,
+                [
+                    CreditIn(self.song, f"person:{self.alice}", "endcredits:composer", 2),
+                    CreditIn(self.song, f"name:{self.bob}", "endcredits:performer", 1),
+                    CreditIn(self.film, f"person:{self.dan}", "endcredits:performer", 1),
+                ],
+            )
+        self.manifest = build_manifest(
+            store, model_id="m", uses=["commercial"], as_of=dt.datetime(2026, 1, 1, tzinfo=dt.UTC), default="opt-out"
+        )
 
     def usage(self, outputs: Sequence[tuple[str, int, str, dict[str, float]]], ag: Agreement) -> UsageBatch:
         """Usage from ``(output id, revenue, occurred at, {work id: score})`` through the manifest."""
         from endcredits.royalties.usage import OutputIn, build_usage
 
         with self.store.read() as conn:
-            return build_usage(conn, [OutputIn(o, "m", r, ag.currency, t) for o, r, t, _ in outputs],
-                               {o: s for o, _, _, s in outputs}, ag, self.manifest)
+            return build_usage(
+                conn,
+                [OutputIn(o, "m", r, ag.currency, t) for o, r, t, _ in outputs],
+                {o: s for o, _, _, s in outputs},
+                ag,
+                self.manifest,
+            )

@@ -70,5 +70,6 @@ def test_cli_md_is_what_gen_cli_writes_now() -> None:
         first = next((i for i, (a, b) in enumerate(zip(old, new)) if a != b), min(len(old), len(new)))
         was = old[first] if first < len(old) else "<end of file>"
         now = new[first] if first < len(new) else "<end of file>"
-        pytest.fail(f"docs/cli.md is out of date at line {first + 1}: it has {was!r}, the CLI now gives {now!r}; "
-                    f"{REGENERATE}")
+        pytest.fail(
+            f"docs/cli.md is out of date at line {first + 1}: it has {was!r}, the CLI now gives {now!r}; {REGENERATE}"
+        )

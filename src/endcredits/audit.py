@@ -22,8 +22,9 @@ def canonical_json(value: Any) -> str:
 
 
 def entry_sha256(prev_sha256: str, seq: int, at: str, kind: str, subject: str, payload: str) -> str:
-    body = canonical_json({"at": at, "kind": kind, "payload": payload, "prev": prev_sha256, "seq": seq,
-                           "subject": subject})
+    body = canonical_json(
+        {"at": at, "kind": kind, "payload": payload, "prev": prev_sha256, "seq": seq, "subject": subject}
+    )
     return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 

@@ -118,12 +118,21 @@ class ImportReport:
 
 
 def _grant(work_id: str, use: str, decision: str, source: str) -> Grant:
-    return Grant(subject_kind="work", subject_id=work_id, use=use, decision=decision,  # type: ignore[arg-type]
-                 valid_from=dt.datetime(1999, 1, 1, tzinfo=dt.UTC), valid_until=None, perpetual=True,
-                 source=source)
+    return Grant(
+        subject_kind="work",
+        subject_id=work_id,
+        use=use,
+        decision=decision,  # type: ignore[arg-type]
+        valid_from=dt.datetime(1999, 1, 1, tzinfo=dt.UTC),
+        valid_until=None,
+        perpetual=True,
+        source=source,
+    )
 
 
-def import_abc_corpus(store: Store, *, limit: int | None = None, tunes: Sequence[AbcTune] | None = None) -> ImportReport:
+def import_abc_corpus(
+    store: Store, *, limit: int | None = None, tunes: Sequence[AbcTune] | None = None
+) -> ImportReport:
     """Register the tunes as works, their credited names, and the licences' consent, in one transaction."""
     items = list(tunes) if tunes is not None else list(iter_tunes(limit=limit))
     for t in items:
@@ -132,28 +141,49 @@ def import_abc_corpus(store: Store, *, limit: int | None = None, tunes: Sequence
         ids = name_ids(conn, [c.name for t in items for c in t.credits])
         # By content, then by fingerprint: the same tune transcribed in two collections becomes one work's
         # duplicate (linked, credits merged), as `endcredits works add` would do.
-        registered = register_works(conn, [WorkIn(t.text.encode("utf-8"), t.title, "abc-tune", t.source) for t in items])
+        registered = register_works(
+            conn, [WorkIn(t.text.encode("utf-8"), t.title, "abc-tune", t.source) for t in items]
+        )
         work_ids = [r.work_id for r in registered]
         linked = sum(1 for r in registered if r.similarity is not None and r.canonical_work_id is not None)
-        credit_rows = [CreditIn(w, f"name:{ids[c.name]}", f"{c.role_scheme}:{c.role_code}", 1)
-                       for w, t in zip(work_ids, items) for c in t.credits]
+        credit_rows = [
+            CreditIn(w, f"name:{ids[c.name]}", f"{c.role_scheme}:{c.role_code}", 1)
+            for w, t in zip(work_ids, items)
+            for c in t.credits
+        ]
         n_credits = add_credits(conn, credit_rows)
         # The corpus licence says these encodings may not be used commercially: a standing refusal,
         # recorded as such (the licence names no end date, so it is explicitly perpetual).
-        grants = [_grant(w, "commercial", "notAllowed", f"music21 corpus {t.collection}: non-commercial licence")
-                  for w, t in zip(work_ids, items) if t.non_commercial]
+        grants = [
+            _grant(w, "commercial", "notAllowed", f"music21 corpus {t.collection}: non-commercial licence")
+            for w, t in zip(work_ids, items)
+            if t.non_commercial
+        ]
         add_grants(conn, grants)
-    return ImportReport(len(set(work_ids)), n_credits, len(ids), len(grants), sum(t.non_commercial for t in items), linked)
+    return ImportReport(
+        len(set(work_ids)), n_credits, len(ids), len(grants), sum(t.non_commercial for t in items), linked
+    )
 
 
 StepProgress = Callable[[str, float, float], None]
 """``(task, done, total)``: how far a long step has come (the CLI draws a progress bar from it)."""
 
 
-def attribute_texts(store: Store, manifest: ManifestRecord, lm: TrainedLM, lines: Sequence[tuple[str, str]],
-                    out: Path, *, k: int, seed: int, method: str = "trak", ray: str | None = None,
-                    explain: Path | None = None, top_k: int = 5,
-                    step: StepProgress | None = None) -> TextAttribution:
+def attribute_texts(
+    store: Store,
+    manifest: ManifestRecord,
+    lm: TrainedLM,
+    lines: Sequence[tuple[str, str]],
+    out: Path,
+    *,
+    k: int,
+    seed: int,
+    method: str = "trak",
+    ray: str | None = None,
+    explain: Path | None = None,
+    top_k: int = 5,
+    step: StepProgress | None = None,
+) -> TextAttribution:
     """Write (output_id, work_id, score) for every output against every work in the manifest; with
     ``explain``, also each output's top works as JSON lines. The works' features are reused if present.
     ``lm`` is the checkpoint bound to the manifest (``check_checkpoint``)."""
@@ -167,23 +197,65 @@ def attribute_texts(store: Store, manifest: ManifestRecord, lm: TrainedLM, lines
     if explain is not None:
         with explain.open("w", encoding="utf-8") as f:
             for i, oid in enumerate(att.output_ids):
-                f.write(json.dumps({"output_id": oid, "method": att.method, "weaker": att.weaker,
-                                    "top_works": [{"work_id": w_, "score": s_} for w_, s_ in att.top_works(i)]}) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "output_id": oid,
+                            "method": att.method,
+                            "weaker": att.weaker,
+                            "top_works": [{"work_id": w_, "score": s_} for w_, s_ in att.top_works(i)],
+                        }
+                    )
+                    + "\n"
+                )
     return att
 
 
-def featurize_manifest(store: Store, manifest: ManifestRecord, lm: TrainedLM, *, k: int, seed: int,
-                       ray: str | None = None, progress: Progress | None = None) -> FeatureSet:
+def featurize_manifest(
+    store: Store,
+    manifest: ManifestRecord,
+    lm: TrainedLM,
+    *,
+    k: int,
+    seed: int,
+    ray: str | None = None,
+    progress: Progress | None = None,
+) -> FeatureSet:
     """The manifest's works' features for ``lm``, under ``DATA/features`` (computed once, then reused)."""
-    return featurize_works(lm, manifest.included, manifest_texts(store, manifest),
-                           features_dir(store.data_dir, manifest.id, lm, k=k, seed=seed), k=k, seed=seed, ray=ray,
-                           progress=progress)
+    return featurize_works(
+        lm,
+        manifest.included,
+        manifest_texts(store, manifest),
+        features_dir(store.data_dir, manifest.id, lm, k=k, seed=seed),
+        k=k,
+        seed=seed,
+        ray=ray,
+        progress=progress,
+    )
 
 
-def _attribute(store: Store, manifest: ManifestRecord, lm: TrainedLM, lines: Sequence[tuple[str, str]], *, k: int,
-               seed: int, method: str, ray: str | None, top_k: int, step: StepProgress | None) -> TextAttribution:
-    train = featurize_manifest(store, manifest, lm, k=k, seed=seed, ray=ray,
-                               progress=(lambda d, t: step("featurizing training tunes", d, t)) if step else None)
+def _attribute(
+    store: Store,
+    manifest: ManifestRecord,
+    lm: TrainedLM,
+    lines: Sequence[tuple[str, str]],
+    *,
+    k: int,
+    seed: int,
+    method: str,
+    ray: str | None,
+    top_k: int,
+    step: StepProgress | None,
+) -> TextAttribution:
+    train = featurize_manifest(
+        store,
+        manifest,
+        lm,
+        k=k,
+        seed=seed,
+        ray=ray,
+        progress=(lambda d, t: step("featurizing training tunes", d, t)) if step else None,
+    )
     return attribute_outputs(lm, train, lines, k=k, seed=seed, method=method, top_k=top_k)
 
 
@@ -234,48 +306,77 @@ class DemoSummary:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "data_dir": self.data_dir, "backend": self.backend, "currency": CURRENCY,
-            "works": self.works, "people": self.people, "credited_names": self.names,
-            "excluded_works": self.excluded_works, "manifest_id": self.manifest_id, "merkle_root": self.merkle_root,
+            "data_dir": self.data_dir,
+            "backend": self.backend,
+            "currency": CURRENCY,
+            "works": self.works,
+            "people": self.people,
+            "credited_names": self.names,
+            "excluded_works": self.excluded_works,
+            "manifest_id": self.manifest_id,
+            "merkle_root": self.merkle_root,
             "checkpoint_sha256": self.checkpoint_sha256,
-            "train_steps": self.train_steps, "train_loss": round(self.train_loss, 4), "outputs": self.outputs,
-            "revenue_microunits": self.revenue_microunits, "pool_microunits": self.pool_microunits,
-            "paid_microunits": self.paid_microunits, "escrow_microunits": self.escrow_microunits,
-            "suspense_microunits": self.suspense_microunits, "conserved": self.conserved,
-            "top_earners": self.top_earners, "payout_batch": self.payout_batch, "statement": self.statement,
-            "verified": self.verified, "attribution": self.attribution,
-            "verified_by_credential": self.credentials, "timings_s": {k: round(v, 2) for k, v in self.timings_s.items()},
+            "train_steps": self.train_steps,
+            "train_loss": round(self.train_loss, 4),
+            "outputs": self.outputs,
+            "revenue_microunits": self.revenue_microunits,
+            "pool_microunits": self.pool_microunits,
+            "paid_microunits": self.paid_microunits,
+            "escrow_microunits": self.escrow_microunits,
+            "suspense_microunits": self.suspense_microunits,
+            "conserved": self.conserved,
+            "top_earners": self.top_earners,
+            "payout_batch": self.payout_batch,
+            "statement": self.statement,
+            "verified": self.verified,
+            "attribution": self.attribution,
+            "verified_by_credential": self.credentials,
+            "timings_s": {k: round(v, 2) for k, v in self.timings_s.items()},
             "portal_login_url": self.portal_login_url,
         }
 
     def print(self, console: Console) -> None:
         c = CURRENCY
-        console.print(f"\n[bold]endcredits demo[/bold] — {self.works} works, {self.names} credited names, "
-                      f"{self.people} registered people; {self.excluded_works} works excluded by consent")
-        console.print(f"manifest {self.manifest_id}, root {self.merkle_root[:16]}…; model trained {self.train_steps} steps "
-                      f"(loss {self.train_loss:.3f}); {self.outputs} outputs earned {format_amount(self.revenue_microunits, c)} {c}")
+        console.print(
+            f"\n[bold]endcredits demo[/bold] — {self.works} works, {self.names} credited names, "
+            f"{self.people} registered people; {self.excluded_works} works excluded by consent"
+        )
+        console.print(
+            f"manifest {self.manifest_id}, root {self.merkle_root[:16]}…; model trained {self.train_steps} steps "
+            f"(loss {self.train_loss:.3f}); {self.outputs} outputs earned {format_amount(self.revenue_microunits, c)} {c}"
+        )
         t = Table(title="top earners")
         for col in ("who", "status", "earned"):
             t.add_column(col)
         for e in self.top_earners:
             t.add_row(e["name"], e["status"], f"{e['earned']} {c}")
         console.print(t)
-        console.print(f"{self.credentials} of {self.people} people verified by the guild's verifiable credentials; "
-                      "the others, and every unclaimed name, wait in escrow")
+        console.print(
+            f"{self.credentials} of {self.people} people verified by the guild's verifiable credentials; "
+            "the others, and every unclaimed name, wait in escrow"
+        )
         a = self.attribution
-        console.print(f"attribution: {a.get('method')} (k={a.get('k')}) over {a.get('works')} training tunes; output "
-                      f"{a.get('output_id')} is explained best by: " + ", ".join(
-                          f"{w['title']} ({w['score']:.3g})" for w in a.get("top_works", [])[:3]))
+        console.print(
+            f"attribution: {a.get('method')} (k={a.get('k')}) over {a.get('works')} training tunes; output "
+            f"{a.get('output_id')} is explained best by: "
+            + ", ".join(f"{w['title']} ({w['score']:.3g})" for w in a.get("top_works", [])[:3])
+        )
         console.print(f"escrow (unclaimed or unverified): {format_amount(self.escrow_microunits, c)} {c}")
-        console.print(f"payout batch {self.payout_batch.get('batch_id')}: {self.payout_batch.get('items')} payments, "
-                      f"{self.payout_batch.get('total')} {c} → {self.payout_batch.get('pain001')}")
-        console.print(f"statement: {self.statement.get('path')} ({self.statement.get('lines')} lines, reconciles: "
-                      f"{self.statement.get('reconciles')})")
+        console.print(
+            f"payout batch {self.payout_batch.get('batch_id')}: {self.payout_batch.get('items')} payments, "
+            f"{self.payout_batch.get('total')} {c} → {self.payout_batch.get('pain001')}"
+        )
+        console.print(
+            f"statement: {self.statement.get('path')} ({self.statement.get('lines')} lines, reconciles: "
+            f"{self.statement.get('reconciles')})"
+        )
         mark = "OK" if self.conserved else "BROKEN"
-        console.print(f"[bold]conservation {mark}[/bold]: pool {format_amount(self.pool_microunits, c)} = paid "
-                      f"{format_amount(self.paid_microunits, c)} + escrow {format_amount(self.escrow_microunits, c)} + "
-                      f"suspense {format_amount(self.suspense_microunits, c)} {c} (to the microunit: "
-                      f"{self.pool_microunits} = {self.paid_microunits} + {self.escrow_microunits} + {self.suspense_microunits})")
+        console.print(
+            f"[bold]conservation {mark}[/bold]: pool {format_amount(self.pool_microunits, c)} = paid "
+            f"{format_amount(self.paid_microunits, c)} + escrow {format_amount(self.escrow_microunits, c)} + "
+            f"suspense {format_amount(self.suspense_microunits, c)} {c} (to the microunit: "
+            f"{self.pool_microunits} = {self.paid_microunits} + {self.escrow_microunits} + {self.suspense_microunits})"
+        )
         console.print(f"verify: {'passed' if self.verified else 'FAILED'}")
         if self.portal_login_url:
             console.print(f"portal: run `{self.portal_command}` and open {self.portal_login_url}", soft_wrap=True)
@@ -298,13 +399,15 @@ class _Guild:
     def vouch(self, conn: Any, person_id: int, at: dt.datetime) -> None:
         """Issue a two-year membership credential to a pseudonymous subject and attach it to the person."""
         subject = generate_key().did  # the member's own key; the guild never learns more than this DID
-        vc = issue_credential(self.issuer, subject, valid_from=at - dt.timedelta(days=1),
-                              valid_until=at + dt.timedelta(days=730), at=at)
+        vc = issue_credential(
+            self.issuer, subject, valid_from=at - dt.timedelta(days=1), valid_until=at + dt.timedelta(days=730), at=at
+        )
         attach_credential(conn, person_id, vc, self.trust, self.status_lists, at)
 
 
-def _demo_people(store: Store, tunes: Sequence[AbcTune], names_to_join: int, guild: _Guild,
-                 at: dt.datetime) -> dict[str, int]:
+def _demo_people(
+    store: Store, tunes: Sequence[AbcTune], names_to_join: int, guild: _Guild, at: dt.datetime
+) -> dict[str, int]:
     """The most credited names join as people: most are verified by the guild's credential, one not yet,
     one has no bank account."""
     counts: dict[str, int] = {}
@@ -317,8 +420,12 @@ def _demo_people(store: Store, tunes: Sequence[AbcTune], names_to_join: int, gui
         ids = name_ids(conn, joining)
         for i, name in enumerate(joining):
             has_bank = i != 1
-            pid = add_person(conn, name, iban=make_test_iban("DE", 100 + i) if has_bank else None,
-                             bic="TESTDEFF" if has_bank else None)
+            pid = add_person(
+                conn,
+                name,
+                iban=make_test_iban("DE", 100 + i) if has_bank else None,
+                bic="TESTDEFF" if has_bank else None,
+            )
             claim_name(conn, ids[name], pid)
             if i not in (2, 3):  # person 2 verifies later in the demo; person 3 has not yet
                 guild.vouch(conn, pid, at)
@@ -331,9 +438,14 @@ def _attribution_summary(store: Store, att: TextAttribution, k: int) -> dict[str
     top = att.top_works(0)
     with store.read() as conn:
         titles = dict(conn.execute(select(works.c.id, works.c.title).where(works.c.id.in_([w for w, _ in top]))).all())
-    return {"method": att.method, "weaker": att.weaker, "k": k, "works": len(att.work_ids),
-            "output_id": att.output_ids[0],
-            "top_works": [{"work_id": w, "title": titles.get(w, ""), "score": s} for w, s in top]}
+    return {
+        "method": att.method,
+        "weaker": att.weaker,
+        "k": k,
+        "works": len(att.work_ids),
+        "output_id": att.output_ids[0],
+        "top_works": [{"work_id": w, "title": titles.get(w, ""), "score": s} for w, s in top],
+    }
 
 
 def _earners(store: Store, top_n: int) -> list[dict[str, Any]]:
@@ -354,14 +466,30 @@ def _earners(store: Store, top_n: int) -> list[dict[str, Any]]:
             name, status = display.get(holder, holder), "unclaimed name (escrow)"
         else:
             name, status = holder[:24], "work with no credits (escrow)"
-        rows.append({"holder": holder, "name": name, "status": status, "earned_microunits": amount,
-                     "earned": format_amount(amount, CURRENCY)})
+        rows.append(
+            {
+                "holder": holder,
+                "name": name,
+                "status": status,
+                "earned_microunits": amount,
+                "earned": format_amount(amount, CURRENCY),
+            }
+        )
     return rows
 
 
-def run_demo(data_dir: Path | None, db_url: str | None, *, outputs_n: int = 60, train_steps: int = TRAIN_STEPS_DEFAULT,
-             seed: int = 0, tunes_max: int | None = None, k: int = K_DEFAULT,
-             progress: Callable[[str], None] = lambda _m: None, step: StepProgress | None = None) -> DemoSummary:
+def run_demo(
+    data_dir: Path | None,
+    db_url: str | None,
+    *,
+    outputs_n: int = 60,
+    train_steps: int = TRAIN_STEPS_DEFAULT,
+    seed: int = 0,
+    tunes_max: int | None = None,
+    k: int = K_DEFAULT,
+    progress: Callable[[str], None] = lambda _m: None,
+    step: StepProgress | None = None,
+) -> DemoSummary:
     """Run the whole flow into ``data_dir`` (or ``db_url``) and return its summary.
 
     The model trains for exactly ``train_steps`` steps, never for a time budget, so the same inputs and
@@ -394,19 +522,32 @@ def run_demo(data_dir: Path | None, db_url: str | None, *, outputs_n: int = 60, 
             progress(f"payment details are sealed with a demo key in {key_file} ({KEY_FILE_ENV})")
         tunes = list(iter_tunes(limit=tunes_max))
         report = import_abc_corpus(store, tunes=tunes)
-        progress(f"registered {report.works} tunes, {report.credits} credits, {report.names} credited names; "
-                 f"{report.linked} tunes match one registered before (fingerprint) and are linked to it; "
-                 f"{report.non_commercial_works} tunes are licensed non-commercial only")
+        progress(
+            f"registered {report.works} tunes, {report.credits} credits, {report.names} credited names; "
+            f"{report.linked} tunes match one registered before (fingerprint) and are linked to it; "
+            f"{report.non_commercial_works} tunes are licensed non-commercial only"
+        )
         now = dt.datetime.now(dt.UTC).replace(microsecond=0)
         guild = _Guild.start(store.data_dir / "guild", now)
         joined = list(_demo_people(store, tunes, names_to_join=8, guild=guild, at=now).values())
         with store.write() as conn:
             if len(joined) > 5:
                 # One person opts out of generative training for five years: their tunes leave the manifest.
-                add_grants(conn, [Grant(subject_kind="person", subject_id=str(joined[5]), use="ai_generative_training",
-                                        decision="notAllowed", valid_from=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
-                                        valid_until=dt.datetime(2031, 1, 1, tzinfo=dt.UTC), perpetual=False,
-                                        source="person's own request")])
+                add_grants(
+                    conn,
+                    [
+                        Grant(
+                            subject_kind="person",
+                            subject_id=str(joined[5]),
+                            use="ai_generative_training",
+                            decision="notAllowed",
+                            valid_from=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+                            valid_until=dt.datetime(2031, 1, 1, tzinfo=dt.UTC),
+                            perpetual=False,
+                            source="person's own request",
+                        )
+                    ],
+                )
             agreement = parse_agreement(DEMO_AGREEMENT)
             save_agreement(conn, agreement.id, agreement.version, agreement.body, agreement.body_sha256)
         lap("register")
@@ -414,18 +555,31 @@ def run_demo(data_dir: Path | None, db_url: str | None, *, outputs_n: int = 60, 
         from endcredits.manifest.build import build_manifest
 
         as_of = dt.datetime(2026, 10, 1, tzinfo=dt.UTC)
-        manifest = build_manifest(store, model_id=MODEL_ID, uses=MODEL_USES, as_of=as_of, default="opt-out",
-                                  description="character-level LM of ABC folk tunes (demo)")
-        progress(f"manifest {manifest.id}: {len(manifest.included)} included, {len(manifest.excluded)} excluded "
-                 f"(non-commercial licences and one opt-out), root {manifest.merkle_root[:16]}…")
+        manifest = build_manifest(
+            store,
+            model_id=MODEL_ID,
+            uses=MODEL_USES,
+            as_of=as_of,
+            default="opt-out",
+            description="character-level LM of ABC folk tunes (demo)",
+        )
+        progress(
+            f"manifest {manifest.id}: {len(manifest.included)} included, {len(manifest.excluded)} excluded "
+            f"(non-commercial licences and one opt-out), root {manifest.merkle_root[:16]}…"
+        )
         texts = manifest_texts(store, manifest)
         lap("manifest")
 
         progress(f"training a character-level LM on {len(texts)} tunes for {train_steps} steps on CPU…")
         started = time.monotonic()
         # A fixed number of steps and no time budget (train_char_lm requires one: infinity never stops it).
-        lm = train_char_lm(texts, seed=seed, steps_max=train_steps, time_s_max=math.inf,
-                           progress=(lambda i, _loss: step("training", i, train_steps)) if step else None)
+        lm = train_char_lm(
+            texts,
+            seed=seed,
+            steps_max=train_steps,
+            time_s_max=math.inf,
+            progress=(lambda i, _loss: step("training", i, train_steps)) if step else None,
+        )
         models_dir = store.data_dir / "models"
         models_dir.mkdir(parents=True, exist_ok=True)
         checkpoint = models_dir / f"{MODEL_ID}.pt"
@@ -434,9 +588,14 @@ def run_demo(data_dir: Path | None, db_url: str | None, *, outputs_n: int = 60, 
         with store.write() as conn:
             set_manifest_checkpoint(conn, manifest.id, checkpoint_sha256)
             trained_at = dt.datetime.now(dt.UTC)
-            record_training_run(conn, run_id=f"{manifest.id}/train-seed{seed}", manifest_id=manifest.id,
-                                checkpoint_sha256s=[checkpoint_sha256], finished_at=trained_at,
-                                started_at=trained_at - dt.timedelta(seconds=time.monotonic() - started))
+            record_training_run(
+                conn,
+                run_id=f"{manifest.id}/train-seed{seed}",
+                manifest_id=manifest.id,
+                checkpoint_sha256s=[checkpoint_sha256],
+                finished_at=trained_at,
+                started_at=trained_at - dt.timedelta(seconds=time.monotonic() - started),
+            )
         progress(f"trained {lm.steps} steps, loss {lm.final_loss:.3f}; checkpoint sha256 {checkpoint_sha256[:16]}…")
         lap("train")
 
@@ -446,12 +605,30 @@ def run_demo(data_dir: Path | None, db_url: str | None, *, outputs_n: int = 60, 
         start = dt.datetime(2026, 10, 1, tzinfo=dt.UTC)
         span_s = 61 * 24 * 3600
         times = sorted(int(x) for x in rng.integers(0, span_s, size=outputs_n))
-        outs = [OutputIn(f"out-{i:05d}", MODEL_ID, int(revenue[i]), CURRENCY,
-                         (start + dt.timedelta(seconds=times[i])).strftime("%Y-%m-%dT%H:%M:%SZ")) for i in range(outputs_n)]
+        outs = [
+            OutputIn(
+                f"out-{i:05d}",
+                MODEL_ID,
+                int(revenue[i]),
+                CURRENCY,
+                (start + dt.timedelta(seconds=times[i])).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            )
+            for i in range(outputs_n)
+        ]
         lap("generate")
         progress(f"generated {outputs_n} tunes; attributing each to {len(texts)} training tunes (TRAK, k={k})…")
-        att = _attribute(store, manifest, lm, [(o.output_id, t) for o, t in zip(outs, samples)], k=k, seed=seed,
-                         method="trak", ray=None, top_k=5, step=step)
+        att = _attribute(
+            store,
+            manifest,
+            lm,
+            [(o.output_id, t) for o, t in zip(outs, samples)],
+            k=k,
+            seed=seed,
+            method="trak",
+            ray=None,
+            top_k=5,
+            step=step,
+        )
         scores = att.scores
         lap("attribute")
 
@@ -461,7 +638,9 @@ def run_demo(data_dir: Path | None, db_url: str | None, *, outputs_n: int = 60, 
             part = outs[lo:hi]
             if not part:
                 continue
-            part_scores = {o.output_id: dict(zip(manifest.included, scores[lo + i].tolist())) for i, o in enumerate(part)}
+            part_scores = {
+                o.output_id: dict(zip(manifest.included, scores[lo + i].tolist())) for i, o in enumerate(part)
+            }
             with store.read() as conn:
                 usage = build_usage(conn, part, part_scores, agreement, load_manifest(conn, manifest.id))
             summaries.append(accrue(store, usage, agreement, event_id=f"demo-batch-{b + 1}"))
@@ -474,18 +653,29 @@ def run_demo(data_dir: Path | None, db_url: str | None, *, outputs_n: int = 60, 
             with store.write() as conn:
                 guild.vouch(conn, late, dt.datetime.now(dt.UTC).replace(microsecond=0))
             claim = claim_escrow(store, late)
-            progress(f"person {late} verified; released from escrow: "
-                     f"{format_amount(claim.moved_microunits.get(CURRENCY, 0), CURRENCY)} {CURRENCY}")
+            progress(
+                f"person {late} verified; released from escrow: "
+                f"{format_amount(claim.moved_microunits.get(CURRENCY, 0), CURRENCY)} {CURRENCY}"
+            )
 
-        batch = create_payout_batch(store, batch_id="demo-payout-1", currency=CURRENCY,
-                                    threshold_microunits=agreement.payout_threshold_microunits, debtor=DEBTOR,
-                                    execution_date=dt.date(2026, 12, 1))
+        batch = create_payout_batch(
+            store,
+            batch_id="demo-payout-1",
+            currency=CURRENCY,
+            threshold_microunits=agreement.payout_threshold_microunits,
+            debtor=DEBTOR,
+            execution_date=dt.date(2026, 12, 1),
+        )
         if batch.items:
             # The bank answers: all settled but one, which is returned to the person's balance.
             statuses = {item.end_to_end_id: "ACSC" for item in batch.items}  # settlement completed
             statuses[batch.items[-1].end_to_end_id] = "RJCT"  # rejected
-            report_xml = write_pain002(statuses, original_message_id=batch.batch_id, message_id="demo-bank-1",
-                                       created_at=dt.datetime(2026, 12, 2, tzinfo=dt.UTC))
+            report_xml = write_pain002(
+                statuses,
+                original_message_id=batch.batch_id,
+                message_id="demo-bank-1",
+                created_at=dt.datetime(2026, 12, 2, tzinfo=dt.UTC),
+            )
             (store.data_dir / "payouts" / batch.batch_id / "pain002.xml").write_bytes(report_xml)
             apply_payout_status(store, batch.batch_id, parse_pain002(report_xml))
         lap("payout")
@@ -502,9 +692,14 @@ def run_demo(data_dir: Path | None, db_url: str | None, *, outputs_n: int = 60, 
             path = st_dir / f"person-{pid}-{period}"
             path.with_suffix(".json").write_text(st.to_json() + "\n", encoding="utf-8")
             path.with_suffix(".csv").write_text(st.to_csv(), encoding="utf-8")
-            statement_info = {"person_id": pid, "period": period, "lines": len(st.lines),
-                              "accrued": format_amount(st.accrued_microunits, CURRENCY), "reconciles": st.reconciles(),
-                              "path": str(path.with_suffix(".csv"))}
+            statement_info = {
+                "person_id": pid,
+                "period": period,
+                "lines": len(st.lines),
+                "accrued": format_amount(st.accrued_microunits, CURRENCY),
+                "reconciles": st.reconciles(),
+                "path": str(path.with_suffix(".csv")),
+            }
             if not st.reconciles():
                 raise InvariantError(f"statement of person {pid} for {period} does not reconcile with the ledger")
 
@@ -519,20 +714,41 @@ def run_demo(data_dir: Path | None, db_url: str | None, *, outputs_n: int = 60, 
         report_v = verify(store)
         lap("verify")
         summary = DemoSummary(
-            data_dir=str(store.data_dir), backend=store.backend, works=report.works, people=n_people, names=report.names,
-            excluded_works=len(manifest.excluded), manifest_id=manifest.id, merkle_root=manifest.merkle_root,
+            data_dir=str(store.data_dir),
+            backend=store.backend,
+            works=report.works,
+            people=n_people,
+            names=report.names,
+            excluded_works=len(manifest.excluded),
+            manifest_id=manifest.id,
+            merkle_root=manifest.merkle_root,
             checkpoint_sha256=checkpoint_sha256,
-            train_steps=lm.steps, train_loss=lm.final_loss, outputs=outputs_n, revenue_microunits=sum(revenue),
-            pool_microunits=pool, paid_microunits=paid, escrow_microunits=escrow, suspense_microunits=suspense,
+            train_steps=lm.steps,
+            train_loss=lm.final_loss,
+            outputs=outputs_n,
+            revenue_microunits=sum(revenue),
+            pool_microunits=pool,
+            paid_microunits=paid,
+            escrow_microunits=escrow,
+            suspense_microunits=suspense,
             top_earners=earners,
-            payout_batch={"batch_id": batch.batch_id, "status": batch.status, "items": len(batch.items),
-                          "total": format_amount(batch.total_microunits, CURRENCY),
-                          "total_microunits": batch.total_microunits,
-                          "pain001": str(batch.pain001_path) if batch.pain001_path else None},
-            statement=statement_info, verified=report_v.ok, timings_s=timings,
-            attribution=_attribution_summary(store, att, k), credentials=n_credentials,
+            payout_batch={
+                "batch_id": batch.batch_id,
+                "status": batch.status,
+                "items": len(batch.items),
+                "total": format_amount(batch.total_microunits, CURRENCY),
+                "total_microunits": batch.total_microunits,
+                "pain001": str(batch.pain001_path) if batch.pain001_path else None,
+            },
+            statement=statement_info,
+            verified=report_v.ok,
+            timings_s=timings,
+            attribution=_attribution_summary(store, att, k),
+            credentials=n_credentials,
         )
-        top_verified = next((e for e in earners if e["holder"].startswith("person:") and e["status"] == "verified"), None)
+        top_verified = next(
+            (e for e in earners if e["holder"].startswith("person:") and e["status"] == "verified"), None
+        )
         if top_verified is not None:
             # The same one-time link `endcredits login-link create` makes (the service edge owns sign-in).
             from endcredits.service.auth import create_login_link
@@ -540,11 +756,14 @@ def run_demo(data_dir: Path | None, db_url: str | None, *, outputs_n: int = 60, 
             with store.write() as conn:
                 link = create_login_link(conn, int(top_verified["holder"].split(":")[1]), created_by="demo")
             key_prefix = f"{KEY_FILE_ENV}={demo_key_file} " if demo_key_file is not None else ""
-            summary.portal_command = (f"{key_prefix}endcredits --data {store.data_dir}{f' --db {db_url}' if db_url else ''} "
-                                      "serve --port 8000")
+            summary.portal_command = (
+                f"{key_prefix}endcredits --data {store.data_dir}{f' --db {db_url}' if db_url else ''} serve --port 8000"
+            )
             summary.portal_login_url = f"http://127.0.0.1:8000/portal/login?token={link.token}"
         if not summary.conserved:
-            raise InvariantError(f"conservation broken: pool {pool} != paid {paid} + escrow {escrow} + suspense {suspense}")
+            raise InvariantError(
+                f"conservation broken: pool {pool} != paid {paid} + escrow {escrow} + suspense {suspense}"
+            )
         if not report_v.ok:
             raise InvariantError("verify failed after the demo: " + "; ".join(report_v.problems[:3]))
         return summary

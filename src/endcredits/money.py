@@ -214,7 +214,10 @@ _I64_MAX = (1 << 63) - 1
 
 
 def _split_rows(
-    pools: npt.NDArray[Any], offsets: Int64Array, weights: npt.NDArray[Any], weight_sums: npt.NDArray[Any],
+    pools: npt.NDArray[Any],
+    offsets: Int64Array,
+    weights: npt.NDArray[Any],
+    weight_sums: npt.NDArray[Any],
     tie_keys: Int64Array,
 ) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
     """Largest-remainder split of every row, vectorized; exact for int64 or Python-int (object) arrays."""
@@ -254,7 +257,11 @@ def _split_rows(
 
 
 def _split_rows_int64(
-    pools: Int64Array, offsets: Int64Array, weights: Int64Array, weight_sums: Int64Array, tie_keys: Int64Array,
+    pools: Int64Array,
+    offsets: Int64Array,
+    weights: Int64Array,
+    weight_sums: Int64Array,
+    tie_keys: Int64Array,
 ) -> tuple[Int64Array, Int64Array]:
     """``_split_rows`` for a batch whose weight sums are below 2^31 and whose pool x weight sum fit in
     int64, with the same result, in place where it can: a batch of 10^6 lines makes 8 MB arrays, and
@@ -334,7 +341,9 @@ def _python_ints(values: Sequence[Any] | npt.NDArray[Any], what: str) -> npt.NDA
 
 
 def split_batch(
-    pools_microunits: Sequence[int] | npt.NDArray[Any], offsets: Int64Array, weights: Sequence[int] | npt.NDArray[Any],
+    pools_microunits: Sequence[int] | npt.NDArray[Any],
+    offsets: Int64Array,
+    weights: Sequence[int] | npt.NDArray[Any],
     tie_keys: Int64Array,
 ) -> Split:
     """Split each output's pool over its lines in proportion to integer weights, to one subunit.
@@ -384,21 +393,32 @@ def split_batch(
     sums_max = int(weight_sums.max())
     # Per output (not per line): pool x weight sum must fit in int64. The bound on the maxima settles
     # most batches at once; otherwise the exact products decide.
-    fits = sums_max < (1 << 31) and n_out < (1 << 31) and (int(pools.max()) * sums_max <= _I64_MAX or bool(
-        (pools.astype(object) * weight_sums.astype(object)).max() <= _I64_MAX))
+    fits = (
+        sums_max < (1 << 31)
+        and n_out < (1 << 31)
+        and (
+            int(pools.max()) * sums_max <= _I64_MAX
+            or bool((pools.astype(object) * weight_sums.astype(object)).max() <= _I64_MAX)
+        )
+    )
     if fits:
-        micro, sub = _split_rows_int64(pools.astype(np.int64, copy=False), offsets, np.asarray(w_obj, dtype=np.int64),
-                                       weight_sums.astype(np.int64, copy=False), tie_keys)
+        micro, sub = _split_rows_int64(
+            pools.astype(np.int64, copy=False),
+            offsets,
+            np.asarray(w_obj, dtype=np.int64),
+            weight_sums.astype(np.int64, copy=False),
+            tie_keys,
+        )
     else:
-        micro, sub = _split_rows(pools.astype(object), offsets, w_obj.astype(object), weight_sums.astype(object), tie_keys)
+        micro, sub = _split_rows(
+            pools.astype(object), offsets, w_obj.astype(object), weight_sums.astype(object), tie_keys
+        )
     micro_i = np.asarray(micro, dtype=np.int64)
     sub_i = np.asarray(sub, dtype=np.int64)
     return Split(micro_i, sub_i)
 
 
-def carry_forward(
-    carry_in_subunits: int, microunits: int, subunits: int
-) -> tuple[int, int]:
+def carry_forward(carry_in_subunits: int, microunits: int, subunits: int) -> tuple[int, int]:
     """Whole microunits to post and the subunits carried, from a payee's carry and accrued parts.
 
     ``(posted, carry_out)`` with ``posted << 32 + carry_out == (microunits << 32) + subunits + carry_in``

@@ -54,8 +54,13 @@ class Runner(Protocol):
 
     name: str
 
-    def map(self, fn: Callable[..., Any], shared: Any, args: Sequence[tuple[Any, ...]],
-            on_result: Callable[[int, Any], None]) -> None: ...
+    def map(
+        self,
+        fn: Callable[..., Any],
+        shared: Any,
+        args: Sequence[tuple[Any, ...]],
+        on_result: Callable[[int, Any], None],
+    ) -> None: ...
 
 
 class LocalRunner:
@@ -63,8 +68,13 @@ class LocalRunner:
 
     name = "local"
 
-    def map(self, fn: Callable[..., Any], shared: Any, args: Sequence[tuple[Any, ...]],
-            on_result: Callable[[int, Any], None]) -> None:
+    def map(
+        self,
+        fn: Callable[..., Any],
+        shared: Any,
+        args: Sequence[tuple[Any, ...]],
+        on_result: Callable[[int, Any], None],
+    ) -> None:
         for i, a in enumerate(args):
             on_result(i, fn(shared, *a))
 
@@ -83,14 +93,23 @@ class RayRunner:
         self.in_flight_max = in_flight_max
         if not ray.is_initialized():
             try:
-                ray.init(address=None if address == "local" else address, include_dashboard=False,
-                         log_to_driver=False, configure_logging=False)
+                ray.init(
+                    address=None if address == "local" else address,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    configure_logging=False,
+                )
             except (ConnectionError, ValueError, RuntimeError) as exc:
                 raise StoreError(f"cannot join the Ray cluster at {address!r}: {exc}") from exc
         self.address = address
 
-    def map(self, fn: Callable[..., Any], shared: Any, args: Sequence[tuple[Any, ...]],
-            on_result: Callable[[int, Any], None]) -> None:
+    def map(
+        self,
+        fn: Callable[..., Any],
+        shared: Any,
+        args: Sequence[tuple[Any, ...]],
+        on_result: Callable[[int, Any], None],
+    ) -> None:
         ray = self._ray
         remote = ray.remote(fn)
         shared_ref = ray.put(shared)

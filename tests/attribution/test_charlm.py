@@ -92,14 +92,12 @@ def test_a_fixed_vocabulary_gives_models_of_one_shape(texts: list[str]) -> None:
     assert a.vocab == b.vocab == whole
     assert a.config == b.config and a.config.vocab_size == whole.size
     default = train_char_lm(part, seed=11, steps_max=4, time_s_max=600.0, window=32, batch_size=8)
-    same = train_char_lm(part, seed=11, steps_max=4, time_s_max=600.0, window=32, batch_size=8,
-                         vocab=build_vocab(part))
+    same = train_char_lm(part, seed=11, steps_max=4, time_s_max=600.0, window=32, batch_size=8, vocab=build_vocab(part))
     assert default.vocab.chars == build_vocab(part).chars and default.checksum() == same.checksum()
 
 
 def test_checkpoints_are_kept_at_the_steps_asked_for(texts: list[str]) -> None:
-    lm = train_char_lm(texts, seed=11, steps_max=6, time_s_max=600.0, window=32, batch_size=8,
-                       checkpoint_steps=(2, 6))
+    lm = train_char_lm(texts, seed=11, steps_max=6, time_s_max=600.0, window=32, batch_size=8, checkpoint_steps=(2, 6))
     plain = train_char_lm(texts, seed=11, steps_max=6, time_s_max=600.0, window=32, batch_size=8)
     assert sorted(lm.checkpoints) == [2, 6] and plain.checkpoints == {}
     assert lm.checksum() == plain.checksum()

@@ -39,12 +39,20 @@ def single(tmp_path_factory: pytest.TempPathFactory, data: tuple[Any, list[str]]
     return _featurizer().featurize(batch, ids, tmp_path_factory.mktemp("single"))
 
 
-def test_local_shards_write_the_same_files_as_one_featurize(tmp_path: Path, data: tuple[Any, list[str]],
-                                                            single: FeatureSet) -> None:
+def test_local_shards_write_the_same_files_as_one_featurize(
+    tmp_path: Path, data: tuple[Any, list[str]], single: FeatureSet
+) -> None:
     batch, ids = data
     seen: list[tuple[int, int]] = []
-    out = featurize_sharded(_featurizer(), batch, ids, tmp_path, runner=LocalRunner(), shard_rows=20,
-                            progress=lambda done, total: seen.append((done, total)))
+    out = featurize_sharded(
+        _featurizer(),
+        batch,
+        ids,
+        tmp_path,
+        runner=LocalRunner(),
+        shard_rows=20,
+        progress=lambda done, total: seen.append((done, total)),
+    )
     assert _files(out.directory) == _files(single.directory)
     assert seen[-1] == (70, 70) and len(seen) == 3  # 20 rows round up to 24 (whole chunks of 8): 3 shards
 
@@ -57,15 +65,21 @@ class _StopAfter:
     def __init__(self, n: int) -> None:
         self.n = n
 
-    def map(self, fn: Callable[..., Any], shared: Any, args: Sequence[tuple[Any, ...]],
-            on_result: Callable[[int, Any], None]) -> None:
+    def map(
+        self,
+        fn: Callable[..., Any],
+        shared: Any,
+        args: Sequence[tuple[Any, ...]],
+        on_result: Callable[[int, Any], None],
+    ) -> None:
         for i, a in enumerate(args[: self.n]):
             on_result(i, fn(shared, *a))
         raise KeyboardInterrupt
 
 
-def test_an_interrupted_sharded_run_resumes_and_gives_the_same_files(tmp_path: Path, data: tuple[Any, list[str]],
-                                                                     single: FeatureSet) -> None:
+def test_an_interrupted_sharded_run_resumes_and_gives_the_same_files(
+    tmp_path: Path, data: tuple[Any, list[str]], single: FeatureSet
+) -> None:
     batch, ids = data
     with pytest.raises(KeyboardInterrupt):
         featurize_sharded(_featurizer(), batch, ids, tmp_path, runner=_StopAfter(2), shard_rows=16)  # type: ignore[arg-type]
@@ -74,8 +88,13 @@ def test_an_interrupted_sharded_run_resumes_and_gives_the_same_files(tmp_path: P
     ran: list[int] = []
 
     class Counting(LocalRunner):
-        def map(self, fn: Callable[..., Any], shared: Any, args: Sequence[tuple[Any, ...]],
-                on_result: Callable[[int, Any], None]) -> None:
+        def map(
+            self,
+            fn: Callable[..., Any],
+            shared: Any,
+            args: Sequence[tuple[Any, ...]],
+            on_result: Callable[[int, Any], None],
+        ) -> None:
             ran.append(len(args))
             super().map(fn, shared, args, on_result)
 

@@ -80,8 +80,12 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def _retraining_lds(train: Callable[[np.ndarray], torch.nn.Module], task: AttributionTask, n: int,
-                    test: tuple[torch.Tensor, torch.Tensor]) -> Callable[[np.ndarray], float]:
+def _retraining_lds(
+    train: Callable[[np.ndarray], torch.nn.Module],
+    task: AttributionTask,
+    n: int,
+    test: tuple[torch.Tensor, torch.Tensor],
+) -> Callable[[np.ndarray], float]:
     """LDS against 20 models retrained on seeded half subsets by ``train(kept indices)``."""
     rng = np.random.default_rng(0)
     masks = np.zeros((20, n), dtype=bool)
@@ -101,13 +105,19 @@ def _retraining_lds(train: Callable[[np.ndarray], torch.nn.Module], task: Attrib
     return lds
 
 
-def _exact_features(model: torch.nn.Module, train: tuple[torch.Tensor, torch.Tensor],
-                    test: tuple[torch.Tensor, torch.Tensor]) -> tuple[AttributionTask, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _exact_features(
+    model: torch.nn.Module, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor]
+) -> tuple[AttributionTask, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(task, train features, Q, test features, Gauss-Newton kernel) of a classifier, exact gradients."""
     task = classification_task(model, [state(model)])
     featurizer = Featurizer(task, k=None, seed=0, projection="identity")
-    return (task, featurizer.compute(train, role="train"), featurizer.weights(train), featurizer.compute(test),
-            featurizer.curvature(train))
+    return (
+        task,
+        featurizer.compute(train, role="train"),
+        featurizer.weights(train),
+        featurizer.compute(test),
+        featurizer.curvature(train),
+    )
 
 
 def test_trak_predicts_retraining_on_half_subsets_logistic_regression() -> None:
@@ -118,8 +128,12 @@ def test_trak_predicts_retraining_on_half_subsets_logistic_regression() -> None:
     model = train_logistic(x_train, y_train, classes, weight_decay=weight_decay)
     task, phi, q, targets, curvature = _exact_features(model, (x_train, y_train), (x_test, y_test))
 
-    lds = _retraining_lds(lambda keep: train_logistic(x_train[keep], y_train[keep], classes, weight_decay=weight_decay),
-                          task, n, (x_test, y_test))
+    lds = _retraining_lds(
+        lambda keep: train_logistic(x_train[keep], y_train[keep], classes, weight_decay=weight_decay),
+        task,
+        n,
+        (x_test, y_test),
+    )
 
     # With the Gauss-Newton kernel (the exact Hessian here) and the training's own L2, TRAK is the
     # influence function; it must beat TRAK's Phi^T Phi kernel and the plain gradient dot product.
@@ -157,10 +171,12 @@ def test_influence_equals_the_direct_formula_for_an_ensemble(response: str) -> N
     # Rotating the features to the kernel's eigenbasis (a diagonal kernel) changes no score.
     h, v = np.linalg.eigh(kernels[0])
     rotated = InfluenceScorer(0.3, response=response).fit(  # type: ignore[arg-type]
-        [phis[0].astype(np.float64) @ v], [qs[0]], curvature_per_model=[np.diag(h)])
+        [phis[0].astype(np.float64) @ v], [qs[0]], curvature_per_model=[np.diag(h)]
+    )
     plain = InfluenceScorer(0.3, response=response).fit([phis[0]], [qs[0]], curvature_per_model=[kernels[0]])  # type: ignore[arg-type]
-    assert np.allclose(rotated.score([targets[0].astype(np.float64) @ v]), plain.score([targets[0]]), rtol=1e-4,
-                       atol=1e-7)
+    assert np.allclose(
+        rotated.score([targets[0].astype(np.float64) @ v]), plain.score([targets[0]]), rtol=1e-4, atol=1e-7
+    )
 
 
 def test_influence_with_one_model_and_a_ridge_is_trak_with_the_curvature_kernel() -> None:
@@ -181,8 +197,12 @@ def test_trak_weight_power_flattens_q() -> None:
     scores = TRAKScorer(0.1, weight_power=0.5).fit(phis, qs).score(targets)
     unweighted = TRAKScorer(0.1).fit(phis, [np.ones(40, np.float32)] * 2).score(targets)
     assert np.allclose(scores, unweighted * np.sqrt(q_bar)[None, :], rtol=1e-4, atol=1e-7)
-    assert np.allclose(TRAKScorer(0.1, weight_power=1.0).fit(phis, qs).score(targets),
-                       _trak_by_formula(phis, qs, targets, 0.1), rtol=1e-4, atol=1e-7)
+    assert np.allclose(
+        TRAKScorer(0.1, weight_power=1.0).fit(phis, qs).score(targets),
+        _trak_by_formula(phis, qs, targets, 0.1),
+        rtol=1e-4,
+        atol=1e-7,
+    )
 
 
 @pytest.mark.parametrize("n", [40, 9])  # primal and dual
@@ -199,8 +219,12 @@ def test_trak_second_moment_power_is_trak_on_rescaled_columns(n: int) -> None:
     scorer = TRAKScorer(0.1, second_moment_power=0.25).fit(phis, qs)
     expected = _trak_by_formula(scaled_phis, qs, scaled_targets, 0.1)
     assert np.allclose(scorer.score(targets), expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
-    assert np.allclose(TRAKScorer(0.1, second_moment_power=0.0).fit(phis, qs).score(targets),
-                       _trak_by_formula(phis, qs, targets, 0.1), rtol=1e-4, atol=1e-7)
+    assert np.allclose(
+        TRAKScorer(0.1, second_moment_power=0.0).fit(phis, qs).score(targets),
+        _trak_by_formula(phis, qs, targets, 0.1),
+        rtol=1e-4,
+        atol=1e-7,
+    )
     with pytest.raises(ValidationError, match="second_moment_power"):
         TRAKScorer(second_moment_power=2.0)
     with pytest.raises(ValidationError, match="no curvature kernel"):
@@ -249,12 +273,16 @@ def test_influence_predicts_retraining_of_an_early_stopped_logistic_regression()
     x_train, y_train, x_test, y_test = x[:n], y[:n], x[n:], y[n:]
     model = _train_gd(x_train, y_train, classes, steps=steps, lr=lr)
     task, phi, q, targets, curvature = _exact_features(model, (x_train, y_train), (x_test, y_test))
-    lds = _retraining_lds(lambda keep: _train_gd(x_train[keep], y_train[keep], classes, steps=steps, lr=lr),
-                          task, n, (x_test, y_test))
+    lds = _retraining_lds(
+        lambda keep: _train_gd(x_train[keep], y_train[keep], classes, steps=steps, lr=lr), task, n, (x_test, y_test)
+    )
 
     time_scale = n / (lr * steps)
-    flow = lds(InfluenceScorer(time_scale, response="gradient-flow", lambda_relative=False)
-               .fit([phi], [q], curvature_per_model=[curvature]).score([targets]))
+    flow = lds(
+        InfluenceScorer(time_scale, response="gradient-flow", lambda_relative=False)
+        .fit([phi], [q], curvature_per_model=[curvature])
+        .score([targets])
+    )
     plain = lds(TRAKScorer(1e-3).fit([phi], [q]).score([targets]))
     tracin = lds(TracInScorer().fit([phi], [q]).score([targets]))
     assert flow > 0.7 and flow > max(plain, tracin) + 0.05, (flow, plain, tracin)

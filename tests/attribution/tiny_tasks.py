@@ -8,7 +8,9 @@ from torch import nn
 from endcredits.attribution.task import classification_margin
 
 
-def blobs(n: int, *, d: int = 6, classes: int = 3, seed: int = 0, spread: float = 1.5) -> tuple[torch.Tensor, torch.Tensor]:
+def blobs(
+    n: int, *, d: int = 6, classes: int = 3, seed: int = 0, spread: float = 1.5
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` points around ``classes`` seeded Gaussian centres."""
     g = torch.Generator().manual_seed(seed)
     centres = torch.randn(classes, d, generator=torch.Generator().manual_seed(1000))
@@ -61,8 +63,13 @@ def train_logistic(x: torch.Tensor, y: torch.Tensor, classes: int, *, weight_dec
         model.weight.zero_()
         model.bias.zero_()
     opt = torch.optim.LBFGS(
-        model.parameters(), lr=1, max_iter=200, tolerance_grad=1e-9, tolerance_change=1e-12,
-        history_size=20, line_search_fn="strong_wolfe",
+        model.parameters(),
+        lr=1,
+        max_iter=200,
+        tolerance_grad=1e-9,
+        tolerance_change=1e-12,
+        history_size=20,
+        line_search_fn="strong_wolfe",
     )
 
     def closure() -> torch.Tensor:

@@ -11,8 +11,24 @@ def test_explanations_report_faiss_recall_against_the_exact_scan(capsys: pytest.
     pytest.importorskip("faiss")
     import attribution
 
-    argv = ["--skip-featurize", "--works", "3000", "--payees", "300", "--k", "32", "--queries", "6",
-            "--explain-works", "2000", "--top-k", "5", "--nprobes", "1,4,100000", "--json"]
+    argv = [
+        "--skip-featurize",
+        "--works",
+        "3000",
+        "--payees",
+        "300",
+        "--k",
+        "32",
+        "--queries",
+        "6",
+        "--explain-works",
+        "2000",
+        "--top-k",
+        "5",
+        "--nprobes",
+        "1,4,100000",
+        "--json",
+    ]
     assert attribution.main(argv) == 0
     report = json.loads(capsys.readouterr().out)
     payees = report["payee_attribution"]

@@ -181,8 +181,9 @@ def test_method_lambdas_replace_one_methods_grid() -> None:
             method_grids([bad], known)
 
 
-def test_method_lambdas_is_the_grid_stage_a_searches(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_method_lambdas_is_the_grid_stage_a_searches(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import _lds_methods
     import lds
 
@@ -208,11 +209,15 @@ def _peer_job(tmp_path: Path, setting: str, k: int) -> tuple[Any, list[dict[str,
     from _lds_methods import PeerJob
 
     data = load_images(_write_dataset(tmp_path), n_train=120, n_test=30)
-    trained = train_models(setting, data.x_train, data.y_train, core.half_subsets(120, 2, seed=0), [5, 6],
-                           classes=data.classes)
-    job = PeerJob([trained.module(0), trained.module(1)],
-                        (torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)),
-                        (torch.from_numpy(data.x_test), torch.from_numpy(data.y_test)), k=k)
+    trained = train_models(
+        setting, data.x_train, data.y_train, core.half_subsets(120, 2, seed=0), [5, 6], classes=data.classes
+    )
+    job = PeerJob(
+        [trained.module(0), trained.module(1)],
+        (torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)),
+        (torch.from_numpy(data.x_test), torch.from_numpy(data.y_test)),
+        k=k,
+    )
     return job, [{name: v.clone() for name, v in m.state_dict().items()} for m in job.models]
 
 

@@ -51,11 +51,15 @@ class Cli:
         store = open_store(self.data, self.db)
         try:
             with store.read() as conn:
-                counts = {t.name: int(conn.execute(select(func.count()).select_from(t)).scalar_one())
-                          for t in metadata.sorted_tables}
+                counts = {
+                    t.name: int(conn.execute(select(func.count()).select_from(t)).scalar_one())
+                    for t in metadata.sorted_tables
+                }
         finally:
             store.dispose()
-        counts["evidence_files"] = len(list((self.data / "evidence").rglob("*.parquet"))) if (self.data / "evidence").exists() else 0
+        counts["evidence_files"] = (
+            len(list((self.data / "evidence").rglob("*.parquet"))) if (self.data / "evidence").exists() else 0
+        )
         return counts
 
 
@@ -81,18 +85,32 @@ def cli(tmp_path: Path, db_url: str | None) -> Cli:
     return c
 
 
-def _usage(tmp: Path, cli: Cli, *, revenue: str = "1.00", currency: str = "EUR", score: str = "1.0",
-           output_id: str = "o1") -> tuple[Path, Path]:
-    outputs = _write_csv(tmp / "outputs.csv", ["output_id", "model_id", "revenue", "currency", "occurred_at"],
-                         [[output_id, "m1", revenue, currency, "2026-11-02T10:00:00Z"]])
-    attributions = _write_csv(tmp / "attributions.csv", ["output_id", "work_id", "score"],
-                              [[output_id, cli.work_id, score]])  # type: ignore[attr-defined]
+def _usage(
+    tmp: Path, cli: Cli, *, revenue: str = "1.00", currency: str = "EUR", score: str = "1.0", output_id: str = "o1"
+) -> tuple[Path, Path]:
+    outputs = _write_csv(
+        tmp / "outputs.csv",
+        ["output_id", "model_id", "revenue", "currency", "occurred_at"],
+        [[output_id, "m1", revenue, currency, "2026-11-02T10:00:00Z"]],
+    )
+    attributions = _write_csv(
+        tmp / "attributions.csv", ["output_id", "work_id", "score"], [[output_id, cli.work_id, score]]
+    )  # type: ignore[attr-defined]
     return outputs, attributions
 
 
 def _accrue(cli: Cli, outputs: Path, attributions: Path, batch: str = "b1") -> tuple[int, str, str]:
-    return cli("accrue", "--outputs", str(outputs), "--attributions", str(attributions), "--agreement", "t",
-               "--batch-id", batch)
+    return cli(
+        "accrue",
+        "--outputs",
+        str(outputs),
+        "--attributions",
+        str(attributions),
+        "--agreement",
+        "t",
+        "--batch-id",
+        batch,
+    )
 
 
 def _refused(cli: Cli, run: Callable[[], tuple[int, str, str]], fragment: str) -> None:
@@ -106,10 +124,16 @@ def _refused(cli: Cli, run: Callable[[], tuple[int, str, str]], fragment: str) -
     assert cli.snapshot() == before, "a refused command changed the store"
 
 
-@pytest.mark.parametrize("revenue,fragment", [
-    ("1e5", "malformed amount"), ("1,000.00", "malformed amount"), ("0.123456789", "decimals"),
-    ("NaN", "malformed amount"), ("", "empty"),
-])
+@pytest.mark.parametrize(
+    "revenue,fragment",
+    [
+        ("1e5", "malformed amount"),
+        ("1,000.00", "malformed amount"),
+        ("0.123456789", "decimals"),
+        ("NaN", "malformed amount"),
+        ("", "empty"),
+    ],
+)
 def test_malformed_amount(cli: Cli, tmp_path: Path, revenue: str, fragment: str) -> None:
     outputs, attributions = _usage(tmp_path, cli, revenue=revenue)
     _refused(cli, lambda: _accrue(cli, outputs, attributions), fragment)
@@ -141,8 +165,11 @@ def test_same_output_in_another_batch_is_never_paid_twice(cli: Cli, tmp_path: Pa
 
 
 def test_credits_naming_a_missing_work(cli: Cli) -> None:
-    _refused(cli, lambda: cli("credits", "add", "ab" * 32, "--name", "Ann", "--role", "endcredits:composer"),
-             "not registered")
+    _refused(
+        cli,
+        lambda: cli("credits", "add", "ab" * 32, "--name", "Ann", "--role", "endcredits:composer"),
+        "not registered",
+    )
 
 
 def test_weights_summing_to_zero(cli: Cli, tmp_path: Path) -> None:
@@ -155,7 +182,7 @@ def test_weights_summing_to_zero(cli: Cli, tmp_path: Path) -> None:
 
 def test_agreement_whose_shares_exceed_the_whole(cli: Cli, tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
-    bad.write_text(AGREEMENT.replace('version = 1', 'version = 2').replace('pool_rate = "0.5"', 'pool_rate = "1.5"'))
+    bad.write_text(AGREEMENT.replace("version = 1", "version = 2").replace('pool_rate = "0.5"', 'pool_rate = "1.5"'))
     _refused(cli, lambda: cli("agreement", "load", str(bad)), "exceeds the whole")
 
 
@@ -170,8 +197,18 @@ def test_truncated_parquet_file(cli: Cli, tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
     path = tmp_path / "outputs.parquet"
-    pq.write_table(pa.table({"output_id": ["o1"], "model_id": ["m1"], "revenue": ["1.00"], "currency": ["EUR"],
-                             "occurred_at": ["2026-11-02T10:00:00Z"]}), path)
+    pq.write_table(
+        pa.table(
+            {
+                "output_id": ["o1"],
+                "model_id": ["m1"],
+                "revenue": ["1.00"],
+                "currency": ["EUR"],
+                "occurred_at": ["2026-11-02T10:00:00Z"],
+            }
+        ),
+        path,
+    )
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     _, attributions = _usage(tmp_path, cli)
     _refused(cli, lambda: _accrue(cli, path, attributions), "not a readable parquet file")
@@ -186,8 +223,18 @@ def test_a_work_outside_the_manifest_is_not_paid(cli: Cli, tmp_path: Path) -> No
 def test_dry_run_writes_nothing(cli: Cli, tmp_path: Path) -> None:
     outputs, attributions = _usage(tmp_path, cli)
     before = cli.snapshot()
-    out = cli.ok("accrue", "--outputs", str(outputs), "--attributions", str(attributions), "--agreement", "t",
-                 "--batch-id", "b1", "--dry-run")
+    out = cli.ok(
+        "accrue",
+        "--outputs",
+        str(outputs),
+        "--attributions",
+        str(attributions),
+        "--agreement",
+        "t",
+        "--batch-id",
+        "b1",
+        "--dry-run",
+    )
     assert "dry_run" in out
     assert cli.snapshot() == before
 
@@ -214,14 +261,29 @@ def test_the_happy_path_conserves_and_verifies(cli: Cli, tmp_path: Path) -> None
 def test_unknown_attribution_method(cli: Cli, tmp_path: Path) -> None:
     outputs = tmp_path / "outputs.jsonl"
     outputs.write_text('{"output_id": "o1", "text": "X:1\\nK:D\\nabc|"}\n')
-    _refused(cli, lambda: cli("attribute", "--checkpoint", str(tmp_path / "none.pt"), "--outputs", str(outputs),
-                              "--out", str(tmp_path / "s.csv"), "--manifest", "m", "--method", "similarity"),
-             "--method must be one of trak, tracin")
+    _refused(
+        cli,
+        lambda: cli(
+            "attribute",
+            "--checkpoint",
+            str(tmp_path / "none.pt"),
+            "--outputs",
+            str(outputs),
+            "--out",
+            str(tmp_path / "s.csv"),
+            "--manifest",
+            "m",
+            "--method",
+            "similarity",
+        ),
+        "--method must be one of trak, tracin",
+    )
     assert not (tmp_path / "s.csv").exists()
 
 
 def test_secret_key_rotate_reseals_and_refuses_bad_keys_changing_nothing(
-        cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from endcredits.payouts.iban import make_test_iban
     from endcredits.store.private import KEY_ENV, KEY_FILE_ENV, new_key_text
 
@@ -237,8 +299,11 @@ def test_secret_key_rotate_reseals_and_refuses_bad_keys_changing_nothing(
     _refused(cli, lambda: cli("secret-key", "rotate", "--old-key-file", str(tmp_path / "junk.key")), "not base64")
     _refused(cli, lambda: cli("secret-key", "rotate", "--old-key-file", str(tmp_path / "missing.key")), "cannot read")
     (tmp_path / "other.key").write_text(new_key_text())
-    _refused(cli, lambda: cli("secret-key", "rotate", "--old-key-file", str(tmp_path / "other.key")),
-             "sealed with another key")
+    _refused(
+        cli,
+        lambda: cli("secret-key", "rotate", "--old-key-file", str(tmp_path / "other.key")),
+        "sealed with another key",
+    )
     _refused(cli, lambda: cli("secret-key", "spin"), "unknown action")
     assert "re-sealed 2 contact and payment details" in cli.ok("secret-key", "rotate", "--old-key-file", str(old_file))
     assert "re-sealed 0" in cli.ok("secret-key", "rotate", "--old-key-file", str(old_file))

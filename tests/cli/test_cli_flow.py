@@ -60,7 +60,9 @@ def test_every_command_in_an_operators_order(tmp_path: Path, db_url: str | None)
     assert run_json("works", "list", "--limit", "5")["total"] == 24
     pid = run_json("people", "add", "Jack Campin", "--iban", make_test_iban("DE", 42), "--bic", "TESTDEFF")["person_id"]
     (tmp_path / "sketch.abc").write_text("X:1\nT:A new sketch\nK:G\nGABc|d2d2|\n")
-    sketch = run_json("works", "add", str(tmp_path / "sketch.abc"), "--title", "A new sketch", "--kind", "abc-tune")["work_id"]
+    sketch = run_json("works", "add", str(tmp_path / "sketch.abc"), "--title", "A new sketch", "--kind", "abc-tune")[
+        "work_id"
+    ]
     run("credits", "add", sketch, "--payee", f"person:{pid}", "--role", "endcredits:composer")
     assert run_json("credits", "list", sketch)["credits"][0]["payee"] == f"person:{pid}"
     listed = run_json("works", "list", "--limit", "30")["works"]
@@ -69,13 +71,37 @@ def test_every_command_in_an_operators_order(tmp_path: Path, db_url: str | None)
     run("credits", "lineage", sketch, first, "--share", "0.2")
 
     # Consent: the person allows generative training for a bounded time.
-    run("consent", "grant", "--person", str(pid), "--use", "ai_generative_training", "--decision", "allowed",
-        "--from", "2026-01-01", "--until", "2030-01-01", "--source", "signed form")
+    run(
+        "consent",
+        "grant",
+        "--person",
+        str(pid),
+        "--use",
+        "ai_generative_training",
+        "--decision",
+        "allowed",
+        "--from",
+        "2026-01-01",
+        "--until",
+        "2030-01-01",
+        "--source",
+        "signed form",
+    )
     assert run_json("consent", "list", "--person", str(pid))["grants"][0]["until"].startswith("2030-01-01")
 
     # Manifest, proofs, and a check that needs no database.
-    m = run_json("manifest", "build", "--model", "tiny-lm", "--use", "ai_generative_training", "--default", "opt-out",
-                 "--as-of", "2026-06-01T00:00:00Z")
+    m = run_json(
+        "manifest",
+        "build",
+        "--model",
+        "tiny-lm",
+        "--use",
+        "ai_generative_training",
+        "--default",
+        "opt-out",
+        "--as-of",
+        "2026-06-01T00:00:00Z",
+    )
     assert m["included"] == 25 and run_json("manifest", "list")["manifests"][0]["manifest_id"] == m["manifest_id"]
     assert run_json("manifest", "show", m["manifest_id"])["merkle_root"] == m["merkle_root"]
     proof = tmp_path / "proof.json"
@@ -90,13 +116,31 @@ def test_every_command_in_an_operators_order(tmp_path: Path, db_url: str | None)
     checkpoint = tmp_path / "tiny.pt"
     save_lm(train_char_lm(texts, seed=0, steps_max=3, time_s_max=30.0, batch_size=4, window=32), checkpoint)
     outputs_jsonl = tmp_path / "outputs.jsonl"
-    outputs_jsonl.write_text("".join(json.dumps({"output_id": f"out-{i}", "text": texts[i][:200]}) + "\n" for i in (0, 5)))
+    outputs_jsonl.write_text(
+        "".join(json.dumps({"output_id": f"out-{i}", "text": texts[i][:200]}) + "\n" for i in (0, 5))
+    )
     scores = tmp_path / "scores.csv"
-    assert "features of 25 works" in run("featurize", "--checkpoint", str(checkpoint), "--manifest", m["manifest_id"],
-                                         "--k", "32")
+    assert "features of 25 works" in run(
+        "featurize", "--checkpoint", str(checkpoint), "--manifest", m["manifest_id"], "--k", "32"
+    )
     explain = tmp_path / "explain.jsonl"
-    out = run("attribute", "--checkpoint", str(checkpoint), "--outputs", str(outputs_jsonl), "--out", str(scores),
-              "--manifest", m["manifest_id"], "--k", "32", "--explain", str(explain), "--top-k", "3")
+    out = run(
+        "attribute",
+        "--checkpoint",
+        str(checkpoint),
+        "--outputs",
+        str(outputs_jsonl),
+        "--out",
+        str(scores),
+        "--manifest",
+        m["manifest_id"],
+        "--k",
+        "32",
+        "--explain",
+        str(explain),
+        "--top-k",
+        "3",
+    )
     assert "trak scores" in out
     with scores.open() as f:
         rows = list(csv.DictReader(f))
@@ -108,9 +152,21 @@ def test_every_command_in_an_operators_order(tmp_path: Path, db_url: str | None)
     assert explained[0]["top_works"][0]["work_id"] == best["work_id"]
     # Per payee: every payee's score is the credit-weighted sum of its works' scores (Psi = W^T G).
     payee_csv = tmp_path / "payees.csv"
-    assert "payee scores" in run("attribute", "--checkpoint", str(checkpoint), "--outputs", str(outputs_jsonl),
-                                 "--out", str(payee_csv), "--manifest", m["manifest_id"], "--k", "32",
-                                 "--per-payee", "flow")
+    assert "payee scores" in run(
+        "attribute",
+        "--checkpoint",
+        str(checkpoint),
+        "--outputs",
+        str(outputs_jsonl),
+        "--out",
+        str(payee_csv),
+        "--manifest",
+        m["manifest_id"],
+        "--k",
+        "32",
+        "--per-payee",
+        "flow",
+    )
     with payee_csv.open() as f:
         payee_rows = list(csv.DictReader(f))
     store = open_store(tmp_path / "data", db_url)
@@ -132,18 +188,55 @@ def test_every_command_in_an_operators_order(tmp_path: Path, db_url: str | None)
         got[0 if r["output_id"] == "out-0" else 1, payees.index(r["payee"])] = float(r["score"])
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-9 * np.abs(expected).max())
     tracin = tmp_path / "tracin.csv"
-    assert "tracin scores" in run("attribute", "--checkpoint", str(checkpoint), "--outputs", str(outputs_jsonl),
-                                  "--out", str(tracin), "--manifest", m["manifest_id"], "--k", "32", "--method", "tracin")
+    assert "tracin scores" in run(
+        "attribute",
+        "--checkpoint",
+        str(checkpoint),
+        "--outputs",
+        str(outputs_jsonl),
+        "--out",
+        str(tracin),
+        "--manifest",
+        m["manifest_id"],
+        "--k",
+        "32",
+        "--method",
+        "tracin",
+    )
     outputs_csv = tmp_path / "outputs.csv"
-    outputs_csv.write_text("output_id,model_id,revenue,currency,occurred_at\n"
-                           "out-0,tiny-lm,2.00,EUR,2026-11-02T10:00:00Z\nout-5,tiny-lm,0.75,EUR,2026-11-03T10:00:00Z\n")
-    dry = run_json("accrue", "--outputs", str(outputs_csv), "--attributions", str(scores), "--agreement", "flow",
-                   "--batch-id", "nov-1", "--dry-run")
+    outputs_csv.write_text(
+        "output_id,model_id,revenue,currency,occurred_at\n"
+        "out-0,tiny-lm,2.00,EUR,2026-11-02T10:00:00Z\nout-5,tiny-lm,0.75,EUR,2026-11-03T10:00:00Z\n"
+    )
+    dry = run_json(
+        "accrue",
+        "--outputs",
+        str(outputs_csv),
+        "--attributions",
+        str(scores),
+        "--agreement",
+        "flow",
+        "--batch-id",
+        "nov-1",
+        "--dry-run",
+    )
     assert dry["status"] == "dry_run"
-    done = run_json("accrue", "--outputs", str(outputs_csv), "--attributions", str(scores), "--agreement", "flow",
-                    "--batch-id", "nov-1")
+    done = run_json(
+        "accrue",
+        "--outputs",
+        str(outputs_csv),
+        "--attributions",
+        str(scores),
+        "--agreement",
+        "flow",
+        "--batch-id",
+        "nov-1",
+    )
     assert done["pool_microunits"] == 137_500_000
-    assert done["pool_microunits"] == done["posted_microunits"] + done["escrow_microunits"] + done["suspense_delta_microunits"]
+    assert (
+        done["pool_microunits"]
+        == done["posted_microunits"] + done["escrow_microunits"] + done["suspense_delta_microunits"]
+    )
     status = run_json("ledger", "status")  # the batch's legs and carries wait in one segment
     assert (status["pending_segments"], status["through_transfer_id"]) == (1, 0) and status["pending_legs"] > 2
 
@@ -166,13 +259,33 @@ def test_every_command_in_an_operators_order(tmp_path: Path, db_url: str | None)
     assert statement["reconciles"] is True and statement["lines"]
     run("statements", "--person", str(pid), "--period", "2026-11", "--format", "csv", "--out", str(tmp_path / "st.csv"))
     assert (tmp_path / "st.csv").read_text().startswith("output_id,")
-    batch = run_json("payouts", "create", "--batch-id", "PAY-1", "--agreement", "flow", "--debtor-name", "operator",
-                     "--debtor-iban", make_test_iban("DE", 1), "--debtor-bic", "TESTDEFF", "--execution-date", "2026-12-01")
+    batch = run_json(
+        "payouts",
+        "create",
+        "--batch-id",
+        "PAY-1",
+        "--agreement",
+        "flow",
+        "--debtor-name",
+        "operator",
+        "--debtor-iban",
+        make_test_iban("DE", 1),
+        "--debtor-bic",
+        "TESTDEFF",
+        "--execution-date",
+        "2026-12-01",
+    )
     assert batch["status"] == "created" and batch["items"] == 1 and Path(batch["pain001"]).exists()
     e2e = next(csv.DictReader(Path(batch["csv"]).read_text().splitlines()))["end_to_end_id"]
     report = tmp_path / "pain002.xml"
-    report.write_bytes(write_pain002({e2e: "ACSC"}, original_message_id="PAY-1", message_id="BANK-1",
-                                     created_at=dt.datetime(2026, 12, 2, tzinfo=dt.UTC)))
+    report.write_bytes(
+        write_pain002(
+            {e2e: "ACSC"},
+            original_message_id="PAY-1",
+            message_id="BANK-1",
+            created_at=dt.datetime(2026, 12, 2, tzinfo=dt.UTC),
+        )
+    )
     assert "1 settled" in run("payouts", "status", "PAY-1", "--pain002", str(report))
     assert run_json("payouts", "list")["batches"][0]["status"] == "resolved"
 

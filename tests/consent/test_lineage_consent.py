@@ -44,19 +44,33 @@ class Chain:
 def chain(store: Store) -> Chain:
     subject, artist, actor = people(store, "subject", "artist", "actor")
     with store.write() as conn:
-        scan, double, film, other = add_works(conn, [WorkIn(t.encode(), t, "image") for t in
-                                                     ("body scan", "digital double", "film", "unrelated")])
-        add_credits(conn, [CreditIn(scan, f"person:{subject}", "endcredits:scan_subject"),
-                           CreditIn(double, f"person:{artist}", "endcredits:vfx_artist"),
-                           CreditIn(film, f"person:{actor}", "ebu:25.9")])
+        scan, double, film, other = add_works(
+            conn, [WorkIn(t.encode(), t, "image") for t in ("body scan", "digital double", "film", "unrelated")]
+        )
+        add_credits(
+            conn,
+            [
+                CreditIn(scan, f"person:{subject}", "endcredits:scan_subject"),
+                CreditIn(double, f"person:{artist}", "endcredits:vfx_artist"),
+                CreditIn(film, f"person:{actor}", "ebu:25.9"),
+            ],
+        )
         add_lineage(conn, double, scan, None)
         add_lineage(conn, film, double, None)
     return Chain(scan, double, film, other, subject)
 
 
 def _person_grant(subject: int, decision: str, use: str = GEN) -> Grant:
-    return Grant(subject_kind="person", subject_id=str(subject), use=use, decision=decision,  # type: ignore[arg-type]
-                 valid_from=T0, valid_until=None, perpetual=True, source="scan-studio/release.pdf")
+    return Grant(
+        subject_kind="person",
+        subject_id=str(subject),
+        use=use,
+        decision=decision,  # type: ignore[arg-type]
+        valid_from=T0,
+        valid_until=None,
+        perpetual=True,
+        source="scan-studio/release.pdf",
+    )
 
 
 def test_a_not_allowed_on_the_scan_keeps_the_double_and_the_film_out(store: Store, chain: Chain) -> None:
@@ -76,8 +90,21 @@ def test_a_not_allowed_on_the_scan_keeps_the_double_and_the_film_out(store: Stor
 
 def test_terms_flow_downstream_only(store: Store, chain: Chain) -> None:
     with store.write() as conn:
-        add_grants(conn, [Grant(subject_kind="work", subject_id=chain.film, use=GEN, decision="notAllowed",
-                                valid_from=T0, valid_until=None, perpetual=True, source="studio/licence.txt")])
+        add_grants(
+            conn,
+            [
+                Grant(
+                    subject_kind="work",
+                    subject_id=chain.film,
+                    use=GEN,
+                    decision="notAllowed",
+                    valid_from=T0,
+                    valid_until=None,
+                    perpetual=True,
+                    source="studio/licence.txt",
+                )
+            ],
+        )
     m = build_manifest(store, model_id="gen", uses=[GEN], as_of=AS_OF, default="opt-out")
     assert set(m.included) == {chain.scan, chain.double, chain.other}
     assert dict(m.excluded)[chain.film].startswith(f"notAllowed for {GEN} by work grant")
@@ -85,9 +112,22 @@ def test_terms_flow_downstream_only(store: Store, chain: Chain) -> None:
 
 def test_the_most_restrictive_wins_even_over_an_explicit_allowed_downstream(store: Store, chain: Chain) -> None:
     with store.write() as conn:
-        add_grants(conn, [_person_grant(chain.subject, "notAllowed"),
-                          Grant(subject_kind="work", subject_id=chain.film, use=GEN, decision="allowed",
-                                valid_from=T0, valid_until=None, perpetual=True, source="studio/licence.txt")])
+        add_grants(
+            conn,
+            [
+                _person_grant(chain.subject, "notAllowed"),
+                Grant(
+                    subject_kind="work",
+                    subject_id=chain.film,
+                    use=GEN,
+                    decision="allowed",
+                    valid_from=T0,
+                    valid_until=None,
+                    perpetual=True,
+                    source="studio/licence.txt",
+                ),
+            ],
+        )
     m = build_manifest(store, model_id="gen", uses=[GEN], as_of=AS_OF, default="opt-in")
     assert m.included == ()
     assert f"inherited from upstream work {chain.scan}" in dict(m.excluded)[chain.film]
@@ -96,8 +136,10 @@ def test_the_most_restrictive_wins_even_over_an_explicit_allowed_downstream(stor
 def test_a_lineage_cycle_is_refused_in_one_line_and_nothing_changes(store: Store, chain: Chain) -> None:
     with store.read() as conn:
         before = conn.execute(select(func.count()).select_from(lineage)).scalar_one()
-    with pytest.raises(ValidationError, match=f"lineage {chain.scan} <- {chain.film} would make a cycle"), \
-            store.write() as conn:
+    with (
+        pytest.raises(ValidationError, match=f"lineage {chain.scan} <- {chain.film} would make a cycle"),
+        store.write() as conn,
+    ):
         add_lineage(conn, chain.scan, chain.film, None)
     with store.read() as conn:
         assert conn.execute(select(func.count()).select_from(lineage)).scalar_one() == before
@@ -116,8 +158,11 @@ def test_inherited_reasons_name_the_nearest_upstream_work_first() -> None:
     no = {w: Decision(allowed=False, reason=f"notAllowed by {w}", grant=None) for w in ("a", "b")}
     parents = {"c": ["b"], "b": ["a"]}
     out = inherit_across_lineage(["c"], parents, {**no, "c": Decision(True, "fine", None)})
-    assert out["c"] == Decision(allowed=False, reason="inherited from upstream work b: notAllowed by b; "
-                                                      "inherited from upstream work a: notAllowed by a", grant=None)
+    assert out["c"] == Decision(
+        allowed=False,
+        reason="inherited from upstream work b: notAllowed by b; inherited from upstream work a: notAllowed by a",
+        grant=None,
+    )
 
 
 def test_every_consent_change_is_in_the_audit_log(store: Store, chain: Chain) -> None:
@@ -128,8 +173,12 @@ def test_every_consent_change_is_in_the_audit_log(store: Store, chain: Chain) ->
         granted = [json.loads(e.payload) for e in iter_audit(conn, kind="consent.granted")]
         revoked = [(e.subject, json.loads(e.payload)) for e in iter_audit(conn, kind="consent.revoked")]
     assert granted == [{"count": 1, "ids": [gid]}]
-    assert revoked == [(f"grant:{gid}", {"subject": f"person:{chain.subject}", "use": GEN,
-                                         "revoked_at": "2026-01-01T00:00:00.000000Z"})]
+    assert revoked == [
+        (
+            f"grant:{gid}",
+            {"subject": f"person:{chain.subject}", "use": GEN, "revoked_at": "2026-01-01T00:00:00.000000Z"},
+        )
+    ]
 
 
 def _count(store: Store, table: object) -> int:
@@ -138,32 +187,71 @@ def _count(store: Store, table: object) -> int:
 
 
 def test_a_window_that_ends_before_it_starts_is_refused_and_nothing_changes(
-        store: Store, chain: Chain, tmp_path: Path, db_url: str | None) -> None:
+    store: Store, chain: Chain, tmp_path: Path, db_url: str | None
+) -> None:
     with pytest.raises(ValidationError, match="must be after valid_from"):
-        Grant(subject_kind="work", subject_id=chain.scan, use=GEN, decision="allowed", valid_from=AS_OF,
-              valid_until=T0, perpetual=False, source="x")
+        Grant(
+            subject_kind="work",
+            subject_id=chain.scan,
+            use=GEN,
+            decision="allowed",
+            valid_from=AS_OF,
+            valid_until=T0,
+            perpetual=False,
+            source="x",
+        )
     before = (_count(store, consent_grants), _count(store, audit_log))
     where = ["--db", db_url] if db_url else ["--data", str(tmp_path / "data")]
-    out = CliRunner().invoke(app, [*where, "consent", "grant", "--work", chain.scan, "--use", GEN, "--decision",
-                                   "allowed", "--source", "x", "--from", "2026-02-01", "--until", "2026-01-01"])
+    out = CliRunner().invoke(
+        app,
+        [
+            *where,
+            "consent",
+            "grant",
+            "--work",
+            chain.scan,
+            "--use",
+            GEN,
+            "--decision",
+            "allowed",
+            "--source",
+            "x",
+            "--from",
+            "2026-02-01",
+            "--until",
+            "2026-01-01",
+        ],
+    )
     assert out.exit_code == 1
     assert out.stderr.count("\n") == 1 and "must be after valid_from" in out.stderr
     assert (_count(store, consent_grants), _count(store, audit_log)) == before
 
 
 def test_a_revocation_reports_models_manifests_and_runs_through_lineage(
-        store: Store, chain: Chain, tmp_path: Path, db_url: str | None) -> None:
+    store: Store, chain: Chain, tmp_path: Path, db_url: str | None
+) -> None:
     with store.write() as conn:
         (gid,) = add_grants(conn, [_person_grant(chain.subject, "allowed")])
     m = build_manifest(store, model_id="gen", uses=[GEN], as_of=AS_OF, default="opt-out")
     assert set(m.included) == {chain.scan, chain.double, chain.film, chain.other}
     with store.write() as conn:
-        record_training_run(conn, run_id="run-1", manifest_id=m.id, checkpoint_sha256s=["ab" * 32],
-                            started_at=AS_OF, finished_at=AS_OF + dt.timedelta(hours=1))
+        record_training_run(
+            conn,
+            run_id="run-1",
+            manifest_id=m.id,
+            checkpoint_sha256s=["ab" * 32],
+            started_at=AS_OF,
+            finished_at=AS_OF + dt.timedelta(hours=1),
+        )
         report = revocation_report(conn, [chain.scan])
     assert [(u.manifest_id, u.work_id, u.via, u.training_run_ids) for u in report] == sorted(
-        [(m.id, chain.scan, None, ("run-1",)), (m.id, chain.double, chain.scan, ("run-1",)),
-         (m.id, chain.film, chain.scan, ("run-1",))], key=lambda t: t[1])
+        [
+            (m.id, chain.scan, None, ("run-1",)),
+            (m.id, chain.double, chain.scan, ("run-1",)),
+            (m.id, chain.film, chain.scan, ("run-1",)),
+        ],
+        key=lambda t: t[1],
+    )
 
     where = ["--db", db_url] if db_url else ["--data", str(tmp_path / "data")]
     out = CliRunner().invoke(app, [*where, "consent", "revoke", str(gid), "--at", "2026-02-01", "--json"])
@@ -171,7 +259,10 @@ def test_a_revocation_reports_models_manifests_and_runs_through_lineage(
     data = json.loads(out.stdout)
     assert data["models"] == ["gen"] and data["manifests"] == [m.id]
     assert {(a["work"], a["via"]) for a in data["affected"]} == {
-        (chain.scan, None), (chain.double, chain.scan), (chain.film, chain.scan)}
+        (chain.scan, None),
+        (chain.double, chain.scan),
+        (chain.film, chain.scan),
+    }
     assert all(a["training_runs"] == ["run-1"] for a in data["affected"])
 
 
@@ -181,8 +272,10 @@ def test_lineage_goes_through_linked_duplicates(store: Store, chain: Chain) -> N
     from endcredits.store.registry import link_works
 
     with store.write() as conn:
-        copy, remix, source = add_works(conn, [WorkIn(t.encode(), t, "image") for t in
-                                               ("body scan, re-encoded", "remix of the copy", "refused source")])
+        copy, remix, source = add_works(
+            conn,
+            [WorkIn(t.encode(), t, "image") for t in ("body scan, re-encoded", "remix of the copy", "refused source")],
+        )
         link_works(conn, copy, chain.scan, method="operator", similarity_ppm=None, linked_by="operator")
         add_lineage(conn, remix, copy, None)  # derived from the duplicate, not from the scan itself
         add_grants(conn, [_person_grant(chain.subject, "notAllowed")])
@@ -193,11 +286,24 @@ def test_lineage_goes_through_linked_duplicates(store: Store, chain: Chain) -> N
     assert set(m.included) == {chain.other, source}
 
     with store.write() as conn:  # the other direction: the duplicate's own upstream binds its group
-        other_copy, = add_works(conn, [WorkIn(b"unrelated, re-encoded", "unrelated copy", "image")])
+        (other_copy,) = add_works(conn, [WorkIn(b"unrelated, re-encoded", "unrelated copy", "image")])
         link_works(conn, other_copy, chain.other, method="operator", similarity_ppm=None, linked_by="operator")
         add_lineage(conn, other_copy, source, None)
-        add_grants(conn, [Grant(subject_kind="work", subject_id=source, use=GEN, decision="notAllowed",
-                                valid_from=T0, valid_until=None, perpetual=True, source="owner/letter.txt")])
+        add_grants(
+            conn,
+            [
+                Grant(
+                    subject_kind="work",
+                    subject_id=source,
+                    use=GEN,
+                    decision="notAllowed",
+                    valid_from=T0,
+                    valid_until=None,
+                    perpetual=True,
+                    source="owner/letter.txt",
+                )
+            ],
+        )
     m = build_manifest(store, model_id="gen2", uses=[GEN], as_of=AS_OF, default="opt-out")
     assert m.included == ()
     assert dict(m.excluded)[chain.other] == f"inherited from upstream work {source}: {dict(m.excluded)[source]}"
@@ -216,5 +322,9 @@ def test_a_revocation_on_a_duplicate_reports_the_manifests_that_used_its_group(s
     assert chain.scan in m.included and copy not in m.included and remix in m.included
     with store.read() as conn:
         report = revocation_report(conn, [copy])
-    assert {(u.work_id, u.via) for u in report} == {(chain.scan, copy), (chain.double, copy), (chain.film, copy),
-                                                    (remix, copy)}
+    assert {(u.work_id, u.via) for u in report} == {
+        (chain.scan, copy),
+        (chain.double, copy),
+        (chain.film, copy),
+        (remix, copy),
+    }

@@ -52,8 +52,13 @@ def work(use: str, decision: str, subject: str = WORK, **kw: object) -> Grant:
     return grant("work", subject, use, decision, **kw)  # type: ignore[arg-type]
 
 
-def run(grants: list[Grant], uses: list[str], default: str = "opt-in", at: datetime = NOW,
-        people: tuple[str, ...] = ("p1", "p2")) -> Decision:
+def run(
+    grants: list[Grant],
+    uses: list[str],
+    default: str = "opt-in",
+    at: datetime = NOW,
+    people: tuple[str, ...] = ("p1", "p2"),
+) -> Decision:
     return decide(WORK, people, uses, at, grants, default=default)  # type: ignore[arg-type]
 
 
@@ -68,28 +73,65 @@ PRECEDENCE = [
     ("work-allows", [work(C, "allowed")], "opt-in", True, "allowed for commercial by work grant", "work"),
     ("work-forbids", [work(C, "notAllowed")], "opt-out", False, "notAllowed for commercial by work grant", "work"),
     ("work-both", [work(C, "allowed"), work(C, "notAllowed")], "opt-out", False, "by work grant", "work"),
-    ("person-over-work-allow", [person("p1", C, "allowed"), work(C, "notAllowed")], "opt-in", True,
-     "allowed for commercial by person grant of p1", "p1"),
-    ("person-over-work-forbid", [person("p1", C, "notAllowed"), work(C, "allowed")], "opt-out", False,
-     "notAllowed for commercial by person grant of p1", "p1"),
-    ("any-person-forbids", [person("p1", C, "allowed"), person("p2", C, "notAllowed")], "opt-out", False,
-     "notAllowed for commercial by person grant of p2", "p2"),
+    (
+        "person-over-work-allow",
+        [person("p1", C, "allowed"), work(C, "notAllowed")],
+        "opt-in",
+        True,
+        "allowed for commercial by person grant of p1",
+        "p1",
+    ),
+    (
+        "person-over-work-forbid",
+        [person("p1", C, "notAllowed"), work(C, "allowed")],
+        "opt-out",
+        False,
+        "notAllowed for commercial by person grant of p1",
+        "p1",
+    ),
+    (
+        "any-person-forbids",
+        [person("p1", C, "allowed"), person("p2", C, "notAllowed")],
+        "opt-out",
+        False,
+        "notAllowed for commercial by person grant of p2",
+        "p2",
+    ),
     ("one-person-allows", [person("p2", C, "allowed")], "opt-in", True, "by person grant of p2", "p2"),
     ("uncredited-ignored", [person("p9", C, "notAllowed")], "opt-out", True, "operator default opt-out", None),
-    ("uncredited-ignored-2", [person("p9", C, "allowed"), work(C, "notAllowed")], "opt-out", False,
-     "by work grant", "work"),
+    (
+        "uncredited-ignored-2",
+        [person("p9", C, "allowed"), work(C, "notAllowed")],
+        "opt-out",
+        False,
+        "by work grant",
+        "work",
+    ),
     ("other-work-ignored", [work(C, "notAllowed", subject=OTHER_WORK)], "opt-out", True, "operator default", None),
     ("person-kind-matters", [person(WORK, C, "notAllowed")], "opt-out", True, "operator default", None),
     ("other-use-ignored", [work("research", "notAllowed")], "opt-out", True, "no grant for commercial", None),
-    ("expired-falls-through", [person("p1", C, "notAllowed", valid_until=NOW), work(C, "allowed")], "opt-in",
-     True, "by work grant", "work"),
-    ("revoked-falls-through", [person("p1", C, "allowed", revoked_at=NOW - TICK)], "opt-in", False,
-     "operator default opt-in", None),
+    (
+        "expired-falls-through",
+        [person("p1", C, "notAllowed", valid_until=NOW), work(C, "allowed")],
+        "opt-in",
+        True,
+        "by work grant",
+        "work",
+    ),
+    (
+        "revoked-falls-through",
+        [person("p1", C, "allowed", revoked_at=NOW - TICK)],
+        "opt-in",
+        False,
+        "operator default opt-in",
+        None,
+    ),
 ]
 
 
-@pytest.mark.parametrize(("grants", "default", "allowed", "fragment", "cited"), [p[1:] for p in PRECEDENCE],
-                         ids=[p[0] for p in PRECEDENCE])
+@pytest.mark.parametrize(
+    ("grants", "default", "allowed", "fragment", "cited"), [p[1:] for p in PRECEDENCE], ids=[p[0] for p in PRECEDENCE]
+)
 def test_precedence(grants: list[Grant], default: str, allowed: bool, fragment: str, cited: str | None) -> None:
     d = run(grants, [C], default)
     assert d.allowed is allowed
@@ -117,8 +159,12 @@ GEN, TRAIN = "ai_generative_training", "ai_training"
 @pytest.mark.parametrize(
     ("grants", "default", "allowed", "fragment"),
     [
-        ([person("p1", TRAIN, "notAllowed")], "opt-out", False,
-         "notAllowed for ai_generative_training by person grant of p1 for ai_training"),
+        (
+            [person("p1", TRAIN, "notAllowed")],
+            "opt-out",
+            False,
+            "notAllowed for ai_generative_training by person grant of p1 for ai_training",
+        ),
         ([work(TRAIN, "notAllowed")], "opt-out", False, "by work grant for ai_training"),
         ([person("p1", GEN, "allowed"), person("p1", TRAIN, "notAllowed")], "opt-out", False, "for ai_training"),
         ([person("p1", GEN, "allowed"), person("p2", TRAIN, "notAllowed")], "opt-out", False, "p2 for ai_training"),
@@ -224,8 +270,14 @@ def test_perpetual_must_be_explicit() -> None:
 )
 def test_malformed_grants_are_refused(kwargs: dict[str, object], fragment: str) -> None:
     fields: dict[str, object] = {
-        "subject_kind": "work", "subject_id": WORK, "use": C, "decision": "allowed",
-        "valid_from": T0, "valid_until": None, "perpetual": True, "source": "x",
+        "subject_kind": "work",
+        "subject_id": WORK,
+        "use": C,
+        "decision": "allowed",
+        "valid_from": T0,
+        "valid_until": None,
+        "perpetual": True,
+        "source": "x",
     }
     fields.update(kwargs)
     with pytest.raises(ValidationError, match=fragment):
@@ -247,7 +299,12 @@ def test_malformed_grants_are_refused(kwargs: dict[str, object], fragment: str) 
 )
 def test_malformed_decide_arguments_are_refused(args: dict[str, object], fragment: str) -> None:
     call: dict[str, object] = {
-        "work_id": WORK, "credited_person_ids": ["p1"], "uses": [C], "at": NOW, "grants": [], "default": "opt-in",
+        "work_id": WORK,
+        "credited_person_ids": ["p1"],
+        "uses": [C],
+        "at": NOW,
+        "grants": [],
+        "default": "opt-in",
     }
     call.update(args)
     with pytest.raises(ValidationError, match=fragment):
@@ -276,9 +333,14 @@ def grants_strategy(draw: st.DrawFn) -> Grant:
     revoked = draw(st.none() | st.sampled_from(TIMES))
     tz = draw(st.sampled_from([UTC, PLUS5]))
     return grant(
-        kind, subject, draw(st.sampled_from(SMALL_USES)), draw(st.sampled_from(["allowed", "notAllowed"])),
-        source=draw(st.sampled_from(["s/a", "s/b"])), valid_from=start.astimezone(tz),
-        valid_until=None if end is None else end.astimezone(tz), revoked_at=revoked,
+        kind,
+        subject,
+        draw(st.sampled_from(SMALL_USES)),
+        draw(st.sampled_from(["allowed", "notAllowed"])),
+        source=draw(st.sampled_from(["s/a", "s/b"])),
+        valid_from=start.astimezone(tz),
+        valid_until=None if end is None else end.astimezone(tz),
+        revoked_at=revoked,
     )
 
 
@@ -287,8 +349,10 @@ def oracle(people: set[str], uses: list[str], at: datetime, grants: list[Grant],
     for use in uses:
         covers = {use, TRAIN} if use == GEN else {use}
         live = [
-            g for g in grants
-            if g.valid_from <= at and (g.valid_until is None or at < g.valid_until)
+            g
+            for g in grants
+            if g.valid_from <= at
+            and (g.valid_until is None or at < g.valid_until)
             and (g.revoked_at is None or at < g.revoked_at)
         ]
         verdict = None
@@ -323,7 +387,12 @@ def test_decision_ignores_grant_order_and_matches_the_oracle(
     d = decide(WORK, sorted(people), uses, at, grants, default=default)  # type: ignore[arg-type]
     shuffled = data.draw(st.permutations(grants))
     again = decide(
-        WORK, sorted(people, reverse=True), list(reversed(uses)), at, shuffled, default=default  # type: ignore[arg-type]
+        WORK,
+        sorted(people, reverse=True),
+        list(reversed(uses)),
+        at,
+        shuffled,
+        default=default,  # type: ignore[arg-type]
     )
     assert again == d
     assert d.allowed is oracle(people, uses, at, grants, default)
@@ -333,6 +402,12 @@ def test_decision_ignores_grant_order_and_matches_the_oracle(
 
 def test_uses_constant_is_the_documented_list() -> None:
     assert USES == (
-        "ai_generative_training", "ai_training", "ai_inference", "data_mining",
-        "likeness_face", "likeness_voice", "research", "commercial",
+        "ai_generative_training",
+        "ai_training",
+        "ai_inference",
+        "data_mining",
+        "likeness_face",
+        "likeness_voice",
+        "research",
+        "commercial",
     )

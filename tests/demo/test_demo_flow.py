@@ -13,8 +13,16 @@ from endcredits.ledger.verify import verify
 from endcredits.registry.abc import iter_tunes
 from endcredits.store.engine import open_store
 
-REQUIRED_INT_FIELDS = ("pool_microunits", "paid_microunits", "escrow_microunits", "suspense_microunits", "outputs",
-                       "works", "people", "excluded_works")
+REQUIRED_INT_FIELDS = (
+    "pool_microunits",
+    "paid_microunits",
+    "escrow_microunits",
+    "suspense_microunits",
+    "outputs",
+    "works",
+    "people",
+    "excluded_works",
+)
 
 
 @pytest.mark.slow
@@ -23,16 +31,18 @@ def test_demo_json_conserves_every_microunit(tmp_path: Path, db_url: str | None)
     # consent exclusions are covered by the manifest tests, the full corpus by `make demo`.
     data = tmp_path / "demo"
     args = ["--data", str(data)] + (["--db", db_url] if db_url else [])
-    result = CliRunner().invoke(app, [*args, "demo", "--json", "--tunes", "600", "--outputs", "8",
-                                      "--train-steps", "40"])
+    result = CliRunner().invoke(
+        app, [*args, "demo", "--json", "--tunes", "600", "--outputs", "8", "--train-steps", "40"]
+    )
     assert result.exit_code == 0, result.stderr or result.stdout
     summary = json.loads(result.stdout)
     for field in REQUIRED_INT_FIELDS:
         assert isinstance(summary[field], int) and not isinstance(summary[field], bool), field
     assert summary["outputs"] == 8
     assert summary["pool_microunits"] > 0
-    assert summary["pool_microunits"] == (summary["paid_microunits"] + summary["escrow_microunits"]
-                                          + summary["suspense_microunits"])
+    assert summary["pool_microunits"] == (
+        summary["paid_microunits"] + summary["escrow_microunits"] + summary["suspense_microunits"]
+    )
     assert summary["conserved"] is True and summary["verified"] is True
     assert summary["statement"]["reconciles"] is True
     assert summary["verified_by_credential"] >= 1 and summary["attribution"]["method"] == "trak"

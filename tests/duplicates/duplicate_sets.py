@@ -76,8 +76,13 @@ def combined(text: str, rng: random.Random) -> str:
 
 
 TRANSFORMS: dict[str, Callable[[str, random.Random], str]] = {
-    "crlf": crlf, "whitespace": whitespace, "edit_3_chars": edit_chars, "reorder_header": reorder_header,
-    "transpose_marker": transpose_marker, "renumber": renumber, "combined": combined,
+    "crlf": crlf,
+    "whitespace": whitespace,
+    "edit_3_chars": edit_chars,
+    "reorder_header": reorder_header,
+    "transpose_marker": transpose_marker,
+    "renumber": renumber,
+    "combined": combined,
 }
 
 
@@ -94,8 +99,9 @@ def music_key(text: str) -> tuple[str, ...]:
     return tuple(k for k in ("".join(line.split()) for line in _split(text)[1]) if k)
 
 
-def build_pairs(tunes_per_transform: int, negatives_per_kind: int, *, seed: int = SEED,
-                tunes: list[AbcTune] | None = None) -> list[Pair]:
+def build_pairs(
+    tunes_per_transform: int, negatives_per_kind: int, *, seed: int = SEED, tunes: list[AbcTune] | None = None
+) -> list[Pair]:
     rng = random.Random(seed)
     all_tunes = tunes if tunes is not None else list(iter_tunes())
     # Tunes of at least a few lines: a two-line fragment has too few shingles to say anything.

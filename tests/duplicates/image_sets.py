@@ -26,9 +26,16 @@ INK_FRACTION_MIN = 0.03
 
 _FILES = {
     "music21": ["corpus/demos/drum_sample.png", "corpus/demos/layoutTest.png", "corpus/demos/layoutTestMore.png"],
-    "networkx": [f"drawing/tests/baseline/test_{n}.png" for n in (
-        "display_house_with_colors", "display_labels_and_colors", "display_shortest_path", "display_complex",
-        "house_with_colors")],
+    "networkx": [
+        f"drawing/tests/baseline/test_{n}.png"
+        for n in (
+            "display_house_with_colors",
+            "display_labels_and_colors",
+            "display_shortest_path",
+            "display_complex",
+            "house_with_colors",
+        )
+    ],
     "sympy": [f"plotting/tests/test_region_{n}.png" for n in ("not", "xor", "and", "or")],
     "scipy": ["ndimage/tests/dots.png"],
 }
@@ -57,7 +64,7 @@ def real_images() -> dict[str, Image.Image]:
             gray = np.asarray(img.convert("L"))
             for y in range(0, img.height - TILE_PIXELS + 1, TILE_PIXELS):
                 for x in range(0, img.width - TILE_PIXELS + 1, TILE_PIXELS):
-                    if (gray[y:y + TILE_PIXELS, x:x + TILE_PIXELS] < 128).mean() >= INK_FRACTION_MIN:
+                    if (gray[y : y + TILE_PIXELS, x : x + TILE_PIXELS] < 128).mean() >= INK_FRACTION_MIN:
                         out[f"{name}@{x},{y}"] = img.crop((x, y, x + TILE_PIXELS, y + TILE_PIXELS))
     return out
 
@@ -98,6 +105,11 @@ def trim_2pct(img: Image.Image, rng: random.Random) -> bytes:
 
 
 IMAGE_TRANSFORMS: dict[str, Callable[[Image.Image, random.Random], bytes]] = {
-    "jpeg_q70": jpeg_q70, "jpeg_q40": jpeg_q40, "half_size": half_size, "upscale_150_jpeg": upscale_150,
-    "brighter_10pct": brighter, "grayscale": grayscale, "trim_2pct": trim_2pct,
+    "jpeg_q70": jpeg_q70,
+    "jpeg_q40": jpeg_q40,
+    "half_size": half_size,
+    "upscale_150_jpeg": upscale_150,
+    "brighter_10pct": brighter,
+    "grayscale": grayscale,
+    "trim_2pct": trim_2pct,
 }

@@ -67,10 +67,24 @@ NOISE_RMS = 0.01
 SEED = 20261123
 
 # ABC to notes ------------------------------------------------------------------------------------
-_FIFTHS = {"C": 0, "G": 1, "D": 2, "A": 3, "E": 4, "B": 5, "F#": 6, "C#": 7,
-           "F": -1, "Bb": -2, "Eb": -3, "Ab": -4, "Db": -5, "Gb": -6, "Cb": -7}
-_MODE_FIFTHS = {"maj": 0, "ion": 0, "mix": -1, "dor": -2, "m": -3, "min": -3, "aeo": -3, "phr": -4, "loc": -5,
-                "lyd": 1}
+_FIFTHS = {
+    "C": 0,
+    "G": 1,
+    "D": 2,
+    "A": 3,
+    "E": 4,
+    "B": 5,
+    "F#": 6,
+    "C#": 7,
+    "F": -1,
+    "Bb": -2,
+    "Eb": -3,
+    "Ab": -4,
+    "Db": -5,
+    "Gb": -6,
+    "Cb": -7,
+}
+_MODE_FIFTHS = {"maj": 0, "ion": 0, "mix": -1, "dor": -2, "m": -3, "min": -3, "aeo": -3, "phr": -4, "loc": -5, "lyd": 1}
 _SHARP_ORDER = "FCGDAEB"
 _SEMITONES = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 _ACCIDENTALS = {"^^": 2, "^": 1, "=": 0, "_": -1, "__": -2}
@@ -159,7 +173,7 @@ AUDIO_TRANSFORMS: dict[str, Transform] = {
     "gain_minus_6db": lambda x, rng: wav_bytes(x * 0.5, SAMPLE_RATE_HZ),
     "noise_minus_40dbfs": lambda x, rng: wav_bytes(x + rng.normal(0.0, NOISE_RMS, x.size), SAMPLE_RATE_HZ),
     "silence_added_0_5s": lambda x, rng: wav_bytes(np.concatenate([np.zeros(SAMPLE_RATE_HZ // 2), x]), SAMPLE_RATE_HZ),
-    "trimmed_0_3s": lambda x, rng: wav_bytes(x[int(0.3 * SAMPLE_RATE_HZ):], SAMPLE_RATE_HZ),
+    "trimmed_0_3s": lambda x, rng: wav_bytes(x[int(0.3 * SAMPLE_RATE_HZ) :], SAMPLE_RATE_HZ),
 }
 
 
@@ -200,16 +214,22 @@ class Rates:
         pos = len(self.positives)
         neg = len(self.negatives)
         candidates = [s for s, _ in self.negatives if s >= 0]
-        out = [(f"audio: missed {self.missed}/{pos} ({self.missed / pos:.2%}), false {self.false}/{neg} "
-               f"({self.false / neg:.2%}) at {AUDIO_THRESHOLD}; negatives that were candidates "
-               f"{len(candidates)}/{neg}, highest {max(candidates, default=0):.3f}")]
+        out = [
+            (
+                f"audio: missed {self.missed}/{pos} ({self.missed / pos:.2%}), false {self.false}/{neg} "
+                f"({self.false / neg:.2%}) at {AUDIO_THRESHOLD}; negatives that were candidates "
+                f"{len(candidates)}/{neg}, highest {max(candidates, default=0):.3f}"
+            )
+        ]
         for kind in AUDIO_TRANSFORMS:
             sims = [s for k, s, _ in self.positives if k == kind]
             wrong = sum(not m for k, _, m in self.positives if k == kind)
             out.append(f"  {kind}: {wrong}/{len(sims)} missed, lowest {min(sims):.3f}")
         for threshold in (0.70, 0.75, 0.80, 0.82, 0.85, 0.90):
-            out.append(f"  at {threshold:.2f}: missed {sum(s < threshold for _, s, _ in self.positives)}, "
-                       f"false {sum(s >= threshold for s in candidates)}")
+            out.append(
+                f"  at {threshold:.2f}: missed {sum(s < threshold for _, s, _ in self.positives)}, "
+                f"false {sum(s >= threshold for s in candidates)}"
+            )
         return out
 
 
@@ -278,8 +298,9 @@ def test_a_silent_shift_is_found_within_the_offset_range(three_tunes: list[np.nd
         assert is_match(AUDIO_METHOD, similarity(AUDIO_METHOD, a.value, b.value)) is linked, pad_s
 
 
-def test_audio_that_cannot_be_fingerprinted_says_why(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                                      three_tunes: list[np.ndarray]) -> None:
+def test_audio_that_cannot_be_fingerprinted_says_why(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, three_tunes: list[np.ndarray]
+) -> None:
     with pytest.raises(ValidationError, match="fpcalc could not read the audio"):
         audio_fingerprint(b"RIFF....WAVEfmt not audio at all")
     with pytest.raises(ValidationError, match="too short to fingerprint"):
@@ -305,13 +326,27 @@ def test_audio_that_cannot_be_fingerprinted_says_why(monkeypatch: pytest.MonkeyP
 def test_a_resampled_recording_links_and_a_different_tune_does_not(store: Store, three_tunes: list[np.ndarray]) -> None:
     x, y = three_tunes[0], three_tunes[1]
     with store.write() as conn:
-        a, b, c = register_works(conn, [
-            WorkIn(wav_bytes(x, SAMPLE_RATE_HZ), "tune", "audio/wav"),
-            WorkIn(wav_bytes(resample(x, SAMPLE_RATE_HZ, 16_000), 16_000), "tune at 16 kHz", "audio/x-wav"),
-            WorkIn(wav_bytes(y, SAMPLE_RATE_HZ), "another tune", "audio")])
-        (d,) = register_works(conn, [WorkIn(wav_bytes(resample(x, SAMPLE_RATE_HZ, 44_100) * 0.5, 44_100),
-                                            "tune at 44.1 kHz, quieter", "audio/wav")])
-        stored = conn.execute(select(work_fingerprints.c.method, func.count()).group_by(work_fingerprints.c.method)).all()
+        a, b, c = register_works(
+            conn,
+            [
+                WorkIn(wav_bytes(x, SAMPLE_RATE_HZ), "tune", "audio/wav"),
+                WorkIn(wav_bytes(resample(x, SAMPLE_RATE_HZ, 16_000), 16_000), "tune at 16 kHz", "audio/x-wav"),
+                WorkIn(wav_bytes(y, SAMPLE_RATE_HZ), "another tune", "audio"),
+            ],
+        )
+        (d,) = register_works(
+            conn,
+            [
+                WorkIn(
+                    wav_bytes(resample(x, SAMPLE_RATE_HZ, 44_100) * 0.5, 44_100),
+                    "tune at 44.1 kHz, quieter",
+                    "audio/wav",
+                )
+            ],
+        )
+        stored = conn.execute(
+            select(work_fingerprints.c.method, func.count()).group_by(work_fingerprints.c.method)
+        ).all()
         bands = conn.execute(select(func.count()).select_from(fingerprint_bands)).scalar_one()
     assert a.canonical_work_id is None and a.method == AUDIO_METHOD
     assert b.canonical_work_id == a.work_id and b.method == AUDIO_METHOD
@@ -321,9 +356,9 @@ def test_a_resampled_recording_links_and_a_different_tune_does_not(store: Store,
     assert stored == [(AUDIO_METHOD, 4)] and 4 <= bands <= 4 * fingerprints.AUDIO_BAND_COUNT
 
 
-def test_audio_that_cannot_be_fingerprinted_is_registered_by_sha256_only(store: Store, monkeypatch: pytest.MonkeyPatch,
-                                                                         tmp_path: Path,
-                                                                         three_tunes: list[np.ndarray]) -> None:
+def test_audio_that_cannot_be_fingerprinted_is_registered_by_sha256_only(
+    store: Store, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, three_tunes: list[np.ndarray]
+) -> None:
     wav = wav_bytes(three_tunes[2], SAMPLE_RATE_HZ)
     with store.write() as conn:
         (bad,) = register_works(conn, [WorkIn(b"RIFF....WAVEfmt not audio at all", "clip", "audio/wav")])

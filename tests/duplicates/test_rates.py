@@ -34,8 +34,10 @@ class Rates:
     by_kind: dict[str, tuple[int, int]]  # kind -> (pairs, wrong)
 
     def lines(self, what: str) -> list[str]:
-        head = (f"{what}: missed {self.missed}/{self.positives} ({self.missed / self.positives:.2%}), "
-                f"false {self.false}/{self.negatives} ({self.false / self.negatives:.2%})")
+        head = (
+            f"{what}: missed {self.missed}/{self.positives} ({self.missed / self.positives:.2%}), "
+            f"false {self.false}/{self.negatives} ({self.false / self.negatives:.2%})"
+        )
         out = [head]
         out += [f"  {k}: {wrong}/{n} wrong" for k, (n, wrong) in sorted(self.by_kind.items())]
         return out

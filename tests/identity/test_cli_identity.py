@@ -53,13 +53,35 @@ def test_issuer_lifecycle_through_the_cli(tmp_path: Path) -> None:
     secret = json.loads((guild / "issuer-key.json").read_text())["secretKeyMultibase"]
     assert code == 0 and did.startswith("did:key:z6Mk") and secret not in out
     cred = tmp_path / "ann.json"
-    code, out, err = _run("issuer", "issue", "did:example:ann", "--valid-from", "2026-01-01", "--valid-until",
-                          "2027-01-01T00:00:00Z", "--isni", "0000000121032683", "--dir", str(guild), "--out", str(cred))
+    code, out, err = _run(
+        "issuer",
+        "issue",
+        "did:example:ann",
+        "--valid-from",
+        "2026-01-01",
+        "--valid-until",
+        "2027-01-01T00:00:00Z",
+        "--isni",
+        "0000000121032683",
+        "--dir",
+        str(guild),
+        "--out",
+        str(cred),
+    )
     assert code == 0, err
     doc = json.loads(cred.read_text())
     assert doc["credentialSubject"] == {"id": "did:example:ann", "isni": "0000 0001 2103 2683"}
-    verify = ("credential", "verify", str(cred), "--trust", did, "--status-list", str(guild / "status-list.json"),
-              "--at", "2026-06-01T00:00:00Z")
+    verify = (
+        "credential",
+        "verify",
+        str(cred),
+        "--trust",
+        did,
+        "--status-list",
+        str(guild / "status-list.json"),
+        "--at",
+        "2026-06-01T00:00:00Z",
+    )
     assert _run(*verify)[:2] == (0, "did:example:ann\n")
     code, out, _ = _run("issuer", "revoke", doc["id"], "--dir", str(guild))
     assert code == 0 and "revoked" in out
@@ -69,11 +91,14 @@ def test_issuer_lifecycle_through_the_cli(tmp_path: Path) -> None:
     assert code == 1 and "expired" in err
 
 
-@pytest.mark.parametrize("args", [
-    ("--valid-from", "2026-01-01"),  # no end: never perpetual by default
-    ("--valid-from", "2026-01-01", "--valid-until", "2025-01-01"),
-    ("--valid-from", "2026-01-01", "--valid-until", "2027-01-01", "--orcid", "0000-0002-1825-0098"),
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--valid-from", "2026-01-01"),  # no end: never perpetual by default
+        ("--valid-from", "2026-01-01", "--valid-until", "2025-01-01"),
+        ("--valid-from", "2026-01-01", "--valid-until", "2027-01-01", "--orcid", "0000-0002-1825-0098"),
+    ],
+)
 def test_issue_refuses_bad_input(tmp_path: Path, args: tuple[str, ...]) -> None:
     assert _run("issuer", "init", "--dir", str(tmp_path / "g"))[0] == 0
     code, out, err = _run("issuer", "issue", "did:example:ann", *args, "--dir", str(tmp_path / "g"))
@@ -87,14 +112,27 @@ def test_attach_and_refresh_on_the_store(tmp_path: Path, db_url: str | None) -> 
     guild = tmp_path / "guild"
     did = json.loads(_run("issuer", "init", "--dir", str(guild), "--json")[1])["did"]
     cred = tmp_path / "ann.json"
-    _run("issuer", "issue", "urn:uuid:0b8e7c1e-5d0f-4a51-9d39-1c1f0b7a2f10", "--valid-from", "2026-01-01",
-         "--valid-until", "2027-01-01", "--dir", str(guild), "--out", str(cred))
+    _run(
+        "issuer",
+        "issue",
+        "urn:uuid:0b8e7c1e-5d0f-4a51-9d39-1c1f0b7a2f10",
+        "--valid-from",
+        "2026-01-01",
+        "--valid-until",
+        "2027-01-01",
+        "--dir",
+        str(guild),
+        "--out",
+        str(cred),
+    )
     status = ("--status-list", str(guild / "status-list.json"))
     at = ("--at", "2026-06-01T00:00:00Z")
     tampered = copy.deepcopy(json.loads(cred.read_text()))
     tampered["validUntil"] = "2099-01-01T00:00:00Z"
     (tmp_path / "tampered.json").write_text(json.dumps(tampered))
-    code, _, err = _run(*base, "credential", "attach", "1", str(tmp_path / "tampered.json"), "--trust", did, *status, *at)
+    code, _, err = _run(
+        *base, "credential", "attach", "1", str(tmp_path / "tampered.json"), "--trust", did, *status, *at
+    )
     assert code == 1 and "signature" in err
     people = json.loads(_run(*base, "people", "list", "--json")[1])["people"]
     assert people[0]["verified"] is False
@@ -102,6 +140,8 @@ def test_attach_and_refresh_on_the_store(tmp_path: Path, db_url: str | None) -> 
     assert code == 0, err
     assert json.loads(out)["attached"] is True
     assert json.loads(_run(*base, "people", "list", "--json")[1])["people"][0]["verified"] is True
-    code, out, _ = _run(*base, "credential", "refresh", "--trust", did, *status, "--at", "2027-02-01T00:00:00Z", "--json")
+    code, out, _ = _run(
+        *base, "credential", "refresh", "--trust", did, *status, "--at", "2027-02-01T00:00:00Z", "--json"
+    )
     assert code == 0 and json.loads(out)["unverified"][0]["reason"] == "expired"
     assert json.loads(_run(*base, "people", "list", "--json")[1])["people"][0]["verified"] is False

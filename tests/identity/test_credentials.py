@@ -38,8 +38,9 @@ def issuer(tmp_path: Path) -> Issuer:
 
 
 def _issue(issuer: Issuer, subject: str = "did:example:ann", **kw: Any) -> dict[str, Any]:
-    return issue_credential(issuer, subject, valid_from=kw.pop("valid_from", T0), valid_until=kw.pop("valid_until", T1),
-                            at=T0, **kw)
+    return issue_credential(
+        issuer, subject, valid_from=kw.pop("valid_from", T0), valid_until=kw.pop("valid_until", T1), at=T0, **kw
+    )
 
 
 def _lists(issuer: Issuer) -> dict[str, dict[str, Any]]:
@@ -134,43 +135,52 @@ def test_status_list_from_another_issuer_is_refused(issuer: Issuer, tmp_path: Pa
     assert err.value.reason == "untrusted_issuer"
 
 
-@pytest.mark.parametrize(("text", "what"), [
-    ("{not json", "not JSON"),
-    ("[1, 2]", "JSON object"),
-    ('{"a": 1, "a": 2}', "twice"),
-    ('{"a": NaN}', "NaN"),
-])
+@pytest.mark.parametrize(
+    ("text", "what"),
+    [
+        ("{not json", "not JSON"),
+        ("[1, 2]", "JSON object"),
+        ('{"a": 1, "a": 2}', "twice"),
+        ('{"a": NaN}', "NaN"),
+    ],
+)
 def test_malformed_json(text: str, what: str) -> None:
     with pytest.raises(CredentialError, match=what) as err:
         parse_json(text)
     assert err.value.reason == "malformed"
 
 
-@pytest.mark.parametrize("change", [
-    lambda d: d.update({"@context": ["https://www.w3.org/2018/credentials/v1"]}),
-    lambda d: d.update(type=["AlumniCredential"]),
-    lambda d: d.pop("issuer"),
-    lambda d: d.update(credentialSubject={"name": "no id"}),
-    lambda d: d.update(validUntil="2026-13-01T00:00:00Z"),
-    lambda d: d.update(validUntil="2027-01-01T00:00:00"),
-    lambda d: d.update(validUntil="2025-01-01T00:00:00Z"),
-    lambda d: d["credentialSubject"].update(orcid="0000-0002-1825-0098"),
-    lambda d: d["credentialSubject"].update(isni="0000 0001 2103 2684"),
-    lambda d: d.pop("proof"),
-    lambda d: d["proof"].update(proofValue="uAAAA"),
-    lambda d: d["credentialStatus"].update(statusListIndex="-1"),
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda d: d.update({"@context": ["https://www.w3.org/2018/credentials/v1"]}),
+        lambda d: d.update(type=["AlumniCredential"]),
+        lambda d: d.pop("issuer"),
+        lambda d: d.update(credentialSubject={"name": "no id"}),
+        lambda d: d.update(validUntil="2026-13-01T00:00:00Z"),
+        lambda d: d.update(validUntil="2027-01-01T00:00:00"),
+        lambda d: d.update(validUntil="2025-01-01T00:00:00Z"),
+        lambda d: d["credentialSubject"].update(orcid="0000-0002-1825-0098"),
+        lambda d: d["credentialSubject"].update(isni="0000 0001 2103 2684"),
+        lambda d: d.pop("proof"),
+        lambda d: d["proof"].update(proofValue="uAAAA"),
+        lambda d: d["credentialStatus"].update(statusListIndex="-1"),
+    ],
+)
 def test_malformed_credential(issuer: Issuer, change: Any) -> None:
     doc = copy.deepcopy(_issue(issuer))
     change(doc)
     assert _reason(issuer, doc) == "malformed"
 
 
-@pytest.mark.parametrize("change", [
-    lambda d: d["proof"].update(cryptosuite="eddsa-rdfc-2022"),
-    lambda d: d["proof"].update(proofPurpose="authentication"),
-    lambda d: d["credentialStatus"].update(type="StatusList2021Entry"),
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda d: d["proof"].update(cryptosuite="eddsa-rdfc-2022"),
+        lambda d: d["proof"].update(proofPurpose="authentication"),
+        lambda d: d["credentialStatus"].update(type="StatusList2021Entry"),
+    ],
+)
 def test_unsupported(issuer: Issuer, change: Any) -> None:
     doc = copy.deepcopy(_issue(issuer))
     change(doc)
@@ -180,10 +190,19 @@ def test_unsupported(issuer: Issuer, change: Any) -> None:
 def test_did_web_document_from_a_file(issuer: Issuer, tmp_path: Path) -> None:
     """A guild known by did:web: the operator saved its DID document; nothing is fetched."""
     web = "did:web:guild.example"
-    did_doc = {"@context": ["https://www.w3.org/ns/did/v1"], "id": web,
-               "verificationMethod": [{"id": f"{web}#key-1", "type": "Multikey", "controller": web,
-                                       "publicKeyMultibase": issuer.key.public_key_multibase}],
-               "assertionMethod": [f"{web}#key-1"]}
+    did_doc = {
+        "@context": ["https://www.w3.org/ns/did/v1"],
+        "id": web,
+        "verificationMethod": [
+            {
+                "id": f"{web}#key-1",
+                "type": "Multikey",
+                "controller": web,
+                "publicKeyMultibase": issuer.key.public_key_multibase,
+            }
+        ],
+        "assertionMethod": [f"{web}#key-1"],
+    }
     (tmp_path / "did.json").write_text(json.dumps(did_doc))
     body = {k: v for k, v in _issue(issuer).items() if k != "proof"}
     body["issuer"] = web
@@ -203,8 +222,16 @@ def test_bad_trust_entries(entry: str) -> None:
 
 
 def test_did_document_without_assertion_key(tmp_path: Path, issuer: Issuer) -> None:
-    (tmp_path / "d.json").write_text(json.dumps({"id": "did:web:x", "verificationMethod": [
-        {"id": "did:web:x#k", "type": "Multikey", "publicKeyMultibase": issuer.key.public_key_multibase}]}))
+    (tmp_path / "d.json").write_text(
+        json.dumps(
+            {
+                "id": "did:web:x",
+                "verificationMethod": [
+                    {"id": "did:web:x#k", "type": "Multikey", "publicKeyMultibase": issuer.key.public_key_multibase}
+                ],
+            }
+        )
+    )
     with pytest.raises(ValidationError, match="assertionMethod"):
         load_trust([str(tmp_path / "d.json")])
 

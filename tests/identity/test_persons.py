@@ -38,9 +38,11 @@ def _lists(guild: Issuer) -> dict[str, dict[str, Any]]:
 
 def _counts(store: Store) -> tuple[int, int, list[Any]]:
     with store.read() as conn:
-        return (int(conn.execute(select(func.count()).select_from(credentials)).scalar_one()),
-                int(conn.execute(select(func.count()).select_from(audit_log)).scalar_one()),
-                [tuple(r) for r in conn.execute(select(people.c.id, people.c.verified_at, people.c.verified_by))])
+        return (
+            int(conn.execute(select(func.count()).select_from(credentials)).scalar_one()),
+            int(conn.execute(select(func.count()).select_from(audit_log)).scalar_one()),
+            [tuple(r) for r in conn.execute(select(people.c.id, people.c.verified_at, people.c.verified_by))],
+        )
 
 
 def _person(store: Store, handle: str) -> int:
@@ -59,9 +61,17 @@ def test_attach_verifies_the_person(store: Store, guild: Issuer) -> None:
         row = conn.execute(select(credentials)).one()
         kinds = [e.kind for e in iter_audit(conn)]
     assert person.verified_by == guild.key.did and person.verified_at == "2026-06-01T00:00:00.000000Z"
-    assert (row.person_id, row.credential_id, row.issuer, row.subject) == (pid, doc["id"], guild.key.did, "did:example:ann")
+    assert (row.person_id, row.credential_id, row.issuer, row.subject) == (
+        pid,
+        doc["id"],
+        guild.key.did,
+        "did:example:ann",
+    )
     assert (row.valid_until, row.status_list, row.status_index) == (
-        "2027-01-01T00:00:00.000000Z", "https://guild.example/status/1", int(doc["credentialStatus"]["statusListIndex"]))
+        "2027-01-01T00:00:00.000000Z",
+        "https://guild.example/status/1",
+        int(doc["credentialStatus"]["statusListIndex"]),
+    )
     assert json.loads(row.credential_json) == doc
     assert kinds[-2:] == ["credential.attached", "person.verified"]
     with store.write() as conn:  # the same credential again: nothing new
@@ -69,8 +79,20 @@ def test_attach_verifies_the_person(store: Store, guild: Issuer) -> None:
     assert not again.new and _counts(store)[0] == 1
 
 
-@pytest.mark.parametrize("case", ["expired", "revoked", "untrusted", "forged", "no_status_list", "no_person",
-                                  "no_valid_until", "taken_credential", "taken_subject"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "expired",
+        "revoked",
+        "untrusted",
+        "forged",
+        "no_status_list",
+        "no_person",
+        "no_valid_until",
+        "taken_credential",
+        "taken_subject",
+    ],
+)
 def test_bad_credentials_change_nothing(store: Store, guild: Issuer, tmp_path: Path, case: str) -> None:
     ann, bob = _person(store, "ann"), _person(store, "bob")
     doc = _issue(guild, "did:example:ann")
@@ -108,8 +130,11 @@ def test_bad_credentials_change_nothing(store: Store, guild: Issuer, tmp_path: P
 
 def test_refresh_unverifies_expired_and_revoked(store: Store, guild: Issuer) -> None:
     ann, bob, cat = _person(store, "ann"), _person(store, "bob"), _person(store, "cat")
-    docs = {ann: _issue(guild, "did:example:ann", until=MID + dt.timedelta(days=30)),
-            bob: _issue(guild, "did:example:bob"), cat: _issue(guild, "did:example:cat")}
+    docs = {
+        ann: _issue(guild, "did:example:ann", until=MID + dt.timedelta(days=30)),
+        bob: _issue(guild, "did:example:bob"),
+        cat: _issue(guild, "did:example:cat"),
+    }
     trust = load_trust([guild.key.did])
     with store.write() as conn:
         for pid, doc in docs.items():

@@ -87,8 +87,12 @@ def test_did_key_generation_hashes(signed: dict[str, Any], public_key_multibase:
     assert hashlib.sha256(proof_canon.encode()).hexdigest() == _text("proofHashJCS.txt")
     unsecured, _, _ = split_proof(signed)
     assert hash_data(config, unsecured).hex() == _text("combinedHashJCS.txt")
-    doc = add_proof({**unsecured, "issuer": "did:key:" + public_key_multibase}, _secret(),
-                    config["verificationMethod"], config["created"])
+    doc = add_proof(
+        {**unsecured, "issuer": "did:key:" + public_key_multibase},
+        _secret(),
+        config["verificationMethod"],
+        config["created"],
+    )
     vc = verify_credential(doc, load_trust(["did:key:" + public_key_multibase]), {}, NOW)
     assert vc.subject == "did:example:abcdefgh"
 
@@ -99,30 +103,44 @@ def test_verify_proof_with_the_vector_key(signed: dict[str, Any], public_key_mul
 
 def test_verify_credential_trusting_the_bare_key(signed: dict[str, Any], public_key_multibase: str) -> None:
     vc = verify_credential(signed, load_trust([public_key_multibase]), {}, NOW)
-    assert (vc.subject, vc.issuer, vc.id) == ("did:example:abcdefgh", "https://vc.example/issuers/5678",
-                                              "urn:uuid:58172aac-d8ba-11ed-83dd-0b3aef56cc33")
+    assert (vc.subject, vc.issuer, vc.id) == (
+        "did:example:abcdefgh",
+        "https://vc.example/issuers/5678",
+        "urn:uuid:58172aac-d8ba-11ed-83dd-0b3aef56cc33",
+    )
     assert vc.valid_from == dt.datetime(2023, 1, 1, tzinfo=dt.UTC) and vc.valid_until is None
 
 
-def test_verify_credential_trusting_a_controller_document(signed: dict[str, Any], public_key_multibase: str,
-                                                          tmp_path: Path) -> None:
-    doc = {"id": "https://vc.example/issuers/5678",
-           "verificationMethod": [{"id": "#" + public_key_multibase, "type": "Multikey",
-                                   "controller": "https://vc.example/issuers/5678",
-                                   "publicKeyMultibase": public_key_multibase}],
-           "assertionMethod": ["#" + public_key_multibase]}
+def test_verify_credential_trusting_a_controller_document(
+    signed: dict[str, Any], public_key_multibase: str, tmp_path: Path
+) -> None:
+    doc = {
+        "id": "https://vc.example/issuers/5678",
+        "verificationMethod": [
+            {
+                "id": "#" + public_key_multibase,
+                "type": "Multikey",
+                "controller": "https://vc.example/issuers/5678",
+                "publicKeyMultibase": public_key_multibase,
+            }
+        ],
+        "assertionMethod": ["#" + public_key_multibase],
+    }
     (tmp_path / "issuer.json").write_text(json.dumps(doc))
     vc = verify_credential(signed, load_trust([str(tmp_path / "issuer.json")]), {}, NOW)
     assert vc.subject == "did:example:abcdefgh"
 
 
-@pytest.mark.parametrize("change", [
-    lambda d: d["credentialSubject"].update(alumniOf="The School of Exemplars"),
-    lambda d: d.update(validFrom="2022-01-01T00:00:00Z"),
-    lambda d: d["proof"].update(created="2023-02-24T23:36:39Z"),
-    lambda d: d["type"].append("ExtraCredential"),
-    lambda d: d.update(extra="added after signing"),
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda d: d["credentialSubject"].update(alumniOf="The School of Exemplars"),
+        lambda d: d.update(validFrom="2022-01-01T00:00:00Z"),
+        lambda d: d["proof"].update(created="2023-02-24T23:36:39Z"),
+        lambda d: d["type"].append("ExtraCredential"),
+        lambda d: d.update(extra="added after signing"),
+    ],
+)
 def test_any_change_breaks_the_signature(signed: dict[str, Any], public_key_multibase: str, change: Any) -> None:
     altered = copy.deepcopy(signed)
     change(altered)

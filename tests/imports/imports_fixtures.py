@@ -38,9 +38,17 @@ def _pem(cert: x509.Certificate) -> bytes:
 
 
 def _key_usage(*, sign: bool, ca: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(digital_signature=sign, content_commitment=False, key_encipherment=False,
-                         data_encipherment=False, key_agreement=False, key_cert_sign=ca, crl_sign=ca,
-                         encipher_only=False, decipher_only=False)
+    return x509.KeyUsage(
+        digital_signature=sign,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
 
 
 @dataclass(frozen=True)
@@ -52,21 +60,33 @@ class LocalCA:
     def leaf(self, common_name: str, organization: str) -> tuple[bytes, bytes]:
         """(certificate chain PEM, private key PEM) of an ES256 signing certificate this CA issued."""
         key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-                          x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization)])
+        name = x509.Name(
+            [
+                x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
+            ]
+        )
         now = dt.datetime.now(dt.UTC)
-        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(self.root_name).public_key(key.public_key())
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=30))
-                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                .add_extension(_key_usage(sign=True, ca=False), critical=True)
-                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
-                .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.root_key.public_key()),
-                               critical=False)
-                .sign(self.root_key, hashes.SHA256()))
-        key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption())
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(self.root_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(_key_usage(sign=True, ca=False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.root_key.public_key()), critical=False
+            )
+            .sign(self.root_key, hashes.SHA256())
+        )
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
         return _pem(cert) + self.root_pem, key_pem
 
     def signing_key(self) -> SigningKey:
@@ -76,16 +96,26 @@ class LocalCA:
 
 def make_ca(name: str = "endcredits test root") -> LocalCA:
     key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name),
-                         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "endcredits tests")])
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, name),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "endcredits tests"),
+        ]
+    )
     now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=60))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(_key_usage(sign=False, ca=True), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=60))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_key_usage(sign=False, ca=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
     return LocalCA(_pem(cert), key, subject)
 
 
@@ -97,8 +127,9 @@ def register(store: Store, content: bytes, title: str, kind: str = "image", sour
 def row_counts(store: Store) -> dict[str, int]:
     """Rows in every table: equal before and after means nothing was written."""
     with store.read() as conn:
-        return {t.name: int(conn.execute(select(func.count()).select_from(t)).scalar_one())
-                for t in metadata.sorted_tables}
+        return {
+            t.name: int(conn.execute(select(func.count()).select_from(t)).scalar_one()) for t in metadata.sorted_tables
+        }
 
 
 def work_grants(store: Store, work_id: str) -> dict[str, tuple[str, str]]:
@@ -114,9 +145,12 @@ def work_credits(store: Store, work_id: str) -> set[tuple[str, str]]:
     from endcredits.store.schema import credits, names, works
 
     with store.read() as conn:
-        q = select(names.c.name, credits.c.role_scheme, credits.c.role_code).join(
-            names, names.c.id == credits.c.name_id).join(works, works.c.seq == credits.c.work_seq).where(
-            works.c.id == work_id)
+        q = (
+            select(names.c.name, credits.c.role_scheme, credits.c.role_code)
+            .join(names, names.c.id == credits.c.name_id)
+            .join(works, works.c.seq == credits.c.work_seq)
+            .where(works.c.id == work_id)
+        )
         return {(r.name, f"{r.role_scheme}:{r.role_code}") for r in conn.execute(q)}
 
 
@@ -124,19 +158,26 @@ def parents_of(store: Store, work_id: str) -> set[str]:
     from endcredits.store.schema import lineage
 
     with store.read() as conn:
-        return {r.parent_work_id for r in conn.execute(select(lineage.c.parent_work_id).where(
-            lineage.c.work_id == work_id))}
+        return {
+            r.parent_work_id for r in conn.execute(select(lineage.c.parent_work_id).where(lineage.c.work_id == work_id))
+        }
 
 
-def sign_raw(definition: dict[str, object], asset: bytes, key: SigningKey, *,
-             ingredients: tuple[tuple[dict[str, object], bytes], ...] = ()) -> bytes:
+def sign_raw(
+    definition: dict[str, object],
+    asset: bytes,
+    key: SigningKey,
+    *,
+    ingredients: tuple[tuple[dict[str, object], bytes], ...] = (),
+) -> bytes:
     """Sign a manifest definition written by hand (as another tool would) onto a PNG."""
     import io
 
     import c2pa
 
-    signer = c2pa.Signer.from_info(c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, key.cert_chain_pem,
-                                                       key.private_key_pem, None))
+    signer = c2pa.Signer.from_info(
+        c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, key.cert_chain_pem, key.private_key_pem, None)
+    )
     builder = c2pa.Builder(definition)
     if any(i.get("relationship") == "parentOf" for i, _ in ingredients):
         builder.set_intent(c2pa.C2paBuilderIntent.EDIT)

@@ -56,9 +56,12 @@ def test_signed_work_validates_as_trusted_with_our_anchor_and_reads_back(store: 
 
     signed = sign_work(store, work, asset, "image/png", ca.signing_key(), at=T0)
 
-    with c2pa.Reader("image/png", io.BytesIO(signed), None,
-                     c2pa.Context.from_dict({"trust": {"trust_anchors": ca.root_pem.decode()},
-                                             "verify": {"verify_trust": True}})) as reader:
+    with c2pa.Reader(
+        "image/png",
+        io.BytesIO(signed),
+        None,
+        c2pa.Context.from_dict({"trust": {"trust_anchors": ca.root_pem.decode()}, "verify": {"verify_trust": True}}),
+    ) as reader:
         assert reader.get_validation_state() == "Trusted"
     with c2pa.Reader("image/png", io.BytesIO(signed)) as reader:
         assert reader.get_validation_state() == "Valid"  # without the anchor: valid, not trusted
@@ -74,47 +77,100 @@ def test_signed_work_validates_as_trusted_with_our_anchor_and_reads_back(store: 
 
 
 def test_training_mining_under_both_labels_constrained_and_unknown_count_as_not_allowed(
-        store: Store, tmp_path: Path) -> None:
+    store: Store, tmp_path: Path
+) -> None:
     ca = make_ca()
-    definition = {"title": "found.png", "assertions": [
-        {"label": "cawg.training-mining", "data": {"entries": {
-            "cawg.ai_generative_training": {"use": "notAllowed"},
-            "cawg.ai_training": {"use": "constrained", "constraints_info": "https://example.org/licence"},
-            "cawg.data_mining": {"use": "allowed"}}}},
-        {"label": "c2pa.training-mining", "data": {"entries": {"c2pa.ai_inference": {"use": "perhaps"}}}},
-        {"label": "stds.schema-org.CreativeWork", "data": {
-            "@context": "https://schema.org", "@type": "CreativeWork",
-            "author": [{"@type": "Person", "name": "Ada Lens"}],
-            "contributor": [{"@type": "Role", "roleName": "ebu:lighting", "contributor": {"@type": "Person", "name": "Gaffer Gil"}},
-                            {"@type": "Person", "name": "Helper Hal"}]}}]}
+    definition = {
+        "title": "found.png",
+        "assertions": [
+            {
+                "label": "cawg.training-mining",
+                "data": {
+                    "entries": {
+                        "cawg.ai_generative_training": {"use": "notAllowed"},
+                        "cawg.ai_training": {"use": "constrained", "constraints_info": "https://example.org/licence"},
+                        "cawg.data_mining": {"use": "allowed"},
+                    }
+                },
+            },
+            {"label": "c2pa.training-mining", "data": {"entries": {"c2pa.ai_inference": {"use": "perhaps"}}}},
+            {
+                "label": "stds.schema-org.CreativeWork",
+                "data": {
+                    "@context": "https://schema.org",
+                    "@type": "CreativeWork",
+                    "author": [{"@type": "Person", "name": "Ada Lens"}],
+                    "contributor": [
+                        {
+                            "@type": "Role",
+                            "roleName": "ebu:lighting",
+                            "contributor": {"@type": "Person", "name": "Gaffer Gil"},
+                        },
+                        {"@type": "Person", "name": "Helper Hal"},
+                    ],
+                },
+            },
+        ],
+    }
     asset = sign_raw(definition, png(2), ca.signing_key())
     report = import_c2pa(store, _write(tmp_path, "found.png", asset), WINDOW)
     (work,) = report.work_ids
     assert work == content_sha256(asset) and report.works_added == 1
     decisions = {use: d for use, (d, _) in work_grants(store, work).items()}
-    assert decisions == {"ai_generative_training": "notAllowed", "ai_training": "notAllowed",
-                         "ai_inference": "notAllowed", "data_mining": "allowed"}
-    assert work_credits(store, work) == {("Ada Lens", "endcredits:author"), ("Gaffer Gil", "ebu:lighting"),
-                                         ("Helper Hal", "endcredits:contributor")}
+    assert decisions == {
+        "ai_generative_training": "notAllowed",
+        "ai_training": "notAllowed",
+        "ai_inference": "notAllowed",
+        "data_mining": "allowed",
+    }
+    assert work_credits(store, work) == {
+        ("Ada Lens", "endcredits:author"),
+        ("Gaffer Gil", "ebu:lighting"),
+        ("Helper Hal", "endcredits:contributor"),
+    }
     assert any("perhaps" in note for note in report.notes)
 
 
-def test_roles_outside_the_known_schemes_are_credited_as_contributors_with_a_note(
-        store: Store, tmp_path: Path) -> None:
+def test_roles_outside_the_known_schemes_are_credited_as_contributors_with_a_note(store: Store, tmp_path: Path) -> None:
     """An unknown scheme or code in a signed manifest must not fail the import, nor drop the person."""
     ca = make_ca()
-    definition = {"title": "crew.png", "assertions": [
-        {"label": "stds.schema-org.CreativeWork", "data": {
-            "@context": "https://schema.org", "@type": "CreativeWork",
-            "contributor": [
-                {"@type": "Role", "roleName": "acme:best_boy", "contributor": {"@type": "Person", "name": "Bo Grip"}},
-                {"@type": "Role", "roleName": "ebu:no_such_role", "contributor": {"@type": "Person", "name": "Ned Role"}},
-                {"@type": "Role", "roleName": "Key Grip", "contributor": {"@type": "Person", "name": "Kay Grip"}}]}}]}
+    definition = {
+        "title": "crew.png",
+        "assertions": [
+            {
+                "label": "stds.schema-org.CreativeWork",
+                "data": {
+                    "@context": "https://schema.org",
+                    "@type": "CreativeWork",
+                    "contributor": [
+                        {
+                            "@type": "Role",
+                            "roleName": "acme:best_boy",
+                            "contributor": {"@type": "Person", "name": "Bo Grip"},
+                        },
+                        {
+                            "@type": "Role",
+                            "roleName": "ebu:no_such_role",
+                            "contributor": {"@type": "Person", "name": "Ned Role"},
+                        },
+                        {
+                            "@type": "Role",
+                            "roleName": "Key Grip",
+                            "contributor": {"@type": "Person", "name": "Kay Grip"},
+                        },
+                    ],
+                },
+            }
+        ],
+    }
     asset = sign_raw(definition, png(12), ca.signing_key())
     report = import_c2pa(store, _write(tmp_path, "crew.png", asset), WINDOW)
     (work,) = report.work_ids
-    assert work_credits(store, work) == {("Bo Grip", "endcredits:contributor"), ("Ned Role", "endcredits:contributor"),
-                                         ("Kay Grip", "endcredits:contributor")}
+    assert work_credits(store, work) == {
+        ("Bo Grip", "endcredits:contributor"),
+        ("Ned Role", "endcredits:contributor"),
+        ("Kay Grip", "endcredits:contributor"),
+    }
     for stated in ("acme:best_boy", "ebu:no_such_role", "Key Grip"):
         assert any(stated in note and "credited as endcredits:contributor" in note for note in report.notes), stated
 
@@ -123,18 +179,38 @@ def test_ingredient_chain_becomes_lineage_scan_double_film(store: Store, tmp_pat
     ca = make_ca()
     key = ca.signing_key()
     scan_png, double_png, film_png = png(3), png(4), png(5)
-    scan, double, film = (register(store, scan_png, "scan"), register(store, double_png, "digital double"),
-                          register(store, film_png, "film frame"))
+    scan, double, film = (
+        register(store, scan_png, "scan"),
+        register(store, double_png, "digital double"),
+        register(store, film_png, "film frame"),
+    )
     _credit(store, scan, "Sam Subject", "endcredits:scan_subject")
     signed_scan = sign_work(store, scan, scan_png, "image/png", key, at=T0)
-    signed_double = sign_work(store, double, double_png, "image/png", key, at=T0,
-                              ingredients=[Ingredient(signed_scan, "image/png", "scan", "parentOf")])
-    signed_film = sign_work(store, film, film_png, "image/png", key, at=T0,
-                            ingredients=[Ingredient(signed_double, "image/png", "double", "componentOf"),
-                                         Ingredient(png(9), "image/png", "unregistered plate", "componentOf")])
+    signed_double = sign_work(
+        store,
+        double,
+        double_png,
+        "image/png",
+        key,
+        at=T0,
+        ingredients=[Ingredient(signed_scan, "image/png", "scan", "parentOf")],
+    )
+    signed_film = sign_work(
+        store,
+        film,
+        film_png,
+        "image/png",
+        key,
+        at=T0,
+        ingredients=[
+            Ingredient(signed_double, "image/png", "double", "componentOf"),
+            Ingredient(png(9), "image/png", "unregistered plate", "componentOf"),
+        ],
+    )
 
-    report = import_c2pa(store, _write(tmp_path, "film.png", signed_film), WINDOW,
-                         trust_anchors_pem=ca.root_pem.decode())
+    report = import_c2pa(
+        store, _write(tmp_path, "film.png", signed_film), WINDOW, trust_anchors_pem=ca.root_pem.decode()
+    )
     assert report.lineage_added == 2
     assert parents_of(store, film) == {double} and parents_of(store, double) == {scan}
     assert any("unregistered plate" in note for note in report.notes)
@@ -144,10 +220,18 @@ def test_cawg_identity_assertion_credits_the_named_actor(store: Store, tmp_path:
     ca = make_ca()
     key = ca.signing_key()
     actor_chain, actor_key = ca.leaf("Ada Scan", "Guild of Scanners")
-    settings = {"signer": {"local": {"alg": "es256", "sign_cert": key.cert_chain_pem.decode(),
-                                     "private_key": key.private_key_pem.decode()}},
-                "cawg_x509_signer": {"local": {"alg": "es256", "sign_cert": actor_chain.decode(),
-                                               "private_key": actor_key.decode()}}}
+    settings = {
+        "signer": {
+            "local": {
+                "alg": "es256",
+                "sign_cert": key.cert_chain_pem.decode(),
+                "private_key": key.private_key_pem.decode(),
+            }
+        },
+        "cawg_x509_signer": {
+            "local": {"alg": "es256", "sign_cert": actor_chain.decode(), "private_key": actor_key.decode()}
+        },
+    }
     context = c2pa.Context.from_dict(settings)
     # c2pa-python 0.38.1 only knows a Context has a signer when given a Signer object; the settings'
     # dual signer (claim + CAWG X.509 identity) is the SDK's documented way to write a CAWG identity.
@@ -206,6 +290,8 @@ def test_manifest_definition_exports_consent_and_credits(store: Store) -> None:
     by_label = {a["label"]: a["data"] for a in definition["assertions"]}
     assert by_label["org.endcredits.work"]["sha256"] == work
     # ai_training notAllowed also forbids generative training (consent rules): both are exported.
-    assert by_label["cawg.training-mining"]["entries"] == {"cawg.ai_generative_training": {"use": "notAllowed"},
-                                                           "cawg.ai_training": {"use": "notAllowed"}}
+    assert by_label["cawg.training-mining"]["entries"] == {
+        "cawg.ai_generative_training": {"use": "notAllowed"},
+        "cawg.ai_training": {"use": "notAllowed"},
+    }
     assert json.dumps(by_label["stds.schema-org.CreativeWork"]).count("Lee Label") == 1

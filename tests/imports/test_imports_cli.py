@@ -26,30 +26,56 @@ def test_interop_commands(tmp_path: Path, db_url: str | None) -> None:
     asset = tmp_path / "scan.png"
     asset.write_bytes(png(50))
     work = content_sha256(png(50))
-    run("works", "add", str(asset), "--title", "scan", "--kind", "image", "--source", "https://example.org/img/scan.png")
+    run(
+        "works", "add", str(asset), "--title", "scan", "--kind", "image", "--source", "https://example.org/img/scan.png"
+    )
 
     ca = make_ca()
     chain, key = ca.leaf("cli signer", "endcredits tests")
     (tmp_path / "chain.pem").write_bytes(chain)
     (tmp_path / "key.pem").write_bytes(key)
     (tmp_path / "root.pem").write_bytes(ca.root_pem)
-    run("interop", "sign-c2pa", work, "--asset", str(asset), "--cert", str(tmp_path / "chain.pem"),
-        "--key", str(tmp_path / "key.pem"), "--out", str(tmp_path / "signed.png"))
-    report = json.loads(run("interop", "import-c2pa", str(tmp_path / "signed.png"), "--trust",
-                            str(tmp_path / "root.pem"), "--json"))
+    run(
+        "interop",
+        "sign-c2pa",
+        work,
+        "--asset",
+        str(asset),
+        "--cert",
+        str(tmp_path / "chain.pem"),
+        "--key",
+        str(tmp_path / "key.pem"),
+        "--out",
+        str(tmp_path / "signed.png"),
+    )
+    report = json.loads(
+        run("interop", "import-c2pa", str(tmp_path / "signed.png"), "--trust", str(tmp_path / "root.pem"), "--json")
+    )
     assert report["work_ids"] == [work]
 
     (tmp_path / "tdmrep.json").write_text('[{"location": "/img/*", "tdm-reservation": 1}]')
     (tmp_path / "page.html").write_text('<meta name="tdm-reservation" content="0">')
-    out = json.loads(run("interop", "import-tdmrep", str(tmp_path / "tdmrep.json"), str(tmp_path / "page.html"),
-                         "--work", work, "--days", "30", "--json"))
+    out = json.loads(
+        run(
+            "interop",
+            "import-tdmrep",
+            str(tmp_path / "tdmrep.json"),
+            str(tmp_path / "page.html"),
+            "--work",
+            work,
+            "--days",
+            "30",
+            "--json",
+        )
+    )
     assert out["grants_added"] == 4
     (tmp_path / "ai.txt").write_text("User-Agent: *\nDisallow: *.png\n")
     assert "2 grants added" in run("interop", "import-ai-txt", str(tmp_path / "ai.txt"), "--work", work, "--perpetual")
     (tmp_path / "a.xmp").write_text(
         '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#" '
         'xmlns:plus="http://ns.useplus.org/ldf/xmp/1.0/"><rdf:Description plus:DataMining='
-        '"http://ns.useplus.org/ldf/vocab/DMI-PROHIBITED-GENAIMLTRAINING"/></rdf:RDF></x:xmpmeta>')
+        '"http://ns.useplus.org/ldf/vocab/DMI-PROHIBITED-GENAIMLTRAINING"/></rdf:RDF></x:xmpmeta>'
+    )
     run("interop", "import-xmp", str(tmp_path / "a.xmp"), "--work", work, "--until", "2030-01-01")
 
     store = open_store(tmp_path / "data", db_url)

@@ -45,7 +45,9 @@ def test_tdmrep_well_known_first_matching_rule_wins() -> None:
 
 
 def test_tdmrep_headers_and_html_meta_and_their_priority() -> None:
-    headers = parse_headers("HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nTDM-Reservation: 1\r\ntdm-policy: https://p.example/x\r\n")
+    headers = parse_headers(
+        "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nTDM-Reservation: 1\r\ntdm-policy: https://p.example/x\r\n"
+    )
     from_headers = tdmrep_headers(headers, name="headers.txt")
     assert dict(from_headers.decisions) == ALL_NOT and from_headers.source.startswith("tdmrep:http-header")
     html = '<html><head><meta name="tdm-reservation" content="0"><title>t</title></head></html>'
@@ -66,12 +68,17 @@ def test_tdmrep_malformed_json_is_one_line() -> None:
 
 
 def _xmp(value: str, *, attribute: bool = True, other: str = "") -> bytes:
-    body = (f'<rdf:Description rdf:about="" plus:DataMining="{value}"/>' if attribute else
-            f'<rdf:Description rdf:about=""><plus:DataMining rdf:resource="{value}"/>'
-            f'<plus:OtherConstraints>{other}</plus:OtherConstraints></rdf:Description>')
-    return ('<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/">'
-            '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#" '
-            f'xmlns:plus="http://ns.useplus.org/ldf/xmp/1.0/">{body}</rdf:RDF></x:xmpmeta><?xpacket end="w"?>').encode()
+    body = (
+        f'<rdf:Description rdf:about="" plus:DataMining="{value}"/>'
+        if attribute
+        else f'<rdf:Description rdf:about=""><plus:DataMining rdf:resource="{value}"/>'
+        f"<plus:OtherConstraints>{other}</plus:OtherConstraints></rdf:Description>"
+    )
+    return (
+        '<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/">'
+        '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#" '
+        f'xmlns:plus="http://ns.useplus.org/ldf/xmp/1.0/">{body}</rdf:RDF></x:xmpmeta><?xpacket end="w"?>'
+    ).encode()
 
 
 @pytest.mark.parametrize("code", sorted(DMI_DECISIONS))
@@ -82,13 +89,21 @@ def test_every_plus_data_mining_value_maps_as_the_table_says(code: str) -> None:
 
 
 def test_plus_data_mining_in_a_jpeg_element_form_unknown_and_absent() -> None:
-    jpeg = b"\xff\xd8\xff\xe1junk" + _xmp("http://ns.useplus.org/ldf/vocab/DMI-PROHIBITED-SEECONSTRAINT",
-                                         attribute=False, other="no training without a licence") + b"\xff\xd9"
+    jpeg = (
+        b"\xff\xd8\xff\xe1junk"
+        + _xmp(
+            "http://ns.useplus.org/ldf/vocab/DMI-PROHIBITED-SEECONSTRAINT",
+            attribute=False,
+            other="no training without a licence",
+        )
+        + b"\xff\xd9"
+    )
     signal = xmp_signal(jpeg, name="photo.jpg")
     assert dict(signal.decisions) == ALL_NOT and "no training without a licence" in signal.source
     assert dict(xmp_signal(_xmp("DMI-ALLOWED-SOMETIMES"), name="b.xmp").decisions) == ALL_NOT
     assert dict(xmp_signal(_xmp("DMI-PROHIBITED-GENAIMLTRAINING"), name="c.xmp").decisions) == {
-        "ai_generative_training": "notAllowed"}
+        "ai_generative_training": "notAllowed"
+    }
     with pytest.raises(ValidationError, match="no XMP packet"):
         xmp_signal(b"plain bytes", name="d.bin")
     with pytest.raises(ValidationError, match="malformed XMP"):
@@ -111,21 +126,26 @@ Disallow: /
 
 def test_ai_txt_longest_match_wins_and_agent_groups() -> None:
     assert dict(ai_txt_signal(AI_TXT, "https://example.org/art/cat.jpg", name="ai.txt").decisions) == {
-        "ai_generative_training": "notAllowed", "ai_training": "notAllowed"}
+        "ai_generative_training": "notAllowed",
+        "ai_training": "notAllowed",
+    }
     press = ai_txt_signal(AI_TXT, "/press/logo.png", name="ai.txt")
     assert set(press.decisions.values()) == {"allowed"} and "line 7: Allow: /press/*.png" in press.source
     assert dict(ai_txt_signal(AI_TXT, "/docs/a.txt", name="ai.txt").decisions) == {}
     assert set(ai_txt_signal(AI_TXT, "/docs/a.txt", name="ai.txt", agent="img2dataset").decisions.values()) == {
-        "notAllowed"}
+        "notAllowed"
+    }
     with pytest.raises(ValidationError, match="line 1: a rule before any User-Agent"):
         ai_txt_signal("Disallow: /\n", "/", name="ai.txt")
 
 
 def test_signals_become_grants_with_their_source(store: Store, tmp_path: Path) -> None:
     work = register(store, png(20), "cat", source="https://example.org/images/cat.jpg")
-    signals = [tdmrep_well_known(WELL_KNOWN, "/images/cat.jpg", name="tdmrep.json"),
-               xmp_signal(_xmp("DMI-PROHIBITED-AIMLTRAINING"), name="cat.xmp"),
-               ai_txt_signal(AI_TXT, "/images/cat.jpg", name="ai.txt")]
+    signals = [
+        tdmrep_well_known(WELL_KNOWN, "/images/cat.jpg", name="tdmrep.json"),
+        xmp_signal(_xmp("DMI-PROHIBITED-AIMLTRAINING"), name="cat.xmp"),
+        ai_txt_signal(AI_TXT, "/images/cat.jpg", name="ai.txt"),
+    ]
     report = import_signals(store, work, signals, WINDOW, kind="signals")
     assert report.grants_added == 4 + 2 + 2
     grants = work_grants(store, work)

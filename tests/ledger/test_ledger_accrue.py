@@ -49,8 +49,14 @@ def test_every_pool_is_posted_escrowed_or_carried_to_the_microunit(store: Store)
     assert b["pool:EUR"] == -pools_total
     assert sum(b.values()) == 0
     # Each kind of payee lands where it must: paid, or held under its own name.
-    assert set(b) == {"pool:EUR", "suspense:EUR", f"payable:person:{w.alice}:EUR", f"escrow:name:{w.bob}:EUR",
-                      f"escrow:person:{w.dan}:EUR", f"escrow:work:{w.orphan}:EUR"}
+    assert set(b) == {
+        "pool:EUR",
+        "suspense:EUR",
+        f"payable:person:{w.alice}:EUR",
+        f"escrow:name:{w.bob}:EUR",
+        f"escrow:person:{w.dan}:EUR",
+        f"escrow:work:{w.orphan}:EUR",
+    }
     assert all(v > 0 for k, v in b.items() if k != "pool:EUR")
     assert b["suspense:EUR"] * SUBUNITS_PER_MICROUNIT == sum(carried(store).values())
     report = verify(store)
@@ -65,12 +71,18 @@ def test_a_dyadic_fraction_carries_forward_exactly(store: Store) -> None:
     ag = agreement(pool_rate="1")
     posted = []
     for k in range(1, 9):
-        accrue(store, usage([(f"o{k}", 1, on_time(4, k), [(f"person:{a}", 1), (f"person:{b}", 3)])]), ag, event_id=f"b{k}")
+        accrue(
+            store, usage([(f"o{k}", 1, on_time(4, k), [(f"person:{a}", 1), (f"person:{b}", 3)])]), ag, event_id=f"b{k}"
+        )
         posted.append(balances(store).get(f"payable:person:{a}:EUR", 0))
         assert carried(store)[f"person:{a}"] == (k % 4) * SUBUNITS_PER_MICROUNIT // 4
     assert posted == [0, 0, 0, 1, 1, 1, 1, 2]
-    assert balances(store) == {"pool:EUR": -8, f"payable:person:{a}:EUR": 2, f"payable:person:{b}:EUR": 6,
-                               "suspense:EUR": 0}
+    assert balances(store) == {
+        "pool:EUR": -8,
+        f"payable:person:{a}:EUR": 2,
+        f"payable:person:{b}:EUR": 6,
+        "suspense:EUR": 0,
+    }
     assert verify(store).ok
 
 
@@ -148,8 +160,12 @@ def test_a_batch_id_accrues_once(store: Store) -> None:
     first = accrue(store, batch, ag, event_id="b1")
     assert (first.status, first.pool_microunits, first.groups) == ("created", 505, ("b1/EUR/2026-06",))
     before, files = row_counts(store), evidence_files(store)
-    again = accrue(store, usage([("o1", 1000, on_time(6), [(f"person:{a}", 1)]),
-                                 ("o2", 10, on_time(6), [(f"person:{a}", 1)])]), ag, event_id="b1")
+    again = accrue(
+        store,
+        usage([("o1", 1000, on_time(6), [(f"person:{a}", 1)]), ("o2", 10, on_time(6), [(f"person:{a}", 1)])]),
+        ag,
+        event_id="b1",
+    )
     assert (again.status, again.pool_microunits, again.outputs, again.groups) == ("exists", 505, 2, ("b1/EUR/2026-06",))
     assert row_counts(store) == before and evidence_files(store) == files
     with pytest.raises(ConflictError, match="batch b1 was already accrued with other content; use a new batch id"):
@@ -157,8 +173,12 @@ def test_a_batch_id_accrues_once(store: Store) -> None:
     with pytest.raises(ConflictError, match="batch b1 was already accrued with other content"):
         accrue(store, batch, agreement(pool_rate="0.6"), event_id="b1")
     with pytest.raises(ConflictError, match="output o2 was already accrued in batch b1; it is never paid twice"):
-        accrue(store, usage([("o2", 10, on_time(6), [(f"person:{a}", 1)]), ("o3", 5, on_time(6), [(f"person:{a}", 1)])]),
-               ag, event_id="b2")
+        accrue(
+            store,
+            usage([("o2", 10, on_time(6), [(f"person:{a}", 1)]), ("o3", 5, on_time(6), [(f"person:{a}", 1)])]),
+            ag,
+            event_id="b2",
+        )
     assert row_counts(store) == before and evidence_files(store) == files
     assert balances(store)[f"payable:person:{a}:EUR"] == 505
 
@@ -176,8 +196,19 @@ def test_a_dry_run_reports_the_same_numbers_and_writes_nothing(store: Store) -> 
     assert evidence_files(store) == []
     real = accrue(store, w.usage(outs, ag), ag, event_id="b1")
     assert real.status == "created"
-    assert (dry.pool_microunits, dry.posted_microunits, dry.escrow_microunits, dry.suspense_delta_microunits, dry.groups) == (
-        real.pool_microunits, real.posted_microunits, real.escrow_microunits, real.suspense_delta_microunits, real.groups)
+    assert (
+        dry.pool_microunits,
+        dry.posted_microunits,
+        dry.escrow_microunits,
+        dry.suspense_delta_microunits,
+        dry.groups,
+    ) == (
+        real.pool_microunits,
+        real.posted_microunits,
+        real.escrow_microunits,
+        real.suspense_delta_microunits,
+        real.groups,
+    )
 
 
 # Refusals ------------------------------------------------------------------------------------------
@@ -194,8 +225,12 @@ def test_bad_batches_are_refused_and_write_nothing(store: Store) -> None:
         accrue(store, usage([("o1", 100, on_time(8), pay_alice)]), ag, event_id="a/b")
     # The first month's evidence is written before the second month fails: it is removed again.
     with pytest.raises(NotFoundError, match="payee person:999 is not registered"):
-        accrue(store, usage([("o1", 100, on_time(8), pay_alice), ("o2", 100, on_time(9), [("person:999", 1)])]), ag,
-               event_id="b1")
+        accrue(
+            store,
+            usage([("o1", 100, on_time(8), pay_alice), ("o2", 100, on_time(9), [("person:999", 1)])]),
+            ag,
+            event_id="b1",
+        )
     with pytest.raises(NotFoundError, match="payee name:424242 is not registered"):
         accrue(store, usage([("o1", 100, on_time(8), [("name:424242", 1), *pay_alice])]), ag, event_id="b1")
     with pytest.raises(ValidationError, match="negative revenue -1: revenue must be >= 0"):
@@ -219,11 +254,18 @@ def test_a_batch_across_two_months_makes_two_transfers_and_two_evidence_files(st
     register_model(store)
     ag = agreement(pool_rate="1")
     pay = [(f"person:{a}", 1)]
-    s = accrue(store, usage([
-        ("jan-late", 10, "2026-01-31T23:59:59Z", pay),
-        ("feb-local", 20, "2026-02-01T00:30:00+01:00", pay),  # still January in UTC
-        ("feb", 300, "2026-02-01T00:00:00Z", pay),
-    ]), ag, event_id="b")
+    s = accrue(
+        store,
+        usage(
+            [
+                ("jan-late", 10, "2026-01-31T23:59:59Z", pay),
+                ("feb-local", 20, "2026-02-01T00:30:00+01:00", pay),  # still January in UTC
+                ("feb", 300, "2026-02-01T00:00:00Z", pay),
+            ]
+        ),
+        ag,
+        event_id="b",
+    )
     assert s.groups == ("b/EUR/2026-01", "b/EUR/2026-02")
     assert s.pool_microunits == 330
     with store.read() as conn:
@@ -239,8 +281,12 @@ def test_outputs_whose_pool_rounds_to_zero_are_still_recorded(store: Store) -> N
     register_model(store)
     ag = agreement(pool_rate="0.3")
     pay = [(f"person:{a}", 1)]
-    s = accrue(store, usage([("free-tier", 0, on_time(1), pay), ("tiny", 3, on_time(1, 2), pay),
-                             ("paid", 1000, on_time(2), pay)]), ag, event_id="b")
+    s = accrue(
+        store,
+        usage([("free-tier", 0, on_time(1), pay), ("tiny", 3, on_time(1, 2), pay), ("paid", 1000, on_time(2), pay)]),
+        ag,
+        event_id="b",
+    )
     assert s.status == "created" and s.pool_microunits == 300
     assert row_counts(store)["outputs"] == 3
     assert balances(store) == {"pool:EUR": -300, f"payable:person:{a}:EUR": 300}

@@ -24,8 +24,18 @@ from helpers_money import World, agreement, balances, on_time, people, row_count
 def world(store: Store) -> World:
     w = World(store)
     ag = agreement(pool_rate="0.5")
-    accrue(store, w.usage([("o1", 10**9, on_time(1), {w.song: 0.6, w.film: 0.4}),
-                           ("o2", 3 * 10**8 + 7, on_time(1, 2), {w.song: 1.0})], ag), ag, event_id="b1")
+    accrue(
+        store,
+        w.usage(
+            [
+                ("o1", 10**9, on_time(1), {w.song: 0.6, w.film: 0.4}),
+                ("o2", 3 * 10**8 + 7, on_time(1, 2), {w.song: 1.0}),
+            ],
+            ag,
+        ),
+        ag,
+        event_id="b1",
+    )
     return w
 
 
@@ -40,8 +50,10 @@ def test_money_waits_in_escrow_under_its_own_name_and_is_searchable(world: World
         assert search_escrow(conn, "BOB CRED") == found
         assert search_escrow(conn, "nobody like that") == []
         everything = search_escrow(conn)
-    assert {(h.holder, h.display_name) for h in everything} == {(f"name:{world.bob}", "Bob Credited"),
-                                                                 (f"person:{world.dan}", "dan")}
+    assert {(h.holder, h.display_name) for h in everything} == {
+        (f"name:{world.bob}", "Bob Credited"),
+        (f"person:{world.dan}", "dan"),
+    }
     assert [h.balance_microunits for h in everything] == sorted((b[name_key], b[dan_key]), reverse=True)
 
 
@@ -49,7 +61,9 @@ def test_only_a_verified_person_can_claim_and_a_person_verified_later_can(world:
     store = world.store
     (impostor,) = people(store, "impostor", verified=False)
     before, balances_before = row_counts(store), balances(store)
-    with pytest.raises(ConsentError, match=f"person {impostor} is not verified; escrow is released only to verified people"):
+    with pytest.raises(
+        ConsentError, match=f"person {impostor} is not verified; escrow is released only to verified people"
+    ):
         claim_escrow(store, impostor, name_id=world.bob)
     with pytest.raises(ConsentError, match=f"person {world.dan} is not verified"):
         claim_escrow(store, world.dan)
@@ -94,7 +108,9 @@ def test_claiming_a_name_moves_its_escrow_once_with_an_audited_transfer(world: W
     assert row_counts(store) == before
     # Nobody else can take the name now, and new residuals for it go straight to its person.
     (other,) = people(store, "someone-else")
-    with pytest.raises(ConflictError, match=f"name {world.bob} \\(Bob Credited\\) is already claimed by person {bob_person}"):
+    with pytest.raises(
+        ConflictError, match=f"name {world.bob} \\(Bob Credited\\) is already claimed by person {bob_person}"
+    ):
         claim_escrow(store, other, name_id=world.bob)
     ag = agreement(pool_rate="0.5")
     accrue(store, world.usage([("o3", 4 * 10**8, on_time(2), {world.song: 1.0})], ag), ag, event_id="b2")
@@ -117,8 +133,13 @@ def test_money_held_for_a_work_nobody_was_credited_on_is_released_once_someone_i
         release_work_escrow(store, w.orphan, ag)
     # Alice (verified) and Bob's unclaimed name are credited later, 1:2.
     with store.write() as conn:
-        add_credits(conn, [CreditIn(w.orphan, f"person:{w.alice}", "endcredits:composer", 1),
-                           CreditIn(w.orphan, f"name:{w.bob}", "endcredits:composer", 2)])
+        add_credits(
+            conn,
+            [
+                CreditIn(w.orphan, f"person:{w.alice}", "endcredits:composer", 1),
+                CreditIn(w.orphan, f"name:{w.bob}", "endcredits:composer", 2),
+            ],
+        )
     before = balances(store)
     released = release_work_escrow(store, w.orphan, ag)
     after = balances(store)

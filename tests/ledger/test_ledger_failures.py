@@ -51,12 +51,22 @@ def test_a_failed_commit_leaves_no_bank_file_and_the_batch_can_be_retried(store:
     with store.write() as conn:
         set_payout_account(conn, pid, iban=make_test_iban("DE", 7), bic="TESTDEFF")
     register_model(store)
-    accrue(store, usage([("o1", 10_000_000_000, on_time(1), [(f"person:{pid}", 1)])]), agreement(pool_rate="0.5"),
-           event_id="b1")
+    accrue(
+        store,
+        usage([("o1", 10_000_000_000, on_time(1), [(f"person:{pid}", 1)])]),
+        agreement(pool_rate="0.5"),
+        event_id="b1",
+    )
 
     def pay(batch_id: str) -> object:
-        return create_payout_batch(store, batch_id=batch_id, currency="EUR", threshold_microunits=0, debtor=DEBTOR,
-                                   execution_date=dt.date(2026, 12, 1))
+        return create_payout_batch(
+            store,
+            batch_id=batch_id,
+            currency="EUR",
+            threshold_microunits=0,
+            debtor=DEBTOR,
+            execution_date=dt.date(2026, 12, 1),
+        )
 
     with failing_commit(store), pytest.raises(CommitFailed):
         pay("PAY-1")
@@ -104,8 +114,12 @@ def test_a_read_after_a_write_does_not_hold_the_sqlite_write_lock(tmp_path: Path
 def test_verify_reads_one_snapshot(store: Store) -> None:
     (pid,) = people(store, "p")
     register_model(store)
-    accrue(store, usage([("o1", 3, on_time(1), [(f"person:{pid}", 1), ("person:1", 1)])]), agreement(pool_rate="1"),
-           event_id="b1")
+    accrue(
+        store,
+        usage([("o1", 3, on_time(1), [(f"person:{pid}", 1), ("person:1", 1)])]),
+        agreement(pool_rate="1"),
+        event_id="b1",
+    )
     with store.read() as reader:
         before = reader.execute(select(payout_batches.c.id)).all()
         # A batch commits while the read is open; the open read must not see half of it.
@@ -136,11 +150,15 @@ def test_a_dry_run_over_several_months_reports_what_the_real_run_posts(store: St
     dry = accrue(store, batch, ag, event_id="b1", dry_run=True)
     real = accrue(store, batch, ag, event_id="b1")
     assert (dry.posted_microunits, dry.escrow_microunits, dry.suspense_delta_microunits) == (
-        real.posted_microunits, real.escrow_microunits, real.suspense_delta_microunits)
+        real.posted_microunits,
+        real.escrow_microunits,
+        real.suspense_delta_microunits,
+    )
 
 
-def _forge_segment(store: Store, event_id: str, *, legs: dict[str, int] | None = None,
-                   carries: dict[str, int] | None = None) -> None:
+def _forge_segment(
+    store: Store, event_id: str, *, legs: dict[str, int] | None = None, carries: dict[str, int] | None = None
+) -> None:
     """Rewrite an accrual's segment as a forger would: new blobs and a matching SHA-256 column (the audit
     entry and the transfer's content hash still say what was posted)."""
     from sqlalchemy import select
@@ -160,8 +178,11 @@ def _forge_segment(store: Store, event_id: str, *, legs: dict[str, int] | None =
             new_carries[payee] += delta
         legs_blob = encode_legs(list(new_legs), list(new_legs.values()))
         carries_blob = encode_carries(list(new_carries), list(new_carries.values()))
-        conn.execute(ledger_segments.update().where(ledger_segments.c.transfer_id == tid).values(
-            legs_arrow=legs_blob, carries_arrow=carries_blob, sha256=segment_sha256(legs_blob, carries_blob)))
+        conn.execute(
+            ledger_segments.update()
+            .where(ledger_segments.c.transfer_id == tid)
+            .values(legs_arrow=legs_blob, carries_arrow=carries_blob, sha256=segment_sha256(legs_blob, carries_blob))
+        )
 
 
 def test_verify_replays_the_evidence_into_legs_and_carries(store: Store) -> None:
@@ -171,8 +192,12 @@ def test_verify_replays_the_evidence_into_legs_and_carries(store: Store) -> None
 
     a, b = people(store, "a", "b")
     register_model(store)
-    accrue(store, usage([("o1", 10, on_time(1), [(f"person:{a}", 1), (f"person:{b}", 2)])]), agreement(pool_rate="1"),
-           event_id="b1")
+    accrue(
+        store,
+        usage([("o1", 10, on_time(1), [(f"person:{a}", 1), (f"person:{b}", 2)])]),
+        agreement(pool_rate="1"),
+        event_id="b1",
+    )
     assert verify(store).ok
     # Pending: the segment's own carry is what the evidence must replay to.
     _forge_segment(store, "b1/EUR/2026-01", carries={f"person:{a}": 1})
@@ -196,9 +221,13 @@ def test_verify_replays_the_evidence_into_legs_and_carries(store: Store) -> None
     _forge_segment(store, "b1/EUR/2026-01", legs={a_key: 1, b_key: -1})
     with store.write() as conn:
         for key, delta in ((a_key, 1), (b_key, -1)):
-            value = conn.execute(text("SELECT balance_microunits FROM accounts WHERE key = :k"), {"k": key}).scalar_one()
-            conn.execute(text("UPDATE accounts SET balance_microunits = :v WHERE key = :k"),
-                         {"v": str(int(value) + delta) if store.backend == "sqlite" else int(value) + delta, "k": key})
+            value = conn.execute(
+                text("SELECT balance_microunits FROM accounts WHERE key = :k"), {"k": key}
+            ).scalar_one()
+            conn.execute(
+                text("UPDATE accounts SET balance_microunits = :v WHERE key = :k"),
+                {"v": str(int(value) + delta) if store.backend == "sqlite" else int(value) + delta, "k": key},
+            )
     problems = verify(store).problems
     assert any("legs differ from what its evidence posts" in problem for problem in problems), problems
     assert any("does not hold the legs that were posted" in problem for problem in problems), problems

@@ -69,8 +69,12 @@ def test_unbalanced_or_malformed_transfers_are_refused_and_write_nothing(store: 
 def test_the_ledger_offers_no_way_to_change_or_delete_a_transfer() -> None:
     """The only writes are posting and reversing: no function edits, deletes or amends a transfer."""
     editing = re.compile(r"(update|delete|remove|edit|amend|modify|replace|drop|truncate)", re.IGNORECASE)
-    public = [n for m in (ledger_rules, store_ledger) for n in dir(m)
-              if not n.startswith("_") and callable(getattr(m, n)) and getattr(getattr(m, n), "__module__", "") == m.__name__]
+    public = [
+        n
+        for m in (ledger_rules, store_ledger)
+        for n in dir(m)
+        if not n.startswith("_") and callable(getattr(m, n)) and getattr(getattr(m, n), "__module__", "") == m.__name__
+    ]
     assert "post_transfer" in public
     assert [n for n in public if editing.search(n)] == []
 
@@ -99,13 +103,22 @@ def test_a_correction_is_a_reversing_transfer_and_only_one(store: Store) -> None
     with pytest.raises(ConflictError, match="transfer t1 was already reversed by t1-undo"):
         post(store, reversal_of(original, "t1-undo-again", "oops"))
     for bad, error, message in (
-        (TransferRequest("r-half", "reversal", "EUR", {NAME: 50, BOB: -50}, reverses_event_id="t3"), LedgerError,
-         "transfer r-half does not negate every leg of t3"),
-        (reversal_of(load_transfer_now(store, "t2"), "undo-t2", "accruals are not undone leg by leg"), LedgerError,
-         "transfer t2 is an accrual batch"),
+        (
+            TransferRequest("r-half", "reversal", "EUR", {NAME: 50, BOB: -50}, reverses_event_id="t3"),
+            LedgerError,
+            "transfer r-half does not negate every leg of t3",
+        ),
+        (
+            reversal_of(load_transfer_now(store, "t2"), "undo-t2", "accruals are not undone leg by leg"),
+            LedgerError,
+            "transfer t2 is an accrual batch",
+        ),
         (reversal_of(undo, "undo-undo", "changed my mind"), LedgerError, "transfer t1-undo is itself a reversal"),
-        (TransferRequest("r-code", "escrow_claim", "EUR", {NAME: 100, BOB: -100}, reverses_event_id="t3"),
-         ValidationError, "code 'reversal' goes with reverses_event_id, and only with it"),
+        (
+            TransferRequest("r-code", "escrow_claim", "EUR", {NAME: 100, BOB: -100}, reverses_event_id="t3"),
+            ValidationError,
+            "code 'reversal' goes with reverses_event_id, and only with it",
+        ),
     ):
         with pytest.raises(error, match=re.escape(message)):
             post(store, bad)
@@ -119,8 +132,10 @@ def test_raw_edits_of_legs_are_caught_by_verify(store: Store) -> None:
     """Append-only is also checked after the fact: a leg edited behind the ledger's back is reported."""
     fund(store, "t1", ALICE, 700)
     with store.write() as conn:
-        conn.execute(text("UPDATE legs SET amount_microunits = :v WHERE amount_microunits = :old"),
-                     {"v": "701" if store.backend == "sqlite" else 701, "old": "700" if store.backend == "sqlite" else 700})
+        conn.execute(
+            text("UPDATE legs SET amount_microunits = :v WHERE amount_microunits = :old"),
+            {"v": "701" if store.backend == "sqlite" else 701, "old": "700" if store.backend == "sqlite" else 700},
+        )
     problems = verify(store).problems
     assert "transfer t1 does not balance (legs sum to 1)" in problems
     assert f"account {ALICE}: stored balance 700 != sum of legs 701" in problems
@@ -264,7 +279,12 @@ def test_amounts_beyond_int64_round_trip(store: Store) -> None:
 
 def test_amounts_beyond_the_stored_range_are_refused(store: Store) -> None:
     with pytest.raises(LimitExceededError, match="exceeds TRANSFER_AMOUNT_MICROUNITS_MAX"):
-        post(store, TransferRequest("huge", "accrual", "EUR", {POOL: -(AMOUNT_MICROUNITS_MAX + 1), ALICE: AMOUNT_MICROUNITS_MAX + 1}))
+        post(
+            store,
+            TransferRequest(
+                "huge", "accrual", "EUR", {POOL: -(AMOUNT_MICROUNITS_MAX + 1), ALICE: AMOUNT_MICROUNITS_MAX + 1}
+            ),
+        )
     assert row_counts(store)["transfers"] == 0
 
 
@@ -275,18 +295,29 @@ def _canonical_content_sha256(req: TransferRequest) -> str:
 
     from endcredits.audit import canonical_json
 
-    return hashlib.sha256(canonical_json({
-        "code": req.code, "currency": req.currency, "legs": sorted((k, str(v)) for k, v in req.legs.items()),
-        "memo": dict(sorted(req.memo.items())), "reverses": req.reverses_event_id,
-    }).encode()).hexdigest()
+    return hashlib.sha256(
+        canonical_json(
+            {
+                "code": req.code,
+                "currency": req.currency,
+                "legs": sorted((k, str(v)) for k, v in req.legs.items()),
+                "memo": dict(sorted(req.memo.items())),
+                "reverses": req.reverses_event_id,
+            }
+        ).encode()
+    ).hexdigest()
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.dictionaries(st.text(max_size=12), st.integers(-(2**80), 2**80), max_size=6),
-       st.dictionaries(st.text(max_size=5), st.text(max_size=8), max_size=3),
-       st.sampled_from(["accrual", 'ac"crual', 'legs":0,']), st.one_of(st.none(), st.text(max_size=6)))
-def test_the_content_hash_is_the_canonical_json_whatever_the_keys(legs: dict[str, int], memo: dict[str, str], code: str,
-                                                                   reverses: str | None) -> None:
+@given(
+    st.dictionaries(st.text(max_size=12), st.integers(-(2**80), 2**80), max_size=6),
+    st.dictionaries(st.text(max_size=5), st.text(max_size=8), max_size=3),
+    st.sampled_from(["accrual", 'ac"crual', 'legs":0,']),
+    st.one_of(st.none(), st.text(max_size=6)),
+)
+def test_the_content_hash_is_the_canonical_json_whatever_the_keys(
+    legs: dict[str, int], memo: dict[str, str], code: str, reverses: str | None
+) -> None:
     """Keys with quotes, backslashes, control characters or a code that spells '"legs":0,' take the same
     bytes as the plain definition (the written-out fast path only runs where no key needs an escape)."""
     req = TransferRequest("e", code, "EUR", legs, memo, reverses)

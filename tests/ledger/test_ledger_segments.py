@@ -66,11 +66,20 @@ def test_an_accrual_writes_one_segment_row_and_no_row_per_payee(world: World) ->
     accrue_one(world, 10**9, {world.song: 0.6, world.film: 0.3, world.orphan: 0.1})
     counts = row_counts(world.store)
     assert (counts["ledger_segments"], counts["transfers"], counts["accounts"], counts["legs"], counts["carries"]) == (
-        1, 1, 0, 0, 0)
+        1,
+        1,
+        0,
+        0,
+        0,
+    )
     b = balances(world.store)  # read through the pending segment
     assert b["pool:EUR"] == -5 * 10**8 and sum(b.values()) == 0
-    assert set(b) >= {f"payable:person:{world.alice}:EUR", f"escrow:name:{world.bob}:EUR", f"escrow:person:{world.dan}:EUR",
-                      f"escrow:work:{world.orphan}:EUR"}
+    assert set(b) >= {
+        f"payable:person:{world.alice}:EUR",
+        f"escrow:name:{world.bob}:EUR",
+        f"escrow:person:{world.dan}:EUR",
+        f"escrow:work:{world.orphan}:EUR",
+    }
     report = verify(world.store)
     assert report.ok, report.problems
     assert (report.checked["segments"], report.checked["segments_pending"]) == (1, 1)
@@ -79,13 +88,36 @@ def test_an_accrual_writes_one_segment_row_and_no_row_per_payee(world: World) ->
 def test_folding_changes_no_reader_and_verify_passes_on_either_side(world: World) -> None:
     store = world.store
     ag = agreement(pool_rate="0.3")
-    accrue(store, world.usage([("o1", 10**9 + 7, on_time(1), {world.song: 0.5, world.film: 0.5}),
-                               ("o2", 333, on_time(1, 3), {world.song: 1.0})], ag), ag, event_id="b1")
-    accrue(store, world.usage([("o3", 777_777, on_time(1, 9), {world.song: 0.25, world.orphan: 0.75}),
-                               ("o4", 5, on_time(2), {world.film: 1.0})], ag), ag, event_id="b2")
+    accrue(
+        store,
+        world.usage(
+            [
+                ("o1", 10**9 + 7, on_time(1), {world.song: 0.5, world.film: 0.5}),
+                ("o2", 333, on_time(1, 3), {world.song: 1.0}),
+            ],
+            ag,
+        ),
+        ag,
+        event_id="b1",
+    )
+    accrue(
+        store,
+        world.usage(
+            [
+                ("o3", 777_777, on_time(1, 9), {world.song: 0.25, world.orphan: 0.75}),
+                ("o4", 5, on_time(2), {world.film: 1.0}),
+            ],
+            ag,
+        ),
+        ag,
+        event_id="b2",
+    )
     pending = readers(store, world)
     assert set(pending["escrow_bob_dan"]) == {f"escrow:name:{world.bob}:EUR", f"escrow:person:{world.dan}:EUR"}
-    assert pending["escrow_bob_dan"][f"escrow:name:{world.bob}:EUR"] == pending["escrow_bob"][f"escrow:name:{world.bob}:EUR"]
+    assert (
+        pending["escrow_bob_dan"][f"escrow:name:{world.bob}:EUR"]
+        == pending["escrow_bob"][f"escrow:name:{world.bob}:EUR"]
+    )
     assert pending["nobody"] == {}
     assert verify(store).ok
     with store.read() as conn:
@@ -119,10 +151,13 @@ def test_an_accrual_folds_first_when_enough_is_pending(world: World, monkeypatch
     store = world.store
     ag = agreement(pool_rate="0.5")
     for i in range(5):
-        accrue(store, world.usage([(f"o{i}", 10**6 + i, on_time(1, i + 1), {world.song: 1.0})], ag), ag, event_id=f"b{i}")
+        accrue(
+            store, world.usage([(f"o{i}", 10**6 + i, on_time(1, i + 1), {world.song: 1.0})], ag), ag, event_id=f"b{i}"
+        )
     with store.read() as conn:
-        folds = conn.execute(select(ledger_folds.c.through_transfer_id, ledger_folds.c.segment_count)
-                             .order_by(ledger_folds.c.id)).all()
+        folds = conn.execute(
+            select(ledger_folds.c.through_transfer_id, ledger_folds.c.segment_count).order_by(ledger_folds.c.id)
+        ).all()
         assert pending_size(conn)[0] == 1
     ids = segment_ids_of(store)
     assert [tuple(f) for f in folds] == [(ids[1], 2), (ids[3], 2)]  # the third and fifth batch folded two first
@@ -150,12 +185,25 @@ def test_a_payout_dry_run_reads_pending_balances_and_writes_nothing(world: World
     owed = balances(store)[f"payable:person:{world.alice}:EUR"]
     before = row_counts(store)
     debtor = Debtor(name="Endcredits Residuals Trust", iban=make_test_iban("NL", 0), bic="ABNANL2A")
-    plan = create_payout_batch(store, batch_id="p1", currency="EUR", threshold_microunits=10**8, debtor=debtor,
-                               execution_date=dt.date(2026, 2, 2), dry_run=True)
+    plan = create_payout_batch(
+        store,
+        batch_id="p1",
+        currency="EUR",
+        threshold_microunits=10**8,
+        debtor=debtor,
+        execution_date=dt.date(2026, 2, 2),
+        dry_run=True,
+    )
     assert [(p.person_id, p.amount_microunits) for p in plan.items] == [(world.alice, owed - owed % 10**6)]
     assert row_counts(store) == before  # not even a fold
-    real = create_payout_batch(store, batch_id="p1", currency="EUR", threshold_microunits=10**8, debtor=debtor,
-                               execution_date=dt.date(2026, 2, 2))
+    real = create_payout_batch(
+        store,
+        batch_id="p1",
+        currency="EUR",
+        threshold_microunits=10**8,
+        debtor=debtor,
+        execution_date=dt.date(2026, 2, 2),
+    )
     assert real.items == plan.items
     assert balances(store)[f"payable:person:{world.alice}:EUR"] == owed % 10**6
     assert verify(store).ok
@@ -165,8 +213,12 @@ def test_segment_legs_beyond_int64_are_exact(store: Store) -> None:
     (a,) = people(store, "a")
     register_model(store)
     big = (1 << 62) - 1
-    accrue(store, usage([(f"o{i}", big, on_time(1), [(f"person:{a}", 1)]) for i in range(4)]), agreement(pool_rate="1"),
-           event_id="b1")
+    accrue(
+        store,
+        usage([(f"o{i}", big, on_time(1), [(f"person:{a}", 1)]) for i in range(4)]),
+        agreement(pool_rate="1"),
+        event_id="b1",
+    )
     with store.read() as conn:
         seg = read_segment(conn, segment_ids(conn)[0])
     assert seg.amounts.type == LEGS_BIG_SCHEMA.field("amount_microunits").type
@@ -191,8 +243,9 @@ def test_an_unreadable_segment_is_named(world: World) -> None:
     assert any(f"segment of transfer {tid}: its legs are unreadable" in p for p in report.problems), report.problems
 
 
-payee_lines = st.lists(st.tuples(st.integers(0, 5), st.integers(1, 1000)), min_size=1, max_size=4,
-                       unique_by=lambda t: t[0])
+payee_lines = st.lists(
+    st.tuples(st.integers(0, 5), st.integers(1, 1000)), min_size=1, max_size=4, unique_by=lambda t: t[0]
+)
 batch = st.lists(st.tuples(st.integers(0, 10**7), st.integers(1, 3), payee_lines), min_size=1, max_size=4)
 
 
@@ -213,8 +266,12 @@ def test_random_accruals_read_the_same_whenever_they_are_folded(store: Store, st
     def check(steps: list[tuple[list[tuple[int, int, list[tuple[int, int]]]], bool]]) -> None:
         n = next(examples)
         for i, (outputs, fold_after) in enumerate(steps):
-            u = usage([(f"x{n}-{i}-{j}", revenue, on_time(month), [(f"person:{ids[p]}", w) for p, w in lines])
-                       for j, (revenue, month, lines) in enumerate(outputs)])
+            u = usage(
+                [
+                    (f"x{n}-{i}-{j}", revenue, on_time(month), [(f"person:{ids[p]}", w) for p, w in lines])
+                    for j, (revenue, month, lines) in enumerate(outputs)
+                ]
+            )
             for s in (store, replica):
                 accrue(s, u, ag, event_id=f"x{n}-{i}")
             if fold_after:

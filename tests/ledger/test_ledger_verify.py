@@ -62,14 +62,19 @@ def test_a_deleted_audit_entry_is_reported(worked: Store) -> None:
 
 def test_an_altered_balance_is_reported(worked: Store) -> None:
     with worked.write() as conn:
-        row = conn.execute(text(
-            "SELECT a.id, a.key, CAST(a.balance_microunits AS TEXT) FROM accounts a "
-            "WHERE a.key LIKE 'payable:%' ORDER BY a.key")).first()
+        row = conn.execute(
+            text(
+                "SELECT a.id, a.key, CAST(a.balance_microunits AS TEXT) FROM accounts a "
+                "WHERE a.key LIKE 'payable:%' ORDER BY a.key"
+            )
+        ).first()
         assert row is not None
         account_id, key, value = row
         bumped = str(int(value) + 1)
-        conn.execute(text("UPDATE accounts SET balance_microunits = :v WHERE id = :a"),
-                     {"v": bumped if worked.backend == "sqlite" else int(bumped), "a": account_id})
+        conn.execute(
+            text("UPDATE accounts SET balance_microunits = :v WHERE id = :a"),
+            {"v": bumped if worked.backend == "sqlite" else int(bumped), "a": account_id},
+        )
     problems = verify(worked).problems
     assert f"account {key}: stored balance {bumped} != sum of legs {value}" in problems
 
@@ -79,8 +84,13 @@ def test_credits_naming_a_missing_work_or_payee_are_reported(worked: Store) -> N
     with worked.write() as conn:
         (work,) = add_works(conn, [WorkIn(b"a tune", "A tune", "abc-tune")])
         bob = name_ids(conn, ["Bob Credited"])["Bob Credited"]
-        add_credits(conn, [CreditIn(work, f"name:{bob}", "endcredits:composer"),
-                           CreditIn(work, f"name:{bob}", "endcredits:transcriber")])
+        add_credits(
+            conn,
+            [
+                CreditIn(work, f"name:{bob}", "endcredits:composer"),
+                CreditIn(work, f"name:{bob}", "endcredits:transcriber"),
+            ],
+        )
     report = verify(worked)
     assert report.ok and report.checked["credits"] == 2
     with worked.write() as conn:
@@ -94,7 +104,9 @@ def test_credits_naming_a_missing_work_or_payee_are_reported(worked: Store) -> N
 
 def _evidence_of(store: Store, batch: str) -> Path:
     with store.read() as conn:
-        rel = conn.execute(select(accrual_batches.c.evidence_path).where(accrual_batches.c.batch_event_id == batch)).scalar_one()
+        rel = conn.execute(
+            select(accrual_batches.c.evidence_path).where(accrual_batches.c.batch_event_id == batch)
+        ).scalar_one()
     path = store.data_dir / str(rel)
     assert path in evidence_files(store)
     return path
@@ -129,11 +141,16 @@ def test_evidence_whose_outputs_do_not_add_up_to_their_pools_is_reported(worked:
     assert sub[first_o1] > 0 and sub[first_o2] < 2**32 - 1
     sub[first_o1] -= 1
     sub[first_o2] += 1
-    forged = table.set_column(table.schema.get_field_index("amount_subunits"), "amount_subunits", pa.array(sub, pa.int64()))
+    forged = table.set_column(
+        table.schema.get_field_index("amount_subunits"), "amount_subunits", pa.array(sub, pa.int64())
+    )
     path.unlink()
     write_evidence(path, forged)
     with worked.write() as conn:
-        conn.execute(accrual_batches.update().where(accrual_batches.c.event_id == row.event_id)
-                     .values(evidence_sha256=file_sha256(path)))
+        conn.execute(
+            accrual_batches.update()
+            .where(accrual_batches.c.event_id == row.event_id)
+            .values(evidence_sha256=file_sha256(path))
+        )
     problems = verify(worked).problems
     assert any("the lines of output o1 do not add up to its pool" in p for p in problems), problems

@@ -24,8 +24,16 @@ AS_OF = dt.datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def grant(kind: str, subject: str, decision: str, use: str = "commercial", source: str = "test/consent.json") -> Grant:
-    return Grant(subject_kind=kind, subject_id=subject, use=use, decision=decision,  # type: ignore[arg-type]
-                 valid_from=T0, valid_until=None, perpetual=True, source=source)
+    return Grant(
+        subject_kind=kind,
+        subject_id=subject,
+        use=use,
+        decision=decision,  # type: ignore[arg-type]
+        valid_from=T0,
+        valid_until=None,
+        perpetual=True,
+        source=source,
+    )
 
 
 @pytest.fixture
@@ -38,20 +46,32 @@ def works(store: Store) -> dict[str, str]:
         claim_name(conn, nid, objector)
         keys = ["free", "licensed", "refused", "objector", "via_name", "revoked"]
         ids = dict(zip(keys, add_works(conn, [WorkIn(k.encode(), k, "text") for k in keys])))
-        add_credits(conn, [
-            CreditIn(ids["objector"], f"person:{objector}", "endcredits:performer"),
-            CreditIn(ids["objector"], f"person:{fan}", "endcredits:composer"),
-            CreditIn(ids["via_name"], f"name:{nid}", "endcredits:performer"),
-            CreditIn(ids["free"], f"person:{fan}", "endcredits:composer"),
-        ])
-        add_grants(conn, [
-            grant("work", ids["licensed"], "allowed", source="license.txt"),
-            grant("work", ids["refused"], "notAllowed", source="license.txt"),
-            grant("person", str(objector), "notAllowed", source="guild/objector.json"),
-            grant("person", str(fan), "allowed", source="guild/fan.json"),
-        ])
-        add_grants(conn, [dataclasses.replace(grant("work", ids["revoked"], "notAllowed"),
-                                              revoked_at=dt.datetime(2025, 6, 1, tzinfo=UTC))])
+        add_credits(
+            conn,
+            [
+                CreditIn(ids["objector"], f"person:{objector}", "endcredits:performer"),
+                CreditIn(ids["objector"], f"person:{fan}", "endcredits:composer"),
+                CreditIn(ids["via_name"], f"name:{nid}", "endcredits:performer"),
+                CreditIn(ids["free"], f"person:{fan}", "endcredits:composer"),
+            ],
+        )
+        add_grants(
+            conn,
+            [
+                grant("work", ids["licensed"], "allowed", source="license.txt"),
+                grant("work", ids["refused"], "notAllowed", source="license.txt"),
+                grant("person", str(objector), "notAllowed", source="guild/objector.json"),
+                grant("person", str(fan), "allowed", source="guild/fan.json"),
+            ],
+        )
+        add_grants(
+            conn,
+            [
+                dataclasses.replace(
+                    grant("work", ids["revoked"], "notAllowed"), revoked_at=dt.datetime(2025, 6, 1, tzinfo=UTC)
+                )
+            ],
+        )
     return ids
 
 
@@ -82,7 +102,11 @@ def test_the_same_inputs_build_the_same_manifest_once(store: Store, works: dict[
     before = row_counts(store)
     second = build_manifest(store, model_id="m", uses=["commercial", "commercial"], as_of=AS_OF, default="opt-out")
     assert (second.id, second.merkle_root, second.included, second.excluded) == (
-        first.id, first.merkle_root, first.included, first.excluded)
+        first.id,
+        first.merkle_root,
+        first.included,
+        first.excluded,
+    )
     assert row_counts(store) == before
     # Before the grants took effect, under opt-in, nothing is allowed: another manifest.
     early = build_manifest(store, model_id="m", uses=["commercial"], as_of=T0 - dt.timedelta(days=1), default="opt-in")

@@ -152,8 +152,10 @@ def int64_outputs(draw: st.DrawFn) -> Output:
 @given(st.lists(int64_outputs(), min_size=1, max_size=6), outputs(st.integers(2**31, 2**59)))
 def test_int64_fast_path_and_python_int_path_agree(batch: list[Output], huge: Output) -> None:
     pools, offsets, weights, tie_keys = flatten(batch)
-    with mock.patch.object(money, "_split_rows_int64", wraps=money._split_rows_int64) as fast_spy, \
-            mock.patch.object(money, "_split_rows", wraps=money._split_rows) as spy:
+    with (
+        mock.patch.object(money, "_split_rows_int64", wraps=money._split_rows_int64) as fast_spy,
+        mock.patch.object(money, "_split_rows", wraps=money._split_rows) as spy,
+    ):
         fast = split_batch(pools, offsets, np.array(weights, dtype=np.int64), tie_keys)
         assert fast_spy.call_count == 1 and spy.call_count == 0, "expected the int64 path"
         fast_list = split_batch(pools, offsets, weights, tie_keys)
@@ -162,10 +164,13 @@ def test_int64_fast_path_and_python_int_path_agree(batch: list[Output], huge: Ou
         slow = run(batch + [huge])
         assert spy.call_count == 1 and spy.call_args.args[2].dtype == object, "expected the Python-int path"
         # The same rule written the plain way (every intermediate a new array), on the same int64 batch.
-        plain = money._split_rows(np.asarray(pools, dtype=np.int64), np.asarray(offsets, dtype=np.int64),
-                                  np.array(weights, dtype=np.int64),
-                                  np.add.reduceat(np.array(weights, dtype=np.int64), np.asarray(offsets)[:-1]),
-                                  np.asarray(tie_keys, dtype=np.int64))
+        plain = money._split_rows(
+            np.asarray(pools, dtype=np.int64),
+            np.asarray(offsets, dtype=np.int64),
+            np.array(weights, dtype=np.int64),
+            np.add.reduceat(np.array(weights, dtype=np.int64), np.asarray(offsets)[:-1]),
+            np.asarray(tie_keys, dtype=np.int64),
+        )
     n = len(weights)
     np.testing.assert_array_equal(fast.microunits, np.asarray(plain[0], dtype=np.int64))
     np.testing.assert_array_equal(fast.subunits, np.asarray(plain[1], dtype=np.int64))
@@ -245,9 +250,21 @@ def test_bad_batches_are_rejected(
 
 
 @settings(deadline=None, max_examples=50)
-@given(st.lists(st.tuples(st.integers(0, REVENUE_PER_OUTPUT_MICROUNITS_MAX),
-                          st.lists(st.tuples(st.integers(0, 2**90), st.integers(-(2**40), 2**40)), min_size=1,
-                                   max_size=6, unique_by=lambda wt: wt[1])), min_size=1, max_size=4))
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, REVENUE_PER_OUTPUT_MICROUNITS_MAX),
+            st.lists(
+                st.tuples(st.integers(0, 2**90), st.integers(-(2**40), 2**40)),
+                min_size=1,
+                max_size=6,
+                unique_by=lambda wt: wt[1],
+            ),
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
 def test_weight_sums_beyond_int64_are_split_exactly(batch: list[Output]) -> None:
     # Exact credit shares can have large common denominators: such outputs are split in Python integers,
     # by the same rule, and agree with the Fraction reference.

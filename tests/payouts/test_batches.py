@@ -39,8 +39,15 @@ def credit(store: Store, event_id: str, amounts: dict[int, int]) -> None:
 
 
 def pay(store: Store, batch_id: str, *, dry_run: bool = False):  # type: ignore[no-untyped-def]
-    return create_payout_batch(store, batch_id=batch_id, currency="EUR", threshold_microunits=THRESHOLD, debtor=DEBTOR,
-                               execution_date=DAY, dry_run=dry_run)
+    return create_payout_batch(
+        store,
+        batch_id=batch_id,
+        currency="EUR",
+        threshold_microunits=THRESHOLD,
+        debtor=DEBTOR,
+        execution_date=DAY,
+        dry_run=dry_run,
+    )
 
 
 @pytest.fixture
@@ -50,8 +57,16 @@ def payees(store: Store) -> dict[str, int]:
     for i, handle in enumerate(("dusty", "exact", "small")):
         (ids[handle],) = people(store, handle, iban=make_test_iban("DE", i + 10))
     (ids["no-iban"],) = people(store, "no-iban")
-    credit(store, "fund-1", {ids["dusty"]: 1_234_567_891, ids["exact"]: THRESHOLD, ids["small"]: THRESHOLD - 1,
-                             ids["no-iban"]: 2_550_000_000})
+    credit(
+        store,
+        "fund-1",
+        {
+            ids["dusty"]: 1_234_567_891,
+            ids["exact"]: THRESHOLD,
+            ids["small"]: THRESHOLD - 1,
+            ids["no-iban"]: 2_550_000_000,
+        },
+    )
     return ids
 
 
@@ -64,8 +79,12 @@ def test_only_whole_cents_of_balances_at_the_threshold_are_paid(store: Store, pa
     result = pay(store, "pay-2026-01")
     assert result.status == "created"
     assert [(i.person_id, i.amount_microunits) for i in result.items] == [
-        (payees["dusty"], 1_234_000_000), (payees["exact"], THRESHOLD)]
-    assert [(i.person_id, i.amount_microunits) for i in dry.items] == [(i.person_id, i.amount_microunits) for i in result.items]
+        (payees["dusty"], 1_234_000_000),
+        (payees["exact"], THRESHOLD),
+    ]
+    assert [(i.person_id, i.amount_microunits) for i in dry.items] == [
+        (i.person_id, i.amount_microunits) for i in result.items
+    ]
     assert result.total_microunits == dry.total_microunits == 2_234_000_000
     assert (result.below_threshold, result.missing_bank_details) == (1, 1)
     b = balances(store)
@@ -133,7 +152,8 @@ def test_settled_items_reach_the_bank_and_failed_items_come_back(store: Store, p
     credit(store, "fund-2", {payees["small"]: 1})
     nxt = pay(store, "pay-2")
     assert sorted((i.person_id, i.amount_microunits) for i in nxt.items) == sorted(
-        [(payees["exact"], THRESHOLD), (payees["small"], THRESHOLD)])
+        [(payees["exact"], THRESHOLD), (payees["small"], THRESHOLD)]
+    )
     assert balances(store)[payable(payees["dusty"])] == 567_891
     assert verify(store).ok
 
@@ -148,8 +168,9 @@ def test_nothing_to_pay_writes_nothing(store: Store) -> None:
 
 
 @pytest.mark.parametrize("batch_id", ["pay_2026_01", "payout-batch-for-january-2026-run-0001"])
-def test_a_batch_id_that_cannot_be_a_message_id_is_refused_up_front(store: Store, payees: dict[str, int],
-                                                                    batch_id: str) -> None:
+def test_a_batch_id_that_cannot_be_a_message_id_is_refused_up_front(
+    store: Store, payees: dict[str, int], batch_id: str
+) -> None:
     """The batch id is the pain.001 message id: '_' or more than 35 characters would fail late or collide."""
     before = row_counts(store)
     with pytest.raises(ValidationError, match=f"payout batch id '{batch_id}' must be a pain.001 message id"):
@@ -160,10 +181,15 @@ def test_a_batch_id_that_cannot_be_a_message_id_is_refused_up_front(store: Store
 def test_a_payout_outside_the_euro_writes_the_csv_only(store: Store) -> None:
     (pid,) = people(store, "usd-payee", iban=make_test_iban("DE", 4))
     with store.write() as conn:
-        post_transfer(conn, TransferRequest("fund-usd", "accrual", "USD",
-                                            {"pool:USD": -12_345_678_901, f"payable:person:{pid}:USD": 12_345_678_901}))
-    result = create_payout_batch(store, batch_id="pay-usd", currency="USD", threshold_microunits=THRESHOLD,
-                                 debtor=DEBTOR, execution_date=DAY)
+        post_transfer(
+            conn,
+            TransferRequest(
+                "fund-usd", "accrual", "USD", {"pool:USD": -12_345_678_901, f"payable:person:{pid}:USD": 12_345_678_901}
+            ),
+        )
+    result = create_payout_batch(
+        store, batch_id="pay-usd", currency="USD", threshold_microunits=THRESHOLD, debtor=DEBTOR, execution_date=DAY
+    )
     assert (result.status, result.total_microunits, result.pain001_path) == ("created", 12_345_000_000, None)
     assert result.csv_path is not None
     rows = list(csv.DictReader(io.StringIO(result.csv_path.read_text(encoding="utf-8"))))

@@ -54,22 +54,46 @@ def seed(store: Store) -> Seeded:
         verify_person(conn, mal, verified_by="test-guild")
         mal_name = name_ids(conn, [EVIL_NAME])[EVIL_NAME]
         add_credits(conn, [CreditIn(w.film, f"name:{mal_name}", "endcredits:vfx", 1)])
-        (grant_id,) = add_grants(conn, [Grant(subject_kind="person", subject_id=str(w.alice), use="research",
-                                              decision="allowed", valid_from=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
-                                              valid_until=dt.datetime(2036, 1, 1, tzinfo=dt.UTC), perpetual=False,
-                                              source="alice's letter")])
+        (grant_id,) = add_grants(
+            conn,
+            [
+                Grant(
+                    subject_kind="person",
+                    subject_id=str(w.alice),
+                    use="research",
+                    decision="allowed",
+                    valid_from=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+                    valid_until=dt.datetime(2036, 1, 1, tzinfo=dt.UTC),
+                    perpetual=False,
+                    source="alice's letter",
+                )
+            ],
+        )
     # The film was in the manifest before Mal's name was credited on it: rebuild it so her name is paid.
     from endcredits.manifest.build import build_manifest
 
-    w.manifest = build_manifest(store, model_id="m", uses=["commercial"], as_of=dt.datetime(2026, 1, 2, tzinfo=dt.UTC),
-                                default="opt-out")
-    accrue(store, w.usage([("o1", 10**9, on_time(1), {w.song: 0.6, w.film: 0.4}),
-                           ("o2", 3 * 10**8, on_time(1, 9), {w.song: 0.2, w.film: 0.8})], ag), ag, event_id="seed-1")
+    w.manifest = build_manifest(
+        store, model_id="m", uses=["commercial"], as_of=dt.datetime(2026, 1, 2, tzinfo=dt.UTC), default="opt-out"
+    )
+    accrue(
+        store,
+        w.usage(
+            [
+                ("o1", 10**9, on_time(1), {w.song: 0.6, w.film: 0.4}),
+                ("o2", 3 * 10**8, on_time(1, 9), {w.song: 0.2, w.film: 0.8}),
+            ],
+            ag,
+        ),
+        ag,
+        event_id="seed-1",
+    )
     accrue(store, w.usage([("o3", 5 * 10**8, on_time(2, 2), {w.song: 0.5, w.film: 0.5})], ag), ag, event_id="seed-2")
     with store.write() as conn:
         claim_name(conn, mal_name, mal)  # the operator linked it; the money still waits for her claim
-        keys = {"read": create_api_key(conn, role="operator", scopes=["read"], label="read").key,
-                "ingest": create_api_key(conn, role="operator", scopes=["ingest"], label="ingest").key}
+        keys = {
+            "read": create_api_key(conn, role="operator", scopes=["read"], label="read").key,
+            "ingest": create_api_key(conn, role="operator", scopes=["ingest"], label="ingest").key,
+        }
         old = create_api_key(conn, role="operator", scopes=["read"], label="old")
         keys["revoked"] = old.key
     s = Seeded(store, w, w.alice, w.dan, mal, mal_name, grant_id, keys, old.id)

@@ -49,8 +49,9 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     store = init_store(tmp_path_factory.mktemp("portal") / "data", None)
     world = seed(store)
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(store), host="127.0.0.1", port=port, log_level="warning",
-                                           access_log=False))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(store), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    )
     thread = threading.Thread(target=server.run, name="portal-uvicorn", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -115,7 +116,9 @@ def test_sign_in_by_link(page: Any, live: Live, tmp_path: Path) -> None:
     assert cookies["ec_session"]["httpOnly"] and cookies["ec_session"]["sameSite"] == "Strict"
     with w.store.read() as conn:
         assert len(conn.execute(sessions.select()).all()) == sessions_before + 1
-        assert all(r.used_at is not None for r in conn.execute(login_links.select().where(login_links.c.person_id == w.alice)))
+        assert all(
+            r.used_at is not None for r in conn.execute(login_links.select().where(login_links.c.person_id == w.alice))
+        )
 
 
 def test_open_a_statement(page: Any, live: Live, tmp_path: Path) -> None:

@@ -43,7 +43,9 @@ def _csrf(client: TestClient, page: str) -> str:
 
 def _audits(s: Seeded, kind: str) -> int:
     with s.store.read() as conn:
-        return int(conn.execute(select(func.count()).select_from(audit_log).where(audit_log.c.kind == kind)).scalar_one())
+        return int(
+            conn.execute(select(func.count()).select_from(audit_log).where(audit_log.c.kind == kind)).scalar_one()
+        )
 
 
 def test_login_link_sets_a_strict_http_only_session_cookie_and_works_once(client: TestClient, seeded: Seeded) -> None:
@@ -53,7 +55,9 @@ def test_login_link_sets_a_strict_http_only_session_cookie_and_works_once(client
     cookie = next(c for c in r.headers.get_list("set-cookie") if c.startswith("ec_session="))
     assert "HttpOnly" in cookie and "samesite=strict" in cookie.lower() and "Path=/portal" in cookie
     assert "Secure" not in cookie  # plain http here; see the https test
-    assert r.headers["referrer-policy"] == "no-referrer" and "default-src 'none'" in r.headers["content-security-policy"]
+    assert (
+        r.headers["referrer-policy"] == "no-referrer" and "default-src 'none'" in r.headers["content-security-policy"]
+    )
     page = client.get(f"/portal/people/{seeded.alice}")
     assert page.status_code == 200 and "<svg" in page.text and "By month" in page.text and "2026-02" in page.text
     again = TestClient(create_app(seeded.store)).get("/portal/login", params={"token": token})
@@ -71,12 +75,20 @@ def test_a_contributor_sees_only_their_own_data(client: TestClient, seeded: Seed
     _sign_in(client, seeded, seeded.alice)
     own = client.get(f"/portal/people/{seeded.alice}/statements/2026-01", params={"currency": "EUR"})
     assert own.status_code == 200
-    assert "A Song" in own.text and "Top works of o1" in own.text and "of each output&#39;s revenue is its pool" in own.text
+    assert (
+        "A Song" in own.text
+        and "Top works of o1" in own.text
+        and "of each output&#39;s revenue is its pool" in own.text
+    )
     assert "reconciles with the ledger" in own.text
     csv = client.get(f"/portal/people/{seeded.alice}/statements/2026-01.csv")
     assert csv.status_code == 200 and csv.text.startswith("output_id,")
-    for path in (f"/portal/people/{seeded.mal}", f"/portal/people/{seeded.mal}/statements/2026-01",
-                 f"/portal/people/{seeded.mal}/statements/2026-01.csv", "/portal/people/999999"):
+    for path in (
+        f"/portal/people/{seeded.mal}",
+        f"/portal/people/{seeded.mal}/statements/2026-01",
+        f"/portal/people/{seeded.mal}/statements/2026-01.csv",
+        "/portal/people/999999",
+    ):
         r = client.get(path)
         assert r.status_code == 404, path
         assert EVIL_HANDLE not in r.text and "Mal" not in r.text
@@ -84,8 +96,12 @@ def test_a_contributor_sees_only_their_own_data(client: TestClient, seeded: Seed
 
 
 def test_the_public_is_sent_to_sign_in(seeded: Seeded, client: TestClient) -> None:
-    for path in (f"/portal/people/{seeded.alice}", f"/portal/people/{seeded.alice}/statements/2026-01", "/portal/consent",
-                 "/portal/operator"):
+    for path in (
+        f"/portal/people/{seeded.alice}",
+        f"/portal/people/{seeded.alice}/statements/2026-01",
+        "/portal/consent",
+        "/portal/operator",
+    ):
         r = client.get(path, follow_redirects=False)
         assert r.status_code == 303 and r.headers["location"] == "/portal/signin", path
     signin = client.get("/portal/signin")
@@ -95,10 +111,16 @@ def test_the_public_is_sent_to_sign_in(seeded: Seeded, client: TestClient) -> No
 def test_names_are_escaped_everywhere(client: TestClient, seeded: Seeded) -> None:
     public = client.get("/portal/escrow", params={"q": "<script>"})
     assert public.status_code == 200
-    assert "<script>" not in public.text and "&lt;script&gt;alert(&#39;name&#39;)&lt;/script&gt; Credited" in public.text
+    assert (
+        "<script>" not in public.text and "&lt;script&gt;alert(&#39;name&#39;)&lt;/script&gt; Credited" in public.text
+    )
     _sign_in(client, seeded, seeded.mal)
-    for path in (f"/portal/people/{seeded.mal}", f"/portal/people/{seeded.mal}/statements/2026-01", "/portal/escrow",
-                 "/portal/consent"):
+    for path in (
+        f"/portal/people/{seeded.mal}",
+        f"/portal/people/{seeded.mal}/statements/2026-01",
+        "/portal/escrow",
+        "/portal/consent",
+    ):
         r = client.get(path)
         assert r.status_code == 200, path
         assert "<script>" not in r.text, path
@@ -134,8 +156,16 @@ def test_consent_is_granted_and_revoked_through_the_store_and_audited(client: Te
     _sign_in(client, seeded, seeded.alice)
     token = _csrf(client, "/portal/consent")
     granted_before = _audits(seeded, "consent.granted")
-    r = client.post("/portal/consent", data={"csrf": token, "use": "ai_training", "decision": "notAllowed",
-                                             "valid_from": "2026-03-01", "valid_until": "2031-03-01"})
+    r = client.post(
+        "/portal/consent",
+        data={
+            "csrf": token,
+            "use": "ai_training",
+            "decision": "notAllowed",
+            "valid_from": "2026-03-01",
+            "valid_until": "2031-03-01",
+        },
+    )
     assert r.status_code == 200 and "Your consent was recorded." in r.text
     assert "from 2026-03-01 00:00 UTC until 2031-03-01 00:00 UTC" in r.text
     neither = client.post("/portal/consent", data={"csrf": token, "use": "commercial", "decision": "allowed"})
@@ -170,7 +200,9 @@ def test_claim_moves_escrow_of_linked_names_to_the_person(client: TestClient, se
     assert r.status_code == 200 and "Released to your balance: 2.225 EUR." in r.text
     with seeded.store.read() as conn:
         assert sum(account_balances(conn, kind="escrow", holder=f"name:{seeded.mal_name}").values()) == 0
-        assert account_balances(conn, kind="payable", holder=f"person:{seeded.mal}") == {f"payable:person:{seeded.mal}:EUR": held}
+        assert account_balances(conn, kind="payable", holder=f"person:{seeded.mal}") == {
+            f"payable:person:{seeded.mal}:EUR": held
+        }
 
 
 def test_an_unverified_person_cannot_claim(client: TestClient, seeded: Seeded) -> None:
@@ -205,8 +237,9 @@ def test_a_revoked_key_ends_the_operator_session(client: TestClient, seeded: See
     assert client.get("/portal/operator").status_code == 200
     revoke(seeded)
     assert client.get("/portal/operator", follow_redirects=False).status_code == 303
-    ingest = client.post("/portal/operator/signin", data={"csrf": _csrf(client, "/portal/signin"),
-                                                          "api_key": seeded.keys["ingest"]})
+    ingest = client.post(
+        "/portal/operator/signin", data={"csrf": _csrf(client, "/portal/signin"), "api_key": seeded.keys["ingest"]}
+    )
     assert ingest.status_code == 403 and "scope read" in ingest.text
 
 
@@ -230,23 +263,40 @@ def test_sign_in_by_a_signed_challenge(client: TestClient, seeded: Seeded, tmp_p
     did = did_key(key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
     doc = issue_credential(guild, did, valid_from=T0, valid_until=T0.replace(year=2036), at=T0)
     with seeded.store.write() as conn:
-        attach_credential(conn, seeded.alice, json.dumps(doc), load_trust([guild.key.did]),
-                          load_status_lists([guild.directory / STATUS_LIST_FILE]), dt.datetime.now(dt.UTC))
-    page = client.post("/portal/signin/challenge/new", data={"csrf": _csrf(client, "/portal/signin"),
-                                                            "person_id": str(seeded.alice)})
+        attach_credential(
+            conn,
+            seeded.alice,
+            json.dumps(doc),
+            load_trust([guild.key.did]),
+            load_status_lists([guild.directory / STATUS_LIST_FILE]),
+            dt.datetime.now(dt.UTC),
+        )
+    page = client.post(
+        "/portal/signin/challenge/new", data={"csrf": _csrf(client, "/portal/signin"), "person_id": str(seeded.alice)}
+    )
     assert page.status_code == 200
     message = html.unescape(re.search(r'<pre class="nonce" id="message">(.*?)</pre>', page.text, re.DOTALL).group(1))  # type: ignore[union-attr]
     challenge_id = re.search(r'name="challenge_id" value="([0-9a-f]+)"', page.text).group(1)  # type: ignore[union-attr]
     csrf = CSRF.search(page.text).group(1)  # type: ignore[union-attr]
     signature = base64.urlsafe_b64encode(key.sign(message.encode())).decode().rstrip("=")
     forged = base64.urlsafe_b64encode(Ed25519PrivateKey.generate().sign(message.encode())).decode().rstrip("=")
-    bad = client.post("/portal/signin/challenge", data={"csrf": csrf, "challenge_id": challenge_id, "did": did,
-                                                        "signature": forged})
+    bad = client.post(
+        "/portal/signin/challenge", data={"csrf": csrf, "challenge_id": challenge_id, "did": did, "signature": forged}
+    )
     assert bad.status_code == 401 and "does not verify" in bad.text
-    ok = client.post("/portal/signin/challenge", data={"csrf": csrf, "challenge_id": challenge_id, "did": did,
-                                                       "signature": signature})
+    ok = client.post(
+        "/portal/signin/challenge",
+        data={"csrf": csrf, "challenge_id": challenge_id, "did": did, "signature": signature},
+    )
     assert ok.status_code == 200 and "Welcome, alice" in ok.text
     assert client.get(f"/portal/people/{seeded.alice}").status_code == 200
-    replay = client.post("/portal/signin/challenge", data={"csrf": _csrf(client, "/portal/signin"),
-                                                           "challenge_id": challenge_id, "did": did, "signature": signature})
+    replay = client.post(
+        "/portal/signin/challenge",
+        data={
+            "csrf": _csrf(client, "/portal/signin"),
+            "challenge_id": challenge_id,
+            "did": did,
+            "signature": signature,
+        },
+    )
     assert replay.status_code == 401 and "already used" in replay.text

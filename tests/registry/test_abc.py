@@ -166,8 +166,12 @@ def test_only_lines_with_contact_details_change(tunes: list[AbcTune]) -> None:
         file_name, number = tune.source.split("#", 1)
         if file_name not in files:
             # The reader repairs DOS letters that were stored as C1 control characters; do the same here.
-            lines = (root / file_name).read_text(encoding="utf-8").translate(
-                {c: bytes([c]).decode("cp850") for c in range(0x80, 0xA0)}).splitlines()
+            lines = (
+                (root / file_name)
+                .read_text(encoding="utf-8")
+                .translate({c: bytes([c]).decode("cp850") for c in range(0x80, 0xA0)})
+                .splitlines()
+            )
             starts = {line[2:].strip(): i for i, line in enumerate(lines) if line.startswith("X:")}
             files[file_name] = (lines, starts)
         lines, starts = files[file_name]

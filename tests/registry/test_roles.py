@@ -26,8 +26,19 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 def test_the_four_schemes_hold_what_their_standards_list() -> None:
     assert len(CREDIT.roles) == 14 and "writing-review-editing" in CREDIT.codes()
     assert set(CAWG.codes()) == {"creator", "contributor", "editor", "producer", "publisher", "sponsor", "translator"}
-    assert {"background_performer", "stunt_performer", "scan_subject", "vfx_artist", "data_labeler", "tester",
-            "transcriber", "composer", "collector", "performer", "rights_holder"} <= set(ENDCREDITS.codes())
+    assert {
+        "background_performer",
+        "stunt_performer",
+        "scan_subject",
+        "vfx_artist",
+        "data_labeler",
+        "tester",
+        "transcriber",
+        "composer",
+        "collector",
+        "performer",
+        "rights_holder",
+    } <= set(ENDCREDITS.codes())
     assert {r.code: r.label for r in EBU.roles}["15.8"] == "Chief Lighting Technician / Gaffer"
     assert {r.code: r.label for r in EBU.roles}["25.9"].startswith("Actor")
     assert [r.scheme for r in roles()] == [s for s in SCHEMES for _ in SCHEMES[s].roles]
@@ -84,21 +95,34 @@ def _work(store: Store) -> tuple[str, int]:
 
 def _counts(store: Store) -> tuple[int, int]:
     with store.read() as conn:
-        return (int(conn.execute(select(func.count()).select_from(credits)).scalar_one()),
-                int(conn.execute(select(func.count()).select_from(audit_log)).scalar_one()))
+        return (
+            int(conn.execute(select(func.count()).select_from(credits)).scalar_one()),
+            int(conn.execute(select(func.count()).select_from(audit_log)).scalar_one()),
+        )
 
 
 def test_credits_with_unknown_roles_are_refused_and_nothing_changes(store: Store) -> None:
     wid, nid = _work(store)
     before = _counts(store)
-    for role, message in [("endcredits:grip", "unknown role endcredits:grip: scheme endcredits knows"),
-                          ("marc:act", "unknown role scheme 'marc'")]:
+    for role, message in [
+        ("endcredits:grip", "unknown role endcredits:grip: scheme endcredits knows"),
+        ("marc:act", "unknown role scheme 'marc'"),
+    ]:
         with pytest.raises(ValidationError, match=message), store.write() as conn:
             add_credits(conn, [CreditIn(wid, f"name:{nid}", "ebu:gaffer"), CreditIn(wid, f"name:{nid}", role)])
         assert _counts(store) == before
     with store.write() as conn:
-        assert add_credits(conn, [CreditIn(wid, f"name:{nid}", "ebu:gaffer"), CreditIn(wid, f"name:{nid}", "credit:software"),
-                                  CreditIn(wid, f"name:{nid}", "cawg:editor")]) == 3
+        assert (
+            add_credits(
+                conn,
+                [
+                    CreditIn(wid, f"name:{nid}", "ebu:gaffer"),
+                    CreditIn(wid, f"name:{nid}", "credit:software"),
+                    CreditIn(wid, f"name:{nid}", "cawg:editor"),
+                ],
+            )
+            == 3
+        )
         assert add_credits(conn, [CreditIn(wid, f"name:{nid}", "marc:act")], allow_unknown_scheme=True) == 1
 
 
@@ -110,7 +134,9 @@ def test_the_agreement_names_only_known_roles_and_compares_them_canonically() ->
         parse_agreement(base.replace("[role_weights]", '[role_weights]\n"endcredits:grip" = 1'))
     with pytest.raises(ValidationError, match="unknown role scheme 'marc'.*extra_role_schemes"):
         parse_agreement(base.replace("[role_weights]", '[role_weights]\n"marc:act" = 1'))
-    extra = parse_agreement(base.replace("[role_weights]", 'extra_role_schemes = ["marc"]\n[role_weights]\n"marc:act" = 2'))
+    extra = parse_agreement(
+        base.replace("[role_weights]", 'extra_role_schemes = ["marc"]\n[role_weights]\n"marc:act" = 2')
+    )
     assert extra.role_weight("marc", "act") == 2
     with pytest.raises(ValidationError, match="names ebu:15.8 twice"):
         parse_agreement(base.replace("[role_weights]", '[role_weights]\n"ebu:15.8" = 1\n"ebu:gaffer" = 2'))
@@ -122,8 +148,12 @@ def test_roles_list_prints_every_role_or_one_scheme() -> None:
     assert out.exit_code == 0, out.output
     listed = json.loads(out.stdout)["roles"]
     assert len(listed) == len(roles())
-    assert {"scheme": "endcredits", "code": "scan_subject", "role": "endcredits:scan_subject",
-            "label": "Scan subject (the person whose body, face or voice was scanned)"} in listed
+    assert {
+        "scheme": "endcredits",
+        "code": "scan_subject",
+        "role": "endcredits:scan_subject",
+        "label": "Scan subject (the person whose body, face or voice was scanned)",
+    } in listed
     cawg = runner.invoke(app, ["roles", "list", "--scheme", "cawg"])
     assert cawg.exit_code == 0 and "cawg:translator" in cawg.stdout and "ebu:" not in cawg.stdout
     bad = runner.invoke(app, ["roles", "list", "--scheme", "marc"])

@@ -127,21 +127,30 @@ def test_a_three_hop_supply_chain_pays_the_scan_subject_for_the_film(store: Stor
     subject, tech, double_artist, actor = people(store, "scan-subject", "scan-tech", "double-artist", "actor")
     with store.write() as conn:
         studio = name_ids(conn, ["Scan Studio Ltd"])["Scan Studio Ltd"]
-        scan, double, film = add_works(conn, [
-            WorkIn(b"scan", "Body scan", "scan", rights_holder=f"name:{studio}"),
-            WorkIn(b"double", "Digital double", "model"),
-            WorkIn(b"film", "The Film", "video"),
-        ])
-        add_credits(conn, [
-            CreditIn(scan, f"person:{subject}", "endcredits:scan_subject", 1),
-            CreditIn(scan, f"person:{tech}", "endcredits:vfx", 1),
-            CreditIn(double, f"person:{double_artist}", "endcredits:vfx", 1),
-            CreditIn(film, f"person:{actor}", "endcredits:performer", 1),
-        ])
+        scan, double, film = add_works(
+            conn,
+            [
+                WorkIn(b"scan", "Body scan", "scan", rights_holder=f"name:{studio}"),
+                WorkIn(b"double", "Digital double", "model"),
+                WorkIn(b"film", "The Film", "video"),
+            ],
+        )
+        add_credits(
+            conn,
+            [
+                CreditIn(scan, f"person:{subject}", "endcredits:scan_subject", 1),
+                CreditIn(scan, f"person:{tech}", "endcredits:vfx", 1),
+                CreditIn(double, f"person:{double_artist}", "endcredits:vfx", 1),
+                CreditIn(film, f"person:{actor}", "endcredits:performer", 1),
+            ],
+        )
         add_lineage(conn, double, scan, Fraction(1, 2))
         add_lineage(conn, film, double, Fraction(3, 10))
-    ag = agreement(pool_rate="1/2", rights_holder_share="1/4",
-                   role_weights={"endcredits:scan_subject": 3, "endcredits:vfx": 1, "endcredits:performer": 2})
+    ag = agreement(
+        pool_rate="1/2",
+        rights_holder_share="1/4",
+        role_weights={"endcredits:scan_subject": 3, "endcredits:vfx": 1, "endcredits:performer": 2},
+    )
     expected = Fraction(3, 10) * Fraction(1, 2) * Fraction(3, 4) * Fraction(3, 4)
     with store.read() as conn:
         shares = work_shares(film, load_credit_graph(conn, [film]), ag)
@@ -155,12 +164,14 @@ def test_a_three_hop_supply_chain_pays_the_scan_subject_for_the_film(store: Stor
     }
     assert expected == Fraction(27, 320)
     # Through the manifest and the ledger: 320 microunits of pool pay the subject exactly 27.
-    manifest = build_manifest(store, model_id="m", uses=["commercial"],
-                              as_of=dt.datetime(2026, 1, 1, tzinfo=dt.UTC), default="opt-out")
+    manifest = build_manifest(
+        store, model_id="m", uses=["commercial"], as_of=dt.datetime(2026, 1, 1, tzinfo=dt.UTC), default="opt-out"
+    )
     revenue = 2 * 320 * 10**6
     with store.read() as conn:
-        batch = build_usage(conn, [OutputIn("frame-1", "m", revenue, "EUR", on_time(2))], {"frame-1": {film: 1.0}},
-                            ag, manifest)
+        batch = build_usage(
+            conn, [OutputIn("frame-1", "m", revenue, "EUR", on_time(2))], {"frame-1": {film: 1.0}}, ag, manifest
+        )
     accrue(store, batch, ag, event_id="b1")
     pool = pool_of(revenue, ag)
     b = balances(store)
@@ -197,7 +208,10 @@ def test_lineage_cycles_and_overcommitted_shares_are_refused(store: Store) -> No
         add_lineage(conn, b, a, Fraction(1, 2))
     with store.write() as conn:
         add_lineage(conn, c, a, Fraction(1, 2))
-    with pytest.raises(ValidationError, match=f"work {c} would pass 11/10 upstream, more than the whole"), store.write() as conn:
+    with (
+        pytest.raises(ValidationError, match=f"work {c} would pass 11/10 upstream, more than the whole"),
+        store.write() as conn,
+    ):
         d = add_works(conn, [WorkIn(b"d", "D", "text")])[0]
         add_lineage(conn, c, d, Fraction(6, 10))
     after = row_counts(store)
@@ -206,7 +220,9 @@ def test_lineage_cycles_and_overcommitted_shares_are_refused(store: Store) -> No
 
 def test_a_baseline_share_pays_per_payee_by_credited_volume(store: Store) -> None:
     w = World(store)
-    ag = parse_agreement(agreement_text(pool_rate="0.5").replace("[role_weights]", 'baseline_share = "0.25"\n[role_weights]'))
+    ag = parse_agreement(
+        agreement_text(pool_rate="0.5").replace("[role_weights]", 'baseline_share = "0.25"\n[role_weights]')
+    )
     scores = {"o1": {f"person:{w.alice}": 3.0, f"person:{w.dan}": -1.0}}
     with store.read() as conn:
         with pytest.raises(ManifestError, match="baseline share with attribution per payee needs the model's manifest"):

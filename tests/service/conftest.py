@@ -60,8 +60,10 @@ class Svc:
         assert c.status_code == 201, c.text
         body = c.json()
         sig = base64.urlsafe_b64encode(self.a_key.sign(body["message"].encode())).decode().rstrip("=")
-        r = self.client.post("/api/v1/auth/sessions/signed-challenge",
-                             json={"challenge_id": body["challenge_id"], "did": self.a_did, "signature": sig})
+        r = self.client.post(
+            "/api/v1/auth/sessions/signed-challenge",
+            json={"challenge_id": body["challenge_id"], "did": self.a_did, "signature": sig},
+        )
         assert r.status_code == 201, r.text
         return str(r.json()["session_token"])
 
@@ -81,23 +83,39 @@ def svc(store: Store, tmp_path: Path) -> Iterator[Svc]:
         save_agreement(conn, ag.id, ag.version, ag.body, ag.body_sha256)
         a = add_person(conn, "ann-a", iban=make_test_iban("DE", 7))
         b = add_person(conn, "ben-b")
-        attach_credential(conn, a, json.dumps(doc), load_trust([guild.key.did]),
-                          load_status_lists([guild.directory / STATUS_LIST_FILE]), dt.datetime.now(dt.UTC))
+        attach_credential(
+            conn,
+            a,
+            json.dumps(doc),
+            load_trust([guild.key.did]),
+            load_status_lists([guild.directory / STATUS_LIST_FILE]),
+            dt.datetime.now(dt.UTC),
+        )
         name_ids(conn, ["Unclaimed <b>Star</b>"])
     accrue(store, w.usage([("o1", 10**9, on_time(1), {w.song: 0.6, w.film: 0.4})], ag), ag, event_id="seed-1")
     from helpers_money import usage
 
-    accrue(store, usage([("o2", 4 * 10**8, on_time(1, 3), [(f"person:{a}", 1), (f"person:{b}", 1)])]), ag,
-           event_id="seed-2")
-    pb = create_payout_batch(store, batch_id="PB-SEED", currency="EUR", threshold_microunits=ag.payout_threshold_microunits,
-                             debtor=Debtor("Studio", make_test_iban("DE", 9), "DEUTDEFF"),
-                             execution_date=dt.date(2026, 2, 1))
+    accrue(
+        store,
+        usage([("o2", 4 * 10**8, on_time(1, 3), [(f"person:{a}", 1), (f"person:{b}", 1)])]),
+        ag,
+        event_id="seed-2",
+    )
+    pb = create_payout_batch(
+        store,
+        batch_id="PB-SEED",
+        currency="EUR",
+        threshold_microunits=ag.payout_threshold_microunits,
+        debtor=Debtor("Studio", make_test_iban("DE", 9), "DEUTDEFF"),
+        execution_date=dt.date(2026, 2, 1),
+    )
     tokens: dict[str, str] = {}
     with store.write() as conn:
         for scope in ("ingest", "registry", "payouts", "read"):
             tokens[f"op_{scope}"] = create_api_key(conn, role="operator", scopes=[scope], label=scope).key
-        tokens["op_all"] = create_api_key(conn, role="operator", scopes=["ingest", "registry", "payouts", "read"],
-                                          label="all").key
+        tokens["op_all"] = create_api_key(
+            conn, role="operator", scopes=["ingest", "registry", "payouts", "read"], label="all"
+        ).key
         tokens["auditor"] = create_api_key(conn, role="auditor", scopes=[], label="audit").key
         revoked = create_api_key(conn, role="operator", scopes=["ingest", "registry", "payouts", "read"], label="old")
         revoke_api_key(conn, revoked.id)

@@ -16,8 +16,14 @@ OP = "op_all"
 
 
 def _batch(svc: Any, batch_id: str = "api-1", revenue: str = "12.34", **extra: Any) -> dict[str, Any]:
-    out = {"output_id": f"{batch_id}-o", "model_id": "m", "revenue": revenue, "currency": "EUR",
-           "occurred_at": on_time(1, 5), "work_scores": {svc.world.song: 0.7, svc.world.film: 0.3}}
+    out = {
+        "output_id": f"{batch_id}-o",
+        "model_id": "m",
+        "revenue": revenue,
+        "currency": "EUR",
+        "occurred_at": on_time(1, 5),
+        "work_scores": {svc.world.song: 0.7, svc.world.film: 0.3},
+    }
     out.update(extra)
     return {"batch_id": batch_id, "agreement_id": "test-2026", "outputs": [out]}
 
@@ -82,8 +88,12 @@ def test_payout_statuses_by_pain002_and_json(svc: Any) -> None:
     c, h = svc.client, svc.headers(OP)
     import datetime as dt
 
-    xml = write_pain002({svc.payout_e2e: "RJCT"}, original_message_id="x", message_id="y",
-                        created_at=dt.datetime(2026, 2, 2, tzinfo=dt.UTC))
+    xml = write_pain002(
+        {svc.payout_e2e: "RJCT"},
+        original_message_id="x",
+        message_id="y",
+        created_at=dt.datetime(2026, 2, 2, tzinfo=dt.UTC),
+    )
     r = c.post("/api/v1/payout-batches/PB-SEED/statuses", content=xml, headers={**h, "Content-Type": "application/xml"})
     assert r.status_code == 200, r.text
     assert r.json()["failed"] == 1
@@ -98,8 +108,15 @@ BAD: list[tuple[str, str, str, Any, dict[str, str], int, str]] = [
     ("string for int", "POST", "/api/v1/login-links", {"person_id": "1"}, {}, 422, "person_id"),
     ("malformed json", "POST", "/api/v1/people", b"{not json", {"Content-Type": "application/json"}, 422, "JSON"),
     ("huge body", "POST", "/api/v1/people", b"x" * (2 << 20), {"Content-Type": "application/json"}, 413, "exceeds"),
-    ("huge usage body", "POST", "/api/v1/usage-batches", b"x" * (33 << 20), {"Content-Type": "application/json"}, 413,
-     "exceeds"),
+    (
+        "huge usage body",
+        "POST",
+        "/api/v1/usage-batches",
+        b"x" * (33 << 20),
+        {"Content-Type": "application/json"},
+        413,
+        "exceeds",
+    ),
     ("control chars", "POST", "/api/v1/people", {"handle": "a\u0000b"}, {}, 422, "control"),
     ("too long", "POST", "/api/v1/people", {"handle": "x" * 201}, {}, 422, "handle"),
     ("huge id", "GET", "/api/v1/people/99999999999999999999", None, {}, 422, "person_id"),
@@ -112,28 +129,87 @@ BAD: list[tuple[str, str, str, Any, dict[str, str], int, str]] = [
     ("naive time", "POST", "/api/v1/usage-batches", "naive", {}, 422, "timezone"),
     ("unknown work", "POST", "/api/v1/usage-batches", "unknown-work", {}, 422, "not in manifest"),
     ("both scores", "POST", "/api/v1/usage-batches", "both", {}, 422, "exactly one"),
-    ("nan score", "POST", "/api/v1/usage-batches", (b'{"batch_id":"n","agreement_id":"test-2026","outputs":[{"output_id":'
-     b'"o","model_id":"m","revenue":"1","currency":"EUR","occurred_at":"2026-01-01T00:00:00Z","payee_scores":'
-     b'{"person:1":NaN}}]}'), {"Content-Type": "application/json"}, 422, "payee_scores"),
+    (
+        "nan score",
+        "POST",
+        "/api/v1/usage-batches",
+        (
+            b'{"batch_id":"n","agreement_id":"test-2026","outputs":[{"output_id":'
+            b'"o","model_id":"m","revenue":"1","currency":"EUR","occurred_at":"2026-01-01T00:00:00Z","payee_scores":'
+            b'{"person:1":NaN}}]}'
+        ),
+        {"Content-Type": "application/json"},
+        422,
+        "payee_scores",
+    ),
     ("unknown agreement", "POST", "/api/v1/usage-batches", "agreement", {}, 404, "agreement"),
-    ("xml garbage", "POST", "/api/v1/payout-batches/PB-SEED/statuses", b"<a><b></a>",
-     {"Content-Type": "application/xml"}, 422, ""),
-    ("xml entity", "POST", "/api/v1/payout-batches/PB-SEED/statuses",
-     b'<?xml version="1.0"?><!DOCTYPE d [<!ENTITY x "y">]><d>&x;</d>', {"Content-Type": "application/xml"}, 422, ""),
-    ("status text", "POST", "/api/v1/payout-batches/PB-SEED/statuses", b"settled", {"Content-Type": "text/plain"}, 422,
-     "application/xml"),
-    ("status value", "POST", "/api/v1/payout-batches/PB-SEED/statuses", {"statuses": {"E": "paid"}}, {}, 422, "statuses"),
+    (
+        "xml garbage",
+        "POST",
+        "/api/v1/payout-batches/PB-SEED/statuses",
+        b"<a><b></a>",
+        {"Content-Type": "application/xml"},
+        422,
+        "",
+    ),
+    (
+        "xml entity",
+        "POST",
+        "/api/v1/payout-batches/PB-SEED/statuses",
+        b'<?xml version="1.0"?><!DOCTYPE d [<!ENTITY x "y">]><d>&x;</d>',
+        {"Content-Type": "application/xml"},
+        422,
+        "",
+    ),
+    (
+        "status text",
+        "POST",
+        "/api/v1/payout-batches/PB-SEED/statuses",
+        b"settled",
+        {"Content-Type": "text/plain"},
+        422,
+        "application/xml",
+    ),
+    (
+        "status value",
+        "POST",
+        "/api/v1/payout-batches/PB-SEED/statuses",
+        {"statuses": {"E": "paid"}},
+        {},
+        422,
+        "statuses",
+    ),
     ("blob mismatch", "PUT", "/api/v1/blobs/" + "0" * 64, b"abc", {}, 422, "hashes to"),
     ("work without content", "POST", "/api/v1/works", {"title": "t"}, {}, 422, "exactly one"),
     ("work unknown blob", "POST", "/api/v1/works", {"title": "t", "sha256": "1" * 64}, {}, 404, "content"),
-    ("credit unknown work", "POST", "/api/v1/works/" + "2" * 64 + "/credits", {"role": "endcredits:vfx", "payee": "person:1"},
-     {}, 404, "not registered"),
-    ("bad role", "POST", "/api/v1/works/{song}/credits", {"role": "Bad Role", "payee": "person:1"}, {}, 422,
-     "role"),
-    ("consent no end", "POST", "/api/v1/consent-grants", {"use": "commercial", "decision": "allowed", "source": "s",
-                                                          "person_id": 1}, {}, 422, "perpetual"),
-    ("consent unknown use", "POST", "/api/v1/consent-grants", {"use": "mind_reading", "decision": "allowed", "source": "s",
-                                                               "person_id": 1, "perpetual": True}, {}, 422, "use"),
+    (
+        "credit unknown work",
+        "POST",
+        "/api/v1/works/" + "2" * 64 + "/credits",
+        {"role": "endcredits:vfx", "payee": "person:1"},
+        {},
+        404,
+        "not registered",
+    ),
+    ("bad role", "POST", "/api/v1/works/{song}/credits", {"role": "Bad Role", "payee": "person:1"}, {}, 422, "role"),
+    (
+        "consent no end",
+        "POST",
+        "/api/v1/consent-grants",
+        {"use": "commercial", "decision": "allowed", "source": "s", "person_id": 1},
+        {},
+        422,
+        "perpetual",
+    ),
+    (
+        "consent unknown use",
+        "POST",
+        "/api/v1/consent-grants",
+        {"use": "mind_reading", "decision": "allowed", "source": "s", "person_id": 1, "perpetual": True},
+        {},
+        422,
+        "use",
+    ),
     ("revoke unknown", "POST", "/api/v1/consent-grants/777/revoke", {}, {}, 404, "777"),
     ("claim unverified", "POST", "/api/v1/escrow/claims", {"person_id": "B"}, {}, 409, "not verified"),
     ("forged token", "GET", "/api/v1/payout-batches", None, {"Authorization": "Bearer eck_abc_def"}, 401, "unknown"),
@@ -188,7 +264,9 @@ def test_a_streamed_body_over_the_bound_is_refused(svc: Any) -> None:
             yield b"x" * 65_536
 
     before = row_counts(svc.store)
-    r = svc.client.post("/api/v1/people", content=chunks(), headers={**svc.headers(OP), "Content-Type": "application/json"})
+    r = svc.client.post(
+        "/api/v1/people", content=chunks(), headers={**svc.headers(OP), "Content-Type": "application/json"}
+    )
     assert r.status_code == 413 and json.loads(r.text)["error"]["code"] == "limit_exceeded"
     assert row_counts(svc.store) == before
 
@@ -197,13 +275,19 @@ def test_a_near_duplicate_work_is_linked_to_the_registered_one(svc: Any) -> None
     """POST /works fingerprints a new work like `endcredits works add`: an edited copy is not a new payee."""
     c, h = svc.client, svc.headers(OP)
     text = " ".join(f"verse {i} of the ballad of the long road home" for i in range(40))
-    first = c.post("/api/v1/works", json={"title": "ballad", "kind": "text",
-                                          "content_base64": base64.b64encode(text.encode()).decode()}, headers=h)
+    first = c.post(
+        "/api/v1/works",
+        json={"title": "ballad", "kind": "text", "content_base64": base64.b64encode(text.encode()).decode()},
+        headers=h,
+    )
     assert first.status_code == 201, first.text
     assert first.json()["canonical_work_id"] is None
     edited = text.replace("verse 7 ", "verse seven ")
-    second = c.post("/api/v1/works", json={"title": "ballad, edited", "kind": "text",
-                                           "content_base64": base64.b64encode(edited.encode()).decode()}, headers=h)
+    second = c.post(
+        "/api/v1/works",
+        json={"title": "ballad, edited", "kind": "text", "content_base64": base64.b64encode(edited.encode()).decode()},
+        headers=h,
+    )
     assert second.status_code == 201, second.text
     assert second.json()["created"] is True
     assert second.json()["canonical_work_id"] == first.json()["work_id"]

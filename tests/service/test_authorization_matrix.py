@@ -18,8 +18,18 @@ from endcredits.service.auth import create_login_link, issue_challenge
 from endcredits.store.consent import add_grants
 from helpers_money import on_time, row_counts
 
-ROLES = ("public", "contributor_a", "contributor_b", "op_ingest", "op_registry", "op_payouts", "op_read", "auditor",
-         "revoked", "forged")
+ROLES = (
+    "public",
+    "contributor_a",
+    "contributor_b",
+    "op_ingest",
+    "op_registry",
+    "op_payouts",
+    "op_read",
+    "auditor",
+    "revoked",
+    "forged",
+)
 READERS = {"op_read", "auditor"}
 UNAUTHENTICATED = {"public", "revoked", "forged"}
 
@@ -38,9 +48,21 @@ class Case:
 
 def _grant_on_a(s: Any, _role: str) -> str:
     with s.store.write() as conn:
-        (gid,) = add_grants(conn, [Grant(subject_kind="person", subject_id=str(s.a), use="research", decision="allowed",
-                                         valid_from=dt.datetime(2026, 1, 1, tzinfo=dt.UTC), valid_until=None,
-                                         perpetual=True, source="test")])
+        (gid,) = add_grants(
+            conn,
+            [
+                Grant(
+                    subject_kind="person",
+                    subject_id=str(s.a),
+                    use="research",
+                    decision="allowed",
+                    valid_from=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+                    valid_until=None,
+                    perpetual=True,
+                    source="test",
+                )
+            ],
+        )
     return f"/api/v1/consent-grants/{gid}/revoke"
 
 
@@ -57,9 +79,20 @@ def _link(s: Any, _role: str) -> dict[str, str]:
 
 
 def _usage(s: Any, role: str) -> dict[str, Any]:
-    return {"batch_id": f"m-{role}", "agreement_id": "test-2026", "outputs": [
-        {"output_id": f"mo-{role}", "model_id": "m", "revenue": "3.10", "currency": "EUR", "occurred_at": on_time(2),
-         "work_scores": {s.world.song: 1.0}}]}
+    return {
+        "batch_id": f"m-{role}",
+        "agreement_id": "test-2026",
+        "outputs": [
+            {
+                "output_id": f"mo-{role}",
+                "model_id": "m",
+                "revenue": "3.10",
+                "currency": "EUR",
+                "occurred_at": on_time(2),
+                "work_scores": {s.world.song: 1.0},
+            }
+        ],
+    }
 
 
 def _content(_s: Any, role: str) -> bytes:
@@ -72,45 +105,139 @@ CASES = [
     Case("openapi", "GET", lambda s, r: "/openapi.json", frozenset(ROLES)),
     Case("ingest", "POST", lambda s, r: "/api/v1/usage-batches", frozenset({"op_ingest"}), _usage),
     Case("usage batch", "GET", lambda s, r: "/api/v1/usage-batches/m-op_ingest", frozenset({"op_ingest"}) | READERS),
-    Case("attribute", "POST", lambda s, r: "/api/v1/attributions", frozenset({"op_ingest"}),
-         lambda s, r: {"manifest_id": s.world.manifest.id, "outputs": [{"output_id": "x", "text": "abc"}]},
-         allowed_status=409),
-    Case("add person", "POST", lambda s, r: "/api/v1/people", frozenset({"op_registry"}), lambda s, r: {"handle": f"new-{r}"}),
-    Case("get person", "GET", lambda s, r: f"/api/v1/people/{s.a}", frozenset({"contributor_a"}) | READERS,
-         cross_person=frozenset({"contributor_b"})),
-    Case("statement", "GET", lambda s, r: f"/api/v1/people/{s.a}/statements/2026-01?currency=EUR",
-         frozenset({"contributor_a"}) | READERS, cross_person=frozenset({"contributor_b"})),
-    Case("statement csv", "GET", lambda s, r: f"/api/v1/people/{s.b}/statements/2026-01?currency=EUR&format=csv",
-         frozenset({"contributor_b"}) | READERS, cross_person=frozenset({"contributor_a"})),
-    Case("put blob", "PUT", lambda s, r: f"/api/v1/blobs/{hashlib.sha256(_content(s, r)).hexdigest()}",
-         frozenset({"op_registry"}), content=_content),
-    Case("add work", "POST", lambda s, r: "/api/v1/works", frozenset({"op_registry"}),
-         lambda s, r: {"title": f"<i>{r}</i>", "content_base64": base64.b64encode(f"work {r}".encode()).decode()}),
+    Case(
+        "attribute",
+        "POST",
+        lambda s, r: "/api/v1/attributions",
+        frozenset({"op_ingest"}),
+        lambda s, r: {"manifest_id": s.world.manifest.id, "outputs": [{"output_id": "x", "text": "abc"}]},
+        allowed_status=409,
+    ),
+    Case(
+        "add person",
+        "POST",
+        lambda s, r: "/api/v1/people",
+        frozenset({"op_registry"}),
+        lambda s, r: {"handle": f"new-{r}"},
+    ),
+    Case(
+        "get person",
+        "GET",
+        lambda s, r: f"/api/v1/people/{s.a}",
+        frozenset({"contributor_a"}) | READERS,
+        cross_person=frozenset({"contributor_b"}),
+    ),
+    Case(
+        "statement",
+        "GET",
+        lambda s, r: f"/api/v1/people/{s.a}/statements/2026-01?currency=EUR",
+        frozenset({"contributor_a"}) | READERS,
+        cross_person=frozenset({"contributor_b"}),
+    ),
+    Case(
+        "statement csv",
+        "GET",
+        lambda s, r: f"/api/v1/people/{s.b}/statements/2026-01?currency=EUR&format=csv",
+        frozenset({"contributor_b"}) | READERS,
+        cross_person=frozenset({"contributor_a"}),
+    ),
+    Case(
+        "put blob",
+        "PUT",
+        lambda s, r: f"/api/v1/blobs/{hashlib.sha256(_content(s, r)).hexdigest()}",
+        frozenset({"op_registry"}),
+        content=_content,
+    ),
+    Case(
+        "add work",
+        "POST",
+        lambda s, r: "/api/v1/works",
+        frozenset({"op_registry"}),
+        lambda s, r: {"title": f"<i>{r}</i>", "content_base64": base64.b64encode(f"work {r}".encode()).decode()},
+    ),
     Case("get work", "GET", lambda s, r: f"/api/v1/works/{s.world.song}", READERS),
-    Case("add credit", "POST", lambda s, r: f"/api/v1/works/{s.world.film}/credits", frozenset({"op_registry"}),
-         lambda s, r: {"role": "endcredits:vfx", "name": f"VFX {r}"}),
+    Case(
+        "add credit",
+        "POST",
+        lambda s, r: f"/api/v1/works/{s.world.film}/credits",
+        frozenset({"op_registry"}),
+        lambda s, r: {"role": "endcredits:vfx", "name": f"VFX {r}"},
+    ),
     Case("list credits", "GET", lambda s, r: f"/api/v1/works/{s.world.song}/credits", READERS),
-    Case("grant consent", "POST", lambda s, r: "/api/v1/consent-grants", frozenset({"op_registry", "contributor_a"}),
-         lambda s, r: {"use": "commercial", "decision": "notAllowed", "source": "portal", "person_id": s.a,
-                       "perpetual": True}, cross_person=frozenset({"contributor_b"})),
-    Case("revoke consent", "POST", _grant_on_a, frozenset({"op_registry", "contributor_a"}), lambda s, r: {},
-         cross_person=frozenset({"contributor_b"})),
-    Case("list consent", "GET", lambda s, r: f"/api/v1/consent-grants?person_id={s.a}",
-         frozenset({"contributor_a"}) | READERS, cross_person=frozenset({"contributor_b"})),
+    Case(
+        "grant consent",
+        "POST",
+        lambda s, r: "/api/v1/consent-grants",
+        frozenset({"op_registry", "contributor_a"}),
+        lambda s, r: {
+            "use": "commercial",
+            "decision": "notAllowed",
+            "source": "portal",
+            "person_id": s.a,
+            "perpetual": True,
+        },
+        cross_person=frozenset({"contributor_b"}),
+    ),
+    Case(
+        "revoke consent",
+        "POST",
+        _grant_on_a,
+        frozenset({"op_registry", "contributor_a"}),
+        lambda s, r: {},
+        cross_person=frozenset({"contributor_b"}),
+    ),
+    Case(
+        "list consent",
+        "GET",
+        lambda s, r: f"/api/v1/consent-grants?person_id={s.a}",
+        frozenset({"contributor_a"}) | READERS,
+        cross_person=frozenset({"contributor_b"}),
+    ),
     Case("escrow search", "GET", lambda s, r: "/api/v1/escrow?q=dan", EVERYONE | {"public"}),
-    Case("escrow claim", "POST", lambda s, r: "/api/v1/escrow/claims", frozenset({"contributor_a", "op_payouts"}),
-         lambda s, r: {"person_id": s.a}, cross_person=frozenset({"contributor_b"})),
-    Case("create payouts", "POST", lambda s, r: "/api/v1/payout-batches", frozenset({"op_payouts"}),
-         lambda s, r: {"batch_id": f"PB-{r[:8]}".replace("_", "-"), "agreement_id": "test-2026",
-                       "debtor": {"name": "Studio", "iban": "DE89370400440532013000", "bic": "COBADEFFXXX"}}),
+    Case(
+        "escrow claim",
+        "POST",
+        lambda s, r: "/api/v1/escrow/claims",
+        frozenset({"contributor_a", "op_payouts"}),
+        lambda s, r: {"person_id": s.a},
+        cross_person=frozenset({"contributor_b"}),
+    ),
+    Case(
+        "create payouts",
+        "POST",
+        lambda s, r: "/api/v1/payout-batches",
+        frozenset({"op_payouts"}),
+        lambda s, r: {
+            "batch_id": f"PB-{r[:8]}".replace("_", "-"),
+            "agreement_id": "test-2026",
+            "debtor": {"name": "Studio", "iban": "DE89370400440532013000", "bic": "COBADEFFXXX"},
+        },
+    ),
     Case("list payouts", "GET", lambda s, r: "/api/v1/payout-batches", READERS),
-    Case("payout status", "POST", lambda s, r: "/api/v1/payout-batches/PB-SEED/statuses", frozenset({"op_payouts"}),
-         lambda s, r: {"statuses": {s.payout_e2e: "settled"}}),
-    Case("login link", "POST", lambda s, r: "/api/v1/login-links", frozenset({"op_registry"}),
-         lambda s, r: {"person_id": s.b}),
-    Case("challenge", "POST", lambda s, r: "/api/v1/auth/challenges", EVERYONE | {"public"},
-         lambda s, r: {"person_id": s.a}),
-    Case("sign in signed", "POST", lambda s, r: "/api/v1/auth/sessions/signed-challenge", EVERYONE | {"public"}, _signed),
+    Case(
+        "payout status",
+        "POST",
+        lambda s, r: "/api/v1/payout-batches/PB-SEED/statuses",
+        frozenset({"op_payouts"}),
+        lambda s, r: {"statuses": {s.payout_e2e: "settled"}},
+    ),
+    Case(
+        "login link",
+        "POST",
+        lambda s, r: "/api/v1/login-links",
+        frozenset({"op_registry"}),
+        lambda s, r: {"person_id": s.b},
+    ),
+    Case(
+        "challenge",
+        "POST",
+        lambda s, r: "/api/v1/auth/challenges",
+        EVERYONE | {"public"},
+        lambda s, r: {"person_id": s.a},
+    ),
+    Case(
+        "sign in signed", "POST", lambda s, r: "/api/v1/auth/sessions/signed-challenge", EVERYONE | {"public"}, _signed
+    ),
     Case("sign in link", "POST", lambda s, r: "/api/v1/auth/sessions/login-link", EVERYONE | {"public"}, _link),
     Case("me", "GET", lambda s, r: "/api/v1/me", frozenset({"contributor_a", "contributor_b"})),
     Case("sign out", "DELETE", lambda s, r: "/api/v1/auth/session", frozenset({"contributor_a", "contributor_b"})),
@@ -160,9 +287,15 @@ def test_the_public_sees_names_and_amounts_only(svc: Any) -> None:
 
 
 def test_a_session_sees_its_own_statement_only(svc: Any) -> None:
-    mine = svc.client.get(f"/api/v1/people/{svc.b}/statements/2026-01?currency=EUR", headers=svc.headers("contributor_b"))
+    mine = svc.client.get(
+        f"/api/v1/people/{svc.b}/statements/2026-01?currency=EUR", headers=svc.headers("contributor_b")
+    )
     assert mine.status_code == 200 and mine.json()["person_id"] == svc.b and mine.json()["reconciles"]
-    theirs = svc.client.get(f"/api/v1/people/{svc.a}/statements/2026-01?currency=EUR", headers=svc.headers("contributor_b"))
-    missing = svc.client.get("/api/v1/people/999999/statements/2026-01?currency=EUR", headers=svc.headers("contributor_b"))
+    theirs = svc.client.get(
+        f"/api/v1/people/{svc.a}/statements/2026-01?currency=EUR", headers=svc.headers("contributor_b")
+    )
+    missing = svc.client.get(
+        "/api/v1/people/999999/statements/2026-01?currency=EUR", headers=svc.headers("contributor_b")
+    )
     assert theirs.status_code == missing.status_code == 404
     assert theirs.json()["error"]["message"] == f"no person {svc.a}"

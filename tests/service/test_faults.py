@@ -83,8 +83,14 @@ def _batches(works: list[str], seed: int) -> list[Batch]:
         for o in range(rng.randint(1, 4)):
             chosen = rng.sample(works, rng.randint(1, len(works)))
             scores = tuple((w, round(rng.uniform(0.01, 1.0), 6)) for w in sorted(chosen))
-            rows.append((f"b{b}-o{o}", rng.randint(1, 10**11) | 1,
-                         f"2026-{rng.randint(1, 3):02d}-{rng.randint(1, 28):02d}T12:00:00Z", scores))
+            rows.append(
+                (
+                    f"b{b}-o{o}",
+                    rng.randint(1, 10**11) | 1,
+                    f"2026-{rng.randint(1, 3):02d}-{rng.randint(1, 28):02d}T12:00:00Z",
+                    scores,
+                )
+            )
         out.append(Batch(f"batch-{b}", tuple(rows)))
     return out
 
@@ -105,8 +111,13 @@ def _accrue_one(store: Store, batch: Batch, ag: Agreement) -> str:
 
     with store.read() as conn:
         manifest = load_manifest(conn, latest_manifest_id(conn, "m"))
-        usage = build_usage(conn, [OutputIn(o, "m", r, ag.currency, t) for o, r, t, _ in batch.outputs],
-                            {o: dict(s) for o, _, _, s in batch.outputs}, ag, manifest)
+        usage = build_usage(
+            conn,
+            [OutputIn(o, "m", r, ag.currency, t) for o, r, t, _ in batch.outputs],
+            {o: dict(s) for o, _, _, s in batch.outputs},
+            ag,
+            manifest,
+        )
     return accrue_mod.accrue(store, usage, ag, event_id=batch.batch_id).status
 
 
@@ -116,13 +127,24 @@ def _snapshot(store: Store) -> dict[str, Any]:
     with store.read() as conn:
         return {
             "balances": sorted(account_balances(conn).items()),
-            "transfers": sorted((r.event_id, r.code, r.content_sha256, tuple(sorted(load_transfer(conn, r.event_id).legs.items())))
-                                for r in conn.execute(select(transfers))),
-            "carries": sorted((payee, currency, subunits) for (payee, currency), subunits in carried_fractions(conn).items()),
+            "transfers": sorted(
+                (r.event_id, r.code, r.content_sha256, tuple(sorted(load_transfer(conn, r.event_id).legs.items())))
+                for r in conn.execute(select(transfers))
+            ),
+            "carries": sorted(
+                (payee, currency, subunits) for (payee, currency), subunits in carried_fractions(conn).items()
+            ),
             "outputs": sorted((r.id, r.batch_event_id) for r in conn.execute(select(outputs))),
-            "accruals": sorted((r.event_id, r.content_sha256, int(r.pool_microunits), r.evidence_path,
-                                _lines_sha256(store.data_dir / r.evidence_path))
-                               for r in conn.execute(select(accrual_batches))),
+            "accruals": sorted(
+                (
+                    r.event_id,
+                    r.content_sha256,
+                    int(r.pool_microunits),
+                    r.evidence_path,
+                    _lines_sha256(store.data_dir / r.evidence_path),
+                )
+                for r in conn.execute(select(accrual_batches))
+            ),
         }
 
 
@@ -165,7 +187,9 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, l
 
 
 # In process ---------------------------------------------------------------------------------------
-def _attempt(data_dir: Path, batches: list[Batch], start: int, fault: str, kill_after_s: float | None) -> tuple[int, int]:
+def _attempt(
+    data_dir: Path, batches: list[Batch], start: int, fault: str, kill_after_s: float | None
+) -> tuple[int, int]:
     """Accrue ``batches[start:]`` in a forked child that may die (a fault step, or SIGKILL after a delay).
     Returns (how the child ended, the index after the last batch it acknowledged)."""
     read_end, write_end = os.pipe()
@@ -202,8 +226,9 @@ def _attempt(data_dir: Path, batches: list[Batch], start: int, fault: str, kill_
     return ended, (acked[-1] + 1 if acked else start)
 
 
-def _trial(template_dir: Path, work_dir: Path, works: list[str], baseline: dict[str, Any], seed: int,
-           full_run_s: float) -> list[str]:
+def _trial(
+    template_dir: Path, work_dir: Path, works: list[str], baseline: dict[str, Any], seed: int, full_run_s: float
+) -> list[str]:
     rng = random.Random(seed)
     data_dir = work_dir / f"trial-{seed}"
     shutil.copytree(template_dir, data_dir)
@@ -236,7 +261,8 @@ def _trial(template_dir: Path, work_dir: Path, works: list[str], baseline: dict[
 
 
 def test_crashes_inside_accrual_lose_and_duplicate_nothing(
-        template: tuple[Path, list[str], dict[str, Any]], tmp_path: Path) -> None:
+    template: tuple[Path, list[str], dict[str, Any]], tmp_path: Path
+) -> None:
     template_dir, works, baseline = template
     began = time.monotonic()
     ended, _ = _attempt(shutil.copytree(template_dir, tmp_path / "timing"), _batches(works, 0), 0, "", None)
@@ -248,8 +274,9 @@ def test_crashes_inside_accrual_lose_and_duplicate_nothing(
     assert crashes >= TRIALS_PER_RUN // 2, f"only {crashes} crashes in {TRIALS_PER_RUN} trials: the faults missed"
 
 
-def test_every_fault_step_is_reached_by_a_normal_run(template: tuple[Path, list[str], dict[str, Any]],
-                                                     tmp_path: Path) -> None:
+def test_every_fault_step_is_reached_by_a_normal_run(
+    template: tuple[Path, list[str], dict[str, Any]], tmp_path: Path
+) -> None:
     """Each named step ends the child where it should: a misspelt or moved step would make trials vacuous."""
     template_dir, works, _ = template
     for step in STEPS:
@@ -266,9 +293,21 @@ def _free_port() -> int:
 
 
 def _body(batch: Batch) -> dict[str, Any]:
-    return {"batch_id": batch.batch_id, "agreement_id": AG.id, "outputs": [
-        {"output_id": o, "model_id": "m", "revenue": format_amount(r, AG.currency), "currency": AG.currency,
-         "occurred_at": t, "work_scores": dict(s)} for o, r, t, s in batch.outputs]}
+    return {
+        "batch_id": batch.batch_id,
+        "agreement_id": AG.id,
+        "outputs": [
+            {
+                "output_id": o,
+                "model_id": "m",
+                "revenue": format_amount(r, AG.currency),
+                "currency": AG.currency,
+                "occurred_at": t,
+                "work_scores": dict(s),
+            }
+            for o, r, t, s in batch.outputs
+        ],
+    }
 
 
 class Server:
@@ -281,9 +320,12 @@ class Server:
 
     def start(self, fault: str = "") -> None:
         env = {**os.environ, "ENDCREDITS_FAULT_AT": fault}
-        self.proc = subprocess.Popen([sys.executable, "-m", "endcredits", "serve", *self.where, "--host", "127.0.0.1",
-                                      "--port", str(self.port)], env=env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "endcredits", "serve", *self.where, "--host", "127.0.0.1", "--port", str(self.port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             try:
@@ -350,8 +392,9 @@ def _serve_trial(where: list[str], data_dir: Path, db_url: str | None, batches: 
             i += 1
             if rng.random() < 0.2:  # a duplicate retry of an answered batch changes nothing
                 try:
-                    again = httpx.post(f"{server.url}/usage-batches", json=_body(batches[i - 1]), headers=headers,
-                                       timeout=60)
+                    again = httpx.post(
+                        f"{server.url}/usage-batches", json=_body(batches[i - 1]), headers=headers, timeout=60
+                    )
                     assert again.status_code == 200, again.text
                 except httpx.TransportError:
                     server.kill()
@@ -364,7 +407,8 @@ def _serve_trial(where: list[str], data_dir: Path, db_url: str | None, batches: 
 
 @pytest.mark.parametrize("trial", range(2))
 def test_the_service_killed_while_ingesting_loses_and_duplicates_nothing(
-        template: tuple[Path, list[str], dict[str, Any]], tmp_path: Path, db_url: str | None, trial: int) -> None:
+    template: tuple[Path, list[str], dict[str, Any]], tmp_path: Path, db_url: str | None, trial: int
+) -> None:
     template_dir, works, baseline = template
     data_dir = tmp_path / "data"
     if db_url is None:
@@ -380,14 +424,16 @@ def test_the_service_killed_while_ingesting_loses_and_duplicates_nothing(
             assert len(conn.execute(select(usage_requests.c.batch_id)).all()) == BATCHES
     finally:
         store.dispose()
-    done = subprocess.run([sys.executable, "-m", "endcredits", *where, "verify"], check=False, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "endcredits", *where, "verify"], check=False, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 # Torn evidence ------------------------------------------------------------------------------------
 def test_a_torn_evidence_file_is_reported_by_verify_and_never_trusted(
-        template: tuple[Path, list[str], dict[str, Any]], tmp_path: Path) -> None:
+    template: tuple[Path, list[str], dict[str, Any]], tmp_path: Path
+) -> None:
     from endcredits.payouts.statements import build_statement
 
     template_dir, works, _ = template
@@ -397,8 +443,9 @@ def test_a_torn_evidence_file_is_reported_by_verify_and_never_trusted(
         for b in _batches(works, 0)[:2]:
             _accrue_one(store, b, AG)
         with store.read() as conn:
-            path, period = conn.execute(select(accrual_batches.c.evidence_path, accrual_batches.c.period)
-                                        .order_by(accrual_batches.c.event_id)).first() or ("", "")
+            path, period = conn.execute(
+                select(accrual_batches.c.evidence_path, accrual_batches.c.period).order_by(accrual_batches.c.event_id)
+            ).first() or ("", "")
         torn = data_dir / path
         data = bytearray(torn.read_bytes())
         for at in range(len(data) // 3, len(data) // 3 + 8):  # flipped in place: same size, same name
@@ -408,8 +455,13 @@ def test_a_torn_evidence_file_is_reported_by_verify_and_never_trusted(
             build_statement(store, 1, period, "EUR")  # person 1: alice, paid in every batch
     finally:
         store.dispose()
-    done = subprocess.run([sys.executable, "-m", "endcredits", "--data", str(data_dir), "verify", "--json"],
-                          check=False, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "endcredits", "--data", str(data_dir), "verify", "--json"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 1, done.stdout + done.stderr
     report = json.loads(done.stdout)
     assert report["ok"] is False

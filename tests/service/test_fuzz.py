@@ -36,8 +36,13 @@ from helpers_money import agreement
 
 EXAMPLES_PER_OPERATION = int(os.environ.get("ENDCREDITS_FUZZ_EXAMPLES", "15"))
 SEED = int(os.environ.get("ENDCREDITS_FUZZ_SEED", "20261121"))
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
-          response_schema_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
 
 
 def _known_values(svc: Any) -> dict[str, list[Any]]:
@@ -46,12 +51,22 @@ def _known_values(svc: Any) -> dict[str, list[Any]]:
     people = [svc.a, svc.b, w.alice, w.dan]
     work_ids = [w.song, w.film, w.orphan]
     return {
-        "person_id": people, "agreement_id": [agreement(pool_rate="0.5", payout_threshold="0.01").id],
-        "work_id": work_ids, "sha256": work_ids, "model_id": ["m"], "manifest_id": [w.manifest.id],
-        "payee": [f"person:{p}" for p in people] + [f"name:{w.bob}"], "currency": ["EUR"],
-        "batch_id": ["PB-SEED", "fuzz-1"], "period": ["2026-01", "2026-02"], "grant_id": [1, 2],
-        "occurred_at": ["2026-01-15T12:00:00Z"], "valid_from": ["2026-01-01T00:00:00Z"],
-        "valid_until": ["2027-01-01T00:00:00Z"], "name_id": [w.bob], "use": ["commercial"],
+        "person_id": people,
+        "agreement_id": [agreement(pool_rate="0.5", payout_threshold="0.01").id],
+        "work_id": work_ids,
+        "sha256": work_ids,
+        "model_id": ["m"],
+        "manifest_id": [w.manifest.id],
+        "payee": [f"person:{p}" for p in people] + [f"name:{w.bob}"],
+        "currency": ["EUR"],
+        "batch_id": ["PB-SEED", "fuzz-1"],
+        "period": ["2026-01", "2026-02"],
+        "grant_id": [1, 2],
+        "occurred_at": ["2026-01-15T12:00:00Z"],
+        "valid_from": ["2026-01-01T00:00:00Z"],
+        "valid_until": ["2027-01-01T00:00:00Z"],
+        "name_id": [w.bob],
+        "use": ["commercial"],
     }
 
 
@@ -77,9 +92,14 @@ def _fuzz_operation(operation: Any, mode: GenerationMode, headers: dict[str, str
     strategy = operation.as_strategy(generation_mode=mode)
 
     @hypothesis.seed(SEED)
-    @hypothesis.settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None,
-                         phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck),
-                         print_blob=False)
+    @hypothesis.settings(
+        max_examples=EXAMPLES_PER_OPERATION,
+        deadline=None,
+        database=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+        print_blob=False,
+    )
     @given(data=st.data())
     def one(data: st.DataObject) -> None:
         case = data.draw(strategy)

@@ -21,12 +21,20 @@ def _free_port() -> int:
 def test_serve_answers_health_and_an_operator_key_works(tmp_path: Path, db_url: str | None) -> None:
     data = tmp_path / "data"
     where = ["--data", str(data)] + (["--db", db_url] if db_url else [])
-    made = subprocess.run([sys.executable, "-m", "endcredits", "operator-key", "create", "--scope", "read", "--json", *where],
-                          capture_output=True, text=True, timeout=120, check=True)
+    made = subprocess.run(
+        [sys.executable, "-m", "endcredits", "operator-key", "create", "--scope", "read", "--json", *where],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     key = json.loads(made.stdout)["key"]
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "endcredits", "serve", *where, "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "endcredits", "serve", *where, "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 60
         health = None

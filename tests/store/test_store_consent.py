@@ -24,8 +24,16 @@ T0 = dt.datetime(2025, 1, 1, tzinfo=UTC)
 
 
 def allowed(work_id: str) -> Grant:
-    return Grant(subject_kind="work", subject_id=work_id, use="commercial", decision="allowed", valid_from=T0,
-                 valid_until=None, perpetual=True, source="license.txt")
+    return Grant(
+        subject_kind="work",
+        subject_id=work_id,
+        use="commercial",
+        decision="allowed",
+        valid_from=T0,
+        valid_until=None,
+        perpetual=True,
+        source="license.txt",
+    )
 
 
 def test_grants_are_stored_and_must_name_a_registered_subject(store: Store) -> None:
@@ -46,8 +54,9 @@ def test_a_revocation_is_recorded_once_and_reported_against_trained_models(store
     with store.write() as conn:
         (work,) = add_works(conn, [WorkIn(b"w", "W", "text")])
         (gid,) = add_grants(conn, [allowed(work)])
-    trained = build_manifest(store, model_id="m", uses=["commercial"], as_of=dt.datetime(2025, 6, 1, tzinfo=UTC),
-                             default="opt-in")
+    trained = build_manifest(
+        store, model_id="m", uses=["commercial"], as_of=dt.datetime(2025, 6, 1, tzinfo=UTC), default="opt-in"
+    )
     assert trained.included == (work,)
     when = dt.datetime(2025, 9, 1, tzinfo=UTC)
     with store.write() as conn:
@@ -55,11 +64,13 @@ def test_a_revocation_is_recorded_once_and_reported_against_trained_models(store
     assert revoked.revoked_at == when and revoked.use == "commercial"
     with store.read() as conn:
         assert conn.execute(select(consent_grants.c.revoked_at).where(consent_grants.c.id == gid)).scalar_one() == (
-            "2025-09-01T00:00:00.000000Z")
+            "2025-09-01T00:00:00.000000Z"
+        )
         assert [e.subject for e in iter_audit(conn, kind="consent.revoked")] == [f"grant:{gid}"]
         assert manifests_using(conn, work) == [(trained.id, "m")]  # who must be told
     with pytest.raises(ConflictError, match=f"consent grant {gid} was already revoked"), store.write() as conn:
         revoke_grant(conn, gid, when)
-    later = build_manifest(store, model_id="m", uses=["commercial"], as_of=dt.datetime(2026, 1, 1, tzinfo=UTC),
-                           default="opt-in")
+    later = build_manifest(
+        store, model_id="m", uses=["commercial"], as_of=dt.datetime(2026, 1, 1, tzinfo=UTC), default="opt-in"
+    )
     assert later.included == ()

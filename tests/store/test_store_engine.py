@@ -25,7 +25,9 @@ def test_a_file_that_is_not_sqlite_is_refused(tmp_path: Path) -> None:
     junk = os.urandom(4096)
     (data / SQLITE_FILE).write_bytes(junk)
     for opener in (init_store, open_store):
-        with pytest.raises(StoreError, match=re.escape(f"{data / SQLITE_FILE} is not an endcredits database (not a SQLite file)")):
+        with pytest.raises(
+            StoreError, match=re.escape(f"{data / SQLITE_FILE} is not an endcredits database (not a SQLite file)")
+        ):
             opener(data, None)
     assert (data / SQLITE_FILE).read_bytes() == junk  # left exactly as it was
 
@@ -46,17 +48,32 @@ def _foreign(backend: str, data: Path, db_url: str | None, statements: list[str]
 
 def test_a_database_with_foreign_tables_is_refused(backend: str, tmp_path: Path, db_url: str | None) -> None:
     data = tmp_path / "data"
-    _foreign(backend, data, db_url, ["CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)",
-                                     "INSERT INTO customers VALUES (1, 'keep me')"])
+    _foreign(
+        backend,
+        data,
+        db_url,
+        ["CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)", "INSERT INTO customers VALUES (1, 'keep me')"],
+    )
     for opener in (init_store, open_store):
-        with pytest.raises(StoreError, match=re.escape("is not an endcredits database (it has tables ['customers'] "
-                                                       "and no endcredits marker): choose another --data or --db")):
+        with pytest.raises(
+            StoreError,
+            match=re.escape(
+                "is not an endcredits database (it has tables ['customers'] "
+                "and no endcredits marker): choose another --data or --db"
+            ),
+        ):
             opener(data, db_url)
     # A marker table that names another application is refused too (PostgreSQL: the same schema, emptied).
-    _foreign(backend, tmp_path / "other", db_url, (["DROP TABLE customers"] if backend == "postgresql" else []) + [
-        "CREATE TABLE endcredits_meta (key VARCHAR(64) PRIMARY KEY, value TEXT NOT NULL)",
-        "INSERT INTO endcredits_meta VALUES ('application', 'other-app')",
-    ])
+    _foreign(
+        backend,
+        tmp_path / "other",
+        db_url,
+        (["DROP TABLE customers"] if backend == "postgresql" else [])
+        + [
+            "CREATE TABLE endcredits_meta (key VARCHAR(64) PRIMARY KEY, value TEXT NOT NULL)",
+            "INSERT INTO endcredits_meta VALUES ('application', 'other-app')",
+        ],
+    )
     with pytest.raises(StoreError, match="database is not an endcredits database \\(application='other-app'\\)"):
         init_store(tmp_path / "other", db_url)
 
@@ -64,12 +81,18 @@ def test_a_database_with_foreign_tables_is_refused(backend: str, tmp_path: Path,
 def test_an_uninitialised_store_says_to_run_init(backend: str, tmp_path: Path, db_url: str | None) -> None:
     data = tmp_path / "never-initialised"
     if backend == "sqlite":
-        with pytest.raises(StoreError, match=re.escape(f"no endcredits database in {data}: run `endcredits --data {data} init` first")):
+        with pytest.raises(
+            StoreError, match=re.escape(f"no endcredits database in {data}: run `endcredits --data {data} init` first")
+        ):
             open_store(data, None)
         assert not data.exists()
     else:
-        with pytest.raises(StoreError, match=re.escape(f"database schema is at None, this endcredits needs {head_revision()!r}: "
-                                                       "run `endcredits init`")):
+        with pytest.raises(
+            StoreError,
+            match=re.escape(
+                f"database schema is at None, this endcredits needs {head_revision()!r}: run `endcredits init`"
+            ),
+        ):
             open_store(data, db_url)
 
 
@@ -80,7 +103,9 @@ def test_init_twice_keeps_the_data_and_open_checks_the_revision(store: Store, db
     try:
         assert row_counts(again) == before
         with again.read() as conn:
-            assert conn.execute(text("SELECT value FROM endcredits_meta WHERE key = 'application'")).scalars().all() == ["endcredits"]
+            assert conn.execute(
+                text("SELECT value FROM endcredits_meta WHERE key = 'application'")
+            ).scalars().all() == ["endcredits"]
     finally:
         again.dispose()
     opened = open_store(store.data_dir, db_url)
@@ -91,7 +116,9 @@ def test_init_twice_keeps_the_data_and_open_checks_the_revision(store: Store, db
     # A schema at another revision is refused with the way out.
     with store.write() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = 'f00d'"))
-    with pytest.raises(StoreError, match=re.escape(f"database schema is at 'f00d', this endcredits needs {head_revision()!r}")):
+    with pytest.raises(
+        StoreError, match=re.escape(f"database schema is at 'f00d', this endcredits needs {head_revision()!r}")
+    ):
         open_store(store.data_dir, db_url)
 
 
@@ -101,8 +128,9 @@ def test_the_migrations_build_exactly_the_schema(store: Store) -> None:
     assert differences == []
 
 
-def test_a_store_at_0001_upgrades_and_reads_its_accrual_rows_beside_segments(backend: str, tmp_path: Path,
-                                                                              db_url: str | None) -> None:
+def test_a_store_at_0001_upgrades_and_reads_its_accrual_rows_beside_segments(
+    backend: str, tmp_path: Path, db_url: str | None
+) -> None:
     """Before 0002 an accrual's legs were rows; after it, a segment. A store upgraded in place keeps both,
     and every reader and verify adds them together."""
     from alembic import command
@@ -128,13 +156,21 @@ def test_a_store_at_0001_upgrades_and_reads_its_accrual_rows_beside_segments(bac
         (a,) = people(upgraded, "a")
         register_model(upgraded)
         with upgraded.write() as conn:  # an accrual as 0001 stored it: legs rows
-            post_transfer(conn, TransferRequest("old/EUR/2026-01", "accrual", "EUR",
-                                                {f"payable:person:{a}:EUR": 700, "pool:EUR": -700}))
-        accrue(upgraded, usage([("o1", 1000, on_time(1), [(f"person:{a}", 1)])]), agreement(pool_rate="1"), event_id="new")
+            post_transfer(
+                conn,
+                TransferRequest(
+                    "old/EUR/2026-01", "accrual", "EUR", {f"payable:person:{a}:EUR": 700, "pool:EUR": -700}
+                ),
+            )
+        accrue(
+            upgraded, usage([("o1", 1000, on_time(1), [(f"person:{a}", 1)])]), agreement(pool_rate="1"), event_id="new"
+        )
         with upgraded.read() as conn:
             assert account_balances(conn)[f"payable:person:{a}:EUR"] == 1700
             assert accrued_by_account(conn, currency="EUR", period="2026-01") == {
-                f"payable:person:{a}:EUR": 1700, "pool:EUR": -1700}
+                f"payable:person:{a}:EUR": 1700,
+                "pool:EUR": -1700,
+            }
         report = verify(upgraded)
         assert report.ok, report.problems
     finally:

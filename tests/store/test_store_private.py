@@ -53,7 +53,9 @@ def test_a_wrong_key_or_a_moved_value_does_not_open(store: Store, monkeypatch: p
         private_of(conn, [a])
 
 
-def test_without_a_key_details_are_refused_and_nothing_is_written(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_a_key_details_are_refused_and_nothing_is_written(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv(KEY_ENV, raising=False)
     monkeypatch.delenv(KEY_FILE_ENV, raising=False)
     with pytest.raises(StoreError, match="encrypted at rest: set ENDCREDITS_SECRET_KEY"), store.write() as conn:
@@ -75,7 +77,8 @@ def _sealed_rows(store: Store) -> list[tuple[object, ...]]:
 
 
 def test_rotating_the_key_reseals_every_detail_and_running_it_again_changes_nothing(
-        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from endcredits.store.private import SecretKey, configured_key, rotate_key
 
     with store.write() as conn:
@@ -92,7 +95,12 @@ def test_rotating_the_key_reseals_every_detail_and_running_it_again_changes_noth
         assert rotate_key(conn, old, new) == 4
     with store.read() as conn:
         got = private_of(conn, [a, b])
-        assert (got[a].iban, got[a].bic, got[a].email, got[b].email) == (IBAN, "COBADEFF", "a@example.org", "b@example.org")
+        assert (got[a].iban, got[a].bic, got[a].email, got[b].email) == (
+            IBAN,
+            "COBADEFF",
+            "a@example.org",
+            "b@example.org",
+        )
         rekeyed = [r.payload for r in conn.execute(select(audit_log).where(audit_log.c.kind == "private.rekeyed"))]
         assert len(rekeyed) == 1 and new.key_id.hex() in rekeyed[0] and new_text not in rekeyed[0]
     before = _sealed_rows(store)

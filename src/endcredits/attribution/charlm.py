@@ -364,8 +364,9 @@ def train_char_lm(
         if time.monotonic() - started >= time_s_max:
             break
     model.eval()
-    return TrainedLM(model=model, vocab=vocab, seed=seed, steps=step, final_loss=sum(recent) / len(recent),
-                     checkpoints=checkpoints)
+    return TrainedLM(
+        model=model, vocab=vocab, seed=seed, steps=step, final_loss=sum(recent) / len(recent), checkpoints=checkpoints
+    )
 
 
 @torch.no_grad()

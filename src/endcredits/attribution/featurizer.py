@@ -173,9 +173,7 @@ def _factor_sizes(budget: int, d_in: int, d_out: int) -> tuple[int, int]:
     return max(1, min(d_in, budget // k_out)), k_out
 
 
-def plan_projection(
-    model: nn.Module, *, projection: Projection, k: int | None, other_parameters: bool = True
-) -> Plan:
+def plan_projection(model: nn.Module, *, projection: Projection, k: int | None, other_parameters: bool = True) -> Plan:
     """Share ``k`` among the parameters (see the module docstring); ``dim`` may come out below ``k``.
 
     With ``projection="kronecker"`` and ``other_parameters=False`` only the linear layers are
@@ -341,7 +339,9 @@ class Featurizer:
             )
         n = batch_size(data)
         with torch.no_grad(), _eval_mode(self.task.model):
-            first = functional_call(_Call(self.task.model, fn), self._state(checkpoint_index), (self._slice(data, 0, 1),))
+            first = functional_call(
+                _Call(self.task.model, fn), self._state(checkpoint_index), (self._slice(data, 0, 1),)
+            )
         if first.dim() != 2 or first.shape[0] != 1 or not 1 <= first.shape[1] <= CURVATURE_OUTPUTS_MAX:
             raise ValidationError(f"curvature must return [B, R] with R in [1, {CURVATURE_OUTPUTS_MAX}]")
         kernel = torch.zeros((self.dim, self.dim), dtype=torch.float64, device=self.device)
@@ -452,7 +452,9 @@ class Featurizer:
                 weights[start:stop] = self.weights(self._slice(data, start, stop), checkpoint_index=m)
                 weights.flush()
             rows_done[m] = stop
-            _write_manifest(out_dir / MANIFEST_NAME, {**header, "rows_done": rows_done, "curvature_done": curvature_done})
+            _write_manifest(
+                out_dir / MANIFEST_NAME, {**header, "rows_done": rows_done, "curvature_done": curvature_done}
+            )
             if progress is not None:
                 progress(sum(rows_done), total)
         del features, weights
@@ -499,9 +501,7 @@ class Featurizer:
 
     def _state(self, checkpoint_index: int) -> dict[str, torch.Tensor]:
         if not 0 <= checkpoint_index < len(self.task.checkpoints):
-            raise ValidationError(
-                f"checkpoint_index {checkpoint_index} is not in [0, {len(self.task.checkpoints)})"
-            )
+            raise ValidationError(f"checkpoint_index {checkpoint_index} is not in [0, {len(self.task.checkpoints)})")
         state = self.task.checkpoints[checkpoint_index]
         return {f"model.{name}": t.detach().to(self.device) for name, t in state.items()}
 
@@ -532,8 +532,12 @@ class Featurizer:
     def _factor(self, layer: LinearPlan) -> tuple[torch.Tensor, torch.Tensor]:
         if layer.module not in self._factors:
             self._factors[layer.module] = (
-                gaussian_factor(layer.module, "in", rows=layer.k_in, cols=layer.d_in, seed=self.seed, device=self.device),
-                gaussian_factor(layer.module, "out", rows=layer.k_out, cols=layer.d_out, seed=self.seed, device=self.device),
+                gaussian_factor(
+                    layer.module, "in", rows=layer.k_in, cols=layer.d_in, seed=self.seed, device=self.device
+                ),
+                gaussian_factor(
+                    layer.module, "out", rows=layer.k_out, cols=layer.d_out, seed=self.seed, device=self.device
+                ),
             )
         return self._factors[layer.module]
 
@@ -607,7 +611,9 @@ class Featurizer:
             return torch.cat([grads[key].reshape(n, -1) for key in keys], dim=1)
         if self._rest_projector is None:
             sizes = dict(zip(self.plan.rest, self.plan.rest_sizes, strict=True))
-            self._rest_projector = BlockGaussianProjector(sizes, k=self.plan.rest_dim, seed=self.seed, device=self.device)
+            self._rest_projector = BlockGaussianProjector(
+                sizes, k=self.plan.rest_dim, seed=self.seed, device=self.device
+            )
         return self._rest_projector.project({key[len("model.") :]: g for key, g in grads.items()})
 
 
@@ -686,7 +692,9 @@ def _check_same(recorded: Mapping[str, Any], header: Mapping[str, Any], out_dir:
             f" {recorded.get('n')}); featurize these works into a new directory"
         )
     if differ:
-        shown = ", ".join(f"{key}: recorded {recorded.get(key)!r}, now {header[key]!r}" for key in differ if key != "plan")
+        shown = ", ".join(
+            f"{key}: recorded {recorded.get(key)!r}, now {header[key]!r}" for key in differ if key != "plan"
+        )
         raise ManifestError(f"{out_dir} was featurized with other arguments ({shown or 'plan'}); use a new directory")
 
 
@@ -706,7 +714,9 @@ class FeatureSet:
     ids: tuple[str, ...]
 
     @classmethod
-    def open(cls, directory: Path, *, ids: Sequence[str] | None = None, task: AttributionTask | None = None) -> FeatureSet:
+    def open(
+        cls, directory: Path, *, ids: Sequence[str] | None = None, task: AttributionTask | None = None
+    ) -> FeatureSet:
         """Open and check a complete feature directory; ``ids`` and ``task``, when given, must match it."""
         directory = Path(directory)
         manifest = _read_manifest(directory / MANIFEST_NAME)

@@ -33,6 +33,7 @@ PSI_BYTES_MAX = 64 << 30
 TRIPLETS_PER_BLOCK = 1 << 18
 """Credit entries gathered at once while building ``Psi`` (bounds the temporary rows)."""
 
+
 @dataclass(frozen=True)
 class CreditMatrix:
     """``W`` as sorted triplets: ``share`` of work ``work_index`` goes to payee ``payee_index``."""

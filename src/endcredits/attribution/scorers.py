@@ -130,7 +130,9 @@ class LinearScorer:
         _, dims = _check_per_model(target_features_per_model, None, "query")
         if dims != self._dims:
             raise ValidationError(f"target features have dims {dims} but the scorer was fitted on {self._dims}")
-        parts = [self._query_part(m, _finite_block(f, 0, "target features")) for m, f in enumerate(target_features_per_model)]
+        parts = [
+            self._query_part(m, _finite_block(f, 0, "target features")) for m, f in enumerate(target_features_per_model)
+        ]
         out = np.concatenate(parts, axis=1)
         if out.shape[1] != items.shape[1]:
             raise ValidationError("target features do not match the item matrix")
@@ -160,7 +162,9 @@ def score_items(query: FloatArray, items: FloatArray) -> npt.NDArray[np.float64]
 
 
 def _check_train(
-    features: Sequence[FloatArray], weights: Sequence[FloatArray] | None, what: str,
+    features: Sequence[FloatArray],
+    weights: Sequence[FloatArray] | None,
+    what: str,
     curvature: Sequence[FloatArray] | None = None,
 ) -> tuple[int, list[int], int]:
     """``(works, dims per model, models)`` of training features that fit in an item matrix (and, when
@@ -182,15 +186,23 @@ class TRAKScorer(LinearScorer):
 
     method = "trak"
 
-    def __init__(self, lambda_: float = 1.0, *, lambda_relative: bool = True, weight_power: float = 1.0,
-                 second_moment_power: float = 0.0) -> None:
+    def __init__(
+        self,
+        lambda_: float = 1.0,
+        *,
+        lambda_relative: bool = True,
+        weight_power: float = 1.0,
+        second_moment_power: float = 0.0,
+    ) -> None:
         super().__init__()
         if not (np.isfinite(lambda_) and lambda_ >= 0.0):
             raise ValidationError(f"lambda_ {lambda_} must be finite and >= 0")
         if not (np.isfinite(weight_power) and 0.0 <= weight_power <= WEIGHT_POWER_MAX):
             raise ValidationError(f"weight_power {weight_power} must be in [0, {WEIGHT_POWER_MAX}]")
         if not (np.isfinite(second_moment_power) and 0.0 <= second_moment_power <= SECOND_MOMENT_POWER_MAX):
-            raise ValidationError(f"second_moment_power {second_moment_power} must be in [0, {SECOND_MOMENT_POWER_MAX}]")
+            raise ValidationError(
+                f"second_moment_power {second_moment_power} must be in [0, {SECOND_MOMENT_POWER_MAX}]"
+            )
         self.lambda_ = float(lambda_)
         self.lambda_relative = lambda_relative
         self.weight_power = float(weight_power)
@@ -243,8 +255,9 @@ class TRAKScorer(LinearScorer):
         self.lambdas_used.append(value)
         return value
 
-    def _precondition(self, phi: FloatArray, kernel: npt.NDArray[np.float64] | None,
-                      row_scale: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
+    def _precondition(
+        self, phi: FloatArray, kernel: npt.NDArray[np.float64] | None, row_scale: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.float32]:
         """``diag(row_scale) Phi (K + lambda I)^-1`` as float32 ``[n, dim]``, computed in float64 a block
         of rows at a time (the float64 product is never held whole: 10^6 works at k = 1024 would be 8 GB)."""
         n, dim = phi.shape
@@ -333,8 +346,9 @@ class InfluenceScorer(LinearScorer):
 
     method = "influence"
 
-    def __init__(self, lambda_: float = 10.0, *, response: Response = "gradient-flow",
-                 lambda_relative: bool = True) -> None:
+    def __init__(
+        self, lambda_: float = 10.0, *, response: Response = "gradient-flow", lambda_relative: bool = True
+    ) -> None:
         super().__init__()
         if not (np.isfinite(lambda_) and lambda_ > 0.0):
             raise ValidationError(f"lambda_ {lambda_} must be finite and > 0")
@@ -355,15 +369,18 @@ class InfluenceScorer(LinearScorer):
     ) -> InfluenceScorer:
         """Precompute ``G``. ``train_weights_per_model`` (Q) turn the features into loss gradients;
         ``curvature_per_model`` is each model's Gauss-Newton kernel (else the empirical Fisher)."""
-        n, dims, models = _check_train(train_features_per_model, train_weights_per_model, "influence", curvature_per_model)
+        n, dims, models = _check_train(
+            train_features_per_model, train_weights_per_model, "influence", curvature_per_model
+        )
         blocks = []
         self.lambdas_used = []
         for m, phi in enumerate(train_features_per_model):
             dim = dims[m]
             _check_kernel_bytes(dim)
             q = np.ones(n) if train_weights_per_model is None else np.asarray(train_weights_per_model[m], np.float64)
-            kernel = (_feature_kernel(phi, q) if curvature_per_model is None
-                      else _curvature(curvature_per_model[m], m, dim))
+            kernel = (
+                _feature_kernel(phi, q) if curvature_per_model is None else _curvature(curvature_per_model[m], m, dim)
+            )
             vectors, factor = self._response(kernel)
             out = np.empty((n, dim), dtype=np.float32)
             for start in range(0, n, ROWS_PER_BLOCK):

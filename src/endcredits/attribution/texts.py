@@ -59,7 +59,9 @@ class TextAttribution:
 
     def top_works(self, row: int) -> list[tuple[str, float]]:
         """The explaining works of output ``row``, best first, with their scores."""
-        return [(self.work_ids[int(j)], float(s)) for j, s in zip(self.top.indices[row], self.top.scores[row]) if j >= 0]
+        return [
+            (self.work_ids[int(j)], float(s)) for j, s in zip(self.top.indices[row], self.top.scores[row]) if j >= 0
+        ]
 
 
 def featurizer_for(lm: TrainedLM, *, k: int, seed: int) -> Featurizer:
@@ -76,12 +78,23 @@ def features_dir(data_dir: Path, manifest_id: str, lm: TrainedLM, *, k: int, see
 
 def check_checkpoint(lm: TrainedLM, manifest_checkpoint_sha256: str | None, manifest_id: str) -> None:
     if manifest_checkpoint_sha256 is not None and manifest_checkpoint_sha256 != lm.checksum():
-        raise ManifestError(f"the checkpoint (sha256 {lm.checksum()[:16]}) is not the one manifest {manifest_id} "
-                            f"was trained into ({manifest_checkpoint_sha256[:16]})")
+        raise ManifestError(
+            f"the checkpoint (sha256 {lm.checksum()[:16]}) is not the one manifest {manifest_id} "
+            f"was trained into ({manifest_checkpoint_sha256[:16]})"
+        )
 
 
-def featurize_works(lm: TrainedLM, work_ids: Sequence[str], texts: Sequence[str], out_dir: Path, *, k: int, seed: int,
-                    ray: str | None = None, progress: Progress | None = None) -> FeatureSet:
+def featurize_works(
+    lm: TrainedLM,
+    work_ids: Sequence[str],
+    texts: Sequence[str],
+    out_dir: Path,
+    *,
+    k: int,
+    seed: int,
+    ray: str | None = None,
+    progress: Progress | None = None,
+) -> FeatureSet:
     """The works' features under ``out_dir`` (computed once; an interrupted run continues)."""
     if len(work_ids) != len(texts):
         raise ValidationError(f"{len(work_ids)} work ids for {len(texts)} texts")
@@ -91,8 +104,9 @@ def featurize_works(lm: TrainedLM, work_ids: Sequence[str], texts: Sequence[str]
         return featurizer.featurize(batch, list(work_ids), out_dir, role="train", progress=progress)
     from endcredits.scale import featurize_sharded, runner_for
 
-    return featurize_sharded(featurizer, batch, list(work_ids), out_dir, runner=runner_for(ray), role="train",
-                             progress=progress)
+    return featurize_sharded(
+        featurizer, batch, list(work_ids), out_dir, runner=runner_for(ray), role="train", progress=progress
+    )
 
 
 def scorer_for(method: str, train: FeatureSet) -> LinearScorer:
@@ -103,8 +117,16 @@ def scorer_for(method: str, train: FeatureSet) -> LinearScorer:
     raise ValidationError(f"method {method!r} is not one of {', '.join(METHODS)}")
 
 
-def attribute_outputs(lm: TrainedLM, train: FeatureSet, outputs: Sequence[tuple[str, str]], *, k: int, seed: int,
-                      method: str = "trak", top_k: int = 5) -> TextAttribution:
+def attribute_outputs(
+    lm: TrainedLM,
+    train: FeatureSet,
+    outputs: Sequence[tuple[str, str]],
+    *,
+    k: int,
+    seed: int,
+    method: str = "trak",
+    top_k: int = 5,
+) -> TextAttribution:
     """Score every output (id, text) against every featurized work."""
     if not outputs:
         raise ValidationError("no outputs to attribute")
@@ -115,8 +137,16 @@ def attribute_outputs(lm: TrainedLM, train: FeatureSet, outputs: Sequence[tuple[
     return TextAttribution(scorer.method, scorer.weaker, train.ids, tuple(o for o, _ in outputs), scores, top)
 
 
-def attribute_payees(lm: TrainedLM, train: FeatureSet, outputs: Sequence[tuple[str, str]], credits: CreditMatrix, *,
-                     k: int, seed: int, method: str = "trak") -> npt.NDArray[np.float64]:
+def attribute_payees(
+    lm: TrainedLM,
+    train: FeatureSet,
+    outputs: Sequence[tuple[str, str]],
+    credits: CreditMatrix,
+    *,
+    k: int,
+    seed: int,
+    method: str = "trak",
+) -> npt.NDArray[np.float64]:
     """Every payee's score for every output, ``[outputs, payees]``: one pass over ``Psi = W^T G`` per
     output, equal to the credit-weighted sum of its works' scores (no payee left out)."""
     if not outputs:
@@ -124,8 +154,9 @@ def attribute_payees(lm: TrainedLM, train: FeatureSet, outputs: Sequence[tuple[s
     return PayeeIndex(scorer_for(method, train), credits).score(_targets(lm, train, outputs, k=k, seed=seed))
 
 
-def _targets(lm: TrainedLM, train: FeatureSet, outputs: Sequence[tuple[str, str]], *, k: int,
-             seed: int) -> list[npt.NDArray[np.float32]]:
+def _targets(
+    lm: TrainedLM, train: FeatureSet, outputs: Sequence[tuple[str, str]], *, k: int, seed: int
+) -> list[npt.NDArray[np.float32]]:
     """Each output's features under every checkpoint the works were featurized with."""
     featurizer = featurizer_for(lm, k=k, seed=seed)
     batch = encode_texts(lm.vocab, [text for _, text in outputs], length_max=LENGTH_CHARS_DEFAULT)

@@ -39,15 +39,22 @@ class _Group(TyperGroup):
             raise typer.Exit(1) from None
 
 
-app = typer.Typer(cls=_Group, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="Residuals for the humans whose work trains AI.")
+app = typer.Typer(
+    cls=_Group,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Residuals for the humans whose work trains AI.",
+)
 people_app = typer.Typer(no_args_is_help=True, help="People who can be paid (verified or not).")
 works_app = typer.Typer(no_args_is_help=True, help="Works: training data, content-addressed by SHA-256.")
 credits_app = typer.Typer(no_args_is_help=True, help="Credits (who did what on a work) and lineage.")
 roles_app = typer.Typer(no_args_is_help=True, help="Role vocabularies: CRediT, EBU role codes, CAWG, endcredits.")
 consent_app = typer.Typer(no_args_is_help=True, help="Consent grants per use, bounded in time, revocable.")
 manifest_app = typer.Typer(no_args_is_help=True, help="Manifests: what one model was trained on, Merkle-committed.")
-run_app = typer.Typer(no_args_is_help=True, help="Training runs: the model, its checkpoints' SHA-256s and the manifest root.")
+run_app = typer.Typer(
+    no_args_is_help=True, help="Training runs: the model, its checkpoints' SHA-256s and the manifest root."
+)
 manifest_app.add_typer(run_app, name="run")
 agreement_app = typer.Typer(no_args_is_help=True, help="The residual policy (a versioned TOML file).")
 payouts_app = typer.Typer(no_args_is_help=True, help="Payout batches: pain.001 and CSV files, bank statuses.")
@@ -83,8 +90,16 @@ class _Where:
 @app.callback()
 def _root(
     ctx: typer.Context,
-    data: Annotated[Path | None, typer.Option("--data", envvar=DATA_ENV, help="Data directory (SQLite file, evidence, payout files).")] = None,
-    db: Annotated[str | None, typer.Option("--db", envvar=DB_ENV, help="Database URL, e.g. postgresql://user@host/db (default: SQLite in --data).")] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", envvar=DATA_ENV, help="Data directory (SQLite file, evidence, payout files)."),
+    ] = None,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db", envvar=DB_ENV, help="Database URL, e.g. postgresql://user@host/db (default: SQLite in --data)."
+        ),
+    ] = None,
 ) -> None:
     ctx.obj = _Where(data, db)
 
@@ -106,8 +121,14 @@ def _store(ctx: typer.Context) -> Iterator[Store]:
 @contextmanager
 def _bar(description: str, total: int) -> Iterator[Any]:
     """A progress bar on standard error; yields ``advance(done)``."""
-    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
-                  console=Console(stderr=True), transient=True) as bars:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bars:
         task = bars.add_task(description, total=total)
         yield lambda done: bars.update(task, completed=done)
 
@@ -146,25 +167,39 @@ def init_cmd(ctx: typer.Context) -> None:
 
 # people -------------------------------------------------------------------------------------------
 @people_app.command("add")
-def people_add(ctx: typer.Context, handle: str, iban: Annotated[str | None, typer.Option()] = None,
-               bic: Annotated[str | None, typer.Option()] = None,
-               email: Annotated[str | None, typer.Option(help="Contact address, sealed at rest like the IBAN")] = None,
-               as_json: JsonOpt = False) -> None:
+def people_add(
+    ctx: typer.Context,
+    handle: str,
+    iban: Annotated[str | None, typer.Option()] = None,
+    bic: Annotated[str | None, typer.Option()] = None,
+    email: Annotated[str | None, typer.Option(help="Contact address, sealed at rest like the IBAN")] = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Register a person by handle (a pseudonym is fine); IBAN and e-mail are sealed with ENDCREDITS_SECRET_KEY."""
     from endcredits.payouts.iban import normalize_bic, normalize_iban
     from endcredits.store.registry import add_person
 
     with _store(ctx) as store, store.write() as conn:
-        pid = add_person(conn, handle, iban=normalize_iban(iban) if iban else None,
-                         bic=normalize_bic(bic) if bic else None, email=email)
+        pid = add_person(
+            conn,
+            handle,
+            iban=normalize_iban(iban) if iban else None,
+            bic=normalize_bic(bic) if bic else None,
+            email=email,
+        )
     _print_json({"person_id": pid, "handle": handle}) if as_json else _console().print(f"person {pid} added")
 
 
 @app.command("secret-key")
 def secret_key_cmd(
     ctx: typer.Context,
-    action: Annotated[str, typer.Argument(help="new: print a fresh key; rotate: re-seal every detail under the configured key")],
-    old_key_file: Annotated[Path | None, typer.Option("--old-key-file", help="rotate: the file holding the key the details are sealed with now")] = None,
+    action: Annotated[
+        str, typer.Argument(help="new: print a fresh key; rotate: re-seal every detail under the configured key")
+    ],
+    old_key_file: Annotated[
+        Path | None,
+        typer.Option("--old-key-file", help="rotate: the file holding the key the details are sealed with now"),
+    ] = None,
 ) -> None:
     """Operator keys for sealing contact and payment details (ENDCREDITS_SECRET_KEY or _FILE).
 
@@ -180,7 +215,9 @@ def secret_key_cmd(
         sys.stdout.write(new_key_text() + "\n")
         return
     if action != "rotate":
-        raise ValidationError(f"unknown action {action!r}: `endcredits secret-key new` or `endcredits secret-key rotate`")
+        raise ValidationError(
+            f"unknown action {action!r}: `endcredits secret-key new` or `endcredits secret-key rotate`"
+        )
     if old_key_file is None:
         raise ValidationError("`secret-key rotate` needs --old-key-file: the key the details are sealed with now")
     old, new = read_key_file(old_key_file), configured_key()
@@ -203,20 +240,40 @@ def people_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     out = []
     for r in rows:
         owed = {k.rsplit(":", 1)[1]: v for k, v in bal.items() if k.startswith(f"payable:person:{r.id}:")}
-        out.append({"person_id": r.id, "handle": r.handle, "verified": r.verified_at is not None,
-                    "payout_account": r.id in banked,
-                    "payable": {c: format_amount(v, c) for c, v in sorted(owed.items())}})
+        out.append(
+            {
+                "person_id": r.id,
+                "handle": r.handle,
+                "verified": r.verified_at is not None,
+                "payout_account": r.id in banked,
+                "payable": {c: format_amount(v, c) for c, v in sorted(owed.items())},
+            }
+        )
     if as_json:
         _print_json({"people": out})
     else:
-        _table("people", ["id", "handle", "verified", "bank", "payable"],
-               [[p["person_id"], p["handle"], p["verified"], p["payout_account"],
-                 ", ".join(f"{v} {c}" for c, v in p["payable"].items())] for p in out])
+        _table(
+            "people",
+            ["id", "handle", "verified", "bank", "payable"],
+            [
+                [
+                    p["person_id"],
+                    p["handle"],
+                    p["verified"],
+                    p["payout_account"],
+                    ", ".join(f"{v} {c}" for c, v in p["payable"].items()),
+                ]
+                for p in out
+            ],
+        )
 
 
 @people_app.command("verify")
-def people_verify(ctx: typer.Context, person_id: int,
-                  issuer: Annotated[str, typer.Option(help="Who vouches for this person (a guild, a union, an IdP).")]) -> None:
+def people_verify(
+    ctx: typer.Context,
+    person_id: int,
+    issuer: Annotated[str, typer.Option(help="Who vouches for this person (a guild, a union, an IdP).")],
+) -> None:
     """Mark a person verified and release whatever escrow holds for them."""
     from endcredits.ledger.escrow import claim_escrow_in
     from endcredits.store.registry import verify_person
@@ -229,8 +286,12 @@ def people_verify(ctx: typer.Context, person_id: int,
 
 
 @people_app.command("bank")
-def people_bank(ctx: typer.Context, person_id: int, iban: Annotated[str, typer.Option()],
-                bic: Annotated[str | None, typer.Option()] = None) -> None:
+def people_bank(
+    ctx: typer.Context,
+    person_id: int,
+    iban: Annotated[str, typer.Option()],
+    bic: Annotated[str | None, typer.Option()] = None,
+) -> None:
     """Set where a person's payouts go."""
     from endcredits.payouts.iban import normalize_bic, normalize_iban
     from endcredits.store.registry import set_payout_account
@@ -242,10 +303,15 @@ def people_bank(ctx: typer.Context, person_id: int, iban: Annotated[str, typer.O
 
 # works and credits -------------------------------------------------------------------------------
 @works_app.command("add")
-def works_add(ctx: typer.Context, file: Path, title: Annotated[str, typer.Option()],
-              kind: Annotated[str, typer.Option()] = "text", source: Annotated[str | None, typer.Option()] = None,
-              rights_holder: Annotated[str | None, typer.Option(help="person:ID or name:ID")] = None,
-              as_json: JsonOpt = False) -> None:
+def works_add(
+    ctx: typer.Context,
+    file: Path,
+    title: Annotated[str, typer.Option()],
+    kind: Annotated[str, typer.Option()] = "text",
+    source: Annotated[str | None, typer.Option()] = None,
+    rights_holder: Annotated[str | None, typer.Option(help="person:ID or name:ID")] = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Register a file as a work; its id is the SHA-256 of its bytes. A re-encoded or lightly edited copy
     of a registered work (by perceptual fingerprint) is linked to it, so it is never paid twice."""
     from endcredits.registry.fingerprints import register_works
@@ -259,13 +325,22 @@ def works_add(ctx: typer.Context, file: Path, title: Annotated[str, typer.Option
         put_blob(store.data_dir, content)  # content-addressed: written once, safe to repeat
         with store.write() as conn:
             (r,) = register_works(conn, [WorkIn(content, title, kind, source, rights_holder)])
-    data = {"work_id": r.work_id, "linked_to": r.canonical_work_id,
-            "similarity": None if r.similarity is None else round(r.similarity, 4)}
+    data = {
+        "work_id": r.work_id,
+        "linked_to": r.canonical_work_id,
+        "similarity": None if r.similarity is None else round(r.similarity, 4),
+    }
     if as_json:
         _print_json(data)
     else:
-        _console().print(f"work {r.work_id}" + (f" (a copy of {r.canonical_work_id}, similarity {data['similarity']}: "
-                                                "credits merge there)" if r.canonical_work_id else ""))
+        _console().print(
+            f"work {r.work_id}"
+            + (
+                f" (a copy of {r.canonical_work_id}, similarity {data['similarity']}: credits merge there)"
+                if r.canonical_work_id
+                else ""
+            )
+        )
 
 
 @works_app.command("link")
@@ -274,13 +349,16 @@ def works_link(ctx: typer.Context, work_id: str, canonical_work_id: str) -> None
     from endcredits.store.registry import link_works
 
     with _store(ctx) as store, store.write() as conn:
-        canonical = link_works(conn, work_id, canonical_work_id, method="operator", similarity_ppm=None,
-                               linked_by="operator")
+        canonical = link_works(
+            conn, work_id, canonical_work_id, method="operator", similarity_ppm=None, linked_by="operator"
+        )
     _console().print(f"work {work_id} is now a copy of {canonical}")
 
 
 @works_app.command("unlink")
-def works_unlink(ctx: typer.Context, work_id: str, reason: Annotated[str, typer.Option(help="Why it is not a copy")]) -> None:
+def works_unlink(
+    ctx: typer.Context, work_id: str, reason: Annotated[str, typer.Option(help="Why it is not a copy")]
+) -> None:
     """Undo a false match: the work is its own again, and is never re-linked by fingerprint."""
     from endcredits.store.registry import unlink_work
 
@@ -290,20 +368,25 @@ def works_unlink(ctx: typer.Context, work_id: str, reason: Annotated[str, typer.
 
 
 @works_app.command("list")
-def works_list(ctx: typer.Context, limit: Annotated[int, typer.Option(min=1, max=100_000)] = 50,
-               as_json: JsonOpt = False) -> None:
+def works_list(
+    ctx: typer.Context, limit: Annotated[int, typer.Option(min=1, max=100_000)] = 50, as_json: JsonOpt = False
+) -> None:
     """List registered works (most recent first)."""
     from endcredits.store.schema import works
 
     with _store(ctx) as store, store.read() as conn:
         total = conn.execute(select(func.count()).select_from(works)).scalar_one()
-        rows = conn.execute(select(works.c.id, works.c.title, works.c.kind, works.c.source)
-                            .order_by(works.c.seq.desc()).limit(limit)).all()
+        rows = conn.execute(
+            select(works.c.id, works.c.title, works.c.kind, works.c.source).order_by(works.c.seq.desc()).limit(limit)
+        ).all()
     if as_json:
         _print_json({"total": total, "works": [dict(r._mapping) for r in rows]})
     else:
-        _table(f"works ({total} in all)", ["id", "title", "kind", "source"],
-               [[r.id[:16], r.title, r.kind, r.source or ""] for r in rows])
+        _table(
+            f"works ({total} in all)",
+            ["id", "title", "kind", "source"],
+            [[r.id[:16], r.title, r.kind, r.source or ""] for r in rows],
+        )
 
 
 @works_app.command("import-abc")
@@ -313,8 +396,10 @@ def works_import_abc(ctx: typer.Context, limit: Annotated[int | None, typer.Opti
 
     with _store(ctx) as store:
         report = import_abc_corpus(store, limit=limit)
-    _console().print(f"imported {report.works} works, {report.credits} credits, {report.names} names, "
-                     f"{report.grants} consent grants; {report.linked} works linked to a registered duplicate")
+    _console().print(
+        f"imported {report.works} works, {report.credits} credits, {report.names} names, "
+        f"{report.grants} consent grants; {report.linked} works linked to a registered duplicate"
+    )
 
 
 def _payee(conn: Any, payee: str | None, name: str | None) -> str:
@@ -330,18 +415,26 @@ def _payee(conn: Any, payee: str | None, name: str | None) -> str:
 
 
 @credits_app.command("add")
-def credits_add(ctx: typer.Context, work_id: str, role: Annotated[str, typer.Option(help="scheme:code, e.g. endcredits:composer")],
-                payee: Annotated[str | None, typer.Option(help="person:ID or name:ID")] = None,
-                name: Annotated[str | None, typer.Option(help="A credited name nobody has claimed yet")] = None,
-                weight: Annotated[int, typer.Option(min=1)] = 1,
-                allow_unknown_scheme: Annotated[bool, typer.Option(
-                    "--allow-unknown-scheme", help="Accept a role scheme outside `endcredits roles list`")] = False) -> None:
+def credits_add(
+    ctx: typer.Context,
+    work_id: str,
+    role: Annotated[str, typer.Option(help="scheme:code, e.g. endcredits:composer")],
+    payee: Annotated[str | None, typer.Option(help="person:ID or name:ID")] = None,
+    name: Annotated[str | None, typer.Option(help="A credited name nobody has claimed yet")] = None,
+    weight: Annotated[int, typer.Option(min=1)] = 1,
+    allow_unknown_scheme: Annotated[
+        bool, typer.Option("--allow-unknown-scheme", help="Accept a role scheme outside `endcredits roles list`")
+    ] = False,
+) -> None:
     """Credit a person or a name on a work, in a role (see `endcredits roles list`)."""
     from endcredits.store.registry import CreditIn, add_credits
 
     with _store(ctx) as store, store.write() as conn:
-        n = add_credits(conn, [CreditIn(work_id, _payee(conn, payee, name), role, weight)],
-                        allow_unknown_scheme=allow_unknown_scheme)
+        n = add_credits(
+            conn,
+            [CreditIn(work_id, _payee(conn, payee, name), role, weight)],
+            allow_unknown_scheme=allow_unknown_scheme,
+        )
     _console().print(f"{n} credit added" if n else "credit already present")
 
 
@@ -352,20 +445,33 @@ def credits_list(ctx: typer.Context, work_id: str, as_json: JsonOpt = False) -> 
 
     with _store(ctx) as store, store.read() as conn:
         rows = graph_rows(conn, [work_id])
-    data: dict[str, list[dict[str, Any]]] = {"credits": [{"work": w, "payee": p, "role": r, "weight": wt} for w, p, r, wt in rows.credits],
-            "rights_holders": [{"work": w, "payee": p} for w, p in rows.rights_holders],
-            "lineage": [{"work": w, "parent": p, "share": str(s) if s is not None else "agreement default"}
-                        for w, p, s in rows.parents]}
+    data: dict[str, list[dict[str, Any]]] = {
+        "credits": [{"work": w, "payee": p, "role": r, "weight": wt} for w, p, r, wt in rows.credits],
+        "rights_holders": [{"work": w, "payee": p} for w, p in rows.rights_holders],
+        "lineage": [
+            {"work": w, "parent": p, "share": str(s) if s is not None else "agreement default"}
+            for w, p, s in rows.parents
+        ],
+    }
     if as_json:
         _print_json(data)
     else:
-        _table("credits", ["work", "payee", "role", "weight"], [[c["work"][:16], c["payee"], c["role"], c["weight"]]
-                                                                for c in data["credits"]])
+        _table(
+            "credits",
+            ["work", "payee", "role", "weight"],
+            [[c["work"][:16], c["payee"], c["role"], c["weight"]] for c in data["credits"]],
+        )
 
 
 @credits_app.command("lineage")
-def credits_lineage(ctx: typer.Context, work_id: str, parent_work_id: str,
-                    share: Annotated[str | None, typer.Option(help="Share passed upstream, e.g. 0.2 (default: the agreement's)")] = None) -> None:
+def credits_lineage(
+    ctx: typer.Context,
+    work_id: str,
+    parent_work_id: str,
+    share: Annotated[
+        str | None, typer.Option(help="Share passed upstream, e.g. 0.2 (default: the agreement's)")
+    ] = None,
+) -> None:
     """Record that a work derives from another (a scan -> a digital double -> a film)."""
     from endcredits.store.registry import add_lineage
 
@@ -376,16 +482,25 @@ def credits_lineage(ctx: typer.Context, work_id: str, parent_work_id: str,
 
 
 @roles_app.command("list")
-def roles_list(scheme: Annotated[str | None, typer.Option(help="Only this scheme: credit, ebu, cawg or endcredits")] = None,
-               as_json: JsonOpt = False) -> None:
+def roles_list(
+    scheme: Annotated[str | None, typer.Option(help="Only this scheme: credit, ebu, cawg or endcredits")] = None,
+    as_json: JsonOpt = False,
+) -> None:
     """The roles a credit may name, as scheme:code with their labels. Needs no database."""
     from endcredits.registry.roles import SCHEMES, roles
 
     listed = roles(scheme)
     if as_json:
-        _print_json({"schemes": {s.name: {"title": s.title, "source": s.source, "aliases": dict(s.aliases)}
-                                 for s in SCHEMES.values() if scheme in (None, s.name)},
-                     "roles": [{"scheme": r.scheme, "code": r.code, "role": r.key, "label": r.label} for r in listed]})
+        _print_json(
+            {
+                "schemes": {
+                    s.name: {"title": s.title, "source": s.source, "aliases": dict(s.aliases)}
+                    for s in SCHEMES.values()
+                    if scheme in (None, s.name)
+                },
+                "roles": [{"scheme": r.scheme, "code": r.code, "role": r.key, "label": r.label} for r in listed],
+            }
+        )
     else:
         _table("roles", ["role", "label"], [[r.key, r.label] for r in listed])
 
@@ -393,10 +508,14 @@ def roles_list(scheme: Annotated[str | None, typer.Option(help="Only this scheme
 # consent ------------------------------------------------------------------------------------------
 @consent_app.command("grant")
 def consent_grant(
-    ctx: typer.Context, use: Annotated[str, typer.Option()], decision: Annotated[str, typer.Option(help="allowed or notAllowed")],
+    ctx: typer.Context,
+    use: Annotated[str, typer.Option()],
+    decision: Annotated[str, typer.Option(help="allowed or notAllowed")],
     source: Annotated[str, typer.Option(help="Where this decision comes from")],
-    work: Annotated[str | None, typer.Option()] = None, person: Annotated[int | None, typer.Option()] = None,
-    valid_from: Annotated[str | None, typer.Option("--from")] = None, until: Annotated[str | None, typer.Option()] = None,
+    work: Annotated[str | None, typer.Option()] = None,
+    person: Annotated[int | None, typer.Option()] = None,
+    valid_from: Annotated[str | None, typer.Option("--from")] = None,
+    until: Annotated[str | None, typer.Option()] = None,
     perpetual: Annotated[bool, typer.Option("--perpetual", help="No end date; must be said explicitly")] = False,
 ) -> None:
     """Record a consent decision for a work or a person, for one use and a time window."""
@@ -407,17 +526,25 @@ def consent_grant(
         raise ValidationError("give exactly one of --work ID or --person ID")
     if until is None and not perpetual:
         raise ValidationError("give --until TIME, or --perpetual to say explicitly that it never ends")
-    grant = Grant(subject_kind="work" if work else "person", subject_id=work or str(person), use=use,
-                  decision=decision, valid_from=_time(valid_from, "--from"),  # type: ignore[arg-type]
-                  valid_until=_time(until, "--until") if until else None, perpetual=perpetual, source=source)
+    grant = Grant(
+        subject_kind="work" if work else "person",
+        subject_id=work or str(person),
+        use=use,
+        decision=decision,
+        valid_from=_time(valid_from, "--from"),  # type: ignore[arg-type]
+        valid_until=_time(until, "--until") if until else None,
+        perpetual=perpetual,
+        source=source,
+    )
     with _store(ctx) as store, store.write() as conn:
         (gid,) = add_grants(conn, [grant])
     _console().print(f"consent grant {gid}")
 
 
 @consent_app.command("revoke")
-def consent_revoke(ctx: typer.Context, grant_id: int, at: Annotated[str | None, typer.Option()] = None,
-                   as_json: JsonOpt = False) -> None:
+def consent_revoke(
+    ctx: typer.Context, grant_id: int, at: Annotated[str | None, typer.Option()] = None, as_json: JsonOpt = False
+) -> None:
     """Revoke a grant, and report every model, manifest and training run that already used the work
     (or a work derived from it)."""
     from endcredits.store.catalog import revocation_report, works_of_person
@@ -427,17 +554,31 @@ def consent_revoke(ctx: typer.Context, grant_id: int, at: Annotated[str | None, 
         grant = revoke_grant(conn, grant_id, _time(at, "--at"))
         work_ids = [grant.subject_id] if grant.subject_kind == "work" else works_of_person(conn, int(grant.subject_id))
         affected = revocation_report(conn, work_ids)
-    affected_rows = [{"model": u.model_id, "manifest": u.manifest_id, "work": u.work_id, "via": u.via,
-                      "training_runs": list(u.training_run_ids)} for u in affected]
-    report: dict[str, Any] = {"grant": grant_id, "revoked_use": grant.use,
-                              "subject": f"{grant.subject_kind}:{grant.subject_id}",
-                              "models": sorted({u.model_id for u in affected}),
-                              "manifests": sorted({u.manifest_id for u in affected}), "affected": affected_rows}
+    affected_rows = [
+        {
+            "model": u.model_id,
+            "manifest": u.manifest_id,
+            "work": u.work_id,
+            "via": u.via,
+            "training_runs": list(u.training_run_ids),
+        }
+        for u in affected
+    ]
+    report: dict[str, Any] = {
+        "grant": grant_id,
+        "revoked_use": grant.use,
+        "subject": f"{grant.subject_kind}:{grant.subject_id}",
+        "models": sorted({u.model_id for u in affected}),
+        "manifests": sorted({u.manifest_id for u in affected}),
+        "affected": affected_rows,
+    }
     if as_json:
         _print_json(report)
     else:
-        _console().print(f"grant {grant_id} revoked; {len(report['models'])} models and {len(report['manifests'])} "
-                         f"manifests used the work: {len(affected)} (manifest, work) uses to report")
+        _console().print(
+            f"grant {grant_id} revoked; {len(report['models'])} models and {len(report['manifests'])} "
+            f"manifests used the work: {len(affected)} (manifest, work) uses to report"
+        )
         for a in affected_rows:
             via = f" (derived from {a['via']})" if a["via"] else ""
             runs = f"; training runs {', '.join(a['training_runs'])}" if a["training_runs"] else ""
@@ -445,29 +586,54 @@ def consent_revoke(ctx: typer.Context, grant_id: int, at: Annotated[str | None, 
 
 
 @consent_app.command("list")
-def consent_list(ctx: typer.Context, work: Annotated[str | None, typer.Option()] = None,
-                 person: Annotated[int | None, typer.Option()] = None, as_json: JsonOpt = False) -> None:
+def consent_list(
+    ctx: typer.Context,
+    work: Annotated[str | None, typer.Option()] = None,
+    person: Annotated[int | None, typer.Option()] = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Grants on a work or a person."""
     from endcredits.store.consent import grants_for
 
     with _store(ctx) as store, store.read() as conn:
         grants = grants_for(conn, [work] if work else [], [str(person)] if person is not None else [])
-    rows: list[dict[str, Any]] = [{"id": i, "subject": f"{g.subject_kind}:{g.subject_id}", "use": g.use, "decision": g.decision,
-             "from": g.valid_from.isoformat(), "until": g.valid_until.isoformat() if g.valid_until else "perpetual",
-             "revoked_at": g.revoked_at.isoformat() if g.revoked_at else None, "source": g.source} for i, g in grants]
+    rows: list[dict[str, Any]] = [
+        {
+            "id": i,
+            "subject": f"{g.subject_kind}:{g.subject_id}",
+            "use": g.use,
+            "decision": g.decision,
+            "from": g.valid_from.isoformat(),
+            "until": g.valid_until.isoformat() if g.valid_until else "perpetual",
+            "revoked_at": g.revoked_at.isoformat() if g.revoked_at else None,
+            "source": g.source,
+        }
+        for i, g in grants
+    ]
     if as_json:
         _print_json({"grants": rows})
     else:
-        _table("consent", ["id", "subject", "use", "decision", "until", "revoked", "source"],
-               [[r["id"], r["subject"][:24], r["use"], r["decision"], r["until"], r["revoked_at"] or "", r["source"]] for r in rows])
+        _table(
+            "consent",
+            ["id", "subject", "use", "decision", "until", "revoked", "source"],
+            [
+                [r["id"], r["subject"][:24], r["use"], r["decision"], r["until"], r["revoked_at"] or "", r["source"]]
+                for r in rows
+            ],
+        )
 
 
 # manifest -----------------------------------------------------------------------------------------
 @manifest_app.command("build")
 def manifest_build(
-    ctx: typer.Context, model: Annotated[str, typer.Option()],
-    use: Annotated[list[str], typer.Option(help="Repeat for each use, e.g. --use ai_generative_training --use commercial")],
-    default: Annotated[str, typer.Option(help="Operator default where no grant decides: opt-in or opt-out (no default: say it)")],
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option()],
+    use: Annotated[
+        list[str], typer.Option(help="Repeat for each use, e.g. --use ai_generative_training --use commercial")
+    ],
+    default: Annotated[
+        str, typer.Option(help="Operator default where no grant decides: opt-in or opt-out (no default: say it)")
+    ],
     as_of: Annotated[str | None, typer.Option()] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -476,27 +642,53 @@ def manifest_build(
 
     with _store(ctx) as store:
         m = build_manifest(store, model_id=model, uses=use, as_of=_time(as_of, "--as-of"), default=default)  # type: ignore[arg-type]
-    data = {"manifest_id": m.id, "model": m.model_id, "uses": list(m.uses), "as_of": m.as_of, "merkle_root": m.merkle_root,
-            "included": len(m.included), "excluded": len(m.excluded)}
+    data = {
+        "manifest_id": m.id,
+        "model": m.model_id,
+        "uses": list(m.uses),
+        "as_of": m.as_of,
+        "merkle_root": m.merkle_root,
+        "included": len(m.included),
+        "excluded": len(m.excluded),
+    }
     _print_json(data) if as_json else _console().print(
-        f"manifest {m.id}: {len(m.included)} works included, {len(m.excluded)} excluded, root {m.merkle_root}")
+        f"manifest {m.id}: {len(m.included)} works included, {len(m.excluded)} excluded, root {m.merkle_root}"
+    )
 
 
 @manifest_app.command("list")
-def manifest_list(ctx: typer.Context, model: Annotated[str | None, typer.Option()] = None, as_json: JsonOpt = False) -> None:
+def manifest_list(
+    ctx: typer.Context, model: Annotated[str | None, typer.Option()] = None, as_json: JsonOpt = False
+) -> None:
     """Manifests, newest first, with their roots and counts."""
     from endcredits.store.schema import manifests
 
     with _store(ctx) as store, store.read() as conn:
         q = select(manifests).order_by(manifests.c.created_at.desc(), manifests.c.id)
         rows = conn.execute(q.where(manifests.c.model_id == model) if model else q).all()
-    data = [{"manifest_id": r.id, "model": r.model_id, "uses": r.uses.split(","), "as_of": r.as_of,
-             "merkle_root": r.merkle_root, "included": r.included_count, "excluded": r.excluded_count} for r in rows]
+    data = [
+        {
+            "manifest_id": r.id,
+            "model": r.model_id,
+            "uses": r.uses.split(","),
+            "as_of": r.as_of,
+            "merkle_root": r.merkle_root,
+            "included": r.included_count,
+            "excluded": r.excluded_count,
+        }
+        for r in rows
+    ]
     if as_json:
         _print_json({"manifests": data})
     else:
-        _table("manifests", ["id", "model", "as of", "root", "included", "excluded"],
-               [[d["manifest_id"], d["model"], d["as_of"], d["merkle_root"][:16], d["included"], d["excluded"]] for d in data])
+        _table(
+            "manifests",
+            ["id", "model", "as of", "root", "included", "excluded"],
+            [
+                [d["manifest_id"], d["model"], d["as_of"], d["merkle_root"][:16], d["included"], d["excluded"]]
+                for d in data
+            ],
+        )
 
 
 @manifest_app.command("show")
@@ -506,9 +698,16 @@ def manifest_show(ctx: typer.Context, manifest_id: str, as_json: JsonOpt = False
 
     with _store(ctx) as store, store.read() as conn:
         m = load_manifest(conn, manifest_id)
-    data = {"manifest_id": m.id, "model": m.model_id, "uses": list(m.uses), "as_of": m.as_of, "merkle_root": m.merkle_root,
-            "checkpoint_sha256": m.checkpoint_sha256, "included": len(m.included),
-            "excluded": [{"work": w, "reason": r} for w, r in m.excluded]}
+    data = {
+        "manifest_id": m.id,
+        "model": m.model_id,
+        "uses": list(m.uses),
+        "as_of": m.as_of,
+        "merkle_root": m.merkle_root,
+        "checkpoint_sha256": m.checkpoint_sha256,
+        "included": len(m.included),
+        "excluded": [{"work": w, "reason": r} for w, r in m.excluded],
+    }
     if as_json:
         _print_json(data)
     else:
@@ -531,8 +730,11 @@ def manifest_prove(ctx: typer.Context, manifest_id: str, work_id: str) -> None:
 
 
 @manifest_app.command("check")
-def manifest_check(proof_file: Path, root: Annotated[str | None, typer.Option(help="The published root (default: the file's)")] = None,
-                   works: Annotated[int | None, typer.Option(help="The published number of works in the manifest")] = None) -> None:
+def manifest_check(
+    proof_file: Path,
+    root: Annotated[str | None, typer.Option(help="The published root (default: the file's)")] = None,
+    works: Annotated[int | None, typer.Option(help="The published number of works in the manifest")] = None,
+) -> None:
     """Check a proof from `manifest prove` against a published root. Needs no database."""
     from endcredits.manifest.merkle import ExclusionProof, proof_from_json, verify_exclusion, verify_inclusion
 
@@ -565,14 +767,22 @@ def _file_sha256(path: Path) -> str:
 
 
 def _run_json(r: Any) -> dict[str, Any]:
-    return {"run_id": r.id, "model": r.model_id, "manifest_id": r.manifest_id, "merkle_root": r.merkle_root,
-            "checkpoint_sha256s": list(r.checkpoint_sha256s), "started_at": r.started_at,
-            "finished_at": r.finished_at, "recorded_at": r.recorded_at}
+    return {
+        "run_id": r.id,
+        "model": r.model_id,
+        "manifest_id": r.manifest_id,
+        "merkle_root": r.merkle_root,
+        "checkpoint_sha256s": list(r.checkpoint_sha256s),
+        "started_at": r.started_at,
+        "finished_at": r.finished_at,
+        "recorded_at": r.recorded_at,
+    }
 
 
 @run_app.command("record")
 def run_record(
-    ctx: typer.Context, run_id: Annotated[str, typer.Option("--run", help="The run's id (idempotency key)")],
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Option("--run", help="The run's id (idempotency key)")],
     manifest: Annotated[str, typer.Option(help="The manifest the run trained on")],
     started: Annotated[str, typer.Option(help="When training started (ISO-8601)")],
     finished: Annotated[str, typer.Option(help="When training finished (ISO-8601)")],
@@ -586,18 +796,29 @@ def run_record(
 
     hashes = [_file_sha256(p) for p in checkpoint or []] + list(checkpoint_sha256 or [])
     with _store(ctx) as store, store.write() as conn:
-        r = record_training_run(conn, run_id=run_id, manifest_id=manifest, checkpoint_sha256s=hashes,
-                                started_at=_time(started, "--started"), finished_at=_time(finished, "--finished"),
-                                model_id=model)
+        r = record_training_run(
+            conn,
+            run_id=run_id,
+            manifest_id=manifest,
+            checkpoint_sha256s=hashes,
+            started_at=_time(started, "--started"),
+            finished_at=_time(finished, "--finished"),
+            model_id=model,
+        )
     _print_json(_run_json(r)) if as_json else _console().print(
         f"training run {r.id}: model {r.model_id}, manifest {r.manifest_id} (root {r.merkle_root}), "
-        f"{len(r.checkpoint_sha256s)} checkpoints")
+        f"{len(r.checkpoint_sha256s)} checkpoints"
+    )
 
 
 @run_app.command("list")
-def run_list(ctx: typer.Context, model: Annotated[str | None, typer.Option()] = None,
-             manifest: Annotated[str | None, typer.Option()] = None,
-             limit: Annotated[int, typer.Option(min=1, max=100_000)] = 1000, as_json: JsonOpt = False) -> None:
+def run_list(
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Option()] = None,
+    manifest: Annotated[str | None, typer.Option()] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100_000)] = 1000,
+    as_json: JsonOpt = False,
+) -> None:
     """Recorded training runs, newest first, with their manifest roots and checkpoint hashes."""
     from endcredits.store.catalog import training_runs_list
 
@@ -606,9 +827,14 @@ def run_list(ctx: typer.Context, model: Annotated[str | None, typer.Option()] = 
     if as_json:
         _print_json({"runs": [_run_json(r) for r in runs]})
     else:
-        _table("training runs", ["run", "model", "manifest", "root", "checkpoints", "finished"],
-               [[r.id, r.model_id, r.manifest_id, r.merkle_root[:16], len(r.checkpoint_sha256s), r.finished_at]
-                for r in runs])
+        _table(
+            "training runs",
+            ["run", "model", "manifest", "root", "checkpoints", "finished"],
+            [
+                [r.id, r.model_id, r.manifest_id, r.merkle_root[:16], len(r.checkpoint_sha256s), r.finished_at]
+                for r in runs
+            ],
+        )
 
 
 # agreement ----------------------------------------------------------------------------------------
@@ -629,7 +855,9 @@ def agreement_load(ctx: typer.Context, file: Path) -> None:
 
 
 @agreement_app.command("show")
-def agreement_show(ctx: typer.Context, agreement_id: str, version: Annotated[int | None, typer.Option()] = None) -> None:
+def agreement_show(
+    ctx: typer.Context, agreement_id: str, version: Annotated[int | None, typer.Option()] = None
+) -> None:
     """Print an agreement's text."""
     from endcredits.store.catalog import load_agreement_body
 
@@ -653,7 +881,8 @@ def accrue_cmd(
     agreement: Annotated[str, typer.Option(help="Agreement id (its newest version)")],
     batch_id: Annotated[str, typer.Option(help="Idempotency id of this batch")],
     manifest: Annotated[str | None, typer.Option(help="Manifest id (default: the model's newest)")] = None,
-    dry_run: DryRunOpt = False, as_json: JsonOpt = False,
+    dry_run: DryRunOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Accrue residuals for a batch of outputs: split, carry forward, evidence, one ledger transfer per period."""
     from endcredits.ledger.accrue import accrue
@@ -664,13 +893,19 @@ def accrue_cmd(
     out_rows = read_rows(outputs, ["output_id", "model_id", "revenue", "currency", "occurred_at"])
     attr_rows = read_rows(attributions, ["output_id", "score"], one_of=["work_id", "payee"])
     per = "payee" if attr_rows and "work_id" not in attr_rows[0] else "work"
-    outs = [OutputIn(r["output_id"], r["model_id"], parse_amount(r["revenue"], r["currency"]), r["currency"], r["occurred_at"])
-            for r in out_rows]
+    outs = [
+        OutputIn(
+            r["output_id"], r["model_id"], parse_amount(r["revenue"], r["currency"]), r["currency"], r["occurred_at"]
+        )
+        for r in out_rows
+    ]
     known = {o.output_id for o in outs}
     scores: dict[str, dict[str, float]] = {}
     for i, r in enumerate(attr_rows):
         if r["output_id"] not in known:
-            raise ValidationError(f"{attributions} row {i + 2} names output {r['output_id']}, which is not in {outputs}")
+            raise ValidationError(
+                f"{attributions} row {i + 2} names output {r['output_id']}, which is not in {outputs}"
+            )
         try:
             value = float(r["score"])
         except ValueError:
@@ -687,18 +922,27 @@ def accrue_cmd(
                 m = load_manifest(conn, manifest or latest_manifest_id(conn, models.pop()))
             usage = build_usage(conn, outs, scores, a, m, per=per)
         summary = accrue(store, usage, a, event_id=batch_id, dry_run=dry_run)
-    data = {"batch_id": batch_id, "status": summary.status, "outputs": summary.outputs, "lines": summary.lines,
-            "pool_microunits": summary.pool_microunits, "posted_microunits": summary.posted_microunits,
-            "escrow_microunits": summary.escrow_microunits,
-            "suspense_delta_microunits": summary.suspense_delta_microunits, "transfers": list(summary.groups)}
+    data = {
+        "batch_id": batch_id,
+        "status": summary.status,
+        "outputs": summary.outputs,
+        "lines": summary.lines,
+        "pool_microunits": summary.pool_microunits,
+        "posted_microunits": summary.posted_microunits,
+        "escrow_microunits": summary.escrow_microunits,
+        "suspense_delta_microunits": summary.suspense_delta_microunits,
+        "transfers": list(summary.groups),
+    }
     if as_json:
         _print_json(data)
     else:
         c = a.currency
-        _console().print(f"batch {batch_id} ({summary.status}): {summary.outputs} outputs, {summary.lines} lines, "
-                         f"pool {format_amount(summary.pool_microunits, c)} {c} = paid {format_amount(summary.posted_microunits, c)}"
-                         f" + escrow {format_amount(summary.escrow_microunits, c)} + suspense change "
-                         f"{format_amount(summary.suspense_delta_microunits, c)}")
+        _console().print(
+            f"batch {batch_id} ({summary.status}): {summary.outputs} outputs, {summary.lines} lines, "
+            f"pool {format_amount(summary.pool_microunits, c)} {c} = paid {format_amount(summary.posted_microunits, c)}"
+            f" + escrow {format_amount(summary.escrow_microunits, c)} + suspense change "
+            f"{format_amount(summary.suspense_delta_microunits, c)}"
+        )
 
 
 # attribute ----------------------------------------------------------------------------------------
@@ -722,7 +966,9 @@ def featurize_cmd(
     ctx: typer.Context,
     checkpoint: Annotated[Path, typer.Option(help="The model checkpoint (from the demo, or save_lm)")],
     manifest: Annotated[str, typer.Option(help="The manifest the model was trained on")],
-    k: Annotated[int, typer.Option(min=8, max=65_536)] = 1_024, seed: int = 0, ray: RayOpt = None,
+    k: Annotated[int, typer.Option(min=8, max=65_536)] = 1_024,
+    seed: int = 0,
+    ray: RayOpt = None,
 ) -> None:
     """Featurize every work in the manifest once (projected gradients, memory-mapped); resumable."""
     from endcredits.demo import featurize_manifest
@@ -737,17 +983,24 @@ def featurize_cmd(
 def attribute_cmd(
     ctx: typer.Context,
     checkpoint: Annotated[Path, typer.Option(help="The model checkpoint (from the demo, or save_lm)")],
-    outputs: Annotated[Path, typer.Option(help="JSON lines: {\"output_id\": ..., \"text\": ...}")],
+    outputs: Annotated[Path, typer.Option(help='JSON lines: {"output_id": ..., "text": ...}')],
     out: Annotated[Path, typer.Option(help="Where to write output_id, work_id, score (CSV)")],
     manifest: Annotated[str, typer.Option(help="The manifest the model was trained on")],
-    k: Annotated[int, typer.Option(min=8, max=65_536)] = 1_024, seed: int = 0,
+    k: Annotated[int, typer.Option(min=8, max=65_536)] = 1_024,
+    seed: int = 0,
     method: Annotated[str, typer.Option(help="trak (default) or tracin")] = "trak",
     explain: Annotated[Path | None, typer.Option(help="Also write each output's top works here (JSON lines)")] = None,
-    top_k: Annotated[int, typer.Option(min=1, max=1_000)] = 5, ray: RayOpt = None,
-    per_payee: Annotated[str | None, typer.Option(
-        "--per-payee", metavar="AGREEMENT",
-        help="Write output_id, payee, score instead: every payee's exact score through Psi = W^T G, with the "
-             "credit shares of this agreement")] = None,
+    top_k: Annotated[int, typer.Option(min=1, max=1_000)] = 5,
+    ray: RayOpt = None,
+    per_payee: Annotated[
+        str | None,
+        typer.Option(
+            "--per-payee",
+            metavar="AGREEMENT",
+            help="Write output_id, payee, score instead: every payee's exact score through Psi = W^T G, with the "
+            "credit shares of this agreement",
+        ),
+    ] = None,
 ) -> None:
     """Score each output against every work in the manifest (TRAK by default); features are reused."""
     from endcredits.attribution.texts import METHODS
@@ -764,22 +1017,35 @@ def attribute_cmd(
                 obj = json.loads(line)
                 lines.append((str(obj["output_id"]), str(obj["text"])))
             except (json.JSONDecodeError, KeyError, TypeError):
-                raise ValidationError(f"{outputs} line {i + 1} is not {{\"output_id\": ..., \"text\": ...}}") from None
+                raise ValidationError(f'{outputs} line {i + 1} is not {{"output_id": ..., "text": ...}}') from None
     lm, m = _checkpoint_and_manifest(ctx, checkpoint, manifest)
     if per_payee is not None:
         n = _attribute_per_payee(ctx, lm, m, lines, out, agreement_id=per_payee, k=k, seed=seed, method=method)
         _console().print(f"wrote {n} non-zero {method} payee scores for {len(lines)} outputs to {out}")
         return
     with _store(ctx) as store:
-        att = attribute_texts(store, m, lm, lines, out, k=k, seed=seed, method=method, ray=ray, explain=explain,
-                              top_k=top_k)
+        att = attribute_texts(
+            store, m, lm, lines, out, k=k, seed=seed, method=method, ray=ray, explain=explain, top_k=top_k
+        )
     weaker = " (a weaker method)" if att.weaker else ""
-    _console().print(f"wrote {len(lines) * len(m.included)} {att.method} scores{weaker} to {out}"
-                     + (f"; top {top_k} works per output to {explain}" if explain else ""))
+    _console().print(
+        f"wrote {len(lines) * len(m.included)} {att.method} scores{weaker} to {out}"
+        + (f"; top {top_k} works per output to {explain}" if explain else "")
+    )
 
 
-def _attribute_per_payee(ctx: typer.Context, lm: Any, m: Any, lines: Sequence[tuple[str, str]], out: Path, *,
-                         agreement_id: str, k: int, seed: int, method: str) -> int:
+def _attribute_per_payee(
+    ctx: typer.Context,
+    lm: Any,
+    m: Any,
+    lines: Sequence[tuple[str, str]],
+    out: Path,
+    *,
+    agreement_id: str,
+    k: int,
+    seed: int,
+    method: str,
+) -> int:
     import csv
 
     from endcredits.attribution.texts import attribute_payees
@@ -807,7 +1073,9 @@ def _attribute_per_payee(ctx: typer.Context, lm: Any, m: Any, lines: Sequence[tu
 # statements, payouts, escrow ---------------------------------------------------------------------
 @app.command("statements")
 def statements_cmd(
-    ctx: typer.Context, person: Annotated[int, typer.Option()], period: Annotated[str, typer.Option(help="YYYY-MM")],
+    ctx: typer.Context,
+    person: Annotated[int, typer.Option()],
+    period: Annotated[str, typer.Option(help="YYYY-MM")],
     currency: Annotated[str, typer.Option()] = "EUR",
     format: Annotated[str, typer.Option(help="csv or json")] = "json",
     out: Annotated[Path | None, typer.Option(help="Write here instead of standard output")] = None,
@@ -822,19 +1090,25 @@ def statements_cmd(
     text = st.to_csv() if format == "csv" else st.to_json() + "\n"
     if out:
         out.write_text(text, encoding="utf-8")
-        _console().print(f"statement for person {person}, {period}: {len(st.lines)} lines, accrued "
-                         f"{format_amount(st.accrued_microunits, currency)} {currency}; reconciles: {st.reconciles()}")
+        _console().print(
+            f"statement for person {person}, {period}: {len(st.lines)} lines, accrued "
+            f"{format_amount(st.accrued_microunits, currency)} {currency}; reconciles: {st.reconciles()}"
+        )
     else:
         sys.stdout.write(text)
 
 
 @payouts_app.command("create")
 def payouts_create(
-    ctx: typer.Context, batch_id: Annotated[str, typer.Option()], agreement: Annotated[str, typer.Option()],
-    debtor_name: Annotated[str, typer.Option()], debtor_iban: Annotated[str, typer.Option()],
+    ctx: typer.Context,
+    batch_id: Annotated[str, typer.Option()],
+    agreement: Annotated[str, typer.Option()],
+    debtor_name: Annotated[str, typer.Option()],
+    debtor_iban: Annotated[str, typer.Option()],
     debtor_bic: Annotated[str, typer.Option()],
     execution_date: Annotated[str | None, typer.Option(help="YYYY-MM-DD (default: today)")] = None,
-    dry_run: DryRunOpt = False, as_json: JsonOpt = False,
+    dry_run: DryRunOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Pay every verified person at or above the agreement's threshold: pain.001 + CSV, pending until statuses return."""
     from endcredits.payouts.batches import create_payout_batch
@@ -844,19 +1118,35 @@ def payouts_create(
     with _store(ctx) as store:
         with store.read() as conn:
             a = _agreement(conn, agreement)
-        r = create_payout_batch(store, batch_id=batch_id, currency=a.currency, threshold_microunits=a.payout_threshold_microunits,
-                                debtor=Debtor(debtor_name, debtor_iban, debtor_bic), execution_date=when, dry_run=dry_run)
-    data = {"batch_id": r.batch_id, "status": r.status, "items": len(r.items), "total_microunits": r.total_microunits,
-            "below_threshold": r.below_threshold, "missing_bank_details": r.missing_bank_details,
-            "pain001": str(r.pain001_path) if r.pain001_path else None, "csv": str(r.csv_path) if r.csv_path else None}
+        r = create_payout_batch(
+            store,
+            batch_id=batch_id,
+            currency=a.currency,
+            threshold_microunits=a.payout_threshold_microunits,
+            debtor=Debtor(debtor_name, debtor_iban, debtor_bic),
+            execution_date=when,
+            dry_run=dry_run,
+        )
+    data = {
+        "batch_id": r.batch_id,
+        "status": r.status,
+        "items": len(r.items),
+        "total_microunits": r.total_microunits,
+        "below_threshold": r.below_threshold,
+        "missing_bank_details": r.missing_bank_details,
+        "pain001": str(r.pain001_path) if r.pain001_path else None,
+        "csv": str(r.csv_path) if r.csv_path else None,
+    }
     _print_json(data) if as_json else _console().print(
         f"payout batch {r.batch_id} ({r.status}): {len(r.items)} payments, {format_amount(r.total_microunits, a.currency)} "
-        f"{a.currency}; {r.below_threshold} below threshold carry forward; files: {data['pain001']}, {data['csv']}")
+        f"{a.currency}; {r.below_threshold} below threshold carry forward; files: {data['pain001']}, {data['csv']}"
+    )
 
 
 @payouts_app.command("status")
 def payouts_status(
-    ctx: typer.Context, batch_id: str,
+    ctx: typer.Context,
+    batch_id: str,
     pain002: Annotated[Path | None, typer.Option(help="A pain.002 status report from the bank")] = None,
     settled: Annotated[list[str] | None, typer.Option(help="End-to-end id settled (repeat)")] = None,
     failed: Annotated[list[str] | None, typer.Option(help="End-to-end id rejected (repeat)")] = None,
@@ -874,8 +1164,10 @@ def payouts_status(
         raise ValidationError("give --pain002 FILE or --settled/--failed end-to-end ids")
     with _store(ctx) as store:
         r = apply_payout_status(store, batch_id, statuses)
-    _console().print(f"batch {batch_id}: {r.settled} settled, {r.failed} failed (returned to balances), "
-                     f"{r.unchanged} unchanged; batch is {r.batch_status}")
+    _console().print(
+        f"batch {batch_id}: {r.settled} settled, {r.failed} failed (returned to balances), "
+        f"{r.unchanged} unchanged; batch is {r.batch_status}"
+    )
 
 
 @payouts_app.command("list")
@@ -885,29 +1177,56 @@ def payouts_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
     with _store(ctx) as store, store.read() as conn:
         rows = conn.execute(select(payout_batches).order_by(payout_batches.c.created_at)).all()
-    data = [{"batch_id": r.id, "status": r.status, "items": r.item_count, "total": format_amount(r.total_microunits, r.currency),
-             "currency": r.currency} for r in rows]
-    _print_json({"batches": data}) if as_json else _table("payout batches", ["id", "status", "items", "total", "ccy"],
-                                                          [list(d.values()) for d in data])
+    data = [
+        {
+            "batch_id": r.id,
+            "status": r.status,
+            "items": r.item_count,
+            "total": format_amount(r.total_microunits, r.currency),
+            "currency": r.currency,
+        }
+        for r in rows
+    ]
+    _print_json({"batches": data}) if as_json else _table(
+        "payout batches", ["id", "status", "items", "total", "ccy"], [list(d.values()) for d in data]
+    )
 
 
 @escrow_app.command("list")
-def escrow_list(ctx: typer.Context, query: Annotated[str, typer.Option(help="Part of a name")] = "",
-                limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50, as_json: JsonOpt = False) -> None:
+def escrow_list(
+    ctx: typer.Context,
+    query: Annotated[str, typer.Option(help="Part of a name")] = "",
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+    as_json: JsonOpt = False,
+) -> None:
     """Unclaimed residuals, largest first: search for a name to find money owed to it."""
     from endcredits.ledger.escrow import search_escrow
 
     with _store(ctx) as store, store.read() as conn:
         found = search_escrow(conn, query, limit=limit)
-    rows = [{"holder": h.holder, "name": h.display_name, "currency": h.currency,
-             "amount": format_amount(h.balance_microunits, h.currency), "amount_microunits": h.balance_microunits} for h in found]
-    _print_json({"escrow": rows}) if as_json else _table("escrow", ["holder", "name", "amount", "ccy"],
-                                                         [[r["holder"], r["name"], r["amount"], r["currency"]] for r in rows])
+    rows = [
+        {
+            "holder": h.holder,
+            "name": h.display_name,
+            "currency": h.currency,
+            "amount": format_amount(h.balance_microunits, h.currency),
+            "amount_microunits": h.balance_microunits,
+        }
+        for h in found
+    ]
+    _print_json({"escrow": rows}) if as_json else _table(
+        "escrow",
+        ["holder", "name", "amount", "ccy"],
+        [[r["holder"], r["name"], r["amount"], r["currency"]] for r in rows],
+    )
 
 
 @escrow_app.command("claim")
-def escrow_claim(ctx: typer.Context, person: Annotated[int, typer.Option()],
-                 name: Annotated[int | None, typer.Option(help="Credited name id this person claims")] = None) -> None:
+def escrow_claim(
+    ctx: typer.Context,
+    person: Annotated[int, typer.Option()],
+    name: Annotated[int | None, typer.Option(help="Credited name id this person claims")] = None,
+) -> None:
     """Link a credited name to a verified person and release what escrow holds for them."""
     from endcredits.ledger.escrow import claim_escrow
 
@@ -918,7 +1237,9 @@ def escrow_claim(ctx: typer.Context, person: Annotated[int, typer.Option()],
 
 
 @escrow_app.command("release-work")
-def escrow_release_work(ctx: typer.Context, work_id: str, agreement: Annotated[str, typer.Option(help="Agreement id")]) -> None:
+def escrow_release_work(
+    ctx: typer.Context, work_id: str, agreement: Annotated[str, typer.Option(help="Agreement id")]
+) -> None:
     """Release what a work held while nobody was credited on it, split by its credits now."""
     from endcredits.ledger.escrow import release_work_escrow
 
@@ -941,16 +1262,22 @@ def ledger_fold(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     with _store(ctx) as store, store.write() as conn:
         result = fold_pending(conn)
         watermark = fold_watermark(conn)
-    out = {"folded": result is not None, "through_transfer_id": watermark,
-           "segments": result.segments if result else 0, "accounts": result.accounts if result else 0,
-           "carries": result.carries if result else 0}
+    out = {
+        "folded": result is not None,
+        "through_transfer_id": watermark,
+        "segments": result.segments if result else 0,
+        "accounts": result.accounts if result else 0,
+        "carries": result.carries if result else 0,
+    }
     if as_json:
         _print_json(out)
     elif result is None:
         _console().print(f"nothing pending: folded through transfer {watermark}")
     else:
-        _console().print(f"folded {result.segments} segment(s) through transfer {watermark}: "
-                         f"{result.accounts} accounts, {result.carries} carries")
+        _console().print(
+            f"folded {result.segments} segment(s) through transfer {watermark}: "
+            f"{result.accounts} accounts, {result.carries} carries"
+        )
 
 
 @ledger_app.command("status")
@@ -963,13 +1290,20 @@ def ledger_status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     with _store(ctx) as store, store.read() as conn:
         segments, legs = pending_size(conn)
         watermark = fold_watermark(conn)
-    out = {"through_transfer_id": watermark, "pending_segments": segments, "pending_legs": legs,
-           "fold_pending_segments_max": FOLD_PENDING_SEGMENTS_MAX, "fold_pending_legs_max": FOLD_PENDING_LEGS_MAX}
+    out = {
+        "through_transfer_id": watermark,
+        "pending_segments": segments,
+        "pending_legs": legs,
+        "fold_pending_segments_max": FOLD_PENDING_SEGMENTS_MAX,
+        "fold_pending_legs_max": FOLD_PENDING_LEGS_MAX,
+    }
     if as_json:
         _print_json(out)
     else:
-        _console().print(f"folded through transfer {watermark}; pending: {segments} segment(s), {legs} legs "
-                         f"(an accrual folds first at {FOLD_PENDING_SEGMENTS_MAX} or {FOLD_PENDING_LEGS_MAX:,})")
+        _console().print(
+            f"folded through transfer {watermark}; pending: {segments} segment(s), {legs} legs "
+            f"(an accrual folds first at {FOLD_PENDING_SEGMENTS_MAX} or {FOLD_PENDING_LEGS_MAX:,})"
+        )
 
 
 # verify and demo ----------------------------------------------------------------------------------
@@ -985,18 +1319,27 @@ def verify_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     else:
         for problem in report.problems:
             _console().print(f"problem: {problem}")
-        _console().print(("verified: " if report.ok else "FAILED: ") + ", ".join(f"{v} {k}" for k, v in report.checked.items()))
+        _console().print(
+            ("verified: " if report.ok else "FAILED: ") + ", ".join(f"{v} {k}" for k, v in report.checked.items())
+        )
     if not report.ok:
         raise typer.Exit(1)
 
 
 @app.command("demo")
 def demo_cmd(
-    ctx: typer.Context, as_json: JsonOpt = False,
+    ctx: typer.Context,
+    as_json: JsonOpt = False,
     outputs: Annotated[int, typer.Option(min=1, max=10_000, help="Outputs to generate and pay for")] = 60,
-    train_steps: Annotated[int, typer.Option(
-        min=1, max=100_000, help="Training steps: a fixed count, so the same seed gives the same split on one machine "
-                                 "(1,000 take about a minute on a 2-core CPU)")] = 1_000,
+    train_steps: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=100_000,
+            help="Training steps: a fixed count, so the same seed gives the same split on one machine "
+            "(1,000 take about a minute on a 2-core CPU)",
+        ),
+    ] = 1_000,
     seed: int = 0,
     tunes: Annotated[int | None, typer.Option(min=10, help="Use only the first N tunes (default: all)")] = None,
 ) -> None:
@@ -1009,8 +1352,14 @@ def demo_cmd(
         _print_json(summary.to_json())
         return
     console = _console()
-    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as bars:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bars:
         tasks: dict[str, Any] = {}
 
         def step(name: str, done: float, total: float) -> None:
@@ -1018,8 +1367,16 @@ def demo_cmd(
                 tasks[name] = bars.add_task(name, total=total)
             bars.update(tasks[name], completed=done)
 
-        summary = run_demo(where.data, where.db, outputs_n=outputs, train_steps=train_steps, seed=seed, tunes_max=tunes,
-                           progress=lambda m: console.print(f"[dim]{m}[/dim]"), step=step)
+        summary = run_demo(
+            where.data,
+            where.db,
+            outputs_n=outputs,
+            train_steps=train_steps,
+            seed=seed,
+            tunes_max=tunes,
+            progress=lambda m: console.print(f"[dim]{m}[/dim]"),
+            step=step,
+        )
     summary.print(console)
 
 

@@ -19,16 +19,27 @@ from endcredits.errors import CredentialError, ValidationError
 from endcredits.identity.credential import CREDENTIAL_BYTES_MAX
 from endcredits.store.engine import DATA_ENV, DEFAULT_DATA_DIR, open_store, parse_time
 
-credential_app = typer.Typer(no_args_is_help=True,
-                             help="Verifiable credentials: check one, attach one to a person, re-check them all.")
-issuer_app = typer.Typer(no_args_is_help=True,
-                         help="Run an issuer (a guild, a union): a key, signed credentials, a revocation list.")
+credential_app = typer.Typer(
+    no_args_is_help=True, help="Verifiable credentials: check one, attach one to a person, re-check them all."
+)
+issuer_app = typer.Typer(
+    no_args_is_help=True, help="Run an issuer (a guild, a union): a key, signed credentials, a revocation list."
+)
 
-TrustOpt = Annotated[list[str], typer.Option(
-    "--trust", help="A trusted issuer: a did:key identifier, a bare z6Mk... public key, or a DID or controller document file. Repeatable.")]
-StatusOpt = Annotated[list[Path] | None, typer.Option(
-    "--status-list", help="A status list credential file (the issuer's status-list.json). Repeatable.")]
-AtOpt = Annotated[str | None, typer.Option("--at", help="Check as of this time, ISO-8601 with a timezone (default: now).")]
+TrustOpt = Annotated[
+    list[str],
+    typer.Option(
+        "--trust",
+        help="A trusted issuer: a did:key identifier, a bare z6Mk... public key, or a DID or controller document file. Repeatable.",
+    ),
+]
+StatusOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--status-list", help="A status list credential file (the issuer's status-list.json). Repeatable."),
+]
+AtOpt = Annotated[
+    str | None, typer.Option("--at", help="Check as of this time, ISO-8601 with a timezone (default: now).")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts.")]
 DirOpt = Annotated[Path | None, typer.Option("--dir", help="Issuer directory (default: DATA/issuer).")]
 
@@ -58,8 +69,9 @@ def _where(ctx: typer.Context) -> tuple[Path | None, str | None]:
 
 # credential ---------------------------------------------------------------------------------------
 @credential_app.command("verify")
-def credential_verify(file: Path, trust: TrustOpt, status_list: StatusOpt = None, at: AtOpt = None,
-                      as_json: JsonOpt = False) -> None:
+def credential_verify(
+    file: Path, trust: TrustOpt, status_list: StatusOpt = None, at: AtOpt = None, as_json: JsonOpt = False
+) -> None:
     """Check a credential's proof, issuer, validity window and revocation status.
 
     Exit 0 and print the subject's id when it is valid and trusted; exit 1 and the reason otherwise."""
@@ -81,8 +93,15 @@ def credential_verify(file: Path, trust: TrustOpt, status_list: StatusOpt = None
 
 
 @credential_app.command("attach")
-def credential_attach(ctx: typer.Context, person_id: int, file: Path, trust: TrustOpt, status_list: StatusOpt = None,
-                      at: AtOpt = None, as_json: JsonOpt = False) -> None:
+def credential_attach(
+    ctx: typer.Context,
+    person_id: int,
+    file: Path,
+    trust: TrustOpt,
+    status_list: StatusOpt = None,
+    at: AtOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Verify a credential and attach it to a person, who becomes verified by its issuer; release
     whatever escrow holds for them."""
     from endcredits.identity import attach_credential, load_status_lists, load_trust
@@ -105,13 +124,16 @@ def credential_attach(ctx: typer.Context, person_id: int, file: Path, trust: Tru
         _print_json({"person_id": person_id, "attached": done.new, "released_microunits": released, **vc.summary()})
     else:
         moved = ", ".join(f"{format_amount(v, c)} {c}" for c, v in sorted(released.items())) or "nothing"
-        sys.stdout.write(f"person {person_id} verified by {vc.issuer} until {vc.summary()['valid_until']}; "
-                         f"released from escrow: {moved}\n")
+        sys.stdout.write(
+            f"person {person_id} verified by {vc.issuer} until {vc.summary()['valid_until']}; "
+            f"released from escrow: {moved}\n"
+        )
 
 
 @credential_app.command("refresh")
-def credential_refresh(ctx: typer.Context, trust: TrustOpt, status_list: StatusOpt = None, at: AtOpt = None,
-                       as_json: JsonOpt = False) -> None:
+def credential_refresh(
+    ctx: typer.Context, trust: TrustOpt, status_list: StatusOpt = None, at: AtOpt = None, as_json: JsonOpt = False
+) -> None:
     """Re-check every attached credential; un-verify people whose credentials expired or were revoked."""
     from endcredits.identity import load_status_lists, load_trust, refresh_verification
 
@@ -142,21 +164,32 @@ def _issuer_dir(ctx: typer.Context, directory: Path | None) -> Path:
 
 
 @issuer_app.command("init")
-def issuer_init(ctx: typer.Context, directory: DirOpt = None,
-                status_list_id: Annotated[str | None, typer.Option(
-                    "--status-list-id", help="URL the status list will be published at (default: a urn:uuid).")] = None,
-                as_json: JsonOpt = False) -> None:
+def issuer_init(
+    ctx: typer.Context,
+    directory: DirOpt = None,
+    status_list_id: Annotated[
+        str | None,
+        typer.Option("--status-list-id", help="URL the status list will be published at (default: a urn:uuid)."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Generate an Ed25519 key pair and an empty revocation list; print the issuer's did:key."""
     from endcredits.identity.issuer import KEY_FILE, STATUS_LIST_FILE, init_issuer
 
     path = _issuer_dir(ctx, directory)
     issuer = init_issuer(path, status_list_id=status_list_id, at=dt.datetime.now(dt.UTC))
-    out = {"did": issuer.key.did, "key_file": str(path / KEY_FILE), "status_list": issuer.status_list_id,
-           "status_list_file": str(path / STATUS_LIST_FILE)}
+    out = {
+        "did": issuer.key.did,
+        "key_file": str(path / KEY_FILE),
+        "status_list": issuer.status_list_id,
+        "status_list_file": str(path / STATUS_LIST_FILE),
+    }
     if as_json:
         _print_json(out)
     else:
-        sys.stdout.write(f"{issuer.key.did}\nkey in {out['key_file']} (keep it secret); publish {out['status_list_file']}\n")
+        sys.stdout.write(
+            f"{issuer.key.did}\nkey in {out['key_file']} (keep it secret); publish {out['status_list_file']}\n"
+        )
 
 
 @issuer_app.command("issue")
@@ -176,8 +209,14 @@ def issuer_issue(
 
     issuer = open_issuer(_issuer_dir(ctx, directory))
     ids = {k: v for k, v in (("orcid", orcid), ("isni", isni), ("ipi", ipi)) if v is not None}
-    doc = issue_credential(issuer, subject_id, valid_from=parse_time(valid_from), valid_until=parse_time(valid_until),
-                           at=dt.datetime.now(dt.UTC), identifiers=ids)
+    doc = issue_credential(
+        issuer,
+        subject_id,
+        valid_from=parse_time(valid_from),
+        valid_until=parse_time(valid_until),
+        at=dt.datetime.now(dt.UTC),
+        identifiers=ids,
+    )
     text = json.dumps(doc, indent=2) + "\n"
     if out is None:
         sys.stdout.write(text)

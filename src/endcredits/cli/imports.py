@@ -19,17 +19,27 @@ from endcredits.errors import ValidationError
 from endcredits.registry.imports._common import SIGNAL_VALID_DAYS_DEFAULT, ImportReport, Window
 from endcredits.store.engine import open_store, parse_time
 
-interop_app = typer.Typer(no_args_is_help=True, help=(
-    "Provenance and consent formats in and out: C2PA, Croissant, TDMRep, IPTC plus:DataMining, ai.txt."))
+interop_app = typer.Typer(
+    no_args_is_help=True,
+    help=("Provenance and consent formats in and out: C2PA, Croissant, TDMRep, IPTC plus:DataMining, ai.txt."),
+)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts.")]
 WorkOpt = Annotated[str, typer.Option("--work", help="The registered work (its SHA-256) the signal is about.")]
-LocationOpt = Annotated[str | None, typer.Option(
-    "--location", help="The work's URL or path, matched against the file's rules (default: the work's source).")]
+LocationOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--location", help="The work's URL or path, matched against the file's rules (default: the work's source)."
+    ),
+]
 FromOpt = Annotated[str | None, typer.Option("--from", help="Grants hold from this time, ISO-8601 (default: now).")]
 UntilOpt = Annotated[str | None, typer.Option("--until", help="Grants hold until this time, ISO-8601.")]
-DaysOpt = Annotated[int, typer.Option(
-    "--days", help="Without --until or --perpetual: grants hold this many days; re-import the signal to renew.")]
+DaysOpt = Annotated[
+    int,
+    typer.Option(
+        "--days", help="Without --until or --perpetual: grants hold this many days; re-import the signal to renew."
+    ),
+]
 PerpetualOpt = Annotated[bool, typer.Option("--perpetual", help="Grants hold in perpetuity (an explicit term).")]
 
 
@@ -53,9 +63,11 @@ def _print(report: ImportReport, as_json: bool) -> None:
     if as_json:
         sys.stdout.write(json.dumps(report.summary(), indent=2, sort_keys=True) + "\n")
         return
-    sys.stdout.write(f"{report.kind} {report.source}: {report.works_added} works, {report.credits_added} credits, "
-                     f"{report.lineage_added} lineage links, {report.grants_added} grants added "
-                     f"({report.grants_unchanged} already in force)\n")
+    sys.stdout.write(
+        f"{report.kind} {report.source}: {report.works_added} works, {report.credits_added} credits, "
+        f"{report.lineage_added} lineage links, {report.grants_added} grants added "
+        f"({report.grants_unchanged} already in force)\n"
+    )
     for work_id in report.work_ids[:20]:
         sys.stdout.write(f"  work {work_id}\n")
     for note in report.notes:
@@ -77,11 +89,18 @@ def _location(store: Any, work: str, location: str | None) -> str | None:
 
 # Imports -------------------------------------------------------------------------------------------
 @interop_app.command("import-c2pa")
-def import_c2pa_cmd(ctx: typer.Context, file: Path,
-                    trust: Annotated[Path | None, typer.Option(
-                        "--trust", help="PEM file of trust anchors; the signer must chain to one.")] = None,
-                    valid_from: FromOpt = None, until: UntilOpt = None, days: DaysOpt = SIGNAL_VALID_DAYS_DEFAULT,
-                    perpetual: PerpetualOpt = False, as_json: JsonOpt = False) -> None:
+def import_c2pa_cmd(
+    ctx: typer.Context,
+    file: Path,
+    trust: Annotated[
+        Path | None, typer.Option("--trust", help="PEM file of trust anchors; the signer must chain to one.")
+    ] = None,
+    valid_from: FromOpt = None,
+    until: UntilOpt = None,
+    days: DaysOpt = SIGNAL_VALID_DAYS_DEFAULT,
+    perpetual: PerpetualOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
     """Read an asset's C2PA manifests: training-and-data-mining into grants, credits, ingredient lineage."""
     from endcredits.registry.imports import import_c2pa
     from endcredits.registry.imports._common import read_bounded
@@ -96,10 +115,15 @@ def import_c2pa_cmd(ctx: typer.Context, file: Path,
 
 
 @interop_app.command("import-croissant")
-def import_croissant_cmd(ctx: typer.Context, file: Path,
-                         record_set: Annotated[str | None, typer.Option(
-                             "--record-set", help="Register this record set's records as works (default: the files).")] = None,
-                         as_json: JsonOpt = False) -> None:
+def import_croissant_cmd(
+    ctx: typer.Context,
+    file: Path,
+    record_set: Annotated[
+        str | None,
+        typer.Option("--record-set", help="Register this record set's records as works (default: the files)."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Register a Croissant dataset's files or records as works, crediting its creators and data labelers."""
     from endcredits.registry.imports import import_croissant
 
@@ -111,9 +135,17 @@ def import_croissant_cmd(ctx: typer.Context, file: Path,
 
 
 @interop_app.command("import-tdmrep")
-def import_tdmrep_cmd(ctx: typer.Context, files: list[Path], work: WorkOpt, location: LocationOpt = None,
-                      valid_from: FromOpt = None, until: UntilOpt = None, days: DaysOpt = SIGNAL_VALID_DAYS_DEFAULT,
-                      perpetual: PerpetualOpt = False, as_json: JsonOpt = False) -> None:
+def import_tdmrep_cmd(
+    ctx: typer.Context,
+    files: list[Path],
+    work: WorkOpt,
+    location: LocationOpt = None,
+    valid_from: FromOpt = None,
+    until: UntilOpt = None,
+    days: DaysOpt = SIGNAL_VALID_DAYS_DEFAULT,
+    perpetual: PerpetualOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
     """W3C TDMRep into grants: a tdmrep.json, HTTP header lines and/or an HTML page, in that priority order."""
     from endcredits.registry.imports import import_signals, tdmrep_combined, tdmrep_from_text
 
@@ -128,9 +160,16 @@ def import_tdmrep_cmd(ctx: typer.Context, files: list[Path], work: WorkOpt, loca
 
 
 @interop_app.command("import-xmp")
-def import_xmp_cmd(ctx: typer.Context, file: Path, work: WorkOpt, valid_from: FromOpt = None,
-                   until: UntilOpt = None, days: DaysOpt = SIGNAL_VALID_DAYS_DEFAULT, perpetual: PerpetualOpt = False,
-                   as_json: JsonOpt = False) -> None:
+def import_xmp_cmd(
+    ctx: typer.Context,
+    file: Path,
+    work: WorkOpt,
+    valid_from: FromOpt = None,
+    until: UntilOpt = None,
+    days: DaysOpt = SIGNAL_VALID_DAYS_DEFAULT,
+    perpetual: PerpetualOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
     """IPTC plus:DataMining from an XMP sidecar or a file that embeds XMP, into grants."""
     from endcredits.registry.imports import import_signals, xmp_signal
     from endcredits.registry.imports._common import IMPORT_FILE_BYTES_MAX, read_bounded
@@ -145,10 +184,18 @@ def import_xmp_cmd(ctx: typer.Context, file: Path, work: WorkOpt, valid_from: Fr
 
 
 @interop_app.command("import-ai-txt")
-def import_ai_txt_cmd(ctx: typer.Context, file: Path, work: WorkOpt, location: LocationOpt = None,
-                      agent: Annotated[str, typer.Option("--agent", help="The User-Agent whose rules apply.")] = "*",
-                      valid_from: FromOpt = None, until: UntilOpt = None, days: DaysOpt = SIGNAL_VALID_DAYS_DEFAULT,
-                      perpetual: PerpetualOpt = False, as_json: JsonOpt = False) -> None:
+def import_ai_txt_cmd(
+    ctx: typer.Context,
+    file: Path,
+    work: WorkOpt,
+    location: LocationOpt = None,
+    agent: Annotated[str, typer.Option("--agent", help="The User-Agent whose rules apply.")] = "*",
+    valid_from: FromOpt = None,
+    until: UntilOpt = None,
+    days: DaysOpt = SIGNAL_VALID_DAYS_DEFAULT,
+    perpetual: PerpetualOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
     """Spawning's ai.txt (Allow/Disallow by path or file type) into AI-training grants."""
     from endcredits.registry.imports import ai_txt_signal, import_signals
 
@@ -166,9 +213,11 @@ def import_ai_txt_cmd(ctx: typer.Context, file: Path, work: WorkOpt, location: L
 
 # Exports -------------------------------------------------------------------------------------------
 @interop_app.command("export-croissant")
-def export_croissant_cmd(ctx: typer.Context,
-                         manifest: Annotated[str, typer.Option("--manifest", help="The manifest id.")],
-                         out: Annotated[Path, typer.Option("--out", help="Where to write the JSON-LD.")]) -> None:
+def export_croissant_cmd(
+    ctx: typer.Context,
+    manifest: Annotated[str, typer.Option("--manifest", help="The manifest id.")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the JSON-LD.")],
+) -> None:
     """Write a manifest as Croissant JSON-LD: a dataset whose distribution lists its works by SHA-256."""
     from endcredits.registry.imports import export_croissant
 
@@ -182,15 +231,19 @@ def export_croissant_cmd(ctx: typer.Context,
 
 
 @interop_app.command("sign-c2pa")
-def sign_c2pa_cmd(ctx: typer.Context, work_id: str,
-                  asset: Annotated[Path, typer.Option("--asset", help="The work's registered content.")],
-                  cert: Annotated[Path, typer.Option("--cert", help="PEM certificate chain, signer first.")],
-                  key: Annotated[Path, typer.Option("--key", help="PEM private key of the signer.")],
-                  out: Annotated[Path, typer.Option("--out", help="Where to write the signed asset.")],
-                  alg: Annotated[str, typer.Option("--alg", help="es256, es384, es512, ps256 or ed25519.")] = "es256",
-                  parent: Annotated[Path | None, typer.Option("--parent", help="A parentOf ingredient asset.")] = None,
-                  component: Annotated[list[Path] | None, typer.Option(
-                      "--component", help="A componentOf ingredient asset. Repeatable.")] = None) -> None:
+def sign_c2pa_cmd(
+    ctx: typer.Context,
+    work_id: str,
+    asset: Annotated[Path, typer.Option("--asset", help="The work's registered content.")],
+    cert: Annotated[Path, typer.Option("--cert", help="PEM certificate chain, signer first.")],
+    key: Annotated[Path, typer.Option("--key", help="PEM private key of the signer.")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the signed asset.")],
+    alg: Annotated[str, typer.Option("--alg", help="es256, es384, es512, ps256 or ed25519.")] = "es256",
+    parent: Annotated[Path | None, typer.Option("--parent", help="A parentOf ingredient asset.")] = None,
+    component: Annotated[
+        list[Path] | None, typer.Option("--component", help="A componentOf ingredient asset. Repeatable.")
+    ] = None,
+) -> None:
     """Embed a signed C2PA manifest (work id, consent in force, credits) in a registered work's asset."""
     import mimetypes
 
@@ -203,15 +256,17 @@ def sign_c2pa_cmd(ctx: typer.Context, work_id: str,
             raise ValidationError(f"cannot tell the media type of {path.name} from its extension (.png, .jpg, ...)")
         return mime
 
-    ingredients = [Ingredient(read_bounded(p, "ingredient", IMPORT_FILE_BYTES_MAX), mime_of(p), p.name, relation)
-                   for p, relation in ([(parent, "parentOf")] if parent else []) +
-                   [(c, "componentOf") for c in component or []]]
+    ingredients = [
+        Ingredient(read_bounded(p, "ingredient", IMPORT_FILE_BYTES_MAX), mime_of(p), p.name, relation)
+        for p, relation in ([(parent, "parentOf")] if parent else []) + [(c, "componentOf") for c in component or []]
+    ]
     signing = SigningKey(read_bounded(cert, "certificate file"), read_bounded(key, "key file"), alg)
     data = read_bounded(asset, "asset", IMPORT_FILE_BYTES_MAX)
     store = _store(ctx)
     try:
-        signed = sign_work(store, work_id, data, mime_of(asset), signing, at=dt.datetime.now(dt.UTC),
-                           ingredients=ingredients)
+        signed = sign_work(
+            store, work_id, data, mime_of(asset), signing, at=dt.datetime.now(dt.UTC), ingredients=ingredients
+        )
     finally:
         store.dispose()
     out.write_bytes(signed)

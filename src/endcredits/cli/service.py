@@ -41,7 +41,9 @@ def _print_json(value: Any) -> None:
 
 
 def serve_cmd(
-    ctx: typer.Context, data: DataOpt = None, db: DbOpt = None,
+    ctx: typer.Context,
+    data: DataOpt = None,
+    db: DbOpt = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65_535, help="Port to listen on.")] = 8000,
 ) -> None:
@@ -51,17 +53,23 @@ def serve_cmd(
     from endcredits.service import create_app
 
     with _store(ctx, data, db) as store:
-        sys.stderr.write(f"endcredits serving {store.backend} store in {store.data_dir} at http://{host}:{port}/api/v1\n")
+        sys.stderr.write(
+            f"endcredits serving {store.backend} store in {store.data_dir} at http://{host}:{port}/api/v1\n"
+        )
         uvicorn.run(create_app(store), host=host, port=port, log_level="info", access_log=False)
 
 
 @operator_key_app.command("create")
 def key_create(
     ctx: typer.Context,
-    scope: Annotated[list[str] | None, typer.Option("--scope", help="ingest, registry, payouts or read (repeat)")] = None,
+    scope: Annotated[
+        list[str] | None, typer.Option("--scope", help="ingest, registry, payouts or read (repeat)")
+    ] = None,
     role: Annotated[str, typer.Option(help="operator, or auditor (reads everything, changes nothing)")] = "operator",
     label: Annotated[str, typer.Option(help="Who or what holds the key")] = "operator",
-    data: DataOpt = None, db: DbOpt = None, as_json: JsonOpt = False,
+    data: DataOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Make an API key and print it once; only its SHA-256 is kept."""
     from endcredits.service.auth import create_api_key
@@ -72,7 +80,8 @@ def key_create(
         _print_json({"id": k.id, "key": k.key, "role": k.role, "scopes": list(k.scopes)})
     else:
         Console(highlight=False, soft_wrap=True).print(
-            f"{k.role} key {k.id} ({', '.join(k.scopes)}); shown once, keep it now:\n{k.key}")
+            f"{k.role} key {k.id} ({', '.join(k.scopes)}); shown once, keep it now:\n{k.key}"
+        )
 
 
 @operator_key_app.command("list")
@@ -103,9 +112,12 @@ def key_revoke(ctx: typer.Context, key_id: str, data: DataOpt = None, db: DbOpt 
 
 @login_link_app.command("create")
 def link_create(
-    ctx: typer.Context, person: Annotated[int, typer.Option(help="The person who signs in")],
+    ctx: typer.Context,
+    person: Annotated[int, typer.Option(help="The person who signs in")],
     ttl_s: Annotated[int, typer.Option("--ttl-s", min=60, max=30 * 86_400, help="Lifetime in seconds")] = 86_400,
-    data: DataOpt = None, db: DbOpt = None, as_json: JsonOpt = False,
+    data: DataOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Make a one-time sign-in token for a person; print it once (it is stored hashed)."""
     from endcredits.service.auth import create_login_link
@@ -116,4 +128,5 @@ def link_create(
         _print_json({"person_id": link.person_id, "token": link.token, "expires_at": link.expires_at})
     else:
         Console(highlight=False, soft_wrap=True).print(
-            f"login token for person {link.person_id}, one use, until {link.expires_at}:\n{link.token}")
+            f"login token for person {link.person_id}, one use, until {link.expires_at}:\n{link.token}"
+        )

@@ -266,8 +266,10 @@ def _upstream(work_id: str, parents: Mapping[str, Sequence[str]]) -> list[str]:
         if not frontier:
             return order
         if work_id in frontier:
-            raise ValidationError(f"lineage cycle: {paths[work_id]}; remove one of these links (a work cannot "
-                                  "derive from itself through other works)")
+            raise ValidationError(
+                f"lineage cycle: {paths[work_id]}; remove one of these links (a work cannot "
+                "derive from itself through other works)"
+            )
         order.extend(w for w in frontier if w not in seen)
         seen.update(frontier)
         following: set[str] = set()
@@ -278,8 +280,9 @@ def _upstream(work_id: str, parents: Mapping[str, Sequence[str]]) -> list[str]:
                     following.add(p)
         frontier = sorted(following)
     if frontier:
-        raise ValidationError(f"lineage above work {work_id} is deeper than LINEAGE_DEPTH_MAX={LINEAGE_DEPTH_MAX} "
-                              "links, or has a cycle")
+        raise ValidationError(
+            f"lineage above work {work_id} is deeper than LINEAGE_DEPTH_MAX={LINEAGE_DEPTH_MAX} links, or has a cycle"
+        )
     return order
 
 
@@ -308,5 +311,13 @@ def inherit_across_lineage(
     return out
 
 
-__all__ = ["DECISIONS", "DEFAULT_REGIMES", "SUBJECT_KINDS", "USES", "Decision", "Grant", "decide",
-           "inherit_across_lineage"]
+__all__ = [
+    "DECISIONS",
+    "DEFAULT_REGIMES",
+    "SUBJECT_KINDS",
+    "USES",
+    "Decision",
+    "Grant",
+    "decide",
+    "inherit_across_lineage",
+]

@@ -59,8 +59,12 @@ class VerifiedCredential:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "valid": True, "credential_id": self.id, "issuer": self.issuer, "subject": self.subject,
-            "valid_from": _iso(self.valid_from), "valid_until": _iso(self.valid_until),
+            "valid": True,
+            "credential_id": self.id,
+            "issuer": self.issuer,
+            "subject": self.subject,
+            "valid_from": _iso(self.valid_from),
+            "valid_until": _iso(self.valid_until),
             "verification_method": self.verification_method,
             "status": [{"purpose": s.purpose, "list": s.list_id, "index": s.index} for s in self.status],
         }
@@ -112,8 +116,10 @@ def parse_datetime(value: Any, what: str) -> dt.datetime:
 def _id_of(value: Any, what: str) -> str:
     ident = value.get("id") if isinstance(value, dict) else value
     if not isinstance(ident, str) or ":" not in ident or len(ident) > ID_LENGTH_MAX or ident != ident.strip():
-        raise CredentialError("malformed", f"{what} must be a URL (such as did:key:... or https://...), at most "
-                                           f"{ID_LENGTH_MAX} characters")
+        raise CredentialError(
+            "malformed",
+            f"{what} must be a URL (such as did:key:... or https://...), at most {ID_LENGTH_MAX} characters",
+        )
     return ident
 
 
@@ -157,7 +163,9 @@ def _check_proof(doc: Mapping[str, Any], trust: TrustList, issuer: str, at: dt.d
     if not isinstance(method, str) or not method:
         raise CredentialError("malformed", f"{what}: proof.verificationMethod must be a URL")
     if options.get("proofPurpose") != "assertionMethod":
-        raise CredentialError("unsupported", f"{what}: proofPurpose {options.get('proofPurpose')!r} is not assertionMethod")
+        raise CredentialError(
+            "unsupported", f"{what}: proofPurpose {options.get('proofPurpose')!r} is not assertionMethod"
+        )
     if "created" in options:
         parse_datetime(options["created"], f"{what}: proof.created")
     try:
@@ -167,7 +175,9 @@ def _check_proof(doc: Mapping[str, Any], trust: TrustList, issuer: str, at: dt.d
         raise CredentialError(exc.reason, f"{what}: {str(exc).partition(': ')[2]}") from None
     verify_proof(doc, key.public_key)
     if key.controller != issuer:
-        raise CredentialError("untrusted_issuer", f"{what} says issuer {issuer}, but is signed by a key of {key.controller}")
+        raise CredentialError(
+            "untrusted_issuer", f"{what} says issuer {issuer}, but is signed by a key of {key.controller}"
+        )
     if "expires" in options and parse_datetime(options["expires"], f"{what}: proof.expires") < at:
         raise CredentialError("expired", f"{what}: its proof expired at {options['expires']}")
     return method
@@ -180,15 +190,28 @@ def _check_window(valid_from: dt.datetime | None, valid_until: dt.datetime | Non
         raise CredentialError("expired", f"{what} expired at {_iso(valid_until)}, before {_iso(at)}")
 
 
-def _check_status(doc: Mapping[str, Any], issuer: str, trust: TrustList,
-                  status_lists: Mapping[str, Mapping[str, Any]], at: dt.datetime, what: str) -> tuple[StatusCheck, ...]:
+def _check_status(
+    doc: Mapping[str, Any],
+    issuer: str,
+    trust: TrustList,
+    status_lists: Mapping[str, Mapping[str, Any]],
+    at: dt.datetime,
+    what: str,
+) -> tuple[StatusCheck, ...]:
     checks = []
     for entry in status_entries(doc):
-        list_id, purpose, index = entry["statusListCredential"], entry["statusPurpose"], parse_index(entry["statusListIndex"])
+        list_id, purpose, index = (
+            entry["statusListCredential"],
+            entry["statusPurpose"],
+            parse_index(entry["statusListIndex"]),
+        )
         status_list = status_lists.get(list_id)
         if status_list is None:
-            raise CredentialError("status_unknown", f"{what} has {purpose} status in list {list_id}, which was not "
-                                                    "supplied: pass the issuer's status list file with --status-list")
+            raise CredentialError(
+                "status_unknown",
+                f"{what} has {purpose} status in list {list_id}, which was not "
+                "supplied: pass the issuer's status list file with --status-list",
+            )
         list_what = f"status list {list_id}"
         subject = list_subject(status_list)
         list_issuer = _id_of(status_list.get("issuer"), f"{list_what} issuer")
@@ -198,10 +221,14 @@ def _check_status(doc: Mapping[str, Any], issuer: str, trust: TrustList,
             _check_proof(status_list, trust, issuer, at, list_what)
         # A list signed after ``at`` still answers (revocation is not back-dated); a lapsed one does not.
         if "validUntil" in status_list and parse_datetime(status_list["validUntil"], f"{list_what} validUntil") < at:
-            raise CredentialError("status_unknown", f"{list_what} lapsed at {status_list['validUntil']}: get a "
-                                                    "current one from the issuer")
+            raise CredentialError(
+                "status_unknown",
+                f"{list_what} lapsed at {status_list['validUntil']}: get a current one from the issuer",
+            )
         if subject.get("statusPurpose") != purpose:
-            raise CredentialError("malformed", f"{list_what} has purpose {subject.get('statusPurpose')!r}, not {purpose!r}")
+            raise CredentialError(
+                "malformed", f"{list_what} has purpose {subject.get('statusPurpose')!r}, not {purpose!r}"
+            )
         if bit_at(decode_bits(subject["encodedList"]), index):
             reason = "revoked" if purpose == "revocation" else "suspended"
             raise CredentialError(reason, f"{what} is {reason}: bit {index} of {list_id} is set")
@@ -209,8 +236,12 @@ def _check_status(doc: Mapping[str, Any], issuer: str, trust: TrustList,
     return tuple(checks)
 
 
-def verify_credential(credential: str | bytes | Mapping[str, Any], trust: TrustList,
-                      status_lists: Mapping[str, Mapping[str, Any]], at: dt.datetime) -> VerifiedCredential:
+def verify_credential(
+    credential: str | bytes | Mapping[str, Any],
+    trust: TrustList,
+    status_lists: Mapping[str, Mapping[str, Any]],
+    at: dt.datetime,
+) -> VerifiedCredential:
     """Every check above, or ``CredentialError`` naming the first that failed."""
     if at.tzinfo is None:
         raise ValidationError("verification time needs a timezone")
@@ -221,5 +252,6 @@ def verify_credential(credential: str | bytes | Mapping[str, Any], trust: TrustL
     method = _check_proof(doc, trust, issuer, at, what)
     _check_window(valid_from, valid_until, at, what)
     status = _check_status(doc, issuer, trust, status_lists, at, what)
-    return VerifiedCredential(cid if isinstance(cid, str) else None, issuer, subject, valid_from, valid_until,
-                              method, status, doc)
+    return VerifiedCredential(
+        cid if isinstance(cid, str) else None, issuer, subject, valid_from, valid_until, method, status, doc
+    )

@@ -52,12 +52,22 @@ def _check_suite(proof: Mapping[str, Any]) -> None:
         )
 
 
-def add_proof(document: Mapping[str, Any], secret_key: Ed25519PrivateKey, verification_method: str,
-              created: str, proof_purpose: str = "assertionMethod") -> dict[str, Any]:
+def add_proof(
+    document: Mapping[str, Any],
+    secret_key: Ed25519PrivateKey,
+    verification_method: str,
+    created: str,
+    proof_purpose: str = "assertionMethod",
+) -> dict[str, Any]:
     """A copy of ``document`` with an ``eddsa-jcs-2022`` proof (spec 3.3.1 Create Proof)."""
     unsecured = {k: copy.deepcopy(v) for k, v in document.items() if k != "proof"}
-    config: dict[str, Any] = {"type": PROOF_TYPE, "cryptosuite": CRYPTOSUITE, "created": created,
-                              "verificationMethod": verification_method, "proofPurpose": proof_purpose}
+    config: dict[str, Any] = {
+        "type": PROOF_TYPE,
+        "cryptosuite": CRYPTOSUITE,
+        "created": created,
+        "verificationMethod": verification_method,
+        "proofPurpose": proof_purpose,
+    }
     if "@context" in unsecured:
         config["@context"] = copy.deepcopy(unsecured["@context"])
     signature = secret_key.sign(hash_data(config, unsecured))

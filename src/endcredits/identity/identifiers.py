@@ -39,7 +39,7 @@ def _sixteen(raw: str, what: str, prefixes: tuple[str, ...], example: str) -> st
     text = raw.strip()
     for prefix in prefixes:
         if text.lower().startswith(prefix):
-            text = text[len(prefix):]
+            text = text[len(prefix) :]
             break
     compact = text.replace("-", "").replace(" ", "").upper()
     if not _SIXTEEN.fullmatch(compact):
@@ -53,13 +53,13 @@ def _sixteen(raw: str, what: str, prefixes: tuple[str, ...], example: str) -> st
 def validate_orcid(raw: str) -> str:
     """An ORCID iD (bare, or as an ``https://orcid.org/`` URI) in its hyphenated form."""
     c = _sixteen(raw, "ORCID iD", _ORCID_PREFIXES, "0000-0002-1825-0097")
-    return "-".join(c[i:i + 4] for i in range(0, 16, 4))
+    return "-".join(c[i : i + 4] for i in range(0, 16, 4))
 
 
 def validate_isni(raw: str) -> str:
     """An ISNI (spaces, hyphens or an ``isni.org`` URI allowed) in its spaced form."""
     c = _sixteen(raw, "ISNI", _ISNI_PREFIXES, "0000 0001 2103 2683")
-    return " ".join(c[i:i + 4] for i in range(0, 16, 4))
+    return " ".join(c[i : i + 4] for i in range(0, 16, 4))
 
 
 def validate_ipi(raw: str) -> str:

@@ -123,8 +123,12 @@ def _status_list_doc(key: IssuerKey, list_id: str, bits: bytearray, at: dt.datet
         "type": ["VerifiableCredential", "BitstringStatusListCredential"],
         "issuer": key.did,
         "validFrom": _utc_text(at),
-        "credentialSubject": {"id": f"{list_id}#list", "type": "BitstringStatusList",
-                              "statusPurpose": "revocation", "encodedList": encode_bits(bits)},
+        "credentialSubject": {
+            "id": f"{list_id}#list",
+            "type": "BitstringStatusList",
+            "statusPurpose": "revocation",
+            "encodedList": encode_bits(bits),
+        },
     }
 
 
@@ -137,10 +141,15 @@ def init_issuer(directory: Path, *, status_list_id: str | None = None, at: dt.da
     if ":" not in list_id:
         raise ValidationError(f"status list id {list_id!r} must be a URL, such as https://guild.example/status/1")
     key = generate_key()
-    seed = key.secret.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                                    serialization.NoEncryption())
-    key_doc = {"did": key.did, "publicKeyMultibase": key.public_key_multibase,
-               "secretKeyMultibase": secret_key_multibase(seed), "created": _utc_text(at)}
+    seed = key.secret.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    key_doc = {
+        "did": key.did,
+        "publicKeyMultibase": key.public_key_multibase,
+        "secretKeyMultibase": secret_key_multibase(seed),
+        "created": _utc_text(at),
+    }
     _write_atomic(directory / KEY_FILE, json.dumps(key_doc, indent=2) + "\n", mode=0o600)
     _write_atomic(directory / STATUS_LIST_FILE, json.dumps(_blank_status_list(key, list_id, at), indent=2) + "\n")
     _write_atomic(directory / ISSUED_FILE, json.dumps({"status_list": list_id, "issued": {}}, indent=2) + "\n")
@@ -169,9 +178,16 @@ def _read_bits(issuer: Issuer) -> bytearray:
     return bytearray(decode_bits(str(list_subject(doc)["encodedList"])))
 
 
-def issue_credential(issuer: Issuer, subject_id: str, *, valid_from: dt.datetime, valid_until: dt.datetime,
-                     at: dt.datetime, identifiers: Mapping[str, str] | None = None,
-                     types: tuple[str, ...] = ("MembershipCredential",)) -> dict[str, Any]:
+def issue_credential(
+    issuer: Issuer,
+    subject_id: str,
+    *,
+    valid_from: dt.datetime,
+    valid_until: dt.datetime,
+    at: dt.datetime,
+    identifiers: Mapping[str, str] | None = None,
+    types: tuple[str, ...] = ("MembershipCredential",),
+) -> dict[str, Any]:
     """Sign a VC 2.0 for ``subject_id`` (a pseudonymous DID or URN is enough; no legal name), with a
     revocation entry in the issuer's status list. Both ends of the validity window are required."""
     subject_id = subject_id.strip()
@@ -180,7 +196,9 @@ def issue_credential(issuer: Issuer, subject_id: str, *, valid_from: dt.datetime
     if valid_until <= valid_from:
         raise ValidationError(f"validUntil {_utc_text(valid_until)} must be after validFrom {_utc_text(valid_from)}")
     if valid_until - valid_from > dt.timedelta(days=CREDENTIAL_VALIDITY_DAYS_MAX):
-        raise ValidationError(f"a credential is valid for at most {CREDENTIAL_VALIDITY_DAYS_MAX} days; renew it instead")
+        raise ValidationError(
+            f"a credential is valid for at most {CREDENTIAL_VALIDITY_DAYS_MAX} days; renew it instead"
+        )
     subject: dict[str, Any] = {"id": subject_id}
     for name, value in sorted((identifiers or {}).items()):
         if name not in IDENTIFIER_VALIDATORS:
@@ -203,9 +221,13 @@ def issue_credential(issuer: Issuer, subject_id: str, *, valid_from: dt.datetime
         "validFrom": _utc_text(valid_from),
         "validUntil": _utc_text(valid_until),
         "credentialSubject": subject,
-        "credentialStatus": {"id": f"{issuer.status_list_id}#{index}", "type": "BitstringStatusListEntry",
-                             "statusPurpose": "revocation", "statusListIndex": str(index),
-                             "statusListCredential": issuer.status_list_id},
+        "credentialStatus": {
+            "id": f"{issuer.status_list_id}#{index}",
+            "type": "BitstringStatusListEntry",
+            "statusPurpose": "revocation",
+            "statusListIndex": str(index),
+            "statusListCredential": issuer.status_list_id,
+        },
     }
     signed = issuer.key.sign(doc, at)
     issued["issued"][cid] = index
@@ -224,4 +246,3 @@ def revoke_credential(issuer: Issuer, credential_id: str, *, at: dt.datetime) ->
     doc = issuer.key.sign(_status_list_doc(issuer.key, issuer.status_list_id, bits, at), at)
     _write_atomic(issuer.directory / STATUS_LIST_FILE, json.dumps(doc, indent=2) + "\n")
     return index
-

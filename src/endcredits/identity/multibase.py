@@ -100,7 +100,9 @@ def decode_public_key(multikey: str) -> bytes:
     """The 32 raw bytes of a Multikey Ed25519 public key (``z6Mk...``)."""
     raw = multibase_decode(multikey, "public key")
     if len(raw) != 2 + ED25519_KEY_BYTES or raw[:2] != ED25519_PUBLIC_PREFIX:
-        raise ValidationError(f"public key {multikey[:16]}... is not an Ed25519 Multikey (multicodec 0xed01 + 32 bytes)")
+        raise ValidationError(
+            f"public key {multikey[:16]}... is not an Ed25519 Multikey (multicodec 0xed01 + 32 bytes)"
+        )
     return raw[2:]
 
 

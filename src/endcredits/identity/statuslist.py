@@ -45,7 +45,9 @@ def decode_bits(encoded: str) -> bytes:
     except (OSError, EOFError, zlib.error) as exc:
         raise CredentialError("malformed", f"encodedList is not GZIP data: {exc}") from None
     if len(bits) > limit:
-        raise CredentialError("malformed", f"status list is longer than STATUS_LIST_BITS_MAX={STATUS_LIST_BITS_MAX} bits")
+        raise CredentialError(
+            "malformed", f"status list is longer than STATUS_LIST_BITS_MAX={STATUS_LIST_BITS_MAX} bits"
+        )
     return bits
 
 
@@ -84,7 +86,9 @@ def status_entries(credential: Mapping[str, Any]) -> list[dict[str, Any]]:
         if not isinstance(item, dict):
             raise CredentialError("malformed", "credentialStatus entries must be objects")
         if item.get("type") != "BitstringStatusListEntry":
-            raise CredentialError("unsupported", f"credentialStatus type {item.get('type')!r} is not BitstringStatusListEntry")
+            raise CredentialError(
+                "unsupported", f"credentialStatus type {item.get('type')!r} is not BitstringStatusListEntry"
+            )
         purpose = item.get("statusPurpose")
         if purpose not in STATUS_PURPOSES:
             raise CredentialError("unsupported", f"statusPurpose {purpose!r}: only revocation and suspension are read")
@@ -103,7 +107,9 @@ def list_subject(status_credential: Mapping[str, Any]) -> Mapping[str, Any]:
     if not isinstance(types, list) or "BitstringStatusListCredential" not in types or not isinstance(subject, dict):
         raise CredentialError("malformed", "a status list is a BitstringStatusListCredential with a credentialSubject")
     if subject.get("type") != "BitstringStatusList" or not isinstance(subject.get("encodedList"), str):
-        raise CredentialError("malformed", "the status list's credentialSubject must be a BitstringStatusList with encodedList")
+        raise CredentialError(
+            "malformed", "the status list's credentialSubject must be a BitstringStatusList with encodedList"
+        )
     return subject
 
 

@@ -58,7 +58,9 @@ class TrustList:
         base, _, fragment = verification_method.partition("#")
         if base.startswith("did:key:"):
             if fragment and fragment != base.removeprefix("did:key:"):
-                raise CredentialError("malformed", f"did:key verification method {verification_method} names another key")
+                raise CredentialError(
+                    "malformed", f"did:key verification method {verification_method} names another key"
+                )
             try:
                 key = did_key_public_key(base)
             except ValidationError as exc:
@@ -156,7 +158,9 @@ def load_trust(entries: Iterable[str]) -> TrustList:
         else:
             path = Path(entry)
             if not path.is_file():
-                raise ValidationError(f"trust entry {entry!r} is neither a did:key, a z6Mk... key, nor a DID document file")
+                raise ValidationError(
+                    f"trust entry {entry!r} is neither a did:key, a z6Mk... key, nor a DID document file"
+                )
             doc = read_json_file(path, "trust file", TRUST_FILE_BYTES_MAX)
             for key in load_controller_document(doc, str(path)):
                 trust.methods[key.verification_method] = key

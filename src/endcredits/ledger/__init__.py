@@ -86,8 +86,15 @@ class TransferRequest:
         escape, their text is written directly, the same bytes ``canonical_json`` writes, in a third
         of the time."""
         items = sorted(self.legs.items())  # keys are distinct: the order of sorted (key, text) pairs
-        head = canonical_json({"code": self.code, "currency": self.currency, "legs": 0,
-                               "memo": dict(sorted(self.memo.items())), "reverses": self.reverses_event_id})
+        head = canonical_json(
+            {
+                "code": self.code,
+                "currency": self.currency,
+                "legs": 0,
+                "memo": dict(sorted(self.memo.items())),
+                "reverses": self.reverses_event_id,
+            }
+        )
         if _JSON_ESCAPED.search("".join(self.legs)) is None:
             legs = "[" + ",".join([f'["{k}","{v}"]' for k, v in items]) + "]"
         else:
@@ -108,7 +115,9 @@ def check_transfer(req: TransferRequest) -> None:
     if len(req.legs) < 2:
         raise LedgerError(f"transfer {req.event_id} needs at least two legs, got {len(req.legs)}")
     if len(req.legs) > LEGS_PER_TRANSFER_MAX:
-        raise LimitExceededError(f"transfer {req.event_id} has {len(req.legs)} legs; LEGS_PER_TRANSFER_MAX={LEGS_PER_TRANSFER_MAX}")
+        raise LimitExceededError(
+            f"transfer {req.event_id} has {len(req.legs)} legs; LEGS_PER_TRANSFER_MAX={LEGS_PER_TRANSFER_MAX}"
+        )
     total = 0
     suffix = f":{req.currency}"
     for key, amount in req.legs.items():

@@ -97,8 +97,9 @@ def _group_event_id(event_id: str, currency: str, period: str) -> str:
 
 
 _HASH_MULTIPLIER = np.uint64(0x100000001B3)  # FNV-1a's 64-bit prime, as a polynomial base
-_HASH_POWERS = np.concatenate([np.ones(1, dtype=np.uint64),
-                               np.cumprod(np.full(4 * ID_LENGTH_MAX, _HASH_MULTIPLIER, dtype=np.uint64))])
+_HASH_POWERS = np.concatenate(
+    [np.ones(1, dtype=np.uint64), np.cumprod(np.full(4 * ID_LENGTH_MAX, _HASH_MULTIPLIER, dtype=np.uint64))]
+)
 """_HASH_POWERS[i] = base^i mod 2^64 for every byte position of a text this ledger takes (4 bytes a character)."""
 
 
@@ -131,13 +132,17 @@ def _string_hashes(text: pa.Array) -> npt.NDArray[np.uint64]:
     if len(text) == 0:
         return np.zeros(0, dtype=np.uint64)
     wide = pa.types.is_large_string(text.type)
-    raw = np.frombuffer(text.buffers()[1], dtype=np.int64 if wide else np.int32)[text.offset: text.offset + len(text) + 1]
+    raw = np.frombuffer(text.buffers()[1], dtype=np.int64 if wide else np.int32)[
+        text.offset : text.offset + len(text) + 1
+    ]
     start = int(raw[0])
-    data = np.frombuffer(text.buffers()[2] or b"", dtype=np.uint8)[start: int(raw[-1])]
+    data = np.frombuffer(text.buffers()[2] or b"", dtype=np.uint8)[start : int(raw[-1])]
     offsets: npt.NDArray[np.int64] = raw.astype(np.int64) - start
     lengths = np.diff(offsets)
     if lengths.max(initial=0) >= len(_HASH_POWERS):
-        raise ValidationError(f"an id of {int(lengths.max())} bytes is longer than ids may be ({ID_LENGTH_MAX} characters)")
+        raise ValidationError(
+            f"an id of {int(lengths.max())} bytes is longer than ids may be ({ID_LENGTH_MAX} characters)"
+        )
     # sum over byte positions j of (byte_j + 1) * base^j, one position at a time over the strings that
     # long, longest first: arrays of at most one entry per string, however long the texts.
     order = np.argsort(-lengths, kind="stable")
@@ -169,9 +174,11 @@ def tie_keys(usage: UsageBatch, texts: _Texts | None = None) -> npt.NDArray[np.i
     mix = _string_hashes(texts.payees)[usage.payee_codes]
     part = np.empty_like(mix)
     with np.errstate(over="ignore"):
-        for multiplier, codes, table in ((0x9E3779B97F4A7C15, usage.attributed_codes, works_h),
-                                         (0xBF58476D1CE4E5B9, usage.source_codes, works_h),
-                                         (0x94D049BB133111EB, usage.role_codes, roles_h)):
+        for multiplier, codes, table in (
+            (0x9E3779B97F4A7C15, usage.attributed_codes, works_h),
+            (0xBF58476D1CE4E5B9, usage.source_codes, works_h),
+            (0x94D049BB133111EB, usage.role_codes, roles_h),
+        ):
             mix *= np.uint64(multiplier)
             np.take(table, codes, out=part)
             mix ^= part
@@ -208,8 +215,9 @@ def _pool_total(pools: npt.NDArray[Any]) -> int:
     return sum(int(p) for p in pools.tolist())
 
 
-def _split_and_sum(usage: UsageBatch, texts: _Texts, pools: npt.NDArray[Any],
-                   used: npt.NDArray[np.int64]) -> tuple[Split, npt.NDArray[Any], npt.NDArray[np.int64]]:
+def _split_and_sum(
+    usage: UsageBatch, texts: _Texts, pools: npt.NDArray[Any], used: npt.NDArray[np.int64]
+) -> tuple[Split, npt.NDArray[Any], npt.NDArray[np.int64]]:
     """Every line's exact part, and per payee code in ``used`` the sums of whole microunits and of
     fractions (both exact: int64, or Python ints when the pools could pass 2^62)."""
     split = split_batch(pools, usage.offsets, usage.weights, tie_keys(usage, texts))
@@ -232,8 +240,17 @@ def _insert_outputs(conn: Connection, event_id: str, usage: UsageBatch) -> None:
         raise _OutputsTaken from None
 
 
-def _plan_group(conn: Connection, event_id: str, usage: UsageBatch, agreement: Agreement, currency: str,
-                period: str, carry_overrides: dict[str, int], *, write_outputs: bool) -> _Plan:
+def _plan_group(
+    conn: Connection,
+    event_id: str,
+    usage: UsageBatch,
+    agreement: Agreement,
+    currency: str,
+    period: str,
+    carry_overrides: dict[str, int],
+    *,
+    write_outputs: bool,
+) -> _Plan:
     pools = pools_of(usage.revenue_microunits, agreement)
     used = np.flatnonzero(np.bincount(usage.payee_codes, minlength=len(usage.payees)))
     payees = [usage.payees[c] for c in used.tolist()]
@@ -285,18 +302,36 @@ def _plan_group(conn: Connection, event_id: str, usage: UsageBatch, agreement: A
     pool_total = _pool_total(pools)
     posted = sum(amounts) - escrowed
     suspense_delta = pool_total - posted - escrowed
-    invariant(int(carry_out.sum()) - int(carry_in.sum()) == suspense_delta * SUBUNITS_PER_MICROUNIT,
-              "suspense change does not equal the change in carried fractions")
+    invariant(
+        int(carry_out.sum()) - int(carry_in.sum()) == suspense_delta * SUBUNITS_PER_MICROUNIT,
+        "suspense change does not equal the change in carried fractions",
+    )
     if pool_total:
         legs[account_key("pool", currency)] = -pool_total
     if suspense_delta:
         legs[account_key("suspense", currency)] = suspense_delta
     code_of_payee = np.zeros(len(usage.payees), dtype=np.int32)
     code_of_payee[used] = account_codes
-    line_accounts = pa.DictionaryArray.from_arrays(pa.array(code_of_payee[usage.payee_codes], pa.int32()), encoded.dictionary)
-    return _Plan(_group_event_id(event_id, currency, period), currency, period, usage, pools, split.microunits,
-                 split.subunits, line_accounts, legs, payees, carry_out, posted, escrowed, suspense_delta,
-                 done.get("evidence", {}))
+    line_accounts = pa.DictionaryArray.from_arrays(
+        pa.array(code_of_payee[usage.payee_codes], pa.int32()), encoded.dictionary
+    )
+    return _Plan(
+        _group_event_id(event_id, currency, period),
+        currency,
+        period,
+        usage,
+        pools,
+        split.microunits,
+        split.subunits,
+        line_accounts,
+        legs,
+        payees,
+        carry_out,
+        posted,
+        escrowed,
+        suspense_delta,
+        done.get("evidence", {}),
+    )
 
 
 def _coded_per_output(out_idx: npt.NDArray[np.int64], values: list[str]) -> pa.DictionaryArray:
@@ -353,13 +388,17 @@ class _DryRun(Exception):
     """Raised inside the write transaction to roll a dry run back."""
 
 
-def accrue(store: Store, usage: UsageBatch, agreement: Agreement, *, event_id: str, dry_run: bool = False) -> AccrualSummary:
+def accrue(
+    store: Store, usage: UsageBatch, agreement: Agreement, *, event_id: str, dry_run: bool = False
+) -> AccrualSummary:
     """Accrue a batch of usage (see the module docstring). Idempotent by ``event_id``."""
     if not event_id or len(event_id) > ID_LENGTH_MAX - 20 or "/" in event_id:
         raise ValidationError(f"batch event id must be 1..{ID_LENGTH_MAX - 20} characters without '/'")
     for ccy in set(usage.currencies):
         if ccy != agreement.currency:
-            raise ValidationError(f"output currency {ccy} differs from agreement {agreement.id} currency {agreement.currency}")
+            raise ValidationError(
+                f"output currency {ccy} differs from agreement {agreement.id} currency {agreement.currency}"
+            )
     normalized = {t: normalize_time(t) for t in set(usage.occurred_at)}  # a batch repeats few times
     usage = copy.copy(usage)  # the caller's batch is left as it is; nothing else of it changes, nor is re-checked
     usage.occurred_at = list(map(normalized.__getitem__, usage.occurred_at))
@@ -378,22 +417,46 @@ def accrue(store: Store, usage: UsageBatch, agreement: Agreement, *, event_id: s
         return summary
     _fault("committed")
     return AccrualSummary(
-        event_id, "dry_run" if dry_run else "created", len(usage.output_ids), len(usage.payee_codes),
-        sum(usage.revenue_microunits), sum(_pool_total(p.pools) for p in plans), sum(p.posted for p in plans),
-        sum(p.escrowed for p in plans), sum(p.suspense_delta for p in plans), tuple(p.event_id for p in plans))
+        event_id,
+        "dry_run" if dry_run else "created",
+        len(usage.output_ids),
+        len(usage.payee_codes),
+        sum(usage.revenue_microunits),
+        sum(_pool_total(p.pools) for p in plans),
+        sum(p.posted for p in plans),
+        sum(p.escrowed for p in plans),
+        sum(p.suspense_delta for p in plans),
+        tuple(p.event_id for p in plans),
+    )
 
 
-def _accrue_in(store: Store, usage: UsageBatch, agreement: Agreement, event_id: str, content: str, dry_run: bool,
-               plans: list[_Plan], normalized: dict[str, str]) -> AccrualSummary | None:
+def _accrue_in(
+    store: Store,
+    usage: UsageBatch,
+    agreement: Agreement,
+    event_id: str,
+    content: str,
+    dry_run: bool,
+    plans: list[_Plan],
+    normalized: dict[str, str],
+) -> AccrualSummary | None:
     with store.write() as conn:
         prior = conn.execute(select(accrual_batches).where(accrual_batches.c.batch_event_id == event_id)).all()
         if prior:
             if any(r.content_sha256 != content for r in prior):
                 raise ConflictError(f"batch {event_id} was already accrued with other content; use a new batch id")
             return AccrualSummary(
-                event_id, "exists", sum(r.output_count for r in prior), sum(r.line_count for r in prior),
-                sum(r.revenue_microunits for r in prior), sum(r.pool_microunits for r in prior), 0, 0, 0,
-                tuple(sorted(r.event_id for r in prior)))
+                event_id,
+                "exists",
+                sum(r.output_count for r in prior),
+                sum(r.line_count for r in prior),
+                sum(r.revenue_microunits for r in prior),
+                sum(r.pool_microunits for r in prior),
+                0,
+                0,
+                0,
+                tuple(sorted(r.event_id for r in prior)),
+            )
         model_ids_exist(conn, usage.model_ids)
         # The terms that split this money are kept with it (other terms under the same version are refused).
         save_agreement(conn, agreement.id, agreement.version, agreement.body, agreement.body_sha256)
@@ -409,15 +472,28 @@ def _accrue_in(store: Store, usage: UsageBatch, agreement: Agreement, event_id: 
             out_group = np.zeros(len(usage.output_ids), dtype=np.int64)
         else:
             group_of = {k: i for i, k in enumerate(keys)}
-            out_group = np.fromiter((group_of[(c, periods[t])] for c, t in zip(usage.currencies, usage.occurred_at)),
-                                    dtype=np.int64, count=len(usage.output_ids))
+            out_group = np.fromiter(
+                (group_of[(c, periods[t])] for c, t in zip(usage.currencies, usage.occurred_at)),
+                dtype=np.int64,
+                count=len(usage.output_ids),
+            )
         written: list[Path] = []
         try:
             for gi, (currency, period) in enumerate(keys):
                 sub = usage.select(np.flatnonzero(out_group == gi))
-                overrides = {p: c for plan_ in plans if plan_.currency == currency
-                             for p, c in zip(plan_.carry_payees, plan_.carry_out.tolist())} if dry_run else {}
-                plan = _plan_group(conn, event_id, sub, agreement, currency, period, overrides, write_outputs=not dry_run)
+                overrides = (
+                    {
+                        p: c
+                        for plan_ in plans
+                        if plan_.currency == currency
+                        for p, c in zip(plan_.carry_payees, plan_.carry_out.tolist())
+                    }
+                    if dry_run
+                    else {}
+                )
+                plan = _plan_group(
+                    conn, event_id, sub, agreement, currency, period, overrides, write_outputs=not dry_run
+                )
                 plans.append(plan)
                 if dry_run:
                     continue
@@ -433,8 +509,9 @@ def _accrue_in(store: Store, usage: UsageBatch, agreement: Agreement, event_id: 
     return None
 
 
-def _write_group(store: Store, conn: Connection, event_id: str, content: str, agreement: Agreement, plan: _Plan,
-                 written: list[Path]) -> None:
+def _write_group(
+    store: Store, conn: Connection, event_id: str, content: str, agreement: Agreement, plan: _Plan, written: list[Path]
+) -> None:
     sub = plan.usage
     at = utc_now()
     path = evidence_path(store.data_dir, plan.period, plan.event_id)
@@ -456,10 +533,18 @@ def _write_group(store: Store, conn: Connection, event_id: str, content: str, ag
     try:
         # A group whose pools are all 0 moves no money and changes no carry: its outputs are still recorded.
         if plan.legs:
-            post_accrual(conn, TransferRequest(
-                event_id=plan.event_id, code="accrual", currency=plan.currency, legs=plan.legs,
-                memo={"batch": event_id, "period": plan.period, "agreement": f"{agreement.id}@{agreement.version}"},
-            ), (plan.carry_payees, plan.carry_out), at=at)
+            post_accrual(
+                conn,
+                TransferRequest(
+                    event_id=plan.event_id,
+                    code="accrual",
+                    currency=plan.currency,
+                    legs=plan.legs,
+                    memo={"batch": event_id, "period": plan.period, "agreement": f"{agreement.id}@{agreement.version}"},
+                ),
+                (plan.carry_payees, plan.carry_out),
+                at=at,
+            )
         _fault("posted")
     finally:
         writer.join()
@@ -468,14 +553,35 @@ def _write_group(store: Store, conn: Connection, event_id: str, content: str, ag
     if "error" in result:
         raise result["error"]  # type: ignore[misc]
     sha = str(result["sha"])
-    conn.execute(accrual_batches.insert().values(
-        event_id=plan.event_id, batch_event_id=event_id, content_sha256=content, agreement_id=agreement.id,
-        agreement_version=agreement.version, period=plan.period, currency=plan.currency,
-        output_count=len(sub.output_ids), line_count=len(sub.payee_codes),
-        revenue_microunits=sum(sub.revenue_microunits), pool_microunits=_pool_total(plan.pools),
-        evidence_path=str(path.relative_to(store.data_dir)), evidence_sha256=sha,
-        transfer_event_id=plan.event_id if plan.legs else "", created_at=at))
-    append_audit(conn, "accrual", plan.event_id, {
-        "outputs": len(sub.output_ids), "lines": len(sub.payee_codes), "pool": str(_pool_total(plan.pools)),
-        "evidence_sha256": sha}, at=at)
+    conn.execute(
+        accrual_batches.insert().values(
+            event_id=plan.event_id,
+            batch_event_id=event_id,
+            content_sha256=content,
+            agreement_id=agreement.id,
+            agreement_version=agreement.version,
+            period=plan.period,
+            currency=plan.currency,
+            output_count=len(sub.output_ids),
+            line_count=len(sub.payee_codes),
+            revenue_microunits=sum(sub.revenue_microunits),
+            pool_microunits=_pool_total(plan.pools),
+            evidence_path=str(path.relative_to(store.data_dir)),
+            evidence_sha256=sha,
+            transfer_event_id=plan.event_id if plan.legs else "",
+            created_at=at,
+        )
+    )
+    append_audit(
+        conn,
+        "accrual",
+        plan.event_id,
+        {
+            "outputs": len(sub.output_ids),
+            "lines": len(sub.payee_codes),
+            "pool": str(_pool_total(plan.pools)),
+            "evidence_sha256": sha,
+        },
+        at=at,
+    )
     _fault("recorded")

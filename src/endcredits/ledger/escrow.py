@@ -60,8 +60,9 @@ def claim_escrow_in(conn: Connection, person_id: int) -> ClaimResult:
         raise ConsentError(f"person {person_id} is not verified; escrow is released only to verified people")
     fold_pending(conn)  # the balances below are read from the account rows
     holders = _claim_sources(conn, person_id)
-    q = (select(accounts.c.key, accounts.c.currency, accounts.c.balance_microunits, accounts.c.last_transfer_id)
-         .where(accounts.c.kind == "escrow", accounts.c.holder.in_(holders)))
+    q = select(accounts.c.key, accounts.c.currency, accounts.c.balance_microunits, accounts.c.last_transfer_id).where(
+        accounts.c.kind == "escrow", accounts.c.holder.in_(holders)
+    )
     by_currency: dict[str, list[tuple[str, int, int]]] = {}
     for r in conn.execute(q):
         if r.balance_microunits == 0:  # amounts are compared in Python, never in SQL (text on SQLite)
@@ -76,8 +77,16 @@ def claim_escrow_in(conn: Connection, person_id: int) -> ClaimResult:
         # The id is fixed by what is moved, so replaying the same claim finds it posted already.
         fingerprint = hashlib.sha256(repr(sorted(items)).encode()).hexdigest()[:16]
         event_id = f"escrow-claim/person:{person_id}/{currency}/{fingerprint}"
-        post_transfer(conn, TransferRequest(event_id=event_id, code="escrow_claim", currency=currency, legs=legs,
-                                            memo={"person": str(person_id), "from": ",".join(sorted(legs)[:-1])}))
+        post_transfer(
+            conn,
+            TransferRequest(
+                event_id=event_id,
+                code="escrow_claim",
+                currency=currency,
+                legs=legs,
+                memo={"person": str(person_id), "from": ",".join(sorted(legs)[:-1])},
+            ),
+        )
         posted.append(event_id)
         moved[currency] = legs[target]
     return ClaimResult(person_id, moved, tuple(posted))
@@ -105,8 +114,9 @@ def release_work_escrow(store: Store, work_id: str, agreement: Agreement) -> Wor
             raise ConsentError(f"work {work_id} still credits nobody: credit someone on it before releasing its escrow")
         routes = payee_routes(conn, sorted({s.payee for s in shares}))
         fold_pending(conn)  # the balances below are read from the account rows
-        q = (select(accounts.c.key, accounts.c.currency, accounts.c.balance_microunits)
-             .where(accounts.c.kind == "escrow", accounts.c.holder == f"work:{work_id}"))
+        q = select(accounts.c.key, accounts.c.currency, accounts.c.balance_microunits).where(
+            accounts.c.kind == "escrow", accounts.c.holder == f"work:{work_id}"
+        )
         moved: dict[str, int] = {}
         all_parts: dict[str, int] = {}
         posted: list[str] = []
@@ -121,8 +131,16 @@ def release_work_escrow(store: Store, work_id: str, agreement: Agreement) -> Wor
             parts = {k: v for k, v in allocate(held, weights).items() if v}
             legs = {key: -held, **parts}
             event_id = f"escrow-release/work:{work_id}/{currency}/{hashlib.sha256(repr(sorted(legs.items())).encode()).hexdigest()[:16]}"
-            post_transfer(conn, TransferRequest(event_id=event_id, code="escrow_claim", currency=currency, legs=legs,
-                                                memo={"work": work_id, "agreement": f"{agreement.id}@{agreement.version}"}))
+            post_transfer(
+                conn,
+                TransferRequest(
+                    event_id=event_id,
+                    code="escrow_claim",
+                    currency=currency,
+                    legs=legs,
+                    memo={"work": work_id, "agreement": f"{agreement.id}@{agreement.version}"},
+                ),
+            )
             posted.append(event_id)
             moved[currency] = held
             all_parts.update(parts)
@@ -148,13 +166,22 @@ def search_escrow(conn: Connection, query: str = "", *, limit: int = 100) -> lis
     """Unclaimed residuals, largest first: the public list a person searches to find money owed to them."""
     if limit < 1 or limit > 10_000:
         raise ValidationError("limit must be between 1 and 10000")
-    rows = [_Held(str(parse_account_key(key)[1]), key, balance)
-            for key, balance in account_balances(conn, kind="escrow").items() if balance > 0]
+    rows = [
+        _Held(str(parse_account_key(key)[1]), key, balance)
+        for key, balance in account_balances(conn, kind="escrow").items()
+        if balance > 0
+    ]
     name_ids = [int(r.holder.split(":")[1]) for r in rows if r.holder.startswith("name:")]
     person_ids = [int(r.holder.split(":")[1]) for r in rows if r.holder.startswith("person:")]
-    display = {f"name:{r.id}": r.name for r in conn.execute(select(names.c.id, names.c.name).where(names.c.id.in_(name_ids)))}
-    display.update({f"person:{r.id}": r.handle for r in conn.execute(
-        select(people.c.id, people.c.handle).where(people.c.id.in_(person_ids)))})
+    display = {
+        f"name:{r.id}": r.name for r in conn.execute(select(names.c.id, names.c.name).where(names.c.id.in_(name_ids)))
+    }
+    display.update(
+        {
+            f"person:{r.id}": r.handle
+            for r in conn.execute(select(people.c.id, people.c.handle).where(people.c.id.in_(person_ids)))
+        }
+    )
     out = []
     needle = query.casefold()
     for r in rows:

@@ -69,12 +69,25 @@ def verify(store: Store) -> VerifyReport:
         leg_sums: dict[int, int] = {}
         leg_counts: dict[int, int] = {}
         for transfer_id, amount in conn.execution_options(yield_per=50_000).execute(
-                select(legs.c.transfer_id, legs.c.amount_microunits)):
+            select(legs.c.transfer_id, legs.c.amount_microunits)
+        ):
             leg_sums[transfer_id] = leg_sums.get(transfer_id, 0) + amount
             leg_counts[transfer_id] = leg_counts.get(transfer_id, 0) + 1
-        transfer_rows = {t.id: t for t in conn.execute(select(
-            transfers.c.id, transfers.c.event_id, transfers.c.code, transfers.c.currency, transfers.c.leg_count,
-            transfers.c.content_sha256, transfers.c.memo, transfers.c.reverses_event_id))}
+        transfer_rows = {
+            t.id: t
+            for t in conn.execute(
+                select(
+                    transfers.c.id,
+                    transfers.c.event_id,
+                    transfers.c.code,
+                    transfers.c.currency,
+                    transfers.c.leg_count,
+                    transfers.c.content_sha256,
+                    transfers.c.memo,
+                    transfers.c.reverses_event_id,
+                )
+            )
+        }
         # An accrual's legs are its segment: each must re-add to zero, hash to what was recorded, and give back
         # the content its transfer and audit entry recorded.
         segment_legs: dict[str, dict[str, int]] = {}  # accrual event id -> its legs
@@ -104,7 +117,9 @@ def verify(store: Store) -> VerifyReport:
             segment_legs[t.event_id] = seg_legs
         report.checked["segments"] = n_segments
         if unreadable:  # balances and carries cannot be re-derived without them
-            p.append(f"{unreadable} ledger segment(s) unreadable: restore the database from backup; later checks skipped")
+            p.append(
+                f"{unreadable} ledger segment(s) unreadable: restore the database from backup; later checks skipped"
+            )
             return report
         for t in transfer_rows.values():
             if leg_sums.get(t.id, 0) != 0:
@@ -129,11 +144,20 @@ def verify(store: Store) -> VerifyReport:
         orphan_models = {r.model_id for r in conn.execute(select(outputs.c.model_id).distinct())} - model_ids - {None}
         if orphan_models:
             p.append(f"outputs refer to models that are not registered: {sorted(orphan_models)[:5]}")
-        for column, table, key, what in (("work_seq", "works", "seq", "works"), ("person_id", "people", "id", "people"),
-                                         ("name_id", "names", "id", "credited names")):
-            missing = [r[0] for r in conn.execute(text(
-                f"SELECT DISTINCT c.{column} FROM credits c LEFT JOIN {table} t ON t.{key} = c.{column} "
-                f"WHERE c.{column} IS NOT NULL AND t.{key} IS NULL ORDER BY 1 LIMIT 5"))]
+        for column, table, key, what in (
+            ("work_seq", "works", "seq", "works"),
+            ("person_id", "people", "id", "people"),
+            ("name_id", "names", "id", "credited names"),
+        ):
+            missing = [
+                r[0]
+                for r in conn.execute(
+                    text(
+                        f"SELECT DISTINCT c.{column} FROM credits c LEFT JOIN {table} t ON t.{key} = c.{column} "
+                        f"WHERE c.{column} IS NOT NULL AND t.{key} IS NULL ORDER BY 1 LIMIT 5"
+                    )
+                )
+            ]
             if missing:
                 p.append(f"credits refer to {what} that are not registered ({column} {missing})")
         report.checked["credits"] = int(conn.execute(select(func.count()).select_from(credits)).scalar_one())
@@ -170,8 +194,10 @@ def verify(store: Store) -> VerifyReport:
         suspense = {key.rsplit(":", 1)[-1]: value for key, value in derived.items() if key.startswith("suspense:")}
         for currency in sorted(set(carried) | set(suspense)):
             if carried.get(currency, 0) != suspense.get(currency, 0) * SUBUNITS_PER_MICROUNIT:
-                p.append(f"suspense:{currency} holds {suspense.get(currency, 0)} microunits but carried fractions "
-                         f"add up to {carried.get(currency, 0)} / 2^32")
+                p.append(
+                    f"suspense:{currency} holds {suspense.get(currency, 0)} microunits but carried fractions "
+                    f"add up to {carried.get(currency, 0)} / 2^32"
+                )
 
         # Replay every accrual from its evidence alone, in posting order: each batch's lines must add up
         # to its pool, its per-payee whole microunits (after carry-forward) to its transfer's legs, and
@@ -181,13 +207,16 @@ def verify(store: Store) -> VerifyReport:
         key_of = {i: row.key for i, row in acct.items()}
         legs_by_transfer: dict[str, dict[str, int]] = dict(segment_legs)
         for event_id, account_id, amount in conn.execute(
-                select(transfers.c.event_id, legs.c.account_id, legs.c.amount_microunits)
-                .join(transfers, transfers.c.id == legs.c.transfer_id).where(transfers.c.code == "accrual")):
+            select(transfers.c.event_id, legs.c.account_id, legs.c.amount_microunits)
+            .join(transfers, transfers.c.id == legs.c.transfer_id)
+            .where(transfers.c.code == "accrual")
+        ):
             legs_by_transfer.setdefault(event_id, {})[key_of.get(account_id, f"?{account_id}")] = amount
         batches = conn.execute(
             select(accrual_batches, transfers.c.id.label("transfer_id"))
             .join(transfers, transfers.c.event_id == accrual_batches.c.transfer_event_id, isouter=True)
-            .order_by(transfers.c.id.is_(None), transfers.c.id, accrual_batches.c.created_at)).all()
+            .order_by(transfers.c.id.is_(None), transfers.c.id, accrual_batches.c.created_at)
+        ).all()
         replayed_all = True
         agreement_of: dict[tuple[str, int], Agreement | None] = {}
         for b in batches:
@@ -215,14 +244,22 @@ def verify(store: Store) -> VerifyReport:
                 terms_now = agreement_of[terms]
                 off = output_off_its_pool(table, terms_now) if terms_now is not None else None
                 if terms_now is None:
-                    p.append(f"evidence of {b.event_id}: its agreement {b.agreement_id} version {b.agreement_version} "
-                             "is not stored, so its pools cannot be re-derived")
+                    p.append(
+                        f"evidence of {b.event_id}: its agreement {b.agreement_id} version {b.agreement_version} "
+                        "is not stored, so its pools cannot be re-derived"
+                    )
                 elif off is not None:
-                    p.append(f"evidence of {b.event_id}: the lines of output {off} do not add up to its pool "
-                             "(its revenue x the pool rate) or disagree on its revenue")
+                    p.append(
+                        f"evidence of {b.event_id}: the lines of output {off} do not add up to its pool "
+                        "(its revenue x the pool rate) or disagree on its revenue"
+                    )
             per_payee: dict[str, tuple[str, int]] = {}
-            for payee, account, m, su in zip(table["payee"].to_pylist(), table["account"].to_pylist(),
-                                             table["amount_microunits"].to_pylist(), table["amount_subunits"].to_pylist()):
+            for payee, account, m, su in zip(
+                table["payee"].to_pylist(),
+                table["account"].to_pylist(),
+                table["amount_microunits"].to_pylist(),
+                table["amount_subunits"].to_pylist(),
+            ):
                 _, total = per_payee.get(payee, (account, 0))
                 per_payee[payee] = (account, total + m * SUBUNITS_PER_MICROUNIT + su)
             expected: dict[str, int] = {}
@@ -232,22 +269,32 @@ def verify(store: Store) -> VerifyReport:
                 whole = (before + amount) // SUBUNITS_PER_MICROUNIT - before // SUBUNITS_PER_MICROUNIT
                 if whole:
                     expected[account] = expected.get(account, 0) + whole
-            posted = {k: v for k, v in legs_by_transfer.get(b.transfer_event_id, {}).items()
-                      if not k.startswith(("pool:", "suspense:"))}
+            posted = {
+                k: v
+                for k, v in legs_by_transfer.get(b.transfer_event_id, {}).items()
+                if not k.startswith(("pool:", "suspense:"))
+            }
             if replayed_all and posted != expected:
                 wrong = sorted(set(posted) ^ set(expected) | {k for k in posted if posted.get(k) != expected.get(k)})
-                p.append(f"accrual {b.event_id}: legs differ from what its evidence posts, e.g. account {wrong[0]} "
-                         f"(ledger {posted.get(wrong[0], 0)}, evidence {expected.get(wrong[0], 0)})")
+                p.append(
+                    f"accrual {b.event_id}: legs differ from what its evidence posts, e.g. account {wrong[0]} "
+                    f"(ledger {posted.get(wrong[0], 0)}, evidence {expected.get(wrong[0], 0)})"
+                )
         for payee_ccy in sorted(set(running) | set(stored_carries)) if replayed_all else []:
             want = running.get(payee_ccy, 0) % SUBUNITS_PER_MICROUNIT
             if stored_carries.get(payee_ccy, 0) != want:
-                p.append(f"carry of {payee_ccy[0]} in {payee_ccy[1]} is {stored_carries.get(payee_ccy, 0)}/2^32; "
-                         f"the evidence replays to {want}/2^32")
+                p.append(
+                    f"carry of {payee_ccy[0]} in {payee_ccy[1]} is {stored_carries.get(payee_ccy, 0)}/2^32; "
+                    f"the evidence replays to {want}/2^32"
+                )
                 break
         report.checked["evidence_files"] = n_files
 
-        pending_items = conn.execute(select(payout_batches.c.currency, payout_items.c.amount_microunits).join(
-            payout_batches, payout_batches.c.id == payout_items.c.batch_id).where(payout_items.c.status == "pending")).all()
+        pending_items = conn.execute(
+            select(payout_batches.c.currency, payout_items.c.amount_microunits)
+            .join(payout_batches, payout_batches.c.id == payout_items.c.batch_id)
+            .where(payout_items.c.status == "pending")
+        ).all()
         pending_by_ccy: dict[str, int] = {}
         for r in pending_items:
             pending_by_ccy[r.currency] = pending_by_ccy.get(r.currency, 0) + r.amount_microunits
@@ -258,8 +305,10 @@ def verify(store: Store) -> VerifyReport:
                 clearing_by_ccy[currency] = clearing_by_ccy.get(currency, 0) + value
         for currency in sorted(set(pending_by_ccy) | set(clearing_by_ccy)):
             if clearing_by_ccy.get(currency, 0) != pending_by_ccy.get(currency, 0):
-                p.append(f"payout clearing in {currency} holds {clearing_by_ccy.get(currency, 0)} but pending payout "
-                         f"items add up to {pending_by_ccy.get(currency, 0)}")
+                p.append(
+                    f"payout clearing in {currency} holds {clearing_by_ccy.get(currency, 0)} but pending payout "
+                    f"items add up to {pending_by_ccy.get(currency, 0)}"
+                )
         report.checked["payout_items_pending"] = len(pending_items)
         report.checked["outputs"] = int(conn.execute(select(func.count()).select_from(outputs)).scalar_one())
     return report

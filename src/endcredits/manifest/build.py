@@ -36,8 +36,14 @@ from endcredits.store.registry import active_links
 
 @without_gc
 def build_manifest(
-    store: Store, *, model_id: str, uses: Sequence[str], as_of: datetime, default: Literal["opt-in", "opt-out"],
-    description: str = "", manifest_id: str | None = None,
+    store: Store,
+    *,
+    model_id: str,
+    uses: Sequence[str],
+    as_of: datetime,
+    default: Literal["opt-in", "opt-out"],
+    description: str = "",
+    manifest_id: str | None = None,
 ) -> ManifestRecord:
     if not uses:
         raise ValidationError("a manifest needs at least one use, such as commercial or ai_generative_training")
@@ -53,8 +59,9 @@ def build_manifest(
         id_of = dict(fetch_all(conn, "SELECT seq, id FROM works"))
         work_ids = sorted(id_of.values())
         credited: dict[str, set[str]] = {w: set() for w in work_ids}
-        for seq, person_id, name_person in fetch_all(conn, "SELECT c.work_seq, c.person_id, n.person_id FROM credits c "
-                                                             "LEFT JOIN names n ON n.id = c.name_id"):
+        for seq, person_id, name_person in fetch_all(
+            conn, "SELECT c.work_seq, c.person_id, n.person_id FROM credits c LEFT JOIN names n ON n.id = c.name_id"
+        ):
             person = person_id if person_id is not None else name_person
             if person is not None:
                 credited[id_of[seq]].add(str(person))
@@ -68,7 +75,10 @@ def build_manifest(
         members: dict[str, list[str]] = {}
         for dup, canonical, method, ppm in active_links(conn):
             similar = f", similarity {ppm / 1_000_000:.3f}" if ppm is not None else ""
-            duplicate_of[dup] = (canonical, f"duplicate of {canonical} ({method}{similar}): included once, as that work")
+            duplicate_of[dup] = (
+                canonical,
+                f"duplicate of {canonical} ({method}{similar}): included once, as that work",
+            )
             members.setdefault(canonical, []).append(dup)
         included: list[str] = []
         excluded: list[tuple[str, str]] = []
@@ -89,6 +99,7 @@ def build_manifest(
             else:
                 decision = no_grants  # with no grant in play, the operator's default decides, the same for every work
             own[w] = decision
+
         # Across lineage the most restrictive term wins (consent.rules, "Across lineage"), over the graph
         # of canonical works: a work derived from a duplicate derives from its group's content, and a
         # group inherits what any of its members derives from.
@@ -106,8 +117,12 @@ def build_manifest(
                 excluded.append((w, decision.reason))
         excluded.sort()
         root = merkle_root(included)
-        mid = manifest_id or f"{model_id}@{hashlib.sha256((root + as_of_text + ','.join(uses_sorted)).encode()).hexdigest()[:12]}"
-        record = ManifestRecord(mid, model_id, uses_sorted, as_of_text, root, tuple(included), tuple(excluded), None,
-                                utc_now())
+        mid = (
+            manifest_id
+            or f"{model_id}@{hashlib.sha256((root + as_of_text + ','.join(uses_sorted)).encode()).hexdigest()[:12]}"
+        )
+        record = ManifestRecord(
+            mid, model_id, uses_sorted, as_of_text, root, tuple(included), tuple(excluded), None, utc_now()
+        )
         save_manifest(conn, record)
     return record

@@ -338,7 +338,9 @@ def _inclusion_from_json(d: object) -> InclusionProof:
         raise ValidationError(f"inclusion proof JSON must be an object, got {type(d).__name__}")
     _check_keys(d, _INCLUSION_KEYS, "inclusion")
     if d["format"] != PROOF_FORMAT or d["kind"] != "inclusion":
-        raise ValidationError(f"expected format {PROOF_FORMAT} kind inclusion, got {d['format']!r:.60} {d['kind']!r:.30}")
+        raise ValidationError(
+            f"expected format {PROOF_FORMAT} kind inclusion, got {d['format']!r:.60} {d['kind']!r:.30}"
+        )
     if not isinstance(d["path"], list):
         raise ValidationError("inclusion proof JSON path must be a list of hex hashes")
     return InclusionProof(

@@ -66,8 +66,14 @@ def _e2e(batch_id: str, person_id: int) -> str:
 
 
 def create_payout_batch(
-    store: Store, *, batch_id: str, currency: str, threshold_microunits: int, debtor: Debtor,
-    execution_date: dt.date, dry_run: bool = False,
+    store: Store,
+    *,
+    batch_id: str,
+    currency: str,
+    threshold_microunits: int,
+    debtor: Debtor,
+    execution_date: dt.date,
+    dry_run: bool = False,
 ) -> PayoutBatchResult:
     """Pay every verified person whose payable balance is at least the threshold and who has an IBAN."""
     if not isinstance(batch_id, str) or MESSAGE_ID_PATTERN.fullmatch(batch_id) is None:
@@ -84,18 +90,27 @@ def create_payout_batch(
         if prior is not None:
             _publish(staging, out_dir)  # a crash between commit and publishing is finished here
             items = conn.execute(select(payout_items).where(payout_items.c.batch_id == batch_id)).all()
-            return PayoutBatchResult(batch_id, "exists", prior.currency, tuple(
-                PayoutPlanItem(i.person_id, "", i.amount_microunits, i.end_to_end_id) for i in items),
-                prior.total_microunits, 0, 0, Path(prior.pain001_path) if prior.pain001_path else None,
-                Path(prior.csv_path) if prior.csv_path else None)
+            return PayoutBatchResult(
+                batch_id,
+                "exists",
+                prior.currency,
+                tuple(PayoutPlanItem(i.person_id, "", i.amount_microunits, i.end_to_end_id) for i in items),
+                prior.total_microunits,
+                0,
+                0,
+                Path(prior.pain001_path) if prior.pain001_path else None,
+                Path(prior.csv_path) if prior.csv_path else None,
+            )
         # Balances as of now (accrual segments not yet folded included; posting below folds them first).
         owed: dict[int, int] = {}
         for key, balance in account_balances(conn, kind="payable", currency=currency).items():
             holder = parse_account_key(key)[1] or ""
             if holder.startswith("person:"):
                 owed[int(holder.removeprefix("person:"))] = balance
-        rows = [_Payable(pid, handle, verified_at, owed[pid])
-                for pid, handle, verified_at in people_verification(conn, list(owed))]
+        rows = [
+            _Payable(pid, handle, verified_at, owed[pid])
+            for pid, handle, verified_at in people_verification(conn, list(owed))
+        ]
         plan: list[PayoutPlanItem] = []
         instructions: list[PayoutInstruction] = []
         below = missing = 0
@@ -116,24 +131,54 @@ def create_payout_batch(
                 continue
             e2e = _e2e(batch_id, r.id)
             plan.append(PayoutPlanItem(r.id, r.handle, amount, e2e))
-            instructions.append(PayoutInstruction(
-                end_to_end_id=e2e, payee_id=f"person:{r.id}", payee_name=r.handle, iban=normalize_iban(bank.iban),
-                bic=bank.bic, amount_microunits=amount, currency=currency, remittance=f"endcredits residuals {batch_id}"))
+            instructions.append(
+                PayoutInstruction(
+                    end_to_end_id=e2e,
+                    payee_id=f"person:{r.id}",
+                    payee_name=r.handle,
+                    iban=normalize_iban(bank.iban),
+                    bic=bank.bic,
+                    amount_microunits=amount,
+                    currency=currency,
+                    remittance=f"endcredits residuals {batch_id}",
+                )
+            )
         total = sum(p.amount_microunits for p in plan)
         if dry_run or not plan:
-            return PayoutBatchResult(batch_id, "dry_run" if dry_run else "empty", currency, tuple(plan), total, below,
-                                     missing, None, None)
+            return PayoutBatchResult(
+                batch_id, "dry_run" if dry_run else "empty", currency, tuple(plan), total, below, missing, None, None
+            )
         at = utc_now()
         # pain.001 here is the SEPA credit transfer (EUR only); other currencies get the CSV alone.
-        pain = write_pain001(instructions, message_id=batch_id, debtor=debtor, execution_date=execution_date,
-                             created_at=dt.datetime.fromisoformat(at)) if currency == "EUR" else None
+        pain = (
+            write_pain001(
+                instructions,
+                message_id=batch_id,
+                debtor=debtor,
+                execution_date=execution_date,
+                created_at=dt.datetime.fromisoformat(at),
+            )
+            if currency == "EUR"
+            else None
+        )
         csv_bytes = write_payout_csv(instructions, batch_id=batch_id)
         legs = {account_key("payable", currency, f"person:{p.person_id}"): -p.amount_microunits for p in plan}
         legs[account_key("clearing", currency, "payouts")] = total
-        post_transfer(conn, TransferRequest(event_id=f"payout/{batch_id}", code="payout_sent", currency=currency,
-                                            legs=legs, memo={"batch": batch_id}), at=at)
+        post_transfer(
+            conn,
+            TransferRequest(
+                event_id=f"payout/{batch_id}",
+                code="payout_sent",
+                currency=currency,
+                legs=legs,
+                memo={"batch": batch_id},
+            ),
+            at=at,
+        )
         if out_dir.exists():
-            raise ConflictError(f"{out_dir} exists but no payout batch {batch_id} was recorded: move it aside and retry")
+            raise ConflictError(
+                f"{out_dir} exists but no payout batch {batch_id} was recorded: move it aside and retry"
+            )
         # No batch row and the write lock held: anything staged for this id is from an attempt that never
         # committed, and was never where an operator could take it.
         shutil.rmtree(staging, ignore_errors=True)
@@ -143,15 +188,44 @@ def create_payout_batch(
         if pain is not None:
             _write_durably(staging / "pain001.xml", pain)
         _write_durably(staging / "payouts.csv", csv_bytes)
-        conn.execute(payout_batches.insert().values(
-            id=batch_id, currency=currency, status="pending", item_count=len(plan), total_microunits=total,
-            pain001_path=str(pain_path) if pain_path else None, csv_path=str(csv_path), created_at=at))
-        conn.execute(payout_items.insert(), [
-            {"end_to_end_id": p.end_to_end_id, "batch_id": batch_id, "person_id": p.person_id,
-             "amount_microunits": p.amount_microunits, "status": "pending", "resolved_at": None} for p in plan])
-        append_audit(conn, "payout.created", batch_id, {
-            "items": len(plan), "total": str(total), "csv_sha256": hashlib.sha256(csv_bytes).hexdigest(),
-            "pain001_sha256": hashlib.sha256(pain).hexdigest() if pain is not None else None}, at=at)
+        conn.execute(
+            payout_batches.insert().values(
+                id=batch_id,
+                currency=currency,
+                status="pending",
+                item_count=len(plan),
+                total_microunits=total,
+                pain001_path=str(pain_path) if pain_path else None,
+                csv_path=str(csv_path),
+                created_at=at,
+            )
+        )
+        conn.execute(
+            payout_items.insert(),
+            [
+                {
+                    "end_to_end_id": p.end_to_end_id,
+                    "batch_id": batch_id,
+                    "person_id": p.person_id,
+                    "amount_microunits": p.amount_microunits,
+                    "status": "pending",
+                    "resolved_at": None,
+                }
+                for p in plan
+            ],
+        )
+        append_audit(
+            conn,
+            "payout.created",
+            batch_id,
+            {
+                "items": len(plan),
+                "total": str(total),
+                "csv_sha256": hashlib.sha256(csv_bytes).hexdigest(),
+                "pain001_sha256": hashlib.sha256(pain).hexdigest() if pain is not None else None,
+            },
+            at=at,
+        )
     _publish(staging, out_dir)
     return PayoutBatchResult(batch_id, "created", currency, tuple(plan), total, below, missing, pain_path, csv_path)
 
@@ -187,7 +261,9 @@ def apply_payout_status(store: Store, batch_id: str, statuses: Mapping[str, str]
         batch = conn.execute(select(payout_batches).where(payout_batches.c.id == batch_id)).first()
         if batch is None:
             raise NotFoundError(f"no payout batch {batch_id}")
-        items = {i.end_to_end_id: i for i in conn.execute(select(payout_items).where(payout_items.c.batch_id == batch_id))}
+        items = {
+            i.end_to_end_id: i for i in conn.execute(select(payout_items).where(payout_items.c.batch_id == batch_id))
+        }
         unknown = sorted(set(statuses) - set(items))
         if unknown:
             raise NotFoundError(f"payout batch {batch_id} has no item {unknown[0]}")
@@ -219,14 +295,29 @@ def apply_payout_status(store: Store, batch_id: str, statuses: Mapping[str, str]
             digest = hashlib.sha256(repr(changes).encode()).hexdigest()[:16]
             for status, legs in legs_by_status.items():
                 if legs:
-                    post_transfer(conn, TransferRequest(
-                        event_id=f"payout-{status}/{batch_id}/{digest}", code=f"payout_{status}", currency=currency,
-                        legs=legs, memo={"batch": batch_id}), at=at)
+                    post_transfer(
+                        conn,
+                        TransferRequest(
+                            event_id=f"payout-{status}/{batch_id}/{digest}",
+                            code=f"payout_{status}",
+                            currency=currency,
+                            legs=legs,
+                            memo={"batch": batch_id},
+                        ),
+                        at=at,
+                    )
             for e2e, status in changes:
-                conn.execute(update(payout_items).where(payout_items.c.end_to_end_id == e2e).values(status=status, resolved_at=at))
+                conn.execute(
+                    update(payout_items)
+                    .where(payout_items.c.end_to_end_id == e2e)
+                    .values(status=status, resolved_at=at)
+                )
             append_audit(conn, "payout.status", batch_id, {"settled": settled, "failed": failed}, at=at)
-        pending = conn.execute(select(payout_items.c.end_to_end_id).where(payout_items.c.batch_id == batch_id,
-                                                                            payout_items.c.status == "pending")).first()
+        pending = conn.execute(
+            select(payout_items.c.end_to_end_id).where(
+                payout_items.c.batch_id == batch_id, payout_items.c.status == "pending"
+            )
+        ).first()
         status_now = "pending" if pending is not None else "resolved"
         if status_now != batch.status:
             conn.execute(update(payout_batches).where(payout_batches.c.id == batch_id).values(status=status_now))

@@ -31,9 +31,22 @@ from endcredits.store.ledger import accrued_by_account
 from endcredits.store.registry import get_person
 from endcredits.store.schema import accrual_batches, names, transfers, works
 
-STATEMENT_COLUMNS = ("output_id", "model_id", "occurred_at", "attributed_work", "attributed_title", "source_work",
-                     "source_title", "credited_as", "role", "account", "amount", "amount_microunits",
-                     "amount_subunits", "output_top_works")
+STATEMENT_COLUMNS = (
+    "output_id",
+    "model_id",
+    "occurred_at",
+    "attributed_work",
+    "attributed_title",
+    "source_work",
+    "source_title",
+    "credited_as",
+    "role",
+    "account",
+    "amount",
+    "amount_microunits",
+    "amount_subunits",
+    "output_top_works",
+)
 TOP_WORKS_PER_OUTPUT = 5
 
 
@@ -58,28 +71,44 @@ class Statement:
     def reconciles(self) -> bool:
         """The evidence re-derives the ledger: carried in + lines == posted + carried out, to the subunit,
         and what that posts equals what the ledger's accrual transfers credited."""
-        return (self.carried_in_subunits + self.lines_subunits_total
-                == self.accrued_microunits * SUBUNITS_PER_MICROUNIT + self.carried_out_subunits
-                and self.accrued_microunits == self.ledger_accrued_microunits)
+        return (
+            self.carried_in_subunits + self.lines_subunits_total
+            == self.accrued_microunits * SUBUNITS_PER_MICROUNIT + self.carried_out_subunits
+            and self.accrued_microunits == self.ledger_accrued_microunits
+        )
 
     def to_json(self) -> str:
-        return json.dumps({
-            "person_id": self.person_id, "handle": self.handle, "period": self.period, "currency": self.currency,
-            "accrued": format_amount(self.accrued_microunits, self.currency),
-            "accrued_microunits": self.accrued_microunits,
-            "ledger_accrued_microunits": self.ledger_accrued_microunits,
-            "carried_in_subunits": self.carried_in_subunits, "carried_out_subunits": self.carried_out_subunits,
-            "lines_subunits_total": str(self.lines_subunits_total), "subunits_per_microunit": SUBUNITS_PER_MICROUNIT,
-            "reconciles": self.reconciles(), "lines": self.lines, "outputs": self.outputs, "rules": self.rules,
-        }, indent=2, sort_keys=True)
+        return json.dumps(
+            {
+                "person_id": self.person_id,
+                "handle": self.handle,
+                "period": self.period,
+                "currency": self.currency,
+                "accrued": format_amount(self.accrued_microunits, self.currency),
+                "accrued_microunits": self.accrued_microunits,
+                "ledger_accrued_microunits": self.ledger_accrued_microunits,
+                "carried_in_subunits": self.carried_in_subunits,
+                "carried_out_subunits": self.carried_out_subunits,
+                "lines_subunits_total": str(self.lines_subunits_total),
+                "subunits_per_microunit": SUBUNITS_PER_MICROUNIT,
+                "reconciles": self.reconciles(),
+                "lines": self.lines,
+                "outputs": self.outputs,
+                "rules": self.rules,
+            },
+            indent=2,
+            sort_keys=True,
+        )
 
     def to_csv(self) -> str:
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=list(STATEMENT_COLUMNS), lineterminator="\n")
         w.writeheader()
         for line in self.lines:
-            top = "; ".join(f"{t['title'] or t['work_id'][:12]} {t['amount']}"
-                            for t in self.outputs.get(line["output_id"], {}).get("top_works", []))
+            top = "; ".join(
+                f"{t['title'] or t['work_id'][:12]} {t['amount']}"
+                for t in self.outputs.get(line["output_id"], {}).get("top_works", [])
+            )
             w.writerow({k: _csv_safe(str(line[k] if k != "output_top_works" else top)) for k in STATEMENT_COLUMNS})
         return buf.getvalue()
 
@@ -97,14 +126,23 @@ def _person_payees(conn: Connection, person_id: int) -> tuple[list[str], dict[st
     return payees, labels
 
 
-def _collect(store: Store, conn: Connection, payees: list[str], currency: str,
-             period: str) -> list[tuple[str, pa.Table, pa.Table | None, str]]:
+def _collect(
+    store: Store, conn: Connection, payees: list[str], currency: str, period: str
+) -> list[tuple[str, pa.Table, pa.Table | None, str]]:
     """(period, lines of these payees, all lines when the batch is of ``period``, agreement) for every
     accrual batch, in the order the ledger posted them."""
-    q = (select(accrual_batches.c.period, accrual_batches.c.evidence_path, accrual_batches.c.evidence_sha256,
-                accrual_batches.c.agreement_id, accrual_batches.c.agreement_version)
-         .join(transfers, transfers.c.event_id == accrual_batches.c.transfer_event_id)
-         .where(accrual_batches.c.currency == currency).order_by(transfers.c.id))
+    q = (
+        select(
+            accrual_batches.c.period,
+            accrual_batches.c.evidence_path,
+            accrual_batches.c.evidence_sha256,
+            accrual_batches.c.agreement_id,
+            accrual_batches.c.agreement_version,
+        )
+        .join(transfers, transfers.c.event_id == accrual_batches.c.transfer_event_id)
+        .where(accrual_batches.c.currency == currency)
+        .order_by(transfers.c.id)
+    )
     found = []
     for r in conn.execute(q):
         table = read_evidence(store.data_dir / r.evidence_path, expected_sha256=r.evidence_sha256)
@@ -120,8 +158,12 @@ def _explain(tables: list[tuple[pa.Table, str]], output_ids: set[str]) -> dict[s
     wanted = pa.array(sorted(output_ids), pa.string())
     for table, agreement in tables:
         t = table.filter(pc.is_in(table["output_id"].cast(pa.string()), value_set=wanted))
-        for oid, work, micro, sub in zip(t["output_id"].to_pylist(), t["attributed_work"].to_pylist(),
-                                         t["amount_microunits"].to_pylist(), t["amount_subunits"].to_pylist()):
+        for oid, work, micro, sub in zip(
+            t["output_id"].to_pylist(),
+            t["attributed_work"].to_pylist(),
+            t["amount_microunits"].to_pylist(),
+            t["amount_subunits"].to_pylist(),
+        ):
             works_ = by_output.setdefault(oid, {})
             works_[work] = works_.get(work, 0) + micro * SUBUNITS_PER_MICROUNIT + sub
             agreement_of[oid] = agreement
@@ -129,8 +171,11 @@ def _explain(tables: list[tuple[pa.Table, str]], output_ids: set[str]) -> dict[s
     for oid, amounts in by_output.items():
         total = sum(amounts.values())
         best = sorted(amounts.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_WORKS_PER_OUTPUT]
-        out[oid] = {"agreement": agreement_of[oid], "pool_subunits": str(total),
-                    "top_works": [{"work_id": w, "amount_subunits": str(a)} for w, a in best]}
+        out[oid] = {
+            "agreement": agreement_of[oid],
+            "pool_subunits": str(total),
+            "top_works": [{"work_id": w, "amount_subunits": str(a)} for w, a in best],
+        }
     return out
 
 
@@ -150,10 +195,16 @@ def _rules(conn: Connection, agreements: set[str]) -> dict[str, str]:
         except NotFoundError:
             out[key] = "the agreement's text is not stored here (load it with `endcredits agreement load`)"
             continue
-        baseline = (f"{_percent(a.baseline_share)} of the pool is split over the manifest's works by volume, the rest "
-                    "by influence" if a.baseline_share else "the whole pool is split by influence")
-        out[key] = (f"{_percent(a.pool_rate)} of each output's revenue is its pool; {baseline}; a work whose influence "
-                    f"on an output is negative earns nothing (negative_influence = {a.negative_influence!r})")
+        baseline = (
+            f"{_percent(a.baseline_share)} of the pool is split over the manifest's works by volume, the rest "
+            "by influence"
+            if a.baseline_share
+            else "the whole pool is split by influence"
+        )
+        out[key] = (
+            f"{_percent(a.pool_rate)} of each output's revenue is its pool; {baseline}; a work whose influence "
+            f"on an output is negative earns nothing (negative_influence = {a.negative_influence!r})"
+        )
     return out
 
 
@@ -179,7 +230,12 @@ def build_statement(store: Store, person_id: int, period: str, currency: str) ->
         work_ids.discard("")
         ids = sorted(work_ids)
         for i in range(0, len(ids), 5000):
-            titles.update({r.id: r.title for r in conn.execute(select(works.c.id, works.c.title).where(works.c.id.in_(ids[i:i + 5000])))})
+            titles.update(
+                {
+                    r.id: r.title
+                    for r in conn.execute(select(works.c.id, works.c.title).where(works.c.id.in_(ids[i : i + 5000])))
+                }
+            )
     # Replay every batch in posting order: per payee, each batch posts the whole microunits of (carry +
     # its lines) and carries the rest. The statement adds up the batches of its period.
     running: dict[str, int] = {}
@@ -202,31 +258,56 @@ def build_statement(store: Store, person_id: int, period: str, currency: str) ->
     for t in during:
         for row in t.to_pylist():
             micro, sub = row["amount_microunits"], row["amount_subunits"]
-            lines.append({
-                "output_id": row["output_id"], "model_id": row["model_id"], "occurred_at": row["occurred_at"],
-                "attributed_work": row["attributed_work"], "attributed_title": titles.get(row["attributed_work"], ""),
-                "source_work": row["source_work"], "source_title": titles.get(row["source_work"], ""),
-                "credited_as": labels.get(row["payee"], row["payee"]), "role": row["role"], "account": row["account"],
-                "amount": format_amount(micro, currency), "amount_microunits": micro, "amount_subunits": sub,
-            })
+            lines.append(
+                {
+                    "output_id": row["output_id"],
+                    "model_id": row["model_id"],
+                    "occurred_at": row["occurred_at"],
+                    "attributed_work": row["attributed_work"],
+                    "attributed_title": titles.get(row["attributed_work"], ""),
+                    "source_work": row["source_work"],
+                    "source_title": titles.get(row["source_work"], ""),
+                    "credited_as": labels.get(row["payee"], row["payee"]),
+                    "role": row["role"],
+                    "account": row["account"],
+                    "amount": format_amount(micro, currency),
+                    "amount_microunits": micro,
+                    "amount_subunits": sub,
+                }
+            )
     lines.sort(key=lambda r: (r["occurred_at"], r["output_id"], r["attributed_work"], r["source_work"], r["role"]))
     for e in explained.values():
         for w in e["top_works"]:
             sub = int(w["amount_subunits"])
             w["title"] = titles.get(w["work_id"], "")
             w["amount"] = format_amount(sub // SUBUNITS_PER_MICROUNIT, currency)  # whole microunits, floored
-    return Statement(person_id, person.handle, period, currency, lines, total, carried_in, carried_out, accrued,
-                     ledger_accrued, explained, rules)
+    return Statement(
+        person_id,
+        person.handle,
+        period,
+        currency,
+        lines,
+        total,
+        carried_in,
+        carried_out,
+        accrued,
+        ledger_accrued,
+        explained,
+        rules,
+    )
 
 
 def _ledger_accrued(conn: Connection, payees: list[str], currency: str, period: str) -> int:
-    keys = [f"escrow:{p}:{currency}" for p in payees] + [f"payable:{p}:{currency}" for p in payees if p.startswith("person:")]
+    keys = [f"escrow:{p}:{currency}" for p in payees] + [
+        f"payable:{p}:{currency}" for p in payees if p.startswith("person:")
+    ]
     return sum(accrued_by_account(conn, currency=currency, period=period, keys=keys).values())
 
 
 def _subunits_by_payee(table: pa.Table) -> dict[str, int]:
     out: dict[str, int] = {}
-    for payee, micro, sub in zip(table["payee"].to_pylist(), table["amount_microunits"].to_pylist(),
-                                 table["amount_subunits"].to_pylist()):
+    for payee, micro, sub in zip(
+        table["payee"].to_pylist(), table["amount_microunits"].to_pylist(), table["amount_subunits"].to_pylist()
+    ):
         out[payee] = out.get(payee, 0) + micro * SUBUNITS_PER_MICROUNIT + sub
     return out

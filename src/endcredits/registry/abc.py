@@ -499,7 +499,11 @@ def _c_credit(value: str, collection: str) -> list[AbcCredit]:
     name = clean_person_name(value)
     if name is None:
         return []
-    if re.search(r"\bcollected\b", value, re.IGNORECASE) or collection in _COLLECTOR_C_FIELD and name not in _COMPOSERS_IN_COLLECTOR_FIELD:
+    if (
+        re.search(r"\bcollected\b", value, re.IGNORECASE)
+        or collection in _COLLECTOR_C_FIELD
+        and name not in _COMPOSERS_IN_COLLECTOR_FIELD
+    ):
         role = "collector"
     else:
         role = "composer"

@@ -194,8 +194,10 @@ def text_fingerprint(text: str) -> Fingerprint | None:
         return None
     values = _minhash_values(shingles)
     r = MINHASH_BAND_ROWS
-    keys = tuple(f"{b:02d}{hashlib.blake2b(values[b * r:(b + 1) * r].tobytes(), digest_size=8).hexdigest()}"
-                 for b in range(MINHASH_BAND_COUNT))
+    keys = tuple(
+        f"{b:02d}{hashlib.blake2b(values[b * r : (b + 1) * r].tobytes(), digest_size=8).hexdigest()}"
+        for b in range(MINHASH_BAND_COUNT)
+    )
     return Fingerprint(TEXT_METHOD, values.tobytes().hex(), keys)
 
 
@@ -217,16 +219,20 @@ def image_fingerprint(content: bytes) -> Fingerprint:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(content)) as img:
                 if img.width * img.height > IMAGE_PIXELS_MAX:
-                    raise ValidationError(f"image is {img.width}x{img.height}; at most IMAGE_PIXELS_MAX={IMAGE_PIXELS_MAX} pixels")
+                    raise ValidationError(
+                        f"image is {img.width}x{img.height}; at most IMAGE_PIXELS_MAX={IMAGE_PIXELS_MAX} pixels"
+                    )
                 img.load()
                 h = imagehash.phash(img.convert("L"), hash_size=8)
     except (UnidentifiedImageError, OSError, Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        raise ValidationError(f"the image could not be decoded ({type(exc).__name__}): register it with another kind") from exc
+        raise ValidationError(
+            f"the image could not be decoded ({type(exc).__name__}): register it with another kind"
+        ) from exc
     bits = np.asarray(h.hash, dtype=bool).reshape(-1)
     value = int("".join("1" if b else "0" for b in bits), 2)
     hex_value = f"{value:016x}"
     width = IMAGE_HASH_BITS // IMAGE_BAND_COUNT // 4
-    keys = tuple(f"{b:02d}{hex_value[b * width:(b + 1) * width]}" for b in range(IMAGE_BAND_COUNT))
+    keys = tuple(f"{b:02d}{hex_value[b * width : (b + 1) * width]}" for b in range(IMAGE_BAND_COUNT))
     return Fingerprint(IMAGE_METHOD, hex_value, keys)
 
 
@@ -235,8 +241,12 @@ def _audio_minhash_coefficients() -> np.ndarray:
     out = []
     for i in range(AUDIO_BAND_COUNT):
         h = hashlib.blake2b(f"{AUDIO_METHOD}:{i}".encode(), digest_size=16).digest()
-        out.append((int.from_bytes(h[:8], "little") % (AUDIO_MINHASH_PRIME - 1) + 1,
-                    int.from_bytes(h[8:], "little") % AUDIO_MINHASH_PRIME))
+        out.append(
+            (
+                int.from_bytes(h[:8], "little") % (AUDIO_MINHASH_PRIME - 1) + 1,
+                int.from_bytes(h[8:], "little") % AUDIO_MINHASH_PRIME,
+            )
+        )
     coefficients = np.asarray(out, dtype=np.uint64)
     coefficients.setflags(write=False)
     return coefficients
@@ -258,16 +268,24 @@ def _run_fpcalc(fpcalc: str, content: bytes) -> list[object]:
         path = Path(tmp) / "work"
         path.write_bytes(content)
         try:
-            done = subprocess.run([fpcalc, "-raw", "-json", "-ignore-errors", "-length", str(AUDIO_LENGTH_S_MAX),
-                                   str(path)], capture_output=True, timeout=FPCALC_TIMEOUT_S, check=False)
+            done = subprocess.run(
+                [fpcalc, "-raw", "-json", "-ignore-errors", "-length", str(AUDIO_LENGTH_S_MAX), str(path)],
+                capture_output=True,
+                timeout=FPCALC_TIMEOUT_S,
+                check=False,
+            )
         except subprocess.TimeoutExpired:
-            raise ValidationError(f"fpcalc ran longer than FPCALC_TIMEOUT_S={FPCALC_TIMEOUT_S} s on this audio; "
-                                  "it is registered by SHA-256 only") from None
+            raise ValidationError(
+                f"fpcalc ran longer than FPCALC_TIMEOUT_S={FPCALC_TIMEOUT_S} s on this audio; "
+                "it is registered by SHA-256 only"
+            ) from None
     if done.returncode != 0:
         lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
         why = lines[-1][:200] if lines else "no message"
-        raise ValidationError(f"fpcalc could not read the audio (exit {done.returncode}: {why}); it is not audio, "
-                              "or not in a format FFmpeg decodes")
+        raise ValidationError(
+            f"fpcalc could not read the audio (exit {done.returncode}: {why}); it is not audio, "
+            "or not in a format FFmpeg decodes"
+        )
     try:
         frames = json.loads(done.stdout)["fingerprint"]
     except (ValueError, KeyError, TypeError):
@@ -282,17 +300,25 @@ def audio_fingerprint(content: bytes) -> Fingerprint:
     there is none: fpcalc not installed, bytes it cannot decode, a failure or timeout, audio too short."""
     fpcalc = shutil.which("fpcalc")
     if fpcalc is None:
-        raise ValidationError("fpcalc is not installed (Debian: apt-get install libchromaprint-tools); "
-                              "audio is registered by SHA-256 only")
+        raise ValidationError(
+            "fpcalc is not installed (Debian: apt-get install libchromaprint-tools); "
+            "audio is registered by SHA-256 only"
+        )
     if len(content) > AUDIO_BYTES_MAX:
-        raise ValidationError(f"audio is {len(content)} bytes; at most AUDIO_BYTES_MAX={AUDIO_BYTES_MAX} are fingerprinted")
+        raise ValidationError(
+            f"audio is {len(content)} bytes; at most AUDIO_BYTES_MAX={AUDIO_BYTES_MAX} are fingerprinted"
+        )
     frames = _run_fpcalc(fpcalc, content)
     if len(frames) > AUDIO_FRAMES_MAX or not all(type(f) is int and 0 <= f < 2**32 for f in frames):
-        raise ValidationError(f"fpcalc answered with {len(frames)} frames; expected at most "
-                              f"AUDIO_FRAMES_MAX={AUDIO_FRAMES_MAX} uint32 values")
+        raise ValidationError(
+            f"fpcalc answered with {len(frames)} frames; expected at most "
+            f"AUDIO_FRAMES_MAX={AUDIO_FRAMES_MAX} uint32 values"
+        )
     if len(frames) < AUDIO_FRAMES_MIN:
-        raise ValidationError(f"the audio gives {len(frames)} Chromaprint frames, fewer than "
-                              f"AUDIO_FRAMES_MIN={AUDIO_FRAMES_MIN} (about 5 s): too short to fingerprint")
+        raise ValidationError(
+            f"the audio gives {len(frames)} Chromaprint frames, fewer than "
+            f"AUDIO_FRAMES_MIN={AUDIO_FRAMES_MIN} (about 5 s): too short to fingerprint"
+        )
     values = np.asarray(frames, dtype="<u4")
     return Fingerprint(AUDIO_METHOD, values.tobytes().hex(), _audio_band_keys(values))
 
@@ -300,8 +326,9 @@ def audio_fingerprint(content: bytes) -> Fingerprint:
 def _chromaprint_of(value: str) -> np.ndarray:
     values = np.frombuffer(bytes.fromhex(value), dtype="<u4")
     if not AUDIO_FRAMES_MIN <= values.size <= AUDIO_FRAMES_MAX:
-        raise ValidationError(f"a {AUDIO_METHOD} fingerprint holds {AUDIO_FRAMES_MIN} to {AUDIO_FRAMES_MAX} frames, "
-                              f"not {values.size}")
+        raise ValidationError(
+            f"a {AUDIO_METHOD} fingerprint holds {AUDIO_FRAMES_MIN} to {AUDIO_FRAMES_MAX} frames, not {values.size}"
+        )
     return values
 
 
@@ -349,7 +376,9 @@ def similarity(method: str, a: str, b: str) -> float:
         return 1.0 - (int(a, 16) ^ int(b, 16)).bit_count() / IMAGE_HASH_BITS
     if method == AUDIO_METHOD:
         return _audio_similarity(_chromaprint_of(a), _chromaprint_of(b))
-    raise ValidationError(f"unknown fingerprint method {method!r}: one of {TEXT_METHOD}, {IMAGE_METHOD}, {AUDIO_METHOD}")
+    raise ValidationError(
+        f"unknown fingerprint method {method!r}: one of {TEXT_METHOD}, {IMAGE_METHOD}, {AUDIO_METHOD}"
+    )
 
 
 def is_match(method: str, similarity_value: float) -> bool:
@@ -388,7 +417,9 @@ def register_works(conn: Connection, items: Sequence[WorkIn], *, link: bool = Tr
     changes nothing, so an operator's unlink (``store.registry.unlink_work``) stands. ``link=False``
     stores fingerprints without linking.
     """
-    before = existing_work_ids(conn, [hashlib.sha256(w.content).hexdigest() for w in items if isinstance(w.content, bytes)])
+    before = existing_work_ids(
+        conn, [hashlib.sha256(w.content).hexdigest() for w in items if isinstance(w.content, bytes)]
+    )
     ids = add_works(conn, items)
     out: list[Registered] = []
     done: dict[str, Registered] = {}
@@ -415,8 +446,9 @@ def _fingerprint_and_link(conn: Connection, content: bytes, kind: str, wid: str,
     add_fingerprint(conn, wid, fp.method, fp.value, fp.band_keys)
     if best is None:
         return Registered(wid, None, fp.method, None)
-    canonical = link_works(conn, wid, best[1], method=fp.method, similarity_ppm=similarity_ppm(best[0]),
-                           linked_by="fingerprint")
+    canonical = link_works(
+        conn, wid, best[1], method=fp.method, similarity_ppm=similarity_ppm(best[0]), linked_by="fingerprint"
+    )
     return Registered(wid, canonical, fp.method, best[0])
 
 

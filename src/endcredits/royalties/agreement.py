@@ -41,8 +41,18 @@ from endcredits.registry.roles import canonical_role, check_role
 from endcredits.store.registry import parse_role
 
 _KEYS = {
-    "id", "version", "currency", "pool_rate", "rights_holder_share", "lineage_pass_through", "baseline_share",
-    "payout_threshold", "escrow_period_days", "negative_influence", "role_weights", "extra_role_schemes",
+    "id",
+    "version",
+    "currency",
+    "pool_rate",
+    "rights_holder_share",
+    "lineage_pass_through",
+    "baseline_share",
+    "payout_threshold",
+    "escrow_period_days",
+    "negative_influence",
+    "role_weights",
+    "extra_role_schemes",
 }
 _REQUIRED = _KEYS - {"baseline_share", "negative_influence", "extra_role_schemes"}
 
@@ -78,7 +88,7 @@ class Agreement:
 def _share(data: Mapping[str, Any], key: str) -> Fraction:
     value = data.get(key, "0")
     if not isinstance(value, str):
-        raise ValidationError(f"agreement {key} must be quoted decimal text such as \"0.25\", got {value!r}")
+        raise ValidationError(f'agreement {key} must be quoted decimal text such as "0.25", got {value!r}')
     share = parse_fraction(value, f"agreement {key}")
     if share > 1:
         raise ValidationError(f"agreement {key} = {value} exceeds the whole (1); shares are fractions of one")
@@ -104,7 +114,7 @@ def parse_agreement(body: str) -> Agreement:
         raise ValidationError(f"agreement version must be a positive integer, got {version!r}")
     currency = check_currency(data["currency"])
     if not isinstance(data["payout_threshold"], str):
-        raise ValidationError("agreement payout_threshold must be quoted decimal text such as \"10.00\"")
+        raise ValidationError('agreement payout_threshold must be quoted decimal text such as "10.00"')
     threshold = parse_amount(data["payout_threshold"], currency)
     if threshold < 0:
         raise ValidationError("agreement payout_threshold must not be negative")
@@ -113,26 +123,27 @@ def parse_agreement(body: str) -> Agreement:
         raise ValidationError(f"agreement escrow_period_days must be a positive integer, got {days!r}")
     negative = data.get("negative_influence", "zero")
     if negative != "zero":
-        raise ValidationError(f"agreement negative_influence {negative!r} is not supported; the rule is \"zero\"")
+        raise ValidationError(f'agreement negative_influence {negative!r} is not supported; the rule is "zero"')
     roles = data["role_weights"]
     if not isinstance(roles, dict) or not roles:
-        raise ValidationError("agreement [role_weights] must list at least one \"scheme:code\" = weight")
+        raise ValidationError('agreement [role_weights] must list at least one "scheme:code" = weight')
     extra = data.get("extra_role_schemes", [])
     if not isinstance(extra, list) or not all(isinstance(s, str) for s in extra):
-        raise ValidationError("agreement extra_role_schemes must be a list of scheme names, such as [\"marc\"]")
+        raise ValidationError('agreement extra_role_schemes must be a list of scheme names, such as ["marc"]')
     role_weights: dict[tuple[str, str], int] = {}
     for role, weight in roles.items():
         try:
             scheme, code = parse_role(role)
         except ValidationError:
             raise ValidationError(
-                f"agreement role {role!r} must be written scheme:code in lower case, such as \"endcredits:composer\""
+                f'agreement role {role!r} must be written scheme:code in lower case, such as "endcredits:composer"'
             ) from None
         try:
             check_role(scheme, code, allow_unknown_scheme=scheme in extra)
         except ValidationError as exc:
-            raise ValidationError(f"agreement [role_weights]: {exc} (unknown schemes: list them in extra_role_schemes)"
-                                  ) from None
+            raise ValidationError(
+                f"agreement [role_weights]: {exc} (unknown schemes: list them in extra_role_schemes)"
+            ) from None
         if not isinstance(weight, int) or isinstance(weight, bool) or not 0 < weight <= WEIGHT_MAX:
             raise ValidationError(f"agreement role weight for {role} must be an integer in 1..{WEIGHT_MAX}")
         key = canonical_role(scheme, code)
@@ -140,7 +151,9 @@ def parse_agreement(body: str) -> Agreement:
             raise ValidationError(f"agreement [role_weights] names {key[0]}:{key[1]} twice (once as {role})")
         role_weights[key] = weight
     agreement = Agreement(
-        id=data["id"], version=version, currency=currency,
+        id=data["id"],
+        version=version,
+        currency=currency,
         pool_rate=_share(data, "pool_rate"),
         rights_holder_share=_share(data, "rights_holder_share"),
         lineage_pass_through=_share(data, "lineage_pass_through"),

@@ -85,7 +85,10 @@ def _direct(work_id: str, portion: Fraction, graph: CreditGraph, agreement: Agre
 
 
 def work_shares(
-    work_id: str, graph: CreditGraph, agreement: Agreement, memo: dict[str, list[PayeeShare]] | None = None,
+    work_id: str,
+    graph: CreditGraph,
+    agreement: Agreement,
+    memo: dict[str, list[PayeeShare]] | None = None,
     _path: tuple[str, ...] = (),
 ) -> list[PayeeShare]:
     """Every payee's exact share of one unit of ``work_id``'s residual. The shares sum to exactly 1."""
@@ -126,7 +129,9 @@ def pool_of(revenue_microunits: int, agreement: Agreement) -> int:
     The sub-microunit below the pool rate stays with the operator: at most one microunit per output.
     """
     if revenue_microunits < 0:
-        raise ValidationError(f"negative revenue {revenue_microunits}: revenue must be >= 0 (refunds are not accrued as negative revenue)")
+        raise ValidationError(
+            f"negative revenue {revenue_microunits}: revenue must be >= 0 (refunds are not accrued as negative revenue)"
+        )
     if revenue_microunits > REVENUE_PER_OUTPUT_MICROUNITS_MAX:
         raise ValidationError(f"revenue {revenue_microunits} exceeds REVENUE_PER_OUTPUT_MICROUNITS_MAX")
     rate = agreement.pool_rate
@@ -146,7 +151,8 @@ def pools_of(revenue_microunits: Sequence[int], agreement: Agreement) -> npt.NDA
 
 
 def attribution_weights(
-    scores: Mapping[str, float], agreement: Agreement,
+    scores: Mapping[str, float],
+    agreement: Agreement,
     baseline: Sequence[str] | Mapping[str, int | Fraction] = (),
 ) -> dict[str, int]:
     """The one place scores become shares: integer weights per work (or payee) for one output.
@@ -223,13 +229,21 @@ def output_lines(
         denominator = lcm(denominator, r[4].denominator)
     ints = [int(r[4] * denominator) for r in rows]
     return OutputLines(
-        attributed_work=[r[3] for r in rows], source_work=[r[1] for r in rows], payee=[r[0] for r in rows],
-        role=[r[2] for r in rows], weights=ints,
+        attributed_work=[r[3] for r in rows],
+        source_work=[r[1] for r in rows],
+        payee=[r[0] for r in rows],
+        role=[r[2] for r in rows],
+        weights=ints,
     )
 
 
 def payee_lines(payee_weights: Mapping[str, int]) -> OutputLines:
     """Lines for attribution given per payee (no works): one line per payee with a positive weight."""
     keys = sorted(k for k, w in payee_weights.items() if w > 0)
-    return OutputLines(attributed_work=[""] * len(keys), source_work=[""] * len(keys), payee=keys,
-                       role=["endcredits:attributed"] * len(keys), weights=[payee_weights[k] for k in keys])
+    return OutputLines(
+        attributed_work=[""] * len(keys),
+        source_work=[""] * len(keys),
+        payee=keys,
+        role=["endcredits:attributed"] * len(keys),
+        weights=[payee_weights[k] for k in keys],
+    )

@@ -66,13 +66,17 @@ class UsageBatch:
 
     def __post_init__(self) -> None:
         n = len(self.output_ids)
-        if not (len(self.model_ids) == len(self.revenue_microunits) == len(self.currencies) == len(self.occurred_at) == n):
+        if not (
+            len(self.model_ids) == len(self.revenue_microunits) == len(self.currencies) == len(self.occurred_at) == n
+        ):
             raise ValidationError("usage batch output columns have different lengths")
         self.offsets = np.asarray(self.offsets, dtype=np.int64)
         self.payee_codes = np.asarray(self.payee_codes, dtype=np.int64)
         lines = len(self.payee_codes)
         if n > OUTPUTS_PER_BATCH_MAX or lines > BATCH_SIZE_MAX:
-            raise LimitExceededError(f"batch of {n} outputs / {lines} lines exceeds OUTPUTS_PER_BATCH_MAX / BATCH_SIZE_MAX")
+            raise LimitExceededError(
+                f"batch of {n} outputs / {lines} lines exceeds OUTPUTS_PER_BATCH_MAX / BATCH_SIZE_MAX"
+            )
         if self.offsets.shape != (n + 1,) or (n and (self.offsets[0] != 0 or self.offsets[-1] != lines)):
             raise ValidationError("usage batch offsets must run from 0 to the line count, one per output + 1")
         if n and np.any(np.diff(self.offsets) <= 0):
@@ -82,11 +86,16 @@ class UsageBatch:
         if lines and (self.payee_codes.min() < 0 or self.payee_codes.max() >= len(self.payees)):
             raise ValidationError("usage batch payee codes out of range")
         none = np.full(lines, -1, dtype=np.int64)
-        self.attributed_codes = none if self.attributed_codes is None else np.asarray(self.attributed_codes, dtype=np.int64)
+        self.attributed_codes = (
+            none if self.attributed_codes is None else np.asarray(self.attributed_codes, dtype=np.int64)
+        )
         self.source_codes = none if self.source_codes is None else np.asarray(self.source_codes, dtype=np.int64)
         self.role_codes = none if self.role_codes is None else np.asarray(self.role_codes, dtype=np.int64)
-        for name, codes, table in (("attributed", self.attributed_codes, self.works), ("source", self.source_codes, self.works),
-                                   ("role", self.role_codes, self.roles)):
+        for name, codes, table in (
+            ("attributed", self.attributed_codes, self.works),
+            ("source", self.source_codes, self.works),
+            ("role", self.role_codes, self.roles),
+        ):
             if len(codes) != lines or (lines and (codes.min() < -1 or codes.max() >= len(table))):
                 raise ValidationError(f"usage batch {name} codes do not match its dictionary")
         if len(set(self.output_ids)) != n:
@@ -98,9 +107,13 @@ class UsageBatch:
             if isinstance(rev, bool) or not isinstance(rev, int):
                 raise ValidationError("revenue must be integer microunits")
             if rev < 0:
-                raise ValidationError(f"negative revenue {rev}: revenue must be >= 0 (refunds are not accrued as negative revenue)")
+                raise ValidationError(
+                    f"negative revenue {rev}: revenue must be >= 0 (refunds are not accrued as negative revenue)"
+                )
             if rev > REVENUE_PER_OUTPUT_MICROUNITS_MAX:
-                raise LimitExceededError(f"revenue {rev} exceeds REVENUE_PER_OUTPUT_MICROUNITS_MAX={REVENUE_PER_OUTPUT_MICROUNITS_MAX}")
+                raise LimitExceededError(
+                    f"revenue {rev} exceeds REVENUE_PER_OUTPUT_MICROUNITS_MAX={REVENUE_PER_OUTPUT_MICROUNITS_MAX}"
+                )
         for ccy in set(self.currencies):
             check_currency(ccy)
 
@@ -109,8 +122,16 @@ class UsageBatch:
         and weight. A retry sends the same batch the same way; a batch rebuilt with its dictionaries in
         another order is treated as other content (a ConflictError, never a double payment)."""
         h = hashlib.sha256()
-        for column in (self.output_ids, self.model_ids, [str(r) for r in self.revenue_microunits], self.currencies,
-                       self.occurred_at, self.payees, self.works, self.roles):
+        for column in (
+            self.output_ids,
+            self.model_ids,
+            [str(r) for r in self.revenue_microunits],
+            self.currencies,
+            self.occurred_at,
+            self.payees,
+            self.works,
+            self.roles,
+        ):
             h.update("\x00".join(column).encode())
             h.update(b"\x01")
         for arr in (self.offsets, self.payee_codes, self.attributed_codes, self.source_codes, self.role_codes):
@@ -127,18 +148,26 @@ class UsageBatch:
             return self
         counts = np.diff(self.offsets)[rows]
         starts = self.offsets[rows]
-        line_idx = (np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
-                    + np.arange(int(counts.sum()), dtype=np.int64))
+        line_idx = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts) + np.arange(
+            int(counts.sum()), dtype=np.int64
+        )
         pick = rows.tolist()
         assert self.attributed_codes is not None and self.source_codes is not None and self.role_codes is not None
         return UsageBatch(
-            output_ids=[self.output_ids[i] for i in pick], model_ids=[self.model_ids[i] for i in pick],
+            output_ids=[self.output_ids[i] for i in pick],
+            model_ids=[self.model_ids[i] for i in pick],
             revenue_microunits=[self.revenue_microunits[i] for i in pick],
-            currencies=[self.currencies[i] for i in pick], occurred_at=[self.occurred_at[i] for i in pick],
-            offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), payees=self.payees,
-            payee_codes=self.payee_codes[line_idx], weights=self.weights[line_idx], works=self.works,
-            attributed_codes=self.attributed_codes[line_idx], source_codes=self.source_codes[line_idx],
-            roles=self.roles, role_codes=self.role_codes[line_idx],
+            currencies=[self.currencies[i] for i in pick],
+            occurred_at=[self.occurred_at[i] for i in pick],
+            offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+            payees=self.payees,
+            payee_codes=self.payee_codes[line_idx],
+            weights=self.weights[line_idx],
+            works=self.works,
+            attributed_codes=self.attributed_codes[line_idx],
+            source_codes=self.source_codes[line_idx],
+            roles=self.roles,
+            role_codes=self.role_codes[line_idx],
         )
 
 
@@ -167,8 +196,13 @@ def load_credit_graph(conn: Connection, work_ids: Sequence[str]) -> CreditGraph:
 
 
 def build_usage(
-    conn: Connection, outputs_in: Sequence[OutputIn], scores: Mapping[str, Mapping[str, float]], agreement: Agreement,
-    manifest: ManifestRecord | None, *, per: str = "work",
+    conn: Connection,
+    outputs_in: Sequence[OutputIn],
+    scores: Mapping[str, Mapping[str, float]],
+    agreement: Agreement,
+    manifest: ManifestRecord | None,
+    *,
+    per: str = "work",
 ) -> UsageBatch:
     """Lines for each output from its attribution scores, per work (through credits) or per payee."""
     if per not in ("work", "payee"):
@@ -182,15 +216,19 @@ def build_usage(
                 raise ManifestError(f"output {o.output_id} is from model {o.model_id}, not {manifest.model_id}")
             for work in scores.get(o.output_id, {}):
                 if work not in in_manifest:
-                    raise ManifestError(f"output {o.output_id} attributes work {work}, which is not in manifest "
-                                        f"{manifest.id}: a model pays only for works it was trained on")
+                    raise ManifestError(
+                        f"output {o.output_id} attributes work {work}, which is not in manifest "
+                        f"{manifest.id}: a model pays only for works it was trained on"
+                    )
     baseline: list[str] | dict[str, Fraction] = []
     if manifest is not None and per == "work":
         baseline = list(manifest.included)
     elif per == "payee" and agreement.baseline_share:
         if manifest is None:
-            raise ManifestError("a baseline share with attribution per payee needs the model's manifest: the "
-                                "baseline pays each payee by their credited share of its works")
+            raise ManifestError(
+                "a baseline share with attribution per payee needs the model's manifest: the "
+                "baseline pays each payee by their credited share of its works"
+            )
         baseline = payee_volumes(manifest.included, load_credit_graph(conn, manifest.included), agreement)
     per_output: list[dict[str, int]] = []
     for o in outputs_in:
@@ -222,7 +260,9 @@ def build_usage(
     role_c: list[int] = []
     weights: list[int] = []
     for weights_in in per_output:
-        lines: OutputLines = output_lines(weights_in, graph, agreement, memo) if per == "work" else payee_lines(weights_in)
+        lines: OutputLines = (
+            output_lines(weights_in, graph, agreement, memo) if per == "work" else payee_lines(weights_in)
+        )
         payee_c += [code("payee", p) for p in lines.payee]
         attributed_c += [code("work", w) for w in lines.attributed_work]
         source_c += [code("work", w) for w in lines.source_work]
@@ -232,13 +272,20 @@ def build_usage(
     big = any(w >= (1 << 62) for w in weights)
     works_dict = [w for w in codes["work"] if w != ""]
     return UsageBatch(
-        output_ids=[o.output_id for o in outputs_in], model_ids=[o.model_id for o in outputs_in],
-        revenue_microunits=[o.revenue_microunits for o in outputs_in], currencies=[o.currency for o in outputs_in],
-        occurred_at=[o.occurred_at for o in outputs_in], offsets=np.asarray(offsets, dtype=np.int64),
-        payees=list(codes["payee"]), payee_codes=np.asarray(payee_c, dtype=np.int64),
-        weights=np.asarray(weights, dtype=object if big else np.int64), works=works_dict,
-        attributed_codes=np.asarray(attributed_c, dtype=np.int64), source_codes=np.asarray(source_c, dtype=np.int64),
-        roles=list(codes["role"]), role_codes=np.asarray(role_c, dtype=np.int64),
+        output_ids=[o.output_id for o in outputs_in],
+        model_ids=[o.model_id for o in outputs_in],
+        revenue_microunits=[o.revenue_microunits for o in outputs_in],
+        currencies=[o.currency for o in outputs_in],
+        occurred_at=[o.occurred_at for o in outputs_in],
+        offsets=np.asarray(offsets, dtype=np.int64),
+        payees=list(codes["payee"]),
+        payee_codes=np.asarray(payee_c, dtype=np.int64),
+        weights=np.asarray(weights, dtype=object if big else np.int64),
+        works=works_dict,
+        attributed_codes=np.asarray(attributed_c, dtype=np.int64),
+        source_codes=np.asarray(source_c, dtype=np.int64),
+        roles=list(codes["role"]),
+        role_codes=np.asarray(role_c, dtype=np.int64),
     )
 
 
@@ -255,6 +302,7 @@ def credit_matrix(conn: Connection, work_ids: Sequence[str], agreement: Agreemen
     payees = sorted({s.payee for shares in per_work for s in shares})
     index = {p: i for i, p in enumerate(payees)}
     rows = [(wi, index[s.payee], float(s.share)) for wi, shares in enumerate(per_work) for s in shares]
-    matrix = CreditMatrix.from_triplets([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
-                                        works=len(work_ids), payees=len(payees))
+    matrix = CreditMatrix.from_triplets(
+        [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], works=len(work_ids), payees=len(payees)
+    )
     return payees, matrix

@@ -122,7 +122,9 @@ class BodyLimit:
             chunks.append(body)
             if not message.get("more_body", False):
                 break
-        await self.app(scope, _replay([{"type": "http.request", "body": b"".join(chunks), "more_body": False}], receive), send)
+        await self.app(
+            scope, _replay([{"type": "http.request", "body": b"".join(chunks), "more_body": False}], receive), send
+        )
 
 
 def _replay(first: list[MutableMapping[str, Any]], receive: Receive) -> Receive:
@@ -167,11 +169,15 @@ def _install_errors(app: FastAPI) -> None:
     @app.exception_handler(IntegrityError)
     async def _integrity(_request: Request, exc: IntegrityError) -> JSONResponse:
         log.warning("integrity error: %s", exc.orig)
-        return _error(409, "conflict", "the write conflicts with a concurrent one or a unique value: retry or change it")
+        return _error(
+            409, "conflict", "the write conflicts with a concurrent one or a unique value: retry or change it"
+        )
 
 
 # Who is asking -----------------------------------------------------------------------------------
-_bearer = HTTPBearer(auto_error=False, description="An operator or auditor API key (eck_...) or a session token (ecs_...)")
+_bearer = HTTPBearer(
+    auto_error=False, description="An operator or auditor API key (eck_...) or a session token (ecs_...)"
+)
 
 
 def _store(request: Request) -> Store:
@@ -226,17 +232,27 @@ def see_person(who: Principal, person_id: int) -> None:
 
 def _self(who: Principal) -> int:
     if who.kind != "contributor" or who.person_id is None:
-        raise AuthError(401 if who.kind == "public" else 403, "unauthorized" if who.kind == "public" else "forbidden",
-                        "this is for a signed-in contributor (a session token)")
+        raise AuthError(
+            401 if who.kind == "public" else 403,
+            "unauthorized" if who.kind == "public" else "forbidden",
+            "this is for a signed-in contributor (a session token)",
+        )
     return who.person_id
 
 
 # The application ---------------------------------------------------------------------------------
 def create_app(store: Store) -> FastAPI:
     """The API around an open, migrated ``store`` (the caller owns and disposes it)."""
-    app = FastAPI(title="endcredits", version=version("endcredits"), openapi_url="/openapi.json", docs_url="/docs",
-                  redoc_url=None, default_response_class=SafeJSONResponse, responses=m.ERROR_RESPONSES,
-                  description="Residuals for the humans whose work trains AI. See docs/concepts/service.md.")
+    app = FastAPI(
+        title="endcredits",
+        version=version("endcredits"),
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+        default_response_class=SafeJSONResponse,
+        responses=m.ERROR_RESPONSES,
+        description="Residuals for the humans whose work trains AI. See docs/concepts/service.md.",
+    )
     app.state.store = store
     _install_errors(app)
     app.add_middleware(BodyLimit)
@@ -269,8 +285,13 @@ def _routes_auth(app: FastAPI) -> None:
         """Public: a one-use nonce for a person to sign with the key of their credential's did:key."""
         with store.write() as conn:
             c = auth.issue_challenge(conn, body.person_id)
-        return {"challenge_id": c.id, "person_id": c.person_id, "nonce": c.nonce, "message": c.message,
-                "expires_at": c.expires_at}
+        return {
+            "challenge_id": c.id,
+            "person_id": c.person_id,
+            "nonce": c.nonce,
+            "message": c.message,
+            "expires_at": c.expires_at,
+        }
 
     @app.post(f"{API}/auth/sessions/signed-challenge", status_code=201, tags=["auth"])
     def sign_in_signed(body: m.ChallengeSignInIn, _who: Who, store: StoreDep) -> dict[str, Any]:
@@ -321,16 +342,23 @@ def _person_view(store: Store, person_id: int) -> dict[str, Any]:
     with store.read() as conn:
         p = get_person(conn, person_id)
         banked = person_id in with_payout_account(conn, [person_id])
-        holders = [f"person:{person_id}"] + [f"name:{r.id}" for r in conn.execute(
-            select(names.c.id).where(names.c.person_id == person_id))]
+        holders = [f"person:{person_id}"] + [
+            f"name:{r.id}" for r in conn.execute(select(names.c.id).where(names.c.person_id == person_id))
+        ]
         bal: dict[str, dict[str, str]] = {"payable": {}, "escrow": {}}
         for kind in ("payable", "escrow"):
             for key, value in account_balances(conn, kind=kind, holders=holders).items():
                 ccy = key.rsplit(":", 1)[1]
                 total = parse_amount(bal[kind].get(ccy, "0"), ccy) + value
                 bal[kind][ccy] = format_amount(total, ccy)
-    return {"person_id": p.id, "handle": p.handle, "verified": p.verified_at is not None,
-            "verified_by": p.verified_by, "payout_account": banked, **bal}
+    return {
+        "person_id": p.id,
+        "handle": p.handle,
+        "verified": p.verified_at is not None,
+        "verified_by": p.verified_by,
+        "payout_account": banked,
+        **bal,
+    }
 
 
 def _routes_usage(app: FastAPI) -> None:
@@ -347,9 +375,14 @@ def _routes_usage(app: FastAPI) -> None:
         with store.write() as conn:
             row = conn.execute(select(usage_requests).where(usage_requests.c.batch_id == body.batch_id)).first()
             if row is None:
-                conn.execute(usage_requests.insert().values(batch_id=body.batch_id, request_sha256=request_sha,
-                                                            response_json=json.dumps(data, sort_keys=True),
-                                                            created_at=utc_now()))
+                conn.execute(
+                    usage_requests.insert().values(
+                        batch_id=body.batch_id,
+                        request_sha256=request_sha,
+                        response_json=json.dumps(data, sort_keys=True),
+                        created_at=utc_now(),
+                    )
+                )
         again = _stored_usage(store, body.batch_id, request_sha)
         if again is None:  # pragma: no cover - written just above
             raise ConflictError(f"batch {body.batch_id} could not be recorded")
@@ -407,8 +440,11 @@ def _accrue_batch(store: Store, body: m.UsageBatchIn) -> dict[str, Any]:
         per = kind
         if o.output_id in scores:
             raise ValidationError(f"output {o.output_id} appears twice in batch {body.batch_id}")
-        outs.append(OutputIn(o.output_id, o.model_id, parse_amount(o.revenue, o.currency), o.currency,
-                             normalize_time(o.occurred_at)))
+        outs.append(
+            OutputIn(
+                o.output_id, o.model_id, parse_amount(o.revenue, o.currency), o.currency, normalize_time(o.occurred_at)
+            )
+        )
         scores[o.output_id] = dict(o.work_scores if o.work_scores is not None else o.payee_scores or {})
     with store.read() as conn:
         agreement = parse_agreement(load_agreement_body(conn, body.agreement_id))
@@ -421,11 +457,20 @@ def _accrue_batch(store: Store, body: m.UsageBatchIn) -> dict[str, Any]:
         usage = build_usage(conn, outs, scores, agreement, manifest, per=per)
     s = accrue(store, usage, agreement, event_id=body.batch_id)
     c = agreement.currency
-    return {"batch_id": body.batch_id, "status": s.status, "outputs": s.outputs, "lines": s.lines, "currency": c,
-            "revenue": format_amount(s.revenue_microunits, c), "pool": format_amount(s.pool_microunits, c),
-            "pool_microunits": s.pool_microunits, "posted_microunits": s.posted_microunits,
-            "escrow_microunits": s.escrow_microunits, "suspense_delta_microunits": s.suspense_delta_microunits,
-            "transfers": list(s.groups)}
+    return {
+        "batch_id": body.batch_id,
+        "status": s.status,
+        "outputs": s.outputs,
+        "lines": s.lines,
+        "currency": c,
+        "revenue": format_amount(s.revenue_microunits, c),
+        "pool": format_amount(s.pool_microunits, c),
+        "pool_microunits": s.pool_microunits,
+        "posted_microunits": s.posted_microunits,
+        "escrow_microunits": s.escrow_microunits,
+        "suspense_delta_microunits": s.suspense_delta_microunits,
+        "transfers": list(s.groups),
+    }
 
 
 def _routes_registry(app: FastAPI) -> None:
@@ -450,7 +495,9 @@ def _routes_registry(app: FastAPI) -> None:
         return _person_view(store, person_id)
 
     @app.put(f"{API}/blobs/{{sha256}}", status_code=201, tags=["registry"])
-    async def put_blob(sha256: Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")], request: Request, who: Registry, store: StoreDep) -> dict[str, Any]:
+    async def put_blob(
+        sha256: Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")], request: Request, who: Registry, store: StoreDep
+    ) -> dict[str, Any]:
         """Operator (registry): upload a work's bytes (any content type); the path names their SHA-256."""
         from endcredits.store.blobs import put_blob as store_blob
 
@@ -471,7 +518,9 @@ def _routes_registry(app: FastAPI) -> None:
         from endcredits.store.blobs import put_blob as store_blob
 
         if (body.content_base64 is None) == (body.sha256 is None):
-            raise ValidationError("give exactly one of content_base64 or sha256 (of a blob uploaded with PUT /api/v1/blobs/SHA256)")
+            raise ValidationError(
+                "give exactly one of content_base64 or sha256 (of a blob uploaded with PUT /api/v1/blobs/SHA256)"
+            )
         if body.content_base64 is not None:
             try:
                 content = base64.b64decode(body.content_base64, validate=True)
@@ -497,8 +546,14 @@ def _routes_registry(app: FastAPI) -> None:
             row = conn.execute(select(works).where(works.c.id == work_id)).first()
         if row is None:
             raise NotFoundError(f"no work {work_id[:64]!r}")
-        return {"work_id": row.id, "title": row.title, "kind": row.kind, "source": row.source,
-                "size_bytes": row.size_bytes, "created_at": row.created_at}
+        return {
+            "work_id": row.id,
+            "title": row.title,
+            "kind": row.kind,
+            "source": row.source,
+            "size_bytes": row.size_bytes,
+            "created_at": row.created_at,
+        }
 
     @app.post(f"{API}/works/{{work_id}}/credits", status_code=201, tags=["registry"])
     def add_credit(work_id: IdPath, body: m.CreditIn, who: Registry, store: StoreDep) -> dict[str, Any]:
@@ -517,18 +572,29 @@ def _routes_registry(app: FastAPI) -> None:
             if conn.execute(select(works.c.id).where(works.c.id == work_id)).first() is None:
                 raise NotFoundError(f"no work {work_id[:64]!r}")
             rows = reg.graph_rows(conn, [work_id])
-        return {"credits": [{"work_id": w, "payee": p, "role": r, "weight": wt} for w, p, r, wt in rows.credits],
-                "rights_holders": [{"work_id": w, "payee": p} for w, p in rows.rights_holders],
-                "lineage": [{"work_id": w, "parent": p, "share": str(s) if s is not None else None}
-                            for w, p, s in rows.parents]}
+        return {
+            "credits": [{"work_id": w, "payee": p, "role": r, "weight": wt} for w, p, r, wt in rows.credits],
+            "rights_holders": [{"work_id": w, "payee": p} for w, p in rows.rights_holders],
+            "lineage": [
+                {"work_id": w, "parent": p, "share": str(s) if s is not None else None} for w, p, s in rows.parents
+            ],
+        }
 
     _routes_consent(app)
 
 
 def _grant_view(grant_id: int, g: Any) -> dict[str, Any]:
-    return {"grant_id": grant_id, "subject": f"{g.subject_kind}:{g.subject_id}", "use": g.use, "decision": g.decision,
-            "valid_from": g.valid_from.isoformat(), "valid_until": g.valid_until.isoformat() if g.valid_until else None,
-            "perpetual": g.perpetual, "revoked_at": g.revoked_at.isoformat() if g.revoked_at else None, "source": g.source}
+    return {
+        "grant_id": grant_id,
+        "subject": f"{g.subject_kind}:{g.subject_id}",
+        "use": g.use,
+        "decision": g.decision,
+        "valid_from": g.valid_from.isoformat(),
+        "valid_until": g.valid_until.isoformat() if g.valid_until else None,
+        "perpetual": g.perpetual,
+        "revoked_at": g.revoked_at.isoformat() if g.revoked_at else None,
+        "source": g.source,
+    }
 
 
 def _routes_consent(app: FastAPI) -> None:
@@ -549,11 +615,16 @@ def _routes_consent(app: FastAPI) -> None:
             raise ValidationError("give exactly one of work_id or person_id")
         if body.valid_until is None and not body.perpetual:
             raise ValidationError("give valid_until, or perpetual: true to say explicitly that it never ends")
-        g = Grant(subject_kind="work" if body.work_id else "person", subject_id=body.work_id or str(body.person_id),
-                  use=body.use, decision=body.decision,
-                  valid_from=parse_time(body.valid_from) if body.valid_from else dt.datetime.now(dt.UTC),
-                  valid_until=parse_time(body.valid_until) if body.valid_until else None, perpetual=body.perpetual,
-                  source=body.source)
+        g = Grant(
+            subject_kind="work" if body.work_id else "person",
+            subject_id=body.work_id or str(body.person_id),
+            use=body.use,
+            decision=body.decision,
+            valid_from=parse_time(body.valid_from) if body.valid_from else dt.datetime.now(dt.UTC),
+            valid_until=parse_time(body.valid_until) if body.valid_until else None,
+            perpetual=body.perpetual,
+            source=body.source,
+        )
         with store.write() as conn:
             (gid,) = cs.add_grants(conn, [g])
         return _grant_view(gid, g)
@@ -569,17 +640,25 @@ def _routes_consent(app: FastAPI) -> None:
             need(who, "registry")
         with store.write() as conn:
             row = conn.execute(select(consent_grants).where(consent_grants.c.id == grant_id)).first()
-            if who.kind == "contributor" and (row is None or (row.subject_kind, row.subject_id) != ("person", str(who.person_id))):
+            if who.kind == "contributor" and (
+                row is None or (row.subject_kind, row.subject_id) != ("person", str(who.person_id))
+            ):
                 raise NotFoundError(f"no consent grant {grant_id}")
             g = cs.revoke_grant(conn, grant_id, parse_time(body.at) if body.at else dt.datetime.now(dt.UTC))
             work_ids = [g.subject_id] if g.subject_kind == "work" else works_of_person(conn, int(g.subject_id))
             affected = sorted({(mid, model, w) for w in work_ids for mid, model in manifests_using(conn, w)})
-        return {**_grant_view(grant_id, g),
-                "affected": [{"manifest_id": a, "model_id": b, "work_id": c} for a, b, c in affected]}
+        return {
+            **_grant_view(grant_id, g),
+            "affected": [{"manifest_id": a, "model_id": b, "work_id": c} for a, b, c in affected],
+        }
 
     @app.get(f"{API}/consent-grants", tags=["consent"])
-    def list_grants(who: Who, store: StoreDep, work_id: Annotated[str | None, Query(max_length=64)] = None,
-                    person_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None) -> dict[str, Any]:
+    def list_grants(
+        who: Who,
+        store: StoreDep,
+        work_id: Annotated[str | None, Query(max_length=64)] = None,
+        person_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+    ) -> dict[str, Any]:
         """Operator (read), auditor: grants on a work or a person. A contributor: their own."""
         if who.kind == "contributor":
             if work_id is not None or (person_id is not None and person_id != who.person_id):
@@ -595,11 +674,20 @@ def _routes_consent(app: FastAPI) -> None:
 
 
 def _routes_money(app: FastAPI) -> None:
-    @app.get(f"{API}/people/{{person_id}}/statements/{{period}}", tags=["statements"],
-             responses={200: {"content": {"application/json": {}, "text/csv": {}}}})
-    def statement(person_id: PersonPath, period: Annotated[str, Path(max_length=7)], request: Request, who: Who, store: StoreDep,
-                  currency: Annotated[str, Query(pattern=r"^[A-Z]{3}$")],
-                  format: Annotated[str | None, Query(pattern=r"^(json|csv)$")] = None) -> Response:
+    @app.get(
+        f"{API}/people/{{person_id}}/statements/{{period}}",
+        tags=["statements"],
+        responses={200: {"content": {"application/json": {}, "text/csv": {}}}},
+    )
+    def statement(
+        person_id: PersonPath,
+        period: Annotated[str, Path(max_length=7)],
+        request: Request,
+        who: Who,
+        store: StoreDep,
+        currency: Annotated[str, Query(pattern=r"^[A-Z]{3}$")],
+        format: Annotated[str | None, Query(pattern=r"^(json|csv)$")] = None,
+    ) -> Response:
         """Operator (read), auditor, or the person themselves: the statement for a period (YYYY-MM), every
         line behind every microunit. CSV with ``?format=csv`` or ``Accept: text/csv``."""
         from endcredits.payouts.statements import build_statement
@@ -612,8 +700,12 @@ def _routes_money(app: FastAPI) -> None:
         return Response(escape_json(st.to_json()), media_type="application/json")
 
     @app.get(f"{API}/escrow", tags=["escrow"])
-    def escrow(who: Who, store: StoreDep, q: Annotated[str, Query(max_length=200)] = "",
-               limit: Annotated[int, Query(ge=1, le=1_000)] = 50) -> dict[str, Any]:
+    def escrow(
+        who: Who,
+        store: StoreDep,
+        q: Annotated[str, Query(max_length=200)] = "",
+        limit: Annotated[int, Query(ge=1, le=1_000)] = 50,
+    ) -> dict[str, Any]:
         """Anyone: unclaimed residuals whose name contains ``q``, largest first. The public sees names and
         amounts only; signed-in callers also see the holder id to claim."""
         from endcredits.ledger.escrow import search_escrow
@@ -622,9 +714,12 @@ def _routes_money(app: FastAPI) -> None:
             found = search_escrow(conn, q, limit=limit)
         rows = []
         for h in found:
-            row: dict[str, Any] = {"name": h.display_name, "currency": h.currency,
-                                   "amount": format_amount(h.balance_microunits, h.currency),
-                                   "amount_microunits": h.balance_microunits}
+            row: dict[str, Any] = {
+                "name": h.display_name,
+                "currency": h.currency,
+                "amount": format_amount(h.balance_microunits, h.currency),
+                "amount_microunits": h.balance_microunits,
+            }
             if who.kind != "public":
                 row["holder"] = h.holder
             rows.append(row)
@@ -640,8 +735,12 @@ def _routes_money(app: FastAPI) -> None:
             if body.person_id is not None and body.person_id != who.person_id:
                 raise NotFoundError(f"no person {body.person_id}")
             if body.name_id is not None:
-                raise AuthError(403, "forbidden", "claiming a credited name needs the operator's review: ask them to "
-                                                  "link it (an operator key with scope payouts)")
+                raise AuthError(
+                    403,
+                    "forbidden",
+                    "claiming a credited name needs the operator's review: ask them to "
+                    "link it (an operator key with scope payouts)",
+                )
             person_id = _self(who)
         else:
             need(who, "payouts")
@@ -649,8 +748,12 @@ def _routes_money(app: FastAPI) -> None:
                 raise ValidationError("give person_id: the verified person to release escrow to")
             person_id = body.person_id
         r = claim_escrow(store, person_id, name_id=body.name_id)
-        return {"person_id": person_id, "released": {c: format_amount(v, c) for c, v in r.moved_microunits.items()},
-                "released_microunits": r.moved_microunits, "transfers": list(r.transfers)}
+        return {
+            "person_id": person_id,
+            "released": {c: format_amount(v, c) for c, v in r.moved_microunits.items()},
+            "released_microunits": r.moved_microunits,
+            "transfers": list(r.transfers),
+        }
 
     @app.post(f"{API}/payout-batches", status_code=201, tags=["payouts"], responses={200: m.AGAIN})
     def create_payouts(body: m.PayoutBatchIn, who: Payouts, store: StoreDep, response: Response) -> dict[str, Any]:
@@ -667,30 +770,63 @@ def _routes_money(app: FastAPI) -> None:
             raise ValidationError(f"execution_date {body.execution_date!r} is not a date") from None
         with store.read() as conn:
             a = parse_agreement(load_agreement_body(conn, body.agreement_id))
-        r = create_payout_batch(store, batch_id=body.batch_id, currency=a.currency,
-                                threshold_microunits=a.payout_threshold_microunits,
-                                debtor=Debtor(body.debtor.name, body.debtor.iban, body.debtor.bic), execution_date=when,
-                                dry_run=body.dry_run)
+        r = create_payout_batch(
+            store,
+            batch_id=body.batch_id,
+            currency=a.currency,
+            threshold_microunits=a.payout_threshold_microunits,
+            debtor=Debtor(body.debtor.name, body.debtor.iban, body.debtor.bic),
+            execution_date=when,
+            dry_run=body.dry_run,
+        )
         if r.status != "created":
             response.status_code = 200
-        return {"batch_id": r.batch_id, "status": r.status, "currency": r.currency, "items": len(r.items),
-                "total": format_amount(r.total_microunits, r.currency), "total_microunits": r.total_microunits,
-                "below_threshold": r.below_threshold, "missing_bank_details": r.missing_bank_details,
-                "pain001": FilePath(r.pain001_path).name if r.pain001_path else None,
-                "csv": FilePath(r.csv_path).name if r.csv_path else None}
+        return {
+            "batch_id": r.batch_id,
+            "status": r.status,
+            "currency": r.currency,
+            "items": len(r.items),
+            "total": format_amount(r.total_microunits, r.currency),
+            "total_microunits": r.total_microunits,
+            "below_threshold": r.below_threshold,
+            "missing_bank_details": r.missing_bank_details,
+            "pain001": FilePath(r.pain001_path).name if r.pain001_path else None,
+            "csv": FilePath(r.csv_path).name if r.csv_path else None,
+        }
 
     @app.get(f"{API}/payout-batches", tags=["payouts"])
     def list_payouts(who: Reader, store: StoreDep) -> dict[str, Any]:
         """Operator (read), auditor: payout batches and their status."""
         with store.read() as conn:
             rows = conn.execute(select(payout_batches).order_by(payout_batches.c.created_at, payout_batches.c.id)).all()
-        return {"batches": [{"batch_id": r.id, "status": r.status, "items": r.item_count, "currency": r.currency,
-                             "total": format_amount(r.total_microunits, r.currency),
-                             "total_microunits": r.total_microunits, "created_at": r.created_at} for r in rows]}
+        return {
+            "batches": [
+                {
+                    "batch_id": r.id,
+                    "status": r.status,
+                    "items": r.item_count,
+                    "currency": r.currency,
+                    "total": format_amount(r.total_microunits, r.currency),
+                    "total_microunits": r.total_microunits,
+                    "created_at": r.created_at,
+                }
+                for r in rows
+            ]
+        }
 
-    @app.post(f"{API}/payout-batches/{{batch_id}}/statuses", tags=["payouts"], openapi_extra={"requestBody": {
-        "required": True, "content": {"application/json": {"schema": m.PayoutStatusIn.model_json_schema()},
-                                      "application/xml": {"schema": {"type": "string", "description": "pain.002"}}}}})
+    @app.post(
+        f"{API}/payout-batches/{{batch_id}}/statuses",
+        tags=["payouts"],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": m.PayoutStatusIn.model_json_schema()},
+                    "application/xml": {"schema": {"type": "string", "description": "pain.002"}},
+                },
+            }
+        },
+    )
     async def payout_status(batch_id: IdPath, request: Request, who: Payouts, store: StoreDep) -> dict[str, Any]:
         """Operator (payouts): apply the bank's statuses, as a pain.002 document (``application/xml``) or
         JSON ``{"statuses": {END_TO_END_ID: "settled" | "failed"}}``."""
@@ -706,11 +842,20 @@ def _routes_money(app: FastAPI) -> None:
             try:
                 parsed = m.PayoutStatusIn.model_validate_json(raw)
             except PydanticValidationError as exc:
-                where = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()[:5])
-                raise ValidationError(f"statuses body: {where}; send {{\"statuses\": {{\"END_TO_END_ID\": \"settled\"}}}}") from None
+                where = "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()[:5]
+                )
+                raise ValidationError(
+                    f'statuses body: {where}; send {{"statuses": {{"END_TO_END_ID": "settled"}}}}'
+                ) from None
             statuses = dict(parsed.statuses)
         else:
             raise ValidationError("send statuses as application/xml (pain.002) or application/json")
         r = await run_in_threadpool(apply_payout_status, store, batch_id, statuses)
-        return {"batch_id": r.batch_id, "settled": r.settled, "failed": r.failed, "unchanged": r.unchanged,
-                "batch_status": r.batch_status}
+        return {
+            "batch_id": r.batch_id,
+            "settled": r.settled,
+            "failed": r.failed,
+            "unchanged": r.unchanged,
+            "batch_status": r.batch_status,
+        }

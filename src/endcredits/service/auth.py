@@ -102,7 +102,9 @@ class NewKey:
     scopes: tuple[str, ...]
 
 
-def create_api_key(conn: Connection, *, role: str, scopes: list[str], label: str, now: dt.datetime | None = None) -> NewKey:
+def create_api_key(
+    conn: Connection, *, role: str, scopes: list[str], label: str, now: dt.datetime | None = None
+) -> NewKey:
     if role not in ROLES:
         raise ValidationError(f"role {role!r} must be one of {', '.join(ROLES)}")
     wanted = sorted(set(scopes), key=SCOPES.index) if all(s in SCOPES for s in scopes) else None
@@ -119,8 +121,11 @@ def create_api_key(conn: Connection, *, role: str, scopes: list[str], label: str
     key_id = secrets.token_hex(6)
     key = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(SECRET_BYTES)}"
     when = format_time(_at(now))
-    conn.execute(api_keys.insert().values(id=key_id, secret_sha256=sha256_hex(key), role=role, scopes=",".join(wanted),
-                                          label=label, created_at=when))
+    conn.execute(
+        api_keys.insert().values(
+            id=key_id, secret_sha256=sha256_hex(key), role=role, scopes=",".join(wanted), label=label, created_at=when
+        )
+    )
     append_audit(conn, "auth.key_created", f"key:{key_id}", {"role": role, "scopes": wanted, "label": label}, at=when)
     return NewKey(key_id, key, role, tuple(wanted))
 
@@ -138,17 +143,28 @@ def revoke_api_key(conn: Connection, key_id: str, *, now: dt.datetime | None = N
 
 def list_api_keys(conn: Connection) -> list[dict[str, object]]:
     rows = conn.execute(select(api_keys).order_by(api_keys.c.created_at, api_keys.c.id)).all()
-    return [{"id": r.id, "role": r.role, "scopes": r.scopes.split(","), "label": r.label, "created_at": r.created_at,
-             "revoked_at": r.revoked_at} for r in rows]
+    return [
+        {
+            "id": r.id,
+            "role": r.role,
+            "scopes": r.scopes.split(","),
+            "label": r.label,
+            "created_at": r.created_at,
+            "revoked_at": r.revoked_at,
+        }
+        for r in rows
+    ]
 
 
 def _key_principal(conn: Connection, token: str) -> Principal:
-    key_id = token[len(KEY_PREFIX):].split("_", 1)[0]
+    key_id = token[len(KEY_PREFIX) :].split("_", 1)[0]
     row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).first()
     # The hash is compared even for an unknown id, so timing does not tell ids apart.
     stored = row.secret_sha256 if row is not None else "0" * 64
     if not hmac.compare_digest(stored, sha256_hex(token)) or row is None:
-        raise AuthError(401, "unauthorized", "unknown API key: check the key, or make one with `endcredits operator-key create`")
+        raise AuthError(
+            401, "unauthorized", "unknown API key: check the key, or make one with `endcredits operator-key create`"
+        )
     if row.revoked_at is not None:
         raise AuthError(401, "unauthorized", f"API key {key_id} was revoked at {row.revoked_at}: make a new one")
     scopes = frozenset(row.scopes.split(","))
@@ -167,10 +183,18 @@ def _open_session(conn: Connection, person_id: int, via: str, when: dt.datetime)
     token = SESSION_PREFIX + secrets.token_urlsafe(SECRET_BYTES)
     digest = sha256_hex(token)
     expires = format_time(when + dt.timedelta(seconds=SESSION_TTL_S))
-    conn.execute(sessions.insert().values(token_sha256=digest, person_id=person_id, via=via, expires_at=expires,
-                                          created_at=format_time(when)))
-    append_audit(conn, "auth.session_opened", f"person:{person_id}", {"via": via, "session": digest[:16],
-                                                                      "expires_at": expires}, at=format_time(when))
+    conn.execute(
+        sessions.insert().values(
+            token_sha256=digest, person_id=person_id, via=via, expires_at=expires, created_at=format_time(when)
+        )
+    )
+    append_audit(
+        conn,
+        "auth.session_opened",
+        f"person:{person_id}",
+        {"via": via, "session": digest[:16], "expires_at": expires},
+        at=format_time(when),
+    )
     return NewSession(token, person_id, expires)
 
 
@@ -240,35 +264,54 @@ def issue_challenge(conn: Connection, person_id: int, *, now: dt.datetime | None
     when = _at(now)
     get_person(conn, person_id)
     if not _did_keys(conn, person_id):
-        raise CredentialError("unsupported", f"person {person_id} holds no valid credential naming a did:key: "
-                                             "attach one, or ask the operator for a login link")
+        raise CredentialError(
+            "unsupported",
+            f"person {person_id} holds no valid credential naming a did:key: "
+            "attach one, or ask the operator for a login link",
+        )
     stamp = format_time(when)
-    open_n = conn.execute(select(func.count()).select_from(auth_challenges).where(
-        auth_challenges.c.person_id == person_id, auth_challenges.c.used_at.is_(None),
-        auth_challenges.c.expires_at > stamp)).scalar_one()
+    open_n = conn.execute(
+        select(func.count())
+        .select_from(auth_challenges)
+        .where(
+            auth_challenges.c.person_id == person_id,
+            auth_challenges.c.used_at.is_(None),
+            auth_challenges.c.expires_at > stamp,
+        )
+    ).scalar_one()
     if open_n >= CHALLENGES_OPEN_PER_PERSON_MAX:
-        raise LimitExceededError(f"person {person_id} has {open_n} open challenges; wait {CHALLENGE_TTL_S} s for them to expire")
+        raise LimitExceededError(
+            f"person {person_id} has {open_n} open challenges; wait {CHALLENGE_TTL_S} s for them to expire"
+        )
     cid, nonce = secrets.token_hex(16), secrets.token_urlsafe(SECRET_BYTES)
     expires = format_time(when + dt.timedelta(seconds=CHALLENGE_TTL_S))
-    conn.execute(auth_challenges.insert().values(id=cid, person_id=person_id, nonce=nonce, expires_at=expires,
-                                                 created_at=stamp))
-    append_audit(conn, "auth.challenge_issued", f"person:{person_id}", {"challenge": cid, "expires_at": expires}, at=stamp)
+    conn.execute(
+        auth_challenges.insert().values(id=cid, person_id=person_id, nonce=nonce, expires_at=expires, created_at=stamp)
+    )
+    append_audit(
+        conn, "auth.challenge_issued", f"person:{person_id}", {"challenge": cid, "expires_at": expires}, at=stamp
+    )
     return Challenge(cid, person_id, nonce, challenge_message(cid, nonce).decode(), expires)
 
 
 def _did_keys(conn: Connection, person_id: int) -> list[str]:
-    rows = conn.execute(select(credentials.c.subject).where(credentials.c.person_id == person_id,
-                                                            credentials.c.invalid_at.is_(None))).all()
+    rows = conn.execute(
+        select(credentials.c.subject).where(credentials.c.person_id == person_id, credentials.c.invalid_at.is_(None))
+    ).all()
     return sorted({r.subject for r in rows if r.subject.startswith("did:key:")})
 
 
-def sign_in_with_challenge(conn: Connection, challenge_id: str, did: str, signature: bytes, *,
-                           now: dt.datetime | None = None) -> NewSession:
+def sign_in_with_challenge(
+    conn: Connection, challenge_id: str, did: str, signature: bytes, *, now: dt.datetime | None = None
+) -> NewSession:
     """Check the signature over ``challenge_message`` with the key inside ``did``, which must be the subject
     of one of the person's valid credentials; use the challenge up; open a session."""
     when = _at(now)
-    row = _one_use(conn.execute(select(auth_challenges).where(auth_challenges.c.id == challenge_id)).first(),
-                   f"challenge {challenge_id}", when)
+    row = _one_use(
+        conn.execute(select(auth_challenges).where(auth_challenges.c.id == challenge_id)).first(),
+        f"challenge {challenge_id}",
+        when,
+    )
     if did not in _did_keys(conn, int(row.person_id)):
         raise AuthError(401, "unauthorized", f"{did[:80]} is not the subject of a valid credential of this person")
     try:
@@ -277,11 +320,16 @@ def sign_in_with_challenge(conn: Connection, challenge_id: str, did: str, signat
     except (InvalidSignature, ValueError, ValidationError):
         raise AuthError(401, "unauthorized", "the signature does not verify with the key of this did:key") from None
     stamp = format_time(when)
-    done = conn.execute(update(auth_challenges).where(auth_challenges.c.id == challenge_id,
-                                                      auth_challenges.c.used_at.is_(None)).values(used_at=stamp))
+    done = conn.execute(
+        update(auth_challenges)
+        .where(auth_challenges.c.id == challenge_id, auth_challenges.c.used_at.is_(None))
+        .values(used_at=stamp)
+    )
     if done.rowcount != 1:  # pragma: no cover - writers are serialized; kept as the one-use guarantee
         raise AuthError(401, "unauthorized", f"challenge {challenge_id} was already used")
-    append_audit(conn, "auth.challenge_used", f"person:{row.person_id}", {"challenge": challenge_id, "did": did}, at=stamp)
+    append_audit(
+        conn, "auth.challenge_used", f"person:{row.person_id}", {"challenge": challenge_id, "did": did}, at=stamp
+    )
     return _open_session(conn, int(row.person_id), "challenge", when)
 
 
@@ -293,8 +341,14 @@ class NewLoginLink:
     expires_at: str
 
 
-def create_login_link(conn: Connection, person_id: int, *, created_by: str, ttl_s: int = LOGIN_LINK_TTL_S_DEFAULT,
-                      now: dt.datetime | None = None) -> NewLoginLink:
+def create_login_link(
+    conn: Connection,
+    person_id: int,
+    *,
+    created_by: str,
+    ttl_s: int = LOGIN_LINK_TTL_S_DEFAULT,
+    now: dt.datetime | None = None,
+) -> NewLoginLink:
     if isinstance(ttl_s, bool) or not isinstance(ttl_s, int) or not 60 <= ttl_s <= LOGIN_LINK_TTL_S_MAX:
         raise ValidationError(f"login link lifetime must be 60..{LOGIN_LINK_TTL_S_MAX} seconds, got {ttl_s!r}")
     get_person(conn, person_id)
@@ -302,10 +356,22 @@ def create_login_link(conn: Connection, person_id: int, *, created_by: str, ttl_
     token = LINK_PREFIX + secrets.token_urlsafe(SECRET_BYTES)
     expires = format_time(when + dt.timedelta(seconds=ttl_s))
     digest = sha256_hex(token)
-    conn.execute(login_links.insert().values(token_sha256=digest, person_id=person_id, created_by=created_by[:32],
-                                             expires_at=expires, created_at=format_time(when)))
-    append_audit(conn, "auth.login_link_created", f"person:{person_id}",
-                 {"link": digest[:16], "by": created_by, "expires_at": expires}, at=format_time(when))
+    conn.execute(
+        login_links.insert().values(
+            token_sha256=digest,
+            person_id=person_id,
+            created_by=created_by[:32],
+            expires_at=expires,
+            created_at=format_time(when),
+        )
+    )
+    append_audit(
+        conn,
+        "auth.login_link_created",
+        f"person:{person_id}",
+        {"link": digest[:16], "by": created_by, "expires_at": expires},
+        at=format_time(when),
+    )
     return NewLoginLink(token, person_id, expires)
 
 
@@ -314,8 +380,9 @@ def sign_in_with_link(conn: Connection, token: str, *, now: dt.datetime | None =
     if not token.startswith(LINK_PREFIX) or len(token) > TOKEN_LENGTH_MAX:
         raise AuthError(401, "unauthorized", "malformed login link token")
     digest = sha256_hex(token)
-    row = _one_use(conn.execute(select(login_links).where(login_links.c.token_sha256 == digest)).first(),
-                   "this login link", when)
+    row = _one_use(
+        conn.execute(select(login_links).where(login_links.c.token_sha256 == digest)).first(), "this login link", when
+    )
     stamp = format_time(when)
     conn.execute(update(login_links).where(login_links.c.token_sha256 == digest).values(used_at=stamp))
     append_audit(conn, "auth.login_link_used", f"person:{row.person_id}", {"link": digest[:16]}, at=stamp)

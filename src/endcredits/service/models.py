@@ -43,7 +43,7 @@ class Body(BaseModel):
 class OutputIn(Body):
     output_id: Id
     model_id: Id
-    revenue: DecimalText = Field(description="Exact decimal text in major units, such as \"12.34\"")
+    revenue: DecimalText = Field(description='Exact decimal text in major units, such as "12.34"')
     currency: Currency
     occurred_at: TimeText = Field(description="ISO-8601 with a timezone, such as 2026-11-21T12:00:00Z")
     work_scores: dict[Sha256, Score] | None = Field(default=None, max_length=ATTRIBUTIONS_PER_OUTPUT_MAX)
@@ -110,7 +110,8 @@ class PayoutBatchIn(Body):
 
 class PayoutStatusIn(Body):
     statuses: dict[Annotated[str, Field(min_length=1, max_length=35)], Literal["settled", "failed"]] = Field(
-        min_length=1, max_length=STATUSES_PER_REQUEST_MAX)
+        min_length=1, max_length=STATUSES_PER_REQUEST_MAX
+    )
 
 
 class ClaimIn(Body):
@@ -163,7 +164,8 @@ class ErrorOut(BaseModel):
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
-    status: {"model": ErrorOut, "description": why} for status, why in (
+    status: {"model": ErrorOut, "description": why}
+    for status, why in (
         (400, "Malformed request (for example a bad Content-Length)"),
         (401, "Missing, unknown, forged, revoked or expired credentials"),
         (403, "The caller's role or scope may not do this"),
@@ -171,8 +173,11 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
         (409, "Conflicts with what exists (the same id with other content, a used challenge)"),
         (413, "The body or a list in it exceeds its bound"),
         (422, "The input is invalid: wrong types, unknown fields, values out of bounds"),
-    )}
+    )
+}
 """Declared on every operation, so the OpenAPI document names every status the API answers with on purpose."""
 AGAIN: dict[str, object] = {"description": "The same id again: the first result, nothing changed"}
-NO_CHECKPOINT: dict[str, object] = {"model": ErrorOut, "description": "No model checkpoint is registered for the "
-                                    "manifest's model on this deployment, or another conflict"}
+NO_CHECKPOINT: dict[str, object] = {
+    "model": ErrorOut,
+    "description": "No model checkpoint is registered for the manifest's model on this deployment, or another conflict",
+}

@@ -73,7 +73,7 @@ NOTICES: dict[str, str] = {
 
 SECURITY_HEADERS: dict[str, str] = {
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
-                               "frame-ancestors 'none'; base-uri 'none'",
+    "frame-ancestors 'none'; base-uri 'none'",
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
@@ -95,8 +95,13 @@ class Portal:
 
 def mount_portal(app: FastAPI) -> None:
     """Add the portal's routes to the API's app (which holds the store in ``app.state.store``)."""
-    env = Environment(loader=FileSystemLoader(TEMPLATES_DIR), autoescape=True, undefined=StrictUndefined,
-                      trim_blocks=True, lstrip_blocks=True)
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES_DIR),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     app.state.portal = Portal(env, secrets.token_bytes(32))
     router = APIRouter(prefix=PORTAL, route_class=PortalRoute, include_in_schema=False)
     _routes_sign_in(router)
@@ -147,13 +152,22 @@ class PortalRoute(APIRoute):
 
 
 def _cookie(response: Response, request: Request, name: str, value: str, max_age_s: int) -> None:
-    response.set_cookie(name, value, max_age=max_age_s, path=PORTAL, httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https")
+    response.set_cookie(
+        name,
+        value,
+        max_age=max_age_s,
+        path=PORTAL,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
 
 
 def _forget(response: Response, request: Request, *names: str) -> None:
     for name in names:
-        response.delete_cookie(name, path=PORTAL, httponly=True, samesite="strict", secure=request.url.scheme == "https")
+        response.delete_cookie(
+            name, path=PORTAL, httponly=True, samesite="strict", secure=request.url.scheme == "https"
+        )
 
 
 def _csrf_for(secret: str) -> str:
@@ -172,11 +186,20 @@ def check_csrf(request: Request, token: str) -> None:
     """Refuse a form whose CSRF token is not the one derived from this browser's cookie."""
     source = _csrf_source(request)
     if source is None or not hmac.compare_digest(_csrf_for(source), token):
-        raise AuthError(403, "forbidden", "this form expired or came from another site: reload the page and send it again")
+        raise AuthError(
+            403, "forbidden", "this form expired or came from another site: reload the page and send it again"
+        )
 
 
-def render(request: Request, who: Principal, template: str, *, status: int = 200, csrf_source: str | None = None,
-           **context: Any) -> HTMLResponse:
+def render(
+    request: Request,
+    who: Principal,
+    template: str,
+    *,
+    status: int = 200,
+    csrf_source: str | None = None,
+    **context: Any,
+) -> HTMLResponse:
     """A page; sets the pre-session cookie when the browser has no cookie to derive a CSRF token from.
     ``csrf_source``: the cookie this response sets, when it sets one (a sign-in)."""
     source = csrf_source or _csrf_source(request)
@@ -184,8 +207,11 @@ def render(request: Request, who: Principal, template: str, *, status: int = 200
     if source is None:
         fresh = source = secrets.token_urlsafe(32)
     notice = NOTICES.get(request.query_params.get("notice", ""), "")
-    html = _portal(request).env.get_template(template).render(
-        who=who, csrf=_csrf_for(source), notice=context.pop("notice", None) or notice, **context)
+    html = (
+        _portal(request)
+        .env.get_template(template)
+        .render(who=who, csrf=_csrf_for(source), notice=context.pop("notice", None) or notice, **context)
+    )
     response = HTMLResponse(html, status_code=status)
     if fresh is not None:
         _cookie(response, request, PRE_COOKIE, fresh, 3_600)
@@ -268,8 +294,9 @@ def _signed_in(request: Request, store: Store, person_id: int, token: str) -> HT
     with store.read() as conn:
         handle = get_person(conn, person_id).handle
     who = Principal("contributor", frozenset(), person_id, "session")
-    response = render(request, who, "signed_in.html", csrf_source=token, handle=handle,
-                      next_url=f"{PORTAL}/people/{person_id}")
+    response = render(
+        request, who, "signed_in.html", csrf_source=token, handle=handle, next_url=f"{PORTAL}/people/{person_id}"
+    )
     _cookie(response, request, SESSION_COOKIE, token, auth.SESSION_TTL_S)
     _forget(response, request, OPERATOR_COOKIE, PRE_COOKIE)
     return response
@@ -278,8 +305,11 @@ def _signed_in(request: Request, store: Store, person_id: int, token: str) -> HT
 def _routes_sign_in(router: APIRouter) -> None:
     @router.get("/static/portal.css")
     def stylesheet() -> Response:
-        return PlainTextResponse((TEMPLATES_DIR / "portal.css").read_text(encoding="utf-8"), media_type="text/css",
-                                 headers={"Cache-Control": "max-age=3600"})
+        return PlainTextResponse(
+            (TEMPLATES_DIR / "portal.css").read_text(encoding="utf-8"),
+            media_type="text/css",
+            headers={"Cache-Control": "max-age=3600"},
+        )
 
     @router.get("/")
     def home(request: Request) -> Response:
@@ -295,25 +325,31 @@ def _routes_sign_in(router: APIRouter) -> None:
         return render(request, _who(request), "signin.html")
 
     @router.get("/login")
-    def login_link(request: Request, token: Annotated[str, Query(min_length=1, max_length=auth.TOKEN_LENGTH_MAX)]) -> Response:
+    def login_link(
+        request: Request, token: Annotated[str, Query(min_length=1, max_length=auth.TOKEN_LENGTH_MAX)]
+    ) -> Response:
         store = _store(request)
         with store.write() as conn:
             s = auth.sign_in_with_link(conn, token)
         return _signed_in(request, store, s.person_id, s.token)
 
     @router.post("/signin/challenge/new")
-    def challenge_new(request: Request, csrf: CsrfField,
-                      person_id: Annotated[int, Form(ge=1, le=2**31 - 1)]) -> Response:
+    def challenge_new(
+        request: Request, csrf: CsrfField, person_id: Annotated[int, Form(ge=1, le=2**31 - 1)]
+    ) -> Response:
         check_csrf(request, csrf)
         with _store(request).write() as conn:
             c = auth.issue_challenge(conn, person_id)
         return render(request, _who(request), "challenge.html", challenge=c)
 
     @router.post("/signin/challenge")
-    def challenge_sign_in(request: Request, csrf: CsrfField,
-                          challenge_id: Annotated[str, Form(min_length=1, max_length=64)],
-                          did: Annotated[str, Form(min_length=1, max_length=200)],
-                          signature: Annotated[str, Form(min_length=1, max_length=200)]) -> Response:
+    def challenge_sign_in(
+        request: Request,
+        csrf: CsrfField,
+        challenge_id: Annotated[str, Form(min_length=1, max_length=64)],
+        did: Annotated[str, Form(min_length=1, max_length=200)],
+        signature: Annotated[str, Form(min_length=1, max_length=200)],
+    ) -> Response:
         check_csrf(request, csrf)
         text = signature.strip()
         try:
@@ -326,8 +362,9 @@ def _routes_sign_in(router: APIRouter) -> None:
         return _signed_in(request, store, s.person_id, s.token)
 
     @router.post("/operator/signin")
-    def operator_sign_in(request: Request, csrf: CsrfField,
-                         api_key: Annotated[str, Form(min_length=1, max_length=auth.TOKEN_LENGTH_MAX)]) -> Response:
+    def operator_sign_in(
+        request: Request, csrf: CsrfField, api_key: Annotated[str, Form(min_length=1, max_length=auth.TOKEN_LENGTH_MAX)]
+    ) -> Response:
         from endcredits.store.audit import append_audit
 
         check_csrf(request, csrf)
@@ -339,11 +376,20 @@ def _routes_sign_in(router: APIRouter) -> None:
         key_id = who.subject.removeprefix("key:")
         expires = int(dt.datetime.now(dt.UTC).timestamp()) + OPERATOR_SESSION_TTL_S
         with store.write() as conn:
-            append_audit(conn, "auth.portal_session_opened", who.subject,
-                         {"expires_at": format_time(dt.datetime.fromtimestamp(expires, dt.UTC))})
+            append_audit(
+                conn,
+                "auth.portal_session_opened",
+                who.subject,
+                {"expires_at": format_time(dt.datetime.fromtimestamp(expires, dt.UTC))},
+            )
         response = RedirectResponse(f"{PORTAL}/operator", status_code=303)
-        _cookie(response, request, OPERATOR_COOKIE, _operator_cookie(_portal(request), key_id, expires),
-                OPERATOR_SESSION_TTL_S)
+        _cookie(
+            response,
+            request,
+            OPERATOR_COOKIE,
+            _operator_cookie(_portal(request), key_id, expires),
+            OPERATOR_SESSION_TTL_S,
+        )
         _forget(response, request, SESSION_COOKIE, PRE_COOKIE)
         return response
 
@@ -389,9 +435,12 @@ def _periods(store: Store) -> list[tuple[str, str]]:
     from endcredits.store.schema import accrual_batches
 
     with store.read() as conn:
-        rows = conn.execute(select(accrual_batches.c.period, accrual_batches.c.currency).distinct()
-                            .order_by(accrual_batches.c.period.desc(), accrual_batches.c.currency)
-                            .limit(PERIODS_SHOWN_MAX)).all()
+        rows = conn.execute(
+            select(accrual_batches.c.period, accrual_batches.c.currency)
+            .distinct()
+            .order_by(accrual_batches.c.period.desc(), accrual_batches.c.currency)
+            .limit(PERIODS_SHOWN_MAX)
+        ).all()
     return [(r.period, r.currency) for r in rows]
 
 
@@ -409,8 +458,9 @@ def earnings(store: Store, person_id: int) -> dict[str, dict[str, Any]]:
         st = build_statement(store, person_id, period, currency)
         c = by_currency.setdefault(currency, {"months": [], "works": {}, "models": {}, "statements": []})
         c["months"].append((period, st.accrued_microunits))
-        c["statements"].append({"period": period, "lines": len(st.lines),
-                                "accrued": format_amount(st.accrued_microunits, currency)})
+        c["statements"].append(
+            {"period": period, "lines": len(st.lines), "accrued": format_amount(st.accrued_microunits, currency)}
+        )
         for line in st.lines:
             amount = line["amount_microunits"] * SUBUNITS_PER_MICROUNIT + line["amount_subunits"]
             work = line["attributed_title"] or line["attributed_work"][:12]
@@ -439,14 +489,36 @@ def _grant_rows(grants: list[tuple[int, Any]], now: dt.datetime) -> tuple[list[d
     for use in USES:
         live = [(i, g) for i, g in grants if g.use == use and g.in_force(now)]
         deciding = next(((i, g) for i, g in live if g.decision == "notAllowed"), live[0] if live else None)
-        per_use.append({"use": use, "decision": deciding[1].decision if deciding else None,
-                        "window": window(deciding[1]) if deciding else "", "grant_id": deciding[0] if deciding else None})
+        per_use.append(
+            {
+                "use": use,
+                "decision": deciding[1].decision if deciding else None,
+                "window": window(deciding[1]) if deciding else "",
+                "grant_id": deciding[0] if deciding else None,
+            }
+        )
     history = []
     for i, g in sorted(grants, key=lambda ig: -ig[0]):
-        state = ("revoked" if g.revoked_at is not None and g.revoked_at <= now else "in force" if g.in_force(now)
-                 else "not yet in force" if now < g.valid_from else "ended")
-        history.append({"id": i, "use": g.use, "decision": g.decision, "window": window(g), "state": state,
-                        "source": g.source, "revocable": g.revoked_at is None})
+        state = (
+            "revoked"
+            if g.revoked_at is not None and g.revoked_at <= now
+            else "in force"
+            if g.in_force(now)
+            else "not yet in force"
+            if now < g.valid_from
+            else "ended"
+        )
+        history.append(
+            {
+                "id": i,
+                "use": g.use,
+                "decision": g.decision,
+                "window": window(g),
+                "state": state,
+                "source": g.source,
+                "revocable": g.revoked_at is None,
+            }
+        )
     return per_use, history
 
 
@@ -469,21 +541,35 @@ def _routes_contributor(router: APIRouter) -> None:
         who = _who(request)
         _see_person(who, person_id)
         store = _store(request)
-        return render(request, who, "person.html", person=_person_view(store, person_id),
-                      earnings=earnings(store, person_id), chart_width=CHART_WIDTH)
+        return render(
+            request,
+            who,
+            "person.html",
+            person=_person_view(store, person_id),
+            earnings=earnings(store, person_id),
+            chart_width=CHART_WIDTH,
+        )
 
     @router.get("/people/{person_id}/statements/{period}")
-    def statement_page(request: Request, person_id: Annotated[int, PathParam(ge=1, le=2**31 - 1)],
-                       period: Annotated[str, PathParam(pattern=r"^[0-9]{4}-[0-9]{2}(\.csv)?$")],
-                       currency: Annotated[str, Query(pattern=r"^[A-Z]{3}$")] = "EUR") -> Response:
+    def statement_page(
+        request: Request,
+        person_id: Annotated[int, PathParam(ge=1, le=2**31 - 1)],
+        period: Annotated[str, PathParam(pattern=r"^[0-9]{4}-[0-9]{2}(\.csv)?$")],
+        currency: Annotated[str, Query(pattern=r"^[A-Z]{3}$")] = "EUR",
+    ) -> Response:
         from endcredits.payouts.statements import build_statement
 
         who = _who(request)
         _see_person(who, person_id)
         st = build_statement(_store(request), person_id, period.removesuffix(".csv"), currency)
         if period.endswith(".csv"):
-            return PlainTextResponse(st.to_csv(), media_type="text/csv; charset=utf-8", headers={
-                "Content-Disposition": f'attachment; filename="statement-{person_id}-{st.period}-{currency}.csv"'})
+            return PlainTextResponse(
+                st.to_csv(),
+                media_type="text/csv; charset=utf-8",
+                headers={
+                    "Content-Disposition": f'attachment; filename="statement-{person_id}-{st.period}-{currency}.csv"'
+                },
+            )
         outputs = []
         seen: set[str] = set()
         for line in st.lines:
@@ -493,15 +579,31 @@ def _routes_contributor(router: APIRouter) -> None:
             seen.add(oid)
             explained = st.outputs.get(oid, {})
             top = explained.get("top_works", [])
-            outputs.append({"output_id": oid, "model_id": line["model_id"], "occurred_at": line["occurred_at"],
-                            "agreement": explained.get("agreement", ""),
-                            "pool": format_amount(int(explained.get("pool_subunits", "0")) // SUBUNITS_PER_MICROUNIT,
-                                                  currency),
-                            "top_works": bars([(w["title"] or w["work_id"][:12], int(w["amount_subunits"])) for w in top],
-                                              currency, unit="subunits")})
-        return render(request, who, "statement.html", st=st, lines=st.lines[:LINES_SHOWN_MAX],
-                      lines_hidden=max(0, len(st.lines) - LINES_SHOWN_MAX), outputs=outputs[:LINES_SHOWN_MAX],
-                      accrued=format_amount(st.accrued_microunits, currency), chart_width=CHART_WIDTH)
+            outputs.append(
+                {
+                    "output_id": oid,
+                    "model_id": line["model_id"],
+                    "occurred_at": line["occurred_at"],
+                    "agreement": explained.get("agreement", ""),
+                    "pool": format_amount(int(explained.get("pool_subunits", "0")) // SUBUNITS_PER_MICROUNIT, currency),
+                    "top_works": bars(
+                        [(w["title"] or w["work_id"][:12], int(w["amount_subunits"])) for w in top],
+                        currency,
+                        unit="subunits",
+                    ),
+                }
+            )
+        return render(
+            request,
+            who,
+            "statement.html",
+            st=st,
+            lines=st.lines[:LINES_SHOWN_MAX],
+            lines_hidden=max(0, len(st.lines) - LINES_SHOWN_MAX),
+            outputs=outputs[:LINES_SHOWN_MAX],
+            accrued=format_amount(st.accrued_microunits, currency),
+            chart_width=CHART_WIDTH,
+        )
 
     @router.get("/consent")
     def consent_page(request: Request, affected: Annotated[int | None, Query(ge=0, le=1_000_000)] = None) -> Response:
@@ -510,31 +612,52 @@ def _routes_contributor(router: APIRouter) -> None:
         with _store(request).read() as conn:
             grants = cs.grants_for(conn, [], [str(person_id)])
         per_use, history = _grant_rows(grants, dt.datetime.now(dt.UTC))
-        return render(request, who, "consent.html", per_use=per_use, history=history, uses=USES, affected=affected,
-                      today=dt.datetime.now(dt.UTC).date().isoformat())
+        return render(
+            request,
+            who,
+            "consent.html",
+            per_use=per_use,
+            history=history,
+            uses=USES,
+            affected=affected,
+            today=dt.datetime.now(dt.UTC).date().isoformat(),
+        )
 
     @router.post("/consent")
-    def consent_grant(request: Request, csrf: CsrfField, use: Annotated[str, Form(max_length=64)],
-                      decision: Annotated[str, Form(pattern=r"^(allowed|notAllowed)$")],
-                      valid_from: Annotated[str, Form(max_length=10)] = "",
-                      valid_until: Annotated[str, Form(max_length=10)] = "",
-                      perpetual: Annotated[str, Form(max_length=8)] = "") -> Response:
+    def consent_grant(
+        request: Request,
+        csrf: CsrfField,
+        use: Annotated[str, Form(max_length=64)],
+        decision: Annotated[str, Form(pattern=r"^(allowed|notAllowed)$")],
+        valid_from: Annotated[str, Form(max_length=10)] = "",
+        valid_until: Annotated[str, Form(max_length=10)] = "",
+        perpetual: Annotated[str, Form(max_length=8)] = "",
+    ) -> Response:
         check_csrf(request, csrf)
         person_id = _contributor(_who(request))
         if bool(valid_until.strip()) == bool(perpetual):
-            raise ValidationError("give an end date, or tick 'in perpetuity' to say explicitly that it never ends "
-                                  "(not both)")
+            raise ValidationError(
+                "give an end date, or tick 'in perpetuity' to say explicitly that it never ends (not both)"
+            )
         start = _date(valid_from, "valid from") if valid_from.strip() else dt.datetime.now(dt.UTC)
-        g = Grant(subject_kind="person", subject_id=str(person_id), use=use, decision=decision,  # type: ignore[arg-type]
-                  valid_from=start, valid_until=_date(valid_until, "valid until") if valid_until.strip() else None,
-                  perpetual=bool(perpetual), source="portal: the person's own choice")
+        g = Grant(
+            subject_kind="person",
+            subject_id=str(person_id),
+            use=use,
+            decision=decision,  # type: ignore[arg-type]
+            valid_from=start,
+            valid_until=_date(valid_until, "valid until") if valid_until.strip() else None,
+            perpetual=bool(perpetual),
+            source="portal: the person's own choice",
+        )
         with _store(request).write() as conn:
             cs.add_grants(conn, [g])
         return RedirectResponse(f"{PORTAL}/consent?notice=granted", status_code=303)
 
     @router.post("/consent/{grant_id}/revoke")
-    def consent_revoke(request: Request, csrf: CsrfField,
-                       grant_id: Annotated[int, PathParam(ge=1, le=2**31 - 1)]) -> Response:
+    def consent_revoke(
+        request: Request, csrf: CsrfField, grant_id: Annotated[int, PathParam(ge=1, le=2**31 - 1)]
+    ) -> Response:
         from endcredits.store.catalog import manifests_using, works_of_person
         from endcredits.store.schema import consent_grants
 
@@ -558,8 +681,12 @@ def _own_escrow(store: Store, person_id: int) -> list[dict[str, Any]]:
 
     with store.read() as conn:
         holders = {f"person:{person_id}": "you (until you are verified)"}
-        holders.update({f"name:{r.id}": r.name for r in conn.execute(
-            select(names.c.id, names.c.name).where(names.c.person_id == person_id))})
+        holders.update(
+            {
+                f"name:{r.id}": r.name
+                for r in conn.execute(select(names.c.id, names.c.name).where(names.c.person_id == person_id))
+            }
+        )
         rows = []
         for key, value in sorted(account_balances(conn, kind="escrow", holders=list(holders)).items()):
             if value > 0:
@@ -594,8 +721,14 @@ def _escrow_page(request: Request, who: Principal, q: str, *, notice: str = "") 
     with store.read() as conn:
         found = search_escrow(conn, q, limit=ESCROW_ROWS_MAX)
         person = get_person(conn, who.person_id) if who.kind == "contributor" and who.person_id else None
-    rows = [{"name": h.display_name, "amount": f"{format_amount(h.balance_microunits, h.currency)} {h.currency}",
-             "holder": h.holder if who.kind != "public" else None} for h in found]
+    rows = [
+        {
+            "name": h.display_name,
+            "amount": f"{format_amount(h.balance_microunits, h.currency)} {h.currency}",
+            "holder": h.holder if who.kind != "public" else None,
+        }
+        for h in found
+    ]
     own = _own_escrow(store, person.id) if person is not None else []
     return render(request, who, "escrow.html", q=q, rows=rows, own=own, person=person, notice=notice)
 
@@ -619,11 +752,17 @@ def operator_overview(store: Store) -> dict[str, Any]:
             if kind == "suspense" and value:
                 suspense.append({"account": key, "amount": f"{format_amount(value, currency)} {currency}"})
         escrow = search_escrow(conn, "", limit=ESCROW_ROWS_MAX)
-        batches = conn.execute(select(payout_batches).order_by(payout_batches.c.created_at.desc(), payout_batches.c.id)
-                               .limit(ESCROW_ROWS_MAX)).all()
+        batches = conn.execute(
+            select(payout_batches)
+            .order_by(payout_batches.c.created_at.desc(), payout_batches.c.id)
+            .limit(ESCROW_ROWS_MAX)
+        ).all()
         items: dict[str, dict[str, int]] = {}
-        for r in conn.execute(select(payout_items.c.batch_id, payout_items.c.status).where(
-                payout_items.c.batch_id.in_([b.id for b in batches]))):
+        for r in conn.execute(
+            select(payout_items.c.batch_id, payout_items.c.status).where(
+                payout_items.c.batch_id.in_([b.id for b in batches])
+            )
+        ):
             per_batch = items.setdefault(r.batch_id, {})
             per_batch[r.status] = per_batch.get(r.status, 0) + 1
     kinds = ("pool", "payable", "clearing", "bank", "escrow", "suspense")
@@ -631,15 +770,36 @@ def operator_overview(store: Store) -> dict[str, Any]:
     for currency, per in sorted(totals.items()):
         paid_in = -per.get("pool", 0)
         held = sum(per.get(k, 0) for k in kinds[1:])
-        money.append({"currency": currency, "conserved": paid_in == held,
-                      "cells": {k: format_amount(-per.get(k, 0) if k == "pool" else per.get(k, 0), currency) for k in kinds}})
+        money.append(
+            {
+                "currency": currency,
+                "conserved": paid_in == held,
+                "cells": {k: format_amount(-per.get(k, 0) if k == "pool" else per.get(k, 0), currency) for k in kinds},
+            }
+        )
     return {
-        "kinds": kinds, "money": money, "suspense": suspense,
-        "escrow": [{"holder": h.holder, "name": h.display_name,
-                    "amount": f"{format_amount(h.balance_microunits, h.currency)} {h.currency}"} for h in escrow],
-        "batches": [{"id": b.id, "status": b.status, "items": b.item_count, "by_status": items.get(b.id, {}),
-                     "total": f"{format_amount(b.total_microunits, b.currency)} {b.currency}", "created_at": b.created_at}
-                    for b in batches],
+        "kinds": kinds,
+        "money": money,
+        "suspense": suspense,
+        "escrow": [
+            {
+                "holder": h.holder,
+                "name": h.display_name,
+                "amount": f"{format_amount(h.balance_microunits, h.currency)} {h.currency}",
+            }
+            for h in escrow
+        ],
+        "batches": [
+            {
+                "id": b.id,
+                "status": b.status,
+                "items": b.item_count,
+                "by_status": items.get(b.id, {}),
+                "total": f"{format_amount(b.total_microunits, b.currency)} {b.currency}",
+                "created_at": b.created_at,
+            }
+            for b in batches
+        ],
     }
 
 

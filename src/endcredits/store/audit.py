@@ -14,7 +14,9 @@ from endcredits.store.engine import utc_now
 from endcredits.store.schema import audit_log
 
 
-def append_audit(conn: Connection, kind: str, subject: str, payload: Mapping[str, Any], *, at: str | None = None) -> AuditEntry:
+def append_audit(
+    conn: Connection, kind: str, subject: str, payload: Mapping[str, Any], *, at: str | None = None
+) -> AuditEntry:
     """Append one entry inside the caller's write transaction (writers are serialized by ``Store.write``)."""
     body = canonical_json(dict(payload))
     if len(body.encode()) > AUDIT_PAYLOAD_BYTES_MAX:
@@ -23,8 +25,20 @@ def append_audit(conn: Connection, kind: str, subject: str, payload: Mapping[str
     seq, prev = (last.seq + 1, last.sha256) if last else (1, GENESIS_SHA256)
     when = at or utc_now()
     sha = entry_sha256(prev, seq, when, kind, subject, body)
-    conn.execute(audit_log.insert(), [{"seq": seq, "at": when, "kind": kind, "subject": subject, "payload": body,
-                                       "prev_sha256": prev, "sha256": sha}])
+    conn.execute(
+        audit_log.insert(),
+        [
+            {
+                "seq": seq,
+                "at": when,
+                "kind": kind,
+                "subject": subject,
+                "payload": body,
+                "prev_sha256": prev,
+                "sha256": sha,
+            }
+        ],
+    )
     return AuditEntry(seq, when, kind, subject, body, prev, sha)
 
 

@@ -104,8 +104,10 @@ def insert_keys(conn: Connection, table: str, key_column: str, keys: Sequence[st
         bulk_insert(conn, table, [key_column, *names], [(k, *values) for k in keys])
         return
     marks = ", ".join("?" for _ in names)
-    sql = (f"INSERT INTO {table} ({', '.join([key_column, *names])}) "
-           f"SELECT value{', ' if names else ''}{marks} FROM json_each(?)")
+    sql = (
+        f"INSERT INTO {table} ({', '.join([key_column, *names])}) "
+        f"SELECT value{', ' if names else ''}{marks} FROM json_each(?)"
+    )
     try:
         conn.exec_driver_sql(sql, (*[constants[n] for n in names], json.dumps(list(keys))))
     except IntegrityError as exc:
@@ -124,8 +126,9 @@ def _copy_column(values: Sequence[Any]) -> list[str] | None:
         texts = list(values)
         joined = "".join(texts)
         if any(c in joined for c in _COPY_SPECIAL):  # rare: escape value by value
-            texts = [t.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-                     for t in texts]
+            texts = [
+                t.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r") for t in texts
+            ]
         return texts
     if kinds <= {int}:
         return list(map(str, values))
@@ -166,8 +169,12 @@ def _copy_text(rows: Sequence[tuple[Any, ...]], width: int) -> str | None:
     except TypeError:  # a row of another width
         return None
     n = len(rows)
-    if block.count("\t") == n * (width - 1) and block.count("\n") == n and block.count("\\") == nulls \
-            and "\r" not in block:
+    if (
+        block.count("\t") == n * (width - 1)
+        and block.count("\n") == n
+        and block.count("\\") == nulls
+        and "\r" not in block
+    ):
         return block
     return _copy_text_by_column([tuple(None if v is _NULL else v for v in r) for r in rows], width)
 
@@ -183,15 +190,18 @@ def _copy_text_by_column(rows: Sequence[tuple[Any, ...]], width: int) -> str | N
     return "\n".join(map("\t".join, zip(*texts))) + "\n"
 
 
-def _pg_from_staged(conn: Connection, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]],
-                    statement: str) -> None:
+def _pg_from_staged(
+    conn: Connection, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]], statement: str
+) -> None:
     """COPY ``rows`` into a temporary table of just these columns (their types, none of the table's
     constraints; one per (table, columns), emptied at commit), then run ``statement`` with ``{staged}``
     naming it."""
     cols = ", ".join(columns)
     tmp = f"_bulk_{table}_{hashlib.sha256(cols.encode()).hexdigest()[:8]}"
     with _raw(conn).cursor() as cur:
-        cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {tmp} ON COMMIT DELETE ROWS AS SELECT {cols} FROM {table} WITH NO DATA")
+        cur.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {tmp} ON COMMIT DELETE ROWS AS SELECT {cols} FROM {table} WITH NO DATA"
+        )
         cur.execute(f"TRUNCATE {tmp}")
         block = _copy_text(rows, len(columns))
         with cur.copy(f"COPY {tmp} ({cols}) FROM STDIN") as copy:
@@ -203,8 +213,9 @@ def _pg_from_staged(conn: Connection, table: str, columns: Sequence[str], rows: 
         cur.execute(statement.replace("{staged}", tmp))
 
 
-def bulk_update(conn: Connection, table: str, key: Sequence[str], columns: Sequence[str],
-                rows: Sequence[tuple[Any, ...]]) -> None:
+def bulk_update(
+    conn: Connection, table: str, key: Sequence[str], columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
+) -> None:
     """Update existing rows (matched on ``key``) with the other ``columns``; rows hold every column."""
     if not rows:
         return
@@ -212,7 +223,9 @@ def bulk_update(conn: Connection, table: str, key: Sequence[str], columns: Seque
     if _is_pg(conn):
         sets = ", ".join(f"{c} = s.{c}" for c in values)
         match = " AND ".join(f"t.{c} = s.{c}" for c in key)
-        _pg_from_staged(conn, table, columns, rows, f"UPDATE {table} AS t SET {sets} FROM {{staged}} AS s WHERE {match}")
+        _pg_from_staged(
+            conn, table, columns, rows, f"UPDATE {table} AS t SET {sets} FROM {{staged}} AS s WHERE {match}"
+        )
         return
     index = {c: i for i, c in enumerate(columns)}
     order = [index[c] for c in values] + [index[c] for c in key]
@@ -221,8 +234,9 @@ def bulk_update(conn: Connection, table: str, key: Sequence[str], columns: Seque
     conn.exec_driver_sql(f"UPDATE {table} SET {sets} WHERE {match}", [tuple(r[i] for i in order) for r in rows])
 
 
-def bulk_upsert(conn: Connection, table: str, key: Sequence[str], columns: Sequence[str],
-                rows: Sequence[tuple[Any, ...]]) -> None:
+def bulk_upsert(
+    conn: Connection, table: str, key: Sequence[str], columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
+) -> None:
     """Insert ``rows`` (every column), or update the other ``columns`` of a row whose ``key`` is there
     already: one pass, without first reading which keys exist."""
     if not rows:
@@ -231,7 +245,9 @@ def bulk_upsert(conn: Connection, table: str, key: Sequence[str], columns: Seque
     cols = ", ".join(columns)
     conflict = f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in values)
     if _is_pg(conn):
-        _pg_from_staged(conn, table, columns, rows, f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {{staged}} {conflict}")
+        _pg_from_staged(
+            conn, table, columns, rows, f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {{staged}} {conflict}"
+        )
         return
     marks = ", ".join("?" for _ in columns)
     conn.exec_driver_sql(f"INSERT INTO {table} ({cols}) VALUES ({marks}) {conflict}", list(rows))

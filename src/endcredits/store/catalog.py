@@ -54,7 +54,9 @@ def model_ids_exist(conn: Connection, model_ids: Sequence[str]) -> None:
         found = {r.id for r in conn.execute(select(models.c.id).where(models.c.id.in_(part)))}
         missing = sorted(set(part) - found)
         if missing:
-            raise NotFoundError(f"model {missing[0]} is not registered: build its manifest first (`endcredits manifest build`)")
+            raise NotFoundError(
+                f"model {missing[0]} is not registered: build its manifest first (`endcredits manifest build`)"
+            )
 
 
 @dataclass(frozen=True)
@@ -76,18 +78,42 @@ def save_manifest(conn: Connection, record: ManifestRecord) -> None:
     row = conn.execute(select(manifests).where(manifests.c.id == record.id)).first()
     if row is not None:
         if row.merkle_root != record.merkle_root or row.model_id != record.model_id:
-            raise ManifestError(f"manifest {record.id} already exists with root {row.merkle_root}; manifests never change")
+            raise ManifestError(
+                f"manifest {record.id} already exists with root {row.merkle_root}; manifests never change"
+            )
         return
-    conn.execute(manifests.insert().values(
-        id=record.id, model_id=record.model_id, uses=",".join(record.uses), as_of=record.as_of,
-        merkle_root=record.merkle_root, included_count=len(record.included), excluded_count=len(record.excluded),
-        checkpoint_sha256=record.checkpoint_sha256, created_at=record.created_at))
-    rows: list[tuple[str, str, int | None, str | None]] = [(record.id, w, i, None) for i, w in enumerate(record.included)]
+    conn.execute(
+        manifests.insert().values(
+            id=record.id,
+            model_id=record.model_id,
+            uses=",".join(record.uses),
+            as_of=record.as_of,
+            merkle_root=record.merkle_root,
+            included_count=len(record.included),
+            excluded_count=len(record.excluded),
+            checkpoint_sha256=record.checkpoint_sha256,
+            created_at=record.created_at,
+        )
+    )
+    rows: list[tuple[str, str, int | None, str | None]] = [
+        (record.id, w, i, None) for i, w in enumerate(record.included)
+    ]
     rows += [(record.id, w, None, reason) for w, reason in record.excluded]
     bulk_insert(conn, "manifest_entries", ("manifest_id", "work_id", "leaf_index", "excluded_reason"), rows)
-    append_audit(conn, "manifest.built", record.id, {
-        "model": record.model_id, "uses": list(record.uses), "as_of": record.as_of, "root": record.merkle_root,
-        "included": len(record.included), "excluded": len(record.excluded)}, at=record.created_at)
+    append_audit(
+        conn,
+        "manifest.built",
+        record.id,
+        {
+            "model": record.model_id,
+            "uses": list(record.uses),
+            "as_of": record.as_of,
+            "root": record.merkle_root,
+            "included": len(record.included),
+            "excluded": len(record.excluded),
+        },
+        at=record.created_at,
+    )
 
 
 def set_manifest_checkpoint(conn: Connection, manifest_id: str, checkpoint_sha256: str) -> None:
@@ -95,7 +121,9 @@ def set_manifest_checkpoint(conn: Connection, manifest_id: str, checkpoint_sha25
     if row is None:
         raise NotFoundError(f"no manifest {manifest_id}")
     if row.checkpoint_sha256 not in (None, checkpoint_sha256):
-        raise ManifestError(f"manifest {manifest_id} is bound to checkpoint {row.checkpoint_sha256}, not {checkpoint_sha256}")
+        raise ManifestError(
+            f"manifest {manifest_id} is bound to checkpoint {row.checkpoint_sha256}, not {checkpoint_sha256}"
+        )
     conn.execute(manifests.update().where(manifests.c.id == manifest_id).values(checkpoint_sha256=checkpoint_sha256))
     append_audit(conn, "manifest.checkpoint", manifest_id, {"checkpoint_sha256": checkpoint_sha256})
 
@@ -105,15 +133,30 @@ def load_manifest(conn: Connection, manifest_id: str) -> ManifestRecord:
     if row is None:
         raise NotFoundError(f"no manifest {manifest_id}: list them with `endcredits manifest list`")
     entries = conn.execute(select(manifest_entries).where(manifest_entries.c.manifest_id == manifest_id)).all()
-    included = tuple(e.work_id for e in sorted((e for e in entries if e.leaf_index is not None), key=lambda e: e.leaf_index))
+    included = tuple(
+        e.work_id for e in sorted((e for e in entries if e.leaf_index is not None), key=lambda e: e.leaf_index)
+    )
     excluded = tuple(sorted((e.work_id, e.excluded_reason) for e in entries if e.leaf_index is None))
-    return ManifestRecord(row.id, row.model_id, tuple(row.uses.split(",")), row.as_of, row.merkle_root, included,
-                          excluded, row.checkpoint_sha256, row.created_at)
+    return ManifestRecord(
+        row.id,
+        row.model_id,
+        tuple(row.uses.split(",")),
+        row.as_of,
+        row.merkle_root,
+        included,
+        excluded,
+        row.checkpoint_sha256,
+        row.created_at,
+    )
 
 
 def latest_manifest_id(conn: Connection, model_id: str) -> str:
-    row = conn.execute(select(manifests.c.id).where(manifests.c.model_id == model_id)
-                       .order_by(manifests.c.created_at.desc(), manifests.c.id.desc()).limit(1)).first()
+    row = conn.execute(
+        select(manifests.c.id)
+        .where(manifests.c.model_id == model_id)
+        .order_by(manifests.c.created_at.desc(), manifests.c.id.desc())
+        .limit(1)
+    ).first()
     if row is None:
         raise NotFoundError(f"model {model_id} has no manifest: run `endcredits manifest build --model {model_id}`")
     return str(row.id)
@@ -121,17 +164,20 @@ def latest_manifest_id(conn: Connection, model_id: str) -> str:
 
 def manifests_using(conn: Connection, work_id: str) -> list[tuple[str, str]]:
     """(manifest id, model id) of every manifest that included ``work_id``: who to tell on revocation."""
-    q = select(manifests.c.id, manifests.c.model_id).join(manifest_entries, manifest_entries.c.manifest_id == manifests.c.id
-                                                          ).where(manifest_entries.c.work_id == work_id,
-                                                                  manifest_entries.c.leaf_index.is_not(None))
+    q = (
+        select(manifests.c.id, manifests.c.model_id)
+        .join(manifest_entries, manifest_entries.c.manifest_id == manifests.c.id)
+        .where(manifest_entries.c.work_id == work_id, manifest_entries.c.leaf_index.is_not(None))
+    )
     return [(r.id, r.model_id) for r in conn.execute(q.order_by(manifests.c.id))]
 
 
 def lineage_parents(conn: Connection) -> dict[str, list[str]]:
     """Every lineage link: each derived work's parent works, sorted."""
     out: dict[str, list[str]] = {}
-    for r in conn.execute(select(lineage.c.work_id, lineage.c.parent_work_id).order_by(lineage.c.work_id,
-                                                                                      lineage.c.parent_work_id)):
+    for r in conn.execute(
+        select(lineage.c.work_id, lineage.c.parent_work_id).order_by(lineage.c.work_id, lineage.c.parent_work_id)
+    ):
         out.setdefault(r.work_id, []).append(r.parent_work_id)
     return out
 
@@ -166,7 +212,8 @@ def derived_works(conn: Connection, work_ids: Sequence[str]) -> dict[str, str]:
             # The group: a duplicate reaches its canonical work, a canonical work its duplicates.
             linked = select(work_links.c.work_id, work_links.c.canonical_work_id).where(
                 work_links.c.unlinked_at.is_(None),
-                or_(work_links.c.work_id.in_(part), work_links.c.canonical_work_id.in_(part)))
+                or_(work_links.c.work_id.in_(part), work_links.c.canonical_work_id.in_(part)),
+            )
             for r in sorted(conn.execute(linked), key=lambda r: (r.work_id, r.canonical_work_id)):
                 if r.work_id in origin:
                     reach(r.canonical_work_id, r.work_id)
@@ -198,9 +245,11 @@ def revocation_report(conn: Connection, work_ids: Sequence[str]) -> list[UseRepo
     runs: dict[str, list[str]] = {}
     out: list[UseReport] = []
     for part in chunks(sorted(via)):
-        q = (select(manifests.c.id, manifests.c.model_id, manifest_entries.c.work_id)
-             .join(manifest_entries, manifest_entries.c.manifest_id == manifests.c.id)
-             .where(manifest_entries.c.work_id.in_(part), manifest_entries.c.leaf_index.is_not(None)))
+        q = (
+            select(manifests.c.id, manifests.c.model_id, manifest_entries.c.work_id)
+            .join(manifest_entries, manifest_entries.c.manifest_id == manifests.c.id)
+            .where(manifest_entries.c.work_id.in_(part), manifest_entries.c.leaf_index.is_not(None))
+        )
         rows = conn.execute(q).all()
         manifest_ids = sorted({r.id for r in rows} - set(runs))
         for mpart in chunks(manifest_ids):
@@ -232,12 +281,28 @@ class TrainingRun:
 
 
 def _run_from_row(r: Any) -> TrainingRun:
-    return TrainingRun(r.id, r.model_id, r.manifest_id, r.merkle_root, tuple(json.loads(r.checkpoint_sha256s)),
-                       r.started_at, r.finished_at, r.recorded_at)
+    return TrainingRun(
+        r.id,
+        r.model_id,
+        r.manifest_id,
+        r.merkle_root,
+        tuple(json.loads(r.checkpoint_sha256s)),
+        r.started_at,
+        r.finished_at,
+        r.recorded_at,
+    )
 
 
-def record_training_run(conn: Connection, *, run_id: str, manifest_id: str, checkpoint_sha256s: Sequence[str],
-                        started_at: dt.datetime, finished_at: dt.datetime, model_id: str | None = None) -> TrainingRun:
+def record_training_run(
+    conn: Connection,
+    *,
+    run_id: str,
+    manifest_id: str,
+    checkpoint_sha256s: Sequence[str],
+    started_at: dt.datetime,
+    finished_at: dt.datetime,
+    model_id: str | None = None,
+) -> TrainingRun:
     """Record that the manifest's model was trained on exactly that manifest, producing these checkpoints.
 
     The model and the Merkle root come from the manifest (``model_id``, when given, must match it), so a
@@ -248,12 +313,16 @@ def record_training_run(conn: Connection, *, run_id: str, manifest_id: str, chec
     if isinstance(checkpoint_sha256s, str) or not checkpoint_sha256s:
         raise ValidationError(f"training run {run_id} needs a list of at least one checkpoint SHA-256")
     if len(checkpoint_sha256s) > CHECKPOINTS_PER_RUN_MAX:
-        raise LimitExceededError(f"training run {run_id} lists {len(checkpoint_sha256s)} checkpoints; "
-                                 f"CHECKPOINTS_PER_RUN_MAX={CHECKPOINTS_PER_RUN_MAX}")
+        raise LimitExceededError(
+            f"training run {run_id} lists {len(checkpoint_sha256s)} checkpoints; "
+            f"CHECKPOINTS_PER_RUN_MAX={CHECKPOINTS_PER_RUN_MAX}"
+        )
     for index, sha in enumerate(checkpoint_sha256s):
         if not isinstance(sha, str) or _SHA256_HEX.fullmatch(sha) is None:
-            raise ValidationError(f"training run {run_id} checkpoint {index} {sha!r:.80} must be 64 lowercase hex "
-                                  "digits (the checkpoint file's SHA-256)")
+            raise ValidationError(
+                f"training run {run_id} checkpoint {index} {sha!r:.80} must be 64 lowercase hex "
+                "digits (the checkpoint file's SHA-256)"
+            )
     if len(set(checkpoint_sha256s)) != len(checkpoint_sha256s):
         raise ValidationError(f"training run {run_id} lists a checkpoint SHA-256 twice")
     started, finished = format_time(started_at), format_time(finished_at)
@@ -269,23 +338,50 @@ def record_training_run(conn: Connection, *, run_id: str, manifest_id: str, chec
     if row is not None:
         stored = _run_from_row(row)
         if (stored.manifest_id, stored.checkpoint_sha256s, stored.started_at, stored.finished_at) != (
-                manifest_id, tuple(checkpoint_sha256s), started, finished):
-            raise ConflictError(f"training run {run_id} is already recorded with other content (manifest "
-                                f"{stored.manifest_id}); record a new run id")
+            manifest_id,
+            tuple(checkpoint_sha256s),
+            started,
+            finished,
+        ):
+            raise ConflictError(
+                f"training run {run_id} is already recorded with other content (manifest "
+                f"{stored.manifest_id}); record a new run id"
+            )
         return stored
     at = utc_now()
-    conn.execute(training_runs.insert().values(
-        id=run_id, model_id=m.model_id, manifest_id=manifest_id, merkle_root=m.merkle_root,
-        checkpoint_sha256s=hashes, started_at=started, finished_at=finished, recorded_at=at))
-    append_audit(conn, "training_run.recorded", run_id, {
-        "model": m.model_id, "manifest": manifest_id, "root": m.merkle_root,
-        "checkpoints": list(checkpoint_sha256s)[:100], "checkpoint_count": len(checkpoint_sha256s),
-        "started_at": started, "finished_at": finished}, at=at)
+    conn.execute(
+        training_runs.insert().values(
+            id=run_id,
+            model_id=m.model_id,
+            manifest_id=manifest_id,
+            merkle_root=m.merkle_root,
+            checkpoint_sha256s=hashes,
+            started_at=started,
+            finished_at=finished,
+            recorded_at=at,
+        )
+    )
+    append_audit(
+        conn,
+        "training_run.recorded",
+        run_id,
+        {
+            "model": m.model_id,
+            "manifest": manifest_id,
+            "root": m.merkle_root,
+            "checkpoints": list(checkpoint_sha256s)[:100],
+            "checkpoint_count": len(checkpoint_sha256s),
+            "started_at": started,
+            "finished_at": finished,
+        },
+        at=at,
+    )
     return TrainingRun(run_id, m.model_id, manifest_id, m.merkle_root, tuple(checkpoint_sha256s), started, finished, at)
 
 
-def training_runs_list(conn: Connection, *, model_id: str | None = None, manifest_id: str | None = None,
-                       limit: int = 1000) -> list[TrainingRun]:
+def training_runs_list(
+    conn: Connection, *, model_id: str | None = None, manifest_id: str | None = None, limit: int = 1000
+) -> list[TrainingRun]:
     """Recorded training runs, newest first, optionally for one model or one manifest; at most ``limit``."""
     q = select(training_runs).order_by(training_runs.c.recorded_at.desc(), training_runs.c.id).limit(limit)
     if model_id is not None:
@@ -300,8 +396,12 @@ def works_of_person(conn: Connection, person_id: int) -> list[str]:
     from endcredits.store.schema import credits, names, works
 
     direct = select(works.c.id).join(credits, credits.c.work_seq == works.c.seq).where(credits.c.person_id == person_id)
-    via_names = select(works.c.id).join(credits, credits.c.work_seq == works.c.seq).join(
-        names, names.c.id == credits.c.name_id).where(names.c.person_id == person_id)
+    via_names = (
+        select(works.c.id)
+        .join(credits, credits.c.work_seq == works.c.seq)
+        .join(names, names.c.id == credits.c.name_id)
+        .where(names.c.person_id == person_id)
+    )
     return sorted({r.id for r in conn.execute(direct)} | {r.id for r in conn.execute(via_names)})
 
 
@@ -314,8 +414,11 @@ def save_agreement(conn: Connection, agreement_id: str, version: int, body: str,
             raise ConflictError(f"agreement {agreement_id} version {version} exists with other terms; bump the version")
         return "exists"
     at = utc_now()
-    conn.execute(agreements.insert().values(id=f"{agreement_id}@{version}", version=version, body=body,
-                                            body_sha256=body_sha256, created_at=at))
+    conn.execute(
+        agreements.insert().values(
+            id=f"{agreement_id}@{version}", version=version, body=body, body_sha256=body_sha256, created_at=at
+        )
+    )
     append_audit(conn, "agreement.loaded", f"{agreement_id}@{version}", {"sha256": body_sha256}, at=at)
     return "created"
 
@@ -324,8 +427,11 @@ def load_agreement_body(conn: Connection, agreement_id: str, version: int | None
     q = select(agreements.c.body, agreements.c.version).where(agreements.c.id.like(f"{agreement_id}@%"))
     rows = [r for r in conn.execute(q) if version is None or r.version == version]
     if not rows:
-        raise NotFoundError(f"no agreement {agreement_id}" + (f" version {version}" if version else "") +
-                            ": load it with `endcredits agreement load FILE`")
+        raise NotFoundError(
+            f"no agreement {agreement_id}"
+            + (f" version {version}" if version else "")
+            + ": load it with `endcredits agreement load FILE`"
+        )
     return str(max(rows, key=lambda r: r.version).body)
 
 

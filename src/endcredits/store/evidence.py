@@ -21,20 +21,22 @@ import pyarrow.parquet as pq
 from endcredits.errors import EvidenceError
 
 _CODED = pa.dictionary(pa.int32(), pa.string())
-EVIDENCE_SCHEMA = pa.schema([
-    ("batch_event_id", _CODED),
-    ("output_id", _CODED),
-    ("model_id", _CODED),
-    ("occurred_at", _CODED),
-    ("revenue_microunits", pa.int64()),  # the output's revenue, on each of its lines
-    ("attributed_work", _CODED),
-    ("source_work", _CODED),
-    ("payee", _CODED),
-    ("account", _CODED),
-    ("role", _CODED),
-    ("amount_microunits", pa.int64()),
-    ("amount_subunits", pa.int64()),
-])
+EVIDENCE_SCHEMA = pa.schema(
+    [
+        ("batch_event_id", _CODED),
+        ("output_id", _CODED),
+        ("model_id", _CODED),
+        ("occurred_at", _CODED),
+        ("revenue_microunits", pa.int64()),  # the output's revenue, on each of its lines
+        ("attributed_work", _CODED),
+        ("source_work", _CODED),
+        ("payee", _CODED),
+        ("account", _CODED),
+        ("role", _CODED),
+        ("amount_microunits", pa.int64()),
+        ("amount_subunits", pa.int64()),
+    ]
+)
 """Text columns are dictionary-coded: a line repeats its output, payee and works many times."""
 
 EVIDENCE_SCHEMA_V1 = EVIDENCE_SCHEMA.remove(EVIDENCE_SCHEMA.get_field_index("revenue_microunits"))
@@ -110,8 +112,14 @@ def prepare_evidence(path: Path, table: pa.Table, *, replace_orphan: bool = Fals
         # Parquet dictionaries only for the coded text columns: on the amounts (10^6 distinct values) the
         # writer would build one and throw it away.
         sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, compression="lz4", row_group_size=1 << 20, use_dictionary=_DICTIONARY_COLUMNS,
-                       write_statistics=False)
+        pq.write_table(
+            table,
+            sink,
+            compression="lz4",
+            row_group_size=1 << 20,
+            use_dictionary=_DICTIONARY_COLUMNS,
+            write_statistics=False,
+        )
         data = memoryview(sink.getvalue())
         sha = hashlib.sha256(data).hexdigest()
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -146,7 +154,9 @@ def read_evidence(path: Path, *, expected_sha256: str | None = None, columns: li
     try:
         table = pq.read_table(path, columns=columns)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise EvidenceError(f"evidence file {path} is unreadable ({str(exc).splitlines()[0]}); restore it from backup") from None
+        raise EvidenceError(
+            f"evidence file {path} is unreadable ({str(exc).splitlines()[0]}); restore it from backup"
+        ) from None
     if columns is None and table.schema != EVIDENCE_SCHEMA and table.schema != EVIDENCE_SCHEMA_V1:
         raise EvidenceError(f"evidence file {path} has an unexpected schema")
     return table

@@ -70,13 +70,23 @@ def chunks(items: Sequence[Any], size: int = SQL_PARAMS_PER_STATEMENT_MAX // 4) 
 
 def _known_accounts(conn: Connection, keys: list[str]) -> dict[str, tuple[int, int]]:
     """``key -> (account id, balance)`` for the keys that have an account."""
-    return {k: (int(i), int(b)) for k, i, b in
-            select_joined(conn, "SELECT a.key, a.id, a.balance_microunits FROM {values} JOIN accounts a ON a.key = v.value",
-                          keys)}
+    return {
+        k: (int(i), int(b))
+        for k, i, b in select_joined(
+            conn, "SELECT a.key, a.id, a.balance_microunits FROM {values} JOIN accounts a ON a.key = v.value", keys
+        )
+    }
 
 
-def _open_accounts(conn: Connection, keys: list[str], balances: list[int], transfer_ids: Sequence[int],
-                   when: str, *, return_ids: bool = True) -> dict[str, int]:
+def _open_accounts(
+    conn: Connection,
+    keys: list[str],
+    balances: list[int],
+    transfer_ids: Sequence[int],
+    when: str,
+    *,
+    return_ids: bool = True,
+) -> dict[str, int]:
     """Create the accounts ``keys`` (none exists yet) with their first balances and the transfer that last
     changed each; returns their ids (``return_ids=False``: an empty dict; a fold needs no ids, and reading
     10^6 of them back took a fifth of its time)."""
@@ -93,8 +103,21 @@ def _open_accounts(conn: Connection, keys: list[str], balances: list[int], trans
     # Writers hold the store's write lock (Store.write), so the new rows are exactly those above the
     # highest id before the insert: read them back by id range instead of by 10^5 keys.
     id_before = int(fetch_all(conn, "SELECT COALESCE(MAX(id), 0) FROM accounts")[0][0])
-    bulk_insert(conn, "accounts", ["key", "kind", "currency", "holder", "may_go_negative", "created_at",
-                                   "balance_microunits", "last_transfer_id"], rows)
+    bulk_insert(
+        conn,
+        "accounts",
+        [
+            "key",
+            "kind",
+            "currency",
+            "holder",
+            "may_go_negative",
+            "created_at",
+            "balance_microunits",
+            "last_transfer_id",
+        ],
+        rows,
+    )
     # bulk_insert refused any key already present, so the rows above id_before are exactly ``keys`` unless
     # another writer added some: their count says which.
     count = int(fetch_all(conn, f"SELECT COUNT(*) FROM accounts WHERE id > {id_before}")[0][0])
@@ -104,7 +127,9 @@ def _open_accounts(conn: Connection, keys: list[str], balances: list[int], trans
 
 def _prior_posting(conn: Connection, req: TransferRequest, content: str) -> PostResult | None:
     """``exists`` when ``req.event_id`` was posted with this content; a conflict with other content."""
-    prior = conn.execute(select(transfers.c.id, transfers.c.content_sha256).where(transfers.c.event_id == req.event_id)).first()
+    prior = conn.execute(
+        select(transfers.c.id, transfers.c.content_sha256).where(transfers.c.event_id == req.event_id)
+    ).first()
     if prior is None:
         return None
     if prior.content_sha256 != content:
@@ -113,11 +138,22 @@ def _prior_posting(conn: Connection, req: TransferRequest, content: str) -> Post
 
 
 def _insert_transfer(conn: Connection, req: TransferRequest, content: str, when: str) -> int:
-    return int(conn.execute(transfers.insert().values(
-        event_id=req.event_id, code=req.code, currency=req.currency, content_sha256=content,
-        reverses_event_id=req.reverses_event_id, memo=json.dumps(dict(sorted(req.memo.items()))),
-        leg_count=len(req.legs), created_at=when,
-    ).returning(transfers.c.id)).scalar_one())
+    return int(
+        conn.execute(
+            transfers.insert()
+            .values(
+                event_id=req.event_id,
+                code=req.code,
+                currency=req.currency,
+                content_sha256=content,
+                reverses_event_id=req.reverses_event_id,
+                memo=json.dumps(dict(sorted(req.memo.items()))),
+                leg_count=len(req.legs),
+                created_at=when,
+            )
+            .returning(transfers.c.id)
+        ).scalar_one()
+    )
 
 
 def post_transfer(conn: Connection, req: TransferRequest, *, at: str | None = None) -> PostResult:
@@ -150,28 +186,49 @@ def post_transfer(conn: Connection, req: TransferRequest, *, at: str | None = No
     fresh = [i for i, k in enumerate(keys) if k not in known]
     ids = {k: v[0] for k, v in known.items()}
     if fresh:
-        ids.update(_open_accounts(conn, [keys[i] for i in fresh], [values[i] for i in fresh], [transfer_id] * len(fresh), when))
+        ids.update(
+            _open_accounts(conn, [keys[i] for i in fresh], [values[i] for i in fresh], [transfer_id] * len(fresh), when)
+        )
     account_ids = [ids[k] for k in keys]
     if known:
         updates = sorted((known[k][0], v) for k, v in zip(keys, values) if k in known)
-        bulk_update(conn, "accounts", ["id"], ["id", "balance_microunits", "last_transfer_id"],
-                    list(zip([a for a, _ in updates], amount_params(conn, [v for _, v in updates]), repeat(transfer_id))))
+        bulk_update(
+            conn,
+            "accounts",
+            ["id"],
+            ["id", "balance_microunits", "last_transfer_id"],
+            list(zip([a for a, _ in updates], amount_params(conn, [v for _, v in updates]), repeat(transfer_id))),
+        )
     # Legs go in account id order: B-tree inserts in key order cost half as much as scattered ones.
     legs_rows = sorted(zip(account_ids, amounts))
-    bulk_insert(conn, "legs", ["transfer_id", "account_id", "amount_microunits"],
-                list(zip(repeat(transfer_id), [a for a, _ in legs_rows], amount_params(conn, [x for _, x in legs_rows]))))
-    append_audit(conn, "transfer", req.event_id, {
-        "code": req.code, "currency": req.currency, "content_sha256": content, "legs": len(req.legs),
-        "reverses": req.reverses_event_id,
-    }, at=when)
+    bulk_insert(
+        conn,
+        "legs",
+        ["transfer_id", "account_id", "amount_microunits"],
+        list(zip(repeat(transfer_id), [a for a, _ in legs_rows], amount_params(conn, [x for _, x in legs_rows]))),
+    )
+    append_audit(
+        conn,
+        "transfer",
+        req.event_id,
+        {
+            "code": req.code,
+            "currency": req.currency,
+            "content_sha256": content,
+            "legs": len(req.legs),
+            "reverses": req.reverses_event_id,
+        },
+        at=when,
+    )
     return PostResult(req.event_id, "created", transfer_id)
 
 
 def _check_reversal(conn: Connection, req: TransferRequest) -> None:
     """Raise unless ``req`` may reverse the transfer it names."""
     assert req.reverses_event_id is not None
-    original = conn.execute(select(transfers.c.id, transfers.c.code).where(
-        transfers.c.event_id == req.reverses_event_id)).first()
+    original = conn.execute(
+        select(transfers.c.id, transfers.c.code).where(transfers.c.event_id == req.reverses_event_id)
+    ).first()
     if original is None:
         raise NotFoundError(f"transfer {req.reverses_event_id} to reverse does not exist")
     if original.code == "accrual":
@@ -189,7 +246,9 @@ def _check_reversal(conn: Connection, req: TransferRequest) -> None:
     negated = {k: -v for k, v in load_transfer(conn, req.reverses_event_id).legs.items()}
     if dict(req.legs) != negated:
         raise LedgerError(f"transfer {req.event_id} does not negate every leg of {req.reverses_event_id}")
-    already = conn.execute(select(transfers.c.event_id).where(transfers.c.reverses_event_id == req.reverses_event_id)).first()
+    already = conn.execute(
+        select(transfers.c.event_id).where(transfers.c.reverses_event_id == req.reverses_event_id)
+    ).first()
     if already is not None:
         raise ConflictError(f"transfer {req.reverses_event_id} was already reversed by {already.event_id}")
 
@@ -199,19 +258,32 @@ def load_transfer(conn: Connection, event_id: str) -> TransferRequest:
     row = conn.execute(select(transfers).where(transfers.c.event_id == event_id)).first()
     if row is None:
         raise NotFoundError(f"no transfer with event id {event_id}")
-    q = select(accounts.c.key, legs.c.amount_microunits).join(accounts, accounts.c.id == legs.c.account_id).where(
-        legs.c.transfer_id == row.id)
+    q = (
+        select(accounts.c.key, legs.c.amount_microunits)
+        .join(accounts, accounts.c.id == legs.c.account_id)
+        .where(legs.c.transfer_id == row.id)
+    )
     found = {r.key: r.amount_microunits for r in conn.execute(q)}
     for seg in iter_segments(conn, transfer_ids=[row.id]):  # an accrual's legs are its segment
         found.update(seg.legs())
     return TransferRequest(
-        event_id=row.event_id, code=row.code, currency=row.currency, legs=found,
-        memo=json.loads(row.memo), reverses_event_id=row.reverses_event_id,
+        event_id=row.event_id,
+        code=row.code,
+        currency=row.currency,
+        legs=found,
+        memo=json.loads(row.memo),
+        reverses_event_id=row.reverses_event_id,
     )
 
 
-def account_balances(conn: Connection, *, kind: str | None = None, currency: str | None = None,
-                     holder: str | None = None, holders: Collection[str] | None = None) -> dict[str, int]:
+def account_balances(
+    conn: Connection,
+    *,
+    kind: str | None = None,
+    currency: str | None = None,
+    holder: str | None = None,
+    holders: Collection[str] | None = None,
+) -> dict[str, int]:
     """Balances by account key, as of now: the account rows plus what pending segments add. ``holder``
     or ``holders`` (a few, such as a person and the names they claimed) keep only their accounts."""
     if holder is not None:
@@ -229,8 +301,9 @@ def account_balances(conn: Connection, *, kind: str | None = None, currency: str
     return out
 
 
-def accrued_by_account(conn: Connection, *, currency: str | None = None, period: str | None = None,
-                       keys: Collection[str] | None = None) -> dict[str, int]:
+def accrued_by_account(
+    conn: Connection, *, currency: str | None = None, period: str | None = None, keys: Collection[str] | None = None
+) -> dict[str, int]:
     """What accrual transfers credited or debited per account key (of one currency and period, and only
     ``keys``, when given), whether their legs are rows or a segment."""
     if period is not None and currency is None:
@@ -243,8 +316,11 @@ def accrued_by_account(conn: Connection, *, currency: str | None = None, period:
     out: dict[str, int] = {}
     if not ids:
         return out
-    rows = select_in(conn, "SELECT a.key, l.amount_microunits FROM legs l JOIN accounts a ON a.id = l.account_id "
-                           "WHERE l.transfer_id {in}", ids)
+    rows = select_in(
+        conn,
+        "SELECT a.key, l.amount_microunits FROM legs l JOIN accounts a ON a.id = l.account_id WHERE l.transfer_id {in}",
+        ids,
+    )
     wanted = set(keys) if keys is not None else None
     for key, amount in rows:
         if wanted is None or key in wanted:
@@ -264,8 +340,12 @@ def read_carries(conn: Connection, currency: str, payees: list[str]) -> npt.NDAr
     """Each payee's carried fraction (2^-32 microunit) in ``currency`` as of now: the carries table,
     overridden by the latest pending segment that carries the payee (0 for a payee with neither)."""
     carry = np.zeros(len(payees), dtype=np.int64)
-    rows = select_joined(conn, "SELECT c.payee, c.subunits FROM {values} JOIN carries c ON c.payee = v.value "
-                               f"AND c.currency = '{check_currency(currency)}'", payees)
+    rows = select_joined(
+        conn,
+        "SELECT c.payee, c.subunits FROM {values} JOIN carries c ON c.payee = v.value "
+        f"AND c.currency = '{check_currency(currency)}'",
+        payees,
+    )
     if rows:
         position = {p: i for i, p in enumerate(payees)}
         for payee, subunits in rows:
@@ -284,8 +364,13 @@ def carried_fractions(conn: Connection) -> dict[tuple[str, str], int]:
     return out
 
 
-def post_accrual(conn: Connection, req: TransferRequest, carries: tuple[Sequence[str], npt.NDArray[np.int64]], *,
-                 at: str | None = None) -> PostResult:
+def post_accrual(
+    conn: Connection,
+    req: TransferRequest,
+    carries: tuple[Sequence[str], npt.NDArray[np.int64]],
+    *,
+    at: str | None = None,
+) -> PostResult:
     """Post an accrual transfer inside the caller's write transaction as a segment: the transfer row, one
     ``ledger_segments`` row with its legs and the carries ``(payees, subunits)`` they now hold, and the
     audit entry. Account and carry rows are written by a later fold. Idempotent by ``event_id``."""
@@ -293,7 +378,9 @@ def post_accrual(conn: Connection, req: TransferRequest, carries: tuple[Sequence
     if req.code != "accrual" or req.reverses_event_id is not None:
         raise ValidationError(f"transfer {req.event_id}: only an accrual is posted as a segment")
     payees, subunits = carries
-    if len(payees) != len(subunits) or (len(subunits) and (int(subunits.min()) < 0 or int(subunits.max()) >= SUBUNITS_PER_MICROUNIT)):
+    if len(payees) != len(subunits) or (
+        len(subunits) and (int(subunits.min()) < 0 or int(subunits.max()) >= SUBUNITS_PER_MICROUNIT)
+    ):
         raise ValidationError(f"transfer {req.event_id}: carries must pair each payee with 0 <= subunits < 2^32")
     content = req.content_sha256()
     prior = _prior_posting(conn, req, content)
@@ -306,15 +393,27 @@ def post_accrual(conn: Connection, req: TransferRequest, carries: tuple[Sequence
             kind, holder, currency = parse_account_key(key)
             before = account_balances(conn, kind=kind, currency=currency, holder=holder).get(key, 0)
             if before + amount < 0:
-                raise LedgerError(f"transfer {req.event_id} would overdraw account {key} (balance {before}, leg {amount}); "
-                                  "nothing was posted")
+                raise LedgerError(
+                    f"transfer {req.event_id} would overdraw account {key} (balance {before}, leg {amount}); "
+                    "nothing was posted"
+                )
     when = at or utc_now()
     transfer_id = _insert_transfer(conn, req, content, when)
     sha = insert_segment(conn, transfer_id, req.currency, req.legs, (payees, subunits))
-    append_audit(conn, "transfer", req.event_id, {
-        "code": req.code, "currency": req.currency, "content_sha256": content, "legs": len(req.legs),
-        "reverses": None, "segment_sha256": sha,
-    }, at=when)
+    append_audit(
+        conn,
+        "transfer",
+        req.event_id,
+        {
+            "code": req.code,
+            "currency": req.currency,
+            "content_sha256": content,
+            "legs": len(req.legs),
+            "reverses": None,
+            "segment_sha256": sha,
+        },
+        at=when,
+    )
     return PostResult(req.event_id, "created", transfer_id)
 
 
@@ -346,7 +445,9 @@ def fold_pending(conn: Connection, *, at: str | None = None) -> FoldResult | Non
             row = known.get(key)
             value = delta if row is None else row[1] + delta
             if value < 0 and key.partition(":")[0] not in NEGATIVE_ALLOWED_KINDS:
-                raise LedgerError(f"folding the pending segments would leave account {key} at {value}; nothing was folded")
+                raise LedgerError(
+                    f"folding the pending segments would leave account {key} at {value}; nothing was folded"
+                )
             if row is None:
                 fresh_keys.append(key)
                 fresh_values.append(value)
@@ -358,22 +459,49 @@ def fold_pending(conn: Connection, *, at: str | None = None) -> FoldResult | Non
         if updates:
             updates.sort()  # id order: the updates walk the table's B-tree once
             ids, balances, transfer_ids = zip(*updates)
-            bulk_update(conn, "accounts", ["id"], ["id", "balance_microunits", "last_transfer_id"],
-                        list(zip(ids, amount_params(conn, balances), transfer_ids)))
+            bulk_update(
+                conn,
+                "accounts",
+                ["id"],
+                ["id", "balance_microunits", "last_transfer_id"],
+                list(zip(ids, amount_params(conn, balances), transfer_ids)),
+            )
         columns = ["payee", "currency", "subunits"]
         n_carries = 0
         for ccy in sorted({seg.currency for seg in segments}):
             payees, subunits = _latest_carries([seg for seg in segments if seg.currency == ccy])
             n_carries += len(payees)
-            bulk_upsert(conn, "carries", ["payee", "currency"], columns, list(zip(payees, repeat(check_currency(ccy)), subunits)))
+            bulk_upsert(
+                conn,
+                "carries",
+                ["payee", "currency"],
+                columns,
+                list(zip(payees, repeat(check_currency(ccy)), subunits)),
+            )
     through = segments[-1].transfer_id
-    conn.execute(ledger_folds.insert().values(through_transfer_id=through, segment_count=len(segments),
-                                              account_count=len(keys), carry_count=n_carries, folded_at=when))
+    conn.execute(
+        ledger_folds.insert().values(
+            through_transfer_id=through,
+            segment_count=len(segments),
+            account_count=len(keys),
+            carry_count=n_carries,
+            folded_at=when,
+        )
+    )
     folded = hashlib.sha256("".join(seg.sha256 for seg in segments).encode()).hexdigest()
-    append_audit(conn, "ledger_fold", f"through:{through}", {
-        "first_transfer_id": segments[0].transfer_id, "segments": len(segments), "accounts": len(keys),
-        "carries": n_carries, "segments_sha256": folded,  # SHA-256 of the folded segments' SHA-256s, in order
-    }, at=when)
+    append_audit(
+        conn,
+        "ledger_fold",
+        f"through:{through}",
+        {
+            "first_transfer_id": segments[0].transfer_id,
+            "segments": len(segments),
+            "accounts": len(keys),
+            "carries": n_carries,
+            "segments_sha256": folded,  # SHA-256 of the folded segments' SHA-256s, in order
+        },
+        at=when,
+    )
     return FoldResult(through, len(segments), len(keys), n_carries)
 
 
@@ -395,7 +523,9 @@ def _summed_legs(segments: Sequence[Segment]) -> tuple[list[str], list[int], lis
     sums = np.zeros(n, dtype=amounts.dtype)
     np.add.at(sums, codes, amounts)
     last = np.zeros(n, dtype=np.int64)
-    np.maximum.at(last, codes, np.repeat([seg.transfer_id for seg in segments], [len(seg.accounts) for seg in segments]))
+    np.maximum.at(
+        last, codes, np.repeat([seg.transfer_id for seg in segments], [len(seg.accounts) for seg in segments])
+    )
     order = pc.sort_indices(encoded.dictionary).to_numpy()
     return encoded.dictionary.take(order).to_pylist(), sums[order].tolist(), last[order].tolist()
 

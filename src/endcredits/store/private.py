@@ -90,8 +90,10 @@ def configured_key() -> SecretKey:
     """The operator's key; ``StoreError`` saying how to set one when none is configured."""
     key = load_key()
     if key is None:
-        raise StoreError(f"contact and payment details are encrypted at rest: set {KEY_ENV} (or {KEY_FILE_ENV}) "
-                         "to the operator's key; `endcredits secret-key new` makes one")
+        raise StoreError(
+            f"contact and payment details are encrypted at rest: set {KEY_ENV} (or {KEY_FILE_ENV}) "
+            "to the operator's key; `endcredits secret-key new` makes one"
+        )
     return key
 
 
@@ -101,15 +103,19 @@ def _aad(person_id: int, field: str) -> bytes:
 
 def seal(key: SecretKey, person_id: int, field: str, value: str) -> bytes:
     nonce = secrets.token_bytes(NONCE_BYTES)
-    return bytes([VERSION]) + key.key_id + nonce + AESGCM(key.raw).encrypt(nonce, value.encode(), _aad(person_id, field))
+    return (
+        bytes([VERSION]) + key.key_id + nonce + AESGCM(key.raw).encrypt(nonce, value.encode(), _aad(person_id, field))
+    )
 
 
 def unseal(key: SecretKey, person_id: int, field: str, blob: bytes) -> str:
     if len(blob) < 1 + 8 + NONCE_BYTES + 16 or blob[0] != VERSION:
         raise StoreError(f"the sealed {field} of person {person_id} is malformed")
     if blob[1:9] != key.key_id:
-        raise StoreError(f"the {field} of person {person_id} was sealed with another key (id {blob[1:9].hex()}); "
-                         f"set {KEY_ENV} to that key")
+        raise StoreError(
+            f"the {field} of person {person_id} was sealed with another key (id {blob[1:9].hex()}); "
+            f"set {KEY_ENV} to that key"
+        )
     nonce, body = blob[9 : 9 + NONCE_BYTES], blob[9 + NONCE_BYTES :]
     try:
         return AESGCM(key.raw).decrypt(nonce, body, _aad(person_id, field)).decode()
@@ -132,8 +138,9 @@ def check_email(email: str) -> str:
     return value
 
 
-def set_private(conn: Connection, person_id: int, *, iban: str | None = None, bic: str | None = None,
-                email: str | None = None) -> None:
+def set_private(
+    conn: Connection, person_id: int, *, iban: str | None = None, bic: str | None = None, email: str | None = None
+) -> None:
     """Seal and store the given details of ``person_id`` (others kept); at least one must be given."""
     given = {"iban": iban, "bic": bic, "email": email}
     if all(v is None for v in given.values()):
@@ -146,8 +153,11 @@ def set_private(conn: Connection, person_id: int, *, iban: str | None = None, bi
     if row is None:
         conn.execute(private_details.insert().values(person_id=person_id, updated_at=utc_now(), **values))
     else:
-        conn.execute(private_details.update().where(private_details.c.person_id == person_id)
-                     .values(updated_at=utc_now(), **values))
+        conn.execute(
+            private_details.update()
+            .where(private_details.c.person_id == person_id)
+            .values(updated_at=utc_now(), **values)
+        )
 
 
 def read_key_file(path: Path) -> SecretKey:
@@ -164,9 +174,14 @@ def rotate_key(conn: Connection, old: SecretKey, new: SecretKey) -> int:
     nothing. A value under any other key, or one that does not open, stops the rotation with nothing
     changed (the caller's transaction rolls back): no detail is ever left unreadable by the new key."""
     if old.key_id == new.key_id:
-        raise ValidationError("the old and the new key are the same key; make a new one with `endcredits secret-key new`")
-    rows = conn.execute(select(private_details.c.person_id, private_details.c.iban, private_details.c.bic,
-                               private_details.c.email).order_by(private_details.c.person_id)).all()
+        raise ValidationError(
+            "the old and the new key are the same key; make a new one with `endcredits secret-key new`"
+        )
+    rows = conn.execute(
+        select(
+            private_details.c.person_id, private_details.c.iban, private_details.c.bic, private_details.c.email
+        ).order_by(private_details.c.person_id)
+    ).all()
     resealed = 0
     for row in rows:
         values: dict[str, bytes] = {}
@@ -176,11 +191,18 @@ def rotate_key(conn: Connection, old: SecretKey, new: SecretKey) -> int:
                 continue
             values[field] = seal(new, row.person_id, field, unseal(old, row.person_id, field, bytes(blob)))
         if values:
-            conn.execute(private_details.update().where(private_details.c.person_id == row.person_id)
-                         .values(updated_at=utc_now(), **values))
+            conn.execute(
+                private_details.update()
+                .where(private_details.c.person_id == row.person_id)
+                .values(updated_at=utc_now(), **values)
+            )
             resealed += len(values)
-    append_audit(conn, "private.rekeyed", "private_details", {
-        "old_key_id": old.key_id.hex(), "new_key_id": new.key_id.hex(), "values": resealed})
+    append_audit(
+        conn,
+        "private.rekeyed",
+        "private_details",
+        {"old_key_id": old.key_id.hex(), "new_key_id": new.key_id.hex(), "values": resealed},
+    )
     return resealed
 
 
@@ -190,8 +212,9 @@ def forget_private(conn: Connection, person_id: int) -> None:
 
 def with_payout_account(conn: Connection, person_ids: Iterable[int]) -> set[int]:
     """Which of ``person_ids`` have an IBAN on file (no key needed: nothing is opened)."""
-    rows = select_in(conn, "SELECT person_id FROM private_details WHERE iban IS NOT NULL AND person_id {in}",
-                     sorted(set(person_ids)))
+    rows = select_in(
+        conn, "SELECT person_id FROM private_details WHERE iban IS NOT NULL AND person_id {in}", sorted(set(person_ids))
+    )
     return {int(r[0]) for r in rows}
 
 
@@ -203,10 +226,12 @@ def private_of(conn: Connection, person_ids: Iterable[int]) -> dict[int, Private
     key = configured_key()
     out: dict[int, PrivateDetails] = {}
     for person_id, iban, bic, email in select_in(
-            conn, "SELECT person_id, iban, bic, email FROM private_details WHERE person_id {in}", ids):
+        conn, "SELECT person_id, iban, bic, email FROM private_details WHERE person_id {in}", ids
+    ):
         pid = int(person_id)
-        out[pid] = PrivateDetails(*(None if v is None else unseal(key, pid, f, bytes(v))
-                                    for f, v in zip(FIELDS, (iban, bic, email))))
+        out[pid] = PrivateDetails(
+            *(None if v is None else unseal(key, pid, f, bytes(v)) for f, v in zip(FIELDS, (iban, bic, email)))
+        )
     return out
 
 

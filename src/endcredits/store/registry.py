@@ -47,8 +47,13 @@ def clean_text(value: str, what: str, length_max: int = NAME_LENGTH_MAX) -> str:
     """Trimmed, NFC-normalized text without control characters, or ``ValidationError``."""
     if not isinstance(value, str):
         raise ValidationError(f"{what} must be text")
-    if value.isascii() and value.isprintable() and 0 < len(value) <= length_max and value == value.strip() \
-            and "  " not in value:
+    if (
+        value.isascii()
+        and value.isprintable()
+        and 0 < len(value) <= length_max
+        and value == value.strip()
+        and "  " not in value
+    ):
         return value  # already clean: printable ASCII is NFC and has no control characters
     text = unicodedata.normalize("NFC", " ".join(value.split()))
     if not text:
@@ -79,8 +84,9 @@ def content_sha256(content: bytes) -> str:
 
 
 # People and names --------------------------------------------------------------------------------
-def add_person(conn: Connection, handle: str, *, iban: str | None = None, bic: str | None = None,
-               email: str | None = None) -> int:
+def add_person(
+    conn: Connection, handle: str, *, iban: str | None = None, bic: str | None = None, email: str | None = None
+) -> int:
     """Register a person by a handle (a pseudonym is fine: no legal name is needed to be paid). Payment and
     contact details go to ``store.private``, sealed with the operator's key, never into ``people``."""
     from endcredits.store.private import check_email, set_private
@@ -89,9 +95,13 @@ def add_person(conn: Connection, handle: str, *, iban: str | None = None, bic: s
     if conn.execute(select(people.c.id).where(people.c.handle == handle)).first() is not None:
         raise ConflictError(f"a person with handle {handle!r} already exists")
     at = utc_now()
-    person_id = int(conn.execute(people.insert().values(handle=handle, created_at=at).returning(people.c.id)).scalar_one())
+    person_id = int(
+        conn.execute(people.insert().values(handle=handle, created_at=at).returning(people.c.id)).scalar_one()
+    )
     set_private(conn, person_id, iban=iban, bic=bic, email=check_email(email) if email else None)
-    append_audit(conn, "person.added", f"person:{person_id}", {"handle": handle, "payout_account": iban is not None}, at=at)
+    append_audit(
+        conn, "person.added", f"person:{person_id}", {"handle": handle, "payout_account": iban is not None}, at=at
+    )
     return person_id
 
 
@@ -121,8 +131,12 @@ def get_person(conn: Connection, person_id: int) -> Any:
 
 def people_verification(conn: Connection, person_ids: Sequence[int]) -> list[tuple[int, str, str | None]]:
     """``(id, handle, verified_at)`` of the registered people among ``person_ids``, by id."""
-    return sorted((int(i), h, v) for i, h, v in select_in(conn, "SELECT id, handle, verified_at FROM people WHERE id {in}",
-                                                          sorted(set(person_ids))))
+    return sorted(
+        (int(i), h, v)
+        for i, h, v in select_in(
+            conn, "SELECT id, handle, verified_at FROM people WHERE id {in}", sorted(set(person_ids))
+        )
+    )
 
 
 def verify_person(conn: Connection, person_id: int, *, verified_by: str) -> None:
@@ -149,13 +163,17 @@ def name_ids(conn: Connection, raw_names: Iterable[str]) -> dict[str, int]:
     wanted = sorted({clean_text(n, "credited name") for n in raw_names})
     found: dict[str, int] = {}
     for part in chunks(wanted):
-        found.update({r.name: r.id for r in conn.execute(select(names.c.name, names.c.id).where(names.c.name.in_(part)))})
+        found.update(
+            {r.name: r.id for r in conn.execute(select(names.c.name, names.c.id).where(names.c.name.in_(part)))}
+        )
     missing = [n for n in wanted if n not in found]
     if missing:
         at = utc_now()
         for part in chunks(missing):
             conn.execute(names.insert(), [{"name": n, "created_at": at} for n in part])
-            found.update({r.name: r.id for r in conn.execute(select(names.c.name, names.c.id).where(names.c.name.in_(part)))})
+            found.update(
+                {r.name: r.id for r in conn.execute(select(names.c.name, names.c.id).where(names.c.name.in_(part)))}
+            )
         append_audit(conn, "names.added", "names", {"count": len(missing)}, at=at)
     return found
 
@@ -216,8 +234,16 @@ def _check_payees_exist(conn: Connection, columns: Iterable[tuple[int | None, in
             raise NotFoundError(f"no {what} {missing[0]}: register it first")
 
 
-_WORK_COLUMNS = ("id", "title", "kind", "source", "size_bytes", "rights_holder_person_id", "rights_holder_name_id",
-                 "created_at")
+_WORK_COLUMNS = (
+    "id",
+    "title",
+    "kind",
+    "source",
+    "size_bytes",
+    "rights_holder_person_id",
+    "rights_holder_name_id",
+    "created_at",
+)
 _CREDIT_COLUMNS = ("work_seq", "person_id", "name_id", "role_scheme", "role_code", "weight", "created_at")
 
 
@@ -243,10 +269,21 @@ def add_works(conn: Connection, items: Sequence[WorkIn]) -> list[str]:
             kind = kinds[w.kind] = clean_text(w.kind, "kind", 32)
         holder: tuple[int | None, int | None] = (None, None)
         if w.rights_holder:
-            holder = holders.get(w.rights_holder) or holders.setdefault(w.rights_holder, _payee_columns(w.rights_holder))
-        rows.append((wid, clean_text(w.title, "title", TITLE_LENGTH_MAX), kind,
-                     clean_text(w.source, "source", TITLE_LENGTH_MAX) if w.source else None,
-                     len(w.content), holder[0], holder[1], at))
+            holder = holders.get(w.rights_holder) or holders.setdefault(
+                w.rights_holder, _payee_columns(w.rights_holder)
+            )
+        rows.append(
+            (
+                wid,
+                clean_text(w.title, "title", TITLE_LENGTH_MAX),
+                kind,
+                clean_text(w.source, "source", TITLE_LENGTH_MAX) if w.source else None,
+                len(w.content),
+                holder[0],
+                holder[1],
+                at,
+            )
+        )
     if len(first) != len(ids):  # a repeated copy's rights holder is checked too, though the first copy's is kept
         holders.update((w.rights_holder, _payee_columns(w.rights_holder)) for w in items if w.rights_holder)
     _check_payees_exist(conn, holders.values())
@@ -260,8 +297,13 @@ def add_works(conn: Connection, items: Sequence[WorkIn]) -> list[str]:
     new.sort(key=itemgetter(0))
     bulk_insert(conn, "works", _WORK_COLUMNS, new)
     if new:
-        append_audit(conn, "works.added", "works", {"count": len(new), "ids_sha256": content_sha256(
-            "\n".join(r[0] for r in new).encode())}, at=at)
+        append_audit(
+            conn,
+            "works.added",
+            "works",
+            {"count": len(new), "ids_sha256": content_sha256("\n".join(r[0] for r in new).encode())},
+            at=at,
+        )
     return ids
 
 
@@ -293,8 +335,12 @@ def add_credits(conn: Connection, items: Sequence[CreditIn], *, allow_unknown_sc
     work_ids = sorted(set(work_col))
     seq_of: dict[str, int] = {}
     existing: list[tuple[int, int | None, int | None, str, str]] = []
-    for r in select_in(conn, "SELECT w.id, w.seq, c.person_id, c.name_id, c.role_scheme, c.role_code FROM works w "
-                             "LEFT JOIN credits c ON c.work_seq = w.seq WHERE w.id {in}", work_ids):
+    for r in select_in(
+        conn,
+        "SELECT w.id, w.seq, c.person_id, c.name_id, c.role_scheme, c.role_code FROM works w "
+        "LEFT JOIN credits c ON c.work_seq = w.seq WHERE w.id {in}",
+        work_ids,
+    ):
         seq_of[r[0]] = r[1]
         if r[4] is not None:
             existing.append(r[1:])
@@ -317,13 +363,16 @@ def add_credits(conn: Connection, items: Sequence[CreditIn], *, allow_unknown_sc
     if existing:
         taken = set(existing)
         payee_list, role_list = list(payees.values()), list(roles.values())
-        keep = np.array([i for i in keep.tolist()
-                         if (int(seqs[i]), *payee_list[pcodes[i]], *role_list[rcodes[i]]) not in taken], dtype=np.int64)
+        keep = np.array(
+            [i for i in keep.tolist() if (int(seqs[i]), *payee_list[pcodes[i]], *role_list[rcodes[i]]) not in taken],
+            dtype=np.int64,
+        )
     if len(keep) == 0:
         return 0
     kept_seqs = seqs[keep]
-    work_seqs, per_work = np.unique(np.concatenate([kept_seqs, np.array([q for q, *_ in existing], dtype=np.int64)]),
-                                    return_counts=True)
+    work_seqs, per_work = np.unique(
+        np.concatenate([kept_seqs, np.array([q for q, *_ in existing], dtype=np.int64)]), return_counts=True
+    )
     if int(per_work.max()) > CREDITS_PER_WORK_MAX:
         worst = int(work_seqs[per_work.argmax()])
         wid = next(w for w, q in seq_of.items() if q == worst)
@@ -335,8 +384,17 @@ def add_credits(conn: Connection, items: Sequence[CreditIn], *, allow_unknown_sc
     by_payee = np.array(list(payees.values()), dtype=object).reshape(-1, 2)  # (person_id, name_id) per code
     by_role = np.array(list(roles.values()), dtype=object).reshape(-1, 2)  # (scheme, code) per code
     payee_cols, role_cols = by_payee[pcodes[rows_at]], by_role[rcodes[rows_at]]
-    rows = list(zip(seqs[rows_at].tolist(), payee_cols[:, 0].tolist(), payee_cols[:, 1].tolist(), role_cols[:, 0].tolist(),
-                    role_cols[:, 1].tolist(), np.array(weight_col, dtype=object)[rows_at].tolist(), repeat(at)))
+    rows = list(
+        zip(
+            seqs[rows_at].tolist(),
+            payee_cols[:, 0].tolist(),
+            payee_cols[:, 1].tolist(),
+            role_cols[:, 0].tolist(),
+            role_cols[:, 1].tolist(),
+            np.array(weight_col, dtype=object)[rows_at].tolist(),
+            repeat(at),
+        )
+    )
     bulk_insert(conn, "credits", _CREDIT_COLUMNS, rows)
     append_audit(conn, "credits.added", "credits", {"count": len(rows)}, at=at)
     return len(rows)
@@ -363,21 +421,35 @@ def add_lineage(conn: Connection, work_id: str, parent_work_id: str, share: Frac
         seen |= frontier
         q = select(lineage.c.parent_work_id).where(lineage.c.work_id.in_(sorted(frontier)))
         frontier = {r.parent_work_id for r in conn.execute(q)} - seen
-    stated = conn.execute(select(lineage.c.share_numerator, lineage.c.share_denominator).where(
-        lineage.c.work_id == work_id, lineage.c.parent_work_id != parent_work_id)).all()
+    stated = conn.execute(
+        select(lineage.c.share_numerator, lineage.c.share_denominator).where(
+            lineage.c.work_id == work_id, lineage.c.parent_work_id != parent_work_id
+        )
+    ).all()
     total = sum((Fraction(n, d) for n, d in stated if n is not None), Fraction(0)) + (share or 0)
     if total > 1:
         raise ValidationError(f"work {work_id} would pass {total} upstream, more than the whole")
-    if conn.execute(select(lineage.c.work_id).where(lineage.c.work_id == work_id,
-                                                    lineage.c.parent_work_id == parent_work_id)).first():
+    if conn.execute(
+        select(lineage.c.work_id).where(lineage.c.work_id == work_id, lineage.c.parent_work_id == parent_work_id)
+    ).first():
         raise ConflictError(f"lineage {work_id} <- {parent_work_id} already exists")
     at = utc_now()
-    conn.execute(lineage.insert().values(
-        work_id=work_id, parent_work_id=parent_work_id, created_at=at,
-        share_numerator=share.numerator if share is not None else None,
-        share_denominator=share.denominator if share is not None else None))
-    append_audit(conn, "lineage.added", f"work:{work_id}", {"parent": parent_work_id,
-                                                            "share": str(share) if share is not None else None}, at=at)
+    conn.execute(
+        lineage.insert().values(
+            work_id=work_id,
+            parent_work_id=parent_work_id,
+            created_at=at,
+            share_numerator=share.numerator if share is not None else None,
+            share_denominator=share.denominator if share is not None else None,
+        )
+    )
+    append_audit(
+        conn,
+        "lineage.added",
+        f"work:{work_id}",
+        {"parent": parent_work_id, "share": str(share) if share is not None else None},
+        at=at,
+    )
 
 
 # Duplicates: fingerprints and links to canonical works ---------------------------------------------
@@ -389,8 +461,9 @@ def add_fingerprint(conn: Connection, work_id: str, method: str, value: str, ban
     """Store a work's perceptual fingerprint and its LSH band keys (computed by ``registry.fingerprints``)."""
     if conn.execute(select(work_fingerprints.c.work_id).where(work_fingerprints.c.work_id == work_id)).first():
         raise ConflictError(f"work {work_id} already has a fingerprint")
-    conn.execute(work_fingerprints.insert(), [{"work_id": work_id, "method": method, "value": value,
-                                               "created_at": utc_now()}])
+    conn.execute(
+        work_fingerprints.insert(), [{"work_id": work_id, "method": method, "value": value, "created_at": utc_now()}]
+    )
     keys = sorted(set(band_keys))
     if keys:
         conn.execute(fingerprint_bands.insert(), [{"method": method, "band_key": k, "work_id": work_id} for k in keys])
@@ -401,9 +474,13 @@ def fingerprint_candidates(conn: Connection, method: str, band_keys: Sequence[st
     keys = sorted(set(band_keys))
     if not keys:
         return {}
-    q = (select(fingerprint_bands.c.work_id, func.count().label("n"))
-         .where(fingerprint_bands.c.method == method, fingerprint_bands.c.band_key.in_(keys))
-         .group_by(fingerprint_bands.c.work_id).order_by(func.count().desc(), fingerprint_bands.c.work_id).limit(limit))
+    q = (
+        select(fingerprint_bands.c.work_id, func.count().label("n"))
+        .where(fingerprint_bands.c.method == method, fingerprint_bands.c.band_key.in_(keys))
+        .group_by(fingerprint_bands.c.work_id)
+        .order_by(func.count().desc(), fingerprint_bands.c.work_id)
+        .limit(limit)
+    )
     ids = [r.work_id for r in conn.execute(q)]
     out: dict[str, str] = {}
     for part in chunks(ids):
@@ -414,17 +491,28 @@ def fingerprint_candidates(conn: Connection, method: str, band_keys: Sequence[st
 
 def linked_canonical(conn: Connection, work_ids: Iterable[str]) -> dict[str, str]:
     """The canonical work of each of ``work_ids`` that is a linked duplicate (others are absent)."""
-    return {str(w): str(c) for w, c in select_in(
-        conn, "SELECT work_id, canonical_work_id FROM work_links WHERE unlinked_at IS NULL AND work_id {in}",
-        sorted(set(work_ids)))}
+    return {
+        str(w): str(c)
+        for w, c in select_in(
+            conn,
+            "SELECT work_id, canonical_work_id FROM work_links WHERE unlinked_at IS NULL AND work_id {in}",
+            sorted(set(work_ids)),
+        )
+    }
 
 
 def linked_duplicates(conn: Connection, canonical_ids: Iterable[str]) -> dict[str, list[str]]:
     """The linked duplicates of each canonical work, in the order they were linked."""
     out: dict[str, list[str]] = {}
-    for c, w, _ in sorted(select_in(
-            conn, "SELECT canonical_work_id, work_id, id FROM work_links WHERE unlinked_at IS NULL "
-                  "AND canonical_work_id {in}", sorted(set(canonical_ids))), key=lambda r: (r[0], r[2])):
+    for c, w, _ in sorted(
+        select_in(
+            conn,
+            "SELECT canonical_work_id, work_id, id FROM work_links WHERE unlinked_at IS NULL "
+            "AND canonical_work_id {in}",
+            sorted(set(canonical_ids)),
+        ),
+        key=lambda r: (r[0], r[2]),
+    ):
         out.setdefault(str(c), []).append(str(w))
     return out
 
@@ -432,11 +520,15 @@ def linked_duplicates(conn: Connection, canonical_ids: Iterable[str]) -> dict[st
 def active_links(conn: Connection) -> list[tuple[str, str, str, int | None]]:
     """Every link in force: (duplicate, canonical work, method, similarity in ppm)."""
     q = select(work_links.c.work_id, work_links.c.canonical_work_id, work_links.c.method, work_links.c.similarity_ppm)
-    return [(r[0], r[1], r[2], r[3]) for r in conn.execute(q.where(work_links.c.unlinked_at.is_(None)).order_by(work_links.c.id))]
+    return [
+        (r[0], r[1], r[2], r[3])
+        for r in conn.execute(q.where(work_links.c.unlinked_at.is_(None)).order_by(work_links.c.id))
+    ]
 
 
-def link_works(conn: Connection, work_id: str, canonical_work_id: str, *, method: str, similarity_ppm: int | None,
-               linked_by: str) -> str:
+def link_works(
+    conn: Connection, work_id: str, canonical_work_id: str, *, method: str, similarity_ppm: int | None, linked_by: str
+) -> str:
     """Link ``work_id`` as a duplicate of ``canonical_work_id`` (or of that work's own canonical work).
 
     Returns the canonical work. Refused: an unknown work, a work already linked, a work that is itself
@@ -454,17 +546,37 @@ def link_works(conn: Connection, work_id: str, canonical_work_id: str, *, method
         raise ValidationError(f"work {work_id} cannot be linked to itself")
     current = linked_canonical(conn, [work_id]).get(work_id)
     if current is not None:
-        raise ConflictError(f"work {work_id} is already linked to {current}: unlink it first (`endcredits works unlink`)")
+        raise ConflictError(
+            f"work {work_id} is already linked to {current}: unlink it first (`endcredits works unlink`)"
+        )
     dups = linked_duplicates(conn, [work_id]).get(work_id, [])
     if dups:
-        raise ConflictError(f"work {work_id} is the canonical work of {len(dups)} linked duplicates, such as {dups[0]}: "
-                            "unlink them first")
+        raise ConflictError(
+            f"work {work_id} is the canonical work of {len(dups)} linked duplicates, such as {dups[0]}: "
+            "unlink them first"
+        )
     invariant(linked_canonical(conn, [root]).get(root) is None, f"canonical work {root} is itself linked")
     at = utc_now()
-    conn.execute(work_links.insert(), [{"work_id": work_id, "canonical_work_id": root, "method": method,
-                                        "similarity_ppm": similarity_ppm, "linked_by": linked_by, "linked_at": at}])
-    append_audit(conn, "work.linked", f"work:{work_id}", {"canonical": root, "method": method,
-                                                          "similarity_ppm": similarity_ppm, "by": linked_by}, at=at)
+    conn.execute(
+        work_links.insert(),
+        [
+            {
+                "work_id": work_id,
+                "canonical_work_id": root,
+                "method": method,
+                "similarity_ppm": similarity_ppm,
+                "linked_by": linked_by,
+                "linked_at": at,
+            }
+        ],
+    )
+    append_audit(
+        conn,
+        "work.linked",
+        f"work:{work_id}",
+        {"canonical": root, "method": method, "similarity_ppm": similarity_ppm, "by": linked_by},
+        at=at,
+    )
     return root
 
 
@@ -479,8 +591,11 @@ def unlink_work(conn: Connection, work_id: str, *, reason: str) -> str:
     if canonical is None:
         raise NotFoundError(f"work {work_id} is not linked to another work")
     at = utc_now()
-    conn.execute(update(work_links).where(work_links.c.work_id == work_id, work_links.c.unlinked_at.is_(None))
-                 .values(unlinked_at=at, unlink_reason=why))
+    conn.execute(
+        update(work_links)
+        .where(work_links.c.work_id == work_id, work_links.c.unlinked_at.is_(None))
+        .values(unlinked_at=at, unlink_reason=why)
+    )
     append_audit(conn, "work.unlinked", f"work:{work_id}", {"canonical": canonical, "reason": why}, at=at)
     return canonical
 
@@ -515,27 +630,50 @@ def graph_rows(conn: Connection, work_ids: Iterable[str]) -> GraphRows:
         parents_of: dict[str, list[tuple[str, Fraction | None]]] = {}
         name_nums: set[int] = set()
         for part in chunks(every):
-            q = select(works.c.id.label("work_id"), credits.c.person_id, credits.c.name_id, credits.c.role_scheme,
-                       credits.c.role_code, credits.c.weight).join(works, works.c.seq == credits.c.work_seq).where(
-                works.c.id.in_(part)).order_by(credits.c.id)
+            q = (
+                select(
+                    works.c.id.label("work_id"),
+                    credits.c.person_id,
+                    credits.c.name_id,
+                    credits.c.role_scheme,
+                    credits.c.role_code,
+                    credits.c.weight,
+                )
+                .join(works, works.c.seq == credits.c.work_seq)
+                .where(works.c.id.in_(part))
+                .order_by(credits.c.id)
+            )
             for c in conn.execute(q):
                 payee = f"person:{c.person_id}" if c.person_id is not None else f"name:{c.name_id}"
                 if c.name_id is not None:
                     name_nums.add(int(c.name_id))
                 by_work_credits.setdefault(c.work_id, []).append(
-                    (payee, f"{c.role_scheme}:{c.role_code}", c.weight, c.name_id))
-            for r in conn.execute(select(works.c.id, works.c.rights_holder_person_id, works.c.rights_holder_name_id)
-                                  .where(works.c.id.in_(part))):
+                    (payee, f"{c.role_scheme}:{c.role_code}", c.weight, c.name_id)
+                )
+            for r in conn.execute(
+                select(works.c.id, works.c.rights_holder_person_id, works.c.rights_holder_name_id).where(
+                    works.c.id.in_(part)
+                )
+            ):
                 if r.rights_holder_person_id is not None:
                     holders[r.id] = f"person:{r.rights_holder_person_id}"
                 elif r.rights_holder_name_id is not None:
                     holders[r.id] = f"name:{r.rights_holder_name_id}"
-            for r in conn.execute(select(lineage).where(lineage.c.work_id.in_(part)).order_by(lineage.c.parent_work_id)):
+            for r in conn.execute(
+                select(lineage).where(lineage.c.work_id.in_(part)).order_by(lineage.c.parent_work_id)
+            ):
                 share = Fraction(r.share_numerator, r.share_denominator) if r.share_numerator is not None else None
                 parents_of.setdefault(r.work_id, []).append((r.parent_work_id, share))
-        claimed = {int(n): int(p) for n, p in select_in(
-            conn, "SELECT id, person_id FROM names WHERE person_id IS NOT NULL AND id {in}", sorted(name_nums))} \
-            if any(len(ms) > 1 for ms in members.values()) else {}
+        claimed = (
+            {
+                int(n): int(p)
+                for n, p in select_in(
+                    conn, "SELECT id, person_id FROM names WHERE person_id IS NOT NULL AND id {in}", sorted(name_nums)
+                )
+            }
+            if any(len(ms) > 1 for ms in members.values())
+            else {}
+        )
         parents_found: set[str] = set()
         for w in batch:
             group = members[canon.get(w, w)]
@@ -600,7 +738,9 @@ def route_columns(conn: Connection, payees: list[str]) -> tuple[list[str], list[
         claimed = _claimed_names(conn, names.tolist())
         kinds, holders = ["escrow"] * len(payees), list(payees)  # unclaimed: escrow under the name itself
         if claimed:
-            for i in np.flatnonzero(np.isin(only_names, np.fromiter(claimed, dtype=np.int64, count=len(claimed)))).tolist():
+            for i in np.flatnonzero(
+                np.isin(only_names, np.fromiter(claimed, dtype=np.int64, count=len(claimed)))
+            ).tolist():
                 owner_id, owner_ok = claimed[int(only_names[i])]
                 kinds[i], holders[i] = ("payable" if owner_ok else "escrow"), f"person:{owner_id}"
         return kinds, holders
@@ -646,6 +786,12 @@ def _claimed_names(conn: Connection, names: list[int]) -> dict[int, tuple[int, b
     if registered != len(names):
         known = {int(r[0]) for r in select_in(conn, "SELECT id FROM names WHERE id {in}", names)}
         raise NotFoundError(f"payee name:{min(set(names) - known)} is not registered")
-    return {int(name_id): (int(owner), verified_at is not None) for name_id, owner, verified_at in select_joined(
-        conn, "SELECT n.id, n.person_id, p.verified_at FROM {values} JOIN names n ON n.id = v.value "
-              "JOIN people p ON p.id = n.person_id", names)}
+    return {
+        int(name_id): (int(owner), verified_at is not None)
+        for name_id, owner, verified_at in select_joined(
+            conn,
+            "SELECT n.id, n.person_id, p.verified_at FROM {values} JOIN names n ON n.id = v.value "
+            "JOIN people p ON p.id = n.person_id",
+            names,
+        )
+    }

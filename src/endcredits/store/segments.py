@@ -52,7 +52,9 @@ def _read_ipc(blob: bytes, transfer_id: int, what: str, schemas: Sequence[pa.Sch
     try:
         table = pa.ipc.open_stream(pa.py_buffer(blob)).read_all()
     except (pa.ArrowInvalid, OSError) as exc:
-        raise LedgerError(f"segment of transfer {transfer_id}: its {what} are unreadable ({str(exc).splitlines()[0]})") from None
+        raise LedgerError(
+            f"segment of transfer {transfer_id}: its {what} are unreadable ({str(exc).splitlines()[0]})"
+        ) from None
     if not any(table.schema.equals(s) for s in schemas):
         raise LedgerError(f"segment of transfer {transfer_id}: its {what} have an unexpected schema")
     return table
@@ -63,8 +65,9 @@ def encode_legs(keys: Sequence[str], amounts: Sequence[int]) -> bytes:
     if _I64_MIN <= min(amounts, default=0) and max(amounts, default=0) <= _I64_MAX:
         table = pa.table([pa.array(keys, pa.string()), pa.array(amounts, pa.int64())], schema=LEGS_SCHEMA)
     else:
-        table = pa.table([pa.array(keys, pa.string()), pa.array([str(a) for a in amounts], pa.string())],
-                         schema=LEGS_BIG_SCHEMA)
+        table = pa.table(
+            [pa.array(keys, pa.string()), pa.array([str(a) for a in amounts], pa.string())], schema=LEGS_BIG_SCHEMA
+        )
     return _ipc(table)
 
 
@@ -102,15 +105,28 @@ class Segment:
         return dict(zip(self.accounts.to_pylist(), self.amount_list()))
 
 
-def insert_segment(conn: Connection, transfer_id: int, currency: str, legs: Mapping[str, int],
-                   carries: tuple[Sequence[str], Sequence[int] | npt.NDArray[np.int64]]) -> str:
+def insert_segment(
+    conn: Connection,
+    transfer_id: int,
+    currency: str,
+    legs: Mapping[str, int],
+    carries: tuple[Sequence[str], Sequence[int] | npt.NDArray[np.int64]],
+) -> str:
     """Write one segment inside the caller's transaction; returns its SHA-256 (``segment_sha256``)."""
     legs_blob = encode_legs(list(legs), list(legs.values()))
     carries_blob = encode_carries(*carries)
     sha = segment_sha256(legs_blob, carries_blob)
-    conn.execute(ledger_segments.insert().values(
-        transfer_id=transfer_id, currency=currency, leg_count=len(legs), carry_count=len(carries[0]),
-        legs_arrow=legs_blob, carries_arrow=carries_blob, sha256=sha))
+    conn.execute(
+        ledger_segments.insert().values(
+            transfer_id=transfer_id,
+            currency=currency,
+            leg_count=len(legs),
+            carry_count=len(carries[0]),
+            legs_arrow=legs_blob,
+            carries_arrow=carries_blob,
+            sha256=sha,
+        )
+    )
     return sha
 
 
@@ -122,13 +138,22 @@ def fold_watermark(conn: Connection) -> int:
 
 def pending_size(conn: Connection) -> tuple[int, int]:
     """(segments, legs) above the fold watermark."""
-    row = conn.execute(select(func.count(), func.coalesce(func.sum(ledger_segments.c.leg_count), 0))
-                       .where(ledger_segments.c.transfer_id > fold_watermark(conn))).one()
+    row = conn.execute(
+        select(func.count(), func.coalesce(func.sum(ledger_segments.c.leg_count), 0)).where(
+            ledger_segments.c.transfer_id > fold_watermark(conn)
+        )
+    ).one()
     return int(row[0]), int(row[1])
 
 
-def iter_segments(conn: Connection, *, after: int | None = None, transfer_ids: Sequence[int] | None = None,
-                  carries: bool = False, currency: str | None = None) -> Iterator[Segment]:
+def iter_segments(
+    conn: Connection,
+    *,
+    after: int | None = None,
+    transfer_ids: Sequence[int] | None = None,
+    carries: bool = False,
+    currency: str | None = None,
+) -> Iterator[Segment]:
     """Segments in transfer order: those above ``after`` (the pending ones when ``after`` is the
     watermark), or those of ``transfer_ids``, or every one. One row is decoded at a time."""
     for transfer_id in segment_ids(conn, after=after, transfer_ids=transfer_ids, currency=currency):
@@ -144,8 +169,9 @@ def read_segment(conn: Connection, transfer_id: int, *, carries: bool = False) -
     if carries:
         table = _read_ipc(rest[0], transfer_id, "carries", (CARRIES_SCHEMA,))
         payees, subunits = table.column(0).combine_chunks(), table.column(1).combine_chunks()
-    return Segment(transfer_id, currency, legs.column(0).combine_chunks(), legs.column(1).combine_chunks(),
-                   payees, subunits, sha)
+    return Segment(
+        transfer_id, currency, legs.column(0).combine_chunks(), legs.column(1).combine_chunks(), payees, subunits, sha
+    )
 
 
 def _segment_row(conn: Connection, transfer_id: int, names: Sequence[str]) -> tuple[Any, ...]:
@@ -164,7 +190,9 @@ def _segment_row(conn: Connection, transfer_id: int, names: Sequence[str]) -> tu
     return tuple(row)
 
 
-def iter_carries(conn: Connection, *, after: int, currency: str | None = None) -> Iterator[tuple[str, pa.Array, pa.Array]]:
+def iter_carries(
+    conn: Connection, *, after: int, currency: str | None = None
+) -> Iterator[tuple[str, pa.Array, pa.Array]]:
     """(currency, payees, subunits) of each segment above ``after``, in transfer order: only the carries
     blob is read."""
     for transfer_id in segment_ids(conn, after=after, currency=currency):
@@ -173,8 +201,13 @@ def iter_carries(conn: Connection, *, after: int, currency: str | None = None) -
         yield ccy, table.column(0).combine_chunks(), table.column(1).combine_chunks()
 
 
-def segment_ids(conn: Connection, *, after: int | None = None, transfer_ids: Sequence[int] | None = None,
-                currency: str | None = None) -> list[int]:
+def segment_ids(
+    conn: Connection,
+    *,
+    after: int | None = None,
+    transfer_ids: Sequence[int] | None = None,
+    currency: str | None = None,
+) -> list[int]:
     """Segments' transfer ids in order: those above ``after``, of ``transfer_ids``, of ``currency``, or all.
     Readers take the ids first, then one row at a time, so none holds more than one segment's blobs."""
     ids = select(ledger_segments.c.transfer_id).order_by(ledger_segments.c.transfer_id)
@@ -194,7 +227,9 @@ def raw_segment_sha256(conn: Connection) -> Iterator[tuple[int, str, str]]:
         yield transfer_id, sha, segment_sha256(bytes(legs_blob), bytes(carries_blob))
 
 
-def _key_filter(accounts: pa.Array, kind: str | None, currency: str | None, holders: Collection[str] | None) -> pa.Array:
+def _key_filter(
+    accounts: pa.Array, kind: str | None, currency: str | None, holders: Collection[str] | None
+) -> pa.Array:
     """The keys of ``accounts`` that may match, narrowed in Arrow; callers confirm each one exactly."""
     masks = []
     if kind:
@@ -209,8 +244,9 @@ def _key_filter(accounts: pa.Array, kind: str | None, currency: str | None, hold
     return pc.indices_nonzero(functools.reduce(pc.and_, masks))
 
 
-def pending_deltas(conn: Connection, *, kind: str | None = None, currency: str | None = None,
-                   holders: Collection[str] | None = None) -> dict[str, int]:
+def pending_deltas(
+    conn: Connection, *, kind: str | None = None, currency: str | None = None, holders: Collection[str] | None = None
+) -> dict[str, int]:
     """Per account key, what the pending segments add to its balance, filtered like
     ``store.ledger.account_balances``."""
     out: dict[str, int] = {}
@@ -230,7 +266,9 @@ def pending_deltas(conn: Connection, *, kind: str | None = None, currency: str |
     return out
 
 
-def pending_carries(conn: Connection, currency: str, payees: pa.Array) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64]]:
+def pending_carries(
+    conn: Connection, currency: str, payees: pa.Array
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64]]:
     """For each of ``payees`` (a string array): whether a pending segment of ``currency`` carries it, and
     the carry the latest such segment left."""
     found = np.zeros(len(payees), dtype=np.bool_)

@@ -63,8 +63,9 @@ class Window:
         if (self.valid_until is None) != self.perpetual:
             raise ValidationError("give a window an end (valid_until) or make it perpetual explicitly, not both")
         if self.valid_until is not None and not self.valid_until > self.valid_from:
-            raise ValidationError(f"window ends at {self.valid_until.isoformat()}, before it starts at "
-                                  f"{self.valid_from.isoformat()}")
+            raise ValidationError(
+                f"window ends at {self.valid_until.isoformat()}, before it starts at {self.valid_from.isoformat()}"
+            )
 
     @classmethod
     def days(cls, valid_from: dt.datetime, days: int) -> Window:
@@ -116,10 +117,18 @@ class ImportReport:
     works_linked: int = 0  # new works whose fingerprint matched a registered work: linked, credits merged
 
     def summary(self) -> dict[str, object]:
-        return {"kind": self.kind, "source": self.source, "work_ids": list(self.work_ids),
-                "works_added": self.works_added, "credits_added": self.credits_added,
-                "lineage_added": self.lineage_added, "grants_added": self.grants_added,
-                "grants_unchanged": self.grants_unchanged, "works_linked": self.works_linked, "notes": list(self.notes)}
+        return {
+            "kind": self.kind,
+            "source": self.source,
+            "work_ids": list(self.work_ids),
+            "works_added": self.works_added,
+            "credits_added": self.credits_added,
+            "lineage_added": self.lineage_added,
+            "grants_added": self.grants_added,
+            "grants_unchanged": self.grants_unchanged,
+            "works_linked": self.works_linked,
+            "notes": list(self.notes),
+        }
 
 
 def read_bounded(path: Path, what: str, bytes_max: int = TEXT_FILE_BYTES_MAX) -> bytes:
@@ -147,10 +156,19 @@ def clip(text: str) -> str:
 
 def grants_for_decisions(work_id: str, decisions: Mapping[str, str], window: Window, source: str) -> list[Grant]:
     """One grant per (use, decision) on ``work_id``, in ``USES`` order."""
-    return [Grant(subject_kind="work", subject_id=work_id, use=use, decision=decision,  # type: ignore[arg-type]
-                  valid_from=window.valid_from, valid_until=window.valid_until, perpetual=window.perpetual,
-                  source=source)
-            for use, decision in sorted(decisions.items(), key=lambda kv: _use_order(kv[0]))]
+    return [
+        Grant(
+            subject_kind="work",
+            subject_id=work_id,
+            use=use,
+            decision=decision,  # type: ignore[arg-type]
+            valid_from=window.valid_from,
+            valid_until=window.valid_until,
+            perpetual=window.perpetual,
+            source=source,
+        )
+        for use, decision in sorted(decisions.items(), key=lambda kv: _use_order(kv[0]))
+    ]
 
 
 def _use_order(use: str) -> int:
@@ -176,8 +194,14 @@ def work_source(store: Store, work_id: str) -> str | None:
 
 
 def _same_grant_in_force(existing: Iterable[Grant], g: Grant) -> bool:
-    return any(e.subject_id == g.subject_id and e.use == g.use and e.decision == g.decision and e.source == g.source
-               and e.in_force(g.valid_from) for e in existing)
+    return any(
+        e.subject_id == g.subject_id
+        and e.use == g.use
+        and e.decision == g.decision
+        and e.source == g.source
+        and e.in_force(g.valid_from)
+        for e in existing
+    )
 
 
 def apply_plan(store: Store, plan: Plan, *, kind: str, source: str, work_ids: Sequence[str]) -> ImportReport:
@@ -195,20 +219,27 @@ def apply_plan(store: Store, plan: Plan, *, kind: str, source: str, work_ids: Se
             for r in register_works(conn, plan.works):
                 if r.similarity is not None and r.canonical_work_id is not None:
                     works_linked += 1
-                    notes.append(f"work {r.work_id[:12]} matches registered work {r.canonical_work_id[:12]} "
-                                 f"({r.method}, similarity {r.similarity:.2f}); linked, credits merged")
+                    notes.append(
+                        f"work {r.work_id[:12]} matches registered work {r.canonical_work_id[:12]} "
+                        f"({r.method}, similarity {r.similarity:.2f}); linked, credits merged"
+                    )
         works_added = len(planned) - len(known)
         for wid in work_ids:
             require_work(conn, wid)
         credits_added = 0
         if plan.credits:
             ids = name_ids(conn, [c.name for c in plan.credits])
-            credits_added = add_credits(conn, [
-                CreditIn(c.work_id, f"name:{ids[clean_text(c.name, 'credited name')]}", c.role) for c in plan.credits])
+            credits_added = add_credits(
+                conn,
+                [CreditIn(c.work_id, f"name:{ids[clean_text(c.name, 'credited name')]}", c.role) for c in plan.credits],
+            )
         lineage_added = 0
         for item in plan.lineage:
-            found = conn.execute(select(lineage.c.work_id).where(
-                lineage.c.work_id == item.work_id, lineage.c.parent_work_id == item.parent_work_id)).first()
+            found = conn.execute(
+                select(lineage.c.work_id).where(
+                    lineage.c.work_id == item.work_id, lineage.c.parent_work_id == item.parent_work_id
+                )
+            ).first()
             if found is None:
                 add_lineage(conn, item.work_id, item.parent_work_id, item.share)
                 lineage_added += 1
@@ -218,9 +249,30 @@ def apply_plan(store: Store, plan: Plan, *, kind: str, source: str, work_ids: Se
             if not _same_grant_in_force(existing + new_grants, g):
                 new_grants.append(g)
         add_grants(conn, new_grants)
-        append_audit(conn, "registry.imported", f"import:{kind}", {
-            "source": source[:SOURCE_TEXT_MAX], "works": sorted(work_ids)[:1000], "works_added": works_added,
-            "credits_added": credits_added, "lineage_added": lineage_added, "grants_added": len(new_grants),
-            "works_linked": works_linked, "notes": [n[:SOURCE_TEXT_MAX] for n in notes[:100]]})
-    return ImportReport(kind, source, tuple(work_ids), works_added, credits_added, lineage_added, len(new_grants),
-                        len(plan.grants) - len(new_grants), tuple(notes), works_linked)
+        append_audit(
+            conn,
+            "registry.imported",
+            f"import:{kind}",
+            {
+                "source": source[:SOURCE_TEXT_MAX],
+                "works": sorted(work_ids)[:1000],
+                "works_added": works_added,
+                "credits_added": credits_added,
+                "lineage_added": lineage_added,
+                "grants_added": len(new_grants),
+                "works_linked": works_linked,
+                "notes": [n[:SOURCE_TEXT_MAX] for n in notes[:100]],
+            },
+        )
+    return ImportReport(
+        kind,
+        source,
+        tuple(work_ids),
+        works_added,
+        credits_added,
+        lineage_added,
+        len(new_grants),
+        len(plan.grants) - len(new_grants),
+        tuple(notes),
+        works_linked,
+    )

@@ -75,9 +75,13 @@ WORK_LABEL = "org.endcredits.work"
 """Our own assertion: which registered work (by SHA-256) a manifest describes."""
 
 LINEAGE_RELATIONSHIPS = ("parentOf", "componentOf")
-SIGNING_ALGORITHMS = {"es256": c2pa.C2paSigningAlg.ES256, "es384": c2pa.C2paSigningAlg.ES384,
-                      "es512": c2pa.C2paSigningAlg.ES512, "ps256": c2pa.C2paSigningAlg.PS256,
-                      "ed25519": c2pa.C2paSigningAlg.ED25519}
+SIGNING_ALGORITHMS = {
+    "es256": c2pa.C2paSigningAlg.ES256,
+    "es384": c2pa.C2paSigningAlg.ES384,
+    "es512": c2pa.C2paSigningAlg.ES512,
+    "ps256": c2pa.C2paSigningAlg.PS256,
+    "ed25519": c2pa.C2paSigningAlg.ED25519,
+}
 NAMES_PER_MANIFEST_MAX = 1_000
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _LABEL_SUFFIX = re.compile(r"(\.v[0-9]+)?(__[0-9]+)?$")
@@ -102,8 +106,9 @@ def _context(trust_anchors_pem: str | None) -> c2pa.Context | None:
     return c2pa.Context.from_dict({"trust": {"trust_anchors": trust_anchors_pem}, "verify": {"verify_trust": True}})
 
 
-def read_manifest_store(data: bytes, *, name: str, mime: str | None = None,
-                        trust_anchors_pem: str | None = None) -> dict[str, Any]:
+def read_manifest_store(
+    data: bytes, *, name: str, mime: str | None = None, trust_anchors_pem: str | None = None
+) -> dict[str, Any]:
     """The validated manifest store of an asset, as the SDK reports it (``active_manifest``,
     ``manifests``). Refuses an asset without a manifest, one whose manifest does not validate, and, given
     trust anchors, one whose signer does not chain to them."""
@@ -122,17 +127,26 @@ def read_manifest_store(data: bytes, *, name: str, mime: str | None = None,
         state = reader.get_validation_state()
         results = reader.get_validation_results() or {}
         store_json = json.loads(reader.json())
-    failures = [f for f in results.get("activeManifest", {}).get("failure", [])
-                if f.get("code") != "signingCredential.untrusted" or context is not None]
+    failures = [
+        f
+        for f in results.get("activeManifest", {}).get("failure", [])
+        if f.get("code") != "signingCredential.untrusted" or context is not None
+    ]
     if state == "Invalid" or (state not in ("Valid", "Trusted")):
         detail = "; ".join(f"{f.get('code')}: {f.get('explanation')}" for f in failures[:3]) or f"state {state}"
-        hint = (" (the asset's bytes do not match the hash its manifest signed: it was altered after signing)"
-                if any(f.get("code") == "assertion.dataHash.mismatch" for f in failures) else "")
+        hint = (
+            " (the asset's bytes do not match the hash its manifest signed: it was altered after signing)"
+            if any(f.get("code") == "assertion.dataHash.mismatch" for f in failures)
+            else ""
+        )
         raise ManifestError(f"{name}: the C2PA manifest does not validate{hint}: {detail}")
     if context is not None and state != "Trusted":
         codes = ", ".join(sorted({str(f.get("code")) for f in failures})) or "no trusted signer"
         raise ManifestError(f"{name}: the C2PA manifest's signer is not trusted by the given anchors ({codes})")
-    if not isinstance(store_json.get("manifests"), dict) or store_json.get("active_manifest") not in store_json["manifests"]:
+    if (
+        not isinstance(store_json.get("manifests"), dict)
+        or store_json.get("active_manifest") not in store_json["manifests"]
+    ):
         raise ManifestError(f"{name}: the C2PA manifest store has no active manifest")
     return dict(store_json)
 
@@ -258,8 +272,9 @@ def credited_names(manifest: Mapping[str, Any], notes: list[str]) -> list[tuple[
                 for code in codes:
                     found.append((name, code))
     if len(found) > NAMES_PER_MANIFEST_MAX:
-        raise LimitExceededError(f"manifest {manifest.get('label')} credits {len(found)} names; "
-                                 f"at most {NAMES_PER_MANIFEST_MAX}")
+        raise LimitExceededError(
+            f"manifest {manifest.get('label')} credits {len(found)} names; at most {NAMES_PER_MANIFEST_MAX}"
+        )
     return sorted(set(found))
 
 
@@ -268,8 +283,9 @@ def _kind_of(mime: str | None) -> str:
     return major if major in ("image", "audio", "video", "text") else "document"
 
 
-def plan_c2pa(conn: Connection, store_json: Mapping[str, Any], data: bytes, *, name: str, mime: str | None,
-              window: Window) -> tuple[Plan, str]:
+def plan_c2pa(
+    conn: Connection, store_json: Mapping[str, Any], data: bytes, *, name: str, mime: str | None, window: Window
+) -> tuple[Plan, str]:
     """What importing this manifest store writes, and the work it describes. Reads only."""
     manifests: Mapping[str, Any] = store_json["manifests"]
     active_label = str(store_json["active_manifest"])
@@ -319,13 +335,16 @@ def plan_c2pa(conn: Connection, store_json: Mapping[str, Any], data: bytes, *, n
                 plan.lineage.append(LineageIn(wid, parent))
                 if isinstance(parent_label, str):
                     if depth + 1 > LINEAGE_DEPTH_MAX:
-                        raise LimitExceededError(f"{name}: ingredient chain deeper than LINEAGE_DEPTH_MAX={LINEAGE_DEPTH_MAX}")
+                        raise LimitExceededError(
+                            f"{name}: ingredient chain deeper than LINEAGE_DEPTH_MAX={LINEAGE_DEPTH_MAX}"
+                        )
                     frontier.append((parent_label, parent, depth + 1))
     return plan, work_id
 
 
-def import_c2pa(store: Store, path: Path, window: Window, *, trust_anchors_pem: str | None = None,
-                mime: str | None = None) -> ImportReport:
+def import_c2pa(
+    store: Store, path: Path, window: Window, *, trust_anchors_pem: str | None = None, mime: str | None = None
+) -> ImportReport:
     """Read ``path``'s C2PA manifests into grants, credits and lineage, in one transaction."""
     data = read_bounded(path, "C2PA asset", IMPORT_FILE_BYTES_MAX)
     mime = mime or mimetypes.guess_type(path.name)[0]
@@ -384,35 +403,69 @@ def manifest_for_work(conn: Connection, work_id: str, at: dt.datetime) -> dict[s
     """The manifest definition ``sign_work`` signs: the work, its consent in force at ``at``, its credits."""
     row = _work_row(conn, work_id)
     assertions: list[dict[str, Any]] = [
-        {"label": WORK_LABEL, "data": {"sha256": work_id, "title": row.title, "kind": row.kind}}]
+        {"label": WORK_LABEL, "data": {"sha256": work_id, "title": row.title, "kind": row.kind}}
+    ]
     decisions = _export_decisions([g for _, g in grants_for(conn, [work_id], [])], at)
     if decisions:
-        assertions.append({"label": "cawg.training-mining", "data": {"entries": {
-            f"cawg.{use}": {"use": decision} for use, decision in decisions.items()}}})
-    q = (select(credits.c.role_scheme, credits.c.role_code, names.c.name, people.c.handle)
-         .join(names, names.c.id == credits.c.name_id, isouter=True)
-         .join(people, people.c.id == credits.c.person_id, isouter=True)
-         .where(credits.c.work_seq == row.seq).order_by(credits.c.id))
+        assertions.append(
+            {
+                "label": "cawg.training-mining",
+                "data": {"entries": {f"cawg.{use}": {"use": decision} for use, decision in decisions.items()}},
+            }
+        )
+    q = (
+        select(credits.c.role_scheme, credits.c.role_code, names.c.name, people.c.handle)
+        .join(names, names.c.id == credits.c.name_id, isouter=True)
+        .join(people, people.c.id == credits.c.person_id, isouter=True)
+        .where(credits.c.work_seq == row.seq)
+        .order_by(credits.c.id)
+    )
     contributors = []
     for r in conn.execute(q):
         who = r.name if r.name is not None else r.handle
-        contributors.append({"@type": "Role", "roleName": f"{r.role_scheme}:{r.role_code}",
-                             "contributor": {"@type": "Person", "name": who}})
+        contributors.append(
+            {
+                "@type": "Role",
+                "roleName": f"{r.role_scheme}:{r.role_code}",
+                "contributor": {"@type": "Person", "name": who},
+            }
+        )
     if contributors:
-        assertions.append({"label": CREATIVE_WORK_LABEL, "data": {
-            "@context": "https://schema.org", "@type": "CreativeWork", "name": row.title,
-            "contributor": contributors}})
-    return {"claim_generator_info": [{"name": "endcredits", "version": _version()}], "title": row.title,
-            "assertions": assertions}
+        assertions.append(
+            {
+                "label": CREATIVE_WORK_LABEL,
+                "data": {
+                    "@context": "https://schema.org",
+                    "@type": "CreativeWork",
+                    "name": row.title,
+                    "contributor": contributors,
+                },
+            }
+        )
+    return {
+        "claim_generator_info": [{"name": "endcredits", "version": _version()}],
+        "title": row.title,
+        "assertions": assertions,
+    }
 
 
-def sign_work(store: Store, work_id: str, asset: bytes, mime: str, key: SigningKey, *, at: dt.datetime,
-              ingredients: Sequence[Ingredient] = ()) -> bytes:
+def sign_work(
+    store: Store,
+    work_id: str,
+    asset: bytes,
+    mime: str,
+    key: SigningKey,
+    *,
+    at: dt.datetime,
+    ingredients: Sequence[Ingredient] = (),
+) -> bytes:
     """The asset of registered work ``work_id`` with a signed C2PA manifest embedded. ``asset`` must be
     the work's registered content. Writes nothing to the database."""
     if content_sha256(asset) != work_id:
-        raise ValidationError(f"the asset's SHA-256 is {content_sha256(asset)}, not work {work_id}: "
-                              "sign the exact bytes that were registered")
+        raise ValidationError(
+            f"the asset's SHA-256 is {content_sha256(asset)}, not work {work_id}: "
+            "sign the exact bytes that were registered"
+        )
     alg = SIGNING_ALGORITHMS.get(key.alg.lower())
     if alg is None:
         raise ValidationError(f"signing algorithm {key.alg!r} is not one of {', '.join(SIGNING_ALGORITHMS)}")
@@ -431,7 +484,9 @@ def sign_work(store: Store, work_id: str, asset: bytes, mime: str, key: SigningK
         else:
             builder.set_intent(c2pa.C2paBuilderIntent.CREATE, c2pa.C2paDigitalSourceType.DIGITAL_CREATION)
         for ing in ingredients:
-            builder.add_ingredient({"title": ing.title, "relationship": ing.relationship}, ing.mime, io.BytesIO(ing.data))
+            builder.add_ingredient(
+                {"title": ing.title, "relationship": ing.relationship}, ing.mime, io.BytesIO(ing.data)
+            )
         out = io.BytesIO()
         builder.sign(signer, mime, io.BytesIO(asset), out)
     except c2pa.C2paError as exc:

@@ -71,8 +71,13 @@ RAI_ANNOTATOR_FIELDS = (
 """RAI properties (mlcroissant attribute, JSON-LD name) kept in an import's notes."""
 
 _KIND_BY_MIME_MAJOR = {"image": "image", "audio": "audio", "video": "video", "text": "text"}
-_MIME_BY_KIND = {"image": "application/octet-stream", "audio": "application/octet-stream",
-                 "video": "application/octet-stream", "text": "text/plain", "abc": "text/vnd.abc"}
+_MIME_BY_KIND = {
+    "image": "application/octet-stream",
+    "audio": "application/octet-stream",
+    "video": "application/octet-stream",
+    "text": "text/plain",
+    "abc": "text/vnd.abc",
+}
 
 
 @contextmanager
@@ -182,8 +187,14 @@ def plan_croissant(dataset: mlc.Dataset, path: Path, *, record_set: str | None) 
             if f.sha256 and f.sha256.lower() != digest:
                 raise ManifestError(f"{local.name}: SHA-256 {digest} does not match {f.sha256} declared in {path.name}")
             source = urljoin(base_url.rstrip("/") + "/", url) if base_url else None
-            plan.works.append(WorkIn(content=content, title=clip(f"{title}: {_text(f.name)}"),
-                                     kind=_kind(f.encoding_formats), source=source))
+            plan.works.append(
+                WorkIn(
+                    content=content,
+                    title=clip(f"{title}: {_text(f.name)}"),
+                    kind=_kind(f.encoding_formats),
+                    source=source,
+                )
+            )
             work_ids.append(digest)
     else:
         _, fields = _labeler_fields(metadata, record_set)
@@ -191,11 +202,15 @@ def plan_croissant(dataset: mlc.Dataset, path: Path, *, record_set: str | None) 
             with _quiet_rdflib():
                 for index, record in enumerate(dataset.records(record_set)):
                     if index >= RECORDS_MAX:
-                        raise LimitExceededError(f"record set {record_set} has more than RECORDS_MAX={RECORDS_MAX} records")
+                        raise LimitExceededError(
+                            f"record set {record_set} has more than RECORDS_MAX={RECORDS_MAX} records"
+                        )
                     body = json.dumps(_json_value(record), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
                     content = body.encode()
                     digest = content_sha256(content)
-                    plan.works.append(WorkIn(content=content, title=clip(f"{title}: {record_set} #{index}"), kind="text"))
+                    plan.works.append(
+                        WorkIn(content=content, title=clip(f"{title}: {record_set} #{index}"), kind="text")
+                    )
                     work_ids.append(digest)
                     for field_id in fields:
                         value = record.get(field_id)
@@ -208,8 +223,10 @@ def plan_croissant(dataset: mlc.Dataset, path: Path, *, record_set: str | None) 
         except Exception as exc:  # noqa: BLE001 - mlcroissant's record generation raises many types
             raise ValidationError(f"cannot read record set {record_set} of {path.name}: {_first_line(exc)}") from None
         if not fields:
-            plan.notes.append(f"record set {record_set} has no field with equivalentProperty prov:wasAttributedTo; "
-                              "no data labeler credited")
+            plan.notes.append(
+                f"record set {record_set} has no field with equivalentProperty prov:wasAttributedTo; "
+                "no data labeler credited"
+            )
     unique_ids = sorted(set(work_ids))
     plan.credits.extend(CreditName(w, c, "endcredits:creator") for w in unique_ids for c in creators)
     plan.credits.extend(CreditName(w, n, "endcredits:data_labeler") for w, n in sorted(set(labelers)))
@@ -237,17 +254,32 @@ def export_croissant(store: Store, manifest_id: str) -> dict[str, Any]:
     for work_id in record.included:
         row = rows[work_id]
         source = row.source if row.source and urlsplit(row.source).scheme in ("http", "https") else f"works/{work_id}"
-        files.append(mlc.FileObject(id=f"sha256:{work_id}", name=f"sha256:{work_id}", content_url=source,
-                                    content_size=f"{row.size_bytes} B", sha256=work_id,
-                                    encoding_formats=[_MIME_BY_KIND.get(row.kind, "application/octet-stream")],
-                                    description=clip(str(row.title))))
-    description = (f"Training manifest {record.id} of model {record.model_id}: {len(record.included)} works "
-                   f"for uses {', '.join(record.uses)} as of {record.as_of}; Merkle root {record.merkle_root}; "
-                   f"{len(record.excluded)} works excluded by consent.")
-    metadata = mlc.Metadata(name=f"endcredits manifest {record.id}", description=description,
-                            conforms_to=CROISSANT_1_0, version="1.0.0", date_published=record.created_at[:10],
-                            url=f"urn:endcredits:manifest:{record.id}", cite_as=f"endcredits manifest {record.id}",
-                            distribution=files)
+        files.append(
+            mlc.FileObject(
+                id=f"sha256:{work_id}",
+                name=f"sha256:{work_id}",
+                content_url=source,
+                content_size=f"{row.size_bytes} B",
+                sha256=work_id,
+                encoding_formats=[_MIME_BY_KIND.get(row.kind, "application/octet-stream")],
+                description=clip(str(row.title)),
+            )
+        )
+    description = (
+        f"Training manifest {record.id} of model {record.model_id}: {len(record.included)} works "
+        f"for uses {', '.join(record.uses)} as of {record.as_of}; Merkle root {record.merkle_root}; "
+        f"{len(record.excluded)} works excluded by consent."
+    )
+    metadata = mlc.Metadata(
+        name=f"endcredits manifest {record.id}",
+        description=description,
+        conforms_to=CROISSANT_1_0,
+        version="1.0.0",
+        date_published=record.created_at[:10],
+        url=f"urn:endcredits:manifest:{record.id}",
+        cite_as=f"endcredits manifest {record.id}",
+        distribution=files,
+    )
     with _quiet_rdflib():
         document: dict[str, Any] = metadata.to_json()
     plain: dict[str, Any] = json.loads(json.dumps(document, default=str))
@@ -259,5 +291,4 @@ def croissant_sha256s(document: Mapping[str, Any]) -> list[str]:
     return [str(f["sha256"]) for f in document.get("distribution", []) if isinstance(f, dict) and "sha256" in f]
 
 
-__all__ = ["croissant_sha256s", "export_croissant", "import_croissant", "load_croissant", "plan_croissant",
-           "rai_notes"]
+__all__ = ["croissant_sha256s", "export_croissant", "import_croissant", "load_croissant", "plan_croissant", "rai_notes"]

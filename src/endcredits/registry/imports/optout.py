@@ -104,7 +104,9 @@ def tdmrep_well_known(text: str, location: str, *, name: str) -> Signal:
     try:
         rules = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValidationError(f"malformed tdmrep.json {name}: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise ValidationError(
+            f"malformed tdmrep.json {name}: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
     if not isinstance(rules, list):
         raise ValidationError(f"tdmrep.json {name} must be a JSON array of rules, not {type(rules).__name__}")
     if len(rules) > TDMREP_RULES_MAX:
@@ -116,8 +118,11 @@ def tdmrep_well_known(text: str, location: str, *, name: str) -> Signal:
         pattern = location_path(rule["location"]) if rule["location"] else "/"
         if pattern_matches(pattern, path):
             policy = rule.get("tdm-policy")
-            return _tdm_signal(_reservation(rule.get("tdm-reservation")), policy if isinstance(policy, str) else None,
-                               f"tdmrep:well-known {clip(name)} rule {index} ({clip(rule['location'])})")
+            return _tdm_signal(
+                _reservation(rule.get("tdm-reservation")),
+                policy if isinstance(policy, str) else None,
+                f"tdmrep:well-known {clip(name)} rule {index} ({clip(rule['location'])})",
+            )
     return Signal({}, f"tdmrep:well-known {clip(name)}")
 
 
@@ -134,8 +139,9 @@ def parse_headers(text: str) -> dict[str, str]:
 
 def tdmrep_headers(headers: Mapping[str, str], *, name: str) -> Signal:
     lowered = {k.lower(): v for k, v in headers.items()}
-    return _tdm_signal(_reservation(lowered.get("tdm-reservation")), lowered.get("tdm-policy"),
-                       f"tdmrep:http-header {clip(name)}")
+    return _tdm_signal(
+        _reservation(lowered.get("tdm-reservation")), lowered.get("tdm-policy"), f"tdmrep:http-header {clip(name)}"
+    )
 
 
 class _MetaReader(HTMLParser):
@@ -156,8 +162,11 @@ def tdmrep_html(text: str, *, name: str) -> Signal:
     reader = _MetaReader()
     reader.feed(text)
     reader.close()
-    return _tdm_signal(_reservation(reader.meta.get("tdm-reservation")), reader.meta.get("tdm-policy"),
-                       f"tdmrep:html-meta {clip(name)}")
+    return _tdm_signal(
+        _reservation(reader.meta.get("tdm-reservation")),
+        reader.meta.get("tdm-policy"),
+        f"tdmrep:html-meta {clip(name)}",
+    )
 
 
 def tdmrep_combined(signals: Sequence[Signal]) -> Signal:
@@ -176,7 +185,9 @@ def tdmrep_from_text(text: str, *, name: str, location: str | None) -> Signal:
     stripped = text.lstrip()
     if stripped.startswith(("[", "{")) or name.endswith(".json"):
         if location is None:
-            raise ValidationError(f"{name} is a tdmrep.json: give the work's location (its URL or path) to match its rules")
+            raise ValidationError(
+                f"{name} is a tdmrep.json: give the work's location (its URL or path) to match its rules"
+            )
         return tdmrep_well_known(text, location, name=name)
     if stripped.startswith("<"):
         return tdmrep_html(text, name=name)
@@ -215,7 +226,7 @@ def xmp_packet(data: bytes, *, name: str) -> bytes:
     end_tag = _XMP_END[0] if data.startswith(b"<x:xmpmeta", start.start()) else _XMP_END[1]
     end = data.find(end_tag, start.start())
     if end >= 0:
-        return data[start.start(): end + len(end_tag)]
+        return data[start.start() : end + len(end_tag)]
     raise ValidationError(f"{name}: the XMP packet is not closed")
 
 
@@ -316,8 +327,10 @@ def ai_txt_signal(text: str, location: str, *, name: str, agent: str = "*") -> S
     if best is None:
         return Signal({}, f"ai.txt {clip(name)}: no rule for {clip(path)}")
     verb = "Allow" if best.allow else "Disallow"
-    return Signal({u: ("allowed" if best.allow else "notAllowed") for u in TRAINING_USES},
-                  f"ai.txt {clip(name)} line {best.line}: {verb}: {clip(best.pattern)} (User-Agent: {used})")
+    return Signal(
+        {u: ("allowed" if best.allow else "notAllowed") for u in TRAINING_USES},
+        f"ai.txt {clip(name)} line {best.line}: {verb}: {clip(best.pattern)} (User-Agent: {used})",
+    )
 
 
 # Storing -------------------------------------------------------------------------------------------
