@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from endcredits.store.evidence import file_sha256 as sha256_file
+from endcredits.ledger.evidence import file_sha256 as sha256_file
 
 CACHE_DIR = Path(__file__).resolve().parent / ".cache"
 
@@ -162,7 +162,7 @@ def load_images(paths: dict[str, Path], *, n_train: int, n_test: int) -> ImageDa
 def abc_tunes(n: int, *, collection: str = "oneills1850", length_max: int = 512) -> list[str]:
     """The first ``n`` tunes of one collection of music21's ABC corpus (read by endcredits' registry reader),
     each cut to ``length_max`` characters, exact duplicates dropped."""
-    from endcredits.registry.abc import iter_tunes
+    from endcredits.interop.abc import iter_tunes
 
     out: list[str] = []
     seen: set[str] = set()

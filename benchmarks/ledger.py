@@ -48,17 +48,17 @@ import numpy as np
 from sqlalchemy import BigInteger, Column, MetaData, String, Table, create_engine, func, select, text
 
 from endcredits.ledger.accrue import accrue
+from endcredits.ledger.evidence import use_system_allocator
+from endcredits.ledger.records import fold_pending
+from endcredits.ledger.segments import encode_carries, encode_legs, segment_sha256
 from endcredits.ledger.verify import verify
+from endcredits.manifest.records import add_model
+from endcredits.registry.records import add_person, claim_name, name_ids, verify_person
 from endcredits.royalties import parse_agreement
 from endcredits.royalties.usage import UsageBatch
 from endcredits.store.bulk import bulk_insert, insert_keys
-from endcredits.store.catalog import add_model
 from endcredits.store.engine import Store, init_store
-from endcredits.store.evidence import use_system_allocator
-from endcredits.store.ledger import fold_pending
-from endcredits.store.registry import add_person, claim_name, name_ids, verify_person
 from endcredits.store.schema import ledger_folds, ledger_segments
-from endcredits.store.segments import encode_carries, encode_legs, segment_sha256
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 AGREEMENT = """

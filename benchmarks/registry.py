@@ -28,9 +28,9 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 
 from endcredits.manifest.build import build_manifest
+from endcredits.registry.records import CreditIn, WorkIn, add_credits, add_people, add_works
 from endcredits.store.bulk import bulk_insert
 from endcredits.store.engine import Store, init_store, utc_now
-from endcredits.store.registry import CreditIn, WorkIn, add_credits, add_people, add_works
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 CHUNK_WORKS = 100_000

@@ -33,15 +33,16 @@ import httpx
 from sqlalchemy import create_engine, text
 
 from endcredits.ledger.accrue import accrue
+from endcredits.ledger.records import account_balances
 from endcredits.ledger.verify import verify
+from endcredits.manifest.records import add_model
 from endcredits.money import format_amount, parse_amount
+from endcredits.registry.records import add_person, verify_person
 from endcredits.royalties import parse_agreement
+from endcredits.royalties.records import save_agreement
 from endcredits.royalties.usage import OutputIn, build_usage
 from endcredits.service.auth import create_api_key
-from endcredits.store.catalog import add_model, save_agreement
 from endcredits.store.engine import Store, init_store
-from endcredits.store.ledger import account_balances
-from endcredits.store.registry import add_person, verify_person
 from ledger import AGREEMENT  # benchmarks/ledger.py: the same one-role agreement
 
 PG_URL = os.environ.get("ENDCREDITS_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, text
 
 from endcredits.store.engine import Store, init_store
 
-# Contact and payment details are sealed at rest with the operator's key (store/private.py); the tests,
+# Contact and payment details are sealed at rest with the operator's key (registry/private.py); the tests,
 # and the processes they start, use this fixed test key unless one is set.
 os.environ.setdefault("ENDCREDITS_SECRET_KEY", "dGVzdHMtb25seS1rZXktLW5ldmVyLWZvci1yZWFsLWQ=")
 

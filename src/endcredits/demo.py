@@ -13,7 +13,6 @@ it with a simulated bank status report, and checks that every microunit is accou
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import json
 import math
@@ -30,54 +29,38 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select
 
-from endcredits.attribution.charlm import TrainedLM, generate, save_lm, train_char_lm
-from endcredits.attribution.featurizer import FeatureSet, Progress
-from endcredits.attribution.texts import (
-    K_DEFAULT,
-    TextAttribution,
-    attribute_outputs,
-    features_dir,
-    featurize_works,
-)
+from endcredits.attribution.charlm import generate, save_lm, train_char_lm
+from endcredits.attribution.texts import K_DEFAULT, TextAttribution, attribute_manifest, manifest_texts
+from endcredits.consent.records import add_grants
 from endcredits.consent.rules import Grant
-from endcredits.errors import InvariantError, ValidationError
-from endcredits.identity.issuer import STATUS_LIST_FILE, Issuer, generate_key, init_issuer, issue_credential
-from endcredits.identity.persons import attach_credential
-from endcredits.identity.trust import TrustList, load_trust
+from endcredits.errors import InvariantError
+from endcredits.interop.abc import AbcTune, iter_tunes
+from endcredits.interop.abc_corpus import import_abc_corpus
 from endcredits.ledger import parse_account_key
-from endcredits.ledger.accrue import accrue
+from endcredits.ledger.accrue import accrue_scored
 from endcredits.ledger.escrow import claim_escrow
+from endcredits.ledger.records import account_balances, accrued_by_account
 from endcredits.ledger.verify import verify
+from endcredits.manifest.records import record_training_run, set_manifest_checkpoint
 from endcredits.money import format_amount
 from endcredits.payouts.batches import apply_payout_status, create_payout_batch
 from endcredits.payouts.files import Debtor
 from endcredits.payouts.iban import make_test_iban
 from endcredits.payouts.pain002 import parse_pain002, write_pain002
 from endcredits.payouts.statements import build_statement
-from endcredits.registry.abc import AbcTune, iter_tunes
-from endcredits.registry.fingerprints import register_works
-from endcredits.royalties import parse_agreement
-from endcredits.royalties.usage import OutputIn, build_usage
-from endcredits.store.blobs import get_blob, put_blob
-from endcredits.store.catalog import (
-    ManifestRecord,
-    load_manifest,
-    record_training_run,
-    save_agreement,
-    set_manifest_checkpoint,
-)
-from endcredits.store.consent import add_grants
-from endcredits.store.engine import Store, init_store
-from endcredits.store.ledger import account_balances, accrued_by_account
-from endcredits.store.private import KEY_FILE_ENV, load_key, new_key_text
-from endcredits.store.registry import (
-    CreditIn,
-    WorkIn,
-    add_credits,
+from endcredits.registry.identity.issuer import STATUS_LIST_FILE, Issuer, generate_key, init_issuer, issue_credential
+from endcredits.registry.identity.persons import attach_credential
+from endcredits.registry.identity.trust import TrustList, load_trust
+from endcredits.registry.private import KEY_FILE_ENV, load_key, new_key_text
+from endcredits.registry.records import (
     add_person,
     claim_name,
     name_ids,
 )
+from endcredits.royalties import parse_agreement
+from endcredits.royalties.records import save_agreement
+from endcredits.royalties.usage import OutputIn
+from endcredits.store.engine import Store, init_store
 from endcredits.store.schema import credentials, names, people, works
 
 CURRENCY = "EUR"
@@ -107,168 +90,8 @@ negative_influence = "zero"
 DEBTOR = Debtor(name="endcredits demo operator", iban=make_test_iban("DE", 1), bic="TESTDEFF")
 
 
-@dataclass(frozen=True)
-class ImportReport:
-    works: int
-    credits: int
-    names: int
-    grants: int
-    non_commercial_works: int
-    linked: int = 0  # tunes whose fingerprint matched a tune registered before: linked, credits merged
-
-
-def _grant(work_id: str, use: str, decision: str, source: str) -> Grant:
-    return Grant(
-        subject_kind="work",
-        subject_id=work_id,
-        use=use,
-        decision=decision,  # type: ignore[arg-type]
-        valid_from=dt.datetime(1999, 1, 1, tzinfo=dt.UTC),
-        valid_until=None,
-        perpetual=True,
-        source=source,
-    )
-
-
-def import_abc_corpus(
-    store: Store, *, limit: int | None = None, tunes: Sequence[AbcTune] | None = None
-) -> ImportReport:
-    """Register the tunes as works, their credited names, and the licences' consent, in one transaction."""
-    items = list(tunes) if tunes is not None else list(iter_tunes(limit=limit))
-    for t in items:
-        put_blob(store.data_dir, t.text.encode("utf-8"))
-    with store.write() as conn:
-        ids = name_ids(conn, [c.name for t in items for c in t.credits])
-        # By content, then by fingerprint: the same tune transcribed in two collections becomes one work's
-        # duplicate (linked, credits merged), as `endcredits works add` would do.
-        registered = register_works(
-            conn, [WorkIn(t.text.encode("utf-8"), t.title, "abc-tune", t.source) for t in items]
-        )
-        work_ids = [r.work_id for r in registered]
-        linked = sum(1 for r in registered if r.similarity is not None and r.canonical_work_id is not None)
-        credit_rows = [
-            CreditIn(w, f"name:{ids[c.name]}", f"{c.role_scheme}:{c.role_code}", 1)
-            for w, t in zip(work_ids, items)
-            for c in t.credits
-        ]
-        n_credits = add_credits(conn, credit_rows)
-        # The corpus licence says these encodings may not be used commercially: a standing refusal,
-        # recorded as such (the licence names no end date, so it is explicitly perpetual).
-        grants = [
-            _grant(w, "commercial", "notAllowed", f"music21 corpus {t.collection}: non-commercial licence")
-            for w, t in zip(work_ids, items)
-            if t.non_commercial
-        ]
-        add_grants(conn, grants)
-    return ImportReport(
-        len(set(work_ids)), n_credits, len(ids), len(grants), sum(t.non_commercial for t in items), linked
-    )
-
-
 StepProgress = Callable[[str, float, float], None]
 """``(task, done, total)``: how far a long step has come (the CLI draws a progress bar from it)."""
-
-
-def attribute_texts(
-    store: Store,
-    manifest: ManifestRecord,
-    lm: TrainedLM,
-    lines: Sequence[tuple[str, str]],
-    out: Path,
-    *,
-    k: int,
-    seed: int,
-    method: str = "trak",
-    ray: str | None = None,
-    explain: Path | None = None,
-    top_k: int = 5,
-    step: StepProgress | None = None,
-) -> TextAttribution:
-    """Write (output_id, work_id, score) for every output against every work in the manifest; with
-    ``explain``, also each output's top works as JSON lines. The works' features are reused if present.
-    ``lm`` is the checkpoint bound to the manifest (``check_checkpoint``)."""
-    att = _attribute(store, manifest, lm, lines, k=k, seed=seed, method=method, ray=ray, top_k=top_k, step=step)
-    with out.open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(["output_id", "work_id", "score"])
-        for i, oid in enumerate(att.output_ids):
-            for j, wid in enumerate(att.work_ids):
-                w.writerow([oid, wid, repr(float(att.scores[i, j]))])
-    if explain is not None:
-        with explain.open("w", encoding="utf-8") as f:
-            for i, oid in enumerate(att.output_ids):
-                f.write(
-                    json.dumps(
-                        {
-                            "output_id": oid,
-                            "method": att.method,
-                            "weaker": att.weaker,
-                            "top_works": [{"work_id": w_, "score": s_} for w_, s_ in att.top_works(i)],
-                        }
-                    )
-                    + "\n"
-                )
-    return att
-
-
-def featurize_manifest(
-    store: Store,
-    manifest: ManifestRecord,
-    lm: TrainedLM,
-    *,
-    k: int,
-    seed: int,
-    ray: str | None = None,
-    progress: Progress | None = None,
-) -> FeatureSet:
-    """The manifest's works' features for ``lm``, under ``DATA/features`` (computed once, then reused)."""
-    return featurize_works(
-        lm,
-        manifest.included,
-        manifest_texts(store, manifest),
-        features_dir(store.data_dir, manifest.id, lm, k=k, seed=seed),
-        k=k,
-        seed=seed,
-        ray=ray,
-        progress=progress,
-    )
-
-
-def _attribute(
-    store: Store,
-    manifest: ManifestRecord,
-    lm: TrainedLM,
-    lines: Sequence[tuple[str, str]],
-    *,
-    k: int,
-    seed: int,
-    method: str,
-    ray: str | None,
-    top_k: int,
-    step: StepProgress | None,
-) -> TextAttribution:
-    train = featurize_manifest(
-        store,
-        manifest,
-        lm,
-        k=k,
-        seed=seed,
-        ray=ray,
-        progress=(lambda d, t: step("featurizing training tunes", d, t)) if step else None,
-    )
-    return attribute_outputs(lm, train, lines, k=k, seed=seed, method=method, top_k=top_k)
-
-
-def manifest_texts(store: Store, manifest: ManifestRecord) -> list[str]:
-    """The training text of each included work, in manifest order, read from the content store and
-    checked against its id."""
-    texts = []
-    for wid in manifest.included:
-        try:
-            texts.append(get_blob(store.data_dir, wid).decode("utf-8"))
-        except UnicodeDecodeError:
-            raise ValidationError(f"work {wid} is not UTF-8 text; this model reads text") from None
-    return texts
 
 
 @dataclass
@@ -617,7 +440,7 @@ def run_demo(
         ]
         lap("generate")
         progress(f"generated {outputs_n} tunes; attributing each to {len(texts)} training tunes (TRAK, k={k})…")
-        att = _attribute(
+        att = attribute_manifest(
             store,
             manifest,
             lm,
@@ -625,9 +448,8 @@ def run_demo(
             k=k,
             seed=seed,
             method="trak",
-            ray=None,
             top_k=5,
-            step=step,
+            progress=(lambda d, t: step("featurizing training tunes", d, t)) if step else None,
         )
         scores = att.scores
         lap("attribute")
@@ -641,9 +463,17 @@ def run_demo(
             part_scores = {
                 o.output_id: dict(zip(manifest.included, scores[lo + i].tolist())) for i, o in enumerate(part)
             }
-            with store.read() as conn:
-                usage = build_usage(conn, part, part_scores, agreement, load_manifest(conn, manifest.id))
-            summaries.append(accrue(store, usage, agreement, event_id=f"demo-batch-{b + 1}"))
+            summaries.append(
+                accrue_scored(
+                    store,
+                    part,
+                    part_scores,
+                    per="work",
+                    agreement_id=agreement.id,
+                    batch_id=f"demo-batch-{b + 1}",
+                    manifest_id=manifest.id,
+                )
+            )
             progress(f"accrued batch {b + 1}: {len(part)} outputs, {summaries[-1].lines} lines")
         lap("accrue")
 

@@ -42,7 +42,7 @@ PAYEES_PER_OUTPUT_MAX = 1_000_000
 LEGS_PER_TRANSFER_MAX = 10_000_000
 FOLD_PENDING_LEGS_MAX = 1_000_000
 """An accrual first folds the pending ledger segments into the row tables when they hold this many legs
-(store/segments.py): readers read through at most this much plus one batch."""
+(ledger/segments.py): readers read through at most this much plus one batch."""
 
 FOLD_PENDING_SEGMENTS_MAX = 256
 """... or when this many segments are pending (many small batches), whichever comes first."""

@@ -22,7 +22,7 @@ from endcredits.attribution.charlm import (
     train_char_lm,
 )
 from endcredits.errors import ManifestError, NotFoundError, ValidationError
-from endcredits.registry.abc import iter_tunes
+from endcredits.interop.abc import iter_tunes
 
 STEPS = 120
 

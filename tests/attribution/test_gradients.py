@@ -10,7 +10,7 @@ from endcredits.attribution import gradients
 from endcredits.attribution.charlm import TrainedLM, generate, train_char_lm
 from endcredits.attribution.gradients import featurize, per_example_gradients, tracin_scores
 from endcredits.errors import ValidationError
-from endcredits.registry.abc import corpus_dir, iter_tunes
+from endcredits.interop.abc import corpus_dir, iter_tunes
 
 LENGTH_MAX = 160
 

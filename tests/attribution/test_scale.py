@@ -12,9 +12,9 @@ import pytest
 from tiny_tasks import blobs, mlp, state
 
 from endcredits.attribution import CreditMatrix, Featurizer, PayeeIndex, TRAKScorer, classification_task
+from endcredits.attribution.distributed import LocalRunner, RayRunner, attribute_sharded, featurize_sharded, runner_for
 from endcredits.attribution.featurizer import FeatureSet
 from endcredits.errors import ManifestError
-from endcredits.scale import LocalRunner, RayRunner, attribute_sharded, featurize_sharded, runner_for
 
 
 def _featurizer(chunk_size: int = 8) -> Featurizer:
@@ -176,7 +176,7 @@ def test_the_demo_models_works_featurize_the_same_on_the_cluster(ray_cluster: st
     """The path `endcredits featurize --ray ADDRESS` takes: texts -> scale -> Ray, against one process."""
     from endcredits.attribution.charlm import train_char_lm
     from endcredits.attribution.texts import featurize_works
-    from endcredits.registry.abc import iter_tunes
+    from endcredits.interop.abc import iter_tunes
 
     texts = [t.text for t in iter_tunes(limit=40)]
     ids = [f"w{i:02d}" for i in range(len(texts))]

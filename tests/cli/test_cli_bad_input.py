@@ -285,7 +285,7 @@ def test_secret_key_rotate_reseals_and_refuses_bad_keys_changing_nothing(
     cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from endcredits.payouts.iban import make_test_iban
-    from endcredits.store.private import KEY_ENV, KEY_FILE_ENV, new_key_text
+    from endcredits.registry.private import KEY_ENV, KEY_FILE_ENV, new_key_text
 
     cli.ok("people", "add", "Ann", "--iban", make_test_iban("DE", 7), "--email", "ann@example.org")
     old_file = tmp_path / "old.key"
@@ -307,7 +307,7 @@ def test_secret_key_rotate_reseals_and_refuses_bad_keys_changing_nothing(
     _refused(cli, lambda: cli("secret-key", "spin"), "unknown action")
     assert "re-sealed 2 contact and payment details" in cli.ok("secret-key", "rotate", "--old-key-file", str(old_file))
     assert "re-sealed 0" in cli.ok("secret-key", "rotate", "--old-key-file", str(old_file))
-    from endcredits.store.private import private_of
+    from endcredits.registry.private import private_of
 
     store = open_store(cli.data, cli.db)
     try:

@@ -13,12 +13,13 @@ from typer.testing import CliRunner
 
 from endcredits.attribution.charlm import save_lm, train_char_lm
 from endcredits.cli import app
+from endcredits.interop.abc import iter_tunes
+from endcredits.manifest.records import load_manifest
 from endcredits.payouts.iban import make_test_iban
 from endcredits.payouts.pain002 import write_pain002
-from endcredits.registry.abc import iter_tunes
 from endcredits.royalties import parse_agreement
+from endcredits.royalties.records import load_agreement_body
 from endcredits.royalties.usage import credit_matrix
-from endcredits.store.catalog import load_agreement_body, load_manifest
 from endcredits.store.engine import open_store
 
 AGREEMENT = """\

@@ -9,7 +9,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from endcredits.cli import app
-from endcredits.registry.abc import iter_tunes
+from endcredits.interop.abc import iter_tunes
 
 
 def test_a_copy_is_linked_and_an_operator_can_unlink_and_link_it(tmp_path: Path, db_url: str | None) -> None:

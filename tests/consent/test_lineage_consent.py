@@ -14,14 +14,14 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from endcredits.cli.app import app
+from endcredits.consent.records import add_grants, revoke_grant
 from endcredits.consent.rules import Decision, Grant, inherit_across_lineage
 from endcredits.errors import ValidationError
 from endcredits.manifest.build import build_manifest
+from endcredits.manifest.records import record_training_run, revocation_report
+from endcredits.registry.records import CreditIn, WorkIn, add_credits, add_lineage, add_works
 from endcredits.store.audit import iter_audit
-from endcredits.store.catalog import record_training_run, revocation_report
-from endcredits.store.consent import add_grants, revoke_grant
 from endcredits.store.engine import Store
-from endcredits.store.registry import CreditIn, WorkIn, add_credits, add_lineage, add_works
 from endcredits.store.schema import audit_log, consent_grants, lineage
 from helpers_money import people
 
@@ -269,7 +269,7 @@ def test_a_revocation_reports_models_manifests_and_runs_through_lineage(
 def test_lineage_goes_through_linked_duplicates(store: Store, chain: Chain) -> None:
     """A copy of the scan, linked to it, is the scan's content: what derives from the copy inherits the
     scan's refusal; and a copy that derives from a refused work keeps its canonical work out."""
-    from endcredits.store.registry import link_works
+    from endcredits.registry.records import link_works
 
     with store.write() as conn:
         copy, remix, source = add_works(
@@ -312,7 +312,7 @@ def test_lineage_goes_through_linked_duplicates(store: Store, chain: Chain) -> N
 def test_a_revocation_on_a_duplicate_reports_the_manifests_that_used_its_group(store: Store, chain: Chain) -> None:
     """A manifest lists a group by its canonical work: revoking on a linked copy reaches that leaf, and
     what derives from the copy."""
-    from endcredits.store.registry import link_works
+    from endcredits.registry.records import link_works
 
     with store.write() as conn:
         copy, remix = add_works(conn, [WorkIn(t.encode(), t, "image") for t in ("scan copy", "remix of copy")])

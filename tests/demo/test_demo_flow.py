@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from endcredits.cli import app
+from endcredits.interop.abc import iter_tunes
 from endcredits.ledger.verify import verify
-from endcredits.registry.abc import iter_tunes
 from endcredits.store.engine import open_store
 
 REQUIRED_INT_FIELDS = (

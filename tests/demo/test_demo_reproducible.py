@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from endcredits.demo import DemoSummary, run_demo
-from endcredits.store.private import KEY_ENV, KEY_FILE_ENV
+from endcredits.registry.private import KEY_ENV, KEY_FILE_ENV
 
 MONEY_FIELDS = ("revenue_microunits", "pool_microunits", "paid_microunits", "escrow_microunits", "suspense_microunits")
 # Where the run wrote, when, and its one-time sign-in link: the only parts of the summary that may differ.

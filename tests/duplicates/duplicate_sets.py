@@ -15,7 +15,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from endcredits.registry.abc import AbcTune, iter_tunes
+from endcredits.interop.abc import AbcTune, iter_tunes
 
 SEED = 20261121
 

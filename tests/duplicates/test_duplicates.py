@@ -15,17 +15,17 @@ from image_sets import jpeg_q70, real_images
 from PIL import Image
 from sqlalchemy import select
 
+from endcredits.consent.records import add_grants
 from endcredits.consent.rules import Grant
 from endcredits.errors import ConflictError, NotFoundError, ValidationError
+from endcredits.interop.abc import AbcTune, iter_tunes
 from endcredits.manifest.build import build_manifest
-from endcredits.registry.abc import AbcTune, iter_tunes
 from endcredits.registry.fingerprints import IMAGE_METHOD, TEXT_METHOD, register_works
+from endcredits.registry.records import CreditIn, WorkIn, add_credits, graph_rows, link_works, unlink_work
 from endcredits.royalties.shares import work_shares
 from endcredits.royalties.usage import load_credit_graph
 from endcredits.store.audit import iter_audit
-from endcredits.store.consent import add_grants
 from endcredits.store.engine import Store
-from endcredits.store.registry import CreditIn, WorkIn, add_credits, graph_rows, link_works, unlink_work
 from endcredits.store.schema import work_fingerprints
 from helpers_money import agreement, people, row_counts
 

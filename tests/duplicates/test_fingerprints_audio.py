@@ -2,7 +2,7 @@
 through ``register_works`` on both backends.
 
 No audio corpus is installed, so the audio is synthesized from the real tunes bundled with music21
-(``registry.abc.iter_tunes``): each tune's notes (pitch from the letter, octave marks, accidentals and the
+(``interop.abc.iter_tunes``): each tune's notes (pitch from the letter, octave marks, accidentals and the
 key signature of ``K:``; length from ``L:`` and the note's multiplier) are played as additive tones (three
 harmonics, 10 ms attack, exponential decay) at a fixed tempo, the first ``SECONDS_MAX`` seconds, as 16-bit
 mono PCM WAV at 22,050 Hz. Tunes whose notes repeat a tune already chosen are left out (the Essen
@@ -34,8 +34,8 @@ import pytest
 from sqlalchemy import func, select
 
 from endcredits.errors import ValidationError
+from endcredits.interop.abc import iter_tunes
 from endcredits.registry import fingerprints
-from endcredits.registry.abc import iter_tunes
 from endcredits.registry.fingerprints import (
     AUDIO_METHOD,
     AUDIO_THRESHOLD,
@@ -46,8 +46,8 @@ from endcredits.registry.fingerprints import (
     register_works,
     similarity,
 )
+from endcredits.registry.records import WorkIn
 from endcredits.store.engine import Store
-from endcredits.store.registry import WorkIn
 from endcredits.store.schema import fingerprint_bands, work_fingerprints, works
 
 

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from endcredits.errors import ConflictError, CredentialError, NotFoundError, ValidationError
-from endcredits.identity import load_status_lists, load_trust, verify_credential
-from endcredits.identity.credential import parse_json
-from endcredits.identity.eddsa_jcs import add_proof
-from endcredits.identity.issuer import (
+from endcredits.registry.identity import load_status_lists, load_trust, verify_credential
+from endcredits.registry.identity.credential import parse_json
+from endcredits.registry.identity.eddsa_jcs import add_proof
+from endcredits.registry.identity.issuer import (
     KEY_FILE,
     STATUS_LIST_FILE,
     Issuer,
@@ -24,8 +24,8 @@ from endcredits.identity.issuer import (
     open_issuer,
     revoke_credential,
 )
-from endcredits.identity.multibase import base64url
-from endcredits.identity.statuslist import bit_at, decode_bits, encode_bits, set_bit
+from endcredits.registry.identity.multibase import base64url
+from endcredits.registry.identity.statuslist import bit_at, decode_bits, encode_bits, set_bit
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 T1 = dt.datetime(2027, 1, 1, tzinfo=dt.UTC)

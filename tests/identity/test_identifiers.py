@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from endcredits.errors import ValidationError
-from endcredits.identity import validate_ipi, validate_isni, validate_orcid
-from endcredits.identity.identifiers import mod11_2_check
+from endcredits.registry.identity import validate_ipi, validate_isni, validate_orcid
+from endcredits.registry.identity.identifiers import mod11_2_check
 
 
 @pytest.mark.parametrize(

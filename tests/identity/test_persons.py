@@ -11,11 +11,17 @@ import pytest
 from sqlalchemy import func, select
 
 from endcredits.errors import ConflictError, CredentialError, NotFoundError, ValidationError
-from endcredits.identity import attach_credential, load_status_lists, load_trust, refresh_verification
-from endcredits.identity.issuer import STATUS_LIST_FILE, Issuer, init_issuer, issue_credential, revoke_credential
+from endcredits.registry.identity import attach_credential, load_status_lists, load_trust, refresh_verification
+from endcredits.registry.identity.issuer import (
+    STATUS_LIST_FILE,
+    Issuer,
+    init_issuer,
+    issue_credential,
+    revoke_credential,
+)
+from endcredits.registry.records import add_person, get_person
 from endcredits.store.audit import iter_audit
 from endcredits.store.engine import Store
-from endcredits.store.registry import add_person, get_person
 from endcredits.store.schema import audit_log, credentials, people
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)

@@ -13,9 +13,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from endcredits.errors import CredentialError
-from endcredits.identity import load_trust, verify_credential
-from endcredits.identity.eddsa_jcs import add_proof, canonicalize, hash_data, split_proof, verify_proof
-from endcredits.identity.multibase import (
+from endcredits.registry.identity import load_trust, verify_credential
+from endcredits.registry.identity.eddsa_jcs import add_proof, canonicalize, hash_data, split_proof, verify_proof
+from endcredits.registry.identity.multibase import (
     b58decode,
     b58encode,
     decode_public_key,

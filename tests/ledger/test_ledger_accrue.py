@@ -10,13 +10,13 @@ import pytest
 from endcredits.errors import ConflictError, LedgerError, ManifestError, NotFoundError, ValidationError
 from endcredits.ledger import reversal_of
 from endcredits.ledger.accrue import accrue
+from endcredits.ledger.records import carried_fractions, load_transfer, post_transfer, transfer_count
 from endcredits.ledger.verify import verify
 from endcredits.limits import SUBUNITS_PER_MICROUNIT
+from endcredits.registry.records import WorkIn, add_works
 from endcredits.royalties import pool_of
 from endcredits.royalties.usage import OutputIn, build_usage
 from endcredits.store.engine import Store
-from endcredits.store.ledger import carried_fractions, load_transfer, post_transfer, transfer_count
-from endcredits.store.registry import WorkIn, add_works
 from helpers_money import World, agreement, balances, evidence_files, on_time, people, register_model, row_counts, usage
 
 

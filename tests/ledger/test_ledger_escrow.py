@@ -11,11 +11,11 @@ from sqlalchemy import select
 from endcredits.errors import ConflictError, ConsentError
 from endcredits.ledger.accrue import accrue
 from endcredits.ledger.escrow import EscrowHolding, claim_escrow, search_escrow
+from endcredits.ledger.records import load_transfer
 from endcredits.ledger.verify import verify
+from endcredits.registry.records import claim_name, verify_person
 from endcredits.store.audit import iter_audit
 from endcredits.store.engine import Store
-from endcredits.store.ledger import load_transfer
-from endcredits.store.registry import claim_name, verify_person
 from endcredits.store.schema import names
 from helpers_money import World, agreement, balances, on_time, people, row_counts
 
@@ -122,7 +122,7 @@ def test_claiming_a_name_moves_its_escrow_once_with_an_audited_transfer(world: W
 
 def test_money_held_for_a_work_nobody_was_credited_on_is_released_once_someone_is(store: Store) -> None:
     from endcredits.ledger.escrow import release_work_escrow
-    from endcredits.store.registry import CreditIn, add_credits
+    from endcredits.registry.records import CreditIn, add_credits
 
     w = World(store)
     ag = agreement(pool_rate="0.5")

@@ -17,8 +17,8 @@ from endcredits.limits import REVENUE_PER_OUTPUT_MICROUNITS_MAX
 from endcredits.payouts.batches import create_payout_batch
 from endcredits.payouts.files import Debtor
 from endcredits.payouts.iban import make_test_iban
+from endcredits.registry.records import set_payout_account
 from endcredits.store.engine import Store, init_store
-from endcredits.store.registry import set_payout_account
 from endcredits.store.schema import payout_batches
 from helpers_money import agreement, balances, evidence_files, on_time, people, register_model, usage
 
@@ -163,8 +163,8 @@ def _forge_segment(
     entry and the transfer's content hash still say what was posted)."""
     from sqlalchemy import select
 
+    from endcredits.ledger.segments import encode_carries, encode_legs, iter_segments, segment_sha256
     from endcredits.store.schema import ledger_segments, transfers
-    from endcredits.store.segments import encode_carries, encode_legs, iter_segments, segment_sha256
 
     with store.write() as conn:
         tid = conn.execute(select(transfers.c.id).where(transfers.c.event_id == event_id)).scalar_one()
@@ -188,7 +188,7 @@ def _forge_segment(
 def test_verify_replays_the_evidence_into_legs_and_carries(store: Store) -> None:
     from sqlalchemy import text
 
-    from endcredits.store.ledger import fold_pending
+    from endcredits.ledger.records import fold_pending
 
     a, b = people(store, "a", "b")
     register_model(store)

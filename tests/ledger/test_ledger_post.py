@@ -12,13 +12,13 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 
 import endcredits.ledger as ledger_rules
-import endcredits.store.ledger as store_ledger
+import endcredits.ledger.records as store_ledger
 from endcredits.errors import ConflictError, LedgerError, LimitExceededError, NotFoundError, ValidationError
 from endcredits.ledger import TransferRequest, reversal_of
+from endcredits.ledger.records import load_transfer, post_transfer, transfer_count
 from endcredits.ledger.verify import verify
 from endcredits.limits import AMOUNT_MICROUNITS_MAX
 from endcredits.store.engine import Store
-from endcredits.store.ledger import load_transfer, post_transfer, transfer_count
 from helpers_money import balances, derived_by_key, row_counts
 
 AT = "2026-01-01T00:00:00.000000Z"

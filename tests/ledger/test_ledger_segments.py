@@ -16,16 +16,16 @@ import endcredits.ledger.accrue as accrue_mod
 from endcredits.errors import LedgerError
 from endcredits.ledger.accrue import accrue
 from endcredits.ledger.escrow import claim_escrow, search_escrow
+from endcredits.ledger.records import account_balances, accrued_by_account, carried_fractions, fold_pending
+from endcredits.ledger.segments import LEGS_BIG_SCHEMA, fold_watermark, pending_size, read_segment, segment_ids
 from endcredits.ledger.verify import verify
 from endcredits.payouts.batches import create_payout_batch
 from endcredits.payouts.files import Debtor
 from endcredits.payouts.iban import make_test_iban
 from endcredits.payouts.statements import build_statement
+from endcredits.registry.records import verify_person
 from endcredits.store.engine import Store
-from endcredits.store.ledger import account_balances, accrued_by_account, carried_fractions, fold_pending
-from endcredits.store.registry import verify_person
 from endcredits.store.schema import ledger_folds, ledger_segments
-from endcredits.store.segments import LEGS_BIG_SCHEMA, fold_watermark, pending_size, read_segment, segment_ids
 from helpers_money import World, agreement, balances, on_time, people, register_model, row_counts, usage
 
 

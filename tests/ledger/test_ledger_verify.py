@@ -10,8 +10,8 @@ from sqlalchemy import select, text
 from endcredits.ledger.accrue import accrue
 from endcredits.ledger.escrow import claim_escrow
 from endcredits.ledger.verify import verify
+from endcredits.registry.records import CreditIn, WorkIn, add_credits, add_works, name_ids
 from endcredits.store.engine import Store
-from endcredits.store.registry import CreditIn, WorkIn, add_credits, add_works, name_ids
 from endcredits.store.schema import accrual_batches, audit_log
 from helpers_money import agreement, evidence_files, on_time, people, register_model, usage
 
@@ -129,7 +129,7 @@ def test_evidence_whose_outputs_do_not_add_up_to_their_pools_is_reported(worked:
     new file's hash, keeps the batch's total; each output's lines no longer add up to its own pool."""
     import pyarrow as pa
 
-    from endcredits.store.evidence import file_sha256, read_evidence, write_evidence
+    from endcredits.ledger.evidence import file_sha256, read_evidence, write_evidence
 
     with worked.read() as conn:
         row = conn.execute(select(accrual_batches).where(accrual_batches.c.batch_event_id == "b1")).one()

@@ -8,14 +8,14 @@ import datetime as dt
 
 import pytest
 
+from endcredits.consent.records import add_grants
 from endcredits.consent.rules import Grant
 from endcredits.errors import ValidationError
 from endcredits.manifest.build import build_manifest
 from endcredits.manifest.merkle import merkle_root
-from endcredits.store.catalog import load_manifest, manifests_using
-from endcredits.store.consent import add_grants
+from endcredits.manifest.records import load_manifest, manifests_using
+from endcredits.registry.records import CreditIn, WorkIn, add_credits, add_works, claim_name, name_ids
 from endcredits.store.engine import Store
-from endcredits.store.registry import CreditIn, WorkIn, add_credits, add_works, claim_name, name_ids
 from helpers_money import people, row_counts
 
 UTC = dt.UTC

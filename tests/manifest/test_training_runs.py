@@ -16,10 +16,10 @@ from endcredits.cli.app import app
 from endcredits.errors import ConflictError, ManifestError, NotFoundError, ValidationError
 from endcredits.manifest.build import build_manifest
 from endcredits.manifest.merkle import merkle_root
+from endcredits.manifest.records import ManifestRecord, record_training_run, training_runs_list
+from endcredits.registry.records import WorkIn, add_works
 from endcredits.store.audit import iter_audit
-from endcredits.store.catalog import ManifestRecord, record_training_run, training_runs_list
 from endcredits.store.engine import Store
-from endcredits.store.registry import WorkIn, add_works
 from endcredits.store.schema import audit_log, training_runs
 
 UTC = dt.UTC

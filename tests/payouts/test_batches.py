@@ -12,13 +12,13 @@ import pytest
 
 from endcredits.errors import ConflictError, NotFoundError, ValidationError
 from endcredits.ledger import TransferRequest
+from endcredits.ledger.records import post_transfer
 from endcredits.ledger.verify import verify
 from endcredits.money import parse_amount
 from endcredits.payouts.batches import apply_payout_status, create_payout_batch
 from endcredits.payouts.files import PAIN001_SCHEMA, Debtor
 from endcredits.payouts.iban import make_test_iban
 from endcredits.store.engine import Store
-from endcredits.store.ledger import post_transfer
 from helpers_money import balances, people, row_counts
 
 DEBTOR = Debtor(name="Endcredits Residuals Trust", iban=make_test_iban("NL", 0), bic="ABNANL2A")

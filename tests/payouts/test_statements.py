@@ -14,8 +14,8 @@ from endcredits.ledger.accrue import accrue
 from endcredits.ledger.escrow import claim_escrow
 from endcredits.limits import SUBUNITS_PER_MICROUNIT
 from endcredits.payouts.statements import STATEMENT_COLUMNS, Statement, build_statement
+from endcredits.registry.records import claim_name
 from endcredits.store.engine import Store
-from endcredits.store.registry import claim_name
 from endcredits.store.schema import agreements
 from helpers_money import World, agreement, balances, on_time, people, register_model, usage
 

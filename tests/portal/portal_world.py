@@ -7,13 +7,13 @@ import datetime as dt
 import warnings
 from dataclasses import dataclass, field
 
+from endcredits.consent.records import add_grants
 from endcredits.consent.rules import Grant
 from endcredits.ledger.accrue import accrue
+from endcredits.registry.records import CreditIn, add_credits, add_person, claim_name, name_ids, verify_person
+from endcredits.royalties.records import save_agreement
 from endcredits.service.auth import create_api_key, create_login_link, revoke_api_key
-from endcredits.store.catalog import save_agreement
-from endcredits.store.consent import add_grants
 from endcredits.store.engine import Store
-from endcredits.store.registry import CreditIn, add_credits, add_person, claim_name, name_ids, verify_person
 from helpers_money import World, agreement, on_time
 
 with warnings.catch_warnings():

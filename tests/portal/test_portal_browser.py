@@ -20,11 +20,11 @@ import pytest
 import uvicorn
 from portal_world import Seeded, seed
 
+from endcredits.consent.records import grants_for
+from endcredits.ledger.records import account_balances
 from endcredits.payouts.statements import build_statement
 from endcredits.service import create_app
-from endcredits.store.consent import grants_for
 from endcredits.store.engine import init_store
-from endcredits.store.ledger import account_balances
 from endcredits.store.schema import login_links, sessions
 
 CHROMIUM = "/usr/bin/chromium"

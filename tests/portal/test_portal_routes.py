@@ -15,12 +15,12 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from portal_world import EVIL_HANDLE, EVIL_NAME, Seeded, TestClient, revoke
 from sqlalchemy import func, select
 
-from endcredits.identity import attach_credential, load_status_lists, load_trust
-from endcredits.identity.issuer import STATUS_LIST_FILE, init_issuer, issue_credential
-from endcredits.identity.multibase import did_key
+from endcredits.consent.records import grants_for
+from endcredits.ledger.records import account_balances
+from endcredits.registry.identity import attach_credential, load_status_lists, load_trust
+from endcredits.registry.identity.issuer import STATUS_LIST_FILE, init_issuer, issue_credential
+from endcredits.registry.identity.multibase import did_key
 from endcredits.service import create_app
-from endcredits.store.consent import grants_for
-from endcredits.store.ledger import account_balances
 from endcredits.store.schema import audit_log
 from helpers_money import row_counts
 

@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 
 from endcredits.cli.app import app
 from endcredits.errors import ValidationError
+from endcredits.registry.records import CreditIn, WorkIn, add_credits, add_works, name_ids
 from endcredits.registry.roles import CAWG, CREDIT, EBU, ENDCREDITS, SCHEMES, canonical_role, check_role, roles
 from endcredits.royalties import parse_agreement
 from endcredits.store.engine import Store
-from endcredits.store.registry import CreditIn, WorkIn, add_credits, add_works, name_ids
 from endcredits.store.schema import audit_log, credits
 from helpers_money import agreement_text
 

@@ -14,6 +14,7 @@ from endcredits.errors import ConflictError, ManifestError, ValidationError
 from endcredits.ledger.accrue import accrue
 from endcredits.ledger.verify import verify
 from endcredits.manifest.build import build_manifest
+from endcredits.registry.records import CreditIn, WorkIn, add_credits, add_lineage, add_works, name_ids
 from endcredits.royalties import CreditGraph, parse_agreement, pool_of, work_shares
 from endcredits.royalties.shares import (
     RIGHTS_HOLDER_ROLE,
@@ -24,7 +25,6 @@ from endcredits.royalties.shares import (
 )
 from endcredits.royalties.usage import OutputIn, build_usage, load_credit_graph
 from endcredits.store.engine import Store
-from endcredits.store.registry import CreditIn, WorkIn, add_credits, add_lineage, add_works, name_ids
 from helpers_money import ROLES, World, agreement, agreement_text, balances, on_time, people, row_counts
 
 PAYEES = ("person:1", "person:2", "name:3", "name:4")

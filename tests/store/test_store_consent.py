@@ -8,14 +8,14 @@ import datetime as dt
 import pytest
 from sqlalchemy import select
 
+from endcredits.consent.records import add_grants, grants_for, revoke_grant
 from endcredits.consent.rules import Grant
 from endcredits.errors import ConflictError, NotFoundError
 from endcredits.manifest.build import build_manifest
+from endcredits.manifest.records import manifests_using
+from endcredits.registry.records import WorkIn, add_works
 from endcredits.store.audit import iter_audit
-from endcredits.store.catalog import manifests_using
-from endcredits.store.consent import add_grants, grants_for, revoke_grant
 from endcredits.store.engine import Store
-from endcredits.store.registry import WorkIn, add_works
 from endcredits.store.schema import consent_grants
 from helpers_money import row_counts
 

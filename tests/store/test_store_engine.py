@@ -137,9 +137,9 @@ def test_a_store_at_0001_upgrades_and_reads_its_accrual_rows_beside_segments(
 
     from endcredits.ledger import TransferRequest
     from endcredits.ledger.accrue import accrue
+    from endcredits.ledger.records import account_balances, accrued_by_account, post_transfer
     from endcredits.ledger.verify import verify
     from endcredits.store.engine import _alembic_config, _make_engine, resolve_location
-    from endcredits.store.ledger import account_balances, accrued_by_account, post_transfer
     from helpers_money import agreement, on_time, register_model, usage
 
     data, url = resolve_location(tmp_path / "old", db_url)

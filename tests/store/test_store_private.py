@@ -6,9 +6,9 @@ import pytest
 from sqlalchemy import select, update
 
 from endcredits.errors import StoreError, ValidationError
+from endcredits.registry.private import KEY_ENV, KEY_FILE_ENV, new_key_text, private_of, with_payout_account
+from endcredits.registry.records import add_person, set_payout_account
 from endcredits.store.engine import Store
-from endcredits.store.private import KEY_ENV, KEY_FILE_ENV, new_key_text, private_of, with_payout_account
-from endcredits.store.registry import add_person, set_payout_account
 from endcredits.store.schema import audit_log, people, private_details
 
 IBAN = "DE89370400440532013000"
@@ -79,7 +79,7 @@ def _sealed_rows(store: Store) -> list[tuple[object, ...]]:
 def test_rotating_the_key_reseals_every_detail_and_running_it_again_changes_nothing(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from endcredits.store.private import SecretKey, configured_key, rotate_key
+    from endcredits.registry.private import SecretKey, configured_key, rotate_key
 
     with store.write() as conn:
         a = add_person(conn, "a", iban=IBAN, bic="COBADEFF", email="a@example.org")

@@ -12,8 +12,7 @@ from sqlalchemy import select, text
 
 from endcredits.errors import ConflictError, EndcreditsError, NotFoundError, ValidationError
 from endcredits.limits import CREDITS_PER_WORK_MAX, WEIGHT_MAX
-from endcredits.store.engine import Store
-from endcredits.store.registry import (
+from endcredits.registry.records import (
     CreditIn,
     WorkIn,
     add_credits,
@@ -24,6 +23,7 @@ from endcredits.store.registry import (
     payee_routes,
     verify_person,
 )
+from endcredits.store.engine import Store
 from endcredits.store.schema import credits, works
 from helpers_money import row_counts
 

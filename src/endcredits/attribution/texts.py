@@ -12,6 +12,9 @@ against every work:
 
 The top works per output (exact scan) explain the scores; the method and whether it is the weaker
 kind travel with them, so a statement can say how the numbers were made.
+
+``featurize_manifest`` and ``attribute_manifest`` are the stage's two tasks over a store, the one path
+the CLI, the API and the demo call.
 """
 
 from __future__ import annotations
@@ -24,13 +27,16 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from endcredits.attribution.charlm import TrainedLM
+from endcredits.attribution.charlm import TrainedLM, load_lm
 from endcredits.attribution.featurizer import FeatureSet, Featurizer, Progress
 from endcredits.attribution.payees import CreditMatrix, PayeeIndex
 from endcredits.attribution.scorers import LinearScorer, TracInScorer, TRAKScorer, score_items
 from endcredits.attribution.task import encode_texts, language_model_task
 from endcredits.attribution.topk import TopK, top_k_exact
-from endcredits.errors import ManifestError, ValidationError
+from endcredits.errors import ConflictError, ManifestError, ValidationError
+from endcredits.manifest.records import ManifestRecord, load_manifest
+from endcredits.store.blobs import get_blob
+from endcredits.store.engine import Store
 
 Method = Literal["trak", "tracin"]
 METHODS: tuple[Method, ...] = ("trak", "tracin")
@@ -102,7 +108,7 @@ def featurize_works(
     batch = encode_texts(lm.vocab, texts, length_max=LENGTH_CHARS_DEFAULT)
     if ray is None:
         return featurizer.featurize(batch, list(work_ids), out_dir, role="train", progress=progress)
-    from endcredits.scale import featurize_sharded, runner_for
+    from endcredits.attribution.distributed import featurize_sharded, runner_for
 
     return featurize_sharded(
         featurizer, batch, list(work_ids), out_dir, runner=runner_for(ray), role="train", progress=progress
@@ -163,16 +169,105 @@ def _targets(
     return [featurizer.compute(batch, checkpoint_index=m, ids=[o for o, _ in outputs]) for m in range(train.models)]
 
 
+def manifest_texts(store: Store, manifest: ManifestRecord) -> list[str]:
+    """The training text of each included work, in manifest order, read from the content store and
+    checked against its id."""
+    texts = []
+    for wid in manifest.included:
+        try:
+            texts.append(get_blob(store.data_dir, wid).decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ValidationError(f"work {wid} is not UTF-8 text; this model reads text") from None
+    return texts
+
+
+def checkpoint_path(store: Store, model_id: str) -> Path:
+    """Where a model's checkpoint lives in the data directory (where ``endcredits demo`` saves it)."""
+    return store.data_dir / "models" / f"{model_id}.pt"
+
+
+def bound_checkpoint(
+    store: Store, manifest_id: str, checkpoint: Path | None = None
+) -> tuple[TrainedLM, ManifestRecord]:
+    """The manifest and the model trained on it: ``checkpoint``, or the model's checkpoint in the data
+    directory; refused unless it is the checkpoint the manifest is bound to (when one is bound)."""
+
+    with store.read() as conn:
+        manifest = load_manifest(conn, manifest_id)
+    if checkpoint is None:
+        checkpoint = checkpoint_path(store, manifest.model_id)
+        if not checkpoint.is_file():
+            raise ConflictError(
+                f"no checkpoint for model {manifest.model_id} at models/{manifest.model_id}.pt in the data "
+                "directory: name one, or attribute elsewhere and send the scores with the usage batch"
+            )
+    lm = load_lm(checkpoint)
+    check_checkpoint(lm, manifest.checkpoint_sha256, manifest.id)
+    return lm, manifest
+
+
+def featurize_manifest(
+    store: Store,
+    manifest: ManifestRecord,
+    lm: TrainedLM,
+    *,
+    k: int,
+    seed: int,
+    ray: str | None = None,
+    progress: Progress | None = None,
+) -> FeatureSet:
+    """The manifest's works' features for ``lm``, under ``DATA/features`` (computed once, then reused)."""
+    return featurize_works(
+        lm,
+        manifest.included,
+        manifest_texts(store, manifest),
+        features_dir(store.data_dir, manifest.id, lm, k=k, seed=seed),
+        k=k,
+        seed=seed,
+        ray=ray,
+        progress=progress,
+    )
+
+
+def attribute_manifest(
+    store: Store,
+    manifest: ManifestRecord,
+    lm: TrainedLM,
+    outputs: Sequence[tuple[str, str]],
+    *,
+    k: int,
+    seed: int,
+    method: str = "trak",
+    top_k: int = 5,
+    ray: str | None = None,
+    progress: Progress | None = None,
+) -> TextAttribution:
+    """Score every output (id, text) against every work of the manifest, with each output's top works.
+    The works are featurized first unless their features are stored (``progress`` follows that step)."""
+    if method not in METHODS:
+        raise ValidationError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
+    ids = [o for o, _ in outputs]
+    if len(set(ids)) != len(ids):
+        raise ValidationError("an output id appears twice")
+    train = featurize_manifest(store, manifest, lm, k=k, seed=seed, ray=ray, progress=progress)
+    return attribute_outputs(lm, train, outputs, k=k, seed=seed, method=method, top_k=top_k)
+
+
 __all__ = [
     "K_DEFAULT",
     "LAMBDA_DEFAULT",
     "METHODS",
     "TextAttribution",
+    "attribute_manifest",
     "attribute_outputs",
     "attribute_payees",
+    "bound_checkpoint",
     "check_checkpoint",
+    "checkpoint_path",
     "features_dir",
+    "featurize_manifest",
     "featurize_works",
     "featurizer_for",
+    "manifest_texts",
     "scorer_for",
 ]

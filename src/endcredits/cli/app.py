@@ -10,9 +10,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
@@ -21,10 +20,11 @@ from sqlalchemy import func, select
 from typer.core import TyperGroup
 
 from endcredits.cli.identity import credential_app, issuer_app
-from endcredits.cli.imports import interop_app
+from endcredits.cli.interop import interop_app
 from endcredits.cli.service import login_link_app, operator_key_app, serve_cmd
 from endcredits.errors import EndcreditsError, ValidationError
 from endcredits.money import format_amount, parse_amount, parse_fraction
+from endcredits.royalties.records import load_agreement
 from endcredits.store.engine import DATA_ENV, DB_ENV, Store, init_store, open_store, parse_time
 
 
@@ -177,7 +177,7 @@ def people_add(
 ) -> None:
     """Register a person by handle (a pseudonym is fine); IBAN and e-mail are sealed with ENDCREDITS_SECRET_KEY."""
     from endcredits.payouts.iban import normalize_bic, normalize_iban
-    from endcredits.store.registry import add_person
+    from endcredits.registry.records import add_person
 
     with _store(ctx) as store, store.write() as conn:
         pid = add_person(
@@ -207,7 +207,7 @@ def secret_key_cmd(
     `secret-key rotate --old-key-file OLD`: every detail is re-sealed under the new key in one
     transaction, and the rotation is in the audit log. Running it again changes nothing.
     """
-    from endcredits.store.private import configured_key, new_key_text, read_key_file, rotate_key
+    from endcredits.registry.private import configured_key, new_key_text, read_key_file, rotate_key
 
     if action == "new":
         if old_key_file is not None:
@@ -229,8 +229,8 @@ def secret_key_cmd(
 @people_app.command("list")
 def people_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List people, whether they are verified, and what they are owed."""
-    from endcredits.store.ledger import account_balances
-    from endcredits.store.private import with_payout_account
+    from endcredits.ledger.records import account_balances
+    from endcredits.registry.private import with_payout_account
     from endcredits.store.schema import people
 
     with _store(ctx) as store, store.read() as conn:
@@ -276,7 +276,7 @@ def people_verify(
 ) -> None:
     """Mark a person verified and release whatever escrow holds for them."""
     from endcredits.ledger.escrow import claim_escrow_in
-    from endcredits.store.registry import verify_person
+    from endcredits.registry.records import verify_person
 
     with _store(ctx) as store, store.write() as conn:
         verify_person(conn, person_id, verified_by=issuer)
@@ -294,7 +294,7 @@ def people_bank(
 ) -> None:
     """Set where a person's payouts go."""
     from endcredits.payouts.iban import normalize_bic, normalize_iban
-    from endcredits.store.registry import set_payout_account
+    from endcredits.registry.records import set_payout_account
 
     with _store(ctx) as store, store.write() as conn:
         set_payout_account(conn, person_id, iban=normalize_iban(iban), bic=normalize_bic(bic) if bic else None)
@@ -315,8 +315,8 @@ def works_add(
     """Register a file as a work; its id is the SHA-256 of its bytes. A re-encoded or lightly edited copy
     of a registered work (by perceptual fingerprint) is linked to it, so it is never paid twice."""
     from endcredits.registry.fingerprints import register_works
+    from endcredits.registry.records import WorkIn
     from endcredits.store.blobs import put_blob
-    from endcredits.store.registry import WorkIn
 
     if not file.is_file():
         raise ValidationError(f"{file} is not a file")
@@ -346,7 +346,7 @@ def works_add(
 @works_app.command("link")
 def works_link(ctx: typer.Context, work_id: str, canonical_work_id: str) -> None:
     """Link a work to the one it duplicates by hand (an operator's decision; audited)."""
-    from endcredits.store.registry import link_works
+    from endcredits.registry.records import link_works
 
     with _store(ctx) as store, store.write() as conn:
         canonical = link_works(
@@ -360,7 +360,7 @@ def works_unlink(
     ctx: typer.Context, work_id: str, reason: Annotated[str, typer.Option(help="Why it is not a copy")]
 ) -> None:
     """Undo a false match: the work is its own again, and is never re-linked by fingerprint."""
-    from endcredits.store.registry import unlink_work
+    from endcredits.registry.records import unlink_work
 
     with _store(ctx) as store, store.write() as conn:
         former = unlink_work(conn, work_id, reason=reason)
@@ -392,7 +392,7 @@ def works_list(
 @works_app.command("import-abc")
 def works_import_abc(ctx: typer.Context, limit: Annotated[int | None, typer.Option(min=1)] = None) -> None:
     """Import the ABC folk tunes bundled with music21: works, credits and licence-based consent."""
-    from endcredits.demo import import_abc_corpus
+    from endcredits.interop.abc_corpus import import_abc_corpus
 
     with _store(ctx) as store:
         report = import_abc_corpus(store, limit=limit)
@@ -403,7 +403,7 @@ def works_import_abc(ctx: typer.Context, limit: Annotated[int | None, typer.Opti
 
 
 def _payee(conn: Any, payee: str | None, name: str | None) -> str:
-    from endcredits.store.registry import name_ids, parse_payee
+    from endcredits.registry.records import name_ids, parse_payee
 
     if (payee is None) == (name is None):
         raise ValidationError("give exactly one of --payee person:ID|name:ID or --name TEXT")
@@ -427,7 +427,7 @@ def credits_add(
     ] = False,
 ) -> None:
     """Credit a person or a name on a work, in a role (see `endcredits roles list`)."""
-    from endcredits.store.registry import CreditIn, add_credits
+    from endcredits.registry.records import CreditIn, add_credits
 
     with _store(ctx) as store, store.write() as conn:
         n = add_credits(
@@ -441,7 +441,7 @@ def credits_add(
 @credits_app.command("list")
 def credits_list(ctx: typer.Context, work_id: str, as_json: JsonOpt = False) -> None:
     """Credits on one work, and what it derives from."""
-    from endcredits.store.registry import graph_rows
+    from endcredits.registry.records import graph_rows
 
     with _store(ctx) as store, store.read() as conn:
         rows = graph_rows(conn, [work_id])
@@ -473,7 +473,7 @@ def credits_lineage(
     ] = None,
 ) -> None:
     """Record that a work derives from another (a scan -> a digital double -> a film)."""
-    from endcredits.store.registry import add_lineage
+    from endcredits.registry.records import add_lineage
 
     value: Fraction | None = parse_fraction(share, "lineage share") if share is not None else None
     with _store(ctx) as store, store.write() as conn:
@@ -519,8 +519,8 @@ def consent_grant(
     perpetual: Annotated[bool, typer.Option("--perpetual", help="No end date; must be said explicitly")] = False,
 ) -> None:
     """Record a consent decision for a work or a person, for one use and a time window."""
+    from endcredits.consent.records import add_grants
     from endcredits.consent.rules import Grant
-    from endcredits.store.consent import add_grants
 
     if (work is None) == (person is None):
         raise ValidationError("give exactly one of --work ID or --person ID")
@@ -530,8 +530,8 @@ def consent_grant(
         subject_kind="work" if work else "person",
         subject_id=work or str(person),
         use=use,
-        decision=decision,
-        valid_from=_time(valid_from, "--from"),  # type: ignore[arg-type]
+        decision=decision,  # type: ignore[arg-type]
+        valid_from=_time(valid_from, "--from"),
         valid_until=_time(until, "--until") if until else None,
         perpetual=perpetual,
         source=source,
@@ -547,8 +547,9 @@ def consent_revoke(
 ) -> None:
     """Revoke a grant, and report every model, manifest and training run that already used the work
     (or a work derived from it)."""
-    from endcredits.store.catalog import revocation_report, works_of_person
-    from endcredits.store.consent import revoke_grant
+    from endcredits.consent.records import revoke_grant
+    from endcredits.manifest.records import revocation_report
+    from endcredits.registry.records import works_of_person
 
     with _store(ctx) as store, store.write() as conn:
         grant = revoke_grant(conn, grant_id, _time(at, "--at"))
@@ -593,7 +594,7 @@ def consent_list(
     as_json: JsonOpt = False,
 ) -> None:
     """Grants on a work or a person."""
-    from endcredits.store.consent import grants_for
+    from endcredits.consent.records import grants_for
 
     with _store(ctx) as store, store.read() as conn:
         grants = grants_for(conn, [work] if work else [], [str(person)] if person is not None else [])
@@ -694,7 +695,7 @@ def manifest_list(
 @manifest_app.command("show")
 def manifest_show(ctx: typer.Context, manifest_id: str, as_json: JsonOpt = False) -> None:
     """A manifest's root, counts and excluded works with reasons."""
-    from endcredits.store.catalog import load_manifest
+    from endcredits.manifest.records import load_manifest
 
     with _store(ctx) as store, store.read() as conn:
         m = load_manifest(conn, manifest_id)
@@ -721,7 +722,7 @@ def manifest_show(ctx: typer.Context, manifest_id: str, as_json: JsonOpt = False
 def manifest_prove(ctx: typer.Context, manifest_id: str, work_id: str) -> None:
     """Print a JSON proof that a work is (or is not) in a manifest; check it with `manifest check`."""
     from endcredits.manifest.merkle import proof_to_json, prove_exclusion, prove_inclusion
-    from endcredits.store.catalog import load_manifest
+    from endcredits.manifest.records import load_manifest
 
     with _store(ctx) as store, store.read() as conn:
         m = load_manifest(conn, manifest_id)
@@ -792,7 +793,7 @@ def run_record(
     as_json: JsonOpt = False,
 ) -> None:
     """Record a training run: which checkpoints the manifest's model produced from exactly that manifest."""
-    from endcredits.store.catalog import record_training_run
+    from endcredits.manifest.records import record_training_run
 
     hashes = [_file_sha256(p) for p in checkpoint or []] + list(checkpoint_sha256 or [])
     with _store(ctx) as store, store.write() as conn:
@@ -820,7 +821,7 @@ def run_list(
     as_json: JsonOpt = False,
 ) -> None:
     """Recorded training runs, newest first, with their manifest roots and checkpoint hashes."""
-    from endcredits.store.catalog import training_runs_list
+    from endcredits.manifest.records import training_runs_list
 
     with _store(ctx) as store, store.read() as conn:
         runs = training_runs_list(conn, model_id=model, manifest_id=manifest, limit=limit)
@@ -842,7 +843,7 @@ def run_list(
 def agreement_load(ctx: typer.Context, file: Path) -> None:
     """Load an agreement file (a new version needs a new version number)."""
     from endcredits.royalties import parse_agreement
-    from endcredits.store.catalog import save_agreement
+    from endcredits.royalties.records import save_agreement
 
     try:
         body = file.read_text(encoding="utf-8")
@@ -859,17 +860,10 @@ def agreement_show(
     ctx: typer.Context, agreement_id: str, version: Annotated[int | None, typer.Option()] = None
 ) -> None:
     """Print an agreement's text."""
-    from endcredits.store.catalog import load_agreement_body
+    from endcredits.royalties.records import load_agreement_body
 
     with _store(ctx) as store, store.read() as conn:
         sys.stdout.write(load_agreement_body(conn, agreement_id, version))
-
-
-def _agreement(conn: Any, agreement_id: str) -> Any:
-    from endcredits.royalties import parse_agreement
-    from endcredits.store.catalog import load_agreement_body
-
-    return parse_agreement(load_agreement_body(conn, agreement_id))
 
 
 # accrue -------------------------------------------------------------------------------------------
@@ -885,14 +879,13 @@ def accrue_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Accrue residuals for a batch of outputs: split, carry forward, evidence, one ledger transfer per period."""
-    from endcredits.ledger.accrue import accrue
-    from endcredits.royalties.usage import OutputIn, build_usage
-    from endcredits.store.catalog import latest_manifest_id, load_manifest
-    from endcredits.store.files import read_rows
+    from endcredits.cli.files import read_rows
+    from endcredits.ledger.accrue import accrue_scored
+    from endcredits.royalties.usage import OutputIn
 
     out_rows = read_rows(outputs, ["output_id", "model_id", "revenue", "currency", "occurred_at"])
     attr_rows = read_rows(attributions, ["output_id", "score"], one_of=["work_id", "payee"])
-    per = "payee" if attr_rows and "work_id" not in attr_rows[0] else "work"
+    per: Literal["work", "payee"] = "payee" if attr_rows and "work_id" not in attr_rows[0] else "work"
     outs = [
         OutputIn(
             r["output_id"], r["model_id"], parse_amount(r["revenue"], r["currency"]), r["currency"], r["occurred_at"]
@@ -912,31 +905,20 @@ def accrue_cmd(
             raise ValidationError(f"{attributions} row {i + 2}: score {r['score']!r} is not a number") from None
         scores.setdefault(r["output_id"], {})[r["work_id"] if per == "work" else r["payee"]] = value
     with _store(ctx) as store:
-        with store.read() as conn:
-            a = _agreement(conn, agreement)
-            m = None
-            if per == "work" or a.baseline_share or manifest:
-                models = {o.model_id for o in outs}
-                if len(models) != 1:
-                    raise ValidationError("an accrual batch covers one model; split the outputs file by model_id")
-                m = load_manifest(conn, manifest or latest_manifest_id(conn, models.pop()))
-            usage = build_usage(conn, outs, scores, a, m, per=per)
-        summary = accrue(store, usage, a, event_id=batch_id, dry_run=dry_run)
-    data = {
-        "batch_id": batch_id,
-        "status": summary.status,
-        "outputs": summary.outputs,
-        "lines": summary.lines,
-        "pool_microunits": summary.pool_microunits,
-        "posted_microunits": summary.posted_microunits,
-        "escrow_microunits": summary.escrow_microunits,
-        "suspense_delta_microunits": summary.suspense_delta_microunits,
-        "transfers": list(summary.groups),
-    }
+        summary = accrue_scored(
+            store,
+            outs,
+            scores,
+            per=per,
+            agreement_id=agreement,
+            batch_id=batch_id,
+            manifest_id=manifest,
+            dry_run=dry_run,
+        )
     if as_json:
-        _print_json(data)
+        _print_json(summary.to_json())
     else:
-        c = a.currency
+        c = summary.currency
         _console().print(
             f"batch {batch_id} ({summary.status}): {summary.outputs} outputs, {summary.lines} lines, "
             f"pool {format_amount(summary.pool_microunits, c)} {c} = paid {format_amount(summary.posted_microunits, c)}"
@@ -946,18 +928,6 @@ def accrue_cmd(
 
 
 # attribute ----------------------------------------------------------------------------------------
-def _checkpoint_and_manifest(ctx: typer.Context, checkpoint: Path, manifest: str) -> tuple[Any, Any]:
-    from endcredits.attribution.charlm import load_lm
-    from endcredits.attribution.texts import check_checkpoint
-    from endcredits.store.catalog import load_manifest
-
-    lm = load_lm(checkpoint)
-    with _store(ctx) as store, store.read() as conn:
-        m = load_manifest(conn, manifest)
-    check_checkpoint(lm, m.checkpoint_sha256, m.id)
-    return lm, m
-
-
 RayOpt = Annotated[str | None, typer.Option("--ray", help="Run shards as Ray tasks: 'auto' or a cluster address")]
 
 
@@ -971,12 +941,25 @@ def featurize_cmd(
     ray: RayOpt = None,
 ) -> None:
     """Featurize every work in the manifest once (projected gradients, memory-mapped); resumable."""
-    from endcredits.demo import featurize_manifest
+    from endcredits.attribution.texts import bound_checkpoint, featurize_manifest
 
-    lm, m = _checkpoint_and_manifest(ctx, checkpoint, manifest)
-    with _store(ctx) as store, _bar("featurizing works", len(m.included)) as advance:
-        fs = featurize_manifest(store, m, lm, k=k, seed=seed, ray=ray, progress=lambda d, _t: advance(d))
+    with _store(ctx) as store:
+        lm, m = bound_checkpoint(store, manifest, checkpoint)
+        with _bar("featurizing works", len(m.included)) as advance:
+            fs = featurize_manifest(store, m, lm, k=k, seed=seed, ray=ray, progress=lambda d, _t: advance(d))
     _console().print(f"features of {len(fs.ids)} works ({fs.manifest['dim']} dims) in {fs.directory}")
+
+
+def _read_text_outputs(path: Path) -> list[tuple[str, str]]:
+    lines = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+        if line.strip():
+            try:
+                obj = json.loads(line)
+                lines.append((str(obj["output_id"]), str(obj["text"])))
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise ValidationError(f'{path} line {i + 1} is not {{"output_id": ..., "text": ...}}') from None
+    return lines
 
 
 @app.command("attribute")
@@ -1003,71 +986,61 @@ def attribute_cmd(
     ] = None,
 ) -> None:
     """Score each output against every work in the manifest (TRAK by default); features are reused."""
-    from endcredits.attribution.texts import METHODS
-    from endcredits.demo import attribute_texts
+    import csv
+
+    from endcredits.attribution.texts import METHODS, attribute_manifest, bound_checkpoint
 
     if method not in METHODS:
         raise ValidationError(f"--method must be one of {', '.join(METHODS)}")
     if per_payee is not None and (explain is not None or ray is not None):
         raise ValidationError("--per-payee writes payee scores only; run without --explain and --ray")
-    lines = []
-    for i, line in enumerate(outputs.read_text(encoding="utf-8").splitlines()):
-        if line.strip():
-            try:
-                obj = json.loads(line)
-                lines.append((str(obj["output_id"]), str(obj["text"])))
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise ValidationError(f'{outputs} line {i + 1} is not {{"output_id": ..., "text": ...}}') from None
-    lm, m = _checkpoint_and_manifest(ctx, checkpoint, manifest)
-    if per_payee is not None:
-        n = _attribute_per_payee(ctx, lm, m, lines, out, agreement_id=per_payee, k=k, seed=seed, method=method)
-        _console().print(f"wrote {n} non-zero {method} payee scores for {len(lines)} outputs to {out}")
-        return
+    lines = _read_text_outputs(outputs)
     with _store(ctx) as store:
-        att = attribute_texts(
-            store, m, lm, lines, out, k=k, seed=seed, method=method, ray=ray, explain=explain, top_k=top_k
-        )
+        lm, m = bound_checkpoint(store, manifest, checkpoint)
+        with _bar("featurizing works", len(m.included)) as advance:
+            if per_payee is not None:
+                from endcredits.royalties.payees import attribute_manifest_payees
+
+                with store.read() as conn:
+                    agreement = load_agreement(conn, per_payee)
+                ps = attribute_manifest_payees(
+                    store, m, lm, lines, agreement, k=k, seed=seed, method=method, progress=lambda d, _t: advance(d)
+                )
+            else:
+                att = attribute_manifest(
+                    store,
+                    m,
+                    lm,
+                    lines,
+                    k=k,
+                    seed=seed,
+                    method=method,
+                    top_k=top_k,
+                    ray=ray,
+                    progress=lambda d, _t: advance(d),
+                )
+    with out.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, lineterminator="\n")
+        if per_payee is not None:
+            w.writerow(["output_id", "payee", "score"])
+            rows = ps.nonzero()
+            w.writerows([oid, payee, repr(score)] for oid, payee, score in rows)
+            _console().print(f"wrote {len(rows)} non-zero {method} payee scores for {len(lines)} outputs to {out}")
+            return
+        w.writerow(["output_id", "work_id", "score"])
+        for i, oid in enumerate(att.output_ids):
+            w.writerows([oid, wid, repr(float(att.scores[i, j]))] for j, wid in enumerate(att.work_ids))
+    if explain is not None:
+        with explain.open("w", encoding="utf-8") as f:
+            for i, oid in enumerate(att.output_ids):
+                top = [{"work_id": w_, "score": s_} for w_, s_ in att.top_works(i)]
+                f.write(json.dumps({"output_id": oid, "method": att.method, "weaker": att.weaker, "top_works": top}))
+                f.write("\n")
     weaker = " (a weaker method)" if att.weaker else ""
     _console().print(
         f"wrote {len(lines) * len(m.included)} {att.method} scores{weaker} to {out}"
         + (f"; top {top_k} works per output to {explain}" if explain else "")
     )
-
-
-def _attribute_per_payee(
-    ctx: typer.Context,
-    lm: Any,
-    m: Any,
-    lines: Sequence[tuple[str, str]],
-    out: Path,
-    *,
-    agreement_id: str,
-    k: int,
-    seed: int,
-    method: str,
-) -> int:
-    import csv
-
-    from endcredits.attribution.texts import attribute_payees
-    from endcredits.demo import featurize_manifest
-    from endcredits.royalties.usage import credit_matrix
-
-    with _store(ctx) as store:
-        with store.read() as conn:
-            a = _agreement(conn, agreement_id)
-            payees, credits = credit_matrix(conn, m.included, a)
-        with _bar("featurizing works", len(m.included)) as advance:
-            train = featurize_manifest(store, m, lm, k=k, seed=seed, progress=lambda d, _t: advance(d))
-    scores = attribute_payees(lm, train, lines, credits, k=k, seed=seed, method=method)
-    written = 0
-    with out.open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(["output_id", "payee", "score"])
-        for i, (oid, _) in enumerate(lines):
-            for j in np.flatnonzero(scores[i]).tolist():
-                w.writerow([oid, payees[j], repr(float(scores[i, j]))])
-                written += 1
-    return written
 
 
 # statements, payouts, escrow ---------------------------------------------------------------------
@@ -1117,7 +1090,7 @@ def payouts_create(
     when = dt.date.fromisoformat(execution_date) if execution_date else dt.datetime.now(dt.UTC).date()
     with _store(ctx) as store:
         with store.read() as conn:
-            a = _agreement(conn, agreement)
+            a = load_agreement(conn, agreement)
         r = create_payout_batch(
             store,
             batch_id=batch_id,
@@ -1245,7 +1218,7 @@ def escrow_release_work(
 
     with _store(ctx) as store:
         with store.read() as conn:
-            a = _agreement(conn, agreement)
+            a = load_agreement(conn, agreement)
         r = release_work_escrow(store, work_id, a)
     moved = ", ".join(f"{format_amount(v, c)} {c}" for c, v in r.moved_microunits.items()) or "nothing held"
     _console().print(f"work {work_id[:16]}: released {moved} to {len(r.parts)} accounts")
@@ -1256,8 +1229,8 @@ def escrow_release_work(
 def ledger_fold(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Fold the pending accrual segments into the account and carry rows now (it changes no balance;
     accruals and the other writers fold on their own, see docs/concepts/ledger.md)."""
-    from endcredits.store.ledger import fold_pending
-    from endcredits.store.segments import fold_watermark
+    from endcredits.ledger.records import fold_pending
+    from endcredits.ledger.segments import fold_watermark
 
     with _store(ctx) as store, store.write() as conn:
         result = fold_pending(conn)
@@ -1284,8 +1257,8 @@ def ledger_fold(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 def ledger_status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """How much is pending: segments above the fold watermark and their legs, against the limits at
     which an accrual folds first."""
+    from endcredits.ledger.segments import fold_watermark, pending_size
     from endcredits.limits import FOLD_PENDING_LEGS_MAX, FOLD_PENDING_SEGMENTS_MAX
-    from endcredits.store.segments import fold_watermark, pending_size
 
     with _store(ctx) as store, store.read() as conn:
         segments, legs = pending_size(conn)
@@ -1382,7 +1355,7 @@ def demo_cmd(
 
 def main() -> None:
     """Entry point of the ``endcredits`` command."""
-    from endcredits.store.evidence import use_system_allocator
+    from endcredits.ledger.evidence import use_system_allocator
 
     use_system_allocator()
     app()

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from endcredits.errors import CredentialError, ValidationError
-from endcredits.identity.credential import CREDENTIAL_BYTES_MAX
+from endcredits.registry.identity.credential import CREDENTIAL_BYTES_MAX
 from endcredits.store.engine import DATA_ENV, DEFAULT_DATA_DIR, open_store, parse_time
 
 credential_app = typer.Typer(
@@ -75,7 +75,7 @@ def credential_verify(
     """Check a credential's proof, issuer, validity window and revocation status.
 
     Exit 0 and print the subject's id when it is valid and trusted; exit 1 and the reason otherwise."""
-    from endcredits.identity import load_status_lists, load_trust, verify_credential
+    from endcredits.registry.identity import load_status_lists, load_trust, verify_credential
 
     trust_list = load_trust(trust)
     lists = load_status_lists(status_list or [])
@@ -104,9 +104,9 @@ def credential_attach(
 ) -> None:
     """Verify a credential and attach it to a person, who becomes verified by its issuer; release
     whatever escrow holds for them."""
-    from endcredits.identity import attach_credential, load_status_lists, load_trust
     from endcredits.ledger.escrow import claim_escrow_in
     from endcredits.money import format_amount
+    from endcredits.registry.identity import attach_credential, load_status_lists, load_trust
 
     trust_list = load_trust(trust)
     lists = load_status_lists(status_list or [])
@@ -135,7 +135,7 @@ def credential_refresh(
     ctx: typer.Context, trust: TrustOpt, status_list: StatusOpt = None, at: AtOpt = None, as_json: JsonOpt = False
 ) -> None:
     """Re-check every attached credential; un-verify people whose credentials expired or were revoked."""
-    from endcredits.identity import load_status_lists, load_trust, refresh_verification
+    from endcredits.registry.identity import load_status_lists, load_trust, refresh_verification
 
     trust_list = load_trust(trust)
     lists = load_status_lists(status_list or [])
@@ -174,7 +174,7 @@ def issuer_init(
     as_json: JsonOpt = False,
 ) -> None:
     """Generate an Ed25519 key pair and an empty revocation list; print the issuer's did:key."""
-    from endcredits.identity.issuer import KEY_FILE, STATUS_LIST_FILE, init_issuer
+    from endcredits.registry.identity.issuer import KEY_FILE, STATUS_LIST_FILE, init_issuer
 
     path = _issuer_dir(ctx, directory)
     issuer = init_issuer(path, status_list_id=status_list_id, at=dt.datetime.now(dt.UTC))
@@ -205,7 +205,7 @@ def issuer_issue(
     directory: DirOpt = None,
 ) -> None:
     """Sign a credential for a subject, with a revocation entry in this issuer's status list."""
-    from endcredits.identity.issuer import issue_credential, open_issuer
+    from endcredits.registry.identity.issuer import issue_credential, open_issuer
 
     issuer = open_issuer(_issuer_dir(ctx, directory))
     ids = {k: v for k, v in (("orcid", orcid), ("isni", isni), ("ipi", ipi)) if v is not None}
@@ -228,7 +228,7 @@ def issuer_issue(
 @issuer_app.command("revoke")
 def issuer_revoke(ctx: typer.Context, credential_id: str, directory: DirOpt = None) -> None:
     """Revoke a credential: set its bit in the status list and sign the list again."""
-    from endcredits.identity.issuer import STATUS_LIST_FILE, open_issuer, revoke_credential
+    from endcredits.registry.identity.issuer import STATUS_LIST_FILE, open_issuer, revoke_credential
 
     path = _issuer_dir(ctx, directory)
     index = revoke_credential(open_issuer(path), credential_id, at=dt.datetime.now(dt.UTC))

@@ -24,9 +24,10 @@ import copy
 import hashlib
 import os
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -36,6 +37,9 @@ from sqlalchemy import Connection, select
 
 from endcredits.errors import ConflictError, ValidationError, invariant
 from endcredits.ledger import TransferRequest, account_key
+from endcredits.ledger.evidence import EVIDENCE_SCHEMA, coded, evidence_path, prepare_evidence
+from endcredits.ledger.records import fold_pending, post_accrual, read_carries
+from endcredits.ledger.segments import pending_size
 from endcredits.limits import (
     FOLD_PENDING_LEGS_MAX,
     FOLD_PENDING_SEGMENTS_MAX,
@@ -43,18 +47,16 @@ from endcredits.limits import (
     SUBUNIT_BITS,
     SUBUNITS_PER_MICROUNIT,
 )
+from endcredits.manifest.records import latest_manifest_id, load_manifest, model_ids_exist
 from endcredits.money import Split, split_batch
+from endcredits.registry.records import route_columns
 from endcredits.royalties import Agreement, pools_of
-from endcredits.royalties.usage import UsageBatch
+from endcredits.royalties.records import load_agreement, save_agreement
+from endcredits.royalties.usage import OutputIn, UsageBatch, build_usage
 from endcredits.store.audit import append_audit
 from endcredits.store.bulk import insert_keys, select_in
-from endcredits.store.catalog import model_ids_exist, save_agreement
 from endcredits.store.engine import Store, normalize_time, utc_now
-from endcredits.store.evidence import EVIDENCE_SCHEMA, coded, evidence_path, prepare_evidence
-from endcredits.store.ledger import fold_pending, post_accrual, read_carries
-from endcredits.store.registry import route_columns
 from endcredits.store.schema import accrual_batches
-from endcredits.store.segments import pending_size
 
 FAULT_AT = os.environ.get("ENDCREDITS_FAULT_AT", "")
 """Test-only crash injection, inert unless ``ENDCREDITS_FAULT_AT=STEP:N`` is set when this module is
@@ -90,6 +92,23 @@ class AccrualSummary:
     escrow_microunits: int  # to escrow accounts
     suspense_delta_microunits: int
     groups: tuple[str, ...]  # one id per (currency, period) group; a group whose pools are all 0 posts no transfer
+    currency: str  # the agreement's: every amount above is in it
+
+    def to_json(self) -> dict[str, Any]:
+        """The summary as the CLI's ``--json`` and the API print it: amounts in integer microunits."""
+        return {
+            "batch_id": self.event_id,
+            "status": self.status,
+            "outputs": self.outputs,
+            "lines": self.lines,
+            "currency": self.currency,
+            "revenue_microunits": self.revenue_microunits,
+            "pool_microunits": self.pool_microunits,
+            "posted_microunits": self.posted_microunits,
+            "escrow_microunits": self.escrow_microunits,
+            "suspense_delta_microunits": self.suspense_delta_microunits,
+            "transfers": list(self.groups),
+        }
 
 
 def _group_event_id(event_id: str, currency: str, period: str) -> str:
@@ -427,6 +446,7 @@ def accrue(
         sum(p.escrowed for p in plans),
         sum(p.suspense_delta for p in plans),
         tuple(p.event_id for p in plans),
+        agreement.currency,
     )
 
 
@@ -456,6 +476,7 @@ def _accrue_in(
                 0,
                 0,
                 tuple(sorted(r.event_id for r in prior)),
+                agreement.currency,
             )
         model_ids_exist(conn, usage.model_ids)
         # The terms that split this money are kept with it (other terms under the same version are refused).
@@ -585,3 +606,34 @@ def _write_group(
         at=at,
     )
     _fault("recorded")
+
+
+def accrue_scored(
+    store: Store,
+    outputs: Sequence[OutputIn],
+    scores: Mapping[str, Mapping[str, float]],
+    *,
+    per: Literal["work", "payee"],
+    agreement_id: str,
+    batch_id: str,
+    manifest_id: str | None = None,
+    dry_run: bool = False,
+) -> AccrualSummary:
+    """Accrue outputs that arrive with their attribution scores (per work, or per payee): the one path of
+    ``endcredits accrue``, ``POST /api/v1/usage-batches`` and the demo.
+
+    The agreement is its newest version. The manifest (``manifest_id``, or the model's newest) is read when
+    the scores are per work, when the agreement pays a baseline share (spread over the manifest's works by
+    volume, so per-payee scores need it too), or when it is named; the batch then covers one model.
+    """
+    with store.read() as conn:
+        agreement = load_agreement(conn, agreement_id)
+        manifest = None
+        if per == "work" or agreement.baseline_share or manifest_id is not None:
+            model_ids = {o.model_id for o in outputs}
+            if len(model_ids) != 1:
+                raise ValidationError("an accrual batch that needs a manifest covers one model: split it by model_id")
+            (model_id,) = model_ids
+            manifest = load_manifest(conn, manifest_id or latest_manifest_id(conn, model_id))
+        usage = build_usage(conn, outputs, scores, agreement, manifest, per=per)
+    return accrue(store, usage, agreement, event_id=batch_id, dry_run=dry_run)

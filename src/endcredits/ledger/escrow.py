@@ -19,12 +19,12 @@ from sqlalchemy import Connection, select
 
 from endcredits.errors import ConsentError, ValidationError
 from endcredits.ledger import TransferRequest, account_key, parse_account_key
+from endcredits.ledger.records import account_balances, fold_pending, post_transfer
 from endcredits.money import allocate
+from endcredits.registry.records import claim_name, get_person, payee_routes
 from endcredits.royalties import Agreement, work_shares
 from endcredits.royalties.usage import load_credit_graph
 from endcredits.store.engine import Store
-from endcredits.store.ledger import account_balances, fold_pending, post_transfer
-from endcredits.store.registry import claim_name, get_person, payee_routes
 from endcredits.store.schema import accounts, names, people
 
 

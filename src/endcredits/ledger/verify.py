@@ -23,13 +23,14 @@ from sqlalchemy import func, select, text
 from endcredits.audit import verify_chain
 from endcredits.errors import EvidenceError, LedgerError, NotFoundError
 from endcredits.ledger import NEGATIVE_ALLOWED_KINDS, TransferRequest
+from endcredits.ledger.evidence import read_evidence
+from endcredits.ledger.records import carried_fractions, derived_balances
+from endcredits.ledger.segments import fold_watermark, pending_deltas, raw_segment_sha256, read_segment, segment_ids
 from endcredits.limits import SUBUNIT_BITS, SUBUNITS_PER_MICROUNIT
-from endcredits.royalties import Agreement, parse_agreement, pools_of
+from endcredits.royalties import Agreement, pools_of
+from endcredits.royalties.records import load_agreement
 from endcredits.store.audit import iter_audit
-from endcredits.store.catalog import load_agreement_body
 from endcredits.store.engine import Store
-from endcredits.store.evidence import read_evidence
-from endcredits.store.ledger import carried_fractions, derived_balances
 from endcredits.store.schema import (
     accounts,
     accrual_batches,
@@ -42,7 +43,6 @@ from endcredits.store.schema import (
     payout_items,
     transfers,
 )
-from endcredits.store.segments import fold_watermark, pending_deltas, raw_segment_sha256, read_segment, segment_ids
 
 
 @dataclass
@@ -238,7 +238,7 @@ def verify(store: Store) -> VerifyReport:
                 terms = (b.agreement_id, b.agreement_version)
                 if terms not in agreement_of:
                     try:
-                        agreement_of[terms] = parse_agreement(load_agreement_body(conn, *terms))
+                        agreement_of[terms] = load_agreement(conn, *terms)
                     except NotFoundError:  # accrue stores its agreement: this one was removed
                         agreement_of[terms] = None
                 terms_now = agreement_of[terms]

@@ -24,14 +24,14 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Literal
 
+from endcredits.consent.records import grants_for
 from endcredits.consent.rules import USES, Decision, Grant, decide, inherit_across_lineage
 from endcredits.errors import ValidationError
 from endcredits.manifest.merkle import merkle_root
+from endcredits.manifest.records import ManifestRecord, add_model, save_manifest
+from endcredits.registry.records import active_links, lineage_parents
 from endcredits.store.bulk import fetch_all, without_gc
-from endcredits.store.catalog import ManifestRecord, add_model, lineage_parents, save_manifest
-from endcredits.store.consent import grants_for
 from endcredits.store.engine import Store, format_time, utc_now
-from endcredits.store.registry import active_links
 
 
 @without_gc

@@ -21,14 +21,14 @@ from sqlalchemy import select, update
 
 from endcredits.errors import ConflictError, NotFoundError, ValidationError
 from endcredits.ledger import TransferRequest, account_key, parse_account_key
+from endcredits.ledger.records import account_balances, post_transfer
 from endcredits.money import to_minor_units
 from endcredits.payouts.files import MESSAGE_ID_PATTERN, Debtor, PayoutInstruction, write_pain001, write_payout_csv
 from endcredits.payouts.iban import normalize_iban
+from endcredits.registry.private import private_of, with_payout_account
+from endcredits.registry.records import people_verification
 from endcredits.store.audit import append_audit
 from endcredits.store.engine import Store, utc_now
-from endcredits.store.ledger import account_balances, post_transfer
-from endcredits.store.private import private_of, with_payout_account
-from endcredits.store.registry import people_verification
 from endcredits.store.schema import payout_batches, payout_items
 
 

@@ -21,14 +21,13 @@ import pyarrow.compute as pc
 from sqlalchemy import Connection, select
 
 from endcredits.errors import NotFoundError, ValidationError
+from endcredits.ledger.evidence import read_evidence
+from endcredits.ledger.records import accrued_by_account
 from endcredits.limits import SUBUNITS_PER_MICROUNIT
 from endcredits.money import format_amount
-from endcredits.royalties import parse_agreement
-from endcredits.store.catalog import load_agreement_body
+from endcredits.registry.records import get_person
+from endcredits.royalties.records import load_agreement
 from endcredits.store.engine import Store
-from endcredits.store.evidence import read_evidence
-from endcredits.store.ledger import accrued_by_account
-from endcredits.store.registry import get_person
 from endcredits.store.schema import accrual_batches, names, transfers, works
 
 STATEMENT_COLUMNS = (
@@ -191,7 +190,7 @@ def _rules(conn: Connection, agreements: set[str]) -> dict[str, str]:
     for key in sorted(agreements):
         agreement_id, _, version = key.rpartition("@")
         try:
-            a = parse_agreement(load_agreement_body(conn, agreement_id, int(version)))
+            a = load_agreement(conn, agreement_id, int(version))
         except NotFoundError:
             out[key] = "the agreement's text is not stored here (load it with `endcredits agreement load`)"
             continue

@@ -69,7 +69,7 @@ import numpy as np
 from sqlalchemy import Connection
 
 from endcredits.errors import ValidationError
-from endcredits.store.registry import (
+from endcredits.registry.records import (
     WorkIn,
     add_fingerprint,
     add_works,

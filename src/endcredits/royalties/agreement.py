@@ -37,8 +37,8 @@ from typing import Any
 from endcredits.errors import ValidationError
 from endcredits.limits import WEIGHT_MAX
 from endcredits.money import check_currency, parse_amount, parse_fraction
+from endcredits.registry.records import parse_role
 from endcredits.registry.roles import canonical_role, check_role
-from endcredits.store.registry import parse_role
 
 _KEYS = {
     "id",

@@ -20,7 +20,9 @@ from sqlalchemy import Connection
 from endcredits.audit import canonical_json
 from endcredits.errors import LimitExceededError, ManifestError, ValidationError
 from endcredits.limits import BATCH_SIZE_MAX, ID_LENGTH_MAX, OUTPUTS_PER_BATCH_MAX, REVENUE_PER_OUTPUT_MICROUNITS_MAX
+from endcredits.manifest.records import ManifestRecord
 from endcredits.money import check_currency
+from endcredits.registry.records import graph_rows
 from endcredits.royalties.agreement import Agreement
 from endcredits.royalties.shares import (
     CreditEntry,
@@ -33,8 +35,6 @@ from endcredits.royalties.shares import (
     payee_volumes,
     work_shares,
 )
-from endcredits.store.catalog import ManifestRecord
-from endcredits.store.registry import graph_rows
 
 if TYPE_CHECKING:
     from endcredits.attribution.payees import CreditMatrix
@@ -208,18 +208,18 @@ def build_usage(
     if per not in ("work", "payee"):
         raise ValidationError("attribution must be per work or per payee")
     in_manifest = set(manifest.included) if manifest is not None else set()
-    if per == "work":
-        if manifest is None:
-            raise ManifestError("attribution per work needs the model's manifest")
+    if per == "work" and manifest is None:
+        raise ManifestError("attribution per work needs the model's manifest")
+    if manifest is not None:
         for o in outputs_in:
             if o.model_id != manifest.model_id:
                 raise ManifestError(f"output {o.output_id} is from model {o.model_id}, not {manifest.model_id}")
-            for work in scores.get(o.output_id, {}):
-                if work not in in_manifest:
-                    raise ManifestError(
-                        f"output {o.output_id} attributes work {work}, which is not in manifest "
-                        f"{manifest.id}: a model pays only for works it was trained on"
-                    )
+            unknown = [w for w in scores.get(o.output_id, {}) if w not in in_manifest] if per == "work" else []
+            if unknown:
+                raise ManifestError(
+                    f"output {o.output_id} attributes work {unknown[0]}, which is not in manifest "
+                    f"{manifest.id}: a model pays only for works it was trained on"
+                )
     baseline: list[str] | dict[str, Fraction] = []
     if manifest is not None and per == "work":
         baseline = list(manifest.included)

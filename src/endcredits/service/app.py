@@ -17,7 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from importlib.metadata import version
 from pathlib import Path as FilePath
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from alembic.runtime.migration import MigrationContext
 from fastapi import Depends, FastAPI, Path, Query, Request, Response
@@ -334,9 +334,9 @@ def _routes_auth(app: FastAPI) -> None:
 
 
 def _person_view(store: Store, person_id: int) -> dict[str, Any]:
-    from endcredits.store.ledger import account_balances
-    from endcredits.store.private import with_payout_account
-    from endcredits.store.registry import get_person
+    from endcredits.ledger.records import account_balances
+    from endcredits.registry.private import with_payout_account
+    from endcredits.registry.records import get_person
     from endcredits.store.schema import names
 
     with store.read() as conn:
@@ -406,9 +406,9 @@ def _routes_usage(app: FastAPI) -> None:
     def attribute(body: m.AttributionIn, who: Ingest, store: StoreDep) -> Any:
         """Operator (ingest): score text outputs against every work of a manifest with the model checkpoint
         registered at ``DATA/models/MODEL.pt``; returns each output's scores per work and its top works."""
-        from endcredits.service.attribute import attribute_texts
+        from endcredits.service.attribute import attribution_view
 
-        return attribute_texts(store, body)
+        return attribution_view(store, body)
 
 
 def _stored_usage(store: Store, batch_id: str, request_sha: str) -> dict[str, Any] | None:
@@ -423,19 +423,17 @@ def _stored_usage(store: Store, batch_id: str, request_sha: str) -> dict[str, An
 
 
 def _accrue_batch(store: Store, body: m.UsageBatchIn) -> dict[str, Any]:
-    from endcredits.ledger.accrue import accrue
-    from endcredits.royalties import parse_agreement
-    from endcredits.royalties.usage import OutputIn, build_usage
-    from endcredits.store.catalog import latest_manifest_id, load_agreement_body, load_manifest
+    from endcredits.ledger.accrue import accrue_scored
+    from endcredits.royalties.usage import OutputIn
 
     outs: list[OutputIn] = []
     scores: dict[str, dict[str, float]] = {}
-    per = ""
+    per: Literal["work", "payee"] | None = None
     for o in body.outputs:
         if (o.work_scores is None) == (o.payee_scores is None):
             raise ValidationError(f"output {o.output_id}: give exactly one of work_scores or payee_scores")
-        kind = "work" if o.work_scores is not None else "payee"
-        if per and kind != per:
+        kind: Literal["work", "payee"] = "work" if o.work_scores is not None else "payee"
+        if per is not None and kind != per:
             raise ValidationError("one batch gives every output's attribution per work, or every one per payee")
         per = kind
         if o.output_id in scores:
@@ -446,35 +444,25 @@ def _accrue_batch(store: Store, body: m.UsageBatchIn) -> dict[str, Any]:
             )
         )
         scores[o.output_id] = dict(o.work_scores if o.work_scores is not None else o.payee_scores or {})
-    with store.read() as conn:
-        agreement = parse_agreement(load_agreement_body(conn, body.agreement_id))
-        manifest = None
-        if per == "work":
-            model_ids = {o.model_id for o in outs}
-            if len(model_ids) != 1:
-                raise ValidationError("a usage batch attributed per work covers one model: split it by model_id")
-            manifest = load_manifest(conn, body.manifest_id or latest_manifest_id(conn, model_ids.pop()))
-        usage = build_usage(conn, outs, scores, agreement, manifest, per=per)
-    s = accrue(store, usage, agreement, event_id=body.batch_id)
-    c = agreement.currency
+    s = accrue_scored(
+        store,
+        outs,
+        scores,
+        per=per or "work",
+        agreement_id=body.agreement_id,
+        batch_id=body.batch_id,
+        manifest_id=body.manifest_id,
+    )
+    c = s.currency
     return {
-        "batch_id": body.batch_id,
-        "status": s.status,
-        "outputs": s.outputs,
-        "lines": s.lines,
-        "currency": c,
+        **s.to_json(),
         "revenue": format_amount(s.revenue_microunits, c),
         "pool": format_amount(s.pool_microunits, c),
-        "pool_microunits": s.pool_microunits,
-        "posted_microunits": s.posted_microunits,
-        "escrow_microunits": s.escrow_microunits,
-        "suspense_delta_microunits": s.suspense_delta_microunits,
-        "transfers": list(s.groups),
     }
 
 
 def _routes_registry(app: FastAPI) -> None:
-    from endcredits.store import registry as reg
+    from endcredits.registry import records as reg
 
     @app.post(f"{API}/people", status_code=201, tags=["registry"])
     def add_person(body: m.PersonIn, who: Registry, store: StoreDep) -> dict[str, Any]:
@@ -598,8 +586,8 @@ def _grant_view(grant_id: int, g: Any) -> dict[str, Any]:
 
 
 def _routes_consent(app: FastAPI) -> None:
+    from endcredits.consent import records as cs
     from endcredits.consent.rules import Grant
-    from endcredits.store import consent as cs
 
     @app.post(f"{API}/consent-grants", status_code=201, tags=["consent"])
     def grant(body: m.ConsentIn, who: Who, store: StoreDep) -> dict[str, Any]:
@@ -633,7 +621,8 @@ def _routes_consent(app: FastAPI) -> None:
     def revoke(grant_id: PersonPath, body: m.RevokeIn, who: Who, store: StoreDep) -> dict[str, Any]:
         """Operator (registry), or a contributor for a grant on themselves: revoke it, and list every
         manifest that already used the works."""
-        from endcredits.store.catalog import manifests_using, works_of_person
+        from endcredits.manifest.records import manifests_using
+        from endcredits.registry.records import works_of_person
         from endcredits.store.schema import consent_grants
 
         if who.kind != "contributor":
@@ -761,15 +750,14 @@ def _routes_money(app: FastAPI) -> None:
         CSV, pending until statuses return). Idempotent by ``batch_id``."""
         from endcredits.payouts.batches import create_payout_batch
         from endcredits.payouts.files import Debtor
-        from endcredits.royalties import parse_agreement
-        from endcredits.store.catalog import load_agreement_body
+        from endcredits.royalties.records import load_agreement
 
         try:
             when = dt.date.fromisoformat(body.execution_date) if body.execution_date else dt.datetime.now(dt.UTC).date()
         except ValueError:
             raise ValidationError(f"execution_date {body.execution_date!r} is not a date") from None
         with store.read() as conn:
-            a = parse_agreement(load_agreement_body(conn, body.agreement_id))
+            a = load_agreement(conn, body.agreement_id)
         r = create_payout_batch(
             store,
             batch_id=body.batch_id,

@@ -5,35 +5,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from endcredits.errors import ConflictError
 from endcredits.service.models import AttributionIn
 from endcredits.store.engine import Store
 
 
-def attribute_texts(store: Store, body: AttributionIn) -> dict[str, Any]:
-    from endcredits.attribution.charlm import load_lm
-    from endcredits.attribution.texts import attribute_outputs, check_checkpoint
-    from endcredits.demo import featurize_manifest
-    from endcredits.errors import ValidationError
-    from endcredits.store.catalog import load_manifest
+def attribution_view(store: Store, body: AttributionIn) -> dict[str, Any]:
+    """The API's answer: each output's score per work and its top works."""
+    from endcredits.attribution.texts import attribute_manifest, bound_checkpoint
 
-    with store.read() as conn:
-        manifest = load_manifest(conn, body.manifest_id)
-    checkpoint = store.data_dir / "models" / f"{manifest.model_id}.pt"
-    if not checkpoint.is_file():
-        raise ConflictError(
-            f"no checkpoint for model {manifest.model_id} at models/{manifest.model_id}.pt in the "
-            "data directory: attribute elsewhere and send scores with POST /api/v1/usage-batches"
-        )
-    ids = [o.output_id for o in body.outputs]
-    if len(set(ids)) != len(ids):
-        raise ValidationError("an output id appears twice")
-    lm = load_lm(checkpoint)
-    check_checkpoint(lm, manifest.checkpoint_sha256, manifest.id)
-    train = featurize_manifest(store, manifest, lm, k=body.k, seed=body.seed)
-    att = attribute_outputs(
+    lm, manifest = bound_checkpoint(store, body.manifest_id)
+    att = attribute_manifest(
+        store,
+        manifest,
         lm,
-        train,
         [(o.output_id, o.text) for o in body.outputs],
         k=body.k,
         seed=body.seed,

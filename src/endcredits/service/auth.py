@@ -22,10 +22,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Connection, func, select, update
 
 from endcredits.errors import ConflictError, CredentialError, LimitExceededError, NotFoundError, ValidationError
-from endcredits.identity.multibase import did_key_public_key
+from endcredits.registry.identity.multibase import did_key_public_key
+from endcredits.registry.records import clean_text, get_person
 from endcredits.store.audit import append_audit
 from endcredits.store.engine import format_time, parse_time
-from endcredits.store.registry import clean_text, get_person
 from endcredits.store.schema import api_keys, auth_challenges, credentials, login_links, sessions
 
 SCOPES: tuple[str, ...] = ("ingest", "registry", "payouts", "read")

@@ -289,7 +289,7 @@ def _signed_in(request: Request, store: Store, person_id: int, token: str) -> HT
     """A page that says who is signed in and moves on by itself. Not a redirect: a SameSite=Strict cookie set
     while following a link from another site (a mail) is sent with the next same-site navigation, not with a
     redirect inside the cross-site one."""
-    from endcredits.store.registry import get_person
+    from endcredits.registry.records import get_person
 
     with store.read() as conn:
         handle = get_person(conn, person_id).handle
@@ -531,8 +531,8 @@ def _date(text: str, what: str) -> dt.datetime:
 
 
 def _routes_contributor(router: APIRouter) -> None:
+    from endcredits.consent import records as cs
     from endcredits.consent.rules import USES, Grant
-    from endcredits.store import consent as cs
 
     @router.get("/people/{person_id}")
     def person_page(request: Request, person_id: Annotated[int, PathParam(ge=1, le=2**31 - 1)]) -> Response:
@@ -658,7 +658,8 @@ def _routes_contributor(router: APIRouter) -> None:
     def consent_revoke(
         request: Request, csrf: CsrfField, grant_id: Annotated[int, PathParam(ge=1, le=2**31 - 1)]
     ) -> Response:
-        from endcredits.store.catalog import manifests_using, works_of_person
+        from endcredits.manifest.records import manifests_using
+        from endcredits.registry.records import works_of_person
         from endcredits.store.schema import consent_grants
 
         check_csrf(request, csrf)
@@ -676,7 +677,7 @@ def _routes_contributor(router: APIRouter) -> None:
 def _own_escrow(store: Store, person_id: int) -> list[dict[str, Any]]:
     """What escrow holds for the person and the names linked to them."""
     from endcredits.ledger import parse_account_key
-    from endcredits.store.ledger import account_balances
+    from endcredits.ledger.records import account_balances
     from endcredits.store.schema import names
 
     with store.read() as conn:
@@ -715,7 +716,7 @@ def _routes_escrow(router: APIRouter) -> None:
 
 def _escrow_page(request: Request, who: Principal, q: str, *, notice: str = "") -> HTMLResponse:
     from endcredits.ledger.escrow import search_escrow
-    from endcredits.store.registry import get_person
+    from endcredits.registry.records import get_person
 
     store = _store(request)
     with store.read() as conn:
@@ -739,7 +740,7 @@ def operator_overview(store: Store) -> dict[str, Any]:
     escrow holdings, suspense accounts and payout batches."""
     from endcredits.ledger import parse_account_key
     from endcredits.ledger.escrow import search_escrow
-    from endcredits.store.ledger import account_balances
+    from endcredits.ledger.records import account_balances
     from endcredits.store.schema import payout_batches, payout_items
 
     totals: dict[str, dict[str, int]] = {}

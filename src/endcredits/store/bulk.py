@@ -11,7 +11,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import wraps
 from itertools import chain
@@ -21,6 +21,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from endcredits.errors import ConflictError
+from endcredits.limits import SQL_PARAMS_PER_STATEMENT_MAX
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -327,3 +328,8 @@ def amount_param(conn: Connection, value: int) -> Any:
 def amount_params(conn: Connection, values: Sequence[int]) -> list[Any]:
     """``amount_param`` for many values at once."""
     return list(values) if _is_pg(conn) else [str(v) for v in values]
+
+
+def chunks(items: Sequence[Any], size: int = SQL_PARAMS_PER_STATEMENT_MAX // 4) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

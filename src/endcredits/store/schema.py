@@ -107,7 +107,7 @@ people = Table(
 private_details = Table(
     "private_details",
     metadata,
-    # Contact and payment details, apart from the public registry and sealed (store/private.py).
+    # Contact and payment details, apart from the public registry and sealed (registry/private.py).
     Column("person_id", Key, ForeignKey("people.id"), primary_key=True),
     Column("iban", LargeBinary, nullable=True),
     Column("bic", LargeBinary, nullable=True),
@@ -363,7 +363,7 @@ accounts = Table(
     Column("holder", String(ID_LENGTH_MAX), nullable=True, index=True),
     Column("may_go_negative", Boolean, nullable=False),
     Column("created_at", Time, nullable=False),
-    # The balance as of the last fold: readers add what pending segments hold (store/segments.py);
+    # The balance as of the last fold: readers add what pending segments hold (ledger/segments.py);
     # `verify` re-derives it from legs and segments.
     Column("balance_microunits", Amount, nullable=False),
     Column("last_transfer_id", Key, nullable=False),
@@ -405,7 +405,7 @@ carries = Table(
 )
 
 # An accrual transfer's legs and the carries its payees were left with, as two Arrow IPC blobs in one
-# row (store/segments.py): the rows of a 10^5-payee accrual in one INSERT. Never updated or deleted.
+# row (ledger/segments.py): the rows of a 10^5-payee accrual in one INSERT. Never updated or deleted.
 ledger_segments = Table(
     "ledger_segments",
     metadata,

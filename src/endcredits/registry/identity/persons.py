@@ -22,11 +22,11 @@ import rfc8785
 from sqlalchemy import Connection, select, update
 
 from endcredits.errors import ConflictError, CredentialError, ValidationError
-from endcredits.identity.credential import VerifiedCredential, verify_credential
-from endcredits.identity.trust import TrustList
+from endcredits.registry.identity.credential import VerifiedCredential, verify_credential
+from endcredits.registry.identity.trust import TrustList
+from endcredits.registry.records import get_person
 from endcredits.store.audit import append_audit
 from endcredits.store.engine import format_time
-from endcredits.store.registry import get_person
 from endcredits.store.schema import credentials, people
 
 DEFINITIVE_REASONS = frozenset(

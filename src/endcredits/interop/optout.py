@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 from xml.etree import ElementTree
 
 from endcredits.errors import LimitExceededError, ValidationError
-from endcredits.registry.imports._common import (
+from endcredits.interop._common import (
     TDM_USES,
     TRAINING_USES,
     ImportReport,

@@ -12,11 +12,10 @@ import pytest
 from imports_fixtures import png, register, row_counts, work_credits
 
 from endcredits.errors import ManifestError, ValidationError
+from endcredits.interop.croissant import croissant_sha256s, export_croissant, import_croissant, load_croissant
 from endcredits.manifest.build import build_manifest
-from endcredits.registry.imports import export_croissant, import_croissant, load_croissant
-from endcredits.registry.imports.croissant import croissant_sha256s
+from endcredits.registry.records import content_sha256
 from endcredits.store.engine import Store
-from endcredits.store.registry import content_sha256
 
 CSV = b"text,annotator\nthe first label,Bea Label\nthe second label,Cy Mark\n"
 
@@ -143,7 +142,7 @@ def test_manifest_exports_as_croissant_that_mlcroissant_accepts(store: Store, tm
 def test_a_lightly_edited_copy_of_a_registered_text_is_linked_not_paid_twice(store: Store, tmp_path: Path) -> None:
     """Imports register works the way `endcredits works add` does: by content, then by fingerprint."""
     from endcredits.registry.fingerprints import register_works
-    from endcredits.store.registry import WorkIn, linked_canonical
+    from endcredits.registry.records import WorkIn, linked_canonical
 
     words = [
         "reel",

@@ -44,10 +44,10 @@ from typing import Any
 import c2pa
 from sqlalchemy import Connection, select
 
+from endcredits.consent.records import grants_for
 from endcredits.consent.rules import Grant
 from endcredits.errors import LimitExceededError, ManifestError, ValidationError
-from endcredits.limits import LINEAGE_DEPTH_MAX
-from endcredits.registry.imports._common import (
+from endcredits.interop._common import (
     IMPORT_FILE_BYTES_MAX,
     TDM_USES,
     CreditName,
@@ -62,10 +62,10 @@ from endcredits.registry.imports._common import (
     require_work,
     work_exists,
 )
+from endcredits.limits import LINEAGE_DEPTH_MAX
+from endcredits.registry.records import WorkIn, content_sha256, parse_role
 from endcredits.registry.roles import check_role
-from endcredits.store.consent import grants_for
 from endcredits.store.engine import Store
-from endcredits.store.registry import WorkIn, content_sha256, parse_role
 from endcredits.store.schema import credits, names, people, works
 
 TRAINING_MINING_LABELS = ("cawg.training-mining", "c2pa.training-mining")

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from endcredits.errors import CredentialError, ValidationError
-from endcredits.identity.jsonfile import read_json_file
-from endcredits.identity.multibase import base64url, multibase_decode
+from endcredits.registry.identity.jsonfile import read_json_file
+from endcredits.registry.identity.multibase import base64url, multibase_decode
 
 STATUS_LIST_BITS_MIN = 131_072
 """The spec's minimum length (16 KiB): a list this long hides which credential a verifier asks about."""

@@ -8,9 +8,9 @@ import pytest
 from imports_fixtures import WINDOW, png, register, row_counts, work_grants
 
 from endcredits.errors import NotFoundError, ValidationError
-from endcredits.registry.imports import (
+from endcredits.interop._common import TDM_USES
+from endcredits.interop.optout import (
     DMI_DECISIONS,
-    TDM_USES,
     ai_txt_signal,
     import_signals,
     parse_headers,

@@ -11,8 +11,8 @@ from sqlalchemy import Connection, select, update
 from endcredits.consent.rules import Grant
 from endcredits.errors import ConflictError, NotFoundError
 from endcredits.store.audit import append_audit
+from endcredits.store.bulk import chunks
 from endcredits.store.engine import format_time, parse_time, utc_now
-from endcredits.store.ledger import chunks
 from endcredits.store.schema import consent_grants, people, works
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from typing import Any
@@ -37,7 +37,18 @@ from endcredits.ledger import (
     check_transfer,
     parse_account_key,
 )
-from endcredits.limits import SQL_PARAMS_PER_STATEMENT_MAX, SUBUNITS_PER_MICROUNIT
+from endcredits.ledger.segments import (
+    Segment,
+    fold_watermark,
+    insert_segment,
+    iter_carries,
+    iter_segments,
+    pending_carries,
+    pending_deltas,
+)
+from endcredits.limits import (
+    SUBUNITS_PER_MICROUNIT,
+)
 from endcredits.money import check_currency
 from endcredits.store.audit import append_audit
 from endcredits.store.bulk import (
@@ -51,21 +62,14 @@ from endcredits.store.bulk import (
     select_joined,
 )
 from endcredits.store.engine import utc_now
-from endcredits.store.schema import accounts, carries, ledger_folds, legs, transfers
-from endcredits.store.segments import (
-    Segment,
-    fold_watermark,
-    insert_segment,
-    iter_carries,
-    iter_segments,
-    pending_carries,
-    pending_deltas,
+from endcredits.store.schema import (
+    accounts,
+    carries,
+    ledger_folds,
+    legs,
+    outputs,
+    transfers,
 )
-
-
-def chunks(items: Sequence[Any], size: int = SQL_PARAMS_PER_STATEMENT_MAX // 4) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
 
 
 def _known_accounts(conn: Connection, keys: list[str]) -> dict[str, tuple[int, int]]:
@@ -559,3 +563,7 @@ def derived_balances(conn: Connection) -> dict[str, int]:
 
 def transfer_count(conn: Connection) -> int:
     return int(conn.execute(select(func.count()).select_from(transfers)).scalar_one())
+
+
+def output_count(conn: Connection) -> int:
+    return int(conn.execute(select(func.count()).select_from(outputs)).scalar_one())

@@ -1,4 +1,5 @@
-"""Read the ABC folk tunes bundled with music21 as works, with the humans credited on each.
+"""The ABC folk tunes bundled with music21 as works, with the humans credited on each: read them
+(``iter_tunes``); ``interop/abc_corpus.py`` registers them. This module needs nothing but the standard library.
 
 The corpus ships inside the music21 wheel (``music21/corpus/<collection>/*.abc``). It is found with
 ``importlib.util.find_spec`` and never imported: music21's own dependencies need not be installed.

@@ -9,8 +9,8 @@ from imports_fixtures import make_ca, png, row_counts, work_grants
 from typer.testing import CliRunner
 
 from endcredits.cli import app
+from endcredits.registry.records import content_sha256
 from endcredits.store.engine import open_store
-from endcredits.store.registry import content_sha256
 
 
 def test_interop_commands(tmp_path: Path, db_url: str | None) -> None:

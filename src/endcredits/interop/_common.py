@@ -11,13 +11,11 @@ from pathlib import Path
 
 from sqlalchemy import Connection, select
 
+from endcredits.consent.records import add_grants, grants_for
 from endcredits.consent.rules import USES, Grant
 from endcredits.errors import LimitExceededError, NotFoundError, ValidationError
 from endcredits.registry.fingerprints import register_works
-from endcredits.store.audit import append_audit
-from endcredits.store.consent import add_grants, grants_for
-from endcredits.store.engine import Store
-from endcredits.store.registry import (
+from endcredits.registry.records import (
     CreditIn,
     WorkIn,
     add_credits,
@@ -26,6 +24,8 @@ from endcredits.store.registry import (
     content_sha256,
     name_ids,
 )
+from endcredits.store.audit import append_audit
+from endcredits.store.engine import Store
 from endcredits.store.schema import lineage, works
 
 TDM_USES: tuple[str, ...] = ("ai_generative_training", "ai_training", "ai_inference", "data_mining")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from endcredits.errors import NotFoundError, ValidationError
-from endcredits.registry.abc import (
+from endcredits.interop.abc import (
     ROLE_CODES,
     ROLE_SCHEME,
     AbcTune,
@@ -282,7 +282,7 @@ def test_errors(tmp_path: Path) -> None:
 
 def test_corpus_dir_without_music21_says_how_to_install_it() -> None:
     code = (
-        "from endcredits.registry.abc import corpus_dir\n"
+        "from endcredits.interop.abc import corpus_dir\n"
         "from endcredits.errors import NotFoundError\n"
         "try:\n    corpus_dir()\nexcept NotFoundError as e:\n    print('NotFound:', e)\n"
     )
@@ -296,7 +296,7 @@ def test_corpus_dir_without_music21_says_how_to_install_it() -> None:
 def test_dos_encoded_files_decode_to_letters_not_control_characters() -> None:
     import unicodedata
 
-    from endcredits.registry.abc import corpus_dir
+    from endcredits.interop.abc import corpus_dir
 
     tunes = list(iter_tunes(corpus_dir() / "essenFolksong"))
     assert tunes

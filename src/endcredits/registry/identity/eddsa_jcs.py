@@ -23,7 +23,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from endcredits.errors import CredentialError, ValidationError
-from endcredits.identity.multibase import base58btc, multibase_decode
+from endcredits.registry.identity.multibase import base58btc, multibase_decode
 
 PROOF_TYPE = "DataIntegrityProof"
 CRYPTOSUITE = "eddsa-jcs-2022"

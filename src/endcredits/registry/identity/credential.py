@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from endcredits.errors import CredentialError, ValidationError
-from endcredits.identity.eddsa_jcs import split_proof, verify_proof
-from endcredits.identity.identifiers import IDENTIFIER_VALIDATORS
-from endcredits.identity.statuslist import bit_at, decode_bits, list_subject, parse_index, status_entries
-from endcredits.identity.trust import TrustList, _Untrusted
+from endcredits.registry.identity.eddsa_jcs import split_proof, verify_proof
+from endcredits.registry.identity.identifiers import IDENTIFIER_VALIDATORS
+from endcredits.registry.identity.statuslist import bit_at, decode_bits, list_subject, parse_index, status_entries
+from endcredits.registry.identity.trust import TrustList, _Untrusted
 
 VC2_CONTEXT = "https://www.w3.org/ns/credentials/v2"
 CREDENTIAL_BYTES_MAX = 1 << 16

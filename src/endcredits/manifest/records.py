@@ -1,4 +1,7 @@
-"""Models, manifests and agreements: the named, fingerprinted artifacts that accruals refer to."""
+"""Models, manifests and training runs as stored: the records the manifest stage owns.
+
+A manifest is never changed once saved; a training run names the manifest and its Merkle root.
+"""
 
 from __future__ import annotations
 
@@ -9,24 +12,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, func, or_, select
+from sqlalchemy import Connection, select
 
 from endcredits.errors import ConflictError, LimitExceededError, ManifestError, NotFoundError, ValidationError
 from endcredits.limits import CHECKPOINTS_PER_RUN_MAX, ID_LENGTH_MAX
+from endcredits.registry.records import derived_works
 from endcredits.store.audit import append_audit
-from endcredits.store.bulk import bulk_insert
+from endcredits.store.bulk import bulk_insert, chunks
 from endcredits.store.engine import format_time, utc_now
-from endcredits.store.ledger import chunks
-from endcredits.store.schema import (
-    agreements,
-    lineage,
-    manifest_entries,
-    manifests,
-    models,
-    outputs,
-    training_runs,
-    work_links,
-)
+from endcredits.store.schema import manifest_entries, manifests, models, training_runs
 
 
 def _check_id(value: str, what: str) -> str:
@@ -170,58 +164,6 @@ def manifests_using(conn: Connection, work_id: str) -> list[tuple[str, str]]:
         .where(manifest_entries.c.work_id == work_id, manifest_entries.c.leaf_index.is_not(None))
     )
     return [(r.id, r.model_id) for r in conn.execute(q.order_by(manifests.c.id))]
-
-
-def lineage_parents(conn: Connection) -> dict[str, list[str]]:
-    """Every lineage link: each derived work's parent works, sorted."""
-    out: dict[str, list[str]] = {}
-    for r in conn.execute(
-        select(lineage.c.work_id, lineage.c.parent_work_id).order_by(lineage.c.work_id, lineage.c.parent_work_id)
-    ):
-        out.setdefault(r.work_id, []).append(r.parent_work_id)
-    return out
-
-
-def derived_works(conn: Connection, work_ids: Sequence[str]) -> dict[str, str]:
-    """Every work derived from ``work_ids`` through lineage, any number of hops down, mapped to the
-    upstream work it derives from (the first one reached, breadth first); the given works are not included.
-
-    Linked duplicates count as the same content: a work's canonical work and the other members of its
-    group are reached too (a manifest lists the group by its canonical work), and so is what derives
-    from any of them. Lineage is a DAG (``add_lineage`` refuses cycles); the walk is bounded by
-    ``LINEAGE_DEPTH_MAX`` hops anyway.
-    """
-    from endcredits.limits import LINEAGE_DEPTH_MAX
-
-    origin = {w: w for w in work_ids}
-    frontier = sorted(origin)
-    for _ in range(LINEAGE_DEPTH_MAX):
-        if not frontier:
-            break
-        found: list[str] = []
-
-        def reach(work: str, source: str, found: list[str] = found) -> None:
-            if work not in origin:
-                origin[work] = origin[source]
-                found.append(work)
-
-        for part in chunks(frontier):
-            q = select(lineage.c.work_id, lineage.c.parent_work_id).where(lineage.c.parent_work_id.in_(part))
-            for r in sorted(conn.execute(q), key=lambda r: (r.parent_work_id, r.work_id)):
-                reach(r.work_id, r.parent_work_id)
-            # The group: a duplicate reaches its canonical work, a canonical work its duplicates.
-            linked = select(work_links.c.work_id, work_links.c.canonical_work_id).where(
-                work_links.c.unlinked_at.is_(None),
-                or_(work_links.c.work_id.in_(part), work_links.c.canonical_work_id.in_(part)),
-            )
-            for r in sorted(conn.execute(linked), key=lambda r: (r.work_id, r.canonical_work_id)):
-                if r.work_id in origin:
-                    reach(r.canonical_work_id, r.work_id)
-                if r.canonical_work_id in origin:
-                    reach(r.work_id, r.canonical_work_id)
-        frontier = sorted(found)
-    given = set(work_ids)
-    return {w: o for w, o in origin.items() if w not in given}
 
 
 @dataclass(frozen=True)
@@ -389,51 +331,3 @@ def training_runs_list(
     if manifest_id is not None:
         q = q.where(training_runs.c.manifest_id == manifest_id)
     return [_run_from_row(r) for r in conn.execute(q)]
-
-
-def works_of_person(conn: Connection, person_id: int) -> list[str]:
-    """Works crediting the person directly or through a name they claimed."""
-    from endcredits.store.schema import credits, names, works
-
-    direct = select(works.c.id).join(credits, credits.c.work_seq == works.c.seq).where(credits.c.person_id == person_id)
-    via_names = (
-        select(works.c.id)
-        .join(credits, credits.c.work_seq == works.c.seq)
-        .join(names, names.c.id == credits.c.name_id)
-        .where(names.c.person_id == person_id)
-    )
-    return sorted({r.id for r in conn.execute(direct)} | {r.id for r in conn.execute(via_names)})
-
-
-def save_agreement(conn: Connection, agreement_id: str, version: int, body: str, body_sha256: str) -> str:
-    """Store an agreement version; re-loading the same text is a no-op, other text under the same
-    version is refused (publish a new version instead)."""
-    row = conn.execute(select(agreements).where(agreements.c.id == f"{agreement_id}@{version}")).first()
-    if row is not None:
-        if row.body_sha256 != body_sha256:
-            raise ConflictError(f"agreement {agreement_id} version {version} exists with other terms; bump the version")
-        return "exists"
-    at = utc_now()
-    conn.execute(
-        agreements.insert().values(
-            id=f"{agreement_id}@{version}", version=version, body=body, body_sha256=body_sha256, created_at=at
-        )
-    )
-    append_audit(conn, "agreement.loaded", f"{agreement_id}@{version}", {"sha256": body_sha256}, at=at)
-    return "created"
-
-
-def load_agreement_body(conn: Connection, agreement_id: str, version: int | None = None) -> str:
-    q = select(agreements.c.body, agreements.c.version).where(agreements.c.id.like(f"{agreement_id}@%"))
-    rows = [r for r in conn.execute(q) if version is None or r.version == version]
-    if not rows:
-        raise NotFoundError(
-            f"no agreement {agreement_id}"
-            + (f" version {version}" if version else "")
-            + ": load it with `endcredits agreement load FILE`"
-        )
-    return str(max(rows, key=lambda r: r.version).body)
-
-
-def output_count(conn: Connection) -> int:
-    return int(conn.execute(select(func.count()).select_from(outputs)).scalar_one())

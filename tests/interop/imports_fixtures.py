@@ -13,9 +13,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from sqlalchemy import func, select
 
-from endcredits.registry.imports import SigningKey, Window
+from endcredits.interop._common import Window
+from endcredits.interop.c2pa_manifests import SigningKey
+from endcredits.registry.records import WorkIn, add_works
 from endcredits.store.engine import Store
-from endcredits.store.registry import WorkIn, add_works
 from endcredits.store.schema import metadata
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -134,7 +135,7 @@ def row_counts(store: Store) -> dict[str, int]:
 
 def work_grants(store: Store, work_id: str) -> dict[str, tuple[str, str]]:
     """use -> (decision, source) of the work's grants (the last stored wins)."""
-    from endcredits.store.consent import grants_for
+    from endcredits.consent.records import grants_for
 
     with store.read() as conn:
         return {g.use: (g.decision, g.source) for _, g in grants_for(conn, [work_id], [])}

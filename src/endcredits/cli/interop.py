@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from endcredits.errors import ValidationError
-from endcredits.registry.imports._common import SIGNAL_VALID_DAYS_DEFAULT, ImportReport, Window
+from endcredits.interop._common import SIGNAL_VALID_DAYS_DEFAULT, ImportReport, Window
 from endcredits.store.engine import open_store, parse_time
 
 interop_app = typer.Typer(
@@ -75,13 +75,13 @@ def _print(report: ImportReport, as_json: bool) -> None:
 
 
 def _text(path: Path) -> str:
-    from endcredits.registry.imports._common import decode_text, read_bounded
+    from endcredits.interop._common import decode_text, read_bounded
 
     return decode_text(read_bounded(path, "signal file"), str(path.name))
 
 
 def _location(store: Any, work: str, location: str | None) -> str | None:
-    from endcredits.registry.imports._common import work_source
+    from endcredits.interop._common import work_source
 
     source = work_source(store, work)
     return location if location is not None else source
@@ -102,8 +102,8 @@ def import_c2pa_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Read an asset's C2PA manifests: training-and-data-mining into grants, credits, ingredient lineage."""
-    from endcredits.registry.imports import import_c2pa
-    from endcredits.registry.imports._common import read_bounded
+    from endcredits.interop._common import read_bounded
+    from endcredits.interop.c2pa_manifests import import_c2pa
 
     anchors = None if trust is None else read_bounded(trust, "trust anchor file").decode("ascii", errors="replace")
     window = _window(valid_from, until, days, perpetual)
@@ -125,7 +125,7 @@ def import_croissant_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Register a Croissant dataset's files or records as works, crediting its creators and data labelers."""
-    from endcredits.registry.imports import import_croissant
+    from endcredits.interop.croissant import import_croissant
 
     store = _store(ctx)
     try:
@@ -147,7 +147,7 @@ def import_tdmrep_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """W3C TDMRep into grants: a tdmrep.json, HTTP header lines and/or an HTML page, in that priority order."""
-    from endcredits.registry.imports import import_signals, tdmrep_combined, tdmrep_from_text
+    from endcredits.interop.optout import import_signals, tdmrep_combined, tdmrep_from_text
 
     window = _window(valid_from, until, days, perpetual)
     store = _store(ctx)
@@ -171,8 +171,8 @@ def import_xmp_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """IPTC plus:DataMining from an XMP sidecar or a file that embeds XMP, into grants."""
-    from endcredits.registry.imports import import_signals, xmp_signal
-    from endcredits.registry.imports._common import IMPORT_FILE_BYTES_MAX, read_bounded
+    from endcredits.interop._common import IMPORT_FILE_BYTES_MAX, read_bounded
+    from endcredits.interop.optout import import_signals, xmp_signal
 
     window = _window(valid_from, until, days, perpetual)
     signal = xmp_signal(read_bounded(file, "XMP file", IMPORT_FILE_BYTES_MAX), name=file.name)
@@ -197,7 +197,7 @@ def import_ai_txt_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Spawning's ai.txt (Allow/Disallow by path or file type) into AI-training grants."""
-    from endcredits.registry.imports import ai_txt_signal, import_signals
+    from endcredits.interop.optout import ai_txt_signal, import_signals
 
     window = _window(valid_from, until, days, perpetual)
     store = _store(ctx)
@@ -219,7 +219,7 @@ def export_croissant_cmd(
     out: Annotated[Path, typer.Option("--out", help="Where to write the JSON-LD.")],
 ) -> None:
     """Write a manifest as Croissant JSON-LD: a dataset whose distribution lists its works by SHA-256."""
-    from endcredits.registry.imports import export_croissant
+    from endcredits.interop.croissant import export_croissant
 
     store = _store(ctx)
     try:
@@ -247,8 +247,8 @@ def sign_c2pa_cmd(
     """Embed a signed C2PA manifest (work id, consent in force, credits) in a registered work's asset."""
     import mimetypes
 
-    from endcredits.registry.imports import Ingredient, SigningKey, sign_work
-    from endcredits.registry.imports._common import IMPORT_FILE_BYTES_MAX, read_bounded
+    from endcredits.interop._common import IMPORT_FILE_BYTES_MAX, read_bounded
+    from endcredits.interop.c2pa_manifests import Ingredient, SigningKey, sign_work
 
     def mime_of(path: Path) -> str:
         mime = mimetypes.guess_type(path.name)[0]

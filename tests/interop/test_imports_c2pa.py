@@ -21,13 +21,12 @@ from imports_fixtures import (
     work_grants,
 )
 
+from endcredits.consent.records import add_grants
 from endcredits.consent.rules import Grant
 from endcredits.errors import ManifestError, ValidationError
-from endcredits.registry.imports import Ingredient, import_c2pa, sign_work
-from endcredits.registry.imports.c2pa_manifests import read_manifest_store
-from endcredits.store.consent import add_grants
+from endcredits.interop.c2pa_manifests import Ingredient, import_c2pa, read_manifest_store, sign_work
+from endcredits.registry.records import CreditIn, add_credits, content_sha256, name_ids
 from endcredits.store.engine import Store
-from endcredits.store.registry import CreditIn, add_credits, content_sha256, name_ids
 
 
 def _credit(store: Store, work_id: str, name: str, role: str) -> None:
@@ -280,7 +279,7 @@ def test_sign_refuses_bytes_that_are_not_the_work(store: Store) -> None:
 
 
 def test_manifest_definition_exports_consent_and_credits(store: Store) -> None:
-    from endcredits.registry.imports.c2pa_manifests import manifest_for_work
+    from endcredits.interop.c2pa_manifests import manifest_for_work
 
     work = register(store, png(12), "exported")
     _forbid(store, work, "ai_training")

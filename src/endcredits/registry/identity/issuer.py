@@ -28,11 +28,17 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from endcredits.errors import ConflictError, NotFoundError, ValidationError
-from endcredits.identity.credential import VC2_CONTEXT
-from endcredits.identity.eddsa_jcs import add_proof
-from endcredits.identity.identifiers import IDENTIFIER_VALIDATORS
-from endcredits.identity.multibase import decode_secret_key, did_key, secret_key_multibase
-from endcredits.identity.statuslist import STATUS_LIST_BITS_MIN, decode_bits, encode_bits, list_subject, set_bit
+from endcredits.registry.identity.credential import VC2_CONTEXT
+from endcredits.registry.identity.eddsa_jcs import add_proof
+from endcredits.registry.identity.identifiers import IDENTIFIER_VALIDATORS
+from endcredits.registry.identity.multibase import decode_secret_key, did_key, secret_key_multibase
+from endcredits.registry.identity.statuslist import (
+    STATUS_LIST_BITS_MIN,
+    decode_bits,
+    encode_bits,
+    list_subject,
+    set_bit,
+)
 
 KEY_FILE = "issuer-key.json"
 STATUS_LIST_FILE = "status-list.json"

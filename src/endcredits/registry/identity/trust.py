@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from endcredits.errors import CredentialError, ValidationError
-from endcredits.identity.jsonfile import read_json_file
-from endcredits.identity.multibase import ED25519_KEY_BYTES, decode_public_key, did_key_public_key
+from endcredits.registry.identity.jsonfile import read_json_file
+from endcredits.registry.identity.multibase import ED25519_KEY_BYTES, decode_public_key, did_key_public_key
 
 TRUST_FILE_BYTES_MAX = 1 << 20
 TRUST_ENTRIES_MAX = 10_000

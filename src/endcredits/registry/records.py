@@ -20,14 +20,19 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, func, or_, select, update
 
 from endcredits.errors import ConflictError, NotFoundError, ValidationError, invariant
-from endcredits.limits import CREDITS_PER_WORK_MAX, LINEAGE_DEPTH_MAX, NAME_LENGTH_MAX, TITLE_LENGTH_MAX, WEIGHT_MAX
+from endcredits.limits import (
+    CREDITS_PER_WORK_MAX,
+    LINEAGE_DEPTH_MAX,
+    NAME_LENGTH_MAX,
+    TITLE_LENGTH_MAX,
+    WEIGHT_MAX,
+)
 from endcredits.store.audit import append_audit
-from endcredits.store.bulk import bulk_insert, select_in, select_joined, without_gc
+from endcredits.store.bulk import bulk_insert, chunks, select_in, select_joined, without_gc
 from endcredits.store.engine import utc_now
-from endcredits.store.ledger import chunks
 from endcredits.store.schema import (
     credits,
     fingerprint_bands,
@@ -89,7 +94,7 @@ def add_person(
 ) -> int:
     """Register a person by a handle (a pseudonym is fine: no legal name is needed to be paid). Payment and
     contact details go to ``store.private``, sealed with the operator's key, never into ``people``."""
-    from endcredits.store.private import check_email, set_private
+    from endcredits.registry.private import check_email, set_private
 
     handle = clean_text(handle, "handle")
     if conn.execute(select(people.c.id).where(people.c.handle == handle)).first() is not None:
@@ -151,7 +156,7 @@ def verify_person(conn: Connection, person_id: int, *, verified_by: str) -> None
 def set_payout_account(conn: Connection, person_id: int, *, iban: str, bic: str | None) -> None:
     """Set where a person is paid; sealed at rest (``store.private``). The audit log keeps the last four
     characters only."""
-    from endcredits.store.private import set_private
+    from endcredits.registry.private import set_private
 
     get_person(conn, person_id)
     set_private(conn, person_id, iban=iban, bic=bic)
@@ -795,3 +800,69 @@ def _claimed_names(conn: Connection, names: list[int]) -> dict[int, tuple[int, b
             names,
         )
     }
+
+
+def lineage_parents(conn: Connection) -> dict[str, list[str]]:
+    """Every lineage link: each derived work's parent works, sorted."""
+    out: dict[str, list[str]] = {}
+    for r in conn.execute(
+        select(lineage.c.work_id, lineage.c.parent_work_id).order_by(lineage.c.work_id, lineage.c.parent_work_id)
+    ):
+        out.setdefault(r.work_id, []).append(r.parent_work_id)
+    return out
+
+
+def derived_works(conn: Connection, work_ids: Sequence[str]) -> dict[str, str]:
+    """Every work derived from ``work_ids`` through lineage, any number of hops down, mapped to the
+    upstream work it derives from (the first one reached, breadth first); the given works are not included.
+
+    Linked duplicates count as the same content: a work's canonical work and the other members of its
+    group are reached too (a manifest lists the group by its canonical work), and so is what derives
+    from any of them. Lineage is a DAG (``add_lineage`` refuses cycles); the walk is bounded by
+    ``LINEAGE_DEPTH_MAX`` hops anyway.
+    """
+    from endcredits.limits import LINEAGE_DEPTH_MAX
+
+    origin = {w: w for w in work_ids}
+    frontier = sorted(origin)
+    for _ in range(LINEAGE_DEPTH_MAX):
+        if not frontier:
+            break
+        found: list[str] = []
+
+        def reach(work: str, source: str, found: list[str] = found) -> None:
+            if work not in origin:
+                origin[work] = origin[source]
+                found.append(work)
+
+        for part in chunks(frontier):
+            q = select(lineage.c.work_id, lineage.c.parent_work_id).where(lineage.c.parent_work_id.in_(part))
+            for r in sorted(conn.execute(q), key=lambda r: (r.parent_work_id, r.work_id)):
+                reach(r.work_id, r.parent_work_id)
+            # The group: a duplicate reaches its canonical work, a canonical work its duplicates.
+            linked = select(work_links.c.work_id, work_links.c.canonical_work_id).where(
+                work_links.c.unlinked_at.is_(None),
+                or_(work_links.c.work_id.in_(part), work_links.c.canonical_work_id.in_(part)),
+            )
+            for r in sorted(conn.execute(linked), key=lambda r: (r.work_id, r.canonical_work_id)):
+                if r.work_id in origin:
+                    reach(r.canonical_work_id, r.work_id)
+                if r.canonical_work_id in origin:
+                    reach(r.work_id, r.canonical_work_id)
+        frontier = sorted(found)
+    given = set(work_ids)
+    return {w: o for w, o in origin.items() if w not in given}
+
+
+def works_of_person(conn: Connection, person_id: int) -> list[str]:
+    """Works crediting the person directly or through a name they claimed."""
+    from endcredits.store.schema import credits, names, works
+
+    direct = select(works.c.id).join(credits, credits.c.work_seq == works.c.seq).where(credits.c.person_id == person_id)
+    via_names = (
+        select(works.c.id)
+        .join(credits, credits.c.work_seq == works.c.seq)
+        .join(names, names.c.id == credits.c.name_id)
+        .where(names.c.person_id == person_id)
+    )
+    return sorted({r.id for r in conn.execute(direct)} | {r.id for r in conn.execute(via_names)})

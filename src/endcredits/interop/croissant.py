@@ -33,7 +33,7 @@ import mlcroissant as mlc
 from sqlalchemy import select
 
 from endcredits.errors import LimitExceededError, ManifestError, ValidationError
-from endcredits.registry.imports._common import (
+from endcredits.interop._common import (
     IMPORT_FILE_BYTES_MAX,
     TEXT_FILE_BYTES_MAX,
     CreditName,
@@ -44,10 +44,10 @@ from endcredits.registry.imports._common import (
     decode_text,
     read_bounded,
 )
-from endcredits.store.catalog import load_manifest
+from endcredits.manifest.records import load_manifest
+from endcredits.registry.records import WorkIn, content_sha256
+from endcredits.store.bulk import chunks
 from endcredits.store.engine import Store
-from endcredits.store.ledger import chunks
-from endcredits.store.registry import WorkIn, content_sha256
 from endcredits.store.schema import works
 
 RECORDS_MAX = 1_000_000

@@ -1,0 +1,61 @@
+"""Every payee's attribution score for generated outputs: the manifest's works scored through
+``Psi = W^T G``, with ``W`` the agreement's exact credit shares (``credit_matrix``), so no payee of a
+long tail is left out and one output costs one pass over the payees."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from endcredits.attribution.charlm import TrainedLM
+from endcredits.attribution.featurizer import Progress
+from endcredits.attribution.texts import attribute_payees, featurize_manifest
+from endcredits.errors import ValidationError
+from endcredits.manifest.records import ManifestRecord
+from endcredits.royalties.agreement import Agreement
+from endcredits.royalties.usage import credit_matrix
+from endcredits.store.engine import Store
+
+
+@dataclass(frozen=True)
+class PayeeScores:
+    """``scores[i, j]``: payee ``payees[j]``'s score for output ``output_ids[i]``."""
+
+    method: str
+    output_ids: tuple[str, ...]
+    payees: tuple[str, ...]
+    scores: npt.NDArray[np.float64]
+
+    def nonzero(self) -> list[tuple[str, str, float]]:
+        """(output id, payee, score) of every non-zero score, output by output."""
+        return [
+            (oid, self.payees[j], float(self.scores[i, j]))
+            for i, oid in enumerate(self.output_ids)
+            for j in np.flatnonzero(self.scores[i]).tolist()
+        ]
+
+
+def attribute_manifest_payees(
+    store: Store,
+    manifest: ManifestRecord,
+    lm: TrainedLM,
+    outputs: Sequence[tuple[str, str]],
+    agreement: Agreement,
+    *,
+    k: int,
+    seed: int,
+    method: str = "trak",
+    progress: Progress | None = None,
+) -> PayeeScores:
+    """Every payee's exact score for every output (id, text), under the agreement's credit shares."""
+    ids = [o for o, _ in outputs]
+    if len(set(ids)) != len(ids):
+        raise ValidationError("an output id appears twice")
+    with store.read() as conn:
+        payees, credits = credit_matrix(conn, manifest.included, agreement)
+    train = featurize_manifest(store, manifest, lm, k=k, seed=seed, progress=progress)
+    scores = attribute_payees(lm, train, outputs, credits, k=k, seed=seed, method=method)
+    return PayeeScores(method, tuple(ids), tuple(payees), scores)
