@@ -5,6 +5,8 @@ Only plain functions live here; fixtures live in each directory's ``conftest.py`
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,12 +14,13 @@ from typing import Any
 import numpy as np
 from sqlalchemy import func, select
 
+from endcredits.ledger.evidence import read_evidence
+from endcredits.ledger.records import account_balances, carried_fractions, derived_balances, load_transfer
+from endcredits.registry.records import add_person, verify_person
 from endcredits.royalties import Agreement, parse_agreement
 from endcredits.royalties.usage import UsageBatch
 from endcredits.store.engine import Store
-from endcredits.store.ledger import account_balances, derived_balances
-from endcredits.store.registry import add_person, verify_person
-from endcredits.store.schema import metadata
+from endcredits.store.schema import accrual_batches, metadata, outputs, transfers
 
 ROLES = ("endcredits:composer", "endcredits:performer", "endcredits:scan_subject", "endcredits:vfx")
 
@@ -32,6 +35,7 @@ def agreement_text(
     agreement_id: str = "test-2026",
     version: int = 1,
     role_weights: dict[str, int] | None = None,
+    baseline_share: str = "0",
 ) -> str:
     weights = role_weights if role_weights is not None else {r: 1 for r in ROLES}
     lines = [
@@ -42,6 +46,7 @@ def agreement_text(
         f'rights_holder_share = "{rights_holder_share}"',
         f'lineage_pass_through = "{lineage_pass_through}"',
         f'payout_threshold = "{payout_threshold}"',
+        *([f'baseline_share = "{baseline_share}"'] if baseline_share != "0" else []),
         "escrow_period_days = 1095",
         "[role_weights]",
         *(f'"{role}" = {w}' for role, w in weights.items()),
@@ -122,7 +127,7 @@ def on_time(month: int, day: int = 1, year: int = 2026) -> str:
 
 
 def register_model(store: Store, model_id: str = "m") -> None:
-    from endcredits.store.catalog import add_model
+    from endcredits.manifest.records import add_model
 
     with store.write() as conn:
         add_model(conn, model_id, ["commercial"], "test model")
@@ -142,7 +147,7 @@ class World:
 
         from endcredits.manifest.build import build_manifest
         from endcredits.payouts.iban import make_test_iban
-        from endcredits.store.registry import CreditIn, WorkIn, add_credits, add_works, name_ids
+        from endcredits.registry.records import CreditIn, WorkIn, add_credits, add_works, name_ids
 
         self.store = store
         with store.write() as conn:
@@ -182,3 +187,38 @@ class World:
                 ag,
                 self.manifest,
             )
+
+
+def ledger_snapshot(store: Store) -> dict[str, Any]:
+    """Everything the ledger holds that a replay must reproduce, without wall-clock times or row order:
+    balances and carries as readers see them (rows and pending segments), every transfer's legs."""
+    with store.read() as conn:
+        return {
+            "balances": sorted(account_balances(conn).items()),
+            "transfers": sorted(
+                (r.event_id, r.code, r.content_sha256, tuple(sorted(load_transfer(conn, r.event_id).legs.items())))
+                for r in conn.execute(select(transfers))
+            ),
+            "carries": sorted(
+                (payee, currency, subunits) for (payee, currency), subunits in carried_fractions(conn).items()
+            ),
+            "outputs": sorted((r.id, r.batch_event_id) for r in conn.execute(select(outputs))),
+            "accruals": sorted(
+                (
+                    r.event_id,
+                    r.content_sha256,
+                    int(r.pool_microunits),
+                    r.evidence_path,
+                    evidence_lines_sha256(store.data_dir / r.evidence_path),
+                )
+                for r in conn.execute(select(accrual_batches))
+            ),
+        }
+
+
+def evidence_lines_sha256(path: Path) -> str:
+    """The evidence file's lines, hashed by value. Not the file's bytes: pyarrow may write a few different
+    bytes for the same table in another process (seen: 3 bytes of an lz4 dictionary page), and ``verify``
+    checks each file against the hash recorded for it."""
+    table = read_evidence(path)
+    return hashlib.sha256(json.dumps(table.to_pydict(), sort_keys=True).encode()).hexdigest()

@@ -16,18 +16,18 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from endcredits.identity import attach_credential, load_status_lists, load_trust
-from endcredits.identity.issuer import STATUS_LIST_FILE, init_issuer, issue_credential
-from endcredits.identity.multibase import did_key
 from endcredits.ledger.accrue import accrue
 from endcredits.payouts.batches import create_payout_batch
 from endcredits.payouts.files import Debtor
 from endcredits.payouts.iban import make_test_iban
+from endcredits.registry.identity import attach_credential, load_status_lists, load_trust
+from endcredits.registry.identity.issuer import STATUS_LIST_FILE, init_issuer, issue_credential
+from endcredits.registry.identity.multibase import did_key
+from endcredits.registry.records import add_person, name_ids
+from endcredits.royalties.records import save_agreement
 from endcredits.service import create_app
 from endcredits.service.auth import create_api_key, create_login_link, revoke_api_key, sign_in_with_link
-from endcredits.store.catalog import save_agreement
 from endcredits.store.engine import Store
-from endcredits.store.registry import add_person, name_ids
 from helpers_money import World, agreement, agreement_text, on_time
 
 with warnings.catch_warnings():

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from endcredits.consent.records import add_grants
 from endcredits.consent.rules import Grant
 from endcredits.service.auth import create_login_link, issue_challenge
-from endcredits.store.consent import add_grants
 from helpers_money import on_time, row_counts
 
 ROLES = (

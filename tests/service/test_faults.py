@@ -26,7 +26,6 @@ A torn evidence file (bytes flipped in place after the commit) is reported by ``
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import random
@@ -49,16 +48,15 @@ from sqlalchemy import select
 from endcredits.errors import EvidenceError
 from endcredits.ledger import accrue as accrue_mod
 from endcredits.ledger.verify import verify
+from endcredits.manifest.records import load_manifest
 from endcredits.money import format_amount
 from endcredits.royalties import Agreement
+from endcredits.royalties.records import save_agreement
 from endcredits.royalties.usage import OutputIn, build_usage
 from endcredits.service.auth import create_api_key
-from endcredits.store.catalog import load_manifest, save_agreement
 from endcredits.store.engine import Store, init_store, open_store
-from endcredits.store.evidence import read_evidence
-from endcredits.store.ledger import account_balances, carried_fractions, load_transfer
-from endcredits.store.schema import accrual_batches, outputs, transfers, usage_requests
-from helpers_money import World, agreement, evidence_files
+from endcredits.store.schema import accrual_batches, usage_requests
+from helpers_money import World, agreement, evidence_files, ledger_snapshot
 
 TRIALS_PER_RUN = int(os.environ.get("ENDCREDITS_FAULT_TRIALS", "100"))
 BATCHES = 6
@@ -107,7 +105,7 @@ def _build_world(data_dir: Path, db_url: str | None) -> list[str]:
 
 
 def _accrue_one(store: Store, batch: Batch, ag: Agreement) -> str:
-    from endcredits.store.catalog import latest_manifest_id
+    from endcredits.manifest.records import latest_manifest_id
 
     with store.read() as conn:
         manifest = load_manifest(conn, latest_manifest_id(conn, "m"))
@@ -121,45 +119,10 @@ def _accrue_one(store: Store, batch: Batch, ag: Agreement) -> str:
     return accrue_mod.accrue(store, usage, ag, event_id=batch.batch_id).status
 
 
-def _snapshot(store: Store) -> dict[str, Any]:
-    """Everything the ledger holds that a replay must reproduce, without wall-clock times or row order:
-    balances and carries as readers see them (rows and pending segments), every transfer's legs."""
-    with store.read() as conn:
-        return {
-            "balances": sorted(account_balances(conn).items()),
-            "transfers": sorted(
-                (r.event_id, r.code, r.content_sha256, tuple(sorted(load_transfer(conn, r.event_id).legs.items())))
-                for r in conn.execute(select(transfers))
-            ),
-            "carries": sorted(
-                (payee, currency, subunits) for (payee, currency), subunits in carried_fractions(conn).items()
-            ),
-            "outputs": sorted((r.id, r.batch_event_id) for r in conn.execute(select(outputs))),
-            "accruals": sorted(
-                (
-                    r.event_id,
-                    r.content_sha256,
-                    int(r.pool_microunits),
-                    r.evidence_path,
-                    _lines_sha256(store.data_dir / r.evidence_path),
-                )
-                for r in conn.execute(select(accrual_batches))
-            ),
-        }
-
-
-def _lines_sha256(path: Path) -> str:
-    """The evidence file's lines, hashed by value. Not the file's bytes: pyarrow may write a few different
-    bytes for the same table in another process (seen: 3 bytes of an lz4 dictionary page), and ``verify``
-    checks each file against the hash recorded for it."""
-    table = read_evidence(path)
-    return hashlib.sha256(json.dumps(table.to_pydict(), sort_keys=True).encode()).hexdigest()
-
-
 def _assert_whole(store: Store, baseline: dict[str, Any], what: str) -> None:
     """The ledger equals the run without faults; verify passes; the evidence directory holds exactly the
     recorded files."""
-    got = _snapshot(store)
+    got = ledger_snapshot(store)
     for part, want in baseline.items():
         assert got[part] == want, f"{what}: {part} differ from the run without faults"
     report = verify(store)
@@ -179,7 +142,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, l
     try:
         for b in _batches(works, 0):
             assert _accrue_one(store, b, AG) == "created"
-        baseline = _snapshot(store)
+        baseline = ledger_snapshot(store)
         assert verify(store).ok
     finally:
         store.dispose()

@@ -1,0 +1,148 @@
+"""One usage batch through the CLI (`endcredits accrue`) and through the API (`POST /api/v1/usage-batches`)
+gives the same ledger, byte for byte: both edges call ``ledger.accrue.accrue_scored``.
+
+Each case builds the same world in two fresh stores on one backend, sends the batch through one edge into
+each, and compares everything a replay must reproduce (balances, transfers and their legs, carries,
+outputs, accrual records, evidence lines). The per-payee case under a baseline share is the one the two
+edges used to disagree on: the API refused it even with ``manifest_id``; both accept it now.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import uuid
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+from typer.testing import CliRunner
+
+from endcredits.cli import app
+from endcredits.money import format_amount
+from endcredits.royalties import parse_agreement
+from endcredits.royalties.records import save_agreement
+from endcredits.service import create_app
+from endcredits.service.auth import create_api_key
+from endcredits.store.engine import Store, init_store
+from helpers_money import World, agreement_text, ledger_snapshot, on_time
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+    from fastapi.testclient import TestClient
+
+PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+TEXT = agreement_text(pool_rate="0.37", payout_threshold="0.01", baseline_share="0.1")
+
+
+Side = tuple[Store, str | None, World]
+"""A store, its database URL (None: SQLite in its data directory) and the world built in it."""
+
+
+@pytest.fixture
+def two_stores(backend: str, tmp_path: Path) -> Iterator[tuple[Side, Side]]:
+    """Two fresh stores on the backend, each with the same world and agreement."""
+    schemas = [f"t_{uuid.uuid4().hex[:12]}" for _ in range(2)] if backend == "postgresql" else []
+    admin = create_engine(PG_ADMIN_URL) if schemas else None
+    urls: list[str | None] = [None, None]
+    if admin is not None:
+        with admin.begin() as conn:
+            for s in schemas:
+                conn.execute(text(f"CREATE SCHEMA {s}"))
+        urls = [f"{PG_ADMIN_URL}?options=-csearch_path%3D{s}" for s in schemas]
+    stores = [init_store(tmp_path / name, url) for name, url in zip(("cli", "api"), urls, strict=True)]
+    try:
+        worlds = [World(s) for s in stores]
+        a = parse_agreement(TEXT)
+        for s in stores:
+            with s.write() as conn:
+                save_agreement(conn, a.id, a.version, a.body, a.body_sha256)
+        yield (stores[0], urls[0], worlds[0]), (stores[1], urls[1], worlds[1])
+    finally:
+        for s in stores:
+            s.dispose()
+        if admin is not None:
+            with admin.begin() as conn:
+                for s in schemas:
+                    conn.execute(text(f"DROP SCHEMA {s} CASCADE"))
+            admin.dispose()
+
+
+OUTPUTS = [  # id, revenue (microunits), time, scores per work (by name in the world) or per payee
+    ("o1", 123_456_789, on_time(1, 5), {"song": 0.7, "film": 0.2, "orphan": 0.1}),
+    ("o2", 98_765_431, on_time(2, 9), {"song": 0.05, "film": 1.5}),
+    ("o3", 7, on_time(2, 28), {"orphan": 3.0}),
+]
+
+
+def _scores(world: World, per: str, scores: dict[str, float]) -> dict[str, float]:
+    if per == "work":
+        return {getattr(world, k): v for k, v in scores.items()}
+    payee = {"song": f"person:{world.alice}", "film": f"person:{world.dan}", "orphan": f"name:{world.bob}"}
+    return {payee[k]: v for k, v in scores.items()}
+
+
+def _through_cli(side: Side, tmp_path: Path, per: str, with_manifest: bool) -> dict[str, Any]:
+    store, url, world = side
+    outputs, attributions = tmp_path / "outputs.csv", tmp_path / "attributions.csv"
+    with outputs.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["output_id", "model_id", "revenue", "currency", "occurred_at"])
+        w.writerows([o, "m", format_amount(r, "EUR"), "EUR", t] for o, r, t, _ in OUTPUTS)
+    with attributions.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["output_id", "work_id" if per == "work" else "payee", "score"])
+        w.writerows([o, k, repr(v)] for o, _, _, s in OUTPUTS for k, v in _scores(world, per, s).items())
+    where = ["--data", str(store.data_dir)] + (["--db", url] if url else [])
+    args = ["accrue", "--outputs", str(outputs), "--attributions", str(attributions), "--agreement", "test-2026"]
+    args += ["--batch-id", "b-1", "--json"] + (["--manifest", world.manifest.id] if with_manifest else [])
+    result = CliRunner().invoke(app, where + args)
+    assert result.exit_code == 0, result.output
+    return dict(json.loads(result.stdout))
+
+
+def _through_api(side: Side, per: str, with_manifest: bool) -> dict[str, Any]:
+    store, _, world = side
+    with store.write() as conn:
+        key = create_api_key(conn, role="operator", scopes=["ingest"], label="edges").key
+    body: dict[str, Any] = {
+        "batch_id": "b-1",
+        "agreement_id": "test-2026",
+        "outputs": [
+            {
+                "output_id": o,
+                "model_id": "m",
+                "revenue": format_amount(r, "EUR"),
+                "currency": "EUR",
+                "occurred_at": t,
+                f"{per}_scores": _scores(world, per, s),
+            }
+            for o, r, t, s in OUTPUTS
+        ],
+    }
+    if with_manifest:
+        body["manifest_id"] = world.manifest.id
+    with TestClient(create_app(store)) as client:
+        r = client.post("/api/v1/usage-batches", json=body, headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+@pytest.mark.parametrize(
+    ("per", "with_manifest"),
+    [("work", False), ("work", True), ("payee", False), ("payee", True)],
+    ids=["per-work", "per-work-named-manifest", "per-payee-baseline", "per-payee-baseline-named-manifest"],
+)
+def test_the_cli_and_the_api_write_the_same_ledger(
+    two_stores: tuple[Side, Side], tmp_path: Path, per: str, with_manifest: bool
+) -> None:
+    by_cli = _through_cli(two_stores[0], tmp_path, per, with_manifest)
+    by_api = _through_api(two_stores[1], per, with_manifest)
+    assert by_cli["status"] == by_api["status"] == "created"
+    shared = {k: v for k, v in by_api.items() if k in by_cli}
+    assert by_cli == shared  # the API adds formatted amounts beside the microunits
+    assert by_cli["pool_microunits"] > 0 and by_cli["lines"] > 0
+    assert ledger_snapshot(two_stores[0][0]) == ledger_snapshot(two_stores[1][0])
