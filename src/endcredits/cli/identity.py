@@ -30,7 +30,8 @@ TrustOpt = Annotated[
     list[str],
     typer.Option(
         "--trust",
-        help="A trusted issuer: a did:key identifier, a bare z6Mk... public key, or a DID or controller document file. Repeatable.",
+        help="A trusted issuer: a did:key identifier, a bare z6Mk... public key, or a DID or controller document "
+        "file. Repeatable.",
     ),
 ]
 StatusOpt = Annotated[

@@ -1,0 +1,243 @@
+"""`manifest` and `manifest run`: what one model was trained on, Merkle-committed, and its training runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from sqlalchemy import select
+
+from endcredits.cli.common import (
+    JsonOpt,
+    make_console,
+    open_store_of,
+    print_json,
+    print_table,
+    time_option,
+)
+from endcredits.errors import ValidationError
+
+manifest_app = typer.Typer(no_args_is_help=True, help="Manifests: what one model was trained on, Merkle-committed.")
+
+
+run_app = typer.Typer(
+    no_args_is_help=True, help="Training runs: the model, its checkpoints' SHA-256s and the manifest root."
+)
+
+
+manifest_app.add_typer(run_app, name="run")
+
+
+@manifest_app.command("build")
+def manifest_build(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option()],
+    use: Annotated[
+        list[str], typer.Option(help="Repeat for each use, e.g. --use ai_generative_training --use commercial")
+    ],
+    default: Annotated[
+        str, typer.Option(help="Operator default where no grant decides: opt-in or opt-out (no default: say it)")
+    ],
+    as_of: Annotated[str | None, typer.Option()] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Decide every registered work for the model's uses and commit to the included ones."""
+    from endcredits.manifest.build import build_manifest
+
+    with open_store_of(ctx) as store:
+        m = build_manifest(store, model_id=model, uses=use, as_of=time_option(as_of, "--as-of"), default=default)  # type: ignore[arg-type]
+    data = {
+        "manifest_id": m.id,
+        "model": m.model_id,
+        "uses": list(m.uses),
+        "as_of": m.as_of,
+        "merkle_root": m.merkle_root,
+        "included": len(m.included),
+        "excluded": len(m.excluded),
+    }
+    print_json(data) if as_json else make_console().print(
+        f"manifest {m.id}: {len(m.included)} works included, {len(m.excluded)} excluded, root {m.merkle_root}"
+    )
+
+
+@manifest_app.command("list")
+def manifest_list(
+    ctx: typer.Context, model: Annotated[str | None, typer.Option()] = None, as_json: JsonOpt = False
+) -> None:
+    """Manifests, newest first, with their roots and counts."""
+    from endcredits.store.schema import manifests
+
+    with open_store_of(ctx) as store, store.read() as conn:
+        q = select(manifests).order_by(manifests.c.created_at.desc(), manifests.c.id)
+        rows = conn.execute(q.where(manifests.c.model_id == model) if model else q).all()
+    data = [
+        {
+            "manifest_id": r.id,
+            "model": r.model_id,
+            "uses": r.uses.split(","),
+            "as_of": r.as_of,
+            "merkle_root": r.merkle_root,
+            "included": r.included_count,
+            "excluded": r.excluded_count,
+        }
+        for r in rows
+    ]
+    if as_json:
+        print_json({"manifests": data})
+    else:
+        print_table(
+            "manifests",
+            ["id", "model", "as of", "root", "included", "excluded"],
+            [
+                [d["manifest_id"], d["model"], d["as_of"], d["merkle_root"][:16], d["included"], d["excluded"]]
+                for d in data
+            ],
+        )
+
+
+@manifest_app.command("show")
+def manifest_show(ctx: typer.Context, manifest_id: str, as_json: JsonOpt = False) -> None:
+    """A manifest's root, counts and excluded works with reasons."""
+    from endcredits.manifest.records import load_manifest
+
+    with open_store_of(ctx) as store, store.read() as conn:
+        m = load_manifest(conn, manifest_id)
+    data = {
+        "manifest_id": m.id,
+        "model": m.model_id,
+        "uses": list(m.uses),
+        "as_of": m.as_of,
+        "merkle_root": m.merkle_root,
+        "checkpoint_sha256": m.checkpoint_sha256,
+        "included": len(m.included),
+        "excluded": [{"work": w, "reason": r} for w, r in m.excluded],
+    }
+    if as_json:
+        print_json(data)
+    else:
+        make_console().print(f"manifest {m.id} for model {m.model_id} ({', '.join(m.uses)}) as of {m.as_of}")
+        make_console().print(f"root {m.merkle_root}; {len(m.included)} included; {len(m.excluded)} excluded")
+        for w, r in m.excluded[:20]:
+            make_console().print(f"  excluded {w[:16]}: {r}")
+
+
+@manifest_app.command("prove")
+def manifest_prove(ctx: typer.Context, manifest_id: str, work_id: str) -> None:
+    """Print a JSON proof that a work is (or is not) in a manifest; check it with `manifest check`."""
+    from endcredits.manifest.merkle import proof_to_json, prove_exclusion, prove_inclusion
+    from endcredits.manifest.records import load_manifest
+
+    with open_store_of(ctx) as store, store.read() as conn:
+        m = load_manifest(conn, manifest_id)
+    proof = prove_inclusion(m.included, work_id) if work_id in set(m.included) else prove_exclusion(m.included, work_id)
+    print_json({"manifest_id": m.id, "root": m.merkle_root, "proof": proof_to_json(proof)})
+
+
+@manifest_app.command("check")
+def manifest_check(
+    proof_file: Path,
+    root: Annotated[str | None, typer.Option(help="The published root (default: the file's)")] = None,
+    works: Annotated[int | None, typer.Option(help="The published number of works in the manifest")] = None,
+) -> None:
+    """Check a proof from `manifest prove` against a published root. Needs no database."""
+    from endcredits.manifest.merkle import ExclusionProof, proof_from_json, verify_exclusion, verify_inclusion
+
+    try:
+        data = json.loads(proof_file.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValidationError(f"{proof_file} is not a proof file: {exc}") from None
+    expected = root or data.get("root", "")
+    proof = proof_from_json(data.get("proof", data))
+    if isinstance(proof, ExclusionProof):
+        ok, what = verify_exclusion(expected, proof, leaf_count=works), "excluded from"
+    else:
+        ok, what = verify_inclusion(expected, proof, leaf_count=works), "included in"
+    if not ok:
+        raise ValidationError(f"proof does not check against root {expected}")
+    make_console().print(f"valid: work {proof.work_id} is {what} the manifest with root {expected}")
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise ValidationError(f"cannot read checkpoint {path}: {exc.strerror}") from None
+    return digest.hexdigest()
+
+
+def _run_json(r: Any) -> dict[str, Any]:
+    return {
+        "run_id": r.id,
+        "model": r.model_id,
+        "manifest_id": r.manifest_id,
+        "merkle_root": r.merkle_root,
+        "checkpoint_sha256s": list(r.checkpoint_sha256s),
+        "started_at": r.started_at,
+        "finished_at": r.finished_at,
+        "recorded_at": r.recorded_at,
+    }
+
+
+@run_app.command("record")
+def run_record(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Option("--run", help="The run's id (idempotency key)")],
+    manifest: Annotated[str, typer.Option(help="The manifest the run trained on")],
+    started: Annotated[str, typer.Option(help="When training started (ISO-8601)")],
+    finished: Annotated[str, typer.Option(help="When training finished (ISO-8601)")],
+    checkpoint: Annotated[list[Path] | None, typer.Option(help="A checkpoint file to hash; repeat for each")] = None,
+    checkpoint_sha256: Annotated[list[str] | None, typer.Option(help="A checkpoint's SHA-256; repeat for each")] = None,
+    model: Annotated[str | None, typer.Option(help="The model; must be the manifest's")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Record a training run: which checkpoints the manifest's model produced from exactly that manifest."""
+    from endcredits.manifest.records import record_training_run
+
+    hashes = [_file_sha256(p) for p in checkpoint or []] + list(checkpoint_sha256 or [])
+    with open_store_of(ctx) as store, store.write() as conn:
+        r = record_training_run(
+            conn,
+            run_id=run_id,
+            manifest_id=manifest,
+            checkpoint_sha256s=hashes,
+            started_at=time_option(started, "--started"),
+            finished_at=time_option(finished, "--finished"),
+            model_id=model,
+        )
+    print_json(_run_json(r)) if as_json else make_console().print(
+        f"training run {r.id}: model {r.model_id}, manifest {r.manifest_id} (root {r.merkle_root}), "
+        f"{len(r.checkpoint_sha256s)} checkpoints"
+    )
+
+
+@run_app.command("list")
+def run_list(
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Option()] = None,
+    manifest: Annotated[str | None, typer.Option()] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100_000)] = 1000,
+    as_json: JsonOpt = False,
+) -> None:
+    """Recorded training runs, newest first, with their manifest roots and checkpoint hashes."""
+    from endcredits.manifest.records import training_runs_list
+
+    with open_store_of(ctx) as store, store.read() as conn:
+        runs = training_runs_list(conn, model_id=model, manifest_id=manifest, limit=limit)
+    if as_json:
+        print_json({"runs": [_run_json(r) for r in runs]})
+    else:
+        print_table(
+            "training runs",
+            ["run", "model", "manifest", "root", "checkpoints", "finished"],
+            [
+                [r.id, r.model_id, r.manifest_id, r.merkle_root[:16], len(r.checkpoint_sha256s), r.finished_at]
+                for r in runs
+            ],
+        )

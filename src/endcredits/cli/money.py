@@ -1,0 +1,372 @@
+"""`agreement`, `accrue`, `statements`, `payouts`, `escrow`, `ledger` and `verify`: the money, exactly."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+from sqlalchemy import select
+
+from endcredits.cli.common import (
+    DryRunOpt,
+    JsonOpt,
+    make_console,
+    open_store_of,
+    print_json,
+    print_table,
+)
+from endcredits.errors import ValidationError
+from endcredits.money import format_amount, parse_amount
+from endcredits.royalties.records import load_agreement
+
+agreement_app = typer.Typer(no_args_is_help=True, help="The residual policy (a versioned TOML file).")
+
+
+payouts_app = typer.Typer(no_args_is_help=True, help="Payout batches: pain.001 and CSV files, bank statuses.")
+
+
+escrow_app = typer.Typer(no_args_is_help=True, help="Money held for people not yet verified or names not yet claimed.")
+
+
+ledger_app = typer.Typer(no_args_is_help=True, help="The ledger's accrual segments and their folding into balances.")
+
+
+@agreement_app.command("load")
+def agreement_load(ctx: typer.Context, file: Path) -> None:
+    """Load an agreement file (a new version needs a new version number)."""
+    from endcredits.royalties import parse_agreement
+    from endcredits.royalties.records import save_agreement
+
+    try:
+        body = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValidationError(f"cannot read {file}: {exc.strerror}") from None
+    a = parse_agreement(body)
+    with open_store_of(ctx) as store, store.write() as conn:
+        status = save_agreement(conn, a.id, a.version, a.body, a.body_sha256)
+    make_console().print(f"agreement {a.id} version {a.version}: {status}")
+
+
+@agreement_app.command("show")
+def agreement_show(
+    ctx: typer.Context, agreement_id: str, version: Annotated[int | None, typer.Option()] = None
+) -> None:
+    """Print an agreement's text."""
+    from endcredits.royalties.records import load_agreement_body
+
+    with open_store_of(ctx) as store, store.read() as conn:
+        sys.stdout.write(load_agreement_body(conn, agreement_id, version))
+
+
+def accrue_cmd(
+    ctx: typer.Context,
+    outputs: Annotated[Path, typer.Option(help="CSV/Parquet: output_id, model_id, revenue, currency, occurred_at")],
+    attributions: Annotated[Path, typer.Option(help="CSV/Parquet: output_id, work_id (or payee), score")],
+    agreement: Annotated[str, typer.Option(help="Agreement id (its newest version)")],
+    batch_id: Annotated[str, typer.Option(help="Idempotency id of this batch")],
+    manifest: Annotated[str | None, typer.Option(help="Manifest id (default: the model's newest)")] = None,
+    dry_run: DryRunOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Accrue residuals for a batch of outputs: split, carry forward, evidence, one ledger transfer per period."""
+    from endcredits.cli.files import read_rows
+    from endcredits.ledger.accrue import accrue_scored
+    from endcredits.royalties.usage import OutputIn
+
+    out_rows = read_rows(outputs, ["output_id", "model_id", "revenue", "currency", "occurred_at"])
+    attr_rows = read_rows(attributions, ["output_id", "score"], one_of=["work_id", "payee"])
+    per: Literal["work", "payee"] = "payee" if attr_rows and "work_id" not in attr_rows[0] else "work"
+    outs = [
+        OutputIn(
+            r["output_id"], r["model_id"], parse_amount(r["revenue"], r["currency"]), r["currency"], r["occurred_at"]
+        )
+        for r in out_rows
+    ]
+    known = {o.output_id for o in outs}
+    scores: dict[str, dict[str, float]] = {}
+    for i, r in enumerate(attr_rows):
+        if r["output_id"] not in known:
+            raise ValidationError(
+                f"{attributions} row {i + 2} names output {r['output_id']}, which is not in {outputs}"
+            )
+        try:
+            value = float(r["score"])
+        except ValueError:
+            raise ValidationError(f"{attributions} row {i + 2}: score {r['score']!r} is not a number") from None
+        scores.setdefault(r["output_id"], {})[r["work_id"] if per == "work" else r["payee"]] = value
+    with open_store_of(ctx) as store:
+        summary = accrue_scored(
+            store,
+            outs,
+            scores,
+            per=per,
+            agreement_id=agreement,
+            batch_id=batch_id,
+            manifest_id=manifest,
+            dry_run=dry_run,
+        )
+    if as_json:
+        print_json(summary.to_json())
+    else:
+        c = summary.currency
+        make_console().print(
+            f"batch {batch_id} ({summary.status}): {summary.outputs} outputs, {summary.lines} lines, "
+            f"pool {format_amount(summary.pool_microunits, c)} {c} = paid {format_amount(summary.posted_microunits, c)}"
+            f" + escrow {format_amount(summary.escrow_microunits, c)} + suspense change "
+            f"{format_amount(summary.suspense_delta_microunits, c)}"
+        )
+
+
+def statements_cmd(
+    ctx: typer.Context,
+    person: Annotated[int, typer.Option()],
+    period: Annotated[str, typer.Option(help="YYYY-MM")],
+    currency: Annotated[str, typer.Option()] = "EUR",
+    format: Annotated[str, typer.Option(help="csv or json")] = "json",
+    out: Annotated[Path | None, typer.Option(help="Write here instead of standard output")] = None,
+) -> None:
+    """A person's statement for a period: every line behind every microunit."""
+    from endcredits.payouts.statements import build_statement
+
+    if format not in ("csv", "json"):
+        raise ValidationError("--format must be csv or json")
+    with open_store_of(ctx) as store:
+        st = build_statement(store, person, period, currency)
+    text = st.to_csv() if format == "csv" else st.to_json() + "\n"
+    if out:
+        out.write_text(text, encoding="utf-8")
+        make_console().print(
+            f"statement for person {person}, {period}: {len(st.lines)} lines, accrued "
+            f"{format_amount(st.accrued_microunits, currency)} {currency}; reconciles: {st.reconciles()}"
+        )
+    else:
+        sys.stdout.write(text)
+
+
+@payouts_app.command("create")
+def payouts_create(
+    ctx: typer.Context,
+    batch_id: Annotated[str, typer.Option()],
+    agreement: Annotated[str, typer.Option()],
+    debtor_name: Annotated[str, typer.Option()],
+    debtor_iban: Annotated[str, typer.Option()],
+    debtor_bic: Annotated[str, typer.Option()],
+    execution_date: Annotated[str | None, typer.Option(help="YYYY-MM-DD (default: today)")] = None,
+    dry_run: DryRunOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Pay every verified person at or above the agreement's threshold: pain.001 + CSV, pending until paid."""
+    from endcredits.payouts.batches import create_payout_batch
+    from endcredits.payouts.files import Debtor
+
+    when = dt.date.fromisoformat(execution_date) if execution_date else dt.datetime.now(dt.UTC).date()
+    with open_store_of(ctx) as store:
+        with store.read() as conn:
+            a = load_agreement(conn, agreement)
+        r = create_payout_batch(
+            store,
+            batch_id=batch_id,
+            currency=a.currency,
+            threshold_microunits=a.payout_threshold_microunits,
+            debtor=Debtor(debtor_name, debtor_iban, debtor_bic),
+            execution_date=when,
+            dry_run=dry_run,
+        )
+    data = {
+        "batch_id": r.batch_id,
+        "status": r.status,
+        "items": len(r.items),
+        "total_microunits": r.total_microunits,
+        "below_threshold": r.below_threshold,
+        "missing_bank_details": r.missing_bank_details,
+        "pain001": str(r.pain001_path) if r.pain001_path else None,
+        "csv": str(r.csv_path) if r.csv_path else None,
+    }
+    print_json(data) if as_json else make_console().print(
+        f"payout batch {r.batch_id} ({r.status}): {len(r.items)} payments, "
+        f"{format_amount(r.total_microunits, a.currency)} {a.currency}; {r.below_threshold} below threshold "
+        f"carry forward; files: {data['pain001']}, {data['csv']}"
+    )
+
+
+@payouts_app.command("status")
+def payouts_status(
+    ctx: typer.Context,
+    batch_id: str,
+    pain002: Annotated[Path | None, typer.Option(help="A pain.002 status report from the bank")] = None,
+    settled: Annotated[list[str] | None, typer.Option(help="End-to-end id settled (repeat)")] = None,
+    failed: Annotated[list[str] | None, typer.Option(help="End-to-end id rejected (repeat)")] = None,
+) -> None:
+    """Apply bank statuses: settled items leave clearing, failed ones return to the person's balance."""
+    from endcredits.payouts.batches import apply_payout_status
+    from endcredits.payouts.pain002 import parse_pain002
+
+    statuses: dict[str, str] = {}
+    if pain002 is not None:
+        statuses.update(parse_pain002(pain002.read_bytes()))
+    statuses.update({e: "settled" for e in settled or []})
+    statuses.update({e: "failed" for e in failed or []})
+    if not statuses:
+        raise ValidationError("give --pain002 FILE or --settled/--failed end-to-end ids")
+    with open_store_of(ctx) as store:
+        r = apply_payout_status(store, batch_id, statuses)
+    make_console().print(
+        f"batch {batch_id}: {r.settled} settled, {r.failed} failed (returned to balances), "
+        f"{r.unchanged} unchanged; batch is {r.batch_status}"
+    )
+
+
+@payouts_app.command("list")
+def payouts_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Payout batches and their status."""
+    from endcredits.store.schema import payout_batches
+
+    with open_store_of(ctx) as store, store.read() as conn:
+        rows = conn.execute(select(payout_batches).order_by(payout_batches.c.created_at)).all()
+    data = [
+        {
+            "batch_id": r.id,
+            "status": r.status,
+            "items": r.item_count,
+            "total": format_amount(r.total_microunits, r.currency),
+            "currency": r.currency,
+        }
+        for r in rows
+    ]
+    print_json({"batches": data}) if as_json else print_table(
+        "payout batches", ["id", "status", "items", "total", "ccy"], [list(d.values()) for d in data]
+    )
+
+
+@escrow_app.command("list")
+def escrow_list(
+    ctx: typer.Context,
+    query: Annotated[str, typer.Option(help="Part of a name")] = "",
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """Unclaimed residuals, largest first: search for a name to find money owed to it."""
+    from endcredits.ledger.escrow import search_escrow
+
+    with open_store_of(ctx) as store, store.read() as conn:
+        found = search_escrow(conn, query, limit=limit)
+    rows = [
+        {
+            "holder": h.holder,
+            "name": h.display_name,
+            "currency": h.currency,
+            "amount": format_amount(h.balance_microunits, h.currency),
+            "amount_microunits": h.balance_microunits,
+        }
+        for h in found
+    ]
+    print_json({"escrow": rows}) if as_json else print_table(
+        "escrow",
+        ["holder", "name", "amount", "ccy"],
+        [[r["holder"], r["name"], r["amount"], r["currency"]] for r in rows],
+    )
+
+
+@escrow_app.command("claim")
+def escrow_claim(
+    ctx: typer.Context,
+    person: Annotated[int, typer.Option()],
+    name: Annotated[int | None, typer.Option(help="Credited name id this person claims")] = None,
+) -> None:
+    """Link a credited name to a verified person and release what escrow holds for them."""
+    from endcredits.ledger.escrow import claim_escrow
+
+    with open_store_of(ctx) as store:
+        r = claim_escrow(store, person, name_id=name)
+    moved = ", ".join(f"{format_amount(v, c)} {c}" for c, v in r.moved_microunits.items()) or "nothing"
+    make_console().print(f"person {person}: released {moved}; transfers {', '.join(r.transfers) or 'none'}")
+
+
+@escrow_app.command("release-work")
+def escrow_release_work(
+    ctx: typer.Context, work_id: str, agreement: Annotated[str, typer.Option(help="Agreement id")]
+) -> None:
+    """Release what a work held while nobody was credited on it, split by its credits now."""
+    from endcredits.ledger.escrow import release_work_escrow
+
+    with open_store_of(ctx) as store:
+        with store.read() as conn:
+            a = load_agreement(conn, agreement)
+        r = release_work_escrow(store, work_id, a)
+    moved = ", ".join(f"{format_amount(v, c)} {c}" for c, v in r.moved_microunits.items()) or "nothing held"
+    make_console().print(f"work {work_id[:16]}: released {moved} to {len(r.parts)} accounts")
+
+
+@ledger_app.command("fold")
+def ledger_fold(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Fold the pending accrual segments into the account and carry rows now (it changes no balance;
+    accruals and the other writers fold on their own, see docs/concepts/ledger.md)."""
+    from endcredits.ledger.records import fold_pending
+    from endcredits.ledger.segments import fold_watermark
+
+    with open_store_of(ctx) as store, store.write() as conn:
+        result = fold_pending(conn)
+        watermark = fold_watermark(conn)
+    out = {
+        "folded": result is not None,
+        "through_transfer_id": watermark,
+        "segments": result.segments if result else 0,
+        "accounts": result.accounts if result else 0,
+        "carries": result.carries if result else 0,
+    }
+    if as_json:
+        print_json(out)
+    elif result is None:
+        make_console().print(f"nothing pending: folded through transfer {watermark}")
+    else:
+        make_console().print(
+            f"folded {result.segments} segment(s) through transfer {watermark}: "
+            f"{result.accounts} accounts, {result.carries} carries"
+        )
+
+
+@ledger_app.command("status")
+def ledger_status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """How much is pending: segments above the fold watermark and their legs, against the limits at
+    which an accrual folds first."""
+    from endcredits.ledger.segments import fold_watermark, pending_size
+    from endcredits.limits import FOLD_PENDING_LEGS_MAX, FOLD_PENDING_SEGMENTS_MAX
+
+    with open_store_of(ctx) as store, store.read() as conn:
+        segments, legs = pending_size(conn)
+        watermark = fold_watermark(conn)
+    out = {
+        "through_transfer_id": watermark,
+        "pending_segments": segments,
+        "pending_legs": legs,
+        "fold_pending_segments_max": FOLD_PENDING_SEGMENTS_MAX,
+        "fold_pending_legs_max": FOLD_PENDING_LEGS_MAX,
+    }
+    if as_json:
+        print_json(out)
+    else:
+        make_console().print(
+            f"folded through transfer {watermark}; pending: {segments} segment(s), {legs} legs "
+            f"(an accrual folds first at {FOLD_PENDING_SEGMENTS_MAX} or {FOLD_PENDING_LEGS_MAX:,})"
+        )
+
+
+def verify_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Re-derive balances, the audit chain and the evidence; exit 1 on any difference."""
+    from endcredits.ledger.verify import verify
+
+    with open_store_of(ctx) as store:
+        report = verify(store)
+    if as_json:
+        print_json({"ok": report.ok, "problems": report.problems, "checked": report.checked})
+    else:
+        for problem in report.problems:
+            make_console().print(f"problem: {problem}")
+        make_console().print(
+            ("verified: " if report.ok else "FAILED: ") + ", ".join(f"{v} {k}" for k, v in report.checked.items())
+        )
+    if not report.ok:
+        raise typer.Exit(1)
