@@ -36,7 +36,8 @@ test: $(STAMP) pg
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks docs/gen_cli.py
+	$(BIN)/ruff format --check src tests benchmarks docs/gen_cli.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy src

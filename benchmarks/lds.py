@@ -242,7 +242,7 @@ def method_grids(specs: Sequence[str], known: dict[str, tuple[float, ...]]) -> d
     return grids
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: C901 - one pass over many independent checks
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--setting", required=True, choices=sorted(DEFAULTS))
     parser.add_argument("--json", action="store_true", help="print one JSON object at the end")

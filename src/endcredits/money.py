@@ -380,7 +380,8 @@ def split_batch(
         pools = _python_ints(pools_microunits, "pools")
     if pools.min() < 0 or pools.max() > REVENUE_PER_OUTPUT_MICROUNITS_MAX:
         raise ValidationError(
-            f"split_batch: pools must be between 0 and REVENUE_PER_OUTPUT_MICROUNITS_MAX={REVENUE_PER_OUTPUT_MICROUNITS_MAX}"
+            "split_batch: pools must be between 0 and "
+            f"REVENUE_PER_OUTPUT_MICROUNITS_MAX={REVENUE_PER_OUTPUT_MICROUNITS_MAX}"
         )
     if w_obj.dtype != object and len(w_obj) and int(w_obj.max()) <= _I64_MAX // int(counts.max()):
         weight_sums = np.add.reduceat(w_obj.astype(np.int64, copy=False), offsets[:-1])  # cannot overflow

@@ -6,7 +6,8 @@ Negatives: genuinely different tunes: neighbours in the same file (same transcri
 fields: the hardest), random pairs from the same collection (hard), and random pairs across collections.
 A pair of corpus tunes with the same music lines (the Essen collection holds some tunes several times,
 differing only in X: number or a note line) is a duplicate inside the corpus, not a negative, and is
-left out; variants that differ in any music line stay in as the hardest negatives. Everything is seeded: the same sets every run.
+left out; variants that differ in any music line stay in as the hardest negatives. Everything is seeded:
+the same sets every run.
 """
 
 from __future__ import annotations

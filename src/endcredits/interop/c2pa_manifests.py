@@ -234,7 +234,7 @@ def _known_role(stated: str, fallback: str, what: str, notes: list[str]) -> str:
     return f"{scheme}:{code}"
 
 
-def credited_names(manifest: Mapping[str, Any], notes: list[str]) -> list[tuple[str, str]]:
+def credited_names(manifest: Mapping[str, Any], notes: list[str]) -> list[tuple[str, str]]:  # noqa: C901 - one pass over many independent checks
     """(name, role) pairs from schema.org CreativeWork and CAWG identity assertions."""
     found: list[tuple[str, str]] = []
     for label, data in _assertions(manifest):

@@ -160,7 +160,7 @@ def _labeler_fields(metadata: Any, record_set: str) -> tuple[Any, list[str]]:
     raise ValidationError(f"record set {record_set!r} is not in the dataset; its record sets: {known}")
 
 
-def plan_croissant(dataset: mlc.Dataset, path: Path, *, record_set: str | None) -> tuple[Plan, list[str]]:
+def plan_croissant(dataset: mlc.Dataset, path: Path, *, record_set: str | None) -> tuple[Plan, list[str]]:  # noqa: C901 - one pass over many independent checks
     metadata = dataset.metadata
     title = _text(metadata.name)
     base_url = metadata.url

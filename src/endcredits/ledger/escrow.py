@@ -130,7 +130,8 @@ def release_work_escrow(store: Store, work_id: str, agreement: Agreement) -> Wor
                 weights[target] = weights.get(target, Fraction(0)) + share.share
             parts = {k: v for k, v in allocate(held, weights).items() if v}
             legs = {key: -held, **parts}
-            event_id = f"escrow-release/work:{work_id}/{currency}/{hashlib.sha256(repr(sorted(legs.items())).encode()).hexdigest()[:16]}"
+            legs_sha256 = hashlib.sha256(repr(sorted(legs.items())).encode()).hexdigest()
+            event_id = f"escrow-release/work:{work_id}/{currency}/{legs_sha256[:16]}"
             post_transfer(
                 conn,
                 TransferRequest(

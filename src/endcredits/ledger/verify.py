@@ -55,7 +55,7 @@ class VerifyReport:
         return not self.problems
 
 
-def verify(store: Store) -> VerifyReport:
+def verify(store: Store) -> VerifyReport:  # noqa: C901 - one pass over many independent checks
     report = VerifyReport()
     p = report.problems
     with store.read() as conn:

@@ -202,7 +202,8 @@ def prove_inclusion(work_ids: Sequence[str], work_id: str) -> InclusionProof:
     index = bisect_left(work_ids, work_id)
     if index == len(work_ids) or work_ids[index] != work_id:
         raise NotFoundError(
-            f"work {work_id} is not among the manifest's {len(work_ids)} works; use prove_exclusion to show it is absent"
+            f"work {work_id} is not among the manifest's {len(work_ids)} works; "
+            "use prove_exclusion to show it is absent"
         )
     return _inclusion_at(work_ids, index)
 

@@ -612,7 +612,7 @@ class GraphRows:
     parents: list[tuple[str, str, Fraction | None]]  # work, parent, share
 
 
-def graph_rows(conn: Connection, work_ids: Iterable[str]) -> GraphRows:
+def graph_rows(conn: Connection, work_ids: Iterable[str]) -> GraphRows:  # noqa: C901 - one pass over many independent checks
     """Credits, rights holders and lineage for ``work_ids`` and every ancestor of them.
 
     A work linked to a canonical work (a duplicate) and its canonical work are one work here: each of

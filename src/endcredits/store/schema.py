@@ -2,7 +2,8 @@
 
 Conventions: money columns are ``Amount`` (exact integers of microunits, beyond int64); times are
 ISO-8601 UTC text (``2026-11-21T20:10:48.000000Z``), the same on every backend (they record when a row
-was written, so a replay differs from the original in its times, never in its amounts); ids given by callers are text up to ``ID_LENGTH_MAX``.
+was written, so a replay differs from the original in its times, never in its amounts); ids given by
+callers are text up to ``ID_LENGTH_MAX``.
 
 Hot tables (``legs``, ``outputs``, ``credits``) carry no foreign keys: an accrual writes 10^5 rows to
 each of the first two and a bulk import 10^6 credits, and PostgreSQL's per-row foreign-key triggers

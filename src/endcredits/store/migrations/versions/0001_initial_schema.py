@@ -397,7 +397,8 @@ def upgrade() -> None:
         sa.Column("share_denominator", sa.BigInteger(), nullable=True),
         sa.Column("created_at", sa.String(length=32), nullable=False),
         sa.CheckConstraint(
-            "(share_numerator IS NULL AND share_denominator IS NULL) OR (share_numerator >= 0 AND share_denominator > 0 AND share_numerator <= share_denominator)",
+            "(share_numerator IS NULL AND share_denominator IS NULL) OR (share_numerator >= 0 AND "
+            "share_denominator > 0 AND share_numerator <= share_denominator)",
             name=op.f("ck_lineage_share_in_unit"),
         ),
         sa.CheckConstraint("work_id <> parent_work_id", name=op.f("ck_lineage_not_self")),
