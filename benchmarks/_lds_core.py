@@ -1,4 +1,5 @@
-"""LDS machinery: random half subsets, the ground-truth cache, Spearman correlation and the score itself.
+"""LDS machinery shared by lds.py and its settings: the seeds, the ``Problem`` a setting builds, random half
+subsets, the ground-truth cache, Spearman correlation and the score itself.
 
 LDS (TRAK, Park et al. 2023, Def. 2.3): draw m subsets S_j of half the training set; retrain on each and
 record the model output f(z; S_j) for every test example z; an attribution tau predicts
@@ -11,11 +12,19 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+SEED_MAIN = 1
+SEED_TUNE = 2
+SEED_HALF_ENSEMBLE = 3
+SEED_COUNTERFACTUAL = 4
+"""The four draws: the reported subsets, the tuning subsets, the half-subset ensembles, the counterfactual."""
 
 GROUND_TRUTH_VERSION = 1
 """Bumped whenever retraining changes, so that stale cached ground truth is never read."""
@@ -178,3 +187,26 @@ def ground_truth_draw(
         f" cache {path.name}"
     )
     return masks_of(subsets, n_train), outputs
+
+
+@dataclass
+class Problem:
+    """What a setting hands to the generic selection and report code."""
+
+    setting: str
+    n_train: int
+    report_cols: npt.NDArray[np.int64]
+    tune_cols: npt.NDArray[np.int64]
+    main_masks: npt.NDArray[np.bool_]
+    main_outputs: npt.NDArray[np.float64]
+    tune_masks: npt.NDArray[np.bool_]
+    tune_outputs: npt.NDArray[np.float64]
+    ensembles: dict[str, list[Any]]
+    """recipe -> E trained models."""
+    run_method: Callable[[str, list[Any], Sequence[float]], Any]
+    """(method, models, lambdas) -> _lds_methods.MethodRun over all target columns."""
+    counterfactual: Callable[[dict[str, npt.NDArray[np.float64]], list[int], int, int], dict[str, Any]] | None
+    info: dict[str, Any]
+    main_outputs_reseeded: list[npt.NDArray[np.float64]] = field(default_factory=list)
+    """The main draw's subsets retrained with seeds 2..R (``--seeds-per-subset R``): for the noise ceiling and
+    the LDS against the mean of the R seeds per subset."""

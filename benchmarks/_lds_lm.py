@@ -36,6 +36,7 @@ import _lds_core as core
 import numpy as np
 import numpy.typing as npt
 import torch
+from _lds_core import SEED_HALF_ENSEMBLE, SEED_MAIN, SEED_TUNE, Problem
 from _lds_data import abc_tunes
 from _lds_methods import MethodRun, PeerJob, run_dattri, run_endcredits, run_traker
 from torch import nn
@@ -199,8 +200,6 @@ def run_peer_lm(
 
 
 def build_problem(args: argparse.Namespace, log: Callable[[str], None]) -> Any:
-    from lds import SEED_HALF_ENSEMBLE, SEED_MAIN, SEED_TUNE, Problem
-
     n_train = args.tunes
     n_held_report = args.n_test_lm_heldout = max(1, args.tune_tests // 2)
     n_held_tune = max(1, args.tune_tests // 2)

@@ -13,12 +13,11 @@ import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 from _lds_classifier import RECIPES, margins, train_models
+from _lds_core import SEED_HALF_ENSEMBLE, SEED_MAIN, SEED_TUNE, Problem
 from _lds_data import DataError, fetch_mnist, load_images
 
 
 def build_problem(args: argparse.Namespace, log: Callable[[str], None]) -> Any:
-    from lds import SEED_HALF_ENSEMBLE, SEED_MAIN, SEED_TUNE, Problem
-
     given = [getattr(args, n) for n in ("train_images", "train_labels", "test_images", "test_labels")]
     if any(p is not None for p in given):
         if not all(p is not None for p in given):

@@ -58,7 +58,6 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,12 +68,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _lds_core as core
+from _lds_core import SEED_COUNTERFACTUAL, Problem
 from _lds_data import CACHE_DIR
-
-SEED_MAIN = 1
-SEED_TUNE = 2
-SEED_HALF_ENSEMBLE = 3
-SEED_COUNTERFACTUAL = 4
 
 DEFAULTS: dict[str, dict[str, int]] = {
     # k: the projection dimension; models: the ensemble size E.
@@ -106,29 +101,6 @@ DEFAULTS: dict[str, dict[str, int]] = {
         "cf_remove": 10,
     },
 }
-
-
-@dataclass
-class Problem:
-    """What a setting hands to the generic selection and report code."""
-
-    setting: str
-    n_train: int
-    report_cols: npt.NDArray[np.int64]
-    tune_cols: npt.NDArray[np.int64]
-    main_masks: npt.NDArray[np.bool_]
-    main_outputs: npt.NDArray[np.float64]
-    tune_masks: npt.NDArray[np.bool_]
-    tune_outputs: npt.NDArray[np.float64]
-    ensembles: dict[str, list[Any]]
-    """recipe -> E trained models."""
-    run_method: Callable[[str, list[Any], Sequence[float]], Any]
-    """(method, models, lambdas) -> _lds_methods.MethodRun over all target columns."""
-    counterfactual: Callable[[dict[str, npt.NDArray[np.float64]], list[int], int, int], dict[str, Any]] | None
-    info: dict[str, Any]
-    main_outputs_reseeded: list[npt.NDArray[np.float64]] = field(default_factory=list)
-    """The main draw's subsets retrained with seeds 2..R (``--seeds-per-subset R``): for the noise ceiling and
-    the LDS against the mean of the R seeds per subset."""
 
 
 def select_and_score(

@@ -109,3 +109,17 @@ def test_the_rule_catches_imports_to_the_right(tmp_path: Path) -> None:
     assert _violations(probe, "endcredits.cli.app") == []
     with pytest.raises(AssertionError, match="no layer"):
         _layer_of("endcredits.newstage.thing")
+
+
+def test_benchmark_modules_import_no_driver() -> None:
+    """The benchmarks' shared definitions live in helper modules (``_lds_core`` and the like); a helper never
+    imports a driver script (``lds.py``, ``ledger.py``...), so no two benchmark modules import each other."""
+    bench = SRC.parents[1] / "benchmarks"
+    drivers = {p.stem for p in bench.glob("*.py") if not p.name.startswith("_")}
+    wrong = []
+    for path in sorted(bench.glob("_*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names += [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            wrong += [f"{path.name} line {node.lineno}: imports {n}" for n in names if n.split(".")[0] in drivers]
+    assert not wrong, "\n".join(wrong)
