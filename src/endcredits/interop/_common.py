@@ -9,11 +9,9 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
-from sqlalchemy import Connection, select
-
 from endcredits.consent.records import add_grants, grants_for
 from endcredits.consent.rules import USES, Grant
-from endcredits.errors import LimitExceededError, NotFoundError, ValidationError
+from endcredits.errors import LimitExceededError, ValidationError
 from endcredits.registry.fingerprints import register_works
 from endcredits.registry.records import (
     CreditIn,
@@ -22,11 +20,13 @@ from endcredits.registry.records import (
     add_lineage,
     clean_text,
     content_sha256,
+    existing_work_ids,
+    get_work,
+    has_lineage,
     name_ids,
 )
 from endcredits.store.audit import append_audit
 from endcredits.store.engine import Store
-from endcredits.store.schema import lineage, works
 
 TDM_USES: tuple[str, ...] = ("ai_generative_training", "ai_training", "ai_inference", "data_mining")
 """The four CAWG training-and-data-mining uses: what an opt-out signal speaks about. Never research,
@@ -175,22 +175,10 @@ def _use_order(use: str) -> int:
     return USES.index(use) if use in USES else len(USES)
 
 
-def work_exists(conn: Connection, work_id: str) -> bool:
-    return conn.execute(select(works.c.id).where(works.c.id == work_id)).first() is not None
-
-
-def require_work(conn: Connection, work_id: str) -> None:
-    if not work_exists(conn, work_id):
-        raise NotFoundError(f"work {work_id} is not registered: add it first with `endcredits works add`")
-
-
 def work_source(store: Store, work_id: str) -> str | None:
     """The registered source (a path or URL) of a work; ``NotFoundError`` when it is not registered."""
-    with store.engine.connect() as conn:
-        row = conn.execute(select(works.c.source).where(works.c.id == work_id)).first()
-    if row is None:
-        raise NotFoundError(f"work {work_id} is not registered: add it first with `endcredits works add`")
-    return None if row.source is None else str(row.source)
+    with store.read() as conn:
+        return get_work(conn, work_id).source
 
 
 def _same_grant_in_force(existing: Iterable[Grant], g: Grant) -> bool:
@@ -210,7 +198,7 @@ def apply_plan(store: Store, plan: Plan, *, kind: str, source: str, work_ids: Se
     stored twice, so re-importing the same signal changes nothing."""
     with store.write() as conn:
         planned = sorted({content_sha256(w.content) for w in plan.works})
-        known = {w for w in planned if work_exists(conn, w)}
+        known = existing_work_ids(conn, planned)
         notes = list(plan.notes)
         works_linked = 0
         if plan.works:
@@ -225,7 +213,7 @@ def apply_plan(store: Store, plan: Plan, *, kind: str, source: str, work_ids: Se
                     )
         works_added = len(planned) - len(known)
         for wid in work_ids:
-            require_work(conn, wid)
+            get_work(conn, wid)
         credits_added = 0
         if plan.credits:
             ids = name_ids(conn, [c.name for c in plan.credits])
@@ -235,12 +223,7 @@ def apply_plan(store: Store, plan: Plan, *, kind: str, source: str, work_ids: Se
             )
         lineage_added = 0
         for item in plan.lineage:
-            found = conn.execute(
-                select(lineage.c.work_id).where(
-                    lineage.c.work_id == item.work_id, lineage.c.parent_work_id == item.parent_work_id
-                )
-            ).first()
-            if found is None:
+            if not has_lineage(conn, item.work_id, item.parent_work_id):
                 add_lineage(conn, item.work_id, item.parent_work_id, item.share)
                 lineage_added += 1
         existing = [g for _, g in grants_for(conn, sorted({g.subject_id for g in plan.grants}), [])]

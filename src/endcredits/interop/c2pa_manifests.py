@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import c2pa
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from endcredits.consent.records import grants_for
 from endcredits.consent.rules import Grant
@@ -59,14 +59,11 @@ from endcredits.interop._common import (
     clip,
     grants_for_decisions,
     read_bounded,
-    require_work,
-    work_exists,
 )
 from endcredits.limits import LINEAGE_DEPTH_MAX
-from endcredits.registry.records import WorkIn, content_sha256, parse_role
+from endcredits.registry.records import WorkIn, content_sha256, credited_on, get_work, parse_role, work_exists
 from endcredits.registry.roles import check_role
 from endcredits.store.engine import Store
-from endcredits.store.schema import credits, names, people, works
 
 TRAINING_MINING_LABELS = ("cawg.training-mining", "c2pa.training-mining")
 CREATIVE_WORK_LABEL = "stds.schema-org.CreativeWork"
@@ -375,11 +372,6 @@ class Ingredient:
     relationship: str = "parentOf"
 
 
-def _work_row(conn: Connection, work_id: str) -> Any:
-    require_work(conn, work_id)
-    return conn.execute(select(works).where(works.c.id == work_id)).one()
-
-
 def _export_decisions(grants: Sequence[Grant], at: dt.datetime) -> dict[str, str]:
     in_force = [g for g in grants if g.in_force(at)]
     out: dict[str, str] = {}
@@ -401,7 +393,7 @@ def _version() -> str:
 
 def manifest_for_work(conn: Connection, work_id: str, at: dt.datetime) -> dict[str, Any]:
     """The manifest definition ``sign_work`` signs: the work, its consent in force at ``at``, its credits."""
-    row = _work_row(conn, work_id)
+    row = get_work(conn, work_id)
     assertions: list[dict[str, Any]] = [
         {"label": WORK_LABEL, "data": {"sha256": work_id, "title": row.title, "kind": row.kind}}
     ]
@@ -413,20 +405,12 @@ def manifest_for_work(conn: Connection, work_id: str, at: dt.datetime) -> dict[s
                 "data": {"entries": {f"cawg.{use}": {"use": decision} for use, decision in decisions.items()}},
             }
         )
-    q = (
-        select(credits.c.role_scheme, credits.c.role_code, names.c.name, people.c.handle)
-        .join(names, names.c.id == credits.c.name_id, isouter=True)
-        .join(people, people.c.id == credits.c.person_id, isouter=True)
-        .where(credits.c.work_seq == row.seq)
-        .order_by(credits.c.id)
-    )
     contributors = []
-    for r in conn.execute(q):
-        who = r.name if r.name is not None else r.handle
+    for role_scheme, role_code, who in credited_on(conn, row.seq):
         contributors.append(
             {
                 "@type": "Role",
-                "roleName": f"{r.role_scheme}:{r.role_code}",
+                "roleName": f"{role_scheme}:{role_code}",
                 "contributor": {"@type": "Person", "name": who},
             }
         )

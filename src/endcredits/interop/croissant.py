@@ -30,7 +30,6 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import mlcroissant as mlc
-from sqlalchemy import select
 
 from endcredits.errors import LimitExceededError, ManifestError, ValidationError
 from endcredits.interop._common import (
@@ -45,10 +44,8 @@ from endcredits.interop._common import (
     read_bounded,
 )
 from endcredits.manifest.records import load_manifest
-from endcredits.registry.records import WorkIn, content_sha256
-from endcredits.store.bulk import chunks
+from endcredits.registry.records import WorkIn, content_sha256, work_rows
 from endcredits.store.engine import Store
-from endcredits.store.schema import works
 
 RECORDS_MAX = 1_000_000
 """Most records one import reads from a record set."""
@@ -246,10 +243,7 @@ def export_croissant(store: Store, manifest_id: str) -> dict[str, Any]:
     """Manifest ``manifest_id`` as Croissant JSON-LD (a dict ready for ``json.dump``)."""
     with store.engine.connect() as conn:
         record = load_manifest(conn, manifest_id)
-        rows: dict[str, Any] = {}
-        for part in chunks(list(record.included)):
-            q = select(works.c.id, works.c.title, works.c.kind, works.c.size_bytes, works.c.source)
-            rows.update({r.id: r for r in conn.execute(q.where(works.c.id.in_(part)))})
+        rows = work_rows(conn, record.included)
     files = []
     for work_id in record.included:
         row = rows[work_id]

@@ -457,6 +457,54 @@ def add_lineage(conn: Connection, work_id: str, parent_work_id: str, share: Frac
     )
 
 
+# Reading works -------------------------------------------------------------------------------------
+class WorkRow(NamedTuple):
+    id: str
+    seq: int
+    title: str
+    kind: str
+    size_bytes: int
+    source: str | None
+
+
+def work_rows(conn: Connection, work_ids: Sequence[str]) -> dict[str, WorkRow]:
+    """The registered works among ``work_ids``, by id (an id that is not registered is absent)."""
+    out: dict[str, WorkRow] = {}
+    for part in chunks(sorted(set(work_ids))):
+        q = select(works.c.id, works.c.seq, works.c.title, works.c.kind, works.c.size_bytes, works.c.source)
+        out.update({r.id: WorkRow(*r) for r in conn.execute(q.where(works.c.id.in_(part)))})
+    return out
+
+
+def get_work(conn: Connection, work_id: str) -> WorkRow:
+    """One registered work; ``NotFoundError`` (saying how to add it) when it is not registered."""
+    row = work_rows(conn, [work_id]).get(work_id)
+    if row is None:
+        raise NotFoundError(f"work {work_id} is not registered: add it first with `endcredits works add`")
+    return row
+
+
+def work_exists(conn: Connection, work_id: str) -> bool:
+    return bool(existing_work_ids(conn, [work_id]))
+
+
+def has_lineage(conn: Connection, work_id: str, parent_work_id: str) -> bool:
+    q = select(lineage.c.work_id).where(lineage.c.work_id == work_id, lineage.c.parent_work_id == parent_work_id)
+    return conn.execute(q).first() is not None
+
+
+def credited_on(conn: Connection, work_seq: int) -> list[tuple[str, str, str]]:
+    """(role scheme, role code, credited name or person's handle) of every credit on one work, in order."""
+    q = (
+        select(credits.c.role_scheme, credits.c.role_code, names.c.name, people.c.handle)
+        .join(names, names.c.id == credits.c.name_id, isouter=True)
+        .join(people, people.c.id == credits.c.person_id, isouter=True)
+        .where(credits.c.work_seq == work_seq)
+        .order_by(credits.c.id)
+    )
+    return [(r.role_scheme, r.role_code, r.name if r.name is not None else r.handle) for r in conn.execute(q)]
+
+
 # Duplicates: fingerprints and links to canonical works ---------------------------------------------
 def existing_work_ids(conn: Connection, work_ids: Sequence[str]) -> set[str]:
     return {str(r[0]) for r in select_in(conn, "SELECT id FROM works WHERE id {in}", sorted(set(work_ids)))}
