@@ -57,20 +57,25 @@ Conventions shared by every command:
 
 - Commands are `endcredits [--data DIR] [--db URL] NOUN VERB ...`. `--data` (or `ENDCREDITS_DATA`) is
   the data directory, default `endcredits-data`; `--db` (or `ENDCREDITS_DB`) a database URL, default
-  the SQLite file in the data directory. Every command but `init`, `demo` and `manifest check` needs a
-  store that `endcredits init` has created.
+  the SQLite file in the data directory. Most commands need a store that `endcredits init` has
+  created. `serve`, `operator-key` and `login-link` create or upgrade it themselves, as `init` does,
+  and `demo` makes its own. `roles list`, `manifest check`, `credential verify`, `secret-key new` and
+  the `issuer` commands need none.
 - An error that endcredits raises on purpose prints one line, `error [CODE]: MESSAGE`, on standard
   error and exits with status 1 (`CODE` is the error's stable code, such as `validation` or
   `not_found`). A malformed command line is Typer's usage error, exit status 2. `verify` also exits 1
   when it finds a problem.
-- `--json` prints one JSON object for scripts. `accrue` and `payouts create` take `--dry-run`, which
-  computes and prints without writing.
+- Commands whose output scripts read take `--json` and print one JSON object; each command's help
+  below says whether it does. `accrue` and `payouts create` take `--dry-run`, which computes and
+  prints without writing.
+- Long steps draw progress bars: `featurize` and `attribute` on standard error, `demo` on its own
+  output (not with `--json`).
+- `people verify`, `credential attach`, `escrow claim`, `escrow release-work` and `payouts status`
+  move money but take no `--dry-run`. No command takes `--csv` or `--table`; `statements` writes CSV
+  with `--format csv`.
 
-Limits of this first cut, against ARCHITECTURE.md: there is no `featurize` command (features are
-computed inside `attribute`) and no `serve` (the API and portal are not built); `credits`,
-`agreement` and `escrow` are extra nouns. Only some commands take `--json`, none takes `--csv` or
-`--table`, and long work prints progress lines rather than progress bars. `people verify`,
-`escrow claim` and `payouts status` move money but have no `--dry-run`.
+How the commands map onto the stages and the service is in [architecture.md](architecture.md); the
+REST API that `serve` runs is described in [the service](concepts/service.md).
 """
 
 
