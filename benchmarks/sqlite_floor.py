@@ -6,9 +6,9 @@ Raw ``sqlite3`` with the store's settings (WAL, ``synchronous=FULL``, 64 MiB pag
 code, no allocation, evidence or lookups; each design in a fresh database file, timed from BEGIN to the
 end of COMMIT. ``--payees`` payees and outputs (10^5 by default: the ledger benchmark's 10^6 items).
 
-- ``rows``: today's tables. A first accrual opens an account per payee (rowid, unique key and holder:
-  three B-trees), posts a leg per payee (primary key and account index), a carry per payee, and an
-  output row (six columns) per output.
+- ``rows``: a row per payee, as the ledger wrote before its segments. A first accrual opens an
+  account per payee (rowid, unique key and holder: three B-trees), posts a leg per payee (primary key
+  and account index), a carry per payee, and an output row (six columns) per output.
 - ``rows_steady``: the same with every account and carry open already (balances and carries updated,
   not inserted): what a payee's second and later batches cost.
 - ``segment``: a log-structured ledger. The batch's legs and carries as one row of columns (int64

@@ -1,4 +1,4 @@
-"""Double-entry ledger: accounts, balanced transfers, reversals. Pure rules; ``store.ledger`` persists.
+"""Double-entry ledger: accounts, balanced transfers, reversals. Pure rules; ``ledger.records`` persists.
 
 A transfer is a set of legs, one per account, with signed amounts in microunits (credit > 0, debit < 0)
 that sum to zero. Transfers are never changed: a mistake is undone by a reversing transfer that

@@ -10,7 +10,7 @@ For each (currency, period) group of the batch:
    fractions, is posted to ``suspense:CCY``;
 4. every line goes to a Parquet evidence file, and one balanced transfer
    (pool -> accounts + suspense) is posted as a segment with the payees' new carries
-   (``store.ledger.post_accrual``), with the outputs and an audit entry, in one database transaction.
+   (``ledger.records.post_accrual``), with the outputs and an audit entry, in one database transaction.
    If anything fails, nothing is written and the evidence file is removed.
 
 Ledger writes grow with payees touched, not with lines: the lines live in the evidence files. The

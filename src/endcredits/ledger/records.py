@@ -2,7 +2,7 @@
 
 Two ways in. ``post_transfer`` (escrow claims, payouts, reversals) writes a leg row per account and
 updates each account's balance row. ``post_accrual`` writes an accrual's legs and its payees' carried
-fractions as one columnar segment (``store.segments``); the balance and carry rows catch up when
+fractions as one columnar segment (``ledger.segments``); the balance and carry rows catch up when
 ``fold_pending`` folds the pending segments into them, which every other writer does first and an
 accrual does when enough is pending (``FOLD_PENDING_*`` in ``limits``). Until then readers read through:
 ``account_balances`` and ``read_carries`` add what the pending segments hold.

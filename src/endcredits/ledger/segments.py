@@ -8,12 +8,12 @@ in one ``ledger_segments`` row, written with one INSERT.
 
 The ledger is then the row tables (``accounts`` with their balances, ``legs`` of every other
 transfer, ``carries``) plus the segments above the fold watermark, the *pending* ones. Readers read
-through them (``pending_deltas``, ``pending_carries``); ``store.ledger.fold_pending`` writes pending
+through them (``pending_deltas``, ``pending_carries``); ``ledger.records.fold_pending`` writes pending
 segments into the row tables and records the watermark in ``ledger_folds``. A segment is never
 changed or removed: it stays the record of its transfer's legs, which ``verify`` re-adds.
 
 This module encodes, decodes and reads segments; the ledger's rules (when to fold, balance checks)
-live in ``store.ledger``.
+live in ``ledger.records``.
 """
 
 from __future__ import annotations
@@ -248,7 +248,7 @@ def pending_deltas(
     conn: Connection, *, kind: str | None = None, currency: str | None = None, holders: Collection[str] | None = None
 ) -> dict[str, int]:
     """Per account key, what the pending segments add to its balance, filtered like
-    ``store.ledger.account_balances``."""
+    ``ledger.records.account_balances``."""
     out: dict[str, int] = {}
     wanted = set(holders) if holders is not None else None
     for seg in iter_segments(conn, after=fold_watermark(conn), currency=currency):

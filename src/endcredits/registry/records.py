@@ -93,7 +93,7 @@ def add_person(
     conn: Connection, handle: str, *, iban: str | None = None, bic: str | None = None, email: str | None = None
 ) -> int:
     """Register a person by a handle (a pseudonym is fine: no legal name is needed to be paid). Payment and
-    contact details go to ``store.private``, sealed with the operator's key, never into ``people``."""
+    contact details go to ``registry.private``, sealed with the operator's key, never into ``people``."""
     from endcredits.registry.private import check_email, set_private
 
     handle = clean_text(handle, "handle")
@@ -145,7 +145,8 @@ def people_verification(conn: Connection, person_ids: Sequence[int]) -> list[tup
 
 
 def verify_person(conn: Connection, person_id: int, *, verified_by: str) -> None:
-    """Mark a person verified by an issuer the operator trusts (first cut: the operator's word)."""
+    """Mark a person verified on the word of an issuer the operator trusts (``registry.identity`` does it
+    from a verifiable credential)."""
     get_person(conn, person_id)
     issuer = clean_text(verified_by, "issuer")
     at = utc_now()
@@ -154,7 +155,7 @@ def verify_person(conn: Connection, person_id: int, *, verified_by: str) -> None
 
 
 def set_payout_account(conn: Connection, person_id: int, *, iban: str, bic: str | None) -> None:
-    """Set where a person is paid; sealed at rest (``store.private``). The audit log keeps the last four
+    """Set where a person is paid; sealed at rest (``registry.private``). The audit log keeps the last four
     characters only."""
     from endcredits.registry.private import set_private
 

@@ -8,7 +8,7 @@ callers are text up to ``ID_LENGTH_MAX``.
 Hot tables (``legs``, ``outputs``, ``credits``) carry no foreign keys: an accrual writes 10^5 rows to
 each of the first two and a bulk import 10^6 credits, and PostgreSQL's per-row foreign-key triggers
 measured 20 us a row here, four times the insert (on SQLite, the checks took 43% of inserting 3 x 10^6
-credits). Only ``store.ledger``, ``ledger.accrue`` and ``store.registry.add_credits`` write them, each
+credits). Only ``ledger.records``, ``ledger.accrue`` and ``registry.records.add_credits`` write them, each
 checks or creates every reference in the same transaction, and ``endcredits verify`` checks them all.
 """
 
