@@ -1,5 +1,7 @@
 """Opening the database: the embedded SQLite file in a data directory, or PostgreSQL by URL.
 
+The data directory and the SQLite file are created private (``store.files``).
+
 ``init_store`` creates or upgrades the schema through Alembic; ``open_store`` refuses a database that
 is not ours or is behind the code's schema, and says how to fix it.
 """
@@ -22,6 +24,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, inspect, select
 from sqlalchemy.exc import DatabaseError, OperationalError
 
 from endcredits.errors import StoreError, ValidationError
+from endcredits.store.files import create_private_file, private_dir
 from endcredits.store.schema import APPLICATION_ID, meta
 
 DATA_ENV = "ENDCREDITS_DATA"
@@ -177,8 +180,14 @@ def _current_state(conn: Connection) -> tuple[bool, str | None]:
 def init_store(data_dir: str | Path | None = None, db_url: str | None = None) -> Store:
     """Create the data directory and the schema, or upgrade an older endcredits schema. Idempotent."""
     data, url = resolve_location(data_dir, db_url)
-    data.mkdir(parents=True, exist_ok=True)
+    private_dir(data)
     _check_sqlite_file(url)
+    if url.startswith("sqlite:///"):
+        # Created 0600 before SQLite opens it: SQLite gives its -wal, -shm and -journal files the mode of
+        # the database file, so the names in them stay private too.
+        db_file = Path(url.removeprefix("sqlite:///"))
+        if db_file.name != ":memory:" and db_file.parent.is_dir():
+            create_private_file(db_file)
     engine = _make_engine(url)
     try:
         with engine.begin() as conn:
