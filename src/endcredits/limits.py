@@ -53,6 +53,12 @@ SQL_PARAMS_PER_STATEMENT_MAX = 30_000
 ID_LENGTH_MAX = 200
 """Longest caller-supplied id (event ids, output ids, model ids)."""
 
+# Times -------------------------------------------------------------------------------------------
+TIME_YEAR_MIN = 1970
+TIME_YEAR_MAX = 2200
+"""Every time endcredits parses or stores lies in the years TIME_YEAR_MIN..TIME_YEAR_MAX (UTC), inclusive:
+year 1 or 9999 is a typo or a sentinel, never a revenue event, a grant or a payout."""
+
 AUDIT_PAYLOAD_BYTES_MAX = 1 << 20
 
 CHECKPOINTS_PER_RUN_MAX = 10_000
@@ -63,4 +69,5 @@ invariant(REVENUE_PER_OUTPUT_MICROUNITS_MAX < AMOUNT_MICROUNITS_MAX, "an output 
 invariant(len(str(AMOUNT_MICROUNITS_MAX)) == AMOUNT_DIGITS_MAX, "AMOUNT_DIGITS_MAX out of step")
 invariant(SUBUNIT_BITS >= 32, "the carry-forward needs at least 32 bits below the microunit")
 invariant(OUTPUTS_PER_BATCH_MAX <= BATCH_SIZE_MAX, "a batch holds at least one line per output")
+invariant(1970 <= TIME_YEAR_MIN < TIME_YEAR_MAX <= 9998, "the time window stays inside datetime's years")
 invariant(FOLD_PENDING_SEGMENTS_MAX >= 1 and FOLD_PENDING_LEGS_MAX >= 2, "a fold needs something pending")
