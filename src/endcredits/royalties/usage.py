@@ -19,7 +19,7 @@ from sqlalchemy import Connection
 
 from endcredits.audit import canonical_json
 from endcredits.errors import LimitExceededError, ManifestError, ValidationError
-from endcredits.limits import BATCH_SIZE_MAX, ID_LENGTH_MAX, OUTPUTS_PER_BATCH_MAX, REVENUE_PER_OUTPUT_MICROUNITS_MAX
+from endcredits.limits import BATCH_SIZE_MAX, OUTPUTS_PER_BATCH_MAX, REVENUE_PER_OUTPUT_MICROUNITS_MAX, check_ids
 from endcredits.manifest.records import ManifestRecord
 from endcredits.money import check_currency
 from endcredits.registry.records import graph_rows
@@ -100,9 +100,12 @@ class UsageBatch:
                 raise ValidationError(f"usage batch {name} codes do not match its dictionary")
         if len(set(self.output_ids)) != n:
             raise ValidationError("usage batch lists an output id more than once")
-        for oid in self.output_ids:
-            if not isinstance(oid, str) or not oid or len(oid) > ID_LENGTH_MAX:
-                raise ValidationError(f"output id {oid!r} must be 1..{ID_LENGTH_MAX} characters")
+        # Every id that reaches the evidence files and the statements: printable, bounded (limits.check_id).
+        check_ids(self.output_ids, "output id")
+        check_ids(list(set(self.model_ids)), "model id")
+        check_ids(self.payees, "payee")
+        check_ids(self.works, "work id")
+        check_ids(self.roles, "role", spaces=False)
         for rev in self.revenue_microunits:
             if isinstance(rev, bool) or not isinstance(rev, int):
                 raise ValidationError("revenue must be integer microunits")
