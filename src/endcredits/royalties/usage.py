@@ -235,10 +235,10 @@ def build_usage(
         baseline = payee_volumes(manifest.included, load_credit_graph(conn, manifest.included), agreement)
     per_output: list[dict[str, int]] = []
     for o in outputs_in:
-        weights_in = attribution_weights(scores.get(o.output_id, {}), agreement, baseline)
+        weights_in = attribution_weights(scores.get(o.output_id, {}), agreement, baseline, output_id=o.output_id)
         if not weights_in and per == "work" and baseline:
-            # Nothing had positive influence: the pool is shared by every work in the manifest evenly,
-            # never kept back.
+            # No score was positive (the weights are exact: never because of an overflow): the pool is
+            # shared by every work in the manifest evenly, never kept back.
             weights_in = {w: 1 for w in baseline}
         if not weights_in:
             raise ValidationError(f"output {o.output_id} has no positive attribution: nobody to pay")
