@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from endcredits.errors import invariant
+from collections.abc import Iterable
+
+from endcredits.errors import ValidationError, invariant
 
 # Money -------------------------------------------------------------------------------------------
 MICROUNITS_PER_UNIT = 10**8
@@ -53,6 +55,12 @@ SQL_PARAMS_PER_STATEMENT_MAX = 30_000
 ID_LENGTH_MAX = 200
 """Longest caller-supplied id (event ids, output ids, model ids)."""
 
+# Times -------------------------------------------------------------------------------------------
+TIME_YEAR_MIN = 1970
+TIME_YEAR_MAX = 2200
+"""Every time endcredits parses or stores lies in the years TIME_YEAR_MIN..TIME_YEAR_MAX (UTC), inclusive:
+year 1 or 9999 is a typo or a sentinel, never a revenue event, a grant or a payout."""
+
 AUDIT_PAYLOAD_BYTES_MAX = 1 << 20
 
 CHECKPOINTS_PER_RUN_MAX = 10_000
@@ -63,4 +71,44 @@ invariant(REVENUE_PER_OUTPUT_MICROUNITS_MAX < AMOUNT_MICROUNITS_MAX, "an output 
 invariant(len(str(AMOUNT_MICROUNITS_MAX)) == AMOUNT_DIGITS_MAX, "AMOUNT_DIGITS_MAX out of step")
 invariant(SUBUNIT_BITS >= 32, "the carry-forward needs at least 32 bits below the microunit")
 invariant(OUTPUTS_PER_BATCH_MAX <= BATCH_SIZE_MAX, "a batch holds at least one line per output")
+invariant(1970 <= TIME_YEAR_MIN < TIME_YEAR_MAX <= 9998, "the time window stays inside datetime's years")
 invariant(FOLD_PENDING_SEGMENTS_MAX >= 1 and FOLD_PENDING_LEGS_MAX >= 2, "a fold needs something pending")
+
+
+def check_id(value: object, what: str, *, spaces: bool = True) -> str:
+    """``value`` if it is an id: 1..ID_LENGTH_MAX printable characters, no leading or trailing space (and
+    no space at all when ``spaces`` is False); else a one-line ``ValidationError`` naming ``what``.
+
+    Printable is ``str.isprintable``: no control character (NUL, newline, tab, DEL), no format
+    character (a bidirectional override), no separator other than the ASCII space, no lone surrogate.
+    Ids reach file names, CSV cells, bank files and the database (PostgreSQL refuses NUL in text).
+    """
+    if (
+        isinstance(value, str)
+        and 0 < len(value) <= ID_LENGTH_MAX
+        and value.isprintable()
+        and (" " not in value if not spaces else value == value.strip())
+    ):
+        return value
+    rule = "without spaces" if not spaces else "without leading or trailing spaces"
+    shown = repr(value)[:60] + "..." if len(repr(value)) > 60 else repr(value)
+    raise ValidationError(
+        f"{what} {shown} must be 1..{ID_LENGTH_MAX} printable characters {rule} "
+        "(no control characters such as NUL, a tab or a newline)"
+    )
+
+
+def check_ids(values: Iterable[object], what: str, *, spaces: bool = True) -> None:
+    """``check_id`` for each of ``values``; a fast path for the common case (no space, nothing odd) checks
+    10^6 ids in a few C-level passes instead of one Python call each."""
+    items = values if isinstance(values, list) else list(values)
+    try:
+        joined = "".join(items)  # type: ignore[arg-type]  # a TypeError for anything but text
+        lengths = list(map(len, items))
+    except TypeError:
+        joined, lengths = "", []
+    fine = bool(lengths) and 0 < min(lengths) and max(lengths) <= ID_LENGTH_MAX
+    if fine and joined.isprintable() and " " not in joined:
+        return
+    for value in items:
+        check_id(value, what, spaces=spaces)

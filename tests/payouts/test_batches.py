@@ -6,7 +6,11 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import os
+import stat
 import xml.etree.ElementTree as ET
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -15,10 +19,17 @@ from endcredits.ledger import TransferRequest
 from endcredits.ledger.records import post_transfer
 from endcredits.ledger.verify import verify
 from endcredits.money import parse_amount
-from endcredits.payouts.batches import apply_payout_status, create_payout_batch
-from endcredits.payouts.files import PAIN001_SCHEMA, Debtor
+from endcredits.payouts import batches
+from endcredits.payouts.batches import (
+    HOLD_ABOVE_SEPA_MAXIMUM,
+    HOLD_BANK_FILE_REFUSED,
+    HOLD_BATCH_FULL,
+    apply_payout_status,
+    create_payout_batch,
+)
+from endcredits.payouts.files import PAIN001_SCHEMA, SEPA_AMOUNT_CENTS_MAX, Debtor
 from endcredits.payouts.iban import make_test_iban
-from endcredits.store.engine import Store
+from endcredits.store.engine import Store, init_store
 from helpers_money import balances, people, row_counts
 
 DEBTOR = Debtor(name="Endcredits Residuals Trust", iban=make_test_iban("NL", 0), bic="ABNANL2A")
@@ -196,4 +207,132 @@ def test_a_payout_outside_the_euro_writes_the_csv_only(store: Store) -> None:
     assert [(r["payee_id"], r["amount"], r["currency"]) for r in rows] == [(f"person:{pid}", "123.45", "USD")]
     b = balances(store)
     assert (b[f"payable:person:{pid}:USD"], b["clearing:payouts:USD"]) == (678_901, 12_345_000_000)
+    assert verify(store).ok
+
+
+def files_under(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"threshold_microunits": THRESHOLD + 1},
+        {"currency": "USD"},
+        {"debtor": Debtor(DEBTOR.name + " II", DEBTOR.iban, DEBTOR.bic)},
+        {"debtor": Debtor(DEBTOR.name, make_test_iban("NL", 1), DEBTOR.bic)},
+        {"execution_date": DAY + dt.timedelta(days=1)},
+    ],
+    ids=["threshold", "currency", "debtor-name", "debtor-iban", "date"],
+)
+def test_a_batch_id_reused_with_other_content_is_a_conflict(
+    store: Store, payees: dict[str, int], change: dict[str, object]
+) -> None:
+    """Like a usage batch: the same id and request is "exists"; the same id with another request is a 409."""
+    first = pay(store, "pay-2026-03")
+    assert first.status == "created"
+    written, on_disk = row_counts(store), files_under(store.data_dir / "payouts")
+    request: dict[str, object] = {
+        "batch_id": "pay-2026-03",
+        "currency": "EUR",
+        "threshold_microunits": THRESHOLD,
+        "debtor": DEBTOR,
+        "execution_date": DAY,
+    }
+    with pytest.raises(ConflictError, match="payout batch pay-2026-03 was already created with other content"):
+        create_payout_batch(store, **{**request, **change})  # type: ignore[arg-type]
+    with pytest.raises(ConflictError, match="already created with other content"):
+        create_payout_batch(store, **{**request, **change}, dry_run=True)  # type: ignore[arg-type]
+    assert row_counts(store) == written and files_under(store.data_dir / "payouts") == on_disk
+
+    # The same request, even after more money accrued, is the batch already made: the new money waits.
+    credit(store, "fund-later", {payees["small"]: THRESHOLD})
+    again = create_payout_batch(store, **request)  # type: ignore[arg-type]
+    assert (again.status, again.items, again.total_microunits) == (
+        "exists",
+        tuple(replace(i, handle="") for i in first.items),
+        first.total_microunits,
+    )
+    assert balances(store)[payable(payees["small"])] == 2 * THRESHOLD - 1
+
+
+SEPA_MAX_MICROUNITS = SEPA_AMOUNT_CENTS_MAX * 10**6
+
+
+@pytest.mark.parametrize("above", [10**6, 10**6 + 123, 10**12 * 10**8])
+def test_a_balance_above_the_sepa_maximum_is_held_and_the_others_are_paid(
+    store: Store, payees: dict[str, int], above: int
+) -> None:
+    """Policy (docs/concepts/payouts.md): that payee waits for another rail, with the reason in the result;
+    the whole balance, dust included, stays payable; everybody else is paid."""
+    (whale,) = people(store, "whale", iban=make_test_iban("DE", 99))
+    credit(store, "fund-big", {whale: SEPA_MAX_MICROUNITS + above})
+    dry = pay(store, "pay-big", dry_run=True)
+    result = pay(store, "pay-big")
+    for r in (dry, result):
+        assert [(i.person_id, i.amount_microunits) for i in r.items] == [
+            (payees["dusty"], 1_234_000_000),
+            (payees["exact"], THRESHOLD),
+        ]
+        assert [(h.person_id, h.handle, h.balance_microunits, h.reason) for h in r.held] == [
+            (whale, "whale", SEPA_MAX_MICROUNITS + above, HOLD_ABOVE_SEPA_MAXIMUM)
+        ]
+        assert "above the SEPA maximum of 999999999.99 EUR" in r.held[0].message
+    assert balances(store)[payable(whale)] == SEPA_MAX_MICROUNITS + above
+    assert result.pain001_path is not None and b"whale" not in result.pain001_path.read_bytes()
+    assert verify(store).ok
+
+
+def test_exactly_the_sepa_maximum_is_paid(store: Store) -> None:
+    (pid,) = people(store, "edge", iban=make_test_iban("DE", 98))
+    credit(store, "fund-edge", {pid: SEPA_MAX_MICROUNITS + 999_999})  # the dust below a cent stays
+    result = pay(store, "pay-edge")
+    assert ([i.amount_microunits for i in result.items], result.held) == ([SEPA_MAX_MICROUNITS], ())
+    assert balances(store)[payable(pid)] == 999_999
+
+
+def test_an_iban_outside_sepa_is_held_in_euro_and_paid_by_csv_in_another_currency(store: Store) -> None:
+    (home, away) = (
+        people(store, "home", iban=make_test_iban("DE", 5))[0],
+        people(store, "away", iban=make_test_iban("BR", 5))[0],
+    )
+    credit(store, "fund-sepa", {home: THRESHOLD, away: THRESHOLD})
+    result = pay(store, "pay-sepa")
+    assert [i.person_id for i in result.items] == [home]
+    assert [(h.person_id, h.reason) for h in result.held] == [(away, HOLD_BANK_FILE_REFUSED)]
+    assert "outside SEPA" in result.held[0].message
+    assert balances(store)[payable(away)] == THRESHOLD
+
+
+def test_payout_files_are_private_whatever_the_umask(tmp_path: Path, db_url: str | None) -> None:
+    """pain.001 and the CSV carry plaintext IBANs: 0600 files in 0700 folders, even under umask 000."""
+    old = os.umask(0)
+    try:
+        store = init_store(tmp_path / "data", db_url)
+        try:
+            (pid,) = people(store, "payee", iban=make_test_iban("DE", 6))
+            credit(store, "fund", {pid: THRESHOLD})
+            result = pay(store, "pay-private")
+        finally:
+            store.dispose()
+    finally:
+        os.umask(old)
+    assert result.pain001_path is not None and result.csv_path is not None
+    for folder in (store.data_dir, store.data_dir / "payouts", store.data_dir / "payouts" / ".staging"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+    assert stat.S_IMODE(result.pain001_path.parent.stat().st_mode) == 0o700
+    for path in (result.pain001_path, result.csv_path):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def test_payees_beyond_one_file_are_held_for_the_next_batch(
+    store: Store, payees: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(batches, "PAYOUT_INSTRUCTIONS_PER_FILE_MAX", 1)
+    first = pay(store, "pay-full-1")
+    assert [i.person_id for i in first.items] == [payees["dusty"]]
+    assert [(h.person_id, h.reason) for h in first.held] == [(payees["exact"], HOLD_BATCH_FULL)]
+    assert balances(store)[payable(payees["exact"])] == THRESHOLD
+    second = pay(store, "pay-full-2")
+    assert ([i.person_id for i in second.items], second.held) == ([payees["exact"]], ())
     assert verify(store).ok

@@ -72,8 +72,9 @@ def test_statements_reconcile_with_the_ledger_every_month(world: World) -> None:
     empty = build_statement(world.store, world.alice, "2026-03", "EUR")
     assert empty.lines == [] and empty.accrued_microunits == 0 and empty.reconciles()
     assert empty.carried_in_subunits == empty.carried_out_subunits
-    with pytest.raises(ValidationError, match="period '2026-1' must be YYYY-MM"):
-        build_statement(world.store, world.alice, "2026-1", "EUR")
+    for period in ("2026-1", "2026-13", "9999-01", "2026-00"):
+        with pytest.raises(ValidationError, match=f"period '{period}' must be YYYY-MM, a month 01..12 of a year"):
+            build_statement(world.store, world.alice, period, "EUR")
 
 
 def test_statements_reconcile_after_an_escrow_claim(world: World) -> None:

@@ -4,6 +4,7 @@ chain to the person at its start, hold money for uncredited works, and refuse li
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from fractions import Fraction
 
 import pytest
@@ -246,3 +247,88 @@ def test_attribution_weights_take_a_volume_per_key_or_a_list_of_equal_ones() -> 
     assert weights == {"a": (1 << 31) // 3, "b": (1 << 32) // 3}
     with pytest.raises(ValidationError, match="baseline volumes must be >= 0"):
         attribution_weights({"a": 1.0}, ag, {"a": -1})
+
+
+# Scores become weights exactly, for any finite float ------------------------------------------------
+FLOAT_MAX = sys.float_info.max
+SUBNORMAL_MIN = 5e-324
+
+
+def exact_weights(scores: dict[str, float], scale: int = 1 << 32) -> dict[str, int]:
+    """The rule, in Fractions (a float is an exact binary fraction): floor(scale * s / sum of positives)."""
+    positive = {k: Fraction(v) for k, v in scores.items() if v > 0}
+    total = sum(positive.values(), Fraction(0))
+    weights = {k: int(scale * v / total) for k, v in positive.items()}
+    return {k: w for k, w in weights.items() if w > 0}
+
+
+@pytest.mark.parametrize(
+    "scores",
+    [
+        {"a": 1.7e308, "b": 1.7e308},
+        {"a": 1.7e308, "b": 1.7e308, "c": -1.7e308},
+        {"a": FLOAT_MAX, "b": FLOAT_MAX, "c": FLOAT_MAX},
+        {"a": FLOAT_MAX, "b": 1.0, "c": SUBNORMAL_MIN},
+        {"a": SUBNORMAL_MIN, "b": SUBNORMAL_MIN * 3},
+        {"a": 2.2250738585072014e-308, "b": SUBNORMAL_MIN, "c": 1e-310},
+        {"a": 1.7e308, "b": 0.5e308, "c": 1e-300, "d": -FLOAT_MAX},
+        {"a": 0.1, "b": 0.2, "c": 0.3},
+        {"a": 1.0},
+    ],
+    ids=str,
+)
+def test_scores_become_weights_exactly_without_overflow(scores: dict[str, float]) -> None:
+    """1.7e308 + 1.7e308 overflowed to inf, every weight became 0 and the money was spread over the whole
+    manifest; now the split follows the scores, exactly."""
+    weights = attribution_weights(scores, agreement())
+    assert weights == exact_weights(scores)
+    assert 0 < sum(weights.values()) <= 1 << 32
+
+
+def test_equal_huge_scores_split_equally_and_a_single_one_takes_all() -> None:
+    assert attribution_weights({"a": 1.7e308, "b": 1.7e308}, agreement()) == {"a": 1 << 31, "b": 1 << 31}
+    assert attribution_weights({"a": FLOAT_MAX, "b": -FLOAT_MAX}, agreement()) == {"a": 1 << 32}
+    assert attribution_weights({"a": SUBNORMAL_MIN}, agreement()) == {"a": 1 << 32}
+
+
+finite_scores = st.floats(allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=300)
+@given(st.dictionaries(st.sampled_from("abcdefghij"), finite_scores, min_size=1), st.sampled_from(["0", "0.3", "1"]))
+def test_weights_match_the_exact_rule_for_any_finite_floats(scores: dict[str, float], baseline_share: str) -> None:
+    ag = agreement(baseline_share=baseline_share)
+    influence_scale = int((1 << 32) * (1 - Fraction(baseline_share)))
+    expected = exact_weights(scores, influence_scale) if any(v > 0 for v in scores.values()) else {}
+    assert attribution_weights(scores, ag) == expected
+
+
+def test_huge_scores_split_the_pool_as_scored_not_over_the_manifest(store: Store) -> None:
+    w = World(store)
+    ag = agreement()
+    batch = w.usage([("o1", 10**9, on_time(3), {w.song: 1.7e308, w.film: 1.7e308, w.orphan: -1.7e308})], ag)
+    assert set(batch.works) == {w.song, w.film}  # the orphan, negative, is not paid
+    by_work: dict[str, int] = {}
+    for code, weight in zip(batch.attributed_codes.tolist(), batch.weights.tolist()):  # type: ignore[union-attr]
+        by_work[batch.works[code]] = by_work.get(batch.works[code], 0) + int(weight)
+    assert by_work[w.song] == by_work[w.film]
+
+
+@pytest.mark.parametrize(
+    ("score", "says"),
+    [
+        (float("nan"), r"attribution scores of output o1 are not finite \(.* = nan\)"),
+        (float("inf"), r"are not finite \(.* = inf\)"),
+        (float("-inf"), r"are not finite \(.* = -inf\)"),
+        ("0.5", r"attribution score of output o1 for .* is '0.5', not a number"),
+        (None, "is None, not a number"),
+        (10**400, "not a number"),
+    ],
+    ids=str,
+)
+def test_a_score_that_is_not_a_finite_number_is_refused(store: Store, score: object, says: str) -> None:
+    w = World(store)
+    before = row_counts(store)
+    with pytest.raises(ValidationError, match=says):
+        w.usage([("o1", 10**9, on_time(3), {w.song: 1.0, w.film: score})], agreement())  # type: ignore[dict-item]
+    assert row_counts(store) == before

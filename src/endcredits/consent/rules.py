@@ -60,7 +60,7 @@ from datetime import datetime
 from typing import Literal
 
 from endcredits.errors import LimitExceededError, ValidationError
-from endcredits.limits import CREDITS_PER_WORK_MAX, ID_LENGTH_MAX, LINEAGE_DEPTH_MAX
+from endcredits.limits import CREDITS_PER_WORK_MAX, LINEAGE_DEPTH_MAX, check_id
 
 USES: tuple[str, ...] = (
     "ai_generative_training",
@@ -98,12 +98,6 @@ def _check_use(use: object, what: str) -> str:
     return use
 
 
-def _check_id(value: object, what: str) -> str:
-    if not isinstance(value, str) or not 1 <= len(value) <= ID_LENGTH_MAX:
-        raise ValidationError(f"{what} must be a string of 1..{ID_LENGTH_MAX} characters, got {value!r:.60}")
-    return value
-
-
 @dataclass(frozen=True)
 class Grant:
     """A person or a work allows (or not) one use from ``valid_from`` until ``valid_until``, or in perpetuity."""
@@ -121,7 +115,7 @@ class Grant:
     def __post_init__(self) -> None:
         if self.subject_kind not in SUBJECT_KINDS:
             raise ValidationError(f"grant subject_kind {self.subject_kind!r:.40} must be 'work' or 'person'")
-        _check_id(self.subject_id, f"grant subject_id ({self.subject_kind})")
+        check_id(self.subject_id, f"grant subject_id ({self.subject_kind})")
         _check_use(self.use, f"use in grant for {self.subject_kind} {self.subject_id}")
         if self.decision not in DECISIONS:
             raise ValidationError(
@@ -223,7 +217,7 @@ def decide(
     default: Literal["opt-in", "opt-out"],
 ) -> Decision:
     """May ``work_id`` be used for every one of ``uses`` at ``at``? The rules are in the module docstring."""
-    _check_id(work_id, "work id")
+    check_id(work_id, "work id")
     _check_aware(at, "time to decide at")
     if default not in DEFAULT_REGIMES:
         raise ValidationError(f"operator default {default!r:.40} must be 'opt-in' or 'opt-out'")
@@ -236,7 +230,7 @@ def decide(
         raise LimitExceededError(
             f"work {work_id} has {len(credited_person_ids)} credited people; CREDITS_PER_WORK_MAX={CREDITS_PER_WORK_MAX}"
         )
-    people = {_check_id(p, "credited person id") for p in credited_person_ids}
+    people = {check_id(p, "credited person id") for p in credited_person_ids}
     for g in grants:
         if not isinstance(g, Grant):
             raise ValidationError(f"grants must be Grant objects, got {type(g).__name__}")

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 from endcredits.audit import canonical_json
 from endcredits.errors import LedgerError, LimitExceededError, ValidationError
-from endcredits.limits import ID_LENGTH_MAX, LEGS_PER_TRANSFER_MAX, TRANSFER_AMOUNT_MICROUNITS_MAX
+from endcredits.limits import LEGS_PER_TRANSFER_MAX, TRANSFER_AMOUNT_MICROUNITS_MAX, check_id
 from endcredits.money import check_currency
 
 _JSON_ESCAPED = re.compile(r'["\\\x00-\x1f]')
@@ -107,8 +107,7 @@ class TransferRequest:
 
 def check_transfer(req: TransferRequest) -> None:
     """Raise unless the transfer is well formed and balanced. Changes nothing."""
-    if not req.event_id or len(req.event_id) > ID_LENGTH_MAX:
-        raise ValidationError(f"event id must be 1..{ID_LENGTH_MAX} characters, got {len(req.event_id)}")
+    check_id(req.event_id, "event id")
     if req.code not in TRANSFER_CODES:
         raise ValidationError(f"unknown transfer code {req.code!r}: one of {', '.join(TRANSFER_CODES)}")
     check_currency(req.currency)

@@ -46,6 +46,7 @@ from endcredits.limits import (
     ID_LENGTH_MAX,
     SUBUNIT_BITS,
     SUBUNITS_PER_MICROUNIT,
+    check_id,
 )
 from endcredits.manifest.records import latest_manifest_id, load_manifest, model_ids_exist
 from endcredits.money import Split, split_batch
@@ -411,7 +412,8 @@ def accrue(
     store: Store, usage: UsageBatch, agreement: Agreement, *, event_id: str, dry_run: bool = False
 ) -> AccrualSummary:
     """Accrue a batch of usage (see the module docstring). Idempotent by ``event_id``."""
-    if not event_id or len(event_id) > ID_LENGTH_MAX - 20 or "/" in event_id:
+    check_id(event_id, "batch event id")
+    if len(event_id) > ID_LENGTH_MAX - 20 or "/" in event_id:
         raise ValidationError(f"batch event id must be 1..{ID_LENGTH_MAX - 20} characters without '/'")
     for ccy in set(usage.currencies):
         if ccy != agreement.currency:

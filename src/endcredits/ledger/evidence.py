@@ -2,7 +2,7 @@
 
 A line is (output, its model, time and revenue, attributed work, source work, payee, account, role,
 amount). The ledger posts only per-account aggregates and keeps only each output's id (to pay it once);
-these files hold every line behind them, and ``verify`` re-adds them.
+these files hold every line behind them, and ``verify`` re-adds them. Files are 0600 in 0700 folders.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from endcredits.errors import EvidenceError
+from endcredits.store.files import private_dir, write_private
 
 _CODED = pa.dictionary(pa.int32(), pa.string())
 EVIDENCE_SCHEMA = pa.schema(
@@ -101,7 +102,7 @@ def prepare_evidence(path: Path, table: pa.Table, *, replace_orphan: bool = Fals
     fsync), so it runs on another thread beside Python work without waiting on the GIL between steps."""
     if table.schema != EVIDENCE_SCHEMA:
         raise EvidenceError(f"evidence table has schema {table.schema}, expected the evidence schema")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     if path.exists() and not replace_orphan:
         raise EvidenceError(f"evidence file {path} already exists; it is never overwritten")
     tmp = path.with_suffix(".partial")
@@ -122,14 +123,7 @@ def prepare_evidence(path: Path, table: pa.Table, *, replace_orphan: bool = Fals
         )
         data = memoryview(sink.getvalue())
         sha = hashlib.sha256(data).hexdigest()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            done = 0
-            while done < len(data):
-                done += os.write(fd, data[done:])
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_private(tmp, data)  # 0600: the lines name people and what they were paid
         tmp.replace(path)
         _fsync_dir(path.parent)  # the rename itself is durable before the batch row that names the file
         return sha

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from endcredits.errors import ConflictError, LimitExceededError, ManifestError, NotFoundError, ValidationError
-from endcredits.limits import CHECKPOINTS_PER_RUN_MAX, ID_LENGTH_MAX
+from endcredits.limits import CHECKPOINTS_PER_RUN_MAX, check_id
 from endcredits.registry.records import derived_works
 from endcredits.store.audit import append_audit
 from endcredits.store.bulk import bulk_insert, chunks
@@ -23,14 +23,8 @@ from endcredits.store.engine import format_time, utc_now
 from endcredits.store.schema import manifest_entries, manifests, models, training_runs
 
 
-def _check_id(value: str, what: str) -> str:
-    if not isinstance(value, str) or not value or len(value) > ID_LENGTH_MAX or any(c.isspace() for c in value):
-        raise ValidationError(f"{what} {value!r} must be 1..{ID_LENGTH_MAX} characters without spaces")
-    return value
-
-
 def add_model(conn: Connection, model_id: str, uses: Sequence[str], description: str) -> None:
-    _check_id(model_id, "model id")
+    check_id(model_id, "model id", spaces=False)
     joined = ",".join(sorted(set(uses)))
     row = conn.execute(select(models).where(models.c.id == model_id)).first()
     if row is not None:
@@ -68,7 +62,7 @@ class ManifestRecord:
 
 def save_manifest(conn: Connection, record: ManifestRecord) -> None:
     """Store a manifest. The same id with other content is refused; a manifest is never changed."""
-    _check_id(record.id, "manifest id")
+    check_id(record.id, "manifest id", spaces=False)
     row = conn.execute(select(manifests).where(manifests.c.id == record.id)).first()
     if row is not None:
         if row.merkle_root != record.merkle_root or row.model_id != record.model_id:
@@ -251,7 +245,7 @@ def record_training_run(
     run always names the root anyone can check proofs against. Idempotent by ``run_id``: the same run
     again returns the stored one; the same id with other content is refused. Audited.
     """
-    _check_id(run_id, "training run id")
+    check_id(run_id, "training run id", spaces=False)
     if isinstance(checkpoint_sha256s, str) or not checkpoint_sha256s:
         raise ValidationError(f"training run {run_id} needs a list of at least one checkpoint SHA-256")
     if len(checkpoint_sha256s) > CHECKPOINTS_PER_RUN_MAX:

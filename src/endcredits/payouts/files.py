@@ -141,54 +141,73 @@ def _check_instructions(instructions: Sequence[PayoutInstruction], *, sepa: bool
     checked: list[_Checked] = []
     seen: set[str] = set()
     for index, ins in enumerate(instructions):
-        if not isinstance(ins, PayoutInstruction):
-            raise ValidationError(f"instruction {index} is a {type(ins).__name__}, not a PayoutInstruction")
-        e2e = ins.end_to_end_id
-        if not isinstance(e2e, str) or END_TO_END_ID_PATTERN.fullmatch(e2e) is None:
+        item = _check_one(ins, index, sepa=sepa)
+        if ins.end_to_end_id in seen:
             raise ValidationError(
-                f"end_to_end_id {e2e!r} of instruction {index} must be 1 to 35 characters of A-Z, a-z, 0-9 and '-'"
+                f"duplicate end_to_end_id {ins.end_to_end_id}: each transfer in a batch needs its own id"
             )
-        where = f"end_to_end_id {e2e}"
-        if e2e in seen:
-            raise ValidationError(f"duplicate end_to_end_id {e2e}: each transfer in a batch needs its own id")
-        seen.add(e2e)
-        _check_text(ins.payee_id, "payee_id", ID_LENGTH_MAX, where)
-        _check_text(ins.payee_name, "payee_name", NAME_LENGTH_MAX, where)
-        _check_text(ins.remittance, "remittance", REMITTANCE_LENGTH_MAX, where)
-        currency = check_currency(ins.currency)
-        if sepa and currency != "EUR":
-            raise ValidationError(
-                f"{where}: currency {currency} cannot be paid by SEPA credit transfer, which is EUR only; "
-                "pay it through another rail such as write_payout_csv"
-            )
-        amount = ins.amount_microunits
-        if isinstance(amount, bool) or not isinstance(amount, int):
-            raise ValidationError(f"{where}: amount_microunits must be an int, got {type(amount).__name__}")
-        if amount <= 0:
-            raise ValidationError(f"{where}: amount {amount} microunits is not positive; only payments > 0 are paid")
-        minor, dust = to_minor_units(amount, currency)
-        if dust:
-            raise ValidationError(
-                f"{where}: amount {format_amount(amount, currency)} {currency} is not a whole number of minor "
-                f"units (cents); pay {format_amount(amount - dust, currency)} and carry the rest forward"
-            )
-        if sepa and minor > SEPA_AMOUNT_CENTS_MAX:
-            raise ValidationError(
-                f"{where}: amount {format_amount(amount, currency)} EUR is above the SEPA maximum of "
-                "999999999.99 EUR per transfer; split it"
-            )
-        try:
-            iban = normalize_iban(ins.iban)
-            bic = None if ins.bic is None else normalize_bic(ins.bic)
-        except ValidationError as exc:
-            raise ValidationError(f"{where}: {exc}") from exc
-        if sepa and iban[:2] not in SEPA_COUNTRIES:
-            raise ValidationError(
-                f"{where}: a SEPA credit transfer cannot pay an IBAN from {iban[:2]}, which is outside SEPA; "
-                "pay it through another rail"
-            )
-        checked.append(_Checked(ins, iban, bic, minor))
+        seen.add(ins.end_to_end_id)
+        checked.append(item)
     return checked
+
+
+def check_instruction(instruction: PayoutInstruction, *, sepa: bool) -> None:
+    """Raise the one-line ``ValidationError`` that would keep ``instruction`` out of a file: a pain.001
+    (``sepa``: EUR, at most ``SEPA_AMOUNT_CENTS_MAX``, a SEPA IBAN, a name and remittance in the SEPA
+    character set) or the CSV. A batch checks each payee with it before writing its files, so one payee
+    the bank file cannot carry never holds up the others."""
+    _check_one(instruction, 0, sepa=sepa)
+    if sepa:
+        where = f"end_to_end_id {instruction.end_to_end_id}"
+        _sepa_name(instruction.payee_name, f"payee_name of {where}")
+        _sepa_remittance(instruction.remittance, where)
+
+
+def _check_one(ins: PayoutInstruction, index: int, *, sepa: bool) -> _Checked:
+    if not isinstance(ins, PayoutInstruction):
+        raise ValidationError(f"instruction {index} is a {type(ins).__name__}, not a PayoutInstruction")
+    e2e = ins.end_to_end_id
+    if not isinstance(e2e, str) or END_TO_END_ID_PATTERN.fullmatch(e2e) is None:
+        raise ValidationError(
+            f"end_to_end_id {e2e!r} of instruction {index} must be 1 to 35 characters of A-Z, a-z, 0-9 and '-'"
+        )
+    where = f"end_to_end_id {e2e}"
+    _check_text(ins.payee_id, "payee_id", ID_LENGTH_MAX, where)
+    _check_text(ins.payee_name, "payee_name", NAME_LENGTH_MAX, where)
+    _check_text(ins.remittance, "remittance", REMITTANCE_LENGTH_MAX, where)
+    currency = check_currency(ins.currency)
+    if sepa and currency != "EUR":
+        raise ValidationError(
+            f"{where}: currency {currency} cannot be paid by SEPA credit transfer, which is EUR only; "
+            "pay it through another rail such as write_payout_csv"
+        )
+    amount = ins.amount_microunits
+    if isinstance(amount, bool) or not isinstance(amount, int):
+        raise ValidationError(f"{where}: amount_microunits must be an int, got {type(amount).__name__}")
+    if amount <= 0:
+        raise ValidationError(f"{where}: amount {amount} microunits is not positive; only payments > 0 are paid")
+    minor, dust = to_minor_units(amount, currency)
+    if dust:
+        raise ValidationError(
+            f"{where}: amount {format_amount(amount, currency)} {currency} is not a whole number of minor "
+            f"units (cents); pay {format_amount(amount - dust, currency)} and carry the rest forward"
+        )
+    if sepa and minor > SEPA_AMOUNT_CENTS_MAX:
+        raise ValidationError(
+            f"{where}: amount {format_amount(amount, currency)} EUR is above the SEPA maximum of "
+            "999999999.99 EUR per transfer; split it"
+        )
+    try:
+        iban = normalize_iban(ins.iban)
+        bic = None if ins.bic is None else normalize_bic(ins.bic)
+    except ValidationError as exc:
+        raise ValidationError(f"{where}: {exc}") from exc
+    if sepa and iban[:2] not in SEPA_COUNTRIES:
+        raise ValidationError(
+            f"{where}: a SEPA credit transfer cannot pay an IBAN from {iban[:2]}, which is outside SEPA; "
+            "pay it through another rail"
+        )
+    return _Checked(ins, iban, bic, minor)
 
 
 def _sepa_name(name: str, what: str) -> str:
@@ -373,6 +392,7 @@ __all__ = [
     "SEPA_AMOUNT_CENTS_MAX",
     "Debtor",
     "PayoutInstruction",
+    "check_instruction",
     "pain001_xsd_path",
     "to_sepa_text",
     "write_pain001",

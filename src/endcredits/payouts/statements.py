@@ -20,14 +20,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import Connection, select
 
-from endcredits.errors import NotFoundError, ValidationError
+from endcredits.errors import NotFoundError
 from endcredits.ledger.evidence import read_evidence
 from endcredits.ledger.records import accrued_by_account
 from endcredits.limits import SUBUNITS_PER_MICROUNIT
 from endcredits.money import format_amount
 from endcredits.registry.records import get_person
 from endcredits.royalties.records import load_agreement
-from endcredits.store.engine import Store
+from endcredits.store.engine import Store, parse_period
 from endcredits.store.schema import accrual_batches, names, transfers, works
 
 STATEMENT_COLUMNS = (
@@ -209,8 +209,7 @@ def _rules(conn: Connection, agreements: set[str]) -> dict[str, str]:
 
 def build_statement(store: Store, person_id: int, period: str, currency: str) -> Statement:
     """The statement of ``person_id`` for ``period`` (YYYY-MM) in ``currency``."""
-    if len(period) != 7 or period[4] != "-" or not (period[:4] + period[5:]).isdigit():
-        raise ValidationError(f"period {period!r} must be YYYY-MM")
+    period = parse_period(period)
     with store.read() as conn:
         person = get_person(conn, person_id)
         payees, labels = _person_payees(conn, person_id)

@@ -29,6 +29,8 @@ from endcredits.limits import (
     NAME_LENGTH_MAX,
     TITLE_LENGTH_MAX,
     WEIGHT_MAX,
+    check_id,
+    check_ids,
 )
 from endcredits.store.audit import append_audit
 from endcredits.store.bulk import bulk_insert, chunks, select_in, select_joined, without_gc
@@ -339,6 +341,7 @@ def add_credits(conn: Connection, items: Sequence[CreditIn], *, allow_unknown_sc
     payees = {p: _payee_columns(p) for p in set(payee_col)}
     # One query answers both "is each work registered" and "which credits does it have already".
     work_ids = sorted(set(work_col))
+    check_ids(work_ids, "credited work id")
     seq_of: dict[str, int] = {}
     existing: list[tuple[int, int | None, int | None, str, str]] = []
     for r in select_in(
@@ -409,6 +412,7 @@ def add_credits(conn: Connection, items: Sequence[CreditIn], *, allow_unknown_sc
 def add_lineage(conn: Connection, work_id: str, parent_work_id: str, share: Fraction | None) -> None:
     """Record that ``work_id`` derives from ``parent_work_id``, passing ``share`` upstream (None: the
     agreement's default). Refuses cycles and explicit shares summing beyond one."""
+    check_ids([work_id, parent_work_id], "lineage work id")
     for wid in (work_id, parent_work_id):
         if conn.execute(select(works.c.id).where(works.c.id == wid)).first() is None:
             raise NotFoundError(f"lineage names work {wid}, which is not registered")
@@ -512,6 +516,7 @@ def existing_work_ids(conn: Connection, work_ids: Sequence[str]) -> set[str]:
 
 
 def add_fingerprint(conn: Connection, work_id: str, method: str, value: str, band_keys: Sequence[str]) -> None:
+    check_id(work_id, "work id")
     """Store a work's perceptual fingerprint and its LSH band keys (computed by ``registry.fingerprints``)."""
     if conn.execute(select(work_fingerprints.c.work_id).where(work_fingerprints.c.work_id == work_id)).first():
         raise ConflictError(f"work {work_id} already has a fingerprint")
@@ -592,6 +597,7 @@ def link_works(
         raise ValidationError(f"linked_by {linked_by!r} must be fingerprint or operator")
     if similarity_ppm is not None and not 0 <= similarity_ppm <= 1_000_000:
         raise ValidationError(f"similarity {similarity_ppm} ppm must be within 0..1000000")
+    check_ids([work_id, canonical_work_id], "work id")
     missing = sorted({work_id, canonical_work_id} - existing_work_ids(conn, [work_id, canonical_work_id]))
     if missing:
         raise NotFoundError(f"work {missing[0]} is not registered: list works with `endcredits works list`")
@@ -641,6 +647,7 @@ def unlink_work(conn: Connection, work_id: str, *, reason: str) -> str:
     re-links it.
     """
     why = clean_text(reason, "unlink reason", TITLE_LENGTH_MAX)
+    check_id(work_id, "work id")
     canonical = linked_canonical(conn, [work_id]).get(work_id)
     if canonical is None:
         raise NotFoundError(f"work {work_id} is not linked to another work")

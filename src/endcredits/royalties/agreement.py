@@ -35,7 +35,7 @@ from fractions import Fraction
 from typing import Any
 
 from endcredits.errors import ValidationError
-from endcredits.limits import WEIGHT_MAX
+from endcredits.limits import WEIGHT_MAX, check_id
 from endcredits.money import check_currency, parse_amount, parse_fraction
 from endcredits.registry.records import parse_role
 from endcredits.registry.roles import canonical_role, check_role
@@ -108,8 +108,7 @@ def parse_agreement(body: str) -> Agreement:  # noqa: C901 - one pass over many 
     missing = _REQUIRED - set(data)
     if missing:
         raise ValidationError(f"agreement is missing {sorted(missing)}")
-    if not isinstance(data["id"], str) or not data["id"]:
-        raise ValidationError("agreement id must be non-empty text")
+    check_id(data["id"], "agreement id")
     version = data["version"]
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ValidationError(f"agreement version must be a positive integer, got {version!r}")

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from math import lcm
+from math import fsum, isfinite, lcm
 from typing import Any
 
 import numpy as np
@@ -154,29 +154,31 @@ def attribution_weights(
     scores: Mapping[str, float],
     agreement: Agreement,
     baseline: Sequence[str] | Mapping[str, int | Fraction] = (),
+    *,
+    output_id: str | None = None,
 ) -> dict[str, int]:
     """The one place scores become shares: integer weights per work (or payee) for one output.
 
     Negative and zero scores earn nothing (``negative_influence = "zero"``). Positive scores are
-    quantized once, to integers summing to at most 2^32 (a key below 2^-32 of the output's positive
-    mass gets 0); with a ``baseline_share`` b > 0, b of the weight goes by volume over ``baseline`` and
-    1 - b follows influence. ``baseline`` is the manifest's works (each of volume 1: per work) or a
-    volume per payee (their credited share of the manifest: per payee, as stock-photo funds pay by
-    contribution). Deterministic given the scores.
+    quantized once, exactly: key k gets floor(2^32 (1 - b) s_k / sum of positive s), computed for any
+    finite float (1.7e308, subnormals, any mix) without overflow (``_influence_weights``), so the
+    weights sum to at most 2^32 and a key below 2^-32 of the output's positive mass gets 0. With a
+    ``baseline_share`` b > 0, b of the weight goes by volume over ``baseline`` and 1 - b follows
+    influence. ``baseline`` is the manifest's works (each of volume 1: per work) or a volume per payee
+    (their credited share of the manifest: per payee, as stock-photo funds pay by contribution). A
+    score that is not a finite number (NaN, an infinity, text) is refused, naming ``output_id``.
+    Deterministic given the scores.
     """
     keys = sorted(scores)
-    values = np.asarray([scores[k] for k in keys], dtype=np.float64)
-    bad = [keys[i] for i in np.flatnonzero(~np.isfinite(values))[:3]]
-    if bad:
-        raise ValidationError(f"attribution scores for {', '.join(bad)} are not finite; re-run attribution")
+    values = _finite_scores(keys, scores, output_id)
     scale = 1 << ATTRIBUTION_WEIGHT_BITS
     base = agreement.baseline_share
     weights: dict[str, int] = {}
     positive = values > 0.0
     if positive.any():
         influence_scale = int(scale * (1 - base))
-        quantized = np.floor(values[positive] / values[positive].sum() * influence_scale).astype(np.int64)
-        for key, w in zip((k for k, p in zip(keys, positive) if p), quantized.tolist()):
+        quantized = _influence_weights(values[positive], influence_scale)
+        for key, w in zip((k for k, p in zip(keys, positive.tolist()) if p), quantized):
             if w > 0:
                 weights[key] = w
     volume = dict(baseline) if isinstance(baseline, Mapping) else dict.fromkeys(baseline, 1)
@@ -189,6 +191,78 @@ def attribution_weights(
             if each > 0:
                 weights[key] = weights.get(key, 0) + each
     return weights
+
+
+def _finite_scores(keys: list[str], scores: Mapping[str, float], output_id: str | None) -> npt.NDArray[np.float64]:
+    """The scores as float64, in ``keys`` order; a one-line ``ValidationError`` for any that is not a
+    finite number (NaN, an infinity, text, a boolean, an int beyond float64)."""
+    where = f" of output {output_id}" if output_id is not None else ""
+    raw = [scores[k] for k in keys]
+    try:
+        values = np.asarray(raw)  # float64 or int64 for numbers; text, None or a huge int give another kind
+        if values.shape != (len(keys),) or (len(keys) and values.dtype.kind not in "fiu"):
+            raise TypeError("not one number per key")
+        values = values.astype(np.float64)
+    except (TypeError, ValueError, OverflowError):
+        bad = next((k for k, v in zip(keys, raw) if not _is_number(v)), keys[0])
+        raise ValidationError(f"attribution score{where} for {bad} is {scores[bad]!r:.40}, not a number") from None
+    bad_at = np.flatnonzero(~np.isfinite(values))[:3].tolist()
+    if bad_at:
+        shown = ", ".join(f"{keys[i]} = {float(values[i])}" for i in bad_at)
+        raise ValidationError(f"attribution scores{where} are not finite ({shown}); re-run attribution")
+    return values
+
+
+def _is_number(value: object) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return False
+    try:
+        return isfinite(float(value))
+    except OverflowError:
+        return False
+
+
+def _influence_weights(values: npt.NDArray[np.float64], scale: int) -> list[int]:
+    """floor(scale * v / sum(values)) for each of ``values`` (positive, finite float64), exactly.
+
+    The values are first scaled by a power of two so that the largest is in [0.5, 1): exact, except
+    that a value below 2^-1022 of the largest may lose bits worth less than 2^-1074 of it, so nothing
+    overflows (1.7e308 + 1.7e308 never forms a float). Then three tries, each settling the floors its
+    proven error bound can (q is the float quotient, the bound covers every rounding):
+
+    1. NumPy's sum: |q - exact| <= (n + 4) * 2^-52 * q + 2^-900 (any summation order of n positives);
+    2. for the few left, ``math.fsum`` (correctly rounded): |q - exact| <= 2^-50 * q + 2^-900;
+    3. for any still left, the floats' exact integer mantissas as Python ints.
+    """
+    top = int(np.frexp(values.max())[1])
+    scaled = np.ldexp(values, -top)
+    low, settled = _floors(scaled, float(scaled.sum()), (len(values) + 4) * 2.0**-52, scale)
+    if settled.all():
+        weights: list[int] = low.astype(np.int64).tolist()
+        return weights
+    left = np.flatnonzero(~settled)
+    low_left, settled_left = _floors(scaled[left], fsum(scaled.tolist()), 2.0**-50, scale)
+    low[left] = low_left
+    left = left[~settled_left]
+    weights = low.astype(np.int64).tolist()
+    if len(left):
+        mantissas, exponents = np.frexp(values)
+        ints = [int(m) << e for m, e in zip((mantissas * 2.0**53).astype(np.int64).tolist(),
+                                            (exponents - exponents.min()).tolist())]  # fmt: skip
+        exact_total = sum(ints)
+        for i in left.tolist():
+            weights[i] = ints[i] * scale // exact_total
+    return weights
+
+
+def _floors(
+    scaled: npt.NDArray[np.float64], total: float, error_relative: float, scale: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    """floor(scale * scaled / total), and where the error bound settles it (floor(q - e) == floor(q + e))."""
+    q = scaled * (scale / total)
+    slack = q * error_relative + 2.0**-900
+    low = np.floor(np.maximum(q - slack, 0.0))
+    return low, low == np.floor(q + slack)
 
 
 def payee_volumes(work_ids: Sequence[str], graph: CreditGraph, agreement: Agreement) -> dict[str, Fraction]:

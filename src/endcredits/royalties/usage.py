@@ -19,7 +19,7 @@ from sqlalchemy import Connection
 
 from endcredits.audit import canonical_json
 from endcredits.errors import LimitExceededError, ManifestError, ValidationError
-from endcredits.limits import BATCH_SIZE_MAX, ID_LENGTH_MAX, OUTPUTS_PER_BATCH_MAX, REVENUE_PER_OUTPUT_MICROUNITS_MAX
+from endcredits.limits import BATCH_SIZE_MAX, OUTPUTS_PER_BATCH_MAX, REVENUE_PER_OUTPUT_MICROUNITS_MAX, check_ids
 from endcredits.manifest.records import ManifestRecord
 from endcredits.money import check_currency
 from endcredits.registry.records import graph_rows
@@ -100,9 +100,12 @@ class UsageBatch:
                 raise ValidationError(f"usage batch {name} codes do not match its dictionary")
         if len(set(self.output_ids)) != n:
             raise ValidationError("usage batch lists an output id more than once")
-        for oid in self.output_ids:
-            if not isinstance(oid, str) or not oid or len(oid) > ID_LENGTH_MAX:
-                raise ValidationError(f"output id {oid!r} must be 1..{ID_LENGTH_MAX} characters")
+        # Every id that reaches the evidence files and the statements: printable, bounded (limits.check_id).
+        check_ids(self.output_ids, "output id")
+        check_ids(list(set(self.model_ids)), "model id")
+        check_ids(self.payees, "payee")
+        check_ids(self.works, "work id")
+        check_ids(self.roles, "role", spaces=False)
         for rev in self.revenue_microunits:
             if isinstance(rev, bool) or not isinstance(rev, int):
                 raise ValidationError("revenue must be integer microunits")
@@ -232,10 +235,10 @@ def build_usage(
         baseline = payee_volumes(manifest.included, load_credit_graph(conn, manifest.included), agreement)
     per_output: list[dict[str, int]] = []
     for o in outputs_in:
-        weights_in = attribution_weights(scores.get(o.output_id, {}), agreement, baseline)
+        weights_in = attribution_weights(scores.get(o.output_id, {}), agreement, baseline, output_id=o.output_id)
         if not weights_in and per == "work" and baseline:
-            # Nothing had positive influence: the pool is shared by every work in the manifest evenly,
-            # never kept back.
+            # No score was positive (the weights are exact: never because of an overflow): the pool is
+            # shared by every work in the manifest evenly, never kept back.
             weights_in = {w: 1 for w in baseline}
         if not weights_in:
             raise ValidationError(f"output {o.output_id} has no positive attribution: nobody to pay")

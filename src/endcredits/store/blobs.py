@@ -2,6 +2,7 @@
 
 A work's id is the SHA-256 of its bytes, so a blob is written once, never changes, and is checked
 against its name whenever it is read back (a model's training text must be exactly what was registered).
+Blobs are private (0600 in 0700 folders): a work may be a face scan or a voice, personal data itself.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 from pathlib import Path
 
 from endcredits.errors import ManifestError, NotFoundError
+from endcredits.store.files import private_dir, write_private
 
 
 def blob_path(data_dir: Path, work_id: str) -> Path:
@@ -23,12 +25,9 @@ def put_blob(data_dir: Path, content: bytes) -> str:
     path = blob_path(data_dir, work_id)
     if path.exists():
         return work_id
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     tmp = path.with_name(f".{work_id}.{os.getpid()}.partial")
-    with tmp.open("wb") as f:
-        f.write(content)
-        f.flush()
-        os.fsync(f.fileno())
+    write_private(tmp, content)
     tmp.replace(path)
     return work_id
 

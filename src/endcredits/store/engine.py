@@ -1,4 +1,7 @@
-"""Opening the database: the embedded SQLite file in a data directory, or PostgreSQL by URL.
+"""Opening the database: the embedded SQLite file in a data directory, or PostgreSQL by URL; and times.
+
+The data directory and the SQLite file are created private (``store.files``). Every time is parsed and
+stored as UTC text inside the window of ``limits.TIME_YEAR_MIN``..``TIME_YEAR_MAX``.
 
 ``init_store`` creates or upgrades the schema through Alembic; ``open_store`` refuses a database that
 is not ours or is behind the code's schema, and says how to fix it.
@@ -22,6 +25,8 @@ from sqlalchemy import Connection, Engine, create_engine, event, inspect, select
 from sqlalchemy.exc import DatabaseError, OperationalError
 
 from endcredits.errors import StoreError, ValidationError
+from endcredits.limits import TIME_YEAR_MAX, TIME_YEAR_MIN
+from endcredits.store.files import create_private_file, private_dir
 from endcredits.store.schema import APPLICATION_ID, meta
 
 DATA_ENV = "ENDCREDITS_DATA"
@@ -38,28 +43,74 @@ def utc_now() -> str:
     return format_time(dt.datetime.now(dt.UTC))
 
 
+_TIME_FORM = "ISO-8601 with a timezone such as 2026-11-21T12:00:00Z"
+_TIME_WINDOW = f"years {TIME_YEAR_MIN}..{TIME_YEAR_MAX} UTC"
+
+
+def _in_window(value: dt.datetime, shown: str) -> dt.datetime:
+    """``value`` (aware) in UTC, or ``ValidationError`` when it lies outside the years TIME_YEAR_MIN..MAX."""
+    try:
+        utc = value.astimezone(dt.UTC)
+    except OverflowError:  # year 1 minus an offset, or year 9999 plus one, leaves datetime's range
+        utc = None
+    if utc is None or not TIME_YEAR_MIN <= utc.year <= TIME_YEAR_MAX:
+        raise ValidationError(f"time {shown} is outside the accepted window: give a time in {_TIME_WINDOW}")
+    return utc
+
+
 def format_time(value: dt.datetime) -> str:
-    if value.tzinfo is None:
+    """The stored text of an aware time: ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` in UTC, inside the time window."""
+    if not isinstance(value, dt.datetime):
+        raise ValidationError(f"time {value!r:.60} must be a datetime with a timezone, in UTC")
+    if value.tzinfo is None or value.utcoffset() is None:
         raise ValidationError(f"time {value.isoformat()} has no timezone: give it in UTC, such as 2026-11-21T00:00:00Z")
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    utc = _in_window(value, value.isoformat())
+    return f"{utc.year:04d}-{utc:%m-%dT%H:%M:%S.%f}Z"  # %Y does not pad years below 1000 on every libc
 
 
 def parse_time(text_value: str) -> dt.datetime:
-    """Parse ISO-8601 text with a timezone (``Z`` or an offset); a date alone means midnight UTC."""
+    """Parse ISO-8601 text with a timezone (``Z`` or an offset); a date alone means midnight UTC. The time
+    must lie in the years ``TIME_YEAR_MIN``..``TIME_YEAR_MAX`` (UTC)."""
+    if not isinstance(text_value, str):
+        raise ValidationError(f"time {text_value!r:.60} must be text: {_TIME_FORM}")
     t = text_value.strip()
+    shown = repr(t) if len(t) <= 60 else repr(t[:60]) + "..."
     try:
+        if not (t.isascii() and t.isprintable()):  # fromisoformat skips a NUL before the zone
+            raise ValueError(t)
         if len(t) == 10:
-            return dt.datetime.fromisoformat(t).replace(tzinfo=dt.UTC)
-        value = dt.datetime.fromisoformat(t)
+            value = dt.datetime.fromisoformat(t).replace(tzinfo=dt.UTC)
+        else:
+            value = dt.datetime.fromisoformat(t)
     except ValueError:
-        raise ValidationError(f"malformed time {text_value!r}: write ISO-8601 such as 2026-11-21T12:00:00Z") from None
+        raise ValidationError(f"malformed time {shown}: write {_TIME_FORM}, in {_TIME_WINDOW}") from None
     if value.tzinfo is None:
-        raise ValidationError(f"time {text_value!r} has no timezone: add Z for UTC")
-    return value.astimezone(dt.UTC)
+        raise ValidationError(f"time {shown} has no timezone: add Z for UTC ({_TIME_FORM})")
+    return _in_window(value, shown)
 
 
 def normalize_time(text_value: str) -> str:
+    """``parse_time`` then ``format_time``: the stored text of a time given as text."""
     return format_time(parse_time(text_value))
+
+
+def parse_period(text_value: str) -> str:
+    """A period ``YYYY-MM`` (month 01..12, year in the time window), or a one-line ``ValidationError``."""
+    t = text_value if isinstance(text_value, str) else ""
+    if (
+        len(t) != 7
+        or t[4] != "-"
+        or not (t[:4] + t[5:]).isascii()
+        or not (t[:4] + t[5:]).isdigit()
+        or not 1 <= int(t[5:]) <= 12
+        or not TIME_YEAR_MIN <= int(t[:4]) <= TIME_YEAR_MAX
+    ):
+        shown = repr(text_value) if not isinstance(text_value, str) or len(text_value) <= 60 else repr(t[:60])
+        raise ValidationError(
+            f"period {shown} must be YYYY-MM, a month 01..12 of a year {TIME_YEAR_MIN}..{TIME_YEAR_MAX}, "
+            "such as 2026-03"
+        )
+    return t
 
 
 @dataclass(frozen=True)
@@ -177,8 +228,14 @@ def _current_state(conn: Connection) -> tuple[bool, str | None]:
 def init_store(data_dir: str | Path | None = None, db_url: str | None = None) -> Store:
     """Create the data directory and the schema, or upgrade an older endcredits schema. Idempotent."""
     data, url = resolve_location(data_dir, db_url)
-    data.mkdir(parents=True, exist_ok=True)
+    private_dir(data)
     _check_sqlite_file(url)
+    if url.startswith("sqlite:///"):
+        # Created 0600 before SQLite opens it: SQLite gives its -wal, -shm and -journal files the mode of
+        # the database file, so the names in them stay private too.
+        db_file = Path(url.removeprefix("sqlite:///"))
+        if db_file.name != ":memory:" and db_file.parent.is_dir():
+            create_private_file(db_file)
     engine = _make_engine(url)
     try:
         with engine.begin() as conn:
