@@ -3,7 +3,8 @@
 - ``task``: the contract a model owner fills in (model, checkpoints, per-example functions), with
   ``classification_task`` and ``language_model_task``.
 - ``settings``: ``AttributionSettings``, every choice that changes the numbers, checked, saved with the features.
-- ``featurizer``: projected per-example gradients (Kronecker, Gaussian or none), memory-mapped, resumable.
+- ``featurizer``: projected per-example gradients (Kronecker, Gaussian or none); ``saver`` writes them
+  memory-mapped and resumes an interrupted run.
 - ``scorers``: TRAK (the default), TracIn, embedding similarity (labelled weaker); all linear in the
   work features.
 - ``payees``: exact per-payee scores through ``Psi = W^T G``, and the rule from scores to weights.
@@ -48,9 +49,10 @@ if TYPE_CHECKING:
         save_lm,
         train_char_lm,
     )
-    from endcredits.attribution.featurizer import FeatureSet, Featurizer
+    from endcredits.attribution.featurizer import Featurizer
     from endcredits.attribution.gradients import featurize, tracin_scores
     from endcredits.attribution.payees import CreditMatrix, PayeeIndex
+    from endcredits.attribution.saver import FeatureSaver, FeatureSet
     from endcredits.attribution.scorers import (
         EmbeddingSimilarityScorer,
         InfluenceScorer,
@@ -78,7 +80,8 @@ _MODULE_OF = {
     "save_lm": "endcredits.attribution.charlm",
     "train_char_lm": "endcredits.attribution.charlm",
     "Featurizer": "endcredits.attribution.featurizer",
-    "FeatureSet": "endcredits.attribution.featurizer",
+    "FeatureSaver": "endcredits.attribution.saver",
+    "FeatureSet": "endcredits.attribution.saver",
     "featurize": "endcredits.attribution.gradients",
     "tracin_scores": "endcredits.attribution.gradients",
     "CreditMatrix": "endcredits.attribution.payees",
@@ -119,6 +122,7 @@ __all__ = [
     "CreditMatrix",
     "EmbeddingSimilarityScorer",
     "FaissIndex",
+    "FeatureSaver",
     "FeatureSet",
     "Featurizer",
     "InfluenceScorer",
