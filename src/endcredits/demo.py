@@ -30,7 +30,8 @@ from rich.table import Table
 from sqlalchemy import select
 
 from endcredits.attribution.charlm import generate, save_lm, train_char_lm
-from endcredits.attribution.texts import K_DEFAULT, TextAttribution, attribute_manifest, manifest_texts
+from endcredits.attribution.settings import K_DEFAULT, AttributionSettings
+from endcredits.attribution.texts import TextAttribution, attribute_manifest, manifest_texts
 from endcredits.consent.records import add_grants
 from endcredits.consent.rules import Grant
 from endcredits.errors import InvariantError
@@ -256,7 +257,7 @@ def _demo_people(
     return joined
 
 
-def _attribution_summary(store: Store, att: TextAttribution, k: int) -> dict[str, Any]:
+def _attribution_summary(store: Store, att: TextAttribution) -> dict[str, Any]:
     """The method, and the works that explain the first output best, by title."""
     top = att.top_works(0)
     with store.read() as conn:
@@ -264,7 +265,7 @@ def _attribution_summary(store: Store, att: TextAttribution, k: int) -> dict[str
     return {
         "method": att.method,
         "weaker": att.weaker,
-        "k": k,
+        "k": att.settings.k,
         "works": len(att.work_ids),
         "output_id": att.output_ids[0],
         "top_works": [{"work_id": w, "title": titles.get(w, ""), "score": s} for w, s in top],
@@ -445,10 +446,7 @@ def run_demo(
             manifest,
             lm,
             [(o.output_id, t) for o, t in zip(outs, samples)],
-            k=k,
-            seed=seed,
-            method="trak",
-            top_k=5,
+            settings=AttributionSettings(k=k, seed=seed, method="trak", top_k=5),
             progress=(lambda d, t: step("featurizing training tunes", d, t)) if step else None,
         )
         scores = att.scores
@@ -573,7 +571,7 @@ def run_demo(
             statement=statement_info,
             verified=report_v.ok,
             timings_s=timings,
-            attribution=_attribution_summary(store, att, k),
+            attribution=_attribution_summary(store, att),
             credentials=n_credentials,
         )
         top_verified = next(

@@ -10,6 +10,7 @@ import torch
 from tiny_tasks import TokenModel, blobs, brute_force_margin_gradients, mlp, state
 
 from endcredits.attribution import featurizer as featurizer_module
+from endcredits.attribution import saver as saver_module
 from endcredits.attribution.charlm import CharLM, CharLMConfig, Vocab
 from endcredits.attribution.featurizer import FeatureSet, Featurizer, plan_projection
 from endcredits.attribution.projection import BlockGaussianProjector, gaussian_factor
@@ -178,7 +179,7 @@ def test_limits_say_how_many_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     task = classification_task(model, [state(model)])
     data = blobs(10, d=5)
     featurizer = Featurizer(task, k=None, seed=0, projection="identity")
-    monkeypatch.setattr(featurizer_module.shutil, "disk_usage", lambda path: type("U", (), {"free": 100})())
+    monkeypatch.setattr(saver_module.shutil, "disk_usage", lambda path: type("U", (), {"free": 100})())
     with pytest.raises(LimitExceededError, match=rf"need {10 * featurizer.dim * 4 + 40} bytes"):
         featurizer.featurize(data, _ids(10), tmp_path / "big")
     assert not (tmp_path / "big").exists()

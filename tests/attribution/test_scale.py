@@ -103,12 +103,21 @@ def test_an_interrupted_sharded_run_resumes_and_gives_the_same_files(
     assert _files(out.directory) == _files(single.directory)
 
 
-def test_a_resumed_run_with_other_arguments_is_refused(tmp_path: Path, data: tuple[Any, list[str]]) -> None:
+def test_a_resumed_run_takes_any_shard_size_but_refuses_other_arguments(
+    tmp_path: Path, data: tuple[Any, list[str]], single: FeatureSet
+) -> None:
     batch, ids = data
     with pytest.raises(KeyboardInterrupt):
         featurize_sharded(_featurizer(), batch, ids, tmp_path, runner=_StopAfter(1), shard_rows=16)  # type: ignore[arg-type]
-    with pytest.raises(ManifestError, match="another featurizing run"):
-        featurize_sharded(_featurizer(), batch, ids, tmp_path, runner=LocalRunner(), shard_rows=32)
+    before = _files(tmp_path)
+    members = [state(mlp(6, 10, 3, seed=s)) for s in (1, 2)]
+    other_seed = Featurizer(classification_task(mlp(6, 10, 3, seed=1), members), k=48, seed=6, chunk_size=8)
+    with pytest.raises(ManifestError, match="seed: recorded 5, now 6"):
+        featurize_sharded(other_seed, batch, ids, tmp_path, runner=LocalRunner(), shard_rows=16)
+    assert _files(tmp_path) == before  # refused: nothing written
+    # The shard size is not an argument of the features: shards of 32 finish what shards of 16 began.
+    out = featurize_sharded(_featurizer(), batch, ids, tmp_path, runner=LocalRunner(), shard_rows=32)
+    assert _files(out.directory) == _files(single.directory)
 
 
 def _payee_index(single: FeatureSet) -> PayeeIndex:
@@ -175,12 +184,14 @@ def test_a_two_node_ray_cluster_gives_the_same_bytes_as_one_process(
 def test_the_demo_models_works_featurize_the_same_on_the_cluster(ray_cluster: str, tmp_path: Path) -> None:
     """The path `endcredits featurize --ray ADDRESS` takes: texts -> scale -> Ray, against one process."""
     from endcredits.attribution.charlm import train_char_lm
+    from endcredits.attribution.settings import AttributionSettings
     from endcredits.attribution.texts import featurize_works
     from endcredits.interop.abc import iter_tunes
 
     texts = [t.text for t in iter_tunes(limit=40)]
     ids = [f"w{i:02d}" for i in range(len(texts))]
     lm = train_char_lm(texts, seed=0, steps_max=2, time_s_max=30.0, batch_size=4, window=32)
-    here = featurize_works(lm, ids, texts, tmp_path / "here", k=64, seed=3)
-    there = featurize_works(lm, ids, texts, tmp_path / "there", k=64, seed=3, ray=ray_cluster)
+    settings = AttributionSettings(k=64, seed=3)
+    here = featurize_works(lm, ids, texts, tmp_path / "here", settings=settings)
+    there = featurize_works(lm, ids, texts, tmp_path / "there", settings=settings, ray=ray_cluster)
     assert _files(here.directory) == _files(there.directory)

@@ -8,15 +8,15 @@ process (tested on a local two-node Ray cluster).
 - ``runner_for(None)`` runs shards here, one after another; ``runner_for("auto")`` joins the Ray
   cluster this machine belongs to (or starts a local one); ``runner_for("ray://host:10001")`` or
   ``"host:6379"`` joins that cluster. Workers import ``endcredits``: install it on every node.
-- ``featurize_sharded`` writes the same feature directory as ``Featurizer.featurize`` and, like it,
-  is resumable: finished shards are recorded in ``shards.json`` and skipped when run again.
+- ``featurize_sharded`` writes the same feature directory as ``Featurizer.featurize``, through the same
+  ``FeatureSaver``: each finished shard is recorded there, and a run started again (with any shard
+  size, or by ``Featurizer.featurize``) computes only the rows not recorded.
 - ``attribute_sharded`` featurizes each output with every checkpoint and scores it against every
   payee (``PayeeIndex``), shard by shard; the payee features travel to each worker once.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,26 +24,16 @@ from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
-from numpy.lib.format import open_memmap
 
-from endcredits.attribution.featurizer import (
-    IDS_NAME,
-    MANIFEST_NAME,
-    FeatureSet,
-    Featurizer,
-    Role,
-    batch_size,
-    features_name,
-    map_batch,
-    weights_name,
-)
+from endcredits.attribution.featurizer import Featurizer, Role, batch_size, map_batch
 from endcredits.attribution.payees import PayeeIndex
+from endcredits.attribution.saver import FeatureSaver, FeatureSet
+from endcredits.attribution.settings import AttributionSettings
 from endcredits.attribution.task import Batch
-from endcredits.errors import LimitExceededError, ManifestError, StoreError, ValidationError
+from endcredits.errors import LimitExceededError, StoreError, ValidationError
 
 SHARD_ROWS_DEFAULT = 4_096
 SHARDS_MAX = 1_000_000
-SHARDS_NAME = "shards.json"
 
 Progress = Callable[[int, int], None]
 """``progress(rows_done, rows_total)`` after each shard."""
@@ -175,64 +165,35 @@ def featurize_sharded(
     role: Role = "train",
     shard_rows: int = SHARD_ROWS_DEFAULT,
     progress: Progress | None = None,
+    settings: AttributionSettings | None = None,
 ) -> FeatureSet:
-    """``featurizer.featurize(data, ids, out_dir, role=role)``, one shard per task; the same files."""
+    """``featurizer.featurize(data, ids, out_dir, role=role, settings=settings)``, one shard per task: the
+    same files. Shards whose rows the directory records as written are skipped."""
     n = batch_size(data)
     if len(ids) != n:
         raise ValidationError(f"{len(ids)} ids for {n} examples; pass one id per example")
     if len(set(ids)) != len(ids):
         raise ValidationError("ids repeat; each example needs its own id")
-    out_dir = Path(out_dir)
     models = len(featurizer.task.checkpoints)
-    header = featurizer.header(role, n, ids, curvature=False)
     bounds = _shard_bounds(n, shard_rows, featurizer.chunk_size)
-    state_path = out_dir / SHARDS_NAME
-    done: set[int] = set()
-    if (out_dir / MANIFEST_NAME).exists():
-        return FeatureSet.open(out_dir, ids=ids, task=featurizer.task)
-    if state_path.exists():
-        recorded = json.loads(state_path.read_text())
-        if recorded.get("header") != header or recorded.get("bounds") != [list(b) for b in bounds]:
-            raise ManifestError(f"{out_dir} holds shards of another featurizing run; use a new directory")
-        done = set(recorded["done"])
-    else:
-        featurizer.check_disk(out_dir, n, models, role, False)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for m in range(models):
-            open_memmap(out_dir / features_name(m), mode="w+", dtype=np.float32, shape=(n, featurizer.dim)).flush()
-            if role == "train":
-                open_memmap(out_dir / weights_name(m), mode="w+", dtype=np.float32, shape=(n,)).flush()
-        _write_json(state_path, {"header": header, "bounds": [list(b) for b in bounds], "done": []})
-    todo = [i for i in range(len(bounds)) if i not in done]
-    features = [open_memmap(out_dir / features_name(m), mode="r+") for m in range(models)]
-    weights = [open_memmap(out_dir / weights_name(m), mode="r+") for m in range(models)] if role == "train" else []
+    saver = FeatureSaver(Path(out_dir), featurizer.header(role, False), ids, settings=settings)
+    saver.begin()
+    todo = [i for i, (a, b) in enumerate(bounds) if not all(saver.is_done(m, a, b) for m in range(models))]
 
     def store(j: int, result: tuple[list[Any], list[Any]]) -> None:
-        start, stop = bounds[todo[j]]
+        start, _ = bounds[todo[j]]
         for m in range(models):
-            features[m][start:stop] = result[0][m]
-            features[m].flush()
-            if weights:
-                weights[m][start:stop] = result[1][m]
-                weights[m].flush()
-        done.add(todo[j])
-        _write_json(state_path, {"header": header, "bounds": [list(b) for b in bounds], "done": sorted(done)})
+            saver.write(m, start, result[0][m], result[1][m] if role == "train" else None)
+        saver.commit(range(models), *bounds[todo[j]])
         if progress is not None:
-            progress(sum(b - a for i, (a, b) in enumerate(bounds) if i in done), n)
+            progress(min(saver.rows_written(m) for m in range(models)), n)
 
-    runner.map(_featurize_shard, featurizer, [(_slice(data, *bounds[i]), role) for i in todo], store)
-    features.clear()  # closes the memory maps before the manifest says the files are complete
-    weights.clear()
-    (out_dir / IDS_NAME).write_text(json.dumps(list(ids)))
-    _write_json(out_dir / MANIFEST_NAME, {**header, "rows_done": [n] * models, "curvature_done": [False] * models})
-    state_path.unlink()
-    return FeatureSet.open(out_dir, ids=ids, task=featurizer.task)
-
-
-def _write_json(path: Path, value: Any) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(value, indent=1, sort_keys=True))
-    os.replace(partial, path)
+    try:
+        runner.map(_featurize_shard, featurizer, [(_slice(data, *bounds[i]), role) for i in todo], store)
+    except ValidationError:
+        saver.discard()
+        raise
+    return saver.finish()
 
 
 # Attributing -------------------------------------------------------------------------------------

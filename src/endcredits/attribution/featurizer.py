@@ -19,21 +19,14 @@ examples at a time. Three projections:
 - ``"identity"``: the exact flattened gradient (``dim`` = parameter count); for small models, where
   TRAK then needs no projection at all.
 
-``featurize(data, ids, out_dir)`` writes one ``features-NNN.npy`` per checkpoint (memory-mapped,
-float32, ``[n, dim]``), the training weights ``weights-NNN.npy`` (TRAK's Q, for training works),
-optionally the Gauss-Newton kernel ``curvature-NNN.npy`` (``[dim, dim]`` float64), ``ids.json`` and a
-manifest ``features.json`` holding the task's checkpoint hashes, projection, k, seed, chunk size and how
-many rows of each checkpoint are done. A rerun with the same arguments continues where an interrupted
-run stopped and writes the same bytes; a rerun with anything else different is refused.
+``featurize(data, ids, out_dir)`` computes every checkpoint's features a chunk at a time and hands
+them to a ``FeatureSaver`` (``saver``), which owns the directory: its files, its record of the
+featurizer's arguments and of the rows written, and resuming an interrupted run with the same bytes.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
-import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,25 +36,20 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 import torch
-from numpy.lib.format import open_memmap
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from endcredits.attribution.projection import BlockGaussianProjector, gaussian_factor
+from endcredits.attribution.saver import FeatureSaver, FeatureSet
+from endcredits.attribution.settings import CHUNK_SIZE_MAX, K_MAX, AttributionSettings, Projection
 from endcredits.attribution.task import AttributionTask, Batch, ExampleFunction
-from endcredits.errors import LimitExceededError, ManifestError, ValidationError
+from endcredits.errors import LimitExceededError, ValidationError
 
-Projection = Literal["kronecker", "gaussian", "identity"]
 Role = Literal["train", "target"]
-
-FORMAT = "endcredits.features/1"
-K_MAX = 65_536
-"""Largest projected dimension (``kronecker`` and ``gaussian``)."""
 
 IDENTITY_DIM_MAX = 1 << 22
 """Largest parameter count featurized without projection."""
 
-CHUNK_SIZE_MAX = 4_096
 EXAMPLES_MAX = 100_000_000
 CHUNK_GRADIENT_BYTES_MAX = 2 << 30
 """Bound on the per-example gradients one chunk materializes (``vmap`` paths): lower ``chunk_size``."""
@@ -369,11 +357,14 @@ class Featurizer:
         role: Role = "train",
         curvature: bool = False,
         progress: Progress | None = None,
+        settings: AttributionSettings | None = None,
     ) -> FeatureSet:
-        """Write every checkpoint's features under ``out_dir`` (see the module docstring); resumable.
+        """Write every checkpoint's features under ``out_dir`` through a ``FeatureSaver``; resumable.
 
         ``role="train"`` differentiates ``train_output`` and also writes Q; ``role="target"`` the
-        measurement. ``curvature=True`` also writes each checkpoint's Gauss-Newton kernel.
+        measurement. ``curvature=True`` also writes each checkpoint's Gauss-Newton kernel. ``settings``,
+        the attribution settings these arguments were built from, are saved beside the features and
+        must match when the directory is resumed or reused.
         """
         n = batch_size(data)
         if len(ids) != n:
@@ -384,61 +375,31 @@ class Featurizer:
             raise LimitExceededError(f"{n} examples is over {EXAMPLES_MAX}; featurize them in shards")
         if curvature and role != "train":
             raise ValidationError("curvature is a property of the training set; pass role='train'")
-        models = len(self.task.checkpoints)
-        header = self.header(role, n, ids, curvature)
-        out_dir = Path(out_dir)
-        manifest_path = out_dir / MANIFEST_NAME
-        rows_done = [0] * models
-        curvature_done = [False] * models
-        if manifest_path.exists():
-            recorded = _read_manifest(manifest_path)
-            _check_same(recorded, header, out_dir)
-            rows_done = list(recorded["rows_done"])
-            curvature_done = list(recorded.get("curvature_done", curvature_done))
-        else:
-            self.check_disk(out_dir, n, models, role, curvature)
-            out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / IDS_NAME).write_text(json.dumps(list(ids)))
-            for m in range(models):
-                open_memmap(out_dir / features_name(m), mode="w+", dtype=np.float32, shape=(n, self.dim)).flush()
-                if role == "train":
-                    open_memmap(out_dir / weights_name(m), mode="w+", dtype=np.float32, shape=(n,)).flush()
-            _write_manifest(manifest_path, {**header, "rows_done": rows_done, "curvature_done": curvature_done})
+        saver = FeatureSaver(Path(out_dir), self.header(role, curvature), ids, settings=settings)
+        saver.begin()
         try:
-            for m in range(models):
-                self._featurize_model(data, ids, out_dir, m, role, header, rows_done, curvature_done, progress)
-                if curvature and not curvature_done[m]:
-                    np.save(out_dir / _curvature_name(m), self.curvature(data, checkpoint_index=m))
-                    curvature_done[m] = True
-                    _write_manifest(manifest_path, {**header, "rows_done": rows_done, "curvature_done": curvature_done})
+            for m in range(len(self.task.checkpoints)):
+                self._featurize_model(data, ids, saver, m, role, progress)
+                if curvature and not saver.curvature_done[m]:
+                    saver.write_curvature(m, self.curvature(data, checkpoint_index=m))
         except ValidationError:
-            _remove_feature_files(out_dir, models)
+            saver.discard()
             raise
-        return FeatureSet.open(out_dir)
+        return saver.finish()
 
     # -- internals ------------------------------------------------------------------------------
 
     def _featurize_model(
-        self,
-        data: Batch,
-        ids: Sequence[str],
-        out_dir: Path,
-        m: int,
-        role: Role,
-        header: dict[str, Any],
-        rows_done: list[int],
-        curvature_done: list[bool],
-        progress: Progress | None,
+        self, data: Batch, ids: Sequence[str], saver: FeatureSaver, m: int, role: Role, progress: Progress | None
     ) -> None:
+        """Checkpoint ``m``'s rows the saver lacks, a chunk at a time; non-finite rows are all named, then
+        raised, and nothing after the first is written."""
         n = batch_size(data)
-        total = n * len(rows_done)
-        if rows_done[m] >= n:
-            return
-        features = open_memmap(out_dir / features_name(m), mode="r+")
-        weights = open_memmap(out_dir / weights_name(m), mode="r+") if role == "train" else None
         bad: list[int] = []
-        for start in range(rows_done[m], n, self.chunk_size):
+        for start in range(0, n, self.chunk_size):
             stop = min(n, start + self.chunk_size)
+            if saver.is_done(m, start, stop):
+                continue
             try:
                 chunk = self._chunk(data, start, stop, m, role)
             except NonFiniteError as exc:
@@ -446,28 +407,19 @@ class Featurizer:
                 continue
             if bad:
                 continue  # keep looking, to name every bad example; nothing more is written
-            features[start:stop] = chunk
-            features.flush()
-            if weights is not None:
-                weights[start:stop] = self.weights(self._slice(data, start, stop), checkpoint_index=m)
-                weights.flush()
-            rows_done[m] = stop
-            _write_manifest(
-                out_dir / MANIFEST_NAME, {**header, "rows_done": rows_done, "curvature_done": curvature_done}
-            )
+            weights = self.weights(self._slice(data, start, stop), checkpoint_index=m) if role == "train" else None
+            saver.write(m, start, chunk, weights)
+            saver.commit([m], start, stop)
             if progress is not None:
-                progress(sum(rows_done), total)
-        del features, weights
+                progress(sum(saver.rows_written(i) for i in range(saver.models)), n * saver.models)
         if bad:
             raise ValidationError(_non_finite_message(bad, ids))
 
-    def header(self, role: Role, n: int, ids: Sequence[str], curvature: bool) -> dict[str, Any]:
-        """What a feature directory's manifest records about this run (``scale`` writes the same)."""
+    def header(self, role: Role, curvature: bool) -> dict[str, Any]:
+        """What a feature directory records about the featurizer that wrote it (``FeatureSaver`` adds the
+        format and the ids); a directory recorded with anything else is not resumed."""
         return {
-            "format": FORMAT,
             "role": role,
-            "n": n,
-            "ids_sha256": _ids_sha256(ids),
             "checkpoint_sha256": list(self.task.checkpoint_sha256s),
             "projection": self.projection,
             "k": self.k,
@@ -477,20 +429,6 @@ class Featurizer:
             "curvature": curvature,
             "plan": self.plan.describe(),
         }
-
-    def check_disk(self, out_dir: Path, n: int, models: int, role: Role, curvature: bool) -> None:
-        """Refuse, saying how many bytes are needed, when the features will not fit under ``out_dir``."""
-        needed = models * (n * self.dim * 4 + (n * 4 if role == "train" else 0))
-        needed += models * self.dim * self.dim * 8 if curvature else 0
-        probe = out_dir
-        while not probe.exists() and probe != probe.parent:
-            probe = probe.parent
-        free = shutil.disk_usage(probe).free
-        if needed > free:
-            raise LimitExceededError(
-                f"features of {n} examples x {self.dim} dims x {models} checkpoints need {needed} bytes; {probe} has"
-                f" {free} bytes free. Lower k or featurize in shards"
-            )
 
     def _check_in_memory(self, needed: int) -> None:
         if needed > IN_MEMORY_FEATURE_BYTES_MAX:
@@ -646,127 +584,8 @@ def _non_finite_message(rows: Sequence[int], ids: Sequence[str] | None) -> str:
     )
 
 
-# Files ------------------------------------------------------------------------------------------
-
-MANIFEST_NAME = "features.json"
-IDS_NAME = "ids.json"
-
-
-def features_name(m: int) -> str:
-    return f"features-{m:03d}.npy"
-
-
-def weights_name(m: int) -> str:
-    return f"weights-{m:03d}.npy"
-
-
-def _curvature_name(m: int) -> str:
-    return f"curvature-{m:03d}.npy"
-
-
-def _ids_sha256(ids: Sequence[str]) -> str:
-    return hashlib.sha256("\n".join(ids).encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def _write_manifest(path: Path, manifest: Mapping[str, Any]) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    os.replace(partial, path)
-
-
-def _read_manifest(path: Path) -> dict[str, Any]:
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ManifestError(f"{path} is not a readable feature manifest ({type(exc).__name__}); delete it") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ManifestError(f"{path} is not in format {FORMAT}; featurize into a new directory")
-    return manifest
-
-
-def _check_same(recorded: Mapping[str, Any], header: Mapping[str, Any], out_dir: Path) -> None:
-    differ = [key for key in header if recorded.get(key) != header[key]]
-    if "ids_sha256" in differ or "n" in differ:
-        raise ManifestError(
-            f"{out_dir} holds features of other work ids (ids hash {recorded.get('ids_sha256')}, n"
-            f" {recorded.get('n')}); featurize these works into a new directory"
-        )
-    if differ:
-        shown = ", ".join(
-            f"{key}: recorded {recorded.get(key)!r}, now {header[key]!r}" for key in differ if key != "plan"
-        )
-        raise ManifestError(f"{out_dir} was featurized with other arguments ({shown or 'plan'}); use a new directory")
-
-
-def _remove_feature_files(out_dir: Path, models: int) -> None:
-    for name in [MANIFEST_NAME, MANIFEST_NAME + ".partial", IDS_NAME] + [
-        f(m) for m in range(models) for f in (features_name, weights_name, _curvature_name)
-    ]:
-        (out_dir / name).unlink(missing_ok=True)
-
-
-@dataclass(frozen=True)
-class FeatureSet:
-    """Features written by ``Featurizer.featurize``, opened read-only (memory-mapped)."""
-
-    directory: Path
-    manifest: Mapping[str, Any]
-    ids: tuple[str, ...]
-
-    @classmethod
-    def open(
-        cls, directory: Path, *, ids: Sequence[str] | None = None, task: AttributionTask | None = None
-    ) -> FeatureSet:
-        """Open and check a complete feature directory; ``ids`` and ``task``, when given, must match it."""
-        directory = Path(directory)
-        manifest = _read_manifest(directory / MANIFEST_NAME)
-        stored = json.loads((directory / IDS_NAME).read_text())
-        if not isinstance(stored, list) or _ids_sha256(stored) != manifest["ids_sha256"]:
-            raise ManifestError(f"{directory / IDS_NAME} does not match its manifest; featurize again")
-        if ids is not None and list(ids) != stored:
-            first = next((i for i, (a, b) in enumerate(zip(ids, stored)) if a != b), min(len(ids), len(stored)))
-            raise ManifestError(
-                f"features in {directory} are for other work ids (first difference at row {first}; {len(stored)}"
-                f" stored, {len(ids)} given); featurize the manifest's works"
-            )
-        if task is not None and list(task.checkpoint_sha256s) != manifest["checkpoint_sha256"]:
-            raise ManifestError(f"features in {directory} were computed for other checkpoints; featurize again")
-        models = len(manifest["checkpoint_sha256"])
-        if manifest["rows_done"] != [manifest["n"]] * models:
-            raise ManifestError(f"features in {directory} are incomplete; run featurize again to finish them")
-        return cls(directory, manifest, tuple(stored))
-
-    @property
-    def models(self) -> int:
-        return len(self.manifest["checkpoint_sha256"])
-
-    def features(self, m: int) -> npt.NDArray[np.float32]:
-        array: npt.NDArray[np.float32] = np.load(self.directory / features_name(m), mmap_mode="r")
-        return array
-
-    def weights(self, m: int) -> npt.NDArray[np.float32]:
-        array: npt.NDArray[np.float32] = np.load(self.directory / weights_name(m), mmap_mode="r")
-        return array
-
-    def curvature(self, m: int) -> npt.NDArray[np.float64]:
-        if not self.manifest.get("curvature"):
-            raise ValidationError(f"{self.directory} has no curvature; featurize with curvature=True")
-        array: npt.NDArray[np.float64] = np.load(self.directory / _curvature_name(m))
-        return array
-
-    def features_per_model(self) -> list[npt.NDArray[np.float32]]:
-        return [self.features(m) for m in range(self.models)]
-
-    def weights_per_model(self) -> list[npt.NDArray[np.float32]]:
-        return [self.weights(m) for m in range(self.models)]
-
-    def curvature_per_model(self) -> list[npt.NDArray[np.float64]]:
-        return [self.curvature(m) for m in range(self.models)]
-
-
 __all__ = [
     "CHUNK_SIZE_MAX",
-    "FORMAT",
     "K_MAX",
     "FeatureSet",
     "Featurizer",

@@ -1,13 +1,14 @@
 """Attributing generated texts to a manifest's text works, for a trained ``CharLM`` (the demo's model).
 
-The training works' features are written once per (manifest, checkpoint, k, seed) under
-``DATA/features/`` and reused: ``endcredits featurize`` fills them (resumable, on Ray when given a
-cluster), ``endcredits attribute`` and the demo read them. Each output is then featurized and scored
-against every work:
+Every choice that changes the numbers is one ``AttributionSettings`` (``settings``). The training works'
+features are written once per (manifest, checkpoint, features settings) under ``DATA/features/``, in a
+directory named by the settings' fingerprint, and reused: ``endcredits featurize`` fills them
+(resumable, on Ray when given a cluster), ``endcredits attribute`` and the demo read them. Each output
+is then featurized the same way and scored against every work:
 
 - ``trak`` (default): ``phi(output)^T (Phi^T Phi + lambda I)^-1 phi(work)``, Kronecker-projected
   gradients (of the linear layers) of each work's summed log-likelihood and of the output's mean
-  log-likelihood per character, over the first ``LENGTH_CHARS_DEFAULT`` characters;
+  log-likelihood per character, over the first ``length_chars`` characters;
 - ``tracin``: the plain dot product of the same features (the first cut, kept for comparison).
 
 The top works per output (exact scan) explain the scores; the method and whether it is the weaker
@@ -19,39 +20,27 @@ the CLI, the API and the demo call.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
+import torch
 
 from endcredits.attribution.charlm import TrainedLM, load_lm
-from endcredits.attribution.featurizer import FeatureSet, Featurizer, Progress
+from endcredits.attribution.featurizer import Featurizer, Progress
 from endcredits.attribution.payees import CreditMatrix, PayeeIndex
+from endcredits.attribution.saver import FORMAT, FeatureSet
 from endcredits.attribution.scorers import LinearScorer, TracInScorer, TRAKScorer, score_items
+from endcredits.attribution.settings import AttributionSettings
 from endcredits.attribution.task import encode_texts, language_model_task
 from endcredits.attribution.topk import TopK, top_k_exact
 from endcredits.errors import ConflictError, ManifestError, ValidationError
 from endcredits.manifest.records import ManifestRecord, load_manifest
 from endcredits.store.blobs import get_blob
 from endcredits.store.engine import Store
-
-Method = Literal["trak", "tracin"]
-METHODS: tuple[Method, ...] = ("trak", "tracin")
-
-LENGTH_CHARS_DEFAULT = 256
-"""Characters of each text that are featurized: a tune's header and its first phrases (the median tune
-in the corpus has 305 characters); the model's attention costs grow with the length."""
-
-K_DEFAULT = 1_024
-LAMBDA_DEFAULT = 100.0
-"""TRAK's ridge, relative to the mean eigenvalue of ``Phi^T Phi`` (see ``TRAKScorer``): the value
-``benchmarks/lds.py --setting abc-lm`` chose for this model on its tuning draw (never on the reported
-ground truth)."""
-
-CHUNK_SIZE = 32
 
 
 @dataclass(frozen=True)
@@ -62,6 +51,7 @@ class TextAttribution:
     output_ids: tuple[str, ...]
     scores: npt.NDArray[np.float64]  # [outputs, works]
     top: TopK  # per output, the works with the highest scores
+    settings: AttributionSettings
 
     def top_works(self, row: int) -> list[tuple[str, float]]:
         """The explaining works of output ``row``, best first, with their scores."""
@@ -70,16 +60,43 @@ class TextAttribution:
         ]
 
 
-def featurizer_for(lm: TrainedLM, *, k: int, seed: int) -> Featurizer:
-    task = language_model_task(lm.model, [lm.model.state_dict()])
-    # Linear layers only (every weight matrix of the model but the embedding): the Kronecker path needs
-    # one forward and backward pass per chunk, while embeddings and norms would need a vmap pass more.
-    return Featurizer(task, k=k, seed=seed, projection="kronecker", chunk_size=CHUNK_SIZE, other_parameters=False)
+def ensemble_states(lm: TrainedLM, settings: AttributionSettings) -> list[dict[str, torch.Tensor]]:
+    """The parameter states featurized, by ``settings.ensemble``: the final ones, or for ``trajectory``
+    every intermediate checkpoint the training run kept (``train_char_lm(checkpoint_steps=...)``), in
+    step order, then the final ones."""
+    final = lm.model.state_dict()
+    if settings.ensemble == "final":
+        return [final]
+    kept = [lm.checkpoints[step] for step in sorted(lm.checkpoints) if step != lm.steps]
+    if not kept:
+        raise ValidationError(
+            "ensemble 'trajectory' needs the intermediate checkpoints of the training run (train_char_lm("
+            "checkpoint_steps=...)); a saved model holds only its final parameters: use ensemble 'final'"
+        )
+    return [*kept, final]
 
 
-def features_dir(data_dir: Path, manifest_id: str, lm: TrainedLM, *, k: int, seed: int) -> Path:
+def featurizer_for(lm: TrainedLM, settings: AttributionSettings) -> Featurizer:
+    """The featurizer the settings describe, over the checkpoints of ``settings.ensemble``."""
+    task = language_model_task(lm.model, ensemble_states(lm, settings))
+    return Featurizer(
+        task,
+        k=None if settings.projection == "identity" else settings.k,
+        seed=settings.seed,
+        projection=settings.projection,
+        chunk_size=settings.chunk_size,
+        # "linear": every weight matrix of the model but the embedding. The Kronecker path needs one
+        # forward and backward pass per chunk, while embeddings and norms would need a vmap pass more.
+        other_parameters=settings.parameters == "all",
+    )
+
+
+def features_dir(data_dir: Path, manifest_id: str, lm: TrainedLM, settings: AttributionSettings) -> Path:
+    """``DATA/features/MANIFEST/CHECKPOINT-FINGERPRINT``: the fingerprint covers the features settings
+    and the feature format, so features of other settings or an older format never share a directory."""
     safe = manifest_id.replace("/", "_").replace("@", "-")
-    return Path(data_dir) / "features" / safe / f"{lm.checksum()[:16]}-k{k}-s{seed}"
+    digest = hashlib.sha256(f"{FORMAT}|{settings.fingerprint()}".encode()).hexdigest()
+    return Path(data_dir) / "features" / safe / f"{lm.checksum()[:16]}-{digest[:16]}"
 
 
 def check_checkpoint(lm: TrainedLM, manifest_checkpoint_sha256: str | None, manifest_id: str) -> None:
@@ -96,51 +113,51 @@ def featurize_works(
     texts: Sequence[str],
     out_dir: Path,
     *,
-    k: int,
-    seed: int,
+    settings: AttributionSettings,
     ray: str | None = None,
     progress: Progress | None = None,
 ) -> FeatureSet:
-    """The works' features under ``out_dir`` (computed once; an interrupted run continues)."""
+    """The works' features under ``out_dir`` (computed once; an interrupted run continues; features made
+    with other features settings are refused)."""
     if len(work_ids) != len(texts):
         raise ValidationError(f"{len(work_ids)} work ids for {len(texts)} texts")
-    featurizer = featurizer_for(lm, k=k, seed=seed)
-    batch = encode_texts(lm.vocab, texts, length_max=LENGTH_CHARS_DEFAULT)
+    featurizer = featurizer_for(lm, settings)
+    batch = encode_texts(lm.vocab, texts, length_max=settings.length_chars)
     if ray is None:
-        return featurizer.featurize(batch, list(work_ids), out_dir, role="train", progress=progress)
+        return featurizer.featurize(batch, list(work_ids), out_dir, role="train", progress=progress, settings=settings)
     from endcredits.attribution.distributed import featurize_sharded, runner_for
 
     return featurize_sharded(
-        featurizer, batch, list(work_ids), out_dir, runner=runner_for(ray), role="train", progress=progress
+        featurizer,
+        batch,
+        list(work_ids),
+        out_dir,
+        runner=runner_for(ray),
+        role="train",
+        progress=progress,
+        settings=settings,
     )
 
 
-def scorer_for(method: str, train: FeatureSet) -> LinearScorer:
-    if method == "trak":
-        return TRAKScorer(lambda_=LAMBDA_DEFAULT).fit(train.features_per_model(), train.weights_per_model())
-    if method == "tracin":
-        return TracInScorer().fit(train.features_per_model())
-    raise ValidationError(f"method {method!r} is not one of {', '.join(METHODS)}")
+def scorer_for(train: FeatureSet, settings: AttributionSettings) -> LinearScorer:
+    """The fitted scorer of ``settings.method`` (TRAK with ``settings.lambda_``)."""
+    if settings.method == "trak":
+        return TRAKScorer(lambda_=settings.lambda_).fit(train.features_per_model(), train.weights_per_model())
+    return TracInScorer().fit(train.features_per_model())
 
 
 def attribute_outputs(
-    lm: TrainedLM,
-    train: FeatureSet,
-    outputs: Sequence[tuple[str, str]],
-    *,
-    k: int,
-    seed: int,
-    method: str = "trak",
-    top_k: int = 5,
+    lm: TrainedLM, train: FeatureSet, outputs: Sequence[tuple[str, str]], *, settings: AttributionSettings
 ) -> TextAttribution:
     """Score every output (id, text) against every featurized work."""
     if not outputs:
         raise ValidationError("no outputs to attribute")
-    scorer = scorer_for(method, train)
-    query = scorer.query(_targets(lm, train, outputs, k=k, seed=seed))
+    scorer = scorer_for(train, settings)
+    query = scorer.query(_targets(lm, train, outputs, settings))
     scores = score_items(query, scorer.item_matrix)  # the same as scorer.score, without featurizing twice
-    top = top_k_exact(query, scorer.item_matrix, min(top_k, len(train.ids)))
-    return TextAttribution(scorer.method, scorer.weaker, train.ids, tuple(o for o, _ in outputs), scores, top)
+    top = top_k_exact(query, scorer.item_matrix, min(settings.top_k, len(train.ids)))
+    output_ids = tuple(o for o, _ in outputs)
+    return TextAttribution(scorer.method, scorer.weaker, train.ids, output_ids, scores, top, settings)
 
 
 def attribute_payees(
@@ -149,23 +166,23 @@ def attribute_payees(
     outputs: Sequence[tuple[str, str]],
     credits: CreditMatrix,
     *,
-    k: int,
-    seed: int,
-    method: str = "trak",
+    settings: AttributionSettings,
 ) -> npt.NDArray[np.float64]:
     """Every payee's score for every output, ``[outputs, payees]``: one pass over ``Psi = W^T G`` per
     output, equal to the credit-weighted sum of its works' scores (no payee left out)."""
     if not outputs:
         raise ValidationError("no outputs to attribute")
-    return PayeeIndex(scorer_for(method, train), credits).score(_targets(lm, train, outputs, k=k, seed=seed))
+    return PayeeIndex(scorer_for(train, settings), credits).score(_targets(lm, train, outputs, settings))
 
 
 def _targets(
-    lm: TrainedLM, train: FeatureSet, outputs: Sequence[tuple[str, str]], *, k: int, seed: int
+    lm: TrainedLM, train: FeatureSet, outputs: Sequence[tuple[str, str]], settings: AttributionSettings
 ) -> list[npt.NDArray[np.float32]]:
     """Each output's features under every checkpoint the works were featurized with."""
-    featurizer = featurizer_for(lm, k=k, seed=seed)
-    batch = encode_texts(lm.vocab, [text for _, text in outputs], length_max=LENGTH_CHARS_DEFAULT)
+    featurizer = featurizer_for(lm, settings)
+    if list(featurizer.task.checkpoint_sha256s) != train.manifest["checkpoint_sha256"]:
+        raise ManifestError(f"features in {train.directory} were computed for other checkpoints; featurize again")
+    batch = encode_texts(lm.vocab, [text for _, text in outputs], length_max=settings.length_chars)
     return [featurizer.compute(batch, checkpoint_index=m, ids=[o for o, _ in outputs]) for m in range(train.models)]
 
 
@@ -211,8 +228,7 @@ def featurize_manifest(
     manifest: ManifestRecord,
     lm: TrainedLM,
     *,
-    k: int,
-    seed: int,
+    settings: AttributionSettings,
     ray: str | None = None,
     progress: Progress | None = None,
 ) -> FeatureSet:
@@ -221,9 +237,8 @@ def featurize_manifest(
         lm,
         manifest.included,
         manifest_texts(store, manifest),
-        features_dir(store.data_dir, manifest.id, lm, k=k, seed=seed),
-        k=k,
-        seed=seed,
+        features_dir(store.data_dir, manifest.id, lm, settings),
+        settings=settings,
         ray=ray,
         progress=progress,
     )
@@ -235,28 +250,20 @@ def attribute_manifest(
     lm: TrainedLM,
     outputs: Sequence[tuple[str, str]],
     *,
-    k: int,
-    seed: int,
-    method: str = "trak",
-    top_k: int = 5,
+    settings: AttributionSettings,
     ray: str | None = None,
     progress: Progress | None = None,
 ) -> TextAttribution:
     """Score every output (id, text) against every work of the manifest, with each output's top works.
     The works are featurized first unless their features are stored (``progress`` follows that step)."""
-    if method not in METHODS:
-        raise ValidationError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
     ids = [o for o, _ in outputs]
     if len(set(ids)) != len(ids):
         raise ValidationError("an output id appears twice")
-    train = featurize_manifest(store, manifest, lm, k=k, seed=seed, ray=ray, progress=progress)
-    return attribute_outputs(lm, train, outputs, k=k, seed=seed, method=method, top_k=top_k)
+    train = featurize_manifest(store, manifest, lm, settings=settings, ray=ray, progress=progress)
+    return attribute_outputs(lm, train, outputs, settings=settings)
 
 
 __all__ = [
-    "K_DEFAULT",
-    "LAMBDA_DEFAULT",
-    "METHODS",
     "TextAttribution",
     "attribute_manifest",
     "attribute_outputs",
@@ -264,6 +271,7 @@ __all__ = [
     "bound_checkpoint",
     "check_checkpoint",
     "checkpoint_path",
+    "ensemble_states",
     "features_dir",
     "featurize_manifest",
     "featurize_works",

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from endcredits.attribution.settings import AttributionSettings, SettingError
 from endcredits.cli.common import (
     make_console,
     open_store_of,
@@ -16,24 +18,80 @@ from endcredits.cli.common import (
 from endcredits.errors import ValidationError
 from endcredits.royalties.records import load_agreement
 
+if TYPE_CHECKING:
+    from endcredits.attribution.texts import TextAttribution
+    from endcredits.royalties.payees import PayeeScores
+
 RayOpt = Annotated[str | None, typer.Option("--ray", help="Run shards as Ray tasks: 'auto' or a cluster address")]
+
+OPTION_OF = {
+    "k": "--k",
+    "projection": "--projection",
+    "parameters": "--parameters",
+    "seed": "--seed",
+    "chunk_size": "--chunk-size",
+    "length_chars": "--length-chars",
+    "ensemble": "--ensemble",
+    "method": "--method",
+    "lambda_": "--lambda",
+    "top_k": "--top-k",
+}
+"""Each ``AttributionSettings`` field's option: same name, same default, the field's help and check."""
+
+
+def _option(name: str) -> Any:
+    return typer.Option(OPTION_OF[name], help=AttributionSettings.help(name))
+
+
+S = AttributionSettings
+KOpt = Annotated[int, _option("k")]
+ProjectionOpt = Annotated[str, _option("projection")]
+ParametersOpt = Annotated[str, _option("parameters")]
+SeedOpt = Annotated[int, _option("seed")]
+ChunkSizeOpt = Annotated[int, _option("chunk_size")]
+LengthCharsOpt = Annotated[int, _option("length_chars")]
+EnsembleOpt = Annotated[str, _option("ensemble")]
+
+
+def _settings(values: dict[str, Any]) -> AttributionSettings:
+    """The settings the options name; an option out of range is refused by its own name."""
+    try:
+        return AttributionSettings.from_dict(values)
+    except SettingError as exc:
+        raise ValidationError(f"{OPTION_OF[exc.field]} {exc.problem}") from None
 
 
 def featurize_cmd(
     ctx: typer.Context,
     checkpoint: Annotated[Path, typer.Option(help="The model checkpoint (from the demo, or save_lm)")],
     manifest: Annotated[str, typer.Option(help="The manifest the model was trained on")],
-    k: Annotated[int, typer.Option(min=8, max=65_536)] = 1_024,
-    seed: int = 0,
+    k: KOpt = S.k,
+    projection: ProjectionOpt = S.projection,
+    parameters: ParametersOpt = S.parameters,
+    seed: SeedOpt = S.seed,
+    chunk_size: ChunkSizeOpt = S.chunk_size,
+    length_chars: LengthCharsOpt = S.length_chars,
+    ensemble: EnsembleOpt = S.ensemble,
     ray: RayOpt = None,
 ) -> None:
     """Featurize every work in the manifest once (projected gradients, memory-mapped); resumable."""
     from endcredits.attribution.texts import bound_checkpoint, featurize_manifest
 
+    settings = _settings(
+        {
+            "k": k,
+            "projection": projection,
+            "parameters": parameters,
+            "seed": seed,
+            "chunk_size": chunk_size,
+            "length_chars": length_chars,
+            "ensemble": ensemble,
+        }
+    )
     with open_store_of(ctx) as store:
         lm, m = bound_checkpoint(store, manifest, checkpoint)
         with progress_bar("featurizing works", len(m.included)) as advance:
-            fs = featurize_manifest(store, m, lm, k=k, seed=seed, ray=ray, progress=lambda d, _t: advance(d))
+            fs = featurize_manifest(store, m, lm, settings=settings, ray=ray, progress=lambda d, _t: advance(d))
     make_console().print(f"features of {len(fs.ids)} works ({fs.manifest['dim']} dims) in {fs.directory}")
 
 
@@ -55,11 +113,17 @@ def attribute_cmd(
     outputs: Annotated[Path, typer.Option(help='JSON lines: {"output_id": ..., "text": ...}')],
     out: Annotated[Path, typer.Option(help="Where to write output_id, work_id, score (CSV)")],
     manifest: Annotated[str, typer.Option(help="The manifest the model was trained on")],
-    k: Annotated[int, typer.Option(min=8, max=65_536)] = 1_024,
-    seed: int = 0,
-    method: Annotated[str, typer.Option(help="trak (default) or tracin")] = "trak",
+    k: KOpt = S.k,
+    projection: ProjectionOpt = S.projection,
+    parameters: ParametersOpt = S.parameters,
+    seed: SeedOpt = S.seed,
+    chunk_size: ChunkSizeOpt = S.chunk_size,
+    length_chars: LengthCharsOpt = S.length_chars,
+    ensemble: EnsembleOpt = S.ensemble,
+    method: Annotated[str, _option("method")] = S.method,
+    lambda_: Annotated[float, _option("lambda_")] = S.lambda_,
     explain: Annotated[Path | None, typer.Option(help="Also write each output's top works here (JSON lines)")] = None,
-    top_k: Annotated[int, typer.Option(min=1, max=1_000)] = 5,
+    top_k: Annotated[int, _option("top_k")] = S.top_k,
     ray: RayOpt = None,
     per_payee: Annotated[
         str | None,
@@ -72,12 +136,22 @@ def attribute_cmd(
     ] = None,
 ) -> None:
     """Score each output against every work in the manifest (TRAK by default); features are reused."""
-    import csv
+    from endcredits.attribution.texts import attribute_manifest, bound_checkpoint
 
-    from endcredits.attribution.texts import METHODS, attribute_manifest, bound_checkpoint
-
-    if method not in METHODS:
-        raise ValidationError(f"--method must be one of {', '.join(METHODS)}")
+    settings = _settings(
+        {
+            "k": k,
+            "projection": projection,
+            "parameters": parameters,
+            "seed": seed,
+            "chunk_size": chunk_size,
+            "length_chars": length_chars,
+            "ensemble": ensemble,
+            "method": method,
+            "lambda_": lambda_,
+            "top_k": top_k,
+        }
+    )
     if per_payee is not None and (explain is not None or ray is not None):
         raise ValidationError("--per-payee writes payee scores only; run without --explain and --ray")
     lines = _read_text_outputs(outputs)
@@ -90,29 +164,38 @@ def attribute_cmd(
                 with store.read() as conn:
                     agreement = load_agreement(conn, per_payee)
                 ps = attribute_manifest_payees(
-                    store, m, lm, lines, agreement, k=k, seed=seed, method=method, progress=lambda d, _t: advance(d)
+                    store, m, lm, lines, agreement, settings=settings, progress=lambda d, _t: advance(d)
                 )
             else:
                 att = attribute_manifest(
-                    store,
-                    m,
-                    lm,
-                    lines,
-                    k=k,
-                    seed=seed,
-                    method=method,
-                    top_k=top_k,
-                    ray=ray,
-                    progress=lambda d, _t: advance(d),
+                    store, m, lm, lines, settings=settings, ray=ray, progress=lambda d, _t: advance(d)
                 )
+    if per_payee is not None:
+        rows = _write_payee_scores(out, ps)
+        make_console().print(f"wrote {rows} non-zero {method} payee scores for {len(lines)} outputs to {out}")
+        return
+    _write_work_scores(out, att, explain)
+    weaker = " (a weaker method)" if att.weaker else ""
+    make_console().print(
+        f"wrote {len(lines) * len(m.included)} {att.method} scores{weaker} to {out}"
+        + (f"; top {top_k} works per output to {explain}" if explain else "")
+    )
+
+
+def _write_payee_scores(out: Path, ps: PayeeScores) -> int:
+    """``output_id, payee, score`` for every non-zero score; returns how many rows."""
+    rows = ps.nonzero()
     with out.open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f, lineterminator="\n")
-        if per_payee is not None:
-            w.writerow(["output_id", "payee", "score"])
-            rows = ps.nonzero()
-            w.writerows([oid, payee, repr(score)] for oid, payee, score in rows)
-            make_console().print(f"wrote {len(rows)} non-zero {method} payee scores for {len(lines)} outputs to {out}")
-            return
+        w.writerow(["output_id", "payee", "score"])
+        w.writerows([oid, payee, repr(score)] for oid, payee, score in rows)
+    return len(rows)
+
+
+def _write_work_scores(out: Path, att: TextAttribution, explain: Path | None) -> None:
+    """``output_id, work_id, score`` for every pair, and each output's top works to ``explain``."""
+    with out.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, lineterminator="\n")
         w.writerow(["output_id", "work_id", "score"])
         for i, oid in enumerate(att.output_ids):
             w.writerows([oid, wid, repr(float(att.scores[i, j]))] for j, wid in enumerate(att.work_ids))
@@ -122,8 +205,3 @@ def attribute_cmd(
                 top = [{"work_id": w_, "score": s_} for w_, s_ in att.top_works(i)]
                 f.write(json.dumps({"output_id": oid, "method": att.method, "weaker": att.weaker, "top_works": top}))
                 f.write("\n")
-    weaker = " (a weaker method)" if att.weaker else ""
-    make_console().print(
-        f"wrote {len(lines) * len(m.included)} {att.method} scores{weaker} to {out}"
-        + (f"; top {top_k} works per output to {explain}" if explain else "")
-    )

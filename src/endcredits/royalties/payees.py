@@ -12,6 +12,7 @@ import numpy.typing as npt
 
 from endcredits.attribution.charlm import TrainedLM
 from endcredits.attribution.featurizer import Progress
+from endcredits.attribution.settings import AttributionSettings
 from endcredits.attribution.texts import attribute_payees, featurize_manifest
 from endcredits.errors import ValidationError
 from endcredits.manifest.records import ManifestRecord
@@ -45,17 +46,16 @@ def attribute_manifest_payees(
     outputs: Sequence[tuple[str, str]],
     agreement: Agreement,
     *,
-    k: int,
-    seed: int,
-    method: str = "trak",
+    settings: AttributionSettings,
     progress: Progress | None = None,
 ) -> PayeeScores:
-    """Every payee's exact score for every output (id, text), under the agreement's credit shares."""
+    """Every payee's exact score for every output (id, text), under the agreement's credit shares, with
+    the features and scorer that ``settings`` describe."""
     ids = [o for o, _ in outputs]
     if len(set(ids)) != len(ids):
         raise ValidationError("an output id appears twice")
     with store.read() as conn:
         payees, credits = credit_matrix(conn, manifest.included, agreement)
-    train = featurize_manifest(store, manifest, lm, k=k, seed=seed, progress=progress)
-    scores = attribute_payees(lm, train, outputs, credits, k=k, seed=seed, method=method)
-    return PayeeScores(method, tuple(ids), tuple(payees), scores)
+    train = featurize_manifest(store, manifest, lm, settings=settings, progress=progress)
+    scores = attribute_payees(lm, train, outputs, credits, settings=settings)
+    return PayeeScores(settings.method, tuple(ids), tuple(payees), scores)

@@ -14,21 +14,14 @@ def attribution_view(store: Store, body: AttributionIn) -> dict[str, Any]:
     from endcredits.attribution.texts import attribute_manifest, bound_checkpoint
 
     lm, manifest = bound_checkpoint(store, body.manifest_id)
-    att = attribute_manifest(
-        store,
-        manifest,
-        lm,
-        [(o.output_id, o.text) for o in body.outputs],
-        k=body.k,
-        seed=body.seed,
-        method=body.method,
-        top_k=body.top_k,
-    )
+    outputs = [(o.output_id, o.text) for o in body.outputs]
+    att = attribute_manifest(store, manifest, lm, outputs, settings=body.settings())
     return {
         "manifest_id": manifest.id,
         "model_id": manifest.model_id,
         "method": att.method,
         "weaker": att.weaker,
+        "settings": att.settings.to_dict(),
         "outputs": [
             {
                 "output_id": oid,

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
+from endcredits.attribution.settings import FEATURES, SCORING, AttributionSettings, SettingError
 from endcredits.limits import ID_LENGTH_MAX, NAME_LENGTH_MAX, TITLE_LENGTH_MAX, WEIGHT_MAX
 
 BODY_BYTES_MAX = 1 << 20
@@ -143,13 +145,43 @@ class TextOutput(Body):
     text: Annotated[str, Field(min_length=1, max_length=ATTRIBUTION_TEXT_CHARS_MAX)]
 
 
+def _about(name: str) -> str:
+    return AttributionSettings.help(name)
+
+
+_S = AttributionSettings
+
+
 class AttributionIn(Body):
+    """Outputs to attribute, and the attribution settings (each checked by ``AttributionSettings``)."""
+
     manifest_id: Id
     outputs: list[TextOutput] = Field(min_length=1, max_length=ATTRIBUTION_TEXTS_MAX)
-    method: Literal["trak", "tracin"] = "trak"
-    top_k: Annotated[int, Field(ge=1, le=100)] = 5
-    k: Annotated[int, Field(ge=8, le=65_536)] = 1_024
-    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
+    method: Literal["trak", "tracin"] = Field(default=_S.method, description=_about("method"))
+    top_k: int = Field(default=_S.top_k, description=_about("top_k"))
+    k: int = Field(default=_S.k, description=_about("k"))
+    seed: int = Field(default=_S.seed, description=_about("seed"))
+    projection: Literal["kronecker", "gaussian", "identity"] = Field(
+        default=_S.projection, description=_about("projection")
+    )
+    parameters: Literal["linear", "all"] = Field(default=_S.parameters, description=_about("parameters"))
+    chunk_size: int = Field(default=_S.chunk_size, description=_about("chunk_size"))
+    length_chars: int = Field(default=_S.length_chars, description=_about("length_chars"))
+    ensemble: Literal["final", "trajectory"] = Field(default=_S.ensemble, description=_about("ensemble"))
+    lambda_: float = Field(default=_S.lambda_, alias="lambda", description=_about("lambda_"))
+
+    def settings(self) -> AttributionSettings:
+        """The ``AttributionSettings`` this request names."""
+        names = AttributionSettings.names(FEATURES) + AttributionSettings.names(SCORING)
+        return AttributionSettings.from_dict({name: getattr(self, name) for name in names})
+
+    @model_validator(mode="after")
+    def _settings_in_range(self) -> AttributionIn:
+        try:
+            self.settings()
+        except SettingError as exc:
+            raise PydanticCustomError("setting", "{message}", {"message": exc.message}) from None
+        return self
 
 
 class ErrorDetail(BaseModel):

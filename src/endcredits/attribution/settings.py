@@ -1,0 +1,268 @@
+"""Attribution settings: every choice that changes an attribution's numbers, in one frozen dataclass.
+
+The CLI, the API and the demo build an ``AttributionSettings``; each field carries its help text and its
+range or choices, checked on construction (one-line ``SettingError``, a ``ValidationError``). Two kinds:
+
+- features settings (k, projection, parameters, seed, chunk size, length, ensemble) decide the works'
+  features. They are saved beside the features, name their directory (``fingerprint``) and must match
+  when the features are reused (``check_saved``);
+- scoring settings (method, lambda, top-k) are applied to the features at each attribution and may
+  change freely between runs over the same features.
+
+Importing this module loads no torch: the edges read the help texts at start-up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+from endcredits.errors import ManifestError, ValidationError
+
+Projection = Literal["kronecker", "gaussian", "identity"]
+Parameters = Literal["linear", "all"]
+Ensemble = Literal["final", "trajectory"]
+Method = Literal["trak", "tracin"]
+
+PROJECTIONS: tuple[Projection, ...] = ("kronecker", "gaussian", "identity")
+PARAMETERS: tuple[Parameters, ...] = ("linear", "all")
+ENSEMBLES: tuple[Ensemble, ...] = ("final", "trajectory")
+METHODS: tuple[Method, ...] = ("trak", "tracin")
+
+K_MIN = 8
+K_MAX = 65_536
+"""Largest projected dimension (``kronecker`` and ``gaussian``)."""
+SEED_MAX = 2**31 - 1
+CHUNK_SIZE_MAX = 4_096
+LENGTH_CHARS_MIN = 2
+"""A text needs two characters for one next-character prediction."""
+LENGTH_CHARS_MAX = 65_536
+LAMBDA_MAX = 1e6
+"""Beyond this the ridge swamps the kernel and TRAK is a scaled gradient dot product (use tracin)."""
+TOP_K_MAX = 1_000
+
+K_DEFAULT = 1_024
+CHUNK_SIZE_DEFAULT = 32
+LENGTH_CHARS_DEFAULT = 256
+"""A tune's header and its first phrases (the median tune in the corpus has 305 characters); the
+model's attention costs grow with the length."""
+LAMBDA_DEFAULT = 100.0
+"""Relative to the mean eigenvalue of ``Phi^T Phi``: the value ``benchmarks/lds.py --setting abc-lm``
+chose for the demo's model on its tuning draw (never on the reported ground truth)."""
+
+FEATURES = "features"
+SCORING = "scoring"
+SETTINGS_FORMAT = "endcredits.attribution-settings/1"
+
+
+class SettingError(ValidationError):
+    """One setting out of its range or choices. ``field`` names it, so an edge can name its own option."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"{name} {problem}")
+        self.field = name
+        self.problem = problem
+
+
+def _meta(
+    kind: str, text: str, *, low: float | None = None, high: float | None = None, choices: tuple[str, ...] | None = None
+) -> dict[str, Any]:
+    """A field's metadata: its kind (``FEATURES`` or ``SCORING``), help text, and range or choices."""
+    return {"kind": kind, "help": text, "low": low, "high": high, "choices": choices}
+
+
+@dataclass(frozen=True)
+class AttributionSettings:
+    """How works are featurized and outputs scored; see the module docstring. The defaults are the demo's."""
+
+    k: int = field(
+        default=K_DEFAULT,
+        metadata=_meta(
+            FEATURES,
+            f"Projected dimensions per checkpoint, in [{K_MIN}, {K_MAX}]: the width of every work's features "
+            "(the layers share it by size; projection 'identity' ignores it)",
+            low=K_MIN,
+            high=K_MAX,
+        ),
+    )
+    projection: Projection = field(
+        default="kronecker",
+        metadata=_meta(
+            FEATURES,
+            "How gradients are projected: kronecker (two small seeded factors per linear layer), gaussian "
+            "(one blockwise seeded matrix) or identity (the exact gradient; small models only)",
+            choices=PROJECTIONS,
+        ),
+    )
+    parameters: Parameters = field(
+        default="linear",
+        metadata=_meta(
+            FEATURES,
+            "Which parameters are differentiated: linear (the weights of linear layers; needs kronecker) or all "
+            "(also embeddings and norms, through vmap: about twice the time)",
+            choices=PARAMETERS,
+        ),
+    )
+    seed: int = field(
+        default=0,
+        metadata=_meta(
+            FEATURES,
+            f"Seed of the random projection, in [0, {SEED_MAX}]: the same seed, the same features",
+            high=SEED_MAX,
+        ),
+    )
+    chunk_size: int = field(
+        default=CHUNK_SIZE_DEFAULT,
+        metadata=_meta(
+            FEATURES,
+            f"Examples differentiated at once, in [1, {CHUNK_SIZE_MAX}]: bounds memory; float sums follow it",
+            low=1,
+            high=CHUNK_SIZE_MAX,
+        ),
+    )
+    length_chars: int = field(
+        default=LENGTH_CHARS_DEFAULT,
+        metadata=_meta(
+            FEATURES,
+            f"Characters featurized from the start of each text, work or output, in [{LENGTH_CHARS_MIN}, "
+            f"{LENGTH_CHARS_MAX}]",
+            low=LENGTH_CHARS_MIN,
+            high=LENGTH_CHARS_MAX,
+        ),
+    )
+    ensemble: Ensemble = field(
+        default="final",
+        metadata=_meta(
+            FEATURES,
+            "Checkpoints featurized and averaged: final (the trained parameters) or trajectory (also every "
+            "intermediate checkpoint the training run kept, in step order)",
+            choices=ENSEMBLES,
+        ),
+    )
+    method: Method = field(
+        default="trak",
+        metadata=_meta(SCORING, "trak (the default) or tracin (the plain gradient dot product)", choices=METHODS),
+    )
+    lambda_: float = field(
+        default=LAMBDA_DEFAULT,
+        metadata=_meta(
+            SCORING,
+            f"TRAK's ridge relative to the mean eigenvalue of Phi^T Phi, in [0, {LAMBDA_MAX:g}]; tracin ignores it",
+            high=LAMBDA_MAX,
+        ),
+    )
+    top_k: int = field(
+        default=5,
+        metadata=_meta(SCORING, f"Works that explain each output, in [1, {TOP_K_MAX}]", low=1, high=TOP_K_MAX),
+    )
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            choices = f.metadata["choices"]
+            if choices is not None:
+                if value not in choices:
+                    raise SettingError(f.name, f"must be one of {', '.join(choices)}, not {value!r}")
+            elif isinstance(f.default, float):
+                object.__setattr__(self, f.name, _checked_float(f.name, value, f.metadata))
+            else:
+                _check_int(f.name, value, f.metadata)
+        if self.parameters == "linear" and self.projection != "kronecker":
+            raise SettingError(
+                "parameters", f"'linear' needs projection 'kronecker'; with {self.projection!r} pass parameters 'all'"
+            )
+
+    @classmethod
+    def help(cls, name: str) -> str:
+        """The help text of field ``name`` (what the CLI shows for its option)."""
+        return str(_field(name).metadata["help"])
+
+    @classmethod
+    def names(cls, kind: str) -> tuple[str, ...]:
+        """The fields of one kind, ``FEATURES`` or ``SCORING``, in declaration order."""
+        return tuple(f.name for f in fields(cls) if f.metadata["kind"] == kind)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field by name: JSON-ready."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def features_dict(self) -> dict[str, Any]:
+        """The features settings alone: what is saved beside the features and must match on reload."""
+        return {name: getattr(self, name) for name in self.names(FEATURES)}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> AttributionSettings:
+        """Settings from ``to_dict()`` (or part of it: missing fields take their defaults); an unknown key
+        or a value out of range raises ``ValidationError``."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValidationError(f"unknown attribution settings {unknown}; known: {', '.join(sorted(known))}")
+        return cls(**dict(values))
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the features settings: equal for settings that give the same features, and part of the
+        name of their directory, so features of other settings are never mixed in."""
+        canonical = json.dumps({"format": SETTINGS_FORMAT, FEATURES: self.features_dict()}, sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def check_saved(self, saved: Mapping[str, Any], where: str) -> None:
+        """Refuse features saved under other features settings (``saved``: their ``features_dict()``),
+        showing both values of each difference; scoring settings are not compared."""
+        mine = self.features_dict()
+        differ = sorted(name for name in set(mine) | set(saved) if saved.get(name) != mine.get(name))
+        if differ:
+            shown = "; ".join(f"{name}: saved {saved.get(name)!r}, now {mine.get(name)!r}" for name in differ)
+            raise ManifestError(
+                f"features in {where} were computed with other settings ({shown}); features are a cache: delete"
+                " that directory to start over, or featurize into another one"
+            )
+
+
+def _field(name: str) -> Any:
+    for f in fields(AttributionSettings):
+        if f.name == name:
+            return f
+    raise ValidationError(f"no attribution setting {name!r}")
+
+
+def _check_int(name: str, value: Any, bounds: Mapping[str, Any]) -> None:
+    low = 0 if bounds["low"] is None else bounds["low"]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SettingError(name, f"must be an integer in [{low}, {bounds['high']}], not {value!r}")
+    if not low <= value <= bounds["high"]:
+        raise SettingError(name, f"{value} must be in [{low}, {bounds['high']}]")
+
+
+def _checked_float(name: str, value: Any, bounds: Mapping[str, Any]) -> float:
+    low = 0.0 if bounds["low"] is None else bounds["low"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SettingError(name, f"must be a number in [{low:g}, {bounds['high']:g}], not {value!r}")
+    if not (math.isfinite(value) and low <= value <= bounds["high"]):
+        raise SettingError(name, f"{value} must be in [{low:g}, {bounds['high']:g}]")
+    return float(value)
+
+
+__all__ = [
+    "CHUNK_SIZE_MAX",
+    "ENSEMBLES",
+    "FEATURES",
+    "K_DEFAULT",
+    "K_MAX",
+    "LAMBDA_DEFAULT",
+    "LENGTH_CHARS_DEFAULT",
+    "METHODS",
+    "PARAMETERS",
+    "PROJECTIONS",
+    "SCORING",
+    "AttributionSettings",
+    "Ensemble",
+    "Method",
+    "Parameters",
+    "Projection",
+    "SettingError",
+]

@@ -1,0 +1,139 @@
+"""AttributionSettings: each field's range or choices, one line each; round trips; the fingerprint; the
+comparison of saved features settings."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import pytest
+
+from endcredits.attribution.settings import FEATURES, SCORING, AttributionSettings, SettingError
+from endcredits.errors import ManifestError, ValidationError
+
+
+def test_the_defaults_are_the_arguments_every_edge_passed_before() -> None:
+    assert AttributionSettings().to_dict() == {
+        "k": 1_024,
+        "projection": "kronecker",
+        "parameters": "linear",
+        "seed": 0,
+        "chunk_size": 32,
+        "length_chars": 256,
+        "ensemble": "final",
+        "method": "trak",
+        "lambda_": 100.0,
+        "top_k": 5,
+    }
+
+
+BAD: list[tuple[str, Any, str]] = [
+    ("k", 7, r"k 7 must be in \[8, 65536\]"),
+    ("k", 65_537, r"k 65537 must be in \[8, 65536\]"),
+    ("k", 64.0, r"k must be an integer in \[8, 65536\], not 64.0"),
+    ("k", True, r"k must be an integer"),
+    ("k", "1024", r"k must be an integer in \[8, 65536\], not '1024'"),
+    ("projection", "jl", r"projection must be one of kronecker, gaussian, identity, not 'jl'"),
+    ("parameters", "some", r"parameters must be one of linear, all, not 'some'"),
+    ("seed", -1, r"seed -1 must be in \[0, 2147483647\]"),
+    ("seed", 2**31, r"seed 2147483648 must be in \[0, 2147483647\]"),
+    ("chunk_size", 0, r"chunk_size 0 must be in \[1, 4096\]"),
+    ("chunk_size", 4_097, r"chunk_size 4097 must be in \[1, 4096\]"),
+    ("length_chars", 1, r"length_chars 1 must be in \[2, 65536\]"),
+    ("length_chars", 65_537, r"length_chars 65537 must be in \[2, 65536\]"),
+    ("ensemble", "members", r"ensemble must be one of final, trajectory, not 'members'"),
+    ("method", "similarity", r"method must be one of trak, tracin, not 'similarity'"),
+    ("lambda_", -0.5, r"lambda_ -0.5 must be in \[0, 1e\+06\]"),
+    ("lambda_", 2e6, r"lambda_ 2000000.0 must be in \[0, 1e\+06\]"),
+    ("lambda_", float("nan"), r"lambda_ nan must be in"),
+    ("lambda_", float("inf"), r"lambda_ inf must be in"),
+    ("lambda_", "100", r"lambda_ must be a number in \[0, 1e\+06\], not '100'"),
+    ("top_k", 0, r"top_k 0 must be in \[1, 1000\]"),
+    ("top_k", 1_001, r"top_k 1001 must be in \[1, 1000\]"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "message"), BAD, ids=[f"{n}={v!r}" for n, v, _ in BAD])
+def test_each_field_out_of_range_is_refused_in_one_line_naming_it(name: str, value: Any, message: str) -> None:
+    with pytest.raises(SettingError, match=f"^{message}") as caught:
+        AttributionSettings(**{name: value})
+    assert caught.value.field == name and isinstance(caught.value, ValidationError)
+    assert "\n" not in str(caught.value)
+
+
+def test_every_field_is_checked_at_both_ends_or_against_its_choices() -> None:
+    checked = {name for name, _, _ in BAD}
+    assert checked == {f.name for f in dataclasses.fields(AttributionSettings)}
+    edges = AttributionSettings(k=8, seed=2**31 - 1, chunk_size=4_096, length_chars=65_536, lambda_=0, top_k=1_000)
+    assert edges.lambda_ == 0.0 and isinstance(edges.lambda_, float)  # an integer lambda is stored as a float
+    assert AttributionSettings(k=65_536, seed=0, chunk_size=1, length_chars=2, lambda_=1e6, top_k=1).k == 65_536
+
+
+def test_linear_parameters_need_the_kronecker_projection() -> None:
+    with pytest.raises(SettingError, match="parameters 'linear' needs projection 'kronecker'; with 'gaussian' pass"):
+        AttributionSettings(projection="gaussian")
+    assert AttributionSettings(projection="gaussian", parameters="all").projection == "gaussian"
+    assert AttributionSettings(projection="identity", parameters="all").parameters == "all"
+
+
+def test_settings_are_frozen_and_round_trip_through_json() -> None:
+    settings = AttributionSettings(k=64, seed=3, method="tracin", lambda_=2.5, ensemble="trajectory")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.k = 128  # type: ignore[misc]
+    again = AttributionSettings.from_dict(json.loads(json.dumps(settings.to_dict())))
+    assert again == settings and again.fingerprint() == settings.fingerprint()
+    assert AttributionSettings.from_dict({"seed": 3}) == AttributionSettings(seed=3)  # missing: the defaults
+    with pytest.raises(ValidationError, match=r"unknown attribution settings \['lambda'\]; known: chunk_size"):
+        AttributionSettings.from_dict({"lambda": 1.0})
+    with pytest.raises(SettingError, match="^k 2 must be"):
+        AttributionSettings.from_dict({"k": 2})
+
+
+def test_every_field_has_a_kind_and_a_help_text_that_states_its_range_or_choices() -> None:
+    features = AttributionSettings.names(FEATURES)
+    scoring = AttributionSettings.names(SCORING)
+    assert features == ("k", "projection", "parameters", "seed", "chunk_size", "length_chars", "ensemble")
+    assert scoring == ("method", "lambda_", "top_k")
+    for f in dataclasses.fields(AttributionSettings):
+        text = AttributionSettings.help(f.name)
+        choices, high = f.metadata["choices"], f.metadata["high"]
+        assert len(text) > 20 and "\n" not in text, f.name
+        assert (
+            all(c in text for c in choices) if choices else (f"{high:g}" if f.name == "lambda_" else str(high)) in text
+        )
+    with pytest.raises(ValidationError, match="no attribution setting 'lambda'"):
+        AttributionSettings.help("lambda")
+
+
+def test_the_fingerprint_follows_the_features_settings_and_nothing_else() -> None:
+    base = AttributionSettings()
+    changed = {
+        "k": 512,
+        "projection": "gaussian",
+        "parameters": "all",
+        "seed": 1,
+        "chunk_size": 16,
+        "length_chars": 128,
+        "ensemble": "trajectory",
+    }
+    prints = {base.fingerprint()}
+    for name, value in changed.items():
+        extra = {"parameters": "all"} if name == "projection" else {}
+        prints.add(AttributionSettings(**{name: value, **extra}).fingerprint())
+    assert len(prints) == 1 + len(changed)  # each features setting names other features
+    scoring = AttributionSettings(method="tracin", lambda_=1.0, top_k=50)
+    assert scoring.fingerprint() == base.fingerprint() and scoring.features_dict() == base.features_dict()
+
+
+def test_saved_settings_that_differ_are_refused_showing_both_values_and_how_to_start_over() -> None:
+    saved = AttributionSettings(k=512, seed=1).features_dict()
+    with pytest.raises(ManifestError) as caught:
+        AttributionSettings(seed=2).check_saved(saved, "/data/features/x")
+    message = str(caught.value)
+    assert "k: saved 512, now 1024; seed: saved 1, now 2" in message
+    assert "delete that directory to start over" in message and "\n" not in message
+    with pytest.raises(ManifestError, match="length_chars: saved None, now 256"):
+        AttributionSettings().check_saved({k: v for k, v in saved.items() if k != "length_chars"}, "d")
+    # Scoring settings are applied to the features afresh each time: not compared.
+    AttributionSettings(k=512, seed=1, method="tracin", lambda_=3.0, top_k=9).check_saved(saved, "d")
