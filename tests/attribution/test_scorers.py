@@ -54,7 +54,10 @@ def test_tracin_and_embedding_similarity() -> None:
     assert np.allclose(TracInScorer().fit(phis, qs).score(targets), expected, rtol=1e-5)
     embed = EmbeddingSimilarityScorer().fit(phis[:1])
     cosine = embed.score(targets[:1])
-    unit = lambda a: a / np.linalg.norm(a, axis=1, keepdims=True)
+
+    def unit(a: np.ndarray) -> np.ndarray:
+        return a / np.linalg.norm(a, axis=1, keepdims=True)
+
     assert np.allclose(cosine, unit(targets[0].astype(np.float64)) @ unit(phis[0].astype(np.float64)).T, atol=1e-6)
     assert embed.label == {"method": "embedding-similarity", "weaker": True}
     with pytest.raises(ValidationError, match="zero vectors"):

@@ -134,8 +134,8 @@ class Plan:
 
     def describe(self) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = [
-            {"module": l.module, "d_in": l.d_in, "d_out": l.d_out, "k_in": l.k_in, "k_out": l.k_out}
-            for l in self.linear
+            {"module": lin.module, "d_in": lin.d_in, "d_out": lin.d_out, "k_in": lin.k_in, "k_out": lin.k_out}
+            for lin in self.linear
         ]
         rows.append({"rest": list(self.rest), "numel": sum(self.rest_sizes), "dim": self.rest_dim})
         return rows

@@ -228,7 +228,8 @@ def decide(
         raise ValidationError("credited_person_ids must be a list of person ids, not one string")
     if len(credited_person_ids) > CREDITS_PER_WORK_MAX:
         raise LimitExceededError(
-            f"work {work_id} has {len(credited_person_ids)} credited people; CREDITS_PER_WORK_MAX={CREDITS_PER_WORK_MAX}"
+            f"work {work_id} has {len(credited_person_ids)} credited people; "
+            f"CREDITS_PER_WORK_MAX={CREDITS_PER_WORK_MAX}"
         )
     people = {check_id(p, "credited person id") for p in credited_person_ids}
     for g in grants:

@@ -198,6 +198,22 @@ def load_credit_graph(conn: Connection, work_ids: Sequence[str]) -> CreditGraph:
     return CreditGraph(credits=credits, rights_holders=dict(rows.rights_holders), parents=parents)
 
 
+def _check_against_manifest(
+    outputs_in: Sequence[OutputIn], scores: Mapping[str, Mapping[str, float]], manifest: ManifestRecord, *, per: str
+) -> None:
+    """Every output is of the manifest's model, and (per work) attributes only works in the manifest."""
+    in_manifest = set(manifest.included)
+    for o in outputs_in:
+        if o.model_id != manifest.model_id:
+            raise ManifestError(f"output {o.output_id} is from model {o.model_id}, not {manifest.model_id}")
+        unknown = [w for w in scores.get(o.output_id, {}) if w not in in_manifest] if per == "work" else []
+        if unknown:
+            raise ManifestError(
+                f"output {o.output_id} attributes work {unknown[0]}, which is not in manifest "
+                f"{manifest.id}: a model pays only for works it was trained on"
+            )
+
+
 def build_usage(
     conn: Connection,
     outputs_in: Sequence[OutputIn],
@@ -210,19 +226,10 @@ def build_usage(
     """Lines for each output from its attribution scores, per work (through credits) or per payee."""
     if per not in ("work", "payee"):
         raise ValidationError("attribution must be per work or per payee")
-    in_manifest = set(manifest.included) if manifest is not None else set()
     if per == "work" and manifest is None:
         raise ManifestError("attribution per work needs the model's manifest")
     if manifest is not None:
-        for o in outputs_in:
-            if o.model_id != manifest.model_id:
-                raise ManifestError(f"output {o.output_id} is from model {o.model_id}, not {manifest.model_id}")
-            unknown = [w for w in scores.get(o.output_id, {}) if w not in in_manifest] if per == "work" else []
-            if unknown:
-                raise ManifestError(
-                    f"output {o.output_id} attributes work {unknown[0]}, which is not in manifest "
-                    f"{manifest.id}: a model pays only for works it was trained on"
-                )
+        _check_against_manifest(outputs_in, scores, manifest, per=per)
     baseline: list[str] | dict[str, Fraction] = []
     if manifest is not None and per == "work":
         baseline = list(manifest.included)
