@@ -336,3 +336,24 @@ def test_payees_beyond_one_file_are_held_for_the_next_batch(
     second = pay(store, "pay-full-2")
     assert ([i.person_id for i in second.items], second.held) == ([payees["exact"]], ())
     assert verify(store).ok
+
+
+def test_pay_out_takes_the_agreements_currency_and_threshold(store: Store, payees: dict[str, int]) -> None:
+    """``pay_out`` is the edges' path: the newest agreement version gives the currency and the threshold."""
+    from endcredits.payouts.batches import pay_out
+    from endcredits.royalties import parse_agreement
+    from endcredits.royalties.records import save_agreement
+    from helpers_money import agreement_text
+
+    with store.write() as conn:
+        for version, threshold in ((1, "10.00"), (2, "12.00")):
+            a = parse_agreement(agreement_text(payout_threshold=threshold, version=version))
+            save_agreement(conn, a.id, a.version, a.body, a.body_sha256)
+    r = pay_out(store, batch_id="edges-1", agreement_id="test-2026", debtor=DEBTOR, execution_date=DAY)
+    assert r.currency == "EUR"
+    assert [i.person_id for i in r.items] == [payees["dusty"]]  # 12.00 leaves exact (10.00) behind
+    out = r.to_json()
+    assert out["total_microunits"] == 1_234_000_000 and isinstance(out["total_microunits"], int)
+    assert (out["items"], out["pain001"], out["csv"]) == (1, "pain001.xml", "payouts.csv")
+    with pytest.raises(NotFoundError, match="no agreement nope"):
+        pay_out(store, batch_id="edges-2", agreement_id="nope", debtor=DEBTOR, execution_date=DAY)

@@ -17,6 +17,7 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, select, update
 
@@ -38,6 +39,7 @@ from endcredits.payouts.files import (
 from endcredits.payouts.iban import normalize_bic, normalize_iban
 from endcredits.registry.private import private_of, with_payout_account
 from endcredits.registry.records import people_verification
+from endcredits.royalties.records import load_agreement
 from endcredits.store.audit import append_audit
 from endcredits.store.engine import Store, utc_now
 from endcredits.store.files import private_dir, write_private
@@ -85,6 +87,31 @@ class PayoutBatchResult:
     csv_path: Path | None
     held: tuple[HeldPayee, ...] = ()
     """Payees left for a later batch, with the reason (empty for "exists": holds are not recorded)."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The result as the CLI's ``--json`` and the API print it: amounts in integer microunits, files by
+        name (they live in ``payouts/<batch id>/`` of the data directory)."""
+        return {
+            "batch_id": self.batch_id,
+            "status": self.status,
+            "currency": self.currency,
+            "items": len(self.items),
+            "total_microunits": self.total_microunits,
+            "below_threshold": self.below_threshold,
+            "missing_bank_details": self.missing_bank_details,
+            "held": [
+                {
+                    "person_id": h.person_id,
+                    "handle": h.handle,
+                    "balance_microunits": h.balance_microunits,
+                    "reason": h.reason,
+                    "message": h.message,
+                }
+                for h in self.held
+            ],
+            "pain001": self.pain001_path.name if self.pain001_path else None,
+            "csv": self.csv_path.name if self.csv_path else None,
+        }
 
 
 @dataclass(frozen=True)
@@ -191,6 +218,31 @@ def create_payout_batch(
         )
     _publish(staging, out_dir)
     return plan.result(batch_id, "created", currency, pain_path, csv_path)
+
+
+def pay_out(
+    store: Store,
+    *,
+    batch_id: str,
+    agreement_id: str,
+    debtor: Debtor,
+    execution_date: dt.date | None = None,
+    dry_run: bool = False,
+) -> PayoutBatchResult:
+    """``create_payout_batch`` under an agreement's newest version (its currency and payout threshold),
+    executed on ``execution_date`` (default: today, UTC): the one path of ``endcredits payouts create``
+    and ``POST /api/v1/payout-batches``. A retry on another day must name the first day's date."""
+    with store.read() as conn:
+        agreement = load_agreement(conn, agreement_id)
+    return create_payout_batch(
+        store,
+        batch_id=batch_id,
+        currency=agreement.currency,
+        threshold_microunits=agreement.payout_threshold_microunits,
+        debtor=debtor,
+        execution_date=execution_date or dt.datetime.now(dt.UTC).date(),
+        dry_run=dry_run,
+    )
 
 
 def _prior_batch(conn: Connection, batch_id: str, currency: str, request_sha256: str) -> PayoutBatchResult | None:
