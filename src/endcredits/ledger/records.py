@@ -20,12 +20,8 @@ import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from itertools import repeat
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import numpy.typing as npt
-import pyarrow as pa
-import pyarrow.compute as pc
 from sqlalchemy import Connection, func, select
 
 from endcredits.errors import ConflictError, LedgerError, NotFoundError, ValidationError, invariant
@@ -70,6 +66,10 @@ from endcredits.store.schema import (
     outputs,
     transfers,
 )
+
+if TYPE_CHECKING:  # numpy and pyarrow are imported where segments are decoded: a plain read starts fast
+    import numpy as np
+    import numpy.typing as npt
 
 
 def _known_accounts(conn: Connection, keys: list[str]) -> dict[str, tuple[int, int]]:
@@ -310,6 +310,9 @@ def accrued_by_account(
 ) -> dict[str, int]:
     """What accrual transfers credited or debited per account key (of one currency and period, and only
     ``keys``, when given), whether their legs are rows or a segment."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     if period is not None and currency is None:
         raise ValidationError("a period is one currency's: give the currency with it")
     q = select(transfers.c.id, transfers.c.event_id).where(transfers.c.code == "accrual")
@@ -343,6 +346,9 @@ def accrued_by_account(
 def read_carries(conn: Connection, currency: str, payees: list[str]) -> npt.NDArray[np.int64]:
     """Each payee's carried fraction (2^-32 microunit) in ``currency`` as of now: the carries table,
     overridden by the latest pending segment that carries the payee (0 for a payee with neither)."""
+    import numpy as np
+    import pyarrow as pa
+
     carry = np.zeros(len(payees), dtype=np.int64)
     rows = select_joined(
         conn,
@@ -512,6 +518,10 @@ def fold_pending(conn: Connection, *, at: str | None = None) -> FoldResult | Non
 def _summed_legs(segments: Sequence[Segment]) -> tuple[list[str], list[int], list[int]]:
     """Over the segments' legs, per account key (sorted): the summed amount and the last transfer that
     touched it. Summed in NumPy when no sum can pass int64, else in Python ints."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     keys = pa.concat_arrays([seg.accounts for seg in segments])
     encoded = keys.dictionary_encode()
     codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
@@ -536,6 +546,10 @@ def _summed_legs(segments: Sequence[Segment]) -> tuple[list[str], list[int], lis
 
 def _latest_carries(segments: Sequence[Segment]) -> tuple[list[str], list[int]]:
     """Each payee's carry as the latest of ``segments`` (one currency, in transfer order) left it, by payee."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     payees = pa.concat_arrays([seg.payees for seg in segments if seg.payees is not None])
     subunits = np.concatenate([seg.subunits.to_numpy() for seg in segments if seg.subunits is not None])
     encoded = payees.dictionary_encode()

@@ -14,12 +14,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from itertools import repeat
 from operator import itemgetter
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import numpy as np
-import numpy.typing as npt
-import pyarrow as pa
-import pyarrow.compute as pc
 from sqlalchemy import Connection, func, or_, select, update
 
 from endcredits.errors import ConflictError, NotFoundError, ValidationError, invariant
@@ -43,6 +39,10 @@ from endcredits.store.schema import (
     work_links,
     works,
 )
+
+if TYPE_CHECKING:  # the bulk paths import numpy and pyarrow themselves: a command that only reads starts fast
+    import numpy as np
+    import numpy.typing as npt
 
 _ROLE_PART = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 _PAYEE = re.compile(r"(person|name):([1-9][0-9]*)")
@@ -326,6 +326,8 @@ def add_credits(conn: Connection, items: Sequence[CreditIn], *, allow_unknown_sc
     """Credit people or names on works. Each work must exist; weights are positive integers; each role
     must be one ``registry.roles`` knows (a scheme outside it only with ``allow_unknown_scheme=True``).
     A credit already recorded (same work, payee and role), or given twice, is written once."""
+    import numpy as np
+
     from endcredits.registry.roles import check_role
 
     if not items:
@@ -708,6 +710,9 @@ def graph_rows(conn: Connection, work_ids: Iterable[str]) -> GraphRows:
 def _name_numbers(payees: list[str]) -> npt.NDArray[np.int64] | None:
     """The numbers of payees that are all ``name:<digits>`` (the usual accrual), parsed in C by Arrow;
     None when any payee is of another form, which the caller then parses one by one."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     if not payees:
         return None
     try:
@@ -737,6 +742,8 @@ def route_columns(conn: Connection, payees: list[str]) -> tuple[list[str], list[
     An accrual routes 10^5 names, nearly all unclaimed: when every payee is a name, the database counts
     the registered ones and returns only the claimed ones with their person's verification, and only
     those are looked at one by one."""
+    import numpy as np
+
     only_names = _name_numbers(payees)
     if only_names is not None:
         names = np.unique(only_names)
