@@ -14,7 +14,6 @@ from endcredits.cli.common import (
     progress_bar,
 )
 from endcredits.errors import ValidationError
-from endcredits.royalties.records import load_agreement
 
 RayOpt = Annotated[str | None, typer.Option("--ray", help="Run shards as Ray tasks: 'auto' or a cluster address")]
 
@@ -86,6 +85,7 @@ def attribute_cmd(
         with progress_bar("featurizing works", len(m.included)) as advance:
             if per_payee is not None:
                 from endcredits.royalties.payees import attribute_manifest_payees
+                from endcredits.royalties.records import load_agreement
 
                 with store.read() as conn:
                     agreement = load_agreement(conn, per_payee)

@@ -14,8 +14,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 from typer.core import TyperGroup
 
 from endcredits.errors import EndcreditsError, ValidationError
@@ -62,6 +60,8 @@ def open_store_of(ctx: typer.Context) -> Iterator[Store]:
 @contextmanager
 def progress_bar(description: str, total: int) -> Iterator[Any]:
     """A progress bar on standard error; yields ``advance(done)``."""
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -79,6 +79,8 @@ def print_json(value: Any) -> None:
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    from rich.table import Table
+
     t = Table(title=title)
     for c in columns:
         t.add_column(c)

@@ -16,7 +16,6 @@ from typing import Annotated, Any
 import typer
 
 from endcredits.errors import CredentialError, ValidationError
-from endcredits.registry.identity.credential import CREDENTIAL_BYTES_MAX
 from endcredits.store.engine import DATA_ENV, DEFAULT_DATA_DIR, open_store, parse_time
 
 credential_app = typer.Typer(
@@ -50,6 +49,8 @@ def _when(value: str | None) -> dt.datetime:
 
 
 def _read_credential(path: Path) -> bytes:
+    from endcredits.registry.identity.credential import CREDENTIAL_BYTES_MAX
+
     if not path.is_file():
         raise ValidationError(f"credential file {path} does not exist")
     with path.open("rb") as f:

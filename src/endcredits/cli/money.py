@@ -20,7 +20,6 @@ from endcredits.cli.common import (
 )
 from endcredits.errors import ValidationError
 from endcredits.money import format_amount, parse_amount
-from endcredits.royalties.records import load_agreement
 
 agreement_app = typer.Typer(no_args_is_help=True, help="The residual policy (a versioned TOML file).")
 
@@ -161,6 +160,7 @@ def payouts_create(
     """Pay every verified person at or above the agreement's threshold: pain.001 + CSV, pending until paid."""
     from endcredits.payouts.batches import create_payout_batch
     from endcredits.payouts.files import Debtor
+    from endcredits.royalties.records import load_agreement
 
     when = dt.date.fromisoformat(execution_date) if execution_date else dt.datetime.now(dt.UTC).date()
     with open_store_of(ctx) as store:
@@ -291,6 +291,7 @@ def escrow_release_work(
 ) -> None:
     """Release what a work held while nobody was credited on it, split by its credits now."""
     from endcredits.ledger.escrow import release_work_escrow
+    from endcredits.royalties.records import load_agreement
 
     with open_store_of(ctx) as store:
         with store.read() as conn:
