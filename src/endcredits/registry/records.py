@@ -22,6 +22,7 @@ from endcredits.errors import ConflictError, NotFoundError, ValidationError, inv
 from endcredits.limits import (
     CREDITS_PER_WORK_MAX,
     LINEAGE_DEPTH_MAX,
+    LIST_ROWS_MAX,
     NAME_LENGTH_MAX,
     TITLE_LENGTH_MAX,
     WEIGHT_MAX,
@@ -132,6 +133,46 @@ def get_person(conn: Connection, person_id: int) -> Any:
     if row is None:
         raise NotFoundError(f"no person {person_id}: list people with `endcredits people list`")
     return row
+
+
+def check_list_limit(limit: int) -> int:
+    """``limit`` if it is a row count a listing may return (1..LIST_ROWS_MAX), else ``ValidationError``."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= LIST_ROWS_MAX:
+        raise ValidationError(f"a listing returns 1..LIST_ROWS_MAX={LIST_ROWS_MAX} rows, not {limit!r}")
+    return limit
+
+
+@dataclass(frozen=True)
+class PersonSummary:
+    person_id: int
+    handle: str
+    verified: bool
+
+
+def people_list(conn: Connection, *, limit: int) -> tuple[int, list[PersonSummary]]:
+    """How many people are registered, and the first ``limit`` of them by id."""
+    check_list_limit(limit)
+    total = conn.execute(select(func.count()).select_from(people)).scalar_one()
+    rows = conn.execute(select(people.c.id, people.c.handle, people.c.verified_at).order_by(people.c.id).limit(limit))
+    return int(total), [PersonSummary(int(r.id), r.handle, r.verified_at is not None) for r in rows]
+
+
+@dataclass(frozen=True)
+class WorkSummary:
+    work_id: str
+    title: str
+    kind: str
+    source: str | None
+
+
+def works_list(conn: Connection, *, limit: int) -> tuple[int, list[WorkSummary]]:
+    """How many works are registered, and the ``limit`` most recently registered, newest first."""
+    check_list_limit(limit)
+    total = conn.execute(select(func.count()).select_from(works)).scalar_one()
+    rows = conn.execute(
+        select(works.c.id, works.c.title, works.c.kind, works.c.source).order_by(works.c.seq.desc()).limit(limit)
+    )
+    return int(total), [WorkSummary(r.id, r.title, r.kind, r.source) for r in rows]
 
 
 def people_verification(conn: Connection, person_ids: Sequence[int]) -> list[tuple[int, str, str | None]]:
