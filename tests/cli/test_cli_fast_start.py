@@ -29,6 +29,7 @@ LIGHT = (
     ["works", "list", "--json"],
     ["consent", "list", "--person", "1", "--json"],
     ["ledger", "status", "--json"],
+    ["ledger", "balances", "--json"],
     ["manifest", "list", "--json"],
     ["payouts", "list", "--json"],
     ["roles", "list", "--json"],

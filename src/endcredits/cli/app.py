@@ -114,12 +114,15 @@ def _root(
     ctx.obj = Where(data, db)
 
 
-def init_cmd(ctx: typer.Context) -> None:
+def init_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Create (or upgrade) the database and data directory."""
     where: Where = ctx.obj
     store = init_store(where.data, where.db)
-    make_console().print(f"initialised {store.backend} store in {store.data_dir}")
     store.dispose()
+    if as_json:
+        print_json({"backend": store.backend, "data_dir": str(store.data_dir)})
+    else:
+        make_console().print(f"initialised {store.backend} store in {store.data_dir}")
 
 
 def demo_cmd(

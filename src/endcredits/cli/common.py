@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +17,7 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from endcredits.errors import EndcreditsError, ValidationError
+from endcredits.limits import LIST_ROWS_MAX
 from endcredits.store.engine import Store, open_store, parse_time
 
 
@@ -35,6 +36,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object for
 
 
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Compute and show; write nothing.")]
+
+
+LimitOpt = Annotated[int, typer.Option("--limit", min=1, max=LIST_ROWS_MAX, help="Show at most this many rows.")]
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,13 @@ def progress_bar(description: str, total: int) -> Iterator[Any]:
 
 def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def amounts_text(microunits_by_currency: Mapping[str, int], *, none: str = "nothing") -> str:
+    """``1.50 EUR, 0.25 USD`` (exact, currencies in order), or ``none`` when there is no amount."""
+    from endcredits.money import format_amount
+
+    return ", ".join(f"{format_amount(v, c)} {c}" for c, v in sorted(microunits_by_currency.items())) or none
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
