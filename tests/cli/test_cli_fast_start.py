@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from endcredits.cli.app import NOUNS, walk_commands
 from endcredits.store.engine import Store
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -86,3 +87,15 @@ def test_the_command_makes_arrow_allocate_with_malloc_unless_told(env: dict[str,
         "print(pyarrow.default_memory_pool().backend_name)\n"
     )
     assert _python(code, env=env).splitlines()[-1] == pool
+
+
+def test_a_mistyped_noun_still_gets_its_suggestion() -> None:
+    """Nouns are built on first use; a typo builds them all, so the suggestion still finds the one meant."""
+    from typer.testing import CliRunner
+
+    from endcredits.cli import app
+
+    result = CliRunner().invoke(app, ["peple", "list"])
+    assert result.exit_code == 2 and "Did you mean 'people'?" in result.stderr
+    top = [path[1] for path, _ in walk_commands() if len(path) == 2]
+    assert top[-len(NOUNS) :] == list(NOUNS) and top[0] == "serve"  # help lists root commands, then nouns

@@ -54,7 +54,7 @@ class RootGroup(ErrorsAsLines):
     """The root group: the root commands, then the nouns of ``NOUNS``, each built on first use."""
 
     def list_commands(self, ctx: Context) -> list[str]:
-        return [*super().list_commands(ctx), *(n for n in NOUNS if n not in self.commands)]
+        return [*(n for n in super().list_commands(ctx) if n not in NOUNS), *NOUNS]
 
     def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
         if cmd_name not in self.commands and cmd_name in NOUNS:

@@ -424,6 +424,8 @@ def ledger_balances(ctx: typer.Context, as_json: JsonOpt = False) -> None:
                 "conserved": all(t.conserved for t in totals.values()),
             }
         )
+    elif not totals:
+        make_console().print("the ledger has no accounts yet")
     else:
         print_table(
             "ledger balances",
