@@ -52,6 +52,7 @@ def segment_schemas() -> dict[str, pa.Schema]:
 
 
 def __getattr__(name: str) -> Any:
+    """``segments.LEGS_SCHEMA`` and the other two still resolve, built on first use."""
     if name in ("LEGS_SCHEMA", "LEGS_BIG_SCHEMA", "CARRIES_SCHEMA"):
         return segment_schemas()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
