@@ -81,19 +81,9 @@ REST API that `serve` runs is described in [the service](concepts/service.md).
 
 def command_paths() -> list[tuple[str, ...]]:
     """Every command and group as a path of names, the root first, in the order the help lists them."""
-    import typer.main
+    from endcredits.cli.app import walk_commands
 
-    from endcredits.cli.app import app
-
-    out: list[tuple[str, ...]] = []
-
-    def walk(command: object, path: tuple[str, ...]) -> None:
-        out.append(path)
-        for name, sub in getattr(command, "commands", {}).items():
-            walk(sub, path + (name,))
-
-    walk(typer.main.get_command(app), (PROG,))
-    return out
+    return [path for path, _ in walk_commands()]
 
 
 def _help_texts() -> dict[tuple[str, ...], str]:
@@ -124,19 +114,13 @@ def _anchor(heading: str) -> str:
 
 def _render_here() -> str:
     texts = _help_texts()
-    from typer.main import get_command
+    from endcredits.cli.app import walk_commands
 
-    from endcredits.cli.app import app
-
-    root = get_command(app)
-    summary: dict[tuple[str, ...], str] = {}
-
-    def collect(command: object, path: tuple[str, ...]) -> None:
-        for name, sub in getattr(command, "commands", {}).items():
-            summary[path + (name,)] = " ".join(str(getattr(sub, "help", "") or "").split("\n\n")[0].split())
-            collect(sub, path + (name,))
-
-    collect(root, (PROG,))
+    summary = {
+        path: " ".join(str(command.help or "").split("\n\n")[0].split())
+        for path, command in walk_commands()
+        if len(path) > 1
+    }
 
     parts = [_PREAMBLE, "\n## Contents\n\n"]
     for path in texts:

@@ -14,9 +14,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-import typer.main
 
-from endcredits.cli.app import app
+from endcredits.cli.app import walk_commands
 
 ROOT = Path(__file__).resolve().parents[1]
 GEN_CLI = ROOT / "docs" / "gen_cli.py"
@@ -26,13 +25,8 @@ REGENERATE = f"regenerate it with `.venv/bin/python {GEN_CLI.relative_to(ROOT)}`
 
 def _commands() -> Iterator[tuple[str, Any]]:
     """(full name, command) for the root, every group and every command under it."""
-
-    def walk(command: Any, path: tuple[str, ...]) -> Iterator[tuple[str, Any]]:
+    for path, command in walk_commands():
         yield " ".join(path), command
-        for name, sub in getattr(command, "commands", {}).items():
-            yield from walk(sub, path + (name,))
-
-    yield from walk(typer.main.get_command(app), ("endcredits",))
 
 
 def _gen_cli() -> ModuleType:

@@ -40,7 +40,7 @@ from endcredits.interop.abc_corpus import import_abc_corpus
 from endcredits.ledger import parse_account_key
 from endcredits.ledger.accrue import accrue_scored
 from endcredits.ledger.escrow import claim_escrow
-from endcredits.ledger.records import account_balances, accrued_by_account
+from endcredits.ledger.records import accrued_by_account, balance_totals
 from endcredits.ledger.verify import verify
 from endcredits.manifest.records import record_training_run, set_manifest_checkpoint
 from endcredits.money import format_amount
@@ -123,10 +123,7 @@ class DemoSummary:
     timings_s: dict[str, float] = field(default_factory=dict)
     portal_command: str = ""  # how to serve the portal over this data directory
     portal_login_url: str = ""  # a one-time signed-in link for the top verified earner
-
-    @property
-    def conserved(self) -> bool:
-        return self.pool_microunits == self.paid_microunits + self.escrow_microunits + self.suspense_microunits
+    conserved: bool = False  # pool = paid + escrow + suspense, as ledger.records.balance_totals checks it
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -524,6 +521,7 @@ def run_demo(
                 "person_id": pid,
                 "period": period,
                 "lines": len(st.lines),
+                "accrued_microunits": st.accrued_microunits,
                 "accrued": format_amount(st.accrued_microunits, CURRENCY),
                 "reconciles": st.reconciles(),
                 "path": str(path.with_suffix(".csv")),
@@ -532,13 +530,11 @@ def run_demo(
                 raise InvariantError(f"statement of person {pid} for {period} does not reconcile with the ledger")
 
         with store.read() as conn:
-            bal = account_balances(conn, currency=CURRENCY)
+            totals = balance_totals(conn)[CURRENCY]
             n_people = len(conn.execute(select(people.c.id)).all())
             n_credentials = len(conn.execute(select(credentials.c.person_id).distinct()).all())
-        pool = -sum(v for k_, v in bal.items() if k_.startswith("pool:"))
-        paid = sum(v for k_, v in bal.items() if k_.split(":", 1)[0] in ("payable", "clearing", "bank"))
-        escrow = sum(v for k_, v in bal.items() if k_.startswith("escrow:"))
-        suspense = sum(v for k_, v in bal.items() if k_.startswith("suspense:"))
+        pool, paid = totals.pool_microunits, totals.paid_microunits
+        escrow, suspense = totals.escrow_microunits, totals.suspense_microunits
         report_v = verify(store)
         lap("verify")
         summary = DemoSummary(
@@ -573,6 +569,7 @@ def run_demo(
             timings_s=timings,
             attribution=_attribution_summary(store, att),
             credentials=n_credentials,
+            conserved=totals.conserved,
         )
         top_verified = next(
             (e for e in earners if e["holder"].startswith("person:") and e["status"] == "verified"), None

@@ -66,6 +66,9 @@ AUDIT_PAYLOAD_BYTES_MAX = 1 << 20
 CHECKPOINTS_PER_RUN_MAX = 10_000
 """Most checkpoint hashes one training run records (an ensemble, or every saved step of a long run)."""
 
+LIST_ROWS_MAX = 100_000
+"""Most rows one listing returns (`people list --limit`, `works list`, `manifest show --works`)."""
+
 invariant(TRANSFER_AMOUNT_MICROUNITS_MAX >= 2**63 - 1, "transfers must hold amounts beyond int64")
 invariant(REVENUE_PER_OUTPUT_MICROUNITS_MAX < AMOUNT_MICROUNITS_MAX, "an output fits in a transfer")
 invariant(len(str(AMOUNT_MICROUNITS_MAX)) == AMOUNT_DIGITS_MAX, "AMOUNT_DIGITS_MAX out of step")

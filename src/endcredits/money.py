@@ -15,10 +15,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from math import lcm
-from typing import Any, TypeVar
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from endcredits.errors import LimitExceededError, ValidationError, invariant
 from endcredits.limits import (
@@ -196,7 +193,11 @@ def allocate(total: int, weights: Mapping[K, int | Fraction]) -> dict[K, int]:
 
 # Batches: many outputs at once, to 2^-32 of a microunit --------------------------------------------
 
-Int64Array = npt.NDArray[np.int64]
+if TYPE_CHECKING:  # numpy is imported by the batch functions, so a command that only formats starts fast
+    import numpy as np
+    import numpy.typing as npt
+
+    Int64Array = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True)
@@ -221,6 +222,8 @@ def _split_rows(
     tie_keys: Int64Array,
 ) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
     """Largest-remainder split of every row, vectorized; exact for int64 or Python-int (object) arrays."""
+    import numpy as np
+
     counts = np.diff(offsets)
     n_out = len(counts)
     rows = np.repeat(np.arange(n_out, dtype=np.int64), counts)
@@ -266,6 +269,8 @@ def _split_rows_int64(
     """``_split_rows`` for a batch whose weight sums are below 2^31 and whose pool x weight sum fit in
     int64, with the same result, in place where it can: a batch of 10^6 lines makes 8 MB arrays, and
     every new one is memory the process may first have to fault in."""
+    import numpy as np
+
     counts = np.diff(offsets)
     n = len(weights)
     rows = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
@@ -309,6 +314,8 @@ def _split_rows_python(
 ) -> Split:
     """The same rule as ``_split_rows``, one output at a time in Python integers, for weight sums of any
     size (exact credit shares with large common denominators). Slow, and only used when needed."""
+    import numpy as np
+
     micro = np.zeros(len(weights), dtype=np.int64)
     sub = np.zeros(len(weights), dtype=np.int64)
     for row in range(len(pools)):
@@ -332,6 +339,8 @@ def _split_rows_python(
 
 def _python_ints(values: Sequence[Any] | npt.NDArray[Any], what: str) -> npt.NDArray[Any]:
     """Exact Python ints in an object array; floats, bools and text are refused, never truncated."""
+    import numpy as np
+
     out = []
     for value in values:
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
@@ -358,6 +367,8 @@ def split_batch(
     all fit in int64 runs in int64; otherwise the same code runs on Python integers (object arrays), and
     a batch with an output whose weights sum beyond 2^63 runs output by output in Python.
     """
+    import numpy as np
+
     n_out = len(pools_microunits)
     offsets = np.asarray(offsets, dtype=np.int64)
     tie_keys = np.asarray(tie_keys, dtype=np.int64)

@@ -175,3 +175,12 @@ def test_a_store_at_0001_upgrades_and_reads_its_accrual_rows_beside_segments(
         assert report.ok, report.problems
     finally:
         upgraded.dispose()
+
+
+def test_head_revision_read_off_the_files_is_alembics_head() -> None:
+    """``open_store`` reads the head off the migration files without importing Alembic; it must agree."""
+    from alembic.script import ScriptDirectory
+
+    from endcredits.store.engine import _alembic_config
+
+    assert head_revision() == ScriptDirectory.from_config(_alembic_config()).get_current_head()

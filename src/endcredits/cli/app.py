@@ -1,16 +1,22 @@
 """The root command: `endcredits [--data DIR] [--db URL]`, its sub-commands by noun, `init` and `demo`.
 
-Each noun's commands live in their own module; this one only assembles them."""
+Each noun's commands live in their own module; this one only assembles them. A noun's module is imported,
+and its commands built, only when the noun is called or help lists it: `endcredits people list` pays for
+its own few commands, not for the other fifty (see ``tests/cli/test_cli_fast_start.py``)."""
 
 from __future__ import annotations
 
+import importlib
+import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+import typer.main
+from typer.core import TyperGroup
 
-from endcredits.cli import attribution, consent, manifest, money, registry
+from endcredits.cli import attribution, money, registry
 from endcredits.cli.common import (
     ErrorsAsLines,
     JsonOpt,
@@ -18,33 +24,77 @@ from endcredits.cli.common import (
     make_console,
     print_json,
 )
-from endcredits.cli.identity import credential_app, issuer_app
-from endcredits.cli.interop import interop_app
-from endcredits.cli.service import login_link_app, operator_key_app, serve_cmd
+from endcredits.cli.service import serve_cmd
 from endcredits.store.engine import DATA_ENV, DB_ENV, init_store
 
+if TYPE_CHECKING:
+    from typer._click import Command, Context
+
+NOUNS: dict[str, tuple[str, str]] = {
+    "people": ("endcredits.cli.registry", "people_app"),
+    "works": ("endcredits.cli.registry", "works_app"),
+    "credits": ("endcredits.cli.registry", "credits_app"),
+    "roles": ("endcredits.cli.registry", "roles_app"),
+    "consent": ("endcredits.cli.consent", "consent_app"),
+    "manifest": ("endcredits.cli.manifest", "manifest_app"),
+    "agreement": ("endcredits.cli.money", "agreement_app"),
+    "payouts": ("endcredits.cli.money", "payouts_app"),
+    "escrow": ("endcredits.cli.money", "escrow_app"),
+    "ledger": ("endcredits.cli.money", "ledger_app"),
+    "credential": ("endcredits.cli.identity", "credential_app"),
+    "issuer": ("endcredits.cli.identity", "issuer_app"),
+    "interop": ("endcredits.cli.interop", "interop_app"),
+    "operator-key": ("endcredits.cli.service", "operator_key_app"),
+    "login-link": ("endcredits.cli.service", "login_link_app"),
+}
+"""Each noun's Typer app as (module, attribute), in the order `endcredits --help` lists them."""
+
+
+class RootGroup(ErrorsAsLines):
+    """The root group: the root commands, then the nouns of ``NOUNS``, each built on first use."""
+
+    def list_commands(self, ctx: Context) -> list[str]:
+        return [*(n for n in super().list_commands(ctx) if n not in NOUNS), *NOUNS]
+
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
+        if cmd_name not in self.commands and cmd_name in NOUNS:
+            module, attribute = NOUNS[cmd_name]
+            group = typer.main.get_group(getattr(importlib.import_module(module), attribute))
+            group.name = cmd_name
+            self.commands[cmd_name] = group
+        return super().get_command(ctx, cmd_name)
+
+    def resolve_command(self, ctx: Context, args: list[str]) -> tuple[str | None, Command | None, list[str]]:
+        if args and args[0] not in self.commands and args[0] not in NOUNS:
+            for name in NOUNS:  # a typo: "Did you mean" looks among every noun
+                self.get_command(ctx, name)
+        return super().resolve_command(ctx, args)
+
+
 app = typer.Typer(
-    cls=ErrorsAsLines,
+    cls=RootGroup,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     help="Residuals for the humans whose work trains AI.",
 )
-app.add_typer(registry.people_app, name="people")
-app.add_typer(registry.works_app, name="works")
-app.add_typer(registry.credits_app, name="credits")
-app.add_typer(registry.roles_app, name="roles")
-app.add_typer(consent.consent_app, name="consent")
-app.add_typer(manifest.manifest_app, name="manifest")
-app.add_typer(money.agreement_app, name="agreement")
-app.add_typer(money.payouts_app, name="payouts")
-app.add_typer(money.escrow_app, name="escrow")
-app.add_typer(money.ledger_app, name="ledger")
-app.add_typer(credential_app, name="credential")
-app.add_typer(issuer_app, name="issuer")
-app.add_typer(interop_app, name="interop")
-app.add_typer(operator_key_app, name="operator-key")
-app.add_typer(login_link_app, name="login-link")
+
+
+def walk_commands() -> Iterator[tuple[tuple[str, ...], Command]]:
+    """Every command and group of the tree as (path of names, command), the root first, in help order;
+    builds every noun."""
+    root = typer.main.get_command(app)
+
+    def walk(command: Command, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], Command]]:
+        yield path, command
+        if isinstance(command, TyperGroup):
+            ctx = typer.Context(command)
+            for name in command.list_commands(ctx):
+                sub = command.get_command(ctx, name)
+                if sub is not None:
+                    yield from walk(sub, (*path, name))
+
+    yield from walk(root, ("endcredits",))
 
 
 @app.callback()
@@ -64,12 +114,15 @@ def _root(
     ctx.obj = Where(data, db)
 
 
-def init_cmd(ctx: typer.Context) -> None:
+def init_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Create (or upgrade) the database and data directory."""
     where: Where = ctx.obj
     store = init_store(where.data, where.db)
-    make_console().print(f"initialised {store.backend} store in {store.data_dir}")
     store.dispose()
+    if as_json:
+        print_json({"backend": store.backend, "data_dir": str(store.data_dir)})
+    else:
+        make_console().print(f"initialised {store.backend} store in {store.data_dir}")
 
 
 def demo_cmd(
@@ -89,6 +142,8 @@ def demo_cmd(
     tunes: Annotated[int | None, typer.Option(min=10, help="Use only the first N tunes (default: all)")] = None,
 ) -> None:
     """The whole flow on the ABC folk tunes: register, consent, manifest, train, generate, attribute, pay."""
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
     from endcredits.demo import run_demo
 
     where: Where = ctx.obj
@@ -137,9 +192,15 @@ app.command("verify")(money.verify_cmd)
 app.command("demo")(demo_cmd)
 
 
-def main() -> None:
-    """Entry point of the ``endcredits`` command."""
-    from endcredits.ledger.evidence import use_system_allocator
+ARROW_POOL_ENV = "ARROW_DEFAULT_MEMORY_POOL"
 
-    use_system_allocator()
+
+def main() -> None:
+    """Entry point of the ``endcredits`` command.
+
+    Arrow allocates with the C library's ``malloc`` here unless ``ARROW_DEFAULT_MEMORY_POOL`` names a pool
+    (why: ``ledger.evidence.use_system_allocator``). It is said through the environment, which Arrow reads
+    when it loads, so a command that never touches Arrow never imports it (0.1-0.2 s)."""
+    if not os.environ.get(ARROW_POOL_ENV):
+        os.environ[ARROW_POOL_ENV] = "system"
     app()

@@ -16,7 +16,6 @@ from endcredits.cli.common import (
     progress_bar,
 )
 from endcredits.errors import ValidationError
-from endcredits.royalties.records import load_agreement
 
 if TYPE_CHECKING:
     from endcredits.attribution.texts import TextAttribution
@@ -160,6 +159,7 @@ def attribute_cmd(
         with progress_bar("featurizing works", len(m.included)) as advance:
             if per_payee is not None:
                 from endcredits.royalties.payees import attribute_manifest_payees
+                from endcredits.royalties.records import load_agreement
 
                 with store.read() as conn:
                     agreement = load_agreement(conn, per_payee)

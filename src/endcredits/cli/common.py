@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,11 +14,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 from typer.core import TyperGroup
 
 from endcredits.errors import EndcreditsError, ValidationError
+from endcredits.limits import LIST_ROWS_MAX
 from endcredits.store.engine import Store, open_store, parse_time
 
 
@@ -37,6 +36,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object for
 
 
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Compute and show; write nothing.")]
+
+
+LimitOpt = Annotated[int, typer.Option("--limit", min=1, max=LIST_ROWS_MAX, help="Show at most this many rows.")]
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,8 @@ def open_store_of(ctx: typer.Context) -> Iterator[Store]:
 @contextmanager
 def progress_bar(description: str, total: int) -> Iterator[Any]:
     """A progress bar on standard error; yields ``advance(done)``."""
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -78,7 +82,16 @@ def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def amounts_text(microunits_by_currency: Mapping[str, int], *, none: str = "nothing") -> str:
+    """``1.50 EUR, 0.25 USD`` (exact, currencies in order), or ``none`` when there is no amount."""
+    from endcredits.money import format_amount
+
+    return ", ".join(f"{format_amount(v, c)} {c}" for c, v in sorted(microunits_by_currency.items())) or none
+
+
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    from rich.table import Table
+
     t = Table(title=title)
     for c in columns:
         t.add_column(c)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -16,7 +16,23 @@ from endcredits.cli.common import (
 )
 from endcredits.errors import ValidationError
 
+if TYPE_CHECKING:
+    from endcredits.consent.rules import Grant
+
 consent_app = typer.Typer(no_args_is_help=True, help="Consent grants per use, bounded in time, revocable.")
+
+
+def _grant_json(grant_id: int, g: Grant) -> dict[str, Any]:
+    return {
+        "id": grant_id,
+        "subject": f"{g.subject_kind}:{g.subject_id}",
+        "use": g.use,
+        "decision": g.decision,
+        "from": g.valid_from.isoformat(),
+        "until": g.valid_until.isoformat() if g.valid_until else "perpetual",
+        "revoked_at": g.revoked_at.isoformat() if g.revoked_at else None,
+        "source": g.source,
+    }
 
 
 @consent_app.command("grant")
@@ -30,6 +46,7 @@ def consent_grant(
     valid_from: Annotated[str | None, typer.Option("--from")] = None,
     until: Annotated[str | None, typer.Option()] = None,
     perpetual: Annotated[bool, typer.Option("--perpetual", help="No end date; must be said explicitly")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Record a consent decision for a work or a person, for one use and a time window."""
     from endcredits.consent.records import add_grants
@@ -51,7 +68,10 @@ def consent_grant(
     )
     with open_store_of(ctx) as store, store.write() as conn:
         (gid,) = add_grants(conn, [grant])
-    make_console().print(f"consent grant {gid}")
+    if as_json:
+        print_json({"grant_id": gid, "grant": _grant_json(gid, grant)})
+    else:
+        make_console().print(f"consent grant {gid}")
 
 
 @consent_app.command("revoke")
@@ -111,19 +131,7 @@ def consent_list(
 
     with open_store_of(ctx) as store, store.read() as conn:
         grants = grants_for(conn, [work] if work else [], [str(person)] if person is not None else [])
-    rows: list[dict[str, Any]] = [
-        {
-            "id": i,
-            "subject": f"{g.subject_kind}:{g.subject_id}",
-            "use": g.use,
-            "decision": g.decision,
-            "from": g.valid_from.isoformat(),
-            "until": g.valid_until.isoformat() if g.valid_until else "perpetual",
-            "revoked_at": g.revoked_at.isoformat() if g.revoked_at else None,
-            "source": g.source,
-        }
-        for i, g in grants
-    ]
+    rows = [_grant_json(i, g) for i, g in grants]
     if as_json:
         print_json({"grants": rows})
     else:

@@ -16,7 +16,6 @@ from typing import Annotated, Any
 import typer
 
 from endcredits.errors import CredentialError, ValidationError
-from endcredits.registry.identity.credential import CREDENTIAL_BYTES_MAX
 from endcredits.store.engine import DATA_ENV, DEFAULT_DATA_DIR, open_store, parse_time
 
 credential_app = typer.Typer(
@@ -50,6 +49,8 @@ def _when(value: str | None) -> dt.datetime:
 
 
 def _read_credential(path: Path) -> bytes:
+    from endcredits.registry.identity.credential import CREDENTIAL_BYTES_MAX
+
     if not path.is_file():
         raise ValidationError(f"credential file {path} does not exist")
     with path.open("rb") as f:
@@ -204,6 +205,7 @@ def issuer_issue(
     ipi: Annotated[str | None, typer.Option(help="The holder's IPI name number (11 digits).")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Write the credential here (default: print it).")] = None,
     directory: DirOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Sign a credential for a subject, with a revocation entry in this issuer's status list."""
     from endcredits.registry.identity.issuer import issue_credential, open_issuer
@@ -219,18 +221,26 @@ def issuer_issue(
         identifiers=ids,
     )
     text = json.dumps(doc, indent=2) + "\n"
-    if out is None:
+    if out is not None:
+        out.write_text(text, encoding="utf-8")
+    if as_json:
+        _print_json({"credential_id": doc["id"], "out": None if out is None else str(out), "credential": doc})
+    elif out is None:
         sys.stdout.write(text)
     else:
-        out.write_text(text, encoding="utf-8")
         sys.stdout.write(f"{doc['id']} written to {out}\n")
 
 
 @issuer_app.command("revoke")
-def issuer_revoke(ctx: typer.Context, credential_id: str, directory: DirOpt = None) -> None:
+def issuer_revoke(ctx: typer.Context, credential_id: str, directory: DirOpt = None, as_json: JsonOpt = False) -> None:
     """Revoke a credential: set its bit in the status list and sign the list again."""
     from endcredits.registry.identity.issuer import STATUS_LIST_FILE, open_issuer, revoke_credential
 
     path = _issuer_dir(ctx, directory)
     index = revoke_credential(open_issuer(path), credential_id, at=dt.datetime.now(dt.UTC))
-    sys.stdout.write(f"revoked {credential_id} (status index {index}); publish {path / STATUS_LIST_FILE}\n")
+    if as_json:
+        _print_json(
+            {"credential_id": credential_id, "status_index": index, "status_list_file": str(path / STATUS_LIST_FILE)}
+        )
+    else:
+        sys.stdout.write(f"revoked {credential_id} (status index {index}); publish {path / STATUS_LIST_FILE}\n")

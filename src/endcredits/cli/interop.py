@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
+from endcredits.cli.common import print_json
 from endcredits.errors import ValidationError
 from endcredits.interop._common import SIGNAL_VALID_DAYS_DEFAULT, ImportReport, Window
 from endcredits.store.engine import open_store, parse_time
@@ -61,7 +62,7 @@ def _window(valid_from: str | None, until: str | None, days: int, perpetual: boo
 
 def _print(report: ImportReport, as_json: bool) -> None:
     if as_json:
-        sys.stdout.write(json.dumps(report.summary(), indent=2, sort_keys=True) + "\n")
+        print_json(report.summary())
         return
     sys.stdout.write(
         f"{report.kind} {report.source}: {report.works_added} works, {report.credits_added} credits, "
@@ -217,6 +218,7 @@ def export_croissant_cmd(
     ctx: typer.Context,
     manifest: Annotated[str, typer.Option("--manifest", help="The manifest id.")],
     out: Annotated[Path, typer.Option("--out", help="Where to write the JSON-LD.")],
+    as_json: JsonOpt = False,
 ) -> None:
     """Write a manifest as Croissant JSON-LD: a dataset whose distribution lists its works by SHA-256."""
     from endcredits.interop.croissant import export_croissant
@@ -227,7 +229,11 @@ def export_croissant_cmd(
     finally:
         store.dispose()
     out.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    sys.stdout.write(f"wrote {out} ({len(document.get('distribution', []))} works)\n")
+    works = len(document.get("distribution", []))
+    if as_json:
+        print_json({"manifest_id": manifest, "out": str(out), "works": works})
+    else:
+        sys.stdout.write(f"wrote {out} ({works} works)\n")
 
 
 @interop_app.command("sign-c2pa")
@@ -243,6 +249,7 @@ def sign_c2pa_cmd(
     component: Annotated[
         list[Path] | None, typer.Option("--component", help="A componentOf ingredient asset. Repeatable.")
     ] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Embed a signed C2PA manifest (work id, consent in force, credits) in a registered work's asset."""
     import mimetypes
@@ -270,4 +277,7 @@ def sign_c2pa_cmd(
     finally:
         store.dispose()
     out.write_bytes(signed)
-    sys.stdout.write(f"wrote {out}: work {work_id} with a signed C2PA manifest\n")
+    if as_json:
+        print_json({"work_id": work_id, "out": str(out), "bytes": len(signed)})
+    else:
+        sys.stdout.write(f"wrote {out}: work {work_id} with a signed C2PA manifest\n")

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from sqlalchemy import select
 
 from endcredits.cli.common import (
     JsonOpt,
+    LimitOpt,
     make_console,
     open_store_of,
     print_json,
@@ -64,25 +64,27 @@ def manifest_build(
 
 @manifest_app.command("list")
 def manifest_list(
-    ctx: typer.Context, model: Annotated[str | None, typer.Option()] = None, as_json: JsonOpt = False
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Option()] = None,
+    limit: LimitOpt = 100,
+    as_json: JsonOpt = False,
 ) -> None:
     """Manifests, newest first, with their roots and counts."""
-    from endcredits.store.schema import manifests
+    from endcredits.manifest.records import manifests_list
 
     with open_store_of(ctx) as store, store.read() as conn:
-        q = select(manifests).order_by(manifests.c.created_at.desc(), manifests.c.id)
-        rows = conn.execute(q.where(manifests.c.model_id == model) if model else q).all()
+        listed = manifests_list(conn, model_id=model, limit=limit)
     data = [
         {
-            "manifest_id": r.id,
-            "model": r.model_id,
-            "uses": r.uses.split(","),
-            "as_of": r.as_of,
-            "merkle_root": r.merkle_root,
-            "included": r.included_count,
-            "excluded": r.excluded_count,
+            "manifest_id": m.id,
+            "model": m.model_id,
+            "uses": list(m.uses),
+            "as_of": m.as_of,
+            "merkle_root": m.merkle_root,
+            "included": m.included_count,
+            "excluded": m.excluded_count,
         }
-        for r in rows
+        for m in listed
     ]
     if as_json:
         print_json({"manifests": data})
@@ -90,21 +92,26 @@ def manifest_list(
         print_table(
             "manifests",
             ["id", "model", "as of", "root", "included", "excluded"],
-            [
-                [d["manifest_id"], d["model"], d["as_of"], d["merkle_root"][:16], d["included"], d["excluded"]]
-                for d in data
-            ],
+            [[m.id, m.model_id, m.as_of, m.merkle_root[:16], m.included_count, m.excluded_count] for m in listed],
         )
 
 
 @manifest_app.command("show")
-def manifest_show(ctx: typer.Context, manifest_id: str, as_json: JsonOpt = False) -> None:
-    """A manifest's root, counts and excluded works with reasons."""
-    from endcredits.manifest.records import load_manifest
+def manifest_show(
+    ctx: typer.Context,
+    manifest_id: str,
+    works: Annotated[bool, typer.Option("--works", help="Also list the included works (ids, titles)")] = False,
+    limit: LimitOpt = 1_000,
+    as_json: JsonOpt = False,
+) -> None:
+    """A manifest's root, counts and excluded works with reasons; with --works, its included works in
+    leaf order (at most --limit)."""
+    from endcredits.manifest.records import load_manifest, manifest_works
 
     with open_store_of(ctx) as store, store.read() as conn:
         m = load_manifest(conn, manifest_id)
-    data = {
+        listed = manifest_works(conn, manifest_id, limit=limit) if works else []
+    data: dict[str, Any] = {
         "manifest_id": m.id,
         "model": m.model_id,
         "uses": list(m.uses),
@@ -114,13 +121,22 @@ def manifest_show(ctx: typer.Context, manifest_id: str, as_json: JsonOpt = False
         "included": len(m.included),
         "excluded": [{"work": w, "reason": r} for w, r in m.excluded],
     }
+    if works:
+        data["works"] = [{"leaf": i, "work_id": w, "title": t} for i, w, t in listed]
     if as_json:
         print_json(data)
-    else:
-        make_console().print(f"manifest {m.id} for model {m.model_id} ({', '.join(m.uses)}) as of {m.as_of}")
-        make_console().print(f"root {m.merkle_root}; {len(m.included)} included; {len(m.excluded)} excluded")
-        for w, r in m.excluded[:20]:
-            make_console().print(f"  excluded {w[:16]}: {r}")
+        return
+    console = make_console()
+    console.print(f"manifest {m.id} for model {m.model_id} ({', '.join(m.uses)}) as of {m.as_of}")
+    console.print(f"root {m.merkle_root}; {len(m.included)} included; {len(m.excluded)} excluded")
+    for w, r in m.excluded[:20]:
+        console.print(f"  excluded {w[:16]}: {r}")
+    if works:
+        print_table(
+            f"included works ({len(listed)} of {len(m.included)})",
+            ["leaf", "work", "title"],
+            [[i, w[:16], t] for i, w, t in listed],
+        )
 
 
 @manifest_app.command("prove")
@@ -140,8 +156,10 @@ def manifest_check(
     proof_file: Path,
     root: Annotated[str | None, typer.Option(help="The published root (default: the file's)")] = None,
     works: Annotated[int | None, typer.Option(help="The published number of works in the manifest")] = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Check a proof from `manifest prove` against a published root. Needs no database."""
+    """Check a proof from `manifest prove` against a published root. Needs no database; a proof that does
+    not check exits 1."""
     from endcredits.manifest.merkle import ExclusionProof, proof_from_json, verify_exclusion, verify_inclusion
 
     try:
@@ -156,7 +174,10 @@ def manifest_check(
         ok, what = verify_inclusion(expected, proof, leaf_count=works), "included in"
     if not ok:
         raise ValidationError(f"proof does not check against root {expected}")
-    make_console().print(f"valid: work {proof.work_id} is {what} the manifest with root {expected}")
+    if as_json:
+        print_json({"valid": True, "work_id": proof.work_id, "included": what == "included in", "root": expected})
+    else:
+        make_console().print(f"valid: work {proof.work_id} is {what} the manifest with root {expected}")
 
 
 def _file_sha256(path: Path) -> str:

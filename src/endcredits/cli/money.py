@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
-from sqlalchemy import select
 
 from endcredits.cli.common import (
     DryRunOpt,
     JsonOpt,
+    LimitOpt,
+    amounts_text,
     make_console,
     open_store_of,
     print_json,
@@ -20,7 +21,6 @@ from endcredits.cli.common import (
 )
 from endcredits.errors import ValidationError
 from endcredits.money import format_amount, parse_amount
-from endcredits.royalties.records import load_agreement
 
 agreement_app = typer.Typer(no_args_is_help=True, help="The residual policy (a versioned TOML file).")
 
@@ -35,7 +35,7 @@ ledger_app = typer.Typer(no_args_is_help=True, help="The ledger's accrual segmen
 
 
 @agreement_app.command("load")
-def agreement_load(ctx: typer.Context, file: Path) -> None:
+def agreement_load(ctx: typer.Context, file: Path, as_json: JsonOpt = False) -> None:
     """Load an agreement file (a new version needs a new version number)."""
     from endcredits.royalties import parse_agreement
     from endcredits.royalties.records import save_agreement
@@ -47,18 +47,30 @@ def agreement_load(ctx: typer.Context, file: Path) -> None:
     a = parse_agreement(body)
     with open_store_of(ctx) as store, store.write() as conn:
         status = save_agreement(conn, a.id, a.version, a.body, a.body_sha256)
-    make_console().print(f"agreement {a.id} version {a.version}: {status}")
+    if as_json:
+        print_json({"agreement_id": a.id, "version": a.version, "body_sha256": a.body_sha256, "status": status})
+    else:
+        make_console().print(f"agreement {a.id} version {a.version}: {status}")
 
 
 @agreement_app.command("show")
 def agreement_show(
-    ctx: typer.Context, agreement_id: str, version: Annotated[int | None, typer.Option()] = None
+    ctx: typer.Context,
+    agreement_id: str,
+    version: Annotated[int | None, typer.Option()] = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Print an agreement's text."""
+    """Print an agreement's text (the newest version unless --version)."""
+    from endcredits.royalties import parse_agreement
     from endcredits.royalties.records import load_agreement_body
 
     with open_store_of(ctx) as store, store.read() as conn:
-        sys.stdout.write(load_agreement_body(conn, agreement_id, version))
+        body = load_agreement_body(conn, agreement_id, version)
+    if not as_json:
+        sys.stdout.write(body)
+        return
+    a = parse_agreement(body)
+    print_json({"agreement_id": a.id, "version": a.version, "body_sha256": a.body_sha256, "body": body})
 
 
 def accrue_cmd(
@@ -161,6 +173,7 @@ def payouts_create(
     """Pay every verified person at or above the agreement's threshold: pain.001 + CSV, pending until paid."""
     from endcredits.payouts.batches import create_payout_batch
     from endcredits.payouts.files import Debtor
+    from endcredits.royalties.records import load_agreement
 
     when = dt.date.fromisoformat(execution_date) if execution_date else dt.datetime.now(dt.UTC).date()
     with open_store_of(ctx) as store:
@@ -199,6 +212,7 @@ def payouts_status(
     pain002: Annotated[Path | None, typer.Option(help="A pain.002 status report from the bank")] = None,
     settled: Annotated[list[str] | None, typer.Option(help="End-to-end id settled (repeat)")] = None,
     failed: Annotated[list[str] | None, typer.Option(help="End-to-end id rejected (repeat)")] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Apply bank statuses: settled items leave clearing, failed ones return to the person's balance."""
     from endcredits.payouts.batches import apply_payout_status
@@ -213,6 +227,17 @@ def payouts_status(
         raise ValidationError("give --pain002 FILE or --settled/--failed end-to-end ids")
     with open_store_of(ctx) as store:
         r = apply_payout_status(store, batch_id, statuses)
+    if as_json:
+        print_json(
+            {
+                "batch_id": batch_id,
+                "settled": r.settled,
+                "failed": r.failed,
+                "unchanged": r.unchanged,
+                "batch_status": r.batch_status,
+            }
+        )
+        return
     make_console().print(
         f"batch {batch_id}: {r.settled} settled, {r.failed} failed (returned to balances), "
         f"{r.unchanged} unchanged; batch is {r.batch_status}"
@@ -220,24 +245,27 @@ def payouts_status(
 
 
 @payouts_app.command("list")
-def payouts_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """Payout batches and their status."""
-    from endcredits.store.schema import payout_batches
+def payouts_list(ctx: typer.Context, limit: LimitOpt = 1_000, as_json: JsonOpt = False) -> None:
+    """Payout batches and their status, oldest first."""
+    from endcredits.payouts.records import payout_batches_list
 
     with open_store_of(ctx) as store, store.read() as conn:
-        rows = conn.execute(select(payout_batches).order_by(payout_batches.c.created_at)).all()
+        batches = payout_batches_list(conn, limit=limit)
     data = [
         {
-            "batch_id": r.id,
-            "status": r.status,
-            "items": r.item_count,
-            "total": format_amount(r.total_microunits, r.currency),
-            "currency": r.currency,
+            "batch_id": b.batch_id,
+            "status": b.status,
+            "items": b.items,
+            "total_microunits": b.total_microunits,
+            "total": format_amount(b.total_microunits, b.currency),
+            "currency": b.currency,
         }
-        for r in rows
+        for b in batches
     ]
     print_json({"batches": data}) if as_json else print_table(
-        "payout batches", ["id", "status", "items", "total", "ccy"], [list(d.values()) for d in data]
+        "payout batches",
+        ["id", "status", "items", "total", "ccy"],
+        [[d["batch_id"], d["status"], d["items"], d["total"], d["currency"]] for d in data],
     )
 
 
@@ -275,29 +303,54 @@ def escrow_claim(
     ctx: typer.Context,
     person: Annotated[int, typer.Option()],
     name: Annotated[int | None, typer.Option(help="Credited name id this person claims")] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Link a credited name to a verified person and release what escrow holds for them."""
     from endcredits.ledger.escrow import claim_escrow
 
     with open_store_of(ctx) as store:
         r = claim_escrow(store, person, name_id=name)
-    moved = ", ".join(f"{format_amount(v, c)} {c}" for c, v in r.moved_microunits.items()) or "nothing"
-    make_console().print(f"person {person}: released {moved}; transfers {', '.join(r.transfers) or 'none'}")
+    if as_json:
+        print_json(
+            {
+                "person_id": person,
+                "name_id": name,
+                "released_microunits": dict(sorted(r.moved_microunits.items())),
+                "transfers": list(r.transfers),
+            }
+        )
+    else:
+        released = amounts_text(r.moved_microunits)
+        make_console().print(f"person {person}: released {released}; transfers {', '.join(r.transfers) or 'none'}")
 
 
 @escrow_app.command("release-work")
 def escrow_release_work(
-    ctx: typer.Context, work_id: str, agreement: Annotated[str, typer.Option(help="Agreement id")]
+    ctx: typer.Context,
+    work_id: str,
+    agreement: Annotated[str, typer.Option(help="Agreement id")],
+    as_json: JsonOpt = False,
 ) -> None:
     """Release what a work held while nobody was credited on it, split by its credits now."""
     from endcredits.ledger.escrow import release_work_escrow
+    from endcredits.royalties.records import load_agreement
 
     with open_store_of(ctx) as store:
         with store.read() as conn:
             a = load_agreement(conn, agreement)
         r = release_work_escrow(store, work_id, a)
-    moved = ", ".join(f"{format_amount(v, c)} {c}" for c, v in r.moved_microunits.items()) or "nothing held"
-    make_console().print(f"work {work_id[:16]}: released {moved} to {len(r.parts)} accounts")
+    if as_json:
+        print_json(
+            {
+                "work_id": work_id,
+                "released_microunits": dict(sorted(r.moved_microunits.items())),
+                "parts_microunits": dict(sorted(r.parts.items())),
+                "transfers": list(r.transfers),
+            }
+        )
+    else:
+        released = amounts_text(r.moved_microunits, none="nothing held")
+        make_console().print(f"work {work_id[:16]}: released {released} to {len(r.parts)} accounts")
 
 
 @ledger_app.command("fold")
@@ -352,6 +405,41 @@ def ledger_status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
             f"folded through transfer {watermark}; pending: {segments} segment(s), {legs} legs "
             f"(an accrual folds first at {FOLD_PENDING_SEGMENTS_MAX} or {FOLD_PENDING_LEGS_MAX:,})"
         )
+
+
+@ledger_app.command("balances")
+def ledger_balances(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Totals per currency of every account kind (pool, payable, escrow, suspense, clearing, bank) and
+    the conservation check: what the pools funded = paid (payable + clearing + bank) + escrow + suspense.
+    Exits 1 if a currency does not conserve."""
+    from endcredits.ledger import ACCOUNT_KINDS
+    from endcredits.ledger.records import balance_totals
+
+    with open_store_of(ctx) as store, store.read() as conn:
+        totals = balance_totals(conn)
+    if as_json:
+        print_json(
+            {
+                "currencies": {c: t.to_json() for c, t in totals.items()},
+                "conserved": all(t.conserved for t in totals.values()),
+            }
+        )
+    elif not totals:
+        make_console().print("the ledger has no accounts yet")
+    else:
+        print_table(
+            "ledger balances",
+            ["ccy", *ACCOUNT_KINDS],
+            [[c, *(format_amount(getattr(t, f"{k}_microunits"), c) for k in ACCOUNT_KINDS)] for c, t in totals.items()],
+        )
+        for c, t in totals.items():
+            mark = "conserved" if t.conserved else "NOT CONSERVED"
+            make_console().print(
+                f"{c} {mark}: pool {t.pool_microunits} = paid {t.paid_microunits} + escrow {t.escrow_microunits}"
+                f" + suspense {t.suspense_microunits} (microunits)"
+            )
+    if not all(t.conserved for t in totals.values()):
+        raise typer.Exit(1)
 
 
 def verify_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from sqlalchemy import func, select
 
 from endcredits.cli.common import (
     JsonOpt,
+    LimitOpt,
+    amounts_text,
     make_console,
     open_store_of,
     print_json,
@@ -65,6 +67,7 @@ def secret_key_cmd(
         Path | None,
         typer.Option("--old-key-file", help="rotate: the file holding the key the details are sealed with now"),
     ] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Operator keys for sealing contact and payment details (ENDCREDITS_SECRET_KEY or _FILE).
 
@@ -77,7 +80,8 @@ def secret_key_cmd(
     if action == "new":
         if old_key_file is not None:
             raise ValidationError("--old-key-file goes with `secret-key rotate`")
-        sys.stdout.write(new_key_text() + "\n")
+        key = new_key_text()
+        print_json({"key": key}) if as_json else sys.stdout.write(key + "\n")
         return
     if action != "rotate":
         raise ValidationError(
@@ -88,49 +92,50 @@ def secret_key_cmd(
     old, new = read_key_file(old_key_file), configured_key()
     with open_store_of(ctx) as store, store.write() as conn:
         count = rotate_key(conn, old, new)
-    make_console().print(f"re-sealed {count} contact and payment details under key {new.key_id.hex()}")
+    if as_json:
+        print_json({"resealed": count, "key_id": new.key_id.hex()})
+    else:
+        make_console().print(f"re-sealed {count} contact and payment details under key {new.key_id.hex()}")
 
 
 @people_app.command("list")
-def people_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """List people, whether they are verified, and what they are owed."""
+def people_list(ctx: typer.Context, limit: LimitOpt = 1_000, as_json: JsonOpt = False) -> None:
+    """List people by id, whether they are verified, and what they are owed (payable, per currency)."""
     from endcredits.ledger.records import account_balances
     from endcredits.registry.private import with_payout_account
-    from endcredits.store.schema import people
+    from endcredits.registry.records import people_list as list_people
 
     with open_store_of(ctx) as store, store.read() as conn:
-        rows = conn.execute(select(people).order_by(people.c.id)).all()
-        bal = account_balances(conn, kind="payable")
-        banked = with_payout_account(conn, [r.id for r in rows])
-    out = []
-    for r in rows:
-        owed = {k.rsplit(":", 1)[1]: v for k, v in bal.items() if k.startswith(f"payable:person:{r.id}:")}
-        out.append(
-            {
-                "person_id": r.id,
-                "handle": r.handle,
-                "verified": r.verified_at is not None,
-                "payout_account": r.id in banked,
-                "payable": {c: format_amount(v, c) for c, v in sorted(owed.items())},
-            }
-        )
+        total, listed = list_people(conn, limit=limit)
+        balances = account_balances(conn, kind="payable")
+        banked = with_payout_account(conn, [p.person_id for p in listed])
+    owed: dict[int, dict[str, int]] = {p.person_id: {} for p in listed}
+    for key, value in sorted(balances.items()):
+        _, person, currency = key.rsplit(":", 2)  # payable:person:ID:CCY
+        if int(person) in owed:
+            owed[int(person)][currency] = value
+    out = [
+        {
+            "person_id": p.person_id,
+            "handle": p.handle,
+            "verified": p.verified,
+            "payout_account": p.person_id in banked,
+            "payable_microunits": owed[p.person_id],
+            "payable": {c: format_amount(v, c) for c, v in owed[p.person_id].items()},
+        }
+        for p in listed
+    ]
     if as_json:
-        print_json({"people": out})
-    else:
-        print_table(
-            "people",
-            ["id", "handle", "verified", "bank", "payable"],
-            [
-                [
-                    p["person_id"],
-                    p["handle"],
-                    p["verified"],
-                    p["payout_account"],
-                    ", ".join(f"{v} {c}" for c, v in p["payable"].items()),
-                ]
-                for p in out
-            ],
-        )
+        print_json({"total": total, "people": out})
+        return
+    print_table(
+        f"people ({total} in all)",
+        ["id", "handle", "verified", "bank", "payable"],
+        [
+            [p.person_id, p.handle, p.verified, p.person_id in banked, amounts_text(owed[p.person_id], none="")]
+            for p in listed
+        ],
+    )
 
 
 @people_app.command("verify")
@@ -138,6 +143,7 @@ def people_verify(
     ctx: typer.Context,
     person_id: int,
     issuer: Annotated[str, typer.Option(help="Who vouches for this person (a guild, a union, an IdP).")],
+    as_json: JsonOpt = False,
 ) -> None:
     """Mark a person verified and release whatever escrow holds for them."""
     from endcredits.ledger.escrow import claim_escrow_in
@@ -146,8 +152,18 @@ def people_verify(
     with open_store_of(ctx) as store, store.write() as conn:
         verify_person(conn, person_id, verified_by=issuer)
         result = claim_escrow_in(conn, person_id)
-    moved = ", ".join(f"{format_amount(v, c)} {c}" for c, v in result.moved_microunits.items()) or "nothing"
-    make_console().print(f"person {person_id} verified by {issuer}; released from escrow: {moved}")
+    if as_json:
+        print_json(
+            {
+                "person_id": person_id,
+                "verified_by": issuer,
+                "released_microunits": dict(sorted(result.moved_microunits.items())),
+                "transfers": list(result.transfers),
+            }
+        )
+    else:
+        released = amounts_text(result.moved_microunits)
+        make_console().print(f"person {person_id} verified by {issuer}; released from escrow: {released}")
 
 
 @people_app.command("bank")
@@ -156,6 +172,7 @@ def people_bank(
     person_id: int,
     iban: Annotated[str, typer.Option()],
     bic: Annotated[str | None, typer.Option()] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Set where a person's payouts go."""
     from endcredits.payouts.iban import normalize_bic, normalize_iban
@@ -163,7 +180,10 @@ def people_bank(
 
     with open_store_of(ctx) as store, store.write() as conn:
         set_payout_account(conn, person_id, iban=normalize_iban(iban), bic=normalize_bic(bic) if bic else None)
-    make_console().print(f"person {person_id}: payout account set")
+    if as_json:
+        print_json({"person_id": person_id, "payout_account": True})
+    else:
+        make_console().print(f"person {person_id}: payout account set")
 
 
 @works_app.command("add")
@@ -208,7 +228,7 @@ def works_add(
 
 
 @works_app.command("link")
-def works_link(ctx: typer.Context, work_id: str, canonical_work_id: str) -> None:
+def works_link(ctx: typer.Context, work_id: str, canonical_work_id: str, as_json: JsonOpt = False) -> None:
     """Link a work to the one it duplicates by hand (an operator's decision; audited)."""
     from endcredits.registry.records import link_works
 
@@ -216,66 +236,78 @@ def works_link(ctx: typer.Context, work_id: str, canonical_work_id: str) -> None
         canonical = link_works(
             conn, work_id, canonical_work_id, method="operator", similarity_ppm=None, linked_by="operator"
         )
-    make_console().print(f"work {work_id} is now a copy of {canonical}")
+    if as_json:
+        print_json({"work_id": work_id, "linked_to": canonical})
+    else:
+        make_console().print(f"work {work_id} is now a copy of {canonical}")
 
 
 @works_app.command("unlink")
 def works_unlink(
-    ctx: typer.Context, work_id: str, reason: Annotated[str, typer.Option(help="Why it is not a copy")]
+    ctx: typer.Context,
+    work_id: str,
+    reason: Annotated[str, typer.Option(help="Why it is not a copy")],
+    as_json: JsonOpt = False,
 ) -> None:
     """Undo a false match: the work is its own again, and is never re-linked by fingerprint."""
     from endcredits.registry.records import unlink_work
 
     with open_store_of(ctx) as store, store.write() as conn:
         former = unlink_work(conn, work_id, reason=reason)
-    make_console().print(f"work {work_id} is no longer a copy of {former}")
+    if as_json:
+        print_json({"work_id": work_id, "was_linked_to": former, "reason": reason})
+    else:
+        make_console().print(f"work {work_id} is no longer a copy of {former}")
 
 
 @works_app.command("list")
-def works_list(
-    ctx: typer.Context, limit: Annotated[int, typer.Option(min=1, max=100_000)] = 50, as_json: JsonOpt = False
-) -> None:
+def works_list(ctx: typer.Context, limit: LimitOpt = 50, as_json: JsonOpt = False) -> None:
     """List registered works (most recent first)."""
-    from endcredits.store.schema import works
+    from endcredits.registry.records import works_list as list_works
 
     with open_store_of(ctx) as store, store.read() as conn:
-        total = conn.execute(select(func.count()).select_from(works)).scalar_one()
-        rows = conn.execute(
-            select(works.c.id, works.c.title, works.c.kind, works.c.source).order_by(works.c.seq.desc()).limit(limit)
-        ).all()
+        total, listed = list_works(conn, limit=limit)
     if as_json:
-        print_json({"total": total, "works": [dict(r._mapping) for r in rows]})
+        rows = [{"id": w.work_id, "title": w.title, "kind": w.kind, "source": w.source} for w in listed]
+        print_json({"total": total, "works": rows})
     else:
         print_table(
             f"works ({total} in all)",
             ["id", "title", "kind", "source"],
-            [[r.id[:16], r.title, r.kind, r.source or ""] for r in rows],
+            [[w.work_id[:16], w.title, w.kind, w.source or ""] for w in listed],
         )
 
 
 @works_app.command("import-abc")
-def works_import_abc(ctx: typer.Context, limit: Annotated[int | None, typer.Option(min=1)] = None) -> None:
+def works_import_abc(
+    ctx: typer.Context, limit: Annotated[int | None, typer.Option(min=1)] = None, as_json: JsonOpt = False
+) -> None:
     """Import the ABC folk tunes bundled with music21: works, credits and licence-based consent."""
     from endcredits.interop.abc_corpus import import_abc_corpus
 
     with open_store_of(ctx) as store:
         report = import_abc_corpus(store, limit=limit)
+    if as_json:
+        print_json(dataclasses.asdict(report))
+        return
     make_console().print(
         f"imported {report.works} works, {report.credits} credits, {report.names} names, "
         f"{report.grants} consent grants; {report.linked} works linked to a registered duplicate"
     )
 
 
-def _payee(conn: Any, payee: str | None, name: str | None) -> str:
+def _payee(conn: Any, payee: str | None, name: str | None) -> tuple[str, int | None]:
+    """The payee to credit, and the id of the credited name when it is one given by ``--name``."""
     from endcredits.registry.records import name_ids, parse_payee
 
     if (payee is None) == (name is None):
         raise ValidationError("give exactly one of --payee person:ID|name:ID or --name TEXT")
     if payee is not None:
         parse_payee(payee)
-        return payee
+        return payee, None
     assert name is not None
-    return f"name:{name_ids(conn, [name])[name.strip()]}"
+    name_id = name_ids(conn, [name])[name.strip()]
+    return f"name:{name_id}", name_id
 
 
 @credits_app.command("add")
@@ -284,22 +316,29 @@ def credits_add(
     work_id: str,
     role: Annotated[str, typer.Option(help="scheme:code, e.g. endcredits:composer")],
     payee: Annotated[str | None, typer.Option(help="person:ID or name:ID")] = None,
-    name: Annotated[str | None, typer.Option(help="A credited name nobody has claimed yet")] = None,
+    name: Annotated[
+        str | None, typer.Option(help="A credited name nobody has claimed yet; its id (name_id) is printed")
+    ] = None,
     weight: Annotated[int, typer.Option(min=1)] = 1,
     allow_unknown_scheme: Annotated[
         bool, typer.Option("--allow-unknown-scheme", help="Accept a role scheme outside `endcredits roles list`")
     ] = False,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Credit a person or a name on a work, in a role (see `endcredits roles list`)."""
+    """Credit a person or a name on a work, in a role (see `endcredits roles list`). A name's money waits
+    in escrow until a person claims it: `endcredits escrow claim --person ID --name NAME_ID`."""
     from endcredits.registry.records import CreditIn, add_credits
 
     with open_store_of(ctx) as store, store.write() as conn:
-        n = add_credits(
-            conn,
-            [CreditIn(work_id, _payee(conn, payee, name), role, weight)],
-            allow_unknown_scheme=allow_unknown_scheme,
+        credited, name_id = _payee(conn, payee, name)
+        n = add_credits(conn, [CreditIn(work_id, credited, role, weight)], allow_unknown_scheme=allow_unknown_scheme)
+    if as_json:
+        print_json(
+            {"work_id": work_id, "payee": credited, "name_id": name_id, "role": role, "weight": weight, "added": n}
         )
-    make_console().print(f"{n} credit added" if n else "credit already present")
+        return
+    said = f"{n} credit added" if n else "credit already present"
+    make_console().print(f"{said}: {credited} on {work_id[:16]}" + (f" (name_id {name_id})" if name_id else ""))
 
 
 @credits_app.command("list")
@@ -335,6 +374,7 @@ def credits_lineage(
     share: Annotated[
         str | None, typer.Option(help="Share passed upstream, e.g. 0.2 (default: the agreement's)")
     ] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Record that a work derives from another (a scan -> a digital double -> a film)."""
     from endcredits.registry.records import add_lineage
@@ -342,7 +382,12 @@ def credits_lineage(
     value: Fraction | None = parse_fraction(share, "lineage share") if share is not None else None
     with open_store_of(ctx) as store, store.write() as conn:
         add_lineage(conn, work_id, parent_work_id, value)
-    make_console().print(f"{work_id[:16]} derives from {parent_work_id[:16]}")
+    if as_json:
+        print_json(
+            {"work_id": work_id, "parent_work_id": parent_work_id, "share": None if value is None else str(value)}
+        )
+    else:
+        make_console().print(f"{work_id[:16]} derives from {parent_work_id[:16]}")
 
 
 @roles_app.command("list")

@@ -12,7 +12,6 @@ from pathlib import Path
 from endcredits.consent.records import add_grants, grants_for
 from endcredits.consent.rules import USES, Grant
 from endcredits.errors import LimitExceededError, ValidationError
-from endcredits.registry.fingerprints import register_works
 from endcredits.registry.records import (
     CreditIn,
     WorkIn,
@@ -196,6 +195,8 @@ def apply_plan(store: Store, plan: Plan, *, kind: str, source: str, work_ids: Se
     """Write ``plan`` in one transaction: works, then credits, lineage and grants. Any error leaves the
     database as it was. A grant already in force with the same subject, use, decision and source is not
     stored twice, so re-importing the same signal changes nothing."""
+    from endcredits.registry.fingerprints import register_works  # numpy: only when importing
+
     with store.write() as conn:
         planned = sorted({content_sha256(w.content) for w in plan.works})
         known = existing_work_ids(conn, planned)

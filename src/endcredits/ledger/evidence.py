@@ -51,8 +51,8 @@ ARROW_POOL_ENV = "ARROW_DEFAULT_MEMORY_POOL"
 
 def use_system_allocator() -> str:
     """Let Arrow allocate with the C library's ``malloc`` in this process, unless ``ARROW_DEFAULT_MEMORY_POOL``
-    names a pool; returns the pool's name. Called once by the ``endcredits`` command (and the ledger
-    benchmark, which stands for it), never on import.
+    names a pool; returns the pool's name. Called by the ledger benchmark, never on import; the ``endcredits``
+    command sets ``ARROW_DEFAULT_MEMORY_POOL=system`` instead, before Arrow loads (``cli.app.main``).
 
     Why: with Arrow's default, mimalloc, the first 10^6-line evidence file of a process took 0.35 s to
     encode against 0.15 s for later ones; a one-shot ``endcredits accrue`` only ever writes a first one.

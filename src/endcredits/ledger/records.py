@@ -18,14 +18,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from itertools import repeat
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import numpy.typing as npt
-import pyarrow as pa
-import pyarrow.compute as pc
 from sqlalchemy import Connection, func, select
 
 from endcredits.errors import ConflictError, LedgerError, NotFoundError, ValidationError, invariant
@@ -70,6 +66,10 @@ from endcredits.store.schema import (
     outputs,
     transfers,
 )
+
+if TYPE_CHECKING:  # numpy and pyarrow are imported where segments are decoded: a plain read starts fast
+    import numpy as np
+    import numpy.typing as npt
 
 
 def _known_accounts(conn: Connection, keys: list[str]) -> dict[str, tuple[int, int]]:
@@ -305,11 +305,86 @@ def account_balances(
     return out
 
 
+@dataclass(frozen=True)
+class BalanceTotals:
+    """One currency's balances summed by account kind, in microunits, as of now.
+
+    ``pool_microunits`` is what the residual pools funded (their balance, negated). Every transfer
+    balances, so what the pools funded is all somewhere: ``pool = paid + escrow + suspense``, where paid is
+    payable (owed to verified people) + clearing (payouts sent) + bank (payouts settled)."""
+
+    currency: str
+    pool_microunits: int
+    payable_microunits: int
+    escrow_microunits: int
+    suspense_microunits: int
+    clearing_microunits: int
+    bank_microunits: int
+
+    @property
+    def paid_microunits(self) -> int:
+        return self.payable_microunits + self.clearing_microunits + self.bank_microunits
+
+    @property
+    def conserved(self) -> bool:
+        return self.pool_microunits == self.paid_microunits + self.escrow_microunits + self.suspense_microunits
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "currency": self.currency,
+            "pool_microunits": self.pool_microunits,
+            "payable_microunits": self.payable_microunits,
+            "escrow_microunits": self.escrow_microunits,
+            "suspense_microunits": self.suspense_microunits,
+            "clearing_microunits": self.clearing_microunits,
+            "bank_microunits": self.bank_microunits,
+            "paid_microunits": self.paid_microunits,
+            "conserved": self.conserved,
+        }
+
+
+invariant(
+    set(ACCOUNT_KINDS) == {f.name.removesuffix("_microunits") for f in fields(BalanceTotals)} - {"currency"},
+    "BalanceTotals needs a field for every account kind",
+)
+
+
+def balance_totals(conn: Connection) -> dict[str, BalanceTotals]:
+    """Per currency (sorted), every account kind's balances summed as of now: the account rows streamed
+    and what pending segments add, in Python integers (exact at any size, on SQLite too)."""
+    sums: dict[str, dict[str, int]] = {}
+    rows = conn.execution_options(yield_per=50_000).execute(
+        select(accounts.c.kind, accounts.c.currency, accounts.c.balance_microunits)
+    )
+    for kind, currency, balance in rows:
+        per = sums.setdefault(currency, dict.fromkeys(ACCOUNT_KINDS, 0))
+        per[kind] += balance
+    for key, delta in pending_deltas(conn).items():
+        kind, _, currency = parse_account_key(key)
+        per = sums.setdefault(currency, dict.fromkeys(ACCOUNT_KINDS, 0))
+        per[kind] += delta
+    return {
+        c: BalanceTotals(
+            c,
+            pool_microunits=-per["pool"],
+            payable_microunits=per["payable"],
+            escrow_microunits=per["escrow"],
+            suspense_microunits=per["suspense"],
+            clearing_microunits=per["clearing"],
+            bank_microunits=per["bank"],
+        )
+        for c, per in sorted(sums.items())
+    }
+
+
 def accrued_by_account(
     conn: Connection, *, currency: str | None = None, period: str | None = None, keys: Collection[str] | None = None
 ) -> dict[str, int]:
     """What accrual transfers credited or debited per account key (of one currency and period, and only
     ``keys``, when given), whether their legs are rows or a segment."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     if period is not None and currency is None:
         raise ValidationError("a period is one currency's: give the currency with it")
     q = select(transfers.c.id, transfers.c.event_id).where(transfers.c.code == "accrual")
@@ -343,6 +418,9 @@ def accrued_by_account(
 def read_carries(conn: Connection, currency: str, payees: list[str]) -> npt.NDArray[np.int64]:
     """Each payee's carried fraction (2^-32 microunit) in ``currency`` as of now: the carries table,
     overridden by the latest pending segment that carries the payee (0 for a payee with neither)."""
+    import numpy as np
+    import pyarrow as pa
+
     carry = np.zeros(len(payees), dtype=np.int64)
     rows = select_joined(
         conn,
@@ -512,6 +590,10 @@ def fold_pending(conn: Connection, *, at: str | None = None) -> FoldResult | Non
 def _summed_legs(segments: Sequence[Segment]) -> tuple[list[str], list[int], list[int]]:
     """Over the segments' legs, per account key (sorted): the summed amount and the last transfer that
     touched it. Summed in NumPy when no sum can pass int64, else in Python ints."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     keys = pa.concat_arrays([seg.accounts for seg in segments])
     encoded = keys.dictionary_encode()
     codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
@@ -536,6 +618,10 @@ def _summed_legs(segments: Sequence[Segment]) -> tuple[list[str], list[int], lis
 
 def _latest_carries(segments: Sequence[Segment]) -> tuple[list[str], list[int]]:
     """Each payee's carry as the latest of ``segments`` (one currency, in transfer order) left it, by payee."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     payees = pa.concat_arrays([seg.payees for seg in segments if seg.payees is not None])
     subunits = np.concatenate([seg.subunits.to_numpy() for seg in segments if seg.subunits is not None])
     encoded = payees.dictionary_encode()

@@ -22,26 +22,45 @@ import functools
 import hashlib
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import numpy.typing as npt
-import pyarrow as pa
-import pyarrow.compute as pc
 from sqlalchemy import Connection, func, select
 
 from endcredits.errors import LedgerError
 from endcredits.ledger import parse_account_key
 from endcredits.store.schema import ledger_folds, ledger_segments
 
+if TYPE_CHECKING:  # pyarrow is imported where a segment is encoded or decoded: a plain read starts fast
+    import numpy as np
+    import numpy.typing as npt
+    import pyarrow as pa
+
 _I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
-LEGS_SCHEMA = pa.schema([("account", pa.string()), ("amount_microunits", pa.int64())])
-LEGS_BIG_SCHEMA = pa.schema([("account", pa.string()), ("amount_microunits", pa.string())])
-"""Legs whose amounts do not all fit in int64 keep them as decimal text (amounts reach 10^30)."""
-CARRIES_SCHEMA = pa.schema([("payee", pa.string()), ("subunits", pa.int64())])
+
+
+@functools.cache
+def segment_schemas() -> dict[str, pa.Schema]:
+    """The segment blobs' Arrow schemas, by name: ``LEGS_SCHEMA``, ``LEGS_BIG_SCHEMA`` (legs whose amounts
+    do not all fit in int64 keep them as decimal text: amounts reach 10^30) and ``CARRIES_SCHEMA``."""
+    import pyarrow as pa
+
+    return {
+        "LEGS_SCHEMA": pa.schema([("account", pa.string()), ("amount_microunits", pa.int64())]),
+        "LEGS_BIG_SCHEMA": pa.schema([("account", pa.string()), ("amount_microunits", pa.string())]),
+        "CARRIES_SCHEMA": pa.schema([("payee", pa.string()), ("subunits", pa.int64())]),
+    }
+
+
+def __getattr__(name: str) -> Any:
+    """``segments.LEGS_SCHEMA`` and the other two still resolve, built on first use."""
+    if name in ("LEGS_SCHEMA", "LEGS_BIG_SCHEMA", "CARRIES_SCHEMA"):
+        return segment_schemas()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _ipc(table: pa.Table) -> bytes:
+    import pyarrow as pa
+
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
@@ -49,6 +68,8 @@ def _ipc(table: pa.Table) -> bytes:
 
 
 def _read_ipc(blob: bytes, transfer_id: int, what: str, schemas: Sequence[pa.Schema]) -> pa.Table:
+    import pyarrow as pa
+
     try:
         table = pa.ipc.open_stream(pa.py_buffer(blob)).read_all()
     except (pa.ArrowInvalid, OSError) as exc:
@@ -62,17 +83,28 @@ def _read_ipc(blob: bytes, transfer_id: int, what: str, schemas: Sequence[pa.Sch
 
 def encode_legs(keys: Sequence[str], amounts: Sequence[int]) -> bytes:
     """Legs as Arrow IPC: int64 amounts, or decimal text when any is beyond int64."""
+    import pyarrow as pa
+
     if _I64_MIN <= min(amounts, default=0) and max(amounts, default=0) <= _I64_MAX:
-        table = pa.table([pa.array(keys, pa.string()), pa.array(amounts, pa.int64())], schema=LEGS_SCHEMA)
+        table = pa.table(
+            [pa.array(keys, pa.string()), pa.array(amounts, pa.int64())], schema=segment_schemas()["LEGS_SCHEMA"]
+        )
     else:
         table = pa.table(
-            [pa.array(keys, pa.string()), pa.array([str(a) for a in amounts], pa.string())], schema=LEGS_BIG_SCHEMA
+            [pa.array(keys, pa.string()), pa.array([str(a) for a in amounts], pa.string())],
+            schema=segment_schemas()["LEGS_BIG_SCHEMA"],
         )
     return _ipc(table)
 
 
 def encode_carries(payees: Sequence[str], subunits: Sequence[int] | npt.NDArray[np.int64]) -> bytes:
-    return _ipc(pa.table([pa.array(payees, pa.string()), pa.array(subunits, pa.int64())], schema=CARRIES_SCHEMA))
+    import pyarrow as pa
+
+    return _ipc(
+        pa.table(
+            [pa.array(payees, pa.string()), pa.array(subunits, pa.int64())], schema=segment_schemas()["CARRIES_SCHEMA"]
+        )
+    )
 
 
 def segment_sha256(legs_blob: bytes, carries_blob: bytes) -> str:
@@ -98,6 +130,8 @@ class Segment:
 
     def amount_list(self) -> list[int]:
         """The amounts as Python ints, exact at any size."""
+        import pyarrow as pa
+
         values = self.amounts.to_pylist()
         return values if pa.types.is_integer(self.amounts.type) else [int(v) for v in values]
 
@@ -164,10 +198,12 @@ def read_segment(conn: Connection, transfer_id: int, *, carries: bool = False) -
     """One segment, decoded; a blob that is not a segment's raises ``LedgerError`` naming the transfer."""
     names = ["currency", "sha256", "legs_arrow"] + (["carries_arrow"] if carries else [])
     currency, sha, legs_blob, *rest = _segment_row(conn, transfer_id, names)
-    legs = _read_ipc(legs_blob, transfer_id, "legs", (LEGS_SCHEMA, LEGS_BIG_SCHEMA))
+    legs = _read_ipc(
+        legs_blob, transfer_id, "legs", (segment_schemas()["LEGS_SCHEMA"], segment_schemas()["LEGS_BIG_SCHEMA"])
+    )
     payees = subunits = None
     if carries:
-        table = _read_ipc(rest[0], transfer_id, "carries", (CARRIES_SCHEMA,))
+        table = _read_ipc(rest[0], transfer_id, "carries", (segment_schemas()["CARRIES_SCHEMA"],))
         payees, subunits = table.column(0).combine_chunks(), table.column(1).combine_chunks()
     return Segment(
         transfer_id, currency, legs.column(0).combine_chunks(), legs.column(1).combine_chunks(), payees, subunits, sha
@@ -197,7 +233,7 @@ def iter_carries(
     blob is read."""
     for transfer_id in segment_ids(conn, after=after, currency=currency):
         ccy, blob = _segment_row(conn, transfer_id, ["currency", "carries_arrow"])
-        table = _read_ipc(blob, transfer_id, "carries", (CARRIES_SCHEMA,))
+        table = _read_ipc(blob, transfer_id, "carries", (segment_schemas()["CARRIES_SCHEMA"],))
         yield ccy, table.column(0).combine_chunks(), table.column(1).combine_chunks()
 
 
@@ -231,6 +267,10 @@ def _key_filter(
     accounts: pa.Array, kind: str | None, currency: str | None, holders: Collection[str] | None
 ) -> pa.Array:
     """The keys of ``accounts`` that may match, narrowed in Arrow; callers confirm each one exactly."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     masks = []
     if kind:
         masks.append(pc.starts_with(accounts, f"{kind}:"))
@@ -271,6 +311,9 @@ def pending_carries(
 ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64]]:
     """For each of ``payees`` (a string array): whether a pending segment of ``currency`` carries it, and
     the carry the latest such segment left."""
+    import numpy as np
+    import pyarrow.compute as pc
+
     found = np.zeros(len(payees), dtype=np.bool_)
     values = np.zeros(len(payees), dtype=np.int64)
     for _, seg_payees, seg_subunits in iter_carries(conn, after=fold_watermark(conn), currency=currency):

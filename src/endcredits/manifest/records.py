@@ -16,11 +16,11 @@ from sqlalchemy import Connection, select
 
 from endcredits.errors import ConflictError, LimitExceededError, ManifestError, NotFoundError, ValidationError
 from endcredits.limits import CHECKPOINTS_PER_RUN_MAX, check_id
-from endcredits.registry.records import derived_works
+from endcredits.registry.records import check_list_limit, derived_works
 from endcredits.store.audit import append_audit
 from endcredits.store.bulk import bulk_insert, chunks
 from endcredits.store.engine import format_time, utc_now
-from endcredits.store.schema import manifest_entries, manifests, models, training_runs
+from endcredits.store.schema import manifest_entries, manifests, models, training_runs, works
 
 
 def add_model(conn: Connection, model_id: str, uses: Sequence[str], description: str) -> None:
@@ -136,6 +136,52 @@ def load_manifest(conn: Connection, manifest_id: str) -> ManifestRecord:
         row.checkpoint_sha256,
         row.created_at,
     )
+
+
+@dataclass(frozen=True)
+class ManifestSummary:
+    """A manifest's row without its entries: what `manifest list` shows."""
+
+    id: str
+    model_id: str
+    uses: tuple[str, ...]
+    as_of: str
+    merkle_root: str
+    included_count: int
+    excluded_count: int
+    created_at: str
+
+
+def manifests_list(conn: Connection, *, model_id: str | None = None, limit: int) -> list[ManifestSummary]:
+    """Manifests, newest first (of one model, when given); at most ``limit``."""
+    q = select(manifests).order_by(manifests.c.created_at.desc(), manifests.c.id).limit(check_list_limit(limit))
+    if model_id is not None:
+        q = q.where(manifests.c.model_id == model_id)
+    return [
+        ManifestSummary(
+            r.id,
+            r.model_id,
+            tuple(r.uses.split(",")),
+            r.as_of,
+            r.merkle_root,
+            int(r.included_count),
+            int(r.excluded_count),
+            r.created_at,
+        )
+        for r in conn.execute(q)
+    ]
+
+
+def manifest_works(conn: Connection, manifest_id: str, *, limit: int) -> list[tuple[int, str, str]]:
+    """The first ``limit`` included works of a manifest in leaf order: (leaf index, work id, title)."""
+    q = (
+        select(manifest_entries.c.leaf_index, manifest_entries.c.work_id, works.c.title)
+        .join(works, works.c.id == manifest_entries.c.work_id)
+        .where(manifest_entries.c.manifest_id == manifest_id, manifest_entries.c.leaf_index.is_not(None))
+        .order_by(manifest_entries.c.leaf_index)
+        .limit(check_list_limit(limit))
+    )
+    return [(int(i), w, t) for i, w, t in conn.execute(q)]
 
 
 def latest_manifest_id(conn: Connection, model_id: str) -> str:

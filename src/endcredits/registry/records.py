@@ -14,18 +14,15 @@ from dataclasses import dataclass
 from fractions import Fraction
 from itertools import repeat
 from operator import itemgetter
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import numpy as np
-import numpy.typing as npt
-import pyarrow as pa
-import pyarrow.compute as pc
 from sqlalchemy import Connection, func, or_, select, update
 
 from endcredits.errors import ConflictError, NotFoundError, ValidationError, invariant
 from endcredits.limits import (
     CREDITS_PER_WORK_MAX,
     LINEAGE_DEPTH_MAX,
+    LIST_ROWS_MAX,
     NAME_LENGTH_MAX,
     TITLE_LENGTH_MAX,
     WEIGHT_MAX,
@@ -45,6 +42,10 @@ from endcredits.store.schema import (
     work_links,
     works,
 )
+
+if TYPE_CHECKING:  # the bulk paths import numpy and pyarrow themselves: a command that only reads starts fast
+    import numpy as np
+    import numpy.typing as npt
 
 _ROLE_PART = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 _PAYEE = re.compile(r"(person|name):([1-9][0-9]*)")
@@ -134,6 +135,46 @@ def get_person(conn: Connection, person_id: int) -> Any:
     if row is None:
         raise NotFoundError(f"no person {person_id}: list people with `endcredits people list`")
     return row
+
+
+def check_list_limit(limit: int) -> int:
+    """``limit`` if it is a row count a listing may return (1..LIST_ROWS_MAX), else ``ValidationError``."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= LIST_ROWS_MAX:
+        raise ValidationError(f"a listing returns 1..LIST_ROWS_MAX={LIST_ROWS_MAX} rows, not {limit!r}")
+    return limit
+
+
+@dataclass(frozen=True)
+class PersonSummary:
+    person_id: int
+    handle: str
+    verified: bool
+
+
+def people_list(conn: Connection, *, limit: int) -> tuple[int, list[PersonSummary]]:
+    """How many people are registered, and the first ``limit`` of them by id."""
+    check_list_limit(limit)
+    total = conn.execute(select(func.count()).select_from(people)).scalar_one()
+    rows = conn.execute(select(people.c.id, people.c.handle, people.c.verified_at).order_by(people.c.id).limit(limit))
+    return int(total), [PersonSummary(int(r.id), r.handle, r.verified_at is not None) for r in rows]
+
+
+@dataclass(frozen=True)
+class WorkSummary:
+    work_id: str
+    title: str
+    kind: str
+    source: str | None
+
+
+def works_list(conn: Connection, *, limit: int) -> tuple[int, list[WorkSummary]]:
+    """How many works are registered, and the ``limit`` most recently registered, newest first."""
+    check_list_limit(limit)
+    total = conn.execute(select(func.count()).select_from(works)).scalar_one()
+    rows = conn.execute(
+        select(works.c.id, works.c.title, works.c.kind, works.c.source).order_by(works.c.seq.desc()).limit(limit)
+    )
+    return int(total), [WorkSummary(r.id, r.title, r.kind, r.source) for r in rows]
 
 
 def people_verification(conn: Connection, person_ids: Sequence[int]) -> list[tuple[int, str, str | None]]:
@@ -329,6 +370,8 @@ def add_credits(conn: Connection, items: Sequence[CreditIn], *, allow_unknown_sc
     """Credit people or names on works. Each work must exist; weights are positive integers; each role
     must be one ``registry.roles`` knows (a scheme outside it only with ``allow_unknown_scheme=True``).
     A credit already recorded (same work, payee and role), or given twice, is written once."""
+    import numpy as np
+
     from endcredits.registry.roles import check_role
 
     if not items:
@@ -764,6 +807,9 @@ def graph_rows(conn: Connection, work_ids: Iterable[str]) -> GraphRows:  # noqa:
 def _name_numbers(payees: list[str]) -> npt.NDArray[np.int64] | None:
     """The numbers of payees that are all ``name:<digits>`` (the usual accrual), parsed in C by Arrow;
     None when any payee is of another form, which the caller then parses one by one."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     if not payees:
         return None
     try:
@@ -793,6 +839,8 @@ def route_columns(conn: Connection, payees: list[str]) -> tuple[list[str], list[
     An accrual routes 10^5 names, nearly all unclaimed: when every payee is a name, the database counts
     the registered ones and returns only the claimed ones with their person's verification, and only
     those are looked at one by one."""
+    import numpy as np
+
     only_names = _name_numbers(payees)
     if only_names is not None:
         names = np.unique(only_names)
