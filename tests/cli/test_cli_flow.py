@@ -188,8 +188,10 @@ def test_every_command_in_an_operators_order(tmp_path: Path, db_url: str | None)
     for r in payee_rows:
         got[0 if r["output_id"] == "out-0" else 1, payees.index(r["payee"])] = float(r["score"])
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-9 * np.abs(expected).max())
+    again = run_json("featurize", "--checkpoint", str(checkpoint), "--manifest", m["manifest_id"], "--k", "32")
+    assert (again["works"], again["settings"]["k"], again["settings"]["seed"]) == (25, 32, 0)  # reused
     tracin = tmp_path / "tracin.csv"
-    assert "tracin scores" in run(
+    traced = run_json(
         "attribute",
         "--checkpoint",
         str(checkpoint),
@@ -204,6 +206,7 @@ def test_every_command_in_an_operators_order(tmp_path: Path, db_url: str | None)
         "--method",
         "tracin",
     )
+    assert (traced["method"], traced["per"], traced["scores"], traced["out"]) == ("tracin", "work", 50, str(tracin))
     outputs_csv = tmp_path / "outputs.csv"
     outputs_csv.write_text(
         "output_id,model_id,revenue,currency,occurred_at\n"

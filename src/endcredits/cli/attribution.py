@@ -10,11 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from endcredits.attribution.settings import AttributionSettings, SettingError
-from endcredits.cli.common import (
-    make_console,
-    open_store_of,
-    progress_bar,
-)
+from endcredits.cli.common import JsonOpt, make_console, open_store_of, print_json, progress_bar
 from endcredits.errors import ValidationError
 
 if TYPE_CHECKING:
@@ -72,6 +68,7 @@ def featurize_cmd(
     length_chars: LengthCharsOpt = S.length_chars,
     ensemble: EnsembleOpt = S.ensemble,
     ray: RayOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Featurize every work in the manifest once (projected gradients, memory-mapped); resumable."""
     from endcredits.attribution.texts import bound_checkpoint, featurize_manifest
@@ -91,6 +88,17 @@ def featurize_cmd(
         lm, m = bound_checkpoint(store, manifest, checkpoint)
         with progress_bar("featurizing works", len(m.included)) as advance:
             fs = featurize_manifest(store, m, lm, settings=settings, ray=ray, progress=lambda d, _t: advance(d))
+    if as_json:
+        print_json(
+            {
+                "manifest_id": m.id,
+                "works": len(fs.ids),
+                "dim": fs.manifest["dim"],
+                "directory": str(fs.directory),
+                "settings": settings.to_dict(),
+            }
+        )
+        return
     make_console().print(f"features of {len(fs.ids)} works ({fs.manifest['dim']} dims) in {fs.directory}")
 
 
@@ -133,6 +141,7 @@ def attribute_cmd(
             "credit shares of this agreement",
         ),
     ] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Score each output against every work in the manifest (TRAK by default); features are reused."""
     from endcredits.attribution.texts import attribute_manifest, bound_checkpoint
@@ -172,14 +181,19 @@ def attribute_cmd(
                 )
     if per_payee is not None:
         rows = _write_payee_scores(out, ps)
-        make_console().print(f"wrote {rows} non-zero {method} payee scores for {len(lines)} outputs to {out}")
-        return
-    _write_work_scores(out, att, explain)
-    weaker = " (a weaker method)" if att.weaker else ""
-    make_console().print(
-        f"wrote {len(lines) * len(m.included)} {att.method} scores{weaker} to {out}"
-        + (f"; top {top_k} works per output to {explain}" if explain else "")
-    )
+        summary = {"manifest_id": m.id, "outputs": len(lines), "scores": rows, "per": "payee", "method": ps.method}
+        text = f"wrote {rows} non-zero {ps.method} payee scores for {len(lines)} outputs to {out}"
+    else:
+        _write_work_scores(out, att, explain)
+        rows = len(lines) * len(m.included)
+        summary = {"manifest_id": m.id, "outputs": len(lines), "scores": rows, "per": "work", "method": att.method}
+        summary |= {"weaker": att.weaker, "explain": str(explain) if explain else None}
+        text = f"wrote {rows} {att.method} scores{' (a weaker method)' if att.weaker else ''} to {out}"
+        text += f"; top {top_k} works per output to {explain}" if explain else ""
+    if as_json:
+        print_json({**summary, "out": str(out), "settings": settings.to_dict()})
+    else:
+        make_console().print(text)
 
 
 def _write_payee_scores(out: Path, ps: PayeeScores) -> int:

@@ -171,38 +171,34 @@ def payouts_create(
     as_json: JsonOpt = False,
 ) -> None:
     """Pay every verified person at or above the agreement's threshold: pain.001 + CSV, pending until paid."""
-    from endcredits.payouts.batches import create_payout_batch
+    from endcredits.payouts.batches import pay_out
     from endcredits.payouts.files import Debtor
-    from endcredits.royalties.records import load_agreement
 
-    when = dt.date.fromisoformat(execution_date) if execution_date else dt.datetime.now(dt.UTC).date()
+    try:
+        when = dt.date.fromisoformat(execution_date) if execution_date is not None else None
+    except ValueError:
+        raise ValidationError(f"--execution-date {execution_date!r} is not a date: give YYYY-MM-DD") from None
     with open_store_of(ctx) as store:
-        with store.read() as conn:
-            a = load_agreement(conn, agreement)
-        r = create_payout_batch(
+        r = pay_out(
             store,
             batch_id=batch_id,
-            currency=a.currency,
-            threshold_microunits=a.payout_threshold_microunits,
+            agreement_id=agreement,
             debtor=Debtor(debtor_name, debtor_iban, debtor_bic),
             execution_date=when,
             dry_run=dry_run,
         )
-    data = {
-        "batch_id": r.batch_id,
-        "status": r.status,
-        "items": len(r.items),
-        "total_microunits": r.total_microunits,
-        "below_threshold": r.below_threshold,
-        "missing_bank_details": r.missing_bank_details,
-        "pain001": str(r.pain001_path) if r.pain001_path else None,
-        "csv": str(r.csv_path) if r.csv_path else None,
-    }
-    print_json(data) if as_json else make_console().print(
+    data = {**r.to_json(), "pain001": str(r.pain001_path or "") or None, "csv": str(r.csv_path or "") or None}
+    if as_json:
+        print_json(data)
+        return
+    console = make_console()
+    console.print(
         f"payout batch {r.batch_id} ({r.status}): {len(r.items)} payments, "
-        f"{format_amount(r.total_microunits, a.currency)} {a.currency}; {r.below_threshold} below threshold "
+        f"{format_amount(r.total_microunits, r.currency)} {r.currency}; {r.below_threshold} below threshold "
         f"carry forward; files: {data['pain001']}, {data['csv']}"
     )
+    for h in r.held:
+        console.print(f"held for a later batch: person {h.person_id} ({h.handle}): {h.message}")
 
 
 @payouts_app.command("status")
