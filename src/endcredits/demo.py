@@ -4,11 +4,12 @@ The ABC folk tunes bundled in the music21 wheel are the works; the composers, tr
 collectors named in them are the credited humans. The demo registers them, records consent from the
 corpus licences (the ``essenFolksong`` encodings are non-commercial: excluded from this commercial
 model) and from one person's own opt-out; a musicians' guild vouches for most of the people who join
-with W3C verifiable credentials (the rest, and every unclaimed name, wait in escrow); it builds the manifest, trains a small character-level language
-model on exactly the manifest's tunes, generates tunes that earn revenue, attributes each to the
-training tunes with TRAK (Kronecker-projected per-example gradients), accrues residuals in two
-batches, lets one person verify and claim their escrow, writes statements and a payout file, settles
-it with a simulated bank status report, and checks that every microunit is accounted for.
+with W3C verifiable credentials (the rest, and every unclaimed name, wait in escrow); it builds the
+manifest, trains a small character-level language model on exactly the manifest's tunes, generates
+tunes that earn revenue, attributes each to the training tunes with TRAK (Kronecker-projected
+per-example gradients), accrues residuals in two batches, lets one person verify and claim their
+escrow, writes statements and a payout file, settles it with a simulated bank status report, and
+checks that every microunit is accounted for.
 """
 
 from __future__ import annotations
@@ -27,42 +28,44 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import select
 
-from endcredits.attribution.charlm import generate, save_lm, train_char_lm
+from endcredits.attribution.charlm import TrainedLM, generate, save_lm, train_char_lm
 from endcredits.attribution.settings import K_DEFAULT, AttributionSettings
-from endcredits.attribution.texts import TextAttribution, attribute_manifest, manifest_texts
+from endcredits.attribution.texts import TextAttribution, attribute_manifest, checkpoint_path, manifest_texts
 from endcredits.consent.records import add_grants
 from endcredits.consent.rules import Grant
 from endcredits.errors import InvariantError
 from endcredits.interop.abc import AbcTune, iter_tunes
-from endcredits.interop.abc_corpus import import_abc_corpus
+from endcredits.interop.abc_corpus import AbcImportReport, import_abc_corpus
 from endcredits.ledger import parse_account_key
 from endcredits.ledger.accrue import accrue_scored
 from endcredits.ledger.escrow import claim_escrow
 from endcredits.ledger.records import accrued_by_account, balance_totals
 from endcredits.ledger.verify import verify
-from endcredits.manifest.records import record_training_run, set_manifest_checkpoint
+from endcredits.manifest.records import ManifestRecord, record_training_run, set_manifest_checkpoint
 from endcredits.money import format_amount
-from endcredits.payouts.batches import apply_payout_status, create_payout_batch
+from endcredits.payouts.batches import PayoutBatchResult, apply_payout_status, pay_out
 from endcredits.payouts.files import Debtor
 from endcredits.payouts.iban import make_test_iban
 from endcredits.payouts.pain002 import parse_pain002, write_pain002
 from endcredits.payouts.statements import build_statement
 from endcredits.registry.identity.issuer import STATUS_LIST_FILE, Issuer, generate_key, init_issuer, issue_credential
-from endcredits.registry.identity.persons import attach_credential
+from endcredits.registry.identity.persons import attach_credential, credentialed_people_count
 from endcredits.registry.identity.trust import TrustList, load_trust
 from endcredits.registry.private import KEY_FILE_ENV, load_key, new_key_text
 from endcredits.registry.records import (
     add_person,
     claim_name,
+    holder_labels,
     name_ids,
+    people_list,
+    work_rows,
 )
-from endcredits.royalties import parse_agreement
+from endcredits.royalties import Agreement, parse_agreement
 from endcredits.royalties.records import save_agreement
 from endcredits.royalties.usage import OutputIn
 from endcredits.store.engine import Store, init_store
-from endcredits.store.schema import credentials, names, people, works
+from endcredits.store.files import private_dir, write_private
 
 CURRENCY = "EUR"
 MODEL_ID = "abc-charlm-v1"
@@ -88,6 +91,7 @@ negative_influence = "zero"
 "endcredits:collector" = 1      # wrote the tune down from a player
 """
 
+PAYOUT_DAY = dt.date(2026, 12, 1)
 DEBTOR = Debtor(name="endcredits demo operator", iban=make_test_iban("DE", 1), bic="TESTDEFF")
 
 
@@ -124,6 +128,7 @@ class DemoSummary:
     portal_command: str = ""  # how to serve the portal over this data directory
     portal_login_url: str = ""  # a one-time signed-in link for the top verified earner
     conserved: bool = False  # pool = paid + escrow + suspense, as ledger.records.balance_totals checks it
+    problems: list[str] = field(default_factory=list)  # what verify found (none when verified)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -164,7 +169,8 @@ class DemoSummary:
         )
         console.print(
             f"manifest {self.manifest_id}, root {self.merkle_root[:16]}…; model trained {self.train_steps} steps "
-            f"(loss {self.train_loss:.3f}); {self.outputs} outputs earned {format_amount(self.revenue_microunits, c)} {c}"
+            f"(loss {self.train_loss:.3f}); {self.outputs} outputs earned "
+            f"{format_amount(self.revenue_microunits, c)} {c}"
         )
         t = Table(title="top earners")
         for col in ("who", "status", "earned"):
@@ -258,14 +264,14 @@ def _attribution_summary(store: Store, att: TextAttribution) -> dict[str, Any]:
     """The method, and the works that explain the first output best, by title."""
     top = att.top_works(0)
     with store.read() as conn:
-        titles = dict(conn.execute(select(works.c.id, works.c.title).where(works.c.id.in_([w for w, _ in top]))).all())
+        rows = work_rows(conn, [w for w, _ in top])
     return {
         "method": att.method,
         "weaker": att.weaker,
         "k": att.settings.k,
         "works": len(att.work_ids),
         "output_id": att.output_ids[0],
-        "top_works": [{"work_id": w, "title": titles.get(w, ""), "score": s} for w, s in top],
+        "top_works": [{"work_id": w, "title": rows[w].title if w in rows else "", "score": s} for w, s in top],
     }
 
 
@@ -276,15 +282,15 @@ def _earners(store: Store, top_n: int) -> list[dict[str, Any]]:
             kind, holder, _ = parse_account_key(key)
             if kind in ("payable", "escrow") and holder is not None:
                 earned[holder] = earned.get(holder, 0) + amount
-        handle = {f"person:{r.id}": (r.handle, r.verified_at is not None) for r in conn.execute(select(people))}
-        display = {f"name:{r.id}": r.name for r in conn.execute(select(names.c.id, names.c.name))}
+        top = sorted(earned.items(), key=lambda kv: (-kv[1], kv[0]))[:top_n]
+        labels = holder_labels(conn, [h for h, _ in top])
     rows = []
-    for holder, amount in sorted(earned.items(), key=lambda kv: (-kv[1], kv[0]))[:top_n]:
+    for holder, amount in top:
         if holder.startswith("person:"):
-            name, ok = handle.get(holder, (holder, False))
+            name, ok = labels.get(holder, (holder, False))
             status = "verified" if ok else "not yet verified (escrow)"
         elif holder.startswith("name:"):
-            name, status = display.get(holder, holder), "unclaimed name (escrow)"
+            name, status = labels.get(holder, (holder, None))[0], "unclaimed name (escrow)"
         else:
             name, status = holder[:24], "work with no credits (escrow)"
         rows.append(
@@ -297,6 +303,239 @@ def _earners(store: Store, top_n: int) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+@dataclass
+class _Run:
+    """What the demo's steps hand each other."""
+
+    store: Store
+    progress: Callable[[str], None]
+    step: StepProgress | None
+    timings: dict[str, float] = field(default_factory=dict)
+    clock: float = field(default_factory=time.monotonic)
+
+    def lap(self, name: str) -> None:
+        now = time.monotonic()
+        self.timings[name] = now - self.clock
+        self.clock = now
+
+
+def _demo_key(run: _Run) -> Path | None:
+    """The demo's people have IBANs, which are sealed at rest with the operator's key. With none configured,
+    the demo makes its own (an operator keeps theirs outside the data directory), for this run only."""
+    if load_key() is not None:
+        return None
+    key_file = run.store.data_dir / "demo-secret.key"
+    if not key_file.exists():
+        write_private(key_file, (new_key_text() + "\n").encode("utf-8"))
+    os.environ[KEY_FILE_ENV] = str(key_file)  # restored when run_demo returns
+    run.progress(f"payment details are sealed with a demo key in {key_file} ({KEY_FILE_ENV})")
+    return key_file
+
+
+def _register(run: _Run, tunes_max: int | None) -> tuple[AbcImportReport, list[int], _Guild, Agreement]:
+    """The corpus, the people who join (most verified by the guild), one opt-out, and the agreement."""
+    tunes = list(iter_tunes(limit=tunes_max))
+    report = import_abc_corpus(run.store, tunes=tunes)
+    run.progress(
+        f"registered {report.works} tunes, {report.credits} credits, {report.names} credited names; "
+        f"{report.linked} tunes match one registered before (fingerprint) and are linked to it; "
+        f"{report.non_commercial_works} tunes are licensed non-commercial only"
+    )
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    guild = _Guild.start(run.store.data_dir / "guild", now)
+    joined = list(_demo_people(run.store, tunes, names_to_join=8, guild=guild, at=now).values())
+    with run.store.write() as conn:
+        if len(joined) > 5:
+            # One person opts out of generative training for five years: their tunes leave the manifest.
+            opt_out = Grant(
+                subject_kind="person",
+                subject_id=str(joined[5]),
+                use="ai_generative_training",
+                decision="notAllowed",
+                valid_from=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+                valid_until=dt.datetime(2031, 1, 1, tzinfo=dt.UTC),
+                perpetual=False,
+                source="person's own request",
+            )
+            add_grants(conn, [opt_out])
+        agreement = parse_agreement(DEMO_AGREEMENT)
+        save_agreement(conn, agreement.id, agreement.version, agreement.body, agreement.body_sha256)
+    run.lap("register")
+    return report, joined, guild, agreement
+
+
+def _manifest(run: _Run) -> tuple[ManifestRecord, list[str]]:
+    from endcredits.manifest.build import build_manifest
+
+    manifest = build_manifest(
+        run.store,
+        model_id=MODEL_ID,
+        uses=MODEL_USES,
+        as_of=dt.datetime(2026, 10, 1, tzinfo=dt.UTC),
+        default="opt-out",
+        description="character-level LM of ABC folk tunes (demo)",
+    )
+    run.progress(
+        f"manifest {manifest.id}: {len(manifest.included)} included, {len(manifest.excluded)} excluded "
+        f"(non-commercial licences and one opt-out), root {manifest.merkle_root[:16]}…"
+    )
+    texts = manifest_texts(run.store, manifest)
+    run.lap("manifest")
+    return manifest, texts
+
+
+def _train(run: _Run, manifest: ManifestRecord, texts: list[str], train_steps: int, seed: int) -> TrainedLM:
+    """Train exactly ``train_steps`` steps on the manifest's tunes; save and record the checkpoint."""
+    run.progress(f"training a character-level LM on {len(texts)} tunes for {train_steps} steps on CPU…")
+    started = time.monotonic()
+    step = run.step
+    # A fixed number of steps and no time budget (train_char_lm requires one: infinity never stops it).
+    lm = train_char_lm(
+        texts,
+        seed=seed,
+        steps_max=train_steps,
+        time_s_max=math.inf,
+        progress=(lambda i, _loss: step("training", i, train_steps)) if step else None,
+    )
+    checkpoint = checkpoint_path(run.store, MODEL_ID)
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    save_lm(lm, checkpoint)
+    checkpoint_sha256 = lm.checksum()
+    with run.store.write() as conn:
+        set_manifest_checkpoint(conn, manifest.id, checkpoint_sha256)
+        trained_at = dt.datetime.now(dt.UTC)
+        record_training_run(
+            conn,
+            run_id=f"{manifest.id}/train-seed{seed}",
+            manifest_id=manifest.id,
+            checkpoint_sha256s=[checkpoint_sha256],
+            finished_at=trained_at,
+            started_at=trained_at - dt.timedelta(seconds=time.monotonic() - started),
+        )
+    run.progress(f"trained {lm.steps} steps, loss {lm.final_loss:.3f}; checkpoint sha256 {checkpoint_sha256[:16]}…")
+    run.lap("train")
+    return lm
+
+
+def _outputs(run: _Run, lm: TrainedLM, outputs_n: int, seed: int) -> tuple[list[OutputIn], list[str]]:
+    """Generated tunes that earn 0.05 .. 3.00 EUR each, over two months."""
+    samples = generate(lm, n=outputs_n, seed=seed + 1, length_max=400)
+    rng = np.random.default_rng(seed)
+    revenue = rng.integers(5_000_000, 300_000_000, size=outputs_n).tolist()  # in microunits
+    start = dt.datetime(2026, 10, 1, tzinfo=dt.UTC)
+    span_s = 61 * 24 * 3600
+    times = sorted(int(x) for x in rng.integers(0, span_s, size=outputs_n))
+    outs = [
+        OutputIn(
+            f"out-{i:05d}",
+            MODEL_ID,
+            int(revenue[i]),
+            CURRENCY,
+            (start + dt.timedelta(seconds=times[i])).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+        for i in range(outputs_n)
+    ]
+    run.lap("generate")
+    return outs, samples
+
+
+def _accrue(run: _Run, manifest: ManifestRecord, agreement: Agreement, outs: list[OutputIn], scores: Any) -> None:
+    """Two batches, each through the same path as `endcredits accrue` and the API's usage batches."""
+    half = max(1, len(outs) // 2)
+    for b, (lo, hi) in enumerate(((0, half), (half, len(outs)))):
+        part = outs[lo:hi]
+        if not part:
+            continue
+        part_scores = {o.output_id: dict(zip(manifest.included, scores[lo + i].tolist())) for i, o in enumerate(part)}
+        summary = accrue_scored(
+            run.store,
+            part,
+            part_scores,
+            per="work",
+            agreement_id=agreement.id,
+            batch_id=f"demo-batch-{b + 1}",
+            manifest_id=manifest.id,
+        )
+        run.progress(f"accrued batch {b + 1}: {len(part)} outputs, {summary.lines} lines")
+    run.lap("accrue")
+
+
+def _late_verification(run: _Run, joined: list[int], guild: _Guild) -> None:
+    """A person who joined late verifies now: what escrow held for them is released."""
+    if len(joined) <= 2:
+        return
+    late = joined[2]
+    with run.store.write() as conn:
+        guild.vouch(conn, late, dt.datetime.now(dt.UTC).replace(microsecond=0))
+    claim = claim_escrow(run.store, late)
+    run.progress(
+        f"person {late} verified; released from escrow: "
+        f"{format_amount(claim.moved_microunits.get(CURRENCY, 0), CURRENCY)} {CURRENCY}"
+    )
+
+
+def _payout(run: _Run, agreement: Agreement) -> PayoutBatchResult:
+    """A payout batch; the bank answers that all settled but one, which returns to the person's balance."""
+    batch = pay_out(
+        run.store, batch_id="demo-payout-1", agreement_id=agreement.id, debtor=DEBTOR, execution_date=PAYOUT_DAY
+    )
+    if batch.items:
+        statuses = {item.end_to_end_id: "ACSC" for item in batch.items}  # settlement completed
+        statuses[batch.items[-1].end_to_end_id] = "RJCT"  # rejected
+        report_xml = write_pain002(
+            statuses,
+            original_message_id=batch.batch_id,
+            message_id="demo-bank-1",
+            created_at=dt.datetime(2026, 12, 2, tzinfo=dt.UTC),
+        )
+        write_private(run.store.data_dir / "payouts" / batch.batch_id / "pain002.xml", report_xml)
+        apply_payout_status(run.store, batch.batch_id, parse_pain002(report_xml))
+    run.lap("payout")
+    return batch
+
+
+def _statement(run: _Run, earners: list[dict[str, Any]], outs: list[OutputIn]) -> dict[str, Any]:
+    """The top-earning person's statement for the last period, as JSON and CSV files; it must reconcile."""
+    top_person = next((e for e in earners if e["holder"].startswith("person:")), None)
+    if top_person is None:
+        return {}
+    pid = int(top_person["holder"].split(":")[1])
+    period = max(o.occurred_at[:7] for o in outs)
+    st = build_statement(run.store, pid, period, CURRENCY)
+    path = private_dir(run.store.data_dir / "statements") / f"person-{pid}-{period}"
+    write_private(path.with_suffix(".json"), (st.to_json() + "\n").encode("utf-8"))
+    write_private(path.with_suffix(".csv"), st.to_csv().encode("utf-8"))
+    if not st.reconciles():
+        raise InvariantError(f"statement of person {pid} for {period} does not reconcile with the ledger")
+    return {
+        "person_id": pid,
+        "period": period,
+        "lines": len(st.lines),
+        "accrued_microunits": st.accrued_microunits,
+        "accrued": format_amount(st.accrued_microunits, CURRENCY),
+        "reconciles": st.reconciles(),
+        "path": str(path.with_suffix(".csv")),
+    }
+
+
+def _portal_link(run: _Run, summary: DemoSummary, key_file: Path | None, db_url: str | None) -> None:
+    """A one-time signed-in link for the top verified earner (as `endcredits login-link create` makes)."""
+    top = next(
+        (e for e in summary.top_earners if e["holder"].startswith("person:") and e["status"] == "verified"), None
+    )
+    if top is None:
+        return
+    from endcredits.service.auth import create_login_link
+
+    with run.store.write() as conn:
+        link = create_login_link(conn, int(top["holder"].split(":")[1]), created_by="demo")
+    key_prefix = f"{KEY_FILE_ENV}={key_file} " if key_file is not None else ""
+    summary.portal_command = (
+        f"{key_prefix}endcredits --data {run.store.data_dir}{f' --db {db_url}' if db_url else ''} serve --port 8000"
+    )
+    summary.portal_login_url = f"http://127.0.0.1:8000/portal/login?token={link.token}"
 
 
 def run_demo(
@@ -316,286 +555,101 @@ def run_demo(
     The model trains for exactly ``train_steps`` steps, never for a time budget, so the same inputs and
     ``seed`` give the same checkpoint, outputs, attributions and split on one machine.
     """
-    timings: dict[str, float] = {}
-    clock = time.monotonic()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.monotonic()
-        timings[name] = now - clock
-        clock = now
-
     torch.manual_seed(seed)
-    store = init_store(data_dir, db_url)
+    run = _Run(init_store(data_dir, db_url), progress, step)
     key_env_before = os.environ.get(KEY_FILE_ENV)
-    demo_key_file: Path | None = None
+    key_file: Path | None = None
     try:
-        progress(f"store: {store.backend} in {store.data_dir}")
-        if load_key() is None:
-            # The demo's people have IBANs, which are sealed at rest with the operator's key. With none
-            # configured, the demo makes its own (an operator keeps theirs outside the data directory).
-            key_file = store.data_dir / "demo-secret.key"
-            if not key_file.exists():
-                key_file.write_text(new_key_text() + "\n", encoding="utf-8")
-                key_file.chmod(0o600)
-            os.environ[KEY_FILE_ENV] = str(key_file)  # for this run only: restored when it returns
-            demo_key_file = key_file
-            progress(f"payment details are sealed with a demo key in {key_file} ({KEY_FILE_ENV})")
-        tunes = list(iter_tunes(limit=tunes_max))
-        report = import_abc_corpus(store, tunes=tunes)
-        progress(
-            f"registered {report.works} tunes, {report.credits} credits, {report.names} credited names; "
-            f"{report.linked} tunes match one registered before (fingerprint) and are linked to it; "
-            f"{report.non_commercial_works} tunes are licensed non-commercial only"
-        )
-        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-        guild = _Guild.start(store.data_dir / "guild", now)
-        joined = list(_demo_people(store, tunes, names_to_join=8, guild=guild, at=now).values())
-        with store.write() as conn:
-            if len(joined) > 5:
-                # One person opts out of generative training for five years: their tunes leave the manifest.
-                add_grants(
-                    conn,
-                    [
-                        Grant(
-                            subject_kind="person",
-                            subject_id=str(joined[5]),
-                            use="ai_generative_training",
-                            decision="notAllowed",
-                            valid_from=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
-                            valid_until=dt.datetime(2031, 1, 1, tzinfo=dt.UTC),
-                            perpetual=False,
-                            source="person's own request",
-                        )
-                    ],
-                )
-            agreement = parse_agreement(DEMO_AGREEMENT)
-            save_agreement(conn, agreement.id, agreement.version, agreement.body, agreement.body_sha256)
-        lap("register")
-
-        from endcredits.manifest.build import build_manifest
-
-        as_of = dt.datetime(2026, 10, 1, tzinfo=dt.UTC)
-        manifest = build_manifest(
-            store,
-            model_id=MODEL_ID,
-            uses=MODEL_USES,
-            as_of=as_of,
-            default="opt-out",
-            description="character-level LM of ABC folk tunes (demo)",
-        )
-        progress(
-            f"manifest {manifest.id}: {len(manifest.included)} included, {len(manifest.excluded)} excluded "
-            f"(non-commercial licences and one opt-out), root {manifest.merkle_root[:16]}…"
-        )
-        texts = manifest_texts(store, manifest)
-        lap("manifest")
-
-        progress(f"training a character-level LM on {len(texts)} tunes for {train_steps} steps on CPU…")
-        started = time.monotonic()
-        # A fixed number of steps and no time budget (train_char_lm requires one: infinity never stops it).
-        lm = train_char_lm(
-            texts,
-            seed=seed,
-            steps_max=train_steps,
-            time_s_max=math.inf,
-            progress=(lambda i, _loss: step("training", i, train_steps)) if step else None,
-        )
-        models_dir = store.data_dir / "models"
-        models_dir.mkdir(parents=True, exist_ok=True)
-        checkpoint = models_dir / f"{MODEL_ID}.pt"
-        save_lm(lm, checkpoint)
-        checkpoint_sha256 = lm.checksum()
-        with store.write() as conn:
-            set_manifest_checkpoint(conn, manifest.id, checkpoint_sha256)
-            trained_at = dt.datetime.now(dt.UTC)
-            record_training_run(
-                conn,
-                run_id=f"{manifest.id}/train-seed{seed}",
-                manifest_id=manifest.id,
-                checkpoint_sha256s=[checkpoint_sha256],
-                finished_at=trained_at,
-                started_at=trained_at - dt.timedelta(seconds=time.monotonic() - started),
-            )
-        progress(f"trained {lm.steps} steps, loss {lm.final_loss:.3f}; checkpoint sha256 {checkpoint_sha256[:16]}…")
-        lap("train")
-
-        samples = generate(lm, n=outputs_n, seed=seed + 1, length_max=400)
-        rng = np.random.default_rng(seed)
-        revenue = rng.integers(5_000_000, 300_000_000, size=outputs_n).tolist()  # 0.05 .. 3.00 EUR in microunits
-        start = dt.datetime(2026, 10, 1, tzinfo=dt.UTC)
-        span_s = 61 * 24 * 3600
-        times = sorted(int(x) for x in rng.integers(0, span_s, size=outputs_n))
-        outs = [
-            OutputIn(
-                f"out-{i:05d}",
-                MODEL_ID,
-                int(revenue[i]),
-                CURRENCY,
-                (start + dt.timedelta(seconds=times[i])).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            )
-            for i in range(outputs_n)
-        ]
-        lap("generate")
+        progress(f"store: {run.store.backend} in {run.store.data_dir}")
+        key_file = _demo_key(run)
+        report, joined, guild, agreement = _register(run, tunes_max)
+        manifest, texts = _manifest(run)
+        lm = _train(run, manifest, texts, train_steps, seed)
+        outs, samples = _outputs(run, lm, outputs_n, seed)
         progress(f"generated {outputs_n} tunes; attributing each to {len(texts)} training tunes (TRAK, k={k})…")
         att = attribute_manifest(
-            store,
+            run.store,
             manifest,
             lm,
             [(o.output_id, t) for o, t in zip(outs, samples)],
             settings=AttributionSettings(k=k, seed=seed, method="trak", top_k=5),
             progress=(lambda d, t: step("featurizing training tunes", d, t)) if step else None,
         )
-        scores = att.scores
-        lap("attribute")
-
-        half = max(1, outputs_n // 2)
-        summaries = []
-        for b, (lo, hi) in enumerate(((0, half), (half, outputs_n))):
-            part = outs[lo:hi]
-            if not part:
-                continue
-            part_scores = {
-                o.output_id: dict(zip(manifest.included, scores[lo + i].tolist())) for i, o in enumerate(part)
-            }
-            summaries.append(
-                accrue_scored(
-                    store,
-                    part,
-                    part_scores,
-                    per="work",
-                    agreement_id=agreement.id,
-                    batch_id=f"demo-batch-{b + 1}",
-                    manifest_id=manifest.id,
-                )
-            )
-            progress(f"accrued batch {b + 1}: {len(part)} outputs, {summaries[-1].lines} lines")
-        lap("accrue")
-
-        if len(joined) > 2:
-            # A person who joined late verifies now: what escrow held for them is released.
-            late = joined[2]
-            with store.write() as conn:
-                guild.vouch(conn, late, dt.datetime.now(dt.UTC).replace(microsecond=0))
-            claim = claim_escrow(store, late)
-            progress(
-                f"person {late} verified; released from escrow: "
-                f"{format_amount(claim.moved_microunits.get(CURRENCY, 0), CURRENCY)} {CURRENCY}"
-            )
-
-        batch = create_payout_batch(
-            store,
-            batch_id="demo-payout-1",
-            currency=CURRENCY,
-            threshold_microunits=agreement.payout_threshold_microunits,
-            debtor=DEBTOR,
-            execution_date=dt.date(2026, 12, 1),
-        )
-        if batch.items:
-            # The bank answers: all settled but one, which is returned to the person's balance.
-            statuses = {item.end_to_end_id: "ACSC" for item in batch.items}  # settlement completed
-            statuses[batch.items[-1].end_to_end_id] = "RJCT"  # rejected
-            report_xml = write_pain002(
-                statuses,
-                original_message_id=batch.batch_id,
-                message_id="demo-bank-1",
-                created_at=dt.datetime(2026, 12, 2, tzinfo=dt.UTC),
-            )
-            (store.data_dir / "payouts" / batch.batch_id / "pain002.xml").write_bytes(report_xml)
-            apply_payout_status(store, batch.batch_id, parse_pain002(report_xml))
-        lap("payout")
-
-        earners = _earners(store, 10)
-        st_dir = store.data_dir / "statements"
-        st_dir.mkdir(parents=True, exist_ok=True)
-        top_person = next((e for e in earners if e["holder"].startswith("person:")), None)
-        statement_info: dict[str, Any] = {}
-        if top_person is not None:
-            pid = int(top_person["holder"].split(":")[1])
-            period = max(o.occurred_at[:7] for o in outs)
-            st = build_statement(store, pid, period, CURRENCY)
-            path = st_dir / f"person-{pid}-{period}"
-            path.with_suffix(".json").write_text(st.to_json() + "\n", encoding="utf-8")
-            path.with_suffix(".csv").write_text(st.to_csv(), encoding="utf-8")
-            statement_info = {
-                "person_id": pid,
-                "period": period,
-                "lines": len(st.lines),
-                "accrued_microunits": st.accrued_microunits,
-                "accrued": format_amount(st.accrued_microunits, CURRENCY),
-                "reconciles": st.reconciles(),
-                "path": str(path.with_suffix(".csv")),
-            }
-            if not st.reconciles():
-                raise InvariantError(f"statement of person {pid} for {period} does not reconcile with the ledger")
-
-        with store.read() as conn:
-            totals = balance_totals(conn)[CURRENCY]
-            n_people = len(conn.execute(select(people.c.id)).all())
-            n_credentials = len(conn.execute(select(credentials.c.person_id).distinct()).all())
-        pool, paid = totals.pool_microunits, totals.paid_microunits
-        escrow, suspense = totals.escrow_microunits, totals.suspense_microunits
-        report_v = verify(store)
-        lap("verify")
-        summary = DemoSummary(
-            data_dir=str(store.data_dir),
-            backend=store.backend,
-            works=report.works,
-            people=n_people,
-            names=report.names,
-            excluded_works=len(manifest.excluded),
-            manifest_id=manifest.id,
-            merkle_root=manifest.merkle_root,
-            checkpoint_sha256=checkpoint_sha256,
-            train_steps=lm.steps,
-            train_loss=lm.final_loss,
-            outputs=outputs_n,
-            revenue_microunits=sum(revenue),
-            pool_microunits=pool,
-            paid_microunits=paid,
-            escrow_microunits=escrow,
-            suspense_microunits=suspense,
-            top_earners=earners,
-            payout_batch={
-                "batch_id": batch.batch_id,
-                "status": batch.status,
-                "items": len(batch.items),
-                "total": format_amount(batch.total_microunits, CURRENCY),
-                "total_microunits": batch.total_microunits,
-                "pain001": str(batch.pain001_path) if batch.pain001_path else None,
-            },
-            statement=statement_info,
-            verified=report_v.ok,
-            timings_s=timings,
-            attribution=_attribution_summary(store, att),
-            credentials=n_credentials,
-            conserved=totals.conserved,
-        )
-        top_verified = next(
-            (e for e in earners if e["holder"].startswith("person:") and e["status"] == "verified"), None
-        )
-        if top_verified is not None:
-            # The same one-time link `endcredits login-link create` makes (the service edge owns sign-in).
-            from endcredits.service.auth import create_login_link
-
-            with store.write() as conn:
-                link = create_login_link(conn, int(top_verified["holder"].split(":")[1]), created_by="demo")
-            key_prefix = f"{KEY_FILE_ENV}={demo_key_file} " if demo_key_file is not None else ""
-            summary.portal_command = (
-                f"{key_prefix}endcredits --data {store.data_dir}{f' --db {db_url}' if db_url else ''} serve --port 8000"
-            )
-            summary.portal_login_url = f"http://127.0.0.1:8000/portal/login?token={link.token}"
+        run.lap("attribute")
+        _accrue(run, manifest, agreement, outs, att.scores)
+        _late_verification(run, joined, guild)
+        batch = _payout(run, agreement)
+        earners = _earners(run.store, 10)
+        statement_info = _statement(run, earners, outs)
+        summary = _summary(run, report, manifest, lm, outs, earners, batch, statement_info, att)
+        _portal_link(run, summary, key_file, db_url)
         if not summary.conserved:
             raise InvariantError(
-                f"conservation broken: pool {pool} != paid {paid} + escrow {escrow} + suspense {suspense}"
+                f"conservation broken: pool {summary.pool_microunits} != paid {summary.paid_microunits} + "
+                f"escrow {summary.escrow_microunits} + suspense {summary.suspense_microunits}"
             )
-        if not report_v.ok:
-            raise InvariantError("verify failed after the demo: " + "; ".join(report_v.problems[:3]))
+        if not summary.verified:
+            raise InvariantError("verify failed after the demo: " + "; ".join(summary.problems[:3]))
         return summary
     finally:
-        store.dispose()
-        if demo_key_file is not None:
+        run.store.dispose()
+        if key_file is not None:
             if key_env_before is None:
                 os.environ.pop(KEY_FILE_ENV, None)
             else:
                 os.environ[KEY_FILE_ENV] = key_env_before
+
+
+def _summary(
+    run: _Run,
+    report: AbcImportReport,
+    manifest: ManifestRecord,
+    lm: TrainedLM,
+    outs: list[OutputIn],
+    earners: list[dict[str, Any]],
+    batch: PayoutBatchResult,
+    statement_info: dict[str, Any],
+    att: TextAttribution,
+) -> DemoSummary:
+    """The money by account kind, the people, and a fresh `verify`."""
+    with run.store.read() as conn:
+        totals = balance_totals(conn)[CURRENCY]
+        n_people = people_list(conn, limit=1)[0]
+        n_credentials = credentialed_people_count(conn)
+    report_v = verify(run.store)
+    run.lap("verify")
+    return DemoSummary(
+        data_dir=str(run.store.data_dir),
+        backend=run.store.backend,
+        works=report.works,
+        people=n_people,
+        names=report.names,
+        excluded_works=len(manifest.excluded),
+        manifest_id=manifest.id,
+        merkle_root=manifest.merkle_root,
+        checkpoint_sha256=lm.checksum(),
+        train_steps=lm.steps,
+        train_loss=lm.final_loss,
+        outputs=len(outs),
+        revenue_microunits=sum(o.revenue_microunits for o in outs),
+        pool_microunits=totals.pool_microunits,
+        paid_microunits=totals.paid_microunits,
+        escrow_microunits=totals.escrow_microunits,
+        suspense_microunits=totals.suspense_microunits,
+        top_earners=earners,
+        payout_batch={
+            "batch_id": batch.batch_id,
+            "status": batch.status,
+            "items": len(batch.items),
+            "total": format_amount(batch.total_microunits, CURRENCY),
+            "total_microunits": batch.total_microunits,
+            "pain001": str(batch.pain001_path) if batch.pain001_path else None,
+        },
+        statement=statement_info,
+        verified=report_v.ok,
+        problems=list(report_v.problems),
+        timings_s=run.timings,
+        attribution=_attribution_summary(run.store, att),
+        credentials=n_credentials,
+        conserved=totals.conserved,
+    )

@@ -177,6 +177,20 @@ def works_list(conn: Connection, *, limit: int) -> tuple[int, list[WorkSummary]]
     return int(total), [WorkSummary(r.id, r.title, r.kind, r.source) for r in rows]
 
 
+def holder_labels(conn: Connection, holders: Iterable[str]) -> dict[str, tuple[str, bool | None]]:
+    """For each ``person:N`` its handle and whether the person is verified; for each ``name:N`` the credited
+    name and None. Holders that are neither, or not registered, are absent."""
+    persons = sorted({int(h.split(":", 1)[1]) for h in holders if h.startswith("person:")})
+    name_ids_ = sorted({int(h.split(":", 1)[1]) for h in holders if h.startswith("name:")})
+    out: dict[str, tuple[str, bool | None]] = {}
+    for pid, handle, verified_at in people_verification(conn, persons):
+        out[f"person:{pid}"] = (handle, verified_at is not None)
+    for part in chunks(name_ids_):
+        for r in conn.execute(select(names.c.id, names.c.name).where(names.c.id.in_(part))):
+            out[f"name:{r.id}"] = (r.name, None)
+    return out
+
+
 def people_verification(conn: Connection, person_ids: Sequence[int]) -> list[tuple[int, str, str | None]]:
     """``(id, handle, verified_at)`` of the registered people among ``person_ids``, by id."""
     return sorted(

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import rfc8785
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, func, select, update
 
 from endcredits.errors import ConflictError, CredentialError, ValidationError
 from endcredits.registry.identity.credential import VerifiedCredential, verify_credential
@@ -191,3 +191,8 @@ def refresh_verification(
                     at=when,
                 )
     return out
+
+
+def credentialed_people_count(conn: Connection) -> int:
+    """How many people hold at least one attached credential."""
+    return int(conn.execute(select(func.count(credentials.c.person_id.distinct()))).scalar_one())
