@@ -134,6 +134,20 @@ def get_person(conn: Connection, person_id: int) -> Any:
     return row
 
 
+def get_work(conn: Connection, work_id: str) -> Any:
+    """The work's row (id, title, kind, source, size_bytes, created_at, ...)."""
+    row = conn.execute(select(works).where(works.c.id == work_id)).first()
+    if row is None:
+        raise NotFoundError(f"no work {work_id[:64]!r}: list works with `endcredits works list`")
+    return row
+
+
+def names_of_person(conn: Connection, person_id: int) -> list[tuple[int, str]]:
+    """``(id, name)`` of the credited names claimed by the person, by id."""
+    q = select(names.c.id, names.c.name).where(names.c.person_id == person_id).order_by(names.c.id)
+    return [(int(r.id), str(r.name)) for r in conn.execute(q)]
+
+
 def people_verification(conn: Connection, person_ids: Sequence[int]) -> list[tuple[int, str, str | None]]:
     """``(id, handle, verified_at)`` of the registered people among ``person_ids``, by id."""
     return sorted(

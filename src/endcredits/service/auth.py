@@ -171,6 +171,15 @@ def _key_principal(conn: Connection, token: str) -> Principal:
     return Principal(row.role, scopes, None, f"key:{key_id}")
 
 
+def key_principal(conn: Connection, key_id: str) -> Principal | None:
+    """The principal of the API key ``key_id`` when it exists and is not revoked (the portal's operator
+    cookie names the key, not its secret)."""
+    row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).first()
+    if row is None or row.revoked_at is not None:
+        return None
+    return Principal(row.role, frozenset(row.scopes.split(",")), None, f"key:{key_id}")
+
+
 # Sessions ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class NewSession:
