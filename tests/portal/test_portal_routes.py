@@ -21,6 +21,7 @@ from endcredits.registry.identity import attach_credential, load_status_lists, l
 from endcredits.registry.identity.issuer import STATUS_LIST_FILE, init_issuer, issue_credential
 from endcredits.registry.identity.multibase import did_key
 from endcredits.service import create_app
+from endcredits.service.auth import NOT_SIGNED_IN
 from endcredits.store.schema import audit_log
 from helpers_money import row_counts
 
@@ -283,7 +284,7 @@ def test_sign_in_by_a_signed_challenge(client: TestClient, seeded: Seeded, tmp_p
     bad = client.post(
         "/portal/signin/challenge", data={"csrf": csrf, "challenge_id": challenge_id, "did": did, "signature": forged}
     )
-    assert bad.status_code == 401 and "does not verify" in bad.text
+    assert bad.status_code == 401 and NOT_SIGNED_IN in bad.text
     ok = client.post(
         "/portal/signin/challenge",
         data={"csrf": csrf, "challenge_id": challenge_id, "did": did, "signature": signature},
@@ -299,4 +300,17 @@ def test_sign_in_by_a_signed_challenge(client: TestClient, seeded: Seeded, tmp_p
             "signature": signature,
         },
     )
-    assert replay.status_code == 401 and "already used" in replay.text
+    assert replay.status_code == 401 and NOT_SIGNED_IN in replay.text
+
+
+def test_a_challenge_page_tells_nobody_who_exists(client: TestClient, seeded: Seeded) -> None:
+    """Alice exists (without a did:key credential), 999999 does not: both get a challenge page, which only a
+    holder of a did:key credential can ever use."""
+    pages = [
+        client.post(
+            "/portal/signin/challenge/new", data={"csrf": _csrf(client, "/portal/signin"), "person_id": str(person)}
+        )
+        for person in (seeded.alice, 999_999)
+    ]
+    assert [p.status_code for p in pages] == [200, 200]
+    assert all("Sign this challenge" in p.text and 'name="challenge_id"' in p.text for p in pages)

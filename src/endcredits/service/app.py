@@ -44,6 +44,7 @@ from endcredits.service.auth import AuthError
 from endcredits.service.errors import SafeJSONResponse, error_response, escape_json, install_error_handlers
 from endcredits.service.portal import mount_portal
 from endcredits.service.records import record_usage_answer, usage_answer
+from endcredits.service.throttle import challenge_budget, spend_challenge
 from endcredits.service.views import person_view
 from endcredits.store.engine import Store, head_revision, normalize_time, parse_time
 
@@ -128,6 +129,7 @@ def create_app(store: Store) -> FastAPI:
         description="Residuals for the humans whose work trains AI. See docs/concepts/service.md.",
     )
     app.state.store = store
+    app.state.challenge_budget = challenge_budget()
     install_error_handlers(app)
     app.add_middleware(BodyLimit)
     _routes_system(app)
@@ -157,8 +159,11 @@ def _routes_system(app: FastAPI) -> None:
 
 def _routes_auth(app: FastAPI) -> None:
     @app.post(f"{API}/auth/challenges", status_code=201, tags=["auth"])
-    def challenge(body: m.ChallengeIn, _who: Who, store: StoreDep) -> dict[str, Any]:
-        """Public: a one-use nonce for a person to sign with the key of their credential's did:key."""
+    def challenge(body: m.ChallengeIn, request: Request, _who: Who, store: StoreDep) -> dict[str, Any]:
+        """Public: a one-use nonce for a person to sign with the key of their credential's did:key. Every
+        person id gets the same answer (only a person with a did:key credential can use it); each client
+        address may ask for a few at once, then one every few seconds (429 with ``Retry-After``)."""
+        spend_challenge(request)
         with store.write() as conn:
             c = auth.issue_challenge(conn, body.person_id)
         return {

@@ -57,10 +57,12 @@ def error_response(status: int, code: str, message: str) -> JSONResponse:
 
 
 def auth_error_response(exc: AuthError) -> JSONResponse:
-    """An ``AuthError`` as JSON; a 401 says how to authenticate."""
+    """An ``AuthError`` as JSON: a 401 says how to authenticate, a 429 when to come back."""
     response = error_response(exc.status, exc.code, str(exc))
     if exc.status == 401:
         response.headers["WWW-Authenticate"] = "Bearer"
+    if exc.retry_after_s is not None:
+        response.headers["Retry-After"] = str(exc.retry_after_s)
     return response
 
 

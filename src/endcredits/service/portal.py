@@ -46,6 +46,7 @@ from endcredits.service import auth
 from endcredits.service.access import need, see_person, store_of
 from endcredits.service.auth import AuthError, Principal
 from endcredits.service.errors import status_of, validation_message
+from endcredits.service.throttle import spend_challenge
 from endcredits.service.views import person_view
 from endcredits.store.engine import Store, format_time
 
@@ -135,6 +136,8 @@ class PortalRoute(APIRoute):
                 response = _error_page(request, status_of(exc), exc.message)
             except AuthError as exc:
                 response = _error_page(request, exc.status, str(exc))
+                if exc.retry_after_s is not None:
+                    response.headers["Retry-After"] = str(exc.retry_after_s)
             except RequestValidationError as exc:
                 response = _error_page(request, 422, validation_message(exc))
             except StarletteHTTPException as exc:
@@ -327,6 +330,7 @@ def _routes_sign_in(router: APIRouter) -> None:
         request: Request, csrf: CsrfField, person_id: Annotated[int, Form(ge=1, le=2**31 - 1)]
     ) -> Response:
         check_csrf(request, csrf)
+        spend_challenge(request)
         with store_of(request).write() as conn:
             c = auth.issue_challenge(conn, person_id)
         return render(request, _who(request), "challenge.html", challenge=c)
