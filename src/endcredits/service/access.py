@@ -12,6 +12,7 @@ from fastapi.security import HTTPBearer
 from endcredits.errors import NotFoundError
 from endcredits.service import auth
 from endcredits.service.auth import AuthError, Principal
+from endcredits.service.gate import PRINCIPAL_KEY
 from endcredits.store.engine import Store
 
 _bearer = HTTPBearer(
@@ -26,9 +27,15 @@ def store_of(request: Request) -> Store:
 
 
 def principal(request: Request, _doc: Annotated[Any, Depends(_bearer)] = None) -> Principal:
-    """The principal behind the request's ``Authorization`` header (none: the public)."""
-    with store_of(request).read() as conn:
-        return auth.principal_for(conn, request.headers.get("authorization"))
+    """The principal behind the request's ``Authorization`` header (none: the public), as the gate found
+    it before reading the body; 401 when those credentials are bad."""
+    found: Principal | AuthError | None = request.scope.get(PRINCIPAL_KEY)
+    if found is None:
+        with store_of(request).read() as conn:
+            found = auth.principal_for(conn, request.headers.get("authorization"))
+    if isinstance(found, AuthError):
+        raise found
+    return found
 
 
 Who = Annotated[Principal, Depends(principal)]

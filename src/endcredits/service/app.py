@@ -13,7 +13,6 @@ import base64
 import binascii
 import datetime as dt
 import hashlib
-from collections.abc import Awaitable, Callable, MutableMapping
 from importlib.metadata import version
 from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal
@@ -42,77 +41,15 @@ from endcredits.service.access import (
 )
 from endcredits.service.auth import AuthError
 from endcredits.service.errors import SafeJSONResponse, error_response, escape_json, install_error_handlers
+from endcredits.service.gate import API, Gate
 from endcredits.service.portal import mount_portal
 from endcredits.service.records import record_usage_answer, usage_answer
 from endcredits.service.throttle import challenge_budget, spend_challenge
 from endcredits.service.views import person_view
 from endcredits.store.engine import Store, head_revision, normalize_time, parse_time
 
-API = "/api/v1"
-
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 PersonPath = Annotated[int, Path(ge=1, le=2**31 - 1)]
 IdPath = Annotated[str, Path(min_length=1, max_length=200)]
-
-
-class BodyLimit:
-    """Refuses a request body over its bound with 413 before any endpoint sees it, whether the client
-    declared its length or streamed it in chunks."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    @staticmethod
-    def limit_for(path: str) -> int:
-        big = path.startswith((f"{API}/usage-batches", f"{API}/blobs/"))
-        return m.USAGE_BODY_BYTES_MAX if big else m.BODY_BYTES_MAX
-
-    async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = self.limit_for(scope["path"])
-        too_big = error_response(
-            413, "limit_exceeded", f"request body exceeds {limit} bytes: split it into smaller requests"
-        )
-        for name, value in scope.get("headers", []):
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    await error_response(400, "validation", "malformed Content-Length")(scope, receive, send)
-                    return
-                if declared > limit:
-                    await too_big(scope, receive, send)
-                    return
-        chunks: list[bytes] = []
-        seen = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                await self.app(scope, _replay([message], receive), send)
-                return
-            body = message.get("body", b"")
-            seen += len(body)
-            if seen > limit:
-                await too_big(scope, receive, send)
-                return
-            chunks.append(body)
-            if not message.get("more_body", False):
-                break
-        await self.app(
-            scope, _replay([{"type": "http.request", "body": b"".join(chunks), "more_body": False}], receive), send
-        )
-
-
-def _replay(first: list[MutableMapping[str, Any]], receive: Receive) -> Receive:
-    pending = list(first)
-
-    async def replay() -> MutableMapping[str, Any]:
-        return pending.pop(0) if pending else await receive()
-
-    return replay
 
 
 # The application ---------------------------------------------------------------------------------
@@ -131,7 +68,7 @@ def create_app(store: Store) -> FastAPI:
     app.state.store = store
     app.state.challenge_budget = challenge_budget()
     install_error_handlers(app)
-    app.add_middleware(BodyLimit)
+    app.add_middleware(Gate)
     _routes_system(app)
     _routes_auth(app)
     _routes_usage(app)
