@@ -314,3 +314,15 @@ def test_a_challenge_page_tells_nobody_who_exists(client: TestClient, seeded: Se
     ]
     assert [p.status_code for p in pages] == [200, 200]
     assert all("Sign this challenge" in p.text and 'name="challenge_id"' in p.text for p in pages)
+
+
+def test_a_contributor_sees_no_holder_ids_and_an_operator_does(client: TestClient, seeded: Seeded) -> None:
+    _sign_in(client, seeded, seeded.mal)
+    page = client.get("/portal/escrow")
+    assert page.status_code == 200 and "Bob Credited" in page.text
+    assert "name:" not in page.text and "person:" not in page.text and "<th>holder</th>" not in page.text
+    operator = TestClient(create_app(seeded.store))
+    operator.post(
+        "/portal/operator/signin", data={"csrf": _csrf(operator, "/portal/signin"), "api_key": seeded.keys["read"]}
+    )
+    assert "<th>holder</th>" in operator.get("/portal/escrow").text

@@ -148,6 +148,12 @@ def names_of_person(conn: Connection, person_id: int) -> list[tuple[int, str]]:
     return [(int(r.id), str(r.name)) for r in conn.execute(q)]
 
 
+def work_titles(conn: Connection, work_ids: Sequence[str]) -> dict[str, str]:
+    """The title of each registered work among ``work_ids``."""
+    q = "SELECT id, title FROM works WHERE id {in}"
+    return {str(i): str(t) for i, t in select_in(conn, q, sorted(set(work_ids)))}
+
+
 def people_verification(conn: Connection, person_ids: Sequence[int]) -> list[tuple[int, str, str | None]]:
     """``(id, handle, verified_at)`` of the registered people among ``person_ids``, by id."""
     return sorted(

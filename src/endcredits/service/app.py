@@ -45,7 +45,7 @@ from endcredits.service.gate import API, Gate
 from endcredits.service.portal import mount_portal
 from endcredits.service.records import record_usage_answer, usage_answer
 from endcredits.service.throttle import challenge_budget, spend_challenge
-from endcredits.service.views import person_view
+from endcredits.service.views import escrow_rows, person_view
 from endcredits.store.engine import Store, head_revision, normalize_time, parse_time
 
 PersonPath = Annotated[int, Path(ge=1, le=2**31 - 1)]
@@ -467,22 +467,18 @@ def _routes_money(app: FastAPI) -> None:
         q: Annotated[str, Query(max_length=200)] = "",
         limit: Annotated[int, Query(ge=1, le=1_000)] = 50,
     ) -> dict[str, Any]:
-        """Anyone: unclaimed residuals whose name contains ``q``, largest first. The public sees names and
-        amounts only; signed-in callers also see the holder id to claim."""
-        from endcredits.ledger.escrow import search_escrow
-
-        with store.read() as conn:
-            found = search_escrow(conn, q, limit=limit)
+        """Anyone: unclaimed residuals whose name contains ``q``, largest first: names and amounts. Operators
+        with scope read or payouts, and auditors, also see the holder id (``name:ID``) they link or claim."""
         rows = []
-        for h in found:
+        for r in escrow_rows(store, who, q, limit=limit):
             row: dict[str, Any] = {
-                "name": h.display_name,
-                "currency": h.currency,
-                "amount": format_amount(h.balance_microunits, h.currency),
-                "amount_microunits": h.balance_microunits,
+                "name": r.name,
+                "currency": r.currency,
+                "amount": format_amount(r.amount_microunits, r.currency),
+                "amount_microunits": r.amount_microunits,
             }
-            if who.kind != "public":
-                row["holder"] = h.holder
+            if r.holder is not None:
+                row["holder"] = r.holder
             rows.append(row)
         return {"escrow": rows}
 

@@ -47,7 +47,7 @@ from endcredits.service.access import need, see_person, store_of
 from endcredits.service.auth import AuthError, Principal
 from endcredits.service.errors import status_of, validation_message
 from endcredits.service.throttle import spend_challenge
-from endcredits.service.views import person_view
+from endcredits.service.views import escrow_rows, person_view, sees_holders
 from endcredits.store.engine import Store, format_time
 
 PORTAL = "/portal"
@@ -693,31 +693,26 @@ def _routes_escrow(router: APIRouter) -> None:
 
 
 def _escrow_page(request: Request, who: Principal, q: str, *, notice: str = "") -> HTMLResponse:
-    from endcredits.ledger.escrow import search_escrow
     from endcredits.registry.records import get_person
 
     store = store_of(request)
     with store.read() as conn:
-        found = search_escrow(conn, q, limit=ESCROW_ROWS_MAX)
         person = get_person(conn, who.person_id) if who.kind == "contributor" and who.person_id else None
     rows = [
-        {
-            "name": h.display_name,
-            "amount": f"{format_amount(h.balance_microunits, h.currency)} {h.currency}",
-            "holder": h.holder if who.kind != "public" else None,
-        }
-        for h in found
+        {"name": r.name, "amount": f"{format_amount(r.amount_microunits, r.currency)} {r.currency}", "holder": r.holder}
+        for r in escrow_rows(store, who, q, limit=ESCROW_ROWS_MAX)
     ]
     own = _own_escrow(store, person.id) if person is not None else []
-    return render(request, who, "escrow.html", q=q, rows=rows, own=own, person=person, notice=notice)
+    return render(
+        request, who, "escrow.html", q=q, rows=rows, own=own, person=person, notice=notice, holders=sees_holders(who)
+    )
 
 
 # Operators ---------------------------------------------------------------------------------------
-def operator_overview(store: Store) -> dict[str, Any]:
+def operator_overview(store: Store, who: Principal) -> dict[str, Any]:
     """Totals by account kind and currency (pool, payable, clearing, bank, escrow, suspense), the largest
     escrow holdings, suspense accounts and payout batches."""
     from endcredits.ledger import parse_account_key
-    from endcredits.ledger.escrow import search_escrow
     from endcredits.ledger.records import account_balances
     from endcredits.payouts.records import payout_batch_rows, payout_item_statuses
 
@@ -730,7 +725,6 @@ def operator_overview(store: Store) -> dict[str, Any]:
             per[kind] = per.get(kind, 0) + value
             if kind == "suspense" and value:
                 suspense.append({"account": key, "amount": f"{format_amount(value, currency)} {currency}"})
-        escrow = search_escrow(conn, "", limit=ESCROW_ROWS_MAX)
         batches = payout_batch_rows(conn, newest_first=True, limit=ESCROW_ROWS_MAX)
         items = payout_item_statuses(conn, [b.id for b in batches])
     kinds = ("pool", "payable", "clearing", "bank", "escrow", "suspense")
@@ -751,11 +745,11 @@ def operator_overview(store: Store) -> dict[str, Any]:
         "suspense": suspense,
         "escrow": [
             {
-                "holder": h.holder,
-                "name": h.display_name,
-                "amount": f"{format_amount(h.balance_microunits, h.currency)} {h.currency}",
+                "holder": r.holder,
+                "name": r.name,
+                "amount": f"{format_amount(r.amount_microunits, r.currency)} {r.currency}",
             }
-            for h in escrow
+            for r in escrow_rows(store, who, "", limit=ESCROW_ROWS_MAX)
         ],
         "batches": [
             {
@@ -780,4 +774,4 @@ def _routes_operator(router: APIRouter) -> None:
         need(who, "read")
         if person_id is not None:
             return RedirectResponse(f"{PORTAL}/people/{person_id}", status_code=303)
-        return render(request, who, "operator.html", o=operator_overview(store_of(request)))
+        return render(request, who, "operator.html", o=operator_overview(store_of(request), who))
