@@ -10,6 +10,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from portal_world import EVIL_HANDLE, EVIL_NAME, Seeded, TestClient, revoke
@@ -326,3 +327,42 @@ def test_a_contributor_sees_no_holder_ids_and_an_operator_does(client: TestClien
         "/portal/operator/signin", data={"csrf": _csrf(operator, "/portal/signin"), "api_key": seeded.keys["read"]}
     )
     assert "<th>holder</th>" in operator.get("/portal/escrow").text
+
+
+def test_operator_sign_out_makes_the_same_cookie_useless(client: TestClient, seeded: Seeded) -> None:
+    client.post(
+        "/portal/operator/signin", data={"csrf": _csrf(client, "/portal/signin"), "api_key": seeded.keys["read"]}
+    )
+    cookie = client.cookies.get("ec_operator")
+    assert cookie and client.get("/portal/operator").status_code == 200
+    other_browser = TestClient(client.app)
+    other_browser.cookies.set("ec_operator", cookie, path="/portal")
+    assert other_browser.get("/portal/operator").status_code == 200
+    assert client.post("/portal/logout", data={"csrf": _csrf(client, "/portal/operator")}).status_code == 200
+    for browser in (TestClient(client.app), other_browser):  # the stolen value, and a browser never signed out
+        browser.cookies.set("ec_operator", cookie, path="/portal")
+        assert browser.get("/portal/operator", follow_redirects=False).status_code == 303
+    again = client.post(
+        "/portal/operator/signin", data={"csrf": _csrf(client, "/portal/signin"), "api_key": seeded.keys["read"]}
+    )
+    assert again.status_code == 200 and client.cookies.get("ec_operator") != cookie
+
+
+def test_operator_sign_outs_are_remembered_within_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    from endcredits.service import operator_sessions
+    from endcredits.service.operator_sessions import OperatorSessions
+
+    monkeypatch.setattr(operator_sessions, "KEYS_SIGNED_OUT_MAX", 2)
+    sessions = OperatorSessions()
+    kept = sessions.cookie("k3", 2**40)
+    assert sessions.key_id(kept, 0) == "k3" and sessions.key_id(kept, 2**40) is None  # expired at 2**40
+    sessions.close("k1")
+    sessions.close("k2")
+    assert len(sessions) == 2 and sessions.key_id(kept, 0) == "k3"
+    sessions.close("k1")
+    assert sessions.key_id(kept, 0) == "k3"
+    sessions.close("k4")  # a third key: the secret is replaced, every operator is signed out
+    assert len(sessions) == 0 and sessions.key_id(kept, 0) is None
+    assert sessions.key_id(sessions.cookie("k1", 2**40), 0) == "k1"
+    for forged in ("eco_k1.0.9.x", "eco_k1.x.9." + "0" * 64, "eck_k1.0.9." + "0" * 64, "eco_" + "a" * 300):
+        assert sessions.key_id(forged, 0) is None

@@ -7,10 +7,11 @@ Who is asking comes from a cookie, never from the URL:
 - ``ec_session`` holds a contributor's session token (``ecs_...``), opened by a one-time login link
   (``/portal/login?token=ecl_...``) or by a signed challenge, exactly as the API opens one; signing out
   closes it in the store.
-- ``ec_operator`` holds ``eco_<key id>.<expiry>.<HMAC>``: an operator or auditor pasted their API key once
-  and got a session for the operator pages. The key itself is not kept; the key's row is read on every
-  request, so revoking the key ends the session at once. The HMAC key lives in the running app only, so
-  a restart signs operators out.
+- ``ec_operator`` holds ``eco_<key id>.<generation>.<expiry>.<HMAC>`` (``operator_sessions.py``): an
+  operator or auditor pasted their API key once and got a session for the operator pages. The key itself
+  is not kept; the key's row is read on every request, so revoking the key ends the session at once.
+  Signing out moves the key's generation on, so the same cookie is refused afterwards. The HMAC key
+  lives in the running app only, so a restart signs operators out.
 - ``ec_pre`` is a random value for the sign-in forms, before there is a session.
 
 Every cookie is HttpOnly, SameSite=Strict and, over https, Secure. Every POST form carries a CSRF token
@@ -46,6 +47,7 @@ from endcredits.service import auth
 from endcredits.service.access import need, see_person, store_of
 from endcredits.service.auth import AuthError, Principal
 from endcredits.service.errors import status_of, validation_message
+from endcredits.service.operator_sessions import OperatorSessions
 from endcredits.service.throttle import spend_challenge
 from endcredits.service.views import escrow_rows, person_view, sees_holders
 from endcredits.store.engine import Store, format_time
@@ -55,7 +57,6 @@ TEMPLATES_DIR = Path(__file__).parent / "templates"
 SESSION_COOKIE = "ec_session"
 OPERATOR_COOKIE = "ec_operator"
 PRE_COOKIE = "ec_pre"
-OPERATOR_PREFIX = "eco_"
 OPERATOR_SESSION_TTL_S = auth.SESSION_TTL_S
 PERIODS_SHOWN_MAX = 12
 """Statements the earnings page reads (the latest periods); older ones stay reachable by address."""
@@ -90,10 +91,10 @@ class SignInNeeded(Exception):
 
 @dataclass(frozen=True)
 class Portal:
-    """What the portal's routes share: the templates and the key that signs operator sessions."""
+    """What the portal's routes share: the templates and the operator sessions of this process."""
 
     env: Environment
-    operator_secret: bytes
+    operators: OperatorSessions
 
 
 def mount_portal(app: FastAPI) -> None:
@@ -105,7 +106,7 @@ def mount_portal(app: FastAPI) -> None:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    app.state.portal = Portal(env, secrets.token_bytes(32))
+    app.state.portal = Portal(env, OperatorSessions())
     router = APIRouter(prefix=PORTAL, route_class=PortalRoute, include_in_schema=False)
     _routes_sign_in(router)
     _routes_contributor(router)
@@ -225,19 +226,9 @@ def _error_page(request: Request, status: int, message: str) -> HTMLResponse:
 
 
 # Who is asking -----------------------------------------------------------------------------------
-def _operator_cookie(portal: Portal, key_id: str, expires_unix: int) -> str:
-    body = f"{key_id}.{expires_unix}"
-    mac = hmac.new(portal.operator_secret, body.encode(), hashlib.sha256).hexdigest()
-    return f"{OPERATOR_PREFIX}{body}.{mac}"
-
-
 def _operator_principal(request: Request, value: str) -> Principal:
-    key_id, _, rest = value.removeprefix(OPERATOR_PREFIX).partition(".")
-    expires, _, _ = rest.partition(".")
-    if not value.startswith(OPERATOR_PREFIX) or not expires.isdigit():
-        return auth.PUBLIC
-    expected = _operator_cookie(_portal(request), key_id, int(expires))
-    if not hmac.compare_digest(expected, value) or int(expires) <= int(dt.datetime.now(dt.UTC).timestamp()):
+    key_id = _portal(request).operators.key_id(value, int(dt.datetime.now(dt.UTC).timestamp()))
+    if key_id is None:
         return auth.PUBLIC
     with store_of(request).read() as conn:
         found = auth.key_principal(conn, key_id)
@@ -254,7 +245,7 @@ def _who(request: Request) -> Principal:
         except AuthError:
             return auth.PUBLIC
     operator = request.cookies.get(OPERATOR_COOKIE)
-    if operator and len(operator) <= 256:
+    if operator:
         return _operator_principal(request, operator)
     return auth.PUBLIC
 
@@ -380,7 +371,7 @@ def _routes_sign_in(router: APIRouter) -> None:
             response,
             request,
             OPERATOR_COOKIE,
-            _operator_cookie(_portal(request), key_id, expires),
+            _portal(request).operators.cookie(key_id, expires),
             OPERATOR_SESSION_TTL_S,
         )
         _forget(response, request, SESSION_COOKIE, PRE_COOKIE)
@@ -396,6 +387,7 @@ def _routes_sign_in(router: APIRouter) -> None:
             if who.kind == "contributor":
                 auth.close_session(conn, request.cookies.get(SESSION_COOKIE, ""))
             elif who.kind != "public":
+                _portal(request).operators.close(who.subject.removeprefix("key:"))
                 append_audit(conn, "auth.portal_session_closed", who.subject, {})
         response = RedirectResponse(f"{PORTAL}/signin?notice=signed_out", status_code=303)
         _forget(response, request, SESSION_COOKIE, OPERATOR_COOKIE)
