@@ -10,6 +10,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from portal_world import EVIL_HANDLE, EVIL_NAME, Seeded, TestClient, revoke
@@ -21,6 +22,7 @@ from endcredits.registry.identity import attach_credential, load_status_lists, l
 from endcredits.registry.identity.issuer import STATUS_LIST_FILE, init_issuer, issue_credential
 from endcredits.registry.identity.multibase import did_key
 from endcredits.service import create_app
+from endcredits.service.auth import NOT_SIGNED_IN
 from endcredits.store.schema import audit_log
 from helpers_money import row_counts
 
@@ -283,7 +285,7 @@ def test_sign_in_by_a_signed_challenge(client: TestClient, seeded: Seeded, tmp_p
     bad = client.post(
         "/portal/signin/challenge", data={"csrf": csrf, "challenge_id": challenge_id, "did": did, "signature": forged}
     )
-    assert bad.status_code == 401 and "does not verify" in bad.text
+    assert bad.status_code == 401 and NOT_SIGNED_IN in bad.text
     ok = client.post(
         "/portal/signin/challenge",
         data={"csrf": csrf, "challenge_id": challenge_id, "did": did, "signature": signature},
@@ -299,4 +301,68 @@ def test_sign_in_by_a_signed_challenge(client: TestClient, seeded: Seeded, tmp_p
             "signature": signature,
         },
     )
-    assert replay.status_code == 401 and "already used" in replay.text
+    assert replay.status_code == 401 and NOT_SIGNED_IN in replay.text
+
+
+def test_a_challenge_page_tells_nobody_who_exists(client: TestClient, seeded: Seeded) -> None:
+    """Alice exists (without a did:key credential), 999999 does not: both get a challenge page, which only a
+    holder of a did:key credential can ever use."""
+    pages = [
+        client.post(
+            "/portal/signin/challenge/new", data={"csrf": _csrf(client, "/portal/signin"), "person_id": str(person)}
+        )
+        for person in (seeded.alice, 999_999)
+    ]
+    assert [p.status_code for p in pages] == [200, 200]
+    assert all("Sign this challenge" in p.text and 'name="challenge_id"' in p.text for p in pages)
+
+
+def test_a_contributor_sees_no_holder_ids_and_an_operator_does(client: TestClient, seeded: Seeded) -> None:
+    _sign_in(client, seeded, seeded.mal)
+    page = client.get("/portal/escrow")
+    assert page.status_code == 200 and "Bob Credited" in page.text
+    assert "name:" not in page.text and "person:" not in page.text and "<th>holder</th>" not in page.text
+    operator = TestClient(create_app(seeded.store))
+    operator.post(
+        "/portal/operator/signin", data={"csrf": _csrf(operator, "/portal/signin"), "api_key": seeded.keys["read"]}
+    )
+    assert "<th>holder</th>" in operator.get("/portal/escrow").text
+
+
+def test_operator_sign_out_makes_the_same_cookie_useless(client: TestClient, seeded: Seeded) -> None:
+    client.post(
+        "/portal/operator/signin", data={"csrf": _csrf(client, "/portal/signin"), "api_key": seeded.keys["read"]}
+    )
+    cookie = client.cookies.get("ec_operator")
+    assert cookie and client.get("/portal/operator").status_code == 200
+    other_browser = TestClient(client.app)
+    other_browser.cookies.set("ec_operator", cookie, path="/portal")
+    assert other_browser.get("/portal/operator").status_code == 200
+    assert client.post("/portal/logout", data={"csrf": _csrf(client, "/portal/operator")}).status_code == 200
+    for browser in (TestClient(client.app), other_browser):  # the stolen value, and a browser never signed out
+        browser.cookies.set("ec_operator", cookie, path="/portal")
+        assert browser.get("/portal/operator", follow_redirects=False).status_code == 303
+    again = client.post(
+        "/portal/operator/signin", data={"csrf": _csrf(client, "/portal/signin"), "api_key": seeded.keys["read"]}
+    )
+    assert again.status_code == 200 and client.cookies.get("ec_operator") != cookie
+
+
+def test_operator_sign_outs_are_remembered_within_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    from endcredits.service import operator_sessions
+    from endcredits.service.operator_sessions import OperatorSessions
+
+    monkeypatch.setattr(operator_sessions, "KEYS_SIGNED_OUT_MAX", 2)
+    sessions = OperatorSessions()
+    kept = sessions.cookie("k3", 2**40)
+    assert sessions.key_id(kept, 0) == "k3" and sessions.key_id(kept, 2**40) is None  # expired at 2**40
+    sessions.close("k1")
+    sessions.close("k2")
+    assert len(sessions) == 2 and sessions.key_id(kept, 0) == "k3"
+    sessions.close("k1")
+    assert sessions.key_id(kept, 0) == "k3"
+    sessions.close("k4")  # a third key: the secret is replaced, every operator is signed out
+    assert len(sessions) == 0 and sessions.key_id(kept, 0) is None
+    assert sessions.key_id(sessions.cookie("k1", 2**40), 0) == "k1"
+    for forged in ("eco_k1.0.9.x", "eco_k1.x.9." + "0" * 64, "eck_k1.0.9." + "0" * 64, "eco_" + "a" * 300):
+        assert sessions.key_id(forged, 0) is None

@@ -9,8 +9,8 @@ fuzzer then reaches past the 404s into accrual, consent, statements and payouts.
 
 Runs on SQLite and on PostgreSQL (the ``svc`` world's ``store`` fixture), since a 5xx can come from one
 backend only. Seeded and bounded (``EXAMPLES_PER_OPERATION`` per operation, mode and caller), so a run
-is the same every time and takes about 25 s per backend and caller on two cores. ``ENDCREDITS_FUZZ_EXAMPLES`` raises the bound for a
-longer hunt; ``ENDCREDITS_FUZZ_SEED`` changes the seed.
+is the same every time and takes about 25 s per backend and caller on two cores.
+``ENDCREDITS_FUZZ_EXAMPLES`` raises the bound for a longer hunt; ``ENDCREDITS_FUZZ_SEED`` changes the seed.
 """
 
 from __future__ import annotations

@@ -46,17 +46,36 @@ def serve_cmd(
     db: DbOpt = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65_535, help="Port to listen on.")] = 8000,
+    headers_timeout_s: Annotated[
+        float, typer.Option("--headers-timeout-s", min=0.1, max=300, help="Close a request whose headers are slower.")
+    ] = 10,
+    connections_max: Annotated[
+        int, typer.Option("--connections-max", min=1, max=1_000_000, help="Open connections at once (503 past it).")
+    ] = 1_000,
+    forwarded_allow_ips: Annotated[
+        str | None,
+        typer.Option(
+            "--forwarded-allow-ips",
+            help="Proxies whose X-Forwarded-For names the client, comma-separated (default: this machine only). "
+            "Behind a proxy elsewhere, name it, or every client counts as the proxy's address.",
+        ),
+    ] = None,
 ) -> None:
     """Serve the REST API (/api/v1, OpenAPI at /openapi.json) until interrupted."""
-    import uvicorn
-
-    from endcredits.service import create_app
+    from endcredits.service.server import serve
 
     with _store(ctx, data, db) as store:
         sys.stderr.write(
             f"endcredits serving {store.backend} store in {store.data_dir} at http://{host}:{port}/api/v1\n"
         )
-        uvicorn.run(create_app(store), host=host, port=port, log_level="info", access_log=False)
+        serve(
+            store,
+            host=host,
+            port=port,
+            headers_timeout_s=headers_timeout_s,
+            connections_max=connections_max,
+            forwarded_allow_ips=forwarded_allow_ips,
+        )
 
 
 @operator_key_app.command("create")

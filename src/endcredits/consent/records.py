@@ -77,6 +77,13 @@ def revoke_grant(conn: Connection, grant_id: int, at: datetime) -> Grant:
     return _to_grant(row, revoked_at=when)
 
 
+def grant_subject(conn: Connection, grant_id: int) -> tuple[str, str] | None:
+    """``(subject_kind, subject_id)`` of a grant, or None when there is no such grant."""
+    q = select(consent_grants.c.subject_kind, consent_grants.c.subject_id).where(consent_grants.c.id == grant_id)
+    row = conn.execute(q).first()
+    return None if row is None else (str(row.subject_kind), str(row.subject_id))
+
+
 def _to_grant(r: Any, *, revoked_at: str | None = None) -> Grant:
     revoked = revoked_at or r.revoked_at
     return Grant(

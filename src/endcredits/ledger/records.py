@@ -60,6 +60,7 @@ from endcredits.store.bulk import (
 from endcredits.store.engine import utc_now
 from endcredits.store.schema import (
     accounts,
+    accrual_batches,
     carries,
     ledger_folds,
     legs,
@@ -653,3 +654,14 @@ def transfer_count(conn: Connection) -> int:
 
 def output_count(conn: Connection) -> int:
     return int(conn.execute(select(func.count()).select_from(outputs)).scalar_one())
+
+
+def latest_periods(conn: Connection, limit: int) -> list[tuple[str, str]]:
+    """``(period, currency)`` of the latest ``limit`` periods with an accrual batch, newest first."""
+    q = (
+        select(accrual_batches.c.period, accrual_batches.c.currency)
+        .distinct()
+        .order_by(accrual_batches.c.period.desc(), accrual_batches.c.currency)
+        .limit(limit)
+    )
+    return [(str(r.period), str(r.currency)) for r in conn.execute(q)]

@@ -191,6 +191,17 @@ def holder_labels(conn: Connection, holders: Iterable[str]) -> dict[str, tuple[s
     return out
 
 
+def names_of_person(conn: Connection, person_id: int) -> list[tuple[int, str]]:
+    """``(id, name)`` of the credited names claimed by the person, by id."""
+    q = select(names.c.id, names.c.name).where(names.c.person_id == person_id).order_by(names.c.id)
+    return [(int(r.id), str(r.name)) for r in conn.execute(q)]
+
+
+def work_titles(conn: Connection, work_ids: Sequence[str]) -> dict[str, str]:
+    """The title of each registered work among ``work_ids``."""
+    return {w: r.title for w, r in work_rows(conn, work_ids).items()}
+
+
 def people_verification(conn: Connection, person_ids: Sequence[int]) -> list[tuple[int, str, str | None]]:
     """``(id, handle, verified_at)`` of the registered people among ``person_ids``, by id."""
     return sorted(
@@ -527,13 +538,16 @@ class WorkRow(NamedTuple):
     kind: str
     size_bytes: int
     source: str | None
+    created_at: str
 
 
 def work_rows(conn: Connection, work_ids: Sequence[str]) -> dict[str, WorkRow]:
     """The registered works among ``work_ids``, by id (an id that is not registered is absent)."""
     out: dict[str, WorkRow] = {}
     for part in chunks(sorted(set(work_ids))):
-        q = select(works.c.id, works.c.seq, works.c.title, works.c.kind, works.c.size_bytes, works.c.source)
+        q = select(
+            works.c.id, works.c.seq, works.c.title, works.c.kind, works.c.size_bytes, works.c.source, works.c.created_at
+        )
         out.update({r.id: WorkRow(*r) for r in conn.execute(q.where(works.c.id.in_(part)))})
     return out
 

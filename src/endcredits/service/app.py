@@ -1,7 +1,8 @@
 """The REST API under ``/api/v1``: a thin edge that calls the stages' public functions.
 
 ``create_app(store)`` builds the FastAPI application around one open store. Every error endcredits
-raises on purpose becomes ``{"error": {"code", "message"}}`` with the status from ``STATUS_BY_CODE``;
+raises on purpose becomes ``{"error": {"code", "message"}}`` with the status from ``STATUS_BY_CODE``
+(``service/errors.py``); who may do what is decided in ``service/access.py``:
 authentication problems answer 401, a role without the right 403, and another person's data 404 (the
 same answer as for a person who does not exist).
 """
@@ -12,232 +13,42 @@ import base64
 import binascii
 import datetime as dt
 import hashlib
-import json
-import logging
-from collections.abc import Awaitable, Callable, MutableMapping
 from importlib.metadata import version
-from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal
 
 from alembic.runtime.migration import MigrationContext
-from fastapi import Depends, FastAPI, Path, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
-from fastapi.security import HTTPBearer
 from pydantic import ValidationError as PydanticValidationError
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from endcredits.audit import canonical_json
-from endcredits.errors import ConflictError, EndcreditsError, NotFoundError, ValidationError
+from endcredits.errors import ConflictError, NotFoundError, ValidationError
 from endcredits.money import format_amount, parse_amount
 from endcredits.service import auth
 from endcredits.service import models as m
-from endcredits.service.auth import AuthError, Principal
-from endcredits.service.portal import mount_portal
-from endcredits.store.engine import Store, head_revision, normalize_time, parse_time, utc_now
-from endcredits.store.schema import payout_batches, usage_requests, works
-
-API = "/api/v1"
-log = logging.getLogger("endcredits.service")
-
-STATUS_BY_CODE: dict[str, int] = {
-    "validation": 422,
-    "not_found": 404,
-    "conflict": 409,
-    "consent": 409,
-    "manifest_mismatch": 422,
-    "ledger": 409,
-    "limit_exceeded": 413,
-    "store": 503,
-    "evidence": 500,
-    "credential": 422,
-    "invariant": 500,
-}
-"""The one place an ``EndcreditsError`` code becomes an HTTP status (anything else: 400)."""
-
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-
-
-def escape_json(text: str) -> str:
-    """JSON text with ``<``, ``>`` and ``&`` written as ``\\u`` escapes: the same value to any JSON parser,
-    but never markup if a browser or a log viewer renders the body as HTML."""
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-
-
-class SafeJSONResponse(JSONResponse):
-    """Every JSON body of the API: UTF-8, compact, markup characters escaped (see ``escape_json``)."""
-
-    def render(self, content: Any) -> bytes:
-        return escape_json(json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))).encode()
-
-
-def _error(status: int, code: str, message: str) -> JSONResponse:
-    return SafeJSONResponse({"error": {"code": code, "message": message}}, status_code=status)
-
-
-class BodyLimit:
-    """Refuses a request body over its bound with 413 before any endpoint sees it, whether the client
-    declared its length or streamed it in chunks."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    @staticmethod
-    def limit_for(path: str) -> int:
-        big = path.startswith((f"{API}/usage-batches", f"{API}/blobs/"))
-        return m.USAGE_BODY_BYTES_MAX if big else m.BODY_BYTES_MAX
-
-    async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = self.limit_for(scope["path"])
-        too_big = _error(413, "limit_exceeded", f"request body exceeds {limit} bytes: split it into smaller requests")
-        for name, value in scope.get("headers", []):
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    await _error(400, "validation", "malformed Content-Length")(scope, receive, send)
-                    return
-                if declared > limit:
-                    await too_big(scope, receive, send)
-                    return
-        chunks: list[bytes] = []
-        seen = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                await self.app(scope, _replay([message], receive), send)
-                return
-            body = message.get("body", b"")
-            seen += len(body)
-            if seen > limit:
-                await too_big(scope, receive, send)
-                return
-            chunks.append(body)
-            if not message.get("more_body", False):
-                break
-        await self.app(
-            scope, _replay([{"type": "http.request", "body": b"".join(chunks), "more_body": False}], receive), send
-        )
-
-
-def _replay(first: list[MutableMapping[str, Any]], receive: Receive) -> Receive:
-    pending = list(first)
-
-    async def replay() -> MutableMapping[str, Any]:
-        return pending.pop(0) if pending else await receive()
-
-    return replay
-
-
-def _validation_message(exc: RequestValidationError) -> str:
-    parts = []
-    for e in exc.errors()[:5]:
-        where = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{where}: {e.get('msg', 'invalid')}")
-    more = len(exc.errors()) - 5
-    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
-
-
-def _install_errors(app: FastAPI) -> None:
-    @app.exception_handler(EndcreditsError)
-    async def _endcredits(_request: Request, exc: EndcreditsError) -> JSONResponse:
-        return _error(STATUS_BY_CODE.get(exc.code, 400), exc.code, exc.message)
-
-    @app.exception_handler(AuthError)
-    async def _auth(_request: Request, exc: AuthError) -> JSONResponse:
-        response = _error(exc.status, exc.code, str(exc))
-        if exc.status == 401:
-            response.headers["WWW-Authenticate"] = "Bearer"
-        return response
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _error(422, "validation", _validation_message(exc))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed", 501: "not_available"}.get(exc.status_code, "http")
-        return _error(exc.status_code, code, str(exc.detail))
-
-    @app.exception_handler(IntegrityError)
-    async def _integrity(_request: Request, exc: IntegrityError) -> JSONResponse:
-        log.warning("integrity error: %s", exc.orig)
-        return _error(
-            409, "conflict", "the write conflicts with a concurrent one or a unique value: retry or change it"
-        )
-
-
-# Who is asking -----------------------------------------------------------------------------------
-_bearer = HTTPBearer(
-    auto_error=False, description="An operator or auditor API key (eck_...) or a session token (ecs_...)"
+from endcredits.service.access import (
+    Ingest,
+    Payouts,
+    Reader,
+    Registry,
+    StoreDep,
+    Who,
+    contributor_self,
+    need,
+    see_person,
 )
+from endcredits.service.auth import AuthError
+from endcredits.service.errors import SafeJSONResponse, error_response, escape_json, install_error_handlers
+from endcredits.service.gate import API, Gate
+from endcredits.service.portal import mount_portal
+from endcredits.service.records import record_usage_answer, usage_answer
+from endcredits.service.throttle import challenge_budget, spend_challenge
+from endcredits.service.views import escrow_rows, person_view
+from endcredits.store.engine import Store, head_revision, normalize_time, parse_time
 
-
-def _store(request: Request) -> Store:
-    store: Store = request.app.state.store
-    return store
-
-
-def _principal(request: Request, _doc: Annotated[Any, Depends(_bearer)] = None) -> Principal:
-    with _store(request).read() as conn:
-        return auth.principal_for(conn, request.headers.get("authorization"))
-
-
-Who = Annotated[Principal, Depends(_principal)]
-StoreDep = Annotated[Store, Depends(_store)]
 PersonPath = Annotated[int, Path(ge=1, le=2**31 - 1)]
 IdPath = Annotated[str, Path(min_length=1, max_length=200)]
-
-
-def need(who: Principal, scope: str) -> None:
-    """401 for the public, 403 for a role without ``scope``."""
-    if who.kind == "public":
-        raise AuthError(401, "unauthorized", f"this needs credentials: an API key with scope {scope}")
-    if not who.can(scope):
-        raise AuthError(403, "forbidden", f"a {who.kind} may not do this: it needs an operator key with scope {scope}")
-
-
-def _needs(scope: str) -> Callable[[Principal], Principal]:
-    """A dependency that refuses a caller without ``scope`` before the body is even parsed."""
-
-    def check(who: Who) -> Principal:
-        need(who, scope)
-        return who
-
-    return check
-
-
-Ingest = Annotated[Principal, Depends(_needs("ingest"))]
-Registry = Annotated[Principal, Depends(_needs("registry"))]
-Payouts = Annotated[Principal, Depends(_needs("payouts"))]
-Reader = Annotated[Principal, Depends(_needs("read"))]
-
-
-def see_person(who: Principal, person_id: int) -> None:
-    """A contributor sees only their own person; anyone else's is 'not found', as for a person that does
-    not exist. Operators with ``read`` and auditors see everyone."""
-    if who.kind == "contributor":
-        if who.person_id != person_id:
-            raise NotFoundError(f"no person {person_id}")
-        return
-    need(who, "read")
-
-
-def _self(who: Principal) -> int:
-    if who.kind != "contributor" or who.person_id is None:
-        raise AuthError(
-            401 if who.kind == "public" else 403,
-            "unauthorized" if who.kind == "public" else "forbidden",
-            "this is for a signed-in contributor (a session token)",
-        )
-    return who.person_id
 
 
 # The application ---------------------------------------------------------------------------------
@@ -254,13 +65,15 @@ def create_app(store: Store) -> FastAPI:
         description="Residuals for the humans whose work trains AI. See docs/concepts/service.md.",
     )
     app.state.store = store
-    _install_errors(app)
-    app.add_middleware(BodyLimit)
+    app.state.challenge_budget = challenge_budget()
+    install_error_handlers(app)
+    app.add_middleware(Gate)
     _routes_system(app)
     _routes_auth(app)
     _routes_usage(app)
     _routes_registry(app)
     _routes_money(app)
+    _routes_payouts(app)
     mount_portal(app)
     return app
 
@@ -273,16 +86,21 @@ def _routes_system(app: FastAPI) -> None:
             with store.read() as conn:
                 revision = MigrationContext.configure(conn).get_current_revision()
         except Exception as exc:  # noqa: BLE001 - any failure to read is "not ready"
-            return _error(503, "store", f"database not reachable: {type(exc).__name__}")
+            return error_response(503, "store", f"database not reachable: {type(exc).__name__}")
         if revision != head_revision():
-            return _error(503, "store", f"schema at {revision!r}, this endcredits needs {head_revision()!r}: run init")
+            return error_response(
+                503, "store", f"schema at {revision!r}, this endcredits needs {head_revision()!r}: run init"
+            )
         return SafeJSONResponse({"status": "ok", "backend": store.backend, "schema": revision})
 
 
 def _routes_auth(app: FastAPI) -> None:
     @app.post(f"{API}/auth/challenges", status_code=201, tags=["auth"])
-    def challenge(body: m.ChallengeIn, _who: Who, store: StoreDep) -> dict[str, Any]:
-        """Public: a one-use nonce for a person to sign with the key of their credential's did:key."""
+    def challenge(body: m.ChallengeIn, request: Request, _who: Who, store: StoreDep) -> dict[str, Any]:
+        """Public: a one-use nonce for a person to sign with the key of their credential's did:key. Every
+        person id gets the same answer (only a person with a did:key credential can use it); each client
+        address may ask for a few at once, then one every few seconds (429 with ``Retry-After``)."""
+        spend_challenge(request)
         with store.write() as conn:
             c = auth.issue_challenge(conn, body.person_id)
         return {
@@ -314,7 +132,7 @@ def _routes_auth(app: FastAPI) -> None:
     @app.delete(f"{API}/auth/session", status_code=204, tags=["auth"])
     def sign_out(request: Request, who: Who, store: StoreDep) -> Response:
         """Contributor: close this session."""
-        _self(who)
+        contributor_self(who)
         token = request.headers["authorization"].strip().partition(" ")[2].strip()
         with store.write() as conn:
             auth.close_session(conn, token)
@@ -330,35 +148,7 @@ def _routes_auth(app: FastAPI) -> None:
     @app.get(f"{API}/me", tags=["auth"])
     def me(who: Who, store: StoreDep) -> dict[str, Any]:
         """Contributor: who this session belongs to, and their balances."""
-        return _person_view(store, _self(who))
-
-
-def _person_view(store: Store, person_id: int) -> dict[str, Any]:
-    from endcredits.ledger.records import account_balances
-    from endcredits.registry.private import with_payout_account
-    from endcredits.registry.records import get_person
-    from endcredits.store.schema import names
-
-    with store.read() as conn:
-        p = get_person(conn, person_id)
-        banked = person_id in with_payout_account(conn, [person_id])
-        holders = [f"person:{person_id}"] + [
-            f"name:{r.id}" for r in conn.execute(select(names.c.id).where(names.c.person_id == person_id))
-        ]
-        bal: dict[str, dict[str, str]] = {"payable": {}, "escrow": {}}
-        for kind in ("payable", "escrow"):
-            for key, value in account_balances(conn, kind=kind, holders=holders).items():
-                ccy = key.rsplit(":", 1)[1]
-                total = parse_amount(bal[kind].get(ccy, "0"), ccy) + value
-                bal[kind][ccy] = format_amount(total, ccy)
-    return {
-        "person_id": p.id,
-        "handle": p.handle,
-        "verified": p.verified_at is not None,
-        "verified_by": p.verified_by,
-        "payout_account": banked,
-        **bal,
-    }
+        return person_view(store, contributor_self(who))
 
 
 def _routes_usage(app: FastAPI) -> None:
@@ -373,16 +163,7 @@ def _routes_usage(app: FastAPI) -> None:
             return first
         data = _accrue_batch(store, body)
         with store.write() as conn:
-            row = conn.execute(select(usage_requests).where(usage_requests.c.batch_id == body.batch_id)).first()
-            if row is None:
-                conn.execute(
-                    usage_requests.insert().values(
-                        batch_id=body.batch_id,
-                        request_sha256=request_sha,
-                        response_json=json.dumps(data, sort_keys=True),
-                        created_at=utc_now(),
-                    )
-                )
+            record_usage_answer(conn, body.batch_id, request_sha, data)
         again = _stored_usage(store, body.batch_id, request_sha)
         if again is None:  # pragma: no cover - written just above
             raise ConflictError(f"batch {body.batch_id} could not be recorded")
@@ -396,11 +177,10 @@ def _routes_usage(app: FastAPI) -> None:
         if not who.can("ingest"):
             need(who, "read")
         with store.read() as conn:
-            row = conn.execute(select(usage_requests).where(usage_requests.c.batch_id == batch_id)).first()
-        if row is None:
+            answer = usage_answer(conn, batch_id)
+        if answer is None:
             raise NotFoundError(f"no usage batch {batch_id[:200]!r}")
-        out: dict[str, Any] = json.loads(row.response_json)
-        return out
+        return answer.response
 
     @app.post(f"{API}/attributions", tags=["usage"], responses={409: m.NO_CHECKPOINT})
     def attribute(body: m.AttributionIn, who: Ingest, store: StoreDep) -> Any:
@@ -413,13 +193,12 @@ def _routes_usage(app: FastAPI) -> None:
 
 def _stored_usage(store: Store, batch_id: str, request_sha: str) -> dict[str, Any] | None:
     with store.read() as conn:
-        row = conn.execute(select(usage_requests).where(usage_requests.c.batch_id == batch_id)).first()
-    if row is None:
+        answer = usage_answer(conn, batch_id)
+    if answer is None:
         return None
-    if row.request_sha256 != request_sha:
+    if answer.request_sha256 != request_sha:
         raise ConflictError(f"batch {batch_id} was already ingested with other content; use a new batch_id")
-    out: dict[str, Any] = json.loads(row.response_json)
-    return out
+    return answer.response
 
 
 def _accrue_batch(store: Store, body: m.UsageBatchIn) -> dict[str, Any]:
@@ -480,7 +259,7 @@ def _routes_registry(app: FastAPI) -> None:
     def get_person(person_id: PersonPath, who: Who, store: StoreDep) -> dict[str, Any]:
         """Operator (read), auditor, or the person themselves: a person and their balances."""
         see_person(who, person_id)
-        return _person_view(store, person_id)
+        return person_view(store, person_id)
 
     @app.put(f"{API}/blobs/{{sha256}}", status_code=201, tags=["registry"])
     async def put_blob(
@@ -520,20 +299,18 @@ def _routes_registry(app: FastAPI) -> None:
         from endcredits.registry.fingerprints import register_works
 
         with store.write() as conn:
-            existed = conn.execute(select(works.c.id).where(works.c.id == hashlib.sha256(content).hexdigest())).first()
+            existed = bool(reg.existing_work_ids(conn, [hashlib.sha256(content).hexdigest()]))
             # As `endcredits works add` and the importers: a near-duplicate of a registered work is linked to it.
             (r,) = register_works(conn, [reg.WorkIn(content, body.title, body.kind, body.source, body.rights_holder)])
-        if existed is not None:
+        if existed:
             response.status_code = 200
-        return {"work_id": r.work_id, "created": existed is None, "canonical_work_id": r.canonical_work_id}
+        return {"work_id": r.work_id, "created": not existed, "canonical_work_id": r.canonical_work_id}
 
     @app.get(f"{API}/works/{{work_id}}", tags=["registry"])
     def get_work(work_id: IdPath, who: Reader, store: StoreDep) -> dict[str, Any]:
         """Operator (read), auditor: a work's metadata."""
         with store.read() as conn:
-            row = conn.execute(select(works).where(works.c.id == work_id)).first()
-        if row is None:
-            raise NotFoundError(f"no work {work_id[:64]!r}")
+            row = reg.get_work(conn, work_id)
         return {
             "work_id": row.id,
             "title": row.title,
@@ -557,8 +334,7 @@ def _routes_registry(app: FastAPI) -> None:
     def list_credits(work_id: IdPath, who: Reader, store: StoreDep) -> dict[str, Any]:
         """Operator (read), auditor: credits on a work, its rights holders and what it derives from."""
         with store.read() as conn:
-            if conn.execute(select(works.c.id).where(works.c.id == work_id)).first() is None:
-                raise NotFoundError(f"no work {work_id[:64]!r}")
+            reg.get_work(conn, work_id)
             rows = reg.graph_rows(conn, [work_id])
         return {
             "credits": [{"work_id": w, "payee": p, "role": r, "weight": wt} for w, p, r, wt in rows.credits],
@@ -623,15 +399,11 @@ def _routes_consent(app: FastAPI) -> None:
         manifest that already used the works."""
         from endcredits.manifest.records import manifests_using
         from endcredits.registry.records import works_of_person
-        from endcredits.store.schema import consent_grants
 
         if who.kind != "contributor":
             need(who, "registry")
         with store.write() as conn:
-            row = conn.execute(select(consent_grants).where(consent_grants.c.id == grant_id)).first()
-            if who.kind == "contributor" and (
-                row is None or (row.subject_kind, row.subject_id) != ("person", str(who.person_id))
-            ):
+            if who.kind == "contributor" and cs.grant_subject(conn, grant_id) != ("person", str(who.person_id)):
                 raise NotFoundError(f"no consent grant {grant_id}")
             g = cs.revoke_grant(conn, grant_id, parse_time(body.at) if body.at else dt.datetime.now(dt.UTC))
             work_ids = [g.subject_id] if g.subject_kind == "work" else works_of_person(conn, int(g.subject_id))
@@ -695,22 +467,18 @@ def _routes_money(app: FastAPI) -> None:
         q: Annotated[str, Query(max_length=200)] = "",
         limit: Annotated[int, Query(ge=1, le=1_000)] = 50,
     ) -> dict[str, Any]:
-        """Anyone: unclaimed residuals whose name contains ``q``, largest first. The public sees names and
-        amounts only; signed-in callers also see the holder id to claim."""
-        from endcredits.ledger.escrow import search_escrow
-
-        with store.read() as conn:
-            found = search_escrow(conn, q, limit=limit)
+        """Anyone: unclaimed residuals whose name contains ``q``, largest first: names and amounts. Operators
+        with scope read or payouts, and auditors, also see the holder id (``name:ID``) they link or claim."""
         rows = []
-        for h in found:
+        for r in escrow_rows(store, who, q, limit=limit):
             row: dict[str, Any] = {
-                "name": h.display_name,
-                "currency": h.currency,
-                "amount": format_amount(h.balance_microunits, h.currency),
-                "amount_microunits": h.balance_microunits,
+                "name": r.name,
+                "currency": r.currency,
+                "amount": format_amount(r.amount_microunits, r.currency),
+                "amount_microunits": r.amount_microunits,
             }
-            if who.kind != "public":
-                row["holder"] = h.holder
+            if r.holder is not None:
+                row["holder"] = r.holder
             rows.append(row)
         return {"escrow": rows}
 
@@ -730,7 +498,7 @@ def _routes_money(app: FastAPI) -> None:
                     "claiming a credited name needs the operator's review: ask them to "
                     "link it (an operator key with scope payouts)",
                 )
-            person_id = _self(who)
+            person_id = contributor_self(who)
         else:
             need(who, "payouts")
             if body.person_id is None:
@@ -744,55 +512,45 @@ def _routes_money(app: FastAPI) -> None:
             "transfers": list(r.transfers),
         }
 
+
+def _routes_payouts(app: FastAPI) -> None:
     @app.post(f"{API}/payout-batches", status_code=201, tags=["payouts"], responses={200: m.AGAIN})
     def create_payouts(body: m.PayoutBatchIn, who: Payouts, store: StoreDep, response: Response) -> dict[str, Any]:
         """Operator (payouts): pay every verified person at or above the agreement's threshold (pain.001 +
         CSV, pending until statuses return). Idempotent by ``batch_id``."""
-        from endcredits.payouts.batches import create_payout_batch
+        from endcredits.payouts.batches import pay_out
         from endcredits.payouts.files import Debtor
-        from endcredits.royalties.records import load_agreement
 
         try:
-            when = dt.date.fromisoformat(body.execution_date) if body.execution_date else dt.datetime.now(dt.UTC).date()
+            when = dt.date.fromisoformat(body.execution_date) if body.execution_date else None
         except ValueError:
-            raise ValidationError(f"execution_date {body.execution_date!r} is not a date") from None
-        with store.read() as conn:
-            a = load_agreement(conn, body.agreement_id)
-        r = create_payout_batch(
+            raise ValidationError(f"execution_date {body.execution_date!r} is not a date: give YYYY-MM-DD") from None
+        r = pay_out(
             store,
             batch_id=body.batch_id,
-            currency=a.currency,
-            threshold_microunits=a.payout_threshold_microunits,
+            agreement_id=body.agreement_id,
             debtor=Debtor(body.debtor.name, body.debtor.iban, body.debtor.bic),
             execution_date=when,
             dry_run=body.dry_run,
         )
         if r.status != "created":
             response.status_code = 200
-        return {
-            "batch_id": r.batch_id,
-            "status": r.status,
-            "currency": r.currency,
-            "items": len(r.items),
-            "total": format_amount(r.total_microunits, r.currency),
-            "total_microunits": r.total_microunits,
-            "below_threshold": r.below_threshold,
-            "missing_bank_details": r.missing_bank_details,
-            "pain001": FilePath(r.pain001_path).name if r.pain001_path else None,
-            "csv": FilePath(r.csv_path).name if r.csv_path else None,
-        }
+        return {**r.to_json(), "total": format_amount(r.total_microunits, r.currency)}
 
     @app.get(f"{API}/payout-batches", tags=["payouts"])
     def list_payouts(who: Reader, store: StoreDep) -> dict[str, Any]:
         """Operator (read), auditor: payout batches and their status."""
+        from endcredits.limits import LIST_ROWS_MAX
+        from endcredits.payouts.records import payout_batches_list
+
         with store.read() as conn:
-            rows = conn.execute(select(payout_batches).order_by(payout_batches.c.created_at, payout_batches.c.id)).all()
+            rows = payout_batches_list(conn, limit=LIST_ROWS_MAX)
         return {
             "batches": [
                 {
-                    "batch_id": r.id,
+                    "batch_id": r.batch_id,
                     "status": r.status,
-                    "items": r.item_count,
+                    "items": r.items,
                     "currency": r.currency,
                     "total": format_amount(r.total_microunits, r.currency),
                     "total_microunits": r.total_microunits,

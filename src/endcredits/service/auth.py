@@ -19,9 +19,9 @@ from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, delete, func, select, update
 
-from endcredits.errors import ConflictError, CredentialError, LimitExceededError, NotFoundError, ValidationError
+from endcredits.errors import ConflictError, NotFoundError, ValidationError
 from endcredits.registry.identity.multibase import did_key_public_key
 from endcredits.registry.records import clean_text, get_person
 from endcredits.store.audit import append_audit
@@ -44,8 +44,18 @@ CHALLENGE_TTL_S = 300
 LOGIN_LINK_TTL_S_DEFAULT = 86_400
 LOGIN_LINK_TTL_S_MAX = 30 * 86_400
 SESSION_TTL_S = 12 * 3_600
-CHALLENGES_OPEN_PER_PERSON_MAX = 20
-"""Unused, unexpired challenges one person may have at once: the public cannot fill the table."""
+CHALLENGES_STORED_MAX = 100_000
+"""Challenges kept at once, for everyone together: past it, new ones wait until old ones expire. Each
+client address is held to ``CHALLENGES_PER_CLIENT_BURST`` first (``service/throttle.py``), so filling the
+table takes thousands of addresses, and no one client can lock a person out."""
+EXPIRED_CHALLENGES_SWEPT_MAX = 1_000
+"""Expired challenges removed before each new one is issued: more than one, so the table shrinks."""
+CHALLENGES_PER_CLIENT_BURST = 20
+"""Challenges one client address may ask for at once ..."""
+CHALLENGE_CLIENT_REFILL_S = 15
+"""... and then one more every this many seconds."""
+CLIENTS_REMEMBERED_MAX = 10_000
+"""Client addresses whose challenge budget is remembered; the least recently seen is forgotten first."""
 
 SIGN_IN_DOMAIN = "endcredits sign-in v1"
 
@@ -84,13 +94,15 @@ PUBLIC = Principal("public")
 
 
 class AuthError(Exception):
-    """Credentials that are missing, unknown, forged, expired or revoked (401), or that do not allow
-    what was asked (403). Kept apart from ``EndcreditsError``: it is about the request, not the data."""
+    """Credentials that are missing, unknown, forged, expired or revoked (401), that do not allow what
+    was asked (403), or a client asking too often (429, ``retry_after_s``). Kept apart from
+    ``EndcreditsError``: it is about the request, not the data."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, *, retry_after_s: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
+        self.retry_after_s = retry_after_s
 
 
 # API keys ----------------------------------------------------------------------------------------
@@ -171,6 +183,15 @@ def _key_principal(conn: Connection, token: str) -> Principal:
     return Principal(row.role, scopes, None, f"key:{key_id}")
 
 
+def key_principal(conn: Connection, key_id: str) -> Principal | None:
+    """The principal of the API key ``key_id`` when it exists and is not revoked (the portal's operator
+    cookie names the key, not its secret)."""
+    row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).first()
+    if row is None or row.revoked_at is not None:
+        return None
+    return Principal(row.role, frozenset(row.scopes.split(",")), None, f"key:{key_id}")
+
+
 # Sessions ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class NewSession:
@@ -237,17 +258,6 @@ def principal_for(conn: Connection, authorization: str | None, *, now: dt.dateti
     raise AuthError(401, "unauthorized", "unknown token kind: an API key starts with eck_, a session with ecs_")
 
 
-def _one_use(row: Any, what: str, now: dt.datetime) -> Any:
-    """A challenge or login-link row that may still be used once, or 401 saying why not."""
-    if row is None:
-        raise AuthError(401, "unauthorized", f"unknown {what.removeprefix('this ')}: ask for a new one")
-    if row.used_at is not None:
-        raise AuthError(401, "unauthorized", f"{what} was already used at {row.used_at}: ask for a new one")
-    if parse_time(row.expires_at) <= now:
-        raise AuthError(401, "unauthorized", f"{what} expired at {row.expires_at}: ask for a new one")
-    return row
-
-
 # Signed challenges -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Challenge:
@@ -258,39 +268,47 @@ class Challenge:
     expires_at: str
 
 
+NOT_SIGNED_IN = (
+    "this challenge, did:key and signature sign no one in: ask for a new challenge and sign it with the key "
+    "of the did:key your credential names (within five minutes), or ask the operator for a login link"
+)
+"""The one answer to every failed signed-challenge sign-in, whatever the reason: an unknown, expired or
+used challenge, a person who does not exist or holds no did:key, another key, a bad signature."""
+
+
 def issue_challenge(conn: Connection, person_id: int, *, now: dt.datetime | None = None) -> Challenge:
-    """A fresh nonce for ``person_id`` to sign, valid ``CHALLENGE_TTL_S``. Only for a person who holds a
-    valid credential whose subject is a ``did:key``; others sign in by a login link."""
+    """A fresh nonce for ``person_id`` to sign, valid ``CHALLENGE_TTL_S``.
+
+    Every person id gets the same answer, so it tells nobody who exists or who holds a did:key; the
+    challenge is kept only for a person with a valid credential naming a ``did:key`` (any other can never
+    be used). Expired challenges are removed first (at most ``EXPIRED_CHALLENGES_SWEPT_MAX``), and past
+    ``CHALLENGES_STORED_MAX`` kept ones the answer is 429. Nothing is audited: the caller is anonymous.
+    """
     when = _at(now)
-    get_person(conn, person_id)
-    if not _did_keys(conn, person_id):
-        raise CredentialError(
-            "unsupported",
-            f"person {person_id} holds no valid credential naming a did:key: "
-            "attach one, or ask the operator for a login link",
-        )
     stamp = format_time(when)
-    open_n = conn.execute(
-        select(func.count())
-        .select_from(auth_challenges)
-        .where(
-            auth_challenges.c.person_id == person_id,
-            auth_challenges.c.used_at.is_(None),
-            auth_challenges.c.expires_at > stamp,
-        )
-    ).scalar_one()
-    if open_n >= CHALLENGES_OPEN_PER_PERSON_MAX:
-        raise LimitExceededError(
-            f"person {person_id} has {open_n} open challenges; wait {CHALLENGE_TTL_S} s for them to expire"
+    doomed = (
+        select(auth_challenges.c.id)
+        .where(auth_challenges.c.expires_at <= stamp)
+        .limit(EXPIRED_CHALLENGES_SWEPT_MAX)
+        .scalar_subquery()
+    )
+    conn.execute(delete(auth_challenges).where(auth_challenges.c.id.in_(doomed)))
+    stored = conn.execute(select(func.count()).select_from(auth_challenges)).scalar_one()
+    if stored >= CHALLENGES_STORED_MAX:
+        raise AuthError(
+            429,
+            "rate_limited",
+            f"too many sign-in challenges are open at once: try again in {CHALLENGE_TTL_S} s",
+            retry_after_s=CHALLENGE_TTL_S,
         )
     cid, nonce = secrets.token_hex(16), secrets.token_urlsafe(SECRET_BYTES)
     expires = format_time(when + dt.timedelta(seconds=CHALLENGE_TTL_S))
-    conn.execute(
-        auth_challenges.insert().values(id=cid, person_id=person_id, nonce=nonce, expires_at=expires, created_at=stamp)
-    )
-    append_audit(
-        conn, "auth.challenge_issued", f"person:{person_id}", {"challenge": cid, "expires_at": expires}, at=stamp
-    )
+    if _did_keys(conn, person_id):
+        conn.execute(
+            auth_challenges.insert().values(
+                id=cid, person_id=person_id, nonce=nonce, expires_at=expires, created_at=stamp
+            )
+        )
     return Challenge(cid, person_id, nonce, challenge_message(cid, nonce).decode(), expires)
 
 
@@ -301,36 +319,47 @@ def _did_keys(conn: Connection, person_id: int) -> list[str]:
     return sorted({r.subject for r in rows if r.subject.startswith("did:key:")})
 
 
+def _signed_by(did: str, signature: bytes, message: bytes) -> bool:
+    try:
+        Ed25519PublicKey.from_public_bytes(did_key_public_key(did)).verify(signature, message)
+    except (InvalidSignature, ValueError, ValidationError):
+        return False
+    return True
+
+
 def sign_in_with_challenge(
     conn: Connection, challenge_id: str, did: str, signature: bytes, *, now: dt.datetime | None = None
 ) -> NewSession:
     """Check the signature over ``challenge_message`` with the key inside ``did``, which must be the subject
-    of one of the person's valid credentials; use the challenge up; open a session."""
+    of one of the person's valid credentials; remove the challenge (it works once); open a session.
+
+    Every check runs whatever the others found, and any failure is ``NOT_SIGNED_IN``, so neither the
+    answer nor much of its timing tells a kept challenge from one that was never kept."""
     when = _at(now)
-    row = _one_use(
-        conn.execute(select(auth_challenges).where(auth_challenges.c.id == challenge_id)).first(),
-        f"challenge {challenge_id}",
-        when,
-    )
-    if did not in _did_keys(conn, int(row.person_id)):
-        raise AuthError(401, "unauthorized", f"{did[:80]} is not the subject of a valid credential of this person")
-    try:
-        public_key = Ed25519PublicKey.from_public_bytes(did_key_public_key(did))
-        public_key.verify(signature, challenge_message(row.id, row.nonce))
-    except (InvalidSignature, ValueError, ValidationError):
-        raise AuthError(401, "unauthorized", "the signature does not verify with the key of this did:key") from None
-    stamp = format_time(when)
-    done = conn.execute(
-        update(auth_challenges)
-        .where(auth_challenges.c.id == challenge_id, auth_challenges.c.used_at.is_(None))
-        .values(used_at=stamp)
-    )
+    row = conn.execute(select(auth_challenges).where(auth_challenges.c.id == challenge_id)).first()
+    person_id = int(row.person_id) if row is not None else 0
+    live = row is not None and parse_time(row.expires_at) > when
+    holds = did in _did_keys(conn, person_id)
+    signed = _signed_by(did, signature, challenge_message(challenge_id, row.nonce if row is not None else ""))
+    if not (live and holds and signed):
+        raise AuthError(401, "unauthorized", NOT_SIGNED_IN)
+    done = conn.execute(delete(auth_challenges).where(auth_challenges.c.id == challenge_id))
     if done.rowcount != 1:  # pragma: no cover - writers are serialized; kept as the one-use guarantee
-        raise AuthError(401, "unauthorized", f"challenge {challenge_id} was already used")
-    append_audit(
-        conn, "auth.challenge_used", f"person:{row.person_id}", {"challenge": challenge_id, "did": did}, at=stamp
-    )
-    return _open_session(conn, int(row.person_id), "challenge", when)
+        raise AuthError(401, "unauthorized", NOT_SIGNED_IN)
+    stamp = format_time(when)
+    append_audit(conn, "auth.challenge_used", f"person:{person_id}", {"challenge": challenge_id, "did": did}, at=stamp)
+    return _open_session(conn, person_id, "challenge", when)
+
+
+def _one_use(row: Any, what: str, now: dt.datetime) -> Any:
+    """A login-link row that may still be used once, or 401 saying why not."""
+    if row is None:
+        raise AuthError(401, "unauthorized", f"unknown {what.removeprefix('this ')}: ask for a new one")
+    if row.used_at is not None:
+        raise AuthError(401, "unauthorized", f"{what} was already used at {row.used_at}: ask for a new one")
+    if parse_time(row.expires_at) <= now:
+        raise AuthError(401, "unauthorized", f"{what} expired at {row.expires_at}: ask for a new one")
+    return row
 
 
 # Login links -------------------------------------------------------------------------------------

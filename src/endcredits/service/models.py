@@ -11,11 +11,15 @@ from pydantic_core import PydanticCustomError
 from endcredits.attribution.settings import FEATURES, SCORING, AttributionSettings, SettingError
 from endcredits.limits import ID_LENGTH_MAX, NAME_LENGTH_MAX, TITLE_LENGTH_MAX, WEIGHT_MAX
 
+PUBLIC_BODY_BYTES_MAX = 16 << 10
+"""Largest request body without credentials (16 KiB): a challenge, a sign-in, a portal form."""
+
 BODY_BYTES_MAX = 1 << 20
-"""Largest request body in general (1 MiB)."""
+"""Largest request body of an authenticated caller in general (1 MiB)."""
 
 USAGE_BODY_BYTES_MAX = 32 << 20
-"""Largest usage batch or blob upload (32 MiB); larger batches are split by the client."""
+"""Largest usage batch or blob upload by a key allowed to send them (32 MiB); larger batches are split
+by the client."""
 
 OUTPUTS_PER_REQUEST_MAX = 10_000
 ATTRIBUTIONS_PER_OUTPUT_MAX = 10_000

@@ -7,10 +7,11 @@ Who is asking comes from a cookie, never from the URL:
 - ``ec_session`` holds a contributor's session token (``ecs_...``), opened by a one-time login link
   (``/portal/login?token=ecl_...``) or by a signed challenge, exactly as the API opens one; signing out
   closes it in the store.
-- ``ec_operator`` holds ``eco_<key id>.<expiry>.<HMAC>``: an operator or auditor pasted their API key once
-  and got a session for the operator pages. The key itself is not kept; the key's row is read on every
-  request, so revoking the key ends the session at once. The HMAC key lives in the running app only, so
-  a restart signs operators out.
+- ``ec_operator`` holds ``eco_<key id>.<generation>.<expiry>.<HMAC>`` (``operator_sessions.py``): an
+  operator or auditor pasted their API key once and got a session for the operator pages. The key itself
+  is not kept; the key's row is read on every request, so revoking the key ends the session at once.
+  Signing out moves the key's generation on, so the same cookie is refused afterwards. The HMAC key
+  lives in the running app only, so a restart signs operators out.
 - ``ec_pre`` is a random value for the sign-in forms, before there is a session.
 
 Every cookie is HttpOnly, SameSite=Strict and, over https, Secure. Every POST form carries a CSRF token
@@ -37,14 +38,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
-from sqlalchemy import select
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from endcredits.errors import EndcreditsError, NotFoundError, ValidationError
 from endcredits.limits import SUBUNITS_PER_MICROUNIT
 from endcredits.money import format_amount
 from endcredits.service import auth
+from endcredits.service.access import need, see_person, store_of
 from endcredits.service.auth import AuthError, Principal
+from endcredits.service.errors import status_of, validation_message
+from endcredits.service.operator_sessions import OperatorSessions
+from endcredits.service.throttle import spend_challenge
+from endcredits.service.views import escrow_rows, person_view, sees_holders
 from endcredits.store.engine import Store, format_time
 
 PORTAL = "/portal"
@@ -52,7 +57,6 @@ TEMPLATES_DIR = Path(__file__).parent / "templates"
 SESSION_COOKIE = "ec_session"
 OPERATOR_COOKIE = "ec_operator"
 PRE_COOKIE = "ec_pre"
-OPERATOR_PREFIX = "eco_"
 OPERATOR_SESSION_TTL_S = auth.SESSION_TTL_S
 PERIODS_SHOWN_MAX = 12
 """Statements the earnings page reads (the latest periods); older ones stay reachable by address."""
@@ -87,10 +91,10 @@ class SignInNeeded(Exception):
 
 @dataclass(frozen=True)
 class Portal:
-    """What the portal's routes share: the templates and the key that signs operator sessions."""
+    """What the portal's routes share: the templates and the operator sessions of this process."""
 
     env: Environment
-    operator_secret: bytes
+    operators: OperatorSessions
 
 
 def mount_portal(app: FastAPI) -> None:
@@ -102,7 +106,7 @@ def mount_portal(app: FastAPI) -> None:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    app.state.portal = Portal(env, secrets.token_bytes(32))
+    app.state.portal = Portal(env, OperatorSessions())
     router = APIRouter(prefix=PORTAL, route_class=PortalRoute, include_in_schema=False)
     _routes_sign_in(router)
     _routes_contributor(router)
@@ -116,11 +120,6 @@ def _portal(request: Request) -> Portal:
     return portal
 
 
-def _store(request: Request) -> Store:
-    store: Store = request.app.state.store
-    return store
-
-
 # Responses ---------------------------------------------------------------------------------------
 class PortalRoute(APIRoute):
     """A portal route: errors become an HTML page (same status as the API would give), and every answer
@@ -130,18 +129,18 @@ class PortalRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def guarded(request: Request) -> Response:
-            from endcredits.service.app import STATUS_BY_CODE, _validation_message
-
             try:
                 response = await handler(request)
             except SignInNeeded:
                 response = RedirectResponse(f"{PORTAL}/signin", status_code=303)
             except EndcreditsError as exc:
-                response = _error_page(request, STATUS_BY_CODE.get(exc.code, 400), exc.message)
+                response = _error_page(request, status_of(exc), exc.message)
             except AuthError as exc:
                 response = _error_page(request, exc.status, str(exc))
+                if exc.retry_after_s is not None:
+                    response.headers["Retry-After"] = str(exc.retry_after_s)
             except RequestValidationError as exc:
-                response = _error_page(request, 422, _validation_message(exc))
+                response = _error_page(request, 422, validation_message(exc))
             except StarletteHTTPException as exc:
                 response = _error_page(request, exc.status_code, str(exc.detail))
             for name, value in SECURITY_HEADERS.items():
@@ -227,27 +226,13 @@ def _error_page(request: Request, status: int, message: str) -> HTMLResponse:
 
 
 # Who is asking -----------------------------------------------------------------------------------
-def _operator_cookie(portal: Portal, key_id: str, expires_unix: int) -> str:
-    body = f"{key_id}.{expires_unix}"
-    mac = hmac.new(portal.operator_secret, body.encode(), hashlib.sha256).hexdigest()
-    return f"{OPERATOR_PREFIX}{body}.{mac}"
-
-
 def _operator_principal(request: Request, value: str) -> Principal:
-    from endcredits.store.schema import api_keys
-
-    key_id, _, rest = value.removeprefix(OPERATOR_PREFIX).partition(".")
-    expires, _, _ = rest.partition(".")
-    if not value.startswith(OPERATOR_PREFIX) or not expires.isdigit():
+    key_id = _portal(request).operators.key_id(value, int(dt.datetime.now(dt.UTC).timestamp()))
+    if key_id is None:
         return auth.PUBLIC
-    expected = _operator_cookie(_portal(request), key_id, int(expires))
-    if not hmac.compare_digest(expected, value) or int(expires) <= int(dt.datetime.now(dt.UTC).timestamp()):
-        return auth.PUBLIC
-    with _store(request).read() as conn:
-        row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).first()
-    if row is None or row.revoked_at is not None:
-        return auth.PUBLIC
-    return Principal(row.role, frozenset(row.scopes.split(",")), None, f"key:{key_id}")
+    with store_of(request).read() as conn:
+        found = auth.key_principal(conn, key_id)
+    return found if found is not None else auth.PUBLIC
 
 
 def _who(request: Request) -> Principal:
@@ -255,12 +240,12 @@ def _who(request: Request) -> Principal:
     session = request.cookies.get(SESSION_COOKIE)
     if session:
         try:
-            with _store(request).read() as conn:
+            with store_of(request).read() as conn:
                 return auth.principal_for(conn, f"Bearer {session}")
         except AuthError:
             return auth.PUBLIC
     operator = request.cookies.get(OPERATOR_COOKIE)
-    if operator and len(operator) <= 256:
+    if operator:
         return _operator_principal(request, operator)
     return auth.PUBLIC
 
@@ -274,8 +259,6 @@ def _contributor(who: Principal) -> int:
 
 
 def _see_person(who: Principal, person_id: int) -> None:
-    from endcredits.service.app import see_person
-
     if who.kind == "public":
         raise SignInNeeded
     see_person(who, person_id)
@@ -328,7 +311,7 @@ def _routes_sign_in(router: APIRouter) -> None:
     def login_link(
         request: Request, token: Annotated[str, Query(min_length=1, max_length=auth.TOKEN_LENGTH_MAX)]
     ) -> Response:
-        store = _store(request)
+        store = store_of(request)
         with store.write() as conn:
             s = auth.sign_in_with_link(conn, token)
         return _signed_in(request, store, s.person_id, s.token)
@@ -338,7 +321,8 @@ def _routes_sign_in(router: APIRouter) -> None:
         request: Request, csrf: CsrfField, person_id: Annotated[int, Form(ge=1, le=2**31 - 1)]
     ) -> Response:
         check_csrf(request, csrf)
-        with _store(request).write() as conn:
+        spend_challenge(request)
+        with store_of(request).write() as conn:
             c = auth.issue_challenge(conn, person_id)
         return render(request, _who(request), "challenge.html", challenge=c)
 
@@ -356,7 +340,7 @@ def _routes_sign_in(router: APIRouter) -> None:
             raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
         except (binascii.Error, ValueError):
             raise ValidationError("the signature must be base64url, as the signing command prints it") from None
-        store = _store(request)
+        store = store_of(request)
         with store.write() as conn:
             s = auth.sign_in_with_challenge(conn, challenge_id.strip(), did.strip(), raw)
         return _signed_in(request, store, s.person_id, s.token)
@@ -368,7 +352,7 @@ def _routes_sign_in(router: APIRouter) -> None:
         from endcredits.store.audit import append_audit
 
         check_csrf(request, csrf)
-        store = _store(request)
+        store = store_of(request)
         with store.read() as conn:
             who = auth.principal_for(conn, f"Bearer {api_key.strip()}")
         if who.kind not in ("operator", "auditor"):
@@ -387,7 +371,7 @@ def _routes_sign_in(router: APIRouter) -> None:
             response,
             request,
             OPERATOR_COOKIE,
-            _operator_cookie(_portal(request), key_id, expires),
+            _portal(request).operators.cookie(key_id, expires),
             OPERATOR_SESSION_TTL_S,
         )
         _forget(response, request, SESSION_COOKIE, PRE_COOKIE)
@@ -399,10 +383,11 @@ def _routes_sign_in(router: APIRouter) -> None:
 
         check_csrf(request, csrf)
         who = _who(request)
-        with _store(request).write() as conn:
+        with store_of(request).write() as conn:
             if who.kind == "contributor":
                 auth.close_session(conn, request.cookies.get(SESSION_COOKIE, ""))
             elif who.kind != "public":
+                _portal(request).operators.close(who.subject.removeprefix("key:"))
                 append_audit(conn, "auth.portal_session_closed", who.subject, {})
         response = RedirectResponse(f"{PORTAL}/signin?notice=signed_out", status_code=303)
         _forget(response, request, SESSION_COOKIE, OPERATOR_COOKIE)
@@ -432,16 +417,10 @@ def bars(items: Iterable[tuple[str, int]], currency: str, *, unit: str = "microu
 
 def _periods(store: Store) -> list[tuple[str, str]]:
     """(period, currency) of the latest accrual batches, newest first."""
-    from endcredits.store.schema import accrual_batches
+    from endcredits.ledger.records import latest_periods
 
     with store.read() as conn:
-        rows = conn.execute(
-            select(accrual_batches.c.period, accrual_batches.c.currency)
-            .distinct()
-            .order_by(accrual_batches.c.period.desc(), accrual_batches.c.currency)
-            .limit(PERIODS_SHOWN_MAX)
-        ).all()
-    return [(r.period, r.currency) for r in rows]
+        return latest_periods(conn, PERIODS_SHOWN_MAX)
 
 
 def _top(amounts: dict[str, int]) -> list[tuple[str, int]]:
@@ -536,16 +515,14 @@ def _routes_contributor(router: APIRouter) -> None:
 
     @router.get("/people/{person_id}")
     def person_page(request: Request, person_id: Annotated[int, PathParam(ge=1, le=2**31 - 1)]) -> Response:
-        from endcredits.service.app import _person_view
-
         who = _who(request)
         _see_person(who, person_id)
-        store = _store(request)
+        store = store_of(request)
         return render(
             request,
             who,
             "person.html",
-            person=_person_view(store, person_id),
+            person=person_view(store, person_id),
             earnings=earnings(store, person_id),
             chart_width=CHART_WIDTH,
         )
@@ -561,7 +538,7 @@ def _routes_contributor(router: APIRouter) -> None:
 
         who = _who(request)
         _see_person(who, person_id)
-        st = build_statement(_store(request), person_id, period.removesuffix(".csv"), currency)
+        st = build_statement(store_of(request), person_id, period.removesuffix(".csv"), currency)
         if period.endswith(".csv"):
             return PlainTextResponse(
                 st.to_csv(),
@@ -609,7 +586,7 @@ def _routes_contributor(router: APIRouter) -> None:
     def consent_page(request: Request, affected: Annotated[int | None, Query(ge=0, le=1_000_000)] = None) -> Response:
         who = _who(request)
         person_id = _contributor(who)
-        with _store(request).read() as conn:
+        with store_of(request).read() as conn:
             grants = cs.grants_for(conn, [], [str(person_id)])
         per_use, history = _grant_rows(grants, dt.datetime.now(dt.UTC))
         return render(
@@ -650,7 +627,7 @@ def _routes_contributor(router: APIRouter) -> None:
             perpetual=bool(perpetual),
             source="portal: the person's own choice",
         )
-        with _store(request).write() as conn:
+        with store_of(request).write() as conn:
             cs.add_grants(conn, [g])
         return RedirectResponse(f"{PORTAL}/consent?notice=granted", status_code=303)
 
@@ -660,13 +637,11 @@ def _routes_contributor(router: APIRouter) -> None:
     ) -> Response:
         from endcredits.manifest.records import manifests_using
         from endcredits.registry.records import works_of_person
-        from endcredits.store.schema import consent_grants
 
         check_csrf(request, csrf)
         person_id = _contributor(_who(request))
-        with _store(request).write() as conn:
-            row = conn.execute(select(consent_grants).where(consent_grants.c.id == grant_id)).first()
-            if row is None or (row.subject_kind, row.subject_id) != ("person", str(person_id)):
+        with store_of(request).write() as conn:
+            if cs.grant_subject(conn, grant_id) != ("person", str(person_id)):
                 raise NotFoundError(f"no consent grant {grant_id}")
             cs.revoke_grant(conn, grant_id, dt.datetime.now(dt.UTC))
             affected = {mid for w in works_of_person(conn, person_id) for mid, _model in manifests_using(conn, w)}
@@ -678,16 +653,11 @@ def _own_escrow(store: Store, person_id: int) -> list[dict[str, Any]]:
     """What escrow holds for the person and the names linked to them."""
     from endcredits.ledger import parse_account_key
     from endcredits.ledger.records import account_balances
-    from endcredits.store.schema import names
+    from endcredits.registry.records import names_of_person
 
     with store.read() as conn:
         holders = {f"person:{person_id}": "you (until you are verified)"}
-        holders.update(
-            {
-                f"name:{r.id}": r.name
-                for r in conn.execute(select(names.c.id, names.c.name).where(names.c.person_id == person_id))
-            }
-        )
+        holders.update({f"name:{i}": name for i, name in names_of_person(conn, person_id)})
         rows = []
         for key, value in sorted(account_balances(conn, kind="escrow", holders=list(holders)).items()):
             if value > 0:
@@ -708,94 +678,72 @@ def _routes_escrow(router: APIRouter) -> None:
         check_csrf(request, csrf)
         who = _who(request)
         person_id = _contributor(who)
-        r = claim_escrow(_store(request), person_id)
+        r = claim_escrow(store_of(request), person_id)
         moved = ", ".join(f"{format_amount(v, c)} {c}" for c, v in sorted(r.moved_microunits.items()))
         notice = f"Released to your balance: {moved}." if moved else "Nothing was waiting in escrow for you."
         return _escrow_page(request, who, "", notice=notice)
 
 
 def _escrow_page(request: Request, who: Principal, q: str, *, notice: str = "") -> HTMLResponse:
-    from endcredits.ledger.escrow import search_escrow
     from endcredits.registry.records import get_person
 
-    store = _store(request)
+    store = store_of(request)
     with store.read() as conn:
-        found = search_escrow(conn, q, limit=ESCROW_ROWS_MAX)
         person = get_person(conn, who.person_id) if who.kind == "contributor" and who.person_id else None
     rows = [
-        {
-            "name": h.display_name,
-            "amount": f"{format_amount(h.balance_microunits, h.currency)} {h.currency}",
-            "holder": h.holder if who.kind != "public" else None,
-        }
-        for h in found
+        {"name": r.name, "amount": f"{format_amount(r.amount_microunits, r.currency)} {r.currency}", "holder": r.holder}
+        for r in escrow_rows(store, who, q, limit=ESCROW_ROWS_MAX)
     ]
     own = _own_escrow(store, person.id) if person is not None else []
-    return render(request, who, "escrow.html", q=q, rows=rows, own=own, person=person, notice=notice)
+    return render(
+        request, who, "escrow.html", q=q, rows=rows, own=own, person=person, notice=notice, holders=sees_holders(who)
+    )
 
 
 # Operators ---------------------------------------------------------------------------------------
-def operator_overview(store: Store) -> dict[str, Any]:
+def operator_overview(store: Store, who: Principal) -> dict[str, Any]:
     """Totals by account kind and currency (pool, payable, clearing, bank, escrow, suspense), the largest
     escrow holdings, suspense accounts and payout batches."""
     from endcredits.ledger import parse_account_key
-    from endcredits.ledger.escrow import search_escrow
-    from endcredits.ledger.records import account_balances
-    from endcredits.store.schema import payout_batches, payout_items
+    from endcredits.ledger.records import account_balances, balance_totals
+    from endcredits.payouts.records import payout_batches_list, payout_item_statuses
 
-    totals: dict[str, dict[str, int]] = {}
     suspense = []
     with store.read() as conn:
-        for key, value in sorted(account_balances(conn).items()):
-            kind, _holder, currency = parse_account_key(key)
-            per = totals.setdefault(currency, {})
-            per[kind] = per.get(kind, 0) + value
-            if kind == "suspense" and value:
+        totals = balance_totals(conn)
+        for key, value in sorted(account_balances(conn, kind="suspense").items()):
+            if value:
+                currency = parse_account_key(key)[2]
                 suspense.append({"account": key, "amount": f"{format_amount(value, currency)} {currency}"})
-        escrow = search_escrow(conn, "", limit=ESCROW_ROWS_MAX)
-        batches = conn.execute(
-            select(payout_batches)
-            .order_by(payout_batches.c.created_at.desc(), payout_batches.c.id)
-            .limit(ESCROW_ROWS_MAX)
-        ).all()
-        items: dict[str, dict[str, int]] = {}
-        for r in conn.execute(
-            select(payout_items.c.batch_id, payout_items.c.status).where(
-                payout_items.c.batch_id.in_([b.id for b in batches])
-            )
-        ):
-            per_batch = items.setdefault(r.batch_id, {})
-            per_batch[r.status] = per_batch.get(r.status, 0) + 1
+        batches = payout_batches_list(conn, limit=ESCROW_ROWS_MAX, newest_first=True)
+        items = payout_item_statuses(conn, [b.batch_id for b in batches])
     kinds = ("pool", "payable", "clearing", "bank", "escrow", "suspense")
-    money = []
-    for currency, per in sorted(totals.items()):
-        paid_in = -per.get("pool", 0)
-        held = sum(per.get(k, 0) for k in kinds[1:])
-        money.append(
-            {
-                "currency": currency,
-                "conserved": paid_in == held,
-                "cells": {k: format_amount(-per.get(k, 0) if k == "pool" else per.get(k, 0), currency) for k in kinds},
-            }
-        )
+    money = [
+        {
+            "currency": currency,
+            "conserved": t.conserved,
+            "cells": {k: format_amount(getattr(t, f"{k}_microunits"), currency) for k in kinds},
+        }
+        for currency, t in totals.items()
+    ]
     return {
         "kinds": kinds,
         "money": money,
         "suspense": suspense,
         "escrow": [
             {
-                "holder": h.holder,
-                "name": h.display_name,
-                "amount": f"{format_amount(h.balance_microunits, h.currency)} {h.currency}",
+                "holder": r.holder,
+                "name": r.name,
+                "amount": f"{format_amount(r.amount_microunits, r.currency)} {r.currency}",
             }
-            for h in escrow
+            for r in escrow_rows(store, who, "", limit=ESCROW_ROWS_MAX)
         ],
         "batches": [
             {
-                "id": b.id,
+                "id": b.batch_id,
                 "status": b.status,
-                "items": b.item_count,
-                "by_status": items.get(b.id, {}),
+                "items": b.items,
+                "by_status": items.get(b.batch_id, {}),
                 "total": f"{format_amount(b.total_microunits, b.currency)} {b.currency}",
                 "created_at": b.created_at,
             }
@@ -807,12 +755,10 @@ def operator_overview(store: Store) -> dict[str, Any]:
 def _routes_operator(router: APIRouter) -> None:
     @router.get("/operator")
     def operator_page(request: Request, person_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None) -> Response:
-        from endcredits.service.app import need
-
         who = _who(request)
         if who.kind == "public":
             raise SignInNeeded
         need(who, "read")
         if person_id is not None:
             return RedirectResponse(f"{PORTAL}/people/{person_id}", status_code=303)
-        return render(request, who, "operator.html", o=operator_overview(_store(request)))
+        return render(request, who, "operator.html", o=operator_overview(store_of(request), who))

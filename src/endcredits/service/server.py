@@ -1,0 +1,94 @@
+"""Running the app: uvicorn with bounds on what a client may hold open before its request even starts.
+
+uvicorn times out idle keep-alive connections but not a request whose headers trickle in a byte at a time
+(a "slowloris"), nor a connection that never sends anything. ``H11WithHeaderDeadline`` closes a
+connection whose request headers are not complete ``headers_timeout_s`` after its first byte (or after
+the connection opened); h11 refuses headers past ``HEADER_BYTES_MAX``; the gate (``gate.py``) bounds and
+times out the body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import h11
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from endcredits.service.app import create_app
+from endcredits.store.engine import Store
+
+HEADERS_TIMEOUT_S = 10
+"""A request's line and headers must be complete within this many seconds of its first byte."""
+HEADER_BYTES_MAX = 16 << 10
+"""The most bytes of a request line and headers (h11's ``max_incomplete_event_size``): 400 past it."""
+KEEP_ALIVE_TIMEOUT_S = 5
+"""An idle connection between requests is closed after this many seconds."""
+CONNECTIONS_MAX = 1_000
+"""Open connections (and requests in flight) at once; past it new requests answer 503."""
+
+
+class H11WithHeaderDeadline(H11Protocol):
+    """uvicorn's h11 protocol, closing a connection whose request headers take too long to arrive."""
+
+    headers_timeout_s: float = HEADERS_TIMEOUT_S
+    _headers_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        if self.conn.their_state is h11.IDLE:
+            self._arm()  # a new request starts: its headers have headers_timeout_s from now
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:
+            self._disarm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        if self._headers_deadline is None:
+            self._headers_deadline = self.loop.call_later(self.headers_timeout_s, self._headers_too_slow)
+
+    def _disarm(self) -> None:
+        if self._headers_deadline is not None:
+            self._headers_deadline.cancel()
+            self._headers_deadline = None
+
+    def _headers_too_slow(self) -> None:
+        self._headers_deadline = None
+        if not self.transport.is_closing():
+            self.logger.info("closing a connection whose request headers took over %s s", self.headers_timeout_s)
+            self.transport.close()
+
+
+def serve(
+    store: Store,
+    *,
+    host: str,
+    port: int,
+    headers_timeout_s: float = HEADERS_TIMEOUT_S,
+    connections_max: int = CONNECTIONS_MAX,
+    forwarded_allow_ips: str | None = None,
+) -> None:
+    """Serve the API and the portal around ``store`` until interrupted. ``forwarded_allow_ips``: the
+    proxies whose ``X-Forwarded-For`` names the client (uvicorn's default: this machine only); the
+    per-client limits count the address this yields."""
+    protocol = type("H11WithHeaderDeadline", (H11WithHeaderDeadline,), {"headers_timeout_s": headers_timeout_s})
+    config = uvicorn.Config(
+        create_app(store),
+        host=host,
+        port=port,
+        http=protocol,
+        h11_max_incomplete_event_size=HEADER_BYTES_MAX,
+        timeout_keep_alive=KEEP_ALIVE_TIMEOUT_S,
+        limit_concurrency=connections_max,
+        proxy_headers=True,
+        forwarded_allow_ips=forwarded_allow_ips,
+        log_level="info",
+        access_log=False,
+    )
+    uvicorn.Server(config).run()
