@@ -123,3 +123,30 @@ def test_benchmark_modules_import_no_driver() -> None:
             names += [a.name for a in node.names] if isinstance(node, ast.Import) else []
             wrong += [f"{path.name} line {node.lineno}: imports {n}" for n in names if n.split(".")[0] in drivers]
     assert not wrong, "\n".join(wrong)
+
+
+EDGE_RECORDS = {"endcredits.service.records", "endcredits.service.auth"}
+"""The service's own tables (usage requests; keys, sessions, challenges and login links): its records."""
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in MODULES if _module_name(p).split(".")[1] in ("cli", "service", "interop", "demo")],
+    ids=lambda p: str(p.relative_to(SRC)),
+)
+def test_edges_run_no_sql(path: Path) -> None:
+    """The CLI, the service, the importers and the demo parse, call a stage and render: their SQL lives in
+    the stages' records modules. A ``Connection`` passed through and SQLAlchemy's errors are fine."""
+    module = _module_name(path)
+    if module in EDGE_RECORDS:
+        return
+    sql = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == "endcredits.store.schema":
+                sql.append(f"line {node.lineno}: endcredits.store.schema")
+            elif node.module == "sqlalchemy":
+                sql += [f"line {node.lineno}: sqlalchemy.{a.name}" for a in node.names if a.name != "Connection"]
+        elif isinstance(node, ast.Import):
+            sql += [f"line {node.lineno}: {a.name}" for a in node.names if a.name == "sqlalchemy"]
+    assert not sql, f"{module} runs SQL itself; put the query in a stage's records module:\n" + "\n".join(sql)
