@@ -15,10 +15,42 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "endcredits"
 FUNCTION_LINES_MAX = 70
 DOCSTRING_LINES_MAX = 25
 
-LONG_FUNCTIONS: dict[str, int] = {}
+LONG_FUNCTIONS: dict[str, int] = {
+    "attribution/charlm.py:train_char_lm": 98,
+    "cli/attribution.py:attribute_cmd": 80,
+    "interop/croissant.py:plan_croissant": 71,
+    "ledger/accrue.py:_accrue_in": 78,
+    "ledger/accrue.py:_plan_group": 92,
+    "ledger/accrue.py:_write_group": 76,
+    "ledger/records.py:fold_pending": 78,
+    "ledger/verify.py:verify": 257,
+    "manifest/build.py:build_manifest": 92,
+    "manifest/records.py:record_training_run": 84,
+    "money.py:split_batch": 79,
+    "payouts/statements.py:build_statement": 86,
+    "registry/identity/persons.py:refresh_verification": 72,
+    "registry/records.py:add_credits": 85,
+    "registry/records.py:graph_rows": 91,
+    "royalties/usage.py:build_usage": 83,
+    "service/app.py:_routes_consent": 71,
+    "service/app.py:_routes_money": 77,
+    "service/app.py:_routes_payouts": 92,
+    "service/app.py:_routes_registry": 105,
+    "service/portal.py:_routes_contributor": 137,
+    "service/portal.py:_routes_sign_in": 107,
+}
 """``path:qualified name`` -> its length in lines when it was listed (decorators and docstring included)."""
 
-LONG_DOCSTRINGS: dict[str, int] = {}
+LONG_DOCSTRINGS: dict[str, int] = {
+    "attribution/__init__.py": 33,
+    "attribution/scorers.py": 44,
+    "consent/rules.py": 52,
+    "interop/abc.py": 53,
+    "interop/c2pa_manifests.py": 28,
+    "manifest/merkle.py": 53,
+    "registry/fingerprints.py": 51,
+    "registry/roles.py": 39,
+}
 """``path`` -> the length of its module docstring in lines when it was listed."""
 
 
@@ -94,7 +126,7 @@ def test_module_docstrings_are_short() -> None:
 
 def test_the_checker_counts_and_compares(tmp_path: Path) -> None:
     probe = tmp_path / "probe.py"
-    body = "\n".join(f"    x{i} = {i}" for i in range(3))
+    body = "\n".join(f"        x{i} = {i}" for i in range(3))
     probe.write_text(f'"""One\nTwo\n"""\n\n\nclass A:\n    @staticmethod\n    def f() -> None:\n{body}\n')
     assert function_lengths(probe) == {"A.f": 5}
     assert docstring_lines(probe) == 2
