@@ -95,7 +95,7 @@ def _routes_system(app: FastAPI) -> None:
 
 
 def _routes_auth(app: FastAPI) -> None:
-    @app.post(f"{API}/auth/challenges", status_code=201, tags=["auth"])
+    @app.post(f"{API}/auth/challenges", status_code=201, tags=["auth"], responses={429: m.THROTTLED})
     def challenge(body: m.ChallengeIn, request: Request, _who: Who, store: StoreDep) -> dict[str, Any]:
         """Public: a one-use nonce for a person to sign with the key of their credential's did:key. Every
         person id gets the same answer (only a person with a did:key credential can use it); each client

@@ -213,6 +213,11 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
 }
 """Declared on every operation, so the OpenAPI document names every status the API answers with on purpose."""
 AGAIN: dict[str, object] = {"description": "The same id again: the first result, nothing changed"}
+THROTTLED: dict[str, object] = {
+    "model": ErrorOut,
+    "description": "Too many requests from this client, or too many challenges outstanding: retry later",
+    "headers": {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
+}
 NO_CHECKPOINT: dict[str, object] = {
     "model": ErrorOut,
     "description": "No model checkpoint is registered for the manifest's model on this deployment, or another conflict",
