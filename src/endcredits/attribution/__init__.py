@@ -1,36 +1,17 @@
 """Attribution: which training works moved one output, and by how much.
 
-- ``task``: the contract a model owner fills in (model, checkpoints, per-example functions), with
-  ``classification_task`` and ``language_model_task``.
-- ``settings``: ``AttributionSettings``, every choice that changes the numbers, checked, saved with the features.
-- ``featurizer``: projected per-example gradients (Kronecker, Gaussian or none); ``saver`` writes them
-  memory-mapped and resumes an interrupted run.
-- ``scorers``: TRAK (the default), TracIn, embedding similarity (labelled weaker); all linear in the
-  work features.
-- ``payees``: exact per-payee scores through ``Psi = W^T G``, and the rule from scores to weights.
-- ``topk``: the works that explain an output, by exact scan or FAISS, with recall measured.
-- ``charlm`` and ``gradients``: the demo's character model and its first-cut TracIn features.
-
-Usage, for a classifier trained as an ensemble of checkpoints::
-
-    from endcredits.attribution import Featurizer, TRAKScorer, classification_task
-
-    task = classification_task(model, [m.state_dict() for m in members])
-    featurizer = Featurizer(task, k=4096, seed=0, projection="kronecker")
-    train = featurizer.featurize((x_train, y_train), work_ids, out_dir=Path("features/train"))
-    targets = [featurizer.compute((x_out, y_out), checkpoint_index=m) for m in range(train.models)]
-    scorer = TRAKScorer(lambda_=1.0).fit(train.features_per_model(), train.weights_per_model())
-    scores = scorer.score(targets)  # float64 [outputs, works]
-
-    credits = CreditMatrix.from_triplets(work_index, payee_index, share, works=n_works, payees=n_payees)
-    payee_scores = PayeeIndex(scorer, credits).score(targets)  # [outputs, payees], O(payees x d) each
-    explained = top_k_exact(scorer.query(targets), scorer.item_matrix, k=10)
-
-For a small model, ``projection="identity"`` keeps the exact gradients; for logistic regression,
-``featurize(..., curvature=True)`` and ``TRAKScorer(n * weight_decay, lambda_relative=False).fit(...,
-curvature_per_model=train.curvature_per_model())`` give the influence function with the exact Hessian.
+The residual should follow influence, so this package scores, for one output, how much each training
+work moved the model toward it, reproducibly (same model, manifest, method and seed: same scores). The
+engine takes any ``torch.nn.Module`` through a task contract (``task``), projects per-example gradients
+(``featurizer``, saved by ``saver``), fits a scorer linear in the work features (``scorers``, TRAK by
+default), sums scores exactly per payee (``payees``) and finds the works that explain an output
+(``topk``); ``settings`` holds every choice that changes the numbers. ``texts`` and ``distributed``
+are what the CLI and the demo call; ``charlm`` and ``gradients`` are the demo's character model and its
+plain TracIn-style features.
 
 The names below load on first use (PEP 562), so ``endcredits.attribution.settings`` imports without torch.
+
+See docs/concepts/attribution.md, "The attribution engine" (a worked example: "Using the engine").
 """
 
 from __future__ import annotations

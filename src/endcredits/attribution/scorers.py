@@ -1,47 +1,19 @@
 """Scorers: from features to scores ``[outputs, works]``, all of them linear in the work features.
 
-Every scorer is fitted once on the training works and then holds one *item matrix* ``G`` (float32,
-``[works, d]``); an output's scores are ``query(output) @ G^T``, where ``query`` stacks the output's
-features of every model. Because the score is linear in each row of ``G``, the score of a set of works
-(a payee's) is the query times the sum of their rows (see ``payees``), and a top-k search is a maximum
-inner product search over ``G`` (see ``topk``).
+Every scorer is fitted once on the training works into one *item matrix* ``G`` (float32 ``[works, d]``);
+an output's scores are ``query(output) @ G^T``, the query stacking the output's features of every model.
+Being linear in each row of ``G`` is what makes a payee's score exact (``payees``: the query times the
+sum of its works' rows) and a top-k search a maximum inner product search (``topk``).
 
-- ``TRAKScorer`` (the default). Per model m: ``Phi_m`` the training features, ``phi_m`` the output's,
-  ``K_m = Phi_m^T Phi_m`` (or a Gauss-Newton kernel ``C_m`` from ``Featurizer.curvature``), and
-  ``score = (1/M) sum_m phi_m (K_m + lambda_m I)^-1 Phi_m^T``, times ``Q_bar = (1/M) sum_m Q_m``
-  column-wise (TRAK: average the preconditioned products over models, then multiply by the average Q).
-  So ``G = [Phi'_1 ... Phi'_M] * Q_bar / M`` with ``Phi'_m = Phi_m (K_m + lambda_m I)^-1``.
-  ``lambda_m = lambda_ * trace(K_m) / dim`` (``lambda_relative=True``, the default): a fraction of the
-  kernel's mean eigenvalue, so the same value means the same across models, k and dataset sizes; with
-  ``lambda_relative=False`` it is used as is (for a kernel that is the true Hessian of a loss summed
-  over examples, the training's L2 coefficient times the number of examples).
-  ``weight_power`` (gamma, default 1: TRAK as published) uses ``Q_bar ** gamma`` instead of ``Q_bar``.
-  Q = 1 - p is measured at the last checkpoint, where the examples a model has fit have p near 1; but
-  they pulled on the parameters while they were being fit, earlier in training. A gamma below 1
-  flattens Q toward that: on MNIST + MLP (10 half-subset models, k = 4096) the LDS benchmark's tuning
-  draw chose gamma = 0.25, LDS 0.471 against 0.409 with gamma = 1 (docs/benchmarks.md).
-  ``second_moment_power`` (p, default 0: off) divides every feature column j of model m, training and
-  target side alike, by ``(v_j + eps mean(v))^p``, ``v_j`` the mean over training works of the squared
-  loss gradient ``(Q_i phi_ij)^2`` and ``eps = SECOND_MOMENT_EPS``. With p = 1/4 the inner products use
-  the metric ``diag(v)^-1/2``: a step of Adam divides each coordinate of the update by the root of its
-  second moment, so this is how far an Adam-trained model moves along an output's gradient when it
-  trains on a work. It is meant for features in parameter coordinates (``projection="identity"``, or an
-  exact Kronecker plan); on the demo's character LM (Adam, exact gradients, tuning draw, one model) it
-  raised the LDS from 0.241 to 0.311 (docs/benchmarks.md).
-- ``InfluenceScorer``: the influence function of each model, averaged over models. Per model m, the
-  training side is the exact per-example *loss* gradient ``Q_m Phi_m`` (each model's own Q, not
-  TRAK's ``Q_bar`` applied after averaging), the kernel is the model's Gauss-Newton matrix ``C_m``
-  (``Featurizer.curvature``; without one, the empirical Fisher ``sum_i Q_i^2 phi_i phi_i^T``), and its
-  inverse is replaced by a *response* on ``C_m``'s eigenvalues h: ``"ridge"``, ``1 / (h + lambda)``,
-  or ``"gradient-flow"``, ``(1 - exp(-h / lambda)) / h``: how far gradient descent on the loss moves
-  along an eigenvector in time ``1 / lambda`` (a model stopped early, as SGD-trained models are; SOURCE,
-  Bae et al. 2024, uses the same factor per training segment). Both are ``1 / h`` along stiff directions
-  and bounded by ``1 / lambda`` along flat ones; ``lambda`` is relative to the kernel's mean eigenvalue
-  as for TRAK. ``G = (1/M) [Q_1 Phi_1 F(C_1) ... Q_M Phi_M F(C_M)]``.
-- ``TracInScorer``: the gradient dot product, ``sum_m c_m Q_m phi_m . Phi_m`` (``c_m`` defaults to
-  ``1/M``; TracIn puts each checkpoint's learning rate there).
-- ``EmbeddingSimilarityScorer``: cosine similarity of black-box embeddings, averaged over embedding
-  models. It measures resemblance, not influence, and is labelled ``weaker``; statements must say so.
+- ``TRAKScorer`` (the default): TRAK's regularized kernel inverse, averaged over models, times the
+  averaged Q; lambda relative to the kernel's mean eigenvalue; optional Q power and Adam's metric.
+- ``InfluenceScorer``: the influence function per model, with a ridge or gradient-flow response on the
+  Gauss-Newton kernel's eigenvalues, averaged over models.
+- ``TracInScorer``: the gradient dot product, summed over checkpoints.
+- ``EmbeddingSimilarityScorer``: cosine of black-box embeddings; resemblance, not influence, so it is
+  labelled ``weaker`` and statements must say so.
+
+The formulas, defaults and measured choices: docs/concepts/attribution.md, "Scores".
 """
 
 from __future__ import annotations
@@ -182,7 +154,7 @@ def _check_train(
 
 
 class TRAKScorer(LinearScorer):
-    """TRAK with a regularized kernel inverse, Q reweighting and ensemble averaging (module docstring)."""
+    """TRAK with a regularized kernel inverse, Q reweighting and ensemble averaging (docs/concepts/attribution.md)."""
 
     method = "trak"
 
@@ -342,7 +314,7 @@ RESPONSES: tuple[Response, ...] = ("ridge", "gradient-flow")
 
 class InfluenceScorer(LinearScorer):
     """The influence function per model with the Gauss-Newton kernel and a ridge or gradient-flow
-    response, averaged over models (module docstring)."""
+    response, averaged over models (docs/concepts/attribution.md)."""
 
     method = "influence"
 

@@ -1,55 +1,17 @@
-"""Consent rules: may this work be used for these uses at this time? Pure; the first cut of the rules.
+"""Consent rules: may this work be used for these uses at this time? Pure functions, no I/O.
 
-A ``Grant`` says that a person, or a work itself, allows or does not allow one ``Use``, over a window of
-time, citing where the statement came from (``source``). ``decide`` applies the grants to one work.
+A ``Grant`` says that a person, or a work itself, allows or does not allow one ``Use`` over a half-open
+window of time (or, explicitly, in perpetuity), citing where the statement came from (``source``).
+``decide`` applies the grants in force to one work; ``inherit_across_lineage`` lets terms flow down to
+the works derived from it.
 
-In force
-    A grant is in force at ``at`` when ``valid_from <= at`` and (``perpetual`` or ``at < valid_until``),
-    and it has not been revoked at or before ``at`` (``revoked_at is None or at < revoked_at``).
-    The window is half-open: a grant valid until midnight no longer holds at midnight.
-    "In perpetuity" is an explicit term: ``valid_until`` is None exactly when ``perpetual`` is True.
+Precedence, for each use: the credited people's grants, then the work's own grants, then the operator
+default ("opt-out" allows, "opt-in" forbids). At each level a notAllowed wins over an allowed, and a
+notAllowed for ``ai_training`` also forbids ``ai_generative_training``. Every requested use must be
+allowed. Across lineage the most restrictive term wins: a work is allowed only when it and every work
+upstream of it are. Whatever order the grants come in, the decision and its reason are the same.
 
-Relevant grants
-    Person grants count only when the person is among the work's credited people; work grants count only
-    when their subject is this work. Any other grant passed in is ignored.
-
-Precedence, for each requested use (the first level with a grant in force decides)
-    1. The credited people's grants. A notAllowed from ANY credited person wins over an allowed from
-       another: the most restrictive wins.
-    2. The work's own grants (its metadata, e.g. a license). notAllowed wins over allowed.
-    3. The operator's default regime: "opt-out" allows, "opt-in" forbids.
-
-Training is a kind of use with a sub-kind
-    Generative training is a kind of training, so a grant in force that does not allow ``ai_training``
-    also does not allow ``ai_generative_training``, at the same level as the grant itself. An allowed for
-    ``ai_training`` says nothing about ``ai_generative_training``, which needs its own allowed (or the
-    operator default) to be used.
-
-Several uses
-    Every requested use must be allowed. The uses are judged in ``USES`` order, whatever order they are
-    passed in. When any is forbidden, the decision is not allowed, its reason lists each forbidden use's
-    reason (joined by "; "), and its grant is the deciding grant of the first forbidden use. Otherwise the
-    reason lists each use's reason and the grant is the first use's deciding grant. The grant is None
-    when the deciding source is the operator default.
-
-Across lineage (``inherit_across_lineage``): the most restrictive term wins
-    A derived work inherits its parents' terms, and theirs, up to its first sources: scan -> digital
-    double -> film. A work is allowed for the uses only when it is allowed by its own grants (the levels
-    above) AND every work upstream of it is allowed by its own. So a notAllowed on the body scan keeps the
-    digital double and the film out of a manifest for that use, while a notAllowed on the film says
-    nothing about the scan: terms flow downstream only. The reason names each forbidding upstream work,
-    nearest first (then by id), as "inherited from upstream work <id>: <that work's reason>", after the
-    work's own reason when it is forbidden itself; the grant cited is the first forbidding one's.
-    Lineage must be a DAG: a cycle is refused (``ValidationError`` naming the works on it), and so is a
-    chain deeper than ``LINEAGE_DEPTH_MAX``.
-
-Determinism
-    The order of the grants never matters: when several grants at one level agree, the one cited is the
-    least by (subject id, source, use, validity, revocation).
-
-Reasons read like "notAllowed for commercial by work grant (source: essenFolksong/license.txt)",
-"allowed for research by person grant of p-7 (source: guild/consent.json)", or
-"no grant for commercial; operator default opt-in".
+See docs/concepts/consent.md, "The rules, exactly" and "Across lineage: the most restrictive term wins".
 """
 
 from __future__ import annotations
@@ -216,7 +178,7 @@ def decide(
     *,
     default: Literal["opt-in", "opt-out"],
 ) -> Decision:
-    """May ``work_id`` be used for every one of ``uses`` at ``at``? The rules are in the module docstring."""
+    """May ``work_id`` be used for every one of ``uses`` at ``at``? The rules: docs/concepts/consent.md."""
     check_id(work_id, "work id")
     _check_aware(at, "time to decide at")
     if default not in DEFAULT_REGIMES:
@@ -284,7 +246,7 @@ def _upstream(work_id: str, parents: Mapping[str, Sequence[str]]) -> list[str]:
 def inherit_across_lineage(
     work_ids: Sequence[str], parents: Mapping[str, Sequence[str]], own: Mapping[str, Decision]
 ) -> dict[str, Decision]:
-    """Each of ``work_ids`` decided across its lineage: the most restrictive term wins (module docstring).
+    """Each of ``work_ids`` decided across its lineage: the most restrictive term wins (docs/concepts/consent.md).
 
     ``parents`` maps a work to the works it derives from; ``own`` holds each work's decision by its own
     grants (a work missing from ``own`` counts as allowed: it adds no restriction). Returns a decision for

@@ -1,56 +1,18 @@
 """The ABC folk tunes bundled with music21 as works, with the humans credited on each: read them
 (``iter_tunes``); ``interop/abc_corpus.py`` registers them. This module needs nothing but the standard library.
 
-The corpus ships inside the music21 wheel (``music21/corpus/<collection>/*.abc``). It is found with
-``importlib.util.find_spec`` and never imported: music21's own dependencies need not be installed.
+The corpus ships inside the music21 wheel (``music21/corpus/<collection>/*.abc``); it is found with
+``importlib.util.find_spec`` and never imported, so music21's own dependencies need not be installed.
 
-What a tune is
-    The lines from its ``X:`` line up to the first empty line or the next ``X:`` line (the ABC 2.1 rule).
-    Text before a file's first ``X:`` is the file header; it is not part of any tune, but its credit and
-    licence lines apply to every tune in the file. ``source`` is ``<collection>/<file>.abc#<X number>``.
+A tune is the lines from its ``X:`` line to the first blank line or the next ``X:`` line (ABC 2.1); a
+file's header applies its credit and licence lines to every tune in the file. Each tune's people are
+credited as ``composer`` (``C:``), ``transcriber`` (``Z:``, "transcribed/contributed by", a copyright
+line in the header) or ``collector`` ("collected by/from"); a tune with no composer is traditional.
+``clean_person_name`` turns a credit line into a human name, or None when it names nobody (an origin, a
+style, an editorial note), removing contact details, which are also removed from the tune's text. A
+"non-commercial" licence (``essenFolksong``) marks the tune ``non_commercial``.
 
-Who is credited, and as what (``role_scheme`` is always ``"endcredits"``)
-    ``composer``
-        A person named on a ``C:`` line. ``C:`` values that are origins or styles ("Irish.", "SCOTCH.",
-        "West India", "Highland Air.", "Trad"), performers ("as sung by Incledon."), anonymised names
-        ("Composed by a Young Lady.", "Countess of Balca...s.", "_____ Mc.____ 42nd. Regt.") and
-        instructions ("Play it after the March.") credit nobody.
-    ``transcriber``
-        A person named on a ``Z:`` line ("Transcribed by", "Contributed by", "Corrected by", "Edited by",
-        "Proofread by", a bare name with contact details), in a "transcribed/contributed by" clause of an
-        ``N:`` line, or in a file header line "Copyright (C) 1999 NAME" / "Transcriptions by NAME" (whoever
-        holds the copyright in an encoding is the one who made it). Most ``Z:`` lines in this corpus are
-        editorial notes ("Ornament (~) is a turn.", "abc 1.6"); they credit nobody.
-    ``collector``
-        A person who collected the tune from a player and wrote it down: "collected by/from NAME" on a
-        ``C:``, ``Z:`` or ``N:`` line. In ``oneills1850`` the ``C:`` field holds the collector or source
-        musician of O'Neill's Music of Ireland (1903) ("F. O'Neill.", "Cronin."), written with or
-        without "collected by" by different transcribers, so every ``C:`` name there is a collector,
-        except composers known by name (``_COMPOSERS_IN_COLLECTOR_FIELD``: O'Carolan).
-        The collector is a person and is paid, but the tune remains traditional.
-    ``traditional`` is true when no ``composer`` is credited.
-
-How names are cleaned (``clean_person_name``)
-    E-mail addresses (also the corpus's obfuscated ``ray:davies99.freeserve.co.uk`` and
-    ``ray(at::)davies99...`` forms), URLs, bare domains, dates, years, timestamps and parenthetical
-    remarks are removed; the credit verb ("Transcribed by", "Contributed 20080902 by", "1997 by",
-    "collected from") is dropped; the name is cut at the first separator (``, * ; < ( | --``) and
-    accepted only if what follows the separator is not a sentence. ALL-CAPS names are title-cased
-    ("FRANK LIVINGSTON." -> "Frank Livingston", "O'NEILL" -> "O'Neill"), run-together initials are
-    spaced ("G.L.TRACY" -> "G. L. Tracy") and particles stay lower case ("Josquin des Prez").
-    When a credit gives only an e-mail address of the form ``first.last@...``, the name is taken from
-    it ("henrik.norbeck@..." -> "Henrik Norbeck"); a lower-case handle after "by" is kept as written
-    ("transcribed by mvhplank"). Variants of one person seen in this corpus map to one canonical name
-    (``_ALIASES``: "J.B. Walsh", "John Walsh" -> "John B. Walsh"; "Trish O'Nei" -> "Trish O'Neil";
-    "F. O'Neill" -> "Francis O'Neill"; "O'Carolan" -> "Turlough O'Carolan"; ...).
-
-Licences
-    A collection directory whose ``license.txt`` says "non-commercial" (``essenFolksong``) makes every
-    tune in it ``non_commercial``; so does "non-commercial" in a file header or in a tune. A GNU GPL
-    notice in a file header (``josquin``) is recorded in ``license_note``.
-
-Contact details are removed from ``AbcTune.text`` as well (field and comment lines only: music lines
-use ``<`` and ``>`` as broken-rhythm marks and are left as they are).
+See docs/concepts/registry.md, "The demo's corpus: ABC tunes from music21".
 """
 
 from __future__ import annotations

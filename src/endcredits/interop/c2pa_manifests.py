@@ -1,31 +1,17 @@
-"""C2PA manifests in and out, through ``c2pa-python`` (the Content Authenticity Initiative's SDK).
+"""C2PA manifests in and out, through ``c2pa-python`` (the Content Authenticity Initiative's SDK), so
+that what creators already sign into their assets becomes works, credits, lineage and consent.
 
-Reading (``import_c2pa``)
-    The asset's manifest store must validate: a manifest whose signature or hashes do not match (for
-    instance asset bytes changed after signing, ``assertion.dataHash.mismatch``) is refused with one line
-    and nothing is imported. Given trust anchors, the signer must also chain to one of them (``Trusted``).
-    The active manifest describes one work: the registered work its ``org.endcredits.work`` assertion
-    names, else the asset itself, registered by the SHA-256 of its bytes. From each manifest:
+Reading (``import_c2pa``): the asset's manifest store must validate (and, given trust anchors, chain to
+one); anything else is refused in one line with nothing imported. The active manifest describes one
+work. Its training-and-data-mining assertions become the work's grants (``constrained`` counts as
+notAllowed, as CAWG says), its schema.org CreativeWork authors and contributors and its CAWG identity
+assertion's named actor become credited names, and ``parentOf`` / ``componentOf`` ingredients naming a
+registered work become lineage, read down the chain.
 
-    - ``cawg.training-mining`` and the legacy ``c2pa.training-mining``: each entry (``cawg.ai_training``,
-      ``c2pa.data_mining``, ...) becomes a grant on the work with source ``c2pa:<manifest label>``;
-      ``allowed`` -> allowed, ``notAllowed`` -> notAllowed, ``constrained`` and any other value ->
-      notAllowed (the CAWG rule: constrained counts as notAllowed absent more information).
-    - ``stds.schema-org.CreativeWork``: each ``author`` becomes a credited name (``endcredits:author``),
-      each ``contributor`` one with the ``roleName`` of its schema.org ``Role`` when that is a
-      ``scheme:code`` role, else ``endcredits:contributor``.
-    - ``cawg.identity`` (CAWG identity assertion, validated by the SDK): the named actor (the X.509
-      credential's common name, or the names of an identity claims aggregation's verified identities)
-      becomes a credited name, with role ``cawg:<role>`` for each ``cawg.<role>`` in the signer payload, or
-      ``endcredits:named_actor`` when it states none.
-    - ingredients related ``parentOf`` or ``componentOf`` whose own manifest names a registered work
-      become lineage (this work derives from that one; share: the agreement's default), and that
-      manifest is read for its work in turn, down the chain. Other ingredients are listed in the notes.
+Writing (``sign_work``): embeds a signed manifest in the registered work's asset, with the work's id,
+its grants in force and its credits. No time-stamp authority is contacted (offline).
 
-Writing (``sign_work``)
-    Embeds a signed manifest in the registered work's asset: ``org.endcredits.work`` (its SHA-256, title
-    and kind), ``cawg.training-mining`` from the work's own grants in force, a schema.org CreativeWork
-    crediting its names, and the given ingredients. No time-stamp authority is contacted (offline).
+See docs/concepts/imports.md, "C2PA (`c2pa-python`)" (the mapping table, signing).
 """
 
 from __future__ import annotations

@@ -1,56 +1,16 @@
 """The Merkle tree that commits a manifest to its works, with inclusion and exclusion proofs.
 
-Everything here is pure: hashes in, hashes out. Format ``endcredits-merkle-sha256-v1``, written out so
-anyone can re-implement a checker:
+Pure: hashes in, hashes out, so a proof checks without the database. Format
+``endcredits-merkle-sha256-v1``: the leaves are the work ids (SHA-256 hex) sorted ascending without
+duplicates; leaf and node hashes carry RFC 6962's 0x00 / 0x01 prefixes, and the tree has RFC 6962's
+shape (split at the largest power of two below n; the empty tree's root is SHA256(b"")).
 
-Leaves
-    One leaf per work, named by its id: the SHA-256 of the work's content as 64 lowercase hex digits.
-    The leaves are the ids sorted ascending with no duplicates (ascending hex text is ascending bytes).
-    A leaf commits to the work id only; the manifest's use, time and model are committed elsewhere,
-    next to the root, never inside a leaf.
+An inclusion proof is the leaf's audit path. An exclusion proof gives the two adjacent leaves that
+bracket the missing id, each with its inclusion proof. The root alone does not fix the number of
+leaves, so the verifiers take the manifest's recorded work count as ``leaf_count=``.
 
-Hashes (RFC 6962 domain separation, SHA-256, so a leaf can never pass for a node)
-    leaf hash  = SHA256(0x00 || the 32 raw bytes of the work id)      (``bytes.fromhex(work_id)``)
-    node hash  = SHA256(0x01 || left hash || right hash)              (32 raw bytes each)
-    root of no leaves = SHA256(b"") = e3b0c442...b855, the empty manifest.
-    Roots and proof hashes are written as 64 lowercase hex digits.
-
-Shape (RFC 6962 section 2.1, the Merkle Tree Hash)
-    For n > 1 leaves D[0:n], let k be the largest power of two strictly less than n;
-    root(D[0:n]) = node(root(D[0:k]), root(D[k:n])); root of one leaf is its leaf hash.
-    Equivalently, bottom-up: pair nodes left to right at each level; an odd last node is carried up to
-    the next level unchanged (not hashed, not duplicated). Both descriptions give the same tree.
-
-Inclusion proof (``InclusionProof``)
-    The audit path of RFC 6962 section 2.1.1: the sibling hashes from the leaf's level up to the root,
-    one per level at which the node has a sibling (levels where it is carried up contribute nothing).
-    To check: start from the leaf hash with i = leaf_index, n = leaf_count; while n > 1: if i is odd,
-    h = node(next sibling, h); else if i + 1 < n, h = node(h, next sibling); else (i is the carried last
-    node) take nothing; then i = i // 2, n = ceil(n / 2). The path must be used up exactly, and h must
-    equal the root.
-    What the root fixes is the leaf's route: its left/right turns from the root down. As in RFC 6962,
-    where the tree size comes with the signed tree head, the root alone does not fix ``leaf_count``
-    (leaf 0 of 5 and leaf 0 of 6 can share a route). The manifest records its work count next to its
-    root; pass it as ``leaf_count=`` to the verifiers, which then also pins ``leaf_index``.
-
-Exclusion proof (``ExclusionProof``)
-    An id absent from a sorted tree is shown absent by the leaves either side of where it would sit:
-    ``left`` (the greatest id below it) and ``right`` (the least id above it), each with its inclusion
-    proof against the same root and the same ``leaf_count``. They must be adjacent
-    (``right.leaf_index == left.leaf_index + 1``) and bracket the id (``left.work_id < id < right.work_id``).
-    Below the first leaf ``left`` is None and ``right`` is leaf 0; above the last, ``right`` is None and
-    ``left`` is leaf ``leaf_count - 1``. An empty tree (root SHA256(b"")) proves any id absent with
-    both None and ``leaf_count == 0``.
-    A false ``leaf_count`` cannot hide a leaf, short of a SHA-256 collision: "first" (every turn left),
-    "last" (every turn right) and "adjacent" (the two routes part at one node; from there the left one
-    turns right all the way down and the right one left) are properties of the routes the root fixes,
-    so they hold in the real tree too.
-
-JSON (``proof_to_json`` / ``proof_from_json``)
-    {"format": "endcredits-merkle-sha256-v1", "kind": "inclusion", "work_id": hex, "leaf_index": int,
-     "leaf_count": int, "path": [hex, ...]}
-    {"format": "endcredits-merkle-sha256-v1", "kind": "exclusion", "work_id": hex, "leaf_count": int,
-     "left": inclusion object or null, "right": inclusion object or null}
+The format is written out in full, for anyone re-implementing a checker, in docs/concepts/manifest.md,
+"The Merkle tree".
 """
 
 from __future__ import annotations
@@ -307,7 +267,7 @@ def _inclusion_to_json(p: InclusionProof) -> dict[str, Any]:
 
 
 def proof_to_json(p: InclusionProof | ExclusionProof) -> dict[str, Any]:
-    """The stable JSON object for a proof (see the module docstring); ``proof_from_json`` reads it back."""
+    """The stable JSON object for a proof (docs/concepts/manifest.md); ``proof_from_json`` reads it back."""
     if isinstance(p, InclusionProof):
         return _inclusion_to_json(p)
     if isinstance(p, ExclusionProof):

@@ -4,51 +4,19 @@ A work's id is the SHA-256 of its bytes, so a re-encoded image or a text with it
 byte for byte, a new work. A fingerprint stays (nearly) the same under such changes; when a new work's
 fingerprint is close enough to a registered work's, the new work is *linked* to it: the first registered
 work of the group is the canonical work, a manifest includes the group's content once, and credits on any
-member are resolved through the canonical work (``store.registry.graph_rows``), so nobody is paid twice.
+member are resolved through the canonical work (``registry.records.graph_rows``), so nobody is paid twice.
 
-Methods (``method`` is stored with every fingerprint; two fingerprints compare only within one method)
+Three methods, by the work's kind; two fingerprints compare only within one method:
 
-``minhash-c5-p128`` (text: every ``kind`` that is not an image or audio and whose bytes are UTF-8)
-    The text is normalized (NFC, lower case, CR/CRLF to LF, all whitespace inside a line removed, empty
-    lines dropped); its shingles are the overlapping ``TEXT_SHINGLE_CHARS``-character substrings of each
-    line (a line shorter than that is one shingle), so reordering lines (an ABC tune's header fields) or
-    re-wrapping changes nothing. A MinHash of ``MINHASH_PERM_COUNT`` permutations (datasketch,
-    ``affine32`` scheme, seed ``MINHASH_SEED``) estimates the Jaccard similarity of two shingle sets to
-    within about 1/sqrt(128) = 0.09 (one standard deviation at J = 0.5; less near 0 and 1).
-    Candidates come from LSH banding (``MINHASH_BAND_COUNT`` bands of ``MINHASH_BAND_ROWS`` rows, the
-    datasketch optimum for ``TEXT_THRESHOLD``); a candidate is linked when its estimated Jaccard is at
-    least ``TEXT_THRESHOLD``.
-``phash-64`` (``kind`` ``image`` or ``image/*``)
-    The 64-bit DCT perceptual hash of ``imagehash`` (Pillow decodes; grayscale, 32x32, low 8x8 DCT
-    coefficients against their median). Similarity is 1 - Hamming distance / 64; linked at
-    ``IMAGE_HAMMING_MAX`` bits or fewer. Candidates: the hash in ``IMAGE_BAND_COUNT`` bands of 8 bits; by
-    pigeonhole any hash within ``IMAGE_BAND_COUNT - 1`` bits shares a band, and ones up to
-    ``IMAGE_HAMMING_MAX`` almost always do.
-``chromaprint-raw`` (``kind`` ``audio`` or ``audio/*``, where ``fpcalc`` is installed)
-    Chromaprint's raw fingerprint from the ``fpcalc`` binary (Debian ``libchromaprint-tools``, 1.5.1 with
-    FFmpeg; ``make install`` installs it): the content is written to a temporary file and
-    ``fpcalc -raw -json -ignore-errors -length AUDIO_LENGTH_S_MAX`` run on it (no shell, at most
-    ``FPCALC_TIMEOUT_S``). It gives one uint32 per frame of about 0.124 s (4096/3 samples at 11,025 Hz):
-    32 bits from filters over the audio's chroma, the first ``AUDIO_LENGTH_S_MAX`` seconds only.
-    ``-ignore-errors`` because fpcalc 1.5.1 with FFmpeg 5 reports "Error decoding audio frame (End of
-    file)" and exits 3 at the end of ordinary WAV files, after computing the whole fingerprint.
-    Similarity is 1 - bit error rate at the best alignment: the two sequences are shifted by up to
-    ``AUDIO_OFFSET_FRAMES_MAX`` frames (about 5 s: silence added or trimmed at the start) and compared
-    over the overlapping frames (at least ``AUDIO_OVERLAP_FRAMES_MIN``); unrelated tunes measured 0.57
-    at the median, copies above 0.9. Linked at ``AUDIO_THRESHOLD`` or more: on audio synthesized from 150 real
-    ABC tunes, re-sampled, quieter, noisy, shifted, missed 1 of 900 (under noise) and false 0 of 156,450
-    pairs, the highest 0.806 (two settings of one melody). Candidates: a MinHash sketch of
-    the *set* of coarsened frame values (the top ``AUDIO_FRAME_KEY_BITS`` bits of each), one band key per
-    hash function (``AUDIO_BAND_COUNT``); re-sampled, noisy or shifted copies keep most coarsened values,
-    so they share keys even when many low bits flip.
-    Without ``fpcalc`` on ``PATH``, or when it cannot read the bytes (not audio, or a format its FFmpeg does
-    not decode: a MIDI file is one), fails or times out, or the audio is shorter than ``AUDIO_FRAMES_MIN``
-    frames (about 5 s), the work is registered by SHA-256 only: ``compute_fingerprint`` returns None and
-    ``register_works`` reports ``method=None``; ``audio_fingerprint`` raises a ``ValidationError`` that says
-    which. Unlike an undecodable image, this does not refuse the work: a decoder the operator may not have
-    is no evidence that the bytes are not a work.
+- ``minhash-c5-p128`` (text): a MinHash of the normalized 5-character shingles of each line;
+- ``phash-64`` (images): the 64-bit DCT perceptual hash of ``imagehash``;
+- ``chromaprint-raw`` (audio, where ``fpcalc`` is installed): Chromaprint's raw frames, compared at the
+  best alignment. Audio without a fingerprint is registered by SHA-256 only, not refused.
 
-Thresholds and their measured false-match and missed-match rates are in docs/concepts/registry.md.
+Candidates come from band keys (LSH), so finding them is one indexed lookup.
+
+How each method works, its threshold and its measured false and missed matches: docs/concepts/registry.md,
+"Duplicates" ("Methods and thresholds", "How the methods work", "Measured rates").
 """
 
 from __future__ import annotations
@@ -93,7 +61,7 @@ TEXT_THRESHOLD = 0.7
 MINHASH_BAND_COUNT = 32
 MINHASH_BAND_ROWS = 4
 """32 bands x 4 rows: a pair at Jaccard 0.6 shares a band with probability 1 - (1 - 0.6^4)^32 = 0.988,
-at 0.7 0.9996; at 0.3 0.23 (compared, then refused). Recall first: a candidate only costs a comparison."""
+at 0.7 0.9998; at 0.3 0.23 (compared, then refused). Recall first: a candidate only costs a comparison."""
 
 IMAGE_HASH_BITS = 64
 IMAGE_HAMMING_MAX = 10
@@ -164,7 +132,7 @@ def _family(kind: str) -> str:
 
 # Text --------------------------------------------------------------------------------------------
 def text_shingles(text: str) -> set[bytes]:
-    """The normalized shingles of a text (see the module docstring)."""
+    """The normalized shingles of a text (docs/concepts/registry.md, "Duplicates")."""
     normalized = unicodedata.normalize("NFC", text).lower().replace("\r\n", "\n").replace("\r", "\n")
     out: set[bytes] = set()
     k = TEXT_SHINGLE_CHARS
@@ -409,12 +377,12 @@ class Registered:
 
 
 def register_works(conn: Connection, items: Sequence[WorkIn], *, link: bool = True) -> list[Registered]:
-    """Register works by SHA-256 (``store.registry.add_works``), fingerprint each new one, and link each new
+    """Register works by SHA-256 (``registry.records.add_works``), fingerprint each new one, and link each new
     one whose fingerprint matches a registered work's to that work's canonical work. Items are matched in
     input order, so an item can match one registered earlier in the same call. Every link is audited.
 
     Only a work registered for the first time is linked by fingerprint: registering the same bytes again
-    changes nothing, so an operator's unlink (``store.registry.unlink_work``) stands. ``link=False``
+    changes nothing, so an operator's unlink (``registry.records.unlink_work``) stands. ``link=False``
     stores fingerprints without linking.
     """
     before = existing_work_ids(

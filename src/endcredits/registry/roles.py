@@ -1,42 +1,16 @@
 """Role vocabularies: what "credited as" may say. Pure data and lookups; no I/O.
 
-A credit's role is a pair (scheme, code), written ``scheme:code``. Four schemes are known:
+A credit's role is a pair (scheme, code), written ``scheme:code``, so that everyone in the credits can
+be named and paid by what they did. Four schemes are known: ``credit`` (CRediT, ANSI/NISO
+Z39.104-2022), ``ebu`` (a subset of the EBU RoleCode scheme: the film and broadcast crafts; a term's
+name is accepted for its id, and ``canonical_role`` turns it into the id), ``cawg`` (the CAWG identity
+assertion's named-actor roles) and ``endcredits`` (the roles the others miss, and the payee roles
+endcredits writes itself).
 
-``credit``
-    CRediT, the Contributor Roles Taxonomy (ANSI/NISO Z39.104-2022): its 14 roles. The code is the last
-    part of the role's URI, e.g. ``credit:data-curation`` for https://credit.niso.org/contributor-roles/data-curation/.
-``ebu``
-    The EBU RoleCode classification scheme (``ebu_RoleCodeCS``, used by EBUCore and TV-Anytime): the film
-    and broadcast crafts. The code is the scheme's term id, e.g. ``ebu:15.8`` (Chief Lighting Technician /
-    Gaffer). EBU specifications allow "either the direct use of a term name ... or a reference through a
-    term identifier", so a term's name written in lower case with ``_`` for spaces is accepted too
-    (``ebu:gaffer``, ``ebu:lighting``); ``canonical_role`` turns it into the term id. Where two terms
-    share a name (Producer is 10.1.2 and 20.1), the name stands for the first term listed here.
-    This module lists a subset: the 38 departments and the roles that appear in a film's end credits
-    (talent, stunts, camera, lighting, sound, music, VFX, animation, editing, wardrobe, hair and make-up,
-    script, production). Every code and label below was checked against the scheme's published terms.
-``cawg``
-    The named-actor roles of the CAWG identity assertion (``signer_payload.role``): creator, contributor,
-    editor, producer, publisher, sponsor, translator (written ``cawg.creator`` there, ``cawg:creator``
-    here). CAWG also allows entity-specific roles labelled like ``com.example.role``; a ``cawg`` code with
-    a dot in it is taken as one of those and accepted as given.
-``endcredits``
-    Roles the others miss (a scan subject, a background performer, a data labeler, a tester), and the
-    ones endcredits itself writes: ``rights_holder`` and ``unclaimed_work`` (the payees of a work's
-    rights-holder share and of a work nobody is credited on), ``attributed`` (an attribution line).
+A code a known scheme does not list is refused, naming the scheme's codes; a scheme outside the four
+only passes when the caller accepts it explicitly (``allow_unknown_scheme=True``). Nothing is guessed.
 
-Unknown roles
-    A code a known scheme does not list is refused, with the scheme's codes in the message. A scheme
-    outside these four is refused too, unless the caller says explicitly that it accepts it
-    (``allow_unknown_scheme=True``; the CLI's ``--allow-unknown-scheme``; an agreement's
-    ``extra_role_schemes``): then any well-formed code in it is taken as given. Nothing is guessed.
-
-Sources
-    CRediT: https://credit.niso.org/ (ANSI/NISO Z39.104-2022).
-    EBU: http://www.ebu.ch/metadata/cs/ebu_RoleCodeCS.xml (web view
-    https://www.ebu.ch/metadata/cs/web/ebu_RoleCodeCS_p.xml.htm), EBU Tech 3336 for the term-name rule;
-    the EBU's classification schemes are published under CC BY-SA 3.0.
-    CAWG: Identity Assertion specification, "Named actor roles" (https://cawg.io/identity/).
+See docs/concepts/registry.md, "Roles: everyone in the credits" (the rules and the sources).
 """
 
 from __future__ import annotations
