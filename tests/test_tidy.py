@@ -41,16 +41,7 @@ LONG_FUNCTIONS: dict[str, int] = {
 }
 """``path:qualified name`` -> its length in lines when it was listed (decorators and docstring included)."""
 
-LONG_DOCSTRINGS: dict[str, int] = {
-    "attribution/__init__.py": 33,
-    "attribution/scorers.py": 44,
-    "consent/rules.py": 52,
-    "interop/abc.py": 53,
-    "interop/c2pa_manifests.py": 28,
-    "manifest/merkle.py": 53,
-    "registry/fingerprints.py": 51,
-    "registry/roles.py": 39,
-}
+LONG_DOCSTRINGS: dict[str, int] = {}
 """``path`` -> the length of its module docstring in lines when it was listed."""
 
 
