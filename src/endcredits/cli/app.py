@@ -28,7 +28,7 @@ from endcredits.cli.service import serve_cmd
 from endcredits.store.engine import DATA_ENV, DB_ENV, init_store
 
 if TYPE_CHECKING:
-    from typer._click import Command, Context
+    from click import Command, Context
 
 NOUNS: dict[str, tuple[str, str]] = {
     "people": ("endcredits.cli.registry", "people_app"),
