@@ -20,7 +20,6 @@ NO_JSON = {
     "endcredits serve": "runs the API until interrupted; it prints nothing a script reads",
     "endcredits statements": "prints the statement itself, as JSON by default (--format json) or CSV",
     "endcredits manifest prove": "its output is always one JSON object: the proof",
-    "endcredits operator-key revoke": "cli/service.py belongs to the service-locks work now",
 }
 """Commands without --json, and why. It may only shrink."""
 

@@ -37,6 +37,27 @@ def test_serve_answers_health_and_an_operator_key_works(tmp_path: Path, db_url: 
         listed = httpx.get(f"http://127.0.0.1:{port}/api/v1/payout-batches", headers={"Authorization": f"Bearer {key}"})
         assert listed.status_code == 200 and listed.json() == {"batches": []}
         assert httpx.get(f"http://127.0.0.1:{port}/openapi.json").json()["openapi"].startswith("3.")
+        revoked = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "endcredits",
+                "operator-key",
+                "revoke",
+                json.loads(made.stdout)["id"],
+                "--json",
+                *where,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        assert json.loads(revoked.stdout) == {"id": json.loads(made.stdout)["id"], "revoked": True}
+        refused = httpx.get(
+            f"http://127.0.0.1:{port}/api/v1/payout-batches", headers={"Authorization": f"Bearer {key}"}
+        )
+        assert refused.status_code == 401  # from the next request on
 
 
 @contextmanager

@@ -7,16 +7,16 @@ fresh data directory can be served at once.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from endcredits.cli.common import JsonOpt, print_json
 from endcredits.store.engine import Store, init_store
 
 operator_key_app = typer.Typer(no_args_is_help=True, help="Operator and auditor API keys: shown once, stored hashed.")
@@ -24,7 +24,6 @@ login_link_app = typer.Typer(no_args_is_help=True, help="One-time sign-in links 
 
 DataOpt = Annotated[Path | None, typer.Option("--data", help="Data directory (default: the global --data).")]
 DbOpt = Annotated[str | None, typer.Option("--db", help="Database URL (default: the global --db).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts.")]
 
 
 @contextmanager
@@ -34,10 +33,6 @@ def _store(ctx: typer.Context, data: Path | None, db: str | None) -> Iterator[St
         yield store
     finally:
         store.dispose()
-
-
-def _print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
 def serve_cmd(
@@ -96,7 +91,7 @@ def key_create(
     with _store(ctx, data, db) as store, store.write() as conn:
         k = create_api_key(conn, role=role, scopes=list(scope or []), label=label)
     if as_json:
-        _print_json({"id": k.id, "key": k.key, "role": k.role, "scopes": list(k.scopes)})
+        print_json({"id": k.id, "key": k.key, "role": k.role, "scopes": list(k.scopes)})
     else:
         Console(highlight=False, soft_wrap=True).print(
             f"{k.role} key {k.id} ({', '.join(k.scopes)}); shown once, keep it now:\n{k.key}"
@@ -111,7 +106,7 @@ def key_list(ctx: typer.Context, data: DataOpt = None, db: DbOpt = None, as_json
     with _store(ctx, data, db) as store, store.read() as conn:
         keys = list_api_keys(conn)
     if as_json:
-        _print_json({"keys": keys})
+        print_json({"keys": keys})
         return
     console = Console(highlight=False, soft_wrap=True)
     for k in keys:
@@ -120,12 +115,17 @@ def key_list(ctx: typer.Context, data: DataOpt = None, db: DbOpt = None, as_json
 
 
 @operator_key_app.command("revoke")
-def key_revoke(ctx: typer.Context, key_id: str, data: DataOpt = None, db: DbOpt = None) -> None:
+def key_revoke(
+    ctx: typer.Context, key_id: str, data: DataOpt = None, db: DbOpt = None, as_json: JsonOpt = False
+) -> None:
     """Revoke a key: it is refused from the next request on."""
     from endcredits.service.auth import revoke_api_key
 
     with _store(ctx, data, db) as store, store.write() as conn:
         revoke_api_key(conn, key_id)
+    if as_json:
+        print_json({"id": key_id, "revoked": True})
+        return
     Console(highlight=False).print(f"key {key_id} revoked")
 
 
@@ -144,7 +144,7 @@ def link_create(
     with _store(ctx, data, db) as store, store.write() as conn:
         link = create_login_link(conn, person, created_by="cli", ttl_s=ttl_s)
     if as_json:
-        _print_json({"person_id": link.person_id, "token": link.token, "expires_at": link.expires_at})
+        print_json({"person_id": link.person_id, "token": link.token, "expires_at": link.expires_at})
     else:
         Console(highlight=False, soft_wrap=True).print(
             f"login token for person {link.person_id}, one use, until {link.expires_at}:\n{link.token}"
