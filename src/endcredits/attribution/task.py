@@ -56,6 +56,43 @@ def checkpoint_sha256(state: Mapping[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def canonical_state(model: nn.Module, state: Mapping[str, torch.Tensor], index: int = 0) -> dict[str, torch.Tensor]:
+    """``state`` keyed by the model's own parameter and buffer names, each tied parameter once.
+
+    A tied parameter (GPT-2's ``lm_head.weight`` is ``transformer.wte.weight``) is listed once by
+    ``named_parameters()``; a saved state dict may hold it under every name. An alias must equal the
+    tensor it ties to and is dropped, so ``functional_call`` receives each parameter once and a model
+    saved with or without its tied keys hashes the same. A name the model does not have, a missing
+    parameter and a shape that differs are refused, naming the first.
+    """
+    params = dict(model.named_parameters())
+    owned = {**params, **dict(model.named_buffers())}
+    aliases = {name: p for name, p in model.named_parameters(remove_duplicate=False) if name not in params}
+    out: dict[str, torch.Tensor] = {}
+    for name in sorted(state):
+        tensor = state[name]
+        if name in aliases:
+            target = next(n for n, p in params.items() if p is aliases[name])
+            if target in state and not torch.equal(state[target], tensor):
+                raise ValidationError(
+                    f"checkpoint {index}: {name} is tied to {target} in the model but differs from it"
+                )
+            continue
+        if name not in owned:
+            raise ValidationError(f"checkpoint {index} has {name}, which the model does not: is it the right model?")
+        if tuple(tensor.shape) != tuple(owned[name].shape):
+            raise ValidationError(
+                f"checkpoint {index}: {name} has shape {tuple(tensor.shape)}, the model's {tuple(owned[name].shape)}"
+            )
+        out[name] = tensor
+    missing = sorted(set(params) - set(out))
+    if missing:
+        raise ValidationError(
+            f"checkpoint {index} lacks parameters {missing[:5]} of the model; pass model.state_dict() copies"
+        )
+    return out
+
+
 @dataclass(frozen=True)
 class AttributionTask:
     """A model, its checkpoints and the per-example functions; see the module docstring.
@@ -76,14 +113,9 @@ class AttributionTask:
     def __post_init__(self) -> None:
         if not 1 <= len(self.checkpoints) <= CHECKPOINTS_MAX:
             raise ValidationError(f"a task needs 1 to {CHECKPOINTS_MAX} checkpoints; got {len(self.checkpoints)}")
-        names = {name for name, _ in self.model.named_parameters()}
-        for index, state in enumerate(self.checkpoints):
-            missing = sorted(names - set(state))
-            if missing:
-                raise ValidationError(
-                    f"checkpoint {index} lacks parameters {missing[:5]} of the model; pass model.state_dict() copies"
-                )
-        hashes = [checkpoint_sha256(state) for state in self.checkpoints]
+        states = tuple(canonical_state(self.model, state, index) for index, state in enumerate(self.checkpoints))
+        object.__setattr__(self, "checkpoints", states)
+        hashes = [checkpoint_sha256(state) for state in states]
         object.__setattr__(self, "_hashes", tuple(hashes))
         expected = self.checkpoint_sha256_expected
         if expected is not None:
@@ -236,6 +268,7 @@ __all__ = [
     "AttributionTask",
     "Batch",
     "ExampleFunction",
+    "canonical_state",
     "checkpoint_sha256",
     "classification_curvature",
     "classification_margin",
