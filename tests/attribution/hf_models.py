@@ -55,3 +55,24 @@ def save_llama(folder: Path, *, seed: int = 0) -> Path:
     LlamaForCausalLM(config).save_pretrained(folder)
     char_tokenizer().save_pretrained(folder)  # type: ignore[attr-defined]
     return folder
+
+
+def save_unet(folder: Path, *, seed: int = 0, side: int = 16, channels: int = 1) -> Path:
+    """A small DDPM UNet (convolutions, group norms, a time embedding, attention in its middle block) and
+    its 100-step scheduler, saved as a pipeline folder (``unet/``, ``scheduler/``)."""
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DModel(
+        sample_size=side,
+        in_channels=channels,
+        out_channels=channels,
+        layers_per_block=1,
+        block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
+    )
+    unet.save_pretrained(folder / "unet")
+    DDPMScheduler(num_train_timesteps=100).save_pretrained(folder / "scheduler")
+    return folder
