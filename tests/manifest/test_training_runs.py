@@ -110,8 +110,10 @@ def test_bad_runs_are_refused_and_nothing_changes(
 def test_cli_records_a_run_from_checkpoint_files_and_lists_it(
     store: Store, manifest: ManifestRecord, tmp_path: Path, db_url: str | None
 ) -> None:
+    from endcredits.attribution.charlm import load_lm, save_lm, train_char_lm
+
     ckpt = tmp_path / "model.pt"
-    ckpt.write_bytes(b"weights" * 1000)
+    save_lm(train_char_lm(["a tune", "another"], seed=0, steps_max=1, time_s_max=30.0, batch_size=2, window=8), ckpt)
     where = ["--db", db_url] if db_url else ["--data", str(tmp_path / "data")]
     runner = CliRunner()
     out = runner.invoke(
@@ -138,7 +140,9 @@ def test_cli_records_a_run_from_checkpoint_files_and_lists_it(
     )
     assert out.exit_code == 0, out.output
     recorded = json.loads(out.stdout)
-    assert recorded["checkpoint_sha256s"] == [hashlib.sha256(ckpt.read_bytes()).hexdigest(), CKPT[1]]
+    # the model's checksum (what the attribution engine checks on loading it), not the file's bytes
+    assert recorded["checkpoint_sha256s"] == [load_lm(ckpt).checksum(), CKPT[1]]
+    assert recorded["checkpoint_sha256s"][0] != hashlib.sha256(ckpt.read_bytes()).hexdigest()
     assert recorded["merkle_root"] == manifest.merkle_root and recorded["model"] == "lm"
     listed = runner.invoke(app, [*where, "manifest", "run", "list", "--model", "lm", "--json"])
     assert listed.exit_code == 0 and json.loads(listed.stdout)["runs"] == [recorded]
@@ -160,3 +164,11 @@ def test_cli_records_a_run_from_checkpoint_files_and_lists_it(
         ],
     )
     assert bad.exit_code == 1 and "needs a list of at least one checkpoint" in bad.stderr
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"weights" * 1000)
+    refused = runner.invoke(
+        app,
+        [*where, "manifest", "run", "record", "--run", "y", "--manifest", manifest.id, "--checkpoint", str(junk)]
+        + ["--started", "2026-03-01", "--finished", "2026-03-02"],
+    )
+    assert refused.exit_code == 1 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr

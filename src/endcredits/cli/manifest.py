@@ -180,19 +180,6 @@ def manifest_check(
         make_console().print(f"valid: work {proof.work_id} is {what} the manifest with root {expected}")
 
 
-def _file_sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    try:
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    except OSError as exc:
-        raise ValidationError(f"cannot read checkpoint {path}: {exc.strerror}") from None
-    return digest.hexdigest()
-
-
 def _run_json(r: Any) -> dict[str, Any]:
     return {
         "run_id": r.id,
@@ -213,15 +200,33 @@ def run_record(
     manifest: Annotated[str, typer.Option(help="The manifest the run trained on")],
     started: Annotated[str, typer.Option(help="When training started (ISO-8601)")],
     finished: Annotated[str, typer.Option(help="When training finished (ISO-8601)")],
-    checkpoint: Annotated[list[Path] | None, typer.Option(help="A checkpoint file to hash; repeat for each")] = None,
-    checkpoint_sha256: Annotated[list[str] | None, typer.Option(help="A checkpoint's SHA-256; repeat for each")] = None,
+    checkpoint: Annotated[
+        list[Path] | None,
+        typer.Option(help="A checkpoint (file or folder) to load and hash as --model-kind; repeat for each"),
+    ] = None,
+    model_kind: Annotated[
+        str,
+        typer.Option(help="How to load --checkpoint: charlm, hf-causal-lm, diffusers-unet or module:function"),
+    ] = "charlm",
+    checkpoint_sha256: Annotated[
+        list[str] | None,
+        typer.Option(help="A checkpoint's model checksum, computed elsewhere the same way; repeat for each"),
+    ] = None,
     model: Annotated[str | None, typer.Option(help="The model; must be the manifest's")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Record a training run: which checkpoints the manifest's model produced from exactly that manifest."""
+    """Record a training run: which checkpoints the manifest's model produced from exactly that manifest.
+
+    A checkpoint is hashed the one way the attribution engine checks it when it loads one (the model's
+    config and tensors, never its files), so the run names the model attribution will accept."""
     from endcredits.manifest.records import record_training_run
 
-    hashes = [_file_sha256(p) for p in checkpoint or []] + list(checkpoint_sha256 or [])
+    hashes = []
+    if checkpoint:
+        from endcredits.attribution.models import load_model
+
+        hashes = [load_model(path, model_kind).checksum() for path in checkpoint]
+    hashes += list(checkpoint_sha256 or [])
     with open_store_of(ctx) as store, store.write() as conn:
         r = record_training_run(
             conn,
