@@ -5,14 +5,14 @@ gradients of ``task.train_output`` (training works) or ``task.measurement`` (out
 examples at a time. Every parameter is accounted for: ``plan_projection`` assigns each one a path
 (``Plan.coverage``), and only parameters named by an ``exclude`` pattern are left out. Three projections:
 
-- ``"kronecker"`` (default): an ``nn.Linear`` layer's weight gradient is ``G = sum_t g_t a_t^T`` (``g_t``
-  the gradient at its output, ``a_t`` its input with a 1 appended for the bias, t over positions); it is
-  projected as ``sum_t (P_out g_t)(P_in a_t)^T`` with two small seeded Gaussian factors, from one batched
-  forward and backward pass (forward hooks record ``a_t``, ``autograd.grad`` gives each example's
-  ``g_t``): the per-example gradient is never formed. Every other parameter (embeddings, norms) goes
-  through ``vmap(grad(...))``, exact or with the blockwise Gaussian projection. ``k`` is shared among the
-  layers by size; a factor that keeps every dimension is the identity, so with ``k`` at least the
-  parameter count the features are the exact gradient.
+- ``"kronecker"`` (default): a layer whose weight gradient is ``G = sum_t g_t a_t^T`` (``nn.Linear``,
+  transformers' ``Conv1D``, ``nn.Conv2d`` with ``a_t`` its input patch at output position t) is projected
+  as ``sum_t (P_out g_t)(P_in a_t)^T`` with two small seeded Gaussian factors, from one batched forward
+  and backward pass (forward hooks record ``a_t``, ``autograd.grad`` gives each example's ``g_t``): the
+  per-example gradient is never formed. Every other parameter (embeddings, norms, a weight tied to two
+  modules, with its whole gradient) goes through ``vmap(grad(...))``, exact or with the blockwise
+  Gaussian projection. ``k`` is shared among the layers by size; a factor that keeps every dimension is
+  the identity, so with ``k`` at least the parameter count the features are the exact gradient.
 - ``"gaussian"``: ``vmap(grad(...))`` for all parameters, then the blockwise Gaussian projection.
 - ``"identity"``: the exact flattened gradient (``dim`` = parameter count); for small models.
 
@@ -35,6 +35,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
@@ -99,32 +100,34 @@ def batch_size(batch: Batch) -> int:
 
 # The plan: which parameters go where, and how many dimensions each gets -------------------------
 
-KroneckerKind = Literal["linear"]
+KroneckerKind = Literal["linear", "conv1d", "conv2d"]
 Coverage = Literal["kronecker", "exact", "projected", "excluded"]
 COVERAGES: tuple[Coverage, ...] = ("kronecker", "exact", "projected", "excluded")
 
 
 @dataclass(frozen=True)
 class KroneckerPlan:
-    """One layer projected Kronecker-wise: ``k_out x k_in`` dimensions."""
+    """One layer projected Kronecker-wise: per group of channels, ``k_out x k_in`` dimensions."""
 
     module: str
     kind: KroneckerKind
     weight: str
     bias: str | None
     d_in: int
-    """Input width, plus one when there is a bias."""
+    """Inputs per group (a conv's ``in_channels / groups * kh * kw``), plus one when there is a bias."""
     d_out: int
+    """Outputs per group."""
     k_in: int
     k_out: int
+    groups: int = 1
 
     @property
     def dim(self) -> int:
-        return self.k_in * self.k_out
+        return self.groups * self.k_in * self.k_out
 
     @property
     def numel(self) -> int:
-        return self.d_in * self.d_out
+        return self.groups * self.d_in * self.d_out
 
 
 @dataclass(frozen=True)
@@ -172,6 +175,7 @@ class Plan:
             {
                 "module": lay.module,
                 "kind": lay.kind,
+                "groups": lay.groups,
                 "d_in": lay.d_in,
                 "d_out": lay.d_out,
                 "k_in": lay.k_in,
@@ -203,27 +207,53 @@ def _factor_sizes(budget: int, d_in: int, d_out: int) -> tuple[int, int]:
     return max(1, min(d_in, budget // k_out)), k_out
 
 
+def _is_hf_conv1d(module: nn.Module) -> bool:
+    """transformers' ``Conv1D`` (GPT-2: weight ``[in, out]``, ``y = x W + b``), known without importing it."""
+    kind = type(module)
+    return kind.__name__ == "Conv1D" and kind.__module__ == "transformers.pytorch_utils"
+
+
+def _layer_shape(module: nn.Module) -> tuple[KroneckerKind, int, int, int] | None:
+    """``(kind, inputs per group, outputs per group, groups)`` of a layer the Kronecker projection takes:
+    one whose forward is the stock one (a subclass that changes it may use its weight otherwise)."""
+    if isinstance(module, nn.Linear) and type(module).forward is nn.Linear.forward:
+        return "linear", module.in_features, module.out_features, 1
+    if isinstance(module, nn.Conv2d) and type(module).forward is nn.Conv2d.forward:
+        kh, kw = module.kernel_size
+        groups = module.groups
+        return "conv2d", module.in_channels // groups * kh * kw, module.out_channels // groups, groups
+    weight = getattr(module, "weight", None)
+    if _is_hf_conv1d(module) and isinstance(weight, torch.Tensor) and weight.dim() == 2:
+        return "conv1d", int(weight.shape[0]), int(weight.shape[1]), 1
+    return None
+
+
 def _kronecker_layers(model: nn.Module, excluded: set[str]) -> list[KroneckerPlan]:
-    """The ``nn.Linear`` layers, in ``named_modules`` order, with ``k_in = k_out = 0``: a layer whose weight
-    is left out goes elsewhere with its bias; a bias left out leaves its weight without the bias column."""
+    """The layers the Kronecker projection takes, in ``named_modules`` order, with ``k_in = k_out = 0``.
+
+    A weight held by two modules (tied) or left out goes elsewhere with its layer; so does a bias that is.
+    ``nn.MultiheadAttention`` uses its ``out_proj`` weight without calling it: that goes to ``vmap`` too.
+    """
     names = {id(p): name for name, p in model.named_parameters()}
+    holders: dict[int, set[int]] = {}
+    for _, module in model.named_modules(remove_duplicate=False):
+        for p in module.parameters(recurse=False):
+            holders.setdefault(id(p), set()).add(id(module))
+    uncalled = {id(m.out_proj) for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
 
     def own(p: torch.Tensor | None) -> str | None:
         name = names.get(id(p)) if p is not None else None
-        return name if name is not None and name not in excluded else None
+        return name if name is not None and name not in excluded and len(holders[id(p)]) == 1 else None
 
     layers = []
-    taken: set[str] = set()
     for module_name, module in model.named_modules():
-        if not isinstance(module, nn.Linear):
+        shape = _layer_shape(module)
+        weight = own(module.weight) if shape is not None and id(module) not in uncalled else None
+        if shape is None or weight is None:
             continue
-        weight = own(module.weight)
-        if weight is None or weight in taken:
-            continue  # left out, or the weight of a layer seen under another name
-        bias = own(module.bias)
-        taken.update(n for n in (weight, bias) if n is not None)
-        d_in = module.in_features + (bias is not None)
-        layers.append(KroneckerPlan(module_name, "linear", weight, bias, d_in, module.out_features, 0, 0))
+        kind, d_in, d_out, groups = shape
+        bias = own(module.bias) if isinstance(module.bias, torch.Tensor) else None
+        layers.append(KroneckerPlan(module_name, kind, weight, bias, d_in + (bias is not None), d_out, 0, 0, groups))
     return layers
 
 
@@ -268,7 +298,7 @@ def plan_projection(model: nn.Module, *, projection: Projection, k: int | None, 
     layers = []
     for layer in _kronecker_layers(model, set(numel) - left):
         budget = layer.numel if k >= total else max(1, k * layer.numel // total)
-        k_in, k_out = _factor_sizes(budget, layer.d_in, layer.d_out)
+        k_in, k_out = _factor_sizes(max(1, budget // layer.groups), layer.d_in, layer.d_out)
         layers.append(dataclasses.replace(layer, k_in=k_in, k_out=k_out))
     taken = {n for layer in layers for n in (layer.weight, layer.bias) if n}
     rest = [n for n in names if n not in taken]
@@ -328,6 +358,8 @@ class Featurizer:
         self.device = torch.device(device)
         self.chunk_size = chunk_size
         self.plan = plan_projection(task.model, projection=projection, k=k, exclude=exclude)
+        model = task.model
+        self._state_names = [name for name, _ in model.named_parameters()] + [n for n, _ in model.named_buffers()]
         self._factors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._rest_projector: BlockGaussianProjector | None = None
 
@@ -509,7 +541,9 @@ class Featurizer:
         if not 0 <= checkpoint_index < len(self.task.checkpoints):
             raise ValidationError(f"checkpoint_index {checkpoint_index} is not in [0, {len(self.task.checkpoints)})")
         state = self.task.checkpoints[checkpoint_index]
-        return {f"model.{name}": t.detach().to(self.device) for name, t in state.items()}
+        # Each parameter once, by the name named_parameters() gives it: functional_call hands a tied
+        # parameter to every module that holds it, and refuses two values for it.
+        return {f"model.{name}": state[name].detach().to(self.device) for name in self._state_names if name in state}
 
     def _slice(self, data: Batch, start: int, stop: int) -> Batch:
         return map_batch(data, lambda t: t[start:stop].to(self.device))
@@ -582,7 +616,7 @@ class Featurizer:
         if not calls:
             raise ValidationError(_refused(layer, "was not called in the forward pass (its weight is used otherwise)"))
         p_in, p_out = self._factor(layer)
-        projected = torch.zeros((n, layer.k_out, layer.k_in), dtype=torch.float32, device=self.device)
+        projected = torch.zeros((n * layer.groups, layer.k_out, layer.k_in), dtype=torch.float32, device=self.device)
         for a, g in calls:
             a, g = _per_position(layer, module, a, g, n)
             projected += (g @ p_out.T).transpose(1, 2) @ (a @ p_in.T)
@@ -629,13 +663,52 @@ def _per_position(
     layer: KroneckerPlan, module: nn.Module, a: torch.Tensor, g: torch.Tensor, n: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A layer's inputs ``a_t`` (with a 1 appended for the bias) and output gradients ``g_t`` at each
-    position t: ``[n, positions, d_in]`` and ``[n, positions, d_out]``."""
-    if a.shape[0] != n:
+    position t: ``[n * groups, positions, d_in]`` and ``[n * groups, positions, d_out]``."""
+    conv = isinstance(module, nn.Conv2d)
+    if a.shape[0] != n or (conv and a.dim() != 4):
         raise ValidationError(_refused(layer, f"sees inputs of shape {tuple(a.shape)}, not examples along dim 0"))
-    a = a.reshape(n, -1, a.shape[-1])
+    if isinstance(module, nn.Conv2d):
+        a, g = _conv_patches(module, a, g, n, layer)
+    else:
+        a = a.reshape(n, -1, a.shape[-1])
     if layer.bias is not None:
         a = torch.cat([a, torch.ones_like(a[..., :1])], dim=-1)
-    return a, g.reshape(n, -1, g.shape[-1])
+    if not conv:
+        g = g.reshape(n, -1, g.shape[-1])
+    return a, g
+
+
+def _conv_patches(
+    conv: nn.Conv2d, x: torch.Tensor, g: torch.Tensor, n: int, layer: KroneckerPlan
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each example's input patches (``unfold`` of the padded input) and output gradients, by output position
+    and group of channels: the conv's weight gradient is ``sum_t g_t a_t^T`` per group."""
+    positions = int(g.shape[-2] * g.shape[-1])
+    needed = n * x.shape[1] * conv.kernel_size[0] * conv.kernel_size[1] * positions * 4
+    if needed > CHUNK_GRADIENT_BYTES_MAX:
+        raise LimitExceededError(
+            f"the input patches of conv layer {layer.module!r} for {n} examples need {needed} bytes, over"
+            f" CHUNK_GRADIENT_BYTES_MAX={CHUNK_GRADIENT_BYTES_MAX}; lower chunk_size"
+        )
+    pads = _conv_pads(conv)
+    if any(pads):
+        x = F.pad(x, pads, mode="constant" if conv.padding_mode == "zeros" else conv.padding_mode)
+    patches = F.unfold(x, conv.kernel_size, dilation=conv.dilation, stride=conv.stride)  # [n, C_in kh kw, T]
+    groups = layer.groups
+    a = patches.reshape(n, groups, -1, positions).transpose(2, 3).reshape(n * groups, positions, -1)
+    g = g.reshape(n, groups, -1, positions).transpose(2, 3).reshape(n * groups, positions, -1)
+    return a, g
+
+
+def _conv_pads(conv: nn.Conv2d) -> list[int]:
+    """The ``F.pad`` widths (left, right, top, bottom) ``conv`` pads its input with, as ``Conv2d`` does."""
+    if conv.padding == "valid":
+        return [0, 0, 0, 0]
+    if conv.padding == "same":  # the odd one of an even total on the right, as torch pads
+        totals = [d * (k - 1) for d, k in zip(reversed(conv.dilation), reversed(conv.kernel_size), strict=True)]
+        return [side for total in totals for side in (total // 2, total - total // 2)]
+    ph, pw = (int(p) for p in conv.padding)
+    return [pw, pw, ph, ph]
 
 
 @contextmanager
