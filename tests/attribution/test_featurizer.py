@@ -31,7 +31,7 @@ def test_kronecker_features_equal_the_explicit_kronecker_matrix_times_brute_forc
     exact = brute_force_margin_gradients(model, x, y)  # [n, W0 b0 W1 b1]
     expected = []
     offset = 0
-    for layer in featurizer.plan.linear:
+    for layer in featurizer.plan.kronecker:
         d_out, d_in = layer.d_out, layer.d_in - 1
         weight = exact[:, offset : offset + d_out * d_in].reshape(-1, d_out, d_in)
         bias = exact[:, offset + d_out * d_in : offset + d_out * d_in + d_out]
@@ -79,14 +79,18 @@ def test_kronecker_on_the_char_lm_is_exact_when_k_covers_every_parameter() -> No
     gram = identity @ identity.T
     assert np.allclose(features @ features.T, gram, atol=1e-5 * np.abs(gram).max())
     small = Featurizer(task, k=160, seed=0, chunk_size=3)
-    assert small.dim <= 160 and {layer.module for layer in small.plan.linear} >= {"head", "blocks.0.qkv"}
+    assert small.dim <= 160 and {layer.module for layer in small.plan.kronecker} >= {"head", "blocks.0.qkv"}
     projected = small.compute(data, role="train").astype(np.float64)
     assert np.corrcoef((projected @ projected.T).ravel(), gram.ravel())[0, 1] > 0.9
-    linear_only = Featurizer(task, k=160, seed=0, other_parameters=False)
+    linear_only = Featurizer(task, k=160, seed=0, exclude=("embed.weight", "*norm*"))
     assert linear_only.plan.rest == () and linear_only.dim <= 160
     assert linear_only.compute(data, role="train").shape == (4, linear_only.dim)
-    with pytest.raises(ValidationError, match="kronecker' only"):
-        Featurizer(task, k=160, seed=0, projection="gaussian", other_parameters=False)
+    assert linear_only.coverage["excluded_names"][:3] == [
+        "embed.weight",
+        "blocks.0.norm1.weight",
+        "blocks.0.norm1.bias",
+    ]
+    assert small.coverage["share_covered"] == 1.0 and small.coverage["projected"] == linear_only.coverage["excluded"]
 
 
 def test_features_do_not_depend_on_chunk_size_and_seed_matters() -> None:

@@ -23,7 +23,9 @@ from endcredits.attribution.texts import featurize_works, featurizer_for
 from endcredits.errors import LimitExceededError, ManifestError, ValidationError
 from endcredits.interop.abc import iter_tunes
 
-SETTINGS = AttributionSettings(k=32, seed=3, chunk_size=4)
+LINEAR_ONLY = ("*norm*", "embed.weight")
+"""The embedding and the norms, left out by name: the demo's features (linear layers only)."""
+SETTINGS = AttributionSettings(k=32, seed=3, chunk_size=4, exclude=LINEAR_ONLY)
 
 
 def _files(directory: Path) -> dict[str, bytes]:
@@ -128,8 +130,9 @@ def test_resuming_with_other_features_settings_is_refused_and_changes_nothing(
         featurize_works(lm, ids, texts, out, settings=SETTINGS, progress=_stop_at(4))
     before = _files(out)
     for other, shown in [
-        (AttributionSettings(k=32, seed=4, chunk_size=4), "seed: saved 3, now 4"),
-        (AttributionSettings(k=32, seed=3, chunk_size=4, length_chars=64), "length_chars: saved 256, now 64"),
+        (_settings(seed=4), "seed: saved 3, now 4"),
+        (_settings(length_chars=64), "length_chars: saved 256, now 64"),
+        (_settings(exclude=["embed.weight"]), r"exclude: saved \['\*norm\*', 'embed.weight'\], now \['embed.weight'\]"),
     ]:
         with pytest.raises(ManifestError, match=f"other settings \\({shown}\\); features are a cache: delete"):
             featurize_works(lm, ids, texts, out, settings=other)
@@ -137,7 +140,7 @@ def test_resuming_with_other_features_settings_is_refused_and_changes_nothing(
     with pytest.raises(ManifestError, match="holds features made with attribution settings; pass the same"):
         featurizer_for(lm, SETTINGS).featurize(encode_texts(lm.vocab, texts, length_max=256), ids, out)
     # Other scoring settings over the same features: resumed, then reused as they are.
-    scoring = AttributionSettings(k=32, seed=3, chunk_size=4, method="tracin", lambda_=1.0, top_k=2)
+    scoring = _settings(method="tracin", lambda_=1.0, top_k=2)
     done = featurize_works(lm, ids, texts, out, settings=scoring)
     assert FeatureSet.open(out, ids=ids, settings=SETTINGS).ids == done.ids
     calls: list[int] = []
@@ -164,12 +167,28 @@ def test_features_of_another_format_are_never_mixed_with_new_ones(
     assert texts_module.features_dir(tmp_path, "m@1", lm, SETTINGS) != here
 
 
+def test_features_saved_with_the_retired_parameters_setting_are_refused_saying_to_featurize_again(
+    tmp_path: Path, lm: TrainedLM, corpus: tuple[list[str], list[str]]
+) -> None:
+    ids, texts = corpus
+    out = tmp_path / "old-settings"
+    with pytest.raises(Stop):
+        featurize_works(lm, ids, texts, out, settings=SETTINGS, progress=_stop_at(4))
+    saved = json.loads((out / "settings.json").read_text())
+    del saved["exclude"]
+    (out / "settings.json").write_text(json.dumps({**saved, "parameters": "linear"}))  # as version 1 saved them
+    before = _files(out)
+    with pytest.raises(ManifestError, match=r"settings this version no longer has \(parameters\); .* featurize again"):
+        featurize_works(lm, ids, texts, out, settings=SETTINGS)
+    assert _files(out) == before
+
+
 def test_the_settings_name_the_features_directory(tmp_path: Path, lm: TrainedLM) -> None:
     here = texts_module.features_dir(tmp_path, "m@1", lm, SETTINGS)
     assert here.parent == tmp_path / "features" / "m-1" and here.name.startswith(lm.checksum()[:16])
-    scoring = AttributionSettings(k=32, seed=3, chunk_size=4, method="tracin", lambda_=7.0, top_k=1)
+    scoring = _settings(method="tracin", lambda_=7.0, top_k=1)
     assert texts_module.features_dir(tmp_path, "m@1", lm, scoring) == here
-    for other in [AttributionSettings(k=64, seed=3, chunk_size=4), AttributionSettings(k=32, seed=3, chunk_size=8)]:
+    for other in [_settings(k=64), _settings(chunk_size=8), _settings(exclude=[])]:
         assert texts_module.features_dir(tmp_path, "m@1", lm, other) != here
 
 
@@ -180,7 +199,7 @@ def test_the_settings_give_the_featurizer_arguments_of_before_bit_for_bit(
     every edge passed before (linear layers only, the final checkpoint, 256 characters)."""
     ids, texts = corpus
     task = language_model_task(lm.model, [lm.model.state_dict()])
-    featurizer = Featurizer(task, k=32, seed=3, projection="kronecker", chunk_size=4, other_parameters=False)
+    featurizer = Featurizer(task, k=32, seed=3, projection="kronecker", chunk_size=4, exclude=LINEAR_ONLY)
     before = featurizer.featurize(encode_texts(lm.vocab, texts, length_max=256), ids, tmp_path / "before")
     assert np.array_equal(before.features(0), whole.features(0)) and np.array_equal(before.weights(0), whole.weights(0))
     assert whole.manifest["plan"] == before.manifest["plan"]
@@ -204,9 +223,11 @@ def test_each_features_setting_changes_the_features(
     base = features("base", SETTINGS).features(0)
     assert not np.array_equal(features("seed", _settings(seed=4)).features(0), base)
     assert not np.array_equal(features("length", _settings(length_chars=40)).features(0), base)
-    all_parameters = features("all", _settings(parameters="all"))
+    all_parameters = features("all", _settings(exclude=[]))
     assert all_parameters.manifest["plan"][-1]["rest"]  # embeddings and norms are featurized too
-    gaussian = features("gaussian", _settings(projection="gaussian", parameters="all"))
+    assert all_parameters.manifest["coverage"]["share_covered"] == 1.0
+    assert features("base-again", SETTINGS).manifest["coverage"]["excluded_names"][0] == "embed.weight"
+    gaussian = features("gaussian", _settings(projection="gaussian", exclude=[]))
     assert gaussian.manifest["projection"] == "gaussian" and gaussian.features(0).shape == (6, 32)
     trajectory = features("trajectory", _settings(ensemble="trajectory"))
     assert trajectory.models == 2 and np.array_equal(trajectory.features(1), base)  # step 2, then the final model

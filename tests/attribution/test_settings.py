@@ -17,7 +17,7 @@ def test_the_defaults_are_the_arguments_every_edge_passed_before() -> None:
     assert AttributionSettings().to_dict() == {
         "k": 1_024,
         "projection": "kronecker",
-        "parameters": "linear",
+        "exclude": [],
         "seed": 0,
         "chunk_size": 32,
         "length_chars": 256,
@@ -35,7 +35,13 @@ BAD: list[tuple[str, Any, str]] = [
     ("k", True, r"k must be an integer"),
     ("k", "1024", r"k must be an integer in \[8, 65536\], not '1024'"),
     ("projection", "jl", r"projection must be one of kronecker, gaussian, identity, not 'jl'"),
-    ("parameters", "some", r"parameters must be one of linear, all, not 'some'"),
+    ("exclude", "embed.*", r"exclude must be a list of parameter-name patterns, not 'embed.\*'"),
+    ("exclude", [""], r"exclude pattern '' must be a name pattern of 1 to 200 characters"),
+    ("exclude", ["x" * 201], r"exclude pattern 'x{201}' must be a name pattern of 1 to 200 characters"),
+    ("exclude", [3], r"exclude pattern 3 must be a name pattern"),
+    ("exclude", ["embed weight"], r"exclude pattern 'embed weight' has a space or control character"),
+    ("exclude", ["a.*", "b", "a.*"], r"exclude repeats pattern 'a.\*'; name each pattern once"),
+    ("exclude", [f"p{i}" for i in range(257)], r"exclude has 257 patterns, more than 256: use wider patterns"),
     ("seed", -1, r"seed -1 must be in \[0, 2147483647\]"),
     ("seed", 2**31, r"seed 2147483648 must be in \[0, 2147483647\]"),
     ("chunk_size", 0, r"chunk_size 0 must be in \[1, 4096\]"),
@@ -68,13 +74,17 @@ def test_every_field_is_checked_at_both_ends_or_against_its_choices() -> None:
     edges = AttributionSettings(k=8, seed=2**31 - 1, chunk_size=4_096, length_chars=65_536, lambda_=0, top_k=1_000)
     assert edges.lambda_ == 0.0 and isinstance(edges.lambda_, float)  # an integer lambda is stored as a float
     assert AttributionSettings(k=65_536, seed=0, chunk_size=1, length_chars=2, lambda_=1e6, top_k=1).k == 65_536
+    widest = [f"p{i:03d}" + "x" * 196 for i in range(256)]  # 256 patterns of 200 characters
+    assert AttributionSettings(exclude=widest).exclude == tuple(widest) and AttributionSettings(exclude=["*"]).exclude
 
 
-def test_linear_parameters_need_the_kronecker_projection() -> None:
-    with pytest.raises(SettingError, match="parameters 'linear' needs projection 'kronecker'; with 'gaussian' pass"):
-        AttributionSettings(projection="gaussian")
-    assert AttributionSettings(projection="gaussian", parameters="all").projection == "gaussian"
-    assert AttributionSettings(projection="identity", parameters="all").parameters == "all"
+def test_exclude_is_kept_sorted_so_the_same_patterns_name_the_same_features() -> None:
+    one = AttributionSettings(exclude=["embed.weight", "*norm*"])
+    assert one.exclude == ("*norm*", "embed.weight") and one.to_dict()["exclude"] == ["*norm*", "embed.weight"]
+    assert one == AttributionSettings(exclude=("*norm*", "embed.weight"))
+    assert one.fingerprint() == AttributionSettings(exclude=["*norm*", "embed.weight"]).fingerprint()
+    assert one.fingerprint() != AttributionSettings().fingerprint()
+    assert AttributionSettings(projection="gaussian", exclude=["*norm*"]).projection == "gaussian"  # any projection
 
 
 def test_settings_are_frozen_and_round_trip_through_json() -> None:
@@ -93,7 +103,7 @@ def test_settings_are_frozen_and_round_trip_through_json() -> None:
 def test_every_field_has_a_kind_and_a_help_text_that_states_its_range_or_choices() -> None:
     features = AttributionSettings.names(FEATURES)
     scoring = AttributionSettings.names(SCORING)
-    assert features == ("k", "projection", "parameters", "seed", "chunk_size", "length_chars", "ensemble")
+    assert features == ("k", "projection", "exclude", "seed", "chunk_size", "length_chars", "ensemble")
     assert scoring == ("method", "lambda_", "top_k")
     for f in dataclasses.fields(AttributionSettings):
         text = AttributionSettings.help(f.name)
@@ -111,7 +121,7 @@ def test_the_fingerprint_follows_the_features_settings_and_nothing_else() -> Non
     changed = {
         "k": 512,
         "projection": "gaussian",
-        "parameters": "all",
+        "exclude": ["*norm*"],
         "seed": 1,
         "chunk_size": 16,
         "length_chars": 128,
@@ -119,8 +129,7 @@ def test_the_fingerprint_follows_the_features_settings_and_nothing_else() -> Non
     }
     prints = {base.fingerprint()}
     for name, value in changed.items():
-        extra = {"parameters": "all"} if name == "projection" else {}
-        prints.add(AttributionSettings(**{name: value, **extra}).fingerprint())
+        prints.add(AttributionSettings(**{name: value}).fingerprint())
     assert len(prints) == 1 + len(changed)  # each features setting names other features
     scoring = AttributionSettings(method="tracin", lambda_=1.0, top_k=50)
     assert scoring.fingerprint() == base.fingerprint() and scoring.features_dict() == base.features_dict()
@@ -135,5 +144,15 @@ def test_saved_settings_that_differ_are_refused_showing_both_values_and_how_to_s
     assert "delete that directory to start over" in message and "\n" not in message
     with pytest.raises(ManifestError, match="length_chars: saved None, now 256"):
         AttributionSettings().check_saved({k: v for k, v in saved.items() if k != "length_chars"}, "d")
+    # Settings saved by the version before, with its retired "parameters": featurize again.
+    retired = {
+        **{k: v for k, v in AttributionSettings().features_dict().items() if k != "exclude"},
+        "parameters": "all",
+    }
+    with pytest.raises(ManifestError, match=r"this version no longer has \(parameters\); features are a cache: featur"):
+        AttributionSettings().check_saved(retired, "d")
+    AttributionSettings(exclude=("b", "a")).check_saved(
+        json.loads(json.dumps(AttributionSettings(exclude=("a", "b")).features_dict())), "d"
+    )
     # Scoring settings are applied to the features afresh each time: not compared.
     AttributionSettings(k=512, seed=1, method="tracin", lambda_=3.0, top_k=9).check_saved(saved, "d")

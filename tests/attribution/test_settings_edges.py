@@ -41,7 +41,8 @@ def test_each_cli_option_is_a_settings_field_with_its_default_and_help(command: 
     for f in fields:
         option = params[f.name]
         assert option.opts == [OPTION_OF[f.name]], f.name
-        assert option.default == f.default and option.help == AttributionSettings.help(f.name), f.name
+        default = tuple(option.default or ()) if f.name == "exclude" else option.default  # repeatable: none given
+        assert default == f.default and option.help == AttributionSettings.help(f.name), f.name
     assert ("method" in params) == (kinds is None)
 
 
@@ -52,7 +53,9 @@ def test_each_cli_option_is_a_settings_field_with_its_default_and_help(command: 
         (["featurize", "--chunk-size", "0"], "--chunk-size 0 must be in [1, 4096]"),
         (["featurize", "--length-chars", "1"], "--length-chars 1 must be in [2, 65536]"),
         (["featurize", "--ensemble", "members"], "--ensemble must be one of final, trajectory, not 'members'"),
-        (["featurize", "--projection", "gaussian"], "--parameters 'linear' needs projection 'kronecker'"),
+        (["featurize", "--projection", "jl"], "--projection must be one of kronecker, gaussian, identity, not 'jl'"),
+        (["featurize", "--exclude", "a", "--exclude", "a"], "--exclude repeats pattern 'a'; name each pattern once"),
+        (["attribute", "--exclude", "embed weight"], "--exclude pattern 'embed weight' has a space"),
         (["attribute", "--lambda", "-1"], "--lambda -1.0 must be in [0, 1e+06]"),
         (["attribute", "--top-k", "0"], "--top-k 0 must be in [1, 1000]"),
         (["attribute", "--seed", "-3"], "--seed -3 must be in [0, 2147483647]"),
@@ -94,7 +97,8 @@ def test_the_api_attributes_with_the_settings_it_is_given_and_refuses_bad_ones_w
     features = store.data_dir / "features"
     for bad, message in [
         ({"k": 4}, "k 4 must be in [8, 65536]"),
-        ({"projection": "gaussian"}, "parameters 'linear' needs projection 'kronecker'"),
+        ({"exclude": ["embed weight"]}, "exclude pattern 'embed weight' has a space"),
+        ({"exclude": ["nothing.*"]}, "exclude pattern 'nothing.*' (--exclude) matches no parameter of the model"),
         ({"lambda": -1.0}, "lambda_ -1.0 must be in [0, 1e+06]"),
         ({"chunk_size": 5000}, "chunk_size 5000 must be in [1, 4096]"),
     ]:
@@ -119,3 +123,7 @@ def test_the_api_body_builds_the_settings() -> None:
         {"manifest_id": "m", "outputs": [{"output_id": "o", "text": "ab"}], "ensemble": "final", "lambda": 5.0}
     )
     assert body.settings() == AttributionSettings(lambda_=5.0)
+    named = AttributionIn.model_validate(
+        {"manifest_id": "m", "outputs": [{"output_id": "o", "text": "ab"}], "exclude": ["b", "a"]}
+    )
+    assert named.settings() == AttributionSettings(exclude=("a", "b"))

@@ -1,31 +1,30 @@
 """Per-example gradient features: one float32 row of ``dim`` values per example, per checkpoint.
 
-``Featurizer(task, k=..., seed=..., projection=..., device=...)`` turns examples into projected
+``Featurizer(task, k=..., seed=..., projection=..., exclude=...)`` turns examples into projected
 gradients of ``task.train_output`` (training works) or ``task.measurement`` (outputs), a chunk of
-examples at a time. Three projections:
+examples at a time. Every parameter is accounted for: ``plan_projection`` assigns each one a path
+(``Plan.coverage``), and only parameters named by an ``exclude`` pattern are left out. Three projections:
 
-- ``"kronecker"`` (default): for each ``nn.Linear`` layer the per-example weight gradient is
-  ``G = sum_t g_t a_t^T`` (``g_t`` the gradient at the layer's output, ``a_t`` its input with a 1
-  appended for the bias, t over positions). It is projected as ``P_out G P_in^T = sum_t (P_out g_t)
-  (P_in a_t)^T`` with two small seeded Gaussian factors (``k_out x d_out`` and ``k_in x d_in``), so the
-  per-example gradient is never formed: one batched forward and backward pass records ``a_t`` (forward
-  hooks) and ``g_t`` (``torch.autograd.grad`` of the summed outputs with respect to the layer outputs;
-  each example's output depends on that example alone, so this is the per-example gradient). This is
-  LoGra's Kronecker-factored projection; in vector form it is ``(P_out kron P_in) vec(G)``. Every other
-  parameter (embeddings, norms) goes through ``vmap(grad(...))`` and the blockwise Gaussian projection.
-  ``k`` is shared among the layers in proportion to their sizes; a factor that keeps every dimension
-  is the identity, so with ``k`` at least the parameter count the features are the exact gradient.
+- ``"kronecker"`` (default): a layer whose weight gradient is ``G = sum_t g_t a_t^T`` (``nn.Linear``,
+  transformers' ``Conv1D``, ``nn.Conv2d`` with ``a_t`` its input patch at output position t) is projected
+  as ``sum_t (P_out g_t)(P_in a_t)^T`` with two small seeded Gaussian factors, from one batched forward
+  and backward pass (forward hooks record ``a_t``, ``autograd.grad`` gives each example's ``g_t``): the
+  per-example gradient is never formed. Every other parameter (embeddings, norms, a weight tied to two
+  modules, with its whole gradient) goes through ``vmap(grad(...))``, exact or with the blockwise
+  Gaussian projection. ``k`` is shared among the layers by size; a factor that keeps every dimension is
+  the identity, so with ``k`` at least the parameter count the features are the exact gradient.
 - ``"gaussian"``: ``vmap(grad(...))`` for all parameters, then the blockwise Gaussian projection.
-- ``"identity"``: the exact flattened gradient (``dim`` = parameter count); for small models, where
-  TRAK then needs no projection at all.
+- ``"identity"``: the exact flattened gradient (``dim`` = parameter count); for small models.
 
 ``featurize(data, ids, out_dir)`` computes every checkpoint's features a chunk at a time and hands
-them to a ``FeatureSaver`` (``saver``), which owns the directory: its files, its record of the
-featurizer's arguments and of the rows written, and resuming an interrupted run with the same bytes.
+them to a ``FeatureSaver`` (``saver``), which owns the directory and records the plan and its
+coverage beside the features. See docs/concepts/attribution.md for the layouts and the measurements.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import fnmatch
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -36,6 +35,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
@@ -100,42 +100,88 @@ def batch_size(batch: Batch) -> int:
 
 # The plan: which parameters go where, and how many dimensions each gets -------------------------
 
+KroneckerKind = Literal["linear", "conv1d", "conv2d"]
+Coverage = Literal["kronecker", "exact", "projected", "excluded"]
+COVERAGES: tuple[Coverage, ...] = ("kronecker", "exact", "projected", "excluded")
+
 
 @dataclass(frozen=True)
-class LinearPlan:
-    """One ``nn.Linear`` layer projected Kronecker-wise: ``k_out x k_in`` dimensions."""
+class KroneckerPlan:
+    """One layer projected Kronecker-wise: per group of channels, ``k_out x k_in`` dimensions."""
 
     module: str
+    kind: KroneckerKind
     weight: str
     bias: str | None
     d_in: int
-    """Input width, plus one when there is a bias."""
+    """Inputs per group (a conv's ``in_channels / groups * kh * kw``), plus one when there is a bias."""
     d_out: int
+    """Outputs per group."""
     k_in: int
     k_out: int
+    groups: int = 1
 
     @property
     def dim(self) -> int:
-        return self.k_in * self.k_out
+        return self.groups * self.k_in * self.k_out
+
+    @property
+    def numel(self) -> int:
+        return self.groups * self.d_in * self.d_out
 
 
 @dataclass(frozen=True)
 class Plan:
-    linear: tuple[LinearPlan, ...]
+    kronecker: tuple[KroneckerPlan, ...]
     rest: tuple[str, ...]
     """Parameters differentiated with ``vmap(grad)``, in ``named_parameters`` order."""
     rest_sizes: tuple[int, ...]
     rest_dim: int
     """Dimensions of the rest; equal to ``sum(rest_sizes)`` means unprojected."""
+    excluded: tuple[str, ...] = ()
+    """Parameters left out by name (``exclude``), in ``named_parameters`` order."""
+    excluded_sizes: tuple[int, ...] = ()
 
     @property
     def dim(self) -> int:
-        return sum(layer.dim for layer in self.linear) + self.rest_dim
+        return sum(layer.dim for layer in self.kronecker) + self.rest_dim
+
+    def covered_by(self) -> dict[str, Coverage]:
+        """How each parameter is covered, by name: Kronecker layers, then the rest, then the excluded."""
+        out: dict[str, Coverage] = {n: "kronecker" for lay in self.kronecker for n in (lay.weight, lay.bias) if n}
+        rest: Coverage = "exact" if self.rest_dim == sum(self.rest_sizes) else "projected"
+        out.update({name: rest for name in self.rest})
+        out.update({name: "excluded" for name in self.excluded})
+        return out
+
+    def coverage(self) -> dict[str, Any]:
+        """Parameters (scalars) by path, the share covered and the names excluded: JSON-ready."""
+        counts: dict[str, int] = dict.fromkeys(COVERAGES, 0)
+        counts["kronecker"] = sum(layer.numel for layer in self.kronecker)
+        counts["exact" if self.rest_dim == sum(self.rest_sizes) else "projected"] = sum(self.rest_sizes)
+        counts["excluded"] = sum(self.excluded_sizes)
+        total = sum(counts.values())
+        covered = total - counts["excluded"]
+        return {
+            "parameters": total,
+            "covered": covered,
+            "share_covered": covered / total,
+            **counts,
+            "excluded_names": list(self.excluded),
+        }
 
     def describe(self) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = [
-            {"module": lin.module, "d_in": lin.d_in, "d_out": lin.d_out, "k_in": lin.k_in, "k_out": lin.k_out}
-            for lin in self.linear
+            {
+                "module": lay.module,
+                "kind": lay.kind,
+                "groups": lay.groups,
+                "d_in": lay.d_in,
+                "d_out": lay.d_out,
+                "k_in": lay.k_in,
+                "k_out": lay.k_out,
+            }
+            for lay in self.kronecker
         ]
         rows.append({"rest": list(self.rest), "numel": sum(self.rest_sizes), "dim": self.rest_dim})
         return rows
@@ -161,17 +207,80 @@ def _factor_sizes(budget: int, d_in: int, d_out: int) -> tuple[int, int]:
     return max(1, min(d_in, budget // k_out)), k_out
 
 
-def plan_projection(model: nn.Module, *, projection: Projection, k: int | None, other_parameters: bool = True) -> Plan:
-    """Share ``k`` among the parameters (see the module docstring); ``dim`` may come out below ``k``.
+def _is_hf_conv1d(module: nn.Module) -> bool:
+    """transformers' ``Conv1D`` (GPT-2: weight ``[in, out]``, ``y = x W + b``), known without importing it."""
+    kind = type(module)
+    return kind.__name__ == "Conv1D" and kind.__module__ == "transformers.pytorch_utils"
 
-    With ``projection="kronecker"`` and ``other_parameters=False`` only the linear layers are
-    featurized (as LoGra does): no ``vmap`` pass, which for a transformer halves the time.
+
+def _layer_shape(module: nn.Module) -> tuple[KroneckerKind, int, int, int] | None:
+    """``(kind, inputs per group, outputs per group, groups)`` of a layer the Kronecker projection takes:
+    one whose forward is the stock one (a subclass that changes it may use its weight otherwise)."""
+    if isinstance(module, nn.Linear) and type(module).forward is nn.Linear.forward:
+        return "linear", module.in_features, module.out_features, 1
+    if isinstance(module, nn.Conv2d) and type(module).forward is nn.Conv2d.forward:
+        kh, kw = module.kernel_size
+        groups = module.groups
+        return "conv2d", module.in_channels // groups * kh * kw, module.out_channels // groups, groups
+    weight = getattr(module, "weight", None)
+    if _is_hf_conv1d(module) and isinstance(weight, torch.Tensor) and weight.dim() == 2:
+        return "conv1d", int(weight.shape[0]), int(weight.shape[1]), 1
+    return None
+
+
+def _kronecker_layers(model: nn.Module, excluded: set[str]) -> list[KroneckerPlan]:
+    """The layers the Kronecker projection takes, in ``named_modules`` order, with ``k_in = k_out = 0``.
+
+    A weight held by two modules (tied) or left out goes elsewhere with its layer; so does a bias that is.
+    ``nn.MultiheadAttention`` uses its ``out_proj`` weight without calling it: that goes to ``vmap`` too.
     """
-    names = [name for name, _ in model.named_parameters()]
+    names = {id(p): name for name, p in model.named_parameters()}
+    holders: dict[int, set[int]] = {}
+    for _, module in model.named_modules(remove_duplicate=False):
+        for p in module.parameters(recurse=False):
+            holders.setdefault(id(p), set()).add(id(module))
+    uncalled = {id(m.out_proj) for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
+
+    def own(p: torch.Tensor | None) -> str | None:
+        name = names.get(id(p)) if p is not None else None
+        return name if name is not None and name not in excluded and len(holders[id(p)]) == 1 else None
+
+    layers = []
+    for module_name, module in model.named_modules():
+        shape = _layer_shape(module)
+        weight = own(module.weight) if shape is not None and id(module) not in uncalled else None
+        if shape is None or weight is None:
+            continue
+        kind, d_in, d_out, groups = shape
+        bias = own(module.bias) if isinstance(module.bias, torch.Tensor) else None
+        layers.append(KroneckerPlan(module_name, kind, weight, bias, d_in + (bias is not None), d_out, 0, 0, groups))
+    return layers
+
+
+def _excluded(names: Sequence[str], exclude: Sequence[str]) -> list[str]:
+    """The parameters a pattern of ``exclude`` names; a pattern that names none is refused."""
+    for pattern in exclude:
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+            shown = ", ".join(names[:NAMES_SHOWN_MAX]) + (" ..." if len(names) > NAMES_SHOWN_MAX else "")
+            raise ValidationError(
+                f"exclude pattern {pattern!r} (--exclude) matches no parameter of the model; its parameters are {shown}"
+            )
+    return [name for name in names if any(fnmatch.fnmatchcase(name, pattern) for pattern in exclude)]
+
+
+def plan_projection(model: nn.Module, *, projection: Projection, k: int | None, exclude: Sequence[str] = ()) -> Plan:
+    """Share ``k`` among the parameters not excluded (see the module docstring); ``dim`` may come out below
+    ``k``. Each ``exclude`` pattern (``fnmatch``, over ``named_parameters`` names) must match a parameter."""
     numel = {name: p.numel() for name, p in model.named_parameters()}
-    total = sum(numel.values())
-    if total == 0:
+    if not numel:
         raise ValidationError("the model has no parameters to differentiate")
+    excluded = _excluded(list(numel), exclude)
+    left = set(numel) - set(excluded)
+    names = [name for name in numel if name in left]
+    if not names:
+        raise ValidationError(f"exclude {list(exclude)} leaves out every parameter; name fewer")
+    total = sum(numel[n] for n in names)
+    left_out = (tuple(excluded), tuple(numel[n] for n in excluded))
     if projection == "identity":
         if k is not None and k != total:
             raise ValidationError(f"projection 'identity' keeps all {total} parameters; pass k=None or k={total}")
@@ -179,38 +288,23 @@ def plan_projection(model: nn.Module, *, projection: Projection, k: int | None, 
             raise LimitExceededError(
                 f"{total} parameters is over IDENTITY_DIM_MAX={IDENTITY_DIM_MAX} for projection 'identity'; project"
             )
-        return Plan((), tuple(names), tuple(numel[n] for n in names), total)
+        return Plan((), tuple(names), tuple(numel[n] for n in names), total, *left_out)
     if k is None or not 1 <= k <= K_MAX:
         raise ValidationError(f"k {k} must be in [1, {K_MAX}] for projection {projection!r}")
     if projection == "gaussian":
-        return Plan((), tuple(names), tuple(numel[n] for n in names), min(k, total))
+        return Plan((), tuple(names), tuple(numel[n] for n in names), min(k, total), *left_out)
     if projection != "kronecker":
         raise ValidationError(f"projection {projection!r} is not one of 'kronecker', 'gaussian', 'identity'")
-    ids = {id(p): name for name, p in model.named_parameters()}
-    linear: list[tuple[str, str, str | None, int, int]] = []
-    taken: set[str] = set()
-    for module_name, module in model.named_modules():
-        if not isinstance(module, nn.Linear) or id(module.weight) not in ids:
-            continue
-        weight = ids[id(module.weight)]
-        bias = ids.get(id(module.bias)) if module.bias is not None else None
-        if weight in taken:
-            continue  # a module reused under two names
-        taken.update(n for n in (weight, bias) if n is not None)
-        linear.append((module_name, weight, bias, module.in_features + (bias is not None), module.out_features))
-    rest = [n for n in names if n not in taken] if other_parameters else []
-    if not linear and not rest:
-        raise ValidationError("the model has no nn.Linear layer; pass other_parameters=True or another projection")
-    total = sum(numel[n] for n in taken) + sum(numel[n] for n in rest)
-    exact = k >= total
     layers = []
-    for module_name, weight, bias, d_in, d_out in linear:
-        budget = d_in * d_out if exact else max(1, k * d_in * d_out // total)
-        k_in, k_out = _factor_sizes(budget, d_in, d_out)
-        layers.append(LinearPlan(module_name, weight, bias, d_in, d_out, k_in, k_out))
+    for layer in _kronecker_layers(model, set(numel) - left):
+        budget = layer.numel if k >= total else max(1, k * layer.numel // total)
+        k_in, k_out = _factor_sizes(max(1, budget // layer.groups), layer.d_in, layer.d_out)
+        layers.append(dataclasses.replace(layer, k_in=k_in, k_out=k_out))
+    taken = {n for layer in layers for n in (layer.weight, layer.bias) if n}
+    rest = [n for n in names if n not in taken]
     rest_numel = sum(numel[n] for n in rest)
-    rest_dim = rest_numel if exact else min(rest_numel, max(1, k * rest_numel // total)) if rest else 0
-    return Plan(tuple(layers), tuple(rest), tuple(numel[n] for n in rest), rest_dim)
+    rest_dim = rest_numel if k >= total else min(rest_numel, max(1, k * rest_numel // total)) if rest else 0
+    return Plan(tuple(layers), tuple(rest), tuple(numel[n] for n in rest), rest_dim, *left_out)
 
 
 # The computation of one chunk -------------------------------------------------------------------
@@ -241,7 +335,7 @@ class Featurizer:
 
     Nothing happens at construction but argument checks and the projection plan. ``dim`` is the
     number of features per example and checkpoint (at most ``k``; the parameter count for identity).
-    ``other_parameters=False`` (kronecker only) leaves out every parameter outside ``nn.Linear`` layers.
+    ``exclude`` (``fnmatch`` patterns over parameter names) leaves parameters out by name; no other is.
     """
 
     def __init__(
@@ -253,25 +347,30 @@ class Featurizer:
         projection: Projection = "kronecker",
         device: str | torch.device = "cpu",
         chunk_size: int = 64,
-        other_parameters: bool = True,
+        exclude: Sequence[str] = (),
     ) -> None:
         if not 1 <= chunk_size <= CHUNK_SIZE_MAX:
             raise ValidationError(f"chunk_size {chunk_size} must be in [1, {CHUNK_SIZE_MAX}]")
-        if not other_parameters and projection != "kronecker":
-            raise ValidationError("other_parameters=False applies to projection='kronecker' only")
         self.task = task
         self.k = k
         self.seed = seed
         self.projection: Projection = projection
         self.device = torch.device(device)
         self.chunk_size = chunk_size
-        self.plan = plan_projection(task.model, projection=projection, k=k, other_parameters=other_parameters)
+        self.plan = plan_projection(task.model, projection=projection, k=k, exclude=exclude)
+        model = task.model
+        self._state_names = [name for name, _ in model.named_parameters()] + [n for n, _ in model.named_buffers()]
         self._factors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._rest_projector: BlockGaussianProjector | None = None
 
     @property
     def dim(self) -> int:
         return self.plan.dim
+
+    @property
+    def coverage(self) -> dict[str, Any]:
+        """The parameters covered, by path, and those excluded (``Plan.coverage``)."""
+        return self.plan.coverage()
 
     # -- public entry points --------------------------------------------------------------------
 
@@ -428,6 +527,7 @@ class Featurizer:
             "chunk_size": self.chunk_size,
             "curvature": curvature,
             "plan": self.plan.describe(),
+            "coverage": self.plan.coverage(),
         }
 
     def _check_in_memory(self, needed: int) -> None:
@@ -441,7 +541,9 @@ class Featurizer:
         if not 0 <= checkpoint_index < len(self.task.checkpoints):
             raise ValidationError(f"checkpoint_index {checkpoint_index} is not in [0, {len(self.task.checkpoints)})")
         state = self.task.checkpoints[checkpoint_index]
-        return {f"model.{name}": t.detach().to(self.device) for name, t in state.items()}
+        # Each parameter once, by the name named_parameters() gives it: functional_call hands a tied
+        # parameter to every module that holds it, and refuses two values for it.
+        return {f"model.{name}": state[name].detach().to(self.device) for name in self._state_names if name in state}
 
     def _slice(self, data: Batch, start: int, stop: int) -> Batch:
         return map_batch(data, lambda t: t[start:stop].to(self.device))
@@ -457,8 +559,8 @@ class Featurizer:
         call = _Call(self.task.model, fn)
         parts = []
         with _eval_mode(self.task.model):
-            if self.plan.linear:
-                parts.append(self._linear_features(call, state, batch, stop - start))
+            if self.plan.kronecker:
+                parts.append(self._kronecker_features(call, state, batch, stop - start))
             if self.plan.rest:
                 parts.append(self._rest_features(call, state, batch, stop - start))
         out = torch.cat(parts, dim=1).to(torch.float32)
@@ -467,7 +569,7 @@ class Featurizer:
             raise NonFiniteError(torch.nonzero(~finite).flatten().tolist())
         return out
 
-    def _factor(self, layer: LinearPlan) -> tuple[torch.Tensor, torch.Tensor]:
+    def _factor(self, layer: KroneckerPlan) -> tuple[torch.Tensor, torch.Tensor]:
         if layer.module not in self._factors:
             self._factors[layer.module] = (
                 gaussian_factor(
@@ -479,9 +581,10 @@ class Featurizer:
             )
         return self._factors[layer.module]
 
-    def _linear_features(self, call: _Call, state: dict[str, torch.Tensor], batch: Batch, n: int) -> torch.Tensor:
+    def _kronecker_features(self, call: _Call, state: dict[str, torch.Tensor], batch: Batch, n: int) -> torch.Tensor:
+        """``sum_t (P_out g_t)(P_in a_t)^T`` of every Kronecker layer, from one forward and backward pass."""
         modules = dict(self.task.model.named_modules())
-        records: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {layer.module: [] for layer in self.plan.linear}
+        records: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {lay.module: [] for lay in self.plan.kronecker}
 
         def hook_for(name: str) -> Callable[[nn.Module, tuple[Any, ...], torch.Tensor], None]:
             def hook(module: nn.Module, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
@@ -489,44 +592,35 @@ class Featurizer:
 
             return hook
 
-        linear_names = {f"model.{n}" for layer in self.plan.linear for n in (layer.weight, layer.bias) if n}
-        params = {name: t.requires_grad_(True) if name in linear_names else t for name, t in state.items()}
-        handles = [modules[layer.module].register_forward_hook(hook_for(layer.module)) for layer in self.plan.linear]
+        layer_names = {f"model.{n}" for layer in self.plan.kronecker for n in (layer.weight, layer.bias) if n}
+        params = {name: t.requires_grad_(True) if name in layer_names else t for name, t in state.items()}
+        handles = [modules[lay.module].register_forward_hook(hook_for(lay.module)) for lay in self.plan.kronecker]
         try:
             with torch.enable_grad():
                 values = _per_example(functional_call(call, params, (batch,)), n, "the task function")
-                outputs = [z for layer in self.plan.linear for _, z in records[layer.module]]
-                grads = torch.autograd.grad(values.sum(), outputs, allow_unused=True)
+                outputs = [z for layer in self.plan.kronecker for _, z in records[layer.module]]
+                grads = iter(torch.autograd.grad(values.sum(), outputs, allow_unused=True))
         finally:
             for handle in handles:
                 handle.remove()
         parts = []
-        position = 0
-        for layer in self.plan.linear:
-            calls = records[layer.module]
-            if not calls:
-                raise ValidationError(
-                    f"linear layer {layer.module!r} was not called in the forward pass (its weight is used some"
-                    " other way); use projection='gaussian'"
-                )
-            p_in, p_out = self._factor(layer)
-            projected = torch.zeros((n, layer.k_out, layer.k_in), dtype=torch.float32, device=self.device)
-            for a, z in calls:
-                g = grads[position]
-                position += 1
-                if a.shape[0] != n:
-                    raise ValidationError(
-                        f"linear layer {layer.module!r} sees inputs of shape {tuple(a.shape)}, not examples along"
-                        " dim 0; use projection='gaussian'"
-                    )
-                g = torch.zeros_like(z) if g is None else g
-                a = a.reshape(n, -1, a.shape[-1])
-                if layer.bias is not None:
-                    a = torch.cat([a, torch.ones_like(a[..., :1])], dim=-1)
-                g = g.reshape(n, -1, g.shape[-1])
-                projected += (g @ p_out.T).transpose(1, 2) @ (a @ p_in.T)
-            parts.append(projected.reshape(n, -1))
+        for layer in self.plan.kronecker:
+            calls = [(a, torch.zeros_like(z) if g is None else g) for (a, z), g in zip(records[layer.module], grads)]
+            parts.append(self._project(layer, modules[layer.module], calls, n))
         return torch.cat(parts, dim=1)
+
+    def _project(
+        self, layer: KroneckerPlan, module: nn.Module, calls: list[tuple[torch.Tensor, torch.Tensor]], n: int
+    ) -> torch.Tensor:
+        """``[n, dim]``: the layer's ``sum_t (P_out g_t)(P_in a_t)^T`` over its positions and calls."""
+        if not calls:
+            raise ValidationError(_refused(layer, "was not called in the forward pass (its weight is used otherwise)"))
+        p_in, p_out = self._factor(layer)
+        projected = torch.zeros((n * layer.groups, layer.k_out, layer.k_in), dtype=torch.float32, device=self.device)
+        for a, g in calls:
+            a, g = _per_position(layer, module, a, g, n)
+            projected += (g @ p_out.T).transpose(1, 2) @ (a @ p_in.T)
+        return projected.reshape(n, -1)
 
     def _rest_features(self, call: _Call, state: dict[str, torch.Tensor], batch: Batch, n: int) -> torch.Tensor:
         rest_numel = sum(self.plan.rest_sizes)
@@ -553,6 +647,68 @@ class Featurizer:
                 sizes, k=self.plan.rest_dim, seed=self.seed, device=self.device
             )
         return self._rest_projector.project({key[len("model.") :]: g for key, g in grads.items()})
+
+
+def _refused(layer: KroneckerPlan, why: str) -> str:
+    """The one-line refusal of a layer the Kronecker projection cannot take, with both ways out."""
+    pattern = f"{layer.module}.*" if layer.module else "*"
+    return (
+        f"{layer.kind} layer {layer.module!r} {why}, so the Kronecker projection cannot take it: include it"
+        " exactly with every parameter through vmap, projection 'gaussian' (--projection gaussian), or leave it"
+        f" out by name, exclude {pattern!r} (--exclude '{pattern}')"
+    )
+
+
+def _per_position(
+    layer: KroneckerPlan, module: nn.Module, a: torch.Tensor, g: torch.Tensor, n: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A layer's inputs ``a_t`` (with a 1 appended for the bias) and output gradients ``g_t`` at each
+    position t: ``[n * groups, positions, d_in]`` and ``[n * groups, positions, d_out]``."""
+    conv = isinstance(module, nn.Conv2d)
+    if a.shape[0] != n or (conv and a.dim() != 4):
+        raise ValidationError(_refused(layer, f"sees inputs of shape {tuple(a.shape)}, not examples along dim 0"))
+    if isinstance(module, nn.Conv2d):
+        a, g = _conv_patches(module, a, g, n, layer)
+    else:
+        a = a.reshape(n, -1, a.shape[-1])
+    if layer.bias is not None:
+        a = torch.cat([a, torch.ones_like(a[..., :1])], dim=-1)
+    if not conv:
+        g = g.reshape(n, -1, g.shape[-1])
+    return a, g
+
+
+def _conv_patches(
+    conv: nn.Conv2d, x: torch.Tensor, g: torch.Tensor, n: int, layer: KroneckerPlan
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each example's input patches (``unfold`` of the padded input) and output gradients, by output position
+    and group of channels: the conv's weight gradient is ``sum_t g_t a_t^T`` per group."""
+    positions = int(g.shape[-2] * g.shape[-1])
+    needed = n * x.shape[1] * conv.kernel_size[0] * conv.kernel_size[1] * positions * 4
+    if needed > CHUNK_GRADIENT_BYTES_MAX:
+        raise LimitExceededError(
+            f"the input patches of conv layer {layer.module!r} for {n} examples need {needed} bytes, over"
+            f" CHUNK_GRADIENT_BYTES_MAX={CHUNK_GRADIENT_BYTES_MAX}; lower chunk_size"
+        )
+    pads = _conv_pads(conv)
+    if any(pads):
+        x = F.pad(x, pads, mode="constant" if conv.padding_mode == "zeros" else conv.padding_mode)
+    patches = F.unfold(x, conv.kernel_size, dilation=conv.dilation, stride=conv.stride)  # [n, C_in kh kw, T]
+    groups = layer.groups
+    a = patches.reshape(n, groups, -1, positions).transpose(2, 3).reshape(n * groups, positions, -1)
+    g = g.reshape(n, groups, -1, positions).transpose(2, 3).reshape(n * groups, positions, -1)
+    return a, g
+
+
+def _conv_pads(conv: nn.Conv2d) -> list[int]:
+    """The ``F.pad`` widths (left, right, top, bottom) ``conv`` pads its input with, as ``Conv2d`` does."""
+    if conv.padding == "valid":
+        return [0, 0, 0, 0]
+    if conv.padding == "same":  # the odd one of an even total on the right, as torch pads
+        totals = [d * (k - 1) for d, k in zip(reversed(conv.dilation), reversed(conv.kernel_size), strict=True)]
+        return [side for total in totals for side in (total // 2, total - total // 2)]
+    ph, pw = (int(p) for p in conv.padding)
+    return [pw, pw, ph, ph]
 
 
 @contextmanager
@@ -589,7 +745,9 @@ __all__ = [
     "K_MAX",
     "FeatureSet",
     "Featurizer",
-    "LinearPlan",
+    "COVERAGES",
+    "Coverage",
+    "KroneckerPlan",
     "Plan",
     "Projection",
     "Role",

@@ -3,7 +3,7 @@
 The CLI, the API and the demo build an ``AttributionSettings``; each field carries its help text and its
 range or choices, checked on construction (one-line ``SettingError``, a ``ValidationError``). Two kinds:
 
-- features settings (k, projection, parameters, seed, chunk size, length, ensemble) decide the works'
+- features settings (k, projection, exclude, seed, chunk size, length, ensemble) decide the works'
   features. They are saved beside the features, name their directory (``fingerprint``) and must match
   when the features are reused (``check_saved``);
 - scoring settings (method, lambda, top-k) are applied to the features at each attribution and may
@@ -17,19 +17,17 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from endcredits.errors import ManifestError, ValidationError
 
 Projection = Literal["kronecker", "gaussian", "identity"]
-Parameters = Literal["linear", "all"]
 Ensemble = Literal["final", "trajectory"]
 Method = Literal["trak", "tracin"]
 
 PROJECTIONS: tuple[Projection, ...] = ("kronecker", "gaussian", "identity")
-PARAMETERS: tuple[Parameters, ...] = ("linear", "all")
 ENSEMBLES: tuple[Ensemble, ...] = ("final", "trajectory")
 METHODS: tuple[Method, ...] = ("trak", "tracin")
 
@@ -44,6 +42,9 @@ LENGTH_CHARS_MAX = 65_536
 LAMBDA_MAX = 1e6
 """Beyond this the ridge swamps the kernel and TRAK is a scaled gradient dot product (use tracin)."""
 TOP_K_MAX = 1_000
+EXCLUDE_PATTERNS_MAX = 256
+"""Patterns of parameter names left out of the features (``exclude``)."""
+EXCLUDE_PATTERN_CHARS_MAX = 200
 
 K_DEFAULT = 1_024
 CHUNK_SIZE_DEFAULT = 32
@@ -56,7 +57,8 @@ chose for the demo's model on its tuning draw (never on the reported ground trut
 
 FEATURES = "features"
 SCORING = "scoring"
-SETTINGS_FORMAT = "endcredits.attribution-settings/1"
+SETTINGS_FORMAT = "endcredits.attribution-settings/2"
+"""Version 2: ``exclude`` (parameter-name patterns) replaced ``parameters`` ("linear" or "all")."""
 
 
 class SettingError(ValidationError):
@@ -98,13 +100,14 @@ class AttributionSettings:
             choices=PROJECTIONS,
         ),
     )
-    parameters: Parameters = field(
-        default="linear",
+    exclude: tuple[str, ...] = field(
+        default=(),
         metadata=_meta(
             FEATURES,
-            "Which parameters are differentiated: linear (the weights of linear layers; needs kronecker) or all "
-            "(also embeddings and norms, through vmap: about twice the time)",
-            choices=PARAMETERS,
+            "Parameters left out of the features, by name: shell-style patterns over the model's parameter names "
+            f"(such as 'embed.*' or '*norm*'), at most {EXCLUDE_PATTERNS_MAX}, each matching at least one; every "
+            "other parameter is featurized (none is left out unless named here)",
+            high=EXCLUDE_PATTERNS_MAX,
         ),
     )
     seed: int = field(
@@ -169,12 +172,10 @@ class AttributionSettings:
                     raise SettingError(f.name, f"must be one of {', '.join(choices)}, not {value!r}")
             elif isinstance(f.default, float):
                 object.__setattr__(self, f.name, _checked_float(f.name, value, f.metadata))
+            elif isinstance(f.default, tuple):
+                object.__setattr__(self, f.name, _checked_patterns(f.name, value, f.metadata))
             else:
                 _check_int(f.name, value, f.metadata)
-        if self.parameters == "linear" and self.projection != "kronecker":
-            raise SettingError(
-                "parameters", f"'linear' needs projection 'kronecker'; with {self.projection!r} pass parameters 'all'"
-            )
 
     @classmethod
     def help(cls, name: str) -> str:
@@ -187,12 +188,12 @@ class AttributionSettings:
         return tuple(f.name for f in fields(cls) if f.metadata["kind"] == kind)
 
     def to_dict(self) -> dict[str, Any]:
-        """Every field by name: JSON-ready."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """Every field by name: JSON-ready (``exclude`` as a list, as JSON reads it back)."""
+        return {f.name: _json_ready(getattr(self, f.name)) for f in fields(self)}
 
     def features_dict(self) -> dict[str, Any]:
         """The features settings alone: what is saved beside the features and must match on reload."""
-        return {name: getattr(self, name) for name in self.names(FEATURES)}
+        return {name: _json_ready(getattr(self, name)) for name in self.names(FEATURES)}
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> AttributionSettings:
@@ -212,8 +213,15 @@ class AttributionSettings:
 
     def check_saved(self, saved: Mapping[str, Any], where: str) -> None:
         """Refuse features saved under other features settings (``saved``: their ``features_dict()``),
-        showing both values of each difference; scoring settings are not compared."""
+        showing both values of each difference; scoring settings are not compared. Settings saved by an
+        older version (a name no field has now, such as ``parameters``) are refused: featurize again."""
         mine = self.features_dict()
+        retired = sorted(set(saved) - {f.name for f in fields(self)})
+        if retired:
+            raise ManifestError(
+                f"features in {where} were saved with settings this version no longer has ({', '.join(retired)}); "
+                "features are a cache: featurize again (delete that directory, or featurize into another one)"
+            )
         differ = sorted(name for name in set(mine) | set(saved) if saved.get(name) != mine.get(name))
         if differ:
             shown = "; ".join(f"{name}: saved {saved.get(name)!r}, now {mine.get(name)!r}" for name in differ)
@@ -238,6 +246,28 @@ def _check_int(name: str, value: Any, bounds: Mapping[str, Any]) -> None:
         raise SettingError(name, f"{value} must be in [{low}, {bounds['high']}]")
 
 
+def _checked_patterns(name: str, value: Any, bounds: Mapping[str, Any]) -> tuple[str, ...]:
+    """Patterns as a sorted tuple: each a non-empty name pattern without spaces, none repeated."""
+    high, chars = bounds["high"], EXCLUDE_PATTERN_CHARS_MAX
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise SettingError(name, f"must be a list of parameter-name patterns, not {value!r}")
+    if len(value) > high:
+        raise SettingError(name, f"has {len(value)} patterns, more than {high}: use wider patterns such as 'blocks.*'")
+    for pattern in value:
+        if not isinstance(pattern, str) or not 1 <= len(pattern) <= chars:
+            raise SettingError(name, f"pattern {pattern!r} must be a name pattern of 1 to {chars} characters")
+        if not pattern.isprintable() or any(c.isspace() for c in pattern):
+            raise SettingError(name, f"pattern {pattern!r} has a space or control character; parameter names have none")
+    repeated = sorted({p for p in value if value.count(p) > 1})
+    if repeated:
+        raise SettingError(name, f"repeats pattern {repeated[0]!r}; name each pattern once")
+    return tuple(sorted(value))
+
+
+def _json_ready(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
 def _checked_float(name: str, value: Any, bounds: Mapping[str, Any]) -> float:
     low = 0.0 if bounds["low"] is None else bounds["low"]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -256,13 +286,13 @@ __all__ = [
     "LAMBDA_DEFAULT",
     "LENGTH_CHARS_DEFAULT",
     "METHODS",
-    "PARAMETERS",
+    "EXCLUDE_PATTERN_CHARS_MAX",
+    "EXCLUDE_PATTERNS_MAX",
     "PROJECTIONS",
     "SCORING",
     "AttributionSettings",
     "Ensemble",
     "Method",
-    "Parameters",
     "Projection",
     "SettingError",
 ]

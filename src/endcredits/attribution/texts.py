@@ -85,9 +85,9 @@ def featurizer_for(lm: TrainedLM, settings: AttributionSettings) -> Featurizer:
         seed=settings.seed,
         projection=settings.projection,
         chunk_size=settings.chunk_size,
-        # "linear": every weight matrix of the model but the embedding. The Kronecker path needs one
-        # forward and backward pass per chunk, while embeddings and norms would need a vmap pass more.
-        other_parameters=settings.parameters == "all",
+        # Every parameter but those named: Kronecker layers need one forward and backward pass per chunk;
+        # embeddings and norms, unless excluded, a vmap pass more.
+        exclude=settings.exclude,
     )
 
 

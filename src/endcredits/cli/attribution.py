@@ -17,12 +17,15 @@ if TYPE_CHECKING:
     from endcredits.attribution.texts import TextAttribution
     from endcredits.royalties.payees import PayeeScores
 
+NAMES_SHOWN_MAX = 10
+"""Excluded parameter names printed by ``featurize`` (``--json`` lists them all)."""
+
 RayOpt = Annotated[str | None, typer.Option("--ray", help="Run shards as Ray tasks: 'auto' or a cluster address")]
 
 OPTION_OF = {
     "k": "--k",
     "projection": "--projection",
-    "parameters": "--parameters",
+    "exclude": "--exclude",
     "seed": "--seed",
     "chunk_size": "--chunk-size",
     "length_chars": "--length-chars",
@@ -41,7 +44,9 @@ def _option(name: str) -> Any:
 S = AttributionSettings
 KOpt = Annotated[int, _option("k")]
 ProjectionOpt = Annotated[str, _option("projection")]
-ParametersOpt = Annotated[str, _option("parameters")]
+ExcludeOpt = Annotated[
+    list[str] | None, typer.Option(OPTION_OF["exclude"], metavar="PATTERN", help=AttributionSettings.help("exclude"))
+]
 SeedOpt = Annotated[int, _option("seed")]
 ChunkSizeOpt = Annotated[int, _option("chunk_size")]
 LengthCharsOpt = Annotated[int, _option("length_chars")]
@@ -62,7 +67,7 @@ def featurize_cmd(
     manifest: Annotated[str, typer.Option(help="The manifest the model was trained on")],
     k: KOpt = S.k,
     projection: ProjectionOpt = S.projection,
-    parameters: ParametersOpt = S.parameters,
+    exclude: ExcludeOpt = None,
     seed: SeedOpt = S.seed,
     chunk_size: ChunkSizeOpt = S.chunk_size,
     length_chars: LengthCharsOpt = S.length_chars,
@@ -77,7 +82,7 @@ def featurize_cmd(
         {
             "k": k,
             "projection": projection,
-            "parameters": parameters,
+            "exclude": exclude or [],
             "seed": seed,
             "chunk_size": chunk_size,
             "length_chars": length_chars,
@@ -88,6 +93,7 @@ def featurize_cmd(
         lm, m = bound_checkpoint(store, manifest, checkpoint)
         with progress_bar("featurizing works", len(m.included)) as advance:
             fs = featurize_manifest(store, m, lm, settings=settings, ray=ray, progress=lambda d, _t: advance(d))
+    coverage = fs.manifest["coverage"]
     if as_json:
         print_json(
             {
@@ -96,10 +102,26 @@ def featurize_cmd(
                 "dim": fs.manifest["dim"],
                 "directory": str(fs.directory),
                 "settings": settings.to_dict(),
+                "coverage": coverage,
             }
         )
         return
-    make_console().print(f"features of {len(fs.ids)} works ({fs.manifest['dim']} dims) in {fs.directory}")
+    console = make_console()
+    console.print(f"features of {len(fs.ids)} works ({fs.manifest['dim']} dims) in {fs.directory}")
+    console.print(coverage_line(coverage), highlight=False)
+
+
+def coverage_line(coverage: dict[str, Any]) -> str:
+    """The share of the model's parameters the features cover, by path, and the names left out."""
+    names = coverage["excluded_names"]
+    shown = ", ".join(names[:NAMES_SHOWN_MAX]) + (
+        f" and {len(names) - NAMES_SHOWN_MAX} more" if len(names) > NAMES_SHOWN_MAX else ""
+    )
+    paths = ", ".join(f"{path} {coverage[path]:,}" for path in ("kronecker", "exact", "projected") if coverage[path])
+    return (
+        f"covers {coverage['covered']:,} of {coverage['parameters']:,} parameters"
+        f" ({100 * coverage['share_covered']:.2f}%: {paths}); excluded by name: {shown or 'none'}"
+    )
 
 
 def _read_text_outputs(path: Path) -> list[tuple[str, str]]:
@@ -122,7 +144,7 @@ def attribute_cmd(
     manifest: Annotated[str, typer.Option(help="The manifest the model was trained on")],
     k: KOpt = S.k,
     projection: ProjectionOpt = S.projection,
-    parameters: ParametersOpt = S.parameters,
+    exclude: ExcludeOpt = None,
     seed: SeedOpt = S.seed,
     chunk_size: ChunkSizeOpt = S.chunk_size,
     length_chars: LengthCharsOpt = S.length_chars,
@@ -150,7 +172,7 @@ def attribute_cmd(
         {
             "k": k,
             "projection": projection,
-            "parameters": parameters,
+            "exclude": exclude or [],
             "seed": seed,
             "chunk_size": chunk_size,
             "length_chars": length_chars,

@@ -8,7 +8,14 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from endcredits.attribution.settings import FEATURES, SCORING, AttributionSettings, SettingError
+from endcredits.attribution.settings import (
+    EXCLUDE_PATTERN_CHARS_MAX,
+    EXCLUDE_PATTERNS_MAX,
+    FEATURES,
+    SCORING,
+    AttributionSettings,
+    SettingError,
+)
 from endcredits.limits import ID_LENGTH_MAX, NAME_LENGTH_MAX, TITLE_LENGTH_MAX, WEIGHT_MAX
 
 PUBLIC_BODY_BYTES_MAX = 16 << 10
@@ -168,7 +175,9 @@ class AttributionIn(Body):
     projection: Literal["kronecker", "gaussian", "identity"] = Field(
         default=_S.projection, description=_about("projection")
     )
-    parameters: Literal["linear", "all"] = Field(default=_S.parameters, description=_about("parameters"))
+    exclude: list[Annotated[str, Field(max_length=EXCLUDE_PATTERN_CHARS_MAX)]] = Field(
+        default_factory=list, max_length=EXCLUDE_PATTERNS_MAX, description=_about("exclude")
+    )
     chunk_size: int = Field(default=_S.chunk_size, description=_about("chunk_size"))
     length_chars: int = Field(default=_S.length_chars, description=_about("length_chars"))
     ensemble: Literal["final", "trajectory"] = Field(default=_S.ensemble, description=_about("ensemble"))
