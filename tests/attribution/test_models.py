@@ -16,7 +16,7 @@ from endcredits.attribution.models import AttributionModel, load_model
 from endcredits.attribution.settings import AttributionSettings
 from endcredits.errors import ValidationError
 
-SETTINGS = AttributionSettings(k=32, projection="gaussian", parameters="all", length_chars=32)
+SETTINGS = AttributionSettings(k=32, projection="gaussian", length_chars=32)
 
 
 def _features(model: AttributionModel, contents: list[bytes]) -> np.ndarray:
