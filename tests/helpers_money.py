@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import func, select
 
+from endcredits.ledger.accrue import ScoreSource
 from endcredits.ledger.evidence import read_evidence
 from endcredits.ledger.records import account_balances, carried_fractions, derived_balances, load_transfer
 from endcredits.registry.records import add_person, verify_person
@@ -21,6 +22,9 @@ from endcredits.royalties import Agreement, parse_agreement
 from endcredits.royalties.usage import UsageBatch
 from endcredits.store.engine import Store
 from endcredits.store.schema import accrual_batches, metadata, outputs, transfers
+
+EXTERNAL = ScoreSource.external("test weights")
+"""The source of the tests' hand-made batches: scores of their own, marked external."""
 
 ROLES = ("endcredits:composer", "endcredits:performer", "endcredits:scan_subject", "endcredits:vfx")
 

@@ -155,3 +155,65 @@ def test_bad_runs_are_refused_in_one_line_and_nothing_is_written(world: World) -
             load_run(conn, "run-x")
     assert row_counts(store) == before
     assert not (store.data_dir / "attribution-runs").exists()
+
+
+def test_attributing_records_the_run_which_a_usage_batch_then_accrues(world: World) -> None:
+    import warnings
+
+    from endcredits.attribution.charlm import save_lm, train_char_lm
+    from endcredits.attribution.texts import attribute_manifest, bound_checkpoint, checkpoint_path
+    from endcredits.royalties import parse_agreement
+    from endcredits.royalties.records import save_agreement
+    from endcredits.service import create_app
+    from endcredits.service.auth import create_api_key
+    from endcredits.store.blobs import put_blob
+    from helpers_money import agreement_text
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+        from fastapi.testclient import TestClient
+
+    store = world.store
+    texts = ["song bytes", "film bytes", "orphan bytes"]  # the World's works, as text
+    for text in texts:
+        put_blob(store.data_dir, text.encode())
+    path = checkpoint_path(store, "m")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_lm(train_char_lm(texts, seed=0, steps_max=2, time_s_max=30.0, batch_size=2, window=16), path)
+    lm, manifest = bound_checkpoint(store, world.manifest.id)
+    settings = AttributionSettings(k=16, chunk_size=2, top_k=2)
+    outputs = [("o1", "song film"), ("o2", "orphan song")]
+    att = attribute_manifest(store, manifest, lm, outputs, settings=settings)
+    assert att.run_id is not None
+    with store.read() as conn:
+        run = load_run(conn, att.run_id)
+    assert run.checkpoint_sha256s == (lm.checksum(),) and run.settings == settings.to_dict()
+    assert (run.method, run.per, run.output_count, run.key_count) == ("trak", "work", 2, 3)
+    expected = {o: dict(zip(att.work_ids, att.scores[i].tolist())) for i, (o, _) in enumerate(outputs)}
+    assert read_run_scores(store.data_dir, run).for_outputs(["o1", "o2"]) == expected  # exactly
+    a = parse_agreement(agreement_text(payout_threshold="0.01"))
+    with store.write() as conn:
+        save_agreement(conn, a.id, a.version, a.body, a.body_sha256)
+        key = create_api_key(conn, role="operator", scopes=["ingest"], label="runs").key
+    auth = {"Authorization": f"Bearer {key}"}
+    with TestClient(create_app(store)) as client:
+        body = {"manifest_id": manifest.id, "outputs": [{"output_id": o, "text": t} for o, t in outputs], "k": 16}
+        again = client.post("/api/v1/attributions", json={**body, "chunk_size": 2, "top_k": 2}, headers=auth)
+        assert again.status_code == 200 and again.json()["attribution_run_id"] == att.run_id  # the same run
+        batch = {
+            "batch_id": "from-run",
+            "agreement_id": a.id,
+            "attribution_run_id": att.run_id,
+            "outputs": [
+                {
+                    "output_id": "o1",
+                    "model_id": "m",
+                    "revenue": "2.00",
+                    "currency": "EUR",
+                    "occurred_at": "2026-03-01T00:00:00Z",
+                }
+            ],
+        }
+        accrued = client.post("/api/v1/usage-batches", json=batch, headers=auth)
+    assert accrued.status_code == 201, accrued.text
+    assert accrued.json()["attribution_run_id"] == att.run_id and accrued.json()["pool"] == "0.60"

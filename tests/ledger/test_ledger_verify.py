@@ -13,7 +13,7 @@ from endcredits.ledger.verify import verify
 from endcredits.registry.records import CreditIn, WorkIn, add_credits, add_works, name_ids
 from endcredits.store.engine import Store
 from endcredits.store.schema import accrual_batches, audit_log
-from helpers_money import agreement, evidence_files, on_time, people, register_model, usage
+from helpers_money import EXTERNAL, agreement, evidence_files, on_time, people, register_model, usage
 
 
 @pytest.fixture
@@ -25,8 +25,14 @@ def worked(store: Store) -> Store:
     register_model(store)
     ag = agreement(pool_rate="1/3")
     lines = [(f"person:{alice}", 3), (f"name:{bob}", 2), (f"person:{carol}", 1)]
-    accrue(store, usage([("o1", 1000, on_time(1), lines), ("o2", 77, on_time(1, 9), lines[:2])]), ag, event_id="b1")
-    accrue(store, usage([("o3", 5, on_time(2), lines)]), ag, event_id="b2")
+    accrue(
+        store,
+        usage([("o1", 1000, on_time(1), lines), ("o2", 77, on_time(1, 9), lines[:2])]),
+        ag,
+        event_id="b1",
+        source=EXTERNAL,
+    )
+    accrue(store, usage([("o3", 5, on_time(2), lines)]), ag, event_id="b2", source=EXTERNAL)
     claim_escrow(store, carol, name_id=bob)
     return store
 

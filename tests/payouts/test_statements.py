@@ -17,7 +17,7 @@ from endcredits.payouts.statements import STATEMENT_COLUMNS, Statement, build_st
 from endcredits.registry.records import claim_name
 from endcredits.store.engine import Store
 from endcredits.store.schema import agreements
-from helpers_money import World, agreement, balances, on_time, people, register_model, usage
+from helpers_money import EXTERNAL, World, agreement, balances, on_time, people, register_model, usage
 
 AG = agreement(pool_rate="0.3")
 
@@ -27,7 +27,7 @@ def _accrue_month(w: World, month: int, outputs: int) -> None:
     for i in range(outputs):
         scores = {w.song: 1.0 + i % 3, w.film: 0.5 + (i % 2), w.orphan: 0.1}
         outs.append((f"o{month}-{i}", 1_000_003 * (i + 1) + 7 * month, on_time(month, 1 + i % 27), scores))
-    accrue(w.store, w.usage(outs, AG), AG, event_id=f"b{month}")
+    accrue(w.store, w.usage(outs, AG), AG, event_id=f"b{month}", source=EXTERNAL)
 
 
 def _check(st: Statement) -> None:
@@ -101,8 +101,8 @@ def test_statements_reconcile_when_a_month_is_accrued_late(store: Store) -> None
     register_model(store)
     ag = agreement(pool_rate="1")
     halves = [(f"person:{a}", 1), (f"person:{b}", 1)]  # half a microunit each per output
-    accrue(store, usage([("feb", 1, on_time(2), halves)]), ag, event_id="feb-batch")
-    accrue(store, usage([("jan-late", 1, on_time(1), halves)]), ag, event_id="jan-late-batch")
+    accrue(store, usage([("feb", 1, on_time(2), halves)]), ag, event_id="feb-batch", source=EXTERNAL)
+    accrue(store, usage([("jan-late", 1, on_time(1), halves)]), ag, event_id="jan-late-batch", source=EXTERNAL)
     statements = [build_statement(store, a, p, "EUR") for p in ("2026-01", "2026-02")]
     for st in statements:
         _check(st)
@@ -131,3 +131,4 @@ def test_a_statement_explains_each_output_by_the_works_its_whole_pool_went_to(wo
     assert data["outputs"] == st.outputs and data["rules"] == st.rules
     rows = list(csv.DictReader(io.StringIO(st.to_csv())))
     assert all("A Song" in r["output_top_works"] for r in rows)
+
