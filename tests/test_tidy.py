@@ -25,7 +25,6 @@ LONG_FUNCTIONS: dict[str, int] = {
     "manifest/build.py:build_manifest": 92,
     "manifest/records.py:record_training_run": 84,
     "money.py:split_batch": 79,
-    "payouts/statements.py:build_statement": 86,
     "registry/identity/persons.py:refresh_verification": 72,
     "registry/records.py:add_credits": 85,
     "registry/records.py:graph_rows": 91,
