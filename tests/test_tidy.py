@@ -21,7 +21,7 @@ LONG_FUNCTIONS: dict[str, int] = {
     "interop/croissant.py:plan_croissant": 71,
     "ledger/accrue.py:_plan_group": 92,
     "ledger/records.py:fold_pending": 78,
-    "ledger/verify.py:verify": 257,
+    "ledger/verify.py:verify": 239,
     "manifest/build.py:build_manifest": 92,
     "manifest/records.py:record_training_run": 84,
     "money.py:split_batch": 79,

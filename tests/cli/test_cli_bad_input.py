@@ -259,7 +259,9 @@ def test_a_database_file_that_is_not_ours(tmp_path: Path) -> None:
 def test_the_happy_path_conserves_and_verifies(cli: Cli, tmp_path: Path) -> None:
     outputs, attributions = _usage(tmp_path, cli, revenue="3.00")
     assert _accrue(cli, outputs, attributions)[0] == 0
-    assert "verified" in cli.ok("verify")
+    verified = cli.ok("verify")
+    assert "verified" in verified and "1 accruals_external" in verified
+    assert "external: b1/EUR/2026-11: external scores (the operator's own scores)" in verified
     escrow = cli.ok("escrow", "list", "--query", "ann", "--json")
     assert '"amount_microunits": 150000000' in escrow  # the whole pool, held for the unclaimed name
 
@@ -393,5 +395,7 @@ def test_a_run_whose_scores_file_was_altered_is_refused(cli: Cli, tmp_path: Path
     table = pq.read_table(path)
     pq.write_table(table.set_column(2, "score", pa.array([27.31])), path)  # another score for the one work
     _refused(cli, lambda: _accrue_run(cli, outputs, run_id), "does not hash to the SHA-256 the run recorded")
+    code, out, _ = cli("verify")  # a run no accrual used is not checked; the accrued batches are
+    assert code == 0 and "0 accruals_from_runs" in out
     path.unlink()
     _refused(cli, lambda: _accrue_run(cli, outputs, run_id), "is missing: restore it from backup")

@@ -500,14 +500,19 @@ def ledger_balances(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
 
 def verify_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """Re-derive balances, the audit chain and the evidence; exit 1 on any difference."""
+    """Re-derive balances, the audit chain, the evidence and each accrual's attribution run; exit 1 on any
+    difference. Accruals on external scores are listed as such."""
     from endcredits.ledger.verify import verify
 
     with open_store_of(ctx) as store:
         report = verify(store)
     if as_json:
-        print_json({"ok": report.ok, "problems": report.problems, "checked": report.checked})
+        print_json(
+            {"ok": report.ok, "problems": report.problems, "checked": report.checked, "external": report.external}
+        )
     else:
+        for line in report.external:  # not a problem: the operator marked these scores external
+            make_console().print(f"external: {line}")
         for problem in report.problems:
             make_console().print(f"problem: {problem}")
         make_console().print(
