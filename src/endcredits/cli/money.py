@@ -106,8 +106,7 @@ def accrue_cmd(
 ) -> None:
     """Accrue residuals for a batch of outputs: split, carry forward, evidence, one ledger transfer per period.
 
-    The scores are a recorded attribution run's (--run), or your own marked external (--attributions FILE
-    --external REASON)."""
+    Scores: a recorded attribution run's (--run), or your own in --attributions marked --external REASON."""
     from endcredits.cli.files import read_rows
     from endcredits.ledger.accrue import accrue_scored
     from endcredits.royalties.usage import OutputIn
@@ -500,8 +499,9 @@ def ledger_balances(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
 
 def verify_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """Re-derive balances, the audit chain, the evidence and each accrual's attribution run; exit 1 on any
-    difference. Accruals on external scores are listed as such."""
+    """Re-derive balances, the audit chain, the evidence and each accrual's attribution run; exit 1 on any difference.
+
+    Accruals on external scores are listed as such."""
     from endcredits.ledger.verify import verify
 
     with open_store_of(ctx) as store:
