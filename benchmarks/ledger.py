@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import BigInteger, Column, MetaData, String, Table, create_engine, func, select, text
 
-from endcredits.ledger.accrue import accrue
+from endcredits.ledger.accrue import ScoreSource, accrue
 from endcredits.ledger.evidence import use_system_allocator
 from endcredits.ledger.records import fold_pending
 from endcredits.ledger.segments import encode_carries, encode_legs, segment_sha256
@@ -59,6 +59,8 @@ from endcredits.royalties.usage import UsageBatch
 from endcredits.store.bulk import bulk_insert, insert_keys
 from endcredits.store.engine import Store, init_store
 from endcredits.store.schema import ledger_folds, ledger_segments
+
+BENCH_SCORES = ScoreSource.external("benchmark load, not a recorded attribution run")
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 AGREEMENT = """
@@ -150,6 +152,7 @@ def _warm_up(items: int) -> float:
             _usage(payees, n_outputs, np.random.default_rng(1), 0),
             parse_agreement(AGREEMENT),
             event_id="warm-up",
+            source=BENCH_SCORES,
         )
     finally:
         store.dispose()
@@ -231,7 +234,7 @@ def run(items: int, db: str, batch_items: int, warm_up: bool = True, payees_n: i
         while done < n_outputs:
             n = min(outputs_per_batch, n_outputs - done)
             usage = _usage(payees, n, rng, batches)
-            accrue(store, usage, agreement, event_id=f"bench-{batches}")
+            accrue(store, usage, agreement, event_id=f"bench-{batches}", source=BENCH_SCORES)
             done += n
             batches += 1
         elapsed = time.perf_counter() - started

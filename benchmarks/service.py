@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 from sqlalchemy import create_engine, text
 
-from endcredits.ledger.accrue import accrue
+from endcredits.ledger.accrue import ScoreSource, accrue
 from endcredits.ledger.records import account_balances
 from endcredits.ledger.verify import verify
 from endcredits.manifest.records import add_model
@@ -44,6 +44,9 @@ from endcredits.royalties.usage import OutputIn, build_usage
 from endcredits.service.auth import create_api_key
 from endcredits.store.engine import Store, init_store
 from ledger import AGREEMENT  # benchmarks/ledger.py: the same one-role agreement
+
+BENCH_REASON = "benchmark load, not a recorded attribution run"
+BENCH_SCORES = ScoreSource.external(BENCH_REASON)
 
 PG_URL = os.environ.get("ENDCREDITS_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -96,7 +99,14 @@ def _batches(n_events: int, batch_events: int, n_payees: int, per_event: int, se
                     "payee_scores": {f"person:{p}": round(rng.uniform(0.001, 1.0), 6) for p in sorted(payees)},
                 }
             )
-        out.append({"batch_id": f"load-{b:06d}", "agreement_id": "bench", "outputs": outputs})
+        out.append(
+            {
+                "batch_id": f"load-{b:06d}",
+                "agreement_id": "bench",
+                "external": {"reason": BENCH_REASON},
+                "outputs": outputs,
+            }
+        )
     return out
 
 
@@ -202,7 +212,7 @@ def run(n_events: int, clients: int, batch_events: int, n_payees: int, per_event
                 usage = build_usage(
                     conn, outs, {o["output_id"]: o["payee_scores"] for o in body["outputs"]}, ag, None, per="payee"
                 )
-            accrue(local, usage, ag, event_id=body["batch_id"])
+            accrue(local, usage, ag, event_id=body["batch_id"], source=BENCH_SCORES)
         local_s = time.perf_counter() - local_began
         served = init_store(tmp / "served", served_url)
         with served.read() as conn:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import func, select
 
+from endcredits.ledger.accrue import ScoreSource
 from endcredits.ledger.evidence import read_evidence
 from endcredits.ledger.records import account_balances, carried_fractions, derived_balances, load_transfer
 from endcredits.registry.records import add_person, verify_person
@@ -21,6 +22,9 @@ from endcredits.royalties import Agreement, parse_agreement
 from endcredits.royalties.usage import UsageBatch
 from endcredits.store.engine import Store
 from endcredits.store.schema import accrual_batches, metadata, outputs, transfers
+
+EXTERNAL = ScoreSource.external("test weights")
+"""The source of the tests' hand-made batches: scores of their own, marked external."""
 
 ROLES = ("endcredits:composer", "endcredits:performer", "endcredits:scan_subject", "endcredits:vfx")
 
@@ -222,3 +226,38 @@ def evidence_lines_sha256(path: Path) -> str:
     checks each file against the hash recorded for it."""
     table = read_evidence(path)
     return hashlib.sha256(json.dumps(table.to_pydict(), sort_keys=True).encode()).hexdigest()
+
+
+CHECKPOINT_SHA256 = "c" * 64
+"""The checkpoint the test runs say they scored with (a manifest bound to none takes it)."""
+
+
+def record_scores_run(
+    store: Store,
+    manifest: Any,
+    scores: dict[str, dict[str, float]],
+    *,
+    per: str = "work",
+    checkpoint_sha256: str = CHECKPOINT_SHA256,
+    payee_agreement: str | None = None,
+    method: str = "trak",
+) -> Any:
+    """Record an attribution run of ``scores`` ({output: {work or payee: score}}, every output over the
+    same keys) on ``manifest``, as ``attribute`` would; returns the stored ``AttributionRun``."""
+    from endcredits.attribution.records import RunScores, new_run, record_run
+    from endcredits.attribution.settings import AttributionSettings
+
+    outputs = list(scores)
+    keys = sorted({k for s in scores.values() for k in s})
+    matrix = np.array([[scores[o].get(k, 0.0) for k in keys] for o in outputs], dtype=np.float64)
+    run_scores = RunScores.of_matrix(per, outputs, keys, matrix)  # type: ignore[arg-type]
+    run = new_run(
+        manifest,
+        run_scores,
+        checkpoint_sha256s=[checkpoint_sha256],
+        method=method,
+        weaker=False,
+        settings=AttributionSettings(k=64),
+        payee_agreement=payee_agreement,
+    )
+    return record_run(store, run, run_scores)[0]

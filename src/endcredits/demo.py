@@ -38,7 +38,7 @@ from endcredits.errors import InvariantError
 from endcredits.interop.abc import AbcTune, iter_tunes
 from endcredits.interop.abc_corpus import AbcImportReport, import_abc_corpus
 from endcredits.ledger import parse_account_key
-from endcredits.ledger.accrue import accrue_scored
+from endcredits.ledger.accrue import ScoreSource, accrue_scored
 from endcredits.ledger.escrow import claim_escrow
 from endcredits.ledger.records import accrued_by_account, balance_totals
 from endcredits.ledger.verify import verify
@@ -187,7 +187,8 @@ class DemoSummary:
         )
         a = self.attribution
         console.print(
-            f"attribution: {a.get('method')} (k={a.get('k')}) over {a.get('works')} training tunes; output "
+            f"attribution run {a.get('run_id')}: {a.get('method')} (k={a.get('k')}) over {a.get('works')} training "
+            f"tunes; output "
             f"{a.get('output_id')} is explained best by: "
             + ", ".join(f"{w['title']} ({w['score']:.3g})" for w in a.get("top_works", [])[:3])
         )
@@ -269,6 +270,7 @@ def _attribution_summary(store: Store, att: TextAttribution) -> dict[str, Any]:
     with store.read() as conn:
         rows = work_rows(conn, [w for w, _ in top])
     return {
+        "run_id": att.run_id,
         "method": att.method,
         "weaker": att.weaker,
         "k": att.settings.k,
@@ -444,19 +446,20 @@ def _outputs(run: _Run, lm: TrainedLM, outputs_n: int, seed: int) -> tuple[list[
     return outs, samples
 
 
-def _accrue(run: _Run, manifest: ManifestRecord, agreement: Agreement, outs: list[OutputIn], scores: Any) -> None:
-    """Two batches, each through the same path as `endcredits accrue` and the API's usage batches."""
+def _accrue(run: _Run, manifest: ManifestRecord, agreement: Agreement, outs: list[OutputIn], run_id: str) -> None:
+    """Two batches from the recorded attribution run, each through the same path as `endcredits accrue --run`
+    and the API's usage batches."""
     half = max(1, len(outs) // 2)
     for b, (lo, hi) in enumerate(((0, half), (half, len(outs)))):
         part = outs[lo:hi]
         if not part:
             continue
-        part_scores = {o.output_id: dict(zip(manifest.included, scores[lo + i].tolist())) for i, o in enumerate(part)}
         summary = accrue_scored(
             run.store,
             part,
-            part_scores,
-            per="work",
+            None,
+            source=ScoreSource.run(run_id),
+            per=None,
             agreement_id=agreement.id,
             batch_id=f"demo-batch-{b + 1}",
             manifest_id=manifest.id,
@@ -579,7 +582,9 @@ def run_demo(
             progress=(lambda d, t: step("featurizing training tunes", d, t)) if step else None,
         )
         run.lap("attribute")
-        _accrue(run, manifest, agreement, outs, att.scores)
+        if att.run_id is None:
+            raise InvariantError("attribute_manifest recorded no attribution run")
+        _accrue(run, manifest, agreement, outs, att.run_id)
         _late_verification(run, joined, guild)
         batch = _payout(run, agreement)
         earners = _earners(run.store, 10)

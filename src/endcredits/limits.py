@@ -69,6 +69,13 @@ CHECKPOINTS_PER_RUN_MAX = 10_000
 LIST_ROWS_MAX = 100_000
 """Most rows one listing returns (`people list --limit`, `works list`, `manifest show --works`)."""
 
+RUN_SCORES_MAX = 100_000_000
+"""Most scores (output x work, or output x payee) one recorded attribution run keeps: 800 MB of float64
+in its scores file, and as much again while it is hashed."""
+
+EXTERNAL_REASON_CHARS_MAX = 500
+"""Longest reason an operator gives for accruing external scores (printed on every statement line)."""
+
 invariant(TRANSFER_AMOUNT_MICROUNITS_MAX >= 2**63 - 1, "transfers must hold amounts beyond int64")
 invariant(REVENUE_PER_OUTPUT_MICROUNITS_MAX < AMOUNT_MICROUNITS_MAX, "an output fits in a transfer")
 invariant(len(str(AMOUNT_MICROUNITS_MAX)) == AMOUNT_DIGITS_MAX, "AMOUNT_DIGITS_MAX out of step")

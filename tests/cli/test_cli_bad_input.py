@@ -7,6 +7,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import func, select
 from typer.testing import CliRunner
@@ -106,6 +108,8 @@ def _accrue(cli: Cli, outputs: Path, attributions: Path, batch: str = "b1") -> t
         str(outputs),
         "--attributions",
         str(attributions),
+        "--external",
+        "the operator's own scores",
         "--agreement",
         "t",
         "--batch-id",
@@ -229,6 +233,8 @@ def test_dry_run_writes_nothing(cli: Cli, tmp_path: Path) -> None:
         str(outputs),
         "--attributions",
         str(attributions),
+        "--external",
+        "the operator's own scores",
         "--agreement",
         "t",
         "--batch-id",
@@ -253,7 +259,9 @@ def test_a_database_file_that_is_not_ours(tmp_path: Path) -> None:
 def test_the_happy_path_conserves_and_verifies(cli: Cli, tmp_path: Path) -> None:
     outputs, attributions = _usage(tmp_path, cli, revenue="3.00")
     assert _accrue(cli, outputs, attributions)[0] == 0
-    assert "verified" in cli.ok("verify")
+    verified = cli.ok("verify")
+    assert "verified" in verified and "1 accruals_external" in verified
+    assert "external: b1/EUR/2026-11: external scores (the operator's own scores)" in verified
     escrow = cli.ok("escrow", "list", "--query", "ann", "--json")
     assert '"amount_microunits": 150000000' in escrow  # the whole pool, held for the unclaimed name
 
@@ -315,3 +323,79 @@ def test_secret_key_rotate_reseals_and_refuses_bad_keys_changing_nothing(
             assert [d.email for d in private_of(conn, [1]).values()] == ["ann@example.org"]
     finally:
         store.dispose()
+
+
+def _record_run(cli: Cli, *, checkpoint: str = "c" * 64, output_id: str = "o1") -> tuple[str, str]:
+    """A recorded attribution run of the fixture's manifest scoring ``output_id``; (run id, manifest id)."""
+    from endcredits.manifest.records import latest_manifest_id, load_manifest
+    from helpers_money import record_scores_run
+
+    store = open_store(cli.data, cli.db)
+    try:
+        with store.read() as conn:
+            manifest = load_manifest(conn, latest_manifest_id(conn, "m1"))
+        run = record_scores_run(store, manifest, {output_id: {cli.work_id: 1.0}}, checkpoint_sha256=checkpoint)  # type: ignore[attr-defined]
+    finally:
+        store.dispose()
+    return run.id, manifest.id
+
+
+def _accrue_run(cli: Cli, outputs: Path, run_id: str, *more: str) -> tuple[int, str, str]:
+    return cli("accrue", "--outputs", str(outputs), "--run", run_id, "--agreement", "t", "--batch-id", "b1", *more)
+
+
+def test_scores_move_money_only_from_a_recorded_run_or_marked_external(cli: Cli, tmp_path: Path) -> None:
+    outputs, attributions = _usage(tmp_path, cli)
+    base = ["accrue", "--outputs", str(outputs), "--agreement", "t", "--batch-id", "b1"]
+    _refused(cli, lambda: cli(*base, "--attributions", str(attributions)), "is not a recorded attribution run")
+    _refused(cli, lambda: cli(*base), "give --run RUN_ID")
+    _refused(cli, lambda: cli(*base, "--external", "mine"), "--external marks the scores of --attributions")
+    run_id, _ = _record_run(cli)
+    both = (*base, "--run", run_id, "--attributions", str(attributions), "--external", "mine")
+    _refused(cli, lambda: cli(*both), "--run accrues the run's own scores")
+    bad_reason = (*base, "--attributions", str(attributions), "--external", " padded")
+    _refused(cli, lambda: cli(*bad_reason), "the reason for external scores must be")
+    _refused(cli, lambda: _accrue_run(cli, outputs, "run-nothing"), "no attribution run run-nothing")
+
+
+def test_a_run_that_does_not_fit_the_batch_is_refused(cli: Cli, tmp_path: Path) -> None:
+    from endcredits.manifest.records import set_manifest_checkpoint
+
+    run_id, manifest_id = _record_run(cli)
+    other = _write_csv(
+        tmp_path / "o2.csv",
+        ["output_id", "model_id", "revenue", "currency", "occurred_at"],
+        [["o2", "m1", "1.00", "EUR", "2026-11-02T10:00:00Z"]],
+    )
+    _refused(cli, lambda: _accrue_run(cli, other, run_id), f"attribution run {run_id} did not score output o2")
+    cli.ok("manifest", "build", "--model", "m2", "--use", "commercial", "--default", "opt-out")
+    m2 = _write_csv(
+        tmp_path / "m2.csv",
+        ["output_id", "model_id", "revenue", "currency", "occurred_at"],
+        [["o1", "m2", "1.00", "EUR", "2026-11-02T10:00:00Z"]],
+    )
+    _refused(cli, lambda: _accrue_run(cli, m2, run_id), "scored model m1; output o1 is of model m2")
+    outputs, _ = _usage(tmp_path, cli)
+    m2_manifest = cli.ok("manifest", "list", "--json").split('"manifest_id": "')[1].split('"')[0]
+    assert m2_manifest != manifest_id
+    _refused(cli, lambda: _accrue_run(cli, outputs, run_id, "--manifest", m2_manifest), "scored against manifest")
+    store = open_store(cli.data, cli.db)
+    try:
+        with store.write() as conn:
+            set_manifest_checkpoint(conn, manifest_id, "b" * 64)  # bound since, to another checkpoint
+    finally:
+        store.dispose()
+    _refused(cli, lambda: _accrue_run(cli, outputs, run_id), "is bound to checkpoint bbbbbbbbbbbbbbbb")
+
+
+def test_a_run_whose_scores_file_was_altered_is_refused(cli: Cli, tmp_path: Path) -> None:
+    run_id, _ = _record_run(cli)
+    outputs, _ = _usage(tmp_path, cli)
+    path = cli.data / "attribution-runs" / f"{run_id}.parquet"
+    table = pq.read_table(path)
+    pq.write_table(table.set_column(2, "score", pa.array([27.31])), path)  # another score for the one work
+    _refused(cli, lambda: _accrue_run(cli, outputs, run_id), "does not hash to the SHA-256 the run recorded")
+    code, out, _ = cli("verify")  # a run no accrual used is not checked; the accrued batches are
+    assert code == 0 and "0 accruals_from_runs" in out
+    path.unlink()
+    _refused(cli, lambda: _accrue_run(cli, outputs, run_id), "is missing: restore it from backup")

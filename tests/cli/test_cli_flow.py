@@ -143,6 +143,10 @@ def test_every_command_in_an_operators_order(tmp_path: Path, db_url: str | None)
         "3",
     )
     assert "trak scores" in out
+    noted = json.loads((tmp_path / "scores.run.json").read_text())
+    run_id = noted["attribution_run_id"]
+    assert f"attribution run {run_id} (accrue it with --run {run_id})" in out
+    assert (noted["manifest_id"], noted["per"], noted["out"]) == (m["manifest_id"], "work", str(scores))
     with scores.open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 * 25
@@ -207,6 +211,7 @@ def test_every_command_in_an_operators_order(tmp_path: Path, db_url: str | None)
         "tracin",
     )
     assert (traced["method"], traced["per"], traced["scores"], traced["out"]) == ("tracin", "work", 50, str(tracin))
+    assert traced["attribution_run_id"] not in (run_id, None)  # another method: another run
     outputs_csv = tmp_path / "outputs.csv"
     outputs_csv.write_text(
         "output_id,model_id,revenue,currency,occurred_at\n"
@@ -216,8 +221,8 @@ def test_every_command_in_an_operators_order(tmp_path: Path, db_url: str | None)
         "accrue",
         "--outputs",
         str(outputs_csv),
-        "--attributions",
-        str(scores),
+        "--run",
+        run_id,
         "--agreement",
         "flow",
         "--batch-id",
@@ -229,13 +234,14 @@ def test_every_command_in_an_operators_order(tmp_path: Path, db_url: str | None)
         "accrue",
         "--outputs",
         str(outputs_csv),
-        "--attributions",
-        str(scores),
+        "--run",
+        run_id,
         "--agreement",
         "flow",
         "--batch-id",
         "nov-1",
     )
+    assert (done["attribution_run_id"], done["external_reason"]) == (run_id, None)
     assert done["pool_microunits"] == 137_500_000
     assert (
         done["pool_microunits"]

@@ -108,7 +108,7 @@ def _world(cli: Cli, tmp_path: Path) -> dict[str, Any]:
     (tmp_path / "scores.csv").write_text(f"output_id,work_id,score\no-1,{works[0]},0.6\no-1,{works[1]},0.4\n")
     accrued = cli.json(
         "accrue", "--outputs", str(tmp_path / "outputs.csv"), "--attributions", str(tmp_path / "scores.csv"),
-        "--agreement", "json", "--batch-id", "nov-1",
+        "--external", "hand-made", "--agreement", "json", "--batch-id", "nov-1",
     )  # fmt: skip
     return {"pid": pid, "works": works, "name_id": on_name["name_id"], "manifest": manifest, "accrued": accrued}
 

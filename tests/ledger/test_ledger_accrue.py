@@ -17,7 +17,18 @@ from endcredits.registry.records import WorkIn, add_works
 from endcredits.royalties import pool_of
 from endcredits.royalties.usage import OutputIn, build_usage
 from endcredits.store.engine import Store
-from helpers_money import World, agreement, balances, evidence_files, on_time, people, register_model, row_counts, usage
+from helpers_money import (
+    EXTERNAL,
+    World,
+    agreement,
+    balances,
+    evidence_files,
+    on_time,
+    people,
+    register_model,
+    row_counts,
+    usage,
+)
 
 
 def carried(store: Store) -> dict[str, int]:
@@ -38,7 +49,13 @@ def test_every_pool_is_posted_escrowed_or_carried_to_the_microunit(store: Store)
     }
     pools_total = 0
     for batch, outs in (("b1", ["o1", "o2", "o3"]), ("b2", ["o4"])):
-        s = accrue(store, w.usage([(o, revenues[o], on_time(3), scores[o]) for o in outs], ag), ag, event_id=batch)
+        s = accrue(
+            store,
+            w.usage([(o, revenues[o], on_time(3), scores[o]) for o in outs], ag),
+            ag,
+            event_id=batch,
+            source=EXTERNAL,
+        )
         assert s.status == "created"
         assert s.revenue_microunits == sum(revenues[o] for o in outs)
         assert s.pool_microunits == sum(pool_of(revenues[o], ag) for o in outs)
@@ -72,7 +89,11 @@ def test_a_dyadic_fraction_carries_forward_exactly(store: Store) -> None:
     posted = []
     for k in range(1, 9):
         accrue(
-            store, usage([(f"o{k}", 1, on_time(4, k), [(f"person:{a}", 1), (f"person:{b}", 3)])]), ag, event_id=f"b{k}"
+            store,
+            usage([(f"o{k}", 1, on_time(4, k), [(f"person:{a}", 1), (f"person:{b}", 3)])]),
+            ag,
+            event_id=f"b{k}",
+            source=EXTERNAL,
         )
         posted.append(balances(store).get(f"payable:person:{a}:EUR", 0))
         assert carried(store)[f"person:{a}"] == (k % 4) * SUBUNITS_PER_MICROUNIT // 4
@@ -100,7 +121,7 @@ def test_fractions_of_a_microunit_carry_forward_until_they_are_whole(store: Stor
     owed = {a: Fraction(2, 5), b: Fraction(1, 5), c: Fraction(2, 5)}
     posted_a = []
     for k in range(1, 7):
-        accrue(store, usage([(f"o{k}", 1, on_time(4, k), lines)]), ag, event_id=f"b{k}")
+        accrue(store, usage([(f"o{k}", 1, on_time(4, k), lines)]), ag, event_id=f"b{k}", source=EXTERNAL)
         bal, carry = balances(store), carried(store)
         posted = {p: bal.get(f"payable:person:{p}:EUR", 0) for p in owed}
         posted_a.append(posted[a])
@@ -132,7 +153,7 @@ def test_the_order_of_outputs_within_a_batch_does_not_matter(store: Store, store
         payees = [f"person:{p}" for p in people(s, "x", "y", "z")]
         register_model(s)
         outs = [(o, r, t, [(p, 1) for p in payees]) for o, r, t in TIED]
-        accrue(s, usage(outs if s is store else outs[::-1]), ag, event_id="b")
+        accrue(s, usage(outs if s is store else outs[::-1]), ag, event_id="b", source=EXTERNAL)
         states.append(_ledger_state(s))
     assert states[0] == states[1]
     assert states[0][0]["pool:EUR"] == -10
@@ -146,7 +167,7 @@ def test_the_order_of_lines_within_an_output_does_not_matter(store: Store, store
         payees = [f"person:{p}" for p in people(s, "x", "y", "z")]
         register_model(s)
         order = payees if s is store else payees[::-1]
-        accrue(s, usage([(o, r, t, [(p, 1) for p in order]) for o, r, t in TIED]), ag, event_id="b")
+        accrue(s, usage([(o, r, t, [(p, 1) for p in order]) for o, r, t in TIED]), ag, event_id="b", source=EXTERNAL)
         states.append(_ledger_state(s))
     assert states[0] == states[1]
 
@@ -157,7 +178,7 @@ def test_a_batch_id_accrues_once(store: Store) -> None:
     register_model(store)
     ag = agreement(pool_rate="0.5")
     batch = usage([("o1", 1000, on_time(6), [(f"person:{a}", 1)]), ("o2", 10, on_time(6), [(f"person:{a}", 1)])])
-    first = accrue(store, batch, ag, event_id="b1")
+    first = accrue(store, batch, ag, event_id="b1", source=EXTERNAL)
     assert (first.status, first.pool_microunits, first.groups) == ("created", 505, ("b1/EUR/2026-06",))
     before, files = row_counts(store), evidence_files(store)
     again = accrue(
@@ -165,19 +186,21 @@ def test_a_batch_id_accrues_once(store: Store) -> None:
         usage([("o1", 1000, on_time(6), [(f"person:{a}", 1)]), ("o2", 10, on_time(6), [(f"person:{a}", 1)])]),
         ag,
         event_id="b1",
+        source=EXTERNAL,
     )
     assert (again.status, again.pool_microunits, again.outputs, again.groups) == ("exists", 505, 2, ("b1/EUR/2026-06",))
     assert row_counts(store) == before and evidence_files(store) == files
     with pytest.raises(ConflictError, match="batch b1 was already accrued with other content; use a new batch id"):
-        accrue(store, usage([("o1", 1001, on_time(6), [(f"person:{a}", 1)])]), ag, event_id="b1")
+        accrue(store, usage([("o1", 1001, on_time(6), [(f"person:{a}", 1)])]), ag, event_id="b1", source=EXTERNAL)
     with pytest.raises(ConflictError, match="batch b1 was already accrued with other content"):
-        accrue(store, batch, agreement(pool_rate="0.6"), event_id="b1")
+        accrue(store, batch, agreement(pool_rate="0.6"), event_id="b1", source=EXTERNAL)
     with pytest.raises(ConflictError, match="output o2 was already accrued in batch b1; it is never paid twice"):
         accrue(
             store,
             usage([("o2", 10, on_time(6), [(f"person:{a}", 1)]), ("o3", 5, on_time(6), [(f"person:{a}", 1)])]),
             ag,
             event_id="b2",
+            source=EXTERNAL,
         )
     assert row_counts(store) == before and evidence_files(store) == files
     assert balances(store)[f"payable:person:{a}:EUR"] == 505
@@ -189,12 +212,12 @@ def test_a_dry_run_reports_the_same_numbers_and_writes_nothing(store: Store) -> 
     ag = agreement()
     outs = [("o1", 12_345_678, on_time(7), {w.song: 0.5, w.film: 0.3, w.orphan: 0.2})]
     before = row_counts(store)
-    dry = accrue(store, w.usage(outs, ag), ag, event_id="b1", dry_run=True)
+    dry = accrue(store, w.usage(outs, ag), ag, event_id="b1", dry_run=True, source=EXTERNAL)
     assert dry.status == "dry_run"
     assert row_counts(store) == before  # no accounts, transfers, carries, outputs or audit entries
     assert before["accounts"] == 0
     assert evidence_files(store) == []
-    real = accrue(store, w.usage(outs, ag), ag, event_id="b1")
+    real = accrue(store, w.usage(outs, ag), ag, event_id="b1", source=EXTERNAL)
     assert real.status == "created"
     assert (
         dry.pool_microunits,
@@ -218,11 +241,11 @@ def test_bad_batches_are_refused_and_write_nothing(store: Store) -> None:
     before = row_counts(store)
     pay_alice = [(f"person:{w.alice}", 1)]
     with pytest.raises(NotFoundError, match="model nope is not registered"):
-        accrue(store, usage([("o1", 100, on_time(8), pay_alice)], model_id="nope"), ag, event_id="b1")
+        accrue(store, usage([("o1", 100, on_time(8), pay_alice)], model_id="nope"), ag, event_id="b1", source=EXTERNAL)
     with pytest.raises(ValidationError, match="output currency USD differs from agreement test-2026 currency EUR"):
-        accrue(store, usage([("o1", 100, on_time(8), pay_alice)], currency="USD"), ag, event_id="b1")
+        accrue(store, usage([("o1", 100, on_time(8), pay_alice)], currency="USD"), ag, event_id="b1", source=EXTERNAL)
     with pytest.raises(ValidationError, match="batch event id must be 1..180 characters without '/'"):
-        accrue(store, usage([("o1", 100, on_time(8), pay_alice)]), ag, event_id="a/b")
+        accrue(store, usage([("o1", 100, on_time(8), pay_alice)]), ag, event_id="a/b", source=EXTERNAL)
     # The first month's evidence is written before the second month fails: it is removed again.
     with pytest.raises(NotFoundError, match="payee person:999 is not registered"):
         accrue(
@@ -230,9 +253,16 @@ def test_bad_batches_are_refused_and_write_nothing(store: Store) -> None:
             usage([("o1", 100, on_time(8), pay_alice), ("o2", 100, on_time(9), [("person:999", 1)])]),
             ag,
             event_id="b1",
+            source=EXTERNAL,
         )
     with pytest.raises(NotFoundError, match="payee name:424242 is not registered"):
-        accrue(store, usage([("o1", 100, on_time(8), [("name:424242", 1), *pay_alice])]), ag, event_id="b1")
+        accrue(
+            store,
+            usage([("o1", 100, on_time(8), [("name:424242", 1), *pay_alice])]),
+            ag,
+            event_id="b1",
+            source=EXTERNAL,
+        )
     with pytest.raises(ValidationError, match="negative revenue -1: revenue must be >= 0"):
         usage([("o1", -1, on_time(8), pay_alice)])
     with pytest.raises(ValidationError, match="negative revenue -5"):
@@ -265,6 +295,7 @@ def test_a_batch_across_two_months_makes_two_transfers_and_two_evidence_files(st
         ),
         ag,
         event_id="b",
+        source=EXTERNAL,
     )
     assert s.groups == ("b/EUR/2026-01", "b/EUR/2026-02")
     assert s.pool_microunits == 330
@@ -286,12 +317,13 @@ def test_outputs_whose_pool_rounds_to_zero_are_still_recorded(store: Store) -> N
         usage([("free-tier", 0, on_time(1), pay), ("tiny", 3, on_time(1, 2), pay), ("paid", 1000, on_time(2), pay)]),
         ag,
         event_id="b",
+        source=EXTERNAL,
     )
     assert s.status == "created" and s.pool_microunits == 300
     assert row_counts(store)["outputs"] == 3
     assert balances(store) == {"pool:EUR": -300, f"payable:person:{a}:EUR": 300}
     with pytest.raises(ConflictError, match="output tiny was already accrued in batch b"):
-        accrue(store, usage([("tiny", 3, on_time(1, 2), pay)]), ag, event_id="b-again")
+        accrue(store, usage([("tiny", 3, on_time(1, 2), pay)]), ag, event_id="b-again", source=EXTERNAL)
     assert verify(store).ok
 
 
@@ -300,7 +332,7 @@ def test_an_accrual_cannot_be_reversed_behind_the_carries_back(store: Store) -> 
     payees = [f"person:{p}" for p in people(store, "x", "y", "z")]
     register_model(store)
     ag = agreement(pool_rate="1")
-    accrue(store, usage([("o1", 2, on_time(1), [(p, 1) for p in payees])]), ag, event_id="b1")
+    accrue(store, usage([("o1", 2, on_time(1), [(p, 1) for p in payees])]), ag, event_id="b1", source=EXTERNAL)
     assert balances(store)["suspense:EUR"] == 2  # 2/3 microunit each, all still carried
     with store.read() as conn:
         original = load_transfer(conn, "b1/EUR/2026-01")
@@ -308,7 +340,7 @@ def test_an_accrual_cannot_be_reversed_behind_the_carries_back(store: Store) -> 
     with pytest.raises(LedgerError, match="is an accrual"), store.write() as conn:
         post_transfer(conn, reversal_of(original, "undo-b1", "wrong batch"))
     assert row_counts(store) == before
-    accrue(store, usage([("o2", 1, on_time(1, 2), [(p, 1) for p in payees])]), ag, event_id="b2")
+    accrue(store, usage([("o2", 1, on_time(1, 2), [(p, 1) for p in payees])]), ag, event_id="b2", source=EXTERNAL)
     assert verify(store).ok
 
 

@@ -9,7 +9,7 @@ from endcredits.ledger.escrow import claim_escrow
 from endcredits.ledger.records import BalanceTotals, balance_totals, post_transfer
 from endcredits.registry.records import verify_person
 from endcredits.store.engine import Store
-from helpers_money import World, agreement, balances, on_time
+from helpers_money import EXTERNAL, World, agreement, balances, on_time
 
 
 def _by_kind(store: Store, currency: str) -> dict[str, int]:
@@ -30,9 +30,9 @@ def test_totals_follow_accruals_claims_and_payouts_and_conserve(store: Store) ->
     w = World(store)
     eur, usd = agreement(pool_rate="0.30"), agreement(pool_rate="0.5", currency="USD", agreement_id="usd")
     scores = {w.song: 0.5, w.film: 0.3, w.orphan: 0.2}
-    s1 = accrue(store, w.usage([("o1", 1_000_000_007, on_time(3), scores)], eur), eur, event_id="b1")
-    s2 = accrue(store, w.usage([("o2", 10**18 + 3, on_time(3), scores)], eur), eur, event_id="b2")
-    s3 = accrue(store, w.usage([("o3", 777, on_time(4), scores)], usd), usd, event_id="b3")
+    s1 = accrue(store, w.usage([("o1", 1_000_000_007, on_time(3), scores)], eur), eur, event_id="b1", source=EXTERNAL)
+    s2 = accrue(store, w.usage([("o2", 10**18 + 3, on_time(3), scores)], eur), eur, event_id="b2", source=EXTERNAL)
+    s3 = accrue(store, w.usage([("o3", 777, on_time(4), scores)], usd), usd, event_id="b3", source=EXTERNAL)
     totals = _totals(store)  # the accruals' legs are still in pending segments: read through
     assert list(totals) == ["EUR", "USD"]
     t = totals["EUR"]

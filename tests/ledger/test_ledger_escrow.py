@@ -17,7 +17,7 @@ from endcredits.registry.records import claim_name, verify_person
 from endcredits.store.audit import iter_audit
 from endcredits.store.engine import Store
 from endcredits.store.schema import names
-from helpers_money import World, agreement, balances, on_time, people, row_counts
+from helpers_money import EXTERNAL, World, agreement, balances, on_time, people, row_counts
 
 
 @pytest.fixture
@@ -35,6 +35,7 @@ def world(store: Store) -> World:
         ),
         ag,
         event_id="b1",
+        source=EXTERNAL,
     )
     return w
 
@@ -113,7 +114,9 @@ def test_claiming_a_name_moves_its_escrow_once_with_an_audited_transfer(world: W
     ):
         claim_escrow(store, other, name_id=world.bob)
     ag = agreement(pool_rate="0.5")
-    accrue(store, world.usage([("o3", 4 * 10**8, on_time(2), {world.song: 1.0})], ag), ag, event_id="b2")
+    accrue(
+        store, world.usage([("o3", 4 * 10**8, on_time(2), {world.song: 1.0})], ag), ag, event_id="b2", source=EXTERNAL
+    )
     assert balances(store)[f"escrow:name:{world.bob}:EUR"] == 0
     assert balances(store)[f"payable:person:{bob_person}:EUR"] > held
     report = verify(store)
@@ -126,7 +129,7 @@ def test_money_held_for_a_work_nobody_was_credited_on_is_released_once_someone_i
 
     w = World(store)
     ag = agreement(pool_rate="0.5")
-    accrue(store, w.usage([("o1", 10**9 + 1, on_time(1), {w.orphan: 1.0})], ag), ag, event_id="b1")
+    accrue(store, w.usage([("o1", 10**9 + 1, on_time(1), {w.orphan: 1.0})], ag), ag, event_id="b1", source=EXTERNAL)
     held = balances(store)[f"escrow:work:{w.orphan}:EUR"]
     assert held > 0
     with pytest.raises(ConsentError, match="credits nobody"):

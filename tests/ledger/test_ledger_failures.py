@@ -20,7 +20,7 @@ from endcredits.payouts.iban import make_test_iban
 from endcredits.registry.records import set_payout_account
 from endcredits.store.engine import Store, init_store
 from endcredits.store.schema import payout_batches
-from helpers_money import agreement, balances, evidence_files, on_time, people, register_model, usage
+from helpers_money import EXTERNAL, agreement, balances, evidence_files, on_time, people, register_model, usage
 
 DEBTOR = Debtor(name="operator", iban=make_test_iban("DE", 1), bic="TESTDEFF")
 
@@ -56,6 +56,7 @@ def test_a_failed_commit_leaves_no_bank_file_and_the_batch_can_be_retried(store:
         usage([("o1", 10_000_000_000, on_time(1), [(f"person:{pid}", 1)])]),
         agreement(pool_rate="0.5"),
         event_id="b1",
+        source=EXTERNAL,
     )
 
     def pay(batch_id: str) -> object:
@@ -87,11 +88,11 @@ def test_a_failed_commit_leaves_an_orphan_evidence_file_that_the_retry_replaces(
     register_model(store)
     batch = usage([("o1", 1_000_000, on_time(3), [(f"person:{pid}", 1)])])
     with failing_commit(store), pytest.raises(CommitFailed):
-        accrue(store, batch, agreement(), event_id="b1")
+        accrue(store, batch, agreement(), event_id="b1", source=EXTERNAL)
     assert len(evidence_files(store)) == 1  # the orphan: written, never committed
-    assert accrue(store, batch, agreement(), event_id="b1").status == "created"
+    assert accrue(store, batch, agreement(), event_id="b1", source=EXTERNAL).status == "created"
     assert len(evidence_files(store)) == 1
-    assert accrue(store, batch, agreement(), event_id="b1").status == "exists"
+    assert accrue(store, batch, agreement(), event_id="b1", source=EXTERNAL).status == "exists"
     assert verify(store).ok
 
 
@@ -119,11 +120,18 @@ def test_verify_reads_one_snapshot(store: Store) -> None:
         usage([("o1", 3, on_time(1), [(f"person:{pid}", 1), ("person:1", 1)])]),
         agreement(pool_rate="1"),
         event_id="b1",
+        source=EXTERNAL,
     )
     with store.read() as reader:
         before = reader.execute(select(payout_batches.c.id)).all()
         # A batch commits while the read is open; the open read must not see half of it.
-        accrue(store, usage([("o2", 5, on_time(1), [(f"person:{pid}", 1)])]), agreement(pool_rate="1"), event_id="b2")
+        accrue(
+            store,
+            usage([("o2", 5, on_time(1), [(f"person:{pid}", 1)])]),
+            agreement(pool_rate="1"),
+            event_id="b2",
+            source=EXTERNAL,
+        )
         from endcredits.store.schema import outputs
 
         seen = {r.id for r in reader.execute(select(outputs.c.id))}
@@ -136,7 +144,7 @@ def test_a_payee_owed_more_than_int64_in_one_batch(store: Store) -> None:
     register_model(store)
     big = REVENUE_PER_OUTPUT_MICROUNITS_MAX
     batch = usage([(f"o{i}", big, on_time(1), [(f"person:{pid}", 1)]) for i in range(3)])
-    s = accrue(store, batch, agreement(pool_rate="1"), event_id="b1")
+    s = accrue(store, batch, agreement(pool_rate="1"), event_id="b1", source=EXTERNAL)
     assert s.posted_microunits == 3 * big > (1 << 63)
     assert balances(store)[f"payable:person:{pid}:EUR"] == 3 * big
     assert verify(store).ok
@@ -147,8 +155,8 @@ def test_a_dry_run_over_several_months_reports_what_the_real_run_posts(store: St
     register_model(store)
     batch = usage([("o1", 2, on_time(1), [(p, 1) for p in payees]), ("o2", 2, on_time(2), [(p, 1) for p in payees])])
     ag = agreement(pool_rate="1")
-    dry = accrue(store, batch, ag, event_id="b1", dry_run=True)
-    real = accrue(store, batch, ag, event_id="b1")
+    dry = accrue(store, batch, ag, event_id="b1", dry_run=True, source=EXTERNAL)
+    real = accrue(store, batch, ag, event_id="b1", source=EXTERNAL)
     assert (dry.posted_microunits, dry.escrow_microunits, dry.suspense_delta_microunits) == (
         real.posted_microunits,
         real.escrow_microunits,
@@ -197,6 +205,7 @@ def test_verify_replays_the_evidence_into_legs_and_carries(store: Store) -> None
         usage([("o1", 10, on_time(1), [(f"person:{a}", 1), (f"person:{b}", 2)])]),
         agreement(pool_rate="1"),
         event_id="b1",
+        source=EXTERNAL,
     )
     assert verify(store).ok
     # Pending: the segment's own carry is what the evidence must replay to.

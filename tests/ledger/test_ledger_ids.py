@@ -16,7 +16,7 @@ from endcredits.registry.records import CreditIn, add_credits, add_lineage, link
 from endcredits.royalties import parse_agreement
 from endcredits.royalties.usage import OutputIn, build_usage
 from endcredits.store.engine import Store
-from helpers_money import World, agreement, agreement_text, evidence_files, on_time, row_counts, usage
+from helpers_money import EXTERNAL, World, agreement, agreement_text, evidence_files, on_time, row_counts, usage
 
 BAD_IDS = ["o\x00", "o\n1", "o1\r", "\to1", "o\x7f", "o\u202e1", "o\u2028", " o1", "o1 ", "", "o" * 201]
 """NUL, newline, carriage return, tab, DEL, a right-to-left override, a line separator, edge spaces,
@@ -30,14 +30,20 @@ def test_a_bad_output_id_is_refused_before_anything_is_written(store: Store, bad
     before = row_counts(store)
     pay_alice = [(f"person:{w.alice}", 1)]
     with pytest.raises(ValidationError, match=r"output id .* must be 1\.\.200 printable characters") as info:
-        accrue(store, usage([("o0", 100, on_time(3), pay_alice), (bad, 100, on_time(3), pay_alice)]), ag, event_id="b1")
+        accrue(
+            store,
+            usage([("o0", 100, on_time(3), pay_alice), (bad, 100, on_time(3), pay_alice)]),
+            ag,
+            event_id="b1",
+            source=EXTERNAL,
+        )
     assert "\n" not in str(info.value)
     with store.read() as conn, pytest.raises(ValidationError, match="output id"):
         build_usage(conn, [OutputIn(bad, "m", 100, "EUR", on_time(3))], {bad: {w.song: 1.0}}, ag, w.manifest)
     assert row_counts(store) == before and evidence_files(store) == []
 
     # A good batch afterwards: its statement CSV holds no control character at all.
-    accrue(store, w.usage([("o1", 10**9, on_time(3), {w.song: 1.0})], ag), ag, event_id="b1")
+    accrue(store, w.usage([("o1", 10**9, on_time(3), {w.song: 1.0})], ag), ag, event_id="b1", source=EXTERNAL)
     text = build_statement(store, w.alice, "2026-03", "EUR").to_csv()
     assert "o1" in text and not any(ch in text for ch in "\x00\r\t\x7f\u202e\u2028")
 
@@ -49,11 +55,13 @@ def test_a_bad_batch_or_model_id_is_refused(store: Store, bad: str) -> None:
     before = row_counts(store)
     pay_alice = [(f"person:{w.alice}", 1)]
     with pytest.raises(ValidationError, match="batch event id"):
-        accrue(store, usage([("o1", 100, on_time(3), pay_alice)]), ag, event_id=bad)
+        accrue(store, usage([("o1", 100, on_time(3), pay_alice)]), ag, event_id=bad, source=EXTERNAL)
     with pytest.raises(ValidationError, match="model id"):
-        accrue(store, usage([("o1", 100, on_time(3), pay_alice)], model_id=bad), ag, event_id="b1")
+        accrue(store, usage([("o1", 100, on_time(3), pay_alice)], model_id=bad), ag, event_id="b1", source=EXTERNAL)
     with pytest.raises(ValidationError, match="payee"):
-        accrue(store, usage([("o1", 100, on_time(3), [(f"person:{w.alice}{bad}", 1)])]), ag, event_id="b1")
+        accrue(
+            store, usage([("o1", 100, on_time(3), [(f"person:{w.alice}{bad}", 1)])]), ag, event_id="b1", source=EXTERNAL
+        )
     with store.write() as conn, pytest.raises(ValidationError, match="model id"):
         add_model(conn, bad, ["commercial"], "bad")
     with store.write() as conn, pytest.raises(ValidationError, match="training run id"):

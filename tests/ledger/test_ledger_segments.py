@@ -26,7 +26,7 @@ from endcredits.payouts.statements import build_statement
 from endcredits.registry.records import verify_person
 from endcredits.store.engine import Store
 from endcredits.store.schema import ledger_folds, ledger_segments
-from helpers_money import World, agreement, balances, on_time, people, register_model, row_counts, usage
+from helpers_money import EXTERNAL, World, agreement, balances, on_time, people, register_model, row_counts, usage
 
 
 def readers(store: Store, w: World) -> dict[str, Any]:
@@ -59,7 +59,9 @@ def world(store: Store) -> World:
 def accrue_one(w: World, revenue: int, scores: dict[str, float], event_id: str = "b1") -> None:
     """One output of ``revenue`` in January, pool rate one half."""
     ag = agreement(pool_rate="0.5")
-    accrue(w.store, w.usage([(f"{event_id}-o1", revenue, on_time(1), scores)], ag), ag, event_id=event_id)
+    accrue(
+        w.store, w.usage([(f"{event_id}-o1", revenue, on_time(1), scores)], ag), ag, event_id=event_id, source=EXTERNAL
+    )
 
 
 def test_an_accrual_writes_one_segment_row_and_no_row_per_payee(world: World) -> None:
@@ -99,6 +101,7 @@ def test_folding_changes_no_reader_and_verify_passes_on_either_side(world: World
         ),
         ag,
         event_id="b1",
+        source=EXTERNAL,
     )
     accrue(
         store,
@@ -111,6 +114,7 @@ def test_folding_changes_no_reader_and_verify_passes_on_either_side(world: World
         ),
         ag,
         event_id="b2",
+        source=EXTERNAL,
     )
     pending = readers(store, world)
     assert set(pending["escrow_bob_dan"]) == {f"escrow:name:{world.bob}:EUR", f"escrow:person:{world.dan}:EUR"}
@@ -133,7 +137,9 @@ def test_folding_changes_no_reader_and_verify_passes_on_either_side(world: World
         assert conn.execute(select(func.count()).select_from(ledger_folds)).scalar_one() == 1
         assert fold_watermark(conn) == result.through_transfer_id
     # A segment on top of folded rows reads through the same way.
-    accrue(store, world.usage([("o5", 10**8, on_time(1, 20), {world.song: 1.0})], ag), ag, event_id="b3")
+    accrue(
+        store, world.usage([("o5", 10**8, on_time(1, 20), {world.song: 1.0})], ag), ag, event_id="b3", source=EXTERNAL
+    )
     on_top = readers(store, world)
     assert verify(store).ok
     fold(store)
@@ -152,7 +158,11 @@ def test_an_accrual_folds_first_when_enough_is_pending(world: World, monkeypatch
     ag = agreement(pool_rate="0.5")
     for i in range(5):
         accrue(
-            store, world.usage([(f"o{i}", 10**6 + i, on_time(1, i + 1), {world.song: 1.0})], ag), ag, event_id=f"b{i}"
+            store,
+            world.usage([(f"o{i}", 10**6 + i, on_time(1, i + 1), {world.song: 1.0})], ag),
+            ag,
+            event_id=f"b{i}",
+            source=EXTERNAL,
         )
     with store.read() as conn:
         folds = conn.execute(
@@ -218,6 +228,7 @@ def test_segment_legs_beyond_int64_are_exact(store: Store) -> None:
         usage([(f"o{i}", big, on_time(1), [(f"person:{a}", 1)]) for i in range(4)]),
         agreement(pool_rate="1"),
         event_id="b1",
+        source=EXTERNAL,
     )
     with store.read() as conn:
         seg = read_segment(conn, segment_ids(conn)[0])
@@ -273,7 +284,7 @@ def test_random_accruals_read_the_same_whenever_they_are_folded(store: Store, st
                 ]
             )
             for s in (store, replica):
-                accrue(s, u, ag, event_id=f"x{n}-{i}")
+                accrue(s, u, ag, event_id=f"x{n}-{i}", source=EXTERNAL)
             if fold_after:
                 fold(store)
             with store.read() as a, replica.read() as b:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy import select, text
 
@@ -13,7 +14,7 @@ from endcredits.ledger.verify import verify
 from endcredits.registry.records import CreditIn, WorkIn, add_credits, add_works, name_ids
 from endcredits.store.engine import Store
 from endcredits.store.schema import accrual_batches, audit_log
-from helpers_money import agreement, evidence_files, on_time, people, register_model, usage
+from helpers_money import EXTERNAL, agreement, evidence_files, on_time, people, register_model, usage
 
 
 @pytest.fixture
@@ -25,8 +26,14 @@ def worked(store: Store) -> Store:
     register_model(store)
     ag = agreement(pool_rate="1/3")
     lines = [(f"person:{alice}", 3), (f"name:{bob}", 2), (f"person:{carol}", 1)]
-    accrue(store, usage([("o1", 1000, on_time(1), lines), ("o2", 77, on_time(1, 9), lines[:2])]), ag, event_id="b1")
-    accrue(store, usage([("o3", 5, on_time(2), lines)]), ag, event_id="b2")
+    accrue(
+        store,
+        usage([("o1", 1000, on_time(1), lines), ("o2", 77, on_time(1, 9), lines[:2])]),
+        ag,
+        event_id="b1",
+        source=EXTERNAL,
+    )
+    accrue(store, usage([("o3", 5, on_time(2), lines)]), ag, event_id="b2", source=EXTERNAL)
     claim_escrow(store, carol, name_id=bob)
     return store
 
@@ -154,3 +161,58 @@ def test_evidence_whose_outputs_do_not_add_up_to_their_pools_is_reported(worked:
         )
     problems = verify(worked).problems
     assert any("the lines of output o1 do not add up to its pool" in p for p in problems), problems
+
+
+def test_verify_follows_each_accrual_to_its_run_and_lists_external_scores_as_such(store: Store) -> None:
+    from endcredits.ledger.accrue import ScoreSource, accrue_scored
+    from endcredits.manifest.records import set_manifest_checkpoint
+    from endcredits.royalties.records import save_agreement
+    from endcredits.royalties.usage import OutputIn
+    from endcredits.store.schema import attribution_runs
+    from helpers_money import World, record_scores_run
+
+    w = World(store)
+    ag = agreement(pool_rate="0.5")
+    with store.write() as conn:
+        save_agreement(conn, ag.id, ag.version, ag.body, ag.body_sha256)
+    run = record_scores_run(store, w.manifest, {"r1": {w.song: 1.0, w.film: 2.0}, "r2": {w.song: 3.0, w.film: 0.0}})
+    outs = [OutputIn(o, "m", 10**9, "EUR", on_time(1, 3 + i)) for i, o in enumerate(("r1", "r2"))]
+    accrue_scored(store, outs, None, source=ScoreSource.run(run.id), per=None, agreement_id=ag.id, batch_id="run")
+    hand = [OutputIn("x1", "m", 10**9, "EUR", on_time(2))]
+    accrue_scored(store, hand, {"x1": {w.orphan: 1.0}}, source=ScoreSource.external("a licensee's own scores"),
+                  per="work", agreement_id=ag.id, batch_id="hand")  # fmt: skip
+    report = verify(store)
+    assert report.ok, report.problems
+    assert report.external == ["hand/EUR/2026-02: external scores (a licensee's own scores)"]
+    assert {k: report.checked[k] for k in ("attribution_runs", "accruals_from_runs", "accruals_external")} == {
+        "attribution_runs": 1,
+        "accruals_from_runs": 1,
+        "accruals_external": 1,
+    }
+    # A batch accrued before sources were recorded (migration 0003) is counted, not a problem.
+    with store.write() as conn:
+        conn.execute(accrual_batches.update().where(accrual_batches.c.event_id.like("hand/%")).values(
+            scores_external_reason=None))  # fmt: skip
+    report = verify(store)
+    assert report.ok and report.external == [] and report.checked["accruals_unsourced"] == 1
+    # The run's scores file altered: reported; the run's checkpoint no longer the manifest's: reported.
+    path = store.data_dir / run.scores_path
+    kept = path.read_bytes()
+    path.write_bytes(kept[:-20] + b"x" * 20)
+    assert f"the scores file of attribution run {run.id} ({run.scores_path}) is unreadable" in " ".join(
+        verify(store).problems
+    )
+    from endcredits.attribution.records import RunScores, _write_scores
+
+    _write_scores(path, RunScores.of_matrix("work", ["r1"], [w.song], np.array([[9.0]])))
+    assert f"attribution run {run.id} ({run.scores_path}) does not hash to the SHA-256 the run recorded" in " ".join(
+        verify(store).problems
+    )
+    path.write_bytes(kept)
+    assert verify(store).ok
+    with store.write() as conn:
+        set_manifest_checkpoint(conn, w.manifest.id, "b" * 64)
+    assert any("is bound to checkpoint bbbbbbbbbbbbbbbb" in p for p in verify(store).problems)
+    with store.write() as conn:
+        conn.execute(attribution_runs.delete())
+    assert f"accrual run/EUR/2026-01 names attribution run {run.id}, which is not recorded" in verify(store).problems

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,7 @@ from endcredits.payouts.statements import STATEMENT_COLUMNS, Statement, build_st
 from endcredits.registry.records import claim_name
 from endcredits.store.engine import Store
 from endcredits.store.schema import agreements
-from helpers_money import World, agreement, balances, on_time, people, register_model, usage
+from helpers_money import EXTERNAL, World, agreement, balances, on_time, people, register_model, usage
 
 AG = agreement(pool_rate="0.3")
 
@@ -27,7 +28,7 @@ def _accrue_month(w: World, month: int, outputs: int) -> None:
     for i in range(outputs):
         scores = {w.song: 1.0 + i % 3, w.film: 0.5 + (i % 2), w.orphan: 0.1}
         outs.append((f"o{month}-{i}", 1_000_003 * (i + 1) + 7 * month, on_time(month, 1 + i % 27), scores))
-    accrue(w.store, w.usage(outs, AG), AG, event_id=f"b{month}")
+    accrue(w.store, w.usage(outs, AG), AG, event_id=f"b{month}", source=EXTERNAL)
 
 
 def _check(st: Statement) -> None:
@@ -101,8 +102,8 @@ def test_statements_reconcile_when_a_month_is_accrued_late(store: Store) -> None
     register_model(store)
     ag = agreement(pool_rate="1")
     halves = [(f"person:{a}", 1), (f"person:{b}", 1)]  # half a microunit each per output
-    accrue(store, usage([("feb", 1, on_time(2), halves)]), ag, event_id="feb-batch")
-    accrue(store, usage([("jan-late", 1, on_time(1), halves)]), ag, event_id="jan-late-batch")
+    accrue(store, usage([("feb", 1, on_time(2), halves)]), ag, event_id="feb-batch", source=EXTERNAL)
+    accrue(store, usage([("jan-late", 1, on_time(1), halves)]), ag, event_id="jan-late-batch", source=EXTERNAL)
     statements = [build_statement(store, a, p, "EUR") for p in ("2026-01", "2026-02")]
     for st in statements:
         _check(st)
@@ -131,3 +132,43 @@ def test_a_statement_explains_each_output_by_the_works_its_whole_pool_went_to(wo
     assert data["outputs"] == st.outputs and data["rules"] == st.rules
     rows = list(csv.DictReader(io.StringIO(st.to_csv())))
     assert all("A Song" in r["output_top_works"] for r in rows)
+
+
+def test_every_statement_line_names_the_run_or_the_external_reason_behind_its_scores(store: Store) -> None:
+    from endcredits.ledger.accrue import ScoreSource, accrue_scored
+    from endcredits.royalties.records import save_agreement
+    from endcredits.royalties.usage import OutputIn
+    from helpers_money import record_scores_run
+
+    w = World(store)
+    with store.write() as conn:
+        save_agreement(conn, AG.id, AG.version, AG.body, AG.body_sha256)
+    scores = {"r1": {w.song: 2.0, w.film: 1.0}, "r2": {w.song: 1.0, w.film: 0.5}}
+    run = record_scores_run(store, w.manifest, scores, method="tracin")
+    outs = [OutputIn(o, "m", 10**8 * (i + 1), "EUR", on_time(4, i + 2)) for i, o in enumerate(scores)]
+    kw: dict[str, Any] = {"agreement_id": AG.id}
+    accrue_scored(store, outs, None, source=ScoreSource.run(run.id), per=None, batch_id="from-run", **kw)
+    hand = [OutputIn("x1", "m", 10**8, "EUR", on_time(4, 20))]
+    accrue_scored(store, hand, {"x1": {w.song: 1.0}}, source=ScoreSource.external("a licensee's own scores"),
+                  per="work", batch_id="by-hand", **kw)  # fmt: skip
+    st = build_statement(store, w.alice, "2026-04", "EUR")
+    _check(st)
+    by_output = {line["output_id"]: line for line in st.lines}
+    assert set(by_output) == {"r1", "r2", "x1"}
+    for oid in ("r1", "r2"):
+        line = by_output[oid]
+        assert (line["scores_run_id"], line["scores_method"], line["scores_external_reason"]) == (run.id, "tracin", "")
+        assert st.outputs[oid]["scores"] == f"attribution run {run.id} (tracin)"
+    x1 = by_output["x1"]
+    assert (x1["scores_run_id"], x1["scores_method"], x1["scores_external_reason"]) == (
+        "",
+        "",
+        "a licensee's own scores",
+    )
+    assert st.outputs["x1"]["scores"] == "external scores: a licensee's own scores"
+    data = json.loads(st.to_json())
+    assert list(data["score_sources"]) == [run.id]
+    assert data["score_sources"][run.id]["checkpoint_sha256s"] == ["c" * 64]
+    assert data["score_sources"][run.id]["merkle_root"] == w.manifest.merkle_root
+    rows = {r["output_id"]: r for r in csv.DictReader(io.StringIO(st.to_csv()))}
+    assert rows["r1"]["scores_run_id"] == run.id and rows["x1"]["scores_external_reason"] == "a licensee's own scores"

@@ -14,7 +14,7 @@ from endcredits.registry.records import CreditIn, add_credits, add_person, claim
 from endcredits.royalties.records import save_agreement
 from endcredits.service.auth import create_api_key, create_login_link, revoke_api_key
 from endcredits.store.engine import Store
-from helpers_money import World, agreement, on_time
+from helpers_money import EXTERNAL, World, agreement, on_time
 
 with warnings.catch_warnings():
     # Starlette 1.10 would rather drive its test client with the newer httpx2; httpx 0.28 still works.
@@ -86,8 +86,15 @@ def seed(store: Store) -> Seeded:
         ),
         ag,
         event_id="seed-1",
+        source=EXTERNAL,
     )
-    accrue(store, w.usage([("o3", 5 * 10**8, on_time(2, 2), {w.song: 0.5, w.film: 0.5})], ag), ag, event_id="seed-2")
+    accrue(
+        store,
+        w.usage([("o3", 5 * 10**8, on_time(2, 2), {w.song: 0.5, w.film: 0.5})], ag),
+        ag,
+        event_id="seed-2",
+        source=EXTERNAL,
+    )
     with store.write() as conn:
         claim_name(conn, mal_name, mal)  # the operator linked it; the money still waits for her claim
         keys = {

@@ -74,6 +74,15 @@ def test_session_cookie_is_secure_over_https(seeded: Seeded) -> None:
 
 
 def test_a_contributor_sees_only_their_own_data(client: TestClient, seeded: Seeded) -> None:
+    from endcredits.ledger.accrue import ScoreSource, accrue_scored
+    from endcredits.royalties.usage import OutputIn
+    from helpers_money import record_scores_run
+
+    w = seeded.world
+    run = record_scores_run(seeded.store, w.manifest, {"o9": {w.song: 1.0, w.film: 0.5}})
+    late = [OutputIn("o9", "m", 10**8, "EUR", "2026-01-20T12:00:00Z")]
+    accrue_scored(seeded.store, late, None, source=ScoreSource.run(run.id), per=None, agreement_id="test-2026",
+                  batch_id="from-run")  # fmt: skip
     _sign_in(client, seeded, seeded.alice)
     own = client.get(f"/portal/people/{seeded.alice}/statements/2026-01", params={"currency": "EUR"})
     assert own.status_code == 200
@@ -83,8 +92,13 @@ def test_a_contributor_sees_only_their_own_data(client: TestClient, seeded: Seed
         and "of each output&#39;s revenue is its pool" in own.text
     )
     assert "reconciles with the ledger" in own.text
+    # Every line says where its scores came from: the run (and what made it), or the operator's reason.
+    assert "Where the scores came from" in own.text and f"trak · <code>{run.id[:12]}</code>" in own.text
+    assert f"checkpoint <code>{'c' * 16}</code>" in own.text and f"scores: attribution run {run.id} (trak)" in own.text
+    assert "external: test weights" in own.text and "scores: external scores: test weights" in own.text
     csv = client.get(f"/portal/people/{seeded.alice}/statements/2026-01.csv")
     assert csv.status_code == 200 and csv.text.startswith("output_id,")
+    assert f",{run.id},trak,," in csv.text and ",,,test weights," in csv.text
     for path in (
         f"/portal/people/{seeded.mal}",
         f"/portal/people/{seeded.mal}/statements/2026-01",

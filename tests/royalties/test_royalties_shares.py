@@ -26,7 +26,7 @@ from endcredits.royalties.shares import (
 )
 from endcredits.royalties.usage import OutputIn, build_usage, load_credit_graph
 from endcredits.store.engine import Store
-from helpers_money import ROLES, World, agreement, agreement_text, balances, on_time, people, row_counts
+from helpers_money import EXTERNAL, ROLES, World, agreement, agreement_text, balances, on_time, people, row_counts
 
 PAYEES = ("person:1", "person:2", "name:3", "name:4")
 ROLE_WEIGHTS = {ROLES[0]: 3, ROLES[1]: 1, ROLES[2]: 5, ROLES[3]: 2}
@@ -173,7 +173,7 @@ def test_a_three_hop_supply_chain_pays_the_scan_subject_for_the_film(store: Stor
         batch = build_usage(
             conn, [OutputIn("frame-1", "m", revenue, "EUR", on_time(2))], {"frame-1": {film: 1.0}}, ag, manifest
         )
-    accrue(store, batch, ag, event_id="b1")
+    accrue(store, batch, ag, event_id="b1", source=EXTERNAL)
     pool = pool_of(revenue, ag)
     b = balances(store)
     assert b[f"payable:person:{subject}:EUR"] == pool * expected == 27 * 10**6
@@ -185,7 +185,9 @@ def test_a_three_hop_supply_chain_pays_the_scan_subject_for_the_film(store: Stor
 def test_a_work_nobody_is_credited_on_is_held_in_escrow_for_the_work(store: Store) -> None:
     w = World(store)
     ag = agreement(pool_rate="0.5")
-    s = accrue(store, w.usage([("o1", 2_000_000_001, on_time(3), {w.orphan: 1.0})], ag), ag, event_id="b1")
+    s = accrue(
+        store, w.usage([("o1", 2_000_000_001, on_time(3), {w.orphan: 1.0})], ag), ag, event_id="b1", source=EXTERNAL
+    )
     assert s.escrow_microunits == s.pool_microunits == 1_000_000_000 and s.posted_microunits == 0
     assert balances(store) == {"pool:EUR": -1_000_000_000, f"escrow:work:{w.orphan}:EUR": 1_000_000_000}
 

@@ -28,7 +28,7 @@ from endcredits.royalties.records import save_agreement
 from endcredits.service import create_app
 from endcredits.service.auth import create_api_key, create_login_link, revoke_api_key, sign_in_with_link
 from endcredits.store.engine import Store
-from helpers_money import World, agreement, agreement_text, on_time
+from helpers_money import EXTERNAL, World, agreement, agreement_text, on_time
 
 with warnings.catch_warnings():
     # Starlette 1.10 would rather drive its test client with the newer httpx2; httpx 0.28 still works.
@@ -92,7 +92,13 @@ def svc(store: Store, tmp_path: Path) -> Iterator[Svc]:
             dt.datetime.now(dt.UTC),
         )
         name_ids(conn, ["Unclaimed <b>Star</b>"])
-    accrue(store, w.usage([("o1", 10**9, on_time(1), {w.song: 0.6, w.film: 0.4})], ag), ag, event_id="seed-1")
+    accrue(
+        store,
+        w.usage([("o1", 10**9, on_time(1), {w.song: 0.6, w.film: 0.4})], ag),
+        ag,
+        event_id="seed-1",
+        source=EXTERNAL,
+    )
     from helpers_money import usage
 
     accrue(
@@ -100,6 +106,7 @@ def svc(store: Store, tmp_path: Path) -> Iterator[Svc]:
         usage([("o2", 4 * 10**8, on_time(1, 3), [(f"person:{a}", 1), (f"person:{b}", 1)])]),
         ag,
         event_id="seed-2",
+        source=EXTERNAL,
     )
     pb = create_payout_batch(
         store,

@@ -26,7 +26,8 @@ def _batch(svc: Any, batch_id: str = "api-1", revenue: str = "12.34", **extra: A
         "work_scores": {svc.world.song: 0.7, svc.world.film: 0.3},
     }
     out.update(extra)
-    return {"batch_id": batch_id, "agreement_id": "test-2026", "outputs": [out]}
+    external = {"reason": "the operator's own scores"}
+    return {"batch_id": batch_id, "agreement_id": "test-2026", "external": external, "outputs": [out]}
 
 
 def test_usage_batches_are_idempotent_by_batch_id(svc: Any) -> None:
@@ -144,6 +145,12 @@ BAD: list[tuple[str, str, str, Any, dict[str, str], int, str]] = [
         "payee_scores",
     ),
     ("unknown agreement", "POST", "/api/v1/usage-batches", "agreement", {}, 404, "agreement"),
+    ("scores of no source", "POST", "/api/v1/usage-batches", "no-source", {}, 422, "give attribution_run_id"),
+    ("two sources", "POST", "/api/v1/usage-batches", "two-sources", {}, 422, "give attribution_run_id"),
+    ("unknown run", "POST", "/api/v1/usage-batches", "unknown-run", {}, 404, "no attribution run run-nothing"),
+    ("run and scores", "POST", "/api/v1/usage-batches", "run-and-scores", {}, 422, "brings its own scores"),
+    ("long reason", "POST", "/api/v1/usage-batches", "long-reason", {}, 422, "reason"),
+    ("multi-line reason", "POST", "/api/v1/usage-batches", "newline-reason", {}, 422, "the reason for external"),
     (
         "xml garbage",
         "POST",
@@ -236,6 +243,17 @@ def _usage_body(svc: Any, kind: str) -> dict[str, Any]:
         out["payee_scores"] = {f"person:{svc.a}": 1.0}
     elif kind == "agreement":
         body["agreement_id"] = "no-such-agreement"
+    elif kind in ("no-source", "two-sources", "unknown-run", "run-and-scores"):
+        if kind != "two-sources":
+            del body["external"]
+        if kind != "no-source":
+            body["attribution_run_id"] = "run-nothing"
+        if kind == "unknown-run":
+            del out["work_scores"]
+    elif kind == "long-reason":
+        body["external"]["reason"] = "x" * 501
+    elif kind == "newline-reason":
+        body["external"]["reason"] = "mine\nall mine"
     return body
 
 

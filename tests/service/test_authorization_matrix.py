@@ -82,6 +82,7 @@ def _usage(s: Any, role: str) -> dict[str, Any]:
     return {
         "batch_id": f"m-{role}",
         "agreement_id": "test-2026",
+        "external": {"reason": "the operator's own scores"},
         "outputs": [
             {
                 "output_id": f"mo-{role}",

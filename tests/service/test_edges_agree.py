@@ -3,8 +3,10 @@ gives the same ledger, byte for byte: both edges call ``ledger.accrue.accrue_sco
 
 Each case builds the same world in two fresh stores on one backend, sends the batch through one edge into
 each, and compares everything a replay must reproduce (balances, transfers and their legs, carries,
-outputs, accrual records, evidence lines). The per-payee case under a baseline share is the one the two
-edges used to disagree on: the API refused it even with ``manifest_id``; both accept it now.
+outputs, accrual records with their scores source, evidence lines). The per-payee case under a baseline
+share is the one the two edges used to disagree on: the API refused it even with ``manifest_id``; both
+accept it now. The scores come marked external, or from a recorded attribution run (``--run`` and
+``attribution_run_id``), the same run recorded in each store.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from endcredits.royalties.records import save_agreement
 from endcredits.service import create_app
 from endcredits.service.auth import create_api_key
 from endcredits.store.engine import Store, init_store
-from helpers_money import World, agreement_text, ledger_snapshot, on_time
+from helpers_money import World, agreement_text, ledger_snapshot, on_time, record_scores_run
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
@@ -36,6 +38,7 @@ with warnings.catch_warnings():
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 TEXT = agreement_text(pool_rate="0.37", payout_threshold="0.01", baseline_share="0.1")
+REASON = "scored by the operator's own pipeline"
 
 
 Side = tuple[Store, str | None, World]
@@ -85,7 +88,15 @@ def _scores(world: World, per: str, scores: dict[str, float]) -> dict[str, float
     return {payee[k]: v for k, v in scores.items()}
 
 
-def _through_cli(side: Side, tmp_path: Path, per: str, with_manifest: bool) -> dict[str, Any]:
+def _run_of(side: Side, per: str) -> str:
+    """The run that scored OUTPUTS, recorded in this side's store (per payee: under the agreement)."""
+    store, _, world = side
+    scores = {o: _scores(world, per, s) for o, _, _, s in OUTPUTS}
+    terms = "test-2026@1" if per == "payee" else None
+    return str(record_scores_run(store, world.manifest, scores, per=per, payee_agreement=terms).id)
+
+
+def _through_cli(side: Side, tmp_path: Path, per: str, with_manifest: bool, from_run: bool) -> dict[str, Any]:
     store, url, world = side
     outputs, attributions = tmp_path / "outputs.csv", tmp_path / "attributions.csv"
     with outputs.open("w", newline="") as f:
@@ -97,14 +108,15 @@ def _through_cli(side: Side, tmp_path: Path, per: str, with_manifest: bool) -> d
         w.writerow(["output_id", "work_id" if per == "work" else "payee", "score"])
         w.writerows([o, k, repr(v)] for o, _, _, s in OUTPUTS for k, v in _scores(world, per, s).items())
     where = ["--data", str(store.data_dir)] + (["--db", url] if url else [])
-    args = ["accrue", "--outputs", str(outputs), "--attributions", str(attributions), "--agreement", "test-2026"]
+    scores = ["--run", _run_of(side, per)] if from_run else ["--attributions", str(attributions), "--external", REASON]
+    args = ["accrue", "--outputs", str(outputs), *scores, "--agreement", "test-2026"]
     args += ["--batch-id", "b-1", "--json"] + (["--manifest", world.manifest.id] if with_manifest else [])
     result = CliRunner().invoke(app, where + args)
     assert result.exit_code == 0, result.output
     return dict(json.loads(result.stdout))
 
 
-def _through_api(side: Side, per: str, with_manifest: bool) -> dict[str, Any]:
+def _through_api(side: Side, per: str, with_manifest: bool, from_run: bool) -> dict[str, Any]:
     store, _, world = side
     with store.write() as conn:
         key = create_api_key(conn, role="operator", scopes=["ingest"], label="edges").key
@@ -118,11 +130,12 @@ def _through_api(side: Side, per: str, with_manifest: bool) -> dict[str, Any]:
                 "revenue": format_amount(r, "EUR"),
                 "currency": "EUR",
                 "occurred_at": t,
-                f"{per}_scores": _scores(world, per, s),
+                **({} if from_run else {f"{per}_scores": _scores(world, per, s)}),
             }
             for o, r, t, s in OUTPUTS
         ],
     }
+    body |= {"attribution_run_id": _run_of(side, per)} if from_run else {"external": {"reason": REASON}}
     if with_manifest:
         body["manifest_id"] = world.manifest.id
     with TestClient(create_app(store)) as client:
@@ -132,17 +145,44 @@ def _through_api(side: Side, per: str, with_manifest: bool) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    ("per", "with_manifest"),
-    [("work", False), ("work", True), ("payee", False), ("payee", True)],
-    ids=["per-work", "per-work-named-manifest", "per-payee-baseline", "per-payee-baseline-named-manifest"],
+    ("per", "with_manifest", "from_run"),
+    [
+        ("work", False, False),
+        ("work", True, False),
+        ("payee", False, False),
+        ("payee", True, False),
+        ("work", False, True),
+        ("payee", True, True),
+    ],
+    ids=[
+        "per-work",
+        "per-work-named-manifest",
+        "per-payee-baseline",
+        "per-payee-baseline-named-manifest",
+        "run-per-work",
+        "run-per-payee-baseline-named-manifest",
+    ],
 )
 def test_the_cli_and_the_api_write_the_same_ledger(
-    two_stores: tuple[Side, Side], tmp_path: Path, per: str, with_manifest: bool
+    two_stores: tuple[Side, Side], tmp_path: Path, per: str, with_manifest: bool, from_run: bool
 ) -> None:
-    by_cli = _through_cli(two_stores[0], tmp_path, per, with_manifest)
-    by_api = _through_api(two_stores[1], per, with_manifest)
+    by_cli = _through_cli(two_stores[0], tmp_path, per, with_manifest, from_run)
+    by_api = _through_api(two_stores[1], per, with_manifest, from_run)
     assert by_cli["status"] == by_api["status"] == "created"
     shared = {k: v for k, v in by_api.items() if k in by_cli}
     assert by_cli == shared  # the API adds formatted amounts beside the microunits
     assert by_cli["pool_microunits"] > 0 and by_cli["lines"] > 0
+    assert (by_cli["attribution_run_id"] is not None) == from_run
+    assert by_cli["external_reason"] == (None if from_run else REASON)
     assert ledger_snapshot(two_stores[0][0]) == ledger_snapshot(two_stores[1][0])
+    assert _sources(two_stores[0][0]) == _sources(two_stores[1][0])
+
+
+def _sources(store: Store) -> list[tuple[str, str | None, str | None]]:
+    from sqlalchemy import select
+
+    from endcredits.store.schema import accrual_batches
+
+    with store.read() as conn:
+        rows = conn.execute(select(accrual_batches).order_by(accrual_batches.c.event_id)).all()
+    return [(r.event_id, r.scores_run_id, r.scores_external_reason) for r in rows]

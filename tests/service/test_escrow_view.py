@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from endcredits.ledger.accrue import accrue
-from helpers_money import agreement, on_time
+from helpers_money import EXTERNAL, agreement, on_time
 
 NAMES_ONLY = {"name", "currency", "amount", "amount_microunits"}
 
@@ -15,7 +15,13 @@ NAMES_ONLY = {"name", "currency", "amount", "amount_microunits"}
 def _with_orphan_escrow(svc: Any) -> None:
     w = svc.world
     ag = agreement(pool_rate="0.5", payout_threshold="0.01")
-    accrue(svc.store, w.usage([("o-orphan", 10**8, on_time(1, 4), {w.orphan: 1.0})], ag), ag, event_id="orphan")
+    accrue(
+        svc.store,
+        w.usage([("o-orphan", 10**8, on_time(1, 4), {w.orphan: 1.0})], ag),
+        ag,
+        event_id="orphan",
+        source=EXTERNAL,
+    )
 
 
 def test_the_public_and_contributors_see_names_and_amounts_only(svc: Any) -> None:

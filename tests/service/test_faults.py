@@ -56,7 +56,7 @@ from endcredits.royalties.usage import OutputIn, build_usage
 from endcredits.service.auth import create_api_key
 from endcredits.store.engine import Store, init_store, open_store
 from endcredits.store.schema import accrual_batches, usage_requests
-from helpers_money import World, agreement, evidence_files, ledger_snapshot
+from helpers_money import EXTERNAL, World, agreement, evidence_files, ledger_snapshot
 
 TRIALS_PER_RUN = int(os.environ.get("ENDCREDITS_FAULT_TRIALS", "100"))
 BATCHES = 6
@@ -116,7 +116,7 @@ def _accrue_one(store: Store, batch: Batch, ag: Agreement) -> str:
             ag,
             manifest,
         )
-    return accrue_mod.accrue(store, usage, ag, event_id=batch.batch_id).status
+    return accrue_mod.accrue(store, usage, ag, event_id=batch.batch_id, source=EXTERNAL).status
 
 
 def _assert_whole(store: Store, baseline: dict[str, Any], what: str) -> None:
@@ -259,6 +259,7 @@ def _body(batch: Batch) -> dict[str, Any]:
     return {
         "batch_id": batch.batch_id,
         "agreement_id": AG.id,
+        "external": {"reason": EXTERNAL.external_reason},  # as _accrue_one marks them
         "outputs": [
             {
                 "output_id": o,

@@ -16,7 +16,7 @@ from sqlalchemy import create_engine, text
 from endcredits.errors import StoreError
 from endcredits.store.engine import SQLITE_FILE, Store, head_revision, init_store, open_store
 from endcredits.store.schema import metadata
-from helpers_money import people, row_counts
+from helpers_money import EXTERNAL, people, row_counts
 
 
 def test_a_file_that_is_not_sqlite_is_refused(tmp_path: Path) -> None:
@@ -163,7 +163,11 @@ def test_a_store_at_0001_upgrades_and_reads_its_accrual_rows_beside_segments(
                 ),
             )
         accrue(
-            upgraded, usage([("o1", 1000, on_time(1), [(f"person:{a}", 1)])]), agreement(pool_rate="1"), event_id="new"
+            upgraded,
+            usage([("o1", 1000, on_time(1), [(f"person:{a}", 1)])]),
+            agreement(pool_rate="1"),
+            event_id="new",
+            source=EXTERNAL,
         )
         with upgraded.read() as conn:
             assert account_balances(conn)[f"payable:person:{a}:EUR"] == 1700

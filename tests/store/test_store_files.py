@@ -14,7 +14,7 @@ from endcredits.ledger.accrue import accrue
 from endcredits.store.blobs import blob_path, get_blob, put_blob
 from endcredits.store.engine import SQLITE_FILE, init_store
 from endcredits.store.files import create_private_file, private_dir, write_private
-from helpers_money import agreement, evidence_files, on_time, people, register_model, usage
+from helpers_money import EXTERNAL, agreement, evidence_files, on_time, people, register_model, usage
 
 
 def mode(path: Path) -> int:
@@ -55,7 +55,7 @@ def test_the_store_and_its_evidence_are_private(backend: str, tmp_path: Path, db
         (a,) = people(store, "a")
         register_model(store)
         ag = agreement(pool_rate="1")
-        accrue(store, usage([("o1", 10**9, on_time(3), [(f"person:{a}", 1)])]), ag, event_id="b1")
+        accrue(store, usage([("o1", 10**9, on_time(3), [(f"person:{a}", 1)])]), ag, event_id="b1", source=EXTERNAL)
         files = evidence_files(store)
     finally:
         store.dispose()

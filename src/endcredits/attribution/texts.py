@@ -15,14 +15,15 @@ The top works per output (exact scan) explain the scores; the method and whether
 kind travel with them, so a statement can say how the numbers were made.
 
 ``featurize_manifest`` and ``attribute_manifest`` are the stage's two tasks over a store, the one path
-the CLI, the API and the demo call.
+the CLI, the API and the demo call; ``attribute_manifest`` records the run (``attribution.records``), whose
+id an accrual names.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ import torch
 from endcredits.attribution.charlm import TrainedLM, load_lm
 from endcredits.attribution.featurizer import Featurizer, Progress
 from endcredits.attribution.payees import CreditMatrix, PayeeIndex
+from endcredits.attribution.records import RunScores, new_run, record_run
 from endcredits.attribution.saver import FORMAT, FeatureSet
 from endcredits.attribution.scorers import LinearScorer, TracInScorer, TRAKScorer, score_items
 from endcredits.attribution.settings import AttributionSettings
@@ -52,6 +54,7 @@ class TextAttribution:
     scores: npt.NDArray[np.float64]  # [outputs, works]
     top: TopK  # per output, the works with the highest scores
     settings: AttributionSettings
+    run_id: str | None = None  # the recorded attribution run (``attribute_manifest``), which an accrual names
 
     def top_works(self, row: int) -> list[tuple[str, float]]:
         """The explaining works of output ``row``, best first, with their scores."""
@@ -254,13 +257,19 @@ def attribute_manifest(
     ray: str | None = None,
     progress: Progress | None = None,
 ) -> TextAttribution:
-    """Score every output (id, text) against every work of the manifest, with each output's top works.
-    The works are featurized first unless their features are stored (``progress`` follows that step)."""
+    """Score every output (id, text) against every work of the manifest, with each output's top works, and
+    record the run (its id in ``run_id``). The works are featurized first unless their features are stored
+    (``progress`` follows that step)."""
     ids = [o for o, _ in outputs]
     if len(set(ids)) != len(ids):
         raise ValidationError("an output id appears twice")
     train = featurize_manifest(store, manifest, lm, settings=settings, ray=ray, progress=progress)
-    return attribute_outputs(lm, train, outputs, settings=settings)
+    att = attribute_outputs(lm, train, outputs, settings=settings)
+    scores = RunScores.of_matrix("work", att.output_ids, att.work_ids, att.scores)
+    run = new_run(
+        manifest, scores, checkpoint_sha256s=[lm.checksum()], method=att.method, weaker=att.weaker, settings=settings
+    )
+    return replace(att, run_id=record_run(store, run, scores)[0].id)
 
 
 __all__ = [

@@ -212,10 +212,20 @@ def attribute_cmd(
         summary |= {"weaker": att.weaker, "explain": str(explain) if explain else None}
         text = f"wrote {rows} {att.method} scores{' (a weaker method)' if att.weaker else ''} to {out}"
         text += f"; top {top_k} works per output to {explain}" if explain else ""
+    run_id = ps.run_id if per_payee is not None else att.run_id
+    _report_run(out, str(run_id), {**summary, "out": str(out), "settings": settings.to_dict()}, text, as_json)
+
+
+def _report_run(out: Path, run_id: str, summary: dict[str, Any], text: str, as_json: bool) -> None:
+    """The recorded run's id, printed and written beside the scores (``OUT.run.json``): what
+    ``endcredits accrue --run`` takes."""
+    note = out.with_suffix(".run.json")
+    summary = {**summary, "attribution_run_id": run_id, "run_file": str(note)}
+    note.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     if as_json:
-        print_json({**summary, "out": str(out), "settings": settings.to_dict()})
+        print_json(summary)
     else:
-        make_console().print(text)
+        make_console().print(f"{text}; attribution run {run_id} (accrue it with --run {run_id}), noted in {note}")
 
 
 def _write_payee_scores(out: Path, ps: PayeeScores) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
@@ -21,6 +21,10 @@ from endcredits.cli.common import (
 )
 from endcredits.errors import ValidationError
 from endcredits.money import format_amount, parse_amount
+
+if TYPE_CHECKING:
+    from endcredits.ledger.accrue import ScoreSource
+    from endcredits.royalties.usage import OutputIn
 
 agreement_app = typer.Typer(no_args_is_help=True, help="The residual policy (a versioned TOML file).")
 
@@ -76,27 +80,103 @@ def agreement_show(
 def accrue_cmd(
     ctx: typer.Context,
     outputs: Annotated[Path, typer.Option(help="CSV/Parquet: output_id, model_id, revenue, currency, occurred_at")],
-    attributions: Annotated[Path, typer.Option(help="CSV/Parquet: output_id, work_id (or payee), score")],
     agreement: Annotated[str, typer.Option(help="Agreement id (its newest version)")],
     batch_id: Annotated[str, typer.Option(help="Idempotency id of this batch")],
-    manifest: Annotated[str | None, typer.Option(help="Manifest id (default: the model's newest)")] = None,
+    run: Annotated[
+        str | None,
+        typer.Option("--run", metavar="RUN_ID", help="Accrue the scores of this recorded attribution run"),
+    ] = None,
+    attributions: Annotated[
+        Path | None,
+        typer.Option(help="CSV/Parquet: output_id, work_id (or payee), score: scores of your own (needs --external)"),
+    ] = None,
+    external: Annotated[
+        str | None,
+        typer.Option(
+            "--external",
+            metavar="REASON",
+            help="Mark the --attributions scores as external, with the reason every statement line will show",
+        ),
+    ] = None,
+    manifest: Annotated[
+        str | None, typer.Option(help="Manifest id (default: the run's, or the model's newest)")
+    ] = None,
     dry_run: DryRunOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Accrue residuals for a batch of outputs: split, carry forward, evidence, one ledger transfer per period."""
+    """Accrue residuals for a batch of outputs: split, carry forward, evidence, one ledger transfer per period.
+
+    Scores: a recorded attribution run's (--run), or your own in --attributions marked --external REASON."""
     from endcredits.cli.files import read_rows
     from endcredits.ledger.accrue import accrue_scored
     from endcredits.royalties.usage import OutputIn
 
+    source = _score_source(run, attributions, external)
     out_rows = read_rows(outputs, ["output_id", "model_id", "revenue", "currency", "occurred_at"])
-    attr_rows = read_rows(attributions, ["output_id", "score"], one_of=["work_id", "payee"])
-    per: Literal["work", "payee"] = "payee" if attr_rows and "work_id" not in attr_rows[0] else "work"
     outs = [
         OutputIn(
             r["output_id"], r["model_id"], parse_amount(r["revenue"], r["currency"]), r["currency"], r["occurred_at"]
         )
         for r in out_rows
     ]
+    per, scores = _read_scores(attributions, outputs, outs) if attributions is not None else (None, None)
+    with open_store_of(ctx) as store:
+        summary = accrue_scored(
+            store,
+            outs,
+            scores,
+            source=source,
+            per=per,
+            agreement_id=agreement,
+            batch_id=batch_id,
+            manifest_id=manifest,
+            dry_run=dry_run,
+        )
+    if as_json:
+        print_json(summary.to_json())
+        return
+    c = summary.currency
+    scored = f"attribution run {run}" if run is not None else f"external scores ({external})"
+    make_console().print(
+        f"batch {batch_id} ({summary.status}) on {scored}: {summary.outputs} outputs, {summary.lines} lines, "
+        f"pool {format_amount(summary.pool_microunits, c)} {c} = paid {format_amount(summary.posted_microunits, c)}"
+        f" + escrow {format_amount(summary.escrow_microunits, c)} + suspense change "
+        f"{format_amount(summary.suspense_delta_microunits, c)}"
+    )
+
+
+def _score_source(run: str | None, attributions: Path | None, external: str | None) -> ScoreSource:
+    """The source the options name: a recorded run, or a file marked external; refused in one line otherwise."""
+    from endcredits.ledger.accrue import ScoreSource
+
+    if run is not None:
+        if attributions is not None or external is not None:
+            raise ValidationError("--run accrues the run's own scores: give --run, or --attributions with --external")
+        return ScoreSource.run(run)
+    if attributions is None:
+        if external is not None:
+            raise ValidationError("--external marks the scores of --attributions FILE: give the file too")
+        raise ValidationError(
+            "give --run RUN_ID (the scores of a recorded attribution run), or --attributions FILE --external REASON"
+        )
+    if external is None:
+        raise ValidationError(
+            f"{attributions} is not a recorded attribution run: scores from a file move money only when marked "
+            '--external "REASON" (every statement line shows it); or accrue the run `endcredits attribute` '
+            "printed with --run RUN_ID"
+        )
+    return ScoreSource.external(external)
+
+
+def _read_scores(
+    attributions: Path, outputs: Path, outs: list[OutputIn]
+) -> tuple[Literal["work", "payee"], dict[str, dict[str, float]]]:
+    """Per work or per payee, and each output's scores, from a scores file; every output it names must be
+    in the outputs file."""
+    from endcredits.cli.files import read_rows
+
+    attr_rows = read_rows(attributions, ["output_id", "score"], one_of=["work_id", "payee"])
+    per: Literal["work", "payee"] = "payee" if attr_rows and "work_id" not in attr_rows[0] else "work"
     known = {o.output_id for o in outs}
     scores: dict[str, dict[str, float]] = {}
     for i, r in enumerate(attr_rows):
@@ -109,27 +189,7 @@ def accrue_cmd(
         except ValueError:
             raise ValidationError(f"{attributions} row {i + 2}: score {r['score']!r} is not a number") from None
         scores.setdefault(r["output_id"], {})[r["work_id"] if per == "work" else r["payee"]] = value
-    with open_store_of(ctx) as store:
-        summary = accrue_scored(
-            store,
-            outs,
-            scores,
-            per=per,
-            agreement_id=agreement,
-            batch_id=batch_id,
-            manifest_id=manifest,
-            dry_run=dry_run,
-        )
-    if as_json:
-        print_json(summary.to_json())
-    else:
-        c = summary.currency
-        make_console().print(
-            f"batch {batch_id} ({summary.status}): {summary.outputs} outputs, {summary.lines} lines, "
-            f"pool {format_amount(summary.pool_microunits, c)} {c} = paid {format_amount(summary.posted_microunits, c)}"
-            f" + escrow {format_amount(summary.escrow_microunits, c)} + suspense change "
-            f"{format_amount(summary.suspense_delta_microunits, c)}"
-        )
+    return per, scores
 
 
 def statements_cmd(
@@ -439,14 +499,20 @@ def ledger_balances(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
 
 def verify_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """Re-derive balances, the audit chain and the evidence; exit 1 on any difference."""
+    """Re-derive balances, the audit chain, the evidence and each accrual's attribution run; exit 1 on any difference.
+
+    Accruals on external scores are listed as such."""
     from endcredits.ledger.verify import verify
 
     with open_store_of(ctx) as store:
         report = verify(store)
     if as_json:
-        print_json({"ok": report.ok, "problems": report.problems, "checked": report.checked})
+        print_json(
+            {"ok": report.ok, "problems": report.problems, "checked": report.checked, "external": report.external}
+        )
     else:
+        for line in report.external:  # not a problem: the operator marked these scores external
+            make_console().print(f"external: {line}")
         for problem in report.problems:
             make_console().print(f"problem: {problem}")
         make_console().print(

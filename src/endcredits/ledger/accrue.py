@@ -16,6 +16,9 @@ For each (currency, period) group of the batch:
 Ledger writes grow with payees touched, not with lines: the lines live in the evidence files. The
 per-payee legs and carries are one columnar segment row; balance and carry rows are written when the
 pending segments are folded (before this batch, when ``FOLD_PENDING_*`` is reached).
+
+Every batch records where its scores came from (``ScoreSource``): a recorded attribution run, read back
+and checked against its record, or the operator's own scores marked external with a reason (invariant 8).
 """
 
 from __future__ import annotations
@@ -35,12 +38,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import Connection, select
 
-from endcredits.errors import ConflictError, ValidationError, invariant
+from endcredits.attribution.records import binding_problem, load_run, read_run_scores
+from endcredits.errors import ConflictError, ManifestError, ValidationError, invariant
 from endcredits.ledger import TransferRequest, account_key
 from endcredits.ledger.evidence import EVIDENCE_SCHEMA, coded, evidence_path, prepare_evidence
 from endcredits.ledger.records import fold_pending, post_accrual, read_carries
 from endcredits.ledger.segments import pending_size
 from endcredits.limits import (
+    EXTERNAL_REASON_CHARS_MAX,
     FOLD_PENDING_LEGS_MAX,
     FOLD_PENDING_SEGMENTS_MAX,
     ID_LENGTH_MAX,
@@ -48,7 +53,7 @@ from endcredits.limits import (
     SUBUNITS_PER_MICROUNIT,
     check_id,
 )
-from endcredits.manifest.records import latest_manifest_id, load_manifest, model_ids_exist
+from endcredits.manifest.records import ManifestRecord, latest_manifest_id, load_manifest, model_ids_exist
 from endcredits.money import Split, split_batch
 from endcredits.registry.records import route_columns
 from endcredits.royalties import Agreement, pools_of
@@ -82,6 +87,55 @@ def _fault(step: str) -> None:
 
 
 @dataclass(frozen=True)
+class ScoreSource:
+    """Where a batch's scores came from: a recorded attribution run (``run_id``), or scores the operator
+    supplies and marks external, with the reason (``external_reason``). Exactly one; recorded with the
+    batch and shown on every statement line it pays."""
+
+    run_id: str | None = None
+    external_reason: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.run_id is None) == (self.external_reason is None):
+            raise ValidationError(
+                "scores move money only from a recorded attribution run or marked external with a reason: give one"
+            )
+        if self.run_id is not None:
+            check_id(self.run_id, "attribution run id", spaces=False)
+        reason = self.external_reason
+        if reason is not None and not (
+            0 < len(reason) <= EXTERNAL_REASON_CHARS_MAX and reason.isprintable() and reason == reason.strip()
+        ):
+            raise ValidationError(
+                f"the reason for external scores must be 1..{EXTERNAL_REASON_CHARS_MAX} printable characters on "
+                "one line, without leading or trailing spaces"
+            )
+
+    @classmethod
+    def run(cls, run_id: str) -> ScoreSource:
+        return cls(run_id=run_id)
+
+    @classmethod
+    def external(cls, reason: str) -> ScoreSource:
+        return cls(external_reason=reason)
+
+    def key(self) -> str:
+        """``run:ID`` or ``external:REASON``: part of the batch's content, so another source under the same
+        batch id is a conflict."""
+        return f"run:{self.run_id}" if self.run_id is not None else f"external:{self.external_reason}"
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """What every group of one batch shares: its id, content hash, agreement and scores source."""
+
+    event_id: str
+    content: str
+    agreement: Agreement
+    source: ScoreSource
+
+
+@dataclass(frozen=True)
 class AccrualSummary:
     event_id: str
     status: str  # "created", "exists", or "dry_run"
@@ -94,6 +148,7 @@ class AccrualSummary:
     suspense_delta_microunits: int
     groups: tuple[str, ...]  # one id per (currency, period) group; a group whose pools are all 0 posts no transfer
     currency: str  # the agreement's: every amount above is in it
+    source: ScoreSource
 
     def to_json(self) -> dict[str, Any]:
         """The summary as the CLI's ``--json`` and the API print it: amounts in integer microunits."""
@@ -109,6 +164,8 @@ class AccrualSummary:
             "escrow_microunits": self.escrow_microunits,
             "suspense_delta_microunits": self.suspense_delta_microunits,
             "transfers": list(self.groups),
+            "attribution_run_id": self.source.run_id,
+            "external_reason": self.source.external_reason,
         }
 
 
@@ -409,9 +466,10 @@ class _DryRun(Exception):
 
 
 def accrue(
-    store: Store, usage: UsageBatch, agreement: Agreement, *, event_id: str, dry_run: bool = False
+    store: Store, usage: UsageBatch, agreement: Agreement, *, event_id: str, source: ScoreSource, dry_run: bool = False
 ) -> AccrualSummary:
-    """Accrue a batch of usage (see the module docstring). Idempotent by ``event_id``."""
+    """Accrue a batch of usage (see the module docstring), recording where its scores came from (``source``).
+    Idempotent by ``event_id``; the source is part of the batch's content."""
     check_id(event_id, "batch event id")
     if len(event_id) > ID_LENGTH_MAX - 20 or "/" in event_id:
         raise ValidationError(f"batch event id must be 1..{ID_LENGTH_MAX - 20} characters without '/'")
@@ -423,10 +481,10 @@ def accrue(
     normalized = {t: normalize_time(t) for t in set(usage.occurred_at)}  # a batch repeats few times
     usage = copy.copy(usage)  # the caller's batch is left as it is; nothing else of it changes, nor is re-checked
     usage.occurred_at = list(map(normalized.__getitem__, usage.occurred_at))
-    content = hashlib.sha256((usage.content_sha256() + agreement.body_sha256).encode()).hexdigest()
+    content = hashlib.sha256((usage.content_sha256() + agreement.body_sha256 + source.key()).encode()).hexdigest()
     plans: list[_Plan] = []
     try:
-        summary = _accrue_in(store, usage, agreement, event_id, content, dry_run, plans, normalized)
+        summary = _accrue_in(store, usage, _Batch(event_id, content, agreement, source), dry_run, plans, normalized)
     except _DryRun:
         summary = None
     except _OutputsTaken:
@@ -449,37 +507,48 @@ def accrue(
         sum(p.suspense_delta for p in plans),
         tuple(p.event_id for p in plans),
         agreement.currency,
+        source,
+    )
+
+
+def _existing(conn: Connection, batch: _Batch) -> AccrualSummary | None:
+    """The summary of the batch accrued before under this id (``exists``), None when there is none; other
+    content under the id is a ``ConflictError``."""
+    event_id = batch.event_id
+    prior = conn.execute(select(accrual_batches).where(accrual_batches.c.batch_event_id == event_id)).all()
+    if not prior:
+        return None
+    if any(r.content_sha256 != batch.content for r in prior):
+        raise ConflictError(f"batch {event_id} was already accrued with other content; use a new batch id")
+    return AccrualSummary(
+        event_id,
+        "exists",
+        sum(r.output_count for r in prior),
+        sum(r.line_count for r in prior),
+        sum(r.revenue_microunits for r in prior),
+        sum(r.pool_microunits for r in prior),
+        0,
+        0,
+        0,
+        tuple(sorted(r.event_id for r in prior)),
+        batch.agreement.currency,
+        batch.source,
     )
 
 
 def _accrue_in(
     store: Store,
     usage: UsageBatch,
-    agreement: Agreement,
-    event_id: str,
-    content: str,
+    batch: _Batch,
     dry_run: bool,
     plans: list[_Plan],
     normalized: dict[str, str],
 ) -> AccrualSummary | None:
+    event_id, agreement = batch.event_id, batch.agreement
     with store.write() as conn:
-        prior = conn.execute(select(accrual_batches).where(accrual_batches.c.batch_event_id == event_id)).all()
-        if prior:
-            if any(r.content_sha256 != content for r in prior):
-                raise ConflictError(f"batch {event_id} was already accrued with other content; use a new batch id")
-            return AccrualSummary(
-                event_id,
-                "exists",
-                sum(r.output_count for r in prior),
-                sum(r.line_count for r in prior),
-                sum(r.revenue_microunits for r in prior),
-                sum(r.pool_microunits for r in prior),
-                0,
-                0,
-                0,
-                tuple(sorted(r.event_id for r in prior)),
-                agreement.currency,
-            )
+        prior = _existing(conn, batch)
+        if prior is not None:
+            return prior
         model_ids_exist(conn, usage.model_ids)
         # The terms that split this money are kept with it (other terms under the same version are refused).
         save_agreement(conn, agreement.id, agreement.version, agreement.body, agreement.body_sha256)
@@ -520,7 +589,7 @@ def _accrue_in(
                 plans.append(plan)
                 if dry_run:
                     continue
-                _write_group(store, conn, event_id, content, agreement, plan, written)
+                _write_group(store, conn, batch, plan, written)
             if dry_run:
                 raise _DryRun  # rolls back the accounts a plan may have created
         except _DryRun:
@@ -532,10 +601,8 @@ def _accrue_in(
     return None
 
 
-def _write_group(
-    store: Store, conn: Connection, event_id: str, content: str, agreement: Agreement, plan: _Plan, written: list[Path]
-) -> None:
-    sub = plan.usage
+def _write_group(store: Store, conn: Connection, batch: _Batch, plan: _Plan, written: list[Path]) -> None:
+    event_id, agreement = batch.event_id, batch.agreement
     at = utc_now()
     path = evidence_path(store.data_dir, plan.period, plan.event_id)
     # The evidence file is written on another thread while the database takes the ledger rows (both
@@ -575,26 +642,36 @@ def _write_group(
             written.append(path)  # only a file this call wrote is removed if the transaction fails
     if "error" in result:
         raise result["error"]  # type: ignore[misc]
-    sha = str(result["sha"])
+    _record_group(conn, batch, plan, str(path.relative_to(store.data_dir)), str(result["sha"]), at)
+    _fault("recorded")
+
+
+def _record_group(conn: Connection, batch: _Batch, plan: _Plan, evidence: str, sha: str, at: str) -> None:
+    """The group's ``accrual_batches`` row, with its evidence file and scores source, and its audit entry."""
+    sub = plan.usage
     conn.execute(
         accrual_batches.insert().values(
             event_id=plan.event_id,
-            batch_event_id=event_id,
-            content_sha256=content,
-            agreement_id=agreement.id,
-            agreement_version=agreement.version,
+            batch_event_id=batch.event_id,
+            content_sha256=batch.content,
+            agreement_id=batch.agreement.id,
+            agreement_version=batch.agreement.version,
             period=plan.period,
             currency=plan.currency,
             output_count=len(sub.output_ids),
             line_count=len(sub.payee_codes),
             revenue_microunits=sum(sub.revenue_microunits),
             pool_microunits=_pool_total(plan.pools),
-            evidence_path=str(path.relative_to(store.data_dir)),
+            evidence_path=evidence,
             evidence_sha256=sha,
             transfer_event_id=plan.event_id if plan.legs else "",
             created_at=at,
+            scores_run_id=batch.source.run_id,
+            scores_external_reason=batch.source.external_reason,
         )
     )
+    source = batch.source
+    scores = {"scores_run_id": source.run_id} if source.run_id else {"scores_external_reason": source.external_reason}
     append_audit(
         conn,
         "accrual",
@@ -604,25 +681,31 @@ def _write_group(
             "lines": len(sub.payee_codes),
             "pool": str(_pool_total(plan.pools)),
             "evidence_sha256": sha,
+            **scores,
         },
         at=at,
     )
-    _fault("recorded")
 
 
 def accrue_scored(
     store: Store,
     outputs: Sequence[OutputIn],
-    scores: Mapping[str, Mapping[str, float]],
+    scores: Mapping[str, Mapping[str, float]] | None,
     *,
-    per: Literal["work", "payee"],
+    source: ScoreSource,
+    per: Literal["work", "payee"] | None,
     agreement_id: str,
     batch_id: str,
     manifest_id: str | None = None,
     dry_run: bool = False,
 ) -> AccrualSummary:
-    """Accrue outputs that arrive with their attribution scores (per work, or per payee): the one path of
-    ``endcredits accrue``, ``POST /api/v1/usage-batches`` and the demo.
+    """Accrue outputs with their attribution scores: the one path of ``endcredits accrue``,
+    ``POST /api/v1/usage-batches`` and the demo.
+
+    From a recorded run (``source.run_id``; ``scores`` and ``per`` None), the scores are the run's, read back
+    and checked against its record, under the run's manifest; the run must be of the outputs' model, of
+    ``manifest_id`` when named, still fit that manifest (root, model, bound checkpoint), and have scored
+    every output. External scores (``source.external_reason``) come per work or per payee (``per``).
 
     The agreement is its newest version. The manifest (``manifest_id``, or the model's newest) is read when
     the scores are per work, when the agreement pays a baseline share (spread over the manifest's works by
@@ -630,12 +713,65 @@ def accrue_scored(
     """
     with store.read() as conn:
         agreement = load_agreement(conn, agreement_id)
-        manifest = None
-        if per == "work" or agreement.baseline_share or manifest_id is not None:
-            model_ids = {o.model_id for o in outputs}
-            if len(model_ids) != 1:
-                raise ValidationError("an accrual batch that needs a manifest covers one model: split it by model_id")
-            (model_id,) = model_ids
-            manifest = load_manifest(conn, manifest_id or latest_manifest_id(conn, model_id))
+        manifest: ManifestRecord | None
+        if source.run_id is not None:
+            if scores is not None or per is not None:
+                raise ValidationError(
+                    f"attribution run {source.run_id} brings its own scores: send scores only marked external"
+                )
+            scores, per, manifest = _run_scores(store, conn, source.run_id, outputs, agreement, manifest_id)
+        else:
+            if scores is None or per is None:
+                raise ValidationError("external scores need their values, per work or per payee")
+            manifest = _manifest_of(conn, outputs, per, agreement, manifest_id)
         usage = build_usage(conn, outputs, scores, agreement, manifest, per=per)
-    return accrue(store, usage, agreement, event_id=batch_id, dry_run=dry_run)
+    return accrue(store, usage, agreement, event_id=batch_id, source=source, dry_run=dry_run)
+
+
+def _manifest_of(
+    conn: Connection, outputs: Sequence[OutputIn], per: str, agreement: Agreement, manifest_id: str | None
+) -> ManifestRecord | None:
+    """The manifest an external batch is checked against, when it needs one (see ``accrue_scored``)."""
+    if per == "work" or agreement.baseline_share or manifest_id is not None:
+        model_ids = {o.model_id for o in outputs}
+        if len(model_ids) != 1:
+            raise ValidationError("an accrual batch that needs a manifest covers one model: split it by model_id")
+        (model_id,) = model_ids
+        return load_manifest(conn, manifest_id or latest_manifest_id(conn, model_id))
+    return None
+
+
+def _run_scores(
+    store: Store,
+    conn: Connection,
+    run_id: str,
+    outputs: Sequence[OutputIn],
+    agreement: Agreement,
+    manifest_id: str | None,
+) -> tuple[dict[str, dict[str, float]], Literal["work", "payee"], ManifestRecord]:
+    """The recorded run's scores of ``outputs``, how they are given, and its manifest: refused in one line
+    when the run does not fit the batch or its scores file no longer hashes to its record."""
+    run = load_run(conn, run_id)
+    other = next((o for o in outputs if o.model_id != run.model_id), None)
+    if other is not None:
+        raise ManifestError(
+            f"attribution run {run.id} scored model {run.model_id}; output {other.output_id} is of model "
+            f"{other.model_id}"
+        )
+    manifest = load_manifest(conn, manifest_id or run.manifest_id)
+    problem = binding_problem(run, manifest)
+    if problem is not None:
+        raise ManifestError(problem)
+    terms = f"{agreement.id}@{agreement.version}"
+    if run.per == "payee" and run.payee_agreement != terms:
+        raise ManifestError(
+            f"attribution run {run.id} scored payees by the credit shares of agreement {run.payee_agreement}, and "
+            f"this batch accrues under {terms}: attribute again with --per-payee {agreement.id}"
+        )
+    scores = read_run_scores(store.data_dir, run).for_outputs(o.output_id for o in outputs)
+    missing = next((o.output_id for o in outputs if o.output_id not in scores), None)
+    if missing is not None:
+        raise ValidationError(
+            f"attribution run {run.id} did not score output {missing}: accrue it with the run that scored it"
+        )
+    return scores, run.per, manifest

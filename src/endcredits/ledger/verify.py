@@ -8,7 +8,10 @@ balance row plus what pending segments add equals the sum of its legs (rows and 
 account that may not go negative is negative; every currency's balances sum to zero; suspense
 equals the carried fractions (carry rows, then pending segments); every evidence file is intact and its
 lines add up to its batch's pool exactly; replaying the evidence in posting order reproduces every
-accrual's legs and, at the end, every payee's carried fraction; payout clearing equals the pending items.
+accrual's legs and, at the end, every payee's carried fraction; payout clearing equals the pending items;
+and the chain from each accrual to its scores: its attribution run is recorded, still fits its manifest
+(root, model, bound checkpoint), its scores file hashes to what it recorded, and it scored every output
+the accrual paid. Accruals on external scores are listed with their reasons, as such (not a problem).
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
-from sqlalchemy import func, select, text
+from sqlalchemy import Connection, func, select, text
 
+from endcredits.attribution.records import AttributionRun, binding_problem, read_run_scores, run_count, runs_by_id
 from endcredits.audit import verify_chain
 from endcredits.errors import EvidenceError, LedgerError, NotFoundError
 from endcredits.ledger import NEGATIVE_ALLOWED_KINDS, TransferRequest
@@ -27,6 +31,7 @@ from endcredits.ledger.evidence import read_evidence
 from endcredits.ledger.records import carried_fractions, derived_balances
 from endcredits.ledger.segments import fold_watermark, pending_deltas, raw_segment_sha256, read_segment, segment_ids
 from endcredits.limits import SUBUNIT_BITS, SUBUNITS_PER_MICROUNIT
+from endcredits.manifest.records import load_manifest
 from endcredits.royalties import Agreement, pools_of
 from endcredits.royalties.records import load_agreement
 from endcredits.store.audit import iter_audit
@@ -49,6 +54,7 @@ from endcredits.store.schema import (
 class VerifyReport:
     problems: list[str] = field(default_factory=list)
     checked: dict[str, int] = field(default_factory=dict)
+    external: list[str] = field(default_factory=list)  # accrual groups paid on external scores, with the reason
 
     @property
     def ok(self) -> bool:
@@ -290,28 +296,115 @@ def verify(store: Store) -> VerifyReport:  # noqa: C901 - one pass over many ind
                 break
         report.checked["evidence_files"] = n_files
 
-        pending_items = conn.execute(
-            select(payout_batches.c.currency, payout_items.c.amount_microunits)
-            .join(payout_batches, payout_batches.c.id == payout_items.c.batch_id)
-            .where(payout_items.c.status == "pending")
-        ).all()
-        pending_by_ccy: dict[str, int] = {}
-        for r in pending_items:
-            pending_by_ccy[r.currency] = pending_by_ccy.get(r.currency, 0) + r.amount_microunits
-        clearing_by_ccy: dict[str, int] = {}
-        for key, value in derived.items():
-            if key.startswith("clearing:"):
-                currency = key.rsplit(":", 1)[-1]
-                clearing_by_ccy[currency] = clearing_by_ccy.get(currency, 0) + value
-        for currency in sorted(set(pending_by_ccy) | set(clearing_by_ccy)):
-            if clearing_by_ccy.get(currency, 0) != pending_by_ccy.get(currency, 0):
-                p.append(
-                    f"payout clearing in {currency} holds {clearing_by_ccy.get(currency, 0)} but pending payout "
-                    f"items add up to {pending_by_ccy.get(currency, 0)}"
-                )
-        report.checked["payout_items_pending"] = len(pending_items)
+        _check_payout_clearing(conn, derived, report)
         report.checked["outputs"] = int(conn.execute(select(func.count()).select_from(outputs)).scalar_one())
+        _check_score_sources(conn, store, report)
     return report
+
+
+def _check_payout_clearing(conn: Connection, derived: dict[str, int], report: VerifyReport) -> None:
+    """Per currency, the payout clearing balance equals the pending payout items of its batches."""
+    pending_items = conn.execute(
+        select(payout_batches.c.currency, payout_items.c.amount_microunits)
+        .join(payout_batches, payout_batches.c.id == payout_items.c.batch_id)
+        .where(payout_items.c.status == "pending")
+    ).all()
+    pending_by_ccy: dict[str, int] = {}
+    for r in pending_items:
+        pending_by_ccy[r.currency] = pending_by_ccy.get(r.currency, 0) + r.amount_microunits
+    clearing_by_ccy: dict[str, int] = {}
+    for key, value in derived.items():
+        if key.startswith("clearing:"):
+            currency = key.rsplit(":", 1)[-1]
+            clearing_by_ccy[currency] = clearing_by_ccy.get(currency, 0) + value
+    for currency in sorted(set(pending_by_ccy) | set(clearing_by_ccy)):
+        if clearing_by_ccy.get(currency, 0) != pending_by_ccy.get(currency, 0):
+            report.problems.append(
+                f"payout clearing in {currency} holds {clearing_by_ccy.get(currency, 0)} but pending payout "
+                f"items add up to {pending_by_ccy.get(currency, 0)}"
+            )
+    report.checked["payout_items_pending"] = len(pending_items)
+
+
+def _check_score_sources(conn: Connection, store: Store, report: VerifyReport) -> None:
+    """Invariant 8, re-checked: each accrual group's attribution run is recorded, still fits its manifest
+    (root, model, bound checkpoint), its scores file hashes to what it recorded, and it scored every output
+    the group paid, of its model. Groups on external scores are listed in ``report.external`` (not a
+    problem); groups accrued before sources were recorded are counted."""
+    rows = conn.execute(
+        select(
+            accrual_batches.c.event_id,
+            accrual_batches.c.evidence_path,
+            accrual_batches.c.scores_run_id,
+            accrual_batches.c.scores_external_reason,
+        ).order_by(accrual_batches.c.event_id)
+    ).all()
+    runs = runs_by_id(conn, {r.scores_run_id for r in rows if r.scores_run_id is not None})
+    scored: dict[str, set[str] | None] = {}  # per run: the outputs its scores file holds (None: unusable)
+    for run_id, run in sorted(runs.items()):
+        problem = _run_problem(conn, run)
+        if problem is None:
+            try:
+                scored[run_id] = set(read_run_scores(store.data_dir, run).distinct()[0])
+            except EvidenceError as exc:
+                problem = str(exc)
+        if problem is not None:
+            report.problems.append(problem)
+            scored[run_id] = None
+    counts = {"accruals_from_runs": 0, "accruals_external": 0, "accruals_unsourced": 0}
+    for r in rows:
+        if r.scores_external_reason is not None:
+            counts["accruals_external"] += 1
+            report.external.append(f"{r.event_id}: external scores ({r.scores_external_reason})")
+        elif r.scores_run_id is None:
+            counts["accruals_unsourced"] += 1
+        elif r.scores_run_id not in runs:
+            report.problems.append(
+                f"accrual {r.event_id} names attribution run {r.scores_run_id}, which is not recorded"
+            )
+        else:
+            counts["accruals_from_runs"] += 1
+            _check_paid_outputs(store, r.event_id, r.evidence_path, runs[r.scores_run_id], scored, report)
+    report.checked |= {"attribution_runs": run_count(conn), **counts}
+
+
+def _run_problem(conn: Connection, run: AttributionRun) -> str | None:
+    """Why the run no longer fits the manifest it recorded, or None."""
+    try:
+        manifest = load_manifest(conn, run.manifest_id)
+    except NotFoundError:
+        return f"attribution run {run.id} names manifest {run.manifest_id}, which is not stored"
+    return binding_problem(run, manifest)
+
+
+def _check_paid_outputs(
+    store: Store,
+    event_id: str,
+    evidence: str,
+    run: AttributionRun,
+    scored: dict[str, set[str] | None],
+    report: VerifyReport,
+) -> None:
+    """Every output the group paid was scored by its run, and is of the run's model (an unreadable evidence
+    file is reported by the evidence checks)."""
+    outputs_scored = scored.get(run.id)
+    if outputs_scored is None:
+        return
+    try:
+        table = read_evidence(store.data_dir / evidence, columns=["output_id", "model_id"])
+    except EvidenceError:
+        return
+    models_paid = set(table["model_id"].to_pylist()) - {run.model_id}
+    if models_paid:
+        report.problems.append(
+            f"accrual {event_id} paid outputs of model {min(models_paid)} on attribution run {run.id}, which "
+            f"scored model {run.model_id}"
+        )
+    unscored = set(table["output_id"].to_pylist()) - outputs_scored
+    if unscored:
+        report.problems.append(
+            f"accrual {event_id} paid output {min(unscored)}, which attribution run {run.id} did not score"
+        )
 
 
 def output_off_its_pool(table: pa.Table, agreement: Agreement) -> str | None:

@@ -3,7 +3,9 @@
 A line is one (output, attributed work, source work, role) path that paid the person, with its exact
 amount (whole microunits plus a fraction in 2^-32 of a microunit), read from the evidence files.
 The statement reconciles exactly: fraction carried in + the lines == posted + fraction carried out.
-Lines reach the person through their own payee id and through every credited name they claimed.
+Lines reach the person through their own payee id and through every credited name they claimed. Each
+line names where its scores came from: the attribution run (its id and method; ``score_sources`` holds
+what made it) or the reason the operator gave for external scores.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import Connection, select
 
+from endcredits.attribution.records import AttributionRun, runs_by_id
 from endcredits.errors import NotFoundError
 from endcredits.ledger.evidence import read_evidence
 from endcredits.ledger.records import accrued_by_account
@@ -44,6 +47,9 @@ STATEMENT_COLUMNS = (
     "amount",
     "amount_microunits",
     "amount_subunits",
+    "scores_run_id",
+    "scores_method",
+    "scores_external_reason",
     "output_top_works",
 )
 TOP_WORKS_PER_OUTPUT = 5
@@ -66,6 +72,9 @@ class Statement:
     this person's part) and the agreement whose rules split it."""
     rules: dict[str, str] = field(default_factory=dict)
     """Per agreement (``id@version``) used in the period: how scores became shares."""
+    score_sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per attribution run behind the lines (by id): what made its scores (model, checkpoints, manifest root,
+    method, settings, seeds, engine, validity). External scores are labelled on each line instead."""
 
     def reconciles(self) -> bool:
         """The evidence re-derives the ledger: carried in + lines == posted + carried out, to the subunit,
@@ -94,6 +103,7 @@ class Statement:
                 "lines": self.lines,
                 "outputs": self.outputs,
                 "rules": self.rules,
+                "score_sources": self.score_sources,
             },
             indent=2,
             sort_keys=True,
@@ -127,9 +137,9 @@ def _person_payees(conn: Connection, person_id: int) -> tuple[list[str], dict[st
 
 def _collect(
     store: Store, conn: Connection, payees: list[str], currency: str, period: str
-) -> list[tuple[str, pa.Table, pa.Table | None, str]]:
-    """(period, lines of these payees, all lines when the batch is of ``period``, agreement) for every
-    accrual batch, in the order the ledger posted them."""
+) -> list[tuple[str, pa.Table, pa.Table | None, str, tuple[str | None, str | None]]]:
+    """(period, lines of these payees, all lines when the batch is of ``period``, agreement, (run id,
+    external reason)) for every accrual batch, in the order the ledger posted them."""
     q = (
         select(
             accrual_batches.c.period,
@@ -137,6 +147,8 @@ def _collect(
             accrual_batches.c.evidence_sha256,
             accrual_batches.c.agreement_id,
             accrual_batches.c.agreement_version,
+            accrual_batches.c.scores_run_id,
+            accrual_batches.c.scores_external_reason,
         )
         .join(transfers, transfers.c.event_id == accrual_batches.c.transfer_event_id)
         .where(accrual_batches.c.currency == currency)
@@ -146,16 +158,20 @@ def _collect(
     for r in conn.execute(q):
         table = read_evidence(store.data_dir / r.evidence_path, expected_sha256=r.evidence_sha256)
         mine = table.filter(pc.is_in(table["payee"].cast(pa.string()), value_set=pa.array(payees, pa.string())))
-        found.append((r.period, mine, table if r.period == period else None, f"{r.agreement_id}@{r.agreement_version}"))
+        terms = f"{r.agreement_id}@{r.agreement_version}"
+        found.append(
+            (r.period, mine, table if r.period == period else None, terms, (r.scores_run_id, r.scores_external_reason))
+        )
     return found
 
 
-def _explain(tables: list[tuple[pa.Table, str]], output_ids: set[str]) -> dict[str, dict[str, Any]]:
-    """Per output: the attributed works that received most of its pool (over every payee), best first."""
+def _explain(tables: list[tuple[pa.Table, str, str]], output_ids: set[str]) -> dict[str, dict[str, Any]]:
+    """Per output: the attributed works that received most of its pool (over every payee), best first, the
+    agreement that split it and where its scores came from."""
     by_output: dict[str, dict[str, int]] = {}
-    agreement_of: dict[str, str] = {}
+    agreement_of: dict[str, tuple[str, str]] = {}
     wanted = pa.array(sorted(output_ids), pa.string())
-    for table, agreement in tables:
+    for table, agreement, scores in tables:
         t = table.filter(pc.is_in(table["output_id"].cast(pa.string()), value_set=wanted))
         for oid, work, micro, sub in zip(
             t["output_id"].to_pylist(),
@@ -165,13 +181,14 @@ def _explain(tables: list[tuple[pa.Table, str]], output_ids: set[str]) -> dict[s
         ):
             works_ = by_output.setdefault(oid, {})
             works_[work] = works_.get(work, 0) + micro * SUBUNITS_PER_MICROUNIT + sub
-            agreement_of[oid] = agreement
+            agreement_of[oid] = (agreement, scores)
     out: dict[str, dict[str, Any]] = {}
     for oid, amounts in by_output.items():
         total = sum(amounts.values())
         best = sorted(amounts.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_WORKS_PER_OUTPUT]
         out[oid] = {
-            "agreement": agreement_of[oid],
+            "agreement": agreement_of[oid][0],
+            "scores": agreement_of[oid][1],
             "pool_subunits": str(total),
             "top_works": [{"work_id": w, "amount_subunits": str(a)} for w, a in best],
         }
@@ -207,6 +224,10 @@ def _rules(conn: Connection, agreements: set[str]) -> dict[str, str]:
     return out
 
 
+Source = tuple[str | None, str | None]
+"""A batch's scores source: (attribution run id, external reason); both None before migration 0003."""
+
+
 def build_statement(store: Store, person_id: int, period: str, currency: str) -> Statement:
     """The statement of ``person_id`` for ``period`` (YYYY-MM) in ``currency``."""
     period = parse_period(period)
@@ -215,33 +236,20 @@ def build_statement(store: Store, person_id: int, period: str, currency: str) ->
         payees, labels = _person_payees(conn, person_id)
         ledger_accrued = _ledger_accrued(conn, payees, currency, period)
         collected = _collect(store, conn, payees, currency, period)
-        tables = [(p, t) for p, t, _full, _a in collected]
-        period_outputs = {o for p, t in tables if p == period for o in t["output_id"].to_pylist()}
-        explained = _explain([(full, a) for _p, _t, full, a in collected if full is not None], period_outputs)
+        period_outputs = {o for p, t, *_ in collected if p == period for o in t["output_id"].to_pylist()}
+        runs = runs_by_id(conn, {src[0] for p, *_, src in collected if p == period and src[0] is not None})
+        explained = _explain(
+            [(full, a, _source_label(src, runs)) for _p, _t, full, a, src in collected if full is not None],
+            period_outputs,
+        )
         rules = _rules(conn, {e["agreement"] for e in explained.values()})
-        titles: dict[str, str] = {}
-        work_ids = {w["work_id"] for e in explained.values() for w in e["top_works"]}
-        for p, t in tables:
-            if p == period:
-                work_ids.update(t["attributed_work"].to_pylist())
-                work_ids.update(t["source_work"].to_pylist())
-        work_ids.discard("")
-        ids = sorted(work_ids)
-        for i in range(0, len(ids), 5000):
-            titles.update(
-                {
-                    r.id: r.title
-                    for r in conn.execute(select(works.c.id, works.c.title).where(works.c.id.in_(ids[i : i + 5000])))
-                }
-            )
+        titles = _titles(conn, [t for p, t, *_ in collected if p == period], explained)
     # Replay every batch in posting order: per payee, each batch posts the whole microunits of (carry +
     # its lines) and carries the rest. The statement adds up the batches of its period.
     running: dict[str, int] = {}
     total = carried_in = carried_out = accrued = 0
-    during = []
-    for p, t in tables:
-        by_payee = _subunits_by_payee(t)
-        for payee, amount in by_payee.items():
+    for p, t, *_ in collected:
+        for payee, amount in _subunits_by_payee(t).items():
             before = running.get(payee, 0)
             after = before + amount
             running[payee] = after
@@ -250,30 +258,8 @@ def build_statement(store: Store, person_id: int, period: str, currency: str) ->
                 carried_out += after % SUBUNITS_PER_MICROUNIT
                 accrued += after // SUBUNITS_PER_MICROUNIT - before // SUBUNITS_PER_MICROUNIT
                 total += amount
-        if p == period:
-            during.append(t)
-    lines = []
-    for t in during:
-        for row in t.to_pylist():
-            micro, sub = row["amount_microunits"], row["amount_subunits"]
-            lines.append(
-                {
-                    "output_id": row["output_id"],
-                    "model_id": row["model_id"],
-                    "occurred_at": row["occurred_at"],
-                    "attributed_work": row["attributed_work"],
-                    "attributed_title": titles.get(row["attributed_work"], ""),
-                    "source_work": row["source_work"],
-                    "source_title": titles.get(row["source_work"], ""),
-                    "credited_as": labels.get(row["payee"], row["payee"]),
-                    "role": row["role"],
-                    "account": row["account"],
-                    "amount": format_amount(micro, currency),
-                    "amount_microunits": micro,
-                    "amount_subunits": sub,
-                }
-            )
-    lines.sort(key=lambda r: (r["occurred_at"], r["output_id"], r["attributed_work"], r["source_work"], r["role"]))
+    during = [(t, _source_columns(src, runs)) for p, t, _full, _a, src in collected if p == period]
+    lines = _lines(during, labels, titles, currency)
     for e in explained.values():
         for w in e["top_works"]:
             sub = int(w["amount_subunits"])
@@ -292,7 +278,74 @@ def build_statement(store: Store, person_id: int, period: str, currency: str) ->
         ledger_accrued,
         explained,
         rules,
+        {run_id: run.to_json() for run_id, run in sorted(runs.items())},
     )
+
+
+def _titles(conn: Connection, tables: list[pa.Table], explained: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """The title of every work the period's lines and explanations name."""
+    work_ids = {w["work_id"] for e in explained.values() for w in e["top_works"]}
+    for t in tables:
+        work_ids.update(t["attributed_work"].to_pylist())
+        work_ids.update(t["source_work"].to_pylist())
+    work_ids.discard("")
+    ids = sorted(work_ids)
+    titles: dict[str, str] = {}
+    for i in range(0, len(ids), 5000):
+        chunk = ids[i : i + 5000]
+        titles.update(
+            {r.id: r.title for r in conn.execute(select(works.c.id, works.c.title).where(works.c.id.in_(chunk)))}
+        )
+    return titles
+
+
+def _source_columns(source: Source, runs: dict[str, AttributionRun]) -> dict[str, str]:
+    """A line's scores columns: the run and its method, or the reason given for external scores (all empty for
+    a batch accrued before sources were recorded)."""
+    run_id, reason = source
+    run = runs.get(run_id) if run_id is not None else None
+    method = "" if run is None else run.method + (" (weaker)" if run.weaker else "")
+    return {"scores_run_id": run_id or "", "scores_method": method, "scores_external_reason": reason or ""}
+
+
+def _source_label(source: Source, runs: dict[str, AttributionRun]) -> str:
+    """Where one batch's scores came from, in words."""
+    columns = _source_columns(source, runs)
+    if columns["scores_run_id"]:
+        return f"attribution run {columns['scores_run_id']} ({columns['scores_method'] or 'not recorded here'})"
+    if columns["scores_external_reason"]:
+        return f"external scores: {columns['scores_external_reason']}"
+    return "not recorded (accrued before endcredits recorded where scores came from)"
+
+
+def _lines(
+    during: list[tuple[pa.Table, dict[str, str]]], labels: dict[str, str], titles: dict[str, str], currency: str
+) -> list[dict[str, Any]]:
+    """Every line of the period's batches with its titles, amount and scores source, in time order."""
+    lines = []
+    for t, source in during:
+        for row in t.to_pylist():
+            micro, sub = row["amount_microunits"], row["amount_subunits"]
+            lines.append(
+                {
+                    "output_id": row["output_id"],
+                    "model_id": row["model_id"],
+                    "occurred_at": row["occurred_at"],
+                    "attributed_work": row["attributed_work"],
+                    "attributed_title": titles.get(row["attributed_work"], ""),
+                    "source_work": row["source_work"],
+                    "source_title": titles.get(row["source_work"], ""),
+                    "credited_as": labels.get(row["payee"], row["payee"]),
+                    "role": row["role"],
+                    "account": row["account"],
+                    "amount": format_amount(micro, currency),
+                    "amount_microunits": micro,
+                    "amount_subunits": sub,
+                    **source,
+                }
+            )
+    lines.sort(key=lambda r: (r["occurred_at"], r["output_id"], r["attributed_work"], r["source_work"], r["role"]))
+    return lines
 
 
 def _ledger_accrued(conn: Connection, payees: list[str], currency: str, period: str) -> int:

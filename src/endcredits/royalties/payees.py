@@ -12,6 +12,7 @@ import numpy.typing as npt
 
 from endcredits.attribution.charlm import TrainedLM
 from endcredits.attribution.featurizer import Progress
+from endcredits.attribution.records import RunScores, new_run, record_run
 from endcredits.attribution.settings import AttributionSettings
 from endcredits.attribution.texts import attribute_payees, featurize_manifest
 from endcredits.errors import ValidationError
@@ -29,6 +30,7 @@ class PayeeScores:
     output_ids: tuple[str, ...]
     payees: tuple[str, ...]
     scores: npt.NDArray[np.float64]
+    run_id: str  # the recorded attribution run, which an accrual names
 
     def nonzero(self) -> list[tuple[str, str, float]]:
         """(output id, payee, score) of every non-zero score, output by output."""
@@ -50,7 +52,8 @@ def attribute_manifest_payees(
     progress: Progress | None = None,
 ) -> PayeeScores:
     """Every payee's exact score for every output (id, text), under the agreement's credit shares, with
-    the features and scorer that ``settings`` describe."""
+    the features and scorer that ``settings`` describe; the run is recorded (per payee, naming the
+    agreement), and an accrual under the same agreement version may name it."""
     ids = [o for o, _ in outputs]
     if len(set(ids)) != len(ids):
         raise ValidationError("an output id appears twice")
@@ -58,4 +61,15 @@ def attribute_manifest_payees(
         payees, credits = credit_matrix(conn, manifest.included, agreement)
     train = featurize_manifest(store, manifest, lm, settings=settings, progress=progress)
     scores = attribute_payees(lm, train, outputs, credits, settings=settings)
-    return PayeeScores(settings.method, tuple(ids), tuple(payees), scores)
+    run_scores = RunScores.of_matrix("payee", ids, payees, scores)
+    run = new_run(
+        manifest,
+        run_scores,
+        checkpoint_sha256s=[lm.checksum()],
+        method=settings.method,
+        weaker=False,
+        settings=settings,
+        payee_agreement=f"{agreement.id}@{agreement.version}",
+    )
+    stored, _ = record_run(store, run, run_scores)
+    return PayeeScores(settings.method, tuple(ids), tuple(payees), scores, stored.id)

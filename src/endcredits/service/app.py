@@ -202,32 +202,40 @@ def _stored_usage(store: Store, batch_id: str, request_sha: str) -> dict[str, An
 
 
 def _accrue_batch(store: Store, body: m.UsageBatchIn) -> dict[str, Any]:
-    from endcredits.ledger.accrue import accrue_scored
+    from endcredits.ledger.accrue import ScoreSource, accrue_scored
     from endcredits.royalties.usage import OutputIn
 
+    if (body.attribution_run_id is None) == (body.external is None):
+        raise ValidationError(
+            "give attribution_run_id (a recorded attribution run), or the outputs' scores with "
+            'external: {"reason": ...}'
+        )
     outs: list[OutputIn] = []
-    scores: dict[str, dict[str, float]] = {}
-    per: Literal["work", "payee"] | None = None
+    seen: set[str] = set()
     for o in body.outputs:
-        if (o.work_scores is None) == (o.payee_scores is None):
-            raise ValidationError(f"output {o.output_id}: give exactly one of work_scores or payee_scores")
-        kind: Literal["work", "payee"] = "work" if o.work_scores is not None else "payee"
-        if per is not None and kind != per:
-            raise ValidationError("one batch gives every output's attribution per work, or every one per payee")
-        per = kind
-        if o.output_id in scores:
+        if o.output_id in seen:
             raise ValidationError(f"output {o.output_id} appears twice in batch {body.batch_id}")
+        seen.add(o.output_id)
         outs.append(
             OutputIn(
                 o.output_id, o.model_id, parse_amount(o.revenue, o.currency), o.currency, normalize_time(o.occurred_at)
             )
         )
-        scores[o.output_id] = dict(o.work_scores if o.work_scores is not None else o.payee_scores or {})
+    if body.attribution_run_id is not None:
+        if any(o.work_scores is not None or o.payee_scores is not None for o in body.outputs):
+            raise ValidationError(
+                f"attribution run {body.attribution_run_id} brings its own scores: send the outputs without scores"
+            )
+        source, per, scores = ScoreSource.run(body.attribution_run_id), None, None
+    else:
+        per, scores = _external_scores(body)
+        source = ScoreSource.external(body.external.reason if body.external is not None else "")
     s = accrue_scored(
         store,
         outs,
         scores,
-        per=per or "work",
+        source=source,
+        per=per,
         agreement_id=body.agreement_id,
         batch_id=body.batch_id,
         manifest_id=body.manifest_id,
@@ -238,6 +246,21 @@ def _accrue_batch(store: Store, body: m.UsageBatchIn) -> dict[str, Any]:
         "revenue": format_amount(s.revenue_microunits, c),
         "pool": format_amount(s.pool_microunits, c),
     }
+
+
+def _external_scores(body: m.UsageBatchIn) -> tuple[Literal["work", "payee"], dict[str, dict[str, float]]]:
+    """Per work or per payee, and each output's own scores (every output gives them the same way)."""
+    scores: dict[str, dict[str, float]] = {}
+    per: Literal["work", "payee"] | None = None
+    for o in body.outputs:
+        if (o.work_scores is None) == (o.payee_scores is None):
+            raise ValidationError(f"output {o.output_id}: give exactly one of work_scores or payee_scores")
+        kind: Literal["work", "payee"] = "work" if o.work_scores is not None else "payee"
+        if per is not None and kind != per:
+            raise ValidationError("one batch gives every output's attribution per work, or every one per payee")
+        per = kind
+        scores[o.output_id] = dict(o.work_scores if o.work_scores is not None else o.payee_scores or {})
+    return per or "work", scores
 
 
 def _routes_registry(app: FastAPI) -> None:

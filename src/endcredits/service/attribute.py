@@ -10,13 +10,15 @@ from endcredits.store.engine import Store
 
 
 def attribution_view(store: Store, body: AttributionIn) -> dict[str, Any]:
-    """The API's answer: each output's score per work and its top works."""
+    """The API's answer: the recorded run's id (what a usage batch's ``attribution_run_id`` names), and each
+    output's score per work and its top works."""
     from endcredits.attribution.texts import attribute_manifest, bound_checkpoint
 
     lm, manifest = bound_checkpoint(store, body.manifest_id)
     outputs = [(o.output_id, o.text) for o in body.outputs]
     att = attribute_manifest(store, manifest, lm, outputs, settings=body.settings())
     return {
+        "attribution_run_id": att.run_id,
         "manifest_id": manifest.id,
         "model_id": manifest.model_id,
         "method": att.method,

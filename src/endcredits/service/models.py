@@ -16,7 +16,7 @@ from endcredits.attribution.settings import (
     AttributionSettings,
     SettingError,
 )
-from endcredits.limits import ID_LENGTH_MAX, NAME_LENGTH_MAX, TITLE_LENGTH_MAX, WEIGHT_MAX
+from endcredits.limits import EXTERNAL_REASON_CHARS_MAX, ID_LENGTH_MAX, NAME_LENGTH_MAX, TITLE_LENGTH_MAX, WEIGHT_MAX
 
 PUBLIC_BODY_BYTES_MAX = 16 << 10
 """Largest request body without credentials (16 KiB): a challenge, a sign-in, a portal form."""
@@ -63,10 +63,23 @@ class OutputIn(Body):
     payee_scores: dict[Payee, Score] | None = Field(default=None, max_length=ATTRIBUTIONS_PER_OUTPUT_MAX)
 
 
+class ExternalIn(Body):
+    reason: Annotated[str, Field(min_length=1, max_length=EXTERNAL_REASON_CHARS_MAX)] = Field(
+        description="Why these scores are not from a recorded attribution run; every statement line shows it"
+    )
+
+
 class UsageBatchIn(Body):
+    """A batch accrues the scores of a recorded attribution run (``attribution_run_id``; the outputs carry no
+    scores), or the outputs' own scores marked ``external`` with a reason."""
+
     batch_id: Annotated[str, Field(min_length=1, max_length=ID_LENGTH_MAX - 20, pattern=r"^[^/]+$")]
     agreement_id: Id
-    manifest_id: Id | None = Field(default=None, description="Default: the model's newest manifest")
+    manifest_id: Id | None = Field(default=None, description="Default: the run's, or the model's newest manifest")
+    attribution_run_id: Id | None = Field(
+        default=None, description="A recorded attribution run (POST /api/v1/attributions) whose scores to accrue"
+    )
+    external: ExternalIn | None = Field(default=None, description="Marks the outputs' own scores as external")
     outputs: list[OutputIn] = Field(min_length=1, max_length=OUTPUTS_PER_REQUEST_MAX)
 
 

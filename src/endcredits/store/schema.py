@@ -306,6 +306,33 @@ training_runs = Table(
     Column("recorded_at", Time, nullable=False),
 )
 
+# Attribution -------------------------------------------------------------------------------------
+# One recorded attribution run (attribution/records.py): what produced a set of scores, and the SHA-256 of
+# those scores, kept in a Parquet file under ``DATA/attribution-runs/``. Accruals name the run they moved
+# money on (``accrual_batches.scores_run_id``); ``verify`` re-checks the chain.
+attribution_runs = Table(
+    "attribution_runs",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("model_id", Id, ForeignKey("models.id"), nullable=False, index=True),
+    Column("manifest_id", Id, ForeignKey("manifests.id"), nullable=False, index=True),
+    Column("merkle_root", Sha256, nullable=False),  # the manifest's root, repeated so a run row stands alone
+    Column("checkpoint_sha256s", Text, nullable=False),  # JSON list, in checkpoint order
+    Column("method", String(32), nullable=False),
+    Column("weaker", Boolean, nullable=False),  # a method that measures resemblance, not influence
+    Column("per", String(8), nullable=False),  # "work" or "payee"
+    Column("payee_agreement", Id, nullable=True),  # per payee: the agreement "id@version" whose credit shares
+    Column("settings", Text, nullable=False),  # AttributionSettings.to_dict(), canonical JSON
+    Column("seeds", Text, nullable=False),  # JSON object
+    Column("engine", Text, nullable=False),  # JSON object: package versions
+    Column("validity", Text, nullable=True),  # JSON: the model's validity figure, when measured
+    Column("output_count", Integer, nullable=False),
+    Column("key_count", Integer, nullable=False),  # works (per work) or payees (per payee)
+    Column("scores_path", Text, nullable=False),  # relative to the data directory
+    Column("scores_sha256", Sha256, nullable=False),  # attribution.records.RunScores.sha256
+    Column("created_at", Time, nullable=False),
+)
+
 # Royalties ---------------------------------------------------------------------------------------
 agreements = Table(
     "agreements",
@@ -351,6 +378,10 @@ accrual_batches = Table(
     Column("evidence_sha256", Sha256, nullable=False),
     Column("transfer_event_id", Id, nullable=False),
     Column("created_at", Time, nullable=False),
+    # Where the scores came from (migration 0003): a recorded attribution run, or the operator's own scores
+    # marked external with a reason; exactly one is set. Both empty: accrued before sources were recorded.
+    Column("scores_run_id", Id, nullable=True),
+    Column("scores_external_reason", Text, nullable=True),
 )
 
 # Ledger ------------------------------------------------------------------------------------------
