@@ -5,8 +5,6 @@ same functions is checked in tests/benchmarks/test_lds.py.)"""
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
 import json
 import math
 import sys
@@ -34,11 +32,8 @@ from endcredits.attribution.validity_records import (
     validity_count,
 )
 from endcredits.errors import ManifestError, ValidationError
-from endcredits.manifest.build import build_manifest
-from endcredits.manifest.records import ManifestRecord, add_model
-from endcredits.registry.records import WorkIn, add_works
+from endcredits.manifest.records import ManifestRecord
 from endcredits.store.audit import iter_audit
-from endcredits.store.blobs import put_blob
 from endcredits.store.engine import Store, init_store
 from helpers_money import row_counts
 
@@ -90,18 +85,8 @@ def _report(lds: float | None = 0.25) -> ValidityReport:
     return ValidityReport(lds, 0.3, 0.5, 0.7, 0.8, subsets=4, seeds=2, outputs=1, works=4, lds_per_output=(0.3,))
 
 
-def _manifest(store: Store, texts: list[str]) -> ManifestRecord:
-    with store.write() as conn:
-        add_model(conn, "m", ["commercial"], "a tiny character model")
-        add_works(conn, [WorkIn(t.encode(), f"work {i}", "text") for i, t in enumerate(texts)])
-    for text in texts:
-        put_blob(store.data_dir, text.encode())
-    as_of = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-    return build_manifest(store, model_id="m", uses=["commercial"], as_of=as_of, default="opt-out")
-
-
 def test_the_figure_is_recorded_with_the_model_and_the_latest_is_shown(store: Store) -> None:
-    manifest = _manifest(store, tasks.corpus(2))
+    manifest = tasks.register(store, tasks.corpus(2))
     with store.read() as conn:
         assert latest_validity(conn, "m") is None and validity_count(conn) == 0
     with store.write() as conn:
@@ -153,9 +138,8 @@ def sqlite_store(tmp_path: Path) -> Store:
 
 def _setup(store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[ManifestRecord, Path]:
     monkeypatch.setenv(tasks.DATA_ENV, str(store.data_dir))
-    manifest = _manifest(store, tasks.corpus(8))
-    by_id = {hashlib.sha256(t.encode()).hexdigest(): t for t in tasks.corpus(8)}
-    return manifest, tasks.train_texts([by_id[w] for w in manifest.included], 0, tmp_path / "main")
+    manifest = tasks.register(store, tasks.corpus(8))
+    return manifest, tasks.trained_on(store, manifest, tmp_path / "main")
 
 
 OUTPUTS = [(f"o{i}", tasks.corpus(8)[i][:30].encode()) for i in (0, 3, 5)]

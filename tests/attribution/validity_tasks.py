@@ -6,12 +6,17 @@ for a few steps and returns where it saved it. The other functions fail in the w
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 from pathlib import Path
 
 from endcredits.attribution.charlm import build_vocab, save_lm, train_char_lm
-from endcredits.store.blobs import get_blob
+from endcredits.manifest.build import build_manifest
+from endcredits.manifest.records import ManifestRecord, add_model
+from endcredits.registry.records import WorkIn, add_works
+from endcredits.store.blobs import get_blob, put_blob
+from endcredits.store.engine import Store
 
 DATA_ENV = "ENDCREDITS_TEST_VALIDITY_DATA"
 ALPHABET = "abcdefghijklmnopqrstuvwxyz .,\n"
@@ -22,6 +27,23 @@ def corpus(n: int) -> list[str]:
     """``n`` texts, each a phrase of its own repeated: training on one raises the likelihood of its phrase."""
     words = ["do re mi", "fa so la", "ti do ti", "la la fa", "mi mi re", "so fa mi", "re do re", "ti la so"]
     return [" ".join([words[i % len(words)] + f" {chr(97 + i)}"] * 6) for i in range(n)]
+
+
+def register(store: Store, texts: list[str]) -> ManifestRecord:
+    """Model ``m`` and the texts as works (stored), and its manifest (consent: opt-out)."""
+    with store.write() as conn:
+        add_model(conn, "m", ["commercial"], "a tiny character model")
+        add_works(conn, [WorkIn(t.encode(), f"work {i}", "text") for i, t in enumerate(texts)])
+    for text in texts:
+        put_blob(store.data_dir, text.encode())
+    as_of = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    return build_manifest(store, model_id="m", uses=["commercial"], as_of=as_of, default="opt-out")
+
+
+def trained_on(store: Store, manifest: ManifestRecord, out_dir: Path) -> Path:
+    """The model of the manifest: every included work, seed 0."""
+    texts = [get_blob(store.data_dir, w).decode("utf-8") for w in manifest.included]
+    return train_texts(texts, 0, out_dir)
 
 
 def train_texts(texts: list[str], seed: int, out_dir: Path) -> Path:
