@@ -30,8 +30,9 @@ from rich.console import Console
 from rich.table import Table
 
 from endcredits.attribution.charlm import TrainedLM, generate, save_lm, train_char_lm
+from endcredits.attribution.models import CharLMModel
+from endcredits.attribution.pipeline import Attribution, attribute_manifest, checkpoint_path, manifest_texts
 from endcredits.attribution.settings import K_DEFAULT, AttributionSettings
-from endcredits.attribution.texts import TextAttribution, attribute_manifest, checkpoint_path, manifest_texts
 from endcredits.consent.records import add_grants
 from endcredits.consent.rules import Grant
 from endcredits.errors import InvariantError
@@ -264,7 +265,7 @@ def _demo_people(
     return joined
 
 
-def _attribution_summary(store: Store, att: TextAttribution) -> dict[str, Any]:
+def _attribution_summary(store: Store, att: Attribution) -> dict[str, Any]:
     """The method, and the works that explain the first output best, by title."""
     top = att.top_works(0)
     with store.read() as conn:
@@ -576,8 +577,8 @@ def run_demo(
         att = attribute_manifest(
             run.store,
             manifest,
-            lm,
-            [(o.output_id, t) for o, t in zip(outs, samples)],
+            CharLMModel(lm),
+            [(o.output_id, t.encode("utf-8")) for o, t in zip(outs, samples, strict=True)],
             settings=AttributionSettings(k=k, seed=seed, method="trak", top_k=5, exclude=DEMO_EXCLUDE),
             progress=(lambda d, t: step("featurizing training tunes", d, t)) if step else None,
         )
@@ -617,7 +618,7 @@ def _summary(
     earners: list[dict[str, Any]],
     batch: PayoutBatchResult,
     statement_info: dict[str, Any],
-    att: TextAttribution,
+    att: Attribution,
 ) -> DemoSummary:
     """The money by account kind, the people, and a fresh `verify`."""
     with run.store.read() as conn:

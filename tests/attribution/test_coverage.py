@@ -247,7 +247,7 @@ def test_multihead_attention_out_proj_goes_to_vmap_and_is_exact() -> None:
 
 def test_importing_the_engine_loads_neither_transformers_nor_diffusers() -> None:
     code = (
-        "import sys, endcredits.attribution, endcredits.attribution.featurizer, endcredits.attribution.texts;"
+        "import sys, endcredits.attribution, endcredits.attribution.featurizer, endcredits.attribution.pipeline;"
         " print(sorted(m for m in ('transformers', 'diffusers') if m in sys.modules))"
     )
     env = {**os.environ, "PYTHONPATH": str(Path(endcredits.__file__).parents[1])}

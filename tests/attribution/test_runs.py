@@ -161,7 +161,7 @@ def test_attributing_records_the_run_which_a_usage_batch_then_accrues(world: Wor
     import warnings
 
     from endcredits.attribution.charlm import save_lm, train_char_lm
-    from endcredits.attribution.texts import attribute_manifest, bound_checkpoint, checkpoint_path
+    from endcredits.attribution.pipeline import attribute_manifest, bound_checkpoint, checkpoint_path
     from endcredits.royalties import parse_agreement
     from endcredits.royalties.records import save_agreement
     from endcredits.service import create_app
@@ -179,10 +179,14 @@ def test_attributing_records_the_run_which_a_usage_batch_then_accrues(world: Wor
         put_blob(store.data_dir, text.encode())
     path = checkpoint_path(store, "m")
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_lm(train_char_lm(texts, seed=0, steps_max=2, time_s_max=30.0, batch_size=2, window=16), path)
+    trained = train_char_lm(texts, seed=0, steps_max=2, time_s_max=30.0, batch_size=2, window=16)
+    save_lm(trained, path)
+    with store.write() as conn:
+        set_manifest_checkpoint(conn, world.manifest.id, trained.checksum())
     lm, manifest = bound_checkpoint(store, world.manifest.id)
     settings = AttributionSettings(k=16, chunk_size=2, top_k=2)
-    outputs = [("o1", "song film"), ("o2", "orphan song")]
+    texts_out = [("o1", "song film"), ("o2", "orphan song")]
+    outputs = [(o, t.encode()) for o, t in texts_out]
     att = attribute_manifest(store, manifest, lm, outputs, settings=settings)
     assert att.run_id is not None
     with store.read() as conn:
@@ -197,7 +201,7 @@ def test_attributing_records_the_run_which_a_usage_batch_then_accrues(world: Wor
         key = create_api_key(conn, role="operator", scopes=["ingest"], label="runs").key
     auth = {"Authorization": f"Bearer {key}"}
     with TestClient(create_app(store)) as client:
-        body = {"manifest_id": manifest.id, "outputs": [{"output_id": o, "text": t} for o, t in outputs], "k": 16}
+        body = {"manifest_id": manifest.id, "outputs": [{"output_id": o, "text": t} for o, t in texts_out], "k": 16}
         again = client.post("/api/v1/attributions", json={**body, "chunk_size": 2, "top_k": 2}, headers=auth)
         assert again.status_code == 200 and again.json()["attribution_run_id"] == att.run_id  # the same run
         batch = {

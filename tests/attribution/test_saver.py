@@ -11,21 +11,26 @@ from typing import Any
 import numpy as np
 import pytest
 
+from endcredits.attribution import pipeline
 from endcredits.attribution import saver as saver_module
-from endcredits.attribution import texts as texts_module
 from endcredits.attribution.charlm import TrainedLM, train_char_lm
 from endcredits.attribution.distributed import LocalRunner, featurize_sharded
 from endcredits.attribution.featurizer import Featurizer
+from endcredits.attribution.models import CharLMModel
+from endcredits.attribution.pipeline import featurize_works, featurizer_for
 from endcredits.attribution.saver import FeatureSaver, FeatureSet
 from endcredits.attribution.settings import AttributionSettings
 from endcredits.attribution.task import encode_texts, language_model_task
-from endcredits.attribution.texts import featurize_works, featurizer_for
 from endcredits.errors import LimitExceededError, ManifestError, ValidationError
 from endcredits.interop.abc import iter_tunes
 
 LINEAR_ONLY = ("*norm*", "embed.weight")
 """The embedding and the norms, left out by name: the demo's features (linear layers only)."""
 SETTINGS = AttributionSettings(k=32, seed=3, chunk_size=4, exclude=LINEAR_ONLY)
+
+
+def _utf8(texts: list[str]) -> list[bytes]:
+    return [t.encode("utf-8") for t in texts]
 
 
 def _files(directory: Path) -> dict[str, bytes]:
@@ -46,7 +51,7 @@ def lm(corpus: tuple[list[str], list[str]]) -> TrainedLM:
 @pytest.fixture(scope="module")
 def whole(tmp_path_factory: pytest.TempPathFactory, lm: TrainedLM, corpus: tuple[list[str], list[str]]) -> FeatureSet:
     ids, texts = corpus
-    return featurize_works(lm, ids, texts, tmp_path_factory.mktemp("whole"), settings=SETTINGS)
+    return featurize_works(CharLMModel(lm), ids, _utf8(texts), tmp_path_factory.mktemp("whole"), settings=SETTINGS)
 
 
 class Stop(Exception):
@@ -99,7 +104,7 @@ def test_a_featurize_interrupted_midway_resumes_to_bit_identical_features(
 ) -> None:
     ids, texts = corpus
     with pytest.raises(Stop):
-        featurize_works(lm, ids, texts, tmp_path / "one", settings=SETTINGS, progress=_stop_at(8))
+        featurize_works(CharLMModel(lm), ids, _utf8(texts), tmp_path / "one", settings=SETTINGS, progress=_stop_at(8))
     record = json.loads((tmp_path / "one" / "features.json").read_text())
     assert record["rows_done"] == [[[0, 8]]] and json.loads((tmp_path / "one" / "settings.json").read_text()) == {
         **SETTINGS.features_dict()
@@ -107,13 +112,15 @@ def test_a_featurize_interrupted_midway_resumes_to_bit_identical_features(
     with pytest.raises(ManifestError, match="incomplete"):
         FeatureSet.open(tmp_path / "one")
     seen: list[int] = []
-    resumed = featurize_works(lm, ids, texts, tmp_path / "one", settings=SETTINGS, progress=lambda d, t: seen.append(d))
+    resumed = featurize_works(
+        CharLMModel(lm), ids, _utf8(texts), tmp_path / "one", settings=SETTINGS, progress=lambda d, t: seen.append(d)
+    )
     assert seen == [12, 14]  # only the chunks after the interruption
     assert _files(resumed.directory) == _files(whole.directory)
     # The same directory, interrupted by one process and finished by shards: the same bytes again.
     with pytest.raises(Stop):
-        featurize_works(lm, ids, texts, tmp_path / "two", settings=SETTINGS, progress=_stop_at(4))
-    featurizer = featurizer_for(lm, SETTINGS)
+        featurize_works(CharLMModel(lm), ids, _utf8(texts), tmp_path / "two", settings=SETTINGS, progress=_stop_at(4))
+    featurizer = featurizer_for(CharLMModel(lm), SETTINGS)
     batch = encode_texts(lm.vocab, texts, length_max=SETTINGS.length_chars)
     sharded = featurize_sharded(
         featurizer, batch, ids, tmp_path / "two", runner=LocalRunner(), shard_rows=8, settings=SETTINGS
@@ -127,7 +134,7 @@ def test_resuming_with_other_features_settings_is_refused_and_changes_nothing(
     ids, texts = corpus
     out = tmp_path / "features"
     with pytest.raises(Stop):
-        featurize_works(lm, ids, texts, out, settings=SETTINGS, progress=_stop_at(4))
+        featurize_works(CharLMModel(lm), ids, _utf8(texts), out, settings=SETTINGS, progress=_stop_at(4))
     before = _files(out)
     for other, shown in [
         (_settings(seed=4), "seed: saved 3, now 4"),
@@ -135,16 +142,16 @@ def test_resuming_with_other_features_settings_is_refused_and_changes_nothing(
         (_settings(exclude=["embed.weight"]), r"exclude: saved \['\*norm\*', 'embed.weight'\], now \['embed.weight'\]"),
     ]:
         with pytest.raises(ManifestError, match=f"other settings \\({shown}\\); features are a cache: delete"):
-            featurize_works(lm, ids, texts, out, settings=other)
+            featurize_works(CharLMModel(lm), ids, _utf8(texts), out, settings=other)
         assert _files(out) == before
     with pytest.raises(ManifestError, match="holds features made with attribution settings; pass the same"):
-        featurizer_for(lm, SETTINGS).featurize(encode_texts(lm.vocab, texts, length_max=256), ids, out)
+        featurizer_for(CharLMModel(lm), SETTINGS).featurize(encode_texts(lm.vocab, texts, length_max=256), ids, out)
     # Other scoring settings over the same features: resumed, then reused as they are.
     scoring = _settings(method="tracin", lambda_=1.0, top_k=2)
-    done = featurize_works(lm, ids, texts, out, settings=scoring)
+    done = featurize_works(CharLMModel(lm), ids, _utf8(texts), out, settings=scoring)
     assert FeatureSet.open(out, ids=ids, settings=SETTINGS).ids == done.ids
     calls: list[int] = []
-    featurize_works(lm, ids, texts, out, settings=SETTINGS, progress=lambda d, t: calls.append(d))
+    featurize_works(CharLMModel(lm), ids, _utf8(texts), out, settings=SETTINGS, progress=lambda d, t: calls.append(d))
     assert calls == []  # complete: nothing recomputed
 
 
@@ -154,17 +161,17 @@ def test_features_of_another_format_are_never_mixed_with_new_ones(
     ids, texts = corpus
     out = tmp_path / "old"
     with pytest.raises(Stop):
-        featurize_works(lm, ids, texts, out, settings=SETTINGS, progress=_stop_at(4))
+        featurize_works(CharLMModel(lm), ids, _utf8(texts), out, settings=SETTINGS, progress=_stop_at(4))
     record = json.loads((out / "features.json").read_text())
     (out / "features.json").write_text(json.dumps({**record, "format": "endcredits.features/1"}))
     before = _files(out)
     with pytest.raises(ManifestError, match="holds features in format 'endcredits.features/1', not endcredits"):
-        featurize_works(lm, ids, texts, out, settings=SETTINGS)
+        featurize_works(CharLMModel(lm), ids, _utf8(texts), out, settings=SETTINGS)
     assert _files(out) == before
     # The pipeline names each directory by the format too: a new format rebuilds beside the old.
-    here = texts_module.features_dir(tmp_path, "m@1", lm, SETTINGS)
-    monkeypatch.setattr(texts_module, "FORMAT", "endcredits.features/99")
-    assert texts_module.features_dir(tmp_path, "m@1", lm, SETTINGS) != here
+    here = pipeline.features_dir(tmp_path, "m@1", CharLMModel(lm), SETTINGS)
+    monkeypatch.setattr(pipeline, "FORMAT", "endcredits.features/99")
+    assert pipeline.features_dir(tmp_path, "m@1", CharLMModel(lm), SETTINGS) != here
 
 
 def test_features_saved_with_the_retired_parameters_setting_are_refused_saying_to_featurize_again(
@@ -173,23 +180,23 @@ def test_features_saved_with_the_retired_parameters_setting_are_refused_saying_t
     ids, texts = corpus
     out = tmp_path / "old-settings"
     with pytest.raises(Stop):
-        featurize_works(lm, ids, texts, out, settings=SETTINGS, progress=_stop_at(4))
+        featurize_works(CharLMModel(lm), ids, _utf8(texts), out, settings=SETTINGS, progress=_stop_at(4))
     saved = json.loads((out / "settings.json").read_text())
     del saved["exclude"]
     (out / "settings.json").write_text(json.dumps({**saved, "parameters": "linear"}))  # as version 1 saved them
     before = _files(out)
     with pytest.raises(ManifestError, match=r"settings this version no longer has \(parameters\); .* featurize again"):
-        featurize_works(lm, ids, texts, out, settings=SETTINGS)
+        featurize_works(CharLMModel(lm), ids, _utf8(texts), out, settings=SETTINGS)
     assert _files(out) == before
 
 
 def test_the_settings_name_the_features_directory(tmp_path: Path, lm: TrainedLM) -> None:
-    here = texts_module.features_dir(tmp_path, "m@1", lm, SETTINGS)
+    here = pipeline.features_dir(tmp_path, "m@1", CharLMModel(lm), SETTINGS)
     assert here.parent == tmp_path / "features" / "m-1" and here.name.startswith(lm.checksum()[:16])
     scoring = _settings(method="tracin", lambda_=7.0, top_k=1)
-    assert texts_module.features_dir(tmp_path, "m@1", lm, scoring) == here
+    assert pipeline.features_dir(tmp_path, "m@1", CharLMModel(lm), scoring) == here
     for other in [_settings(k=64), _settings(chunk_size=8), _settings(exclude=[])]:
-        assert texts_module.features_dir(tmp_path, "m@1", lm, other) != here
+        assert pipeline.features_dir(tmp_path, "m@1", CharLMModel(lm), other) != here
 
 
 def test_the_settings_give_the_featurizer_arguments_of_before_bit_for_bit(
@@ -203,7 +210,7 @@ def test_the_settings_give_the_featurizer_arguments_of_before_bit_for_bit(
     before = featurizer.featurize(encode_texts(lm.vocab, texts, length_max=256), ids, tmp_path / "before")
     assert np.array_equal(before.features(0), whole.features(0)) and np.array_equal(before.weights(0), whole.weights(0))
     assert whole.manifest["plan"] == before.manifest["plan"]
-    again = featurize_works(lm, ids, texts, tmp_path / "again", settings=SETTINGS)
+    again = featurize_works(CharLMModel(lm), ids, _utf8(texts), tmp_path / "again", settings=SETTINGS)
     assert _files(again.directory) == _files(whole.directory)
 
 
@@ -218,7 +225,7 @@ def test_each_features_setting_changes_the_features(
     ids, texts = ids[:6], texts[:6]
 
     def features(name: str, settings: AttributionSettings) -> FeatureSet:
-        return featurize_works(lm, ids, texts, tmp_path / name, settings=settings)
+        return featurize_works(CharLMModel(lm), ids, _utf8(texts), tmp_path / name, settings=settings)
 
     base = features("base", SETTINGS).features(0)
     assert not np.array_equal(features("seed", _settings(seed=4)).features(0), base)
@@ -237,7 +244,7 @@ def test_each_features_setting_changes_the_features(
 def test_a_trajectory_needs_the_kept_checkpoints(lm: TrainedLM) -> None:
     bare = TrainedLM(lm.model, lm.vocab, lm.seed, lm.steps, lm.final_loss)  # as load_lm returns it
     with pytest.raises(ValidationError, match="ensemble 'trajectory' needs the intermediate checkpoints"):
-        featurizer_for(bare, _settings(ensemble="trajectory"))
+        featurizer_for(CharLMModel(bare), _settings(ensemble="trajectory"))
 
 
 @pytest.fixture
@@ -251,5 +258,5 @@ def test_a_directory_that_will_not_fit_is_refused_before_anything_is_written(
 ) -> None:
     ids, texts = corpus
     with pytest.raises(LimitExceededError, match=r"need \d+ bytes; .* has 10 bytes free"):
-        featurize_works(lm, ids, texts, tmp_path / "full", settings=SETTINGS)
+        featurize_works(CharLMModel(lm), ids, _utf8(texts), tmp_path / "full", settings=SETTINGS)
     assert not (tmp_path / "full").exists()

@@ -184,14 +184,17 @@ def test_a_two_node_ray_cluster_gives_the_same_bytes_as_one_process(
 def test_the_demo_models_works_featurize_the_same_on_the_cluster(ray_cluster: str, tmp_path: Path) -> None:
     """The path `endcredits featurize --ray ADDRESS` takes: texts -> scale -> Ray, against one process."""
     from endcredits.attribution.charlm import train_char_lm
+    from endcredits.attribution.models import CharLMModel
+    from endcredits.attribution.pipeline import featurize_works
     from endcredits.attribution.settings import AttributionSettings
-    from endcredits.attribution.texts import featurize_works
     from endcredits.interop.abc import iter_tunes
 
     texts = [t.text for t in iter_tunes(limit=40)]
     ids = [f"w{i:02d}" for i in range(len(texts))]
     lm = train_char_lm(texts, seed=0, steps_max=2, time_s_max=30.0, batch_size=4, window=32)
     settings = AttributionSettings(k=64, seed=3)
-    here = featurize_works(lm, ids, texts, tmp_path / "here", settings=settings)
-    there = featurize_works(lm, ids, texts, tmp_path / "there", settings=settings, ray=ray_cluster)
+    here = featurize_works(CharLMModel(lm), ids, [t.encode() for t in texts], tmp_path / "here", settings=settings)
+    there = featurize_works(
+        CharLMModel(lm), ids, [t.encode() for t in texts], tmp_path / "there", settings=settings, ray=ray_cluster
+    )
     assert _files(here.directory) == _files(there.directory)

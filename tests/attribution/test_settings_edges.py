@@ -13,10 +13,11 @@ import typer.main
 from typer.testing import CliRunner
 
 from endcredits.attribution.charlm import save_lm, train_char_lm
+from endcredits.attribution.pipeline import checkpoint_path
 from endcredits.attribution.settings import FEATURES, AttributionSettings
-from endcredits.attribution.texts import checkpoint_path
 from endcredits.cli import app
 from endcredits.cli.attribution import OPTION_OF
+from endcredits.manifest.records import set_manifest_checkpoint
 from endcredits.service import create_app
 from endcredits.service.auth import create_api_key
 from endcredits.service.models import AttributionIn
@@ -83,8 +84,10 @@ def served(store: Store) -> tuple[TestClient, World, dict[str, str]]:
         put_blob(store.data_dir, text.encode())
     path = checkpoint_path(store, "m")
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_lm(train_char_lm(texts, seed=0, steps_max=2, time_s_max=30.0, batch_size=2, window=16), path)
+    trained = train_char_lm(texts, seed=0, steps_max=2, time_s_max=30.0, batch_size=2, window=16)
+    save_lm(trained, path)
     with store.write() as conn:
+        set_manifest_checkpoint(conn, world.manifest.id, trained.checksum())
         key = create_api_key(conn, role="operator", scopes=["ingest"], label="settings").key
     return TestClient(create_app(store)), world, {"Authorization": f"Bearer {key}"}
 

@@ -121,6 +121,28 @@ def test_every_command_in_an_operators_order(tmp_path: Path, db_url: str | None)
         "".join(json.dumps({"output_id": f"out-{i}", "text": texts[i][:200]}) + "\n" for i in (0, 5))
     )
     scores = tmp_path / "scores.csv"
+    # The model is attributed only once a training run of the manifest names its checkpoint.
+    assert (
+        "from no recorded training run"
+        in runner.invoke(
+            app, [*base, "featurize", "--checkpoint", str(checkpoint), "--manifest", m["manifest_id"], "--k", "32"]
+        ).stderr
+    )
+    assert "1 checkpoints" in run(
+        "manifest",
+        "run",
+        "record",
+        "--run",
+        "tiny-run",
+        "--manifest",
+        m["manifest_id"],
+        "--started",
+        "2026-06-02T00:00:00Z",
+        "--finished",
+        "2026-06-02T01:00:00Z",
+        "--checkpoint",
+        str(checkpoint),
+    )
     assert "features of 25 works" in run(
         "featurize", "--checkpoint", str(checkpoint), "--manifest", m["manifest_id"], "--k", "32"
     )

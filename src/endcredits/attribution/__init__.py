@@ -5,9 +5,10 @@ work moved the model toward it, reproducibly (same model, manifest, method and s
 engine takes any ``torch.nn.Module`` through a task contract (``task``), projects per-example gradients
 (``featurizer``, saved by ``saver``), fits a scorer linear in the work features (``scorers``, TRAK by
 default), sums scores exactly per payee (``payees``) and finds the works that explain an output
-(``topk``); ``settings`` holds every choice that changes the numbers. ``texts`` and ``distributed``
-are what the CLI and the demo call; ``charlm`` and ``gradients`` are the demo's character model and its
-plain TracIn-style features.
+(``topk``); ``settings`` holds every choice that changes the numbers. ``models`` loads
+any model (the demo's ``charlm``, Hugging Face causal LMs in ``hf``, diffusers UNets in ``diffusion``, an
+operator's ``module:function``) behind one interface; ``pipeline`` and ``distributed`` are what the CLI,
+the API and the demo call.
 
 The names below load on first use (PEP 562), so ``endcredits.attribution.settings`` imports without torch.
 

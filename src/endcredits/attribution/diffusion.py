@@ -113,12 +113,16 @@ class _DenoisingFunction:
         b, k = t.shape
         a = self.alphas_cumprod.to(x0.device)[t].reshape(b, k, 1, 1, 1)
         noisy = a.sqrt() * x0[:, None] + (1 - a).sqrt() * noise
-        eps: torch.Tensor = model(noisy.reshape(b * k, *x0.shape[1:]), t.reshape(b * k)).sample.reshape(noise.shape)
-        if self.kind == "loss":
-            per_step = -((eps - noise) ** 2).mean(dim=(2, 3, 4))
-        else:
-            per_step = (eps**2).mean(dim=(2, 3, 4))
-        return per_step.mean(dim=1)
+        # One call per timestep, each over the batch's examples: every layer then sees examples along its
+        # first dimension, as the Kronecker projection needs, and sums the timesteps over its calls.
+        total = torch.zeros(b, dtype=x0.dtype, device=x0.device)
+        for step in range(k):
+            eps: torch.Tensor = model(noisy[:, step], t[:, step]).sample
+            if self.kind == "loss":
+                total = total - ((eps - noise[:, step]) ** 2).mean(dim=(1, 2, 3))
+            else:
+                total = total + (eps**2).mean(dim=(1, 2, 3))
+        return total / k
 
 
 def prepare(model: nn.Module) -> nn.Module:

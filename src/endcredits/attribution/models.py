@@ -66,7 +66,6 @@ class CharLMModel:
 
     def task(self, settings: AttributionSettings) -> AttributionTask:
         from endcredits.attribution.task import language_model_task
-        from endcredits.attribution.texts import ensemble_states
 
         return language_model_task(self.lm.model, ensemble_states(self.lm, settings))
 
@@ -79,6 +78,22 @@ class CharLMModel:
         from endcredits.attribution.task import encode_texts
 
         return encode_texts(self.lm.vocab, _texts(contents, ids, "output"), length_max=settings.length_chars)
+
+
+def ensemble_states(lm: Any, settings: AttributionSettings) -> list[dict[str, Any]]:
+    """The parameter states of a ``TrainedLM`` featurized, by ``settings.ensemble``: the final ones, or for
+    ``trajectory`` every intermediate checkpoint the training run kept (``train_char_lm(checkpoint_steps=...)``),
+    in step order, then the final ones."""
+    final = lm.model.state_dict()
+    if settings.ensemble == "final":
+        return [final]
+    kept = [lm.checkpoints[step] for step in sorted(lm.checkpoints) if step != lm.steps]
+    if not kept:
+        raise ValidationError(
+            "ensemble 'trajectory' needs the intermediate checkpoints of the training run (train_char_lm("
+            "checkpoint_steps=...)); a saved model holds only its final parameters: use ensemble 'final'"
+        )
+    return [*kept, final]
 
 
 def _final_only(settings: AttributionSettings, kind: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import csv
 import json
 from pathlib import Path
@@ -14,8 +16,12 @@ from endcredits.cli.common import JsonOpt, make_console, open_store_of, print_js
 from endcredits.errors import ValidationError
 
 if TYPE_CHECKING:
-    from endcredits.attribution.texts import TextAttribution
+    from endcredits.attribution.featurizer import Progress
+    from endcredits.attribution.models import AttributionModel
+    from endcredits.attribution.pipeline import Attribution, Output
+    from endcredits.manifest.records import ManifestRecord
     from endcredits.royalties.payees import PayeeScores
+    from endcredits.store.engine import Store
 
 NAMES_SHOWN_MAX = 10
 """Excluded parameter names printed by ``featurize`` (``--json`` lists them all)."""
@@ -51,6 +57,20 @@ SeedOpt = Annotated[int, _option("seed")]
 ChunkSizeOpt = Annotated[int, _option("chunk_size")]
 LengthCharsOpt = Annotated[int, _option("length_chars")]
 EnsembleOpt = Annotated[str, _option("ensemble")]
+CheckpointOpt = Annotated[
+    Path,
+    typer.Option(
+        help="The model checkpoint: a save_lm file (charlm), a save_pretrained folder (hf-causal-lm, "
+        "diffusers-unet), or what --model-kind's function loads"
+    ),
+]
+ModelKindOpt = Annotated[
+    str,
+    typer.Option(
+        "--model-kind",
+        help="charlm, hf-causal-lm, diffusers-unet, or module:function returning an AttributionModel",
+    ),
+]
 
 
 def _settings(values: dict[str, Any]) -> AttributionSettings:
@@ -63,8 +83,9 @@ def _settings(values: dict[str, Any]) -> AttributionSettings:
 
 def featurize_cmd(
     ctx: typer.Context,
-    checkpoint: Annotated[Path, typer.Option(help="The model checkpoint (from the demo, or save_lm)")],
+    checkpoint: CheckpointOpt,
     manifest: Annotated[str, typer.Option(help="The manifest the model was trained on")],
+    model_kind: ModelKindOpt = "charlm",
     k: KOpt = S.k,
     projection: ProjectionOpt = S.projection,
     exclude: ExcludeOpt = None,
@@ -76,7 +97,7 @@ def featurize_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Featurize every work in the manifest once (projected gradients, memory-mapped); resumable."""
-    from endcredits.attribution.texts import bound_checkpoint, featurize_manifest
+    from endcredits.attribution.pipeline import bound_checkpoint, featurize_manifest
 
     settings = _settings(
         {
@@ -90,9 +111,9 @@ def featurize_cmd(
         }
     )
     with open_store_of(ctx) as store:
-        lm, m = bound_checkpoint(store, manifest, checkpoint)
+        model, m = bound_checkpoint(store, manifest, checkpoint, kind=model_kind)
         with progress_bar("featurizing works", len(m.included)) as advance:
-            fs = featurize_manifest(store, m, lm, settings=settings, ray=ray, progress=lambda d, _t: advance(d))
+            fs = featurize_manifest(store, m, model, settings=settings, ray=ray, progress=lambda d, _t: advance(d))
     coverage = fs.manifest["coverage"]
     if as_json:
         print_json(
@@ -124,24 +145,58 @@ def coverage_line(coverage: dict[str, Any]) -> str:
     )
 
 
-def _read_text_outputs(path: Path) -> list[tuple[str, str]]:
-    lines = []
+OUTPUT_FIELDS = ("text", "image_base64", "path")
+
+
+def read_outputs(path: Path) -> list[tuple[str, bytes]]:
+    """The outputs of a JSON-lines file: ``output_id`` and one of ``text``, ``image_base64`` or ``path`` (a
+    file, relative to the JSON-lines file's folder), each as bytes; a bad line is refused by its number."""
+    outputs = []
     for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
-        if line.strip():
-            try:
-                obj = json.loads(line)
-                lines.append((str(obj["output_id"]), str(obj["text"])))
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise ValidationError(f'{path} line {i + 1} is not {{"output_id": ..., "text": ...}}') from None
-    return lines
+        if not line.strip():
+            continue
+        where = f"{path} line {i + 1}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            raise ValidationError(f"{where} is not JSON") from None
+        given = [field for field in OUTPUT_FIELDS if isinstance(obj, dict) and field in obj]
+        if not isinstance(obj, dict) or "output_id" not in obj or len(given) != 1:
+            raise ValidationError(f'{where} must be {{"output_id": ..., and one of "text", "image_base64", "path"}}')
+        outputs.append((str(obj["output_id"]), _content(obj, given[0], path.parent, where)))
+    return outputs
+
+
+def _content(obj: dict[str, Any], field: str, folder: Path, where: str) -> bytes:
+    value = obj[field]
+    if not isinstance(value, str):
+        raise ValidationError(f"{where}: {field} must be a string")
+    if field == "text":
+        return value.encode("utf-8")
+    if field == "image_base64":
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValidationError(f"{where}: image_base64 is not base64") from None
+    try:
+        return (folder / value).read_bytes()
+    except OSError as exc:
+        raise ValidationError(f"{where}: cannot read {value} ({type(exc).__name__})") from None
 
 
 def attribute_cmd(
     ctx: typer.Context,
-    checkpoint: Annotated[Path, typer.Option(help="The model checkpoint (from the demo, or save_lm)")],
-    outputs: Annotated[Path, typer.Option(help='JSON lines: {"output_id": ..., "text": ...}')],
+    checkpoint: CheckpointOpt,
+    outputs: Annotated[
+        Path,
+        typer.Option(
+            help='JSON lines: {"output_id": ..., "text": ...}, or "image_base64" or "path" (an image file) '
+            "instead of text"
+        ),
+    ],
     out: Annotated[Path, typer.Option(help="Where to write output_id, work_id, score (CSV)")],
     manifest: Annotated[str, typer.Option(help="The manifest the model was trained on")],
+    model_kind: ModelKindOpt = "charlm",
     k: KOpt = S.k,
     projection: ProjectionOpt = S.projection,
     exclude: ExcludeOpt = None,
@@ -166,7 +221,7 @@ def attribute_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Score each output against every work in the manifest (TRAK by default); features are reused."""
-    from endcredits.attribution.texts import attribute_manifest, bound_checkpoint
+    from endcredits.attribution.pipeline import attribute_manifest, bound_checkpoint
 
     settings = _settings(
         {
@@ -184,22 +239,15 @@ def attribute_cmd(
     )
     if per_payee is not None and (explain is not None or ray is not None):
         raise ValidationError("--per-payee writes payee scores only; run without --explain and --ray")
-    lines = _read_text_outputs(outputs)
+    lines = read_outputs(outputs)
     with open_store_of(ctx) as store:
-        lm, m = bound_checkpoint(store, manifest, checkpoint)
+        model, m = bound_checkpoint(store, manifest, checkpoint, kind=model_kind)
         with progress_bar("featurizing works", len(m.included)) as advance:
             if per_payee is not None:
-                from endcredits.royalties.payees import attribute_manifest_payees
-                from endcredits.royalties.records import load_agreement
-
-                with store.read() as conn:
-                    agreement = load_agreement(conn, per_payee)
-                ps = attribute_manifest_payees(
-                    store, m, lm, lines, agreement, settings=settings, progress=lambda d, _t: advance(d)
-                )
+                ps = _per_payee(store, m, model, lines, per_payee, settings, lambda d, _t: advance(d))
             else:
                 att = attribute_manifest(
-                    store, m, lm, lines, settings=settings, ray=ray, progress=lambda d, _t: advance(d)
+                    store, m, model, lines, settings=settings, ray=ray, progress=lambda d, _t: advance(d)
                 )
     if per_payee is not None:
         rows = _write_payee_scores(out, ps)
@@ -214,6 +262,23 @@ def attribute_cmd(
         text += f"; top {top_k} works per output to {explain}" if explain else ""
     run_id = ps.run_id if per_payee is not None else att.run_id
     _report_run(out, str(run_id), {**summary, "out": str(out), "settings": settings.to_dict()}, text, as_json)
+
+
+def _per_payee(
+    store: Store,
+    manifest: ManifestRecord,
+    model: AttributionModel,
+    lines: list[Output],
+    agreement_id: str,
+    settings: AttributionSettings,
+    progress: Progress,
+) -> PayeeScores:
+    from endcredits.royalties.payees import attribute_manifest_payees
+    from endcredits.royalties.records import load_agreement
+
+    with store.read() as conn:
+        agreement = load_agreement(conn, agreement_id)
+    return attribute_manifest_payees(store, manifest, model, lines, agreement, settings=settings, progress=progress)
 
 
 def _report_run(out: Path, run_id: str, summary: dict[str, Any], text: str, as_json: bool) -> None:
@@ -238,7 +303,7 @@ def _write_payee_scores(out: Path, ps: PayeeScores) -> int:
     return len(rows)
 
 
-def _write_work_scores(out: Path, att: TextAttribution, explain: Path | None) -> None:
+def _write_work_scores(out: Path, att: Attribution, explain: Path | None) -> None:
     """``output_id, work_id, score`` for every pair, and each output's top works to ``explain``."""
     with out.open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f, lineterminator="\n")

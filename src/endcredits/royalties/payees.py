@@ -10,11 +10,11 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from endcredits.attribution.charlm import TrainedLM
 from endcredits.attribution.featurizer import Progress
+from endcredits.attribution.models import AttributionModel
+from endcredits.attribution.pipeline import Output, attribute_payees, featurize_manifest
 from endcredits.attribution.records import RunScores, new_run, record_run
 from endcredits.attribution.settings import AttributionSettings
-from endcredits.attribution.texts import attribute_payees, featurize_manifest
 from endcredits.errors import ValidationError
 from endcredits.manifest.records import ManifestRecord
 from endcredits.royalties.agreement import Agreement
@@ -44,14 +44,14 @@ class PayeeScores:
 def attribute_manifest_payees(
     store: Store,
     manifest: ManifestRecord,
-    lm: TrainedLM,
-    outputs: Sequence[tuple[str, str]],
+    model: AttributionModel,
+    outputs: Sequence[Output],
     agreement: Agreement,
     *,
     settings: AttributionSettings,
     progress: Progress | None = None,
 ) -> PayeeScores:
-    """Every payee's exact score for every output (id, text), under the agreement's credit shares, with
+    """Every payee's exact score for every output (id, content), under the agreement's credit shares, with
     the features and scorer that ``settings`` describe; the run is recorded (per payee, naming the
     agreement), and an accrual under the same agreement version may name it."""
     ids = [o for o, _ in outputs]
@@ -59,13 +59,13 @@ def attribute_manifest_payees(
         raise ValidationError("an output id appears twice")
     with store.read() as conn:
         payees, credits = credit_matrix(conn, manifest.included, agreement)
-    train = featurize_manifest(store, manifest, lm, settings=settings, progress=progress)
-    scores = attribute_payees(lm, train, outputs, credits, settings=settings)
+    train = featurize_manifest(store, manifest, model, settings=settings, progress=progress)
+    scores = attribute_payees(model, train, outputs, credits, settings=settings)
     run_scores = RunScores.of_matrix("payee", ids, payees, scores)
     run = new_run(
         manifest,
         run_scores,
-        checkpoint_sha256s=[lm.checksum()],
+        checkpoint_sha256s=[model.checksum()],
         method=settings.method,
         weaker=False,
         settings=settings,

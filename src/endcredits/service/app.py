@@ -184,8 +184,10 @@ def _routes_usage(app: FastAPI) -> None:
 
     @app.post(f"{API}/attributions", tags=["usage"], responses={409: m.NO_CHECKPOINT})
     def attribute(body: m.AttributionIn, who: Ingest, store: StoreDep) -> Any:
-        """Operator (ingest): score text outputs against every work of a manifest with the model checkpoint
-        registered at ``DATA/models/MODEL.pt``; returns each output's scores per work and its top works."""
+        """Operator (ingest): score outputs (texts, or images in base64) against every work of a manifest with
+        the model's checkpoint in the data directory (``DATA/models/MODEL.pt`` for a character LM, the folder
+        ``DATA/models/MODEL/`` for other kinds); returns the recorded run, each output's scores per work and
+        its top works."""
         from endcredits.service.attribute import attribution_view
 
         return attribution_view(store, body)

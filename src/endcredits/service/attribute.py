@@ -1,26 +1,49 @@
-"""Attribution over HTTP: text outputs scored against every work of a manifest, with the model checkpoint
-registered for the manifest's model at ``DATA/models/MODEL_ID.pt`` (where ``endcredits demo`` saves it)."""
+"""Attribution over HTTP: outputs scored against every work of a manifest, with the model's checkpoint in
+the data directory (``DATA/models/MODEL.pt`` for the character LM, where ``endcredits demo`` saves it; the
+folder ``DATA/models/MODEL/`` for every other kind). A client names a built-in kind; a ``module:function``
+kind only when the operator allowed it in ``ENDCREDITS_MODEL_KINDS`` before starting the service, so no
+request imports a module the operator did not choose."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+from endcredits.errors import ValidationError
 from endcredits.service.models import AttributionIn
 from endcredits.store.engine import Store
+
+MODEL_KINDS_ENV = "ENDCREDITS_MODEL_KINDS"
+"""Comma-separated ``module:function`` model kinds the API accepts besides the built-in ones."""
+
+
+def allowed_kind(kind: str) -> str:
+    """``kind`` when it is built in or allowed by the operator; a one-line error otherwise."""
+    from endcredits.attribution.models import BUILTIN_KINDS
+
+    allowed = [k.strip() for k in os.environ.get(MODEL_KINDS_ENV, "").split(",") if k.strip()]
+    if kind not in BUILTIN_KINDS and kind not in allowed:
+        raise ValidationError(
+            f"model_kind {kind[:200]!r} is not one of {', '.join(BUILTIN_KINDS)}, nor allowed by the operator "
+            f"({MODEL_KINDS_ENV})"
+        )
+    return kind
 
 
 def attribution_view(store: Store, body: AttributionIn) -> dict[str, Any]:
     """The API's answer: the recorded run's id (what a usage batch's ``attribution_run_id`` names), and each
     output's score per work and its top works."""
-    from endcredits.attribution.texts import attribute_manifest, bound_checkpoint
+    from endcredits.attribution.pipeline import attribute_manifest, bound_checkpoint
 
-    lm, manifest = bound_checkpoint(store, body.manifest_id)
-    outputs = [(o.output_id, o.text) for o in body.outputs]
-    att = attribute_manifest(store, manifest, lm, outputs, settings=body.settings())
+    kind = allowed_kind(body.model_kind)
+    outputs = [(o.output_id, o.content()) for o in body.outputs]
+    model, manifest = bound_checkpoint(store, body.manifest_id, kind=kind)
+    att = attribute_manifest(store, manifest, model, outputs, settings=body.settings())
     return {
         "attribution_run_id": att.run_id,
         "manifest_id": manifest.id,
         "model_id": manifest.model_id,
+        "model_kind": kind,
         "method": att.method,
         "weaker": att.weaker,
         "settings": att.settings.to_dict(),

@@ -3,6 +3,8 @@ an integer), and bounds every string and list. Amounts are exact decimal text, n
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -16,6 +18,7 @@ from endcredits.attribution.settings import (
     AttributionSettings,
     SettingError,
 )
+from endcredits.errors import ValidationError
 from endcredits.limits import EXTERNAL_REASON_CHARS_MAX, ID_LENGTH_MAX, NAME_LENGTH_MAX, TITLE_LENGTH_MAX, WEIGHT_MAX
 
 PUBLIC_BODY_BYTES_MAX = 16 << 10
@@ -164,9 +167,29 @@ class LinkSignInIn(Body):
     token: Annotated[str, Field(min_length=1, max_length=128)]
 
 
-class TextOutput(Body):
+class ModelOutput(Body):
+    """One output to attribute: a text (language models) or an image file in base64 (UNets)."""
+
     output_id: Id
-    text: Annotated[str, Field(min_length=1, max_length=ATTRIBUTION_TEXT_CHARS_MAX)]
+    text: Annotated[str | None, Field(min_length=1, max_length=ATTRIBUTION_TEXT_CHARS_MAX)] = None
+    image_base64: Annotated[
+        str | None, Field(min_length=4, max_length=BODY_BYTES_MAX, description="An image file (PNG, JPEG), base64")
+    ] = None
+
+    @model_validator(mode="after")
+    def _one_content(self) -> ModelOutput:
+        if (self.text is None) == (self.image_base64 is None):
+            raise PydanticCustomError("output", "an output has a text or an image_base64, exactly one")
+        return self
+
+    def content(self) -> bytes:
+        """The output's bytes: the text in UTF-8, or the decoded image file."""
+        if self.text is not None:
+            return self.text.encode("utf-8")
+        try:
+            return base64.b64decode(self.image_base64 or "", validate=True)
+        except (binascii.Error, ValueError):
+            raise ValidationError(f"output {self.output_id}: image_base64 is not base64") from None
 
 
 def _about(name: str) -> str:
@@ -180,7 +203,14 @@ class AttributionIn(Body):
     """Outputs to attribute, and the attribution settings (each checked by ``AttributionSettings``)."""
 
     manifest_id: Id
-    outputs: list[TextOutput] = Field(min_length=1, max_length=ATTRIBUTION_TEXTS_MAX)
+    model_kind: str = Field(
+        default="charlm",
+        max_length=ID_LENGTH_MAX,
+        description="charlm, hf-causal-lm, diffusers-unet, or a module:function kind the operator allowed when "
+        "starting the service (ENDCREDITS_MODEL_KINDS); the checkpoint is DATA/models/MODEL.pt (charlm) or the "
+        "folder DATA/models/MODEL/",
+    )
+    outputs: list[ModelOutput] = Field(min_length=1, max_length=ATTRIBUTION_TEXTS_MAX)
     method: Literal["trak", "tracin"] = Field(default=_S.method, description=_about("method"))
     top_k: int = Field(default=_S.top_k, description=_about("top_k"))
     k: int = Field(default=_S.k, description=_about("k"))

@@ -76,3 +76,43 @@ def save_unet(folder: Path, *, seed: int = 0, side: int = 16, channels: int = 1)
     unet.save_pretrained(folder / "unet")
     DDPMScheduler(num_train_timesteps=100).save_pretrained(folder / "scheduler")
     return folder
+
+
+def train_gpt2(folder: Path, texts: list[str], *, steps: int = 20, seed: int = 0) -> Path:
+    """A few Adam steps of next-character prediction on ``texts``, saved back into ``folder``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=64, return_tensors="pt")
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.save_pretrained(folder)
+    return folder
+
+
+def train_unet(folder: Path, images: torch.Tensor, *, steps: int = 20, seed: int = 0) -> Path:
+    """A few Adam steps of the DDPM denoising loss on ``images`` ``[B, C, H, W]`` in [-1, 1], saved back."""
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    generator = torch.Generator().manual_seed(seed)
+    unet = UNet2DModel.from_pretrained(folder / "unet", local_files_only=True, low_cpu_mem_usage=False)
+    scheduler = DDPMScheduler.from_pretrained(folder / "scheduler", local_files_only=True)
+    optimizer = torch.optim.Adam(unet.parameters(), lr=1e-3)
+    unet.train()
+    for _ in range(steps):
+        noise = torch.randn(images.shape, generator=generator)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(images),), generator=generator)
+        loss = ((unet(scheduler.add_noise(images, noise, t), t).sample - noise) ** 2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    unet.save_pretrained(folder / "unet")
+    return folder
