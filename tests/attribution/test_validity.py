@@ -206,6 +206,9 @@ def test_bad_validations_are_refused_in_one_line_and_record_nothing(
     bound = ManifestRecord(**{**manifest.__dict__, "checkpoint_sha256": CHECKPOINT})
     with pytest.raises(ManifestError, match="is not the one manifest .* is bound to"):
         validate_manifest(store, bound, model, tasks.train, OUTPUTS, settings=SETTINGS, subsets=2, seeds=1)
+    stranger = load_model(tasks.train_texts(tasks.corpus(3), 5, tmp_path / "stranger"), "charlm")
+    with pytest.raises(ManifestError, match="is from no recorded training run of manifest"):
+        validate_manifest(store, manifest, stranger, tasks.train, OUTPUTS, settings=SETTINGS, subsets=2, seeds=1)
     assert row_counts(store) == before
 
 

@@ -12,8 +12,9 @@ import os
 from pathlib import Path
 
 from endcredits.attribution.charlm import build_vocab, save_lm, train_char_lm
+from endcredits.attribution.models import load_model
 from endcredits.manifest.build import build_manifest
-from endcredits.manifest.records import ManifestRecord, add_model
+from endcredits.manifest.records import ManifestRecord, add_model, record_training_run
 from endcredits.registry.records import WorkIn, add_works
 from endcredits.store.blobs import get_blob, put_blob
 from endcredits.store.engine import Store
@@ -41,9 +42,20 @@ def register(store: Store, texts: list[str]) -> ManifestRecord:
 
 
 def trained_on(store: Store, manifest: ManifestRecord, out_dir: Path) -> Path:
-    """The model of the manifest: every included work, seed 0."""
+    """The model of the manifest (every included work, seed 0), recorded as the manifest's training run."""
     texts = [get_blob(store.data_dir, w).decode("utf-8") for w in manifest.included]
-    return train_texts(texts, 0, out_dir)
+    path = train_texts(texts, 0, out_dir)
+    at = dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
+    with store.write() as conn:
+        record_training_run(
+            conn,
+            run_id="train-m",
+            manifest_id=manifest.id,
+            checkpoint_sha256s=[load_model(path, "charlm").checksum()],
+            started_at=at,
+            finished_at=at,
+        )
+    return path
 
 
 def train_texts(texts: list[str], seed: int, out_dir: Path) -> Path:

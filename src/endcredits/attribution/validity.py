@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from endcredits.attribution.settings import AttributionSettings
-from endcredits.errors import EndcreditsError, LimitExceededError, ManifestError, ValidationError
+from endcredits.errors import EndcreditsError, LimitExceededError, ValidationError
 
 if TYPE_CHECKING:
     from endcredits.attribution.models import AttributionModel
@@ -378,19 +378,10 @@ def pipeline_scores(
     """The attribution pipeline's scores of ``outputs`` against the manifest's works ``[outputs, works]``,
     the works' features computed once and reused, as ``endcredits attribute`` computes them (no run is
     recorded: these scores move no money)."""
-    from endcredits.attribution.texts import attribute_outputs, featurize_manifest
+    from endcredits.attribution.pipeline import attribute_outputs, featurize_manifest
 
-    lm = getattr(model, "lm", None)
-    if model.kind != "charlm" or lm is None:
-        raise ValidationError(f"validation scores charlm models only for now, not {model.kind}")
-    texts = []
-    for output_id, data in outputs:
-        try:
-            texts.append((output_id, data.decode("utf-8")))
-        except UnicodeDecodeError:
-            raise ValidationError(f"output {output_id} is not UTF-8 text; this model reads text") from None
-    train = featurize_manifest(store, manifest, lm, settings=settings)
-    att = attribute_outputs(lm, train, texts, settings=settings)
+    train = featurize_manifest(store, manifest, model, settings=settings)
+    att = attribute_outputs(model, train, outputs, settings=settings)
     return att.work_ids, att.scores
 
 
@@ -410,18 +401,16 @@ def validate_manifest(
 ) -> ModelValidity:
     """Measure and record the validity of ``model`` (trained on ``manifest``): its attribution of
     ``outputs`` (by ``scores_fn``) against ``subsets`` half subsets of the manifest's works, each retrained
-    by ``train_fn`` with ``seeds`` seeds and loaded as ``model.kind``. Everything is checked before the
-    first retraining; nothing is recorded unless every retraining succeeds."""
+    by ``train_fn`` with ``seeds`` seeds and loaded as ``model.kind``. The model must be one the manifest is
+    bound to or a recorded training run of it produced (``pipeline.check_checkpoint``). Everything is checked
+    before the first retraining; nothing is recorded unless every retraining succeeds."""
+    from endcredits.attribution.pipeline import check_checkpoint
     from endcredits.attribution.validity_records import record_validity
 
     _check_counts(subsets, seeds)
     _check_outputs(outputs)
-    checksum = model.checksum()
-    if manifest.checkpoint_sha256 is not None and manifest.checkpoint_sha256 != checksum:
-        raise ManifestError(
-            f"the checkpoint (sha256 {checksum[:16]}) is not the one manifest {manifest.id} is bound to "
-            f"({manifest.checkpoint_sha256[:16]}): validate the bound checkpoint"
-        )
+    with store.read() as conn:
+        check_checkpoint(conn, model, manifest)
     if len(manifest.included) < 2:
         raise ValidationError(f"manifest {manifest.id} includes {len(manifest.included)} works; half subsets need 2")
     work_ids, scores = scores_fn(store, manifest, model, outputs, settings)
@@ -435,7 +424,7 @@ def validate_manifest(
             conn,
             report,
             manifest=manifest,
-            checkpoint_sha256=checksum,
+            checkpoint_sha256=model.checksum(),
             model_kind=model.kind,
             train_function=train_function_name,
             settings=settings,

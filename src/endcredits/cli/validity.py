@@ -16,11 +16,13 @@ import typer
 
 from endcredits.attribution.settings import AttributionSettings
 from endcredits.cli.attribution import (
+    CheckpointOpt,
     ChunkSizeOpt,
     EnsembleOpt,
     ExcludeOpt,
     KOpt,
     LengthCharsOpt,
+    ModelKindOpt,
     ProjectionOpt,
     SeedOpt,
     _option,
@@ -98,15 +100,12 @@ def _validate(
     subsets: int,
     seeds: int,
 ) -> ModelValidity:
-    """Load the manifest and the model, and validate with a progress bar over the retrainings."""
-    from endcredits.attribution.models import load_model
+    """Load the manifest and the model trained on it, and validate with a progress bar over the retrainings."""
+    from endcredits.attribution.pipeline import bound_checkpoint
     from endcredits.attribution.validity import validate_manifest
-    from endcredits.manifest.records import load_manifest
 
     with open_store_of(ctx) as store:
-        with store.read() as conn:
-            m = load_manifest(conn, manifest_id)
-        model = load_model(checkpoint, model_kind)
+        model, m = bound_checkpoint(store, manifest_id, checkpoint, kind=model_kind)
         with progress_bar("retraining", max(1, subsets * seeds)) as advance:
             return validate_manifest(
                 store,
@@ -126,7 +125,7 @@ def _validate(
 def validate_cmd(
     ctx: typer.Context,
     manifest: Annotated[str, typer.Option(help="The manifest the model was trained on")],
-    checkpoint: Annotated[Path, typer.Option(help="The model's checkpoint (file or folder)")],
+    checkpoint: CheckpointOpt,
     train: Annotated[
         str,
         typer.Option(
@@ -138,9 +137,7 @@ def validate_cmd(
     outputs: Annotated[
         Path, typer.Option(help='JSON lines: {"output_id": ..., and "text", "image_base64" or "path": ...}')
     ],
-    model_kind: Annotated[
-        str, typer.Option(help="charlm, hf-causal-lm, diffusers-unet, or module:function returning a model")
-    ] = "charlm",
+    model_kind: ModelKindOpt = "charlm",
     subsets: Annotated[int, typer.Option(help="Random half subsets of the works, each retrained (at least 2)")] = 32,
     seeds: Annotated[int, typer.Option(help="Retrainings per subset, with different seeds (at least 1)")] = 3,
     k: KOpt = S.k,
