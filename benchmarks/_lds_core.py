@@ -1,5 +1,7 @@
 """LDS machinery shared by lds.py and its settings: the seeds, the ``Problem`` a setting builds, random half
-subsets, the ground-truth cache, Spearman correlation and the score itself.
+subsets, the ground-truth cache, Spearman correlation and the score itself. The subsets, Spearman, LDS and
+noise ceiling are ``endcredits.attribution.validity``'s, which `endcredits attribution validate` measures
+with: one implementation, re-exported here.
 
 LDS (TRAK, Park et al. 2023, Def. 2.3): draw m subsets S_j of half the training set; retrain on each and
 record the model output f(z; S_j) for every test example z; an attribution tau predicts
@@ -20,6 +22,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from endcredits.attribution.validity import (
+    half_subsets,
+    lds,
+    masks_of,
+    noise_ceiling,
+    rankdata,
+    spearman_columns,
+)
+
 SEED_MAIN = 1
 SEED_TUNE = 2
 SEED_HALF_ENSEMBLE = 3
@@ -28,82 +39,6 @@ SEED_COUNTERFACTUAL = 4
 
 GROUND_TRUTH_VERSION = 1
 """Bumped whenever retraining changes, so that stale cached ground truth is never read."""
-
-
-def half_subsets(n: int, m: int, seed: int) -> npt.NDArray[np.int64]:
-    """[m, n // 2] sorted training indices; subset j depends only on (seed, j), not on m."""
-    rows = [np.sort(np.random.default_rng([seed, j]).permutation(n)[: n // 2]) for j in range(m)]
-    return np.stack(rows).astype(np.int64) if rows else np.zeros((0, n // 2), dtype=np.int64)
-
-
-def masks_of(subsets: npt.NDArray[np.int64], n: int) -> npt.NDArray[np.bool_]:
-    masks = np.zeros((len(subsets), n), dtype=bool)
-    for j, rows in enumerate(subsets):
-        masks[j, rows] = True
-    return masks
-
-
-def rankdata(values: npt.NDArray[np.floating], axis: int = 0) -> npt.NDArray[np.float64]:
-    """Ranks along ``axis`` (1-based), ties given their average rank, like ``scipy.stats.rankdata``."""
-    moved = np.moveaxis(np.asarray(values, dtype=np.float64), axis, -1)
-    flat = moved.reshape(-1, moved.shape[-1])
-    out = np.empty_like(flat)
-    for r, row in enumerate(flat):
-        order = np.argsort(row, kind="mergesort")
-        sorted_row = row[order]
-        # Boundaries of runs of equal values; each run gets the mean of its positions.
-        starts = np.flatnonzero(np.r_[True, sorted_row[1:] != sorted_row[:-1]])
-        ends = np.r_[starts[1:], len(row)]
-        ranks = np.empty(len(row))
-        ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
-        out[r] = ranks
-    return np.moveaxis(out.reshape(moved.shape), -1, axis)
-
-
-def spearman_columns(a: npt.NDArray[np.floating], b: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
-    """Spearman correlation of each column of ``a`` with the same column of ``b`` ([m, T] each); NaN for a
-    constant column."""
-    ra, rb = rankdata(a, axis=0), rankdata(b, axis=0)
-    ra -= ra.mean(axis=0)
-    rb -= rb.mean(axis=0)
-    denom = np.sqrt((ra * ra).sum(axis=0) * (rb * rb).sum(axis=0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denom > 0, (ra * rb).sum(axis=0) / np.where(denom > 0, denom, 1.0), np.nan)
-
-
-def lds(
-    scores: npt.NDArray[np.floating], masks: npt.NDArray[np.bool_], outputs: npt.NDArray[np.floating]
-) -> tuple[float, npt.NDArray[np.float64]]:
-    """Mean LDS over test examples and the per-example values.
-
-    ``scores`` [n_train, T] (higher = the training example raises the output), ``masks`` [m, n_train],
-    ``outputs`` [m, T] (the measured model output on each subset's retrained model).
-    """
-    predicted = masks.astype(np.float64) @ np.asarray(scores, dtype=np.float64)
-    per_example = spearman_columns(predicted, np.asarray(outputs, dtype=np.float64))
-    finite = per_example[np.isfinite(per_example)]
-    return (float(finite.mean()) if finite.size else float("nan")), per_example
-
-
-def noise_ceiling(outputs: npt.NDArray[np.floating], *reseeded: npt.NDArray[np.floating]) -> dict[str, float]:
-    """How much of the measured output training noise leaves predictable, from the same subsets retrained
-    with other seeds. With output = signal + independent noise, the Spearman correlation r of two
-    retrainings estimates the signal's share of the variance, and no attribution (a function of the
-    subset alone) can reach an LDS above about sqrt(r) per test example against one retraining, or
-    sqrt(R r / (1 + (R - 1) r)) against the mean of R. r is averaged over every pair of seeds."""
-    runs = [np.asarray(o, np.float64) for o in (outputs, *reseeded)]
-    pairs = [spearman_columns(runs[a], runs[b]) for a in range(len(runs)) for b in range(a + 1, len(runs))]
-    r = np.nanmean(np.stack(pairs), axis=0)
-    r = np.clip(r[np.isfinite(r)], 0, None)
-    out = {
-        "seed_to_seed_spearman": float(r.mean()),
-        "lds_ceiling_one_seed": float(np.sqrt(r).mean()),
-        "lds_ceiling_two_seeds": float(np.sqrt(2 * r / (1 + r)).mean()),
-    }
-    if len(runs) > 2:
-        seeds = len(runs)
-        out[f"lds_ceiling_{seeds}_seeds"] = float(np.sqrt(seeds * r / (1 + (seeds - 1) * r)).mean())
-    return out
 
 
 def cache_key(parts: dict[str, object]) -> str:
@@ -210,3 +145,25 @@ class Problem:
     main_outputs_reseeded: list[npt.NDArray[np.float64]] = field(default_factory=list)
     """The main draw's subsets retrained with seeds 2..R (``--seeds-per-subset R``): for the noise ceiling and
     the LDS against the mean of the R seeds per subset."""
+
+
+__all__ = [
+    "GROUND_TRUTH_VERSION",
+    "GT_SEED_OFFSET",
+    "SEED_COUNTERFACTUAL",
+    "SEED_HALF_ENSEMBLE",
+    "SEED_MAIN",
+    "SEED_TUNE",
+    "Problem",
+    "cache_key",
+    "cached_outputs",
+    "ground_truth_draw",
+    "half_subsets",
+    "lds",
+    "masks_of",
+    "noise_ceiling",
+    "rankdata",
+    "reseed_draw",
+    "seed_offset",
+    "spearman_columns",
+]

@@ -39,6 +39,13 @@ def test_idx_refuses_bad_files(tmp_path: Path) -> None:
         read_idx(tmp_path / "short")
 
 
+def test_the_benchmark_measures_with_the_lds_functions_of_endcredits_attribution_validate() -> None:
+    from endcredits.attribution import validity
+
+    for name in ("half_subsets", "masks_of", "rankdata", "spearman_columns", "lds", "noise_ceiling"):
+        assert getattr(core, name) is getattr(validity, name)
+
+
 def test_rankdata_averages_ties_and_spearman_matches_pearson_of_ranks() -> None:
     assert core.rankdata(np.array([10.0, 20.0, 10.0, 5.0])).tolist() == [2.5, 4.0, 2.5, 1.0]
     rng = np.random.default_rng(0)

@@ -172,3 +172,38 @@ def test_every_statement_line_names_the_run_or_the_external_reason_behind_its_sc
     assert data["score_sources"][run.id]["merkle_root"] == w.manifest.merkle_root
     rows = {r["output_id"]: r for r in csv.DictReader(io.StringIO(st.to_csv()))}
     assert rows["r1"]["scores_run_id"] == run.id and rows["x1"]["scores_external_reason"] == "a licensee's own scores"
+
+
+def test_a_statement_shows_the_latest_validity_of_the_model_behind_its_runs(store: Store) -> None:
+    from endcredits.attribution.settings import AttributionSettings
+    from endcredits.attribution.validity import ValidityReport
+    from endcredits.attribution.validity_records import record_validity
+    from endcredits.ledger.accrue import ScoreSource, accrue_scored
+    from endcredits.royalties.records import save_agreement
+    from endcredits.royalties.usage import OutputIn
+    from helpers_money import record_scores_run
+
+    w = World(store)
+    with store.write() as conn:
+        save_agreement(conn, AG.id, AG.version, AG.body, AG.body_sha256)
+    run = record_scores_run(store, w.manifest, {"r1": {w.song: 2.0, w.film: 1.0}}, method="tracin")
+    outs = [OutputIn("r1", "m", 10**8, "EUR", on_time(4, 2))]
+    accrue_scored(store, outs, None, source=ScoreSource.run(run.id), per=None, batch_id="b", agreement_id=AG.id)
+    assert build_statement(store, w.alice, "2026-04", "EUR").model_validity == {}  # never measured
+    report = ValidityReport(0.2, 0.31, 0.6, 0.77, 0.8, subsets=32, seeds=3, outputs=5, works=3, lds_per_output=())
+    with store.write() as conn:
+        v = record_validity(
+            conn,
+            report,
+            manifest=w.manifest,
+            checkpoint_sha256="c" * 64,
+            model_kind="charlm",
+            train_function="ops:train",
+            settings=AttributionSettings(),
+            draw_seed=1,
+        )
+    data = json.loads(build_statement(store, w.alice, "2026-04", "EUR").to_json())
+    assert list(data["model_validity"]) == ["m"] and data["model_validity"]["m"]["id"] == v.id
+    assert data["model_validity"]["m"]["summary"] == (
+        "LDS 0.31 against the mean of 3 retrainings per subset (noise ceiling 0.80); 32 subsets, 5 outputs"
+    )

@@ -37,6 +37,7 @@ NOUNS: dict[str, tuple[str, str]] = {
     "roles": ("endcredits.cli.registry", "roles_app"),
     "consent": ("endcredits.cli.consent", "consent_app"),
     "manifest": ("endcredits.cli.manifest", "manifest_app"),
+    "attribution": ("endcredits.cli.validity", "attribution_app"),
     "agreement": ("endcredits.cli.money", "agreement_app"),
     "payouts": ("endcredits.cli.money", "payouts_app"),
     "escrow": ("endcredits.cli.money", "escrow_app"),

@@ -106,11 +106,13 @@ def manifest_show(
 ) -> None:
     """A manifest's root, counts and excluded works with reasons; with --works, its included works in
     leaf order (at most --limit)."""
+    from endcredits.attribution.validity_records import latest_validity
     from endcredits.manifest.records import load_manifest, manifest_works
 
     with open_store_of(ctx) as store, store.read() as conn:
         m = load_manifest(conn, manifest_id)
         listed = manifest_works(conn, manifest_id, limit=limit) if works else []
+        validity = latest_validity(conn, m.model_id)
     data: dict[str, Any] = {
         "manifest_id": m.id,
         "model": m.model_id,
@@ -120,6 +122,7 @@ def manifest_show(
         "checkpoint_sha256": m.checkpoint_sha256,
         "included": len(m.included),
         "excluded": [{"work": w, "reason": r} for w, r in m.excluded],
+        "model_validity": None if validity is None else validity.to_json(),
     }
     if works:
         data["works"] = [{"leaf": i, "work_id": w, "title": t} for i, w, t in listed]
@@ -129,6 +132,8 @@ def manifest_show(
     console = make_console()
     console.print(f"manifest {m.id} for model {m.model_id} ({', '.join(m.uses)}) as of {m.as_of}")
     console.print(f"root {m.merkle_root}; {len(m.included)} included; {len(m.excluded)} excluded")
+    if validity is not None:
+        console.print(f"validity of model {m.model_id}: {validity.sentence()} (measured {validity.measured_at})")
     for w, r in m.excluded[:20]:
         console.print(f"  excluded {w[:16]}: {r}")
     if works:

@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 from sqlalchemy import Connection, select
 
 from endcredits.attribution.records import AttributionRun, runs_by_id
+from endcredits.attribution.validity_records import latest_validities
 from endcredits.errors import NotFoundError
 from endcredits.ledger.evidence import read_evidence
 from endcredits.ledger.records import accrued_by_account
@@ -75,6 +76,9 @@ class Statement:
     score_sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per attribution run behind the lines (by id): what made its scores (model, checkpoints, manifest root,
     method, settings, seeds, engine, validity). External scores are labelled on each line instead."""
+    model_validity: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per model of those runs whose validity was measured (`endcredits attribution validate`): its latest
+    figure, the LDS of its attribution against retraining, with ``summary`` in words."""
 
     def reconciles(self) -> bool:
         """The evidence re-derives the ledger: carried in + lines == posted + carried out, to the subunit,
@@ -104,6 +108,7 @@ class Statement:
                 "outputs": self.outputs,
                 "rules": self.rules,
                 "score_sources": self.score_sources,
+                "model_validity": self.model_validity,
             },
             indent=2,
             sort_keys=True,
@@ -238,6 +243,7 @@ def build_statement(store: Store, person_id: int, period: str, currency: str) ->
         collected = _collect(store, conn, payees, currency, period)
         period_outputs = {o for p, t, *_ in collected if p == period for o in t["output_id"].to_pylist()}
         runs = runs_by_id(conn, {src[0] for p, *_, src in collected if p == period and src[0] is not None})
+        validity = latest_validities(conn, {run.model_id for run in runs.values()})
         explained = _explain(
             [(full, a, _source_label(src, runs)) for _p, _t, full, a, src in collected if full is not None],
             period_outputs,
@@ -279,6 +285,7 @@ def build_statement(store: Store, person_id: int, period: str, currency: str) ->
         explained,
         rules,
         {run_id: run.to_json() for run_id, run in sorted(runs.items())},
+        {model_id: v.to_json() for model_id, v in sorted(validity.items())},
     )
 
 

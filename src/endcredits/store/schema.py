@@ -21,6 +21,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -331,6 +332,36 @@ attribution_runs = Table(
     Column("scores_path", Text, nullable=False),  # relative to the data directory
     Column("scores_sha256", Sha256, nullable=False),  # attribution.records.RunScores.sha256
     Column("created_at", Time, nullable=False),
+)
+
+# One measurement of a model's validity (attribution/validity_records.py): the LDS of its attribution against
+# retraining on random half subsets of its manifest's works, beside the noise ceiling. The latest row of a
+# model is the figure its statements show.
+model_validity = Table(
+    "model_validity",
+    metadata,
+    Column("id", Key, primary_key=True, autoincrement=True),
+    Column("model_id", Id, ForeignKey("models.id"), nullable=False, index=True),
+    Column("manifest_id", Id, ForeignKey("manifests.id"), nullable=False),
+    Column("merkle_root", Sha256, nullable=False),
+    Column("checkpoint_sha256", Sha256, nullable=False),  # the model's checksum (AttributionModel.checksum)
+    Column("model_kind", Id, nullable=False),  # a built-in kind or the operator's module:function
+    Column("train_function", Id, nullable=False),  # the operator's module:function that retrained
+    Column("method", String(32), nullable=False),
+    Column("settings_sha256", Sha256, nullable=False),  # SHA-256 of the settings' canonical JSON
+    Column("settings", Text, nullable=False),  # AttributionSettings.to_dict(), canonical JSON
+    Column("lds", Float, nullable=True),  # against the first seed; NULL when no output varied
+    Column("lds_seed_mean", Float, nullable=True),  # against the mean of the seeds: the figure shown
+    Column("seed_to_seed_spearman", Float, nullable=True),  # NULL with one seed
+    Column("ceiling_one_seed", Float, nullable=True),
+    Column("ceiling_seed_mean", Float, nullable=True),
+    Column("subsets", Integer, nullable=False),
+    Column("seeds", Integer, nullable=False),
+    Column("outputs", Integer, nullable=False),
+    Column("works", Integer, nullable=False),
+    Column("draw_seed", Integer, nullable=False),  # the seed of the half subsets
+    Column("lds_per_output", Text, nullable=False),  # JSON list, null where an output did not vary
+    Column("measured_at", Time, nullable=False),
 )
 
 # Royalties ---------------------------------------------------------------------------------------
