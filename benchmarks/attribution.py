@@ -30,10 +30,11 @@ matrix, and attribute generated outputs with TRAK (``AttributionSettings().lambd
 
     python benchmarks/attribution.py --threads 1 --stability --cost --json
 
-4. Stability: do the payee shares depend on the projection seed? Per rung of a ladder of settings (``kK``:
-   Kronecker at k = K, ``meanR-kK``: R seeds' features fitted as R models, which averages their TRAK scores,
-   ``identity``: exact gradients, no seed), ``--replicates`` replicates with disjoint seeds; per output and
-   pair of replicates, the Spearman correlation of the payee shares and the payees two top-10s share, mean
+4. Stability: do the payee shares depend on the projection seed? Per rung of a ladder of settings
+   (``kK``: Kronecker at k = K; ``gK``: the blockwise Gaussian projection; ``meanR-kK``: R seeds' Kronecker
+   features fitted as R models, which averages their TRAK scores; ``identity``: exact gradients, no seed),
+   ``--replicates`` replicates with disjoint seeds; per output and pair of replicates, the Spearman
+   correlation of the payee shares and the payees two top-10s share, mean
    and min over every (output, pair). Target: mean Spearman >= 0.95 and mean top-10 overlap >= 9. Two
    draws of seeds and outputs: on ``choose`` (projection seeds from 0, outputs sampled with seed 1) the
    rung with the fewest feature bytes per work that meets the target is chosen; ``report`` (seeds from
@@ -71,6 +72,7 @@ from endcredits.attribution import (
     Featurizer,
     PayeeIndex,
     TopK,
+    TracInScorer,
     TRAKScorer,
     classification_task,
     recall_at_k,
@@ -268,13 +270,14 @@ class Rung:
 
 
 def parse_rung(name: str) -> Rung:
-    """``identity``, ``kK`` (Kronecker at k = K) or ``meanR-kK`` (R Kronecker projections at k = K, averaged)."""
+    """``identity``, ``kK`` (Kronecker at k = K), ``gK`` (the blockwise Gaussian projection at k = K) or
+    ``meanR-kK`` (R Kronecker projections at k = K, averaged)."""
     if name == "identity":
         return Rung(name, "identity", None, 1)
-    members, _, k = name.rpartition("-k") if name.startswith("mean") else ("mean1", "", name.removeprefix("k"))
-    if not (k.isdigit() and members.startswith("mean") and members[4:].isdigit() and int(members[4:]) >= 1):
-        raise SystemExit(f"rung {name!r}: use identity, kK (such as k{K_DEFAULT}) or meanR-kK (such as mean4-k1024)")
-    return Rung(name, "kronecker", int(k), int(members[4:]))
+    members, _, k = name.rpartition("-k") if name.startswith("mean") else ("mean1", "", name[1:])
+    if not (k.isdigit() and name[0] in "kgm" and members[4:].isdigit() and int(members[4:]) >= 1):
+        raise SystemExit(f"rung {name!r}: use identity, kK (such as k{K_DEFAULT}), gK or meanR-kK (mean4-k1024)")
+    return Rung(name, "gaussian" if name[0] == "g" else "kronecker", int(k), int(members[4:]))
 
 
 def random_credits(works: int, payees: int, seed: int) -> CreditMatrix:
@@ -313,13 +316,13 @@ class FeatureCache:
 
 
 def payee_shares(
-    cache: FeatureCache, rung: Rung, seeds: list[int], outputs: Batch, credits: CreditMatrix, lambda_: float
+    cache: FeatureCache, rung: Rung, seeds: list[int], outputs: Batch, credits: CreditMatrix, method: str
 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """Payee scores and shares ``[outputs, payees]`` of one replicate (its seeds averaged), and the works'
-    featurizing seconds."""
+    """Payee scores and shares ``[outputs, payees]`` of one replicate (its seeds averaged) by ``method``
+    (TRAK at ``AttributionSettings().lambda_``, or TracIn), and the works' featurizing seconds."""
     got = [cache.get(rung, seed, outputs) for seed in seeds]
-    scorer = TRAKScorer(lambda_=lambda_).fit([works for works, _, _ in got])
-    scores = PayeeIndex(scorer, credits).score([targets for _, targets, _ in got])
+    scorer = TRAKScorer(lambda_=AttributionSettings().lambda_) if method == "trak" else TracInScorer()
+    scores = PayeeIndex(scorer.fit([works for works, _, _ in got]), credits).score([targets for _, targets, _ in got])
     positive = np.clip(scores, 0.0, None)  # royalties.shares.attribution_weights: negative influence earns nothing
     total = positive.sum(axis=1, keepdims=True)
     return scores, positive / np.where(total > 0.0, total, 1.0), sum(s for _, _, s in got)
@@ -354,14 +357,14 @@ def agreement(replicates: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, floa
 
 
 def rung_stability(
-    cache: FeatureCache, rung: Rung, draw: str, outputs: Batch, credits: CreditMatrix, replicates: int, lambda_: float
+    cache: FeatureCache, rung: Rung, draw: str, outputs: Batch, credits: CreditMatrix, replicates: int, method: str
 ) -> dict[str, object]:
     """One rung on one draw: ``replicates`` independent replicates, each averaging ``rung.members`` seeds."""
     first_seed, _ = DRAWS[draw]
     runs, works_s, dim = [], [], 0
     for r in range(replicates if rung.projection != "identity" else 1):
         seeds = [first_seed + rung.members * r + j for j in range(rung.members)]
-        scores, shares, seconds = payee_shares(cache, rung, seeds, outputs, credits, lambda_)
+        scores, shares, seconds = payee_shares(cache, rung, seeds, outputs, credits, method)
         runs.append((scores, shares))
         works_s.append(seconds)
         dim = sum(cache.get(rung, seed, outputs)[0].shape[1] for seed in seeds)
@@ -384,13 +387,13 @@ def model_stability(setup: Setup, rungs: list[Rung], args: argparse.Namespace) -
     """The ladder on the choosing draw and on the reporting draw; the rung chosen on the first, reported
     on the second: the fewest feature bytes per work that met the target."""
     credits = random_credits(setup.n_works, args.model_payees, args.seed)
-    lambda_ = AttributionSettings().lambda_
     cache = FeatureCache(setup, args.chunk)
     ladder: dict[str, dict[str, object]] = {}
     for draw, (_, output_seed) in DRAWS.items():
         outputs = setup.encode(setup.generate(args.outputs, output_seed))
         ladder[draw] = {
-            rung.name: rung_stability(cache, rung, draw, outputs, credits, args.replicates, lambda_) for rung in rungs
+            rung.name: rung_stability(cache, rung, draw, outputs, credits, args.replicates, args.method)
+            for rung in rungs
         }
         cache.entries.clear()
     met = [rung for rung in rungs if ladder["choose"][rung.name]["meets_target"]]
@@ -402,7 +405,8 @@ def model_stability(setup: Setup, rungs: list[Rung], args: argparse.Namespace) -
         "outputs_per_draw": args.outputs,
         "train_s": round(setup.train_s, 1),
         **setup.notes,
-        "lambda_relative": lambda_,
+        "method": args.method,
+        "lambda_relative": AttributionSettings().lambda_ if args.method == "trak" else None,
         "ladder": ladder,
         "chosen_on_choose_draw": chosen.name if chosen else None,
         "chosen_on_report_draw": ladder["report"][chosen.name] if chosen else None,
@@ -555,6 +559,7 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rungs", default=f"k{K_DEFAULT},k4096,mean4-k{K_DEFAULT},k16384,identity", help="part 4: settings compared"
     )
+    parser.add_argument("--method", choices=("trak", "tracin"), default="trak", help="part 4: the scorer")
     parser.add_argument("--cost-rungs", default=f"k{K_DEFAULT},k16384,identity", help="part 5: settings timed")
     parser.add_argument("--batch-sizes", default="1,16", help="part 5: outputs generated and attributed at once")
     parser.add_argument("--repeats", type=int, default=3, help="part 5: timed repeats (median) after a warm-up")
