@@ -20,11 +20,36 @@
    (p50, one output at a time, as a statement asks) and FAISS's recall@k against the exact scan. The
    features are Gaussian, with no cluster structure for IVF's cells to follow: its recall here is a
    floor, not what trained models' features (which cluster by class and style) give.
+
+Parts 4 and 5 (``--stability``, ``--cost``; either runs instead of parts 1-3) train three small models here
+(``_attribution_models``: the character LM, a 2-layer GPT-2, a diffusers UNet on 16 x 16 MNIST digits),
+each on ``--model-works`` works credited to 1..3 of ``--model-payees`` payees by a seeded random credit
+matrix, and attribute generated outputs with TRAK (``AttributionSettings().lambda_``) through
+``PayeeIndex``; a payee's share is its positive score over the output's positive total, as
+``royalties.shares.attribution_weights`` makes it.
+
+    python benchmarks/attribution.py --threads 1 --stability --cost --json
+
+4. Stability: do the payee shares depend on the projection seed? Per rung of a ladder of settings
+   (``kK``: Kronecker at k = K; ``gK``: the blockwise Gaussian projection; ``meanR-kK``: R seeds' Kronecker
+   features fitted as R models, which averages their TRAK scores; ``identity``: exact gradients, no seed),
+   ``--replicates`` replicates with disjoint seeds; per output and pair of replicates, the Spearman
+   correlation of the payee shares and the payees two top-10s share, mean
+   and min over every (output, pair). Target: mean Spearman >= 0.95 and mean top-10 overlap >= 9. Two
+   draws of seeds and outputs: on ``choose`` (projection seeds from 0, outputs sampled with seed 1) the
+   rung with the fewest feature bytes per work that meets the target is chosen; ``report`` (seeds from
+   1000, outputs with seed 2) gives its figures. Cost per rung: seconds to featurize the works (every
+   seed of a replicate; median over replicates) and feature bytes per work.
+5. Cost per output: seconds to attribute a batch of generated outputs (encode, featurize, every payee's
+   score; the works' features, TRAK and Psi precomputed) against seconds to generate the batch (charlm
+   ``generate``, GPT-2 ``model.generate`` with its cache, both to 256 characters; a ``--sample-steps``
+   DDPM loop for the UNet), medians of ``--repeats`` after a warm-up, at each of ``--batch-sizes``.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import resource
 import shutil
@@ -32,10 +57,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from _attribution_models import Setup, build
 from numpy.lib.format import open_memmap
 from torch import nn
 
@@ -45,11 +72,14 @@ from endcredits.attribution import (
     Featurizer,
     PayeeIndex,
     TopK,
+    TracInScorer,
     TRAKScorer,
     classification_task,
     recall_at_k,
     top_k_exact,
 )
+from endcredits.attribution.settings import K_DEFAULT, AttributionSettings, Projection
+from endcredits.attribution.task import Batch
 
 BLOCK_ROWS = 65_536
 
@@ -221,6 +251,242 @@ def explanations(
     }
 
 
+# -- 4. stability of payee shares across projection seeds ---------------------------------------------
+
+TARGET_SPEARMAN = 0.95
+TARGET_TOP10 = 9
+DRAWS = {"choose": (0, 1), "report": (1_000, 2)}
+"""Per draw: the first projection seed and the seed of the outputs' generation."""
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One setting of the ladder: a projection, its k, and the number of seeds whose scores are averaged."""
+
+    name: str
+    projection: Projection
+    k: int | None
+    members: int
+
+
+def parse_rung(name: str) -> Rung:
+    """``identity``, ``kK`` (Kronecker at k = K), ``gK`` (the blockwise Gaussian projection at k = K) or
+    ``meanR-kK`` (R Kronecker projections at k = K, averaged)."""
+    if name == "identity":
+        return Rung(name, "identity", None, 1)
+    members, _, k = name.rpartition("-k") if name.startswith("mean") else ("mean1", "", name[1:])
+    if not (k.isdigit() and name[0] in "kgm" and members[4:].isdigit() and int(members[4:]) >= 1):
+        raise SystemExit(f"rung {name!r}: use identity, kK (such as k{K_DEFAULT}), gK or meanR-kK (mean4-k1024)")
+    return Rung(name, "gaussian" if name[0] == "g" else "kronecker", int(k), int(members[4:]))
+
+
+def random_credits(works: int, payees: int, seed: int) -> CreditMatrix:
+    """Each work credited to 1..3 distinct payees drawn at random, with random shares summing to 1."""
+    rng = np.random.default_rng(seed)
+    work_index, payee_index, share = [], [], []
+    for w in range(works):
+        count = int(rng.integers(1, 4))
+        chosen = rng.choice(payees, size=count, replace=False)
+        parts = rng.random(count) + 0.1
+        work_index += [w] * count
+        payee_index += chosen.tolist()
+        share += (parts / parts.sum()).tolist()
+    return CreditMatrix.from_triplets(work_index, payee_index, share, works=works, payees=payees)
+
+
+class FeatureCache:
+    """Works' and outputs' features per (projection, k, seed), computed once, with the works' seconds."""
+
+    def __init__(self, setup: Setup, chunk: int) -> None:
+        self.setup = setup
+        self.chunk = chunk
+        self.entries: dict[tuple[str, int | None, int], tuple[np.ndarray, np.ndarray, float]] = {}
+
+    def get(self, rung: Rung, seed: int, outputs: Batch) -> tuple[np.ndarray, np.ndarray, float]:
+        key = (rung.projection, rung.k, seed if rung.projection != "identity" else 0)
+        if key not in self.entries:
+            featurizer = Featurizer(
+                self.setup.task, k=rung.k, seed=seed, projection=rung.projection, chunk_size=self.chunk
+            )
+            started = time.perf_counter()
+            works = featurizer.compute(self.setup.works, role="train")
+            works_s = time.perf_counter() - started
+            self.entries[key] = (works, featurizer.compute(outputs, role="target"), works_s)
+        return self.entries[key]
+
+
+def payee_shares(
+    cache: FeatureCache, rung: Rung, seeds: list[int], outputs: Batch, credits: CreditMatrix, method: str
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Payee scores and shares ``[outputs, payees]`` of one replicate (its seeds averaged) by ``method``
+    (TRAK at ``AttributionSettings().lambda_``, or TracIn), and the works' featurizing seconds."""
+    got = [cache.get(rung, seed, outputs) for seed in seeds]
+    scorer = TRAKScorer(lambda_=AttributionSettings().lambda_) if method == "trak" else TracInScorer()
+    scores = PayeeIndex(scorer.fit([works for works, _, _ in got]), credits).score([targets for _, targets, _ in got])
+    positive = np.clip(scores, 0.0, None)  # royalties.shares.attribution_weights: negative influence earns nothing
+    total = positive.sum(axis=1, keepdims=True)
+    return scores, positive / np.where(total > 0.0, total, 1.0), sum(s for _, _, s in got)
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a, b).statistic)
+
+
+def _top(a: np.ndarray, n: int) -> set[int]:
+    return set(np.argsort(-a, kind="stable")[:n].tolist())
+
+
+def agreement(replicates: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
+    """Per output and pair of replicates: Spearman of the payee shares (and of the raw payee scores) and the
+    payees two top-10s share; mean and min over every (output, pair)."""
+    rho, rho_scores, top10 = [], [], []
+    for (scores_a, shares_a), (scores_b, shares_b) in itertools.combinations(replicates, 2):
+        for row in range(shares_a.shape[0]):
+            rho.append(_spearman(shares_a[row], shares_b[row]))
+            rho_scores.append(_spearman(scores_a[row], scores_b[row]))
+            top10.append(len(_top(shares_a[row], 10) & _top(shares_b[row], 10)))
+    return {
+        "spearman_shares_mean": round(float(np.mean(rho)), 4),
+        "spearman_shares_min": round(float(np.min(rho)), 4),
+        "spearman_scores_mean": round(float(np.mean(rho_scores)), 4),
+        "top10_overlap_mean": round(float(np.mean(top10)), 2),
+        "top10_overlap_min": int(np.min(top10)),
+    }
+
+
+def rung_stability(
+    cache: FeatureCache, rung: Rung, draw: str, outputs: Batch, credits: CreditMatrix, replicates: int, method: str
+) -> dict[str, object]:
+    """One rung on one draw: ``replicates`` independent replicates, each averaging ``rung.members`` seeds."""
+    first_seed, _ = DRAWS[draw]
+    runs, works_s, dim = [], [], 0
+    for r in range(replicates if rung.projection != "identity" else 1):
+        seeds = [first_seed + rung.members * r + j for j in range(rung.members)]
+        scores, shares, seconds = payee_shares(cache, rung, seeds, outputs, credits, method)
+        runs.append((scores, shares))
+        works_s.append(seconds)
+        dim = sum(cache.get(rung, seed, outputs)[0].shape[1] for seed in seeds)
+    if rung.projection == "identity":  # no random projection: every seed gives these same scores
+        figures = {"spearman_shares_mean": 1.0, "spearman_shares_min": 1.0, "spearman_scores_mean": 1.0,
+                   "top10_overlap_mean": 10.0, "top10_overlap_min": 10, "no_seed": True}  # fmt: skip
+    else:
+        figures = agreement(runs)
+    met = figures["spearman_shares_mean"] >= TARGET_SPEARMAN and figures["top10_overlap_mean"] >= TARGET_TOP10
+    return {
+        "dim": dim,
+        "feature_bytes_per_work": dim * 4,
+        "works_featurize_s": round(float(np.median(works_s)), 2),
+        **figures,
+        "meets_target": bool(met),
+    }
+
+
+def model_stability(setup: Setup, rungs: list[Rung], args: argparse.Namespace) -> dict[str, object]:
+    """The ladder on the choosing draw and on the reporting draw; the rung chosen on the first, reported
+    on the second: the fewest feature bytes per work that met the target."""
+    credits = random_credits(setup.n_works, args.model_payees, args.seed)
+    cache = FeatureCache(setup, args.chunk)
+    ladder: dict[str, dict[str, object]] = {}
+    for draw, (_, output_seed) in DRAWS.items():
+        outputs = setup.encode(setup.generate(args.outputs, output_seed))
+        ladder[draw] = {
+            rung.name: rung_stability(cache, rung, draw, outputs, credits, args.replicates, args.method)
+            for rung in rungs
+        }
+        cache.entries.clear()
+    met = [rung for rung in rungs if ladder["choose"][rung.name]["meets_target"]]
+    chosen = min(met, key=lambda r: int(ladder["choose"][r.name]["feature_bytes_per_work"])) if met else None
+    return {
+        "parameters": setup.parameters,
+        "works": setup.n_works,
+        "payees": args.model_payees,
+        "outputs_per_draw": args.outputs,
+        "train_s": round(setup.train_s, 1),
+        **setup.notes,
+        "method": args.method,
+        "lambda_relative": AttributionSettings().lambda_ if args.method == "trak" else None,
+        "ladder": ladder,
+        "chosen_on_choose_draw": chosen.name if chosen else None,
+        "chosen_on_report_draw": ladder["report"][chosen.name] if chosen else None,
+    }
+
+
+# -- 5. attributing one output against generating it ------------------------------------------------------
+
+
+def _median_s(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return float(np.median(times))
+
+
+def model_cost(setup: Setup, rungs: list[Rung], args: argparse.Namespace) -> dict[str, object]:
+    """Per batch size: seconds to generate the batch, and to attribute it (encode, featurize, payee scores
+    against every work, the works' features and Psi precomputed), per output and as a ratio."""
+    credits = random_credits(setup.n_works, args.model_payees, args.seed)
+    out: dict[str, object] = {"parameters": setup.parameters, "works": setup.n_works}
+    raw = {batch: setup.generate(batch, 3) for batch in args.batch_sizes}
+    generate_s = {b: _median_s(lambda b=b: setup.generate(b, 3), args.repeats) for b in args.batch_sizes}
+    for rung in rungs:
+        out[rung.name] = _rung_cost(setup, rung, credits, raw, generate_s, args)
+    return out
+
+
+def _rung_cost(
+    setup: Setup,
+    rung: Rung,
+    credits: CreditMatrix,
+    raw: dict[int, object],
+    generate_s: dict[int, float],
+    args: argparse.Namespace,
+) -> dict[str, object]:
+    featurizers = [
+        Featurizer(setup.task, k=rung.k, seed=s, projection=rung.projection, chunk_size=args.chunk)
+        for s in range(rung.members)
+    ]
+    scorer = TRAKScorer(lambda_=AttributionSettings().lambda_)
+    index = PayeeIndex(scorer.fit([f.compute(setup.works, role="train") for f in featurizers]), credits)
+
+    def attribute(batch: object) -> np.ndarray:
+        encoded = setup.encode(batch)
+        return index.score([f.compute(encoded, role="target") for f in featurizers])
+
+    per_batch: dict[str, object] = {}
+    for b in args.batch_sizes:
+        attribute_s = _median_s(lambda b=b: attribute(raw[b]), args.repeats)
+        per_batch[str(b)] = {
+            "generate_ms_per_output": round(generate_s[b] / b * 1e3, 2),
+            "attribute_ms_per_output": round(attribute_s / b * 1e3, 2),
+            "attribute_over_generate": round(attribute_s / generate_s[b], 3),
+        }
+    return per_batch
+
+
+def run_models(args: argparse.Namespace) -> dict[str, object]:
+    """Parts 4 and 5 over ``--models``, each model trained once for both."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench-stability-"))
+    result: dict[str, object] = {}
+    try:
+        for name in args.models.split(","):
+            setup = build(name, args.model_works, steps=args.train_steps, tmp=tmp, sample_steps=args.sample_steps)
+            part: dict[str, object] = {}
+            if args.stability:
+                part["stability"] = model_stability(setup, [parse_rung(r) for r in args.rungs.split(",")], args)
+            if args.cost:
+                part["cost"] = model_cost(setup, [parse_rung(r) for r in args.cost_rungs.split(",")], args)
+            result[name] = part
+            print(f"{name}: {json.dumps(part)}", file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=2_048, help="examples featurized by each method")
@@ -241,8 +507,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top-k", type=int, default=10, help="explanations: works per output")
     parser.add_argument("--nprobes", default="1,8,32,128", help="explanations: FAISS IVF cells searched, each value")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    _model_arguments(parser)
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     result: dict[str, object] = {"torch_threads": torch.get_num_threads()}
+    if args.stability or args.cost:
+        args.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+        result.update(run_models(args))
+        return _write(result, args.json)
     if not args.skip_featurize:
         result["featurize"] = featurize_throughput(args.examples, args.feature_k, args.chunk, args.seed)
     tmp = Path(tempfile.mkdtemp(prefix="bench-attribution-"))
@@ -260,12 +534,36 @@ def main(argv: list[str] | None = None) -> int:
             )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    if args.json:
+    return _write(result, args.json)
+
+
+def _write(result: dict[str, object], as_json: bool) -> int:
+    if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
     else:
         for part, values in result.items():
             print(f"{part}: {values}")
     return 0
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Parts 4 and 5 (``--stability``, ``--cost``): either one runs instead of parts 1-3."""
+    parser.add_argument("--stability", action="store_true", help="part 4: payee shares across projection seeds")
+    parser.add_argument("--cost", action="store_true", help="part 5: attributing an output against generating it")
+    parser.add_argument("--models", default="charlm,gpt2,unet", help="parts 4-5: models, comma-separated")
+    parser.add_argument("--model-works", type=int, default=128, help="parts 4-5: training works of each model")
+    parser.add_argument("--train-steps", type=int, default=300, help="parts 4-5: training steps of each model")
+    parser.add_argument("--model-payees", type=int, default=64, help="parts 4-5: payees the works credit")
+    parser.add_argument("--outputs", type=int, default=16, help="part 4: outputs per draw")
+    parser.add_argument("--replicates", type=int, default=3, help="part 4: independent seeds (or seed sets) per rung")
+    parser.add_argument(
+        "--rungs", default=f"k{K_DEFAULT},k4096,mean4-k{K_DEFAULT},k16384,identity", help="part 4: settings compared"
+    )
+    parser.add_argument("--method", choices=("trak", "tracin"), default="trak", help="part 4: the scorer")
+    parser.add_argument("--cost-rungs", default=f"k{K_DEFAULT},k16384,identity", help="part 5: settings timed")
+    parser.add_argument("--batch-sizes", default="1,16", help="part 5: outputs generated and attributed at once")
+    parser.add_argument("--repeats", type=int, default=3, help="part 5: timed repeats (median) after a warm-up")
+    parser.add_argument("--sample-steps", type=int, default=50, help="UNet: DDPM sampling steps per image")
 
 
 if __name__ == "__main__":
