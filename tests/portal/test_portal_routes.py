@@ -73,6 +73,25 @@ def test_session_cookie_is_secure_over_https(seeded: Seeded) -> None:
     assert "Secure" in cookie
 
 
+def _record_validity(seeded: Seeded) -> None:
+    from endcredits.attribution.settings import AttributionSettings
+    from endcredits.attribution.validity import ValidityReport
+    from endcredits.attribution.validity_records import record_validity
+
+    report = ValidityReport(0.2, 0.31, 0.6, 0.77, 0.8, subsets=32, seeds=3, outputs=5, works=3, lds_per_output=())
+    with seeded.store.write() as conn:
+        record_validity(
+            conn,
+            report,
+            manifest=seeded.world.manifest,
+            checkpoint_sha256="c" * 64,
+            model_kind="charlm",
+            train_function="ops:train",
+            settings=AttributionSettings(),
+            draw_seed=1,
+        )
+
+
 def test_a_contributor_sees_only_their_own_data(client: TestClient, seeded: Seeded) -> None:
     from endcredits.ledger.accrue import ScoreSource, accrue_scored
     from endcredits.royalties.usage import OutputIn
@@ -96,6 +115,11 @@ def test_a_contributor_sees_only_their_own_data(client: TestClient, seeded: Seed
     assert "Where the scores came from" in own.text and f"trak · <code>{run.id[:12]}</code>" in own.text
     assert f"checkpoint <code>{'c' * 16}</code>" in own.text and f"scores: attribution run {run.id} (trak)" in own.text
     assert "external: test weights" in own.text and "scores: external scores: test weights" in own.text
+    assert "validity against retraining has not been measured" in own.text
+    _record_validity(seeded)
+    measured = client.get(f"/portal/people/{seeded.alice}/statements/2026-01", params={"currency": "EUR"}).text
+    assert "How well this method predicts retraining" in measured
+    assert "LDS 0.31 against the mean of 3 retrainings per subset (noise ceiling 0.80)" in measured
     csv = client.get(f"/portal/people/{seeded.alice}/statements/2026-01.csv")
     assert csv.status_code == 200 and csv.text.startswith("output_id,")
     assert f",{run.id},trak,," in csv.text and ",,,test weights," in csv.text
