@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hf_models import save_gpt2, save_unet
 
 from endcredits.attribution.charlm import save_lm, train_char_lm
 from endcredits.attribution.featurizer import Featurizer
 from endcredits.attribution.models import AttributionModel, load_model
 from endcredits.attribution.settings import AttributionSettings
 from endcredits.errors import ValidationError
+from hf_models import save_gpt2, save_unet
 
 SETTINGS = AttributionSettings(k=32, projection="gaussian", length_chars=32)
 
@@ -85,3 +85,24 @@ def test_the_wrong_content_for_a_model_names_the_work(tmp_path: Path) -> None:
         unet.encode_outputs([b"a text, not a picture"], ["o1"], SETTINGS)
     with pytest.raises(ValidationError, match="use ensemble 'final'"):
         unet.task(AttributionSettings(ensemble="trajectory"))
+
+
+def test_a_unets_timesteps_and_measurement_are_settings(tmp_path: Path) -> None:
+    import io
+
+    from PIL import Image
+
+    png = io.BytesIO()
+    Image.fromarray((np.arange(256).reshape(16, 16) % 251).astype(np.uint8)).save(png, format="PNG")
+    model = load_model(save_unet(tmp_path / "unet"), "diffusers-unet")
+    few = AttributionSettings(timesteps=3)
+    assert model.encode_works([png.getvalue()], ["w"], few)["timesteps"].shape == (1, 3)
+    assert model.encode_works([png.getvalue()], ["w"], SETTINGS)["timesteps"].shape == (1, 10)  # the default
+    batch = model.encode_works([png.getvalue()] * 2, ["a", "b"], few)
+    norm = Featurizer(model.task(few), k=32, seed=0, projection="gaussian").compute(batch, role="train")
+    loss = AttributionSettings(timesteps=3, measurement="loss")
+    other = Featurizer(model.task(loss), k=32, seed=0, projection="gaussian").compute(batch, role="train")
+    assert not np.allclose(norm, other)  # another function differentiated, other features
+    with pytest.raises(ValidationError, match="measurement must be one of squared-norm, loss"):
+        AttributionSettings(measurement="l2")
+    assert few.fingerprint() != AttributionSettings().fingerprint()  # features of each live apart

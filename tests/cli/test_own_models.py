@@ -237,7 +237,7 @@ def test_an_image_output_that_does_not_decode_is_named(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="line 1: image_base64 is not base64"):
         read_outputs(bad)
     bad.write_text(json.dumps({"output_id": "o1", "text": "a", "path": "x.png"}) + "\n")
-    with pytest.raises(ValidationError, match="line 1 must be"):
+    with pytest.raises(ValidationError, match="line 1 must give exactly one of text, image_base64 or path"):
         read_outputs(bad)
     (tmp_path / "img.png").write_bytes(b"\x89PNG")
     bad.write_text(json.dumps({"output_id": "o1", "path": "img.png"}) + "\n")

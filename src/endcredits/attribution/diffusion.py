@@ -21,18 +21,17 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from endcredits.attribution.settings import MEASUREMENTS, Measurement
 from endcredits.attribution.task import AttributionTask, Batch, canonical_state, checkpoint_sha256
 from endcredits.errors import ManifestError, ValidationError
 
 FORMAT = "endcredits.diffusers-unet/1"
-Measurement = Literal["squared-norm", "loss"]
-MEASUREMENTS: tuple[Measurement, ...] = ("squared-norm", "loss")
 TIMESTEPS_MAX = 1_000
 IMAGE_SIDE_MAX = 1_024
 

@@ -22,8 +22,6 @@ from endcredits.attribution.task import AttributionTask, Batch
 from endcredits.errors import ValidationError
 
 BUILTIN_KINDS = ("charlm", "hf-causal-lm", "diffusers-unet")
-TIMESTEPS_DEFAULT = 10
-"""Timesteps a diffusion measurement averages over (D-TRAK's smaller budget)."""
 NOISE_SEED = 0
 """The seed of the diffusion measurement's noise, shared by every work, output and retraining."""
 
@@ -137,23 +135,23 @@ class UNetModel:
 
     def task(self, settings: AttributionSettings) -> AttributionTask:
         _final_only(settings, self.kind)
-        task: AttributionTask = self.unet.task()
+        task: AttributionTask = self.unet.task(measurement=settings.measurement)
         return task
 
-    def _encode(self, contents: Sequence[bytes], ids: Sequence[str], what: str) -> Batch:
+    def _encode(self, contents: Sequence[bytes], ids: Sequence[str], what: str, settings: AttributionSettings) -> Batch:
         from endcredits.attribution.diffusion import images_from_bytes
 
         images = images_from_bytes(
             contents, channels=self.unet.channels, side=self.unet.side, what=[f"{what} {i}" for i in ids]
         )
-        batch: Batch = self.unet.encode(images, timesteps=TIMESTEPS_DEFAULT, seed=NOISE_SEED)
+        batch: Batch = self.unet.encode(images, timesteps=settings.timesteps, seed=NOISE_SEED)
         return batch
 
     def encode_works(self, contents: Sequence[bytes], ids: Sequence[str], settings: AttributionSettings) -> Batch:
-        return self._encode(contents, ids, "work")
+        return self._encode(contents, ids, "work", settings)
 
     def encode_outputs(self, contents: Sequence[bytes], ids: Sequence[str], settings: AttributionSettings) -> Batch:
-        return self._encode(contents, ids, "output")
+        return self._encode(contents, ids, "output", settings)
 
 
 def _load_builtin(path: Path, kind: str) -> AttributionModel:

@@ -26,10 +26,12 @@ from endcredits.errors import ManifestError, ValidationError
 Projection = Literal["kronecker", "gaussian", "identity"]
 Ensemble = Literal["final", "trajectory"]
 Method = Literal["trak", "tracin"]
+Measurement = Literal["squared-norm", "loss"]
 
 PROJECTIONS: tuple[Projection, ...] = ("kronecker", "gaussian", "identity")
 ENSEMBLES: tuple[Ensemble, ...] = ("final", "trajectory")
 METHODS: tuple[Method, ...] = ("trak", "tracin")
+MEASUREMENTS: tuple[Measurement, ...] = ("squared-norm", "loss")
 
 K_MIN = 8
 K_MAX = 65_536
@@ -42,6 +44,9 @@ LENGTH_CHARS_MAX = 65_536
 LAMBDA_MAX = 1e6
 """Beyond this the ridge swamps the kernel and TRAK is a scaled gradient dot product (use tracin)."""
 TOP_K_MAX = 1_000
+TIMESTEPS_MAX = 1_000
+TIMESTEPS_DEFAULT = 10
+"""Timesteps a diffusion measurement averages over (D-TRAK's smaller budget)."""
 EXCLUDE_PATTERNS_MAX = 256
 """Patterns of parameter names left out of the features (``exclude``)."""
 EXCLUDE_PATTERN_CHARS_MAX = 200
@@ -144,6 +149,25 @@ class AttributionSettings:
             "Checkpoints featurized and averaged: final (the trained parameters) or trajectory (also every "
             "intermediate checkpoint the training run kept, in step order)",
             choices=ENSEMBLES,
+        ),
+    )
+    timesteps: int = field(
+        default=TIMESTEPS_DEFAULT,
+        metadata=_meta(
+            FEATURES,
+            f"Diffusion models: evenly spaced timesteps of the noise schedule the measurement averages over, in "
+            f"[1, {TIMESTEPS_MAX}], with noise drawn from seeds every work, output and retraining share",
+            low=1,
+            high=TIMESTEPS_MAX,
+        ),
+    )
+    measurement: Measurement = field(
+        default="squared-norm",
+        metadata=_meta(
+            FEATURES,
+            "Diffusion models: the function differentiated, squared-norm (D-TRAK's: the mean squared predicted "
+            "noise) or loss (minus the denoising loss, TRAK's)",
+            choices=MEASUREMENTS,
         ),
     )
     method: Method = field(

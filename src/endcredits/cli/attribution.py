@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from endcredits.royalties.payees import PayeeScores
     from endcredits.store.engine import Store
 
+OUTPUT_BYTES_MAX = 64 << 20
+"""Largest output one --outputs line may give (text, image or file)."""
 NAMES_SHOWN_MAX = 10
 """Excluded parameter names printed by ``featurize`` (``--json`` lists them all)."""
 
@@ -36,6 +38,8 @@ OPTION_OF = {
     "chunk_size": "--chunk-size",
     "length_chars": "--length-chars",
     "ensemble": "--ensemble",
+    "timesteps": "--timesteps",
+    "measurement": "--measurement",
     "method": "--method",
     "lambda_": "--lambda",
     "top_k": "--top-k",
@@ -57,6 +61,8 @@ SeedOpt = Annotated[int, _option("seed")]
 ChunkSizeOpt = Annotated[int, _option("chunk_size")]
 LengthCharsOpt = Annotated[int, _option("length_chars")]
 EnsembleOpt = Annotated[str, _option("ensemble")]
+TimestepsOpt = Annotated[int, _option("timesteps")]
+MeasurementOpt = Annotated[str, _option("measurement")]
 CheckpointOpt = Annotated[
     Path,
     typer.Option(
@@ -73,8 +79,12 @@ ModelKindOpt = Annotated[
 ]
 
 
-def _settings(values: dict[str, Any]) -> AttributionSettings:
-    """The settings the options name; an option out of range is refused by its own name."""
+def settings_of(options: dict[str, Any]) -> AttributionSettings:
+    """The settings a command's options name (its ``locals()``: every option of ``OPTION_OF`` it has); an
+    option out of range is refused by its own name."""
+    values = {name: options[name] for name in OPTION_OF if name in options}
+    if "exclude" in values:
+        values["exclude"] = values["exclude"] or []
     try:
         return AttributionSettings.from_dict(values)
     except SettingError as exc:
@@ -93,23 +103,15 @@ def featurize_cmd(
     chunk_size: ChunkSizeOpt = S.chunk_size,
     length_chars: LengthCharsOpt = S.length_chars,
     ensemble: EnsembleOpt = S.ensemble,
+    timesteps: TimestepsOpt = S.timesteps,
+    measurement: MeasurementOpt = S.measurement,
     ray: RayOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Featurize every work in the manifest once (projected gradients, memory-mapped); resumable."""
     from endcredits.attribution.pipeline import bound_checkpoint, featurize_manifest
 
-    settings = _settings(
-        {
-            "k": k,
-            "projection": projection,
-            "exclude": exclude or [],
-            "seed": seed,
-            "chunk_size": chunk_size,
-            "length_chars": length_chars,
-            "ensemble": ensemble,
-        }
-    )
+    settings = settings_of(locals())
     with open_store_of(ctx) as store:
         model, m = bound_checkpoint(store, manifest, checkpoint, kind=model_kind)
         with progress_bar("featurizing works", len(m.included)) as advance:
@@ -145,13 +147,36 @@ def coverage_line(coverage: dict[str, Any]) -> str:
     )
 
 
-OUTPUT_FIELDS = ("text", "image_base64", "path")
+def _output_bytes(obj: dict[str, Any], base: Path, where: str) -> bytes:
+    """One output's bytes from ``text``, ``image_base64`` or ``path`` (relative to the outputs file)."""
+    given = [k for k in ("text", "image_base64", "path") if k in obj]
+    if len(given) != 1:
+        raise ValidationError(f"{where} must give exactly one of text, image_base64 or path")
+    value = obj[given[0]]
+    if not isinstance(value, str):
+        raise ValidationError(f"{where}: {given[0]} must be a string")
+    if given[0] == "text":
+        data = value.encode("utf-8")
+    elif given[0] == "image_base64":
+        try:
+            data = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValidationError(f"{where}: image_base64 is not base64") from None
+    else:
+        path = base / value
+        if not path.is_file():
+            raise ValidationError(f"{where}: no file {path}")
+        data = path.read_bytes()
+    if len(data) > OUTPUT_BYTES_MAX:
+        raise ValidationError(f"{where}: the output has {len(data)} bytes, over {OUTPUT_BYTES_MAX}")
+    return data
 
 
 def read_outputs(path: Path) -> list[tuple[str, bytes]]:
-    """The outputs of a JSON-lines file: ``output_id`` and one of ``text``, ``image_base64`` or ``path`` (a
-    file, relative to the JSON-lines file's folder), each as bytes; a bad line is refused by its number."""
-    outputs = []
+    """JSON lines ``{"output_id": ..., "text" | "image_base64" | "path": ...}`` as (id, bytes)."""
+    if not path.is_file():
+        raise ValidationError(f"no outputs file {path}")
+    lines = []
     for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
         if not line.strip():
             continue
@@ -160,28 +185,10 @@ def read_outputs(path: Path) -> list[tuple[str, bytes]]:
             obj = json.loads(line)
         except json.JSONDecodeError:
             raise ValidationError(f"{where} is not JSON") from None
-        given = [field for field in OUTPUT_FIELDS if isinstance(obj, dict) and field in obj]
-        if not isinstance(obj, dict) or "output_id" not in obj or len(given) != 1:
-            raise ValidationError(f'{where} must be {{"output_id": ..., and one of "text", "image_base64", "path"}}')
-        outputs.append((str(obj["output_id"]), _content(obj, given[0], path.parent, where)))
-    return outputs
-
-
-def _content(obj: dict[str, Any], field: str, folder: Path, where: str) -> bytes:
-    value = obj[field]
-    if not isinstance(value, str):
-        raise ValidationError(f"{where}: {field} must be a string")
-    if field == "text":
-        return value.encode("utf-8")
-    if field == "image_base64":
-        try:
-            return base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            raise ValidationError(f"{where}: image_base64 is not base64") from None
-    try:
-        return (folder / value).read_bytes()
-    except OSError as exc:
-        raise ValidationError(f"{where}: cannot read {value} ({type(exc).__name__})") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("output_id"), str):
+            raise ValidationError(f'{where} is not {{"output_id": ..., "text" | "image_base64" | "path": ...}}')
+        lines.append((obj["output_id"], _output_bytes(obj, path.parent, where)))
+    return lines
 
 
 def attribute_cmd(
@@ -204,6 +211,8 @@ def attribute_cmd(
     chunk_size: ChunkSizeOpt = S.chunk_size,
     length_chars: LengthCharsOpt = S.length_chars,
     ensemble: EnsembleOpt = S.ensemble,
+    timesteps: TimestepsOpt = S.timesteps,
+    measurement: MeasurementOpt = S.measurement,
     method: Annotated[str, _option("method")] = S.method,
     lambda_: Annotated[float, _option("lambda_")] = S.lambda_,
     explain: Annotated[Path | None, typer.Option(help="Also write each output's top works here (JSON lines)")] = None,
@@ -223,20 +232,7 @@ def attribute_cmd(
     """Score each output against every work in the manifest (TRAK by default); features are reused."""
     from endcredits.attribution.pipeline import attribute_manifest, bound_checkpoint
 
-    settings = _settings(
-        {
-            "k": k,
-            "projection": projection,
-            "exclude": exclude or [],
-            "seed": seed,
-            "chunk_size": chunk_size,
-            "length_chars": length_chars,
-            "ensemble": ensemble,
-            "method": method,
-            "lambda_": lambda_,
-            "top_k": top_k,
-        }
-    )
+    settings = settings_of(locals())
     if per_payee is not None and (explain is not None or ray is not None):
         raise ValidationError("--per-payee writes payee scores only; run without --explain and --ray")
     lines = read_outputs(outputs)

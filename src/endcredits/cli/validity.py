@@ -6,11 +6,8 @@ figure. The figure is also shown by `manifest show` and on statements."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -22,71 +19,26 @@ from endcredits.cli.attribution import (
     ExcludeOpt,
     KOpt,
     LengthCharsOpt,
+    MeasurementOpt,
     ModelKindOpt,
     ProjectionOpt,
     SeedOpt,
+    TimestepsOpt,
     _option,
-    _settings,
+    read_outputs,
+    settings_of,
 )
 from endcredits.cli.common import JsonOpt, make_console, open_store_of, print_json, progress_bar
-from endcredits.errors import ValidationError
 
 if TYPE_CHECKING:
     from endcredits.attribution.validity import TrainFunction
     from endcredits.attribution.validity_records import ModelValidity
 
 S = AttributionSettings
-OUTPUT_BYTES_MAX = 64 << 20
-"""Largest output one --outputs line may give (text, image or file)."""
-
 attribution_app = typer.Typer(
     no_args_is_help=True,
     help="Attribution's validity: the LDS of a model's attribution against retraining, measured and shown.",
 )
-
-
-def _output_bytes(obj: dict[str, Any], base: Path, where: str) -> bytes:
-    """One output's bytes from ``text``, ``image_base64`` or ``path`` (relative to the outputs file)."""
-    given = [k for k in ("text", "image_base64", "path") if k in obj]
-    if len(given) != 1:
-        raise ValidationError(f"{where} must give exactly one of text, image_base64 or path")
-    value = obj[given[0]]
-    if not isinstance(value, str):
-        raise ValidationError(f"{where}: {given[0]} must be a string")
-    if given[0] == "text":
-        data = value.encode("utf-8")
-    elif given[0] == "image_base64":
-        try:
-            data = base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            raise ValidationError(f"{where}: image_base64 is not base64") from None
-    else:
-        path = base / value
-        if not path.is_file():
-            raise ValidationError(f"{where}: no file {path}")
-        data = path.read_bytes()
-    if len(data) > OUTPUT_BYTES_MAX:
-        raise ValidationError(f"{where}: the output has {len(data)} bytes, over {OUTPUT_BYTES_MAX}")
-    return data
-
-
-def read_outputs(path: Path) -> list[tuple[str, bytes]]:
-    """JSON lines ``{"output_id": ..., "text" | "image_base64" | "path": ...}`` as (id, bytes)."""
-    if not path.is_file():
-        raise ValidationError(f"no outputs file {path}")
-    lines = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
-        if not line.strip():
-            continue
-        where = f"{path} line {i + 1}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            raise ValidationError(f"{where} is not JSON") from None
-        if not isinstance(obj, dict) or not isinstance(obj.get("output_id"), str):
-            raise ValidationError(f'{where} is not {{"output_id": ..., "text" | "image_base64" | "path": ...}}')
-        lines.append((obj["output_id"], _output_bytes(obj, path.parent, where)))
-    return lines
 
 
 def _validate(
@@ -147,6 +99,8 @@ def validate_cmd(
     chunk_size: ChunkSizeOpt = S.chunk_size,
     length_chars: LengthCharsOpt = S.length_chars,
     ensemble: EnsembleOpt = S.ensemble,
+    timesteps: TimestepsOpt = S.timesteps,
+    measurement: MeasurementOpt = S.measurement,
     method: Annotated[str, _option("method")] = S.method,
     lambda_: Annotated[float, _option("lambda_")] = S.lambda_,
     as_json: JsonOpt = False,
@@ -155,19 +109,7 @@ def validate_cmd(
     manifest's works (SUBSETS x SEEDS retrainings), with its noise ceiling, and record it with the model."""
     from endcredits.attribution.validity import training_function
 
-    settings = _settings(
-        {
-            "k": k,
-            "projection": projection,
-            "exclude": exclude or [],
-            "seed": seed,
-            "chunk_size": chunk_size,
-            "length_chars": length_chars,
-            "ensemble": ensemble,
-            "method": method,
-            "lambda_": lambda_,
-        }
-    )
+    settings = settings_of(locals())
     train_fn = training_function(train)
     lines = read_outputs(outputs)
     v = _validate(ctx, manifest, checkpoint, model_kind, (train, train_fn), lines, settings, subsets, seeds)

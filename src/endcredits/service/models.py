@@ -224,6 +224,8 @@ class AttributionIn(Body):
     chunk_size: int = Field(default=_S.chunk_size, description=_about("chunk_size"))
     length_chars: int = Field(default=_S.length_chars, description=_about("length_chars"))
     ensemble: Literal["final", "trajectory"] = Field(default=_S.ensemble, description=_about("ensemble"))
+    timesteps: int = Field(default=_S.timesteps, description=_about("timesteps"))
+    measurement: Literal["squared-norm", "loss"] = Field(default=_S.measurement, description=_about("measurement"))
     lambda_: float = Field(default=_S.lambda_, alias="lambda", description=_about("lambda_"))
 
     def settings(self) -> AttributionSettings:
