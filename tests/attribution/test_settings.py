@@ -22,6 +22,8 @@ def test_the_defaults_are_the_arguments_every_edge_passed_before() -> None:
         "chunk_size": 32,
         "length_chars": 256,
         "ensemble": "final",
+        "timesteps": 10,
+        "measurement": "squared-norm",
         "method": "trak",
         "lambda_": 100.0,
         "top_k": 5,
@@ -49,6 +51,9 @@ BAD: list[tuple[str, Any, str]] = [
     ("length_chars", 1, r"length_chars 1 must be in \[2, 65536\]"),
     ("length_chars", 65_537, r"length_chars 65537 must be in \[2, 65536\]"),
     ("ensemble", "members", r"ensemble must be one of final, trajectory, not 'members'"),
+    ("timesteps", 0, r"timesteps 0 must be in \[1, 1000\]"),
+    ("timesteps", 1_001, r"timesteps 1001 must be in \[1, 1000\]"),
+    ("measurement", "l2", r"measurement must be one of squared-norm, loss, not 'l2'"),
     ("method", "similarity", r"method must be one of trak, tracin, not 'similarity'"),
     ("lambda_", -0.5, r"lambda_ -0.5 must be in \[0, 1e\+06\]"),
     ("lambda_", 2e6, r"lambda_ 2000000.0 must be in \[0, 1e\+06\]"),
@@ -103,7 +108,9 @@ def test_settings_are_frozen_and_round_trip_through_json() -> None:
 def test_every_field_has_a_kind_and_a_help_text_that_states_its_range_or_choices() -> None:
     features = AttributionSettings.names(FEATURES)
     scoring = AttributionSettings.names(SCORING)
-    assert features == ("k", "projection", "exclude", "seed", "chunk_size", "length_chars", "ensemble")
+    assert features == (
+        "k", "projection", "exclude", "seed", "chunk_size", "length_chars", "ensemble", "timesteps", "measurement"
+    )  # fmt: skip
     assert scoring == ("method", "lambda_", "top_k")
     for f in dataclasses.fields(AttributionSettings):
         text = AttributionSettings.help(f.name)
