@@ -72,6 +72,35 @@ def test_tiny_image_ddpm_run(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert set(report["counterfactual"]["methods"]) >= {"endcredits", "endcredits-loss", "dtrak"}
 
 
+def test_the_peers_rank_the_gpt2_tunes_as_endcredits_does(tmp_path: Path) -> None:
+    """traker and dattri on the saved-and-loaded GPT-2, with the model outputs the wrappers give them, against
+    endcredits' ``CausalLM.task``: with a ridge far above the kernel's eigenvalues every TRAK scores the inner
+    products of the projected gradients, so at k far above the 10 training tunes each target ranks them alike
+    (and the models are left alone)."""
+    pytest.importorskip("trak")
+    pytest.importorskip("dattri")
+    from _lds_data import abc_tunes
+    from _lds_hf import LENGTH_MAX, char_tokenizer, run_hf_method, train_gpt2
+
+    from endcredits.attribution.hf import load_causal_lm
+
+    tunes = abc_tunes(14, length_max=LENGTH_MAX)
+    train, targets = tunes[:10], tunes[10:]
+    tokenizer = char_tokenizer(tunes)
+    ids = torch.tensor(tokenizer("\n".join(train), add_special_tokens=False)["input_ids"])
+    train_gpt2(ids, len(tokenizer.get_vocab()), seed=1, steps=10).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    lm = load_causal_lm(tmp_path)
+    before = {name: v.clone() for name, v in lm.model.state_dict().items()}
+    ours = run_hf_method("endcredits", [lm], train, targets, k=1024, lambdas=[1e6], projection="gaussian")
+    for method in ("traker", "dattri"):
+        theirs = run_hf_method(method, [lm], train, targets, k=1024, lambdas=[1e12]).scores[1e12]
+        assert theirs.shape == ours.scores[1e6].shape == (10, 4)
+        agreement = core.spearman_columns(theirs, ours.scores[1e6])
+        assert agreement.min() > 0.8, (method, agreement)
+    assert all(torch.equal(lm.model.state_dict()[name], v) for name, v in before.items())
+
+
 def test_dtrak_written_here_ranks_like_endcredits_squared_norm() -> None:
     """Two implementations of one definition: D-TRAK's per-example gradients of the predicted noise's squared
     norm, projected far above the 10 training images, rank them for each target as endcredits'
