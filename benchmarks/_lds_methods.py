@@ -465,7 +465,8 @@ LAMBDA_GRIDS: dict[str, tuple[float, ...]] = {
     "endcredits-loss": (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4),
     # The peers take an absolute lambda; their default is 0.
     "traker": (0.0, 1.0, 1e2, 1e4, 1e6),
-    # image-ddpm's D-TRAK written from the paper (_lds_ddpm.run_dtrak): an absolute ridge on Phi^T Phi.
-    "dtrak": (1e-2, 1.0, 1e2, 1e4, 1e6),
+    # image-ddpm's D-TRAK written from the paper (_lds_ddpm.run_dtrak): an absolute ridge on Phi^T Phi, whose
+    # eigenvalues (summed squared norms over the pixels) run high.
+    "dtrak": (1e-2, 1.0, 1e2, 1e4, 1e6, 1e8, 1e10),
     "dattri": (0.0, 1.0, 1e2, 1e4, 1e6),
 }
