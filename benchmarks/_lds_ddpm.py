@@ -5,7 +5,7 @@ Training works: the first ``--ddpm-train`` images of ``--images DIR`` (PNG/JPEG,
 endcredits' ``images_from_bytes`` as 16x16 grayscale in [-1, 1]); the next ones are held out. Without
 ``--images``, the default is 16x16 renders of the clip art of Debian's ``openclipart-svg`` (``logos/``
 left out), an evenly spaced pick over the sorted paths, rendered once with ``cairosvg`` into
-``benchmarks/.cache/openclipart-16``.
+``benchmarks/.cache/openclipart-16-COUNT``.
 
 The model is a diffusers ``UNet2DModel`` (two down and two up blocks of 16 and 32 channels, one layer each, no
 attention) with a 100-step ``DDPMScheduler``, trained from scratch on the plain denoising loss for
@@ -67,9 +67,10 @@ class ImagesUnavailable(DataError):
 
 def render_openclipart(cache_dir: Path, count: int) -> Path:
     """``count`` 16x16 grayscale PNGs of openclipart-svg's clip art (``logos/`` left out), rendered once into
-    ``cache_dir/openclipart-16``; an evenly spaced pick over the sorted paths, so every category is in it."""
-    folder = Path(cache_dir) / "openclipart-16"
-    if folder.is_dir() and len(list(folder.glob("*.png"))) >= count:
+    ``cache_dir/openclipart-16-COUNT``; an evenly spaced pick over the sorted paths (which depends on
+    ``count``, hence one folder per count), so every category is in it."""
+    folder = Path(cache_dir) / f"openclipart-{SIDE}-{count}"
+    if folder.is_dir() and len(list(folder.glob("*.png"))) == count:
         return folder
     try:
         with _quiet():
@@ -87,6 +88,8 @@ def render_openclipart(cache_dir: Path, count: int) -> Path:
     from PIL import Image
 
     folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.png"):  # an interrupted render: start again
+        stale.unlink()
     done = 0
     for index in np.linspace(0, len(svgs) - 1, min(len(svgs), 3 * count)).round().astype(int):
         if done == count:
