@@ -461,7 +461,12 @@ LAMBDA_GRIDS: dict[str, tuple[float, ...]] = {
     # An absolute ridge on the Hessian of the *mean* loss. dattri's default, 0, is not in the grid: the
     # LR, trained without weight decay, has a singular Hessian (torch.linalg.solve refuses it).
     "dattri-if": (1e-2, 0.1, 1.0),
+    # image-ddpm: endcredits with TRAK's measurement (minus the denoising loss) instead of D-TRAK's.
+    "endcredits-loss": (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4),
     # The peers take an absolute lambda; their default is 0.
     "traker": (0.0, 1.0, 1e2, 1e4, 1e6),
+    # image-ddpm's D-TRAK written from the paper (_lds_ddpm.run_dtrak): an absolute ridge on Phi^T Phi, whose
+    # eigenvalues (summed squared norms over the pixels) run high.
+    "dtrak": (1e-2, 1.0, 1e2, 1e4, 1e6, 1e8, 1e10),
     "dattri": (0.0, 1.0, 1e2, 1e4, 1e6),
 }

@@ -1,0 +1,143 @@
+"""The LDS benchmark's generative settings, tiny: a Hugging Face GPT-2 on ABC tunes (``hf-gpt2``) and a
+DDPM on a folder of images written here (``image-ddpm``); D-TRAK written from the paper against endcredits'
+squared-norm measurement; the default image folder's one-line error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import _lds_core as core
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+
+def _write_images(folder: Path, n: int) -> Path:
+    """``n`` 16x16 PNGs of white discs of different sizes and places on black."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:16, :16]
+    for i in range(n):
+        radius, (cy, cx) = rng.integers(2, 7), rng.integers(4, 12, 2)
+        pixels = np.where((yy - cy) ** 2 + (xx - cx) ** 2 < radius**2, 255, 0).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"{i:03d}.png")
+    return folder
+
+
+@pytest.mark.slow
+def test_tiny_hf_gpt2_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import lds
+
+    argv = [
+        "--setting", "hf-gpt2", "--json", "--tunes", "12", "--lm-steps", "4", "--subsets", "4", "--tune-subsets", "3",
+        "--models", "1", "--k", "64", "--tune-tests", "4", "--methods", "endcredits,traker,dattri-if",
+        "--seeds-per-subset", "2", "--cf-tests", "1", "--cf-remove", "2", "--cache-dir", str(tmp_path / "cache"),
+    ]  # fmt: skip
+    assert lds.main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["test_examples"] == 4 and report["tune_test_examples"] == 4
+    ours = report["methods"]["endcredits"]
+    assert np.isfinite(ours["lds"]) and ours["seeds_per_subset"] == 2
+    assert set(ours["groups"]) == {"held-out", "generated"}
+    assert "lds_ceiling_two_seeds" in report["noise"]
+    assert "hf-gpt2 runs" in report["methods"]["dattri-if"]["skipped"]
+    traker = report["methods"]["traker"]  # runs where the [bench] extra is installed
+    assert ("not importable" in traker["skipped"]) if "skipped" in traker else -1.0 <= traker["lds"] <= 1.0
+    assert report["counterfactual"]["removed"] == 2
+    assert lds.main(argv) == 0  # the rerun reads every draw from the cache
+    assert "(0 retrained now" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_tiny_image_ddpm_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import lds
+
+    images = _write_images(tmp_path / "images", 16)
+    argv = [
+        "--setting", "image-ddpm", "--json", "--images", str(images), "--ddpm-train", "8", "--ddpm-steps", "3",
+        "--ddpm-timesteps", "2", "--subsets", "4", "--tune-subsets", "3", "--models", "1", "--k", "32",
+        "--tune-tests", "4", "--methods", "endcredits,endcredits-loss,dtrak,traker,dattri", "--seeds-per-subset", "2",
+        "--cf-tests", "1", "--cf-remove", "2", "--cache-dir", str(tmp_path / "cache"),
+    ]  # fmt: skip
+    assert lds.main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["endcredits_projection"] == "gaussian" and report["train_examples"] == 8
+    for method in ("endcredits", "endcredits-loss", "dtrak"):
+        result = report["methods"][method]
+        assert -1.0 <= result["lds"] <= 1.0 and set(result["groups"]) == {"held-out", "generated"}
+    assert "image-ddpm runs" in report["methods"]["dattri"]["skipped"]
+    assert {"noise", "noise_held_out", "noise_generated"} <= set(report)
+    assert set(report["counterfactual"]["methods"]) >= {"endcredits", "endcredits-loss", "dtrak"}
+
+
+def test_the_peers_rank_the_gpt2_tunes_as_endcredits_does(tmp_path: Path) -> None:
+    """traker and dattri on the saved-and-loaded GPT-2, with the model outputs the wrappers give them, against
+    endcredits' ``CausalLM.task``: with a ridge far above the kernel's eigenvalues every TRAK scores the inner
+    products of the projected gradients, so at k far above the 10 training tunes each target ranks them alike
+    (and the models are left alone)."""
+    pytest.importorskip("trak")
+    pytest.importorskip("dattri")
+    from _lds_data import abc_tunes
+    from _lds_hf import LENGTH_MAX, char_tokenizer, run_hf_method, train_gpt2
+
+    from endcredits.attribution.hf import load_causal_lm
+
+    tunes = abc_tunes(14, length_max=LENGTH_MAX)
+    train, targets = tunes[:10], tunes[10:]
+    tokenizer = char_tokenizer(tunes)
+    ids = torch.tensor(tokenizer("\n".join(train), add_special_tokens=False)["input_ids"])
+    train_gpt2(ids, len(tokenizer.get_vocab()), seed=1, steps=10).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    lm = load_causal_lm(tmp_path)
+    before = {name: v.clone() for name, v in lm.model.state_dict().items()}
+    ours = run_hf_method("endcredits", [lm], train, targets, k=1024, lambdas=[1e6], projection="gaussian")
+    for method in ("traker", "dattri"):
+        theirs = run_hf_method(method, [lm], train, targets, k=1024, lambdas=[1e12]).scores[1e12]
+        assert theirs.shape == ours.scores[1e6].shape == (10, 4)
+        agreement = core.spearman_columns(theirs, ours.scores[1e6])
+        assert agreement.min() > 0.8, (method, agreement)
+    assert all(torch.equal(lm.model.state_dict()[name], v) for name, v in before.items())
+
+
+def test_dtrak_written_here_ranks_like_endcredits_squared_norm() -> None:
+    """Two implementations of one definition: D-TRAK's per-example gradients of the predicted noise's squared
+    norm, projected far above the 10 training images, rank them for each target as endcredits'
+    ``measurement="squared-norm"`` does on the same images, noise and timesteps. With a ridge far above the
+    kernel's eigenvalues both scores are the inner products of the projected gradients (their lambdas differ
+    in kind: endcredits' is relative to the mean eigenvalue, D-TRAK's absolute)."""
+    from _lds_ddpm import NOISE_SEED, new_scheduler, run_dtrak, train_ddpm
+    from _lds_methods import run_endcredits
+
+    from endcredits.attribution.diffusion import DiffusionUNet
+
+    images = torch.rand((14, 1, 16, 16), generator=torch.Generator().manual_seed(0)) * 2 - 1
+    model = train_ddpm(images[:10], seed=1, steps=3)
+    unet = DiffusionUNet(model, new_scheduler().alphas_cumprod.clone(), 1, 16)
+    train, targets = (unet.encode(x, timesteps=2, seed=NOISE_SEED) for x in (images[:10], images[10:]))
+    ours = run_endcredits(
+        unet.task(measurement="squared-norm"), train, targets, k=2048, lambdas=[1e6], projection="gaussian"
+    ).scores[1e6]
+    keys = ("images", "noise", "timesteps")
+    theirs = run_dtrak(
+        [model], tuple(train[k] for k in keys), tuple(targets[k] for k in keys), unet.alphas_cumprod.float(),
+        k=2048, lambdas=[1e12],
+    ).scores[1e12]  # fmt: skip
+    assert theirs.shape == ours.shape == (10, 4)
+    agreement = core.spearman_columns(theirs, ours)
+    assert agreement.min() > 0.8, agreement
+
+
+def test_the_default_images_need_openclipart_and_say_which_flag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import _lds_ddpm
+    import lds
+
+    monkeypatch.setattr(_lds_ddpm, "OPENCLIPART_SVG", tmp_path / "no-such-folder")
+    with pytest.raises(SystemExit) as exited:
+        lds.main(["--setting", "image-ddpm", "--cache-dir", str(tmp_path / "cache")])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--images DIR" in err[0] and "openclipart-svg" in err[0]
