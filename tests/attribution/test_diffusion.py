@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hf_models import save_unet
 from PIL import Image
 
 from endcredits.attribution.diffusion import DiffusionUNet, images_from_bytes, load_unet
 from endcredits.attribution.featurizer import Featurizer
 from endcredits.errors import ManifestError, ValidationError
+from hf_models import save_unet
 
 
 @pytest.fixture(scope="module")

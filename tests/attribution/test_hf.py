@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hf_models import save_gpt2, save_llama
 
 from endcredits.attribution.featurizer import Featurizer
 from endcredits.attribution.hf import CausalLM, load_causal_lm
 from endcredits.attribution.task import canonical_state
 from endcredits.errors import ManifestError, ValidationError
+from hf_models import save_gpt2, save_llama
 
 TEXTS = ["the tune goes up", "and down again|", "ab"]
 
