@@ -195,10 +195,6 @@ def test_an_operators_model_is_attributed_over_the_api(kind: str, tmp_path: Path
         build(tmp_path / "model", contents)
         shutil.copytree(tmp_path / "model", folder)
         sha = load_model(folder, kind).checksum()
-        op.json(
-            "manifest", "run", "record", "--run", "own-1", "--manifest", manifest_id, "--started",
-            "2026-06-02T00:00:00Z", "--finished", "2026-06-02T01:00:00Z", "--checkpoint-sha256", sha,
-        )  # fmt: skip
         with store.write() as conn:
             key = create_api_key(conn, role="operator", scopes=["ingest"], label="own").key
         auth = {"Authorization": f"Bearer {key}"}
@@ -207,6 +203,13 @@ def test_an_operators_model_is_attributed_over_the_api(kind: str, tmp_path: Path
         with TestClient(create_app(store)) as client:
             refused = client.post("/api/v1/attributions", json={**body, "model_kind": "os:system"}, headers=auth)
             assert refused.status_code == 422 and "not one of charlm" in refused.json()["error"]["message"]
+            unbound = client.post("/api/v1/attributions", json=body, headers=auth)  # no training run names it yet
+            assert unbound.status_code == 422 and unbound.json()["error"]["code"] == "manifest_mismatch"
+            assert "from no recorded training run" in unbound.json()["error"]["message"]
+            op.json(
+                "manifest", "run", "record", "--run", "own-1", "--manifest", manifest_id, "--started",
+                "2026-06-02T00:00:00Z", "--finished", "2026-06-02T01:00:00Z", "--checkpoint-sha256", sha,
+            )  # fmt: skip
             answer = client.post("/api/v1/attributions", json=body, headers=auth)
             assert answer.status_code == 200, answer.text
             run_id = answer.json()["attribution_run_id"]
