@@ -168,21 +168,32 @@ def _load_builtin(path: Path, kind: str) -> AttributionModel:
     return UNetModel(load_unet(path))
 
 
-def operator_function(name: str) -> Callable[[Path], Any]:
-    """The function ``module:function`` names; a one-line ``ValidationError`` when it cannot be had."""
+def import_function(name: str, what: str) -> Callable[..., Any]:
+    """The operator's function ``module:function`` that ``name`` names (``what`` says what it is for, such as
+    "model kind mod:fn"); a one-line ``ValidationError`` when it cannot be imported or is not callable."""
     module_name, _, function_name = name.partition(":")
-    if not module_name or not function_name.isidentifier():
-        raise ValidationError(f"model kind {name!r} is neither one of {', '.join(BUILTIN_KINDS)} nor module:function")
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # noqa: BLE001 - whatever the operator's module raises on import, say it in one line
-        raise ValidationError(
-            f"cannot import {module_name} for model kind {name}: {type(exc).__name__}: {exc}"
-        ) from None
+        first = (str(exc).splitlines() or [""])[0][:200]
+        raise ValidationError(f"cannot import {module_name} for {what}: {type(exc).__name__}: {first}") from None
     function = getattr(module, function_name, None)
     if not callable(function):
-        raise ValidationError(f"{module_name} has no function {function_name} (model kind {name})")
+        raise ValidationError(f"{module_name} has no function {function_name} ({what})")
     return function  # type: ignore[no-any-return]
+
+
+def is_module_function(name: str) -> bool:
+    """Whether ``name`` has the shape ``module:function``."""
+    module_name, _, function_name = name.partition(":")
+    return bool(module_name) and function_name.isidentifier()
+
+
+def operator_function(name: str) -> Callable[[Path], Any]:
+    """The function ``module:function`` names; a one-line ``ValidationError`` when it cannot be had."""
+    if not is_module_function(name):
+        raise ValidationError(f"model kind {name!r} is neither one of {', '.join(BUILTIN_KINDS)} nor module:function")
+    return import_function(name, f"model kind {name}")
 
 
 def load_model(path: Path, kind: str) -> AttributionModel:

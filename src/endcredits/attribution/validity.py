@@ -17,7 +17,6 @@ model (``validity_records``). Importing this module loads no torch.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -285,19 +284,12 @@ def _first_line(exc: BaseException) -> str:
 def training_function(name: str) -> TrainFunction:
     """The operator's training function ``module:function``; a one-line ``ValidationError`` when it cannot
     be had (the same refusals as a model kind's ``models.operator_function``)."""
-    module_name, _, function_name = name.partition(":")
-    if not module_name or not function_name.isidentifier():
+    from endcredits.attribution.models import import_function, is_module_function
+
+    if not is_module_function(name):
         raise ValidationError(f"training function {name!r} is not module:function")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001 - whatever the operator's module raises on import, say it in one line
-        raise ValidationError(
-            f"cannot import {module_name} for training function {name}: {type(exc).__name__}: {_first_line(exc)}"
-        ) from None
-    function = getattr(module, function_name, None)
-    if not callable(function):
-        raise ValidationError(f"{module_name} has no function {function_name} (training function {name})")
-    return function  # type: ignore[no-any-return]
+    function: TrainFunction = import_function(name, f"training function {name}")
+    return function
 
 
 def retrain_seed(subset_index: int, seed_index: int) -> int:
