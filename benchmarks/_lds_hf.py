@@ -34,7 +34,7 @@ import numpy.typing as npt
 import torch
 from _lds_core import SEED_HALF_ENSEMBLE, SEED_MAIN, SEED_TUNE, Problem
 from _lds_data import abc_tunes
-from _lds_methods import MethodRun, PeerJob, run_dattri, run_endcredits, run_traker
+from _lds_methods import MethodRun, PeerJob, run_endcredits, run_peer_log_likelihood
 from _lds_retrain import RunMemo, counterfactual_by_retraining
 from torch import nn
 
@@ -144,43 +144,6 @@ def example_log_likelihood(
     return total / mask.sum().clamp_min(1.0) if mean else total
 
 
-def _example_mean_log_likelihood(
-    model: nn.Module, params: dict[str, torch.Tensor], example: tuple[torch.Tensor, ...]
-) -> torch.Tensor:
-    return example_log_likelihood(model, params, example, mean=True)
-
-
-def _q_is_one(model: nn.Module, params: dict[str, torch.Tensor], example: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """dattri's Q is ``1 - probability``: zero here (one per example, batched like its input under vmap)."""
-    return example[1].sum() * 0.0
-
-
-def traker_output() -> Any:
-    """TRAKer's model output for the GPT-2: an example's summed log-likelihood; Q one."""
-    from trak.modelout_functions import AbstractModelOutput
-
-    class LogLikelihood(AbstractModelOutput):  # type: ignore[misc]
-        def __init__(self) -> None:
-            super().__init__()
-
-        @staticmethod
-        def get_output(
-            model: nn.Module,
-            weights: dict[str, torch.Tensor],
-            buffers: dict[str, torch.Tensor],
-            ids: torch.Tensor,
-            mask: torch.Tensor,
-        ) -> torch.Tensor:
-            return example_log_likelihood(model, {**weights, **buffers}, (ids, mask))
-
-        def get_out_to_loss_grad(
-            self, model: nn.Module, weights: Any, buffers: Any, batch: Sequence[torch.Tensor]
-        ) -> torch.Tensor:
-            return torch.ones(len(batch[0]), 1)
-
-    return LogLikelihood()
-
-
 def run_hf_method(
     method: str,
     members: Sequence[Any],
@@ -216,10 +179,9 @@ def run_hf_method(
         batch_size=batch_size,
         states=[m.model.state_dict() for m in members],
     )
-    if method == "traker":
-        return run_traker(job, lambdas, traker_output())
-    if method == "dattri":
-        return run_dattri(job, lambdas, example_log_likelihood, _q_is_one, target=_example_mean_log_likelihood)
+    run = run_peer_log_likelihood(method, job, lambdas, example_log_likelihood)
+    if run is not None:
+        return run
     raise ValueError(f"method {method} is not implemented for hf-gpt2 (it has {', '.join(HF_METHODS)})")
 
 

@@ -470,3 +470,54 @@ LAMBDA_GRIDS: dict[str, tuple[float, ...]] = {
     "dtrak": (1e-2, 1.0, 1e2, 1e4, 1e6, 1e8, 1e10),
     "dattri": (0.0, 1.0, 1e2, 1e4, 1e6),
 }
+
+
+LogLikelihood = Callable[..., torch.Tensor]
+"""``ll(model, params, (ids, mask), mean=False)``: one example's log-likelihood, summed or per token."""
+
+
+def _traker_log_likelihood(log_likelihood: LogLikelihood) -> Any:
+    """TRAKer's model output for a language model: an example's summed log-likelihood; Q one."""
+    from trak.modelout_functions import AbstractModelOutput
+
+    class LogLikelihoodOutput(AbstractModelOutput):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+
+        @staticmethod
+        def get_output(
+            model: nn.Module,
+            weights: dict[str, torch.Tensor],
+            buffers: dict[str, torch.Tensor],
+            ids: torch.Tensor,
+            mask: torch.Tensor,
+        ) -> torch.Tensor:
+            return log_likelihood(model, {**weights, **buffers}, (ids, mask))
+
+        def get_out_to_loss_grad(
+            self, model: nn.Module, weights: Any, buffers: Any, batch: Sequence[torch.Tensor]
+        ) -> torch.Tensor:
+            return torch.ones(len(batch[0]), 1)
+
+    return LogLikelihoodOutput()
+
+
+def _q_is_one(model: nn.Module, params: dict[str, torch.Tensor], example: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """dattri's Q is ``1 - probability``: zero here (one per example, batched like its input under vmap)."""
+    return example[1].sum() * 0.0
+
+
+def run_peer_log_likelihood(
+    method: str, job: PeerJob, lambdas: Sequence[float], log_likelihood: LogLikelihood
+) -> MethodRun | None:
+    """traker's or dattri's TRAK of a language model: training texts through their summed log-likelihood,
+    targets (dattri) through their mean per token; None for another method."""
+
+    def mean(model: nn.Module, params: dict[str, torch.Tensor], example: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return log_likelihood(model, params, example, mean=True)
+
+    if method == "traker":
+        return run_traker(job, lambdas, _traker_log_likelihood(log_likelihood))
+    if method == "dattri":
+        return run_dattri(job, lambdas, log_likelihood, _q_is_one, target=mean)
+    return None
