@@ -124,6 +124,27 @@ def ground_truth_draw(
     return masks_of(subsets, n_train), outputs
 
 
+def ground_truth_draws(
+    args: Any,
+    label: str,
+    key_parts: dict[str, object],
+    n_train: int,
+    *,
+    retrain: Callable[[npt.NDArray[np.int64], list[int]], npt.NDArray[np.float64]],
+    log: Callable[[str], None],
+) -> dict[str, tuple[npt.NDArray[np.bool_], npt.NDArray[np.float64]]]:
+    """Every draw of a setting whose targets are the same in each: the main subsets, the tuning subsets,
+    and the main subsets retrained ``args.seeds_per_subset - 1`` more times (``reseed_draw``)."""
+    plan = [("main", SEED_MAIN, args.subsets), ("tune", SEED_TUNE, args.tune_subsets)]
+    plan += [(reseed_draw(r), SEED_MAIN, args.subsets) for r in range(2, args.seeds_per_subset + 1)]
+    return {
+        name: ground_truth_draw(
+            args.cache_dir, label, key_parts, n_train, m, draw=name, seed=seed, retrain=retrain, log=log
+        )
+        for name, seed, m in plan
+    }
+
+
 @dataclass
 class Problem:
     """What a setting hands to the generic selection and report code."""

@@ -43,7 +43,7 @@ import _lds_core as core
 import numpy as np
 import numpy.typing as npt
 import torch
-from _lds_core import SEED_HALF_ENSEMBLE, SEED_MAIN, SEED_TUNE, Problem
+from _lds_core import SEED_HALF_ENSEMBLE, Problem
 from _lds_data import DataError
 from _lds_methods import MethodRun, PeerJob, _quiet, run_endcredits, run_traker
 from _lds_retrain import RunMemo, counterfactual_by_retraining
@@ -412,13 +412,7 @@ def build_problem(args: argparse.Namespace, log: Callable[[str], None]) -> Probl
         "timesteps": timesteps,
         "model": [list(CHANNELS), BATCH, LEARNING_RATE, SCHEDULE_STEPS, NOISE_SEED],
     }
-    draws = {
-        name: core.ground_truth_draw(
-            args.cache_dir, "image-ddpm", key_parts, n_train, m, draw=name, seed=seed, retrain=retrain, log=log
-        )
-        for name, seed, m in (("main", SEED_MAIN, args.subsets), ("tune", SEED_TUNE, args.tune_subsets))
-        + tuple((core.reseed_draw(r), SEED_MAIN, args.subsets) for r in range(2, args.seeds_per_subset + 1))
-    }
+    draws = core.ground_truth_draws(args, "image-ddpm", key_parts, n_train, retrain=retrain, log=log)
     reseeded = [draws[core.reseed_draw(r)][1][:, report_cols] for r in range(2, args.seeds_per_subset + 1)]
 
     def run_method(method: str, members: list[Any], lambdas: Sequence[float]) -> MethodRun:

@@ -13,7 +13,7 @@ import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 from _lds_classifier import RECIPES, margins, train_models
-from _lds_core import SEED_HALF_ENSEMBLE, SEED_MAIN, SEED_TUNE, Problem
+from _lds_core import SEED_HALF_ENSEMBLE, Problem
 from _lds_data import DataError, fetch_mnist, load_images
 
 
@@ -47,13 +47,7 @@ def build_problem(args: argparse.Namespace, log: Callable[[str], None]) -> Any:
         return margins(trained.logits(x_test), y_test).numpy().astype(np.float64)
 
     key_parts = {"setting": args.setting, "data": data.digest, "n_test": n_report + n_tune, "recipe": repr(recipe)}
-    draws = {
-        name: core.ground_truth_draw(
-            args.cache_dir, args.setting, key_parts, n_train, m, draw=name, seed=seed, retrain=outputs_of, log=log
-        )
-        for name, seed, m in (("main", SEED_MAIN, args.subsets), ("tune", SEED_TUNE, args.tune_subsets))
-        + tuple((core.reseed_draw(r), SEED_MAIN, args.subsets) for r in range(2, args.seeds_per_subset + 1))
-    }
+    draws = core.ground_truth_draws(args, args.setting, key_parts, n_train, retrain=outputs_of, log=log)
 
     started = time.perf_counter()
     full = train_models(
