@@ -367,14 +367,7 @@ def escrow_claim(
     with open_store_of(ctx) as store:
         r = claim_escrow(store, person, name_id=name)
     if as_json:
-        print_json(
-            {
-                "person_id": person,
-                "name_id": name,
-                "released_microunits": dict(sorted(r.moved_microunits.items())),
-                "transfers": list(r.transfers),
-            }
-        )
+        print_json({**r.to_json(), "name_id": name})
     else:
         released = amounts_text(r.moved_microunits)
         make_console().print(f"person {person}: released {released}; transfers {', '.join(r.transfers) or 'none'}")

@@ -153,14 +153,7 @@ def people_verify(
         verify_person(conn, person_id, verified_by=issuer)
         result = claim_escrow_in(conn, person_id)
     if as_json:
-        print_json(
-            {
-                "person_id": person_id,
-                "verified_by": issuer,
-                "released_microunits": dict(sorted(result.moved_microunits.items())),
-                "transfers": list(result.transfers),
-            }
-        )
+        print_json({**result.to_json(), "verified_by": issuer})
     else:
         released = amounts_text(result.moved_microunits)
         make_console().print(f"person {person_id} verified by {issuer}; released from escrow: {released}")

@@ -34,6 +34,14 @@ class ClaimResult:
     moved_microunits: dict[str, int]  # currency -> amount
     transfers: tuple[str, ...]
 
+    def to_json(self) -> dict[str, object]:
+        """What the edges show of a claim: the amounts released per currency and the transfers."""
+        return {
+            "person_id": self.person_id,
+            "released_microunits": dict(sorted(self.moved_microunits.items())),
+            "transfers": list(self.transfers),
+        }
+
 
 @dataclass(frozen=True)
 class EscrowHolding:
