@@ -26,7 +26,7 @@ from endcredits.interop.abc import iter_tunes
 
 LINEAR_ONLY = ("*norm*", "embed.weight")
 """The embedding and the norms, left out by name: the demo's features (linear layers only)."""
-SETTINGS = AttributionSettings(k=32, seed=3, chunk_size=4, exclude=LINEAR_ONLY)
+SETTINGS = AttributionSettings(k=32, projection="kronecker", seed=3, chunk_size=4, exclude=LINEAR_ONLY)
 
 
 def _utf8(texts: list[str]) -> list[bytes]:

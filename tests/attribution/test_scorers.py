@@ -24,7 +24,9 @@ def _trak_by_formula(phis, qs, targets, lam_rel, kernels=None) -> np.ndarray:  #
     for m, (phi, target) in enumerate(zip(phis, targets, strict=True)):
         phi, target = phi.astype(np.float64), target.astype(np.float64)
         kernel = phi.T @ phi if kernels is None else kernels[m]
-        lam = lam_rel * np.trace(kernel) / phi.shape[1]
+        # Relative to the mean eigenvalue of the system solved: the n x n Gram when n < dim.
+        size = phi.shape[1] if kernels is not None else min(phi.shape)
+        lam = lam_rel * np.trace(kernel) / size
         total = total + target @ np.linalg.inv(kernel + lam * np.eye(phi.shape[1])) @ phi.T
     return total / len(phis) * np.mean(qs, axis=0)[None, :]
 
@@ -44,6 +46,22 @@ def test_trak_equals_the_direct_formula_for_an_ensemble(n: int) -> None:
     assert np.allclose(with_curvature.score(targets), expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
     absolute = TRAKScorer(3.0, lambda_relative=False).fit(phis[:1])
     assert absolute.lambdas_used == [3.0]
+
+
+def test_a_relative_lambda_means_the_same_ridge_at_any_width() -> None:
+    # Nine works: features of 12 dimensions, the same padded to 40 with zeros, and the same rotated into
+    # 40 dimensions (as exact gradients are to projected ones). The works span the same 9 directions, so
+    # a relative lambda must give the same scores at every width: it is taken relative to the Gram.
+    phi, target = _random(1, 9, 12), _random(2, 3, 12)
+    rotation = np.linalg.qr(np.random.default_rng(3).standard_normal((40, 40)))[0][:12].astype(np.float32)
+    padded = [np.pad(phi, ((0, 0), (0, 28)))], [np.pad(target, ((0, 0), (0, 28)))]
+    rotated = [phi @ rotation], [target @ rotation]
+    narrow = TRAKScorer(0.5).fit([phi]).score([target])
+    for wide_phi, wide_target in (padded, rotated):
+        wide = TRAKScorer(0.5).fit(wide_phi)
+        assert np.allclose(wide.score(wide_target), narrow, rtol=1e-4, atol=1e-6 * np.abs(narrow).max())
+    gram_trace = float(np.trace(phi.astype(np.float64) @ phi.T.astype(np.float64)))
+    assert TRAKScorer(0.5).fit([phi]).lambdas_used == pytest.approx([0.5 * gram_trace / 9])
 
 
 def test_tracin_and_embedding_similarity() -> None:

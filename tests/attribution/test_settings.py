@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 
-from endcredits.attribution.settings import FEATURES, SCORING, AttributionSettings, SettingError
+from endcredits.attribution.settings import FEATURES, IDENTITY_DIM_MAX, SCORING, AttributionSettings, SettingError
 from endcredits.errors import ManifestError, ValidationError
 
 
 def test_the_defaults_are_the_arguments_every_edge_passed_before() -> None:
     assert AttributionSettings().to_dict() == {
         "k": 1_024,
-        "projection": "kronecker",
+        "projection": "auto",
         "exclude": [],
         "seed": 0,
         "chunk_size": 32,
@@ -25,9 +25,23 @@ def test_the_defaults_are_the_arguments_every_edge_passed_before() -> None:
         "timesteps": 10,
         "measurement": "squared-norm",
         "method": "trak",
-        "lambda_": 100.0,
+        "lambda_": 1.0,
         "top_k": 5,
     }
+
+
+def test_auto_keeps_exact_gradients_while_they_fit_and_projects_beyond() -> None:
+    auto = AttributionSettings()
+    # 111,061 parameters (the demo's model): 2,417 works fit in 1 GiB of exact features, 2,418 do not.
+    assert auto.resolved(parameters=111_061, works=2_417, checkpoints=1).projection == "identity"
+    assert auto.resolved(parameters=111_061, works=2_418, checkpoints=1).projection == "kronecker"
+    assert auto.resolved(parameters=111_061, works=1_300, checkpoints=2).projection == "kronecker"  # per checkpoint
+    assert auto.resolved(parameters=IDENTITY_DIM_MAX + 1, works=1, checkpoints=1).projection == "kronecker"
+    explicit = AttributionSettings(projection="kronecker")
+    assert explicit.resolved(parameters=10, works=10, checkpoints=1) is explicit  # only auto is resolved
+    resolved = auto.resolved(parameters=10, works=10, checkpoints=1)
+    assert resolved.to_dict() == auto.to_dict() | {"projection": "identity"}
+    assert resolved.fingerprint() != auto.fingerprint()
 
 
 BAD: list[tuple[str, Any, str]] = [
@@ -36,7 +50,7 @@ BAD: list[tuple[str, Any, str]] = [
     ("k", 64.0, r"k must be an integer in \[8, 65536\], not 64.0"),
     ("k", True, r"k must be an integer"),
     ("k", "1024", r"k must be an integer in \[8, 65536\], not '1024'"),
-    ("projection", "jl", r"projection must be one of kronecker, gaussian, identity, not 'jl'"),
+    ("projection", "jl", r"projection must be one of auto, kronecker, gaussian, identity, not 'jl'"),
     ("exclude", "embed.*", r"exclude must be a list of parameter-name patterns, not 'embed.\*'"),
     ("exclude", [""], r"exclude pattern '' must be a name pattern of 1 to 200 characters"),
     ("exclude", ["x" * 201], r"exclude pattern 'x{201}' must be a name pattern of 1 to 200 characters"),

@@ -54,7 +54,10 @@ def test_each_cli_option_is_a_settings_field_with_its_default_and_help(command: 
         (["featurize", "--chunk-size", "0"], "--chunk-size 0 must be in [1, 4096]"),
         (["featurize", "--length-chars", "1"], "--length-chars 1 must be in [2, 65536]"),
         (["featurize", "--ensemble", "members"], "--ensemble must be one of final, trajectory, not 'members'"),
-        (["featurize", "--projection", "jl"], "--projection must be one of kronecker, gaussian, identity, not 'jl'"),
+        (
+            ["featurize", "--projection", "jl"],
+            "--projection must be one of auto, kronecker, gaussian, identity, not 'jl'",
+        ),
         (["featurize", "--exclude", "a", "--exclude", "a"], "--exclude repeats pattern 'a'; name each pattern once"),
         (["attribute", "--exclude", "embed weight"], "--exclude pattern 'embed weight' has a space"),
         (["attribute", "--lambda", "-1"], "--lambda -1.0 must be in [0, 1e+06]"),
@@ -109,16 +112,20 @@ def test_the_api_attributes_with_the_settings_it_is_given_and_refuses_bad_ones_w
         assert r.status_code == 422 and r.json()["error"]["code"] == "validation", r.text
         assert message in r.json()["error"]["message"]
         assert not features.exists()
-    settings = {"k": 16, "chunk_size": 2, "top_k": 2, "lambda": 10.0}
+    settings = {"k": 16, "projection": "kronecker", "chunk_size": 2, "top_k": 2, "lambda": 10.0}
     one = client.post("/api/v1/attributions", json={**body, **settings}, headers=auth)
     assert one.status_code == 200, one.text
-    expected = AttributionSettings(k=16, chunk_size=2, top_k=2, lambda_=10.0)
+    expected = AttributionSettings(k=16, projection="kronecker", chunk_size=2, top_k=2, lambda_=10.0)
     assert one.json()["settings"] == expected.to_dict() and len(one.json()["outputs"][0]["top_works"]) == 2
     two = client.post("/api/v1/attributions", json={**body, **settings, "seed": 1}, headers=auth)
     assert two.json()["outputs"][0]["work_scores"] != one.json()["outputs"][0]["work_scores"]
     assert len(list(features.glob("*/*"))) == 2  # one features directory per features settings
     again = client.post("/api/v1/attributions", json={**body, **settings, "method": "tracin"}, headers=auth)
     assert again.json()["method"] == "tracin" and len(list(features.glob("*/*"))) == 2  # features reused
+    # The default projection, auto: this small model's exact gradients fit, so no seed moves a score.
+    exact = [client.post("/api/v1/attributions", json={**body, "seed": seed}, headers=auth).json() for seed in (0, 1)]
+    assert [e["settings"]["projection"] for e in exact] == ["identity", "identity"]
+    assert exact[0]["outputs"][0]["work_scores"] == exact[1]["outputs"][0]["work_scores"]
 
 
 def test_the_api_body_builds_the_settings() -> None:

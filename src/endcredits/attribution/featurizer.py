@@ -41,14 +41,11 @@ from torch.func import functional_call, grad, vmap
 
 from endcredits.attribution.projection import BlockGaussianProjector, gaussian_factor
 from endcredits.attribution.saver import FeatureSaver, FeatureSet
-from endcredits.attribution.settings import CHUNK_SIZE_MAX, K_MAX, AttributionSettings, Projection
+from endcredits.attribution.settings import CHUNK_SIZE_MAX, IDENTITY_DIM_MAX, K_MAX, AttributionSettings, Projection
 from endcredits.attribution.task import AttributionTask, Batch, ExampleFunction
 from endcredits.errors import LimitExceededError, ValidationError
 
 Role = Literal["train", "target"]
-
-IDENTITY_DIM_MAX = 1 << 22
-"""Largest parameter count featurized without projection."""
 
 EXAMPLES_MAX = 100_000_000
 CHUNK_GRADIENT_BYTES_MAX = 2 << 30
@@ -268,6 +265,13 @@ def _excluded(names: Sequence[str], exclude: Sequence[str]) -> list[str]:
     return [name for name in names if any(fnmatch.fnmatchcase(name, pattern) for pattern in exclude)]
 
 
+def covered_parameters(model: nn.Module, exclude: Sequence[str] = ()) -> int:
+    """How many parameters the features cover: every parameter but those ``exclude`` names."""
+    numel = {name: p.numel() for name, p in model.named_parameters()}
+    left_out = set(_excluded(list(numel), exclude))
+    return sum(size for name, size in numel.items() if name not in left_out)
+
+
 def plan_projection(model: nn.Module, *, projection: Projection, k: int | None, exclude: Sequence[str] = ()) -> Plan:
     """Share ``k`` among the parameters not excluded (see the module docstring); ``dim`` may come out below
     ``k``. Each ``exclude`` pattern (``fnmatch``, over ``named_parameters`` names) must match a parameter."""
@@ -294,7 +298,10 @@ def plan_projection(model: nn.Module, *, projection: Projection, k: int | None, 
     if projection == "gaussian":
         return Plan((), tuple(names), tuple(numel[n] for n in names), min(k, total), *left_out)
     if projection != "kronecker":
-        raise ValidationError(f"projection {projection!r} is not one of 'kronecker', 'gaussian', 'identity'")
+        raise ValidationError(
+            f"projection {projection!r} is not one of 'kronecker', 'gaussian', 'identity' (settings resolve 'auto'"
+            " to one of them: AttributionSettings.resolved)"
+        )
     layers = []
     for layer in _kronecker_layers(model, set(numel) - left):
         budget = layer.numel if k >= total else max(1, k * layer.numel // total)
@@ -752,5 +759,6 @@ __all__ = [
     "Projection",
     "Role",
     "batch_size",
+    "covered_parameters",
     "plan_projection",
 ]

@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy import Connection
 
-from endcredits.attribution.featurizer import Featurizer, Progress
+from endcredits.attribution.featurizer import Featurizer, Progress, covered_parameters
 from endcredits.attribution.models import AttributionModel, load_model
 from endcredits.attribution.payees import CreditMatrix, PayeeIndex
 from endcredits.attribution.records import RunScores, new_run, record_run
@@ -66,8 +66,22 @@ class Attribution:
         ]
 
 
+def resolved_settings(model: AttributionModel, settings: AttributionSettings, works: int) -> AttributionSettings:
+    """``settings`` with projection ``auto`` made concrete for this model over ``works`` works
+    (``AttributionSettings.resolved``): what the features, their directory and the run record carry."""
+    if settings.projection != "auto":
+        return settings
+    task = model.task(settings)
+    return settings.resolved(
+        parameters=covered_parameters(task.model, settings.exclude),
+        works=works,
+        checkpoints=len(task.checkpoint_sha256s),
+    )
+
+
 def featurizer_for(model: AttributionModel, settings: AttributionSettings) -> Featurizer:
-    """The featurizer the settings describe, over the model's task (its checkpoints and functions)."""
+    """The featurizer the settings describe, over the model's task (its checkpoints and functions);
+    projection ``auto`` must be resolved first (``resolved_settings``)."""
     return Featurizer(
         model.task(settings),
         k=None if settings.projection == "identity" else settings.k,
@@ -122,6 +136,7 @@ def featurize_works(
     with other features settings are refused)."""
     if len(work_ids) != len(contents):
         raise ValidationError(f"{len(work_ids)} work ids for {len(contents)} contents")
+    settings = resolved_settings(model, settings, len(work_ids))
     featurizer = featurizer_for(model, settings)
     batch = model.encode_works(contents, work_ids, settings)
     if ray is None:
@@ -153,6 +168,7 @@ def attribute_outputs(
     """Score every output (id, content) against every featurized work."""
     if not outputs:
         raise ValidationError("no outputs to attribute")
+    settings = resolved_settings(model, settings, len(train.ids))
     scorer = scorer_for(train, settings)
     query = scorer.query(_targets(model, train, outputs, settings))
     scores = score_items(query, scorer.item_matrix)  # the same as scorer.score, without featurizing twice
@@ -173,6 +189,7 @@ def attribute_payees(
     output, equal to the credit-weighted sum of its works' scores (no payee left out)."""
     if not outputs:
         raise ValidationError("no outputs to attribute")
+    settings = resolved_settings(model, settings, len(train.ids))
     return PayeeIndex(scorer_for(train, settings), credits).score(_targets(model, train, outputs, settings))
 
 
@@ -241,6 +258,7 @@ def featurize_manifest(
     progress: Progress | None = None,
 ) -> FeatureSet:
     """The manifest's works' features for ``model``, under ``DATA/features`` (computed once, then reused)."""
+    settings = resolved_settings(model, settings, len(manifest.included))
     return featurize_works(
         model,
         manifest.included,
@@ -268,6 +286,7 @@ def attribute_manifest(
     ids = [o for o, _ in outputs]
     if len(set(ids)) != len(ids):
         raise ValidationError("an output id appears twice")
+    settings = resolved_settings(model, settings, len(manifest.included))
     train = featurize_manifest(store, manifest, model, settings=settings, ray=ray, progress=progress)
     att = attribute_outputs(model, train, outputs, settings=settings)
     scores = RunScores.of_matrix("work", att.output_ids, att.work_ids, att.scores)
@@ -297,5 +316,6 @@ __all__ = [
     "featurizer_for",
     "manifest_contents",
     "manifest_texts",
+    "resolved_settings",
     "scorer_for",
 ]

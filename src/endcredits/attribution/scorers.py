@@ -220,10 +220,13 @@ class TRAKScorer(LinearScorer):
         scale = self._column_scales[m] if m < len(self._column_scales) else None
         return features if scale is None else features * scale
 
-    def _lambda(self, trace: float, dim: int) -> float:
-        value = self.lambda_ * trace / dim if self.lambda_relative else self.lambda_
+    def _lambda(self, trace: float, size: int) -> float:
+        """The absolute ridge: ``lambda_`` times the mean eigenvalue of the ``size x size`` system solved
+        (``Phi Phi^T`` when there are fewer works than dimensions, else ``Phi^T Phi``), whose nonzero
+        spectrum the two share; so a relative ``lambda_`` means the same at any k, exact gradients included."""
+        value = self.lambda_ * trace / size if self.lambda_relative else self.lambda_
         if value <= 0.0:
-            value = np.finfo(np.float64).eps * max(trace / dim, 1.0)
+            value = np.finfo(np.float64).eps * max(trace / size, 1.0)
         self.lambdas_used.append(value)
         return value
 
@@ -238,7 +241,7 @@ class TRAKScorer(LinearScorer):
             _check_kernel_bytes(n)
             full = _finite_block(phi, 0, "training features")
             gram = full @ full.T
-            lam = self._lambda(float(np.trace(gram)), dim)
+            lam = self._lambda(float(np.trace(gram)), n)
             solved = np.linalg.solve(gram + lam * np.eye(n), full)
             return np.asarray(solved * row_scale[:, None], dtype=np.float32)
         _check_kernel_bytes(dim)

@@ -18,17 +18,17 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 from endcredits.errors import ManifestError, ValidationError
 
-Projection = Literal["kronecker", "gaussian", "identity"]
+Projection = Literal["auto", "kronecker", "gaussian", "identity"]
 Ensemble = Literal["final", "trajectory"]
 Method = Literal["trak", "tracin"]
 Measurement = Literal["squared-norm", "loss"]
 
-PROJECTIONS: tuple[Projection, ...] = ("kronecker", "gaussian", "identity")
+PROJECTIONS: tuple[Projection, ...] = ("auto", "kronecker", "gaussian", "identity")
 ENSEMBLES: tuple[Ensemble, ...] = ("final", "trajectory")
 METHODS: tuple[Method, ...] = ("trak", "tracin")
 MEASUREMENTS: tuple[Measurement, ...] = ("squared-norm", "loss")
@@ -52,13 +52,20 @@ EXCLUDE_PATTERNS_MAX = 256
 EXCLUDE_PATTERN_CHARS_MAX = 200
 
 K_DEFAULT = 1_024
+AUTO_EXACT_BYTES_MAX = 1 << 30
+"""Projection ``auto`` keeps exact gradients while every work's features, over every checkpoint, fit in this
+many bytes (float32): below it exact features cost less to compute than projected ones and no seed moves a
+payee's share (docs/benchmarks.md, "Attribution stability and cost per output"); above it, ``kronecker``."""
+IDENTITY_DIM_MAX = 1 << 22
+"""Largest parameter count featurized without projection."""
 CHUNK_SIZE_DEFAULT = 32
 LENGTH_CHARS_DEFAULT = 256
 """A tune's header and its first phrases (the median tune in the corpus has 305 characters); the
 model's attention costs grow with the length."""
-LAMBDA_DEFAULT = 100.0
-"""Relative to the mean eigenvalue of ``Phi^T Phi``: the value ``benchmarks/lds.py --setting abc-lm``
-chose for the demo's model on its tuning draw (never on the reported ground truth)."""
+LAMBDA_DEFAULT = 1.0
+"""Relative to the mean eigenvalue of the system TRAK solves (``TRAKScorer``): in these units the tuning
+draws of ``benchmarks/lds.py`` (never the reported ground truth) chose 1 to 3 for the demo's model with exact
+and with projected gradients, and 1 for MNIST's MLP and logistic regression at k = 2048."""
 
 FEATURES = "features"
 SCORING = "scoring"
@@ -97,11 +104,12 @@ class AttributionSettings:
         ),
     )
     projection: Projection = field(
-        default="kronecker",
+        default="auto",
         metadata=_meta(
             FEATURES,
-            "How gradients are projected: kronecker (two small seeded factors per linear layer), gaussian "
-            "(one blockwise seeded matrix) or identity (the exact gradient; small models only)",
+            "How gradients are projected: auto (identity while every work's exact features fit in "
+            f"{AUTO_EXACT_BYTES_MAX >> 30} GiB, kronecker beyond), kronecker (two small seeded factors per "
+            "layer), gaussian (one blockwise seeded matrix) or identity (the exact gradient; no seed)",
             choices=PROJECTIONS,
         ),
     )
@@ -178,7 +186,8 @@ class AttributionSettings:
         default=LAMBDA_DEFAULT,
         metadata=_meta(
             SCORING,
-            f"TRAK's ridge relative to the mean eigenvalue of Phi^T Phi, in [0, {LAMBDA_MAX:g}]; tracin ignores it",
+            f"TRAK's ridge relative to the mean eigenvalue of the kernel it inverts, in [0, {LAMBDA_MAX:g}]; tracin "
+            "ignores it",
             high=LAMBDA_MAX,
         ),
     )
@@ -200,6 +209,17 @@ class AttributionSettings:
                 object.__setattr__(self, f.name, _checked_patterns(f.name, value, f.metadata))
             else:
                 _check_int(f.name, value, f.metadata)
+
+    def resolved(self, *, parameters: int, works: int, checkpoints: int) -> AttributionSettings:
+        """These settings with projection ``auto`` made concrete for a model of ``parameters`` featurized
+        parameters, over ``works`` works and ``checkpoints`` checkpoints: ``identity`` while the exact
+        features fit in ``AUTO_EXACT_BYTES_MAX``, else ``kronecker``. Other projections are returned as
+        they are. The features, their directory and the recorded run carry the concrete projection."""
+        if self.projection != "auto":
+            return self
+        exact_bytes = 4 * parameters * works * checkpoints
+        exact = parameters <= IDENTITY_DIM_MAX and exact_bytes <= AUTO_EXACT_BYTES_MAX
+        return replace(self, projection="identity" if exact else "kronecker")
 
     @classmethod
     def help(cls, name: str) -> str:
@@ -302,8 +322,10 @@ def _checked_float(name: str, value: Any, bounds: Mapping[str, Any]) -> float:
 
 
 __all__ = [
+    "AUTO_EXACT_BYTES_MAX",
     "CHUNK_SIZE_MAX",
     "ENSEMBLES",
+    "IDENTITY_DIM_MAX",
     "FEATURES",
     "K_DEFAULT",
     "K_MAX",

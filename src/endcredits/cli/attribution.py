@@ -124,7 +124,7 @@ def featurize_cmd(
                 "works": len(fs.ids),
                 "dim": fs.manifest["dim"],
                 "directory": str(fs.directory),
-                "settings": settings.to_dict(),
+                "settings": settings.to_dict() | {"projection": fs.manifest["projection"]},
                 "coverage": coverage,
             }
         )
@@ -257,7 +257,8 @@ def attribute_cmd(
         text = f"wrote {rows} {att.method} scores{' (a weaker method)' if att.weaker else ''} to {out}"
         text += f"; top {top_k} works per output to {explain}" if explain else ""
     run_id = ps.run_id if per_payee is not None else att.run_id
-    _report_run(out, str(run_id), {**summary, "out": str(out), "settings": settings.to_dict()}, text, as_json)
+    used = ps.settings if per_payee is not None else att.settings  # projection "auto" resolved
+    _report_run(out, str(run_id), {**summary, "out": str(out), "settings": used.to_dict()}, text, as_json)
 
 
 def _per_payee(

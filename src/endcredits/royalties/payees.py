@@ -12,7 +12,7 @@ import numpy.typing as npt
 
 from endcredits.attribution.featurizer import Progress
 from endcredits.attribution.models import AttributionModel
-from endcredits.attribution.pipeline import Output, attribute_payees, featurize_manifest
+from endcredits.attribution.pipeline import Output, attribute_payees, featurize_manifest, resolved_settings
 from endcredits.attribution.records import RunScores, new_run, record_run
 from endcredits.attribution.settings import AttributionSettings
 from endcredits.errors import ValidationError
@@ -31,6 +31,7 @@ class PayeeScores:
     payees: tuple[str, ...]
     scores: npt.NDArray[np.float64]
     run_id: str  # the recorded attribution run, which an accrual names
+    settings: AttributionSettings  # the settings that made them (projection ``auto`` resolved)
 
     def nonzero(self) -> list[tuple[str, str, float]]:
         """(output id, payee, score) of every non-zero score, output by output."""
@@ -57,6 +58,7 @@ def attribute_manifest_payees(
     ids = [o for o, _ in outputs]
     if len(set(ids)) != len(ids):
         raise ValidationError("an output id appears twice")
+    settings = resolved_settings(model, settings, len(manifest.included))
     with store.read() as conn:
         payees, credits = credit_matrix(conn, manifest.included, agreement)
     train = featurize_manifest(store, manifest, model, settings=settings, progress=progress)
@@ -72,4 +74,4 @@ def attribute_manifest_payees(
         payee_agreement=f"{agreement.id}@{agreement.version}",
     )
     stored, _ = record_run(store, run, run_scores)
-    return PayeeScores(settings.method, tuple(ids), tuple(payees), scores, stored.id)
+    return PayeeScores(settings.method, tuple(ids), tuple(payees), scores, stored.id, settings)
