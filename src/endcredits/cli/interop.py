@@ -49,7 +49,7 @@ def _store(ctx: typer.Context) -> Any:
     return open_store(getattr(obj, "data", None), getattr(obj, "db", None))
 
 
-def _window(valid_from: str | None, until: str | None, days: int, perpetual: bool) -> Window:
+def grant_window(valid_from: str | None, until: str | None, days: int, perpetual: bool) -> Window:
     start = dt.datetime.now(dt.UTC) if valid_from is None else parse_time(valid_from)
     if perpetual and until is not None:
         raise ValidationError("give --until or --perpetual, not both")
@@ -107,7 +107,7 @@ def import_c2pa_cmd(
     from endcredits.interop.c2pa_manifests import import_c2pa
 
     anchors = None if trust is None else read_bounded(trust, "trust anchor file").decode("ascii", errors="replace")
-    window = _window(valid_from, until, days, perpetual)
+    window = grant_window(valid_from, until, days, perpetual)
     store = _store(ctx)
     try:
         _print(import_c2pa(store, file, window, trust_anchors_pem=anchors), as_json)
@@ -150,7 +150,7 @@ def import_tdmrep_cmd(
     """W3C TDMRep into grants: a tdmrep.json, HTTP header lines and/or an HTML page, in that priority order."""
     from endcredits.interop.optout import import_signals, tdmrep_combined, tdmrep_from_text
 
-    window = _window(valid_from, until, days, perpetual)
+    window = grant_window(valid_from, until, days, perpetual)
     store = _store(ctx)
     try:
         where = _location(store, work, location)
@@ -175,7 +175,7 @@ def import_xmp_cmd(
     from endcredits.interop._common import IMPORT_FILE_BYTES_MAX, read_bounded
     from endcredits.interop.optout import import_signals, xmp_signal
 
-    window = _window(valid_from, until, days, perpetual)
+    window = grant_window(valid_from, until, days, perpetual)
     signal = xmp_signal(read_bounded(file, "XMP file", IMPORT_FILE_BYTES_MAX), name=file.name)
     store = _store(ctx)
     try:
@@ -200,7 +200,7 @@ def import_ai_txt_cmd(
     """Spawning's ai.txt (Allow/Disallow by path or file type) into AI-training grants."""
     from endcredits.interop.optout import ai_txt_signal, import_signals
 
-    window = _window(valid_from, until, days, perpetual)
+    window = grant_window(valid_from, until, days, perpetual)
     store = _store(ctx)
     try:
         where = _location(store, work, location)

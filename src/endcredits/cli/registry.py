@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from contextlib import nullcontext
 from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,8 +19,11 @@ from endcredits.cli.common import (
     open_store_of,
     print_json,
     print_table,
+    progress_bar,
 )
+from endcredits.cli.interop import DaysOpt, FromOpt, PerpetualOpt, UntilOpt, grant_window
 from endcredits.errors import ValidationError
+from endcredits.interop._common import SIGNAL_VALID_DAYS_DEFAULT
 from endcredits.money import format_amount, parse_fraction
 
 people_app = typer.Typer(no_args_is_help=True, help="People who can be paid (verified or not).")
@@ -287,6 +291,68 @@ def works_import_abc(
         f"imported {report.works} works, {report.credits} credits, {report.names} names, "
         f"{report.grants} consent grants; {report.linked} works linked to a registered duplicate"
     )
+
+
+@works_app.command("import")
+def works_import(
+    ctx: typer.Context,
+    file: Path,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="csv, jsonl or parquet (default: from the file's extension)")
+    ] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option("--report", help="Write every refused row here: CSV, or JSON Lines if it ends in .jsonl (0600)"),
+    ] = None,
+    batch_rows: Annotated[int, typer.Option("--batch-rows", min=1, help="Rows committed together")] = 1_000,
+    allow_unknown_scheme: Annotated[
+        bool, typer.Option("--allow-unknown-scheme", help="Accept a role scheme outside `endcredits roles list`")
+    ] = False,
+    valid_from: FromOpt = None,
+    until: UntilOpt = None,
+    days: DaysOpt = SIGNAL_VALID_DAYS_DEFAULT,
+    perpetual: PerpetualOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Import a credited collection: one row per work (content file, kind, title, source, licence, rights
+    holder, credits, lineage, consent) from CSV, JSON Lines or Parquet; see docs/concepts/registry.md.
+    Importing the same file again adds nothing and finishes an interrupted import. Exits 1 when a row
+    was refused (each refused row is listed with its reason; the other rows are imported)."""
+    from endcredits.interop.collection import import_collection
+
+    window = grant_window(valid_from, until, days, perpetual)
+    # A bar on a terminal only: piped into a log, stderr keeps just the one-line errors.
+    bar = progress_bar(f"importing {file.name}", 100) if sys.stderr.isatty() else nullcontext(lambda _d: None)
+    with open_store_of(ctx) as store, bar as advance:
+        done = import_collection(
+            store, file, window=window, fmt=fmt, batch_rows=batch_rows, refusals_path=report,
+            progress=lambda d, t: advance(d * 100 // max(t, 1)), allow_unknown_scheme=allow_unknown_scheme,
+        )  # fmt: skip
+    if as_json:
+        print_json(done.summary())
+    else:
+        _print_collection_report(done, report)
+    if done.rows_refused:
+        raise typer.Exit(1)
+
+
+REFUSALS_SHOWN_MAX = 20
+"""Refused rows `works import` lists on the terminal; --report or --json gives them all."""
+
+
+def _print_collection_report(done: Any, report: Path | None) -> None:
+    console = make_console()
+    console.print(
+        f"{done.path}: {done.rows_read} rows read; {done.rows_new} new, {done.rows_present} already present, "
+        f"{done.rows_refused} refused; added {done.works_added} works ({done.works_linked} linked to a registered "
+        f"duplicate), {done.credits_added} credits, {done.lineage_added} lineage links, {done.grants_added} grants"
+    )
+    shown = done.refusals[:REFUSALS_SHOWN_MAX]
+    for r in shown:
+        console.print(f"row {r.row}: {r.reason}", markup=False)
+    if done.rows_refused > len(shown):
+        more = done.rows_refused - len(shown)
+        console.print(f"... and {more} more refused rows" + (f": all are in {report}" if report else ": use --report"))
 
 
 def _payee(conn: Any, payee: str | None, name: str | None) -> tuple[str, int | None]:

@@ -180,15 +180,19 @@ def work_source(store: Store, work_id: str) -> str | None:
         return get_work(conn, work_id).source
 
 
-def _same_grant_in_force(existing: Iterable[Grant], g: Grant) -> bool:
-    return any(
-        e.subject_id == g.subject_id
-        and e.use == g.use
-        and e.decision == g.decision
-        and e.source == g.source
-        and e.in_force(g.valid_from)
-        for e in existing
-    )
+def grants_not_in_force(existing: Iterable[Grant], planned: Iterable[Grant]) -> list[Grant]:
+    """The planned grants that are not yet in force: no stored grant (nor an earlier planned one) with the
+    same subject, use, decision and source holds when it starts. Re-importing a signal adds nothing."""
+    index: dict[tuple[str, str, str, str], list[Grant]] = {}
+    for e in existing:
+        index.setdefault((e.subject_id, e.use, e.decision, e.source), []).append(e)
+    out: list[Grant] = []
+    for g in planned:
+        same = index.setdefault((g.subject_id, g.use, g.decision, g.source), [])
+        if not any(e.in_force(g.valid_from) for e in same):
+            out.append(g)
+            same.append(g)
+    return out
 
 
 def apply_plan(store: Store, plan: Plan, *, kind: str, source: str, work_ids: Sequence[str]) -> ImportReport:
@@ -228,10 +232,7 @@ def apply_plan(store: Store, plan: Plan, *, kind: str, source: str, work_ids: Se
                 add_lineage(conn, item.work_id, item.parent_work_id, item.share)
                 lineage_added += 1
         existing = [g for _, g in grants_for(conn, sorted({g.subject_id for g in plan.grants}), [])]
-        new_grants: list[Grant] = []
-        for g in plan.grants:
-            if not _same_grant_in_force(existing + new_grants, g):
-                new_grants.append(g)
+        new_grants = grants_not_in_force(existing, plan.grants)
         add_grants(conn, new_grants)
         append_audit(
             conn,
