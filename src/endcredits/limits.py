@@ -76,6 +76,13 @@ in its scores file, and as much again while it is hashed."""
 EXTERNAL_REASON_CHARS_MAX = 500
 """Longest reason an operator gives for accruing external scores (printed on every statement line)."""
 
+OUTPUT_CONTENT_BYTES_MAX = 64 << 20
+"""Largest output content (a generated image, tune or text) kept for statements."""
+
+PREVIEW_IMAGE_PIXELS_MAX = 50_000_000
+"""Largest image (width x height) a statement makes a thumbnail of; a larger one is shown by its id only,
+so a crafted file cannot make the portal decode gigabytes."""
+
 invariant(TRANSFER_AMOUNT_MICROUNITS_MAX >= 2**63 - 1, "transfers must hold amounts beyond int64")
 invariant(REVENUE_PER_OUTPUT_MICROUNITS_MAX < AMOUNT_MICROUNITS_MAX, "an output fits in a transfer")
 invariant(len(str(AMOUNT_MICROUNITS_MAX)) == AMOUNT_DIGITS_MAX, "AMOUNT_DIGITS_MAX out of step")

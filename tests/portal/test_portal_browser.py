@@ -7,6 +7,7 @@ never skip: without chromium they fail and say how to install it."""
 
 from __future__ import annotations
 
+import io
 import shutil
 import socket
 import threading
@@ -23,6 +24,7 @@ from portal_world import Seeded, seed
 from endcredits.consent.records import grants_for
 from endcredits.ledger.records import account_balances
 from endcredits.payouts.statements import build_statement
+from endcredits.royalties.output_contents import record_output_contents
 from endcredits.service import create_app
 from endcredits.store.engine import init_store
 from endcredits.store.schema import login_links, sessions
@@ -130,11 +132,41 @@ def test_open_a_statement(page: Any, live: Live, tmp_path: Path) -> None:
     assert st.reconciles() and st.lines
     heading = page.locator("h1").inner_text()
     assert heading.startswith("Statement 2026-01")
+    page.locator("section.output summary").first.click()  # each output's whole explanation opens on demand
     body = page.locator("main").inner_text()
     assert "reconciles with the ledger" in body and "of each output's revenue is its pool" in body
     assert "Top works of o1" in body and "A Song" in body
-    assert page.locator("table tbody tr").count() == len(st.lines)
+    assert page.locator("section.output").count() == len({line["output_id"] for line in st.lines})
     page.screenshot(path=str(tmp_path / "statement.png"), full_page=True)
+
+
+def test_a_statement_shows_what_each_output_generated(page: Any, live: Live, tmp_path: Path) -> None:
+    w = live.world
+    record_output_contents(w.store, [("o1", _picture()), ("o2", b"X:1\nT:A generated reel\nK:D\n|:d2fd adfa|")])
+    _sign_in(page, live, w.alice)
+    page.goto(f"{live.url}/portal/people/{w.alice}/statements/2026-01?currency=EUR")
+    body = page.locator("main").inner_text()
+    assert "What each model paid" in body and "was paid to you for the one of your works it drew on" in body
+    assert "T:A generated reel" in body
+    thumb = page.locator("section.output img.thumb")
+    assert thumb.count() == 1
+    thumb.scroll_into_view_if_needed()
+    assert page.evaluate("document.querySelector('section.output img.thumb').naturalWidth") == 160
+    assert _fits_the_phone(page)
+    page.screenshot(path=str(tmp_path / "statement-outputs.png"), full_page=True)
+
+
+def _picture() -> bytes:
+    """A 320 x 240 picture with something to see in it: a sky, a sun and a hill."""
+    from PIL import Image, ImageDraw
+
+    im = Image.new("RGB", (320, 240), (120, 180, 235))
+    draw = ImageDraw.Draw(im)
+    draw.ellipse((210, 30, 280, 100), fill=(250, 210, 60))
+    draw.polygon([(0, 240), (0, 170), (120, 110), (320, 190), (320, 240)], fill=(60, 140, 70))
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def test_change_a_consent(page: Any, live: Live, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ what made it) or the reason the operator gave for external scores.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 from dataclasses import dataclass, field
@@ -62,7 +63,8 @@ class Statement:
     handle: str
     period: str
     currency: str
-    lines: list[dict[str, Any]]
+    line_table: pa.Table
+    """The period's lines, columnar (``LINE_TABLE_COLUMNS``, text as plain strings), in ``lines`` order."""
     lines_subunits_total: int  # sum of line amounts in 2^-32 microunits
     carried_in_subunits: int  # fractions each of the period's batches started from, added up
     carried_out_subunits: int  # fractions each of the period's batches left, added up
@@ -79,6 +81,25 @@ class Statement:
     model_validity: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per model of those runs whose validity was measured (`endcredits attribution validate`): its latest
     figure, the LDS of its attribution against retraining, with ``summary`` in words."""
+    model_pools: dict[str, dict[str, int | None]] = field(default_factory=dict)
+    """Per model with lines in the period, over every payee (not only this person): ``pool_subunits`` (what
+    its outputs' pools paid out, in 2^-32 microunits), ``revenue_microunits`` (None when a batch's evidence
+    predates revenue on its lines) and ``outputs``. The statement's model figures compare the person's part
+    with it (``statement_layout``)."""
+
+    labels: dict[str, str] = field(default_factory=dict)
+    """Per payee id of the person: what the lines call it (``(you)``, or the credited name)."""
+    titles: dict[str, str] = field(default_factory=dict)
+    """The title of every work the lines and the explanations name."""
+
+    @functools.cached_property
+    def lines(self) -> list[dict[str, Any]]:
+        """Every line as a dict (``STATEMENT_COLUMNS`` but the top works), made when first asked for."""
+        return _line_dicts(self.line_table, self.labels, self.titles, self.currency)
+
+    @property
+    def line_count(self) -> int:
+        return int(self.line_table.num_rows)
 
     def reconciles(self) -> bool:
         """The evidence re-derives the ledger: carried in + lines == posted + carried out, to the subunit,
@@ -109,6 +130,7 @@ class Statement:
                 "rules": self.rules,
                 "score_sources": self.score_sources,
                 "model_validity": self.model_validity,
+                "summary": _summary_json(self),
             },
             indent=2,
             sort_keys=True,
@@ -125,6 +147,13 @@ class Statement:
             )
             w.writerow({k: _csv_safe(str(line[k] if k != "output_top_works" else top)) for k in STATEMENT_COLUMNS})
         return buf.getvalue()
+
+
+def _summary_json(st: Statement) -> dict[str, Any]:
+    """The statement's totals by model, work and role and each model's figures (``statement_layout``)."""
+    from endcredits.payouts.statement_layout import summarize
+
+    return summarize(st).to_json()
 
 
 def _csv_safe(value: str) -> str:
@@ -170,22 +199,16 @@ def _collect(
     return found
 
 
-def _explain(tables: list[tuple[pa.Table, str, str]], output_ids: set[str]) -> dict[str, dict[str, Any]]:
+def _explain(tables: list[tuple[pa.Table, str, str]], output_ids: pa.Array) -> dict[str, dict[str, Any]]:
     """Per output: the attributed works that received most of its pool (over every payee), best first, the
     agreement that split it and where its scores came from."""
     by_output: dict[str, dict[str, int]] = {}
     agreement_of: dict[str, tuple[str, str]] = {}
-    wanted = pa.array(sorted(output_ids), pa.string())
     for table, agreement, scores in tables:
-        t = table.filter(pc.is_in(table["output_id"].cast(pa.string()), value_set=wanted))
-        for oid, work, micro, sub in zip(
-            t["output_id"].to_pylist(),
-            t["attributed_work"].to_pylist(),
-            t["amount_microunits"].to_pylist(),
-            t["amount_subunits"].to_pylist(),
-        ):
+        t = table.filter(pc.is_in(table["output_id"].cast(pa.string()), value_set=output_ids))
+        for (oid, work), amount, _n in subunit_sums(t, ["output_id", "attributed_work"]):
             works_ = by_output.setdefault(oid, {})
-            works_[work] = works_.get(work, 0) + micro * SUBUNITS_PER_MICROUNIT + sub
+            works_[work] = works_.get(work, 0) + amount
             agreement_of[oid] = (agreement, scores)
     out: dict[str, dict[str, Any]] = {}
     for oid, amounts in by_output.items():
@@ -198,6 +221,33 @@ def _explain(tables: list[tuple[pa.Table, str, str]], output_ids: set[str]) -> d
             "top_works": [{"work_id": w, "amount_subunits": str(a)} for w, a in best],
         }
     return out
+
+
+def subunit_sums(table: pa.Table, keys: list[str]) -> list[tuple[tuple[Any, ...], int, int]]:
+    """(the values of ``keys``, the lines' exact amount in subunits, how many lines) per group of
+    ``table``'s lines. Arrow sums when no int64 sum can overflow (largest amount x lines < 2^63); otherwise
+    Python's integers do, so the result is exact either way."""
+    if not table.num_rows:
+        return []
+    columns = [table[k].cast(pa.string()) if pa.types.is_dictionary(table[k].type) else table[k] for k in keys]
+    micro, sub = table["amount_microunits"], table["amount_subunits"]
+    largest = max(int(pc.max(micro).as_py() or 0), int(pc.max(sub).as_py() or 0))
+    if largest * table.num_rows < 2**63:
+        t = pa.table([*columns, micro, sub], names=[*keys, "m", "s"])
+        g = t.group_by(keys, use_threads=False).aggregate([("m", "sum"), ("s", "sum"), ("m", "count")])
+        values = zip(*(g[k].to_pylist() for k in keys), strict=True)
+        return [
+            (key, m * SUBUNITS_PER_MICROUNIT + s_, n)
+            for key, m, s_, n in zip(
+                values, g["m_sum"].to_pylist(), g["s_sum"].to_pylist(), g["m_count"].to_pylist(), strict=True
+            )
+        ]
+    sums: dict[tuple[Any, ...], list[int]] = {}
+    for *key, m, s_ in zip(*(c.to_pylist() for c in columns), micro.to_pylist(), sub.to_pylist(), strict=True):
+        acc = sums.setdefault(tuple(key), [0, 0])
+        acc[0] += m * SUBUNITS_PER_MICROUNIT + s_
+        acc[1] += 1
+    return [(key, a[0], a[1]) for key, a in sums.items()]
 
 
 def _percent(value: Fraction) -> str:
@@ -241,7 +291,11 @@ def build_statement(store: Store, person_id: int, period: str, currency: str) ->
         payees, labels = _person_payees(conn, person_id)
         ledger_accrued = _ledger_accrued(conn, payees, currency, period)
         collected = _collect(store, conn, payees, currency, period)
-        period_outputs = {o for p, t, *_ in collected if p == period for o in t["output_id"].to_pylist()}
+        period_outputs = pc.unique(
+            pa.chunked_array(
+                [t["output_id"].cast(pa.string()) for p, t, *_ in collected if p == period], type=pa.string()
+            )
+        )
         runs = runs_by_id(conn, {src[0] for p, *_, src in collected if p == period and src[0] is not None})
         validity = latest_validities(conn, {run.model_id for run in runs.values()})
         explained = _explain(
@@ -250,6 +304,7 @@ def build_statement(store: Store, person_id: int, period: str, currency: str) ->
         )
         rules = _rules(conn, {e["agreement"] for e in explained.values()})
         titles = _titles(conn, [t for p, t, *_ in collected if p == period], explained)
+    pools = model_pools([full for _p, _t, full, *_ in collected if full is not None])
     # Replay every batch in posting order: per payee, each batch posts the whole microunits of (carry +
     # its lines) and carries the rest. The statement adds up the batches of its period.
     running: dict[str, int] = {}
@@ -265,7 +320,7 @@ def build_statement(store: Store, person_id: int, period: str, currency: str) ->
                 accrued += after // SUBUNITS_PER_MICROUNIT - before // SUBUNITS_PER_MICROUNIT
                 total += amount
     during = [(t, _source_columns(src, runs)) for p, t, _full, _a, src in collected if p == period]
-    lines = _lines(during, labels, titles, currency)
+    lines = _line_table(during)
     for e in explained.values():
         for w in e["top_works"]:
             sub = int(w["amount_subunits"])
@@ -286,15 +341,37 @@ def build_statement(store: Store, person_id: int, period: str, currency: str) ->
         rules,
         {run_id: run.to_json() for run_id, run in sorted(runs.items())},
         {model_id: v.to_json() for model_id, v in sorted(validity.items())},
+        pools,
+        labels,
+        titles,
     )
+
+
+def model_pools(tables: list[pa.Table]) -> dict[str, dict[str, int | None]]:
+    """Per model over every line of ``tables`` (every payee): the pool paid out in subunits, the revenue of
+    its outputs (once per output; None when a table has no revenue column) and how many outputs."""
+    out: dict[str, dict[str, int | None]] = {}
+    for t in tables:
+        revenue_of: dict[str, int] = {}
+        if "revenue_microunits" in t.column_names:
+            g = pa.table([t["output_id"].cast(pa.string()), t["revenue_microunits"]], names=["o", "r"])
+            g = g.group_by(["o"], use_threads=False).aggregate([("r", "max")])
+            revenue_of = dict(zip(g["o"].to_pylist(), g["r_max"].to_pylist(), strict=True))
+        for (model, oid), amount, _n in subunit_sums(t, ["model_id", "output_id"]):
+            m = out.setdefault(model, {"pool_subunits": 0, "revenue_microunits": 0, "outputs": 0})
+            m["pool_subunits"] = int(m["pool_subunits"] or 0) + amount
+            revenue = m["revenue_microunits"]
+            m["revenue_microunits"] = None if revenue is None or oid not in revenue_of else revenue + revenue_of[oid]
+            m["outputs"] = int(m["outputs"] or 0) + 1
+    return out
 
 
 def _titles(conn: Connection, tables: list[pa.Table], explained: dict[str, dict[str, Any]]) -> dict[str, str]:
     """The title of every work the period's lines and explanations name."""
     work_ids = {w["work_id"] for e in explained.values() for w in e["top_works"]}
     for t in tables:
-        work_ids.update(t["attributed_work"].to_pylist())
-        work_ids.update(t["source_work"].to_pylist())
+        for column in ("attributed_work", "source_work"):
+            work_ids.update(pc.unique(t[column].cast(pa.string())).to_pylist())
     work_ids.discard("")
     ids = sorted(work_ids)
     titles: dict[str, str] = {}
@@ -325,33 +402,68 @@ def _source_label(source: Source, runs: dict[str, AttributionRun]) -> str:
     return "not recorded (accrued before endcredits recorded where scores came from)"
 
 
-def _lines(
-    during: list[tuple[pa.Table, dict[str, str]]], labels: dict[str, str], titles: dict[str, str], currency: str
-) -> list[dict[str, Any]]:
-    """Every line of the period's batches with its titles, amount and scores source, in time order."""
-    lines = []
+LINE_TABLE_COLUMNS = (
+    "output_id",
+    "model_id",
+    "occurred_at",
+    "attributed_work",
+    "source_work",
+    "payee",
+    "role",
+    "account",
+    "amount_microunits",
+    "amount_subunits",
+    "scores_run_id",
+    "scores_method",
+    "scores_external_reason",
+)
+_LINE_ORDER = ["occurred_at", "output_id", "attributed_work", "source_work", "role"]
+
+
+def _line_table(during: list[tuple[pa.Table, dict[str, str]]]) -> pa.Table:
+    """Every line of the period's batches with its scores source, text as strings, in time order (then
+    output, attributed work, source work and role)."""
+    parts = []
     for t, source in during:
-        for row in t.to_pylist():
-            micro, sub = row["amount_microunits"], row["amount_subunits"]
-            lines.append(
-                {
-                    "output_id": row["output_id"],
-                    "model_id": row["model_id"],
-                    "occurred_at": row["occurred_at"],
-                    "attributed_work": row["attributed_work"],
-                    "attributed_title": titles.get(row["attributed_work"], ""),
-                    "source_work": row["source_work"],
-                    "source_title": titles.get(row["source_work"], ""),
-                    "credited_as": labels.get(row["payee"], row["payee"]),
-                    "role": row["role"],
-                    "account": row["account"],
-                    "amount": format_amount(micro, currency),
-                    "amount_microunits": micro,
-                    "amount_subunits": sub,
-                    **source,
-                }
-            )
-    lines.sort(key=lambda r: (r["occurred_at"], r["output_id"], r["attributed_work"], r["source_work"], r["role"]))
+        columns = {
+            name: t[name].cast(pa.string()) if pa.types.is_dictionary(t[name].type) else t[name]
+            for name in LINE_TABLE_COLUMNS
+            if name in t.column_names
+        }
+        columns.update({k: pa.array([v] * t.num_rows, pa.string()) for k, v in source.items()})
+        parts.append(pa.table([columns[name] for name in LINE_TABLE_COLUMNS], names=list(LINE_TABLE_COLUMNS)))
+    if not parts:
+        empty = [pa.array([], pa.int64() if name.startswith("amount") else pa.string()) for name in LINE_TABLE_COLUMNS]
+        return pa.table(empty, names=list(LINE_TABLE_COLUMNS))
+    table = pa.concat_tables(parts)
+    return table.take(pc.sort_indices(table, sort_keys=[(k, "ascending") for k in _LINE_ORDER]))
+
+
+def _line_dicts(table: pa.Table, labels: dict[str, str], titles: dict[str, str], currency: str) -> list[dict[str, Any]]:
+    """The lines as dicts, with titles, the name each was credited as, and the amount as text."""
+    lines = []
+    for row in table.to_pylist():
+        micro = row["amount_microunits"]
+        lines.append(
+            {
+                "output_id": row["output_id"],
+                "model_id": row["model_id"],
+                "occurred_at": row["occurred_at"],
+                "attributed_work": row["attributed_work"],
+                "attributed_title": titles.get(row["attributed_work"], ""),
+                "source_work": row["source_work"],
+                "source_title": titles.get(row["source_work"], ""),
+                "credited_as": labels.get(row["payee"], row["payee"]),
+                "role": row["role"],
+                "account": row["account"],
+                "amount": format_amount(micro, currency),
+                "amount_microunits": micro,
+                "amount_subunits": row["amount_subunits"],
+                "scores_run_id": row["scores_run_id"],
+                "scores_method": row["scores_method"],
+                "scores_external_reason": row["scores_external_reason"],
+            }
+        )
     return lines
 
 
@@ -363,9 +475,4 @@ def _ledger_accrued(conn: Connection, payees: list[str], currency: str, period: 
 
 
 def _subunits_by_payee(table: pa.Table) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for payee, micro, sub in zip(
-        table["payee"].to_pylist(), table["amount_microunits"].to_pylist(), table["amount_subunits"].to_pylist()
-    ):
-        out[payee] = out.get(payee, 0) + micro * SUBUNITS_PER_MICROUNIT + sub
-    return out
+    return {payee: amount for (payee,), amount, _n in subunit_sums(table, ["payee"])}

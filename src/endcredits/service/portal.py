@@ -60,8 +60,12 @@ PRE_COOKIE = "ec_pre"
 OPERATOR_SESSION_TTL_S = auth.SESSION_TTL_S
 PERIODS_SHOWN_MAX = 12
 """Statements the earnings page reads (the latest periods); older ones stay reachable by address."""
-LINES_SHOWN_MAX = 500
-"""Statement lines on one page; the CSV has all of them."""
+OUTPUTS_PER_PAGE = 20
+"""Outputs on one page of a statement; the CSV and the JSON have every line."""
+WORKS_PER_OUTPUT_SHOWN = 5
+"""The person's works shown under each output (the largest); the rest are added up in one row."""
+GROUP_ROWS_SHOWN = 15
+"""Rows of each breakdown (by model, work, role) shown; the rest are added up in one row."""
 BARS_MAX = 10
 ESCROW_ROWS_MAX = 50
 CHART_WIDTH = 400
@@ -95,10 +99,14 @@ class Portal:
 
     env: Environment
     operators: OperatorSessions
+    media_key: bytes
+    """Signs the address of each output preview a statement page shows (``statements_portal``)."""
 
 
 def mount_portal(app: FastAPI) -> None:
     """Add the portal's routes to the API's app (which holds the store in ``app.state.store``)."""
+    from endcredits.service.statements_portal import routes_statements
+
     env = Environment(
         loader=FileSystemLoader(TEMPLATES_DIR),
         autoescape=True,
@@ -106,10 +114,11 @@ def mount_portal(app: FastAPI) -> None:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    app.state.portal = Portal(env, OperatorSessions())
+    app.state.portal = Portal(env, OperatorSessions(), secrets.token_bytes(32))
     router = APIRouter(prefix=PORTAL, route_class=PortalRoute, include_in_schema=False)
     _routes_sign_in(router)
     _routes_contributor(router)
+    routes_statements(router)
     _routes_escrow(router)
     _routes_operator(router)
     app.include_router(router)
@@ -430,6 +439,7 @@ def _top(amounts: dict[str, int]) -> list[tuple[str, int]]:
 def earnings(store: Store, person_id: int) -> dict[str, dict[str, Any]]:
     """Per currency: the person's statements of the latest periods, and their earnings by month, by work
     and by model, as chart bars."""
+    from endcredits.payouts.statement_layout import summarize
     from endcredits.payouts.statements import build_statement
 
     by_currency: dict[str, dict[str, Any]] = {}
@@ -438,13 +448,12 @@ def earnings(store: Store, person_id: int) -> dict[str, dict[str, Any]]:
         c = by_currency.setdefault(currency, {"months": [], "works": {}, "models": {}, "statements": []})
         c["months"].append((period, st.accrued_microunits))
         c["statements"].append(
-            {"period": period, "lines": len(st.lines), "accrued": format_amount(st.accrued_microunits, currency)}
+            {"period": period, "lines": st.line_count, "accrued": format_amount(st.accrued_microunits, currency)}
         )
-        for line in st.lines:
-            amount = line["amount_microunits"] * SUBUNITS_PER_MICROUNIT + line["amount_subunits"]
-            work = line["attributed_title"] or line["attributed_work"][:12]
-            c["works"][work] = c["works"].get(work, 0) + amount
-            c["models"][line["model_id"]] = c["models"].get(line["model_id"], 0) + amount
+        summary = summarize(st)
+        for kind, groups in (("works", summary.by_work), ("models", summary.by_model)):
+            for g in groups:
+                c[kind][g.label] = c[kind].get(g.label, 0) + g.amount_subunits
     out = {}
     for currency, c in by_currency.items():
         out[currency] = {
@@ -524,61 +533,6 @@ def _routes_contributor(router: APIRouter) -> None:
             "person.html",
             person=person_view(store, person_id),
             earnings=earnings(store, person_id),
-            chart_width=CHART_WIDTH,
-        )
-
-    @router.get("/people/{person_id}/statements/{period}")
-    def statement_page(
-        request: Request,
-        person_id: Annotated[int, PathParam(ge=1, le=2**31 - 1)],
-        period: Annotated[str, PathParam(pattern=r"^[0-9]{4}-[0-9]{2}(\.csv)?$")],
-        currency: Annotated[str, Query(pattern=r"^[A-Z]{3}$")] = "EUR",
-    ) -> Response:
-        from endcredits.payouts.statements import build_statement
-
-        who = _who(request)
-        _see_person(who, person_id)
-        st = build_statement(store_of(request), person_id, period.removesuffix(".csv"), currency)
-        if period.endswith(".csv"):
-            return PlainTextResponse(
-                st.to_csv(),
-                media_type="text/csv; charset=utf-8",
-                headers={
-                    "Content-Disposition": f'attachment; filename="statement-{person_id}-{st.period}-{currency}.csv"'
-                },
-            )
-        outputs = []
-        seen: set[str] = set()
-        for line in st.lines:
-            oid = line["output_id"]
-            if oid in seen:
-                continue
-            seen.add(oid)
-            explained = st.outputs.get(oid, {})
-            top = explained.get("top_works", [])
-            outputs.append(
-                {
-                    "output_id": oid,
-                    "model_id": line["model_id"],
-                    "occurred_at": line["occurred_at"],
-                    "agreement": explained.get("agreement", ""),
-                    "pool": format_amount(int(explained.get("pool_subunits", "0")) // SUBUNITS_PER_MICROUNIT, currency),
-                    "top_works": bars(
-                        [(w["title"] or w["work_id"][:12], int(w["amount_subunits"])) for w in top],
-                        currency,
-                        unit="subunits",
-                    ),
-                }
-            )
-        return render(
-            request,
-            who,
-            "statement.html",
-            st=st,
-            lines=st.lines[:LINES_SHOWN_MAX],
-            lines_hidden=max(0, len(st.lines) - LINES_SHOWN_MAX),
-            outputs=outputs[:LINES_SHOWN_MAX],
-            accrued=format_amount(st.accrued_microunits, currency),
             chart_width=CHART_WIDTH,
         )
 

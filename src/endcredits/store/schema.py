@@ -391,6 +391,19 @@ outputs = Table(
     sqlite_with_rowid=False,  # one B-tree keyed by the output id: the dedupe check is the only lookup
 )
 
+# The content of an output, where the operator supplied it (royalties/output_contents.py): the generated
+# image, tune or text a statement shows beside the money it earned. The bytes are content-addressed under
+# ``DATA/outputs/`` (0600 in 0700 folders); one row per output id, never changed once written.
+output_contents = Table(
+    "output_contents",
+    metadata,
+    Column("output_id", Id, primary_key=True),
+    Column("content_sha256", Sha256, nullable=False),
+    Column("media_type", String(64), nullable=False),  # image/png, image/jpeg, text/plain, ...
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("recorded_at", Time, nullable=False),
+)
+
 accrual_batches = Table(
     "accrual_batches",
     metadata,
