@@ -63,6 +63,7 @@ from endcredits.registry.records import (
     work_rows,
 )
 from endcredits.royalties import Agreement, parse_agreement
+from endcredits.royalties.output_contents import record_output_contents
 from endcredits.royalties.records import save_agreement
 from endcredits.royalties.usage import OutputIn
 from endcredits.store.engine import Store, init_store
@@ -443,6 +444,10 @@ def _outputs(run: _Run, lm: TrainedLM, outputs_n: int, seed: int) -> tuple[list[
         )
         for i in range(outputs_n)
     ]
+    # Kept so each statement shows the tune that paid its reader.
+    record_output_contents(
+        run.store, [(o.output_id, text.encode("utf-8")) for o, text in zip(outs, samples, strict=True)]
+    )
     run.lap("generate")
     return outs, samples
 
