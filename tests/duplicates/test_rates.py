@@ -113,15 +113,18 @@ def test_text_fingerprint_rates_on_abc_tunes() -> None:
 
 
 def test_image_fingerprint_rates_on_real_images() -> None:
-    """gray64-crop-v2 on the raster images of installed packages (measured: missed 41/301, false 3/903).
-    Re-encodings, recolours and upscales link; the misses are score-page tiles halved or trimmed, dense
-    staff lines whose trimmed box moves by a pixel at half size (docs/concepts/registry.md, "Images")."""
+    """gray64-crop-v2 at its threshold, 0.995, on the raster images of installed packages (measured: missed
+    110/301, false 1/903). The threshold was chosen so that near-identical drawings are not merged; most of
+    these copies fall in the review band instead: halved or trimmed score tiles (dense staff lines whose
+    trimmed box moves by a pixel) and upscaled JPEGs (docs/concepts/registry.md, "Images")."""
     r = image_rates()
     print("\n".join(r.lines("image")))
     assert r.positives >= 250 and r.negatives >= 800
-    for kind in ("jpeg_q70", "jpeg_q40", "upscale_150_jpeg", "grayscale", "brighter_10pct"):
+    for kind in ("jpeg_q70", "grayscale"):
         assert r.by_kind[kind][1] <= 1, kind
-    assert r.missed / r.positives <= 0.15
+    for kind in ("jpeg_q40", "brighter_10pct"):
+        assert r.by_kind[kind][1] <= 4, kind
+    assert r.missed / r.positives <= 0.40
     assert r.false / r.negatives <= 0.005
 
 

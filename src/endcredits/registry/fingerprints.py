@@ -75,7 +75,7 @@ MINHASH_BAND_ROWS = 4
 """32 bands x 4 rows: a pair at Jaccard 0.6 shares a band with probability 1 - (1 - 0.6^4)^32 = 0.988,
 at 0.7 0.9998; at 0.3 0.23 (compared, then refused). Recall first: a candidate only costs a comparison."""
 
-IMAGE_THRESHOLD = 0.93
+IMAGE_THRESHOLD = 0.995
 """Thumbnail similarity at or above which two images are the same work (chosen on the tuning half: docs)."""
 IMAGE_REVIEW_MIN = 0.80
 """From here up to IMAGE_THRESHOLD a registered image is a candidate shown for a person to confirm."""
@@ -327,21 +327,27 @@ def _centred(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def thumbnail_similarities(a: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """The Pearson correlation of thumbnail ``a`` with each of ``others`` (n x side x side), at best over a
-    small crop of either side (``IMAGE_CROP_FRACTIONS`` off every edge, stretched back): a copy cut a little
-    smaller still lines up. In [0, 1]; a negative correlation counts as 0."""
-    n = others.shape[0]
-    b = others.astype(np.float64).reshape(n, IMAGE_THUMB_PIXELS, IMAGE_THUMB_PIXELS)
-    x = a.astype(np.float64)
-    flat_b = _centred(b.reshape(n, -1))
-    best = flat_b @ _centred(x.reshape(1, -1))[0]
+def paired_thumbnail_similarities(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The similarity of each thumbnail of ``a`` with the one at the same index of ``b`` (both n x side x
+    side): the Pearson correlation, at best over a small crop of either one (``IMAGE_CROP_FRACTIONS`` off
+    every edge, stretched back), so a copy cut a little smaller still lines up. In [0, 1]; a negative
+    correlation counts as 0."""
+    n = a.shape[0]
+    x = a.astype(np.float64).reshape(n, IMAGE_THUMB_PIXELS, IMAGE_THUMB_PIXELS)
+    y = b.astype(np.float64).reshape(n, IMAGE_THUMB_PIXELS, IMAGE_THUMB_PIXELS)
+    cx, cy = _centred(x.reshape(n, -1)), _centred(y.reshape(n, -1))
+    best = (cx * cy).sum(axis=1)
     for m in _ZOOMS.values():
-        best = np.maximum(best, flat_b @ _centred((m @ x @ m.T).reshape(1, -1))[0])
-        zb = _centred(np.einsum("ij,njk,lk->nil", m, b, m).reshape(n, -1))
-        best = np.maximum(best, zb @ _centred(x.reshape(1, -1))[0])
+        zx = _centred((m @ x @ m.T).reshape(n, -1))
+        zy = _centred((m @ y @ m.T).reshape(n, -1))
+        best = np.maximum(best, np.maximum((zx * cy).sum(axis=1), (cx * zy).sum(axis=1)))
     clipped: np.ndarray = np.clip(best, 0.0, 1.0)
     return clipped
+
+
+def thumbnail_similarities(a: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """``paired_thumbnail_similarities`` of one thumbnail ``a`` with each of ``others``."""
+    return paired_thumbnail_similarities(np.broadcast_to(a, others.shape), others)
 
 
 def image_fingerprint(content: bytes, kind: str = "image") -> Fingerprint | None:
@@ -696,5 +702,6 @@ __all__ = [
     "similarity",
     "text_fingerprint",
     "text_shingles",
+    "paired_thumbnail_similarities",
     "thumbnail_similarities",
 ]
