@@ -92,7 +92,8 @@ SVG_BYTES_MAX = 64 * 1024 * 1024
 SVG_SNIFF_BYTES = 64 * 1024
 """How far into a work's bytes ``<svg`` is looked for when its kind is only ``image``."""
 IMAGE_THUMB_PIXELS = 64
-IMAGE_CROP_FRACTIONS = (0.02, 0.04, 0.06)
+IMAGE_CROP_PIXELS = (1, 2, 4)
+"""Crops tried when comparing thumbnails: pixels of the 64 cut off every edge (1.6%, 3.1%, 6.3%)."""
 IMAGE_PAPER_TOLERANCE = 48
 """A pixel whose every channel is within this of the background colour is paper, trimmed from the border."""
 IMAGE_PIXELS_MAX = 64_000_000
@@ -302,21 +303,25 @@ def picture_thumbnail(picture: Image.Image) -> np.ndarray:
     return np.asarray(picture.convert("L").resize((side, side), Image.Resampling.BOX), dtype=np.uint8)
 
 
-def _zoom_matrix(side: int, fraction: float) -> np.ndarray:
-    """The linear interpolation (side x side) that cuts ``fraction`` of a row off each end and stretches the
-    rest back to ``side`` samples (pixel centres kept)."""
-    cut = side * fraction
-    centres = cut + (np.arange(side) + 0.5) * (side - 2 * cut) / side - 0.5
+def _resample_matrix(side: int, cut: int, out_side: int) -> np.ndarray:
+    """Linear interpolation (out_side x side) that samples the span [cut, side - cut] of a row of ``side``
+    pixels at ``out_side`` evenly spaced pixel centres."""
+    span = side - 2 * cut
+    centres = cut + (np.arange(out_side) + 0.5) * span / out_side - 0.5
     lo = np.clip(np.floor(centres).astype(np.int64), 0, side - 1)
     hi = np.clip(lo + 1, 0, side - 1)
     w = np.clip(centres - lo, 0.0, 1.0)
-    out = np.zeros((side, side))
-    out[np.arange(side), lo] += 1 - w
-    out[np.arange(side), hi] += w
+    out = np.zeros((out_side, side))
+    out[np.arange(out_side), lo] += 1 - w
+    out[np.arange(out_side), hi] += w
     return out
 
 
-_ZOOMS = {f: _zoom_matrix(IMAGE_THUMB_PIXELS, f) for f in IMAGE_CROP_FRACTIONS}
+_SIDE = IMAGE_THUMB_PIXELS
+_ZOOM_IN = {c: _resample_matrix(_SIDE, c, _SIDE) for c in IMAGE_CROP_PIXELS}
+"""Cut ``c`` pixels off every edge and stretch the rest back to the full side."""
+_SHRINK = {c: _resample_matrix(_SIDE, 0, _SIDE - 2 * c) for c in IMAGE_CROP_PIXELS}
+"""Shrink the whole thumbnail to the side less ``2c`` pixels."""
 
 
 def _centred(x: np.ndarray) -> np.ndarray:
@@ -327,27 +332,45 @@ def _centred(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def paired_thumbnail_similarities(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """The similarity of each thumbnail of ``a`` with the one at the same index of ``b`` (both n x side x
-    side): the Pearson correlation, at best over a small crop of either one (``IMAGE_CROP_FRACTIONS`` off
-    every edge, stretched back), so a copy cut a little smaller still lines up. In [0, 1]; a negative
-    correlation counts as 0."""
+def _views(a: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """(cut, centred rows) of thumbnails ``a`` (n x side x side) as compared: as they are (cut 0), cropped
+    by ``c`` and stretched (against the other's whole thumbnail: the other is a crop of ``a``), and shrunk
+    by ``2c`` (against the other's centre: ``a`` is a crop of the other)."""
     n = a.shape[0]
-    x = a.astype(np.float64).reshape(n, IMAGE_THUMB_PIXELS, IMAGE_THUMB_PIXELS)
-    y = b.astype(np.float64).reshape(n, IMAGE_THUMB_PIXELS, IMAGE_THUMB_PIXELS)
-    cx, cy = _centred(x.reshape(n, -1)), _centred(y.reshape(n, -1))
-    best = (cx * cy).sum(axis=1)
-    for m in _ZOOMS.values():
-        zx = _centred((m @ x @ m.T).reshape(n, -1))
-        zy = _centred((m @ y @ m.T).reshape(n, -1))
-        best = np.maximum(best, np.maximum((zx * cy).sum(axis=1), (cx * zy).sum(axis=1)))
+    out = [(0, _centred(a.reshape(n, -1)))]
+    for c in IMAGE_CROP_PIXELS:
+        out.append((0, _centred((_ZOOM_IN[c] @ a @ _ZOOM_IN[c].T).reshape(n, -1))))
+        out.append((c, _centred((_SHRINK[c] @ a @ _SHRINK[c].T).reshape(n, -1))))
+    return out
+
+
+def _best(views: list[tuple[int, np.ndarray]], b: np.ndarray, paired: bool) -> np.ndarray:
+    n = b.shape[0]
+    best = np.zeros(n)
+    centres: dict[int, np.ndarray] = {}
+    for cut, va in views:
+        if cut not in centres:
+            inner = b[:, cut : _SIDE - cut, cut : _SIDE - cut] if cut else b
+            centres[cut] = _centred(inner.reshape(n, -1))
+        vb = centres[cut]
+        best = np.maximum(best, (va * vb).sum(axis=1) if paired else vb @ va[0])
     clipped: np.ndarray = np.clip(best, 0.0, 1.0)
     return clipped
 
 
+def paired_thumbnail_similarities(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The similarity of each thumbnail of ``a`` with the one at the same index of ``b`` (both n x side x
+    side): the Pearson correlation, at best over a small crop of either one (``IMAGE_CROP_PIXELS`` off
+    every edge), so a copy cut a little smaller still lines up. In [0, 1]; a negative correlation is 0."""
+    x = a.astype(np.float64).reshape(-1, _SIDE, _SIDE)
+    return _best(_views(x), b.astype(np.float64).reshape(-1, _SIDE, _SIDE), paired=True)
+
+
 def thumbnail_similarities(a: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """``paired_thumbnail_similarities`` of one thumbnail ``a`` with each of ``others``."""
-    return paired_thumbnail_similarities(np.broadcast_to(a, others.shape), others)
+    """``paired_thumbnail_similarities`` of one thumbnail ``a`` with each of ``others``; ``a``'s crops are
+    computed once, the others are only sliced."""
+    x = a.astype(np.float64).reshape(1, _SIDE, _SIDE)
+    return _best(_views(x), others.astype(np.float64).reshape(-1, _SIDE, _SIDE), paired=False)
 
 
 def image_fingerprint(content: bytes, kind: str = "image") -> Fingerprint | None:
