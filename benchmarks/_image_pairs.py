@@ -444,9 +444,9 @@ def rate_lines(s: Scored, threshold: float, review_min: float) -> list[str]:
 
 
 def choose_threshold(s: Scored, false_rate_max: float = 0.001) -> float:
-    """The lowest threshold (a multiple of 0.005) at which at most ``false_rate_max`` of the distinct pairs
+    """The lowest threshold (a multiple of 0.001) at which at most ``false_rate_max`` of the distinct pairs
     found by LSH pass, on the tuning half."""
-    for t in np.arange(0.5, 1.0, 0.005):
+    for t in np.arange(0.5, 1.0, 0.001):
         if (s.distinct_found & (s.distinct_similarity >= t)).mean() <= false_rate_max:
             return float(round(t, 3))
     return 1.0

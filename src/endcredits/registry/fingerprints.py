@@ -75,7 +75,7 @@ MINHASH_BAND_ROWS = 4
 """32 bands x 4 rows: a pair at Jaccard 0.6 shares a band with probability 1 - (1 - 0.6^4)^32 = 0.988,
 at 0.7 0.9998; at 0.3 0.23 (compared, then refused). Recall first: a candidate only costs a comparison."""
 
-IMAGE_THRESHOLD = 0.995
+IMAGE_THRESHOLD = 0.996
 """Thumbnail similarity at or above which two images are the same work (chosen on the tuning half: docs)."""
 IMAGE_REVIEW_MIN = 0.80
 """From here up to IMAGE_THRESHOLD a registered image is a candidate shown for a person to confirm."""
