@@ -19,6 +19,10 @@ $(STAMP): pyproject.toml
 	command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; }
 	# Chromaprint's fpcalc fingerprints audio works to link re-encoded copies (registry/fingerprints.py).
 	command -v fpcalc >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libchromaprint-tools; }
+	# cairosvg renders SVG drawings through the system's cairo (chromium brings it; installed here if not).
+	ldconfig -p | grep -q 'libcairo\.so\.2' || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libcairo2; }
+	# The Open Clip Art drawings (7,458 SVGs) for benchmarks/registry.py --images; the tests do not need them.
+	test -d /usr/share/openclipart || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends openclipart-svg; }
 	touch $(STAMP)
 
 install: $(STAMP)

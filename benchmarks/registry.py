@@ -16,6 +16,15 @@ SHA-256 path; ``register_works`` adds a fingerprint per work and is not what a b
 (two credits among ``--people`` names, a licence on every tenth), imported with ``import_collection``
 (fingerprints included, as that command computes them), then imported again (nothing to add). Prints
 rows/s of both runs.
+
+    python benchmarks/registry.py --images [--images-limit N] --db sqlite|postgresql --json
+
+``--images``: instead, import the Open Clip Art drawings (Debian ``openclipart-svg``, all but ``logos/``)
+with ``interop.svg.import_svg_drawings``, ``--images-chunk`` files a transaction: each is parsed for its
+metadata, rendered by cairosvg, fingerprinted (``gray64-crop-v2``), linked or not, and credited. Prints
+drawings/s and peak memory, then the duplicate-detection rates of the image fingerprint on the held-out
+half of the labelled pairs (``benchmarks/_image_pairs.py``; built and cached on first use, which renders
+every drawing again and takes several minutes).
 """
 
 from __future__ import annotations
@@ -157,6 +166,49 @@ def run_bulk(store: Store, folder: Path, works_n: int, people_n: int) -> dict[st
     }
 
 
+def run_images(store: Store, limit: int | None, chunk: int) -> dict[str, object]:
+    import random
+
+    from _image_pairs import OPENCLIPART_DIR, SEED, corpus_files
+
+    from endcredits.interop.svg import import_svg_drawings
+
+    files = corpus_files()
+    if limit is not None:
+        files = sorted(random.Random(SEED).sample(files, min(limit, len(files))))
+    totals = {"works": 0, "linked": 0, "credits": 0, "refused": 0}
+    t0 = time.perf_counter()
+    for start in range(0, len(files), chunk):
+        report = import_svg_drawings(store, files[start : start + chunk], root=OPENCLIPART_DIR)
+        totals["works"] += report.works
+        totals["linked"] += report.linked
+        totals["credits"] += report.credits
+        totals["refused"] += len(report.refused)
+    import_s = time.perf_counter() - t0
+    return {
+        "drawings": len(files),
+        **totals,
+        "import_s": round(import_s, 2),
+        "import_drawings_per_s": round(len(files) / import_s, 1),
+        "import_peak_rss_mib": round(_peak_mib()),
+    }
+
+
+def image_rates() -> list[str]:
+    """The image fingerprint's rates on the held-out half of the labelled pairs, at IMAGE_THRESHOLD."""
+    import _image_pairs as pairs
+
+    from endcredits.registry.fingerprints import IMAGE_REVIEW_MIN, IMAGE_THRESHOLD
+
+    if not pairs.CACHE.exists():
+        pairs.save(pairs.build())
+    data = pairs.load()
+    return [
+        f"held-out half at {IMAGE_THRESHOLD}:",
+        *pairs.rate_lines(pairs.score_half(data, 1), IMAGE_THRESHOLD, IMAGE_REVIEW_MIN),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
@@ -170,6 +222,10 @@ def main(argv: list[str] | None = None) -> int:
         help="works (with their credits) committed per transaction; an import file is one",
     )
     p.add_argument("--bulk", action="store_true", help="time `works import` of a CSV collection instead")
+    p.add_argument("--images", action="store_true", help="import the Open Clip Art drawings instead")
+    p.add_argument("--images-limit", type=int, default=None, help="a seeded sample of this many drawings")
+    p.add_argument("--images-chunk", type=int, default=500, help="drawings per transaction")
+    p.add_argument("--no-rates", action="store_true", help="with --images: skip the labelled-pair rates")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     if not 0 < args.works <= 10_000_000 or not 0 < args.people <= args.works or not 0 <= args.excluded < 1:
@@ -187,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if args.bulk:
                 result = {"db": args.db, "mode": "bulk", **run_bulk(store, tmp, args.works, args.people)}
+            elif args.images:
+                result = {"db": args.db, **run_images(store, args.images_limit, args.images_chunk)}
             else:
                 result = {
                     "db": args.db,
@@ -199,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
                 with admin.begin() as conn:
                     conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
                 admin.dispose()
+    if args.images and not args.no_rates:
+        result["rates"] = image_rates()
     if args.json:
         print(json.dumps(result))
     else:

@@ -18,6 +18,7 @@ from endcredits.registry.fingerprints import (
     IMAGE_METHOD,
     TEXT_METHOD,
     Fingerprint,
+    _query_keys,
     image_fingerprint,
     is_match,
     similarity,
@@ -44,7 +45,10 @@ class Rates:
 
 
 def _matched(method: str, a: Fingerprint, b: Fingerprint) -> bool:
-    return bool(set(a.band_keys) & set(b.band_keys)) and is_match(method, similarity(method, a.value, b.value))
+    """As ``register_works`` decides for a new work ``b``: a candidate through the band keys it looks up
+    (multi-probe for images) among ``a``'s stored ones, then the threshold."""
+    looked_up = set(_query_keys(b))
+    return bool(set(a.band_keys) & looked_up) and is_match(method, similarity(method, a.value, b.value))
 
 
 def text_rates(tunes_per_transform: int = 200, negatives_per_kind: int = 1000) -> Rates:
@@ -68,15 +72,21 @@ def text_rates(tunes_per_transform: int = 200, negatives_per_kind: int = 1000) -
     return Rates(counts[True][0], counts[True][1], counts[False][0], counts[False][1], by_kind)
 
 
+def _image(content: bytes) -> Fingerprint:
+    got = image_fingerprint(content)
+    assert got is not None
+    return got
+
+
 def image_rates() -> Rates:
     rng = random.Random(20261121)
     images = real_images()
-    fps = {name: image_fingerprint(encode(img)) for name, img in images.items()}
+    fps = {name: _image(encode(img)) for name, img in images.items()}
     by_kind: dict[str, tuple[int, int]] = {}
     missed = positives = 0
     for name, img in images.items():
         for kind, fn in IMAGE_TRANSFORMS.items():
-            wrong = not _matched(IMAGE_METHOD, fps[name], image_fingerprint(fn(img, rng)))
+            wrong = not _matched(IMAGE_METHOD, fps[name], _image(fn(img, rng)))
             n, w = by_kind.get(kind, (0, 0))
             by_kind[kind] = (n + 1, w + wrong)
             positives += 1
@@ -103,13 +113,19 @@ def test_text_fingerprint_rates_on_abc_tunes() -> None:
 
 
 def test_image_fingerprint_rates_on_real_images() -> None:
+    """gray64-crop-v2 at its threshold, 0.996, on the raster images of installed packages (measured: missed
+    113/301, false 1/903). The threshold was chosen so that near-identical drawings are not merged; most of
+    these copies fall in the review band instead: halved or trimmed score tiles (dense staff lines whose
+    trimmed box moves by a pixel) and upscaled JPEGs (docs/concepts/registry.md, "Images")."""
     r = image_rates()
     print("\n".join(r.lines("image")))
     assert r.positives >= 250 and r.negatives >= 800
-    for kind in ("jpeg_q70", "jpeg_q40", "half_size", "upscale_150_jpeg", "grayscale"):
-        assert r.by_kind[kind][1] <= 2, kind  # the one flat plot (networkx house, mostly one colour) and a tile
-    assert r.missed / r.positives <= 0.06
-    assert r.false / r.negatives <= 0.01
+    for kind in ("jpeg_q70", "grayscale"):
+        assert r.by_kind[kind][1] <= 1, kind
+    for kind in ("jpeg_q40", "brighter_10pct"):
+        assert r.by_kind[kind][1] <= 4, kind
+    assert r.missed / r.positives <= 0.40
+    assert r.false / r.negatives <= 0.005
 
 
 if __name__ == "__main__":

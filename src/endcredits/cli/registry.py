@@ -204,12 +204,16 @@ def works_add(
     content = file.read_bytes()
     with open_store_of(ctx) as store:
         put_blob(store.data_dir, content)  # content-addressed: written once, safe to repeat
-        with store.write() as conn:
-            (r,) = register_works(conn, [WorkIn(content, title, kind, source, rights_holder)])
+        try:
+            with store.write() as conn:
+                (r,) = register_works(conn, [WorkIn(content, title, kind, source, rights_holder)])
+        except ValidationError as exc:
+            raise ValidationError(f"{file}: {exc}") from None
     data = {
         "work_id": r.work_id,
         "linked_to": r.canonical_work_id,
         "similarity": None if r.similarity is None else round(r.similarity, 4),
+        "candidates": [{"work_id": w, "similarity": round(x, 4)} for w, x in r.candidates],
     }
     if as_json:
         print_json(data)
@@ -222,6 +226,8 @@ def works_add(
                 else ""
             )
         )
+        for w, x in r.candidates:
+            make_console().print(f"  may copy {w} (similarity {x:.4f}); if so: endcredits works link {r.work_id} {w}")
 
 
 @works_app.command("link")

@@ -9,7 +9,11 @@ member are resolved through the canonical work (``registry.records.graph_rows``)
 Three methods, by the work's kind; two fingerprints compare only within one method:
 
 - ``minhash-c5-p128`` (text): a MinHash of the normalized 5-character shingles of each line;
-- ``phash-64`` (images): the 64-bit DCT perceptual hash of ``imagehash``;
+- ``gray64-crop-v2`` (images, SVG drawings rendered by ``cairosvg`` included): the 64x64 grayscale
+  thumbnail of the picture on white, trimmed to its ink, compared by correlation at the best small crop;
+  between ``IMAGE_REVIEW_MIN`` and ``IMAGE_THRESHOLD`` the registered works are shown for a person to
+  confirm, not linked. Fingerprints stored earlier under ``phash-64`` (the 64-bit DCT hash of
+  ``imagehash``) stay valid and are compared only with each other, by the old rule;
 - ``chromaprint-raw`` (audio, where ``fpcalc`` is installed): Chromaprint's raw frames, compared at the
   best alignment. Audio without a fingerprint is registered by SHA-256 only, not refused.
 
@@ -21,6 +25,7 @@ How each method works, its threshold and its measured false and missed matches: 
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -32,6 +37,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy import Connection
@@ -47,8 +53,14 @@ from endcredits.registry.records import (
     linked_canonical,
 )
 
+if TYPE_CHECKING:
+    from PIL import Image
+
 TEXT_METHOD = "minhash-c5-p128"
-IMAGE_METHOD = "phash-64"
+IMAGE_METHOD = "gray64-crop-v2"
+"""Version 2 of the image method: thumbnails compared by correlation (docs/concepts/registry.md, "Images")."""
+LEGACY_IMAGE_METHOD = "phash-64"
+"""The image method of fingerprints stored before version 2; such rows are compared only with each other."""
 AUDIO_METHOD = "chromaprint-raw"
 OPERATOR_METHOD = "operator"
 """The method recorded on a link an operator made by hand."""
@@ -63,9 +75,27 @@ MINHASH_BAND_ROWS = 4
 """32 bands x 4 rows: a pair at Jaccard 0.6 shares a band with probability 1 - (1 - 0.6^4)^32 = 0.988,
 at 0.7 0.9998; at 0.3 0.23 (compared, then refused). Recall first: a candidate only costs a comparison."""
 
+IMAGE_THRESHOLD = 0.996
+"""Thumbnail similarity at or above which two images are the same work (chosen on the tuning half: docs)."""
+IMAGE_REVIEW_MIN = 0.80
+"""From here up to IMAGE_THRESHOLD a registered image is a candidate shown for a person to confirm."""
+IMAGE_FLAT_STD_MIN = 2.0
 IMAGE_HASH_BITS = 64
-IMAGE_HAMMING_MAX = 10
 IMAGE_BAND_COUNT = 8
+LEGACY_IMAGE_HASH_BITS = 64
+LEGACY_IMAGE_HAMMING_MAX = 10
+LEGACY_IMAGE_BAND_COUNT = 8
+SVG_RENDER_PIXELS = 256
+"""An SVG is rendered into a square of this many pixels (aspect kept) before it is fingerprinted."""
+SVG_BYTES_MAX = 64 * 1024 * 1024
+"""Largest SVG rendered, after decompressing an .svgz (the largest Open Clip Art drawing is 1.7 MB)."""
+SVG_SNIFF_BYTES = 64 * 1024
+"""How far into a work's bytes ``<svg`` is looked for when its kind is only ``image``."""
+IMAGE_THUMB_PIXELS = 64
+IMAGE_CROP_PIXELS = (1, 2, 4)
+"""Crops tried when comparing thumbnails: pixels of the 64 cut off every edge (1.6%, 3.1%, 6.3%)."""
+IMAGE_PAPER_TOLERANCE = 48
+"""A pixel whose every channel is within this of the background colour is paper, trimmed from the border."""
 IMAGE_PIXELS_MAX = 64_000_000
 """Largest image decoded (width x height), against decompression bombs (below Pillow's own 89 M warning)."""
 
@@ -96,6 +126,8 @@ FPCALC_TIMEOUT_S = 60
 """Longest fpcalc may run on one work (it decodes at most AUDIO_LENGTH_S_MAX seconds)."""
 
 CANDIDATES_MAX = 10_000
+REVIEW_CANDIDATES_MAX = 5
+"""Most works shown for a person to confirm as what a new image may copy."""
 """Most candidate works compared for one new work (bounded lookup)."""
 
 if MINHASH_BAND_COUNT * MINHASH_BAND_ROWS > MINHASH_PERM_COUNT:
@@ -177,9 +209,47 @@ def _minhash_of(value: str) -> np.ndarray:
 
 
 # Images ------------------------------------------------------------------------------------------
-def image_fingerprint(content: bytes) -> Fingerprint:
-    """The 64-bit pHash of an image file's decoded pixels. An undecodable file is a ``ValidationError``."""
-    import imagehash
+def is_svg(content: bytes, kind: str) -> bool:
+    """Whether a work's bytes are an SVG drawing: kind ``image/svg+xml``, or XML whose root is ``<svg``."""
+    if kind.lower() == "image/svg+xml":
+        return True
+    head = content[:SVG_SNIFF_BYTES].lstrip(b"\xef\xbb\xbf \t\r\n")
+    return head.startswith((b"<?xml", b"<svg", b"<!--", b"<!DOCTYPE svg")) and b"<svg" in head
+
+
+def _svg_text(content: bytes) -> bytes:
+    if not content.startswith(b"\x1f\x8b"):
+        if len(content) > SVG_BYTES_MAX:
+            raise ValidationError(f"the SVG is {len(content)} bytes; at most SVG_BYTES_MAX={SVG_BYTES_MAX}")
+        return content
+    with gzip.GzipFile(fileobj=io.BytesIO(content)) as z:  # .svgz, read with a bound
+        try:
+            out = z.read(SVG_BYTES_MAX + 1)
+        except (OSError, EOFError) as exc:
+            raise ValidationError(f"the compressed SVG does not decompress ({type(exc).__name__})") from None
+    if len(out) > SVG_BYTES_MAX:
+        raise ValidationError(f"the SVG decompresses to more than SVG_BYTES_MAX={SVG_BYTES_MAX} bytes")
+    return out
+
+
+def render_svg(content: bytes, size_px: int = SVG_RENDER_PIXELS) -> Image.Image:
+    """An SVG drawing rendered by ``cairosvg`` into a ``size_px`` square (aspect kept, transparent around it),
+    as RGBA. Entities and external files are refused (cairosvg's safe mode: only ``data:`` URLs are read).
+    One that does not render is a ``ValidationError`` of one line saying why."""
+    import cairosvg
+    from PIL import Image
+
+    text = _svg_text(content)
+    try:
+        png = cairosvg.svg2png(bytestring=text, output_width=size_px, output_height=size_px, unsafe=False)
+        with Image.open(io.BytesIO(png)) as img:
+            return img.convert("RGBA")
+    except Exception as exc:  # noqa: BLE001 - cairosvg raises parser, entity, value and cairo errors alike
+        why = " ".join(str(exc).split())[:160] or "no message"
+        raise ValidationError(f"the SVG could not be rendered ({type(exc).__name__}: {why})") from None
+
+
+def _decode_raster(content: bytes) -> Image.Image:
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -191,17 +261,157 @@ def image_fingerprint(content: bytes) -> Fingerprint:
                         f"image is {img.width}x{img.height}; at most IMAGE_PIXELS_MAX={IMAGE_PIXELS_MAX} pixels"
                     )
                 img.load()
-                h = imagehash.phash(img.convert("L"), hash_size=8)
+                return img.convert("RGBA")
     except (UnidentifiedImageError, OSError, Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise ValidationError(
             f"the image could not be decoded ({type(exc).__name__}): register it with another kind"
         ) from exc
+
+
+def decode_image(content: bytes, kind: str) -> Image.Image:
+    """A work's picture as RGBA: an SVG rendered (``render_svg``), any other image decoded by Pillow."""
+    return render_svg(content) if is_svg(content, kind) else _decode_raster(content)
+
+
+def canonical_picture(img: Image.Image) -> Image.Image:
+    """The picture as fingerprinted: on white (transparent pixels are paper, not black), and trimmed to
+    the box of the pixels that differ from its background, so a margin, a letterbox or a transparent
+    border changes nothing. The background is the median colour of the outermost ring of pixels; a pixel
+    is background when every channel is within ``IMAGE_PAPER_TOLERANCE`` of it (scanned paper is not
+    white, and JPEG noise on it is not ink). A picture with no background ring (a photograph) is kept
+    whole. RGB."""
+    from PIL import Image
+
+    rgba = img.convert("RGBA")
+    paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    rgb = Image.alpha_composite(paper, rgba).convert("RGB")
+    px = np.asarray(rgb).astype(np.int16)
+    ring = np.concatenate([px[0], px[-1], px[:, 0], px[:, -1]])
+    background = np.median(ring, axis=0)
+    ink = (np.abs(px - background) > IMAGE_PAPER_TOLERANCE).any(axis=2)
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    if rows.size == 0:
+        return rgb
+    return rgb.crop((int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1))
+
+
+def picture_thumbnail(picture: Image.Image) -> np.ndarray:
+    """The ``IMAGE_THUMB_PIXELS`` square grayscale thumbnail of a canonical picture (area-averaged), uint8."""
+    from PIL import Image
+
+    side = IMAGE_THUMB_PIXELS
+    return np.asarray(picture.convert("L").resize((side, side), Image.Resampling.BOX), dtype=np.uint8)
+
+
+def _resample_matrix(side: int, cut: int, out_side: int) -> np.ndarray:
+    """Linear interpolation (out_side x side) that samples the span [cut, side - cut] of a row of ``side``
+    pixels at ``out_side`` evenly spaced pixel centres."""
+    span = side - 2 * cut
+    centres = cut + (np.arange(out_side) + 0.5) * span / out_side - 0.5
+    lo = np.clip(np.floor(centres).astype(np.int64), 0, side - 1)
+    hi = np.clip(lo + 1, 0, side - 1)
+    w = np.clip(centres - lo, 0.0, 1.0)
+    out = np.zeros((out_side, side))
+    out[np.arange(out_side), lo] += 1 - w
+    out[np.arange(out_side), hi] += w
+    return out
+
+
+_SIDE = IMAGE_THUMB_PIXELS
+_ZOOM_IN = {c: _resample_matrix(_SIDE, c, _SIDE) for c in IMAGE_CROP_PIXELS}
+"""Cut ``c`` pixels off every edge and stretch the rest back to the full side."""
+_SHRINK = {c: _resample_matrix(_SIDE, 0, _SIDE - 2 * c) for c in IMAGE_CROP_PIXELS}
+"""Shrink the whole thumbnail to the side less ``2c`` pixels."""
+
+
+def _centred(x: np.ndarray) -> np.ndarray:
+    """Rows of x (n x pixels) minus their mean, scaled to unit length (a flat row stays zero)."""
+    x = x - x.mean(axis=1, keepdims=True)
+    norm = np.sqrt((x * x).sum(axis=1, keepdims=True))
+    out: np.ndarray = np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
+    return out
+
+
+def _views(a: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """(cut, centred rows) of thumbnails ``a`` (n x side x side) as compared: as they are (cut 0), cropped
+    by ``c`` and stretched (against the other's whole thumbnail: the other is a crop of ``a``), and shrunk
+    by ``2c`` (against the other's centre: ``a`` is a crop of the other)."""
+    n = a.shape[0]
+    out = [(0, _centred(a.reshape(n, -1)))]
+    for c in IMAGE_CROP_PIXELS:
+        out.append((0, _centred((_ZOOM_IN[c] @ a @ _ZOOM_IN[c].T).reshape(n, -1))))
+        out.append((c, _centred((_SHRINK[c] @ a @ _SHRINK[c].T).reshape(n, -1))))
+    return out
+
+
+def _best(views: list[tuple[int, np.ndarray]], b: np.ndarray, paired: bool) -> np.ndarray:
+    n = b.shape[0]
+    best = np.zeros(n)
+    centres: dict[int, np.ndarray] = {}
+    for cut, va in views:
+        if cut not in centres:
+            inner = b[:, cut : _SIDE - cut, cut : _SIDE - cut] if cut else b
+            centres[cut] = _centred(inner.reshape(n, -1))
+        vb = centres[cut]
+        best = np.maximum(best, (va * vb).sum(axis=1) if paired else vb @ va[0])
+    clipped: np.ndarray = np.clip(best, 0.0, 1.0)
+    return clipped
+
+
+def paired_thumbnail_similarities(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The similarity of each thumbnail of ``a`` with the one at the same index of ``b`` (both n x side x
+    side): the Pearson correlation, at best over a small crop of either one (``IMAGE_CROP_PIXELS`` off
+    every edge), so a copy cut a little smaller still lines up. In [0, 1]; a negative correlation is 0."""
+    x = a.astype(np.float64).reshape(-1, _SIDE, _SIDE)
+    return _best(_views(x), b.astype(np.float64).reshape(-1, _SIDE, _SIDE), paired=True)
+
+
+def thumbnail_similarities(a: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """``paired_thumbnail_similarities`` of one thumbnail ``a`` with each of ``others``; ``a``'s crops are
+    computed once, the others are only sliced."""
+    x = a.astype(np.float64).reshape(1, _SIDE, _SIDE)
+    return _best(_views(x), others.astype(np.float64).reshape(-1, _SIDE, _SIDE), paired=False)
+
+
+def image_fingerprint(content: bytes, kind: str = "image") -> Fingerprint | None:
+    """The ``IMAGE_METHOD`` fingerprint of an image or SVG drawing: the 64x64 grayscale thumbnail of its
+    canonical picture (``canonical_picture``), with pHash band keys for candidates. None for a picture with
+    no detail (flat: standard deviation under ``IMAGE_FLAT_STD_MIN`` grey levels), which would look like
+    every other blank picture. One that does not decode or render is a ``ValidationError``."""
+    import imagehash
+    from PIL import Image
+
+    thumb = picture_thumbnail(canonical_picture(decode_image(content, kind)))
+    if float(thumb.std()) < IMAGE_FLAT_STD_MIN:
+        return None
+    h = imagehash.phash(Image.fromarray(thumb, mode="L"), hash_size=8)
+    bits = np.asarray(h.hash, dtype=bool).reshape(-1)
+    hex_key = f"{int(''.join('1' if v else '0' for v in bits), 2):016x}"
+    width = IMAGE_HASH_BITS // IMAGE_BAND_COUNT // 4
+    keys = tuple(f"{b:02d}{hex_key[b * width : (b + 1) * width]}" for b in range(IMAGE_BAND_COUNT))
+    return Fingerprint(IMAGE_METHOD, thumb.tobytes().hex(), keys)
+
+
+def _thumbnail_of(value: str) -> np.ndarray:
+    raw = bytes.fromhex(value)
+    if len(raw) != IMAGE_THUMB_PIXELS**2:
+        raise ValidationError(f"an {IMAGE_METHOD} fingerprint holds {IMAGE_THUMB_PIXELS**2} bytes, not {len(raw)}")
+    return np.frombuffer(raw, dtype=np.uint8).reshape(IMAGE_THUMB_PIXELS, IMAGE_THUMB_PIXELS)
+
+
+def legacy_image_fingerprint(content: bytes) -> Fingerprint:
+    """``phash-64``, the method before version 2: the 64-bit pHash of the decoded pixels as grayscale
+    (transparency dropped, no trimming). Kept to compare with and to measure against; new works get
+    ``image_fingerprint``."""
+    import imagehash
+
+    h = imagehash.phash(_decode_raster(content).convert("L"), hash_size=8)
     bits = np.asarray(h.hash, dtype=bool).reshape(-1)
     value = int("".join("1" if b else "0" for b in bits), 2)
     hex_value = f"{value:016x}"
-    width = IMAGE_HASH_BITS // IMAGE_BAND_COUNT // 4
-    keys = tuple(f"{b:02d}{hex_value[b * width : (b + 1) * width]}" for b in range(IMAGE_BAND_COUNT))
-    return Fingerprint(IMAGE_METHOD, hex_value, keys)
+    width = LEGACY_IMAGE_HASH_BITS // LEGACY_IMAGE_BAND_COUNT // 4
+    keys = tuple(f"{b:02d}{hex_value[b * width : (b + 1) * width]}" for b in range(LEGACY_IMAGE_BAND_COUNT))
+    return Fingerprint(LEGACY_IMAGE_METHOD, hex_value, keys)
 
 
 # Audio -------------------------------------------------------------------------------------------
@@ -316,11 +526,12 @@ def _audio_similarity(a: np.ndarray, b: np.ndarray) -> float:
 # Either ------------------------------------------------------------------------------------------
 def compute_fingerprint(content: bytes, kind: str) -> Fingerprint | None:
     """The fingerprint of a work's content by its kind, or None when no method applies: audio without a
-    Chromaprint fingerprint (no fpcalc, undecodable or too short: ``audio_fingerprint`` says which), bytes
-    that are not UTF-8 text, an empty or oversized text. An undecodable image is a ``ValidationError``."""
+        Chromaprint fingerprint (no fpcalc, undecodable or too short: ``audio_fingerprint`` says which), bytes
+        that are not UTF-8 text, an empty or oversized text, a flat picture. An image that does not decode, or an
+    SVG that does not render, is a ``ValidationError``. An SVG registered under a non-image kind is text."""
     family = _family(kind)
     if family == "image":
-        return image_fingerprint(content)
+        return image_fingerprint(content, kind)
     if family == "audio":
         try:
             return audio_fingerprint(content)
@@ -336,12 +547,14 @@ def compute_fingerprint(content: bytes, kind: str) -> Fingerprint | None:
 
 
 def similarity(method: str, a: str, b: str) -> float:
-    """Similarity in [0, 1] of two fingerprints of one method (estimated Jaccard, 1 - Hamming/64, or
-    1 - bit error rate at the best alignment)."""
+    """Similarity in [0, 1] of two fingerprints of one method (estimated Jaccard, thumbnail correlation,
+    1 - Hamming/64 for the legacy image hash, or 1 - bit error rate at the best alignment)."""
     if method == TEXT_METHOD:
         return float(np.count_nonzero(_minhash_of(a) == _minhash_of(b))) / MINHASH_PERM_COUNT
     if method == IMAGE_METHOD:
-        return 1.0 - (int(a, 16) ^ int(b, 16)).bit_count() / IMAGE_HASH_BITS
+        return float(thumbnail_similarities(_thumbnail_of(a), _thumbnail_of(b)[None])[0])
+    if method == LEGACY_IMAGE_METHOD:
+        return 1.0 - (int(a, 16) ^ int(b, 16)).bit_count() / LEGACY_IMAGE_HASH_BITS
     if method == AUDIO_METHOD:
         return _audio_similarity(_chromaprint_of(a), _chromaprint_of(b))
     raise ValidationError(
@@ -354,10 +567,48 @@ def is_match(method: str, similarity_value: float) -> bool:
     if method == TEXT_METHOD:
         return similarity_value >= TEXT_THRESHOLD
     if method == IMAGE_METHOD:
-        return round((1.0 - similarity_value) * IMAGE_HASH_BITS) <= IMAGE_HAMMING_MAX
+        return similarity_value >= IMAGE_THRESHOLD
+    if method == LEGACY_IMAGE_METHOD:
+        return round((1.0 - similarity_value) * LEGACY_IMAGE_HASH_BITS) <= LEGACY_IMAGE_HAMMING_MAX
     if method == AUDIO_METHOD:
         return similarity_value >= AUDIO_THRESHOLD
     raise ValidationError(f"unknown fingerprint method {method!r}")
+
+
+def _similarities(method: str, value: str, others: dict[str, str]) -> dict[str, float]:
+    """``similarity`` of one fingerprint with many of its method (images in one batch)."""
+    if method != IMAGE_METHOD or not others:
+        return {w: similarity(method, value, v) for w, v in others.items()}
+    ids = sorted(others)
+    scores = thumbnail_similarities(_thumbnail_of(value), np.stack([_thumbnail_of(others[w]) for w in ids]))
+    return {w: float(x) for w, x in zip(ids, scores)}
+
+
+def _query_keys(fp: Fingerprint) -> tuple[str, ...]:
+    """The band keys looked up for a new work: its own, and for an image each band with one bit flipped
+    too (multi-probe), so any two hashes within 15 bits share a looked-up band (pigeonhole over 8 bands)."""
+    if fp.method != IMAGE_METHOD:
+        return fp.band_keys
+    width_bits = IMAGE_HASH_BITS // IMAGE_BAND_COUNT
+    out = list(fp.band_keys)
+    for key in fp.band_keys:
+        band, value = key[:2], int(key[2:], 16)
+        out += [f"{band}{value ^ (1 << bit):0{width_bits // 4}x}" for bit in range(width_bits)]
+    return tuple(out)
+
+
+def review_candidates(conn: Connection, fp: Fingerprint, *, exclude: str | None = None) -> list[tuple[str, float]]:
+    """Registered works an image may copy, below the linking threshold but at or above ``IMAGE_REVIEW_MIN``:
+    (work id, similarity), most similar first, at most ``REVIEW_CANDIDATES_MAX``. A person confirms one
+    with ``endcredits works link``; nothing is linked here. Empty for other methods (their thresholds leave
+    no band)."""
+    if fp.method != IMAGE_METHOD:
+        return []
+    found = fingerprint_candidates(conn, fp.method, _query_keys(fp), CANDIDATES_MAX)
+    found.pop(exclude or "", None)
+    scored = _similarities(fp.method, fp.value, found)
+    band = [(w, s) for w, s in scored.items() if IMAGE_REVIEW_MIN <= s < IMAGE_THRESHOLD]
+    return sorted(band, key=lambda x: (-x[1], x[0]))[:REVIEW_CANDIDATES_MAX]
 
 
 def similarity_ppm(value: float) -> int:
@@ -374,46 +625,71 @@ class Registered:
     canonical_work_id: str | None
     method: str | None
     similarity: float | None
+    candidates: tuple[tuple[str, float], ...] = ()
+    """Works it may copy, for a person to confirm (images not linked: ``review_candidates``)."""
 
 
-def register_works(conn: Connection, items: Sequence[WorkIn], *, link: bool = True) -> list[Registered]:
+def register_works(
+    conn: Connection,
+    items: Sequence[WorkIn],
+    *,
+    link: bool = True,
+    fingerprints: Sequence[Fingerprint | None] | None = None,
+) -> list[Registered]:
     """Register works by SHA-256 (``registry.records.add_works``), fingerprint each new one, and link each new
     one whose fingerprint matches a registered work's to that work's canonical work. Items are matched in
     input order, so an item can match one registered earlier in the same call. Every link is audited.
 
     Only a work registered for the first time is linked by fingerprint: registering the same bytes again
     changes nothing, so an operator's unlink (``registry.records.unlink_work``) stands. ``link=False``
-    stores fingerprints without linking.
+    stores fingerprints without linking. ``fingerprints``, one per item, are what ``compute_fingerprint``
+    gave for them (an importer that rendered its drawings already); they are not computed again.
+
+    A work that cannot be fingerprinted (an image that does not decode, an SVG that does not render) stops
+    the call with a ``ValidationError`` naming the work's source or title, and nothing is written.
     """
+    if fingerprints is not None and len(fingerprints) != len(items):
+        raise ValidationError(f"{len(fingerprints)} fingerprints given for {len(items)} works")
     before = existing_work_ids(
         conn, [hashlib.sha256(w.content).hexdigest() for w in items if isinstance(w.content, bytes)]
     )
     ids = add_works(conn, items)
     out: list[Registered] = []
     done: dict[str, Registered] = {}
-    for w, wid in zip(items, ids):
+    for index, (w, wid) in enumerate(zip(items, ids)):
         if wid not in done:
             if wid in before:
                 done[wid] = Registered(wid, linked_canonical(conn, [wid]).get(wid), None, None)
             else:
-                done[wid] = _fingerprint_and_link(conn, w.content, w.kind, wid, link=link)
+                given = fingerprints[index] if fingerprints is not None else _fingerprint_of(w)
+                done[wid] = _link(conn, given, wid, link=link)
         out.append(done[wid])
     return out
 
 
-def _fingerprint_and_link(conn: Connection, content: bytes, kind: str, wid: str, *, link: bool) -> Registered:
-    fp = compute_fingerprint(content, kind)
+def _fingerprint_of(w: WorkIn) -> Fingerprint | None:
+    try:
+        return compute_fingerprint(w.content, w.kind)
+    except ValidationError as exc:
+        raise ValidationError(f"work {w.source or w.title!r}: {exc}") from None
+
+
+def _link(conn: Connection, fp: Fingerprint | None, wid: str, *, link: bool) -> Registered:
     if fp is None:
         return Registered(wid, None, None, None)
     best: tuple[float, str] | None = None
+    scored: dict[str, float] = {}
     if link:
-        for other, value in sorted(fingerprint_candidates(conn, fp.method, fp.band_keys, CANDIDATES_MAX).items()):
-            s = similarity(fp.method, fp.value, value)
+        found = fingerprint_candidates(conn, fp.method, _query_keys(fp), CANDIDATES_MAX)
+        scored = _similarities(fp.method, fp.value, found)
+        for other, s in sorted(scored.items()):
             if is_match(fp.method, s) and (best is None or s > best[0]):
                 best = (s, other)
     add_fingerprint(conn, wid, fp.method, fp.value, fp.band_keys)
     if best is None:
-        return Registered(wid, None, fp.method, None)
+        band = [(w, s) for w, s in scored.items() if fp.method == IMAGE_METHOD and IMAGE_REVIEW_MIN <= s]
+        review = tuple(sorted(band, key=lambda x: (-x[1], x[0]))[:REVIEW_CANDIDATES_MAX])
+        return Registered(wid, None, fp.method, None, review)
     canonical = link_works(
         conn, wid, best[1], method=fp.method, similarity_ppm=similarity_ppm(best[0]), linked_by="fingerprint"
     )
@@ -424,8 +700,10 @@ __all__ = [
     "AUDIO_METHOD",
     "AUDIO_THRESHOLD",
     "CANDIDATES_MAX",
-    "IMAGE_HAMMING_MAX",
     "IMAGE_METHOD",
+    "IMAGE_REVIEW_MIN",
+    "IMAGE_THRESHOLD",
+    "LEGACY_IMAGE_METHOD",
     "MINHASH_PERM_COUNT",
     "OPERATOR_METHOD",
     "TEXT_METHOD",
@@ -435,10 +713,18 @@ __all__ = [
     "Registered",
     "audio_fingerprint",
     "compute_fingerprint",
+    "canonical_picture",
+    "decode_image",
     "image_fingerprint",
+    "is_svg",
+    "legacy_image_fingerprint",
+    "render_svg",
+    "review_candidates",
     "is_match",
     "register_works",
     "similarity",
     "text_fingerprint",
     "text_shingles",
+    "paired_thumbnail_similarities",
+    "thumbnail_similarities",
 ]

@@ -1,0 +1,452 @@
+"""A labelled set of image pairs from the Open Clip Art drawings, to choose and measure the image fingerprint.
+
+Drawings: every SVG of Debian's ``openclipart-svg`` (``/usr/share/openclipart/svg``) but ``logos/``, regular
+files only (663 symlinks repeat others). They are split by drawing, seeded, into a tuning half and a
+held-out half; every pair lies within one half.
+
+- **Copies** (should link): a drawing's SVG against a raster export of it (rendered at ``EXPORT_PIXELS``,
+  on white, as a person exporting a PNG would), re-encoded, resized, cropped, recoloured or lightly
+  edited (``TRANSFORMS``). For ``copies_per_half`` drawings of each half, seeded.
+- **Distinct pairs** (must not link), all drawing against drawing, SVG against SVG:
+  ``nn_legacy``: each drawing's ``NEIGHBOURS`` nearest others under the current ``phash-64`` (the hard
+  negatives: flags, chess pieces, cards, stars); ``nn_phash16``: nearest under a 256-bit pHash of the
+  trimmed picture; ``same_creator`` and ``same_folder``: random others by the same ``dc:creator`` or in the
+  same folder. A pair whose two canonical pictures are the same picture (32x32 grayscale thumbnails
+  within ``SAME_PICTURE_DIFF_MAX`` at every pixel: the same drawing saved twice with other metadata) is
+  not a distinct pair and is left out, counted as ``same_picture``.
+
+Each image is described once by every candidate descriptor (``describe``), and the pairs are scored from
+those: cached in ``benchmarks/.cache/image_pairs.npz``.
+"""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+import random
+import zlib
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageEnhance
+
+from endcredits.errors import ValidationError
+from endcredits.interop.svg import read_svg_metadata
+from endcredits.registry import fingerprints as fp
+
+OPENCLIPART_DIR = Path("/usr/share/openclipart/svg")
+CACHE = Path(__file__).resolve().parent / ".cache" / "image_pairs.npz"
+SEED = 20261212
+EXPORT_PIXELS = 400
+NEIGHBOURS = 3
+SAME_PICTURE_DIFF_MAX = 8
+THUMB_PIXELS = 32
+
+
+def corpus_files(root: Path = OPENCLIPART_DIR) -> list[Path]:
+    """The drawings: regular .svg files under ``root`` but ``logos/``, in sorted order."""
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"{root} is missing: install Debian's openclipart-svg (apt-get install openclipart-svg, or make install)"
+        )
+    return sorted(
+        p for p in root.rglob("*.svg") if p.is_file() and not p.is_symlink() and p.relative_to(root).parts[0] != "logos"
+    )
+
+
+# Copies ------------------------------------------------------------------------------------------
+def _encode(img: Image.Image, fmt: str = "PNG", **options: object) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **options)
+    return buf.getvalue()
+
+
+def _content_box(img: Image.Image) -> tuple[int, int, int, int]:
+    ink = np.asarray(img.convert("RGB")).min(axis=2) < 231
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    if rows.size == 0:
+        return (0, 0, img.width, img.height)
+    return (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+
+
+def _crop(img: Image.Image, fraction: float) -> bytes:
+    """Cut ``fraction`` of the drawing's own width and height off each side (not only white margin)."""
+    x0, y0, x1, y1 = _content_box(img)
+    dx, dy = max(1, round((x1 - x0) * fraction)), max(1, round((y1 - y0) * fraction))
+    return _encode(img.crop((x0 + dx, y0 + dy, max(x0 + dx + 1, x1 - dx), max(y0 + dy + 1, y1 - dy))))
+
+
+def _hue(img: Image.Image, degrees: int) -> bytes:
+    hsv = np.asarray(img.convert("HSV")).copy()
+    hsv[..., 0] = (hsv[..., 0].astype(np.int32) + degrees * 256 // 360) % 256
+    return _encode(Image.fromarray(hsv, "HSV").convert("RGB"))
+
+
+def _pixels(img: Image.Image, rng: random.Random, count: int) -> bytes:
+    out = img.copy()
+    for _ in range(count):
+        xy = (rng.randrange(out.width), rng.randrange(out.height))
+        out.putpixel(xy, (rng.randrange(256), rng.randrange(256), rng.randrange(256)))
+    return _encode(out)
+
+
+def _overlay(img: Image.Image, rng: random.Random) -> bytes:
+    """A small grey box (2% of the drawing's area) somewhere on it: a stamp or a watermark."""
+    out = img.copy()
+    x0, y0, x1, y1 = _content_box(img)
+    w, h = max(2, (x1 - x0) // 7), max(2, (y1 - y0) // 7)
+    x, y = rng.randrange(x0, max(x0 + 1, x1 - w)), rng.randrange(y0, max(y0 + 1, y1 - h))
+    ImageDraw.Draw(out).rectangle((x, y, x + w, y + h), fill=(128, 128, 128))
+    return _encode(out)
+
+
+def _resize(img: Image.Image, factor: float, fmt: str = "PNG", **options: object) -> bytes:
+    size = (max(1, round(img.width * factor)), max(1, round(img.height * factor)))
+    return _encode(img.resize(size, Image.Resampling.LANCZOS), fmt, **options)
+
+
+TRANSFORMS: dict[str, Callable[[Image.Image, random.Random], bytes]] = {
+    "png": lambda img, rng: _encode(img),
+    "jpeg_q90": lambda img, rng: _encode(img, "JPEG", quality=90),
+    "jpeg_q50": lambda img, rng: _encode(img, "JPEG", quality=50),
+    "jpeg_q20": lambda img, rng: _encode(img, "JPEG", quality=20),
+    "half_size": lambda img, rng: _resize(img, 0.5),
+    "quarter_size": lambda img, rng: _resize(img, 0.25),
+    "upscale_150_jpeg": lambda img, rng: _resize(img, 1.5, "JPEG", quality=85),
+    "crop_2pct": lambda img, rng: _crop(img, 0.02),
+    "crop_5pct": lambda img, rng: _crop(img, 0.05),
+    "grayscale": lambda img, rng: _encode(img.convert("L")),
+    "hue_30deg": lambda img, rng: _hue(img, 30),
+    "darker_15pct": lambda img, rng: _encode(ImageEnhance.Brightness(img).enhance(0.85)),
+    "contrast_125pct": lambda img, rng: _encode(ImageEnhance.Contrast(img).enhance(1.25)),
+    "pixels_8": lambda img, rng: _pixels(img, rng, 8),
+    "overlay_2pct": _overlay,
+}
+
+
+# Descriptors -------------------------------------------------------------------------------------
+DESCRIPTORS = ("legacy", "phash8", "phash16", "dhash16", "thumb", "thumb64", "rgb16")
+
+
+def _bits(h: object) -> np.ndarray:
+    return np.packbits(np.asarray(h.hash, dtype=bool).reshape(-1))  # type: ignore[attr-defined]
+
+
+def describe_picture(picture: Image.Image) -> dict[str, np.ndarray]:
+    """Every candidate descriptor of a canonical picture (``fingerprints.canonical_picture``)."""
+    import imagehash
+
+    gray = picture.convert("L")
+    thumb = np.asarray(gray.resize((THUMB_PIXELS, THUMB_PIXELS), Image.Resampling.BOX), dtype=np.uint8)
+    return {
+        "phash8": _bits(imagehash.phash(gray, hash_size=8)),
+        "phash16": _bits(imagehash.phash(gray, hash_size=16)),
+        "dhash16": _bits(imagehash.dhash(gray, hash_size=16)),
+        "thumb": thumb.reshape(-1),
+        "thumb64": np.asarray(gray.resize((64, 64), Image.Resampling.BOX), dtype=np.uint8).reshape(-1),
+        "rgb16": np.asarray(picture.convert("RGB").resize((16, 16), Image.Resampling.BOX), dtype=np.uint8).reshape(-1),
+    }
+
+
+def describe(content: bytes, kind: str) -> dict[str, np.ndarray]:
+    """Descriptors of a work's bytes as ``register_works`` would see them, plus the current fingerprint."""
+    out = describe_picture(fp.canonical_picture(fp.decode_image(content, kind)))
+    raster = content if not fp.is_svg(content, kind) else _encode(fp.render_svg(content))
+    out["legacy"] = np.frombuffer(bytes.fromhex(fp.legacy_image_fingerprint(raster).value), dtype=np.uint8)
+    return out
+
+
+@dataclass(frozen=True)
+class Drawing:
+    index: int
+    rel: str
+    creator: str
+    descriptors: dict[str, np.ndarray] | None
+    copies: dict[str, dict[str, np.ndarray]]
+    error: str | None
+
+
+def _one(args: tuple[int, str, bool]) -> Drawing:
+    index, path, with_copies = args
+    rel = str(Path(path).relative_to(OPENCLIPART_DIR))
+    content = Path(path).read_bytes()
+    try:
+        meta = read_svg_metadata(content, where=rel)
+        creator = meta.creators[0] if meta.creators else ""
+        desc = describe(content, "image/svg+xml")
+    except ValidationError as exc:
+        return Drawing(index, rel, "", None, {}, str(exc))
+    copies: dict[str, dict[str, np.ndarray]] = {}
+    if with_copies:
+        rng = random.Random(SEED + index)
+        export = fp.canonical_picture(fp.render_svg(content, EXPORT_PIXELS))  # what a person exports: on white
+        for name, transform in TRANSFORMS.items():
+            copies[name] = describe(transform(export, rng), "image")
+    return Drawing(index, rel, creator, desc, copies, None)
+
+
+def halves(count: int, seed: int = SEED) -> np.ndarray:
+    """0 (tuning) or 1 (held out) for each drawing, seeded, by drawing."""
+    order = list(range(count))
+    random.Random(seed).shuffle(order)
+    half = np.zeros(count, dtype=np.int8)
+    half[order[count // 2 :]] = 1
+    return half
+
+
+def build(limit: int | None = None, copies_per_half: int = 500, processes: int = 2) -> dict[str, np.ndarray]:
+    """Describe every drawing (and the copies of a sample), then the pairs; returns the arrays cached."""
+    files = corpus_files()
+    if limit is not None:
+        files = [files[i] for i in sorted(random.Random(SEED).sample(range(len(files)), min(limit, len(files))))]
+    half = halves(len(files))
+    rng = random.Random(SEED + 1)
+    sample: set[int] = set()
+    for h in (0, 1):
+        members = [i for i in range(len(files)) if half[i] == h]
+        sample.update(rng.sample(members, min(copies_per_half, len(members))))
+    jobs = [(i, str(p), i in sample) for i, p in enumerate(files)]
+    with multiprocessing.get_context("fork").Pool(processes) as pool:
+        drawings = list(pool.imap(_one, jobs, chunksize=16))
+    return _arrays(drawings, half)
+
+
+def _arrays(drawings: list[Drawing], half: np.ndarray) -> dict[str, np.ndarray]:
+    ok = [d for d in drawings if d.descriptors is not None]
+    out: dict[str, np.ndarray] = {
+        "rel": np.asarray([d.rel for d in ok]),
+        "creator": np.asarray([d.creator for d in ok]),
+        "half": np.asarray([half[d.index] for d in ok], dtype=np.int8),
+        "errors": np.asarray([f"{d.rel}: {d.error}" for d in drawings if d.error], dtype=object).astype(str),
+    }
+    for name in DESCRIPTORS:
+        out[f"orig_{name}"] = np.stack([d.descriptors[name] for d in ok if d.descriptors is not None])
+    copy_rows = [(k, t, c) for k, d in enumerate(ok) for t, c in d.copies.items()]
+    out["copy_of"] = np.asarray([k for k, _, _ in copy_rows], dtype=np.int64)
+    out["copy_kind"] = np.asarray([t for _, t, _ in copy_rows])
+    for name in DESCRIPTORS:
+        out[f"copy_{name}"] = np.stack([c[name] for _, _, c in copy_rows])
+    return out
+
+
+# Pairs and scores --------------------------------------------------------------------------------
+def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise Hamming distance of packed bit arrays."""
+    return np.unpackbits(np.bitwise_xor(a, b), axis=-1).sum(axis=-1)
+
+
+def thumb_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """1 - Pearson correlation of 32x32 grayscale thumbnails, row-wise (0: the same up to brightness and
+    contrast; a flat thumbnail correlates with nothing)."""
+    x = a.astype(np.float64) - a.mean(axis=-1, keepdims=True)
+    y = b.astype(np.float64) - b.mean(axis=-1, keepdims=True)
+    den = np.sqrt((x * x).sum(axis=-1) * (y * y).sum(axis=-1))
+    corr = np.where(den > 0, (x * y).sum(axis=-1) / np.where(den > 0, den, 1), 0.0)
+    return 1.0 - corr
+
+
+def _nearest(codes: np.ndarray, members: np.ndarray, k: int) -> list[tuple[int, int]]:
+    bits = np.unpackbits(codes[members], axis=1).astype(np.int16)
+    pairs: list[tuple[int, int]] = []
+    for start in range(0, len(members), 256):
+        block = bits[start : start + 256]
+        d = (block[:, None, :] != bits[None, :, :]).sum(axis=2)
+        for r in range(block.shape[0]):
+            d[r, start + r] = 10_000
+            for j in np.argsort(d[r], kind="stable")[:k]:
+                a, b = int(members[start + r]), int(members[j])
+                pairs.append((min(a, b), max(a, b)))
+    return pairs
+
+
+def distinct_pairs(data: dict[str, np.ndarray], h: int, seed: int = SEED) -> dict[str, list[tuple[int, int]]]:
+    """The distinct pairs of half ``h``, by kind; a pair in several kinds is kept in the first."""
+    members = np.flatnonzero(data["half"] == h)
+    rng = random.Random(seed + 10 + h)
+    kinds: dict[str, list[tuple[int, int]]] = {
+        "nn_legacy": _nearest(data["orig_legacy"], members, NEIGHBOURS),
+        "nn_phash16": _nearest(data["orig_phash16"], members, NEIGHBOURS),
+    }
+    for key, label in (("creator", "same_creator"), ("folder", "same_folder")):
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i in members:
+            value = str(data["creator"][i]) if key == "creator" else str(Path(str(data["rel"][i])).parent)
+            if value:
+                groups[value].append(int(i))
+        got = []
+        for i in members:
+            value = str(data["creator"][i]) if key == "creator" else str(Path(str(data["rel"][i])).parent)
+            group = groups.get(value, [])
+            for j in rng.sample(group, min(3, len(group))):
+                if j != i:
+                    got.append((min(int(i), j), max(int(i), j)))
+        kinds[label] = got
+    seen: set[tuple[int, int]] = set()
+    out: dict[str, list[tuple[int, int]]] = {}
+    thumbs = data["orig_thumb"].astype(np.int16)
+    same: list[tuple[int, int]] = []
+    for label, pairs in kinds.items():
+        out[label] = []
+        for p in pairs:
+            if p in seen:
+                continue
+            seen.add(p)
+            if int(np.abs(thumbs[p[0]] - thumbs[p[1]]).max()) <= SAME_PICTURE_DIFF_MAX:
+                same.append(p)
+            else:
+                out[label].append(p)
+    out["same_picture"] = same
+    return out
+
+
+def copy_rows(data: dict[str, np.ndarray], h: int) -> np.ndarray:
+    return np.flatnonzero(data["half"][data["copy_of"]] == h)
+
+
+def save(data: dict[str, np.ndarray], path: Path = CACHE) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **data)
+
+
+def load(path: Path = CACHE) -> dict[str, np.ndarray]:
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def checksum(data: dict[str, np.ndarray]) -> str:
+    return f"{zlib.crc32(data['orig_phash16'].tobytes()):08x}"
+
+
+if __name__ == "__main__":
+    import sys
+    import time
+
+    t0 = time.perf_counter()
+    built = build(limit=int(sys.argv[1]) if len(sys.argv) > 1 else None)
+    save(built)
+    print(
+        f"{len(built['rel'])} drawings, {len(built['copy_of'])} copies, {len(built['errors'])} refused, "
+        f"{time.perf_counter() - t0:.0f} s"
+    )
+    for e in built["errors"]:
+        print(" ", e)
+
+
+# Rates -------------------------------------------------------------------------------------------
+def _keys(thumbs: np.ndarray) -> list[set[str]]:
+    """The band keys ``image_fingerprint`` stores for each thumbnail (the pHash of the thumbnail)."""
+    import imagehash
+
+    out = []
+    for t in thumbs:
+        h = imagehash.phash(Image.fromarray(t.reshape(fp.IMAGE_THUMB_PIXELS, -1), mode="L"), hash_size=8)
+        bits = "".join("1" if v else "0" for v in np.asarray(h.hash, dtype=bool).reshape(-1))
+        out.append(set(fp.Fingerprint(fp.IMAGE_METHOD, "", _band_keys(f"{int(bits, 2):016x}")).band_keys))
+    return out
+
+
+def _band_keys(hex_key: str) -> tuple[str, ...]:
+    width = fp.IMAGE_HASH_BITS // fp.IMAGE_BAND_COUNT // 4
+    return tuple(f"{b:02d}{hex_key[b * width : (b + 1) * width]}" for b in range(fp.IMAGE_BAND_COUNT))
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Similarities of one half's pairs under ``gray64-crop-v2``, and whether LSH finds each as a candidate."""
+
+    copy_similarity: np.ndarray
+    copy_found: np.ndarray
+    copy_kind: np.ndarray
+    distinct_similarity: np.ndarray
+    distinct_found: np.ndarray
+    distinct_kind: np.ndarray
+    legacy_copy_linked: np.ndarray
+    legacy_distinct_linked: np.ndarray
+    flat: int
+    same_picture: int
+
+
+def _paired(a: np.ndarray, b: np.ndarray, chunk: int = 1000) -> np.ndarray:
+    return np.concatenate(
+        [fp.paired_thumbnail_similarities(a[i : i + chunk], b[i : i + chunk]) for i in range(0, len(a), chunk)]
+    )
+
+
+def score_half(data: dict[str, np.ndarray], h: int) -> Scored:
+    """Score every pair of half ``h`` (copies, distinct pairs) with the production similarity."""
+    neg = distinct_pairs(data, h)
+    pairs = np.asarray([p for k, v in neg.items() if k != "same_picture" for p in v])
+    kinds = np.asarray([k for k, v in neg.items() if k != "same_picture" for _ in v])
+    rows = copy_rows(data, h)
+    side = fp.IMAGE_THUMB_PIXELS
+    orig = data["orig_thumb64"].reshape(-1, side, side)
+    copies = data["copy_thumb64"].reshape(-1, side, side)
+    flat_o = orig.reshape(len(orig), -1).std(axis=1) < fp.IMAGE_FLAT_STD_MIN
+    flat_c = copies.reshape(len(copies), -1).std(axis=1) < fp.IMAGE_FLAT_STD_MIN
+    of = data["copy_of"][rows]
+    ok_c = ~flat_o[of] & ~flat_c[rows]
+    ok_n = ~flat_o[pairs[:, 0]] & ~flat_o[pairs[:, 1]]
+    okey = _keys(data["orig_thumb64"])
+    ckey = _keys(data["copy_thumb64"][rows])
+
+    def probe(stored: set[str], new: set[str]) -> bool:
+        new_fp = fp.Fingerprint(fp.IMAGE_METHOD, "", tuple(sorted(new)))
+        return bool(stored & set(fp._query_keys(new_fp)))
+
+    cs = _paired(copies[rows], orig[of])
+    cf = np.asarray([probe(okey[o], ckey[i]) for i, o in enumerate(of)])
+    ds = _paired(orig[pairs[:, 1]], orig[pairs[:, 0]])
+    df = np.asarray([probe(okey[a], okey[b]) for a, b in pairs])
+    lo, lc = data["orig_legacy"], data["copy_legacy"]
+
+    def legacy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        bands = (a.reshape(len(a), 8) == b.reshape(len(b), 8)).any(axis=1)
+        return bands & (hamming(a, b) <= fp.LEGACY_IMAGE_HAMMING_MAX)
+
+    return Scored(
+        cs[ok_c],
+        cf[ok_c],
+        data["copy_kind"][rows][ok_c],
+        ds[ok_n],
+        df[ok_n],
+        kinds[ok_n],
+        legacy(lo[of], lc[rows]),
+        legacy(lo[pairs[:, 0]], lo[pairs[:, 1]]),
+        int((~ok_c).sum()),
+        len(neg["same_picture"]),
+    )
+
+
+def rate_lines(s: Scored, threshold: float, review_min: float) -> list[str]:
+    linked_c = s.copy_found & (s.copy_similarity >= threshold)
+    linked_d = s.distinct_found & (s.distinct_similarity >= threshold)
+    review_c = s.copy_found & ~linked_c & (s.copy_similarity >= review_min)
+    review_d = s.distinct_found & ~linked_d & (s.distinct_similarity >= review_min)
+    out = [
+        f"copies: {int(linked_c.sum())}/{len(linked_c)} linked ({linked_c.mean():.2%}), "
+        f"{int(review_c.sum())} more shown for review, {int((~s.copy_found).sum())} not found by LSH; "
+        f"{s.flat} left out as flat",
+        f"distinct: {int(linked_d.sum())}/{len(linked_d)} falsely linked ({linked_d.mean():.3%}), "
+        f"{int(review_d.sum())} shown for review; {s.same_picture} same-picture pairs left out",
+        f"current phash-64: copies linked {s.legacy_copy_linked.mean():.2%} of {len(s.legacy_copy_linked)}, "
+        f"distinct falsely linked {int(s.legacy_distinct_linked.sum())}/{len(s.legacy_distinct_linked)}",
+    ]
+    for k in sorted(set(s.copy_kind)):
+        m = s.copy_kind == k
+        out.append(f"  {k}: {int(linked_c[m].sum())}/{int(m.sum())} linked")
+    for k in sorted(set(s.distinct_kind)):
+        m = s.distinct_kind == k
+        out.append(f"  {k}: {int(linked_d[m].sum())}/{int(m.sum())} falsely linked")
+    return out
+
+
+def choose_threshold(s: Scored, false_rate_max: float = 0.001) -> float:
+    """The lowest threshold (a multiple of 0.001) at which at most ``false_rate_max`` of the distinct pairs
+    found by LSH pass, on the tuning half."""
+    for t in np.arange(0.5, 1.0, 0.001):
+        if (s.distinct_found & (s.distinct_similarity >= t)).mean() <= false_rate_max:
+            return float(round(t, 3))
+    return 1.0
