@@ -18,7 +18,12 @@ from endcredits.money import format_amount
 from endcredits.payouts.previews import THUMBNAIL_PX, make_thumbnail, output_previews, output_thumbnail
 from endcredits.payouts.statement_layout import outputs_page, outputs_paid, percent, summarize
 from endcredits.payouts.statements import build_statement
-from endcredits.royalties.output_contents import OUTPUTS_FOLDER, output_contents_of, record_output_contents
+from endcredits.royalties.output_contents import (
+    OUTPUTS_FOLDER,
+    media_type_of,
+    output_contents_of,
+    record_output_contents,
+)
 from endcredits.store.blobs import content_path
 from endcredits.store.engine import Store
 from helpers_money import EXTERNAL, World, agreement, on_time
@@ -141,3 +146,17 @@ def test_a_thumbnail_refuses_what_it_cannot_or_should_not_decode() -> None:
     header_only = io.BytesIO()
     Image.new("1", (side, side)).save(header_only, format="PNG")  # 1 bit per pixel: small file, huge image
     assert make_thumbnail(header_only.getvalue()) is None
+
+
+def test_an_svg_drawing_is_previewed_as_an_image_rendered_never_decoded_as_text() -> None:
+    drawing = (
+        b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="40" height="20">'
+        b'<rect x="2" y="2" width="36" height="16" fill="#2a6"/></svg>'
+    )
+    assert media_type_of(drawing) == "image/svg+xml"
+    thumb = make_thumbnail(drawing)
+    assert thumb is not None
+    with Image.open(io.BytesIO(thumb)) as im:
+        centre = im.convert("RGB").getpixel((THUMBNAIL_PX // 2, THUMBNAIL_PX // 2))
+    assert im.size == (THUMBNAIL_PX, THUMBNAIL_PX) and centre == (34, 170, 102)  # the rectangle's #2a6
+    assert make_thumbnail(b'<svg xmlns="http://www.w3.org/2000/svg"><rect width="oops"') is None

@@ -162,6 +162,16 @@ def make_thumbnail(content: bytes) -> bytes | None:
     ``PREVIEW_IMAGE_PIXELS_MAX`` pixels (its size is read from the header, before anything is decoded)."""
     from PIL import Image, UnidentifiedImageError
 
+    from endcredits.errors import ValidationError
+    from endcredits.registry.fingerprints import is_svg, render_svg
+
+    if is_svg(content, ""):  # a drawing: rendered, never decoded by Pillow
+        try:
+            buf = io.BytesIO()
+            render_svg(content, THUMBNAIL_PX).save(buf, format="PNG")
+            return buf.getvalue()
+        except ValidationError:
+            return None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -48,13 +48,17 @@ class OutputContent:
 
 
 def media_type_of(content: bytes) -> str:
-    """The media type the bytes themselves show: an image by its signature (PNG, JPEG, GIF, WebP), UTF-8
-    text, or ``application/octet-stream`` for anything else."""
+    """The media type the bytes themselves show: an image by its signature (PNG, JPEG, GIF, WebP), an SVG
+    drawing by its root element, UTF-8 text, or ``application/octet-stream`` for anything else."""
     for signature, media_type in IMAGE_SIGNATURES:
         if content.startswith(signature):
             return media_type
     if content[:4] == b"RIFF" and content[8:12] == b"WEBP":
         return "image/webp"
+    from endcredits.registry.fingerprints import is_svg
+
+    if is_svg(content, ""):
+        return "image/svg+xml"
     try:
         content.decode("utf-8")
     except UnicodeDecodeError:
