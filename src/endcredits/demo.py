@@ -219,7 +219,7 @@ class DemoSummary:
 
 
 @dataclass
-class _Guild:
+class DemoGuild:
     """The demo's musicians' guild: an issuer of verifiable credentials the operator trusts."""
 
     issuer: Issuer
@@ -227,7 +227,7 @@ class _Guild:
     status_lists: dict[str, dict[str, Any]]
 
     @classmethod
-    def start(cls, directory: Path, at: dt.datetime) -> _Guild:
+    def start(cls, directory: Path, at: dt.datetime) -> DemoGuild:
         issuer = init_issuer(directory, status_list_id="https://guild.example/status/1", at=at)
         status = json.loads((directory / STATUS_LIST_FILE).read_text(encoding="utf-8"))
         return cls(issuer, load_trust([issuer.key.did]), {issuer.status_list_id: status})
@@ -251,7 +251,7 @@ def credit_counts(names_per_work: Iterable[Iterable[str]]) -> dict[str, int]:
 
 
 def _demo_people(
-    store: Store, counts: Mapping[str, int], names_to_join: int, guild: _Guild, at: dt.datetime
+    store: Store, counts: Mapping[str, int], names_to_join: int, guild: DemoGuild, at: dt.datetime
 ) -> dict[str, int]:
     """The most credited names join as people: most are verified by the guild's credential, one not yet,
     one has no bank account."""
@@ -351,7 +351,7 @@ def demo_key(run: DemoRun) -> Path | None:
     return key_file
 
 
-def _register(run: DemoRun, tunes_max: int | None) -> tuple[AbcImportReport, list[int], _Guild, Agreement]:
+def _register(run: DemoRun, tunes_max: int | None) -> tuple[AbcImportReport, list[int], DemoGuild, Agreement]:
     """The corpus, the people who join (most verified by the guild), one opt-out, and the agreement."""
     tunes = list(iter_tunes(limit=tunes_max))
     report = import_abc_corpus(run.store, tunes=tunes)
@@ -367,11 +367,13 @@ def _register(run: DemoRun, tunes_max: int | None) -> tuple[AbcImportReport, lis
     return report, joined, guild, agreement
 
 
-def join_and_agree(run: DemoRun, counts: Mapping[str, int], agreement_text: str) -> tuple[list[int], _Guild, Agreement]:
+def join_and_agree(
+    run: DemoRun, counts: Mapping[str, int], agreement_text: str
+) -> tuple[list[int], DemoGuild, Agreement]:
     """The eight most credited names join (most verified by the guild), the sixth opts out of generative
     training, and the residual policy ``agreement_text`` is saved."""
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    guild = _Guild.start(run.store.data_dir / "guild", now)
+    guild = DemoGuild.start(run.store.data_dir / "guild", now)
     joined = list(_demo_people(run.store, counts, names_to_join=8, guild=guild, at=now).values())
     with run.store.write() as conn:
         if len(joined) > 5:
@@ -513,7 +515,7 @@ def _accrue(run: DemoRun, manifest: ManifestRecord, agreement: Agreement, outs: 
     run.lap("accrue")
 
 
-def _late_verification(run: DemoRun, joined: list[int], guild: _Guild) -> None:
+def _late_verification(run: DemoRun, joined: list[int], guild: DemoGuild) -> None:
     """A person who joined late verifies now: what escrow held for them is released."""
     if len(joined) <= 2:
         return
@@ -654,7 +656,7 @@ class Settling:
     outs: list[OutputIn]
     att: Attribution
     joined: list[int]
-    guild: _Guild
+    guild: DemoGuild
     works: int
     names: int
     trained: Trained

@@ -37,6 +37,7 @@ from endcredits.attribution.pipeline import attribute_manifest, checkpoint_path,
 from endcredits.attribution.settings import AttributionSettings
 from endcredits.demo import (
     DEMO_AGREEMENT,
+    DemoGuild,
     DemoRun,
     DemoSummary,
     Settling,
@@ -55,6 +56,7 @@ from endcredits.errors import ValidationError
 from endcredits.interop.svg import SvgImportReport, import_svg_drawings, read_svg_metadata
 from endcredits.manifest.records import ManifestRecord
 from endcredits.registry.private import KEY_FILE_ENV
+from endcredits.royalties import Agreement
 from endcredits.royalties.output_contents import record_output_contents
 from endcredits.royalties.usage import OutputIn
 from endcredits.store.engine import init_store
@@ -109,7 +111,9 @@ def _creators(files: list[Path], corpus_dir: Path, refused: tuple[str, ...]) -> 
     return out
 
 
-def _register(run: DemoRun, files: list[Path], corpus_dir: Path) -> tuple[SvgImportReport, Any, Any, Any]:
+def _register(
+    run: DemoRun, files: list[Path], corpus_dir: Path
+) -> tuple[SvgImportReport, list[int], DemoGuild, Agreement]:
     report = import_svg_drawings(run.store, files, root=corpus_dir)
     run.progress(
         f"registered {report.works} drawings, {report.credits} credits, {report.names} credited names; "
