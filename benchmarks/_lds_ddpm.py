@@ -49,12 +49,10 @@ from _lds_methods import MethodRun, PeerJob, _quiet, run_endcredits, run_traker
 from _lds_retrain import RunMemo, counterfactual_by_retraining
 from torch import nn
 
+from endcredits.demo_images import BATCH, CHANNELS, LEARNING_RATE, SCHEDULE_STEPS, SIDE
+from endcredits.demo_images import train_ddpm as demo_train_ddpm
+
 DDPM_METHODS = ("endcredits", "endcredits-loss", "traker", "dtrak")
-SIDE = 16
-SCHEDULE_STEPS = 100
-BATCH = 16
-LEARNING_RATE = 2e-3
-CHANNELS = (16, 32)
 NOISE_SEED = 11
 """The seed of the shared noise (``DiffusionUNet.encode``) of every measurement and attribution."""
 OPENCLIPART_SVG = Path("/usr/share/openclipart/svg")
@@ -120,23 +118,6 @@ def load_image_folder(folder: Path, count: int) -> tuple[torch.Tensor, list[str]
     return images_from_bytes([p.read_bytes() for p in paths], channels=1, side=SIDE, what=names), names
 
 
-def new_unet(seed: int) -> nn.Module:
-    from diffusers import UNet2DModel
-
-    torch.manual_seed(seed)
-    return UNet2DModel(  # type: ignore[no-untyped-call]
-        sample_size=SIDE,
-        in_channels=1,
-        out_channels=1,
-        layers_per_block=1,
-        block_out_channels=CHANNELS,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=8,
-        add_attention=False,
-    )
-
-
 def new_scheduler() -> Any:
     from diffusers import DDPMScheduler
 
@@ -144,32 +125,9 @@ def new_scheduler() -> Any:
 
 
 def train_ddpm(images: torch.Tensor, seed: int, steps: int) -> nn.Module:
-    """A UNet from scratch on the denoising loss: AdamW, warmup then cosine decay to a tenth; seeded."""
-    model = new_unet(seed)
-    alphas = new_scheduler().alphas_cumprod.float()
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=0.0)
-    warmup = max(1, steps // 10)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.1 + 0.45 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, steps - warmup))))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    model.train()
-    for _ in range(steps):
-        x0 = images[torch.randint(0, len(images), (BATCH,), generator=generator)]
-        t = torch.randint(0, SCHEDULE_STEPS, (BATCH,), generator=generator)
-        noise = torch.randn(x0.shape, generator=generator)
-        a = alphas[t].reshape(-1, 1, 1, 1)
-        predicted = model(a.sqrt() * x0 + (1 - a).sqrt() * noise, t).sample
-        loss = nn.functional.mse_loss(predicted, noise)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]
-        optimizer.step()
-        scheduler.step()
-    return model.eval()
+    """A UNet from scratch on the denoising loss, by the image demo's recipe (``demo_images.train_ddpm``:
+    AdamW, warmup then cosine decay to a tenth; seeded)."""
+    return demo_train_ddpm(images, steps=steps, seed=seed)[0]
 
 
 @torch.no_grad()

@@ -19,7 +19,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from endcredits.attribution.settings import K_DEFAULT, AttributionSettings
 from endcredits.consent.records import add_grants
 from endcredits.consent.rules import Grant
 from endcredits.errors import InvariantError
-from endcredits.interop.abc import AbcTune, iter_tunes
+from endcredits.interop.abc import iter_tunes
 from endcredits.interop.abc_corpus import AbcImportReport, import_abc_corpus
 from endcredits.ledger import parse_account_key
 from endcredits.ledger.accrue import ScoreSource, accrue_scored
@@ -134,10 +134,13 @@ class DemoSummary:
     portal_login_url: str = ""  # a one-time signed-in link for the top verified earner
     conserved: bool = False  # pool = paid + escrow + suspense, as ledger.records.balance_totals checks it
     problems: list[str] = field(default_factory=list)  # what verify found (none when verified)
+    corpus: str = "abc"  # "abc" (folk tunes, a character LM) or "openclipart" (drawings, a DDPM)
+    work_noun: str = "tunes"
 
     def to_json(self) -> dict[str, Any]:
         return {
             "data_dir": self.data_dir,
+            "corpus": self.corpus,
             "backend": self.backend,
             "currency": CURRENCY,
             "works": self.works,
@@ -190,7 +193,7 @@ class DemoSummary:
         a = self.attribution
         console.print(
             f"attribution run {a.get('run_id')}: {a.get('method')} (k={a.get('k')}) over {a.get('works')} training "
-            f"tunes; output "
+            f"{self.work_noun}; output "
             f"{a.get('output_id')} is explained best by: "
             + ", ".join(f"{w['title']} ({w['score']:.3g})" for w in a.get("top_works", [])[:3])
         )
@@ -216,7 +219,7 @@ class DemoSummary:
 
 
 @dataclass
-class _Guild:
+class DemoGuild:
     """The demo's musicians' guild: an issuer of verifiable credentials the operator trusts."""
 
     issuer: Issuer
@@ -224,7 +227,7 @@ class _Guild:
     status_lists: dict[str, dict[str, Any]]
 
     @classmethod
-    def start(cls, directory: Path, at: dt.datetime) -> _Guild:
+    def start(cls, directory: Path, at: dt.datetime) -> DemoGuild:
         issuer = init_issuer(directory, status_list_id="https://guild.example/status/1", at=at)
         status = json.loads((directory / STATUS_LIST_FILE).read_text(encoding="utf-8"))
         return cls(issuer, load_trust([issuer.key.did]), {issuer.status_list_id: status})
@@ -238,15 +241,20 @@ class _Guild:
         attach_credential(conn, person_id, vc, self.trust, self.status_lists, at)
 
 
+def credit_counts(names_per_work: Iterable[Iterable[str]]) -> dict[str, int]:
+    """How many works credit each name."""
+    counts: dict[str, int] = {}
+    for names in names_per_work:
+        for name in names:
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
 def _demo_people(
-    store: Store, tunes: Sequence[AbcTune], names_to_join: int, guild: _Guild, at: dt.datetime
+    store: Store, counts: Mapping[str, int], names_to_join: int, guild: DemoGuild, at: dt.datetime
 ) -> dict[str, int]:
     """The most credited names join as people: most are verified by the guild's credential, one not yet,
     one has no bank account."""
-    counts: dict[str, int] = {}
-    for t in tunes:
-        for c in t.credits:
-            counts[c.name] = counts.get(c.name, 0) + 1
     joining = sorted(counts, key=lambda n: (-counts[n], n))[:names_to_join]
     joined: dict[str, int] = {}
     with store.write() as conn:
@@ -313,7 +321,7 @@ def _earners(store: Store, top_n: int) -> list[dict[str, Any]]:
 
 
 @dataclass
-class _Run:
+class DemoRun:
     """What the demo's steps hand each other."""
 
     store: Store
@@ -321,6 +329,7 @@ class _Run:
     step: StepProgress | None
     timings: dict[str, float] = field(default_factory=dict)
     clock: float = field(default_factory=time.monotonic)
+    key_file: Path | None = None  # the demo's own key for sealing IBANs, when the operator configured none
 
     def lap(self, name: str) -> None:
         now = time.monotonic()
@@ -328,7 +337,7 @@ class _Run:
         self.clock = now
 
 
-def _demo_key(run: _Run) -> Path | None:
+def demo_key(run: DemoRun) -> Path | None:
     """The demo's people have IBANs, which are sealed at rest with the operator's key. With none configured,
     the demo makes its own (an operator keeps theirs outside the data directory), for this run only."""
     if load_key() is not None:
@@ -337,11 +346,12 @@ def _demo_key(run: _Run) -> Path | None:
     if not key_file.exists():
         write_private(key_file, (new_key_text() + "\n").encode("utf-8"))
     os.environ[KEY_FILE_ENV] = str(key_file)  # restored when run_demo returns
+    run.key_file = key_file
     run.progress(f"payment details are sealed with a demo key in {key_file} ({KEY_FILE_ENV})")
     return key_file
 
 
-def _register(run: _Run, tunes_max: int | None) -> tuple[AbcImportReport, list[int], _Guild, Agreement]:
+def _register(run: DemoRun, tunes_max: int | None) -> tuple[AbcImportReport, list[int], DemoGuild, Agreement]:
     """The corpus, the people who join (most verified by the guild), one opt-out, and the agreement."""
     tunes = list(iter_tunes(limit=tunes_max))
     report = import_abc_corpus(run.store, tunes=tunes)
@@ -350,12 +360,24 @@ def _register(run: _Run, tunes_max: int | None) -> tuple[AbcImportReport, list[i
         f"{report.linked} tunes match one registered before (fingerprint) and are linked to it; "
         f"{report.non_commercial_works} tunes are licensed non-commercial only"
     )
+    joined, guild, agreement = join_and_agree(
+        run, credit_counts([c.name for c in t.credits] for t in tunes), DEMO_AGREEMENT
+    )
+    run.lap("register")
+    return report, joined, guild, agreement
+
+
+def join_and_agree(
+    run: DemoRun, counts: Mapping[str, int], agreement_text: str
+) -> tuple[list[int], DemoGuild, Agreement]:
+    """The eight most credited names join (most verified by the guild), the sixth opts out of generative
+    training, and the residual policy ``agreement_text`` is saved."""
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    guild = _Guild.start(run.store.data_dir / "guild", now)
-    joined = list(_demo_people(run.store, tunes, names_to_join=8, guild=guild, at=now).values())
+    guild = DemoGuild.start(run.store.data_dir / "guild", now)
+    joined = list(_demo_people(run.store, counts, names_to_join=8, guild=guild, at=now).values())
     with run.store.write() as conn:
         if len(joined) > 5:
-            # One person opts out of generative training for five years: their tunes leave the manifest.
+            # One person opts out of generative training for five years: their works leave the manifest.
             opt_out = Grant(
                 subject_kind="person",
                 subject_id=str(joined[5]),
@@ -367,33 +389,41 @@ def _register(run: _Run, tunes_max: int | None) -> tuple[AbcImportReport, list[i
                 source="person's own request",
             )
             add_grants(conn, [opt_out])
-        agreement = parse_agreement(DEMO_AGREEMENT)
+        agreement = parse_agreement(agreement_text)
         save_agreement(conn, agreement.id, agreement.version, agreement.body, agreement.body_sha256)
-    run.lap("register")
-    return report, joined, guild, agreement
+    return joined, guild, agreement
 
 
-def _manifest(run: _Run) -> tuple[ManifestRecord, list[str]]:
+def demo_manifest(run: DemoRun, model_id: str, description: str, excluded_by: str) -> ManifestRecord:
+    """The manifest of a demo model (generative training, commercial) as of 2026-10-01, opt-out by default;
+    ``excluded_by`` says in the progress line what left it out."""
     from endcredits.manifest.build import build_manifest
 
     manifest = build_manifest(
         run.store,
-        model_id=MODEL_ID,
+        model_id=model_id,
         uses=MODEL_USES,
         as_of=dt.datetime(2026, 10, 1, tzinfo=dt.UTC),
         default="opt-out",
-        description="character-level LM of ABC folk tunes (demo)",
+        description=description,
     )
     run.progress(
         f"manifest {manifest.id}: {len(manifest.included)} included, {len(manifest.excluded)} excluded "
-        f"(non-commercial licences and one opt-out), root {manifest.merkle_root[:16]}…"
+        f"({excluded_by}), root {manifest.merkle_root[:16]}…"
+    )
+    return manifest
+
+
+def _manifest(run: DemoRun) -> tuple[ManifestRecord, list[str]]:
+    manifest = demo_manifest(
+        run, MODEL_ID, "character-level LM of ABC folk tunes (demo)", "non-commercial licences and one opt-out"
     )
     texts = manifest_texts(run.store, manifest)
     run.lap("manifest")
     return manifest, texts
 
 
-def _train(run: _Run, manifest: ManifestRecord, texts: list[str], train_steps: int, seed: int) -> TrainedLM:
+def _train(run: DemoRun, manifest: ManifestRecord, texts: list[str], train_steps: int, seed: int) -> TrainedLM:
     """Train exactly ``train_steps`` steps on the manifest's tunes; save and record the checkpoint."""
     run.progress(f"training a character-level LM on {len(texts)} tunes for {train_steps} steps on CPU…")
     started = time.monotonic()
@@ -410,6 +440,15 @@ def _train(run: _Run, manifest: ManifestRecord, texts: list[str], train_steps: i
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     save_lm(lm, checkpoint)
     checkpoint_sha256 = lm.checksum()
+    bind_checkpoint(run, manifest, checkpoint_sha256, seed, started)
+    run.progress(f"trained {lm.steps} steps, loss {lm.final_loss:.3f}; checkpoint sha256 {checkpoint_sha256[:16]}…")
+    run.lap("train")
+    return lm
+
+
+def bind_checkpoint(run: DemoRun, manifest: ManifestRecord, checkpoint_sha256: str, seed: int, started: float) -> None:
+    """Bind the manifest to the trained checkpoint and record the training run that made it (``started``:
+    ``time.monotonic()`` when training began); the attribution pipeline refuses any other checkpoint."""
     with run.store.write() as conn:
         set_manifest_checkpoint(conn, manifest.id, checkpoint_sha256)
         trained_at = dt.datetime.now(dt.UTC)
@@ -421,29 +460,31 @@ def _train(run: _Run, manifest: ManifestRecord, texts: list[str], train_steps: i
             finished_at=trained_at,
             started_at=trained_at - dt.timedelta(seconds=time.monotonic() - started),
         )
-    run.progress(f"trained {lm.steps} steps, loss {lm.final_loss:.3f}; checkpoint sha256 {checkpoint_sha256[:16]}…")
-    run.lap("train")
-    return lm
 
 
-def _outputs(run: _Run, lm: TrainedLM, outputs_n: int, seed: int) -> tuple[list[OutputIn], list[str]]:
-    """Generated tunes that earn 0.05 .. 3.00 EUR each, over two months."""
-    samples = generate(lm, n=outputs_n, seed=seed + 1, length_max=400)
+def priced_outputs(model_id: str, outputs_n: int, seed: int) -> list[OutputIn]:
+    """``outputs_n`` outputs of ``model_id`` that earn 0.05 .. 3.00 EUR each, over two months (seeded)."""
     rng = np.random.default_rng(seed)
     revenue = rng.integers(5_000_000, 300_000_000, size=outputs_n).tolist()  # in microunits
     start = dt.datetime(2026, 10, 1, tzinfo=dt.UTC)
     span_s = 61 * 24 * 3600
     times = sorted(int(x) for x in rng.integers(0, span_s, size=outputs_n))
-    outs = [
+    return [
         OutputIn(
             f"out-{i:05d}",
-            MODEL_ID,
+            model_id,
             int(revenue[i]),
             CURRENCY,
             (start + dt.timedelta(seconds=times[i])).strftime("%Y-%m-%dT%H:%M:%SZ"),
         )
         for i in range(outputs_n)
     ]
+
+
+def _outputs(run: DemoRun, lm: TrainedLM, outputs_n: int, seed: int) -> tuple[list[OutputIn], list[str]]:
+    """Generated tunes that earn 0.05 .. 3.00 EUR each, over two months."""
+    samples = generate(lm, n=outputs_n, seed=seed + 1, length_max=400)
+    outs = priced_outputs(MODEL_ID, outputs_n, seed)
     # Kept so each statement shows the tune that paid its reader.
     record_output_contents(
         run.store, [(o.output_id, text.encode("utf-8")) for o, text in zip(outs, samples, strict=True)]
@@ -452,7 +493,7 @@ def _outputs(run: _Run, lm: TrainedLM, outputs_n: int, seed: int) -> tuple[list[
     return outs, samples
 
 
-def _accrue(run: _Run, manifest: ManifestRecord, agreement: Agreement, outs: list[OutputIn], run_id: str) -> None:
+def _accrue(run: DemoRun, manifest: ManifestRecord, agreement: Agreement, outs: list[OutputIn], run_id: str) -> None:
     """Two batches from the recorded attribution run, each through the same path as `endcredits accrue --run`
     and the API's usage batches."""
     half = max(1, len(outs) // 2)
@@ -474,7 +515,7 @@ def _accrue(run: _Run, manifest: ManifestRecord, agreement: Agreement, outs: lis
     run.lap("accrue")
 
 
-def _late_verification(run: _Run, joined: list[int], guild: _Guild) -> None:
+def _late_verification(run: DemoRun, joined: list[int], guild: DemoGuild) -> None:
     """A person who joined late verifies now: what escrow held for them is released."""
     if len(joined) <= 2:
         return
@@ -488,7 +529,7 @@ def _late_verification(run: _Run, joined: list[int], guild: _Guild) -> None:
     )
 
 
-def _payout(run: _Run, agreement: Agreement) -> PayoutBatchResult:
+def _payout(run: DemoRun, agreement: Agreement) -> PayoutBatchResult:
     """A payout batch; the bank answers that all settled but one, which returns to the person's balance."""
     batch = pay_out(
         run.store, batch_id="demo-payout-1", agreement_id=agreement.id, debtor=DEBTOR, execution_date=PAYOUT_DAY
@@ -508,7 +549,7 @@ def _payout(run: _Run, agreement: Agreement) -> PayoutBatchResult:
     return batch
 
 
-def _statement(run: _Run, earners: list[dict[str, Any]], outs: list[OutputIn]) -> dict[str, Any]:
+def _statement(run: DemoRun, earners: list[dict[str, Any]], outs: list[OutputIn]) -> dict[str, Any]:
     """The top-earning person's statement for the last period, as JSON and CSV files; it must reconcile."""
     top_person = next((e for e in earners if e["holder"].startswith("person:")), None)
     if top_person is None:
@@ -532,7 +573,7 @@ def _statement(run: _Run, earners: list[dict[str, Any]], outs: list[OutputIn]) -
     }
 
 
-def _portal_link(run: _Run, summary: DemoSummary, key_file: Path | None, db_url: str | None) -> None:
+def _portal_link(run: DemoRun, summary: DemoSummary, key_file: Path | None, db_url: str | None) -> None:
     """A one-time signed-in link for the top verified earner (as `endcredits login-link create` makes)."""
     top = next(
         (e for e in summary.top_earners if e["holder"].startswith("person:") and e["status"] == "verified"), None
@@ -568,12 +609,12 @@ def run_demo(
     ``seed`` give the same checkpoint, outputs, attributions and split on one machine.
     """
     torch.manual_seed(seed)
-    run = _Run(init_store(data_dir, db_url), progress, step)
+    run = DemoRun(init_store(data_dir, db_url), progress, step)
     key_env_before = os.environ.get(KEY_FILE_ENV)
     key_file: Path | None = None
     try:
         progress(f"store: {run.store.backend} in {run.store.data_dir}")
-        key_file = _demo_key(run)
+        key_file = demo_key(run)
         report, joined, guild, agreement = _register(run, tunes_max)
         manifest, texts = _manifest(run)
         lm = _train(run, manifest, texts, train_steps, seed)
@@ -588,42 +629,80 @@ def run_demo(
             progress=(lambda d, t: step("featurizing training tunes", d, t)) if step else None,
         )
         run.lap("attribute")
-        if att.run_id is None:
-            raise InvariantError("attribute_manifest recorded no attribution run")
-        _accrue(run, manifest, agreement, outs, att.run_id)
-        _late_verification(run, joined, guild)
-        batch = _payout(run, agreement)
-        earners = _earners(run.store, 10)
-        statement_info = _statement(run, earners, outs)
-        summary = _summary(run, report, manifest, lm, outs, earners, batch, statement_info, att)
-        _portal_link(run, summary, key_file, db_url)
-        if not summary.conserved:
-            raise InvariantError(
-                f"conservation broken: pool {summary.pool_microunits} != paid {summary.paid_microunits} + "
-                f"escrow {summary.escrow_microunits} + suspense {summary.suspense_microunits}"
-            )
-        if not summary.verified:
-            raise InvariantError("verify failed after the demo: " + "; ".join(summary.problems[:3]))
-        return summary
+        trained = Trained(lm.checksum(), lm.steps, lm.final_loss)
+        return settle(
+            run, Settling(manifest, agreement, outs, att, joined, guild, report.works, report.names, trained), db_url
+        )
     finally:
         run.store.dispose()
-        if key_file is not None:
-            if key_env_before is None:
-                os.environ.pop(KEY_FILE_ENV, None)
-            else:
-                os.environ[KEY_FILE_ENV] = key_env_before
+        restore_key_env(key_file, key_env_before)
+
+
+@dataclass(frozen=True)
+class Trained:
+    """What a demo's training run made: the checkpoint's checksum, its steps and its last loss."""
+
+    checksum: str
+    steps: int
+    loss: float
+
+
+@dataclass(frozen=True)
+class Settling:
+    """What the money half of a demo needs from its corpus half."""
+
+    manifest: ManifestRecord
+    agreement: Agreement
+    outs: list[OutputIn]
+    att: Attribution
+    joined: list[int]
+    guild: DemoGuild
+    works: int
+    names: int
+    trained: Trained
+    corpus: str = "abc"
+    work_noun: str = "tunes"
+
+
+def settle(run: DemoRun, s: Settling, db_url: str | None) -> DemoSummary:
+    """The money half, whatever the corpus: accrue in two batches from the recorded attribution run, one
+    late verification, a payout settled by a simulated bank, a statement, `verify` and the conservation
+    check (an ``InvariantError`` when either fails)."""
+    if s.att.run_id is None:
+        raise InvariantError("attribute_manifest recorded no attribution run")
+    _accrue(run, s.manifest, s.agreement, s.outs, s.att.run_id)
+    _late_verification(run, s.joined, s.guild)
+    batch = _payout(run, s.agreement)
+    earners = _earners(run.store, 10)
+    statement_info = _statement(run, earners, s.outs)
+    summary = _summary(run, s, earners, batch, statement_info)
+    _portal_link(run, summary, run.key_file, db_url)
+    if not summary.conserved:
+        raise InvariantError(
+            f"conservation broken: pool {summary.pool_microunits} != paid {summary.paid_microunits} + "
+            f"escrow {summary.escrow_microunits} + suspense {summary.suspense_microunits}"
+        )
+    if not summary.verified:
+        raise InvariantError("verify failed after the demo: " + "; ".join(summary.problems[:3]))
+    return summary
+
+
+def restore_key_env(key_file: Path | None, before: str | None) -> None:
+    """Put ``KEY_FILE_ENV`` back as it was before ``demo_key`` pointed it at a demo key."""
+    if key_file is None:
+        return
+    if before is None:
+        os.environ.pop(KEY_FILE_ENV, None)
+    else:
+        os.environ[KEY_FILE_ENV] = before
 
 
 def _summary(
-    run: _Run,
-    report: AbcImportReport,
-    manifest: ManifestRecord,
-    lm: TrainedLM,
-    outs: list[OutputIn],
+    run: DemoRun,
+    s: Settling,
     earners: list[dict[str, Any]],
     batch: PayoutBatchResult,
     statement_info: dict[str, Any],
-    att: Attribution,
 ) -> DemoSummary:
     """The money by account kind, the people, and a fresh `verify`."""
     with run.store.read() as conn:
@@ -635,17 +714,17 @@ def _summary(
     return DemoSummary(
         data_dir=str(run.store.data_dir),
         backend=run.store.backend,
-        works=report.works,
+        works=s.works,
         people=n_people,
-        names=report.names,
-        excluded_works=len(manifest.excluded),
-        manifest_id=manifest.id,
-        merkle_root=manifest.merkle_root,
-        checkpoint_sha256=lm.checksum(),
-        train_steps=lm.steps,
-        train_loss=lm.final_loss,
-        outputs=len(outs),
-        revenue_microunits=sum(o.revenue_microunits for o in outs),
+        names=s.names,
+        excluded_works=len(s.manifest.excluded),
+        manifest_id=s.manifest.id,
+        merkle_root=s.manifest.merkle_root,
+        checkpoint_sha256=s.trained.checksum,
+        train_steps=s.trained.steps,
+        train_loss=s.trained.loss,
+        outputs=len(s.outs),
+        revenue_microunits=sum(o.revenue_microunits for o in s.outs),
         pool_microunits=totals.pool_microunits,
         paid_microunits=totals.paid_microunits,
         escrow_microunits=totals.escrow_microunits,
@@ -663,7 +742,9 @@ def _summary(
         verified=report_v.ok,
         problems=list(report_v.problems),
         timings_s=run.timings,
-        attribution=_attribution_summary(run.store, att),
+        attribution=_attribution_summary(run.store, s.att),
         credentials=n_credentials,
         conserved=totals.conserved,
+        corpus=s.corpus,
+        work_noun=s.work_noun,
     )

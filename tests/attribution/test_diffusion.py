@@ -68,7 +68,20 @@ def test_images_decode_resize_and_scale() -> None:
     with pytest.raises(
         ValidationError, match=r"^work w2 is not an image this model can read \(UnidentifiedImageError\)$"
     ):
-        images_from_bytes([png.getvalue(), b"<svg/>"], channels=1, side=4, what=["work w1", "work w2"])
+        images_from_bytes([png.getvalue(), b"GIF89 cut short"], channels=1, side=4, what=["work w1", "work w2"])
+
+
+def test_svg_drawings_render_on_white_paper() -> None:
+    # A black square in the middle of a transparent page: the page reads as white (1.0), the ink as black.
+    svg = (
+        b'<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8" viewBox="0 0 8 8">'
+        b'<rect x="2" y="2" width="4" height="4" fill="black"/></svg>'
+    )
+    out = images_from_bytes([svg], channels=1, side=8, what=["work w1"])
+    assert out.shape == (1, 1, 8, 8)
+    assert float(out[0, 0, 0, 0]) == 1.0 and float(out[0, 0, 4, 4]) == -1.0
+    with pytest.raises(ValidationError, match=r"^work w2: the SVG could not be rendered"):
+        images_from_bytes([b"<svg><g></svg>"], channels=1, side=8, what=["work w2"])
 
 
 def test_bad_batches_folders_and_settings_are_one_line(unet: DiffusionUNet, tmp_path: Path) -> None:

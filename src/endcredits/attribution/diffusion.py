@@ -34,6 +34,8 @@ from endcredits.errors import ManifestError, ValidationError
 FORMAT = "endcredits.diffusers-unet/1"
 TIMESTEPS_MAX = 1_000
 IMAGE_SIDE_MAX = 1_024
+SVG_RENDER_SCALE = 4
+"""An SVG drawing is rendered at this many times the model's side, then scaled down (antialiased)."""
 
 
 @dataclass(frozen=True)
@@ -160,17 +162,32 @@ def load_unet(folder: Path) -> DiffusionUNet:
 
 def images_from_bytes(contents: Sequence[bytes], *, channels: int, side: int, what: Sequence[str]) -> torch.Tensor:
     """Decode image files (PNG, JPEG, ...) to ``[B, channels, side, side]`` in [-1, 1], resized to fit; an
-    undecodable one is refused naming it (``what[i]``)."""
+    undecodable one is refused naming it (``what[i]``). An SVG drawing is rendered (``render_svg``, at
+    ``SVG_RENDER_SCALE`` times the side, aspect kept) on white paper: a transparent background is paper, not
+    black ink."""
     from PIL import Image, UnidentifiedImageError
+
+    from endcredits.registry.fingerprints import is_svg, render_svg
 
     if not 1 <= side <= IMAGE_SIDE_MAX or channels not in (1, 3):
         raise ValidationError(f"images of side 1..{IMAGE_SIDE_MAX} with 1 or 3 channels; got {side} and {channels}")
     out = np.empty((len(contents), channels, side, side), dtype=np.float32)
     for row, data in enumerate(contents):
-        try:
-            image = Image.open(io.BytesIO(data)).convert("L" if channels == 1 else "RGB")
-        except (UnidentifiedImageError, OSError) as exc:
-            raise ValidationError(f"{what[row]} is not an image this model can read ({type(exc).__name__})") from None
+        mode = "L" if channels == 1 else "RGB"
+        if is_svg(data, ""):
+            try:
+                drawing = render_svg(data, side * SVG_RENDER_SCALE)
+            except ValidationError as exc:
+                raise ValidationError(f"{what[row]}: {exc}") from None
+            paper = Image.new("RGBA", drawing.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(paper, drawing).convert(mode)
+        else:
+            try:
+                image = Image.open(io.BytesIO(data)).convert(mode)
+            except (UnidentifiedImageError, OSError) as exc:
+                raise ValidationError(
+                    f"{what[row]} is not an image this model can read ({type(exc).__name__})"
+                ) from None
         pixels = np.asarray(image.resize((side, side), Image.Resampling.BILINEAR), dtype=np.float32) / 127.5 - 1.0
         out[row] = pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
     return torch.from_numpy(out)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
+import click
 import typer
 import typer.main
 from typer.core import TyperGroup
@@ -126,31 +127,76 @@ def init_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         make_console().print(f"initialised {store.backend} store in {store.data_dir}")
 
 
+DEMO_CORPORA = ("abc", "openclipart")
+
+
 def demo_cmd(
     ctx: typer.Context,
     as_json: JsonOpt = False,
+    corpus: Annotated[
+        str,
+        typer.Option(
+            click_type=click.Choice(DEMO_CORPORA),
+            help="abc: the ABC folk tunes and a character LM; openclipart: Debian's openclipart-svg drawings "
+            "and a small DDPM",
+        ),
+    ] = "abc",
     outputs: Annotated[int, typer.Option(min=1, max=10_000, help="Outputs to generate and pay for")] = 60,
     train_steps: Annotated[
-        int,
+        int | None,
         typer.Option(
             min=1,
             max=100_000,
             help="Training steps: a fixed count, so the same seed gives the same split on one machine "
-            "(1,000 take about a minute on a 2-core CPU)",
+            "(default: 1,000 for abc, about a minute on a 2-core CPU; 1,500 for openclipart)",
         ),
-    ] = 1_000,
+    ] = None,
     seed: int = 0,
-    tunes: Annotated[int | None, typer.Option(min=10, help="Use only the first N tunes (default: all)")] = None,
+    tunes: Annotated[int | None, typer.Option(min=10, help="abc: use only the first N tunes (default: all)")] = None,
+    works: Annotated[
+        int, typer.Option(min=1, max=10_000, help="openclipart: a seeded sample of N drawings (logos/ left out)")
+    ] = 300,
+    corpus_dir: Annotated[
+        Path,
+        typer.Option(help="openclipart: the folder of SVG drawings (apt-get install openclipart-svg)"),
+    ] = Path("/usr/share/openclipart/svg"),
 ) -> None:
-    """The whole flow on the ABC folk tunes: register, consent, manifest, train, generate, attribute, pay."""
+    """The whole flow on the ABC folk tunes (or the Open Clip Art drawings): register, consent, manifest,
+    train, generate, attribute, pay."""
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-    from endcredits.demo import run_demo
+    from endcredits.demo import TRAIN_STEPS_DEFAULT, DemoSummary, StepProgress, run_demo
 
     where: Where = ctx.obj
+
+    def run(progress: Any = None, step: StepProgress | None = None) -> DemoSummary:
+        hooks: dict[str, Any] = {"progress": progress, "step": step} if progress is not None else {}
+        if corpus == "openclipart":
+            from endcredits.demo_images import TRAIN_STEPS_DEFAULT as IMAGE_STEPS
+            from endcredits.demo_images import run_image_demo
+
+            return run_image_demo(
+                where.data,
+                where.db,
+                corpus_dir=corpus_dir,
+                works_n=works,
+                outputs_n=outputs,
+                train_steps=train_steps or IMAGE_STEPS,
+                seed=seed,
+                **hooks,
+            )
+        return run_demo(
+            where.data,
+            where.db,
+            outputs_n=outputs,
+            train_steps=train_steps or TRAIN_STEPS_DEFAULT,
+            seed=seed,
+            tunes_max=tunes,
+            **hooks,
+        )
+
     if as_json:
-        summary = run_demo(where.data, where.db, outputs_n=outputs, train_steps=train_steps, seed=seed, tunes_max=tunes)
-        print_json(summary.to_json())
+        print_json(run().to_json())
         return
     console = make_console()
     with Progress(
@@ -168,16 +214,7 @@ def demo_cmd(
                 tasks[name] = bars.add_task(name, total=total)
             bars.update(tasks[name], completed=done)
 
-        summary = run_demo(
-            where.data,
-            where.db,
-            outputs_n=outputs,
-            train_steps=train_steps,
-            seed=seed,
-            tunes_max=tunes,
-            progress=lambda m: console.print(f"[dim]{m}[/dim]"),
-            step=step,
-        )
+        summary = run(lambda m: console.print(f"[dim]{m}[/dim]"), step)
     summary.print(console)
 
 
