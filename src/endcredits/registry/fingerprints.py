@@ -126,6 +126,10 @@ FPCALC_TIMEOUT_S = 60
 """Longest fpcalc may run on one work (it decodes at most AUDIO_LENGTH_S_MAX seconds)."""
 
 CANDIDATES_MAX = 10_000
+IMAGE_CANDIDATES_MAX = 256
+"""Most candidate images scored for one new image, those sharing the most looked-up bands first. The
+multi-probe keys find many near-alike drawings (1,375 star polygons share bands); scoring up to
+CANDIDATES_MAX of them made importing the Open Clip Art drawings slow down to about 1 a second."""
 REVIEW_CANDIDATES_MAX = 5
 """Most works shown for a person to confirm as what a new image may copy."""
 """Most candidate works compared for one new work (bounded lookup)."""
@@ -604,7 +608,7 @@ def review_candidates(conn: Connection, fp: Fingerprint, *, exclude: str | None 
     no band)."""
     if fp.method != IMAGE_METHOD:
         return []
-    found = fingerprint_candidates(conn, fp.method, _query_keys(fp), CANDIDATES_MAX)
+    found = fingerprint_candidates(conn, fp.method, _query_keys(fp), IMAGE_CANDIDATES_MAX)
     found.pop(exclude or "", None)
     scored = _similarities(fp.method, fp.value, found)
     band = [(w, s) for w, s in scored.items() if IMAGE_REVIEW_MIN <= s < IMAGE_THRESHOLD]
@@ -680,7 +684,8 @@ def _link(conn: Connection, fp: Fingerprint | None, wid: str, *, link: bool) -> 
     best: tuple[float, str] | None = None
     scored: dict[str, float] = {}
     if link:
-        found = fingerprint_candidates(conn, fp.method, _query_keys(fp), CANDIDATES_MAX)
+        limit = IMAGE_CANDIDATES_MAX if fp.method == IMAGE_METHOD else CANDIDATES_MAX
+        found = fingerprint_candidates(conn, fp.method, _query_keys(fp), limit)
         scored = _similarities(fp.method, fp.value, found)
         for other, s in sorted(scored.items()):
             if is_match(fp.method, s) and (best is None or s > best[0]):
