@@ -222,3 +222,35 @@ def test_attributing_records_the_run_which_a_usage_batch_then_accrues(world: Wor
         accrued = client.post("/api/v1/usage-batches", json=batch, headers=auth)
     assert accrued.status_code == 201, accrued.text
     assert accrued.json()["attribution_run_id"] == att.run_id and accrued.json()["pool"] == "0.60"
+
+
+def test_attributing_through_the_edges_keeps_what_was_scored_and_refuses_other_bytes_first(world: World) -> None:
+    from endcredits.attribution.charlm import save_lm, train_char_lm
+    from endcredits.attribution.pipeline import bound_checkpoint, checkpoint_path
+    from endcredits.royalties.output_contents import output_contents_of, read_output_content
+    from endcredits.royalties.payees import attribute_and_keep
+    from endcredits.store.blobs import put_blob
+
+    store = world.store
+    texts = ["song bytes", "film bytes", "orphan bytes"]
+    for text in texts:
+        put_blob(store.data_dir, text.encode())
+    path = checkpoint_path(store, "m")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    trained = train_char_lm(texts, seed=0, steps_max=2, time_s_max=30.0, batch_size=2, window=16)
+    save_lm(trained, path)
+    with store.write() as conn:
+        set_manifest_checkpoint(conn, world.manifest.id, trained.checksum())
+    lm, manifest = bound_checkpoint(store, world.manifest.id)
+    settings = AttributionSettings(chunk_size=2, top_k=2)
+    outputs = [("o1", b"song film"), ("o2", b"orphan song")]
+    att = attribute_and_keep(store, manifest, lm, outputs, settings=settings)
+    with store.read() as conn:
+        kept = output_contents_of(conn, ["o1", "o2"])
+    assert {o: read_output_content(store.data_dir, kept[o]) for o in kept} == dict(outputs)
+    assert kept["o1"].media_type.startswith("text/")
+    assert attribute_and_keep(store, manifest, lm, outputs, settings=settings).run_id == att.run_id  # again: same
+    before = row_counts(store)
+    with pytest.raises(ConflictError, match="output o2 already has other content"):
+        attribute_and_keep(store, manifest, lm, [("o2", b"another song")], settings=settings)
+    assert row_counts(store) == before  # refused before any run was recorded

@@ -230,7 +230,8 @@ def attribute_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Score each output against every work in the manifest (TRAK by default); features are reused."""
-    from endcredits.attribution.pipeline import attribute_manifest, bound_checkpoint
+    from endcredits.attribution.pipeline import bound_checkpoint
+    from endcredits.royalties.payees import attribute_and_keep
 
     settings = settings_of(locals())
     if per_payee is not None and (explain is not None or ray is not None):
@@ -242,7 +243,7 @@ def attribute_cmd(
             if per_payee is not None:
                 ps = _per_payee(store, m, model, lines, per_payee, settings, lambda d, _t: advance(d))
             else:
-                att = attribute_manifest(
+                att = attribute_and_keep(
                     store, m, model, lines, settings=settings, ray=ray, progress=lambda d, _t: advance(d)
                 )
     if per_payee is not None:

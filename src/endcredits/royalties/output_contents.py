@@ -1,5 +1,6 @@
 """What a model generated, kept beside the money it earned: the content of an output, where the operator
-supplied it (``endcredits accrue --contents``, the same JSON lines ``endcredits attribute --outputs`` reads).
+supplied it. Attributing outputs through ``endcredits attribute --outputs`` or ``POST /api/v1/attributions``
+keeps the content that was scored (``royalties.payees.attribute_and_keep``); the demos keep theirs.
 
 One row of ``output_contents`` per output id: the SHA-256 of the bytes (stored content-addressed under
 ``DATA/outputs/``, 0600 in 0700 folders), a media type read off the bytes and their size. A row is never
@@ -66,9 +67,11 @@ def media_type_of(content: bytes) -> str:
     return "text/plain; charset=utf-8"
 
 
-def record_output_contents(store: Store, items: Sequence[tuple[str, bytes]]) -> list[str]:
-    """Keep the content of each ``(output id, bytes)``; per item ``recorded`` or ``exists`` (the same bytes
-    were recorded before). Other bytes under a recorded id raise ``ConflictError`` and record nothing."""
+def check_output_contents(store: Store, items: Sequence[tuple[str, bytes]]) -> None:
+    """Refuse, before anything is written, what ``record_output_contents`` would refuse: a repeated or
+    malformed id, content over ``OUTPUT_CONTENT_BYTES_MAX``, or other bytes under an id already recorded."""
+    import hashlib
+
     check_ids([oid for oid, _ in items], "output id")
     if len({oid for oid, _ in items}) != len(items):
         raise ConflictError("an output id is given twice: give each output's content once")
@@ -78,6 +81,21 @@ def record_output_contents(store: Store, items: Sequence[tuple[str, bytes]]) -> 
                 f"output {oid} has {len(content)} bytes of content, over OUTPUT_CONTENT_BYTES_MAX "
                 f"({OUTPUT_CONTENT_BYTES_MAX}): give a smaller rendition"
             )
+    with store.read() as conn:
+        known = output_contents_of(conn, [oid for oid, _ in items])
+    for oid, content in items:
+        before = known.get(oid)
+        if before is not None and before.content_sha256 != hashlib.sha256(content).hexdigest():
+            raise ConflictError(
+                f"output {oid} already has other content (sha256 {before.content_sha256[:16]}...): an "
+                "output's content is recorded once"
+            )
+
+
+def record_output_contents(store: Store, items: Sequence[tuple[str, bytes]]) -> list[str]:
+    """Keep the content of each ``(output id, bytes)``; per item ``recorded`` or ``exists`` (the same bytes
+    were recorded before). Other bytes under a recorded id raise ``ConflictError`` and record nothing."""
+    check_output_contents(store, items)
     digests = [put_content(store.data_dir, OUTPUTS_FOLDER, content) for _, content in items]
     statuses: list[str] = []
     with store.write() as conn:

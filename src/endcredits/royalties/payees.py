@@ -1,6 +1,8 @@
 """Every payee's attribution score for generated outputs: the manifest's works scored through
 ``Psi = W^T G``, with ``W`` the agreement's exact credit shares (``credit_matrix``), so no payee of a
-long tail is left out and one output costs one pass over the payees."""
+long tail is left out and one output costs one pass over the payees. Both ways of attributing a manifest
+from the edges (``attribute_and_keep``, ``attribute_manifest_payees``) keep the outputs' contents, so the
+statements they pay show what was generated."""
 
 from __future__ import annotations
 
@@ -12,12 +14,20 @@ import numpy.typing as npt
 
 from endcredits.attribution.featurizer import Progress
 from endcredits.attribution.models import AttributionModel
-from endcredits.attribution.pipeline import Output, attribute_payees, featurize_manifest, resolved_settings
+from endcredits.attribution.pipeline import (
+    Attribution,
+    Output,
+    attribute_manifest,
+    attribute_payees,
+    featurize_manifest,
+    resolved_settings,
+)
 from endcredits.attribution.records import RunScores, new_run, record_run
 from endcredits.attribution.settings import AttributionSettings
 from endcredits.errors import ValidationError
 from endcredits.manifest.records import ManifestRecord
 from endcredits.royalties.agreement import Agreement
+from endcredits.royalties.output_contents import check_output_contents, record_output_contents
 from endcredits.royalties.usage import credit_matrix
 from endcredits.store.engine import Store
 
@@ -42,6 +52,25 @@ class PayeeScores:
         ]
 
 
+def attribute_and_keep(
+    store: Store,
+    manifest: ManifestRecord,
+    model: AttributionModel,
+    outputs: Sequence[Output],
+    *,
+    settings: AttributionSettings,
+    ray: str | None = None,
+    progress: Progress | None = None,
+) -> Attribution:
+    """``attribute_manifest``, and each output's content kept (``record_output_contents``) so the statements
+    it pays show what was generated. An output id that already has other content is refused first, before
+    anything is featurized or recorded."""
+    check_output_contents(store, list(outputs))
+    att = attribute_manifest(store, manifest, model, outputs, settings=settings, ray=ray, progress=progress)
+    record_output_contents(store, list(outputs))
+    return att
+
+
 def attribute_manifest_payees(
     store: Store,
     manifest: ManifestRecord,
@@ -59,6 +88,7 @@ def attribute_manifest_payees(
     if len(set(ids)) != len(ids):
         raise ValidationError("an output id appears twice")
     settings = resolved_settings(model, settings, len(manifest.included))
+    check_output_contents(store, list(outputs))
     with store.read() as conn:
         payees, credits = credit_matrix(conn, manifest.included, agreement)
     train = featurize_manifest(store, manifest, model, settings=settings, progress=progress)
@@ -74,4 +104,5 @@ def attribute_manifest_payees(
         payee_agreement=f"{agreement.id}@{agreement.version}",
     )
     stored, _ = record_run(store, run, run_scores)
+    record_output_contents(store, list(outputs))
     return PayeeScores(settings.method, tuple(ids), tuple(payees), scores, stored.id, settings)

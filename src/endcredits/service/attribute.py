@@ -32,13 +32,14 @@ def allowed_kind(kind: str) -> str:
 
 def attribution_view(store: Store, body: AttributionIn) -> dict[str, Any]:
     """The API's answer: the recorded run's id (what a usage batch's ``attribution_run_id`` names), and each
-    output's score per work and its top works."""
-    from endcredits.attribution.pipeline import attribute_manifest, bound_checkpoint
+    output's score per work and its top works. The outputs' contents are kept for the statements."""
+    from endcredits.attribution.pipeline import bound_checkpoint
+    from endcredits.royalties.payees import attribute_and_keep
 
     kind = allowed_kind(body.model_kind)
     outputs = [(o.output_id, o.content()) for o in body.outputs]
     model, manifest = bound_checkpoint(store, body.manifest_id, kind=kind)
-    att = attribute_manifest(store, manifest, model, outputs, settings=body.settings())
+    att = attribute_and_keep(store, manifest, model, outputs, settings=body.settings())
     return {
         "attribution_run_id": att.run_id,
         "manifest_id": manifest.id,
