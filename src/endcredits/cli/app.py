@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -163,8 +163,6 @@ def demo_cmd(
 ) -> None:
     """The whole flow on the ABC folk tunes (or the Open Clip Art drawings): register, consent, manifest,
     train, generate, attribute, pay."""
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
-
     from endcredits.demo import TRAIN_STEPS_DEFAULT, DemoSummary, StepProgress, run_demo
 
     where: Where = ctx.obj
@@ -199,6 +197,13 @@ def demo_cmd(
         print_json(run().to_json())
         return
     console = make_console()
+    _with_step_bars(console, run).print(console)
+
+
+def _with_step_bars(console: Any, run: Callable[..., Any]) -> Any:
+    """``run(progress, step)`` with a line per message and a bar per step of the demo; its summary."""
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -214,8 +219,7 @@ def demo_cmd(
                 tasks[name] = bars.add_task(name, total=total)
             bars.update(tasks[name], completed=done)
 
-        summary = run(lambda m: console.print(f"[dim]{m}[/dim]"), step)
-    summary.print(console)
+        return run(lambda m: console.print(f"[dim]{m}[/dim]"), step)
 
 
 # Root commands, in the order `endcredits --help` lists them.
