@@ -57,8 +57,9 @@ def write_corpus(folder: Path) -> Path:
     return folder
 
 
-def run_image_demo(corpus: Path, data: Path) -> dict[str, Any]:
-    args = ["--data", str(data), "demo", "--json", "--corpus", "openclipart", "--corpus-dir", str(corpus)]
+def run_image_demo(corpus: Path, data: Path, db_url: str | None = None) -> dict[str, Any]:
+    args = ["--data", str(data), *(["--db", db_url] if db_url else []), "demo", "--json", "--corpus", "openclipart"]
+    args += ["--corpus-dir", str(corpus)]
     result = CliRunner().invoke(app, [*args, "--works", str(DRAWINGS + 10), "--outputs", "12", "--train-steps", "20"])
     assert result.exit_code == 0, result.stderr or result.stdout
     summary: dict[str, Any] = json.loads(result.stdout)
@@ -66,10 +67,10 @@ def run_image_demo(corpus: Path, data: Path) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-def test_image_demo_conserves_every_microunit_and_shows_images(tmp_path: Path) -> None:
+def test_image_demo_conserves_every_microunit_and_shows_images(tmp_path: Path, db_url: str | None) -> None:
     corpus = write_corpus(tmp_path / "clipart")
     data = tmp_path / "demo"
-    summary = run_image_demo(corpus, data)
+    summary = run_image_demo(corpus, data, db_url)
     assert summary["corpus"] == "openclipart"
     assert summary["works"] == DRAWINGS  # every drawing but the logo
     assert summary["excluded_works"] >= 1  # the opt-out
@@ -82,7 +83,7 @@ def test_image_demo_conserves_every_microunit_and_shows_images(tmp_path: Path) -
         DRAWINGS - summary["excluded_works"]
     )
     assert summary["statement"]["reconciles"] is True
-    store = open_store(data, None)
+    store = open_store(data, db_url)
     try:
         assert verify(store).ok
         # The statement of a credited creator shows the images that paid them.
