@@ -29,6 +29,9 @@ USES: tuple[str, ...] = (
     "ai_training",
     "ai_inference",
     "data_mining",
+    "ai_input",
+    "ai_index",
+    "search",
     "likeness_face",
     "likeness_voice",
     "research",
@@ -39,8 +42,12 @@ SUBJECT_KINDS: tuple[str, ...] = ("work", "person")
 DECISIONS: tuple[str, ...] = ("allowed", "notAllowed")
 DEFAULT_REGIMES: tuple[str, ...] = ("opt-in", "opt-out")
 
-IMPLIED_BY_NOT_ALLOWED: dict[str, tuple[str, ...]] = {"ai_generative_training": ("ai_training",)}
-"""For a use, the broader uses whose notAllowed also forbids it."""
+IMPLIED_BY_NOT_ALLOWED: dict[str, tuple[str, ...]] = {
+    "ai_generative_training": ("ai_training",),
+    "ai_input": ("ai_inference",),
+}
+"""For a use, the broader uses whose notAllowed also forbids it. ``ai_input`` (content retrieved and given to
+a model at inference, as retrieval-augmented generation does) is a kind of ``ai_inference``."""
 
 SOURCE_LENGTH_MAX = 1_000
 """Longest ``source`` text (a path, a URL, a document id)."""
