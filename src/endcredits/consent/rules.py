@@ -7,9 +7,10 @@ the works derived from it.
 
 Precedence, for each use: the credited people's grants, then the work's own grants, then the operator
 default ("opt-out" allows, "opt-in" forbids). At each level a notAllowed wins over an allowed, and a
-notAllowed for ``ai_training`` also forbids ``ai_generative_training``. Every requested use must be
-allowed. Across lineage the most restrictive term wins: a work is allowed only when it and every work
-upstream of it are. Whatever order the grants come in, the decision and its reason are the same.
+notAllowed for ``ai_training`` also forbids ``ai_generative_training`` (and one for ``ai_inference`` forbids
+``ai_input``). Every requested use must be allowed. Across lineage the most restrictive term wins: a work is
+allowed only when it and every work upstream of it are. Whatever order the grants come in, the decision and
+its reason are the same.
 
 See docs/concepts/consent.md, "The rules, exactly" and "Across lineage: the most restrictive term wins".
 """
