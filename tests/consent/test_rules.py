@@ -406,8 +406,19 @@ def test_uses_constant_is_the_documented_list() -> None:
         "ai_training",
         "ai_inference",
         "data_mining",
+        "ai_input",
+        "ai_index",
+        "search",
         "likeness_face",
         "likeness_voice",
         "research",
         "commercial",
     )
+
+
+def test_not_allowed_for_inference_forbids_retrieval_at_inference_but_not_the_reverse() -> None:
+    forbidden = run([work("ai_inference", "notAllowed"), work("ai_input", "allowed")], ["ai_input"], "opt-out")
+    assert not forbidden.allowed and "notAllowed for ai_input by work grant for ai_inference" in forbidden.reason
+    assert run([work("ai_input", "notAllowed")], ["ai_inference"], "opt-out").allowed
+    assert not run([work("search", "notAllowed")], ["search"], "opt-out").allowed
+    assert run([work("ai_index", "allowed")], ["ai_index"], "opt-in").allowed

@@ -143,3 +143,50 @@ def consent_list(
                 for r in rows
             ],
         )
+
+
+@consent_app.command("terms")
+def consent_terms(
+    ctx: typer.Context,
+    work: Annotated[str, typer.Option(help="The work (its SHA-256).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Licence terms on a work: the price each licence states (payment type, amount, currency) for its uses."""
+    from endcredits.consent.terms import terms_for
+    from endcredits.money import format_amount
+
+    with open_store_of(ctx) as store, store.read() as conn:
+        terms = terms_for(conn, [work])
+    rows = [
+        {
+            "id": i,
+            "work": t.work_id,
+            "payment_type": t.payment_type,
+            "amount_microunits": t.amount_microunits,
+            "amount": format_amount(t.amount_microunits, t.currency),
+            "currency": t.currency,
+            "uses": list(t.uses),
+            "from": t.valid_from.isoformat(),
+            "until": t.valid_until.isoformat() if t.valid_until else "perpetual",
+            "source": t.source,
+        }
+        for i, t in terms
+    ]
+    if as_json:
+        print_json({"terms": rows})
+    else:
+        print_table(
+            "licence terms",
+            ["id", "payment", "amount", "uses", "until", "source"],
+            [
+                [
+                    i,
+                    t.payment_type,
+                    format_amount(t.amount_microunits, t.currency),
+                    ",".join(t.uses),
+                    r["until"],
+                    t.source,
+                ]
+                for (i, t), r in zip(terms, rows, strict=True)
+            ],
+        )

@@ -1,8 +1,8 @@
 """``endcredits interop``: provenance and consent formats in and out.
 
-Imports (C2PA, Croissant, TDMRep, IPTC XMP, ai.txt) each run in one transaction: on any error nothing is
-written. The root command's options (``--data``, ``--db``) arrive in ``ctx.obj``; errors endcredits
-raises on purpose become one line and exit status 1 in the root group.
+Imports (C2PA, Croissant, TDMRep, IPTC XMP, ai.txt, RSL, AI Preferences, Content-Signal) each run in one
+transaction: on any error nothing is written. The root command's options (``--data``, ``--db``) arrive in
+``ctx.obj``; errors endcredits raises on purpose become one line and exit status 1 in the root group.
 """
 
 from __future__ import annotations
@@ -22,7 +22,10 @@ from endcredits.store.engine import open_store, parse_time
 
 interop_app = typer.Typer(
     no_args_is_help=True,
-    help=("Provenance and consent formats in and out: C2PA, Croissant, TDMRep, IPTC plus:DataMining, ai.txt."),
+    help=(
+        "Provenance and consent formats in and out: C2PA, Croissant, TDMRep, IPTC plus:DataMining, ai.txt, "
+        "RSL licences, AI Preferences and Content-Signal."
+    ),
 )
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts.")]
@@ -67,7 +70,7 @@ def _print(report: ImportReport, as_json: bool) -> None:
     sys.stdout.write(
         f"{report.kind} {report.source}: {report.works_added} works, {report.credits_added} credits, "
         f"{report.lineage_added} lineage links, {report.grants_added} grants added "
-        f"({report.grants_unchanged} already in force)\n"
+        f"({report.grants_unchanged} already in force), {report.terms_added} licence terms added\n"
     )
     for work_id in report.work_ids[:20]:
         sys.stdout.write(f"  work {work_id}\n")
@@ -208,6 +211,69 @@ def import_ai_txt_cmd(
             raise ValidationError(f"work {work} has no registered source: give --location (its URL or path)")
         signal = ai_txt_signal(_text(file), where, name=file.name, agent=agent)
         _print(import_signals(store, work, [signal], window, kind="ai.txt"), as_json)
+    finally:
+        store.dispose()
+
+
+@interop_app.command("import-rsl")
+def import_rsl_cmd(
+    ctx: typer.Context,
+    file: Path,
+    work: WorkOpt,
+    location: LocationOpt = None,
+    via: Annotated[
+        Path | None,
+        typer.Option("--via", help="The robots.txt, HTML page or HTTP header lines that named this licence."),
+    ] = None,
+    valid_from: FromOpt = None,
+    until: UntilOpt = None,
+    days: DaysOpt = SIGNAL_VALID_DAYS_DEFAULT,
+    perpetual: PerpetualOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """RSL 1.0 licence XML into grants per use and, where a price is stated, licence terms on the work."""
+    from endcredits.interop.licences import import_licences, licence_links, rsl_reading
+
+    window = grant_window(valid_from, until, days, perpetual)
+    found = "; ".join(licence_links(_text(via), name=via.name)) if via is not None else ""
+    if via is not None and not found:
+        raise ValidationError(f"{via.name} names no licence (no License: line, rel=license link or Link header)")
+    store = _store(ctx)
+    try:
+        where = _location(store, work, location)
+        if where is None:
+            raise ValidationError(f"work {work} has no registered source: give --location (its URL or path)")
+        reading = rsl_reading(_text(file), where, name=file.name, work_id=work, window=window, found_via=found)
+        _print(import_licences(store, work, [reading], window, kind="rsl"), as_json)
+    finally:
+        store.dispose()
+
+
+@interop_app.command("import-ai-preferences")
+def import_ai_preferences_cmd(
+    ctx: typer.Context,
+    files: list[Path],
+    work: WorkOpt,
+    location: LocationOpt = None,
+    agent: Annotated[str, typer.Option("--agent", help="The User-Agent whose robots.txt rules apply.")] = "*",
+    valid_from: FromOpt = None,
+    until: UntilOpt = None,
+    days: DaysOpt = SIGNAL_VALID_DAYS_DEFAULT,
+    perpetual: PerpetualOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """AI Preferences (Content-Usage) and Content-Signal from robots.txt files or HTTP header lines, into
+    grants; the most restrictive wins across them and every source is kept."""
+    from endcredits.interop.licences import import_licences, preference_readings
+
+    window = grant_window(valid_from, until, days, perpetual)
+    store = _store(ctx)
+    try:
+        where = _location(store, work, location)
+        if where is None:
+            raise ValidationError(f"work {work} has no registered source: give --location (its URL or path)")
+        readings = [r for f in files for r in preference_readings(_text(f), where, name=f.name, agent=agent)]
+        _print(import_licences(store, work, readings, window, kind="ai-preferences"), as_json)
     finally:
         store.dispose()
 

@@ -7,9 +7,10 @@ the works derived from it.
 
 Precedence, for each use: the credited people's grants, then the work's own grants, then the operator
 default ("opt-out" allows, "opt-in" forbids). At each level a notAllowed wins over an allowed, and a
-notAllowed for ``ai_training`` also forbids ``ai_generative_training``. Every requested use must be
-allowed. Across lineage the most restrictive term wins: a work is allowed only when it and every work
-upstream of it are. Whatever order the grants come in, the decision and its reason are the same.
+notAllowed for ``ai_training`` also forbids ``ai_generative_training`` (and one for ``ai_inference`` forbids
+``ai_input``). Every requested use must be allowed. Across lineage the most restrictive term wins: a work is
+allowed only when it and every work upstream of it are. Whatever order the grants come in, the decision and
+its reason are the same.
 
 See docs/concepts/consent.md, "The rules, exactly" and "Across lineage: the most restrictive term wins".
 """
@@ -29,6 +30,9 @@ USES: tuple[str, ...] = (
     "ai_training",
     "ai_inference",
     "data_mining",
+    "ai_input",
+    "ai_index",
+    "search",
     "likeness_face",
     "likeness_voice",
     "research",
@@ -39,8 +43,12 @@ SUBJECT_KINDS: tuple[str, ...] = ("work", "person")
 DECISIONS: tuple[str, ...] = ("allowed", "notAllowed")
 DEFAULT_REGIMES: tuple[str, ...] = ("opt-in", "opt-out")
 
-IMPLIED_BY_NOT_ALLOWED: dict[str, tuple[str, ...]] = {"ai_generative_training": ("ai_training",)}
-"""For a use, the broader uses whose notAllowed also forbids it."""
+IMPLIED_BY_NOT_ALLOWED: dict[str, tuple[str, ...]] = {
+    "ai_generative_training": ("ai_training",),
+    "ai_input": ("ai_inference",),
+}
+"""For a use, the broader uses whose notAllowed also forbids it. ``ai_input`` (content retrieved and given to
+a model at inference, as retrieval-augmented generation does) is a kind of ``ai_inference``."""
 
 SOURCE_LENGTH_MAX = 1_000
 """Longest ``source`` text (a path, a URL, a document id)."""

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from endcredits.consent.records import add_grants, grants_for
 from endcredits.consent.rules import USES, Grant
+from endcredits.consent.terms import LicenceTerm, add_terms, same_term, terms_for
 from endcredits.errors import LimitExceededError, ValidationError
 from endcredits.registry.records import (
     CreditIn,
@@ -98,6 +99,7 @@ class Plan:
     lineage: list[LineageIn] = field(default_factory=list)
     grants: list[Grant] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    terms: list[LicenceTerm] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,7 @@ class ImportReport:
     grants_unchanged: int
     notes: tuple[str, ...]
     works_linked: int = 0  # new works whose fingerprint matched a registered work: linked, credits merged
+    terms_added: int = 0  # licence terms (a price for uses) stored with the works
 
     def summary(self) -> dict[str, object]:
         return {
@@ -126,6 +129,7 @@ class ImportReport:
             "grants_added": self.grants_added,
             "grants_unchanged": self.grants_unchanged,
             "works_linked": self.works_linked,
+            "terms_added": self.terms_added,
             "notes": list(self.notes),
         }
 
@@ -195,6 +199,17 @@ def grants_not_in_force(existing: Iterable[Grant], planned: Iterable[Grant]) -> 
     return out
 
 
+def terms_not_in_force(existing: Iterable[LicenceTerm], planned: Iterable[LicenceTerm]) -> list[LicenceTerm]:
+    """The planned terms that no stored (or earlier planned) identical term already covers when they start."""
+    out: list[LicenceTerm] = []
+    seen = list(existing)
+    for t in planned:
+        if not any(same_term(e, t) and e.in_force(t.valid_from) for e in seen):
+            out.append(t)
+            seen.append(t)
+    return out
+
+
 def apply_plan(store: Store, plan: Plan, *, kind: str, source: str, work_ids: Sequence[str]) -> ImportReport:
     """Write ``plan`` in one transaction: works, then credits, lineage and grants. Any error leaves the
     database as it was. A grant already in force with the same subject, use, decision and source is not
@@ -234,6 +249,8 @@ def apply_plan(store: Store, plan: Plan, *, kind: str, source: str, work_ids: Se
         existing = [g for _, g in grants_for(conn, sorted({g.subject_id for g in plan.grants}), [])]
         new_grants = grants_not_in_force(existing, plan.grants)
         add_grants(conn, new_grants)
+        new_terms = terms_not_in_force([t for _, t in terms_for(conn, {t.work_id for t in plan.terms})], plan.terms)
+        add_terms(conn, new_terms)
         append_audit(
             conn,
             "registry.imported",
@@ -246,6 +263,7 @@ def apply_plan(store: Store, plan: Plan, *, kind: str, source: str, work_ids: Se
                 "lineage_added": lineage_added,
                 "grants_added": len(new_grants),
                 "works_linked": works_linked,
+                "terms_added": len(new_terms),
                 "notes": [n[:SOURCE_TEXT_MAX] for n in notes[:100]],
             },
         )
@@ -260,4 +278,5 @@ def apply_plan(store: Store, plan: Plan, *, kind: str, source: str, work_ids: Se
         len(plan.grants) - len(new_grants),
         tuple(notes),
         works_linked,
+        len(new_terms),
     )

@@ -260,6 +260,28 @@ consent_grants = Table(
     Index("ix_consent_grants_subject", "subject_kind", "subject_id"),
 )
 
+licence_terms = Table(
+    "licence_terms",
+    metadata,
+    Column("id", Key, primary_key=True, autoincrement=True),
+    Column("work_id", String(ID_LENGTH_MAX), nullable=False, index=True),
+    Column("payment_type", String(16), nullable=False),
+    Column("amount_microunits", Amount, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("uses", String(TITLE_LENGTH_MAX), nullable=False),
+    Column("source", String(TITLE_LENGTH_MAX), nullable=False),
+    Column("valid_from", Time, nullable=False),
+    Column("valid_until", Time, nullable=True),
+    Column("perpetual", Boolean, nullable=False),
+    Column("created_at", Time, nullable=False),
+    CheckConstraint(
+        "payment_type IN ('purchase', 'subscription', 'training', 'crawl', 'use', 'contribution', "
+        "'attribution', 'free')",
+        name="payment_type",
+    ),
+    CheckConstraint("(valid_until IS NULL) = perpetual", name="perpetual_explicit"),
+)
+
 # Manifests ---------------------------------------------------------------------------------------
 models = Table(
     "models",
