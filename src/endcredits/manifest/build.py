@@ -90,7 +90,9 @@ def build_manifest(  # noqa: C901 - one pass over many independent checks
             relevant = [g for g in relevant if g.applies_to(project)]
             suspends = _suspends_any(suspending, people_here)
             if relevant or suspends or no_grants is None:
-                decision = decide(w, people_here, uses_sorted, as_of, relevant, default=default, **suspending)
+                decision = decide(
+                    w, people_here, uses_sorted, as_of, relevant, default=default, project=project, **suspending
+                )
                 if not relevant and not suspends:
                     no_grants = decision
             else:
