@@ -21,7 +21,7 @@ LONG_FUNCTIONS: dict[str, int] = {
     "ledger/accrue.py:_plan_group": 92,
     "ledger/records.py:fold_pending": 78,
     "ledger/verify.py:verify": 239,
-    "manifest/build.py:build_manifest": 92,
+    "manifest/build.py:build_manifest": 85,
     "manifest/records.py:record_training_run": 84,
     "money.py:split_batch": 79,
     "registry/identity/persons.py:refresh_verification": 72,

@@ -38,6 +38,7 @@ NOUNS: dict[str, tuple[str, str]] = {
     "roles": ("endcredits.cli.registry", "roles_app"),
     "consent": ("endcredits.cli.consent", "consent_app"),
     "manifest": ("endcredits.cli.manifest", "manifest_app"),
+    "report": ("endcredits.cli.report", "report_app"),
     "attribution": ("endcredits.cli.validity", "attribution_app"),
     "agreement": ("endcredits.cli.money", "agreement_app"),
     "payouts": ("endcredits.cli.money", "payouts_app"),

@@ -32,6 +32,10 @@ def _grant_json(grant_id: int, g: Grant) -> dict[str, Any]:
         "until": g.valid_until.isoformat() if g.valid_until else "perpetual",
         "revoked_at": g.revoked_at.isoformat() if g.revoked_at else None,
         "source": g.source,
+        "use_description": g.use_description,
+        "project": g.project,
+        "granted_by": g.granted_by,
+        "perpetual": g.perpetual,
     }
 
 
@@ -46,9 +50,17 @@ def consent_grant(
     valid_from: Annotated[str | None, typer.Option("--from")] = None,
     until: Annotated[str | None, typer.Option()] = None,
     perpetual: Annotated[bool, typer.Option("--perpetual", help="No end date; must be said explicitly")] = False,
+    use_description: Annotated[
+        str | None, typer.Option(help="What the use is; required to allow likeness_face or likeness_voice")
+    ] = None,
+    project: Annotated[
+        str | None, typer.Option(help="The one project the grant covers; required to allow a likeness use")
+    ] = None,
+    by: Annotated[int | None, typer.Option(help="The estate person granting for a deceased person")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Record a consent decision for a work or a person, for one use and a time window."""
+    """Record a consent decision for a work or a person, for one use and a time window (a digital replica:
+    with the use described and the project named)."""
     from endcredits.consent.records import add_grants
     from endcredits.consent.rules import Grant
 
@@ -65,6 +77,9 @@ def consent_grant(
         valid_until=time_option(until, "--until") if until else None,
         perpetual=perpetual,
         source=source,
+        use_description=use_description,
+        project=project,
+        granted_by=None if by is None else str(by),
     )
     with open_store_of(ctx) as store, store.write() as conn:
         (gid,) = add_grants(conn, [grant])
@@ -76,7 +91,11 @@ def consent_grant(
 
 @consent_app.command("revoke")
 def consent_revoke(
-    ctx: typer.Context, grant_id: int, at: Annotated[str | None, typer.Option()] = None, as_json: JsonOpt = False
+    ctx: typer.Context,
+    grant_id: int,
+    at: Annotated[str | None, typer.Option()] = None,
+    by: Annotated[int | None, typer.Option(help="The estate person revoking for a deceased person")] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Revoke a grant, and report every model, manifest and training run that already used the work
     (or a work derived from it)."""
@@ -85,7 +104,7 @@ def consent_revoke(
     from endcredits.registry.records import works_of_person
 
     with open_store_of(ctx) as store, store.write() as conn:
-        grant = revoke_grant(conn, grant_id, time_option(at, "--at"))
+        grant = revoke_grant(conn, grant_id, time_option(at, "--at"), by=None if by is None else str(by))
         work_ids = [grant.subject_id] if grant.subject_kind == "work" else works_of_person(conn, int(grant.subject_id))
         affected = revocation_report(conn, work_ids)
     affected_rows = [
@@ -189,4 +208,95 @@ def consent_terms(
                 ]
                 for (i, t), r in zip(terms, rows, strict=True)
             ],
+        )
+
+
+def print_impact(report: dict[str, Any], headline: str) -> None:
+    console = make_console()
+    console.print(
+        f"{headline}; {len(report['models'])} models, {len(report['manifests'])} manifests and "
+        f"{len(report['training_runs'])} training runs used the affected works"
+    )
+    for m in report["manifests"]:
+        before = " (built before the suspension)" if m["built_before_suspension"] else ""
+        runs = f"; training runs {', '.join(m['training_runs'])}" if m["training_runs"] else ""
+        console.print(f"  model {m['model']} manifest {m['manifest']} as of {m['as_of']}{before}{runs}")
+    for t in report["perpetual_grants"]:
+        console.print(f"  [bold]{t['flag']}[/bold]: grant {t['grant']} ({t['subject']}, {t['use']}) on {t['work']}")
+
+
+@consent_app.command("suspend")
+def consent_suspend(
+    ctx: typer.Context,
+    reason: Annotated[str, typer.Option(help="Why, e.g. 'SAG-AFTRA strike 2026'")],
+    person: Annotated[int | None, typer.Option(help="The person suspending consent to their works")] = None,
+    issuer: Annotated[
+        str | None, typer.Option(help="The credential issuer (a guild) suspending for every person it credentialed")
+    ] = None,
+    use: Annotated[list[str] | None, typer.Option(help="A use to suspend; repeat; none: every use")] = None,
+    starts: Annotated[str | None, typer.Option(help="When it starts (ISO-8601; default now)")] = None,
+    ends: Annotated[str | None, typer.Option(help="When it ends (ISO-8601; default: until lifted)")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Suspend consent (for example during a strike): manifests built while it lasts exclude the works, and
+    the report lists every model already trained on them."""
+    from endcredits.consent.rules import Suspension
+    from endcredits.manifest.reports import suspend_and_report
+
+    if (person is None) == (issuer is None):
+        raise ValidationError("give exactly one of --person ID or --issuer ID")
+    suspension = Suspension(
+        subject_kind="person" if person is not None else "issuer",
+        subject_id=str(person) if person is not None else str(issuer),
+        uses=tuple(use or ()),
+        starts_at=time_option(starts, "--starts"),
+        ends_at=time_option(ends, "--ends") if ends else None,
+        reason=reason,
+    )
+    with open_store_of(ctx) as store, store.write() as conn:
+        sid, impact = suspend_and_report(conn, suspension)
+    report = {"suspension_id": sid, **impact.to_json()}
+    print_json(report) if as_json else print_impact(report, f"suspension {sid}")
+
+
+@consent_app.command("lift")
+def consent_lift(
+    ctx: typer.Context, suspension_id: int, at: Annotated[str | None, typer.Option()] = None, as_json: JsonOpt = False
+) -> None:
+    """End a suspension at --at (default now)."""
+    from endcredits.consent.records import lift_suspension
+
+    with open_store_of(ctx) as store, store.write() as conn:
+        s = lift_suspension(conn, suspension_id, time_option(at, "--at"))
+    ends = s.ends_at.isoformat() if s.ends_at else None
+    print_json({"suspension_id": suspension_id, "ends_at": ends}) if as_json else make_console().print(
+        f"suspension {suspension_id} ends at {ends}"
+    )
+
+
+@consent_app.command("suspensions")
+def consent_suspensions(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Every suspension, by id."""
+    from endcredits.consent.records import suspensions_list
+
+    with open_store_of(ctx) as store, store.read() as conn:
+        listed = suspensions_list(conn)
+    rows = [
+        {
+            "id": i,
+            "subject": f"{s.subject_kind}:{s.subject_id}",
+            "uses": list(s.uses) or "all",
+            "starts_at": s.starts_at.isoformat(),
+            "ends_at": s.ends_at.isoformat() if s.ends_at else None,
+            "reason": s.reason,
+        }
+        for i, s in listed
+    ]
+    if as_json:
+        print_json({"suspensions": rows})
+    else:
+        print_table(
+            "suspensions",
+            ["id", "subject", "uses", "starts", "ends", "reason"],
+            [[r["id"], r["subject"], str(r["uses"]), r["starts_at"], r["ends_at"] or "", r["reason"]] for r in rows],
         )

@@ -41,16 +41,27 @@ def manifest_build(
         str, typer.Option(help="Operator default where no grant decides: opt-in or opt-out (no default: say it)")
     ],
     as_of: Annotated[str | None, typer.Option()] = None,
+    project: Annotated[
+        str | None, typer.Option(help="The project the model is built for: likeness grants count only for theirs")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Decide every registered work for the model's uses and commit to the included ones."""
     from endcredits.manifest.build import build_manifest
 
     with open_store_of(ctx) as store:
-        m = build_manifest(store, model_id=model, uses=use, as_of=time_option(as_of, "--as-of"), default=default)  # type: ignore[arg-type]
+        m = build_manifest(
+            store,
+            model_id=model,
+            uses=use,
+            as_of=time_option(as_of, "--as-of"),
+            default=default,  # type: ignore[arg-type]
+            project=project,
+        )
     data = {
         "manifest_id": m.id,
         "model": m.model_id,
+        "project": m.project,
         "uses": list(m.uses),
         "as_of": m.as_of,
         "merkle_root": m.merkle_root,

@@ -20,6 +20,7 @@ from endcredits.cli.common import (
     print_json,
     print_table,
     progress_bar,
+    time_option,
 )
 from endcredits.cli.interop import DaysOpt, FromOpt, PerpetualOpt, UntilOpt, grant_window
 from endcredits.errors import ValidationError
@@ -161,6 +162,25 @@ def people_verify(
     else:
         released = amounts_text(result.moved_microunits)
         make_console().print(f"person {person_id} verified by {issuer}; released from escrow: {released}")
+
+
+@people_app.command("deceased")
+def people_deceased(
+    ctx: typer.Context,
+    person_id: int,
+    estate: Annotated[int, typer.Option(help="The person who grants and revokes consent for them from now on")],
+    died: Annotated[str, typer.Option(help="Date of death (ISO-8601)")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Record a person as deceased, with the estate that consents for them."""
+    from endcredits.registry.estates import record_death
+
+    with open_store_of(ctx) as store, store.write() as conn:
+        e = record_death(conn, person_id, deceased_at=time_option(died, "--died"), estate_person_id=estate)
+    data = {"person": e.person_id, "deceased_at": e.deceased_at.isoformat(), "estate": e.estate_person_id}
+    print_json(data) if as_json else make_console().print(
+        f"person {e.person_id} recorded deceased; consent for them comes from person {e.estate_person_id}"
+    )
 
 
 @people_app.command("bank")

@@ -5,12 +5,15 @@ window of time (or, explicitly, in perpetuity), citing where the statement came 
 ``decide`` applies the grants in force to one work; ``inherit_across_lineage`` lets terms flow down to
 the works derived from it.
 
-Precedence, for each use: the credited people's grants, then the work's own grants, then the operator
+Precedence, for each use: a suspension in force (by a credited person, or by the issuer of one of their
+credentials) forbids; then the credited people's grants, then the work's own grants, then the operator
 default ("opt-out" allows, "opt-in" forbids). At each level a notAllowed wins over an allowed, and a
 notAllowed for ``ai_training`` also forbids ``ai_generative_training`` (and one for ``ai_inference`` forbids
 ``ai_input``). Every requested use must be allowed. Across lineage the most restrictive term wins: a work is
 allowed only when it and every work upstream of it are. Whatever order the grants come in, the decision and
 its reason are the same.
+A grant naming a ``project`` counts only for a manifest built for that project; an allowed likeness grant
+(a digital replica) must name its project and describe its use.
 
 See docs/concepts/consent.md, "The rules, exactly" and "Across lineage: the most restrictive term wins".
 """
@@ -23,7 +26,7 @@ from datetime import datetime
 from typing import Literal
 
 from endcredits.errors import LimitExceededError, ValidationError
-from endcredits.limits import CREDITS_PER_WORK_MAX, LINEAGE_DEPTH_MAX, check_id
+from endcredits.limits import CREDITS_PER_WORK_MAX, LINEAGE_DEPTH_MAX, TITLE_LENGTH_MAX, check_id
 
 USES: tuple[str, ...] = (
     "ai_generative_training",
@@ -53,6 +56,15 @@ a model at inference, as retrieval-augmented generation does) is a kind of ``ai_
 SOURCE_LENGTH_MAX = 1_000
 """Longest ``source`` text (a path, a URL, a document id)."""
 
+LIKENESS_USES: tuple[str, ...] = ("likeness_face", "likeness_voice")
+"""Digital-replica uses: an allowed grant for one needs a use description and a project."""
+
+USE_DESCRIPTION_LENGTH_MAX = 4_000
+"""Longest description of a consented use (a paragraph or two, as a performer's contract states it)."""
+
+SUSPENSION_SUBJECT_KINDS: tuple[str, ...] = ("person", "issuer")
+"""Who suspends: a person for their own works, or an issuer (a guild) for everyone it credentialed."""
+
 
 def _check_aware(value: object, what: str) -> datetime:
     if not isinstance(value, datetime):
@@ -81,8 +93,12 @@ class Grant:
     perpetual: bool
     source: str
     revoked_at: datetime | None = None
+    use_description: str | None = None
+    project: str | None = None
+    granted_by: str | None = None  # person id of the estate that granted for a deceased subject
 
     def __post_init__(self) -> None:
+        self._check_terms()
         if self.subject_kind not in SUBJECT_KINDS:
             raise ValidationError(f"grant subject_kind {self.subject_kind!r:.40} must be 'work' or 'person'")
         check_id(self.subject_id, f"grant subject_id ({self.subject_kind})")
@@ -121,6 +137,34 @@ class Grant:
         if self.revoked_at is not None:
             _check_aware(self.revoked_at, "grant revoked_at")
 
+    def _check_terms(self) -> None:
+        """The replica terms: a project and a description of the use where they are needed, in bounds."""
+        who = f"grant for {self.subject_kind} {self.subject_id}"
+        if self.project is not None:
+            check_id(self.project, f"project of {who}", spaces=False)
+        if self.granted_by is not None:
+            check_id(self.granted_by, f"granted_by of {who}")
+        text = self.use_description
+        if text is not None and (
+            not isinstance(text, str) or not text.strip() or len(text) > USE_DESCRIPTION_LENGTH_MAX
+        ):
+            raise ValidationError(f"{who}: the use description must be 1..{USE_DESCRIPTION_LENGTH_MAX} characters")
+        if self.use in LIKENESS_USES and self.decision == "allowed":
+            if text is None:
+                raise ValidationError(
+                    f"{who} allows {self.use} (a digital replica) without a description of the use: "
+                    "say what the replica will be used for"
+                )
+            if self.project is None:
+                raise ValidationError(
+                    f"{who} allows {self.use} (a digital replica) without a project: "
+                    "consent to a replica covers one named project"
+                )
+
+    def applies_to(self, project: str | None) -> bool:
+        """True when the grant counts for a manifest built for ``project``: it names none, or that one."""
+        return self.project is None or self.project == project
+
     def in_force(self, at: datetime) -> bool:
         """True when the grant holds at ``at`` (an aware datetime): started, not ended, not yet revoked."""
         _check_aware(at, "time to decide at")
@@ -129,6 +173,53 @@ class Grant:
         if self.valid_until is not None and not at < self.valid_until:
             return False
         return self.revoked_at is None or at < self.revoked_at
+
+
+@dataclass(frozen=True)
+class Suspension:
+    """A person, or an issuer for every person it credentialed, suspends consent to ``uses`` (empty: every
+    use) from ``starts_at`` until ``ends_at`` (None: until lifted), for example during a strike."""
+
+    subject_kind: Literal["person", "issuer"]
+    subject_id: str
+    uses: tuple[str, ...]
+    starts_at: datetime
+    ends_at: datetime | None
+    reason: str
+
+    def __post_init__(self) -> None:
+        if self.subject_kind not in SUSPENSION_SUBJECT_KINDS:
+            raise ValidationError(f"suspension subject_kind {self.subject_kind!r:.40} must be 'person' or 'issuer'")
+        check_id(self.subject_id, f"suspension subject_id ({self.subject_kind})")
+        if isinstance(self.uses, str) or len(set(self.uses)) != len(self.uses):
+            raise ValidationError("a suspension's uses must be a list of distinct uses (empty: every use)")
+        for use in self.uses:
+            _check_use(use, f"use in suspension by {self.subject_kind} {self.subject_id}")
+        if (
+            not isinstance(self.reason, str)
+            or not 1 <= len(self.reason.strip()) <= len(self.reason) <= TITLE_LENGTH_MAX
+        ):
+            raise ValidationError(f"a suspension needs a reason of 1..{TITLE_LENGTH_MAX} characters (e.g. a strike)")
+        _check_aware(self.starts_at, "suspension start")
+        if self.ends_at is not None:
+            _check_aware(self.ends_at, "suspension end")
+            if not self.ends_at > self.starts_at:
+                raise ValidationError(
+                    f"suspension by {self.subject_kind} {self.subject_id} ends at {self.ends_at.isoformat()}, "
+                    f"not after it starts at {self.starts_at.isoformat()}: give an end after the start"
+                )
+
+    def in_force(self, at: datetime) -> bool:
+        """True when the suspension holds at ``at``: started and not yet ended."""
+        _check_aware(at, "time to decide at")
+        return self.starts_at <= at and (self.ends_at is None or at < self.ends_at)
+
+    def covers(self, use: str) -> bool:
+        return not self.uses or use in self.uses
+
+    def describe(self) -> str:
+        until = "until lifted" if self.ends_at is None else f"until {self.ends_at.isoformat()}"
+        return f"suspended by {self.subject_kind} {self.subject_id} from {self.starts_at.isoformat()} {until}"
 
 
 @dataclass(frozen=True)
@@ -169,7 +260,12 @@ def _describe(grant: Grant, use: str) -> str:
     return f"{grant.decision} for {use} by {by}{via} (source: {grant.source})"
 
 
-def _decide_one(use: str, person_grants: list[Grant], work_grants: list[Grant], default: str) -> Decision:
+def _decide_one(
+    use: str, person_grants: list[Grant], work_grants: list[Grant], default: str, suspended: list[Suspension]
+) -> Decision:
+    for s in suspended:
+        if s.covers(use):
+            return Decision(allowed=False, reason=f"notAllowed for {use}: {s.describe()} ({s.reason})", grant=None)
     for level in (person_grants, work_grants):
         grant = _deciding(level, use)
         if grant is not None:
@@ -185,8 +281,14 @@ def decide(
     grants: Sequence[Grant],
     *,
     default: Literal["opt-in", "opt-out"],
+    project: str | None = None,
+    suspensions: Sequence[Suspension] = (),
+    issuers_of: Mapping[str, Sequence[str]] | None = None,
 ) -> Decision:
-    """May ``work_id`` be used for every one of ``uses`` at ``at``? The rules: docs/concepts/consent.md."""
+    """May ``work_id`` be used for every one of ``uses`` at ``at``, in a manifest built for ``project``?
+
+    ``suspensions`` apply to the credited people they name, and (by issuer) to the credited people whose
+    credentials ``issuers_of`` says that issuer issued. The rules: docs/concepts/consent.md."""
     check_id(work_id, "work id")
     _check_aware(at, "time to decide at")
     if default not in DEFAULT_REGIMES:
@@ -206,15 +308,31 @@ def decide(
         if not isinstance(g, Grant):
             raise ValidationError(f"grants must be Grant objects, got {type(g).__name__}")
 
-    in_force = [g for g in grants if g.in_force(at)]
+    in_force = [g for g in grants if g.in_force(at) and g.applies_to(project)]
+    suspended = _suspended(people, at, suspensions, issuers_of or {})
     person_grants = [g for g in in_force if g.subject_kind == "person" and g.subject_id in people]
     work_grants = [g for g in in_force if g.subject_kind == "work" and g.subject_id == work_id]
 
-    per_use = [_decide_one(u, person_grants, work_grants, default) for u in USES if u in requested]
+    per_use = [_decide_one(u, person_grants, work_grants, default, suspended) for u in USES if u in requested]
     forbidden = [d for d in per_use if not d.allowed]
     if forbidden:
         return Decision(allowed=False, reason="; ".join(d.reason for d in forbidden), grant=forbidden[0].grant)
     return Decision(allowed=True, reason="; ".join(d.reason for d in per_use), grant=per_use[0].grant)
+
+
+def _suspended(
+    people: set[str], at: datetime, suspensions: Sequence[Suspension], issuers_of: Mapping[str, Sequence[str]]
+) -> list[Suspension]:
+    """The suspensions in force at ``at`` over any of ``people``, in a stable order."""
+    issuers = {i for p in people for i in issuers_of.get(p, ())}
+    out = []
+    for s in suspensions:
+        if not isinstance(s, Suspension):
+            raise ValidationError(f"suspensions must be Suspension objects, got {type(s).__name__}")
+        mine = s.subject_id in people if s.subject_kind == "person" else s.subject_id in issuers
+        if mine and s.in_force(at):
+            out.append(s)
+    return sorted(out, key=lambda s: (s.subject_kind, s.subject_id, s.starts_at.isoformat(), s.reason))
 
 
 INHERITED_REASONS_MAX = 5
@@ -279,10 +397,13 @@ def inherit_across_lineage(
 __all__ = [
     "DECISIONS",
     "DEFAULT_REGIMES",
+    "LIKENESS_USES",
     "SUBJECT_KINDS",
+    "SUSPENSION_SUBJECT_KINDS",
     "USES",
     "Decision",
     "Grant",
+    "Suspension",
     "decide",
     "inherit_across_lineage",
 ]

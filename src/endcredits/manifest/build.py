@@ -22,13 +22,17 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Literal
+from typing import Literal, TypedDict
 
-from endcredits.consent.records import grants_for
-from endcredits.consent.rules import USES, Decision, Grant, decide, inherit_across_lineage
+from sqlalchemy import Connection
+
+from endcredits.consent.records import grants_for, suspensions_list
+from endcredits.consent.rules import USES, Decision, Grant, Suspension, decide, inherit_across_lineage
 from endcredits.errors import ValidationError
+from endcredits.limits import check_id
 from endcredits.manifest.merkle import merkle_root
 from endcredits.manifest.records import ManifestRecord, add_model, save_manifest
+from endcredits.registry.identity.members import issuers_of_people
 from endcredits.registry.records import active_links, lineage_parents
 from endcredits.store.bulk import fetch_all, without_gc
 from endcredits.store.engine import Store, format_time, utc_now
@@ -44,7 +48,10 @@ def build_manifest(  # noqa: C901 - one pass over many independent checks
     default: Literal["opt-in", "opt-out"],
     description: str = "",
     manifest_id: str | None = None,
+    project: str | None = None,
 ) -> ManifestRecord:
+    """Decide every registered work for ``uses`` at ``as_of`` (for ``project``, when the model is built for
+    one: likeness grants count only for their own project) and save the manifest of the allowed ones."""
     if not uses:
         raise ValidationError("a manifest needs at least one use, such as commercial or ai_generative_training")
     for use in uses:
@@ -52,25 +59,13 @@ def build_manifest(  # noqa: C901 - one pass over many independent checks
             raise ValidationError(f"unknown use {use!r}: one of {', '.join(USES)}")
     if default not in ("opt-in", "opt-out"):
         raise ValidationError("default regime must be opt-in or opt-out")
+    if project is not None:
+        check_id(project, "project", spaces=False)
     uses_sorted = tuple(sorted(set(uses)))
     as_of_text = format_time(as_of)
     with store.write() as conn:
         add_model(conn, model_id, uses_sorted, description)
-        id_of = dict(fetch_all(conn, "SELECT seq, id FROM works"))
-        work_ids = sorted(id_of.values())
-        credited: dict[str, set[str]] = {w: set() for w in work_ids}
-        for seq, person_id, name_person in fetch_all(
-            conn, "SELECT c.work_seq, c.person_id, n.person_id FROM credits c LEFT JOIN names n ON n.id = c.name_id"
-        ):
-            person = person_id if person_id is not None else name_person
-            if person is not None:
-                credited[id_of[seq]].add(str(person))
-        all_people = set().union(*credited.values()) if credited else set()
-        grants = [g for _, g in grants_for(conn, work_ids, all_people)]
-        by_work: dict[str, list[Grant]] = {}
-        by_person: dict[str, list[Grant]] = {}
-        for g in grants:
-            (by_work if g.subject_kind == "work" else by_person).setdefault(g.subject_id, []).append(g)
+        work_ids, credited, by_work, by_person, suspending = _consent_inputs(conn)
         duplicate_of: dict[str, tuple[str, str]] = {}
         members: dict[str, list[str]] = {}
         for dup, canonical, method, ppm in active_links(conn):
@@ -92,9 +87,13 @@ def build_manifest(  # noqa: C901 - one pass over many independent checks
             people_here = sorted(set().union(*(credited[m] for m in group)))
             work_grants = by_work.get(w, []) + [replace(g, subject_id=w) for m in group[1:] for g in by_work.get(m, [])]
             relevant = work_grants + [g for p in people_here for g in by_person.get(p, [])]
-            if relevant or no_grants is None:
-                decision = decide(w, people_here, uses_sorted, as_of, relevant, default=default)
-                if not relevant:
+            relevant = [g for g in relevant if g.applies_to(project)]
+            suspends = _suspends_any(suspending, people_here)
+            if relevant or suspends or no_grants is None:
+                decision = decide(
+                    w, people_here, uses_sorted, as_of, relevant, default=default, project=project, **suspending
+                )
+                if not relevant and not suspends:
                     no_grants = decision
             else:
                 decision = no_grants  # with no grant in play, the operator's default decides, the same for every work
@@ -117,12 +116,47 @@ def build_manifest(  # noqa: C901 - one pass over many independent checks
                 excluded.append((w, decision.reason))
         excluded.sort()
         root = merkle_root(included)
-        mid = (
-            manifest_id
-            or f"{model_id}@{hashlib.sha256((root + as_of_text + ','.join(uses_sorted)).encode()).hexdigest()[:12]}"
-        )
+        scope = root + as_of_text + ",".join(uses_sorted) + ("" if project is None else f"|{project}")
+        mid = manifest_id or f"{model_id}@{hashlib.sha256(scope.encode()).hexdigest()[:12]}"
         record = ManifestRecord(
-            mid, model_id, uses_sorted, as_of_text, root, tuple(included), tuple(excluded), None, utc_now()
+            mid, model_id, uses_sorted, as_of_text, root, tuple(included), tuple(excluded), None, utc_now(), project
         )
         save_manifest(conn, record)
     return record
+
+
+class _Suspending(TypedDict):
+    suspensions: list[Suspension]
+    issuers_of: dict[str, list[str]]
+
+
+def _consent_inputs(
+    conn: Connection,
+) -> tuple[list[str], dict[str, set[str]], dict[str, list[Grant]], dict[str, list[Grant]], _Suspending]:
+    """Every work id (sorted), the people credited on each (directly or by a claimed name), the grants by
+    work and by person, and the suspensions over those people with the issuers of their credentials."""
+    id_of = dict(fetch_all(conn, "SELECT seq, id FROM works"))
+    work_ids = sorted(id_of.values())
+    credited: dict[str, set[str]] = {w: set() for w in work_ids}
+    for seq, person_id, name_person in fetch_all(
+        conn, "SELECT c.work_seq, c.person_id, n.person_id FROM credits c LEFT JOIN names n ON n.id = c.name_id"
+    ):
+        person = person_id if person_id is not None else name_person
+        if person is not None:
+            credited[id_of[seq]].add(str(person))
+    all_people = set().union(*credited.values()) if credited else set()
+    by_work: dict[str, list[Grant]] = {}
+    by_person: dict[str, list[Grant]] = {}
+    for _, g in grants_for(conn, work_ids, all_people):
+        (by_work if g.subject_kind == "work" else by_person).setdefault(g.subject_id, []).append(g)
+    issuers = issuers_of_people(conn, [int(p) for p in all_people])
+    issuers_of = {str(p): found for p, found in issuers.items()}
+    all_issuers = {i for found in issuers_of.values() for i in found}
+    suspensions = [s for _, s in suspensions_list(conn, person_ids=all_people, issuers=all_issuers)]
+    return work_ids, credited, by_work, by_person, _Suspending(suspensions=suspensions, issuers_of=issuers_of)
+
+
+def _suspends_any(suspending: _Suspending, people_here: list[str]) -> bool:
+    """True when some suspension names one of ``people_here`` or an issuer of their credentials."""
+    names = set(people_here) | {i for p in people_here for i in suspending["issuers_of"].get(p, ())}
+    return any(s.subject_id in names for s in suspending["suspensions"])

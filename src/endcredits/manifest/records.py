@@ -58,6 +58,7 @@ class ManifestRecord:
     excluded: tuple[tuple[str, str], ...]  # (work id, reason)
     checkpoint_sha256: str | None
     created_at: str
+    project: str | None = None  # the project it was built for: likeness grants count only for their own
 
 
 def save_manifest(conn: Connection, record: ManifestRecord) -> None:
@@ -81,6 +82,7 @@ def save_manifest(conn: Connection, record: ManifestRecord) -> None:
             excluded_count=len(record.excluded),
             checkpoint_sha256=record.checkpoint_sha256,
             created_at=record.created_at,
+            project=record.project,
         )
     )
     rows: list[tuple[str, str, int | None, str | None]] = [
@@ -99,6 +101,7 @@ def save_manifest(conn: Connection, record: ManifestRecord) -> None:
             "root": record.merkle_root,
             "included": len(record.included),
             "excluded": len(record.excluded),
+            **({"project": record.project} if record.project is not None else {}),
         },
         at=record.created_at,
     )
@@ -135,6 +138,7 @@ def load_manifest(conn: Connection, manifest_id: str) -> ManifestRecord:
         excluded,
         row.checkpoint_sha256,
         row.created_at,
+        row.project,
     )
 
 

@@ -998,3 +998,23 @@ def works_of_person(conn: Connection, person_id: int) -> list[str]:
         .where(names.c.person_id == person_id)
     )
     return sorted({r.id for r in conn.execute(direct)} | {r.id for r in conn.execute(via_names)})
+
+
+def credited_people(conn: Connection, work_ids: Sequence[str]) -> dict[str, set[str]]:
+    """For each of ``work_ids``: the ids (as text) of the people credited on it, directly or through a name
+    they claimed. A work crediting nobody who is registered maps to an empty set."""
+    from endcredits.store.schema import credits, names, works
+
+    out: dict[str, set[str]] = {w: set() for w in work_ids}
+    for part in chunks(sorted(set(work_ids))):
+        q = (
+            select(works.c.id, credits.c.person_id, names.c.person_id.label("name_person"))
+            .join(credits, credits.c.work_seq == works.c.seq)
+            .outerjoin(names, names.c.id == credits.c.name_id)
+            .where(works.c.id.in_(part))
+        )
+        for r in conn.execute(q):
+            person = r.person_id if r.person_id is not None else r.name_person
+            if person is not None:
+                out[r.id].add(str(person))
+    return out

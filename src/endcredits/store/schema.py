@@ -104,6 +104,10 @@ people = Table(
     Column("verified_at", Time, nullable=True),
     Column("verified_by", String(NAME_LENGTH_MAX), nullable=True),
     Column("created_at", Time, nullable=False),
+    # A deceased person's consent comes from their estate, another person (migration 0007; checked by
+    # registry.records.record_death, which is the only writer).
+    Column("deceased_at", Time, nullable=True),
+    Column("estate_person_id", Key, nullable=True),
 )
 
 private_details = Table(
@@ -254,6 +258,11 @@ consent_grants = Table(
     Column("source", String(TITLE_LENGTH_MAX), nullable=False),
     Column("created_at", Time, nullable=False),
     Column("revoked_at", Time, nullable=True),
+    # Digital-replica terms (migration 0007): what the use is, the one project it covers, and the estate
+    # person who granted for a deceased subject.
+    Column("use_description", Text, nullable=True),
+    Column("project", Id, nullable=True),
+    Column("granted_by_person_id", Key, nullable=True),
     CheckConstraint("subject_kind IN ('work', 'person')", name="subject_kind"),
     CheckConstraint("decision IN ('allowed', 'notAllowed')", name="decision"),
     CheckConstraint("(valid_until IS NULL) = perpetual", name="perpetual_explicit"),
@@ -282,6 +291,23 @@ licence_terms = Table(
     CheckConstraint("(valid_until IS NULL) = perpetual", name="perpetual_explicit"),
 )
 
+# A person, or an issuer (a guild) for everyone holding its credentials, suspends consent for a while,
+# e.g. during a strike (consent/records.py). Never deleted: lifting one sets ``ends_at``.
+consent_suspensions = Table(
+    "consent_suspensions",
+    metadata,
+    Column("id", Key, primary_key=True, autoincrement=True),
+    Column("subject_kind", String(16), nullable=False),
+    Column("subject_id", String(ID_LENGTH_MAX), nullable=False),
+    Column("uses", String(TITLE_LENGTH_MAX), nullable=False),  # comma-separated; empty: every use
+    Column("starts_at", Time, nullable=False),
+    Column("ends_at", Time, nullable=True),
+    Column("reason", String(TITLE_LENGTH_MAX), nullable=False),
+    Column("created_at", Time, nullable=False),
+    CheckConstraint("subject_kind IN ('person', 'issuer')", name="subject_kind"),
+    Index("ix_consent_suspensions_subject", "subject_kind", "subject_id"),
+)
+
 # Manifests ---------------------------------------------------------------------------------------
 models = Table(
     "models",
@@ -304,6 +330,7 @@ manifests = Table(
     Column("excluded_count", Key, nullable=False),
     Column("checkpoint_sha256", Sha256, nullable=True),
     Column("created_at", Time, nullable=False),
+    Column("project", Id, nullable=True),  # the project it was built for (migration 0007); likeness grants name one
 )
 
 manifest_entries = Table(
