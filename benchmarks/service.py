@@ -11,6 +11,8 @@ on the same lock). Timed: from the first request to the last answer. Printed: ev
 request latency. Then the same batches are accrued in process, one after another, into another fresh
 schema, and every account's balance must equal the service's to the microunit (carry-forward makes the
 final balances independent of the order the batches landed in); ``verify`` must pass on both.
+
+``--formats`` instead ingests the same batches in process as JSON and as Arrow streams (``formats``).
 """
 
 from __future__ import annotations
@@ -245,6 +247,67 @@ def run(n_events: int, clients: int, batch_events: int, n_payees: int, per_event
         _drop(local_url)
 
 
+def _arrow_body(batch: dict[str, Any]) -> bytes:
+    """The JSON batch as an Arrow IPC stream (usage schema version 1), as a client would send it."""
+    import pyarrow as pa
+
+    from endcredits.royalties.usage_arrow import USAGE_SCHEMA, UsageHeader, write_usage_stream
+
+    outs = batch["outputs"]
+    table = pa.table(
+        {
+            "output_id": [o["output_id"] for o in outs],
+            "model_id": [o["model_id"] for o in outs],
+            "revenue_microunits": pa.array([parse_amount(o["revenue"], "EUR") for o in outs], pa.int64()),
+            "currency": [o["currency"] for o in outs],
+            "occurred_at": [o["occurred_at"] for o in outs],
+            "score_keys": [list(o["payee_scores"]) for o in outs],
+            "scores": [list(o["payee_scores"].values()) for o in outs],
+        },
+        schema=USAGE_SCHEMA,
+    )
+    header = UsageHeader(batch["batch_id"], batch["agreement_id"], None, None, BENCH_REASON, "payee")
+    return write_usage_stream(header, table)
+
+
+def formats(n_events: int, batch_events: int, n_payees: int, per_event: int) -> dict[str, Any]:
+    """In process, through the service's own ingestion (``service.ingest.ingest_usage``: parse, build the
+    lines, accrue, keep the answer), the same batches as JSON and as Arrow streams, each into a fresh store
+    on SQLite and on PostgreSQL. Timed: the ingestion alone (the bodies are encoded before). The balances
+    of the two formats must be equal to the microunit."""
+    from endcredits.service.app import _accrue_batch
+    from endcredits.service.ingest import ingest_usage
+
+    batches = _batches(n_events, batch_events, n_payees, per_event, seed=18)
+    bodies = {
+        "json": [("application/json", json.dumps(b).encode()) for b in batches],
+        "arrow": [("application/vnd.apache.arrow.stream", _arrow_body(b)) for b in batches],
+    }
+    result: dict[str, Any] = {"events": n_events, "lines": n_events * per_event, "batch_events": batch_events}
+    for backend in ("sqlite", "postgresql"):
+        seen: dict[str, dict[str, int]] = {}
+        for form, sent in bodies.items():
+            url = _schema() if backend == "postgresql" else None
+            store = _world(Path(tempfile.mkdtemp(prefix="ec-formats-")) / "data", url, n_payees)
+            try:
+                start = time.perf_counter()
+                for kind, body in sent:
+                    ingest_usage(store, body, kind, lambda b, st=store: _accrue_batch(st, b))
+                wall_s = time.perf_counter() - start
+                with store.read() as conn:
+                    seen[form] = account_balances(conn)
+                result[f"{backend}_{form}_lines_per_s"] = round(n_events * per_event / wall_s)
+            finally:
+                store.dispose()
+                if url is not None:
+                    _drop(url)
+        result[f"{backend}_arrow_over_json"] = round(
+            result[f"{backend}_arrow_lines_per_s"] / result[f"{backend}_json_lines_per_s"], 2
+        )
+        result[f"{backend}_balances_equal"] = seen["json"] == seen["arrow"]
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -253,7 +316,14 @@ def main() -> None:
     parser.add_argument("--payees", type=int, default=2_000)
     parser.add_argument("--payees-per-event", type=int, default=3)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--formats", action="store_true", help="JSON vs Arrow ingestion in process, both backends")
     a = parser.parse_args()
+    if a.formats:
+        f = formats(a.events, a.batch_events, a.payees, a.payees_per_event)
+        print(json.dumps(f, indent=2))
+        if not (f["sqlite_balances_equal"] and f["postgresql_balances_equal"]):
+            raise SystemExit(1)
+        return
     r = run(a.events, a.clients, a.batch_events, a.payees, a.payees_per_event)
     if a.json:
         print(json.dumps(r, indent=2))

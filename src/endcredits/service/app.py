@@ -22,8 +22,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import ValidationError as PydanticValidationError
 from starlette.concurrency import run_in_threadpool
 
-from endcredits.audit import canonical_json
-from endcredits.errors import ConflictError, NotFoundError, ValidationError
+from endcredits.errors import NotFoundError, ValidationError
+from endcredits.limits import USAGE_BATCHES_IN_FLIGHT_MAX, USAGE_RETRY_AFTER_S
 from endcredits.money import format_amount, parse_amount
 from endcredits.service import auth
 from endcredits.service import models as m
@@ -41,8 +41,9 @@ from endcredits.service.access import (
 from endcredits.service.auth import AuthError
 from endcredits.service.errors import SafeJSONResponse, error_response, escape_json, install_error_handlers
 from endcredits.service.gate import API, Gate
+from endcredits.service.ingest import Admission, summary_json
 from endcredits.service.portal import mount_portal
-from endcredits.service.records import record_usage_answer, usage_answer
+from endcredits.service.records import usage_answer
 from endcredits.service.throttle import challenge_budget, spend_challenge
 from endcredits.service.views import escrow_rows, person_view
 from endcredits.store.engine import Store, head_revision, normalize_time, parse_time
@@ -52,8 +53,14 @@ IdPath = Annotated[str, Path(min_length=1, max_length=200)]
 
 
 # The application ---------------------------------------------------------------------------------
-def create_app(store: Store) -> FastAPI:
-    """The API around an open, migrated ``store`` (the caller owns and disposes it)."""
+def create_app(
+    store: Store,
+    *,
+    usage_batches_in_flight_max: int = USAGE_BATCHES_IN_FLIGHT_MAX,
+    usage_retry_after_s: int = USAGE_RETRY_AFTER_S,
+) -> FastAPI:
+    """The API around an open, migrated ``store`` (the caller owns and disposes it). At most
+    ``usage_batches_in_flight_max`` usage batches are accrued at once; more answer 429."""
     app = FastAPI(
         title="endcredits",
         version=version("endcredits"),
@@ -66,6 +73,7 @@ def create_app(store: Store) -> FastAPI:
     )
     app.state.store = store
     app.state.challenge_budget = challenge_budget()
+    app.state.usage_admission = Admission(usage_batches_in_flight_max, usage_retry_after_s)
     install_error_handlers(app)
     app.add_middleware(Gate)
     _routes_system(app)
@@ -75,7 +83,27 @@ def create_app(store: Store) -> FastAPI:
     _routes_money(app)
     _routes_payouts(app)
     mount_portal(app)
+    app.openapi = lambda: usage_openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def usage_openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, with the JSON usage batch's schemas (the route reads its body itself)."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        doc = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+        )
+        schema = m.UsageBatchIn.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+        schemas.update(schema.pop("$defs", {}))
+        schemas["UsageBatchIn"] = schema
+        app.openapi_schema = doc
+    return app.openapi_schema
 
 
 def _routes_system(app: FastAPI) -> None:
@@ -152,28 +180,31 @@ def _routes_auth(app: FastAPI) -> None:
 
 
 def _routes_usage(app: FastAPI) -> None:
-    @app.post(f"{API}/usage-batches", status_code=201, tags=["usage"], responses={200: m.AGAIN})
-    def ingest(body: m.UsageBatchIn, who: Ingest, store: StoreDep, response: Response) -> dict[str, Any]:
-        """Operator (ingest): accrue residuals for a batch of outputs. Idempotent by ``batch_id``: the same
-        batch again returns the first result (200) and changes nothing; other content under the same id is 409."""
-        request_sha = hashlib.sha256(canonical_json(body.model_dump(mode="json")).encode()).hexdigest()
-        first = _stored_usage(store, body.batch_id, request_sha)
-        if first is not None:
-            response.status_code = 200
-            return first
-        data = _accrue_batch(store, body)
-        with store.write() as conn:
-            record_usage_answer(conn, body.batch_id, request_sha, data)
-        again = _stored_usage(store, body.batch_id, request_sha)
-        if again is None:  # pragma: no cover - written just above
-            raise ConflictError(f"batch {body.batch_id} could not be recorded")
-        if again != data or data["status"] != "created":
-            response.status_code = 200
-        return again
+    from endcredits.service.ingest import USAGE_BODY_DOC, ingest_usage
+
+    @app.post(
+        f"{API}/usage-batches",
+        status_code=201,
+        tags=["usage"],
+        responses={200: m.AGAIN, 429: m.BUSY},
+        openapi_extra=USAGE_BODY_DOC,
+    )
+    async def ingest(request: Request, who: Ingest, store: StoreDep, response: Response) -> dict[str, Any]:
+        """Operator (ingest): accrue residuals for a batch of outputs, sent as JSON (small batches), an Arrow
+        IPC stream or a Parquet file (usage schema version 1). Idempotent by ``batch_id``: the same batch again
+        returns the first result (200) and changes nothing; other content under the same id is 409. Answered
+        once the batch is committed; past the service's batches in flight, 429 with ``Retry-After``."""
+        with request.app.state.usage_admission.admit():
+            body = await request.body()
+            kind = request.headers.get("content-type", "")
+            status, answer = await run_in_threadpool(ingest_usage, store, body, kind, lambda b: _accrue_batch(store, b))
+        response.status_code = status
+        return answer
 
     @app.get(f"{API}/usage-batches/{{batch_id}}", tags=["usage"])
     def usage_batch(batch_id: IdPath, who: Who, store: StoreDep) -> dict[str, Any]:
-        """Operator (ingest or read), auditor: the result recorded for a batch id."""
+        """Operator (ingest or read), auditor: whether a batch landed (404 until its answer is kept), with the
+        answer it got: status, totals and the SHA-256 of its request (``request_sha256``)."""
         if not who.can("ingest"):
             need(who, "read")
         with store.read() as conn:
@@ -191,16 +222,6 @@ def _routes_usage(app: FastAPI) -> None:
         from endcredits.service.attribute import attribution_view
 
         return attribution_view(store, body)
-
-
-def _stored_usage(store: Store, batch_id: str, request_sha: str) -> dict[str, Any] | None:
-    with store.read() as conn:
-        answer = usage_answer(conn, batch_id)
-    if answer is None:
-        return None
-    if answer.request_sha256 != request_sha:
-        raise ConflictError(f"batch {batch_id} was already ingested with other content; use a new batch_id")
-    return answer.response
 
 
 def _accrue_batch(store: Store, body: m.UsageBatchIn) -> dict[str, Any]:
@@ -242,12 +263,7 @@ def _accrue_batch(store: Store, body: m.UsageBatchIn) -> dict[str, Any]:
         batch_id=body.batch_id,
         manifest_id=body.manifest_id,
     )
-    c = s.currency
-    return {
-        **s.to_json(),
-        "revenue": format_amount(s.revenue_microunits, c),
-        "pool": format_amount(s.pool_microunits, c),
-    }
+    return summary_json(s)
 
 
 def _external_scores(body: m.UsageBatchIn) -> tuple[Literal["work", "payee"], dict[str, dict[str, float]]]:

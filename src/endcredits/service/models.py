@@ -267,6 +267,11 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
 }
 """Declared on every operation, so the OpenAPI document names every status the API answers with on purpose."""
 AGAIN: dict[str, object] = {"description": "The same id again: the first result, nothing changed"}
+BUSY: dict[str, object] = {
+    "model": ErrorOut,
+    "description": "The service is accruing as many usage batches as it admits at once: retry later",
+    "headers": {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
+}
 THROTTLED: dict[str, object] = {
     "model": ErrorOut,
     "description": "Too many requests from this client, or too many challenges outstanding: retry later",

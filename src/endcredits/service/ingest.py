@@ -1,0 +1,144 @@
+"""``POST /api/v1/usage-batches`` in any of its forms: JSON for small batches, an Arrow IPC stream or a
+Parquet file for large ones (``royalties/usage_arrow.py``), behind an admission limit.
+
+At most ``in_flight_max`` batches are accrued at once per process; one more is answered 429 with
+``Retry-After`` at once, never queued. A batch is answered when its transaction has committed, and the
+answer (with the request's SHA-256 and the batch's totals) is kept for ``GET /usage-batches/{id}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from pydantic import ValidationError as PydanticValidationError
+
+from endcredits.audit import canonical_json
+from endcredits.errors import ConflictError, ValidationError
+from endcredits.money import format_amount
+from endcredits.royalties.usage_arrow import ARROW_STREAM_TYPE, PARQUET_TYPE, read_usage_stream
+from endcredits.service import models as m
+from endcredits.service.auth import AuthError
+from endcredits.service.records import record_usage_answer, usage_answer
+from endcredits.store.engine import Store
+
+JSON_TYPE = "application/json"
+USAGE_BODY_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            JSON_TYPE: {"schema": {"$ref": "#/components/schemas/UsageBatchIn"}},
+            ARROW_STREAM_TYPE: {
+                "schema": {"type": "string", "format": "binary"},
+                "description": "An Arrow IPC stream, usage schema version 1 (docs/concepts/service.md)",
+            },
+            PARQUET_TYPE: {
+                "schema": {"type": "string", "format": "binary"},
+                "description": "A Parquet file with the columns and metadata of the Arrow stream",
+            },
+        },
+    }
+}
+"""The request body's three forms, for the OpenAPI document (the route reads the body itself)."""
+
+
+class Admission:
+    """At most ``in_flight_max`` usage batches at once; past it a 429 with ``Retry-After: retry_after_s``."""
+
+    def __init__(self, in_flight_max: int, retry_after_s: int) -> None:
+        if in_flight_max < 1 or retry_after_s < 1:
+            raise ValueError("admission needs in_flight_max >= 1 and retry_after_s >= 1")
+        self.in_flight_max = in_flight_max
+        self.retry_after_s = retry_after_s
+        self._slots = threading.BoundedSemaphore(in_flight_max)
+
+    @contextmanager
+    def admit(self) -> Iterator[None]:
+        if not self._slots.acquire(blocking=False):
+            raise AuthError(
+                429,
+                "busy",
+                f"{self.in_flight_max} usage batches are being accrued: retry in {self.retry_after_s} s",
+                retry_after_s=self.retry_after_s,
+            )
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+
+def ingest_usage(
+    store: Store, body: bytes, content_type: str, accrue_json: Callable[[m.UsageBatchIn], dict[str, Any]]
+) -> tuple[int, dict[str, Any]]:
+    """The status and answer to one usage batch: 201 when accrued now, 200 with the first answer when the
+    same batch id came with the same request before, 409 (``ConflictError``) with other content."""
+    kind = content_type.split(";")[0].strip().lower() or JSON_TYPE
+    if kind == JSON_TYPE:
+        try:
+            parsed = m.UsageBatchIn.model_validate(json.loads(body))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ValidationError("the usage batch is not valid JSON") from None
+        except PydanticValidationError as exc:
+            problem = exc.errors()[0]
+            where = ".".join(str(p) for p in problem.get("loc", ())) or "body"
+            raise ValidationError(f"{where}: {problem.get('msg', 'invalid')}") from None
+        batch_id = parsed.batch_id
+        request_sha = hashlib.sha256(canonical_json(parsed.model_dump(mode="json")).encode()).hexdigest()
+        accrue_now: Callable[[], dict[str, Any]] = lambda: accrue_json(parsed)  # noqa: E731
+    else:
+        header, columns = read_usage_stream(body, kind)
+        batch_id = header.batch_id
+        request_sha = hashlib.sha256(body).hexdigest()
+        accrue_now = lambda: _accrue_stream(store, header, columns)  # noqa: E731
+    first = _stored(store, batch_id, request_sha)
+    if first is not None:
+        return 200, first
+    data = {**accrue_now(), "request_sha256": request_sha}
+    with store.write() as conn:
+        record_usage_answer(conn, batch_id, request_sha, data)
+    again = _stored(store, batch_id, request_sha)
+    if again is None:  # pragma: no cover - written just above
+        raise ConflictError(f"batch {batch_id} could not be recorded")
+    return (201 if again == data and data["status"] == "created" else 200), again
+
+
+def _stored(store: Store, batch_id: str, request_sha: str) -> dict[str, Any] | None:
+    with store.read() as conn:
+        answer = usage_answer(conn, batch_id)
+    if answer is None:
+        return None
+    if answer.request_sha256 != request_sha:
+        raise ConflictError(f"batch {batch_id} was already ingested with other content; use a new batch_id")
+    return answer.response
+
+
+def _accrue_stream(store: Store, header: Any, columns: Any) -> dict[str, Any]:
+    from endcredits.ledger.accrue import ScoreSource
+    from endcredits.ledger.accrue_columns import accrue_columns
+
+    run, reason = header.attribution_run_id, header.external_reason
+    source = ScoreSource.run(run) if run is not None else ScoreSource.external(reason or "")
+    s = accrue_columns(
+        store,
+        columns,
+        source=source,
+        per=header.per,
+        agreement_id=header.agreement_id,
+        batch_id=header.batch_id,
+        manifest_id=header.manifest_id,
+    )
+    return summary_json(s)
+
+
+def summary_json(s: Any) -> dict[str, Any]:
+    """An accrual summary as the API answers it: microunits, and the revenue and pool as decimal text."""
+    c = s.currency
+    return {
+        **s.to_json(),
+        "revenue": format_amount(s.revenue_microunits, c),
+        "pool": format_amount(s.pool_microunits, c),
+    }
