@@ -41,8 +41,8 @@ ledger_app = typer.Typer(no_args_is_help=True, help="The ledger's accrual segmen
 @agreement_app.command("load")
 def agreement_load(ctx: typer.Context, file: Path, as_json: JsonOpt = False) -> None:
     """Load an agreement file (a new version needs a new version number)."""
+    from endcredits.ledger.expiry import save_agreement_terms
     from endcredits.royalties import parse_agreement
-    from endcredits.royalties.records import save_agreement
 
     try:
         body = file.read_text(encoding="utf-8")
@@ -50,7 +50,7 @@ def agreement_load(ctx: typer.Context, file: Path, as_json: JsonOpt = False) -> 
         raise ValidationError(f"cannot read {file}: {exc.strerror}") from None
     a = parse_agreement(body)
     with open_store_of(ctx) as store, store.write() as conn:
-        status = save_agreement(conn, a.id, a.version, a.body, a.body_sha256)
+        status = save_agreement_terms(conn, a)
     if as_json:
         print_json({"agreement_id": a.id, "version": a.version, "body_sha256": a.body_sha256, "status": status})
     else:
@@ -458,9 +458,9 @@ def ledger_status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
 @ledger_app.command("balances")
 def ledger_balances(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """Totals per currency of every account kind (pool, payable, escrow, suspense, clearing, bank) and
-    the conservation check: what the pools funded = paid (payable + clearing + bank) + escrow + suspense.
-    Exits 1 if a currency does not conserve."""
+    """Totals per currency of every account kind (pool, payable, escrow, fund, suspense, clearing, bank) and
+    the conservation check: what the pools funded = paid (payable + clearing + bank) + escrow + fund +
+    suspense. Exits 1 if a currency does not conserve."""
     from endcredits.ledger import ACCOUNT_KINDS
     from endcredits.ledger.records import balance_totals
 
@@ -485,7 +485,7 @@ def ledger_balances(ctx: typer.Context, as_json: JsonOpt = False) -> None:
             mark = "conserved" if t.conserved else "NOT CONSERVED"
             make_console().print(
                 f"{c} {mark}: pool {t.pool_microunits} = paid {t.paid_microunits} + escrow {t.escrow_microunits}"
-                f" + suspense {t.suspense_microunits} (microunits)"
+                f" + fund {t.fund_microunits} + suspense {t.suspense_microunits} (microunits)"
             )
     if not all(t.conserved for t in totals.values()):
         raise typer.Exit(1)
