@@ -286,6 +286,20 @@ class Unclaimed:
     moved_on: dt.date | None  # fund: when it was first moved there
     holder: str = field(compare=False)
 
+    def to_json(self) -> dict[str, Any]:
+        """What the edges publish of the line: no holder id."""
+        dates = {k: d.isoformat() if d else None for k, d in (("owed_since", self.owed_since), ("due_on", self.due_on))}
+        return {
+            "name": self.name,
+            "currency": self.currency,
+            "amount": format_amount(self.amount_microunits, self.currency),
+            "amount_microunits": self.amount_microunits,
+            "status": self.status,
+            **dates,
+            "fund": self.fund,
+            "moved_on": self.moved_on.isoformat() if self.moved_on else None,
+        }
+
 
 def _display(conn: Connection, holders: Collection[str]) -> dict[str, str]:
     """The public name of each holder: a credited name, a person's handle, or a work's title."""
