@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -399,3 +400,31 @@ def test_a_run_whose_scores_file_was_altered_is_refused(cli: Cli, tmp_path: Path
     assert code == 0 and "0 accruals_from_runs" in out
     path.unlink()
     _refused(cli, lambda: _accrue_run(cli, outputs, run_id), "is missing: restore it from backup")
+
+
+def test_escrow_expiry_moves_once_publishes_per_fund_and_refuses_shortening(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outputs, attributions = _usage(tmp_path, cli, revenue="3.00")
+    monkeypatch.setattr("endcredits.ledger.accrue.utc_now", lambda: "2024-01-10T09:00:00.000000Z")
+    assert _accrue(cli, outputs, attributions)[0] == 0
+    monkeypatch.undo()
+    longer = AGREEMENT.replace("version = 1", "version = 2").replace(
+        "escrow_period_days = 365", 'escrow_period_days = 400\nescrow_expiry_fund = "composers-fund"'
+    )
+    (tmp_path / "v2.toml").write_text(longer)
+    cli.ok("agreement", "load", str(tmp_path / "v2.toml"))  # a running period may be lengthened
+    (tmp_path / "v3.toml").write_text(longer.replace("version = 2", "version = 3").replace("= 400", "= 10"))
+    _refused(cli, lambda: cli("agreement", "load", str(tmp_path / "v3.toml")), "would shorten escrow_period_days")
+    _refused(cli, lambda: cli("escrow", "expire", "--as-of", "2999-01-01"), "is after today")
+    _refused(cli, lambda: cli("escrow", "expire", "--as-of", "1 May"), "is not a date")
+    assert '"moved": []' in cli.ok("escrow", "expire", "--as-of", "2025-02-12", "--json")  # a day early
+    moved = cli.ok("escrow", "expire", "--as-of", "2025-02-13")
+    assert "moved 1.50 EUR from 1 escrow holdings to funds" in moved
+    before = cli.snapshot()
+    assert "moved nothing from 0 escrow holdings" in cli.ok("escrow", "expire", "--as-of", "2025-02-13")
+    assert cli.snapshot() == before
+    cli.ok("escrow", "published", "--fund", "composers-fund", "--csv", str(tmp_path / "fund.csv"))
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "fund.csv").read_text())))
+    assert [(r["name"], r["amount_microunits"], r["status"]) for r in rows] == [("Ann Composer", "150000000", "fund")]
+    assert "conserved" in cli.ok("ledger", "balances") and "verified" in cli.ok("verify")

@@ -69,6 +69,9 @@ def test_totals_follow_accruals_claims_and_payouts_and_conserve(store: Store) ->
 
 
 def test_conserved_is_false_when_the_parts_do_not_add_up() -> None:
-    t = BalanceTotals("EUR", 100, 60, 30, 9, 0, 0)
+    t = BalanceTotals("EUR", 100, 60, 30, 0, 9, 0, 0)
     assert t.paid_microunits == 60 and not t.conserved
-    assert BalanceTotals("EUR", 100, 60, 30, 9, 1, 0).conserved
+    assert BalanceTotals("EUR", 100, 60, 30, 0, 9, 1, 0).conserved
+    # What a fund holds past the escrow period counts: pool = paid + escrow + fund + suspense.
+    assert BalanceTotals("EUR", 100, 60, 20, 10, 9, 1, 0).conserved
+    assert not BalanceTotals("EUR", 100, 60, 20, 0, 9, 1, 0).conserved

@@ -195,6 +195,7 @@ CASES = [
         cross_person=frozenset({"contributor_b"}),
     ),
     Case("escrow search", "GET", lambda s, r: "/api/v1/escrow?q=dan", EVERYONE | {"public"}),
+    Case("unclaimed list", "GET", lambda s, r: "/api/v1/unclaimed?format=csv", EVERYONE | {"public"}),
     Case(
         "escrow claim",
         "POST",

@@ -41,8 +41,8 @@ ledger_app = typer.Typer(no_args_is_help=True, help="The ledger's accrual segmen
 @agreement_app.command("load")
 def agreement_load(ctx: typer.Context, file: Path, as_json: JsonOpt = False) -> None:
     """Load an agreement file (a new version needs a new version number)."""
+    from endcredits.ledger.expiry import save_agreement_terms
     from endcredits.royalties import parse_agreement
-    from endcredits.royalties.records import save_agreement
 
     try:
         body = file.read_text(encoding="utf-8")
@@ -50,7 +50,7 @@ def agreement_load(ctx: typer.Context, file: Path, as_json: JsonOpt = False) -> 
         raise ValidationError(f"cannot read {file}: {exc.strerror}") from None
     a = parse_agreement(body)
     with open_store_of(ctx) as store, store.write() as conn:
-        status = save_agreement(conn, a.id, a.version, a.body, a.body_sha256)
+        status = save_agreement_terms(conn, a)
     if as_json:
         print_json({"agreement_id": a.id, "version": a.version, "body_sha256": a.body_sha256, "status": status})
     else:
@@ -354,6 +354,75 @@ def escrow_list(
     )
 
 
+@escrow_app.command("published")
+def escrow_published(
+    ctx: typer.Context,
+    query: Annotated[str, typer.Option(help="Part of a name")] = "",
+    fund: Annotated[str | None, typer.Option(help="Only what this fund holds or will receive (a guild's list)")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 1_000,
+    csv_out: Annotated[Path | None, typer.Option("--csv", help="Write the list as CSV to this file")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The published list of unclaimed residuals: names and amounts, in escrow since when and due when, or
+    moved to a fund past the escrow period (still claimable). No ids, nothing private."""
+    from endcredits.ledger.expiry import published_unclaimed, unclaimed_csv
+
+    with open_store_of(ctx) as store, store.read() as conn:
+        rows = published_unclaimed(conn, query, fund=fund, limit=limit)
+    if csv_out is not None:
+        csv_out.write_text(unclaimed_csv(rows), encoding="utf-8")
+    data = [r.to_json() for r in rows]
+    print_json({"unclaimed": data}) if as_json else print_table(
+        "unclaimed residuals",
+        ["name", "amount", "ccy", "status", "owed since", "due on", "fund"],
+        [
+            [
+                d["name"],
+                d["amount"],
+                d["currency"],
+                d["status"],
+                d["owed_since"] or d["moved_on"],
+                d["due_on"] or "-",
+                d["fund"] or "-",
+            ]
+            for d in data
+        ],
+    )
+
+
+@escrow_app.command("expire")
+def escrow_expire(
+    ctx: typer.Context,
+    as_of: Annotated[str, typer.Option("--as-of", help="YYYY-MM-DD: move what is due on or before this day")],
+    dry_run: DryRunOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Move unclaimed money past its agreement's escrow_period_days to the fund the agreement names, per name,
+    by audited transfers; money whose agreement names no fund stays in escrow and is listed. Idempotent."""
+    from endcredits.ledger.expiry import expire_escrow
+
+    try:
+        day = dt.date.fromisoformat(as_of)
+    except ValueError:
+        raise ValidationError(f"--as-of {as_of!r} is not a date: give YYYY-MM-DD") from None
+    with open_store_of(ctx) as store:
+        r = expire_escrow(store, day, dry_run=dry_run)
+    if as_json:
+        print_json(r.to_json())
+        return
+    moved: dict[str, int] = {}
+    for e in r.moved:
+        moved[e.currency] = moved.get(e.currency, 0) + e.amount_microunits
+    verb = "would move" if dry_run else "moved"
+    console = make_console()
+    console.print(f"as of {day}: {verb} {amounts_text(moved)} from {len(r.moved)} escrow holdings to funds")
+    for e in r.held_without_fund:
+        amount = format_amount(e.amount_microunits, e.currency)
+        console.print(f"  held (its agreement names no escrow_expiry_fund): {e.account} {amount} {e.currency}")
+    for event_id in r.transfers:
+        console.print(f"  transfer {event_id}")
+
+
 @escrow_app.command("claim")
 def escrow_claim(
     ctx: typer.Context,
@@ -458,9 +527,9 @@ def ledger_status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
 @ledger_app.command("balances")
 def ledger_balances(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """Totals per currency of every account kind (pool, payable, escrow, suspense, clearing, bank) and
-    the conservation check: what the pools funded = paid (payable + clearing + bank) + escrow + suspense.
-    Exits 1 if a currency does not conserve."""
+    """Totals per currency of every account kind (pool, payable, escrow, fund, suspense, clearing, bank) and
+    the conservation check: what the pools funded = paid (payable + clearing + bank) + escrow + fund +
+    suspense. Exits 1 if a currency does not conserve."""
     from endcredits.ledger import ACCOUNT_KINDS
     from endcredits.ledger.records import balance_totals
 
@@ -485,7 +554,7 @@ def ledger_balances(ctx: typer.Context, as_json: JsonOpt = False) -> None:
             mark = "conserved" if t.conserved else "NOT CONSERVED"
             make_console().print(
                 f"{c} {mark}: pool {t.pool_microunits} = paid {t.paid_microunits} + escrow {t.escrow_microunits}"
-                f" + suspense {t.suspense_microunits} (microunits)"
+                f" + fund {t.fund_microunits} + suspense {t.suspense_microunits} (microunits)"
             )
     if not all(t.conserved for t in totals.values()):
         raise typer.Exit(1)

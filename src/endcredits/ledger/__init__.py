@@ -15,6 +15,7 @@ key                           what it holds                                     
 ``escrow:person:ID:CCY``      owed to a person not yet verified                          no
 ``escrow:name:ID:CCY``        owed to a credited name nobody has claimed                 no
 ``escrow:work:ID:CCY``        owed for a work with no credited payee yet                 no
+``fund:FUND/HOLDER:CCY``      escrow past its period, held by fund FUND for HOLDER       no
 ``suspense:CCY``              whole microunits behind the carried sub-microunit parts    no
 ``clearing:payouts:CCY``      payouts sent, status not yet back                          no
 ``bank:payouts:CCY``          payouts settled at the bank                                no
@@ -36,13 +37,15 @@ from endcredits.money import check_currency
 _JSON_ESCAPED = re.compile(r'["\\\x00-\x1f]')
 """Characters ``json.dumps`` escapes in a string (with ``ensure_ascii=False``)."""
 
-ACCOUNT_KINDS = ("pool", "payable", "escrow", "suspense", "clearing", "bank")
+ACCOUNT_KINDS = ("pool", "payable", "escrow", "fund", "suspense", "clearing", "bank")
 NEGATIVE_ALLOWED_KINDS = frozenset({"pool"})
 _KINDS = frozenset(ACCOUNT_KINDS)
 
 TRANSFER_CODES = (
     "accrual",  # a batch of residuals: pool -> payees, escrow, suspense
     "escrow_claim",  # escrow -> payable when a name or person is claimed and verified
+    "escrow_expiry",  # escrow -> fund once the agreement's escrow period has passed (ledger.expiry)
+    "fund_claim",  # fund -> payable when money a fund holds for a name or person is claimed
     "payout_sent",  # payable -> clearing when a payout batch is written
     "payout_settled",  # clearing -> bank when the bank confirms
     "payout_failed",  # clearing -> payable when the bank rejects

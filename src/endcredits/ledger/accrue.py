@@ -42,6 +42,7 @@ from endcredits.attribution.records import binding_problem, load_run, read_run_s
 from endcredits.errors import ConflictError, ManifestError, ValidationError, invariant
 from endcredits.ledger import TransferRequest, account_key
 from endcredits.ledger.evidence import EVIDENCE_SCHEMA, coded, evidence_path, prepare_evidence
+from endcredits.ledger.expiry import save_agreement_terms
 from endcredits.ledger.records import fold_pending, post_accrual, read_carries
 from endcredits.ledger.segments import pending_size
 from endcredits.limits import (
@@ -57,7 +58,7 @@ from endcredits.manifest.records import ManifestRecord, latest_manifest_id, load
 from endcredits.money import Split, split_batch
 from endcredits.registry.records import route_columns
 from endcredits.royalties import Agreement, pools_of
-from endcredits.royalties.records import load_agreement, save_agreement
+from endcredits.royalties.records import load_agreement
 from endcredits.royalties.usage import OutputIn, UsageBatch, build_usage
 from endcredits.store.audit import append_audit
 from endcredits.store.bulk import insert_keys, select_in
@@ -551,7 +552,7 @@ def _accrue_in(
             return prior
         model_ids_exist(conn, usage.model_ids)
         # The terms that split this money are kept with it (other terms under the same version are refused).
-        save_agreement(conn, agreement.id, agreement.version, agreement.body, agreement.body_sha256)
+        save_agreement_terms(conn, agreement)
         if not dry_run:
             segments, legs_pending = pending_size(conn)
             if segments >= FOLD_PENDING_SEGMENTS_MAX or legs_pending >= FOLD_PENDING_LEGS_MAX:

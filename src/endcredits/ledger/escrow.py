@@ -1,12 +1,14 @@
 """Escrow: money owed to someone who cannot be paid yet waits, under their own name, until claimed.
 
 Held under ``escrow:person:ID`` (a person not yet verified), ``escrow:name:ID`` (a credited name no
-person has claimed) or ``escrow:work:ID`` (a work nobody is credited on). It is never redistributed.
-Money held for a work (nobody credited yet) is released with ``release_work_escrow`` once someone is
-credited on it: split by the work's shares as they are then. Claiming moves the whole balance to the
-verified person's payable account in one audited transfer
-(``escrow_claim``). Carried sub-microunit fractions belong to payees, not accounts, so they stay where they
-are: once a name is claimed, its later residuals (fraction included) are routed to the person.
+person has claimed) or ``escrow:work:ID`` (a work nobody is credited on). It is never redistributed:
+past its agreement's escrow period it moves, still under its name, to the fund the agreement names
+(``ledger.expiry``). Money held for a work (nobody credited yet) is released with ``release_work_escrow``
+once someone is credited on it: split by the work's shares as they are then. Claiming moves the whole
+balance to the verified person's payable account in one audited transfer (``escrow_claim``), and what a
+fund holds for them in another (``fund_claim``): a late claim is honoured from the fund. Carried
+sub-microunit fractions belong to payees, not accounts, so they stay where they are: once a name is
+claimed, its later residuals (fraction included) are routed to the person.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import hashlib
 from dataclasses import dataclass
 from fractions import Fraction
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, or_, select
 
 from endcredits.errors import ConsentError, ValidationError
 from endcredits.ledger import TransferRequest, account_key, parse_account_key
@@ -57,8 +59,28 @@ def _claim_sources(conn: Connection, person_id: int) -> list[str]:
     return holders
 
 
+def _held_for(conn: Connection, kind: str, holders: list[str]) -> dict[str, list[tuple[str, int, int]]]:
+    """Per currency, the ``(key, balance, last transfer id)`` of every non-empty account of ``kind`` held for
+    ``holders``: escrow under the holder, or a fund's part for it (``fund:FUND/HOLDER``)."""
+    q = select(accounts.c.key, accounts.c.holder, accounts.c.currency, accounts.c.balance_microunits)
+    q = q.add_columns(accounts.c.last_transfer_id).where(accounts.c.kind == kind)
+    if kind == "escrow":
+        q = q.where(accounts.c.holder.in_(holders))
+    else:  # a fund id has no '/', so the text after it is the holder
+        q = q.where(or_(*[accounts.c.holder.like(f"%/{h}") for h in holders]))
+    by_currency: dict[str, list[tuple[str, int, int]]] = {}
+    for r in conn.execute(q):
+        if r.balance_microunits == 0:  # amounts are compared in Python, never in SQL (text on SQLite)
+            continue
+        if kind == "fund" and r.holder.partition("/")[2] not in holders:
+            continue
+        by_currency.setdefault(r.currency, []).append((r.key, r.balance_microunits, r.last_transfer_id))
+    return by_currency
+
+
 def claim_escrow_in(conn: Connection, person_id: int) -> ClaimResult:
-    """Move everything held for a verified person (and the names they claimed) to them.
+    """Move everything held for a verified person (and the names they claimed) to them: what escrow holds
+    (``escrow_claim``) and what a fund holds for them past the escrow period (``fund_claim``).
 
     Carried sub-microunit fractions belong to payees, not accounts, so they need not move: once a
     name is claimed its future residuals, fraction included, are routed to the person.
@@ -68,35 +90,20 @@ def claim_escrow_in(conn: Connection, person_id: int) -> ClaimResult:
         raise ConsentError(f"person {person_id} is not verified; escrow is released only to verified people")
     fold_pending(conn)  # the balances below are read from the account rows
     holders = _claim_sources(conn, person_id)
-    q = select(accounts.c.key, accounts.c.currency, accounts.c.balance_microunits, accounts.c.last_transfer_id).where(
-        accounts.c.kind == "escrow", accounts.c.holder.in_(holders)
-    )
-    by_currency: dict[str, list[tuple[str, int, int]]] = {}
-    for r in conn.execute(q):
-        if r.balance_microunits == 0:  # amounts are compared in Python, never in SQL (text on SQLite)
-            continue
-        by_currency.setdefault(r.currency, []).append((r.key, r.balance_microunits, r.last_transfer_id))
     moved: dict[str, int] = {}
     posted: list[str] = []
-    for currency, items in sorted(by_currency.items()):
-        target = account_key("payable", currency, f"person:{person_id}")
-        legs = {key: -balance for key, balance, _ in items}
-        legs[target] = sum(balance for _, balance, _ in items)
-        # The id is fixed by what is moved, so replaying the same claim finds it posted already.
-        fingerprint = hashlib.sha256(repr(sorted(items)).encode()).hexdigest()[:16]
-        event_id = f"escrow-claim/person:{person_id}/{currency}/{fingerprint}"
-        post_transfer(
-            conn,
-            TransferRequest(
-                event_id=event_id,
-                code="escrow_claim",
-                currency=currency,
-                legs=legs,
-                memo={"person": str(person_id), "from": ",".join(sorted(legs)[:-1])},
-            ),
-        )
-        posted.append(event_id)
-        moved[currency] = legs[target]
+    for kind, code in (("escrow", "escrow_claim"), ("fund", "fund_claim")):
+        for currency, items in sorted(_held_for(conn, kind, holders).items()):
+            target = account_key("payable", currency, f"person:{person_id}")
+            legs = {key: -balance for key, balance, _ in items}
+            legs[target] = sum(balance for _, balance, _ in items)
+            # The id is fixed by what is moved, so replaying the same claim finds it posted already.
+            fingerprint = hashlib.sha256(repr(sorted(items)).encode()).hexdigest()[:16]
+            event_id = f"{code.replace('_', '-')}/person:{person_id}/{currency}/{fingerprint}"
+            memo = {"person": str(person_id), "from": ",".join(sorted(legs)[:-1])}
+            post_transfer(conn, TransferRequest(event_id=event_id, code=code, currency=currency, legs=legs, memo=memo))
+            posted.append(event_id)
+            moved[currency] = moved.get(currency, 0) + legs[target]
     return ClaimResult(person_id, moved, tuple(posted))
 
 
@@ -122,22 +129,22 @@ def release_work_escrow(store: Store, work_id: str, agreement: Agreement) -> Wor
             raise ConsentError(f"work {work_id} still credits nobody: credit someone on it before releasing its escrow")
         routes = payee_routes(conn, sorted({s.payee for s in shares}))
         fold_pending(conn)  # the balances below are read from the account rows
-        q = select(accounts.c.key, accounts.c.currency, accounts.c.balance_microunits).where(
-            accounts.c.kind == "escrow", accounts.c.holder == f"work:{work_id}"
-        )
+        sources = _held_for(conn, "escrow", [f"work:{work_id}"])
+        for currency, items in _held_for(conn, "fund", [f"work:{work_id}"]).items():
+            sources.setdefault(currency, []).extend(items)  # moved past the escrow period: still the work's
         moved: dict[str, int] = {}
         all_parts: dict[str, int] = {}
         posted: list[str] = []
-        for key, currency, held in conn.execute(q).all():
-            if held <= 0:  # amounts are compared in Python, never in SQL (text on SQLite)
-                continue
+        for currency, items in sorted(sources.items()):
+            held = sum(balance for _, balance, _ in items)
             weights: dict[str, Fraction] = {}
             for share in shares:
                 kind, holder = routes[share.payee]
                 target = account_key(kind, currency, holder)
                 weights[target] = weights.get(target, Fraction(0)) + share.share
             parts = {k: v for k, v in allocate(held, weights).items() if v}
-            legs = {key: -held, **parts}
+            legs = {key: -balance for key, balance, _ in items}
+            legs.update(parts)
             legs_sha256 = hashlib.sha256(repr(sorted(legs.items())).encode()).hexdigest()
             event_id = f"escrow-release/work:{work_id}/{currency}/{legs_sha256[:16]}"
             post_transfer(

@@ -243,6 +243,11 @@ def _check_reversal(conn: Connection, req: TransferRequest) -> None:
         )
     if original.code == "reversal":
         raise LedgerError(f"transfer {req.reverses_event_id} is itself a reversal; post a new transfer instead")
+    if original.code == "escrow_expiry":
+        raise LedgerError(
+            f"transfer {req.reverses_event_id} moved escrow past its period to a fund; it is final, and a late "
+            "claim is paid from the fund (`endcredits escrow claim`)"
+        )
     if original.code.startswith("payout_"):
         raise LedgerError(
             f"transfer {req.reverses_event_id} belongs to a payout batch; its items change only through "
@@ -311,13 +316,15 @@ class BalanceTotals:
     """One currency's balances summed by account kind, in microunits, as of now.
 
     ``pool_microunits`` is what the residual pools funded (their balance, negated). Every transfer
-    balances, so what the pools funded is all somewhere: ``pool = paid + escrow + suspense``, where paid is
-    payable (owed to verified people) + clearing (payouts sent) + bank (payouts settled)."""
+    balances, so what the pools funded is all somewhere: ``pool = paid + escrow + fund + suspense``, where
+    paid is payable (owed to verified people) + clearing (payouts sent) + bank (payouts settled), and fund
+    is unclaimed money moved past its escrow period to the fund its agreement names (still claimable)."""
 
     currency: str
     pool_microunits: int
     payable_microunits: int
     escrow_microunits: int
+    fund_microunits: int
     suspense_microunits: int
     clearing_microunits: int
     bank_microunits: int
@@ -328,7 +335,8 @@ class BalanceTotals:
 
     @property
     def conserved(self) -> bool:
-        return self.pool_microunits == self.paid_microunits + self.escrow_microunits + self.suspense_microunits
+        held = self.escrow_microunits + self.fund_microunits + self.suspense_microunits
+        return self.pool_microunits == self.paid_microunits + held
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -336,6 +344,7 @@ class BalanceTotals:
             "pool_microunits": self.pool_microunits,
             "payable_microunits": self.payable_microunits,
             "escrow_microunits": self.escrow_microunits,
+            "fund_microunits": self.fund_microunits,
             "suspense_microunits": self.suspense_microunits,
             "clearing_microunits": self.clearing_microunits,
             "bank_microunits": self.bank_microunits,
@@ -370,6 +379,7 @@ def balance_totals(conn: Connection) -> dict[str, BalanceTotals]:
             pool_microunits=-per["pool"],
             payable_microunits=per["payable"],
             escrow_microunits=per["escrow"],
+            fund_microunits=per["fund"],
             suspense_microunits=per["suspense"],
             clearing_microunits=per["clearing"],
             bank_microunits=per["bank"],

@@ -10,10 +10,9 @@ lineage_pass_through = "0.20"   # default share of a derived work's share passed
 baseline_share = "0"            # of the pool, split over the manifest's works by volume (not by influence)
 payout_threshold = "10.00"      # balances below this (in `currency`) carry forward to the next payout
 escrow_period_days = 1095       # how long unclaimed money is held and published before anything else may happen
+escrow_expiry_fund = "actors-fund"  # optional: the fund that holds unclaimed money past that period, per name
 negative_influence = "zero"     # the only rule now: a work whose influence on an output is negative earns nothing
-
 extra_role_schemes = []         # optional: role schemes outside ``registry.roles`` this agreement accepts
-
 [role_weights]                  # "scheme:code" = integer weight; every credited role must be listed
 "endcredits:composer" = 3
 "endcredits:transcriber" = 1
@@ -22,12 +21,14 @@ extra_role_schemes = []         # optional: role schemes outside ``registry.role
 Every rate is exact decimal or ratio text (``"1/3"``), never a float. Unknown keys are refused, and so is
 a role that ``registry.roles`` does not know (a scheme outside it only when named in ``extra_role_schemes``).
 Roles are compared in their canonical form (``registry.roles.canonical_role``), so a weight for ``ebu:15.8``
-applies to a credit written ``ebu:gaffer``; naming one role twice in two forms is refused.
+applies to a credit written ``ebu:gaffer``; naming one role twice in two forms is refused. Without
+``escrow_expiry_fund``, unclaimed money stays in escrow past its period (``ledger.expiry``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -50,11 +51,14 @@ _KEYS = {
     "baseline_share",
     "payout_threshold",
     "escrow_period_days",
+    "escrow_expiry_fund",
     "negative_influence",
     "role_weights",
     "extra_role_schemes",
 }
-_REQUIRED = _KEYS - {"baseline_share", "negative_influence", "extra_role_schemes"}
+_REQUIRED = _KEYS - {"baseline_share", "negative_influence", "extra_role_schemes", "escrow_expiry_fund"}
+FUND_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+"""A fund's id: it becomes part of ledger account keys (``fund:FUND/name:7:EUR``), so no ``:`` nor ``/``."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,7 @@ class Agreement:
     role_weights: Mapping[tuple[str, str], int]
     body: str
     negative_influence: str = "zero"
+    escrow_expiry_fund: str | None = None
 
     @property
     def body_sha256(self) -> str:
@@ -121,9 +126,37 @@ def parse_agreement(body: str) -> Agreement:  # noqa: C901 - one pass over many 
     days = data["escrow_period_days"]
     if not isinstance(days, int) or isinstance(days, bool) or days < 1:
         raise ValidationError(f"agreement escrow_period_days must be a positive integer, got {days!r}")
+    fund = data.get("escrow_expiry_fund")
+    if fund is not None and (not isinstance(fund, str) or FUND_ID.fullmatch(fund) is None):
+        raise ValidationError(
+            f"agreement escrow_expiry_fund {fund!r} must be a fund id of 1..64 lower-case letters, digits, '.', "
+            "'_' or '-', such as \"actors-guild-fund\""
+        )
     negative = data.get("negative_influence", "zero")
     if negative != "zero":
         raise ValidationError(f'agreement negative_influence {negative!r} is not supported; the rule is "zero"')
+    role_weights = _role_weights(data)
+    agreement = Agreement(
+        id=data["id"],
+        version=version,
+        currency=currency,
+        pool_rate=_share(data, "pool_rate"),
+        rights_holder_share=_share(data, "rights_holder_share"),
+        lineage_pass_through=_share(data, "lineage_pass_through"),
+        baseline_share=_share(data, "baseline_share"),
+        payout_threshold_microunits=threshold,
+        escrow_period_days=days,
+        role_weights=role_weights,
+        body=body,
+        escrow_expiry_fund=fund,
+    )
+    if agreement.pool_rate == 0:
+        raise ValidationError("agreement pool_rate is 0: nobody would be paid")
+    return agreement
+
+
+def _role_weights(data: Mapping[str, Any]) -> dict[tuple[str, str], int]:
+    """The ``[role_weights]`` table, checked, by canonical role."""
     roles = data["role_weights"]
     if not isinstance(roles, dict) or not roles:
         raise ValidationError('agreement [role_weights] must list at least one "scheme:code" = weight')
@@ -150,19 +183,4 @@ def parse_agreement(body: str) -> Agreement:  # noqa: C901 - one pass over many 
         if key in role_weights:
             raise ValidationError(f"agreement [role_weights] names {key[0]}:{key[1]} twice (once as {role})")
         role_weights[key] = weight
-    agreement = Agreement(
-        id=data["id"],
-        version=version,
-        currency=currency,
-        pool_rate=_share(data, "pool_rate"),
-        rights_holder_share=_share(data, "rights_holder_share"),
-        lineage_pass_through=_share(data, "lineage_pass_through"),
-        baseline_share=_share(data, "baseline_share"),
-        payout_threshold_microunits=threshold,
-        escrow_period_days=days,
-        role_weights=role_weights,
-        body=body,
-    )
-    if agreement.pool_rate == 0:
-        raise ValidationError("agreement pool_rate is 0: nobody would be paid")
-    return agreement
+    return role_weights

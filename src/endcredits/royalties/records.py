@@ -44,3 +44,13 @@ def load_agreement_body(conn: Connection, agreement_id: str, version: int | None
 def load_agreement(conn: Connection, agreement_id: str, version: int | None = None) -> Agreement:
     """An agreement's terms, parsed: ``version``, or its newest version."""
     return parse_agreement(load_agreement_body(conn, agreement_id, version))
+
+
+def newest_agreements(conn: Connection) -> dict[str, Agreement]:
+    """Every stored agreement id's newest version, parsed, by id."""
+    newest: dict[str, tuple[int, str]] = {}
+    for row in conn.execute(select(agreements.c.id, agreements.c.version, agreements.c.body)):
+        agreement_id = str(row.id).rpartition("@")[0]
+        if agreement_id not in newest or row.version > newest[agreement_id][0]:
+            newest[agreement_id] = (int(row.version), str(row.body))
+    return {agreement_id: parse_agreement(body) for agreement_id, (_, body) in sorted(newest.items())}

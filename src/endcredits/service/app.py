@@ -81,6 +81,7 @@ def create_app(
     _routes_usage(app)
     _routes_registry(app)
     _routes_money(app)
+    _routes_unclaimed(app)
     _routes_payouts(app)
     mount_portal(app)
     app.openapi = lambda: usage_openapi(app)  # type: ignore[method-assign]
@@ -552,6 +553,29 @@ def _routes_money(app: FastAPI) -> None:
             "released_microunits": r.moved_microunits,
             "transfers": list(r.transfers),
         }
+
+
+def _routes_unclaimed(app: FastAPI) -> None:
+    @app.get(f"{API}/unclaimed", tags=["escrow"])
+    def unclaimed(
+        who: Who,  # anyone; a credential given is still checked
+        store: StoreDep,
+        q: Annotated[str, Query(max_length=200)] = "",
+        fund: Annotated[str | None, Query(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")] = None,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+        format: Annotated[str | None, Query(pattern=r"^(json|csv)$")] = None,
+    ) -> Response:
+        """Anyone: the published list of unclaimed residuals, largest first: names and amounts, in escrow since
+        when and due when, or moved to a fund past the escrow period (still claimable). ``fund`` gives one
+        fund's list (a guild's); ``format=csv`` downloads it. No ids, nothing private."""
+        from endcredits.ledger.expiry import published_unclaimed, unclaimed_csv
+
+        with store.read() as conn:
+            rows = published_unclaimed(conn, q, fund=fund, limit=limit)
+        if format == "csv":
+            return PlainTextResponse(unclaimed_csv(rows), media_type="text/csv; charset=utf-8")
+        body = canonical_json({"unclaimed": [r.to_json() for r in rows]})
+        return Response(escape_json(body), media_type="application/json")
 
 
 def _routes_payouts(app: FastAPI) -> None:

@@ -656,7 +656,7 @@ def _escrow_page(request: Request, who: Principal, q: str, *, notice: str = "") 
 
 # Operators ---------------------------------------------------------------------------------------
 def operator_overview(store: Store, who: Principal) -> dict[str, Any]:
-    """Totals by account kind and currency (pool, payable, clearing, bank, escrow, suspense), the largest
+    """Totals by account kind and currency (pool, payable, clearing, bank, escrow, fund, suspense), the largest
     escrow holdings, suspense accounts and payout batches."""
     from endcredits.ledger import parse_account_key
     from endcredits.ledger.records import account_balances, balance_totals
@@ -671,7 +671,7 @@ def operator_overview(store: Store, who: Principal) -> dict[str, Any]:
                 suspense.append({"account": key, "amount": f"{format_amount(value, currency)} {currency}"})
         batches = payout_batches_list(conn, limit=ESCROW_ROWS_MAX, newest_first=True)
         items = payout_item_statuses(conn, [b.batch_id for b in batches])
-    kinds = ("pool", "payable", "clearing", "bank", "escrow", "suspense")
+    kinds = ("pool", "payable", "clearing", "bank", "escrow", "fund", "suspense")
     money = [
         {
             "currency": currency,
