@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import ValidationError as PydanticValidationError
 from starlette.concurrency import run_in_threadpool
 
+from endcredits.audit import canonical_json
 from endcredits.errors import NotFoundError, ValidationError
 from endcredits.limits import USAGE_BATCHES_IN_FLIGHT_MAX, USAGE_RETRY_AFTER_S
 from endcredits.money import format_amount, parse_amount
