@@ -13,16 +13,16 @@ escrow_period_days = 1095       # how long unclaimed money is held and published
 negative_influence = "zero"     # the only rule now: a work whose influence on an output is negative earns nothing
 
 extra_role_schemes = []         # optional: role schemes outside ``registry.roles`` this agreement accepts
+licence_terms = ["output_floor"] # optional, default []: how priced licence terms apply (LICENCE_TERM_APPLICATIONS)
 
 [role_weights]                  # "scheme:code" = integer weight; every credited role must be listed
 "endcredits:composer" = 3
 "endcredits:transcriber" = 1
 "ebu:15.8" = 1                  # EBU term ids; a term name ("ebu:gaffer") is the same role
 ```
-Every rate is exact decimal or ratio text (``"1/3"``), never a float. Unknown keys are refused, and so is
-a role that ``registry.roles`` does not know (a scheme outside it only when named in ``extra_role_schemes``).
-Roles are compared in their canonical form (``registry.roles.canonical_role``), so a weight for ``ebu:15.8``
-applies to a credit written ``ebu:gaffer``; naming one role twice in two forms is refused.
+Rates are exact decimal or ratio text (``"1/3"``), never floats. Unknown keys are refused, and so is a role
+``registry.roles`` does not know (a scheme outside it only if in ``extra_role_schemes``). Roles compare in
+canonical form: a weight for ``ebu:15.8`` applies to a credit ``ebu:gaffer``; one role named twice is refused.
 """
 
 from __future__ import annotations
@@ -53,8 +53,15 @@ _KEYS = {
     "negative_influence",
     "role_weights",
     "extra_role_schemes",
+    "licence_terms",
 }
-_REQUIRED = _KEYS - {"baseline_share", "negative_influence", "extra_role_schemes"}
+_REQUIRED = _KEYS - {"baseline_share", "negative_influence", "extra_role_schemes", "licence_terms"}
+
+LICENCE_TERM_APPLICATIONS: tuple[str, ...] = ("output_floor",)
+"""How an agreement may apply the licence terms stored with works (``consent.terms``), named in its
+``licence_terms`` list. ``output_floor``: a work attributed in an output is paid at least the amount of a
+``use`` or ``crawl`` term in force then, the operator paying the difference (``royalties.floors``). The
+default, an empty list, applies none: terms are then evidence only."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,7 @@ class Agreement:
     role_weights: Mapping[tuple[str, str], int]
     body: str
     negative_influence: str = "zero"
+    licence_terms: tuple[str, ...] = ()
 
     @property
     def body_sha256(self) -> str:
@@ -96,6 +104,28 @@ def _share(data: Mapping[str, Any], key: str) -> Fraction:
     return share
 
 
+def _positive_int(data: Mapping[str, Any], key: str) -> int:
+    value = data[key]
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValidationError(f"agreement {key} must be a positive integer, got {value!r}")
+    return value
+
+
+def _licence_terms(value: object) -> tuple[str, ...]:
+    """The ``licence_terms`` list: each a name in ``LICENCE_TERM_APPLICATIONS``, once."""
+    allowed = ", ".join(LICENCE_TERM_APPLICATIONS)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValidationError(
+            f'agreement licence_terms must be a list of names such as ["output_floor"] (of {allowed})'
+        )
+    unknown = [v for v in value if v not in LICENCE_TERM_APPLICATIONS]
+    if unknown:
+        raise ValidationError(f"agreement licence_terms names {unknown[0]!r:.40}, which is not one of {allowed}")
+    if len(set(value)) != len(value):
+        raise ValidationError("agreement licence_terms names one application twice")
+    return tuple(sorted(value))
+
+
 def parse_agreement(body: str) -> Agreement:  # noqa: C901 - one pass over many independent checks
     """Parse and check an agreement file's text. Raises ``ValidationError`` naming the first problem."""
     try:
@@ -109,9 +139,7 @@ def parse_agreement(body: str) -> Agreement:  # noqa: C901 - one pass over many 
     if missing:
         raise ValidationError(f"agreement is missing {sorted(missing)}")
     check_id(data["id"], "agreement id")
-    version = data["version"]
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise ValidationError(f"agreement version must be a positive integer, got {version!r}")
+    version = _positive_int(data, "version")
     currency = check_currency(data["currency"])
     if not isinstance(data["payout_threshold"], str):
         raise ValidationError('agreement payout_threshold must be quoted decimal text such as "10.00"')
@@ -162,6 +190,7 @@ def parse_agreement(body: str) -> Agreement:  # noqa: C901 - one pass over many 
         escrow_period_days=days,
         role_weights=role_weights,
         body=body,
+        licence_terms=_licence_terms(data.get("licence_terms", [])),
     )
     if agreement.pool_rate == 0:
         raise ValidationError("agreement pool_rate is 0: nobody would be paid")
