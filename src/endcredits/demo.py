@@ -20,7 +20,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +36,10 @@ from endcredits.attribution.settings import K_DEFAULT, AttributionSettings
 from endcredits.consent.records import add_grants
 from endcredits.consent.rules import Grant
 from endcredits.errors import InvariantError
+from endcredits.interop._common import Window
 from endcredits.interop.abc import iter_tunes
 from endcredits.interop.abc_corpus import AbcImportReport, import_abc_corpus
+from endcredits.interop.licences import import_licences, preference_readings, rsl_reading
 from endcredits.ledger import parse_account_key
 from endcredits.ledger.accrue import ScoreSource, accrue_scored
 from endcredits.ledger.escrow import claim_escrow
@@ -61,6 +63,7 @@ from endcredits.registry.records import (
     name_ids,
     people_list,
     work_rows,
+    works_of_person,
 )
 from endcredits.royalties import Agreement, parse_agreement
 from endcredits.royalties.output_contents import record_output_contents
@@ -89,12 +92,37 @@ baseline_share = "0"
 payout_threshold = "0.50"       # balances below 0.50 EUR carry forward to a later payout
 escrow_period_days = 1095
 negative_influence = "zero"
+licence_terms = ["output_floor"] # a work whose licence asks a price per use is paid at least that per output
 
 [role_weights]
 "endcredits:composer" = 3       # wrote the music
 "endcredits:transcriber" = 1    # made the encoding the model actually read
 "endcredits:collector" = 1      # wrote the tune down from a player
 """
+
+DEMO_RSL = """\
+<?xml version="1.0" encoding="UTF-8"?>
+<rsl xmlns="https://rslstandard.org/rsl">
+  <content url="https://tunes.example/abc/*">
+    <copyright type="person">the tune's composer</copyright>
+    <license>
+      <permits type="usage">ai-all</permits>
+      <payment type="use">
+        <amount currency="EUR">0.002</amount>
+      </payment>
+    </license>
+  </content>
+</rsl>
+"""
+"""The RSL 1.0 licence one demo tune is published under: every AI use, 0.002 EUR per use."""
+
+DEMO_HEADERS = """\
+HTTP/1.1 200 OK
+Content-Type: text/vnd.abc
+Content-Usage: train-ai=y, search=y
+Link: <https://tunes.example/license.xml>; rel="license"; type="application/rsl+xml"
+"""
+"""The HTTP response that serves that tune: IETF AI Preferences allow training, and a link to the licence."""
 
 PAYOUT_DAY = dt.date(2026, 12, 1)
 DEBTOR = Debtor(name="endcredits demo operator", iban=make_test_iban("DE", 1), bic="TESTDEFF")
@@ -126,6 +154,7 @@ class DemoSummary:
     top_earners: list[dict[str, Any]] = field(default_factory=list)
     payout_batch: dict[str, Any] = field(default_factory=dict)
     statement: dict[str, Any] = field(default_factory=dict)
+    licence: dict[str, Any] = field(default_factory=dict)  # the imported licence: work, notes, its term
     verified: bool = False
     attribution: dict[str, Any] = field(default_factory=dict)
     credentials: int = 0  # people verified by a guild credential (W3C VC 2.0, eddsa-jcs-2022)
@@ -162,6 +191,7 @@ class DemoSummary:
             "top_earners": self.top_earners,
             "payout_batch": self.payout_batch,
             "statement": self.statement,
+            "licence": self.licence,
             "verified": self.verified,
             "attribution": self.attribution,
             "verified_by_credential": self.credentials,
@@ -206,6 +236,8 @@ class DemoSummary:
             f"statement: {self.statement.get('path')} ({self.statement.get('lines')} lines, reconciles: "
             f"{self.statement.get('reconciles')})"
         )
+        for cited in self.statement.get("licence_terms", []):
+            console.print(f"  {self.statement.get('licence_lines')} lines raised to a licence floor: {cited}")
         mark = "OK" if self.conserved else "BROKEN"
         console.print(
             f"[bold]conservation {mark}[/bold]: pool {format_amount(self.pool_microunits, c)} = paid "
@@ -549,12 +581,15 @@ def _payout(run: DemoRun, agreement: Agreement) -> PayoutBatchResult:
     return batch
 
 
-def _statement(run: DemoRun, earners: list[dict[str, Any]], outs: list[OutputIn]) -> dict[str, Any]:
-    """The top-earning person's statement for the last period, as JSON and CSV files; it must reconcile."""
+def _statement(
+    run: DemoRun, earners: list[dict[str, Any]], outs: list[OutputIn], person_id: int | None
+) -> dict[str, Any]:
+    """The statement of ``person_id`` (the licensed tune's composer), else of the top-earning person, for the
+    last period, as JSON and CSV files; it must reconcile."""
     top_person = next((e for e in earners if e["holder"].startswith("person:")), None)
-    if top_person is None:
+    if top_person is None and person_id is None:
         return {}
-    pid = int(top_person["holder"].split(":")[1])
+    pid = person_id if person_id is not None else int(top_person["holder"].split(":")[1])  # type: ignore[index]
     period = max(o.occurred_at[:7] for o in outs)
     st = build_statement(run.store, pid, period, CURRENCY)
     path = private_dir(run.store.data_dir / "statements") / f"person-{pid}-{period}"
@@ -570,7 +605,31 @@ def _statement(run: DemoRun, earners: list[dict[str, Any]], outs: list[OutputIn]
         "accrued": format_amount(st.accrued_microunits, CURRENCY),
         "reconciles": st.reconciles(),
         "path": str(path.with_suffix(".csv")),
+        "licence_lines": sum(1 for line in st.lines if line["licence_term"]),
+        "licence_terms": sorted({line["licence_term"] for line in st.lines if line["licence_term"]}),
     }
+
+
+def _import_licence(run: DemoRun, manifest: ManifestRecord, person_id: int) -> dict[str, Any]:
+    """One tune of ``person_id`` in the manifest is published under an RSL licence (``DEMO_RSL``) and served
+    with a ``Content-Usage`` header (``DEMO_HEADERS``): both files are written here and imported as grants and
+    a licence term, which the agreement applies as a floor per output."""
+    with run.store.read() as conn:
+        work_id = next((w for w in works_of_person(conn, person_id) if w in set(manifest.included)), None)
+    if work_id is None:
+        return {}
+    folder = private_dir(run.store.data_dir / "licences")
+    write_private(folder / "license.xml", DEMO_RSL.encode("utf-8"))
+    write_private(folder / "headers.txt", DEMO_HEADERS.encode("utf-8"))
+    location = f"https://tunes.example/abc/{work_id}.abc"
+    window = Window(dt.datetime(2026, 1, 1, tzinfo=dt.UTC), dt.datetime(2031, 1, 1, tzinfo=dt.UTC))
+    readings = [
+        rsl_reading(DEMO_RSL, location, name="license.xml", work_id=work_id, window=window, found_via=""),
+        *preference_readings(DEMO_HEADERS, location, name="headers.txt"),
+    ]
+    report = import_licences(run.store, work_id, readings, window, kind="licences")
+    run.progress(f"licence: tune {work_id[:12]}… is under an RSL licence (0.002 EUR per use) and Content-Usage")
+    return {"person_id": person_id, "work_id": work_id, "notes": list(report.notes)}
 
 
 def _portal_link(run: DemoRun, summary: DemoSummary, key_file: Path | None, db_url: str | None) -> None:
@@ -617,6 +676,7 @@ def run_demo(
         key_file = demo_key(run)
         report, joined, guild, agreement = _register(run, tunes_max)
         manifest, texts = _manifest(run)
+        licence = _import_licence(run, manifest, joined[0]) if joined else {}
         lm = _train(run, manifest, texts, train_steps, seed)
         outs, samples = _outputs(run, lm, outputs_n, seed)
         progress(f"generated {outputs_n} tunes; attributing each to {len(texts)} training tunes (TRAK, k={k})…")
@@ -630,9 +690,8 @@ def run_demo(
         )
         run.lap("attribute")
         trained = Trained(lm.checksum(), lm.steps, lm.final_loss)
-        return settle(
-            run, Settling(manifest, agreement, outs, att, joined, guild, report.works, report.names, trained), db_url
-        )
+        settling = Settling(manifest, agreement, outs, att, joined, guild, report.works, report.names, trained)
+        return settle(run, replace(settling, licence=licence), db_url)
     finally:
         run.store.dispose()
         restore_key_env(key_file, key_env_before)
@@ -662,6 +721,7 @@ class Settling:
     trained: Trained
     corpus: str = "abc"
     work_noun: str = "tunes"
+    licence: dict[str, Any] = field(default_factory=dict)  # a licence imported on one work (``_import_licence``)
 
 
 def settle(run: DemoRun, s: Settling, db_url: str | None) -> DemoSummary:
@@ -674,7 +734,7 @@ def settle(run: DemoRun, s: Settling, db_url: str | None) -> DemoSummary:
     _late_verification(run, s.joined, s.guild)
     batch = _payout(run, s.agreement)
     earners = _earners(run.store, 10)
-    statement_info = _statement(run, earners, s.outs)
+    statement_info = _statement(run, earners, s.outs, s.licence.get("person_id"))
     summary = _summary(run, s, earners, batch, statement_info)
     _portal_link(run, summary, run.key_file, db_url)
     if not summary.conserved:
@@ -739,6 +799,7 @@ def _summary(
             "pain001": str(batch.pain001_path) if batch.pain001_path else None,
         },
         statement=statement_info,
+        licence=s.licence,
         verified=report_v.ok,
         problems=list(report_v.problems),
         timings_s=run.timings,

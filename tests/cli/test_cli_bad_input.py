@@ -191,6 +191,24 @@ def test_agreement_whose_shares_exceed_the_whole(cli: Cli, tmp_path: Path) -> No
     _refused(cli, lambda: cli("agreement", "load", str(bad)), "exceeds the whole")
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ('"output_floor"', "agreement licence_terms must be a list of names"),
+        ('["training_fee"]', "agreement licence_terms names 'training_fee', which is not one of output_floor"),
+        ('["output_floor", "output_floor"]', "agreement licence_terms names one application twice"),
+    ],
+)
+def test_agreement_with_a_bad_licence_terms_key(cli: Cli, tmp_path: Path, value: str, message: str) -> None:
+    bad = tmp_path / "bad.toml"
+    body = AGREEMENT.replace("version = 1", "version = 2").replace(
+        "[role_weights]", f"licence_terms = {value}\n[role_weights]"
+    )
+    assert body.count("licence_terms") == 1
+    bad.write_text(body)
+    _refused(cli, lambda: cli("agreement", "load", str(bad)), message)
+
+
 def test_usage_file_with_missing_columns(cli: Cli, tmp_path: Path) -> None:
     _, attributions = _usage(tmp_path, cli)
     outputs = _write_csv(tmp_path / "short.csv", ["output_id", "model_id", "revenue"], [["o1", "m1", "1.00"]])

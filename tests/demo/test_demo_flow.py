@@ -45,6 +45,13 @@ def test_demo_json_conserves_every_microunit(tmp_path: Path, db_url: str | None)
     )
     assert summary["conserved"] is True and summary["verified"] is True
     assert summary["statement"]["reconciles"] is True
+    # One tune is under an RSL licence (0.002 EUR per use) with a Content-Usage header; the agreement applies
+    # the price as a floor per output, and the statement of its composer cites the term on the raised lines.
+    licence = summary["licence"]
+    assert licence["work_id"] and licence["person_id"] == summary["statement"]["person_id"]
+    assert any(n.startswith("ai_generative_training: allowed") for n in licence["notes"]), licence["notes"]
+    assert summary["statement"]["licence_lines"] > 0
+    assert summary["statement"]["licence_terms"][0].startswith("use: at least 0.002 EUR per output (licence term ")
     assert summary["verified_by_credential"] >= 1 and summary["attribution"]["method"] == "trak"
     assert summary["works"] == len({t.text for t in iter_tunes(limit=600)})
     assert summary["portal_login_url"].startswith("http://127.0.0.1:8000/portal/login?token=ecl_")

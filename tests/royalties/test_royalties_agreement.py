@@ -119,3 +119,15 @@ def test_bad_agreements_are_refused_with_a_useful_message(body: str, message: st
 def test_role_names_follow_the_registry_rules(role: str) -> None:
     with pytest.raises(ValidationError, match="must be written scheme:code"):
         parse_agreement(_edit('"endcredits:composer" = 1', f'"{role}" = 1'))
+
+
+def test_licence_terms_default_to_none_and_name_how_terms_apply() -> None:
+    assert parse_agreement(GOOD).licence_terms == ()
+    floored = parse_agreement(GOOD.replace("[role_weights]", 'licence_terms = ["output_floor"]\n[role_weights]'))
+    assert floored.licence_terms == ("output_floor",)
+    for value, message in (
+        ("[1]", "agreement licence_terms must be a list of names"),
+        ('["floor"]', "agreement licence_terms names 'floor', which is not one of output_floor"),
+    ):
+        with pytest.raises(ValidationError, match=re.escape(message)):
+            parse_agreement(GOOD.replace("[role_weights]", f"licence_terms = {value}\n[role_weights]"))

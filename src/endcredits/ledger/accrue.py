@@ -28,7 +28,7 @@ import hashlib
 import os
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,6 +43,7 @@ from endcredits.errors import ConflictError, ManifestError, ValidationError, inv
 from endcredits.ledger import TransferRequest, account_key
 from endcredits.ledger.evidence import EVIDENCE_SCHEMA, coded, evidence_path, prepare_evidence
 from endcredits.ledger.expiry import save_agreement_terms
+from endcredits.ledger.floors import FloorLine, record_floor_lines
 from endcredits.ledger.records import fold_pending, post_accrual, read_carries
 from endcredits.ledger.segments import pending_size
 from endcredits.limits import (
@@ -58,6 +59,7 @@ from endcredits.manifest.records import ManifestRecord, latest_manifest_id, load
 from endcredits.money import Split, split_batch
 from endcredits.registry.records import route_columns
 from endcredits.royalties import Agreement, pools_of
+from endcredits.royalties.floors import Floor, floor_top_ups, output_floors
 from endcredits.royalties.records import load_agreement
 from endcredits.royalties.usage import OutputIn, UsageBatch, build_usage
 from endcredits.store.audit import append_audit
@@ -150,6 +152,7 @@ class AccrualSummary:
     groups: tuple[str, ...]  # one id per (currency, period) group; a group whose pools are all 0 posts no transfer
     currency: str  # the agreement's: every amount above is in it
     source: ScoreSource
+    floors_microunits: int = 0  # added by the operator to raise works to their licence floors (in posted/escrow)
 
     def to_json(self) -> dict[str, Any]:
         """The summary as the CLI's ``--json`` and the API print it: amounts in integer microunits."""
@@ -167,6 +170,7 @@ class AccrualSummary:
             "transfers": list(self.groups),
             "attribution_run_id": self.source.run_id,
             "external_reason": self.source.external_reason,
+            "floors_microunits": self.floors_microunits,
         }
 
 
@@ -284,6 +288,8 @@ class _Plan:
     escrowed: int
     suspense_delta: int
     evidence: dict[str, pa.Array]  # the evidence columns built while the split ran (none in a dry run)
+    floored: int = 0  # whole microunits the operator added to raise works to licence floors (royalties.floors)
+    floor_lines: list[FloorLine] = field(default_factory=list)
 
 
 def _pool_total(pools: npt.NDArray[Any]) -> int:
@@ -326,6 +332,7 @@ def _plan_group(
     currency: str,
     period: str,
     carry_overrides: dict[str, int],
+    floors: Mapping[tuple[str, int], Floor],
     *,
     write_outputs: bool,
 ) -> _Plan:
@@ -358,6 +365,8 @@ def _plan_group(
     if "error" in done:
         raise done["error"]
     split, micro_sum, sub_sum = done["split"]
+    top_ups = floor_top_ups(usage, floors, split.microunits, split.subunits) if floors else {}
+    pool_total = _pool_total(pools)
     if carry_overrides:  # a dry run's earlier groups, not written
         for i, payee in enumerate(payees):
             if payee in carry_overrides:
@@ -365,27 +374,18 @@ def _plan_group(
     total_sub = carry_in + sub_sum  # < (lines + 1) * 2^32: fits int64 for any batch within limits
     posted_each = micro_sum + (total_sub >> SUBUNIT_BITS).astype(micro_sum.dtype)
     carry_out = total_sub & (SUBUNITS_PER_MICROUNIT - 1)
-    # Each payee's account (= account_key(kind, currency, holder)), and per account the sum of what its
-    # payees are posted: a claimed name and its person share one account.
-    accounts = pc.binary_join_element_wise(pa.array(kinds, pa.string()), pa.array(holders, pa.string()), currency, ":")
-    encoded = accounts.dictionary_encode()
-    account_codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    sums = np.zeros(len(encoded.dictionary), dtype=posted_each.dtype)  # int64 unless the pools pass 2^62
-    np.add.at(sums, account_codes, posted_each)
-    paid = np.flatnonzero(sums != 0)
-    names = encoded.dictionary.take(pa.array(paid, pa.int64())).to_pylist()
-    amounts = sums[paid].tolist()
-    legs: dict[str, int] = dict(zip(names, amounts))
+    posted_each, floored = _add_top_ups(posted_each, top_ups, usage, used, pool_total)
+    encoded, account_codes, legs = _account_legs(kinds, holders, currency, posted_each)
+    names, amounts = list(legs), list(legs.values())
     escrowed = sum(a for name, a in zip(names, amounts) if name.startswith("escrow:"))
-    pool_total = _pool_total(pools)
     posted = sum(amounts) - escrowed
-    suspense_delta = pool_total - posted - escrowed
+    suspense_delta = pool_total + floored - posted - escrowed  # the operator funds the floors beside the pool
     invariant(
         int(carry_out.sum()) - int(carry_in.sum()) == suspense_delta * SUBUNITS_PER_MICROUNIT,
         "suspense change does not equal the change in carried fractions",
     )
-    if pool_total:
-        legs[account_key("pool", currency)] = -pool_total
+    if pool_total + floored:
+        legs[account_key("pool", currency)] = -(pool_total + floored)
     if suspense_delta:
         legs[account_key("suspense", currency)] = suspense_delta
     code_of_payee = np.zeros(len(usage.payees), dtype=np.int32)
@@ -393,8 +393,9 @@ def _plan_group(
     line_accounts = pa.DictionaryArray.from_arrays(
         pa.array(code_of_payee[usage.payee_codes], pa.int32()), encoded.dictionary
     )
+    group_id = _group_event_id(event_id, currency, period)
     return _Plan(
-        _group_event_id(event_id, currency, period),
+        group_id,
         currency,
         period,
         usage,
@@ -409,7 +410,73 @@ def _plan_group(
         escrowed,
         suspense_delta,
         done.get("evidence", {}),
+        floored,
+        _floor_lines(group_id, usage, top_ups, line_accounts),
     )
+
+
+def _account_legs(
+    kinds: list[str], holders: list[str], currency: str, posted_each: npt.NDArray[Any]
+) -> tuple[pa.DictionaryArray, npt.NDArray[np.int64], dict[str, int]]:
+    """Each payee's account (= account_key(kind, currency, holder)), coded, and per account the sum of what
+    its payees are posted (accounts with a non-zero sum): a claimed name and its person share one account."""
+    accounts = pc.binary_join_element_wise(pa.array(kinds, pa.string()), pa.array(holders, pa.string()), currency, ":")
+    encoded = accounts.dictionary_encode()
+    account_codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    sums = np.zeros(len(encoded.dictionary), dtype=posted_each.dtype)  # int64 unless the pools pass 2^62
+    np.add.at(sums, account_codes, posted_each)
+    paid = np.flatnonzero(sums != 0)
+    names = encoded.dictionary.take(pa.array(paid, pa.int64())).to_pylist()
+    return encoded, account_codes, dict(zip(names, sums[paid].tolist()))
+
+
+def _add_top_ups(
+    posted_each: npt.NDArray[Any],
+    top_ups: Mapping[int, tuple[int, int]],
+    usage: UsageBatch,
+    used: npt.NDArray[np.int64],
+    pool_total: int,
+) -> tuple[npt.NDArray[Any], int]:
+    """Each payee's posting (``used`` order) with the licence floors' top-ups of its lines added, and their
+    total. Whole microunits: the carried fractions do not change."""
+    floored = sum(amount for amount, _ in top_ups.values())
+    if not floored:
+        return posted_each, 0
+    if pool_total + floored >= (1 << 62):
+        posted_each = posted_each.astype(object)
+    positions = np.searchsorted(used, usage.payee_codes[sorted(top_ups)])
+    for k, j in zip(positions.tolist(), sorted(top_ups)):
+        posted_each[k] += top_ups[j][0]
+    return posted_each, floored
+
+
+def _floor_lines(
+    group_id: str, usage: UsageBatch, top_ups: Mapping[int, tuple[int, int]], line_accounts: pa.DictionaryArray
+) -> list[FloorLine]:
+    """The rows that keep each top-up with its line, account and licence term."""
+    if not top_ups:
+        return []
+    assert usage.attributed_codes is not None and usage.source_codes is not None and usage.role_codes is not None
+    output_of = np.searchsorted(usage.offsets, np.asarray(sorted(top_ups), dtype=np.int64), side="right") - 1
+    out = []
+    for i, j in zip(output_of.tolist(), sorted(top_ups)):
+        amount, term_id = top_ups[j]
+        out.append(
+            FloorLine(
+                group_id,
+                usage.output_ids[i],
+                usage.model_ids[i],
+                usage.occurred_at[i],
+                usage.works[int(usage.attributed_codes[j])],
+                usage.works[int(usage.source_codes[j])],
+                usage.payees[int(usage.payee_codes[j])],
+                usage.roles[int(usage.role_codes[j])],
+                str(line_accounts[j]),
+                term_id,
+                amount,
+            )
+        )
+    return out
 
 
 def _coded_per_output(out_idx: npt.NDArray[np.int64], values: list[str]) -> pa.DictionaryArray:
@@ -509,6 +576,7 @@ def accrue(
         tuple(p.event_id for p in plans),
         agreement.currency,
         source,
+        sum(p.floored for p in plans),
     )
 
 
@@ -551,6 +619,7 @@ def _accrue_in(
         if prior is not None:
             return prior
         model_ids_exist(conn, usage.model_ids)
+        floors = output_floors(conn, usage, agreement)  # refuses a floor in another currency: nothing written
         # The terms that split this money are kept with it (other terms under the same version are refused).
         save_agreement_terms(conn, agreement)
         if not dry_run:
@@ -585,7 +654,7 @@ def _accrue_in(
                     else {}
                 )
                 plan = _plan_group(
-                    conn, event_id, sub, agreement, currency, period, overrides, write_outputs=not dry_run
+                    conn, event_id, sub, agreement, currency, period, overrides, floors, write_outputs=not dry_run
                 )
                 plans.append(plan)
                 if dry_run:
@@ -636,6 +705,7 @@ def _write_group(store: Store, conn: Connection, batch: _Batch, plan: _Plan, wri
                 (plan.carry_payees, plan.carry_out),
                 at=at,
             )
+            record_floor_lines(conn, plan.floor_lines)
         _fault("posted")
     finally:
         writer.join()
@@ -683,6 +753,7 @@ def _record_group(conn: Connection, batch: _Batch, plan: _Plan, evidence: str, s
             "pool": str(_pool_total(plan.pools)),
             "evidence_sha256": sha,
             **scores,
+            **({"floors": str(plan.floored)} if plan.floored else {}),
         },
         at=at,
     )

@@ -17,7 +17,9 @@ the accrual paid. Accruals on external scores are listed with their reasons, as 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -25,9 +27,11 @@ from sqlalchemy import Connection, func, select, text
 
 from endcredits.attribution.records import AttributionRun, binding_problem, read_run_scores, run_count, runs_by_id
 from endcredits.audit import verify_chain
+from endcredits.consent.terms import terms_for
 from endcredits.errors import EvidenceError, LedgerError, NotFoundError
 from endcredits.ledger import NEGATIVE_ALLOWED_KINDS, TransferRequest
 from endcredits.ledger.evidence import read_evidence
+from endcredits.ledger.floors import floor_line_count, floor_lines_of
 from endcredits.ledger.records import carried_fractions, derived_balances
 from endcredits.ledger.segments import fold_watermark, pending_deltas, raw_segment_sha256, read_segment, segment_ids
 from endcredits.limits import SUBUNIT_BITS, SUBUNITS_PER_MICROUNIT
@@ -127,13 +131,7 @@ def verify(store: Store) -> VerifyReport:  # noqa: C901 - one pass over many ind
                 f"{unreadable} ledger segment(s) unreadable: restore the database from backup; later checks skipped"
             )
             return report
-        for t in transfer_rows.values():
-            if leg_sums.get(t.id, 0) != 0:
-                p.append(f"transfer {t.event_id} does not balance (legs sum to {leg_sums.get(t.id, 0)})")
-            if leg_counts.get(t.id, 0) != t.leg_count:
-                p.append(f"transfer {t.event_id} has {leg_counts.get(t.id, 0)} legs, recorded {t.leg_count}")
-            if audited.get(t.event_id) != t.content_sha256:
-                p.append(f"transfer {t.event_id} has no matching audit entry")
+        _check_transfers(transfer_rows.values(), leg_sums, leg_counts, audited, p)
         report.checked["transfers"] = len(transfer_rows)
 
         derived = derived_balances(conn)  # by account key, from legs rows and segments
@@ -224,6 +222,7 @@ def verify(store: Store) -> VerifyReport:  # noqa: C901 - one pass over many ind
             .order_by(transfers.c.id.is_(None), transfers.c.id, accrual_batches.c.created_at)
         ).all()
         replayed_all = True
+        floors = _floor_legs(conn, [b.event_id for b in batches], p)
         agreement_of: dict[tuple[str, int], Agreement | None] = {}
         for b in batches:
             n_files += 1
@@ -275,6 +274,8 @@ def verify(store: Store) -> VerifyReport:  # noqa: C901 - one pass over many ind
                 whole = (before + amount) // SUBUNITS_PER_MICROUNIT - before // SUBUNITS_PER_MICROUNIT
                 if whole:
                     expected[account] = expected.get(account, 0) + whole
+            for account, amount in floors.get(b.event_id, {}).items():  # licence floors: whole microunits
+                expected[account] = expected.get(account, 0) + amount
             posted = {
                 k: v
                 for k, v in legs_by_transfer.get(b.transfer_event_id, {}).items()
@@ -300,6 +301,36 @@ def verify(store: Store) -> VerifyReport:  # noqa: C901 - one pass over many ind
         report.checked["outputs"] = int(conn.execute(select(func.count()).select_from(outputs)).scalar_one())
         _check_score_sources(conn, store, report)
     return report
+
+
+def _check_transfers(
+    rows: Iterable[Any], leg_sums: dict[int, int], leg_counts: dict[int, int], audited: dict[str, Any], p: list[str]
+) -> None:
+    """Every transfer balances, has the legs it recorded and its audit entry."""
+    for t in rows:
+        if leg_sums.get(t.id, 0) != 0:
+            p.append(f"transfer {t.event_id} does not balance (legs sum to {leg_sums.get(t.id, 0)})")
+        if leg_counts.get(t.id, 0) != t.leg_count:
+            p.append(f"transfer {t.event_id} has {leg_counts.get(t.id, 0)} legs, recorded {t.leg_count}")
+        if audited.get(t.event_id) != t.content_sha256:
+            p.append(f"transfer {t.event_id} has no matching audit entry")
+
+
+def _floor_legs(conn: Connection, event_ids: list[str], p: list[str]) -> dict[str, dict[str, int]]:
+    """Per accrual group, what its licence floor lines add to each account; a line whose licence term is not
+    stored, or that belongs to no accrual group, is a problem."""
+    lines = floor_lines_of(conn, event_ids)
+    stored = {term_id for term_id, _ in terms_for(conn, {x.attributed_work for x in lines})}
+    gone = sorted({x.term_id for x in lines} - stored)
+    if gone:
+        p.append(f"licence floor lines name licence term {gone[0]}, which is not stored")
+    if len(lines) != floor_line_count(conn):
+        p.append("licence floor lines belong to no accrual group: they paid money no evidence explains")
+    out: dict[str, dict[str, int]] = {}
+    for x in lines:
+        per = out.setdefault(x.event_id, {})
+        per[x.account] = per.get(x.account, 0) + x.amount_microunits
+    return out
 
 
 def _check_payout_clearing(conn: Connection, derived: dict[str, int], report: VerifyReport) -> None:

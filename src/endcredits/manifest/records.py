@@ -47,6 +47,15 @@ def model_ids_exist(conn: Connection, model_ids: Sequence[str]) -> None:
             )
 
 
+def model_uses(conn: Connection, model_ids: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """The uses each registered model of ``model_ids`` is registered for (a model not registered is left out)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for part in chunks(sorted(set(model_ids))):
+        for r in conn.execute(select(models.c.id, models.c.uses).where(models.c.id.in_(part))):
+            out[r.id] = tuple(r.uses.split(","))
+    return out
+
+
 @dataclass(frozen=True)
 class ManifestRecord:
     id: str

@@ -25,8 +25,10 @@ from sqlalchemy import Connection, select
 
 from endcredits.attribution.records import AttributionRun, runs_by_id
 from endcredits.attribution.validity_records import latest_validities
+from endcredits.consent.terms import terms_for
 from endcredits.errors import NotFoundError
 from endcredits.ledger.evidence import read_evidence
+from endcredits.ledger.floors import floor_lines_of
 from endcredits.ledger.records import accrued_by_account
 from endcredits.limits import SUBUNITS_PER_MICROUNIT
 from endcredits.money import format_amount
@@ -52,6 +54,8 @@ STATEMENT_COLUMNS = (
     "scores_run_id",
     "scores_method",
     "scores_external_reason",
+    "licence_term",
+    "licence_source",
     "output_top_works",
 )
 TOP_WORKS_PER_OUTPUT = 5
@@ -320,7 +324,11 @@ def build_statement(store: Store, person_id: int, period: str, currency: str) ->
                 accrued += after // SUBUNITS_PER_MICROUNIT - before // SUBUNITS_PER_MICROUNIT
                 total += amount
     during = [(t, _source_columns(src, runs)) for p, t, _full, _a, src in collected if p == period]
-    lines = _line_table(during)
+    with store.read() as conn:
+        floors = _floor_table(conn, payees, currency, period, runs)
+    floored = sum(floors["amount_microunits"].to_pylist())  # whole microunits: no carry changes
+    total, accrued = total + floored * SUBUNITS_PER_MICROUNIT, accrued + floored
+    lines = _line_table(during, floors)
     for e in explained.values():
         for w in e["top_works"]:
             sub = int(w["amount_subunits"])
@@ -416,14 +424,16 @@ LINE_TABLE_COLUMNS = (
     "scores_run_id",
     "scores_method",
     "scores_external_reason",
+    "licence_term",
+    "licence_source",
 )
 _LINE_ORDER = ["occurred_at", "output_id", "attributed_work", "source_work", "role"]
 
 
-def _line_table(during: list[tuple[pa.Table, dict[str, str]]]) -> pa.Table:
-    """Every line of the period's batches with its scores source, text as strings, in time order (then
-    output, attributed work, source work and role)."""
-    parts = []
+def _line_table(during: list[tuple[pa.Table, dict[str, str]]], floors: pa.Table) -> pa.Table:
+    """Every line of the period's batches with its scores source, then the licence floors' lines, text as
+    strings, in time order (then output, attributed work, source work and role)."""
+    parts = [floors] if floors.num_rows else []
     for t, source in during:
         columns = {
             name: t[name].cast(pa.string()) if pa.types.is_dictionary(t[name].type) else t[name]
@@ -431,12 +441,43 @@ def _line_table(during: list[tuple[pa.Table, dict[str, str]]]) -> pa.Table:
             if name in t.column_names
         }
         columns.update({k: pa.array([v] * t.num_rows, pa.string()) for k, v in source.items()})
+        columns.update({k: pa.array([""] * t.num_rows, pa.string()) for k in ("licence_term", "licence_source")})
         parts.append(pa.table([columns[name] for name in LINE_TABLE_COLUMNS], names=list(LINE_TABLE_COLUMNS)))
     if not parts:
         empty = [pa.array([], pa.int64() if name.startswith("amount") else pa.string()) for name in LINE_TABLE_COLUMNS]
         return pa.table(empty, names=list(LINE_TABLE_COLUMNS))
     table = pa.concat_tables(parts)
     return table.take(pc.sort_indices(table, sort_keys=[(k, "ascending") for k in _LINE_ORDER]))
+
+
+def _floor_table(
+    conn: Connection, payees: list[str], currency: str, period: str, runs: dict[str, AttributionRun]
+) -> pa.Table:
+    """The lines the period's licence floors paid these payees (``ledger.floors``), as ``LINE_TABLE_COLUMNS``,
+    each citing its licence term: payment type, amount, id and source (``consent.terms``)."""
+    q = select(accrual_batches.c.event_id, accrual_batches.c.scores_run_id, accrual_batches.c.scores_external_reason)
+    sources = {
+        r.event_id: _source_columns((r.scores_run_id, r.scores_external_reason), runs)
+        for r in conn.execute(q.where(accrual_batches.c.currency == currency, accrual_batches.c.period == period))
+    }
+    wanted = set(payees)
+    lines = [x for x in floor_lines_of(conn, list(sources)) if x.payee in wanted]
+    terms = dict(terms_for(conn, {x.attributed_work for x in lines}))
+    rows = []
+    for x in lines:
+        term = terms.get(x.term_id)
+        cited = (
+            f"{term.payment_type}: at least {format_amount(term.amount_microunits, term.currency)} {term.currency} "
+            f"per output (licence term {x.term_id})"
+            if term is not None
+            else f"licence term {x.term_id} (not stored here)"
+        )
+        rows.append(
+            {**vars(x), "amount_subunits": 0, **sources[x.event_id], "licence_term": cited,
+             "licence_source": term.source if term is not None else ""}
+        )  # fmt: skip
+    types = {name: pa.int64() if name.startswith("amount") else pa.string() for name in LINE_TABLE_COLUMNS}
+    return pa.table({name: pa.array([r[name] for r in rows], types[name]) for name in LINE_TABLE_COLUMNS})
 
 
 def _line_dicts(table: pa.Table, labels: dict[str, str], titles: dict[str, str], currency: str) -> list[dict[str, Any]]:
@@ -462,6 +503,8 @@ def _line_dicts(table: pa.Table, labels: dict[str, str], titles: dict[str, str],
                 "scores_run_id": row["scores_run_id"],
                 "scores_method": row["scores_method"],
                 "scores_external_reason": row["scores_external_reason"],
+                "licence_term": row["licence_term"],
+                "licence_source": row["licence_source"],
             }
         )
     return lines

@@ -13,16 +13,16 @@ escrow_period_days = 1095       # how long unclaimed money is held and published
 escrow_expiry_fund = "actors-fund"  # optional: the fund that holds unclaimed money past that period, per name
 negative_influence = "zero"     # the only rule now: a work whose influence on an output is negative earns nothing
 extra_role_schemes = []         # optional: role schemes outside ``registry.roles`` this agreement accepts
+licence_terms = ["output_floor"] # optional, default []: how priced licence terms apply (LICENCE_TERM_APPLICATIONS)
 [role_weights]                  # "scheme:code" = integer weight; every credited role must be listed
 "endcredits:composer" = 3
 "endcredits:transcriber" = 1
 "ebu:15.8" = 1                  # EBU term ids; a term name ("ebu:gaffer") is the same role
 ```
-Every rate is exact decimal or ratio text (``"1/3"``), never a float. Unknown keys are refused, and so is
-a role that ``registry.roles`` does not know (a scheme outside it only when named in ``extra_role_schemes``).
-Roles are compared in their canonical form (``registry.roles.canonical_role``), so a weight for ``ebu:15.8``
-applies to a credit written ``ebu:gaffer``; naming one role twice in two forms is refused. Without
-``escrow_expiry_fund``, unclaimed money stays in escrow past its period (``ledger.expiry``).
+Rates are exact decimal or ratio text (``"1/3"``), never floats. Unknown keys are refused, and so is a role
+``registry.roles`` does not know (a scheme outside it only if in ``extra_role_schemes``). Roles compare in
+canonical form: a weight for ``ebu:15.8`` applies to a credit ``ebu:gaffer``; one role named twice is refused.
+Without ``escrow_expiry_fund``, unclaimed money stays in escrow past its period (``ledger.expiry``).
 """
 
 from __future__ import annotations
@@ -56,9 +56,16 @@ _KEYS = {
     "role_weights",
     "extra_role_schemes",
 }
-_REQUIRED = _KEYS - {"baseline_share", "negative_influence", "extra_role_schemes", "escrow_expiry_fund"}
+_OPTIONAL = {"baseline_share", "negative_influence", "extra_role_schemes", "escrow_expiry_fund", "licence_terms"}
+_REQUIRED = _KEYS - _OPTIONAL
 FUND_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 """A fund's id: it becomes part of ledger account keys (``fund:FUND/name:7:EUR``), so no ``:`` nor ``/``."""
+
+LICENCE_TERM_APPLICATIONS: tuple[str, ...] = ("output_floor",)
+"""How an agreement may apply the licence terms stored with works (``consent.terms``), named in its
+``licence_terms`` list. ``output_floor``: a work attributed in an output is paid at least the amount of a
+``use`` or ``crawl`` term in force then, the operator paying the difference (``royalties.floors``). The
+default, an empty list, applies none: terms are then evidence only."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,7 @@ class Agreement:
     body: str
     negative_influence: str = "zero"
     escrow_expiry_fund: str | None = None
+    licence_terms: tuple[str, ...] = ()
 
     @property
     def body_sha256(self) -> str:
@@ -99,6 +107,21 @@ def _share(data: Mapping[str, Any], key: str) -> Fraction:
     if share > 1:
         raise ValidationError(f"agreement {key} = {value} exceeds the whole (1); shares are fractions of one")
     return share
+
+
+def _licence_terms(value: object) -> tuple[str, ...]:
+    """The ``licence_terms`` list: each a name in ``LICENCE_TERM_APPLICATIONS``, once."""
+    allowed = ", ".join(LICENCE_TERM_APPLICATIONS)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValidationError(
+            f'agreement licence_terms must be a list of names such as ["output_floor"] (of {allowed})'
+        )
+    unknown = [v for v in value if v not in LICENCE_TERM_APPLICATIONS]
+    if unknown:
+        raise ValidationError(f"agreement licence_terms names {unknown[0]!r:.40}, which is not one of {allowed}")
+    if len(set(value)) != len(value):
+        raise ValidationError("agreement licence_terms names one application twice")
+    return tuple(sorted(value))
 
 
 def parse_agreement(body: str) -> Agreement:  # noqa: C901 - one pass over many independent checks
@@ -149,6 +172,7 @@ def parse_agreement(body: str) -> Agreement:  # noqa: C901 - one pass over many 
         role_weights=role_weights,
         body=body,
         escrow_expiry_fund=fund,
+        licence_terms=_licence_terms(data.get("licence_terms", [])),
     )
     if agreement.pool_rate == 0:
         raise ValidationError("agreement pool_rate is 0: nobody would be paid")

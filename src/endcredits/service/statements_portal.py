@@ -145,6 +145,7 @@ def _output_view(
                 "via": ", ".join(w.drawn_on),
                 "roles": ", ".join(w.roles),
                 "credited_as": ", ".join(w.credited_as),
+                "licence": "; ".join(w.licence_terms),
                 "amount": format_amount(w.amount_subunits // SUBUNITS_PER_MICROUNIT, currency),
                 "preview": p,
                 "thumb": _preview_url(request, st.person_id, "work", w.work_id) if p.kind == "image" else "",

@@ -477,6 +477,26 @@ accrual_batches = Table(
     Column("scores_external_reason", Text, nullable=True),
 )
 
+licence_floors = Table(
+    "licence_floors",
+    metadata,
+    # What an accrual group paid beyond its pool to raise a work's share of an output to a licence term's
+    # floor (royalties.floors): one row per line topped up, posted in the group's accrual transfer.
+    Column("id", Key, primary_key=True, autoincrement=True),
+    Column("event_id", Id, nullable=False, index=True),  # the accrual group (accrual_batches.event_id)
+    Column("output_id", Id, nullable=False),
+    Column("model_id", Id, nullable=False),
+    Column("occurred_at", Time, nullable=False),
+    Column("attributed_work", Id, nullable=False),
+    Column("source_work", Id, nullable=False),
+    Column("payee", Id, nullable=False, index=True),
+    Column("role", Id, nullable=False),
+    Column("account", Id, nullable=False),
+    Column("term_id", Key, nullable=False),  # licence_terms.id
+    Column("amount_microunits", Amount, nullable=False),
+    CheckConstraint("amount_microunits > 0", name="amount_positive"),
+)
+
 # Ledger ------------------------------------------------------------------------------------------
 accounts = Table(
     "accounts",
