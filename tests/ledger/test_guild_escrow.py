@@ -6,17 +6,20 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from sqlalchemy import Connection
 
 from endcredits.consent.guilds import load_guild_terms
+from endcredits.errors import CredentialError
 from endcredits.ledger.accrue import accrue
 from endcredits.ledger.expiry import escrow_schedule, expire_escrow
+from endcredits.ledger.guilds import guild_unclaimed, guild_view
 from endcredits.ledger.records import balance_totals
 from endcredits.ledger.verify import verify
 from endcredits.registry.identity.trusted import distrust_issuer, trust_issuer
 from endcredits.royalties import Agreement, parse_agreement
 from endcredits.store.engine import Store, format_time
 from endcredits.store.schema import credentials
-from helpers_money import EXTERNAL, World, agreement_text, balances, on_time
+from helpers_money import EXTERNAL, World, agreement_text, balances, on_time, people
 
 GUILD = "did:web:guild.example"
 FUND = "actors-fund"
@@ -48,22 +51,26 @@ def guild_terms(period_days: int, fund: str | None) -> str:
     return f'effective_from = "2025-01-01T00:00:00Z"\n[escrow]\nperiod_days = {period_days}{line}\n'
 
 
+def member(conn: Connection, person: int) -> None:
+    conn.execute(
+        credentials.insert().values(
+            person_id=person,
+            credential_id=f"urn:uuid:{person}",
+            issuer=GUILD,
+            subject=f"did:example:{person}",
+            valid_until=format_time(dt.datetime(2030, 1, 1, tzinfo=dt.UTC)),
+            credential_json="{}",
+            added_at=format_time(dt.datetime(2025, 1, 1, tzinfo=dt.UTC)),
+        )
+    )
+
+
 @pytest.fixture
 def world(store: Store, monkeypatch: pytest.MonkeyPatch) -> World:
     """dan (not yet verified, so his money waits in escrow) holds a credential from the guild."""
     w = World(store)
     with store.write() as conn:
-        conn.execute(
-            credentials.insert().values(
-                person_id=w.dan,
-                credential_id="urn:uuid:dan",
-                issuer=GUILD,
-                subject="did:example:dan",
-                valid_until=format_time(dt.datetime(2030, 1, 1, tzinfo=dt.UTC)),
-                credential_json="{}",
-                added_at=format_time(dt.datetime(2025, 1, 1, tzinfo=dt.UTC)),
-            )
-        )
+        member(conn, w.dan)
         trust_issuer(conn, GUILD, note="the guild")
     accrue_on(monkeypatch, w, "2025-01-10", "b1", terms(30), {w.song: 0.6, w.film: 0.4})
     return w
@@ -108,3 +115,29 @@ def test_a_guild_period_without_a_fund_keeps_the_agreement_s_fund(world: World) 
     with w.store.write() as conn:
         load_guild_terms(conn, GUILD, guild_terms(60, None), "terms.toml")
     assert _held(w)[f"escrow:person:{w.dan}:EUR"] == (dt.date(2025, 3, 11), FUND, f"guild terms of {GUILD} v1")
+
+
+def test_a_guild_sees_only_its_members_aggregates_and_unclaimed_lines(world: World) -> None:
+    w = world
+    now = dt.datetime(2025, 2, 1, tzinfo=dt.UTC)
+    with w.store.read() as conn:
+        with pytest.raises(CredentialError, match="not on the operator's trust list"):
+            guild_view(conn, "did:web:other.example", now)
+        alone = guild_view(conn, GUILD, now)
+        unclaimed = guild_unclaimed(conn, GUILD)
+    assert alone.members == 1 and alone.escrow_microunits is None  # one member's sum would be his own
+    assert [r.name for r in unclaimed] == ["dan"]  # bob's name is not a member's
+    carol = people(w.store, "carol")[0]
+    with w.store.write() as conn:
+        member(conn, w.alice)
+        member(conn, carol)
+    with w.store.read() as conn:
+        view = guild_view(conn, GUILD, now)
+    owed = balances(w.store)
+    assert view.members == 3
+    assert view.escrow_microunits == {"EUR": owed[f"escrow:person:{w.dan}:EUR"]}
+    assert view.payable_microunits == {"EUR": owed[f"payable:person:{w.alice}:EUR"]}
+    assert view.accrued_microunits == {
+        "EUR": owed[f"escrow:person:{w.dan}:EUR"] + owed[f"payable:person:{w.alice}:EUR"]
+    }
+    assert "dan" not in str(view.to_json()) and "alice" not in str(view.to_json())

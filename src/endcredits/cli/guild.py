@@ -101,3 +101,45 @@ def guild_terms_show(ctx: typer.Context, issuer: IssuerOpt, as_json: JsonOpt = F
             f"v{v['version']} from {v['effective_from']} ({v['source']}): consent {v['consent'] or 'no defaults'}; "
             f"escrow {v['escrow']}; role minimums {v['role_weights_min'] or 'none'}"
         )
+
+
+@guild_app.command("view")
+def guild_view_cmd(ctx: typer.Context, issuer: IssuerOpt, as_json: JsonOpt = False) -> None:
+    """What a guild sees of its members: sums per currency and consent counts, never one member."""
+    import datetime as dt
+
+    from endcredits.ledger.guilds import guild_view
+
+    with open_store_of(ctx) as store, store.read() as conn:
+        view = guild_view(conn, issuer, dt.datetime.now(dt.UTC)).to_json()
+    if as_json:
+        print_json(view)
+        return
+    console = make_console()
+    console.print(f"{issuer}: {view['members']} members; terms v{view['terms_version'] or '-'}")
+    for what in ("accrued", "payable", "escrow", "fund"):
+        amounts = view[f"{what}_microunits"]
+        shown = "withheld (too few members)" if amounts is None else (amounts or "nothing")
+        console.print(f"  {what}: {shown}")
+    for use, counts in view["consent"].items():
+        console.print(f"  {use}: {counts.get('allowed', 0)} allow, {counts.get('notAllowed', 0)} refuse")
+
+
+@guild_app.command("unclaimed")
+def guild_unclaimed_cmd(
+    ctx: typer.Context,
+    issuer: IssuerOpt,
+    query: Annotated[str, typer.Option(help="Part of a name to look for.")] = "",
+    limit: Annotated[int, typer.Option(help="Most lines to show.")] = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """The published unclaimed residuals held for a guild's members: names and amounts only."""
+    from endcredits.ledger.guilds import guild_unclaimed
+
+    with open_store_of(ctx) as store, store.read() as conn:
+        rows = [r.to_json() for r in guild_unclaimed(conn, issuer, query, limit=limit)]
+    if as_json:
+        print_json(rows)
+        return
+    cells = [[r["name"], r["amount"], r["currency"], r["status"], r["due_on"] or "", r["fund"] or ""] for r in rows]
+    print_table(f"unclaimed for members of {issuer}", ["name", "amount", "ccy", "status", "due", "fund"], cells)
