@@ -46,6 +46,7 @@ NOUNS: dict[str, tuple[str, str]] = {
     "ledger": ("endcredits.cli.money", "ledger_app"),
     "credential": ("endcredits.cli.identity", "credential_app"),
     "issuer": ("endcredits.cli.identity", "issuer_app"),
+    "guild": ("endcredits.cli.guild", "guild_app"),
     "interop": ("endcredits.cli.interop", "interop_app"),
     "operator-key": ("endcredits.cli.service", "operator_key_app"),
     "login-link": ("endcredits.cli.service", "login_link_app"),

@@ -6,8 +6,10 @@ window of time (or, explicitly, in perpetuity), citing where the statement came 
 the works derived from it.
 
 Precedence, for each use: a suspension in force (by a credited person, or by the issuer of one of their
-credentials) forbids; then the credited people's grants, then the work's own grants, then the operator
-default ("opt-out" allows, "opt-in" forbids). At each level a notAllowed wins over an allowed, and a
+credentials) forbids; then the credited people's grants together with the notAllowed defaults of their
+guilds' terms (``consent.guilds``: a guild's notAllowed protects its member more, so it beats the member's
+own allowed); then the work's own grants; then an allowed default of a credited member's guild; then the
+operator default ("opt-out" allows, "opt-in" forbids). At each level a notAllowed wins over an allowed, and a
 notAllowed for ``ai_training`` also forbids ``ai_generative_training`` (and one for ``ai_inference`` forbids
 ``ai_input``). Every requested use must be allowed. Across lineage the most restrictive term wins: a work is
 allowed only when it and every work upstream of it are. Whatever order the grants come in, the decision and
@@ -223,6 +225,22 @@ class Suspension:
 
 
 @dataclass(frozen=True)
+class GuildDefault:
+    """A trusted guild's default for one use, inherited by every member (``consent.guilds``); ``label``
+    names the terms version that set it."""
+
+    issuer: str
+    label: str
+    use: str
+    decision: Literal["allowed", "notAllowed"]
+
+    def __post_init__(self) -> None:
+        _check_use(self.use, f"use in {self.label}")
+        if self.decision not in DECISIONS:
+            raise ValidationError(f"{self.label}: decision for {self.use} must be 'allowed' or 'notAllowed'")
+
+
+@dataclass(frozen=True)
 class Decision:
     """Whether the uses are allowed, why, and the grant that decided (None: the operator default)."""
 
@@ -260,16 +278,38 @@ def _describe(grant: Grant, use: str) -> str:
     return f"{grant.decision} for {use} by {by}{via} (source: {grant.source})"
 
 
+def _guild_deciding(inherited: list[tuple[str, GuildDefault]], use: str, decision: str) -> str | None:
+    """The reason of the first inherited guild default that says ``decision`` for ``use`` (a notAllowed for
+    a broader use counts), or None."""
+    uses = (use, *IMPLIED_BY_NOT_ALLOWED.get(use, ())) if decision == "notAllowed" else (use,)
+    for person, d in inherited:
+        if d.decision == decision and d.use in uses:
+            via = "" if d.use == use else f" for {d.use}"
+            return f"{decision} for {use} by {d.label}{via}, inherited by member {person}"
+    return None
+
+
 def _decide_one(
-    use: str, person_grants: list[Grant], work_grants: list[Grant], default: str, suspended: list[Suspension]
+    use: str,
+    person_grants: list[Grant],
+    work_grants: list[Grant],
+    default: str,
+    suspended: list[Suspension],
+    inherited: list[tuple[str, GuildDefault]],
 ) -> Decision:
     for s in suspended:
         if s.covers(use):
             return Decision(allowed=False, reason=f"notAllowed for {use}: {s.describe()} ({s.reason})", grant=None)
-    for level in (person_grants, work_grants):
-        grant = _deciding(level, use)
-        if grant is not None:
-            return Decision(allowed=grant.decision == "allowed", reason=_describe(grant, use), grant=grant)
+    grant = _deciding(person_grants, use)
+    guild_no = _guild_deciding(inherited, use, "notAllowed")
+    if guild_no is not None and (grant is None or grant.decision == "allowed"):
+        return Decision(allowed=False, reason=guild_no, grant=None)
+    for g in (grant, _deciding(work_grants, use)):
+        if g is not None:
+            return Decision(allowed=g.decision == "allowed", reason=_describe(g, use), grant=g)
+    guild_yes = _guild_deciding(inherited, use, "allowed")
+    if guild_yes is not None:
+        return Decision(allowed=True, reason=guild_yes, grant=None)
     return Decision(allowed=default == "opt-out", reason=f"no grant for {use}; operator default {default}", grant=None)
 
 
@@ -284,11 +324,13 @@ def decide(
     project: str | None = None,
     suspensions: Sequence[Suspension] = (),
     issuers_of: Mapping[str, Sequence[str]] | None = None,
+    guild_defaults: Mapping[str, Sequence[GuildDefault]] | None = None,
 ) -> Decision:
     """May ``work_id`` be used for every one of ``uses`` at ``at``, in a manifest built for ``project``?
 
     ``suspensions`` apply to the credited people they name, and (by issuer) to the credited people whose
-    credentials ``issuers_of`` says that issuer issued. The rules: docs/concepts/consent.md."""
+    credentials ``issuers_of`` says that issuer issued; so do ``guild_defaults`` (per trusted issuer, the
+    consent defaults of its terms). The rules: docs/concepts/consent.md and docs/concepts/guilds.md."""
     check_id(work_id, "work id")
     _check_aware(at, "time to decide at")
     if default not in DEFAULT_REGIMES:
@@ -313,7 +355,10 @@ def decide(
     person_grants = [g for g in in_force if g.subject_kind == "person" and g.subject_id in people]
     work_grants = [g for g in in_force if g.subject_kind == "work" and g.subject_id == work_id]
 
-    per_use = [_decide_one(u, person_grants, work_grants, default, suspended) for u in USES if u in requested]
+    inherited = _inherited(people, issuers_of or {}, guild_defaults or {})
+    per_use = [
+        _decide_one(u, person_grants, work_grants, default, suspended, inherited) for u in USES if u in requested
+    ]
     forbidden = [d for d in per_use if not d.allowed]
     if forbidden:
         return Decision(allowed=False, reason="; ".join(d.reason for d in forbidden), grant=forbidden[0].grant)
@@ -333,6 +378,20 @@ def _suspended(
         if mine and s.in_force(at):
             out.append(s)
     return sorted(out, key=lambda s: (s.subject_kind, s.subject_id, s.starts_at.isoformat(), s.reason))
+
+
+def _inherited(
+    people: set[str], issuers_of: Mapping[str, Sequence[str]], guild_defaults: Mapping[str, Sequence[GuildDefault]]
+) -> list[tuple[str, GuildDefault]]:
+    """(member, default) for every guild default reaching one of ``people``, in a stable order."""
+    out = []
+    for person in sorted(people):
+        for issuer in sorted(issuers_of.get(person, ())):
+            for d in guild_defaults.get(issuer, ()):
+                if not isinstance(d, GuildDefault) or d.issuer != issuer:
+                    raise ValidationError(f"guild defaults of {issuer} must be its own GuildDefault objects")
+                out.append((person, d))
+    return sorted(out, key=lambda pd: (pd[0], pd[1].issuer, pd[1].use, pd[1].decision))
 
 
 INHERITED_REASONS_MAX = 5
@@ -403,6 +462,7 @@ __all__ = [
     "USES",
     "Decision",
     "Grant",
+    "GuildDefault",
     "Suspension",
     "decide",
     "inherit_across_lineage",

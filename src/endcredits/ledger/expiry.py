@@ -12,6 +12,11 @@ what is still held, since when and until when; nothing else is stored, so it is 
 moves nothing. Money whose agreement names no fund stays in escrow and is reported, never moved. A fund
 holds money per holder, so a late claim is paid from it (``ledger.escrow``); nothing leaves a fund to the
 operator. ``save_agreement_terms`` refuses a version that would shorten the period of money still held.
+
+A member of a trusted guild (``consent.guilds``) whose terms set an escrow policy, holding an escrow account
+as a person or through a claimed name, gets the more protective term: the longer of the agreement's and the
+guild's periods, and the guild's fund as destination when it names one (several guilds: the longest period,
+ties by issuer id). ``Held.term`` says which term set the deadline.
 """
 
 from __future__ import annotations
@@ -27,11 +32,13 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from endcredits.consent.guilds import GuildTerms, escrow_policies
 from endcredits.errors import ConflictError, ValidationError, invariant
 from endcredits.ledger import TransferRequest, account_key, parse_account_key
 from endcredits.ledger.records import account_balances, post_transfer
 from endcredits.ledger.segments import iter_segments
 from endcredits.money import format_amount
+from endcredits.registry.identity.members import issuers_of_people
 from endcredits.registry.records import work_titles
 from endcredits.royalties import Agreement
 from endcredits.royalties.records import newest_agreements, save_agreement
@@ -51,6 +58,7 @@ class _Deposit:
     due_on: dt.date | None  # None: no stored agreement gives it a period; held until claimed
     fund: str | None  # where it goes when due; None: it stays in escrow
     remaining_microunits: int
+    term: str | None = None  # what set the deadline: "agreement ID" or a guild's terms label
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,7 @@ class Held:
     due_on: dt.date | None
     fund: str | None
     amount_microunits: int
+    term: str | None = None  # what set the deadline: "agreement ID" or "guild terms of ISSUER vN"
 
 
 def _terms(conn: Connection) -> dict[str, tuple[int, str | None]]:
@@ -109,14 +118,59 @@ def _events(conn: Connection, keys: Collection[str] | None) -> dict[str, list[_E
     return out
 
 
-def _replay(events: list[_Event], terms: dict[str, tuple[int, str | None]]) -> list[_Deposit]:
+def _guild_terms_of(conn: Connection, keys: Collection[str]) -> dict[str, GuildTerms]:
+    """For each escrow account of ``keys`` held for a guild member (as a person, or by a name they claimed):
+    the escrow terms of their guild with the longest period (ties: the issuer id first in order)."""
+    policies = escrow_policies(conn)
+    if not policies:
+        return {}
+    person_of: dict[str, int] = {}
+    name_ids: dict[str, int] = {}
+    for key in keys:
+        holder = str(parse_account_key(key)[1])
+        if holder.startswith("person:"):
+            person_of[key] = int(holder.removeprefix("person:"))
+        elif holder.startswith("name:"):
+            name_ids[key] = int(holder.removeprefix("name:"))
+    if name_ids:
+        q = select(names.c.id, names.c.person_id).where(names.c.id.in_(sorted(set(name_ids.values()))))
+        claimed = {int(r.id): int(r.person_id) for r in conn.execute(q) if r.person_id is not None}
+        person_of |= {k: claimed[n] for k, n in name_ids.items() if n in claimed}
+    issuers = issuers_of_people(conn, person_of.values())
+    out: dict[str, GuildTerms] = {}
+    for key, person in person_of.items():
+        mine = [policies[i] for i in issuers.get(person, ()) if i in policies]
+        if mine:
+            out[key] = max(sorted(mine, key=lambda t: t.issuer), key=lambda t: t.escrow_period_days or 0)
+    return out
+
+
+def _deadline(
+    e: _Event, terms: dict[str, tuple[int, str | None]], guild: GuildTerms | None
+) -> tuple[dt.date | None, str | None, str | None]:
+    """A deposit's due date, destination fund and the term that set them: the agreement's, unless the
+    holder's guild protects more (a longer period; its fund when it names one)."""
+    period_days, fund = terms.get(e.agreement_id or "", (None, None))
+    if period_days is None:
+        return None, None, None
+    term = f"agreement {e.agreement_id}"
+    if guild is not None and guild.escrow_period_days is not None:
+        if guild.escrow_period_days > period_days:
+            period_days, term = guild.escrow_period_days, guild.label
+        if guild.escrow_fund is not None:
+            fund, term = guild.escrow_fund, guild.label
+    return e.owed_on + dt.timedelta(days=period_days), fund, term
+
+
+def _replay(
+    events: list[_Event], terms: dict[str, tuple[int, str | None]], guild: GuildTerms | None = None
+) -> list[_Deposit]:
     """The deposits of one account, each with what remains of it after every debit (see the module doc)."""
     deposits: list[_Deposit] = []
     for e in events:
         if e.amount_microunits > 0:
-            period_days, fund = terms.get(e.agreement_id or "", (None, None))
-            due = e.owed_on + dt.timedelta(days=period_days) if period_days is not None else None
-            deposits.append(_Deposit(e.transfer_id, e.agreement_id, e.owed_on, due, fund, e.amount_microunits))
+            due, fund, term = _deadline(e, terms, guild)
+            deposits.append(_Deposit(e.transfer_id, e.agreement_id, e.owed_on, due, fund, e.amount_microunits, term))
             continue
         need = -e.amount_microunits
         order = deposits
@@ -137,15 +191,19 @@ def escrow_schedule(conn: Connection, keys: Collection[str] | None = None) -> li
     due when. Sums, per account, to its balance."""
     terms = _terms(conn)
     out: list[Held] = []
-    for key, events in sorted(_events(conn, keys).items()):
+    found = _events(conn, keys)
+    guilds = _guild_terms_of(conn, found)
+    for key, events in sorted(found.items()):
         groups: dict[str | None, list[_Deposit]] = {}
-        for d in _replay(events, terms):
+        for d in _replay(events, terms, guilds.get(key)):
             groups.setdefault(d.fund, []).append(d)
         for fund, ds in sorted(groups.items(), key=lambda kv: kv[0] or ""):
-            dues = [d.due_on for d in ds if d.due_on is not None]
+            dated = sorted((d for d in ds if d.due_on is not None), key=lambda d: (d.due_on, d.transfer_id))
             owed_since = min(d.owed_on for d in ds)
             amount = sum(d.remaining_microunits for d in ds)
-            out.append(Held(key, owed_since, min(dues) if dues else None, fund, amount))
+            first = dated[0] if dated else None
+            due = first.due_on if first else None
+            out.append(Held(key, owed_since, due, fund, amount, first.term if first else None))
     return out
 
 
@@ -194,9 +252,11 @@ class ExpiryResult:
 def _due(conn: Connection, as_of: dt.date) -> Iterator[Expired]:
     """Per escrow account and destination, what is due on or before ``as_of`` (replayed per deposit)."""
     terms = _terms(conn)
-    for key, events in sorted(_events(conn, None).items()):
+    found = _events(conn, None)
+    guilds = _guild_terms_of(conn, found)
+    for key, events in sorted(found.items()):
         per_fund: dict[str | None, tuple[dt.date, int]] = {}
-        for d in _replay(events, terms):
+        for d in _replay(events, terms, guilds.get(key)):
             if d.due_on is not None and d.due_on <= as_of:
                 since, amount = per_fund.get(d.fund, (d.owed_on, 0))
                 per_fund[d.fund] = (min(since, d.owed_on), amount + d.remaining_microunits)

@@ -26,8 +26,9 @@ from typing import Literal, TypedDict
 
 from sqlalchemy import Connection
 
+from endcredits.consent.guilds import consent_defaults
 from endcredits.consent.records import grants_for, suspensions_list
-from endcredits.consent.rules import USES, Decision, Grant, Suspension, decide, inherit_across_lineage
+from endcredits.consent.rules import USES, Decision, Grant, GuildDefault, Suspension, decide, inherit_across_lineage
 from endcredits.errors import ValidationError
 from endcredits.limits import check_id
 from endcredits.manifest.merkle import merkle_root
@@ -65,7 +66,7 @@ def build_manifest(  # noqa: C901 - one pass over many independent checks
     as_of_text = format_time(as_of)
     with store.write() as conn:
         add_model(conn, model_id, uses_sorted, description)
-        work_ids, credited, by_work, by_person, suspending = _consent_inputs(conn)
+        work_ids, credited, by_work, by_person, suspending = _consent_inputs(conn, as_of)
         duplicate_of: dict[str, tuple[str, str]] = {}
         members: dict[str, list[str]] = {}
         for dup, canonical, method, ppm in active_links(conn):
@@ -128,13 +129,15 @@ def build_manifest(  # noqa: C901 - one pass over many independent checks
 class _Suspending(TypedDict):
     suspensions: list[Suspension]
     issuers_of: dict[str, list[str]]
+    guild_defaults: dict[str, tuple[GuildDefault, ...]]
 
 
 def _consent_inputs(
-    conn: Connection,
+    conn: Connection, as_of: datetime
 ) -> tuple[list[str], dict[str, set[str]], dict[str, list[Grant]], dict[str, list[Grant]], _Suspending]:
     """Every work id (sorted), the people credited on each (directly or by a claimed name), the grants by
-    work and by person, and the suspensions over those people with the issuers of their credentials."""
+    work and by person, and the suspensions over those people with the issuers of their credentials and
+    the consent defaults of the trusted guilds among those issuers, as of ``as_of``."""
     id_of = dict(fetch_all(conn, "SELECT seq, id FROM works"))
     work_ids = sorted(id_of.values())
     credited: dict[str, set[str]] = {w: set() for w in work_ids}
@@ -153,10 +156,20 @@ def _consent_inputs(
     issuers_of = {str(p): found for p, found in issuers.items()}
     all_issuers = {i for found in issuers_of.values() for i in found}
     suspensions = [s for _, s in suspensions_list(conn, person_ids=all_people, issuers=all_issuers)]
-    return work_ids, credited, by_work, by_person, _Suspending(suspensions=suspensions, issuers_of=issuers_of)
+    defaults = {i: d for i, d in consent_defaults(conn, as_of).items() if i in all_issuers}
+    return (
+        work_ids,
+        credited,
+        by_work,
+        by_person,
+        _Suspending(suspensions=suspensions, issuers_of=issuers_of, guild_defaults=defaults),
+    )
 
 
 def _suspends_any(suspending: _Suspending, people_here: list[str]) -> bool:
-    """True when some suspension names one of ``people_here`` or an issuer of their credentials."""
-    names = set(people_here) | {i for p in people_here for i in suspending["issuers_of"].get(p, ())}
-    return any(s.subject_id in names for s in suspending["suspensions"])
+    """True when some suspension names one of ``people_here`` or an issuer of their credentials, or one of
+    those issuers is a guild whose terms set consent defaults."""
+    issuers = {i for p in people_here for i in suspending["issuers_of"].get(p, ())}
+    if any(i in suspending["guild_defaults"] for i in issuers):
+        return True
+    return any(s.subject_id in set(people_here) | issuers for s in suspending["suspensions"])

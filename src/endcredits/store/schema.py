@@ -308,6 +308,33 @@ consent_suspensions = Table(
     Index("ix_consent_suspensions_subject", "subject_kind", "subject_id"),
 )
 
+# The issuers the operator trusts to speak for their members (a guild, a union): only these may publish
+# guild terms (migration 0008; registry/identity/trusted.py is the only writer). Removal is a timestamp.
+trusted_issuers = Table(
+    "trusted_issuers",
+    metadata,
+    Column("issuer", Id, primary_key=True),
+    Column("note", String(TITLE_LENGTH_MAX), nullable=False),
+    Column("added_at", Time, nullable=False),
+    Column("removed_at", Time, nullable=True),
+)
+
+# A guild's terms for its members, one stored version per load (migration 0008; consent/guilds.py):
+# consent defaults per use, minimum role weights, escrow policy. Never edited; the newest version applies.
+guild_terms = Table(
+    "guild_terms",
+    metadata,
+    Column("id", Key, primary_key=True, autoincrement=True),
+    Column("issuer", Id, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("effective_from", Time, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("body_sha256", Sha256, nullable=False),
+    Column("source", String(TITLE_LENGTH_MAX), nullable=False),
+    Column("created_at", Time, nullable=False),
+    UniqueConstraint("issuer", "version", name="uq_guild_terms_issuer_version"),
+)
+
 # Manifests ---------------------------------------------------------------------------------------
 models = Table(
     "models",
@@ -629,7 +656,10 @@ api_keys = Table(
     Column("label", String(NAME_LENGTH_MAX), nullable=False),
     Column("created_at", Time, nullable=False),
     Column("revoked_at", Time, nullable=True),
-    CheckConstraint("role IN ('operator', 'auditor')", name="role"),
+    # A guild key speaks for one trusted issuer and sees only aggregates of its members (migration 0008).
+    Column("issuer", Id, nullable=True),
+    CheckConstraint("role IN ('operator', 'auditor', 'guild')", name="role"),
+    CheckConstraint("(role = 'guild') = (issuer IS NOT NULL)", name="guild_issuer"),
 )
 
 auth_challenges = Table(
