@@ -4,7 +4,7 @@
 of an output to the floor a licence term states (royalties/floors.py): one row per line topped up, with the
 term it applied.
 
-Revision ID: 0010
+Revision ID: 0008
 Revises: 0007
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 
 import endcredits.store.schema
 
-revision = "0010"
+revision = "0008"
 down_revision = "0007"
 branch_labels = None
 depends_on = None

@@ -4,8 +4,8 @@
 members; ``guild_terms`` keeps each version of a trusted guild's terms for its members (consent defaults per
 use, minimum role weights, escrow policy); an API key may be a guild's, naming its issuer.
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008"
-down_revision = "0007"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
