@@ -128,7 +128,7 @@ TRANSFORMS: dict[str, Callable[[Image.Image, random.Random], bytes]] = {
 
 
 # Descriptors -------------------------------------------------------------------------------------
-DESCRIPTORS = ("legacy", "phash8", "phash16", "dhash16", "thumb", "thumb64", "rgb16")
+DESCRIPTORS = ("legacy", "phash8", "phash16", "dhash16", "thumb", "thumb64", "thumb128", "rgb16")
 
 
 def _bits(h: object) -> np.ndarray:
@@ -147,6 +147,7 @@ def describe_picture(picture: Image.Image) -> dict[str, np.ndarray]:
         "dhash16": _bits(imagehash.dhash(gray, hash_size=16)),
         "thumb": thumb.reshape(-1),
         "thumb64": np.asarray(gray.resize((64, 64), Image.Resampling.BOX), dtype=np.uint8).reshape(-1),
+        "thumb128": np.asarray(gray.resize((128, 128), Image.Resampling.BOX), dtype=np.uint8).reshape(-1),
         "rgb16": np.asarray(picture.convert("RGB").resize((16, 16), Image.Resampling.BOX), dtype=np.uint8).reshape(-1),
     }
 

@@ -20,6 +20,7 @@ from endcredits.registry.fingerprints import (
     Fingerprint,
     _query_keys,
     image_fingerprint,
+    images_match,
     is_match,
     similarity,
     text_fingerprint,
@@ -48,7 +49,11 @@ def _matched(method: str, a: Fingerprint, b: Fingerprint) -> bool:
     """As ``register_works`` decides for a new work ``b``: a candidate through the band keys it looks up
     (multi-probe for images) among ``a``'s stored ones, then the threshold."""
     looked_up = set(_query_keys(b))
-    return bool(set(a.band_keys) & looked_up) and is_match(method, similarity(method, a.value, b.value))
+    if not set(a.band_keys) & looked_up:
+        return False
+    if method == IMAGE_METHOD:
+        return images_match(a.value, b.value)[1]
+    return is_match(method, similarity(method, a.value, b.value))
 
 
 def text_rates(tunes_per_transform: int = 200, negatives_per_kind: int = 1000) -> Rates:
