@@ -14,7 +14,7 @@ from PIL import Image, ImageEnhance
 from endcredits.errors import ValidationError
 from endcredits.registry import fingerprints as fp
 from endcredits.registry.fingerprints import IMAGE_METHOD, PREVIOUS_IMAGE_METHOD, images_match, register_works
-from endcredits.registry.image_verify import FINE_PIXELS, residual_map, verify
+from endcredits.registry.image_verify import FINE_PIXELS, hue_difference, verify
 from endcredits.registry.records import WorkIn, add_fingerprint, add_works
 from endcredits.store.engine import Store
 
@@ -77,16 +77,21 @@ def test_flags_that_differ_in_an_emblem_are_not_the_same_picture() -> None:
     assert images_match(starred, plain) == (similarity, False)
 
 
-def test_verification_finds_the_region_where_two_pictures_differ() -> None:
-    a = np.full((FINE_PIXELS, FINE_PIXELS), 255, dtype=np.uint8)
-    a[20:100, 30:40] = 0  # a bar
-    b = a.copy()
-    b[50:70, 80:100] = 0  # a second mark, 2.4% of the picture, far from the bar
-    left = residual_map(a.astype(float), b.astype(float)) > 24
-    # Its outline is what the bar does not explain; inside, both are flat (an offset explains them).
-    assert left[52:68, 79].all() and left[52:68, 100].all() and not left[:, :60].any()
-    assert verify(a, a).same and verify(a, a).difference == 0.0
-    assert not verify(a, b).same
+def test_verification_aligns_a_crop_and_tells_colours_apart() -> None:
+    rng = np.random.default_rng(7)
+    big = np.kron(rng.integers(0, 256, (16, 16)), np.ones((16, 16))).astype(np.uint8)  # 256 px of blocks
+    whole = np.asarray(Image.fromarray(big).resize((FINE_PIXELS, FINE_PIXELS), Image.Resampling.BOX))
+    cut = np.asarray(Image.fromarray(big[32:224, 32:224]).resize((FINE_PIXELS, FINE_PIXELS), Image.Resampling.BOX))
+    red = np.zeros((16, 16, 3), dtype=np.uint8)
+    red[..., 0] = 220
+    blue = red[..., ::-1].copy()
+    same = verify(whole, cut, red, red)
+    assert same.same and same.correlation >= 0.995
+    assert same.span_y[0] == 0 and abs(same.span_y[1] - 32 / 256) <= 1 / 64  # the whole one is cut to fit
+    assert hue_difference(red, blue) > 100 and not verify(whole, cut, red, blue).same
+    assert hue_difference(red, np.full((16, 16, 3), 128, dtype=np.uint8)) == 0.0  # grayscale: no hue
+    other = np.kron(rng.integers(0, 256, (32, 32)), np.ones((4, 4))).astype(np.uint8)
+    assert not verify(whole, other, red, red).same
 
 
 def test_a_value_without_its_fine_thumbnail_is_refused_in_one_line() -> None:

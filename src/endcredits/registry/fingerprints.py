@@ -45,7 +45,7 @@ import numpy as np
 from sqlalchemy import Connection
 
 from endcredits.errors import ValidationError
-from endcredits.registry.image_verify import FINE_PIXELS, verify
+from endcredits.registry.image_verify import COLOUR_PIXELS, FINE_PIXELS, verify
 from endcredits.registry.records import (
     WorkIn,
     add_fingerprint,
@@ -405,8 +405,9 @@ def image_fingerprint(content: bytes, kind: str = "image") -> Fingerprint | None
     hex_key = f"{int(''.join('1' if v else '0' for v in bits), 2):016x}"
     width = IMAGE_HASH_BITS // IMAGE_BAND_COUNT // 4
     keys = tuple(f"{b:02d}{hex_key[b * width : (b + 1) * width]}" for b in range(IMAGE_BAND_COUNT))
-    fine = picture_thumbnail(picture, FINE_PIXELS)
-    return Fingerprint(IMAGE_METHOD, thumb.tobytes().hex() + zlib.compress(fine.tobytes(), 9).hex(), keys)
+    fine = picture_thumbnail(picture, FINE_PIXELS).tobytes()
+    colour = np.asarray(picture.resize((COLOUR_PIXELS, COLOUR_PIXELS), Image.Resampling.BOX), dtype=np.uint8)
+    return Fingerprint(IMAGE_METHOD, thumb.tobytes().hex() + zlib.compress(fine + colour.tobytes(), 9).hex(), keys)
 
 
 _THUMB_HEX = 2 * IMAGE_THUMB_PIXELS**2
@@ -420,22 +421,32 @@ def _thumbnail_of(value: str) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8).reshape(IMAGE_THUMB_PIXELS, IMAGE_THUMB_PIXELS)
 
 
-def _fine_of(value: str) -> np.ndarray:
-    """The 128-pixel thumbnail of a ``gray64-verify128-v3`` value (zlib after the 64-pixel one)."""
+_FINE_BYTES = FINE_PIXELS**2 + 3 * COLOUR_PIXELS**2
+
+
+def _fine_of(value: str) -> tuple[np.ndarray, np.ndarray]:
+    """The 128-pixel grayscale and 16-pixel RGB thumbnails of a ``gray64-verify128-v3`` value (zlib'd after
+    the 64-pixel one)."""
     try:
-        raw = zlib.decompress(bytes.fromhex(value[_THUMB_HEX:]), bufsize=FINE_PIXELS**2)
+        raw = zlib.decompress(bytes.fromhex(value[_THUMB_HEX:]), bufsize=_FINE_BYTES)
     except (ValueError, zlib.error):
         raw = b""
-    if len(raw) != FINE_PIXELS**2:
+    if len(raw) != _FINE_BYTES:
         raise ValidationError(f"an {IMAGE_METHOD} fingerprint holds no {FINE_PIXELS}x{FINE_PIXELS} thumbnail")
-    return np.frombuffer(raw, dtype=np.uint8).reshape(FINE_PIXELS, FINE_PIXELS)
+    px = np.frombuffer(raw, dtype=np.uint8)
+    cut = FINE_PIXELS**2
+    return px[:cut].reshape(FINE_PIXELS, FINE_PIXELS), px[cut:].reshape(COLOUR_PIXELS, COLOUR_PIXELS, 3)
 
 
 def images_match(a: str, b: str) -> tuple[float, bool]:
     """(64-pixel similarity, same work) of two ``gray64-verify128-v3`` values, as ``register_works`` decides:
     the same only from ``IMAGE_VERIFY_MIN`` up and when ``image_verify.verify`` finds them the same."""
     s = float(thumbnail_similarities(_thumbnail_of(a), _thumbnail_of(b)[None])[0])
-    return s, s >= IMAGE_VERIFY_MIN and verify(_fine_of(a), _fine_of(b)).same
+    return s, s >= IMAGE_VERIFY_MIN and _same_picture(_fine_of(a), _fine_of(b))
+
+
+def _same_picture(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> bool:
+    return verify(a[0], b[0], a[1], b[1]).same
 
 
 def legacy_image_fingerprint(content: bytes) -> Fingerprint:
@@ -669,7 +680,7 @@ def _image_links(fp: Fingerprint, scored: dict[str, float], values: dict[str, st
     if not tried:
         return []
     mine = _fine_of(fp.value)
-    return [(s, w) for s, w in tried if verify(mine, _fine_of(values[w])).same]
+    return [(s, w) for s, w in tried if _same_picture(mine, _fine_of(values[w]))]
 
 
 def similarity_ppm(value: float) -> int:
