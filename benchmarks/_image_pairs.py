@@ -128,7 +128,7 @@ TRANSFORMS: dict[str, Callable[[Image.Image, random.Random], bytes]] = {
 
 
 # Descriptors -------------------------------------------------------------------------------------
-DESCRIPTORS = ("legacy", "phash8", "phash16", "dhash16", "thumb", "thumb64", "rgb16")
+DESCRIPTORS = ("legacy", "phash8", "phash16", "dhash16", "thumb", "thumb64", "thumb128", "rgb16")
 
 
 def _bits(h: object) -> np.ndarray:
@@ -147,6 +147,7 @@ def describe_picture(picture: Image.Image) -> dict[str, np.ndarray]:
         "dhash16": _bits(imagehash.dhash(gray, hash_size=16)),
         "thumb": thumb.reshape(-1),
         "thumb64": np.asarray(gray.resize((64, 64), Image.Resampling.BOX), dtype=np.uint8).reshape(-1),
+        "thumb128": np.asarray(gray.resize((128, 128), Image.Resampling.BOX), dtype=np.uint8).reshape(-1),
         "rgb16": np.asarray(picture.convert("RGB").resize((16, 16), Image.Resampling.BOX), dtype=np.uint8).reshape(-1),
     }
 
@@ -367,6 +368,10 @@ class Scored:
     legacy_distinct_linked: np.ndarray
     flat: int
     same_picture: int
+    copy_pairs: np.ndarray
+    """(drawing, copy row) of each copy scored."""
+    distinct_pairs: np.ndarray
+    """(drawing, drawing) of each distinct pair scored."""
 
 
 def _paired(a: np.ndarray, b: np.ndarray, chunk: int = 1000) -> np.ndarray:
@@ -417,12 +422,45 @@ def score_half(data: dict[str, np.ndarray], h: int) -> Scored:
         legacy(lo[pairs[:, 0]], lo[pairs[:, 1]]),
         int((~ok_c).sum()),
         len(neg["same_picture"]),
+        np.stack([of[ok_c], rows[ok_c]], axis=1),
+        pairs[ok_n],
     )
 
 
-def rate_lines(s: Scored, threshold: float, review_min: float) -> list[str]:
+def verified(data: dict[str, np.ndarray], s: Scored) -> tuple[np.ndarray, np.ndarray]:
+    """Which copies and distinct pairs ``gray64-verify128-v3`` links: found by LSH, from
+    ``IMAGE_VERIFY_MIN`` up at 64 pixels, and the same under ``image_verify.verify`` (128-pixel grayscale
+    and 16-pixel colour thumbnails)."""
+    from endcredits.registry.image_verify import FINE_PIXELS, verify
+
+    orig = data["orig_thumb128"].reshape(-1, FINE_PIXELS, FINE_PIXELS)
+    copies = data["copy_thumb128"].reshape(-1, FINE_PIXELS, FINE_PIXELS)
+
+    def run(
+        found: np.ndarray, sim: np.ndarray, new: tuple[np.ndarray, ...], stored: tuple[np.ndarray, ...]
+    ) -> np.ndarray:
+        """``new`` and ``stored``: (grayscale pictures, index into them, colour pictures) of each side."""
+        out = np.zeros(len(found), dtype=bool)
+        for i in np.flatnonzero(found & (sim >= fp.IMAGE_VERIFY_MIN)):
+            j, k = new[1][i], stored[1][i]
+            out[i] = verify(new[0][j], stored[0][k], new[2][j], stored[2][k]).same
+        return out
+
+    cp, dp = s.copy_pairs, s.distinct_pairs
+    ocol, ccol = data["orig_rgb16"].reshape(-1, 16, 16, 3), data["copy_rgb16"].reshape(-1, 16, 16, 3)
+    linked_c = run(s.copy_found, s.copy_similarity, (copies, cp[:, 1], ccol), (orig, cp[:, 0], ocol))
+    linked_d = run(s.distinct_found, s.distinct_similarity, (orig, dp[:, 1], ocol), (orig, dp[:, 0], ocol))
+    return linked_c, linked_d
+
+
+def rate_lines(
+    s: Scored, threshold: float, review_min: float, linked: tuple[np.ndarray, np.ndarray] | None = None
+) -> list[str]:
+    """The rates at ``threshold`` (version 2), or of the links ``linked`` gives (copies, distinct pairs)."""
     linked_c = s.copy_found & (s.copy_similarity >= threshold)
     linked_d = s.distinct_found & (s.distinct_similarity >= threshold)
+    if linked is not None:
+        linked_c, linked_d = linked
     review_c = s.copy_found & ~linked_c & (s.copy_similarity >= review_min)
     review_d = s.distinct_found & ~linked_d & (s.distinct_similarity >= review_min)
     out = [

@@ -9,11 +9,12 @@ member are resolved through the canonical work (``registry.records.graph_rows``)
 Three methods, by the work's kind; two fingerprints compare only within one method:
 
 - ``minhash-c5-p128`` (text): a MinHash of the normalized 5-character shingles of each line;
-- ``gray64-crop-v2`` (images, SVG drawings rendered by ``cairosvg`` included): the 64x64 grayscale
-  thumbnail of the picture on white, trimmed to its ink, compared by correlation at the best small crop;
-  between ``IMAGE_REVIEW_MIN`` and ``IMAGE_THRESHOLD`` the registered works are shown for a person to
-  confirm, not linked. Fingerprints stored earlier under ``phash-64`` (the 64-bit DCT hash of
-  ``imagehash``) stay valid and are compared only with each other, by the old rule;
+- ``gray64-verify128-v3`` (images, SVG drawings rendered by ``cairosvg`` included): 64x64 and 128x128
+  grayscale thumbnails of the picture on white, trimmed to its ink. Candidates are scored by correlation
+  at 64 pixels; those from ``IMAGE_VERIFY_MIN`` up are aligned and compared at 128 pixels
+  (``registry.image_verify``), and linked only if that finds no region where they differ. The others
+  from ``IMAGE_REVIEW_MIN`` up are shown for a person to confirm. Rows of the earlier methods
+  (``gray64-crop-v2``, ``phash-64``) stay valid and are compared only with their own, by their rule;
 - ``chromaprint-raw`` (audio, where ``fpcalc`` is installed): Chromaprint's raw frames, compared at the
   best alignment. Audio without a fingerprint is registered by SHA-256 only, not refused.
 
@@ -34,6 +35,7 @@ import subprocess
 import tempfile
 import unicodedata
 import warnings
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +45,7 @@ import numpy as np
 from sqlalchemy import Connection
 
 from endcredits.errors import ValidationError
+from endcredits.registry.image_verify import COLOUR_PIXELS, FINE_PIXELS, verify
 from endcredits.registry.records import (
     WorkIn,
     add_fingerprint,
@@ -57,8 +60,12 @@ if TYPE_CHECKING:
     from PIL import Image
 
 TEXT_METHOD = "minhash-c5-p128"
-IMAGE_METHOD = "gray64-crop-v2"
-"""Version 2 of the image method: thumbnails compared by correlation (docs/concepts/registry.md, "Images")."""
+IMAGE_METHOD = "gray64-verify128-v3"
+"""Version 3 of the image method: candidates by 64-pixel correlation, verified at 128 pixels (docs/concepts/
+registry.md, "Images and drawings")."""
+PREVIOUS_IMAGE_METHOD = "gray64-crop-v2"
+"""Version 2: the 64-pixel thumbnail alone, linked from IMAGE_THRESHOLD; its rows are compared only with
+each other, by that rule."""
 LEGACY_IMAGE_METHOD = "phash-64"
 """The image method of fingerprints stored before version 2; such rows are compared only with each other."""
 AUDIO_METHOD = "chromaprint-raw"
@@ -76,9 +83,14 @@ MINHASH_BAND_ROWS = 4
 at 0.7 0.9998; at 0.3 0.23 (compared, then refused). Recall first: a candidate only costs a comparison."""
 
 IMAGE_THRESHOLD = 0.996
-"""Thumbnail similarity at or above which two images are the same work (chosen on the tuning half: docs)."""
+"""``gray64-crop-v2``: thumbnail similarity at or above which two images are the same work."""
+IMAGE_VERIFY_MIN = 0.90
+"""``gray64-verify128-v3``: 64-pixel similarity from which a candidate is verified at 128 pixels
+(``image_verify.verify``); it is linked when that finds them the same (chosen on the tuning half: docs)."""
+IMAGE_VERIFY_MAX = 8
+"""Most candidates verified for one new image, the most similar first (each takes about 30 ms)."""
 IMAGE_REVIEW_MIN = 0.80
-"""From here up to IMAGE_THRESHOLD a registered image is a candidate shown for a person to confirm."""
+"""From here up a registered image that is not linked is a candidate shown for a person to confirm."""
 IMAGE_FLAT_STD_MIN = 2.0
 IMAGE_HASH_BITS = 64
 IMAGE_BAND_COUNT = 8
@@ -299,11 +311,10 @@ def canonical_picture(img: Image.Image) -> Image.Image:
     return rgb.crop((int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1))
 
 
-def picture_thumbnail(picture: Image.Image) -> np.ndarray:
-    """The ``IMAGE_THUMB_PIXELS`` square grayscale thumbnail of a canonical picture (area-averaged), uint8."""
+def picture_thumbnail(picture: Image.Image, side: int = IMAGE_THUMB_PIXELS) -> np.ndarray:
+    """The ``side`` square grayscale thumbnail of a canonical picture (area-averaged), uint8."""
     from PIL import Image
 
-    side = IMAGE_THUMB_PIXELS
     return np.asarray(picture.convert("L").resize((side, side), Image.Resampling.BOX), dtype=np.uint8)
 
 
@@ -385,7 +396,8 @@ def image_fingerprint(content: bytes, kind: str = "image") -> Fingerprint | None
     import imagehash
     from PIL import Image
 
-    thumb = picture_thumbnail(canonical_picture(decode_image(content, kind)))
+    picture = canonical_picture(decode_image(content, kind))
+    thumb = picture_thumbnail(picture)
     if float(thumb.std()) < IMAGE_FLAT_STD_MIN:
         return None
     h = imagehash.phash(Image.fromarray(thumb, mode="L"), hash_size=8)
@@ -393,14 +405,48 @@ def image_fingerprint(content: bytes, kind: str = "image") -> Fingerprint | None
     hex_key = f"{int(''.join('1' if v else '0' for v in bits), 2):016x}"
     width = IMAGE_HASH_BITS // IMAGE_BAND_COUNT // 4
     keys = tuple(f"{b:02d}{hex_key[b * width : (b + 1) * width]}" for b in range(IMAGE_BAND_COUNT))
-    return Fingerprint(IMAGE_METHOD, thumb.tobytes().hex(), keys)
+    fine = picture_thumbnail(picture, FINE_PIXELS).tobytes()
+    colour = np.asarray(picture.resize((COLOUR_PIXELS, COLOUR_PIXELS), Image.Resampling.BOX), dtype=np.uint8)
+    return Fingerprint(IMAGE_METHOD, thumb.tobytes().hex() + zlib.compress(fine + colour.tobytes(), 9).hex(), keys)
+
+
+_THUMB_HEX = 2 * IMAGE_THUMB_PIXELS**2
 
 
 def _thumbnail_of(value: str) -> np.ndarray:
-    raw = bytes.fromhex(value)
+    """The 64-pixel thumbnail of a ``gray64-crop-v2`` value, or the first part of a version 3 one."""
+    raw = bytes.fromhex(value[:_THUMB_HEX])
     if len(raw) != IMAGE_THUMB_PIXELS**2:
-        raise ValidationError(f"an {IMAGE_METHOD} fingerprint holds {IMAGE_THUMB_PIXELS**2} bytes, not {len(raw)}")
+        raise ValidationError(f"an image fingerprint holds {IMAGE_THUMB_PIXELS**2} bytes, not {len(raw)}")
     return np.frombuffer(raw, dtype=np.uint8).reshape(IMAGE_THUMB_PIXELS, IMAGE_THUMB_PIXELS)
+
+
+_FINE_BYTES = FINE_PIXELS**2 + 3 * COLOUR_PIXELS**2
+
+
+def _fine_of(value: str) -> tuple[np.ndarray, np.ndarray]:
+    """The 128-pixel grayscale and 16-pixel RGB thumbnails of a ``gray64-verify128-v3`` value (zlib'd after
+    the 64-pixel one)."""
+    try:
+        raw = zlib.decompress(bytes.fromhex(value[_THUMB_HEX:]), bufsize=_FINE_BYTES)
+    except (ValueError, zlib.error):
+        raw = b""
+    if len(raw) != _FINE_BYTES:
+        raise ValidationError(f"an {IMAGE_METHOD} fingerprint holds no {FINE_PIXELS}x{FINE_PIXELS} thumbnail")
+    px = np.frombuffer(raw, dtype=np.uint8)
+    cut = FINE_PIXELS**2
+    return px[:cut].reshape(FINE_PIXELS, FINE_PIXELS), px[cut:].reshape(COLOUR_PIXELS, COLOUR_PIXELS, 3)
+
+
+def images_match(a: str, b: str) -> tuple[float, bool]:
+    """(64-pixel similarity, same work) of two ``gray64-verify128-v3`` values, as ``register_works`` decides:
+    the same only from ``IMAGE_VERIFY_MIN`` up and when ``image_verify.verify`` finds them the same."""
+    s = float(thumbnail_similarities(_thumbnail_of(a), _thumbnail_of(b)[None])[0])
+    return s, s >= IMAGE_VERIFY_MIN and _same_picture(_fine_of(a), _fine_of(b))
+
+
+def _same_picture(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> bool:
+    return verify(a[0], b[0], a[1], b[1]).same
 
 
 def legacy_image_fingerprint(content: bytes) -> Fingerprint:
@@ -555,7 +601,7 @@ def similarity(method: str, a: str, b: str) -> float:
     1 - Hamming/64 for the legacy image hash, or 1 - bit error rate at the best alignment)."""
     if method == TEXT_METHOD:
         return float(np.count_nonzero(_minhash_of(a) == _minhash_of(b))) / MINHASH_PERM_COUNT
-    if method == IMAGE_METHOD:
+    if method in (IMAGE_METHOD, PREVIOUS_IMAGE_METHOD):
         return float(thumbnail_similarities(_thumbnail_of(a), _thumbnail_of(b)[None])[0])
     if method == LEGACY_IMAGE_METHOD:
         return 1.0 - (int(a, 16) ^ int(b, 16)).bit_count() / LEGACY_IMAGE_HASH_BITS
@@ -567,10 +613,13 @@ def similarity(method: str, a: str, b: str) -> float:
 
 
 def is_match(method: str, similarity_value: float) -> bool:
-    """Whether two works of ``method`` at ``similarity_value`` are the same work."""
+    """Whether two works of ``method`` at ``similarity_value`` are the same work. ``gray64-verify128-v3``
+    is not decided by a similarity alone: ``images_match`` decides it."""
     if method == TEXT_METHOD:
         return similarity_value >= TEXT_THRESHOLD
     if method == IMAGE_METHOD:
+        raise ValidationError(f"{IMAGE_METHOD} is decided by images_match, not by a similarity")
+    if method == PREVIOUS_IMAGE_METHOD:
         return similarity_value >= IMAGE_THRESHOLD
     if method == LEGACY_IMAGE_METHOD:
         return round((1.0 - similarity_value) * LEGACY_IMAGE_HASH_BITS) <= LEGACY_IMAGE_HAMMING_MAX
@@ -581,7 +630,7 @@ def is_match(method: str, similarity_value: float) -> bool:
 
 def _similarities(method: str, value: str, others: dict[str, str]) -> dict[str, float]:
     """``similarity`` of one fingerprint with many of its method (images in one batch)."""
-    if method != IMAGE_METHOD or not others:
+    if method not in (IMAGE_METHOD, PREVIOUS_IMAGE_METHOD) or not others:
         return {w: similarity(method, value, v) for w, v in others.items()}
     ids = sorted(others)
     scores = thumbnail_similarities(_thumbnail_of(value), np.stack([_thumbnail_of(others[w]) for w in ids]))
@@ -591,7 +640,7 @@ def _similarities(method: str, value: str, others: dict[str, str]) -> dict[str, 
 def _query_keys(fp: Fingerprint) -> tuple[str, ...]:
     """The band keys looked up for a new work: its own, and for an image each band with one bit flipped
     too (multi-probe), so any two hashes within 15 bits share a looked-up band (pigeonhole over 8 bands)."""
-    if fp.method != IMAGE_METHOD:
+    if fp.method not in (IMAGE_METHOD, PREVIOUS_IMAGE_METHOD):
         return fp.band_keys
     width_bits = IMAGE_HASH_BITS // IMAGE_BAND_COUNT
     out = list(fp.band_keys)
@@ -602,17 +651,36 @@ def _query_keys(fp: Fingerprint) -> tuple[str, ...]:
 
 
 def review_candidates(conn: Connection, fp: Fingerprint, *, exclude: str | None = None) -> list[tuple[str, float]]:
-    """Registered works an image may copy, below the linking threshold but at or above ``IMAGE_REVIEW_MIN``:
+    """Registered works an image may copy but would not be linked to, at or above ``IMAGE_REVIEW_MIN``:
     (work id, similarity), most similar first, at most ``REVIEW_CANDIDATES_MAX``. A person confirms one
     with ``endcredits works link``; nothing is linked here. Empty for other methods (their thresholds leave
     no band)."""
-    if fp.method != IMAGE_METHOD:
+    if fp.method not in (IMAGE_METHOD, PREVIOUS_IMAGE_METHOD):
         return []
     found = fingerprint_candidates(conn, fp.method, _query_keys(fp), IMAGE_CANDIDATES_MAX)
     found.pop(exclude or "", None)
     scored = _similarities(fp.method, fp.value, found)
-    band = [(w, s) for w, s in scored.items() if IMAGE_REVIEW_MIN <= s < IMAGE_THRESHOLD]
+    same = {w for _, w in _image_links(fp, scored, found)}
+    return _review_band(scored, same)
+
+
+def _review_band(scored: dict[str, float], linked: set[str]) -> list[tuple[str, float]]:
+    band = [(w, s) for w, s in scored.items() if IMAGE_REVIEW_MIN <= s and w not in linked]
     return sorted(band, key=lambda x: (-x[1], x[0]))[:REVIEW_CANDIDATES_MAX]
+
+
+def _image_links(fp: Fingerprint, scored: dict[str, float], values: dict[str, str]) -> list[tuple[float, str]]:
+    """The candidates an image would be linked to, (similarity, work id), most similar first: for version 3
+    those from ``IMAGE_VERIFY_MIN`` up that ``image_verify.verify`` finds the same (at most
+    ``IMAGE_VERIFY_MAX`` verified), for version 2 those from ``IMAGE_THRESHOLD`` up."""
+    ranked = sorted(((s, w) for w, s in scored.items()), key=lambda x: (-x[0], x[1]))
+    if fp.method == PREVIOUS_IMAGE_METHOD:
+        return [(s, w) for s, w in ranked if s >= IMAGE_THRESHOLD]
+    tried = [(s, w) for s, w in ranked if s >= IMAGE_VERIFY_MIN][:IMAGE_VERIFY_MAX]
+    if not tried:
+        return []
+    mine = _fine_of(fp.value)
+    return [(s, w) for s, w in tried if _same_picture(mine, _fine_of(values[w]))]
 
 
 def similarity_ppm(value: float) -> int:
@@ -684,17 +752,19 @@ def _link(conn: Connection, fp: Fingerprint | None, wid: str, *, link: bool) -> 
     best: tuple[float, str] | None = None
     scored: dict[str, float] = {}
     if link:
-        limit = IMAGE_CANDIDATES_MAX if fp.method == IMAGE_METHOD else CANDIDATES_MAX
+        limit = IMAGE_CANDIDATES_MAX if fp.method in (IMAGE_METHOD, PREVIOUS_IMAGE_METHOD) else CANDIDATES_MAX
         found = fingerprint_candidates(conn, fp.method, _query_keys(fp), limit)
         scored = _similarities(fp.method, fp.value, found)
-        for other, s in sorted(scored.items()):
-            if is_match(fp.method, s) and (best is None or s > best[0]):
-                best = (s, other)
+        if fp.method in (IMAGE_METHOD, PREVIOUS_IMAGE_METHOD):
+            best = next(iter(_image_links(fp, scored, found)), None)
+        else:
+            for other, s in sorted(scored.items()):
+                if is_match(fp.method, s) and (best is None or s > best[0]):
+                    best = (s, other)
     add_fingerprint(conn, wid, fp.method, fp.value, fp.band_keys)
     if best is None:
-        band = [(w, s) for w, s in scored.items() if fp.method == IMAGE_METHOD and IMAGE_REVIEW_MIN <= s]
-        review = tuple(sorted(band, key=lambda x: (-x[1], x[0]))[:REVIEW_CANDIDATES_MAX])
-        return Registered(wid, None, fp.method, None, review)
+        image = fp.method in (IMAGE_METHOD, PREVIOUS_IMAGE_METHOD)
+        return Registered(wid, None, fp.method, None, tuple(_review_band(scored, set())) if image else ())
     canonical = link_works(
         conn, wid, best[1], method=fp.method, similarity_ppm=similarity_ppm(best[0]), linked_by="fingerprint"
     )
@@ -708,6 +778,8 @@ __all__ = [
     "IMAGE_METHOD",
     "IMAGE_REVIEW_MIN",
     "IMAGE_THRESHOLD",
+    "IMAGE_VERIFY_MIN",
+    "PREVIOUS_IMAGE_METHOD",
     "LEGACY_IMAGE_METHOD",
     "MINHASH_PERM_COUNT",
     "OPERATOR_METHOD",
@@ -721,6 +793,7 @@ __all__ = [
     "canonical_picture",
     "decode_image",
     "image_fingerprint",
+    "images_match",
     "is_svg",
     "legacy_image_fingerprint",
     "render_svg",

@@ -1,0 +1,197 @@
+"""A second, finer look at two images whose 64-pixel thumbnails nearly agree: same picture, or not?
+
+The 64x64 thumbnail correlation of ``registry.fingerprints`` finds candidates cheaply, but on its own it
+cannot tell a re-encoded, resized or cropped copy (which loses correlation through its thin lines) from a
+different drawing that differs in one region (another emblem on the same flag, a star with more points).
+This module decides such a pair from a 128x128 grayscale and a 16x16 colour thumbnail of each trimmed
+picture:
+
+1. **Align.** The crop of one picture that best matches the other is searched per axis, by ink profiles
+   at 64 pixels and then by correlation at 64 pixels (a copy cut by up to ``ALIGN_CUT_MAX`` of its width
+   or height on each side lines up).
+2. **Compare finely.** At 128 pixels, after one 3x3 blur (half a pixel of misalignment is no difference),
+   the aligned pictures must correlate at ``CORRELATION_MIN`` or more.
+3. **Compare colours.** Where both colour thumbnails are coloured (chroma over ``CHROMA_MIN``), their hue
+   may differ by at most ``HUE_DEGREES_MAX`` on average: a red and a blue button are different works, a
+   copy whose hue was turned a little, or made grayscale, is not.
+
+Why and how the constants were chosen: docs/concepts/registry.md, "Images and drawings".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+FINE_PIXELS = 128
+"""Side of the finer thumbnail a ``gray64-verify128-v3`` fingerprint stores besides the 64-pixel one."""
+ALIGN_CUT_MAX = 0.25
+"""Largest share of a picture's width or height, each side, that the alignment cuts off either picture
+(a copy cropped by 5% of its drawing can lose more once its new white margin is trimmed)."""
+PROFILE_PIXELS = 64
+AXIS_CANDIDATES = 3
+"""Spans per axis kept from the ink-profile search for the 2-D comparison (3 x 3 pairs scored)."""
+COLOUR_PIXELS = 16
+"""Side of the colour thumbnail a version 3 fingerprint stores (RGB)."""
+CORRELATION_MIN = 0.995
+"""Correlation at 128 pixels, aligned and blurred, from which two pictures are the same (tuning half)."""
+CHROMA_MIN = 40
+"""A colour-thumbnail pixel is coloured when its largest and smallest channel differ by more than this."""
+HUE_DEGREES_MAX = 45.0
+"""Largest mean hue difference over the pixels coloured in both pictures (tuning half: copies turned by
+30 degrees stay under 33 in 99 of 100)."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How two pictures compare once aligned: the correlation at 128 pixels, the mean hue difference in
+    degrees (0 where they share no coloured pixel), the spans used, and whether they are the same."""
+
+    correlation: float
+    hue_degrees: float
+    span_y: tuple[int, float, float]
+    span_x: tuple[int, float, float]
+    same: bool
+
+
+def _taps(side_in: int, lo: float, hi: float, side_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Linear interpolation sampling the span [lo, hi] (shares of the row) of a row of ``side_in`` pixels
+    at ``side_out`` evenly spaced centres: the left and right source pixels and the right one's weight."""
+    centres = lo * side_in + (np.arange(side_out) + 0.5) * (hi - lo) * side_in / side_out - 0.5
+    centres = np.clip(centres, 0.0, side_in - 1.0)
+    left = np.floor(centres).astype(np.int64)
+    return left, np.clip(left + 1, 0, side_in - 1), centres - left
+
+
+def _resample(side_in: int, lo: float, hi: float, side_out: int) -> np.ndarray:
+    """``_taps`` as a (side_out x side_in) matrix."""
+    left, right, w = _taps(side_in, lo, hi, side_out)
+    out = np.zeros((side_out, side_in))
+    np.add.at(out, (np.arange(side_out), left), 1 - w)
+    np.add.at(out, (np.arange(side_out), right), w)
+    return out
+
+
+def _shrink(img: np.ndarray, side: int) -> np.ndarray:
+    """Area-average a square image to ``side`` (its side must be a multiple of ``side``)."""
+    k = img.shape[0] // side
+    out: np.ndarray = img.reshape(side, k, side, k).mean(axis=(1, 3))
+    return out
+
+
+def _shrink_row(row: np.ndarray) -> np.ndarray:
+    out: np.ndarray = row.reshape(PROFILE_PIXELS, -1).mean(axis=1)
+    return out
+
+
+Span = tuple[int, float, float]
+"""One axis of an alignment: which picture (0 or 1) is cut, to the span [lo, hi] of it; the other is whole."""
+
+
+def _spans() -> list[Span]:
+    step = 1.0 / PROFILE_PIXELS
+    ends = np.arange(0, round(ALIGN_CUT_MAX / step) + 1) * step
+    out: list[Span] = [(0, 0.0, 1.0)]
+    for which in (0, 1):
+        out += [(which, float(lo), float(1 - hi)) for lo in ends for hi in ends if lo + hi > 0]
+    return out
+
+
+_SPANS = _spans()
+_TAPS = [_taps(PROFILE_PIXELS, lo, hi, PROFILE_PIXELS) for _, lo, hi in _SPANS]
+_LEFT, _RIGHT, _WEIGHT = (np.stack([t[i] for t in _TAPS]) for i in range(3))
+_CUTS_FIRST = np.asarray([s[0] == 0 for s in _SPANS])[:, None]
+
+
+def _axis_candidates(pa: np.ndarray, pb: np.ndarray) -> list[Span]:
+    """The ``AXIS_CANDIDATES`` spans whose resampled ink profiles correlate best along one axis."""
+    va = np.where(_CUTS_FIRST, pa[_LEFT] * (1 - _WEIGHT) + pa[_RIGHT] * _WEIGHT, pa[None, :])
+    vb = np.where(_CUTS_FIRST, pb[None, :], pb[_LEFT] * (1 - _WEIGHT) + pb[_RIGHT] * _WEIGHT)
+    va = va - va.mean(axis=1, keepdims=True)
+    vb = vb - vb.mean(axis=1, keepdims=True)
+    den = np.sqrt((va * va).sum(axis=1) * (vb * vb).sum(axis=1))
+    corr = np.where(den > 0, (va * vb).sum(axis=1) / np.where(den > 0, den, 1.0), 0.0)
+    return [_SPANS[i] for i in np.argsort(-corr, kind="stable")[:AXIS_CANDIDATES]]
+
+
+def _view(img: np.ndarray, which: int, sy: Span, sx: Span) -> np.ndarray:
+    n = img.shape[0]
+    ry = _resample(n, sy[1], sy[2], n) if sy[0] == which else np.eye(n)
+    rx = _resample(n, sx[1], sx[2], n) if sx[0] == which else np.eye(n)
+    out: np.ndarray = ry @ img @ rx.T
+    return out
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    x, y = a - a.mean(), b - b.mean()
+    den = float(np.sqrt((x * x).sum() * (y * y).sum()))
+    return float((x * y).sum() / den) if den > 0 else 0.0
+
+
+def align(a: np.ndarray, b: np.ndarray) -> tuple[Span, Span]:
+    """The spans (y, x) that best line up two ``FINE_PIXELS`` thumbnails of trimmed pictures: the best few
+    of each axis by ink profile, then the best pair of those by correlation at 64 pixels."""
+    ys = _axis_candidates(_shrink_row(255.0 - a.mean(axis=1)), _shrink_row(255.0 - b.mean(axis=1)))
+    xs = _axis_candidates(_shrink_row(255.0 - a.mean(axis=0)), _shrink_row(255.0 - b.mean(axis=0)))
+    a64, b64 = _shrink(a, 64), _shrink(b, 64)
+    scored = [(_corr(_view(a64, 0, sy, sx), _view(b64, 1, sy, sx)), sy, sx) for sy in ys for sx in xs]
+    best = max(scored, key=lambda t: t[0])
+    return _refine(a64, b64, best)
+
+
+def _refine(a64: np.ndarray, b64: np.ndarray, best: tuple[float, Span, Span]) -> tuple[Span, Span]:
+    """Move each end of each axis's span by a step of 1/128 while the correlation at 64 pixels rises."""
+    step = 1.0 / FINE_PIXELS
+    corr, sy, sx = best
+    for axis in (0, 1):
+        span = (sy, sx)[axis]
+        tries = [(span[0], span[1] + i * step, span[2] + j * step) for i in (-1, 0, 1) for j in (-1, 0, 1)]
+        for t in tries:
+            if not 0.0 <= t[1] < t[2] <= 1.0:
+                continue
+            ty, tx = (t, sx) if axis == 0 else (sy, t)
+            c = _corr(_view(a64, 0, ty, tx), _view(b64, 1, ty, tx))
+            if c > corr:
+                corr, sy, sx = c, ty, tx
+    return sy, sx
+
+
+def _box(img: np.ndarray, k: int) -> np.ndarray:
+    """Mean over the k x k window centred at each pixel (edges padded by reflection)."""
+    r = k // 2
+    p = np.pad(img, r, mode="reflect")
+    c = np.pad(p.cumsum(axis=0).cumsum(axis=1), ((1, 0), (1, 0)))
+    n = img.shape[0]
+    total = c[k : k + n, k : k + n] - c[:n, k : k + n] - c[k : k + n, :n] + c[:n, :n]
+    out: np.ndarray = total / (k * k)
+    return out
+
+
+def hue_difference(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean hue difference in degrees of two ``COLOUR_PIXELS`` square RGB thumbnails (uint8) over the pixels
+    coloured in both; 0 where none is (a grayscale copy has no hue to disagree with)."""
+    hues, chromas = [], []
+    for img in (a, b):
+        x = img.reshape(-1, 3).astype(np.float64)
+        r, g, bl = x[:, 0], x[:, 1], x[:, 2]
+        hues.append(np.arctan2(np.sqrt(3.0) * (g - bl), 2 * r - g - bl))
+        chromas.append(x.max(axis=1) - x.min(axis=1))
+    both = (chromas[0] > CHROMA_MIN) & (chromas[1] > CHROMA_MIN)
+    if not both.any():
+        return 0.0
+    turn = np.abs(np.angle(np.exp(1j * (hues[0][both] - hues[1][both]))))
+    return float(np.degrees(turn).mean())
+
+
+def verify(a: np.ndarray, b: np.ndarray, colour_a: np.ndarray, colour_b: np.ndarray) -> Verdict:
+    """Compare two pictures by their ``FINE_PIXELS`` square grayscale thumbnails and ``COLOUR_PIXELS``
+    square RGB thumbnails (uint8, of the trimmed pictures)."""
+    x, y = a.astype(np.float64), b.astype(np.float64)
+    sy, sx = align(x, y)
+    corr = _corr(_box(_view(x, 0, sy, sx), 3), _box(_view(y, 1, sy, sx), 3))
+    hue = hue_difference(colour_a, colour_b)
+    return Verdict(corr, hue, sy, sx, corr >= CORRELATION_MIN and hue <= HUE_DEGREES_MAX)
+
+
+__all__ = ["COLOUR_PIXELS", "FINE_PIXELS", "Verdict", "align", "hue_difference", "verify"]
