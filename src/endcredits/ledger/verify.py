@@ -230,9 +230,7 @@ def verify(store: Store) -> VerifyReport:  # noqa: C901 - one pass over many ind
         for b in batches:
             n_files += 1
             try:  # a file kept per payee: its re-derived lines must give its rows, which the checks below read
-                table = _rederived(
-                    lines, b, read_evidence(store.data_dir / b.evidence_path, expected_sha256=b.evidence_sha256), p
-                )
+                table = _rederived(lines, b, p)
             except EvidenceError as exc:
                 p.append(str(exc))
                 replayed_all = False  # the carries can no longer be replayed; the cause is reported
@@ -411,10 +409,12 @@ def _check_paid_outputs(
         )
 
 
-def _rederived(lines: LineSource, group: Any, table: pa.Table, problems: list[str]) -> pa.Table:
-    """The money rows of an evidence file. For one kept per output and payee, its lines are re-derived from
-    the run, the agreement and the recorded shares first; each output's and payee's lines must add up to the
-    row kept for them, to the subunit, in the same account (else a problem)."""
+def _rederived(lines: LineSource, group: Any, problems: list[str]) -> pa.Table:
+    """The money rows of ``group``'s evidence file, read and checked against its SHA-256. For one kept per
+    output and payee, its lines are re-derived from the run, the agreement and the recorded shares first;
+    each output's and payee's lines must add up to the row kept for them, to the subunit, in the same
+    account (else a problem)."""
+    table = read_evidence(lines.store.data_dir / group.evidence_path, expected_sha256=group.evidence_sha256)
     if not kept_per_payee(table):
         return table
     kept = payee_rows(table)
