@@ -196,7 +196,10 @@ class World:
 def ledger_snapshot(store: Store) -> dict[str, Any]:
     """Everything the ledger holds that a replay must reproduce, without wall-clock times or row order:
     balances and carries as readers see them (rows and pending segments), every transfer's legs."""
+    from endcredits.ledger.evidence_lines import LineSource
+
     with store.read() as conn:
+        lines = LineSource(store, conn)
         return {
             "balances": sorted(account_balances(conn).items()),
             "transfers": sorted(
@@ -213,18 +216,21 @@ def ledger_snapshot(store: Store) -> dict[str, Any]:
                     r.content_sha256,
                     int(r.pool_microunits),
                     r.evidence_path,
-                    evidence_lines_sha256(store.data_dir / r.evidence_path),
+                    evidence_lines_sha256(store.data_dir / r.evidence_path, lines, r),
                 )
                 for r in conn.execute(select(accrual_batches))
             ),
         }
 
 
-def evidence_lines_sha256(path: Path) -> str:
+def evidence_lines_sha256(path: Path, lines: Any = None, group: Any = None) -> str:
     """The evidence file's lines, hashed by value. Not the file's bytes: pyarrow may write a few different
     bytes for the same table in another process (seen: 3 bytes of an lz4 dictionary page), and ``verify``
-    checks each file against the hash recorded for it."""
+    checks each file against the hash recorded for it. A file kept per payee hashes its lines re-derived
+    (through ``lines``, a ``LineSource``, for accrual group row ``group``)."""
     table = read_evidence(path)
+    if lines is not None:
+        table = lines.lines(group, table)
     return hashlib.sha256(json.dumps(table.to_pydict(), sort_keys=True).encode()).hexdigest()
 
 

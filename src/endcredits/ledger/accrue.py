@@ -39,9 +39,9 @@ import pyarrow.compute as pc
 from sqlalchemy import Connection, select
 
 from endcredits.attribution.records import binding_problem, load_run, read_run_scores
-from endcredits.errors import ConflictError, ManifestError, ValidationError, invariant
+from endcredits.errors import ConflictError, EvidenceError, ManifestError, ValidationError, invariant
 from endcredits.ledger import TransferRequest, account_key
-from endcredits.ledger.evidence import EVIDENCE_SCHEMA, coded, evidence_path, prepare_evidence
+from endcredits.ledger.evidence import EVIDENCE_SCHEMA, coded, evidence_path, per_payee_table, prepare_evidence
 from endcredits.ledger.expiry import save_agreement_terms
 from endcredits.ledger.floors import FloorLine, record_floor_lines
 from endcredits.ledger.records import fold_pending, post_accrual, read_carries
@@ -508,12 +508,40 @@ def _evidence_columns(event_id: str, u: UsageBatch, texts: _Texts) -> dict[str, 
     }
 
 
-def _evidence_table(plan: _Plan) -> pa.Table:
+def _evidence_table(plan: _Plan, source: ScoreSource) -> pa.Table:
+    """The group's evidence: every line, or, when its scores come from a recorded run and its lines from
+    recorded credit shares, one row per output and payee plus those shares (``PAYEE_EVIDENCE_SCHEMA``)."""
     columns = {
         **plan.evidence,
         "account": plan.line_accounts,
         "amount_microunits": pa.array(plan.line_micro, pa.int64()),
         "amount_subunits": pa.array(plan.line_sub, pa.int64()),
+    }
+    lines = pa.table([columns[name] for name in EVIDENCE_SCHEMA.names], schema=EVIDENCE_SCHEMA)
+    shares = plan.usage.shares
+    if source.run_id is None or not shares:  # per payee, the lines are already one per output and payee
+        return lines
+    return per_payee_table(
+        lines, {w: [(s.payee, s.source_work, s.role, s.share) for s in got] for w, got in shares.items()}
+    )
+
+
+def line_table(event_id: str, usage: UsageBatch, agreement: Agreement, account_of: Mapping[str, str]) -> pa.Table:
+    """The evidence lines of ``usage`` accrued in batch ``event_id`` under ``agreement``: each output's pool
+    split over its lines as accrual splits it (the same tie keys, so the same subunits), each line with the
+    account ``account_of`` names for its payee. How evidence kept per payee re-derives its lines."""
+    missing = next((p for p in usage.payees if p not in account_of), None)
+    if missing is not None:
+        raise EvidenceError(f"the evidence names no account for payee {missing}: it is incomplete")
+    texts = _Texts.of(usage)
+    split = split_batch(
+        pools_of(usage.revenue_microunits, agreement), usage.offsets, usage.weights, tie_keys(usage, texts)
+    )
+    columns = {
+        **_evidence_columns(event_id, usage, texts),
+        "account": coded(usage.payee_codes, [account_of[p] for p in usage.payees]),
+        "amount_microunits": pa.array(split.microunits, pa.int64()),
+        "amount_subunits": pa.array(split.subunits, pa.int64()),
     }
     return pa.table([columns[name] for name in EVIDENCE_SCHEMA.names], schema=EVIDENCE_SCHEMA)
 
@@ -679,7 +707,7 @@ def _write_group(store: Store, conn: Connection, batch: _Batch, plan: _Plan, wri
     # release the GIL); the batch row that records its hash is written after both are done.
     result: dict[str, object] = {}
     # accrue holds the write lock and found no batch row for this id: a file here is an orphan.
-    write_file = prepare_evidence(path, _evidence_table(plan), replace_orphan=True)
+    write_file = prepare_evidence(path, _evidence_table(plan, batch.source), replace_orphan=True)
 
     def write() -> None:
         try:

@@ -2,7 +2,9 @@
 
 A line is (output, its model, time and revenue, attributed work, source work, payee, account, role,
 amount). The ledger posts only per-account aggregates and keeps only each output's id (to pay it once);
-these files hold every line behind them, and ``verify`` re-adds them. Files are 0600 in 0700 folders.
+these files hold every line behind them, and ``verify`` re-adds them. A group paid on a recorded run per
+work keeps one row per output and payee and the credit shares it used instead (``PAYEE_EVIDENCE_SCHEMA``):
+its lines are re-derived on demand (``ledger.evidence_lines``). Files are 0600 in 0700 folders.
 """
 
 from __future__ import annotations
@@ -10,15 +12,18 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from endcredits.errors import EvidenceError
+from endcredits.limits import SUBUNIT_BITS, SUBUNITS_PER_MICROUNIT
 from endcredits.store.files import private_dir, write_private
 
 _CODED = pa.dictionary(pa.int32(), pa.string())
@@ -43,7 +48,15 @@ EVIDENCE_SCHEMA = pa.schema(
 EVIDENCE_SCHEMA_V1 = EVIDENCE_SCHEMA.remove(EVIDENCE_SCHEMA.get_field_index("revenue_microunits"))
 """Files written before revenue moved out of the ``outputs`` table (migration 0002): read as they are."""
 
-_DICTIONARY_COLUMNS = [f.name for f in EVIDENCE_SCHEMA if pa.types.is_dictionary(f.type)]
+PAYEE_EVIDENCE_SCHEMA = EVIDENCE_SCHEMA.append(pa.field("share", _CODED))
+"""Evidence kept per output and payee (batches paid on a recorded attribution run). Two kinds of row:
+- an output's part for one payee (``share`` empty; works and role empty): its exact amount, the sum of
+  that payee's lines in that output, and the account it went to;
+- a work's recorded credit share (``output_id`` empty): ``share`` (``n/d``) of one unit of
+  ``attributed_work``'s residual goes to ``payee`` for ``role`` on ``source_work``.
+The per-work lines are re-derived from these shares and the run's scores (``ledger.evidence_lines``)."""
+
+_DICTIONARY_COLUMNS = [f.name for f in PAYEE_EVIDENCE_SCHEMA if pa.types.is_dictionary(f.type)]
 
 
 ARROW_POOL_ENV = "ARROW_DEFAULT_MEMORY_POOL"
@@ -100,7 +113,7 @@ def prepare_evidence(path: Path, table: pa.Table, *, replace_orphan: bool = Fals
     """Check ``table`` and ``path`` now (as ``write_evidence``) and return the call that writes the file
     and returns its SHA-256. That call is a few long steps that release the GIL (encode, hash, write,
     fsync), so it runs on another thread beside Python work without waiting on the GIL between steps."""
-    if table.schema != EVIDENCE_SCHEMA:
+    if table.schema != EVIDENCE_SCHEMA and table.schema != PAYEE_EVIDENCE_SCHEMA:
         raise EvidenceError(f"evidence table has schema {table.schema}, expected the evidence schema")
     private_dir(path.parent)
     if path.exists() and not replace_orphan:
@@ -118,7 +131,7 @@ def prepare_evidence(path: Path, table: pa.Table, *, replace_orphan: bool = Fals
             sink,
             compression="lz4",
             row_group_size=1 << 20,
-            use_dictionary=_DICTIONARY_COLUMNS,
+            use_dictionary=[c for c in _DICTIONARY_COLUMNS if c in table.column_names],
             write_statistics=False,
         )
         data = memoryview(sink.getvalue())
@@ -151,6 +164,80 @@ def read_evidence(path: Path, *, expected_sha256: str | None = None, columns: li
         raise EvidenceError(
             f"evidence file {path} is unreadable ({str(exc).splitlines()[0]}); restore it from backup"
         ) from None
-    if columns is None and table.schema != EVIDENCE_SCHEMA and table.schema != EVIDENCE_SCHEMA_V1:
+    if columns is None and table.schema not in (EVIDENCE_SCHEMA, EVIDENCE_SCHEMA_V1, PAYEE_EVIDENCE_SCHEMA):
         raise EvidenceError(f"evidence file {path} has an unexpected schema")
     return table
+
+
+def kept_per_payee(table: pa.Table) -> bool:
+    """Whether an evidence table keeps its amounts per output and payee (its lines are re-derived)."""
+    return "share" in table.column_names
+
+
+def payee_rows(table: pa.Table) -> pa.Table:
+    """The money rows of an evidence table: its lines (line layout) or its parts per output and payee, in the
+    columns of ``EVIDENCE_SCHEMA`` (text re-coded, so no dictionary holds a value only the shares use)."""
+    if not kept_per_payee(table):
+        return table
+    rows = table.filter(pc.equal(table["share"].cast(pa.string()), ""))
+    return pa.table(
+        [_recoded(rows[f.name]) if pa.types.is_dictionary(f.type) else rows[f.name] for f in EVIDENCE_SCHEMA],
+        schema=EVIDENCE_SCHEMA,
+    )
+
+
+def share_rows(table: pa.Table) -> dict[str, list[tuple[str, str, str, Fraction]]]:
+    """Per attributed work, its recorded shares as (payee, source work, role, share), in file order."""
+    if not kept_per_payee(table):
+        return {}
+    rows = table.filter(pc.not_equal(table["share"].cast(pa.string()), ""))
+    out: dict[str, list[tuple[str, str, str, Fraction]]] = {}
+    columns = [rows[c].cast(pa.string()).to_pylist() for c in ("attributed_work", "payee", "source_work", "role")]
+    for work, payee, source, role, share in zip(*columns, rows["share"].cast(pa.string()).to_pylist(), strict=True):
+        out.setdefault(work, []).append((payee, source, role, Fraction(share)))
+    return out
+
+
+def _recoded(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    return pa.chunked_array([column.cast(pa.string()).combine_chunks().dictionary_encode()], type=_CODED)
+
+
+def per_payee_table(lines: pa.Table, shares: Mapping[str, Sequence[tuple[str, str, str, Fraction]]]) -> pa.Table:
+    """The evidence kept for ``lines`` (``EVIDENCE_SCHEMA``): one row per output and payee with the exact sum
+    of its lines (whole microunits, then the fraction below 2^32), then one row per recorded work share."""
+    out = lines["output_id"].combine_chunks()
+    payee = lines["payee"].combine_chunks()
+    out_codes = out.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    payee_codes = payee.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    keys, first, inverse = np.unique(
+        out_codes * max(len(payee.dictionary), 1) + payee_codes, return_index=True, return_inverse=True
+    )
+    inverse = inverse.reshape(-1)
+    micro = np.zeros(len(keys), dtype=np.int64)  # <= the output's pool <= 2^62
+    sub = np.zeros(len(keys), dtype=np.int64)  # < lines x 2^32
+    np.add.at(micro, inverse, lines["amount_microunits"].to_numpy())
+    np.add.at(sub, inverse, lines["amount_subunits"].to_numpy())
+    micro += sub >> SUBUNIT_BITS
+    sub &= SUBUNITS_PER_MICROUNIT - 1
+    kept = lines.take(pa.array(first, pa.int64()))
+    blank = coded(np.full(len(keys), -1, dtype=np.int64), [])
+    columns: dict[str, pa.Array | pa.ChunkedArray] = {name: kept[name] for name in EVIDENCE_SCHEMA.names}
+    columns |= {"attributed_work": blank, "source_work": blank, "role": blank, "share": blank}
+    columns |= {"amount_microunits": pa.array(micro, pa.int64()), "amount_subunits": pa.array(sub, pa.int64())}
+    parts = pa.table([columns[n] for n in PAYEE_EVIDENCE_SCHEMA.names], schema=PAYEE_EVIDENCE_SCHEMA)
+    return pa.concat_tables([parts, _share_table(shares)]).combine_chunks()
+
+
+def _share_table(shares: Mapping[str, Sequence[tuple[str, str, str, Fraction]]]) -> pa.Table:
+    """One row per recorded work share, works in sorted order, each work's shares as recorded."""
+    rows = [(w, *s) for w in sorted(shares) for s in shares[w]]
+    none = coded(np.full(len(rows), -1, dtype=np.int64), [])
+    zero = pa.array(np.zeros(len(rows), dtype=np.int64), pa.int64())
+
+    def text(i: int) -> pa.DictionaryArray:
+        return pa.array([str(r[i]) for r in rows], pa.string()).dictionary_encode()
+
+    columns = {name: none for name in PAYEE_EVIDENCE_SCHEMA.names}
+    columns |= {"revenue_microunits": zero, "amount_microunits": zero, "amount_subunits": zero}
+    columns |= {"attributed_work": text(0), "payee": text(1), "source_work": text(2), "role": text(3), "share": text(4)}
+    return pa.table([columns[n] for n in PAYEE_EVIDENCE_SCHEMA.names], schema=PAYEE_EVIDENCE_SCHEMA)

@@ -30,7 +30,8 @@ from endcredits.audit import verify_chain
 from endcredits.consent.terms import terms_for
 from endcredits.errors import EvidenceError, LedgerError, NotFoundError
 from endcredits.ledger import NEGATIVE_ALLOWED_KINDS, TransferRequest
-from endcredits.ledger.evidence import read_evidence
+from endcredits.ledger.evidence import kept_per_payee, payee_rows, read_evidence
+from endcredits.ledger.evidence_lines import LineSource
 from endcredits.ledger.floors import floor_line_count, floor_lines_of
 from endcredits.ledger.records import carried_fractions, derived_balances
 from endcredits.ledger.segments import fold_watermark, pending_deltas, raw_segment_sha256, read_segment, segment_ids
@@ -221,13 +222,13 @@ def verify(store: Store) -> VerifyReport:  # noqa: C901 - one pass over many ind
             .join(transfers, transfers.c.event_id == accrual_batches.c.transfer_event_id, isouter=True)
             .order_by(transfers.c.id.is_(None), transfers.c.id, accrual_batches.c.created_at)
         ).all()
-        replayed_all = True
+        replayed_all, lines = True, LineSource(store, conn)
         floors = _floor_legs(conn, [b.event_id for b in batches], p)
         agreement_of: dict[tuple[str, int], Agreement | None] = {}
         for b in batches:
             n_files += 1
-            try:
-                table = read_evidence(store.data_dir / b.evidence_path, expected_sha256=b.evidence_sha256)
+            try:  # a file kept per payee: its re-derived lines must give its rows, which the checks below read
+                table = _rederived(lines, b, p)
             except EvidenceError as exc:
                 p.append(str(exc))
                 replayed_all = False  # the carries can no longer be replayed; the cause is reported
@@ -425,17 +426,50 @@ def _check_paid_outputs(
         table = read_evidence(store.data_dir / evidence, columns=["output_id", "model_id"])
     except EvidenceError:
         return
-    models_paid = set(table["model_id"].to_pylist()) - {run.model_id}
+    models_paid = set(table["model_id"].to_pylist()) - {run.model_id, ""}  # "": a recorded share's row
     if models_paid:
         report.problems.append(
             f"accrual {event_id} paid outputs of model {min(models_paid)} on attribution run {run.id}, which "
             f"scored model {run.model_id}"
         )
-    unscored = set(table["output_id"].to_pylist()) - outputs_scored
+    unscored = set(table["output_id"].to_pylist()) - outputs_scored - {""}
     if unscored:
         report.problems.append(
             f"accrual {event_id} paid output {min(unscored)}, which attribution run {run.id} did not score"
         )
+
+
+def _rederived(lines: LineSource, group: Any, problems: list[str]) -> pa.Table:
+    """The money rows of ``group``'s evidence file, read and checked against its SHA-256. For one kept per
+    output and payee, its lines are re-derived from the run, the agreement and the recorded shares first;
+    each output's and payee's lines must add up to the row kept for them, to the subunit, in the same
+    account (else a problem)."""
+    table = read_evidence(lines.store.data_dir / group.evidence_path, expected_sha256=group.evidence_sha256)
+    if not kept_per_payee(table):
+        return table
+    kept = payee_rows(table)
+    derived = lines.lines(group, table)
+    got, want = _part_sums(derived), _part_sums(kept)
+    if got != want:
+        key = min(set(got) ^ set(want) | {k for k in got if got[k] != want.get(k)})
+        problems.append(
+            f"evidence of {group.event_id}: the lines re-derived for output {key[0]} and payee {key[1]} add up to "
+            f"{got.get(key, 0)}/2^32, the row kept for them to {want.get(key, 0)}/2^32"
+        )
+    return kept
+
+
+def _part_sums(table: pa.Table) -> dict[tuple[str, str, str], int]:
+    """Per (output, payee, account), the exact sum of the rows in 2^-32 microunits (int64 sums cannot
+    overflow: whole microunits add up to at most an output's pool, fractions to under rows x 2^32)."""
+    keys = ["output_id", "payee", "account"]
+    t = pa.table(
+        [*(table[k].cast(pa.string()) for k in keys), table["amount_microunits"], table["amount_subunits"]],
+        names=[*keys, "m", "s"],
+    )
+    g = t.group_by(keys, use_threads=False).aggregate([("m", "sum"), ("s", "sum")])
+    columns = [g[c].to_pylist() for c in (*keys, "m_sum", "s_sum")]
+    return {(o, p, a): m * SUBUNITS_PER_MICROUNIT + s for o, p, a, m, s in zip(*columns, strict=True)}
 
 
 def output_off_its_pool(table: pa.Table, agreement: Agreement) -> str | None:

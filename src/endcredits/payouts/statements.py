@@ -27,7 +27,8 @@ from endcredits.attribution.records import AttributionRun, runs_by_id
 from endcredits.attribution.validity_records import latest_validities
 from endcredits.consent.terms import terms_for
 from endcredits.errors import NotFoundError
-from endcredits.ledger.evidence import read_evidence
+from endcredits.ledger.evidence import kept_per_payee, payee_rows, read_evidence
+from endcredits.ledger.evidence_lines import LineSource
 from endcredits.ledger.floors import floor_lines_of
 from endcredits.ledger.records import accrued_by_account
 from endcredits.limits import SUBUNITS_PER_MICROUNIT
@@ -175,31 +176,31 @@ def _person_payees(conn: Connection, person_id: int) -> tuple[list[str], dict[st
 
 def _collect(
     store: Store, conn: Connection, payees: list[str], currency: str, period: str
-) -> list[tuple[str, pa.Table, pa.Table | None, str, tuple[str | None, str | None]]]:
-    """(period, lines of these payees, all lines when the batch is of ``period``, agreement, (run id,
-    external reason)) for every accrual batch, in the order the ledger posted them."""
+) -> list[tuple[str, pa.Table, pa.Table | None, pa.Table | None, str, tuple[str | None, str | None]]]:
+    """(period, lines of these payees, every payee's lines of their outputs and the batch's money rows when
+    the batch is of ``period``, agreement, (run id, external reason)) for every accrual batch, in the order
+    the ledger posted them. Evidence kept per payee gives its lines re-derived for ``period``'s batches; for
+    the others only their sums per payee count, and its rows per output and payee give them."""
     q = (
-        select(
-            accrual_batches.c.period,
-            accrual_batches.c.evidence_path,
-            accrual_batches.c.evidence_sha256,
-            accrual_batches.c.agreement_id,
-            accrual_batches.c.agreement_version,
-            accrual_batches.c.scores_run_id,
-            accrual_batches.c.scores_external_reason,
-        )
+        select(accrual_batches)
         .join(transfers, transfers.c.event_id == accrual_batches.c.transfer_event_id)
         .where(accrual_batches.c.currency == currency)
         .order_by(transfers.c.id)
     )
+    wanted = pa.array(payees, pa.string())
+    lines = LineSource(store, conn)
     found = []
     for r in conn.execute(q):
         table = read_evidence(store.data_dir / r.evidence_path, expected_sha256=r.evidence_sha256)
-        mine = table.filter(pc.is_in(table["payee"].cast(pa.string()), value_set=pa.array(payees, pa.string())))
+        money = payee_rows(table)
+        mine = money.filter(pc.is_in(money["payee"].cast(pa.string()), value_set=wanted))
+        full = money if r.period == period else None
+        if full is not None and kept_per_payee(table):
+            full = lines.lines(r, table, set(mine["output_id"].cast(pa.string()).to_pylist()))
+            mine = full.filter(pc.is_in(full["payee"].cast(pa.string()), value_set=wanted))
         terms = f"{r.agreement_id}@{r.agreement_version}"
-        found.append(
-            (r.period, mine, table if r.period == period else None, terms, (r.scores_run_id, r.scores_external_reason))
-        )
+        pools = money if r.period == period else None
+        found.append((r.period, mine, full, pools, terms, (r.scores_run_id, r.scores_external_reason)))
     return found
 
 
@@ -303,12 +304,12 @@ def build_statement(store: Store, person_id: int, period: str, currency: str) ->
         runs = runs_by_id(conn, {src[0] for p, *_, src in collected if p == period and src[0] is not None})
         validity = latest_validities(conn, {run.model_id for run in runs.values()})
         explained = _explain(
-            [(full, a, _source_label(src, runs)) for _p, _t, full, a, src in collected if full is not None],
+            [(full, a, _source_label(src, runs)) for _p, _t, full, _m, a, src in collected if full is not None],
             period_outputs,
         )
         rules = _rules(conn, {e["agreement"] for e in explained.values()})
         titles = _titles(conn, [t for p, t, *_ in collected if p == period], explained)
-    pools = model_pools([full for _p, _t, full, *_ in collected if full is not None])
+    pools = model_pools([money for _p, _t, _f, money, *_ in collected if money is not None])
     # Replay every batch in posting order: per payee, each batch posts the whole microunits of (carry +
     # its lines) and carries the rest. The statement adds up the batches of its period.
     running: dict[str, int] = {}
@@ -323,7 +324,7 @@ def build_statement(store: Store, person_id: int, period: str, currency: str) ->
                 carried_out += after % SUBUNITS_PER_MICROUNIT
                 accrued += after // SUBUNITS_PER_MICROUNIT - before // SUBUNITS_PER_MICROUNIT
                 total += amount
-    during = [(t, _source_columns(src, runs)) for p, t, _full, _a, src in collected if p == period]
+    during = [(t, _source_columns(src, runs)) for p, t, _full, _m, _a, src in collected if p == period]
     with store.read() as conn:
         floors = _floor_table(conn, payees, currency, period, runs)
     floored = sum(floors["amount_microunits"].to_pylist())  # whole microunits: no carry changes

@@ -18,7 +18,7 @@ import numpy.typing as npt
 from sqlalchemy import Connection
 
 from endcredits.audit import canonical_json
-from endcredits.errors import LimitExceededError, ManifestError, ValidationError
+from endcredits.errors import EvidenceError, LimitExceededError, ManifestError, ValidationError
 from endcredits.limits import BATCH_SIZE_MAX, OUTPUTS_PER_BATCH_MAX, REVENUE_PER_OUTPUT_MICROUNITS_MAX, check_ids
 from endcredits.manifest.records import ManifestRecord
 from endcredits.money import check_currency
@@ -63,6 +63,9 @@ class UsageBatch:
     source_codes: npt.NDArray[np.int64] | None = None
     roles: list[str] = field(default_factory=list)
     role_codes: npt.NDArray[np.int64] | None = None
+    shares: dict[str, list[PayeeShare]] | None = field(default=None, compare=False)
+    """Per attributed work, the exact payee shares its lines were made from (``build_usage`` per work): what
+    the evidence keeps so that the lines re-derive without the registry as it is later. Not content."""
 
     def __post_init__(self) -> None:
         n = len(self.output_ids)
@@ -171,6 +174,7 @@ class UsageBatch:
             source_codes=self.source_codes[line_idx],
             roles=self.roles,
             role_codes=self.role_codes[line_idx],
+            shares=self.shares,
         )
 
 
@@ -222,8 +226,10 @@ def build_usage(
     manifest: ManifestRecord | None,
     *,
     per: str = "work",
+    shares: Mapping[str, list[PayeeShare]] | None = None,
 ) -> UsageBatch:
-    """Lines for each output from its attribution scores, per work (through credits) or per payee."""
+    """Lines for each output from its attribution scores, per work (through credits, or through the recorded
+    ``shares`` of each work when given, as evidence re-derives them) or per payee."""
     if per not in ("work", "payee"):
         raise ValidationError("attribution must be per work or per payee")
     if per == "work" and manifest is None:
@@ -244,16 +250,15 @@ def build_usage(
     for o in outputs_in:
         weights_in = attribution_weights(scores.get(o.output_id, {}), agreement, baseline, output_id=o.output_id)
         if not weights_in and per == "work" and baseline:
-            # No score was positive (the weights are exact: never because of an overflow): the pool is
-            # shared by every work in the manifest evenly, never kept back.
+            # No score was positive (weights are exact): every work in the manifest shares the pool evenly.
             weights_in = {w: 1 for w in baseline}
         if not weights_in:
             raise ValidationError(f"output {o.output_id} has no positive attribution: nobody to pay")
         per_output.append(weights_in)
     # Credits and lineage of every work any output pays, so each work's share reaches its people.
     needed = sorted({w for weights_in in per_output for w in weights_in}) if per == "work" else []
-    graph = load_credit_graph(conn, needed) if per == "work" else CreditGraph()
-    memo: dict[str, list[PayeeShare]] = {}
+    graph = load_credit_graph(conn, needed) if per == "work" and shares is None else CreditGraph()
+    memo: dict[str, list[PayeeShare]] = _recorded_shares(shares, needed) if shares is not None else {}
     offsets = [0]
     codes: dict[str, dict[str, int]] = {"payee": {}, "work": {"": -1}, "role": {}}
 
@@ -279,8 +284,6 @@ def build_usage(
         role_c += [code("role", r) for r in lines.role]
         weights += lines.weights
         offsets.append(len(payee_c))
-    big = any(w >= (1 << 62) for w in weights)
-    works_dict = [w for w in codes["work"] if w != ""]
     return UsageBatch(
         output_ids=[o.output_id for o in outputs_in],
         model_ids=[o.model_id for o in outputs_in],
@@ -290,13 +293,22 @@ def build_usage(
         offsets=np.asarray(offsets, dtype=np.int64),
         payees=list(codes["payee"]),
         payee_codes=np.asarray(payee_c, dtype=np.int64),
-        weights=np.asarray(weights, dtype=object if big else np.int64),
-        works=works_dict,
+        weights=np.asarray(weights, dtype=object if any(w >= (1 << 62) for w in weights) else np.int64),
+        works=[w for w in codes["work"] if w != ""],
         attributed_codes=np.asarray(attributed_c, dtype=np.int64),
         source_codes=np.asarray(source_c, dtype=np.int64),
         roles=list(codes["role"]),
         role_codes=np.asarray(role_c, dtype=np.int64),
+        shares={w: memo[w] for w in needed if w in memo},
     )
+
+
+def _recorded_shares(shares: Mapping[str, list[PayeeShare]], needed: list[str]) -> dict[str, list[PayeeShare]]:
+    """The recorded shares of every work the outputs pay; a work without them is a broken record."""
+    missing = next((w for w in needed if w not in shares), None)
+    if missing is not None:
+        raise EvidenceError(f"the recorded credit shares lack work {missing}: the evidence is incomplete")
+    return {w: shares[w] for w in needed}
 
 
 def credit_matrix(conn: Connection, work_ids: Sequence[str], agreement: Agreement) -> tuple[list[str], CreditMatrix]:

@@ -1,0 +1,127 @@
+"""Evidence lines on demand: the per-work lines of an accrual group whose evidence is kept per output and payee.
+
+Such a group (paid on a recorded attribution run, per work) keeps each output's exact part per payee and the
+credit shares of every work it paid (``ledger.evidence.PAYEE_EVIDENCE_SCHEMA``). Its lines are a function of
+what is recorded: the run's scores (its file, checked against its SHA-256), the run's manifest, the stored
+agreement version and those shares; ``build_usage`` turns them into lines and ``accrue.line_table`` splits
+each output's pool as accrual did. Groups kept line by line are read as they are. ``verify`` re-derives
+every group and checks the lines against the parts kept per payee, to the subunit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlalchemy import Connection, select
+
+from endcredits.attribution.records import AttributionRun, RunScores, load_run, read_run_scores
+from endcredits.errors import EvidenceError, NotFoundError
+from endcredits.ledger.accrue import line_table
+from endcredits.ledger.evidence import EVIDENCE_SCHEMA, kept_per_payee, payee_rows, read_evidence, share_rows
+from endcredits.manifest.records import ManifestRecord, load_manifest
+from endcredits.royalties import Agreement
+from endcredits.royalties.records import load_agreement
+from endcredits.royalties.shares import PayeeShare
+from endcredits.royalties.usage import OutputIn, build_usage
+from endcredits.store.engine import Store
+from endcredits.store.schema import accrual_batches
+
+
+@dataclass
+class LineSource:
+    """Re-derives groups' lines within one read transaction, reading each run, scores file, manifest and
+    agreement once however many groups name it."""
+
+    store: Store
+    conn: Connection
+    _runs: dict[str, tuple[AttributionRun, RunScores, ManifestRecord]] = field(default_factory=dict)
+    _agreements: dict[tuple[str, int], Agreement] = field(default_factory=dict)
+
+    def lines(self, group: Any, table: pa.Table, output_ids: Collection[str] | None = None) -> pa.Table:
+        """The lines (``EVIDENCE_SCHEMA``) of ``group`` (its ``accrual_batches`` row) whose evidence file is
+        ``table``, for ``output_ids`` (every output when None)."""
+        if not kept_per_payee(table):
+            if output_ids is None:
+                return table
+            return table.filter(pc.is_in(table["output_id"].cast(pa.string()), pa.array(list(output_ids), pa.string())))
+        parts = payee_rows(table)
+        if output_ids is not None:
+            parts = parts.filter(
+                pc.is_in(parts["output_id"].cast(pa.string()), pa.array(list(output_ids), pa.string()))
+            )
+        if not parts.num_rows:
+            return EVIDENCE_SCHEMA.empty_table()
+        if group.scores_run_id is None:
+            raise EvidenceError(f"evidence of {group.event_id} is kept per payee but names no attribution run")
+        run, scores, manifest = self._run(group.scores_run_id)
+        agreement = self._agreement(group.agreement_id, group.agreement_version)
+        outs = _outputs(parts, group.currency)
+        shares = {w: [PayeeShare(*s) for s in got] for w, got in share_rows(table).items()}
+        usage = build_usage(
+            self.conn,
+            outs,
+            scores.for_outputs(o.output_id for o in outs),
+            agreement,
+            manifest,
+            per=run.per,
+            shares=shares,
+        )
+        accounts = dict(zip(parts["payee"].to_pylist(), parts["account"].to_pylist(), strict=True))
+        return line_table(group.batch_event_id, usage, agreement, accounts)
+
+    def _run(self, run_id: str) -> tuple[AttributionRun, RunScores, ManifestRecord]:
+        if run_id not in self._runs:
+            try:
+                run = load_run(self.conn, run_id)
+                manifest = load_manifest(self.conn, run.manifest_id)
+            except NotFoundError as exc:
+                raise EvidenceError(f"lines paid on attribution run {run_id} cannot be re-derived: {exc}") from None
+            self._runs[run_id] = (run, read_run_scores(self.store.data_dir, run), manifest)
+        return self._runs[run_id]
+
+    def _agreement(self, agreement_id: str, version: int) -> Agreement:
+        key = (agreement_id, version)
+        if key not in self._agreements:
+            try:
+                self._agreements[key] = load_agreement(self.conn, agreement_id, version)
+            except NotFoundError as exc:
+                raise EvidenceError(f"lines cannot be re-derived without their agreement: {exc}") from None
+        return self._agreements[key]
+
+
+def _outputs(parts: pa.Table, currency: str) -> list[OutputIn]:
+    """The outputs of the parts, in the order the batch listed them, with their model, time and revenue."""
+    seen: dict[str, OutputIn] = {}
+    columns = ("output_id", "model_id", "revenue_microunits", "occurred_at")
+    for oid, model, revenue, at in zip(*(parts[c].to_pylist() for c in columns), strict=True):
+        if oid not in seen:
+            seen[oid] = OutputIn(oid, model, revenue, currency, at)
+    return list(seen.values())
+
+
+def evidence_lines(store: Store, batch_id: str, output_ids: Collection[str] | None = None) -> pa.Table:
+    """Every evidence line of accrual batch ``batch_id`` (of ``output_ids`` when given), as accrual wrote or
+    would have written them: read from files kept line by line, re-derived from files kept per payee."""
+    with store.read() as conn:
+        groups = conn.execute(
+            select(accrual_batches)
+            .where(accrual_batches.c.batch_event_id == batch_id)
+            .order_by(accrual_batches.c.event_id)
+        ).all()
+        if not groups:
+            raise NotFoundError(f"accrual batch {batch_id} not found")
+        source = LineSource(store, conn)
+        tables = [
+            source.lines(
+                g, read_evidence(store.data_dir / g.evidence_path, expected_sha256=g.evidence_sha256), output_ids
+            )
+            for g in groups
+        ]
+    names = EVIDENCE_SCHEMA.names
+    return pa.concat_tables(
+        [t.select([n for n in names if n in t.column_names]) for t in tables], promote_options="permissive"
+    )
