@@ -557,7 +557,11 @@ def _routes_money(app: FastAPI) -> None:
 
 
 def _routes_unclaimed(app: FastAPI) -> None:
-    @app.get(f"{API}/unclaimed", tags=["escrow"])
+    @app.get(
+        f"{API}/unclaimed",
+        tags=["escrow"],
+        responses={200: {"content": {"application/json": {}, "text/csv": {}}}},
+    )
     def unclaimed(
         who: Who,  # anyone; a credential given is still checked
         store: StoreDep,
