@@ -28,7 +28,7 @@ Settings (dattri's benchmark settings, and the demo's model):
 
 endcredits' projection is the product's default, ``auto`` (``AttributionSettings.resolved``): exact
 gradients while every training example's features fit in 1 GiB, else the dense seeded Gaussian at k while
-its matrix fits in 512 MiB, else Kronecker at k; ``--projection`` names one. Every checkpoint of an
+its matrix fits in 1 GiB, else Kronecker at k; ``--projection`` names one. Every checkpoint of an
 ensemble is projected with its own seed (``featurizer.checkpoint_seed``).
 
 The generative settings report the LDS of the held-out and of the generated outputs apart as well
@@ -360,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: C901 - one pass ove
         choices=["auto", "kronecker", "gaussian", "identity"],
         default="auto",
         help="endcredits' Featurizer projection (default auto, resolved as the product resolves it: exact"
-        " gradients while they fit in 1 GiB, else the dense Gaussian while its matrix fits in 512 MiB, else"
+        " gradients while they fit in 1 GiB, else the dense Gaussian while its matrix fits in 1 GiB, else"
         " kronecker; kronecker refuses image-ddpm's UNet, which sees each image at several timesteps)",
     )
     parser.add_argument(

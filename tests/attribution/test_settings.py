@@ -41,7 +41,7 @@ def test_the_defaults_are_the_arguments_every_edge_passed_before() -> None:
 def test_auto_keeps_exact_gradients_while_they_fit_and_projects_beyond() -> None:
     auto = AttributionSettings()
     # 111,061 parameters (the demo's model): 2,417 works fit in 1 GiB of exact features, 2,418 do not; past
-    # that, its (111,061 x 1,024) Gaussian matrix fits in 512 MiB.
+    # that, its (111,061 x 1,024) Gaussian matrix fits in 1 GiB.
     assert auto.resolved(parameters=111_061, works=2_417, checkpoints=1).projection == "identity"
     assert auto.resolved(parameters=111_061, works=2_418, checkpoints=1).projection == "gaussian"
     assert auto.resolved(parameters=111_061, works=1_300, checkpoints=2).projection == "gaussian"  # per checkpoint

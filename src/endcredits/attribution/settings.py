@@ -56,7 +56,7 @@ AUTO_EXACT_BYTES_MAX = 1 << 30
 """Projection ``auto`` keeps exact gradients while every work's features, over every checkpoint, fit in this
 many bytes (float32): below it exact features cost less to compute than projected ones and no seed moves a
 payee's share (docs/benchmarks.md, "Attribution stability and cost per output"); above it, ``kronecker``."""
-GAUSSIAN_MATRIX_BYTES_MAX = 512 << 20
+GAUSSIAN_MATRIX_BYTES_MAX = 1 << 30
 """Past ``AUTO_EXACT_BYTES_MAX``, projection ``auto`` takes the dense seeded Gaussian while its matrix
 (parameters x k, float32) fits in this many bytes, so it is generated once and kept
 (``projection.BlockGaussianProjector``); beyond it, ``kronecker``. At the same k a dense projection estimates
@@ -115,7 +115,7 @@ class AttributionSettings:
             FEATURES,
             "How gradients are projected: auto (identity while every work's exact features fit in "
             f"{AUTO_EXACT_BYTES_MAX >> 30} GiB, else gaussian while its matrix fits in "
-            f"{GAUSSIAN_MATRIX_BYTES_MAX >> 20} MiB, else kronecker), kronecker (two small seeded factors per "
+            f"{GAUSSIAN_MATRIX_BYTES_MAX >> 30} GiB, else kronecker), kronecker (two small seeded factors per "
             "layer), gaussian (one blockwise seeded matrix) or identity (the exact gradient; no seed)",
             choices=PROJECTIONS,
         ),
