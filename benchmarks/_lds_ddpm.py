@@ -278,7 +278,7 @@ def run_ddpm_method(
     timesteps: int,
     k: int,
     lambdas: Sequence[float],
-    projection: str = "kronecker",
+    projection: str = "auto",
     batch_size: int = 100,
 ) -> MethodRun:
     """``members``: ``DiffusionUNet``s loaded with ``load_unet``; every method sees the batches of

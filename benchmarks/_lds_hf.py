@@ -152,7 +152,7 @@ def run_hf_method(
     *,
     k: int,
     lambdas: Sequence[float],
-    projection: str = "kronecker",
+    projection: str = "auto",
     batch_size: int = 100,
 ) -> MethodRun:
     """``members``: ``CausalLM``s loaded with ``load_causal_lm``. endcredits: ``CausalLM.task`` over their

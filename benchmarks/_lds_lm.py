@@ -101,7 +101,7 @@ def run_endcredits_lm(
     *,
     k: int,
     lambdas: Sequence[float],
-    projection: str = "kronecker",
+    projection: str = "auto",
 ) -> MethodRun:
     """TRAK over every featurized state of every member (models and, with checkpoints, training steps)."""
     from endcredits.attribution.task import encode_texts, language_model_task

@@ -70,6 +70,18 @@ def _quiet() -> Iterator[None]:
 # endcredits -------------------------------------------------------------------------------------
 
 
+def concrete_projection(task: Any, k: int | None, works: int) -> tuple[str, int | None]:
+    """Projection ``auto`` made concrete for ``task``'s model, ``works`` training examples and its checkpoints,
+    exactly as ``AttributionSettings.resolved`` does for the product; ``k`` is None for exact gradients."""
+    from endcredits.attribution.featurizer import covered_parameters
+    from endcredits.attribution.settings import AttributionSettings
+
+    settings = AttributionSettings(k=k or AttributionSettings().k).resolved(
+        parameters=covered_parameters(task.model, ()), works=works, checkpoints=len(task.checkpoints)
+    )
+    return settings.projection, None if settings.projection == "identity" else k
+
+
 def run_endcredits(
     task: Any,
     train_batch: Any,
@@ -78,7 +90,7 @@ def run_endcredits(
     k: int | None,
     lambdas: Sequence[float],
     seed: int = 0,
-    projection: str = "kronecker",
+    projection: str = "auto",
     chunk_size: int = 256,
     curvature: bool = False,
     scorer: str = "trak",
@@ -90,12 +102,14 @@ def run_endcredits(
     (``Featurizer.curvature``) instead of ``Phi^T Phi``. ``scorer="influence"``: ``InfluenceScorer``
     with the Gauss-Newton kernel (always featurized) and ``response`` ("ridge" or "gradient-flow").
     """
-    from endcredits.attribution.featurizer import Featurizer
+    from endcredits.attribution.featurizer import Featurizer, batch_size
     from endcredits.attribution.scorers import InfluenceScorer, TRAKScorer
 
     curvature = curvature or scorer == "influence"
 
     started = time.perf_counter()
+    if projection == "auto":  # as the product resolves it: AttributionSettings.resolved
+        projection, k = concrete_projection(task, k, batch_size(train_batch))
     featurizer = Featurizer(task, k=k, seed=seed, projection=projection, chunk_size=chunk_size)
     train_features, train_weights, target_features, kernels = [], [], [], []
     for m in range(len(task.checkpoints)):
@@ -170,7 +184,7 @@ class PeerJob:
 def run_endcredits_classifier(
     job: PeerJob,
     lambdas: Sequence[float],
-    projection: str = "kronecker",
+    projection: str = "auto",
     curvature: bool = False,
     scorer: str = "trak",
     response: str = "gradient-flow",
@@ -195,7 +209,7 @@ def run_endcredits_classifier(
 def run_endcredits_influence_classifier(
     job: PeerJob,
     lambdas: Sequence[float],
-    projection: str = "kronecker",
+    projection: str = "auto",
     curvature: bool = True,
     response: str = "gradient-flow",
 ) -> MethodRun:

@@ -24,8 +24,12 @@ Settings (dattri's benchmark settings, and the demo's model):
   ``--images DIR`` (default: 16x16 renders of Debian's openclipart-svg, ``logos/`` left out), attributed
   through ``endcredits.attribution.diffusion`` (``load_unet``, ``DiffusionUNet.encode``/``task``); output =
   minus the denoising loss of held-out and of generated images at fixed timesteps with shared seeded noise
-  (``_lds_ddpm``). Its UNet sees each image at several timesteps, which the Kronecker projection refuses:
-  endcredits' projection defaults to ``gaussian`` there.
+  (``_lds_ddpm``).
+
+endcredits' projection is the product's default, ``auto`` (``AttributionSettings.resolved``): exact
+gradients while every training example's features fit in 1 GiB, else the dense seeded Gaussian at k while
+its matrix fits in 1 GiB, else Kronecker at k; ``--projection`` names one. Every checkpoint of an
+ensemble is projected with its own seed (``featurizer.checkpoint_seed``).
 
 The generative settings report the LDS of the held-out and of the generated outputs apart as well
 (``groups``), and ``image-ddpm`` their noise ceilings apart (``noise_held_out``, ``noise_generated``).
@@ -353,9 +357,11 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: C901 - one pass ove
     )
     parser.add_argument(
         "--projection",
-        choices=["kronecker", "gaussian", "identity"],
-        help="endcredits' Featurizer projection (default kronecker; image-ddpm: gaussian, as its UNet sees each"
-        " image at several timesteps, not one example per row, which the Kronecker projection refuses)",
+        choices=["auto", "kronecker", "gaussian", "identity"],
+        default="auto",
+        help="endcredits' Featurizer projection (default auto, resolved as the product resolves it: exact"
+        " gradients while they fit in 1 GiB, else the dense Gaussian while its matrix fits in 1 GiB, else"
+        " kronecker; kronecker refuses image-ddpm's UNet, which sees each image at several timesteps)",
     )
     parser.add_argument(
         "--seeds-per-subset",
@@ -391,8 +397,6 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: C901 - one pass ove
         parser.error("--seeds-per-subset must be at least 1")
     if args.reseed:
         args.seeds_per_subset = max(args.seeds_per_subset, 2)
-    if args.projection is None:
-        args.projection = "gaussian" if args.setting == "image-ddpm" else "kronecker"
 
     torch.set_num_threads(args.threads)
     defaults = DEFAULTS[args.setting]

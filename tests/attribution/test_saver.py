@@ -15,11 +15,11 @@ from endcredits.attribution import pipeline
 from endcredits.attribution import saver as saver_module
 from endcredits.attribution.charlm import TrainedLM, train_char_lm
 from endcredits.attribution.distributed import LocalRunner, featurize_sharded
-from endcredits.attribution.featurizer import Featurizer
+from endcredits.attribution.featurizer import Featurizer, checkpoint_seed
 from endcredits.attribution.models import CharLMModel
 from endcredits.attribution.pipeline import featurize_works, featurizer_for
 from endcredits.attribution.saver import FeatureSaver, FeatureSet
-from endcredits.attribution.settings import AttributionSettings
+from endcredits.attribution.settings import SEED_MAX, AttributionSettings
 from endcredits.attribution.task import encode_texts, language_model_task
 from endcredits.errors import LimitExceededError, ManifestError, ValidationError
 from endcredits.interop.abc import iter_tunes
@@ -237,8 +237,19 @@ def test_each_features_setting_changes_the_features(
     gaussian = features("gaussian", _settings(projection="gaussian", exclude=[]))
     assert gaussian.manifest["projection"] == "gaussian" and gaussian.features(0).shape == (6, 32)
     trajectory = features("trajectory", _settings(ensemble="trajectory"))
-    assert trajectory.models == 2 and np.array_equal(trajectory.features(1), base)  # step 2, then the final model
+    # Step 2, then the final model, each projected with its own seed: the final model's features are those
+    # of a one-checkpoint run at the second checkpoint's seed.
+    second = features("second-seed", _settings(seed=checkpoint_seed(SETTINGS.seed, 1))).features(0)
+    assert trajectory.models == 2 and np.array_equal(trajectory.features(1), second)
+    assert not np.array_equal(trajectory.features(1), base)
     assert not np.array_equal(trajectory.features(0), base)
+
+
+def test_checkpoints_are_projected_with_their_own_seeds_and_the_first_with_the_seed_given() -> None:
+    assert checkpoint_seed(7, 0) == 7
+    seeds = {checkpoint_seed(7, m) for m in range(1, 50)} | {checkpoint_seed(8, m) for m in range(1, 50)}
+    assert len(seeds) == 98 and all(0 <= s <= SEED_MAX for s in seeds)
+    assert checkpoint_seed(7, 3) == checkpoint_seed(7, 3)  # deterministic
 
 
 def test_a_trajectory_needs_the_kept_checkpoints(lm: TrainedLM) -> None:

@@ -9,7 +9,15 @@ from typing import Any
 
 import pytest
 
-from endcredits.attribution.settings import FEATURES, IDENTITY_DIM_MAX, SCORING, AttributionSettings, SettingError
+from endcredits.attribution.settings import (
+    FEATURES,
+    GAUSSIAN_MATRIX_BYTES_MAX,
+    IDENTITY_DIM_MAX,
+    K_DEFAULT,
+    SCORING,
+    AttributionSettings,
+    SettingError,
+)
 from endcredits.errors import ManifestError, ValidationError
 
 
@@ -32,10 +40,17 @@ def test_the_defaults_are_the_arguments_every_edge_passed_before() -> None:
 
 def test_auto_keeps_exact_gradients_while_they_fit_and_projects_beyond() -> None:
     auto = AttributionSettings()
-    # 111,061 parameters (the demo's model): 2,417 works fit in 1 GiB of exact features, 2,418 do not.
+    # 111,061 parameters (the demo's model): 2,417 works fit in 1 GiB of exact features, 2,418 do not; past
+    # that, its (111,061 x 1,024) Gaussian matrix fits in 1 GiB.
     assert auto.resolved(parameters=111_061, works=2_417, checkpoints=1).projection == "identity"
-    assert auto.resolved(parameters=111_061, works=2_418, checkpoints=1).projection == "kronecker"
-    assert auto.resolved(parameters=111_061, works=1_300, checkpoints=2).projection == "kronecker"  # per checkpoint
+    assert auto.resolved(parameters=111_061, works=2_418, checkpoints=1).projection == "gaussian"
+    assert auto.resolved(parameters=111_061, works=1_300, checkpoints=2).projection == "gaussian"  # per checkpoint
+    # The dense matrix up to GAUSSIAN_MATRIX_BYTES_MAX at the given k, the Kronecker factors beyond.
+    widest = GAUSSIAN_MATRIX_BYTES_MAX // (4 * K_DEFAULT)
+    assert auto.resolved(parameters=widest, works=10**6, checkpoints=1).projection == "gaussian"
+    assert auto.resolved(parameters=widest + 1, works=10**6, checkpoints=1).projection == "kronecker"
+    narrow = AttributionSettings(k=256)
+    assert narrow.resolved(parameters=4 * widest, works=10**6, checkpoints=1).projection == "gaussian"
     assert auto.resolved(parameters=IDENTITY_DIM_MAX + 1, works=1, checkpoints=1).projection == "kronecker"
     explicit = AttributionSettings(projection="kronecker")
     assert explicit.resolved(parameters=10, works=10, checkpoints=1) is explicit  # only auto is resolved

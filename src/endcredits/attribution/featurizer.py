@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import hashlib
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -41,7 +42,14 @@ from torch.func import functional_call, grad, vmap
 
 from endcredits.attribution.projection import BlockGaussianProjector, gaussian_factor
 from endcredits.attribution.saver import FeatureSaver, FeatureSet
-from endcredits.attribution.settings import CHUNK_SIZE_MAX, IDENTITY_DIM_MAX, K_MAX, AttributionSettings, Projection
+from endcredits.attribution.settings import (
+    CHUNK_SIZE_MAX,
+    IDENTITY_DIM_MAX,
+    K_MAX,
+    SEED_MAX,
+    AttributionSettings,
+    Projection,
+)
 from endcredits.attribution.task import AttributionTask, Batch, ExampleFunction
 from endcredits.errors import LimitExceededError, ValidationError
 
@@ -369,6 +377,8 @@ class Featurizer:
         self._state_names = [name for name, _ in model.named_parameters()] + [n for n, _ in model.named_buffers()]
         self._factors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._rest_projector: BlockGaussianProjector | None = None
+        self._projected_checkpoint = 0
+        """The checkpoint whose projection ``_factors`` and ``_rest_projector`` hold (one at a time)."""
 
     @property
     def dim(self) -> int:
@@ -563,6 +573,9 @@ class Featurizer:
     def _features(self, data: Batch, start: int, stop: int, checkpoint_index: int, fn: ExampleFunction) -> torch.Tensor:
         batch = self._slice(data, start, stop)
         state = self._state(checkpoint_index)
+        if checkpoint_index != self._projected_checkpoint:
+            self._factors, self._rest_projector = {}, None
+            self._projected_checkpoint = checkpoint_index
         call = _Call(self.task.model, fn)
         parts = []
         with _eval_mode(self.task.model):
@@ -578,13 +591,10 @@ class Featurizer:
 
     def _factor(self, layer: KroneckerPlan) -> tuple[torch.Tensor, torch.Tensor]:
         if layer.module not in self._factors:
+            seed = checkpoint_seed(self.seed, self._projected_checkpoint)
             self._factors[layer.module] = (
-                gaussian_factor(
-                    layer.module, "in", rows=layer.k_in, cols=layer.d_in, seed=self.seed, device=self.device
-                ),
-                gaussian_factor(
-                    layer.module, "out", rows=layer.k_out, cols=layer.d_out, seed=self.seed, device=self.device
-                ),
+                gaussian_factor(layer.module, "in", rows=layer.k_in, cols=layer.d_in, seed=seed, device=self.device),
+                gaussian_factor(layer.module, "out", rows=layer.k_out, cols=layer.d_out, seed=seed, device=self.device),
             )
         return self._factors[layer.module]
 
@@ -650,10 +660,20 @@ class Featurizer:
             return torch.cat([grads[key].reshape(n, -1) for key in keys], dim=1)
         if self._rest_projector is None:
             sizes = dict(zip(self.plan.rest, self.plan.rest_sizes, strict=True))
-            self._rest_projector = BlockGaussianProjector(
-                sizes, k=self.plan.rest_dim, seed=self.seed, device=self.device
-            )
+            seed = checkpoint_seed(self.seed, self._projected_checkpoint)
+            self._rest_projector = BlockGaussianProjector(sizes, k=self.plan.rest_dim, seed=seed, device=self.device)
         return self._rest_projector.project({key[len("model.") :]: g for key, g in grads.items()})
+
+
+def checkpoint_seed(seed: int, checkpoint_index: int) -> int:
+    """The projection seed of checkpoint ``checkpoint_index``: ``seed`` itself for the first, so the features
+    of a one-checkpoint run do not depend on this rule, and one derived from both for every other, so the
+    checkpoints of an ensemble are projected independently and averaging their scores averages the
+    projection's error too (docs/concepts/attribution.md, "Which projection")."""
+    if checkpoint_index == 0:
+        return seed
+    digest = hashlib.sha256(f"endcredits.checkpoint-seed/1|{seed}|{checkpoint_index}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & SEED_MAX
 
 
 def _refused(layer: KroneckerPlan, why: str) -> str:
@@ -759,6 +779,7 @@ __all__ = [
     "Projection",
     "Role",
     "batch_size",
+    "checkpoint_seed",
     "covered_parameters",
     "plan_projection",
 ]

@@ -22,11 +22,14 @@ from collections.abc import Mapping
 
 import torch
 
+from endcredits.attribution.settings import GAUSSIAN_MATRIX_BYTES_MAX
+
 PROJECTION_BLOCK_ROWS = 16_384
 """Rows of a Gaussian projection generated at once (one block of one parameter tensor)."""
 
-PROJECTION_CACHE_BYTES_MAX = 512 * 1024 * 1024
-"""Default bound on the bytes of projection blocks kept between chunks."""
+PROJECTION_CACHE_BYTES_MAX = GAUSSIAN_MATRIX_BYTES_MAX
+"""Default bound on the bytes of projection blocks kept between chunks: the bound under which projection
+``auto`` chooses this projection, so the matrix ``auto`` picks is always generated once."""
 
 
 def _generator(label: str) -> torch.Generator:

@@ -35,8 +35,9 @@ from endcredits.errors import LimitExceededError, ManifestError, ValidationError
 if TYPE_CHECKING:
     from endcredits.attribution.task import AttributionTask
 
-FORMAT = "endcredits.features/2"
-"""Version 2: ``settings.json`` beside the features, and rows written recorded as ranges."""
+FORMAT = "endcredits.features/3"
+"""Version 3: every checkpoint after the first projected with its own seed (``featurizer.checkpoint_seed``);
+version 2: ``settings.json`` beside the features, and rows written recorded as ranges."""
 
 METADATA_NAME = "features.json"
 IDS_NAME = "ids.json"

@@ -56,6 +56,12 @@ AUTO_EXACT_BYTES_MAX = 1 << 30
 """Projection ``auto`` keeps exact gradients while every work's features, over every checkpoint, fit in this
 many bytes (float32): below it exact features cost less to compute than projected ones and no seed moves a
 payee's share (docs/benchmarks.md, "Attribution stability and cost per output"); above it, ``kronecker``."""
+GAUSSIAN_MATRIX_BYTES_MAX = 1 << 30
+"""Past ``AUTO_EXACT_BYTES_MAX``, projection ``auto`` takes the dense seeded Gaussian while its matrix
+(parameters x k, float32) fits in this many bytes, so it is generated once and kept
+(``projection.BlockGaussianProjector``); beyond it, ``kronecker``. At the same k a dense projection estimates
+inner products with less variance than two small factors per layer (docs/concepts/attribution.md, "Which
+projection")."""
 IDENTITY_DIM_MAX = 1 << 22
 """Largest parameter count featurized without projection."""
 CHUNK_SIZE_DEFAULT = 32
@@ -108,7 +114,8 @@ class AttributionSettings:
         metadata=_meta(
             FEATURES,
             "How gradients are projected: auto (identity while every work's exact features fit in "
-            f"{AUTO_EXACT_BYTES_MAX >> 30} GiB, kronecker beyond), kronecker (two small seeded factors per "
+            f"{AUTO_EXACT_BYTES_MAX >> 30} GiB, else gaussian while its matrix fits in "
+            f"{GAUSSIAN_MATRIX_BYTES_MAX >> 30} GiB, else kronecker), kronecker (two small seeded factors per "
             "layer), gaussian (one blockwise seeded matrix) or identity (the exact gradient; no seed)",
             choices=PROJECTIONS,
         ),
@@ -213,13 +220,16 @@ class AttributionSettings:
     def resolved(self, *, parameters: int, works: int, checkpoints: int) -> AttributionSettings:
         """These settings with projection ``auto`` made concrete for a model of ``parameters`` featurized
         parameters, over ``works`` works and ``checkpoints`` checkpoints: ``identity`` while the exact
-        features fit in ``AUTO_EXACT_BYTES_MAX``, else ``kronecker``. Other projections are returned as
-        they are. The features, their directory and the recorded run carry the concrete projection."""
+        features fit in ``AUTO_EXACT_BYTES_MAX``, else ``gaussian`` while its (parameters x k) matrix fits
+        in ``GAUSSIAN_MATRIX_BYTES_MAX``, else ``kronecker``. Other projections are returned as they are.
+        The features, their directory and the recorded run carry the concrete projection."""
         if self.projection != "auto":
             return self
         exact_bytes = 4 * parameters * works * checkpoints
-        exact = parameters <= IDENTITY_DIM_MAX and exact_bytes <= AUTO_EXACT_BYTES_MAX
-        return replace(self, projection="identity" if exact else "kronecker")
+        if parameters <= IDENTITY_DIM_MAX and exact_bytes <= AUTO_EXACT_BYTES_MAX:
+            return replace(self, projection="identity")
+        dense = 4 * parameters * self.k <= GAUSSIAN_MATRIX_BYTES_MAX
+        return replace(self, projection="gaussian" if dense else "kronecker")
 
     @classmethod
     def help(cls, name: str) -> str:
