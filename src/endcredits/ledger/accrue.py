@@ -43,12 +43,10 @@ from endcredits.errors import ConflictError, ManifestError, ValidationError, inv
 from endcredits.ledger import TransferRequest, account_key
 from endcredits.ledger.evidence import EVIDENCE_SCHEMA, coded, evidence_path, prepare_evidence
 from endcredits.ledger.expiry import save_agreement_terms
+from endcredits.ledger.folding import fold_due
 from endcredits.ledger.records import fold_pending, post_accrual, read_carries
-from endcredits.ledger.segments import pending_size
 from endcredits.limits import (
     EXTERNAL_REASON_CHARS_MAX,
-    FOLD_PENDING_LEGS_MAX,
-    FOLD_PENDING_SEGMENTS_MAX,
     ID_LENGTH_MAX,
     SUBUNIT_BITS,
     SUBUNITS_PER_MICROUNIT,
@@ -554,9 +552,8 @@ def _accrue_in(
         # The terms that split this money are kept with it (other terms under the same version are refused).
         save_agreement_terms(conn, agreement)
         if not dry_run:
-            segments, legs_pending = pending_size(conn)
-            if segments >= FOLD_PENDING_SEGMENTS_MAX or legs_pending >= FOLD_PENDING_LEGS_MAX:
-                fold_pending(conn)  # readers read through at most FOLD_PENDING_LEGS_MAX legs and one batch
+            if fold_due(conn):
+                fold_pending(conn)  # readers read through at most FOLD_PENDING_* and one batch
         if dry_run:  # a real run finds an output accrued before by its primary key when it is written
             _refuse_accrued(conn, usage.output_ids)
         periods = {t: t[:7] for t in normalized.values()}  # YYYY-MM of each distinct time
