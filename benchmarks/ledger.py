@@ -18,8 +18,8 @@ conversion takes about 0.4 s of one-time setup, and the first arrays of each siz
 (page faults) until the allocator has grown to hold them. ``--cold`` measures that first call.
 
 Each accrual posts its legs and carries as one ledger segment; an accrual folds the pending segments into
-the account and carry rows first when 10^6 legs are pending (``FOLD_PENDING_LEGS_MAX``), inside the
-timed run (``folds_in_run``). Whatever is still pending at the end is folded after the run and timed on
+the account and carry rows first when 8 segments or 8 x 10^6 legs are pending (``FOLD_PENDING_*``), inside
+the timed run (``folds_in_run``). Whatever is still pending at the end is folded after the run and timed on
 its own (``fold_s``, over ``fold_segments`` segments and ``fold_accounts`` accounts): the cost the
 segments move off the accrual.
 
@@ -29,7 +29,9 @@ through the same paths and committed; no allocation, evidence file, checks or lo
 these tables can beat it on this machine.
 
 The baseline, measured in the same run on min(N, 20,000) items, is the plain design: one INSERT of the
-line item and one transaction per line item, into a table of the same database.
+line item and one transaction per line item, into a table of the same database. ``--no-baseline`` skips
+it and the floor, ``--no-verify`` skips ``verify`` (their fields are then null), for runs that compare
+accrual and fold times only.
 """
 
 from __future__ import annotations
