@@ -18,8 +18,8 @@ conversion takes about 0.4 s of one-time setup, and the first arrays of each siz
 (page faults) until the allocator has grown to hold them. ``--cold`` measures that first call.
 
 Each accrual posts its legs and carries as one ledger segment; an accrual folds the pending segments into
-the account and carry rows first when 10^6 legs are pending (``FOLD_PENDING_LEGS_MAX``), inside the
-timed run (``folds_in_run``). Whatever is still pending at the end is folded after the run and timed on
+the account and carry rows first when 8 segments or 8 x 10^6 legs are pending (``FOLD_PENDING_*``), inside
+the timed run (``folds_in_run``). Whatever is still pending at the end is folded after the run and timed on
 its own (``fold_s``, over ``fold_segments`` segments and ``fold_accounts`` accounts): the cost the
 segments move off the accrual.
 
@@ -29,7 +29,9 @@ through the same paths and committed; no allocation, evidence file, checks or lo
 these tables can beat it on this machine.
 
 The baseline, measured in the same run on min(N, 20,000) items, is the plain design: one INSERT of the
-line item and one transaction per line item, into a table of the same database.
+line item and one transaction per line item, into a table of the same database. ``--no-baseline`` skips
+it and the floor, ``--no-verify`` skips ``verify`` (their fields are then null), for runs that compare
+accrual and fold times only.
 """
 
 from __future__ import annotations
@@ -218,7 +220,16 @@ def _drop(store: Store, tmp: Path, schema: str | None) -> None:
         admin.dispose()
 
 
-def run(items: int, db: str, batch_items: int, warm_up: bool = True, payees_n: int | None = None) -> dict[str, object]:
+def run(
+    items: int,
+    db: str,
+    batch_items: int,
+    warm_up: bool = True,
+    payees_n: int | None = None,
+    *,
+    baseline: bool = True,
+    check: bool = True,
+) -> dict[str, object]:
     allocator = use_system_allocator()  # as the endcredits command does (ARROW_DEFAULT_MEMORY_POOL overrides)
     warm_up_s = _warm_up(min(items, batch_items)) if warm_up else 0.0
     store, tmp, schema = _fresh_store(db)
@@ -245,13 +256,8 @@ def run(items: int, db: str, batch_items: int, warm_up: bool = True, payees_n: i
         with store.write() as conn:  # what is still pending, folded on its own and timed apart
             folded = fold_pending(conn)
         fold_s = time.perf_counter() - fold_started
-        report = verify(store)
-        baseline = _baseline(store, min(items, 20_000))
-        floor_store, floor_tmp, floor_schema = _fresh_store(db)
-        try:
-            floor_s = _storage_floor(floor_store, len(payees), n_outputs)
-        finally:
-            _drop(floor_store, floor_tmp, floor_schema)
+        verify_ok = verify(store).ok if check else None
+        baseline_rate, floor_s = _baseline_and_floor(store, db, min(items, 20_000), len(payees), n_outputs, baseline)
         return {
             "db": db,
             "items": n_outputs * PAYEES_PER_OUTPUT,
@@ -261,20 +267,34 @@ def run(items: int, db: str, batch_items: int, warm_up: bool = True, payees_n: i
             "seconds": round(elapsed, 3),
             "line_items_per_s": round(n_outputs * PAYEES_PER_OUTPUT / elapsed),
             "peak_rss_mb": round(rss, 1),
-            "baseline_line_items_per_s": round(baseline),
+            "baseline_line_items_per_s": round(baseline_rate) if baseline else None,
             "folds_in_run": folds_in_run,
             "fold_segments": folded.segments if folded else 0,
             "fold_accounts": folded.accounts if folded else 0,
             "fold_s": round(fold_s, 3),
-            "storage_floor_s": round(floor_s, 3),
-            "storage_floor_line_items_per_s": round(n_outputs * PAYEES_PER_OUTPUT / floor_s),
-            "verify_ok": report.ok,
+            "storage_floor_s": round(floor_s, 3) if baseline else None,
+            "storage_floor_line_items_per_s": round(n_outputs * PAYEES_PER_OUTPUT / floor_s) if baseline else None,
+            "verify_ok": verify_ok,
             "warm_up": warm_up,
             "warm_up_s": round(warm_up_s, 3),
             "arrow_allocator": allocator,
         }
     finally:
         _drop(store, tmp, schema)
+
+
+def _baseline_and_floor(
+    store: Store, db: str, items: int, n_payees: int, n_outputs: int, wanted: bool
+) -> tuple[float, float]:
+    """(the baseline's line items/s, the storage floor's seconds), or (0, 0) when not ``wanted``."""
+    if not wanted:
+        return 0.0, 0.0
+    rate = _baseline(store, items)
+    floor_store, floor_tmp, floor_schema = _fresh_store(db)
+    try:
+        return rate, _storage_floor(floor_store, n_payees, n_outputs)
+    finally:
+        _drop(floor_store, floor_tmp, floor_schema)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -294,13 +314,25 @@ def main(argv: list[str] | None = None) -> int:
         help="distinct payees over the whole run (default: one per output, N/10): a run of many "
         "batches over the same payees is the steady state folds are made for",
     )
+    parser.add_argument(
+        "--no-baseline", action="store_true", help="skip the baseline and the storage floor (their figures: null)"
+    )
+    parser.add_argument("--no-verify", action="store_true", help="skip verify after the run (verify_ok: null)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.items < PAYEES_PER_OUTPUT:
         parser.error(f"--items must be at least {PAYEES_PER_OUTPUT}")
     if args.payees is not None and args.payees < PAYEES_PER_OUTPUT:
         parser.error(f"--payees must be at least {PAYEES_PER_OUTPUT}")
-    result = run(args.items, args.db, args.batch_items, warm_up=not args.cold, payees_n=args.payees)
+    result = run(
+        args.items,
+        args.db,
+        args.batch_items,
+        warm_up=not args.cold,
+        payees_n=args.payees,
+        baseline=not args.no_baseline,
+        check=not args.no_verify,
+    )
     if args.json:
         sys.stdout.write(json.dumps(result) + "\n")
     else:

@@ -19,7 +19,6 @@ LONG_FUNCTIONS: dict[str, int] = {
     "attribution/charlm.py:train_char_lm": 98,
     "interop/croissant.py:plan_croissant": 71,
     "ledger/accrue.py:_plan_group": 89,
-    "ledger/records.py:fold_pending": 78,
     "ledger/verify.py:verify": 236,
     "manifest/build.py:build_manifest": 85,
     "manifest/records.py:record_training_run": 84,

@@ -42,12 +42,18 @@ BATCH_SIZE_MAX = 10_000_000
 OUTPUTS_PER_BATCH_MAX = 2_000_000
 PAYEES_PER_OUTPUT_MAX = 1_000_000
 LEGS_PER_TRANSFER_MAX = 10_000_000
-FOLD_PENDING_LEGS_MAX = 1_000_000
+FOLD_PENDING_LEGS_MAX = 8_000_000
 """An accrual first folds the pending ledger segments into the row tables when they hold this many legs
 (ledger/segments.py): readers read through at most this much plus one batch."""
 
-FOLD_PENDING_SEGMENTS_MAX = 256
-"""... or when this many segments are pending (many small batches), whichever comes first."""
+FOLD_PENDING_SEGMENTS_MAX = 8
+"""... or when this many segments are pending, whichever comes first. A fold writes each account and carry
+once however many pending segments touched it, so batches that keep paying new people fold rarely (each
+fold costs a row per distinct account, not per leg), and a reader reads through at most this many
+segments (``serve`` also folds when no batch has come for a while: ``FOLD_IDLE_S``)."""
+
+FOLD_IDLE_S = 5.0
+"""``serve`` folds what is pending once no usage batch has been accrued for this many seconds."""
 
 USAGE_BATCHES_IN_FLIGHT_MAX = 4
 """Usage batches one service process accrues at once (``create_app``'s default); one more answers 429 with

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pyarrow as pa
 import pytest
 
-import endcredits.ledger.accrue as accrue_mod
+import endcredits.ledger.folding as folding
 import ledger as ledger_bench
 
 
@@ -22,7 +22,7 @@ def arrow_pool() -> Iterator[None]:
 
 
 def test_a_small_run_accrues_folds_and_verifies(arrow_pool: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(accrue_mod, "FOLD_PENDING_SEGMENTS_MAX", 2)  # fold inside the run, as 10^6 legs would
+    monkeypatch.setattr(folding, "FOLD_PENDING_SEGMENTS_MAX", 2)  # fold inside the run, as 8 segments would
     result = ledger_bench.run(items=1_000, db="sqlite", batch_items=200)
     assert (result["items"], result["outputs"], result["batches"]) == (1_000, 100, 5)
     assert result["verify_ok"] is True
@@ -31,3 +31,9 @@ def test_a_small_run_accrues_folds_and_verifies(arrow_pool: None, monkeypatch: p
     assert result["fold_accounts"] > 0 and result["fold_s"] > 0
     assert result["line_items_per_s"] > 0 and result["storage_floor_s"] > 0  # type: ignore[operator]
     assert result["arrow_allocator"] == "system"
+
+
+def test_a_run_may_skip_the_baseline_and_verify(arrow_pool: None) -> None:
+    result = ledger_bench.run(items=100, db="sqlite", batch_items=100, warm_up=False, baseline=False, check=False)
+    assert result["batches"] == 1 and result["line_items_per_s"] > 0  # type: ignore[operator]
+    assert (result["baseline_line_items_per_s"], result["storage_floor_s"], result["verify_ok"]) == (None, None, None)

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-import endcredits.ledger.accrue as accrue_mod
+import endcredits.ledger.folding as folding
 from endcredits.errors import LedgerError
 from endcredits.ledger.accrue import accrue
 from endcredits.ledger.escrow import claim_escrow, search_escrow
@@ -153,7 +153,7 @@ def segment_ids_of(store: Store) -> list[int]:
 
 
 def test_an_accrual_folds_first_when_enough_is_pending(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(accrue_mod, "FOLD_PENDING_SEGMENTS_MAX", 2)
+    monkeypatch.setattr(folding, "FOLD_PENDING_SEGMENTS_MAX", 2)
     store = world.store
     ag = agreement(pool_rate="0.5")
     for i in range(5):

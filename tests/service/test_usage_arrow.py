@@ -20,6 +20,7 @@ from endcredits.royalties.usage_arrow import (
     UsageHeader,
     write_usage_stream,
 )
+from endcredits.store.schema import usage_requests
 from helpers_money import on_time, row_counts
 
 OP = "op_all"
@@ -157,3 +158,17 @@ def test_the_openapi_document_describes_every_form_of_a_usage_batch(svc: Any) ->
     assert set(body) == {"application/json", ARROW_STREAM_TYPE, PARQUET_TYPE}
     assert "outputs" in doc["components"]["schemas"]["UsageBatchIn"]["properties"]
     assert "429" in doc["paths"]["/api/v1/usage-batches"]["post"]["responses"]
+
+
+def test_a_batch_whose_answer_was_lost_is_found_in_the_ledger(svc: Any) -> None:
+    posted = svc.client.post("/api/v1/usage-batches", json=_json_batch(svc, "lost"), headers=svc.headers(OP))
+    assert posted.status_code == 201, posted.text
+    with svc.store.write() as conn:  # the process died after the batch committed, before its answer was kept
+        conn.execute(usage_requests.delete().where(usage_requests.c.batch_id == "lost"))
+    landed = svc.client.get("/api/v1/usage-batches/lost", headers=svc.headers("auditor"))
+    assert landed.status_code == 200, landed.text
+    body = landed.json()
+    assert (body["status"], body["request_sha256"], body["attribution_run_id"]) == ("exists", None, None)
+    same = ("batch_id", "outputs", "lines", "revenue_microunits", "pool_microunits", "transfers", "external_reason")
+    assert {k: body[k] for k in same} == {k: posted.json()[k] for k in same}
+    assert svc.client.get("/api/v1/usage-batches/never", headers=svc.headers("auditor")).status_code == 404

@@ -44,12 +44,10 @@ from endcredits.ledger import TransferRequest, account_key
 from endcredits.ledger.evidence import EVIDENCE_SCHEMA, coded, evidence_path, per_payee_table, prepare_evidence
 from endcredits.ledger.expiry import save_agreement_terms
 from endcredits.ledger.floors import FloorLine, record_floor_lines
+from endcredits.ledger.folding import fold_due
 from endcredits.ledger.records import fold_pending, post_accrual, read_carries
-from endcredits.ledger.segments import pending_size
 from endcredits.limits import (
     EXTERNAL_REASON_CHARS_MAX,
-    FOLD_PENDING_LEGS_MAX,
-    FOLD_PENDING_SEGMENTS_MAX,
     ID_LENGTH_MAX,
     SUBUNIT_BITS,
     SUBUNITS_PER_MICROUNIT,
@@ -617,20 +615,41 @@ def _existing(conn: Connection, batch: _Batch) -> AccrualSummary | None:
         return None
     if any(r.content_sha256 != batch.content for r in prior):
         raise ConflictError(f"batch {event_id} was already accrued with other content; use a new batch id")
+    return _summary_of(event_id, prior, batch.agreement.currency, batch.source)
+
+
+def _summary_of(event_id: str, rows: Sequence[Any], currency: str, source: ScoreSource) -> AccrualSummary:
+    """A batch's ``exists`` summary from its ``accrual_batches`` rows: what accruing it again answers."""
     return AccrualSummary(
         event_id,
         "exists",
-        sum(r.output_count for r in prior),
-        sum(r.line_count for r in prior),
-        sum(r.revenue_microunits for r in prior),
-        sum(r.pool_microunits for r in prior),
+        sum(r.output_count for r in rows),
+        sum(r.line_count for r in rows),
+        sum(int(r.revenue_microunits) for r in rows),
+        sum(int(r.pool_microunits) for r in rows),
         0,
         0,
         0,
-        tuple(sorted(r.event_id for r in prior)),
-        batch.agreement.currency,
-        batch.source,
+        tuple(sorted(r.event_id for r in rows)),
+        currency,
+        source,
     )
+
+
+def accrued_batch(store: Store, batch_id: str) -> AccrualSummary | None:
+    """The ledger's record of batch ``batch_id`` (status ``exists``, as accruing it again would answer), or
+    None when no batch was committed under that id: how a caller whose answer was lost learns it landed."""
+    with store.read() as conn:
+        rows = conn.execute(select(accrual_batches).where(accrual_batches.c.batch_event_id == batch_id)).all()
+    if not rows:
+        return None
+    first = rows[0]
+    source = (
+        ScoreSource.run(first.scores_run_id)
+        if first.scores_run_id is not None
+        else ScoreSource.external(first.scores_external_reason or "not recorded")
+    )
+    return _summary_of(batch_id, rows, first.currency, source)
 
 
 def _accrue_in(
@@ -651,9 +670,8 @@ def _accrue_in(
         # The terms that split this money are kept with it (other terms under the same version are refused).
         save_agreement_terms(conn, agreement)
         if not dry_run:
-            segments, legs_pending = pending_size(conn)
-            if segments >= FOLD_PENDING_SEGMENTS_MAX or legs_pending >= FOLD_PENDING_LEGS_MAX:
-                fold_pending(conn)  # readers read through at most FOLD_PENDING_LEGS_MAX legs and one batch
+            if fold_due(conn):
+                fold_pending(conn)  # readers read through at most FOLD_PENDING_* and one batch
         if dry_run:  # a real run finds an output accrued before by its primary key when it is written
             _refuse_accrued(conn, usage.output_ids)
         periods = {t: t[:7] for t in normalized.values()}  # YYYY-MM of each distinct time

@@ -71,6 +71,7 @@ from endcredits.store.schema import (
 if TYPE_CHECKING:  # numpy and pyarrow are imported where segments are decoded: a plain read starts fast
     import numpy as np
     import numpy.typing as npt
+    import pyarrow as pa
 
 
 def _known_accounts(conn: Connection, keys: list[str]) -> dict[str, tuple[int, int]]:
@@ -81,6 +82,26 @@ def _known_accounts(conn: Connection, keys: list[str]) -> dict[str, tuple[int, i
             conn, "SELECT a.key, a.id, a.balance_microunits FROM {values} JOIN accounts a ON a.key = v.value", keys
         )
     }
+
+
+def _key_parts(keys: list[str]) -> tuple[list[str], list[str], list[str | None]]:
+    """Each account key's kind, currency and holder (None for an operator account), split by Arrow in one
+    pass (a fold opens 10^6 accounts); a malformed key raises, naming it."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    parts = pc.extract_regex(pa.array(keys, pa.string()), r"^(?P<kind>[^:]*):(?:(?P<holder>.*):)?(?P<currency>[^:]*)$")
+    kinds, holders, currencies = (parts.field(name) for name in ("kind", "holder", "currency"))
+    well_formed = (
+        parts.null_count == 0
+        and pc.all(pc.is_in(kinds, value_set=pa.array(ACCOUNT_KINDS))).as_py()
+        and pc.all(pc.equal(pc.utf8_length(currencies), 3)).as_py()
+    )
+    if not well_formed:
+        for key in keys:
+            parse_account_key(key)  # raises with the reason
+    holder_list: list[str | None] = [h or None for h in holders.to_pylist()]
+    return kinds.to_pylist(), currencies.to_pylist(), holder_list
 
 
 def _open_accounts(
@@ -95,15 +116,11 @@ def _open_accounts(
     """Create the accounts ``keys`` (none exists yet) with their first balances and the transfer that last
     changed each; returns their ids (``return_ids=False``: an empty dict; a fold needs no ids, and reading
     10^6 of them back took a fifth of its time)."""
-    rows = []
-    kinds = ACCOUNT_KINDS
-    negative = NEGATIVE_ALLOWED_KINDS
-    for key, balance, transfer_id in zip(keys, amount_params(conn, balances), transfer_ids):
-        kind, _, rest = key.partition(":")
-        holder, _, currency = rest.rpartition(":")
-        if kind not in kinds or len(currency) != 3:
-            parse_account_key(key)  # raises with the reason
-        rows.append((key, kind, currency, holder or None, kind in negative, when, balance, transfer_id))
+    kinds, currencies, holders = _key_parts(keys)
+    negative = [k in NEGATIVE_ALLOWED_KINDS for k in kinds]
+    rows = list(
+        zip(keys, kinds, currencies, holders, negative, repeat(when), amount_params(conn, balances), transfer_ids)
+    )
     rows.sort()  # key order: the unique key index takes them in one pass
     # Writers hold the store's write lock (Store.write), so the new rows are exactly those above the
     # highest id before the insert: read them back by id range instead of by 10^5 keys.
@@ -521,56 +538,44 @@ class FoldResult:
 def fold_pending(conn: Connection, *, at: str | None = None) -> FoldResult | None:
     """Write every pending segment into the row tables inside the caller's write transaction: each
     account's balance (opening it on first use) and last transfer, each payee's carry, and a
-    ``ledger_folds`` row with the new watermark; audited. None when nothing is pending."""
+    ``ledger_folds`` row with the new watermark; audited. None when nothing is pending.
+
+    The arithmetic is columnar: the legs are summed per account and added to the stored balances in
+    NumPy (int64 where no sum can pass 2^62, exact Python ints beyond), and only the rows that change
+    are written, each once however many segments touched it."""
+    import numpy as np
+    import pyarrow as pa
+
     segments = list(iter_segments(conn, after=fold_watermark(conn), carries=True))
     if not segments:
         return None
     when = at or utc_now()
     with gc_paused():
         keys, sums, last = _summed_legs(segments)
-        known = _known_accounts(conn, keys)
-        # One pass over the keys: the new balance of each, split into accounts to open and to update.
-        fresh_keys: list[str] = []
-        fresh_values: list[int] = []
-        fresh_last: list[int] = []
-        updates: list[tuple[int, int, int]] = []
-        for key, delta, transfer_id in zip(keys, sums, last):
-            row = known.get(key)
-            value = delta if row is None else row[1] + delta
-            if value < 0 and key.partition(":")[0] not in NEGATIVE_ALLOWED_KINDS:
-                raise LedgerError(
-                    f"folding the pending segments would leave account {key} at {value}; nothing was folded"
-                )
-            if row is None:
-                fresh_keys.append(key)
-                fresh_values.append(value)
-                fresh_last.append(transfer_id)
-            else:
-                updates.append((row[0], value, transfer_id))
-        if fresh_keys:
-            _open_accounts(conn, fresh_keys, fresh_values, fresh_last, when, return_ids=False)
-        if updates:
-            updates.sort()  # id order: the updates walk the table's B-tree once
-            ids, balances, transfer_ids = zip(*updates)
+        known, ids, before = _stored_balances(conn, keys)
+        values = add_exact(before, sums)
+        _refuse_overdrawn(keys, values)
+        fresh = np.flatnonzero(~known)
+        if len(fresh):
+            _open_accounts(
+                conn,
+                keys.take(pa.array(fresh)).to_pylist(),
+                values[fresh].tolist(),
+                last[fresh].tolist(),
+                when,
+                return_ids=False,
+            )
+        old = np.flatnonzero(known)
+        if len(old):
+            order = old[np.argsort(ids[old], kind="stable")]  # id order: the updates walk the B-tree once
             bulk_update(
                 conn,
                 "accounts",
                 ["id"],
                 ["id", "balance_microunits", "last_transfer_id"],
-                list(zip(ids, amount_params(conn, balances), transfer_ids)),
+                list(zip(ids[order].tolist(), amount_params(conn, values[order].tolist()), last[order].tolist())),
             )
-        columns = ["payee", "currency", "subunits"]
-        n_carries = 0
-        for ccy in sorted({seg.currency for seg in segments}):
-            payees, subunits = _latest_carries([seg for seg in segments if seg.currency == ccy])
-            n_carries += len(payees)
-            bulk_upsert(
-                conn,
-                "carries",
-                ["payee", "currency"],
-                columns,
-                list(zip(payees, repeat(check_currency(ccy)), subunits)),
-            )
+        n_carries = _fold_carries(conn, segments)
     through = segments[-1].transfer_id
     conn.execute(
         ledger_folds.insert().values(
@@ -598,7 +603,89 @@ def fold_pending(conn: Connection, *, at: str | None = None) -> FoldResult | Non
     return FoldResult(through, len(segments), len(keys), n_carries)
 
 
-def _summed_legs(segments: Sequence[Segment]) -> tuple[list[str], list[int], list[int]]:
+_INT64_SAFE = 1 << 62  # two int64 values below this in size add without overflow
+
+
+def add_exact(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """``a + b`` element by element, exactly: in int64 when both are int64 and every value is below 2^62
+    in size, else in Python ints (an object array)."""
+    import numpy as np
+
+    if a.dtype == np.int64 and b.dtype == np.int64:
+        bound = max((int(np.abs(x).max(initial=0)) for x in (a, b) if len(x)), default=0)
+        if bound < _INT64_SAFE and int(a.min(initial=0)) > -_INT64_SAFE and int(b.min(initial=0)) > -_INT64_SAFE:
+            fast: npt.NDArray[Any] = a + b
+            return fast
+    exact: npt.NDArray[Any] = a.astype(object) + b.astype(object)
+    return exact
+
+
+def _as_amounts(values: list[Any]) -> npt.NDArray[Any]:
+    """Stored amounts (decimal text on SQLite, NUMERIC on PostgreSQL) as int64, or as Python ints when any
+    is beyond int64."""
+    import numpy as np
+
+    exact = [int(v) for v in values]
+    if not exact or (-(1 << 63) <= min(exact) and max(exact) < (1 << 63)):
+        return np.array(exact, dtype=np.int64)
+    return np.array(exact, dtype=object)
+
+
+def _stored_balances(
+    conn: Connection, keys: pa.Array
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64], npt.NDArray[Any]]:
+    """For each of ``keys`` (distinct): whether its account row exists, its id (0 when not) and its stored
+    balance (0 when not)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rows = select_joined(
+        conn,
+        "SELECT a.key, a.id, a.balance_microunits FROM {values} JOIN accounts a ON a.key = v.value",
+        keys.to_pylist(),
+    )
+    known = np.zeros(len(keys), dtype=np.bool_)
+    ids = np.zeros(len(keys), dtype=np.int64)
+    found = _as_amounts([r[2] for r in rows])
+    before = np.zeros(len(keys), dtype=found.dtype)
+    if rows:
+        where = pc.index_in(pa.array([r[0] for r in rows], pa.string()), value_set=keys).to_numpy()
+        known[where] = True
+        ids[where] = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
+        before[where] = found
+    return known, ids, before
+
+
+def _refuse_overdrawn(keys: pa.Array, values: npt.NDArray[Any]) -> None:
+    """Raise, naming the first, when a folded balance of an account that may not go negative is below 0."""
+    import numpy as np
+
+    for i in np.flatnonzero(values < 0).tolist():
+        key = str(keys[i])
+        if key.partition(":")[0] not in NEGATIVE_ALLOWED_KINDS:
+            raise LedgerError(
+                f"folding the pending segments would leave account {key} at {values[i]}; nothing was folded"
+            )
+
+
+def _fold_carries(conn: Connection, segments: Sequence[Segment]) -> int:
+    """Upsert each payee's latest carry, per currency; returns how many rows were written."""
+    n_carries = 0
+    for ccy in sorted({seg.currency for seg in segments}):
+        payees, subunits = _latest_carries([seg for seg in segments if seg.currency == ccy])
+        n_carries += len(payees)
+        bulk_upsert(
+            conn,
+            "carries",
+            ["payee", "currency"],
+            ["payee", "currency", "subunits"],
+            list(zip(payees, repeat(check_currency(ccy)), subunits)),
+        )
+    return n_carries
+
+
+def _summed_legs(segments: Sequence[Segment]) -> tuple[pa.Array, npt.NDArray[Any], npt.NDArray[np.int64]]:
     """Over the segments' legs, per account key (sorted): the summed amount and the last transfer that
     touched it. Summed in NumPy when no sum can pass int64, else in Python ints."""
     import numpy as np
@@ -624,7 +711,7 @@ def _summed_legs(segments: Sequence[Segment]) -> tuple[list[str], list[int], lis
         last, codes, np.repeat([seg.transfer_id for seg in segments], [len(seg.accounts) for seg in segments])
     )
     order = pc.sort_indices(encoded.dictionary).to_numpy()
-    return encoded.dictionary.take(order).to_pylist(), sums[order].tolist(), last[order].tolist()
+    return encoded.dictionary.take(pa.array(order)), sums[order], last[order]
 
 
 def _latest_carries(segments: Sequence[Segment]) -> tuple[list[str], list[int]]:

@@ -205,15 +205,22 @@ def _routes_usage(app: FastAPI) -> None:
 
     @app.get(f"{API}/usage-batches/{{batch_id}}", tags=["usage"])
     def usage_batch(batch_id: IdPath, who: Who, store: StoreDep) -> dict[str, Any]:
-        """Operator (ingest or read), auditor: whether a batch landed (404 until its answer is kept), with the
-        answer it got: status, totals and the SHA-256 of its request (``request_sha256``)."""
+        """Operator (ingest or read), auditor: whether a batch landed, with the answer it got: status, totals
+        and the SHA-256 of its request (``request_sha256``). A batch committed whose answer was never kept
+        (the service stopped in between) answers from the ledger's record of it: status ``exists``, as
+        sending it again would, and ``request_sha256`` null. 404 only when no batch landed under the id."""
         if not who.can("ingest"):
             need(who, "read")
         with store.read() as conn:
             answer = usage_answer(conn, batch_id)
-        if answer is None:
+        if answer is not None:
+            return answer.response
+        from endcredits.ledger.accrue import accrued_batch
+
+        landed = accrued_batch(store, batch_id)
+        if landed is None:
             raise NotFoundError(f"no usage batch {batch_id[:200]!r}")
-        return answer.response
+        return {**summary_json(landed), "request_sha256": None}
 
     @app.post(f"{API}/attributions", tags=["usage"], responses={409: m.NO_CHECKPOINT})
     def attribute(body: m.AttributionIn, who: Ingest, store: StoreDep) -> Any:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -26,6 +28,7 @@ from endcredits.service.auth import AuthError
 from endcredits.service.records import record_usage_answer, usage_answer
 from endcredits.store.engine import Store
 
+_log = logging.getLogger("endcredits.service")
 JSON_TYPE = "application/json"
 USAGE_BODY_DOC: dict[str, Any] = {
     "requestBody": {
@@ -55,6 +58,9 @@ class Admission:
         self.in_flight_max = in_flight_max
         self.retry_after_s = retry_after_s
         self._slots = threading.BoundedSemaphore(in_flight_max)
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._last_done_s = time.monotonic()
 
     @contextmanager
     def admit(self) -> Iterator[None]:
@@ -65,10 +71,54 @@ class Admission:
                 f"{self.in_flight_max} usage batches are being accrued: retry in {self.retry_after_s} s",
                 retry_after_s=self.retry_after_s,
             )
+        with self._lock:
+            self._in_flight += 1
         try:
             yield
         finally:
+            with self._lock:
+                self._in_flight -= 1
+                self._last_done_s = time.monotonic()
             self._slots.release()
+
+    def idle_s(self) -> float:
+        """Seconds since the last usage batch was answered; 0 while one is being accrued."""
+        with self._lock:
+            return 0.0 if self._in_flight else time.monotonic() - self._last_done_s
+
+
+class IdleFolder:
+    """Folds the ledger's pending segments (``ledger.folding.fold_now``) once no usage batch has come for
+    ``idle_s`` seconds, on a daemon thread, so batches that come later find nothing pending and no reader
+    reads through a backlog. ``serve`` runs one; a fold that fails is logged and tried at the next idle."""
+
+    def __init__(self, store: Store, admission: Admission, idle_s: float) -> None:
+        if idle_s <= 0:
+            raise ValueError("idle folding needs idle_s > 0")
+        self.store, self.admission, self.idle_s = store, admission, idle_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="endcredits-idle-fold", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        from endcredits.ledger.folding import fold_now
+
+        while not self._stop.wait(self.idle_s / 2):
+            if self.admission.idle_s() < self.idle_s:
+                continue
+            try:
+                result = fold_now(self.store)
+            except Exception:  # noqa: BLE001 - a fold rolls back whole; the next idle moment tries again
+                _log.exception("idle fold failed; nothing was folded")
+                continue
+            if result is not None:
+                _log.info("idle fold: %s segment(s), %s account(s)", result.segments, result.accounts)
 
 
 def ingest_usage(

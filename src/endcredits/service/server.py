@@ -15,7 +15,9 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from endcredits.limits import FOLD_IDLE_S
 from endcredits.service.app import create_app
+from endcredits.service.ingest import IdleFolder
 from endcredits.store.engine import Store
 
 HEADERS_TIMEOUT_S = 10
@@ -73,13 +75,16 @@ def serve(
     headers_timeout_s: float = HEADERS_TIMEOUT_S,
     connections_max: int = CONNECTIONS_MAX,
     forwarded_allow_ips: str | None = None,
+    idle_fold_s: float = FOLD_IDLE_S,
 ) -> None:
     """Serve the API and the portal around ``store`` until interrupted. ``forwarded_allow_ips``: the
     proxies whose ``X-Forwarded-For`` names the client (uvicorn's default: this machine only); the
-    per-client limits count the address this yields."""
+    per-client limits count the address this yields. The ledger's pending segments are folded once no usage
+    batch has come for ``idle_fold_s`` seconds."""
     protocol = type("H11WithHeaderDeadline", (H11WithHeaderDeadline,), {"headers_timeout_s": headers_timeout_s})
+    app = create_app(store)
     config = uvicorn.Config(
-        create_app(store),
+        app,
         host=host,
         port=port,
         http=protocol,
@@ -91,4 +96,9 @@ def serve(
         log_level="info",
         access_log=False,
     )
-    uvicorn.Server(config).run()
+    folder = IdleFolder(store, app.state.usage_admission, idle_fold_s)
+    folder.start()
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        folder.stop()
