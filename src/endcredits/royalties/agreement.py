@@ -55,6 +55,7 @@ _KEYS = {
     "negative_influence",
     "role_weights",
     "extra_role_schemes",
+    "licence_terms",
 }
 _OPTIONAL = {"baseline_share", "negative_influence", "extra_role_schemes", "escrow_expiry_fund", "licence_terms"}
 _REQUIRED = _KEYS - _OPTIONAL
