@@ -4,12 +4,15 @@ The ABC folk tunes bundled in the music21 wheel are the works; the composers, tr
 collectors named in them are the credited humans. The demo registers them, records consent from the
 corpus licences (the ``essenFolksong`` encodings are non-commercial: excluded from this commercial
 model) and from one person's own opt-out; a musicians' guild vouches for most of the people who join
-with W3C verifiable credentials (the rest, and every unclaimed name, wait in escrow); it builds the
+with W3C verifiable credentials (the rest, and every unclaimed name, wait in escrow); the operator trusts
+the guild to speak for its members, whose terms (consent defaults and a longer escrow period with the
+guild's fund) they inherit; one tune is under an RSL licence and a Content-Usage header; it builds the
 manifest, trains a small character-level language model on exactly the manifest's tunes, generates
 tunes that earn revenue, attributes each to the training tunes with TRAK (Kronecker-projected
 per-example gradients), accrues residuals in two batches, lets one person verify and claim their
 escrow, writes statements and a payout file, settles it with a simulated bank status report, and
-checks that every microunit is accounted for.
+checks that every microunit is accounted for. It ends with what the guild sees of its members (aggregates
+only) and the model's EU AI Act training summary (JSON and HTML) in the data folder.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from endcredits.attribution.charlm import TrainedLM, generate, save_lm, train_ch
 from endcredits.attribution.models import CharLMModel
 from endcredits.attribution.pipeline import Attribution, attribute_manifest, checkpoint_path, manifest_texts
 from endcredits.attribution.settings import K_DEFAULT, AttributionSettings
+from endcredits.consent.guilds import load_guild_terms
 from endcredits.consent.records import add_grants
 from endcredits.consent.rules import Grant
 from endcredits.errors import InvariantError
@@ -43,8 +47,10 @@ from endcredits.interop.licences import import_licences, preference_readings, rs
 from endcredits.ledger import parse_account_key
 from endcredits.ledger.accrue import ScoreSource, accrue_scored
 from endcredits.ledger.escrow import claim_escrow
+from endcredits.ledger.guilds import guild_view
 from endcredits.ledger.records import accrued_by_account, balance_totals
 from endcredits.ledger.verify import verify
+from endcredits.manifest.eu_summary import ProviderFacts, write_eu_training_summary
 from endcredits.manifest.records import ManifestRecord, record_training_run, set_manifest_checkpoint
 from endcredits.money import format_amount
 from endcredits.payouts.batches import PayoutBatchResult, apply_payout_status, pay_out
@@ -55,6 +61,7 @@ from endcredits.payouts.statements import build_statement
 from endcredits.registry.identity.issuer import STATUS_LIST_FILE, Issuer, generate_key, init_issuer, issue_credential
 from endcredits.registry.identity.persons import attach_credential, credentialed_people_count
 from endcredits.registry.identity.trust import TrustList, load_trust
+from endcredits.registry.identity.trusted import trust_issuer
 from endcredits.registry.private import KEY_FILE_ENV, load_key, new_key_text
 from endcredits.registry.records import (
     add_person,
@@ -124,9 +131,37 @@ Link: <https://tunes.example/license.xml>; rel="license"; type="application/rsl+
 """
 """The HTTP response that serves that tune: IETF AI Preferences allow training, and a link to the licence."""
 
+DEMO_GUILD_TERMS = """\
+# The musicians' guild's terms for its members (docs/concepts/guilds.md).
+effective_from = "2026-01-01T00:00:00Z"
+
+[consent]                       # what a member who has said nothing refuses
+ai_input = "notAllowed"         # no tune handed to a model at inference (retrieval) without asking
+ai_index = "notAllowed"         # no tune put in an index built for AI systems without asking
+
+[escrow]
+period_days = 1825              # unclaimed money waits five years (the agreement says three) ...
+fund = "musicians-guild-fund"   # ... then goes to the guild's fund, where a late claim is still paid
+"""
+"""The guild's terms, loaded once the operator trusts it: neither refusal touches the demo's model (generative
+training, commercial), so the manifest and the money are the same as without them."""
+
 PAYOUT_DAY = dt.date(2026, 12, 1)
+REPORT_AT = dt.datetime(2026, 12, 2, tzinfo=dt.UTC)
+"""When the demo's reports look at the store: the day the bank answered its payout."""
+DEMO_PROVIDER = ProviderFacts(
+    provider_name="endcredits demo operator",
+    model_name=f"{MODEL_ID} (character-level LM of ABC folk tunes)",
+    user_data="none: the model trained only on the works of its manifest",
+    synthetic_data="none",
+    other_sources="the ABC folk tunes bundled in the music21 Python package",
+)
+"""Facts of the EU training summary that endcredits does not hold, as the demo's operator states them."""
 DEBTOR = Debtor(name="endcredits demo operator", iban=make_test_iban("DE", 1), bic="TESTDEFF")
 
+
+_GUILD_SUMS = (("accrued", "accrued"), ("payable now", "payable"), ("in escrow", "escrow"))
+"""The sums of a guild's view the demo prints: (words, key before ``_microunits``)."""
 
 StepProgress = Callable[[str, float, float], None]
 """``(task, done, total)``: how far a long step has come (the CLI draws a progress bar from it)."""
@@ -155,6 +190,8 @@ class DemoSummary:
     payout_batch: dict[str, Any] = field(default_factory=dict)
     statement: dict[str, Any] = field(default_factory=dict)
     licence: dict[str, Any] = field(default_factory=dict)  # the imported licence: work, notes, its term
+    guild: dict[str, Any] = field(default_factory=dict)  # the guild terms applied and what the guild sees
+    eu_training_summary: dict[str, Any] = field(default_factory=dict)  # its files and main figures
     verified: bool = False
     attribution: dict[str, Any] = field(default_factory=dict)
     credentials: int = 0  # people verified by a guild credential (W3C VC 2.0, eddsa-jcs-2022)
@@ -192,6 +229,8 @@ class DemoSummary:
             "payout_batch": self.payout_batch,
             "statement": self.statement,
             "licence": self.licence,
+            "guild": self.guild,
+            "eu_training_summary": self.eu_training_summary,
             "verified": self.verified,
             "attribution": self.attribution,
             "verified_by_credential": self.credentials,
@@ -238,6 +277,7 @@ class DemoSummary:
         )
         for cited in self.statement.get("licence_terms", []):
             console.print(f"  {self.statement.get('licence_lines')} lines raised to a licence floor: {cited}")
+        self._print_reports(console)
         mark = "OK" if self.conserved else "BROKEN"
         console.print(
             f"[bold]conservation {mark}[/bold]: pool {format_amount(self.pool_microunits, c)} = paid "
@@ -248,6 +288,29 @@ class DemoSummary:
         console.print(f"verify: {'passed' if self.verified else 'FAILED'}")
         if self.portal_login_url:
             console.print(f"portal: run `{self.portal_command}` and open {self.portal_login_url}", soft_wrap=True)
+
+    def _print_reports(self, console: Console) -> None:
+        """The guild terms applied, what the guild sees of its members, and the EU training summary's files
+        (printed without markup or emoji: a ``did:key:`` would otherwise become a picture of a key)."""
+        g, view = self.guild, self.guild.get("view", {})
+        if g:
+            console.print(
+                f"{g['terms']} applied to its members ({g['file']}): refuses by default "
+                + ", ".join(u for u, d in g["consent"].items() if d == "notAllowed")
+                + f"; escrow {g['escrow']['period_days']} days, then to {g['escrow']['fund']}",
+                markup=False,
+                emoji=False,
+            )
+            sums = {w: int((view.get(f"{k}_microunits") or {}).get(CURRENCY, "0")) for w, k in _GUILD_SUMS}
+            seen = (
+                ", ".join(f"{w} {format_amount(a, CURRENCY)} {CURRENCY}" for w, a in sums.items())
+                if view.get("accrued_microunits") is not None
+                else f"sums withheld below {view.get('withheld_below_members')} members"
+            )
+            console.print(f"  the guild sees its {view.get('members')} members in aggregate: {seen}")
+        eu = self.eu_training_summary
+        if eu:
+            console.print(f"EU AI Act training summary: {eu['json']} and {eu['html']}", markup=False, emoji=False)
 
 
 @dataclass
@@ -424,6 +487,52 @@ def join_and_agree(
         agreement = parse_agreement(agreement_text)
         save_agreement(conn, agreement.id, agreement.version, agreement.body, agreement.body_sha256)
     return joined, guild, agreement
+
+
+def apply_guild_terms(run: DemoRun, guild: DemoGuild) -> dict[str, Any]:
+    """The operator trusts the demo's guild to speak for its members and loads its terms (``DEMO_GUILD_TERMS``,
+    written into the guild's folder as the guild would send them): its members inherit them from here on."""
+    issuer = guild.issuer.key.did
+    path = guild.issuer.directory / "terms.toml"
+    write_private(path, DEMO_GUILD_TERMS.encode("utf-8"))
+    with run.store.write() as conn:
+        trust_issuer(conn, issuer, note="the demo's musicians' guild, which vouches for its members")
+        terms, _ = load_guild_terms(conn, issuer, path.read_text(encoding="utf-8"), path.name)
+    run.progress(f"the operator trusts the guild {issuer[:24]}…; its members inherit {terms.label}")
+    return {
+        "issuer": issuer,
+        "terms": terms.label,
+        "version": terms.version,
+        "file": str(path),
+        "consent": dict(terms.consent),
+        "escrow": {"period_days": terms.escrow_period_days, "fund": terms.escrow_fund},
+    }
+
+
+def guild_report(run: DemoRun, applied: dict[str, Any]) -> dict[str, Any]:
+    """What the guild whose terms were ``applied`` sees of its members after the run: aggregates only."""
+    with run.store.read() as conn:
+        view = guild_view(conn, applied["issuer"], REPORT_AT).to_json()
+    return applied | {"view": {k: v for k, v in view.items() if k != "issuer"}}
+
+
+def eu_report(run: DemoRun, model_id: str, facts: ProviderFacts) -> dict[str, Any]:
+    """Write ``model_id``'s EU AI Act training summary (JSON and HTML, 0600) into the data folder's
+    ``reports``; return the files and the figures the demo shows."""
+    files = write_eu_training_summary(run.store, model_id, run.store.data_dir / "reports", facts)
+    sources = files.summary["2_list_of_data_sources"]
+    opt_outs = files.summary["3_data_processing"]["tdm_opt_outs"]
+    run.progress(f"EU training summary of {model_id}: {files.json_path} and {files.html_path.name}")
+    return {
+        "json": str(files.json_path),
+        "html": str(files.html_path),
+        "modalities": sorted(files.summary["1_general_information"]["modalities"]),
+        "works_by_source": {
+            k: sources[k]["works"]
+            for k in ("publicly_available_datasets", "licensed_or_private", "crawled_and_scraped", "other")
+        },
+        "works_excluded": opt_outs["works_excluded"]["value"],
+    }
 
 
 def demo_manifest(run: DemoRun, model_id: str, description: str, excluded_by: str) -> ManifestRecord:
@@ -675,6 +784,7 @@ def run_demo(
         progress(f"store: {run.store.backend} in {run.store.data_dir}")
         key_file = demo_key(run)
         report, joined, guild, agreement = _register(run, tunes_max)
+        applied = apply_guild_terms(run, guild)
         manifest, texts = _manifest(run)
         licence = _import_licence(run, manifest, joined[0]) if joined else {}
         lm = _train(run, manifest, texts, train_steps, seed)
@@ -691,7 +801,11 @@ def run_demo(
         run.lap("attribute")
         trained = Trained(lm.checksum(), lm.steps, lm.final_loss)
         settling = Settling(manifest, agreement, outs, att, joined, guild, report.works, report.names, trained)
-        return settle(run, replace(settling, licence=licence), db_url)
+        summary = settle(run, replace(settling, licence=licence), db_url)
+        summary.guild = guild_report(run, applied)
+        summary.eu_training_summary = eu_report(run, MODEL_ID, DEMO_PROVIDER)
+        run.lap("reports")
+        return summary
     finally:
         run.store.dispose()
         restore_key_env(key_file, key_env_before)

@@ -1,6 +1,6 @@
 """A running API over a small world, on SQLite and PostgreSQL: people A (signed in by a signed challenge
 with the did:key of their credential) and B (by a one-time login link), an accrual, a payout batch, and
-one API key per role and scope."""
+one API key per role and scope (and a guild key each for two trusted guilds)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from endcredits.payouts.iban import make_test_iban
 from endcredits.registry.identity import attach_credential, load_status_lists, load_trust
 from endcredits.registry.identity.issuer import STATUS_LIST_FILE, init_issuer, issue_credential
 from endcredits.registry.identity.multibase import did_key
+from endcredits.registry.identity.trusted import trust_issuer
 from endcredits.registry.records import add_person, name_ids
 from endcredits.royalties.records import save_agreement
 from endcredits.service import create_app
@@ -35,6 +36,7 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
     from fastapi.testclient import TestClient
 
+OTHER_GUILD = "did:web:other-guild.example"
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 T1 = dt.datetime(2036, 1, 1, tzinfo=dt.UTC)
 
@@ -48,6 +50,7 @@ class Svc:
     b: int  # person B: signs in by a login link
     a_key: Ed25519PrivateKey
     a_did: str
+    guild: str  # the issuer of A's credential, trusted by the operator
     tokens: dict[str, str] = field(default_factory=dict)  # role -> bearer token
     payout_e2e: str = ""
 
@@ -124,6 +127,10 @@ def svc(store: Store, tmp_path: Path) -> Iterator[Svc]:
             conn, role="operator", scopes=["ingest", "registry", "payouts", "read"], label="all"
         ).key
         tokens["auditor"] = create_api_key(conn, role="auditor", scopes=[], label="audit").key
+        # Two trusted guilds: the issuer of A's credential, and another; each with its own guild key.
+        for role, issuer in (("guild_own", guild.key.did), ("guild_other", OTHER_GUILD)):
+            trust_issuer(conn, issuer, note=role)
+            tokens[role] = create_api_key(conn, role="guild", scopes=[], label=role, issuer=issuer).key
         revoked = create_api_key(conn, role="operator", scopes=["ingest", "registry", "payouts", "read"], label="old")
         revoke_api_key(conn, revoked.id)
         tokens["revoked"] = revoked.key
@@ -132,6 +139,8 @@ def svc(store: Store, tmp_path: Path) -> Iterator[Svc]:
     key_id = tokens["op_all"].split("_")[1]
     tokens["forged"] = f"eck_{key_id}_{'A' * 43}"
     with TestClient(create_app(store)) as client:
-        s = Svc(store, client, w, a, b, a_key, a_did, tokens, pb.items[0].end_to_end_id if pb.items else "")
+        s = Svc(
+            store, client, w, a, b, a_key, a_did, guild.key.did, tokens, pb.items[0].end_to_end_id if pb.items else ""
+        )
         tokens["contributor_a"] = s.sign_in_a()
         yield s

@@ -27,6 +27,8 @@ ROLES = (
     "op_payouts",
     "op_read",
     "auditor",
+    "guild_own",
+    "guild_other",
     "revoked",
     "forged",
 )
@@ -241,6 +243,13 @@ CASES = [
         "sign in signed", "POST", lambda s, r: "/api/v1/auth/sessions/signed-challenge", EVERYONE | {"public"}, _signed
     ),
     Case("sign in link", "POST", lambda s, r: "/api/v1/auth/sessions/login-link", EVERYONE | {"public"}, _link),
+    Case("guild view", "GET", lambda s, r: f"/api/v1/guilds/{s.guild}/view", frozenset({"guild_own"}) | READERS),
+    Case(
+        "guild unclaimed",
+        "GET",
+        lambda s, r: f"/api/v1/guilds/{s.guild}/unclaimed?q=a",
+        frozenset({"guild_own"}) | READERS,
+    ),
     Case("me", "GET", lambda s, r: "/api/v1/me", frozenset({"contributor_a", "contributor_b"})),
     Case("sign out", "DELETE", lambda s, r: "/api/v1/auth/session", frozenset({"contributor_a", "contributor_b"})),
 ]

@@ -1,4 +1,5 @@
-"""Commands of the service edge: ``serve``, ``operator-key create|list|revoke``, ``login-link create``.
+"""Commands of the service edge: ``serve``, ``operator-key create|list|revoke`` (operator, auditor and guild
+keys), ``login-link create``.
 
 Each takes ``--data``/``--db`` after the command too (``endcredits serve --data DIR``), falling back to the
 global options and the environment. They create or upgrade the store like ``init`` (idempotent), so a
@@ -19,7 +20,9 @@ from rich.console import Console
 from endcredits.cli.common import JsonOpt, print_json
 from endcredits.store.engine import Store, init_store
 
-operator_key_app = typer.Typer(no_args_is_help=True, help="Operator and auditor API keys: shown once, stored hashed.")
+operator_key_app = typer.Typer(
+    no_args_is_help=True, help="Operator, auditor and guild API keys: shown once, stored hashed."
+)
 login_link_app = typer.Typer(no_args_is_help=True, help="One-time sign-in links for contributors without a did:key.")
 
 DataOpt = Annotated[Path | None, typer.Option("--data", help="Data directory (default: the global --data).")]
@@ -79,8 +82,17 @@ def key_create(
     scope: Annotated[
         list[str] | None, typer.Option("--scope", help="ingest, registry, payouts or read (repeat)")
     ] = None,
-    role: Annotated[str, typer.Option(help="operator, or auditor (reads everything, changes nothing)")] = "operator",
+    role: Annotated[
+        str,
+        typer.Option(
+            help="operator; auditor (reads everything, changes nothing); or guild (one trusted issuer's "
+            "aggregates, with --issuer)"
+        ),
+    ] = "operator",
     label: Annotated[str, typer.Option(help="Who or what holds the key")] = "operator",
+    issuer: Annotated[
+        str | None, typer.Option(help="A guild key's issuer, as `endcredits guild trust` recorded it")
+    ] = None,
     data: DataOpt = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
@@ -89,12 +101,13 @@ def key_create(
     from endcredits.service.auth import create_api_key
 
     with _store(ctx, data, db) as store, store.write() as conn:
-        k = create_api_key(conn, role=role, scopes=list(scope or []), label=label)
+        k = create_api_key(conn, role=role, scopes=list(scope or []), label=label, issuer=issuer)
     if as_json:
-        print_json({"id": k.id, "key": k.key, "role": k.role, "scopes": list(k.scopes)})
+        print_json({"id": k.id, "key": k.key, "role": k.role, "scopes": list(k.scopes), "issuer": k.issuer})
     else:
-        Console(highlight=False, soft_wrap=True).print(
-            f"{k.role} key {k.id} ({', '.join(k.scopes)}); shown once, keep it now:\n{k.key}"
+        what = f"for {k.issuer}" if k.issuer else ", ".join(k.scopes)
+        Console(highlight=False, soft_wrap=True, emoji=False).print(
+            f"{k.role} key {k.id} ({what}); shown once, keep it now:\n{k.key}", markup=False
         )
 
 
@@ -111,7 +124,8 @@ def key_list(ctx: typer.Context, data: DataOpt = None, db: DbOpt = None, as_json
     console = Console(highlight=False, soft_wrap=True)
     for k in keys:
         state = f"revoked {k['revoked_at']}" if k["revoked_at"] else "active"
-        console.print(f"{k['id']}  {k['role']}  {','.join(k['scopes'])}  {k['label']}  {state}")  # type: ignore[arg-type]
+        held = k["issuer"] or ",".join(k["scopes"])  # type: ignore[arg-type]
+        console.print(f"{k['id']}  {k['role']}  {held}  {k['label']}  {state}", markup=False, emoji=False)
 
 
 @operator_key_app.command("revoke")

@@ -1,5 +1,6 @@
 """Who is asking, and what they may see: the principal of an API request, and the checks every route of
-the API and the portal makes with it (a scope, one person's own data, a signed-in contributor)."""
+the API and the portal makes with it (a scope, one person's own data, one guild's aggregates, a signed-in
+contributor)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from endcredits.service.gate import PRINCIPAL_KEY
 from endcredits.store.engine import Store
 
 _bearer = HTTPBearer(
-    auto_error=False, description="An operator or auditor API key (eck_...) or a session token (ecs_...)"
+    auto_error=False, description="An operator, auditor or guild API key (eck_...) or a session token (ecs_...)"
 )
 
 
@@ -72,6 +73,16 @@ def see_person(who: Principal, person_id: int) -> None:
     if who.kind == "contributor":
         if who.person_id != person_id:
             raise NotFoundError(f"no person {person_id}")
+        return
+    need(who, "read")
+
+
+def see_guild(who: Principal, issuer: str) -> None:
+    """A guild key sees its own issuer's aggregates and nobody else's (403); operators with ``read`` and
+    auditors see any trusted guild's; every other role is refused (403, the public 401)."""
+    if who.kind == "guild":
+        if who.issuer != issuer:
+            raise AuthError(403, "forbidden", f"this guild key speaks for {who.issuer}, not for {issuer}")
         return
     need(who, "read")
 

@@ -37,6 +37,7 @@ from endcredits.service.access import (
     Who,
     contributor_self,
     need,
+    see_guild,
     see_person,
 )
 from endcredits.service.auth import AuthError
@@ -83,6 +84,7 @@ def create_app(
     _routes_registry(app)
     _routes_money(app)
     _routes_unclaimed(app)
+    _routes_guilds(app)
     _routes_payouts(app)
     mount_portal(app)
     app.openapi = lambda: usage_openapi(app)  # type: ignore[method-assign]
@@ -587,6 +589,39 @@ def _routes_unclaimed(app: FastAPI) -> None:
         if format == "csv":
             return PlainTextResponse(unclaimed_csv(rows), media_type="text/csv; charset=utf-8")
         body = canonical_json({"unclaimed": [r.to_json() for r in rows]})
+        return Response(escape_json(body), media_type="application/json")
+
+
+def _routes_guilds(app: FastAPI) -> None:
+    @app.get(f"{API}/guilds/{{issuer:path}}/view", tags=["guilds"])
+    def guild_view_route(issuer: str, who: Who, store: StoreDep) -> Response:
+        """A guild key for ``issuer``, operator (read), auditor: what the trusted guild's members accrued, may
+        be paid, and hold in escrow and funds, per currency, and per use how many allow or refuse it.
+        Aggregates only; the sums are withheld below the member minimum. ``issuer`` as its credentials name
+        it (percent-encode an ``https`` id)."""
+        from endcredits.ledger.guilds import guild_view
+
+        see_guild(who, issuer)
+        with store.read() as conn:
+            view = guild_view(conn, issuer, dt.datetime.now(dt.UTC))
+        return Response(escape_json(canonical_json(view.to_json())), media_type="application/json")
+
+    @app.get(f"{API}/guilds/{{issuer:path}}/unclaimed", tags=["guilds"])
+    def guild_unclaimed_route(
+        issuer: str,
+        who: Who,
+        store: StoreDep,
+        q: Annotated[str, Query(max_length=200)] = "",
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    ) -> Response:
+        """A guild key for ``issuer``, operator (read), auditor: the published unclaimed lines held for the
+        guild's members, largest first, names and amounts only, so it can help them claim."""
+        from endcredits.ledger.guilds import guild_unclaimed
+
+        see_guild(who, issuer)
+        with store.read() as conn:
+            rows = guild_unclaimed(conn, issuer, q, limit=limit)
+        body = canonical_json({"issuer": issuer, "unclaimed": [r.to_json() for r in rows]})
         return Response(escape_json(body), media_type="application/json")
 
 

@@ -1,10 +1,11 @@
-"""Who may do what: operator and auditor API keys, sign-in challenges, one-time login links, sessions.
+"""Who may do what: operator, auditor and guild API keys, sign-in challenges, one-time login links, sessions.
 
 Every secret is random (``secrets.token_urlsafe``), shown once, and stored only as its SHA-256. An API key
 reads ``eck_<id>_<secret>``: the id is public and finds the row; the hash of the whole key is compared in
 constant time. A contributor signs in either by signing a fresh challenge with the Ed25519 key of the
 ``did:key`` their verified credential names, or with a one-time login link an operator made for them;
 either gives a session token that sees only that person's own data. Challenges and links work once.
+A guild key speaks for one issuer on the operator's trust list and sees only that guild's aggregates.
 Every change here (a key made or revoked, a link made or used, a session opened or closed) is audited.
 """
 
@@ -21,8 +22,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Connection, delete, func, select, update
 
-from endcredits.errors import ConflictError, NotFoundError, ValidationError
+from endcredits.errors import ConflictError, CredentialError, NotFoundError, ValidationError
 from endcredits.registry.identity.multibase import did_key_public_key
+from endcredits.registry.identity.trusted import check_trusted
 from endcredits.registry.records import clean_text, get_person
 from endcredits.store.audit import append_audit
 from endcredits.store.engine import format_time, parse_time
@@ -32,7 +34,9 @@ SCOPES: tuple[str, ...] = ("ingest", "registry", "payouts", "read")
 """What an operator key may do: ingest usage and attribute; manage people, works, credits, consent and
 login links; make payout batches, apply statuses and claim escrow for a person; read everything."""
 
-ROLES: tuple[str, ...] = ("operator", "auditor")
+ROLES: tuple[str, ...] = ("operator", "auditor", "guild")
+"""An operator key has scopes; an auditor key reads everything; a guild key names one trusted issuer and
+sees only that guild's aggregates and its members' unclaimed lines (no scope)."""
 
 KEY_PREFIX = "eck_"
 SESSION_PREFIX = "ecs_"
@@ -76,13 +80,14 @@ def _at(now: dt.datetime | None) -> dt.datetime:
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is asking: ``public`` (no credentials), ``operator`` (with scopes), ``auditor`` (reads), or
-    ``contributor`` (one person, through a session)."""
+    """Who is asking: ``public`` (no credentials), ``operator`` (with scopes), ``auditor`` (reads),
+    ``guild`` (one trusted issuer's aggregates), or ``contributor`` (one person, through a session)."""
 
     kind: str
     scopes: frozenset[str] = frozenset()
     person_id: int | None = None
     subject: str = "public"  # "key:ID" or "session:HASH-PREFIX", for the audit log
+    issuer: str | None = None  # a guild key's issuer
 
     def can(self, scope: str) -> bool:
         if self.kind == "operator":
@@ -112,13 +117,37 @@ class NewKey:
     key: str  # shown once
     role: str
     scopes: tuple[str, ...]
+    issuer: str | None = None  # a guild key's issuer
+
+
+def _guild_key_issuer(conn: Connection, role: str, scopes: list[str], issuer: str | None) -> str | None:
+    """The issuer a key speaks for: a guild key's, which the operator must trust; none for other roles."""
+    if role != "guild":
+        if issuer is not None:
+            raise ValidationError("--issuer is for a guild key (--role guild): an operator or auditor key has none")
+        return None
+    if issuer is None:
+        raise ValidationError("a guild key speaks for one trusted issuer: give --issuer ID")
+    if scopes:
+        raise ValidationError("a guild key sees its own members' aggregates only: give no --scope")
+    return check_trusted(conn, issuer)
 
 
 def create_api_key(
-    conn: Connection, *, role: str, scopes: list[str], label: str, now: dt.datetime | None = None
+    conn: Connection,
+    *,
+    role: str,
+    scopes: list[str],
+    label: str,
+    issuer: str | None = None,
+    now: dt.datetime | None = None,
 ) -> NewKey:
+    """Make a key for ``role`` (see ``ROLES``) and return it, shown once; a guild key names its ``issuer``,
+    which must be on the operator's trust list (``untrusted_issuer`` otherwise)."""
     if role not in ROLES:
         raise ValidationError(f"role {role!r} must be one of {', '.join(ROLES)}")
+    if _guild_key_issuer(conn, role, scopes, issuer) is not None:
+        return _insert_key(conn, role, [], label, issuer, now)
     wanted = sorted(set(scopes), key=SCOPES.index) if all(s in SCOPES for s in scopes) else None
     if wanted is None:
         bad = next(s for s in scopes if s not in SCOPES)
@@ -129,17 +158,32 @@ def create_api_key(
         wanted = ["read"]
     elif not wanted:
         raise ValidationError(f"an operator key needs at least one --scope of {', '.join(SCOPES)}")
+    return _insert_key(conn, role, wanted, label, None, now)
+
+
+def _insert_key(
+    conn: Connection, role: str, wanted: list[str], label: str, issuer: str | None, now: dt.datetime | None
+) -> NewKey:
     label = clean_text(label, "key label")
     key_id = secrets.token_hex(6)
     key = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(SECRET_BYTES)}"
     when = format_time(_at(now))
     conn.execute(
         api_keys.insert().values(
-            id=key_id, secret_sha256=sha256_hex(key), role=role, scopes=",".join(wanted), label=label, created_at=when
+            id=key_id,
+            secret_sha256=sha256_hex(key),
+            role=role,
+            scopes=",".join(wanted),
+            label=label,
+            created_at=when,
+            issuer=issuer,
         )
     )
-    append_audit(conn, "auth.key_created", f"key:{key_id}", {"role": role, "scopes": wanted, "label": label}, at=when)
-    return NewKey(key_id, key, role, tuple(wanted))
+    payload: dict[str, Any] = {"role": role, "scopes": wanted, "label": label}
+    if issuer is not None:
+        payload["issuer"] = issuer
+    append_audit(conn, "auth.key_created", f"key:{key_id}", payload, at=when)
+    return NewKey(key_id, key, role, tuple(wanted), issuer)
 
 
 def revoke_api_key(conn: Connection, key_id: str, *, now: dt.datetime | None = None) -> None:
@@ -153,19 +197,37 @@ def revoke_api_key(conn: Connection, key_id: str, *, now: dt.datetime | None = N
     append_audit(conn, "auth.key_revoked", f"key:{key_id}", {"role": row.role}, at=when)
 
 
+def _scopes(stored: str) -> list[str]:
+    """The scopes stored as ``a,b`` (a guild key's: none)."""
+    return stored.split(",") if stored else []
+
+
 def list_api_keys(conn: Connection) -> list[dict[str, object]]:
     rows = conn.execute(select(api_keys).order_by(api_keys.c.created_at, api_keys.c.id)).all()
     return [
         {
             "id": r.id,
             "role": r.role,
-            "scopes": r.scopes.split(","),
+            "scopes": _scopes(r.scopes),
+            "issuer": r.issuer,
             "label": r.label,
             "created_at": r.created_at,
             "revoked_at": r.revoked_at,
         }
         for r in rows
     ]
+
+
+def _issuer_still_trusted(conn: Connection, row: Any) -> bool:
+    """False for a guild key whose issuer the operator has since removed from its trust list: the key then
+    speaks for nobody."""
+    if row.issuer is None:
+        return True
+    try:
+        check_trusted(conn, row.issuer)
+    except CredentialError:
+        return False
+    return True
 
 
 def _key_principal(conn: Connection, token: str) -> Principal:
@@ -179,17 +241,18 @@ def _key_principal(conn: Connection, token: str) -> Principal:
         )
     if row.revoked_at is not None:
         raise AuthError(401, "unauthorized", f"API key {key_id} was revoked at {row.revoked_at}: make a new one")
-    scopes = frozenset(row.scopes.split(","))
-    return Principal(row.role, scopes, None, f"key:{key_id}")
+    if not _issuer_still_trusted(conn, row):
+        raise AuthError(401, "unauthorized", f"guild key {key_id}: the operator no longer trusts {row.issuer}")
+    return Principal(row.role, frozenset(_scopes(row.scopes)), None, f"key:{key_id}", row.issuer)
 
 
 def key_principal(conn: Connection, key_id: str) -> Principal | None:
     """The principal of the API key ``key_id`` when it exists and is not revoked (the portal's operator
     cookie names the key, not its secret)."""
     row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).first()
-    if row is None or row.revoked_at is not None:
+    if row is None or row.revoked_at is not None or not _issuer_still_trusted(conn, row):
         return None
-    return Principal(row.role, frozenset(row.scopes.split(",")), None, f"key:{key_id}")
+    return Principal(row.role, frozenset(_scopes(row.scopes)), None, f"key:{key_id}", row.issuer)
 
 
 # Sessions ----------------------------------------------------------------------------------------

@@ -309,7 +309,7 @@ consent_suspensions = Table(
 )
 
 # The issuers the operator trusts to speak for their members (a guild, a union): only these may publish
-# guild terms (migration 0008; registry/identity/trusted.py is the only writer). Removal is a timestamp.
+# guild terms (migration 0009; registry/identity/trusted.py is the only writer). Removal is a timestamp.
 trusted_issuers = Table(
     "trusted_issuers",
     metadata,
@@ -319,7 +319,7 @@ trusted_issuers = Table(
     Column("removed_at", Time, nullable=True),
 )
 
-# A guild's terms for its members, one stored version per load (migration 0008; consent/guilds.py):
+# A guild's terms for its members, one stored version per load (migration 0009; consent/guilds.py):
 # consent defaults per use, minimum role weights, escrow policy. Never edited; the newest version applies.
 guild_terms = Table(
     "guild_terms",
@@ -656,7 +656,7 @@ api_keys = Table(
     Column("label", String(NAME_LENGTH_MAX), nullable=False),
     Column("created_at", Time, nullable=False),
     Column("revoked_at", Time, nullable=True),
-    # A guild key speaks for one trusted issuer and sees only aggregates of its members (migration 0008).
+    # A guild key speaks for one trusted issuer and sees only aggregates of its members (migration 0009).
     Column("issuer", Id, nullable=True),
     CheckConstraint("role IN ('operator', 'auditor', 'guild')", name="role"),
     CheckConstraint("(role = 'guild') = (issuer IS NOT NULL)", name="guild_issuer"),
