@@ -63,7 +63,9 @@ def test_tiny_image_ddpm_run(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     ]  # fmt: skip
     assert lds.main(argv) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["endcredits_projection"] == "gaussian" and report["train_examples"] == 8
+    assert report["endcredits_projection"] == "auto" and report["train_examples"] == 8
+    # auto as the product resolves it: 8 images' exact gradients fit, so no projection at all.
+    assert report["methods"]["endcredits"]["notes"]["projection"] == "identity"
     for method in ("endcredits", "endcredits-loss", "dtrak"):
         result = report["methods"][method]
         assert -1.0 <= result["lds"] <= 1.0 and set(result["groups"]) == {"held-out", "generated"}
