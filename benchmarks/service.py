@@ -12,6 +12,10 @@ request latency. Then the same batches are accrued in process, one after another
 schema, and every account's balance must equal the service's to the microunit (carry-forward makes the
 final balances independent of the order the batches landed in); ``verify`` must pass on both.
 
+``--arrow`` sends each batch as an Arrow IPC stream (``application/vnd.apache.arrow.stream``) instead of
+JSON. A client answered 429 waits the ``Retry-After`` it was given and sends the batch again; the retries
+are counted, and a request's latency runs from its first try to its answer.
+
 ``--formats`` instead ingests the same batches in process as JSON and as Arrow streams (``formats``).
 """
 
@@ -157,7 +161,23 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[rank - 1]
 
 
-def run(n_events: int, clients: int, batch_events: int, n_payees: int, per_event: int) -> dict[str, Any]:
+def _post(http: httpx.Client, url: str, body: dict[str, Any], arrow: bytes | None) -> tuple[httpx.Response, int]:
+    """Send one batch until it is not refused for back-pressure; the answer and the 429s it met."""
+    retries = 0
+    while True:
+        if arrow is None:
+            r = http.post(url, json=body)
+        else:
+            r = http.post(url, content=arrow, headers={"Content-Type": "application/vnd.apache.arrow.stream"})
+        if r.status_code != 429:
+            return r, retries
+        retries += 1
+        time.sleep(float(r.headers.get("Retry-After", "1")))
+
+
+def run(
+    n_events: int, clients: int, batch_events: int, n_payees: int, per_event: int, arrow: bool = False
+) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="endcredits-load-"))
     served_url, local_url = _schema(), _schema()
     batches = _batches(n_events, batch_events, n_payees, per_event, seed=11)
@@ -171,6 +191,8 @@ def run(n_events: int, clients: int, batch_events: int, n_payees: int, per_event
         errors: list[str] = []
         lock = threading.Lock()
         queue = list(reversed(batches))
+        bodies = {b["batch_id"]: _arrow_body(b) for b in batches} if arrow else {}
+        retried = [0]
 
         def client() -> None:
             with httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=600) as http:
@@ -180,10 +202,11 @@ def run(n_events: int, clients: int, batch_events: int, n_payees: int, per_event
                             return
                         body = queue.pop()
                     began = time.perf_counter()
-                    r = http.post(f"{base}/usage-batches", json=body)
+                    r, retries = _post(http, f"{base}/usage-batches", body, bodies.get(body["batch_id"]))
                     took = time.perf_counter() - began
                     with lock:
                         latencies_s.append(took)
+                        retried[0] += retries
                         if r.status_code != 201:
                             errors.append(f"{body['batch_id']}: {r.status_code} {r.text[:200]}")
 
@@ -227,6 +250,10 @@ def run(n_events: int, clients: int, batch_events: int, n_payees: int, per_event
         local.dispose()
         return {
             "events": n_events,
+            "format": "arrow" if arrow else "json",
+            "retries_429": retried[0],
+            "line_items_per_s": round(n_events * per_event / wall_s),
+            "in_process_line_items_per_s": round(n_events * per_event / local_s),
             "clients": clients,
             "batch_events": batch_events,
             "requests": len(batches),
@@ -316,6 +343,7 @@ def main() -> None:
     parser.add_argument("--payees", type=int, default=2_000)
     parser.add_argument("--payees-per-event", type=int, default=3)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--arrow", action="store_true", help="send Arrow IPC streams instead of JSON")
     parser.add_argument("--formats", action="store_true", help="JSON vs Arrow ingestion in process, both backends")
     a = parser.parse_args()
     if a.formats:
@@ -324,7 +352,7 @@ def main() -> None:
         if not (f["sqlite_balances_equal"] and f["postgresql_balances_equal"]):
             raise SystemExit(1)
         return
-    r = run(a.events, a.clients, a.batch_events, a.payees, a.payees_per_event)
+    r = run(a.events, a.clients, a.batch_events, a.payees, a.payees_per_event, arrow=a.arrow)
     if a.json:
         print(json.dumps(r, indent=2))
     else:
