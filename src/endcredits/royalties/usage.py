@@ -218,6 +218,23 @@ def _check_against_manifest(
             )
 
 
+def usage_baseline(
+    conn: Connection, agreement: Agreement, manifest: ManifestRecord | None, per: str
+) -> list[str] | dict[str, Fraction]:
+    """What the baseline share is split over: the manifest's works (per work), each payee's credited volume
+    of them (per payee, when the agreement has a baseline share), or nothing."""
+    if manifest is not None and per == "work":
+        return list(manifest.included)
+    if per == "payee" and agreement.baseline_share:
+        if manifest is None:
+            raise ManifestError(
+                "a baseline share with attribution per payee needs the model's manifest: the "
+                "baseline pays each payee by their credited share of its works"
+            )
+        return payee_volumes(manifest.included, load_credit_graph(conn, manifest.included), agreement)
+    return []
+
+
 def build_usage(
     conn: Connection,
     outputs_in: Sequence[OutputIn],
@@ -236,16 +253,7 @@ def build_usage(
         raise ManifestError("attribution per work needs the model's manifest")
     if manifest is not None:
         _check_against_manifest(outputs_in, scores, manifest, per=per)
-    baseline: list[str] | dict[str, Fraction] = []
-    if manifest is not None and per == "work":
-        baseline = list(manifest.included)
-    elif per == "payee" and agreement.baseline_share:
-        if manifest is None:
-            raise ManifestError(
-                "a baseline share with attribution per payee needs the model's manifest: the "
-                "baseline pays each payee by their credited share of its works"
-            )
-        baseline = payee_volumes(manifest.included, load_credit_graph(conn, manifest.included), agreement)
+    baseline = usage_baseline(conn, agreement, manifest, per)
     per_output: list[dict[str, int]] = []
     for o in outputs_in:
         weights_in = attribution_weights(scores.get(o.output_id, {}), agreement, baseline, output_id=o.output_id)

@@ -34,10 +34,9 @@ from endcredits.royalties.shares import (
     _influence_weights,
     attribution_weights,
     output_lines,
-    payee_volumes,
     work_shares,
 )
-from endcredits.royalties.usage import OutputIn, UsageBatch, load_credit_graph
+from endcredits.royalties.usage import OutputIn, UsageBatch, load_credit_graph, usage_baseline
 
 FAST_DENOMINATOR_MAX = (1 << 30) - 1
 """Largest common denominator of one output's lines (and of one work's shares) kept in int64 arithmetic:
@@ -408,16 +407,7 @@ def build_usage_columns(
     if per == "work" and manifest is None:
         raise ManifestError("attribution per work needs the model's manifest")
     _check_columns(cols, manifest, per)
-    baseline: list[str] | dict[str, Fraction] = []
-    if manifest is not None and per == "work":
-        baseline = list(manifest.included)
-    elif per == "payee" and agreement.baseline_share:
-        if manifest is None:
-            raise ManifestError(
-                "a baseline share with attribution per payee needs the model's manifest: the "
-                "baseline pays each payee by their credited share of its works"
-            )
-        baseline = payee_volumes(manifest.included, load_credit_graph(conn, manifest.included), agreement)
+    baseline = usage_baseline(conn, agreement, manifest, per)
     e = _entries(cols, agreement, baseline, per)
     index: dict[str, int] = {}
 
