@@ -19,7 +19,7 @@ from endcredits.cli.common import (
     print_json,
     print_table,
 )
-from endcredits.errors import ValidationError
+from endcredits.errors import LimitExceededError, ValidationError
 from endcredits.money import format_amount, parse_amount
 
 if TYPE_CHECKING:
@@ -79,7 +79,13 @@ def agreement_show(
 
 def accrue_cmd(
     ctx: typer.Context,
-    outputs: Annotated[Path, typer.Option(help="CSV/Parquet: output_id, model_id, revenue, currency, occurred_at")],
+    outputs: Annotated[
+        Path,
+        typer.Option(
+            help="CSV/Parquet: output_id, model_id, revenue, currency, occurred_at; optional content: a file "
+            "(relative to this one) holding what the model generated, which statements show"
+        ),
+    ],
     agreement: Annotated[str, typer.Option(help="Agreement id (its newest version)")],
     batch_id: Annotated[str, typer.Option(help="Idempotency id of this batch")],
     run: Annotated[
@@ -107,18 +113,10 @@ def accrue_cmd(
     """Accrue residuals for a batch of outputs: split, carry forward, evidence, one ledger transfer per period.
 
     Scores: a recorded attribution run's (--run), or your own in --attributions marked --external REASON."""
-    from endcredits.cli.files import read_rows
     from endcredits.ledger.accrue import accrue_scored
-    from endcredits.royalties.usage import OutputIn
 
     source = _score_source(run, attributions, external)
-    out_rows = read_rows(outputs, ["output_id", "model_id", "revenue", "currency", "occurred_at"])
-    outs = [
-        OutputIn(
-            r["output_id"], r["model_id"], parse_amount(r["revenue"], r["currency"]), r["currency"], r["occurred_at"]
-        )
-        for r in out_rows
-    ]
+    outs, contents = _read_outputs(outputs)
     per, scores = _read_scores(attributions, outputs, outs) if attributions is not None else (None, None)
     with open_store_of(ctx) as store:
         summary = accrue_scored(
@@ -131,6 +129,7 @@ def accrue_cmd(
             batch_id=batch_id,
             manifest_id=manifest,
             dry_run=dry_run,
+            contents=contents,
         )
     if as_json:
         print_json(summary.to_json())
@@ -143,6 +142,41 @@ def accrue_cmd(
         f" + escrow {format_amount(summary.escrow_microunits, c)} + suspense change "
         f"{format_amount(summary.suspense_delta_microunits, c)}"
     )
+
+
+def _read_outputs(outputs: Path) -> tuple[list[OutputIn], list[tuple[str, bytes]]]:
+    """The outputs file's rows, and the content its ``content`` column names."""
+    from endcredits.cli.files import read_rows
+    from endcredits.royalties.usage import OutputIn
+
+    rows = read_rows(outputs, ["output_id", "model_id", "revenue", "currency", "occurred_at"])
+    outs = [
+        OutputIn(
+            r["output_id"], r["model_id"], parse_amount(r["revenue"], r["currency"]), r["currency"], r["occurred_at"]
+        )
+        for r in rows
+    ]
+    return outs, _read_contents(outputs, rows)
+
+
+def _read_contents(outputs: Path, rows: list[dict[str, str]]) -> list[tuple[str, bytes]]:
+    """The bytes each row's ``content`` names (a path relative to the outputs file); none without the column."""
+    from endcredits.limits import OUTPUT_CONTENT_BYTES_MAX
+
+    contents: list[tuple[str, bytes]] = []
+    for i, r in enumerate(rows):
+        name = r.get("content", "")
+        if not name:
+            continue
+        path = outputs.parent / name
+        if not path.is_file():
+            raise ValidationError(f"{outputs} row {i + 2}: content file {path} does not exist")
+        if path.stat().st_size > OUTPUT_CONTENT_BYTES_MAX:
+            raise LimitExceededError(
+                f"{outputs} row {i + 2}: {path} is over OUTPUT_CONTENT_BYTES_MAX ({OUTPUT_CONTENT_BYTES_MAX} bytes)"
+            )
+        contents.append((r["output_id"], path.read_bytes()))
+    return contents
 
 
 def _score_source(run: str | None, attributions: Path | None, external: str | None) -> ScoreSource:

@@ -58,6 +58,7 @@ from endcredits.money import Split, split_batch
 from endcredits.registry.records import route_columns
 from endcredits.royalties import Agreement, pools_of
 from endcredits.royalties.floors import Floor, floor_top_ups, output_floors
+from endcredits.royalties.output_contents import check_output_contents, record_output_contents
 from endcredits.royalties.records import load_agreement
 from endcredits.royalties.usage import OutputIn, UsageBatch, build_usage
 from endcredits.store.audit import append_audit
@@ -816,6 +817,7 @@ def accrue_scored(
     batch_id: str,
     manifest_id: str | None = None,
     dry_run: bool = False,
+    contents: Sequence[tuple[str, bytes]] = (),
 ) -> AccrualSummary:
     """Accrue outputs with their attribution scores: the one path of ``endcredits accrue``,
     ``POST /api/v1/usage-batches`` and the demo.
@@ -828,7 +830,13 @@ def accrue_scored(
     The agreement is its newest version. The manifest (``manifest_id``, or the model's newest) is read when
     the scores are per work, when the agreement pays a baseline share (spread over the manifest's works by
     volume, so per-payee scores need it too), or when it is named; the batch then covers one model.
+
+    ``contents`` are what the model generated, ``(output id, bytes)`` for outputs of this batch: checked before
+    anything is written and kept (``royalties.output_contents``) once the batch has accrued, so statements show
+    them whatever scored the outputs.
     """
+    if contents:
+        _check_contents(store, outputs, contents)
     with store.read() as conn:
         agreement = load_agreement(conn, agreement_id)
         manifest: ManifestRecord | None
@@ -843,7 +851,19 @@ def accrue_scored(
                 raise ValidationError("external scores need their values, per work or per payee")
             manifest = _manifest_of(conn, outputs, per, agreement, manifest_id)
         usage = build_usage(conn, outputs, scores, agreement, manifest, per=per)
-    return accrue(store, usage, agreement, event_id=batch_id, source=source, dry_run=dry_run)
+    summary = accrue(store, usage, agreement, event_id=batch_id, source=source, dry_run=dry_run)
+    if contents and not dry_run:
+        record_output_contents(store, contents)
+    return summary
+
+
+def _check_contents(store: Store, outputs: Sequence[OutputIn], contents: Sequence[tuple[str, bytes]]) -> None:
+    """Refuse content for an output the batch does not hold, and what ``record_output_contents`` refuses."""
+    ids = {o.output_id for o in outputs}
+    stray = next((oid for oid, _ in contents if oid not in ids), None)
+    if stray is not None:
+        raise ValidationError(f"content is given for output {stray[:200]!r}, which is not in the batch")
+    check_output_contents(store, contents)
 
 
 def _manifest_of(

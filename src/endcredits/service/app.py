@@ -81,6 +81,7 @@ def create_app(
     _routes_system(app)
     _routes_auth(app)
     _routes_usage(app)
+    _routes_outputs(app)
     _routes_registry(app)
     _routes_money(app)
     _routes_unclaimed(app)
@@ -181,6 +182,33 @@ def _routes_auth(app: FastAPI) -> None:
     def me(who: Who, store: StoreDep) -> dict[str, Any]:
         """Contributor: who this session belongs to, and their balances."""
         return person_view(store, contributor_self(who))
+
+
+def _routes_outputs(app: FastAPI) -> None:
+    @app.put(f"{API}/outputs/{{output_id}}/content", status_code=201, tags=["usage"], responses={200: m.AGAIN})
+    async def put_output_content(
+        output_id: IdPath, request: Request, who: Ingest, store: StoreDep, response: Response
+    ) -> dict[str, Any]:
+        """Operator (ingest): keep what the model generated for an output (an image, a text, a tune; any bytes),
+        which statements and the portal then show beside the money it earned. Kept once: the same bytes again
+        are 200 and change nothing; other bytes under the same output id are 409."""
+        from endcredits.royalties.output_contents import output_contents_of, record_output_contents
+
+        content = await request.body()
+        if not content:
+            raise ValidationError("empty body: send the bytes the model generated for this output")
+        (status,) = await run_in_threadpool(record_output_contents, store, [(output_id, content)])
+        if status == "exists":
+            response.status_code = 200
+        with store.read() as conn:
+            kept = output_contents_of(conn, [output_id])[output_id]
+        return {
+            "output_id": output_id,
+            "status": status,
+            "content_sha256": kept.content_sha256,
+            "media_type": kept.media_type,
+            "size_bytes": kept.size_bytes,
+        }
 
 
 def _routes_usage(app: FastAPI) -> None:

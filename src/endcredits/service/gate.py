@@ -34,12 +34,12 @@ Scope = MutableMapping[str, Any]
 
 def body_bytes_max(path: str, who: Principal) -> int:
     """The most bytes a request may send: small for the public (sign-in forms and challenges), 32 MiB
-    for usage batches and blob uploads by a key with the scope to send them, 1 MiB otherwise."""
+    for usage batches, outputs' contents and blob uploads by a key with the scope to send them, 1 MiB
+    otherwise."""
     if who.kind == "public":
         return m.PUBLIC_BODY_BYTES_MAX
-    if (path.startswith(f"{API}/usage-batches") and who.can("ingest")) or (
-        path.startswith(f"{API}/blobs/") and who.can("registry")
-    ):
+    ingest = path.startswith((f"{API}/usage-batches", f"{API}/outputs/"))
+    if (ingest and who.can("ingest")) or (path.startswith(f"{API}/blobs/") and who.can("registry")):
         return m.USAGE_BODY_BYTES_MAX
     return m.BODY_BYTES_MAX
 

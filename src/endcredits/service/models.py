@@ -28,8 +28,8 @@ BODY_BYTES_MAX = 1 << 20
 """Largest request body of an authenticated caller in general (1 MiB)."""
 
 USAGE_BODY_BYTES_MAX = 32 << 20
-"""Largest usage batch or blob upload by a key allowed to send them (32 MiB); larger batches are split
-by the client."""
+"""Largest usage batch, output content or blob upload by a key allowed to send them (32 MiB); larger
+batches are split by the client."""
 
 OUTPUTS_PER_REQUEST_MAX = 10_000
 ATTRIBUTIONS_PER_OUTPUT_MAX = 10_000
