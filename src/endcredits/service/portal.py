@@ -105,6 +105,7 @@ class Portal:
 
 def mount_portal(app: FastAPI) -> None:
     """Add the portal's routes to the API's app (which holds the store in ``app.state.store``)."""
+    from endcredits.service.guild_portal import routes_guild
     from endcredits.service.statements_portal import routes_statements
 
     env = Environment(
@@ -121,6 +122,7 @@ def mount_portal(app: FastAPI) -> None:
     routes_statements(router)
     _routes_escrow(router)
     _routes_operator(router)
+    routes_guild(router)
     app.include_router(router)
 
 
@@ -364,8 +366,8 @@ def _routes_sign_in(router: APIRouter) -> None:
         store = store_of(request)
         with store.read() as conn:
             who = auth.principal_for(conn, f"Bearer {api_key.strip()}")
-        if who.kind not in ("operator", "auditor"):
-            raise AuthError(401, "unauthorized", "paste an operator or auditor API key (eck_...)")
+        if who.kind not in ("operator", "auditor", "guild"):
+            raise AuthError(401, "unauthorized", "paste an operator, auditor or guild API key (eck_...)")
         key_id = who.subject.removeprefix("key:")
         expires = int(dt.datetime.now(dt.UTC).timestamp()) + OPERATOR_SESSION_TTL_S
         with store.write() as conn:
@@ -375,7 +377,7 @@ def _routes_sign_in(router: APIRouter) -> None:
                 who.subject,
                 {"expires_at": format_time(dt.datetime.fromtimestamp(expires, dt.UTC))},
             )
-        response = RedirectResponse(f"{PORTAL}/operator", status_code=303)
+        response = RedirectResponse(f"{PORTAL}/{'guild' if who.kind == 'guild' else 'operator'}", status_code=303)
         _cookie(
             response,
             request,
