@@ -1,4 +1,4 @@
-"""Service load: concurrent clients ingest usage events over HTTP into PostgreSQL.
+"""Service load: concurrent clients ingest usage events over HTTP into PostgreSQL (or SQLite, ``--db``).
 
     python benchmarks/service.py --events 1000000 --clients 8 --json
 
@@ -6,11 +6,13 @@ N usage events (outputs with revenue, each attributed per payee to ``--payees-pe
 ``--payees`` people, half of them verified, so money goes to payable and to escrow accounts) are cut
 into batches of ``--batch-events`` and sent as ``POST /api/v1/usage-batches`` by ``--clients`` threads,
 each with its own HTTP connection, against ``endcredits serve --db postgresql://...`` on a fresh schema
-(one uvicorn process; accrual writers are serialized by the store, so more processes would only queue
-on the same lock). Timed: from the first request to the last answer. Printed: events/s and the p50/p99
+(one uvicorn process, which accrues up to 4 batches side by side on PostgreSQL and queues the rest in
+arrival order). Timed: from the first request to the last answer. Printed: events/s and the p50/p99
 request latency. Then the same batches are accrued in process, one after another, into another fresh
 schema, and every account's balance must equal the service's to the microunit (carry-forward makes the
-final balances independent of the order the batches landed in); ``verify`` must pass on both.
+final balances independent of the order the batches landed in); ``verify`` must pass on both. Last, the
+in-process core rate (``benchmarks/ledger.py``'s path, ``core_rate``) on the same backend, for as many
+line items in batches of the same size.
 
 ``--arrow`` sends each batch as an Arrow IPC stream (``application/vnd.apache.arrow.stream``) instead of
 JSON. A client answered 429 waits the ``Retry-After`` it was given and sends the batch again; the retries
@@ -74,7 +76,7 @@ def _drop(url: str) -> None:
     admin.dispose()
 
 
-def _world(data_dir: Path, url: str, n_payees: int) -> Store:
+def _world(data_dir: Path, url: str | None, n_payees: int) -> Store:
     """The same people (ids 1..n), model and agreement in any fresh store."""
     store = init_store(data_dir, url)
     ag = parse_agreement(AGREEMENT)
@@ -122,23 +124,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _serve(data_dir: Path, url: str) -> tuple[subprocess.Popen[bytes], str]:
+def _serve(data_dir: Path, url: str | None) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "endcredits",
-            "serve",
-            "--data",
-            str(data_dir),
-            "--db",
-            url,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
+        [sys.executable, "-m", "endcredits", "serve", "--data", str(data_dir)]
+        + (["--db", url] if url is not None else [])
+        + ["--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -176,10 +167,17 @@ def _post(http: httpx.Client, url: str, body: dict[str, Any], arrow: bytes | Non
 
 
 def run(
-    n_events: int, clients: int, batch_events: int, n_payees: int, per_event: int, arrow: bool = False
+    n_events: int,
+    clients: int,
+    batch_events: int,
+    n_payees: int,
+    per_event: int,
+    arrow: bool = False,
+    db: str = "postgresql",
 ) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="endcredits-load-"))
-    served_url, local_url = _schema(), _schema()
+    pg = db == "postgresql"
+    served_url, local_url = (_schema(), _schema()) if pg else (None, None)
     batches = _batches(n_events, batch_events, n_payees, per_event, seed=11)
     try:
         store = _world(tmp / "served", served_url, n_payees)
@@ -248,11 +246,15 @@ def run(
         served_ok, local_ok = verify(served).ok, verify(local).ok
         served.dispose()
         local.dispose()
+        core = core_rate(n_events * per_event, db, batch_events * per_event, n_payees)
         return {
+            "db": db,
             "events": n_events,
             "format": "arrow" if arrow else "json",
             "retries_429": retried[0],
             "line_items_per_s": round(n_events * per_event / wall_s),
+            "core_line_items_per_s": core,
+            "served_over_core": round(n_events * per_event / wall_s / core, 3),
             "in_process_line_items_per_s": round(n_events * per_event / local_s),
             "clients": clients,
             "batch_events": batch_events,
@@ -270,8 +272,19 @@ def run(
             "verify_in_process": local_ok,
         }
     finally:
-        _drop(served_url)
-        _drop(local_url)
+        if pg:
+            _drop(str(served_url))
+            _drop(str(local_url))
+
+
+def core_rate(items: int, db: str, batch_items: int, n_payees: int) -> int:
+    """The in-process core rate on the same backend: ``benchmarks/ledger.py``'s path (a ready
+    ``UsageBatch`` straight into ``accrue``, one batch after another) for as many line items, in batches
+    of the same size over as many payees; line items/s."""
+    from ledger import run as ledger_run
+
+    r = ledger_run(items, db, batch_items, payees_n=n_payees, baseline=False, check=False)
+    return int(r["line_items_per_s"])  # type: ignore[call-overload]
 
 
 def _arrow_body(batch: dict[str, Any]) -> bytes:
@@ -345,6 +358,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--arrow", action="store_true", help="send Arrow IPC streams instead of JSON")
     parser.add_argument("--formats", action="store_true", help="JSON vs Arrow ingestion in process, both backends")
+    parser.add_argument("--db", choices=["postgresql", "sqlite"], default="postgresql", help="the served store")
     a = parser.parse_args()
     if a.formats:
         f = formats(a.events, a.batch_events, a.payees, a.payees_per_event)
@@ -352,7 +366,7 @@ def main() -> None:
         if not (f["sqlite_balances_equal"] and f["postgresql_balances_equal"]):
             raise SystemExit(1)
         return
-    r = run(a.events, a.clients, a.batch_events, a.payees, a.payees_per_event, arrow=a.arrow)
+    r = run(a.events, a.clients, a.batch_events, a.payees, a.payees_per_event, arrow=a.arrow, db=a.db)
     if a.json:
         print(json.dumps(r, indent=2))
     else:

@@ -18,7 +18,6 @@ DOCSTRING_LINES_MAX = 25
 LONG_FUNCTIONS: dict[str, int] = {
     "attribution/charlm.py:train_char_lm": 98,
     "interop/croissant.py:plan_croissant": 71,
-    "ledger/accrue.py:_plan_group": 89,
     "ledger/verify.py:verify": 236,
     "manifest/build.py:build_manifest": 85,
     "manifest/records.py:record_training_run": 84,

@@ -56,11 +56,16 @@ FOLD_IDLE_S = 5.0
 """``serve`` folds what is pending once no usage batch has been accrued for this many seconds."""
 
 USAGE_BATCHES_IN_FLIGHT_MAX = 4
-"""Usage batches one service process accrues at once (``create_app``'s default); one more answers 429 with
-``Retry-After`` instead of waiting in an unbounded queue. The writer is serialized, so more only queue."""
+"""Usage batches one service process accrues at once (``create_app``'s default). On PostgreSQL they run
+side by side up to the carries (``ledger.accrue.ACCRUAL_LOCK``); on SQLite one writer takes them in turn."""
+
+USAGE_BATCHES_QUEUED_MAX = 16
+"""Usage batches that wait their turn, in arrival order, behind those in flight; one more answers 429 with
+``Retry-After`` instead of waiting in an unbounded queue."""
 
 USAGE_RETRY_AFTER_S = 1
-"""The ``Retry-After`` of a usage batch refused because the service is busy."""
+"""The ``Retry-After`` of a usage batch refused because the queue is full, until the service has measured
+how fast its queue drains (then the seconds the batches ahead take, at least 1)."""
 
 SQL_PARAMS_PER_STATEMENT_MAX = 30_000
 """Rows are written in chunks so that no statement binds more parameters than the drivers accept."""
@@ -102,7 +107,10 @@ invariant(len(str(AMOUNT_MICROUNITS_MAX)) == AMOUNT_DIGITS_MAX, "AMOUNT_DIGITS_M
 invariant(SUBUNIT_BITS >= 32, "the carry-forward needs at least 32 bits below the microunit")
 invariant(OUTPUTS_PER_BATCH_MAX <= BATCH_SIZE_MAX, "a batch holds at least one line per output")
 invariant(1970 <= TIME_YEAR_MIN < TIME_YEAR_MAX <= 9998, "the time window stays inside datetime's years")
-invariant(USAGE_BATCHES_IN_FLIGHT_MAX >= 1 and USAGE_RETRY_AFTER_S >= 1, "the service admits a usage batch")
+invariant(
+    USAGE_BATCHES_IN_FLIGHT_MAX >= 1 and USAGE_BATCHES_QUEUED_MAX >= 0 and USAGE_RETRY_AFTER_S >= 1,
+    "the service admits a usage batch",
+)
 invariant(FOLD_PENDING_SEGMENTS_MAX >= 1 and FOLD_PENDING_LEGS_MAX >= 2, "a fold needs something pending")
 
 

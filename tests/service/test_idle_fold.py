@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -32,13 +33,17 @@ def test_pending_segments_are_folded_once_no_batch_comes(store: Store) -> None:
     ag = agreement(pool_rate="0.5")
     accrue(store, w.usage([("o1", 10**9, on_time(1), {w.song: 1.0})], ag), ag, event_id="b1", source=EXTERNAL)
     assert _pending_segments(store) == 1
-    admission = Admission(2, 1)
+    admission = Admission(2, 2, 1)
     folder = IdleFolder(store, admission, idle_s=0.2)
-    with admission.admit():  # a batch in flight: nothing is folded however long it takes
-        folder.start()
-        time.sleep(0.6)
-        assert _pending_segments(store) == 1
-        assert admission.idle_s() == 0.0
+
+    async def in_flight() -> None:
+        async with admission.admit():  # a batch in flight: nothing is folded however long it takes
+            folder.start()
+            await asyncio.sleep(0.6)
+            assert _pending_segments(store) == 1
+            assert admission.idle_s() == 0.0
+
+    asyncio.run(in_flight())
     try:
         assert _wait_for(lambda: _pending_segments(store) == 0)
     finally:
@@ -47,4 +52,4 @@ def test_pending_segments_are_folded_once_no_batch_comes(store: Store) -> None:
 
 def test_idle_folding_needs_a_positive_wait(store: Store) -> None:
     with pytest.raises(ValueError, match="idle_s > 0"):
-        IdleFolder(store, Admission(1, 1), idle_s=0)
+        IdleFolder(store, Admission(1, 1, 1), idle_s=0)

@@ -15,7 +15,9 @@ For each (currency, period) group of the batch:
 
 Ledger writes grow with payees touched, not with lines: the lines live in the evidence files. The
 per-payee legs and carries are one columnar segment row; balance and carry rows are written when the
-pending segments are folded (before this batch, when ``FOLD_PENDING_*`` is reached).
+pending segments are folded (before this batch, when ``FOLD_PENDING_*`` is reached). On PostgreSQL
+accruals run side by side up to step 2's carries (checks, split, outputs, routes); from there on they
+take ``ACCRUAL_LOCK`` one after another (docs/concepts/ledger.md, "Concurrent accruals").
 
 Every batch records where its scores came from (``ScoreSource``): a recorded attribution run, read back
 and checked against its record, or the operator's own scores marked external with a reason (invariant 8).
@@ -76,6 +78,9 @@ as a SIGKILL would end it, the N-th time it reaches STEP. Steps, in order within
 tests/service/test_faults.py; costs one string test per group when unset."""
 FAULT_EXIT_STATUS = 77
 _fault_hits: dict[str, int] = {}
+ACCRUAL_LOCK = "ledger:accrual"
+"""The lock (``Store.lock``) accruals take, one after another, to read carries and post: everything before
+it (checks, the split, the outputs' keys, routes) runs beside other accruals on PostgreSQL."""
 
 
 def _fault(step: str) -> None:
@@ -318,29 +323,38 @@ def _insert_outputs(conn: Connection, event_id: str, usage: UsageBatch) -> None:
     """Each output's id and batch: the primary key refuses an output accrued before, so it is never paid
     twice. Its model, time and revenue go to the evidence, on its lines."""
     try:
-        insert_keys(conn, "outputs", "id", usage.output_ids, {"batch_event_id": event_id})
+        # In key order, so two accruals that share outputs meet at the first one, never deadlock.
+        insert_keys(conn, "outputs", "id", sorted(usage.output_ids), {"batch_event_id": event_id})
     except ConflictError:
         raise _OutputsTaken from None
 
 
-def _plan_group(
-    conn: Connection,
-    event_id: str,
-    usage: UsageBatch,
-    agreement: Agreement,
-    currency: str,
-    period: str,
-    carry_overrides: dict[str, int],
-    floors: Mapping[tuple[str, int], Floor],
-    *,
-    write_outputs: bool,
-) -> _Plan:
+@dataclass(frozen=True)
+class _Prepared:
+    """What a group's accrual needs that no other accrual changes: each line's exact part of its output's
+    pool, the sums per payee, the evidence columns and the payees' routes. Built beside other accruals
+    (``Store.write(beside_others=True)``); only the carries and what follows wait for ``ACCRUAL_LOCK``."""
+
+    pools: npt.NDArray[Any]
+    used: npt.NDArray[np.int64]  # the payee codes the lines use
+    payees: list[str]  # their payees
+    split: Split
+    micro_sum: npt.NDArray[Any]
+    sub_sum: npt.NDArray[np.int64]
+    evidence: dict[str, pa.Array]
+    kinds: list[str]
+    holders: list[str]
+
+
+def _prepare_group(
+    conn: Connection, event_id: str, usage: UsageBatch, agreement: Agreement, *, write_outputs: bool
+) -> _Prepared:
     pools = pools_of(usage.revenue_microunits, agreement)
     used = np.flatnonzero(np.bincount(usage.payee_codes, minlength=len(usage.payees)))
     payees = [usage.payees[c] for c in used.tolist()]
     # The split is NumPy work that mostly runs outside the GIL, and the database work below mostly runs
     # inside SQLite or the server: on another thread, the split overlaps writing the outputs (a real
-    # run; the primary key refuses one accrued before) and reading the payees' carries and routes.
+    # run; the primary key refuses one accrued before) and reading the payees' routes.
     done: dict[str, Any] = {}
 
     def split_here() -> None:
@@ -357,24 +371,40 @@ def _plan_group(
     try:
         if write_outputs:
             _insert_outputs(conn, event_id, usage)
-        carry_in = read_carries(conn, currency, payees)
         kinds, holders = route_columns(conn, payees)
     finally:
         splitter.join()
     if "error" in done:
         raise done["error"]
     split, micro_sum, sub_sum = done["split"]
+    return _Prepared(pools, used, payees, split, micro_sum, sub_sum, done.get("evidence", {}), kinds, holders)
+
+
+def _plan_group(
+    conn: Connection,
+    prep: _Prepared,
+    event_id: str,
+    usage: UsageBatch,
+    currency: str,
+    period: str,
+    carry_overrides: dict[str, int],
+    floors: Mapping[tuple[str, int], Floor],
+) -> _Plan:
+    """The group's transfer: its payees' carries as they stand now (the caller holds ``ACCRUAL_LOCK``)
+    added to their sums, whole microunits posted to each route's account, the rest carried."""
+    pools, used, payees, split = prep.pools, prep.used, prep.payees, prep.split
+    carry_in = read_carries(conn, currency, payees)
     top_ups = floor_top_ups(usage, floors, split.microunits, split.subunits) if floors else {}
     pool_total = _pool_total(pools)
     if carry_overrides:  # a dry run's earlier groups, not written
         for i, payee in enumerate(payees):
             if payee in carry_overrides:
                 carry_in[i] = carry_overrides[payee]
-    total_sub = carry_in + sub_sum  # < (lines + 1) * 2^32: fits int64 for any batch within limits
-    posted_each = micro_sum + (total_sub >> SUBUNIT_BITS).astype(micro_sum.dtype)
+    total_sub = carry_in + prep.sub_sum  # < (lines + 1) * 2^32: fits int64 for any batch within limits
+    posted_each = prep.micro_sum + (total_sub >> SUBUNIT_BITS).astype(prep.micro_sum.dtype)
     carry_out = total_sub & (SUBUNITS_PER_MICROUNIT - 1)
     posted_each, floored = _add_top_ups(posted_each, top_ups, usage, used, pool_total)
-    encoded, account_codes, legs = _account_legs(kinds, holders, currency, posted_each)
+    encoded, account_codes, legs = _account_legs(prep.kinds, prep.holders, currency, posted_each)
     names, amounts = list(legs), list(legs.values())
     escrowed = sum(a for name, a in zip(names, amounts) if name.startswith("escrow:"))
     posted = sum(amounts) - escrowed
@@ -408,7 +438,7 @@ def _plan_group(
         posted,
         escrowed,
         suspense_delta,
-        done.get("evidence", {}),
+        prep.evidence,
         floored,
         _floor_lines(group_id, usage, top_ups, line_accounts),
     )
@@ -662,51 +692,40 @@ def _accrue_in(
     normalized: dict[str, str],
 ) -> AccrualSummary | None:
     event_id, agreement = batch.event_id, batch.agreement
-    with store.write() as conn:
+    with store.write(beside_others=not dry_run) as conn:
+        store.lock(conn, f"accrual-batch:{event_id}")  # the same batch twice at once: the second finds the first
         prior = _existing(conn, batch)
         if prior is not None:
             return prior
         model_ids_exist(conn, usage.model_ids)
         floors = output_floors(conn, usage, agreement)  # refuses a floor in another currency: nothing written
-        # The terms that split this money are kept with it (other terms under the same version are refused).
-        save_agreement_terms(conn, agreement)
-        if not dry_run:
-            if fold_due(conn):
-                fold_pending(conn)  # readers read through at most FOLD_PENDING_* and one batch
         if dry_run:  # a real run finds an output accrued before by its primary key when it is written
             _refuse_accrued(conn, usage.output_ids)
-        periods = {t: t[:7] for t in normalized.values()}  # YYYY-MM of each distinct time
-        keys = sorted({(c, periods[t]) for c, t in zip(usage.currencies, usage.occurred_at)})
-        if len(keys) == 1:
-            out_group = np.zeros(len(usage.output_ids), dtype=np.int64)
-        else:
-            group_of = {k: i for i, k in enumerate(keys)}
-            out_group = np.fromiter(
-                (group_of[(c, periods[t])] for c, t in zip(usage.currencies, usage.occurred_at)),
-                dtype=np.int64,
-                count=len(usage.output_ids),
-            )
+        groups = _groups(usage, normalized)
         written: list[Path] = []
         try:
-            for gi, (currency, period) in enumerate(keys):
-                sub = usage.select(np.flatnonzero(out_group == gi))
+            prepared = [_prepare_group(conn, event_id, sub, agreement, write_outputs=not dry_run) for *_, sub in groups]
+            # From here on, one accrual at a time: carries, transfers and audit entries follow each other.
+            store.lock(conn, ACCRUAL_LOCK)
+            # The terms that split this money are kept with it (other terms under the same version are refused).
+            save_agreement_terms(conn, agreement)
+            if not dry_run and fold_due(conn):
+                fold_pending(conn)  # readers read through at most FOLD_PENDING_* and one batch
+            for (currency, period, sub), prep in zip(groups, prepared):
                 overrides = (
                     {
                         p: c
-                        for plan_ in plans
-                        if plan_.currency == currency
-                        for p, c in zip(plan_.carry_payees, plan_.carry_out.tolist())
+                        for q in plans
+                        if q.currency == currency
+                        for p, c in zip(q.carry_payees, q.carry_out.tolist())
                     }
                     if dry_run
                     else {}
                 )
-                plan = _plan_group(
-                    conn, event_id, sub, agreement, currency, period, overrides, floors, write_outputs=not dry_run
-                )
+                plan = _plan_group(conn, prep, event_id, sub, currency, period, overrides, floors)
                 plans.append(plan)
-                if dry_run:
-                    continue
-                _write_group(store, conn, batch, plan, written)
+                if not dry_run:
+                    _write_group(store, conn, batch, plan, written)
             if dry_run:
                 raise _DryRun  # rolls back the accounts a plan may have created
         except _DryRun:
@@ -716,6 +735,21 @@ def _accrue_in(
                 path.unlink(missing_ok=True)
             raise
     return None
+
+
+def _groups(usage: UsageBatch, normalized: dict[str, str]) -> list[tuple[str, str, UsageBatch]]:
+    """The batch cut into its (currency, period) groups, in key order: each one's outputs and lines."""
+    periods = {t: t[:7] for t in normalized.values()}  # YYYY-MM of each distinct time
+    keys = sorted({(c, periods[t]) for c, t in zip(usage.currencies, usage.occurred_at)})
+    if len(keys) == 1:
+        return [(*keys[0], usage)]
+    group_of = {k: i for i, k in enumerate(keys)}
+    out_group = np.fromiter(
+        (group_of[(c, periods[t])] for c, t in zip(usage.currencies, usage.occurred_at)),
+        dtype=np.int64,
+        count=len(usage.output_ids),
+    )
+    return [(c, p, usage.select(np.flatnonzero(out_group == gi))) for gi, (c, p) in enumerate(keys)]
 
 
 def _write_group(store: Store, conn: Connection, batch: _Batch, plan: _Plan, written: list[Path]) -> None:

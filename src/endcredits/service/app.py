@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from endcredits.audit import canonical_json
 from endcredits.errors import NotFoundError, ValidationError
-from endcredits.limits import USAGE_BATCHES_IN_FLIGHT_MAX, USAGE_RETRY_AFTER_S
+from endcredits.limits import USAGE_BATCHES_IN_FLIGHT_MAX, USAGE_BATCHES_QUEUED_MAX, USAGE_RETRY_AFTER_S
 from endcredits.money import format_amount, parse_amount
 from endcredits.service import auth
 from endcredits.service import models as m
@@ -59,10 +59,12 @@ def create_app(
     store: Store,
     *,
     usage_batches_in_flight_max: int = USAGE_BATCHES_IN_FLIGHT_MAX,
+    usage_batches_queued_max: int = USAGE_BATCHES_QUEUED_MAX,
     usage_retry_after_s: int = USAGE_RETRY_AFTER_S,
 ) -> FastAPI:
     """The API around an open, migrated ``store`` (the caller owns and disposes it). At most
-    ``usage_batches_in_flight_max`` usage batches are accrued at once; more answer 429."""
+    ``usage_batches_in_flight_max`` usage batches are accrued at once and ``usage_batches_queued_max``
+    more wait their turn; more answer 429."""
     app = FastAPI(
         title="endcredits",
         version=version("endcredits"),
@@ -75,7 +77,7 @@ def create_app(
     )
     app.state.store = store
     app.state.challenge_budget = challenge_budget()
-    app.state.usage_admission = Admission(usage_batches_in_flight_max, usage_retry_after_s)
+    app.state.usage_admission = Admission(usage_batches_in_flight_max, usage_batches_queued_max, usage_retry_after_s)
     install_error_handlers(app)
     app.add_middleware(Gate)
     _routes_system(app)
@@ -226,7 +228,7 @@ def _routes_usage(app: FastAPI) -> None:
         IPC stream or a Parquet file (usage schema version 1). Idempotent by ``batch_id``: the same batch again
         returns the first result (200) and changes nothing; other content under the same id is 409. Answered
         once the batch is committed; past the service's batches in flight, 429 with ``Retry-After``."""
-        with request.app.state.usage_admission.admit():
+        async with request.app.state.usage_admission.admit():
             body = await request.body()
             kind = request.headers.get("content-type", "")
             status, answer = await run_in_threadpool(ingest_usage, store, body, kind, lambda b: _accrue_batch(store, b))

@@ -1,20 +1,25 @@
 """``POST /api/v1/usage-batches`` in any of its forms: JSON for small batches, an Arrow IPC stream or a
 Parquet file for large ones (``royalties/usage_arrow.py``), behind an admission limit.
 
-At most ``in_flight_max`` batches are accrued at once per process; one more is answered 429 with
-``Retry-After`` at once, never queued. A batch is answered when its transaction has committed, and the
-answer (with the request's SHA-256 and the batch's totals) is kept for ``GET /usage-batches/{id}``.
+At most ``in_flight_max`` batches are accrued at once per process, and up to ``queue_max`` more wait
+their turn in arrival order (``Admission``); past that one more is answered 429 with a ``Retry-After``
+from the measured drain rate. A batch is answered when its transaction has committed, and the answer
+(with the request's SHA-256 and the batch's totals) is kept for ``GET /usage-batches/{id}``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
+import math
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError as PydanticValidationError
@@ -49,42 +54,115 @@ USAGE_BODY_DOC: dict[str, Any] = {
 """The request body's three forms, for the OpenAPI document (the route reads the body itself)."""
 
 
+@dataclass(eq=False)
+class _Ticket:
+    """A batch waiting its turn: woken on its own event loop once a slot is handed to it (``granted``)."""
+
+    loop: asyncio.AbstractEventLoop
+    woken: asyncio.Future[None]
+    granted: bool = False
+
+
 class Admission:
-    """At most ``in_flight_max`` usage batches at once; past it a 429 with ``Retry-After: retry_after_s``."""
+    """Usage batches in arrival order: at most ``in_flight_max`` are accrued at once and up to ``queue_max``
+    more wait their turn, first come first served, so a batch waits for those ahead of it and no longer;
+    past that, 429 with ``Retry-After`` = the seconds the batches ahead take to drain at the rate measured
+    (``retry_after_s`` before any was measured; at least 1). Safe to share between threads and event loops.
 
-    def __init__(self, in_flight_max: int, retry_after_s: int) -> None:
-        if in_flight_max < 1 or retry_after_s < 1:
-            raise ValueError("admission needs in_flight_max >= 1 and retry_after_s >= 1")
-        self.in_flight_max = in_flight_max
-        self.retry_after_s = retry_after_s
-        self._slots = threading.BoundedSemaphore(in_flight_max)
+    The drain rate is measured as the time between two answers while the service stays busy between them
+    (and a batch's own time when it began on an idle service), smoothed over the last few batches."""
+
+    def __init__(
+        self, in_flight_max: int, queue_max: int, retry_after_s: int, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if in_flight_max < 1 or queue_max < 0 or retry_after_s < 1:
+            raise ValueError("admission needs in_flight_max >= 1, queue_max >= 0 and retry_after_s >= 1")
+        self.in_flight_max, self.queue_max, self.retry_after_s = in_flight_max, queue_max, retry_after_s
+        self._clock = clock
         self._lock = threading.Lock()
+        self._waiting: deque[_Ticket] = deque()
         self._in_flight = 0
-        self._last_done_s = time.monotonic()
+        self._last_done_s = clock()
+        self._busy_since_done = False  # whether the service has been busy since the last answer
+        self._drain_s: float | None = None  # smoothed seconds between answers of a busy service
 
-    @contextmanager
-    def admit(self) -> Iterator[None]:
-        if not self._slots.acquire(blocking=False):
-            raise AuthError(
-                429,
-                "busy",
-                f"{self.in_flight_max} usage batches are being accrued: retry in {self.retry_after_s} s",
-                retry_after_s=self.retry_after_s,
-            )
-        with self._lock:
-            self._in_flight += 1
+    @asynccontextmanager
+    async def admit(self) -> AsyncIterator[None]:
+        """Wait for this batch's turn (or raise 429 at once when the queue is full), then hold a slot."""
+        ticket = self._enter()
+        if ticket is not None:
+            try:
+                await ticket.woken
+            except BaseException:  # the client went away while waiting: its turn goes to the next one
+                self._abandon(ticket)
+                raise
+        began = self._clock()
         try:
             yield
         finally:
-            with self._lock:
-                self._in_flight -= 1
-                self._last_done_s = time.monotonic()
-            self._slots.release()
+            self._leave(self._clock() - began)
+
+    def _enter(self) -> _Ticket | None:
+        with self._lock:
+            if self._in_flight < self.in_flight_max and not self._waiting:
+                self._in_flight += 1
+                self._busy_since_done = True
+                return None
+            if len(self._waiting) < self.queue_max:
+                loop = asyncio.get_running_loop()
+                ticket = _Ticket(loop, loop.create_future())
+                self._waiting.append(ticket)
+                return ticket
+            wait_s = self._drain_wait_s()
+        raise AuthError(
+            429,
+            "busy",
+            f"{self.in_flight_max} usage batches are being accrued and {self.queue_max} wait: retry in {wait_s} s",
+            retry_after_s=wait_s,
+        )
+
+    def _drain_wait_s(self) -> int:
+        """Seconds until the batches waiting now have all been taken in, at the measured drain rate."""
+        if self._drain_s is None:
+            return self.retry_after_s
+        return max(1, math.ceil(len(self._waiting) * self._drain_s))
+
+    def _abandon(self, ticket: _Ticket) -> None:
+        with self._lock:
+            if not ticket.granted:
+                self._waiting.remove(ticket)
+                return
+        self._leave(None)  # it was handed a slot as it went away: hand it on
+
+    def _leave(self, held_s: float | None) -> None:
+        with self._lock:
+            now = self._clock()
+            if held_s is not None:
+                sample = now - self._last_done_s if self._busy_since_done else held_s
+                self._drain_s = sample if self._drain_s is None else 0.75 * self._drain_s + 0.25 * sample
+            self._last_done_s = now
+            self._in_flight -= 1
+            while self._waiting and self._in_flight < self.in_flight_max:
+                ticket = self._waiting.popleft()
+                ticket.granted = True
+                self._in_flight += 1
+                ticket.loop.call_soon_threadsafe(_wake, ticket.woken)
+            self._busy_since_done = self._in_flight > 0
+
+    def waiting(self) -> int:
+        """Batches waiting for their turn now."""
+        with self._lock:
+            return len(self._waiting)
 
     def idle_s(self) -> float:
-        """Seconds since the last usage batch was answered; 0 while one is being accrued."""
+        """Seconds since the last usage batch was answered; 0 while one is being accrued or waits."""
         with self._lock:
-            return 0.0 if self._in_flight else time.monotonic() - self._last_done_s
+            return 0.0 if self._in_flight or self._waiting else self._clock() - self._last_done_s
+
+
+def _wake(woken: asyncio.Future[None]) -> None:
+    if not woken.done():  # a waiter cancelled meanwhile hands its slot on itself (``_abandon``)
+        woken.set_result(None)
 
 
 class IdleFolder:
@@ -148,7 +226,8 @@ def ingest_usage(
     if first is not None:
         return 200, first
     data = {**accrue_now(), "request_sha256": request_sha}
-    with store.write() as conn:
+    with store.write(beside_others=True) as conn:  # beside other batches' accruals and answers
+        store.lock(conn, f"usage-answer:{batch_id}")
         record_usage_answer(conn, batch_id, request_sha, data)
     again = _stored(store, batch_id, request_sha)
     if again is None:  # pragma: no cover - written just above

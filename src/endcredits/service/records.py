@@ -28,14 +28,20 @@ def usage_answer(conn: Connection, batch_id: str) -> UsageAnswer | None:
 
 
 def record_usage_answer(conn: Connection, batch_id: str, request_sha256: str, response: dict[str, Any]) -> None:
-    """Keep the answer to a usage batch, unless one is already kept for its id (the first one stays)."""
-    if usage_answer(conn, batch_id) is not None:
-        return
-    conn.execute(
-        usage_requests.insert().values(
-            batch_id=batch_id,
-            request_sha256=request_sha256,
-            response_json=json.dumps(response, sort_keys=True),
-            created_at=utc_now(),
+    """Keep the answer to a usage batch, unless one is already kept for its id (the first one stays), except
+    that the answer of the request that accrued it (``created``) replaces an ``exists`` answer kept by the
+    same request sent again meanwhile, which found the batch committed before the first was answered."""
+    kept = usage_answer(conn, batch_id)
+    body = json.dumps(response, sort_keys=True)
+    if kept is None:
+        conn.execute(
+            usage_requests.insert().values(
+                batch_id=batch_id, request_sha256=request_sha256, response_json=body, created_at=utc_now()
+            )
         )
-    )
+    elif (
+        kept.request_sha256 == request_sha256
+        and kept.response.get("status") == "exists"
+        and response.get("status") == "created"
+    ):
+        conn.execute(usage_requests.update().where(usage_requests.c.batch_id == batch_id).values(response_json=body))

@@ -39,6 +39,7 @@ SQLITE_FILE = "endcredits.sqlite3"
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _PG_WRITE_LOCK = 0x656E6463  # "endc": one writer at a time keeps the audit chain linear
+_PG_NAMED_LOCKS = 0x6E616D65  # "name": the class of ``Store.lock``'s two-key locks (a space of their own)
 
 
 def utc_now() -> str:
@@ -128,14 +129,26 @@ class Store:
         return self.engine.dialect.name
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
-        """One database transaction for a write; writers are serialized so the audit chain stays linear."""
+    def write(self, *, beside_others: bool = False) -> Iterator[Connection]:
+        """One database transaction for a write; writers are serialized so the audit chain stays linear.
+
+        ``beside_others``: on PostgreSQL, a write that may run beside other such writes (it shares the
+        write lock, so no serialized writer runs meanwhile); before it writes anything that needs order
+        (an audit entry, a transfer), it takes ``lock(conn, name)``. On SQLite every writer is serialized."""
         # An execution option belongs to this Connection, unlike conn.info, which stays with the pooled
         # DBAPI connection and would turn later reads into write-locking transactions.
         with self.engine.connect().execution_options(endcredits_write=True) as conn, conn.begin():
             if self.backend == "postgresql":
-                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_WRITE_LOCK})
+                how = "pg_advisory_xact_lock_shared" if beside_others else "pg_advisory_xact_lock"
+                conn.execute(text(f"SELECT {how}(:k)"), {"k": _PG_WRITE_LOCK})
             yield conn
+
+    def lock(self, conn: Connection, name: str) -> None:
+        """Inside a ``write(beside_others=True)`` transaction, wait until no other transaction holds
+        ``name``, and hold it until this one ends (PostgreSQL; on SQLite the transaction already holds the
+        only write lock). Lock names in a fixed order: ``NAME_LOCK_BATCH`` ones before ``ACCRUAL_LOCK``."""
+        if self.backend == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:c, hashtext(:n))"), {"c": _PG_NAMED_LOCKS, "n": name})
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
