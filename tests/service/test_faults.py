@@ -25,6 +25,7 @@ A torn evidence file (bytes flipped in place after the commit) is reported by ``
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -277,15 +278,17 @@ def _body(batch: Batch) -> dict[str, Any]:
 class Server:
     """``endcredits serve`` as a child process, started and killed on demand."""
 
-    def __init__(self, where: list[str]) -> None:
+    def __init__(self, where: list[str], workers: int = 1) -> None:
         self.where = where
         self.port = _free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.workers = workers
 
     def start(self, fault: str = "") -> None:
         env = {**os.environ, "ENDCREDITS_FAULT_AT": fault}
+        at = ["--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "endcredits", "serve", *self.where, "--host", "127.0.0.1", "--port", str(self.port)],
+            [sys.executable, "-m", "endcredits", "serve", *self.where, *at],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -306,7 +309,11 @@ class Server:
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
+            workers = self.worker_pids() if self.workers > 1 else []
             self.proc.send_signal(signal.SIGKILL)
+            for pid in workers:  # the supervisor killed cannot end its workers: they would keep the port
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         if self.proc is not None:
             self.proc.wait(timeout=30)
 
@@ -316,6 +323,19 @@ class Server:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def worker_pids(self) -> list[int]:
+        """The worker processes uvicorn's supervisor runs (spawned children; not its resource tracker)."""
+        assert self.proc is not None
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+        found = []
+        for pid in children:
+            try:
+                if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    found.append(int(pid))
+            except FileNotFoundError:  # it ended meanwhile
+                continue
+        return found
 
 
 def _serve_trial(where: list[str], data_dir: Path, db_url: str | None, batches: list[Batch], seed: int) -> list[str]:
@@ -392,6 +412,88 @@ def test_the_service_killed_while_ingesting_loses_and_duplicates_nothing(
         [sys.executable, "-m", "endcredits", *where, "verify"], check=False, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_workers_killed_while_ingesting_side_by_side_lose_and_duplicate_nothing(
+    template: tuple[Path, list[str], dict[str, Any]], tmp_path: Path, db_url: str | None
+) -> None:
+    """``serve --workers 3`` on PostgreSQL, three clients sending their batches at once, and a worker killed
+    by SIGKILL now and then (the supervisor starts another): every batch accrues exactly once, and the
+    balances and carries equal the serial run's (the batches' order, and so each transfer's legs, differ)."""
+    template_dir, works, baseline = template
+    data_dir = tmp_path / "data"
+    assert _build_world(data_dir, db_url) == works
+    where = ["--data", str(data_dir), "--db", str(db_url)]
+    store = open_store(data_dir, db_url)
+    with store.write() as conn:
+        headers = {"Authorization": f"Bearer {create_api_key(conn, role='operator', scopes=['ingest'], label='w').key}"}
+    batches = _batches(works, 0)
+    server = Server(where, workers=3)
+    server.start()
+    rng = random.Random(SEED * 1_000 + 990)
+    kills: list[int] = []
+    stop = threading.Event()
+
+    def killer() -> None:
+        while not stop.wait(rng.uniform(0.05, 0.6)) and len(kills) < 4:
+            pids = server.worker_pids()
+            if pids:
+                victim = rng.choice(pids)
+                os.kill(victim, signal.SIGKILL)
+                kills.append(victim)
+
+    def client(mine: list[Batch], answers: dict[str, int]) -> None:
+        for batch in mine:
+            for _ in range(60):
+                try:
+                    r = httpx.post(f"{server.url}/usage-batches", json=_body(batch), headers=headers, timeout=60)
+                except httpx.TransportError:
+                    time.sleep(0.2)  # its worker died mid-request: no answer, so it sends the batch again
+                    continue
+                if r.status_code in (429, 502, 503):
+                    time.sleep(0.2)
+                    continue
+                answers[batch.batch_id] = r.status_code
+                break
+
+    answers: dict[str, int] = {}
+    threads = [threading.Thread(target=client, args=(batches[i::3], answers)) for i in range(3)]
+    murderer = threading.Thread(target=killer)
+    try:
+        murderer.start()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=600)
+    finally:
+        stop.set()
+        murderer.join()
+        server.kill()
+    assert kills, "no worker was killed: the trial tested nothing"
+    assert sorted(answers) == sorted(b.batch_id for b in batches) and set(answers.values()) <= {200, 201}, answers
+    got = ledger_snapshot(store)
+    for part in ("balances", "carries", "outputs"):
+        assert got[part] == baseline[part], f"after killing workers {kills}: {part} differ from the serial run"
+    assert sorted(a[0] for a in got["accruals"]) == sorted(a[0] for a in baseline["accruals"])
+    report = verify(store)
+    assert report.ok, report.problems
+    recorded = {store.data_dir / path for _, _, _, path, _ in got["accruals"]}
+    assert set(evidence_files(store)) == recorded, "orphan or partial evidence files"
+    store.dispose()
+
+
+def test_several_workers_need_postgresql(tmp_path: Path) -> None:
+    init_store(tmp_path / "d").dispose()
+    done = subprocess.run(
+        [sys.executable, "-m", "endcredits", "serve", "--data", str(tmp_path / "d"), "--workers", "2"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0 and "several workers need PostgreSQL" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
 
 
 # Torn evidence ------------------------------------------------------------------------------------

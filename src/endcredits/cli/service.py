@@ -58,13 +58,21 @@ def serve_cmd(
             "Behind a proxy elsewhere, name it, or every client counts as the proxy's address.",
         ),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1, max=64, help="Worker processes on the one port (PostgreSQL only); each accrues beside the others."
+        ),
+    ] = 1,
 ) -> None:
     """Serve the REST API (/api/v1, OpenAPI at /openapi.json) until interrupted."""
-    from endcredits.service.server import serve
+    from endcredits.service.server import check_workers, serve
 
     with _store(ctx, data, db) as store:
+        check_workers(store, workers)
         sys.stderr.write(
-            f"endcredits serving {store.backend} store in {store.data_dir} at http://{host}:{port}/api/v1\n"
+            f"endcredits serving {store.backend} store in {store.data_dir} at http://{host}:{port}/api/v1"
+            f"{f' with {workers} workers' if workers > 1 else ''}\n"
         )
         serve(
             store,
@@ -73,6 +81,7 @@ def serve_cmd(
             headers_timeout_s=headers_timeout_s,
             connections_max=connections_max,
             forwarded_allow_ips=forwarded_allow_ips,
+            workers=workers,
         )
 
 
