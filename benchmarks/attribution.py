@@ -44,6 +44,15 @@ matrix, and attribute generated outputs with TRAK (``AttributionSettings().lambd
    score; the works' features, TRAK and Psi precomputed) against seconds to generate the batch (charlm
    ``generate``, GPT-2 ``model.generate`` with its cache, both to 256 characters; a ``--sample-steps``
    DDPM loop for the UNet), medians of ``--repeats`` after a warm-up, at each of ``--batch-sizes``.
+
+Part 6 (``--worker``, alone) is the attribution worker (``ledger.worker.attribute_and_accrue``) on the
+demo's store (``run_demo`` with ``--worker-train-steps``): per ``--worker-batches`` value B, new tunes
+generated (timed), attributed B at a time against every payee with the demo run's settings, recorded as
+a run and accrued in process as one usage batch; outputs/s of the attribution (encode, featurize, score)
+and end to end (recording and accrual too), beside the generation time per output. ``--ray auto`` spreads
+the batches over a local Ray cluster.
+
+    python benchmarks/attribution.py --worker --json
 """
 
 from __future__ import annotations
@@ -57,7 +66,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -468,6 +477,52 @@ def _rung_cost(
     return per_batch
 
 
+# -- 6. the attribution worker: outputs/s through to the ledger -------------------------------------------
+
+
+def worker_throughput(args: argparse.Namespace) -> dict[str, object]:
+    """The demo's store (its character LM, manifest, agreement and recorded run), then per batch size B:
+    ``--worker-outputs`` new tunes generated (timed), attributed B at a time against every payee and
+    accrued in process by ``attribute_and_accrue`` (one usage batch); outputs/s of the attribution and end to
+    end, beside the generation time per output."""
+    from endcredits.attribution.charlm import generate, load_lm
+    from endcredits.attribution.pipeline import checkpoint_path
+    from endcredits.demo import MODEL_ID, priced_outputs, run_demo
+    from endcredits.ledger.verify import verify
+    from endcredits.ledger.worker import attribute_and_accrue
+    from endcredits.store.engine import open_store
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-worker-"))
+    try:
+        demo = run_demo(tmp, None, outputs_n=4, train_steps=args.worker_train_steps, seed=args.seed)
+        store = open_store(tmp, None)
+        lm = load_lm(checkpoint_path(store, MODEL_ID))
+        out: dict[str, object] = {"works": demo.attribution["works"], "k": demo.attribution["k"], "ray": args.ray}
+        for b in args.worker_batches:
+            started = time.perf_counter()
+            texts = generate(lm, n=args.worker_outputs, seed=100 + b, length_max=256)
+            generate_s = time.perf_counter() - started
+            outs = [replace(o, output_id=f"w{b}-{o.output_id}") for o in priced_outputs(MODEL_ID, len(texts), b)]
+            report = attribute_and_accrue(
+                store, str(demo.attribution["run_id"]), outs, [t.encode() for t in texts], agreement_id="abc-demo",
+                batch_id=f"bench-b{b}", batch_outputs=b, usage_outputs=len(outs), ray=args.ray,
+            )  # fmt: skip
+            out[f"B={b}"] = {
+                "outputs": report.outputs,
+                "outputs_per_s": round(report.outputs_per_s(), 2),
+                "outputs_per_s_end_to_end": round(report.outputs / report.total_s, 2),
+                "attribute_ms_per_output": round(report.attribute_s / report.outputs * 1e3, 2),
+                "generate_ms_per_output": round(generate_s / report.outputs * 1e3, 2),
+                "attribute_over_generate": round(report.attribute_s / generate_s, 3),
+                "lines": sum(s.lines for s in report.batches),
+            }
+        out["verify_ok"] = verify(store).ok
+        store.dispose()
+        return out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def run_models(args: argparse.Namespace) -> dict[str, object]:
     """Parts 4 and 5 over ``--models``, each model trained once for both."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-stability-"))
@@ -513,6 +568,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     result: dict[str, object] = {"torch_threads": torch.get_num_threads()}
+    if args.worker:
+        args.worker_batches = [int(b) for b in args.worker_batches.split(",")]
+        result["worker"] = worker_throughput(args)
+        return _write(result, args.json)
     if args.stability or args.cost:
         args.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
         result.update(run_models(args))
@@ -550,6 +609,11 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     """Parts 4 and 5 (``--stability``, ``--cost``): either one runs instead of parts 1-3."""
     parser.add_argument("--stability", action="store_true", help="part 4: payee shares across projection seeds")
     parser.add_argument("--cost", action="store_true", help="part 5: attributing an output against generating it")
+    parser.add_argument("--worker", action="store_true", help="part 6: the attribution worker's outputs/s (alone)")
+    parser.add_argument("--worker-batches", default="1,8,32", help="part 6: outputs featurized together, each value")
+    parser.add_argument("--worker-outputs", type=int, default=64, help="part 6: outputs per batch size")
+    parser.add_argument("--worker-train-steps", type=int, default=100, help="part 6: the demo model's steps")
+    parser.add_argument("--ray", default=None, help="part 6: a Ray cluster address, or auto (a local one)")
     parser.add_argument("--models", default="charlm,gpt2,unet", help="parts 4-5: models, comma-separated")
     parser.add_argument("--model-works", type=int, default=128, help="parts 4-5: training works of each model")
     parser.add_argument("--train-steps", type=int, default=300, help="parts 4-5: training steps of each model")

@@ -267,3 +267,24 @@ def record_scores_run(
         payee_agreement=payee_agreement,
     )
     return record_run(store, run, run_scores)[0]
+
+
+def bound_char_lm(world: World) -> tuple:  # type: ignore[type-arg]
+    """A tiny character LM trained on the World's works (as text), saved where the data directory keeps the
+    model's checkpoint and bound to the World's manifest: (model, manifest)."""
+    from endcredits.attribution.charlm import save_lm, train_char_lm
+    from endcredits.attribution.pipeline import bound_checkpoint, checkpoint_path
+    from endcredits.manifest.records import set_manifest_checkpoint
+    from endcredits.store.blobs import put_blob
+
+    store = world.store
+    texts = ["song bytes", "film bytes", "orphan bytes"]
+    for text in texts:
+        put_blob(store.data_dir, text.encode())
+    path = checkpoint_path(store, "m")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    trained = train_char_lm(texts, seed=0, steps_max=2, time_s_max=30.0, batch_size=2, window=16)
+    save_lm(trained, path)
+    with store.write() as conn:
+        set_manifest_checkpoint(conn, world.manifest.id, trained.checksum())
+    return bound_checkpoint(store, world.manifest.id)

@@ -24,7 +24,7 @@ from endcredits.errors import ConflictError, EvidenceError, LimitExceededError, 
 from endcredits.manifest.records import set_manifest_checkpoint
 from endcredits.store.audit import iter_audit
 from endcredits.store.engine import Store
-from helpers_money import CHECKPOINT_SHA256, World, row_counts
+from helpers_money import CHECKPOINT_SHA256, World, bound_char_lm, row_counts
 
 SETTINGS = AttributionSettings(k=64, seed=7, method="tracin", lambda_=3.0)
 
@@ -172,7 +172,7 @@ def test_attributing_records_the_run_which_a_usage_batch_then_accrues(world: Wor
         from fastapi.testclient import TestClient
 
     store = world.store
-    lm, manifest = _bound_char_lm(world)
+    lm, manifest = bound_char_lm(world)
     settings = AttributionSettings(k=16, chunk_size=2, top_k=2)
     texts_out = [("o1", "song film"), ("o2", "orphan song")]
     outputs = [(o, t.encode()) for o, t in texts_out]
@@ -218,7 +218,7 @@ def test_attributing_through_the_edges_keeps_what_was_scored_and_refuses_other_b
     from endcredits.royalties.payees import attribute_and_keep
 
     store = world.store
-    lm, manifest = _bound_char_lm(world)
+    lm, manifest = bound_char_lm(world)
     settings = AttributionSettings(chunk_size=2, top_k=2)
     outputs = [("o1", b"song film"), ("o2", b"orphan song")]
     att = attribute_and_keep(store, manifest, lm, outputs, settings=settings)
@@ -231,23 +231,3 @@ def test_attributing_through_the_edges_keeps_what_was_scored_and_refuses_other_b
     with pytest.raises(ConflictError, match="output o2 already has other content"):
         attribute_and_keep(store, manifest, lm, [("o2", b"another song")], settings=settings)
     assert row_counts(store) == before  # refused before any run was recorded
-
-
-def _bound_char_lm(world: World) -> tuple:  # type: ignore[type-arg]
-    """A tiny character LM trained on the World's works (as text), saved where the data directory keeps the
-    model's checkpoint and bound to the World's manifest: (model, manifest)."""
-    from endcredits.attribution.charlm import save_lm, train_char_lm
-    from endcredits.attribution.pipeline import bound_checkpoint, checkpoint_path
-    from endcredits.store.blobs import put_blob
-
-    store = world.store
-    texts = ["song bytes", "film bytes", "orphan bytes"]
-    for text in texts:
-        put_blob(store.data_dir, text.encode())
-    path = checkpoint_path(store, "m")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    trained = train_char_lm(texts, seed=0, steps_max=2, time_s_max=30.0, batch_size=2, window=16)
-    save_lm(trained, path)
-    with store.write() as conn:
-        set_manifest_checkpoint(conn, world.manifest.id, trained.checksum())
-    return bound_checkpoint(store, world.manifest.id)

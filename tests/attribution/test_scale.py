@@ -12,9 +12,16 @@ import pytest
 from tiny_tasks import blobs, mlp, state
 
 from endcredits.attribution import CreditMatrix, Featurizer, PayeeIndex, TRAKScorer, classification_task
-from endcredits.attribution.distributed import LocalRunner, RayRunner, attribute_sharded, featurize_sharded, runner_for
+from endcredits.attribution.distributed import (
+    LocalRunner,
+    RayRunner,
+    attribute_batches,
+    attribute_sharded,
+    featurize_sharded,
+    runner_for,
+)
 from endcredits.attribution.featurizer import FeatureSet
-from endcredits.errors import ManifestError
+from endcredits.errors import ManifestError, ValidationError
 
 
 def _featurizer(chunk_size: int = 8) -> Featurizer:
@@ -142,6 +149,18 @@ def test_sharded_attribution_equals_scoring_all_outputs_at_once(single: FeatureS
     np.testing.assert_allclose(scores, per_work @ dense, rtol=1e-6)
 
 
+def test_attributing_in_batches_of_b_outputs_equals_scoring_them_at_once(single: FeatureSet) -> None:
+    index = _payee_index(single)
+    x, y = blobs(21, seed=9)
+    featurizer = _featurizer()
+    at_once = index.score([featurizer.compute((x, y), checkpoint_index=m) for m in range(2)])
+    for b in (1, 5, 64):
+        scores = attribute_batches(featurizer, index, (x, y), batch_outputs=b, runner=LocalRunner())
+        np.testing.assert_allclose(scores, at_once, rtol=1e-5, atol=1e-6 * np.abs(at_once).max())  # float32 rounding
+    with pytest.raises(ValidationError, match="a batch of 0 outputs"):
+        attribute_batches(featurizer, index, (x, y), batch_outputs=0, runner=LocalRunner())
+
+
 def test_no_ray_address_runs_here() -> None:
     assert isinstance(runner_for(None), LocalRunner)
 
@@ -179,6 +198,9 @@ def test_a_two_node_ray_cluster_gives_the_same_bytes_as_one_process(
     local = attribute_sharded(_featurizer(), index, (x, y), runner=LocalRunner(), shard_rows=8)
     remote = attribute_sharded(_featurizer(), index, (x, y), runner=runner, shard_rows=8)
     assert np.array_equal(local, remote)
+    local = attribute_batches(_featurizer(), index, (x, y), batch_outputs=3, runner=LocalRunner())
+    remote = attribute_batches(_featurizer(), index, (x, y), batch_outputs=3, runner=runner)
+    assert np.array_equal(local, remote)  # the attribution worker's batches, spread over both nodes
 
 
 def test_the_demo_models_works_featurize_the_same_on_the_cluster(ray_cluster: str, tmp_path: Path) -> None:

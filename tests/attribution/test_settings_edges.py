@@ -12,18 +12,14 @@ import pytest
 import typer.main
 from typer.testing import CliRunner
 
-from endcredits.attribution.charlm import save_lm, train_char_lm
-from endcredits.attribution.pipeline import checkpoint_path
 from endcredits.attribution.settings import FEATURES, AttributionSettings
 from endcredits.cli import app
 from endcredits.cli.attribution import OPTION_OF
-from endcredits.manifest.records import set_manifest_checkpoint
 from endcredits.service import create_app
 from endcredits.service.auth import create_api_key
 from endcredits.service.models import AttributionIn
-from endcredits.store.blobs import put_blob
 from endcredits.store.engine import Store
-from helpers_money import World
+from helpers_money import World, bound_char_lm
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
@@ -82,15 +78,8 @@ def test_a_cli_setting_out_of_range_is_one_line_naming_the_option_and_writes_not
 @pytest.fixture
 def served(store: Store) -> tuple[TestClient, World, dict[str, str]]:
     world = World(store)  # three works whose bytes are short texts, in a manifest for model m
-    texts = ["song bytes", "film bytes", "orphan bytes"]
-    for text in texts:
-        put_blob(store.data_dir, text.encode())
-    path = checkpoint_path(store, "m")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    trained = train_char_lm(texts, seed=0, steps_max=2, time_s_max=30.0, batch_size=2, window=16)
-    save_lm(trained, path)
+    bound_char_lm(world)
     with store.write() as conn:
-        set_manifest_checkpoint(conn, world.manifest.id, trained.checksum())
         key = create_api_key(conn, role="operator", scopes=["ingest"], label="settings").key
     return TestClient(create_app(store)), world, {"Authorization": f"Bearer {key}"}
 

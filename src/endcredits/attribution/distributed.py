@@ -13,6 +13,8 @@ process (tested on a local two-node Ray cluster).
   size, or by ``Featurizer.featurize``) computes only the rows not recorded.
 - ``attribute_sharded`` featurizes each output with every checkpoint and scores it against every
   payee (``PayeeIndex``), shard by shard; the payee features travel to each worker once.
+  ``attribute_batches`` does the same in batches of exactly B outputs (the attribution worker's batches,
+  ``ledger.worker``).
 """
 
 from __future__ import annotations
@@ -215,8 +217,39 @@ def attribute_sharded(
     progress: Progress | None = None,
 ) -> npt.NDArray[np.float64]:
     """Payee scores float64 ``[outputs, payees]``: each shard of outputs featurized and scored in one task."""
+    bounds = _shard_bounds(batch_size(outputs), shard_rows, featurizer.chunk_size)
+    return _scores_by_bounds(featurizer, index, outputs, bounds, runner, progress)
+
+
+def attribute_batches(
+    featurizer: Featurizer,
+    index: PayeeIndex,
+    outputs: Batch,
+    *,
+    batch_outputs: int,
+    runner: LocalRunner | RayRunner,
+    progress: Progress | None = None,
+) -> npt.NDArray[np.float64]:
+    """Payee scores float64 ``[outputs, payees]``, ``batch_outputs`` outputs featurized and scored together
+    in one task (the last batch may be smaller), one after another here or spread over a Ray cluster."""
     n = batch_size(outputs)
-    bounds = _shard_bounds(n, shard_rows, featurizer.chunk_size)
+    if batch_outputs < 1:
+        raise ValidationError(f"a batch of {batch_outputs} outputs: batches hold at least 1")
+    if -(-n // batch_outputs) > SHARDS_MAX:
+        raise LimitExceededError(f"{n} outputs in batches of {batch_outputs} is over {SHARDS_MAX} batches")
+    bounds = [(s, min(n, s + batch_outputs)) for s in range(0, n, batch_outputs)]
+    return _scores_by_bounds(featurizer, index, outputs, bounds, runner, progress)
+
+
+def _scores_by_bounds(
+    featurizer: Featurizer,
+    index: PayeeIndex,
+    outputs: Batch,
+    bounds: list[tuple[int, int]],
+    runner: LocalRunner | RayRunner,
+    progress: Progress | None,
+) -> npt.NDArray[np.float64]:
+    n = batch_size(outputs)
     out = np.empty((n, index.psi.shape[0]), dtype=np.float64)
     finished = [0]
 
@@ -235,6 +268,7 @@ __all__ = [
     "LocalRunner",
     "RayRunner",
     "Runner",
+    "attribute_batches",
     "attribute_sharded",
     "featurize_sharded",
     "runner_for",

@@ -174,6 +174,11 @@ def _output_bytes(obj: dict[str, Any], base: Path, where: str) -> bytes:
 
 def read_outputs(path: Path) -> list[tuple[str, bytes]]:
     """JSON lines ``{"output_id": ..., "text" | "image_base64" | "path": ...}`` as (id, bytes)."""
+    return [(obj["output_id"], content) for obj, content, _ in read_output_lines(path)]
+
+
+def read_output_lines(path: Path) -> list[tuple[dict[str, Any], bytes, str]]:
+    """Each JSON line of ``path`` with an ``output_id``: (the object, the output's bytes, where it is)."""
     if not path.is_file():
         raise ValidationError(f"no outputs file {path}")
     lines = []
@@ -187,7 +192,7 @@ def read_outputs(path: Path) -> list[tuple[str, bytes]]:
             raise ValidationError(f"{where} is not JSON") from None
         if not isinstance(obj, dict) or not isinstance(obj.get("output_id"), str):
             raise ValidationError(f'{where} is not {{"output_id": ..., "text" | "image_base64" | "path": ...}}')
-        lines.append((obj["output_id"], _output_bytes(obj, path.parent, where)))
+        lines.append((obj, _output_bytes(obj, path.parent, where), where))
     return lines
 
 

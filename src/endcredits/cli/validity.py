@@ -1,4 +1,5 @@
-"""`attribution validate` and `attribution validity`: how well a model's attribution predicts retraining.
+"""`attribution validate` and `attribution validity`: how well a model's attribution predicts retraining
+(and `attribution worker`, from ``cli.worker``).
 
 `validate` retrains the model on random half subsets of its manifest's works through the operator's own
 training function and records the linear datamodeling score with the model; `validity` shows the latest
@@ -29,6 +30,7 @@ from endcredits.cli.attribution import (
     settings_of,
 )
 from endcredits.cli.common import JsonOpt, make_console, open_store_of, print_json, progress_bar
+from endcredits.cli.worker import worker_cmd
 
 if TYPE_CHECKING:
     from endcredits.attribution.validity import TrainFunction
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
 S = AttributionSettings
 attribution_app = typer.Typer(
     no_args_is_help=True,
-    help="Attribution's validity: the LDS of a model's attribution against retraining, measured and shown.",
+    help="Attribution's validity (the LDS of a model's attribution against retraining) and the batched worker.",
 )
 
 
@@ -140,3 +142,6 @@ def validity_cmd(
         f"model {model}: {v.sentence()}; checkpoint {v.checkpoint_sha256[:16]}, manifest {v.manifest_id}, "
         f"{v.method}, measured {v.measured_at}"
     )
+
+
+attribution_app.command("worker")(worker_cmd)

@@ -29,7 +29,7 @@ import copy
 import hashlib
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import Connection, select
 
-from endcredits.attribution.records import binding_problem, load_run, read_run_scores
+from endcredits.attribution.records import AttributionRun, binding_problem, load_run, read_run_scores
 from endcredits.errors import ConflictError, EvidenceError, ManifestError, ValidationError, invariant
 from endcredits.ledger import TransferRequest, account_key
 from endcredits.ledger.evidence import EVIDENCE_SCHEMA, coded, evidence_path, per_payee_table, prepare_evidence
@@ -575,8 +575,11 @@ def line_table(event_id: str, usage: UsageBatch, agreement: Agreement, account_o
     return pa.table([columns[name] for name in EVIDENCE_SCHEMA.names], schema=EVIDENCE_SCHEMA)
 
 
-def _refuse_accrued(conn: Connection, output_ids: list[str]) -> None:
-    dup = select_in(conn, "SELECT id, batch_event_id FROM outputs WHERE id {in}", output_ids)
+def refuse_accrued(conn: Connection, output_ids: list[str], *, unless_in: Collection[str] = ()) -> None:
+    """A one-line ``ConflictError`` naming the first of ``output_ids`` already accrued, and its batch (one of
+    the batches ``unless_in`` excepted: a worker started again finds its own batches)."""
+    rows = select_in(conn, "SELECT id, batch_event_id FROM outputs WHERE id {in}", output_ids)
+    dup = [r for r in rows if r[1] not in unless_in]
     if dup:
         first = min(dup)
         raise ConflictError(f"output {first[0]} was already accrued in batch {first[1]}; it is never paid twice")
@@ -615,7 +618,7 @@ def accrue(
     except _OutputsTaken:
         # Rolled back; say which output, and in which batch it was paid (a lookup only this case needs).
         with store.read() as conn:
-            _refuse_accrued(conn, usage.output_ids)
+            refuse_accrued(conn, usage.output_ids)
         raise ConflictError("an output of this batch was accrued concurrently; nothing was written") from None
     if summary is not None:
         return summary
@@ -700,7 +703,7 @@ def _accrue_in(
         model_ids_exist(conn, usage.model_ids)
         floors = output_floors(conn, usage, agreement)  # refuses a floor in another currency: nothing written
         if dry_run:  # a real run finds an output accrued before by its primary key when it is written
-            _refuse_accrued(conn, usage.output_ids)
+            refuse_accrued(conn, usage.output_ids)
         groups = _groups(usage, normalized)
         written: list[Path] = []
         try:
@@ -913,16 +916,12 @@ def _manifest_of(
     return None
 
 
-def _run_scores(
-    store: Store,
-    conn: Connection,
-    run_id: str,
-    outputs: Sequence[OutputIn],
-    agreement: Agreement,
-    manifest_id: str | None,
-) -> tuple[dict[str, dict[str, float]], Literal["work", "payee"], ManifestRecord]:
-    """The recorded run's scores of ``outputs``, how they are given, and its manifest: refused in one line
-    when the run does not fit the batch or its scores file no longer hashes to its record."""
+def run_of_outputs(
+    conn: Connection, run_id: str, outputs: Sequence[OutputIn], manifest_id: str | None = None
+) -> tuple[AttributionRun, ManifestRecord]:
+    """The recorded run and the manifest (``manifest_id``, or the run's) it must still fit (root, model,
+    bound checkpoint): refused in one line when the run is unknown, does not fit, or an output is of
+    another model than the run scored."""
     run = load_run(conn, run_id)
     other = next((o for o in outputs if o.model_id != run.model_id), None)
     if other is not None:
@@ -934,6 +933,20 @@ def _run_scores(
     problem = binding_problem(run, manifest)
     if problem is not None:
         raise ManifestError(problem)
+    return run, manifest
+
+
+def _run_scores(
+    store: Store,
+    conn: Connection,
+    run_id: str,
+    outputs: Sequence[OutputIn],
+    agreement: Agreement,
+    manifest_id: str | None,
+) -> tuple[dict[str, dict[str, float]], Literal["work", "payee"], ManifestRecord]:
+    """The recorded run's scores of ``outputs``, how they are given, and its manifest: refused in one line
+    when the run does not fit the batch or its scores file no longer hashes to its record."""
+    run, manifest = run_of_outputs(conn, run_id, outputs, manifest_id)
     terms = f"{agreement.id}@{agreement.version}"
     if run.per == "payee" and run.payee_agreement != terms:
         raise ManifestError(

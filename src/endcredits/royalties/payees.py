@@ -6,8 +6,9 @@ statements they pay show what was generated."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -93,6 +94,24 @@ def attribute_manifest_payees(
         payees, credits = credit_matrix(conn, manifest.included, agreement)
     train = featurize_manifest(store, manifest, model, settings=settings, progress=progress)
     scores = attribute_payees(model, train, outputs, credits, settings=settings)
+    return record_payee_run(store, manifest, model, outputs, payees, scores, agreement, settings=settings)
+
+
+def record_payee_run(
+    store: Store,
+    manifest: ManifestRecord,
+    model: AttributionModel,
+    outputs: Sequence[Output],
+    payees: Sequence[str],
+    scores: npt.NDArray[np.float64],
+    agreement: Agreement,
+    *,
+    settings: AttributionSettings,
+    validity: Mapping[str, Any] | None = None,
+) -> PayeeScores:
+    """Record ``scores`` ``[outputs, payees]`` as an attribution run per payee naming the agreement's version
+    (its ``validity`` figure when given), and keep the outputs' contents: what an accrual then names."""
+    ids = [o for o, _ in outputs]
     run_scores = RunScores.of_matrix("payee", ids, payees, scores)
     run = new_run(
         manifest,
@@ -102,6 +121,7 @@ def attribute_manifest_payees(
         weaker=False,
         settings=settings,
         payee_agreement=f"{agreement.id}@{agreement.version}",
+        validity=validity,
     )
     stored, _ = record_run(store, run, run_scores)
     record_output_contents(store, list(outputs))

@@ -145,7 +145,14 @@ def _header(schema: pa.Schema) -> UsageHeader:
 
 def read_usage_stream(data: bytes, content_type: str) -> tuple[UsageHeader, UsageColumns]:
     """The batch in an Arrow IPC stream or a Parquet file (``content_type``): its header and columns."""
-    table = _read_table(data, content_type)
+    return usage_of_table(_read_table(data, content_type))
+
+
+def usage_of_table(table: pa.Table) -> tuple[UsageHeader, UsageColumns]:
+    """The header and columns of a usage table already in memory (the columns of ``USAGE_SCHEMA`` and the
+    header in its schema metadata, as ``write_usage_stream`` puts it): what a stream gives once read, checked
+    the same way, for a producer in this process (the attribution worker) that sends no bytes."""
+    _check_rows(table.num_rows)
     _check_schema(table.schema)
     header = _header(table.schema)
     table = table.combine_chunks()
@@ -183,12 +190,17 @@ def read_usage_stream(data: bytes, content_type: str) -> tuple[UsageHeader, Usag
     )  # fmt: skip
 
 
+def with_header(header: UsageHeader, table: pa.Table) -> pa.Table:
+    """``table`` (the columns of ``USAGE_SCHEMA``) with ``header`` and the schema version in its metadata."""
+    meta = {VERSION_KEY: USAGE_SCHEMA_VERSION}
+    meta |= {f"endcredits.{k}": v for k in HEADER_KEYS if (v := getattr(header, k)) is not None}
+    return table.replace_schema_metadata(meta)
+
+
 def write_usage_stream(header: UsageHeader, table: pa.Table) -> bytes:
     """``table`` (the columns of ``USAGE_SCHEMA``) as an Arrow IPC stream with ``header`` in its metadata:
     what a client sends (used by the tests and the benchmark)."""
-    meta = {VERSION_KEY: USAGE_SCHEMA_VERSION}
-    meta |= {f"endcredits.{k}": v for k in HEADER_KEYS if (v := getattr(header, k)) is not None}
-    table = table.replace_schema_metadata(meta)
+    table = with_header(header, table)
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
