@@ -524,6 +524,23 @@ licence_floors = Table(
     CheckConstraint("amount_microunits > 0", name="amount_positive"),
 )
 
+guild_minimums = Table(
+    "guild_minimums",
+    metadata,
+    # Per accrual group, each (payee, source work, role) whose role weight a guild's minimum raised above
+    # the agreement's (royalties.shares.role_weight_of): the term a statement line cites.
+    Column("id", Key, primary_key=True, autoincrement=True),
+    Column("event_id", Id, nullable=False, index=True),  # the accrual group (accrual_batches.event_id)
+    Column("payee", Id, nullable=False, index=True),
+    Column("source_work", Id, nullable=False),
+    Column("role", Id, nullable=False),
+    Column("issuer", Id, nullable=False),  # guild_terms.issuer
+    Column("terms_version", Integer, nullable=False),  # guild_terms.version
+    Column("weight_min", Integer, nullable=False),  # the guild's minimum, which the lines were weighted by
+    Column("agreement_weight", Integer, nullable=False),  # the lower weight the agreement gave the role
+    CheckConstraint("weight_min > agreement_weight", name="raised"),
+)
+
 # Ledger ------------------------------------------------------------------------------------------
 accounts = Table(
     "accounts",
