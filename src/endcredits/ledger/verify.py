@@ -9,7 +9,8 @@ account that may not go negative is negative; every currency's balances sum to z
 equals the carried fractions (carry rows, then pending segments); every evidence file is intact and its
 lines add up to its batch's pool exactly; replaying the evidence in posting order reproduces every
 accrual's legs and, at the end, every payee's carried fraction; every guild minimum a statement cites is
-what a stored version of those guild terms sets; payout clearing equals the pending items; and the chain
+what a stored version of those guild terms sets; payout clearing equals the pending items; every training
+fee transfer's legs are what its fee rows add up to; and the chain
 from each accrual to its scores: its attribution run is recorded, still fits its manifest (root, model,
 bound checkpoint), its scores file hashes to what it recorded, and it scored every output the accrual
 paid. Accruals on external scores are listed with their reasons, as such (not a problem).
@@ -38,6 +39,7 @@ from endcredits.ledger.floors import floor_line_count, floor_lines_of
 from endcredits.ledger.guild_minimums import minimum_line_count, minimum_lines_of
 from endcredits.ledger.records import carried_fractions, derived_balances
 from endcredits.ledger.segments import fold_watermark, pending_deltas, raw_segment_sha256, read_segment, segment_ids
+from endcredits.ledger.training_fees import fee_lines
 from endcredits.limits import SUBUNIT_BITS, SUBUNITS_PER_MICROUNIT
 from endcredits.manifest.records import load_manifest
 from endcredits.registry.roles import canonical_role
@@ -302,7 +304,7 @@ def verify(store: Store) -> VerifyReport:  # noqa: C901 - one pass over many ind
                 break
         report.checked["evidence_files"] = n_files
 
-        _check_payout_clearing(conn, derived, report)
+        _check_transfers_beside_accruals(conn, derived, report)
         report.checked["outputs"] = int(conn.execute(select(func.count()).select_from(outputs)).scalar_one())
         _check_score_sources(conn, store, report)
     return report
@@ -367,6 +369,36 @@ def _check_guild_minimums(conn: Connection, event_ids: list[str], p: list[str]) 
             )
             break
     return len(lines)
+
+
+def _check_training_fees(conn: Connection, p: list[str]) -> int:
+    """Every training fee transfer's legs (but the pool's) are what its rows add up to per account, and every
+    row belongs to such a transfer; returns how many transfers were checked."""
+    posted: dict[str, dict[str, int]] = {}
+    q = (
+        select(transfers.c.event_id, accounts.c.key, legs.c.amount_microunits)
+        .join(legs, legs.c.transfer_id == transfers.c.id)
+        .join(accounts, accounts.c.id == legs.c.account_id)
+        .where(transfers.c.code == "training_fee")
+    )
+    for event_id, key, amount in conn.execute(q):
+        if not key.startswith("pool:"):
+            posted.setdefault(event_id, {})[key] = int(amount)
+    kept: dict[str, dict[str, int]] = {}
+    for x in fee_lines(conn):
+        per = kept.setdefault(x.event_id, {})
+        per[x.account] = per.get(x.account, 0) + x.amount_microunits
+    for event_id in sorted(set(posted) | set(kept)):
+        if posted.get(event_id) != kept.get(event_id):
+            p.append(f"training fee {event_id}: its legs differ from what its fee rows add up to")
+            break
+    return len(posted)
+
+
+def _check_transfers_beside_accruals(conn: Connection, derived: dict[str, int], report: VerifyReport) -> None:
+    """The transfers no evidence file explains: payout clearing, and training fees against their rows."""
+    _check_payout_clearing(conn, derived, report)
+    report.checked["training_fees"] = _check_training_fees(conn, report.problems)
 
 
 def _check_payout_clearing(conn: Connection, derived: dict[str, int], report: VerifyReport) -> None:

@@ -33,6 +33,8 @@ from endcredits.ledger.evidence_lines import LineSource
 from endcredits.ledger.floors import floor_lines_of
 from endcredits.ledger.guild_minimums import minimum_lines_of
 from endcredits.ledger.records import accrued_by_account
+from endcredits.ledger.training_fees import TRANSFER_CODE as TRAINING_FEE
+from endcredits.ledger.training_fees import fee_lines
 from endcredits.limits import SUBUNITS_PER_MICROUNIT
 from endcredits.money import format_amount
 from endcredits.registry.records import get_person
@@ -330,9 +332,11 @@ def build_statement(store: Store, person_id: int, period: str, currency: str) ->
                 total += amount
     during = [(t, _source_columns(src, runs), e) for p, t, _full, _m, _a, e, src in collected if p == period]
     with store.read() as conn:
-        floors = _floor_table(conn, payees, currency, period, runs)
+        floors = pa.concat_tables(
+            [_floor_table(conn, payees, currency, period, runs), _fee_table(conn, payees, currency, period)]
+        )
         cited = _guild_terms(conn, payees, [e for _t, _s, e in during])
-    floored = sum(floors["amount_microunits"].to_pylist())  # whole microunits: no carry changes
+    floored = sum(floors["amount_microunits"].to_pylist())  # whole microunits (floors, training fees): no carry
     total, accrued = total + floored * SUBUNITS_PER_MICROUNIT, accrued + floored
     lines = _line_table(during, floors, cited)
     for e in explained.values():
@@ -510,6 +514,31 @@ def _floor_table(
             {**vars(x), "amount_subunits": 0, **sources[x.event_id], "licence_term": cited,
              "licence_source": term.source if term is not None else "", "guild_term": ""}
         )  # fmt: skip
+    return _as_lines(rows)
+
+
+def _fee_table(conn: Connection, payees: list[str], currency: str, period: str) -> pa.Table:
+    """The training fees (``ledger.training_fees``) owed these payees in ``period``, as ``LINE_TABLE_COLUMNS``:
+    one line per part, its output id ``training:MANIFEST``, citing the licence term it applied."""
+    wanted = set(payees)
+    lines = [x for x in fee_lines(conn) if x.payee in wanted and x.event_id.endswith(f"/{currency}/{period}")]
+    terms = dict(terms_for(conn, {x.work_id for x in lines}))
+    no_scores = {"scores_run_id": "", "scores_method": "", "scores_external_reason": ""}
+    rows = []
+    for x in lines:
+        term = terms.get(x.term_id)
+        price = f"{format_amount(term.amount_microunits, term.currency)} {term.currency}" if term else ""
+        rows.append(
+            {**vars(x), "output_id": f"training:{x.manifest_id}", "attributed_work": x.work_id, "amount_subunits": 0,
+             **no_scores, "guild_term": "", "licence_source": term.source if term is not None else "",
+             "licence_term": f"training: {price} per training use, manifest {x.manifest_id} (licence term {x.term_id})"
+             if term is not None else f"licence term {x.term_id} (not stored here)"}
+        )  # fmt: skip
+    return _as_lines(rows)
+
+
+def _as_lines(rows: list[dict[str, Any]]) -> pa.Table:
+    """Rows of line dicts as a table of ``LINE_TABLE_COLUMNS`` (amounts int64, text strings)."""
     types = {name: pa.int64() if name.startswith("amount") else pa.string() for name in LINE_TABLE_COLUMNS}
     return pa.table({name: pa.array([r[name] for r in rows], types[name]) for name in LINE_TABLE_COLUMNS})
 
@@ -549,7 +578,8 @@ def _ledger_accrued(conn: Connection, payees: list[str], currency: str, period: 
     keys = [f"escrow:{p}:{currency}" for p in payees] + [
         f"payable:{p}:{currency}" for p in payees if p.startswith("person:")
     ]
-    return sum(accrued_by_account(conn, currency=currency, period=period, keys=keys).values())
+    codes = ("accrual", TRAINING_FEE)
+    return sum(accrued_by_account(conn, currency=currency, period=period, keys=keys, codes=codes).values())
 
 
 def _subunits_by_payee(table: pa.Table) -> dict[str, int]:

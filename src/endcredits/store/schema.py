@@ -541,6 +541,26 @@ guild_minimums = Table(
     CheckConstraint("weight_min > agreement_weight", name="raised"),
 )
 
+training_fees = Table(
+    "training_fees",
+    metadata,
+    # What a manifest's training run owed under licence terms of payment type "training"
+    # (royalties.training_fees): one row per payee part, posted in the transfer ``event_id``.
+    Column("id", Key, primary_key=True, autoincrement=True),
+    Column("event_id", Id, nullable=False, index=True),  # the training_fee transfer
+    Column("manifest_id", Id, nullable=False, index=True),
+    Column("model_id", Id, nullable=False),
+    Column("occurred_at", Time, nullable=False),  # when the fee was posted
+    Column("work_id", Id, nullable=False),
+    Column("source_work", Id, nullable=False),
+    Column("payee", Id, nullable=False, index=True),
+    Column("role", Id, nullable=False),
+    Column("account", Id, nullable=False),
+    Column("term_id", Key, nullable=False),  # licence_terms.id
+    Column("amount_microunits", Amount, nullable=False),
+    CheckConstraint("amount_microunits > 0", name="amount_positive"),
+)
+
 # Ledger ------------------------------------------------------------------------------------------
 accounts = Table(
     "accounts",
