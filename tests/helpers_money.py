@@ -5,6 +5,7 @@ Only plain functions live here; fixtures live in each directory's ``conftest.py`
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from collections.abc import Sequence
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 
 from endcredits.ledger.accrue import ScoreSource
 from endcredits.ledger.evidence import read_evidence
@@ -20,8 +21,8 @@ from endcredits.ledger.records import account_balances, carried_fractions, deriv
 from endcredits.registry.records import add_person, verify_person
 from endcredits.royalties import Agreement, parse_agreement
 from endcredits.royalties.usage import UsageBatch
-from endcredits.store.engine import Store
-from endcredits.store.schema import accrual_batches, metadata, outputs, transfers
+from endcredits.store.engine import Store, format_time
+from endcredits.store.schema import accrual_batches, credentials, metadata, outputs, transfers
 
 EXTERNAL = ScoreSource.external("test weights")
 """The source of the tests' hand-made batches: scores of their own, marked external."""
@@ -99,6 +100,21 @@ def people(store: Store, *handles: str, verified: bool = True, iban: str | None 
             for pid in ids:
                 verify_person(conn, pid, verified_by="test-guild")
     return ids
+
+
+def guild_member(conn: Connection, person: int, issuer: str) -> None:
+    """Attach a valid credential from ``issuer`` to ``person``: a member of that guild (the proof is not kept)."""
+    conn.execute(
+        credentials.insert().values(
+            person_id=person,
+            credential_id=f"urn:uuid:{issuer}:{person}",
+            issuer=issuer,
+            subject=f"did:example:{person}",
+            valid_until=format_time(dt.datetime(2030, 1, 1, tzinfo=dt.UTC)),
+            credential_json="{}",
+            added_at=format_time(dt.datetime(2025, 1, 1, tzinfo=dt.UTC)),
+        )
+    )
 
 
 def row_counts(store: Store) -> dict[str, int]:

@@ -25,7 +25,6 @@ LONG_FUNCTIONS: dict[str, int] = {
     "registry/identity/persons.py:refresh_verification": 72,
     "registry/records.py:add_credits": 85,
     "registry/records.py:graph_rows": 91,
-    "royalties/usage.py:build_usage": 74,
     "service/app.py:_routes_consent": 71,
     "service/app.py:_routes_money": 77,
     "service/app.py:_routes_payouts": 92,

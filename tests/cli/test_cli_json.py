@@ -178,3 +178,27 @@ def test_ledger_balances_exits_1_when_a_currency_does_not_conserve(tmp_path: Pat
         == w["accrued"]["pool_microunits"]
     )
     assert "EUR NOT CONSERVED" in cli.run("ledger", "balances", code=1)
+
+
+def test_training_fees_are_posted_once_and_conserve(tmp_path: Path, db_url: str | None) -> None:
+    import datetime as dt
+
+    from endcredits.consent.terms import LicenceTerm, add_terms
+
+    cli = Cli(tmp_path / "data", db_url)
+    w = _world(cli, tmp_path)
+    store = open_store(tmp_path / "data", db_url)
+    try:
+        with store.write() as conn:
+            start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+            term = LicenceTerm(w["works"][0], "training", 25_000_000, "EUR", ("commercial",), "rsl", start, None, True)
+            add_terms(conn, [term])
+    finally:
+        store.dispose()
+    manifest = w["manifest"]["manifest_id"]
+    first = cli.json("ledger", "training-fees", "--manifest", manifest, "--agreement", "json")
+    assert (first["status"], first["total_microunits"], first["works"]) == ("created", 25_000_000, 1)
+    again = cli.json("ledger", "training-fees", "--manifest", manifest, "--agreement", "json")
+    assert (again["status"], again["total_microunits"]) == ("exists", 25_000_000)
+    assert cli.json("ledger", "balances")["conserved"] is True
+    assert cli.json("verify")["ok"] is True

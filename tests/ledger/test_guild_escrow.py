@@ -17,9 +17,8 @@ from endcredits.ledger.records import balance_totals
 from endcredits.ledger.verify import verify
 from endcredits.registry.identity.trusted import distrust_issuer, trust_issuer
 from endcredits.royalties import Agreement, parse_agreement
-from endcredits.store.engine import Store, format_time
-from endcredits.store.schema import credentials
-from helpers_money import EXTERNAL, World, agreement_text, balances, on_time, people
+from endcredits.store.engine import Store
+from helpers_money import EXTERNAL, World, agreement_text, balances, guild_member, on_time, people
 
 GUILD = "did:web:guild.example"
 FUND = "actors-fund"
@@ -52,17 +51,7 @@ def guild_terms(period_days: int, fund: str | None) -> str:
 
 
 def member(conn: Connection, person: int) -> None:
-    conn.execute(
-        credentials.insert().values(
-            person_id=person,
-            credential_id=f"urn:uuid:{person}",
-            issuer=GUILD,
-            subject=f"did:example:{person}",
-            valid_until=format_time(dt.datetime(2030, 1, 1, tzinfo=dt.UTC)),
-            credential_json="{}",
-            added_at=format_time(dt.datetime(2025, 1, 1, tzinfo=dt.UTC)),
-        )
-    )
+    guild_member(conn, person, GUILD)
 
 
 @pytest.fixture

@@ -505,6 +505,30 @@ def escrow_release_work(
         make_console().print(f"work {work_id[:16]}: released {released} to {len(r.parts)} accounts")
 
 
+@ledger_app.command("training-fees")
+def ledger_training_fees(
+    ctx: typer.Context,
+    manifest: Annotated[str, typer.Option(help="Manifest id: the training run that used the works")],
+    agreement: Annotated[str, typer.Option(help="Agreement id (its newest version divides each fee)")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Post the licence fees per training use a manifest owes (RSL payment type "training"), once."""
+    from endcredits.ledger.training_fees import owe_training_fees
+    from endcredits.royalties.records import load_agreement
+
+    with open_store_of(ctx) as store:
+        with store.read() as conn:
+            a = load_agreement(conn, agreement)
+        r = owe_training_fees(store, manifest, a)
+    if as_json:
+        print_json(r.to_json())
+    else:
+        owed = format_amount(r.total_microunits, r.currency)
+        make_console().print(
+            f"manifest {manifest}: {r.status}; {owed} {r.currency} for {r.works} works, {r.lines} lines"
+        )
+
+
 @ledger_app.command("fold")
 def ledger_fold(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Fold the pending accrual segments into the account and carry rows now (it changes no balance;

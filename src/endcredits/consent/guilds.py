@@ -16,7 +16,9 @@ only the people holding a valid credential from it (``registry.identity.members`
 version, stored and never edited; loading the newest body again changes nothing. Where terms conflict the
 one that protects the member more wins: a notAllowed over an allowed (``consent.rules.decide``), the longer
 escrow period (``ledger.expiry``), the higher role weight. So a new version may not shorten the escrow
-period of the one before, nor drop it. Parsing is pure; ``load_guild_terms`` and the readers are storage.
+period of the one before, nor drop it. A member's minimum role weights reach accrual through
+``role_minimums`` (``royalties.usage.load_credit_graph``). Parsing is pure; ``load_guild_terms`` and the
+readers are storage.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from sqlalchemy import Connection, select
 from endcredits.consent.rules import DECISIONS, SOURCE_LENGTH_MAX, USES, GuildDefault
 from endcredits.errors import ConflictError, ValidationError
 from endcredits.limits import WEIGHT_MAX
+from endcredits.registry.identity.members import issuers_of_people
 from endcredits.registry.identity.trusted import check_trusted, trusted_issuer_ids
 from endcredits.registry.roles import canonical_role, check_role, split_role
 from endcredits.store.audit import append_audit
@@ -235,6 +238,28 @@ def consent_defaults(conn: Connection, at: datetime) -> dict[str, tuple[GuildDef
     return {i: t.defaults() for i, t in guild_terms_in_force(conn, at).items() if t.consent}
 
 
+def role_minimums(
+    conn: Connection, person_ids: Iterable[int], at: datetime
+) -> dict[int, dict[tuple[str, str], GuildTerms]]:
+    """Per person of ``person_ids`` who is a member of a trusted guild whose terms in force at ``at`` set
+    ``[role_weights_min]``: per canonical role, the terms giving the highest minimum (ties: the issuer id
+    first in order). Reads no membership when no guild sets a minimum."""
+    setting = {i: t for i, t in guild_terms_in_force(conn, at).items() if t.role_weights_min}
+    if not setting:
+        return {}
+    out: dict[int, dict[tuple[str, str], GuildTerms]] = {}
+    for person, issuers in issuers_of_people(conn, person_ids).items():
+        best: dict[tuple[str, str], GuildTerms] = {}
+        for terms in (setting[i] for i in issuers if i in setting):  # sorted: the first of equal minimums stays
+            for role, weight in terms.role_weights_min:
+                held = best.get(role)
+                if held is None or weight > dict(held.role_weights_min)[role]:
+                    best[role] = terms
+        if best:
+            out[person] = best
+    return out
+
+
 def escrow_policies(conn: Connection) -> dict[str, GuildTerms]:
     """Per trusted issuer whose newest terms set an escrow period: those terms."""
     return {i: t for i, t in guild_terms_in_force(conn).items() if t.escrow_period_days is not None}
@@ -250,4 +275,5 @@ __all__ = [
     "guild_terms_versions",
     "load_guild_terms",
     "parse_guild_terms",
+    "role_minimums",
 ]

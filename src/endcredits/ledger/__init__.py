@@ -43,6 +43,7 @@ _KINDS = frozenset(ACCOUNT_KINDS)
 
 TRANSFER_CODES = (
     "accrual",  # a batch of residuals: pool -> payees, escrow, suspense
+    "training_fee",  # a manifest's licence fees per training use: pool -> payees, escrow (ledger.training_fees)
     "escrow_claim",  # escrow -> payable when a name or person is claimed and verified
     "escrow_expiry",  # escrow -> fund once the agreement's escrow period has passed (ledger.expiry)
     "fund_claim",  # fund -> payable when money a fund holds for a name or person is claimed

@@ -47,6 +47,7 @@ from endcredits.ledger.evidence import EVIDENCE_SCHEMA, coded, evidence_path, pe
 from endcredits.ledger.expiry import save_agreement_terms
 from endcredits.ledger.floors import FloorLine, record_floor_lines
 from endcredits.ledger.folding import fold_due
+from endcredits.ledger.guild_minimums import group_minimum_lines, record_minimum_lines
 from endcredits.ledger.records import fold_pending, post_accrual, read_carries
 from endcredits.limits import (
     EXTERNAL_REASON_CHARS_MAX,
@@ -790,6 +791,7 @@ def _write_group(store: Store, conn: Connection, batch: _Batch, plan: _Plan, wri
                 at=at,
             )
             record_floor_lines(conn, plan.floor_lines)
+        record_minimum_lines(conn, group_minimum_lines(plan.event_id, plan.usage, agreement))
         _fault("posted")
     finally:
         writer.join()

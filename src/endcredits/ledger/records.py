@@ -406,16 +406,22 @@ def balance_totals(conn: Connection) -> dict[str, BalanceTotals]:
 
 
 def accrued_by_account(
-    conn: Connection, *, currency: str | None = None, period: str | None = None, keys: Collection[str] | None = None
+    conn: Connection,
+    *,
+    currency: str | None = None,
+    period: str | None = None,
+    keys: Collection[str] | None = None,
+    codes: tuple[str, ...] = ("accrual",),
 ) -> dict[str, int]:
-    """What accrual transfers credited or debited per account key (of one currency and period, and only
-    ``keys``, when given), whether their legs are rows or a segment."""
+    """What accrual transfers (or the transfers of ``codes``, each with an event id ending ``/CCY/YYYY-MM``)
+    credited or debited per account key (of one currency and period, and only ``keys``, when given), whether
+    their legs are rows or a segment."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     if period is not None and currency is None:
         raise ValidationError("a period is one currency's: give the currency with it")
-    q = select(transfers.c.id, transfers.c.event_id).where(transfers.c.code == "accrual")
+    q = select(transfers.c.id, transfers.c.event_id).where(transfers.c.code.in_(codes))
     if currency:
         q = q.where(transfers.c.currency == currency)
     suffix = f"/{currency}/{period}" if period else ""  # an accrual's event id is BATCH/CCY/YYYY-MM

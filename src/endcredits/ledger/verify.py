@@ -8,10 +8,12 @@ balance row plus what pending segments add equals the sum of its legs (rows and 
 account that may not go negative is negative; every currency's balances sum to zero; suspense
 equals the carried fractions (carry rows, then pending segments); every evidence file is intact and its
 lines add up to its batch's pool exactly; replaying the evidence in posting order reproduces every
-accrual's legs and, at the end, every payee's carried fraction; payout clearing equals the pending items;
-and the chain from each accrual to its scores: its attribution run is recorded, still fits its manifest
-(root, model, bound checkpoint), its scores file hashes to what it recorded, and it scored every output
-the accrual paid. Accruals on external scores are listed with their reasons, as such (not a problem).
+accrual's legs and, at the end, every payee's carried fraction; every guild minimum a statement cites is
+what a stored version of those guild terms sets; payout clearing equals the pending items; every training
+fee transfer's legs are what its fee rows add up to; and the chain
+from each accrual to its scores: its attribution run is recorded, still fits its manifest (root, model,
+bound checkpoint), its scores file hashes to what it recorded, and it scored every output the accrual
+paid. Accruals on external scores are listed with their reasons, as such (not a problem).
 """
 
 from __future__ import annotations
@@ -27,16 +29,20 @@ from sqlalchemy import Connection, func, select, text
 
 from endcredits.attribution.records import AttributionRun, binding_problem, read_run_scores, run_count, runs_by_id
 from endcredits.audit import verify_chain
+from endcredits.consent.guilds import guild_terms_versions
 from endcredits.consent.terms import terms_for
 from endcredits.errors import EvidenceError, LedgerError, NotFoundError
 from endcredits.ledger import NEGATIVE_ALLOWED_KINDS, TransferRequest
 from endcredits.ledger.evidence import kept_per_payee, payee_rows, read_evidence
 from endcredits.ledger.evidence_lines import LineSource
 from endcredits.ledger.floors import floor_line_count, floor_lines_of
+from endcredits.ledger.guild_minimums import minimum_line_count, minimum_lines_of
 from endcredits.ledger.records import carried_fractions, derived_balances
 from endcredits.ledger.segments import fold_watermark, pending_deltas, raw_segment_sha256, read_segment, segment_ids
+from endcredits.ledger.training_fees import fee_lines
 from endcredits.limits import SUBUNIT_BITS, SUBUNITS_PER_MICROUNIT
 from endcredits.manifest.records import load_manifest
+from endcredits.registry.roles import canonical_role
 from endcredits.royalties import Agreement, pools_of
 from endcredits.royalties.records import load_agreement
 from endcredits.store.audit import iter_audit
@@ -223,7 +229,7 @@ def verify(store: Store) -> VerifyReport:  # noqa: C901 - one pass over many ind
             .order_by(transfers.c.id.is_(None), transfers.c.id, accrual_batches.c.created_at)
         ).all()
         replayed_all, lines = True, LineSource(store, conn)
-        floors = _floor_legs(conn, [b.event_id for b in batches], p)
+        floors = _group_rows(conn, [b.event_id for b in batches], report)
         agreement_of: dict[tuple[str, int], Agreement | None] = {}
         for b in batches:
             n_files += 1
@@ -298,7 +304,7 @@ def verify(store: Store) -> VerifyReport:  # noqa: C901 - one pass over many ind
                 break
         report.checked["evidence_files"] = n_files
 
-        _check_payout_clearing(conn, derived, report)
+        _check_transfers_beside_accruals(conn, derived, report)
         report.checked["outputs"] = int(conn.execute(select(func.count()).select_from(outputs)).scalar_one())
         _check_score_sources(conn, store, report)
     return report
@@ -317,6 +323,13 @@ def _check_transfers(
             p.append(f"transfer {t.event_id} has no matching audit entry")
 
 
+def _group_rows(conn: Connection, event_ids: list[str], report: VerifyReport) -> dict[str, dict[str, int]]:
+    """The rows kept beside the accrual groups ``event_ids``, checked: the licence floors' legs per group
+    (``_floor_legs``), and the guild minimums their statements cite."""
+    report.checked["guild_minimums"] = _check_guild_minimums(conn, event_ids, report.problems)
+    return _floor_legs(conn, event_ids, report.problems)
+
+
 def _floor_legs(conn: Connection, event_ids: list[str], p: list[str]) -> dict[str, dict[str, int]]:
     """Per accrual group, what its licence floor lines add to each account; a line whose licence term is not
     stored, or that belongs to no accrual group, is a problem."""
@@ -332,6 +345,60 @@ def _floor_legs(conn: Connection, event_ids: list[str], p: list[str]) -> dict[st
         per = out.setdefault(x.event_id, {})
         per[x.account] = per.get(x.account, 0) + x.amount_microunits
     return out
+
+
+def _check_guild_minimums(conn: Connection, event_ids: list[str], p: list[str]) -> int:
+    """Every guild minimum a statement cites belongs to an accrual group and is what the stored version of
+    those guild terms sets for the role (else a problem); returns how many rows were checked."""
+    lines = minimum_lines_of(conn, event_ids)
+    if len(lines) != minimum_line_count(conn):
+        p.append("guild minimum rows belong to no accrual group: they cite terms no accrual applied")
+    versions: dict[str, dict[int, dict[str, int]]] = {}
+    for x in lines:
+        if x.issuer not in versions:
+            versions[x.issuer] = {
+                t.version: {f"{s}:{c}": w for (s, c), w in t.role_weights_min}
+                for t in guild_terms_versions(conn, x.issuer)
+            }
+        scheme, _, code = x.role.partition(":")
+        role = ":".join(canonical_role(scheme, code))
+        if versions[x.issuer].get(x.terms_version, {}).get(role) != x.weight_min:
+            p.append(
+                f"accrual {x.event_id} cites guild terms of {x.issuer} v{x.terms_version} as a minimum weight "
+                f"{x.weight_min} for {x.role}, which no stored version of those terms sets"
+            )
+            break
+    return len(lines)
+
+
+def _check_training_fees(conn: Connection, p: list[str]) -> int:
+    """Every training fee transfer's legs (but the pool's) are what its rows add up to per account, and every
+    row belongs to such a transfer; returns how many transfers were checked."""
+    posted: dict[str, dict[str, int]] = {}
+    q = (
+        select(transfers.c.event_id, accounts.c.key, legs.c.amount_microunits)
+        .join(legs, legs.c.transfer_id == transfers.c.id)
+        .join(accounts, accounts.c.id == legs.c.account_id)
+        .where(transfers.c.code == "training_fee")
+    )
+    for event_id, key, amount in conn.execute(q):
+        if not key.startswith("pool:"):
+            posted.setdefault(event_id, {})[key] = int(amount)
+    kept: dict[str, dict[str, int]] = {}
+    for x in fee_lines(conn):
+        per = kept.setdefault(x.event_id, {})
+        per[x.account] = per.get(x.account, 0) + x.amount_microunits
+    for event_id in sorted(set(posted) | set(kept)):
+        if posted.get(event_id) != kept.get(event_id):
+            p.append(f"training fee {event_id}: its legs differ from what its fee rows add up to")
+            break
+    return len(posted)
+
+
+def _check_transfers_beside_accruals(conn: Connection, derived: dict[str, int], report: VerifyReport) -> None:
+    """The transfers no evidence file explains: payout clearing, and training fees against their rows."""
+    _check_payout_clearing(conn, derived, report)
+    report.checked["training_fees"] = _check_training_fees(conn, report.problems)
 
 
 def _check_payout_clearing(conn: Connection, derived: dict[str, int], report: VerifyReport) -> None:

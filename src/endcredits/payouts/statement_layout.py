@@ -215,6 +215,7 @@ class WorkPart:
     credited_as: tuple[str, ...]
     amount_subunits: int
     licence_terms: tuple[str, ...] = ()  # the licence floors that raised it (payment type, amount, term id)
+    guild_terms: tuple[str, ...] = ()  # the guild minimum role weights that raised the person's weight
 
 
 @dataclass(frozen=True)
@@ -285,13 +286,13 @@ def _work_parts(st: Statement, output_ids: list[str]) -> dict[str, list[WorkPart
     """Per output of ``output_ids``: the person's works behind it, largest first."""
     t = st.line_table.filter(pc.is_in(st.line_table["output_id"], value_set=pa.array(output_ids, pa.string())))
     acc: dict[str, dict[str, dict[str, Any]]] = {}
-    for (oid, work, attributed, role, payee, term), amount, _n in subunit_sums(
-        _with_work(t), ["output_id", "work", "attributed_work", "role", "payee", "licence_term"]
+    for (oid, work, attributed, role, payee, term, guild), amount, _n in subunit_sums(
+        _with_work(t), ["output_id", "work", "attributed_work", "role", "payee", "licence_term", "guild_term"]
     ):
-        empty: dict[str, Any] = {"via": set(), "roles": set(), "as": set(), "amount": 0, "terms": set()}
+        empty: dict[str, Any] = {"via": set(), "roles": set(), "as": set(), "amount": 0, "terms": set(), "guild": set()}
         p = acc.setdefault(oid, {}).setdefault(work, empty)
-        if term:
-            p["terms"].add(term)
+        p["terms"] |= {term} - {""}
+        p["guild"] |= {guild} - {""}
         if attributed and attributed != work:
             p["via"].add(st.titles.get(attributed) or attributed[:12])
         p["roles"].add(role)
@@ -307,6 +308,7 @@ def _work_parts(st: Statement, output_ids: list[str]) -> dict[str, list[WorkPart
                 tuple(sorted(p["as"])),
                 p["amount"],
                 tuple(sorted(p["terms"])),
+                tuple(sorted(p["guild"])),
             )
             for w, p in sorted(parts.items(), key=lambda kv: (-kv[1]["amount"], kv[0]))
         ]

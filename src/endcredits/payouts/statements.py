@@ -5,7 +5,8 @@ amount (whole microunits plus a fraction in 2^-32 of a microunit), read from the
 The statement reconciles exactly: fraction carried in + the lines == posted + fraction carried out.
 Lines reach the person through their own payee id and through every credited name they claimed. Each
 line names where its scores came from: the attribution run (its id and method; ``score_sources`` holds
-what made it) or the reason the operator gave for external scores.
+what made it) or the reason the operator gave for external scores, and, where a guild's minimum role weight
+raised the person's weight above the agreement's, which guild term applied (``guild_term``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,10 @@ from endcredits.errors import NotFoundError
 from endcredits.ledger.evidence import kept_per_payee, payee_rows, read_evidence
 from endcredits.ledger.evidence_lines import LineSource
 from endcredits.ledger.floors import floor_lines_of
+from endcredits.ledger.guild_minimums import minimum_lines_of
 from endcredits.ledger.records import accrued_by_account
+from endcredits.ledger.training_fees import TRANSFER_CODE as TRAINING_FEE
+from endcredits.ledger.training_fees import fee_lines
 from endcredits.limits import SUBUNITS_PER_MICROUNIT
 from endcredits.money import format_amount
 from endcredits.registry.records import get_person
@@ -57,6 +61,7 @@ STATEMENT_COLUMNS = (
     "scores_external_reason",
     "licence_term",
     "licence_source",
+    "guild_term",
     "output_top_works",
 )
 TOP_WORKS_PER_OUTPUT = 5
@@ -176,11 +181,12 @@ def _person_payees(conn: Connection, person_id: int) -> tuple[list[str], dict[st
 
 def _collect(
     store: Store, conn: Connection, payees: list[str], currency: str, period: str
-) -> list[tuple[str, pa.Table, pa.Table | None, pa.Table | None, str, tuple[str | None, str | None]]]:
+) -> list[tuple[str, pa.Table, pa.Table | None, pa.Table | None, str, str, tuple[str | None, str | None]]]:
     """(period, lines of these payees, every payee's lines of their outputs and the batch's money rows when
-    the batch is of ``period``, agreement, (run id, external reason)) for every accrual batch, in the order
-    the ledger posted them. Evidence kept per payee gives its lines re-derived for ``period``'s batches; for
-    the others only their sums per payee count, and its rows per output and payee give them."""
+    the batch is of ``period``, agreement, group event id, (run id, external reason)) for every accrual
+    batch, in the order the ledger posted them. Evidence kept per payee gives its lines re-derived for
+    ``period``'s batches; for the others only their sums per payee count, and its rows per output and payee
+    give them."""
     q = (
         select(accrual_batches)
         .join(transfers, transfers.c.event_id == accrual_batches.c.transfer_event_id)
@@ -200,7 +206,7 @@ def _collect(
             mine = full.filter(pc.is_in(full["payee"].cast(pa.string()), value_set=wanted))
         terms = f"{r.agreement_id}@{r.agreement_version}"
         pools = money if r.period == period else None
-        found.append((r.period, mine, full, pools, terms, (r.scores_run_id, r.scores_external_reason)))
+        found.append((r.period, mine, full, pools, terms, r.event_id, (r.scores_run_id, r.scores_external_reason)))
     return found
 
 
@@ -304,7 +310,7 @@ def build_statement(store: Store, person_id: int, period: str, currency: str) ->
         runs = runs_by_id(conn, {src[0] for p, *_, src in collected if p == period and src[0] is not None})
         validity = latest_validities(conn, {run.model_id for run in runs.values()})
         explained = _explain(
-            [(full, a, _source_label(src, runs)) for _p, _t, full, _m, a, src in collected if full is not None],
+            [(full, a, _source_label(src, runs)) for _p, _t, full, _m, a, _e, src in collected if full is not None],
             period_outputs,
         )
         rules = _rules(conn, {e["agreement"] for e in explained.values()})
@@ -324,12 +330,15 @@ def build_statement(store: Store, person_id: int, period: str, currency: str) ->
                 carried_out += after % SUBUNITS_PER_MICROUNIT
                 accrued += after // SUBUNITS_PER_MICROUNIT - before // SUBUNITS_PER_MICROUNIT
                 total += amount
-    during = [(t, _source_columns(src, runs)) for p, t, _full, _m, _a, src in collected if p == period]
+    during = [(t, _source_columns(src, runs), e) for p, t, _full, _m, _a, e, src in collected if p == period]
     with store.read() as conn:
-        floors = _floor_table(conn, payees, currency, period, runs)
-    floored = sum(floors["amount_microunits"].to_pylist())  # whole microunits: no carry changes
+        floors = pa.concat_tables(
+            [_floor_table(conn, payees, currency, period, runs), _fee_table(conn, payees, currency, period)]
+        )
+        cited = _guild_terms(conn, payees, [e for _t, _s, e in during])
+    floored = sum(floors["amount_microunits"].to_pylist())  # whole microunits (floors, training fees): no carry
     total, accrued = total + floored * SUBUNITS_PER_MICROUNIT, accrued + floored
-    lines = _line_table(during, floors)
+    lines = _line_table(during, floors, cited)
     for e in explained.values():
         for w in e["top_works"]:
             sub = int(w["amount_subunits"])
@@ -427,15 +436,42 @@ LINE_TABLE_COLUMNS = (
     "scores_external_reason",
     "licence_term",
     "licence_source",
+    "guild_term",
 )
 _LINE_ORDER = ["occurred_at", "output_id", "attributed_work", "source_work", "role"]
 
 
-def _line_table(during: list[tuple[pa.Table, dict[str, str]]], floors: pa.Table) -> pa.Table:
-    """Every line of the period's batches with its scores source, then the licence floors' lines, text as
-    strings, in time order (then output, attributed work, source work and role)."""
+def _guild_terms(
+    conn: Connection, payees: list[str], event_ids: list[str]
+) -> dict[str, dict[tuple[str, str, str], str]]:
+    """Per accrual group, per (payee, source work, role) of these payees whose role weight a guild minimum
+    raised: the term, in the statement's words (``ledger.guild_minimums``)."""
+    wanted = set(payees)
+    out: dict[str, dict[tuple[str, str, str], str]] = {}
+    for x in minimum_lines_of(conn, event_ids):
+        if x.payee in wanted:
+            out.setdefault(x.event_id, {})[(x.payee, x.source_work, x.role)] = x.label
+    return out
+
+
+def _guild_column(t: pa.Table, cited: dict[tuple[str, str, str], str]) -> pa.Array:
+    """Each line's guild term (empty where none raised its weight)."""
+    if not cited:
+        return pa.array([""] * t.num_rows, pa.string())
+    keys = zip(*(t[c].cast(pa.string()).to_pylist() for c in ("payee", "source_work", "role")), strict=True)
+    return pa.array([cited.get(k, "") for k in keys], pa.string())
+
+
+def _line_table(
+    during: list[tuple[pa.Table, dict[str, str], str]],
+    floors: pa.Table,
+    cited: dict[str, dict[tuple[str, str, str], str]],
+) -> pa.Table:
+    """Every line of the period's batches with its scores source and the guild term that raised its weight,
+    then the licence floors' lines, text as strings, in time order (then output, attributed work, source
+    work and role)."""
     parts = [floors] if floors.num_rows else []
-    for t, source in during:
+    for t, source, event_id in during:
         columns = {
             name: t[name].cast(pa.string()) if pa.types.is_dictionary(t[name].type) else t[name]
             for name in LINE_TABLE_COLUMNS
@@ -443,6 +479,7 @@ def _line_table(during: list[tuple[pa.Table, dict[str, str]]], floors: pa.Table)
         }
         columns.update({k: pa.array([v] * t.num_rows, pa.string()) for k, v in source.items()})
         columns.update({k: pa.array([""] * t.num_rows, pa.string()) for k in ("licence_term", "licence_source")})
+        columns["guild_term"] = _guild_column(t, cited.get(event_id, {}))
         parts.append(pa.table([columns[name] for name in LINE_TABLE_COLUMNS], names=list(LINE_TABLE_COLUMNS)))
     if not parts:
         empty = [pa.array([], pa.int64() if name.startswith("amount") else pa.string()) for name in LINE_TABLE_COLUMNS]
@@ -475,8 +512,33 @@ def _floor_table(
         )
         rows.append(
             {**vars(x), "amount_subunits": 0, **sources[x.event_id], "licence_term": cited,
-             "licence_source": term.source if term is not None else ""}
+             "licence_source": term.source if term is not None else "", "guild_term": ""}
         )  # fmt: skip
+    return _as_lines(rows)
+
+
+def _fee_table(conn: Connection, payees: list[str], currency: str, period: str) -> pa.Table:
+    """The training fees (``ledger.training_fees``) owed these payees in ``period``, as ``LINE_TABLE_COLUMNS``:
+    one line per part, its output id ``training:MANIFEST``, citing the licence term it applied."""
+    wanted = set(payees)
+    lines = [x for x in fee_lines(conn) if x.payee in wanted and x.event_id.endswith(f"/{currency}/{period}")]
+    terms = dict(terms_for(conn, {x.work_id for x in lines}))
+    no_scores = {"scores_run_id": "", "scores_method": "", "scores_external_reason": ""}
+    rows = []
+    for x in lines:
+        term = terms.get(x.term_id)
+        price = f"{format_amount(term.amount_microunits, term.currency)} {term.currency}" if term else ""
+        rows.append(
+            {**vars(x), "output_id": f"training:{x.manifest_id}", "attributed_work": x.work_id, "amount_subunits": 0,
+             **no_scores, "guild_term": "", "licence_source": term.source if term is not None else "",
+             "licence_term": f"training: {price} per training use, manifest {x.manifest_id} (licence term {x.term_id})"
+             if term is not None else f"licence term {x.term_id} (not stored here)"}
+        )  # fmt: skip
+    return _as_lines(rows)
+
+
+def _as_lines(rows: list[dict[str, Any]]) -> pa.Table:
+    """Rows of line dicts as a table of ``LINE_TABLE_COLUMNS`` (amounts int64, text strings)."""
     types = {name: pa.int64() if name.startswith("amount") else pa.string() for name in LINE_TABLE_COLUMNS}
     return pa.table({name: pa.array([r[name] for r in rows], types[name]) for name in LINE_TABLE_COLUMNS})
 
@@ -506,6 +568,7 @@ def _line_dicts(table: pa.Table, labels: dict[str, str], titles: dict[str, str],
                 "scores_external_reason": row["scores_external_reason"],
                 "licence_term": row["licence_term"],
                 "licence_source": row["licence_source"],
+                "guild_term": row["guild_term"],
             }
         )
     return lines
@@ -515,7 +578,8 @@ def _ledger_accrued(conn: Connection, payees: list[str], currency: str, period: 
     keys = [f"escrow:{p}:{currency}" for p in payees] + [
         f"payable:{p}:{currency}" for p in payees if p.startswith("person:")
     ]
-    return sum(accrued_by_account(conn, currency=currency, period=period, keys=keys).values())
+    codes = ("accrual", TRAINING_FEE)
+    return sum(accrued_by_account(conn, currency=currency, period=period, keys=keys, codes=codes).values())
 
 
 def _subunits_by_payee(table: pa.Table) -> dict[str, int]:

@@ -6,7 +6,9 @@ A work's residual is divided in one step, as exact fractions:
    of the agreement's ``lineage_pass_through`` when the edge states none; that part is divided among the
    parent's own payees the same way, recursively (a DAG; depth bounded by ``LINEAGE_DEPTH_MAX``).
 2. The rest is the work's direct share. Its rights holder receives ``rights_holder_share`` of it and the
-   credited people and names the remainder, in proportion to role weight x credit weight. With no
+   credited people and names the remainder, in proportion to role weight x credit weight. A credit that
+   carries its guild's minimum for the role (``GuildMinimum``, a member's inherited term) takes the higher
+   of the agreement's role weight and that minimum: the term that protects the member more. With no
    rights holder the credits take all; with no credits the rights holder takes all; with neither it is
    held for the work itself (``work:<id>``, in escrow) until someone is credited.
 
@@ -36,10 +38,37 @@ UNCLAIMED_WORK_ROLE = "endcredits:unclaimed_work"
 
 
 @dataclass(frozen=True)
+class GuildMinimum:
+    """The least role weight guild ``issuer``'s terms (``version``) let an agreement give its member in ``role``."""
+
+    issuer: str
+    version: int
+    role: str  # "scheme:code"
+    weight: int
+
+    @property
+    def label(self) -> str:
+        """How a statement line cites it: ``guild minimum weight ebu:actor=5 (guild terms of ISSUER v2)``."""
+        return f"guild minimum weight {self.role}={self.weight} (guild terms of {self.issuer} v{self.version})"
+
+
+@dataclass(frozen=True)
 class CreditEntry:
     payee: str  # "person:ID" or "name:ID"
     role: str  # "scheme:code"
     weight: int
+    guild_minimum: GuildMinimum | None = None  # the payee's guild's least weight for the role, when a member
+
+
+def role_weight_of(entry: CreditEntry, agreement: Agreement) -> tuple[int, GuildMinimum | None]:
+    """The role weight ``entry`` is paid by, and the guild term that set it when that term raised it above
+    the agreement's (the higher weight protects the member more; a tie is the agreement's)."""
+    scheme, _, code = entry.role.partition(":")
+    weight = agreement.role_weight(scheme, code)
+    floor = entry.guild_minimum
+    if floor is not None and floor.weight > weight:
+        return floor.weight, floor
+    return weight, None
 
 
 @dataclass(frozen=True)
@@ -72,10 +101,7 @@ def _direct(work_id: str, portion: Fraction, graph: CreditGraph, agreement: Agre
             out.append(PayeeShare(holder, work_id, RIGHTS_HOLDER_ROLE, holder_portion))
         credit_portion = portion - holder_portion
     if credits and credit_portion:
-        weights = []
-        for c in credits:
-            scheme, _, code = c.role.partition(":")
-            weights.append(agreement.role_weight(scheme, code) * c.weight)
+        weights = [role_weight_of(c, agreement)[0] * c.weight for c in credits]
         total = sum(weights)
         for c, w in zip(credits, weights):
             out.append(PayeeShare(c.payee, work_id, c.role, credit_portion * w / total))
@@ -121,6 +147,18 @@ def work_shares(
     if memo is not None:
         memo[work_id] = result
     return result
+
+
+def guild_minimums_applied(graph: CreditGraph, agreement: Agreement) -> dict[tuple[str, str, str], GuildMinimum]:
+    """Per (payee, work, role) of ``graph``'s credits: the guild minimum that raised its role weight above the
+    agreement's. What statements cite for the lines of that credit."""
+    out: dict[tuple[str, str, str], GuildMinimum] = {}
+    for work, entries in graph.credits.items():
+        for c in entries:
+            applied = role_weight_of(c, agreement)[1] if c.guild_minimum is not None else None
+            if applied is not None:
+                out[(c.payee, work, c.role)] = applied
+    return out
 
 
 def pool_of(revenue_microunits: int, agreement: Agreement) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
@@ -18,18 +19,22 @@ import numpy.typing as npt
 from sqlalchemy import Connection
 
 from endcredits.audit import canonical_json
+from endcredits.consent.guilds import guild_terms_in_force, role_minimums
 from endcredits.errors import EvidenceError, LimitExceededError, ManifestError, ValidationError
 from endcredits.limits import BATCH_SIZE_MAX, OUTPUTS_PER_BATCH_MAX, REVENUE_PER_OUTPUT_MICROUNITS_MAX, check_ids
 from endcredits.manifest.records import ManifestRecord
 from endcredits.money import check_currency
-from endcredits.registry.records import graph_rows
+from endcredits.registry.records import graph_rows, route_columns
+from endcredits.registry.roles import canonical_role
 from endcredits.royalties.agreement import Agreement
 from endcredits.royalties.shares import (
     CreditEntry,
     CreditGraph,
+    GuildMinimum,
     OutputLines,
     PayeeShare,
     attribution_weights,
+    guild_minimums_applied,
     output_lines,
     payee_lines,
     payee_volumes,
@@ -66,6 +71,10 @@ class UsageBatch:
     shares: dict[str, list[PayeeShare]] | None = field(default=None, compare=False)
     """Per attributed work, the exact payee shares its lines were made from (``build_usage`` per work): what
     the evidence keeps so that the lines re-derive without the registry as it is later. Not content."""
+    guild_minimums: dict[tuple[str, str, str], GuildMinimum] = field(default_factory=dict, compare=False)
+    """Per (payee, source work, role): the guild minimum weight that raised that credit's role weight above the
+    agreement's (``shares.guild_minimums_applied``); the accrual keeps it with the lines it paid. Not content:
+    the raised weights are in the lines."""
 
     def __post_init__(self) -> None:
         n = len(self.output_ids)
@@ -175,6 +184,7 @@ class UsageBatch:
             roles=self.roles,
             role_codes=self.role_codes[line_idx],
             shares=self.shares,
+            guild_minimums=self.guild_minimums,
         )
 
 
@@ -187,11 +197,16 @@ class OutputIn:
     occurred_at: str
 
 
-def load_credit_graph(conn: Connection, work_ids: Sequence[str]) -> CreditGraph:
+def load_credit_graph(conn: Connection, work_ids: Sequence[str], at: datetime | None = None) -> CreditGraph:
+    """Credits, rights holders and lineage of ``work_ids`` and their ancestors; each credit of a guild member
+    carries the minimum weight for its role that the member's guild terms in force at ``at`` (default: now)
+    set (``consent.guilds.role_minimums``), which ``work_shares`` applies where it is the higher weight."""
     rows = graph_rows(conn, work_ids)
+    minimums = _guild_minimums(conn, sorted({payee for _, payee, _, _ in rows.credits}), at)
     credits: dict[str, list[CreditEntry]] = {}
     for work, payee, role, weight in rows.credits:
-        credits.setdefault(work, []).append(CreditEntry(payee, role, weight))
+        floor = minimums.get(payee, {}).get(canonical_role(*role.partition(":")[::2]))
+        credits.setdefault(work, []).append(CreditEntry(payee, role, weight, floor))
     parents: dict[str, list[tuple[str, Any]]] = {}
     for work, parent, share in rows.parents:
         parents.setdefault(work, []).append((parent, share))
@@ -200,6 +215,27 @@ def load_credit_graph(conn: Connection, work_ids: Sequence[str]) -> CreditGraph:
     for p in parents.values():
         p.sort(key=lambda x: x[0])
     return CreditGraph(credits=credits, rights_holders=dict(rows.rights_holders), parents=parents)
+
+
+def _guild_minimums(
+    conn: Connection, payees: list[str], at: datetime | None
+) -> dict[str, dict[tuple[str, str], GuildMinimum]]:
+    """Per payee that is a guild member (a person, or a name a member claimed): per canonical role, the
+    guild minimum weight that applies to them."""
+    at = at or datetime.now(UTC)
+    if not payees or not any(t.role_weights_min for t in guild_terms_in_force(conn, at).values()):
+        return {}  # no guild sets a minimum: no membership is read
+    holders = dict(zip(payees, route_columns(conn, payees)[1]))
+    person_of = {p: int(h.removeprefix("person:")) for p, h in holders.items() if h.startswith("person:")}
+    terms_of = role_minimums(conn, person_of.values(), at)
+    out: dict[str, dict[tuple[str, str], GuildMinimum]] = {}
+    for payee, person in person_of.items():
+        for (scheme, code), terms in terms_of.get(person, {}).items():
+            weight = dict(terms.role_weights_min)[(scheme, code)]
+            out.setdefault(payee, {})[(scheme, code)] = GuildMinimum(
+                terms.issuer, terms.version, f"{scheme}:{code}", weight
+            )
+    return out
 
 
 def _check_against_manifest(
@@ -253,16 +289,7 @@ def build_usage(
         raise ManifestError("attribution per work needs the model's manifest")
     if manifest is not None:
         _check_against_manifest(outputs_in, scores, manifest, per=per)
-    baseline = usage_baseline(conn, agreement, manifest, per)
-    per_output: list[dict[str, int]] = []
-    for o in outputs_in:
-        weights_in = attribution_weights(scores.get(o.output_id, {}), agreement, baseline, output_id=o.output_id)
-        if not weights_in and per == "work" and baseline:
-            # No score was positive (weights are exact): every work in the manifest shares the pool evenly.
-            weights_in = {w: 1 for w in baseline}
-        if not weights_in:
-            raise ValidationError(f"output {o.output_id} has no positive attribution: nobody to pay")
-        per_output.append(weights_in)
+    per_output = _output_weights(outputs_in, scores, agreement, usage_baseline(conn, agreement, manifest, per), per)
     # Credits and lineage of every work any output pays, so each work's share reaches its people.
     needed = sorted({w for weights_in in per_output for w in weights_in}) if per == "work" else []
     graph = load_credit_graph(conn, needed) if per == "work" and shares is None else CreditGraph()
@@ -308,7 +335,28 @@ def build_usage(
         roles=list(codes["role"]),
         role_codes=np.asarray(role_c, dtype=np.int64),
         shares={w: memo[w] for w in needed if w in memo},
+        guild_minimums=guild_minimums_applied(graph, agreement),
     )
+
+
+def _output_weights(
+    outputs_in: Sequence[OutputIn],
+    scores: Mapping[str, Mapping[str, float]],
+    agreement: Agreement,
+    baseline: list[str] | dict[str, Fraction],
+    per: str,
+) -> list[dict[str, int]]:
+    """Each output's integer attribution weights (``attribution_weights``); refused for an output with none."""
+    per_output: list[dict[str, int]] = []
+    for o in outputs_in:
+        weights_in = attribution_weights(scores.get(o.output_id, {}), agreement, baseline, output_id=o.output_id)
+        if not weights_in and per == "work" and baseline:
+            # No score was positive (weights are exact): every work in the manifest shares the pool evenly.
+            weights_in = {w: 1 for w in baseline}
+        if not weights_in:
+            raise ValidationError(f"output {o.output_id} has no positive attribution: nobody to pay")
+        per_output.append(weights_in)
+    return per_output
 
 
 def _recorded_shares(shares: Mapping[str, list[PayeeShare]], needed: list[str]) -> dict[str, list[PayeeShare]]:

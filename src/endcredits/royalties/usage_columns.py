@@ -30,9 +30,11 @@ from endcredits.royalties.agreement import Agreement
 from endcredits.royalties.shares import (
     ATTRIBUTION_WEIGHT_BITS,
     CreditGraph,
+    GuildMinimum,
     PayeeShare,
     _influence_weights,
     attribution_weights,
+    guild_minimums_applied,
     output_lines,
     work_shares,
 )
@@ -352,7 +354,9 @@ def _first_seen(codes: I64) -> tuple[I64, I64]:
     return renumber[inverse.reshape(-1)], uniq[order]
 
 
-def _assemble(cols: UsageColumns, lines: _Lines, texts: list[str]) -> UsageBatch:
+def _assemble(
+    cols: UsageColumns, lines: _Lines, texts: list[str], guild_minimums: dict[tuple[str, str, str], GuildMinimum]
+) -> UsageBatch:
     """The ``UsageBatch`` of ``lines``: sorted per output by (payee, source, role, attributed work) text,
     with dictionaries in order of first appearance."""
     rank = np.empty(len(texts) + 1, dtype=np.int64)  # code -1 (no work) reads the last slot
@@ -390,6 +394,7 @@ def _assemble(cols: UsageColumns, lines: _Lines, texts: list[str]) -> UsageBatch
         source_codes=source_codes,
         roles=[texts[int(r)] for r in role_texts],
         role_codes=role_codes,
+        guild_minimums=guild_minimums,
     )
 
 
@@ -414,6 +419,7 @@ def build_usage_columns(
     def text(value: str) -> int:
         return -1 if value == "" else index.setdefault(value, len(index))
 
+    applied: dict[tuple[str, str, str], GuildMinimum] = {}
     if per == "payee":
         key_text = np.asarray([text(k) for k in e.keys], dtype=np.int64)
         none = np.full(len(e.out), -1, dtype=np.int64)
@@ -421,6 +427,7 @@ def build_usage_columns(
         lines = _Lines(e.out, key_text[e.key], none, none, role, e.weight)
     else:
         graph = load_credit_graph(conn, sorted({e.keys[int(k)] for k in np.unique(e.key)}))
+        applied = guild_minimums_applied(graph, agreement)
         lines, ok, t = _work_lines(e, graph, agreement, len(cols.output_ids), text)
         slow = np.flatnonzero(~ok).tolist()
         if slow:
@@ -433,4 +440,4 @@ def build_usage_columns(
                 np.concatenate([lines.role, exact.role]),
                 np.concatenate([lines.weight.astype(object), exact.weight]),
             )
-    return _assemble(cols, lines, list(index))
+    return _assemble(cols, lines, list(index), applied)

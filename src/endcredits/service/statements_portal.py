@@ -146,6 +146,7 @@ def _output_view(
                 "roles": ", ".join(w.roles),
                 "credited_as": ", ".join(w.credited_as),
                 "licence": "; ".join(w.licence_terms),
+                "guild": "; ".join(w.guild_terms),
                 "amount": format_amount(w.amount_subunits // SUBUNITS_PER_MICROUNIT, currency),
                 "preview": p,
                 "thumb": _preview_url(request, st.person_id, "work", w.work_id) if p.kind == "image" else "",

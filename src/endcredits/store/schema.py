@@ -524,6 +524,43 @@ licence_floors = Table(
     CheckConstraint("amount_microunits > 0", name="amount_positive"),
 )
 
+guild_minimums = Table(
+    "guild_minimums",
+    metadata,
+    # Per accrual group, each (payee, source work, role) whose role weight a guild's minimum raised above
+    # the agreement's (royalties.shares.role_weight_of): the term a statement line cites.
+    Column("id", Key, primary_key=True, autoincrement=True),
+    Column("event_id", Id, nullable=False, index=True),  # the accrual group (accrual_batches.event_id)
+    Column("payee", Id, nullable=False, index=True),
+    Column("source_work", Id, nullable=False),
+    Column("role", Id, nullable=False),
+    Column("issuer", Id, nullable=False),  # guild_terms.issuer
+    Column("terms_version", Integer, nullable=False),  # guild_terms.version
+    Column("weight_min", Integer, nullable=False),  # the guild's minimum, which the lines were weighted by
+    Column("agreement_weight", Integer, nullable=False),  # the lower weight the agreement gave the role
+    CheckConstraint("weight_min > agreement_weight", name="raised"),
+)
+
+training_fees = Table(
+    "training_fees",
+    metadata,
+    # What a manifest's training run owed under licence terms of payment type "training"
+    # (royalties.training_fees): one row per payee part, posted in the transfer ``event_id``.
+    Column("id", Key, primary_key=True, autoincrement=True),
+    Column("event_id", Id, nullable=False, index=True),  # the training_fee transfer
+    Column("manifest_id", Id, nullable=False, index=True),
+    Column("model_id", Id, nullable=False),
+    Column("occurred_at", Time, nullable=False),  # when the fee was posted
+    Column("work_id", Id, nullable=False),
+    Column("source_work", Id, nullable=False),
+    Column("payee", Id, nullable=False, index=True),
+    Column("role", Id, nullable=False),
+    Column("account", Id, nullable=False),
+    Column("term_id", Key, nullable=False),  # licence_terms.id
+    Column("amount_microunits", Amount, nullable=False),
+    CheckConstraint("amount_microunits > 0", name="amount_positive"),
+)
+
 # Ledger ------------------------------------------------------------------------------------------
 accounts = Table(
     "accounts",
