@@ -58,6 +58,8 @@ squared norm) and ``dtrak`` (D-TRAK written in ``_lds_ddpm`` from the paper, no 
 replaces one method's grid. traker and dattri project the gradients once per model and solve every lambda
 of the grid from them (their lambda enters only after the projection), so stage A costs them one model's
 featurizing, as it costs endcredits; ``--peer-batch-size`` sets how many examples they project per batch.
+``--lambda-with ensemble`` skips stage A and chooses lambda and recipe together, each recipe's whole
+ensemble scored at every lambda (the features are computed once either way).
 
 Noise ceiling (``--seeds-per-subset R``; ``--reseed`` is R = 2): the main draw's subsets are retrained
 R - 1 more times with other seeds. The Spearman correlation r of two retrainings says how much of the
@@ -151,9 +153,16 @@ SETTING_METHODS: dict[str, tuple[str, ...]] = {
 
 
 def select_and_score(
-    problem: Problem, method: str, grid: Sequence[float], recipes: Sequence[str], log: Callable[[str], None]
+    problem: Problem,
+    method: str,
+    grid: Sequence[float],
+    recipes: Sequence[str],
+    log: Callable[[str], None],
+    lambda_with: str = "one",
 ) -> dict[str, Any]:
-    """Stage A (lambda, one model) and stage B (recipe, E models) on the tuning draw; LDS on the main draw."""
+    """Stage A (lambda, one model) and stage B (recipe, E models) on the tuning draw; LDS on the main draw.
+    ``lambda_with="ensemble"``: lambda and recipe are chosen together, each recipe's whole ensemble scored
+    at every lambda of the grid (a ridge that suits one model need not suit the average of E)."""
 
     def tune_lds(scores: npt.NDArray[np.float64]) -> float:
         return core.lds(scores[:, problem.tune_cols], problem.tune_masks, problem.tune_outputs)[0]
@@ -172,19 +181,25 @@ def select_and_score(
 
     recipes = [r for r in recipes if r in problem.ensembles]
     first = problem.ensembles["full" if "full" in problem.ensembles else recipes[0]][:1]
-    run_a = problem.run_method(method, first, grid)
-    stage_a = {lam: tune_lds(run_a.scores[lam]) for lam in grid}
-    lam = max(grid, key=lambda v: (np.nan_to_num(stage_a[v], nan=-2.0), -grid.index(v)))
-    log(
-        f"  {method}: lambda by tuning LDS with 1 model: "
-        + ", ".join(f"{grid_label(v)}->{stage_a[v]:.3f}" for v in grid)
-        + f"; chose {grid_label(lam)}"
-    )
+    if lambda_with == "ensemble":
+        lam, stage_a, recipe_lambda, runs = _lambda_by_ensemble(problem, method, grid, recipes, tune_lds, log)
+        run_a = problem.run_method(method, first, [lam])
+    else:
+        run_a = problem.run_method(method, first, grid)
+        stage_a = {lam: tune_lds(run_a.scores[lam]) for lam in grid}
+        lam = max(grid, key=lambda v: (np.nan_to_num(stage_a[v], nan=-2.0), -grid.index(v)))
+        recipe_lambda, runs = dict.fromkeys(recipes, lam), {}
+        log(
+            f"  {method}: lambda by tuning LDS with 1 model: "
+            + ", ".join(f"{grid_label(v)}->{stage_a[v]:.3f}" for v in grid)
+            + f"; chose {grid_label(lam)}"
+        )
     one_model = {"lds": main_lds(run_a.scores[lam]), "seconds": run_a.seconds(lam)}
     stage_b: dict[str, dict[str, Any]] = {}
     for recipe in recipes:
         models = problem.ensembles[recipe]
-        run_b = problem.run_method(method, models, [lam])
+        lam = recipe_lambda[recipe]
+        run_b = runs[recipe] if recipe in runs else problem.run_method(method, models, [lam])
         stage_b[recipe] = {
             "tune_lds": tune_lds(run_b.scores[lam]),
             "lds": main_lds(run_b.scores[lam]),
@@ -202,6 +217,7 @@ def select_and_score(
         )
     chosen = max(recipes, key=lambda r: np.nan_to_num(stage_b[r]["tune_lds"], nan=-2.0))
     best = stage_b[chosen]
+    lam = recipe_lambda[chosen]
     for recipe in recipes:
         # Informational, never chosen on: the tuning-LDS gap to the chosen recipe and its standard error over
         # the tuning outputs (paired; the subsets' share of the noise is not in it).
@@ -210,6 +226,7 @@ def select_and_score(
         stage_b[recipe]["tune_gap_to_chosen"] = float(gap.mean()) if gap.size else float("nan")
         stage_b[recipe]["tune_gap_se"] = float(gap.std(ddof=1) / np.sqrt(gap.size)) if gap.size > 1 else float("nan")
     return {
+        "lambda_chosen_with": lambda_with,
         "lds": best["lds"],
         "lds_seed_mean": best["lds_seed_mean"],
         "seeds_per_subset": 1 + len(problem.main_outputs_reseeded),
@@ -232,6 +249,33 @@ def select_and_score(
         },
         "_scores": best["scores"],
     }
+
+
+def _lambda_by_ensemble(
+    problem: Problem,
+    method: str,
+    grid: Sequence[float],
+    recipes: Sequence[str],
+    tune_lds: Callable[[npt.NDArray[np.float64]], float],
+    log: Callable[[str], None],
+) -> tuple[Any, dict[Any, float], dict[str, Any], dict[str, Any]]:
+    """Per recipe, the lambda of ``grid`` its whole ensemble scores best with on the tuning draw; returns the
+    best recipe's lambda, its grid of tuning LDS, every recipe's lambda, and every recipe's run (scored at
+    the whole grid, so stage B reuses it)."""
+    per_recipe: dict[str, Any] = {}
+    runs: dict[str, Any] = {}
+    grids: dict[str, dict[Any, float]] = {}
+    for recipe in recipes:
+        run = runs[recipe] = problem.run_method(method, problem.ensembles[recipe], grid)
+        grids[recipe] = {v: tune_lds(run.scores[v]) for v in grid}
+        per_recipe[recipe] = max(grid, key=lambda v: (np.nan_to_num(grids[recipe][v], nan=-2.0), -grid.index(v)))
+        log(
+            f"  {method}: lambda by tuning LDS with {len(problem.ensembles[recipe])} models ({recipe}): "
+            + ", ".join(f"{grid_label(v)}->{grids[recipe][v]:.3f}" for v in grid)
+            + f"; chose {grid_label(per_recipe[recipe])}"
+        )
+    best = max(recipes, key=lambda r: np.nan_to_num(grids[r][per_recipe[r]], nan=-2.0))
+    return per_recipe[best], grids[best], per_recipe, runs
 
 
 def group_lds(problem: Problem, scores: npt.NDArray[np.float64]) -> dict[str, Any]:
@@ -347,6 +391,13 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: C901 - one pass ove
         "--ddpm-timesteps", type=int, default=8, help="image-ddpm: fixed timesteps of every measurement"
     )
     parser.add_argument("--lambdas", help="comma-separated lambda grid for endcredits (default: its built-in grid)")
+    parser.add_argument(
+        "--lambda-with",
+        choices=("one", "ensemble"),
+        default="one",
+        help="choose every method's lambda on the tuning draw with one model (one), or with each recipe's "
+        "whole ensemble, lambda and recipe together (ensemble)",
+    )
     parser.add_argument(
         "--method-lambdas",
         action="append",
@@ -464,7 +515,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: C901 - one pass ove
             results[method] = {"skipped": why_not}
             continue
         log(f"{method}: selecting lambda and recipe on the tuning draw")
-        results[method] = select_and_score(problem, method, LAMBDA_GRIDS[method], recipes, log)
+        results[method] = select_and_score(problem, method, LAMBDA_GRIDS[method], recipes, log, args.lambda_with)
         results[method].update(group_lds(problem, results[method]["_scores"]))
 
     counterfactual: dict[str, Any] | None = None

@@ -153,9 +153,16 @@ def test_tiny_end_to_end_run(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert report["subsets"] == 12 and report["test_examples"] == 20 and report["tune_test_examples"] == 10
     cf = report["counterfactual"]
     assert cf["tests"] == 3 and cf["removed"] == 10 and "endcredits" in cf["methods"]
-    # The rerun reads the ground truth from the cache.
-    assert lds.main(argv) == 0
-    assert "0 retrained now" in capsys.readouterr().err
+    assert ours["lambda_chosen_with"] == "one"
+    # The rerun reads the ground truth from the cache; here lambda is chosen with each recipe's ensemble.
+    assert lds.main([*argv, "--lambda-with", "ensemble"]) == 0
+    out = capsys.readouterr()
+    assert "0 retrained now" in out.err and "lambda by tuning LDS with 2 models" in out.err
+    again = json.loads(out.out)["methods"]["endcredits"]
+    grid = again["tuning"]["lambda_grid"]
+    assert again["lambda_chosen_with"] == "ensemble" and max(grid.values()) == pytest.approx(
+        again["tuning"]["recipes"][again["recipe"]]["tune_lds"]
+    )
 
 
 def test_tiny_abc_lm_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
