@@ -86,7 +86,7 @@ at 0.7 0.9998; at 0.3 0.23 (compared, then refused). Recall first: a candidate o
 
 IMAGE_THRESHOLD = 0.996
 """``gray64-crop-v2``: thumbnail similarity at or above which two images are the same work."""
-IMAGE_VERIFY_MIN = 0.80
+IMAGE_VERIFY_MIN = 0.92
 """``gray64-verify256-v4``: 64-pixel similarity from which a candidate is verified at 256 pixels
 (``image_verify.verify_fine``); it is linked when that finds them the same (chosen on the tuning half: docs)."""
 VERIFY128_MIN = 0.90

@@ -200,7 +200,7 @@ def verify(a: np.ndarray, b: np.ndarray, colour_a: np.ndarray, colour_b: np.ndar
 # Version 4 ----------------------------------------------------------------------------------------
 V4_PIXELS = 256
 """Side of the grayscale thumbnail a ``gray64-verify256-v4`` fingerprint stores besides the 64-pixel one."""
-FINE_CORRELATION_MIN = 0.990
+FINE_CORRELATION_MIN = 0.995
 """Correlation at 256 pixels, aligned and blurred to the coarser picture, from which two pictures are the
 same (chosen on the tuning half: docs)."""
 NATIVE_BLUR = 0.5
