@@ -128,7 +128,7 @@ TRANSFORMS: dict[str, Callable[[Image.Image, random.Random], bytes]] = {
 
 
 # Descriptors -------------------------------------------------------------------------------------
-DESCRIPTORS = ("legacy", "phash8", "phash16", "dhash16", "thumb", "thumb64", "thumb128", "rgb16")
+DESCRIPTORS = ("legacy", "phash8", "phash16", "dhash16", "thumb", "thumb64", "thumb128", "thumb256", "native", "rgb16")
 
 
 def _bits(h: object) -> np.ndarray:
@@ -148,6 +148,8 @@ def describe_picture(picture: Image.Image) -> dict[str, np.ndarray]:
         "thumb": thumb.reshape(-1),
         "thumb64": np.asarray(gray.resize((64, 64), Image.Resampling.BOX), dtype=np.uint8).reshape(-1),
         "thumb128": np.asarray(gray.resize((128, 128), Image.Resampling.BOX), dtype=np.uint8).reshape(-1),
+        "thumb256": np.asarray(gray.resize((256, 256), Image.Resampling.BOX), dtype=np.uint8).reshape(-1),
+        "native": np.asarray(picture.size, dtype=np.uint16),
         "rgb16": np.asarray(picture.convert("RGB").resize((16, 16), Image.Resampling.BOX), dtype=np.uint8).reshape(-1),
     }
 
@@ -339,19 +341,8 @@ if __name__ == "__main__":
 # Rates -------------------------------------------------------------------------------------------
 def _keys(thumbs: np.ndarray) -> list[set[str]]:
     """The band keys ``image_fingerprint`` stores for each thumbnail (the pHash of the thumbnail)."""
-    import imagehash
-
-    out = []
-    for t in thumbs:
-        h = imagehash.phash(Image.fromarray(t.reshape(fp.IMAGE_THUMB_PIXELS, -1), mode="L"), hash_size=8)
-        bits = "".join("1" if v else "0" for v in np.asarray(h.hash, dtype=bool).reshape(-1))
-        out.append(set(fp.Fingerprint(fp.IMAGE_METHOD, "", _band_keys(f"{int(bits, 2):016x}")).band_keys))
-    return out
-
-
-def _band_keys(hex_key: str) -> tuple[str, ...]:
-    width = fp.IMAGE_HASH_BITS // fp.IMAGE_BAND_COUNT // 4
-    return tuple(f"{b:02d}{hex_key[b * width : (b + 1) * width]}" for b in range(fp.IMAGE_BAND_COUNT))
+    side = fp.IMAGE_THUMB_PIXELS
+    return [set(fp.image_band_keys(np.ascontiguousarray(t.reshape(side, side)))) for t in thumbs]
 
 
 @dataclass(frozen=True)
@@ -380,8 +371,9 @@ def _paired(a: np.ndarray, b: np.ndarray, chunk: int = 1000) -> np.ndarray:
     )
 
 
-def score_half(data: dict[str, np.ndarray], h: int) -> Scored:
-    """Score every pair of half ``h`` (copies, distinct pairs) with the production similarity."""
+def score_half(data: dict[str, np.ndarray], h: int, method: str = fp.IMAGE_METHOD) -> Scored:
+    """Score every pair of half ``h`` (copies, distinct pairs) with the production similarity; a pair is
+    found when LSH finds it as ``method`` looks bands up."""
     neg = distinct_pairs(data, h)
     pairs = np.asarray([p for k, v in neg.items() if k != "same_picture" for p in v])
     kinds = np.asarray([k for k, v in neg.items() if k != "same_picture" for _ in v])
@@ -398,7 +390,7 @@ def score_half(data: dict[str, np.ndarray], h: int) -> Scored:
     ckey = _keys(data["copy_thumb64"][rows])
 
     def probe(stored: set[str], new: set[str]) -> bool:
-        new_fp = fp.Fingerprint(fp.IMAGE_METHOD, "", tuple(sorted(new)))
+        new_fp = fp.Fingerprint(method, "", tuple(sorted(new)))
         return bool(stored & set(fp._query_keys(new_fp)))
 
     cs = _paired(copies[rows], orig[of])
@@ -427,9 +419,90 @@ def score_half(data: dict[str, np.ndarray], h: int) -> Scored:
     )
 
 
+@dataclass(frozen=True)
+class FineScores:
+    """``image_verify.verify_fine``'s correlation and hue difference for each copy and distinct pair of a
+    ``Scored`` found by LSH from ``floor`` up at 64 pixels (NaN for the others)."""
+
+    copy_correlation: np.ndarray
+    copy_hue: np.ndarray
+    distinct_correlation: np.ndarray
+    distinct_hue: np.ndarray
+
+
+def fine_scores(data: dict[str, np.ndarray], s: Scored, floor: float) -> FineScores:
+    """Verify every pair of ``s`` found from ``floor`` up as ``register_works`` does for version 4: the
+    drawing (or the first of a distinct pair) registered, the copy (the second) new."""
+    from endcredits.registry.image_verify import V4_PIXELS, verify_fine
+
+    side = (-1, V4_PIXELS, V4_PIXELS)
+    gray = {"orig": data["orig_thumb256"].reshape(side), "copy": data["copy_thumb256"].reshape(side)}
+    colour = {k: data[f"{k}_rgb16"].reshape(-1, 16, 16, 3) for k in ("orig", "copy")}
+    native = {k: data[f"{k}_native"] for k in ("orig", "copy")}
+
+    def run(found: np.ndarray, sim: np.ndarray, pairs: np.ndarray, new: str) -> tuple[np.ndarray, np.ndarray]:
+        corr, hue = np.full(len(found), np.nan), np.full(len(found), np.nan)
+        for i in np.flatnonzero(found & (sim >= floor)):
+            j, k = pairs[i, 0], pairs[i, 1]
+            nj, nk = native["orig"][j], native[new][k]
+            v = verify_fine(
+                gray["orig"][j],
+                gray[new][k],
+                colour["orig"][j],
+                colour[new][k],
+                (int(nj[0]), int(nj[1])),
+                (int(nk[0]), int(nk[1])),
+            )
+            corr[i], hue[i] = v.correlation, v.hue_degrees
+        return corr, hue
+
+    cc, ch = run(s.copy_found, s.copy_similarity, s.copy_pairs, "copy")
+    dc, dh = run(s.distinct_found, s.distinct_similarity, s.distinct_pairs, "orig")
+    return FineScores(cc, ch, dc, dh)
+
+
+def fine_linked(
+    s: Scored, f: FineScores, gate: float, correlation_min: float, hue_max: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which copies and distinct pairs version 4 links under a rule (64-pixel gate, correlation, hue)."""
+
+    def rule(found: np.ndarray, sim: np.ndarray, corr: np.ndarray, hue: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore"):
+            out: np.ndarray = found & (sim >= gate) & (corr >= correlation_min) & (hue <= hue_max)
+        return out
+
+    return (
+        rule(s.copy_found, s.copy_similarity, f.copy_correlation, f.copy_hue),
+        rule(s.distinct_found, s.distinct_similarity, f.distinct_correlation, f.distinct_hue),
+    )
+
+
+def choose_rule(s: Scored, f: FineScores, false_rate_max: float = 0.001) -> tuple[float, float, int, float]:
+    """(gate, correlation, copies linked, false rate) of the rule that links most copies of the tuning half
+    with at most ``false_rate_max`` of its distinct pairs linked: gates 0.80 to 0.95 by 0.01, correlations
+    0.980 to 0.999 by 0.001, the hue test as in production."""
+    from endcredits.registry.image_verify import HUE_DEGREES_MAX
+
+    best = (1.0, 1.0, -1, 0.0)
+    for gate in np.round(np.arange(0.80, 0.951, 0.01), 2):
+        for corr in np.round(np.arange(0.980, 0.9995, 0.001), 3):
+            lc, ld = fine_linked(s, f, float(gate), float(corr), HUE_DEGREES_MAX)
+            if ld.mean() <= false_rate_max and int(lc.sum()) > best[2]:
+                best = (float(gate), float(corr), int(lc.sum()), float(ld.mean()))
+    return best
+
+
+def verified_v4(data: dict[str, np.ndarray], s: Scored) -> tuple[np.ndarray, np.ndarray]:
+    """Which copies and distinct pairs ``gray64-verify256-v4`` links, by the production constants."""
+    from endcredits.registry.image_verify import FINE_CORRELATION_MIN, HUE_DEGREES_MAX
+
+    f = fine_scores(data, s, fp.IMAGE_VERIFY_MIN)
+    return fine_linked(s, f, fp.IMAGE_VERIFY_MIN, FINE_CORRELATION_MIN, HUE_DEGREES_MAX)
+
+
 def verified(data: dict[str, np.ndarray], s: Scored) -> tuple[np.ndarray, np.ndarray]:
     """Which copies and distinct pairs ``gray64-verify128-v3`` links: found by LSH, from
-    ``IMAGE_VERIFY_MIN`` up at 64 pixels, and the same under ``image_verify.verify`` (128-pixel grayscale
+    ``VERIFY128_MIN`` up at 64 pixels, and the same under ``image_verify.verify`` (128-pixel grayscale
     and 16-pixel colour thumbnails)."""
     from endcredits.registry.image_verify import FINE_PIXELS, verify
 
@@ -441,7 +514,7 @@ def verified(data: dict[str, np.ndarray], s: Scored) -> tuple[np.ndarray, np.nda
     ) -> np.ndarray:
         """``new`` and ``stored``: (grayscale pictures, index into them, colour pictures) of each side."""
         out = np.zeros(len(found), dtype=bool)
-        for i in np.flatnonzero(found & (sim >= fp.IMAGE_VERIFY_MIN)):
+        for i in np.flatnonzero(found & (sim >= fp.VERIFY128_MIN)):
             j, k = new[1][i], stored[1][i]
             out[i] = verify(new[0][j], stored[0][k], new[2][j], stored[2][k]).same
         return out

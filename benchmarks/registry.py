@@ -21,11 +21,11 @@ rows/s of both runs.
 
 ``--images``: instead, import the Open Clip Art drawings (Debian ``openclipart-svg``, all but ``logos/``)
 with ``interop.svg.import_svg_drawings``, ``--images-chunk`` files a transaction: each is parsed for its
-metadata, rendered by cairosvg, fingerprinted (``gray64-verify128-v3``), linked or not, and credited.
+metadata, rendered by cairosvg, fingerprinted (``gray64-verify256-v4``), linked or not, and credited.
 Prints drawings/s and peak memory, then the duplicate-detection rates of the image fingerprint (and of
-``gray64-crop-v2`` beside it) on the held-out half of the labelled pairs (``benchmarks/_image_pairs.py``;
-built and cached on first use, which renders every drawing again: about 28 minutes on one process of a
-shared 2-core machine).
+``gray64-verify128-v3`` and ``gray64-crop-v2`` beside it) on the held-out half of the labelled pairs
+(``benchmarks/_image_pairs.py``; built and cached on first use, which renders every drawing again: about
+half an hour on one process of a shared 2-core machine).
 """
 
 from __future__ import annotations
@@ -196,21 +196,30 @@ def run_images(store: Store, limit: int | None, chunk: int) -> dict[str, object]
 
 
 def image_rates() -> list[str]:
-    """The image fingerprint's rates on the held-out half of the labelled pairs: ``gray64-verify128-v3``
-    (verified at 128 pixels), then ``gray64-crop-v2`` at its threshold beside it."""
+    """The image fingerprint's rates on the held-out half of the labelled pairs: ``gray64-verify256-v4``
+    (verified at 256 pixels), then ``gray64-verify128-v3`` and ``gray64-crop-v2`` beside it."""
     import _image_pairs as pairs
 
-    from endcredits.registry.fingerprints import IMAGE_REVIEW_MIN, IMAGE_THRESHOLD, IMAGE_VERIFY_MIN
+    from endcredits.registry.fingerprints import (
+        IMAGE_REVIEW_MIN,
+        IMAGE_THRESHOLD,
+        IMAGE_VERIFY_MIN,
+        VERIFY128_IMAGE_METHOD,
+        VERIFY128_MIN,
+    )
 
     if not pairs.CACHE.exists():
         pairs.save(pairs.build(processes=1))
     data = pairs.load()
     scored = pairs.score_half(data, 1)
+    before = pairs.score_half(data, 1, VERIFY128_IMAGE_METHOD)
     return [
-        f"held-out half, gray64-verify128-v3 (verified from {IMAGE_VERIFY_MIN}):",
-        *pairs.rate_lines(scored, IMAGE_THRESHOLD, IMAGE_REVIEW_MIN, pairs.verified(data, scored)),
+        f"held-out half, gray64-verify256-v4 (verified from {IMAGE_VERIFY_MIN}):",
+        *pairs.rate_lines(scored, IMAGE_THRESHOLD, IMAGE_REVIEW_MIN, pairs.verified_v4(data, scored)),
+        f"held-out half, gray64-verify128-v3 (verified from {VERIFY128_MIN}):",
+        *pairs.rate_lines(before, IMAGE_THRESHOLD, IMAGE_REVIEW_MIN, pairs.verified(data, before)),
         f"held-out half, gray64-crop-v2 at {IMAGE_THRESHOLD}:",
-        *pairs.rate_lines(scored, IMAGE_THRESHOLD, IMAGE_REVIEW_MIN),
+        *pairs.rate_lines(before, IMAGE_THRESHOLD, IMAGE_REVIEW_MIN),
     ]
 
 

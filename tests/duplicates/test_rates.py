@@ -118,11 +118,11 @@ def test_text_fingerprint_rates_on_abc_tunes() -> None:
 
 
 def test_image_fingerprint_rates_on_real_images() -> None:
-    """gray64-verify128-v3 on the raster images of installed packages (measured: missed 101/301, false
-    1/903; gray64-crop-v2 at 0.996 missed 113 and also falsely linked 1). Linking is strict so that
-    near-identical drawings are not merged; most of these copies are shown for review instead: halved or
-    trimmed score tiles (dense staff lines whose trimmed box moves by a pixel), upscaled JPEGs, and 5 of the
-    JPEG q40 tiles (docs/concepts/registry.md, "Images")."""
+    """gray64-verify256-v4 on the raster images of installed packages (measured: missed 101/301, false
+    1/903, as gray64-verify128-v3; gray64-crop-v2 at 0.996 missed 113 and also falsely linked 1).
+    Linking is strict so that near-identical drawings are not merged; most of these copies are shown for
+    review instead: halved or trimmed score tiles (dense staff lines whose trimmed box moves by a pixel),
+    upscaled JPEGs, and 5 of the JPEG q40 tiles (docs/concepts/registry.md, "Images")."""
     r = image_rates()
     print("\n".join(r.lines("image")))
     assert r.positives >= 250 and r.negatives >= 800

@@ -9,12 +9,11 @@ member are resolved through the canonical work (``registry.records.graph_rows``)
 Three methods, by the work's kind; two fingerprints compare only within one method:
 
 - ``minhash-c5-p128`` (text): a MinHash of the normalized 5-character shingles of each line;
-- ``gray64-verify128-v3`` (images, SVG drawings rendered by ``cairosvg`` included): 64x64 and 128x128
-  grayscale thumbnails of the picture on white, trimmed to its ink. Candidates are scored by correlation
-  at 64 pixels; those from ``IMAGE_VERIFY_MIN`` up are aligned and compared at 128 pixels
-  (``registry.image_verify``), and linked only if that finds no region where they differ. The others
-  from ``IMAGE_REVIEW_MIN`` up are shown for a person to confirm. Rows of the earlier methods
-  (``gray64-crop-v2``, ``phash-64``) stay valid and are compared only with their own, by their rule;
+- ``gray64-verify256-v4`` (images, SVG drawings rendered by ``cairosvg`` included): 64x64 and 256x256
+  grayscale thumbnails of the picture on white, trimmed to its ink, and its size. Candidates from
+  ``IMAGE_VERIFY_MIN`` at 64 pixels are verified (``registry.image_verify.verify_fine``) and linked only if
+  they agree; the others from ``IMAGE_REVIEW_MIN`` up are shown for a person to confirm. Rows of earlier
+  methods (``gray64-verify128-v3``, ``gray64-crop-v2``, ``phash-64``) are compared only with their own;
 - ``chromaprint-raw`` (audio, where ``fpcalc`` is installed): Chromaprint's raw frames, compared at the
   best alignment. Audio without a fingerprint is registered by SHA-256 only, not refused.
 
@@ -45,7 +44,7 @@ import numpy as np
 from sqlalchemy import Connection
 
 from endcredits.errors import ValidationError
-from endcredits.registry.image_verify import COLOUR_PIXELS, FINE_PIXELS, verify
+from endcredits.registry.image_verify import COLOUR_PIXELS, FINE_PIXELS, V4_PIXELS, verify, verify_fine
 from endcredits.registry.records import (
     WorkIn,
     add_fingerprint,
@@ -60,9 +59,12 @@ if TYPE_CHECKING:
     from PIL import Image
 
 TEXT_METHOD = "minhash-c5-p128"
-IMAGE_METHOD = "gray64-verify128-v3"
-"""Version 3 of the image method: candidates by 64-pixel correlation, verified at 128 pixels (docs/concepts/
-registry.md, "Images and drawings")."""
+IMAGE_METHOD = "gray64-verify256-v4"
+"""Version 4 of the image method: candidates by 64-pixel correlation, aligned to a fraction of a pixel and
+verified at 256 pixels (docs/concepts/registry.md, "Images and drawings")."""
+VERIFY128_IMAGE_METHOD = "gray64-verify128-v3"
+"""Version 3: verified at 128 pixels from ``VERIFY128_MIN``; its rows are compared only with each other, by
+that rule."""
 PREVIOUS_IMAGE_METHOD = "gray64-crop-v2"
 """Version 2: the 64-pixel thumbnail alone, linked from IMAGE_THRESHOLD; its rows are compared only with
 each other, by that rule."""
@@ -84,11 +86,13 @@ at 0.7 0.9998; at 0.3 0.23 (compared, then refused). Recall first: a candidate o
 
 IMAGE_THRESHOLD = 0.996
 """``gray64-crop-v2``: thumbnail similarity at or above which two images are the same work."""
-IMAGE_VERIFY_MIN = 0.90
-"""``gray64-verify128-v3``: 64-pixel similarity from which a candidate is verified at 128 pixels
-(``image_verify.verify``); it is linked when that finds them the same (chosen on the tuning half: docs)."""
+IMAGE_VERIFY_MIN = 0.92
+"""``gray64-verify256-v4``: 64-pixel similarity from which a candidate is verified at 256 pixels
+(``image_verify.verify_fine``); it is linked when that finds them the same (chosen on the tuning half: docs)."""
+VERIFY128_MIN = 0.90
+"""``gray64-verify128-v3``: 64-pixel similarity from which a candidate was verified at 128 pixels."""
 IMAGE_VERIFY_MAX = 8
-"""Most candidates verified for one new image, the most similar first (each takes about 30 ms)."""
+"""Most candidates verified for one new image, the most similar first (each takes about 50 ms)."""
 IMAGE_REVIEW_MIN = 0.80
 """From here up a registered image that is not linked is a candidate shown for a person to confirm."""
 IMAGE_FLAT_STD_MIN = 2.0
@@ -156,6 +160,8 @@ if not 0 < AUDIO_FRAME_KEY_BITS <= 32 or AUDIO_BAND_COUNT > 99:
     raise RuntimeError("audio band keys: 1-32 bits per frame value, at most 99 bands (two digits)")
 
 IMAGE_KINDS = ("image",)
+THUMBNAIL_METHODS = (IMAGE_METHOD, VERIFY128_IMAGE_METHOD, PREVIOUS_IMAGE_METHOD)
+"""Image methods whose value starts with the 64-pixel thumbnail (scored by ``thumbnail_similarities``)."""
 AUDIO_KINDS = ("audio",)
 
 
@@ -388,26 +394,35 @@ def thumbnail_similarities(a: np.ndarray, others: np.ndarray) -> np.ndarray:
     return _best(_views(x), others.astype(np.float64).reshape(-1, _SIDE, _SIDE), paired=False)
 
 
+def image_band_keys(thumb: np.ndarray) -> tuple[str, ...]:
+    """The band keys of a 64-pixel thumbnail: its 64-bit pHash cut into ``IMAGE_BAND_COUNT`` bands."""
+    import imagehash
+    from PIL import Image
+
+    h = imagehash.phash(Image.fromarray(thumb, mode="L"), hash_size=8)
+    bits = np.asarray(h.hash, dtype=bool).reshape(-1)
+    hex_key = f"{int(''.join('1' if v else '0' for v in bits), 2):016x}"
+    width = IMAGE_HASH_BITS // IMAGE_BAND_COUNT // 4
+    return tuple(f"{b:02d}{hex_key[b * width : (b + 1) * width]}" for b in range(IMAGE_BAND_COUNT))
+
+
 def image_fingerprint(content: bytes, kind: str = "image") -> Fingerprint | None:
     """The ``IMAGE_METHOD`` fingerprint of an image or SVG drawing: the 64x64 grayscale thumbnail of its
-    canonical picture (``canonical_picture``), with pHash band keys for candidates. None for a picture with
-    no detail (flat: standard deviation under ``IMAGE_FLAT_STD_MIN`` grey levels), which would look like
-    every other blank picture. One that does not decode or render is a ``ValidationError``."""
-    import imagehash
+    canonical picture (``canonical_picture``), with pHash band keys for candidates, then, zlib-compressed,
+    its 256x256 grayscale and 16x16 RGB thumbnails and its width and height in pixels. None for a picture
+    with no detail (flat: standard deviation under ``IMAGE_FLAT_STD_MIN`` grey levels), which would look
+    like every other blank picture. One that does not decode or render is a ``ValidationError``."""
     from PIL import Image
 
     picture = canonical_picture(decode_image(content, kind))
     thumb = picture_thumbnail(picture)
     if float(thumb.std()) < IMAGE_FLAT_STD_MIN:
         return None
-    h = imagehash.phash(Image.fromarray(thumb, mode="L"), hash_size=8)
-    bits = np.asarray(h.hash, dtype=bool).reshape(-1)
-    hex_key = f"{int(''.join('1' if v else '0' for v in bits), 2):016x}"
-    width = IMAGE_HASH_BITS // IMAGE_BAND_COUNT // 4
-    keys = tuple(f"{b:02d}{hex_key[b * width : (b + 1) * width]}" for b in range(IMAGE_BAND_COUNT))
-    fine = picture_thumbnail(picture, FINE_PIXELS).tobytes()
+    fine = picture_thumbnail(picture, V4_PIXELS).tobytes()
     colour = np.asarray(picture.resize((COLOUR_PIXELS, COLOUR_PIXELS), Image.Resampling.BOX), dtype=np.uint8)
-    return Fingerprint(IMAGE_METHOD, thumb.tobytes().hex() + zlib.compress(fine + colour.tobytes(), 9).hex(), keys)
+    size = np.asarray([min(picture.width, 65535), min(picture.height, 65535)], dtype="<u2").tobytes()
+    packed = zlib.compress(fine + colour.tobytes() + size, 9).hex()
+    return Fingerprint(IMAGE_METHOD, thumb.tobytes().hex() + packed, image_band_keys(thumb))
 
 
 _THUMB_HEX = 2 * IMAGE_THUMB_PIXELS**2
@@ -424,25 +439,61 @@ def _thumbnail_of(value: str) -> np.ndarray:
 _FINE_BYTES = FINE_PIXELS**2 + 3 * COLOUR_PIXELS**2
 
 
+def _packed(value: str, size: int, method: str, side: int) -> bytes:
+    """The zlib'd part of a version 3 or 4 value (after the 64-pixel thumbnail), which must be ``size``
+    bytes; otherwise a one-line ``ValidationError``."""
+    try:
+        raw = zlib.decompress(bytes.fromhex(value[_THUMB_HEX:]), bufsize=size)
+    except (ValueError, zlib.error):
+        raw = b""
+    if len(raw) != size:
+        raise ValidationError(f"an {method} fingerprint holds no {side}x{side} thumbnail")
+    return raw
+
+
 def _fine_of(value: str) -> tuple[np.ndarray, np.ndarray]:
     """The 128-pixel grayscale and 16-pixel RGB thumbnails of a ``gray64-verify128-v3`` value (zlib'd after
     the 64-pixel one)."""
-    try:
-        raw = zlib.decompress(bytes.fromhex(value[_THUMB_HEX:]), bufsize=_FINE_BYTES)
-    except (ValueError, zlib.error):
-        raw = b""
-    if len(raw) != _FINE_BYTES:
-        raise ValidationError(f"an {IMAGE_METHOD} fingerprint holds no {FINE_PIXELS}x{FINE_PIXELS} thumbnail")
-    px = np.frombuffer(raw, dtype=np.uint8)
+    px = np.frombuffer(_packed(value, _FINE_BYTES, VERIFY128_IMAGE_METHOD, FINE_PIXELS), dtype=np.uint8)
     cut = FINE_PIXELS**2
     return px[:cut].reshape(FINE_PIXELS, FINE_PIXELS), px[cut:].reshape(COLOUR_PIXELS, COLOUR_PIXELS, 3)
 
 
-def images_match(a: str, b: str) -> tuple[float, bool]:
-    """(64-pixel similarity, same work) of two ``gray64-verify128-v3`` values, as ``register_works`` decides:
-    the same only from ``IMAGE_VERIFY_MIN`` up and when ``image_verify.verify`` finds them the same."""
+_V4_BYTES = V4_PIXELS**2 + 3 * COLOUR_PIXELS**2 + 4
+
+
+@dataclass(frozen=True)
+class FinePicture:
+    """What a ``gray64-verify256-v4`` value holds besides its 64-pixel thumbnail."""
+
+    gray: np.ndarray
+    colour: np.ndarray
+    size: tuple[int, int]
+    """Width and height in pixels of the trimmed picture."""
+
+
+def fine_picture(value: str) -> FinePicture:
+    """The 256-pixel grayscale and 16-pixel RGB thumbnails and the size of a ``gray64-verify256-v4`` value."""
+    raw = _packed(value, _V4_BYTES, IMAGE_METHOD, V4_PIXELS)
+    gray = np.frombuffer(raw, dtype=np.uint8, count=V4_PIXELS**2).reshape(V4_PIXELS, V4_PIXELS)
+    colour = np.frombuffer(raw, dtype=np.uint8, count=3 * COLOUR_PIXELS**2, offset=V4_PIXELS**2)
+    w, h = np.frombuffer(raw[-4:], dtype="<u2")
+    return FinePicture(gray, colour.reshape(COLOUR_PIXELS, COLOUR_PIXELS, 3), (int(w), int(h)))
+
+
+def same_fine_picture(registered: FinePicture, new: FinePicture) -> bool:
+    """Whether ``image_verify.verify_fine`` finds a registered picture and a new one the same."""
+    return verify_fine(registered.gray, new.gray, registered.colour, new.colour, registered.size, new.size).same
+
+
+def images_match(a: str, b: str, method: str = IMAGE_METHOD) -> tuple[float, bool]:
+    """(64-pixel similarity, same work) of a registered value ``a`` and a new one ``b`` of ``method``
+    (version 4 or 3), as ``register_works`` decides: the same only from the method's verification
+    threshold up (``IMAGE_VERIFY_MIN``, ``VERIFY128_MIN``) and when its verification finds them the same."""
     s = float(thumbnail_similarities(_thumbnail_of(a), _thumbnail_of(b)[None])[0])
-    return s, s >= IMAGE_VERIFY_MIN and _same_picture(_fine_of(a), _fine_of(b))
+    if method == VERIFY128_IMAGE_METHOD:
+        return s, s >= VERIFY128_MIN and _same_picture(_fine_of(a), _fine_of(b))
+    return s, s >= IMAGE_VERIFY_MIN and same_fine_picture(fine_picture(a), fine_picture(b))
 
 
 def _same_picture(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> bool:
@@ -601,7 +652,7 @@ def similarity(method: str, a: str, b: str) -> float:
     1 - Hamming/64 for the legacy image hash, or 1 - bit error rate at the best alignment)."""
     if method == TEXT_METHOD:
         return float(np.count_nonzero(_minhash_of(a) == _minhash_of(b))) / MINHASH_PERM_COUNT
-    if method in (IMAGE_METHOD, PREVIOUS_IMAGE_METHOD):
+    if method in THUMBNAIL_METHODS:
         return float(thumbnail_similarities(_thumbnail_of(a), _thumbnail_of(b)[None])[0])
     if method == LEGACY_IMAGE_METHOD:
         return 1.0 - (int(a, 16) ^ int(b, 16)).bit_count() / LEGACY_IMAGE_HASH_BITS
@@ -613,12 +664,12 @@ def similarity(method: str, a: str, b: str) -> float:
 
 
 def is_match(method: str, similarity_value: float) -> bool:
-    """Whether two works of ``method`` at ``similarity_value`` are the same work. ``gray64-verify128-v3``
-    is not decided by a similarity alone: ``images_match`` decides it."""
+    """Whether two works of ``method`` at ``similarity_value`` are the same work. ``gray64-verify256-v4``
+    and ``gray64-verify128-v3`` are not decided by a similarity alone: ``images_match`` decides them."""
     if method == TEXT_METHOD:
         return similarity_value >= TEXT_THRESHOLD
-    if method == IMAGE_METHOD:
-        raise ValidationError(f"{IMAGE_METHOD} is decided by images_match, not by a similarity")
+    if method in (IMAGE_METHOD, VERIFY128_IMAGE_METHOD):
+        raise ValidationError(f"{method} is decided by images_match, not by a similarity")
     if method == PREVIOUS_IMAGE_METHOD:
         return similarity_value >= IMAGE_THRESHOLD
     if method == LEGACY_IMAGE_METHOD:
@@ -630,7 +681,7 @@ def is_match(method: str, similarity_value: float) -> bool:
 
 def _similarities(method: str, value: str, others: dict[str, str]) -> dict[str, float]:
     """``similarity`` of one fingerprint with many of its method (images in one batch)."""
-    if method not in (IMAGE_METHOD, PREVIOUS_IMAGE_METHOD) or not others:
+    if method not in THUMBNAIL_METHODS or not others:
         return {w: similarity(method, value, v) for w, v in others.items()}
     ids = sorted(others)
     scores = thumbnail_similarities(_thumbnail_of(value), np.stack([_thumbnail_of(others[w]) for w in ids]))
@@ -639,14 +690,18 @@ def _similarities(method: str, value: str, others: dict[str, str]) -> dict[str, 
 
 def _query_keys(fp: Fingerprint) -> tuple[str, ...]:
     """The band keys looked up for a new work: its own, and for an image each band with one bit flipped
-    too (multi-probe), so any two hashes within 15 bits share a looked-up band (pigeonhole over 8 bands)."""
-    if fp.method not in (IMAGE_METHOD, PREVIOUS_IMAGE_METHOD):
+    too (multi-probe), so any two hashes within 15 bits share a looked-up band (pigeonhole over 8 bands);
+    for ``gray64-verify256-v4`` each band with two bits flipped too (within 23 bits)."""
+    if fp.method not in THUMBNAIL_METHODS:
         return fp.band_keys
     width_bits = IMAGE_HASH_BITS // IMAGE_BAND_COUNT
+    masks = [1 << bit for bit in range(width_bits)]
+    if fp.method == IMAGE_METHOD:
+        masks += [(1 << i) | (1 << j) for i in range(width_bits) for j in range(i + 1, width_bits)]
     out = list(fp.band_keys)
     for key in fp.band_keys:
         band, value = key[:2], int(key[2:], 16)
-        out += [f"{band}{value ^ (1 << bit):0{width_bits // 4}x}" for bit in range(width_bits)]
+        out += [f"{band}{value ^ mask:0{width_bits // 4}x}" for mask in masks]
     return tuple(out)
 
 
@@ -655,7 +710,7 @@ def review_candidates(conn: Connection, fp: Fingerprint, *, exclude: str | None 
     (work id, similarity), most similar first, at most ``REVIEW_CANDIDATES_MAX``. A person confirms one
     with ``endcredits works link``; nothing is linked here. Empty for other methods (their thresholds leave
     no band)."""
-    if fp.method not in (IMAGE_METHOD, PREVIOUS_IMAGE_METHOD):
+    if fp.method not in THUMBNAIL_METHODS:
         return []
     found = fingerprint_candidates(conn, fp.method, _query_keys(fp), IMAGE_CANDIDATES_MAX)
     found.pop(exclude or "", None)
@@ -670,17 +725,20 @@ def _review_band(scored: dict[str, float], linked: set[str]) -> list[tuple[str, 
 
 
 def _image_links(fp: Fingerprint, scored: dict[str, float], values: dict[str, str]) -> list[tuple[float, str]]:
-    """The candidates an image would be linked to, (similarity, work id), most similar first: for version 3
-    those from ``IMAGE_VERIFY_MIN`` up that ``image_verify.verify`` finds the same (at most
-    ``IMAGE_VERIFY_MAX`` verified), for version 2 those from ``IMAGE_THRESHOLD`` up."""
+    """The candidates an image would be linked to, (similarity, work id), most similar first: for version 4
+    those from ``IMAGE_VERIFY_MIN`` up that ``image_verify.verify_fine`` finds the same (at most
+    ``IMAGE_VERIFY_MAX`` verified), for version 3 likewise from ``VERIFY128_MIN`` by ``image_verify.verify``,
+    for version 2 those from ``IMAGE_THRESHOLD`` up."""
     ranked = sorted(((s, w) for w, s in scored.items()), key=lambda x: (-x[0], x[1]))
     if fp.method == PREVIOUS_IMAGE_METHOD:
         return [(s, w) for s, w in ranked if s >= IMAGE_THRESHOLD]
+    if fp.method == VERIFY128_IMAGE_METHOD:
+        tried = [(s, w) for s, w in ranked if s >= VERIFY128_MIN][:IMAGE_VERIFY_MAX]
+        mine = _fine_of(fp.value) if tried else None
+        return [(s, w) for s, w in tried if mine is not None and _same_picture(mine, _fine_of(values[w]))]
     tried = [(s, w) for s, w in ranked if s >= IMAGE_VERIFY_MIN][:IMAGE_VERIFY_MAX]
-    if not tried:
-        return []
-    mine = _fine_of(fp.value)
-    return [(s, w) for s, w in tried if _same_picture(mine, _fine_of(values[w]))]
+    new = fine_picture(fp.value) if tried else None
+    return [(s, w) for s, w in tried if new is not None and same_fine_picture(fine_picture(values[w]), new)]
 
 
 def similarity_ppm(value: float) -> int:
@@ -752,10 +810,10 @@ def _link(conn: Connection, fp: Fingerprint | None, wid: str, *, link: bool) -> 
     best: tuple[float, str] | None = None
     scored: dict[str, float] = {}
     if link:
-        limit = IMAGE_CANDIDATES_MAX if fp.method in (IMAGE_METHOD, PREVIOUS_IMAGE_METHOD) else CANDIDATES_MAX
+        limit = IMAGE_CANDIDATES_MAX if fp.method in THUMBNAIL_METHODS else CANDIDATES_MAX
         found = fingerprint_candidates(conn, fp.method, _query_keys(fp), limit)
         scored = _similarities(fp.method, fp.value, found)
-        if fp.method in (IMAGE_METHOD, PREVIOUS_IMAGE_METHOD):
+        if fp.method in THUMBNAIL_METHODS:
             best = next(iter(_image_links(fp, scored, found)), None)
         else:
             for other, s in sorted(scored.items()):
@@ -763,7 +821,7 @@ def _link(conn: Connection, fp: Fingerprint | None, wid: str, *, link: bool) -> 
                     best = (s, other)
     add_fingerprint(conn, wid, fp.method, fp.value, fp.band_keys)
     if best is None:
-        image = fp.method in (IMAGE_METHOD, PREVIOUS_IMAGE_METHOD)
+        image = fp.method in THUMBNAIL_METHODS
         return Registered(wid, None, fp.method, None, tuple(_review_band(scored, set())) if image else ())
     canonical = link_works(
         conn, wid, best[1], method=fp.method, similarity_ppm=similarity_ppm(best[0]), linked_by="fingerprint"
@@ -780,6 +838,13 @@ __all__ = [
     "IMAGE_THRESHOLD",
     "IMAGE_VERIFY_MIN",
     "PREVIOUS_IMAGE_METHOD",
+    "THUMBNAIL_METHODS",
+    "VERIFY128_IMAGE_METHOD",
+    "VERIFY128_MIN",
+    "FinePicture",
+    "fine_picture",
+    "image_band_keys",
+    "same_fine_picture",
     "LEGACY_IMAGE_METHOD",
     "MINHASH_PERM_COUNT",
     "OPERATOR_METHOD",

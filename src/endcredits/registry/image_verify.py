@@ -3,19 +3,22 @@
 The 64x64 thumbnail correlation of ``registry.fingerprints`` finds candidates cheaply, but on its own it
 cannot tell a re-encoded, resized or cropped copy (which loses correlation through its thin lines) from a
 different drawing that differs in one region (another emblem on the same flag, a star with more points).
-This module decides such a pair from a 128x128 grayscale and a 16x16 colour thumbnail of each trimmed
-picture:
+
+``verify_fine`` (method ``gray64-verify256-v4``) decides such a pair from 256x256 grayscale and 16x16
+colour thumbnails of each trimmed picture and the picture's own size in pixels:
 
 1. **Align.** The crop of one picture that best matches the other is searched per axis, by ink profiles
-   at 64 pixels and then by correlation at 64 pixels (a copy cut by up to ``ALIGN_CUT_MAX`` of its width
-   or height on each side lines up).
-2. **Compare finely.** At 128 pixels, after one 3x3 blur (half a pixel of misalignment is no difference),
-   the aligned pictures must correlate at ``CORRELATION_MIN`` or more.
+   and correlation at 64 pixels (up to ``ALIGN_CUT_MAX`` of a side), then refined to a fraction of a
+   pixel (a scale and a shift per axis) by Gauss-Newton at 128 pixels, both pictures blurred by a pixel.
+2. **Compare at the coarser resolution.** Both are blurred by ``NATIVE_BLUR`` of a pixel of the picture
+   with fewer pixels on that axis (at least ``FINE_BLUR_MIN``), so a quarter-size copy is compared at its
+   own resolution; aligned, they must correlate at ``FINE_CORRELATION_MIN`` or more.
 3. **Compare colours.** Where both colour thumbnails are coloured (chroma over ``CHROMA_MIN``), their hue
-   may differ by at most ``HUE_DEGREES_MAX`` on average: a red and a blue button are different works, a
-   copy whose hue was turned a little, or made grayscale, is not.
+   may differ by at most ``HUE_DEGREES_MAX`` on average: a red and a blue button are different works.
 
-Why and how the constants were chosen: docs/concepts/registry.md, "Images and drawings".
+``verify`` is version 3's rule (``gray64-verify128-v3``): the same alignment without the refinement, at
+128 pixels after one 3x3 blur, from ``CORRELATION_MIN``. Why and how the constants were chosen:
+docs/concepts/registry.md, "Images and drawings".
 """
 
 from __future__ import annotations
@@ -194,4 +197,139 @@ def verify(a: np.ndarray, b: np.ndarray, colour_a: np.ndarray, colour_b: np.ndar
     return Verdict(corr, hue, sy, sx, corr >= CORRELATION_MIN and hue <= HUE_DEGREES_MAX)
 
 
-__all__ = ["COLOUR_PIXELS", "FINE_PIXELS", "Verdict", "align", "hue_difference", "verify"]
+# Version 4 ----------------------------------------------------------------------------------------
+V4_PIXELS = 256
+"""Side of the grayscale thumbnail a ``gray64-verify256-v4`` fingerprint stores besides the 64-pixel one."""
+FINE_CORRELATION_MIN = 0.995
+"""Correlation at 256 pixels, aligned and blurred to the coarser picture, from which two pictures are the
+same (chosen on the tuning half: docs)."""
+NATIVE_BLUR = 0.5
+"""Gaussian sigma, in pixels of the coarser picture, that both pictures are blurred by before comparing."""
+FINE_BLUR_MIN = 1.0
+"""Least Gaussian sigma, in 256-pixel thumbnail pixels (half a pixel of a 256-pixel render's grain)."""
+REFINE_STEPS = 8
+"""Gauss-Newton steps of the sub-pixel alignment at 128 pixels (each moves an end by at most 2 pixels)."""
+
+Quad = tuple[float, float, float, float]
+"""The span of the registered picture lined up with the whole new one: (top, bottom, left, right), shares
+of its height and width (outside [0, 1] where the new picture shows more than it)."""
+
+
+@dataclass(frozen=True)
+class FineVerdict:
+    """``verify_fine``'s answer: the correlation at 256 pixels, the mean hue difference, the span of the
+    registered picture that lines up with the new one, and whether they are the same."""
+
+    correlation: float
+    hue_degrees: float
+    span: Quad
+    same: bool
+
+
+def _gaussian(img: np.ndarray, sigma: float, axis: int) -> np.ndarray:
+    """Gaussian blur along one axis, edges repeated."""
+    r = max(1, int(np.ceil(3 * sigma)))
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    k /= k.sum()
+    pad = [(0, 0), (0, 0)]
+    pad[axis] = (r, r)
+    p = np.pad(img, pad, mode="edge")
+    n = img.shape[axis]
+    out = np.zeros_like(img)
+    for i, w in enumerate(k):
+        out += w * (p[i : i + n] if axis == 0 else p[:, i : i + n])
+    return out
+
+
+def _blur(img: np.ndarray, sigma_y: float, sigma_x: float) -> np.ndarray:
+    return _gaussian(_gaussian(img, sigma_y, 0), sigma_x, 1)
+
+
+def _linear_taps(n: int, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    pos = np.clip((lo + (np.arange(n) + 0.5) / n * (hi - lo)) * n - 0.5, 0.0, n - 1.0)
+    left = np.floor(pos).astype(np.int64)
+    return left, np.minimum(left + 1, n - 1), pos - left
+
+
+def warp(img: np.ndarray, span: Quad) -> np.ndarray:
+    """The span (top, bottom, left, right) of a square image, resampled linearly to its full side (edges
+    repeated beyond it)."""
+    n = img.shape[0]
+    ly, ry, wy = _linear_taps(n, span[0], span[1])
+    lx, rx, wx = _linear_taps(n, span[2], span[3])
+    rows = img[ly] * (1 - wy)[:, None] + img[ry] * wy[:, None]
+    out: np.ndarray = rows[:, lx] * (1 - wx)[None, :] + rows[:, rx] * wx[None, :]
+    return out
+
+
+def _as_quad(sy: Span, sx: Span) -> Quad:
+    """``align``'s spans as the span of picture 0 (the registered one) that lines up with all of picture 1."""
+
+    def axis(s: Span) -> tuple[float, float]:
+        which, lo, hi = s
+        return (lo, hi) if which == 0 else (-lo / (hi - lo), (1 - lo) / (hi - lo))
+
+    return (*axis(sy), *axis(sx))
+
+
+def refine(a: np.ndarray, b: np.ndarray, span: Quad, steps: int = REFINE_STEPS) -> Quad:
+    """Gauss-Newton on ``span`` so that ``warp(a, span)`` best fits ``g * b + o``-wise (a linear fit of the
+    warped picture and its gradients to ``b``); each step moves an end by at most 2 pixels."""
+    n = a.shape[0]
+    gy, gx = np.gradient(a)
+    u = (np.arange(n) + 0.5) / n
+    near, far = n * (1 - u), n * u
+    p = np.asarray(span, dtype=np.float64)
+    for _ in range(steps):
+        q: Quad = (float(p[0]), float(p[1]), float(p[2]), float(p[3]))
+        w, wy, wx = warp(a, q), warp(gy, q), warp(gx, q)
+        cols = np.stack([w, np.ones_like(w), wy * near[:, None], wy * far[:, None], wx * near, wx * far])
+        m = cols.reshape(6, -1)
+        try:
+            coef = np.linalg.solve(m @ m.T + 1e-9 * np.eye(6), m @ b.reshape(-1))
+        except np.linalg.LinAlgError:
+            break
+        if abs(coef[0]) < 1e-6:
+            break
+        move = np.clip(coef[2:] / coef[0], -2.0 / n, 2.0 / n)
+        p = p + move
+        if float(np.abs(move).max()) < 0.02 / n:
+            break
+    return (float(p[0]), float(p[1]), float(p[2]), float(p[3]))
+
+
+def verify_fine(
+    a: np.ndarray,
+    b: np.ndarray,
+    colour_a: np.ndarray,
+    colour_b: np.ndarray,
+    native_a: tuple[int, int],
+    native_b: tuple[int, int],
+) -> FineVerdict:
+    """Compare a registered picture ``a`` and a new one ``b`` by their ``V4_PIXELS`` square grayscale and
+    ``COLOUR_PIXELS`` square RGB thumbnails (uint8, of the trimmed pictures), knowing the size (width,
+    height) in pixels of each trimmed picture."""
+    x, y = a.astype(np.float64), b.astype(np.float64)
+    x128, y128 = _shrink(x, FINE_PIXELS), _shrink(y, FINE_PIXELS)
+    span = refine(_blur(x128, 1.0, 1.0), _blur(y128, 1.0, 1.0), _as_quad(*align(x128, y128)))
+    n = V4_PIXELS
+    sigma_y = max(FINE_BLUR_MIN, NATIVE_BLUR * n / max(1, min(native_a[1], native_b[1])))
+    sigma_x = max(FINE_BLUR_MIN, NATIVE_BLUR * n / max(1, min(native_a[0], native_b[0])))
+    corr = _corr(warp(_blur(x, sigma_y, sigma_x), span), _blur(y, sigma_y, sigma_x))
+    hue = hue_difference(colour_a, colour_b)
+    return FineVerdict(corr, hue, span, corr >= FINE_CORRELATION_MIN and hue <= HUE_DEGREES_MAX)
+
+
+__all__ = [
+    "COLOUR_PIXELS",
+    "FINE_PIXELS",
+    "V4_PIXELS",
+    "FineVerdict",
+    "Verdict",
+    "align",
+    "hue_difference",
+    "refine",
+    "verify",
+    "verify_fine",
+    "warp",
+]
