@@ -130,3 +130,27 @@ def test_a_guild_sees_only_its_members_aggregates_and_unclaimed_lines(world: Wor
         "EUR": owed[f"escrow:person:{w.dan}:EUR"] + owed[f"payable:person:{w.alice}:EUR"]
     }
     assert "dan" not in str(view.to_json()) and "alice" not in str(view.to_json())
+
+
+def test_a_statement_says_which_term_set_the_escrow_deadline(world: World) -> None:
+    from endcredits.payouts.statements import build_statement
+
+    w = world
+    before = build_statement(w.store, w.dan, "2026-01", "EUR").escrow
+    assert [(e["due_on"], e["fund"], e["deadline_set_by"]) for e in before] == [
+        ("2025-02-09", FUND, "agreement test-2026")
+    ]
+    with w.store.write() as conn:
+        load_guild_terms(conn, GUILD, guild_terms(90, "guild-fund"), "terms.toml")
+    st = build_statement(w.store, w.dan, "2026-01", "EUR")
+    (held,) = st.escrow
+    assert (held["due_on"], held["fund"], held["deadline_set_by"]) == (
+        "2025-04-10",
+        "guild-fund",
+        f"guild terms of {GUILD} v1",
+    )
+    assert (
+        held["amount_microunits"] == balances(w.store)[f"escrow:person:{w.dan}:EUR"] and held["credited_as"] == "(you)"
+    )
+    assert '"deadline_set_by": "guild terms of' in st.to_json()
+    assert build_statement(w.store, w.alice, "2026-01", "EUR").escrow == []  # verified: nothing waits

@@ -105,3 +105,13 @@ def test_bad_page_numbers_are_4xx_with_a_reason(client: TestClient, seeded: Seed
     for bad in ("0", "-1", "two", "1.5", "9" * 30, ""):
         r = client.get(base, params={"page": bad})
         assert r.status_code == 422, (bad, r.status_code)
+
+
+def test_the_page_says_what_waits_in_escrow_and_which_term_set_its_deadline(client: TestClient, seeded: Seeded) -> None:
+    _sign_in(client, seeded, seeded.mal)  # her credited name's money waits for her claim
+    st = build_statement(seeded.store, seeded.mal, "2026-01", "EUR")
+    (held,) = st.escrow
+    assert held["amount_microunits"] > 0 and held["deadline_set_by"].startswith("agreement ")
+    page = client.get(f"/portal/people/{seeded.mal}/statements/2026-01").text
+    assert "Waiting for your claim" in page and f"deadline set by {held['deadline_set_by']}" in page
+    assert f"{held['amount']} EUR" in page and "<script>" not in page  # her name's markup is escaped

@@ -101,6 +101,10 @@ class Statement:
     """Per payee id of the person: what the lines call it (``(you)``, or the credited name)."""
     titles: dict[str, str] = field(default_factory=dict)
     """The title of every work the lines and the explanations name."""
+    escrow: list[dict[str, Any]] = field(default_factory=list)
+    """What waits in escrow for the person's payees now (the statement's making, not the period's end): per
+    account and destination, the amount, since when, when it is due to move to a fund, where, and which term
+    set that deadline (the agreement, or the guild terms that protect the member longer)."""
 
     @functools.cached_property
     def lines(self) -> list[dict[str, Any]]:
@@ -140,6 +144,7 @@ class Statement:
                 "rules": self.rules,
                 "score_sources": self.score_sources,
                 "model_validity": self.model_validity,
+                "escrow": self.escrow,
                 "summary": _summary_json(self),
             },
             indent=2,
@@ -362,7 +367,33 @@ def build_statement(store: Store, person_id: int, period: str, currency: str) ->
         pools,
         labels,
         titles,
+        _escrow_waiting(store, payees, labels, currency),
     )
+
+
+def _escrow_waiting(store: Store, payees: list[str], labels: dict[str, str], currency: str) -> list[dict[str, Any]]:
+    """``Statement.escrow``: ``ledger.expiry.escrow_schedule`` of the payees' escrow accounts in ``currency``."""
+    from endcredits.ledger.expiry import escrow_schedule
+
+    with store.read() as conn:
+        held = escrow_schedule(conn, [f"escrow:{p}:{currency}" for p in payees])
+    out = []
+    for h in held:
+        if h.amount_microunits <= 0:
+            continue
+        payee = h.account.removeprefix("escrow:").rsplit(":", 1)[0]
+        out.append(
+            {
+                "credited_as": labels.get(payee, payee),
+                "amount": format_amount(h.amount_microunits, currency),
+                "amount_microunits": h.amount_microunits,
+                "owed_since": h.owed_since.isoformat(),
+                "due_on": h.due_on.isoformat() if h.due_on else None,
+                "fund": h.fund,
+                "deadline_set_by": h.term,
+            }
+        )
+    return out
 
 
 def model_pools(tables: list[pa.Table]) -> dict[str, dict[str, int | None]]:
