@@ -124,3 +124,26 @@ def test_terms_out_of_force_or_for_other_uses_owe_nothing(store: Store) -> None:
     got = owe_training_fees(store, w.manifest.id, AG)
     assert (got.status, got.total_microunits) == ("none", 0)
     assert row_counts(store) == before
+
+
+def test_a_guild_sees_its_members_training_fees_among_what_they_accrued(store: Store) -> None:
+    from endcredits.ledger.guilds import guild_view
+    from endcredits.registry.identity.trusted import trust_issuer
+    from endcredits.registry.records import add_person
+    from helpers_money import guild_member
+
+    guild = "did:web:guild.example"
+    w = World(store)
+    with store.write() as conn:
+        trust_issuer(conn, guild, note="the guild")
+        for person in (w.alice, w.dan, add_person(conn, "third")):  # three members: sums are shown
+            guild_member(conn, person, guild)
+        add_terms(conn, [_term(w.song)])
+    at = dt.datetime(2026, 4, 4, tzinfo=dt.UTC)
+    with store.read() as conn:
+        before = guild_view(conn, guild, at).accrued_microunits
+    owe_training_fees(store, w.manifest.id, AG)
+    alice_part = balances(store)[f"payable:person:{w.alice}:EUR"]
+    with store.read() as conn:
+        after = guild_view(conn, guild, at).accrued_microunits
+    assert before == {} and after == {"EUR": alice_part} and 0 < alice_part < FEE_EUR  # bob's name is no member

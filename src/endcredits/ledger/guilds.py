@@ -22,6 +22,7 @@ from endcredits.errors import ValidationError
 from endcredits.ledger import parse_account_key
 from endcredits.ledger.expiry import PUBLISHED_ROWS_MAX, Unclaimed, published_unclaimed
 from endcredits.ledger.records import account_balances, accrued_by_account
+from endcredits.ledger.training_fees import TRANSFER_CODE as TRAINING_FEE
 from endcredits.registry.identity.members import members_of_issuer
 from endcredits.registry.identity.trusted import check_trusted
 from endcredits.store.schema import names
@@ -98,7 +99,8 @@ def guild_view(conn: Connection, issuer: str, at: dt.datetime) -> GuildView:
     def of(balances: dict[str, int]) -> dict[str, int] | None:
         return _sum_by_currency(balances, holders) if shown else None
 
-    accrued = {k: v for k, v in accrued_by_account(conn).items() if k.startswith(("payable:", "escrow:"))}
+    credited = accrued_by_account(conn, codes=("accrual", TRAINING_FEE))  # residuals and training fees
+    accrued = {k: v for k, v in credited.items() if k.startswith(("payable:", "escrow:"))}
     return GuildView(
         issuer=issuer,
         members=len(members),
