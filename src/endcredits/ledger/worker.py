@@ -177,8 +177,13 @@ def _check_sizes(batch_id: str, outputs: int, batch_outputs: int, usage_outputs:
     if batch_outputs < 1:
         raise ValidationError(f"attribution batches of {batch_outputs} outputs: at least 1")
     last = f"{batch_id}-{max(1, -(-outputs // usage_outputs))}"
-    if len(last) > ID_LENGTH_MAX - 20 or "/" in batch_id:
-        raise ValidationError(f"batch id {batch_id[:40]!r} must leave room for -N: at most {ID_LENGTH_MAX - 30}, no /")
+    if "/" in batch_id:
+        raise ValidationError(f"batch id {batch_id[:40]!r} has a /: the worker's batch ids may not")
+    if len(last) > ID_LENGTH_MAX - 20:
+        raise ValidationError(
+            f"batch id {batch_id[:40]!r} is too long: with its suffix -N it has {len(last)} characters, over "
+            f"{ID_LENGTH_MAX - 20}"
+        )
 
 
 def attribute_and_accrue(
