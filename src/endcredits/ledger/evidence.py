@@ -176,7 +176,8 @@ def read_evidence(path: Path, *, expected_sha256: str | None = None, columns: li
 
 
 def kept_per_payee(table: pa.Table) -> bool:
-    """Whether an evidence table keeps its amounts per output and payee (its lines are re-derived)."""
+    """Whether an evidence table keeps its amounts per payee, per output and payee or per batch
+    (``kept_per_batch``): its lines are re-derived."""
     return "share" in table.column_names
 
 
