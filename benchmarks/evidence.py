@@ -1,14 +1,16 @@
-"""Evidence bytes per output, kept line by line and kept per output and payee, on a demo-shaped batch.
+"""Evidence bytes per output, kept line by line, per output and payee, and per batch, on a demo-shaped batch.
 
     python benchmarks/evidence.py --outputs 200 --works 900 --people 300 --json
 
 ``--works`` works, each credited to three people drawn from ``--people`` (composer, transcriber,
 collector, as the ABC demo credits its tunes), one manifest, and ``--outputs`` outputs scored over every
 work (a positive score each: every output pays every work, as the demo's about 2,700 lines per output
-do). The same scores are accrued twice into fresh stores: from a recorded attribution run (the evidence
-kept per output and payee, lines re-derived on demand) and marked external (every line kept). Prints
-lines and rows per output, evidence bytes per output and per day at 10^9 outputs, and the time to
-re-derive one output's lines and to run ``verify``.
+do), in one batch. The same scores are accrued twice into fresh stores: marked external (every line kept)
+and from a recorded attribution run (kept per batch: each output's pool, each payee's total and the
+recorded shares; lines re-derived on demand). The run's lines, re-derived, are also written the way
+evidence was kept per output and payee (a row per output and payee plus the shares), by the same writer,
+so the three layouts are measured on the same lines. Prints lines and rows per output, evidence bytes per
+output and per day at 10^9 outputs, and the time to re-derive one output's lines and to run ``verify``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import numpy as np
 from endcredits.attribution.records import RunScores, new_run, record_run
 from endcredits.attribution.settings import AttributionSettings
 from endcredits.ledger.accrue import ScoreSource, accrue_scored
-from endcredits.ledger.evidence import payee_rows, read_evidence
+from endcredits.ledger.evidence import per_payee_table, read_evidence, share_rows, write_evidence
 from endcredits.ledger.evidence_lines import evidence_lines
 from endcredits.ledger.verify import verify
 from endcredits.manifest.build import build_manifest
@@ -82,7 +84,7 @@ def _world(data_dir: Path, works_n: int, people_n: int) -> tuple[Store, Any, lis
     return store, manifest, work_ids
 
 
-def _accrue(data_dir: Path, args: argparse.Namespace, by_run: bool) -> dict[str, Any]:
+def _accrue(data_dir: Path, args: argparse.Namespace, by_run: bool) -> list[dict[str, Any]]:
     store, manifest, work_ids = _world(data_dir, args.works, args.people)
     outs = [OutputIn(f"out-{i:05d}", "bench-model", 10_000_000 + 1_000_003 * i, "EUR", "2026-11-02T12:00:00Z")
             for i in range(args.outputs)]  # fmt: skip
@@ -98,24 +100,32 @@ def _accrue(data_dir: Path, args: argparse.Namespace, by_run: bool) -> dict[str,
         scores = {o.output_id: dict(zip(work_ids, row.tolist(), strict=True)) for o, row in zip(outs, matrix)}
         summary = accrue_scored(store, outs, scores, source=ScoreSource.external("bench"), per="work", **kw)
     files = list((store.data_dir / "evidence").rglob("*.parquet"))
-    size = sum(f.stat().st_size for f in files)
-    rows = sum(payee_rows(read_evidence(f)).num_rows for f in files)
     t0 = time.perf_counter()
     one = evidence_lines(store, "bench-1", {outs[0].output_id})
     rederive_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     ok = verify(store).ok
-    return {
-        "layout": "per payee (run)" if by_run else "lines (external)",
-        "lines_per_output": summary.lines / args.outputs,
-        "rows_per_output": rows / args.outputs,
-        "bytes_per_output": size / args.outputs,
-        "tb_per_day_at_1e9_outputs": size / args.outputs * 1e9 / 1e12,
-        "one_output_lines_s": round(rederive_s, 3),
-        "one_output_lines": one.num_rows,
-        "verify_s": round(time.perf_counter() - t0, 2),
-        "verify_ok": ok,
-    }
+    verify_s = round(time.perf_counter() - t0, 2)
+    found = [(files, "per batch (run)" if by_run else "lines (external)")]
+    if by_run:  # the same lines, kept as they were before evidence was kept per batch
+        per_payee = data_dir / "per-output-and-payee.parquet"
+        shares = share_rows(read_evidence(files[0]))
+        write_evidence(per_payee, per_payee_table(evidence_lines(store, "bench-1"), shares))
+        found.insert(0, ([per_payee], "per output and payee (run)"))
+    return [
+        {
+            "layout": layout,
+            "lines_per_output": summary.lines / args.outputs,
+            "rows_per_output": sum(read_evidence(f).num_rows for f in kept) / args.outputs,
+            "bytes_per_output": sum(f.stat().st_size for f in kept) / args.outputs,
+            "tb_per_day_at_1e9_outputs": sum(f.stat().st_size for f in kept) / args.outputs * 1e9 / 1e12,
+            "one_output_lines_s": round(rederive_s, 3) if kept is files else None,
+            "one_output_lines": one.num_rows,
+            "verify_s": verify_s if kept is files else None,
+            "verify_ok": ok if kept is files else None,
+        }
+        for kept, layout in found
+    ]
 
 
 def main() -> None:
@@ -125,10 +135,10 @@ def main() -> None:
     parser.add_argument("--people", type=int, default=300)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    results = []
+    results: list[dict[str, Any]] = []
     for by_run in (False, True):
         with tempfile.TemporaryDirectory() as tmp:
-            results.append(_accrue(Path(tmp) / "data", args, by_run))
+            results += _accrue(Path(tmp) / "data", args, by_run)
     print(json.dumps(results, indent=2) if args.json else "\n".join(map(str, results)))
 
 

@@ -4,7 +4,8 @@
 
 One person is credited (composer) on ``--works`` image works, which another person is credited on as well
 (performer), so each output's pool is shared. ``--outputs`` outputs of one model, each an image whose
-content the operator supplied, are scored over every work (external scores) and accrued in one batch: the
+content the operator supplied, are scored over every work (external scores, or with ``--scores run`` a
+recorded attribution run of the same scores, whose evidence is kept per batch) and accrued in one batch: the
 person's statement for the month has outputs x works lines. Timed, warm, median of ``--repeat`` runs:
 ``build_statement``; the CSV and JSON exports; the portal's statement page (first and last page) through
 the app, signed in as the person; and one output thumbnail (the first request makes it, later ones read it).
@@ -24,6 +25,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from endcredits.attribution.records import RunScores, new_run, record_run
+from endcredits.attribution.settings import AttributionSettings
 from endcredits.ledger.accrue import ScoreSource, accrue_scored
 from endcredits.manifest.build import build_manifest
 from endcredits.manifest.records import add_model
@@ -63,7 +68,7 @@ def _png(seed: int, side: int) -> bytes:
     return buf.getvalue()
 
 
-def build_world(data_dir: Path, outputs_n: int, works_n: int) -> tuple[Store, int]:
+def build_world(data_dir: Path, outputs_n: int, works_n: int, by_run: bool = False) -> tuple[Store, int]:
     """The store with the accrued batch; returns it and the person whose statement is measured."""
     store = init_store(data_dir, None)
     ag = parse_agreement(AGREEMENT)
@@ -95,8 +100,18 @@ def build_world(data_dir: Path, outputs_n: int, works_n: int) -> tuple[Store, in
     ]
     scores = {o.output_id: {w: float(1 + (i * 7 + j * 13) % 97) for j, w in enumerate(work_ids)} for i, o in
               enumerate(outs)}  # fmt: skip
-    accrue_scored(store, outs, scores, source=ScoreSource.external("benchmark scores"), per="work",
-                  agreement_id=ag.id, batch_id="bench-1", manifest_id=manifest.id)  # fmt: skip
+    kw: dict[str, Any] = {"agreement_id": ag.id, "batch_id": "bench-1", "manifest_id": manifest.id}
+    if by_run:  # recorded: the evidence is kept per batch and the statement re-derives the batch's lines
+        ids = [o.output_id for o in outs]
+        run_scores = RunScores.of_matrix(
+            "work", ids, work_ids, np.array([[scores[o][w] for w in work_ids] for o in ids])
+        )
+        run = new_run(manifest, run_scores, checkpoint_sha256s=["c" * 64], method="trak", weaker=False,
+                      settings=AttributionSettings(k=64))  # fmt: skip
+        run_id = record_run(store, run, run_scores)[0].id
+        accrue_scored(store, outs, None, source=ScoreSource.run(run_id), per=None, **kw)
+    else:
+        accrue_scored(store, outs, scores, source=ScoreSource.external("benchmark scores"), per="work", **kw)
     record_output_contents(store, [(o.output_id, _png(1000 + i, 256)) for i, o in enumerate(outs)])
     return store, person
 
@@ -116,11 +131,18 @@ def main() -> None:
     parser.add_argument("--outputs", type=int, default=80)
     parser.add_argument("--works", type=int, default=400)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--scores",
+        choices=("external", "run"),
+        default="external",
+        help="accrue on external scores (every evidence line kept) or on a recorded run of the same scores "
+        "(evidence kept per batch, lines re-derived for the statement)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        store, person = build_world(Path(tmp) / "data", args.outputs, args.works)
+        store, person = build_world(Path(tmp) / "data", args.outputs, args.works, args.scores == "run")
         setup_s = time.perf_counter() - t0
         st = build_statement(store, person, "2026-11", "EUR")
         if not st.reconciles():
@@ -153,6 +175,7 @@ def main() -> None:
             if first.status_code != 200 or not first.content.startswith(b"\x89PNG"):
                 raise SystemExit(f"thumbnail: {first.status_code}")
             figures = {
+                "scores": args.scores,
                 "lines": len(st.lines),
                 "outputs": args.outputs,
                 "setup_s": round(setup_s, 2),

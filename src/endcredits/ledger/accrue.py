@@ -43,7 +43,7 @@ from sqlalchemy import Connection, select
 from endcredits.attribution.records import AttributionRun, binding_problem, load_run, read_run_scores
 from endcredits.errors import ConflictError, EvidenceError, ManifestError, ValidationError, invariant
 from endcredits.ledger import TransferRequest, account_key
-from endcredits.ledger.evidence import EVIDENCE_SCHEMA, coded, evidence_path, per_payee_table, prepare_evidence
+from endcredits.ledger.evidence import EVIDENCE_SCHEMA, coded, evidence_path, per_batch_table, prepare_evidence
 from endcredits.ledger.expiry import save_agreement_terms
 from endcredits.ledger.floors import FloorLine, record_floor_lines
 from endcredits.ledger.folding import fold_due
@@ -540,7 +540,7 @@ def _evidence_columns(event_id: str, u: UsageBatch, texts: _Texts) -> dict[str, 
 
 def _evidence_table(plan: _Plan, source: ScoreSource) -> pa.Table:
     """The group's evidence: every line, or, when its scores come from a recorded run and its lines from
-    recorded credit shares, one row per output and payee plus those shares (``PAYEE_EVIDENCE_SCHEMA``)."""
+    recorded credit shares, each output's pool, each payee's total and those shares (``per_batch_table``)."""
     columns = {
         **plan.evidence,
         "account": plan.line_accounts,
@@ -551,7 +551,7 @@ def _evidence_table(plan: _Plan, source: ScoreSource) -> pa.Table:
     shares = plan.usage.shares
     if source.run_id is None or not shares:  # per payee, the lines are already one per output and payee
         return lines
-    return per_payee_table(
+    return per_batch_table(
         lines, {w: [(s.payee, s.source_work, s.role, s.share) for s in got] for w, got in shares.items()}
     )
 

@@ -1,11 +1,12 @@
-"""Evidence lines on demand: the per-work lines of an accrual group whose evidence is kept per output and payee.
+"""Evidence lines on demand: the per-work lines of an accrual group whose evidence is kept per payee.
 
-Such a group (paid on a recorded attribution run, per work) keeps each output's exact part per payee and the
-credit shares of every work it paid (``ledger.evidence.PAYEE_EVIDENCE_SCHEMA``). Its lines are a function of
+Such a group (paid on a recorded attribution run, per work) keeps each output's pool, each payee's exact
+total over the group (files written before: each output's exact part per payee) and the credit shares of
+every work it paid (``ledger.evidence.PAYEE_EVIDENCE_SCHEMA``). Its lines are a function of
 what is recorded: the run's scores (its file, checked against its SHA-256), the run's manifest, the stored
 agreement version and those shares; ``build_usage`` turns them into lines and ``accrue.line_table`` splits
 each output's pool as accrual did. Groups kept line by line are read as they are. ``verify`` re-derives
-every group and checks the lines against the parts kept per payee, to the subunit.
+every group and checks the lines against the rows kept, to the subunit.
 """
 
 from __future__ import annotations
@@ -21,7 +22,15 @@ from sqlalchemy import Connection, select
 from endcredits.attribution.records import AttributionRun, RunScores, load_run, read_run_scores
 from endcredits.errors import EvidenceError, NotFoundError
 from endcredits.ledger.accrue import line_table
-from endcredits.ledger.evidence import EVIDENCE_SCHEMA, kept_per_payee, payee_rows, read_evidence, share_rows
+from endcredits.ledger.evidence import (
+    EVIDENCE_SCHEMA,
+    kept_per_batch,
+    kept_per_payee,
+    output_rows,
+    payee_rows,
+    read_evidence,
+    share_rows,
+)
 from endcredits.manifest.records import ManifestRecord, load_manifest
 from endcredits.royalties import Agreement
 from endcredits.royalties.records import load_agreement
@@ -48,11 +57,13 @@ class LineSource:
             if output_ids is None:
                 return table
             return table.filter(pc.is_in(table["output_id"].cast(pa.string()), pa.array(list(output_ids), pa.string())))
-        parts = payee_rows(table)
+        payees = payee_rows(table)
+        parts = output_rows(table) if kept_per_batch(table) else payees
         if output_ids is not None:
             parts = parts.filter(
                 pc.is_in(parts["output_id"].cast(pa.string()), pa.array(list(output_ids), pa.string()))
             )
+            payees = payees if kept_per_batch(table) else parts
         if not parts.num_rows:
             return EVIDENCE_SCHEMA.empty_table()
         if group.scores_run_id is None:
@@ -70,8 +81,24 @@ class LineSource:
             per=run.per,
             shares=shares,
         )
-        accounts = dict(zip(parts["payee"].to_pylist(), parts["account"].to_pylist(), strict=True))
+        accounts = dict(zip(payees["payee"].to_pylist(), payees["account"].to_pylist(), strict=True))
         return line_table(group.batch_event_id, usage, agreement, accounts)
+
+    def outputs_paying(self, group: Any, table: pa.Table, payees: Collection[str]) -> set[str] | None:
+        """The outputs of ``group`` (evidence ``table``, kept per payee) whose lines may pay any of ``payees``:
+        every output when its agreement pays a baseline share (that reaches every work of the manifest),
+        else those its run scored above zero on a work whose recorded shares name one of them (only a
+        positive score earns, ``royalties.shares.attribution_weights``). A superset: their lines, re-derived,
+        are then filtered by payee. None means every output."""
+        if group.scores_run_id is None:
+            raise EvidenceError(f"evidence of {group.event_id} is kept per payee but names no attribution run")
+        if self._agreement(group.agreement_id, group.agreement_version).baseline_share:
+            return None
+        wanted = set(payees)
+        works = [w for w, got in share_rows(table).items() if any(s[0] in wanted for s in got)]
+        scores = self._run(group.scores_run_id)[1]
+        hit = pc.and_(pc.is_in(scores.keys, pa.array(works, pa.string())), pa.array(scores.scores > 0))
+        return set(pc.unique(scores.output_ids.filter(hit)).to_pylist())
 
     def _run(self, run_id: str) -> tuple[AttributionRun, RunScores, ManifestRecord]:
         if run_id not in self._runs:

@@ -33,7 +33,7 @@ from endcredits.consent.guilds import guild_terms_versions
 from endcredits.consent.terms import terms_for
 from endcredits.errors import EvidenceError, LedgerError, NotFoundError
 from endcredits.ledger import NEGATIVE_ALLOWED_KINDS, TransferRequest
-from endcredits.ledger.evidence import kept_per_payee, payee_rows, read_evidence
+from endcredits.ledger.evidence import kept_per_batch, kept_per_payee, output_rows, payee_rows, read_evidence
 from endcredits.ledger.evidence_lines import LineSource
 from endcredits.ledger.floors import floor_line_count, floor_lines_of
 from endcredits.ledger.guild_minimums import minimum_line_count, minimum_lines_of
@@ -508,35 +508,53 @@ def _check_paid_outputs(
 
 def _rederived(lines: LineSource, group: Any, problems: list[str]) -> pa.Table:
     """The money rows of ``group``'s evidence file, read and checked against its SHA-256. For one kept per
-    output and payee, its lines are re-derived from the run, the agreement and the recorded shares first;
-    each output's and payee's lines must add up to the row kept for them, to the subunit, in the same
-    account (else a problem)."""
+    payee, its lines are re-derived from the run, the agreement and the recorded shares first, and must add
+    up, to the subunit and in the same account, to every row kept: per output and payee (files kept so), or
+    per payee over the group and per output (files kept per batch; the re-derived lines are returned, so the
+    checks that follow see every output). A difference is a problem naming the first row that differs."""
     table = read_evidence(lines.store.data_dir / group.evidence_path, expected_sha256=group.evidence_sha256)
     if not kept_per_payee(table):
         return table
     kept = payee_rows(table)
     derived = lines.lines(group, table)
-    got, want = _part_sums(derived), _part_sums(kept)
-    if got != want:
-        key = min(set(got) ^ set(want) | {k for k in got if got[k] != want.get(k)})
-        problems.append(
-            f"evidence of {group.event_id}: the lines re-derived for output {key[0]} and payee {key[1]} add up to "
-            f"{got.get(key, 0)}/2^32, the row kept for them to {want.get(key, 0)}/2^32"
-        )
-    return kept
+    if not kept_per_batch(table):
+        _compare(group, _part_sums(derived), _part_sums(kept), "output {0} and payee {1}", problems)
+        return kept
+    outputs = output_rows(table)
+    _compare(group, _part_sums(derived, "payee"), _part_sums(kept, "payee"), "payee {1}", problems)
+    _compare(group, _part_sums(derived, "output"), _part_sums(outputs, "output"), "output {0}", problems)
+    return derived
 
 
-def _part_sums(table: pa.Table) -> dict[tuple[str, str, str], int]:
-    """Per (output, payee, account), the exact sum of the rows in 2^-32 microunits (int64 sums cannot
-    overflow: whole microunits add up to at most an output's pool, fractions to under rows x 2^32)."""
-    keys = ["output_id", "payee", "account"]
+Sums = dict[tuple[str, str, str], int]
+
+
+def _compare(group: Any, got: Sums, want: Sums, what: str, problems: list[str]) -> None:
+    if got == want:
+        return
+    key = min(set(got) ^ set(want) | {k for k in got if got[k] != want.get(k)})
+    problems.append(
+        f"evidence of {group.event_id}: the lines re-derived for {what.format(*key)} add up to "
+        f"{got.get(key, 0)}/2^32, the row kept for them to {want.get(key, 0)}/2^32"
+    )
+
+
+def _part_sums(table: pa.Table, per: str = "part") -> Sums:
+    """Per (output, payee, account) (``per`` "part"), per (payee, account) ("payee") or per output ("output"),
+    the exact sum of the rows in 2^-32 microunits, keyed by (output, payee, account) with the others empty.
+    int64 sums cannot overflow: whole microunits add up to at most an output's pool ("part", "output") or,
+    for evidence kept per batch, to under 2^62 (``evidence.per_batch_table``); fractions to under rows x 2^32."""
+    keys = {"part": ["output_id", "payee", "account"], "payee": ["payee", "account"], "output": ["output_id"]}[per]
     t = pa.table(
         [*(table[k].cast(pa.string()) for k in keys), table["amount_microunits"], table["amount_subunits"]],
         names=[*keys, "m", "s"],
     )
     g = t.group_by(keys, use_threads=False).aggregate([("m", "sum"), ("s", "sum")])
-    columns = [g[c].to_pylist() for c in (*keys, "m_sum", "s_sum")]
-    return {(o, p, a): m * SUBUNITS_PER_MICROUNIT + s for o, p, a, m, s in zip(*columns, strict=True)}
+    got = {k: g[k].to_pylist() for k in keys}
+    n = g.num_rows
+    columns = [got.get(k, [""] * n) for k in ("output_id", "payee", "account")]
+    sums = [m * SUBUNITS_PER_MICROUNIT + s for m, s in zip(g["m_sum"].to_pylist(), g["s_sum"].to_pylist(), strict=True)]
+    return {(o, p, a): v for o, p, a, v in zip(*columns, sums, strict=True)}
 
 
 def output_off_its_pool(table: pa.Table, agreement: Agreement) -> str | None:

@@ -28,7 +28,14 @@ from endcredits.attribution.records import AttributionRun, runs_by_id
 from endcredits.attribution.validity_records import latest_validities
 from endcredits.consent.terms import terms_for
 from endcredits.errors import NotFoundError
-from endcredits.ledger.evidence import kept_per_payee, payee_rows, read_evidence
+from endcredits.ledger.evidence import (
+    EVIDENCE_SCHEMA,
+    kept_per_batch,
+    kept_per_payee,
+    output_rows,
+    payee_rows,
+    read_evidence,
+)
 from endcredits.ledger.evidence_lines import LineSource
 from endcredits.ledger.floors import floor_lines_of
 from endcredits.ledger.guild_minimums import minimum_lines_of
@@ -190,8 +197,7 @@ def _collect(
     """(period, lines of these payees, every payee's lines of their outputs and the batch's money rows when
     the batch is of ``period``, agreement, group event id, (run id, external reason)) for every accrual
     batch, in the order the ledger posted them. Evidence kept per payee gives its lines re-derived for
-    ``period``'s batches; for the others only their sums per payee count, and its rows per output and payee
-    give them."""
+    ``period``'s batches; for the others only their sums per payee count, and its rows per payee give them."""
     q = (
         select(accrual_batches)
         .join(transfers, transfers.c.event_id == accrual_batches.c.transfer_event_id)
@@ -205,14 +211,27 @@ def _collect(
         table = read_evidence(store.data_dir / r.evidence_path, expected_sha256=r.evidence_sha256)
         money = payee_rows(table)
         mine = money.filter(pc.is_in(money["payee"].cast(pa.string()), value_set=wanted))
-        full = money if r.period == period else None
+        full = pools = money if r.period == period else None
         if full is not None and kept_per_payee(table):
-            full = lines.lines(r, table, set(mine["output_id"].cast(pa.string()).to_pylist()))
+            full, pools = _rederived(lines, r, table, mine)
             mine = full.filter(pc.is_in(full["payee"].cast(pa.string()), value_set=wanted))
         terms = f"{r.agreement_id}@{r.agreement_version}"
-        pools = money if r.period == period else None
         found.append((r.period, mine, full, pools, terms, r.event_id, (r.scores_run_id, r.scores_external_reason)))
     return found
+
+
+def _rederived(lines: LineSource, group: Any, table: pa.Table, mine: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """(lines, rows per output) of a group of the statement's period whose evidence is kept per payee: the
+    lines of every output that paid ``mine``'s payees, re-derived, and each output's pool. Kept per batch,
+    the rows name no output: the outputs whose scores and recorded shares can reach the payees re-derive
+    (``LineSource.outputs_paying``), and the output rows give the pools; kept per output and payee, the
+    payees' rows name their outputs."""
+    if not kept_per_batch(table):
+        return lines.lines(group, table, set(mine["output_id"].cast(pa.string()).to_pylist())), payee_rows(table)
+    if not mine.num_rows:
+        return EVIDENCE_SCHEMA.empty_table(), output_rows(table)
+    paying = lines.outputs_paying(group, table, set(mine["payee"].cast(pa.string()).to_pylist()))
+    return lines.lines(group, table, paying), output_rows(table)
 
 
 def _explain(tables: list[tuple[pa.Table, str, str]], output_ids: pa.Array) -> dict[str, dict[str, Any]]:
