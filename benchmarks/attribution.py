@@ -31,7 +31,8 @@ matrix, and attribute generated outputs with TRAK (``AttributionSettings().lambd
     python benchmarks/attribution.py --threads 1 --stability --cost --json
 
 4. Stability: do the payee shares depend on the projection seed? Per rung of a ladder of settings
-   (``kK``: Kronecker at k = K; ``gK``: the blockwise Gaussian projection; ``meanR-kK``: R seeds' Kronecker
+   (``kK``: Kronecker at k = K; ``gK``: the blockwise Gaussian projection; ``eK``: the eigen projection, its
+   Kronecker layers' factors the top eigenvectors of the works' covariances; ``meanR-kK``: R seeds' Kronecker
    features fitted as R models, which averages their TRAK scores; ``identity``: exact gradients, no seed),
    ``--replicates`` replicates with disjoint seeds; per output and pair of replicates, the Spearman
    correlation of the payee shares and the payees two top-10s share, mean
@@ -279,17 +280,29 @@ class Rung:
     projection: Projection
     k: int | None
     members: int
+    exact_rest: bool = False
+    """The parameters outside the Kronecker layers (embeddings, norms) exact instead of projected."""
+
+    @property
+    def seedless(self) -> bool:
+        """No random projection anywhere: every seed gives the same features."""
+        return self.projection == "identity" or (self.projection == "eigen" and self.exact_rest)
 
 
 def parse_rung(name: str) -> Rung:
-    """``identity``, ``kK`` (Kronecker at k = K), ``gK`` (the blockwise Gaussian projection at k = K) or
-    ``meanR-kK`` (R Kronecker projections at k = K, averaged)."""
+    """``identity``, ``kK`` (Kronecker at k = K), ``gK`` (the blockwise Gaussian projection at k = K), ``eK``
+    (the eigen projection at k = K: Kronecker layers by the works' covariance eigenvectors, no seed; the other
+    parameters as ``kK``) or ``meanR-kK`` (R Kronecker projections at k = K, averaged). ``kKx`` and ``eKx``: the
+    same with every parameter outside the Kronecker layers exact (``eKx`` has no seed at all)."""
     if name == "identity":
         return Rung(name, "identity", None, 1)
+    if name.endswith("x") and name[0] in "ke":
+        return replace(parse_rung(name[:-1]), name=name, exact_rest=True)
     members, _, k = name.rpartition("-k") if name.startswith("mean") else ("mean1", "", name[1:])
-    if not (k.isdigit() and name[0] in "kgm" and members[4:].isdigit() and int(members[4:]) >= 1):
-        raise SystemExit(f"rung {name!r}: use identity, kK (such as k{K_DEFAULT}), gK or meanR-kK (mean4-k1024)")
-    return Rung(name, "gaussian" if name[0] == "g" else "kronecker", int(k), int(members[4:]))
+    if not (k.isdigit() and name[0] in "kgem" and members[4:].isdigit() and int(members[4:]) >= 1):
+        raise SystemExit(f"rung {name!r}: use identity, kK (such as k{K_DEFAULT}), gK, eK or meanR-kK (mean4-k1024)")
+    projection: Projection = {"g": "gaussian", "e": "eigen"}.get(name[0], "kronecker")  # type: ignore[assignment]
+    return Rung(name, projection, int(k), int(members[4:]))
 
 
 def random_credits(works: int, payees: int, seed: int) -> CreditMatrix:
@@ -312,14 +325,16 @@ class FeatureCache:
     def __init__(self, setup: Setup, chunk: int) -> None:
         self.setup = setup
         self.chunk = chunk
-        self.entries: dict[tuple[str, int | None, int], tuple[np.ndarray, np.ndarray, float]] = {}
+        self.entries: dict[tuple[str, int | None, bool, int], tuple[np.ndarray, np.ndarray, float]] = {}
 
     def get(self, rung: Rung, seed: int, outputs: Batch) -> tuple[np.ndarray, np.ndarray, float]:
-        key = (rung.projection, rung.k, seed if rung.projection != "identity" else 0)
+        key = (rung.projection, rung.k, rung.exact_rest, seed if not rung.seedless else 0)
         if key not in self.entries:
             featurizer = Featurizer(
                 self.setup.task, k=rung.k, seed=seed, projection=rung.projection, chunk_size=self.chunk
             )
+            if rung.exact_rest:
+                featurizer.plan = replace(featurizer.plan, rest_dim=sum(featurizer.plan.rest_sizes))
             started = time.perf_counter()
             works = featurizer.compute(self.setup.works, role="train")
             works_s = time.perf_counter() - started
@@ -399,13 +414,13 @@ def rung_stability(
     their agreement with each other and with ``exact``, the identity rung's shares of the same outputs."""
     first_seed, _ = DRAWS[draw]
     runs, works_s, dim = [], [], 0
-    for r in range(replicates if rung.projection != "identity" else 1):
+    for r in range(replicates if not rung.seedless else 1):
         seeds = [first_seed + rung.members * r + j for j in range(rung.members)]
         scores, shares, seconds = payee_shares(cache, rung, seeds, outputs, credits, method)
         runs.append((scores, shares))
         works_s.append(seconds)
         dim = sum(cache.get(rung, seed, outputs)[0].shape[1] for seed in seeds)
-    if rung.projection == "identity":  # no random projection: every seed gives these same scores
+    if rung.seedless:  # no random projection: every seed gives these same scores
         figures = {"spearman_shares_mean": 1.0, "spearman_shares_min": 1.0, "spearman_scores_mean": 1.0,
                    "top10_overlap_mean": 10.0, "top10_overlap_min": 10, "no_seed": True}  # fmt: skip
     else:
