@@ -32,7 +32,8 @@ matrix, and attribute generated outputs with TRAK (``AttributionSettings().lambd
 
 4. Stability: do the payee shares depend on the projection seed? Per rung of a ladder of settings
    (``kK``: Kronecker at k = K; ``gK``: the blockwise Gaussian projection; ``eK``: the eigen projection, its
-   Kronecker layers' factors the top eigenvectors of the works' covariances; ``meanR-kK``: R seeds' Kronecker
+   Kronecker layers' factors the top eigenvectors of the works' covariances, the other parameters exact;
+   ``kKx``, ``eKp``: the other parameters exact, or projected with a seed; ``meanR-kK``: R seeds' Kronecker
    features fitted as R models, which averages their TRAK scores; ``identity``: exact gradients, no seed),
    ``--replicates`` replicates with disjoint seeds; per output and pair of replicates, the Spearman
    correlation of the payee shares and the payees two top-10s share, mean
@@ -91,6 +92,7 @@ from endcredits.attribution import (
     recall_at_k,
     top_k_exact,
 )
+from endcredits.attribution.featurizer import Plan
 from endcredits.attribution.settings import K_DEFAULT, AttributionSettings, Projection
 from endcredits.attribution.task import Batch
 
@@ -280,24 +282,27 @@ class Rung:
     projection: Projection
     k: int | None
     members: int
-    exact_rest: bool = False
-    """The parameters outside the Kronecker layers (embeddings, norms) exact instead of projected."""
+    rest: str = "plan"
+    """The parameters outside the Kronecker layers (embeddings, norms): as the plan has them, ``exact`` or
+    ``projected`` (the seeded Gaussian at their share of k)."""
 
     @property
     def seedless(self) -> bool:
-        """No random projection anywhere: every seed gives the same features."""
-        return self.projection == "identity" or (self.projection == "eigen" and self.exact_rest)
+        """No random projection anywhere: every seed gives the same features (``eigen``'s plan keeps these
+        models' other parameters exact: they are under ``EIGEN_REST_EXACT_MAX``)."""
+        return self.projection == "identity" or (self.projection == "eigen" and self.rest != "projected")
 
 
 def parse_rung(name: str) -> Rung:
     """``identity``, ``kK`` (Kronecker at k = K), ``gK`` (the blockwise Gaussian projection at k = K), ``eK``
-    (the eigen projection at k = K: Kronecker layers by the works' covariance eigenvectors, no seed; the other
-    parameters as ``kK``) or ``meanR-kK`` (R Kronecker projections at k = K, averaged). ``kKx`` and ``eKx``: the
-    same with every parameter outside the Kronecker layers exact (``eKx`` has no seed at all)."""
+    (the eigen projection at k = K: Kronecker layers by the works' covariance eigenvectors, the other
+    parameters exact; no seed) or ``meanR-kK`` (R Kronecker projections at k = K, averaged). ``kKx``: Kronecker
+    with every parameter outside its layers exact; ``eKp``: eigen with them projected, seeded, at their share
+    of k (what the plan does beyond ``EIGEN_REST_EXACT_MAX``)."""
     if name == "identity":
         return Rung(name, "identity", None, 1)
-    if name.endswith("x") and name[0] in "ke":
-        return replace(parse_rung(name[:-1]), name=name, exact_rest=True)
+    if name[-1] in "xp" and name[0] in "ke":
+        return replace(parse_rung(name[:-1]), name=name, rest="exact" if name[-1] == "x" else "projected")
     members, _, k = name.rpartition("-k") if name.startswith("mean") else ("mean1", "", name[1:])
     if not (k.isdigit() and name[0] in "kgem" and members[4:].isdigit() and int(members[4:]) >= 1):
         raise SystemExit(f"rung {name!r}: use identity, kK (such as k{K_DEFAULT}), gK, eK or meanR-kK (mean4-k1024)")
@@ -325,21 +330,29 @@ class FeatureCache:
     def __init__(self, setup: Setup, chunk: int) -> None:
         self.setup = setup
         self.chunk = chunk
-        self.entries: dict[tuple[str, int | None, bool, int], tuple[np.ndarray, np.ndarray, float]] = {}
+        self.entries: dict[tuple[str, int | None, str, int], tuple[np.ndarray, np.ndarray, float]] = {}
 
     def get(self, rung: Rung, seed: int, outputs: Batch) -> tuple[np.ndarray, np.ndarray, float]:
-        key = (rung.projection, rung.k, rung.exact_rest, seed if not rung.seedless else 0)
+        key = (rung.projection, rung.k, rung.rest, seed if not rung.seedless else 0)
         if key not in self.entries:
             featurizer = Featurizer(
                 self.setup.task, k=rung.k, seed=seed, projection=rung.projection, chunk_size=self.chunk
             )
-            if rung.exact_rest:
-                featurizer.plan = replace(featurizer.plan, rest_dim=sum(featurizer.plan.rest_sizes))
+            if rung.rest != "plan":
+                featurizer.plan = _with_rest(featurizer.plan, rung, self.setup.parameters)
             started = time.perf_counter()
             works = featurizer.compute(self.setup.works, role="train")
             works_s = time.perf_counter() - started
             self.entries[key] = (works, featurizer.compute(outputs, role="target"), works_s)
         return self.entries[key]
+
+
+def _with_rest(plan: Plan, rung: Rung, parameters: int) -> Plan:
+    """``plan`` with its other parameters exact, or projected at their share of k as ``plan_projection``
+    shares it (``rung.rest``)."""
+    numel = sum(plan.rest_sizes)
+    share = min(numel, max(1, int(rung.k or parameters) * numel // parameters))
+    return replace(plan, rest_dim=numel if rung.rest == "exact" else share)
 
 
 def payee_shares(

@@ -11,6 +11,7 @@ import pytest
 import torch
 from tiny_tasks import TokenModel, blobs, brute_force_margin_gradients, mlp, state
 
+from endcredits.attribution import featurizer as featurizer_module
 from endcredits.attribution.charlm import train_char_lm
 from endcredits.attribution.distributed import LocalRunner, featurize_sharded
 from endcredits.attribution.eigen import BASIS_NAME, EigenBasis, check_basis, top_eigenvectors
@@ -137,3 +138,16 @@ def test_the_pipeline_scores_outputs_with_the_works_basis_and_refuses_another(tm
     with pytest.raises(ManifestError, match="projected with eigen basis") as refused:
         attribute_outputs(model, train, outputs, settings=settings)
     assert "\n" not in str(refused.value)
+
+
+def test_the_other_parameters_are_exact_so_no_seed_moves_the_features(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = TokenModel(4, 3, seed=1)
+    g = torch.Generator().manual_seed(5)
+    x, y = torch.randn(7, 3, 4, generator=g), torch.randint(0, 3, (7,), generator=g)
+    task = classification_task(model, [state(model)])
+    one, two = (Featurizer(task, k=8, seed=s, projection="eigen", chunk_size=3) for s in (0, 1))
+    assert one.plan.covered_by()["scale"] == "exact" and one.plan.rest_dim == 4
+    assert np.array_equal(one.compute((x, y), role="train"), two.compute((x, y), role="train"))
+    monkeypatch.setattr(featurizer_module, "EIGEN_REST_EXACT_MAX", 3)  # over the bound: projected, seeded
+    projected = Featurizer(task, k=8, seed=0, projection="eigen", chunk_size=3)
+    assert projected.plan.covered_by()["scale"] == "projected" and projected.plan.rest_dim < 4

@@ -13,6 +13,9 @@ examples at a time. Every parameter is accounted for: ``plan_projection`` assign
   modules, with its whole gradient) goes through ``vmap(grad(...))``, exact or with the blockwise
   Gaussian projection. ``k`` is shared among the layers by size; a factor that keeps every dimension is
   the identity, so with ``k`` at least the parameter count the features are the exact gradient.
+- ``"eigen"``: as ``"kronecker"``, with each layer's factors the top eigenvectors of the works' input and
+  output-gradient covariances (``eigen.EigenBasis``, fitted in one pass, saved beside the features) instead
+  of seeded ones; the other parameters exact while they number at most ``EIGEN_REST_EXACT_MAX``.
 - ``"gaussian"``: ``vmap(grad(...))`` for all parameters, then the blockwise Gaussian projection.
 - ``"identity"``: the exact flattened gradient (``dim`` = parameter count); for small models.
 
@@ -66,6 +69,12 @@ IN_MEMORY_FEATURE_BYTES_MAX = 8 << 30
 
 CURVATURE_BYTES_MAX = 4 << 30
 """The ``[dim, dim]`` float64 Gauss-Newton kernel may take at most this many bytes."""
+
+EIGEN_REST_EXACT_MAX = 1 << 18
+"""Projection ``eigen`` keeps every parameter outside the Kronecker layers (embeddings, norms, tied weights)
+exact while there are at most this many (1 MiB of features per work and checkpoint), so that no seed moves
+a share; beyond, they take the seeded Gaussian projection at their share of ``k``, as ``kronecker``'s do.
+Projected, they dominated the disagreement across seeds (docs/benchmarks.md, "Attribution stability")."""
 
 CURVATURE_OUTPUTS_MAX = 1_024
 NAMES_SHOWN_MAX = 20
@@ -321,6 +330,8 @@ def plan_projection(model: nn.Module, *, projection: Projection, k: int | None, 
     rest = [n for n in names if n not in taken]
     rest_numel = sum(numel[n] for n in rest)
     rest_dim = rest_numel if k >= total else min(rest_numel, max(1, k * rest_numel // total)) if rest else 0
+    if projection == "eigen" and rest_numel <= EIGEN_REST_EXACT_MAX:
+        rest_dim = rest_numel  # no seed anywhere: the parameters outside the Kronecker layers exact
     return Plan(tuple(layers), tuple(rest), tuple(numel[n] for n in rest), rest_dim, *left_out)
 
 
@@ -866,6 +877,7 @@ def _non_finite_message(rows: Sequence[int], ids: Sequence[str] | None) -> str:
 
 __all__ = [
     "CHUNK_SIZE_MAX",
+    "EIGEN_REST_EXACT_MAX",
     "K_MAX",
     "FeatureSet",
     "Featurizer",
