@@ -3,7 +3,7 @@
 ``Featurizer(task, k=..., seed=..., projection=..., exclude=...)`` turns examples into projected
 gradients of ``task.train_output`` (training works) or ``task.measurement`` (outputs), a chunk of
 examples at a time. Every parameter is accounted for: ``plan_projection`` assigns each one a path
-(``Plan.coverage``), and only parameters named by an ``exclude`` pattern are left out. Three projections:
+(``Plan.coverage``), and only parameters named by an ``exclude`` pattern are left out. Four projections:
 
 - ``"kronecker"`` (default): a layer whose weight gradient is ``G = sum_t g_t a_t^T`` (``nn.Linear``,
   transformers' ``Conv1D``, ``nn.Conv2d`` with ``a_t`` its input patch at output position t) is projected
