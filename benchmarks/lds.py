@@ -408,7 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: C901 - one pass ove
     )
     parser.add_argument(
         "--projection",
-        choices=["auto", "kronecker", "gaussian", "identity"],
+        choices=["auto", "kronecker", "eigen", "gaussian", "identity"],
         default="auto",
         help="endcredits' Featurizer projection (default auto, resolved as the product resolves it: exact"
         " gradients while they fit in 1 GiB, else the dense Gaussian while its matrix fits in 1 GiB, else"

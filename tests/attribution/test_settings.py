@@ -65,7 +65,7 @@ BAD: list[tuple[str, Any, str]] = [
     ("k", 64.0, r"k must be an integer in \[8, 65536\], not 64.0"),
     ("k", True, r"k must be an integer"),
     ("k", "1024", r"k must be an integer in \[8, 65536\], not '1024'"),
-    ("projection", "jl", r"projection must be one of auto, kronecker, gaussian, identity, not 'jl'"),
+    ("projection", "jl", r"projection must be one of auto, kronecker, eigen, gaussian, identity, not 'jl'"),
     ("exclude", "embed.*", r"exclude must be a list of parameter-name patterns, not 'embed.\*'"),
     ("exclude", [""], r"exclude pattern '' must be a name pattern of 1 to 200 characters"),
     ("exclude", ["x" * 201], r"exclude pattern 'x{201}' must be a name pattern of 1 to 200 characters"),

@@ -52,7 +52,7 @@ def test_each_cli_option_is_a_settings_field_with_its_default_and_help(command: 
         (["featurize", "--ensemble", "members"], "--ensemble must be one of final, trajectory, not 'members'"),
         (
             ["featurize", "--projection", "jl"],
-            "--projection must be one of auto, kronecker, gaussian, identity, not 'jl'",
+            "--projection must be one of auto, kronecker, eigen, gaussian, identity, not 'jl'",
         ),
         (["featurize", "--exclude", "a", "--exclude", "a"], "--exclude repeats pattern 'a'; name each pattern once"),
         (["attribute", "--exclude", "embed weight"], "--exclude pattern 'embed weight' has a space"),

@@ -178,8 +178,11 @@ def featurize_sharded(
         raise ValidationError("ids repeat; each example needs its own id")
     models = len(featurizer.task.checkpoints)
     bounds = _shard_bounds(n, shard_rows, featurizer.chunk_size)
+    if role == "train":
+        featurizer.prepare_basis(data, Path(out_dir))  # projection eigen: the basis before any shard
     saver = FeatureSaver(Path(out_dir), featurizer.header(role, False), ids, settings=settings)
     saver.begin()
+    featurizer.save_basis(Path(out_dir))
     todo = [i for i, (a, b) in enumerate(bounds) if not all(saver.is_done(m, a, b) for m in range(models))]
 
     def store(j: int, result: tuple[list[Any], list[Any]]) -> None:

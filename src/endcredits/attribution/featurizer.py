@@ -3,7 +3,7 @@
 ``Featurizer(task, k=..., seed=..., projection=..., exclude=...)`` turns examples into projected
 gradients of ``task.train_output`` (training works) or ``task.measurement`` (outputs), a chunk of
 examples at a time. Every parameter is accounted for: ``plan_projection`` assigns each one a path
-(``Plan.coverage``), and only parameters named by an ``exclude`` pattern are left out. Three projections:
+(``Plan.coverage``), and only parameters named by an ``exclude`` pattern are left out. Four projections:
 
 - ``"kronecker"`` (default): a layer whose weight gradient is ``G = sum_t g_t a_t^T`` (``nn.Linear``,
   transformers' ``Conv1D``, ``nn.Conv2d`` with ``a_t`` its input patch at output position t) is projected
@@ -13,6 +13,9 @@ examples at a time. Every parameter is accounted for: ``plan_projection`` assign
   modules, with its whole gradient) goes through ``vmap(grad(...))``, exact or with the blockwise
   Gaussian projection. ``k`` is shared among the layers by size; a factor that keeps every dimension is
   the identity, so with ``k`` at least the parameter count the features are the exact gradient.
+- ``"eigen"``: as ``"kronecker"``, with each layer's factors the top eigenvectors of the works' input and
+  output-gradient covariances (``eigen.EigenBasis``, fitted in one pass, saved beside the features) instead
+  of seeded ones; the other parameters exact while they number at most ``EIGEN_REST_EXACT_MAX``.
 - ``"gaussian"``: ``vmap(grad(...))`` for all parameters, then the blockwise Gaussian projection.
 - ``"identity"``: the exact flattened gradient (``dim`` = parameter count); for small models.
 
@@ -26,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import hashlib
+import json
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -40,8 +44,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from endcredits.attribution.eigen import BASIS_NAME, EigenBasis, check_side, covariance_update, factors_from
 from endcredits.attribution.projection import BlockGaussianProjector, gaussian_factor
-from endcredits.attribution.saver import FeatureSaver, FeatureSet
+from endcredits.attribution.saver import METADATA_NAME, FeatureSaver, FeatureSet
 from endcredits.attribution.settings import (
     CHUNK_SIZE_MAX,
     IDENTITY_DIM_MAX,
@@ -51,7 +56,7 @@ from endcredits.attribution.settings import (
     Projection,
 )
 from endcredits.attribution.task import AttributionTask, Batch, ExampleFunction
-from endcredits.errors import LimitExceededError, ValidationError
+from endcredits.errors import LimitExceededError, ManifestError, ValidationError
 
 Role = Literal["train", "target"]
 
@@ -64,6 +69,12 @@ IN_MEMORY_FEATURE_BYTES_MAX = 8 << 30
 
 CURVATURE_BYTES_MAX = 4 << 30
 """The ``[dim, dim]`` float64 Gauss-Newton kernel may take at most this many bytes."""
+
+EIGEN_REST_EXACT_MAX = 1 << 18
+"""Projection ``eigen`` keeps every parameter outside the Kronecker layers (embeddings, norms, tied weights)
+exact while there are at most this many (1 MiB of features per work and checkpoint), so that no seed moves
+a share; beyond, they take the seeded Gaussian projection at their share of ``k``, as ``kronecker``'s do.
+Projected, they dominated the disagreement across seeds (docs/benchmarks.md, "Attribution stability")."""
 
 CURVATURE_OUTPUTS_MAX = 1_024
 NAMES_SHOWN_MAX = 20
@@ -305,10 +316,10 @@ def plan_projection(model: nn.Module, *, projection: Projection, k: int | None, 
         raise ValidationError(f"k {k} must be in [1, {K_MAX}] for projection {projection!r}")
     if projection == "gaussian":
         return Plan((), tuple(names), tuple(numel[n] for n in names), min(k, total), *left_out)
-    if projection != "kronecker":
+    if projection not in ("kronecker", "eigen"):
         raise ValidationError(
-            f"projection {projection!r} is not one of 'kronecker', 'gaussian', 'identity' (settings resolve 'auto'"
-            " to one of them: AttributionSettings.resolved)"
+            f"projection {projection!r} is not one of 'kronecker', 'eigen', 'gaussian', 'identity' (settings resolve"
+            " 'auto' to one of them: AttributionSettings.resolved)"
         )
     layers = []
     for layer in _kronecker_layers(model, set(numel) - left):
@@ -319,6 +330,8 @@ def plan_projection(model: nn.Module, *, projection: Projection, k: int | None, 
     rest = [n for n in names if n not in taken]
     rest_numel = sum(numel[n] for n in rest)
     rest_dim = rest_numel if k >= total else min(rest_numel, max(1, k * rest_numel // total)) if rest else 0
+    if projection == "eigen" and rest_numel <= EIGEN_REST_EXACT_MAX:
+        rest_dim = rest_numel  # no seed anywhere: the parameters outside the Kronecker layers exact
     return Plan(tuple(layers), tuple(rest), tuple(numel[n] for n in rest), rest_dim, *left_out)
 
 
@@ -363,6 +376,7 @@ class Featurizer:
         device: str | torch.device = "cpu",
         chunk_size: int = 64,
         exclude: Sequence[str] = (),
+        basis: EigenBasis | None = None,
     ) -> None:
         if not 1 <= chunk_size <= CHUNK_SIZE_MAX:
             raise ValidationError(f"chunk_size {chunk_size} must be in [1, {CHUNK_SIZE_MAX}]")
@@ -373,6 +387,10 @@ class Featurizer:
         self.device = torch.device(device)
         self.chunk_size = chunk_size
         self.plan = plan_projection(task.model, projection=projection, k=k, exclude=exclude)
+        self.basis: EigenBasis | None = None
+        """Projection ``eigen``: the factors of every Kronecker layer, fitted on the training works."""
+        if basis is not None:
+            self.use_basis(basis)
         model = task.model
         self._state_names = [name for name, _ in model.named_parameters()] + [n for n, _ in model.named_buffers()]
         self._factors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -400,6 +418,8 @@ class Featurizer:
         """
         n = batch_size(data)
         self._check_in_memory(n * self.dim * 4)
+        if self.projection == "eigen" and self.basis is None and role == "train":
+            self.fit_basis(data)
         out = np.empty((n, self.dim), dtype=np.float32)
         bad: list[int] = []
         for start in range(0, n, self.chunk_size):
@@ -491,8 +511,11 @@ class Featurizer:
             raise LimitExceededError(f"{n} examples is over {EXAMPLES_MAX}; featurize them in shards")
         if curvature and role != "train":
             raise ValidationError("curvature is a property of the training set; pass role='train'")
+        if role == "train":
+            self.prepare_basis(data, Path(out_dir))
         saver = FeatureSaver(Path(out_dir), self.header(role, curvature), ids, settings=settings)
         saver.begin()
+        self.save_basis(Path(out_dir))
         try:
             for m in range(len(self.task.checkpoints)):
                 self._featurize_model(data, ids, saver, m, role, progress)
@@ -502,6 +525,66 @@ class Featurizer:
             saver.discard()
             raise
         return saver.finish()
+
+    # -- the eigen basis ------------------------------------------------------------------------
+
+    def use_basis(self, basis: EigenBasis) -> None:
+        """Project with ``basis`` (projection ``eigen``): it must hold this plan's layers at this plan's sizes."""
+        if self.projection != "eigen":
+            raise ValidationError(f"an eigen basis is for projection 'eigen', not {self.projection!r}")
+        want = {lay.module: ((lay.k_in, lay.d_in), (lay.k_out, lay.d_out)) for lay in self.plan.kronecker}
+        for m in range(len(self.task.checkpoints)):
+            if m >= len(basis.factors) or basis.shapes(m) != want:
+                raise ManifestError(
+                    f"the eigen basis {basis.sha256()[:16]} does not fit this model's plan at checkpoint {m} (other"
+                    " layers, k or checkpoints); featurize the works again with these settings"
+                )
+        self.basis, self._factors = basis, {}
+
+    def fit_basis(self, data: Batch) -> EigenBasis:
+        """Projection ``eigen``: each Kronecker layer's top eigenvectors of its input and output-gradient
+        covariances over ``data`` (the training works, ``train_output``), per checkpoint, in one pass each."""
+        if self.projection != "eigen":
+            raise ValidationError(f"projection {self.projection!r} has no basis to fit; only 'eigen' does")
+        modules = dict(self.task.model.named_modules())
+        sizes = {lay.module: (lay.k_in, lay.k_out) for lay in self.plan.kronecker}
+        for lay in self.plan.kronecker:
+            check_side(lay.module, max(lay.d_in, lay.d_out))
+        n, factors = batch_size(data), []
+        call = _Call(self.task.model, self.task.train_output)
+        for m in range(len(self.task.checkpoints)):
+            state, sums = self._state(m), dict[str, list[torch.Tensor]]()
+            with _eval_mode(self.task.model):
+                for start in range(0, n, self.chunk_size):
+                    stop = min(n, start + self.chunk_size)
+                    recorded = self._layer_calls(call, state, self._slice(data, start, stop), stop - start)
+                    for lay in self.plan.kronecker:
+                        if not recorded[lay.module]:
+                            raise ValidationError(_refused(lay, "was not called in the forward pass"))
+                        calls = [
+                            _per_position(lay, modules[lay.module], a, g, stop - start) for a, g in recorded[lay.module]
+                        ]
+                        covariance_update(sums, lay.module, calls)
+            factors.append(factors_from(sums, sizes))
+        basis = EigenBasis(tuple(factors))
+        self.use_basis(basis)
+        return basis
+
+    def prepare_basis(self, data: Batch, out_dir: Path) -> None:
+        """Projection ``eigen`` on the training works: the basis saved under ``out_dir`` when there is one
+        (a resumed run; checked against its record), else one fitted on ``data``."""
+        if self.projection != "eigen" or self.basis is not None:
+            return
+        record = out_dir / METADATA_NAME
+        if (out_dir / BASIS_NAME).exists() and record.exists():
+            self.use_basis(EigenBasis.load(out_dir, sha256=json.loads(record.read_text()).get("basis_sha256")))
+        else:
+            self.fit_basis(data)
+
+    def save_basis(self, out_dir: Path) -> None:
+        """Write the basis beside the features (its hash is in their record), unless it is there already."""
+        if self.basis is not None and not (out_dir / BASIS_NAME).exists():
+            self.basis.save(out_dir)
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -542,6 +625,7 @@ class Featurizer:
             "dim": self.dim,
             "seed": self.seed,
             "chunk_size": self.chunk_size,
+            "basis_sha256": self.basis.sha256() if self.basis is not None else None,
             "curvature": curvature,
             "plan": self.plan.describe(),
             "coverage": self.plan.coverage(),
@@ -590,6 +674,17 @@ class Featurizer:
         return out
 
     def _factor(self, layer: KroneckerPlan) -> tuple[torch.Tensor, torch.Tensor]:
+        if layer.module not in self._factors and self.projection == "eigen":
+            if self.basis is None:
+                raise ValidationError(
+                    "projection 'eigen' projects with a basis fitted on the training works: featurize the works"
+                    " first (role 'train'), then pass their basis (EigenBasis.load of their directory)"
+                )
+            p_in, p_out = self.basis.factors[self._projected_checkpoint][layer.module]
+            self._factors[layer.module] = (
+                torch.from_numpy(p_in).to(self.device),
+                torch.from_numpy(p_out).to(self.device),
+            )
         if layer.module not in self._factors:
             seed = checkpoint_seed(self.seed, self._projected_checkpoint)
             self._factors[layer.module] = (
@@ -600,6 +695,18 @@ class Featurizer:
 
     def _kronecker_features(self, call: _Call, state: dict[str, torch.Tensor], batch: Batch, n: int) -> torch.Tensor:
         """``sum_t (P_out g_t)(P_in a_t)^T`` of every Kronecker layer, from one forward and backward pass."""
+        modules = dict(self.task.model.named_modules())
+        recorded = self._layer_calls(call, state, batch, n)
+        parts = [
+            self._project(layer, modules[layer.module], recorded[layer.module], n) for layer in self.plan.kronecker
+        ]
+        return torch.cat(parts, dim=1)
+
+    def _layer_calls(
+        self, call: _Call, state: dict[str, torch.Tensor], batch: Batch, n: int
+    ) -> dict[str, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """Per Kronecker layer, each call's input ``a`` and the gradient ``g`` of the examples' values with
+        respect to its output, from one forward and backward pass."""
         modules = dict(self.task.model.named_modules())
         records: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {lay.module: [] for lay in self.plan.kronecker}
 
@@ -620,11 +727,12 @@ class Featurizer:
         finally:
             for handle in handles:
                 handle.remove()
-        parts = []
-        for layer in self.plan.kronecker:
-            calls = [(a, torch.zeros_like(z) if g is None else g) for (a, z), g in zip(records[layer.module], grads)]
-            parts.append(self._project(layer, modules[layer.module], calls, n))
-        return torch.cat(parts, dim=1)
+        return {
+            layer.module: [
+                (a, torch.zeros_like(z) if g is None else g) for (a, z), g in zip(records[layer.module], grads)
+            ]
+            for layer in self.plan.kronecker
+        }
 
     def _project(
         self, layer: KroneckerPlan, module: nn.Module, calls: list[tuple[torch.Tensor, torch.Tensor]], n: int
@@ -769,6 +877,7 @@ def _non_finite_message(rows: Sequence[int], ids: Sequence[str] | None) -> str:
 
 __all__ = [
     "CHUNK_SIZE_MAX",
+    "EIGEN_REST_EXACT_MAX",
     "K_MAX",
     "FeatureSet",
     "Featurizer",

@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy import Connection
 
+from endcredits.attribution.eigen import EigenBasis, check_basis
 from endcredits.attribution.featurizer import Featurizer, Progress, covered_parameters
 from endcredits.attribution.models import AttributionModel, load_model
 from endcredits.attribution.payees import CreditMatrix, PayeeIndex
@@ -92,6 +93,17 @@ def featurizer_for(model: AttributionModel, settings: AttributionSettings) -> Fe
         # embeddings and norms, unless excluded, a vmap pass more.
         exclude=settings.exclude,
     )
+
+
+def query_featurizer(model: AttributionModel, train: FeatureSet, settings: AttributionSettings) -> Featurizer:
+    """The featurizer of outputs scored against ``train``: projection ``eigen`` takes the works' own basis,
+    saved beside their features and checked against the hash they recorded."""
+    featurizer = featurizer_for(model, settings)
+    recorded = train.manifest.get("basis_sha256")
+    if settings.projection == "eigen" and recorded is not None:
+        featurizer.use_basis(EigenBasis.load(train.directory, sha256=recorded))
+    check_basis(recorded, featurizer.basis, str(train.directory))
+    return featurizer
 
 
 def features_dir(data_dir: Path, manifest_id: str, model: AttributionModel, settings: AttributionSettings) -> Path:
@@ -197,7 +209,7 @@ def _targets(
     model: AttributionModel, train: FeatureSet, outputs: Sequence[Output], settings: AttributionSettings
 ) -> list[npt.NDArray[np.float32]]:
     """Each output's features under every checkpoint the works were featurized with."""
-    featurizer = featurizer_for(model, settings)
+    featurizer = query_featurizer(model, train, settings)
     if list(featurizer.task.checkpoint_sha256s) != train.manifest["checkpoint_sha256"]:
         raise ManifestError(f"features in {train.directory} were computed for other checkpoints; featurize again")
     ids = [o for o, _ in outputs]
@@ -316,6 +328,7 @@ __all__ = [
     "featurizer_for",
     "manifest_contents",
     "manifest_texts",
+    "query_featurizer",
     "resolved_settings",
     "scorer_for",
 ]

@@ -35,8 +35,10 @@ from endcredits.errors import LimitExceededError, ManifestError, ValidationError
 if TYPE_CHECKING:
     from endcredits.attribution.task import AttributionTask
 
-FORMAT = "endcredits.features/3"
-"""Version 3: every checkpoint after the first projected with its own seed (``featurizer.checkpoint_seed``);
+FORMAT = "endcredits.features/4"
+"""Version 4: the record names the eigen basis the features were projected with (``basis_sha256``, its file
+``basis.npz`` beside them; null for other projections); version 3: every checkpoint after the first
+projected with its own seed (``featurizer.checkpoint_seed``);
 version 2: ``settings.json`` beside the features, and rows written recorded as ranges."""
 
 METADATA_NAME = "features.json"

@@ -23,12 +23,12 @@ from typing import Any, Literal
 
 from endcredits.errors import ManifestError, ValidationError
 
-Projection = Literal["auto", "kronecker", "gaussian", "identity"]
+Projection = Literal["auto", "kronecker", "eigen", "gaussian", "identity"]
 Ensemble = Literal["final", "trajectory"]
 Method = Literal["trak", "tracin"]
 Measurement = Literal["squared-norm", "loss"]
 
-PROJECTIONS: tuple[Projection, ...] = ("auto", "kronecker", "gaussian", "identity")
+PROJECTIONS: tuple[Projection, ...] = ("auto", "kronecker", "eigen", "gaussian", "identity")
 ENSEMBLES: tuple[Ensemble, ...] = ("final", "trajectory")
 METHODS: tuple[Method, ...] = ("trak", "tracin")
 MEASUREMENTS: tuple[Measurement, ...] = ("squared-norm", "loss")
@@ -116,7 +116,8 @@ class AttributionSettings:
             "How gradients are projected: auto (identity while every work's exact features fit in "
             f"{AUTO_EXACT_BYTES_MAX >> 30} GiB, else gaussian while its matrix fits in "
             f"{GAUSSIAN_MATRIX_BYTES_MAX >> 30} GiB, else kronecker), kronecker (two small seeded factors per "
-            "layer), gaussian (one blockwise seeded matrix) or identity (the exact gradient; no seed)",
+            "layer), eigen (per layer, the top eigenvectors of the works' input and output-gradient covariances; no "
+            "seed for those layers), gaussian (one blockwise seeded matrix) or identity (the exact gradient; no seed)",
             choices=PROJECTIONS,
         ),
     )

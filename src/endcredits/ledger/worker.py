@@ -207,7 +207,7 @@ def attribute_and_accrue(
     and accrue them as usage batch ``BATCH_ID-N`` naming it (see the module docstring)."""
     from endcredits.attribution.distributed import attribute_batches, runner_for
     from endcredits.attribution.payees import PayeeIndex
-    from endcredits.attribution.pipeline import bound_checkpoint, featurize_manifest, featurizer_for, scorer_for
+    from endcredits.attribution.pipeline import bound_checkpoint, featurize_manifest, query_featurizer, scorer_for
     from endcredits.royalties.payees import record_payee_run
     from endcredits.royalties.usage import credit_matrix
 
@@ -222,7 +222,7 @@ def attribute_and_accrue(
         )
     settings = checked.settings
     train = featurize_manifest(store, manifest, model, settings=settings, ray=ray)
-    featurizer = featurizer_for(model, settings)
+    featurizer = query_featurizer(model, train, settings)
     if list(featurizer.task.checkpoint_sha256s) != train.manifest["checkpoint_sha256"]:
         raise ManifestError(f"features in {train.directory} were computed for other checkpoints; featurize again")
     with store.read() as conn:

@@ -215,7 +215,7 @@ class AttributionIn(Body):
     top_k: int = Field(default=_S.top_k, description=_about("top_k"))
     k: int = Field(default=_S.k, description=_about("k"))
     seed: int = Field(default=_S.seed, description=_about("seed"))
-    projection: Literal["auto", "kronecker", "gaussian", "identity"] = Field(
+    projection: Literal["auto", "kronecker", "eigen", "gaussian", "identity"] = Field(
         default=_S.projection, description=_about("projection")
     )
     exclude: list[Annotated[str, Field(max_length=EXCLUDE_PATTERN_CHARS_MAX)]] = Field(
