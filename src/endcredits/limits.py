@@ -52,6 +52,10 @@ once however many pending segments touched it, so batches that keep paying new p
 fold costs a row per distinct account, not per leg), and a reader reads through at most this many
 segments (``serve`` also folds when no batch has come for a while: ``FOLD_IDLE_S``)."""
 
+FOLD_SQLITE_CACHE_KIB = 524_288
+"""A fold on SQLite runs with a page cache of at least this many KiB (512 MiB), then the store's again: its
+10^6 account rows go into three B-trees larger than the store's 64 MiB cache."""
+
 FOLD_IDLE_S = 5.0
 """``serve`` folds what is pending once no usage batch has been accrued for this many seconds."""
 

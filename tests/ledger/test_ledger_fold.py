@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from endcredits.errors import LedgerError
+from endcredits.errors import LedgerError, ValidationError
 from endcredits.ledger import TransferRequest
 from endcredits.ledger.folding import fold_due, fold_now
 from endcredits.ledger.records import add_exact, derived_balances, fold_pending, post_accrual
@@ -94,3 +94,16 @@ def test_a_fold_that_would_overdraw_writes_nothing(store: Store) -> None:
             "suspense:EUR": 1,
             "pool:EUR": -5,
         }
+
+
+def test_a_fold_splits_account_keys_as_parse_account_key_does() -> None:
+    from endcredits.ledger import parse_account_key
+    from endcredits.ledger.records import _key_parts
+
+    keys = ["escrow:name:12:EUR", "pool:EUR", "payable:person:3:USD", "escrow:work:a:b:EUR", "escrow::EUR"]
+    kinds, currencies, holders = _key_parts(keys)
+    assert [parse_account_key(k) for k in keys] == list(zip(kinds, holders, currencies))
+    assert _key_parts([]) == ([], [], [])
+    for bad in ["bogus:x:EUR", "escrowEUR", "pool:EURO", "pool:E:R"]:
+        with pytest.raises(ValidationError):
+            _key_parts(["pool:EUR", bad])

@@ -328,3 +328,14 @@ def test_the_content_hash_of_many_plain_legs_is_the_canonical_json() -> None:
     legs = {f"escrow:name:{i}:EUR": (i * 7919) % 10**9 - 5 for i in range(10_000)}
     req = TransferRequest("b/EUR/2026-01", "accrual", "EUR", legs, {"batch": "b", "period": "2026-01"})
     assert req.content_sha256() == _canonical_content_sha256(req)
+
+
+@pytest.mark.parametrize("odd", ["", "é", '"', "\\", "\x01", "big"])
+def test_the_content_hash_of_many_legs_with_odd_keys_or_amounts_is_the_canonical_json(odd: str) -> None:
+    """Past 4,096 legs Arrow writes the legs' text; a key that needs an escape, a non-ASCII key or an amount
+    beyond int64 still gives the canonical bytes."""
+    legs = {f"escrow:name:{i}{odd if i % 997 == 3 and odd != 'big' else ''}:EUR": i + 1 for i in range(6_000)}
+    if odd == "big":
+        legs["pool:EUR"] = 10**25
+    req = TransferRequest("b/EUR/2026-01", "accrual", "EUR", legs, {"batch": "b"})
+    assert req.content_sha256() == _canonical_content_sha256(req)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from endcredits.store.bulk import select_in
+from endcredits.store.bulk import fetch_all, select_in, sqlite_cache_at_least
 from endcredits.store.engine import Store
 
 TEXTS = ["plain", "with,comma", 'quo"te', "back\\slash", "{braces}", "tab\tand\nnewline", "ünïcödé", "NULL", " "]
@@ -137,3 +137,17 @@ def test_bulk_upsert_inserts_new_keys_and_updates_known_ones(store: Store) -> No
             ('quo"te\ttab', "EUR", (1 << 63) - 1, None),
         ]
     )
+
+
+def test_a_bulk_step_gets_a_larger_sqlite_cache_and_gives_it_back(store: Store) -> None:
+    with store.write() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        before = fetch_all(conn, "PRAGMA cache_size")[0][0] if sqlite else None
+        with sqlite_cache_at_least(conn, 300_000):
+            if sqlite:
+                assert fetch_all(conn, "PRAGMA cache_size")[0][0] == -300_000
+        with sqlite_cache_at_least(conn, 16):  # already larger: left as it is
+            if sqlite:
+                assert fetch_all(conn, "PRAGMA cache_size")[0][0] == before
+        if sqlite:
+            assert fetch_all(conn, "PRAGMA cache_size")[0][0] == before

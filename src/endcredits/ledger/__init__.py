@@ -28,6 +28,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from endcredits.audit import canonical_json
 from endcredits.errors import LedgerError, LimitExceededError, ValidationError
@@ -89,7 +90,6 @@ class TransferRequest:
         text]`` pairs), ``memo`` and ``reverses``. An accrual has 10^5 legs: when no key needs a JSON
         escape, their text is written directly, the same bytes ``canonical_json`` writes, in a third
         of the time."""
-        items = sorted(self.legs.items())  # keys are distinct: the order of sorted (key, text) pairs
         head = canonical_json(
             {
                 "code": self.code,
@@ -99,14 +99,48 @@ class TransferRequest:
                 "reverses": self.reverses_event_id,
             }
         )
-        if _JSON_ESCAPED.search("".join(self.legs)) is None:
-            legs = "[" + ",".join([f'["{k}","{v}"]' for k, v in items]) + "]"
-        else:
-            legs = canonical_json([[k, str(v)] for k, v in items])
-        # Keys sort code < currency < legs < memo: the first '"legs":0,' is the key (a quote inside a value
+        # Keys sort code < currency < legs < memo: the first '"legs":0' is the key (a quote inside a value
         # is escaped).
-        body = head.replace('"legs":0,', f'"legs":{legs},', 1)
-        return hashlib.sha256(body.encode()).hexdigest()
+        before, _, after = head.partition('"legs":0')
+        h = hashlib.sha256(f'{before}"legs":'.encode())
+        if len(self.legs) < _ARROW_LEGS_MIN or not _legs_text_in_arrow(h, self.legs):
+            items = sorted(self.legs.items())  # keys are distinct: the order of sorted (key, text) pairs
+            if _JSON_ESCAPED.search("".join(self.legs)) is None:
+                legs = "[" + ",".join([f'["{k}","{v}"]' for k, v in items]) + "]"
+            else:
+                legs = canonical_json([[k, str(v)] for k, v in items])
+            h.update(legs.encode())
+        h.update(after.encode())
+        return h.hexdigest()
+
+
+_ARROW_LEGS_MIN = 4096  # below this, Python's sort and join are as fast as building Arrow arrays
+
+
+def _legs_text_in_arrow(h: Any, legs: Mapping[str, int]) -> bool:
+    """Feed ``h`` the legs' canonical JSON (sorted ``[key, amount as text]`` pairs) built by Arrow, in C:
+    an accrual's 10^5-10^6 legs sorted and formatted in Python took a second. False (``h`` untouched)
+    when a key needs a JSON escape or an amount is beyond int64: the caller then writes them in Python.
+    The bytes are the same: Arrow sorts UTF-8 by bytes, which is Python's code point order."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        keys = pa.array(list(legs), pa.string())
+        amounts = pa.array(list(legs.values()), pa.int64())
+    except (OverflowError, TypeError, UnicodeEncodeError, pa.ArrowException):
+        return False
+    if pc.any(pc.match_substring_regex(keys, r'["\\\x00-\x1f]')).as_py():
+        return False
+    order = pc.sort_indices(keys)
+    pairs = pc.binary_join_element_wise(
+        '["', keys.take(order), '","', pc.cast(amounts.take(order), pa.string()), '"]', ""
+    )
+    joined = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(pairs)], pa.int32()), pairs), ",")
+    h.update(b"[")
+    h.update(joined[0].as_buffer())
+    h.update(b"]")
+    return True
 
 
 def check_transfer(req: TransferRequest) -> None:

@@ -55,6 +55,26 @@ def without_gc(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     return wrapper
 
 
+@contextmanager
+def sqlite_cache_at_least(conn: Connection, kib: int) -> Iterator[None]:
+    """On SQLite, a page cache of at least ``kib`` KiB for this connection during a bulk step, then the
+    one it had; on PostgreSQL nothing. A fold writes 10^6 account rows into three B-trees bigger than the
+    store's 64 MiB cache: with 512 MiB the same inserts took a third less time (machine B)."""
+    if _is_pg(conn):
+        yield
+        return
+    before = int(fetch_all(conn, "PRAGMA cache_size")[0][0])
+    current_kib = -before if before < 0 else before * 4  # a positive size counts pages (4 KiB here)
+    if current_kib >= kib:
+        yield
+        return
+    conn.exec_driver_sql(f"PRAGMA cache_size = -{int(kib)}")
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql(f"PRAGMA cache_size = {before}")
+
+
 def _is_pg(conn: Connection) -> bool:
     return conn.dialect.name == "postgresql"
 
