@@ -365,7 +365,7 @@ def _check_guild_minimums(conn: Connection, event_ids: list[str], p: list[str]) 
         role = ":".join(canonical_role(scheme, code))
         if versions[x.issuer].get(x.terms_version, {}).get(role) != x.weight_min:
             p.append(
-                f"accrual {x.event_id} cites guild terms of {x.issuer} v{x.terms_version} as a minimum weight "
+                f"{x.event_id} cites guild terms of {x.issuer} v{x.terms_version} as a minimum weight "
                 f"{x.weight_min} for {x.role}, which no stored version of those terms sets"
             )
             break
