@@ -327,11 +327,11 @@ class DemoSummary:
             console.print(
                 f"training fees: the training run owed {fees['total']} {c} for {fees['works']} licensed "
                 f"{self.work_noun[:-1] if fees['works'] == 1 else self.work_noun} ({fees['event_id']}, "
-                f"{fees['lines']} lines, paid from the pool)"
+                f"{_count(fees['lines'], 'line')}, paid from the pool)"
             )
             st = fees.get("statement", {})
             for cited in st.get("licence_terms", []):
-                console.print(f"  statement {st['path']}: {st['lines']} lines, {st['accrued']} {c}: {cited}")
+                console.print(f"  statement {st['path']}: {_count(st['lines'], 'line')}, {st['accrued']} {c}: {cited}")
         self._print_reports(console)
         mark = "OK" if self.conserved else "BROKEN"
         fee_part = int(self.training_fees.get("total_microunits", 0))
@@ -368,6 +368,11 @@ class DemoSummary:
         eu = self.eu_training_summary
         if eu:
             console.print(f"EU AI Act training summary: {eu['json']} and {eu['html']}", markup=False, emoji=False)
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 line``, ``3 lines``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 @dataclass
