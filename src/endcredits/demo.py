@@ -7,7 +7,8 @@ model) and from one person's own opt-out; a musicians' guild vouches for most of
 with W3C verifiable credentials (the rest, and every unclaimed name, wait in escrow); the operator trusts
 the guild to speak for its members, whose terms (consent defaults and a longer escrow period with the
 guild's fund) they inherit; one tune is under an RSL licence and a Content-Usage header; it builds the
-manifest, trains a small character-level language model on exactly the manifest's tunes, generates
+manifest, trains a small character-level language model on exactly the manifest's tunes (recording the
+training run under the agreement posts the fee the licence asks per training use), generates
 tunes that earn revenue, attributes each to the training tunes with TRAK (Kronecker-projected
 per-example gradients), accrues residuals in two batches, lets one person verify and claim their
 escrow, writes statements and a payout file, settles it with a simulated bank status report, and
@@ -49,15 +50,17 @@ from endcredits.ledger.accrue import ScoreSource, accrue_scored
 from endcredits.ledger.escrow import claim_escrow
 from endcredits.ledger.guilds import guild_view
 from endcredits.ledger.records import accrued_by_account, balance_totals
+from endcredits.ledger.training_fees import TRANSFER_CODE as TRAINING_FEE
+from endcredits.ledger.training_fees import record_training
 from endcredits.ledger.verify import verify
 from endcredits.manifest.eu_summary import ProviderFacts, write_eu_training_summary
-from endcredits.manifest.records import ManifestRecord, record_training_run, set_manifest_checkpoint
+from endcredits.manifest.records import ManifestRecord, set_manifest_checkpoint
 from endcredits.money import format_amount
 from endcredits.payouts.batches import PayoutBatchResult, apply_payout_status, pay_out
 from endcredits.payouts.files import Debtor
 from endcredits.payouts.iban import make_test_iban
 from endcredits.payouts.pain002 import parse_pain002, write_pain002
-from endcredits.payouts.statements import build_statement
+from endcredits.payouts.statements import Statement, build_statement
 from endcredits.registry.identity.issuer import STATUS_LIST_FILE, Issuer, generate_key, init_issuer, issue_credential
 from endcredits.registry.identity.persons import attach_credential, credentialed_people_count
 from endcredits.registry.identity.trust import TrustList, load_trust
@@ -107,11 +110,17 @@ licence_terms = ["output_floor"] # a work whose licence asks a price per use is 
 "endcredits:collector" = 1      # wrote the tune down from a player
 """
 
-DEMO_RSL = """\
+RSL_TEMPLATE = """\
 <?xml version="1.0" encoding="UTF-8"?>
 <rsl xmlns="https://rslstandard.org/rsl">
-  <content url="https://tunes.example/abc/*">
-    <copyright type="person">the tune's composer</copyright>
+  <content url="{site}*">
+    <copyright type="person">the {noun}'s {author}</copyright>
+    <license>
+      <permits type="usage">ai-train</permits>
+      <payment type="training">
+        <amount currency="EUR">0.50</amount>
+      </payment>
+    </license>
     <license>
       <permits type="usage">ai-all</permits>
       <payment type="use">
@@ -121,42 +130,76 @@ DEMO_RSL = """\
   </content>
 </rsl>
 """
-"""The RSL 1.0 licence one demo tune is published under: every AI use, 0.002 EUR per use."""
+"""The RSL 1.0 licence one demo work is published under: training on it costs 0.50 EUR per training use, and
+every AI use 0.002 EUR per use. The agreement applies both: the first as a fee the training run owes, the
+second as a floor per output (docs/concepts/licences.md)."""
 
-DEMO_HEADERS = """\
+HEADERS_TEMPLATE = """\
 HTTP/1.1 200 OK
-Content-Type: text/vnd.abc
+Content-Type: {content_type}
 Content-Usage: train-ai=y, search=y
-Link: <https://tunes.example/license.xml>; rel="license"; type="application/rsl+xml"
+Link: <{site}license.xml>; rel="license"; type="application/rsl+xml"
 """
-"""The HTTP response that serves that tune: IETF AI Preferences allow training, and a link to the licence."""
+"""The HTTP response that serves that work: IETF AI Preferences allow training, and a link to the licence."""
+
+
+@dataclass(frozen=True)
+class DemoLicence:
+    """Where a demo's licensed work is published (``site``, a URL folder), as what (``content_type``, and
+    ``suffix`` of its file name), and how the licence names the work and its maker."""
+
+    site: str
+    content_type: str
+    suffix: str
+    noun: str
+    author: str
+
+    @property
+    def rsl(self) -> str:
+        return RSL_TEMPLATE.format(site=self.site, noun=self.noun, author=self.author)
+
+    @property
+    def headers(self) -> str:
+        return HEADERS_TEMPLATE.format(site=self.site, content_type=self.content_type)
+
+
+ABC_LICENCE = DemoLicence("https://tunes.example/abc/", "text/vnd.abc", ".abc", "tune", "composer")
+DEMO_RSL, DEMO_HEADERS = ABC_LICENCE.rsl, ABC_LICENCE.headers
 
 DEMO_GUILD_TERMS = """\
-# The musicians' guild's terms for its members (docs/concepts/guilds.md).
+# The {kind}' guild's terms for its members (docs/concepts/guilds.md).
 effective_from = "2026-01-01T00:00:00Z"
 
 [consent]                       # what a member who has said nothing refuses
-ai_input = "notAllowed"         # no tune handed to a model at inference (retrieval) without asking
-ai_index = "notAllowed"         # no tune put in an index built for AI systems without asking
+ai_input = "notAllowed"         # no work handed to a model at inference (retrieval) without asking
+ai_index = "notAllowed"         # no work put in an index built for AI systems without asking
 
 [escrow]
 period_days = 1825              # unclaimed money waits five years (the agreement says three) ...
-fund = "musicians-guild-fund"   # ... then goes to the guild's fund, where a late claim is still paid
+fund = "{kind}-guild-fund"       # ... then goes to the guild's fund, where a late claim is still paid
 """
-"""The guild's terms, loaded once the operator trusts it: neither refusal touches the demo's model (generative
-training, commercial), so the manifest and the money are the same as without them."""
+"""The guild's terms (``{kind}``: whose guild), loaded once the operator trusts it: neither refusal touches the
+demo's model (generative training, commercial), so the manifest and the money are the same as without them."""
 
 PAYOUT_DAY = dt.date(2026, 12, 1)
 REPORT_AT = dt.datetime(2026, 12, 2, tzinfo=dt.UTC)
 """When the demo's reports look at the store: the day the bank answered its payout."""
-DEMO_PROVIDER = ProviderFacts(
-    provider_name="endcredits demo operator",
-    model_name=f"{MODEL_ID} (character-level LM of ABC folk tunes)",
-    user_data="none: the model trained only on the works of its manifest",
-    synthetic_data="none",
-    other_sources="the ABC folk tunes bundled in the music21 Python package",
+
+
+def demo_provider(model_name: str, other_sources: str) -> ProviderFacts:
+    """Facts of the EU training summary that endcredits does not hold, as a demo's operator states them."""
+    return ProviderFacts(
+        provider_name="endcredits demo operator",
+        model_name=model_name,
+        user_data="none: the model trained only on the works of its manifest",
+        synthetic_data="none",
+        other_sources=other_sources,
+    )
+
+
+DEMO_PROVIDER = demo_provider(
+    f"{MODEL_ID} (character-level LM of ABC folk tunes)", "the ABC folk tunes bundled in the music21 Python package"
 )
-"""Facts of the EU training summary that endcredits does not hold, as the demo's operator states them."""
 DEBTOR = Debtor(name="endcredits demo operator", iban=make_test_iban("DE", 1), bic="TESTDEFF")
 
 
@@ -190,6 +233,7 @@ class DemoSummary:
     payout_batch: dict[str, Any] = field(default_factory=dict)
     statement: dict[str, Any] = field(default_factory=dict)
     licence: dict[str, Any] = field(default_factory=dict)  # the imported licence: work, notes, its term
+    training_fees: dict[str, Any] = field(default_factory=dict)  # what the training run owed under licences
     guild: dict[str, Any] = field(default_factory=dict)  # the guild terms applied and what the guild sees
     eu_training_summary: dict[str, Any] = field(default_factory=dict)  # its files and main figures
     verified: bool = False
@@ -229,6 +273,7 @@ class DemoSummary:
             "payout_batch": self.payout_batch,
             "statement": self.statement,
             "licence": self.licence,
+            "training_fees": self.training_fees,
             "guild": self.guild,
             "eu_training_summary": self.eu_training_summary,
             "verified": self.verified,
@@ -277,10 +322,22 @@ class DemoSummary:
         )
         for cited in self.statement.get("licence_terms", []):
             console.print(f"  {self.statement.get('licence_lines')} lines raised to a licence floor: {cited}")
+        fees = self.training_fees
+        if fees:
+            console.print(
+                f"training fees: the training run owed {fees['total']} {c} for {fees['works']} licensed "
+                f"{self.work_noun[:-1] if fees['works'] == 1 else self.work_noun} ({fees['event_id']}, "
+                f"{_count(fees['lines'], 'line')}, paid from the pool)"
+            )
+            st = fees.get("statement", {})
+            for cited in st.get("licence_terms", []):
+                console.print(f"  statement {st['path']}: {_count(st['lines'], 'line')}, {st['accrued']} {c}: {cited}")
         self._print_reports(console)
         mark = "OK" if self.conserved else "BROKEN"
+        fee_part = int(self.training_fees.get("total_microunits", 0))
+        of_which = f" (training fees {format_amount(fee_part, c)} of it)" if fee_part else ""
         console.print(
-            f"[bold]conservation {mark}[/bold]: pool {format_amount(self.pool_microunits, c)} = paid "
+            f"[bold]conservation {mark}[/bold]: pool {format_amount(self.pool_microunits, c)}{of_which} = paid "
             f"{format_amount(self.paid_microunits, c)} + escrow {format_amount(self.escrow_microunits, c)} + "
             f"suspense {format_amount(self.suspense_microunits, c)} {c} (to the microunit: "
             f"{self.pool_microunits} = {self.paid_microunits} + {self.escrow_microunits} + {self.suspense_microunits})"
@@ -313,19 +370,27 @@ class DemoSummary:
             console.print(f"EU AI Act training summary: {eu['json']} and {eu['html']}", markup=False, emoji=False)
 
 
+def _count(n: int, noun: str) -> str:
+    """``1 line``, ``3 lines``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 @dataclass
 class DemoGuild:
-    """The demo's musicians' guild: an issuer of verifiable credentials the operator trusts."""
+    """The demo's guild (of ``kind``: musicians for the tunes, illustrators for the drawings): an issuer of
+    verifiable credentials the operator trusts; ``applied``: its terms, once loaded (``apply_guild_terms``)."""
 
     issuer: Issuer
     trust: TrustList
     status_lists: dict[str, dict[str, Any]]
+    kind: str = "musicians"
+    applied: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, directory: Path, at: dt.datetime) -> DemoGuild:
+    def start(cls, directory: Path, at: dt.datetime, kind: str) -> DemoGuild:
         issuer = init_issuer(directory, status_list_id="https://guild.example/status/1", at=at)
         status = json.loads((directory / STATUS_LIST_FILE).read_text(encoding="utf-8"))
-        return cls(issuer, load_trust([issuer.key.did]), {issuer.status_list_id: status})
+        return cls(issuer, load_trust([issuer.key.did]), {issuer.status_list_id: status}, kind)
 
     def vouch(self, conn: Any, person_id: int, at: dt.datetime) -> None:
         """Issue a two-year membership credential to a pseudonymous subject and attach it to the person."""
@@ -388,7 +453,7 @@ def _attribution_summary(store: Store, att: Attribution) -> dict[str, Any]:
 def _earners(store: Store, top_n: int) -> list[dict[str, Any]]:
     with store.read() as conn:
         earned: dict[str, int] = {}
-        for key, amount in accrued_by_account(conn).items():
+        for key, amount in accrued_by_account(conn, codes=("accrual", TRAINING_FEE)).items():
             kind, holder, _ = parse_account_key(key)
             if kind in ("payable", "escrow") and holder is not None:
                 earned[holder] = earned.get(holder, 0) + amount
@@ -425,6 +490,7 @@ class DemoRun:
     timings: dict[str, float] = field(default_factory=dict)
     clock: float = field(default_factory=time.monotonic)
     key_file: Path | None = None  # the demo's own key for sealing IBANs, when the operator configured none
+    training_fees: dict[str, Any] = field(default_factory=dict)  # what recording the training run posted
 
     def lap(self, name: str) -> None:
         now = time.monotonic()
@@ -456,19 +522,20 @@ def _register(run: DemoRun, tunes_max: int | None) -> tuple[AbcImportReport, lis
         f"{report.non_commercial_works} tunes are licensed non-commercial only"
     )
     joined, guild, agreement = join_and_agree(
-        run, credit_counts([c.name for c in t.credits] for t in tunes), DEMO_AGREEMENT
+        run, credit_counts([c.name for c in t.credits] for t in tunes), DEMO_AGREEMENT, "musicians"
     )
     run.lap("register")
     return report, joined, guild, agreement
 
 
 def join_and_agree(
-    run: DemoRun, counts: Mapping[str, int], agreement_text: str
+    run: DemoRun, counts: Mapping[str, int], agreement_text: str, guild_kind: str
 ) -> tuple[list[int], DemoGuild, Agreement]:
-    """The eight most credited names join (most verified by the guild), the sixth opts out of generative
-    training, and the residual policy ``agreement_text`` is saved."""
+    """The eight most credited names join (most verified by the ``guild_kind`` guild, whose terms they then
+    inherit: ``apply_guild_terms``), the sixth opts out of generative training, and the residual policy
+    ``agreement_text`` is saved."""
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    guild = DemoGuild.start(run.store.data_dir / "guild", now)
+    guild = DemoGuild.start(run.store.data_dir / "guild", now, guild_kind)
     joined = list(_demo_people(run.store, counts, names_to_join=8, guild=guild, at=now).values())
     with run.store.write() as conn:
         if len(joined) > 5:
@@ -486,6 +553,7 @@ def join_and_agree(
             add_grants(conn, [opt_out])
         agreement = parse_agreement(agreement_text)
         save_agreement(conn, agreement.id, agreement.version, agreement.body, agreement.body_sha256)
+    guild.applied = apply_guild_terms(run, guild)
     return joined, guild, agreement
 
 
@@ -494,9 +562,9 @@ def apply_guild_terms(run: DemoRun, guild: DemoGuild) -> dict[str, Any]:
     written into the guild's folder as the guild would send them): its members inherit them from here on."""
     issuer = guild.issuer.key.did
     path = guild.issuer.directory / "terms.toml"
-    write_private(path, DEMO_GUILD_TERMS.encode("utf-8"))
+    write_private(path, DEMO_GUILD_TERMS.format(kind=guild.kind).encode("utf-8"))
     with run.store.write() as conn:
-        trust_issuer(conn, issuer, note="the demo's musicians' guild, which vouches for its members")
+        trust_issuer(conn, issuer, note=f"the demo's {guild.kind}' guild, which vouches for its members")
         terms, _ = load_guild_terms(conn, issuer, path.read_text(encoding="utf-8"), path.name)
     run.progress(f"the operator trusts the guild {issuer[:24]}…; its members inherit {terms.label}")
     return {
@@ -564,8 +632,11 @@ def _manifest(run: DemoRun) -> tuple[ManifestRecord, list[str]]:
     return manifest, texts
 
 
-def _train(run: DemoRun, manifest: ManifestRecord, texts: list[str], train_steps: int, seed: int) -> TrainedLM:
-    """Train exactly ``train_steps`` steps on the manifest's tunes; save and record the checkpoint."""
+def _train(
+    run: DemoRun, manifest: ManifestRecord, texts: list[str], train_steps: int, seed: int, agreement: Agreement
+) -> TrainedLM:
+    """Train exactly ``train_steps`` steps on the manifest's tunes; save and record the checkpoint (under
+    ``agreement``: its training fees are posted)."""
     run.progress(f"training a character-level LM on {len(texts)} tunes for {train_steps} steps on CPU…")
     started = time.monotonic()
     step = run.step
@@ -581,26 +652,34 @@ def _train(run: DemoRun, manifest: ManifestRecord, texts: list[str], train_steps
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     save_lm(lm, checkpoint)
     checkpoint_sha256 = lm.checksum()
-    bind_checkpoint(run, manifest, checkpoint_sha256, seed, started)
+    bind_checkpoint(run, manifest, checkpoint_sha256, seed, started, agreement)
     run.progress(f"trained {lm.steps} steps, loss {lm.final_loss:.3f}; checkpoint sha256 {checkpoint_sha256[:16]}…")
     run.lap("train")
     return lm
 
 
-def bind_checkpoint(run: DemoRun, manifest: ManifestRecord, checkpoint_sha256: str, seed: int, started: float) -> None:
+def bind_checkpoint(
+    run: DemoRun, manifest: ManifestRecord, checkpoint_sha256: str, seed: int, started: float, agreement: Agreement
+) -> None:
     """Bind the manifest to the trained checkpoint and record the training run that made it (``started``:
-    ``time.monotonic()`` when training began); the attribution pipeline refuses any other checkpoint."""
+    ``time.monotonic()`` when training began) under ``agreement``, which posts the training fees its works'
+    licence terms price (``run.training_fees``); the attribution pipeline refuses any other checkpoint."""
     with run.store.write() as conn:
         set_manifest_checkpoint(conn, manifest.id, checkpoint_sha256)
-        trained_at = dt.datetime.now(dt.UTC)
-        record_training_run(
-            conn,
-            run_id=f"{manifest.id}/train-seed{seed}",
-            manifest_id=manifest.id,
-            checkpoint_sha256s=[checkpoint_sha256],
-            finished_at=trained_at,
-            started_at=trained_at - dt.timedelta(seconds=time.monotonic() - started),
-        )
+    trained_at = dt.datetime.now(dt.UTC)
+    _run, fees = record_training(
+        run.store,
+        run_id=f"{manifest.id}/train-seed{seed}",
+        manifest_id=manifest.id,
+        checkpoint_sha256s=[checkpoint_sha256],
+        finished_at=trained_at,
+        started_at=trained_at - dt.timedelta(seconds=time.monotonic() - started),
+        agreement=agreement,
+    )
+    if fees is not None and fees.event_id is not None:
+        owed = f"{format_amount(fees.total_microunits, fees.currency)} {fees.currency}"
+        run.progress(f"training fees: {owed} for {fees.works} licensed works, posted as {fees.event_id}")
+        run.training_fees = fees.to_json() | {"total": format_amount(fees.total_microunits, fees.currency)}
 
 
 def priced_outputs(model_id: str, outputs_n: int, seed: int) -> list[OutputIn]:
@@ -690,6 +769,42 @@ def _payout(run: DemoRun, agreement: Agreement) -> PayoutBatchResult:
     return batch
 
 
+def _write_statement(run: DemoRun, person_id: int, period: str) -> tuple[Statement, Path]:
+    """``person_id``'s statement for ``period``, written as JSON and CSV (``path`` without its suffix); it must
+    reconcile with the ledger."""
+    st = build_statement(run.store, person_id, period, CURRENCY)
+    path = private_dir(run.store.data_dir / "statements") / f"person-{person_id}-{period}"
+    write_private(path.with_suffix(".json"), (st.to_json() + "\n").encode("utf-8"))
+    write_private(path.with_suffix(".csv"), st.to_csv().encode("utf-8"))
+    if not st.reconciles():
+        raise InvariantError(f"statement of person {person_id} for {period} does not reconcile with the ledger")
+    return st, path
+
+
+def _fee_statement(run: DemoRun, person_id: int | None) -> dict[str, Any]:
+    """What recording the training run posted (``run.training_fees``) and, for the licensed work's person,
+    their statement for the month the fees were posted: its fee lines cite the licence term, and a guild
+    term where one raised their part."""
+    fees = dict(run.training_fees)
+    if not fees or person_id is None:
+        return fees
+    period = str(fees["event_id"]).rsplit("/", 1)[1]
+    st, path = _write_statement(run, person_id, period)
+    lines = [line for line in st.lines if line["output_id"].startswith("training:")]
+    return fees | {
+        "statement": {
+            "person_id": person_id,
+            "period": period,
+            "path": str(path.with_suffix(".csv")),
+            "lines": len(lines),
+            "accrued": format_amount(sum(line["amount_microunits"] for line in lines), CURRENCY),
+            "licence_terms": sorted({line["licence_term"] for line in lines}),
+            "guild_terms": sorted({line["guild_term"] for line in lines if line["guild_term"]}),
+            "reconciles": st.reconciles(),
+        }
+    }
+
+
 def _statement(
     run: DemoRun, earners: list[dict[str, Any]], outs: list[OutputIn], person_id: int | None
 ) -> dict[str, Any]:
@@ -700,12 +815,7 @@ def _statement(
         return {}
     pid = person_id if person_id is not None else int(top_person["holder"].split(":")[1])  # type: ignore[index]
     period = max(o.occurred_at[:7] for o in outs)
-    st = build_statement(run.store, pid, period, CURRENCY)
-    path = private_dir(run.store.data_dir / "statements") / f"person-{pid}-{period}"
-    write_private(path.with_suffix(".json"), (st.to_json() + "\n").encode("utf-8"))
-    write_private(path.with_suffix(".csv"), st.to_csv().encode("utf-8"))
-    if not st.reconciles():
-        raise InvariantError(f"statement of person {pid} for {period} does not reconcile with the ledger")
+    st, path = _write_statement(run, pid, period)
     return {
         "person_id": pid,
         "period": period,
@@ -719,25 +829,28 @@ def _statement(
     }
 
 
-def _import_licence(run: DemoRun, manifest: ManifestRecord, person_id: int) -> dict[str, Any]:
-    """One tune of ``person_id`` in the manifest is published under an RSL licence (``DEMO_RSL``) and served
-    with a ``Content-Usage`` header (``DEMO_HEADERS``): both files are written here and imported as grants and
-    a licence term, which the agreement applies as a floor per output."""
+def import_demo_licence(run: DemoRun, manifest: ManifestRecord, person_id: int, licence: DemoLicence) -> dict[str, Any]:
+    """One work of ``person_id`` in the manifest is published under an RSL licence (``licence.rsl``) and
+    served with a ``Content-Usage`` header (``licence.headers``): both files are written here and imported as
+    grants and licence terms, which the agreement applies as a fee per training use and a floor per output."""
     with run.store.read() as conn:
         work_id = next((w for w in works_of_person(conn, person_id) if w in set(manifest.included)), None)
     if work_id is None:
         return {}
     folder = private_dir(run.store.data_dir / "licences")
-    write_private(folder / "license.xml", DEMO_RSL.encode("utf-8"))
-    write_private(folder / "headers.txt", DEMO_HEADERS.encode("utf-8"))
-    location = f"https://tunes.example/abc/{work_id}.abc"
+    write_private(folder / "license.xml", licence.rsl.encode("utf-8"))
+    write_private(folder / "headers.txt", licence.headers.encode("utf-8"))
+    location = f"{licence.site}{work_id}{licence.suffix}"
     window = Window(dt.datetime(2026, 1, 1, tzinfo=dt.UTC), dt.datetime(2031, 1, 1, tzinfo=dt.UTC))
     readings = [
-        rsl_reading(DEMO_RSL, location, name="license.xml", work_id=work_id, window=window, found_via=""),
-        *preference_readings(DEMO_HEADERS, location, name="headers.txt"),
+        rsl_reading(licence.rsl, location, name="license.xml", work_id=work_id, window=window, found_via=""),
+        *preference_readings(licence.headers, location, name="headers.txt"),
     ]
     report = import_licences(run.store, work_id, readings, window, kind="licences")
-    run.progress(f"licence: tune {work_id[:12]}… is under an RSL licence (0.002 EUR per use) and Content-Usage")
+    run.progress(
+        f"licence: {licence.noun} {work_id[:12]}… is under an RSL licence (0.50 EUR per training use, 0.002 EUR "
+        "per use) and a Content-Usage header"
+    )
     return {"person_id": person_id, "work_id": work_id, "notes": list(report.notes)}
 
 
@@ -784,10 +897,9 @@ def run_demo(
         progress(f"store: {run.store.backend} in {run.store.data_dir}")
         key_file = demo_key(run)
         report, joined, guild, agreement = _register(run, tunes_max)
-        applied = apply_guild_terms(run, guild)
         manifest, texts = _manifest(run)
-        licence = _import_licence(run, manifest, joined[0]) if joined else {}
-        lm = _train(run, manifest, texts, train_steps, seed)
+        licence = import_demo_licence(run, manifest, joined[0], ABC_LICENCE) if joined else {}
+        lm = _train(run, manifest, texts, train_steps, seed, agreement)
         outs, samples = _outputs(run, lm, outputs_n, seed)
         progress(f"generated {outputs_n} tunes; attributing each to {len(texts)} training tunes (TRAK, k={k})…")
         att = attribute_manifest(
@@ -801,11 +913,7 @@ def run_demo(
         run.lap("attribute")
         trained = Trained(lm.checksum(), lm.steps, lm.final_loss)
         settling = Settling(manifest, agreement, outs, att, joined, guild, report.works, report.names, trained)
-        summary = settle(run, replace(settling, licence=licence), db_url)
-        summary.guild = guild_report(run, applied)
-        summary.eu_training_summary = eu_report(run, MODEL_ID, DEMO_PROVIDER)
-        run.lap("reports")
-        return summary
+        return settle(run, replace(settling, licence=licence, provider=DEMO_PROVIDER), db_url)
     finally:
         run.store.dispose()
         restore_key_env(key_file, key_env_before)
@@ -835,13 +943,15 @@ class Settling:
     trained: Trained
     corpus: str = "abc"
     work_noun: str = "tunes"
-    licence: dict[str, Any] = field(default_factory=dict)  # a licence imported on one work (``_import_licence``)
+    licence: dict[str, Any] = field(default_factory=dict)  # a licence imported on one work (``import_demo_licence``)
+    provider: ProviderFacts | None = None  # what the EU training summary states that endcredits does not hold
 
 
 def settle(run: DemoRun, s: Settling, db_url: str | None) -> DemoSummary:
     """The money half, whatever the corpus: accrue in two batches from the recorded attribution run, one
-    late verification, a payout settled by a simulated bank, a statement, `verify` and the conservation
-    check (an ``InvariantError`` when either fails)."""
+    late verification, a payout settled by a simulated bank, statements (of the licensed work's person, for
+    the last period and for the training fees'), `verify` and the conservation check (an ``InvariantError``
+    when either fails); then the reports: what the guild sees, and the model's EU training summary."""
     if s.att.run_id is None:
         raise InvariantError("attribute_manifest recorded no attribution run")
     _accrue(run, s.manifest, s.agreement, s.outs, s.att.run_id)
@@ -850,6 +960,7 @@ def settle(run: DemoRun, s: Settling, db_url: str | None) -> DemoSummary:
     earners = _earners(run.store, 10)
     statement_info = _statement(run, earners, s.outs, s.licence.get("person_id"))
     summary = _summary(run, s, earners, batch, statement_info)
+    summary.training_fees = _fee_statement(run, s.licence.get("person_id"))
     _portal_link(run, summary, run.key_file, db_url)
     if not summary.conserved:
         raise InvariantError(
@@ -858,6 +969,11 @@ def settle(run: DemoRun, s: Settling, db_url: str | None) -> DemoSummary:
         )
     if not summary.verified:
         raise InvariantError("verify failed after the demo: " + "; ".join(summary.problems[:3]))
+    if s.guild.applied:
+        summary.guild = guild_report(run, s.guild.applied)
+    if s.provider is not None:
+        summary.eu_training_summary = eu_report(run, s.manifest.model_id, s.provider)
+    run.lap("reports")
     return summary
 
 

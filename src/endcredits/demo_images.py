@@ -10,7 +10,11 @@ checkpoint is saved in the data directory and bound to the manifest; the images 
 kept so statements show them) earn revenue and are attributed to the drawings with TRAK under the
 diffusion measurement (D-TRAK's squared norm of the predicted noise). The money half is the ABC demo's:
 two accrual batches, escrow, a late verification, a payout file settled by a simulated bank, a statement,
-``verify`` and the conservation check.
+``verify`` and the conservation check. The terms are the ABC demo's too, through the same functions: the
+operator trusts the illustrators' guild and its members inherit its terms (``apply_guild_terms``), one
+drawing of the most credited creator is also served under an RSL licence and a ``Content-Usage`` header
+(``import_demo_licence``: a fee per training use, which recording the training run posts, and a floor per
+output), and the model's EU AI Act training summary is written (``eu_report``).
 
 Every drawing in the package is licensed public domain, so no licence leaves the manifest here; the
 opt-out does.
@@ -38,6 +42,7 @@ from endcredits.attribution.settings import AttributionSettings
 from endcredits.demo import (
     DEMO_AGREEMENT,
     DemoGuild,
+    DemoLicence,
     DemoRun,
     DemoSummary,
     Settling,
@@ -47,6 +52,8 @@ from endcredits.demo import (
     credit_counts,
     demo_key,
     demo_manifest,
+    demo_provider,
+    import_demo_licence,
     join_and_agree,
     priced_outputs,
     restore_key_env,
@@ -83,6 +90,12 @@ IMAGE_AGREEMENT = (
     + '[role_weights]\n"cawg:creator" = 1              # drew it (dc:creator)\n'
 )
 """The ABC demo's terms, with the drawing's one role."""
+DRAWING_LICENCE = DemoLicence("https://drawings.example/clipart/", "image/svg+xml", ".svg", "drawing", "creator")
+"""Where the licensed drawing is served, as the creator's own site would serve it."""
+IMAGE_PROVIDER = demo_provider(
+    f"{MODEL_ID} ({SIDE}x{SIDE} grayscale DDPM of Open Clip Art drawings)",
+    "the Open Clip Art drawings in Debian's openclipart-svg package",
+)
 
 
 def corpus_files(corpus_dir: Path, works_n: int, seed: int) -> list[Path]:
@@ -121,7 +134,7 @@ def _register(
         f"{len(report.refused)} could not be read or rendered"
     )
     counts = credit_counts(_creators(files, corpus_dir, report.refused))
-    joined, guild, agreement = join_and_agree(run, counts, IMAGE_AGREEMENT)
+    joined, guild, agreement = join_and_agree(run, counts, IMAGE_AGREEMENT, "illustrators")
     run.lap("register")
     return report, joined, guild, agreement
 
@@ -194,9 +207,12 @@ def train_ddpm(
     return model.eval(), scheduler, float(np.mean(losses))
 
 
-def _train(run: DemoRun, manifest: ManifestRecord, train_steps: int, seed: int) -> tuple[UNetModel, Any, Trained]:
+def _train(
+    run: DemoRun, manifest: ManifestRecord, train_steps: int, seed: int, agreement: Agreement
+) -> tuple[UNetModel, Any, Trained]:
     """Train on exactly the manifest's drawings (rendered from their stored SVG bytes), save the pipeline
-    folder, load it back as the attribution will, and bind its checksum to the manifest."""
+    folder, load it back as the attribution will, and bind its checksum to the manifest (recording the run
+    under ``agreement`` posts its training fees)."""
     images = images_from_bytes(
         manifest_contents(run.store, manifest),
         channels=1,
@@ -220,7 +236,7 @@ def _train(run: DemoRun, manifest: ManifestRecord, train_steps: int, seed: int) 
     if not isinstance(model, UNetModel):
         raise ValidationError(f"{folder} did not load as a diffusers UNet")
     checksum = model.checksum()
-    bind_checkpoint(run, manifest, checksum, seed, started)
+    bind_checkpoint(run, manifest, checksum, seed, started, agreement)
     run.progress(f"trained {train_steps} steps, loss {loss:.3f}; checkpoint sha256 {checksum[:16]}…")
     run.lap("train")
     return model, scheduler, Trained(checksum, train_steps, loss)
@@ -282,7 +298,8 @@ def run_image_demo(
         demo_key(run)
         report, joined, guild, agreement = _register(run, files, corpus_dir)
         manifest = _manifest(run)
-        model, scheduler, trained = _train(run, manifest, train_steps, seed)
+        licence = import_demo_licence(run, manifest, joined[0], DRAWING_LICENCE) if joined else {}
+        model, scheduler, trained = _train(run, manifest, train_steps, seed, agreement)
         generated = _outputs(run, model, scheduler, outputs_n, seed)
         progress(f"generated {outputs_n} images; attributing each to {len(manifest.included)} training drawings…")
         att = attribute_manifest(
@@ -306,6 +323,8 @@ def run_image_demo(
             trained,
             corpus="openclipart",
             work_noun="drawings",
+            licence=licence,
+            provider=IMAGE_PROVIDER,
         )
         return settle(run, settling, db_url)
     finally:

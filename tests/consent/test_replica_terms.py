@@ -1,6 +1,6 @@
 """Digital-replica consent on both backends: a likeness grant covers one described use in one project, a
 suspension (by a person, or by an issuer for the people it credentialed) keeps works out of manifests
-built while it lasts, and a deceased person's consent comes from their estate."""
+built while it lasts, and a deceased person's consent comes from their estate, or their guild."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import datetime as dt
 import pytest
 from sqlalchemy import func, select
 
+from endcredits.consent.guilds import load_guild_terms
 from endcredits.consent.records import add_grants, add_suspension, grants_for, lift_suspension, revoke_grant
 from endcredits.consent.rules import Grant, Suspension
 from endcredits.errors import ConsentError, NotFoundError, ValidationError
@@ -16,10 +17,11 @@ from endcredits.manifest.build import build_manifest
 from endcredits.manifest.records import record_training_run
 from endcredits.manifest.reports import impact_report, suspend_and_report
 from endcredits.registry.estates import record_death
+from endcredits.registry.identity.trusted import trust_issuer
 from endcredits.registry.records import CreditIn, WorkIn, add_credits, add_works
 from endcredits.store.engine import Store, format_time
 from endcredits.store.schema import consent_grants, consent_suspensions, credentials
-from helpers_money import people
+from helpers_money import guild_member, people
 
 UTC = dt.UTC
 T0 = dt.datetime(2025, 1, 1, tzinfo=UTC)
@@ -162,3 +164,25 @@ def test_impact_report_for_a_person_flags_perpetual_grants(store: Store, scan: t
     assert data["affected_works"] == [work]
     (flag,) = data["perpetual_grants"]
     assert flag["source"] == "releases/1997.pdf" and flag["flag"].startswith("perpetual")
+
+
+def test_the_guild_still_speaks_for_a_deceased_member(store: Store, scan: tuple[str, int, int]) -> None:
+    # Consent for the dead comes from the estate or the guild: once the actor is recorded deceased, the
+    # guild's consent default (its terms) and the guild's suspension still reach the member's works.
+    work, actor, heir = scan
+    guild = "did:web:guild.example"
+    with store.write() as conn:
+        guild_member(conn, actor, guild)
+        trust_issuer(conn, guild, note="the actors' guild")
+        record_death(conn, actor, deceased_at=T0 + dt.timedelta(days=1), estate_person_id=heir)
+        body = 'effective_from = "2025-01-01T00:00:00Z"\n[consent]\nresearch = "notAllowed"\n'
+        load_guild_terms(conn, guild, body, "guild-terms.toml")
+        add_suspension(conn, Suspension("issuer", guild, ("ai_training",), STRIKE, None, "strike"))
+    research = build_manifest(store, model_id="r", uses=["research"], as_of=STRIKE, default="opt-in")
+    assert research.included == () and f"guild terms of {guild} v1" in research.excluded[0][1]
+    during = build_manifest(store, model_id="m", uses=["ai_training"], as_of=STRIKE, default="opt-out")
+    assert during.included == () and f"suspended by issuer {guild}" in during.excluded[0][1]
+    before = build_manifest(
+        store, model_id="m", uses=["ai_training"], as_of=T0 + dt.timedelta(days=2), default="opt-out"
+    )
+    assert before.included == (work,)

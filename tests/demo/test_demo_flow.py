@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import stat
 from pathlib import Path
-from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -14,6 +12,7 @@ from endcredits.cli import app
 from endcredits.interop.abc import iter_tunes
 from endcredits.ledger.verify import verify
 from endcredits.store.engine import open_store
+from helpers_demo import check_eu_summary, check_guild, check_licence_and_fees
 
 REQUIRED_INT_FIELDS = (
     "pool_microunits",
@@ -47,15 +46,15 @@ def test_demo_json_conserves_every_microunit(tmp_path: Path, db_url: str | None)
     )
     assert summary["conserved"] is True and summary["verified"] is True
     assert summary["statement"]["reconciles"] is True
-    # One tune is under an RSL licence (0.002 EUR per use) with a Content-Usage header; the agreement applies
-    # the price as a floor per output, and the statement of its composer cites the term on the raised lines.
-    licence = summary["licence"]
-    assert licence["work_id"] and licence["person_id"] == summary["statement"]["person_id"]
-    assert any(n.startswith("ai_generative_training: allowed") for n in licence["notes"]), licence["notes"]
+    # One tune is under an RSL licence (0.50 EUR per training use, 0.002 EUR per use) with a Content-Usage
+    # header; recording the training run posted the fee, the agreement applies the price per use as a floor
+    # per output, and the statements of its composer cite the terms.
+    check_licence_and_fees(summary)
     assert summary["statement"]["licence_lines"] > 0
     assert summary["statement"]["licence_terms"][0].startswith("use: at least 0.002 EUR per output (licence term ")
     assert summary["verified_by_credential"] >= 1 and summary["attribution"]["method"] == "trak"
-    _check_guild_and_eu_summary(summary, data)
+    check_guild(summary, "musicians")
+    check_eu_summary(summary, data, "text")
     assert summary["works"] == len({t.text for t in iter_tunes(limit=600)})
     assert summary["portal_login_url"].startswith("http://127.0.0.1:8000/portal/login?token=ecl_")
     # The store it leaves behind verifies on its own, and the payout file is there.
@@ -66,29 +65,3 @@ def test_demo_json_conserves_every_microunit(tmp_path: Path, db_url: str | None)
         store.dispose()
     if summary["payout_batch"]["pain001"]:
         assert Path(summary["payout_batch"]["pain001"]).read_bytes().startswith(b"<?xml")
-
-
-def _check_guild_and_eu_summary(summary: dict[str, Any], data: Path) -> None:
-    """The operator trusted the demo's guild and its members inherited its terms; the guild sees their money
-    only as a sum; the model's EU training summary is in the data folder, private."""
-    guild = summary["guild"]
-    assert guild["issuer"].startswith("did:key:") and guild["terms"] == f"guild terms of {guild['issuer']} v1"
-    assert guild["consent"] == {"ai_index": "notAllowed", "ai_input": "notAllowed"}
-    assert guild["escrow"] == {"period_days": 1825, "fund": "musicians-guild-fund"}
-    assert Path(guild["file"]).read_text(encoding="utf-8").startswith("# The musicians' guild's terms")
-    view = guild["view"]
-    assert view["terms_version"] == 1 and view["members"] == summary["verified_by_credential"] >= 3
-    assert "person_id" not in json.dumps(view) and "name" not in view
-    members_earned = sum(e["earned_microunits"] for e in summary["top_earners"] if e["status"] == "verified")
-    assert int(view["accrued_microunits"]["EUR"]) == members_earned > 0
-    eu = summary["eu_training_summary"]
-    for key in ("json", "html"):
-        path = Path(eu[key])
-        assert path.parent == data / "reports" and stat.S_IMODE(path.stat().st_mode) == 0o600
-    written = json.loads(Path(eu["json"]).read_text(encoding="utf-8"))
-    manifests = written["1_general_information"]["model"]["manifests"]["value"]
-    assert [m["id"] for m in manifests] == [summary["manifest_id"]]
-    assert eu["modalities"] == ["text"]
-    assert sum(eu["works_by_source"].values()) == summary["works"] - summary["excluded_works"]
-    assert eu["works_by_source"]["licensed_or_private"] >= 1  # the tune under the RSL licence
-    assert "<html" in Path(eu["html"]).read_text(encoding="utf-8").lower()

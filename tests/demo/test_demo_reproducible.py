@@ -27,6 +27,8 @@ def _comparable(summary: DemoSummary) -> dict[str, Any]:
     # The payout file and the statement live under the run's own data directory.
     out["payout_batch"] = {k: v for k, v in out["payout_batch"].items() if k != "pain001"}
     out["statement"] = {k: v for k, v in out["statement"].items() if k != "path"}
+    fees = out["training_fees"]
+    out["training_fees"] = fees | {"statement": {k: v for k, v in fees["statement"].items() if k != "path"}}
     # The guild's key is made afresh each run, and so is its id; the files live under the data directory.
     out["guild"] = {k: v for k, v in out["guild"].items() if k not in ("issuer", "terms", "file")}
     out["eu_training_summary"] = {k: v for k, v in out["eu_training_summary"].items() if k not in ("json", "html")}

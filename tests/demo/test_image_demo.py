@@ -1,4 +1,4 @@
-"""The image main job end to end on SQLite: `endcredits demo --corpus openclipart --json` over drawings
+"""The image main job end to end on both backends: `endcredits demo --corpus openclipart --json` over drawings
 written here (simple shapes with Open Clip Art's RDF record), so it needs no Debian package."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from endcredits.ledger.verify import verify
 from endcredits.payouts.previews import output_previews
 from endcredits.payouts.statements import build_statement
 from endcredits.store.engine import open_store
+from helpers_demo import check_eu_summary, check_guild, check_licence_and_fees
 
 CREATORS = ("Ada Ink", "Ben Brush", "Cleo Curve", "Dan Dot", "Eve Edge", "Fay Fill", "Gus Grid", "Hal Hue", "Ivy")
 DRAWINGS = 40
@@ -83,6 +84,11 @@ def test_image_demo_conserves_every_microunit_and_shows_images(tmp_path: Path, d
         DRAWINGS - summary["excluded_works"]
     )
     assert summary["statement"]["reconciles"] is True
+    # The ABC demo's terms through the same functions: the illustrators' guild, one drawing under the RSL
+    # licence and a Content-Usage header (its training fee posted with the run), the EU training summary.
+    check_guild(summary, "illustrators")
+    check_licence_and_fees(summary)
+    check_eu_summary(summary, data, "image")
     store = open_store(data, db_url)
     try:
         assert verify(store).ok

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -17,8 +18,8 @@ from typer.testing import CliRunner
 
 from endcredits.cli import app
 from endcredits.consent.rules import decide
-from endcredits.consent.terms import terms_for
-from endcredits.errors import NotFoundError, ValidationError
+from endcredits.consent.terms import LicenceTerm, add_terms, terms_for
+from endcredits.errors import ManifestError, NotFoundError, ValidationError
 from endcredits.interop.licences import (
     RSL_USES,
     content_usage_reading,
@@ -28,9 +29,14 @@ from endcredits.interop.licences import (
     preference_readings,
     rsl_reading,
 )
+from endcredits.ledger.accrue import accrue
+from endcredits.ledger.verify import verify
 from endcredits.manifest.build import build_manifest
 from endcredits.registry.records import content_sha256
+from endcredits.royalties import parse_agreement
+from endcredits.royalties.usage import OutputIn, build_usage
 from endcredits.store.engine import Store, open_store
+from helpers_money import EXTERNAL, agreement_text, balances, on_time
 
 W = "ab" * 32
 STORY = "https://news.example/2026/05/story.html"
@@ -291,3 +297,64 @@ def test_cli_imports_and_terms(tmp_path: Path, db_url: str | None) -> None:
         assert work_grants(store, work)["ai_input"][0] == "notAllowed"
     finally:
         store.dispose()
+
+
+@pytest.mark.parametrize(
+    ("command", "name", "text", "message"),
+    [
+        (
+            "import-rsl",
+            "license.xml",
+            RSL.replace("</license>\n  </content>\n  <content", "</licence>\n  </content>\n  <content"),
+            r"license.xml line 16: mismatched tag.*<license> opened at line 9",
+        ),
+        ("import-rsl", "license.xml", RSL.replace('<amount currency="EUR">', "<amount>"), "<amount> has no currency"),
+        ("import-rsl", "license.xml", RSL.replace("0.015", "-0.015"), "<amount> -0.015 is negative"),
+        (
+            "import-ai-preferences",
+            "headers.txt",
+            "HTTP/1.1 200 OK\nContent-Usage: train-ai=n search=y\n",
+            "not a valid structured-field dictionary",
+        ),
+    ],
+)
+def test_cli_bad_licence_files_are_one_line_and_change_nothing(
+    store: Store, tmp_path: Path, db_url: str | None, command: str, name: str, text: str, message: str
+) -> None:
+    work = register(store, png(75), "story", source=STORY)
+    path = tmp_path / name
+    path.write_text(text)
+    before = row_counts(store)
+    base = ["--data", str(tmp_path / "data")] + (["--db", db_url] if db_url else [])
+    result = CliRunner().invoke(app, [*base, "interop", command, str(path), "--work", work])
+    assert result.exit_code == 1 and re.search(message, result.stderr), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert row_counts(store) == before
+
+
+def test_accruals_honour_the_new_uses(store: Store) -> None:
+    # A retrieval model (ai_input): the story refuses it (Content-Signal ai-input=no), so its manifest leaves
+    # the story out and an output that attributes the story is refused with nothing written; an output of
+    # the other work accrues, and that work's price per use (a term for ai_input) is its floor.
+    story = register(store, png(76), "story", source=STORY)
+    other = register(store, png(77), "other", source="https://other.example/x.html")
+    import_licences(store, story, preference_readings(ROBOTS, STORY, name="robots.txt"), WINDOW, kind="ai-preferences")
+    price = LicenceTerm(other, "use", 5_000_000, "EUR", ("ai_input",), "rsl l.xml", WINDOW.valid_from, None, True)
+    with store.write() as conn:
+        add_terms(conn, [price])
+    at = WINDOW.valid_from + dt.timedelta(days=1)
+    rag = build_manifest(store, model_id="rag", uses=["ai_input"], as_of=at, default="opt-out")
+    assert rag.included == (other,)
+    ag = parse_agreement(agreement_text().replace("[role_weights]", 'licence_terms = ["output_floor"]\n[role_weights]'))
+    before = row_counts(store)
+    with store.read() as conn, pytest.raises(ManifestError, match=f"attributes work {story}, which is not in"):
+        build_usage(conn, [OutputIn("o-1", "rag", 1_000_000, "EUR", on_time(3))], {"o-1": {story: 1.0}}, ag, rag)
+    assert row_counts(store) == before
+    with store.read() as conn:
+        usage = build_usage(
+            conn, [OutputIn("o-2", "rag", 1_000_000, "EUR", on_time(3))], {"o-2": {other: 1.0}}, ag, rag
+        )
+    accrue(store, usage, ag, event_id="b1", source=EXTERNAL)
+    held = balances(store)[f"escrow:work:{other}:EUR"]
+    assert held == 5_000_000  # its 0.003 EUR share of the pool, raised to the 0.05 EUR its licence asks per use
+    assert verify(store).ok

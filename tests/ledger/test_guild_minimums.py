@@ -1,18 +1,22 @@
 """A guild's minimum role weights reach accrual, on both backends: a member credited in the role is weighted
 by max(the agreement's weight, the guild's minimum), a non-member by the agreement's; the agreement's higher
 weight wins over a lower minimum; the accrual keeps which term applied, statements name it on the member's
-lines, verify passes (and catches a cited term no stored version sets), and every split is exact."""
+lines, verify passes (and catches a cited term no stored version sets), and every split is exact. A licence
+floor's top-up and a training fee, split in the raised ratio, cite the guild term as well as the licence's."""
 
 from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from sqlalchemy import update
 
 from endcredits.consent.guilds import load_guild_terms
+from endcredits.consent.terms import LicenceTerm, add_terms
 from endcredits.ledger.accrue import accrue
 from endcredits.ledger.evidence import read_evidence
 from endcredits.ledger.records import balance_totals
+from endcredits.ledger.training_fees import owe_training_fees
 from endcredits.ledger.verify import verify
 from endcredits.limits import SUBUNITS_PER_MICROUNIT
 from endcredits.manifest.build import build_manifest
@@ -190,3 +194,39 @@ def test_the_columnar_builder_applies_the_same_minimum(store: Store) -> None:
     erin_line = rows.payees.index(f"person:{s.erin}")
     weight = dict(zip(rows.payee_codes.tolist(), rows.weights.tolist()))
     assert weight[dan_line] == 3 * weight[erin_line]
+
+
+def test_a_floor_top_up_and_a_training_fee_cite_the_guild_term_their_split_used(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The show carries a price per output (a floor far above a 0.0003 EUR pool) and a fee per training use;
+    # dan's guild minimum (3 against the agreement's 1) raises his part of both, and his lines say so.
+    monkeypatch.setattr("endcredits.ledger.training_fees.utc_now", lambda: "2026-03-05T10:00:00.000000Z")
+    s = Show(store)
+    floored = parse_agreement(
+        agreement_text(role_weights={r: 1 for r in ROLES}).replace(
+            "[role_weights]", 'licence_terms = ["output_floor"]\n[role_weights]'
+        )
+    )
+    start = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+    priced = [
+        LicenceTerm(s.show, kind, amount, "EUR", ("commercial",), "rsl license.xml", start, None, True)
+        for kind, amount in (("use", 2_000_000), ("training", 40_000_000))
+    ]
+    with store.write() as conn:
+        add_terms(conn, priced)
+    usage = s.w.usage([("o-small", 1_000_003, on_time(3, 2), {s.show: 1.0})], floored)
+    accrue(store, usage, floored, event_id="b1", source=EXTERNAL)
+    fees = owe_training_fees(store, s.w.manifest.id, floored)
+    assert fees.status == "created" and fees.total_microunits == 40_000_000
+    dan, erin = (build_statement(store, p, "2026-03", "EUR") for p in (s.w.dan, s.erin))
+    assert dan.reconciles() and erin.reconciles()
+    priced_lines = [line for line in dan.lines if line["licence_term"]]
+    assert {line["licence_term"].split(":")[0] for line in priced_lines} == {"use", "training"}
+    assert {line["guild_term"] for line in priced_lines} == {TERM}  # the top-up and the fee: the raised split
+    assert {line["guild_term"] for line in erin.lines} == {""}  # no member: the agreement's weight applied
+    fee_part = [sum(line["amount_microunits"] for line in st.lines if line["output_id"].startswith("training:"))
+                for st in (dan, erin)]  # fmt: skip
+    assert fee_part == [30_000_000, 10_000_000]  # 3 : 1, exactly
+    report = verify(store)
+    assert report.ok and report.checked["guild_minimums"] == 2, report.problems  # the accrual's and the fee's

@@ -2,23 +2,31 @@
 amount once per covered work, split exactly over the work's payees as its residual is, posted from the pool in
 one balanced transfer; a second call posts nothing; statements show each part citing the term and still
 reconcile; verify passes and catches a fee row that was altered; a term in another currency is refused with
-nothing written; terms out of force, for other uses, or of other payment types owe nothing."""
+nothing written; terms out of force, for other uses, or of other payment types owe nothing. Recording a
+training run under an agreement (``record_training``, ``manifest run record --agreement``) posts the fees in
+the same transaction, once per manifest; a refused fee records no run."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+from pathlib import Path
 
 import pytest
 from sqlalchemy import update
+from typer.testing import CliRunner
 
+from endcredits.cli.app import app
 from endcredits.consent.terms import LicenceTerm, add_terms
 from endcredits.errors import ValidationError
 from endcredits.ledger.records import balance_totals
-from endcredits.ledger.training_fees import owe_training_fees
+from endcredits.ledger.training_fees import TrainingFees, owe_training_fees, record_training
 from endcredits.ledger.verify import verify
+from endcredits.manifest.records import training_runs_list
 from endcredits.money import allocate
 from endcredits.payouts.statements import build_statement
-from endcredits.royalties import parse_agreement, work_shares
+from endcredits.royalties import Agreement, parse_agreement, work_shares
+from endcredits.royalties.records import save_agreement
 from endcredits.royalties.usage import load_credit_graph
 from endcredits.store.engine import Store
 from endcredits.store.schema import training_fees
@@ -147,3 +155,78 @@ def test_a_guild_sees_its_members_training_fees_among_what_they_accrued(store: S
     with store.read() as conn:
         after = guild_view(conn, guild, at).accrued_microunits
     assert before == {} and after == {"EUR": alice_part} and 0 < alice_part < FEE_EUR  # bob's name is no member
+
+
+RUN_AT = dt.datetime(2026, 4, 2, 9, tzinfo=dt.UTC)
+
+
+def _record(store: Store, w: World, run_id: str, agreement: Agreement | None = AG) -> TrainingFees | None:
+    _run, fees = record_training(
+        store,
+        run_id=run_id,
+        manifest_id=w.manifest.id,
+        checkpoint_sha256s=["ab" * 32],
+        started_at=RUN_AT,
+        finished_at=RUN_AT + dt.timedelta(hours=2),
+        agreement=agreement,
+    )
+    return fees
+
+
+def test_recording_a_training_run_under_an_agreement_posts_its_fees_once(store: Store) -> None:
+    w = World(store)
+    with store.write() as conn:
+        add_terms(conn, [_term(w.song)])
+    fees = _record(store, w, "run-1")
+    assert fees is not None and (fees.status, fees.total_microunits, fees.works) == ("created", FEE_EUR, 1)
+    owed = balances(store)
+    assert owed["pool:EUR"] == -FEE_EUR
+    # The same run again, and a second run of the same manifest: the manifest owes its fees once.
+    for run_id in ("run-1", "run-2"):
+        again = _record(store, w, run_id)
+        assert again is not None and (again.status, again.event_id) == ("exists", fees.event_id)
+    assert balances(store) == owed
+    with store.read() as conn:
+        assert [r.id for r in training_runs_list(conn, manifest_id=w.manifest.id)] == ["run-2", "run-1"]
+    report = verify(store)
+    assert report.ok and report.checked["training_fees"] == 1, report.problems
+
+
+def test_a_run_recorded_without_an_agreement_owes_nothing_yet(store: Store) -> None:
+    w = World(store)
+    with store.write() as conn:
+        add_terms(conn, [_term(w.song)])
+    assert _record(store, w, "run-1", agreement=None) is None
+    assert "pool:EUR" not in balances(store)
+    assert owe_training_fees(store, w.manifest.id, AG).status == "created"  # posted later, by the command
+
+
+def test_a_refused_fee_records_no_run_either(store: Store) -> None:
+    w = World(store)
+    with store.write() as conn:
+        add_terms(conn, [_term(w.song, currency="USD")])
+    before = row_counts(store)
+    with pytest.raises(ValidationError, match="asks USD per training use"):
+        _record(store, w, "run-1")
+    assert row_counts(store) == before
+
+
+def test_cli_records_a_run_and_posts_its_fees(store: Store, tmp_path: Path, db_url: str | None) -> None:
+    w = World(store)
+    with store.write() as conn:
+        (term_id,) = add_terms(conn, [_term(w.song)])
+        save_agreement(conn, AG.id, AG.version, AG.body, AG.body_sha256)
+    where = ["--db", db_url] if db_url else ["--data", str(tmp_path / "data")]
+    args = [*where, "manifest", "run", "record", "--run", "r1", "--manifest", w.manifest.id, "--checkpoint-sha256"]
+    args += ["ab" * 32, "--started", "2026-04-02T09:00:00Z", "--finished", "2026-04-02T11:00:00Z"]
+    runner = CliRunner()
+    out = runner.invoke(app, [*args, "--agreement", AG.id, "--json"])
+    assert out.exit_code == 0, out.output
+    fees = json.loads(out.stdout)["training_fees"]
+    assert (fees["status"], fees["total_microunits"], fees["lines"]) == ("created", FEE_EUR, 3)
+    text = runner.invoke(app, [*args, "--agreement", AG.id])
+    assert text.exit_code == 0 and "training fees: exists; 0.50 EUR for 1 works" in text.stdout
+    st = build_statement(store, w.alice, "2026-04", "EUR")
+    assert st.reconciles() and {line["licence_term"] for line in st.lines} == {
+        f"training: 0.50 EUR per training use, manifest {w.manifest.id} (licence term {term_id})"
+    }

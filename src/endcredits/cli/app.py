@@ -221,7 +221,8 @@ def _with_step_bars(console: Any, run: Callable[..., Any]) -> Any:
                 tasks[name] = bars.add_task(name, total=total)
             bars.update(tasks[name], completed=done)
 
-        return run(lambda m: console.print(f"[dim]{m}[/dim]"), step)
+        # Messages name did:key: ids and file paths: printed as text, never as markup or emoji.
+        return run(lambda m: console.print(m, style="dim", markup=False, emoji=False), step)
 
 
 # Root commands, in the order `endcredits --help` lists them.

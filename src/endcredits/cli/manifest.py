@@ -18,6 +18,7 @@ from endcredits.cli.common import (
     time_option,
 )
 from endcredits.errors import ValidationError
+from endcredits.money import format_amount
 
 manifest_app = typer.Typer(no_args_is_help=True, help="Manifests: what one model was trained on, Merkle-committed.")
 
@@ -229,13 +230,20 @@ def run_record(
         typer.Option(help="A checkpoint's model checksum, computed elsewhere the same way; repeat for each"),
     ] = None,
     model: Annotated[str | None, typer.Option(help="The model; must be the manifest's")] = None,
+    agreement: Annotated[
+        str | None,
+        typer.Option(help="Agreement id: post the training fees the manifest's licence terms price, once"),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Record a training run: which checkpoints the manifest's model produced from exactly that manifest.
 
     A checkpoint is hashed the one way the attribution engine checks it when it loads one (the model's
-    config and tensors, never its files), so the run names the model attribution will accept."""
-    from endcredits.manifest.records import record_training_run
+    config and tensors, never its files), so the run names the model attribution will accept. With
+    --agreement, the training fees the manifest owes under it (RSL payment type "training") are posted in
+    the same transaction, once per manifest (as `endcredits ledger training-fees`)."""
+    from endcredits.ledger.training_fees import record_training
+    from endcredits.royalties.records import load_agreement
 
     hashes = []
     if checkpoint:
@@ -243,20 +251,31 @@ def run_record(
 
         hashes = [load_model(path, model_kind).checksum() for path in checkpoint]
     hashes += list(checkpoint_sha256 or [])
-    with open_store_of(ctx) as store, store.write() as conn:
-        r = record_training_run(
-            conn,
+    started_at, finished_at = time_option(started, "--started"), time_option(finished, "--finished")
+    with open_store_of(ctx) as store:
+        with store.read() as conn:
+            terms = load_agreement(conn, agreement) if agreement is not None else None
+        r, fees = record_training(
+            store,
             run_id=run_id,
             manifest_id=manifest,
             checkpoint_sha256s=hashes,
-            started_at=time_option(started, "--started"),
-            finished_at=time_option(finished, "--finished"),
+            started_at=started_at,
+            finished_at=finished_at,
+            agreement=terms,
             model_id=model,
         )
-    print_json(_run_json(r)) if as_json else make_console().print(
+    if as_json:
+        print_json(_run_json(r) | ({"training_fees": fees.to_json()} if fees is not None else {}))
+        return
+    console = make_console()
+    console.print(
         f"training run {r.id}: model {r.model_id}, manifest {r.manifest_id} (root {r.merkle_root}), "
         f"{len(r.checkpoint_sha256s)} checkpoints"
     )
+    if fees is not None:
+        owed = format_amount(fees.total_microunits, fees.currency)
+        console.print(f"training fees: {fees.status}; {owed} {fees.currency} for {fees.works} works ({fees.event_id})")
 
 
 @run_app.command("list")

@@ -39,7 +39,7 @@ from endcredits.ledger.floors import floor_line_count, floor_lines_of
 from endcredits.ledger.guild_minimums import minimum_line_count, minimum_lines_of
 from endcredits.ledger.records import carried_fractions, derived_balances
 from endcredits.ledger.segments import fold_watermark, pending_deltas, raw_segment_sha256, read_segment, segment_ids
-from endcredits.ledger.training_fees import fee_lines
+from endcredits.ledger.training_fees import fee_event_ids, fee_lines
 from endcredits.limits import SUBUNIT_BITS, SUBUNITS_PER_MICROUNIT
 from endcredits.manifest.records import load_manifest
 from endcredits.registry.roles import canonical_role
@@ -325,8 +325,9 @@ def _check_transfers(
 
 def _group_rows(conn: Connection, event_ids: list[str], report: VerifyReport) -> dict[str, dict[str, int]]:
     """The rows kept beside the accrual groups ``event_ids``, checked: the licence floors' legs per group
-    (``_floor_legs``), and the guild minimums their statements cite."""
-    report.checked["guild_minimums"] = _check_guild_minimums(conn, event_ids, report.problems)
+    (``_floor_legs``), and the guild minimums their statements cite (theirs and the training fees')."""
+    cited = [*event_ids, *fee_event_ids(conn)]
+    report.checked["guild_minimums"] = _check_guild_minimums(conn, cited, report.problems)
     return _floor_legs(conn, event_ids, report.problems)
 
 
@@ -348,11 +349,11 @@ def _floor_legs(conn: Connection, event_ids: list[str], p: list[str]) -> dict[st
 
 
 def _check_guild_minimums(conn: Connection, event_ids: list[str], p: list[str]) -> int:
-    """Every guild minimum a statement cites belongs to an accrual group and is what the stored version of
-    those guild terms sets for the role (else a problem); returns how many rows were checked."""
+    """Every guild minimum a statement cites belongs to an accrual group or a training fee and is what the
+    stored version of those guild terms sets for the role (else a problem); returns how many rows were checked."""
     lines = minimum_lines_of(conn, event_ids)
     if len(lines) != minimum_line_count(conn):
-        p.append("guild minimum rows belong to no accrual group: they cite terms no accrual applied")
+        p.append("guild minimum rows belong to no accrual group or training fee: they cite terms nothing applied")
     versions: dict[str, dict[int, dict[str, int]]] = {}
     for x in lines:
         if x.issuer not in versions:
@@ -364,7 +365,7 @@ def _check_guild_minimums(conn: Connection, event_ids: list[str], p: list[str]) 
         role = ":".join(canonical_role(scheme, code))
         if versions[x.issuer].get(x.terms_version, {}).get(role) != x.weight_min:
             p.append(
-                f"accrual {x.event_id} cites guild terms of {x.issuer} v{x.terms_version} as a minimum weight "
+                f"{x.event_id} cites guild terms of {x.issuer} v{x.terms_version} as a minimum weight "
                 f"{x.weight_min} for {x.role}, which no stored version of those terms sets"
             )
             break

@@ -6,7 +6,10 @@ The statement reconciles exactly: fraction carried in + the lines == posted + fr
 Lines reach the person through their own payee id and through every credited name they claimed. Each
 line names where its scores came from: the attribution run (its id and method; ``score_sources`` holds
 what made it) or the reason the operator gave for external scores, and, where a guild's minimum role weight
-raised the person's weight above the agreement's, which guild term applied (``guild_term``).
+raised the person's weight above the agreement's, which guild term applied (``guild_term``). A licence floor's
+top-up line and a training fee line cite their licence term (``licence_term``) and, where a guild minimum
+raised the weight their split used, that guild term too; a line citing neither was paid by the agreement's
+terms alone.
 """
 
 from __future__ import annotations
@@ -356,10 +359,10 @@ def build_statement(store: Store, person_id: int, period: str, currency: str) ->
                 total += amount
     during = [(t, _source_columns(src, runs), e) for p, t, _full, _m, _a, e, src in collected if p == period]
     with store.read() as conn:
-        floors = pa.concat_tables(
-            [_floor_table(conn, payees, currency, period, runs), _fee_table(conn, payees, currency, period)]
-        )
         cited = _guild_terms(conn, payees, [e for _t, _s, e in during])
+        floors = pa.concat_tables(
+            [_floor_table(conn, payees, currency, period, runs, cited), _fee_table(conn, payees, currency, period)]
+        )
     floored = sum(floors["amount_microunits"].to_pylist())  # whole microunits (floors, training fees): no carry
     total, accrued = total + floored * SUBUNITS_PER_MICROUNIT, accrued + floored
     lines = _line_table(during, floors, cited)
@@ -539,10 +542,17 @@ def _line_table(
 
 
 def _floor_table(
-    conn: Connection, payees: list[str], currency: str, period: str, runs: dict[str, AttributionRun]
+    conn: Connection,
+    payees: list[str],
+    currency: str,
+    period: str,
+    runs: dict[str, AttributionRun],
+    cited_guild: dict[str, dict[tuple[str, str, str], str]],
 ) -> pa.Table:
     """The lines the period's licence floors paid these payees (``ledger.floors``), as ``LINE_TABLE_COLUMNS``,
-    each citing its licence term: payment type, amount, id and source (``consent.terms``)."""
+    each citing its licence term: payment type, amount, id and source (``consent.terms``); and, where a guild
+    minimum raised the line's weight in its group (``cited_guild``, from ``_guild_terms``), that guild term:
+    the top-up is split in the raised ratio."""
     q = select(accrual_batches.c.event_id, accrual_batches.c.scores_run_id, accrual_batches.c.scores_external_reason)
     sources = {
         r.event_id: _source_columns((r.scores_run_id, r.scores_external_reason), runs)
@@ -562,17 +572,20 @@ def _floor_table(
         )
         rows.append(
             {**vars(x), "amount_subunits": 0, **sources[x.event_id], "licence_term": cited,
-             "licence_source": term.source if term is not None else "", "guild_term": ""}
+             "licence_source": term.source if term is not None else "",
+             "guild_term": cited_guild.get(x.event_id, {}).get((x.payee, x.source_work, x.role), "")}
         )  # fmt: skip
     return _as_lines(rows)
 
 
 def _fee_table(conn: Connection, payees: list[str], currency: str, period: str) -> pa.Table:
     """The training fees (``ledger.training_fees``) owed these payees in ``period``, as ``LINE_TABLE_COLUMNS``:
-    one line per part, its output id ``training:MANIFEST``, citing the licence term it applied."""
+    one line per part, its output id ``training:MANIFEST``, citing the licence term it applied and the guild
+    term that raised the part's role weight, if one did."""
     wanted = set(payees)
     lines = [x for x in fee_lines(conn) if x.payee in wanted and x.event_id.endswith(f"/{currency}/{period}")]
     terms = dict(terms_for(conn, {x.work_id for x in lines}))
+    guild = _guild_terms(conn, payees, sorted({x.event_id for x in lines}))
     no_scores = {"scores_run_id": "", "scores_method": "", "scores_external_reason": ""}
     rows = []
     for x in lines:
@@ -580,7 +593,8 @@ def _fee_table(conn: Connection, payees: list[str], currency: str, period: str) 
         price = f"{format_amount(term.amount_microunits, term.currency)} {term.currency}" if term else ""
         rows.append(
             {**vars(x), "output_id": f"training:{x.manifest_id}", "attributed_work": x.work_id, "amount_subunits": 0,
-             **no_scores, "guild_term": "", "licence_source": term.source if term is not None else "",
+             **no_scores, "guild_term": guild.get(x.event_id, {}).get((x.payee, x.source_work, x.role), ""),
+             "licence_source": term.source if term is not None else "",
              "licence_term": f"training: {price} per training use, manifest {x.manifest_id} (licence term {x.term_id})"
              if term is not None else f"licence term {x.term_id} (not stored here)"}
         )  # fmt: skip

@@ -6,8 +6,9 @@ manifest is one training run's exact list of works, so for each work it includes
 operator owes the term's amount once (of several such terms on one work, the highest). The fee is divided
 among the work's payees exactly as its residual is (``work_shares``: rights holder, credited people at
 their role weights, guild minimums, lineage parents), in whole microunits by largest remainder
-(``money.allocate``), so the parts sum to the fee. A term in another currency than the agreement's is
-refused in one line: endcredits does not convert currencies.
+(``money.allocate``), so the parts sum to the fee. A part whose role weight a member's guild minimum raised
+carries that ``GuildMinimum``, so its statement line can say which term applied. A term in another
+currency than the agreement's is refused in one line: endcredits does not convert currencies.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from endcredits.errors import ValidationError
 from endcredits.manifest.records import ManifestRecord
 from endcredits.money import allocate
 from endcredits.royalties.agreement import Agreement
-from endcredits.royalties.shares import PayeeShare, work_shares
+from endcredits.royalties.shares import GuildMinimum, PayeeShare, guild_minimums_applied, work_shares
 from endcredits.royalties.usage import load_credit_graph
 from endcredits.store.engine import parse_time
 
@@ -31,7 +32,8 @@ TRAINING_PAYMENT_TYPE = "training"
 @dataclass(frozen=True)
 class FeePart:
     """``amount_microunits`` of licence term ``term_id``'s fee for ``work_id`` goes to ``payee`` for
-    ``role`` on ``source_work`` (the work itself, or a lineage parent)."""
+    ``role`` on ``source_work`` (the work itself, or a lineage parent); ``guild_minimum``: the guild term
+    that raised that credit's role weight above the agreement's, if one did."""
 
     work_id: str
     term_id: int
@@ -39,6 +41,7 @@ class FeePart:
     payee: str
     role: str
     amount_microunits: int
+    guild_minimum: GuildMinimum | None = None
 
 
 def training_fee_parts(conn: Connection, manifest: ManifestRecord, agreement: Agreement) -> list[FeePart]:
@@ -63,12 +66,13 @@ def training_fee_parts(conn: Connection, manifest: ManifestRecord, agreement: Ag
         return []
     graph = load_credit_graph(conn, sorted(best))
     memo: dict[str, list[PayeeShare]] = {}
+    raised = guild_minimums_applied(graph, agreement)
     out: list[FeePart] = []
     for work, (amount, term_id) in sorted(best.items()):
         shares = {(s.payee, s.source_work, s.role): s.share for s in work_shares(work, graph, agreement, memo)}
         for (payee, source, role), part in sorted(allocate(amount, shares).items()):
             if part:
-                out.append(FeePart(work, term_id, source, payee, role, part))
+                out.append(FeePart(work, term_id, source, payee, role, part, raised.get((payee, source, role))))
     return out
 
 
