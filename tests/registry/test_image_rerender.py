@@ -82,7 +82,7 @@ def test_a_stored_star_links_its_export_not_the_other_star(store: Store, drawing
     with store.write() as conn:
         first, second, third = register_works(conn, items, data_dir=store.data_dir)
     assert second.method == IMAGE_METHOD and second.canonical_work_id == first.work_id
-    assert second.similarity is not None and second.similarity >= fp.IMAGE_VERIFY_MIN
+    assert second.similarity is not None and second.similarity >= fp.RENDER_VERIFY_MIN
     assert third.canonical_work_id is None  # the other star: not linked ...
     assert first.work_id in [w for w, _ in third.candidates]  # ... but shown for a person to confirm
     with store.read() as conn:

@@ -11,7 +11,7 @@ Three methods, by the work's kind; two fingerprints compare only within one meth
 - ``minhash-c5-p128`` (text): a MinHash of the normalized 5-character shingles of each line;
 - ``gray64-render-v5`` (images, SVG drawings rendered by ``cairosvg`` included): 64x64 and 256x256
   grayscale thumbnails of the picture on white, trimmed to its ink, its size, and whether it is an SVG.
-  Candidates from ``IMAGE_VERIFY_MIN`` at 64 pixels are verified and linked only if they agree: an SVG
+  Candidates from ``RENDER_VERIFY_MIN`` at 64 pixels are verified and linked only if they agree: an SVG
   rendered again at the other picture's resolution (``registry.image_rerender``), otherwise the stored
   thumbnails (``registry.image_verify.verify_fine``); the others from ``IMAGE_REVIEW_MIN`` up are shown for
   a person to confirm. Rows of earlier methods (``gray64-verify256-v4``, ``gray64-verify128-v3``,
@@ -94,9 +94,10 @@ at 0.7 0.9998; at 0.3 0.23 (compared, then refused). Recall first: a candidate o
 IMAGE_THRESHOLD = 0.996
 """``gray64-crop-v2``: thumbnail similarity at or above which two images are the same work."""
 IMAGE_VERIFY_MIN = 0.92
-"""``gray64-render-v5`` and ``gray64-verify256-v4``: 64-pixel similarity from which a candidate is verified
-(rendered again, or at 256 pixels by ``image_verify.verify_fine``); it is linked when that finds them the
-same (chosen on the tuning half: docs)."""
+"""``gray64-verify256-v4``: 64-pixel similarity from which a candidate is verified at 256 pixels
+(``image_verify.verify_fine``); it is linked when that finds them the same (chosen on the tuning half: docs)."""
+RENDER_VERIFY_MIN = 0.88
+"""``gray64-render-v5``: 64-pixel similarity from which a candidate is verified (chosen on the tuning half)."""
 VERIFY128_MIN = 0.90
 """``gray64-verify128-v3``: 64-pixel similarity from which a candidate was verified at 128 pixels."""
 IMAGE_VERIFY_MAX = 8
@@ -506,7 +507,8 @@ def images_match(
 ) -> tuple[float, bool]:
     """(64-pixel similarity, same work) of a registered value ``a`` and a new one ``b`` of ``method``
     (version 5, 4 or 3), as ``register_works`` decides: the same only from the method's verification
-    threshold up (``IMAGE_VERIFY_MIN``, ``VERIFY128_MIN``) and when its verification finds them the same.
+    threshold up (``RENDER_VERIFY_MIN``, ``IMAGE_VERIFY_MIN``, ``VERIFY128_MIN``) and when its verification
+    finds them the same.
     ``contents``: the two works' bytes, where known (version 5 renders an SVG among them again)."""
     s = float(thumbnail_similarities(_thumbnail_of(a), _thumbnail_of(b)[None])[0])
     if method == VERIFY128_IMAGE_METHOD:
@@ -515,7 +517,7 @@ def images_match(
         return s, s >= IMAGE_VERIFY_MIN and same_fine_picture(fine_picture(a, method), fine_picture(b, method))
     from endcredits.registry.image_rerender import Side, same_v5
 
-    return s, s >= IMAGE_VERIFY_MIN and same_v5(Side(fine_picture(a), contents[0]), Side(fine_picture(b), contents[1]))
+    return s, s >= RENDER_VERIFY_MIN and same_v5(Side(fine_picture(a), contents[0]), Side(fine_picture(b), contents[1]))
 
 
 def _same_picture(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> bool:
@@ -772,8 +774,9 @@ def _image_links(
     content_of: ContentOf | None = None,
 ) -> list[tuple[float, str]]:
     """The candidates an image would be linked to, (similarity, work id), most similar first: for version 5
-    those from ``IMAGE_VERIFY_MIN`` up that ``image_rerender.same_v5`` finds the same (the new image's
-    ``content`` and the registered ones' by ``content_of``, where given), for version 4 likewise by
+    those from ``RENDER_VERIFY_MIN`` up that ``image_rerender.same_v5`` finds the same (the new image's
+    ``content`` and the registered ones' by ``content_of``, where given), for version 4 from
+    ``IMAGE_VERIFY_MIN`` by
     ``image_verify.verify_fine`` (at most ``IMAGE_VERIFY_MAX`` verified), for version 3 from ``VERIFY128_MIN``
     by ``image_verify.verify``, for version 2 those from ``IMAGE_THRESHOLD`` up."""
     ranked = sorted(((s, w) for w, s in scored.items()), key=lambda x: (-x[0], x[1]))
@@ -783,7 +786,8 @@ def _image_links(
         tried = [(s, w) for s, w in ranked if s >= VERIFY128_MIN][:IMAGE_VERIFY_MAX]
         mine = _fine_of(fp.value) if tried else None
         return [(s, w) for s, w in tried if mine is not None and _same_picture(mine, _fine_of(values[w]))]
-    tried = [(s, w) for s, w in ranked if s >= IMAGE_VERIFY_MIN][:IMAGE_VERIFY_MAX]
+    gate = IMAGE_VERIFY_MIN if fp.method == V4_IMAGE_METHOD else RENDER_VERIFY_MIN
+    tried = [(s, w) for s, w in ranked if s >= gate][:IMAGE_VERIFY_MAX]
     if not tried:
         return []
     if fp.method == V4_IMAGE_METHOD:
@@ -909,6 +913,7 @@ __all__ = [
     "IMAGE_REVIEW_MIN",
     "IMAGE_THRESHOLD",
     "IMAGE_VERIFY_MIN",
+    "RENDER_VERIFY_MIN",
     "PREVIOUS_IMAGE_METHOD",
     "THUMBNAIL_METHODS",
     "VERIFY128_IMAGE_METHOD",

@@ -106,7 +106,7 @@ def verify_pair(registered: Side, new: Side) -> RenderedVerdict | None:
 
 
 def same_v5(registered: Side, new: Side) -> bool:
-    """Version 5's verdict on a candidate pair from ``IMAGE_VERIFY_MIN`` up: rendered again where an SVG
+    """Version 5's verdict on a candidate pair from ``RENDER_VERIFY_MIN`` up: rendered again where an SVG
     and the bytes allow (a registered drawing that no longer renders falls back), else version 4's rule."""
     try:
         verdict = verify_pair(registered, new)

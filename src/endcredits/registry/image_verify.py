@@ -336,15 +336,13 @@ def verify_fine(
 
 
 # Version 5: a drawing rendered again at the copy's resolution ----------------------------------------
-RENDERED_CORRELATION_MIN = 0.995
+RENDERED_CORRELATION_MIN = 0.99
 """Correlation, aligned at the copy's resolution, from which an SVG drawing rendered again and a picture
-are the same (chosen on the tuning half: docs)."""
+are the same (chosen on the tuning half, above the different stars of one series seen at up to 0.984: docs)."""
 RESIDUAL_GREY = 32
 """A pixel differs when, after a gain and offset fit of one aligned picture on the other, it is off by
-more than this many grey levels."""
-RESIDUAL_SHARE_MAX = 1.0
-"""Largest share of differing pixels (``RESIDUAL_GREY``) two same pictures may have (chosen on the tuning
-half: docs)."""
+more than this many grey levels (``residual_share``: reported, not part of the rule; on the tuning half a
+limit on it refused copies and no distinct pair)."""
 
 
 @dataclass(frozen=True)
@@ -380,7 +378,7 @@ def verify_rendered(
     corr = aligned_correlation(a, b, natives[0], natives[1], span)
     share = residual_share(a, b, span)
     hue = hue_difference(*colours)
-    same = corr >= RENDERED_CORRELATION_MIN and share <= RESIDUAL_SHARE_MAX and hue <= HUE_DEGREES_MAX
+    same = corr >= RENDERED_CORRELATION_MIN and hue <= HUE_DEGREES_MAX
     return RenderedVerdict(corr, share, hue, same)
 
 
