@@ -517,7 +517,8 @@ def images_match(
         return s, s >= IMAGE_VERIFY_MIN and same_fine_picture(fine_picture(a, method), fine_picture(b, method))
     from endcredits.registry.image_rerender import Side, same_v5
 
-    return s, s >= RENDER_VERIFY_MIN and same_v5(Side(fine_picture(a), contents[0]), Side(fine_picture(b), contents[1]))
+    pair = Side(fine_picture(a), contents[0]), Side(fine_picture(b), contents[1])
+    return s, s >= RENDER_VERIFY_MIN and same_v5(*pair, s)
 
 
 def _same_picture(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> bool:
@@ -799,7 +800,7 @@ def _image_links(
     return [
         (s, w)
         for s, w in tried
-        if same_v5(Side(fine_picture(values[w]), content_of(w) if content_of is not None else None), ours)
+        if same_v5(Side(fine_picture(values[w]), content_of(w) if content_of is not None else None), ours, s)
     ]
 
 

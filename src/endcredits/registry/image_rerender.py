@@ -19,6 +19,7 @@ import numpy as np
 
 from endcredits.errors import ValidationError
 from endcredits.registry.fingerprints import (
+    IMAGE_VERIFY_MIN,
     SVG_RENDER_PIXELS,
     FinePicture,
     canonical_picture,
@@ -105,16 +106,17 @@ def verify_pair(registered: Side, new: Side) -> RenderedVerdict | None:
     return verify_rendered(gray[0], gray[1], (colour[0], colour[1]), (a.size, b.size))
 
 
-def same_v5(registered: Side, new: Side) -> bool:
-    """Version 5's verdict on a candidate pair from ``RENDER_VERIFY_MIN`` up: rendered again where an SVG
-    and the bytes allow (a registered drawing that no longer renders falls back), else version 4's rule."""
+def same_v5(registered: Side, new: Side, similarity: float) -> bool:
+    """Version 5's verdict on a candidate pair from ``RENDER_VERIFY_MIN`` up (``similarity`` at 64 pixels):
+    rendered again where an SVG and the bytes allow (a registered drawing that no longer renders falls
+    back), else version 4's rule, from its own ``IMAGE_VERIFY_MIN``."""
     try:
         verdict = verify_pair(registered, new)
     except ValidationError:
         verdict = None
     if verdict is not None:
         return verdict.same
-    return same_fine_picture(registered.fine, new.fine)
+    return similarity >= IMAGE_VERIFY_MIN and same_fine_picture(registered.fine, new.fine)
 
 
 __all__ = ["Side", "rendered_pictures", "same_v5", "verify_pair"]
