@@ -184,11 +184,16 @@ def _one(args: tuple[int, str, bool]) -> Drawing:
         return Drawing(index, rel, "", None, {}, str(exc))
     copies: dict[str, dict[str, np.ndarray]] = {}
     if with_copies:
-        rng = random.Random(SEED + index)
-        export = fp.canonical_picture(fp.render_svg(content, EXPORT_PIXELS))  # what a person exports: on white
-        for name, transform in TRANSFORMS.items():
-            copies[name] = describe(transform(export, rng), "image")
+        copies = {name: describe(made, "image") for name, made in copy_contents(content, index).items()}
     return Drawing(index, rel, creator, desc, copies, None)
+
+
+def copy_contents(content: bytes, index: int) -> dict[str, bytes]:
+    """The bytes of each copy of a drawing (its SVG ``content``, its ``index`` among the files built): its
+    raster export under each of ``TRANSFORMS``, seeded by the index, so the same every time."""
+    rng = random.Random(SEED + index)
+    export = fp.canonical_picture(fp.render_svg(content, EXPORT_PIXELS))  # what a person exports: on white
+    return {name: transform(export, rng) for name, transform in TRANSFORMS.items()}
 
 
 def halves(count: int, seed: int = SEED) -> np.ndarray:
@@ -221,6 +226,7 @@ def _arrays(drawings: list[Drawing], half: np.ndarray) -> dict[str, np.ndarray]:
     ok = [d for d in drawings if d.descriptors is not None]
     out: dict[str, np.ndarray] = {
         "rel": np.asarray([d.rel for d in ok]),
+        "index": np.asarray([d.index for d in ok], dtype=np.int64),
         "creator": np.asarray([d.creator for d in ok]),
         "half": np.asarray([half[d.index] for d in ok], dtype=np.int8),
         "errors": np.asarray([f"{d.rel}: {d.error}" for d in drawings if d.error], dtype=object).astype(str),

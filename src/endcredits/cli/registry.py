@@ -226,7 +226,9 @@ def works_add(
         put_blob(store.data_dir, content)  # content-addressed: written once, safe to repeat
         try:
             with store.write() as conn:
-                (r,) = register_works(conn, [WorkIn(content, title, kind, source, rights_holder)])
+                (r,) = register_works(
+                    conn, [WorkIn(content, title, kind, source, rights_holder)], data_dir=store.data_dir
+                )
         except ValidationError as exc:
             raise ValidationError(f"{file}: {exc}") from None
     data = {

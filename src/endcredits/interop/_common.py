@@ -224,7 +224,7 @@ def apply_plan(store: Store, plan: Plan, *, kind: str, source: str, work_ids: Se
         if plan.works:
             # The same path as `endcredits works add`: a new work whose fingerprint matches a registered
             # one (a re-encoded image, a lightly edited text) is linked to it and never paid twice.
-            for r in register_works(conn, plan.works):
+            for r in register_works(conn, plan.works, data_dir=store.data_dir):
                 if r.similarity is not None and r.canonical_work_id is not None:
                     works_linked += 1
                     notes.append(

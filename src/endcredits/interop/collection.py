@@ -484,7 +484,14 @@ class _Counts:
             setattr(self, k, getattr(self, k) + v)
 
 
-def _write_rows(conn: Connection, rows: list[_Row], window: Window, label: str, allow_unknown_scheme: bool) -> _Counts:
+def _write_rows(
+    conn: Connection,
+    rows: list[_Row],
+    window: Window,
+    label: str,
+    allow_unknown_scheme: bool,
+    data_dir: Path | None = None,
+) -> _Counts:
     """Write checked rows in the caller's transaction: names, works, credits, lineage, grants, one audit."""
     from endcredits.registry.records import existing_work_ids
 
@@ -498,7 +505,7 @@ def _write_rows(conn: Connection, rows: list[_Row], window: Window, label: str, 
     made = [r for r in rows if r.work_ref is None]
     before = existing_work_ids(conn, [r.work_id or "" for r in made])
     works = [WorkIn(r.content or b"", r.title, r.kind, r.source, payee(*r.holder) if r.holder else None) for r in made]
-    registered = register_works(conn, works) if works else []
+    registered = register_works(conn, works, data_dir=data_dir) if works else []
     out = _Counts(works_added=len({r.work_id for r in made} - before))
     out.works_linked = sum(1 for x in registered if x.similarity is not None and x.canonical_work_id is not None)
     seen = set(before)
@@ -598,14 +605,18 @@ class _Importer:
         self.batches += 1
         try:
             with self.store.write() as conn:
-                self.counts.add(_write_rows(conn, rows, self.window, self.label, self.allow_unknown_scheme))
+                self.counts.add(
+                    _write_rows(conn, rows, self.window, self.label, self.allow_unknown_scheme, self.store.data_dir)
+                )
             return
         except (EndcreditsError, IntegrityError):
             pass  # one row the checks could not foresee (a cycle through registered lineage): find it alone
         for r in rows:
             try:
                 with self.store.write() as conn:
-                    self.counts.add(_write_rows(conn, [r], self.window, self.label, self.allow_unknown_scheme))
+                    self.counts.add(
+                        _write_rows(conn, [r], self.window, self.label, self.allow_unknown_scheme, self.store.data_dir)
+                    )
             except (EndcreditsError, IntegrityError) as exc:
                 self.refusals.add(r.number, _one_line(exc))
 

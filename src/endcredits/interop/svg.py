@@ -266,7 +266,9 @@ def import_svg_drawings(store: Store, files: Sequence[Path], *, root: Path | Non
             )
             for d in drawings
         ]
-        registered = register_works(conn, items, fingerprints=[d.fingerprint for d in drawings])
+        registered = register_works(
+            conn, items, fingerprints=[d.fingerprint for d in drawings], data_dir=store.data_dir
+        )
         credit_rows = [
             CreditIn(r.work_id, f"name:{ids[clean_text(n, 'credited name')]}", CREATOR_ROLE, 1)
             for r, d in zip(registered, drawings)

@@ -9,11 +9,13 @@ member are resolved through the canonical work (``registry.records.graph_rows``)
 Three methods, by the work's kind; two fingerprints compare only within one method:
 
 - ``minhash-c5-p128`` (text): a MinHash of the normalized 5-character shingles of each line;
-- ``gray64-verify256-v4`` (images, SVG drawings rendered by ``cairosvg`` included): 64x64 and 256x256
-  grayscale thumbnails of the picture on white, trimmed to its ink, and its size. Candidates from
-  ``IMAGE_VERIFY_MIN`` at 64 pixels are verified (``registry.image_verify.verify_fine``) and linked only if
-  they agree; the others from ``IMAGE_REVIEW_MIN`` up are shown for a person to confirm. Rows of earlier
-  methods (``gray64-verify128-v3``, ``gray64-crop-v2``, ``phash-64``) are compared only with their own;
+- ``gray64-render-v5`` (images, SVG drawings rendered by ``cairosvg`` included): 64x64 and 256x256
+  grayscale thumbnails of the picture on white, trimmed to its ink, its size, and whether it is an SVG.
+  Candidates from ``RENDER_VERIFY_MIN`` at 64 pixels are verified and linked only if they agree: an SVG
+  rendered again at the other picture's resolution (``registry.image_rerender``), otherwise the stored
+  thumbnails (``registry.image_verify.verify_fine``); the others from ``IMAGE_REVIEW_MIN`` up are shown for
+  a person to confirm. Rows of earlier methods (``gray64-verify256-v4``, ``gray64-verify128-v3``,
+  ``gray64-crop-v2``, ``phash-64``) are compared only with their own;
 - ``chromaprint-raw`` (audio, where ``fpcalc`` is installed): Chromaprint's raw frames, compared at the
   best alignment. Audio without a fingerprint is registered by SHA-256 only, not refused.
 
@@ -35,7 +37,7 @@ import tempfile
 import unicodedata
 import warnings
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -54,14 +56,19 @@ from endcredits.registry.records import (
     link_works,
     linked_canonical,
 )
+from endcredits.store.blobs import get_content
 
 if TYPE_CHECKING:
     from PIL import Image
 
 TEXT_METHOD = "minhash-c5-p128"
-IMAGE_METHOD = "gray64-verify256-v4"
-"""Version 4 of the image method: candidates by 64-pixel correlation, aligned to a fraction of a pixel and
-verified at 256 pixels (docs/concepts/registry.md, "Images and drawings")."""
+IMAGE_METHOD = "gray64-render-v5"
+"""Version 5 of the image method: version 4's fingerprint and candidates, and where either picture of a
+pair is an SVG drawing whose bytes are at hand, the drawing rendered again at the other's resolution and
+compared there (``registry.image_rerender``; docs/concepts/registry.md, "Images and drawings")."""
+V4_IMAGE_METHOD = "gray64-verify256-v4"
+"""Version 4: candidates by 64-pixel correlation, aligned to a fraction of a pixel and verified at 256
+pixels from ``IMAGE_VERIFY_MIN``; its rows are compared only with each other, by that rule."""
 VERIFY128_IMAGE_METHOD = "gray64-verify128-v3"
 """Version 3: verified at 128 pixels from ``VERIFY128_MIN``; its rows are compared only with each other, by
 that rule."""
@@ -89,6 +96,8 @@ IMAGE_THRESHOLD = 0.996
 IMAGE_VERIFY_MIN = 0.92
 """``gray64-verify256-v4``: 64-pixel similarity from which a candidate is verified at 256 pixels
 (``image_verify.verify_fine``); it is linked when that finds them the same (chosen on the tuning half: docs)."""
+RENDER_VERIFY_MIN = 0.88
+"""``gray64-render-v5``: 64-pixel similarity from which a candidate is verified (chosen on the tuning half)."""
 VERIFY128_MIN = 0.90
 """``gray64-verify128-v3``: 64-pixel similarity from which a candidate was verified at 128 pixels."""
 IMAGE_VERIFY_MAX = 8
@@ -160,7 +169,7 @@ if not 0 < AUDIO_FRAME_KEY_BITS <= 32 or AUDIO_BAND_COUNT > 99:
     raise RuntimeError("audio band keys: 1-32 bits per frame value, at most 99 bands (two digits)")
 
 IMAGE_KINDS = ("image",)
-THUMBNAIL_METHODS = (IMAGE_METHOD, VERIFY128_IMAGE_METHOD, PREVIOUS_IMAGE_METHOD)
+THUMBNAIL_METHODS = (IMAGE_METHOD, V4_IMAGE_METHOD, VERIFY128_IMAGE_METHOD, PREVIOUS_IMAGE_METHOD)
 """Image methods whose value starts with the 64-pixel thumbnail (scored by ``thumbnail_similarities``)."""
 AUDIO_KINDS = ("audio",)
 
@@ -409,7 +418,8 @@ def image_band_keys(thumb: np.ndarray) -> tuple[str, ...]:
 def image_fingerprint(content: bytes, kind: str = "image") -> Fingerprint | None:
     """The ``IMAGE_METHOD`` fingerprint of an image or SVG drawing: the 64x64 grayscale thumbnail of its
     canonical picture (``canonical_picture``), with pHash band keys for candidates, then, zlib-compressed,
-    its 256x256 grayscale and 16x16 RGB thumbnails and its width and height in pixels. None for a picture
+    its 256x256 grayscale and 16x16 RGB thumbnails, its width and height in pixels and one byte, 1 for an SVG
+    drawing (version 4 values end before it). None for a picture
     with no detail (flat: standard deviation under ``IMAGE_FLAT_STD_MIN`` grey levels), which would look
     like every other blank picture. One that does not decode or render is a ``ValidationError``."""
     from PIL import Image
@@ -421,7 +431,8 @@ def image_fingerprint(content: bytes, kind: str = "image") -> Fingerprint | None
     fine = picture_thumbnail(picture, V4_PIXELS).tobytes()
     colour = np.asarray(picture.resize((COLOUR_PIXELS, COLOUR_PIXELS), Image.Resampling.BOX), dtype=np.uint8)
     size = np.asarray([min(picture.width, 65535), min(picture.height, 65535)], dtype="<u2").tobytes()
-    packed = zlib.compress(fine + colour.tobytes() + size, 9).hex()
+    svg = b"\x01" if is_svg(content, kind) else b"\x00"
+    packed = zlib.compress(fine + colour.tobytes() + size + svg, 9).hex()
     return Fingerprint(IMAGE_METHOD, thumb.tobytes().hex() + packed, image_band_keys(thumb))
 
 
@@ -464,21 +475,26 @@ _V4_BYTES = V4_PIXELS**2 + 3 * COLOUR_PIXELS**2 + 4
 
 @dataclass(frozen=True)
 class FinePicture:
-    """What a ``gray64-verify256-v4`` value holds besides its 64-pixel thumbnail."""
+    """What a ``gray64-render-v5`` or ``gray64-verify256-v4`` value holds besides its 64-pixel thumbnail."""
 
     gray: np.ndarray
     colour: np.ndarray
     size: tuple[int, int]
     """Width and height in pixels of the trimmed picture."""
+    svg: bool = False
+    """Whether the work is an SVG drawing (version 5 records it; version 4 values say nothing: False)."""
 
 
-def fine_picture(value: str) -> FinePicture:
-    """The 256-pixel grayscale and 16-pixel RGB thumbnails and the size of a ``gray64-verify256-v4`` value."""
-    raw = _packed(value, _V4_BYTES, IMAGE_METHOD, V4_PIXELS)
+def fine_picture(value: str, method: str = IMAGE_METHOD) -> FinePicture:
+    """The 256-pixel grayscale and 16-pixel RGB thumbnails, the size and (version 5) the SVG flag of a
+    ``gray64-render-v5`` or ``gray64-verify256-v4`` value."""
+    v5 = method == IMAGE_METHOD
+    raw = _packed(value, _V4_BYTES + v5, method, V4_PIXELS)
     gray = np.frombuffer(raw, dtype=np.uint8, count=V4_PIXELS**2).reshape(V4_PIXELS, V4_PIXELS)
     colour = np.frombuffer(raw, dtype=np.uint8, count=3 * COLOUR_PIXELS**2, offset=V4_PIXELS**2)
-    w, h = np.frombuffer(raw[-4:], dtype="<u2")
-    return FinePicture(gray, colour.reshape(COLOUR_PIXELS, COLOUR_PIXELS, 3), (int(w), int(h)))
+    w, h = np.frombuffer(raw[_V4_BYTES - 4 : _V4_BYTES], dtype="<u2")
+    svg = v5 and raw[-1] == 1
+    return FinePicture(gray, colour.reshape(COLOUR_PIXELS, COLOUR_PIXELS, 3), (int(w), int(h)), svg)
 
 
 def same_fine_picture(registered: FinePicture, new: FinePicture) -> bool:
@@ -486,14 +502,23 @@ def same_fine_picture(registered: FinePicture, new: FinePicture) -> bool:
     return verify_fine(registered.gray, new.gray, registered.colour, new.colour, registered.size, new.size).same
 
 
-def images_match(a: str, b: str, method: str = IMAGE_METHOD) -> tuple[float, bool]:
+def images_match(
+    a: str, b: str, method: str = IMAGE_METHOD, contents: tuple[bytes | None, bytes | None] = (None, None)
+) -> tuple[float, bool]:
     """(64-pixel similarity, same work) of a registered value ``a`` and a new one ``b`` of ``method``
-    (version 4 or 3), as ``register_works`` decides: the same only from the method's verification
-    threshold up (``IMAGE_VERIFY_MIN``, ``VERIFY128_MIN``) and when its verification finds them the same."""
+    (version 5, 4 or 3), as ``register_works`` decides: the same only from the method's verification
+    threshold up (``RENDER_VERIFY_MIN``, ``IMAGE_VERIFY_MIN``, ``VERIFY128_MIN``) and when its verification
+    finds them the same.
+    ``contents``: the two works' bytes, where known (version 5 renders an SVG among them again)."""
     s = float(thumbnail_similarities(_thumbnail_of(a), _thumbnail_of(b)[None])[0])
     if method == VERIFY128_IMAGE_METHOD:
         return s, s >= VERIFY128_MIN and _same_picture(_fine_of(a), _fine_of(b))
-    return s, s >= IMAGE_VERIFY_MIN and same_fine_picture(fine_picture(a), fine_picture(b))
+    if method == V4_IMAGE_METHOD:
+        return s, s >= IMAGE_VERIFY_MIN and same_fine_picture(fine_picture(a, method), fine_picture(b, method))
+    from endcredits.registry.image_rerender import Side, same_v5
+
+    pair = Side(fine_picture(a), contents[0]), Side(fine_picture(b), contents[1])
+    return s, s >= RENDER_VERIFY_MIN and same_v5(*pair, s)
 
 
 def _same_picture(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> bool:
@@ -668,7 +693,7 @@ def is_match(method: str, similarity_value: float) -> bool:
     and ``gray64-verify128-v3`` are not decided by a similarity alone: ``images_match`` decides them."""
     if method == TEXT_METHOD:
         return similarity_value >= TEXT_THRESHOLD
-    if method in (IMAGE_METHOD, VERIFY128_IMAGE_METHOD):
+    if method in (IMAGE_METHOD, V4_IMAGE_METHOD, VERIFY128_IMAGE_METHOD):
         raise ValidationError(f"{method} is decided by images_match, not by a similarity")
     if method == PREVIOUS_IMAGE_METHOD:
         return similarity_value >= IMAGE_THRESHOLD
@@ -691,12 +716,12 @@ def _similarities(method: str, value: str, others: dict[str, str]) -> dict[str, 
 def _query_keys(fp: Fingerprint) -> tuple[str, ...]:
     """The band keys looked up for a new work: its own, and for an image each band with one bit flipped
     too (multi-probe), so any two hashes within 15 bits share a looked-up band (pigeonhole over 8 bands);
-    for ``gray64-verify256-v4`` each band with two bits flipped too (within 23 bits)."""
+    for versions 5 and 4 each band with two bits flipped too (within 23 bits)."""
     if fp.method not in THUMBNAIL_METHODS:
         return fp.band_keys
     width_bits = IMAGE_HASH_BITS // IMAGE_BAND_COUNT
     masks = [1 << bit for bit in range(width_bits)]
-    if fp.method == IMAGE_METHOD:
+    if fp.method in (IMAGE_METHOD, V4_IMAGE_METHOD):
         masks += [(1 << i) | (1 << j) for i in range(width_bits) for j in range(i + 1, width_bits)]
     out = list(fp.band_keys)
     for key in fp.band_keys:
@@ -705,17 +730,35 @@ def _query_keys(fp: Fingerprint) -> tuple[str, ...]:
     return tuple(out)
 
 
-def review_candidates(conn: Connection, fp: Fingerprint, *, exclude: str | None = None) -> list[tuple[str, float]]:
+ContentOf = Callable[[str], "bytes | None"]
+"""A registered work's bytes by its id (None where they are not stored): ``store.blobs`` of a data dir."""
+
+
+def stored_content(data_dir: Path | None) -> ContentOf | None:
+    """Reads registered works' bytes from a data directory's content store (None: no store to read)."""
+    if data_dir is None:
+        return None
+    return lambda work_id: get_content(data_dir, "works", work_id)
+
+
+def review_candidates(
+    conn: Connection,
+    fp: Fingerprint,
+    *,
+    exclude: str | None = None,
+    content: bytes | None = None,
+    data_dir: Path | None = None,
+) -> list[tuple[str, float]]:
     """Registered works an image may copy but would not be linked to, at or above ``IMAGE_REVIEW_MIN``:
     (work id, similarity), most similar first, at most ``REVIEW_CANDIDATES_MAX``. A person confirms one
     with ``endcredits works link``; nothing is linked here. Empty for other methods (their thresholds leave
-    no band)."""
+    no band). ``content`` and ``data_dir``: the image's bytes and the store's, as ``register_works`` has them."""
     if fp.method not in THUMBNAIL_METHODS:
         return []
     found = fingerprint_candidates(conn, fp.method, _query_keys(fp), IMAGE_CANDIDATES_MAX)
     found.pop(exclude or "", None)
     scored = _similarities(fp.method, fp.value, found)
-    same = {w for _, w in _image_links(fp, scored, found)}
+    same = {w for _, w in _image_links(fp, scored, found, content, stored_content(data_dir))}
     return _review_band(scored, same)
 
 
@@ -724,11 +767,19 @@ def _review_band(scored: dict[str, float], linked: set[str]) -> list[tuple[str, 
     return sorted(band, key=lambda x: (-x[1], x[0]))[:REVIEW_CANDIDATES_MAX]
 
 
-def _image_links(fp: Fingerprint, scored: dict[str, float], values: dict[str, str]) -> list[tuple[float, str]]:
-    """The candidates an image would be linked to, (similarity, work id), most similar first: for version 4
-    those from ``IMAGE_VERIFY_MIN`` up that ``image_verify.verify_fine`` finds the same (at most
-    ``IMAGE_VERIFY_MAX`` verified), for version 3 likewise from ``VERIFY128_MIN`` by ``image_verify.verify``,
-    for version 2 those from ``IMAGE_THRESHOLD`` up."""
+def _image_links(
+    fp: Fingerprint,
+    scored: dict[str, float],
+    values: dict[str, str],
+    content: bytes | None = None,
+    content_of: ContentOf | None = None,
+) -> list[tuple[float, str]]:
+    """The candidates an image would be linked to, (similarity, work id), most similar first: for version 5
+    those from ``RENDER_VERIFY_MIN`` up that ``image_rerender.same_v5`` finds the same (the new image's
+    ``content`` and the registered ones' by ``content_of``, where given), for version 4 from
+    ``IMAGE_VERIFY_MIN`` by
+    ``image_verify.verify_fine`` (at most ``IMAGE_VERIFY_MAX`` verified), for version 3 from ``VERIFY128_MIN``
+    by ``image_verify.verify``, for version 2 those from ``IMAGE_THRESHOLD`` up."""
     ranked = sorted(((s, w) for w, s in scored.items()), key=lambda x: (-x[0], x[1]))
     if fp.method == PREVIOUS_IMAGE_METHOD:
         return [(s, w) for s, w in ranked if s >= IMAGE_THRESHOLD]
@@ -736,9 +787,21 @@ def _image_links(fp: Fingerprint, scored: dict[str, float], values: dict[str, st
         tried = [(s, w) for s, w in ranked if s >= VERIFY128_MIN][:IMAGE_VERIFY_MAX]
         mine = _fine_of(fp.value) if tried else None
         return [(s, w) for s, w in tried if mine is not None and _same_picture(mine, _fine_of(values[w]))]
-    tried = [(s, w) for s, w in ranked if s >= IMAGE_VERIFY_MIN][:IMAGE_VERIFY_MAX]
-    new = fine_picture(fp.value) if tried else None
-    return [(s, w) for s, w in tried if new is not None and same_fine_picture(fine_picture(values[w]), new)]
+    gate = IMAGE_VERIFY_MIN if fp.method == V4_IMAGE_METHOD else RENDER_VERIFY_MIN
+    tried = [(s, w) for s, w in ranked if s >= gate][:IMAGE_VERIFY_MAX]
+    if not tried:
+        return []
+    if fp.method == V4_IMAGE_METHOD:
+        new = fine_picture(fp.value, V4_IMAGE_METHOD)
+        return [(s, w) for s, w in tried if same_fine_picture(fine_picture(values[w], V4_IMAGE_METHOD), new)]
+    from endcredits.registry.image_rerender import Side, same_v5
+
+    ours = Side(fine_picture(fp.value), content)
+    return [
+        (s, w)
+        for s, w in tried
+        if same_v5(Side(fine_picture(values[w]), content_of(w) if content_of is not None else None), ours, s)
+    ]
 
 
 def similarity_ppm(value: float) -> int:
@@ -765,6 +828,7 @@ def register_works(
     *,
     link: bool = True,
     fingerprints: Sequence[Fingerprint | None] | None = None,
+    data_dir: Path | None = None,
 ) -> list[Registered]:
     """Register works by SHA-256 (``registry.records.add_works``), fingerprint each new one, and link each new
     one whose fingerprint matches a registered work's to that work's canonical work. Items are matched in
@@ -774,6 +838,8 @@ def register_works(
     changes nothing, so an operator's unlink (``registry.records.unlink_work``) stands. ``link=False``
     stores fingerprints without linking. ``fingerprints``, one per item, are what ``compute_fingerprint``
     gave for them (an importer that rendered its drawings already); they are not computed again.
+    ``data_dir``: where registered works' bytes are stored (``store.blobs``), so an image candidate that is
+    an SVG drawing, or a new one that is, is rendered again at the other's resolution to verify it.
 
     A work that cannot be fingerprinted (an image that does not decode, an SVG that does not render) stops
     the call with a ``ValidationError`` naming the work's source or title, and nothing is written.
@@ -792,7 +858,8 @@ def register_works(
                 done[wid] = Registered(wid, linked_canonical(conn, [wid]).get(wid), None, None)
             else:
                 given = fingerprints[index] if fingerprints is not None else _fingerprint_of(w)
-                done[wid] = _link(conn, given, wid, link=link)
+                new = w.content if isinstance(w.content, bytes) else None
+                done[wid] = _link(conn, given, wid, link=link, new=new, content_of=stored_content(data_dir))
         out.append(done[wid])
     return out
 
@@ -804,7 +871,15 @@ def _fingerprint_of(w: WorkIn) -> Fingerprint | None:
         raise ValidationError(f"work {w.source or w.title!r}: {exc}") from None
 
 
-def _link(conn: Connection, fp: Fingerprint | None, wid: str, *, link: bool) -> Registered:
+def _link(
+    conn: Connection,
+    fp: Fingerprint | None,
+    wid: str,
+    *,
+    link: bool,
+    new: bytes | None = None,
+    content_of: ContentOf | None = None,
+) -> Registered:
     if fp is None:
         return Registered(wid, None, None, None)
     best: tuple[float, str] | None = None
@@ -814,7 +889,7 @@ def _link(conn: Connection, fp: Fingerprint | None, wid: str, *, link: bool) -> 
         found = fingerprint_candidates(conn, fp.method, _query_keys(fp), limit)
         scored = _similarities(fp.method, fp.value, found)
         if fp.method in THUMBNAIL_METHODS:
-            best = next(iter(_image_links(fp, scored, found)), None)
+            best = next(iter(_image_links(fp, scored, found, new, content_of)), None)
         else:
             for other, s in sorted(scored.items()):
                 if is_match(fp.method, s) and (best is None or s > best[0]):
@@ -834,9 +909,12 @@ __all__ = [
     "AUDIO_THRESHOLD",
     "CANDIDATES_MAX",
     "IMAGE_METHOD",
+    "V4_IMAGE_METHOD",
+    "stored_content",
     "IMAGE_REVIEW_MIN",
     "IMAGE_THRESHOLD",
     "IMAGE_VERIFY_MIN",
+    "RENDER_VERIFY_MIN",
     "PREVIOUS_IMAGE_METHOD",
     "THUMBNAIL_METHODS",
     "VERIFY128_IMAGE_METHOD",

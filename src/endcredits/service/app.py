@@ -382,8 +382,8 @@ def _routes_registry(app: FastAPI) -> None:
 
         with store.write() as conn:
             existed = bool(reg.existing_work_ids(conn, [hashlib.sha256(content).hexdigest()]))
-            # As `endcredits works add` and the importers: a near-duplicate of a registered work is linked to it.
-            (r,) = register_works(conn, [reg.WorkIn(content, body.title, body.kind, body.source, body.rights_holder)])
+            work = reg.WorkIn(content, body.title, body.kind, body.source, body.rights_holder)
+            (r,) = register_works(conn, [work], data_dir=store.data_dir)  # near-duplicates linked as `works add` does
         if existed:
             response.status_code = 200
         return {"work_id": r.work_id, "created": not existed, "canonical_work_id": r.canonical_work_id}

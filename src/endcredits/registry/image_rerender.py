@@ -1,0 +1,122 @@
+"""Version 5's verification: an SVG drawing rendered again at the resolution of the picture it is compared with.
+
+A drawing's fine lines (the points of a star polygon) are finer than a pixel of the 256-pixel render the
+fingerprint keeps, so that render is mostly aliasing: a 400-pixel export of a star correlates less with it
+than two different stars of the series correlate with each other, and no comparison of stored thumbnails
+tells them apart. The drawing's bytes are stored (``store.blobs``) and a new work's are in hand, so when
+either picture of a candidate pair is an SVG, ``same_v5`` renders it again at the scale at which it lines
+up with the other picture (from ``image_verify.fit_span`` on the stored thumbnails) and compares the two at
+that resolution (``image_verify.verify_rendered``); two SVGs are both rendered at ``SVG_PAIR_PIXELS``.
+Where neither is an SVG, or bytes are missing, version 4's rule on the stored thumbnails decides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from endcredits.errors import ValidationError
+from endcredits.registry.fingerprints import (
+    IMAGE_VERIFY_MIN,
+    SVG_RENDER_PIXELS,
+    FinePicture,
+    canonical_picture,
+    decode_image,
+    picture_thumbnail,
+    render_svg,
+    same_fine_picture,
+)
+from endcredits.registry.image_verify import (
+    COLOUR_PIXELS,
+    FINE_PIXELS,
+    RenderedVerdict,
+    fit_span,
+    verify_rendered,
+)
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+SVG_PAIR_PIXELS = 512
+"""Two SVG drawings are each rendered into a square of this many pixels and compared at this side."""
+COMPARE_PIXELS_MAX = 512
+"""Largest side at which a picture and a drawing rendered for it are compared (its own size, rounded up to
+a multiple of 128, from 256)."""
+RENDER_PIXELS_MAX = 2048
+"""Largest square a drawing is rendered into again (a larger picture is compared with this render)."""
+
+
+@dataclass(frozen=True)
+class Side:
+    """One picture of a pair: what its fingerprint stores, and its bytes where known."""
+
+    fine: FinePicture
+    content: bytes | None
+
+
+def _compare_side(size: tuple[int, ...]) -> int:
+    side = -(-max(size) // FINE_PIXELS) * FINE_PIXELS
+    return int(min(COMPARE_PIXELS_MAX, max(2 * FINE_PIXELS, side)))
+
+
+def _render_scale(registered: FinePicture, new: FinePicture) -> float:
+    """Render pixels of the SVG's 256-pixel square per pixel of the raster picture, from the stored
+    thumbnails' alignment: the span of the registered picture that lines up with all of the new one."""
+    span = fit_span(registered.gray, new.gray)
+    wide, high = max(1e-3, span[3] - span[2]), max(1e-3, span[1] - span[0])
+    (rw, rh), (nw, nh) = registered.size, new.size
+    if registered.svg:
+        return float(np.mean([nw / (rw * wide), nh / (rh * high)]))
+    return float(np.mean([rw * wide / nw, rh * high / nh]))
+
+
+def _svg_picture(content: bytes, side_px: int) -> Image.Image:
+    return canonical_picture(render_svg(content, int(min(RENDER_PIXELS_MAX, max(16, side_px)))))
+
+
+def rendered_pictures(registered: Side, new: Side) -> tuple[Image.Image, Image.Image] | None:
+    """The registered and the new picture (canonical) at one resolution, an SVG among them rendered again
+    for it; None when neither is an SVG or a needed content is missing."""
+    r, n = registered.fine, new.fine
+    if not (r.svg or n.svg) or registered.content is None or new.content is None:
+        return None
+    if r.svg and n.svg:
+        return _svg_picture(registered.content, SVG_PAIR_PIXELS), _svg_picture(new.content, SVG_PAIR_PIXELS)
+    svg, raster = (registered.content, new.content) if r.svg else (new.content, registered.content)
+    picture = canonical_picture(decode_image(raster, "image"))
+    drawing = _svg_picture(svg, round(SVG_RENDER_PIXELS * _render_scale(r, n)))
+    return (drawing, picture) if r.svg else (picture, drawing)
+
+
+def verify_pair(registered: Side, new: Side) -> RenderedVerdict | None:
+    """``image_verify.verify_rendered`` of the two pictures ``rendered_pictures`` gives, at the larger
+    one's side (a multiple of 128 from 256 to ``COMPARE_PIXELS_MAX``); None where it gives none."""
+    from PIL import Image
+
+    pictures = rendered_pictures(registered, new)
+    if pictures is None:
+        return None
+    a, b = pictures
+    side = _compare_side((*a.size, *b.size))
+    gray = [picture_thumbnail(p, side) for p in (a, b)]
+    box = Image.Resampling.BOX
+    colour = [np.asarray(p.resize((COLOUR_PIXELS, COLOUR_PIXELS), box), dtype=np.uint8) for p in (a, b)]
+    return verify_rendered(gray[0], gray[1], (colour[0], colour[1]), (a.size, b.size))
+
+
+def same_v5(registered: Side, new: Side, similarity: float) -> bool:
+    """Version 5's verdict on a candidate pair from ``RENDER_VERIFY_MIN`` up (``similarity`` at 64 pixels):
+    rendered again where an SVG and the bytes allow (a registered drawing that no longer renders falls
+    back), else version 4's rule, from its own ``IMAGE_VERIFY_MIN``."""
+    try:
+        verdict = verify_pair(registered, new)
+    except ValidationError:
+        verdict = None
+    if verdict is not None:
+        return verdict.same
+    return similarity >= IMAGE_VERIFY_MIN and same_fine_picture(registered.fine, new.fine)
+
+
+__all__ = ["Side", "rendered_pictures", "same_v5", "verify_pair"]
