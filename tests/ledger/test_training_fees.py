@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 from typer.testing import CliRunner
 
 from endcredits.cli.app import app
@@ -29,7 +29,7 @@ from endcredits.royalties import Agreement, parse_agreement, work_shares
 from endcredits.royalties.records import save_agreement
 from endcredits.royalties.usage import load_credit_graph
 from endcredits.store.engine import Store
-from endcredits.store.schema import training_fees
+from endcredits.store.schema import training_fees, works
 from helpers_money import World, agreement_text, balances, row_counts
 
 FEE_EUR = 50_000_000  # 0.5 EUR per training use
@@ -97,6 +97,9 @@ def test_statements_show_the_fee_citing_its_term_and_reconcile(store: Store) -> 
     st = build_statement(store, w.alice, "2026-04", "EUR")
     assert st.reconciles() and st.accrued_microunits > 0
     assert {line["output_id"] for line in st.lines} == {f"training:{w.manifest.id}"}
+    with store.read() as conn:
+        title = conn.execute(select(works.c.title).where(works.c.id == w.song)).scalar_one()
+    assert title and {line["attributed_title"] for line in st.lines} == {title}
     cited = {line["licence_term"] for line in st.lines}
     assert cited == {f"training: 0.50 EUR per training use, manifest {w.manifest.id} (licence term {term_id})"}
     assert sum(line["amount_microunits"] for line in st.lines) == st.accrued_microunits

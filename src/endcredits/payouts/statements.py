@@ -341,7 +341,6 @@ def build_statement(store: Store, person_id: int, period: str, currency: str) ->
             period_outputs,
         )
         rules = _rules(conn, {e["agreement"] for e in explained.values()})
-        titles = _titles(conn, [t for p, t, *_ in collected if p == period], explained)
     pools = model_pools([money for _p, _t, _f, money, *_ in collected if money is not None])
     # Replay every batch in posting order: per payee, each batch posts the whole microunits of (carry +
     # its lines) and carries the rest. The statement adds up the batches of its period.
@@ -363,6 +362,7 @@ def build_statement(store: Store, person_id: int, period: str, currency: str) ->
         floors = pa.concat_tables(
             [_floor_table(conn, payees, currency, period, runs, cited), _fee_table(conn, payees, currency, period)]
         )
+        titles = _titles(conn, [t for p, t, *_ in collected if p == period] + [floors], explained)
     floored = sum(floors["amount_microunits"].to_pylist())  # whole microunits (floors, training fees): no carry
     total, accrued = total + floored * SUBUNITS_PER_MICROUNIT, accrued + floored
     lines = _line_table(during, floors, cited)
