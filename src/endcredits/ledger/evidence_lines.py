@@ -4,8 +4,9 @@ Such a group (paid on a recorded attribution run, per work) keeps each output's 
 total over the group (files written before: each output's exact part per payee) and the credit shares of
 every work it paid (``ledger.evidence.PAYEE_EVIDENCE_SCHEMA``). Its lines are a function of
 what is recorded: the run's scores (its file, checked against its SHA-256), the run's manifest, the stored
-agreement version and those shares; ``build_usage`` turns them into lines and ``accrue.line_table`` splits
-each output's pool as accrual did. Groups kept line by line are read as they are. ``verify`` re-derives
+agreement version and those shares; ``build_usage_columns`` turns them into lines (integer arrays, exactly
+the lines ``build_usage`` makes, without its Fraction per line) and ``accrue.line_table`` splits each
+output's pool as accrual did. Groups kept line by line are read as they are. ``verify`` re-derives
 every group and checks the lines against the rows kept, to the subunit.
 """
 
