@@ -1,26 +1,38 @@
 """The columnar path (``build_usage_columns``) gives exactly the ``UsageBatch`` of ``build_usage`` on seeded
 random batches over a registry with credits, rights holders, lineage and unclaimed works, per work and per
-payee, with and without a baseline share; and both accrue to the same ledger, to the microunit."""
+payee, with and without a baseline share, and from recorded credit shares as evidence re-derives lines; both
+accrue to the same ledger, to the microunit, and re-derive the same evidence lines, to the subunit."""
 
 from __future__ import annotations
 
 import datetime as dt
 import random
+from dataclasses import astuple
 from fractions import Fraction
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
+from sqlalchemy import select
 
-from endcredits.errors import ManifestError, ValidationError
-from endcredits.ledger.accrue import accrue
+from endcredits.attribution.records import RunScores, load_run, new_run, read_run_scores, record_run
+from endcredits.attribution.settings import AttributionSettings
+from endcredits.errors import EvidenceError, ManifestError, ValidationError
+from endcredits.ledger.accrue import ScoreSource, accrue, accrue_scored, line_table
+from endcredits.ledger.evidence import kept_per_batch, output_rows, payee_rows, read_evidence, share_rows
+from endcredits.ledger.evidence_lines import evidence_lines
 from endcredits.manifest.build import build_manifest
 from endcredits.manifest.records import ManifestRecord
 from endcredits.registry.records import CreditIn, WorkIn, add_credits, add_lineage, add_works, name_ids
 from endcredits.royalties import Agreement
+from endcredits.royalties.records import save_agreement
+from endcredits.royalties.shares import PayeeShare
 from endcredits.royalties.usage import OutputIn, UsageBatch, build_usage
 from endcredits.royalties.usage_columns import UsageColumns, build_usage_columns
 from endcredits.store.engine import Store
+from endcredits.store.schema import accrual_batches
 from helpers_money import EXTERNAL, ROLES, agreement, balances, on_time, people, register_model
 
 WORKS = 14
@@ -165,3 +177,94 @@ def test_a_key_twice_in_one_output_is_refused(store: Store) -> None:
     )  # fmt: skip
     with store.read() as conn, pytest.raises(ValidationError, match="scores person:1 twice"):
         build_usage_columns(conn, cols, agreement(), None, per="payee")
+
+
+def test_recorded_shares_build_exactly_the_lines_of_build_usage(store: Store) -> None:
+    """Evidence re-derives lines from each work's recorded shares: both paths, given the same shares (those
+    accrual recorded, near-int64 denominators included), make the same batch and split it to the subunit."""
+    rng = random.Random(29)
+    manifest = _registry(store, rng)
+    compared = 0
+    for trial in range(12):
+        ag = _agreements(rng)[trial % 3]
+        outs, scores = _batch(rng, list(manifest.included), rng.randint(1, 30))
+        with store.read() as conn:
+            try:
+                shares = build_usage(conn, outs, scores, ag, manifest).shares
+            except ValidationError:
+                continue
+            assert shares is not None
+            want = build_usage(conn, outs, scores, ag, manifest, shares=shares)
+            got = build_usage_columns(conn, UsageColumns.of_scores(outs, scores), ag, manifest, per="work",
+                                      shares=shares)  # fmt: skip
+        _same(want, got)
+        assert got.shares == want.shares == shares
+        accounts = {p: f"acct:{p}" for p in want.payees}
+        assert line_table("b", got, ag, accounts).equals(line_table("b", want, ag, accounts))
+        compared += 1
+        if len(shares) > 1:  # a work the lines need whose shares were not recorded: the evidence is incomplete
+            short = dict(list(shares.items())[1:])
+            with store.read() as conn, pytest.raises(EvidenceError, match="lack work"):
+                build_usage_columns(conn, UsageColumns.of_scores(outs, scores), ag, manifest, per="work",
+                                    shares=short)  # fmt: skip
+    assert compared >= 8
+
+
+def test_rederived_lines_are_those_of_the_exact_path(store: Store) -> None:
+    """Batches accrued on a recorded run (evidence kept per batch; the run scores two works twice, the last
+    score counting): every line ``evidence_lines`` re-derives, and those of a few outputs, equal the lines
+    ``build_usage`` makes from the same run and recorded shares."""
+    rng = random.Random(31)
+    manifest = _registry(store, rng)
+    ag = agreement(lineage_pass_through="0.35", payout_threshold="0.01")
+    with store.write() as conn:
+        save_agreement(conn, ag.id, ag.version, ag.body, ag.body_sha256)
+    for trial in range(3):
+        outs, scores = _batch(rng, list(manifest.included), rng.randint(5, 25))
+        outs = [OutputIn(f"t{trial}-{o.output_id}", *astuple(o)[1:]) for o in outs]
+        scores = {f"t{trial}-{k}": v for k, v in scores.items()}
+        run = _record_run(store, manifest, scores, rng)
+        batch = f"run-{trial}"
+        accrue_scored(store, outs, None, source=ScoreSource.run(run.id), per=None, agreement_id=ag.id,
+                      batch_id=batch, manifest_id=manifest.id)  # fmt: skip
+        want = pa.concat_tables(_exact_lines_of(store, batch, outs, ag, manifest))
+        assert evidence_lines(store, batch).to_pylist() == want.to_pylist()
+        some = {o.output_id for o in rng.sample(outs, 3)}
+        picked = evidence_lines(store, batch, some)
+        assert picked.num_rows and set(picked["output_id"].to_pylist()) == some
+        assert sorted(picked.to_pylist(), key=str) == sorted(
+            want.filter(pc.is_in(want["output_id"].cast(pa.string()), pa.array(sorted(some)))).to_pylist(), key=str
+        )
+
+
+def _exact_lines_of(store: Store, batch: str, outs: list[OutputIn], ag: Agreement, manifest: Any) -> list[pa.Table]:
+    """Each group's lines of ``batch`` made by ``build_usage`` from its run's scores and its recorded shares."""
+    out: list[pa.Table] = []
+    with store.read() as conn:
+        query = select(accrual_batches).where(accrual_batches.c.batch_event_id == batch)
+        for group in conn.execute(query.order_by(accrual_batches.c.event_id)).all():
+            table = read_evidence(store.data_dir / group.evidence_path)
+            assert kept_per_batch(table)
+            shares = {w: [PayeeShare(*s) for s in got] for w, got in share_rows(table).items()}
+            scores = read_run_scores(store.data_dir, load_run(conn, group.scores_run_id))
+            rows = output_rows(table)  # the outputs as accrued: times normalized
+            columns = (rows[c].to_pylist() for c in ("output_id", "model_id", "revenue_microunits", "occurred_at"))
+            group_outs = [OutputIn(o, m, r, "EUR", t) for o, m, r, t in zip(*columns, strict=True)]
+            assert {o.output_id for o in group_outs} <= {o.output_id for o in outs}
+            ids = [o.output_id for o in group_outs]
+            usage = build_usage(conn, group_outs, scores.for_outputs(ids), ag, manifest, shares=shares)
+            accounts = dict(zip(*(payee_rows(table)[c].to_pylist() for c in ("payee", "account")), strict=True))
+            out.append(line_table(group.batch_event_id, usage, ag, accounts))
+    return out
+
+
+def _record_run(store: Store, manifest: Any, scores: dict[str, dict[str, float]], rng: random.Random) -> Any:
+    """A recorded run of ``scores`` over every work of ``manifest``, then two of them again with other scores."""
+    works = list(manifest.included)
+    keys = works + works[:2]
+    matrix = np.array([[scores[o].get(w, rng.random()) for w in keys] for o in scores], dtype=np.float64)
+    matrix[:, len(works) :] = rng.random()
+    run_scores = RunScores.of_matrix("work", list(scores), keys, matrix)
+    run = new_run(manifest, run_scores, checkpoint_sha256s=["c" * 64], method="trak", weaker=False,
+                  settings=AttributionSettings(k=64))  # fmt: skip
+    return record_run(store, run, run_scores)[0]

@@ -4,8 +4,9 @@ Such a group (paid on a recorded attribution run, per work) keeps each output's 
 total over the group (files written before: each output's exact part per payee) and the credit shares of
 every work it paid (``ledger.evidence.PAYEE_EVIDENCE_SCHEMA``). Its lines are a function of
 what is recorded: the run's scores (its file, checked against its SHA-256), the run's manifest, the stored
-agreement version and those shares; ``build_usage`` turns them into lines and ``accrue.line_table`` splits
-each output's pool as accrual did. Groups kept line by line are read as they are. ``verify`` re-derives
+agreement version and those shares; ``build_usage_columns`` turns them into lines (integer arrays, exactly
+the lines ``build_usage`` makes, without its Fraction per line) and ``accrue.line_table`` splits each
+output's pool as accrual did. Groups kept line by line are read as they are. ``verify`` re-derives
 every group and checks the lines against the rows kept, to the subunit.
 """
 
@@ -15,6 +16,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import Connection, select
@@ -35,7 +37,8 @@ from endcredits.manifest.records import ManifestRecord, load_manifest
 from endcredits.royalties import Agreement
 from endcredits.royalties.records import load_agreement
 from endcredits.royalties.shares import PayeeShare
-from endcredits.royalties.usage import OutputIn, build_usage
+from endcredits.royalties.usage import OutputIn
+from endcredits.royalties.usage_columns import UsageColumns, build_usage_columns
 from endcredits.store.engine import Store
 from endcredits.store.schema import accrual_batches
 
@@ -72,14 +75,8 @@ class LineSource:
         agreement = self._agreement(group.agreement_id, group.agreement_version)
         outs = _outputs(parts, group.currency)
         shares = {w: [PayeeShare(*s) for s in got] for w, got in share_rows(table).items()}
-        usage = build_usage(
-            self.conn,
-            outs,
-            scores.for_outputs(o.output_id for o in outs),
-            agreement,
-            manifest,
-            per=run.per,
-            shares=shares,
+        usage = build_usage_columns(
+            self.conn, _score_columns(outs, scores), agreement, manifest, per=run.per, shares=shares
         )
         accounts = dict(zip(payees["payee"].to_pylist(), payees["account"].to_pylist(), strict=True))
         return line_table(group.batch_event_id, usage, agreement, accounts)
@@ -128,6 +125,35 @@ def _outputs(parts: pa.Table, currency: str) -> list[OutputIn]:
         if oid not in seen:
             seen[oid] = OutputIn(oid, model, revenue, currency, at)
     return list(seen.values())
+
+
+def _score_columns(outs: list[OutputIn], scores: RunScores) -> UsageColumns:
+    """``outs`` and their scores in ``scores`` as ``UsageColumns``, without a Python object per score: each
+    output's scores in the run's row order, keys dictionary-coded, and of a key the run scores twice for one
+    output its last score (as ``RunScores.for_outputs`` gives them, and so as accrual paid them)."""
+    ids = pa.array([o.output_id for o in outs], pa.string())
+    found = pc.fill_null(pc.index_in(scores.output_ids, value_set=ids), -1)
+    position = found.to_numpy(zero_copy_only=False).astype(np.int64)
+    rows = np.flatnonzero(position >= 0)
+    order = rows[np.argsort(position[rows], kind="stable")]
+    taken = scores.keys.take(pa.array(order, pa.int64()))
+    keys = pc.dictionary_encode(taken.combine_chunks() if isinstance(taken, pa.ChunkedArray) else taken)
+    codes = keys.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    pair = position[order] * max(len(keys.dictionary), 1) + codes
+    last = len(pair) - 1 - np.unique(pair[::-1], return_index=True)[1]
+    kept = np.sort(last)
+    counts = np.bincount(position[order][kept], minlength=len(outs))
+    return UsageColumns(
+        [o.output_id for o in outs],
+        [o.model_id for o in outs],
+        [o.revenue_microunits for o in outs],
+        [o.currency for o in outs],
+        [o.occurred_at for o in outs],
+        np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        keys.dictionary.to_pylist(),
+        codes[kept],
+        np.ascontiguousarray(scores.scores[order[kept]], dtype=np.float64),
+    )
 
 
 def evidence_lines(store: Store, batch_id: str, output_ids: Collection[str] | None = None) -> pa.Table:
