@@ -16,13 +16,17 @@ held-out half; every pair lies within one half.
   not a distinct pair and is left out, counted as ``same_picture``.
 
 Each image is described once by every candidate descriptor (``describe``), and the pairs are scored from
-those: cached in ``benchmarks/.cache/image_pairs.npz``.
+those: cached in ``benchmarks/.cache/image_pairs.npz``. ``build(parts=...)`` keeps each drawing's
+description as it is made (``python benchmarks/_image_pairs.py`` does, beside the cache), so a build
+stopped on a loaded machine resumes where it stopped; delete the parts with the cache when the
+description changes.
 """
 
 from __future__ import annotations
 
 import io
 import multiprocessing
+import pickle
 import random
 import zlib
 from collections import defaultdict
@@ -205,8 +209,26 @@ def halves(count: int, seed: int = SEED) -> np.ndarray:
     return half
 
 
-def build(limit: int | None = None, copies_per_half: int = 500, processes: int = 2) -> dict[str, np.ndarray]:
-    """Describe every drawing (and the copies of a sample), then the pairs; returns the arrays cached."""
+def _one_kept(args: tuple[int, str, bool, str]) -> Drawing:
+    """``_one``, its result kept in the folder ``args[3]`` (read back when there, written when made)."""
+    index, path, with_copies, parts = args
+    kept = Path(parts) / f"{index:05d}{'c' if with_copies else ''}.pkl.z"
+    if kept.exists():  # kept as a plain tuple: readable whichever module name built it
+        return Drawing(*pickle.loads(zlib.decompress(kept.read_bytes())))
+    drawing = _one((index, path, with_copies))
+    partial = kept.with_suffix(".tmp")
+    fields = (drawing.index, drawing.rel, drawing.creator, drawing.descriptors, drawing.copies, drawing.error)
+    partial.write_bytes(zlib.compress(pickle.dumps(fields), 1))
+    partial.replace(kept)  # whole or absent: a build stopped mid-write leaves no half part
+    return drawing
+
+
+def build(
+    limit: int | None = None, copies_per_half: int = 500, processes: int = 2, parts: Path | None = None
+) -> dict[str, np.ndarray]:
+    """Describe every drawing (and the copies of a sample), then the pairs; returns the arrays cached.
+    With ``parts``, each drawing's description is kept under it, by ``limit`` and ``copies_per_half``, and
+    one already there is read back rather than made again."""
     files = corpus_files()
     if limit is not None:
         files = [files[i] for i in sorted(random.Random(SEED).sample(range(len(files)), min(limit, len(files))))]
@@ -218,7 +240,12 @@ def build(limit: int | None = None, copies_per_half: int = 500, processes: int =
         sample.update(rng.sample(members, min(copies_per_half, len(members))))
     jobs = [(i, str(p), i in sample) for i, p in enumerate(files)]
     with multiprocessing.get_context("fork").Pool(processes) as pool:
-        drawings = list(pool.imap(_one, jobs, chunksize=16))
+        if parts is None:
+            drawings = list(pool.imap(_one, jobs, chunksize=16))
+        else:
+            folder = parts / f"limit{limit}-copies{copies_per_half}"
+            folder.mkdir(parents=True, exist_ok=True)
+            drawings = list(pool.imap(_one_kept, [(*job, str(folder)) for job in jobs], chunksize=16))
     return _arrays(drawings, half)
 
 
@@ -330,12 +357,18 @@ def checksum(data: dict[str, np.ndarray]) -> str:
 
 
 if __name__ == "__main__":
-    import sys
+    import argparse
     import time
 
+    parser = argparse.ArgumentParser(description="Build the labelled image pairs and cache them.")
+    parser.add_argument("limit", type=int, nargs="?", help="a seeded sample of this many drawings (default: all)")
+    parser.add_argument("--copies-per-half", type=int, default=500)
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--cache", type=Path, default=CACHE, help="where the set is saved (parts beside it)")
+    args = parser.parse_args()
     t0 = time.perf_counter()
-    built = build(limit=int(sys.argv[1]) if len(sys.argv) > 1 else None)
-    save(built)
+    built = build(args.limit, args.copies_per_half, args.processes, args.cache.with_suffix(".parts"))
+    save(built, args.cache)
     print(
         f"{len(built['rel'])} drawings, {len(built['copy_of'])} copies, {len(built['errors'])} refused, "
         f"{time.perf_counter() - t0:.0f} s"

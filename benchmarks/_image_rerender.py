@@ -3,12 +3,17 @@ floor at 64 pixels is verified as ``register_works`` verifies it, the drawing (a
 the copy's resolution (``registry.image_rerender.verify_pair``; two drawings both at 512 pixels). The
 copies' bytes are made again from the drawings (``_image_pairs.copy_contents``: seeded, the same bytes
 the cache was described from). Renders are memoised per drawing and size while a half is scored.
+
+``python benchmarks/_image_rerender.py 0.88`` chooses the rule on the tuning half; ``--held-out GATE
+CORRELATION SHARE`` applies one to the held-out half, version 4 beside it. The scores are kept beside the
+cache as they are made, so a run stopped on a loaded machine resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import functools
 import re
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +24,7 @@ import numpy as np
 from endcredits.registry import image_rerender
 from endcredits.registry.fingerprints import FinePicture
 from endcredits.registry.image_rerender import Side, verify_pair
-from endcredits.registry.image_verify import HUE_DEGREES_MAX
+from endcredits.registry.image_verify import HUE_DEGREES_MAX, RenderedVerdict
 
 STAR = re.compile(r"(^|/)star_\d+pt\d+step")
 """The star polygons of one creator (``shapes/stars/star_86pt11step.svg``): fine lines, one series."""
@@ -52,39 +57,79 @@ def _fine(data: dict[str, np.ndarray], side: str, i: int, svg: bool) -> FinePict
     )
 
 
-def rendered_scores(data: dict[str, np.ndarray], s: pairs.Scored, floor: float) -> RenderedScores:
+KEEP_EVERY_S = 60.0
+"""How often ``rendered_scores`` writes its progress when asked to keep it (seconds)."""
+
+
+def _pairs_key(s: pairs.Scored, floor: float) -> int:
+    return zlib.crc32(s.copy_pairs.tobytes() + s.distinct_pairs.tobytes() + repr(floor).encode())
+
+
+def _resume(kept: Path | None, s: pairs.Scored, floor: float) -> dict[str, np.ndarray]:
+    """The scores and done marks kept in ``kept`` for these pairs, or fresh ones; kept progress for other
+    pairs is refused."""
+    fresh = {
+        "copy": np.full((len(s.copy_found), 3), np.nan),
+        "distinct": np.full((len(s.distinct_found), 3), np.nan),
+        "copy_done": np.zeros(len(s.copy_found), dtype=bool),
+        "distinct_done": np.zeros(len(s.distinct_found), dtype=bool),
+    }
+    if kept is None or not kept.exists():
+        return fresh
+    with np.load(kept) as z:
+        if int(z["key"]) != _pairs_key(s, floor):
+            raise ValueError(f"{kept} holds the progress of other pairs or another floor: delete it to start again")
+        return {k: z[k] for k in fresh}
+
+
+def rendered_scores(
+    data: dict[str, np.ndarray], s: pairs.Scored, floor: float, kept: Path | None = None
+) -> RenderedScores:
     """Verify every pair of ``s`` found from ``floor`` up as version 5 does: the drawing (or the first of a
-    distinct pair) registered, the copy (the second) new."""
+    distinct pair) registered, the copy (the second) new. With ``kept``, the progress is written there
+    every ``KEEP_EVERY_S`` and a run resumes from it (``seconds``: this run's)."""
     import time
 
     t0 = time.perf_counter()
     _memo_render()
+    got = _resume(kept, s, floor)
+    last = [t0]
+
+    def keep(done: bool = False) -> None:
+        if kept is not None and (done or time.perf_counter() - last[0] >= KEEP_EVERY_S):
+            partial = kept.with_name(kept.stem + ".tmp.npz")
+            np.savez(partial, key=np.int64(_pairs_key(s, floor)), **got)  # type: ignore[arg-type]
+            partial.replace(kept)
+            last[0] = time.perf_counter()
 
     def svg_bytes(j: int) -> bytes:
         return (pairs.OPENCLIPART_DIR / str(data["rel"][j])).read_bytes()
 
-    copy = np.full((len(s.copy_found), 3), np.nan)
-    todo = np.flatnonzero(s.copy_found & (s.copy_similarity >= floor))
+    def put(name: str, i: int, v: RenderedVerdict | None) -> None:
+        got[name][i] = (v.correlation, v.residual_share, v.hue_degrees) if v is not None else np.nan
+        got[f"{name}_done"][i] = True
+
+    todo = np.flatnonzero(s.copy_found & (s.copy_similarity >= floor) & ~got["copy_done"])
     by_drawing: dict[int, list[int]] = defaultdict(list)
-    for i in todo:
-        by_drawing[int(s.copy_pairs[i, 0])].append(int(i))
+    for row in todo:
+        by_drawing[int(s.copy_pairs[row, 0])].append(int(row))
     for j, rows in sorted(by_drawing.items()):
         content = svg_bytes(j)
         made = pairs.copy_contents(content, int(data["index"][j]))  # the seed the build used
         registered = Side(_fine(data, "orig", j, True), content)
         for i in rows:
             k = int(s.copy_pairs[i, 1])
-            v = verify_pair(registered, Side(_fine(data, "copy", k, False), made[str(data["copy_kind"][k])]))
-            copy[i] = (v.correlation, v.residual_share, v.hue_degrees) if v is not None else np.nan
-    distinct = np.full((len(s.distinct_found), 3), np.nan)
-    todo = np.flatnonzero(s.distinct_found & (s.distinct_similarity >= floor))
-    for i in sorted(todo, key=lambda i: tuple(s.distinct_pairs[i])):
-        a, b = (int(x) for x in s.distinct_pairs[i])
-        v = verify_pair(
-            Side(_fine(data, "orig", a, True), svg_bytes(a)), Side(_fine(data, "orig", b, True), svg_bytes(b))
-        )
-        distinct[i] = (v.correlation, v.residual_share, v.hue_degrees) if v is not None else np.nan
-    return RenderedScores(copy, distinct, time.perf_counter() - t0)
+            new = Side(_fine(data, "copy", k, False), made[str(data["copy_kind"][k])])
+            put("copy", i, verify_pair(registered, new))
+        keep()
+    todo = np.flatnonzero(s.distinct_found & (s.distinct_similarity >= floor) & ~got["distinct_done"])
+    for d in sorted(todo, key=lambda d: tuple(s.distinct_pairs[d])):
+        a, b = (int(x) for x in s.distinct_pairs[d])
+        pair = (Side(_fine(data, "orig", a, True), svg_bytes(a)), Side(_fine(data, "orig", b, True), svg_bytes(b)))
+        put("distinct", int(d), verify_pair(*pair))
+        keep()
+    keep(done=True)
+    return RenderedScores(got["copy"], got["distinct"], time.perf_counter() - t0)
 
 
 def rendered_linked(
@@ -159,14 +204,39 @@ def rate_lines(
     ]
 
 
-if __name__ == "__main__":
-    import sys
+def main() -> None:
+    """Choose version 5's rule on the tuning half, or, with ``--held-out``, apply one to the held-out half
+    (version 4 beside it); the scores are kept beside the cache, and a stopped run resumes."""
+    import argparse
 
-    floor = float(sys.argv[1]) if len(sys.argv) > 1 else 0.88
-    data = pairs.load()
-    tuning = pairs.score_half(data, 0)
-    scores = rendered_scores(data, tuning, floor)
-    gate, corr, share, n, rate = choose_rendered_rule(tuning, scores, floor)
-    print(f"tuning half: gate {gate}, correlation {corr}, share {share}: {n} copies linked, false {rate:.4%}")
-    print("\n".join(rate_lines(data, tuning, scores, (gate, corr, share))))
-    np.savez_compressed(pairs.CACHE.with_name("rendered_tuning.npz"), copy=scores.copy, distinct=scores.distinct)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("floor", type=float, nargs="?", default=0.88, help="64-pixel similarity verified from")
+    parser.add_argument("--cache", type=Path, default=pairs.CACHE, help="the labelled set (_image_pairs.py)")
+    parser.add_argument("--held-out", type=float, nargs=3, metavar=("GATE", "CORRELATION", "SHARE"))
+    args = parser.parse_args()
+    data = pairs.load(args.cache)
+    name = "heldout" if args.held_out else "tuning"
+    s = pairs.score_half(data, 1 if args.held_out else 0)
+    scores = rendered_scores(data, s, args.floor, args.cache.with_name(f"rendered_{name}.part.npz"))
+    np.savez_compressed(args.cache.with_name(f"rendered_{name}.npz"), copy=scores.copy, distinct=scores.distinct)
+    if args.held_out is None:
+        gate, corr, share, n, rate = choose_rendered_rule(s, scores, args.floor)
+        print(f"tuning half: gate {gate}, correlation {corr}, share {share}: {n} copies linked, false {rate:.4%}")
+        print("\n".join(rate_lines(data, s, scores, (gate, corr, share))))
+        return
+    from endcredits.registry.fingerprints import IMAGE_REVIEW_MIN, IMAGE_THRESHOLD
+
+    gate, corr, share = args.held_out
+    print(f"held-out half, gray64-render-v5: gate {gate}, correlation {corr}, share {share}")
+    print("\n".join(rate_lines(data, s, scores, (gate, corr, share))))
+    v4 = pairs.verified_v4(data, s)
+    print("held-out half, gray64-verify256-v4 (production constants):")
+    print(
+        "\n".join(
+            [*pairs.rate_lines(s, IMAGE_THRESHOLD, IMAGE_REVIEW_MIN, v4), *miss_lines(data, s, v4[0], "copies linked")]
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
