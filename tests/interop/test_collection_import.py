@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from endcredits.errors import ValidationError
 from endcredits.interop.collection import CollectionReport, import_collection
-from endcredits.registry.records import content_sha256, graph_rows
+from endcredits.registry.records import content_sha256, get_work, graph_rows
 from endcredits.store.engine import Store
 from endcredits.store.schema import names
 
@@ -418,3 +418,61 @@ def test_works_import_from_the_command_line(tmp_path: Path, db_url: str | None) 
     result = runner.invoke(app, [*base, "works", "import", str(not_csv)])
     assert result.exit_code == 1
     assert result.stderr.startswith("error [validation]: scan.csv is not a CSV file") and result.stderr.count("\n") == 1
+
+
+def _drawing(title: str, creator: str, rights: str, shape: str) -> bytes:
+    """An Inkscape-style drawing whose RDF record names its title, creator, rights holder and licence."""
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<svg xmlns="http://www.w3.org/2000/svg" xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"
+     xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:cc="http://creativecommons.org/ns#"
+     width="64" height="64" viewBox="0 0 64 64">
+  <metadata><rdf:RDF><cc:Work rdf:about="">
+    <dc:title>{title}</dc:title>
+    <dc:creator><cc:Agent><dc:title>{creator}</dc:title></cc:Agent></dc:creator>
+    <dc:rights><cc:Agent><dc:title>{rights}</dc:title></cc:Agent></dc:rights>
+    <cc:license rdf:resource="http://creativecommons.org/licenses/by-nc/4.0/"/>
+  </cc:Work></rdf:RDF></metadata>
+  {shape}
+</svg>""".encode()
+
+
+def test_an_svg_row_takes_what_its_own_record_says_where_the_row_is_silent(store: Store, tmp_path: Path) -> None:
+    rook = _drawing("Rook", "Jane Doe", "person:1", '<rect x="16" y="8" width="32" height="48" fill="#222"/>')
+    moon = _drawing("Moon", "Jane Doe", "Moon Press", '<circle cx="32" cy="32" r="20" fill="#c90"/>')
+    (tmp_path / "rook.svg").write_bytes(rook)
+    (tmp_path / "moon.svg").write_bytes(moon)
+    rows = [
+        {"content": "rook.svg", "kind": "image"},
+        {"content": "moon.svg", "kind": "image", "title": "A moon", "rights_holder": "Acme",
+         "credits": [{"name": "Sam Roe", "role": "endcredits:author"}]},
+    ]  # fmt: skip
+    report = _import(store, write_csv(tmp_path / "drawings.csv", rows))
+    assert (report.rows_new, report.rows_refused) == (2, 0), report.refusals
+    ids = [content_sha256(rook), content_sha256(moon)]
+    with store.read() as conn:
+        graph = graph_rows(conn, ids)
+        name_of = {f"name:{r.id}": r.name for r in conn.execute(select(names.c.id, names.c.name))}
+        titles = {w: get_work(conn, w).title for w in ids}
+    assert titles == {ids[0]: "Rook", ids[1]: "A moon"}
+    assert sorted((w[:8], name_of[p], r) for w, p, r, _ in graph.credits) == sorted(
+        [(ids[0][:8], "Jane Doe", "cawg:creator"), (ids[1][:8], "Sam Roe", "endcredits:author")]
+    )
+    # A record's rights holder is a credited name even when it reads like a payee id: a file routes no money.
+    assert sorted((w[:8], name_of[p]) for w, p in graph.rights_holders) == sorted(
+        [(ids[0][:8], "person:1"), (ids[1][:8], "Acme")]
+    )
+    assert work_grants(store, ids[0])["commercial"][0] == "notAllowed"  # by-nc, from the record
+
+
+def test_an_svg_whose_record_declares_entities_is_refused_alone(store: Store, tmp_path: Path) -> None:
+    laughs = b'<?xml version="1.0"?><!DOCTYPE svg [<!ENTITY a "ha">]><svg xmlns="http://www.w3.org/2000/svg">&a;</svg>'
+    (tmp_path / "laughs.svg").write_bytes(laughs)
+    before = row_counts(store)
+    (tmp_path / "untitled.svg").write_bytes(_drawing("", "Jane Doe", "Jane Doe", '<rect width="9" height="9"/>'))
+    rows = [{"content": "laughs.svg", "kind": "image"}, {"content": "untitled.svg", "kind": "image"}]
+    report = _import(store, write_jsonl(tmp_path / "bad.jsonl", rows))
+    assert (report.rows_refused, report.rows_new) == (2, 0)
+    assert report.refusals[0].reason.startswith("the SVG could not be rendered (EntitiesForbidden")
+    assert report.refusals[1].reason == "missing column: title (and the SVG's record has no dc:title)"
+    assert not any("\n" in r.reason for r in report.refusals)
+    assert row_counts(store) == before

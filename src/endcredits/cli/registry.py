@@ -344,7 +344,8 @@ def works_import(
 ) -> None:
     """Import a credited collection: one row per work (content file, kind, title, source, licence, rights
     holder, credits, lineage, consent) from CSV, JSON Lines or Parquet; see docs/concepts/registry.md.
-    Importing the same file again adds nothing and finishes an interrupted import. Exits 1 when a row
+    An SVG drawing's own metadata (dc:title, dc:creator, dc:rights, cc:license) fills what its row
+    leaves empty. Importing the same file again adds nothing and finishes an interrupted import. Exits 1 when a row
     was refused (each refused row is listed with its reason; the other rows are imported)."""
     from endcredits.interop.collection import import_collection
 

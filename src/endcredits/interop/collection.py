@@ -58,6 +58,7 @@ from endcredits.interop.collection_formats import (
     detect_format,
     read_rows,
 )
+from endcredits.interop.svg import CREATOR_ROLE, read_svg_metadata
 from endcredits.limits import (
     CREDITS_PER_WORK_MAX,
     LINEAGE_DEPTH_MAX,
@@ -66,7 +67,7 @@ from endcredits.limits import (
     TITLE_LENGTH_MAX,
     WEIGHT_MAX,
 )
-from endcredits.registry.fingerprints import IMAGE_KINDS, image_fingerprint, register_works
+from endcredits.registry.fingerprints import IMAGE_KINDS, image_fingerprint, is_svg, register_works, svg_text
 from endcredits.registry.records import (
     CreditIn,
     WorkIn,
@@ -306,6 +307,26 @@ def _content(fields: dict[str, Any], base_dir: Path, row: _Row) -> None:
         image_fingerprint(content)  # raises when the image cannot be decoded
 
 
+def _with_embedded_metadata(fields: dict[str, Any], row: _Row) -> dict[str, Any]:
+    """The row's fields, with what an SVG's own RDF record says filling the ones the row leaves empty: the
+    title, the creators as credits (``cawg:creator``, when the row credits nobody) and the licence; its
+    rights holder goes to ``row.holder`` as a credited name (a record never names a payee id). What the
+    row gives always wins; a record that cannot be read refuses the row."""
+    if row.content is None or not is_svg(row.content, row.kind):
+        return fields
+    meta = read_svg_metadata(svg_text(row.content), where="the SVG's metadata")
+    out = dict(fields)
+    if out.get("title") in (None, "") and meta.title:
+        out["title"] = meta.title[:TITLE_LENGTH_MAX]
+    if not out.get("credits") and meta.creators:
+        out["credits"] = [{"name": n, "role": CREATOR_ROLE} for n in meta.creators]
+    if out.get("rights_holder") in (None, "") and meta.rights_holder:
+        row.holder = ("name", clean_text(meta.rights_holder, "credited name"))  # a name, never a payee id
+    if out.get("licence") in (None, "") and meta.license_url:
+        out["licence"] = meta.license_url
+    return out
+
+
 def parse_row(
     fields: dict[str, Any], number: int, base_dir: Path, label: str, *, allow_unknown_scheme: bool = False
 ) -> _Row:
@@ -328,10 +349,14 @@ def parse_row(
             )
         row.work_ref = _ref(fields["work"], "work")
     else:
-        for key in ("kind", "title"):
-            if fields.get(key) in (None, ""):
-                raise ValidationError(f"missing column: {key}")
+        if fields.get("kind") in (None, ""):
+            raise ValidationError("missing column: kind")
         row.kind = _text(fields, "kind", KIND_LENGTH_MAX) or ""
+        _content(fields, base_dir, row)
+        fields = _with_embedded_metadata(fields, row)
+        if fields.get("title") in (None, ""):
+            svg = row.content is not None and is_svg(row.content, row.kind)
+            raise ValidationError("missing column: title" + (" (and the SVG's record has no dc:title)" if svg else ""))
         row.title = _text(fields, "title", TITLE_LENGTH_MAX) or ""
         row.source = _text(fields, "source", TITLE_LENGTH_MAX)
         holder = _text(fields, "rights_holder")
@@ -341,7 +366,6 @@ def parse_row(
     row.parents = _lineage(fields.get("lineage"))
     row.grants = _grants(fields, label)
     if has_content:
-        _content(fields, base_dir, row)
         if any(ref in row.provides() for ref, _ in row.parents):
             raise ValidationError("a work cannot derive from itself")
     return row

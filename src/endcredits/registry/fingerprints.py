@@ -248,7 +248,8 @@ def is_svg(content: bytes, kind: str) -> bool:
     return head.startswith((b"<?xml", b"<svg", b"<!--", b"<!DOCTYPE svg")) and b"<svg" in head
 
 
-def _svg_text(content: bytes) -> bytes:
+def svg_text(content: bytes) -> bytes:
+    """An SVG's XML: the bytes themselves, or an .svgz decompressed with a bound; one-line errors."""
     if not content.startswith(b"\x1f\x8b"):
         if len(content) > SVG_BYTES_MAX:
             raise ValidationError(f"the SVG is {len(content)} bytes; at most SVG_BYTES_MAX={SVG_BYTES_MAX}")
@@ -270,7 +271,7 @@ def render_svg(content: bytes, size_px: int = SVG_RENDER_PIXELS) -> Image.Image:
     import cairosvg
     from PIL import Image
 
-    text = _svg_text(content)
+    text = svg_text(content)
     try:
         png = cairosvg.svg2png(bytestring=text, output_width=size_px, output_height=size_px, unsafe=False)
         with Image.open(io.BytesIO(png)) as img:
