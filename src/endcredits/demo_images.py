@@ -8,7 +8,7 @@ grayscale (``images_from_bytes``, the same function the attribution encodes them
 (a ``diffusers`` UNet2DModel and its 100-step DDPMScheduler) on CPU for a fixed number of steps. The
 checkpoint is saved in the data directory and bound to the manifest; the images it generates (PNG bytes,
 kept so statements show them) earn revenue and are attributed to the drawings with TRAK under the
-diffusion measurement (D-TRAK's squared norm of the predicted noise). The money half is the ABC demo's:
+diffusion measurement (minus the denoising loss at fixed timesteps and noise). The money half is the ABC demo's:
 two accrual batches, escrow, a late verification, a payout file settled by a simulated bank, a statement,
 ``verify`` and the conservation check. The terms are the ABC demo's too, through the same functions: the
 operator trusts the illustrators' guild and its members inherit its terms (``apply_guild_terms``), one

@@ -99,10 +99,11 @@ def test_a_unets_timesteps_and_measurement_are_settings(tmp_path: Path) -> None:
     assert model.encode_works([png.getvalue()], ["w"], few)["timesteps"].shape == (1, 3)
     assert model.encode_works([png.getvalue()], ["w"], SETTINGS)["timesteps"].shape == (1, 10)  # the default
     batch = model.encode_works([png.getvalue()] * 2, ["a", "b"], few)
-    norm = Featurizer(model.task(few), k=32, seed=0, projection="gaussian").compute(batch, role="train")
-    loss = AttributionSettings(timesteps=3, measurement="loss")
-    other = Featurizer(model.task(loss), k=32, seed=0, projection="gaussian").compute(batch, role="train")
-    assert not np.allclose(norm, other)  # another function differentiated, other features
+    loss = Featurizer(model.task(few), k=32, seed=0, projection="gaussian").compute(batch, role="train")
+    norm = AttributionSettings(timesteps=3, measurement="squared-norm")
+    other = Featurizer(model.task(norm), k=32, seed=0, projection="gaussian").compute(batch, role="train")
+    assert not np.allclose(loss, other)  # another function differentiated, other features
+    assert few.measurement == "loss"  # the default
     with pytest.raises(ValidationError, match="measurement must be one of squared-norm, loss"):
         AttributionSettings(measurement="l2")
     assert few.fingerprint() != AttributionSettings().fingerprint()  # features of each live apart

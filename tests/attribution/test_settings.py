@@ -31,7 +31,7 @@ def test_the_defaults_are_the_arguments_every_edge_passed_before() -> None:
         "length_chars": 256,
         "ensemble": "final",
         "timesteps": 10,
-        "measurement": "squared-norm",
+        "measurement": "loss",
         "method": "trak",
         "lambda_": 1.0,
         "top_k": 5,

@@ -74,6 +74,34 @@ def test_tiny_image_ddpm_run(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert set(report["counterfactual"]["methods"]) >= {"endcredits", "endcredits-loss", "dtrak"}
 
 
+@pytest.mark.slow
+def test_tiny_ddpm_measurement_reads_the_lds_draws(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``ddpm_measurement.py`` scores both measurements on lds.py's tuning draw, read from lds.py's cache."""
+    import ddpm_measurement
+    import lds
+
+    images = _write_images(tmp_path / "images", 16)
+    draw = [
+        "--images", str(images), "--ddpm-train", "8", "--ddpm-steps", "3", "--ddpm-timesteps", "2", "--subsets", "4",
+        "--tune-subsets", "3", "--tune-tests", "4", "--cache-dir", str(tmp_path / "cache"), "--json",
+    ]  # fmt: skip
+    assert lds.main(["--setting", "image-ddpm", "--methods", "endcredits", "--cf-tests", "0", *draw]) == 0
+    capsys.readouterr()
+    assert ddpm_measurement.main([*draw, "--lambdas", "1,1000"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.count("(0 retrained now") == 2  # the main and the tuning draw
+    report = json.loads(captured.out)
+    assert report["tune_outputs"] == 4 and report["projection"]["loss"]["projection"] == "identity"
+    assert set(report["tuning"]) == {
+        f"{r} {m} {lam}" for r in ("full", "half") for m in ("loss", "squared-norm") for lam in ("1", "1000")
+    }
+    for row in report["tuning"].values():
+        assert -1.0 <= row["all"] <= 1.0
+    gap = report["gaps"]["full: squared-norm 1 - loss 1"]
+    one = report["tuning"]
+    assert gap["all"] == pytest.approx(one["full squared-norm 1"]["all"] - one["full loss 1"]["all"])
+
+
 def test_the_peers_rank_the_gpt2_tunes_as_endcredits_does(tmp_path: Path) -> None:
     """traker and dattri on the saved-and-loaded GPT-2, with the model outputs the wrappers give them, against
     endcredits' ``CausalLM.task``: with a ridge far above the kernel's eigenvalues every TRAK scores the inner

@@ -178,11 +178,11 @@ class AttributionSettings:
         ),
     )
     measurement: Measurement = field(
-        default="squared-norm",
+        default="loss",
         metadata=_meta(
             FEATURES,
-            "Diffusion models: the function differentiated, squared-norm (D-TRAK's: the mean squared predicted "
-            "noise) or loss (minus the denoising loss, TRAK's)",
+            "Diffusion models: the function differentiated, loss (minus the denoising loss, TRAK's) or "
+            "squared-norm (D-TRAK's: the mean squared predicted noise)",
             choices=MEASUREMENTS,
         ),
     )

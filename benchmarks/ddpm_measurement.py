@@ -1,0 +1,106 @@
+"""Which diffusion measurement, on the tuning draw of ``lds.py --setting image-ddpm`` only.
+
+For endcredits' two measurements (``loss``: minus the denoising loss; ``squared-norm``: D-TRAK's), each
+ensemble recipe and each relative lambda of the grid: the tuning LDS over all tuning outputs, the held-out
+and the generated ones apart, and the paired gap between the measurements (mean over the tuning outputs
+and its standard error; the subsets' share of the noise is not in it). The main (reported) draw is never
+scored here. It builds the problem as ``lds.py`` does, so pass the same draw flags to share its cache::
+
+    PYTHONPATH=$PWD/src:$PWD/benchmarks OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ddpm_measurement.py \\
+        --ddpm-steps 200 --tune-subsets 16 --seeds-per-subset 3 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import _lds_core as core
+import numpy as np
+import numpy.typing as npt
+import torch
+from _lds_ddpm import build_problem
+
+MEASUREMENTS = {"loss": "endcredits-loss", "squared-norm": "endcredits"}
+GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ddpm-steps", type=int, default=100)
+    parser.add_argument("--ddpm-train", type=int, default=64)
+    parser.add_argument("--ddpm-timesteps", type=int, default=8)
+    parser.add_argument("--subsets", type=int, default=32, help="the main draw's (its cache key only)")
+    parser.add_argument("--seeds-per-subset", type=int, default=1, help="the main draw's (its cache key only)")
+    parser.add_argument("--tune-subsets", type=int, default=8)
+    parser.add_argument("--tune-tests", type=int, default=32)
+    parser.add_argument("--projection", default="auto", choices=["auto", "gaussian", "identity"])
+    parser.add_argument("--k", type=int, default=1024)
+    parser.add_argument("--lambdas", default=",".join(f"{v:g}" for v in GRID))
+    parser.add_argument("--images", default=None)
+    parser.add_argument("--cache-dir", default="benchmarks/.cache")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    args.models, args.peer_batch_size = 1, 100
+    grid = [float(v) for v in args.lambdas.split(",")]
+    torch.set_num_threads(1)
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    problem = build_problem(args, log)
+    cols = problem.tune_cols
+    n_held = len(cols) // 2  # the tuning outputs: held-out images first, then generated ones
+    per: dict[tuple[str, str, float], npt.NDArray[np.float64]] = {}
+    notes: dict[str, Any] = {}
+    for recipe in ("full", "half"):
+        for name, method in MEASUREMENTS.items():
+            run = problem.run_method(method, problem.ensembles[recipe], grid)
+            notes[name] = run.notes
+            for lam in grid:
+                _, per_output = core.lds(run.scores[lam][:, cols], problem.tune_masks, problem.tune_outputs)
+                per[(recipe, name, lam)] = per_output
+
+    def summary(values: npt.NDArray[np.float64]) -> dict[str, float]:
+        return {
+            "all": float(np.nanmean(values)),
+            "held-out": float(np.nanmean(values[:n_held])),
+            "generated": float(np.nanmean(values[n_held:])),
+        }
+
+    def gap(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> dict[str, float]:
+        d = (a - b)[np.isfinite(a - b)]
+        return {**summary(a - b), "se": float(d.std(ddof=1) / np.sqrt(d.size))}
+
+    tuning = {f"{r} {m} {lam:g}": summary(v) for (r, m, lam), v in per.items()}
+    gaps = {
+        f"{r}: squared-norm {ls:g} - loss {ll:g}": gap(per[(r, "squared-norm", ls)], per[(r, "loss", ll)])
+        for r in ("full", "half")
+        for ls in grid
+        for ll in (1.0, max(grid, key=lambda v: np.nanmean(per[(r, "loss", v)])))
+    }
+
+    def groups(row: dict[str, float]) -> str:
+        return f"(held-out {row['held-out']:+.3f}, generated {row['generated']:+.3f})"
+
+    for key, row in tuning.items():
+        log(f"{key:<28} tuning LDS {row['all']:+.3f} {groups(row)}")
+    for key, row in gaps.items():
+        log(f"{key:<40} gap {row['all']:+.3f} ± {row['se']:.3f} {groups(row)}")
+    report = {
+        "steps": args.ddpm_steps,
+        "tune_subsets": args.tune_subsets,
+        "tune_outputs": len(cols),
+        "projection": notes,
+        "tuning": tuning,
+        "gaps": gaps,
+    }
+    if args.json:
+        print(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
