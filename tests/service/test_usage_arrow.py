@@ -145,7 +145,10 @@ def test_the_openapi_document_describes_every_form_of_a_usage_batch(svc: Any) ->
     body = doc["paths"]["/api/v1/usage-batches"]["post"]["requestBody"]["content"]
     assert set(body) == {"application/json", ARROW_STREAM_TYPE, PARQUET_TYPE}
     assert "outputs" in doc["components"]["schemas"]["UsageBatchIn"]["properties"]
-    assert "429" in doc["paths"]["/api/v1/usage-batches"]["post"]["responses"]
+    post = doc["paths"]["/api/v1/usage-batches"]["post"]
+    assert {"200", "201", "202", "429"} <= set(post["responses"])
+    assert "Location" in post["responses"]["202"]["headers"]
+    assert [p["name"] for p in post["parameters"]] == ["Prefer"]  # the synchronous answer, on request
 
 
 def test_a_batch_whose_answer_was_lost_is_found_in_the_ledger(svc: Any) -> None:

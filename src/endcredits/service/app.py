@@ -234,7 +234,7 @@ def _routes_usage(app: FastAPI) -> None:
         f"{API}/usage-batches",
         status_code=202,
         tags=["usage"],
-        responses={200: m.AGAIN, 201: m.ACCRUED_NOW, 429: m.BUSY},
+        responses={200: m.AGAIN, 201: m.ACCRUED_NOW, 202: m.ACKNOWLEDGED, 429: m.BUSY},
         openapi_extra={**USAGE_BODY_DOC, **m.PREFER_WAIT_DOC},
     )
     async def ingest(request: Request, who: Ingest, store: StoreDep, response: Response) -> dict[str, Any]:

@@ -267,6 +267,10 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
 }
 """Declared on every operation, so the OpenAPI document names every status the API answers with on purpose."""
 AGAIN: dict[str, object] = {"description": "The same id again: the first result, nothing changed"}
+ACKNOWLEDGED: dict[str, object] = {
+    "description": "Durable and queued for accrual: ``{batch_id, state: queued, request_sha256}``",
+    "headers": {"Location": {"description": "The batch's status: GET it", "schema": {"type": "string"}}},
+}
 ACCRUED_NOW: dict[str, object] = {
     "description": "With ``Prefer: wait``: accrued by this request; its totals (``Preference-Applied: wait``)"
 }
