@@ -8,6 +8,7 @@
     ├── ManifestError               a manifest or artifact that does not match what was recorded
     ├── LedgerError                 an unbalanced transfer, an overdraft, a broken ledger invariant
     ├── LimitExceededError          a value or a batch beyond a bound in ``endcredits.limits``
+    ├── BusyError                   a bounded queue is full (the usage intake): try again later
     ├── StoreError                  the database is not ours, or is at an unknown schema version
     ├── EvidenceError               an evidence file is unreadable, truncated or does not match the ledger
     ├── CredentialError             a credential that is malformed, forged, expired, revoked or untrusted
@@ -59,6 +60,16 @@ class LedgerError(EndcreditsError):
 
 class LimitExceededError(EndcreditsError, ValueError):
     code = "limit_exceeded"
+
+
+class BusyError(EndcreditsError):
+    """A bounded queue is full: nothing was written; try again after ``retry_after_s`` seconds."""
+
+    code = "busy"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class StoreError(EndcreditsError):

@@ -71,6 +71,23 @@ USAGE_RETRY_AFTER_S = 1
 """The ``Retry-After`` of a usage batch refused because the queue is full, until the service has measured
 how fast its queue drains (then the seconds the batches ahead take, at least 1)."""
 
+USAGE_INTAKE_BATCHES_MAX = 256
+"""Usage batches acknowledged (202) and not yet accrued, across every ``serve`` process of one store: the
+durable backlog (``ledger.intake``). One more answers 429 with ``Retry-After``, nothing written."""
+
+USAGE_INTAKE_BYTES_MAX = 2 << 30
+"""Bytes of request bodies in that backlog (2 GiB); one more body past it answers 429, nothing written."""
+
+USAGE_INTAKE_WAIT_S_MAX = 300
+"""Longest a ``POST /usage-batches`` with ``Prefer: wait`` holds its answer for the accrual, in seconds
+(then 202, and the batch stays queued)."""
+
+USAGE_INTAKE_IDLE_S = 0.05
+"""Seconds an accrual worker sleeps when it found no queued batch, before it looks again."""
+
+USAGE_INTAKE_RETRY_S = 1.0
+"""Seconds an accrual worker waits after the store failed under it, before it takes the batch again."""
+
 SQL_PARAMS_PER_STATEMENT_MAX = 30_000
 """Rows are written in chunks so that no statement binds more parameters than the drivers accept."""
 
@@ -114,6 +131,10 @@ invariant(1970 <= TIME_YEAR_MIN < TIME_YEAR_MAX <= 9998, "the time window stays 
 invariant(
     USAGE_BATCHES_IN_FLIGHT_MAX >= 1 and USAGE_BATCHES_QUEUED_MAX >= 0 and USAGE_RETRY_AFTER_S >= 1,
     "the service admits a usage batch",
+)
+invariant(
+    USAGE_INTAKE_BATCHES_MAX >= 1 and USAGE_INTAKE_BYTES_MAX >= 32 << 20 and USAGE_INTAKE_WAIT_S_MAX >= 1,
+    "the backlog holds at least one usage batch of the largest body (32 MiB) and a wait is at least 1 s",
 )
 invariant(FOLD_PENDING_SEGMENTS_MAX >= 1 and FOLD_PENDING_LEGS_MAX >= 2, "a fold needs something pending")
 

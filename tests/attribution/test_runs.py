@@ -208,7 +208,7 @@ def test_attributing_records_the_run_which_a_usage_batch_then_accrues(world: Wor
                 }
             ],
         }
-        accrued = client.post("/api/v1/usage-batches", json=batch, headers=auth)
+        accrued = client.post("/api/v1/usage-batches", json=batch, headers={**auth, "Prefer": "wait"})
     assert accrued.status_code == 201, accrued.text
     assert accrued.json()["attribution_run_id"] == att.run_id and accrued.json()["pool"] == "0.60"
 

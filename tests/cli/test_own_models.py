@@ -223,7 +223,7 @@ def test_an_operators_model_is_attributed_over_the_api(kind: str, tmp_path: Path
                      "occurred_at": "2026-11-02T10:00:00Z"}
                 ],
             }  # fmt: skip
-            accrued = client.post("/api/v1/usage-batches", json=batch, headers=auth)
+            accrued = client.post("/api/v1/usage-batches", json=batch, headers={**auth, "Prefer": "wait"})
         assert accrued.status_code == 201, accrued.text
         assert accrued.json()["attribution_run_id"] == run_id and accrued.json()["pool"] == "1.00"
     finally:

@@ -146,7 +146,9 @@ def test_a_full_queue_refuses_over_http_with_nothing_written(svc: Any) -> None:
     try:
         data = write_usage_stream(_header("busy"), _table(svc, "busy"))
         busy = svc.client.post(
-            "/api/v1/usage-batches", content=data, headers={**svc.headers(OP), "Content-Type": ARROW_STREAM_TYPE}
+            "/api/v1/usage-batches",
+            content=data,
+            headers={**svc.headers(OP), "Content-Type": ARROW_STREAM_TYPE, "Prefer": "wait"},
         )
         assert busy.status_code == 429, busy.text
         assert int(busy.headers["Retry-After"]) >= 1 and busy.json()["error"]["code"] == "busy"
@@ -155,7 +157,9 @@ def test_a_full_queue_refuses_over_http_with_nothing_written(svc: Any) -> None:
         stop()
         thread.join(10)
     again = svc.client.post(
-        "/api/v1/usage-batches", content=data, headers={**svc.headers(OP), "Content-Type": ARROW_STREAM_TYPE}
+        "/api/v1/usage-batches",
+        content=data,
+        headers={**svc.headers(OP), "Content-Type": ARROW_STREAM_TYPE, "Prefer": "wait"},
     )
     assert again.status_code == 201, again.text
 
@@ -182,7 +186,9 @@ def test_a_waiting_batch_is_answered_once_its_turn_comes(svc: Any) -> None:
     poster = threading.Thread(
         target=lambda: answer.update(
             r=svc.client.post(
-                "/api/v1/usage-batches", content=data, headers={**svc.headers(OP), "Content-Type": ARROW_STREAM_TYPE}
+                "/api/v1/usage-batches",
+                content=data,
+                headers={**svc.headers(OP), "Content-Type": ARROW_STREAM_TYPE, "Prefer": "wait"},
             )
         )
     )
@@ -211,7 +217,9 @@ def test_the_same_batch_posted_twice_at_once_accrues_once(svc: Any) -> None:
         start.wait()
         answers.append(
             svc.client.post(
-                "/api/v1/usage-batches", content=data, headers={**svc.headers(OP), "Content-Type": ARROW_STREAM_TYPE}
+                "/api/v1/usage-batches",
+                content=data,
+                headers={**svc.headers(OP), "Content-Type": ARROW_STREAM_TYPE, "Prefer": "wait"},
             )
         )
 

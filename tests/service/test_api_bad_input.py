@@ -31,7 +31,7 @@ def _batch(svc: Any, batch_id: str = "api-1", revenue: str = "12.34", **extra: A
 
 
 def test_usage_batches_are_idempotent_by_batch_id(svc: Any) -> None:
-    c, h = svc.client, svc.headers(OP)
+    c, h = svc.client, {**svc.headers(OP), "Prefer": "wait"}
     first = c.post("/api/v1/usage-batches", json=_batch(svc), headers=h)
     assert first.status_code == 201, first.text
     assert first.json()["status"] == "created" and first.json()["pool"] == "6.17"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -116,7 +117,9 @@ def _through_cli(side: Side, tmp_path: Path, per: str, with_manifest: bool, from
     return dict(json.loads(result.stdout))
 
 
-def _through_api(side: Side, per: str, with_manifest: bool, from_run: bool) -> dict[str, Any]:
+def _through_api(side: Side, per: str, with_manifest: bool, from_run: bool, wait: bool = True) -> dict[str, Any]:
+    """The batch through ``POST /usage-batches``: answered once accrued (``Prefer: wait``), or acknowledged
+    (202) and accrued by the service's accrual worker, its answer then read from ``GET``."""
     store, _, world = side
     with store.write() as conn:
         key = create_api_key(conn, role="operator", scopes=["ingest"], label="edges").key
@@ -138,10 +141,25 @@ def _through_api(side: Side, per: str, with_manifest: bool, from_run: bool) -> d
     body |= {"attribution_run_id": _run_of(side, per)} if from_run else {"external": {"reason": REASON}}
     if with_manifest:
         body["manifest_id"] = world.manifest.id
-    with TestClient(create_app(store)) as client:
-        r = client.post("/api/v1/usage-batches", json=body, headers={"Authorization": f"Bearer {key}"})
-    assert r.status_code == 201, r.text
-    return dict(r.json())
+    auth = {"Authorization": f"Bearer {key}"}
+    app = create_app(store)
+    with TestClient(app) as client:
+        if wait:
+            r = client.post("/api/v1/usage-batches", json=body, headers={**auth, "Prefer": "wait"})
+            assert r.status_code == 201, r.text
+            return dict(r.json())
+        r = client.post("/api/v1/usage-batches", json=body, headers=auth)
+        assert r.status_code == 202 and r.json()["state"] == "queued", r.text
+        app.state.accrual_worker.start()
+        try:
+            deadline = time.monotonic() + 60
+            while (answer := client.get(r.headers["location"], headers=auth).json())["state"] == "queued":
+                assert time.monotonic() < deadline, "not accrued within 60 s"
+                time.sleep(0.05)
+        finally:
+            app.state.accrual_worker.stop()
+    assert answer["state"] == "accrued", answer
+    return dict(answer)
 
 
 @pytest.mark.parametrize(
@@ -186,3 +204,15 @@ def _sources(store: Store) -> list[tuple[str, str | None, str | None]]:
     with store.read() as conn:
         rows = conn.execute(select(accrual_batches).order_by(accrual_batches.c.event_id)).all()
     return [(r.event_id, r.scores_run_id, r.scores_external_reason) for r in rows]
+
+
+@pytest.mark.parametrize(("per", "from_run"), [("work", False), ("payee", True)], ids=["per-work", "run-per-payee"])
+def test_a_batch_acknowledged_then_accrued_writes_the_ledger_of_the_synchronous_answer(
+    two_stores: tuple[Side, Side], per: str, from_run: bool
+) -> None:
+    waited = _through_api(two_stores[0], per, True, from_run, wait=True)
+    queued = _through_api(two_stores[1], per, True, from_run, wait=False)
+    assert waited.pop("state") == queued.pop("state") == "accrued"
+    assert waited == queued and waited["status"] == "created" and waited["pool_microunits"] > 0
+    assert ledger_snapshot(two_stores[0][0]) == ledger_snapshot(two_stores[1][0])
+    assert _sources(two_stores[0][0]) == _sources(two_stores[1][0])

@@ -16,8 +16,12 @@ Two levels:
   (``ENDCREDITS_FAULT_SEED`` fixes one), so every run is reproducible and successive days try new points:
   100 trials per run, more than 100 across any two runs.
 - *The real service*: ``endcredits serve`` on SQLite and on PostgreSQL (a fresh schema), an HTTP client
-  with retries, the server killed by SIGKILL after a random delay or ended by ``ENDCREDITS_FAULT_AT``
-  inside a request, then restarted; at the end the ``endcredits verify`` command must pass.
+  that waits for each batch's accrual (``Prefer: wait``) with retries, the server killed by SIGKILL after a
+  random delay or ended by ``ENDCREDITS_FAULT_AT`` inside a request, then restarted; at the end the
+  ``endcredits verify`` command must pass.
+
+And ``serve --workers 3`` on PostgreSQL, acknowledging batches (202) before they accrue, killed whole by
+SIGKILL while batches are queued or being accrued and started again: every acknowledged batch accrues once.
 
 A torn evidence file (bytes flipped in place after the commit) is reported by ``endcredits verify``
 (exit 1) and refused by statements, never trusted.
@@ -48,6 +52,7 @@ from sqlalchemy import select
 
 from endcredits.errors import EvidenceError
 from endcredits.ledger import accrue as accrue_mod
+from endcredits.ledger.intake import backlog
 from endcredits.ledger.verify import verify
 from endcredits.manifest.records import load_manifest
 from endcredits.money import format_amount
@@ -56,7 +61,7 @@ from endcredits.royalties.records import save_agreement
 from endcredits.royalties.usage import OutputIn, build_usage
 from endcredits.service.auth import create_api_key
 from endcredits.store.engine import Store, init_store, open_store
-from endcredits.store.schema import accrual_batches, usage_requests
+from endcredits.store.schema import accrual_batches, usage_intake, usage_requests
 from helpers_money import EXTERNAL, World, agreement, evidence_files, ledger_snapshot
 
 TRIALS_PER_RUN = int(os.environ.get("ENDCREDITS_FAULT_TRIALS", "100"))
@@ -347,7 +352,7 @@ def _serve_trial(where: list[str], data_dir: Path, db_url: str | None, batches: 
             key = create_api_key(conn, role="operator", scopes=["ingest"], label="faults").key
     finally:
         store.dispose()
-    headers = {"Authorization": f"Bearer {key}"}
+    waits = {"Authorization": f"Bearer {key}", "Prefer": "wait"}  # answered once accrued, as a client that waits
     server = Server(where)
     crashes: list[str] = []
     killer: threading.Timer | None = None
@@ -367,7 +372,7 @@ def _serve_trial(where: list[str], data_dir: Path, db_url: str | None, batches: 
                     killer.start()
                 crashes.append(fault or (f"kill after {killer_s:.2f}s" if killer_s else "none"))
             try:
-                r = httpx.post(f"{server.url}/usage-batches", json=_body(batches[i]), headers=headers, timeout=60)
+                r = httpx.post(f"{server.url}/usage-batches", json=_body(batches[i]), headers=waits, timeout=60)
             except httpx.TransportError:
                 server.kill()  # it died mid-request: the client has no answer, so it retries this batch
                 continue
@@ -377,7 +382,7 @@ def _serve_trial(where: list[str], data_dir: Path, db_url: str | None, batches: 
             if rng.random() < 0.2:  # a duplicate retry of an answered batch changes nothing
                 try:
                     again = httpx.post(
-                        f"{server.url}/usage-batches", json=_body(batches[i - 1]), headers=headers, timeout=60
+                        f"{server.url}/usage-batches", json=_body(batches[i - 1]), headers=waits, timeout=60
                     )
                     assert again.status_code == 200, again.text
                 except httpx.TransportError:
@@ -414,6 +419,17 @@ def test_the_service_killed_while_ingesting_loses_and_duplicates_nothing(
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def _pg_world(works: list[str], tmp_path: Path, db_url: str | None) -> tuple[Store, list[str], dict[str, str]]:
+    """The template's world built again in a fresh PostgreSQL schema: its store, ``serve``'s arguments for
+    it, and an ingest key's headers."""
+    data_dir = tmp_path / "data"
+    assert _build_world(data_dir, db_url) == works
+    store = open_store(data_dir, db_url)
+    with store.write() as conn:
+        headers = {"Authorization": f"Bearer {create_api_key(conn, role='operator', scopes=['ingest'], label='w').key}"}
+    return store, ["--data", str(data_dir), "--db", str(db_url)], headers
+
+
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 def test_workers_killed_while_ingesting_side_by_side_lose_and_duplicate_nothing(
     template: tuple[Path, list[str], dict[str, Any]], tmp_path: Path, db_url: str | None
@@ -421,13 +437,8 @@ def test_workers_killed_while_ingesting_side_by_side_lose_and_duplicate_nothing(
     """``serve --workers 3`` on PostgreSQL, three clients sending their batches at once, and a worker killed
     by SIGKILL now and then (the supervisor starts another): every batch accrues exactly once, and the
     balances and carries equal the serial run's (the batches' order, and so each transfer's legs, differ)."""
-    template_dir, works, baseline = template
-    data_dir = tmp_path / "data"
-    assert _build_world(data_dir, db_url) == works
-    where = ["--data", str(data_dir), "--db", str(db_url)]
-    store = open_store(data_dir, db_url)
-    with store.write() as conn:
-        headers = {"Authorization": f"Bearer {create_api_key(conn, role='operator', scopes=['ingest'], label='w').key}"}
+    _, works, baseline = template
+    store, where, headers = _pg_world(works, tmp_path, db_url)
     batches = _batches(works, 0)
     server = Server(where, workers=3)
     server.start()
@@ -447,7 +458,12 @@ def test_workers_killed_while_ingesting_side_by_side_lose_and_duplicate_nothing(
         for batch in mine:
             for _ in range(60):
                 try:
-                    r = httpx.post(f"{server.url}/usage-batches", json=_body(batch), headers=headers, timeout=60)
+                    r = httpx.post(
+                        f"{server.url}/usage-batches",
+                        json=_body(batch),
+                        headers={**headers, "Prefer": "wait"},
+                        timeout=60,
+                    )
                 except httpx.TransportError:
                     time.sleep(0.2)  # its worker died mid-request: no answer, so it sends the batch again
                     continue
@@ -481,6 +497,68 @@ def test_workers_killed_while_ingesting_side_by_side_lose_and_duplicate_nothing(
     recorded = {store.data_dir / path for _, _, _, path, _ in got["accruals"]}
     assert set(evidence_files(store)) == recorded, "orphan or partial evidence files"
     store.dispose()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_serve_killed_with_acknowledged_batches_queued_loses_and_duplicates_none(
+    template: tuple[Path, list[str], dict[str, Any]], tmp_path: Path, db_url: str | None
+) -> None:
+    """``serve --workers 3`` on PostgreSQL acknowledges each batch (202) once it is durable and accrues it
+    in the background. The whole service, supervisor and workers, is killed by SIGKILL right after an
+    acknowledgement (batches still queued, or being accrued) and started again: every acknowledged batch
+    ends accrued exactly once, the balances equal the serial run's, and ``endcredits verify`` passes."""
+    _, works, baseline = template
+    store, where, headers = _pg_world(works, tmp_path, db_url)
+    batches = _batches(works, 0)
+    rng = random.Random(SEED * 1_000 + 995)
+    server = Server(where, workers=3)
+    acknowledged: list[str] = []
+    queued_at_kills: list[int] = []
+    try:
+        for n, batch in enumerate(batches):
+            while True:
+                if not server.alive():
+                    server.start()
+                try:
+                    r = httpx.post(f"{server.url}/usage-batches", json=_body(batch), headers=headers, timeout=60)
+                except httpx.TransportError:
+                    server.kill()
+                    continue
+                assert r.status_code in (200, 202), r.text
+                acknowledged.append(batch.batch_id)
+                break
+            if n in (1, 3, len(batches) - 1):  # SIGKILL at once or a moment later: batches queued or accruing
+                time.sleep(rng.uniform(0, 0.3) if n == 3 else 0)
+                server.kill()
+                with store.read() as conn:
+                    queued_at_kills.append(backlog(conn).batches)
+        server.start()  # the batches queued when it died are accrued after this start
+        deadline = time.monotonic() + 120
+        while True:
+            states = [
+                httpx.get(f"{server.url}/usage-batches/{b}", headers=headers).json()["state"] for b in acknowledged
+            ]
+            if all(s == "accrued" for s in states):
+                break
+            assert time.monotonic() < deadline, f"not all accrued within 120 s: {states}"
+            time.sleep(0.2)
+    finally:
+        server.kill()
+    assert any(queued_at_kills), f"no batch was queued at any kill ({queued_at_kills}): the trial tested nothing"
+    assert sorted(acknowledged) == sorted(b.batch_id for b in batches)
+    got = ledger_snapshot(store)
+    for part in ("balances", "carries", "outputs"):
+        assert got[part] == baseline[part], (
+            f"after kills with {queued_at_kills} queued: {part} differ from the serial run"
+        )
+    assert sorted(a[0] for a in got["accruals"]) == sorted(a[0] for a in baseline["accruals"])
+    with store.read() as conn:
+        assert {r.state for r in conn.execute(select(usage_intake.c.state))} == {"accrued"}
+    store.dispose()
+    done = subprocess.run(
+        [sys.executable, "-m", "endcredits", *where, "verify"], check=False, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_several_workers_need_postgresql(tmp_path: Path) -> None:

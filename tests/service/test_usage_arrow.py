@@ -47,7 +47,9 @@ def _header(batch_id: str, per: str = "work") -> UsageHeader:
 
 
 def _post(svc: Any, data: bytes, kind: str = ARROW_STREAM_TYPE) -> Any:
-    return svc.client.post("/api/v1/usage-batches", content=data, headers={**svc.headers(OP), "Content-Type": kind})
+    return svc.client.post(
+        "/api/v1/usage-batches", content=data, headers={**svc.headers(OP), "Content-Type": kind, "Prefer": "wait"}
+    )
 
 
 def _json_batch(svc: Any, prefix: str, rows: int = 2) -> dict[str, Any]:
@@ -67,7 +69,9 @@ def _json_batch(svc: Any, prefix: str, rows: int = 2) -> dict[str, Any]:
 
 
 def test_an_arrow_batch_accrues_as_its_json_twin_and_is_idempotent(svc: Any) -> None:
-    as_json = svc.client.post("/api/v1/usage-batches", json=_json_batch(svc, "j"), headers=svc.headers(OP))
+    as_json = svc.client.post(
+        "/api/v1/usage-batches", json=_json_batch(svc, "j"), headers={**svc.headers(OP), "Prefer": "wait"}
+    )
     assert as_json.status_code == 201, as_json.text
     data = write_usage_stream(_header("a"), _table(svc, "a"))
     first = _post(svc, data)
@@ -141,11 +145,16 @@ def test_the_openapi_document_describes_every_form_of_a_usage_batch(svc: Any) ->
     body = doc["paths"]["/api/v1/usage-batches"]["post"]["requestBody"]["content"]
     assert set(body) == {"application/json", ARROW_STREAM_TYPE, PARQUET_TYPE}
     assert "outputs" in doc["components"]["schemas"]["UsageBatchIn"]["properties"]
-    assert "429" in doc["paths"]["/api/v1/usage-batches"]["post"]["responses"]
+    post = doc["paths"]["/api/v1/usage-batches"]["post"]
+    assert {"200", "201", "202", "429"} <= set(post["responses"])
+    assert "Location" in post["responses"]["202"]["headers"]
+    assert [p["name"] for p in post["parameters"]] == ["Prefer"]  # the synchronous answer, on request
 
 
 def test_a_batch_whose_answer_was_lost_is_found_in_the_ledger(svc: Any) -> None:
-    posted = svc.client.post("/api/v1/usage-batches", json=_json_batch(svc, "lost"), headers=svc.headers(OP))
+    posted = svc.client.post(
+        "/api/v1/usage-batches", json=_json_batch(svc, "lost"), headers={**svc.headers(OP), "Prefer": "wait"}
+    )
     assert posted.status_code == 201, posted.text
     with svc.store.write() as conn:  # the process died after the batch committed, before its answer was kept
         conn.execute(usage_requests.delete().where(usage_requests.c.batch_id == "lost"))

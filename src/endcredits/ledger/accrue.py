@@ -599,18 +599,7 @@ def accrue(
 ) -> AccrualSummary:
     """Accrue a batch of usage (see the module docstring), recording where its scores came from (``source``).
     Idempotent by ``event_id``; the source is part of the batch's content."""
-    check_id(event_id, "batch event id")
-    if len(event_id) > ID_LENGTH_MAX - 20 or "/" in event_id:
-        raise ValidationError(f"batch event id must be 1..{ID_LENGTH_MAX - 20} characters without '/'")
-    for ccy in set(usage.currencies):
-        if ccy != agreement.currency:
-            raise ValidationError(
-                f"output currency {ccy} differs from agreement {agreement.id} currency {agreement.currency}"
-            )
-    normalized = {t: normalize_time(t) for t in set(usage.occurred_at)}  # a batch repeats few times
-    usage = copy.copy(usage)  # the caller's batch is left as it is; nothing else of it changes, nor is re-checked
-    usage.occurred_at = list(map(normalized.__getitem__, usage.occurred_at))
-    content = hashlib.sha256((usage.content_sha256() + agreement.body_sha256 + source.key()).encode()).hexdigest()
+    usage, normalized, content = _opened(usage, agreement, event_id, source)
     plans: list[_Plan] = []
     try:
         summary = _accrue_in(store, usage, _Batch(event_id, content, agreement, source), dry_run, plans, normalized)
@@ -639,6 +628,47 @@ def accrue(
         source,
         sum(p.floored for p in plans),
     )
+
+
+def _opened(
+    usage: UsageBatch, agreement: Agreement, event_id: str, source: ScoreSource
+) -> tuple[UsageBatch, dict[str, str], str]:
+    """The checks ``accrue`` makes before it reads the store, the batch with its times normalized (a copy:
+    the caller's is left as it is), each distinct time's normal form, and the batch's content hash."""
+    check_id(event_id, "batch event id")
+    if len(event_id) > ID_LENGTH_MAX - 20 or "/" in event_id:
+        raise ValidationError(f"batch event id must be 1..{ID_LENGTH_MAX - 20} characters without '/'")
+    for ccy in set(usage.currencies):
+        if ccy != agreement.currency:
+            raise ValidationError(
+                f"output currency {ccy} differs from agreement {agreement.id} currency {agreement.currency}"
+            )
+    normalized = {t: normalize_time(t) for t in set(usage.occurred_at)}  # a batch repeats few times
+    usage = copy.copy(usage)  # nothing else of the batch changes, nor is re-checked
+    usage.occurred_at = list(map(normalized.__getitem__, usage.occurred_at))
+    content = hashlib.sha256((usage.content_sha256() + agreement.body_sha256 + source.key()).encode()).hexdigest()
+    return usage, normalized, content
+
+
+def check_accrual(
+    store: Store, usage: UsageBatch, agreement: Agreement, *, event_id: str, source: ScoreSource
+) -> AccrualSummary:
+    """What ``accrue`` would refuse before it splits anything, checked in one read and nothing written: the
+    batch id, currencies, models, floors, an output accrued before, other content under the id. Status
+    ``exists`` (the batch as accrued before) or ``checked`` (totals of outputs, lines and revenue only).
+    A batch checked may still be refused by ``accrue`` when the store changed in between (an output of it
+    accrued meanwhile by another batch, the agreement's terms replaced)."""
+    usage, _, content = _opened(usage, agreement, event_id, source)
+    with store.read() as conn:
+        prior = _existing(conn, _Batch(event_id, content, agreement, source))
+        if prior is not None:
+            return prior
+        model_ids_exist(conn, usage.model_ids)
+        output_floors(conn, usage, agreement)
+        refuse_accrued(conn, usage.output_ids)
+    revenue = sum(usage.revenue_microunits)
+    outputs, lines = len(usage.output_ids), len(usage.payee_codes)
+    return AccrualSummary(event_id, "checked", outputs, lines, revenue, 0, 0, 0, 0, (), agreement.currency, source)
 
 
 def _existing(conn: Connection, batch: _Batch) -> AccrualSummary | None:
@@ -857,6 +887,7 @@ def accrue_scored(
     manifest_id: str | None = None,
     dry_run: bool = False,
     contents: Sequence[tuple[str, bytes]] = (),
+    check_only: bool = False,
 ) -> AccrualSummary:
     """Accrue outputs with their attribution scores: the one path of ``endcredits accrue``,
     ``POST /api/v1/usage-batches`` and the demo.
@@ -873,6 +904,9 @@ def accrue_scored(
     ``contents`` are what the model generated, ``(output id, bytes)`` for outputs of this batch: checked before
     anything is written and kept (``royalties.output_contents``) once the batch has accrued, so statements show
     them whatever scored the outputs.
+
+    ``check_only``: refuse what ``check_accrual`` refuses and write nothing (``POST /usage-batches`` before it
+    acknowledges a batch).
     """
     if contents:
         _check_contents(store, outputs, contents)
@@ -890,6 +924,8 @@ def accrue_scored(
                 raise ValidationError("external scores need their values, per work or per payee")
             manifest = _manifest_of(conn, outputs, per, agreement, manifest_id)
         usage = build_usage(conn, outputs, scores, agreement, manifest, per=per)
+    if check_only:
+        return check_accrual(store, usage, agreement, event_id=batch_id, source=source)
     summary = accrue(store, usage, agreement, event_id=batch_id, source=source, dry_run=dry_run)
     if contents and not dry_run:
         record_output_contents(store, contents)

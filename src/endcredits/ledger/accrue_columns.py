@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Literal
 
 from endcredits.errors import ValidationError
-from endcredits.ledger.accrue import AccrualSummary, ScoreSource, accrue, accrue_scored
+from endcredits.ledger.accrue import AccrualSummary, ScoreSource, accrue, accrue_scored, check_accrual
 from endcredits.manifest.records import ManifestRecord, latest_manifest_id, load_manifest
 from endcredits.royalties.records import load_agreement
 from endcredits.royalties.usage_columns import UsageColumns, build_usage_columns
@@ -23,9 +23,11 @@ def accrue_columns(
     batch_id: str,
     manifest_id: str | None = None,
     dry_run: bool = False,
+    check_only: bool = False,
 ) -> AccrualSummary:
     """``accrue_scored`` for columns: a recorded run's batch (no scores in ``columns``) goes through it as is;
-    external scores (``per``) become lines without a Python object per score."""
+    external scores (``per``) become lines without a Python object per score. ``check_only``: as
+    ``accrue_scored``'s."""
     if source.run_id is not None:
         if len(columns.key_codes) or per is not None:
             raise ValidationError(f"attribution run {source.run_id} brings its own scores: send the outputs alone")
@@ -39,6 +41,7 @@ def accrue_columns(
             batch_id=batch_id,
             manifest_id=manifest_id,
             dry_run=dry_run,
+            check_only=check_only,
         )
     if per is None:
         raise ValidationError("external scores come per work or per payee")
@@ -55,4 +58,6 @@ def accrue_columns(
             (model_id,) = model_ids
             manifest = load_manifest(conn, manifest_id or latest_manifest_id(conn, model_id))
         usage = build_usage_columns(conn, columns, agreement, manifest, per=per)
+    if check_only:
+        return check_accrual(store, usage, agreement, event_id=batch_id, source=source)
     return accrue(store, usage, agreement, event_id=batch_id, source=source, dry_run=dry_run)

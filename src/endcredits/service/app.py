@@ -15,6 +15,7 @@ import datetime as dt
 import hashlib
 from importlib.metadata import version
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 from alembic.runtime.migration import MigrationContext
 from fastapi import FastAPI, Path, Query, Request, Response
@@ -23,8 +24,15 @@ from pydantic import ValidationError as PydanticValidationError
 from starlette.concurrency import run_in_threadpool
 
 from endcredits.audit import canonical_json
-from endcredits.errors import NotFoundError, ValidationError
-from endcredits.limits import USAGE_BATCHES_IN_FLIGHT_MAX, USAGE_BATCHES_QUEUED_MAX, USAGE_RETRY_AFTER_S
+from endcredits.errors import BusyError, NotFoundError, ValidationError
+from endcredits.limits import (
+    USAGE_BATCHES_IN_FLIGHT_MAX,
+    USAGE_BATCHES_QUEUED_MAX,
+    USAGE_INTAKE_BATCHES_MAX,
+    USAGE_INTAKE_BYTES_MAX,
+    USAGE_INTAKE_WAIT_S_MAX,
+    USAGE_RETRY_AFTER_S,
+)
 from endcredits.money import format_amount, parse_amount
 from endcredits.service import auth
 from endcredits.service import models as m
@@ -43,9 +51,8 @@ from endcredits.service.access import (
 from endcredits.service.auth import AuthError
 from endcredits.service.errors import SafeJSONResponse, error_response, escape_json, install_error_handlers
 from endcredits.service.gate import API, Gate
-from endcredits.service.ingest import Admission, summary_json
+from endcredits.service.ingest import AccrualWorker, Admission, summary_json
 from endcredits.service.portal import mount_portal
-from endcredits.service.records import usage_answer
 from endcredits.service.throttle import challenge_budget, spend_challenge
 from endcredits.service.views import escrow_rows, person_view
 from endcredits.store.engine import Store, head_revision, normalize_time, parse_time
@@ -61,10 +68,14 @@ def create_app(
     usage_batches_in_flight_max: int = USAGE_BATCHES_IN_FLIGHT_MAX,
     usage_batches_queued_max: int = USAGE_BATCHES_QUEUED_MAX,
     usage_retry_after_s: int = USAGE_RETRY_AFTER_S,
+    usage_intake_batches_max: int = USAGE_INTAKE_BATCHES_MAX,
+    usage_intake_bytes_max: int = USAGE_INTAKE_BYTES_MAX,
 ) -> FastAPI:
     """The API around an open, migrated ``store`` (the caller owns and disposes it). At most
-    ``usage_batches_in_flight_max`` usage batches are accrued at once and ``usage_batches_queued_max``
-    more wait their turn; more answer 429."""
+    ``usage_batches_in_flight_max`` usage batches are checked (or accrued, when the request waits) at once
+    and ``usage_batches_queued_max`` more wait their turn; more answer 429. Batches acknowledged and not yet
+    accrued are at most ``usage_intake_batches_max`` and ``usage_intake_bytes_max`` bytes (429 past them).
+    Its accrual worker (``app.state.accrual_worker``) is started by ``serve``."""
     app = FastAPI(
         title="endcredits",
         version=version("endcredits"),
@@ -78,6 +89,9 @@ def create_app(
     app.state.store = store
     app.state.challenge_budget = challenge_budget()
     app.state.usage_admission = Admission(usage_batches_in_flight_max, usage_batches_queued_max, usage_retry_after_s)
+    app.state.accrue_json = lambda body, check_only: _accrue_batch(store, body, check_only)
+    app.state.accrual_worker = AccrualWorker(store, app.state.accrue_json)  # ``serve`` starts it
+    app.state.usage_intake_max = (usage_intake_batches_max, usage_intake_bytes_max)
     install_error_handlers(app)
     app.add_middleware(Gate)
     _routes_system(app)
@@ -214,45 +228,60 @@ def _routes_outputs(app: FastAPI) -> None:
 
 
 def _routes_usage(app: FastAPI) -> None:
-    from endcredits.service.ingest import USAGE_BODY_DOC, ingest_usage
+    from endcredits.service.ingest import USAGE_BODY_DOC, ingest_usage, usage_status
 
     @app.post(
         f"{API}/usage-batches",
-        status_code=201,
+        status_code=202,
         tags=["usage"],
-        responses={200: m.AGAIN, 429: m.BUSY},
-        openapi_extra=USAGE_BODY_DOC,
+        responses={200: m.AGAIN, 201: m.ACCRUED_NOW, 202: m.ACKNOWLEDGED, 429: m.BUSY},
+        openapi_extra={**USAGE_BODY_DOC, **m.PREFER_WAIT_DOC},
     )
     async def ingest(request: Request, who: Ingest, store: StoreDep, response: Response) -> dict[str, Any]:
         """Operator (ingest): accrue residuals for a batch of outputs, sent as JSON (small batches), an Arrow
-        IPC stream or a Parquet file (usage schema version 1). Idempotent by ``batch_id``: the same batch again
-        returns the first result (200) and changes nothing; other content under the same id is 409. Answered
-        once the batch is committed; past the service's batches in flight, 429 with ``Retry-After``."""
-        async with request.app.state.usage_admission.admit():
+        IPC stream or a Parquet file (usage schema version 1). Bad input is refused at once (nothing written);
+        a batch that passes every check is answered 202 once it is durable, with its status URL (``Location``,
+        ``GET /usage-batches/{id}``: queued, then accrued or refused), and accrued by the service in arrival
+        order. ``Prefer: wait`` (or ``wait=N`` seconds) answers once it has accrued instead: 201 with its
+        totals, or the error that refused it (202 if it is still queued after N seconds). Idempotent by
+        ``batch_id``: the same batch again returns its state (200 once accrued) and changes nothing; other
+        content under the same id is 409. When the service's backlog is full, 429 with ``Retry-After``."""
+        wait_s = prefer_wait_s(request.headers.get("prefer", ""))
+        state = request.app.state
+        async with state.usage_admission.admit():
             body = await request.body()
             kind = request.headers.get("content-type", "")
-            status, answer = await run_in_threadpool(ingest_usage, store, body, kind, lambda b: _accrue_batch(store, b))
+            retry_after_s = await run_in_threadpool(_intake_retry_after_s, request.app)
+            try:
+                status, answer = await run_in_threadpool(
+                    ingest_usage,
+                    store,
+                    body,
+                    kind,
+                    state.accrue_json,
+                    wait_s=wait_s,
+                    retry_after_s=retry_after_s,
+                    intake_max=state.usage_intake_max,
+                )
+            except BusyError as exc:
+                raise AuthError(429, exc.code, exc.message, retry_after_s=exc.retry_after_s) from None
         response.status_code = status
+        response.headers["Location"] = f"{API}/usage-batches/{quote(answer['batch_id'], safe='')}"
+        if wait_s > 0 and status != 202:
+            response.headers["Preference-Applied"] = "wait"
         return answer
 
     @app.get(f"{API}/usage-batches/{{batch_id}}", tags=["usage"])
     def usage_batch(batch_id: IdPath, who: Who, store: StoreDep) -> dict[str, Any]:
-        """Operator (ingest or read), auditor: whether a batch landed, with the answer it got: status, totals
-        and the SHA-256 of its request (``request_sha256``). A batch committed whose answer was never kept
-        (the service stopped in between) answers from the ledger's record of it: status ``exists``, as
-        sending it again would, and ``request_sha256`` null. 404 only when no batch landed under the id."""
+        """Operator (ingest or read), auditor: whether a batch landed. ``state`` is ``queued`` (acknowledged,
+        not yet accrued), ``accrued`` (with the answer the accrual gave: status, totals and the SHA-256 of its
+        request, ``request_sha256``) or ``refused`` (with the ``error`` that refused it: send it again fixed).
+        A batch committed whose answer was never kept (the service stopped in between) answers from the
+        ledger's record of it: status ``exists``, as sending it again would, and ``request_sha256`` null.
+        404 only when no batch came under the id."""
         if not who.can("ingest"):
             need(who, "read")
-        with store.read() as conn:
-            answer = usage_answer(conn, batch_id)
-        if answer is not None:
-            return answer.response
-        from endcredits.ledger.accrue import accrued_batch
-
-        landed = accrued_batch(store, batch_id)
-        if landed is None:
-            raise NotFoundError(f"no usage batch {batch_id[:200]!r}")
-        return {**summary_json(landed), "request_sha256": None}
+        return usage_status(store, batch_id)
 
     @app.post(f"{API}/attributions", tags=["usage"], responses={409: m.NO_CHECKPOINT})
     def attribute(body: m.AttributionIn, who: Ingest, store: StoreDep) -> Any:
@@ -265,7 +294,34 @@ def _routes_usage(app: FastAPI) -> None:
         return attribution_view(store, body)
 
 
-def _accrue_batch(store: Store, body: m.UsageBatchIn) -> dict[str, Any]:
+def _intake_retry_after_s(app: FastAPI) -> int:
+    """``Retry-After`` for a batch the full intake refuses: the queued batches at this process's accrual pace."""
+    from endcredits.ledger.intake import backlog
+
+    store: Store = app.state.store
+    with store.read() as conn:
+        queued = backlog(conn).batches
+    worker: AccrualWorker = app.state.accrual_worker
+    return worker.retry_after_s(queued, app.state.usage_admission.retry_after_s)
+
+
+def prefer_wait_s(prefer: str) -> float:
+    """The seconds a ``Prefer`` header asks a usage batch's answer to wait for its accrual (RFC 7240
+    ``wait=N``; ``wait`` alone: the most), at most ``USAGE_INTAKE_WAIT_S_MAX``; 0 when it asks nothing."""
+    for preference in prefer.split(","):
+        name, _, value = preference.strip().partition("=")
+        if name.strip().lower() != "wait":
+            continue
+        value = value.strip().strip('"')
+        if not value:
+            return float(USAGE_INTAKE_WAIT_S_MAX)
+        if not value.isdigit():
+            raise ValidationError(f"Prefer: wait={value[:20]!r} is not a whole number of seconds")
+        return float(min(int(value), USAGE_INTAKE_WAIT_S_MAX))
+    return 0.0
+
+
+def _accrue_batch(store: Store, body: m.UsageBatchIn, check_only: bool = False) -> dict[str, Any]:
     from endcredits.ledger.accrue import ScoreSource, accrue_scored
     from endcredits.royalties.usage import OutputIn
 
@@ -303,6 +359,7 @@ def _accrue_batch(store: Store, body: m.UsageBatchIn) -> dict[str, Any]:
         agreement_id=body.agreement_id,
         batch_id=body.batch_id,
         manifest_id=body.manifest_id,
+        check_only=check_only,
     )
     return summary_json(s)
 

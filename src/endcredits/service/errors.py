@@ -26,6 +26,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "manifest_mismatch": 422,
     "ledger": 409,
     "limit_exceeded": 413,
+    "busy": 429,
     "store": 503,
     "evidence": 500,
     "credential": 422,

@@ -1,10 +1,16 @@
 """``POST /api/v1/usage-batches`` in any of its forms: JSON for small batches, an Arrow IPC stream or a
-Parquet file for large ones (``royalties/usage_arrow.py``), behind an admission limit.
+Parquet file for large ones (``royalties/usage_arrow.py``), acknowledged once durable.
 
-At most ``in_flight_max`` batches are accrued at once per process, and up to ``queue_max`` more wait
-their turn in arrival order (``Admission``); past that one more is answered 429 with a ``Retry-After``
-from the measured drain rate. A batch is answered when its transaction has committed, and the answer
-(with the request's SHA-256 and the batch's totals) is kept for ``GET /usage-batches/{id}``.
+A request is checked whole first: its body parsed and everything the accrual would refuse on the batch
+alone (unknown agreement, run or work, currency, an output accrued before, other content under its id),
+nothing written when it is refused. Then its body is committed to the durable intake (``ledger.intake``)
+and the answer is 202 with the batch's status URL. ``AccrualWorker`` threads of ``serve`` accrue the queued
+batches in arrival order and keep each answer for ``GET /usage-batches/{id}`` (queued, accrued, refused).
+``Prefer: wait`` keeps the synchronous answer: the request accrues its own batch and answers with the result.
+
+At most ``in_flight_max`` requests are checked (or accrued, when they wait) at once per process, and up to
+``queue_max`` more wait their turn in arrival order (``Admission``); past that, or past the intake's bound,
+one more is answered 429 with a ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -25,7 +31,15 @@ from typing import Any
 from pydantic import ValidationError as PydanticValidationError
 
 from endcredits.audit import canonical_json
-from endcredits.errors import ConflictError, ValidationError
+from endcredits.errors import ConflictError, EndcreditsError, NotFoundError, ValidationError
+from endcredits.ledger import intake
+from endcredits.limits import (
+    USAGE_INTAKE_BATCHES_MAX,
+    USAGE_INTAKE_BYTES_MAX,
+    USAGE_INTAKE_IDLE_S,
+    USAGE_INTAKE_RETRY_S,
+    USAGE_INTAKE_WAIT_S_MAX,
+)
 from endcredits.money import format_amount
 from endcredits.royalties.usage_arrow import ARROW_STREAM_TYPE, PARQUET_TYPE, read_usage_stream
 from endcredits.service import models as m
@@ -167,13 +181,14 @@ def _wake(woken: asyncio.Future[None]) -> None:
 
 class IdleFolder:
     """Folds the ledger's pending segments (``ledger.folding.fold_now``) once no usage batch has come for
-    ``idle_s`` seconds, on a daemon thread, so batches that come later find nothing pending and no reader
-    reads through a backlog. ``serve`` runs one; a fold that fails is logged and tried at the next idle."""
+    ``idle_s`` seconds (and its accrual ``worker`` has found none to accrue as long), on a daemon thread, so
+    batches that come later find nothing pending and no reader reads through a backlog. ``serve`` runs one;
+    a fold that fails is logged and tried at the next idle."""
 
-    def __init__(self, store: Store, admission: Admission, idle_s: float) -> None:
+    def __init__(self, store: Store, admission: Admission, idle_s: float, worker: AccrualWorker | None = None) -> None:
         if idle_s <= 0:
             raise ValueError("idle folding needs idle_s > 0")
-        self.store, self.admission, self.idle_s = store, admission, idle_s
+        self.store, self.admission, self.idle_s, self.worker = store, admission, idle_s, worker
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="endcredits-idle-fold", daemon=True)
 
@@ -188,7 +203,8 @@ class IdleFolder:
         from endcredits.ledger.folding import fold_now
 
         while not self._stop.wait(self.idle_s / 2):
-            if self.admission.idle_s() < self.idle_s:
+            worker_idle_s = self.worker.idle_s() if self.worker is not None else math.inf
+            if min(self.admission.idle_s(), worker_idle_s) < self.idle_s:
                 continue
             try:
                 result = fold_now(self.store)
@@ -199,11 +215,25 @@ class IdleFolder:
                 _log.info("idle fold: %s segment(s), %s account(s)", result.segments, result.accounts)
 
 
-def ingest_usage(
-    store: Store, body: bytes, content_type: str, accrue_json: Callable[[m.UsageBatchIn], dict[str, Any]]
-) -> tuple[int, dict[str, Any]]:
-    """The status and answer to one usage batch: 201 when accrued now, 200 with the first answer when the
-    same batch id came with the same request before, 409 (``ConflictError``) with other content."""
+AccrueJson = Callable[[m.UsageBatchIn, bool], dict[str, Any]]
+"""Accrue a JSON usage batch (or, given True, only check it and write nothing) and return its answer."""
+
+
+@dataclass(frozen=True)
+class UsageRequest:
+    """A usage batch read from its request: its id, the SHA-256 that makes it idempotent, and ``accrue``,
+    which accrues it and returns the answer (or, given True, refuses what accruing would refuse, and writes
+    nothing)."""
+
+    batch_id: str
+    request_sha256: str
+    content_type: str
+    accrue: Callable[[bool], dict[str, Any]]
+
+
+def read_usage_request(store: Store, body: bytes, content_type: str, accrue_json: AccrueJson) -> UsageRequest:
+    """Parse a usage batch's body (JSON, an Arrow stream, Parquet): a one-line ``ValidationError`` when it is
+    malformed, a missing or mistyped column, a truncated stream, an unknown schema version."""
     kind = content_type.split(";")[0].strip().lower() or JSON_TYPE
     if kind == JSON_TYPE:
         try:
@@ -214,25 +244,192 @@ def ingest_usage(
             problem = exc.errors()[0]
             where = ".".join(str(p) for p in problem.get("loc", ())) or "body"
             raise ValidationError(f"{where}: {problem.get('msg', 'invalid')}") from None
-        batch_id = parsed.batch_id
         request_sha = hashlib.sha256(canonical_json(parsed.model_dump(mode="json")).encode()).hexdigest()
-        accrue_now: Callable[[], dict[str, Any]] = lambda: accrue_json(parsed)  # noqa: E731
-    else:
-        header, columns = read_usage_stream(body, kind)
-        batch_id = header.batch_id
-        request_sha = hashlib.sha256(body).hexdigest()
-        accrue_now = lambda: _accrue_stream(store, header, columns)  # noqa: E731
-    first = _stored(store, batch_id, request_sha)
+        return UsageRequest(parsed.batch_id, request_sha, kind, lambda check: accrue_json(parsed, check))
+    header, columns = read_usage_stream(body, kind)
+    request_sha = hashlib.sha256(body).hexdigest()
+    return UsageRequest(header.batch_id, request_sha, kind, lambda check: _accrue_stream(store, header, columns, check))
+
+
+def ingest_usage(
+    store: Store,
+    body: bytes,
+    content_type: str,
+    accrue_json: AccrueJson,
+    *,
+    wait_s: float,
+    retry_after_s: int,
+    intake_max: tuple[int, int] = (USAGE_INTAKE_BATCHES_MAX, USAGE_INTAKE_BYTES_MAX),
+) -> tuple[int, dict[str, Any]]:
+    """The status and answer to one usage batch. Everything that refuses bad input is checked first, and
+    nothing is written when it refuses; then the body is committed to the intake (``ledger.intake``): 202
+    with the batch queued. The same batch again answers what it got (200 once accrued; 202 while queued);
+    other content under its id is 409; an intake holding ``intake_max`` (batches, bytes) 429 (``BusyError``).
+
+    ``wait_s`` > 0 (``Prefer: wait``): the request accrues its batch itself (unless a worker has taken it)
+    and answers as the synchronous path did, 201 when this request accrued it, 200 when it came before,
+    the error when the accrual refused it; 202 if it is still queued after ``wait_s`` seconds."""
+    req = read_usage_request(store, body, content_type, accrue_json)
+    first = _stored(store, req.batch_id, req.request_sha256)
     if first is not None:
         return 200, first
-    data = {**accrue_now(), "request_sha256": request_sha}
+    req.accrue(True)  # refuses what the accrual would refuse on this batch alone: nothing written
+    batches_max, bytes_max = intake_max
+    kept, new = intake.enqueue(
+        store,
+        req.batch_id,
+        req.request_sha256,
+        req.content_type,
+        body,
+        retry_after_s=retry_after_s,
+        batches_max=batches_max,
+        bytes_max=bytes_max,
+    )
+    if kept.state == intake.QUEUED and wait_s > 0:
+        with intake.claim(store, kept.seq) as mine:
+            if mine is not None:
+                accrue_claimed(store, mine, accrue_json)
+        kept = _awaited(store, kept, wait_s)
+    if kept.state == intake.QUEUED:
+        return 202, queued_json(kept)
+    if kept.state == intake.REFUSED:
+        raise refusal(kept)
+    answer = _stored(store, req.batch_id, req.request_sha256)
+    if answer is None:  # accrued, its answer lost to a crash: the ledger's record
+        return 200, usage_status(store, req.batch_id)
+    return (201 if new and answer["status"] == "created" else 200), answer
+
+
+def _awaited(store: Store, batch: intake.IntakeBatch, wait_s: float) -> intake.IntakeBatch:
+    """The batch once it is no longer queued, or as it is after ``wait_s`` seconds."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        with store.read() as conn:
+            now = intake.intake_batch(conn, batch.batch_id)
+        if now is None or now.state != intake.QUEUED or time.monotonic() >= deadline:
+            return now or batch
+        time.sleep(USAGE_INTAKE_IDLE_S)
+
+
+def accrue_claimed(store: Store, claim: intake.Claim, accrue_json: AccrueJson) -> None:
+    """Accrue a batch taken from the intake, keep its answer, and mark it accrued; or mark it refused with
+    its one-line error when the accrual refuses it. A store failure raises: the batch stays queued."""
+    batch = claim.batch
+    try:
+        req = read_usage_request(store, batch.body, batch.content_type, accrue_json)
+        data = {**req.accrue(False), "request_sha256": batch.request_sha256}
+    except EndcreditsError as exc:
+        if exc.code in ("store", "invariant"):
+            raise
+        claim.finish(intake.REFUSED, error_code=exc.code, error_message=exc.message)
+        return
     with store.write(beside_others=True) as conn:  # beside other batches' accruals and answers
-        store.lock(conn, f"usage-answer:{batch_id}")
-        record_usage_answer(conn, batch_id, request_sha, data)
-    again = _stored(store, batch_id, request_sha)
-    if again is None:  # pragma: no cover - written just above
-        raise ConflictError(f"batch {batch_id} could not be recorded")
-    return (201 if again == data and data["status"] == "created" else 200), again
+        store.lock(conn, f"usage-answer:{batch.batch_id}")
+        record_usage_answer(conn, batch.batch_id, batch.request_sha256, data)
+    claim.finish(intake.ACCRUED)
+
+
+def accrue_next(store: Store, accrue_json: AccrueJson) -> bool:
+    """Accrue the oldest queued batch no other worker holds; False when there was none."""
+    with intake.claim(store) as taken:
+        if taken is None:
+            return False
+        accrue_claimed(store, taken, accrue_json)
+    return True
+
+
+def queued_json(batch: intake.IntakeBatch) -> dict[str, Any]:
+    return {"batch_id": batch.batch_id, "state": intake.QUEUED, "request_sha256": batch.request_sha256}
+
+
+def refused_json(batch: intake.IntakeBatch) -> dict[str, Any]:
+    return {
+        "batch_id": batch.batch_id,
+        "state": intake.REFUSED,
+        "request_sha256": batch.request_sha256,
+        "error": {"code": batch.error_code, "message": batch.error_message},
+    }
+
+
+def refusal(batch: intake.IntakeBatch) -> EndcreditsError:
+    """The error that refused a batch after it was acknowledged, to answer as it was raised then."""
+    error = EndcreditsError(batch.error_message or "refused")
+    error.code = batch.error_code or "error"
+    return error
+
+
+def usage_status(store: Store, batch_id: str) -> dict[str, Any]:
+    """``GET /usage-batches/{id}``: queued, refused (with its error) or accrued (with its answer: status,
+    totals and ``request_sha256``; a batch accrued whose answer was never kept answers from the ledger's
+    record, status ``exists`` and ``request_sha256`` null). ``NotFoundError`` when no batch came under the id."""
+    with store.read() as conn:
+        answer = usage_answer(conn, batch_id)
+        if answer is not None:
+            return {**answer.response, "state": intake.ACCRUED}
+        kept = intake.intake_batch(conn, batch_id)
+    if kept is not None and kept.state == intake.QUEUED:
+        return queued_json(kept)
+    if kept is not None and kept.state == intake.REFUSED:
+        return refused_json(kept)
+    from endcredits.ledger.accrue import accrued_batch
+
+    landed = accrued_batch(store, batch_id)
+    if landed is None:
+        raise NotFoundError(f"no usage batch {batch_id[:200]!r}")
+    return {**summary_json(landed), "request_sha256": None, "state": intake.ACCRUED}
+
+
+class AccrualWorker:
+    """Accrues the intake's queued batches in arrival order on a daemon thread, one at a time (``serve``
+    runs one per process: on PostgreSQL several processes take different batches; SQLite has one). A store
+    failure is logged and the batch tried again after ``USAGE_INTAKE_RETRY_S``; ``idle_s()`` tells the idle
+    folder how long the worker has found nothing to do."""
+
+    def __init__(self, store: Store, accrue_json: AccrueJson, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.store, self.accrue_json, self._clock = store, accrue_json, clock
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="endcredits-accrual", daemon=True)
+        self._last_busy_s = clock()
+        self._busy = False
+        self.batch_s: float | None = None
+        """Seconds one batch took to accrue here, smoothed (None before the first): for ``Retry-After``."""
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def idle_s(self) -> float:
+        return 0.0 if self._busy else self._clock() - self._last_busy_s
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            began = self._clock()
+            self._busy = True
+            try:
+                took: bool | None = accrue_next(self.store, self.accrue_json)
+            except Exception:  # noqa: BLE001 - the batch stays queued; the store may come back
+                _log.exception("accruing a queued usage batch failed; it stays queued")
+                took = None
+            finally:
+                self._busy = False
+            if took is None:
+                self._stop.wait(USAGE_INTAKE_RETRY_S)
+            elif took:
+                spent = self._clock() - began
+                self.batch_s = spent if self.batch_s is None else 0.75 * self.batch_s + 0.25 * spent
+                self._last_busy_s = self._clock()
+            else:
+                self._stop.wait(USAGE_INTAKE_IDLE_S)
+
+    def retry_after_s(self, queued: int, default_s: int) -> int:
+        """Seconds until ``queued`` batches have accrued at this worker's pace (``default_s`` before any)."""
+        if self.batch_s is None:
+            return default_s
+        return max(1, min(USAGE_INTAKE_WAIT_S_MAX, math.ceil(queued * self.batch_s)))
 
 
 def _stored(store: Store, batch_id: str, request_sha: str) -> dict[str, Any] | None:
@@ -242,10 +439,10 @@ def _stored(store: Store, batch_id: str, request_sha: str) -> dict[str, Any] | N
         return None
     if answer.request_sha256 != request_sha:
         raise ConflictError(f"batch {batch_id} was already ingested with other content; use a new batch_id")
-    return answer.response
+    return {**answer.response, "state": intake.ACCRUED}
 
 
-def _accrue_stream(store: Store, header: Any, columns: Any) -> dict[str, Any]:
+def _accrue_stream(store: Store, header: Any, columns: Any, check_only: bool) -> dict[str, Any]:
     from endcredits.ledger.accrue import ScoreSource
     from endcredits.ledger.accrue_columns import accrue_columns
 
@@ -259,6 +456,7 @@ def _accrue_stream(store: Store, header: Any, columns: Any) -> dict[str, Any]:
         agreement_id=header.agreement_id,
         batch_id=header.batch_id,
         manifest_id=header.manifest_id,
+        check_only=check_only,
     )
     return summary_json(s)
 

@@ -267,9 +267,30 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
 }
 """Declared on every operation, so the OpenAPI document names every status the API answers with on purpose."""
 AGAIN: dict[str, object] = {"description": "The same id again: the first result, nothing changed"}
+ACKNOWLEDGED: dict[str, object] = {
+    "description": "Durable and queued for accrual: ``{batch_id, state: queued, request_sha256}``",
+    "headers": {"Location": {"description": "The batch's status: GET it", "schema": {"type": "string"}}},
+}
+ACCRUED_NOW: dict[str, object] = {
+    "description": "With ``Prefer: wait``: accrued by this request; its totals (``Preference-Applied: wait``)"
+}
+PREFER_WAIT_DOC: dict[str, object] = {
+    "parameters": [
+        {
+            "name": "Prefer",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string", "example": "wait=30"},
+            "description": "``wait=N`` (RFC 7240): answer once the batch has accrued (201, 200, or the error "
+            "that refused it), waiting at most N seconds (at most 300) before answering 202. Without it, 202 "
+            "once the batch is durable.",
+        }
+    ]
+}
 BUSY: dict[str, object] = {
     "model": ErrorOut,
-    "description": "The service is accruing as many usage batches as it admits at once: retry later",
+    "description": "The service holds as many usage batches as it admits (being checked, or acknowledged and "
+    "not yet accrued): nothing was written; retry after Retry-After seconds",
     "headers": {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
 }
 THROTTLED: dict[str, object] = {

@@ -7,8 +7,9 @@ the connection opened); h11 refuses headers past ``HEADER_BYTES_MAX``; the gate 
 times out the body.
 
 On PostgreSQL, ``workers`` > 1 runs that many worker processes on one listening socket (uvicorn's
-supervisor, which replaces a worker that dies): each opens its own store (``worker_app``) and accrues
-beside the others (``Store.write(beside_others=True)``). SQLite keeps one process: it has one writer.
+supervisor, which replaces a worker that dies): each opens its own store (``worker_app``) and runs its own
+accrual worker (``service.ingest.AccrualWorker``), which takes queued usage batches that no other worker holds
+and accrues them beside the others (``Store.write(beside_others=True)``). SQLite keeps one process: it has one writer.
 """
 
 from __future__ import annotations
@@ -112,12 +113,15 @@ def serve(
     protocol = type("H11WithHeaderDeadline", (H11WithHeaderDeadline,), {"headers_timeout_s": headers_timeout_s})
     app = create_app(store)
     config = uvicorn.Config(app, http=protocol, **options)  # type: ignore[arg-type]
-    folder = IdleFolder(store, app.state.usage_admission, idle_fold_s)
+    worker = app.state.accrual_worker
+    folder = IdleFolder(store, app.state.usage_admission, idle_fold_s, worker)
+    worker.start()
     folder.start()
     try:
         uvicorn.Server(config).run()
     finally:
         folder.stop()
+        worker.stop()
 
 
 def check_workers(store: Store, workers: int) -> None:
@@ -150,10 +154,12 @@ def _serve_workers(
 
 def worker_app() -> FastAPI:
     """One worker process's app (``serve`` with several workers): its own store, opened from the
-    environment ``serve`` set, and its own idle folder (a daemon thread that ends with the process)."""
+    environment ``serve`` set, its own accrual worker and idle folder (daemon threads that end with the
+    process)."""
     headers_timeout_s, _, idle_fold_s = os.environ[_WORKER_ENV].partition(":")
     H11WithHeaderDeadline.headers_timeout_s = float(headers_timeout_s)
     store = open_store(os.environ[DATA_ENV], os.environ[DB_ENV])
     app = create_app(store)
-    IdleFolder(store, app.state.usage_admission, float(idle_fold_s)).start()
+    app.state.accrual_worker.start()
+    IdleFolder(store, app.state.usage_admission, float(idle_fold_s), app.state.accrual_worker).start()
     return app

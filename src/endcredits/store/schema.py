@@ -733,6 +733,23 @@ sessions = Table(
     CheckConstraint("via IN ('challenge', 'link')", name="via"),
 )
 
+usage_intake = Table(
+    "usage_intake",
+    metadata,
+    Column("seq", Key, primary_key=True, autoincrement=True),  # arrival order
+    Column("batch_id", Id, nullable=False, unique=True),
+    Column("request_sha256", Sha256, nullable=False),
+    Column("content_type", String(100), nullable=False),
+    Column("body", LargeBinary, nullable=False),  # emptied once the batch is accrued or refused
+    Column("body_bytes", BigInteger, nullable=False),
+    Column("state", String(16), nullable=False),  # queued, accrued, refused
+    Column("error_code", String(32)),
+    Column("error_message", Text),
+    Column("received_at", Time, nullable=False),
+    Column("finished_at", Time),
+    Index("ix_usage_intake_state_seq", "state", "seq"),
+)
+
 usage_requests = Table(
     "usage_requests",
     metadata,

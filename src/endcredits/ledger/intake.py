@@ -1,0 +1,182 @@
+"""The usage intake: usage batches acknowledged once durable, accrued afterwards in arrival order.
+
+``enqueue`` commits a batch's request body as received (an Arrow stream, a Parquet file or JSON), its batch
+id and content hash (``request_sha256``) in one transaction, within a bounded backlog (``USAGE_INTAKE_*`` in
+``limits``): past it ``BusyError``, nothing written. The body is kept as received, not parsed into another
+form: acknowledging costs one insert of bytes already in memory, the hash is that of today's answers, and
+the accrual reads it with the very parser the synchronous path uses.
+
+An accrual worker takes the oldest queued batch with ``claim`` and ends it with ``Claim.finish``: accrued
+or refused (with its one-line error), its body emptied. On PostgreSQL a claim is a row lock
+(``FOR UPDATE SKIP LOCKED``) held by the claim's own transaction until it finishes, so several workers in
+several processes take different batches, and a worker that dies (SIGKILL included) drops its lock with its
+connection: the batch is queued again for the next worker. On SQLite one worker reads the oldest queued
+batch. Accruing is idempotent by batch id and content (``ledger.accrue``), so a batch accrued whose claim
+never finished is accrued once: taken again, it answers ``exists``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Row, Select, func, literal, select
+
+from endcredits.errors import BusyError, ConflictError
+from endcredits.limits import USAGE_INTAKE_BATCHES_MAX, USAGE_INTAKE_BYTES_MAX
+from endcredits.store.engine import Store, utc_now
+from endcredits.store.schema import usage_intake
+
+QUEUED, ACCRUED, REFUSED = "queued", "accrued", "refused"
+INTAKE_LOCK = "usage-intake"
+"""Held by ``enqueue`` while it counts the backlog and inserts, so two batches cannot both take the last place."""
+
+
+@dataclass(frozen=True)
+class IntakeBatch:
+    """One usage batch in the intake: its arrival number, id, content hash, body (empty once finished)."""
+
+    seq: int
+    batch_id: str
+    request_sha256: str
+    content_type: str
+    body: bytes
+    state: str
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """What waits in the intake: queued batches and the bytes of their bodies."""
+
+    batches: int
+    body_bytes: int
+
+
+def enqueue(
+    store: Store,
+    batch_id: str,
+    request_sha256: str,
+    content_type: str,
+    body: bytes,
+    *,
+    retry_after_s: int,
+    batches_max: int = USAGE_INTAKE_BATCHES_MAX,
+    bytes_max: int = USAGE_INTAKE_BYTES_MAX,
+) -> tuple[IntakeBatch, bool]:
+    """Commit a usage batch into the intake and return it (``queued``) and True; the same batch again returns
+    the batch kept first (queued or accrued: ``state``) and False, and writes nothing. A batch refused before
+    is replaced by the new one. Other content under the id is a ``ConflictError``; a backlog at
+    ``batches_max`` batches or ``bytes_max`` bytes a ``BusyError`` (``retry_after_s``): nothing written."""
+    with store.write(beside_others=True) as conn:  # beside accruals: it waits for no accrual on PostgreSQL
+        store.lock(conn, INTAKE_LOCK)
+        kept = _by_id(conn, batch_id)
+        if kept is not None and kept.state != REFUSED:
+            if kept.request_sha256 != request_sha256:
+                raise ConflictError(f"batch {batch_id} was already ingested with other content; use a new batch_id")
+            return kept, False
+        now = backlog(conn)
+        if now.batches + 1 > batches_max or now.body_bytes + len(body) > bytes_max:
+            raise BusyError(
+                f"{now.batches} usage batches ({now.body_bytes} bytes) wait to be accrued, the most the intake "
+                f"holds ({batches_max} batches, {bytes_max} bytes): retry in {retry_after_s} s",
+                retry_after_s,
+            )
+        if kept is not None:
+            conn.execute(usage_intake.delete().where(usage_intake.c.seq == kept.seq))
+        seq = conn.execute(
+            usage_intake.insert()
+            .values(
+                batch_id=batch_id,
+                request_sha256=request_sha256,
+                content_type=content_type,
+                body=body,
+                body_bytes=len(body),
+                state=QUEUED,
+                received_at=utc_now(),
+            )
+            .returning(usage_intake.c.seq)
+        ).scalar_one()
+    return IntakeBatch(int(seq), batch_id, request_sha256, content_type, body, QUEUED), True
+
+
+def backlog(conn: Connection) -> Backlog:
+    """The batches queued now and their bodies' bytes."""
+    row = conn.execute(
+        select(func.count(), func.coalesce(func.sum(usage_intake.c.body_bytes), 0)).where(
+            usage_intake.c.state == QUEUED
+        )
+    ).one()
+    return Backlog(int(row[0]), int(row[1]))
+
+
+def intake_batch(conn: Connection, batch_id: str) -> IntakeBatch | None:
+    """The intake's record of ``batch_id`` (its body left out), None when it never came through the intake."""
+    return _by_id(conn, batch_id, with_body=False)
+
+
+def _by_id(conn: Connection, batch_id: str, *, with_body: bool = False) -> IntakeBatch | None:
+    row = conn.execute(_columns(with_body).where(usage_intake.c.batch_id == batch_id)).first()
+    return None if row is None else _batch(row)
+
+
+def _columns(with_body: bool) -> Select[Any]:
+    c = usage_intake.c
+    body = c.body if with_body else literal(b"", c.body.type).label("body")
+    return select(c.seq, c.batch_id, c.request_sha256, c.content_type, body, c.state, c.error_code, c.error_message)
+
+
+def _batch(r: Row[Any]) -> IntakeBatch:
+    body = bytes(r.body or b"")
+    return IntakeBatch(
+        int(r.seq),
+        str(r.batch_id),
+        str(r.request_sha256),
+        str(r.content_type),
+        body,
+        str(r.state),
+        r.error_code,
+        r.error_message,
+    )
+
+
+class Claim:
+    """A queued batch taken by one worker, until ``finish`` (or the end of ``claim``'s block, which leaves
+    it queued when unfinished)."""
+
+    def __init__(self, store: Store, conn: Connection | None, batch: IntakeBatch) -> None:
+        self._store, self._conn, self.batch = store, conn, batch
+
+    def finish(self, state: str, *, error_code: str | None = None, error_message: str | None = None) -> None:
+        """Mark the batch ``accrued`` or ``refused`` (with its error), and empty its body."""
+        if state not in (ACCRUED, REFUSED):
+            raise ValueError(f"a claim finishes accrued or refused, not {state!r}")
+        values = dict(state=state, error_code=error_code, error_message=error_message, body=b"", finished_at=utc_now())
+        where = (usage_intake.c.seq == self.batch.seq) & (usage_intake.c.state == QUEUED)
+        if self._conn is not None:  # PostgreSQL: the claim's own transaction holds the row
+            self._conn.execute(usage_intake.update().where(where).values(**values))
+            return
+        with self._store.write() as conn:
+            conn.execute(usage_intake.update().where(where).values(**values))
+
+
+@contextmanager
+def claim(store: Store, seq: int | None = None) -> Iterator[Claim | None]:
+    """The oldest queued batch (or batch ``seq`` while it is queued) taken for accrual, None when there is
+    none to take (on PostgreSQL also when another worker holds it). The claim's transaction commits what
+    ``finish`` marked when the block ends, and rolls back (the batch stays queued) when it raises."""
+    query = _columns(with_body=True).where(usage_intake.c.state == QUEUED)
+    query = query.where(usage_intake.c.seq == seq) if seq is not None else query
+    query = query.order_by(usage_intake.c.seq).limit(1)
+    if store.backend != "postgresql":
+        with store.read() as conn:
+            row = conn.execute(query).first()
+        yield None if row is None else Claim(store, None, _batch(row))
+        return
+    # Not ``store.write``: a claim is held while its batch accrues, and must not hold the write lock then.
+    with store.engine.connect() as conn, conn.begin():
+        row = conn.execute(query.with_for_update(skip_locked=True)).first()
+        yield None if row is None else Claim(store, conn, _batch(row))
