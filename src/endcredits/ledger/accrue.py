@@ -42,7 +42,7 @@ from sqlalchemy import Connection, select
 
 from endcredits.attribution.records import AttributionRun, binding_problem, load_run, read_run_scores
 from endcredits.errors import ConflictError, EvidenceError, ManifestError, ValidationError, invariant
-from endcredits.ledger import TransferRequest, account_key
+from endcredits.ledger import LegColumns, TransferRequest, account_key
 from endcredits.ledger.evidence import EVIDENCE_SCHEMA, coded, evidence_path, per_batch_table, prepare_evidence
 from endcredits.ledger.expiry import save_agreement_terms
 from endcredits.ledger.floors import FloorLine, record_floor_lines
@@ -58,7 +58,7 @@ from endcredits.limits import (
 )
 from endcredits.manifest.records import ManifestRecord, latest_manifest_id, load_manifest, model_ids_exist
 from endcredits.money import Split, split_batch
-from endcredits.registry.records import route_columns
+from endcredits.registry.records import route_arrays
 from endcredits.royalties import Agreement, pools_of
 from endcredits.royalties.floors import Floor, floor_top_ups, output_floors
 from endcredits.royalties.output_contents import check_output_contents, record_output_contents
@@ -286,7 +286,7 @@ class _Plan:
     line_micro: npt.NDArray[np.int64]
     line_sub: npt.NDArray[np.int64]
     line_accounts: pa.DictionaryArray  # per line, the account its payee's money went to
-    legs: dict[str, int]
+    legs: Mapping[str, int]  # LegColumns unless a sum passes int64
     carry_payees: list[str]  # the payees touched
     carry_out: npt.NDArray[np.int64]  # the fraction each now carries, in 2^-32 microunit
     posted: int
@@ -343,8 +343,9 @@ class _Prepared:
     micro_sum: npt.NDArray[Any]
     sub_sum: npt.NDArray[np.int64]
     evidence: dict[str, pa.Array]
-    kinds: list[str]
-    holders: list[str]
+    payee_texts: pa.Array  # the payees, as a string array
+    kinds: pa.Array  # each payee's account kind and holder (strings)
+    holders: pa.Array
 
 
 def _prepare_group(
@@ -352,7 +353,8 @@ def _prepare_group(
 ) -> _Prepared:
     pools = pools_of(usage.revenue_microunits, agreement)
     used = np.flatnonzero(np.bincount(usage.payee_codes, minlength=len(usage.payees)))
-    payees = [usage.payees[c] for c in used.tolist()]
+    payees = usage.payees if len(used) == len(usage.payees) else [usage.payees[c] for c in used.tolist()]
+    payee_texts = pa.array(payees, pa.string())
     # The split is NumPy work that mostly runs outside the GIL, and the database work below mostly runs
     # inside SQLite or the server: on another thread, the split overlaps writing the outputs (a real
     # run; the primary key refuses one accrued before) and reading the payees' routes.
@@ -372,13 +374,14 @@ def _prepare_group(
     try:
         if write_outputs:
             _insert_outputs(conn, event_id, usage)
-        kinds, holders = route_columns(conn, payees)
+        kinds, holders = route_arrays(conn, payee_texts)
     finally:
         splitter.join()
     if "error" in done:
         raise done["error"]
     split, micro_sum, sub_sum = done["split"]
-    return _Prepared(pools, used, payees, split, micro_sum, sub_sum, done.get("evidence", {}), kinds, holders)
+    evidence = done.get("evidence", {})
+    return _Prepared(pools, used, payees, split, micro_sum, sub_sum, evidence, payee_texts, kinds, holders)
 
 
 def _plan_group(
@@ -394,7 +397,7 @@ def _plan_group(
     """The group's transfer: its payees' carries as they stand now (the caller holds ``ACCRUAL_LOCK``)
     added to their sums, whole microunits posted to each route's account, the rest carried."""
     pools, used, payees, split = prep.pools, prep.used, prep.payees, prep.split
-    carry_in = read_carries(conn, currency, payees)
+    carry_in = read_carries(conn, currency, payees, prep.payee_texts)
     top_ups = floor_top_ups(usage, floors, split.microunits, split.subunits) if floors else {}
     pool_total = _pool_total(pools)
     if carry_overrides:  # a dry run's earlier groups, not written
@@ -405,19 +408,19 @@ def _plan_group(
     posted_each = prep.micro_sum + (total_sub >> SUBUNIT_BITS).astype(prep.micro_sum.dtype)
     carry_out = total_sub & (SUBUNITS_PER_MICROUNIT - 1)
     posted_each, floored = _add_top_ups(posted_each, top_ups, usage, used, pool_total)
-    encoded, account_codes, legs = _account_legs(prep.kinds, prep.holders, currency, posted_each)
-    names, amounts = list(legs), list(legs.values())
-    escrowed = sum(a for name, a in zip(names, amounts) if name.startswith("escrow:"))
-    posted = sum(amounts) - escrowed
+    encoded, account_codes, paid, sums = _account_legs(prep.kinds, prep.holders, currency, posted_each)
+    escrowed, posted = _escrowed_and_posted(paid, sums)
     suspense_delta = pool_total + floored - posted - escrowed  # the operator funds the floors beside the pool
     invariant(
         int(carry_out.sum()) - int(carry_in.sum()) == suspense_delta * SUBUNITS_PER_MICROUNIT,
         "suspense change does not equal the change in carried fractions",
     )
+    operator_legs: dict[str, int] = {}
     if pool_total + floored:
-        legs[account_key("pool", currency)] = -(pool_total + floored)
+        operator_legs[account_key("pool", currency)] = -(pool_total + floored)
     if suspense_delta:
-        legs[account_key("suspense", currency)] = suspense_delta
+        operator_legs[account_key("suspense", currency)] = suspense_delta
+    legs = _legs(paid, sums, operator_legs)
     code_of_payee = np.zeros(len(usage.payees), dtype=np.int32)
     code_of_payee[used] = account_codes
     line_accounts = pa.DictionaryArray.from_arrays(
@@ -446,18 +449,38 @@ def _plan_group(
 
 
 def _account_legs(
-    kinds: list[str], holders: list[str], currency: str, posted_each: npt.NDArray[Any]
-) -> tuple[pa.DictionaryArray, npt.NDArray[np.int64], dict[str, int]]:
-    """Each payee's account (= account_key(kind, currency, holder)), coded, and per account the sum of what
-    its payees are posted (accounts with a non-zero sum): a claimed name and its person share one account."""
-    accounts = pc.binary_join_element_wise(pa.array(kinds, pa.string()), pa.array(holders, pa.string()), currency, ":")
+    kinds: pa.Array, holders: pa.Array, currency: str, posted_each: npt.NDArray[Any]
+) -> tuple[pa.DictionaryArray, npt.NDArray[np.int64], pa.Array, npt.NDArray[Any]]:
+    """Each payee's account (= account_key(kind, currency, holder)), coded, and the accounts with a non-zero
+    sum of what their payees are posted, with those sums: a claimed name and its person share one account.
+    Columns, not a dict: a batch of new payees has 10^5-10^6 accounts."""
+    accounts = pc.binary_join_element_wise(kinds, holders, currency, ":")
     encoded = accounts.dictionary_encode()
     account_codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
     sums = np.zeros(len(encoded.dictionary), dtype=posted_each.dtype)  # int64 unless the pools pass 2^62
     np.add.at(sums, account_codes, posted_each)
     paid = np.flatnonzero(sums != 0)
-    names = encoded.dictionary.take(pa.array(paid, pa.int64())).to_pylist()
-    return encoded, account_codes, dict(zip(names, sums[paid].tolist()))
+    return encoded, account_codes, encoded.dictionary.take(pa.array(paid, pa.int64())), sums[paid]
+
+
+def _escrowed_and_posted(accounts: pa.Array, sums: npt.NDArray[Any]) -> tuple[int, int]:
+    """What the payees' legs put in escrow and what they make payable, exactly."""
+    in_escrow = pc.starts_with(accounts, "escrow:").to_numpy(zero_copy_only=False)
+    if sums.dtype == np.int64:  # each sum and any total of them is below 2^62 (pools below 2^62 stay int64)
+        return int(sums[in_escrow].sum()), int(sums[~in_escrow].sum())
+    return sum(int(a) for a in sums[in_escrow].tolist()), sum(int(a) for a in sums[~in_escrow].tolist())
+
+
+def _legs(accounts: pa.Array, sums: npt.NDArray[Any], operator: dict[str, int]) -> Mapping[str, int]:
+    """The transfer's legs: the payees' accounts in order, then the operator's (pool, suspense); as columns
+    while every amount fits int64, else as a dict of Python ints."""
+    if sums.dtype == np.int64 and all(-(1 << 63) <= a < (1 << 63) for a in operator.values()):
+        keys = pa.concat_arrays([accounts, pa.array(list(operator), pa.string())])
+        amounts = np.concatenate([sums, np.array(list(operator.values()), dtype=np.int64)])
+        return LegColumns(keys, amounts)
+    legs = dict(zip(accounts.to_pylist(), (int(a) for a in sums.tolist())))
+    legs.update(operator)
+    return legs
 
 
 def _add_top_ups(
@@ -735,7 +758,7 @@ def _accrue_in(
         floors = output_floors(conn, usage, agreement)  # refuses a floor in another currency: nothing written
         if dry_run:  # a real run finds an output accrued before by its primary key when it is written
             refuse_accrued(conn, usage.output_ids)
-        groups = _groups(usage, normalized)
+        groups = [(c, p, _payees_paid(sub)) for c, p, sub in _groups(usage, normalized)]
         written: list[Path] = []
         try:
             prepared = [_prepare_group(conn, event_id, sub, agreement, write_outputs=not dry_run) for *_, sub in groups]
@@ -784,6 +807,21 @@ def _groups(usage: UsageBatch, normalized: dict[str, str]) -> list[tuple[str, st
         count=len(usage.output_ids),
     )
     return [(c, p, usage.select(np.flatnonzero(out_group == gi))) for gi, (c, p) in enumerate(keys)]
+
+
+def _payees_paid(usage: UsageBatch) -> UsageBatch:
+    """``usage`` with its payee dictionary cut to the payees its lines pay, in the same order (so the same
+    legs, carries and ties): a batch may carry a dictionary of 10^6 payees and pay a fraction of them, and
+    nothing after this costs anything per payee it does not pay. The batch's content hash is taken before."""
+    paid = np.flatnonzero(np.bincount(usage.payee_codes, minlength=len(usage.payees)))
+    if len(paid) == len(usage.payees):
+        return usage
+    code_of = np.zeros(len(usage.payees), dtype=np.int64)
+    code_of[paid] = np.arange(len(paid), dtype=np.int64)
+    out = copy.copy(usage)  # the same outputs, lines, weights and works; only the payees are renumbered
+    out.payees = [usage.payees[c] for c in paid.tolist()]
+    out.payee_codes = code_of[usage.payee_codes]
+    return out
 
 
 def _write_group(store: Store, conn: Connection, batch: _Batch, plan: _Plan, written: list[Path]) -> None:

@@ -28,6 +28,7 @@ from endcredits.errors import ConflictError, LedgerError, NotFoundError, Validat
 from endcredits.ledger import (
     ACCOUNT_KINDS,
     NEGATIVE_ALLOWED_KINDS,
+    LegColumns,
     PostResult,
     TransferRequest,
     check_transfer,
@@ -462,9 +463,12 @@ def accrued_by_account(
     return out
 
 
-def read_carries(conn: Connection, currency: str, payees: list[str]) -> npt.NDArray[np.int64]:
+def read_carries(
+    conn: Connection, currency: str, payees: list[str], payee_texts: pa.Array | None = None
+) -> npt.NDArray[np.int64]:
     """Each payee's carried fraction (2^-32 microunit) in ``currency`` as of now: the carries table,
-    overridden by the latest pending segment that carries the payee (0 for a payee with neither)."""
+    overridden by the latest pending segment that carries the payee (0 for a payee with neither).
+    ``payee_texts``: the same payees as a string array, when the caller has one."""
     import numpy as np
     import pyarrow as pa
 
@@ -479,7 +483,8 @@ def read_carries(conn: Connection, currency: str, payees: list[str]) -> npt.NDAr
         position = {p: i for i, p in enumerate(payees)}
         for payee, subunits in rows:
             carry[position[payee]] = subunits
-    found, values = pending_carries(conn, currency, pa.array(payees, pa.string()))
+    texts = payee_texts if payee_texts is not None else pa.array(payees, pa.string())
+    found, values = pending_carries(conn, currency, texts)
     carry[found] = values[found]
     return carry
 
@@ -517,7 +522,8 @@ def post_accrual(
         return prior
     # Only a debit can overdraw: an accrual debits its pool (which may go negative) and suspense, when its
     # carries pay out more whole microunits than its lines leave behind.
-    for key, amount in req.legs.items():
+    debits = req.legs.negative() if isinstance(req.legs, LegColumns) else req.legs.items()
+    for key, amount in debits:
         if amount < 0 and key.partition(":")[0] not in NEGATIVE_ALLOWED_KINDS:
             kind, holder, currency = parse_account_key(key)
             before = account_balances(conn, kind=kind, currency=currency, holder=holder).get(key, 0)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, func, select
 
 from endcredits.errors import LedgerError
-from endcredits.ledger import parse_account_key
+from endcredits.ledger import LegColumns, parse_account_key
 from endcredits.store.schema import ledger_folds, ledger_segments
 
 if TYPE_CHECKING:  # pyarrow is imported where a segment is encoded or decoded: a plain read starts fast
@@ -81,10 +81,12 @@ def _read_ipc(blob: bytes, transfer_id: int, what: str, schemas: Sequence[pa.Sch
     return table
 
 
-def encode_legs(keys: Sequence[str], amounts: Sequence[int]) -> bytes:
+def encode_legs(keys: Sequence[str] | pa.Array, amounts: Sequence[int] | npt.NDArray[np.int64]) -> bytes:
     """Legs as Arrow IPC: int64 amounts, or decimal text when any is beyond int64."""
     import pyarrow as pa
 
+    if isinstance(keys, pa.Array):  # columnar legs (``LegColumns``): int64 already
+        return _ipc(pa.table([keys, pa.array(amounts, pa.int64())], schema=segment_schemas()["LEGS_SCHEMA"]))
     if _I64_MIN <= min(amounts, default=0) and max(amounts, default=0) <= _I64_MAX:
         table = pa.table(
             [pa.array(keys, pa.string()), pa.array(amounts, pa.int64())], schema=segment_schemas()["LEGS_SCHEMA"]
@@ -147,7 +149,10 @@ def insert_segment(
     carries: tuple[Sequence[str], Sequence[int] | npt.NDArray[np.int64]],
 ) -> str:
     """Write one segment inside the caller's transaction; returns its SHA-256 (``segment_sha256``)."""
-    legs_blob = encode_legs(list(legs), list(legs.values()))
+    if isinstance(legs, LegColumns):
+        legs_blob = encode_legs(legs.accounts, legs.amounts)
+    else:
+        legs_blob = encode_legs(list(legs), list(legs.values()))
     carries_blob = encode_carries(*carries)
     sha = segment_sha256(legs_blob, carries_blob)
     conn.execute(

@@ -1,0 +1,143 @@
+"""Columnar legs (``LegColumns``): checked, hashed and stored as a dict of the same legs is; and a batch
+whose payee dictionary holds payees it does not pay accrues the ledger the compact batch does."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import text
+
+from endcredits.errors import LedgerError, ValidationError
+from endcredits.ledger import LegColumns, TransferRequest, check_transfer
+from endcredits.ledger.accrue import accrue
+from endcredits.ledger.records import account_balances, carried_fractions
+from endcredits.ledger.segments import encode_legs
+from endcredits.ledger.verify import verify
+from endcredits.manifest.records import add_model
+from endcredits.registry.records import add_person, claim_name, name_ids, route_arrays, route_columns, verify_person
+from endcredits.royalties.usage import UsageBatch
+from endcredits.store.engine import Store
+from helpers_money import EXTERNAL, agreement
+
+
+def _request(keys: list[str], amounts: list[int]) -> TransferRequest:
+    legs = LegColumns(pa.array(keys, pa.string()), np.array(amounts, dtype=np.int64))
+    return TransferRequest(event_id="t1", code="accrual", currency="EUR", legs=legs)
+
+
+def _many(n: int) -> tuple[list[str], list[int]]:
+    keys = [f"escrow:name:{i}:EUR" for i in range(n, 0, -1)] + ["pool:EUR"]
+    amounts = [i * 7 + 1 for i in range(n)]
+    return keys, [*amounts, -sum(amounts)]
+
+
+@pytest.mark.parametrize("n", [3, 5000])  # below and above the size where the hash is built in Arrow
+def test_columns_hash_and_store_as_the_same_dict(n: int) -> None:
+    keys, amounts = _many(n)
+    columns = _request(keys, amounts)
+    plain = TransferRequest(event_id="t1", code="accrual", currency="EUR", legs=dict(zip(keys, amounts)))
+    check_transfer(columns)
+    assert columns.content_sha256() == plain.content_sha256()
+    assert dict(columns.legs) == plain.legs
+    assert encode_legs(columns.legs.accounts, columns.legs.amounts) == encode_legs(keys, amounts)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("keys", "amounts", "error", "message"),
+    [
+        (["escrow:name:1:EUR", "pool:EUR"], [5, -4], LedgerError, "does not balance"),
+        (["escrow:name:1:EUR", "pool:USD"], [5, -5], LedgerError, "is not in EUR"),
+        (["escrow:name:1:EUR", "vault:EUR"], [5, -5], ValidationError, "malformed account key"),
+        (["escrow:name:1:EUR", "escrow:name:2:EUR", "pool:EUR"], [5, 0, -5], LedgerError, "is zero"),
+        (["escrow:name:1:EUR", "escrow:name:1:EUR", "pool:EUR"], [5, 5, -10], LedgerError, "more than one leg"),
+    ],
+)
+def test_bad_columns_are_refused_in_one_line(
+    keys: list[str], amounts: list[int], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        check_transfer(_request(keys, amounts))
+
+
+def test_columns_need_text_keys_and_int64_amounts() -> None:
+    with pytest.raises(ValidationError, match="int64 amount"):
+        LegColumns(pa.array(["pool:EUR", None], pa.string()), np.array([1, -1], dtype=np.int64))
+    with pytest.raises(ValidationError, match="int64 amount"):
+        LegColumns(pa.array(["pool:EUR"], pa.string()), np.array([1.0]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(-(1 << 63), (1 << 63) - 1), min_size=1, max_size=300))
+def test_total_is_exact_where_an_int64_sum_overflows(amounts: list[int]) -> None:
+    legs = LegColumns(pa.array([f"pool:{i}" for i in range(len(amounts))]), np.array(amounts, dtype=np.int64))
+    assert legs.total() == sum(amounts)
+
+
+def _world(store: Store, n: int) -> list[str]:
+    with store.write() as conn:
+        ids = name_ids(conn, [f"leg name {i:04d}" for i in range(n)])
+        add_model(conn, "m", ["commercial"], "test model")
+        for i in range(0, 12, 3):  # a few names claimed, one person unverified
+            pid = add_person(conn, f"leg person {i}")
+            if i:
+                verify_person(conn, pid, verified_by="test")
+            claim_name(conn, ids[f"leg name {i:04d}"], pid)
+    return [f"name:{ids[f'leg name {i:04d}']}" for i in range(n)]
+
+
+def _batch(payees: list[str], codes: np.ndarray, batch: int) -> UsageBatch:
+    n_outputs = len(codes) // 4
+    rng = np.random.default_rng(batch)
+    return UsageBatch(
+        output_ids=[f"b{batch}-o{i}" for i in range(n_outputs)],
+        model_ids=["m"] * n_outputs,
+        revenue_microunits=rng.integers(1, 10**9, size=n_outputs).tolist(),
+        currencies=["EUR"] * n_outputs,
+        occurred_at=["2026-11-21T12:00:00Z"] * n_outputs,
+        offsets=np.arange(0, len(codes) + 1, 4, dtype=np.int64),
+        payees=payees,
+        payee_codes=codes,
+        weights=rng.integers(1, 1000, size=len(codes), dtype=np.int64),
+        roles=["endcredits:attributed"],
+        role_codes=np.zeros(len(codes), dtype=np.int64),
+    )
+
+
+def test_unpaid_payees_in_the_dictionary_change_nothing(store_factory: Callable[[], Store]) -> None:
+    ag = agreement()
+    stores = [store_factory(), store_factory()]
+    payees = [_world(s, 60) for s in stores][0]
+    for b in range(3):
+        rng = np.random.default_rng(100 + b)
+        used = np.sort(rng.choice(60, size=20, replace=False))  # always 0 (claimed) among them, others vary
+        used[0] = 0
+        codes = np.stack([rng.permutation(len(used))[:4] for _ in range(10)]).ravel()
+        # One store gets the whole dictionary, the other only the payees the batch pays.
+        accrue(stores[0], _batch(payees, used[codes], b), ag, event_id=f"b{b}", source=EXTERNAL)
+        accrue(stores[1], _batch([payees[i] for i in used], codes, b), ag, event_id=f"b{b}", source=EXTERNAL)
+    seen = []
+    for s in stores:
+        assert verify(s).ok, verify(s).problems
+        with s.read() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT t.content_sha256, g.sha256 FROM transfers t JOIN ledger_segments g "
+                    "ON g.transfer_id = t.id ORDER BY t.id"
+                )
+            ).all()
+            seen.append((rows, account_balances(conn), carried_fractions(conn)))
+    assert seen[0] == seen[1]
+    assert any(k.startswith("payable:person:") for k in seen[0][1])  # a claimed name was paid to its person
+
+
+def test_route_arrays_route_as_route_columns(store: Store) -> None:
+    payees = _world(store, 30)
+    with store.read() as conn:
+        kinds, holders = route_arrays(conn, pa.array(payees, pa.string()))
+        assert (kinds.to_pylist(), holders.to_pylist()) == route_columns(conn, payees)
+        assert "payable" in kinds.to_pylist() and "escrow" in kinds.to_pylist()
