@@ -105,15 +105,52 @@ def report(data: dict[str, np.ndarray], s: pairs.Scored, r: v5.RenderedScores, r
     print(f"verified {done[0]} copies and {done[1]} distinct pairs in {r.seconds:.0f} s (this run)")
 
 
+def timing(data: dict[str, np.ndarray], s: pairs.Scored, floor: float, count: int) -> list[str]:
+    """Seconds a comparison of version 5 (``verify_pair``) and version 6 (``verify_pair_v6``, production
+    constants) on the first ``count`` copies and ``count`` distinct pairs of a half found from ``floor``,
+    the two run one after the other on each pair (the renders memoised for neither)."""
+    import time
+
+    from endcredits.registry.image_rerender import verify_pair
+
+    def svg(j: int) -> bytes:
+        return (pairs.OPENCLIPART_DIR / str(data["rel"][j])).read_bytes()
+
+    work: list[tuple[str, Side, Side]] = []
+    for i in np.flatnonzero(s.copy_found & (s.copy_similarity >= floor))[:count]:
+        j, k = (int(x) for x in s.copy_pairs[i])
+        made = pairs.copy_contents(svg(j), int(data["index"][j]))[str(data["copy_kind"][k])]
+        work.append(
+            ("copy", Side(v5._fine(data, "orig", j, True), svg(j)), Side(v5._fine(data, "copy", k, False), made))
+        )
+    for d in np.flatnonzero(s.distinct_found & (s.distinct_similarity >= floor))[:count]:
+        a, b = (int(x) for x in s.distinct_pairs[d])
+        work.append(
+            ("distinct", Side(v5._fine(data, "orig", a, True), svg(a)), Side(v5._fine(data, "orig", b, True), svg(b)))
+        )
+    spent: dict[tuple[str, str], list[float]] = {}
+    for kind, registered, new in work:
+        for name, verify in (("v5", verify_pair), ("v6", verify_pair_v6)):
+            t0 = time.perf_counter()
+            verify(registered, new)
+            spent.setdefault((kind, name), []).append(time.perf_counter() - t0)
+    return [
+        f"{kind} pairs, {name}: {np.mean(t) * 1000:.0f} ms a comparison (median {np.median(t) * 1000:.0f}, n {len(t)})"
+        for (kind, name), t in sorted(spent.items())
+    ]
+
+
 def every_nth_copy(s: pairs.Scored, n: int) -> pairs.Scored:
-    """``s`` with every ``n``-th copy only (all distinct pairs): a cheaper tuning run."""
+    """``s`` with every ``n``-th copy only (all distinct pairs): a cheaper tuning run (``phash-64``'s line
+    still counts every copy)."""
+    if n == 1:
+        return s
     keep = np.arange(len(s.copy_found)) % n == 0
     return dataclasses.replace(
         s,
         copy_similarity=s.copy_similarity[keep],
         copy_found=s.copy_found[keep],
         copy_kind=s.copy_kind[keep],
-        legacy_copy_linked=s.legacy_copy_linked[keep],
         copy_pairs=s.copy_pairs[keep],
     )
 
@@ -126,8 +163,12 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=pairs.CACHE, help="the labelled set (_image_pairs.py)")
     parser.add_argument("--held-out", type=float, nargs=3, metavar=("GATE", "VARIANT", "FITTED"))
     parser.add_argument("--copies-every", type=int, default=1, help="score every n-th copy (all distinct pairs)")
+    parser.add_argument("--timing", type=int, metavar="N", help="only time v5 and v6 on N copies and N distinct pairs")
     args = parser.parse_args()
     data = pairs.load(args.cache)
+    if args.timing:
+        print("\n".join(timing(data, pairs.score_half(data, 1), args.floor, args.timing)))
+        return
     name = "heldout" if args.held_out else "tuning"
     s = every_nth_copy(pairs.score_half(data, 1 if args.held_out else 0), args.copies_every)
     r = scores(data, s, args.floor, args.cache.with_name(f"fitted_{name}.part.npz"))

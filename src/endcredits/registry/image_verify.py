@@ -439,8 +439,7 @@ class _Sums:
 
     def explained(self) -> tuple[float, np.ndarray]:
         """The share of the colours' variance the least-squares map explains, and the map."""
-        p = self.gram.shape[0]
-        coef = np.linalg.solve(self.gram + 1e-6 * np.eye(p), self.cross)
+        coef = np.linalg.lstsq(self.gram, self.cross, rcond=None)[0]  # a flat channel leaves it singular
         residual = self.squares - 2 * float((coef * self.cross).sum()) + float((coef * (self.gram @ coef)).sum())
         variance = self.squares - float((self.total * self.total).sum()) / max(1, self.count)
         return (1.0 - max(0.0, residual) / variance if variance > 0 else 0.0), coef
