@@ -9,15 +9,13 @@ member are resolved through the canonical work (``registry.records.graph_rows``)
 Three methods, by the work's kind; two fingerprints compare only within one method:
 
 - ``minhash-c5-p128`` (text): a MinHash of the normalized 5-character shingles of each line;
-- ``gray64-render-v6`` (images, SVG drawings rendered by ``cairosvg`` included): 64x64 and 256x256
-  grayscale thumbnails of the picture on white, trimmed to its ink, its size, and whether it is an SVG.
-  Candidates from ``RENDER_V6_VERIFY_MIN`` at 64 pixels are verified and linked only if they agree: an SVG
-  rendered again at the other picture's resolution, compared by correlation and, where that falls short,
-  by an affine colour map fitted with the worst window left out (``registry.image_rerender.same_v6``),
-  otherwise the stored thumbnails (``registry.image_verify.verify_fine``); the others from
-  ``IMAGE_REVIEW_MIN`` up are shown for a person to confirm. Rows of earlier methods
-  (``gray64-render-v5``, ``gray64-verify256-v4``, ``gray64-verify128-v3``, ``gray64-crop-v2``,
-  ``phash-64``) are compared only with their own;
+- ``gray64-render-v6`` (images, SVGs rendered by ``cairosvg`` included): 64x64 and 256x256 grayscale
+  thumbnails of the picture on white, trimmed to its ink, its size, and whether it is an SVG. Candidates
+  from ``RENDER_V6_VERIFY_MIN`` at 64 pixels are verified (``registry.image_rerender.same_v6``: an SVG
+  rendered again, by correlation or a colour map fitted with a window left out; else the stored
+  thumbnails) and linked only if they agree; the others from ``IMAGE_REVIEW_MIN`` up are shown for a
+  person to confirm. Rows of earlier methods (``gray64-render-v5``, ``-verify256-v4``, ``-verify128-v3``,
+  ``gray64-crop-v2``, ``phash-64``) are compared only with their own;
 - ``chromaprint-raw`` (audio, where ``fpcalc`` is installed): Chromaprint's raw frames, compared at the
   best alignment. Audio without a fingerprint is registered by SHA-256 only, not refused.
 
