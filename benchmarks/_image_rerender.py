@@ -15,8 +15,10 @@ import functools
 import re
 import zlib
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import _image_pairs as pairs
 import numpy as np
@@ -65,12 +67,12 @@ def _pairs_key(s: pairs.Scored, floor: float) -> int:
     return zlib.crc32(s.copy_pairs.tobytes() + s.distinct_pairs.tobytes() + repr(floor).encode())
 
 
-def _resume(kept: Path | None, s: pairs.Scored, floor: float) -> dict[str, np.ndarray]:
-    """The scores and done marks kept in ``kept`` for these pairs, or fresh ones; kept progress for other
-    pairs is refused."""
+def _resume(kept: Path | None, s: pairs.Scored, floor: float, width: int = 3) -> dict[str, np.ndarray]:
+    """The scores (``width`` a pair) and done marks kept in ``kept`` for these pairs, or fresh ones; kept
+    progress for other pairs is refused."""
     fresh = {
-        "copy": np.full((len(s.copy_found), 3), np.nan),
-        "distinct": np.full((len(s.distinct_found), 3), np.nan),
+        "copy": np.full((len(s.copy_found), width), np.nan),
+        "distinct": np.full((len(s.distinct_found), width), np.nan),
         "copy_done": np.zeros(len(s.copy_found), dtype=bool),
         "distinct_done": np.zeros(len(s.distinct_found), dtype=bool),
     }
@@ -82,17 +84,28 @@ def _resume(kept: Path | None, s: pairs.Scored, floor: float) -> dict[str, np.nd
         return {k: z[k] for k in fresh}
 
 
+def _v5_row(v: RenderedVerdict) -> tuple[float, ...]:
+    return (v.correlation, v.residual_share, v.hue_degrees)
+
+
 def rendered_scores(
-    data: dict[str, np.ndarray], s: pairs.Scored, floor: float, kept: Path | None = None
+    data: dict[str, np.ndarray],
+    s: pairs.Scored,
+    floor: float,
+    kept: Path | None = None,
+    verify: Callable[[Side, Side], Any] = verify_pair,
+    as_row: Callable[[Any], tuple[float, ...]] = _v5_row,
+    width: int = 3,
 ) -> RenderedScores:
-    """Verify every pair of ``s`` found from ``floor`` up as version 5 does: the drawing (or the first of a
-    distinct pair) registered, the copy (the second) new. With ``kept``, the progress is written there
-    every ``KEEP_EVERY_S`` and a run resumes from it (``seconds``: this run's)."""
+    """Verify every pair of ``s`` found from ``floor`` up as version 5 does (or as ``verify`` does, each
+    verdict stored as ``as_row``'s ``width`` numbers): the drawing (or the first of a distinct pair)
+    registered, the copy (the second) new. With ``kept``, the progress is written there every
+    ``KEEP_EVERY_S`` and a run resumes from it (``seconds``: this run's)."""
     import time
 
     t0 = time.perf_counter()
     _memo_render()
-    got = _resume(kept, s, floor)
+    got = _resume(kept, s, floor, width)
     last = [t0]
 
     def keep(done: bool = False) -> None:
@@ -105,8 +118,8 @@ def rendered_scores(
     def svg_bytes(j: int) -> bytes:
         return (pairs.OPENCLIPART_DIR / str(data["rel"][j])).read_bytes()
 
-    def put(name: str, i: int, v: RenderedVerdict | None) -> None:
-        got[name][i] = (v.correlation, v.residual_share, v.hue_degrees) if v is not None else np.nan
+    def put(name: str, i: int, v: object) -> None:
+        got[name][i] = as_row(v) if v is not None else np.nan
         got[f"{name}_done"][i] = True
 
     todo = np.flatnonzero(s.copy_found & (s.copy_similarity >= floor) & ~got["copy_done"])
@@ -120,13 +133,13 @@ def rendered_scores(
         for i in rows:
             k = int(s.copy_pairs[i, 1])
             new = Side(_fine(data, "copy", k, False), made[str(data["copy_kind"][k])])
-            put("copy", i, verify_pair(registered, new))
+            put("copy", i, verify(registered, new))
         keep()
     todo = np.flatnonzero(s.distinct_found & (s.distinct_similarity >= floor) & ~got["distinct_done"])
     for d in sorted(todo, key=lambda d: tuple(s.distinct_pairs[d])):
         a, b = (int(x) for x in s.distinct_pairs[d])
         pair = (Side(_fine(data, "orig", a, True), svg_bytes(a)), Side(_fine(data, "orig", b, True), svg_bytes(b)))
-        put("distinct", int(d), verify_pair(*pair))
+        put("distinct", int(d), verify(*pair))
         keep()
     keep(done=True)
     return RenderedScores(got["copy"], got["distinct"], time.perf_counter() - t0)

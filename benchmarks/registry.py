@@ -21,9 +21,9 @@ rows/s of both runs.
 
 ``--images``: instead, import the Open Clip Art drawings (Debian ``openclipart-svg``, all but ``logos/``)
 with ``interop.svg.import_svg_drawings``, ``--images-chunk`` files a transaction: each is parsed for its
-metadata, rendered by cairosvg, fingerprinted (``gray64-render-v5``: a candidate drawing is rendered
+metadata, rendered by cairosvg, fingerprinted (``gray64-render-v6``: a candidate drawing is rendered
 again from its stored bytes to verify it), linked or not, and credited. Prints drawings/s and peak memory,
-then the duplicate-detection rates of the image fingerprint (and of ``gray64-verify256-v4``,
+then the duplicate-detection rates of the image fingerprint (and of ``gray64-render-v5``, ``gray64-verify256-v4``,
 ``gray64-verify128-v3`` and ``gray64-crop-v2`` beside it) on the held-out half of the labelled pairs
 (``benchmarks/_image_pairs.py``; built and cached on first use, which renders every drawing again: about
 half an hour on one process of a shared 2-core machine).
@@ -197,9 +197,11 @@ def run_images(store: Store, limit: int | None, chunk: int) -> dict[str, object]
 
 
 def image_rates() -> list[str]:
-    """The image fingerprint's rates on the held-out half of the labelled pairs: ``gray64-render-v5``
-    (an SVG rendered again at the copy's resolution), then ``gray64-verify256-v4``, ``gray64-verify128-v3``
-    and ``gray64-crop-v2`` beside it."""
+    """The image fingerprint's rates on the held-out half of the labelled pairs: ``gray64-render-v6``
+    (an SVG rendered again at the copy's resolution, a colour map fitted with the worst window left out)
+    and ``gray64-render-v5`` (the same run's correlation alone), then ``gray64-verify256-v4``,
+    ``gray64-verify128-v3`` and ``gray64-crop-v2`` beside it."""
+    import _image_fitted as fitted
     import _image_pairs as pairs
     import _image_rerender as rerender
 
@@ -207,22 +209,31 @@ def image_rates() -> list[str]:
         IMAGE_REVIEW_MIN,
         IMAGE_THRESHOLD,
         IMAGE_VERIFY_MIN,
+        RENDER_V6_VERIFY_MIN,
         RENDER_VERIFY_MIN,
         VERIFY128_IMAGE_METHOD,
         VERIFY128_MIN,
     )
-    from endcredits.registry.image_verify import RENDERED_CORRELATION_MIN
+    from endcredits.registry.image_verify import FITTED_R2_MIN, QUADRATIC, WINDOW_SHARE
 
     if not pairs.CACHE.exists():
         pairs.save(pairs.build(processes=1))
     data = pairs.load()
     scored = pairs.score_half(data, 1)
     before = pairs.score_half(data, 1, VERIFY128_IMAGE_METHOD)
-    rendered = rerender.rendered_scores(data, scored, RENDER_VERIFY_MIN)
+    rendered = fitted.scores(data, scored, min(RENDER_VERIFY_MIN, RENDER_V6_VERIFY_MIN))
+    v6 = fitted.linked(
+        scored, rendered, RENDER_V6_VERIFY_MIN, fitted.VARIANTS.index((WINDOW_SHARE, QUADRATIC)), FITTED_R2_MIN
+    )
+    v5 = fitted.linked(scored, rendered, RENDER_VERIFY_MIN, -1, 1.0)
     v4 = pairs.verified_v4(data, scored)
     return [
+        f"held-out half, gray64-render-v6 (verified from {RENDER_V6_VERIFY_MIN}, rendered again, fitted):",
+        *pairs.rate_lines(scored, IMAGE_THRESHOLD, IMAGE_REVIEW_MIN, v6),
+        *rerender.miss_lines(data, scored, v6[0], "copies linked"),
         f"held-out half, gray64-render-v5 (verified from {RENDER_VERIFY_MIN}, rendered again):",
-        *rerender.rate_lines(data, scored, rendered, (RENDER_VERIFY_MIN, RENDERED_CORRELATION_MIN, 1.0)),
+        *pairs.rate_lines(scored, IMAGE_THRESHOLD, IMAGE_REVIEW_MIN, v5),
+        *rerender.miss_lines(data, scored, v5[0], "copies linked"),
         f"held-out half, gray64-verify256-v4 (verified from {IMAGE_VERIFY_MIN}):",
         *pairs.rate_lines(scored, IMAGE_THRESHOLD, IMAGE_REVIEW_MIN, v4),
         *rerender.miss_lines(data, scored, v4[0], "copies linked"),

@@ -1,22 +1,33 @@
-"""Version 5 (``gray64-render-v5``): a registered SVG drawing is rendered again at a copy's own resolution
-to verify it. A star polygon's 400-pixel export links to the stored drawing; a different star of the same
-creator's series does not (it is shown for a person to confirm), whichever is registered first; without
-the stored bytes, version 4's rule decides; a broken SVG is still refused in one line. Both backends."""
+"""Versions 5 and 6 (``gray64-render-v5``, ``-v6``): a registered SVG drawing is rendered again at a
+copy's own resolution to verify it. A star polygon's 400-pixel export links to the stored drawing; a
+different star of the same creator's series does not (it is shown for a person to confirm), whichever is
+registered first; without the stored bytes, version 4's rule decides; a broken SVG is still refused in one
+line. Version 6 links an export with a box stamped on it, which version 5 refuses, and keeps apart a badge
+drawn with another star or in another colour. Both backends."""
 
 from __future__ import annotations
 
 import io
+import math
 import re
 import zlib
 from pathlib import Path
 
 import pytest
+from PIL import ImageDraw
 
 from endcredits.errors import ValidationError
 from endcredits.interop.svg import read_svg_metadata
 from endcredits.registry import fingerprints as fp
-from endcredits.registry.fingerprints import IMAGE_METHOD, V4_IMAGE_METHOD, images_match, register_works
-from endcredits.registry.image_rerender import Side, verify_pair
+from endcredits.registry.fingerprints import (
+    IMAGE_METHOD,
+    V4_IMAGE_METHOD,
+    V5_IMAGE_METHOD,
+    images_match,
+    register_works,
+)
+from endcredits.registry.image_rerender import Side, verify_pair, verify_pair_v6
+from endcredits.registry.image_verify import FITTED_R2_MIN, RENDERED_CORRELATION_MIN
 from endcredits.registry.records import WorkIn, get_work
 from endcredits.store.blobs import put_blob
 from endcredits.store.engine import Store
@@ -124,3 +135,82 @@ def test_a_version_4_value_is_read_by_its_own_rule() -> None:
     assert images_match(v4, v4, V4_IMAGE_METHOD)[1]
     with pytest.raises(ValidationError, match=r"holds no 256x256 thumbnail$"):
         fp.fine_picture(v4)  # one byte short of a version 5 value
+
+
+# Version 6 (``gray64-render-v6``): a colour map fitted with the worst window left out -------------------
+def _star_points(points: int, step: int) -> str:
+    angles = [2 * math.pi * i * step / points for i in range(points)]
+    return " ".join(f"{100 + 70 * math.sin(t):.2f},{100 - 70 * math.cos(t):.2f}" for t in angles)
+
+
+def _badge(points: int, step: int, ring: str = "#c8102e") -> bytes:
+    """An openclipart-like badge: a ring, a paper disc, a star polygon with thin outlines, a blue label."""
+    return f"""<svg xmlns="http://www.w3.org/2000/svg" width="200" height="200" viewBox="0 0 200 200">
+<circle cx="100" cy="100" r="92" fill="{ring}" stroke="#202020" stroke-width="3"/>
+<circle cx="100" cy="100" r="76" fill="#f4f0e0"/>
+<polygon points="{_star_points(points, step)}" fill="#ffcc00" fill-rule="evenodd" stroke="#202020"
+ stroke-width="1.5"/>
+<rect x="70" y="176" width="60" height="14" fill="#1f4e9c"/>
+</svg>""".encode()
+
+
+def _stamped(svg: bytes) -> bytes:
+    """The drawing's 400-pixel export with a grey box (1/7 of its width and height) stamped on it."""
+    picture = fp.canonical_picture(fp.render_svg(svg, 400))
+    w, h = picture.size
+    ImageDraw.Draw(picture).rectangle((w * 0.55, h * 0.3, w * 0.55 + w / 7, h * 0.3 + h / 7), fill=(128, 128, 128))
+    buf = io.BytesIO()
+    picture.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _side(content: bytes, kind: str) -> Side:
+    return Side(fp.fine_picture(_value(content, kind)), content)
+
+
+def test_version_6_links_a_stamped_export_that_version_5_refuses() -> None:
+    badge = _badge(11, 4)
+    stamped = _stamped(badge)
+    v5 = verify_pair(_side(badge, "image/svg+xml"), _side(stamped, "image"))
+    v6 = verify_pair_v6(_side(badge, "image/svg+xml"), _side(stamped, "image"))
+    assert v5 is not None and not v5.same and v5.correlation < RENDERED_CORRELATION_MIN, v5
+    assert v6 is not None and v6.same and v6.fitted_window >= FITTED_R2_MIN > v6.fitted, v6
+    # Registered first, the stamped export is the one rendered for: the same answer.
+    back = verify_pair_v6(_side(stamped, "image"), _side(badge, "image/svg+xml"))
+    assert back is not None and back.same
+
+
+@pytest.mark.parametrize(("points", "step", "ring"), [(11, 3, "#c8102e"), (12, 5, "#c8102e"), (11, 4, "#1f9c4e")])
+def test_version_6_keeps_a_near_neighbour_apart(points: int, step: int, ring: str) -> None:
+    """Another star in the same badge, or the same badge in another colour (green, not red), is another
+    drawing: neither the fitted map nor the window may make it match, as drawing or as its export."""
+    badge, other = _badge(11, 4), _badge(points, step, ring)
+    export = _export(other)
+    for new in (_side(other, "image/svg+xml"), _side(export, "image")):
+        verdict = verify_pair_v6(_side(badge, "image/svg+xml"), new)
+        assert verdict is not None and not verdict.same, verdict
+
+
+def test_a_stored_badge_links_its_stamped_export_and_not_the_other_badge(store: Store) -> None:
+    badge, stamped, other = _badge(11, 4), _stamped(_badge(11, 4)), _badge(11, 4, "#1f9c4e")
+    items = [
+        WorkIn(badge, "Badge", "image/svg+xml", "badge.svg"),
+        WorkIn(stamped, "badge.png", "image/png", "badge.png"),
+        WorkIn(other, "Green badge", "image/svg+xml", "green.svg"),
+    ]
+    for w in items:
+        put_blob(store.data_dir, w.content)
+    with store.write() as conn:
+        first, second, third = register_works(conn, items, data_dir=store.data_dir)
+    assert second.method == IMAGE_METHOD == "gray64-render-v6" and second.canonical_work_id == first.work_id
+    assert third.canonical_work_id is None and first.work_id in [w for w, _ in third.candidates]
+
+
+def test_a_version_5_row_is_compared_by_version_5s_rule() -> None:
+    """A version 5 value holds the same bytes as a version 6 one; read as version 5 it is decided by the
+    correlation alone, so the stamped export is not linked to it, and by version 6 it is."""
+    badge, stamped = _badge(11, 4), _stamped(_badge(11, 4))
+    a, b = _value(badge, "image/svg+xml"), _value(stamped, "image")
+    assert fp.fine_picture(a, V5_IMAGE_METHOD).svg and fp.fine_picture(a).svg
+    assert not images_match(a, b, V5_IMAGE_METHOD, contents=(badge, stamped))[1]
+    assert images_match(a, b, contents=(badge, stamped))[1]

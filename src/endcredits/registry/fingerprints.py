@@ -9,12 +9,12 @@ member are resolved through the canonical work (``registry.records.graph_rows``)
 Three methods, by the work's kind; two fingerprints compare only within one method:
 
 - ``minhash-c5-p128`` (text): a MinHash of the normalized 5-character shingles of each line;
-- ``gray64-render-v5`` (images, SVG drawings rendered by ``cairosvg`` included): 64x64 and 256x256
-  grayscale thumbnails of the picture on white, trimmed to its ink, its size, and whether it is an SVG.
-  Candidates from ``RENDER_VERIFY_MIN`` at 64 pixels are verified and linked only if they agree: an SVG
-  rendered again at the other picture's resolution (``registry.image_rerender``), otherwise the stored
-  thumbnails (``registry.image_verify.verify_fine``); the others from ``IMAGE_REVIEW_MIN`` up are shown for
-  a person to confirm. Rows of earlier methods (``gray64-verify256-v4``, ``gray64-verify128-v3``,
+- ``gray64-render-v6`` (images, SVGs rendered by ``cairosvg`` included): 64x64 and 256x256 grayscale
+  thumbnails of the picture on white, trimmed to its ink, its size, and whether it is an SVG. Candidates
+  from ``RENDER_V6_VERIFY_MIN`` at 64 pixels are verified (``registry.image_rerender.same_v6``: an SVG
+  rendered again, by correlation or a colour map fitted with a window left out; else the stored
+  thumbnails) and linked only if they agree; the others from ``IMAGE_REVIEW_MIN`` up are shown for a
+  person to confirm. Rows of earlier methods (``gray64-render-v5``, ``-verify256-v4``, ``-verify128-v3``,
   ``gray64-crop-v2``, ``phash-64``) are compared only with their own;
 - ``chromaprint-raw`` (audio, where ``fpcalc`` is installed): Chromaprint's raw frames, compared at the
   best alignment. Audio without a fingerprint is registered by SHA-256 only, not refused.
@@ -62,10 +62,15 @@ if TYPE_CHECKING:
     from PIL import Image
 
 TEXT_METHOD = "minhash-c5-p128"
-IMAGE_METHOD = "gray64-render-v5"
-"""Version 5 of the image method: version 4's fingerprint and candidates, and where either picture of a
-pair is an SVG drawing whose bytes are at hand, the drawing rendered again at the other's resolution and
-compared there (``registry.image_rerender``; docs/concepts/registry.md, "Images and drawings")."""
+IMAGE_METHOD = "gray64-render-v6"
+"""Version 6 of the image method: version 5's fingerprint (the same bytes), candidates from
+``RENDER_V6_VERIFY_MIN``, and where version 5's correlation falls short, an affine colour map of the drawing
+rendered again fitted to the other picture with its worst window left out (``image_verify.verify_fitted``;
+docs/concepts/registry.md, "Images and drawings")."""
+V5_IMAGE_METHOD = "gray64-render-v5"
+"""Version 5: where either picture of a pair is an SVG drawing whose bytes are at hand, the drawing rendered
+again at the other's resolution and compared there by correlation (``registry.image_rerender.same_v5``);
+its rows hold version 6's bytes but are compared only with each other, by that rule."""
 V4_IMAGE_METHOD = "gray64-verify256-v4"
 """Version 4: candidates by 64-pixel correlation, aligned to a fraction of a pixel and verified at 256
 pixels from ``IMAGE_VERIFY_MIN``; its rows are compared only with each other, by that rule."""
@@ -98,6 +103,8 @@ IMAGE_VERIFY_MIN = 0.92
 (``image_verify.verify_fine``); it is linked when that finds them the same (chosen on the tuning half: docs)."""
 RENDER_VERIFY_MIN = 0.88
 """``gray64-render-v5``: 64-pixel similarity from which a candidate is verified (chosen on the tuning half)."""
+RENDER_V6_VERIFY_MIN = 0.88
+"""``gray64-render-v6``: 64-pixel similarity from which a candidate is verified (chosen on the tuning half)."""
 VERIFY128_MIN = 0.90
 """``gray64-verify128-v3``: 64-pixel similarity from which a candidate was verified at 128 pixels."""
 IMAGE_VERIFY_MAX = 8
@@ -169,7 +176,7 @@ if not 0 < AUDIO_FRAME_KEY_BITS <= 32 or AUDIO_BAND_COUNT > 99:
     raise RuntimeError("audio band keys: 1-32 bits per frame value, at most 99 bands (two digits)")
 
 IMAGE_KINDS = ("image",)
-THUMBNAIL_METHODS = (IMAGE_METHOD, V4_IMAGE_METHOD, VERIFY128_IMAGE_METHOD, PREVIOUS_IMAGE_METHOD)
+THUMBNAIL_METHODS = (IMAGE_METHOD, V5_IMAGE_METHOD, V4_IMAGE_METHOD, VERIFY128_IMAGE_METHOD, PREVIOUS_IMAGE_METHOD)
 """Image methods whose value starts with the 64-pixel thumbnail (scored by ``thumbnail_similarities``)."""
 AUDIO_KINDS = ("audio",)
 
@@ -489,7 +496,7 @@ class FinePicture:
 def fine_picture(value: str, method: str = IMAGE_METHOD) -> FinePicture:
     """The 256-pixel grayscale and 16-pixel RGB thumbnails, the size and (version 5) the SVG flag of a
     ``gray64-render-v5`` or ``gray64-verify256-v4`` value."""
-    v5 = method == IMAGE_METHOD
+    v5 = method in (IMAGE_METHOD, V5_IMAGE_METHOD)
     raw = _packed(value, _V4_BYTES + v5, method, V4_PIXELS)
     gray = np.frombuffer(raw, dtype=np.uint8, count=V4_PIXELS**2).reshape(V4_PIXELS, V4_PIXELS)
     colour = np.frombuffer(raw, dtype=np.uint8, count=3 * COLOUR_PIXELS**2, offset=V4_PIXELS**2)
@@ -516,10 +523,12 @@ def images_match(
         return s, s >= VERIFY128_MIN and _same_picture(_fine_of(a), _fine_of(b))
     if method == V4_IMAGE_METHOD:
         return s, s >= IMAGE_VERIFY_MIN and same_fine_picture(fine_picture(a, method), fine_picture(b, method))
-    from endcredits.registry.image_rerender import Side, same_v5
+    from endcredits.registry.image_rerender import Side, same_v5, same_v6
 
-    pair = Side(fine_picture(a), contents[0]), Side(fine_picture(b), contents[1])
-    return s, s >= RENDER_VERIFY_MIN and same_v5(*pair, s)
+    pair = Side(fine_picture(a, method), contents[0]), Side(fine_picture(b, method), contents[1])
+    if method == V5_IMAGE_METHOD:
+        return s, s >= RENDER_VERIFY_MIN and same_v5(*pair, s)
+    return s, s >= RENDER_V6_VERIFY_MIN and same_v6(*pair, s)
 
 
 def _same_picture(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> bool:
@@ -694,7 +703,7 @@ def is_match(method: str, similarity_value: float) -> bool:
     and ``gray64-verify128-v3`` are not decided by a similarity alone: ``images_match`` decides them."""
     if method == TEXT_METHOD:
         return similarity_value >= TEXT_THRESHOLD
-    if method in (IMAGE_METHOD, V4_IMAGE_METHOD, VERIFY128_IMAGE_METHOD):
+    if method in (IMAGE_METHOD, V5_IMAGE_METHOD, V4_IMAGE_METHOD, VERIFY128_IMAGE_METHOD):
         raise ValidationError(f"{method} is decided by images_match, not by a similarity")
     if method == PREVIOUS_IMAGE_METHOD:
         return similarity_value >= IMAGE_THRESHOLD
@@ -722,7 +731,7 @@ def _query_keys(fp: Fingerprint) -> tuple[str, ...]:
         return fp.band_keys
     width_bits = IMAGE_HASH_BITS // IMAGE_BAND_COUNT
     masks = [1 << bit for bit in range(width_bits)]
-    if fp.method in (IMAGE_METHOD, V4_IMAGE_METHOD):
+    if fp.method in (IMAGE_METHOD, V5_IMAGE_METHOD, V4_IMAGE_METHOD):
         masks += [(1 << i) | (1 << j) for i in range(width_bits) for j in range(i + 1, width_bits)]
     out = list(fp.band_keys)
     for key in fp.band_keys:
@@ -775,7 +784,8 @@ def _image_links(
     content: bytes | None = None,
     content_of: ContentOf | None = None,
 ) -> list[tuple[float, str]]:
-    """The candidates an image would be linked to, (similarity, work id), most similar first: for version 5
+    """The candidates an image would be linked to, (similarity, work id), most similar first: for version 6
+    those from ``RENDER_V6_VERIFY_MIN`` up that ``image_rerender.same_v6`` finds the same, for version 5
     those from ``RENDER_VERIFY_MIN`` up that ``image_rerender.same_v5`` finds the same (the new image's
     ``content`` and the registered ones' by ``content_of``, where given), for version 4 from
     ``IMAGE_VERIFY_MIN`` by
@@ -788,21 +798,23 @@ def _image_links(
         tried = [(s, w) for s, w in ranked if s >= VERIFY128_MIN][:IMAGE_VERIFY_MAX]
         mine = _fine_of(fp.value) if tried else None
         return [(s, w) for s, w in tried if mine is not None and _same_picture(mine, _fine_of(values[w]))]
-    gate = IMAGE_VERIFY_MIN if fp.method == V4_IMAGE_METHOD else RENDER_VERIFY_MIN
+    gates = {V4_IMAGE_METHOD: IMAGE_VERIFY_MIN, V5_IMAGE_METHOD: RENDER_VERIFY_MIN}
+    gate = gates.get(fp.method, RENDER_V6_VERIFY_MIN)
     tried = [(s, w) for s, w in ranked if s >= gate][:IMAGE_VERIFY_MAX]
     if not tried:
         return []
     if fp.method == V4_IMAGE_METHOD:
         new = fine_picture(fp.value, V4_IMAGE_METHOD)
         return [(s, w) for s, w in tried if same_fine_picture(fine_picture(values[w], V4_IMAGE_METHOD), new)]
-    from endcredits.registry.image_rerender import Side, same_v5
+    from endcredits.registry.image_rerender import Side, same_v5, same_v6
 
-    ours = Side(fine_picture(fp.value), content)
-    return [
-        (s, w)
-        for s, w in tried
-        if same_v5(Side(fine_picture(values[w]), content_of(w) if content_of is not None else None), ours, s)
-    ]
+    same = same_v5 if fp.method == V5_IMAGE_METHOD else same_v6
+    ours = Side(fine_picture(fp.value, fp.method), content)
+
+    def theirs(w: str) -> Side:
+        return Side(fine_picture(values[w], fp.method), content_of(w) if content_of is not None else None)
+
+    return [(s, w) for s, w in tried if same(theirs(w), ours, s)]
 
 
 def similarity_ppm(value: float) -> int:
@@ -910,12 +922,14 @@ __all__ = [
     "AUDIO_THRESHOLD",
     "CANDIDATES_MAX",
     "IMAGE_METHOD",
+    "V5_IMAGE_METHOD",
     "V4_IMAGE_METHOD",
     "stored_content",
     "IMAGE_REVIEW_MIN",
     "IMAGE_THRESHOLD",
     "IMAGE_VERIFY_MIN",
     "RENDER_VERIFY_MIN",
+    "RENDER_V6_VERIFY_MIN",
     "PREVIOUS_IMAGE_METHOD",
     "THUMBNAIL_METHODS",
     "VERIFY128_IMAGE_METHOD",

@@ -1,4 +1,4 @@
-"""Version 5's verification: an SVG drawing rendered again at the resolution of the picture it is compared with.
+"""Versions 5 and 6: an SVG drawing rendered again at the resolution of the picture it is compared with.
 
 A drawing's fine lines (the points of a star polygon) are finer than a pixel of the 256-pixel render the
 fingerprint keeps, so that render is mostly aliasing: a 400-pixel export of a star correlates less with it
@@ -8,10 +8,16 @@ either picture of a candidate pair is an SVG, ``same_v5`` renders it again at th
 up with the other picture (from ``image_verify.fit_span`` on the stored thumbnails) and compares the two at
 that resolution (``image_verify.verify_rendered``); two SVGs are both rendered at ``SVG_PAIR_PIXELS``.
 Where neither is an SVG, or bytes are missing, version 4's rule on the stored thumbnails decides.
+
+Version 6 (``same_v6``, ``verify_pair_v6``) compares the same two pictures, and where version 5's
+correlation falls short fits a colour map of the drawing to the other picture and leaves out its worst
+window (``image_verify.verify_fitted``): a recoloured copy or one with a stamp on it links, while a
+drawing that differs all over (another star of a series) or in colour (the hue test) does not.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -31,13 +37,20 @@ from endcredits.registry.fingerprints import (
 from endcredits.registry.image_verify import (
     COLOUR_PIXELS,
     FINE_PIXELS,
+    QUADRATIC,
+    WINDOW_SHARE,
+    FittedVerdict,
     RenderedVerdict,
+    Variant,
     fit_span,
+    verify_fitted,
     verify_rendered,
 )
 
 if TYPE_CHECKING:
     from PIL import Image
+
+Verdict = RenderedVerdict | FittedVerdict
 
 SVG_PAIR_PIXELS = 512
 """Two SVG drawings are each rendered into a square of this many pixels and compared at this side."""
@@ -90,28 +103,56 @@ def rendered_pictures(registered: Side, new: Side) -> tuple[Image.Image, Image.I
     return (drawing, picture) if r.svg else (picture, drawing)
 
 
-def verify_pair(registered: Side, new: Side) -> RenderedVerdict | None:
-    """``image_verify.verify_rendered`` of the two pictures ``rendered_pictures`` gives, at the larger
-    one's side (a multiple of 128 from 256 to ``COMPARE_PIXELS_MAX``); None where it gives none."""
+def _thumbnails(
+    registered: Side, new: Side
+) -> tuple[list[np.ndarray], list[np.ndarray], tuple[Image.Image, Image.Image]] | None:
+    """The grayscale thumbnails at the compared side and the ``COLOUR_PIXELS`` RGB ones of the two pictures
+    ``rendered_pictures`` gives, and those pictures; None where it gives none."""
     from PIL import Image
 
     pictures = rendered_pictures(registered, new)
     if pictures is None:
         return None
-    a, b = pictures
-    side = _compare_side((*a.size, *b.size))
-    gray = [picture_thumbnail(p, side) for p in (a, b)]
+    side = _compare_side((*pictures[0].size, *pictures[1].size))
+    gray = [picture_thumbnail(p, side) for p in pictures]
     box = Image.Resampling.BOX
-    colour = [np.asarray(p.resize((COLOUR_PIXELS, COLOUR_PIXELS), box), dtype=np.uint8) for p in (a, b)]
+    colour = [np.asarray(p.resize((COLOUR_PIXELS, COLOUR_PIXELS), box), dtype=np.uint8) for p in pictures]
+    return gray, colour, pictures
+
+
+def verify_pair(registered: Side, new: Side) -> RenderedVerdict | None:
+    """``image_verify.verify_rendered`` of the two pictures ``rendered_pictures`` gives, at the larger
+    one's side (a multiple of 128 from 256 to ``COMPARE_PIXELS_MAX``); None where it gives none."""
+    got = _thumbnails(registered, new)
+    if got is None:
+        return None
+    gray, colour, (a, b) = got
     return verify_rendered(gray[0], gray[1], (colour[0], colour[1]), (a.size, b.size))
 
 
-def same_v5(registered: Side, new: Side, similarity: float) -> bool:
-    """Version 5's verdict on a candidate pair from ``RENDER_VERIFY_MIN`` up (``similarity`` at 64 pixels):
-    rendered again where an SVG and the bytes allow (a registered drawing that no longer renders falls
-    back), else version 4's rule, from its own ``IMAGE_VERIFY_MIN``."""
+def verify_pair_v6(
+    registered: Side, new: Side, variants: tuple[Variant, ...] = ((WINDOW_SHARE, QUADRATIC),)
+) -> FittedVerdict | None:
+    """``image_verify.verify_fitted`` (version 6) of the two pictures ``rendered_pictures`` gives, at the
+    side ``verify_pair`` compares them; None where it gives none."""
+    from PIL import Image
+
+    got = _thumbnails(registered, new)
+    if got is None:
+        return None
+    gray, colour, (a, b) = got
+    side = gray[0].shape[0]
+    box = Image.Resampling.BOX
+    rgb = [np.asarray(p.resize((side, side), box), dtype=np.uint8) for p in (a, b)]
+    pair = (gray[0], gray[1]), (rgb[0], rgb[1]), (colour[0], colour[1])
+    return verify_fitted(*pair, (a.size, b.size), variants)
+
+
+def _same(verify: Callable[[Side, Side], Verdict | None], registered: Side, new: Side, similarity: float) -> bool:
+    """``verify``'s verdict where an SVG and the bytes allow (a registered drawing that no longer renders
+    falls back), else version 4's rule, from its own ``IMAGE_VERIFY_MIN``."""
     try:
-        verdict = verify_pair(registered, new)
+        verdict = verify(registered, new)
     except ValidationError:
         verdict = None
     if verdict is not None:
@@ -119,4 +160,16 @@ def same_v5(registered: Side, new: Side, similarity: float) -> bool:
     return similarity >= IMAGE_VERIFY_MIN and same_fine_picture(registered.fine, new.fine)
 
 
-__all__ = ["Side", "rendered_pictures", "same_v5", "verify_pair"]
+def same_v5(registered: Side, new: Side, similarity: float) -> bool:
+    """Version 5's verdict on a candidate pair from ``RENDER_VERIFY_MIN`` up (``similarity`` at 64 pixels):
+    ``verify_pair`` where an SVG and the bytes allow, else version 4's rule."""
+    return _same(verify_pair, registered, new, similarity)
+
+
+def same_v6(registered: Side, new: Side, similarity: float) -> bool:
+    """Version 6's verdict on a candidate pair from ``RENDER_V6_VERIFY_MIN`` up: ``verify_pair_v6`` where an
+    SVG and the bytes allow, else version 4's rule (as version 5)."""
+    return _same(verify_pair_v6, registered, new, similarity)
+
+
+__all__ = ["Side", "rendered_pictures", "same_v5", "same_v6", "verify_pair", "verify_pair_v6"]

@@ -312,9 +312,7 @@ def aligned_correlation(
     both blurred by ``NATIVE_BLUR`` of a pixel of the picture with fewer pixels on each axis (at least
     ``FINE_BLUR_MIN`` thumbnail pixels); ``native_*`` are the pictures' (width, height) in pixels."""
     x, y = a.astype(np.float64), b.astype(np.float64)
-    n = x.shape[0]
-    sigma_y = max(FINE_BLUR_MIN, NATIVE_BLUR * n / max(1, min(native_a[1], native_b[1])))
-    sigma_x = max(FINE_BLUR_MIN, NATIVE_BLUR * n / max(1, min(native_a[0], native_b[0])))
+    sigma_y, sigma_x = compare_sigmas(x.shape[0], native_a, native_b)
     return _corr(warp(_blur(x, sigma_y, sigma_x), span), _blur(y, sigma_y, sigma_x))
 
 
@@ -383,20 +381,159 @@ def verify_rendered(
     return RenderedVerdict(corr, share, hue, same)
 
 
+# Version 6: a fitted colour model, with the worst window of the picture left out ------------------------
+FITTED_R2_MIN = 0.99
+"""Share of the copy's colour variance that an affine RGB map of the aligned drawing explains, with the
+worst ``WINDOW_SHARE`` window left out, from which the two are the same (version 6's second test; chosen
+on the tuning half: docs)."""
+WINDOW_SHARE = 0.15
+"""Side of the square window, as a share of the compared side, that the fitted comparison may leave out:
+one box-like occlusion or edit (a stamp of 1/7 of the drawing's width and height, blurred, fits)."""
+QUADRATIC = False
+"""Whether the colour map has quadratic terms (the squares and products of R, G and B) besides the affine
+ones: a hue rotation is piecewise linear in RGB, not affine."""
+Variant = tuple[float, bool]
+"""One fitted comparison: the window share left out, and whether the colour map is quadratic."""
+
+
+@dataclass(frozen=True)
+class FittedVerdict:
+    """Version 6's answer on a drawing rendered again and a picture: version 5's aligned correlation, the
+    share of the picture's colour variance explained by an affine RGB map of the drawing over all pixels
+    (``fitted``) and with the worst window left out (``fitted_window``), the hue difference, and whether
+    they are the same."""
+
+    correlation: float
+    fitted: float
+    fitted_window: float
+    windows: tuple[float, ...]
+    """``fitted_window`` for each variant tried (the first is ``fitted_window``)."""
+    hue_degrees: float
+    same: bool
+
+
+def _terms(x: np.ndarray, quadratic: bool) -> np.ndarray:
+    """The colour map's terms of the pixels ``x`` (N x 3, 0-255): R, G, B and 1, and with ``quadratic``
+    the six squares and products too."""
+    cols = [x, np.ones((len(x), 1))]
+    if quadratic:
+        u = x / 255.0
+        cols.append(np.stack([u[:, i] * u[:, j] * 255.0 for i in range(3) for j in range(i, 3)], axis=1))
+    return np.hstack(cols)
+
+
+class _Sums:
+    """The sums a least-squares colour map needs over a set of pixels: the terms' Gram matrix, their
+    products with the colours, the colours' sums and squares, and the count."""
+
+    def __init__(self, m: np.ndarray, y: np.ndarray) -> None:
+        self.gram, self.cross = m.T @ m, m.T @ y
+        self.total, self.squares, self.count = y.sum(axis=0), float((y * y).sum()), len(y)
+
+    def less(self, other: _Sums) -> _Sums:
+        out = object.__new__(_Sums)
+        out.gram, out.cross = self.gram - other.gram, self.cross - other.cross
+        out.total, out.squares = self.total - other.total, self.squares - other.squares
+        out.count = self.count - other.count
+        return out
+
+    def explained(self) -> tuple[float, np.ndarray]:
+        """The share of the colours' variance the least-squares map explains, and the map."""
+        coef = np.linalg.lstsq(self.gram, self.cross, rcond=None)[0]  # a flat channel leaves it singular
+        residual = self.squares - 2 * float((coef * self.cross).sum()) + float((coef * (self.gram @ coef)).sum())
+        variance = self.squares - float((self.total * self.total).sum()) / max(1, self.count)
+        return (1.0 - max(0.0, residual) / variance if variance > 0 else 0.0), coef
+
+
+def _worst_window(err: np.ndarray, side: int, k: int) -> tuple[slice, slice]:
+    """The ``k`` square window with the largest residual sum."""
+    c = np.pad(err.reshape(side, side).cumsum(axis=0).cumsum(axis=1), ((1, 0), (1, 0)))
+    sums = c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]
+    i, j = np.unravel_index(int(np.argmax(sums)), sums.shape)
+    return slice(int(i), int(i) + k), slice(int(j), int(j) + k)
+
+
+def fitted_colour(
+    a: np.ndarray,
+    b: np.ndarray,
+    span: Quad,
+    sigmas: tuple[float, float],
+    variants: tuple[Variant, ...] = ((WINDOW_SHARE, QUADRATIC),),
+) -> tuple[float, tuple[float, ...]]:
+    """The share of square RGB picture ``b``'s variance explained by a least-squares colour map of ``a``'s
+    ``span`` (both blurred by ``sigmas``, y and x, in pixels): over all pixels (the first variant's map),
+    and for each variant with the worst window of its share (of the side) left out, the window found on
+    the residual of the map fitted to all pixels."""
+    side = b.shape[0]
+    x = np.stack([warp(_blur(a[..., c].astype(np.float64), *sigmas), span) for c in range(3)], axis=-1)
+    y = np.stack([_blur(b[..., c].astype(np.float64), *sigmas) for c in range(3)], axis=-1)
+    x, y = x.reshape(-1, 3), y.reshape(-1, 3)
+    fits = {}
+    for q in {q for _, q in variants}:
+        m = _terms(x, q)
+        sums = _Sums(m, y)
+        share, coef = sums.explained()
+        fits[q] = (m, sums, share, ((y - m @ coef) ** 2).sum(axis=1))
+    windows = []
+    for part, q in variants:
+        m, sums, _, err = fits[q]
+        rows, cols = _worst_window(err, side, max(2, round(part * side)))
+        inside = (np.arange(side)[rows, None] * side + np.arange(side)[None, cols]).reshape(-1)
+        windows.append(sums.less(_Sums(m[inside], y[inside])).explained()[0])
+    return fits[variants[0][1]][2], tuple(windows)
+
+
+def compare_sigmas(side: int, native_a: tuple[int, int], native_b: tuple[int, int]) -> tuple[float, float]:
+    """The blur (y, x) of ``aligned_correlation`` at ``side`` pixels for pictures of these sizes."""
+    sigma_y = max(FINE_BLUR_MIN, NATIVE_BLUR * side / max(1, min(native_a[1], native_b[1])))
+    sigma_x = max(FINE_BLUR_MIN, NATIVE_BLUR * side / max(1, min(native_a[0], native_b[0])))
+    return sigma_y, sigma_x
+
+
+def verify_fitted(
+    gray: tuple[np.ndarray, np.ndarray],
+    rgb: tuple[np.ndarray, np.ndarray],
+    colours: tuple[np.ndarray, np.ndarray],
+    natives: tuple[tuple[int, int], tuple[int, int]],
+    variants: tuple[Variant, ...] = ((WINDOW_SHARE, QUADRATIC),),
+) -> FittedVerdict:
+    """Version 6: a registered picture and a new one (square grayscale and RGB thumbnails of one side, a
+    multiple of ``FINE_PIXELS``, of pictures drawn at about one resolution; their ``COLOUR_PIXELS`` RGB
+    thumbnails and (width, height)) are the same when version 5's correlation reaches
+    ``RENDERED_CORRELATION_MIN``, or else when an affine colour map of the aligned drawing explains
+    ``FITTED_R2_MIN`` of the picture with its worst window left out; in both cases with their hues within
+    ``HUE_DEGREES_MAX``. The colour map is fitted only when the correlation falls short (NaN otherwise);
+    ``variants``: the fitted comparisons made, the first deciding (more are for measuring)."""
+    span = fit_span(*gray)
+    corr = aligned_correlation(gray[0], gray[1], natives[0], natives[1], span)
+    hue = hue_difference(*colours)
+    if corr >= RENDERED_CORRELATION_MIN:
+        nan = float("nan")
+        return FittedVerdict(corr, nan, nan, tuple(nan for _ in variants), hue, hue <= HUE_DEGREES_MAX)
+    sigmas = compare_sigmas(gray[0].shape[0], *natives)
+    whole, windows = fitted_colour(rgb[0], rgb[1], span, sigmas, variants)
+    same = windows[0] >= FITTED_R2_MIN and hue <= HUE_DEGREES_MAX
+    return FittedVerdict(corr, whole, windows[0], windows, hue, same)
+
+
 __all__ = [
     "COLOUR_PIXELS",
     "FINE_PIXELS",
     "V4_PIXELS",
     "FineVerdict",
+    "FittedVerdict",
     "RenderedVerdict",
     "Verdict",
     "aligned_correlation",
     "align",
+    "compare_sigmas",
     "fit_span",
+    "fitted_colour",
     "hue_difference",
     "refine",
     "verify",
     "verify_fine",
+    "verify_fitted",
     "verify_rendered",
     "residual_share",
     "warp",
