@@ -144,3 +144,30 @@ def test_fingerprints_of_the_legacy_method_stay_valid(store: Store) -> None:
         add_fingerprint(conn, first, old.method, old.value, old.band_keys)
         (new,) = register_works(conn, [WorkIn(_export(ROOK, 200, "PNG"), "rook.png", "image/png")])
     assert new.method == IMAGE_METHOD and new.canonical_work_id is None
+
+
+def test_a_store_upgraded_from_version_5_still_finds_its_drawings(store: Store) -> None:
+    """Migration 0013 renames version 5's rows (the same bytes and band keys as version 6) so drawings
+    registered before the upgrade are candidates for works registered after it; its downgrade renames back."""
+    from alembic import command
+
+    from endcredits.store.engine import _alembic_config
+    from endcredits.store.schema import fingerprint_bands
+
+    def methods() -> set[str]:
+        with store.read() as conn:
+            rows = conn.execute(select(work_fingerprints.c.method)).scalars().all()
+            bands = conn.execute(select(fingerprint_bands.c.method).distinct()).scalars().all()
+        return {*rows, *bands}
+
+    with store.write() as conn:
+        (rook,) = register_works(conn, [WorkIn(ROOK, "Rook", "image/svg+xml")])
+    for target, expected in (("0012", {fp.V5_IMAGE_METHOD}), ("head", {IMAGE_METHOD})):
+        with store.engine.begin() as conn:
+            cfg = _alembic_config()
+            cfg.attributes["connection"] = conn
+            (command.downgrade if target == "0012" else command.upgrade)(cfg, target)
+        assert methods() == expected
+    with store.write() as conn:
+        (jpeg,) = register_works(conn, [WorkIn(_export(ROOK, 300, "JPEG", quality=60), "rook.jpg", "image/jpeg")])
+    assert jpeg.canonical_work_id == rook.work_id
