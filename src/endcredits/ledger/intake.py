@@ -17,7 +17,7 @@ never finished is accrued once: taken again, it answers ``exists``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -150,16 +150,31 @@ class Claim:
     def __init__(self, store: Store, conn: Connection | None, batch: IntakeBatch) -> None:
         self._store, self._conn, self.batch = store, conn, batch
 
-    def finish(self, state: str, *, error_code: str | None = None, error_message: str | None = None) -> None:
-        """Mark the batch ``accrued`` or ``refused`` (with its error), and empty its body."""
+    def finish(
+        self,
+        state: str,
+        *,
+        error_code: str | None = None,
+        error_message: str | None = None,
+        with_it: Callable[[Connection], None] | None = None,
+    ) -> None:
+        """Mark the batch ``accrued`` or ``refused`` (with its error), and empty its body; ``with_it(conn)``
+        runs first, in a write transaction beside other accruals (the service keeps the batch's answer
+        there): on SQLite the same transaction as the mark, so one commit does both; on PostgreSQL its own,
+        committed before the claim's, so a batch is never marked without it."""
         if state not in (ACCRUED, REFUSED):
             raise ValueError(f"a claim finishes accrued or refused, not {state!r}")
         values = dict(state=state, error_code=error_code, error_message=error_message, body=b"", finished_at=utc_now())
         where = (usage_intake.c.seq == self.batch.seq) & (usage_intake.c.state == QUEUED)
         if self._conn is not None:  # PostgreSQL: the claim's own transaction holds the row
+            if with_it is not None:
+                with self._store.write(beside_others=True) as conn:
+                    with_it(conn)
             self._conn.execute(usage_intake.update().where(where).values(**values))
             return
-        with self._store.write() as conn:
+        with self._store.write(beside_others=True) as conn:
+            if with_it is not None:
+                with_it(conn)
             conn.execute(usage_intake.update().where(where).values(**values))
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError as PydanticValidationError
+from sqlalchemy import Connection
 
 from endcredits.audit import canonical_json
 from endcredits.errors import ConflictError, EndcreditsError, NotFoundError, ValidationError
@@ -323,10 +324,12 @@ def accrue_claimed(store: Store, claim: intake.Claim, accrue_json: AccrueJson) -
             raise
         claim.finish(intake.REFUSED, error_code=exc.code, error_message=exc.message)
         return
-    with store.write(beside_others=True) as conn:  # beside other batches' accruals and answers
+
+    def keep_answer(conn: Connection) -> None:
         store.lock(conn, f"usage-answer:{batch.batch_id}")
         record_usage_answer(conn, batch.batch_id, batch.request_sha256, data)
-    claim.finish(intake.ACCRUED)
+
+    claim.finish(intake.ACCRUED, with_it=keep_answer)  # the answer and the mark commit together
 
 
 def accrue_next(store: Store, accrue_json: AccrueJson) -> bool:
