@@ -63,14 +63,15 @@ def enqueue(
     content_type: str,
     body: bytes,
     *,
-    retry_after_s: int,
+    retry_after_s: int | Callable[[int], int],
     batches_max: int = USAGE_INTAKE_BATCHES_MAX,
     bytes_max: int = USAGE_INTAKE_BYTES_MAX,
 ) -> tuple[IntakeBatch, bool]:
     """Commit a usage batch into the intake and return it (``queued``) and True; the same batch again returns
     the batch kept first (queued or accrued: ``state``) and False, and writes nothing. A batch refused before
     is replaced by the new one. Other content under the id is a ``ConflictError``; a backlog at
-    ``batches_max`` batches or ``bytes_max`` bytes a ``BusyError`` (``retry_after_s``): nothing written."""
+    ``batches_max`` batches or ``bytes_max`` bytes a ``BusyError`` (``retry_after_s``, or what it answers for the
+    batches queued): nothing written."""
     with store.write(beside_others=True) as conn:  # beside accruals: it waits for no accrual on PostgreSQL
         store.lock(conn, INTAKE_LOCK)
         kept = _by_id(conn, batch_id)
@@ -80,6 +81,8 @@ def enqueue(
             return kept, False
         now = backlog(conn)
         if now.batches + 1 > batches_max or now.body_bytes + len(body) > bytes_max:
+            if callable(retry_after_s):
+                retry_after_s = retry_after_s(now.batches)
             raise BusyError(
                 f"{now.batches} usage batches ({now.body_bytes} bytes) wait to be accrued, the most the intake "
                 f"holds ({batches_max} batches, {bytes_max} bytes): retry in {retry_after_s} s",

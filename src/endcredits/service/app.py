@@ -251,7 +251,8 @@ def _routes_usage(app: FastAPI) -> None:
         async with state.usage_admission.admit():
             body = await request.body()
             kind = request.headers.get("content-type", "")
-            retry_after_s = await run_in_threadpool(_intake_retry_after_s, request.app)
+            worker: AccrualWorker = state.accrual_worker
+            default_s = state.usage_admission.retry_after_s
             try:
                 status, answer = await run_in_threadpool(
                     ingest_usage,
@@ -260,7 +261,7 @@ def _routes_usage(app: FastAPI) -> None:
                     kind,
                     state.accrue_json,
                     wait_s=wait_s,
-                    retry_after_s=retry_after_s,
+                    retry_after_s=lambda queued: worker.retry_after_s(queued, default_s),  # only when full
                     intake_max=state.usage_intake_max,
                 )
             except BusyError as exc:
@@ -292,17 +293,6 @@ def _routes_usage(app: FastAPI) -> None:
         from endcredits.service.attribute import attribution_view
 
         return attribution_view(store, body)
-
-
-def _intake_retry_after_s(app: FastAPI) -> int:
-    """``Retry-After`` for a batch the full intake refuses: the queued batches at this process's accrual pace."""
-    from endcredits.ledger.intake import backlog
-
-    store: Store = app.state.store
-    with store.read() as conn:
-        queued = backlog(conn).batches
-    worker: AccrualWorker = app.state.accrual_worker
-    return worker.retry_after_s(queued, app.state.usage_admission.retry_after_s)
 
 
 def prefer_wait_s(prefer: str) -> float:

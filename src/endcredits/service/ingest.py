@@ -259,7 +259,7 @@ def ingest_usage(
     accrue_json: AccrueJson,
     *,
     wait_s: float,
-    retry_after_s: int,
+    retry_after_s: int | Callable[[int], int],
     intake_max: tuple[int, int] = (USAGE_INTAKE_BATCHES_MAX, USAGE_INTAKE_BYTES_MAX),
 ) -> tuple[int, dict[str, Any]]:
     """The status and answer to one usage batch. Everything that refuses bad input is checked first, and
