@@ -10,7 +10,8 @@ left out), an evenly spaced pick over the sorted paths, rendered once with ``cai
 The model is a diffusers ``UNet2DModel`` (two down and two up blocks of 16 and 32 channels, one layer each, no
 attention) with a 100-step ``DDPMScheduler``, trained from scratch on the plain denoising loss for
 ``--ddpm-steps`` steps of batch 16 (random images, timesteps and noise, all seeded). Every model is saved
-with ``save_pretrained`` and loaded back with ``load_unet``.
+with ``save_pretrained`` and loaded back with ``load_unet``; with ``--ddpm-checkpoints S1,S2,...`` so are
+each ensemble model's parameters after those steps (the "+checkpoints" recipes).
 
 Model output (the ground truth): minus the denoising loss of a test image, averaged over ``--ddpm-timesteps``
 evenly spaced timesteps with the noise of ``DiffusionUNet.encode(seed=NOISE_SEED)``: the same timesteps and
@@ -33,6 +34,7 @@ Methods, at the same ``--k`` on the same models:
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -128,6 +130,21 @@ def train_ddpm(images: torch.Tensor, seed: int, steps: int) -> nn.Module:
     """A UNet from scratch on the denoising loss, by the image demo's recipe (``demo_images.train_ddpm``:
     AdamW, warmup then cosine decay to a tenth; seeded)."""
     return demo_train_ddpm(images, steps=steps, seed=seed)[0]
+
+
+def train_ddpm_keeping(
+    images: torch.Tensor, seed: int, steps: int, checkpoint_steps: Sequence[int]
+) -> tuple[nn.Module, list[dict[str, torch.Tensor]]]:
+    """``train_ddpm`` (the same model, bit for bit) and copies of its parameters after each of
+    ``checkpoint_steps``, in step order."""
+    kept: dict[int, dict[str, torch.Tensor]] = {}
+
+    def keep(step: int, model: nn.Module) -> None:
+        if step in checkpoint_steps:
+            kept[step] = {name: value.detach().clone() for name, value in model.state_dict().items()}
+
+    model = demo_train_ddpm(images, steps=steps, seed=seed, after_step=keep)[0]
+    return model, [kept[step] for step in sorted(kept)]
 
 
 @torch.no_grad()
@@ -333,17 +350,32 @@ def build_problem(args: argparse.Namespace, log: Callable[[str], None]) -> Probl
         new_scheduler().save_pretrained(models_dir / name / "scheduler")
         return load_unet(models_dir / name)
 
+    checkpoint_steps = sorted({int(v) for v in (args.ddpm_checkpoints or "").split(",") if v} - {steps})
+
+    def member(images_in: torch.Tensor, seed: int, name: str) -> tuple[Any, list[Any]]:
+        """One trained model, loaded, and its intermediate checkpoints, each saved and loaded as well."""
+        model, states = train_ddpm_keeping(images_in, seed, steps, checkpoint_steps)
+        earlier = []
+        for step, state in zip(checkpoint_steps, states, strict=True):
+            at_step = copy.deepcopy(model)
+            at_step.load_state_dict(state)
+            earlier.append(saved_and_loaded(at_step, f"{name}-step{step}"))
+        return saved_and_loaded(model, name), earlier
+
     started = time.perf_counter()
-    full = [saved_and_loaded(train_ddpm(train_images, 10_000 + i, steps), f"full-{i}") for i in range(args.models)]
+    full_members = [member(train_images, 10_000 + i, f"full-{i}") for i in range(args.models)]
+    full = [final for final, _ in full_members]
     log(
         f"ensemble: {args.models} DDPMs on all {n_train} images, {steps} steps each, in"
         f" {time.perf_counter() - started:.1f} s ({sum(p.numel() for p in full[0].model.parameters())} parameters)"
     )
     halves = core.half_subsets(n_train, args.models, SEED_HALF_ENSEMBLE)
-    half = [
-        saved_and_loaded(train_ddpm(train_images[rows], 20_000 + i, steps), f"half-{i}")
-        for i, rows in enumerate(halves)
-    ]
+    half_members = [member(train_images[rows], 20_000 + i, f"half-{i}") for i, rows in enumerate(halves)]
+    half = [final for final, _ in half_members]
+    ensembles = {"full": full, "half": half}
+    if checkpoint_steps:  # TRAK's ensemble over training checkpoints as well as over models
+        ensembles["full+checkpoints"] = [m for final, earlier in full_members for m in [*earlier, final]]
+        ensembles["half+checkpoints"] = [m for final, earlier in half_members for m in [*earlier, final]]
     generated = sample_images(full[0].model, n_held_report + n_held_tune, seed=7)
     held = images[n_train:]
     targets = torch.cat(
@@ -415,6 +447,11 @@ def build_problem(args: argparse.Namespace, log: Callable[[str], None]) -> Probl
         "model": f"diffusers UNet2DModel, channels {CHANNELS}, no attention, DDPMScheduler {SCHEDULE_STEPS} steps",
         "recipe": {"steps": steps, "batch_size": BATCH, "lr": LEARNING_RATE},
         "output": f"minus the denoising loss over {timesteps} fixed timesteps with shared seeded noise",
+        **(
+            {"recipes_note": f"+checkpoints: each model's parameters after steps {checkpoint_steps} and at the end"}
+            if checkpoint_steps
+            else {}
+        ),
     }
     return Problem(
         setting="image-ddpm",
@@ -426,7 +463,7 @@ def build_problem(args: argparse.Namespace, log: Callable[[str], None]) -> Probl
         main_outputs_reseeded=reseeded,
         tune_masks=draws["tune"][0],
         tune_outputs=draws["tune"][1][:, tune_cols],
-        ensembles={"full": full, "half": half},
+        ensembles=ensembles,
         run_method=RunMemo(run_method),
         counterfactual=counterfactual,
         info=info,

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", default="benchmarks/.cache")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    args.models, args.peer_batch_size = 1, 100
+    args.models, args.peer_batch_size, args.ddpm_checkpoints = 1, 100, ""
     grid = [float(v) for v in args.lambdas.split(",")]
     torch.set_num_threads(1)
 

@@ -43,8 +43,10 @@ No hyperparameter sees that ground truth. A second, smaller draw of halves with 
 (``--tune-subsets``) is retrained and measured on held-out test examples that are not reported
 (``--tune-tests``); on it, for every method alike: (A) lambda is chosen from the method's grid with one
 model (the first of the "full" ensemble); (B) with that lambda, the ensemble recipe -- E models trained
-on all the data with different seeds ("full") or E models each trained on a random half ("half") -- is
-chosen. The reported LDS is the chosen configuration's on the main draw and the reported test examples.
+on all the data with different seeds ("full") or E models each trained on a random half ("half"), and with
+``--lm-checkpoints`` (abc-lm) or ``--ddpm-checkpoints`` (image-ddpm) the same E models featurized at the
+named intermediate training steps as well ("full+checkpoints", "half+checkpoints") -- is chosen. The
+reported LDS is the chosen configuration's on the main draw and the reported test examples.
 k and E are budgets, set on the command line and the same for every method.
 
 Methods (``--methods``): ``endcredits`` (``TRAKScorer``; ``--curvature`` for the Gauss-Newton kernel;
@@ -343,7 +345,8 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: C901 - one pass ove
     parser.add_argument(
         "--recipes",
         default="full,half,full+checkpoints,half+checkpoints",
-        help="ensemble recipes to choose among (those the setting has; +checkpoints: abc-lm with --lm-checkpoints)",
+        help="ensemble recipes to choose among (those the setting has; +checkpoints: abc-lm with --lm-checkpoints,"
+        " image-ddpm with --ddpm-checkpoints)",
     )
     parser.add_argument("--cf-tests", type=int, help="test examples of the counterfactual check (0: skip)")
     parser.add_argument("--cf-remove", type=int, help="training examples removed per test example")
@@ -389,6 +392,12 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: C901 - one pass ove
     parser.add_argument("--ddpm-steps", type=int, default=100, help="image-ddpm: training steps per model (batch 16)")
     parser.add_argument(
         "--ddpm-timesteps", type=int, default=8, help="image-ddpm: fixed timesteps of every measurement"
+    )
+    parser.add_argument(
+        "--ddpm-checkpoints",
+        default="",
+        help="image-ddpm: comma-separated training steps whose parameters the '+checkpoints' recipes"
+        " featurize besides the final ones (e.g. 25,50,75)",
     )
     parser.add_argument("--lambdas", help="comma-separated lambda grid for endcredits (default: its built-in grid)")
     parser.add_argument(
@@ -448,6 +457,12 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: C901 - one pass ove
         parser.error("--seeds-per-subset must be at least 1")
     if args.reseed:
         args.seeds_per_subset = max(args.seeds_per_subset, 2)
+    try:
+        ddpm_checkpoints = [int(v) for v in args.ddpm_checkpoints.split(",") if v.strip()]
+    except ValueError:
+        parser.error(f"--ddpm-checkpoints {args.ddpm_checkpoints!r}: expected training steps, e.g. 25,50,75")
+    if any(not 1 <= step <= args.ddpm_steps for step in ddpm_checkpoints):
+        parser.error(f"--ddpm-checkpoints {args.ddpm_checkpoints!r}: every step must be in [1, {args.ddpm_steps}]")
 
     torch.set_num_threads(args.threads)
     defaults = DEFAULTS[args.setting]

@@ -167,11 +167,17 @@ def new_unet(seed: int) -> nn.Module:
 
 
 def train_ddpm(
-    images: torch.Tensor, *, steps: int, seed: int, progress: Callable[[int], None] | None = None
+    images: torch.Tensor,
+    *,
+    steps: int,
+    seed: int,
+    progress: Callable[[int], None] | None = None,
+    after_step: Callable[[int, nn.Module], None] | None = None,
 ) -> tuple[nn.Module, Any, float]:
     """Exactly ``steps`` AdamW steps of the denoising loss on ``images`` ``[B, 1, SIDE, SIDE]`` in [-1, 1]
     (batches of ``BATCH``, warmup then cosine decay to a tenth; every draw seeded): the UNet, its
-    scheduler, and the mean loss of the last tenth of the steps."""
+    scheduler, and the mean loss of the last tenth of the steps. ``after_step(step, model)`` is called after
+    each step (1-based), e.g. to keep intermediate checkpoints; it must not change the model."""
     from diffusers import DDPMScheduler
 
     model = new_unet(seed)
@@ -200,6 +206,8 @@ def train_ddpm(
         loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
         lr_schedule.step()
+        if after_step is not None:
+            after_step(i + 1, model)
         if i >= steps - tail:
             losses.append(loss.item())
         if progress is not None and (i + 1) % 10 == 0:

@@ -26,6 +26,16 @@ def _write_images(folder: Path, n: int) -> Path:
     return folder
 
 
+def _tiny_ddpm_argv(tmp_path: Path) -> list[str]:
+    """lds.py's flags for a tiny image-ddpm run on 16 images written here (8 trained on, 3 steps)."""
+    images = _write_images(tmp_path / "images", 16)
+    return [
+        "--setting", "image-ddpm", "--json", "--images", str(images), "--ddpm-train", "8", "--ddpm-steps", "3",
+        "--ddpm-timesteps", "2", "--subsets", "4", "--tune-subsets", "3", "--k", "32", "--tune-tests", "4",
+        "--cache-dir", str(tmp_path / "cache"),
+    ]  # fmt: skip
+
+
 @pytest.mark.slow
 def test_tiny_hf_gpt2_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import lds
@@ -54,12 +64,9 @@ def test_tiny_hf_gpt2_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 def test_tiny_image_ddpm_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import lds
 
-    images = _write_images(tmp_path / "images", 16)
     argv = [
-        "--setting", "image-ddpm", "--json", "--images", str(images), "--ddpm-train", "8", "--ddpm-steps", "3",
-        "--ddpm-timesteps", "2", "--subsets", "4", "--tune-subsets", "3", "--models", "1", "--k", "32",
-        "--tune-tests", "4", "--methods", "endcredits,endcredits-loss,dtrak,traker,dattri", "--seeds-per-subset", "2",
-        "--cf-tests", "1", "--cf-remove", "2", "--cache-dir", str(tmp_path / "cache"),
+        *_tiny_ddpm_argv(tmp_path), "--models", "1", "--methods", "endcredits,endcredits-loss,dtrak,traker,dattri",
+        "--seeds-per-subset", "2", "--cf-tests", "1", "--cf-remove", "2",
     ]  # fmt: skip
     assert lds.main(argv) == 0
     report = json.loads(capsys.readouterr().out)
@@ -157,6 +164,46 @@ def test_dtrak_written_here_ranks_like_endcredits_squared_norm() -> None:
     assert theirs.shape == ours.shape == (10, 4)
     agreement = core.spearman_columns(theirs, ours)
     assert agreement.min() > 0.8, agreement
+
+
+def test_keeping_checkpoints_trains_the_same_ddpm() -> None:
+    """The hook that keeps intermediate parameters changes nothing of the training: the final model is the
+    plain one bit for bit, and each kept state is the parameters after its step, not a later one."""
+    from _lds_ddpm import train_ddpm, train_ddpm_keeping
+
+    images = torch.rand((6, 1, 16, 16), generator=torch.Generator().manual_seed(0)) * 2 - 1
+    plain = train_ddpm(images, seed=3, steps=3)
+    kept_model, states = train_ddpm_keeping(images, seed=3, steps=3, checkpoint_steps=[1, 2])
+    assert all(torch.equal(v, kept_model.state_dict()[k]) for k, v in plain.state_dict().items())
+    assert len(states) == 2
+    name = next(k for k, v in plain.state_dict().items() if v.is_floating_point() and v.numel() > 1)
+    first, second, final = states[0][name], states[1][name], plain.state_dict()[name]
+    assert not torch.equal(first, second) and not torch.equal(second, final)
+
+
+@pytest.mark.slow
+def test_tiny_image_ddpm_checkpoint_recipes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--ddpm-checkpoints`` adds the "+checkpoints" recipes: each model at the named steps and at the end."""
+    import lds
+
+    argv = [
+        *_tiny_ddpm_argv(tmp_path), "--models", "2", "--methods", "endcredits-loss,dtrak", "--cf-tests", "0",
+        "--ddpm-checkpoints", "1,2", "--lambda-with", "ensemble",
+    ]  # fmt: skip
+    assert lds.main(argv) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert "steps [1, 2]" in report["recipes_note"]
+    for method in ("endcredits-loss", "dtrak"):
+        assert set(report["methods"][method]["tuning"]["recipes"]) == {
+            "full", "half", "full+checkpoints", "half+checkpoints"
+        }  # fmt: skip
+    assert "with 6 models (half+checkpoints)" in captured.err  # 2 models x (steps 1, 2 and the end)
+    for bad in ("0", "4", "two"):
+        with pytest.raises(SystemExit) as exited:
+            lds.main([*argv, "--ddpm-checkpoints", bad])  # the last one counts
+        assert exited.value.code == 2
+        assert "--ddpm-checkpoints" in capsys.readouterr().err
 
 
 def test_the_default_images_need_openclipart_and_say_which_flag(
