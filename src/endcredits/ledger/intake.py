@@ -13,19 +13,38 @@ several processes take different batches, and a worker that dies (SIGKILL includ
 connection: the batch is queued again for the next worker. On SQLite one worker reads the oldest queued
 batch. Accruing is idempotent by batch id and content (``ledger.accrue``), so a batch accrued whose claim
 never finished is accrued once: taken again, it answers ``exists``.
+
+A batch's lines are built once: ``checked_columns`` / ``checked_scored`` build them as ``accrue_columns`` /
+``accrue_scored`` do, to check the batch before it is acknowledged, and ``Handover`` keeps them in memory
+(bounded) for the process's worker, which accrues them as they are while the terms they were built under
+are still the newest (``CheckedBatch.current``). Without them it accrues the durable body, as before.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Connection, Row, Select, func, literal, select
 
-from endcredits.errors import BusyError, ConflictError
-from endcredits.limits import USAGE_INTAKE_BATCHES_MAX, USAGE_INTAKE_BYTES_MAX
+from endcredits.errors import BusyError, ConflictError, ValidationError
+from endcredits.ledger.accrue import (
+    AccrualSummary,
+    ScoreSource,
+    _manifest_of,
+    _run_scores,
+    accrue,
+    check_accrual,
+)
+from endcredits.limits import USAGE_HANDOVER_LINES_MAX, USAGE_INTAKE_BATCHES_MAX, USAGE_INTAKE_BYTES_MAX
+from endcredits.manifest.records import ManifestRecord, latest_manifest_id, load_manifest
+from endcredits.royalties.agreement import Agreement
+from endcredits.royalties.records import load_agreement
+from endcredits.royalties.usage import OutputIn, UsageBatch, build_usage
+from endcredits.royalties.usage_columns import UsageColumns, build_usage_columns
 from endcredits.store.engine import Store, utc_now
 from endcredits.store.schema import usage_intake
 
@@ -198,3 +217,153 @@ def claim(store: Store, seq: int | None = None) -> Iterator[Claim | None]:
     with store.engine.connect() as conn, conn.begin():
         row = conn.execute(query.with_for_update(skip_locked=True)).first()
         yield None if row is None else Claim(store, conn, _batch(row))
+
+
+@dataclass(frozen=True)
+class CheckedBatch:
+    """A usage batch's lines as built and checked before it was acknowledged: what ``accrue`` takes, and what
+    they were built under (the agreement's newest version; ``newest_manifest``, (model id, manifest id), when
+    the batch named no manifest and its model's newest was read)."""
+
+    batch_id: str
+    usage: UsageBatch
+    agreement: Agreement
+    source: ScoreSource
+    newest_manifest: tuple[str, str] | None = None
+
+    def check(self, store: Store) -> AccrualSummary:
+        """What ``accrue`` would refuse before it splits (``check_accrual``), nothing written."""
+        return check_accrual(store, self.usage, self.agreement, event_id=self.batch_id, source=self.source)
+
+    def accrue(self, store: Store) -> AccrualSummary:
+        return accrue(store, self.usage, self.agreement, event_id=self.batch_id, source=self.source)
+
+    def current(self, conn: Connection) -> bool:
+        """Whether the lines are still the ones the batch's body gives: the agreement's newest version and the
+        model's newest manifest (where the batch named none) are those they were built under."""
+        newest = load_agreement(conn, self.agreement.id)
+        if (newest.version, newest.body_sha256) != (self.agreement.version, self.agreement.body_sha256):
+            return False
+        if self.newest_manifest is None:
+            return True
+        model_id, manifest_id = self.newest_manifest
+        return latest_manifest_id(conn, model_id) == manifest_id
+
+
+def checked_scored(
+    store: Store,
+    outputs: Sequence[OutputIn],
+    scores: Mapping[str, Mapping[str, float]] | None,
+    *,
+    source: ScoreSource,
+    per: Literal["work", "payee"] | None,
+    agreement_id: str,
+    batch_id: str,
+    manifest_id: str | None = None,
+) -> CheckedBatch:
+    """The lines ``accrue_scored`` builds for these arguments (the same reads and refusals), checked by
+    ``CheckedBatch.check`` by the caller; accruing them is ``accrue_scored`` without ``contents``."""
+    newest: tuple[str, str] | None = None
+    with store.read() as conn:
+        agreement = load_agreement(conn, agreement_id)
+        manifest: ManifestRecord | None
+        if source.run_id is not None:
+            if scores is not None or per is not None:
+                raise ValidationError(
+                    f"attribution run {source.run_id} brings its own scores: send scores only marked external"
+                )
+            scores, per, manifest = _run_scores(store, conn, source.run_id, outputs, agreement, manifest_id)
+        else:
+            if scores is None or per is None:
+                raise ValidationError("external scores need their values, per work or per payee")
+            manifest = _manifest_of(conn, outputs, per, agreement, manifest_id)
+            newest = (manifest.model_id, manifest.id) if manifest is not None and manifest_id is None else None
+        usage = build_usage(conn, outputs, scores, agreement, manifest, per=per)
+    return CheckedBatch(batch_id, usage, agreement, source, newest)
+
+
+def checked_columns(
+    store: Store,
+    columns: UsageColumns,
+    *,
+    source: ScoreSource,
+    per: Literal["work", "payee"] | None,
+    agreement_id: str,
+    batch_id: str,
+    manifest_id: str | None = None,
+) -> CheckedBatch:
+    """The lines ``accrue_columns`` builds for these arguments (the same reads and refusals)."""
+    if source.run_id is not None:
+        if len(columns.key_codes) or per is not None:
+            raise ValidationError(f"attribution run {source.run_id} brings its own scores: send the outputs alone")
+        return checked_scored(
+            store, columns.outputs(), None, source=source, per=None, agreement_id=agreement_id,
+            batch_id=batch_id, manifest_id=manifest_id,
+        )  # fmt: skip
+    if per is None:
+        raise ValidationError("external scores come per work or per payee")
+    newest: tuple[str, str] | None = None
+    with store.read() as conn:
+        agreement = load_agreement(conn, agreement_id)
+        manifest: ManifestRecord | None = None
+        if per == "work" or agreement.baseline_share or manifest_id is not None:
+            model_ids = set(columns.model_ids)
+            if len(model_ids) != 1:
+                raise ValidationError(
+                    f"an accrual batch that needs a manifest covers one model, and this one mixes {len(model_ids)} "
+                    "(attribution per work is checked against the model's manifest): split it by model_id"
+                )
+            (model_id,) = model_ids
+            manifest = load_manifest(conn, manifest_id or latest_manifest_id(conn, model_id))
+            newest = (model_id, manifest.id) if manifest_id is None else None
+        usage = build_usage_columns(conn, columns, agreement, manifest, per=per)
+    return CheckedBatch(batch_id, usage, agreement, source, newest)
+
+
+class Handover:
+    """Batches checked by the request that acknowledged them, kept in memory for this process's accrual
+    worker by batch id and content hash (``request_sha256``), so their lines are built once: at most
+    ``lines_max`` lines in all, past which a batch is not kept (the worker builds it again from its body, as
+    it does after a restart or for a batch another process acknowledged). Safe to share between threads."""
+
+    def __init__(self, lines_max: int = USAGE_HANDOVER_LINES_MAX) -> None:
+        if lines_max < 0:
+            raise ValueError("a handover holds lines_max >= 0 lines")
+        self.lines_max = lines_max
+        self._lock = threading.Lock()
+        self._kept: dict[tuple[str, str], tuple[int, CheckedBatch]] = {}
+        self._lines = 0
+
+    def put(self, batch: IntakeBatch, checked: CheckedBatch) -> bool:
+        """Keep ``checked`` for ``batch`` (queued in the intake); False when it would pass ``lines_max``."""
+        lines = len(checked.usage.payee_codes)
+        with self._lock:
+            key = (batch.batch_id, batch.request_sha256)
+            if key in self._kept or self._lines + lines > self.lines_max:
+                return False
+            self._kept[key] = (batch.seq, checked)
+            self._lines += lines
+        return True
+
+    def take(self, batch: IntakeBatch, *, oldest: bool = False) -> CheckedBatch | None:
+        """The checked lines of ``batch``, taken out (None when not kept). ``oldest``: ``batch`` is the oldest
+        queued batch no other worker holds, so every batch kept from before it was taken elsewhere or is held
+        by another worker: they are let go too (a batch queued again is built from its body)."""
+        with self._lock:
+            if oldest:
+                for key in [k for k, (seq, _) in self._kept.items() if seq < batch.seq]:
+                    self._drop(key)
+            kept = self._kept.get((batch.batch_id, batch.request_sha256))
+            if kept is None or kept[0] != batch.seq:
+                return None
+            self._drop((batch.batch_id, batch.request_sha256))
+            return kept[1]
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        _, checked = self._kept.pop(key)
+        self._lines -= len(checked.usage.payee_codes)
+
+    def lines(self) -> int:
+        """Lines kept now."""
+        with self._lock:
+            return self._lines
