@@ -145,7 +145,7 @@ def test_the_handover_keeps_at_most_its_bound_and_lets_go_of_batches_taken_elsew
     held = _kept(full)
     lines = [len(c.usage.payee_codes) for c in held]
     assert len(held) == 3 and full.lines() == sum(lines)
-    with side[0].read() as conn:
+    with intake.intake_store(side[0]).read() as conn:
         rows = conn.execute(intake.usage_intake.select().order_by(intake.usage_intake.c.seq)).all()
     batches = [intake.IntakeBatch(r.seq, r.batch_id, r.request_sha256, r.content_type, b"", r.state) for r in rows]
     small = intake.Handover(lines_max=lines[0] + lines[1])

@@ -23,9 +23,11 @@ are still the newest (``CheckedBatch.current``). Without them it accrues the dur
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy import Connection, Row, Select, func, literal, select
@@ -45,12 +47,54 @@ from endcredits.royalties.agreement import Agreement
 from endcredits.royalties.records import load_agreement
 from endcredits.royalties.usage import OutputIn, UsageBatch, build_usage
 from endcredits.royalties.usage_columns import UsageColumns, build_usage_columns
-from endcredits.store.engine import Store, utc_now
+from endcredits.store.engine import Store, _make_engine, utc_now
+from endcredits.store.files import create_private_file
 from endcredits.store.schema import usage_intake
 
 QUEUED, ACCRUED, REFUSED = "queued", "accrued", "refused"
+INTAKE_FILE = "usage-intake.sqlite3"
+"""On SQLite, the intake's own database file, beside the ledger's (``intake_store``)."""
 INTAKE_LOCK = "usage-intake"
 """Held by ``enqueue`` while it counts the backlog and inserts, so two batches cannot both take the last place."""
+
+
+_intake_stores: weakref.WeakKeyDictionary[Store, Store] = weakref.WeakKeyDictionary()
+_intake_stores_lock = threading.Lock()
+
+
+def intake_store(store: Store) -> Store:
+    """Where ``store``'s intake is kept: ``store`` itself on PostgreSQL; on SQLite a database file of its own,
+    ``INTAKE_FILE`` beside the ledger's (WAL, ``synchronous = FULL``: a commit is on disk), so acknowledging a
+    batch waits for no ledger writer. Opened once per store; batches an older endcredits left in the
+    ledger's file are moved into it first."""
+    if store.backend != "sqlite":
+        return store
+    with _intake_stores_lock:
+        kept = _intake_stores.get(store)
+        if kept is None:
+            kept = _intake_stores[store] = _open_intake_file(store)
+    return kept
+
+
+def _open_intake_file(store: Store) -> Store:
+    ledger_file = store.engine.url.database
+    if not ledger_file or ledger_file == ":memory:":
+        raise ValueError("the intake of an SQLite store needs the store in a file")
+    path = Path(ledger_file).with_name(INTAKE_FILE)
+    create_private_file(path)
+    side = Store(_make_engine(f"sqlite:///{path}"), store.data_dir)
+    usage_intake.create(side.engine, checkfirst=True)
+    with store.read() as conn:
+        left = conn.execute(select(usage_intake).order_by(usage_intake.c.seq)).all()
+    if left:  # moved in two commits: a crash between moves them again, and the batch ids already moved stay
+        with side.write() as conn:
+            moved = {r.batch_id for r in conn.execute(select(usage_intake.c.batch_id))}
+            rows = [r._asdict() for r in left if r.batch_id not in moved]
+            if rows:
+                conn.execute(usage_intake.insert(), rows)
+        with store.write() as conn:
+            conn.execute(usage_intake.delete())
+    return side
 
 
 @dataclass(frozen=True)
@@ -91,8 +135,9 @@ def enqueue(
     is replaced by the new one. Other content under the id is a ``ConflictError``; a backlog at
     ``batches_max`` batches or ``bytes_max`` bytes a ``BusyError`` (``retry_after_s``, or what it answers for the
     batches queued): nothing written."""
-    with store.write(beside_others=True) as conn:  # beside accruals: it waits for no accrual on PostgreSQL
-        store.lock(conn, INTAKE_LOCK)
+    side = intake_store(store)
+    with side.write(beside_others=True) as conn:  # beside accruals: it waits for no accrual
+        side.lock(conn, INTAKE_LOCK)
         kept = _by_id(conn, batch_id)
         if kept is not None and kept.state != REFUSED:
             if kept.request_sha256 != request_sha256:
@@ -126,7 +171,7 @@ def enqueue(
 
 
 def backlog(conn: Connection) -> Backlog:
-    """The batches queued now and their bodies' bytes."""
+    """The batches queued now and their bodies' bytes (``conn`` of ``intake_store``)."""
     row = conn.execute(
         select(func.count(), func.coalesce(func.sum(usage_intake.c.body_bytes), 0)).where(
             usage_intake.c.state == QUEUED
@@ -136,7 +181,8 @@ def backlog(conn: Connection) -> Backlog:
 
 
 def intake_batch(conn: Connection, batch_id: str) -> IntakeBatch | None:
-    """The intake's record of ``batch_id`` (its body left out), None when it never came through the intake."""
+    """The intake's record of ``batch_id`` (its body left out), None when it never came through the intake
+    (``conn`` of ``intake_store``)."""
     return _by_id(conn, batch_id, with_body=False)
 
 
@@ -181,22 +227,20 @@ class Claim:
         with_it: Callable[[Connection], None] | None = None,
     ) -> None:
         """Mark the batch ``accrued`` or ``refused`` (with its error), and empty its body; ``with_it(conn)``
-        runs first, in a write transaction beside other accruals (the service keeps the batch's answer
-        there): on SQLite the same transaction as the mark, so one commit does both; on PostgreSQL its own,
-        committed before the claim's, so a batch is never marked without it."""
+        runs first, in a write transaction of the store beside other accruals (the service keeps the batch's
+        answer there), committed before the mark (on SQLite the mark is in the intake's own file), so a
+        batch is never marked without it."""
         if state not in (ACCRUED, REFUSED):
             raise ValueError(f"a claim finishes accrued or refused, not {state!r}")
         values = dict(state=state, error_code=error_code, error_message=error_message, body=b"", finished_at=utc_now())
         where = (usage_intake.c.seq == self.batch.seq) & (usage_intake.c.state == QUEUED)
+        if with_it is not None:
+            with self._store.write(beside_others=True) as conn:
+                with_it(conn)
         if self._conn is not None:  # PostgreSQL: the claim's own transaction holds the row
-            if with_it is not None:
-                with self._store.write(beside_others=True) as conn:
-                    with_it(conn)
             self._conn.execute(usage_intake.update().where(where).values(**values))
             return
-        with self._store.write(beside_others=True) as conn:
-            if with_it is not None:
-                with_it(conn)
+        with intake_store(self._store).write() as conn:
             conn.execute(usage_intake.update().where(where).values(**values))
 
 
@@ -209,7 +253,7 @@ def claim(store: Store, seq: int | None = None) -> Iterator[Claim | None]:
     query = query.where(usage_intake.c.seq == seq) if seq is not None else query
     query = query.order_by(usage_intake.c.seq).limit(1)
     if store.backend != "postgresql":
-        with store.read() as conn:
+        with intake_store(store).read() as conn:
             row = conn.execute(query).first()
         yield None if row is None else Claim(store, None, _batch(row))
         return

@@ -329,7 +329,7 @@ def _awaited(store: Store, batch: intake.IntakeBatch, wait_s: float) -> intake.I
     """The batch once it is no longer queued, or as it is after ``wait_s`` seconds."""
     deadline = time.monotonic() + wait_s
     while True:
-        with store.read() as conn:
+        with intake.intake_store(store).read() as conn:
             now = intake.intake_batch(conn, batch.batch_id)
         if now is None or now.state != intake.QUEUED or time.monotonic() >= deadline:
             return now or batch
@@ -403,11 +403,12 @@ def usage_status(store: Store, batch_id: str) -> dict[str, Any]:
     """``GET /usage-batches/{id}``: queued, refused (with its error) or accrued (with its answer: status,
     totals and ``request_sha256``; a batch accrued whose answer was never kept answers from the ledger's
     record, status ``exists`` and ``request_sha256`` null). ``NotFoundError`` when no batch came under the id."""
+    with intake.intake_store(store).read() as conn:  # first: a batch is marked after its answer is kept
+        kept = intake.intake_batch(conn, batch_id)
     with store.read() as conn:
         answer = usage_answer(conn, batch_id)
-        if answer is not None:
-            return {**answer.response, "state": intake.ACCRUED}
-        kept = intake.intake_batch(conn, batch_id)
+    if answer is not None:
+        return {**answer.response, "state": intake.ACCRUED}
     if kept is not None and kept.state == intake.QUEUED:
         return queued_json(kept)
     if kept is not None and kept.state == intake.REFUSED:
