@@ -342,7 +342,7 @@ def formats(n_events: int, batch_events: int, n_payees: int, per_event: int) -> 
     on SQLite and on PostgreSQL. Timed: the ingestion alone (the bodies are encoded before). The balances
     of the two formats must be equal to the microunit."""
     from endcredits.limits import USAGE_INTAKE_WAIT_S_MAX
-    from endcredits.service.app import _accrue_batch
+    from endcredits.service.app import json_usage
     from endcredits.service.ingest import ingest_usage
 
     batches = _batches(n_events, batch_events, n_payees, per_event, seed=18)
@@ -359,8 +359,7 @@ def formats(n_events: int, batch_events: int, n_payees: int, per_event: int) -> 
             try:
                 start = time.perf_counter()
                 for kind, body in sent:  # each answered once accrued (``Prefer: wait``), as the old path did
-                    accrue_json = lambda b, check, st=store: _accrue_batch(st, b, check)  # noqa: E731
-                    ingest_usage(store, body, kind, accrue_json, wait_s=USAGE_INTAKE_WAIT_S_MAX, retry_after_s=1)
+                    ingest_usage(store, body, kind, json_usage(store), wait_s=USAGE_INTAKE_WAIT_S_MAX, retry_after_s=1)
                 wall_s = time.perf_counter() - start
                 with store.read() as conn:
                     seen[form] = account_balances(conn)

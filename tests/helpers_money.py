@@ -118,11 +118,18 @@ def guild_member(conn: Connection, person: int, issuer: str) -> None:
 
 
 def row_counts(store: Store) -> dict[str, int]:
-    """Rows in every table of the schema: equal before and after means nothing was written."""
+    """Rows in every table of the schema: equal before and after means nothing was written. The usage intake's
+    rows are counted where they are kept (on SQLite, the intake's own file: ``ledger.intake.intake_store``)."""
+    from endcredits.ledger.intake import intake_store
+    from endcredits.store.schema import usage_intake
+
     with store.read() as conn:
-        return {
+        counts = {
             t.name: int(conn.execute(select(func.count()).select_from(t)).scalar_one()) for t in metadata.sorted_tables
         }
+    with intake_store(store).read() as conn:
+        counts[usage_intake.name] = int(conn.execute(select(func.count()).select_from(usage_intake)).scalar_one())
+    return counts
 
 
 def balances(store: Store, **filters: str) -> dict[str, int]:

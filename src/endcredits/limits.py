@@ -88,6 +88,10 @@ USAGE_INTAKE_IDLE_S = 0.05
 USAGE_INTAKE_RETRY_S = 1.0
 """Seconds an accrual worker waits after the store failed under it, before it takes the batch again."""
 
+USAGE_HANDOVER_LINES_MAX = 2_000_000
+"""Lines of acknowledged batches one ``serve`` process keeps in memory for its accrual worker, as checked
+(``ledger.intake.Handover``; about 100 bytes a line): a batch past it is built again from its body."""
+
 SQL_PARAMS_PER_STATEMENT_MAX = 30_000
 """Rows are written in chunks so that no statement binds more parameters than the drivers accept."""
 

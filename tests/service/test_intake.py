@@ -6,16 +6,20 @@ test_edges_agree; SIGKILL of ``serve`` with several workers: test_faults.)"""
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
 from typing import Any
 
-from endcredits.ledger.intake import backlog
+import pytest
+
+from endcredits.ledger.intake import backlog, intake_store
 from endcredits.royalties.usage_arrow import ARROW_STREAM_TYPE, write_usage_stream
 from endcredits.service import create_app
 from endcredits.service.app import prefer_wait_s
 from endcredits.service.ingest import AccrualWorker, accrue_next
-from endcredits.store.schema import usage_intake
+from endcredits.store.engine import init_store
+from endcredits.store.schema import usage_intake, usage_requests
 from helpers_money import on_time, row_counts
 
 with warnings.catch_warnings():
@@ -74,7 +78,7 @@ def test_a_batch_is_acknowledged_queued_then_accrued_once(svc: Any) -> None:
     accrued = row_counts(svc.store)
     third = c.post("/api/v1/usage-batches", json=_batch(svc, "q-1", ["q-1a", "q-1b"]), headers=h)
     assert (third.status_code, third.json()) == (200, done) and row_counts(svc.store) == accrued
-    with svc.store.read() as conn:
+    with intake_store(svc.store).read() as conn:
         assert conn.execute(usage_intake.select()).one().body == b""  # its body is dropped once accrued
         assert backlog(conn).batches == 0
 
@@ -95,7 +99,7 @@ def test_the_accrual_worker_thread_accrues_in_arrival_order(svc: Any) -> None:
         worker.stop()
     answers = [_status(svc, f"w-{i}") for i in range(3)]
     assert [a["state"] for a in answers] == ["accrued"] * 3 and worker.batch_s is not None
-    with svc.store.read() as conn:
+    with intake_store(svc.store).read() as conn:
         rows = conn.execute(usage_intake.select().order_by(usage_intake.c.seq)).all()
     assert [r.batch_id for r in rows] == ["w-0", "w-1", "w-2"]
     finished = [r.finished_at for r in rows]
@@ -165,3 +169,45 @@ def test_prefer_wait_is_read_as_rfc_7240_says() -> None:
     assert prefer_wait_s("") == 0 and prefer_wait_s("respond-async") == 0
     assert prefer_wait_s("wait=5") == 5 and prefer_wait_s("handling=strict, wait=10") == 10
     assert prefer_wait_s("wait") == prefer_wait_s("wait=100000") == 300
+
+
+def test_on_sqlite_a_batch_is_acknowledged_while_the_ledger_writer_is_busy(svc: Any) -> None:
+    """The intake is a database file of its own beside the ledger's: committing a batch (durable before its
+    202) waits for no ledger writer, here one held open for the whole request."""
+    if svc.store.backend != "sqlite":
+        pytest.skip("PostgreSQL: the intake is a table beside the ledger's, written beside accruals")
+    h = svc.headers(OP)
+    with svc.store.write() as conn:  # the ledger's one writer, held
+        conn.execute(usage_requests.select()).all()
+        began = time.monotonic()
+        r = svc.client.post("/api/v1/usage-batches", json=_batch(svc, "busy-1", ["busy-1"]), headers=h)
+        assert r.status_code == 202 and time.monotonic() - began < 10, r.text
+    assert intake_store(svc.store).engine.url.database != svc.store.engine.url.database
+    assert accrue_next(svc.store, svc.client.app.state.accrue_json)
+    assert _status(svc, "busy-1")["state"] == "accrued"
+
+
+def test_on_sqlite_batches_left_in_the_ledgers_file_are_moved_to_the_intakes_and_accrued(svc: Any) -> None:
+    """A store whose older endcredits kept the intake in the ledger's file: its batches (queued ones too)
+    move into the intake's file when the intake is first opened, and are accrued from there."""
+    if svc.store.backend != "sqlite":
+        pytest.skip("PostgreSQL: the intake is a table of the ledger's database")
+    body = json.dumps(_batch(svc, "old-1", ["old-1"])).encode()
+    with svc.store.write() as conn:  # as an older endcredits left it: queued in the ledger's file
+        conn.execute(
+            usage_intake.insert().values(
+                batch_id="old-1", request_sha256="0" * 64, content_type="application/json", body=body,
+                body_bytes=len(body), state="queued", received_at=on_time(1, 5),
+            )
+        )  # fmt: skip
+    reopened = init_store(svc.store.data_dir)
+    try:
+        with intake_store(reopened).read() as conn:
+            assert [r.batch_id for r in conn.execute(usage_intake.select())] == ["old-1"]
+        with reopened.read() as conn:
+            assert conn.execute(usage_intake.select()).all() == []
+        assert accrue_next(reopened, svc.client.app.state.accrue_json)
+        with intake_store(reopened).read() as conn:
+            assert conn.execute(usage_intake.select()).one().state == "accrued"
+    finally:
+        reopened.dispose()

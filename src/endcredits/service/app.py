@@ -25,6 +25,8 @@ from starlette.concurrency import run_in_threadpool
 
 from endcredits.audit import canonical_json
 from endcredits.errors import BusyError, NotFoundError, ValidationError
+from endcredits.ledger.accrue import ScoreSource
+from endcredits.ledger.intake import CheckedBatch, Handover, checked_scored
 from endcredits.limits import (
     USAGE_BATCHES_IN_FLIGHT_MAX,
     USAGE_BATCHES_QUEUED_MAX,
@@ -34,6 +36,7 @@ from endcredits.limits import (
     USAGE_RETRY_AFTER_S,
 )
 from endcredits.money import format_amount, parse_amount
+from endcredits.royalties.usage import OutputIn
 from endcredits.service import auth
 from endcredits.service import models as m
 from endcredits.service.access import (
@@ -51,7 +54,7 @@ from endcredits.service.access import (
 from endcredits.service.auth import AuthError
 from endcredits.service.errors import SafeJSONResponse, error_response, escape_json, install_error_handlers
 from endcredits.service.gate import API, Gate
-from endcredits.service.ingest import AccrualWorker, Admission, summary_json
+from endcredits.service.ingest import AccrualWorker, Admission, JsonUsage, summary_json
 from endcredits.service.portal import mount_portal
 from endcredits.service.throttle import challenge_budget, spend_challenge
 from endcredits.service.views import escrow_rows, person_view
@@ -89,8 +92,9 @@ def create_app(
     app.state.store = store
     app.state.challenge_budget = challenge_budget()
     app.state.usage_admission = Admission(usage_batches_in_flight_max, usage_batches_queued_max, usage_retry_after_s)
-    app.state.accrue_json = lambda body, check_only: _accrue_batch(store, body, check_only)
-    app.state.accrual_worker = AccrualWorker(store, app.state.accrue_json)  # ``serve`` starts it
+    app.state.accrue_json = json_usage(store)
+    app.state.usage_handover = Handover()  # lines checked by a request, for this process's accrual worker
+    app.state.accrual_worker = AccrualWorker(store, app.state.accrue_json, app.state.usage_handover)  # ``serve``
     app.state.usage_intake_max = (usage_intake_batches_max, usage_intake_bytes_max)
     install_error_handlers(app)
     app.add_middleware(Gate)
@@ -263,6 +267,7 @@ def _routes_usage(app: FastAPI) -> None:
                     wait_s=wait_s,
                     retry_after_s=lambda queued: worker.retry_after_s(queued, default_s),  # only when full
                     intake_max=state.usage_intake_max,
+                    handover=state.usage_handover,
                 )
             except BusyError as exc:
                 raise AuthError(429, exc.code, exc.message, retry_after_s=exc.retry_after_s) from None
@@ -311,9 +316,34 @@ def prefer_wait_s(prefer: str) -> float:
     return 0.0
 
 
-def _accrue_batch(store: Store, body: m.UsageBatchIn, check_only: bool = False) -> dict[str, Any]:
-    from endcredits.ledger.accrue import ScoreSource, accrue_scored
-    from endcredits.royalties.usage import OutputIn
+def json_usage(store: Store) -> JsonUsage:
+    """How ``store``'s service checks and accrues a JSON usage batch (``service.ingest``)."""
+    return JsonUsage(lambda body: _checked_batch(store, body), lambda body: _accrue_batch(store, body))
+
+
+def _checked_batch(store: Store, body: m.UsageBatchIn) -> CheckedBatch:
+    outs, scores, source, per = _scored_args(body)
+    return checked_scored(
+        store, outs, scores, source=source, per=per, agreement_id=body.agreement_id, batch_id=body.batch_id,
+        manifest_id=body.manifest_id,
+    )  # fmt: skip
+
+
+def _accrue_batch(store: Store, body: m.UsageBatchIn) -> dict[str, Any]:
+    from endcredits.ledger.accrue import accrue_scored
+
+    outs, scores, source, per = _scored_args(body)
+    s = accrue_scored(
+        store, outs, scores, source=source, per=per, agreement_id=body.agreement_id, batch_id=body.batch_id,
+        manifest_id=body.manifest_id,
+    )  # fmt: skip
+    return summary_json(s)
+
+
+def _scored_args(
+    body: m.UsageBatchIn,
+) -> tuple[list[OutputIn], dict[str, dict[str, float]] | None, ScoreSource, Literal["work", "payee"] | None]:
+    """A JSON usage batch as ``accrue_scored`` takes it: its outputs, their scores, their source and ``per``."""
 
     if (body.attribution_run_id is None) == (body.external is None):
         raise ValidationError(
@@ -336,22 +366,11 @@ def _accrue_batch(store: Store, body: m.UsageBatchIn, check_only: bool = False) 
             raise ValidationError(
                 f"attribution run {body.attribution_run_id} brings its own scores: send the outputs without scores"
             )
-        source, per, scores = ScoreSource.run(body.attribution_run_id), None, None
+        return outs, None, ScoreSource.run(body.attribution_run_id), None
     else:
         per, scores = _external_scores(body)
         source = ScoreSource.external(body.external.reason if body.external is not None else "")
-    s = accrue_scored(
-        store,
-        outs,
-        scores,
-        source=source,
-        per=per,
-        agreement_id=body.agreement_id,
-        batch_id=body.batch_id,
-        manifest_id=body.manifest_id,
-        check_only=check_only,
-    )
-    return summary_json(s)
+    return outs, scores, source, per
 
 
 def _external_scores(body: m.UsageBatchIn) -> tuple[Literal["work", "payee"], dict[str, dict[str, float]]]:

@@ -34,6 +34,7 @@ from sqlalchemy import Connection
 from endcredits.audit import canonical_json
 from endcredits.errors import ConflictError, EndcreditsError, NotFoundError, ValidationError
 from endcredits.ledger import intake
+from endcredits.ledger.accrue import ScoreSource
 from endcredits.limits import (
     USAGE_INTAKE_BATCHES_MAX,
     USAGE_INTAKE_BYTES_MAX,
@@ -42,7 +43,8 @@ from endcredits.limits import (
     USAGE_INTAKE_WAIT_S_MAX,
 )
 from endcredits.money import format_amount
-from endcredits.royalties.usage_arrow import ARROW_STREAM_TYPE, PARQUET_TYPE, read_usage_stream
+from endcredits.royalties.usage_arrow import ARROW_STREAM_TYPE, PARQUET_TYPE, UsageHeader, read_usage_stream
+from endcredits.royalties.usage_columns import UsageColumns
 from endcredits.service import models as m
 from endcredits.service.auth import AuthError
 from endcredits.service.records import record_usage_answer, usage_answer
@@ -216,23 +218,30 @@ class IdleFolder:
                 _log.info("idle fold: %s segment(s), %s account(s)", result.segments, result.accounts)
 
 
-AccrueJson = Callable[[m.UsageBatchIn, bool], dict[str, Any]]
-"""Accrue a JSON usage batch (or, given True, only check it and write nothing) and return its answer."""
+@dataclass(frozen=True)
+class JsonUsage:
+    """How the service takes a JSON usage batch: ``check`` builds its lines as the accrual would and returns
+    them (refusing what the accrual would refuse on the batch alone, nothing written); ``accrue`` accrues it
+    from the batch alone (``accrue_scored``) and returns its answer."""
+
+    check: Callable[[m.UsageBatchIn], intake.CheckedBatch]
+    accrue: Callable[[m.UsageBatchIn], dict[str, Any]]
 
 
 @dataclass(frozen=True)
 class UsageRequest:
-    """A usage batch read from its request: its id, the SHA-256 that makes it idempotent, and ``accrue``,
-    which accrues it and returns the answer (or, given True, refuses what accruing would refuse, and writes
-    nothing)."""
+    """A usage batch read from its request: its id, the SHA-256 that makes it idempotent, ``lines``, which
+    builds its lines to check them and hand them to the accrual, and ``accrue``, which accrues it from its
+    body alone (``accrue_scored`` or ``accrue_columns``) and returns the answer."""
 
     batch_id: str
     request_sha256: str
     content_type: str
-    accrue: Callable[[bool], dict[str, Any]]
+    lines: Callable[[], intake.CheckedBatch]
+    accrue: Callable[[], dict[str, Any]]
 
 
-def read_usage_request(store: Store, body: bytes, content_type: str, accrue_json: AccrueJson) -> UsageRequest:
+def read_usage_request(store: Store, body: bytes, content_type: str, json_usage: JsonUsage) -> UsageRequest:
     """Parse a usage batch's body (JSON, an Arrow stream, Parquet): a one-line ``ValidationError`` when it is
     malformed, a missing or mistyped column, a truncated stream, an unknown schema version."""
     kind = content_type.split(";")[0].strip().lower() or JSON_TYPE
@@ -246,21 +255,30 @@ def read_usage_request(store: Store, body: bytes, content_type: str, accrue_json
             where = ".".join(str(p) for p in problem.get("loc", ())) or "body"
             raise ValidationError(f"{where}: {problem.get('msg', 'invalid')}") from None
         request_sha = hashlib.sha256(canonical_json(parsed.model_dump(mode="json")).encode()).hexdigest()
-        return UsageRequest(parsed.batch_id, request_sha, kind, lambda check: accrue_json(parsed, check))
+        return UsageRequest(
+            parsed.batch_id, request_sha, kind, lambda: json_usage.check(parsed), lambda: json_usage.accrue(parsed)
+        )
     header, columns = read_usage_stream(body, kind)
     request_sha = hashlib.sha256(body).hexdigest()
-    return UsageRequest(header.batch_id, request_sha, kind, lambda check: _accrue_stream(store, header, columns, check))
+    return UsageRequest(
+        header.batch_id,
+        request_sha,
+        kind,
+        lambda: _stream_lines(store, header, columns),
+        lambda: _accrue_stream(store, header, columns),
+    )
 
 
 def ingest_usage(
     store: Store,
     body: bytes,
     content_type: str,
-    accrue_json: AccrueJson,
+    json_usage: JsonUsage,
     *,
     wait_s: float,
     retry_after_s: int | Callable[[int], int],
     intake_max: tuple[int, int] = (USAGE_INTAKE_BATCHES_MAX, USAGE_INTAKE_BYTES_MAX),
+    handover: intake.Handover | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """The status and answer to one usage batch. Everything that refuses bad input is checked first, and
     nothing is written when it refuses; then the body is committed to the intake (``ledger.intake``): 202
@@ -269,12 +287,16 @@ def ingest_usage(
 
     ``wait_s`` > 0 (``Prefer: wait``): the request accrues its batch itself (unless a worker has taken it)
     and answers as the synchronous path did, 201 when this request accrued it, 200 when it came before,
-    the error when the accrual refused it; 202 if it is still queued after ``wait_s`` seconds."""
-    req = read_usage_request(store, body, content_type, accrue_json)
+    the error when the accrual refused it; 202 if it is still queued after ``wait_s`` seconds.
+
+    The lines built to check the batch go to ``handover`` once it is queued, for this process's accrual
+    worker, which then does not build them again."""
+    req = read_usage_request(store, body, content_type, json_usage)
     first = _stored(store, req.batch_id, req.request_sha256)
     if first is not None:
         return 200, first
-    req.accrue(True)  # refuses what the accrual would refuse on this batch alone: nothing written
+    checked = req.lines()
+    checked.check(store)  # refuses what the accrual would refuse on this batch alone: nothing written
     batches_max, bytes_max = intake_max
     kept, new = intake.enqueue(
         store,
@@ -289,8 +311,10 @@ def ingest_usage(
     if kept.state == intake.QUEUED and wait_s > 0:
         with intake.claim(store, kept.seq) as mine:
             if mine is not None:
-                accrue_claimed(store, mine, accrue_json)
+                accrue_claimed(store, mine, json_usage, checked=checked)
         kept = _awaited(store, kept, wait_s)
+    elif new and handover is not None:
+        handover.put(kept, checked)
     if kept.state == intake.QUEUED:
         return 202, queued_json(kept)
     if kept.state == intake.REFUSED:
@@ -305,20 +329,32 @@ def _awaited(store: Store, batch: intake.IntakeBatch, wait_s: float) -> intake.I
     """The batch once it is no longer queued, or as it is after ``wait_s`` seconds."""
     deadline = time.monotonic() + wait_s
     while True:
-        with store.read() as conn:
+        with intake.intake_store(store).read() as conn:
             now = intake.intake_batch(conn, batch.batch_id)
         if now is None or now.state != intake.QUEUED or time.monotonic() >= deadline:
             return now or batch
         time.sleep(USAGE_INTAKE_IDLE_S)
 
 
-def accrue_claimed(store: Store, claim: intake.Claim, accrue_json: AccrueJson) -> None:
+def accrue_claimed(
+    store: Store, claim: intake.Claim, json_usage: JsonUsage, *, checked: intake.CheckedBatch | None = None
+) -> None:
     """Accrue a batch taken from the intake, keep its answer, and mark it accrued; or mark it refused with
-    its one-line error when the accrual refuses it. A store failure raises: the batch stays queued."""
+    its one-line error when the accrual refuses it. A store failure raises: the batch stays queued.
+
+    ``checked``: the batch's lines as checked when it was acknowledged, accrued as they are while the
+    agreement and manifest they were built under are still the newest (``CheckedBatch.current``); otherwise,
+    and without them, the batch is accrued from its body."""
     batch = claim.batch
     try:
-        req = read_usage_request(store, batch.body, batch.content_type, accrue_json)
-        data = {**req.accrue(False), "request_sha256": batch.request_sha256}
+        if checked is not None:
+            with store.read() as conn:
+                checked = checked if checked.current(conn) else None
+        if checked is not None:
+            answer = summary_json(checked.accrue(store))
+        else:
+            answer = read_usage_request(store, batch.body, batch.content_type, json_usage).accrue()
+        data = {**answer, "request_sha256": batch.request_sha256}
     except EndcreditsError as exc:
         if exc.code in ("store", "invariant"):
             raise
@@ -332,12 +368,14 @@ def accrue_claimed(store: Store, claim: intake.Claim, accrue_json: AccrueJson) -
     claim.finish(intake.ACCRUED, with_it=keep_answer)  # the answer and the mark commit together
 
 
-def accrue_next(store: Store, accrue_json: AccrueJson) -> bool:
-    """Accrue the oldest queued batch no other worker holds; False when there was none."""
+def accrue_next(store: Store, json_usage: JsonUsage, handover: intake.Handover | None = None) -> bool:
+    """Accrue the oldest queued batch no other worker holds, with its checked lines when ``handover`` kept
+    them; False when there was none."""
     with intake.claim(store) as taken:
         if taken is None:
             return False
-        accrue_claimed(store, taken, accrue_json)
+        checked = handover.take(taken.batch, oldest=True) if handover is not None else None
+        accrue_claimed(store, taken, json_usage, checked=checked)
     return True
 
 
@@ -365,11 +403,12 @@ def usage_status(store: Store, batch_id: str) -> dict[str, Any]:
     """``GET /usage-batches/{id}``: queued, refused (with its error) or accrued (with its answer: status,
     totals and ``request_sha256``; a batch accrued whose answer was never kept answers from the ledger's
     record, status ``exists`` and ``request_sha256`` null). ``NotFoundError`` when no batch came under the id."""
+    with intake.intake_store(store).read() as conn:  # first: a batch is marked after its answer is kept
+        kept = intake.intake_batch(conn, batch_id)
     with store.read() as conn:
         answer = usage_answer(conn, batch_id)
-        if answer is not None:
-            return {**answer.response, "state": intake.ACCRUED}
-        kept = intake.intake_batch(conn, batch_id)
+    if answer is not None:
+        return {**answer.response, "state": intake.ACCRUED}
     if kept is not None and kept.state == intake.QUEUED:
         return queued_json(kept)
     if kept is not None and kept.state == intake.REFUSED:
@@ -388,8 +427,15 @@ class AccrualWorker:
     failure is logged and the batch tried again after ``USAGE_INTAKE_RETRY_S``; ``idle_s()`` tells the idle
     folder how long the worker has found nothing to do."""
 
-    def __init__(self, store: Store, accrue_json: AccrueJson, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.store, self.accrue_json, self._clock = store, accrue_json, clock
+    def __init__(
+        self,
+        store: Store,
+        json_usage: JsonUsage,
+        handover: intake.Handover | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store, self.json_usage, self.handover, self._clock = store, json_usage, handover, clock
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="endcredits-accrual", daemon=True)
         self._last_busy_s = clock()
@@ -413,7 +459,7 @@ class AccrualWorker:
             began = self._clock()
             self._busy = True
             try:
-                took: bool | None = accrue_next(self.store, self.accrue_json)
+                took: bool | None = accrue_next(self.store, self.json_usage, self.handover)
             except Exception:  # noqa: BLE001 - the batch stays queued; the store may come back
                 _log.exception("accruing a queued usage batch failed; it stays queued")
                 took = None
@@ -445,23 +491,26 @@ def _stored(store: Store, batch_id: str, request_sha: str) -> dict[str, Any] | N
     return {**answer.response, "state": intake.ACCRUED}
 
 
-def _accrue_stream(store: Store, header: Any, columns: Any, check_only: bool) -> dict[str, Any]:
-    from endcredits.ledger.accrue import ScoreSource
+def _stream_args(header: UsageHeader) -> dict[str, Any]:
+    """The arguments of ``accrue_columns`` (and ``checked_columns``) that a stream's header gives."""
+    run, reason = header.attribution_run_id, header.external_reason
+    return {
+        "source": ScoreSource.run(run) if run is not None else ScoreSource.external(reason or ""),
+        "per": header.per,
+        "agreement_id": header.agreement_id,
+        "batch_id": header.batch_id,
+        "manifest_id": header.manifest_id,
+    }
+
+
+def _stream_lines(store: Store, header: UsageHeader, columns: UsageColumns) -> intake.CheckedBatch:
+    return intake.checked_columns(store, columns, **_stream_args(header))
+
+
+def _accrue_stream(store: Store, header: UsageHeader, columns: UsageColumns) -> dict[str, Any]:
     from endcredits.ledger.accrue_columns import accrue_columns
 
-    run, reason = header.attribution_run_id, header.external_reason
-    source = ScoreSource.run(run) if run is not None else ScoreSource.external(reason or "")
-    s = accrue_columns(
-        store,
-        columns,
-        source=source,
-        per=header.per,
-        agreement_id=header.agreement_id,
-        batch_id=header.batch_id,
-        manifest_id=header.manifest_id,
-        check_only=check_only,
-    )
-    return summary_json(s)
+    return summary_json(accrue_columns(store, columns, **_stream_args(header)))
 
 
 def summary_json(s: Any) -> dict[str, Any]:
