@@ -913,6 +913,37 @@ def _record_group(conn: Connection, batch: _Batch, plan: _Plan, evidence: str, s
     )
 
 
+def scored_usage(
+    store: Store,
+    outputs: Sequence[OutputIn],
+    scores: Mapping[str, Mapping[str, float]] | None,
+    *,
+    source: ScoreSource,
+    per: Literal["work", "payee"] | None,
+    agreement_id: str,
+    manifest_id: str | None = None,
+) -> tuple[UsageBatch, Agreement, tuple[str, str] | None]:
+    """The lines ``accrue_scored`` accrues for these arguments, the agreement (its newest version) they were
+    built under, and (model id, manifest id) where the model's newest manifest was read because the batch
+    named none (else None); every refusal of ``accrue_scored`` before it writes."""
+    with store.read() as conn:
+        agreement = load_agreement(conn, agreement_id)
+        manifest: ManifestRecord | None
+        newest: tuple[str, str] | None = None
+        if source.run_id is not None:
+            if scores is not None or per is not None:
+                raise ValidationError(
+                    f"attribution run {source.run_id} brings its own scores: send scores only marked external"
+                )
+            scores, per, manifest = _run_scores(store, conn, source.run_id, outputs, agreement, manifest_id)
+        else:
+            if scores is None or per is None:
+                raise ValidationError("external scores need their values, per work or per payee")
+            manifest = _manifest_of(conn, outputs, per, agreement, manifest_id)
+            newest = (manifest.model_id, manifest.id) if manifest is not None and manifest_id is None else None
+        return build_usage(conn, outputs, scores, agreement, manifest, per=per), agreement, newest
+
+
 def accrue_scored(
     store: Store,
     outputs: Sequence[OutputIn],
@@ -948,20 +979,9 @@ def accrue_scored(
     """
     if contents:
         _check_contents(store, outputs, contents)
-    with store.read() as conn:
-        agreement = load_agreement(conn, agreement_id)
-        manifest: ManifestRecord | None
-        if source.run_id is not None:
-            if scores is not None or per is not None:
-                raise ValidationError(
-                    f"attribution run {source.run_id} brings its own scores: send scores only marked external"
-                )
-            scores, per, manifest = _run_scores(store, conn, source.run_id, outputs, agreement, manifest_id)
-        else:
-            if scores is None or per is None:
-                raise ValidationError("external scores need their values, per work or per payee")
-            manifest = _manifest_of(conn, outputs, per, agreement, manifest_id)
-        usage = build_usage(conn, outputs, scores, agreement, manifest, per=per)
+    usage, agreement, _ = scored_usage(
+        store, outputs, scores, source=source, per=per, agreement_id=agreement_id, manifest_id=manifest_id
+    )
     if check_only:
         return check_accrual(store, usage, agreement, event_id=batch_id, source=source)
     summary = accrue(store, usage, agreement, event_id=batch_id, source=source, dry_run=dry_run)

@@ -8,7 +8,9 @@ from typing import Literal
 from endcredits.errors import ValidationError
 from endcredits.ledger.accrue import AccrualSummary, ScoreSource, accrue, accrue_scored, check_accrual
 from endcredits.manifest.records import ManifestRecord, latest_manifest_id, load_manifest
+from endcredits.royalties.agreement import Agreement
 from endcredits.royalties.records import load_agreement
+from endcredits.royalties.usage import UsageBatch
 from endcredits.royalties.usage_columns import UsageColumns, build_usage_columns
 from endcredits.store.engine import Store
 
@@ -43,11 +45,29 @@ def accrue_columns(
             dry_run=dry_run,
             check_only=check_only,
         )
+    usage, agreement, _ = columns_usage(store, columns, per=per, agreement_id=agreement_id, manifest_id=manifest_id)
+    if check_only:
+        return check_accrual(store, usage, agreement, event_id=batch_id, source=source)
+    return accrue(store, usage, agreement, event_id=batch_id, source=source, dry_run=dry_run)
+
+
+def columns_usage(
+    store: Store,
+    columns: UsageColumns,
+    *,
+    per: Literal["work", "payee"] | None,
+    agreement_id: str,
+    manifest_id: str | None = None,
+) -> tuple[UsageBatch, Agreement, tuple[str, str] | None]:
+    """The lines ``accrue_columns`` accrues for external scores in ``columns``, the agreement they were built
+    under, and (model id, manifest id) where the model's newest manifest was read because the batch named
+    none (else None); every refusal of ``accrue_columns`` before it writes."""
     if per is None:
         raise ValidationError("external scores come per work or per payee")
     with store.read() as conn:
         agreement = load_agreement(conn, agreement_id)
         manifest: ManifestRecord | None = None
+        newest: tuple[str, str] | None = None
         if per == "work" or agreement.baseline_share or manifest_id is not None:
             model_ids = set(columns.model_ids)
             if len(model_ids) != 1:
@@ -57,7 +77,5 @@ def accrue_columns(
                 )
             (model_id,) = model_ids
             manifest = load_manifest(conn, manifest_id or latest_manifest_id(conn, model_id))
-        usage = build_usage_columns(conn, columns, agreement, manifest, per=per)
-    if check_only:
-        return check_accrual(store, usage, agreement, event_id=batch_id, source=source)
-    return accrue(store, usage, agreement, event_id=batch_id, source=source, dry_run=dry_run)
+            newest = (model_id, manifest.id) if manifest_id is None else None
+        return build_usage_columns(conn, columns, agreement, manifest, per=per), agreement, newest

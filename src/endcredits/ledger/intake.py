@@ -33,20 +33,14 @@ from typing import Any, Literal
 from sqlalchemy import Connection, Row, Select, func, literal, select
 
 from endcredits.errors import BusyError, ConflictError, ValidationError
-from endcredits.ledger.accrue import (
-    AccrualSummary,
-    ScoreSource,
-    _manifest_of,
-    _run_scores,
-    accrue,
-    check_accrual,
-)
+from endcredits.ledger.accrue import AccrualSummary, ScoreSource, accrue, check_accrual, scored_usage
+from endcredits.ledger.accrue_columns import columns_usage
 from endcredits.limits import USAGE_HANDOVER_LINES_MAX, USAGE_INTAKE_BATCHES_MAX, USAGE_INTAKE_BYTES_MAX
-from endcredits.manifest.records import ManifestRecord, latest_manifest_id, load_manifest
+from endcredits.manifest.records import latest_manifest_id
 from endcredits.royalties.agreement import Agreement
 from endcredits.royalties.records import load_agreement
-from endcredits.royalties.usage import OutputIn, UsageBatch, build_usage
-from endcredits.royalties.usage_columns import UsageColumns, build_usage_columns
+from endcredits.royalties.usage import OutputIn, UsageBatch
+from endcredits.royalties.usage_columns import UsageColumns
 from endcredits.store.engine import Store, _make_engine, utc_now
 from endcredits.store.files import create_private_file
 from endcredits.store.schema import usage_intake
@@ -305,24 +299,11 @@ def checked_scored(
     batch_id: str,
     manifest_id: str | None = None,
 ) -> CheckedBatch:
-    """The lines ``accrue_scored`` builds for these arguments (the same reads and refusals), checked by
-    ``CheckedBatch.check`` by the caller; accruing them is ``accrue_scored`` without ``contents``."""
-    newest: tuple[str, str] | None = None
-    with store.read() as conn:
-        agreement = load_agreement(conn, agreement_id)
-        manifest: ManifestRecord | None
-        if source.run_id is not None:
-            if scores is not None or per is not None:
-                raise ValidationError(
-                    f"attribution run {source.run_id} brings its own scores: send scores only marked external"
-                )
-            scores, per, manifest = _run_scores(store, conn, source.run_id, outputs, agreement, manifest_id)
-        else:
-            if scores is None or per is None:
-                raise ValidationError("external scores need their values, per work or per payee")
-            manifest = _manifest_of(conn, outputs, per, agreement, manifest_id)
-            newest = (manifest.model_id, manifest.id) if manifest is not None and manifest_id is None else None
-        usage = build_usage(conn, outputs, scores, agreement, manifest, per=per)
+    """The lines ``accrue_scored`` builds for these arguments (``scored_usage``: the same reads and refusals),
+    checked by ``CheckedBatch.check`` by the caller; accruing them is ``accrue_scored`` without ``contents``."""
+    usage, agreement, newest = scored_usage(
+        store, outputs, scores, source=source, per=per, agreement_id=agreement_id, manifest_id=manifest_id
+    )
     return CheckedBatch(batch_id, usage, agreement, source, newest)
 
 
@@ -344,23 +325,9 @@ def checked_columns(
             store, columns.outputs(), None, source=source, per=None, agreement_id=agreement_id,
             batch_id=batch_id, manifest_id=manifest_id,
         )  # fmt: skip
-    if per is None:
-        raise ValidationError("external scores come per work or per payee")
-    newest: tuple[str, str] | None = None
-    with store.read() as conn:
-        agreement = load_agreement(conn, agreement_id)
-        manifest: ManifestRecord | None = None
-        if per == "work" or agreement.baseline_share or manifest_id is not None:
-            model_ids = set(columns.model_ids)
-            if len(model_ids) != 1:
-                raise ValidationError(
-                    f"an accrual batch that needs a manifest covers one model, and this one mixes {len(model_ids)} "
-                    "(attribution per work is checked against the model's manifest): split it by model_id"
-                )
-            (model_id,) = model_ids
-            manifest = load_manifest(conn, manifest_id or latest_manifest_id(conn, model_id))
-            newest = (model_id, manifest.id) if manifest_id is None else None
-        usage = build_usage_columns(conn, columns, agreement, manifest, per=per)
+    usage, agreement, newest = columns_usage(
+        store, columns, per=per, agreement_id=agreement_id, manifest_id=manifest_id
+    )
     return CheckedBatch(batch_id, usage, agreement, source, newest)
 
 
