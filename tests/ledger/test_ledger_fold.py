@@ -1,6 +1,7 @@
-"""Folding is exact: on random segments (amounts up to 10^26, many beyond int64, folded at random points)
-the account and carry rows after a fold equal a plain Python sum of every leg and the latest carry of
-every payee, to the microunit, on both backends; ``fold_now`` folds what is pending; an overdrawn fold
+"""Folding is exact: on random segments (amounts up to 10^26, many beyond int64, folded at random points,
+with claims that open account rows from the snapshot) the account rows and the snapshot after a fold hold
+each balance once and equal a plain Python sum of every leg and the latest carry of every payee, to the
+microunit, on both backends; ``fold_now`` folds what is pending; an overdrawn fold
 writes nothing."""
 
 from __future__ import annotations
@@ -14,8 +15,16 @@ from sqlalchemy import select
 from endcredits.errors import LedgerError, ValidationError
 from endcredits.ledger import TransferRequest
 from endcredits.ledger.folding import fold_due, fold_now
-from endcredits.ledger.records import add_exact, derived_balances, fold_pending, post_accrual
+from endcredits.ledger.records import (
+    account_balances,
+    add_exact,
+    derived_balances,
+    fold_pending,
+    post_accrual,
+    post_transfer,
+)
 from endcredits.ledger.segments import pending_size
+from endcredits.ledger.snapshot import read_snapshot
 from endcredits.store.engine import Store
 from endcredits.store.schema import accounts, carries, ledger_folds
 
@@ -32,11 +41,24 @@ def _segment(rng: random.Random, n: int, holders: int, big: bool) -> tuple[dict[
     return legs, payees, [rng.randrange(1 << 32) for _ in payees]
 
 
+def _claim(rng: random.Random, expected: dict[str, int], n: int) -> dict[str, int] | None:
+    """Legs of a transfer moving part of a random escrow balance to a person: the writer opens the rows."""
+    held = sorted(k for k, v in expected.items() if k.startswith("escrow:") and v > 0)
+    if not held:
+        return None
+    key = rng.choice(held)
+    amount = rng.randrange(1, expected[key] + 1)
+    return {key: -amount, f"payable:person:{n % 3}:EUR": amount}
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_folded_balances_equal_a_plain_sum_of_every_leg(store: Store, seed: int) -> None:
+    """Accruals, folds and claims (which open account rows from the snapshot) at random points: the rows
+    and the snapshot hold every balance once, and equal a plain sum of every leg."""
     rng = random.Random(seed)
     expected: dict[str, int] = {}
     latest: dict[str, int] = {}
+    opened: set[str] = set()
     for i in range(12):
         legs, payees, subunits = _segment(rng, rng.randrange(1, 60), 40, big=seed == 3)
         with store.write() as conn:
@@ -50,13 +72,28 @@ def test_folded_balances_equal_a_plain_sum_of_every_leg(store: Store, seed: int)
         for key, amount in legs.items():
             expected[key] = expected.get(key, 0) + amount
         latest.update(zip(payees, subunits))
+        claim = _claim(rng, expected, i) if rng.random() < 0.3 else None
+        if claim is not None:
+            with store.write() as conn:
+                post_transfer(conn, TransferRequest(f"c{seed}-{i}", "escrow_claim", "EUR", claim))
+            for key, amount in claim.items():
+                expected[key] = expected.get(key, 0) + amount
+            opened |= set(claim)
+        with store.read() as conn:
+            assert account_balances(conn) == expected
     fold_now(store)  # whatever the last random folds left pending
     with store.read() as conn:
         rows = {r.key: int(r.balance_microunits) for r in conn.execute(select(accounts))}
+        snap = read_snapshot(conn, carries=True)
+        held = dict(zip(snap.keys.to_pylist(), snap.balances.tolist()))
         carried = {r.payee: int(r.subunits) for r in conn.execute(select(carries))}
+        carried.update(zip(snap.carry_payees.to_pylist(), snap.carry_subunits.tolist()))
         assert pending_size(conn) == (0, 0) and not fold_due(conn)
         assert derived_balances(conn) == expected  # what verify re-adds from the segments
-    assert rows == expected
+        assert account_balances(conn) == expected
+    assert not set(rows) & set(held), "an account is both a row and in the snapshot"
+    assert rows | held == expected
+    assert {k for k in rows if k.startswith(("escrow:", "payable:"))} == opened  # only writers open rows
     assert carried == latest
     assert fold_now(store) is None
 

@@ -289,24 +289,41 @@ def _key_filter(
     return pc.indices_nonzero(functools.reduce(pc.and_, masks))
 
 
+def matching(
+    accounts: pa.Array, kind: str | None, currency: str | None, holders: Collection[str] | None
+) -> tuple[npt.NDArray[np.int64], list[str]]:
+    """The positions and keys of ``accounts`` of ``kind``, ``currency`` and ``holders`` (any, when None),
+    narrowed in Arrow and confirmed key by key."""
+    import numpy as np
+
+    picked = _key_filter(accounts, kind, currency, holders)
+    at = picked.to_numpy(zero_copy_only=False).astype(np.int64)
+    keys = accounts.take(picked).to_pylist()
+    if not (kind or holders is not None) or not keys:
+        return at, keys
+    wanted = set(holders) if holders is not None else None
+    keep = []
+    for i, key in enumerate(keys):
+        k, h, _ = parse_account_key(key)
+        if not ((kind and k != kind) or (wanted is not None and h not in wanted)):
+            keep.append(i)
+    return at[keep], [keys[i] for i in keep]
+
+
 def pending_deltas(
     conn: Connection, *, kind: str | None = None, currency: str | None = None, holders: Collection[str] | None = None
 ) -> dict[str, int]:
     """Per account key, what the pending segments add to its balance, filtered like
     ``ledger.records.account_balances``."""
+    import pyarrow as pa
+
     out: dict[str, int] = {}
     wanted = set(holders) if holders is not None else None
     for seg in iter_segments(conn, after=fold_watermark(conn), currency=currency):
-        picked = _key_filter(seg.accounts, kind, currency, wanted)
-        if len(picked) == 0:
+        at, keys = matching(seg.accounts, kind, currency, wanted)
+        if not keys:
             continue
-        keys = seg.accounts.take(picked).to_pylist()
-        amounts = seg.amounts.take(picked).to_pylist()
-        for key, amount in zip(keys, amounts):
-            if kind or wanted is not None:
-                k, h, _ = parse_account_key(key)
-                if (kind and k != kind) or (wanted is not None and h not in wanted):
-                    continue
+        for key, amount in zip(keys, seg.amounts.take(pa.array(at)).to_pylist()):
             out[key] = out.get(key, 0) + int(amount)
     return out
 
