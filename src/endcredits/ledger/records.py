@@ -668,11 +668,20 @@ def fold_pending(conn: Connection, *, at: str | None = None) -> FoldResult | Non
         id_max = int(fetch_all(conn, "SELECT COALESCE(MAX(id), 0) FROM accounts")[0][0])
         merged, n_carries = _merged_snapshot(snap, segments, keys, values, last, to_snapshot, snap_at)
         sha = write_snapshot(conn, _replace(merged, through_transfer_id=through, account_id_max=id_max))
+    _record_fold(conn, segments, len(keys), n_carries, sha, when)
+    return FoldResult(through, len(segments), len(keys), n_carries)
+
+
+def _record_fold(
+    conn: Connection, segments: Sequence[Segment], n_accounts: int, n_carries: int, snapshot_sha256: str, when: str
+) -> None:
+    """The ``ledger_folds`` row with the new watermark and the fold's audit entry."""
+    through = segments[-1].transfer_id
     conn.execute(
         ledger_folds.insert().values(
             through_transfer_id=through,
             segment_count=len(segments),
-            account_count=len(keys),
+            account_count=n_accounts,
             carry_count=n_carries,
             folded_at=when,
         )
@@ -685,14 +694,13 @@ def fold_pending(conn: Connection, *, at: str | None = None) -> FoldResult | Non
         {
             "first_transfer_id": segments[0].transfer_id,
             "segments": len(segments),
-            "accounts": len(keys),
+            "accounts": n_accounts,
             "carries": n_carries,
             "segments_sha256": folded,  # SHA-256 of the folded segments' SHA-256s, in order
-            "snapshot_sha256": sha,
+            "snapshot_sha256": snapshot_sha256,
         },
         at=when,
     )
-    return FoldResult(through, len(segments), len(keys), n_carries)
 
 
 def _replace(snap: Snapshot, **changes: int) -> Snapshot:
