@@ -144,3 +144,44 @@ def test_a_fold_splits_account_keys_as_parse_account_key_does() -> None:
     for bad in ["bogus:x:EUR", "escrowEUR", "pool:EURO", "pool:E:R"]:
         with pytest.raises(ValidationError):
             _key_parts(["pool:EUR", bad])
+
+
+def test_rows_an_earlier_fold_wrote_are_read_and_the_snapshot_overrides_their_carries(store: Store) -> None:
+    """A store folded before the snapshot existed has account and carry rows for its payees: they stay rows
+    (updated by later folds) and a later carry in the snapshot wins over the carry row."""
+    from endcredits.ledger.records import _open_accounts, carried_fractions, read_carries
+
+    with store.write() as conn:
+        post_accrual(
+            conn,
+            TransferRequest(
+                event_id="s1", code="accrual", currency="EUR", legs={"escrow:name:1:EUR": 10, "pool:EUR": -10}
+            ),
+            (["name:1"], np.array([5], dtype=np.int64)),
+        )
+        # What a fold wrote before migration 0014: an account row per account and a carry row per payee.
+        _open_accounts(conn, ["escrow:name:1:EUR", "pool:EUR"], [10, -10], [1, 1], "2026-01-01T00:00:00Z")
+        conn.execute(carries.insert().values(payee="name:1", currency="EUR", subunits=5))
+        conn.execute(
+            ledger_folds.insert().values(
+                through_transfer_id=1, segment_count=1, account_count=2, carry_count=1, folded_at="2026-01-01T00:00:00Z"
+            )
+        )
+    with store.read() as conn:
+        assert read_carries(conn, "EUR", ["name:1", "name:2"]).tolist() == [5, 0]
+    with store.write() as conn:
+        legs = {"escrow:name:1:EUR": 3, "escrow:name:2:EUR": 4, "pool:EUR": -7}
+        post_accrual(
+            conn,
+            TransferRequest(event_id="s2", code="accrual", currency="EUR", legs=legs),
+            (["name:1", "name:2"], np.array([6, 7], dtype=np.int64)),
+        )
+        fold_pending(conn)
+    with store.read() as conn:
+        rows = {r.key: int(r.balance_microunits) for r in conn.execute(select(accounts))}
+        assert rows == {"escrow:name:1:EUR": 13, "pool:EUR": -17}  # name:2 has no row: it is in the snapshot
+        assert read_snapshot(conn).keys.to_pylist() == ["escrow:name:2:EUR"]
+        assert account_balances(conn) == {"escrow:name:1:EUR": 13, "escrow:name:2:EUR": 4, "pool:EUR": -17}
+        assert account_balances(conn) == derived_balances(conn)
+        assert read_carries(conn, "EUR", ["name:2", "name:1", "name:3"]).tolist() == [7, 6, 0]
+        assert carried_fractions(conn) == {("name:1", "EUR"): 6, ("name:2", "EUR"): 7}

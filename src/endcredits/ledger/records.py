@@ -844,16 +844,24 @@ def _stored_balances(
     conn: Connection, keys: pa.Array
 ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64], npt.NDArray[Any]]:
     """For each of ``keys`` (distinct): whether its account row exists, its id (0 when not) and its stored
-    balance (0 when not)."""
+    balance (0 when not). One join, or one read of every row when there are fewer rows than keys."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    rows = select_joined(
-        conn,
-        "SELECT a.key, a.id, a.balance_microunits FROM {values} JOIN accounts a ON a.key = v.value",
-        keys.to_pylist(),
-    )
+    if not len(keys):
+        rows = []
+    elif int(fetch_all(conn, "SELECT COUNT(*) FROM accounts")[0][0]) <= len(keys):
+        # Fewer rows than keys (the payees' accounts are in the snapshot): read them all, match in Arrow.
+        rows = fetch_all(conn, "SELECT key, id, balance_microunits FROM accounts")
+        present = pc.is_in(pa.array([r[0] for r in rows], pa.string()), value_set=keys).to_numpy(zero_copy_only=False)
+        rows = [r for r, hit in zip(rows, present.tolist()) if hit]
+    else:
+        rows = select_joined(
+            conn,
+            "SELECT a.key, a.id, a.balance_microunits FROM {values} JOIN accounts a ON a.key = v.value",
+            keys.to_pylist(),
+        )
     known = np.zeros(len(keys), dtype=np.bool_)
     ids = np.zeros(len(keys), dtype=np.int64)
     found = _as_amounts([r[2] for r in rows])
