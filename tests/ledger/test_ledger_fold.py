@@ -185,3 +185,31 @@ def test_rows_an_earlier_fold_wrote_are_read_and_the_snapshot_overrides_their_ca
         assert account_balances(conn) == derived_balances(conn)
         assert read_carries(conn, "EUR", ["name:2", "name:1", "name:3"]).tolist() == [7, 6, 0]
         assert carried_fractions(conn) == {("name:1", "EUR"): 6, ("name:2", "EUR"): 7}
+
+
+def test_verify_finds_an_account_counted_both_as_a_row_and_in_the_snapshot(store: Store) -> None:
+    from endcredits.ledger.verify import verify
+    from endcredits.store.schema import ledger_snapshots
+
+    legs = {"escrow:name:1:EUR": 10, "escrow:name:2:EUR": 5, "pool:EUR": -15}
+    with store.write() as conn:
+        post_accrual(
+            conn,
+            TransferRequest(event_id="s1", code="accrual", currency="EUR", legs=legs),
+            ([], np.zeros(0, dtype=np.int64)),
+        )
+    assert fold_now(store) is not None
+    with store.write() as conn:  # a writer opens the two rows from the snapshot
+        post_transfer(
+            conn, TransferRequest("c1", "escrow_claim", "EUR", {"escrow:name:1:EUR": -4, "escrow:name:2:EUR": 4})
+        )
+    with store.read() as conn:
+        assert account_balances(conn) == {"escrow:name:1:EUR": 6, "escrow:name:2:EUR": 9, "pool:EUR": -15}
+        assert read_snapshot(conn).keys.to_pylist() == []  # both opened since: the rows hold them
+        assert len(read_snapshot(conn, live=False).keys) == 2
+    report = verify(store)
+    assert report.ok, report.problems
+    with store.write() as conn:  # as if the rows had been there when the snapshot was written
+        conn.execute(ledger_snapshots.update().values(account_id_max=10**6))
+    problems = verify(store).problems
+    assert any("accounts counted twice, as a row and in the ledger snapshot" in p for p in problems), problems
