@@ -271,7 +271,7 @@ def _move_half(s: Store, event_id: str, key: str, to: str) -> None:
     """A writer that needs the accounts' rows (opened from the snapshot when they have none): half of one
     payee's balance moves to another."""
     with s.write() as conn:
-        half = account_balances(conn, kind="payable", holder=key.split(":", 1)[1].rsplit(":", 1)[0])[key] // 2
+        half = account_balances(conn, kind="payable", holder=key.split(":", 1)[1].rsplit(":", 1)[0]).get(key, 0) // 2
         if half:
             post_transfer(conn, TransferRequest(event_id, "escrow_claim", "EUR", {key: -half, to: half}))
 
