@@ -18,10 +18,10 @@ conversion takes about 0.4 s of one-time setup, and the first arrays of each siz
 (page faults) until the allocator has grown to hold them. ``--cold`` measures that first call.
 
 Each accrual posts its legs and carries as one ledger segment; an accrual folds the pending segments into
-the account and carry rows first when 8 segments or 8 x 10^6 legs are pending (``FOLD_PENDING_*``), inside
-the timed run (``folds_in_run``). Whatever is still pending at the end is folded after the run and timed on
-its own (``fold_s``, over ``fold_segments`` segments and ``fold_accounts`` accounts): the cost the
-segments move off the accrual.
+the account rows and the ledger snapshot first when 8 segments or 8 x 10^6 legs are pending
+(``FOLD_PENDING_*``), inside the timed run (``folds_in_run``). Whatever is still pending at the end is
+folded after the run and timed on its own (``fold_s``, over ``fold_segments`` segments and
+``fold_accounts`` accounts): the cost the segments move off the accrual.
 
 The storage floor, measured in the same run on an empty store: only the rows such an accrual must
 write (one transfer, its segment of legs and carries, the outputs' keys), prepared beforehand, inserted

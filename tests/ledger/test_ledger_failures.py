@@ -193,8 +193,29 @@ def _forge_segment(
         )
 
 
+def _forge_snapshot(
+    store: Store, *, balances: dict[str, int] | None = None, carries: dict[str, int] | None = None
+) -> None:
+    """Rewrite the ledger snapshot as a forger would: new blobs and a matching SHA-256 column (the fold's
+    audit entry still records what was folded)."""
+    import dataclasses
+
+    import numpy as np
+
+    from endcredits.ledger.snapshot import read_snapshot, write_snapshot
+
+    with store.write() as conn:
+        snap = read_snapshot(conn, live=False)
+        values = snap.balances.astype(object)
+        for i, key in enumerate(snap.keys.to_pylist()):
+            values[i] += (balances or {}).get(key, 0)
+        subunits = snap.carry_subunits.copy()
+        for i, payee in enumerate(snap.carry_payees.to_pylist()):
+            subunits[i] += (carries or {}).get(payee, 0)
+        write_snapshot(conn, dataclasses.replace(snap, balances=values.astype(np.int64), carry_subunits=subunits))
+
+
 def test_verify_replays_the_evidence_into_legs_and_carries(store: Store) -> None:
-    from sqlalchemy import text
 
     from endcredits.ledger.records import fold_pending
 
@@ -218,25 +239,18 @@ def test_verify_replays_the_evidence_into_legs_and_carries(store: Store) -> None
     with store.write() as conn:
         fold_pending(conn)
     assert verify(store).ok
-    # Folded: the carries rows are what the evidence must replay to.
-    with store.write() as conn:
-        conn.execute(text("UPDATE carries SET subunits = subunits + 1 WHERE payee = :p"), {"p": f"person:{a}"})
-    assert any("replays to" in problem for problem in verify(store).problems)
-    with store.write() as conn:
-        conn.execute(text("UPDATE carries SET subunits = subunits - 1 WHERE payee = :p"), {"p": f"person:{a}"})
+    # Folded: the snapshot's carries are what the evidence must replay to.
+    _forge_snapshot(store, carries={f"person:{a}": 1})
+    problems = verify(store).problems
+    assert any("replays to" in problem for problem in problems), problems
+    assert any("snapshot does not match the SHA-256" in problem for problem in problems), problems
+    _forge_snapshot(store, carries={f"person:{a}": -1})
+    assert verify(store).ok  # the same bytes again
     # Move one microunit from b's leg to a's, and their balances with it: every sum still agrees; the
     # evidence, the recorded hashes and the transfer's content hash say otherwise.
     a_key, b_key = f"payable:person:{a}:EUR", f"payable:person:{b}:EUR"
     _forge_segment(store, "b1/EUR/2026-01", legs={a_key: 1, b_key: -1})
-    with store.write() as conn:
-        for key, delta in ((a_key, 1), (b_key, -1)):
-            value = conn.execute(
-                text("SELECT balance_microunits FROM accounts WHERE key = :k"), {"k": key}
-            ).scalar_one()
-            conn.execute(
-                text("UPDATE accounts SET balance_microunits = :v WHERE key = :k"),
-                {"v": str(int(value) + delta) if store.backend == "sqlite" else int(value) + delta, "k": key},
-            )
+    _forge_snapshot(store, balances={a_key: 1, b_key: -1})
     problems = verify(store).problems
     assert any("legs differ from what its evidence posts" in problem for problem in problems), problems
     assert any("does not hold the legs that were posted" in problem for problem in problems), problems

@@ -531,8 +531,8 @@ def ledger_training_fees(
 
 @ledger_app.command("fold")
 def ledger_fold(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """Fold the pending accrual segments into the account and carry rows now (it changes no balance;
-    accruals and the other writers fold on their own, see docs/concepts/ledger.md)."""
+    """Fold the pending accrual segments into the account rows and the ledger snapshot now (it changes no
+    balance; accruals and the other writers fold on their own, see docs/concepts/ledger.md)."""
     from endcredits.ledger.records import fold_pending
     from endcredits.ledger.segments import fold_watermark
 

@@ -21,7 +21,7 @@ from sqlalchemy import Connection, or_, select
 
 from endcredits.errors import ConsentError, ValidationError
 from endcredits.ledger import TransferRequest, account_key, parse_account_key
-from endcredits.ledger.records import account_balances, fold_pending, post_transfer
+from endcredits.ledger.records import account_balances, fold_pending, post_transfer, snapshot_held
 from endcredits.money import allocate
 from endcredits.registry.records import claim_name, get_person, payee_routes
 from endcredits.royalties import Agreement, work_shares
@@ -61,7 +61,7 @@ def _claim_sources(conn: Connection, person_id: int) -> list[str]:
 
 def _held_for(conn: Connection, kind: str, holders: list[str]) -> dict[str, list[tuple[str, int, int]]]:
     """Per currency, the ``(key, balance, last transfer id)`` of every non-empty account of ``kind`` held for
-    ``holders``: escrow under the holder, or a fund's part for it (``fund:FUND/HOLDER``)."""
+    ``holders``: escrow under the holder, or a fund's part for it (``fund:FUND/HOLDER``); rows and snapshot."""
     q = select(accounts.c.key, accounts.c.holder, accounts.c.currency, accounts.c.balance_microunits)
     q = q.add_columns(accounts.c.last_transfer_id).where(accounts.c.kind == kind)
     if kind == "escrow":
@@ -75,6 +75,9 @@ def _held_for(conn: Connection, kind: str, holders: list[str]) -> dict[str, list
         if kind == "fund" and r.holder.partition("/")[2] not in holders:
             continue
         by_currency.setdefault(r.currency, []).append((r.key, r.balance_microunits, r.last_transfer_id))
+    for key, currency, balance, last in snapshot_held(conn, kind, holders):  # payees' accounts with no row
+        if balance != 0:
+            by_currency.setdefault(currency, []).append((key, balance, last))
     return by_currency
 
 

@@ -1,7 +1,8 @@
-"""When the ledger folds its pending segments into the account and carry rows.
+"""When the ledger folds its pending segments into the account rows and the snapshot.
 
-A fold costs a row per distinct account and payee it touches, however many pending segments touched
-them; reading through pending segments costs every reader a little more per segment. So an accrual folds
+A fold costs a row per distinct account with a row that it touches and one snapshot row (rewritten whole:
+its size grows with the payees who have no row), however many pending segments touched them; reading
+through pending segments costs every reader a little more per segment. So an accrual folds
 first only when ``FOLD_PENDING_SEGMENTS_MAX`` segments or ``FOLD_PENDING_LEGS_MAX`` legs are pending
 (``fold_due``), and a long-running process folds in its idle time (``fold_now``, which ``serve`` calls
 once no usage batch has come for ``FOLD_IDLE_S``), so the next batches find nothing pending.

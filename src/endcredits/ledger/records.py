@@ -40,9 +40,11 @@ from endcredits.ledger.segments import (
     insert_segment,
     iter_carries,
     iter_segments,
+    matching,
     pending_carries,
     pending_deltas,
 )
+from endcredits.ledger.snapshot import SNAPSHOT_KINDS, Snapshot, read_snapshot, write_snapshot
 from endcredits.limits import (
     FOLD_SQLITE_CACHE_KIB,
     SUBUNITS_PER_MICROUNIT,
@@ -53,7 +55,6 @@ from endcredits.store.bulk import (
     amount_params,
     bulk_insert,
     bulk_update,
-    bulk_upsert,
     fetch_all,
     gc_paused,
     select_in,
@@ -208,8 +209,9 @@ def post_transfer(conn: Connection, req: TransferRequest, *, at: str | None = No
     keys = list(req.legs)
     amounts = list(req.legs.values())
     known = _known_accounts(conn, keys)
-    before = [known[k][1] if k in known else 0 for k in keys] if known else [0] * len(keys)
-    values = [b + x for b, x in zip(before, amounts)] if known else amounts
+    held = snapshot_balances(conn, [k for k in keys if k not in known])  # opened below with these balances
+    before = [known[k][1] if k in known else held.get(k, 0) for k in keys]
+    values = [b + x for b, x in zip(before, amounts)]
     for i in [i for i, v in enumerate(values) if v < 0]:
         if keys[i].partition(":")[0] not in NEGATIVE_ALLOWED_KINDS:
             raise LedgerError(
@@ -337,6 +339,10 @@ def account_balances(
     if holders is not None:
         q = q.where(accounts.c.holder.in_(sorted(holders)))
     out = {r.key: r.balance_microunits for r in conn.execute(q)}
+    if kind is None or kind in SNAPSHOT_KINDS:
+        snap = read_snapshot(conn, carries=False)
+        at, keys = matching(snap.keys, kind, currency, holders)
+        out.update(zip(keys, snap.balances[at].tolist()))  # no key is both: see ledger.snapshot
     for key, delta in pending_deltas(conn, kind=kind, currency=currency, holders=holders).items():
         out[key] = out.get(key, 0) + delta
     return out
@@ -400,6 +406,8 @@ def balance_totals(conn: Connection) -> dict[str, BalanceTotals]:
     for kind, currency, balance in rows:
         per = sums.setdefault(currency, dict.fromkeys(ACCOUNT_KINDS, 0))
         per[kind] += balance
+    for (kind, currency), total in _snapshot_totals(read_snapshot(conn, carries=False)).items():
+        sums.setdefault(currency, dict.fromkeys(ACCOUNT_KINDS, 0))[kind] += total
     for key, delta in pending_deltas(conn).items():
         kind, _, currency = parse_account_key(key)
         per = sums.setdefault(currency, dict.fromkeys(ACCOUNT_KINDS, 0))
@@ -417,6 +425,49 @@ def balance_totals(conn: Connection) -> dict[str, BalanceTotals]:
         )
         for c, per in sorted(sums.items())
     }
+
+
+def _snapshot_totals(snap: Snapshot) -> dict[tuple[str, str], int]:
+    """The snapshot's balances summed per (kind, currency), exactly."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    out: dict[tuple[str, str], int] = {}
+    if len(snap.keys) == 0:
+        return out
+    currencies = pc.utf8_slice_codeunits(snap.keys, -3)
+    for currency in pc.unique(currencies).to_pylist():
+        of_currency = pc.equal(currencies, pa.scalar(currency, pa.string()))
+        for kind in SNAPSHOT_KINDS:
+            at = pc.indices_nonzero(pc.and_(of_currency, pc.starts_with(snap.keys, f"{kind}:"))).to_numpy()
+            out[(kind, currency)] = int(snap.balances[at].astype(object).sum())
+    return out
+
+
+def snapshot_balances(conn: Connection, keys: list[str]) -> dict[str, int]:
+    """The balances the snapshot holds for those of ``keys`` it holds (accounts without a row)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    wanted = [k for k in keys if k.partition(":")[0] in SNAPSHOT_KINDS]
+    if not wanted:
+        return {}
+    snap = read_snapshot(conn, carries=False)
+    where = pc.index_in(pa.array(wanted, pa.string()), value_set=snap.keys)
+    return {k: int(snap.balances[i]) for k, i in zip(wanted, where.to_pylist()) if i is not None}
+
+
+def snapshot_held(conn: Connection, kind: str, holders: Collection[str]) -> list[tuple[str, str, int, int]]:
+    """``(key, currency, balance, last transfer id)`` of the snapshot's accounts of ``kind`` held for
+    ``holders``: what ``escrow`` releases besides the rows."""
+    if kind not in SNAPSHOT_KINDS:
+        return []
+    snap = read_snapshot(conn, carries=False)
+    at, keys = matching(snap.keys, kind, None, holders)
+    return [
+        (key, key.rsplit(":", 1)[1], int(b), int(t))
+        for key, b, t in zip(keys, snap.balances[at].tolist(), snap.last[at].tolist())
+    ]
 
 
 def accrued_by_account(
@@ -467,32 +518,42 @@ def read_carries(
     conn: Connection, currency: str, payees: list[str], payee_texts: pa.Array | None = None
 ) -> npt.NDArray[np.int64]:
     """Each payee's carried fraction (2^-32 microunit) in ``currency`` as of now: the carries table,
-    overridden by the latest pending segment that carries the payee (0 for a payee with neither).
+    overridden by the snapshot, overridden by the latest pending segment that carries the payee (0 for a
+    payee with none).
     ``payee_texts``: the same payees as a string array, when the caller has one."""
     import numpy as np
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     carry = np.zeros(len(payees), dtype=np.int64)
-    rows = select_joined(
-        conn,
-        "SELECT c.payee, c.subunits FROM {values} JOIN carries c ON c.payee = v.value "
-        f"AND c.currency = '{check_currency(currency)}'",
-        payees,
-    )
-    if rows:
+    # Folds write carries into the snapshot; rows exist only in stores folded before it existed.
+    if fetch_all(conn, "SELECT 1 FROM carries LIMIT 1"):
+        rows = select_joined(
+            conn,
+            "SELECT c.payee, c.subunits FROM {values} JOIN carries c ON c.payee = v.value "
+            f"AND c.currency = '{check_currency(currency)}'",
+            payees,
+        )
         position = {p: i for i, p in enumerate(payees)}
         for payee, subunits in rows:
             carry[position[payee]] = subunits
     texts = payee_texts if payee_texts is not None else pa.array(payees, pa.string())
+    held_payees, held_subunits = read_snapshot(conn, balances=False).carries_of(currency)
+    if len(held_payees):
+        where = pc.index_in(texts, value_set=held_payees)
+        hit = where.is_valid().to_numpy(zero_copy_only=False)
+        carry[hit] = held_subunits[where.fill_null(0).to_numpy()[hit]]
     found, values = pending_carries(conn, currency, texts)
     carry[found] = values[found]
     return carry
 
 
 def carried_fractions(conn: Connection) -> dict[tuple[str, str], int]:
-    """Every payee's carried fraction as of now, ``(payee, currency) -> subunits``: the carries rows, then
-    each pending segment's in order, the latest winning."""
+    """Every payee's carried fraction as of now, ``(payee, currency) -> subunits``: the carries rows, the
+    snapshot's, then each pending segment's in order, the latest winning."""
     out = {(r.payee, r.currency): r.subunits for r in conn.execute(select(carries))}
+    snap = read_snapshot(conn, balances=False)
+    out.update(zip(zip(snap.carry_payees.to_pylist(), snap.carry_currencies.to_pylist()), snap.carry_subunits.tolist()))
     for currency, payees, subunits in iter_carries(conn, after=fold_watermark(conn)):
         out.update(zip(zip(payees.to_pylist(), repeat(currency)), subunits.to_pylist()))
     return out
@@ -561,13 +622,14 @@ class FoldResult:
 
 
 def fold_pending(conn: Connection, *, at: str | None = None) -> FoldResult | None:
-    """Write every pending segment into the row tables inside the caller's write transaction: each
-    account's balance (opening it on first use) and last transfer, each payee's carry, and a
-    ``ledger_folds`` row with the new watermark; audited. None when nothing is pending.
+    """Fold every pending segment inside the caller's write transaction: the accounts that have a row get
+    their new balance and last transfer; the payees' accounts without one, and every payee's carry, go into
+    a new snapshot (``ledger.snapshot``) that replaces the one before; operator accounts are opened as rows
+    on first use. A ``ledger_folds`` row records the new watermark; audited. None when nothing is pending.
 
     The arithmetic is columnar: the legs are summed per account and added to the stored balances in
-    NumPy (int64 where no sum can pass 2^62, exact Python ints beyond), and only the rows that change
-    are written, each once however many segments touched it."""
+    NumPy (int64 where no sum can pass 2^62, exact Python ints beyond); each row that changes is written
+    once however many segments touched it, and the snapshot is one row."""
     import numpy as np
     import pyarrow as pa
 
@@ -575,12 +637,15 @@ def fold_pending(conn: Connection, *, at: str | None = None) -> FoldResult | Non
     if not segments:
         return None
     when = at or utc_now()
+    through = segments[-1].transfer_id
     with gc_paused(), sqlite_cache_at_least(conn, FOLD_SQLITE_CACHE_KIB):
         keys, sums, last = _summed_legs(segments)
-        known, ids, before = _stored_balances(conn, keys)
+        snap = read_snapshot(conn)
+        known, ids, before, snap_at = _balances_before(conn, keys, snap)
         values = add_exact(before, sums)
         _refuse_overdrawn(keys, values)
-        fresh = np.flatnonzero(~known)
+        to_snapshot = ~known & _of_snapshot_kinds(keys)
+        fresh = np.flatnonzero(~known & ~to_snapshot)
         if len(fresh):
             _open_accounts(
                 conn,
@@ -600,13 +665,23 @@ def fold_pending(conn: Connection, *, at: str | None = None) -> FoldResult | Non
                 ["id", "balance_microunits", "last_transfer_id"],
                 list(zip(ids[order].tolist(), amount_params(conn, values[order].tolist()), last[order].tolist())),
             )
-        n_carries = _fold_carries(conn, segments)
+        id_max = int(fetch_all(conn, "SELECT COALESCE(MAX(id), 0) FROM accounts")[0][0])
+        merged, n_carries = _merged_snapshot(snap, segments, keys, values, last, to_snapshot, snap_at)
+        sha = write_snapshot(conn, _replace(merged, through_transfer_id=through, account_id_max=id_max))
+    _record_fold(conn, segments, len(keys), n_carries, sha, when)
+    return FoldResult(through, len(segments), len(keys), n_carries)
+
+
+def _record_fold(
+    conn: Connection, segments: Sequence[Segment], n_accounts: int, n_carries: int, snapshot_sha256: str, when: str
+) -> None:
+    """The ``ledger_folds`` row with the new watermark and the fold's audit entry."""
     through = segments[-1].transfer_id
     conn.execute(
         ledger_folds.insert().values(
             through_transfer_id=through,
             segment_count=len(segments),
-            account_count=len(keys),
+            account_count=n_accounts,
             carry_count=n_carries,
             folded_at=when,
         )
@@ -619,13 +694,122 @@ def fold_pending(conn: Connection, *, at: str | None = None) -> FoldResult | Non
         {
             "first_transfer_id": segments[0].transfer_id,
             "segments": len(segments),
-            "accounts": len(keys),
+            "accounts": n_accounts,
             "carries": n_carries,
             "segments_sha256": folded,  # SHA-256 of the folded segments' SHA-256s, in order
+            "snapshot_sha256": snapshot_sha256,
         },
         at=when,
     )
-    return FoldResult(through, len(segments), len(keys), n_carries)
+
+
+def _replace(snap: Snapshot, **changes: int) -> Snapshot:
+    import dataclasses
+
+    return dataclasses.replace(snap, **changes)  # type: ignore[arg-type]
+
+
+def _of_snapshot_kinds(keys: pa.Array) -> npt.NDArray[np.bool_]:
+    import functools
+
+    import pyarrow.compute as pc
+
+    masks = [pc.starts_with(keys, f"{kind}:") for kind in SNAPSHOT_KINDS]
+    return functools.reduce(pc.or_, masks).to_numpy(zero_copy_only=False)  # type: ignore[no-any-return]
+
+
+def _balances_before(
+    conn: Connection, keys: pa.Array, snap: Snapshot
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64], npt.NDArray[Any], npt.NDArray[np.int64]]:
+    """For each of ``keys`` (distinct): whether it has an account row, the row's id (0 when not), its balance
+    before the fold (the row's, the snapshot's, or 0) and its position in the snapshot (-1 when not there).
+    Only the keys the snapshot does not hold are looked up among the rows: no key is both."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    where = pc.index_in(keys, value_set=snap.keys)
+    in_snapshot = where.is_valid().to_numpy(zero_copy_only=False)
+    snap_at = np.full(len(keys), -1, dtype=np.int64)
+    snap_at[in_snapshot] = where.fill_null(0).to_numpy()[in_snapshot]
+    probe = np.flatnonzero(~in_snapshot)
+    known = np.zeros(len(keys), dtype=np.bool_)
+    ids = np.zeros(len(keys), dtype=np.int64)
+    found_known, found_ids, found_before = _stored_balances(conn, keys.take(pa.array(probe)))
+    big = found_before.dtype == object or snap.balances.dtype == object
+    before = np.zeros(len(keys), dtype=object if big else np.int64)
+    known[probe], ids[probe], before[probe] = found_known, found_ids, found_before
+    before[in_snapshot] = snap.balances[snap_at[in_snapshot]]
+    return known, ids, before, snap_at
+
+
+def _merged_snapshot(
+    snap: Snapshot,
+    segments: Sequence[Segment],
+    keys: pa.Array,
+    values: npt.NDArray[Any],
+    last: npt.NDArray[np.int64],
+    to_snapshot: npt.NDArray[np.bool_],
+    snap_at: npt.NDArray[np.int64],
+) -> tuple[Snapshot, int]:
+    """The snapshot after the fold: its accounts updated in place and the new ones appended, and each
+    payee's latest carry; with how many carries the segments held."""
+    import numpy as np
+    import pyarrow as pa
+
+    big = values.dtype == object or snap.balances.dtype == object
+    balances = snap.balances.astype(object if big else np.int64)  # a writable copy
+    latest = snap.last.astype(np.int64)
+    update = to_snapshot & (snap_at >= 0)
+    balances[snap_at[update]] = values[update]
+    latest[snap_at[update]] = last[update]
+    new = np.flatnonzero(to_snapshot & (snap_at < 0))
+    merged_keys = pa.concat_arrays([snap.keys, keys.take(pa.array(new, pa.int64()))])
+    balances = np.concatenate([balances, values[new].astype(balances.dtype)])
+    latest = np.concatenate([latest, last[new]])
+    currencies, payees, subunits, n_carries = _merged_carries(snap, segments)
+    merged = Snapshot(0, 0, merged_keys, balances, latest, currencies, payees, subunits, "")
+    return merged, n_carries
+
+
+def _merged_carries(
+    snap: Snapshot, segments: Sequence[Segment]
+) -> tuple[pa.Array, pa.Array, npt.NDArray[np.int64], int]:
+    """(currencies, payees, subunits) of the snapshot's carries overridden and extended by each payee's
+    latest carry in ``segments``, and how many payees the segments carried."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    held = set(pc.unique(snap.carry_currencies).to_pylist()) if len(snap.carry_currencies) else set()
+    parts_payees: list[pa.Array] = []
+    parts_subunits: list[npt.NDArray[np.int64]] = []
+    parts_currencies: list[pa.Array] = []
+    n_carries = 0
+    for currency in sorted(held | {seg.currency for seg in segments}):
+        payees, subunits = snap.carries_of(currency)
+        subunits = subunits.astype(np.int64)  # a writable copy
+        mine = [seg for seg in segments if seg.currency == currency]
+        if mine:
+            new_payees, new_subunits = _latest_carries(mine)
+            n_carries += len(new_payees)
+            where = pc.index_in(new_payees, value_set=payees)
+            hit = where.is_valid().to_numpy(zero_copy_only=False)
+            subunits[where.fill_null(0).to_numpy()[hit]] = new_subunits[hit]
+            payees = pa.concat_arrays([payees, new_payees.take(pa.array(np.flatnonzero(~hit), pa.int64()))])
+            subunits = np.concatenate([subunits, new_subunits[~hit]])
+        parts_payees.append(payees)
+        parts_subunits.append(subunits)
+        parts_currencies.append(pa.array(np.full(len(payees), currency, dtype=object), pa.string()))
+    if not parts_payees:
+        none = pa.array([], pa.string())
+        return none, none, np.zeros(0, np.int64), 0
+    return (
+        pa.concat_arrays(parts_currencies),
+        pa.concat_arrays(parts_payees),
+        np.concatenate(parts_subunits),
+        n_carries,
+    )
 
 
 _INT64_SAFE = 1 << 62  # two int64 values below this in size add without overflow
@@ -660,16 +844,24 @@ def _stored_balances(
     conn: Connection, keys: pa.Array
 ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64], npt.NDArray[Any]]:
     """For each of ``keys`` (distinct): whether its account row exists, its id (0 when not) and its stored
-    balance (0 when not)."""
+    balance (0 when not). One join, or one read of every row when there are fewer rows than keys."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    rows = select_joined(
-        conn,
-        "SELECT a.key, a.id, a.balance_microunits FROM {values} JOIN accounts a ON a.key = v.value",
-        keys.to_pylist(),
-    )
+    if not len(keys):
+        rows = []
+    elif int(fetch_all(conn, "SELECT COUNT(*) FROM accounts")[0][0]) <= len(keys):
+        # Fewer rows than keys (the payees' accounts are in the snapshot): read them all, match in Arrow.
+        rows = fetch_all(conn, "SELECT key, id, balance_microunits FROM accounts")
+        present = pc.is_in(pa.array([r[0] for r in rows], pa.string()), value_set=keys).to_numpy(zero_copy_only=False)
+        rows = [r for r, hit in zip(rows, present.tolist()) if hit]
+    else:
+        rows = select_joined(
+            conn,
+            "SELECT a.key, a.id, a.balance_microunits FROM {values} JOIN accounts a ON a.key = v.value",
+            keys.to_pylist(),
+        )
     known = np.zeros(len(keys), dtype=np.bool_)
     ids = np.zeros(len(keys), dtype=np.int64)
     found = _as_amounts([r[2] for r in rows])
@@ -692,22 +884,6 @@ def _refuse_overdrawn(keys: pa.Array, values: npt.NDArray[Any]) -> None:
             raise LedgerError(
                 f"folding the pending segments would leave account {key} at {values[i]}; nothing was folded"
             )
-
-
-def _fold_carries(conn: Connection, segments: Sequence[Segment]) -> int:
-    """Upsert each payee's latest carry, per currency; returns how many rows were written."""
-    n_carries = 0
-    for ccy in sorted({seg.currency for seg in segments}):
-        payees, subunits = _latest_carries([seg for seg in segments if seg.currency == ccy])
-        n_carries += len(payees)
-        bulk_upsert(
-            conn,
-            "carries",
-            ["payee", "currency"],
-            ["payee", "currency", "subunits"],
-            list(zip(payees, repeat(check_currency(ccy)), subunits)),
-        )
-    return n_carries
 
 
 def _summed_legs(segments: Sequence[Segment]) -> tuple[pa.Array, npt.NDArray[Any], npt.NDArray[np.int64]]:
@@ -739,11 +915,10 @@ def _summed_legs(segments: Sequence[Segment]) -> tuple[pa.Array, npt.NDArray[Any
     return encoded.dictionary.take(pa.array(order)), sums[order], last[order]
 
 
-def _latest_carries(segments: Sequence[Segment]) -> tuple[list[str], list[int]]:
-    """Each payee's carry as the latest of ``segments`` (one currency, in transfer order) left it, by payee."""
+def _latest_carries(segments: Sequence[Segment]) -> tuple[pa.Array, npt.NDArray[np.int64]]:
+    """Each payee's carry as the latest of ``segments`` (one currency, in transfer order) left it."""
     import numpy as np
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     payees = pa.concat_arrays([seg.payees for seg in segments if seg.payees is not None])
     subunits = np.concatenate([seg.subunits.to_numpy() for seg in segments if seg.subunits is not None])
@@ -751,8 +926,7 @@ def _latest_carries(segments: Sequence[Segment]) -> tuple[list[str], list[int]]:
     codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
     latest = np.full(len(encoded.dictionary), -1, dtype=np.int64)
     np.maximum.at(latest, codes, np.arange(len(codes), dtype=np.int64))
-    order = pc.sort_indices(encoded.dictionary).to_numpy()
-    return encoded.dictionary.take(order).to_pylist(), subunits[latest[order]].tolist()
+    return encoded.dictionary, subunits[latest]
 
 
 def derived_balances(conn: Connection) -> dict[str, int]:

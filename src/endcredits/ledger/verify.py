@@ -4,9 +4,10 @@ Checks, in order: the audit hash chain; every transfer balances and has its audi
 segment hashes to what its audit entry recorded and holds the legs its transfer's content hash was
 made of; every leg, balance, output and credit refers to a transfer, account, model, work or payee
 that exists (those tables have no foreign keys, for speed); folds are in order; every account's
-balance row plus what pending segments add equals the sum of its legs (rows and segments); no
+balance (its row, or the ledger snapshot's entry, never both) plus what pending segments add equals
+the sum of its legs (rows and segments); no
 account that may not go negative is negative; every currency's balances sum to zero; suspense
-equals the carried fractions (carry rows, then pending segments); every evidence file is intact and its
+equals the carried fractions (carry rows, the snapshot's, then pending segments); every evidence file is intact and its
 lines add up to its batch's pool exactly; replaying the evidence in posting order reproduces every
 accrual's legs and, at the end, every payee's carried fraction; every guild minimum a statement cites is
 what a stored version of those guild terms sets; payout clearing equals the pending items; every training
@@ -39,6 +40,7 @@ from endcredits.ledger.floors import floor_line_count, floor_lines_of
 from endcredits.ledger.guild_minimums import minimum_line_count, minimum_lines_of
 from endcredits.ledger.records import carried_fractions, derived_balances
 from endcredits.ledger.segments import fold_watermark, pending_deltas, raw_segment_sha256, read_segment, segment_ids
+from endcredits.ledger.snapshot import SNAPSHOT_KINDS, read_snapshot, snapshot_count, snapshot_raw_sha256
 from endcredits.ledger.training_fees import fee_event_ids, fee_lines
 from endcredits.limits import SUBUNIT_BITS, SUBUNITS_PER_MICROUNIT
 from endcredits.manifest.records import load_manifest
@@ -180,7 +182,7 @@ def verify(store: Store) -> VerifyReport:  # noqa: C901 - one pass over many ind
         watermark = fold_watermark(conn)
         unfolded = pending_deltas(conn)
         report.checked["segments_pending"] = sum(1 for tid in stored_sha if tid > watermark)
-        stored = {r.key: r.balance_microunits for r in acct.values()}
+        stored = _rows_and_snapshot(conn, entries, acct, watermark, report)
         for key, delta in unfolded.items():
             stored[key] = stored.get(key, 0) + delta
         per_currency: dict[str, int] = {}
@@ -308,6 +310,42 @@ def verify(store: Store) -> VerifyReport:  # noqa: C901 - one pass over many ind
         report.checked["outputs"] = int(conn.execute(select(func.count()).select_from(outputs)).scalar_one())
         _check_score_sources(conn, store, report)
     return report
+
+
+def _rows_and_snapshot(
+    conn: Connection, entries: list[Any], acct: dict[int, Any], watermark: int, report: VerifyReport
+) -> dict[str, int]:
+    """The balances as of the last fold: the account rows and the snapshot's accounts. The snapshot must
+    be the only one, the last fold's, hash to what that fold's audit entry recorded, and hold each account
+    once and only those with no row (rows opened after it excepted: they hold the balance now)."""
+    p = report.problems
+    stored = {r.key: r.balance_microunits for r in acct.values()}
+    raw = snapshot_raw_sha256(conn)
+    if raw is None:
+        return stored
+    if snapshot_count(conn) != 1:
+        p.append(f"{snapshot_count(conn)} ledger snapshots are stored; a fold keeps exactly one")
+    try:
+        snap = read_snapshot(conn, carries=False, live=False)
+    except LedgerError as exc:
+        p.append(f"{exc}: restore the database from backup")
+        return stored
+    folds = {e.subject: json.loads(e.payload) for e in entries if e.kind == "ledger_fold"}
+    audited = folds.get(f"through:{snap.through_transfer_id}", {}).get("snapshot_sha256")
+    if raw[0] != raw[1] or audited != raw[0]:
+        p.append("the ledger snapshot does not match the SHA-256 its fold's audit entry recorded")
+    if snap.through_transfer_id != watermark:
+        p.append(f"the ledger snapshot is of the fold through {snap.through_transfer_id}, not of the last fold")
+    keys = snap.keys.to_pylist()
+    if len(set(keys)) != len(keys) or any(k.partition(":")[0] not in SNAPSHOT_KINDS for k in keys):
+        p.append("the ledger snapshot holds an account twice, or an account of a kind it does not keep")
+    rows = {r.key: r.id for r in acct.values()}
+    twice = [k for k in keys if rows.get(k, snap.account_id_max + 1) <= snap.account_id_max]
+    if twice:
+        p.append(f"accounts counted twice, as a row and in the ledger snapshot: {twice[:5]}")
+    live = {k: int(v) for k, v in zip(keys, snap.balances.tolist()) if k not in rows}
+    report.checked["snapshot_accounts"] = len(live)
+    return stored | live
 
 
 def _check_transfers(

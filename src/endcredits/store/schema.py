@@ -640,6 +640,22 @@ ledger_folds = Table(
     Column("folded_at", Time, nullable=False),
 )
 
+# The payees' accounts (payable, escrow) without an account row, with their balances, last transfers and
+# every payee's carry, as of the latest fold (``through_transfer_id``): read through by every reader like a
+# pending segment. Accounts opened as rows after it (id above ``account_id_max``) are read from their rows.
+# Each fold writes a new one and removes the one before: only the latest row exists.
+ledger_snapshots = Table(
+    "ledger_snapshots",
+    metadata,
+    Column("through_transfer_id", Key, primary_key=True, autoincrement=False),
+    Column("account_id_max", Key, nullable=False),
+    Column("account_count", Integer, nullable=False),
+    Column("carry_count", Integer, nullable=False),
+    Column("balances_arrow", LargeBinary, nullable=False),
+    Column("carries_arrow", LargeBinary, nullable=False),
+    Column("sha256", Sha256, nullable=False),  # the fold's audit entry records it
+)
+
 # Payouts -----------------------------------------------------------------------------------------
 payout_batches = Table(
     "payout_batches",
