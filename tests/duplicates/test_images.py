@@ -171,3 +171,31 @@ def test_a_store_upgraded_from_version_5_still_finds_its_drawings(store: Store) 
     with store.write() as conn:
         (jpeg,) = register_works(conn, [WorkIn(_export(ROOK, 300, "JPEG", quality=60), "rook.jpg", "image/jpeg")])
     assert jpeg.canonical_work_id == rook.work_id
+
+
+def test_a_store_upgraded_from_version_6_still_finds_its_drawings(store: Store) -> None:
+    """The image method's latest migration renames version 6's rows (version 7's bytes and band keys);
+    one step down they read as version 6 again, and after the upgrade a drawing registered before it is
+    still found for a new export."""
+    from alembic import command
+
+    from endcredits.store.engine import _alembic_config
+    from endcredits.store.schema import fingerprint_bands
+
+    def methods() -> set[str]:
+        with store.read() as conn:
+            rows = conn.execute(select(work_fingerprints.c.method)).scalars().all()
+            bands = conn.execute(select(fingerprint_bands.c.method).distinct()).scalars().all()
+        return {*rows, *bands}
+
+    with store.write() as conn:
+        (rook,) = register_works(conn, [WorkIn(ROOK, "Rook", "image/svg+xml")])
+    for step, expected in (("-1", {fp.V6_IMAGE_METHOD}), ("head", {IMAGE_METHOD})):
+        with store.engine.begin() as conn:
+            cfg = _alembic_config()
+            cfg.attributes["connection"] = conn
+            (command.downgrade if step == "-1" else command.upgrade)(cfg, step)
+        assert methods() == expected
+    with store.write() as conn:
+        (jpeg,) = register_works(conn, [WorkIn(_export(ROOK, 300, "JPEG", quality=60), "rook.jpg", "image/jpeg")])
+    assert jpeg.canonical_work_id == rook.work_id
