@@ -12,11 +12,9 @@ Three methods, by the work's kind; two fingerprints compare only within one meth
 - ``gray64-render-v7`` (images, SVGs rendered by ``cairosvg`` included): 64x64 and 256x256 grayscale
   thumbnails of the picture on white, trimmed to its ink, its size, and whether it is an SVG. Candidates
   from ``RENDER_V6_VERIFY_MIN`` at 64 pixels are verified (``registry.image_rerender.same_v7``: an SVG
-  rendered again, by correlation or a colour map fitted with a window left out, tried again rendered
-  finer and reduced; else the stored thumbnails) and linked only if they agree; the others from
-  ``IMAGE_REVIEW_MIN`` up are shown for a person to confirm. Rows of earlier methods
-  (``gray64-render-v6``, ``-v5``, ``-verify256-v4``, ``-verify128-v3``, ``gray64-crop-v2``, ``phash-64``)
-  are compared only with their own;
+  rendered again, as is and finer; else the stored thumbnails) and linked only if they agree; the others
+  from ``IMAGE_REVIEW_MIN`` up are shown for a person to confirm. Rows of earlier methods (``-v6``,
+  ``-v5``, ``-verify256-v4``, ``-verify128-v3``, ``gray64-crop-v2``, ``phash-64``) keep to their own;
 - ``chromaprint-raw`` (audio, where ``fpcalc`` is installed): Chromaprint's raw frames, compared at the
   best alignment. Audio without a fingerprint is registered by SHA-256 only, not refused.
 

@@ -1,4 +1,4 @@
-"""Versions 5 and 6: an SVG drawing rendered again at the resolution of the picture it is compared with.
+"""Versions 5 to 7: an SVG drawing rendered again at the resolution of the picture it is compared with.
 
 A drawing's fine lines (the points of a star polygon) are finer than a pixel of the 256-pixel render the
 fingerprint keeps, so that render is mostly aliasing: a 400-pixel export of a star correlates less with it
@@ -22,6 +22,7 @@ renderer, and a drawing rendered straight at the copy's small size does not repr
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -42,6 +43,7 @@ from endcredits.registry.fingerprints import (
 from endcredits.registry.image_verify import (
     COLOUR_PIXELS,
     FINE_PIXELS,
+    HUE_DEGREES_MAX,
     QUADRATIC,
     WINDOW_SHARE,
     FittedVerdict,
@@ -67,6 +69,12 @@ RENDER_PIXELS_MAX = 2048
 SUPERSAMPLE = 2
 """Version 7's second try: the drawing rendered at this many times the picture's resolution (at most
 ``RENDER_PIXELS_MAX``) and reduced to it."""
+SUPERSAMPLE_GATE = 0.85
+"""64-pixel similarity from which the second try is made (chosen on the tuning half)."""
+SUPERSAMPLE_CORRELATION_MIN = 0.9995
+"""Correlation of the second try from which it links (chosen on the tuning half)."""
+SUPERSAMPLE_FITTED_MIN = 0.999
+"""Fitted share (worst window left out) of the second try from which it links (chosen on the tuning half)."""
 
 
 @dataclass(frozen=True)
@@ -169,17 +177,31 @@ def verify_pair_v6(
     return verify_fitted(*pair, (a.size, b.size), variants)
 
 
+def second_try_same(verdict: FittedVerdict) -> bool:
+    """Whether version 7's second try links: its correlation from ``SUPERSAMPLE_CORRELATION_MIN`` or its
+    fitted share from ``SUPERSAMPLE_FITTED_MIN`` (NaN where the correlation passed version 6's threshold:
+    no colour map was fitted), with the hues within ``HUE_DEGREES_MAX``."""
+    shares = verdict.correlation >= SUPERSAMPLE_CORRELATION_MIN or verdict.fitted_window >= SUPERSAMPLE_FITTED_MIN
+    return bool(shares and verdict.hue_degrees <= HUE_DEGREES_MAX)
+
+
 def verify_pair_v7(
-    registered: Side, new: Side, variants: tuple[Variant, ...] = ((WINDOW_SHARE, QUADRATIC),)
+    registered: Side,
+    new: Side,
+    similarity: float = 1.0,
+    variants: tuple[Variant, ...] = ((WINDOW_SHARE, QUADRATIC),),
 ) -> FittedVerdict | None:
-    """Version 7: ``verify_pair_v6``, and where a drawing and a raster picture are not the same by it, the
-    verdict with the drawing rendered at ``SUPERSAMPLE`` times the resolution and reduced; None where
+    """Version 7: ``verify_pair_v6``, and where a drawing and a raster picture at 64-pixel ``similarity``
+    from ``SUPERSAMPLE_GATE`` are not the same by it, a second try with the drawing rendered at
+    ``SUPERSAMPLE`` times the resolution and reduced (``second_try_same``); None where
     ``rendered_pictures`` gives no pictures."""
     verdict = verify_pair_v6(registered, new, variants)
-    if verdict is None or verdict.same or registered.fine.svg == new.fine.svg:
+    if verdict is None or verdict.same or registered.fine.svg == new.fine.svg or similarity < SUPERSAMPLE_GATE:
         return verdict
     again = verify_pair_v6(registered, new, variants, SUPERSAMPLE)
-    return again if again is not None and again.same else verdict
+    if again is None or not second_try_same(again):
+        return verdict
+    return dataclasses.replace(again, same=True)
 
 
 def _same(verify: Callable[[Side, Side], Verdict | None], registered: Side, new: Side, similarity: float) -> bool:
@@ -209,11 +231,15 @@ def same_v6(registered: Side, new: Side, similarity: float) -> bool:
 def same_v7(registered: Side, new: Side, similarity: float) -> bool:
     """Version 7's verdict on a candidate pair from ``RENDER_V6_VERIFY_MIN`` up: ``verify_pair_v7`` where an
     SVG and the bytes allow, else version 4's rule (as versions 5 and 6)."""
-    return _same(verify_pair_v7, registered, new, similarity)
+    return _same(lambda r, n: verify_pair_v7(r, n, similarity), registered, new, similarity)
 
 
 __all__ = [
     "SUPERSAMPLE",
+    "SUPERSAMPLE_CORRELATION_MIN",
+    "SUPERSAMPLE_FITTED_MIN",
+    "SUPERSAMPLE_GATE",
+    "second_try_same",
     "Side",
     "rendered_pictures",
     "same_v5",
