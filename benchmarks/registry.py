@@ -21,7 +21,7 @@ rows/s of both runs.
 
 ``--images``: instead, import the Open Clip Art drawings (Debian ``openclipart-svg``, all but ``logos/``)
 with ``interop.svg.import_svg_drawings``, ``--images-chunk`` files a transaction: each is parsed for its
-metadata, rendered by cairosvg, fingerprinted (``gray64-render-v6``: a candidate drawing is rendered
+metadata, rendered by cairosvg, fingerprinted (``gray64-render-v7``: a candidate drawing is rendered
 again from its stored bytes to verify it), linked or not, and credited. Prints drawings/s and peak memory,
 then the duplicate-detection rates of the image fingerprint (and of ``gray64-render-v5``, ``gray64-verify256-v4``,
 ``gray64-verify128-v3`` and ``gray64-crop-v2`` beside it) on the held-out half of the labelled pairs
@@ -197,13 +197,14 @@ def run_images(store: Store, limit: int | None, chunk: int) -> dict[str, object]
 
 
 def image_rates() -> list[str]:
-    """The image fingerprint's rates on the held-out half of the labelled pairs: ``gray64-render-v6``
-    (an SVG rendered again at the copy's resolution, a colour map fitted with the worst window left out)
-    and ``gray64-render-v5`` (the same run's correlation alone), then ``gray64-verify256-v4``,
-    ``gray64-verify128-v3`` and ``gray64-crop-v2`` beside it."""
-    import _image_fitted as fitted
+    """The image fingerprint's rates on the held-out half of the labelled pairs: ``gray64-render-v7`` (an
+    SVG rendered again at the copy's resolution, a colour map fitted with the worst window left out, a
+    second try rendered finer and reduced), ``gray64-render-v6`` (the same run without the second try) and
+    ``gray64-render-v5`` (its correlation alone), then ``gray64-verify256-v4``, ``gray64-verify128-v3`` and
+    ``gray64-crop-v2`` beside it."""
     import _image_pairs as pairs
     import _image_rerender as rerender
+    import _image_resampled as resampled
 
     from endcredits.registry.fingerprints import (
         IMAGE_REVIEW_MIN,
@@ -214,20 +215,25 @@ def image_rates() -> list[str]:
         VERIFY128_IMAGE_METHOD,
         VERIFY128_MIN,
     )
-    from endcredits.registry.image_verify import FITTED_R2_MIN, QUADRATIC, WINDOW_SHARE
 
     if not pairs.CACHE.exists():
         pairs.save(pairs.build(processes=1))
     data = pairs.load()
     scored = pairs.score_half(data, 1)
     before = pairs.score_half(data, 1, VERIFY128_IMAGE_METHOD)
-    rendered = fitted.scores(data, scored, min(RENDER_VERIFY_MIN, RENDER_V6_VERIFY_MIN))
-    v6 = fitted.linked(
-        scored, rendered, RENDER_V6_VERIFY_MIN, fitted.VARIANTS.index((WINDOW_SHARE, QUADRATIC)), FITTED_R2_MIN
+    r = resampled.scores(data, scored)
+    copies, distinct = (
+        (scored.copy_found, scored.copy_similarity, r.copy),
+        (scored.distinct_found, scored.distinct_similarity, r.distinct),
     )
-    v5 = fitted.linked(scored, rendered, RENDER_VERIFY_MIN, -1, 1.0)
+    v7 = tuple(resampled.linked(*x, RENDER_V6_VERIFY_MIN, second=True) for x in (copies, distinct))
+    v6 = tuple(resampled.linked(*x, RENDER_V6_VERIFY_MIN, second=False) for x in (copies, distinct))
+    v5 = tuple(resampled.linked_v5(*x) for x in (copies, distinct))
     v4 = pairs.verified_v4(data, scored)
     return [
+        f"held-out half, gray64-render-v7 (verified from {RENDER_V6_VERIFY_MIN}, rendered again, fitted, finer):",
+        *pairs.rate_lines(scored, IMAGE_THRESHOLD, IMAGE_REVIEW_MIN, v7),
+        *rerender.miss_lines(data, scored, v7[0], "copies linked"),
         f"held-out half, gray64-render-v6 (verified from {RENDER_V6_VERIFY_MIN}, rendered again, fitted):",
         *pairs.rate_lines(scored, IMAGE_THRESHOLD, IMAGE_REVIEW_MIN, v6),
         *rerender.miss_lines(data, scored, v6[0], "copies linked"),

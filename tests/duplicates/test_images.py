@@ -146,28 +146,40 @@ def test_fingerprints_of_the_legacy_method_stay_valid(store: Store) -> None:
     assert new.method == IMAGE_METHOD and new.canonical_work_id is None
 
 
-def test_a_store_upgraded_from_version_5_still_finds_its_drawings(store: Store) -> None:
-    """Migration 0013 renames version 5's rows (the same bytes and band keys as version 6) so drawings
-    registered before the upgrade are candidates for works registered after it; its downgrade renames back."""
+def _methods(store: Store) -> set[str]:
+    """The fingerprint methods of the store's rows and band keys."""
+    from endcredits.store.schema import fingerprint_bands
+
+    with store.read() as conn:
+        rows = conn.execute(select(work_fingerprints.c.method)).scalars().all()
+        bands = conn.execute(select(fingerprint_bands.c.method).distinct()).scalars().all()
+    return {*rows, *bands}
+
+
+def _migrate(store: Store, target: str, down: bool) -> None:
     from alembic import command
 
     from endcredits.store.engine import _alembic_config
-    from endcredits.store.schema import fingerprint_bands
 
-    def methods() -> set[str]:
-        with store.read() as conn:
-            rows = conn.execute(select(work_fingerprints.c.method)).scalars().all()
-            bands = conn.execute(select(fingerprint_bands.c.method).distinct()).scalars().all()
-        return {*rows, *bands}
+    with store.engine.begin() as conn:
+        cfg = _alembic_config()
+        cfg.attributes["connection"] = conn
+        (command.downgrade if down else command.upgrade)(cfg, target)
 
+
+@pytest.mark.parametrize(("down_to", "older"), [("0012", fp.V5_IMAGE_METHOD), ("-1", fp.V6_IMAGE_METHOD)])
+def test_a_store_upgraded_from_an_older_version_still_finds_its_drawings(
+    store: Store, down_to: str, older: str
+) -> None:
+    """Migrations 0013 and 0016 rename version 5's and version 6's rows (the same bytes and band keys as
+    version 7's) so drawings registered before an upgrade are candidates for works registered after it;
+    their downgrades rename back."""
     with store.write() as conn:
         (rook,) = register_works(conn, [WorkIn(ROOK, "Rook", "image/svg+xml")])
-    for target, expected in (("0012", {fp.V5_IMAGE_METHOD}), ("head", {IMAGE_METHOD})):
-        with store.engine.begin() as conn:
-            cfg = _alembic_config()
-            cfg.attributes["connection"] = conn
-            (command.downgrade if target == "0012" else command.upgrade)(cfg, target)
-        assert methods() == expected
+    _migrate(store, down_to, down=True)
+    assert _methods(store) == {older}
+    _migrate(store, "head", down=False)
+    assert _methods(store) == {IMAGE_METHOD}
     with store.write() as conn:
         (jpeg,) = register_works(conn, [WorkIn(_export(ROOK, 300, "JPEG", quality=60), "rook.jpg", "image/jpeg")])
     assert jpeg.canonical_work_id == rook.work_id

@@ -1,9 +1,11 @@
-"""Versions 5 and 6 (``gray64-render-v5``, ``-v6``): a registered SVG drawing is rendered again at a
+"""Versions 5 to 7 (``gray64-render-v5``, ``-v6``, ``-v7``): a registered SVG drawing is rendered again at a
 copy's own resolution to verify it. A star polygon's 400-pixel export links to the stored drawing; a
 different star of the same creator's series does not (it is shown for a person to confirm), whichever is
 registered first; without the stored bytes, version 4's rule decides; a broken SVG is still refused in one
 line. Version 6 links an export with a box stamped on it, which version 5 refuses, and keeps apart a badge
-drawn with another star or in another colour. Both backends."""
+drawn with another star or in another colour. Version 7 links a half-size export that version 6
+refuses, by rendering the drawing finer and reducing it, and still keeps the other star's smaller export
+apart. Both backends."""
 
 from __future__ import annotations
 
@@ -23,10 +25,19 @@ from endcredits.registry.fingerprints import (
     IMAGE_METHOD,
     V4_IMAGE_METHOD,
     V5_IMAGE_METHOD,
+    V6_IMAGE_METHOD,
     images_match,
     register_works,
 )
-from endcredits.registry.image_rerender import Side, verify_pair, verify_pair_v6
+from endcredits.registry.image_rerender import (
+    SUPERSAMPLE,
+    SUPERSAMPLE_CORRELATION_MIN,
+    SUPERSAMPLE_GATE,
+    Side,
+    verify_pair,
+    verify_pair_v6,
+    verify_pair_v7,
+)
 from endcredits.registry.image_verify import FITTED_R2_MIN, RENDERED_CORRELATION_MIN
 from endcredits.registry.records import WorkIn, get_work
 from endcredits.store.blobs import put_blob
@@ -43,9 +54,16 @@ def _drawing(rel: str) -> bytes:
     return (OPENCLIPART / rel).read_bytes()
 
 
-def _export(svg: bytes, fmt: str = "PNG", **options: object) -> bytes:
+def _export(svg: bytes, fmt: str = "PNG", factor: float = 1.0, **options: object) -> bytes:
+    """A 400-pixel export on white, resized by ``factor`` (Lanczos, as an image editor would)."""
+    from PIL import Image
+
+    picture = fp.canonical_picture(fp.render_svg(svg, 400))
+    if factor != 1.0:
+        size = (round(picture.width * factor), round(picture.height * factor))
+        picture = picture.resize(size, Image.Resampling.LANCZOS)
     buf = io.BytesIO()
-    fp.canonical_picture(fp.render_svg(svg, 400)).save(buf, format=fmt, **options)
+    picture.save(buf, format=fmt, **options)
     return buf.getvalue()
 
 
@@ -202,7 +220,7 @@ def test_a_stored_badge_links_its_stamped_export_and_not_the_other_badge(store: 
         put_blob(store.data_dir, w.content)
     with store.write() as conn:
         first, second, third = register_works(conn, items, data_dir=store.data_dir)
-    assert second.method == IMAGE_METHOD == "gray64-render-v6" and second.canonical_work_id == first.work_id
+    assert second.method == IMAGE_METHOD == "gray64-render-v7" and second.canonical_work_id == first.work_id
     assert third.canonical_work_id is None and first.work_id in [w for w, _ in third.candidates]
 
 
@@ -214,3 +232,73 @@ def test_a_version_5_row_is_compared_by_version_5s_rule() -> None:
     assert fp.fine_picture(a, V5_IMAGE_METHOD).svg and fp.fine_picture(a).svg
     assert not images_match(a, b, V5_IMAGE_METHOD, contents=(badge, stamped))[1]
     assert images_match(a, b, contents=(badge, stamped))[1]
+
+
+# Version 7 (``gray64-render-v7``): a second try with the drawing rendered finer and reduced ---------------
+SMALL_STAR = "shapes/stars/star_79pt22step.svg"
+THIRD_STAR = "shapes/stars/star_37pt10step.svg"
+"""Two star polygons whose half-size exports (200 pixels) version 6 refuses: rendered straight at 200
+pixels, their fine lines are smoothed by the renderer, in the export by the resampling."""
+
+
+@pytest.mark.parametrize("rel", [SMALL_STAR, THIRD_STAR])
+def test_version_7_links_a_half_size_export_that_version_6_refuses(rel: str) -> None:
+    drawing = _drawing(rel)
+    small = _export(drawing, factor=0.5)
+    v6 = verify_pair_v6(_side(drawing, "image/svg+xml"), _side(small, "image"))
+    v7 = verify_pair_v7(_side(drawing, "image/svg+xml"), _side(small, "image"))
+    assert v6 is not None and not v6.same, v6
+    assert v7 is not None and v7.same and v7.correlation >= SUPERSAMPLE_CORRELATION_MIN > v6.correlation, v7
+    assert SUPERSAMPLE == 2
+    # Under the second try's gate at 64 pixels, version 6's answer stands.
+    below = verify_pair_v7(_side(drawing, "image/svg+xml"), _side(small, "image"), SUPERSAMPLE_GATE - 0.01)
+    assert below == v6
+
+
+def test_version_7_links_the_drawing_to_a_half_size_export_registered_first() -> None:
+    """The export registered first and the drawing new: the drawing is rendered for the export."""
+    drawing = _drawing(SMALL_STAR)
+    small = _export(drawing, factor=0.5)
+    back = verify_pair_v7(_side(small, "image"), _side(drawing, "image/svg+xml"))
+    assert back is not None and back.same, back
+
+
+def test_version_7_keeps_the_other_stars_half_size_export_apart() -> None:
+    """Version 6 refuses the other star's half-size export, so version 7 tries again, and refuses too."""
+    registered = _side(_drawing(STAR), "image/svg+xml")
+    other = _export(_drawing(OTHER_STAR), factor=0.5)
+    v6, v7 = verify_pair_v6(registered, _side(other, "image")), verify_pair_v7(registered, _side(other, "image"))
+    assert v6 is not None and not v6.same and v7 is not None and not v7.same, (v6, v7)
+
+
+def test_two_drawings_get_no_second_try() -> None:
+    """The second try is for a drawing against a raster picture: two drawings are version 6's answer."""
+    a, b = _side(_badge(11, 4), "image/svg+xml"), _side(_badge(12, 5), "image/svg+xml")
+    assert verify_pair_v7(a, b) == verify_pair_v6(a, b)
+
+
+def test_a_stored_drawing_links_its_half_size_export(store: Store) -> None:
+    """The star's half-size export is a candidate that version 6 refuses and version 7 links."""
+    drawing = _drawing(SMALL_STAR)
+    half = _export(drawing, factor=0.5)
+    values = _value(drawing, "image/svg+xml"), _value(half, "image")
+    assert not images_match(*values, V6_IMAGE_METHOD, (drawing, half))[1]
+    items = [
+        WorkIn(drawing, "Star 79/22", "image/svg+xml", SMALL_STAR),
+        WorkIn(half, "star-small.png", "image/png", "star-small.png"),
+    ]
+    for w in items:
+        put_blob(store.data_dir, w.content)
+    with store.write() as conn:
+        first, second = register_works(conn, items, data_dir=store.data_dir)
+    assert second.method == IMAGE_METHOD and second.canonical_work_id == first.work_id
+
+
+def test_a_version_6_row_is_compared_by_version_6s_rule() -> None:
+    """A version 6 value holds version 7's bytes; read as version 6 there is no second try."""
+    drawing = _drawing(SMALL_STAR)
+    small = _export(drawing, factor=0.5)
+    a, b = _value(drawing, "image/svg+xml"), _value(small, "image")
+    assert fp.fine_picture(a, V6_IMAGE_METHOD).svg
+    assert not images_match(a, b, V6_IMAGE_METHOD, contents=(drawing, small))[1]
+    assert images_match(a, b, contents=(drawing, small))[1]

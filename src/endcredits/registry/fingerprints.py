@@ -9,13 +9,12 @@ member are resolved through the canonical work (``registry.records.graph_rows``)
 Three methods, by the work's kind; two fingerprints compare only within one method:
 
 - ``minhash-c5-p128`` (text): a MinHash of the normalized 5-character shingles of each line;
-- ``gray64-render-v6`` (images, SVGs rendered by ``cairosvg`` included): 64x64 and 256x256 grayscale
+- ``gray64-render-v7`` (images, SVGs rendered by ``cairosvg`` included): 64x64 and 256x256 grayscale
   thumbnails of the picture on white, trimmed to its ink, its size, and whether it is an SVG. Candidates
-  from ``RENDER_V6_VERIFY_MIN`` at 64 pixels are verified (``registry.image_rerender.same_v6``: an SVG
-  rendered again, by correlation or a colour map fitted with a window left out; else the stored
-  thumbnails) and linked only if they agree; the others from ``IMAGE_REVIEW_MIN`` up are shown for a
-  person to confirm. Rows of earlier methods (``gray64-render-v5``, ``-verify256-v4``, ``-verify128-v3``,
-  ``gray64-crop-v2``, ``phash-64``) are compared only with their own;
+  from ``RENDER_V6_VERIFY_MIN`` at 64 pixels are verified (``registry.image_rerender.same_v7``: an SVG
+  rendered again, as is and finer; else the stored thumbnails) and linked only if they agree; the others
+  from ``IMAGE_REVIEW_MIN`` up are shown for a person to confirm. Rows of earlier methods (``-v6``,
+  ``-v5``, ``-verify256-v4``, ``-verify128-v3``, ``gray64-crop-v2``, ``phash-64``) keep to their own;
 - ``chromaprint-raw`` (audio, where ``fpcalc`` is installed): Chromaprint's raw frames, compared at the
   best alignment. Audio without a fingerprint is registered by SHA-256 only, not refused.
 
@@ -62,11 +61,17 @@ if TYPE_CHECKING:
     from PIL import Image
 
 TEXT_METHOD = "minhash-c5-p128"
-IMAGE_METHOD = "gray64-render-v6"
-"""Version 6 of the image method: version 5's fingerprint (the same bytes), candidates from
-``RENDER_V6_VERIFY_MIN``, and where version 5's correlation falls short, an affine colour map of the drawing
-rendered again fitted to the other picture with its worst window left out (``image_verify.verify_fitted``;
+IMAGE_METHOD = "gray64-render-v7"
+"""Version 7 of the image method: version 6's fingerprint (the same bytes) and rule, and where that refuses
+a drawing and a raster picture, the drawing rendered at ``image_rerender.SUPERSAMPLE`` times the picture's
+resolution and reduced to it, then compared by the same rule (``image_rerender.same_v7``;
 docs/concepts/registry.md, "Images and drawings")."""
+V6_IMAGE_METHOD = "gray64-render-v6"
+"""Version 6: version 5's fingerprint, candidates from ``RENDER_V6_VERIFY_MIN``, and where version 5's
+correlation falls short, an affine colour map of the drawing rendered again fitted to the other picture
+with its worst window left out (``image_verify.verify_fitted``); its rows hold version 7's bytes and band
+keys; migration 0016 relabels them as version 7, so they are met only in a store not yet upgraded, and are
+compared only with each other, by that rule."""
 V5_IMAGE_METHOD = "gray64-render-v5"
 """Version 5: where either picture of a pair is an SVG drawing whose bytes are at hand, the drawing rendered
 again at the other's resolution and compared there by correlation (``registry.image_rerender.same_v5``);
@@ -177,7 +182,16 @@ if not 0 < AUDIO_FRAME_KEY_BITS <= 32 or AUDIO_BAND_COUNT > 99:
     raise RuntimeError("audio band keys: 1-32 bits per frame value, at most 99 bands (two digits)")
 
 IMAGE_KINDS = ("image",)
-THUMBNAIL_METHODS = (IMAGE_METHOD, V5_IMAGE_METHOD, V4_IMAGE_METHOD, VERIFY128_IMAGE_METHOD, PREVIOUS_IMAGE_METHOD)
+THUMBNAIL_METHODS = (
+    IMAGE_METHOD,
+    V6_IMAGE_METHOD,
+    V5_IMAGE_METHOD,
+    V4_IMAGE_METHOD,
+    VERIFY128_IMAGE_METHOD,
+    PREVIOUS_IMAGE_METHOD,
+)
+RENDER_METHODS = (IMAGE_METHOD, V6_IMAGE_METHOD, V5_IMAGE_METHOD)
+"""The methods that store version 5's bytes (the SVG flag among them) and render a drawing again."""
 """Image methods whose value starts with the 64-pixel thumbnail (scored by ``thumbnail_similarities``)."""
 AUDIO_KINDS = ("audio",)
 
@@ -497,7 +511,7 @@ class FinePicture:
 def fine_picture(value: str, method: str = IMAGE_METHOD) -> FinePicture:
     """The 256-pixel grayscale and 16-pixel RGB thumbnails, the size and (version 5) the SVG flag of a
     ``gray64-render-v5`` or ``gray64-verify256-v4`` value."""
-    v5 = method in (IMAGE_METHOD, V5_IMAGE_METHOD)
+    v5 = method in RENDER_METHODS
     raw = _packed(value, _V4_BYTES + v5, method, V4_PIXELS)
     gray = np.frombuffer(raw, dtype=np.uint8, count=V4_PIXELS**2).reshape(V4_PIXELS, V4_PIXELS)
     colour = np.frombuffer(raw, dtype=np.uint8, count=3 * COLOUR_PIXELS**2, offset=V4_PIXELS**2)
@@ -515,21 +529,23 @@ def images_match(
     a: str, b: str, method: str = IMAGE_METHOD, contents: tuple[bytes | None, bytes | None] = (None, None)
 ) -> tuple[float, bool]:
     """(64-pixel similarity, same work) of a registered value ``a`` and a new one ``b`` of ``method``
-    (version 5, 4 or 3), as ``register_works`` decides: the same only from the method's verification
-    threshold up (``RENDER_VERIFY_MIN``, ``IMAGE_VERIFY_MIN``, ``VERIFY128_MIN``) and when its verification
-    finds them the same.
-    ``contents``: the two works' bytes, where known (version 5 renders an SVG among them again)."""
+    (version 7, 6, 5, 4 or 3), as ``register_works`` decides: the same only from the method's verification
+    threshold up (``RENDER_V6_VERIFY_MIN``, ``RENDER_VERIFY_MIN``, ``IMAGE_VERIFY_MIN``, ``VERIFY128_MIN``)
+    and when its verification finds them the same.
+    ``contents``: the two works' bytes, where known (versions 5 to 7 render an SVG among them again)."""
     s = float(thumbnail_similarities(_thumbnail_of(a), _thumbnail_of(b)[None])[0])
     if method == VERIFY128_IMAGE_METHOD:
         return s, s >= VERIFY128_MIN and _same_picture(_fine_of(a), _fine_of(b))
     if method == V4_IMAGE_METHOD:
         return s, s >= IMAGE_VERIFY_MIN and same_fine_picture(fine_picture(a, method), fine_picture(b, method))
-    from endcredits.registry.image_rerender import Side, same_v5, same_v6
+    from endcredits.registry.image_rerender import Side, same_v5, same_v6, same_v7
 
     pair = Side(fine_picture(a, method), contents[0]), Side(fine_picture(b, method), contents[1])
     if method == V5_IMAGE_METHOD:
         return s, s >= RENDER_VERIFY_MIN and same_v5(*pair, s)
-    return s, s >= RENDER_V6_VERIFY_MIN and same_v6(*pair, s)
+    if method == V6_IMAGE_METHOD:
+        return s, s >= RENDER_V6_VERIFY_MIN and same_v6(*pair, s)
+    return s, s >= RENDER_V6_VERIFY_MIN and same_v7(*pair, s)
 
 
 def _same_picture(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> bool:
@@ -704,7 +720,7 @@ def is_match(method: str, similarity_value: float) -> bool:
     and ``gray64-verify128-v3`` are not decided by a similarity alone: ``images_match`` decides them."""
     if method == TEXT_METHOD:
         return similarity_value >= TEXT_THRESHOLD
-    if method in (IMAGE_METHOD, V5_IMAGE_METHOD, V4_IMAGE_METHOD, VERIFY128_IMAGE_METHOD):
+    if method in (*RENDER_METHODS, V4_IMAGE_METHOD, VERIFY128_IMAGE_METHOD):
         raise ValidationError(f"{method} is decided by images_match, not by a similarity")
     if method == PREVIOUS_IMAGE_METHOD:
         return similarity_value >= IMAGE_THRESHOLD
@@ -732,7 +748,7 @@ def _query_keys(fp: Fingerprint) -> tuple[str, ...]:
         return fp.band_keys
     width_bits = IMAGE_HASH_BITS // IMAGE_BAND_COUNT
     masks = [1 << bit for bit in range(width_bits)]
-    if fp.method in (IMAGE_METHOD, V5_IMAGE_METHOD, V4_IMAGE_METHOD):
+    if fp.method in (*RENDER_METHODS, V4_IMAGE_METHOD):
         masks += [(1 << i) | (1 << j) for i in range(width_bits) for j in range(i + 1, width_bits)]
     out = list(fp.band_keys)
     for key in fp.band_keys:
@@ -785,8 +801,9 @@ def _image_links(
     content: bytes | None = None,
     content_of: ContentOf | None = None,
 ) -> list[tuple[float, str]]:
-    """The candidates an image would be linked to, (similarity, work id), most similar first: for version 6
-    those from ``RENDER_V6_VERIFY_MIN`` up that ``image_rerender.same_v6`` finds the same, for version 5
+    """The candidates an image would be linked to, (similarity, work id), most similar first: for versions 7
+    and 6 those from ``RENDER_V6_VERIFY_MIN`` up that ``image_rerender.same_v7`` (``same_v6``) finds the
+    same, for version 5
     those from ``RENDER_VERIFY_MIN`` up that ``image_rerender.same_v5`` finds the same (the new image's
     ``content`` and the registered ones' by ``content_of``, where given), for version 4 from
     ``IMAGE_VERIFY_MIN`` by
@@ -807,9 +824,9 @@ def _image_links(
     if fp.method == V4_IMAGE_METHOD:
         new = fine_picture(fp.value, V4_IMAGE_METHOD)
         return [(s, w) for s, w in tried if same_fine_picture(fine_picture(values[w], V4_IMAGE_METHOD), new)]
-    from endcredits.registry.image_rerender import Side, same_v5, same_v6
+    from endcredits.registry.image_rerender import Side, same_v5, same_v6, same_v7
 
-    same = same_v5 if fp.method == V5_IMAGE_METHOD else same_v6
+    same = {V5_IMAGE_METHOD: same_v5, V6_IMAGE_METHOD: same_v6}.get(fp.method, same_v7)
     ours = Side(fine_picture(fp.value, fp.method), content)
 
     def theirs(w: str) -> Side:
@@ -923,7 +940,9 @@ __all__ = [
     "AUDIO_THRESHOLD",
     "CANDIDATES_MAX",
     "IMAGE_METHOD",
+    "V6_IMAGE_METHOD",
     "V5_IMAGE_METHOD",
+    "RENDER_METHODS",
     "V4_IMAGE_METHOD",
     "stored_content",
     "IMAGE_REVIEW_MIN",

@@ -1,4 +1,4 @@
-"""Versions 5 and 6: an SVG drawing rendered again at the resolution of the picture it is compared with.
+"""Versions 5 to 7: an SVG drawing rendered again at the resolution of the picture it is compared with.
 
 A drawing's fine lines (the points of a star polygon) are finer than a pixel of the 256-pixel render the
 fingerprint keeps, so that render is mostly aliasing: a 400-pixel export of a star correlates less with it
@@ -13,10 +13,16 @@ Version 6 (``same_v6``, ``verify_pair_v6``) compares the same two pictures, and 
 correlation falls short fits a colour map of the drawing to the other picture and leaves out its worst
 window (``image_verify.verify_fitted``): a recoloured copy or one with a stamp on it links, while a
 drawing that differs all over (another star of a series) or in colour (the hue test) does not.
+
+Version 7 (``same_v7``, ``verify_pair_v7``) is version 6 with one more try where a drawing and a raster
+picture do not match: the drawing rendered at ``SUPERSAMPLE`` times the picture's resolution and reduced to
+it (Lanczos). A copy resized from a larger export has its edges smoothed by the resampling, not by the
+renderer, and a drawing rendered straight at the copy's small size does not reproduce them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -37,6 +43,7 @@ from endcredits.registry.fingerprints import (
 from endcredits.registry.image_verify import (
     COLOUR_PIXELS,
     FINE_PIXELS,
+    HUE_DEGREES_MAX,
     QUADRATIC,
     WINDOW_SHARE,
     FittedVerdict,
@@ -59,6 +66,15 @@ COMPARE_PIXELS_MAX = 512
 a multiple of 128, from 256)."""
 RENDER_PIXELS_MAX = 2048
 """Largest square a drawing is rendered into again (a larger picture is compared with this render)."""
+SUPERSAMPLE = 2
+"""Version 7's second try: the drawing rendered at this many times the picture's resolution (at most
+``RENDER_PIXELS_MAX``) and reduced to it."""
+SUPERSAMPLE_GATE = 0.85
+"""64-pixel similarity from which the second try is made (chosen on the tuning half)."""
+SUPERSAMPLE_CORRELATION_MIN = 0.9995
+"""Correlation of the second try from which it links (chosen on the tuning half)."""
+SUPERSAMPLE_FITTED_MIN = 0.999
+"""Fitted share (worst window left out) of the second try from which it links (chosen on the tuning half)."""
 
 
 @dataclass(frozen=True)
@@ -85,13 +101,23 @@ def _render_scale(registered: FinePicture, new: FinePicture) -> float:
     return float(np.mean([rw * wide / nw, rh * high / nh]))
 
 
-def _svg_picture(content: bytes, side_px: int) -> Image.Image:
-    return canonical_picture(render_svg(content, int(min(RENDER_PIXELS_MAX, max(16, side_px)))))
+def _svg_picture(content: bytes, side_px: int, supersample: int = 1) -> Image.Image:
+    side = int(min(RENDER_PIXELS_MAX, max(16, side_px)))
+    if supersample == 1:
+        return canonical_picture(render_svg(content, side))
+    from PIL import Image
+
+    big_side = min(RENDER_PIXELS_MAX, supersample * side)
+    big = canonical_picture(render_svg(content, big_side))
+    scale = side / big_side
+    size = (max(1, round(big.width * scale)), max(1, round(big.height * scale)))
+    return big.resize(size, Image.Resampling.LANCZOS)
 
 
-def rendered_pictures(registered: Side, new: Side) -> tuple[Image.Image, Image.Image] | None:
+def rendered_pictures(registered: Side, new: Side, supersample: int = 1) -> tuple[Image.Image, Image.Image] | None:
     """The registered and the new picture (canonical) at one resolution, an SVG among them rendered again
-    for it; None when neither is an SVG or a needed content is missing."""
+    for it (at ``supersample`` times that resolution and reduced to it, where a raster picture is the
+    other); None when neither is an SVG or a needed content is missing."""
     r, n = registered.fine, new.fine
     if not (r.svg or n.svg) or registered.content is None or new.content is None:
         return None
@@ -99,18 +125,18 @@ def rendered_pictures(registered: Side, new: Side) -> tuple[Image.Image, Image.I
         return _svg_picture(registered.content, SVG_PAIR_PIXELS), _svg_picture(new.content, SVG_PAIR_PIXELS)
     svg, raster = (registered.content, new.content) if r.svg else (new.content, registered.content)
     picture = canonical_picture(decode_image(raster, "image"))
-    drawing = _svg_picture(svg, round(SVG_RENDER_PIXELS * _render_scale(r, n)))
+    drawing = _svg_picture(svg, round(SVG_RENDER_PIXELS * _render_scale(r, n)), supersample)
     return (drawing, picture) if r.svg else (picture, drawing)
 
 
 def _thumbnails(
-    registered: Side, new: Side
+    registered: Side, new: Side, supersample: int = 1
 ) -> tuple[list[np.ndarray], list[np.ndarray], tuple[Image.Image, Image.Image]] | None:
     """The grayscale thumbnails at the compared side and the ``COLOUR_PIXELS`` RGB ones of the two pictures
     ``rendered_pictures`` gives, and those pictures; None where it gives none."""
     from PIL import Image
 
-    pictures = rendered_pictures(registered, new)
+    pictures = rendered_pictures(registered, new, supersample)
     if pictures is None:
         return None
     side = _compare_side((*pictures[0].size, *pictures[1].size))
@@ -131,13 +157,16 @@ def verify_pair(registered: Side, new: Side) -> RenderedVerdict | None:
 
 
 def verify_pair_v6(
-    registered: Side, new: Side, variants: tuple[Variant, ...] = ((WINDOW_SHARE, QUADRATIC),)
+    registered: Side,
+    new: Side,
+    variants: tuple[Variant, ...] = ((WINDOW_SHARE, QUADRATIC),),
+    supersample: int = 1,
 ) -> FittedVerdict | None:
     """``image_verify.verify_fitted`` (version 6) of the two pictures ``rendered_pictures`` gives, at the
     side ``verify_pair`` compares them; None where it gives none."""
     from PIL import Image
 
-    got = _thumbnails(registered, new)
+    got = _thumbnails(registered, new, supersample)
     if got is None:
         return None
     gray, colour, (a, b) = got
@@ -146,6 +175,33 @@ def verify_pair_v6(
     rgb = [np.asarray(p.resize((side, side), box), dtype=np.uint8) for p in (a, b)]
     pair = (gray[0], gray[1]), (rgb[0], rgb[1]), (colour[0], colour[1])
     return verify_fitted(*pair, (a.size, b.size), variants)
+
+
+def second_try_same(verdict: FittedVerdict) -> bool:
+    """Whether version 7's second try links: its correlation from ``SUPERSAMPLE_CORRELATION_MIN`` or its
+    fitted share from ``SUPERSAMPLE_FITTED_MIN`` (NaN where the correlation passed version 6's threshold:
+    no colour map was fitted), with the hues within ``HUE_DEGREES_MAX``."""
+    shares = verdict.correlation >= SUPERSAMPLE_CORRELATION_MIN or verdict.fitted_window >= SUPERSAMPLE_FITTED_MIN
+    return bool(shares and verdict.hue_degrees <= HUE_DEGREES_MAX)
+
+
+def verify_pair_v7(
+    registered: Side,
+    new: Side,
+    similarity: float = 1.0,
+    variants: tuple[Variant, ...] = ((WINDOW_SHARE, QUADRATIC),),
+) -> FittedVerdict | None:
+    """Version 7: ``verify_pair_v6``, and where a drawing and a raster picture at 64-pixel ``similarity``
+    from ``SUPERSAMPLE_GATE`` are not the same by it, a second try with the drawing rendered at
+    ``SUPERSAMPLE`` times the resolution and reduced (``second_try_same``); None where
+    ``rendered_pictures`` gives no pictures."""
+    verdict = verify_pair_v6(registered, new, variants)
+    if verdict is None or verdict.same or registered.fine.svg == new.fine.svg or similarity < SUPERSAMPLE_GATE:
+        return verdict
+    again = verify_pair_v6(registered, new, variants, SUPERSAMPLE)
+    if again is None or not second_try_same(again):
+        return verdict
+    return dataclasses.replace(again, same=True)
 
 
 def _same(verify: Callable[[Side, Side], Verdict | None], registered: Side, new: Side, similarity: float) -> bool:
@@ -172,4 +228,24 @@ def same_v6(registered: Side, new: Side, similarity: float) -> bool:
     return _same(verify_pair_v6, registered, new, similarity)
 
 
-__all__ = ["Side", "rendered_pictures", "same_v5", "same_v6", "verify_pair", "verify_pair_v6"]
+def same_v7(registered: Side, new: Side, similarity: float) -> bool:
+    """Version 7's verdict on a candidate pair from ``RENDER_V6_VERIFY_MIN`` up: ``verify_pair_v7`` where an
+    SVG and the bytes allow, else version 4's rule (as versions 5 and 6)."""
+    return _same(lambda r, n: verify_pair_v7(r, n, similarity), registered, new, similarity)
+
+
+__all__ = [
+    "SUPERSAMPLE",
+    "SUPERSAMPLE_CORRELATION_MIN",
+    "SUPERSAMPLE_FITTED_MIN",
+    "SUPERSAMPLE_GATE",
+    "second_try_same",
+    "Side",
+    "rendered_pictures",
+    "same_v5",
+    "same_v6",
+    "same_v7",
+    "verify_pair",
+    "verify_pair_v6",
+    "verify_pair_v7",
+]
