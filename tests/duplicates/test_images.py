@@ -171,7 +171,7 @@ def _migrate(store: Store, target: str, down: bool) -> None:
 def test_a_store_upgraded_from_an_older_version_still_finds_its_drawings(
     store: Store, down_to: str, older: str
 ) -> None:
-    """Migrations 0013 and 0016 rename version 5's and version 6's rows (the same bytes and band keys as
+    """Migrations 0013 and 0015 rename version 5's and version 6's rows (the same bytes and band keys as
     version 7's) so drawings registered before an upgrade are candidates for works registered after it;
     their downgrades rename back."""
     with store.write() as conn:

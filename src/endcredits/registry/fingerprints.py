@@ -70,7 +70,7 @@ V6_IMAGE_METHOD = "gray64-render-v6"
 """Version 6: version 5's fingerprint, candidates from ``RENDER_V6_VERIFY_MIN``, and where version 5's
 correlation falls short, an affine colour map of the drawing rendered again fitted to the other picture
 with its worst window left out (``image_verify.verify_fitted``); its rows hold version 7's bytes and band
-keys; migration 0016 relabels them as version 7, so they are met only in a store not yet upgraded, and are
+keys; migration 0015 relabels them as version 7, so they are met only in a store not yet upgraded, and are
 compared only with each other, by that rule."""
 V5_IMAGE_METHOD = "gray64-render-v5"
 """Version 5: where either picture of a pair is an SVG drawing whose bytes are at hand, the drawing rendered

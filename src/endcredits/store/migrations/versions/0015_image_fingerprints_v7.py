@@ -6,16 +6,16 @@ a raster picture do not match). Rows are compared only within their method, so w
 earlier drawings would never be found as candidates for works registered after the upgrade. The downgrade
 renames every v7 row back: the bytes are the same.
 
-Revision ID: 0016
-Revises: 0013
+Revision ID: 0015
+Revises: 0014
 """
 
 from __future__ import annotations
 
 from alembic import op
 
-revision = "0016"
-down_revision = "0013"
+revision = "0015"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
