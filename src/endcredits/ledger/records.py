@@ -44,7 +44,7 @@ from endcredits.ledger.segments import (
     pending_carries,
     pending_deltas,
 )
-from endcredits.ledger.snapshot import SNAPSHOT_KINDS, Snapshot, read_snapshot, write_snapshot
+from endcredits.ledger.snapshot import SNAPSHOT_KINDS, Snapshot, has_snapshot, read_snapshot, write_snapshot
 from endcredits.limits import (
     FOLD_SQLITE_CACHE_KIB,
     SUBUNITS_PER_MICROUNIT,
@@ -339,7 +339,7 @@ def account_balances(
     if holders is not None:
         q = q.where(accounts.c.holder.in_(sorted(holders)))
     out = {r.key: r.balance_microunits for r in conn.execute(q)}
-    if kind is None or kind in SNAPSHOT_KINDS:
+    if (kind is None or kind in SNAPSHOT_KINDS) and has_snapshot(conn):
         snap = read_snapshot(conn, carries=False)
         at, keys = matching(snap.keys, kind, currency, holders)
         out.update(zip(keys, snap.balances[at].tolist()))  # no key is both: see ledger.snapshot
@@ -406,8 +406,9 @@ def balance_totals(conn: Connection) -> dict[str, BalanceTotals]:
     for kind, currency, balance in rows:
         per = sums.setdefault(currency, dict.fromkeys(ACCOUNT_KINDS, 0))
         per[kind] += balance
-    for (kind, currency), total in _snapshot_totals(read_snapshot(conn, carries=False)).items():
-        sums.setdefault(currency, dict.fromkeys(ACCOUNT_KINDS, 0))[kind] += total
+    if has_snapshot(conn):
+        for (kind, currency), total in _snapshot_totals(read_snapshot(conn, carries=False)).items():
+            sums.setdefault(currency, dict.fromkeys(ACCOUNT_KINDS, 0))[kind] += total
     for key, delta in pending_deltas(conn).items():
         kind, _, currency = parse_account_key(key)
         per = sums.setdefault(currency, dict.fromkeys(ACCOUNT_KINDS, 0))
@@ -450,7 +451,7 @@ def snapshot_balances(conn: Connection, keys: list[str]) -> dict[str, int]:
     import pyarrow.compute as pc
 
     wanted = [k for k in keys if k.partition(":")[0] in SNAPSHOT_KINDS]
-    if not wanted:
+    if not wanted or not has_snapshot(conn):
         return {}
     snap = read_snapshot(conn, carries=False)
     where = pc.index_in(pa.array(wanted, pa.string()), value_set=snap.keys)
@@ -460,7 +461,7 @@ def snapshot_balances(conn: Connection, keys: list[str]) -> dict[str, int]:
 def snapshot_held(conn: Connection, kind: str, holders: Collection[str]) -> list[tuple[str, str, int, int]]:
     """``(key, currency, balance, last transfer id)`` of the snapshot's accounts of ``kind`` held for
     ``holders``: what ``escrow`` releases besides the rows."""
-    if kind not in SNAPSHOT_KINDS:
+    if kind not in SNAPSHOT_KINDS or not has_snapshot(conn):
         return []
     snap = read_snapshot(conn, carries=False)
     at, keys = matching(snap.keys, kind, None, holders)

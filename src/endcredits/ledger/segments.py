@@ -320,12 +320,13 @@ def pending_deltas(
     conn: Connection, *, kind: str | None = None, currency: str | None = None, holders: Collection[str] | None = None
 ) -> dict[str, int]:
     """Per account key, what the pending segments add to its balance, filtered like
-    ``ledger.records.account_balances``."""
-    import pyarrow as pa
-
+    ``ledger.records.account_balances``. Arrow is imported only when a segment is pending, so a light
+    command on a store with none loads no Arrow."""
     out: dict[str, int] = {}
     wanted = set(holders) if holders is not None else None
     for seg in iter_segments(conn, after=fold_watermark(conn), currency=currency):
+        import pyarrow as pa
+
         at, keys = matching(seg.accounts, kind, currency, wanted)
         if not keys:
             continue

@@ -135,6 +135,12 @@ def _snapshot_row(conn: Connection, names: list[str]) -> tuple[Any, ...] | None:
     return binary_row(conn, sql)
 
 
+def has_snapshot(conn: Connection) -> bool:
+    """Whether a fold wrote a snapshot (read without NumPy or Arrow, so a light command that finds none
+    loads neither)."""
+    return conn.execute(select(ledger_snapshots.c.through_transfer_id).limit(1)).first() is not None
+
+
 def snapshot_count(conn: Connection) -> int:
     """How many snapshot rows there are (verify: at most one)."""
     return len(conn.execute(select(ledger_snapshots.c.through_transfer_id)).all())
