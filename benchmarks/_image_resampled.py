@@ -103,12 +103,17 @@ def raster_distinct(
             out[d] = row if row is not None else np.nan
         done[d] = True
         if time.perf_counter() - last > v5.KEEP_EVERY_S:
-            np.savez(kept.with_name(kept.stem + ".tmp.npz"), scores=out, done=done)
-            kept.with_name(kept.stem + ".tmp.npz").replace(kept)
+            _keep(kept, out, done)
             last = time.perf_counter()
-    np.savez(kept.with_name(kept.stem + ".tmp.npz"), scores=out, done=done)
-    kept.with_name(kept.stem + ".tmp.npz").replace(kept)
+    _keep(kept, out, done)
     return out
+
+
+def _keep(kept: Path, scores: np.ndarray, done: np.ndarray) -> None:
+    """Write the progress beside ``kept`` and move it into place, so a stopped run never leaves half a file."""
+    partial = kept.with_name(kept.stem + ".tmp.npz")
+    np.savez(partial, scores=scores, done=done)
+    partial.replace(kept)
 
 
 def scores(data: dict[str, np.ndarray], s: pairs.Scored, kept: Path | None = None) -> v5.RenderedScores:
