@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -54,7 +55,7 @@ from torch import nn
 from endcredits.demo_images import BATCH, CHANNELS, LEARNING_RATE, SCHEDULE_STEPS, SIDE
 from endcredits.demo_images import train_ddpm as demo_train_ddpm
 
-DDPM_METHODS = ("endcredits", "endcredits-loss", "traker", "dtrak")
+DDPM_METHODS = ("endcredits", "endcredits-loss", "endcredits-loss-ggn", "traker", "dtrak")
 NOISE_SEED = 11
 """The seed of the shared noise (``DiffusionUNet.encode``) of every measurement and attribution."""
 OPENCLIPART_SVG = Path("/usr/share/openclipart/svg")
@@ -286,6 +287,32 @@ def _squared_norm_gradients(
     return torch.cat(rows)
 
 
+class _DenoisingGaussNewton:
+    """``u [B, K * S]`` whose gradients' outer products estimate the Gauss-Newton matrix of the denoising
+    loss averaged over the batch's ``K`` timesteps: ``u_ks = sqrt(2 / (K D S)) <eps_theta(x_tk), v_ks>`` with
+    ``S`` seeded Gaussian probes ``v`` per timestep (``E[v v^T] = I``), the same for every image."""
+
+    def __init__(self, alphas_cumprod: torch.Tensor, probes: int = 4, seed: int = 5) -> None:
+        self.alphas = alphas_cumprod.float()
+        self.probes, self.seed = probes, seed
+
+    def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        x0, noise, t = batch["images"], batch["noise"], batch["timesteps"]
+        b, k = t.shape
+        a = self.alphas.to(x0.device)[t].reshape(b, k, 1, 1, 1)
+        noisy = a.sqrt() * x0[:, None] + (1 - a).sqrt() * noise
+        d = x0[0].numel()
+        # NumPy draws the probes: vmap allows no torch random op inside the function.
+        draws = np.random.default_rng(self.seed).standard_normal((k, self.probes, *x0.shape[1:]))
+        v = torch.from_numpy(draws.astype(np.float32)).to(x0.device)
+        scale = math.sqrt(2.0 / (k * d * self.probes))
+        columns = []
+        for step in range(k):
+            eps: torch.Tensor = model(noisy[:, step], t[:, step]).sample
+            columns.append(scale * torch.einsum("bchw,schw->bs", eps, v[step]))
+        return torch.cat(columns, dim=1)
+
+
 def run_ddpm_method(
     method: str,
     members: Sequence[Any],
@@ -297,22 +324,28 @@ def run_ddpm_method(
     lambdas: Sequence[float],
     projection: str = "auto",
     batch_size: int = 100,
+    work_timesteps: int | None = None,
 ) -> MethodRun:
     """``members``: ``DiffusionUNet``s loaded with ``load_unet``; every method sees the batches of
-    ``DiffusionUNet.encode(timesteps, NOISE_SEED)``."""
+    ``DiffusionUNet.encode(timesteps, NOISE_SEED)``, the training images' with ``work_timesteps`` when given."""
     first = members[0]
-    train_batch = first.encode(train_images, timesteps=timesteps, seed=NOISE_SEED)
+    train_batch = first.encode(train_images, timesteps=work_timesteps or timesteps, seed=NOISE_SEED)
     target_batch = first.encode(target_images, timesteps=timesteps, seed=NOISE_SEED)
-    if method in ("endcredits", "endcredits-loss"):
+    if method in ("endcredits", "endcredits-loss", "endcredits-loss-ggn"):
         measurement = "squared-norm" if method == "endcredits" else "loss"
+        task = first.task([m.state() for m in members], measurement=measurement)
+        ggn = method == "endcredits-loss-ggn"
+        if ggn:
+            task = dataclasses.replace(task, curvature=_DenoisingGaussNewton(first.alphas_cumprod))
         return run_endcredits(
-            first.task([m.state() for m in members], measurement=measurement),
+            task,
             train_batch,
             target_batch,
             k=None if projection == "identity" else k,
             lambdas=lambdas,
-            projection=projection,
+            projection="gaussian" if ggn and projection == "auto" else projection,
             chunk_size=16,
+            curvature=ggn,
         )
     as_tuple = [tuple(b[key] for key in ("images", "noise", "timesteps")) for b in (train_batch, target_batch)]
     alphas = first.alphas_cumprod.float()
@@ -416,6 +449,7 @@ def build_problem(args: argparse.Namespace, log: Callable[[str], None]) -> Probl
             lambdas=lambdas,
             projection=args.projection,
             batch_size=args.peer_batch_size,
+            work_timesteps=getattr(args, "ddpm_work_timesteps", None),
         )
 
     def one_loss(kept: npt.NDArray[np.int64], seed: int, column: int) -> float:

@@ -4,7 +4,10 @@ For endcredits' two measurements (``loss``: minus the denoising loss; ``squared-
 ensemble recipe and each relative lambda of the grid: the tuning LDS over all tuning outputs, the held-out
 and the generated ones apart, and the paired gap between the measurements (mean over the tuning outputs
 and its standard error; the subsets' share of the noise is not in it). The main (reported) draw is never
-scored here. It builds the problem as ``lds.py`` does, so pass the same draw flags to share its cache::
+scored here. ``--work-timesteps 8,24`` compares timesteps for the training images' features (the test
+images keep ``--ddpm-timesteps``); ``--peers`` adds traker; ``--ggn`` adds the loss with a Gauss-Newton
+kernel (``_lds_ddpm._DenoisingGaussNewton``). It builds the problem as ``lds.py`` does, so pass the same
+draw flags to share its cache::
 
     PYTHONPATH=$PWD/src:$PWD/benchmarks OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ddpm_measurement.py \\
         --ddpm-steps 200 --tune-subsets 16 --seeds-per-subset 3 --json
@@ -24,6 +27,8 @@ import torch
 from _lds_ddpm import build_problem
 
 MEASUREMENTS = {"loss": "endcredits-loss", "squared-norm": "endcredits"}
+PEER_GRID = (0.0, 1e-10, 1e-8, 1e-6, 1e-4, 1e-2, 1.0, 1e2, 1e4)
+"""traker's ridge is absolute; its kernel's eigenvalues are far below 1 here (docs/benchmarks.md)."""
 GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6)
 
 
@@ -41,6 +46,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lambdas", default=",".join(f"{v:g}" for v in GRID))
     parser.add_argument("--images", default=None)
     parser.add_argument("--cache-dir", default="benchmarks/.cache")
+    parser.add_argument(
+        "--work-timesteps",
+        default="",
+        help="comma-separated timesteps of the training images' features to compare (default: --ddpm-timesteps)",
+    )
+    parser.add_argument("--peers", action="store_true", help="also traker, minus the loss (needs traker)")
+    parser.add_argument(
+        "--ggn", action="store_true", help="also the loss with a Gauss-Newton kernel (Gaussian projection to --k)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     args.models, args.peer_batch_size, args.ddpm_checkpoints = 1, 100, ""
@@ -50,18 +64,28 @@ def main(argv: list[str] | None = None) -> int:
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    problem = build_problem(args, log)
-    cols = problem.tune_cols
-    n_held = len(cols) // 2  # the tuning outputs: held-out images first, then generated ones
+    works = [int(v) for v in args.work_timesteps.split(",") if v] or [args.ddpm_timesteps]
+    methods = {
+        **MEASUREMENTS,
+        **({"traker": "traker"} if args.peers else {}),
+        **({"loss-ggn": "endcredits-loss-ggn"} if args.ggn else {}),
+    }
     per: dict[tuple[str, str, float], npt.NDArray[np.float64]] = {}
     notes: dict[str, Any] = {}
-    for recipe in ("full", "half"):
-        for name, method in MEASUREMENTS.items():
-            run = problem.run_method(method, problem.ensembles[recipe], grid)
-            notes[name] = run.notes
-            for lam in grid:
-                _, per_output = core.lds(run.scores[lam][:, cols], problem.tune_masks, problem.tune_outputs)
-                per[(recipe, name, lam)] = per_output
+    for work in works:
+        args.ddpm_work_timesteps = work
+        problem = build_problem(args, log)
+        cols = problem.tune_cols
+        for recipe in ("full", "half"):
+            for name, method in methods.items():
+                label = name if len(works) == 1 else f"{name}@{work}"
+                lambdas = PEER_GRID if method == "traker" else grid
+                run = problem.run_method(method, problem.ensembles[recipe], lambdas)
+                notes[label] = run.notes
+                for lam in lambdas:
+                    _, per_output = core.lds(run.scores[lam][:, cols], problem.tune_masks, problem.tune_outputs)
+                    per[(recipe, label, lam)] = per_output
+    n_held = len(cols) // 2  # the tuning outputs: held-out images first, then generated ones
 
     def summary(values: npt.NDArray[np.float64]) -> dict[str, float]:
         return {
@@ -75,12 +99,16 @@ def main(argv: list[str] | None = None) -> int:
         return {**summary(a - b), "se": float(d.std(ddof=1) / np.sqrt(d.size))}
 
     tuning = {f"{r} {m} {lam:g}": summary(v) for (r, m, lam), v in per.items()}
-    gaps = {
-        f"{r}: squared-norm {ls:g} - loss {ll:g}": gap(per[(r, "squared-norm", ls)], per[(r, "loss", ll)])
-        for r in ("full", "half")
-        for ls in grid
-        for ll in (1.0, max(grid, key=lambda v: np.nanmean(per[(r, "loss", v)])))
-    }
+    gaps = (
+        {
+            f"{r}: squared-norm {ls:g} - loss {ll:g}": gap(per[(r, "squared-norm", ls)], per[(r, "loss", ll)])
+            for r in ("full", "half")
+            for ls in grid
+            for ll in (1.0, max(grid, key=lambda v: np.nanmean(per[(r, "loss", v)])))
+        }
+        if len(works) == 1
+        else {}
+    )
 
     def groups(row: dict[str, float]) -> str:
         return f"(held-out {row['held-out']:+.3f}, generated {row['generated']:+.3f})"

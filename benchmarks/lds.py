@@ -394,6 +394,12 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: C901 - one pass ove
         "--ddpm-timesteps", type=int, default=8, help="image-ddpm: fixed timesteps of every measurement"
     )
     parser.add_argument(
+        "--ddpm-work-timesteps",
+        type=int,
+        help="image-ddpm: timesteps of the training images' features (default: --ddpm-timesteps); the test"
+        " images' and the ground truth's stay --ddpm-timesteps",
+    )
+    parser.add_argument(
         "--ddpm-checkpoints",
         default="",
         help="image-ddpm: comma-separated training steps whose parameters the '+checkpoints' recipes"

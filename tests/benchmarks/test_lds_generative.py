@@ -108,6 +108,19 @@ def test_tiny_ddpm_measurement_reads_the_lds_draws(tmp_path: Path, capsys: pytes
     one = report["tuning"]
     assert gap["all"] == pytest.approx(one["full squared-norm 1"]["all"] - one["full loss 1"]["all"])
 
+    # More timesteps for the training images' features, and the Gauss-Newton kernel: the same draws.
+    assert ddpm_measurement.main([*draw, "--lambdas", "1", "--work-timesteps", "2,4", "--ggn", "--k", "64"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.count("(0 retrained now") == 4
+    report = json.loads(captured.out)
+    methods = ("loss", "squared-norm", "loss-ggn")
+    assert set(report["tuning"]) == {f"{r} {m}@{w} 1" for r in ("full", "half") for m in methods for w in (2, 4)}
+    assert report["projection"]["loss-ggn@4"]["kernel"] == "gauss-newton"
+    assert report["projection"]["loss-ggn@4"]["projection"] == "gaussian"
+    at_two = report["tuning"]["full loss@2 1"]["all"]
+    assert at_two == pytest.approx(one["full loss 1"]["all"])  # the work timesteps of the run before
+    assert report["tuning"]["full loss@4 1"]["all"] != pytest.approx(at_two)
+
 
 def test_the_peers_rank_the_gpt2_tunes_as_endcredits_does(tmp_path: Path) -> None:
     """traker and dattri on the saved-and-loaded GPT-2, with the model outputs the wrappers give them, against
@@ -164,6 +177,53 @@ def test_dtrak_written_here_ranks_like_endcredits_squared_norm() -> None:
     assert theirs.shape == ours.shape == (10, 4)
     agreement = core.spearman_columns(theirs, ours)
     assert agreement.min() > 0.8, agreement
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")  # forward mode's first use
+def test_the_denoising_gauss_newton_probes_estimate_the_exact_curvature() -> None:
+    """Along any direction ``w`` of the parameters, the probes' curvature ``sum_r (grad u_r . w)^2`` is an
+    unbiased estimate of ``w^T G w``, ``G`` the Gauss-Newton matrix of the denoising loss averaged over the
+    timesteps: ``2 / (K D) sum_k |J_k w|^2``. With many probes the two agree closely; with one they do not."""
+    from _lds_ddpm import NOISE_SEED, _DenoisingGaussNewton, new_scheduler, train_ddpm
+    from torch.func import functional_call, jvp
+
+    from endcredits.attribution.diffusion import DiffusionUNet
+
+    images = torch.rand((2, 1, 16, 16), generator=torch.Generator().manual_seed(0)) * 2 - 1
+    model = train_ddpm(images, seed=1, steps=2).eval()
+    unet = DiffusionUNet(model, new_scheduler().alphas_cumprod.clone(), 1, 16)
+    batch = unet.encode(images[:1], timesteps=3, seed=NOISE_SEED)
+    params = {name: p.detach() for name, p in model.named_parameters()}
+    g = torch.Generator().manual_seed(2)
+    w = {name: torch.randn(p.shape, generator=g) for name, p in params.items()}
+
+    def along(fn: object) -> torch.Tensor:
+        _, tangent = jvp(lambda p: fn(lambda *a: functional_call(model, p, a), batch), (params,), (w,))  # type: ignore[operator]
+        return tangent
+
+    def predicted_noise(call: object, b: dict[str, torch.Tensor]) -> torch.Tensor:
+        a = unet.alphas_cumprod[b["timesteps"]].reshape(1, -1, 1, 1, 1).float()
+        noisy = a.sqrt() * b["images"][:, None] + (1 - a).sqrt() * b["noise"]
+        return torch.stack([call(noisy[:, k], b["timesteps"][:, k]).sample for k in range(3)])  # type: ignore[operator]
+
+    def probes(n: int) -> object:
+        curvature = _DenoisingGaussNewton(unet.alphas_cumprod, probes=n)
+
+        class Wrapped(torch.nn.Module):  # the model called through the functional parameters
+            def __init__(self, call: object) -> None:
+                super().__init__()
+                self.call = call
+
+            def forward(self, x: torch.Tensor, t: torch.Tensor) -> object:
+                return self.call(x, t)  # type: ignore[operator]
+
+        return lambda call, b: curvature(Wrapped(call), b)
+
+    exact = float((along(predicted_noise) ** 2).sum()) * 2 / (3 * 256)
+    many = float((along(probes(3000)) ** 2).sum())
+    one = float((along(probes(1)) ** 2).sum())
+    assert many == pytest.approx(exact, rel=0.05)
+    assert one != pytest.approx(exact, rel=0.05)
 
 
 def test_keeping_checkpoints_trains_the_same_ddpm() -> None:

@@ -5,7 +5,7 @@ registered first; without the stored bytes, version 4's rule decides; a broken S
 line. Version 6 links an export with a box stamped on it, which version 5 refuses, and keeps apart a badge
 drawn with another star or in another colour. Version 7 links a half-size export that version 6
 refuses, by rendering the drawing finer and reducing it, and still keeps the other star's smaller export
-apart. Both backends."""
+apart. A cropped export links to its drawing whichever is registered first. Both backends."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from PIL import ImageDraw
+from PIL import ImageChops, ImageDraw
 
 from endcredits.errors import ValidationError
 from endcredits.interop.svg import read_svg_metadata
@@ -121,6 +121,40 @@ def test_a_stored_star_links_its_export_not_the_other_star(store: Store, drawing
             data_dir=store.data_dir,
         )  # fmt: skip
     assert first.work_id in [w for w, _ in shown] and second.work_id in [w for w, _ in shown]
+
+
+MONKEY = "animals/mammals/happy_monkey_benji_park_01.svg"
+
+
+def _cropped(svg: bytes, fraction: float = 0.05) -> bytes:
+    """The drawing's 400-pixel export with ``fraction`` of its drawn width and height cut off each side."""
+    from PIL import Image
+
+    picture = Image.open(io.BytesIO(_export(svg))).convert("RGB")
+    x0, y0, x1, y1 = ImageChops.invert(picture.convert("L")).getbbox()  # type: ignore[misc]
+    dx, dy = round((x1 - x0) * fraction), round((y1 - y0) * fraction)
+    buf = io.BytesIO()
+    picture.crop((x0 + dx, y0 + dy, x1 - dx, y1 - dy)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("drawing_first", [True, False])
+def test_a_cropped_export_links_whichever_is_registered_first(store: Store, drawing_first: bool) -> None:
+    """The crop shows part of the drawing, so the drawing is the reference in either order: registered
+    after its crop, it used to be aligned the other way round and was refused."""
+    drawing = _drawing(MONKEY)
+    crop = _cropped(drawing)
+    forward = verify_pair_v7(_side(drawing, "image/svg+xml"), _side(crop, "image"))
+    backward = verify_pair_v7(_side(crop, "image"), _side(drawing, "image/svg+xml"))
+    assert forward is not None and backward is not None and forward.same and backward.same
+    assert backward.correlation == forward.correlation  # one comparison, whichever order
+    items = [WorkIn(drawing, "Happy monkey", "image/svg+xml", MONKEY), WorkIn(crop, "monkey.png", "image/png", "m")]
+    items = items if drawing_first else items[::-1]
+    for w in items:
+        put_blob(store.data_dir, w.content)
+    with store.write() as conn:
+        first, second = register_works(conn, items, data_dir=store.data_dir)
+    assert second.method == IMAGE_METHOD and second.canonical_work_id == first.work_id
 
 
 def test_without_the_stored_bytes_version_4_decides(store: Store) -> None:

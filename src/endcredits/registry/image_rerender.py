@@ -129,14 +129,22 @@ def rendered_pictures(registered: Side, new: Side, supersample: int = 1) -> tupl
     return (drawing, picture) if r.svg else (picture, drawing)
 
 
+def drawing_first(registered: Side, new: Side) -> tuple[Side, Side]:
+    """The pair with the drawing first where one side is an SVG and the other a raster picture: a copy is
+    made from a drawing, so the drawing is the reference whose span the copy shows and whose colours are
+    mapped to the copy, whichever was registered first. Otherwise the pair as given."""
+    return (new, registered) if new.fine.svg and not registered.fine.svg else (registered, new)
+
+
 def _thumbnails(
     registered: Side, new: Side, supersample: int = 1
 ) -> tuple[list[np.ndarray], list[np.ndarray], tuple[Image.Image, Image.Image]] | None:
     """The grayscale thumbnails at the compared side and the ``COLOUR_PIXELS`` RGB ones of the two pictures
-    ``rendered_pictures`` gives, and those pictures; None where it gives none."""
+    ``rendered_pictures`` gives for the pair ``drawing_first`` orders, and those pictures; None where it
+    gives none."""
     from PIL import Image
 
-    pictures = rendered_pictures(registered, new, supersample)
+    pictures = rendered_pictures(*drawing_first(registered, new), supersample)
     if pictures is None:
         return None
     side = _compare_side((*pictures[0].size, *pictures[1].size))
@@ -239,6 +247,7 @@ __all__ = [
     "SUPERSAMPLE_CORRELATION_MIN",
     "SUPERSAMPLE_FITTED_MIN",
     "SUPERSAMPLE_GATE",
+    "drawing_first",
     "second_try_same",
     "Side",
     "rendered_pictures",
