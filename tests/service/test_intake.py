@@ -211,3 +211,40 @@ def test_on_sqlite_batches_left_in_the_ledgers_file_are_moved_to_the_intakes_and
             assert conn.execute(usage_intake.select()).one().state == "accrued"
     finally:
         reopened.dispose()
+
+
+def test_concurrent_acknowledgements_take_turns_at_the_intake_and_all_land(store: Any) -> None:
+    """Eight threads enqueue at once (on SQLite they take turns on one lock per intake file before its write
+    lock, and a claim's finish takes the same turn): every batch lands once, in an order of its own."""
+    import threading
+
+    from endcredits.ledger import intake
+
+    got: list[int] = []
+    errors: list[BaseException] = []
+
+    def send(i: int) -> None:
+        try:
+            kept, new = intake.enqueue(
+                store, f"turn-{i}", f"{i:064x}", "application/json", b"x" * 1000, retry_after_s=1
+            )
+            assert new
+            got.append(kept.seq)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(set(got)) == 8
+    with intake_store(store).read() as conn:
+        assert backlog(conn).batches == 8
+    with intake.claim(store) as taken:
+        assert taken is not None
+        taken.finish(intake.REFUSED, error_code="test", error_message="taken in turn")
+    with intake_store(store).read() as conn:
+        assert backlog(conn).batches == 7
+    if store.backend == "sqlite":
+        assert list(intake._turns.values()) and all(not turn.locked() for turn in intake._turns.values())

@@ -269,6 +269,21 @@ def read_usage_request(store: Store, body: bytes, content_type: str, json_usage:
     )
 
 
+def check_usage(
+    store: Store, body: bytes, content_type: str, json_usage: JsonUsage
+) -> tuple[UsageRequest, dict[str, Any] | intake.CheckedBatch]:
+    """A usage batch read and checked as ``ingest_usage`` checks it before it is acknowledged, nothing
+    written: the request, and the answer it got before or else its lines, built and checked (everything
+    the accrual would refuse on this batch alone raises)."""
+    req = read_usage_request(store, body, content_type, json_usage)
+    first = _stored(store, req.batch_id, req.request_sha256)
+    if first is not None:
+        return req, first
+    checked = req.lines()
+    checked.check(store)
+    return req, checked
+
+
 def ingest_usage(
     store: Store,
     body: bytes,
@@ -291,12 +306,9 @@ def ingest_usage(
 
     The lines built to check the batch go to ``handover`` once it is queued, for this process's accrual
     worker, which then does not build them again."""
-    req = read_usage_request(store, body, content_type, json_usage)
-    first = _stored(store, req.batch_id, req.request_sha256)
-    if first is not None:
-        return 200, first
-    checked = req.lines()
-    checked.check(store)  # refuses what the accrual would refuse on this batch alone: nothing written
+    req, checked = check_usage(store, body, content_type, json_usage)
+    if isinstance(checked, dict):
+        return 200, checked
     batches_max, bytes_max = intake_max
     kept, new = intake.enqueue(
         store,

@@ -10,11 +10,15 @@ On PostgreSQL, ``workers`` > 1 runs that many worker processes on one listening 
 supervisor, which replaces a worker that dies): each opens its own store (``worker_app``) and runs its own
 accrual worker (``service.ingest.AccrualWorker``), which takes queued usage batches that no other worker holds
 and accrues them beside the others (``Store.write(beside_others=True)``). SQLite keeps one process: it has one writer.
+
+Each process warms up before it takes requests (``service.warm``): the usage check run once on a synthetic
+batch, nothing written, and the start-up's objects frozen out of the garbage collector.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 
 import h11
@@ -38,6 +42,7 @@ CONNECTIONS_MAX = 1_000
 """Open connections (and requests in flight) at once; past it new requests answer 503."""
 WORKERS_MAX = 64
 """Most worker processes ``serve`` starts."""
+_log = logging.getLogger("endcredits.service")
 _WORKER_ENV = "ENDCREDITS_SERVE_WORKER"
 """What a worker process needs besides the store's place: headers timeout and idle-fold seconds."""
 
@@ -113,6 +118,7 @@ def serve(
     protocol = type("H11WithHeaderDeadline", (H11WithHeaderDeadline,), {"headers_timeout_s": headers_timeout_s})
     app = create_app(store)
     config = uvicorn.Config(app, http=protocol, **options)  # type: ignore[arg-type]
+    warm(store)
     worker = app.state.accrual_worker
     folder = IdleFolder(store, app.state.usage_admission, idle_fold_s, worker)
     worker.start()
@@ -122,6 +128,19 @@ def serve(
     finally:
         folder.stop()
         worker.stop()
+
+
+def warm(store: Store) -> None:
+    """``service.warm.warm_up`` before the process takes requests; a warm-up that fails is logged and the
+    service starts cold (nothing was written either way)."""
+    from endcredits.service.warm import warm_up
+
+    try:
+        took_s = warm_up(store)
+    except Exception:  # noqa: BLE001 - warming only saves the first requests time
+        _log.warning("warming up failed; the first usage batches will be slower", exc_info=True)
+        return
+    _log.info("warmed up in %.2f s", took_s)
 
 
 def check_workers(store: Store, workers: int) -> None:
@@ -160,6 +179,7 @@ def worker_app() -> FastAPI:
     H11WithHeaderDeadline.headers_timeout_s = float(headers_timeout_s)
     store = open_store(os.environ[DATA_ENV], os.environ[DB_ENV])
     app = create_app(store)
+    warm(store)
     app.state.accrual_worker.start()
     IdleFolder(store, app.state.usage_admission, float(idle_fold_s), app.state.accrual_worker).start()
     return app
