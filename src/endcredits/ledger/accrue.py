@@ -49,6 +49,7 @@ from endcredits.ledger.floors import FloorLine, record_floor_lines
 from endcredits.ledger.folding import fold_due
 from endcredits.ledger.guild_minimums import group_minimum_lines, record_minimum_lines
 from endcredits.ledger.records import fold_pending, post_accrual, read_carries
+from endcredits.ledger.routes import route_payees
 from endcredits.limits import (
     EXTERNAL_REASON_CHARS_MAX,
     ID_LENGTH_MAX,
@@ -58,7 +59,6 @@ from endcredits.limits import (
 )
 from endcredits.manifest.records import ManifestRecord, latest_manifest_id, load_manifest, model_ids_exist
 from endcredits.money import Split, split_batch
-from endcredits.registry.records import route_arrays
 from endcredits.royalties import Agreement, pools_of
 from endcredits.royalties.floors import Floor, floor_top_ups, output_floors
 from endcredits.royalties.output_contents import check_output_contents, record_output_contents
@@ -374,7 +374,7 @@ def _prepare_group(
     try:
         if write_outputs:
             _insert_outputs(conn, event_id, usage)
-        kinds, holders = route_arrays(conn, payee_texts)
+        kinds, holders = route_payees(conn, payee_texts)
     finally:
         splitter.join()
     if "error" in done:

@@ -1,0 +1,111 @@
+"""Routes cached per store (``ledger.routes``) are ``route_arrays``'s, exactly, after every change that moves
+a route: a claim, a verification and its withdrawal, names registered since, a store beside it."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import update
+
+from endcredits.errors import NotFoundError
+from endcredits.ledger.routes import route_payees
+from endcredits.registry.records import add_person, claim_name, name_ids, route_arrays, verify_person
+from endcredits.store.engine import Store
+from endcredits.store.schema import names, people
+
+
+def _names(store: Store, first: int, n: int) -> list[str]:
+    with store.write() as conn:
+        ids = name_ids(conn, [f"route name {i}" for i in range(first, first + n)])
+    return [f"name:{ids[f'route name {i}']}" for i in range(first, first + n)]
+
+
+def _same(store: Store, payees: list[str]) -> list[str]:
+    """The cached routes equal route_arrays's; the kinds returned."""
+    with store.read() as conn:
+        texts = pa.array(payees, pa.string())
+        got = route_payees(conn, texts)
+        want = route_arrays(conn, texts)
+    assert [a.to_pylist() for a in got] == [a.to_pylist() for a in want]
+    return got[0].to_pylist()
+
+
+def test_every_change_to_a_route_is_seen(store: Store) -> None:
+    payees = _names(store, 0, 40)
+    assert set(_same(store, payees)) == {"escrow"}
+    with store.write() as conn:
+        pid = add_person(conn, "route person")
+        claim_name(conn, int(payees[3].split(":")[1]), pid)
+    assert _same(store, payees)[3] == "escrow"  # claimed, not verified: escrow under the person
+    with store.write() as conn:
+        verify_person(conn, pid, verified_by="test")
+    assert _same(store, payees)[3] == "payable"
+    with store.write() as conn:
+        conn.execute(update(people).where(people.c.id == pid).values(verified_at=None, verified_by=None))
+    assert _same(store, payees)[3] == "escrow"
+    more = _names(store, 40, 10)  # registered after the cache was filled
+    with store.write() as conn:
+        other = add_person(conn, "route person 2")
+        verify_person(conn, other, verified_by="test")
+        claim_name(conn, int(more[2].split(":")[1]), other)
+    assert _same(store, [*payees, *more])[42] == "payable"
+
+
+def test_an_unregistered_name_is_refused_as_before(store: Store) -> None:
+    payees = _names(store, 0, 5)
+    _same(store, payees)
+    unknown = f"name:{int(payees[-1].split(':')[1]) + 1000}"
+    with store.read() as conn:
+        with pytest.raises(NotFoundError, match=f"payee {unknown} is not registered"):
+            route_payees(conn, pa.array([*payees, unknown], pa.string()))
+    _same(store, payees)
+
+
+def test_payees_not_all_names_are_routed_by_route_arrays(store: Store) -> None:
+    payees = _names(store, 0, 3)
+    with store.write() as conn:
+        pid = add_person(conn, "route person")
+    _same(store, [*payees, f"person:{pid}"])
+
+
+def test_two_stores_in_one_process_keep_their_own_routes(store: Store, store_factory) -> None:  # type: ignore[no-untyped-def]
+    other = store_factory()
+    mine, theirs = _names(store, 0, 6), _names(other, 0, 6)
+    assert mine == theirs  # the same ids in both
+    with other.write() as conn:
+        pid = add_person(conn, "route person")
+        verify_person(conn, pid, verified_by="test")
+        claim_name(conn, int(theirs[1].split(":")[1]), pid)
+    assert _same(other, theirs)[1] == "payable"
+    assert _same(store, mine)[1] == "escrow"
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from(["claim", "unclaim", "verify", "unverify", "register"]), st.integers(0, 29)),
+        max_size=8,
+    )
+)
+def test_random_changes_route_as_route_arrays(store: Store, steps: list[tuple[str, int]]) -> None:
+    with store.read() as conn:
+        have = conn.exec_driver_sql("SELECT count(*) FROM names").scalar_one()
+    payees = _names(store, have, 30)
+    with store.write() as conn:
+        persons = [add_person(conn, f"route person {have}-{i}") for i in range(3)]
+    _same(store, payees)
+    for what, i in steps:
+        with store.write() as conn:
+            if what == "claim":
+                claim_name(conn, int(payees[i].split(":")[1]), persons[i % 3])
+            elif what == "unclaim":
+                conn.execute(update(names).where(names.c.id == int(payees[i].split(":")[1])).values(person_id=None))
+            elif what == "verify":
+                verify_person(conn, persons[i % 3], verified_by="test")
+            elif what == "unverify":
+                conn.execute(update(people).where(people.c.id == persons[i % 3]).values(verified_at=None))
+        if what == "register":
+            payees += _names(store, have + len(payees) + 1000 * (i + 1), 2)
+        _same(store, payees)
