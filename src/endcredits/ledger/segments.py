@@ -82,13 +82,20 @@ def read_ipc(blob: bytes, transfer_id: int, what: str, schemas: Sequence[pa.Sche
     return table
 
 
+SEGMENT_COMPRESSION = "lz4"
+"""How a segment's blobs are compressed (Arrow IPC buffer compression, read back by any reader): an accrual
+that pays 3 x 10^5 new people writes 10.9 MB of legs and 7.4 MB of carries as they are, 4.6 and 4.7 MB so,
+for 10-25 ms of LZ4 each; every byte is written, hashed, synced and read by the fold after. Segments written
+before are read as they are."""
+
+
 def encode_legs(keys: Sequence[str] | pa.Array, amounts: Sequence[int] | npt.NDArray[np.int64]) -> bytes:
     """Legs as Arrow IPC: int64 amounts, or decimal text when any is beyond int64."""
     import pyarrow as pa
 
     if isinstance(keys, pa.Array):  # columnar legs (``LegColumns``): int64 already
-        return ipc_bytes(pa.table([keys, pa.array(amounts, pa.int64())], schema=segment_schemas()["LEGS_SCHEMA"]))
-    if _I64_MIN <= min(amounts, default=0) and max(amounts, default=0) <= _I64_MAX:
+        table = pa.table([keys, pa.array(amounts, pa.int64())], schema=segment_schemas()["LEGS_SCHEMA"])
+    elif _I64_MIN <= min(amounts, default=0) and max(amounts, default=0) <= _I64_MAX:
         table = pa.table(
             [pa.array(keys, pa.string()), pa.array(amounts, pa.int64())], schema=segment_schemas()["LEGS_SCHEMA"]
         )
@@ -97,16 +104,17 @@ def encode_legs(keys: Sequence[str] | pa.Array, amounts: Sequence[int] | npt.NDA
             [pa.array(keys, pa.string()), pa.array([str(a) for a in amounts], pa.string())],
             schema=segment_schemas()["LEGS_BIG_SCHEMA"],
         )
-    return ipc_bytes(table)
+    return ipc_bytes(table, SEGMENT_COMPRESSION)
 
 
-def encode_carries(payees: Sequence[str], subunits: Sequence[int] | npt.NDArray[np.int64]) -> bytes:
+def encode_carries(payees: Sequence[str] | pa.Array, subunits: Sequence[int] | npt.NDArray[np.int64]) -> bytes:
     import pyarrow as pa
 
     return ipc_bytes(
         pa.table(
             [pa.array(payees, pa.string()), pa.array(subunits, pa.int64())], schema=segment_schemas()["CARRIES_SCHEMA"]
-        )
+        ),
+        SEGMENT_COMPRESSION,
     )
 
 
