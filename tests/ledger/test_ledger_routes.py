@@ -1,19 +1,31 @@
 """Routes cached per store (``ledger.routes``) are ``route_arrays``'s, exactly, after every change that moves
-a route: a claim, a verification and its withdrawal, names registered since, a store beside it."""
+a route: a claim, a verification and its withdrawal, names registered since, a store beside it. An accrual
+of payees the cache knows distinct writes the ledger an accrual that hashes them writes."""
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
+
+import numpy as np
 import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import update
+from sqlalchemy import text, update
 
+import endcredits.ledger.accrue as accrue_module
 from endcredits.errors import NotFoundError
+from endcredits.ledger.accrue import accrue
+from endcredits.ledger.records import account_balances, carried_fractions, fold_pending
 from endcredits.ledger.routes import route_payees
+from endcredits.ledger.verify import verify
+from endcredits.manifest.records import add_model
 from endcredits.registry.records import add_person, claim_name, name_ids, route_arrays, verify_person
+from endcredits.royalties.usage import UsageBatch
 from endcredits.store.engine import Store
 from endcredits.store.schema import names, people
+from helpers_money import EXTERNAL, agreement
 
 
 def _names(store: Store, first: int, n: int) -> list[str]:
@@ -26,9 +38,10 @@ def _same(store: Store, payees: list[str]) -> list[str]:
     """The cached routes equal route_arrays's; the kinds returned."""
     with store.read() as conn:
         texts = pa.array(payees, pa.string())
-        got = route_payees(conn, texts)
+        *got, distinct = route_payees(conn, texts)
         want = route_arrays(conn, texts)
     assert [a.to_pylist() for a in got] == [a.to_pylist() for a in want]
+    assert not distinct or len(set(payees)) == len(payees)
     return got[0].to_pylist()
 
 
@@ -61,6 +74,14 @@ def test_an_unregistered_name_is_refused_as_before(store: Store) -> None:
         with pytest.raises(NotFoundError, match=f"payee {unknown} is not registered"):
             route_payees(conn, pa.array([*payees, unknown], pa.string()))
     _same(store, payees)
+
+
+def test_payees_named_twice_are_not_called_distinct(store: Store) -> None:
+    payees = _names(store, 0, 4)
+    _same(store, payees)
+    with store.read() as conn:
+        assert route_payees(conn, pa.array(payees, pa.string()))[2]
+        assert not route_payees(conn, pa.array([*payees, payees[1]], pa.string()))[2]
 
 
 def test_payees_not_all_names_are_routed_by_route_arrays(store: Store) -> None:
@@ -109,3 +130,82 @@ def test_random_changes_route_as_route_arrays(store: Store, steps: list[tuple[st
         if what == "register":
             payees += _names(store, have + len(payees) + 1000 * (i + 1), 2)
         _same(store, payees)
+
+
+def _world(store: Store, n: int) -> list[str]:
+    with store.write() as conn:
+        ids = name_ids(conn, [f"leg name {i:04d}" for i in range(n)])
+        add_model(conn, "m", ["commercial"], "test model")
+        for i in range(0, 12, 3):  # a few names claimed, two by one person, one person unverified
+            pid = add_person(conn, f"leg person {i}")
+            if i:
+                verify_person(conn, pid, verified_by="test")
+            claim_name(conn, ids[f"leg name {i:04d}"], pid)
+            claim_name(conn, ids[f"leg name {i + 1:04d}"], pid)
+    return [f"name:{ids[f'leg name {i:04d}']}" for i in range(n)]
+
+
+def _batch(payees: list[str], codes: np.ndarray, batch: int, rng: np.random.Generator) -> UsageBatch:
+    n_outputs = len(codes) // 4
+    return UsageBatch(
+        output_ids=[f"b{batch}-o{i}" for i in range(n_outputs)],
+        model_ids=["m"] * n_outputs,
+        revenue_microunits=rng.integers(1, 10**9, size=n_outputs).tolist(),
+        currencies=["EUR"] * n_outputs,
+        occurred_at=["2026-11-21T12:00:00Z"] * n_outputs,
+        offsets=np.arange(0, len(codes) + 1, 4, dtype=np.int64),
+        payees=payees,
+        payee_codes=codes,
+        weights=rng.integers(1, 1000, size=len(codes), dtype=np.int64),
+        roles=["endcredits:attributed"],
+        role_codes=np.zeros(len(codes), dtype=np.int64),
+    )
+
+
+def _ledger(s: Store) -> tuple[object, ...]:
+    with s.read() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT t.event_id, t.content_sha256, g.sha256 FROM transfers t JOIN ledger_segments g "
+                "ON g.transfer_id = t.id ORDER BY t.id"
+            )
+        ).all()
+        return rows, account_balances(conn), carried_fractions(conn)
+
+
+def test_names_known_distinct_accrue_as_names_hashed(
+    store_factory: Callable[[], Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An accrual whose payees the route cache knows distinct (no hash of them for the accounts and the
+    carries) writes the very transfers, segments, balances and carries as one that hashes them, through
+    folds (the snapshot) and pending segments, with claimed names sharing their person's account."""
+    hashed, known = store_factory(), store_factory()
+    payees = [_world(s, 80) for s in (hashed, known)][0]
+    ag = agreement()
+    examples = itertools.count()
+
+    def not_known(conn: object, texts: pa.Array) -> tuple[pa.Array, pa.Array, bool]:
+        kinds, holders, _ = route_payees(conn, texts)  # type: ignore[arg-type]
+        return kinds, holders, False
+
+    @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.lists(st.tuples(st.integers(1, 40), st.booleans()), min_size=1, max_size=4), st.integers(0, 10**6))
+    def check(steps: list[tuple[int, bool]], seed: int) -> None:
+        n = next(examples)
+        for i, (paid, fold_after) in enumerate(steps):
+            rng = np.random.default_rng(seed + i)
+            used = np.sort(rng.choice(80, size=max(4, paid), replace=False))
+            codes = np.concatenate([rng.permutation(len(used))[:4] for _ in range(6)])
+            usage = _batch([payees[c] for c in used.tolist()], codes, 1000 * n + i, rng)
+            with monkeypatch.context() as m:
+                m.setattr(accrue_module, "route_payees", not_known)
+                accrue(hashed, usage, ag, event_id=f"h{n}-{i}", source=EXTERNAL)
+            accrue(known, usage, ag, event_id=f"h{n}-{i}", source=EXTERNAL)
+            if fold_after:
+                for s in (hashed, known):
+                    with s.write() as conn:
+                        fold_pending(conn)
+            assert _ledger(hashed) == _ledger(known)
+
+    check()
+    assert verify(known).ok

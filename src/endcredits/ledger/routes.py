@@ -48,13 +48,23 @@ _lock = threading.Lock()
 _known: dict[tuple[str, str], _Known] = {}
 
 
-def route_payees(conn: Connection, payees: pa.Array) -> tuple[pa.Array, pa.Array]:
-    """``route_arrays(conn, payees)``: each payee's account kind and holder, as two string arrays."""
+def route_payees(conn: Connection, payees: pa.Array) -> tuple[pa.Array, pa.Array, bool]:
+    """``route_arrays(conn, payees)``: each payee's account kind and holder, as two string arrays; and whether
+    the payees are known to be distinct (True only where that costs nothing per payee: names the cache
+    holds, marked in a bitmap of the registered ids), so that the caller may skip hashing them."""
+    import numpy as np
+
     numbers = _name_numbers(payees)
     if numbers is None:
-        return route_arrays(conn, payees)
+        return (*route_arrays(conn, payees), False)
     known = _refreshed(conn)
-    return _routes(conn, payees, numbers, known)
+    kinds, holders = _routes(conn, payees, numbers, known)
+    distinct = False
+    if len(numbers) and int(numbers.max()) < len(known.registered):
+        marks = np.zeros(len(known.registered), dtype=np.bool_)
+        marks[numbers] = True
+        distinct = int(np.count_nonzero(marks)) == len(numbers)
+    return kinds, holders, distinct
 
 
 def _refreshed(conn: Connection) -> _Known:

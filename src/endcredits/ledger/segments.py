@@ -362,3 +362,25 @@ def pending_carries(
         values[hit] = seg_subunits.to_numpy()[positions]
         found |= hit
     return found, values
+
+
+def latest_carries(
+    payees: pa.Array, sources: Sequence[tuple[pa.Array, npt.NDArray[np.int64]]], carry: npt.NDArray[np.int64]
+) -> None:
+    """Set ``carry[i]`` for each of ``payees`` (distinct strings) that ``sources`` carry, the latest source
+    winning: ``sources`` are (payees, subunits) pairs, oldest first (the snapshot's, then each pending
+    segment's). One hash of ``payees``, probed by every source's payees in one call."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not sources or not len(payees):
+        return
+    probes = pa.chunked_array([p.cast(pa.string()) for p, _ in sources], pa.string())
+    at = pc.index_in(probes, value_set=payees).combine_chunks().fill_null(-1).to_numpy().astype(np.int64)
+    start = 0
+    for source_payees, subunits in sources:  # each source carries a payee once: no position twice in one
+        part = at[start : start + len(source_payees)]
+        start += len(source_payees)
+        hit = part >= 0
+        carry[part[hit]] = subunits[hit]
