@@ -287,7 +287,7 @@ class _Plan:
     line_sub: npt.NDArray[np.int64]
     line_accounts: pa.DictionaryArray  # per line, the account its payee's money went to
     legs: Mapping[str, int]  # LegColumns unless a sum passes int64
-    carry_payees: list[str]  # the payees touched
+    carry_payees: pa.Array  # the payees touched (strings)
     carry_out: npt.NDArray[np.int64]  # the fraction each now carries, in 2^-32 microunit
     posted: int
     escrowed: int
@@ -436,7 +436,7 @@ def _plan_group(
         split.subunits,
         line_accounts,
         legs,
-        payees,
+        prep.payee_texts,
         carry_out,
         posted,
         escrowed,
@@ -796,7 +796,7 @@ def _accrue_in(
                         p: c
                         for q in plans
                         if q.currency == currency
-                        for p, c in zip(q.carry_payees, q.carry_out.tolist())
+                        for p, c in zip(q.carry_payees.to_pylist(), q.carry_out.tolist())
                     }
                     if dry_run
                     else {}

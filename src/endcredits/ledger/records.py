@@ -576,7 +576,7 @@ def carried_fractions(conn: Connection) -> dict[tuple[str, str], int]:
 def post_accrual(
     conn: Connection,
     req: TransferRequest,
-    carries: tuple[Sequence[str], npt.NDArray[np.int64]],
+    carries: tuple[Sequence[str] | pa.Array, npt.NDArray[np.int64]],
     *,
     at: str | None = None,
 ) -> PostResult:

@@ -155,7 +155,7 @@ def insert_segment(
     transfer_id: int,
     currency: str,
     legs: Mapping[str, int],
-    carries: tuple[Sequence[str], Sequence[int] | npt.NDArray[np.int64]],
+    carries: tuple[Sequence[str] | pa.Array, Sequence[int] | npt.NDArray[np.int64]],
 ) -> str:
     """Write one segment inside the caller's transaction; returns its SHA-256 (``segment_sha256``)."""
     if isinstance(legs, LegColumns):
