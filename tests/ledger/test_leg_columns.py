@@ -7,13 +7,14 @@ from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
 from endcredits.errors import LedgerError, ValidationError
-from endcredits.ledger import LegColumns, TransferRequest, check_transfer
+from endcredits.ledger import LegColumns, TransferRequest, _needs_escape, check_transfer
 from endcredits.ledger.accrue import accrue
 from endcredits.ledger.records import account_balances, carried_fractions
 from endcredits.ledger.segments import encode_legs
@@ -76,6 +77,15 @@ def test_columns_need_text_keys_and_int64_amounts() -> None:
 def test_total_is_exact_where_an_int64_sum_overflows(amounts: list[int]) -> None:
     legs = LegColumns(pa.array([f"pool:{i}" for i in range(len(amounts))]), np.array(amounts, dtype=np.int64))
     assert legs.total() == sum(amounts)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(max_size=6), max_size=12), st.integers(0, 3))
+def test_keys_needing_a_json_escape_are_found_by_their_bytes(keys: list[str], cut: int) -> None:
+    """The bytes' table finds what a regular expression finds, in a slice of an array too."""
+    array = pa.array(["pool:EUR", *keys], pa.string()).slice(min(cut, len(keys)))
+    want = bool(pc.any(pc.match_substring_regex(array, r'["\\\x00-\x1f]')).as_py()) if len(array) else False
+    assert _needs_escape(array) is want
 
 
 def _world(store: Store, n: int) -> list[str]:
