@@ -151,3 +151,29 @@ def test_route_arrays_route_as_route_columns(store: Store) -> None:
         kinds, holders = route_arrays(conn, pa.array(payees, pa.string()))
         assert (kinds.to_pylist(), holders.to_pylist()) == route_columns(conn, payees)
         assert "payable" in kinds.to_pylist() and "escrow" in kinds.to_pylist()
+
+
+def test_legs_hashed_in_order_depend_on_every_key_amount_and_their_order() -> None:
+    keys, amounts = _many(6)
+    legs = LegColumns(pa.array(keys, pa.string()), np.array(amounts, dtype=np.int64), distinct=True)
+
+    def content(k: list[str], a: list[int], **memo: str) -> str:
+        columns = LegColumns(pa.array(k, pa.string()), np.array(a, dtype=np.int64), distinct=True)
+        return TransferRequest("t1", "accrual", "EUR", columns, memo, legs_in_order=True).content_sha256()
+
+    first = content(keys, amounts)
+    assert first == content(list(keys), list(amounts))  # the same legs in the same order: the same hash
+    assert first != TransferRequest("t1", "accrual", "EUR", legs).content_sha256()  # not the sorted text's
+    assert first != content(keys[::-1], amounts[::-1])
+    assert first != content(keys, [amounts[0] + 1, amounts[1] - 1, *amounts[2:]])
+    assert first != content(["escrow:name:6:EU", "Rescrow:name:5:EUR", *keys[2:]], amounts)  # key bytes moved
+    assert first != content(keys, amounts, batch="b")
+    with pytest.raises(ValidationError, match="only leg columns"):
+        TransferRequest("t1", "accrual", "EUR", dict(zip(keys, amounts)), legs_in_order=True).content_sha256()
+
+
+def test_keys_known_distinct_are_not_sorted_to_be_checked() -> None:
+    keys, amounts = _many(3)
+    legs = LegColumns(pa.array(keys, pa.string()), np.array(amounts, dtype=np.int64), distinct=True)
+    check_transfer(TransferRequest("t1", "accrual", "EUR", legs))
+    assert legs._order is None

@@ -499,7 +499,7 @@ def _legs(accounts: pa.Array, sums: npt.NDArray[Any], operator: dict[str, int]) 
     if sums.dtype == np.int64 and all(-(1 << 63) <= a < (1 << 63) for a in operator.values()):
         keys = pa.concat_arrays([accounts, pa.array(list(operator), pa.string())])
         amounts = np.concatenate([sums, np.array(list(operator.values()), dtype=np.int64)])
-        return LegColumns(keys, amounts)
+        return LegColumns(keys, amounts, distinct=True)  # a dictionary's keys, then pool and suspense
     legs = dict(zip(accounts.to_pylist(), (int(a) for a in sums.tolist())))
     legs.update(operator)
     return legs
@@ -876,6 +876,7 @@ def _write_group(store: Store, conn: Connection, batch: _Batch, plan: _Plan, wri
                     currency=plan.currency,
                     legs=plan.legs,
                     memo={"batch": event_id, "period": plan.period, "agreement": f"{agreement.id}@{agreement.version}"},
+                    legs_in_order=isinstance(plan.legs, LegColumns),
                 ),
                 (plan.carry_payees, plan.carry_out),
                 at=at,

@@ -621,6 +621,7 @@ def post_accrual(
             "legs": len(req.legs),
             "reverses": None,
             "segment_sha256": sha,
+            **({"legs_in_order": True} if req.legs_in_order else {}),
         },
         at=when,
     )
