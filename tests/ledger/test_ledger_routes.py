@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import text, update
+from sqlalchemy import delete, text, update
 
 import endcredits.ledger.accrue as accrue_module
 from endcredits.errors import NotFoundError
@@ -74,6 +74,17 @@ def test_an_unregistered_name_is_refused_as_before(store: Store) -> None:
         with pytest.raises(NotFoundError, match=f"payee {unknown} is not registered"):
             route_payees(conn, pa.array([*payees, unknown], pa.string()))
     _same(store, payees)
+
+
+def test_a_name_removed_after_it_was_cached_is_refused(store: Store) -> None:
+    payees = _names(store, 0, 5)
+    _same(store, payees)
+    with store.write() as conn:  # no code removes a name; a person with the database's tools might
+        conn.execute(delete(names).where(names.c.id == int(payees[2].split(":")[1])))
+    with store.read() as conn:
+        with pytest.raises(NotFoundError, match=f"payee {payees[2]} is not registered"):
+            route_payees(conn, pa.array(payees, pa.string()))
+    _same(store, [payees[0], payees[1], payees[3]])
 
 
 def test_payees_named_twice_are_not_called_distinct(store: Store) -> None:

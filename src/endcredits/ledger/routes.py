@@ -2,11 +2,12 @@
 
 A batch that pays new people routes 10^5-10^6 names, nearly all unclaimed (escrow under the name itself).
 ``registry.records.route_arrays`` asks the database for every one (a probe per name); here a process keeps,
-per store, which name ids are registered (a bitmap, read forward by id: names are never removed) and which
-are claimed, by whom and whether that person is verified. Only a claim or a verification changes a route:
-each moves ``route_versions.claims`` (triggers, migration 0016), and the claims are read again when it
-has moved. A name the bitmap does not hold yet (registered since, or committed late on PostgreSQL) is
-looked up as before, and an unregistered one is refused as before.
+per store, which name ids are registered (a bitmap, read forward by id) and which are claimed, by whom and
+whether that person is verified. Only a claim or a verification changes a route: each moves
+``route_versions.claims`` (triggers, migration 0016), and the claims are read again when it has moved;
+the bitmap is read again whole when ``names_removed`` has (no code removes a name). A name the bitmap
+does not hold yet (registered since, or committed late on PostgreSQL) is looked up as before, and an
+unregistered one is refused as before. The bitmap takes a byte per name id: 1 GB at 10^9 names.
 
 Read inside the accrual's transaction before it writes names or claims (it never does): everything read
 is committed. The order is: new ids, then the version, then the claims; a claimed name seen as registered
@@ -36,6 +37,7 @@ class _Known:
     """What one store's names looked like: registered ids (a bitmap), the largest id read, and the claims
     as of ``claims_version``: sorted claimed ids, their persons and whether each is verified."""
 
+    names_removed: int
     registered: npt.NDArray[np.bool_]
     max_id: int
     claims_version: int
@@ -71,9 +73,12 @@ def _refreshed(conn: Connection) -> _Known:
     """This store's cached names, brought up to date: ids registered since, then the claims if they moved."""
     import numpy as np
 
-    key = (str(fetch_all(conn, "SELECT store_token FROM route_versions WHERE id = 1")[0][0]), str(conn.engine.url))
+    token, removed = fetch_all(conn, "SELECT store_token, names_removed FROM route_versions WHERE id = 1")[0]
+    key = (str(token), str(conn.engine.url))
     with _lock:
         known = _known.get(key)
+    if known is not None and known.names_removed != int(removed):
+        known = None  # a name row was removed: the registered ids are read again
     registered, max_id = (known.registered, known.max_id) if known else (np.zeros(0, dtype=np.bool_), 0)
     new_ids = _ids_above(conn, max_id)
     # After the ids: a name registered with its claim moved the version before it could be seen.
@@ -88,7 +93,7 @@ def _refreshed(conn: Connection) -> _Known:
         claimed, persons, verified = known.claimed, known.persons, known.verified
     else:
         claimed, persons, verified = _claims(conn)
-    known = _Known(registered, max_id, version, claimed, persons, verified)
+    known = _Known(int(removed), registered, max_id, version, claimed, persons, verified)
     with _lock:
         _known[key] = known
     return known

@@ -140,14 +140,16 @@ names = Table(
 )
 
 # One row: ``claims`` moves (by triggers, migration 0016) whenever a name's claim or a person's verification
-# changes, so that a payee's route, cached by ``ledger.routes``, is read again only then; ``store_token``
-# tells one database from another.
+# changes, so that a payee's route, cached by ``ledger.routes``, is read again only then; ``names_removed``
+# when a name row is removed (the cached registered names are then read again); ``store_token`` tells one
+# database from another.
 route_versions = Table(
     "route_versions",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("store_token", String(32), nullable=False),
     Column("claims", Key, nullable=False),
+    Column("names_removed", Key, nullable=False),
 )
 
 works = Table(
