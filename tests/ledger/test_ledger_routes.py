@@ -20,12 +20,10 @@ from endcredits.ledger.accrue import accrue
 from endcredits.ledger.records import account_balances, carried_fractions, fold_pending
 from endcredits.ledger.routes import route_payees
 from endcredits.ledger.verify import verify
-from endcredits.manifest.records import add_model
 from endcredits.registry.records import add_person, claim_name, name_ids, route_arrays, verify_person
-from endcredits.royalties.usage import UsageBatch
 from endcredits.store.engine import Store
 from endcredits.store.schema import names, people
-from helpers_money import EXTERNAL, agreement
+from helpers_money import EXTERNAL, agreement, names_usage, names_world
 
 
 def _names(store: Store, first: int, n: int) -> list[str]:
@@ -143,36 +141,6 @@ def test_random_changes_route_as_route_arrays(store: Store, steps: list[tuple[st
         _same(store, payees)
 
 
-def _world(store: Store, n: int) -> list[str]:
-    with store.write() as conn:
-        ids = name_ids(conn, [f"leg name {i:04d}" for i in range(n)])
-        add_model(conn, "m", ["commercial"], "test model")
-        for i in range(0, 12, 3):  # a few names claimed, two by one person, one person unverified
-            pid = add_person(conn, f"leg person {i}")
-            if i:
-                verify_person(conn, pid, verified_by="test")
-            claim_name(conn, ids[f"leg name {i:04d}"], pid)
-            claim_name(conn, ids[f"leg name {i + 1:04d}"], pid)
-    return [f"name:{ids[f'leg name {i:04d}']}" for i in range(n)]
-
-
-def _batch(payees: list[str], codes: np.ndarray, batch: int, rng: np.random.Generator) -> UsageBatch:
-    n_outputs = len(codes) // 4
-    return UsageBatch(
-        output_ids=[f"b{batch}-o{i}" for i in range(n_outputs)],
-        model_ids=["m"] * n_outputs,
-        revenue_microunits=rng.integers(1, 10**9, size=n_outputs).tolist(),
-        currencies=["EUR"] * n_outputs,
-        occurred_at=["2026-11-21T12:00:00Z"] * n_outputs,
-        offsets=np.arange(0, len(codes) + 1, 4, dtype=np.int64),
-        payees=payees,
-        payee_codes=codes,
-        weights=rng.integers(1, 1000, size=len(codes), dtype=np.int64),
-        roles=["endcredits:attributed"],
-        role_codes=np.zeros(len(codes), dtype=np.int64),
-    )
-
-
 def _ledger(s: Store) -> tuple[object, ...]:
     with s.read() as conn:
         rows = conn.execute(
@@ -191,7 +159,7 @@ def test_names_known_distinct_accrue_as_names_hashed(
     carries) writes the very transfers, segments, balances and carries as one that hashes them, through
     folds (the snapshot) and pending segments, with claimed names sharing their person's account."""
     hashed, known = store_factory(), store_factory()
-    payees = [_world(s, 80) for s in (hashed, known)][0]
+    payees = [names_world(s, 80, names_per_person=2) for s in (hashed, known)][0]
     ag = agreement()
     examples = itertools.count()
 
@@ -207,7 +175,7 @@ def test_names_known_distinct_accrue_as_names_hashed(
             rng = np.random.default_rng(seed + i)
             used = np.sort(rng.choice(80, size=max(4, paid), replace=False))
             codes = np.concatenate([rng.permutation(len(used))[:4] for _ in range(6)])
-            usage = _batch([payees[c] for c in used.tolist()], codes, 1000 * n + i, rng)
+            usage = names_usage([payees[c] for c in used.tolist()], codes, 1000 * n + i, rng)
             with monkeypatch.context() as m:
                 m.setattr(accrue_module, "route_payees", not_known)
                 accrue(hashed, usage, ag, event_id=f"h{n}-{i}", source=EXTERNAL)

@@ -19,11 +19,9 @@ from endcredits.ledger.accrue import accrue
 from endcredits.ledger.records import account_balances, carried_fractions
 from endcredits.ledger.segments import encode_legs
 from endcredits.ledger.verify import verify
-from endcredits.manifest.records import add_model
-from endcredits.registry.records import add_person, claim_name, name_ids, route_arrays, route_columns, verify_person
-from endcredits.royalties.usage import UsageBatch
+from endcredits.registry.records import route_arrays, route_columns
 from endcredits.store.engine import Store
-from helpers_money import EXTERNAL, agreement
+from helpers_money import EXTERNAL, agreement, names_usage, names_world
 
 
 def _request(keys: list[str], amounts: list[int]) -> TransferRequest:
@@ -88,48 +86,18 @@ def test_keys_needing_a_json_escape_are_found_by_their_bytes(keys: list[str], cu
     assert _needs_escape(array) is want
 
 
-def _world(store: Store, n: int) -> list[str]:
-    with store.write() as conn:
-        ids = name_ids(conn, [f"leg name {i:04d}" for i in range(n)])
-        add_model(conn, "m", ["commercial"], "test model")
-        for i in range(0, 12, 3):  # a few names claimed, one person unverified
-            pid = add_person(conn, f"leg person {i}")
-            if i:
-                verify_person(conn, pid, verified_by="test")
-            claim_name(conn, ids[f"leg name {i:04d}"], pid)
-    return [f"name:{ids[f'leg name {i:04d}']}" for i in range(n)]
-
-
-def _batch(payees: list[str], codes: np.ndarray, batch: int) -> UsageBatch:
-    n_outputs = len(codes) // 4
-    rng = np.random.default_rng(batch)
-    return UsageBatch(
-        output_ids=[f"b{batch}-o{i}" for i in range(n_outputs)],
-        model_ids=["m"] * n_outputs,
-        revenue_microunits=rng.integers(1, 10**9, size=n_outputs).tolist(),
-        currencies=["EUR"] * n_outputs,
-        occurred_at=["2026-11-21T12:00:00Z"] * n_outputs,
-        offsets=np.arange(0, len(codes) + 1, 4, dtype=np.int64),
-        payees=payees,
-        payee_codes=codes,
-        weights=rng.integers(1, 1000, size=len(codes), dtype=np.int64),
-        roles=["endcredits:attributed"],
-        role_codes=np.zeros(len(codes), dtype=np.int64),
-    )
-
-
 def test_unpaid_payees_in_the_dictionary_change_nothing(store_factory: Callable[[], Store]) -> None:
     ag = agreement()
     stores = [store_factory(), store_factory()]
-    payees = [_world(s, 60) for s in stores][0]
+    payees = [names_world(s, 60) for s in stores][0]
     for b in range(3):
         rng = np.random.default_rng(100 + b)
         used = np.sort(rng.choice(60, size=20, replace=False))  # always 0 (claimed) among them, others vary
         used[0] = 0
         codes = np.stack([rng.permutation(len(used))[:4] for _ in range(10)]).ravel()
         # One store gets the whole dictionary, the other only the payees the batch pays.
-        accrue(stores[0], _batch(payees, used[codes], b), ag, event_id=f"b{b}", source=EXTERNAL)
-        accrue(stores[1], _batch([payees[i] for i in used], codes, b), ag, event_id=f"b{b}", source=EXTERNAL)
+        accrue(stores[0], names_usage(payees, used[codes], b), ag, event_id=f"b{b}", source=EXTERNAL)
+        accrue(stores[1], names_usage([payees[i] for i in used], codes, b), ag, event_id=f"b{b}", source=EXTERNAL)
     seen = []
     for s in stores:
         assert verify(s).ok, verify(s).problems
@@ -146,7 +114,7 @@ def test_unpaid_payees_in_the_dictionary_change_nothing(store_factory: Callable[
 
 
 def test_route_arrays_route_as_route_columns(store: Store) -> None:
-    payees = _world(store, 30)
+    payees = names_world(store, 30)
     with store.read() as conn:
         kinds, holders = route_arrays(conn, pa.array(payees, pa.string()))
         assert (kinds.to_pylist(), holders.to_pylist()) == route_columns(conn, payees)
