@@ -208,8 +208,12 @@ class _Texts:
     roles: pa.Array
 
     @classmethod
-    def of(cls, usage: UsageBatch) -> _Texts:
-        return cls(*(pa.array(v, pa.string()) for v in (usage.output_ids, usage.payees, usage.works, usage.roles)))
+    def of(cls, usage: UsageBatch, payees: pa.Array | None = None) -> _Texts:
+        """``payees``: ``usage.payees`` as a string array already, when the caller has one."""
+        if payees is None:
+            payees = pa.array(usage.payees, pa.string())
+        text = [pa.array(v, pa.string()) for v in (usage.output_ids, usage.works, usage.roles)]
+        return cls(text[0], payees, text[1], text[2])
 
 
 def _string_hashes(text: pa.Array) -> npt.NDArray[np.uint64]:
@@ -355,7 +359,8 @@ def _prepare_group(
     pools = pools_of(usage.revenue_microunits, agreement)
     used = np.flatnonzero(np.bincount(usage.payee_codes, minlength=len(usage.payees)))
     payees = usage.payees if len(used) == len(usage.payees) else [usage.payees[c] for c in used.tolist()]
-    payee_texts = pa.array(payees, pa.string())
+    payee_texts = pa.array(payees, pa.string())  # converted once, for the split's thread too when all are paid
+    whole = payee_texts if payees is usage.payees else None
     # The split is NumPy work that mostly runs outside the GIL, and the database work below mostly runs
     # inside SQLite or the server: on another thread, the split overlaps writing the outputs (a real
     # run; the primary key refuses one accrued before) and reading the payees' routes.
@@ -363,7 +368,7 @@ def _prepare_group(
 
     def split_here() -> None:
         try:
-            texts = _Texts.of(usage)
+            texts = _Texts.of(usage, whole)
             done["split"] = _split_and_sum(usage, texts, pools, used)
             if write_outputs:  # then the evidence's columns that need neither amounts nor routes
                 done["evidence"] = _evidence_columns(event_id, usage, texts)
