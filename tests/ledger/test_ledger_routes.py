@@ -85,6 +85,20 @@ def test_a_name_removed_after_it_was_cached_is_refused(store: Store) -> None:
     _same(store, [payees[0], payees[1], payees[3]])
 
 
+def test_a_database_put_back_as_it_was_is_read_again(store: Store) -> None:
+    """A copy of the database from before names were registered, put back under the same URL (a restore):
+    the names it does not hold are refused, not routed from the cache."""
+    payees = _names(store, 0, 3)
+    _same(store, payees)  # cached
+    with store.write() as conn:
+        conn.execute(delete(names).where(names.c.id > int(payees[0].split(":")[1])))
+        conn.exec_driver_sql("UPDATE route_versions SET names_removed = 0")  # as the older copy had it
+    with store.read() as conn:
+        with pytest.raises(NotFoundError, match=f"payee {payees[1]} is not registered"):
+            route_payees(conn, pa.array(payees, pa.string()))
+    _same(store, payees[:1])
+
+
 def test_payees_named_twice_are_not_called_distinct(store: Store) -> None:
     payees = _names(store, 0, 4)
     _same(store, payees)

@@ -5,7 +5,8 @@ A batch that pays new people routes 10^5-10^6 names, nearly all unclaimed (escro
 per store, which name ids are registered (a bitmap, read forward by id) and which are claimed, by whom and
 whether that person is verified. Only a claim or a verification changes a route: each moves
 ``route_versions.claims`` (triggers, migration 0016), and the claims are read again when it has moved;
-the bitmap is read again whole when ``names_removed`` has (no code removes a name). A name the bitmap
+the bitmap is read again whole when ``names_removed`` has (no code removes a name) or the largest name id
+fell below the largest read (an older copy of the database put back). A name the bitmap
 does not hold yet (registered since, or committed late on PostgreSQL) is looked up as before, and an
 unregistered one is refused as before. The bitmap takes a byte per name id: 1 GB at 10^9 names.
 
@@ -73,12 +74,14 @@ def _refreshed(conn: Connection) -> _Known:
     """This store's cached names, brought up to date: ids registered since, then the claims if they moved."""
     import numpy as np
 
-    token, removed = fetch_all(conn, "SELECT store_token, names_removed FROM route_versions WHERE id = 1")[0]
+    token, removed, top = fetch_all(
+        conn, "SELECT store_token, names_removed, (SELECT MAX(id) FROM names) FROM route_versions WHERE id = 1"
+    )[0]
     key = (str(token), str(conn.engine.url))
     with _lock:
         known = _known.get(key)
-    if known is not None and known.names_removed != int(removed):
-        known = None  # a name row was removed: the registered ids are read again
+    if known is not None and (known.names_removed != int(removed) or int(top or 0) < known.max_id):
+        known = None  # a name row was removed (or the database replaced by an older copy): read the ids again
     registered, max_id = (known.registered, known.max_id) if known else (np.zeros(0, dtype=np.bool_), 0)
     new_ids = _ids_above(conn, max_id)
     # After the ids: a name registered with its claim moved the version before it could be seen.
