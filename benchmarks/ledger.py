@@ -2,6 +2,7 @@
 
     python benchmarks/ledger.py --items 1000000 --db sqlite --json
     python benchmarks/ledger.py --items 1000000 --db postgresql --json
+    ENDCREDITS_BENCH_PG=postgresql+psycopg://postgres@127.0.0.1:5432/postgres python benchmarks/ledger.py ...
 
 N line items = N/10 outputs x 10 payees, drawn among N/10 distinct payees (``--payees`` sets another
 number; ``--batch-items`` per accrual batch, each batch drawing from all of them) (credited names; half of them
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import sys
@@ -64,7 +66,8 @@ from endcredits.store.schema import ledger_folds, ledger_segments
 
 BENCH_SCORES = ScoreSource.external("benchmark load, not a recorded attribution run")
 
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+PG_URL = os.environ.get("ENDCREDITS_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+"""The PostgreSQL database runs make their schemas in (``ENDCREDITS_BENCH_PG``): ``postgres`` beside test suites."""
 AGREEMENT = """
 id = "bench"
 version = 1

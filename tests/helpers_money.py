@@ -18,7 +18,8 @@ from sqlalchemy import Connection, func, select
 from endcredits.ledger.accrue import ScoreSource
 from endcredits.ledger.evidence import read_evidence
 from endcredits.ledger.records import account_balances, carried_fractions, derived_balances, load_transfer
-from endcredits.registry.records import add_person, verify_person
+from endcredits.manifest.records import add_model
+from endcredits.registry.records import add_person, claim_name, name_ids, verify_person
 from endcredits.royalties import Agreement, parse_agreement
 from endcredits.royalties.usage import UsageBatch
 from endcredits.store.engine import Store, format_time
@@ -311,3 +312,38 @@ def bound_char_lm(world: World) -> tuple:  # type: ignore[type-arg]
     with store.write() as conn:
         set_manifest_checkpoint(conn, world.manifest.id, trained.checksum())
     return bound_checkpoint(store, world.manifest.id)
+
+
+def names_world(store: Store, n: int, *, names_per_person: int = 1) -> list[str]:
+    """``n`` registered names (``name:ID``), model ``m``, and four persons (one unverified) who each claim
+    ``names_per_person`` names from names 0, 3, 6 and 9: money goes to payable and escrow accounts both."""
+    with store.write() as conn:
+        ids = name_ids(conn, [f"leg name {i:04d}" for i in range(n)])
+        add_model(conn, "m", ["commercial"], "test model")
+        for i in range(0, 12, 3):
+            pid = add_person(conn, f"leg person {i}")
+            if i:
+                verify_person(conn, pid, verified_by="test")
+            for j in range(i, i + names_per_person):
+                claim_name(conn, ids[f"leg name {j:04d}"], pid)
+    return [f"name:{ids[f'leg name {i:04d}']}" for i in range(n)]
+
+
+def names_usage(payees: list[str], codes: np.ndarray, batch: int, rng: np.random.Generator | None = None) -> UsageBatch:
+    """Outputs of four lines each over ``payees`` (lines' payee ``codes``), model ``m``, random revenue and
+    weights (from ``rng``, else seeded by ``batch``)."""
+    n_outputs = len(codes) // 4
+    rng = rng if rng is not None else np.random.default_rng(batch)
+    return UsageBatch(
+        output_ids=[f"b{batch}-o{i}" for i in range(n_outputs)],
+        model_ids=["m"] * n_outputs,
+        revenue_microunits=rng.integers(1, 10**9, size=n_outputs).tolist(),
+        currencies=["EUR"] * n_outputs,
+        occurred_at=["2026-11-21T12:00:00Z"] * n_outputs,
+        offsets=np.arange(0, len(codes) + 1, 4, dtype=np.int64),
+        payees=payees,
+        payee_codes=codes,
+        weights=rng.integers(1, 1000, size=len(codes), dtype=np.int64),
+        roles=["endcredits:attributed"],
+        role_codes=np.zeros(len(codes), dtype=np.int64),
+    )

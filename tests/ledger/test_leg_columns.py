@@ -7,22 +7,21 @@ from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
 from endcredits.errors import LedgerError, ValidationError
-from endcredits.ledger import LegColumns, TransferRequest, check_transfer
+from endcredits.ledger import LegColumns, TransferRequest, _needs_escape, check_transfer
 from endcredits.ledger.accrue import accrue
 from endcredits.ledger.records import account_balances, carried_fractions
 from endcredits.ledger.segments import encode_legs
 from endcredits.ledger.verify import verify
-from endcredits.manifest.records import add_model
-from endcredits.registry.records import add_person, claim_name, name_ids, route_arrays, route_columns, verify_person
-from endcredits.royalties.usage import UsageBatch
+from endcredits.registry.records import route_arrays, route_columns
 from endcredits.store.engine import Store
-from helpers_money import EXTERNAL, agreement
+from helpers_money import EXTERNAL, agreement, names_usage, names_world
 
 
 def _request(keys: list[str], amounts: list[int]) -> TransferRequest:
@@ -78,48 +77,27 @@ def test_total_is_exact_where_an_int64_sum_overflows(amounts: list[int]) -> None
     assert legs.total() == sum(amounts)
 
 
-def _world(store: Store, n: int) -> list[str]:
-    with store.write() as conn:
-        ids = name_ids(conn, [f"leg name {i:04d}" for i in range(n)])
-        add_model(conn, "m", ["commercial"], "test model")
-        for i in range(0, 12, 3):  # a few names claimed, one person unverified
-            pid = add_person(conn, f"leg person {i}")
-            if i:
-                verify_person(conn, pid, verified_by="test")
-            claim_name(conn, ids[f"leg name {i:04d}"], pid)
-    return [f"name:{ids[f'leg name {i:04d}']}" for i in range(n)]
-
-
-def _batch(payees: list[str], codes: np.ndarray, batch: int) -> UsageBatch:
-    n_outputs = len(codes) // 4
-    rng = np.random.default_rng(batch)
-    return UsageBatch(
-        output_ids=[f"b{batch}-o{i}" for i in range(n_outputs)],
-        model_ids=["m"] * n_outputs,
-        revenue_microunits=rng.integers(1, 10**9, size=n_outputs).tolist(),
-        currencies=["EUR"] * n_outputs,
-        occurred_at=["2026-11-21T12:00:00Z"] * n_outputs,
-        offsets=np.arange(0, len(codes) + 1, 4, dtype=np.int64),
-        payees=payees,
-        payee_codes=codes,
-        weights=rng.integers(1, 1000, size=len(codes), dtype=np.int64),
-        roles=["endcredits:attributed"],
-        role_codes=np.zeros(len(codes), dtype=np.int64),
-    )
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(max_size=6), max_size=12), st.integers(0, 3))
+def test_keys_needing_a_json_escape_are_found_by_their_bytes(keys: list[str], cut: int) -> None:
+    """The bytes' table finds what a regular expression finds, in a slice of an array too."""
+    array = pa.array(["pool:EUR", *keys], pa.string()).slice(min(cut, len(keys)))
+    want = bool(pc.any(pc.match_substring_regex(array, r'["\\\x00-\x1f]')).as_py()) if len(array) else False
+    assert _needs_escape(array) is want
 
 
 def test_unpaid_payees_in_the_dictionary_change_nothing(store_factory: Callable[[], Store]) -> None:
     ag = agreement()
     stores = [store_factory(), store_factory()]
-    payees = [_world(s, 60) for s in stores][0]
+    payees = [names_world(s, 60) for s in stores][0]
     for b in range(3):
         rng = np.random.default_rng(100 + b)
         used = np.sort(rng.choice(60, size=20, replace=False))  # always 0 (claimed) among them, others vary
         used[0] = 0
         codes = np.stack([rng.permutation(len(used))[:4] for _ in range(10)]).ravel()
         # One store gets the whole dictionary, the other only the payees the batch pays.
-        accrue(stores[0], _batch(payees, used[codes], b), ag, event_id=f"b{b}", source=EXTERNAL)
-        accrue(stores[1], _batch([payees[i] for i in used], codes, b), ag, event_id=f"b{b}", source=EXTERNAL)
+        accrue(stores[0], names_usage(payees, used[codes], b), ag, event_id=f"b{b}", source=EXTERNAL)
+        accrue(stores[1], names_usage([payees[i] for i in used], codes, b), ag, event_id=f"b{b}", source=EXTERNAL)
     seen = []
     for s in stores:
         assert verify(s).ok, verify(s).problems
@@ -136,8 +114,34 @@ def test_unpaid_payees_in_the_dictionary_change_nothing(store_factory: Callable[
 
 
 def test_route_arrays_route_as_route_columns(store: Store) -> None:
-    payees = _world(store, 30)
+    payees = names_world(store, 30)
     with store.read() as conn:
         kinds, holders = route_arrays(conn, pa.array(payees, pa.string()))
         assert (kinds.to_pylist(), holders.to_pylist()) == route_columns(conn, payees)
         assert "payable" in kinds.to_pylist() and "escrow" in kinds.to_pylist()
+
+
+def test_legs_hashed_in_order_depend_on_every_key_amount_and_their_order() -> None:
+    keys, amounts = _many(6)
+    legs = LegColumns(pa.array(keys, pa.string()), np.array(amounts, dtype=np.int64), distinct=True)
+
+    def content(k: list[str], a: list[int], **memo: str) -> str:
+        columns = LegColumns(pa.array(k, pa.string()), np.array(a, dtype=np.int64), distinct=True)
+        return TransferRequest("t1", "accrual", "EUR", columns, memo, legs_in_order=True).content_sha256()
+
+    first = content(keys, amounts)
+    assert first == content(list(keys), list(amounts))  # the same legs in the same order: the same hash
+    assert first != TransferRequest("t1", "accrual", "EUR", legs).content_sha256()  # not the sorted text's
+    assert first != content(keys[::-1], amounts[::-1])
+    assert first != content(keys, [amounts[0] + 1, amounts[1] - 1, *amounts[2:]])
+    assert first != content(["escrow:name:6:EU", "Rescrow:name:5:EUR", *keys[2:]], amounts)  # key bytes moved
+    assert first != content(keys, amounts, batch="b")
+    with pytest.raises(ValidationError, match="only leg columns"):
+        TransferRequest("t1", "accrual", "EUR", dict(zip(keys, amounts)), legs_in_order=True).content_sha256()
+
+
+def test_keys_known_distinct_are_not_sorted_to_be_checked() -> None:
+    keys, amounts = _many(3)
+    legs = LegColumns(pa.array(keys, pa.string()), np.array(amounts, dtype=np.int64), distinct=True)
+    check_transfer(TransferRequest("t1", "accrual", "EUR", legs))
+    assert legs._order is None

@@ -81,11 +81,13 @@ def parse_account_key(key: str) -> tuple[str, str | None, str]:
 class LegColumns(Mapping[str, int]):
     """A transfer's legs as two columns: distinct account keys (an Arrow string array) and their int64
     amounts (NumPy), in the given order. An accrual's 10^5-10^6 legs are built, checked, hashed and stored
-    this way, without a Python object per leg; read as a mapping, the dict is built once, on first use."""
+    this way, without a Python object per leg; read as a mapping, the dict is built once, on first use.
+    ``distinct``: the caller built the keys distinct (an accrual's: a dictionary's keys, then the operator's
+    accounts), so ``check_transfer`` does not sort them to find one twice; ``verify`` counts them again."""
 
-    __slots__ = ("accounts", "amounts", "_dict", "_order")
+    __slots__ = ("accounts", "amounts", "distinct", "_dict", "_order")
 
-    def __init__(self, accounts: pa.Array, amounts: npt.NDArray[np.int64]) -> None:
+    def __init__(self, accounts: pa.Array, amounts: npt.NDArray[np.int64], *, distinct: bool = False) -> None:
         import numpy as np
         import pyarrow as pa
 
@@ -98,6 +100,7 @@ class LegColumns(Mapping[str, int]):
             raise ValidationError("leg columns pair a string account with an int64 amount each")
         self.accounts = accounts
         self.amounts = amounts
+        self.distinct = distinct
         self._dict: dict[str, int] | None = None
         self._order: pa.Array | None = None
 
@@ -149,12 +152,12 @@ def _columns_ok(legs: LegColumns, suffix: str) -> bool:
     if not bool((legs.amounts != 0).all()) or TRANSFER_AMOUNT_MICROUNITS_MAX < (1 << 63) - 1:
         return False
     known_kind = functools.reduce(pc.or_, [pc.starts_with(keys, f"{kind}:") for kind in ACCOUNT_KINDS])
+    if not (pc.all(pc.ends_with(keys, suffix)).as_py() and pc.all(known_kind).as_py()):
+        return False
+    if legs.distinct:
+        return True
     in_order = keys.take(legs.order())
-    return bool(
-        pc.all(pc.ends_with(keys, suffix)).as_py()
-        and pc.all(known_kind).as_py()
-        and pc.all(pc.not_equal(in_order.slice(1), in_order.slice(0, len(keys) - 1))).as_py() is not False
-    )
+    return pc.all(pc.not_equal(in_order.slice(1), in_order.slice(0, len(keys) - 1))).as_py() is not False
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,9 @@ class TransferRequest:
     legs: Mapping[str, int]
     memo: Mapping[str, str] = field(default_factory=dict)
     reverses_event_id: str | None = None
+    legs_in_order: bool = False
+    """Hash the legs (``LegColumns``) in their order, as bytes, not sorted as text: an accrual's, whose order
+    is fixed by its batch's content (the payees in the order its lines meet them)."""
 
     def content_sha256(self) -> str:
         """What makes two postings with one event id "the same": everything but the id itself.
@@ -174,7 +180,23 @@ class TransferRequest:
         The SHA-256 of the canonical JSON of ``code``, ``currency``, ``legs`` (sorted ``[key, amount as
         text]`` pairs), ``memo`` and ``reverses``. An accrual has 10^5 legs: when no key needs a JSON
         escape, their text is written directly, the same bytes ``canonical_json`` writes, in a third
-        of the time."""
+        of the time. With ``legs_in_order``, ``legs`` is instead ``legs_columns_sha256`` of the columns
+        as given, and ``legs_in_order`` is true: no sort and no text per leg."""
+        if self.legs_in_order:
+            if not isinstance(self.legs, LegColumns):
+                raise ValidationError(f"transfer {self.event_id}: only leg columns are hashed in their order")
+            return hashlib.sha256(
+                canonical_json(
+                    {
+                        "code": self.code,
+                        "currency": self.currency,
+                        "legs": legs_columns_sha256(self.legs),
+                        "legs_in_order": True,
+                        "memo": dict(sorted(self.memo.items())),
+                        "reverses": self.reverses_event_id,
+                    }
+                ).encode()
+            ).hexdigest()
         head = canonical_json(
             {
                 "code": self.code,
@@ -199,6 +221,24 @@ class TransferRequest:
         return h.hexdigest()
 
 
+def legs_columns_sha256(legs: LegColumns) -> str:
+    """The SHA-256 of the legs in their order: their count, each key's end in the keys' UTF-8 bytes, those
+    bytes, and the amounts (all integers as 8 bytes, little-endian): the key boundaries are explicit, so
+    no two lists of legs give the same bytes."""
+    import numpy as np
+    import pyarrow as pa
+
+    keys = legs.accounts.combine_chunks() if isinstance(legs.accounts, pa.ChunkedArray) else legs.accounts
+    offsets = np.frombuffer(keys.buffers()[1], dtype=np.int32)[keys.offset : keys.offset + len(keys) + 1]
+    start, end = (int(offsets[0]), int(offsets[-1])) if len(keys) else (0, 0)
+    h = hashlib.sha256(b"endcredits legs in order 1\n")
+    h.update(len(keys).to_bytes(8, "little"))
+    h.update((offsets[1:].astype(np.int64) - start).astype("<i8").tobytes())
+    h.update(memoryview(keys.buffers()[2] or b"")[start:end])
+    h.update(legs.amounts.astype("<i8").tobytes())
+    return h.hexdigest()
+
+
 _ARROW_LEGS_MIN = 4096  # below this, Python's sort and join are as fast as building Arrow arrays
 
 
@@ -219,7 +259,7 @@ def _legs_text_in_arrow(h: Any, legs: Mapping[str, int] | LegColumns) -> bool:
             order = None
     except (OverflowError, TypeError, UnicodeEncodeError, pa.ArrowException):
         return False
-    if pc.any(pc.match_substring_regex(keys, r'["\\\x00-\x1f]')).as_py():
+    if _needs_escape(keys):
         return False
     order = pc.sort_indices(keys) if order is None else order
     pairs = pc.binary_join_element_wise(
@@ -230,6 +270,33 @@ def _legs_text_in_arrow(h: Any, legs: Mapping[str, int] | LegColumns) -> bool:
     h.update(joined[0].as_buffer())
     h.update(b"]")
     return True
+
+
+@functools.cache
+def _escaped_bytes() -> npt.NDArray[np.bool_]:
+    """Per byte value, whether JSON escapes it in a string: '"', '\\' and the control characters."""
+    import numpy as np
+
+    table = np.zeros(256, dtype=np.bool_)
+    table[:0x20] = True
+    table[[ord('"'), ord("\\")]] = True
+    return table
+
+
+def _needs_escape(keys: pa.Array) -> bool:
+    """Whether any of ``keys`` (a string array) holds a byte JSON escapes: one table lookup per byte of the
+    keys' data in NumPy, 4x faster than a regular expression per key (a multi-byte UTF-8 character has
+    no byte below 0x80, so none is taken for one that is escaped)."""
+    import numpy as np
+    import pyarrow as pa
+
+    if isinstance(keys, pa.ChunkedArray):
+        keys = keys.combine_chunks()
+    if not len(keys):
+        return False
+    offsets = np.frombuffer(keys.buffers()[1], dtype=np.int32)[keys.offset : keys.offset + len(keys) + 1]
+    data = np.frombuffer(keys.buffers()[2] or b"", dtype=np.uint8)[int(offsets[0]) : int(offsets[-1])]
+    return bool(_escaped_bytes()[data].any())
 
 
 def check_transfer(req: TransferRequest) -> None:

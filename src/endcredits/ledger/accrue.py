@@ -49,6 +49,7 @@ from endcredits.ledger.floors import FloorLine, record_floor_lines
 from endcredits.ledger.folding import fold_due
 from endcredits.ledger.guild_minimums import group_minimum_lines, record_minimum_lines
 from endcredits.ledger.records import fold_pending, post_accrual, read_carries
+from endcredits.ledger.routes import route_payees
 from endcredits.limits import (
     EXTERNAL_REASON_CHARS_MAX,
     ID_LENGTH_MAX,
@@ -58,7 +59,6 @@ from endcredits.limits import (
 )
 from endcredits.manifest.records import ManifestRecord, latest_manifest_id, load_manifest, model_ids_exist
 from endcredits.money import Split, split_batch
-from endcredits.registry.records import route_arrays
 from endcredits.royalties import Agreement, pools_of
 from endcredits.royalties.floors import Floor, floor_top_ups, output_floors
 from endcredits.royalties.output_contents import check_output_contents, record_output_contents
@@ -208,8 +208,12 @@ class _Texts:
     roles: pa.Array
 
     @classmethod
-    def of(cls, usage: UsageBatch) -> _Texts:
-        return cls(*(pa.array(v, pa.string()) for v in (usage.output_ids, usage.payees, usage.works, usage.roles)))
+    def of(cls, usage: UsageBatch, payees: pa.Array | None = None) -> _Texts:
+        """``payees``: ``usage.payees`` as a string array already, when the caller has one."""
+        if payees is None:
+            payees = pa.array(usage.payees, pa.string())
+        text = [pa.array(v, pa.string()) for v in (usage.output_ids, usage.works, usage.roles)]
+        return cls(text[0], payees, text[1], text[2])
 
 
 def _string_hashes(text: pa.Array) -> npt.NDArray[np.uint64]:
@@ -287,7 +291,7 @@ class _Plan:
     line_sub: npt.NDArray[np.int64]
     line_accounts: pa.DictionaryArray  # per line, the account its payee's money went to
     legs: Mapping[str, int]  # LegColumns unless a sum passes int64
-    carry_payees: list[str]  # the payees touched
+    carry_payees: pa.Array  # the payees touched (strings)
     carry_out: npt.NDArray[np.int64]  # the fraction each now carries, in 2^-32 microunit
     posted: int
     escrowed: int
@@ -346,6 +350,7 @@ class _Prepared:
     payee_texts: pa.Array  # the payees, as a string array
     kinds: pa.Array  # each payee's account kind and holder (strings)
     holders: pa.Array
+    distinct: bool  # the payees are known to be distinct (``ledger.routes``): no hash of them is needed
 
 
 def _prepare_group(
@@ -354,7 +359,8 @@ def _prepare_group(
     pools = pools_of(usage.revenue_microunits, agreement)
     used = np.flatnonzero(np.bincount(usage.payee_codes, minlength=len(usage.payees)))
     payees = usage.payees if len(used) == len(usage.payees) else [usage.payees[c] for c in used.tolist()]
-    payee_texts = pa.array(payees, pa.string())
+    payee_texts = pa.array(payees, pa.string())  # converted once, for the split's thread too when all are paid
+    whole = payee_texts if payees is usage.payees else None
     # The split is NumPy work that mostly runs outside the GIL, and the database work below mostly runs
     # inside SQLite or the server: on another thread, the split overlaps writing the outputs (a real
     # run; the primary key refuses one accrued before) and reading the payees' routes.
@@ -362,7 +368,7 @@ def _prepare_group(
 
     def split_here() -> None:
         try:
-            texts = _Texts.of(usage)
+            texts = _Texts.of(usage, whole)
             done["split"] = _split_and_sum(usage, texts, pools, used)
             if write_outputs:  # then the evidence's columns that need neither amounts nor routes
                 done["evidence"] = _evidence_columns(event_id, usage, texts)
@@ -374,14 +380,14 @@ def _prepare_group(
     try:
         if write_outputs:
             _insert_outputs(conn, event_id, usage)
-        kinds, holders = route_arrays(conn, payee_texts)
+        kinds, holders, distinct = route_payees(conn, payee_texts)
     finally:
         splitter.join()
     if "error" in done:
         raise done["error"]
     split, micro_sum, sub_sum = done["split"]
     evidence = done.get("evidence", {})
-    return _Prepared(pools, used, payees, split, micro_sum, sub_sum, evidence, payee_texts, kinds, holders)
+    return _Prepared(pools, used, payees, split, micro_sum, sub_sum, evidence, payee_texts, kinds, holders, distinct)
 
 
 def _plan_group(
@@ -397,7 +403,7 @@ def _plan_group(
     """The group's transfer: its payees' carries as they stand now (the caller holds ``ACCRUAL_LOCK``)
     added to their sums, whole microunits posted to each route's account, the rest carried."""
     pools, used, payees, split = prep.pools, prep.used, prep.payees, prep.split
-    carry_in = read_carries(conn, currency, payees, prep.payee_texts)
+    carry_in = read_carries(conn, currency, payees, prep.payee_texts, distinct=prep.distinct)
     top_ups = floor_top_ups(usage, floors, split.microunits, split.subunits) if floors else {}
     pool_total = _pool_total(pools)
     if carry_overrides:  # a dry run's earlier groups, not written
@@ -408,7 +414,7 @@ def _plan_group(
     posted_each = prep.micro_sum + (total_sub >> SUBUNIT_BITS).astype(prep.micro_sum.dtype)
     carry_out = total_sub & (SUBUNITS_PER_MICROUNIT - 1)
     posted_each, floored = _add_top_ups(posted_each, top_ups, usage, used, pool_total)
-    encoded, account_codes, paid, sums = _account_legs(prep.kinds, prep.holders, currency, posted_each)
+    dictionary, account_codes, paid, sums = _account_legs(prep, currency, posted_each)
     escrowed, posted = _escrowed_and_posted(paid, sums)
     suspense_delta = pool_total + floored - posted - escrowed  # the operator funds the floors beside the pool
     invariant(
@@ -423,9 +429,7 @@ def _plan_group(
     legs = _legs(paid, sums, operator_legs)
     code_of_payee = np.zeros(len(usage.payees), dtype=np.int32)
     code_of_payee[used] = account_codes
-    line_accounts = pa.DictionaryArray.from_arrays(
-        pa.array(code_of_payee[usage.payee_codes], pa.int32()), encoded.dictionary
-    )
+    line_accounts = pa.DictionaryArray.from_arrays(pa.array(code_of_payee[usage.payee_codes], pa.int32()), dictionary)
     group_id = _group_event_id(event_id, currency, period)
     return _Plan(
         group_id,
@@ -437,7 +441,7 @@ def _plan_group(
         split.subunits,
         line_accounts,
         legs,
-        payees,
+        prep.payee_texts,
         carry_out,
         posted,
         escrowed,
@@ -449,18 +453,41 @@ def _plan_group(
 
 
 def _account_legs(
-    kinds: pa.Array, holders: pa.Array, currency: str, posted_each: npt.NDArray[Any]
-) -> tuple[pa.DictionaryArray, npt.NDArray[np.int64], pa.Array, npt.NDArray[Any]]:
-    """Each payee's account (= account_key(kind, currency, holder)), coded, and the accounts with a non-zero
-    sum of what their payees are posted, with those sums: a claimed name and its person share one account.
-    Columns, not a dict: a batch of new payees has 10^5-10^6 accounts."""
-    accounts = pc.binary_join_element_wise(kinds, holders, currency, ":")
-    encoded = accounts.dictionary_encode()
-    account_codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    sums = np.zeros(len(encoded.dictionary), dtype=posted_each.dtype)  # int64 unless the pools pass 2^62
+    prep: _Prepared, currency: str, posted_each: npt.NDArray[Any]
+) -> tuple[pa.Array, npt.NDArray[np.int64], pa.Array, npt.NDArray[Any]]:
+    """Each payee's account (= account_key(kind, currency, holder)): the distinct accounts in the order met and
+    each payee's code among them, and the accounts with a non-zero sum of what their payees are posted, with
+    those sums: a claimed name and its person share one account. Columns, not a dict: a batch of new payees
+    has 10^5-10^6 accounts."""
+    accounts = pc.binary_join_element_wise(prep.kinds, prep.holders, currency, ":")
+    if prep.distinct:
+        dictionary, account_codes = _accounts_met(accounts, prep.holders)
+    else:
+        encoded = accounts.dictionary_encode()
+        dictionary = encoded.dictionary
+        account_codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    sums = np.zeros(len(dictionary), dtype=posted_each.dtype)  # int64 unless the pools pass 2^62
     np.add.at(sums, account_codes, posted_each)
     paid = np.flatnonzero(sums != 0)
-    return encoded, account_codes, encoded.dictionary.take(pa.array(paid, pa.int64())), sums[paid]
+    return dictionary, account_codes, dictionary.take(pa.array(paid, pa.int64())), sums[paid]
+
+
+def _accounts_met(accounts: pa.Array, holders: pa.Array) -> tuple[pa.Array, npt.NDArray[np.int64]]:
+    """``accounts.dictionary_encode()``'s dictionary and codes for the accounts of distinct payees, hashing
+    only those held for a person: any other holder is its payee itself (a name unclaimed, a work), so its
+    account is met once. The accounts in the order first met, as ``dictionary_encode`` gives them."""
+    n = len(accounts)
+    first = np.arange(n, dtype=np.int64)  # the row where each row's account is first met
+    shared = np.flatnonzero(pc.starts_with(holders, "person:").to_numpy(zero_copy_only=False))
+    if len(shared):
+        encoded = accounts.take(pa.array(shared, pa.int64())).dictionary_encode()
+        codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        first_at = np.full(len(encoded.dictionary), len(shared), dtype=np.int64)
+        np.minimum.at(first_at, codes, np.arange(len(shared), dtype=np.int64))
+        first[shared] = shared[first_at[codes]]
+    head = first == np.arange(n, dtype=np.int64)
+    rank = np.cumsum(head) - 1
+    return accounts.filter(pa.array(head)), rank[first]
 
 
 def _escrowed_and_posted(accounts: pa.Array, sums: npt.NDArray[Any]) -> tuple[int, int]:
@@ -477,7 +504,7 @@ def _legs(accounts: pa.Array, sums: npt.NDArray[Any], operator: dict[str, int]) 
     if sums.dtype == np.int64 and all(-(1 << 63) <= a < (1 << 63) for a in operator.values()):
         keys = pa.concat_arrays([accounts, pa.array(list(operator), pa.string())])
         amounts = np.concatenate([sums, np.array(list(operator.values()), dtype=np.int64)])
-        return LegColumns(keys, amounts)
+        return LegColumns(keys, amounts, distinct=True)  # a dictionary's keys, then pool and suspense
     legs = dict(zip(accounts.to_pylist(), (int(a) for a in sums.tolist())))
     legs.update(operator)
     return legs
@@ -774,7 +801,7 @@ def _accrue_in(
                         p: c
                         for q in plans
                         if q.currency == currency
-                        for p, c in zip(q.carry_payees, q.carry_out.tolist())
+                        for p, c in zip(q.carry_payees.to_pylist(), q.carry_out.tolist())
                     }
                     if dry_run
                     else {}
@@ -854,6 +881,7 @@ def _write_group(store: Store, conn: Connection, batch: _Batch, plan: _Plan, wri
                     currency=plan.currency,
                     legs=plan.legs,
                     memo={"batch": event_id, "period": plan.period, "agreement": f"{agreement.id}@{agreement.version}"},
+                    legs_in_order=isinstance(plan.legs, LegColumns),
                 ),
                 (plan.carry_payees, plan.carry_out),
                 at=at,

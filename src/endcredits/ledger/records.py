@@ -40,6 +40,7 @@ from endcredits.ledger.segments import (
     insert_segment,
     iter_carries,
     iter_segments,
+    latest_carries,
     matching,
     pending_carries,
     pending_deltas,
@@ -516,12 +517,19 @@ def accrued_by_account(
 
 
 def read_carries(
-    conn: Connection, currency: str, payees: list[str], payee_texts: pa.Array | None = None
+    conn: Connection,
+    currency: str,
+    payees: list[str],
+    payee_texts: pa.Array | None = None,
+    *,
+    distinct: bool = False,
 ) -> npt.NDArray[np.int64]:
     """Each payee's carried fraction (2^-32 microunit) in ``currency`` as of now: the carries table,
     overridden by the snapshot, overridden by the latest pending segment that carries the payee (0 for a
     payee with none).
-    ``payee_texts``: the same payees as a string array, when the caller has one."""
+    ``payee_texts``: the same payees as a string array, when the caller has one. ``distinct``: the payees
+    are known to be distinct; then one hash of them is probed by the snapshot's and every pending segment's
+    payees, instead of a hash of each of those probed by the payees."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -540,6 +548,11 @@ def read_carries(
             carry[position[payee]] = subunits
     texts = payee_texts if payee_texts is not None else pa.array(payees, pa.string())
     held_payees, held_subunits = read_snapshot(conn, balances=False).carries_of(currency)
+    if distinct:
+        sources = [(held_payees, held_subunits)] if len(held_payees) else []
+        sources += [(p, s.to_numpy()) for _, p, s in iter_carries(conn, after=fold_watermark(conn), currency=currency)]
+        latest_carries(texts, sources, carry)
+        return carry
     if len(held_payees):
         where = pc.index_in(texts, value_set=held_payees)
         hit = where.is_valid().to_numpy(zero_copy_only=False)
@@ -563,7 +576,7 @@ def carried_fractions(conn: Connection) -> dict[tuple[str, str], int]:
 def post_accrual(
     conn: Connection,
     req: TransferRequest,
-    carries: tuple[Sequence[str], npt.NDArray[np.int64]],
+    carries: tuple[Sequence[str] | pa.Array, npt.NDArray[np.int64]],
     *,
     at: str | None = None,
 ) -> PostResult:
@@ -608,6 +621,7 @@ def post_accrual(
             "legs": len(req.legs),
             "reverses": None,
             "segment_sha256": sha,
+            **({"legs_in_order": True} if req.legs_in_order else {}),
         },
         at=when,
     )

@@ -82,13 +82,20 @@ def read_ipc(blob: bytes, transfer_id: int, what: str, schemas: Sequence[pa.Sche
     return table
 
 
+SEGMENT_COMPRESSION = "lz4"
+"""How a segment's blobs are compressed (Arrow IPC buffer compression, read back by any reader): an accrual
+that pays 3 x 10^5 new people writes 10.9 MB of legs and 7.4 MB of carries as they are, 4.6 and 4.7 MB so,
+for 10-25 ms of LZ4 each; every byte is written, hashed, synced and read by the fold after. Segments written
+before are read as they are."""
+
+
 def encode_legs(keys: Sequence[str] | pa.Array, amounts: Sequence[int] | npt.NDArray[np.int64]) -> bytes:
     """Legs as Arrow IPC: int64 amounts, or decimal text when any is beyond int64."""
     import pyarrow as pa
 
     if isinstance(keys, pa.Array):  # columnar legs (``LegColumns``): int64 already
-        return ipc_bytes(pa.table([keys, pa.array(amounts, pa.int64())], schema=segment_schemas()["LEGS_SCHEMA"]))
-    if _I64_MIN <= min(amounts, default=0) and max(amounts, default=0) <= _I64_MAX:
+        table = pa.table([keys, pa.array(amounts, pa.int64())], schema=segment_schemas()["LEGS_SCHEMA"])
+    elif _I64_MIN <= min(amounts, default=0) and max(amounts, default=0) <= _I64_MAX:
         table = pa.table(
             [pa.array(keys, pa.string()), pa.array(amounts, pa.int64())], schema=segment_schemas()["LEGS_SCHEMA"]
         )
@@ -97,16 +104,17 @@ def encode_legs(keys: Sequence[str] | pa.Array, amounts: Sequence[int] | npt.NDA
             [pa.array(keys, pa.string()), pa.array([str(a) for a in amounts], pa.string())],
             schema=segment_schemas()["LEGS_BIG_SCHEMA"],
         )
-    return ipc_bytes(table)
+    return ipc_bytes(table, SEGMENT_COMPRESSION)
 
 
-def encode_carries(payees: Sequence[str], subunits: Sequence[int] | npt.NDArray[np.int64]) -> bytes:
+def encode_carries(payees: Sequence[str] | pa.Array, subunits: Sequence[int] | npt.NDArray[np.int64]) -> bytes:
     import pyarrow as pa
 
     return ipc_bytes(
         pa.table(
             [pa.array(payees, pa.string()), pa.array(subunits, pa.int64())], schema=segment_schemas()["CARRIES_SCHEMA"]
-        )
+        ),
+        SEGMENT_COMPRESSION,
     )
 
 
@@ -147,7 +155,7 @@ def insert_segment(
     transfer_id: int,
     currency: str,
     legs: Mapping[str, int],
-    carries: tuple[Sequence[str], Sequence[int] | npt.NDArray[np.int64]],
+    carries: tuple[Sequence[str] | pa.Array, Sequence[int] | npt.NDArray[np.int64]],
 ) -> str:
     """Write one segment inside the caller's transaction; returns its SHA-256 (``segment_sha256``)."""
     if isinstance(legs, LegColumns):
@@ -354,3 +362,25 @@ def pending_carries(
         values[hit] = seg_subunits.to_numpy()[positions]
         found |= hit
     return found, values
+
+
+def latest_carries(
+    payees: pa.Array, sources: Sequence[tuple[pa.Array, npt.NDArray[np.int64]]], carry: npt.NDArray[np.int64]
+) -> None:
+    """Set ``carry[i]`` for each of ``payees`` (distinct strings) that ``sources`` carry, the latest source
+    winning: ``sources`` are (payees, subunits) pairs, oldest first (the snapshot's, then each pending
+    segment's). One hash of ``payees``, probed by every source's payees in one call."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not sources or not len(payees):
+        return
+    probes = pa.chunked_array([p.cast(pa.string()) for p, _ in sources], pa.string())
+    at = pc.index_in(probes, value_set=payees).combine_chunks().fill_null(-1).to_numpy().astype(np.int64)
+    start = 0
+    for source_payees, subunits in sources:  # each source carries a payee once: no position twice in one
+        part = at[start : start + len(source_payees)]
+        start += len(source_payees)
+        hit = part >= 0
+        carry[part[hit]] = subunits[hit]

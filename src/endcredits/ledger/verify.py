@@ -33,13 +33,20 @@ from endcredits.audit import verify_chain
 from endcredits.consent.guilds import guild_terms_versions
 from endcredits.consent.terms import terms_for
 from endcredits.errors import EvidenceError, LedgerError, NotFoundError
-from endcredits.ledger import NEGATIVE_ALLOWED_KINDS, TransferRequest
+from endcredits.ledger import NEGATIVE_ALLOWED_KINDS, LegColumns, TransferRequest
 from endcredits.ledger.evidence import kept_per_batch, kept_per_payee, output_rows, payee_rows, read_evidence
 from endcredits.ledger.evidence_lines import LineSource
 from endcredits.ledger.floors import floor_line_count, floor_lines_of
 from endcredits.ledger.guild_minimums import minimum_line_count, minimum_lines_of
 from endcredits.ledger.records import carried_fractions, derived_balances
-from endcredits.ledger.segments import fold_watermark, pending_deltas, raw_segment_sha256, read_segment, segment_ids
+from endcredits.ledger.segments import (
+    Segment,
+    fold_watermark,
+    pending_deltas,
+    raw_segment_sha256,
+    read_segment,
+    segment_ids,
+)
 from endcredits.ledger.snapshot import SNAPSHOT_KINDS, read_snapshot, snapshot_count, snapshot_raw_sha256
 from endcredits.ledger.training_fees import fee_event_ids, fee_lines
 from endcredits.limits import SUBUNIT_BITS, SUBUNITS_PER_MICROUNIT
@@ -130,8 +137,7 @@ def verify(store: Store) -> VerifyReport:  # noqa: C901 - one pass over many ind
             recorded, actual = stored_sha[seg.transfer_id]
             if recorded != actual or audited_segments.get(t.event_id) != recorded:
                 p.append(f"segment of transfer {t.event_id} does not match the SHA-256 its audit entry recorded")
-            request = TransferRequest(t.event_id, t.code, t.currency, seg_legs, json.loads(t.memo), t.reverses_event_id)
-            if request.content_sha256() != t.content_sha256:
+            if _posted_content(t, seg, seg_legs, payloads.get(t.event_id, {})) != t.content_sha256:
                 p.append(f"segment of transfer {t.event_id} does not hold the legs that were posted")
             segment_legs[t.event_id] = seg_legs
         report.checked["segments"] = n_segments
@@ -346,6 +352,21 @@ def _rows_and_snapshot(
     live = {k: int(v) for k, v in zip(keys, snap.balances.tolist()) if k not in rows}
     report.checked["snapshot_accounts"] = len(live)
     return stored | live
+
+
+def _posted_content(t: Any, seg: Segment, seg_legs: dict[str, int], payload: dict[str, Any]) -> str | None:
+    """The content hash of the transfer ``t`` with the legs its segment holds: hashed as columns in their
+    order when its audit entry says so (an accrual's), else as sorted text (None when the columns cannot
+    be what was posted: amounts beyond int64)."""
+    import pyarrow as pa
+
+    memo = json.loads(t.memo)
+    if not payload.get("legs_in_order"):
+        return TransferRequest(t.event_id, t.code, t.currency, seg_legs, memo, t.reverses_event_id).content_sha256()
+    if not pa.types.is_int64(seg.amounts.type):
+        return None
+    legs = LegColumns(seg.accounts, seg.amounts.to_numpy())
+    return TransferRequest(t.event_id, t.code, t.currency, legs, memo, t.reverses_event_id, True).content_sha256()
 
 
 def _check_transfers(

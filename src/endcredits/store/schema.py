@@ -32,6 +32,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -129,6 +130,26 @@ names = Table(
     Column("person_id", Key, ForeignKey("people.id"), nullable=True),
     Column("claimed_at", Time, nullable=True),
     Column("created_at", Time, nullable=False),
+    # The claimed names only (most are unclaimed): what ``ledger.routes`` reads when the claims moved.
+    Index(
+        "ix_names_claimed",
+        "person_id",
+        sqlite_where=text("person_id IS NOT NULL"),
+        postgresql_where=text("person_id IS NOT NULL"),
+    ),
+)
+
+# One row: ``claims`` moves (by triggers, migration 0016) whenever a name's claim or a person's verification
+# changes, so that a payee's route, cached by ``ledger.routes``, is read again only then; ``names_removed``
+# when a name row is removed (the cached registered names are then read again); ``store_token`` tells one
+# database from another.
+route_versions = Table(
+    "route_versions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("store_token", String(32), nullable=False),
+    Column("claims", Key, nullable=False),
+    Column("names_removed", Key, nullable=False),
 )
 
 works = Table(
