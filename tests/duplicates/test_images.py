@@ -167,7 +167,7 @@ def _migrate(store: Store, target: str, down: bool) -> None:
         (command.downgrade if down else command.upgrade)(cfg, target)
 
 
-@pytest.mark.parametrize(("down_to", "older"), [("0012", fp.V5_IMAGE_METHOD), ("-1", fp.V6_IMAGE_METHOD)])
+@pytest.mark.parametrize(("down_to", "older"), [("0012", fp.V5_IMAGE_METHOD), ("0014", fp.V6_IMAGE_METHOD)])
 def test_a_store_upgraded_from_an_older_version_still_finds_its_drawings(
     store: Store, down_to: str, older: str
 ) -> None:
