@@ -255,3 +255,38 @@ def test_verify_replays_the_evidence_into_legs_and_carries(store: Store) -> None
     assert any("legs differ from what its evidence posts" in problem for problem in problems), problems
     assert any("does not hold the legs that were posted" in problem for problem in problems), problems
     assert not any("stored balance" in problem for problem in problems), problems
+
+
+def test_a_failure_after_the_evidence_began_removes_every_file_of_the_batch(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The evidence file is written while the carries are read: a failure there (the second month's group,
+    the first one's file already written) removes both files and writes nothing; the retry posts it all."""
+    import endcredits.ledger.accrue as accrue_module
+
+    (pid,) = people(store, "payee")
+    register_model(store)
+    batch = usage(
+        [
+            ("o1", 1_000_000, on_time(3), [(f"person:{pid}", 1)]),
+            ("o2", 3_000_000, on_time(4), [(f"person:{pid}", 1)]),
+        ]
+    )
+    real = accrue_module.read_carries
+    calls: list[int] = []
+
+    def failing(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 2:
+            raise CommitFailed("simulated failure while the carries are read")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    with monkeypatch.context() as m:
+        m.setattr(accrue_module, "read_carries", failing)
+        with pytest.raises(CommitFailed):
+            accrue(store, batch, agreement(), event_id="b1", source=EXTERNAL)
+    assert evidence_files(store) == []
+    assert balances(store) == {}
+    assert accrue(store, batch, agreement(), event_id="b1", source=EXTERNAL).status == "created"
+    assert len(evidence_files(store)) == 2
+    assert verify(store).ok

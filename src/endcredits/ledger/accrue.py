@@ -63,6 +63,7 @@ from endcredits.royalties import Agreement, pools_of
 from endcredits.royalties.floors import Floor, floor_top_ups, output_floors
 from endcredits.royalties.output_contents import check_output_contents, record_output_contents
 from endcredits.royalties.records import load_agreement
+from endcredits.royalties.shares import PayeeShare
 from endcredits.royalties.usage import OutputIn, UsageBatch, build_usage
 from endcredits.store.audit import append_audit
 from endcredits.store.bulk import insert_keys, select_in
@@ -399,10 +400,20 @@ def _plan_group(
     period: str,
     carry_overrides: dict[str, int],
     floors: Mapping[tuple[str, int], Floor],
+    evidence: _EvidenceWriter | None = None,
 ) -> _Plan:
     """The group's transfer: its payees' carries as they stand now (the caller holds ``ACCRUAL_LOCK``)
-    added to their sums, whole microunits posted to each route's account, the rest carried."""
+    added to their sums, whole microunits posted to each route's account, the rest carried. ``evidence``
+    starts writing the group's evidence file as soon as its lines' accounts are known (they need no carry)."""
     pools, used, payees, split = prep.pools, prep.used, prep.payees, prep.split
+    dictionary, account_codes = _accounts_of(prep, currency)
+    code_of_payee = np.zeros(len(usage.payees), dtype=np.int32)
+    code_of_payee[used] = account_codes
+    line_accounts = pa.DictionaryArray.from_arrays(pa.array(code_of_payee[usage.payee_codes], pa.int32()), dictionary)
+    group_id = _group_event_id(event_id, currency, period)
+    if evidence is not None:
+        table = _evidence_table(prep.evidence, line_accounts, split, usage.shares, evidence.source)
+        evidence.start(period, group_id, table)
     carry_in = read_carries(conn, currency, payees, prep.payee_texts, distinct=prep.distinct)
     top_ups = floor_top_ups(usage, floors, split.microunits, split.subunits) if floors else {}
     pool_total = _pool_total(pools)
@@ -414,7 +425,7 @@ def _plan_group(
     posted_each = prep.micro_sum + (total_sub >> SUBUNIT_BITS).astype(prep.micro_sum.dtype)
     carry_out = total_sub & (SUBUNITS_PER_MICROUNIT - 1)
     posted_each, floored = _add_top_ups(posted_each, top_ups, usage, used, pool_total)
-    dictionary, account_codes, paid, sums = _account_legs(prep, currency, posted_each)
+    paid, sums = _account_legs(dictionary, account_codes, posted_each)
     escrowed, posted = _escrowed_and_posted(paid, sums)
     suspense_delta = pool_total + floored - posted - escrowed  # the operator funds the floors beside the pool
     invariant(
@@ -427,10 +438,6 @@ def _plan_group(
     if suspense_delta:
         operator_legs[account_key("suspense", currency)] = suspense_delta
     legs = _legs(paid, sums, operator_legs)
-    code_of_payee = np.zeros(len(usage.payees), dtype=np.int32)
-    code_of_payee[used] = account_codes
-    line_accounts = pa.DictionaryArray.from_arrays(pa.array(code_of_payee[usage.payee_codes], pa.int32()), dictionary)
-    group_id = _group_event_id(event_id, currency, period)
     return _Plan(
         group_id,
         currency,
@@ -452,24 +459,25 @@ def _plan_group(
     )
 
 
-def _account_legs(
-    prep: _Prepared, currency: str, posted_each: npt.NDArray[Any]
-) -> tuple[pa.Array, npt.NDArray[np.int64], pa.Array, npt.NDArray[Any]]:
+def _accounts_of(prep: _Prepared, currency: str) -> tuple[pa.Array, npt.NDArray[np.int64]]:
     """Each payee's account (= account_key(kind, currency, holder)): the distinct accounts in the order met and
-    each payee's code among them, and the accounts with a non-zero sum of what their payees are posted, with
-    those sums: a claimed name and its person share one account. Columns, not a dict: a batch of new payees
-    has 10^5-10^6 accounts."""
+    each payee's code among them (a claimed name and its person share one account). Columns, not a dict: a
+    batch of new payees has 10^5-10^6 accounts."""
     accounts = pc.binary_join_element_wise(prep.kinds, prep.holders, currency, ":")
     if prep.distinct:
-        dictionary, account_codes = _accounts_met(accounts, prep.holders)
-    else:
-        encoded = accounts.dictionary_encode()
-        dictionary = encoded.dictionary
-        account_codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        return _accounts_met(accounts, prep.holders)
+    encoded = accounts.dictionary_encode()
+    return encoded.dictionary, encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _account_legs(
+    dictionary: pa.Array, account_codes: npt.NDArray[np.int64], posted_each: npt.NDArray[Any]
+) -> tuple[pa.Array, npt.NDArray[Any]]:
+    """The accounts with a non-zero sum of what their payees are posted, with those sums."""
     sums = np.zeros(len(dictionary), dtype=posted_each.dtype)  # int64 unless the pools pass 2^62
     np.add.at(sums, account_codes, posted_each)
     paid = np.flatnonzero(sums != 0)
-    return dictionary, account_codes, dictionary.take(pa.array(paid, pa.int64())), sums[paid]
+    return dictionary.take(pa.array(paid, pa.int64())), sums[paid]
 
 
 def _accounts_met(accounts: pa.Array, holders: pa.Array) -> tuple[pa.Array, npt.NDArray[np.int64]]:
@@ -588,17 +596,22 @@ def _evidence_columns(event_id: str, u: UsageBatch, texts: _Texts) -> dict[str, 
     }
 
 
-def _evidence_table(plan: _Plan, source: ScoreSource) -> pa.Table:
+def _evidence_table(
+    evidence: dict[str, pa.Array],
+    line_accounts: pa.DictionaryArray,
+    split: Split,
+    shares: dict[str, list[PayeeShare]] | None,
+    source: ScoreSource,
+) -> pa.Table:
     """The group's evidence: every line, or, when its scores come from a recorded run and its lines from
     recorded credit shares, each output's pool, each payee's total and those shares (``per_batch_table``)."""
     columns = {
-        **plan.evidence,
-        "account": plan.line_accounts,
-        "amount_microunits": pa.array(plan.line_micro, pa.int64()),
-        "amount_subunits": pa.array(plan.line_sub, pa.int64()),
+        **evidence,
+        "account": line_accounts,
+        "amount_microunits": pa.array(split.microunits, pa.int64()),
+        "amount_subunits": pa.array(split.subunits, pa.int64()),
     }
     lines = pa.table([columns[name] for name in EVIDENCE_SCHEMA.names], schema=EVIDENCE_SCHEMA)
-    shares = plan.usage.shares
     if source.run_id is None or not shares:  # per payee, the lines are already one per output and payee
         return lines
     return per_batch_table(
@@ -787,6 +800,7 @@ def _accrue_in(
             refuse_accrued(conn, usage.output_ids)
         groups = [(c, p, _payees_paid(sub)) for c, p, sub in _groups(usage, normalized)]
         written: list[Path] = []
+        writers: list[_EvidenceWriter] = []
         try:
             prepared = [_prepare_group(conn, event_id, sub, agreement, write_outputs=not dry_run) for *_, sub in groups]
             # From here on, one accrual at a time: carries, transfers and audit entries follow each other.
@@ -806,15 +820,19 @@ def _accrue_in(
                     if dry_run
                     else {}
                 )
-                plan = _plan_group(conn, prep, event_id, sub, currency, period, overrides, floors)
+                writer = None if dry_run else _EvidenceWriter(store, batch.source)
+                writers += [writer] if writer is not None else []
+                plan = _plan_group(conn, prep, event_id, sub, currency, period, overrides, floors, writer)
                 plans.append(plan)
-                if not dry_run:
-                    _write_group(store, conn, batch, plan, written)
+                if writer is not None:
+                    _write_group(store, conn, batch, plan, writer, written)
             if dry_run:
                 raise _DryRun  # rolls back the accounts a plan may have created
         except _DryRun:
             raise
         except BaseException:
+            for each in writers:  # a file still being written is waited for, then removed with the others
+                each.wait(written)
             for path in written:
                 path.unlink(missing_ok=True)
             raise
@@ -851,25 +869,54 @@ def _payees_paid(usage: UsageBatch) -> UsageBatch:
     return out
 
 
-def _write_group(store: Store, conn: Connection, batch: _Batch, plan: _Plan, written: list[Path]) -> None:
+class _EvidenceWriter:
+    """A group's evidence file, written on its own thread (encoding, hashing, writing and syncing release the
+    GIL) from when its lines' accounts are known: beside reading the carries and posting the transfer."""
+
+    def __init__(self, store: Store, source: ScoreSource) -> None:
+        self.store, self.source = store, source
+        self.path: Path | None = None
+        self.thread: threading.Thread | None = None
+        self.result: dict[str, object] = {}
+
+    def start(self, period: str, group_id: str, table: pa.Table) -> None:
+        self.path = evidence_path(self.store.data_dir, period, group_id)
+        # accrue holds the write lock and found no batch row for this id: a file here is an orphan.
+        write_file = prepare_evidence(self.path, table, replace_orphan=True)
+
+        def write() -> None:
+            try:
+                self.result["sha"] = write_file()
+                _fault("evidence")
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread and re-raised there
+                self.result["error"] = exc
+
+        self.thread = threading.Thread(target=write, name="endcredits-evidence")
+        self.thread.start()
+
+    def wait(self, written: list[Path]) -> None:
+        """Wait for the file (if started and not waited for); a file this writer wrote is listed in
+        ``written``, removed if the transaction fails."""
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+            if "sha" in self.result and self.path is not None:
+                written.append(self.path)
+
+    def sha256(self) -> str:
+        """The written file's SHA-256, once waited for; the writer's error raised here."""
+        if "error" in self.result:
+            raise self.result["error"]  # type: ignore[misc]
+        return str(self.result["sha"])
+
+
+def _write_group(
+    store: Store, conn: Connection, batch: _Batch, plan: _Plan, writer: _EvidenceWriter, written: list[Path]
+) -> None:
+    """Post the group's transfer while its evidence file is written (started by ``_plan_group``), then its
+    batch row, which records the file's hash."""
     event_id, agreement = batch.event_id, batch.agreement
     at = utc_now()
-    path = evidence_path(store.data_dir, plan.period, plan.event_id)
-    # The evidence file is written on another thread while the database takes the ledger rows (both
-    # release the GIL); the batch row that records its hash is written after both are done.
-    result: dict[str, object] = {}
-    # accrue holds the write lock and found no batch row for this id: a file here is an orphan.
-    write_file = prepare_evidence(path, _evidence_table(plan, batch.source), replace_orphan=True)
-
-    def write() -> None:
-        try:
-            result["sha"] = write_file()
-            _fault("evidence")
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread and re-raised there
-            result["error"] = exc
-
-    writer = threading.Thread(target=write, name="endcredits-evidence")
-    writer.start()
     try:
         # A group whose pools are all 0 moves no money and changes no carry: its outputs are still recorded.
         if plan.legs:
@@ -890,12 +937,10 @@ def _write_group(store: Store, conn: Connection, batch: _Batch, plan: _Plan, wri
         record_minimum_lines(conn, group_minimum_lines(plan.event_id, plan.usage, agreement))
         _fault("posted")
     finally:
-        writer.join()
-        if "sha" in result:
-            written.append(path)  # only a file this call wrote is removed if the transaction fails
-    if "error" in result:
-        raise result["error"]  # type: ignore[misc]
-    _record_group(conn, batch, plan, str(path.relative_to(store.data_dir)), str(result["sha"]), at)
+        writer.wait(written)
+    sha = writer.sha256()
+    assert writer.path is not None
+    _record_group(conn, batch, plan, str(writer.path.relative_to(store.data_dir)), sha, at)
     _fault("recorded")
 
 
