@@ -297,11 +297,9 @@ class _DenoisingGaussNewton:
         self.probes, self.seed = probes, seed
 
     def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        x0, noise, t = batch["images"], batch["noise"], batch["timesteps"]
-        b, k = t.shape
-        a = self.alphas.to(x0.device)[t].reshape(b, k, 1, 1, 1)
-        noisy = a.sqrt() * x0[:, None] + (1 - a).sqrt() * noise
-        d = x0[0].numel()
+        x0 = batch["images"]
+        noisy, t = _noisy(batch, self.alphas.to(x0.device))
+        k, d = t.shape[1], x0[0].numel()
         # NumPy draws the probes: vmap allows no torch random op inside the function.
         draws = np.random.default_rng(self.seed).standard_normal((k, self.probes, *x0.shape[1:]))
         v = torch.from_numpy(draws.astype(np.float32)).to(x0.device)
