@@ -53,6 +53,7 @@ from endcredits.registry.records import add_person, verify_person
 from endcredits.royalties import parse_agreement
 from endcredits.royalties.records import save_agreement
 from endcredits.royalties.usage import OutputIn, build_usage
+from endcredits.royalties.usage_arrow import payee_stream_of_json
 from endcredits.service.auth import create_api_key
 from endcredits.store.engine import Store, init_store
 from ledger import AGREEMENT  # benchmarks/ledger.py: the same one-role agreement
@@ -196,7 +197,7 @@ def run(
         errors: list[str] = []
         lock = threading.Lock()
         queue = list(reversed(batches))
-        bodies = {b["batch_id"]: _arrow_body(b) for b in batches} if arrow else {}
+        bodies = {b["batch_id"]: payee_stream_of_json(b) for b in batches} if arrow else {}
         retried = [0]
 
         def client() -> None:
@@ -322,29 +323,6 @@ def core_rate(items: int, db: str, batch_items: int, n_payees: int) -> int:
     return int(r["line_items_per_s"])  # type: ignore[call-overload]
 
 
-def _arrow_body(batch: dict[str, Any]) -> bytes:
-    """The JSON batch as an Arrow IPC stream (usage schema version 1), as a client would send it."""
-    import pyarrow as pa
-
-    from endcredits.royalties.usage_arrow import USAGE_SCHEMA, UsageHeader, write_usage_stream
-
-    outs = batch["outputs"]
-    table = pa.table(
-        {
-            "output_id": [o["output_id"] for o in outs],
-            "model_id": [o["model_id"] for o in outs],
-            "revenue_microunits": pa.array([parse_amount(o["revenue"], "EUR") for o in outs], pa.int64()),
-            "currency": [o["currency"] for o in outs],
-            "occurred_at": [o["occurred_at"] for o in outs],
-            "score_keys": [list(o["payee_scores"]) for o in outs],
-            "scores": [list(o["payee_scores"].values()) for o in outs],
-        },
-        schema=USAGE_SCHEMA,
-    )
-    header = UsageHeader(batch["batch_id"], batch["agreement_id"], None, None, BENCH_REASON, "payee")
-    return write_usage_stream(header, table)
-
-
 def formats(n_events: int, batch_events: int, n_payees: int, per_event: int) -> dict[str, Any]:
     """In process, through the service's own ingestion (``service.ingest.ingest_usage``: parse, build the
     lines, accrue, keep the answer), the same batches as JSON and as Arrow streams, each into a fresh store
@@ -357,7 +335,7 @@ def formats(n_events: int, batch_events: int, n_payees: int, per_event: int) -> 
     batches = _batches(n_events, batch_events, n_payees, per_event, seed=18)
     bodies = {
         "json": [("application/json", json.dumps(b).encode()) for b in batches],
-        "arrow": [("application/vnd.apache.arrow.stream", _arrow_body(b)) for b in batches],
+        "arrow": [("application/vnd.apache.arrow.stream", payee_stream_of_json(b)) for b in batches],
     }
     result: dict[str, Any] = {"events": n_events, "lines": n_events * per_event, "batch_events": batch_events}
     for backend in ("sqlite", "postgresql"):

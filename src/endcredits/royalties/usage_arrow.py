@@ -13,7 +13,9 @@ required), an unknown version, more outputs or scores than the limits.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -195,6 +197,28 @@ def with_header(header: UsageHeader, table: pa.Table) -> pa.Table:
     meta = {VERSION_KEY: USAGE_SCHEMA_VERSION}
     meta |= {f"endcredits.{k}": v for k in HEADER_KEYS if (v := getattr(header, k)) is not None}
     return table.replace_schema_metadata(meta)
+
+
+def payee_stream_of_json(batch: Mapping[str, Any]) -> bytes:
+    """A per-payee batch as ``POST /api/v1/usage-batches`` takes it in JSON (external scores, outputs with
+    ``payee_scores``) as the Arrow IPC stream a client would send instead (the warm-up and the benchmark)."""
+    from endcredits.money import parse_amount
+
+    outs = batch["outputs"]
+    table = pa.table(
+        {
+            "output_id": [o["output_id"] for o in outs],
+            "model_id": [o["model_id"] for o in outs],
+            "revenue_microunits": pa.array([parse_amount(o["revenue"], o["currency"]) for o in outs], pa.int64()),
+            "currency": [o["currency"] for o in outs],
+            "occurred_at": [o["occurred_at"] for o in outs],
+            "score_keys": [list(o["payee_scores"]) for o in outs],
+            "scores": [list(o["payee_scores"].values()) for o in outs],
+        },
+        schema=USAGE_SCHEMA,
+    )
+    reason = batch["external"]["reason"]
+    return write_usage_stream(UsageHeader(batch["batch_id"], batch["agreement_id"], None, None, reason, "payee"), table)
 
 
 def write_usage_stream(header: UsageHeader, table: pa.Table) -> bytes:

@@ -42,7 +42,7 @@ def warm_up(store: Store, *, freeze: bool = True) -> float:
     """Check a synthetic usage batch once, as an Arrow stream and as JSON, open the intake and read its
     backlog, then (``freeze``) freeze the live objects out of the garbage collector. Reads only: nothing is
     written to the ledger or the intake. Returns the seconds it took."""
-    from endcredits.royalties.usage_arrow import ARROW_STREAM_TYPE
+    from endcredits.royalties.usage_arrow import ARROW_STREAM_TYPE, payee_stream_of_json
 
     began = time.perf_counter()
     with intake.intake_store(store).read() as conn:
@@ -50,7 +50,7 @@ def warm_up(store: Store, *, freeze: bool = True) -> float:
         intake.intake_batch(conn, WARM_UP_ID)
     batch = _synthetic_batch(store)
     usage = json_usage(store)
-    for body, kind in ((_arrow_body(batch), ARROW_STREAM_TYPE), (json.dumps(batch).encode(), JSON_TYPE)):
+    for body, kind in ((payee_stream_of_json(batch), ARROW_STREAM_TYPE), (json.dumps(batch).encode(), JSON_TYPE)):
         try:
             check_usage(store, body, kind, usage)
         except EndcreditsError:  # no agreement, model or payee that the synthetic batch names: it was read
@@ -80,27 +80,3 @@ def _synthetic_batch(store: Store) -> dict[str, object]:
         for i in range(_OUTPUTS)
     ]
     return {"batch_id": WARM_UP_ID, "agreement_id": agreement_id, "external": {"reason": "warm-up"}, "outputs": outputs}
-
-
-def _arrow_body(batch: dict[str, object]) -> bytes:
-    """The synthetic batch as an Arrow IPC stream, as a client sends it."""
-    import pyarrow as pa
-
-    from endcredits.royalties.usage_arrow import USAGE_SCHEMA, UsageHeader, write_usage_stream
-
-    outs: list[dict[str, object]] = batch["outputs"]  # type: ignore[assignment]
-    scores = [dict(o["payee_scores"]) for o in outs]  # type: ignore[call-overload]
-    table = pa.table(
-        {
-            "output_id": [o["output_id"] for o in outs],
-            "model_id": [o["model_id"] for o in outs],
-            "revenue_microunits": pa.array([10**6] * len(outs), pa.int64()),
-            "currency": [o["currency"] for o in outs],
-            "occurred_at": [o["occurred_at"] for o in outs],
-            "score_keys": [list(s) for s in scores],
-            "scores": [list(s.values()) for s in scores],
-        },
-        schema=USAGE_SCHEMA,
-    )
-    header = UsageHeader(WARM_UP_ID, str(batch["agreement_id"]), None, None, "warm-up", "payee")
-    return write_usage_stream(header, table)
