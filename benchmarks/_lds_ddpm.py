@@ -29,6 +29,9 @@ Methods, at the same ``--k`` on the same models:
   timesteps, projected by a seeded Gaussian matrix to ``k``, scored ``Phi_train (Phi^T Phi + lambda I)^-1
   phi_target`` per model and averaged over the ensemble. It is handed the same images, noise and
   timesteps as the others (the batch tensors), not endcredits' functions.
+
+``endcredits-loss-tsnorm`` and ``-tsnorm-both`` (``ddpm_measurement.py --tsnorm`` only): ``endcredits-loss``
+with timestep-normalized features (``timestep_normalized``) of the training images, or of both sides.
 """
 
 from __future__ import annotations
@@ -55,7 +58,17 @@ from torch import nn
 from endcredits.demo_images import BATCH, CHANNELS, LEARNING_RATE, SCHEDULE_STEPS, SIDE
 from endcredits.demo_images import train_ddpm as demo_train_ddpm
 
-DDPM_METHODS = ("endcredits", "endcredits-loss", "endcredits-loss-ggn", "traker", "dtrak")
+DDPM_METHODS = (
+    "endcredits",
+    "endcredits-loss",
+    "endcredits-loss-ggn",
+    "endcredits-loss-tsnorm",
+    "endcredits-loss-tsnorm-both",
+    "traker",
+    "dtrak",
+)
+TSNORM_ROLES = {"endcredits-loss-tsnorm": ("train",), "endcredits-loss-tsnorm-both": ("train", "target")}
+"""Timestep-normalized features (``timestep_normalized``): of the training images, or of both sides."""
 NOISE_SEED = 11
 """The seed of the shared noise (``DiffusionUNet.encode``) of every measurement and attribution."""
 OPENCLIPART_SVG = Path("/usr/share/openclipart/svg")
@@ -311,6 +324,35 @@ class _DenoisingGaussNewton:
         return torch.cat(columns, dim=1)
 
 
+def timestep_normalized(
+    roles: Sequence[str], norms: dict[str, Any] | None = None
+) -> Callable[[Any, dict[str, torch.Tensor], int, str], Any]:
+    """Features for ``run_endcredits``: for the ``roles`` given, the mean over the batch's timesteps of each
+    timestep's feature row divided by its norm (Diffusion-ReTrac, Xie et al., 2024: the gradient norm varies
+    greatly with the timestep, so a few timesteps dominate the sum); the other role's as usual. Each
+    timestep's row is the task's on a batch of that one timestep (the same noise and t, sliced). ``norms``,
+    when given, gets per role and model the median norm of each timestep's rows and the median share of
+    the largest timestep in a row's summed norms."""
+
+    def features(featurizer: Any, batch: dict[str, torch.Tensor], m: int, role: str) -> Any:
+        if role not in roles:
+            return featurizer.compute(batch, checkpoint_index=m, role=role)
+        per_step = []
+        for step in range(batch["timesteps"].shape[1]):
+            one = {key: v if key == "images" else v[:, step : step + 1] for key, v in batch.items()}
+            per_step.append(featurizer.compute(one, checkpoint_index=m, role=role).astype(np.float64))
+        lengths = np.stack([np.linalg.norm(rows, axis=1) for rows in per_step])  # [timesteps, n]
+        if norms is not None:
+            norms[f"{role} {m}"] = {
+                "median": np.round(np.median(lengths, axis=1), 4).tolist(),
+                "largest_share": round(float(np.median(lengths.max(axis=0) / lengths.sum(axis=0))), 4),
+            }
+        units = [rows / np.maximum(n, 1e-30)[:, None] for rows, n in zip(per_step, lengths, strict=True)]
+        return np.mean(units, axis=0).astype(np.float32)
+
+    return features
+
+
 def run_ddpm_method(
     method: str,
     members: Sequence[Any],
@@ -329,13 +371,14 @@ def run_ddpm_method(
     first = members[0]
     train_batch = first.encode(train_images, timesteps=work_timesteps or timesteps, seed=NOISE_SEED)
     target_batch = first.encode(target_images, timesteps=timesteps, seed=NOISE_SEED)
-    if method in ("endcredits", "endcredits-loss", "endcredits-loss-ggn"):
+    if method in ("endcredits", "endcredits-loss", "endcredits-loss-ggn", *TSNORM_ROLES):
         measurement = "squared-norm" if method == "endcredits" else "loss"
         task = first.task([m.state() for m in members], measurement=measurement)
         ggn = method == "endcredits-loss-ggn"
         if ggn:
             task = dataclasses.replace(task, curvature=_DenoisingGaussNewton(first.alphas_cumprod))
-        return run_endcredits(
+        norms: dict[str, Any] = {}
+        run = run_endcredits(
             task,
             train_batch,
             target_batch,
@@ -344,7 +387,9 @@ def run_ddpm_method(
             projection="gaussian" if ggn and projection == "auto" else projection,
             chunk_size=16,
             curvature=ggn,
+            features=timestep_normalized(TSNORM_ROLES[method], norms) if method in TSNORM_ROLES else None,
         )
+        return dataclasses.replace(run, notes={**run.notes, "timestep_norms": norms}) if norms else run
     as_tuple = [tuple(b[key] for key in ("images", "noise", "timesteps")) for b in (train_batch, target_batch)]
     alphas = first.alphas_cumprod.float()
     if method == "dtrak":

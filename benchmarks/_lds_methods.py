@@ -95,8 +95,11 @@ def run_endcredits(
     curvature: bool = False,
     scorer: str = "trak",
     response: str = "gradient-flow",
+    features: Callable[[Any, Any, int, str], npt.NDArray[np.float32]] | None = None,
 ) -> MethodRun:
     """``Featurizer`` once per model (training features, Q, target features), then the scorer per lambda.
+    ``features(featurizer, batch, model_index, role)``, when given, computes the features instead of
+    ``Featurizer.compute``.
 
     ``scorer="trak"``: ``TRAKScorer``; ``curvature``: its kernel is the task's Gauss-Newton matrix
     (``Featurizer.curvature``) instead of ``Phi^T Phi``. ``scorer="influence"``: ``InfluenceScorer``
@@ -111,11 +114,12 @@ def run_endcredits(
     if projection == "auto":  # as the product resolves it: AttributionSettings.resolved
         projection, k = concrete_projection(task, k, batch_size(train_batch))
     featurizer = Featurizer(task, k=k, seed=seed, projection=projection, chunk_size=chunk_size)
+    compute = features or (lambda f, batch, m, role: f.compute(batch, checkpoint_index=m, role=role))
     train_features, train_weights, target_features, kernels = [], [], [], []
     for m in range(len(task.checkpoints)):
-        train_features.append(featurizer.compute(train_batch, checkpoint_index=m, role="train"))
+        train_features.append(compute(featurizer, train_batch, m, "train"))
         train_weights.append(featurizer.weights(train_batch, checkpoint_index=m))
-        target_features.append(featurizer.compute(target_batch, checkpoint_index=m, role="target"))
+        target_features.append(compute(featurizer, target_batch, m, "target"))
         if curvature:
             kernels.append(featurizer.curvature(train_batch, checkpoint_index=m))
         if scorer == "influence":

@@ -6,8 +6,9 @@ and the generated ones apart, and the paired gap between the measurements (mean 
 and its standard error; the subsets' share of the noise is not in it). The main (reported) draw is never
 scored here. ``--work-timesteps 8,24`` compares timesteps for the training images' features (the test
 images keep ``--ddpm-timesteps``); ``--peers`` adds traker; ``--ggn`` adds the loss with a Gauss-Newton
-kernel (``_lds_ddpm._DenoisingGaussNewton``). It builds the problem as ``lds.py`` does, so pass the same
-draw flags to share its cache::
+kernel (``_lds_ddpm._DenoisingGaussNewton``); ``--tsnorm`` adds the loss with timestep-normalized
+features of the training images (``loss-tsnorm``) and of both sides (``loss-tsnorm-both``). It builds the
+problem as ``lds.py`` does, so pass the same draw flags to share its cache::
 
     PYTHONPATH=$PWD/src:$PWD/benchmarks OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ddpm_measurement.py \\
         --ddpm-steps 200 --tune-subsets 16 --seeds-per-subset 3 --json
@@ -55,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ggn", action="store_true", help="also the loss with a Gauss-Newton kernel (Gaussian projection to --k)"
     )
+    parser.add_argument(
+        "--tsnorm", action="store_true", help="also the loss with timestep-normalized features (_lds_ddpm)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     args.models, args.peer_batch_size, args.ddpm_checkpoints = 1, 100, ""
@@ -69,6 +73,11 @@ def main(argv: list[str] | None = None) -> int:
         **MEASUREMENTS,
         **({"traker": "traker"} if args.peers else {}),
         **({"loss-ggn": "endcredits-loss-ggn"} if args.ggn else {}),
+        **(
+            {"loss-tsnorm": "endcredits-loss-tsnorm", "loss-tsnorm-both": "endcredits-loss-tsnorm-both"}
+            if args.tsnorm
+            else {}
+        ),
     }
     per: dict[tuple[str, str, float], npt.NDArray[np.float64]] = {}
     notes: dict[str, Any] = {}
@@ -81,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                 label = name if len(works) == 1 else f"{name}@{work}"
                 lambdas = PEER_GRID if method == "traker" else grid
                 run = problem.run_method(method, problem.ensembles[recipe], lambdas)
-                notes[label] = run.notes
+                notes.setdefault(label, run.notes)  # the first recipe's (full)
                 for lam in lambdas:
                     _, per_output = core.lds(run.scores[lam][:, cols], problem.tune_masks, problem.tune_outputs)
                     per[(recipe, label, lam)] = per_output
@@ -99,10 +108,12 @@ def main(argv: list[str] | None = None) -> int:
         return {**summary(a - b), "se": float(d.std(ddof=1) / np.sqrt(d.size))}
 
     tuning = {f"{r} {m} {lam:g}": summary(v) for (r, m, lam), v in per.items()}
+    contenders = [n for n in ("squared-norm", "loss-tsnorm", "loss-tsnorm-both") if n in methods]
     gaps = (
         {
-            f"{r}: squared-norm {ls:g} - loss {ll:g}": gap(per[(r, "squared-norm", ls)], per[(r, "loss", ll)])
+            f"{r}: {name} {ls:g} - loss {ll:g}": gap(per[(r, name, ls)], per[(r, "loss", ll)])
             for r in ("full", "half")
+            for name in contenders
             for ls in grid
             for ll in (1.0, max(grid, key=lambda v: np.nanmean(per[(r, "loss", v)])))
         }

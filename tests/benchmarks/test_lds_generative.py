@@ -94,14 +94,17 @@ def test_tiny_ddpm_measurement_reads_the_lds_draws(tmp_path: Path, capsys: pytes
     ]  # fmt: skip
     assert lds.main(["--setting", "image-ddpm", "--methods", "endcredits", "--cf-tests", "0", *draw]) == 0
     capsys.readouterr()
-    assert ddpm_measurement.main([*draw, "--lambdas", "1,1000"]) == 0
+    assert ddpm_measurement.main([*draw, "--lambdas", "1,1000", "--tsnorm"]) == 0
     captured = capsys.readouterr()
     assert captured.err.count("(0 retrained now") == 2  # the main and the tuning draw
     report = json.loads(captured.out)
     assert report["tune_outputs"] == 4 and report["projection"]["loss"]["projection"] == "identity"
+    measurements = ("loss", "squared-norm", "loss-tsnorm", "loss-tsnorm-both")
     assert set(report["tuning"]) == {
-        f"{r} {m} {lam}" for r in ("full", "half") for m in ("loss", "squared-norm") for lam in ("1", "1000")
+        f"{r} {m} {lam}" for r in ("full", "half") for m in measurements for lam in ("1", "1000")
     }
+    assert "half: loss-tsnorm-both 1000 - loss 1" in report["gaps"]
+    assert len(report["projection"]["loss-tsnorm-both"]["timestep_norms"]["target 0"]["median"]) == 2
     for row in report["tuning"].values():
         assert -1.0 <= row["all"] <= 1.0
     gap = report["gaps"]["full: squared-norm 1 - loss 1"]
@@ -224,6 +227,40 @@ def test_the_denoising_gauss_newton_probes_estimate_the_exact_curvature() -> Non
     one = float((along(probes(1)) ** 2).sum())
     assert many == pytest.approx(exact, rel=0.05)
     assert one != pytest.approx(exact, rel=0.05)
+
+
+def test_timestep_normalized_features_average_each_timesteps_unit_gradient() -> None:
+    """A normalized role's feature row is the mean over the timesteps of each timestep's gradient of minus
+    its denoising loss, divided by its norm (autograd here); the other role keeps ``Featurizer.compute``."""
+    from _lds_ddpm import NOISE_SEED, new_scheduler, timestep_normalized, train_ddpm
+
+    from endcredits.attribution.diffusion import DiffusionUNet
+    from endcredits.attribution.featurizer import Featurizer
+
+    images = torch.rand((3, 1, 16, 16), generator=torch.Generator().manual_seed(0)) * 2 - 1
+    model = train_ddpm(images, seed=1, steps=2).eval()
+    unet = DiffusionUNet(model, new_scheduler().alphas_cumprod.clone(), 1, 16)
+    batch = unet.encode(images, timesteps=3, seed=NOISE_SEED)
+    featurizer = Featurizer(unet.task(), k=None, seed=0, projection="identity")
+    features = timestep_normalized(("train",))
+    normalized, plain = features(featurizer, batch, 0, "train"), features(featurizer, batch, 0, "target")
+    assert np.array_equal(plain, featurizer.compute(batch, role="target"))
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def gradient(i: int, steps: list[int]) -> torch.Tensor:
+        t = batch["timesteps"][i, steps]
+        a = unet.alphas_cumprod.float()[t].reshape(-1, 1, 1, 1)
+        noise = batch["noise"][i, steps]
+        eps = model(a.sqrt() * images[i][None] + (1 - a).sqrt() * noise, t).sample
+        loss = -((eps - noise) ** 2).mean()
+        return torch.cat([g.flatten() for g in torch.autograd.grad(loss, params)])
+
+    for i in range(3):
+        assert np.allclose(plain[i], gradient(i, [0, 1, 2]).numpy(), rtol=1e-4, atol=1e-7)  # the same parameter order
+        units = [gradient(i, [k]) / gradient(i, [k]).norm() for k in range(3)]
+        expected = torch.stack(units).mean(dim=0).numpy()
+        assert np.allclose(normalized[i], expected, rtol=1e-4, atol=1e-7)
+        assert not np.allclose(normalized[i] / np.linalg.norm(normalized[i]), plain[i] / np.linalg.norm(plain[i]))
 
 
 def test_keeping_checkpoints_trains_the_same_ddpm() -> None:
