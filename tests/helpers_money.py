@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, select, text
 
 from endcredits.ledger.accrue import ScoreSource
 from endcredits.ledger.evidence import read_evidence
@@ -303,8 +303,8 @@ def bound_char_lm(world: World) -> tuple:  # type: ignore[type-arg]
 
     store = world.store
     texts = ["song bytes", "film bytes", "orphan bytes"]
-    for text in texts:
-        put_blob(store.data_dir, text.encode())
+    for body in texts:
+        put_blob(store.data_dir, body.encode())
     path = checkpoint_path(store, "m")
     path.parent.mkdir(parents=True, exist_ok=True)
     trained = train_char_lm(texts, seed=0, steps_max=2, time_s_max=30.0, batch_size=2, window=16)
@@ -347,3 +347,16 @@ def names_usage(payees: list[str], codes: np.ndarray, batch: int, rng: np.random
         roles=["endcredits:attributed"],
         role_codes=np.zeros(len(codes), dtype=np.int64),
     )
+
+
+def ledger_state(s: Store) -> tuple[object, ...]:
+    """What two stores that accrued the same batches must hold alike: each transfer with its content and
+    segment hashes, every balance and every carry."""
+    with s.read() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT t.event_id, t.content_sha256, g.sha256 FROM transfers t JOIN ledger_segments g "
+                "ON g.transfer_id = t.id ORDER BY t.id"
+            )
+        ).all()
+        return rows, account_balances(conn), carried_fractions(conn)

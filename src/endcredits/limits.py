@@ -56,6 +56,13 @@ FOLD_SQLITE_CACHE_KIB = 524_288
 """A fold on SQLite runs with a page cache of at least this many KiB (512 MiB), then the store's again: its
 10^6 account rows go into three B-trees larger than the store's 64 MiB cache."""
 
+CARRY_CACHE_NAME_ID_MAX = 250_000_000
+"""A process keeps the carries of a store and currency between accruals (``ledger.carry_cache``): a name's
+in an array indexed by its id, 4 bytes a name id up to this one (1 GB); larger ids as other payees."""
+
+CARRY_CACHE_PAYEES_MAX = 5_000_000
+"""... and other payees' in a dict (about 150 bytes each), kept while it holds at most this many."""
+
 FOLD_IDLE_S = 5.0
 """``serve`` folds what is pending once no usage batch has been accrued for this many seconds."""
 

@@ -12,18 +12,18 @@ import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import delete, text, update
+from sqlalchemy import delete, update
 
 import endcredits.ledger.accrue as accrue_module
 from endcredits.errors import NotFoundError
 from endcredits.ledger.accrue import accrue
-from endcredits.ledger.records import account_balances, carried_fractions, fold_pending
+from endcredits.ledger.records import fold_pending
 from endcredits.ledger.routes import route_payees
 from endcredits.ledger.verify import verify
 from endcredits.registry.records import add_person, claim_name, name_ids, route_arrays, verify_person
 from endcredits.store.engine import Store
 from endcredits.store.schema import names, people
-from helpers_money import EXTERNAL, agreement, names_usage, names_world
+from helpers_money import EXTERNAL, agreement, ledger_state, names_usage, names_world
 
 
 def _names(store: Store, first: int, n: int) -> list[str]:
@@ -155,17 +155,6 @@ def test_random_changes_route_as_route_arrays(store: Store, steps: list[tuple[st
         _same(store, payees)
 
 
-def _ledger(s: Store) -> tuple[object, ...]:
-    with s.read() as conn:
-        rows = conn.execute(
-            text(
-                "SELECT t.event_id, t.content_sha256, g.sha256 FROM transfers t JOIN ledger_segments g "
-                "ON g.transfer_id = t.id ORDER BY t.id"
-            )
-        ).all()
-        return rows, account_balances(conn), carried_fractions(conn)
-
-
 def test_names_known_distinct_accrue_as_names_hashed(
     store_factory: Callable[[], Store], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -177,8 +166,8 @@ def test_names_known_distinct_accrue_as_names_hashed(
     ag = agreement()
     examples = itertools.count()
 
-    def not_known(conn: object, texts: pa.Array) -> tuple[pa.Array, pa.Array, bool]:
-        kinds, holders, _ = route_payees(conn, texts)  # type: ignore[arg-type]
+    def not_known(conn: object, texts: pa.Array, numbers: object = "parse") -> tuple[pa.Array, pa.Array, bool]:
+        kinds, holders, _ = route_payees(conn, texts, numbers)  # type: ignore[arg-type]
         return kinds, holders, False
 
     @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -198,7 +187,7 @@ def test_names_known_distinct_accrue_as_names_hashed(
                 for s in (hashed, known):
                     with s.write() as conn:
                         fold_pending(conn)
-            assert _ledger(hashed) == _ledger(known)
+            assert ledger_state(hashed) == ledger_state(known)
 
     check()
     assert verify(known).ok

@@ -49,7 +49,7 @@ from endcredits.ledger.floors import FloorLine, record_floor_lines
 from endcredits.ledger.folding import fold_due
 from endcredits.ledger.guild_minimums import group_minimum_lines, record_minimum_lines
 from endcredits.ledger.records import fold_pending, post_accrual, read_carries
-from endcredits.ledger.routes import route_payees
+from endcredits.ledger.routes import name_numbers, route_payees
 from endcredits.limits import (
     EXTERNAL_REASON_CHARS_MAX,
     ID_LENGTH_MAX,
@@ -352,6 +352,7 @@ class _Prepared:
     kinds: pa.Array  # each payee's account kind and holder (strings)
     holders: pa.Array
     distinct: bool  # the payees are known to be distinct (``ledger.routes``): no hash of them is needed
+    numbers: npt.NDArray[np.int64] | None  # their name ids, where all are names (``routes.name_numbers``)
 
 
 def _prepare_group(
@@ -381,14 +382,17 @@ def _prepare_group(
     try:
         if write_outputs:
             _insert_outputs(conn, event_id, usage)
-        kinds, holders, distinct = route_payees(conn, payee_texts)
+        numbers = name_numbers(payee_texts)
+        kinds, holders, distinct = route_payees(conn, payee_texts, numbers)
     finally:
         splitter.join()
     if "error" in done:
         raise done["error"]
     split, micro_sum, sub_sum = done["split"]
     evidence = done.get("evidence", {})
-    return _Prepared(pools, used, payees, split, micro_sum, sub_sum, evidence, payee_texts, kinds, holders, distinct)
+    return _Prepared(
+        pools, used, payees, split, micro_sum, sub_sum, evidence, payee_texts, kinds, holders, distinct, numbers
+    )
 
 
 def _plan_group(
@@ -414,7 +418,7 @@ def _plan_group(
     if evidence is not None:
         table = _evidence_table(prep.evidence, line_accounts, split, usage.shares, evidence.source)
         evidence.start(period, group_id, table)
-    carry_in = read_carries(conn, currency, payees, prep.payee_texts, distinct=prep.distinct)
+    carry_in = read_carries(conn, currency, payees, prep.payee_texts, distinct=prep.distinct, numbers=prep.numbers)
     top_ups = floor_top_ups(usage, floors, split.microunits, split.subunits) if floors else {}
     pool_total = _pool_total(pools)
     if carry_overrides:  # a dry run's earlier groups, not written

@@ -34,6 +34,7 @@ from endcredits.ledger import (
     check_transfer,
     parse_account_key,
 )
+from endcredits.ledger.carry_cache import cached_carries
 from endcredits.ledger.segments import (
     Segment,
     fold_watermark,
@@ -523,17 +524,23 @@ def read_carries(
     payee_texts: pa.Array | None = None,
     *,
     distinct: bool = False,
+    numbers: npt.NDArray[np.int64] | None = None,
 ) -> npt.NDArray[np.int64]:
     """Each payee's carried fraction (2^-32 microunit) in ``currency`` as of now: the carries table,
     overridden by the snapshot, overridden by the latest pending segment that carries the payee (0 for a
     payee with none).
     ``payee_texts``: the same payees as a string array, when the caller has one. ``distinct``: the payees
     are known to be distinct; then one hash of them is probed by the snapshot's and every pending segment's
-    payees, instead of a hash of each of those probed by the payees."""
+    payees, instead of a hash of each of those probed by the payees. ``numbers``: the payees' name ids,
+    where all are names and the caller has them (``routes.name_numbers``)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    texts = payee_texts if payee_texts is not None else pa.array(payees, pa.string())
+    cached = cached_carries(conn, currency, texts, numbers)  # what follows, kept by the process between accruals
+    if cached is not None:
+        return cached
     carry = np.zeros(len(payees), dtype=np.int64)
     # Folds write carries into the snapshot; rows exist only in stores folded before it existed.
     if fetch_all(conn, "SELECT 1 FROM carries LIMIT 1"):
@@ -546,7 +553,6 @@ def read_carries(
         position = {p: i for i, p in enumerate(payees)}
         for payee, subunits in rows:
             carry[position[payee]] = subunits
-    texts = payee_texts if payee_texts is not None else pa.array(payees, pa.string())
     held_payees, held_subunits = read_snapshot(conn, balances=False).carries_of(currency)
     if distinct:
         sources = [(held_payees, held_subunits)] if len(held_payees) else []

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from sqlalchemy import Connection
 
@@ -51,13 +51,22 @@ _lock = threading.Lock()
 _known: dict[tuple[str, str], _Known] = {}
 
 
-def route_payees(conn: Connection, payees: pa.Array) -> tuple[pa.Array, pa.Array, bool]:
+def name_numbers(payees: pa.Array) -> npt.NDArray[np.int64] | None:
+    """The ids of payees that are all ``name:<digits>``, parsed in C; None when any is of another form."""
+    return _name_numbers(payees)
+
+
+def route_payees(
+    conn: Connection, payees: pa.Array, numbers: npt.NDArray[np.int64] | None | Literal["parse"] = "parse"
+) -> tuple[pa.Array, pa.Array, bool]:
     """``route_arrays(conn, payees)``: each payee's account kind and holder, as two string arrays; and whether
     the payees are known to be distinct (True only where that costs nothing per payee: names the cache
-    holds, marked in a bitmap of the registered ids), so that the caller may skip hashing them."""
+    holds, marked in a bitmap of the registered ids), so that the caller may skip hashing them.
+    ``numbers``: ``name_numbers(payees)`` where the caller has them."""
     import numpy as np
 
-    numbers = _name_numbers(payees)
+    if isinstance(numbers, str):
+        numbers = _name_numbers(payees)
     if numbers is None:
         return (*route_arrays(conn, payees), False)
     known = _refreshed(conn)

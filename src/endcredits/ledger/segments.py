@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import weakref
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -150,6 +151,10 @@ class Segment:
         return dict(zip(self.accounts.to_pylist(), self.amount_list()))
 
 
+_WRITTEN: weakref.WeakKeyDictionary[Connection, set[int]] = weakref.WeakKeyDictionary()
+"""Per connection, the segments its transaction wrote (``Store.write`` opens a Connection per transaction)."""
+
+
 def insert_segment(
     conn: Connection,
     transfer_id: int,
@@ -164,6 +169,7 @@ def insert_segment(
         legs_blob = encode_legs(list(legs), list(legs.values()))
     carries_blob = encode_carries(*carries)
     sha = segment_sha256(legs_blob, carries_blob)
+    _WRITTEN.setdefault(conn, set()).add(transfer_id)  # a Connection is one transaction (Store.write)
     conn.execute(
         ledger_segments.insert().values(
             transfer_id=transfer_id,
@@ -254,6 +260,25 @@ def iter_carries(
         ccy, blob = _segment_row(conn, transfer_id, ["currency", "carries_arrow"])
         table = read_ipc(blob, transfer_id, "carries", (segment_schemas()["CARRIES_SCHEMA"],))
         yield ccy, table.column(0).combine_chunks(), table.column(1).combine_chunks()
+
+
+def segment_carries(conn: Connection, *, after: int, currency: str) -> Iterator[tuple[int, pa.Array, pa.Array]]:
+    """(transfer id, payees, subunits) of each segment of ``currency`` above ``after``, in transfer order."""
+    for transfer_id in segment_ids(conn, after=after, currency=currency):
+        (blob,) = _segment_row(conn, transfer_id, ["carries_arrow"])
+        table = read_ipc(blob, transfer_id, "carries", (segment_schemas()["CARRIES_SCHEMA"],))
+        yield transfer_id, table.column(0).combine_chunks(), table.column(1).combine_chunks()
+
+
+def segment_sha_of(conn: Connection, transfer_id: int) -> str | None:
+    """The SHA-256 of segment ``transfer_id``, or None where there is none."""
+    row = conn.execute(select(ledger_segments.c.sha256).where(ledger_segments.c.transfer_id == transfer_id)).first()
+    return None if row is None else str(row[0])
+
+
+def written_in(conn: Connection) -> frozenset[int]:
+    """The segments ``conn``'s open transaction wrote (``insert_segment``): not committed yet."""
+    return frozenset(_WRITTEN.get(conn, ()))
 
 
 def segment_ids(
