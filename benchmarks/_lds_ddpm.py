@@ -32,6 +32,9 @@ Methods, at the same ``--k`` on the same models:
 
 ``endcredits-loss-tsnorm`` and ``-tsnorm-both`` (``ddpm_measurement.py --tsnorm`` only): ``endcredits-loss``
 with timestep-normalized features (``timestep_normalized``) of the training images, or of both sides.
+``endcredits-loss-unit`` and ``-relatif`` (``ddpm_measurement.py --relatif`` only): ``endcredits-loss`` with
+each training image's feature row divided by its norm (``unit_rows``), or each training image's scores
+divided by the square root of its self-influence (``SelfRelativeTRAKScorer``; RelatIF, Barshan et al., 2020).
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ from _lds_methods import MethodRun, PeerJob, _quiet, run_endcredits, run_traker
 from _lds_retrain import RunMemo, counterfactual_by_retraining
 from torch import nn
 
+from endcredits.attribution.scorers import TRAKScorer
 from endcredits.demo_images import BATCH, CHANNELS, LEARNING_RATE, SCHEDULE_STEPS, SIDE
 from endcredits.demo_images import train_ddpm as demo_train_ddpm
 
@@ -64,6 +68,8 @@ DDPM_METHODS = (
     "endcredits-loss-ggn",
     "endcredits-loss-tsnorm",
     "endcredits-loss-tsnorm-both",
+    "endcredits-loss-unit",
+    "endcredits-loss-relatif",
     "traker",
     "dtrak",
 )
@@ -353,6 +359,46 @@ def timestep_normalized(
     return features
 
 
+def unit_rows(
+    roles: Sequence[str], norms: dict[str, Any] | None = None
+) -> Callable[[Any, dict[str, torch.Tensor], int, str], Any]:
+    """Features for ``run_endcredits``: for the ``roles`` given, each row of ``Featurizer.compute`` divided by
+    its norm (RelatIF's motivation, Barshan et al., 2020: examples with very large gradients top every
+    output's ranking); the kernel is then built from the unit rows too. ``norms``, when given, gets per role
+    and model the quartiles of the row norms."""
+
+    def features(featurizer: Any, batch: dict[str, torch.Tensor], m: int, role: str) -> Any:
+        rows = featurizer.compute(batch, checkpoint_index=m, role=role)
+        if role not in roles:
+            return rows
+        lengths = np.linalg.norm(rows.astype(np.float64), axis=1)
+        if norms is not None:
+            norms[f"{role} {m}"] = np.round(np.quantile(lengths, [0.0, 0.25, 0.5, 0.75, 1.0]), 4).tolist()
+        return (rows / np.maximum(lengths, 1e-30)[:, None]).astype(np.float32)
+
+    return features
+
+
+class SelfRelativeTRAKScorer(TRAKScorer):
+    """``TRAKScorer`` with each training row of each model's ``Phi (K + lambda I)^-1`` divided by the square
+    root of that example's self-influence ``phi_i^T (K + lambda I)^-1 phi_i`` (the same kernel and absolute
+    lambda): RelatIF's self-influence normalization (Barshan et al., 2020), per model before the ensemble
+    mean. ``self_influences`` keeps each model's."""
+
+    def __init__(self, lambda_: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(lambda_, **kwargs)
+        self.self_influences: list[npt.NDArray[np.float64]] = []
+
+    def _precondition(
+        self, phi: Any, kernel: npt.NDArray[np.float64] | None, row_scale: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.float32]:
+        out = super()._precondition(phi, kernel, row_scale)
+        rows = np.asarray(phi, dtype=np.float64)
+        influence = np.einsum("ij,ij->i", out.astype(np.float64), rows) / row_scale
+        self.self_influences.append(influence)
+        return (out / np.sqrt(np.maximum(influence, 1e-300))[:, None]).astype(np.float32)
+
+
 def run_ddpm_method(
     method: str,
     members: Sequence[Any],
@@ -371,13 +417,15 @@ def run_ddpm_method(
     first = members[0]
     train_batch = first.encode(train_images, timesteps=work_timesteps or timesteps, seed=NOISE_SEED)
     target_batch = first.encode(target_images, timesteps=timesteps, seed=NOISE_SEED)
-    if method in ("endcredits", "endcredits-loss", "endcredits-loss-ggn", *TSNORM_ROLES):
+    relatif = {"endcredits-loss-unit", "endcredits-loss-relatif"}
+    if method in ("endcredits", "endcredits-loss", "endcredits-loss-ggn", *TSNORM_ROLES, *relatif):
         measurement = "squared-norm" if method == "endcredits" else "loss"
         task = first.task([m.state() for m in members], measurement=measurement)
         ggn = method == "endcredits-loss-ggn"
         if ggn:
             task = dataclasses.replace(task, curvature=_DenoisingGaussNewton(first.alphas_cumprod))
         norms: dict[str, Any] = {}
+        features = timestep_normalized(TSNORM_ROLES[method], norms) if method in TSNORM_ROLES else None
         run = run_endcredits(
             task,
             train_batch,
@@ -387,9 +435,13 @@ def run_ddpm_method(
             projection="gaussian" if ggn and projection == "auto" else projection,
             chunk_size=16,
             curvature=ggn,
-            features=timestep_normalized(TSNORM_ROLES[method], norms) if method in TSNORM_ROLES else None,
+            features=unit_rows(("train",), norms) if method == "endcredits-loss-unit" else features,
+            trak=SelfRelativeTRAKScorer if method == "endcredits-loss-relatif" else TRAKScorer,
         )
-        return dataclasses.replace(run, notes={**run.notes, "timestep_norms": norms}) if norms else run
+        key = "row_norms" if method == "endcredits-loss-unit" else "timestep_norms"
+        if method == "endcredits-loss-relatif":
+            norms, key = {"train": "scores over sqrt(self-influence)"}, "relative"
+        return dataclasses.replace(run, notes={**run.notes, key: norms}) if norms else run
     as_tuple = [tuple(b[key] for key in ("images", "noise", "timesteps")) for b in (train_batch, target_batch)]
     alphas = first.alphas_cumprod.float()
     if method == "dtrak":

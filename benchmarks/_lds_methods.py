@@ -96,10 +96,11 @@ def run_endcredits(
     scorer: str = "trak",
     response: str = "gradient-flow",
     features: Callable[[Any, Any, int, str], npt.NDArray[np.float32]] | None = None,
+    trak: Callable[..., Any] | None = None,
 ) -> MethodRun:
     """``Featurizer`` once per model (training features, Q, target features), then the scorer per lambda.
     ``features(featurizer, batch, model_index, role)``, when given, computes the features instead of
-    ``Featurizer.compute``.
+    ``Featurizer.compute``; ``trak``, when given, is the class used instead of ``TRAKScorer``.
 
     ``scorer="trak"``: ``TRAKScorer``; ``curvature``: its kernel is the task's Gauss-Newton matrix
     (``Featurizer.curvature``) instead of ``Phi^T Phi``. ``scorer="influence"``: ``InfluenceScorer``
@@ -109,6 +110,7 @@ def run_endcredits(
     from endcredits.attribution.scorers import InfluenceScorer, TRAKScorer
 
     curvature = curvature or scorer == "influence"
+    trak = trak or TRAKScorer
 
     started = time.perf_counter()
     if projection == "auto":  # as the product resolves it: AttributionSettings.resolved
@@ -136,7 +138,7 @@ def run_endcredits(
         started = time.perf_counter()
         lam_value, power, moment = (*lam, 0.0)[:3] if isinstance(lam, tuple) else (lam, 1.0, 0.0)
         fitted = (
-            TRAKScorer(lambda_=lam_value, weight_power=power, second_moment_power=moment)
+            trak(lambda_=lam_value, weight_power=power, second_moment_power=moment)
             if scorer == "trak"
             else InfluenceScorer(lam_value, response=response)
         )  # type: ignore[arg-type]

@@ -7,8 +7,10 @@ and its standard error; the subsets' share of the noise is not in it). The main 
 scored here. ``--work-timesteps 8,24`` compares timesteps for the training images' features (the test
 images keep ``--ddpm-timesteps``); ``--peers`` adds traker; ``--ggn`` adds the loss with a Gauss-Newton
 kernel (``_lds_ddpm._DenoisingGaussNewton``); ``--tsnorm`` adds the loss with timestep-normalized
-features of the training images (``loss-tsnorm``) and of both sides (``loss-tsnorm-both``). It builds the
-problem as ``lds.py`` does, so pass the same draw flags to share its cache::
+features of the training images (``loss-tsnorm``) and of both sides (``loss-tsnorm-both``); ``--relatif``
+adds the loss with unit-norm training feature rows (``loss-unit``) and with each training image's scores
+divided by the square root of its self-influence (``loss-relatif``). It builds the problem as ``lds.py``
+does, so pass the same draw flags to share its cache::
 
     PYTHONPATH=$PWD/src:$PWD/benchmarks OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ddpm_measurement.py \\
         --ddpm-steps 200 --tune-subsets 16 --seeds-per-subset 3 --json
@@ -30,6 +32,8 @@ from _lds_ddpm import build_problem
 MEASUREMENTS = {"loss": "endcredits-loss", "squared-norm": "endcredits"}
 PEER_GRID = (0.0, 1e-10, 1e-8, 1e-6, 1e-4, 1e-2, 1.0, 1e2, 1e4)
 """traker's ridge is absolute; its kernel's eigenvalues are far below 1 here (docs/benchmarks.md)."""
+CONTENDERS = ("squared-norm", "loss-tsnorm", "loss-tsnorm-both", "loss-unit", "loss-relatif")
+"""Each compared with the loss (the paired gaps)."""
 GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6)
 
 
@@ -59,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tsnorm", action="store_true", help="also the loss with timestep-normalized features (_lds_ddpm)"
     )
+    parser.add_argument(
+        "--relatif", action="store_true", help="also the loss with unit-norm or self-influence-relative training rows"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     args.models, args.peer_batch_size, args.ddpm_checkpoints = 1, 100, ""
@@ -78,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.tsnorm
             else {}
         ),
+        **({"loss-unit": "endcredits-loss-unit", "loss-relatif": "endcredits-loss-relatif"} if args.relatif else {}),
     }
     per: dict[tuple[str, str, float], npt.NDArray[np.float64]] = {}
     notes: dict[str, Any] = {}
@@ -108,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         return {**summary(a - b), "se": float(d.std(ddof=1) / np.sqrt(d.size))}
 
     tuning = {f"{r} {m} {lam:g}": summary(v) for (r, m, lam), v in per.items()}
-    contenders = [n for n in ("squared-norm", "loss-tsnorm", "loss-tsnorm-both") if n in methods]
+    contenders = [n for n in CONTENDERS if n in methods]
     gaps = (
         {
             f"{r}: {name} {ls:g} - loss {ll:g}": gap(per[(r, name, ls)], per[(r, "loss", ll)])

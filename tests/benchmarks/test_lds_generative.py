@@ -94,16 +94,19 @@ def test_tiny_ddpm_measurement_reads_the_lds_draws(tmp_path: Path, capsys: pytes
     ]  # fmt: skip
     assert lds.main(["--setting", "image-ddpm", "--methods", "endcredits", "--cf-tests", "0", *draw]) == 0
     capsys.readouterr()
-    assert ddpm_measurement.main([*draw, "--lambdas", "1,1000", "--tsnorm"]) == 0
+    assert ddpm_measurement.main([*draw, "--lambdas", "1,1000", "--tsnorm", "--relatif"]) == 0
     captured = capsys.readouterr()
     assert captured.err.count("(0 retrained now") == 2  # the main and the tuning draw
     report = json.loads(captured.out)
     assert report["tune_outputs"] == 4 and report["projection"]["loss"]["projection"] == "identity"
-    measurements = ("loss", "squared-norm", "loss-tsnorm", "loss-tsnorm-both")
+    measurements = ("loss", "squared-norm", "loss-tsnorm", "loss-tsnorm-both", "loss-unit", "loss-relatif")
     assert set(report["tuning"]) == {
         f"{r} {m} {lam}" for r in ("full", "half") for m in measurements for lam in ("1", "1000")
     }
     assert "half: loss-tsnorm-both 1000 - loss 1" in report["gaps"]
+    assert "full: loss-relatif 1 - loss 1" in report["gaps"] and "half: loss-unit 1000 - loss 1" in report["gaps"]
+    assert len(report["projection"]["loss-unit"]["row_norms"]["train 0"]) == 5
+    assert report["projection"]["loss-relatif"]["relative"] == {"train": "scores over sqrt(self-influence)"}
     assert len(report["projection"]["loss-tsnorm-both"]["timestep_norms"]["target 0"]["median"]) == 2
     for row in report["tuning"].values():
         assert -1.0 <= row["all"] <= 1.0
@@ -261,6 +264,55 @@ def test_timestep_normalized_features_average_each_timesteps_unit_gradient() -> 
         expected = torch.stack(units).mean(dim=0).numpy()
         assert np.allclose(normalized[i], expected, rtol=1e-4, atol=1e-7)
         assert not np.allclose(normalized[i] / np.linalg.norm(normalized[i]), plain[i] / np.linalg.norm(plain[i]))
+
+
+def test_unit_rows_divide_only_the_training_rows_by_their_norms() -> None:
+    """``unit_rows(("train",))``: each training row over its norm, the test rows as ``Featurizer.compute``."""
+    from _lds_ddpm import unit_rows
+
+    rows = np.random.default_rng(0).normal(size=(5, 7)).astype(np.float32) * np.arange(1, 6)[:, None]
+
+    class Rows:
+        def compute(self, batch: object, *, checkpoint_index: int, role: str) -> np.ndarray:
+            return rows * (checkpoint_index + 1)
+
+    norms: dict[str, object] = {}
+    features = unit_rows(("train",), norms)
+    train, target = features(Rows(), {}, 1, "train"), features(Rows(), {}, 1, "target")
+    assert np.array_equal(target, rows * 2)
+    assert np.allclose(train * np.linalg.norm(rows * 2, axis=1)[:, None], rows * 2, rtol=1e-6)
+    assert np.allclose(np.linalg.norm(train, axis=1), 1.0, rtol=1e-6)
+    assert norms["train 1"][-1] == pytest.approx(np.linalg.norm(rows * 2, axis=1).max(), rel=1e-4)
+    assert "target 1" not in norms
+
+
+@pytest.mark.parametrize(("n", "dim"), [(6, 10), (12, 5)])  # the dual form and the primal one
+def test_the_self_relative_trak_scorer_divides_by_the_root_self_influence(n: int, dim: int) -> None:
+    """Per model, ``q_i phi_i^T (K + lambda I)^-1 phi_t / sqrt(phi_i^T (K + lambda I)^-1 phi_i)`` with
+    ``K = Phi^T Phi`` and the relative lambda (times the kernel's mean nonzero eigenvalue), averaged over
+    the models; written out here in numpy. It ranks differently from the plain TRAK scores."""
+    from _lds_ddpm import SelfRelativeTRAKScorer
+
+    from endcredits.attribution.scorers import TRAKScorer
+
+    rng = np.random.default_rng(1)
+    phis = [rng.normal(size=(n, dim)) * rng.uniform(0.2, 5.0, size=(n, 1)) for _ in range(2)]
+    targets = [rng.normal(size=(3, dim)) for _ in range(2)]
+    weights = [rng.uniform(0.5, 1.5, size=n) for _ in range(2)]
+    lam = 0.7
+    expected = np.zeros((3, n))
+    for phi, target in zip(phis, targets, strict=True):
+        system = phi.T @ phi + lam * np.trace(phi @ phi.T) / min(n, dim) * np.eye(dim)
+        solved = np.linalg.solve(system, phi.T)  # [dim, n]
+        self_influence = np.einsum("ij,ji->i", phi, solved)
+        expected += (target @ solved) * np.mean(weights, axis=0) / 2 / np.sqrt(self_influence)
+    as32 = [p.astype(np.float32) for p in phis]
+    scorer = SelfRelativeTRAKScorer(lam).fit(as32, weights)
+    scores = scorer.score([t.astype(np.float32) for t in targets])
+    assert np.allclose(scores, expected, rtol=1e-4, atol=1e-6)
+    assert len(scorer.self_influences) == 2 and (scorer.self_influences[0] > 0).all()
+    plain = TRAKScorer(lam).fit(as32, weights).score([t.astype(np.float32) for t in targets])
+    assert not np.array_equal(np.argsort(plain, axis=1), np.argsort(scores, axis=1))
 
 
 def test_keeping_checkpoints_trains_the_same_ddpm() -> None:
