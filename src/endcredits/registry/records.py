@@ -847,9 +847,13 @@ def _name_numbers(payees: list[str] | pa.Array) -> npt.NDArray[np.int64] | None:
         return None
     if values.null_count:
         return None
-    if not pc.all(pc.match_substring_regex(values, r"^name:[0-9]{1,18}$")).as_py():
+    # ``^name:[0-9]{1,18}$`` without a regular expression (half the time): the prefix, then 1 to 18 ASCII digits.
+    digits = pc.utf8_slice_codeunits(values, 5)
+    if not pc.all(pc.starts_with(values, "name:")).as_py() or not pc.all(pc.ascii_is_decimal(digits)).as_py():
         return None
-    numbers: npt.NDArray[np.int64] = pc.cast(pc.utf8_slice_codeunits(values, 5), pa.int64()).to_numpy()
+    if pc.max(pc.binary_length(digits)).as_py() > 18:
+        return None
+    numbers: npt.NDArray[np.int64] = pc.cast(digits, pa.int64()).to_numpy()
     return numbers
 
 
