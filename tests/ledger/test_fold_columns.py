@@ -13,6 +13,7 @@ import pytest
 
 from endcredits.ledger.fold_columns import encoded, folded_carries, summed_legs
 from endcredits.ledger.segments import Segment
+from endcredits.ledger.snapshot import Snapshot, _text_balances, encode_snapshot
 
 
 def _segment(rng: random.Random, transfer_id: int, size: str, repeats: bool) -> Segment:
@@ -81,3 +82,18 @@ def test_encoded_gives_a_repeated_base_key_its_first_position() -> None:
     assert dictionary.to_pylist() == ["b", "a", "c"]
     assert at_base.tolist() == [0, 1, -1]
     assert [c.tolist() for c in codes] == [[1, 2, 0]]
+
+
+def test_text_balances_from_int64_are_the_bytes_python_ints_give() -> None:
+    """A snapshot kept as decimal text whose balances fit int64 (written by Arrow's cast) encodes to the
+    same bytes as the same balances as Python ints (written by ``str``)."""
+    values = [0, -1, 7, -(1 << 63), (1 << 63) - 1, 10**18, -123456789012345]
+    keys = pa.array([f"escrow:name:{i}:EUR" for i in range(len(values))])
+    none = pa.array([], pa.string())
+    last = np.arange(len(values), dtype=np.int64)
+    as_ints = np.array(values, dtype=object)
+    plain = Snapshot(1, 0, keys, as_ints, last, none, none, np.zeros(0, np.int64), "")
+    cast = Snapshot(1, 0, keys, np.array(values, dtype=np.int64), last, none, none, np.zeros(0, np.int64), "", True)
+    assert encode_snapshot(cast) == encode_snapshot(plain)
+    assert _text_balances(pa.array([str(v) for v in values])).tolist() == values
+    assert _text_balances(pa.array(["1", str(1 << 70)])).tolist() == [1, 1 << 70]  # beyond int64: Python ints
