@@ -20,9 +20,11 @@ conversion takes about 0.4 s of one-time setup, and the first arrays of each siz
 
 Each accrual posts its legs and carries as one ledger segment; an accrual folds the pending segments into
 the account rows and the ledger snapshot first when 8 segments or 8 x 10^6 legs are pending
-(``FOLD_PENDING_*``), inside the timed run (``folds_in_run``). Whatever is still pending at the end is
-folded after the run and timed on its own (``fold_s``, over ``fold_segments`` segments and
-``fold_accounts`` accounts): the cost the segments move off the accrual.
+(``FOLD_PENDING_*``), inside the timed run (``folds_in_run``, each one's seconds in ``fold_s_in_run``
+and its thread's CPU seconds in ``fold_cpu_s_in_run``, timed around ``fold_pending`` as ``accrue``
+calls it). Whatever is still pending at the end is folded after the run and timed on its own
+(``fold_s``, over ``fold_segments`` segments and ``fold_accounts`` accounts): the cost the segments
+move off the accrual.
 
 The storage floor, measured in the same run on an empty store: only the rows such an accrual must
 write (one transfer, its segment of legs and carries, the outputs' keys), prepared beforehand, inserted
@@ -46,11 +48,16 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 import numpy as np
 from sqlalchemy import BigInteger, Column, MetaData, String, Table, create_engine, func, select, text
 
+import endcredits.ledger.accrue as accrue_module
 from endcredits.ledger.accrue import ScoreSource, accrue
 from endcredits.ledger.evidence import use_system_allocator
 from endcredits.ledger.records import fold_pending
@@ -199,6 +206,25 @@ def _storage_floor(store: Store, n_payees: int, n_outputs: int) -> float:
     return time.perf_counter() - started
 
 
+@contextmanager
+def _timed_folds() -> Iterator[list[tuple[float, float]]]:
+    """(wall seconds, the calling thread's CPU seconds) of each fold an accrual does first, while inside:
+    ``fold_pending`` as ``accrue`` calls it, wrapped with two clocks (on a shared machine the CPU time
+    swings less than the wall time)."""
+    seconds: list[tuple[float, float]] = []
+    inner = accrue_module.fold_pending
+
+    def timed(conn: Any, **kwargs: Any) -> Any:
+        started, cpu = time.perf_counter(), time.thread_time()
+        try:
+            return inner(conn, **kwargs)
+        finally:
+            seconds.append((time.perf_counter() - started, time.thread_time() - cpu))
+
+    with mock.patch.object(accrue_module, "fold_pending", timed):
+        yield seconds
+
+
 def _fresh_store(db: str) -> tuple[Store, Path, str | None]:
     tmp = Path(tempfile.mkdtemp(prefix="endcredits-bench-"))
     schema = None
@@ -244,14 +270,15 @@ def run(
         outputs_per_batch = max(1, batch_items // PAYEES_PER_OUTPUT)
         done = 0
         batches = 0
-        started = time.perf_counter()
-        while done < n_outputs:
-            n = min(outputs_per_batch, n_outputs - done)
-            usage = _usage(payees, n, rng, batches)
-            accrue(store, usage, agreement, event_id=f"bench-{batches}", source=BENCH_SCORES)
-            done += n
-            batches += 1
-        elapsed = time.perf_counter() - started
+        with _timed_folds() as fold_seconds:
+            started = time.perf_counter()
+            while done < n_outputs:
+                n = min(outputs_per_batch, n_outputs - done)
+                usage = _usage(payees, n, rng, batches)
+                accrue(store, usage, agreement, event_id=f"bench-{batches}", source=BENCH_SCORES)
+                done += n
+                batches += 1
+            elapsed = time.perf_counter() - started
         rss = _peak_rss_mb()
         with store.read() as conn:  # folds an accrual did first, inside the timed run
             folds_in_run = int(conn.execute(select(func.count()).select_from(ledger_folds)).scalar_one())
@@ -272,6 +299,8 @@ def run(
             "peak_rss_mb": round(rss, 1),
             "baseline_line_items_per_s": round(baseline_rate) if baseline else None,
             "folds_in_run": folds_in_run,
+            "fold_s_in_run": [round(wall, 3) for wall, _ in fold_seconds],
+            "fold_cpu_s_in_run": [round(cpu, 3) for _, cpu in fold_seconds],
             "fold_segments": folded.segments if folded else 0,
             "fold_accounts": folded.accounts if folded else 0,
             "fold_s": round(fold_s, 3),

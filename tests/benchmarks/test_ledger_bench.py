@@ -28,6 +28,7 @@ def test_a_small_run_accrues_folds_and_verifies(arrow_pool: None, monkeypatch: p
     assert result["verify_ok"] is True
     # Batches 3 and 5 fold the two before them; the fifth's own segment is folded after the run.
     assert (result["folds_in_run"], result["fold_segments"]) == (2, 1)
+    assert len(result["fold_s_in_run"]) == 2 and min(result["fold_s_in_run"]) > 0  # type: ignore[arg-type]
     assert result["fold_accounts"] > 0 and result["fold_s"] > 0
     assert result["line_items_per_s"] > 0 and result["storage_floor_s"] > 0  # type: ignore[operator]
     assert result["arrow_allocator"] == "system"

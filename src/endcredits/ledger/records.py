@@ -35,6 +35,7 @@ from endcredits.ledger import (
     parse_account_key,
 )
 from endcredits.ledger.carry_cache import cached_carries
+from endcredits.ledger.fold_columns import LegSums, folded_carries, summed_legs
 from endcredits.ledger.segments import (
     Segment,
     fold_watermark,
@@ -648,9 +649,10 @@ def fold_pending(conn: Connection, *, at: str | None = None) -> FoldResult | Non
     a new snapshot (``ledger.snapshot``) that replaces the one before; operator accounts are opened as rows
     on first use. A ``ledger_folds`` row records the new watermark; audited. None when nothing is pending.
 
-    The arithmetic is columnar: the legs are summed per account and added to the stored balances in
-    NumPy (int64 where no sum can pass 2^62, exact Python ints beyond); each row that changes is written
-    once however many segments touched it, and the snapshot is one row."""
+    The arithmetic is columnar (``ledger.fold_columns``): the legs are summed per account, matched against
+    the snapshot in the same pass, and added to the stored balances in NumPy (int64 where no sum can pass
+    2^62, exact Python ints beyond); each row that changes is written once however many segments touched
+    it, and the snapshot is one row."""
     import numpy as np
     import pyarrow as pa
 
@@ -660,13 +662,14 @@ def fold_pending(conn: Connection, *, at: str | None = None) -> FoldResult | Non
     when = at or utc_now()
     through = segments[-1].transfer_id
     with gc_paused(), sqlite_cache_at_least(conn, FOLD_SQLITE_CACHE_KIB):
-        keys, sums, last = _summed_legs(segments)
         snap = read_snapshot(conn)
-        known, ids, before, snap_at = _balances_before(conn, keys, snap)
-        values = add_exact(before, sums)
+        legs = summed_legs(segments, snap.keys)
+        keys, last = legs.keys, legs.last
+        known, ids, before = _balances_before(conn, legs, snap)
+        values = add_exact(before, legs.sums)
         _refuse_overdrawn(keys, values)
         to_snapshot = ~known & _of_snapshot_kinds(keys)
-        fresh = np.flatnonzero(~known & ~to_snapshot)
+        fresh = _in_key_order(keys, np.flatnonzero(~known & ~to_snapshot))
         if len(fresh):
             _open_accounts(
                 conn,
@@ -687,7 +690,8 @@ def fold_pending(conn: Connection, *, at: str | None = None) -> FoldResult | Non
                 list(zip(ids[order].tolist(), amount_params(conn, values[order].tolist()), last[order].tolist())),
             )
         id_max = int(fetch_all(conn, "SELECT COALESCE(MAX(id), 0) FROM accounts")[0][0])
-        merged, n_carries = _merged_snapshot(snap, segments, keys, values, last, to_snapshot, snap_at)
+        as_text = snap.balances_as_text or legs.big or values.dtype == object
+        merged, n_carries = _merged_snapshot(snap, segments, legs, values, to_snapshot, as_text)
         sha = write_snapshot(conn, _replace(merged, through_transfer_id=through, account_id_max=id_max))
     _record_fold(conn, segments, len(keys), n_carries, sha, when)
     return FoldResult(through, len(segments), len(keys), n_carries)
@@ -739,57 +743,62 @@ def _of_snapshot_kinds(keys: pa.Array) -> npt.NDArray[np.bool_]:
     return functools.reduce(pc.or_, masks).to_numpy(zero_copy_only=False)  # type: ignore[no-any-return]
 
 
-def _balances_before(
-    conn: Connection, keys: pa.Array, snap: Snapshot
-) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64], npt.NDArray[Any], npt.NDArray[np.int64]]:
-    """For each of ``keys`` (distinct): whether it has an account row, the row's id (0 when not), its balance
-    before the fold (the row's, the snapshot's, or 0) and its position in the snapshot (-1 when not there).
-    Only the keys the snapshot does not hold are looked up among the rows: no key is both."""
-    import numpy as np
+def _in_key_order(keys: pa.Array, at: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """``at`` (positions in ``keys``) ordered by key, as UTF-8 bytes (Python's code point order) sort."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    where = pc.index_in(keys, value_set=snap.keys)
-    in_snapshot = where.is_valid().to_numpy(zero_copy_only=False)
-    snap_at = np.full(len(keys), -1, dtype=np.int64)
-    snap_at[in_snapshot] = where.fill_null(0).to_numpy()[in_snapshot]
+    if len(at) < 2:
+        return at
+    return at[pc.sort_indices(keys.take(pa.array(at, pa.int64()))).to_numpy()]  # type: ignore[no-any-return]
+
+
+def _balances_before(
+    conn: Connection, legs: LegSums, snap: Snapshot
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64], npt.NDArray[Any]]:
+    """For each account key the legs met: whether it has an account row, the row's id (0 when not) and its
+    balance before the fold (the row's, the snapshot's, or 0). Only the keys the snapshot does not hold are
+    looked up among the rows: no key is both."""
+    import numpy as np
+    import pyarrow as pa
+
+    in_snapshot = legs.at_base >= 0
     probe = np.flatnonzero(~in_snapshot)
-    known = np.zeros(len(keys), dtype=np.bool_)
-    ids = np.zeros(len(keys), dtype=np.int64)
-    found_known, found_ids, found_before = _stored_balances(conn, keys.take(pa.array(probe)))
+    known = np.zeros(len(legs.keys), dtype=np.bool_)
+    ids = np.zeros(len(legs.keys), dtype=np.int64)
+    found_known, found_ids, found_before = _stored_balances(conn, legs.keys.take(pa.array(probe, pa.int64())))
     big = found_before.dtype == object or snap.balances.dtype == object
-    before = np.zeros(len(keys), dtype=object if big else np.int64)
+    before = np.zeros(len(legs.keys), dtype=object if big else np.int64)
     known[probe], ids[probe], before[probe] = found_known, found_ids, found_before
-    before[in_snapshot] = snap.balances[snap_at[in_snapshot]]
-    return known, ids, before, snap_at
+    before[in_snapshot] = snap.balances[legs.at_base[in_snapshot]]
+    return known, ids, before
 
 
 def _merged_snapshot(
     snap: Snapshot,
     segments: Sequence[Segment],
-    keys: pa.Array,
+    legs: LegSums,
     values: npt.NDArray[Any],
-    last: npt.NDArray[np.int64],
     to_snapshot: npt.NDArray[np.bool_],
-    snap_at: npt.NDArray[np.int64],
+    as_text: bool,
 ) -> tuple[Snapshot, int]:
-    """The snapshot after the fold: its accounts updated in place and the new ones appended, and each
-    payee's latest carry; with how many carries the segments held."""
+    """The snapshot after the fold: its accounts updated in place and the new ones appended in key order,
+    and each payee's latest carry; with how many carries the segments held."""
     import numpy as np
     import pyarrow as pa
 
     big = values.dtype == object or snap.balances.dtype == object
     balances = snap.balances.astype(object if big else np.int64)  # a writable copy
     latest = snap.last.astype(np.int64)
-    update = to_snapshot & (snap_at >= 0)
-    balances[snap_at[update]] = values[update]
-    latest[snap_at[update]] = last[update]
-    new = np.flatnonzero(to_snapshot & (snap_at < 0))
-    merged_keys = pa.concat_arrays([snap.keys, keys.take(pa.array(new, pa.int64()))])
+    update = to_snapshot & (legs.at_base >= 0)
+    balances[legs.at_base[update]] = values[update]
+    latest[legs.at_base[update]] = legs.last[update]
+    new = _in_key_order(legs.keys, np.flatnonzero(to_snapshot & (legs.at_base < 0)))
+    merged_keys = pa.concat_arrays([snap.keys, legs.keys.take(pa.array(new, pa.int64()))])
     balances = np.concatenate([balances, values[new].astype(balances.dtype)])
-    latest = np.concatenate([latest, last[new]])
+    latest = np.concatenate([latest, legs.last[new]])
     currencies, payees, subunits, n_carries = _merged_carries(snap, segments)
-    merged = Snapshot(0, 0, merged_keys, balances, latest, currencies, payees, subunits, "")
+    merged = Snapshot(0, 0, merged_keys, balances, latest, currencies, payees, subunits, "", as_text)
     return merged, n_carries
 
 
@@ -809,16 +818,10 @@ def _merged_carries(
     n_carries = 0
     for currency in sorted(held | {seg.currency for seg in segments}):
         payees, subunits = snap.carries_of(currency)
-        subunits = subunits.astype(np.int64)  # a writable copy
         mine = [seg for seg in segments if seg.currency == currency]
         if mine:
-            new_payees, new_subunits = _latest_carries(mine)
-            n_carries += len(new_payees)
-            where = pc.index_in(new_payees, value_set=payees)
-            hit = where.is_valid().to_numpy(zero_copy_only=False)
-            subunits[where.fill_null(0).to_numpy()[hit]] = new_subunits[hit]
-            payees = pa.concat_arrays([payees, new_payees.take(pa.array(np.flatnonzero(~hit), pa.int64()))])
-            subunits = np.concatenate([subunits, new_subunits[~hit]])
+            payees, subunits, n = folded_carries(payees, subunits, mine)
+            n_carries += n
         parts_payees.append(payees)
         parts_subunits.append(subunits)
         parts_currencies.append(pa.array(np.full(len(payees), currency, dtype=object), pa.string()))
@@ -870,25 +873,29 @@ def _stored_balances(
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    where = np.zeros(0, dtype=np.int64)
     if not len(keys):
         rows = []
     elif int(fetch_all(conn, "SELECT COUNT(*) FROM accounts")[0][0]) <= len(keys):
-        # Fewer rows than keys (the payees' accounts are in the snapshot): read them all, match in Arrow.
+        # Fewer rows than keys (the payees' accounts are in the snapshot): read them all, match in Arrow,
+        # hashing the rows' keys (the fewer).
         rows = fetch_all(conn, "SELECT key, id, balance_microunits FROM accounts")
-        present = pc.is_in(pa.array([r[0] for r in rows], pa.string()), value_set=keys).to_numpy(zero_copy_only=False)
-        rows = [r for r, hit in zip(rows, present.tolist()) if hit]
+        hit = pc.index_in(keys, value_set=pa.array([r[0] for r in rows], pa.string()))
+        where = pc.indices_nonzero(hit.is_valid()).to_numpy().astype(np.int64)
+        rows = [rows[j] for j in hit.drop_null().to_pylist()]
     else:
         rows = select_joined(
             conn,
             "SELECT a.key, a.id, a.balance_microunits FROM {values} JOIN accounts a ON a.key = v.value",
             keys.to_pylist(),
         )
+        if rows:
+            where = pc.index_in(pa.array([r[0] for r in rows], pa.string()), value_set=keys).to_numpy()
     known = np.zeros(len(keys), dtype=np.bool_)
     ids = np.zeros(len(keys), dtype=np.int64)
     found = _as_amounts([r[2] for r in rows])
     before = np.zeros(len(keys), dtype=found.dtype)
     if rows:
-        where = pc.index_in(pa.array([r[0] for r in rows], pa.string()), value_set=keys).to_numpy()
         known[where] = True
         ids[where] = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
         before[where] = found
@@ -896,58 +903,15 @@ def _stored_balances(
 
 
 def _refuse_overdrawn(keys: pa.Array, values: npt.NDArray[Any]) -> None:
-    """Raise, naming the first, when a folded balance of an account that may not go negative is below 0."""
+    """Raise, naming the first in key order, when a folded balance of an account that may not go negative is
+    below 0."""
     import numpy as np
 
-    for i in np.flatnonzero(values < 0).tolist():
-        key = str(keys[i])
-        if key.partition(":")[0] not in NEGATIVE_ALLOWED_KINDS:
-            raise LedgerError(
-                f"folding the pending segments would leave account {key} at {values[i]}; nothing was folded"
-            )
-
-
-def _summed_legs(segments: Sequence[Segment]) -> tuple[pa.Array, npt.NDArray[Any], npt.NDArray[np.int64]]:
-    """Over the segments' legs, per account key (sorted): the summed amount and the last transfer that
-    touched it. Summed in NumPy when no sum can pass int64, else in Python ints."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    keys = pa.concat_arrays([seg.accounts for seg in segments])
-    encoded = keys.dictionary_encode()
-    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    n = len(encoded.dictionary)
-    amounts: npt.NDArray[Any]
-    if all(pa.types.is_integer(seg.amounts.type) for seg in segments):
-        amounts = np.concatenate([seg.amounts.to_numpy() for seg in segments])
-        bound = max(-int(amounts.min(initial=0)), int(amounts.max(initial=0)))
-        if bound * len(amounts) >= (1 << 63):
-            amounts = amounts.astype(object)
-    else:
-        amounts = np.concatenate([np.asarray(seg.amount_list(), dtype=object) for seg in segments])
-    sums = np.zeros(n, dtype=amounts.dtype)
-    np.add.at(sums, codes, amounts)
-    last = np.zeros(n, dtype=np.int64)
-    np.maximum.at(
-        last, codes, np.repeat([seg.transfer_id for seg in segments], [len(seg.accounts) for seg in segments])
-    )
-    order = pc.sort_indices(encoded.dictionary).to_numpy()
-    return encoded.dictionary.take(pa.array(order)), sums[order], last[order]
-
-
-def _latest_carries(segments: Sequence[Segment]) -> tuple[pa.Array, npt.NDArray[np.int64]]:
-    """Each payee's carry as the latest of ``segments`` (one currency, in transfer order) left it."""
-    import numpy as np
-    import pyarrow as pa
-
-    payees = pa.concat_arrays([seg.payees for seg in segments if seg.payees is not None])
-    subunits = np.concatenate([seg.subunits.to_numpy() for seg in segments if seg.subunits is not None])
-    encoded = payees.dictionary_encode()
-    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    latest = np.full(len(encoded.dictionary), -1, dtype=np.int64)
-    np.maximum.at(latest, codes, np.arange(len(codes), dtype=np.int64))
-    return encoded.dictionary, subunits[latest]
+    below = [(str(keys[i]), i) for i in np.flatnonzero(values < 0).tolist()]
+    refused = sorted((k, i) for k, i in below if k.partition(":")[0] not in NEGATIVE_ALLOWED_KINDS)
+    if refused:
+        key, i = refused[0]
+        raise LedgerError(f"folding the pending segments would leave account {key} at {values[i]}; nothing was folded")
 
 
 def derived_balances(conn: Connection) -> dict[str, int]:

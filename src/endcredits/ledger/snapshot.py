@@ -65,6 +65,7 @@ class Snapshot:
     carry_payees: pa.Array  # string
     carry_subunits: npt.NDArray[np.int64]
     sha256: str
+    balances_as_text: bool = False  # stored as decimal text (``BALANCES_BIG``); a fold keeps that form
 
     def carries_of(self, currency: str) -> tuple[pa.Array, npt.NDArray[np.int64]]:
         """(payees, subunits) carried in ``currency``."""
@@ -92,13 +93,17 @@ def encode_snapshot(snap: Snapshot) -> tuple[bytes, bytes, str]:
     accounts and a few hundredths of a second of a reader's."""
     import numpy as np
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     schemas = snapshot_schemas()
     last = pa.array(snap.last, pa.int64())
-    if snap.balances.dtype == np.int64:
+    if snap.balances.dtype == np.int64 and not snap.balances_as_text:
         table = pa.table([snap.keys, pa.array(snap.balances, pa.int64()), last], schema=schemas["BALANCES"])
     else:
-        text = pa.array([str(int(v)) for v in snap.balances.tolist()], pa.string())
+        if snap.balances.dtype == np.int64:  # Arrow writes int64 as str() does, at C speed
+            text = pc.cast(pa.array(snap.balances, pa.int64()), pa.string())
+        else:
+            text = pa.array([str(int(v)) for v in snap.balances.tolist()], pa.string())
         table = pa.table([snap.keys, text, last], schema=schemas["BALANCES_BIG"])
     balances_blob = ipc_bytes(table, "lz4")
     carries_blob = ipc_bytes(
@@ -149,7 +154,6 @@ def snapshot_count(conn: Connection) -> int:
 def read_snapshot(conn: Connection, *, balances: bool = True, carries: bool = True, live: bool = True) -> Snapshot:
     """The latest snapshot (empty when no fold wrote one), decoded: its balances and carries when asked.
     ``live``: without the accounts opened as rows since it was written, whose rows hold their balances."""
-    import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -161,16 +165,14 @@ def read_snapshot(conn: Connection, *, balances: bool = True, carries: bool = Tr
     if row is None:
         return empty
     through, id_max, sha, *blobs = row
-    keys, values, last = empty.keys, empty.balances, empty.last
+    keys, values, last, as_text = empty.keys, empty.balances, empty.last, False
     if balances:
         schemas = (snapshot_schemas()["BALANCES"], snapshot_schemas()["BALANCES_BIG"])
         table = read_ipc(bytes(blobs.pop(0)), int(through), "snapshot balances", schemas)
         keys = table.column(0).combine_chunks()
         column = table.column(1).combine_chunks()
-        if pa.types.is_integer(column.type):
-            values = column.to_numpy(zero_copy_only=False)
-        else:
-            values = np.array([int(v) for v in column.to_pylist()], dtype=object)
+        as_text = not pa.types.is_integer(column.type)
+        values = _text_balances(column) if as_text else column.to_numpy(zero_copy_only=False)
         last = table.column(2).combine_chunks().to_numpy(zero_copy_only=False)
         if live:
             opened = [r[0] for r in fetch_all(conn, f"SELECT key FROM accounts WHERE id > {int(id_max)}")]
@@ -182,7 +184,21 @@ def read_snapshot(conn: Connection, *, balances: bool = True, carries: bool = Tr
         table = read_ipc(bytes(blobs.pop(0)), int(through), "snapshot carries", (snapshot_schemas()["CARRIES"],))
         currencies, payees = table.column(0).combine_chunks(), table.column(1).combine_chunks()
         subunits = table.column(2).combine_chunks().to_numpy(zero_copy_only=False)
-    return Snapshot(int(through), int(id_max), keys, values, last, currencies, payees, subunits, str(sha))
+    return Snapshot(int(through), int(id_max), keys, values, last, currencies, payees, subunits, str(sha), as_text)
+
+
+def _text_balances(column: pa.Array) -> npt.NDArray[Any]:
+    """Balances stored as decimal text: int64 when every one fits (parsed by Arrow), else Python ints."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if column.null_count == 0:
+        try:
+            return pc.cast(column, pa.int64()).to_numpy()  # type: ignore[no-any-return]
+        except pa.ArrowInvalid:  # beyond int64
+            pass
+    return np.array([int(v) for v in column.to_pylist()], dtype=object)
 
 
 def snapshot_raw_sha256(conn: Connection) -> tuple[str, str] | None:
