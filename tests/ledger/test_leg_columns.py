@@ -11,17 +11,15 @@ import pyarrow.compute as pc
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import text
 
 from endcredits.errors import LedgerError, ValidationError
 from endcredits.ledger import LegColumns, TransferRequest, _needs_escape, check_transfer
 from endcredits.ledger.accrue import accrue
-from endcredits.ledger.records import account_balances, carried_fractions
 from endcredits.ledger.segments import encode_legs
 from endcredits.ledger.verify import verify
 from endcredits.registry.records import route_arrays, route_columns
 from endcredits.store.engine import Store
-from helpers_money import EXTERNAL, agreement, names_usage, names_world
+from helpers_money import EXTERNAL, agreement, ledger_state, names_usage, names_world
 
 
 def _request(keys: list[str], amounts: list[int]) -> TransferRequest:
@@ -101,14 +99,7 @@ def test_unpaid_payees_in_the_dictionary_change_nothing(store_factory: Callable[
     seen = []
     for s in stores:
         assert verify(s).ok, verify(s).problems
-        with s.read() as conn:
-            rows = conn.execute(
-                text(
-                    "SELECT t.content_sha256, g.sha256 FROM transfers t JOIN ledger_segments g "
-                    "ON g.transfer_id = t.id ORDER BY t.id"
-                )
-            ).all()
-            seen.append((rows, account_balances(conn), carried_fractions(conn)))
+        seen.append(ledger_state(s))
     assert seen[0] == seen[1]
     assert any(k.startswith("payable:person:") for k in seen[0][1])  # a claimed name was paid to its person
 

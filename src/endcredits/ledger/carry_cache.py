@@ -109,7 +109,7 @@ def cached_carries(
         entry = _built(conn, currency)
     own = written_in(conn)
     mine: list[tuple[pa.Array, npt.NDArray[np.int64]]] = []
-    for transfer_id, seg_payees, subunits in segment_carries(conn, after=entry.through, currency=currency):
+    for transfer_id, _, seg_payees, subunits in segment_carries(conn, after=entry.through, currency=currency):
         if transfer_id in own:  # not committed yet: this lookup only
             mine.append((seg_payees, subunits.to_numpy()))
         elif mine:  # a committed segment above one of ours: the lock makes it impossible; read afresh
@@ -149,7 +149,7 @@ def _built(conn: Connection, currency: str) -> _Carries:
 def _read_whole(conn: Connection, currency: str, payees: pa.Array) -> npt.NDArray[np.int64]:
     """The carries from the snapshot and every segment above it, this transaction's included."""
     entry = _built(conn, currency)
-    for _, seg_payees, subunits in segment_carries(conn, after=entry.through, currency=currency):
+    for _, _, seg_payees, subunits in segment_carries(conn, after=entry.through, currency=currency):
         entry.set(seg_payees, subunits.to_numpy())
     return entry.get(payees)
 

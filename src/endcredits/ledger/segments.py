@@ -256,18 +256,19 @@ def iter_carries(
 ) -> Iterator[tuple[str, pa.Array, pa.Array]]:
     """(currency, payees, subunits) of each segment above ``after``, in transfer order: only the carries
     blob is read."""
+    for _, ccy, payees, subunits in segment_carries(conn, after=after, currency=currency):
+        yield ccy, payees, subunits
+
+
+def segment_carries(
+    conn: Connection, *, after: int, currency: str | None = None
+) -> Iterator[tuple[int, str, pa.Array, pa.Array]]:
+    """(transfer id, currency, payees, subunits) of each segment above ``after`` (of ``currency`` alone when
+    given), in transfer order: only the carries blob is read."""
     for transfer_id in segment_ids(conn, after=after, currency=currency):
         ccy, blob = _segment_row(conn, transfer_id, ["currency", "carries_arrow"])
         table = read_ipc(blob, transfer_id, "carries", (segment_schemas()["CARRIES_SCHEMA"],))
-        yield ccy, table.column(0).combine_chunks(), table.column(1).combine_chunks()
-
-
-def segment_carries(conn: Connection, *, after: int, currency: str) -> Iterator[tuple[int, pa.Array, pa.Array]]:
-    """(transfer id, payees, subunits) of each segment of ``currency`` above ``after``, in transfer order."""
-    for transfer_id in segment_ids(conn, after=after, currency=currency):
-        (blob,) = _segment_row(conn, transfer_id, ["carries_arrow"])
-        table = read_ipc(blob, transfer_id, "carries", (segment_schemas()["CARRIES_SCHEMA"],))
-        yield transfer_id, table.column(0).combine_chunks(), table.column(1).combine_chunks()
+        yield transfer_id, ccy, table.column(0).combine_chunks(), table.column(1).combine_chunks()
 
 
 def segment_sha_of(conn: Connection, transfer_id: int) -> str | None:
